@@ -1,0 +1,1 @@
+"""The emulated GPU: answers the KFD ioctls and executes packets in Python."""

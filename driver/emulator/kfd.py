@@ -1,0 +1,534 @@
+"""The emulated GPU behind the syscall boundary: it answers the KFD ioctls like amdkfd does.
+
+`EmulatedSyscalls` implements `kfdtrace.driver.syscalls.Syscalls`. Ioctls are dispatched the way the kernel's
+kfd_ioctl() does it: by the ioctl nr through the one table (kfdtrace.driver.kfd_ioctl), copying
+_IOC_SIZE(cmd) bytes in and out and zero-filling the rest, so callers built against an older, shorter struct
+work. Each ioctl of the table is answered by the method named after it (`ioctl_<name>`); one the emulator
+does not model fails with EOPNOTSUPP and a warning naming it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.emulator.events import EventTable
+from kfdtrace.driver.emulator.memory import PAGE, BufferObject, GpuVm, VmFault
+from kfdtrace.driver.emulator.sdma_engine import SdmaQueue
+from kfdtrace.driver.families import Target, queue_sizes, target_by_version
+from kfdtrace.driver.sdma import DIALECTS
+from kfdtrace.driver.syscalls import (
+    KFD_DEVICE,
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_PRIVATE,
+    MAP_SHARED,
+    libc_mmap,
+    libc_munmap,
+)
+from kfdtrace.driver.topology import DictSysfs, Node, Topology, write_sysfs_tree
+
+log = logging.getLogger("kfdtrace.emulator")
+
+# kfd_priv.h mmap offset encoding (amd-facts §6)
+MMAP_TYPE_SHIFT = 62
+MMAP_TYPE_DOORBELL, MMAP_TYPE_EVENTS, MMAP_TYPE_RESERVED, MMAP_TYPE_MMIO = 3, 2, 1, 0
+MMAP_GPU_ID_SHIFT = 46
+MMAP_GPU_ID_MASK = (1 << 16) - 1
+DOORBELL_SLICE = 0x2000  # roundup(8 B * 1024 queues, PAGE) on SOC15
+MAX_QUEUES_PER_PROCESS = 1024
+BO_MMAP_BASE = 1 << 40  # DRM mmap offsets of emulated buffer objects
+GPUVM_BASE, GPUVM_LIMIT = 0x1000000, (1 << 47) - 1  # SVM_USER_BASE .. the 47-bit user hole
+LDS_BASE_V9, SCRATCH_BASE_V9 = 1 << 48, 2 << 48  # MAKE_LDS_APP_BASE_V9 / MAKE_SCRATCH_APP_BASE_V9
+ENOTSUPP = 524  # the kernel-internal errno amdkfd returns for an unknown queue type, seen as-is by userspace
+GPU_CLOCK_HZ = 100_000_000  # SDMA GET_GLOBAL timestamp rate of the emulated boards
+
+
+class KfdError(Exception):
+    """An ioctl failure: becomes OSError(errno) at the boundary."""
+
+    def __init__(self, err: int, why: str):
+        super().__init__(why)
+        self.errno = err
+
+
+def _check(cond: bool, err: int, why: str) -> None:
+    if not cond:
+        raise KfdError(err, why)
+
+
+@dataclass(eq=False)
+class EmulatedGpu:
+    node: Node
+    target: Target
+    vm: GpuVm
+    vram_size: int
+    vram_used: int = 0
+    vm_acquired: bool = False
+    doorbell_maps: list[int] = field(default_factory=list)
+    doorbells: dict[int, EmulatedQueue] = field(default_factory=dict)  # offset in the slice -> queue
+    xnack: bool = False
+
+    @property
+    def gpu_id(self) -> int:
+        return self.node.gpu_id
+
+
+@dataclass(eq=False)
+class EmulatedQueue:
+    queue_id: int
+    gpu: EmulatedGpu
+    type: int
+    doorbell_offset: int
+    engine: SdmaQueue | None  # None for queue types the emulator does not execute yet
+    sdma_slot: int | None = None
+
+
+class EmulatedMachine:
+    """GPUs described by a topology, and the one KFD process that talks to them."""
+
+    def __init__(self, topology: Topology):
+        self.topology = topology
+        self.sysfs = DictSysfs(write_sysfs_tree(topology))
+        self.gpus: dict[int, EmulatedGpu] = {}
+        for node in topology.gpus:
+            target = target_by_version(node.gfx_target_version)
+            self.gpus[node.gpu_id] = EmulatedGpu(node, target, GpuVm(node.gpu_id), node.vram_size)
+        self.bos: dict[int, BufferObject] = {}
+        self.events = EventTable()
+        self.queues: dict[int, EmulatedQueue] = {}
+        self.atomic_lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._memory = threading.Condition()
+        self._next_bo = 1
+        self._event_page: int | None = None
+        self._t0 = time.monotonic_ns()
+        self.drm_fds: dict[int, EmulatedGpu] = {}
+
+    # -- services the engines use -------------------------------------------------------------------
+    def memory_changed(self) -> None:
+        with self._memory:
+            self._memory.notify_all()
+
+    def wait_memory_change(self, timeout: float) -> None:
+        with self._memory:
+            self._memory.wait(timeout)
+
+    def gpu_clock(self) -> int:
+        return (time.monotonic_ns() - self._t0) * GPU_CLOCK_HZ // 1_000_000_000
+
+    def trap(self, int_context: int) -> None:
+        """An SDMA TRAP: the kernel signals the event whose id the interrupt context carries."""
+        self.events.set(int_context & 0x0FFFFFFF)
+
+    def report_vm_fault(self, fault: VmFault) -> None:
+        self.events.signal_type(K.EventType.MEMORY, (fault.gpu_id, fault.va))
+
+    def report_queue_error(self, gpu_id: int) -> None:
+        self.events.signal_type(K.EventType.HW_EXCEPTION, (gpu_id, 0))
+
+    def shutdown(self) -> None:
+        for q in list(self.queues.values()):
+            if q.engine:
+                q.engine.stop()
+        self.queues.clear()
+        for gpu in self.gpus.values():
+            gpu.doorbells.clear()
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def gpu(self, gpu_id: int) -> EmulatedGpu:
+        g = self.gpus.get(gpu_id)
+        _check(g is not None, errno.EINVAL, f"no GPU with gpu_id {gpu_id:#x}")
+        return g
+
+    def bo(self, handle: int) -> BufferObject:
+        b = self.bos.get(handle)
+        _check(b is not None, errno.EINVAL, f"no buffer with handle {handle:#x}")
+        return b
+
+    def _gpu_ids(self, ptr: int, n: int) -> list[int]:
+        _check(ptr != 0 and 0 < n <= len(self.gpus) * 4, errno.EINVAL, "bad device_ids_array")
+        return list((ctypes.c_uint32 * n).from_address(ptr))
+
+    def _exact_mapping(self, gpu: EmulatedGpu, va: int, size: int, what: str) -> None:
+        """kfd_queue_buffer_get: va must sit in the first page of a GPU mapping exactly `size` bytes long."""
+        m = gpu.vm.mapping(va)
+        _check(m is not None and m[0] >> 12 == va >> 12 and m[1] == size, errno.EINVAL,
+               f"{what} {va:#x} is not the start of a {size:#x}-byte GPU mapping")
+
+    # -- ioctl entry --------------------------------------------------------------------------------
+    def ioctl(self, request: int, arg_addr: int | None) -> int:
+        try:
+            entry = K.lookup(request)
+        except KeyError as exc:
+            raise KfdError(errno.EINVAL, str(exc)) from None
+        usize = K.ioc_size(request)
+        ksize = ctypes.sizeof(entry.struct) if entry.struct else 0
+        kbuf = (ctypes.c_char * max(usize, ksize, 1))()
+        if usize and K.ioc_dir(request) & K.IocDir.WRITE:
+            _check(arg_addr is not None, errno.EFAULT, "null ioctl argument")
+            ctypes.memmove(kbuf, arg_addr, usize)
+        args = entry.struct.from_buffer(kbuf) if entry.struct else None
+        handler = getattr(self, f"ioctl_{entry.name.lower()}", None)
+        if handler is None:
+            log.warning("the emulated GPU does not model AMDKFD_IOC_%s", entry.name)
+            raise KfdError(errno.EOPNOTSUPP, f"AMDKFD_IOC_{entry.name} is not emulated")
+        if entry.name == "WAIT_EVENTS":
+            ret = handler(args)  # blocks: must not hold the process lock
+        else:
+            with self._lock:
+                ret = handler(args)
+        if usize and K.ioc_dir(request) & K.IocDir.READ:
+            ctypes.memmove(arg_addr, kbuf, usize)
+        return ret or 0
+
+    # -- ioctls -------------------------------------------------------------------------------------
+    def ioctl_get_version(self, a) -> None:
+        a.major_version, a.minor_version = K.KFD_IOCTL_MAJOR_VERSION, K.KFD_IOCTL_MINOR_VERSION
+
+    def ioctl_runtime_enable(self, a) -> None:
+        pass
+
+    def ioctl_acquire_vm(self, a) -> None:
+        gpu = self.gpu(a.gpu_id)
+        _check(self.drm_fds.get(a.drm_fd) is gpu, errno.EINVAL, f"fd {a.drm_fd} is not this GPU's render node")
+        gpu.vm_acquired = True
+
+    def ioctl_get_process_apertures_new(self, a) -> None:
+        gpus = list(self.gpus.values())
+        if a.num_of_nodes == 0:
+            a.num_of_nodes = len(gpus)
+            return
+        n = min(a.num_of_nodes, len(gpus))
+        arr = (K.kfd_process_device_apertures * n).from_address(a.kfd_process_device_apertures_ptr)
+        for ap, gpu in zip(arr, gpus, strict=False):
+            ap.gpu_id = gpu.gpu_id
+            ap.lds_base, ap.lds_limit = LDS_BASE_V9, LDS_BASE_V9 + 0xFFFFFFFF
+            ap.scratch_base, ap.scratch_limit = SCRATCH_BASE_V9, SCRATCH_BASE_V9 + 0xFFFFFFFF
+            ap.gpuvm_base, ap.gpuvm_limit = GPUVM_BASE, GPUVM_LIMIT
+        a.num_of_nodes = n
+
+    def ioctl_get_clock_counters(self, a) -> None:
+        self.gpu(a.gpu_id)
+        a.gpu_clock_counter = self.gpu_clock()
+        a.cpu_clock_counter = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
+        a.system_clock_counter = time.monotonic_ns()
+        a.system_clock_freq = 1_000_000_000
+
+    def ioctl_get_available_memory(self, a) -> None:
+        gpu = self.gpu(a.gpu_id)
+        a.available = gpu.vram_size - gpu.vram_used
+
+    def ioctl_set_xnack_mode(self, a) -> None:
+        if a.xnack_enabled >= 0:
+            _check(all(g.target.family.name.startswith("CDNA") for g in self.gpus.values()) or not a.xnack_enabled,
+                   errno.EPERM, "XNACK is not supported on every GPU")
+            for g in self.gpus.values():
+                g.xnack = bool(a.xnack_enabled)
+        else:
+            a.xnack_enabled = int(next(iter(self.gpus.values())).xnack) if self.gpus else 0
+
+    def ioctl_set_memory_policy(self, a) -> None:
+        self.gpu(a.gpu_id)
+
+    def ioctl_set_scratch_backing_va(self, a) -> None:
+        self.gpu(a.gpu_id)
+
+    def ioctl_set_trap_handler(self, a) -> None:
+        self.gpu(a.gpu_id)
+
+    def ioctl_get_tile_config(self, a) -> None:
+        self.gpu(a.gpu_id)
+        a.num_tile_configs = a.num_macro_tile_configs = 0  # gfx9+ has no tile mode tables
+
+    def ioctl_alloc_memory_of_gpu(self, a) -> None:
+        gpu = self.gpu(a.gpu_id)
+        _check(gpu.vm_acquired, errno.EINVAL, "ACQUIRE_VM first")
+        flags = a.flags
+        domains = flags & (K.AllocMemFlags.VRAM | K.AllocMemFlags.GTT
+                           | K.AllocMemFlags.USERPTR | K.AllocMemFlags.DOORBELL
+                           | K.AllocMemFlags.MMIO_REMAP)
+        _check(domains and domains & (domains - 1) == 0, errno.EINVAL, f"flags {flags:#x} name no single domain")
+        _check(a.size > 0 and a.size % PAGE == 0 and a.va_addr % PAGE == 0, errno.EINVAL,
+               f"size {a.size:#x} / va {a.va_addr:#x} not page aligned")
+        _check(GPUVM_BASE <= a.va_addr and a.va_addr + a.size <= GPUVM_LIMIT + 1, errno.EINVAL,
+               f"va {a.va_addr:#x} outside the GPUVM aperture")
+        is_vram = bool(domains & K.AllocMemFlags.VRAM)
+        if is_vram:
+            _check(gpu.vram_used + a.size <= gpu.vram_size, errno.ENOMEM,
+                   f"{a.size:#x} bytes of VRAM asked, {gpu.vram_size - gpu.vram_used:#x} free")
+        handle = (a.gpu_id << 32) | self._next_bo
+        if domains & K.AllocMemFlags.USERPTR:
+            _check(a.mmap_offset % PAGE == 0 and a.mmap_offset, errno.EINVAL, "userptr not page aligned")
+            bo = BufferObject(handle, a.gpu_id, a.va_addr, a.size, flags, host=a.mmap_offset)
+        else:
+            try:
+                bo = BufferObject.create(handle, a.gpu_id, a.va_addr, a.size, flags, is_vram)
+            except OSError as exc:
+                raise KfdError(errno.ENOMEM, f"host memory for the buffer: {exc}") from None
+        self._next_bo += 1
+        self.bos[handle] = bo
+        if is_vram:
+            gpu.vram_used += a.size
+        a.handle = handle
+        if not domains & K.AllocMemFlags.USERPTR:
+            a.mmap_offset = BO_MMAP_BASE + (handle & 0xFFFFFFFF) * (1 << 24)
+
+    def ioctl_free_memory_of_gpu(self, a) -> None:
+        bo = self.bo(a.handle)
+        _check(not bo.mapped_on, errno.EBUSY, f"buffer {bo.va:#x} is still mapped")
+        del self.bos[a.handle]
+        if bo.is_vram:
+            self.gpus[bo.gpu_id].vram_used -= bo.size
+        bo.release()
+
+    def ioctl_map_memory_to_gpu(self, a) -> None:
+        bo = self.bo(a.handle)
+        ids = self._gpu_ids(a.device_ids_array_ptr, a.n_devices)
+        _check(a.n_success <= a.n_devices, errno.EINVAL, "n_success > n_devices")
+        for i in range(a.n_success, a.n_devices):
+            gpu = self.gpu(ids[i])
+            _check(gpu.vm_acquired, errno.EINVAL, f"ACQUIRE_VM on GPU {ids[i]:#x} first")
+            _check(gpu.vm.map(bo), errno.EINVAL, f"VA {bo.va:#x}+{bo.size:#x} overlaps a mapping on {ids[i]:#x}")
+            bo.mapped_on.add(ids[i])
+            a.n_success = i + 1
+
+    def ioctl_unmap_memory_from_gpu(self, a) -> None:
+        bo = self.bo(a.handle)
+        ids = self._gpu_ids(a.device_ids_array_ptr, a.n_devices)
+        for i in range(a.n_success, a.n_devices):
+            gpu = self.gpu(ids[i])
+            _check(gpu.vm.unmap(bo), errno.EINVAL, f"buffer {bo.va:#x} is not mapped on {ids[i]:#x}")
+            bo.mapped_on.discard(ids[i])
+            a.n_success = i + 1
+
+    def ioctl_create_queue(self, a) -> None:
+        gpu = self.gpu(a.gpu_id)
+        _check((a.queue_percentage & 0xFF) <= K.KFD_MAX_QUEUE_PERCENTAGE, errno.EINVAL, "queue_percentage > 100")
+        _check(a.queue_priority <= K.KFD_MAX_QUEUE_PRIORITY, errno.EINVAL, "queue_priority > 15")
+        _check(a.ring_size == 0 or a.ring_size & (a.ring_size - 1) == 0, errno.EINVAL,
+               f"ring_size {a.ring_size:#x} is not a power of 2")
+        known = {K.QueueType.COMPUTE, K.QueueType.SDMA, K.QueueType.COMPUTE_AQL,
+                 K.QueueType.SDMA_XGMI, K.QueueType.SDMA_BY_ENG_ID}
+        _check(a.queue_type in known, ENOTSUPP, f"queue type {a.queue_type}")
+        _check(gpu.vm_acquired, errno.EINVAL, "ACQUIRE_VM first")
+        ring_size = max(a.ring_size, K.KFD_MIN_QUEUE_RING_SIZE)  # kernel clamps small rings, it does not refuse
+        self._exact_mapping(gpu, a.write_pointer_address, PAGE, "write pointer")
+        self._exact_mapping(gpu, a.read_pointer_address, PAGE, "read pointer")
+        self._exact_mapping(gpu, a.ring_base_address, ring_size, "ring")
+        props = gpu.node.properties
+        is_sdma = a.queue_type not in (K.QueueType.COMPUTE, K.QueueType.COMPUTE_AQL)
+        slot = None
+        if is_sdma:
+            slot = self._sdma_slot(gpu, a)
+        else:
+            sizes = queue_sizes(props)
+            if a.eop_buffer_address:
+                _check(a.eop_buffer_size == sizes.eop_buffer_size, errno.EINVAL,
+                       f"eop_buffer_size {a.eop_buffer_size:#x} != {sizes.eop_buffer_size:#x}")
+                self._exact_mapping(gpu, a.eop_buffer_address, sizes.eop_buffer_size, "EOP buffer")
+            _check(a.ctl_stack_size == sizes.ctl_stack_size, errno.EINVAL,
+                   f"ctl_stack_size {a.ctl_stack_size:#x} != {sizes.ctl_stack_size:#x}")
+            _check(a.ctx_save_restore_size >= sizes.cwsr_size, errno.EINVAL,
+                   f"ctx_save_restore_size {a.ctx_save_restore_size:#x} < {sizes.cwsr_size:#x}")
+            self._exact_mapping(gpu, a.ctx_save_restore_address,
+                                sizes.cwsr_allocation(props.get("num_xcc", 1)), "CWSR area")
+        used = {q.queue_id for q in self.queues.values()}
+        qid = next((i for i in range(MAX_QUEUES_PER_PROCESS) if i not in used), None)
+        _check(qid is not None, errno.ENOMEM, "the process has 1024 queues")
+        step = gpu.target.family.doorbell_size
+        db = next(i * step for i in range(MAX_QUEUES_PER_PROCESS) if i * step not in gpu.doorbells)
+        engine = None
+        if is_sdma:
+            engine = SdmaQueue(self, gpu.vm, DIALECTS[gpu.target.family.sdma_dialect], qid,
+                               a.ring_base_address, ring_size, a.read_pointer_address, a.write_pointer_address)
+        self.queues[qid] = gpu.doorbells[db] = EmulatedQueue(qid, gpu, a.queue_type, db, engine, slot)
+        a.queue_id = qid
+        a.doorbell_offset = (MMAP_TYPE_DOORBELL << MMAP_TYPE_SHIFT) | (gpu.gpu_id << MMAP_GPU_ID_SHIFT) | db
+
+    def _sdma_slot(self, gpu: EmulatedGpu, a) -> tuple[str, int]:
+        """Pick an SDMA engine queue slot like the kernel's allocate_sdma_queue (ENOMEM when all are taken)."""
+        props = gpu.node.properties
+        per_engine = props.get("num_sdma_queues_per_engine", 8)
+        n_sdma, n_xgmi = props.get("num_sdma_engines", 0), props.get("num_sdma_xgmi_engines", 0)
+        if a.queue_type == K.QueueType.SDMA_BY_ENG_ID:
+            _check(a.sdma_engine_id < n_sdma + n_xgmi, errno.EINVAL,
+                   f"sdma_engine_id {a.sdma_engine_id} >= {n_sdma + n_xgmi} engines")
+            engines = [a.sdma_engine_id]
+        elif a.queue_type == K.QueueType.SDMA_XGMI:
+            _check(n_xgmi > 0, errno.EINVAL, "this GPU has no xGMI SDMA engines")
+            engines = list(range(n_sdma, n_sdma + n_xgmi))
+        else:
+            engines = list(range(n_sdma))
+        taken = {q.sdma_slot for q in self.queues.values() if q.gpu is gpu and q.sdma_slot is not None}
+        for qi in range(per_engine):
+            for e in engines:
+                if (e, qi) not in taken:
+                    return (e, qi)
+        raise KfdError(errno.ENOMEM, "every SDMA queue slot of the engine(s) is in use")
+
+    def ioctl_destroy_queue(self, a) -> None:
+        q = self.queues.pop(a.queue_id, None)
+        _check(q is not None, errno.EINVAL, f"no queue {a.queue_id}")
+        del q.gpu.doorbells[q.doorbell_offset]
+        if q.engine:
+            q.engine.stop()
+
+    def ioctl_update_queue(self, a) -> None:
+        q = self.queues.get(a.queue_id)
+        _check(q is not None, errno.EINVAL, f"no queue {a.queue_id}")
+        _check((a.queue_percentage & 0xFF) <= K.KFD_MAX_QUEUE_PERCENTAGE, errno.EINVAL, "queue_percentage > 100")
+        _check(a.queue_priority <= K.KFD_MAX_QUEUE_PRIORITY, errno.EINVAL, "queue_priority > 15")
+        _check(a.ring_size == 0 or a.ring_size & (a.ring_size - 1) == 0, errno.EINVAL, "ring_size not a power of 2")
+
+    def ioctl_set_cu_mask(self, a) -> None:
+        _check(a.queue_id in self.queues, errno.EINVAL, f"no queue {a.queue_id}")
+
+    def ioctl_create_event(self, a) -> None:
+        is_signal = a.event_type in (K.EventType.SIGNAL, K.EventType.DEBUG_EVENT)
+        if is_signal and self._event_page is None and a.event_page_offset:
+            page = self.bo(a.event_page_offset)
+            _check(page.size >= K.KFD_SIGNAL_EVENT_LIMIT * 8, errno.EINVAL, "event page is too small")
+            self._event_page = page.handle
+        ev = self.events.create(a.event_type, bool(a.auto_reset), is_signal)
+        _check(ev is not None, errno.ENOSPC, "4096 signal events exist")
+        a.event_id = ev.id
+        a.event_trigger_data = ev.id
+        if is_signal:
+            a.event_slot_index = ev.id
+            a.event_page_offset = (MMAP_TYPE_EVENTS << MMAP_TYPE_SHIFT) if self._event_page is None else 0
+
+    def ioctl_destroy_event(self, a) -> None:
+        _check(self.events.destroy(a.event_id), errno.EINVAL, f"no event {a.event_id}")
+
+    def ioctl_set_event(self, a) -> None:
+        _check(self.events.set(a.event_id), errno.EINVAL, f"no event {a.event_id}")
+
+    def ioctl_reset_event(self, a) -> None:
+        _check(self.events.reset(a.event_id), errno.EINVAL, f"no event {a.event_id}")
+
+    def ioctl_wait_events(self, a) -> None:
+        _check(a.events_ptr != 0 and 0 < a.num_events <= 4096, errno.EINVAL, "bad events array")
+        data = (K.kfd_event_data * a.num_events).from_address(a.events_ptr)
+        try:
+            fired = self.events.wait([d.event_id for d in data], bool(a.wait_for_all), a.timeout)
+        except KeyError as exc:
+            raise KfdError(errno.EINVAL, f"no event {exc}") from None
+        if fired is None:
+            a.wait_result = K.WaitResult.TIMEOUT
+            return
+        by_id = {ev.id: ev for ev in fired}
+        for d in data:
+            ev = by_id.get(d.event_id)
+            if ev is None or ev.fault is None:
+                continue
+            if ev.type == K.EventType.MEMORY:
+                m = d.memory_exception_data
+                m.gpu_id, m.va = ev.fault
+                m.failure.NotPresent = 1
+            elif ev.type == K.EventType.HW_EXCEPTION:
+                d.hw_exception_data.gpu_id = ev.fault[0]
+        a.wait_result = K.WaitResult.COMPLETE
+
+
+class EmulatedSyscalls:
+    """The emulated GPU's side of the syscall boundary."""
+
+    name = "emulated"
+
+    def __init__(self, machine: EmulatedMachine):
+        self.machine = machine
+        self._kfd_fds: set[int] = set()
+        self._render = {g.node.properties.get("drm_render_minor", 128 + i): g
+                        for i, g in enumerate(machine.gpus.values())}
+
+    def open(self, path: str, flags: int = os.O_RDWR | os.O_CLOEXEC) -> int:
+        if path == KFD_DEVICE:
+            fd = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)  # a real, unique descriptor number
+            self._kfd_fds.add(fd)
+            return fd
+        prefix = "/dev/dri/renderD"
+        if path.startswith(prefix) and path[len(prefix):].isdigit() and int(path[len(prefix):]) in self._render:
+            fd = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+            self.machine.drm_fds[fd] = self._render[int(path[len(prefix):])]
+            return fd
+        raise FileNotFoundError(errno.ENOENT, f"{path}: no such device on the emulated machine", path)
+
+    def close(self, fd: int) -> None:
+        self._kfd_fds.discard(fd)
+        self.machine.drm_fds.pop(fd, None)
+        if not self._kfd_fds and not self.machine.drm_fds:
+            self.machine.shutdown()
+        os.close(fd)
+
+    def ioctl(self, fd: int, request: int, arg) -> int:
+        if fd not in self._kfd_fds:
+            raise OSError(errno.ENOTTY, f"ioctl {request:#x} on fd {fd}: not /dev/kfd")
+        try:
+            return self.machine.ioctl(request, None if arg is None else ctypes.addressof(arg))
+        except KfdError as exc:
+            raise OSError(exc.errno, f"{exc} [{os.strerror(exc.errno)}]") from None
+
+    def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
+        if fd == -1:
+            return libc_mmap(addr, length, prot, flags, fd, offset)
+        m = self.machine
+        if fd in m.drm_fds:
+            bo = next((b for b in m.bos.values()
+                       if BO_MMAP_BASE + (b.handle & 0xFFFFFFFF) * (1 << 24) == offset), None)
+            if bo is None or bo.memfd < 0 or length > bo.size:
+                raise OSError(errno.EINVAL, f"mmap offset {offset:#x}: no buffer of {length:#x} bytes there")
+            if bo.is_vram and not bo.flags & K.AllocMemFlags.PUBLIC:
+                raise OSError(errno.EPERM, f"VRAM buffer {bo.va:#x} was allocated without PUBLIC (no CPU access)")
+            return libc_mmap(addr, length, prot, flags | MAP_SHARED, bo.memfd, 0)
+        if fd not in self._kfd_fds:
+            raise OSError(errno.EBADF, f"mmap on fd {fd}")
+        kind = offset >> MMAP_TYPE_SHIFT
+        gpu_id = (offset >> MMAP_GPU_ID_SHIFT) & MMAP_GPU_ID_MASK
+        if kind == MMAP_TYPE_DOORBELL:
+            gpu = m.gpus.get(gpu_id)
+            if gpu is None or length != DOORBELL_SLICE:
+                raise OSError(errno.EINVAL, f"doorbell mmap of {length:#x} bytes for GPU {gpu_id:#x}")
+            base = self._anon(addr, length, prot, flags)
+            gpu.doorbell_maps.append(base)
+            return base
+        if kind in (MMAP_TYPE_EVENTS, MMAP_TYPE_MMIO):
+            return self._anon(addr, length, prot, flags)
+        raise OSError(errno.EINVAL, f"mmap offset {offset:#x} on /dev/kfd")
+
+    @staticmethod
+    def _anon(addr: int, length: int, prot: int, flags: int) -> int:
+        """Host memory standing in for a page of device registers (doorbells, event page, MMIO)."""
+        return libc_mmap(addr, length, prot, (flags & MAP_FIXED) | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+
+    def munmap(self, addr: int, length: int) -> None:
+        for gpu in self.machine.gpus.values():
+            if addr in gpu.doorbell_maps:
+                gpu.doorbell_maps.remove(addr)
+        libc_munmap(addr, length)
+
+    def doorbell_store(self, addr: int, value: int) -> None:
+        ctypes.c_uint64.from_address(addr).value = value
+        for gpu in self.machine.gpus.values():
+            for base in gpu.doorbell_maps:
+                q = gpu.doorbells.get(addr - base) if 0 <= addr - base < DOORBELL_SLICE else None
+                if q is None:
+                    continue
+                if q.engine is None:
+                    log.error("queue %d: the emulated GPU does not execute queue type %d yet", q.queue_id, q.type)
+                    self.machine.report_queue_error(gpu.gpu_id)
+                else:
+                    q.engine.ring(value)
+                return
+
+    def read_sysfs(self, path: str) -> str:
+        return self.machine.sysfs.read_sysfs(path)
+
+    def list_sysfs(self, path: str) -> list[str]:
+        return self.machine.sysfs.list_sysfs(path)

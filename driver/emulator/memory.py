@@ -1,0 +1,104 @@
+"""Emulated GPU memory: buffer objects backed by host memory, and one GPU virtual address space per GPU.
+
+A buffer object is a memfd. The emulator keeps its own mapping of it (the "host view") and the driver maps
+the same memfd at the buffer's GPU VA for CPU access, so CPU and GPU see one set of bytes, as with
+large-BAR VRAM or GTT on a real board. memfd pages are allocated on first touch, so a board's whole VRAM can
+be handed out without the host having it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from dataclasses import dataclass, field
+
+from kfdtrace.driver.syscalls import MAP_SHARED, PROT_READ, PROT_WRITE, libc_mmap, libc_munmap
+
+PAGE = 4096
+
+
+class VmFault(Exception):
+    """A GPU access to an address no buffer is mapped at, as the kernel would report it."""
+
+    def __init__(self, gpu_id: int, va: int, length: int, write: bool):
+        self.gpu_id, self.va, self.length, self.write = gpu_id, va, length, write
+        kind = "write" if write else "read"
+        super().__init__(f"GPU {gpu_id:#x} VM fault: {kind} of {length} bytes at {va:#x} (no buffer mapped there)")
+
+
+@dataclass(eq=False)
+class BufferObject:
+    """One allocation: GPU VA, size, placement and where its bytes live on the host."""
+
+    handle: int
+    gpu_id: int
+    va: int
+    size: int
+    flags: int
+    host: int  # address of the emulator's own view of the bytes
+    memfd: int = -1  # -1 for userptr buffers, whose bytes are the user's own pages
+    mapped_on: set[int] = field(default_factory=set)
+    is_vram: bool = False
+
+    @classmethod
+    def create(cls, handle: int, gpu_id: int, va: int, size: int, flags: int, is_vram: bool) -> BufferObject:
+        fd = os.memfd_create(f"kfd-bo-{handle}", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            host = libc_mmap(0, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        except OSError:
+            os.close(fd)
+            raise
+        return cls(handle, gpu_id, va, size, flags, host, fd, is_vram=is_vram)
+
+    def release(self) -> None:
+        if self.memfd >= 0:
+            libc_munmap(self.host, self.size)
+            os.close(self.memfd)
+            self.memfd = -1
+
+
+class GpuVm:
+    """One GPU's page table: sorted, non-overlapping [va, va+size) ranges, each backed by a buffer object."""
+
+    def __init__(self, gpu_id: int):
+        self.gpu_id = gpu_id
+        self._starts: list[int] = []
+        self._bos: list[BufferObject] = []
+
+    def map(self, bo: BufferObject) -> bool:
+        """Map `bo` at its VA; False when the range overlaps another mapping (the kernel's VA conflict)."""
+        i = bisect.bisect_right(self._starts, bo.va)
+        if i and self._starts[i - 1] + self._bos[i - 1].size > bo.va:
+            return self._bos[i - 1] is bo
+        if i < len(self._starts) and self._starts[i] < bo.va + bo.size:
+            return False
+        self._starts.insert(i, bo.va)
+        self._bos.insert(i, bo)
+        return True
+
+    def unmap(self, bo: BufferObject) -> bool:
+        i = bisect.bisect_left(self._starts, bo.va)
+        if i < len(self._bos) and self._bos[i] is bo:
+            del self._starts[i], self._bos[i]
+            return True
+        return False
+
+    def lookup(self, va: int) -> BufferObject | None:
+        i = bisect.bisect_right(self._starts, va) - 1
+        if i >= 0 and va < self._starts[i] + self._bos[i].size:
+            return self._bos[i]
+        return None
+
+    def translate(self, va: int, length: int, write: bool = False) -> int:
+        """Host address of [va, va+length); raises VmFault unless one mapped buffer covers it all."""
+        bo = self.lookup(va)
+        if bo is None or va + length > bo.va + bo.size:
+            fault_va = va if bo is None else bo.va + bo.size
+            raise VmFault(self.gpu_id, fault_va, length, write)
+        return bo.host + (va - bo.va)
+
+    def mapping(self, va: int) -> tuple[int, int] | None:
+        """(start, size) of the mapping containing va, as the kernel's amdgpu_vm_bo_lookup_mapping sees it."""
+        bo = self.lookup(va)
+        return None if bo is None else (bo.va, bo.size)

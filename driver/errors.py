@@ -1,0 +1,29 @@
+"""The driver's exceptions: each message says what happened and what to look at."""
+
+
+class KfdTraceError(Exception):
+    """Base of every error kfdtrace reports to a user."""
+
+
+class DeviceError(KfdTraceError):
+    """The kernel (or the emulated GPU) refused a request; carries the errno."""
+
+    def __init__(self, message: str, errno: int = 0):
+        super().__init__(message)
+        self.errno = errno
+
+
+class OutOfMemory(DeviceError):
+    """An allocation larger than what the GPU has free."""
+
+
+class BoundsError(KfdTraceError, IndexError):
+    """An access outside a buffer."""
+
+
+class WaitTimeout(KfdTraceError, TimeoutError):
+    """A wait that did not complete in time; the message names the queues' read and write pointers."""
+
+
+class GpuFault(KfdTraceError):
+    """The GPU stopped a queue: a VM fault or a packet it could not execute."""

@@ -1,0 +1,182 @@
+"""GPU memory: VA reservation, ALLOC/MAP/UNMAP/FREE, CPU mapping at the GPU VA, and buffer views."""
+
+from __future__ import annotations
+
+import ctypes
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.errors import BoundsError, DeviceError
+from kfdtrace.driver.syscalls import (
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_NORESERVE,
+    MAP_PRIVATE,
+    MAP_SHARED,
+    PROT_NONE,
+    PROT_READ,
+    PROT_WRITE,
+)
+
+if TYPE_CHECKING:
+    from kfdtrace.driver.system import Device
+
+PAGE = 4096
+HUGE = 2 << 20
+
+DOMAINS: dict[str, int] = {
+    "vram": K.AllocMemFlags.VRAM,
+    "gtt": K.AllocMemFlags.GTT,
+    "userptr": K.AllocMemFlags.USERPTR,
+    "doorbell": K.AllocMemFlags.DOORBELL,
+    "mmio": K.AllocMemFlags.MMIO_REMAP,
+}
+# The kernel fixes these sizes (kfd_chardev.c kfd_ioctl_alloc_memory_of_gpu): the process doorbell slice, one
+# page of remapped MMIO (HDP flush).
+FIXED_SIZES = {"doorbell": 0x2000, "mmio": PAGE}
+CPU_MAPPABLE = ("vram", "gtt")
+
+
+def _align(x: int, a: int) -> int:
+    return (x + a - 1) // a * a
+
+
+class Buffer:
+    """A GPU allocation. Its GPU VA is also its CPU address when it is CPU-visible."""
+
+    def __init__(self, device: Device, va: int, size: int, domain: str, flags: int, handle: int,
+                 name: str | None, reservation: tuple[int, int]):
+        self.device, self.va, self.size, self.domain, self.flags = device, va, size, domain, flags
+        self.handle, self.name, self._reservation = handle, name, reservation
+        self.cpu: int | None = None  # CPU address of the bytes, when mapped
+        self.mapped_on: list[Device] = []
+
+    def __repr__(self) -> str:
+        label = f" {self.name!r}" if self.name else ""
+        return f"<Buffer{label} {self.domain} {self.size:#x} bytes at {self.va:#x} on {self.device}>"
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.domain}@{self.va:#x}"
+
+    def _span(self, offset: int, size: int | None) -> tuple[int, int]:
+        size = self.size - offset if size is None else size
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise BoundsError(f"{self.label}: bytes [{offset:#x}, {offset + size:#x}) are outside its "
+                              f"{self.size:#x} bytes")
+        return offset, size
+
+    def addr(self, offset: int = 0, size: int = 0) -> int:
+        """GPU VA of byte `offset`, checking that `size` bytes from there lie inside the buffer."""
+        self._span(offset, size)
+        return self.va + offset
+
+    def _cpu_addr(self, offset: int) -> int:
+        if self.cpu is None:
+            raise DeviceError(f"{self.label} has no CPU mapping (allocate it with cpu_access=True)")
+        return self.cpu + offset
+
+    def read(self, offset: int = 0, size: int | None = None) -> bytes:
+        offset, size = self._span(offset, size)
+        return ctypes.string_at(self._cpu_addr(offset), size)
+
+    def write(self, data: bytes | bytearray | memoryview | np.ndarray, offset: int = 0) -> None:
+        if isinstance(data, np.ndarray):
+            data = np.ascontiguousarray(data)
+            src, n = data.ctypes.data, data.nbytes
+        else:
+            src = data if isinstance(data, bytes) else bytes(memoryview(data).cast("B"))
+            n = len(src)
+        offset, n = self._span(offset, n)
+        ctypes.memmove(self._cpu_addr(offset), src, n)
+
+    def fill(self, byte: int, offset: int = 0, size: int | None = None) -> None:
+        offset, size = self._span(offset, size)
+        ctypes.memset(self._cpu_addr(offset), byte, size)
+
+    def numpy(self, dtype=np.uint8) -> np.ndarray:
+        """A zero-copy numpy view of the whole buffer."""
+        raw = (ctypes.c_char * self.size).from_address(self._cpu_addr(0))
+        return np.frombuffer(raw, dtype=dtype)
+
+    def map_to(self, *devices: Device) -> None:
+        """Map the buffer into the GPU VA space of more GPUs (peer access)."""
+        new = [d for d in devices if d not in self.mapped_on]
+        if not new:
+            return
+        ids = (ctypes.c_uint32 * len(new))(*[d.gpu_id for d in new])
+        self.device.kfd.ioctl("MAP_MEMORY_TO_GPU", handle=self.handle, device_ids_array_ptr=ctypes.addressof(ids),
+                              n_devices=len(new), n_success=0)
+        self.mapped_on.extend(new)
+
+    def unmap_from(self, *devices: Device) -> None:
+        gone = [d for d in devices if d in self.mapped_on]
+        if not gone:
+            return
+        ids = (ctypes.c_uint32 * len(gone))(*[d.gpu_id for d in gone])
+        self.device.kfd.ioctl("UNMAP_MEMORY_FROM_GPU", handle=self.handle,
+                              device_ids_array_ptr=ctypes.addressof(ids), n_devices=len(gone), n_success=0)
+        for d in gone:
+            self.mapped_on.remove(d)
+
+    def free(self) -> None:
+        """Unmap from every GPU and the CPU, free the memory, and release the VA range."""
+        if self.handle is None:
+            return
+        self.unmap_from(*self.mapped_on)
+        self.device.kfd.ioctl("FREE_MEMORY_OF_GPU", handle=self.handle)
+        self.handle, self.cpu = None, None
+        self.device.sys.munmap(*self._reservation)  # the CPU mapping lies inside the reservation
+        self.device.buffers.discard(self)
+
+
+def allocate(device: Device, size: int, domain: str = "vram", *, cpu_access: bool = True,
+             executable: bool = False, coherent: bool = False, uncached: bool = False,
+             name: str | None = None, map_to: tuple[Device, ...] = ()) -> Buffer:
+    """Reserve a VA range, allocate `size` bytes in `domain`, map them to this GPU (and `map_to`), and map
+    them for the CPU at the same address when the domain allows it."""
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown memory domain {domain!r}; use one of {', '.join(DOMAINS)}")
+    if size <= 0:
+        raise ValueError(f"buffer size must be positive, not {size}")
+    size = FIXED_SIZES.get(domain, _align(size, PAGE))
+    flags = DOMAINS[domain] | K.AllocMemFlags.WRITABLE
+    if executable:
+        flags |= K.AllocMemFlags.EXECUTABLE
+    if coherent:
+        flags |= K.AllocMemFlags.COHERENT
+    if uncached:
+        flags |= K.AllocMemFlags.UNCACHED
+    if domain == "vram" and cpu_access:
+        flags |= K.AllocMemFlags.PUBLIC
+    sys = device.sys
+    align = HUGE if size >= HUGE else PAGE
+    span = size + align
+    base = sys.mmap(0, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+    va = _align(base, align)
+    mmap_offset = 0
+    if domain == "userptr":
+        # The user's own pages: anonymous memory at the VA, handed to the GPU by address.
+        sys.mmap(va, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0)
+        mmap_offset = va
+    try:
+        out = device.kfd.ioctl("ALLOC_MEMORY_OF_GPU", va_addr=va, size=size, handle=0, mmap_offset=mmap_offset,
+                               gpu_id=device.gpu_id, flags=flags)
+    except Exception:
+        sys.munmap(base, span)
+        raise
+    buf = Buffer(device, va, size, domain, flags, out.handle, name, (base, span))
+    device.buffers.add(buf)
+    try:
+        buf.map_to(device, *map_to)
+        if domain == "userptr":
+            buf.cpu = va
+        elif domain in CPU_MAPPABLE and cpu_access:
+            buf.cpu = sys.mmap(va, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, device.drm_fd,
+                               out.mmap_offset)
+    except Exception:
+        buf.free()
+        raise
+    return buf

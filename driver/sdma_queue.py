@@ -1,0 +1,221 @@
+"""User-mode SDMA queues: a ring in GTT, read/write pointers, a doorbell, and packet-building helpers.
+
+Packets come from the family's SDMA dialect (kfdtrace.driver.sdma), so the bytes written here are decoded by
+the same definitions in the emulator, capture and replay.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from typing import TYPE_CHECKING
+
+from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.errors import DeviceError, WaitTimeout
+from kfdtrace.driver.memory import PAGE, Buffer
+from kfdtrace.driver.packets import Packet
+from kfdtrace.driver.sdma import DIALECTS, PollFunc
+from kfdtrace.driver.signals import Semaphore
+
+if TYPE_CHECKING:
+    from kfdtrace.driver.system import Device
+
+DEFAULT_RING = 64 << 10
+NOP_MAX_DW = 1 << 14  # NOP's count field is 14 bits of dwords to skip
+INFINITE_RETRY = 0xFFF
+WRITE_CHUNK = 4096  # data bytes per WRITE_LINEAR packet
+ENGINE_KINDS = {"sdma": K.QueueType.SDMA, "xgmi": K.QueueType.SDMA_XGMI}
+
+Target = Buffer | int  # a buffer, or a raw GPU VA (unchecked: the GPU faults if nothing is mapped there)
+
+
+class SdmaQueue:
+    """One SDMA ring. Build packets with the helper methods, then `submit()` to ring the doorbell."""
+
+    def __init__(self, device: Device, ring_size: int = DEFAULT_RING, engine: str | int = "sdma",
+                 name: str | None = None):
+        if ring_size < 1024 or ring_size & (ring_size - 1):
+            raise ValueError(f"ring size {ring_size} must be a power of two of at least 1024 bytes")
+        self.device, self.name = device, name
+        self.dialect = DIALECTS[device.target.family.sdma_dialect]
+        self.max_copy = device.target.sdma_max_copy
+        self.ring = device.alloc(ring_size, "gtt", uncached=True, name=f"{self.label}.ring")
+        self.ptrs = device.alloc(PAGE, "gtt", uncached=True, name=f"{self.label}.ptrs")
+        self._rptr = ctypes.c_uint64.from_address(self.ptrs.cpu)
+        self._wptr_mem = ctypes.c_uint64.from_address(self.ptrs.cpu + 8)
+        if isinstance(engine, int):
+            qtype, engine_id = K.QueueType.SDMA_BY_ENG_ID, engine
+        elif engine in ENGINE_KINDS:
+            qtype, engine_id = ENGINE_KINDS[engine], 0
+        else:
+            raise ValueError(f"engine must be 'sdma', 'xgmi' or an engine number, not {engine!r}")
+        out = device.kfd.ioctl("CREATE_QUEUE", ring_base_address=self.ring.va, ring_size=ring_size,
+                               read_pointer_address=self.ptrs.va, write_pointer_address=self.ptrs.va + 8,
+                               gpu_id=device.gpu_id, queue_type=qtype, queue_percentage=100,
+                               queue_priority=7, sdma_engine_id=engine_id)
+        self.queue_id = out.queue_id
+        self.doorbell = device.doorbell_page() + (out.doorbell_offset & 0x1FFF)
+        self.wptr = 0  # bytes written, monotonic
+        self._rung = 0
+        self.pending: list[bytes] = []
+        self._done = device.system.semaphore(name=f"{self.label}.done")
+        self._serial = 0
+        device.queues.append(self)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"sdma@{self.device.gpu_id:#x}"
+
+    def __repr__(self) -> str:
+        return f"<SdmaQueue {self.label} id={self.queue_id} rptr={self.rptr:#x} wptr={self.wptr:#x}>"
+
+    # -- packets ------------------------------------------------------------------------------------
+    def packet(self, name: str, payload: bytes = b"", **fields: int) -> SdmaQueue:
+        """Append any packet of the dialect by name."""
+        self.pending.append(self.dialect.build(name, payload, **fields))
+        return self
+
+    def _va(self, target: Target, offset: int, size: int) -> int:
+        if isinstance(target, int):
+            return target + offset
+        if self.device not in target.mapped_on:
+            raise DeviceError(f"{target.label} is not mapped on GPU {self.device.gpu_id:#x}; "
+                              f"call buffer.map_to(device) first")
+        return target.addr(offset, size)
+
+    def copy(self, dst: Target, src: Target, size: int, *, dst_offset: int = 0, src_offset: int = 0) -> SdmaQueue:
+        """Copy `size` bytes, split into COPY_LINEAR packets of at most the family's maximum."""
+        dst_va, src_va = self._va(dst, dst_offset, size), self._va(src, src_offset, size)
+        for done in range(0, size, self.max_copy):
+            n = min(self.max_copy, size - done)
+            self.packet("COPY_LINEAR", count=n - 1, src=src_va + done, dst=dst_va + done)
+        return self
+
+    def fill(self, dst: Target, value: int, size: int, *, offset: int = 0) -> SdmaQueue:
+        """Fill `size` bytes (a multiple of 4) with a repeated 32-bit value."""
+        if size % 4:
+            raise ValueError(f"CONST_FILL fills whole dwords: {size} is not a multiple of 4")
+        va = self._va(dst, offset, size)
+        for done in range(0, size, self.max_copy):
+            n = min(self.max_copy, size - done)
+            self.packet("CONST_FILL", dst=va + done, data=value & 0xFFFFFFFF, count=n - 1, fillsize=2)
+        return self
+
+    def write_data(self, dst: Target, data: bytes, *, offset: int = 0) -> SdmaQueue:
+        """Write inline dwords (WRITE_LINEAR) into memory."""
+        if len(data) % 4:
+            raise ValueError(f"WRITE_LINEAR writes whole dwords: {len(data)} bytes is not a multiple of 4")
+        va = self._va(dst, offset, len(data))
+        for done in range(0, len(data), WRITE_CHUNK):
+            chunk = data[done:done + WRITE_CHUNK]
+            self.packet("WRITE_LINEAR", chunk, dst=va + done, count=len(chunk) // 4 - 1)
+        return self
+
+    def fence(self, dst: Target, value: int, *, offset: int = 0) -> SdmaQueue:
+        return self.packet("FENCE", addr=self._va(dst, offset, 4), data=value & 0xFFFFFFFF)
+
+    def timestamp(self, dst: Target, *, offset: int = 0) -> SdmaQueue:
+        return self.packet("TIMESTAMP_GET_GLOBAL", addr=self._va(dst, offset, 8))
+
+    def trap(self, event_id: int) -> SdmaQueue:
+        return self.packet("TRAP", int_context=event_id)
+
+    def signal(self, sem: Semaphore, value: int) -> SdmaQueue:
+        """GPU signal of a timeline semaphore: low dword, then high dword, then wake CPU waiters."""
+        self.fence(sem.addr, value & 0xFFFFFFFF).fence(sem.addr + 4, value >> 32)
+        return self.trap(sem.event_id) if sem.event_id is not None else self
+
+    def wait(self, sem: Semaphore, value: int) -> SdmaQueue:
+        """GPU wait until the semaphore reaches `value` (high dword, then low dword, each `>=`)."""
+        for addr, ref in ((sem.addr + 4, value >> 32), (sem.addr, value & 0xFFFFFFFF)):
+            self.packet("POLL_REGMEM", addr=addr, ref=ref, mask=0xFFFFFFFF, func=PollFunc.GE, mem_poll=1,
+                        interval=10, retry_count=INFINITE_RETRY)
+        return self
+
+    # -- ring ---------------------------------------------------------------------------------------
+    @property
+    def rptr(self) -> int:
+        return self._rptr.value
+
+    def submit(self) -> int:
+        """Write the pending packets to the ring and ring the doorbell; returns the new write pointer."""
+        for packet in self.pending:
+            self._put(packet)
+        self.pending.clear()
+        self._kick()
+        return self.wptr
+
+    def _put(self, packet: bytes) -> None:
+        size = self.ring.size
+        if len(packet) > size:
+            raise ValueError(f"a {len(packet)}-byte packet does not fit a {size}-byte ring")
+        pos = self.wptr % size
+        if pos + len(packet) > size:  # never split a packet over the wrap: pad to the ring's end with NOPs
+            pad = size - pos
+            self._reserve(pad)
+            while pad:
+                dw = min(pad // 4, NOP_MAX_DW)
+                self._write(self.dialect.build("NOP", count=dw - 1) + bytes(4 * (dw - 1)))
+                pad -= 4 * dw
+        self._reserve(len(packet))
+        self._write(packet)
+
+    def _write(self, data: bytes) -> None:
+        ctypes.memmove(self.ring.cpu + self.wptr % self.ring.size, data, len(data))
+        self.wptr += len(data)
+
+    def _reserve(self, n: int, timeout: float = 10.0) -> None:
+        """Back-pressure: wait until the engine has consumed enough of the ring for `n` more bytes."""
+        if self.wptr + n - self.rptr <= self.ring.size:
+            return
+        self._kick()
+        deadline, delay = time.monotonic() + timeout, 20e-6
+        while self.wptr + n - self.rptr > self.ring.size:
+            self.device.system.raise_gpu_faults()
+            if time.monotonic() > deadline:
+                raise WaitTimeout(f"ring of {self.label} stayed full for {timeout:g} s: {self.describe()}")
+            time.sleep(delay)
+            delay = min(delay * 2, 1e-3)
+
+    def _kick(self) -> None:
+        if self.wptr != self._rung:
+            self._wptr_mem.value = self.wptr
+            self.device.sys.doorbell_store(self.doorbell, self.wptr)
+            self._rung = self.wptr
+
+    # -- state --------------------------------------------------------------------------------------
+    @property
+    def idle(self) -> bool:
+        return self.rptr >= self._rung
+
+    def packet_at(self, ptr: int) -> Packet | None:
+        """Decode the packet the ring holds at pointer `ptr` (None when it cannot be decoded)."""
+        size = self.ring.size
+        raw = self.ring.read() * 2  # unwrapped view: any packet starting in the ring is whole in here
+        try:
+            return self.dialect.decode(raw, ptr % size)
+        except ValueError:
+            return None
+
+    def describe(self) -> str:
+        """rptr/wptr and the packet the engine is on, for hang and fault reports."""
+        text = f"queue {self.label} (id {self.queue_id}) rptr={self.rptr:#x} wptr={self._rung:#x}"
+        if not self.idle:
+            text += f", at: {self.packet_at(self.rptr) or 'undecodable packet'}"
+        return text
+
+    def sync(self, timeout: float = 10.0) -> None:
+        """Wait until the engine has executed everything submitted so far."""
+        self._serial += 1
+        self.signal(self._done, self._serial).submit()
+        self._done.wait(self._serial, timeout)
+
+    def destroy(self) -> None:
+        if self.queue_id is None:
+            return
+        self.device.kfd.ioctl("DESTROY_QUEUE", queue_id=self.queue_id)
+        self.queue_id = None
+        self.device.queues.remove(self)
+        self.ring.free()
+        self.ptrs.free()
+        self._done.free()

@@ -1,0 +1,206 @@
+"""The workload author's entry point: open the system, pick a GPU, allocate, make queues, copy, signal, wait.
+
+    with System.open() as system:                # real GPUs, or the emulated default without them
+        gpu = system.devices[0]
+        src, dst = gpu.alloc(1 << 20, "gtt"), gpu.alloc(1 << 20, "vram")
+        q, done = gpu.sdma_queue(), system.semaphore()
+        q.copy(dst, src, 1 << 20).signal(done, 1).submit()
+        done.wait(1)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.backend import open_syscalls
+from kfdtrace.driver.errors import DeviceError, GpuFault
+from kfdtrace.driver.families import Target, target_by_version
+from kfdtrace.driver.kfd import Kfd
+from kfdtrace.driver.memory import Buffer, allocate
+from kfdtrace.driver.sdma_queue import SdmaQueue
+from kfdtrace.driver.signals import Event, Semaphore
+from kfdtrace.driver.syscalls import (
+    KFD_DEVICE,
+    MAP_SHARED,
+    PROT_READ,
+    PROT_WRITE,
+    Syscalls,
+)
+from kfdtrace.driver.topology import Node, Topology, read_topology
+
+SEMAPHORE_POOL = 64 << 10
+DOORBELL_SLICE = 0x2000
+KFD_MMAP_DOORBELL = 3 << K.KFD_MMAP_TYPE_SHIFT
+
+
+class Device:
+    """One GPU node: its render node, VM, doorbells, buffers and queues."""
+
+    def __init__(self, system: System, index: int, node: Node):
+        self.system, self.index, self.node = system, index, node
+        self.kfd, self.sys = system.kfd, system.sys
+        self.target: Target = target_by_version(node.gfx_target_version)
+        self.gpu_id = node.gpu_id
+        self.buffers: set[Buffer] = set()
+        self.queues: list[SdmaQueue] = []
+        self._doorbells: int | None = None
+        minor = node.properties.get("drm_render_minor", 128 + index)
+        path = f"/dev/dri/renderD{minor}"
+        try:
+            self.drm_fd = self.sys.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            raise DeviceError(f"cannot open {path} for GPU {self.gpu_id:#x}: {exc.strerror}", exc.errno) from None
+        self.kfd.ioctl("ACQUIRE_VM", drm_fd=self.drm_fd, gpu_id=self.gpu_id)
+
+    def __repr__(self) -> str:
+        return f"gpu{self.index}({self.target.name}, id {self.gpu_id:#x})"
+
+    @property
+    def vram_size(self) -> int:
+        return self.node.vram_size
+
+    def free_vram(self) -> int:
+        return self.kfd.ioctl("AVAILABLE_MEMORY", gpu_id=self.gpu_id).available
+
+    def alloc(self, size: int, domain: str = "vram", **options) -> Buffer:
+        """Allocate GPU memory: domain is vram, gtt, userptr, doorbell or mmio. See memory.allocate."""
+        return allocate(self, size, domain, **options)
+
+    def sdma_queue(self, ring_size: int = 64 << 10, engine: str | int = "sdma", name: str | None = None) -> SdmaQueue:
+        return SdmaQueue(self, ring_size, engine, name)
+
+    def doorbell_page(self) -> int:
+        """CPU address of this process's doorbell slice on this GPU (mapped once)."""
+        if self._doorbells is None:
+            offset = KFD_MMAP_DOORBELL | (self.gpu_id << 46)
+            self._doorbells = self.sys.mmap(0, DOORBELL_SLICE, PROT_READ | PROT_WRITE, MAP_SHARED,
+                                            self.kfd.fd, offset)
+        return self._doorbells
+
+    def close(self) -> None:
+        for q in list(self.queues):
+            q.destroy()
+        for b in list(self.buffers):
+            b.free()
+        if self._doorbells is not None:
+            self.sys.munmap(self._doorbells, DOORBELL_SLICE)
+            self._doorbells = None
+        if self.drm_fd >= 0:
+            self.sys.close(self.drm_fd)
+            self.drm_fd = -1
+
+
+class System:
+    """Every GPU the KFD topology lists, opened through one syscall backend."""
+
+    def __init__(self, syscalls: Syscalls):
+        self.sys = syscalls
+        self.kfd = Kfd(syscalls)
+        self.devices: list[Device] = []
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        version = self.kfd.ioctl("GET_VERSION")
+        if version.major_version != K.KFD_IOCTL_MAJOR_VERSION:
+            raise DeviceError(f"{KFD_DEVICE} speaks KFD interface {version.major_version}."
+                              f"{version.minor_version}; kfdtrace needs {K.KFD_IOCTL_MAJOR_VERSION}.x")
+        self.kfd_version = (version.major_version, version.minor_version)
+        self.topology: Topology = read_topology(self.sys)
+        if not self.topology.gpus:
+            raise DeviceError("the KFD topology lists no GPU node")
+        for i, node in enumerate(self.topology.gpus):
+            self.devices.append(Device(self, i, node))
+        self._faults: list[str] = []
+        self._sem_pool: Buffer | None = None
+        self._sem_free: list[int] = []
+        self.event_page_handle = 0
+        self._event_page = self.devices[0].alloc(K.KFD_EVENT_PAGE_SIZE, "gtt", uncached=True, name="event page")
+        self.event_page_handle = self._event_page.handle
+        self._memory_event = self.kfd.ioctl("CREATE_EVENT", event_type=K.EventType.MEMORY, auto_reset=1,
+                                            node_id=0, event_page_offset=0).event_id
+        self._hw_event = self.kfd.ioctl("CREATE_EVENT", event_type=K.EventType.HW_EXCEPTION, auto_reset=1,
+                                        node_id=0, event_page_offset=0).event_id
+
+    @classmethod
+    def open(cls, emulate: str | None = None, emulate_from: str | None = None) -> System:
+        """Open the real GPUs, or emulated ones (`emulate="gfx942,gfx1100"`, or a topology tree copied from
+        another machine); without either, the real KFD when it has a GPU, else the emulated default."""
+        return cls(open_syscalls(emulate, emulate_from))
+
+    def __enter__(self) -> System:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def backend(self) -> str:
+        return self.sys.name
+
+    # -- signals ------------------------------------------------------------------------------------
+    def semaphore(self, name: str | None = None) -> Semaphore:
+        """A new 64-bit timeline semaphore at 0, visible to every GPU."""
+        if not self._sem_free:
+            if self._sem_pool is not None:
+                raise DeviceError(f"all {SEMAPHORE_POOL // 8} semaphores are in use")
+            self._sem_pool = self.devices[0].alloc(SEMAPHORE_POOL, "gtt", uncached=True, name="semaphores",
+                                                   map_to=tuple(self.devices[1:]))
+            self._sem_free = list(range(SEMAPHORE_POOL - 8, -8, -8))
+        return Semaphore(self, self._sem_pool, self._sem_free.pop(), name)
+
+    def release_semaphore(self, sem: Semaphore) -> None:
+        if sem.event_id is not None:
+            self.kfd.ioctl("DESTROY_EVENT", event_id=sem.event_id)
+        self._sem_free.append(sem.offset)
+
+    def event(self, auto_reset: bool = True) -> Event:
+        return Event(self, auto_reset)
+
+    def create_signal_event(self) -> int | None:
+        """A KFD signal event for a semaphore's wake-ups; None when the process has used all 4096."""
+        try:
+            return Event(self).id
+        except DeviceError:
+            return None
+
+    def wait_events(self, ids: list[int], timeout_ms: int) -> bool:
+        """WAIT_EVENTS on `ids` plus the fault events; False on timeout. A fault is recorded and raised by
+        raise_gpu_faults()."""
+        all_ids = [*ids, self._memory_event, self._hw_event]
+        data = (K.kfd_event_data * len(all_ids))()
+        for d, eid in zip(data, all_ids, strict=True):
+            d.event_id = eid
+        out = self.kfd.ioctl("WAIT_EVENTS", events_ptr=ctypes.addressof(data), num_events=len(all_ids),
+                             wait_for_all=0, timeout=timeout_ms)
+        if out.wait_result != K.WaitResult.COMPLETE:
+            return False
+        mem, hw = data[-2].memory_exception_data, data[-1].hw_exception_data
+        found = []
+        if mem.gpu_id:
+            found.append(f"GPU {mem.gpu_id:#x} VM fault at address {mem.va:#x}")
+        if hw.gpu_id:
+            found.append(f"GPU {hw.gpu_id:#x} stopped a queue")
+        if found:
+            stopped = [q.describe() for d in self.devices for q in d.queues if not q.idle]
+            self._faults.append("; ".join(found + stopped))
+        return True
+
+    def raise_gpu_faults(self) -> None:
+        if self._faults:
+            raise GpuFault("; ".join(self._faults))
+
+    def queue_report(self) -> str:
+        queues = [q.describe() for d in self.devices for q in d.queues]
+        return "queues: " + ("; ".join(queues) if queues else "none")
+
+    def close(self) -> None:
+        for d in self.devices:
+            d.close()
+        self.devices = []
+        self.kfd.close()

@@ -1,0 +1,82 @@
+"""The `kfdtrace` command: devices, selftest (and the trace tools as their issues land)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+
+import click
+
+from kfdtrace.driver.errors import KfdTraceError
+
+EMULATE_HELP = "Emulate these GPUs (e.g. gfx942,gfx1100) instead of using /dev/kfd; also KFDTRACE_EMULATE."
+EMULATE_FROM_HELP = "Emulate exactly the GPUs of a KFD topology tree copied from another machine."
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn the errors a user can act on into one line on stderr and exit status 1, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (KfdTraceError, ValueError, OSError) as exc:
+            click.echo(f"{click.get_current_context().command_path}: error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def backend_options(fn: Callable) -> Callable:
+    """--emulate / --emulate-from, shared by every command that opens GPUs."""
+    fn = click.option("--emulate-from", "emulate_from", metavar="DIR", help=EMULATE_FROM_HELP)(fn)
+    return click.option("--emulate", metavar="TARGETS", help=EMULATE_HELP)(fn)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kfdtrace")
+def main() -> None:
+    """Record, carry and replay what a program asks of an AMD GPU."""
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB"
+
+
+@main.command()
+@backend_options
+@click.option("--sysfs", metavar="DIR", help="Only read a KFD topology tree copied from a machine (no GPU opened).")
+@user_errors
+def devices(emulate: str | None, emulate_from: str | None, sysfs: str | None) -> None:
+    """List the GPU nodes: node, gpu_id, target, family, VRAM, SDMA engines, backend."""
+    from kfdtrace.driver.backend import open_syscalls, topology_from_directory
+    from kfdtrace.driver.families import target_by_version
+    from kfdtrace.driver.topology import read_topology
+
+    if sysfs:
+        topology, backend = topology_from_directory(sysfs), f"sysfs:{sysfs}"
+    else:
+        syscalls = open_syscalls(emulate, emulate_from)
+        topology, backend = read_topology(syscalls), syscalls.name
+    rows = [("node", "gpu_id", "target", "family", "VRAM", "SDMA (xGMI)", "backend")]
+    for node in topology.gpus:
+        target = target_by_version(node.gfx_target_version)
+        rows.append((str(node.index), f"{node.gpu_id:#06x}", target.name, target.family.name, _gib(node.vram_size),
+                     f"{node.num_sdma_engines} ({node.num_sdma_xgmi_engines})", backend))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+@main.command()
+@backend_options
+@user_errors
+def selftest(emulate: str | None, emulate_from: str | None) -> None:
+    """Run the driver's end-to-end checks; one line per check, non-zero exit on any failure."""
+    from kfdtrace.driver.selftest import run_selftest
+    from kfdtrace.driver.system import System
+
+    with System.open(emulate, emulate_from) as system:
+        ok = run_selftest(system, click.echo)
+    sys.exit(0 if ok else 1)
