@@ -6,7 +6,6 @@ import ctypes
 from typing import TYPE_CHECKING
 
 import numpy as np
-
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.errors import BoundsError, DeviceError
 from kfdtrace.driver.syscalls import (

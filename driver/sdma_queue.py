@@ -33,12 +33,17 @@ class SdmaQueue:
     """One SDMA ring. Build packets with the helper methods, then `submit()` to ring the doorbell."""
 
     def __init__(self, device: Device, ring_size: int = DEFAULT_RING, engine: str | int = "sdma",
-                 name: str | None = None):
+                 name: str | None = None, max_copy: int | None = None):
         if ring_size < 1024 or ring_size & (ring_size - 1):
             raise ValueError(f"ring size {ring_size} must be a power of two of at least 1024 bytes")
-        self.device, self.name = device, name
+        self.device, self.name, self.ring_size = device, name, ring_size
         self.dialect = DIALECTS[device.target.family.sdma_dialect]
-        self.max_copy = device.target.sdma_max_copy
+        family_max = device.target.sdma_max_copy
+        if max_copy is not None and not 0 < max_copy <= family_max:
+            raise ValueError(f"max_copy {max_copy:#x} must be within 1..{family_max:#x} on {device.target.name}")
+        self.max_copy = max_copy or family_max  # bytes per COPY_LINEAR; less than the family's splits more
+        # CONST_FILL's count field is narrower than COPY_LINEAR's before SDMA 6 (22 bits vs 30).
+        self.max_fill = min(self.max_copy, self.dialect["CONST_FILL"]["count"].mask + 1)
         self.ring = device.alloc(ring_size, "gtt", uncached=True, name=f"{self.label}.ring")
         self.ptrs = device.alloc(PAGE, "gtt", uncached=True, name=f"{self.label}.ptrs")
         self._rptr = ctypes.c_uint64.from_address(self.ptrs.cpu)
@@ -96,8 +101,8 @@ class SdmaQueue:
         if size % 4:
             raise ValueError(f"CONST_FILL fills whole dwords: {size} is not a multiple of 4")
         va = self._va(dst, offset, size)
-        for done in range(0, size, self.max_copy):
-            n = min(self.max_copy, size - done)
+        for done in range(0, size, self.max_fill):
+            n = min(self.max_fill, size - done)
             self.packet("CONST_FILL", dst=va + done, data=value & 0xFFFFFFFF, count=n - 1, fillsize=2)
         return self
 
@@ -146,7 +151,7 @@ class SdmaQueue:
         return self.wptr
 
     def _put(self, packet: bytes) -> None:
-        size = self.ring.size
+        size = self.ring_size
         if len(packet) > size:
             raise ValueError(f"a {len(packet)}-byte packet does not fit a {size}-byte ring")
         pos = self.wptr % size
@@ -161,16 +166,16 @@ class SdmaQueue:
         self._write(packet)
 
     def _write(self, data: bytes) -> None:
-        ctypes.memmove(self.ring.cpu + self.wptr % self.ring.size, data, len(data))
+        ctypes.memmove(self.ring.cpu + self.wptr % self.ring_size, data, len(data))
         self.wptr += len(data)
 
     def _reserve(self, n: int, timeout: float = 10.0) -> None:
         """Back-pressure: wait until the engine has consumed enough of the ring for `n` more bytes."""
-        if self.wptr + n - self.rptr <= self.ring.size:
+        if self.wptr + n - self.rptr <= self.ring_size:
             return
         self._kick()
         deadline, delay = time.monotonic() + timeout, 20e-6
-        while self.wptr + n - self.rptr > self.ring.size:
+        while self.wptr + n - self.rptr > self.ring_size:
             self.device.system.raise_gpu_faults()
             if time.monotonic() > deadline:
                 raise WaitTimeout(f"ring of {self.label} stayed full for {timeout:g} s: {self.describe()}")
@@ -190,8 +195,8 @@ class SdmaQueue:
 
     def packet_at(self, ptr: int) -> Packet | None:
         """Decode the packet the ring holds at pointer `ptr` (None when it cannot be decoded)."""
-        size = self.ring.size
-        raw = self.ring.read() * 2  # unwrapped view: any packet starting in the ring is whole in here
+        size = self.ring_size
+        raw = self.ring.read(0, size) * 2  # unwrapped: any packet starting in the ring is whole in here
         try:
             return self.dialect.decode(raw, ptr % size)
         except ValueError:

@@ -68,8 +68,10 @@ class Device:
         """Allocate GPU memory: domain is vram, gtt, userptr, doorbell or mmio. See memory.allocate."""
         return allocate(self, size, domain, **options)
 
-    def sdma_queue(self, ring_size: int = 64 << 10, engine: str | int = "sdma", name: str | None = None) -> SdmaQueue:
-        return SdmaQueue(self, ring_size, engine, name)
+    def sdma_queue(self, ring_size: int = 64 << 10, engine: str | int = "sdma", name: str | None = None,
+                   max_copy: int | None = None) -> SdmaQueue:
+        """A new SDMA queue on this GPU; engine is "sdma", "xgmi" or an engine number."""
+        return SdmaQueue(self, ring_size, engine, name, max_copy)
 
     def doorbell_page(self) -> int:
         """CPU address of this process's doorbell slice on this GPU (mapped once)."""

@@ -157,10 +157,12 @@ class EmulatedMachine:
         return list((ctypes.c_uint32 * n).from_address(ptr))
 
     def _exact_mapping(self, gpu: EmulatedGpu, va: int, size: int, what: str) -> None:
-        """kfd_queue_buffer_get: va must sit in the first page of a GPU mapping exactly `size` bytes long."""
+        """kfd_queue_buffer_get: va must lie in the first page of a GPU mapping exactly `size` bytes long,
+        compared in whole pages (so a buffer under a page long is not size-checked, as in the kernel)."""
         m = gpu.vm.mapping(va)
-        _check(m is not None and m[0] >> 12 == va >> 12 and m[1] == size, errno.EINVAL,
-               f"{what} {va:#x} is not the start of a {size:#x}-byte GPU mapping")
+        pages = size // PAGE
+        ok = m is not None and m[0] // PAGE == va // PAGE and (pages == 0 or m[1] // PAGE == pages)
+        _check(ok, errno.EINVAL, f"{what} {va:#x} is not the start of a {size:#x}-byte GPU mapping")
 
     # -- ioctl entry --------------------------------------------------------------------------------
     def ioctl(self, request: int, arg_addr: int | None) -> int:
@@ -200,19 +202,30 @@ class EmulatedMachine:
         _check(self.drm_fds.get(a.drm_fd) is gpu, errno.EINVAL, f"fd {a.drm_fd} is not this GPU's render node")
         gpu.vm_acquired = True
 
-    def ioctl_get_process_apertures_new(self, a) -> None:
-        gpus = list(self.gpus.values())
-        if a.num_of_nodes == 0:
-            a.num_of_nodes = len(gpus)
-            return
-        n = min(a.num_of_nodes, len(gpus))
-        arr = (K.kfd_process_device_apertures * n).from_address(a.kfd_process_device_apertures_ptr)
-        for ap, gpu in zip(arr, gpus, strict=False):
+    def _apertures(self, out, n: int) -> int:
+        for ap, gpu in zip(out, list(self.gpus.values())[:n], strict=False):
             ap.gpu_id = gpu.gpu_id
             ap.lds_base, ap.lds_limit = LDS_BASE_V9, LDS_BASE_V9 + 0xFFFFFFFF
             ap.scratch_base, ap.scratch_limit = SCRATCH_BASE_V9, SCRATCH_BASE_V9 + 0xFFFFFFFF
             ap.gpuvm_base, ap.gpuvm_limit = GPUVM_BASE, GPUVM_LIMIT
-        a.num_of_nodes = n
+        return min(n, len(self.gpus))
+
+    def ioctl_get_process_apertures(self, a) -> None:
+        a.num_of_nodes = self._apertures(a.process_apertures, len(a.process_apertures))
+
+    def ioctl_get_process_apertures_new(self, a) -> None:
+        if a.num_of_nodes == 0:
+            a.num_of_nodes = len(self.gpus)
+            return
+        _check(a.kfd_process_device_apertures_ptr != 0, errno.EFAULT, "null apertures array")
+        out = (K.kfd_process_device_apertures * a.num_of_nodes).from_address(a.kfd_process_device_apertures_ptr)
+        a.num_of_nodes = self._apertures(out, a.num_of_nodes)
+
+    def _deprecated(self, a) -> None:
+        raise KfdError(errno.EPERM, "the pre-1.13 debugger ioctls are gone; the kernel answers EPERM")
+
+    ioctl_dbg_register_deprecated = ioctl_dbg_unregister_deprecated = _deprecated
+    ioctl_dbg_address_watch_deprecated = ioctl_dbg_wave_control_deprecated = _deprecated
 
     def ioctl_get_clock_counters(self, a) -> None:
         self.gpu(a.gpu_id)
@@ -221,7 +234,7 @@ class EmulatedMachine:
         a.system_clock_counter = time.monotonic_ns()
         a.system_clock_freq = 1_000_000_000
 
-    def ioctl_get_available_memory(self, a) -> None:
+    def ioctl_available_memory(self, a) -> None:
         gpu = self.gpu(a.gpu_id)
         a.available = gpu.vram_size - gpu.vram_used
 

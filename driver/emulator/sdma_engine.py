@@ -90,9 +90,9 @@ class SdmaQueue:
                 if self._stop:
                     return
                 wptr = self.doorbell
-            stream = self._ring_bytes(self.rptr, wptr)
-            pos = 0
+            stream, pos = b"", 0
             try:
+                stream = self._ring_bytes(self.rptr, wptr)
                 while pos < len(stream) and not self._stop:
                     packet = self.dialect.decode(stream, pos)
                     self._execute(packet)

@@ -1,0 +1,191 @@
+"""GPU family registry: the supported targets and the data that differs between them.
+
+Families differ in data, not in code paths: callers look a target up here and read its fields
+(wave size, packet dialects, SDMA copy limit) instead of branching on names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+PAGE_SIZE = 4096
+
+
+class UnsupportedTarget(ValueError):
+    """A GPU target (name or gfx_target_version) that kfdtrace does not support."""
+
+    def __init__(self, value: object, extra: str = "") -> None:
+        self.value = value
+        supported = ", ".join(f"{t.name} ({t.gfx_target_version})" for t in TARGETS)
+        super().__init__(f"unsupported GPU target {value!r}; supported targets: {supported}{extra}")
+
+
+@dataclass(frozen=True)
+class Family:
+    """What a GPU family shares: ISA generation, wave size and packet dialects."""
+
+    name: str  # "CDNA2", "CDNA3", "RDNA2", "RDNA3", "RDNA4"
+    gfx_major: int  # 9, 10, 11, 12
+    wave_size: int  # default (native) wavefront size: 64 on CDNA, 32 on RDNA
+    sdma_dialect: str  # "sdma4.4", "sdma5", "sdma6", "sdma7"
+    pm4_dialect: str  # "gfx9", "gfx10", "gfx11", "gfx12"
+    # kfd_device.c kfd_device_info_init: KFD_IS_SOC15 -> doorbell_size = 8 (all of these families).
+    doorbell_size: int = 8
+    # AMDGPUUsage "Packed work-item IDs": gfx90a, gfx940-942, gfx11 and gfx12 pack X/Y/Z into v0; gfx10.3 not.
+    packed_workitem_ids: bool = True
+
+
+CDNA2 = Family("CDNA2", 9, 64, "sdma4.4", "gfx9")
+CDNA3 = Family("CDNA3", 9, 64, "sdma4.4", "gfx9")
+RDNA2 = Family("RDNA2", 10, 32, "sdma5", "gfx10", packed_workitem_ids=False)
+RDNA3 = Family("RDNA3", 11, 32, "sdma6", "gfx11")
+RDNA4 = Family("RDNA4", 12, 32, "sdma7", "gfx12")
+FAMILIES: tuple[Family, ...] = (CDNA2, CDNA3, RDNA2, RDNA3, RDNA4)
+
+# Bytes one SDMA COPY_LINEAR may move. The count field holds bytes-1; ROCR caps it at 0x3fffff on gfx9 parts
+# other than gfx90a (so gfx942 copies at most 4 MiB per packet) and at 0x3fffffff (1 GiB) on gfx90a, gfx10.3+.
+_COPY_4M = 0x3FFFFF + 1
+_COPY_1G = 0x3FFFFFFF + 1
+
+
+@dataclass(frozen=True)
+class Target:
+    """One compiler target (gfxNNNN) as KFD reports it in gfx_target_version."""
+
+    name: str  # "gfx942"
+    gfx_target_version: int  # 90402
+    family: Family
+    sdma_max_copy: int  # bytes per COPY_LINEAR packet
+    # SDMA IP version of the part named here. Navi2x minors follow kfd_device.c
+    # kfd_device_info_set_sdma_info comments; Navi3x/Navi4x minors are amdgpu IP-discovery values.
+    sdma_version: tuple[int, int, int]
+
+    @property
+    def wave_size(self) -> int:
+        return self.family.wave_size
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("gfx90a", 90010, CDNA2, _COPY_1G, (4, 4, 0)),  # Aldebaran
+    Target("gfx942", 90402, CDNA3, _COPY_4M, (4, 4, 2)),  # Aqua Vanjaram (MI300)
+    Target("gfx1030", 100300, RDNA2, _COPY_1G, (5, 2, 0)),  # Sienna Cichlid
+    Target("gfx1031", 100301, RDNA2, _COPY_1G, (5, 2, 2)),  # Navy Flounder
+    Target("gfx1032", 100302, RDNA2, _COPY_1G, (5, 2, 4)),  # Dimgrey Cavefish
+    Target("gfx1033", 100303, RDNA2, _COPY_1G, (5, 2, 1)),  # Van Gogh (APU)
+    Target("gfx1034", 100304, RDNA2, _COPY_1G, (5, 2, 5)),  # Beige Goby
+    Target("gfx1035", 100305, RDNA2, _COPY_1G, (5, 2, 3)),  # Yellow Carp (APU)
+    Target("gfx1036", 100306, RDNA2, _COPY_1G, (5, 2, 6)),  # GC 10.3.6 (Raphael iGPU)
+    Target("gfx1100", 110000, RDNA3, _COPY_1G, (6, 0, 0)),  # Navi31
+    Target("gfx1101", 110001, RDNA3, _COPY_1G, (6, 0, 2)),  # Navi32 (GC 11.0.3)
+    Target("gfx1102", 110002, RDNA3, _COPY_1G, (6, 0, 3)),  # Navi33 (GC 11.0.2)
+    Target("gfx1103", 110003, RDNA3, _COPY_1G, (6, 0, 1)),  # Phoenix (APU)
+    Target("gfx1200", 120000, RDNA4, _COPY_1G, (7, 0, 0)),  # Navi44
+    Target("gfx1201", 120001, RDNA4, _COPY_1G, (7, 0, 1)),  # Navi48
+)
+
+_BY_VERSION = {t.gfx_target_version: t for t in TARGETS}
+_BY_NAME = {t.name: t for t in TARGETS}
+
+
+def target_by_version(version: int) -> Target:
+    """The target whose KFD gfx_target_version is `version`; UnsupportedTarget if none."""
+    try:
+        return _BY_VERSION[version]
+    except (KeyError, TypeError):
+        raise UnsupportedTarget(version) from None
+
+
+def target_by_name(name: str) -> Target:
+    """The target named `name` ("gfx942"; case and ":feature" suffixes ignored); UnsupportedTarget if none."""
+    key = name.strip().lower().split(":", 1)[0] if isinstance(name, str) else name
+    try:
+        return _BY_NAME[key]
+    except (KeyError, TypeError):
+        raise UnsupportedTarget(name) from None
+
+
+def gfx_name(version: int) -> str:
+    """LLVM processor name for a gfx_target_version: 90402 -> "gfx942", 90010 -> "gfx90a".
+
+    The version is major*10000 + minor*100 + stepping; LLVM spells minor and stepping as one hex digit each.
+    """
+    major, minor, step = version // 10000, version // 100 % 100, version % 100
+    if version <= 0 or minor > 15 or step > 15:
+        raise ValueError(f"not a gfx_target_version: {version}")
+    return f"gfx{major}{minor:x}{step:x}"
+
+
+def _align(value: int, alignment: int) -> int:
+    return (value + alignment - 1) // alignment * alignment
+
+
+@dataclass(frozen=True)
+class QueueSizes:
+    """Per-queue buffer sizes KFD requires of a compute queue (kfd_queue.c)."""
+
+    ctl_stack_size: int
+    wg_data_size: int
+    cwsr_size: int
+    debug_memory_size: int
+    eop_buffer_size: int
+
+    def cwsr_allocation(self, num_xcc: int = 1) -> int:
+        """Bytes of the CWSR buffer mapping: ALIGN((cwsr_size + debug_memory_size) * num_xcc, PAGE)."""
+        return _align((self.cwsr_size + self.debug_memory_size) * max(num_xcc, 1), PAGE_SIZE)
+
+
+# Constants of torvalds/linux drivers/gpu/drm/amd/amdkfd/kfd_queue.c (kfd_queue_ctx_save_restore_size).
+_SGPR_SIZE_PER_CU = 0x4000
+_LDS_SIZE_PER_CU = 0x10000
+_HWREG_SIZE_PER_CU = 0x1000
+_DEBUGGER_BYTES_PER_WAVE = 32
+_DEBUGGER_BYTES_ALIGN = 64
+_CONTEXT_SAVE_AREA_HEADER = 40  # SIZEOF_HSA_USER_CONTEXT_SAVE_AREA_HEADER
+
+
+def _vgpr_size_per_cu(gfxv: int) -> int:
+    # kfd_get_vgpr_size_per_cu. Navi33 (110002) is absent on purpose: it has the smaller VGPR file.
+    if gfxv in (90402, 90010, 90008, 90500):
+        return 0x80000
+    if gfxv in (110000, 110001, 120000, 120001):
+        return 0x60000
+    return 0x40000
+
+
+def queue_sizes(props: Mapping[str, int]) -> QueueSizes:
+    """KFD's context-save sizes for a GPU node, from its sysfs properties.
+
+    Follows kfd_queue_ctx_save_restore_size() in kfd_queue.c: cu_num = simd_count / simd_per_cu / num_xcc;
+    wave_num = min(cu_num*40, array_count/simd_arrays_per_engine*512) before gfx10.1, else cu_num*32;
+    ctl_stack_size = ALIGN(40 + wave_num*(8 or 12) + 8, PAGE) (gfx10.x clamps it to 0x7000);
+    cwsr_size = ctl_stack_size + ALIGN(cu_num*per-CU context, PAGE); debug = ALIGN(wave_num*32, 64).
+    Targets before 80001 get zeros, as the kernel leaves them unset.
+    """
+    gfxv = props.get("gfx_target_version", 0)
+    if gfxv < 80001:
+        return QueueSizes(0, 0, 0, 0, 0)
+    num_xcc = props.get("num_xcc") or 1
+    cu_num = props["simd_count"] // props["simd_per_cu"] // num_xcc
+    if gfxv < 100100:
+        # sysfs prints array_count multiplied by NUM_XCC (kfd_topology.c node_show); the kernel formula
+        # uses the per-XCC value it holds internally.
+        arrays = props["array_count"] // num_xcc
+        wave_num = min(cu_num * 40, arrays // props["simd_arrays_per_engine"] * 512)
+    else:
+        wave_num = cu_num * 32
+    lds = (props.get("lds_size_in_kb", 64) << 10) if gfxv == 90500 else _LDS_SIZE_PER_CU
+    per_cu = _vgpr_size_per_cu(gfxv) + _SGPR_SIZE_PER_CU + lds + _HWREG_SIZE_PER_CU
+    wg_data_size = _align(cu_num * per_cu, PAGE_SIZE)
+    ctl = wave_num * (12 if gfxv >= 100100 else 8) + 8
+    ctl_stack_size = _align(_CONTEXT_SAVE_AREA_HEADER + ctl, PAGE_SIZE)
+    if gfxv // 10000 == 10:
+        # "HW design limits control stack size to 0x7000" (kfd_queue.c).
+        ctl_stack_size = min(ctl_stack_size, 0x7000)
+    return QueueSizes(
+        ctl_stack_size=ctl_stack_size,
+        wg_data_size=wg_data_size,
+        cwsr_size=ctl_stack_size + wg_data_size,
+        debug_memory_size=_align(wave_num * _DEBUGGER_BYTES_PER_WAVE, _DEBUGGER_BYTES_ALIGN),
+        eop_buffer_size=0x8000 if gfxv == 80002 else 4096,
+    )
