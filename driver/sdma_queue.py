@@ -160,7 +160,7 @@ class SdmaQueue:
             self._reserve(pad)
             while pad:
                 dw = min(pad // 4, NOP_MAX_DW)
-                self._write(self.dialect.build("NOP", count=dw - 1) + bytes(4 * (dw - 1)))
+                self._write(self.dialect.build("NOP", count=dw - 1))  # count: dwords after the header
                 pad -= 4 * dw
         self._reserve(len(packet))
         self._write(packet)

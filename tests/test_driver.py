@@ -74,6 +74,21 @@ def test_ring_wraps_many_times(system):
     assert list(buf.numpy("<u4")[:8]) == list(range(192, 200))  # the last fence into each slot
 
 
+def test_ring_wrap_pads_with_nops(system):
+    """28-byte copies and 16-byte fences do not divide a 1 KiB ring: the tail is padded, never split."""
+    dev = system.devices[0]
+    q = dev.sdma_queue(ring_size=1024)
+    src, dst = dev.alloc(4096, "gtt"), dev.alloc(4096, "gtt")
+    src.write(bytes(range(256)) * 16)
+    for i in range(100):
+        q.copy(dst, src, 8, dst_offset=8 * i, src_offset=8 * i).fence(dst, i, offset=4000).submit()
+    q.sync()
+    assert dst.read(0, 800) == src.read(0, 800)
+    assert dst.numpy("<u4")[1000] == 99
+    written = 100 * (len(q.dialect.build("COPY_LINEAR")) + len(q.dialect.build("FENCE")))
+    assert q.wptr > written, "the ring's end was never padded"  # the difference is NOP padding
+
+
 def test_ring_back_pressure_waits_for_the_engine(system):
     dev = system.devices[0]
     q = dev.sdma_queue(ring_size=1024)

@@ -1,0 +1,479 @@
+"""Declarative packet formats: one table of fields per packet drives build, decode, print and relocation.
+
+A packet is a little-endian stream of u32 dwords. A `PacketDef` lists, once, where each field lives:
+
+* `Field` -- a bit range counted from one dword (it may run on into the next dwords, e.g. a 64-bit value);
+* `Addr` -- a GPU virtual address over a dword pair, *tagged* so relocators find every address without
+  a switch over opcodes. `align` covers addresses whose low bits hold other things or must be zero
+  (TIMESTAMP's addr[31:3], GCR_REQ's base_va[47:7]); `when` marks an address that is one only under a
+  field value (POLL_REGMEM polls a register, not memory, when mem_poll=0).
+
+Header constants (SDMA op/sub_op, PM4 type/opcode) are Fields with a fixed value; a `Dialect` indexes its
+definitions by those header bits, so decoding is one dict lookup. A `Tail` names the field whose value
+gives the number of dwords after the fixed part (NOP's skip count, WRITE_LINEAR's data, PM4's count).
+
+Versions differ in data: `Dialect.derive` takes a dialect and returns one with fields added or replaced,
+packets added or removed, header values changed.
+
+Speed: each definition compiles, once, a `struct.Struct` and a generated decode and encode function
+(straight-line shifts and masks, no per-field objects). Encoding overlays the fields on the dwords the
+packet was decoded from, so reserved or unknown bits survive a decode -> replace -> encode round trip.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Addr", "Dialect", "Field", "Packet", "PacketDef", "PacketError", "Tail", "TruncatedPacket",
+           "UnknownPacket"]
+
+_U32 = struct.Struct("<I")
+_RESERVED = frozenset({"name", "defn", "offset", "size", "fields", "payload", "encode", "replace",
+                       "addresses", "relocate"})  # Packet attributes
+
+
+class PacketError(ValueError):
+    """A byte stream that does not hold a well-formed packet of the dialect."""
+
+
+class UnknownPacket(PacketError):
+    """The header names no packet of the dialect."""
+
+
+class TruncatedPacket(PacketError):
+    """The packet runs past the end of the data."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """Bits [shift, shift+width) counted from the low bit of dword `dword`; may span following dwords."""
+
+    name: str
+    dword: int
+    shift: int = 0
+    width: int = 32
+
+    def _span(self) -> tuple[int, int, int]:  # (first bit, end bit, bit that is value bit 0), packet-absolute
+        start = self.dword * 32 + self.shift
+        return start, start + self.width, start
+
+    @property
+    def mask(self) -> int:
+        """The values this field can hold, as a mask."""
+        return (1 << self.width) - 1
+
+
+@dataclass(frozen=True)
+class Addr:
+    """A GPU virtual address held in place over dwords `dword`, `dword`+1: address bits [align, width).
+
+    Bits below `align` are not part of the address (the address must be aligned to 2**align); bits at and
+    above `width` are not stored. `when=(field, value)`: an address only while that field has that value.
+    """
+
+    name: str
+    dword: int
+    width: int = 64
+    align: int = 0
+    when: tuple[str, int] | None = None
+
+    def _span(self) -> tuple[int, int, int]:
+        base = self.dword * 32
+        return base + self.align, base + self.width, base
+
+    @property
+    def mask(self) -> int:
+        """The addresses this field can hold, as a mask (alignment bits clear)."""
+        return ((1 << self.width) - 1) & ~((1 << self.align) - 1)
+
+
+@dataclass(frozen=True)
+class Tail:
+    """A variable tail: `fields[count] + bias` dwords follow the fixed part of the packet."""
+
+    count: str
+    bias: int = 0
+
+
+def _parts(f: Field | Addr) -> list[tuple[int, int, int, int]]:
+    """Split a field into per-dword parts (dword, shift in dword, mask, shift in value)."""
+    start, end, vbase = f._span()
+    parts = []
+    pos = start
+    while pos < end:
+        w, s = divmod(pos, 32)
+        n = min(end, (w + 1) * 32) - pos
+        parts.append((w, s, (1 << n) - 1, pos - vbase))
+        pos += n
+    return parts
+
+
+def _dec_expr(w: int, s: int, m: int, v: int) -> str:
+    e = f"d[{w}]"
+    if s == v and s:  # an address part kept in place: one mask
+        return f"({e} & {m << s:#x})"
+    if s:
+        e = f"({e} >> {s})"
+    if s + m.bit_length() < 32:
+        e = f"({e} & {m:#x})"
+    return f"({e} << {v})" if v else e
+
+
+def _enc_expr(var: str, s: int, m: int, v: int, top: bool) -> str:
+    e = f"({var} >> {v})" if v else var
+    if not top:  # the top part of a validated value needs no mask
+        e = f"({e} & {m:#x})"
+    return f"({e} << {s})" if s else e
+
+
+class PacketDef:
+    """One packet format: its header constants, its fields (addresses tagged), its size and optional tail."""
+
+    def __init__(self, name: str, header: Mapping[Field, int], fields: Iterable[Field | Addr] = (), *,
+                 size: int | None = None, tail: Tail | None = None):
+        self.name = name
+        self.header: dict[Field, int] = dict(header)
+        self.fields: tuple[Field | Addr, ...] = tuple(sorted(fields, key=lambda f: f._span()[0]))
+        self.tail = tail
+        self.field_names: tuple[str, ...] = tuple(f.name for f in self.fields)
+        self.address_fields: tuple[str, ...] = tuple(f.name for f in self.fields if isinstance(f, Addr))
+        self._by_name = {f.name: f for f in self.fields}
+        self._size_arg = size
+        used = (max((f._span()[1] for f in (*self.header, *self.fields)), default=32) + 31) // 32
+        self.size = max(size or 0, used)  # dwords in the fixed part
+        self._check()
+        self._compile()
+
+    # -- derivation (per-version data) --------------------------------------------------------------------
+    def with_fields(self, *fields: Field | Addr, drop: Iterable[str] = (), size: int | None = None,
+                    name: str | None = None, header: Mapping[Field, int] | None = None) -> PacketDef:
+        """A copy: `fields` replace same-named ones or are added, `drop` removed, header values changed."""
+        new, dropped = {f.name: f for f in fields}, set(drop)
+        kept = [new.pop(f.name, f) for f in self.fields if f.name not in dropped]
+        hdr = {**self.header, **(header or {})}
+        size = size if size is not None else self._size_arg
+        return PacketDef(name or self.name, hdr, [*kept, *new.values()], size=size, tail=self.tail)
+
+    def __getitem__(self, name: str) -> Field | Addr:
+        return self._by_name[name]
+
+    def __repr__(self) -> str:
+        tail = " +tail" if self.tail else ""
+        return f"<PacketDef {self.name} {self.size}dw{tail} fields={self.field_names}>"
+
+    # -- compile-once codecs ----------------------------------------------------------------------------
+    def _check(self) -> None:
+        owner: dict[int, str] = {}
+        for f in (*self.header, *self.fields):
+            if f.name in _RESERVED:
+                raise ValueError(f"{self.name}: field name {f.name!r} is reserved")
+            start, end, _ = f._span()
+            if end > self.size * 32 or start < 0 or end <= start:
+                raise ValueError(f"{self.name}.{f.name}: bits {start}..{end - 1} outside {self.size} dwords")
+            for bit in range(start, end):
+                if bit in owner:
+                    raise ValueError(f"{self.name}: {f.name} overlaps {owner[bit]} at bit {bit}")
+                owner[bit] = f.name
+        if len(self._by_name) != len(self.fields):
+            raise ValueError(f"{self.name}: duplicate field names")
+        for f in self.fields:
+            if isinstance(f, Addr) and f.when and f.when[0] not in self._by_name:
+                raise ValueError(f"{self.name}.{f.name}: condition names unknown field {f.when[0]!r}")
+        if self.tail and self.tail.count not in self._by_name:
+            raise ValueError(f"{self.name}: tail count field {self.tail.count!r} is not a field")
+
+    def _compile(self) -> None:
+        n = self.size
+        self._struct = struct.Struct(f"<{n}I")
+        self._nbytes = n * 4
+        self._zero = (0,) * n
+        self._reject = {f.name: ~f.mask for f in self.fields}  # v & reject != 0: too wide, misaligned or < 0
+        self._addr_conds = tuple((f.name, f.when) for f in self.fields if isinstance(f, Addr))
+        const = [0] * n
+        keep = [0xFFFFFFFF] * n
+        for hf, value in self.header.items():
+            if value & ~hf.mask:
+                raise ValueError(f"{self.name}: header {hf.name}={value:#x} does not fit {hf.width} bits")
+            for w, s, m, v in _parts(hf):
+                const[w] |= ((value >> v) & m) << s
+                keep[w] &= ~(m << s)
+        dec, enc = [], [[] for _ in range(n)]
+        for i, f in enumerate(self.fields):
+            parts = _parts(f)
+            dec.append(f"{f.name!r}: " + " | ".join(_dec_expr(*p) for p in parts))
+            top = parts[-1]
+            for p in parts:
+                w, s, m, v = p
+                enc[w].append(_enc_expr(f"v{i}", s, m, v, p is top))
+                keep[w] &= ~(m << s)
+        words = []
+        for w in range(n):
+            terms = [f"(b[{w}] & {keep[w]:#x})"] if keep[w] else []  # undeclared bits pass through
+            terms += [f"{const[w]:#x}"] if const[w] else []
+            words.append(" | ".join(terms + enc[w]) or "0")
+        binds = "".join(f"    v{i} = f[{f.name!r}]\n" for i, f in enumerate(self.fields))
+        src = (f"def decode(d):\n    return {{{', '.join(dec)}}}\n"
+               f"def encode(f, b):\n{binds}    return ({', '.join(words)},)\n")
+        ns: dict[str, Any] = {}
+        exec(compile(src, f"<packet {self.name}>", "exec"), ns)  # source generated from the table alone
+        self._decode, self._encode = ns["decode"], ns["encode"]
+        self._source = src
+
+    def _validate(self, kw: Mapping[str, Any]) -> None:
+        reject = self._reject
+        for k, v in kw.items():
+            try:
+                if not v & reject[k] and isinstance(v, int):
+                    continue
+            except (KeyError, TypeError):
+                pass
+            self._invalid(k, v)
+
+    def _invalid(self, k: str, v: Any) -> None:
+        """Raise the error that explains why `v` cannot go in field `k`."""
+        f = self._by_name.get(k)
+        if f is None:
+            raise TypeError(f"{self.name} has no field {k!r} (fields: {', '.join(self.field_names)})")
+        if not isinstance(v, int):
+            raise TypeError(f"{self.name}.{k} must be an int, not {type(v).__name__}")
+        if isinstance(f, Addr) and 0 <= v < (1 << f.width):
+            raise ValueError(f"{self.name}.{k}={v:#x} is not {1 << f.align}-byte aligned")
+        raise ValueError(f"{self.name}.{k}={v:#x} does not fit the field's {f.mask.bit_length()} bits")
+
+    def _assemble(self, fields: dict[str, int], payload: bytes, given: Mapping[str, Any]) -> bytes:
+        """Check the tail against its count field; fill the count from the payload when not given.
+        An empty payload stands for count+bias zero dwords (a NOP's skipped dwords)."""
+        tail = self.tail
+        if tail is None:
+            if payload:
+                raise ValueError(f"{self.name} has no variable tail; payload of {len(payload)} bytes given")
+            return b""
+        if not payload:
+            payload = bytes(4 * max(0, fields[tail.count] + tail.bias))
+        if len(payload) % 4:
+            raise ValueError(f"{self.name} payload must be whole dwords, got {len(payload)} bytes")
+        count = len(payload) // 4 - tail.bias
+        if tail.count in given and given[tail.count] != count:
+            raise ValueError(f"{self.name}.{tail.count}={given[tail.count]} disagrees with a payload of "
+                             f"{len(payload) // 4} dwords (expected {count})")
+        self._validate({tail.count: count})
+        fields[tail.count] = count
+        return bytes(payload)
+
+
+class Packet:
+    """A decoded packet: `fields` (name -> int), `payload` (tail bytes), `offset`/`size` in bytes."""
+
+    __slots__ = ("defn", "name", "offset", "size", "fields", "payload", "_raw")
+
+    def __init__(self, defn: PacketDef, offset: int, fields: dict[str, int], payload: bytes = b"",
+                 raw: tuple[int, ...] | None = None):
+        self.defn = defn
+        self.name = defn.name
+        self.offset = offset
+        self.size = defn._nbytes + len(payload) if payload else defn._nbytes
+        self.fields = fields
+        self.payload = payload
+        self._raw = raw if raw is not None else defn._zero
+
+    def encode(self) -> bytes:
+        """The packet's bytes; bits no field declares keep the value they were decoded with."""
+        d = self.defn
+        return d._struct.pack(*d._encode(self.fields, self._raw)) + self.payload
+
+    def replace(self, payload: bytes | None = None, **fields: int) -> Packet:
+        """A copy with some fields (and, given, the tail payload) changed; validated like `build`."""
+        d = self.defn
+        d._validate(fields)
+        new = {**self.fields, **fields}
+        if d.tail is None and not payload:
+            return Packet(d, self.offset, new, b"", self._raw)
+        tail = d._assemble(new, self.payload if payload is None else payload, fields)
+        return Packet(d, self.offset, new, tail, self._raw)
+
+    def addresses(self) -> dict[str, int]:
+        """The tagged address fields that hold a memory address in this packet (honours `Addr.when`)."""
+        f = self.fields
+        return {n: f[n] for n, cond in self.defn._addr_conds if cond is None or f[cond[0]] == cond[1]}
+
+    def relocate(self, move: Callable[[int], int]) -> Packet:
+        """A copy with every address `addresses()` lists replaced by `move(address)`; self if it has none."""
+        d = self.defn
+        if not d._addr_conds:
+            return self
+        new = self.fields.copy()
+        reject = d._reject
+        for n, cond in d._addr_conds:
+            if cond is None or new[cond[0]] == cond[1]:
+                v = move(new[n])
+                if v & reject[n]:
+                    d._invalid(n, v)
+                new[n] = v
+        return Packet(d, self.offset, new, self.payload, self._raw)
+
+    def __getattr__(self, name: str) -> int:
+        """Fields read as attributes: packet.count."""
+        fields = Packet.fields.__get__(self)  # type: ignore[attr-defined]  # no recursion if unset (copy)
+        try:
+            return fields[name]
+        except KeyError:
+            raise AttributeError(f"{self.name} packet has no field {name!r}") from None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Packet):
+            return NotImplemented
+        return (self.defn is other.defn and self.fields == other.fields and self.payload == other.payload
+                and self.encode() == other.encode())
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __str__(self) -> str:
+        addrs = self.defn.address_fields
+        out = [self.name]
+        for k, v in self.fields.items():
+            if k in addrs:
+                out.append(f"{k}={v:#x}")
+            elif v:
+                out.append(f"{k}={v}" if v < 10 else f"{k}={v:#x}")
+        if self.payload:
+            words = struct.unpack_from(f"<{min(4, len(self.payload) // 4)}I", self.payload)
+            more = len(self.payload) // 4 - len(words)
+            shown = ", ".join(f"{w:#x}" for w in words) + (f", +{more}dw" if more else "")
+            out.append(f"payload=[{shown}]")
+        return " ".join(out)
+
+    def __repr__(self) -> str:
+        return f"<{self} @{self.offset:#x}>"
+
+
+class Dialect:
+    """A set of packet definitions sharing one header layout (e.g. "sdma6", later a PM4 dialect).
+
+    Decoding masks the header with the union of all definitions' constant fields and looks the result up:
+    a definition matches when those bits equal its constants (bits only other definitions fix must be 0).
+    """
+
+    def __init__(self, name: str, defs: Iterable[PacketDef]):
+        self.name = name
+        self.defs: tuple[PacketDef, ...] = tuple(defs)
+        self._by_name: dict[str, PacketDef] = {}
+        for d in self.defs:
+            if d.name in self._by_name:
+                raise ValueError(f"{name}: two packets named {d.name}")
+            self._by_name[d.name] = d
+        keys = tuple({hf: None for d in self.defs for hf in d.header})
+        if any(k.dword for k in keys):
+            raise ValueError(f"{name}: header constants must live in dword 0")
+        self._key_fields = keys
+        self._key_mask = 0
+        for k in keys:
+            self._key_mask |= k.mask << k.shift
+        self._index: dict[int, PacketDef] = {}  # header bits under _key_mask -> definition
+        for d in self.defs:
+            key = sum(v << hf.shift for hf, v in d.header.items())
+            if key in self._index:
+                raise ValueError(f"{name}: {d.name} and {self._index[key].name} share header {key:#x}")
+            self._index[key] = d
+
+    def __repr__(self) -> str:
+        return f"<Dialect {self.name}: {' '.join(self._by_name)}>"
+
+    def __getitem__(self, name: str) -> PacketDef:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"dialect {self.name} has no packet {name!r}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __iter__(self) -> Iterator[PacketDef]:
+        return iter(self.defs)
+
+    def packet(self, name: str, payload: bytes = b"", **fields: int) -> Packet:
+        """A new packet; unset fields are 0. With a tail, its count field defaults to the payload's length,
+        and an empty payload means count+bias zero dwords: build("NOP", count=3) is 4 dwords long."""
+        d = self[name]
+        d._validate(fields)
+        values = dict.fromkeys(d.field_names, 0)
+        values.update(fields)
+        tail = d._assemble(values, payload, fields)
+        return Packet(d, 0, values, tail)
+
+    def build(self, name: str, payload: bytes = b"", **fields: int) -> bytes:
+        """Encode one packet. Unknown field -> TypeError; value too wide or misaligned -> ValueError."""
+        return self.packet(name, payload, **fields).encode()
+
+    def decode(self, data: bytes | bytearray | memoryview, offset: int = 0) -> Packet:
+        """Decode the packet starting at byte `offset` of `data`."""
+        if isinstance(data, memoryview) and data.format != "B":
+            data = data.cast("B")
+        return self._decode(data, offset)
+
+    def _decode(self, data: bytes | bytearray | memoryview, offset: int) -> Packet:
+        n = len(data)
+        if offset + 4 > n:
+            raise TruncatedPacket(f"{self.name}: no packet header at byte offset {offset:#x} "
+                                  f"({n} bytes of data)")
+        hdr = _U32.unpack_from(data, offset)[0]
+        d = self._index.get(hdr & self._key_mask)
+        if d is None:
+            keys = " ".join(f"{k.name}={(hdr >> k.shift) & k.mask:#x}" for k in self._key_fields)
+            raise UnknownPacket(f"{self.name}: unknown packet {keys} (header {hdr:#010x}) "
+                                f"at byte offset {offset:#x}")
+        end = offset + d._nbytes
+        if end > n:
+            raise TruncatedPacket(f"{self.name}: {d.name} at byte offset {offset:#x} needs "
+                                  f"{d.size * 4} bytes, only {n - offset} left")
+        raw = d._struct.unpack_from(data, offset)
+        fields = d._decode(raw)
+        payload = b""
+        if d.tail is not None:
+            extra = (fields[d.tail.count] + d.tail.bias) * 4
+            if extra < 0 or end + extra > n:
+                raise TruncatedPacket(f"{self.name}: {d.name} at byte offset {offset:#x} has a "
+                                      f"{extra // 4}-dword tail, only {(n - end) // 4} dwords left")
+            payload = bytes(data[end:end + extra])
+        return Packet(d, offset, fields, payload, raw)
+
+    def iter_packets(self, data: bytes | bytearray | memoryview, start: int = 0,
+                     end: int | None = None) -> Iterator[Packet]:
+        """Decode packets back to back from byte `start` up to `end` (default: the end of `data`)."""
+        if isinstance(data, memoryview) and data.format != "B":
+            data = data.cast("B")
+        if end is not None and end < len(data):
+            data = memoryview(data)[:end]
+        decode = self._decode
+        pos, stop = start, len(data)
+        while pos < stop:
+            p = decode(data, pos)
+            yield p
+            pos += p.size
+
+    def derive(self, name: str, *, fields: Mapping[str, Iterable[Field | Addr]] | None = None,
+               drop: Mapping[str, Iterable[str]] | None = None,
+               header: Mapping[str, Mapping[Field, int]] | None = None,
+               add: Iterable[PacketDef] = (), remove: Iterable[str] = ()) -> Dialect:
+        """A new dialect from this one: per-packet fields added/replaced or dropped, header values changed,
+        whole packets added (replacing same-named ones) or removed."""
+        fields, drop, header = fields or {}, drop or {}, header or {}
+        for table in (fields, drop, header):
+            for pname in table:
+                self[pname]  # a typo in a version table is an error, not a silent no-op
+        gone = set(remove)
+        added = {d.name: d for d in add}
+        out = []
+        for d in self.defs:
+            if d.name in gone:
+                continue
+            if d.name in added:
+                out.append(added.pop(d.name))
+                continue
+            if d.name in fields or d.name in drop or d.name in header:
+                d = d.with_fields(*fields.get(d.name, ()), drop=drop.get(d.name, ()),
+                                  header=header.get(d.name))
+            out.append(d)
+        return Dialect(name, (*out, *added.values()))

@@ -1,0 +1,3 @@
+from kfdtrace.cli import main
+
+main()

@@ -1,0 +1,176 @@
+"""The emulated GPU answers like amdkfd: errno for bad arguments, struct growth, faults and honest refusals."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import threading
+import time
+
+import pytest
+from kfdtrace.driver import DeviceError, GpuFault
+from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.memory import PAGE
+
+
+def _errno_of(fn) -> int:
+    with pytest.raises(DeviceError) as err:
+        fn()
+    return err.value.errno
+
+
+def _queue_args(dev, **over):
+    ring, ptrs = dev.alloc(4096, "gtt"), dev.alloc(PAGE, "gtt")
+    args = dict(ring_base_address=ring.va, ring_size=4096, read_pointer_address=ptrs.va,
+                write_pointer_address=ptrs.va + 8, gpu_id=dev.gpu_id, queue_type=K.QueueType.SDMA,
+                queue_percentage=100, queue_priority=7)
+    args.update(over)
+    return args
+
+
+@pytest.mark.parametrize("change, expected", [
+    (dict(ring_size=3000), errno.EINVAL),
+    (dict(queue_priority=16), errno.EINVAL),
+    (dict(queue_percentage=101), errno.EINVAL),
+    (dict(queue_type=9), 524),  # kernel-internal ENOTSUPP, as amdkfd returns it
+    (dict(gpu_id=0x1), errno.EINVAL),
+    (dict(queue_type=K.QueueType.SDMA_BY_ENG_ID, sdma_engine_id=99), errno.EINVAL),
+])
+def test_create_queue_errno(emulated, change, expected):
+    dev = emulated("gfx942").devices[0]
+    assert _errno_of(lambda: dev.kfd.ioctl("CREATE_QUEUE", **_queue_args(dev, **change))) == expected
+
+
+def test_create_queue_checks_pointer_and_ring_mappings(emulated):
+    dev = emulated("gfx1100").devices[0]
+    big = dev.alloc(2 * PAGE, "gtt")
+    bad_wptr = _queue_args(dev, write_pointer_address=big.va)  # in a 2-page mapping: not exactly one page
+    assert _errno_of(lambda: dev.kfd.ioctl("CREATE_QUEUE", **bad_wptr)) == errno.EINVAL
+    bad_ring = _queue_args(dev, ring_base_address=big.va + PAGE)  # not the start of its mapping
+    assert _errno_of(lambda: dev.kfd.ioctl("CREATE_QUEUE", **bad_ring)) == errno.EINVAL
+    small_ring = _queue_args(dev, ring_size=512)  # clamped up to 1024, not refused
+    assert dev.kfd.ioctl("CREATE_QUEUE", **small_ring).doorbell_offset >> 62 == 3
+
+
+def test_sdma_queue_slots_run_out_with_enomem(emulated):
+    dev = emulated("gfx1100").devices[0]
+    props = dev.node.properties
+    slots = props["num_sdma_engines"] * props["num_sdma_queues_per_engine"]
+    for _ in range(slots):
+        dev.kfd.ioctl("CREATE_QUEUE", **_queue_args(dev))
+    assert _errno_of(lambda: dev.kfd.ioctl("CREATE_QUEUE", **_queue_args(dev))) == errno.ENOMEM
+
+
+def test_alloc_and_free_errno(emulated):
+    dev = emulated("gfx942").devices[0]
+    kfd = dev.kfd
+    base = dict(va_addr=0x10_0000_0000, size=PAGE, gpu_id=dev.gpu_id, flags=int(K.AllocMemFlags.GTT))
+    assert _errno_of(lambda: kfd.ioctl("ALLOC_MEMORY_OF_GPU", **{**base, "size": 100})) == errno.EINVAL
+    assert _errno_of(lambda: kfd.ioctl("ALLOC_MEMORY_OF_GPU", **{**base, "flags": 0})) == errno.EINVAL
+    assert _errno_of(lambda: kfd.ioctl("ALLOC_MEMORY_OF_GPU", **{**base, "gpu_id": 7})) == errno.EINVAL
+    huge = {**base, "size": dev.vram_size + PAGE, "flags": int(K.AllocMemFlags.VRAM)}
+    assert _errno_of(lambda: kfd.ioctl("ALLOC_MEMORY_OF_GPU", **huge)) == errno.ENOMEM
+    buf = dev.alloc(PAGE, "gtt")
+    assert _errno_of(lambda: kfd.ioctl("FREE_MEMORY_OF_GPU", handle=buf.handle)) == errno.EBUSY  # still mapped
+    assert _errno_of(lambda: kfd.ioctl("FREE_MEMORY_OF_GPU", handle=0xDEAD)) == errno.EINVAL
+    other = dev.alloc(PAGE, "gtt")
+    overlapping = kfd.ioctl("ALLOC_MEMORY_OF_GPU", **{**base, "va_addr": other.va})
+    ids = (ctypes.c_uint32 * 1)(dev.gpu_id)
+    with pytest.raises(DeviceError, match="overlaps"):
+        kfd.ioctl("MAP_MEMORY_TO_GPU", handle=overlapping.handle, device_ids_array_ptr=ctypes.addressof(ids),
+                  n_devices=1, n_success=0)
+
+
+def test_vram_without_public_has_no_cpu_mapping(emulated):
+    dev = emulated("gfx1201").devices[0]
+    private = dev.alloc(PAGE, "vram", cpu_access=False)
+    assert private.cpu is None
+    with pytest.raises(DeviceError, match="no CPU mapping"):
+        private.read()
+    q = dev.sdma_queue()
+    out = dev.alloc(PAGE, "gtt")
+    q.fill(private, 0x5A5A5A5A, PAGE).copy(out, private, PAGE).sync()
+    assert out.read(0, 4) == b"ZZZZ"
+
+
+def test_older_shorter_struct_works_and_is_zero_filled(emulated):
+    """A caller built against interface 1.11 (88-byte create_queue_args) gets the kernel's treatment: only
+    _IOC_SIZE bytes are read, the rest (sdma_engine_id) is zero."""
+    system = emulated("gfx942")
+    dev = system.devices[0]
+    old_size = 88
+    args = K.kfd_ioctl_create_queue_args(**_queue_args(dev, queue_type=K.QueueType.SDMA_BY_ENG_ID))
+    assert ctypes.sizeof(args) > old_size
+    args.sdma_engine_id = 0xFFFF  # beyond the old struct: must be ignored
+    old_request = K.ioc(K.IocDir.READ_WRITE, 0x02, old_size)
+    system.sys.ioctl(system.kfd.fd, old_request, args)
+    assert args.doorbell_offset >> 62 == 3
+    assert args.sdma_engine_id == 0xFFFF  # bytes past _IOC_SIZE are not written back either
+    new = K.kfd_ioctl_create_queue_args(**_queue_args(dev, queue_type=K.QueueType.SDMA_BY_ENG_ID))
+    new.sdma_engine_id = 0xFFFF
+    with pytest.raises(OSError) as err:
+        system.sys.ioctl(system.kfd.fd, K.BY_NAME["CREATE_QUEUE"].request, new)
+    assert err.value.errno == errno.EINVAL
+
+
+def test_unmodeled_ioctl_is_refused_by_name(emulated, caplog):
+    system = emulated("gfx942")
+    with pytest.raises(DeviceError, match="SVM") as err:
+        system.kfd.ioctl("SVM", start_addr=0, size=0, op=0, nattr=0)
+    assert err.value.errno == errno.EOPNOTSUPP
+    assert "AMDKFD_IOC_SVM" in caplog.text
+    assert _errno_of(lambda: system.kfd.ioctl("DBG_REGISTER_DEPRECATED", gpu_id=0)) == errno.EPERM
+
+
+def test_ioctl_on_a_render_node_is_enotty(emulated):
+    system = emulated("gfx942")
+    with pytest.raises(OSError) as err:
+        system.sys.ioctl(system.devices[0].drm_fd, K.BY_NAME["GET_VERSION"].request, K.kfd_ioctl_get_version_args())
+    assert err.value.errno == errno.ENOTTY
+
+
+def test_packet_the_engine_does_not_execute_is_a_named_error(emulated):
+    system = emulated("gfx1100")
+    dev = system.devices[0]
+    q = dev.sdma_queue(name="cond")
+    buf = dev.alloc(PAGE, "gtt")
+    q.packet("COND_EXE", addr=buf.va, reference=0, exec_count=0)
+    with pytest.raises(GpuFault, match="COND_EXE") as err:
+        q.sync(timeout=5)
+    assert "stopped a queue" in str(err.value)
+
+
+def test_unknown_opcode_is_a_named_error(emulated):
+    system = emulated("gfx90a")
+    q = system.devices[0].sdma_queue(name="garbage")
+    q.pending.append(bytes([0x7F, 0, 0, 0]))
+    with pytest.raises(GpuFault) as err:
+        q.sync(timeout=5)
+    assert "garbage" in str(err.value) and "rptr=0x0" in str(err.value)
+
+
+def test_blocked_queue_does_not_spin_a_core(emulated):
+    system = emulated("gfx942")
+    dev = system.devices[0]
+    q = dev.sdma_queue()
+    gate, done = system.semaphore(), system.semaphore()
+    q.wait(gate, 1).signal(done, 1).submit()
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    threading.Event().wait(0.5)
+    cpu = time.process_time() - cpu0
+    wall = time.monotonic() - wall0
+    assert cpu < 0.5 * wall, f"{cpu:.3f} s of CPU in {wall:.3f} s while the queue waited"
+    gate.signal(1)
+    done.wait(1, timeout=5)
+
+
+def test_gpu_waits_on_another_gpus_signal(emulated):
+    system = emulated("gfx90a,gfx1201")
+    a, b = (d.sdma_queue() for d in system.devices)
+    sem, out = system.semaphore(), system.devices[1].alloc(PAGE, "gtt")
+    b.wait(sem, 5).fence(out, 0xAB).submit()
+    time.sleep(0.01)
+    assert out.numpy("<u4")[0] == 0
+    a.signal(sem, 5).submit()
+    b.sync(timeout=5)
+    assert out.numpy("<u4")[0] == 0xAB

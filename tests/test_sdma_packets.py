@@ -1,0 +1,387 @@
+"""SDMA packet definitions and the generic packet machinery (kfdtrace.driver.packets / .sdma)."""
+
+from __future__ import annotations
+
+import copy
+import re
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kfdtrace.driver.packets import Addr, Dialect, Field, PacketDef, Tail, TruncatedPacket, UnknownPacket
+from kfdtrace.driver.sdma import DIALECTS, OP, SDMA4_4, SDMA5, SDMA6, SDMA7, SUB_OP, AtomicOp, PollFunc
+
+ALL = list(DIALECTS.values())
+ALL_DEFS = [(d, p) for d in ALL for p in d]
+
+
+def dwords(b: bytes) -> list[int]:
+    return list(struct.unpack(f"<{len(b) // 4}I", b))
+
+
+def u32s(*words: int) -> bytes:
+    return struct.pack(f"<{len(words)}I", *words)
+
+
+# --- round trips ------------------------------------------------------------------------------------------
+def _values(draw, defn: PacketDef) -> tuple[dict[str, int], bytes]:
+    fields = {}
+    for f in defn.fields:
+        if defn.tail and f.name == defn.tail.count:
+            continue
+        if isinstance(f, Addr):
+            fields[f.name] = draw(st.integers(0, f.mask >> f.align)) << f.align
+        else:
+            fields[f.name] = draw(st.integers(0, f.mask))
+    payload = b""
+    if defn.tail:
+        n = draw(st.integers(max(0, -defn.tail.bias) + (1 if defn.tail.bias > 0 else 0), 9))
+        payload = u32s(*draw(st.lists(st.integers(0, 0xFFFF_FFFF), min_size=n, max_size=n)))
+    return fields, payload
+
+
+@pytest.mark.parametrize(("dialect", "defn"), ALL_DEFS, ids=[f"{d.name}-{p.name}" for d, p in ALL_DEFS])
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_build_decode_round_trip(dialect: Dialect, defn: PacketDef, data) -> None:
+    fields, payload = _values(data.draw, defn)
+    raw = dialect.build(defn.name, payload, **fields)
+    p = dialect.decode(raw)
+    assert p.name == defn.name and p.defn is defn
+    assert p.size == len(raw) == defn.size * 4 + len(p.payload)
+    assert {k: p.fields[k] for k in fields} == fields
+    if defn.tail:
+        assert p.payload == payload
+        assert p.fields[defn.tail.count] == len(payload) // 4 - defn.tail.bias
+    assert p.encode() == raw
+    assert dialect.packet(defn.name, payload, **fields) == p
+
+
+def test_nontrivial_round_trip_every_packet_every_dialect() -> None:
+    """Deterministic companion: all-ones in every field survive build -> decode -> encode."""
+    for dialect, defn in ALL_DEFS:
+        fields = {f.name: f.mask for f in defn.fields if not (defn.tail and f.name == defn.tail.count)}
+        payload = u32s(0x11111111, 0x22222222) if defn.tail else b""
+        raw = dialect.build(defn.name, payload, **fields)
+        p = dialect.decode(raw)
+        assert {k: p.fields[k] for k in fields} == fields, (dialect.name, defn.name)
+        assert p.encode() == raw
+
+
+# --- encodings derived by hand from the header facts ------------------------------------------------------
+COPY = dict(count=0xFFF, src=0x7F00_0000_1000, dst=0x7F00_0020_0000)
+
+
+@pytest.mark.parametrize("dialect", [SDMA4_4, SDMA5, SDMA6])
+def test_copy_linear_encoding(dialect: Dialect) -> None:
+    assert dwords(dialect.build("COPY_LINEAR", **COPY)) == [0x1, 0xFFF, 0, 0x1000, 0x7F00, 0x20_0000, 0x7F00]
+
+
+def test_copy_linear_is_8_dwords_on_sdma7_only() -> None:
+    for d in (SDMA4_4, SDMA5, SDMA6):
+        assert d["COPY_LINEAR"].size == 7 and len(d.build("COPY_LINEAR", **COPY)) == 28
+    assert SDMA7["COPY_LINEAR"].size == 8
+    # kernel sdma_v7_0_emit_copy_buffer: header | CPV(1), DW7 = 0 when no compression.
+    assert dwords(SDMA7.build("COPY_LINEAR", cpv=1, **COPY)) == [0x0008_0001, 0xFFF, 0, 0x1000, 0x7F00,
+                                                                 0x20_0000, 0x7F00, 0]
+    # DW7 DCC word: data_format b5:0, num_type b11:9, read_cm b17:16, write_cm b19:18, max_com b25:24,
+    # max_ucom b26
+    dw7 = dwords(SDMA7.build("COPY_LINEAR", dcc_data_format=0x3F, dcc_num_type=7, dcc_read_cm=2,
+                             dcc_write_cm=1, dcc_max_com=3, dcc_max_ucom=1))[7]
+    assert dw7 == 0x3F | 7 << 9 | 2 << 16 | 1 << 18 | 3 << 24 | 1 << 26
+    # an sdma6 COPY_LINEAR read by sdma7 swallows the next packet's header as DW7
+    assert SDMA7.decode(SDMA6.build("COPY_LINEAR", **COPY) + SDMA6.build("TRAP")).size == 32
+
+
+def test_copy_count_is_30_bits_everywhere_but_fill_count_follows_the_headers() -> None:
+    for d in ALL:
+        assert d["COPY_LINEAR"]["count"].width == 30
+    assert SDMA4_4["CONST_FILL"]["count"].width == SDMA5["CONST_FILL"]["count"].width == 22
+    assert SDMA6["CONST_FILL"]["count"].width == SDMA7["CONST_FILL"]["count"].width == 30
+
+
+def test_fence_encoding() -> None:
+    assert dwords(SDMA4_4.build("FENCE", addr=0x1234_5678_9ABC, data=7)) == [0x5, 0x5678_9ABC, 0x1234, 7]
+    assert dwords(SDMA5.build("FENCE", mtype=3, addr=0x1000, data=1))[0] == 0x0003_0005  # kernel MTYPE(3)
+    assert dwords(SDMA6.build("FENCE", cpv=1, llc_policy=1))[0] == 0x1400_0005
+    assert "mtype" not in SDMA4_4["FENCE"].field_names
+
+
+def test_poll_regmem_encoding() -> None:
+    raw = SDMA6.build("POLL_REGMEM", func=PollFunc.EQ, mem_poll=1, addr=0x7F00_0000_0040, ref=1,
+                      mask=0xFFFF_FFFF, interval=4, retry_count=0xFFF)
+    assert dwords(raw) == [0x8000_0000 | 3 << 28 | 8, 0x40, 0x7F00, 1, 0xFFFF_FFFF, 0x0FFF_0004]
+    assert dwords(SDMA4_4.build("POLL_REGMEM", func=PollFunc.GE, mem_poll=1))[0] == 0xD000_0008
+    assert dwords(SDMA5.build("POLL_REGMEM", hdp_flush=1, func=3))[0] == 0x3400_0008
+
+
+def test_other_headers() -> None:
+    assert dwords(SDMA6.build("TRAP", int_context=0xABCDEF)) == [0x6, 0xABCDEF]
+    assert dwords(SDMA6.build("NOP", count=3)) == [0x0003_0000, 0, 0, 0]
+    assert dwords(SDMA6.build("CONST_FILL", fillsize=2, dst=0x2000, data=0xA5A5A5A5, count=0xFF)) == [
+        0x8000_000B, 0x2000, 0, 0xA5A5A5A5, 0xFF]
+    assert dwords(SDMA7.build("CONST_FILL", compress=1))[0] == 0x0001_000B  # kernel emit_fill_buffer
+    assert dwords(SDMA6.build("TIMESTAMP_GET_GLOBAL", addr=0x7F00_0000_0008)) == [0x0000_020D, 0x8, 0x7F00]
+    assert dwords(SDMA6.build("TIMESTAMP_GET", addr=0x10))[0] == 0x0000_010D
+    assert dwords(SDMA6.build("INDIRECT", vmid=2, ib_base=0x7F00_0000_0020, ib_size=16, csa_addr=0)) == [
+        0x0002_0004, 0x20, 0x7F00, 16, 0, 0]
+    atomic = SDMA6.build("ATOMIC", atomic_op=AtomicOp.ADD64, addr=0x100, src_data=0x1_0000_0002,
+                         cmp_data=0x3_0000_0004, loop_interval=0x1FFF)
+    assert dwords(atomic) == [0x0A | 47 << 25, 0x100, 0, 2, 1, 4, 3, 0x1FFF]
+    assert dwords(SDMA6.build("SEM", signal=1, addr=0x40)) == [0x4000_0007, 0x40, 0]
+    assert dwords(SDMA6.build("COND_EXE", addr=0x40, reference=1, exec_count=5)) == [0x9, 0x40, 0, 1, 5]
+    assert dwords(SDMA6.build("TIMESTAMP_SET", init_data=0x1_0000_0002)) == [0x000D, 2, 1]
+
+
+def test_dummy_trap_opcode_moves_from_16_to_32() -> None:
+    assert dwords(SDMA4_4.build("DUMMY_TRAP"))[0] == 16
+    assert dwords(SDMA5.build("DUMMY_TRAP"))[0] == dwords(SDMA7.build("DUMMY_TRAP"))[0] == 32
+
+
+def test_gcr_req() -> None:
+    assert "GCR_REQ" not in SDMA4_4 and "USER_GCR" not in SDMA4_4
+    with pytest.raises(KeyError, match="sdma4.4 has no packet 'GCR_REQ'"):
+        SDMA4_4["GCR_REQ"]
+    # kernel sdma_v5_2_ring_emit_mem_sync: GL2_INV|GL2_WB|GLM_INV|GL1_INV|GLV_INV|GLK_INV|GLI_INV(1) = 0xc3a1
+    raw = SDMA5.build("GCR_REQ", gcr_control_lo=0xC3A1)
+    assert dwords(raw) == [0x11, 0, 0xC3A1_0000, 0, 0]
+    with pytest.raises(UnknownPacket, match="op=0x11"):
+        SDMA4_4.decode(raw)
+    # ROCR's user-queue form: sub_op SDMA_SUBOP_USER_GCR = 1; the VAs are 128-byte aligned, 48 bits wide
+    user = SDMA6.build("USER_GCR", base_va=0x7F_0000_1080, limit_va=0x7F_0000_2F80, gcr_control_lo=0xC000,
+                       gcr_control_hi=0x5, vmid=3)
+    assert dwords(user) == [0x111, 0x1080, 0xC000_007F, 0x2F80 | 0x5, 0x0300_007F]
+    assert SDMA6.decode(user).fields["limit_va"] == 0x7F_0000_2F80
+    with pytest.raises(ValueError, match="128-byte aligned"):
+        SDMA6.build("GCR_REQ", base_va=0x1040)
+    with pytest.raises(ValueError, match="does not fit"):
+        SDMA6.build("GCR_REQ", base_va=1 << 48)
+
+
+# --- address tagging --------------------------------------------------------------------------------------
+ADDRESSES = {
+    "NOP": (), "TRAP": (), "DUMMY_TRAP": (), "PRE_EXE": (), "TIMESTAMP_SET": (),
+    "COPY_LINEAR": ("src", "dst"), "WRITE_LINEAR": ("dst",), "CONST_FILL": ("dst",),
+    "FENCE": ("addr",), "POLL_REGMEM": ("addr",), "ATOMIC": ("addr",), "SEM": ("addr",),
+    "COND_EXE": ("addr",), "TIMESTAMP_GET": ("addr",), "TIMESTAMP_GET_GLOBAL": ("addr",),
+    "INDIRECT": ("ib_base", "csa_addr"), "GCR_REQ": ("base_va", "limit_va"),
+    "USER_GCR": ("base_va", "limit_va"),
+}
+
+
+@pytest.mark.parametrize("dialect", ALL, ids=lambda d: d.name)
+def test_address_fields_tagged(dialect: Dialect) -> None:
+    for defn in dialect:
+        assert set(defn.address_fields) == set(ADDRESSES[defn.name]), defn.name
+        for f in defn.fields:
+            assert isinstance(f, Addr) == (f.name in defn.address_fields)
+            if re.search(r"^(addr|src|dst)$|_(addr|va|base)$", f.name):
+                assert isinstance(f, Addr), f"{defn.name}.{f.name} looks like an address but is not tagged"
+
+
+def test_poll_on_a_register_has_no_address() -> None:
+    # ROCR hdp_flush_cmd = {0x8, 0x0, 0x80000000, 0, 0, 0}: a register poll, its "address" is no memory
+    p = SDMA4_4.decode(u32s(0x8, 0x0, 0x8000_0000, 0, 0, 0))
+    assert p.name == "POLL_REGMEM" and p.fields["mem_poll"] == 0
+    assert p.addresses() == {}
+    assert p.relocate(lambda va: va + 0x1000).encode() == p.encode()
+    mem = SDMA4_4.decode(SDMA4_4.build("POLL_REGMEM", mem_poll=1, addr=0x40))
+    assert mem.addresses() == {"addr": 0x40}
+
+
+def test_relocate() -> None:
+    p = SDMA6.decode(SDMA6.build("COPY_LINEAR", **COPY))
+    moved = p.relocate(lambda va: va + 0x1_0000_0000)
+    assert moved.addresses() == {"src": 0x7F01_0000_1000, "dst": 0x7F01_0020_0000}
+    assert moved.fields["count"] == 0xFFF and p.fields["src"] == COPY["src"]
+    assert SDMA6.decode(moved.encode()) == moved
+    with pytest.raises(ValueError, match="COPY_LINEAR.src=.*64 bits"):
+        p.relocate(lambda va: va << 32)
+    ts = SDMA6.decode(SDMA6.build("TIMESTAMP_GET_GLOBAL", addr=0x1000))
+    with pytest.raises(ValueError, match="8-byte aligned"):
+        ts.relocate(lambda va: va + 4)
+    trap = SDMA6.decode(SDMA6.build("TRAP"))
+    assert trap.relocate(lambda va: va + 1) is trap
+
+
+# --- errors -----------------------------------------------------------------------------------------------
+def test_value_too_wide() -> None:
+    with pytest.raises(ValueError, match=r"COPY_LINEAR\.count=0x40000000 does not fit the field's 30 bits"):
+        SDMA6.build("COPY_LINEAR", count=1 << 30)
+    SDMA6.build("CONST_FILL", count=(1 << 30) - 1)
+    with pytest.raises(ValueError, match=r"CONST_FILL\.count=0x400000 .* 22 bits"):
+        SDMA4_4.build("CONST_FILL", count=1 << 22)
+    with pytest.raises(ValueError, match=r"TRAP\.int_context"):
+        SDMA6.build("TRAP", int_context=1 << 28)
+    with pytest.raises(ValueError, match=r"POLL_REGMEM\.func=-0x1"):
+        SDMA6.build("POLL_REGMEM", func=-1)
+    with pytest.raises(ValueError, match=r"TIMESTAMP_GET_GLOBAL\.addr=0x1004 is not 8-byte aligned"):
+        SDMA6.build("TIMESTAMP_GET_GLOBAL", addr=0x1004)
+    with pytest.raises(ValueError, match=r"ATOMIC\.src_data"):
+        SDMA6.build("ATOMIC", src_data=1 << 64)
+
+
+def test_unknown_field_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="COPY_LINEAR has no field 'sauce'"):
+        SDMA6.build("COPY_LINEAR", sauce=1)
+    with pytest.raises(TypeError, match="'mtype'"):
+        SDMA4_4.build("FENCE", mtype=3)  # gfx9 FENCE has no mtype
+    with pytest.raises(TypeError, match="must be an int"):
+        SDMA6.build("FENCE", data="1")
+    p = SDMA6.decode(SDMA6.build("FENCE"))
+    with pytest.raises(TypeError, match="'dst'"):
+        p.replace(dst=1)
+    with pytest.raises(KeyError):
+        SDMA6.build("COPY_LINER")
+
+
+def test_unknown_opcode_message() -> None:
+    stream = SDMA6.build("NOP") + SDMA6.build("TRAP") + u32s(0x0000_053F)
+    with pytest.raises(UnknownPacket) as err:
+        list(SDMA6.iter_packets(stream))
+    msg = str(err.value)
+    assert isinstance(err.value, ValueError)
+    for part in ("sdma6", "op=0x3f", "sub_op=0x5", "byte offset 0xc", "header 0x0000053f"):
+        assert part in msg
+    with pytest.raises(UnknownPacket, match="sdma7: unknown packet op=0x1 sub_op=0x2"):
+        SDMA7.decode(u32s(0x0201, 0, 0, 0, 0, 0, 0, 0))  # COPY sub_op 2 is not defined
+
+
+def test_truncated() -> None:
+    raw = SDMA6.build("COPY_LINEAR", **COPY)
+    with pytest.raises(TruncatedPacket, match="COPY_LINEAR at byte offset 0x4 needs 28 bytes, only 24 left"):
+        SDMA6.decode(b"\0\0\0\0" + raw[:-4], 4)
+    with pytest.raises(TruncatedPacket, match="no packet header at byte offset 0x4"):
+        SDMA6.decode(b"\0\0\0\0\0\0", 4)
+    write = SDMA6.build("WRITE_LINEAR", u32s(1, 2, 3), dst=0x1000)
+    with pytest.raises(TruncatedPacket, match="WRITE_LINEAR at byte offset 0x0 has a 3-dword tail, only 2"):
+        SDMA6.decode(write[:-4])
+    with pytest.raises(TruncatedPacket):
+        list(SDMA6.iter_packets(raw + raw, end=len(raw) + 8))
+    assert issubclass(TruncatedPacket, ValueError)
+
+
+# --- variable-size packets --------------------------------------------------------------------------------
+def test_nop_count_skips_dwords() -> None:
+    # the skipped dwords would not decode as packets: the NOP must carry them
+    nop = SDMA6.build("NOP", u32s(0xDEAD_BEEF, 0xFFFF_FFFF, 0x3F))
+    assert dwords(nop)[0] == 3 << 16
+    stream = nop + SDMA6.build("FENCE", addr=0x40, data=9)
+    packets = list(SDMA6.iter_packets(stream))
+    assert [(p.name, p.offset, p.size) for p in packets] == [("NOP", 0, 16), ("FENCE", 16, 16)]
+    assert packets[0].fields["count"] == 3 and packets[0].payload == u32s(0xDEAD_BEEF, 0xFFFF_FFFF, 0x3F)
+    assert dwords(SDMA6.build("NOP")) == [0]
+    assert SDMA6.build("NOP", count=2) == SDMA6.build("NOP", bytes(8)) == u32s(2 << 16, 0, 0)  # whole packet
+
+
+def test_write_linear_payload() -> None:
+    data = u32s(*range(100, 105))
+    raw = SDMA5.build("WRITE_LINEAR", data, dst=0x7F00_0000_0100)
+    assert dwords(raw)[:4] == [0x2, 0x100, 0x7F00, 4]  # count = dwords - 1
+    p = SDMA5.decode(raw)
+    assert p.payload == data and p.fields["count"] == 4 and p.size == 36
+    assert "payload=[0x64, 0x65, 0x66, 0x67, +1dw]" in str(p)
+    q = p.replace(payload=u32s(7))
+    assert q.fields["count"] == 0 and q.size == 20 and dwords(q.encode()) == [0x2, 0x100, 0x7F00, 0, 7]
+    assert p.replace(dst=0x200).payload == data
+    with pytest.raises(ValueError, match="disagrees"):
+        SDMA5.build("WRITE_LINEAR", data, count=9)
+    with pytest.raises(ValueError, match="disagrees"):
+        p.replace(count=1)
+    with pytest.raises(ValueError, match="whole dwords"):
+        SDMA5.build("WRITE_LINEAR", b"abc")
+    assert dwords(SDMA5.build("WRITE_LINEAR", count=2)) == [0x2, 0, 0, 2, 0, 0, 0]  # no payload: zeros
+    assert SDMA5.build("WRITE_LINEAR", b"", count=2) == SDMA5.build("WRITE_LINEAR", bytes(12))
+    with pytest.raises(ValueError, match="no variable tail"):
+        SDMA5.build("FENCE", b"\0\0\0\0")
+
+
+def test_iter_packets_mixed_stream() -> None:
+    for d in ALL:
+        parts = [
+            d.build("COPY_LINEAR", **COPY),
+            d.build("WRITE_LINEAR", u32s(1, 2), dst=0x3000),
+            d.build("NOP", count=1),
+            d.build("FENCE", addr=0x40, data=1),
+            d.build("POLL_REGMEM", func=PollFunc.GE, mem_poll=1, addr=0x40, ref=1, mask=0xFFFF_FFFF),
+            d.build("ATOMIC", atomic_op=AtomicOp.ADD64, addr=0x48, src_data=1),
+            d.build("TRAP", int_context=5),
+        ]
+        stream = b"".join(parts)
+        offsets = [sum(len(x) for x in parts[:i]) for i in range(len(parts))]
+        got = list(d.iter_packets(stream))
+        assert [p.name for p in got] == ["COPY_LINEAR", "WRITE_LINEAR", "NOP", "FENCE", "POLL_REGMEM",
+                                         "ATOMIC", "TRAP"]
+        assert [p.offset for p in got] == offsets
+        assert b"".join(p.encode() for p in got) == stream
+        assert [p.offset for p in d.iter_packets(bytearray(stream), offsets[2], offsets[5])] == offsets[2:5]
+        assert [p.name for p in d.iter_packets(memoryview(stream).cast("I"))] == [p.name for p in got]
+
+
+def test_str_shows_hex_addresses() -> None:
+    p = SDMA6.decode(SDMA6.build("COPY_LINEAR", **COPY))
+    assert str(p) == "COPY_LINEAR count=0xfff src=0x7f0000001000 dst=0x7f0000200000"
+    assert str(SDMA6.decode(SDMA6.build("FENCE", data=3))) == "FENCE addr=0x0 data=3"
+    assert str(SDMA4_4.decode(SDMA4_4.build("POLL_REGMEM", func=5, mem_poll=1, addr=0x1000, mask=0xFF))) == (
+        "POLL_REGMEM func=5 mem_poll=1 addr=0x1000 mask=0xff")
+    assert repr(p).endswith("@0x0>")
+
+
+# --- packet objects ---------------------------------------------------------------------------------------
+def test_undeclared_bits_survive_reencoding() -> None:
+    raw = dwords(SDMA6.build("COPY_LINEAR", **COPY))
+    raw[1] |= 1 << 31  # reserved bit above the 30-bit count
+    raw[0] |= 1 << 27  # broadcast: not modelled, but kept
+    p = SDMA6.decode(u32s(*raw))
+    assert dwords(p.replace(dst=0x5000).encode()) == [raw[0], raw[1], 0, 0x1000, 0x7F00, 0x5000, 0]
+
+
+def test_packet_accessors() -> None:
+    p = SDMA6.decode(SDMA6.build("FENCE", addr=0x40, data=9), 0)
+    assert p.addr == 0x40 and p.data == 9
+    with pytest.raises(AttributeError):
+        p.nope  # noqa: B018
+    assert p.replace(data=10).fields["data"] == 10 and p.fields["data"] == 9
+    c = copy.copy(p)
+    assert c == p and c.fields is p.fields
+
+
+def test_enums() -> None:
+    assert [int(f) for f in PollFunc] == [0, 1, 2, 3, 4, 5, 6]
+    assert PollFunc.EQ == 3 and PollFunc.GE == 5
+    assert AtomicOp.ADD64 == 47  # ROCR SDMA_ATOMIC_ADD64
+    assert AtomicOp.SWAP64 == 0x27 and AtomicOp.CMPSWAP64 == 0x28
+    assert AtomicOp.ADD64_NORET == AtomicOp.ADD64 + 0x40
+
+
+# --- versions are data ------------------------------------------------------------------------------------
+def test_versions_share_unchanged_definitions() -> None:
+    assert SDMA5["TRAP"] is SDMA4_4["TRAP"] and SDMA7["FENCE"] is SDMA6["FENCE"]
+    assert SDMA7["CONST_FILL"] is not SDMA6["CONST_FILL"] and "sw" not in SDMA7["CONST_FILL"].field_names
+    assert set(DIALECTS) == {"sdma4.4", "sdma5", "sdma6", "sdma7"}
+    for d in ALL:
+        for defn in d:
+            assert OP in defn.header and SUB_OP in defn.header
+
+
+def test_machinery_rejects_bad_tables() -> None:
+    with pytest.raises(ValueError, match="overlaps"):
+        PacketDef("X", {OP: 1}, [Field("a", 0, 4, 8), Field("b", 0, 8, 4)])
+    with pytest.raises(ValueError, match="overlaps op"):
+        PacketDef("X", {OP: 1}, [Field("a", 0, 0, 1)])
+    with pytest.raises(ValueError, match="reserved"):
+        PacketDef("X", {OP: 1}, [Field("size", 1)])
+    with pytest.raises(ValueError, match="tail count"):
+        PacketDef("X", {OP: 1}, [Field("a", 1)], tail=Tail("n"))
+    with pytest.raises(ValueError, match="share header"):
+        Dialect("t", [PacketDef("A", {OP: 1}), PacketDef("B", {OP: 1})])
+    with pytest.raises(KeyError):
+        SDMA6.derive("bad", fields={"NOT_A_PACKET": [Field("a", 1)]})
+
+
+def test_field_spanning_dwords_and_sized_packets() -> None:
+    d = Dialect("t", [PacketDef("W", {OP: 3}, [Field("wide", 0, 24, 40)], size=3)])
+    raw = d.build("W", wide=(1 << 40) - 2)
+    assert d["W"].size == 3 and dwords(raw) == [0xFE00_0003, 0xFFFF_FFFF, 0]
+    assert d.decode(raw).fields["wide"] == (1 << 40) - 2
