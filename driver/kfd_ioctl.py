@@ -346,6 +346,31 @@ KFD_MMAP_TYPE_SHIFT = 62
 KFD_MMAP_TYPE_EVENTS = 0x2 << KFD_MMAP_TYPE_SHIFT
 
 
+class MmapType(enum.IntEnum):
+    """What an mmap offset of /dev/kfd maps (kfd_priv.h KFD_MMAP_TYPE_*, bits 63:62 of the offset)."""
+
+    MMIO = 0x0
+    RESERVED_MEM = 0x1
+    EVENTS = 0x2
+    DOORBELL = 0x3
+
+
+KFD_MMAP_GPU_ID_SHIFT = 46  # kfd_priv.h: bits 61:46 carry the gpu_id, bits 45:0 the value
+KFD_MMAP_GPU_ID_MASK = 0xFFFF
+KFD_DOORBELL_PROCESS_SLICE = 0x2000  # roundup(8-byte SOC15 doorbell * 1024 queues, PAGE): kfd_doorbell.c
+
+
+def mmap_offset(kind: MmapType, gpu_id: int = 0, value: int = 0) -> int:
+    """The /dev/kfd mmap offset of `kind` for `gpu_id` (value: the low 46 bits, e.g. a doorbell's offset)."""
+    return (kind << KFD_MMAP_TYPE_SHIFT) | (gpu_id << KFD_MMAP_GPU_ID_SHIFT) | value
+
+
+def mmap_offset_parts(offset: int) -> tuple[MmapType, int, int]:
+    """(kind, gpu_id, value) of a /dev/kfd mmap offset."""
+    value = offset & ((1 << KFD_MMAP_GPU_ID_SHIFT) - 1)
+    return MmapType(offset >> KFD_MMAP_TYPE_SHIFT), (offset >> KFD_MMAP_GPU_ID_SHIFT) & KFD_MMAP_GPU_ID_MASK, value
+
+
 class HwExceptionResetType(enum.IntEnum):
     """``KFD_HW_EXCEPTION_*`` for kfd_event_data.hw_exception_data.reset_type."""
 

@@ -16,8 +16,8 @@ Sources read (facts only; this file is written from them, not copied):
   sdma_v6_0_0_pkt_open.h (copies of torvalds/linux drivers/gpu/drm/amd/amdgpu/ headers),
   extra/hip_gpu_driver/sdma_registers.h (ROCR copy), extra/hip_gpu_driver/soc21_enum.h (TC_OP_* codes),
   tinygrad/runtime/ops_amd.py (AMDCopyQueue: FENCE mtype only off gfx9, POLL_REGMEM GEQ, COPY count-1).
-* ROCm ROCR src/core/inc/sdma_registers.h (2026 copy: SDMA_OP_GCR=17, SDMA_SUBOP_USER_GCR=1,
-  SDMA_ATOMIC_ADD64=47, hdp_flush_cmd as a register POLL_REGMEM).
+* ROCm/rocm-systems@20a0bb47:projects/rocr-runtime/runtime/hsa-runtime/core/inc/sdma_registers.h
+  (SDMA_OP_GCR=17, SDMA_SUBOP_USER_GCR=1, SDMA_ATOMIC_ADD64=47, hdp_flush_cmd as a register POLL_REGMEM).
 * torvalds/linux drivers/gpu/drm/amd/amdgpu/sdma_v5_2.c (emit_mem_sync: GCR_REQ with sub_op 0),
   sdma_v7_0.c + amd-gfx patches (emit_copy_buffer: 8 dwords, CPV(1), DW7 = SDMA_DCC_* word; emit_fill_buffer:
   CONSTANT_FILL_HEADER_COMPRESS at bit 16; sdma_v6_0_0_pkt_open.h SDMA_DCC_* macros).
@@ -185,6 +185,8 @@ SDMA6 = SDMA5.derive(
 )
 
 # --- SDMA 7.0: no header of its own (sdma_v7_0.c includes the v6 one), but the kernel's copy is 8 dwords ---
+# ROCR's SDMA_PKT_FENCE_GFX12 redraws FENCE bits 28:24 as scope/temporal_hint; the kernel still emits the v6
+# layout (mtype=3 reads the same either way), so FENCE is left as v6 here.
 SDMA7 = SDMA6.derive(
     "sdma7",
     fields={

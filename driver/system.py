@@ -31,8 +31,6 @@ from kfdtrace.driver.syscalls import (
 from kfdtrace.driver.topology import Node, Topology, read_topology
 
 SEMAPHORE_POOL = 64 << 10
-DOORBELL_SLICE = 0x2000
-KFD_MMAP_DOORBELL = 3 << K.KFD_MMAP_TYPE_SHIFT
 
 
 class Device:
@@ -76,8 +74,8 @@ class Device:
     def doorbell_page(self) -> int:
         """CPU address of this process's doorbell slice on this GPU (mapped once)."""
         if self._doorbells is None:
-            offset = KFD_MMAP_DOORBELL | (self.gpu_id << 46)
-            self._doorbells = self.sys.mmap(0, DOORBELL_SLICE, PROT_READ | PROT_WRITE, MAP_SHARED,
+            offset = K.mmap_offset(K.MmapType.DOORBELL, self.gpu_id)
+            self._doorbells = self.sys.mmap(0, K.KFD_DOORBELL_PROCESS_SLICE, PROT_READ | PROT_WRITE, MAP_SHARED,
                                             self.kfd.fd, offset)
         return self._doorbells
 
@@ -87,7 +85,7 @@ class Device:
         for b in list(self.buffers):
             b.free()
         if self._doorbells is not None:
-            self.sys.munmap(self._doorbells, DOORBELL_SLICE)
+            self.sys.munmap(self._doorbells, K.KFD_DOORBELL_PROCESS_SLICE)
             self._doorbells = None
         if self.drm_fd >= 0:
             self.sys.close(self.drm_fd)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-KFD_TOPOLOGY = "/sys/devices/virtual/kfd/kfd/topology"
+from kfdtrace.driver.syscalls import KFD_TOPOLOGY
 
 # Memory heap types (kfd_topology.h / HSA): system RAM, then VRAM visible to the host (large BAR) or not.
 HEAP_TYPE_SYSTEM = 0

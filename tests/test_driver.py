@@ -221,3 +221,36 @@ def test_xgmi_queue_where_the_board_has_xgmi():
         assert buf.numpy("<u4")[0] == 5
     with System.open(emulate="gfx1100") as s, pytest.raises(DeviceError, match="xGMI|EINVAL|Invalid"):
         s.devices[0].sdma_queue(engine="xgmi")
+
+
+@pytest.mark.parametrize("op, start, src, cmp, expected", [
+    ("ADD64", 0xFFFF_FFFF, 1, 0, 1 << 32),
+    ("CMPSWAP64", 5, 9, 5, 9),
+    ("CMPSWAP64_NORET", 5, 9, 4, 5),
+    ("UMAX64", 3, 1 << 40, 0, 1 << 40),
+    ("SMIN64", 3, (1 << 64) - 1, 0, (1 << 64) - 1),  # -1 is less than 3 when signed
+    ("INC64", 7, 7, 0, 0),  # wraps to 0 at src
+])
+def test_sdma_atomics(system, op, start, src, cmp, expected):
+    from kfdtrace.driver.sdma import AtomicOp
+
+    dev = system.devices[0]
+    q = dev.sdma_queue()
+    buf = dev.alloc(4096, "gtt")
+    buf.numpy("<u8")[0] = start
+    q.packet("ATOMIC", addr=buf.va, src_data=src, cmp_data=cmp, atomic_op=AtomicOp[op]).sync()
+    assert int(buf.numpy("<u8")[0]) == expected
+
+
+def test_gcr_and_indirect_buffer(system):
+    dev = system.devices[0]
+    q = dev.sdma_queue()
+    out, ib = dev.alloc(4096, "gtt"), dev.alloc(4096, "gtt")
+    has_gcr = "GCR_REQ" in q.dialect
+    assert has_gcr == (dev.target.family.sdma_dialect != "sdma4.4")  # SDMA 5.0 introduced GCR_REQ
+    if has_gcr:
+        q.packet("GCR_REQ", base_va=0, limit_va=0, gcr_control_lo=0x1F)
+    body = q.dialect.build("FENCE", addr=out.va, data=0xFEED) + q.dialect.build("FENCE", addr=out.va + 4, data=7)
+    ib.write(body)
+    q.packet("INDIRECT", ib_base=ib.va, ib_size=len(body) // 4).sync()
+    assert list(out.numpy("<u4")[:2]) == [0xFEED, 7]

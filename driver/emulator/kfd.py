@@ -36,12 +36,7 @@ from kfdtrace.driver.topology import DictSysfs, Node, Topology, write_sysfs_tree
 
 log = logging.getLogger("kfdtrace.emulator")
 
-# kfd_priv.h mmap offset encoding (amd-facts §6)
-MMAP_TYPE_SHIFT = 62
-MMAP_TYPE_DOORBELL, MMAP_TYPE_EVENTS, MMAP_TYPE_RESERVED, MMAP_TYPE_MMIO = 3, 2, 1, 0
-MMAP_GPU_ID_SHIFT = 46
-MMAP_GPU_ID_MASK = (1 << 16) - 1
-DOORBELL_SLICE = 0x2000  # roundup(8 B * 1024 queues, PAGE) on SOC15
+DOORBELL_SLICE = K.KFD_DOORBELL_PROCESS_SLICE
 MAX_QUEUES_PER_PROCESS = 1024
 BO_MMAP_BASE = 1 << 40  # DRM mmap offsets of emulated buffer objects
 GPUVM_BASE, GPUVM_LIMIT = 0x1000000, (1 << 47) - 1  # SVM_USER_BASE .. the 47-bit user hole
@@ -291,7 +286,7 @@ class EmulatedMachine:
             gpu.vram_used += a.size
         a.handle = handle
         if not domains & K.AllocMemFlags.USERPTR:
-            a.mmap_offset = BO_MMAP_BASE + (handle & 0xFFFFFFFF) * (1 << 24)
+            a.mmap_offset = bo.mmap_offset = BO_MMAP_BASE + (handle & 0xFFFFFFFF) * (1 << 24)
 
     def ioctl_free_memory_of_gpu(self, a) -> None:
         bo = self.bo(a.handle)
@@ -363,7 +358,7 @@ class EmulatedMachine:
                                a.ring_base_address, ring_size, a.read_pointer_address, a.write_pointer_address)
         self.queues[qid] = gpu.doorbells[db] = EmulatedQueue(qid, gpu, a.queue_type, db, engine, slot)
         a.queue_id = qid
-        a.doorbell_offset = (MMAP_TYPE_DOORBELL << MMAP_TYPE_SHIFT) | (gpu.gpu_id << MMAP_GPU_ID_SHIFT) | db
+        a.doorbell_offset = K.mmap_offset(K.MmapType.DOORBELL, gpu.gpu_id, db)
 
     def _sdma_slot(self, gpu: EmulatedGpu, a) -> tuple[str, int]:
         """Pick an SDMA engine queue slot like the kernel's allocate_sdma_queue (ENOMEM when all are taken)."""
@@ -415,7 +410,7 @@ class EmulatedMachine:
         a.event_trigger_data = ev.id
         if is_signal:
             a.event_slot_index = ev.id
-            a.event_page_offset = (MMAP_TYPE_EVENTS << MMAP_TYPE_SHIFT) if self._event_page is None else 0
+            a.event_page_offset = K.mmap_offset(K.MmapType.EVENTS) if self._event_page is None else 0
 
     def ioctl_destroy_event(self, a) -> None:
         _check(self.events.destroy(a.event_id), errno.EINVAL, f"no event {a.event_id}")
@@ -493,8 +488,7 @@ class EmulatedSyscalls:
             return libc_mmap(addr, length, prot, flags, fd, offset)
         m = self.machine
         if fd in m.drm_fds:
-            bo = next((b for b in m.bos.values()
-                       if BO_MMAP_BASE + (b.handle & 0xFFFFFFFF) * (1 << 24) == offset), None)
+            bo = next((b for b in m.bos.values() if b.mmap_offset == offset), None)
             if bo is None or bo.memfd < 0 or length > bo.size:
                 raise OSError(errno.EINVAL, f"mmap offset {offset:#x}: no buffer of {length:#x} bytes there")
             if bo.is_vram and not bo.flags & K.AllocMemFlags.PUBLIC:
@@ -502,16 +496,15 @@ class EmulatedSyscalls:
             return libc_mmap(addr, length, prot, flags | MAP_SHARED, bo.memfd, 0)
         if fd not in self._kfd_fds:
             raise OSError(errno.EBADF, f"mmap on fd {fd}")
-        kind = offset >> MMAP_TYPE_SHIFT
-        gpu_id = (offset >> MMAP_GPU_ID_SHIFT) & MMAP_GPU_ID_MASK
-        if kind == MMAP_TYPE_DOORBELL:
+        kind, gpu_id, _ = K.mmap_offset_parts(offset)
+        if kind == K.MmapType.DOORBELL:
             gpu = m.gpus.get(gpu_id)
             if gpu is None or length != DOORBELL_SLICE:
                 raise OSError(errno.EINVAL, f"doorbell mmap of {length:#x} bytes for GPU {gpu_id:#x}")
             base = self._anon(addr, length, prot, flags)
             gpu.doorbell_maps.append(base)
             return base
-        if kind in (MMAP_TYPE_EVENTS, MMAP_TYPE_MMIO):
+        if kind in (K.MmapType.EVENTS, K.MmapType.MMIO):
             return self._anon(addr, length, prot, flags)
         raise OSError(errno.EINVAL, f"mmap offset {offset:#x} on /dev/kfd")
 

@@ -39,6 +39,7 @@ class BufferObject:
     memfd: int = -1  # -1 for userptr buffers, whose bytes are the user's own pages
     mapped_on: set[int] = field(default_factory=set)
     is_vram: bool = False
+    mmap_offset: int = -1  # the DRM mmap offset the driver maps it with
 
     @classmethod
     def create(cls, handle: int, gpu_id: int, va: int, size: int, flags: int, is_vram: bool) -> BufferObject:

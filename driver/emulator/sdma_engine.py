@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -38,6 +37,33 @@ _COMPARE: dict[int, Callable[[int, int], bool]] = {
 }
 
 
+_U64 = (1 << 64) - 1
+
+
+def _signed(x: int) -> int:
+    return x - (1 << 64) if x >> 63 else x
+
+
+# TC_OP semantics on the old value, the packet's src_data and cmp_data. The _NORET codes change memory the
+# same way (they only skip returning the old value), so both share one entry.
+_ATOMIC_BY_NAME: dict[str, Callable[[int, int, int], int]] = {
+    "SWAP64": lambda old, src, cmp: src,
+    "CMPSWAP64": lambda old, src, cmp: src if old == cmp else old,
+    "ADD64": lambda old, src, cmp: old + src,
+    "SUB64": lambda old, src, cmp: old - src,
+    "SMIN64": lambda old, src, cmp: old if _signed(old) <= _signed(src) else src,
+    "UMIN64": lambda old, src, cmp: min(old, src),
+    "SMAX64": lambda old, src, cmp: old if _signed(old) >= _signed(src) else src,
+    "UMAX64": lambda old, src, cmp: max(old, src),
+    "AND64": lambda old, src, cmp: old & src,
+    "OR64": lambda old, src, cmp: old | src,
+    "XOR64": lambda old, src, cmp: old ^ src,
+    "INC64": lambda old, src, cmp: 0 if old >= src else old + 1,
+    "DEC64": lambda old, src, cmp: src if old == 0 or old > src else old - 1,
+}
+_ATOMICS = {op: _ATOMIC_BY_NAME[op.name.removesuffix("_NORET")] for op in AtomicOp}
+
+
 class QueueError(Exception):
     """A packet the engine cannot execute; the queue stops on it."""
 
@@ -62,7 +88,8 @@ class SdmaQueue:
             "NOP": self._nop, "COPY_LINEAR": self._copy_linear, "WRITE_LINEAR": self._write_linear,
             "CONST_FILL": self._const_fill, "FENCE": self._fence, "TRAP": self._trap,
             "POLL_REGMEM": self._poll_regmem, "TIMESTAMP_GET_GLOBAL": self._timestamp,
-            "ATOMIC": self._atomic, "GCR_REQ": self._nop, "INDIRECT": self._indirect,
+            # The emulated GPU has no caches to write back or invalidate: a GCR request has nothing to do.
+            "ATOMIC": self._atomic, "GCR_REQ": self._nop, "USER_GCR": self._nop, "INDIRECT": self._indirect,
         }
         self._thread = threading.Thread(target=self._run, name=f"sdma-q{queue_id}", daemon=True)
         self._thread.start()
@@ -200,18 +227,12 @@ class SdmaQueue:
 
     def _atomic(self, p: Packet) -> None:
         f = p.fields
-        op = f["atomic_op"]
+        op = _ATOMICS.get(f["atomic_op"])
+        if op is None:
+            raise QueueError(f"ATOMIC atomic_op={f['atomic_op']:#x} is not a 64-bit TC_OP the engine knows")
         target = ctypes.c_uint64.from_address(self.vm.translate(f["addr"], 8, write=True))
         with self.machine.atomic_lock:
-            if op == AtomicOp.ADD64:
-                target.value = (target.value + f["src_data"]) & 0xFFFF_FFFF_FFFF_FFFF
-            elif op == AtomicOp.SWAP64:
-                target.value = f["src_data"]
-            elif op == AtomicOp.CMPSWAP64:
-                if target.value == f["cmp_data"]:
-                    target.value = f["src_data"]
-            else:
-                raise QueueError(f"ATOMIC op {op} is not emulated")
+            target.value = op(target.value, f["src_data"], f["cmp_data"]) & _U64
         self.machine.memory_changed()
 
     def _indirect(self, p: Packet) -> None:
@@ -231,6 +252,3 @@ def _fill_pattern(dst: int, pattern: bytes, n: int) -> None:
         ctypes.memmove(dst + done, dst, step)
         done += step
 
-
-def gpu_clock_ns() -> int:
-    return time.monotonic_ns()
