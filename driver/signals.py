@@ -78,6 +78,7 @@ class Event:
         self.system = system
         out = system.kfd.ioctl("CREATE_EVENT", event_type=K.EventType.SIGNAL, auto_reset=int(auto_reset),
                                node_id=0, event_page_offset=system.event_page_handle)
+        system.event_page_handle = 0  # the kernel takes the page once, with the first signal event
         self.id = out.event_id
 
     def set(self) -> None:

@@ -34,6 +34,7 @@ def _queue_args(dev, **over):
     (dict(queue_percentage=101), errno.EINVAL),
     (dict(queue_type=9), 524),  # kernel-internal ENOTSUPP, as amdkfd returns it
     (dict(gpu_id=0x1), errno.EINVAL),
+    (dict(ring_base_address=1 << 50), errno.EFAULT),
     (dict(queue_type=K.QueueType.SDMA_BY_ENG_ID, sdma_engine_id=99), errno.EINVAL),
 ])
 def test_create_queue_errno(emulated, change, expected):

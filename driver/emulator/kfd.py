@@ -39,6 +39,7 @@ log = logging.getLogger("kfdtrace.emulator")
 DOORBELL_SLICE = K.KFD_DOORBELL_PROCESS_SLICE
 MAX_QUEUES_PER_PROCESS = 1024
 BO_MMAP_BASE = 1 << 40  # DRM mmap offsets of emulated buffer objects
+USER_LIMIT = (1 << 47) - 4096  # x86-64 TASK_SIZE_MAX: access_ok() refuses user pointers above it (EFAULT)
 GPUVM_BASE, GPUVM_LIMIT = 0x1000000, (1 << 47) - 1  # SVM_USER_BASE .. the 47-bit user hole
 LDS_BASE_V9, SCRATCH_BASE_V9 = 1 << 48, 2 << 48  # MAKE_LDS_APP_BASE_V9 / MAKE_SCRATCH_APP_BASE_V9
 ENOTSUPP = 524  # the kernel-internal errno amdkfd returns for an unknown queue type, seen as-is by userspace
@@ -326,6 +327,9 @@ class EmulatedMachine:
                  K.QueueType.SDMA_XGMI, K.QueueType.SDMA_BY_ENG_ID}
         _check(a.queue_type in known, ENOTSUPP, f"queue type {a.queue_type}")
         _check(gpu.vm_acquired, errno.EINVAL, "ACQUIRE_VM first")
+        for what in ("ring_base_address", "read_pointer_address", "write_pointer_address", "eop_buffer_address",
+                     "ctx_save_restore_address"):
+            _check(getattr(a, what) < USER_LIMIT, errno.EFAULT, f"{what} {getattr(a, what):#x} is not a user address")
         ring_size = max(a.ring_size, K.KFD_MIN_QUEUE_RING_SIZE)  # kernel clamps small rings, it does not refuse
         self._exact_mapping(gpu, a.write_pointer_address, PAGE, "write pointer")
         self._exact_mapping(gpu, a.read_pointer_address, PAGE, "read pointer")
@@ -400,7 +404,8 @@ class EmulatedMachine:
 
     def ioctl_create_event(self, a) -> None:
         is_signal = a.event_type in (K.EventType.SIGNAL, K.EventType.DEBUG_EVENT)
-        if is_signal and self._event_page is None and a.event_page_offset:
+        if is_signal and a.event_page_offset:
+            _check(self._event_page is None, errno.EINVAL, "the event page is already set")
             page = self.bo(a.event_page_offset)
             _check(page.size >= K.KFD_SIGNAL_EVENT_LIMIT * 8, errno.EINVAL, "event page is too small")
             self._event_page = page.handle
