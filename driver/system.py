@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 
@@ -80,10 +81,14 @@ class Device:
         return self._doorbells
 
     def close(self) -> None:
+        """Destroy the queues and free the buffers this driver made, then close the render node. Best effort:
+        what the kernel refuses here (say, a buffer a hand-made queue still uses) it reclaims with the process."""
         for q in list(self.queues):
-            q.destroy()
+            with contextlib.suppress(DeviceError):
+                q.destroy()
         for b in list(self.buffers):
-            b.free()
+            with contextlib.suppress(DeviceError):
+                b.free()
         if self._doorbells is not None:
             self.sys.munmap(self._doorbells, K.KFD_DOORBELL_PROCESS_SLICE)
             self._doorbells = None

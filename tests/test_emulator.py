@@ -175,3 +175,12 @@ def test_gpu_waits_on_another_gpus_signal(emulated):
     a.signal(sem, 5).submit()
     b.sync(timeout=5)
     assert out.numpy("<u4")[0] == 0xAB
+
+
+def test_queue_buffers_cannot_be_unmapped_while_the_queue_lives(emulated):
+    dev = emulated("gfx1030").devices[0]
+    q = dev.sdma_queue()
+    assert _errno_of(lambda: q.ring.unmap_from(dev)) == errno.EBUSY
+    assert _errno_of(lambda: q.ptrs.free()) == errno.EBUSY
+    q.destroy()
+    assert q.ring.handle is None and q.ptrs.handle is None  # destroy released them

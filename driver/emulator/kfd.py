@@ -84,6 +84,7 @@ class EmulatedQueue:
     doorbell_offset: int
     engine: SdmaQueue | None  # None for queue types the emulator does not execute yet
     sdma_slot: int | None = None
+    bos: tuple[BufferObject, ...] = ()  # ring, pointers, EOP, CWSR: pinned while the queue lives
 
 
 class EmulatedMachine:
@@ -136,6 +137,9 @@ class EmulatedMachine:
         self.queues.clear()
         for gpu in self.gpus.values():
             gpu.doorbells.clear()
+        for bo in self.bos.values():  # the process is gone: so is its memory
+            bo.release()
+        self.bos.clear()
 
     # -- helpers ------------------------------------------------------------------------------------
     def gpu(self, gpu_id: int) -> EmulatedGpu:
@@ -289,8 +293,14 @@ class EmulatedMachine:
         if not domains & K.AllocMemFlags.USERPTR:
             a.mmap_offset = bo.mmap_offset = BO_MMAP_BASE + (handle & 0xFFFFFFFF) * (1 << 24)
 
+    def _not_in_use(self, bo: BufferObject) -> None:
+        """The kernel keeps a queue's buffers while the queue lives (kfd_queue_acquire_buffers takes them)."""
+        q = next((q for q in self.queues.values() if bo in q.bos), None)
+        _check(q is None, errno.EBUSY, f"buffer {bo.va:#x} is in use by queue {q and q.queue_id}")
+
     def ioctl_free_memory_of_gpu(self, a) -> None:
         bo = self.bo(a.handle)
+        self._not_in_use(bo)
         _check(not bo.mapped_on, errno.EBUSY, f"buffer {bo.va:#x} is still mapped")
         del self.bos[a.handle]
         if bo.is_vram:
@@ -310,6 +320,7 @@ class EmulatedMachine:
 
     def ioctl_unmap_memory_from_gpu(self, a) -> None:
         bo = self.bo(a.handle)
+        self._not_in_use(bo)
         ids = self._gpu_ids(a.device_ids_array_ptr, a.n_devices)
         for i in range(a.n_success, a.n_devices):
             gpu = self.gpu(ids[i])
@@ -359,8 +370,11 @@ class EmulatedMachine:
         engine = None
         if is_sdma:
             engine = SdmaQueue(self, gpu.vm, DIALECTS[gpu.target.family.sdma_dialect], qid,
-                               a.ring_base_address, ring_size, a.read_pointer_address, a.write_pointer_address)
-        self.queues[qid] = gpu.doorbells[db] = EmulatedQueue(qid, gpu, a.queue_type, db, engine, slot)
+                               a.ring_base_address, ring_size, a.read_pointer_address)
+        pinned = tuple(gpu.vm.lookup(va) for va in (a.ring_base_address, a.read_pointer_address,
+                                                    a.write_pointer_address, a.eop_buffer_address,
+                                                    a.ctx_save_restore_address) if va)
+        self.queues[qid] = gpu.doorbells[db] = EmulatedQueue(qid, gpu, a.queue_type, db, engine, slot, pinned)
         a.queue_id = qid
         a.doorbell_offset = K.mmap_offset(K.MmapType.DOORBELL, gpu.gpu_id, db)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kfdtrace.driver.emulator.memory import GpuVm, VmFault
-from kfdtrace.driver.packets import Dialect, Packet
+from kfdtrace.driver.packets import Dialect, Packet, PacketError
 from kfdtrace.driver.sdma import AtomicOp, PollFunc
 
 if TYPE_CHECKING:
@@ -72,11 +72,11 @@ class SdmaQueue:
     """One user-mode SDMA ring: byte-addressed, 64-bit monotonic read/write pointers (amd-facts §6)."""
 
     def __init__(self, machine: EmulatedMachine, vm: GpuVm, dialect: Dialect, queue_id: int,
-                 ring_va: int, ring_size: int, rptr_va: int, wptr_va: int):
+                 ring_va: int, ring_size: int, rptr_va: int):
+        """The engine follows the doorbell's write pointer; the one in memory is the driver's bookkeeping."""
         self.machine, self.vm, self.dialect, self.queue_id = machine, vm, dialect, queue_id
-        self.ring_va, self.ring_size = ring_va, ring_size
+        self.ring_size = ring_size
         self.rptr_host = vm.translate(rptr_va, 8)
-        self.wptr_host = vm.translate(wptr_va, 8)
         self.ring_host = vm.translate(ring_va, ring_size)
         self.rptr = 0
         self.doorbell = 0
@@ -136,7 +136,7 @@ class SdmaQueue:
         where = f"SDMA queue {self.queue_id} ring offset {(self.rptr % self.ring_size):#x}"
         try:
             return f"{self.dialect.decode(stream, pos)} at {where}"
-        except Exception:
+        except PacketError:
             return where
 
     def _fail(self, message: str) -> None:
