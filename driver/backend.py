@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from kfdtrace.driver.syscalls import KFD_TOPOLOGY, RealSyscalls, Syscalls, kfd_usable
 from kfdtrace.driver.topology import DirectorySysfs, Topology, TopologyError, read_topology
@@ -12,10 +14,32 @@ ENV_EMULATE = "KFDTRACE_EMULATE"
 ENV_EMULATE_FROM = "KFDTRACE_EMULATE_FROM"
 
 
+Wrapper = Callable[[Syscalls], Syscalls]
+_wrappers: list[Wrapper] = []
+
+
+@contextmanager
+def wrapping(wrap: Wrapper) -> Iterator[None]:
+    """While active, every backend open_syscalls() opens is handed through `wrap` (how capture records)."""
+    _wrappers.append(wrap)
+    try:
+        yield
+    finally:
+        _wrappers.remove(wrap)
+
+
 def open_syscalls(emulate: str | None = None, emulate_from: str | None = None) -> Syscalls:
     """`emulate` ("gfx942,gfx1100") or `emulate_from` (a copied sysfs topology tree) force the emulated GPU;
     so do KFDTRACE_EMULATE / KFDTRACE_EMULATE_FROM. Otherwise the real KFD when it has a GPU, else the
-    emulated default."""
+    emulated default. Active wrappers (see `wrapping`) are applied."""
+    syscalls = open_backend(emulate, emulate_from)
+    for wrap in _wrappers:
+        syscalls = wrap(syscalls)
+    return syscalls
+
+
+def open_backend(emulate: str | None = None, emulate_from: str | None = None) -> Syscalls:
+    """The backend open_syscalls() chooses, unwrapped."""
     emulate = emulate or os.environ.get(ENV_EMULATE) or None
     emulate_from = emulate_from or os.environ.get(ENV_EMULATE_FROM) or None
     if emulate and emulate_from:

@@ -90,14 +90,18 @@ class Buffer:
             n = len(src)
         offset, n = self._span(offset, n)
         ctypes.memmove(self._cpu_addr(offset), src, n)
+        self.device.sys.annotate("cpu_write", va=self.va + offset, size=n)
 
     def fill(self, byte: int, offset: int = 0, size: int | None = None) -> None:
         offset, size = self._span(offset, size)
         ctypes.memset(self._cpu_addr(offset), byte, size)
+        self.device.sys.annotate("cpu_write", va=self.va + offset, size=size)
 
     def numpy(self, dtype=np.uint8) -> np.ndarray:
-        """A zero-copy numpy view of the whole buffer."""
+        """A zero-copy numpy view of the whole buffer. Writes through it bypass the driver, so a recorder
+        compares this buffer's contents before each submission that uses it."""
         raw = (ctypes.c_char * self.size).from_address(self._cpu_addr(0))
+        self.device.sys.annotate("cpu_view", va=self.va)
         return np.frombuffer(raw, dtype=dtype)
 
     def map_to(self, *devices: Device) -> None:
@@ -133,9 +137,10 @@ class Buffer:
 
 def allocate(device: Device, size: int, domain: str = "vram", *, cpu_access: bool = True,
              executable: bool = False, coherent: bool = False, uncached: bool = False,
-             name: str | None = None, map_to: tuple[Device, ...] = ()) -> Buffer:
+             name: str | None = None, map_to: tuple[Device, ...] = (), role: str = "user") -> Buffer:
     """Reserve a VA range, allocate `size` bytes in `domain`, map them to this GPU (and `map_to`), and map
-    them for the CPU at the same address when the domain allows it."""
+    them for the CPU at the same address when the domain allows it. `role` tells a recorder what the driver
+    uses the buffer for ("user" for the workload's own buffers)."""
     if domain not in DOMAINS:
         raise ValueError(f"unknown memory domain {domain!r}; use one of {', '.join(DOMAINS)}")
     if size <= 0:
@@ -168,6 +173,7 @@ def allocate(device: Device, size: int, domain: str = "vram", *, cpu_access: boo
         raise
     buf = Buffer(device, va, size, domain, flags, out.handle, name, (base, span))
     device.buffers.add(buf)
+    sys.annotate("buffer", va=va, name=name, role=role)
     try:
         buf.map_to(device, *map_to)
         if domain == "userptr":

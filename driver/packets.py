@@ -79,6 +79,7 @@ class Addr:
     width: int = 64
     align: int = 0
     when: tuple[str, int] | None = None
+    written: bool = False  # the GPU writes through this address (capture checkpoints what it wrote)
 
     def _span(self) -> tuple[int, int, int]:
         base = self.dword * 32
@@ -140,6 +141,7 @@ class PacketDef:
         self.tail = tail
         self.field_names: tuple[str, ...] = tuple(f.name for f in self.fields)
         self.address_fields: tuple[str, ...] = tuple(f.name for f in self.fields if isinstance(f, Addr))
+        self.written_fields: tuple[str, ...] = tuple(f.name for f in self.fields if isinstance(f, Addr) and f.written)
         self._by_name = {f.name: f for f in self.fields}
         self._size_arg = size
         used = (max((f._span()[1] for f in (*self.header, *self.fields)), default=32) + 31) // 32
@@ -298,6 +300,10 @@ class Packet:
         """The tagged address fields that hold a memory address in this packet (honours `Addr.when`)."""
         f = self.fields
         return {n: f[n] for n, cond in self.defn._addr_conds if cond is None or f[cond[0]] == cond[1]}
+
+    def written_addresses(self) -> list[int]:
+        """The addresses this packet makes the GPU write (Addr fields tagged written=True)."""
+        return [self.fields[n] for n in self.defn.written_fields]
 
     def relocate(self, move: Callable[[int], int]) -> Packet:
         """A copy with every address `addresses()` lists replaced by `move(address)`; self if it has none."""

@@ -101,16 +101,16 @@ _BASE = (
          Field("encrypt", 0, 16, 1), Field("tmz", 0, 18, 1),
          Field("count", 1, 0, 30),
          Field("dst_sw", 2, 16, 2), Field("src_sw", 2, 24, 2),
-         Addr("src", 3), Addr("dst", 5)),
+         Addr("src", 3), Addr("dst", 5, written=True)),
     # WRITE_UNTILED in the headers; count is DWORDS - 1 of the data that follows.
     _pkt("WRITE_LINEAR", 2, 0,
          Field("encrypt", 0, 16, 1), Field("tmz", 0, 18, 1),
-         Addr("dst", 1), Field("count", 3, 0, 20), Field("sw", 3, 24, 2),
+         Addr("dst", 1, written=True), Field("count", 3, 0, 20), Field("sw", 3, 24, 2),
          tail=Tail("count", 1)),
     # The kernel aligns ib_base to 32 bytes and pads IBs to 8 dwords; the field itself is a full address.
     _pkt("INDIRECT", 4, 0,
          Field("vmid", 0, 16, 4), Addr("ib_base", 1), Field("ib_size", 3, 0, 20), Addr("csa_addr", 4)),
-    _pkt("FENCE", 5, 0, Addr("addr", 1), Field("data", 3)),
+    _pkt("FENCE", 5, 0, Addr("addr", 1, written=True), Field("data", 3)),
     _pkt("TRAP", 6, 0, Field("int_context", 1, 0, 28)),
     _pkt("SEM", 7, 0,
          Field("write_one", 0, 29, 1), Field("signal", 0, 30, 1), Field("mailbox", 0, 31, 1),
@@ -125,16 +125,16 @@ _BASE = (
     # No sub_op in the ATOMIC header; bits 15:8 are 0.
     _pkt("ATOMIC", 10, 0,
          Field("loop", 0, 16, 1), Field("tmz", 0, 18, 1), Field("atomic_op", 0, 25, 7),
-         Addr("addr", 1), Field("src_data", 3, 0, 64), Field("cmp_data", 5, 0, 64),
+         Addr("addr", 1, written=True), Field("src_data", 3, 0, 64), Field("cmp_data", 5, 0, 64),
          Field("loop_interval", 7, 0, 13)),
     # count is BYTES - 1 here too; fillsize 2 = dword pattern.
     _pkt("CONST_FILL", 11, 0,
          Field("sw", 0, 16, 2), Field("fillsize", 0, 30, 2),
-         Addr("dst", 1), Field("data", 3), Field("count", 4, 0, 22)),
+         Addr("dst", 1, written=True), Field("data", 3), Field("count", 4, 0, 22)),
     _pkt("TIMESTAMP_SET", 13, 0, Field("init_data", 1, 0, 64)),
     # The write address is 8-byte aligned: the header declares only bits 31:3 of the low dword.
-    _pkt("TIMESTAMP_GET", 13, 1, Addr("addr", 1, align=3)),
-    _pkt("TIMESTAMP_GET_GLOBAL", 13, 2, Addr("addr", 1, align=3)),
+    _pkt("TIMESTAMP_GET", 13, 1, Addr("addr", 1, align=3, written=True)),
+    _pkt("TIMESTAMP_GET_GLOBAL", 13, 2, Addr("addr", 1, align=3, written=True)),
     _pkt("PRE_EXE", 15, 0, Field("dev_sel", 0, 16, 8), Field("exec_count", 1, 0, 14)),
     _pkt("DUMMY_TRAP", 16, 0, Field("int_context", 1, 0, 28)),
 )

@@ -46,8 +46,8 @@ class SdmaQueue:
         self._fence_fields = {"mtype": 3} if "mtype" in self.dialect["FENCE"].field_names else {}
         # CONST_FILL's count field is narrower than COPY_LINEAR's before SDMA 6 (22 bits vs 30).
         self.max_fill = min(self.max_copy, self.dialect["CONST_FILL"]["count"].mask + 1)
-        self.ring = device.alloc(ring_size, "gtt", uncached=True, name=f"{self.label}.ring")
-        self.ptrs = device.alloc(PAGE, "gtt", uncached=True, name=f"{self.label}.ptrs")
+        self.ring = device.alloc(ring_size, "gtt", uncached=True, name=f"{self.label}.ring", role="ring")
+        self.ptrs = device.alloc(PAGE, "gtt", uncached=True, name=f"{self.label}.ptrs", role="queue pointers")
         self._rptr = ctypes.c_uint64.from_address(self.ptrs.cpu)
         self._wptr_mem = ctypes.c_uint64.from_address(self.ptrs.cpu + 8)
         if isinstance(engine, int):
@@ -61,6 +61,7 @@ class SdmaQueue:
                                gpu_id=device.gpu_id, queue_type=qtype, queue_percentage=100,
                                queue_priority=7, sdma_engine_id=engine_id)
         self.queue_id = out.queue_id
+        device.sys.annotate("queue", queue_id=self.queue_id, name=self.label)
         self.doorbell = device.doorbell_page() + (out.doorbell_offset & 0x1FFF)
         self.wptr = 0  # bytes written, monotonic
         self._rung = 0

@@ -47,6 +47,7 @@ class Semaphore:
 
     def signal(self, value: int) -> None:
         """CPU signal: one 8-byte store."""
+        self.system.sys.annotate("cpu_signal", addr=self.addr, value=value, name=self.name)
         self._word.value = value
 
     def wait(self, value: int, timeout: float = 10.0) -> None:
@@ -57,6 +58,7 @@ class Semaphore:
             self.system.raise_gpu_faults()
             left = deadline - time.monotonic()
             if left <= 0:
+                self.system.sys.annotate("cpu_wait", addr=self.addr, value=value, timeout=timeout, ok=False)
                 raise WaitTimeout(f"semaphore {self.label} is {self._word.value}, waited {timeout:g} s for "
                                   f"{value}; {self.system.queue_report()}")
             slice_ms = max(1, min(POLL_SLICE_MS, int(left * 1000)))
@@ -64,6 +66,7 @@ class Semaphore:
                 time.sleep(slice_ms / 1000)
             else:
                 self.system.wait_events([self.event_id], slice_ms)
+        self.system.sys.annotate("cpu_wait", addr=self.addr, value=value, timeout=timeout, ok=True)
 
 
     def free(self) -> None:

@@ -42,6 +42,17 @@ class Syscalls(Protocol):
 
     def list_sysfs(self, path: str) -> list[str]: ...
 
+    def annotate(self, kind: str, **fields) -> None:
+        """What the driver knows that no syscall says (a buffer's name, a CPU write, a semaphore signal).
+        The backends ignore it; capture records it in order with the syscalls."""
+
+
+class QuietAnnotations:
+    """Mixin for backends: annotations are for recorders, the kernel never sees them."""
+
+    def annotate(self, kind: str, **fields) -> None:
+        pass
+
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
@@ -70,7 +81,7 @@ def libc_munmap(addr: int, length: int) -> None:
         _raise_errno(f"munmap({addr:#x}, {length:#x})")
 
 
-class RealSyscalls:
+class RealSyscalls(QuietAnnotations):
     """The real kernel: libc open/ioctl/mmap/munmap on /dev/kfd and the DRM render nodes."""
 
     name = "kfd"

@@ -125,7 +125,8 @@ class System:
         self._sem_pool: Buffer | None = None
         self._sem_free: list[int] = []
         self.event_page_handle = 0
-        self._event_page = self.devices[0].alloc(K.KFD_EVENT_PAGE_SIZE, "gtt", uncached=True, name="event page")
+        self._event_page = self.devices[0].alloc(K.KFD_EVENT_PAGE_SIZE, "gtt", uncached=True, name="event page",
+                                                 role="event page")
         self.event_page_handle = self._event_page.handle
         self._memory_event = self.kfd.ioctl("CREATE_EVENT", event_type=K.EventType.MEMORY, auto_reset=1,
                                             node_id=0, event_page_offset=0).event_id
@@ -155,7 +156,7 @@ class System:
             if self._sem_pool is not None:
                 raise DeviceError(f"all {SEMAPHORE_POOL // 8} semaphores are in use")
             self._sem_pool = self.devices[0].alloc(SEMAPHORE_POOL, "gtt", uncached=True, name="semaphores",
-                                                   map_to=tuple(self.devices[1:]))
+                                                   map_to=tuple(self.devices[1:]), role="semaphores")
             self._sem_free = list(range(SEMAPHORE_POOL - 8, -8, -8))
         return Semaphore(self, self._sem_pool, self._sem_free.pop(), name)
 

@@ -385,3 +385,16 @@ def test_field_spanning_dwords_and_sized_packets() -> None:
     raw = d.build("W", wide=(1 << 40) - 2)
     assert d["W"].size == 3 and dwords(raw) == [0xFE00_0003, 0xFFFF_FFFF, 0]
     assert d.decode(raw).fields["wide"] == (1 << 40) - 2
+
+
+def test_written_addresses_are_tagged_in_every_dialect():
+    """Capture checkpoints what the GPU wrote: the destinations, never the sources or polled words."""
+    from kfdtrace.driver.sdma import DIALECTS
+
+    expected = {"COPY_LINEAR": ("dst",), "WRITE_LINEAR": ("dst",), "CONST_FILL": ("dst",), "FENCE": ("addr",),
+                "ATOMIC": ("addr",), "TIMESTAMP_GET_GLOBAL": ("addr",), "POLL_REGMEM": (), "INDIRECT": ()}
+    for dialect in DIALECTS.values():
+        for name, written in expected.items():
+            assert dialect[name].written_fields == written, (dialect.name, name)
+        p = dialect.decode(dialect.build("COPY_LINEAR", count=7, src=0x1000, dst=0x2000))
+        assert p.written_addresses() == [0x2000]

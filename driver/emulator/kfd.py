@@ -29,6 +29,7 @@ from kfdtrace.driver.syscalls import (
     MAP_FIXED,
     MAP_PRIVATE,
     MAP_SHARED,
+    QuietAnnotations,
     libc_mmap,
     libc_munmap,
 )
@@ -137,9 +138,13 @@ class EmulatedMachine:
         self.queues.clear()
         for gpu in self.gpus.values():
             gpu.doorbells.clear()
-        for bo in self.bos.values():  # the process is gone: so is its memory
+        for bo in self.bos.values():  # the process is gone: so is its memory, its VM and its events
             bo.release()
         self.bos.clear()
+        for gpu in self.gpus.values():
+            gpu.vm, gpu.vm_acquired, gpu.vram_used, gpu.doorbell_maps = GpuVm(gpu.gpu_id), False, 0, []
+        self.events = EventTable()
+        self._event_page = None
 
     # -- helpers ------------------------------------------------------------------------------------
     def gpu(self, gpu_id: int) -> EmulatedGpu:
@@ -464,7 +469,7 @@ class EmulatedMachine:
         a.wait_result = K.WaitResult.COMPLETE
 
 
-class EmulatedSyscalls:
+class EmulatedSyscalls(QuietAnnotations):
     """The emulated GPU's side of the syscall boundary."""
 
     name = "emulated"

@@ -8,10 +8,10 @@ be handed out without the host having it.
 
 from __future__ import annotations
 
-import bisect
 import os
 from dataclasses import dataclass, field
 
+from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.syscalls import MAP_SHARED, PROT_READ, PROT_WRITE, libc_mmap, libc_munmap
 
 PAGE = 4096
@@ -60,40 +60,29 @@ class BufferObject:
 
 
 class GpuVm:
-    """One GPU's page table: sorted, non-overlapping [va, va+size) ranges, each backed by a buffer object."""
+    """One GPU's page table: non-overlapping [va, va+size) ranges, each backed by a buffer object."""
 
     def __init__(self, gpu_id: int):
         self.gpu_id = gpu_id
-        self._starts: list[int] = []
-        self._bos: list[BufferObject] = []
+        self._ranges: RangeMap[BufferObject] = RangeMap()
 
     def map(self, bo: BufferObject) -> bool:
-        """Map `bo` at its VA; False when the range overlaps another mapping (the kernel's VA conflict)."""
-        i = bisect.bisect_right(self._starts, bo.va)
-        if i and self._starts[i - 1] + self._bos[i - 1].size > bo.va:
-            return self._bos[i - 1] is bo
-        if i < len(self._starts) and self._starts[i] < bo.va + bo.size:
-            return False
-        self._starts.insert(i, bo.va)
-        self._bos.insert(i, bo)
-        return True
+        """Map `bo` at its VA; False when the range overlaps another mapping (the kernel's VA conflict).
+        Mapping a buffer where it is already mapped is no error."""
+        return self._ranges.get(bo.va) is bo or self._ranges.add(bo.va, bo.size, bo)
 
     def unmap(self, bo: BufferObject) -> bool:
-        i = bisect.bisect_left(self._starts, bo.va)
-        if i < len(self._bos) and self._bos[i] is bo:
-            del self._starts[i], self._bos[i]
-            return True
-        return False
+        if self._ranges.get(bo.va) is not bo:
+            return False
+        self._ranges.remove(bo.va)
+        return True
 
     def lookup(self, va: int) -> BufferObject | None:
-        i = bisect.bisect_right(self._starts, va) - 1
-        if i >= 0 and va < self._starts[i] + self._bos[i].size:
-            return self._bos[i]
-        return None
+        return self._ranges.get(va)
 
     def translate(self, va: int, length: int, write: bool = False) -> int:
         """Host address of [va, va+length); raises VmFault unless one mapped buffer covers it all."""
-        bo = self.lookup(va)
+        bo = self._ranges.get(va)
         if bo is None or va + length > bo.va + bo.size:
             fault_va = va if bo is None else bo.va + bo.size
             raise VmFault(self.gpu_id, fault_va, length, write)
@@ -101,5 +90,5 @@ class GpuVm:
 
     def mapping(self, va: int) -> tuple[int, int] | None:
         """(start, size) of the mapping containing va, as the kernel's amdgpu_vm_bo_lookup_mapping sees it."""
-        bo = self.lookup(va)
+        bo = self._ranges.get(va)
         return None if bo is None else (bo.va, bo.size)

@@ -1,0 +1,57 @@
+"""A map of non-overlapping address ranges to objects: a GPU's page table, a recorder's buffer list, a
+replayer's relocation map."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class RangeMap(Generic[T]):
+    """Sorted, non-overlapping [start, start+size) ranges, each holding a value."""
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        self._values: list[T] = []
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def __iter__(self) -> Iterator[tuple[int, int, T]]:
+        """(start, size, value) in address order."""
+        for s, e, v in zip(self._starts, self._ends, self._values, strict=True):
+            yield s, e - s, v
+
+    def add(self, start: int, size: int, value: T) -> bool:
+        """Insert a range; False (and nothing changes) when it overlaps one already there."""
+        i = bisect.bisect_right(self._starts, start)
+        if (i and self._ends[i - 1] > start) or (i < len(self._starts) and self._starts[i] < start + size):
+            return False
+        self._starts.insert(i, start)
+        self._ends.insert(i, start + size)
+        self._values.insert(i, value)
+        return True
+
+    def remove(self, start: int) -> T | None:
+        """Remove the range that starts at `start`; its value, or None when there is none."""
+        i = bisect.bisect_left(self._starts, start)
+        if i < len(self._starts) and self._starts[i] == start:
+            del self._starts[i], self._ends[i]
+            return self._values.pop(i)
+        return None
+
+    def find(self, addr: int) -> tuple[int, int, T] | None:
+        """(start, size, value) of the range holding `addr`."""
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0 and addr < self._ends[i]:
+            return self._starts[i], self._ends[i] - self._starts[i], self._values[i]
+        return None
+
+    def get(self, addr: int) -> T | None:
+        """The value of the range holding `addr`."""
+        hit = self.find(addr)
+        return None if hit is None else hit[2]
