@@ -1,5 +1,91 @@
-"""The `capture` command (thin until its issue lands)."""
+"""The `capture` command: `capture run [options] workload.py [args...]` or `capture run -m package.module`."""
 
-from kfdtrace.cli import pending_command
+from __future__ import annotations
 
-main = pending_command("capture")
+import datetime
+import os
+import sys
+import threading
+
+import click
+from kfdtrace.capture.recorder import DEFAULT_CHUNK, TRACKING_MODES
+from kfdtrace.capture.session import Session, capture_workload
+from kfdtrace.traces.info import format_summary
+
+from kfdtrace.cli import backend_options, user_errors
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kfdtrace")
+def main() -> None:
+    """Record everything a workload asks of the GPU into one trace."""
+
+
+def default_output(target: str, module: bool) -> str:
+    """<workload>-<timestamp>.kfdtrace in the current folder."""
+    stem = target.rsplit(".", 1)[-1] if module else os.path.splitext(os.path.basename(target))[0]
+    return f"{stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}.kfdtrace"
+
+
+class Progress:
+    """Records and bytes written so far, on a terminal only, refreshed twice a second."""
+
+    def __init__(self, session, stream=sys.stderr):
+        self.session, self.stream = session, stream
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True) if stream.isatty() else None
+
+    def __enter__(self):
+        if self._thread:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread:
+            self._stop.set()
+            self._thread.join()
+            self.stream.write("\r\033[K")
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            rec = self.session.recorder
+            if rec is not None:
+                s = rec.writer.stats
+                self.stream.write(f"\rcapture: {s['records']} records, {s['submissions']} submissions, "
+                                  f"{s['file_bytes'] / 1e6:.1f} MB")
+                self.stream.flush()
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@backend_options
+@click.option("-o", "--output", metavar="FILE", help="Trace to write (default: <workload>-<timestamp>.kfdtrace).")
+@click.option("--name", help="A name for the recording, kept in the trace's header.")
+@click.option("-m", "module", is_flag=True, help="Run a module (like python -m) instead of a script.")
+@click.option("--chunk-size", type=int, default=DEFAULT_CHUNK, show_default=True,
+              help="Granularity of recorded CPU writes, in bytes (a power of two >= 4096).")
+@click.option("--tracking", type=click.Choice(TRACKING_MODES), default="auto", show_default=True,
+              help="auto: record driver-announced writes exactly and compare raw-view buffers before each "
+                   "submission using them; scan: compare every CPU-visible buffer a submission uses.")
+@click.argument("target", metavar="WORKLOAD")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@user_errors
+def run(emulate, emulate_from, output, name, module, chunk_size, tracking, target, args) -> None:
+    """Run WORKLOAD (a script, or a module with -m) with recording on, write one trace, print a summary, and
+    exit with the workload's status."""
+    if not module and not os.path.isfile(target):
+        raise ValueError(f"{target}: no such workload script")
+    output = output or default_output(target, module)
+    argv = ["capture", "run", *(["-m"] if module else []), target, *args]
+    session = Session(output, name=name, argv=argv, chunk_size=chunk_size, tracking=tracking)
+    with Progress(session):
+        status = capture_workload(session, target, list(args), module=module, emulate=emulate,
+                                  emulate_from=emulate_from)
+    summary = session.close(status)
+    click.echo(f"capture: wrote {output}", err=True)
+    for line in format_summary(summary):
+        click.echo(f"  {line}", err=True)
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

@@ -17,6 +17,10 @@ class OutOfMemory(DeviceError):
     """An allocation larger than what the GPU has free."""
 
 
+class AddressInUse(DeviceError):
+    """A buffer asked for at an address that is already taken."""
+
+
 class BoundsError(KfdTraceError, IndexError):
     """An access outside a buffer."""
 

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from kfdtrace.driver import kfd_ioctl as K
-from kfdtrace.driver.errors import BoundsError, DeviceError
+from kfdtrace.driver.errors import AddressInUse, BoundsError, DeviceError
 from kfdtrace.driver.syscalls import (
     MAP_ANONYMOUS,
     MAP_FIXED,
+    MAP_FIXED_NOREPLACE,
     MAP_NORESERVE,
     MAP_PRIVATE,
     MAP_SHARED,
@@ -137,10 +138,12 @@ class Buffer:
 
 def allocate(device: Device, size: int, domain: str = "vram", *, cpu_access: bool = True,
              executable: bool = False, coherent: bool = False, uncached: bool = False,
-             name: str | None = None, map_to: tuple[Device, ...] = (), role: str = "user") -> Buffer:
+             name: str | None = None, map_to: tuple[Device, ...] = (), role: str = "user",
+             va: int | None = None) -> Buffer:
     """Reserve a VA range, allocate `size` bytes in `domain`, map them to this GPU (and `map_to`), and map
     them for the CPU at the same address when the domain allows it. `role` tells a recorder what the driver
-    uses the buffer for ("user" for the workload's own buffers)."""
+    uses the buffer for ("user" for the workload's own buffers). `va` asks for that exact address (replay);
+    AddressInUse when something is already there."""
     if domain not in DOMAINS:
         raise ValueError(f"unknown memory domain {domain!r}; use one of {', '.join(DOMAINS)}")
     if size <= 0:
@@ -156,10 +159,23 @@ def allocate(device: Device, size: int, domain: str = "vram", *, cpu_access: boo
     if domain == "vram" and cpu_access:
         flags |= K.AllocMemFlags.PUBLIC
     sys = device.sys
-    align = HUGE if size >= HUGE else PAGE
-    span = size + align
-    base = sys.mmap(0, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-    va = _align(base, align)
+    reserve = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
+    if va is None:
+        align = HUGE if size >= HUGE else PAGE
+        span = size + align
+        base = sys.mmap(0, span, PROT_NONE, reserve, -1, 0)
+        va = _align(base, align)
+    else:
+        if va % PAGE:
+            raise ValueError(f"buffer address {va:#x} is not page aligned")
+        span = size
+        try:
+            base = sys.mmap(va, span, PROT_NONE, reserve | MAP_FIXED_NOREPLACE, -1, 0)
+        except OSError as exc:
+            raise AddressInUse(f"{va:#x}+{size:#x} is not free here: {exc.strerror}", exc.errno) from None
+        if base != va:  # a kernel older than 4.17 takes the address as a hint
+            sys.munmap(base, span)
+            raise AddressInUse(f"{va:#x}+{size:#x} is not free here")
     mmap_offset = 0
     if domain == "userptr":
         # The user's own pages: anonymous memory at the VA, handed to the GPU by address.

@@ -80,6 +80,7 @@ class Addr:
     align: int = 0
     when: tuple[str, int] | None = None
     written: bool = False  # the GPU writes through this address (capture checkpoints what it wrote)
+    touches: bool = True  # False: names a range (cache maintenance) without reading or writing memory there
 
     def _span(self) -> tuple[int, int, int]:
         base = self.dword * 32
@@ -142,6 +143,8 @@ class PacketDef:
         self.field_names: tuple[str, ...] = tuple(f.name for f in self.fields)
         self.address_fields: tuple[str, ...] = tuple(f.name for f in self.fields if isinstance(f, Addr))
         self.written_fields: tuple[str, ...] = tuple(f.name for f in self.fields if isinstance(f, Addr) and f.written)
+        self.range_fields: frozenset[str] = frozenset(f.name for f in self.fields
+                                                      if isinstance(f, Addr) and not f.touches)
         self._by_name = {f.name: f for f in self.fields}
         self._size_arg = size
         used = (max((f._span()[1] for f in (*self.header, *self.fields)), default=32) + 31) // 32

@@ -145,9 +145,9 @@ SDMA4_4 = Dialect("sdma4.4", _BASE)
 # GCR_REQ: base/limit VAs are 128-byte aligned 48-bit addresses sharing dwords with the 19-bit gcr_control,
 # which is split 16 + 3 bits across DW2/DW3. The kernel emits sub_op 0; ROCR (user queues) sub_op 1.
 _GCR_FIELDS = (
-    Addr("base_va", 1, width=48, align=7),
+    Addr("base_va", 1, width=48, align=7, touches=False),
     Field("gcr_control_lo", 2, 16, 16), Field("gcr_control_hi", 3, 0, 3),
-    Addr("limit_va", 3, width=48, align=7),
+    Addr("limit_va", 3, width=48, align=7, touches=False),
     Field("vmid", 4, 24, 4),
 )
 
@@ -200,3 +200,15 @@ SDMA7 = SDMA6.derive(
 )
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (SDMA4_4, SDMA5, SDMA6, SDMA7)}
+
+
+# Values the kernel always gives a field where a dialect has it: SDMA 5+ fences are written uncached
+# (sdma_v5_0/v6_0/v7_0 emit_fence: MTYPE(3)) so the CPU sees them at once. The driver's queues and replay's
+# translator both start every packet from these.
+DEFAULTS: dict[str, dict[str, int]] = {"FENCE": {"mtype": 3}}
+
+
+def defaults(dialect: Dialect, name: str) -> dict[str, int]:
+    """The DEFAULTS of packet `name` that exist in `dialect`."""
+    fields = dialect[name].field_names
+    return {k: v for k, v in DEFAULTS.get(name, {}).items() if k in fields}

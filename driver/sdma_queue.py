@@ -14,7 +14,7 @@ from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.errors import DeviceError, WaitTimeout
 from kfdtrace.driver.memory import PAGE, Buffer
 from kfdtrace.driver.packets import Packet
-from kfdtrace.driver.sdma import DIALECTS, PollFunc
+from kfdtrace.driver.sdma import DIALECTS, PollFunc, defaults
 from kfdtrace.driver.signals import Semaphore
 
 if TYPE_CHECKING:
@@ -42,8 +42,7 @@ class SdmaQueue:
         if max_copy is not None and not 0 < max_copy <= family_max:
             raise ValueError(f"max_copy {max_copy:#x} must be within 1..{family_max:#x} on {device.target.name}")
         self.max_copy = max_copy or family_max  # bytes per COPY_LINEAR; less than the family's splits more
-        # The kernel's SDMA 5+ emit_fence writes fences uncached (MTYPE 3) so the CPU sees them at once.
-        self._fence_fields = {"mtype": 3} if "mtype" in self.dialect["FENCE"].field_names else {}
+        self._defaults = {d.name: defaults(self.dialect, d.name) for d in self.dialect}
         # CONST_FILL's count field is narrower than COPY_LINEAR's before SDMA 6 (22 bits vs 30).
         self.max_fill = min(self.max_copy, self.dialect["CONST_FILL"]["count"].mask + 1)
         self.ring = device.alloc(ring_size, "gtt", uncached=True, name=f"{self.label}.ring", role="ring")
@@ -79,8 +78,8 @@ class SdmaQueue:
 
     # -- packets ------------------------------------------------------------------------------------
     def packet(self, name: str, payload: bytes = b"", **fields: int) -> SdmaQueue:
-        """Append any packet of the dialect by name."""
-        self.pending.append(self.dialect.build(name, payload, **fields))
+        """Append any packet of the dialect by name (the kernel's defaults first, see sdma.DEFAULTS)."""
+        self.pending.append(self.dialect.build(name, payload, **{**self._defaults[name], **fields}))
         return self
 
     def _va(self, target: Target, offset: int, size: int) -> int:
@@ -120,7 +119,7 @@ class SdmaQueue:
         return self
 
     def fence(self, dst: Target, value: int, *, offset: int = 0) -> SdmaQueue:
-        return self.packet("FENCE", addr=self._va(dst, offset, 4), data=value & 0xFFFFFFFF, **self._fence_fields)
+        return self.packet("FENCE", addr=self._va(dst, offset, 4), data=value & 0xFFFFFFFF)
 
     def timestamp(self, dst: Target, *, offset: int = 0) -> SdmaQueue:
         return self.packet("TIMESTAMP_GET_GLOBAL", addr=self._va(dst, offset, 8))

@@ -14,6 +14,7 @@ from typing import Protocol
 
 PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS, MAP_NORESERVE = 0x01, 0x02, 0x10, 0x20, 0x4000
+MAP_FIXED_NOREPLACE = 0x100000  # Linux 4.17+: EEXIST instead of replacing what is mapped there
 MAP_FAILED = ctypes.c_void_p(-1).value
 
 KFD_DEVICE = "/dev/kfd"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-
 from kfdtrace.driver import System
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import click
 
 from kfdtrace.driver.errors import KfdTraceError
+from kfdtrace.traces.format import TraceError
 
 EMULATE_HELP = "Emulate these GPUs (e.g. gfx942,gfx1100) instead of using /dev/kfd; also KFDTRACE_EMULATE."
 EMULATE_FROM_HELP = "Emulate exactly the GPUs of a KFD topology tree copied from another machine."
@@ -21,7 +22,7 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (KfdTraceError, ValueError, OSError) as exc:
+        except (KfdTraceError, TraceError, ValueError, OSError) as exc:
             click.echo(f"{click.get_current_context().command_path}: error: {exc}", err=True)
             sys.exit(1)
 
@@ -93,3 +94,15 @@ def pending_command(name: str) -> click.Command:
         sys.exit(2)
 
     return command
+
+
+@main.command()
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("--check", is_flag=True, help="Also read every frame and verify its checksum.")
+@user_errors
+def info(trace: str, check: bool) -> None:
+    """Summarise a trace from its header and index: machine, GPUs, counts, sizes."""
+    from kfdtrace.traces.info import describe
+
+    for line in describe(trace, check):
+        click.echo(line)

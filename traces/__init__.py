@@ -1,1 +1,1 @@
-"""kfdtrace.traces"""
+"""kfdtrace.traces: the trace format (reader and writer), its tools, and sample traces."""

@@ -1,0 +1,406 @@
+"""The recorder: a Syscalls wrapper that writes everything crossing the boundary into a trace.
+
+It records each ioctl twice (an "about to" record flushed to disk before the call, its result after), every
+mmap/munmap of the device files, every doorbell with the ring bytes written since the previous one, the
+CPU's writes to memory the GPU reads (content-addressed chunks), semaphore activity, and at each CPU wait
+that returns, a checkpoint: hashes of the buffers the GPU wrote since the last one.
+
+Which CPU writes it sees: writes made through the driver (Buffer.write/fill) are announced and recorded
+exactly. A buffer handed out as a raw view (Buffer.numpy) is compared chunk by chunk against what was last
+recorded before each submission that references it and before each CPU signal ("auto"); with
+tracking="scan" every CPU-visible buffer a submission references is compared, for workloads that write
+through raw pointers. See capture/README.md for the measured trade-off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.families import target_by_version
+from kfdtrace.driver.packets import Dialect, PacketError
+from kfdtrace.driver.ranges import RangeMap
+from kfdtrace.driver.sdma import DIALECTS
+from kfdtrace.driver.syscalls import KFD_DEVICE, Syscalls
+from kfdtrace.driver.topology import Topology
+from kfdtrace.traces.format import TraceWriter, blob_key
+
+DEFAULT_CHUNK = 64 << 10
+TRACKING_MODES = ("auto", "scan")
+FLUSH_INTERVAL_S = 0.1  # a doorbell flushes buffered records at most this often (crash safety)
+DOMAIN_FLAGS = {"vram": K.AllocMemFlags.VRAM, "gtt": K.AllocMemFlags.GTT, "userptr": K.AllocMemFlags.USERPTR,
+                "doorbell": K.AllocMemFlags.DOORBELL, "mmio": K.AllocMemFlags.MMIO_REMAP}
+SDMA_QUEUES = (K.QueueType.SDMA, K.QueueType.SDMA_XGMI, K.QueueType.SDMA_BY_ENG_ID)
+
+
+@dataclass(eq=False)
+class TrackedBuffer:
+    handle: int
+    gpu_id: int
+    va: int
+    size: int
+    domain: str
+    flags: int
+    mmap_offset: int
+    cpu: int | None = None
+    name: str | None = None
+    role: str = "user"
+    exposed: bool = False  # a raw CPU view exists: writes may bypass the driver
+    gpu_written: bool = False  # a submitted packet writes it: checkpoints look at it
+    volatile: bool = False  # holds GPU timestamps: differs on every run
+    keys: dict[int, bytes] = field(default_factory=dict)  # chunk index -> key of the content last recorded
+    checkpointed: bytes = b""  # hash of the content the last checkpoint recorded
+
+    @property
+    def tracked(self) -> bool:
+        return self.role == "user" and self.cpu is not None
+
+
+@dataclass(eq=False)
+class TrackedQueue:
+    queue_id: int
+    gpu_id: int
+    type: int
+    ring_va: int
+    ring_size: int
+    doorbell_offset: int
+    dialect: Dialect | None
+    name: str | None = None
+    wptr: int = 0
+
+
+class Recorder:
+    """Records one workload. `wrap(syscalls)` gives the backend the workload should use."""
+
+    def __init__(self, path: str, header: dict, *, chunk_size: int = DEFAULT_CHUNK, tracking: str = "auto"):
+        if tracking not in TRACKING_MODES:
+            raise ValueError(f"tracking must be one of {', '.join(TRACKING_MODES)}, not {tracking!r}")
+        if chunk_size < 4096 or chunk_size & (chunk_size - 1):
+            raise ValueError(f"chunk size {chunk_size} must be a power of two of at least 4096")
+        self.path, self.chunk, self.tracking = path, chunk_size, tracking
+        self.writer = TraceWriter(path, {**header, "chunk_size": chunk_size, "tracking": tracking})
+        self.lock = threading.RLock()
+        self.t0 = time.monotonic_ns()
+        self.ioctls = 0
+        self.packets: Counter[str] = Counter()
+        self.buffers_seen = 0
+        self.checkpoints = 0
+        self.payload_bytes = 0
+        self._last_flush = time.monotonic()
+        self._seq = 0
+        self._closed = False
+
+    def wrap(self, inner: Syscalls) -> RecordingSyscalls:
+        return RecordingSyscalls(self, inner)
+
+    def now(self) -> int:
+        return time.monotonic_ns() - self.t0
+
+    def record(self, type_: str, **fields) -> int:
+        with self.lock:
+            return self.writer.record(type_, t=self.now(), **fields)
+
+    def flush(self, force: bool = True) -> None:
+        with self.lock:
+            if force or time.monotonic() - self._last_flush > FLUSH_INTERVAL_S:
+                self.writer.flush()
+                self._last_flush = time.monotonic()
+
+    def next_seq(self) -> int:
+        with self.lock:
+            self._seq += 1
+            return self._seq
+
+    def summary(self, status: int | None = None) -> dict:
+        s = self.writer.stats
+        return {
+            "duration_ns": self.now(), "ioctls": self.ioctls, "submissions": s["submissions"],
+            "packets": dict(self.packets), "buffers": self.buffers_seen, "checkpoints": self.checkpoints,
+            "payload_bytes": self.payload_bytes, "exit_status": status,
+        }
+
+    def close(self, status: int | None = None) -> dict:
+        """Write the index and summary; returns the summary with the writer's final statistics."""
+        with self.lock:
+            if self._closed:
+                return self._final
+            summary = self.summary(status)
+            self.writer.close(summary)
+            self._closed = True
+            self._final = {**summary, **{f"trace_{k}": v for k, v in self.writer.stats.items()}}
+            return self._final
+
+
+class RecordingSyscalls:
+    """The Syscalls a recorded workload runs on: the inner backend, with every call written down."""
+
+    def __init__(self, recorder: Recorder, inner: Syscalls):
+        self.rec, self.inner = recorder, inner
+        self.name = inner.name
+        self.files: dict[int, str] = {}  # device fds -> path
+        self.buffers: dict[int, TrackedBuffer] = {}  # handle -> buffer
+        self.by_va: RangeMap[TrackedBuffer] = RangeMap()
+        self.queues: dict[int, TrackedQueue] = {}
+        self.doorbell_pages: dict[int, int] = {}  # CPU address of a doorbell slice -> gpu_id
+        self.mappings: dict[int, tuple[int, int]] = {}  # CPU address -> (fd, length) of device mappings
+        self.gpus: dict[int, str] = {}  # gpu_id -> SDMA dialect name
+
+    # -- the boundary -------------------------------------------------------------------------------
+    def open(self, path: str, flags: int = os.O_RDWR | os.O_CLOEXEC) -> int:
+        fd = self.inner.open(path, flags)
+        self.files[fd] = path
+        self.rec.record("open", path=path, flags=flags, fd=fd)
+        return fd
+
+    def close(self, fd: int) -> None:
+        self.rec.record("close", fd=fd, path=self.files.pop(fd, None))
+        self.inner.close(fd)
+
+    def ioctl(self, fd: int, request: int, arg) -> int:
+        rec = self.rec
+        size = K.ioc_size(request)
+        try:
+            name = K.lookup(request).name
+        except KeyError:
+            name = None
+        raw_in = b"" if arg is None else ctypes.string_at(ctypes.addressof(arg), min(size, ctypes.sizeof(arg)))
+        seq = rec.next_seq()
+        rec.record("ioctl", seq=seq, fd=fd, request=request, name=name, data=raw_in, tid=threading.get_ident())
+        rec.flush()  # the "about to" record reaches the disk before the call: a call that kills us is seen
+        rec.ioctls += 1
+        try:
+            ret = self.inner.ioctl(fd, request, arg)
+        except OSError as exc:
+            rec.record("ioctl_end", seq=seq, ret=-1, errno=exc.errno, data=None)
+            raise
+        raw_out = b"" if arg is None else ctypes.string_at(ctypes.addressof(arg), len(raw_in))
+        rec.record("ioctl_end", seq=seq, ret=ret, errno=0, data=raw_out)
+        after = getattr(self, f"_after_{name.lower()}", None) if name and fd in self.files else None
+        if after is not None:
+            entry = K.BY_NAME[name]
+            after(entry.struct.from_buffer_copy(raw_out.ljust(ctypes.sizeof(entry.struct), b"\0")))
+        return ret
+
+    def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
+        out = self.inner.mmap(addr, length, prot, flags, fd, offset)
+        if fd in self.files:
+            self.mappings[out] = (fd, length)
+            self.rec.record("mmap", path=self.files[fd], fd=fd, offset=offset, addr=out, length=length,
+                            prot=prot, flags=flags)
+            self._note_mapping(fd, offset, out)
+        return out
+
+    def munmap(self, addr: int, length: int) -> None:
+        for start, (fd, n) in list(self.mappings.items()):
+            if addr <= start < addr + length:
+                del self.mappings[start]
+                self.doorbell_pages.pop(start, None)
+                self.rec.record("munmap", path=self.files.get(fd), addr=start, length=n)
+        self.inner.munmap(addr, length)
+
+    def doorbell_store(self, addr: int, value: int) -> None:
+        q = self._queue_at(addr)
+        if q is None:
+            self.rec.record("doorbell", queue=None, addr=addr, value=value, ring=b"")
+        else:
+            self._submission(q, value)
+        self.rec.flush(force=False)
+        self.inner.doorbell_store(addr, value)
+
+    def read_sysfs(self, path: str) -> str:
+        return self.inner.read_sysfs(path)
+
+    def list_sysfs(self, path: str) -> list[str]:
+        return self.inner.list_sysfs(path)
+
+    def annotate(self, kind: str, **fields) -> None:
+        handler = getattr(self, f"_note_{kind}", None)
+        if handler is not None:
+            handler(**fields)
+        self.inner.annotate(kind, **fields)
+
+    # -- what ioctls tell us ------------------------------------------------------------------------
+    def _after_alloc_memory_of_gpu(self, a) -> None:
+        domain = next((d for d, f in DOMAIN_FLAGS.items() if a.flags & f), "unknown")
+        buf = TrackedBuffer(a.handle, a.gpu_id, a.va_addr, a.size, domain, a.flags, a.mmap_offset)
+        if domain == "userptr":
+            buf.cpu = a.mmap_offset  # the user's own pages
+        self.buffers[a.handle] = buf
+        self.by_va.add(buf.va, buf.size, buf)
+        self.rec.buffers_seen += 1
+        self.rec.record("alloc", handle=a.handle, gpu=a.gpu_id, va=a.va_addr, size=a.size, domain=domain,
+                        flags=a.flags, cpu=buf.cpu)
+
+    def _after_free_memory_of_gpu(self, a) -> None:
+        buf = self.buffers.pop(a.handle, None)
+        if buf is not None:
+            self.by_va.remove(buf.va)
+            self.rec.record("free", handle=a.handle, va=buf.va)
+
+    def _gpu_list(self, a) -> list[int]:
+        return list((ctypes.c_uint32 * a.n_devices).from_address(a.device_ids_array_ptr)) if a.n_devices else []
+
+    def _after_map_memory_to_gpu(self, a) -> None:
+        self.rec.record("map", handle=a.handle, gpus=self._gpu_list(a)[: a.n_success])
+
+    def _after_unmap_memory_from_gpu(self, a) -> None:
+        self.rec.record("unmap", handle=a.handle, gpus=self._gpu_list(a)[: a.n_success])
+
+    def _after_acquire_vm(self, a) -> None:
+        if a.gpu_id not in self.gpus:
+            node = next((n for n in self._topology().gpus if n.gpu_id == a.gpu_id), None)
+            self.gpus[a.gpu_id] = target_by_version(node.gfx_target_version).family.sdma_dialect if node else ""
+
+    def _after_create_queue(self, a) -> None:
+        dialect = DIALECTS.get(self.gpus.get(a.gpu_id, "")) if a.queue_type in SDMA_QUEUES else None
+        ring_size = max(a.ring_size, K.KFD_MIN_QUEUE_RING_SIZE)
+        self.queues[a.queue_id] = TrackedQueue(a.queue_id, a.gpu_id, a.queue_type, a.ring_base_address,
+                                               ring_size, a.doorbell_offset & (K.KFD_DOORBELL_PROCESS_SLICE - 1),
+                                               dialect)
+        self.rec.record("queue", queue=a.queue_id, gpu=a.gpu_id, type=a.queue_type, ring=a.ring_base_address,
+                        ring_size=ring_size, rptr=a.read_pointer_address, wptr=a.write_pointer_address,
+                        doorbell_offset=a.doorbell_offset, engine=a.sdma_engine_id,
+                        dialect=dialect.name if dialect else None)
+
+    def _after_destroy_queue(self, a) -> None:
+        if self.queues.pop(a.queue_id, None) is not None:
+            self.rec.record("queue_destroy", queue=a.queue_id)
+
+    def _topology(self) -> Topology:
+        from kfdtrace.driver.topology import read_topology
+
+        if not hasattr(self, "_topo"):
+            self._topo = read_topology(self.inner)
+        return self._topo
+
+    def _note_mapping(self, fd: int, offset: int, addr: int) -> None:
+        if self.files[fd] == KFD_DEVICE:
+            kind, gpu_id, _ = K.mmap_offset_parts(offset)
+            if kind == K.MmapType.DOORBELL:
+                self.doorbell_pages[addr] = gpu_id
+            return
+        buf = next((b for b in self.buffers.values() if b.mmap_offset == offset and b.domain != "userptr"), None)
+        if buf is not None:
+            buf.cpu = addr
+            self.rec.record("cpu_map", handle=buf.handle, va=buf.va, addr=addr)
+
+    # -- submissions --------------------------------------------------------------------------------
+    def _queue_at(self, addr: int) -> TrackedQueue | None:
+        for base, gpu_id in self.doorbell_pages.items():
+            if 0 <= addr - base < K.KFD_DOORBELL_PROCESS_SLICE:
+                return next((q for q in self.queues.values()
+                             if q.gpu_id == gpu_id and q.doorbell_offset == addr - base), None)
+        return None
+
+    def _ring_bytes(self, q: TrackedQueue, start: int, end: int) -> bytes:
+        ring = self.by_va.get(q.ring_va)
+        if ring is None or ring.cpu is None or not 0 <= end - start <= q.ring_size:
+            return b""
+        base = ring.cpu + (q.ring_va - ring.va)
+        first, n = start % q.ring_size, end - start
+        head = min(n, q.ring_size - first)
+        data = ctypes.string_at(base + first, head)
+        return data + ctypes.string_at(base, n - head) if n > head else data
+
+    def _submission(self, q: TrackedQueue, value: int) -> None:
+        """A doorbell: record what the CPU wrote that this submission reads, then the ring bytes."""
+        ring = self._ring_bytes(q, q.wptr, value) if q.dialect else b""
+        referenced: set[TrackedBuffer] = set()
+        if q.dialect is not None:
+            try:
+                for p in q.dialect.iter_packets(ring):
+                    self.rec.packets[f"{q.dialect.name}:{p.name}"] += 1
+                    for a in p.addresses().values():
+                        buf = self.by_va.get(a)
+                        if buf is not None:
+                            referenced.add(buf)
+                    for a in p.written_addresses():
+                        buf = self.by_va.get(a)
+                        if buf is not None:
+                            buf.gpu_written = True
+                            buf.volatile |= p.name.startswith("TIMESTAMP")
+            except PacketError as exc:
+                self.rec.record("note", text=f"queue {q.queue_id}: undecodable ring bytes: {exc}")
+        for buf in referenced:
+            if buf.tracked and (buf.exposed or self.rec.tracking == "scan"):
+                self._record_memory(buf, 0, buf.size)
+        q.wptr = value
+        self.rec.record("doorbell", queue=q.queue_id, value=value, ring=ring)
+
+    # -- memory -------------------------------------------------------------------------------------
+    def _record_memory(self, buf: TrackedBuffer, offset: int, size: int, force: bool = False) -> None:
+        """Record the chunks of [offset, offset+size) whose content differs from what was last recorded."""
+        rec, c = self.rec, self.rec.chunk
+        for i in range(offset // c, (offset + size + c - 1) // c):
+            lo = i * c
+            data = ctypes.string_at(buf.cpu + lo, min(c, buf.size - lo))
+            key = blob_key(data)
+            if not force and buf.keys.get(i) == key:
+                continue
+            buf.keys[i] = rec.writer.blob(data, key)
+            rec.payload_bytes += len(data)
+            rec.record("mem", va=buf.va + lo, size=len(data), key=key)
+
+    def _scan_exposed(self) -> None:
+        for buf in self.buffers.values():
+            if buf.tracked and (buf.exposed or self.rec.tracking == "scan"):
+                self._record_memory(buf, 0, buf.size)
+
+    def _checkpoint(self, wait: dict) -> None:
+        """What the GPU wrote, as the CPU reads it now: each buffer a submitted packet writes whose content
+        changed since the last checkpoint, with the keys of its chunks (their content is stored as blobs, so
+        a replay can show what it expected) and one hash of them."""
+        entries = []
+        for buf in self.buffers.values():
+            if not (buf.gpu_written and buf.tracked):
+                continue
+            keys = [self.rec.writer.blob(ctypes.string_at(buf.cpu + lo, min(self.rec.chunk, buf.size - lo)))
+                    for lo in range(0, buf.size, self.rec.chunk)]
+            digest = hashlib.sha256(b"".join(keys)).digest()[:16]
+            buf.keys = dict(enumerate(keys))  # this content is the GPU's: not a CPU write to record later
+            if digest != buf.checkpointed:
+                buf.checkpointed = digest
+                entries.append({"va": buf.va, "size": buf.size, "name": buf.name, "keys": keys, "hash": digest,
+                                "volatile": buf.volatile})
+        if entries:
+            self.rec.checkpoints += 1
+            self.rec.record("checkpoint", wait=wait, buffers=entries)
+
+    # -- what the driver tells us (annotations) -----------------------------------------------------
+    def _note_buffer(self, va: int, name: str | None, role: str) -> None:
+        buf = self.by_va.get(va)
+        if buf is not None:
+            buf.name, buf.role = name, role
+            self.rec.record("buffer", handle=buf.handle, va=va, name=name, role=role)
+
+    def _note_queue(self, queue_id: int, name: str) -> None:
+        q = self.queues.get(queue_id)
+        if q is not None:
+            q.name = name
+            self.rec.record("queue_name", queue=queue_id, name=name)
+
+    def _note_cpu_write(self, va: int, size: int) -> None:
+        buf = self.by_va.get(va)
+        if buf is not None and buf.tracked:
+            self._record_memory(buf, va - buf.va, size, force=buf.gpu_written)
+
+    def _note_cpu_view(self, va: int) -> None:
+        buf = self.by_va.get(va)
+        if buf is not None:
+            buf.exposed = True
+
+    def _note_cpu_signal(self, addr: int, value: int, name: str | None) -> None:
+        self._scan_exposed()  # what the CPU wrote before releasing a waiting queue
+        self.rec.record("cpu_signal", addr=addr, value=value, name=name)
+
+    def _note_cpu_wait(self, addr: int, value: int, timeout: float, ok: bool) -> None:
+        wait = {"addr": addr, "value": value, "timeout": timeout, "ok": ok}
+        self.rec.record("cpu_wait", **wait)
+        if ok:
+            self._checkpoint(wait)

@@ -1,0 +1,152 @@
+"""Recording a block of code or a whole workload: `record()` and `run_workload()`.
+
+    from kfdtrace.capture import record
+    with record("copy.kfdtrace") as rec:
+        ...  # any code that opens kfdtrace.driver.System; everything it asks of the GPU is recorded
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import runpy
+import sys
+import threading
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from kfdtrace.capture.recorder import DEFAULT_CHUNK, Recorder, RecordingSyscalls
+from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.backend import ENV_EMULATE, ENV_EMULATE_FROM, wrapping
+from kfdtrace.driver.families import target_by_version
+from kfdtrace.driver.syscalls import KFD_DEVICE, Syscalls
+from kfdtrace.driver.topology import read_topology
+
+from kfdtrace import __version__
+
+
+def kfd_version(syscalls: Syscalls) -> list[int] | None:
+    """The KFD interface version the backend speaks (None when /dev/kfd does not answer)."""
+    try:
+        fd = syscalls.open(KFD_DEVICE)
+    except OSError:
+        return None
+    try:
+        v = K.kfd_ioctl_get_version_args()
+        syscalls.ioctl(fd, K.BY_NAME["GET_VERSION"].request, v)
+        return [v.major_version, v.minor_version]
+    except OSError:
+        return None
+    finally:
+        syscalls.close(fd)
+
+
+def system_header(syscalls: Syscalls) -> dict:
+    """What a trace says about the machine it was recorded on: host, KFD version, topology, GPU families."""
+    topology = read_topology(syscalls)
+    gpus = []
+    for node in topology.gpus:
+        t = target_by_version(node.gfx_target_version)
+        gpus.append({"node": node.index, "gpu_id": node.gpu_id, "target": t.name, "family": t.family.name,
+                     "sdma": t.family.sdma_dialect, "pm4": t.family.pm4_dialect})
+    uname = platform.uname()
+    return {"backend": syscalls.name, "kfd_version": kfd_version(syscalls), "topology": topology.to_dict(),
+            "gpus": gpus, "host": {"kernel": uname.release, "machine": uname.machine, "system": uname.system,
+                                   "python": platform.python_version()}}
+
+
+class Session:
+    """One recording: the recorder is made when the workload opens its first backend, so the trace's header
+    holds the topology it really ran on."""
+
+    def __init__(self, path: str, *, name: str | None, argv: list[str], chunk_size: int, tracking: str):
+        self.path = path
+        self.base = {"kfdtrace_version": __version__, "name": name, "command": argv,
+                     "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+        self.options = {"chunk_size": chunk_size, "tracking": tracking}
+        self.recorder: Recorder | None = None
+        self.summary: dict | None = None
+        self._lock = threading.Lock()
+
+    def wrap(self, inner: Syscalls) -> RecordingSyscalls:
+        with self._lock:
+            if self.recorder is None:
+                self.recorder = Recorder(self.path, {**self.base, **system_header(inner)}, **self.options)
+            else:
+                self.recorder.record("backend", **system_header(inner))
+            return self.recorder.wrap(inner)
+
+    def close(self, status: int | None = None) -> dict:
+        with self._lock:
+            if self.recorder is None:  # the workload never opened a GPU: still leave a valid (empty) trace
+                self.recorder = Recorder(self.path, dict(self.base), **self.options)
+            return self.recorder.close(status)
+
+
+@contextmanager
+def record(path: str, *, name: str | None = None, chunk_size: int = DEFAULT_CHUNK, tracking: str = "auto",
+           argv: list[str] | None = None) -> Iterator[Session]:
+    """Record everything the code in the block asks of the GPU into `path`."""
+    session = Session(path, name=name, argv=argv if argv is not None else list(sys.argv),
+                      chunk_size=chunk_size, tracking=tracking)
+    status = 0
+    try:
+        with wrapping(session.wrap):
+            yield session
+    except BaseException:
+        status = 1
+        raise
+    finally:
+        session.summary = session.close(status)
+
+
+@contextmanager
+def _environment(updates: dict[str, str | None]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in updates}
+    for k, v in updates.items():
+        if v is not None:
+            os.environ[k] = v
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_workload(target: str, args: list[str], *, module: bool) -> int:
+    """Run a script (or `-m` module) in this process as `__main__`; its exit status, never an exception."""
+    saved_argv = sys.argv
+    sys.argv = [target, *args]
+    try:
+        if module:
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(target, run_name="__main__")
+        return 0
+    except SystemExit as exc:
+        code = exc.code
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return code
+        print(code, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BaseException:
+        traceback.print_exc()  # the workload's own error: its traceback is what its author needs
+        return 1
+    finally:
+        sys.argv = saved_argv
+
+
+def capture_workload(session: Session, target: str, args: list[str], *, module: bool, emulate: str | None,
+                     emulate_from: str | None) -> int:
+    """`capture run`: run the workload with every backend it opens recorded into `session`; its status."""
+    with _environment({ENV_EMULATE: emulate, ENV_EMULATE_FROM: emulate_from}), wrapping(session.wrap):
+        return run_workload(target, args, module=module)

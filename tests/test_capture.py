@@ -1,0 +1,290 @@
+"""Capture: what a trace holds, crash safety, workload status, and one-line errors on bad traces."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from kfdtrace.capture import record
+from kfdtrace.driver import System
+from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.sdma import DIALECTS
+from kfdtrace.traces.format import TraceReader
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
+
+
+def records(path, *types):
+    with TraceReader(path) as r:
+        return [rec for rec in r.records(set(types) if types else None)]
+
+
+def capture(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kfdtrace.capture.cli", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, env=env)
+
+
+def kfdtrace(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kfdtrace", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def copy_trace(tmp_path_factory):
+    """One recorded workload: a named GTT source copied to VRAM and back, with a fence, on gfx1100."""
+    path = str(tmp_path_factory.mktemp("cap") / "copy.kfdtrace")
+    payload = bytes(range(256)) * 1024  # 256 KiB: four 64 KiB chunks
+    with record(path, name="unit"), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        src, mid = gpu.alloc(len(payload), "gtt", name="src"), gpu.alloc(len(payload), "vram", name="mid")
+        out = gpu.alloc(len(payload), "gtt", name="out")
+        src.write(payload)
+        q = gpu.sdma_queue(name="q")
+        q.copy(mid, src, len(payload)).copy(out, mid, len(payload)).fence(out, 0xC0DE, offset=16).sync()
+        result = out.read()
+    return path, payload, result
+
+
+def test_header_holds_machine_and_topology(copy_trace):
+    path, _, _ = copy_trace
+    with TraceReader(path) as r:
+        h = r.header
+        assert h["name"] == "unit" and h["backend"] == "emulated"
+        assert h["kfd_version"] == [K.KFD_IOCTL_MAJOR_VERSION, K.KFD_IOCTL_MINOR_VERSION]
+        assert [g["target"] for g in h["gpus"]] == ["gfx1100"] and h["gpus"][0]["family"] == "RDNA3"
+        assert h["topology"]["nodes"][1]["properties"]["gfx_target_version"] == 110000
+        assert h["host"]["kernel"] == os.uname().release
+        assert not r.recovered and r.summary["submissions"] >= 1
+
+
+def test_every_ioctl_has_about_to_and_result(copy_trace):
+    path, _, _ = copy_trace
+    begins = {r.fields["seq"]: r for r in records(path, "ioctl")}
+    ends = {r.fields["seq"]: r for r in records(path, "ioctl_end")}
+    assert begins.keys() == ends.keys() and len(begins) > 10
+    for seq, b in begins.items():
+        assert b.n < ends[seq].n  # "about to" comes first
+        assert K.lookup(b.fields["request"]).name == b.fields["name"]
+        assert len(ends[seq].fields["data"]) == K.ioc_size(b.fields["request"])
+    names = [b.fields["name"] for b in begins.values()]
+    for expected in ("GET_VERSION", "ACQUIRE_VM", "ALLOC_MEMORY_OF_GPU", "MAP_MEMORY_TO_GPU", "CREATE_QUEUE",
+                     "CREATE_EVENT", "WAIT_EVENTS", "DESTROY_QUEUE", "FREE_MEMORY_OF_GPU"):
+        assert expected in names
+
+
+def test_buffer_layout_names_and_cpu_mappings(copy_trace):
+    path, payload, _ = copy_trace
+    allocs = {r.fields["va"]: r.fields for r in records(path, "alloc")}
+    named = {r.fields["name"]: r.fields for r in records(path, "buffer")}
+    assert {"src", "mid", "out", "q.ring"} <= named.keys()
+    assert named["q.ring"]["role"] == "ring" and named["src"]["role"] == "user"
+    assert allocs[named["mid"]["va"]]["domain"] == "vram" and allocs[named["src"]["va"]]["size"] == len(payload)
+    mapped = {r.fields["handle"]: r.fields["gpus"] for r in records(path, "map")}
+    assert all(mapped[a["handle"]] for a in allocs.values())
+    cpu_maps = {r.fields["va"] for r in records(path, "cpu_map")}
+    assert named["src"]["va"] in cpu_maps and named["mid"]["va"] in cpu_maps
+    mmaps = records(path, "mmap")
+    assert any(m.fields["path"] == "/dev/kfd" and m.fields["offset"] >> 62 == K.MmapType.DOORBELL for m in mmaps)
+    assert any(m.fields["path"].startswith("/dev/dri/renderD") for m in mmaps)
+
+
+def test_doorbells_carry_the_packets_as_submitted(copy_trace):
+    path, payload, _ = copy_trace
+    queues = {r.fields["queue"]: r.fields for r in records(path, "queue")}
+    names = {r.fields["name"]: r.fields["va"] for r in records(path, "buffer")}
+    packets = []
+    for d in records(path, "doorbell"):
+        dialect = DIALECTS[queues[d.fields["queue"]]["dialect"]]
+        packets += list(dialect.iter_packets(d.fields["ring"]))
+    copies = [p for p in packets if p.name == "COPY_LINEAR"]
+    assert [(p.src, p.dst, p.count + 1) for p in copies[:2]] == [(names["src"], names["mid"], len(payload)),
+                                                                (names["mid"], names["out"], len(payload))]
+    assert any(p.name == "FENCE" and p.data == 0xC0DE for p in packets)
+
+
+def test_cpu_writes_rebuild_what_the_gpu_read(copy_trace):
+    path, payload, result = copy_trace
+    src = next(r.fields["va"] for r in records(path, "buffer") if r.fields["name"] == "src")
+    memory = bytearray(len(payload))
+    with TraceReader(path) as r:
+        for m in r.records({"mem"}):
+            if src <= m.fields["va"] < src + len(payload):
+                data = r.blob(m.fields["key"])
+                assert len(data) == m.fields["size"]
+                memory[m.fields["va"] - src:m.fields["va"] - src + len(data)] = data
+    assert bytes(memory) == payload
+    assert result[:16] == payload[:16] and result[16:20] == (0xC0DE).to_bytes(4, "little")  # the FENCE
+
+
+def test_checkpoint_hashes_what_the_gpu_wrote(copy_trace):
+    path, _, result = copy_trace
+    checkpoints = records(path, "checkpoint")
+    assert checkpoints and all(c.fields["wait"]["ok"] for c in checkpoints)
+    out = [b for c in checkpoints for b in c.fields["buffers"] if b["name"] == "out"]
+    assert out, "the buffer the GPU wrote was not checkpointed"
+    keys = b"".join(hashlib.sha256(result[i:i + 65536]).digest()[:16] for i in range(0, len(result), 65536))
+    assert out[-1]["hash"] == hashlib.sha256(keys).digest()[:16]
+    assert all(b["name"] not in ("semaphores", "q.ring") for c in checkpoints for b in c.fields["buffers"])
+
+
+def test_identical_chunks_are_stored_once(tmp_path):
+    path = str(tmp_path / "dedup.kfdtrace")
+    block = os.urandom(64 << 10)
+    with record(path) as session, System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        a, b = gpu.alloc(256 << 10, "gtt"), gpu.alloc(256 << 10, "gtt")
+        a.write(block * 4)
+        b.write(block * 4)
+    mems = records(path, "mem")
+    assert len(mems) == 8 and len({m.fields["key"] for m in mems}) == 1
+    assert session.summary["trace_dedup_hits"] >= 7
+
+
+def test_semaphore_activity_is_recorded(tmp_path):
+    path = str(tmp_path / "sem.kfdtrace")
+    with record(path), System.open(emulate="gfx90a") as system:
+        q, sem = system.devices[0].sdma_queue(), system.semaphore("gate")
+        q.wait(sem, 2).submit()
+        sem.signal(2)
+        q.sync()
+    signals = records(path, "cpu_signal")
+    assert [(s.fields["value"], s.fields["name"]) for s in signals] == [(2, "gate")]
+    waits = records(path, "cpu_wait")
+    assert waits and all(w.fields["ok"] for w in waits)
+
+
+def test_raw_pointer_writes_need_scan_tracking(tmp_path):
+    script = tmp_path / "raw.py"
+    script.write_text(textwrap.dedent("""
+        import ctypes
+        from kfdtrace.driver import System
+        with System.open() as system:
+            gpu = system.devices[0]
+            src, dst = gpu.alloc(4096, "gtt", name="src"), gpu.alloc(4096, "gtt", name="dst")
+            ctypes.memset(src.cpu, 0x5A, 4096)  # behind the driver's back
+            gpu.sdma_queue().copy(dst, src, 4096).sync()
+    """))
+    for mode, expected in (("auto", 0), ("scan", 1)):
+        out = str(tmp_path / f"{mode}.kfdtrace")
+        res = capture("run", "--emulate", "gfx942", "--tracking", mode, "-o", out, str(script))
+        assert res.returncode == 0, res.stderr
+        with TraceReader(out) as r:
+            src = next(b.fields["va"] for b in r.records({"buffer"}) if b.fields["name"] == "src")
+            hits = [m for m in r.records({"mem"}) if m.fields["va"] == src]
+            assert len(hits) == expected, mode
+            if hits:
+                assert r.blob(hits[0].fields["key"]) == b"\x5a" * 4096
+
+
+def test_capture_run_summary_and_default_name(tmp_path):
+    res = capture("run", "--emulate", "gfx1201", os.path.abspath(os.path.join(EXAMPLES, "ping_pong.py")),
+                  "--rounds", "5", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    made = list(tmp_path.glob("ping_pong-*.kfdtrace"))
+    assert len(made) == 1
+    assert "5 ping-pong rounds" in res.stdout
+    assert "submissions" in res.stderr and "POLL_REGMEM" in res.stderr and "compression" in res.stderr
+    assert "\r" not in res.stderr  # no progress line when not on a terminal
+    info = kfdtrace("info", str(made[0]))
+    assert info.returncode == 0, info.stderr
+    assert "gfx1201" in info.stdout and "RDNA4" in info.stdout and "RECOVERED" not in info.stdout
+
+
+def test_capture_run_module(tmp_path):
+    pkg = tmp_path / "wl"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "job.py").write_text("from kfdtrace.driver import System\nwith System.open() as s:\n"
+                                "    s.devices[0].sdma_queue().sync()\nprint('job done')\n")
+    out = tmp_path / "m.kfdtrace"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    res = capture("run", "--emulate", "gfx1030", "-o", str(out), "-m", "wl.job", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "job done" in res.stdout and records(str(out), "doorbell")
+
+
+@pytest.mark.parametrize("body, status", [("raise RuntimeError('boom')", 1), ("raise SystemExit(3)", 3)])
+def test_failing_workload_leaves_a_complete_trace(tmp_path, body, status):
+    script = tmp_path / "fail.py"
+    script.write_text("from kfdtrace.driver import System\nwith System.open() as s:\n"
+                      "    s.devices[0].sdma_queue().sync()\n" + body + "\n")
+    out = tmp_path / "fail.kfdtrace"
+    res = capture("run", "--emulate", "gfx942", "-o", str(out), str(script))
+    assert res.returncode == status
+    with TraceReader(str(out)) as r:
+        assert not r.recovered and r.summary["exit_status"] == status and r.submissions >= 1
+
+
+def test_sigkilled_workload_leaves_a_readable_trace(tmp_path):
+    script = tmp_path / "killed.py"
+    script.write_text(textwrap.dedent("""
+        import os, signal
+        from kfdtrace.driver import System
+        with System.open() as s:
+            gpu = s.devices[0]
+            q, buf = gpu.sdma_queue(), gpu.alloc(4096, "gtt", name="victim")
+            for i in range(50):
+                q.fence(buf, i).sync()
+            os.kill(os.getpid(), signal.SIGKILL)
+    """))
+    out = tmp_path / "killed.kfdtrace"
+    res = capture("run", "--emulate", "gfx942", "-o", str(out), str(script))
+    assert res.returncode == -signal.SIGKILL
+    info = kfdtrace("info", str(out))
+    assert info.returncode == 0, info.stderr
+    assert "RECOVERED" in info.stdout
+    with TraceReader(str(out)) as r:
+        assert r.recovered and r.submissions >= 40  # flushed at least at every ioctl and every 0.1 s
+        assert any(b.fields["name"] == "victim" for b in r.records({"buffer"}))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "flip"])
+def test_bad_trace_files_give_one_line(copy_trace, tmp_path, damage):
+    path, _, _ = copy_trace
+    data = open(path, "rb").read()
+    bad = tmp_path / f"{damage}.kfdtrace"
+    if damage == "truncate":
+        bad.write_bytes(data[:40])
+    elif damage == "garbage":
+        bad.write_bytes(os.urandom(5000))
+    elif damage == "empty":
+        bad.write_bytes(b"")
+    else:
+        flipped = bytearray(data)
+        flipped[len(data) // 2] ^= 0xFF
+        bad.write_bytes(bytes(flipped))
+    res = kfdtrace("info", "--check", str(bad))
+    assert "Traceback" not in res.stderr and res.returncode == 1, res.stdout
+    assert len(res.stderr.strip().splitlines()) == 1 and str(bad) in res.stderr
+
+
+def test_examples_record_on_the_emulator(tmp_path):
+    runs = [("sdma_stress.py", "gfx942", ["--iterations", "6", "--size", "8192"]),
+            ("peer_ring.py", "gfx942,gfx1100", ["--laps", "2", "--size", "65536"]),
+            ("ping_pong.py", "gfx90a", ["--rounds", "4"])]
+    for script, targets, args in runs:
+        out = tmp_path / f"{script}.kfdtrace"
+        res = capture("run", "--emulate", targets, "-o", str(out), os.path.join(EXAMPLES, script), *args)
+        assert res.returncode == 0, res.stderr
+        assert records(str(out), "checkpoint"), script
+
+
+def test_raw_view_writes_are_seen_before_the_submission(tmp_path):
+    path = str(tmp_path / "view.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        src, dst = gpu.alloc(4096, "gtt", name="src"), gpu.alloc(4096, "gtt")
+        view = src.numpy()
+        q = gpu.sdma_queue()
+        for i in range(3):
+            view[:] = i + 1
+            q.copy(dst, src, 4096).sync()
+            assert dst.read(0, 1)[0] == i + 1
+    with TraceReader(path) as r:
+        src_va = next(b.fields["va"] for b in r.records({"buffer"}) if b.fields["name"] == "src")
+        seen = [r.blob(m.fields["key"])[0] for m in r.records({"mem"}) if m.fields["va"] == src_va]
+    assert seen == [1, 2, 3]

@@ -1,0 +1,15 @@
+"""RangeMap: the one structure behind GPU page tables, the recorder's buffers and replay's relocation."""
+
+from kfdtrace.driver.ranges import RangeMap
+
+
+def test_add_find_remove_and_overlaps():
+    m: RangeMap[str] = RangeMap()
+    assert m.add(0x1000, 0x1000, "a") and m.add(0x3000, 0x2000, "b")
+    assert not m.add(0x1800, 0x100, "inside a") and not m.add(0x2800, 0x1000, "over b's start")
+    assert not m.add(0x0, 0x1001, "over a's start")
+    assert m.add(0x2000, 0x1000, "between")  # touching both neighbours is fine
+    assert m.find(0x1FFF) == (0x1000, 0x1000, "a") and m.get(0x2000) == "between" and m.get(0x5000) is None
+    assert m.get(0x0FFF) is None and m.get(0x4FFF) == "b"
+    assert [v for _, _, v in m] == ["a", "between", "b"] and len(m) == 3
+    assert m.remove(0x2000) == "between" and m.remove(0x2000) is None and m.get(0x2000) is None

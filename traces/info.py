@@ -1,0 +1,68 @@
+"""What a trace holds, in a few lines: `capture run`'s closing summary and `kfdtrace info`."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+from kfdtrace.traces.format import TraceReader
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 10_000 else f"{n} bytes"
+
+
+def format_packets(packets: dict[str, int]) -> list[str]:
+    """'sdma6: COPY_LINEAR 400, FENCE 800' per engine dialect, most frequent first."""
+    by_engine: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for key, n in packets.items():
+        engine, _, op = key.partition(":")
+        by_engine[engine].append((op, n))
+    return [f"{engine}: " + ", ".join(f"{op} {n}" for op, n in sorted(ops, key=lambda x: -x[1]))
+            for engine, ops in sorted(by_engine.items())]
+
+
+def format_summary(s: dict) -> list[str]:
+    """The lines of a recording's summary (a Recorder.close() result, or a trace's stored summary)."""
+    lines = [f"duration {s['duration_ns'] / 1e9:.3f} s, workload exit status {s.get('exit_status')}",
+             f"{s['ioctls']} ioctls, {s['submissions']} submissions, {s['checkpoints']} checkpoints, "
+             f"{s['buffers']} buffers"]
+    packets = s.get("packets") or {}
+    lines.append(f"{sum(packets.values())} packets" + (":" if packets else ""))
+    lines += [f"  {line}" for line in format_packets(packets)]
+    lines.append(f"CPU-write payload {_mb(s['payload_bytes'])}")
+    if "trace_file_bytes" in s:
+        raw, packed = s["trace_raw_bytes"], max(1, s["trace_compressed_bytes"])
+        lines.append(f"trace {_mb(s['trace_file_bytes'])}: {s['trace_records']} records in {s['trace_frames']} "
+                     f"frames, {s['trace_blobs']} blobs ({s['trace_dedup_hits']} deduplicated), "
+                     f"compression {raw / packed:.1f}x")
+    return lines
+
+
+def describe(path: str, check: bool = False) -> list[str]:
+    """`kfdtrace info`: the header, the summary and the index's counts, read without decoding the records
+    (`check`: also read and verify every frame)."""
+    with TraceReader(path) as r:
+        h = r.header
+        lines = [f"{path}: kfdtrace trace format {r.version[0]}.{r.version[1]}, "
+                 f"written by kfdtrace {h.get('kfdtrace_version')}"]
+        if h.get("name"):
+            lines.append(f"name: {h['name']}")
+        lines.append(f"command: {' '.join(h.get('command') or [])}")
+        host = h.get("host") or {}
+        kfd = h.get("kfd_version")
+        lines.append(f"recorded {h.get('created')} on {h.get('backend')} backend, kernel {host.get('kernel')}, "
+                     f"KFD interface {'.'.join(map(str, kfd)) if kfd else 'unknown'}")
+        for g in h.get("gpus") or []:
+            lines.append(f"  GPU node {g['node']} id {g['gpu_id']:#06x}: {g['target']} ({g['family']}, "
+                         f"{g['sdma']}, {g['pm4']})")
+        if r.recovered:
+            lines.append(f"RECOVERED: {r.recovery_note}")
+        if r.summary:
+            lines += format_summary(r.summary)
+        lines.append(f"{r.record_count} records, {r.submissions} submissions; by type: "
+                     + ", ".join(f"{t} {n}" for t, n in sorted(r.counts.items(), key=lambda x: -x[1])))
+        lines.append(f"file {_mb(os.path.getsize(path))}")
+        if check:
+            lines.append(f"checked: all {r.verify()} frames are intact")
+        return lines
