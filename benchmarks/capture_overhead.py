@@ -1,6 +1,6 @@
 """Capture overhead and trace size, measured side by side in one run.
 
-    python benchmarks/capture_overhead.py [--iterations 300] [--size 65536] [--emulate gfx942]
+    python benchmarks/capture_overhead.py [--rounds 300] [--size 65536] [--emulate gfx942]
 
 Runs examples/sdma_stress.py's workload alternately without and with recording (best of 5 each) and prints
 the ratio (target: <= 1.15x on the emulator), then the trace's bytes per submitted packet and compression
@@ -42,7 +42,7 @@ def size_figures(path: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--iterations", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=300)
     ap.add_argument("--size", type=int, default=64 << 10)
     ap.add_argument("--emulate", default="gfx942")
     ap.add_argument("--repeat", type=int, default=5)
@@ -52,11 +52,11 @@ def main() -> None:
         trace = os.path.join(tmp, "stress.kfdtrace")
         for _ in range(args.repeat):
             with System.open(emulate=args.emulate) as system:
-                plain.append(timed(lambda: stress(system, args.iterations, args.size)))  # noqa: B023
+                plain.append(timed(lambda: stress(system, args.rounds, args.size)))  # noqa: B023
             with record(trace), System.open(emulate=args.emulate) as system:
-                recorded.append(timed(lambda: stress(system, args.iterations, args.size)))  # noqa: B023
+                recorded.append(timed(lambda: stress(system, args.rounds, args.size)))  # noqa: B023
         p, r = min(plain), min(recorded)
-        print(f"sdma_stress x{args.iterations} ({args.size} B) on {args.emulate}: plain {p * 1e3:.1f} ms, "
+        print(f"sdma_stress x{args.rounds} ({args.size} B) on {args.emulate}: plain {p * 1e3:.1f} ms, "
               f"recorded {r * 1e3:.1f} ms, overhead {r / p:.3f}x (target <= 1.15x)")
         print(f"  its trace: {size_figures(trace)}")
     for sample in sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "traces", "samples", "*.kfdtrace"))):

@@ -19,7 +19,7 @@ import hashlib
 import os
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from kfdtrace.driver import kfd_ioctl as K
@@ -33,7 +33,10 @@ from kfdtrace.traces.format import TraceWriter, blob_key
 
 DEFAULT_CHUNK = 64 << 10
 TRACKING_MODES = ("auto", "scan")
-FLUSH_INTERVAL_S = 0.1  # a doorbell flushes buffered records at most this often (crash safety)
+FLUSH_INTERVAL_S = 0.1  # buffered records reach the disk at least this often (crash safety)
+# Ioctls that only wait: their "about to" record is flushed by the flusher thread if the wait lasts, instead of
+# costing a write before each call (they are the most frequent ioctl of a synchronising workload).
+WAITING_IOCTLS = frozenset({"WAIT_EVENTS"})
 DOMAIN_FLAGS = {"vram": K.AllocMemFlags.VRAM, "gtt": K.AllocMemFlags.GTT, "userptr": K.AllocMemFlags.USERPTR,
                 "doorbell": K.AllocMemFlags.DOORBELL, "mmio": K.AllocMemFlags.MMIO_REMAP}
 SDMA_QUEUES = (K.QueueType.SDMA, K.QueueType.SDMA_XGMI, K.QueueType.SDMA_BY_ENG_ID)
@@ -88,13 +91,23 @@ class Recorder:
         self.lock = threading.RLock()
         self.t0 = time.monotonic_ns()
         self.ioctls = 0
-        self.packets: Counter[str] = Counter()
+        self.packets: defaultdict[str, Counter[str]] = defaultdict(Counter)  # dialect -> packet name -> count
         self.buffers_seen = 0
         self.checkpoints = 0
         self.payload_bytes = 0
         self._last_flush = time.monotonic()
         self._seq = 0
         self._closed = False
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_periodically, name="capture-flush", daemon=True)
+        self._flusher.start()
+
+    def _flush_periodically(self) -> None:
+        """Nothing stays in memory longer than FLUSH_INTERVAL_S, even while the workload blocks in a wait."""
+        while not self._stop.wait(FLUSH_INTERVAL_S):
+            with self.lock:
+                if not self._closed:
+                    self.flush(force=False)
 
     def wrap(self, inner: Syscalls) -> RecordingSyscalls:
         return RecordingSyscalls(self, inner)
@@ -121,12 +134,17 @@ class Recorder:
         s = self.writer.stats
         return {
             "duration_ns": self.now(), "ioctls": self.ioctls, "submissions": s["submissions"],
-            "packets": dict(self.packets), "buffers": self.buffers_seen, "checkpoints": self.checkpoints,
+            "packets": self.packet_counts(), "buffers": self.buffers_seen, "checkpoints": self.checkpoints,
             "payload_bytes": self.payload_bytes, "exit_status": status,
         }
 
+    def packet_counts(self) -> dict[str, int]:
+        """'dialect:NAME' -> count."""
+        return {f"{dialect}:{name}": n for dialect, names in self.packets.items() for name, n in names.items()}
+
     def close(self, status: int | None = None) -> dict:
         """Write the index and summary; returns the summary with the writer's final statistics."""
+        self._stop.set()
         with self.lock:
             if self._closed:
                 return self._final
@@ -147,9 +165,11 @@ class RecordingSyscalls:
         self.buffers: dict[int, TrackedBuffer] = {}  # handle -> buffer
         self.by_va: RangeMap[TrackedBuffer] = RangeMap()
         self.queues: dict[int, TrackedQueue] = {}
+        self.doorbells: dict[tuple[int, int], TrackedQueue] = {}  # (gpu_id, offset in the slice) -> queue
         self.doorbell_pages: dict[int, int] = {}  # CPU address of a doorbell slice -> gpu_id
         self.mappings: dict[int, tuple[int, int]] = {}  # CPU address -> (fd, length) of device mappings
         self.gpus: dict[int, str] = {}  # gpu_id -> SDMA dialect name
+        self.exposed = False  # some buffer has a raw CPU view: submissions must be looked through
 
     # -- the boundary -------------------------------------------------------------------------------
     def open(self, path: str, flags: int = os.O_RDWR | os.O_CLOEXEC) -> int:
@@ -172,7 +192,8 @@ class RecordingSyscalls:
         raw_in = b"" if arg is None else ctypes.string_at(ctypes.addressof(arg), min(size, ctypes.sizeof(arg)))
         seq = rec.next_seq()
         rec.record("ioctl", seq=seq, fd=fd, request=request, name=name, data=raw_in, tid=threading.get_ident())
-        rec.flush()  # the "about to" record reaches the disk before the call: a call that kills us is seen
+        if name not in WAITING_IOCTLS:
+            rec.flush()  # the "about to" record reaches the disk before the call: a call that kills us is seen
         rec.ioctls += 1
         try:
             ret = self.inner.ioctl(fd, request, arg)
@@ -260,16 +281,18 @@ class RecordingSyscalls:
     def _after_create_queue(self, a) -> None:
         dialect = DIALECTS.get(self.gpus.get(a.gpu_id, "")) if a.queue_type in SDMA_QUEUES else None
         ring_size = max(a.ring_size, K.KFD_MIN_QUEUE_RING_SIZE)
-        self.queues[a.queue_id] = TrackedQueue(a.queue_id, a.gpu_id, a.queue_type, a.ring_base_address,
-                                               ring_size, a.doorbell_offset & (K.KFD_DOORBELL_PROCESS_SLICE - 1),
-                                               dialect)
+        q = TrackedQueue(a.queue_id, a.gpu_id, a.queue_type, a.ring_base_address, ring_size,
+                         a.doorbell_offset & (K.KFD_DOORBELL_PROCESS_SLICE - 1), dialect)
+        self.queues[a.queue_id] = self.doorbells[(q.gpu_id, q.doorbell_offset)] = q
         self.rec.record("queue", queue=a.queue_id, gpu=a.gpu_id, type=a.queue_type, ring=a.ring_base_address,
                         ring_size=ring_size, rptr=a.read_pointer_address, wptr=a.write_pointer_address,
                         doorbell_offset=a.doorbell_offset, engine=a.sdma_engine_id,
                         dialect=dialect.name if dialect else None)
 
     def _after_destroy_queue(self, a) -> None:
-        if self.queues.pop(a.queue_id, None) is not None:
+        q = self.queues.pop(a.queue_id, None)
+        if q is not None:
+            del self.doorbells[(q.gpu_id, q.doorbell_offset)]
             self.rec.record("queue_destroy", queue=a.queue_id)
 
     def _topology(self) -> Topology:
@@ -294,8 +317,7 @@ class RecordingSyscalls:
     def _queue_at(self, addr: int) -> TrackedQueue | None:
         for base, gpu_id in self.doorbell_pages.items():
             if 0 <= addr - base < K.KFD_DOORBELL_PROCESS_SLICE:
-                return next((q for q in self.queues.values()
-                             if q.gpu_id == gpu_id and q.doorbell_offset == addr - base), None)
+                return self.doorbells.get((gpu_id, addr - base))
         return None
 
     def _ring_bytes(self, q: TrackedQueue, start: int, end: int) -> bytes:
@@ -311,17 +333,17 @@ class RecordingSyscalls:
     def _submission(self, q: TrackedQueue, value: int) -> None:
         """A doorbell: record what the CPU wrote that this submission reads, then the ring bytes."""
         ring = self._ring_bytes(q, q.wptr, value) if q.dialect else b""
+        scan = self.rec.tracking == "scan" or self.exposed
         referenced: set[TrackedBuffer] = set()
         if q.dialect is not None:
+            packets, by_va = self.rec.packets[q.dialect.name], self.by_va
             try:
                 for p in q.dialect.iter_packets(ring):
-                    self.rec.packets[f"{q.dialect.name}:{p.name}"] += 1
-                    for a in p.addresses().values():
-                        buf = self.by_va.get(a)
-                        if buf is not None:
-                            referenced.add(buf)
+                    packets[p.name] += 1
+                    if scan:
+                        referenced.update(filter(None, map(by_va.get, p.addresses().values())))
                     for a in p.written_addresses():
-                        buf = self.by_va.get(a)
+                        buf = by_va.get(a)
                         if buf is not None:
                             buf.gpu_written = True
                             buf.volatile |= p.name.startswith("TIMESTAMP")
@@ -393,7 +415,7 @@ class RecordingSyscalls:
     def _note_cpu_view(self, va: int) -> None:
         buf = self.by_va.get(va)
         if buf is not None:
-            buf.exposed = True
+            buf.exposed = self.exposed = True
 
     def _note_cpu_signal(self, addr: int, value: int, name: str | None) -> None:
         self._scan_exposed()  # what the CPU wrote before releasing a waiting queue

@@ -104,11 +104,12 @@ def test_corrupted_blob_is_a_divergence_naming_the_buffer(tmp_path):
     bad = str(tmp_path / "bad.kfdtrace")
     with TraceReader(sample("sdma_stress-gfx942")) as r:
         source = next(b.fields["va"] for b in r.records({"buffer"}) if b.fields["name"] == "source")
+        last_input = [m.n for m in r.records({"mem"}) if m.fields["va"] == source][-2]  # the last batch's input
     done = []
 
     def flip(rec, reader, writer):
         f = dict(rec.fields)
-        if rec.type == "mem" and f["va"] == source and not done:
+        if rec.type == "mem" and rec.n == last_input and not done:
             data = bytearray(reader.blob(f["key"]))
             data[100] ^= 0x01
             f["key"] = writer.blob(bytes(data))
@@ -118,8 +119,8 @@ def test_corrupted_blob_is_a_divergence_naming_the_buffer(tmp_path):
     rewrite(sample("sdma_stress-gfx942"), bad, flip)
     res = replay(bad, "--emulate", "gfx942")
     assert res.returncode == EXIT_DIVERGED, res.stdout + res.stderr
-    # stage is the first buffer the GPU writes from the corrupted source
-    assert "DIVERGED" in res.stdout and "buffer stage" in res.stdout and "COPY_LINEAR" in res.stdout
+    # result is the CPU-readable buffer the corrupted input reaches (the stages and sink have no CPU mapping)
+    assert "DIVERGED" in res.stdout and "buffer result" in res.stdout and "COPY_LINEAR" in res.stdout
     assert "+0x64" in res.stdout  # byte 100: where the flipped input landed
 
 

@@ -25,11 +25,13 @@ import zstandard
 FORMAT_MAJOR, FORMAT_MINOR = 1, 0
 MAGIC = b"KFDTRACE"
 FILE_HEADER = struct.Struct("<8sHHII")  # magic, major, minor, header length, crc32 of the header bytes
-FRAME = struct.Struct("<4sBxxxIIIQI")  # magic, kind, compressed length, raw length, records, first record, crc32
+FRAME = struct.Struct("<4sBBxxIIIQI")  # magic, kind, codec, stored length, raw length, records, first record, crc32
 FRAME_MAGIC = b"KFRM"
 FOOTER = struct.Struct("<8sQQI")  # magic, index frame offset, index frame length, crc32 of the 24 bytes before
 FOOTER_MAGIC = b"KFDTIDX\0"
 RECORDS, BLOBS, INDEX = 1, 2, 3
+ZSTD, STORED = 0, 1  # frame codecs: frames under STORE_BELOW bytes are not worth compressing
+STORE_BELOW = 2048
 KINDS = {RECORDS: "records", BLOBS: "blobs", INDEX: "index"}
 MAX_FRAME = 64 << 20  # bound on any frame's raw and compressed size, for writer and reader
 MAX_HEADER = 16 << 20
@@ -136,9 +138,10 @@ class TraceWriter:
         return key
 
     def _frame(self, kind: int, raw: bytes, nrec: int, first: int) -> int:
-        comp = self._zstd.compress(raw)
+        codec = STORED if len(raw) < STORE_BELOW else ZSTD
+        comp = raw if codec == STORED else self._zstd.compress(raw)
         offset = self._offset
-        self._write(FRAME.pack(FRAME_MAGIC, kind, len(comp), len(raw), nrec, first, zlib.crc32(comp)) + comp)
+        self._write(FRAME.pack(FRAME_MAGIC, kind, codec, len(comp), len(raw), nrec, first, zlib.crc32(comp)) + comp)
         self._stats["raw_bytes"] += len(raw)
         self._stats["compressed_bytes"] += len(comp)
         self._stats["frames"] += 1
@@ -265,8 +268,8 @@ class TraceReader:
         """(kind, records, first record, end offset, raw payload) of the frame at `offset`, fully checked."""
         if offset + FRAME.size > self._size:
             raise self._fail(f"frame at byte {offset}: truncated header")
-        magic, kind, clen, rlen, nrec, first, crc = FRAME.unpack(self._read_at(offset, FRAME.size))
-        if magic != FRAME_MAGIC or kind not in KINDS:
+        magic, kind, codec, clen, rlen, nrec, first, crc = FRAME.unpack(self._read_at(offset, FRAME.size))
+        if magic != FRAME_MAGIC or kind not in KINDS or codec not in (ZSTD, STORED):
             raise self._fail(f"frame at byte {offset}: bad frame header (corrupt trace)")
         if clen > self.max_frame or rlen > self.max_frame:
             raise self._fail(f"frame at byte {offset}: claims {max(clen, rlen)} bytes, over the {self.max_frame}"
@@ -277,10 +280,13 @@ class TraceReader:
         comp = self._read_at(offset + FRAME.size, clen)
         if zlib.crc32(comp) != crc:
             raise self._fail(f"frame at byte {offset}: checksum mismatch (corrupt trace)")
-        try:
-            raw = zstandard.ZstdDecompressor().decompress(comp, max_output_size=rlen)
-        except zstandard.ZstdError as exc:
-            raise self._fail(f"frame at byte {offset}: cannot decompress ({exc})") from None
+        if codec == STORED:
+            raw = comp
+        else:
+            try:
+                raw = zstandard.ZstdDecompressor().decompress(comp, max_output_size=rlen)
+            except zstandard.ZstdError as exc:
+                raise self._fail(f"frame at byte {offset}: cannot decompress ({exc})") from None
         if len(raw) != rlen:
             raise self._fail(f"frame at byte {offset}: {len(raw)} bytes decompressed, {rlen} declared")
         return kind, nrec, first, end, raw

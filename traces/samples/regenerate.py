@@ -14,7 +14,7 @@ EXAMPLES = os.path.join(HERE, "..", "..", "examples")
 
 # name: (example script, emulated GPUs, workload arguments)
 SAMPLES = {
-    "sdma_stress-gfx942": ("sdma_stress.py", "gfx942", ["--iterations", "12", "--size", "4096"]),
+    "sdma_stress-gfx942": ("sdma_stress.py", "gfx942", ["--rounds", "16", "--batch", "4", "--size", "4096"]),
     "peer_ring-2xgfx942": ("peer_ring.py", "gfx942,gfx942", ["--laps", "3", "--size", "16384"]),
     "ping_pong-gfx1100": ("ping_pong.py", "gfx1100", ["--rounds", "16"]),
 }
