@@ -19,7 +19,7 @@ import hashlib
 import os
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 
 from kfdtrace.driver import kfd_ioctl as K
@@ -29,7 +29,7 @@ from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.driver.syscalls import KFD_DEVICE, Syscalls
 from kfdtrace.driver.topology import Topology
-from kfdtrace.traces.format import TraceWriter, blob_key
+from kfdtrace.traces.format import TraceError, TraceReader, TraceWriter, blob_key
 
 DEFAULT_CHUNK = 64 << 10
 TRACKING_MODES = ("auto", "scan")
@@ -37,6 +37,7 @@ FLUSH_INTERVAL_S = 0.1  # buffered records reach the disk at least this often (c
 # Ioctls that only wait: their "about to" record is flushed by the flusher thread if the wait lasts, instead of
 # costing a write before each call (they are the most frequent ioctl of a synchronising workload).
 WAITING_IOCTLS = frozenset({"WAIT_EVENTS"})
+ANALYSIS_CACHE = 1 << 14  # distinct packets whose analysis is kept
 DOMAIN_FLAGS = {"vram": K.AllocMemFlags.VRAM, "gtt": K.AllocMemFlags.GTT, "userptr": K.AllocMemFlags.USERPTR,
                 "doorbell": K.AllocMemFlags.DOORBELL, "mmio": K.AllocMemFlags.MMIO_REMAP}
 SDMA_QUEUES = (K.QueueType.SDMA, K.QueueType.SDMA_XGMI, K.QueueType.SDMA_BY_ENG_ID)
@@ -55,10 +56,8 @@ class TrackedBuffer:
     name: str | None = None
     role: str = "user"
     exposed: bool = False  # a raw CPU view exists: writes may bypass the driver
-    gpu_written: bool = False  # a submitted packet writes it: checkpoints look at it
-    volatile: bool = False  # holds GPU timestamps: differs on every run
+    gpu_written: bool = False  # a checkpoint found content no CPU write explains: the GPU writes it
     keys: dict[int, bytes] = field(default_factory=dict)  # chunk index -> key of the content last recorded
-    checkpointed: bytes = b""  # hash of the content the last checkpoint recorded
 
     @property
     def tracked(self) -> bool:
@@ -91,7 +90,7 @@ class Recorder:
         self.lock = threading.RLock()
         self.t0 = time.monotonic_ns()
         self.ioctls = 0
-        self.packets: defaultdict[str, Counter[str]] = defaultdict(Counter)  # dialect -> packet name -> count
+
         self.buffers_seen = 0
         self.checkpoints = 0
         self.payload_bytes = 0
@@ -139,19 +138,34 @@ class Recorder:
         }
 
     def packet_counts(self) -> dict[str, int]:
-        """'dialect:NAME' -> count."""
-        return {f"{dialect}:{name}": n for dialect, names in self.packets.items() for name, n in names.items()}
+        """'dialect:NAME' -> count of every submitted packet, read back from the frames written so far (kept
+        off the submission path, where it would slow the workload down)."""
+        self.writer.flush()
+        counts: Counter[str] = Counter()
+        dialects: dict[int, Dialect | None] = {}
+        try:
+            with TraceReader(self.path) as trace:
+                for r in trace.records({"queue", "doorbell"}):
+                    if r.type == "queue":
+                        dialects[r.fields["queue"]] = DIALECTS.get(r.fields["dialect"] or "")
+                    elif (d := dialects.get(r.fields["queue"])) is not None:
+                        counts.update(f"{d.name}:{p.name}" for p in d.iter_packets(r.fields["ring"]))
+        except (TraceError, PacketError) as exc:
+            counts["undecodable"] = 1
+            self.writer.record("note", t=self.now(), text=f"packet statistics incomplete: {exc}")
+        return dict(counts)
 
     def close(self, status: int | None = None) -> dict:
-        """Write the index and summary; returns the summary with the writer's final statistics."""
+        """Write the index with the summary (the writer's figures included); returns the summary."""
         self._stop.set()
         with self.lock:
             if self._closed:
                 return self._final
-            summary = self.summary(status)
+            summary = self.summary(status)  # flushes: the writer's figures below are final but for the index
+            summary.update({f"trace_{k}": v for k, v in self.writer.stats.items()})
             self.writer.close(summary)
             self._closed = True
-            self._final = {**summary, **{f"trace_{k}": v for k, v in self.writer.stats.items()}}
+            self._final = {**summary, "trace_file_bytes": self.writer.stats["file_bytes"]}
             return self._final
 
 
@@ -170,6 +184,7 @@ class RecordingSyscalls:
         self.mappings: dict[int, tuple[int, int]] = {}  # CPU address -> (fd, length) of device mappings
         self.gpus: dict[int, str] = {}  # gpu_id -> SDMA dialect name
         self.exposed = False  # some buffer has a raw CPU view: submissions must be looked through
+        self.analysed: dict[tuple, tuple[int, ...]] = {}  # packet shape -> the addresses it holds
 
     # -- the boundary -------------------------------------------------------------------------------
     def open(self, path: str, flags: int = os.O_RDWR | os.O_CLOEXEC) -> int:
@@ -331,29 +346,32 @@ class RecordingSyscalls:
         return data + ctypes.string_at(base, n - head) if n > head else data
 
     def _submission(self, q: TrackedQueue, value: int) -> None:
-        """A doorbell: record what the CPU wrote that this submission reads, then the ring bytes."""
+        """A doorbell: record what the CPU wrote that this submission reads, then the ring bytes. Packets are
+        only looked into when some buffer has a raw CPU view (or tracking is "scan"): the hot path of a
+        workload that writes through the driver is two copies and a record."""
         ring = self._ring_bytes(q, q.wptr, value) if q.dialect else b""
-        scan = self.rec.tracking == "scan" or self.exposed
-        referenced: set[TrackedBuffer] = set()
-        if q.dialect is not None:
-            packets, by_va = self.rec.packets[q.dialect.name], self.by_va
-            try:
-                for p in q.dialect.iter_packets(ring):
-                    packets[p.name] += 1
-                    if scan:
-                        referenced.update(filter(None, map(by_va.get, p.addresses().values())))
-                    for a in p.written_addresses():
-                        buf = by_va.get(a)
-                        if buf is not None:
-                            buf.gpu_written = True
-                            buf.volatile |= p.name.startswith("TIMESTAMP")
-            except PacketError as exc:
-                self.rec.record("note", text=f"queue {q.queue_id}: undecodable ring bytes: {exc}")
-        for buf in referenced:
-            if buf.tracked and (buf.exposed or self.rec.tracking == "scan"):
-                self._record_memory(buf, 0, buf.size)
+        if q.dialect is not None and (self.exposed or self.rec.tracking == "scan"):
+            for buf in self._referenced(q.dialect, ring, q.queue_id):
+                if buf.tracked and (buf.exposed or self.rec.tracking == "scan"):
+                    self._record_memory(buf, 0, buf.size)
         q.wptr = value
         self.rec.record("doorbell", queue=q.queue_id, value=value, ring=ring)
+
+    def _referenced(self, dialect: Dialect, ring: bytes, queue_id: int) -> set[TrackedBuffer]:
+        """The buffers the packets of `ring` point into. A workload submits the same packets with new values
+        over and over, so the addresses are kept by packet shape (header and address dwords)."""
+        found: set[TrackedBuffer] = set()
+        try:
+            for off, _size, shape in dialect.shapes(ring):
+                addresses = self.analysed.get(shape)
+                if addresses is None:
+                    if len(self.analysed) >= ANALYSIS_CACHE:
+                        self.analysed.clear()
+                    addresses = self.analysed[shape] = tuple(dialect.decode(ring, off).addresses().values())
+                found.update(filter(None, map(self.by_va.get, addresses)))
+        except PacketError as exc:
+            self.rec.record("note", text=f"queue {queue_id}: undecodable ring bytes: {exc}")
+        return found
 
     # -- memory -------------------------------------------------------------------------------------
     def _record_memory(self, buf: TrackedBuffer, offset: int, size: int, force: bool = False) -> None:
@@ -375,21 +393,27 @@ class RecordingSyscalls:
                 self._record_memory(buf, 0, buf.size)
 
     def _checkpoint(self, wait: dict) -> None:
-        """What the GPU wrote, as the CPU reads it now: each buffer a submitted packet writes whose content
-        changed since the last checkpoint, with the keys of its chunks (their content is stored as blobs, so
-        a replay can show what it expected) and one hash of them."""
+        """What the GPU wrote, as the CPU reads it now: every CPU-readable user buffer whose content is not
+        what was last recorded for it (by a CPU write or a checkpoint), with the keys of its chunks (new
+        content is stored as blobs, so a replay can show what it expected) and one hash of them. Comparing
+        contents needs no packet decoding on the submission path."""
         entries = []
+        chunk = self.rec.chunk
         for buf in self.buffers.values():
-            if not (buf.gpu_written and buf.tracked):
+            if not buf.tracked:
                 continue
-            keys = [self.rec.writer.blob(ctypes.string_at(buf.cpu + lo, min(self.rec.chunk, buf.size - lo)))
-                    for lo in range(0, buf.size, self.rec.chunk)]
-            digest = hashlib.sha256(b"".join(keys)).digest()[:16]
-            buf.keys = dict(enumerate(keys))  # this content is the GPU's: not a CPU write to record later
-            if digest != buf.checkpointed:
-                buf.checkpointed = digest
-                entries.append({"va": buf.va, "size": buf.size, "name": buf.name, "keys": keys, "hash": digest,
-                                "volatile": buf.volatile})
+            keys, changed = [], False
+            for i, lo in enumerate(range(0, buf.size, chunk)):
+                data = ctypes.string_at(buf.cpu + lo, min(chunk, buf.size - lo))
+                key = blob_key(data)
+                if buf.keys.get(i) != key:
+                    self.rec.writer.blob(data, key)
+                    buf.keys[i], changed = key, True
+                keys.append(key)
+            if changed:
+                buf.gpu_written = True
+                entries.append({"va": buf.va, "size": buf.size, "name": buf.name, "keys": keys,
+                                "hash": hashlib.sha256(b"".join(keys)).digest()[:16]})
         if entries:
             self.rec.checkpoints += 1
             self.rec.record("checkpoint", wait=wait, buffers=entries)

@@ -197,6 +197,7 @@ class PacketDef:
         self._zero = (0,) * n
         self._reject = {f.name: ~f.mask for f in self.fields}  # v & reject != 0: too wide, misaligned or < 0
         self._addr_conds = tuple((f.name, f.when) for f in self.fields if isinstance(f, Addr))
+        self._addr_words = tuple(sorted({w for f in self.fields if isinstance(f, Addr) for w, *_ in _parts(f)}))
         const = [0] * n
         keep = [0xFFFFFFFF] * n
         for hf, value in self.header.items():
@@ -461,6 +462,23 @@ class Dialect:
             p = decode(data, pos)
             yield p
             pos += p.size
+
+    def shapes(self, data: bytes) -> Iterator[tuple[int, int, tuple]]:
+        """(offset, size in bytes, shape) of each packet back to back, where `shape` holds the definition, the
+        header and the dwords holding its addresses: everything but its plain values. A cheap walk for
+        callers that only care where packets point and cache by shape."""
+        pos, stop, index, mask = 0, len(data), self._index, self._key_mask
+        while pos < stop:
+            if pos + 4 > stop:
+                raise TruncatedPacket(f"{self.name}: no packet header at byte offset {pos:#x} ({stop} bytes of data)")
+            d = index.get(_U32.unpack_from(data, pos)[0] & mask)
+            if d is None or d.tail is not None or pos + d._nbytes > stop:
+                p = self._decode(data, pos)  # raises the usual errors for unknown or truncated packets
+                d, raw, size = p.defn, p._raw, p.size
+            else:
+                raw, size = d._struct.unpack_from(data, pos), d._nbytes
+            yield pos, size, (d, raw[0], *(raw[w] for w in d._addr_words))
+            pos += size
 
     def derive(self, name: str, *, fields: Mapping[str, Iterable[Field | Addr]] | None = None,
                drop: Mapping[str, Iterable[str]] | None = None,
