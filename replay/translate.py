@@ -10,8 +10,9 @@ maintenance that older engines do not have (dropped, and said so).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from kfdtrace.driver.packets import Dialect, Packet, PacketError
+from kfdtrace.driver.packets import Dialect, Packet, PacketDef, PacketError
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DEFAULTS, defaults
 
@@ -47,6 +48,21 @@ class Relocation:
         return None if delta is None else addr + delta
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """How one source packet definition becomes the target's, worked out once from the two tables."""
+
+    dst: PacketDef
+    keep: tuple[str, ...]  # fields both have
+    lacking: tuple[tuple[str, int], ...]  # fields the target lacks, with the one non-zero value allowed
+    add: dict[str, int]  # fields only the target has: the kernel's defaults (else 0)
+    narrower: tuple[str, ...]  # kept fields the target holds in fewer bits: validated
+
+
+class _Outside(Exception):
+    pass
+
+
 class Translator:
     """Translates one queue's ring bytes from the capture's dialect to the target's."""
 
@@ -56,6 +72,7 @@ class Translator:
         self.limits = {name: min(max_copy, dst[name]["count"].mask + 1) for name in SPLIT if name in dst}
         self.same = src is dst
         self.dropped: list[str] = []
+        self._plans: dict[PacketDef, _Plan | None] = {}
 
     def ring(self, data: bytes, where: str) -> bytes:
         """The translated packets of `data` (one submission's ring bytes); `where` names it in errors."""
@@ -67,7 +84,14 @@ class Translator:
             raise ReplayError(f"{where}: {exc}") from None
         return b"".join(out)
 
-    def _move(self, p: Packet, where: str) -> dict[str, int]:
+    def _move_or_raise(self, addr: int) -> int:
+        new = self.relocation.move(addr)
+        if new is None:
+            raise _Outside
+        return new
+
+    def _moved(self, p: Packet, where: str) -> dict[str, int]:
+        """The packet's addresses, relocated; an address in no recorded buffer is refused, naming it."""
         moved = {}
         for field, addr in p.addresses().items():
             new = self.relocation.move(addr)
@@ -81,36 +105,54 @@ class Translator:
 
     def packet(self, p: Packet, where: str) -> list[bytes]:
         """One recorded packet as target packets (none when dropped, several when split)."""
-        moved = self._move(p, where)
+        limit = self.limits.get(p.name)
+        split = limit is not None and p.fields["count"] >= limit
+        if self.same and not split and not p.defn.range_fields:
+            try:  # the common case: same dialect, addresses moved in place
+                if p.name == "TRAP":
+                    return [p.replace(int_context=self.event_id(p.fields["int_context"])).encode()]
+                return [p.relocate(self._move_or_raise).encode()]
+            except _Outside:
+                pass  # _moved below says which field
+        moved = self._moved(p, where)
         if p.name == "TRAP":
             moved["int_context"] = self.event_id(p.fields["int_context"])
-        if self.same and p.name not in self.limits:
-            return [p.replace(**moved).encode() if moved else p.encode()]
-        if p.name not in self.dst:
-            if p.name in DROPPABLE:
-                self.dropped.append(f"{where}: {p.name} (no {self.dst.name} form; caches need no request there)")
-                return []
-            raise ReplayError(f"{where}: {p.name} has no {self.dst.name} form")
-        fields = {**defaults(self.dst, p.name), **self._portable(p), **moved}
-        return [self.dst.build(p.name, p.payload, **f) for f in self._split(p.name, fields)]
+        plan = self._plan(p.defn)
+        if plan is None:
+            self.dropped.append(f"{where}: {p.name} (no {self.dst.name} form; caches need no request there)")
+            return []
+        f = p.fields
+        for name, allowed in plan.lacking:
+            if f[name] and f[name] != allowed:
+                raise ReplayError(f"{where}: {p.name}.{name}={f[name]:#x} has no {self.dst.name} equivalent")
+        fields = {name: f[name] for name in plan.keep}
+        fields.update(plan.add)
+        fields.update(moved)
+        if plan.narrower:
+            plan.dst._validate({n: fields[n] for n in plan.narrower if not (split and n == "count")})
+        return [Packet(plan.dst, 0, part, p.payload).encode() for part in self._split(p.name, fields, split, limit)]
 
-    def _portable(self, p: Packet) -> dict[str, int]:
-        """The packet's fields the target has; a field it lacks must hold 0 or the kernel's default."""
-        target = set(self.dst[p.name].field_names)
-        kept = {}
-        for name, value in p.fields.items():
-            if name in target:
-                kept[name] = value
-            elif value and value != DEFAULTS.get(p.name, {}).get(name):
-                raise ReplayError(f"{p.name}.{name}={value:#x} has no {self.dst.name} equivalent")
-        return kept
+    def _plan(self, d: PacketDef) -> _Plan | None:
+        if d not in self._plans:
+            if d.name not in self.dst:
+                if d.name not in DROPPABLE:
+                    raise ReplayError(f"{d.name} has no {self.dst.name} form")
+                self._plans[d] = None
+            else:
+                t = self.dst[d.name]
+                target, defaults_ = set(t.field_names), DEFAULTS.get(d.name, {})
+                keep = tuple(n for n in d.field_names if n in target)
+                self._plans[d] = _Plan(
+                    t, keep, tuple((n, defaults_.get(n, 0)) for n in d.field_names if n not in target),
+                    {n: defaults(self.dst, d.name).get(n, 0) for n in t.field_names if n not in d.field_names},
+                    tuple(n for n in keep if t[n].mask < d[n].mask))
+        return self._plans[d]
 
-    def _split(self, name: str, fields: dict[str, int]) -> list[dict[str, int]]:
-        limit = self.limits.get(name)
-        total = fields["count"] + 1 if limit else 0
-        if not limit or total <= limit:
+    @staticmethod
+    def _split(name: str, fields: dict[str, int], split: bool, limit: int | None) -> list[dict[str, int]]:
+        if not split:
             return [fields]
-        parts = []
+        total, parts = fields["count"] + 1, []
         for done in range(0, total, limit):
             part = {**fields, "count": min(limit, total - done) - 1}
             for addr in SPLIT[name]:

@@ -25,7 +25,9 @@ import zstandard
 FORMAT_MAJOR, FORMAT_MINOR = 1, 0
 MAGIC = b"KFDTRACE"
 FILE_HEADER = struct.Struct("<8sHHII")  # magic, major, minor, header length, crc32 of the header bytes
-FRAME = struct.Struct("<4sBBxxIIIQI")  # magic, kind, codec, stored length, raw length, records, first record, crc32
+# magic, kind, codec, 2 zero bytes, stored length, raw length, records, first record, then a crc32 of the 28
+# bytes before it and the payload
+FRAME = struct.Struct("<4sBBHIIIQI")
 FRAME_MAGIC = b"KFRM"
 FOOTER = struct.Struct("<8sQQI")  # magic, index frame offset, index frame length, crc32 of the 24 bytes before
 FOOTER_MAGIC = b"KFDTIDX\0"
@@ -141,7 +143,8 @@ class TraceWriter:
         codec = STORED if len(raw) < STORE_BELOW else ZSTD
         comp = raw if codec == STORED else self._zstd.compress(raw)
         offset = self._offset
-        self._write(FRAME.pack(FRAME_MAGIC, kind, codec, len(comp), len(raw), nrec, first, zlib.crc32(comp)) + comp)
+        head = FRAME.pack(FRAME_MAGIC, kind, codec, 0, len(comp), len(raw), nrec, first, 0)[:-4]
+        self._write(head + struct.pack("<I", zlib.crc32(comp, zlib.crc32(head))) + comp)
         self._stats["raw_bytes"] += len(raw)
         self._stats["compressed_bytes"] += len(comp)
         self._stats["frames"] += 1
@@ -268,8 +271,9 @@ class TraceReader:
         """(kind, records, first record, end offset, raw payload) of the frame at `offset`, fully checked."""
         if offset + FRAME.size > self._size:
             raise self._fail(f"frame at byte {offset}: truncated header")
-        magic, kind, codec, clen, rlen, nrec, first, crc = FRAME.unpack(self._read_at(offset, FRAME.size))
-        if magic != FRAME_MAGIC or kind not in KINDS or codec not in (ZSTD, STORED):
+        head = self._read_at(offset, FRAME.size)
+        magic, kind, codec, zero, clen, rlen, nrec, first, crc = FRAME.unpack(head)
+        if magic != FRAME_MAGIC or kind not in KINDS or codec not in (ZSTD, STORED) or zero:
             raise self._fail(f"frame at byte {offset}: bad frame header (corrupt trace)")
         if clen > self.max_frame or rlen > self.max_frame:
             raise self._fail(f"frame at byte {offset}: claims {max(clen, rlen)} bytes, over the {self.max_frame}"
@@ -278,7 +282,7 @@ class TraceReader:
         if end > self._size:
             raise self._fail(f"frame at byte {offset}: truncated ({self._size - offset - FRAME.size} of {clen} bytes)")
         comp = self._read_at(offset + FRAME.size, clen)
-        if zlib.crc32(comp) != crc:
+        if zlib.crc32(comp, zlib.crc32(head[:-4])) != crc:
             raise self._fail(f"frame at byte {offset}: checksum mismatch (corrupt trace)")
         if codec == STORED:
             raw = comp
