@@ -56,7 +56,7 @@ class TrackedBuffer:
     name: str | None = None
     role: str = "user"
     exposed: bool = False  # a raw CPU view exists: writes may bypass the driver
-    gpu_written: bool = False  # a checkpoint found content no CPU write explains: the GPU writes it
+    gpu_written: bool = False  # a submitted packet writes it: checkpoints look at it
     keys: dict[int, bytes] = field(default_factory=dict)  # chunk index -> key of the content last recorded
 
     @property
@@ -184,7 +184,7 @@ class RecordingSyscalls:
         self.mappings: dict[int, tuple[int, int]] = {}  # CPU address -> (fd, length) of device mappings
         self.gpus: dict[int, str] = {}  # gpu_id -> SDMA dialect name
         self.exposed = False  # some buffer has a raw CPU view: submissions must be looked through
-        self.analysed: dict[tuple, tuple[int, ...]] = {}  # packet shape -> the addresses it holds
+        self.analysed: dict[tuple, tuple[tuple[int, ...], tuple[int, ...]]] = {}  # shape -> (addresses, written)
 
     # -- the boundary -------------------------------------------------------------------------------
     def open(self, path: str, flags: int = os.O_RDWR | os.O_CLOEXEC) -> int:
@@ -346,32 +346,41 @@ class RecordingSyscalls:
         return data + ctypes.string_at(base, n - head) if n > head else data
 
     def _submission(self, q: TrackedQueue, value: int) -> None:
-        """A doorbell: record what the CPU wrote that this submission reads, then the ring bytes. Packets are
-        only looked into when some buffer has a raw CPU view (or tracking is "scan"): the hot path of a
-        workload that writes through the driver is two copies and a record."""
+        """A doorbell: note which buffers its packets write (checkpoints hash only those), record what the CPU
+        wrote that they read when raw views exist (or tracking is "scan"), then the ring bytes."""
         ring = self._ring_bytes(q, q.wptr, value) if q.dialect else b""
-        if q.dialect is not None and (self.exposed or self.rec.tracking == "scan"):
-            for buf in self._referenced(q.dialect, ring, q.queue_id):
+        if q.dialect is not None:
+            scan = self.exposed or self.rec.tracking == "scan"
+            for buf in self._look_into(q.dialect, ring, q.queue_id, scan):
                 if buf.tracked and (buf.exposed or self.rec.tracking == "scan"):
                     self._record_memory(buf, 0, buf.size)
         q.wptr = value
         self.rec.record("doorbell", queue=q.queue_id, value=value, ring=ring)
 
-    def _referenced(self, dialect: Dialect, ring: bytes, queue_id: int) -> set[TrackedBuffer]:
-        """The buffers the packets of `ring` point into. A workload submits the same packets with new values
-        over and over, so the addresses are kept by packet shape (header and address dwords)."""
-        found: set[TrackedBuffer] = set()
+    def _look_into(self, dialect: Dialect, ring: bytes, queue_id: int, scan: bool) -> set[TrackedBuffer]:
+        """Mark the buffers the packets of `ring` write; with `scan`, return the ones they point into. A
+        workload submits the same packets with new values over and over, so what a packet points at is kept
+        by its shape (header and address dwords), and a known shape costs one lookup."""
+        referenced: set[TrackedBuffer] = set()
+        by_va = self.by_va
         try:
             for off, _size, shape in dialect.shapes(ring):
-                addresses = self.analysed.get(shape)
-                if addresses is None:
+                hit = self.analysed.get(shape)
+                if hit is None:
                     if len(self.analysed) >= ANALYSIS_CACHE:
                         self.analysed.clear()
-                    addresses = self.analysed[shape] = tuple(dialect.decode(ring, off).addresses().values())
-                found.update(filter(None, map(self.by_va.get, addresses)))
+                    p = dialect.decode(ring, off)
+                    hit = self.analysed[shape] = (tuple(p.addresses().values()), tuple(p.written_addresses()))
+                addresses, written = hit
+                for a in written:
+                    buf = by_va.get(a)
+                    if buf is not None:
+                        buf.gpu_written = True
+                if scan:
+                    referenced.update(filter(None, map(by_va.get, addresses)))
         except PacketError as exc:
             self.rec.record("note", text=f"queue {queue_id}: undecodable ring bytes: {exc}")
-        return found
+        return referenced
 
     # -- memory -------------------------------------------------------------------------------------
     def _record_memory(self, buf: TrackedBuffer, offset: int, size: int, force: bool = False) -> None:
@@ -393,14 +402,14 @@ class RecordingSyscalls:
                 self._record_memory(buf, 0, buf.size)
 
     def _checkpoint(self, wait: dict) -> None:
-        """What the GPU wrote, as the CPU reads it now: every CPU-readable user buffer whose content is not
-        what was last recorded for it (by a CPU write or a checkpoint), with the keys of its chunks (new
-        content is stored as blobs, so a replay can show what it expected) and one hash of them. Comparing
-        contents needs no packet decoding on the submission path."""
+        """What the GPU wrote, as the CPU reads it now: every CPU-readable user buffer a submitted packet
+        writes whose content is not what was last recorded for it, with the keys of its chunks (new content
+        is stored as blobs, so a replay can show what it expected) and one hash of them. Buffers the GPU only
+        reads (inputs, however large) are never hashed here."""
         entries = []
         chunk = self.rec.chunk
         for buf in self.buffers.values():
-            if not buf.tracked:
+            if not (buf.tracked and buf.gpu_written):
                 continue
             keys, changed = [], False
             for i, lo in enumerate(range(0, buf.size, chunk)):
@@ -411,7 +420,6 @@ class RecordingSyscalls:
                     buf.keys[i], changed = key, True
                 keys.append(key)
             if changed:
-                buf.gpu_written = True
                 entries.append({"va": buf.va, "size": buf.size, "name": buf.name, "keys": keys,
                                 "hash": hashlib.sha256(b"".join(keys)).digest()[:16]})
         if entries:
