@@ -165,6 +165,11 @@ class PacketDef:
     def __getitem__(self, name: str) -> Field | Addr:
         return self._by_name[name]
 
+    @property
+    def address_conditions(self) -> tuple[tuple[str, tuple[str, int] | None], ...]:
+        """(address field, condition) pairs: the field holds an address only while `condition` holds."""
+        return self._addr_conds
+
     def __repr__(self) -> str:
         tail = " +tail" if self.tail else ""
         return f"<PacketDef {self.name} {self.size}dw{tail} fields={self.field_names}>"

@@ -35,6 +35,7 @@ class Relocation:
 
     def __init__(self) -> None:
         self._ranges: RangeMap[int] = RangeMap()
+        self._last = (0, 0, 0)  # (start, end, delta) of the range the last lookup hit: packets cluster
 
     def add(self, recorded: int, size: int, replay: int) -> None:
         if not self._ranges.add(recorded, size, replay - recorded):
@@ -42,10 +43,18 @@ class Relocation:
 
     def remove(self, recorded: int) -> None:
         self._ranges.remove(recorded)
+        self._last = (0, 0, 0)
 
     def move(self, addr: int) -> int | None:
-        delta = self._ranges.get(addr)
-        return None if delta is None else addr + delta
+        start, end, delta = self._last
+        if start <= addr < end:
+            return addr + delta
+        hit = self._ranges.find(addr)
+        if hit is None:
+            return None
+        start, size, delta = hit
+        self._last = (start, start + size, delta)
+        return addr + delta
 
 
 @dataclass(frozen=True)
@@ -53,10 +62,13 @@ class _Plan:
     """How one source packet definition becomes the target's, worked out once from the two tables."""
 
     dst: PacketDef
-    keep: tuple[str, ...]  # fields both have
     lacking: tuple[tuple[str, int], ...]  # fields the target lacks, with the one non-zero value allowed
     add: dict[str, int]  # fields only the target has: the kernel's defaults (else 0)
-    narrower: tuple[str, ...]  # kept fields the target holds in fewer bits: validated
+    narrower: tuple[str, ...]  # fields the target holds in fewer bits: validated
+    limit: int | None  # bytes one packet may move on the target (copies and fills are split to it)
+
+
+_DROP = object()  # the plan of a packet the target does without
 
 
 class _Outside(Exception):
@@ -72,7 +84,7 @@ class Translator:
         self.limits = {name: min(max_copy, dst[name]["count"].mask + 1) for name in SPLIT if name in dst}
         self.same = src is dst
         self.dropped: list[str] = []
-        self._plans: dict[PacketDef, _Plan | None] = {}
+        self._plans: dict[PacketDef, _Plan | object] = {}
 
     def ring(self, data: bytes, where: str) -> bytes:
         """The translated packets of `data` (one submission's ring bytes); `where` names it in errors."""
@@ -93,65 +105,68 @@ class Translator:
     def _moved(self, p: Packet, where: str) -> dict[str, int]:
         """The packet's addresses, relocated; an address in no recorded buffer is refused, naming it."""
         moved = {}
-        for field, addr in p.addresses().items():
-            new = self.relocation.move(addr)
-            if new is None and field in p.defn.range_fields:
-                continue  # a cache range outside every buffer (often all of memory): it stays as it is
+        f, move = p.fields, self.relocation.move
+        for field, cond in p.defn.address_conditions:
+            if cond is not None and f[cond[0]] != cond[1]:
+                continue
+            new = move(f[field])
             if new is None:
-                raise OutsideBuffers(f"{where}: {p.name} at byte {p.offset:#x}: {field}={addr:#x} is in no recorded "
-                                     f"buffer; refusing to submit it")
+                if field in p.defn.range_fields:
+                    continue  # a cache range outside every buffer (often all of memory): it stays as it is
+                raise OutsideBuffers(f"{where}: {p.name} at byte {p.offset:#x}: {field}={f[field]:#x} is in no "
+                                     f"recorded buffer; refusing to submit it")
             moved[field] = new
         return moved
 
     def packet(self, p: Packet, where: str) -> list[bytes]:
         """One recorded packet as target packets (none when dropped, several when split)."""
-        limit = self.limits.get(p.name)
-        split = limit is not None and p.fields["count"] >= limit
-        if self.same and not split and not p.defn.range_fields:
-            try:  # the common case: same dialect, addresses moved in place
-                if p.name == "TRAP":
-                    return [p.replace(int_context=self.event_id(p.fields["int_context"])).encode()]
-                return [p.relocate(self._move_or_raise).encode()]
-            except _Outside:
-                pass  # _moved below says which field
-        moved = self._moved(p, where)
-        if p.name == "TRAP":
-            moved["int_context"] = self.event_id(p.fields["int_context"])
-        plan = self._plan(p.defn)
-        if plan is None:
+        plan = self._plans.get(p.defn) or self._plan(p.defn)
+        if plan is _DROP:
             self.dropped.append(f"{where}: {p.name} (no {self.dst.name} form; caches need no request there)")
             return []
         f = p.fields
+        split = plan.limit is not None and f["count"] >= plan.limit
+        if self.same and not split:
+            try:
+                moved = p if p.defn.range_fields else p.relocate(self._move_or_raise)
+            except _Outside:
+                moved = p.replace(**self._moved(p, where))  # names the field outside every buffer
+            else:
+                if p.defn.range_fields:
+                    moved = p.replace(**self._moved(p, where))
+            if p.name == "TRAP":
+                moved = moved.replace(int_context=self.event_id(f["int_context"]))
+            return [moved.encode()]
         for name, allowed in plan.lacking:
             if f[name] and f[name] != allowed:
                 raise ReplayError(f"{where}: {p.name}.{name}={f[name]:#x} has no {self.dst.name} equivalent")
-        fields = {name: f[name] for name in plan.keep}
-        fields.update(plan.add)
-        fields.update(moved)
-        if plan.narrower:
-            plan.dst._validate({n: fields[n] for n in plan.narrower if not (split and n == "count")})
-        return [Packet(plan.dst, 0, part, p.payload).encode() for part in self._split(p.name, fields, split, limit)]
+        fields = f | plan.add if plan.add else dict(f)
+        fields.update(self._moved(p, where))  # page-granular moves keep every address's width and alignment
+        if p.name == "TRAP":
+            fields["int_context"] = self.event_id(f["int_context"])
+        if plan.narrower and not split:
+            plan.dst._validate({n: fields[n] for n in plan.narrower})
+        if not split:
+            return [Packet(plan.dst, 0, fields, p.payload).encode()]
+        return [Packet(plan.dst, 0, part, p.payload).encode() for part in self._split(p.name, fields, plan.limit)]
 
-    def _plan(self, d: PacketDef) -> _Plan | None:
-        if d not in self._plans:
-            if d.name not in self.dst:
-                if d.name not in DROPPABLE:
-                    raise ReplayError(f"{d.name} has no {self.dst.name} form")
-                self._plans[d] = None
-            else:
-                t = self.dst[d.name]
-                target, defaults_ = set(t.field_names), DEFAULTS.get(d.name, {})
-                keep = tuple(n for n in d.field_names if n in target)
-                self._plans[d] = _Plan(
-                    t, keep, tuple((n, defaults_.get(n, 0)) for n in d.field_names if n not in target),
-                    {n: defaults(self.dst, d.name).get(n, 0) for n in t.field_names if n not in d.field_names},
-                    tuple(n for n in keep if t[n].mask < d[n].mask))
+    def _plan(self, d: PacketDef) -> _Plan:
+        if d.name not in self.dst:
+            if d.name not in DROPPABLE:
+                raise ReplayError(f"{d.name} has no {self.dst.name} form")
+            self._plans[d] = _DROP
+        else:
+            t = self.dst[d.name]
+            target, defaults_ = set(t.field_names), DEFAULTS.get(d.name, {})
+            keep = tuple(n for n in d.field_names if n in target)
+            self._plans[d] = _Plan(
+                t, tuple((n, defaults_.get(n, 0)) for n in d.field_names if n not in target),
+                {n: defaults(self.dst, d.name).get(n, 0) for n in t.field_names if n not in d.field_names},
+                tuple(n for n in keep if t[n].mask < d[n].mask), self.limits.get(d.name))
         return self._plans[d]
 
     @staticmethod
-    def _split(name: str, fields: dict[str, int], split: bool, limit: int | None) -> list[dict[str, int]]:
-        if not split:
-            return [fields]
+    def _split(name: str, fields: dict[str, int], limit: int) -> list[dict[str, int]]:
         total, parts = fields["count"] + 1, []
         for done in range(0, total, limit):
             part = {**fields, "count": min(limit, total - done) - 1}
