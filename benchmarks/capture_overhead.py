@@ -3,8 +3,9 @@
     python benchmarks/capture_overhead.py [--rounds 300] [--size 65536] [--emulate gfx942]
 
 Runs examples/sdma_stress.py's workload alternately without and with recording and prints the ratio of the
-best runs and the median ratio of back-to-back pairs (target: <= 1.15x on the emulator), then the trace's bytes per submitted packet and compression
-ratio, and the same figures for every sample trace in traces/samples/.
+best runs and the median ratio of back-to-back pairs (target: <= 1.15x on the emulator), then the trace's
+bytes per submitted packet and compression ratio, and the same figures for every sample trace in
+traces/samples/.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 
+from sdma_stress import stress  # noqa: E402
+
 from kfdtrace.capture import record  # noqa: E402
 from kfdtrace.driver import System  # noqa: E402
 from kfdtrace.traces.format import TraceReader  # noqa: E402
-from sdma_stress import stress  # noqa: E402
 
 
 def timed(fn) -> float:

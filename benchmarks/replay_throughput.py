@@ -18,13 +18,14 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 
+from sdma_stress import stress  # noqa: E402
+
 from kfdtrace.capture import record  # noqa: E402
 from kfdtrace.driver import System  # noqa: E402
 from kfdtrace.driver.sdma import DIALECTS  # noqa: E402
 from kfdtrace.replay.engine import Options  # noqa: E402
 from kfdtrace.replay.session import replay_trace  # noqa: E402
 from kfdtrace.replay.translate import Relocation, Translator  # noqa: E402
-from sdma_stress import stress  # noqa: E402
 
 BASE, SIZE, MOVED = 0x7F00_0000_0000, 64 << 20, 0x5500_0000_0000
 

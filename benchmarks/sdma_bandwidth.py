@@ -15,6 +15,7 @@ import statistics
 import time
 
 import numpy as np
+
 from kfdtrace.driver import System
 
 

@@ -16,6 +16,7 @@ import time
 
 import msgpack
 import zstandard
+
 from kfdtrace.traces.format import TraceWriter
 
 

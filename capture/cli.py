@@ -8,11 +8,11 @@ import sys
 import threading
 
 import click
+
 from kfdtrace.capture.recorder import DEFAULT_CHUNK, TRACKING_MODES
 from kfdtrace.capture.session import Session, capture_workload
-from kfdtrace.traces.info import format_summary
-
 from kfdtrace.cli import backend_options, user_errors
+from kfdtrace.traces.info import format_summary
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -17,14 +17,13 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from kfdtrace import __version__
 from kfdtrace.capture.recorder import DEFAULT_CHUNK, Recorder, RecordingSyscalls
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.backend import ENV_EMULATE, ENV_EMULATE_FROM, wrapping
 from kfdtrace.driver.families import target_by_version
 from kfdtrace.driver.syscalls import KFD_DEVICE, Syscalls
 from kfdtrace.driver.topology import read_topology
-
-from kfdtrace import __version__
 
 
 def kfd_version(syscalls: Syscalls) -> list[int] | None:

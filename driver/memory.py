@@ -6,6 +6,7 @@ import ctypes
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.errors import AddressInUse, BoundsError, DeviceError
 from kfdtrace.driver.syscalls import (

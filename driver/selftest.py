@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+
 from kfdtrace.driver.errors import BoundsError
 from kfdtrace.driver.system import Device, System
 

@@ -12,13 +12,13 @@ import sys
 import threading
 
 import click
-from kfdtrace.driver.errors import KfdTraceError
-from kfdtrace.replay.engine import EXIT_UNSUPPORTED, Options
-from kfdtrace.replay.session import Report, replay_trace
-from kfdtrace.replay.translate import ReplayError
-from kfdtrace.traces.format import TraceError
 
 from kfdtrace.cli import backend_options
+from kfdtrace.driver.errors import KfdTraceError
+from kfdtrace.replay.engine import EXIT_UNSUPPORTED, Options
+from kfdtrace.replay.session import replay_trace
+from kfdtrace.replay.translate import ReplayError
+from kfdtrace.traces.format import TraceError
 
 EXIT_BAD_INPUT = 4
 
@@ -109,5 +109,3 @@ class Progress:
 if __name__ == "__main__":
     main()
 
-
-__all__ = ["Report", "main"]

@@ -4,6 +4,7 @@ the real KFD when /dev/kfd has a GPU."""
 from __future__ import annotations
 
 import pytest
+
 from kfdtrace.driver.syscalls import kfd_usable
 from kfdtrace.driver.system import System
 

@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pytest
+
 from kfdtrace.capture import record
 from kfdtrace.driver import System
 from kfdtrace.driver import kfd_ioctl as K

@@ -6,6 +6,7 @@ import os
 import threading
 
 import pytest
+
 from kfdtrace.driver import BoundsError, DeviceError, GpuFault, OutOfMemory, WaitTimeout
 from kfdtrace.driver.selftest import copy_sizes, run_selftest
 

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+
 from kfdtrace.driver import DeviceError, GpuFault
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.memory import PAGE

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
+
 from kfdtrace.driver import kfd_ioctl as k
 
 HEADER = Path(os.environ.get("KFDTRACE_KFD_IOCTL_H", "/usr/include/linux/kfd_ioctl.h"))

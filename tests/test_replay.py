@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+
 from kfdtrace.capture import record
 from kfdtrace.driver import System
 from kfdtrace.driver.sdma import DIALECTS

@@ -9,6 +9,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from kfdtrace.driver.packets import Addr, Dialect, Field, PacketDef, Tail, TruncatedPacket, UnknownPacket
 from kfdtrace.driver.sdma import DIALECTS, OP, SDMA4_4, SDMA5, SDMA6, SDMA7, SUB_OP, AtomicOp, PollFunc
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
+
 from kfdtrace.driver.emulator.boards import (
     BOARDS,
     DEFAULT_BOARD,

@@ -11,6 +11,7 @@ import textwrap
 import zlib
 
 import pytest
+
 from kfdtrace.traces import format as F
 from kfdtrace.traces.format import TraceError, TraceReader, TraceWriter
 
