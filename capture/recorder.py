@@ -31,7 +31,7 @@ from kfdtrace.driver.syscalls import KFD_DEVICE, Syscalls
 from kfdtrace.driver.topology import Topology
 from kfdtrace.traces.format import TraceError, TraceReader, TraceWriter, blob_key
 
-DEFAULT_CHUNK = 64 << 10
+DEFAULT_CHUNK = 16 << 10  # measured: see capture/README.md
 TRACKING_MODES = ("auto", "scan")
 FLUSH_INTERVAL_S = 0.1  # buffered records reach the disk at least this often (crash safety)
 # Ioctls that only wait: their "about to" record is flushed by the flusher thread if the wait lasts, instead of

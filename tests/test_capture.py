@@ -127,7 +127,9 @@ def test_checkpoint_hashes_what_the_gpu_wrote(copy_trace):
     assert checkpoints and all(c.fields["wait"]["ok"] for c in checkpoints)
     out = [b for c in checkpoints for b in c.fields["buffers"] if b["name"] == "out"]
     assert out, "the buffer the GPU wrote was not checkpointed"
-    keys = b"".join(hashlib.sha256(result[i:i + 65536]).digest()[:16] for i in range(0, len(result), 65536))
+    with TraceReader(path) as r:
+        chunk = r.header["chunk_size"]
+    keys = b"".join(hashlib.sha256(result[i:i + chunk]).digest()[:16] for i in range(0, len(result), chunk))
     assert out[-1]["hash"] == hashlib.sha256(keys).digest()[:16]
     assert all(b["name"] not in ("semaphores", "q.ring") for c in checkpoints for b in c.fields["buffers"])
 
@@ -135,7 +137,7 @@ def test_checkpoint_hashes_what_the_gpu_wrote(copy_trace):
 def test_identical_chunks_are_stored_once(tmp_path):
     path = str(tmp_path / "dedup.kfdtrace")
     block = os.urandom(64 << 10)
-    with record(path) as session, System.open(emulate="gfx942") as system:
+    with record(path, chunk_size=64 << 10) as session, System.open(emulate="gfx942") as system:
         gpu = system.devices[0]
         a, b = gpu.alloc(256 << 10, "gtt"), gpu.alloc(256 << 10, "gtt")
         a.write(block * 4)
