@@ -38,6 +38,7 @@ FLUSH_INTERVAL_S = 0.1  # buffered records reach the disk at least this often (c
 # costing a write before each call (they are the most frequent ioctl of a synchronising workload).
 WAITING_IOCTLS = frozenset({"WAIT_EVENTS"})
 ANALYSIS_CACHE = 1 << 14  # distinct packets whose analysis is kept
+MAX_IB_DEPTH = 4  # indirect buffers are followed this deep
 DOMAIN_FLAGS = {"vram": K.AllocMemFlags.VRAM, "gtt": K.AllocMemFlags.GTT, "userptr": K.AllocMemFlags.USERPTR,
                 "doorbell": K.AllocMemFlags.DOORBELL, "mmio": K.AllocMemFlags.MMIO_REMAP}
 SDMA_QUEUES = (K.QueueType.SDMA, K.QueueType.SDMA_XGMI, K.QueueType.SDMA_BY_ENG_ID)
@@ -357,7 +358,8 @@ class RecordingSyscalls:
         q.wptr = value
         self.rec.record("doorbell", queue=q.queue_id, value=value, ring=ring)
 
-    def _look_into(self, dialect: Dialect, ring: bytes, queue_id: int, scan: bool) -> set[TrackedBuffer]:
+    def _look_into(self, dialect: Dialect, ring: bytes, queue_id: int, scan: bool,
+                   depth: int = 0) -> set[TrackedBuffer]:
         """Mark the buffers the packets of `ring` write; with `scan`, return the ones they point into. A
         workload submits the same packets with new values over and over, so what a packet points at is kept
         by its shape (header and address dwords), and a known shape costs one lookup."""
@@ -378,6 +380,13 @@ class RecordingSyscalls:
                         buf.gpu_written = True
                 if scan:
                     referenced.update(filter(None, map(by_va.get, addresses)))
+                if shape[0].name == "INDIRECT" and depth < MAX_IB_DEPTH:  # follow it: it holds more packets
+                    p = dialect.decode(ring, off)
+                    ib = self.by_va.get(p.fields["ib_base"])
+                    if ib is not None and ib.cpu is not None:
+                        data = ctypes.string_at(ib.cpu + p.fields["ib_base"] - ib.va,
+                                                min(p.fields["ib_size"] * 4, ib.va + ib.size - p.fields["ib_base"]))
+                        referenced |= self._look_into(dialect, data, queue_id, scan, depth + 1)
         except PacketError as exc:
             self.rec.record("note", text=f"queue {queue_id}: undecodable ring bytes: {exc}")
         return referenced

@@ -140,14 +140,14 @@ def check(trace: TraceReader, devices: dict[int, Device]) -> tuple[int, int, lis
     return submissions, packets, notes
 
 
-def _translator(q: dict, devices: dict[int, Device], relocation: Relocation, event_id) -> Translator:
+def _translator(q: dict, devices: dict[int, Device], relocation: Relocation, event_id, indirect=None) -> Translator:
     if q["type"] not in SDMA_KINDS or q["dialect"] not in DIALECTS:
         raise ReplayError(f"queue {q['queue']}: queue type {q['type']} is not replayable yet (SDMA only)")
     dev = devices.get(q["gpu"])
     if dev is None:
         raise ReplayError(f"queue {q['queue']} is on GPU {q['gpu']:#x}, which the trace's header does not list")
     target = DIALECTS[dev.target.family.sdma_dialect]
-    return Translator(DIALECTS[q["dialect"]], target, dev.target.sdma_max_copy, relocation, event_id)
+    return Translator(DIALECTS[q["dialect"]], target, dev.target.sdma_max_copy, relocation, event_id, indirect)
 
 
 class Instance:
@@ -166,6 +166,7 @@ class Instance:
         self.last_writer: dict[int, str] = {}  # recorded buffer va -> submission and packet
         self.handles: dict[int, int] = {}  # recorded handle -> recorded va
         self.volatile: set[int] = set()  # recorded buffers holding GPU timestamps: not compared
+        self.indirect_buffers: list[Buffer] = []  # translated copies of the trace's indirect buffers
         self.event = system.event()
         self.result = Result()
 
@@ -230,7 +231,9 @@ class Instance:
             self.result.notes.append(f"queue {f['queue']}: no xGMI SDMA engine on {dev}; using a PCIe one")
         q = dev.sdma_queue(ring_size=f["ring_size"], engine=engine, name=f"replay q{f['queue']}")
         self.queues[f["queue"]] = q
-        self.translators[f["queue"]] = _translator(f, self.devices, self.relocation, lambda e: self.event.id)
+        self.translators[f["queue"]] = _translator(f, self.devices, self.relocation, lambda e: self.event.id,
+                                                   lambda base, size, where: self._indirect(f["queue"], base, size,
+                                                                                            where))
 
     def _on_queue_destroy(self, r) -> None:
         q = self.queues.pop(r.fields["queue"], None)
@@ -254,6 +257,22 @@ class Instance:
         q.pending.append(t.ring(f["ring"], where))
         q.submit()
         self.result.submissions += 1
+
+    def _indirect(self, queue: int, base: int, size: int, where: str) -> tuple[int, int]:
+        """An indirect buffer, followed: its packets (the recorded ones, written by the replayed CPU writes)
+        translated like the ring's, into a buffer of the replay's own; its (address, dwords)."""
+        hit = self.buffers.find(base)
+        if hit is None or hit[2].cpu is None or base + size * 4 > hit[0] + hit[1]:
+            raise ReplayError(f"{where}: indirect buffer {base:#x}+{size * 4:#x} is not in a CPU-visible buffer")
+        recorded = hit[2].read(base - hit[0], size * 4)
+        translated = self.translators[queue].ring(recorded, f"{where} indirect buffer at {base:#x}")
+        q = self.queues[queue]
+        nop = q.dialect.build("NOP")
+        translated += nop * ((-len(translated) // 4) % 8)  # an IB ends on an 8-dword boundary
+        ib = q.device.alloc(max(len(translated), 4096), "gtt", name=f"{where} IB", role="replay indirect buffer")
+        ib.write(translated)
+        self.indirect_buffers.append(ib)
+        return ib.va, len(translated) // 4
 
     def _target(self, va: int) -> tuple[Buffer, int]:
         hit = self.buffers.find(va)
@@ -315,6 +334,6 @@ class Instance:
     def _teardown(self) -> None:
         for q in self.queues.values():
             q.destroy()
-        for _, _, buf in list(self.buffers):
+        for buf in [b for _, _, b in self.buffers] + self.indirect_buffers:
             buf.free()
         self.event.destroy()

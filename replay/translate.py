@@ -79,8 +79,17 @@ class Translator:
     """Translates one queue's ring bytes from the capture's dialect to the target's."""
 
     def __init__(self, src: Dialect, dst: Dialect, max_copy: int, relocation: Relocation,
-                 event_id: Callable[[int], int] = lambda e: e):
-        self.src, self.dst, self.relocation, self.event_id = src, dst, relocation, event_id
+                 event_id: Callable[[int], int] = lambda e: e,
+                 indirect: Callable[[int, int, str], tuple[int, int]] | None = None):
+        """`event_id` maps a recorded TRAP's event to the replay's; `indirect(ib_base, ib_size, where)` takes a
+        recorded indirect buffer and returns (address, dwords) of its translated copy (None: only relocated)."""
+        self.src, self.dst, self.relocation = src, dst, relocation
+        # Packets whose values mean more than their layout: a TRAP names an event, an INDIRECT more packets.
+        self.rewrites: dict[str, Callable[[dict[str, int], str], dict[str, int]]] = {
+            "TRAP": lambda f, where: {"int_context": event_id(f["int_context"])}}
+        if indirect is not None:
+            self.rewrites["INDIRECT"] = lambda f, where: dict(zip(
+                ("ib_base", "ib_size"), indirect(f["ib_base"], f["ib_size"], where), strict=True))
         self.limits = {name: min(max_copy, dst[name]["count"].mask + 1) for name in SPLIT if name in dst}
         self.same = src is dst
         self.dropped: list[str] = []
@@ -97,6 +106,8 @@ class Translator:
         return b"".join(out)
 
     def _move_or_raise(self, addr: int) -> int:
+        if not addr:
+            return 0  # a null pointer (an unused context save area, say) stays null
         new = self.relocation.move(addr)
         if new is None:
             raise _Outside
@@ -107,8 +118,8 @@ class Translator:
         moved = {}
         f, move = p.fields, self.relocation.move
         for field, cond in p.defn.address_conditions:
-            if cond is not None and f[cond[0]] != cond[1]:
-                continue
+            if (cond is not None and f[cond[0]] != cond[1]) or not f[field]:
+                continue  # not an address in this packet, or a null pointer, which stays null
             new = move(f[field])
             if new is None:
                 if field in p.defn.range_fields:
@@ -134,16 +145,18 @@ class Translator:
             else:
                 if p.defn.range_fields:
                     moved = p.replace(**self._moved(p, where))
-            if p.name == "TRAP":
-                moved = moved.replace(int_context=self.event_id(f["int_context"]))
+            rewrite = self.rewrites.get(p.name)
+            if rewrite is not None:
+                moved = moved.replace(**rewrite(f, where))
             return [moved.encode()]
         for name, allowed in plan.lacking:
             if f[name] and f[name] != allowed:
                 raise ReplayError(f"{where}: {p.name}.{name}={f[name]:#x} has no {self.dst.name} equivalent")
         fields = f | plan.add if plan.add else dict(f)
         fields.update(self._moved(p, where))  # page-granular moves keep every address's width and alignment
-        if p.name == "TRAP":
-            fields["int_context"] = self.event_id(f["int_context"])
+        rewrite = self.rewrites.get(p.name)
+        if rewrite is not None:
+            fields.update(rewrite(f, where))
         if plan.narrower and not split:
             plan.dst._validate({n: fields[n] for n in plan.narrower})
         if not split:

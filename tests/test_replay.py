@@ -184,3 +184,20 @@ def test_replay_of_a_fresh_recording_across_dialects(tmp_path):
     report = replay_trace(path, Options(), emulate="gfx942")
     assert report.status == EXIT_OK, report.lines()
     assert report.results[0].packets == report.packets and report.results[0].verified >= 1
+
+
+def test_indirect_buffers_are_followed_and_retargeted(tmp_path):
+    """An INDIRECT packet's buffer holds packets with addresses: replay translates it like the ring."""
+    path = str(tmp_path / "ib.kfdtrace")
+    with record(path), System.open(emulate="gfx1201") as system:
+        gpu = system.devices[0]
+        q = gpu.sdma_queue()
+        out, ib = gpu.alloc(4096, "gtt", name="out"), gpu.alloc(4096, "gtt", name="ib")
+        body = q.dialect.build("FENCE", addr=out.va + 8, data=0xABC) + q.dialect.build("NOP") * 4
+        ib.write(body)
+        q.packet("INDIRECT", ib_base=ib.va, ib_size=len(body) // 4).sync()
+        assert out.read(8, 4) == (0xABC).to_bytes(4, "little")
+    for target, relocate in (("gfx1201", "always"), ("gfx90a", "always"), ("gfx1030", "auto")):
+        report = replay_trace(path, Options(relocate=relocate), emulate=target)
+        assert report.status == EXIT_OK, report.lines()
+        assert report.results[0].verified >= 1
