@@ -113,9 +113,10 @@ class Translator:
             raise _Outside
         return new
 
-    def _moved(self, p: Packet, where: str) -> dict[str, int]:
-        """The packet's addresses, relocated; an address in no recorded buffer is refused, naming it."""
-        moved = {}
+    def _moved(self, p: Packet, where: str, moved: dict[str, int] | None = None) -> dict[str, int]:
+        """The packet's addresses, relocated (into `moved`, when given); an address in no recorded buffer is
+        refused, naming it."""
+        moved = {} if moved is None else moved
         f, move = p.fields, self.relocation.move
         for field, cond in p.defn.address_conditions:
             if (cond is not None and f[cond[0]] != cond[1]) or not f[field]:
@@ -152,8 +153,7 @@ class Translator:
         for name, allowed in plan.lacking:
             if f[name] and f[name] != allowed:
                 raise ReplayError(f"{where}: {p.name}.{name}={f[name]:#x} has no {self.dst.name} equivalent")
-        fields = f | plan.add if plan.add else dict(f)
-        fields.update(self._moved(p, where))  # page-granular moves keep every address's width and alignment
+        fields = self._moved(p, where, f | plan.add if plan.add else dict(f))  # page-granular moves keep widths
         rewrite = self.rewrites.get(p.name)
         if rewrite is not None:
             fields.update(rewrite(f, where))
