@@ -1,8 +1,9 @@
-"""The trace container: round trips, dedup, the index, recovery, and hostile files."""
+"""The trace file format: round trips, blobs, the index, filtering, recovery, and hostile files."""
 
 from __future__ import annotations
 
 import os
+import random
 import signal
 import struct
 import subprocess
@@ -10,185 +11,561 @@ import sys
 import textwrap
 import zlib
 
+import msgpack
 import pytest
+import zstandard
 
 from kfdtrace.traces import format as F
-from kfdtrace.traces.format import TraceError, TraceReader, TraceWriter
+from kfdtrace.traces.format import Record, TraceError, TraceReader, TraceWriter
 
-RECORDS = [
-    ("ioctl", {"seq": 1, "data": bytes(range(88)), "request": 0xC0604B02, "name": "CREATE_QUEUE"}),
-    ("doorbell", {"queue": 0, "value": 2**64 - 1, "ring": b"\x01" * 28}),
-    ("note", {"text": "ünïcode", "nested": [1, [2, {"k": None, "b": True}], -5]}),
+RND = random.Random(7)
+FIELDS = [
+    ("ioctl", {"seq": 1, "data": RND.randbytes(88), "request": 0xC0604B02, "name": "CREATE_QUEUE", "type": 2}),
+    ("doorbell", {"queue": 0, "value": 2**64 - 1, "ring": b"\x01" * 28, "neg": -(2**63)}),
+    ("note", {"text": "ünïcode ✓", "nested": [1, [2, {"k": None, "b": True, 7: b""}], -5, {}], "f": False}),
 ]
 
 
-def write(path, n=300, frame_bytes=2048, close=True, **header):
-    w = TraceWriter(str(path), {"name": "t", **header}, frame_bytes=frame_bytes)
+def expected(i: int) -> tuple[str, dict]:
+    t, f = FIELDS[i % len(FIELDS)]
+    return t, {"i": i, **f}
+
+
+def write(path, n=300, frame_bytes=2048, close=True, blob_every=50, **kw) -> TraceWriter:
+    """n records cycling through FIELDS (a third of them doorbells), a 5000-byte blob every `blob_every`;
+    close=False leaves the file a writer killed after flush() leaves (no index, no footer)."""
+    w = TraceWriter(str(path), {"name": "t"}, frame_bytes=frame_bytes, **kw)
     for i in range(n):
-        t, f = RECORDS[i % len(RECORDS)]
-        w.record(t, i=i, **f)
-        if i % 50 == 0:
+        if i % blob_every == 0:
             w.blob(bytes([i % 7]) * 5000)
-    if close:
-        w.close({"done": True})
-    else:
-        w.flush()
+        t, f = expected(i)
+        assert w.record(t, **f) == i
+    w.close({"done": True})
+    if not close:
+        unclose(path)
     return w
 
 
-def frame(kind: int, codec: int, payload: bytes, raw_len: int | None = None) -> bytes:
-    """A frame as the writer lays it out (checksum included), for crafting hostile files."""
+def unclose(path) -> None:
+    """Cut a closed trace's index frame and footer off."""
+    data = path.read_bytes()
+    path.write_bytes(data[:F.FOOTER.unpack(data[-F.FOOTER.size:])[1]])
+
+
+def same(a, b) -> bool:
+    """Equal, and with the same types all the way down (True is not 1, b"" is not "")."""
+    return repr(a) == repr(b)
+
+
+def frame(kind: int, codec: int, payload: bytes, raw_len: int | None = None, count: int = 1, first: int = 0) -> bytes:
+    """A frame laid out as the writer does, CRC included: for crafting hostile files."""
     raw_len = len(payload) if raw_len is None else raw_len
-    head = F.FRAME.pack(F.FRAME_MAGIC, kind, codec, 0, len(payload), raw_len, 1, 3, 0)[:-4]
+    head = F.FRAME.pack(F.FRAME_MAGIC, kind, codec, 0, len(payload), raw_len, count, first, 0)[:-4]
     return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
 
 
-def test_round_trip_every_record(tmp_path):
+def closed_file(data: bytes, index: dict) -> bytes:
+    """`data` (header and frames) closed with the index `index` and a valid footer."""
+    index_frame = frame(F.INDEX, F.STORED, msgpack.packb(index), count=0)
+    body = F.FOOTER_MAGIC + struct.pack("<QQ", len(data), len(index_frame))
+    return data + index_frame + body + struct.pack("<I", zlib.crc32(body))
+
+
+@pytest.fixture
+def deadline():
+    """Turns a hang into a failure."""
+    def expire(*_):
+        raise AssertionError("took too long: a loop that does not advance?")
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+# -- round trips ------------------------------------------------------------------------------------------
+def test_round_trip_every_record_identical(tmp_path):
     path = tmp_path / "a.kfdtrace"
     w = write(path)
     with TraceReader(str(path)) as r:
         got = list(r.records())
-        assert [(x.n, x.type) for x in got] == [(i, RECORDS[i % 3][0]) for i in range(300)]
+        assert len(got) == 300 and all(isinstance(x, Record) for x in got)
         for i, rec in enumerate(got):
-            assert rec.fields == {"i": i, **RECORDS[i % 3][1]}
+            t, f = expected(i)
+            assert rec.n == i and rec.type == t and same(rec.fields, f)
         assert r.header == {"name": "t"} and r.summary == {"done": True} and not r.recovered
-        assert r.record_count == 300 and r.submissions == 100 and r.counts["doorbell"] == 100
-        assert r.version == (F.FORMAT_MAJOR, F.FORMAT_MINOR)
-        assert r.verify() == w.stats["frames"] - 1  # all but the index
+        assert r.version == (F.FORMAT_MAJOR, F.FORMAT_MINOR) and r.recovery_note == ""
+        assert r.record_count == 300 and r.submissions == 100
+        assert r.counts == {"ioctl": 100, "doorbell": 100, "note": 100}
+        assert r.verify() == w.stats["frames"] - 1  # every frame but the index
 
 
-def test_blobs_are_deduplicated_and_random_access(tmp_path):
-    path = tmp_path / "b.kfdtrace"
-    with TraceWriter(str(path), {}) as w:
-        k1, k2, k3 = w.blob(b"x" * 100), w.blob(b"x" * 100), w.blob(b"y" * 100)
-        assert k1 == k2 != k3 and len(k1) == 16 and k1 == F.blob_key(b"x" * 100)
-        assert w.stats["blobs"] == 2 and w.stats["dedup_hits"] == 1
+def test_record_numbers_and_a_field_called_type(tmp_path):
+    path = tmp_path / "n.kfdtrace"
+    with TraceWriter(str(path), {}, frame_bytes=64) as w:
+        assert [w.record("queue", type=i, queue=i) for i in range(50)] == list(range(50))
     with TraceReader(str(path)) as r:
-        assert r.blob(k3) == b"y" * 100 and r.blob(k1) == b"x" * 100
-        with pytest.raises(TraceError, match="no blob"):
+        assert [(x.n, x.fields["type"]) for x in r.records()] == [(i, i) for i in range(50)]
+        assert len(r.frames) > 10  # 64-byte frames: many
+
+
+def test_index_and_footer_are_written_at_close(tmp_path):
+    path = tmp_path / "i.kfdtrace"
+    write(path)
+    data = path.read_bytes()
+    magic, offset, length, crc = F.FOOTER.unpack(data[-F.FOOTER.size:])
+    assert magic == F.FOOTER_MAGIC and crc == zlib.crc32(data[-F.FOOTER.size:-4])
+    assert offset + length == len(data) - F.FOOTER.size and data[offset:offset + 4] == F.FRAME_MAGIC
+    assert data[offset + 4] == F.INDEX
+    with TraceReader(str(path)) as r:
+        assert not r.recovered
+        kinds = [f.kind for f in r.frames]
+        assert kinds.count(F.BLOBS) >= 1 and kinds.count(F.RECORDS) > 5
+        recs = [f for f in r.frames if f.kind == F.RECORDS]
+        assert sum(f.count for f in recs) == 300 and recs[0].first == 0
+        assert all(a.first + a.count == b.first for a, b in zip(recs, recs[1:], strict=False))
+        subs = [(f.first_submission, f.last_submission) for f in recs if f.first_submission is not None]
+        assert subs[0][0] == 0 and subs[-1][1] == 99
+
+
+def test_closing_on_an_exception_and_closing_twice(tmp_path):
+    path = tmp_path / "x.kfdtrace"
+    with pytest.raises(RuntimeError), TraceWriter(str(path), {}) as w:
+        w.record("a", x=1)
+        raise RuntimeError("workload failed")
+    assert w.closed
+    w.close()  # again: nothing
+    with pytest.raises(TraceError, match="closed"):
+        w.record("a", x=2)
+    with TraceReader(str(path)) as r:
+        assert not r.recovered and [x.fields for x in r.records()] == [{"x": 1}]
+
+
+def test_stats(tmp_path):
+    path = tmp_path / "s.kfdtrace"
+    w = TraceWriter(str(path), {}, frame_bytes=1024)
+    for i in range(100):
+        w.record("doorbell" if i % 4 == 0 else "ioctl", i=i, data=bytes(40))
+    w.blob(b"a" * 3000)
+    w.blob(b"a" * 3000)
+    w.blob(b"b" * 10)
+    s = w.stats
+    assert s["records"] == 100 and s["submissions"] == 25 and s["blobs"] == 2 and s["blob_bytes"] == 3010
+    assert s["dedup_hits"] == 1 and s["frames"] >= 4 and s["file_bytes"] == os.path.getsize(path)
+    w.close()
+    s = w.stats
+    assert s["file_bytes"] == os.path.getsize(path) and s["raw_bytes"] > s["compressed_bytes"] > 0
+    assert s["raw_bytes"] > 100 * 45  # every record's packed bytes went through a frame
+
+
+# -- blobs ------------------------------------------------------------------------------------------------
+def test_blobs_are_stored_once_and_read_back_in_any_order(tmp_path):
+    path = tmp_path / "b.kfdtrace"
+    contents = [random.Random(i).randbytes(3000 + i) for i in range(40)]
+    with TraceWriter(str(path), {}, frame_bytes=8192) as w:
+        keys = [w.blob(c) for c in contents]
+        assert [w.blob(c) for c in contents] == keys  # all hits
+        assert w.stats["blobs"] == 40 and w.stats["dedup_hits"] == 40
+        assert len(set(keys)) == 40 and all(k == F.blob_key(c) and len(k) == 16 for k, c in zip(keys, contents,
+                                                                                                 strict=True))
+    data = path.read_bytes()
+    assert all(data.count(c) == 1 for c in contents)  # random bytes are stored uncompressed, once
+    with TraceReader(str(path)) as r:
+        assert sum(f.kind == F.BLOBS for f in r.frames) > 5  # several blob frames
+        order = list(range(40))
+        random.Random(1).shuffle(order)
+        assert all(r.blob(keys[i]) == contents[i] for i in order)
+        with pytest.raises(TraceError, match="no blob 0000"):
             r.blob(b"\0" * 16)
 
 
-def test_filtering_by_type_start_and_submission(tmp_path):
+def test_a_blob_or_record_too_large_for_a_frame_is_refused_and_nothing_is_lost(tmp_path):
+    path = tmp_path / "big.kfdtrace"
+    with TraceWriter(str(path), {}) as w:
+        w.record("a", i=0)
+        with pytest.raises(TraceError, match="exceeds the .*frame limit"):
+            w.blob(bytes(F.MAX_BLOB_BYTES + 1), key=b"k" * 16)
+        with pytest.raises(TraceError, match="'a' record of .* exceeds"):
+            w.record("a", data=bytes(F.MAX_FRAME_BYTES))
+        with pytest.raises(TraceError, match="cannot store a 'a' record"):
+            w.record("a", data=object())
+        with pytest.raises(TraceError, match="cannot store a 'a' record"):
+            w.record("a", n=2**64)
+        with pytest.raises(TraceError, match="record type must be"):
+            w.record(5, i=1)
+        assert w.record("a", i=1) == 1
+        key = w.blob(b"small")
+    with TraceReader(str(path)) as r:
+        assert [x.fields for x in r.records()] == [{"i": 0}, {"i": 1}] and r.blob(key) == b"small"
+
+
+def test_a_record_that_would_overfill_a_frame_gets_its_own(tmp_path, monkeypatch):
+    monkeypatch.setattr(F, "MAX_RECORD_BYTES", 3000)  # the 64 MiB limit, scaled down
+    path = tmp_path / "own.kfdtrace"
+    with TraceWriter(str(path), {}, frame_bytes=1000) as w:
+        for i in range(5):
+            w.record("small", i=i, pad=bytes(80))
+        assert w.record("big", pad=bytes(2800)) == 5  # 5 x ~95 pending + 2800 > 3000: two frames
+        with pytest.raises(TraceError, match=r"'big' record of 30\d\d bytes exceeds"):
+            w.record("big", pad=bytes(3000))
+        assert w.record("small", i=5) == 6
+    with TraceReader(str(path)) as r:
+        assert [f.count for f in r.frames if f.kind == F.RECORDS] == [5, 1, 1]
+        assert [x.n for x in r.records()] == list(range(7)) and len(next(r.records({"big"})).fields["pad"]) == 2800
+
+
+# -- filtering --------------------------------------------------------------------------------------------
+def test_records_by_type_and_start(tmp_path):
     path = tmp_path / "c.kfdtrace"
     write(path)
     with TraceReader(str(path)) as r:
         assert [x.n for x in r.records({"doorbell"}, start=250)] == list(range(250, 300, 3))
-        first = next(x for x in r.records_from_submission(60) if x.type == "doorbell")
-        assert first.n <= 60 * 3 + 1  # starts at the frame holding submission 60, at or before it
-        assert list(r.records_from_submission(10_000)) == []
+        assert [x.n for x in r.records(start=297)] == [297, 298, 299]
+        assert list(r.records(start=300)) == [] and list(r.records({"nothing"})) == []
+        assert [x.type for x in r.records({"note", "ioctl"})][:4] == ["ioctl", "note", "ioctl", "note"]
 
 
-def test_a_killed_writer_leaves_what_it_flushed(tmp_path):
+def corrupt_payload(path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset + F.FRAME.size + 1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_frames_outside_the_request_are_not_read(tmp_path):
+    """A damaged frame before `start`, or without the wanted types, does not matter: it is never read."""
+    path = tmp_path / "skip.kfdtrace"
+    with TraceWriter(str(path), {}, frame_bytes=1 << 20) as w:
+        for i in range(100):
+            w.record("early", i=i, pad=bytes(30))
+        w.flush()
+        for i in range(100):
+            w.record("late", i=i)
+    with TraceReader(str(path)) as r:
+        early = r.frames[0]
+    corrupt_payload(path, early.offset)
+    with TraceReader(str(path)) as r:
+        assert len(list(r.records(start=100))) == 100 and len(list(r.records({"late"}))) == 100
+        with pytest.raises(TraceError, match=f"frame at byte {early.offset}: checksum mismatch"):
+            list(r.records())
+
+
+def test_records_stream_frame_by_frame(tmp_path):
+    """Records of good frames come out before a bad frame further on is even read."""
+    path = tmp_path / "lazy.kfdtrace"
+    write(path, n=100, frame_bytes=512)
+    with TraceReader(str(path)) as r:
+        last = [f for f in r.frames if f.kind == F.RECORDS][-1]
+    corrupt_payload(path, last.offset)
+    with TraceReader(str(path)) as r:
+        it = r.records()
+        assert next(it).n == 0
+        got = []
+        with pytest.raises(TraceError, match=f"frame at byte {last.offset}"):
+            got.extend(x.n for x in it)
+        assert got == list(range(1, last.first))
+
+
+def test_records_from_submission(tmp_path):
     path = tmp_path / "k.kfdtrace"
+    write(path, frame_bytes=700)
+    with TraceReader(str(path)) as r:
+        doorbells = [x.n for x in r.records({"doorbell"})]
+        for k in (0, 1, 37, 60, 99):
+            recs = list(r.records_from_submission(k))
+            entry = next(f for f in r.frames if f.kind == F.RECORDS and f.first <= doorbells[k] < f.first + f.count)
+            assert recs[0].n == entry.first and [x.n for x in recs] == list(range(entry.first, 300))
+            assert doorbells[k] in [x.n for x in r.records_from_submission(k, {"doorbell"})]
+        assert list(r.records_from_submission(100)) == [] and list(r.records_from_submission(-1)) == []
+
+
+@pytest.mark.parametrize("close", [True, False])
+def test_submission_type_is_chosen_by_the_writer_and_kept_through_recovery(tmp_path, close):
+    path = tmp_path / "d.kfdtrace"
+    write(path, n=90, close=close, frame_bytes=500, submission_type="note")
+    with TraceReader(str(path)) as r:
+        assert r.recovered is not close and r.submission_type == "note" and r.submissions == 30
+        assert r.header == {"name": "t"}  # the format's own header key is not the caller's
+        assert [x.n for x in r.records_from_submission(29, {"note"})][-1] == 89
+
+
+# -- recovery ---------------------------------------------------------------------------------------------
+def test_a_killed_writer_leaves_every_flushed_record(tmp_path):
+    path = tmp_path / "killed.kfdtrace"
     code = textwrap.dedent(f"""
         import os, signal
         from kfdtrace.traces.format import TraceWriter
-        w = TraceWriter({str(path)!r}, {{"name": "killed"}})
-        for i in range(1000):
-            w.record("doorbell", i=i)
-        w.blob(b"z" * 10)
+        w = TraceWriter({str(path)!r}, {{"name": "killed"}}, frame_bytes=4096)
+        for i in range(3000):
+            w.record("doorbell", i=i, ring=bytes([i % 251]) * 32, big=2**64 - 1)
+            if i % 1000 == 0:
+                w.blob(b"z%d" % i)
         w.flush()
         w.record("lost", i=-1)
+        w.blob(b"lost")
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     proc = subprocess.run([sys.executable, "-c", code], timeout=60)
     assert proc.returncode == -signal.SIGKILL
     with TraceReader(str(path)) as r:
-        assert r.recovered and "not closed" in r.recovery_note and r.summary is None
-        assert [x.fields["i"] for x in r.records()] == list(range(1000))
-        assert r.blob(F.blob_key(b"z" * 10)) == b"z" * 10
+        assert r.recovered and r.recovery_note.startswith("trace was not closed: recovered 3000 records in ")
+        assert r.summary is None and r.header == {"name": "killed"} and r.submissions == 3000
+        got = list(r.records())
+        assert [(x.n, x.fields) for x in got] == [(i, {"i": i, "ring": bytes([i % 251]) * 32, "big": 2**64 - 1})
+                                                  for i in range(3000)]
+        assert all(r.blob(F.blob_key(b"z%d" % i)) == b"z%d" % i for i in (0, 1000, 2000))
+        with pytest.raises(TraceError, match="no blob"):
+            r.blob(F.blob_key(b"lost"))
 
 
-def test_truncation_at_every_offset_recovers_or_fails_cleanly(tmp_path):
-    path = tmp_path / "full.kfdtrace"
-    write(path, n=60, frame_bytes=512)
+def frame_spans(path) -> tuple[int, list[tuple[int, int, int]]]:
+    """(end of the file header, [(offset, end, kind)] of every frame including the index)."""
     data = path.read_bytes()
-    cut = tmp_path / "cut.kfdtrace"
-    recovered = 0
-    for n in range(0, len(data), 7):
-        cut.write_bytes(data[:n])
+    offset = F.FILE_HEADER.size + F.FILE_HEADER.unpack_from(data)[3]
+    start, spans = offset, []
+    while offset < len(data) - F.FOOTER.size:
+        head = F.FRAME.unpack_from(data, offset)
+        spans.append((offset, offset + F.FRAME.size + head[4], head[1]))
+        offset = spans[-1][1]
+    return start, spans
+
+
+def test_truncation_at_every_byte_recovers_complete_frames_or_fails_cleanly(tmp_path, deadline):
+    path = tmp_path / "full.kfdtrace"
+    write(path, n=24, frame_bytes=200, blob_every=10)
+    data = path.read_bytes()
+    start, spans = frame_spans(path)
+    with TraceReader(str(path)) as r:
+        full = list(r.records())
+        by_frame = {f.offset: f for f in r.frames}
+    assert len(by_frame) > 10
+    cut, opened = tmp_path / "cut.kfdtrace", 0
+    cut.write_bytes(data)
+    for n in reversed(range(len(data))):
+        os.truncate(cut, n)
+        complete = [s for s in spans if s[1] <= n and s[2] != F.INDEX]
         try:
             with TraceReader(str(cut)) as r:
-                recs = list(r.records())
-                assert [x.n for x in recs] == list(range(len(recs)))
-                recovered += r.recovered
+                got = list(r.records())
+                blobs = [f for f in r.frames if f.kind == F.BLOBS]
+                note = r.recovery_note
         except TraceError as exc:
-            assert "\n" not in str(exc) and str(cut) in str(exc)
-    assert recovered > 10
+            assert n < start and "\n" not in str(exc) and str(cut) in str(exc)
+            continue
+        opened += 1
+        assert n >= start and r.recovered
+        want = sum(by_frame[o].count for o, _, k in complete if k == F.RECORDS)
+        assert got == full[:want] and r.record_count == want
+        assert len(blobs) == sum(k == F.BLOBS for *_, k in complete)
+        stop = max((e for _, e, _ in complete), default=start)
+        assert f"recovered {want} records" in note and f"stopped at byte {stop} " in note
+        if n in {o for o, *_ in spans} or n == start:
+            assert note.endswith("(end of file)")
+        elif stop < n:
+            assert "truncated frame" in note or "index frame" in note
+    assert opened == len(data) - start
 
 
-def test_flipped_bytes_are_caught(tmp_path):
+def flip_outcome(path) -> tuple[str, str]:
+    """Read everything; ("ok", note) or ("error", message)."""
+    try:
+        with TraceReader(str(path)) as r:
+            r.verify()  # every frame, blobs included
+            recs = list(r.records())
+            return ("ok", f"{len(recs)} {r.recovered} {r.recovery_note}")
+    except TraceError as exc:
+        assert "\n" not in str(exc)
+        return ("error", str(exc))
+
+
+def test_a_flipped_byte_is_caught_and_named(tmp_path, deadline):
+    """Closed trace: a flip in a frame is an error naming that frame; in the index or footer, a rebuilt
+    index with every record; in the file header, an error."""
     path = tmp_path / "f.kfdtrace"
-    write(path, n=60, frame_bytes=512)
+    write(path, n=24, frame_bytes=200, blob_every=10)
     data = path.read_bytes()
-    bad = tmp_path / "bad.kfdtrace"
-    caught = 0
-    for pos in range(0, len(data), max(1, len(data) // 97)):
-        flipped = bytearray(data)
-        flipped[pos] ^= 0x40
-        bad.write_bytes(bytes(flipped))
-        try:
-            with TraceReader(str(bad)) as r:
-                r.verify()
-                list(r.records())
-                assert r.recovered  # a flip in the index or footer: rebuilt by scanning
-        except TraceError:
-            caught += 1
-    assert caught > 50
+    start, spans = frame_spans(path)
+    fd = os.open(path, os.O_WRONLY)
+    for pos in range(len(data)):
+        os.pwrite(fd, bytes([data[pos] ^ 0xFF]), pos)
+        what, text = flip_outcome(path)
+        os.pwrite(fd, data[pos:pos + 1], pos)
+        span = next((s for s in spans if s[0] <= pos < s[1]), None)
+        if pos in (10, 11):  # the minor version has no checksum: a newer minor reads the same
+            assert what == "ok" and "False" in text, (pos, text)
+        elif pos < start:
+            assert what == "error", pos
+        elif span is None or span[2] == F.INDEX:  # footer or index
+            assert what == "ok" and text.startswith("24 True trace") and "(end of file)" not in text, (pos, text)
+        else:
+            assert what == "error" and f"frame at byte {span[0]}:" in text, (pos, text)
+    os.close(fd)
 
 
-@pytest.mark.parametrize("content", [b"", b"KFD", os.urandom(4096), b"KFDTRACE" + os.urandom(200)])
-def test_garbage_files(tmp_path, content):
+def test_recovery_stops_at_a_damaged_frame(tmp_path):
+    path = tmp_path / "u.kfdtrace"
+    write(path, n=40, frame_bytes=300, blob_every=15, close=False)
+    _, spans = frame_spans(path)
+    victim = [s for s in spans if s[2] == F.RECORDS][3]
+    corrupt_payload(path, victim[0])
+    with TraceReader(str(path)) as r:
+        assert r.recovered and f"stopped at byte {victim[0]} (checksum mismatch" in r.recovery_note
+        assert all(f.offset < victim[0] for f in r.frames)
+
+
+def test_a_bad_index_behind_a_good_footer_is_rebuilt(tmp_path):
+    path = tmp_path / "idx.kfdtrace"
+    write(path, n=30, close=False)
+    data = path.read_bytes()
+    for index in ({"frames": [[10**9, 1, 0, 30, {"x": 30}, None, None]], "blobs": {}, "records": 30,
+                   "submissions": 0, "counts": {}, "summary": None},
+                  {"frames": "nonsense"}, [1, 2, 3],
+                  {"frames": [], "blobs": {}, "records": 999, "submissions": 0, "counts": {}, "summary": None}):
+        path.write_bytes(closed_file(data, index))
+        with TraceReader(str(path)) as r:
+            assert r.recovered and r.recovery_note.startswith("trace index unusable") and r.record_count == 30
+
+
+def test_killed_while_writing_the_footer_keeps_the_summary(tmp_path):
+    path = tmp_path / "sum.kfdtrace"
+    write(path, n=30)
+    path.write_bytes(path.read_bytes()[:-5])
+    with TraceReader(str(path)) as r:
+        assert r.recovered and r.summary == {"done": True} and r.record_count == 30
+        assert "index frame without a valid footer" in r.recovery_note
+
+
+# -- hostile files ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("content", [b"", b"KFD", os.urandom(4096), b"KFDTRACE" + os.urandom(200),
+                                     b"KFDTRACE\x01\x00\x00\x00\xff\xff\xff\xff\x00\x00\x00\x00",
+                                     b"\0" * 100000], ids=["empty", "short", "random", "magic", "length", "zeros"])
+def test_garbage_files_are_refused(tmp_path, content, deadline):
     bad = tmp_path / "g.kfdtrace"
     bad.write_bytes(content)
     with pytest.raises(TraceError) as err:
         TraceReader(str(bad))
-    assert str(bad) in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value).startswith(f"{bad}: ") and "\n" not in str(err.value)
 
 
-def test_missing_file(tmp_path):
+def test_random_bytes_after_a_good_header_recover_nothing(tmp_path, deadline):
+    path = tmp_path / "r.kfdtrace"
+    TraceWriter(str(path), {"name": "h"}).flush()
+    head = path.read_bytes()
+    for seed in range(30):
+        path.write_bytes(head + random.Random(seed).randbytes(seed * 97))
+        with TraceReader(str(path)) as r:
+            assert r.recovered and r.record_count == 0 and list(r.records()) == []
+
+
+def test_not_a_file(tmp_path, deadline):
     with pytest.raises(TraceError, match="No such file"):
         TraceReader(str(tmp_path / "nope.kfdtrace"))
+    with pytest.raises(TraceError, match="not a regular file"):
+        TraceReader(str(tmp_path))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(TraceError, match="not a regular file"):
+        TraceReader(str(fifo))  # and no hang waiting for a writer
 
 
-def test_a_frame_claiming_huge_sizes_is_refused_without_allocating(tmp_path):
+def append_frames(path, *frames: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(b"".join(frames))
+
+
+def zstd_claiming(size: int, body: bytes) -> bytes:
+    """A zstd frame whose header claims `size` content bytes (single segment: zstd would allocate it)."""
+    return (b"\x28\xb5\x2f\xfd" + b"\xe0" + struct.pack("<Q", size)
+            + struct.pack("<I", 1 | (len(body) << 3))[:3] + body)
+
+
+def test_frames_claiming_huge_sizes_are_refused_without_allocating(tmp_path):
     path = tmp_path / "h.kfdtrace"
     write(path, n=3, close=False)
-    with open(path, "ab") as f:  # a well-formed frame that says it inflates to 4 GiB
-        f.write(frame(F.RECORDS, F.ZSTD, b"x" * 16, raw_len=0xFFFFFFFF))
+    clean = path.read_bytes()
+    for crafted, reason in [
+        (frame(F.RECORDS, F.ZSTD, b"x" * 16, raw_len=0xFFFFFFFF, first=3), "frame limit"),
+        (frame(F.RECORDS, F.ZSTD, zstd_claiming(10 << 30, b"\x90"), raw_len=1, first=3), "declares 10737418240"),
+        (frame(F.RECORDS, F.ZSTD, zstandard.ZstdCompressor(write_content_size=False).compress(bytes(10 << 20)),
+               raw_len=1000, first=3), "cannot decompress"),
+    ]:
+        path.write_bytes(clean)
+        append_frames(path, crafted)
+        with TraceReader(str(path)) as r:
+            assert r.recovered and r.record_count == 3 and reason in r.recovery_note
+    path.write_bytes(clean)
+    append_frames(path, frame(F.RECORDS, F.STORED, msgpack.packb([["a", {"x": bytes(20000)}]]), first=3))
+    with TraceReader(str(path), max_frame_bytes=10000) as r:  # a reader's own, lower limit
+        assert r.record_count == 3 and "over the 10000-byte frame limit" in r.recovery_note
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (msgpack.packb([["note", {"x": msgpack.ExtType(5, b"code")}]]), "extension type"),
+    (msgpack.packb([["note", {"t": msgpack.Timestamp(1)}]]), "extension type"),
+    (msgpack.packb([{"type": "note"}]), "not [type, fields]"),
+    (msgpack.packb([[5, {}]]), "not [type, fields]"),
+    (msgpack.packb([["a", {}], ["b", {}]]), "do not match the frame head"),
+    (msgpack.packb({"not": "a list"}), "do not match the frame head"),
+    (b"\x91" * 5000 + b"\xc0", "malformed msgpack"),
+    (b"\xdd\xff\xff\xff\xff", "malformed msgpack"),  # an array claiming 4 billion items
+])
+def test_malformed_payloads_are_refused(tmp_path, payload, reason):
+    path = tmp_path / "e.kfdtrace"
+    write(path, n=3, close=False)
+    append_frames(path, frame(F.RECORDS, F.STORED, payload, first=3))
     with TraceReader(str(path)) as r:
-        assert r.recovered and "limit" in r.recovery_note and r.record_count == 3
+        assert r.record_count == 3 and reason in r.recovery_note
 
 
-def test_newer_major_is_rejected_naming_both_versions(tmp_path):
+def test_a_records_frame_out_of_sequence_stops_recovery(tmp_path):
+    path = tmp_path / "seq.kfdtrace"
+    write(path, n=3, close=False)
+    append_frames(path, frame(F.RECORDS, F.STORED, msgpack.packb([["note", {}]]), first=99))
+    with TraceReader(str(path)) as r:
+        assert r.record_count == 3 and "starts at record 99, not 3" in r.recovery_note
+
+
+# -- versions ---------------------------------------------------------------------------------------------
+def patch_version(path, major: int, minor: int) -> None:
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<HH", data, 8, major, minor)
+    path.write_bytes(bytes(data))
+
+
+def test_a_newer_major_is_refused_naming_both_versions(tmp_path):
     path = tmp_path / "v.kfdtrace"
     write(path, n=3)
-    data = bytearray(path.read_bytes())
-    struct.pack_into("<HH", data, 8, F.FORMAT_MAJOR + 1, 4)
-    path.write_bytes(bytes(data))
-    with pytest.raises(TraceError, match=rf"format {F.FORMAT_MAJOR + 1}\.4; this kfdtrace reads format "
-                                         rf"{F.FORMAT_MAJOR}\.x: upgrade"):
+    patch_version(path, F.FORMAT_MAJOR + 1, 0)
+    with pytest.raises(TraceError, match=rf"v.kfdtrace: is trace format {F.FORMAT_MAJOR + 1}\.0; this kfdtrace "
+                                         rf"reads format {F.FORMAT_MAJOR}\.x: upgrade kfdtrace$"):
+        TraceReader(str(path))
+    patch_version(path, 0, 9)
+    with pytest.raises(TraceError, match=r"format 0\.9; this kfdtrace reads format 1\.x$"):
         TraceReader(str(path))
 
 
-def test_newer_minor_is_read(tmp_path):
+def test_a_newer_minor_is_read_ignoring_what_it_added(tmp_path):
     path = tmp_path / "m.kfdtrace"
-    write(path, n=3)
-    data = bytearray(path.read_bytes())
-    struct.pack_into("<H", data, 10, F.FORMAT_MINOR + 7)
-    path.write_bytes(bytes(data))
+    with TraceWriter(str(path), {}) as w:
+        for i in range(3):
+            w.record(*expected(i)[:1], **expected(i)[1])
+        w.record("from_the_future", x=1, new_field=[1])
+    unclose(path)
+    append_frames(path, frame(9, F.STORED, b"\xc0", count=0),  # a frame kind added by the newer minor
+                  frame(F.RECORDS, F.STORED, msgpack.packb([["note", {"i": 4}]]), first=4))
+    patch_version(path, F.FORMAT_MAJOR, F.FORMAT_MINOR + 7)
     with TraceReader(str(path)) as r:
-        assert r.version == (F.FORMAT_MAJOR, F.FORMAT_MINOR + 7) and r.record_count == 3
-
-
-def test_msgpack_extension_types_are_refused(tmp_path):
-    import msgpack
-
-    path = tmp_path / "e.kfdtrace"
-    write(path, n=3, close=False)
-    payload = msgpack.packb([["note", {"x": msgpack.ExtType(5, b"code")}]])
-    with open(path, "ab") as f:
-        f.write(frame(F.RECORDS, F.STORED, payload))
+        assert r.version == (F.FORMAT_MAJOR, F.FORMAT_MINOR + 7) and r.record_count == 5
+        assert [x.type for x in r.records()] == ["ioctl", "doorbell", "note", "from_the_future", "note"]
+    patch_version(path, F.FORMAT_MAJOR, F.FORMAT_MINOR)  # the same frames from this minor: corrupt
     with TraceReader(str(path)) as r:
-        assert r.record_count == 3 and "extension type" in r.recovery_note
+        assert r.record_count == 4 and "unknown frame kind 9" in r.recovery_note
+
+
+# -- writing failures -------------------------------------------------------------------------------------
+def test_write_failures_are_trace_errors():
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    with pytest.raises(TraceError, match="write failed at byte 0: No space left"):
+        TraceWriter("/dev/full", {})
+    with pytest.raises(TraceError, match="cannot create"):
+        TraceWriter("/nonexistent-dir/x.kfdtrace", {})

@@ -1,60 +1,112 @@
-"""The kfdtrace file format: reader and writer in one module (layout in traces/FORMAT.md).
+"""The kfdtrace file format: reader and writer in one module (byte layouts in traces/FORMAT.md).
 
-A file is a header, a stream of zstd-compressed msgpack frames (records, or content-addressed blobs), an
-index frame and a footer. Frames are written whole with one write(2) each, so a process killed at any
-moment leaves every frame it flushed readable; without a footer the reader rebuilds the index by scanning.
+A file is a header, a stream of frames (zstd-compressed msgpack: records, or content-addressed blobs), an
+index frame and a fixed-size footer. Each frame goes to the file with one write(2) on an unbuffered fd, so a
+process killed at any moment leaves every frame it flushed readable; without a footer the reader rebuilds
+the index by scanning the frames.
 
 Traces are untrusted input: every length is checked against a bound before anything is allocated, every
-frame carries a CRC32, msgpack extension types are refused, and nothing in a file is ever executed.
+frame head and payload is covered by a CRC32, the index is checked against the frames, msgpack extension
+types are refused, nothing in a file is ever executed, and every error is one `TraceError` line.
+
+Version policy: FORMAT_MAJOR changes when an existing byte layout, codec, hash or meaning changes (readers
+refuse a major they do not know); FORMAT_MINOR changes for additions an older reader can ignore: record
+types, record fields, header and index keys, frame kinds. A reader accepts every minor of its major.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
+import stat
 import struct
 import zlib
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
 import msgpack
 import zstandard
 
-FORMAT_MAJOR, FORMAT_MINOR = 1, 0
+FORMAT_MAJOR = 1
+FORMAT_MINOR = 0
+
 MAGIC = b"KFDTRACE"
 FILE_HEADER = struct.Struct("<8sHHII")  # magic, major, minor, header length, crc32 of the header bytes
-# magic, kind, codec, 2 zero bytes, stored length, raw length, records, first record, then a crc32 of the 28
-# bytes before it and the payload
-FRAME = struct.Struct("<4sBBHIIIQI")
 FRAME_MAGIC = b"KFRM"
-FOOTER = struct.Struct("<8sQQI")  # magic, index frame offset, index frame length, crc32 of the 24 bytes before
+# magic, kind, codec, u16 zero, stored length, raw length, count, first record, then the crc32 of the 28 bytes
+# before it followed by the stored payload
+FRAME = struct.Struct("<4sBBHIIIQI")
 FOOTER_MAGIC = b"KFDTIDX\0"
+FOOTER = struct.Struct("<8sQQI")  # magic, index frame offset, index frame length, crc32 of the 24 bytes before
+
 RECORDS, BLOBS, INDEX = 1, 2, 3
-ZSTD, STORED = 0, 1  # frame codecs: frames under STORE_BELOW bytes are not worth compressing
-STORE_BELOW = 2048
 KINDS = {RECORDS: "records", BLOBS: "blobs", INDEX: "index"}
-MAX_FRAME = 64 << 20  # bound on any frame's raw and compressed size, for writer and reader
-MAX_HEADER = 16 << 20
+ZSTD, STORED = 0, 1  # payload codecs
+STORE_BELOW = 2048  # payloads this small are stored as they are (so are those zstd cannot shrink)
+
+MAX_FRAME_BYTES = 64 << 20  # bound on a frame's raw and stored payload: the writer's, and readers' default
+MAX_HEADER_BYTES = 16 << 20
 KEY_BYTES = 16
-SUBMISSION = "doorbell"  # the record type the index numbers submissions by
+BLOB_FRAMING = 32  # bound on the msgpack framing of a blob in a blobs frame: [key, data] and the array header
+MAX_BLOB_BYTES = MAX_FRAME_BYTES - BLOB_FRAMING
+MAX_RECORD_BYTES = MAX_FRAME_BYTES - 5  # room for the frame's array header
+SUBMISSION_KEY = "kfdtrace.submission_type"  # header keys starting "kfdtrace." belong to the format
+DEFAULT_SUBMISSION = "doorbell"
+MAX_CACHED_TYPES = 4096
 
 
 class TraceError(Exception):
     """A trace that cannot be read or written; the message is one line naming the file and what is wrong."""
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class FrameError(TraceError):
+    """A frame that is truncated or damaged: `offset` is where it starts, `reason` what is wrong with it."""
+
+    def __init__(self, path: str, offset: int, reason: str):
+        super().__init__(f"{path}: frame at byte {offset}: {reason}")
+        self.offset, self.reason = offset, reason
+
+
+class Record(NamedTuple):
+    """One record: its number in the trace (from 0), its type and its fields."""
+
     n: int
     type: str
     fields: dict[str, Any]
 
 
+class FrameInfo(NamedTuple):
+    """One index entry. RECORDS frames: records first .. first+count-1, and the submissions among them
+    (None when none); BLOBS frames: first is 0 and count the number of blobs."""
+
+    offset: int
+    kind: int
+    first: int
+    count: int
+    counts: dict[str, int]
+    first_submission: int | None
+    last_submission: int | None
+
+
+class FrameHead(NamedTuple):
+    kind: int
+    codec: int
+    stored: int  # payload bytes in the file
+    raw: int  # payload bytes once decompressed
+    count: int
+    first: int
+    crc: int
+
+
 def blob_key(data: bytes) -> bytes:
-    """The content key of a blob: sha256, first 16 bytes."""
+    """The content key of a blob: the first 16 bytes of its sha256 digest."""
     return hashlib.sha256(data).digest()[:KEY_BYTES]
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _no_ext(code: int, data: bytes) -> None:
@@ -62,342 +114,584 @@ def _no_ext(code: int, data: bytes) -> None:
 
 
 def _unpack(raw: bytes) -> Any:
-    return msgpack.unpackb(raw, raw=False, strict_map_key=False, ext_hook=_no_ext)  # raw is already bounded
+    """Bounded msgpack decoding: no extension types (timestamps included), no length beyond the input's."""
+    n = len(raw)
+    return msgpack.unpackb(raw, raw=False, use_list=True, strict_map_key=False, ext_hook=_no_ext, max_ext_len=0,
+                           max_str_len=n, max_bin_len=n, max_array_len=n, max_map_len=n)
 
 
 # -- writing ----------------------------------------------------------------------------------------------
 class TraceWriter:
-    """Streams records and blobs into frames; `flush()` makes everything so far survive a SIGKILL."""
+    """Streams records and blobs into frames. `flush()` makes everything so far survive a SIGKILL; `close()`
+    adds the index and footer. Not thread-safe: callers sharing a writer hold a lock around it."""
 
-    def __init__(self, path: str, header: dict, *, level: int = 3, frame_bytes: int = 256 << 10):
-        self.path, self.frame_bytes = path, frame_bytes
+    def __init__(self, path: str, header: dict, *, level: int = 3, frame_bytes: int = 256 << 10,
+                 submission_type: str = DEFAULT_SUBMISSION):
+        if not 0 < frame_bytes <= MAX_RECORD_BYTES:
+            raise ValueError(f"frame_bytes must be in 1..{MAX_RECORD_BYTES}, not {frame_bytes}")
+        if not isinstance(header, dict) or not isinstance(submission_type, str):
+            raise TypeError("header must be a dict and submission_type a str")
+        self.path, self.frame_bytes, self.submission_type = path, frame_bytes, submission_type
         self._zstd = zstandard.ZstdCompressor(level=level)
         self._packer = msgpack.Packer(use_bin_type=True)
-        head = self._packer.pack(header)
-        if len(head) > MAX_HEADER:
-            raise TraceError(f"{path}: header of {len(head)} bytes is too large")
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        self._pack = self._packer.pack
+        head = self._packed({**header, SUBMISSION_KEY: submission_type}, "the header")
+        if len(head) > MAX_HEADER_BYTES:
+            raise TraceError(f"{path}: a header of {len(head)} bytes exceeds {MAX_HEADER_BYTES} bytes")
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise TraceError(f"{path}: cannot create: {exc.strerror}") from None
         self._offset = 0
-        self._write(FILE_HEADER.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(head), zlib.crc32(head)) + head)
-        self._records = bytearray()
-        self._nrec = 0  # records in the pending frame
+        self._closed = False
+        self._heads: dict[str, bytes] = {}  # record type -> its packed record prefix
+        self._buf = bytearray()  # packed records of the pending frame
+        self._types: list[str] = []  # and their types
         self._first = 0  # number of the pending frame's first record
-        self._counts: Counter[str] = Counter()
-        self._subs: list[int] = []  # submission numbers in the pending frame
-        self._blobs: list[tuple[bytes, bytes]] = []
-        self._blob_bytes = 0
+        self._blobs: list[list[bytes]] = []  # pending [key, data]
+        self._blob_buf = 0  # their bytes, framing included
         self._keys: dict[bytes, tuple[int, int] | None] = {}  # key -> (frame offset, position); None: pending
-        self._frames: list[list] = []
-        self.totals: Counter[str] = Counter()
-        self.submissions = 0
-        self.closed = False
-        self._stats = Counter(raw_bytes=0, compressed_bytes=0, frames=0, blobs=0, blob_bytes=0, dedup_hits=0)
+        self._frames: list[FrameInfo] = []
+        self._counts: Counter[str] = Counter()  # records written, by type
+        self._submissions = 0  # submissions written
+        self._n = Counter(frames=0, raw=0, stored=0, blobs=0, blob_bytes=0, dedup=0)
+        try:
+            self._write(FILE_HEADER.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(head), zlib.crc32(head)) + head)
+        except BaseException:
+            os.close(self._fd)
+            raise
 
     def __enter__(self) -> TraceWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _packed(self, obj: Any, what: str) -> bytes:
+        try:
+            return self._pack(obj)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TraceError(f"{self.path}: cannot store {what}: {_one_line(exc)}") from None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TraceError(f"{self.path}: the trace is closed")
+
     def _write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
+        """Append all of `data`; on failure cut the file back to a frame boundary, so a later write (after
+        space was freed, say) still leaves a readable file."""
+        start, view = self._offset, memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError:
+                pass
+            raise TraceError(f"{self.path}: write failed at byte {start}: {exc.strerror}") from None
         self._offset += len(data)
 
-    def record(self, type_: str, **fields: Any) -> int:
-        """Append a record; returns its number."""
-        packed = self._packer.pack([type_, fields])
-        if len(packed) > MAX_FRAME:
-            raise TraceError(f"{self.path}: a {type_} record of {len(packed)} bytes exceeds {MAX_FRAME} bytes")
-        if self._records and len(self._records) + len(packed) > self.frame_bytes:
-            self.flush()
-        n = self._first + self._nrec
-        self._records += packed
-        self._nrec += 1
-        self._counts[type_] += 1
-        if type_ == SUBMISSION:
-            self._subs.append(self.submissions)
-            self.submissions += 1
+    # records ------------------------------------------------------------------------------------------
+    def record(self, type: str, /, **fields: Any) -> int:
+        """Append a record of `type` (fields: plain msgpack data; a field may be called "type" too); returns
+        its number."""
+        if self._closed:
+            raise TraceError(f"{self.path}: the trace is closed")
+        try:
+            head = self._heads[type]
+        except (KeyError, TypeError):
+            head = self._head(type)
+        try:
+            body = self._pack(fields)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TraceError(f"{self.path}: cannot store a {type!r} record: {_one_line(exc)}") from None
+        buf = self._buf
+        buf += head
+        buf += body
+        types = self._types
+        types.append(type)
+        n = self._first + len(types) - 1
+        if len(buf) >= self.frame_bytes:
+            self._frame_full(len(head) + len(body))
         return n
 
+    def _head(self, type: str) -> bytes:
+        """The packed start of a record of `type`: a 2-array header and the type string."""
+        if not isinstance(type, str) or not type:
+            raise TraceError(f"{self.path}: a record type must be a non-empty str, not {type!r}")
+        head = b"\x92" + self._packed(type, "a record type")
+        if len(self._heads) < MAX_CACHED_TYPES:
+            self._heads[type] = head
+        return head
+
+    def _frame_full(self, last: int) -> None:
+        """The pending frame reached frame_bytes with a record of `last` bytes: write it out. If that record
+        would make the frame too large, the records before it go in one frame and it goes in its own, or is
+        refused (then the rest is kept)."""
+        if len(self._buf) <= MAX_RECORD_BYTES:
+            self.flush()
+            return
+        record, type = bytes(self._buf[-last:]), self._types.pop()
+        del self._buf[-last:]
+        self.flush()
+        if last > MAX_RECORD_BYTES:
+            raise TraceError(f"{self.path}: a {type!r} record of {last} bytes exceeds the {MAX_FRAME_BYTES}-byte "
+                             "frame limit")
+        self._buf += record
+        self._types.append(type)
+        self.flush()
+
+    # blobs --------------------------------------------------------------------------------------------
     def blob(self, data: bytes, key: bytes | None = None) -> bytes:
-        """Store `data` once per file; returns its key (pass `key` when the caller already computed it)."""
-        key = key or blob_key(data)
+        """Store `data` once per file; returns its key. Pass `key` (= blob_key(data)) if already computed."""
+        self._check_open()
+        key = blob_key(data) if key is None else bytes(key)
         if key in self._keys:
-            self._stats["dedup_hits"] += 1
+            self._n["dedup"] += 1
             return key
-        if len(data) > MAX_FRAME - 1024:
-            raise TraceError(f"{self.path}: a blob of {len(data)} bytes exceeds the {MAX_FRAME}-byte frame limit")
-        if self._blobs and self._blob_bytes + len(data) > self.frame_bytes:
+        if len(key) != KEY_BYTES:
+            raise TraceError(f"{self.path}: a blob key has {KEY_BYTES} bytes, not {len(key)}")
+        size = len(data)
+        if size > MAX_BLOB_BYTES:
+            raise TraceError(f"{self.path}: a blob of {size} bytes exceeds the {MAX_BLOB_BYTES}-byte frame limit "
+                             "(store memory in chunks)")
+        if self._blobs and self._blob_buf + size + BLOB_FRAMING > self.frame_bytes:
             self._flush_blobs()
         self._keys[key] = None
-        self._blobs.append((key, bytes(data)))
-        self._blob_bytes += len(data)
-        self._stats["blobs"] += 1
-        self._stats["blob_bytes"] += len(data)
+        self._blobs.append([key, bytes(data)])
+        self._blob_buf += size + BLOB_FRAMING  # so that no blobs frame exceeds MAX_FRAME_BYTES
+        self._n["blobs"] += 1
+        self._n["blob_bytes"] += size
+        if self._blob_buf >= self.frame_bytes:
+            self._flush_blobs()
         return key
 
-    def _frame(self, kind: int, raw: bytes, nrec: int, first: int) -> int:
-        codec = STORED if len(raw) < STORE_BELOW else ZSTD
-        comp = raw if codec == STORED else self._zstd.compress(raw)
+    # frames -------------------------------------------------------------------------------------------
+    def _frame(self, kind: int, raw: bytes, count: int, first: int) -> int:
+        """Write one frame (zstd, or stored when that is not smaller); returns its offset."""
+        payload, codec = (self._zstd.compress(raw), ZSTD) if len(raw) >= STORE_BELOW else (raw, STORED)
+        if len(payload) >= len(raw):
+            payload, codec = raw, STORED
+        head = FRAME.pack(FRAME_MAGIC, kind, codec, 0, len(payload), len(raw), count, first, 0)[:-4]
         offset = self._offset
-        head = FRAME.pack(FRAME_MAGIC, kind, codec, 0, len(comp), len(raw), nrec, first, 0)[:-4]
-        self._write(head + struct.pack("<I", zlib.crc32(comp, zlib.crc32(head))) + comp)
-        self._stats["raw_bytes"] += len(raw)
-        self._stats["compressed_bytes"] += len(comp)
-        self._stats["frames"] += 1
+        self._write(head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload)
+        self._n["frames"] += 1
+        self._n["raw"] += len(raw)
+        self._n["stored"] += len(payload)
         return offset
-
-    def _flush_records(self) -> None:
-        if not self._nrec:
-            return
-        raw = self._packer.pack_array_header(self._nrec) + bytes(self._records)
-        offset = self._frame(RECORDS, raw, self._nrec, self._first)
-        subs = (self._subs[0], self._subs[-1]) if self._subs else (None, None)
-        self._frames.append([offset, RECORDS, self._first, self._nrec, dict(self._counts), *subs])
-        self.totals.update(self._counts)
-        self._first += self._nrec
-        self._records, self._nrec, self._counts, self._subs = bytearray(), 0, Counter(), []
 
     def _flush_blobs(self) -> None:
         if not self._blobs:
             return
-        offset = self._frame(BLOBS, self._packer.pack([[k, d] for k, d in self._blobs]), len(self._blobs), 0)
+        offset = self._frame(BLOBS, self._pack(self._blobs), len(self._blobs), 0)
         for i, (key, _) in enumerate(self._blobs):
             self._keys[key] = (offset, i)
-        self._frames.append([offset, BLOBS, 0, len(self._blobs), {}, None, None])
-        self._blobs, self._blob_bytes = [], 0
+        self._frames.append(FrameInfo(offset, BLOBS, 0, len(self._blobs), {}, None, None))
+        self._blobs, self._blob_buf = [], 0
+
+    def _flush_records(self) -> None:
+        count = len(self._types)
+        if not count:
+            return
+        offset = self._frame(RECORDS, self._packer.pack_array_header(count) + self._buf, count, self._first)
+        counts = Counter(self._types)
+        subs = counts.get(self.submission_type, 0)
+        span = (self._submissions, self._submissions + subs - 1) if subs else (None, None)
+        self._frames.append(FrameInfo(offset, RECORDS, self._first, count, dict(counts), *span))
+        self._counts.update(counts)
+        self._submissions += subs
+        self._first += count
+        self._buf, self._types = bytearray(), []
 
     def flush(self) -> None:
-        """Write what is buffered as whole frames now (blobs first, so every record's blobs precede it)."""
+        """Write what is buffered as whole frames now, blobs first (so every record's blobs precede it). When
+        this returns the frames are in the kernel: a SIGKILL loses none of them (a power cut may)."""
+        self._check_open()
         self._flush_blobs()
         self._flush_records()
 
     def close(self, summary: dict | None = None) -> None:
-        """Flush, then write the index and the footer."""
-        if self.closed:
+        """Flush, then write the index (with `summary`) and the footer. Closing again does nothing."""
+        if self._closed:
             return
+        self._packed(summary, "the summary")  # checked before anything is written: the caller may retry
         try:
             self.flush()
-            index = {"frames": self._frames, "records": self._first, "submissions": self.submissions,
-                     "counts": dict(self.totals), "blobs": self._keys, "summary": summary}
-            offset = self._frame(INDEX, self._packer.pack(index), 0, 0)
-            length = self._offset - offset
-            body = FOOTER_MAGIC + struct.pack("<QQ", offset, length)
+            index = {"frames": [list(f) for f in self._frames], "records": self._first,
+                     "submissions": self._submissions, "submission_type": self.submission_type,
+                     "counts": dict(self._counts), "blobs": self._keys, "summary": summary}
+            offset = self._frame(INDEX, self._packed(index, "the index"), 0, 0)
+            body = FOOTER_MAGIC + struct.pack("<QQ", offset, self._offset - offset)
             self._write(body + struct.pack("<I", zlib.crc32(body)))
         finally:
-            self.closed = True
+            self._closed = True
             os.close(self._fd)
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def stats(self) -> dict[str, int]:
-        pending = len(self._records)
-        return {"records": self._first + self._nrec, "submissions": self.submissions,
-                "frames": self._stats["frames"], "raw_bytes": self._stats["raw_bytes"] + pending,
-                "compressed_bytes": self._stats["compressed_bytes"], "blobs": self._stats["blobs"],
-                "blob_bytes": self._stats["blob_bytes"], "dedup_hits": self._stats["dedup_hits"],
-                "file_bytes": self._offset}
+        """Counts so far; raw_bytes and compressed_bytes are payload bytes of the frames written, before and
+        after compression."""
+        n = self._n
+        return {"records": self._first + len(self._types),
+                "submissions": self._submissions + self._types.count(self.submission_type),
+                "frames": n["frames"], "raw_bytes": n["raw"], "compressed_bytes": n["stored"], "blobs": n["blobs"],
+                "blob_bytes": n["blob_bytes"], "dedup_hits": n["dedup"], "file_bytes": self._offset}
 
 
 # -- reading ----------------------------------------------------------------------------------------------
 class TraceReader:
-    """Random access through the index (rebuilt by scanning when the trace was not closed)."""
+    """Reads a trace through its index, or through an index rebuilt by scanning when the trace was not closed
+    (then `recovered` is True and `recovery_note` says what was found)."""
 
-    def __init__(self, path: str, *, max_frame_bytes: int = MAX_FRAME):
-        self.path, self.max_frame = path, max_frame_bytes
+    def __init__(self, path: str, *, max_frame_bytes: int = MAX_FRAME_BYTES):
+        self.path, self.max_frame_bytes = path, max_frame_bytes
+        self._fd = self._open(path)
+        self._cache: tuple[int, list] | None = None
         try:
-            self._f = open(path, "rb")  # noqa: SIM115 (closed by close())
-        except OSError as exc:
-            raise TraceError(f"{path}: {exc.strerror}") from None
-        try:
-            self._size = os.fstat(self._f.fileno()).st_size
+            self._size = os.fstat(self._fd).st_size
             self._read_header()
             self.recovered, self.recovery_note = False, ""
-            if not self._read_index():
-                self._scan()
+            damage = self._read_index()
+            if damage is not None:
+                self._scan(damage)
         except BaseException:
-            self._f.close()
+            self.close()
             raise
-        self._cache: tuple[int, list] | None = None
 
     def __enter__(self) -> TraceReader:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
-        self._f.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    @staticmethod
+    def _open(path: str) -> int:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # opening a FIFO must not block
+        except OSError as exc:
+            raise TraceError(f"{path}: cannot open: {exc.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise TraceError(f"{path}: not a regular file")
+        return fd
 
     def _fail(self, message: str) -> TraceError:
         return TraceError(f"{self.path}: {message}")
 
     def _read_at(self, offset: int, n: int) -> bytes:
-        self._f.seek(offset)
-        data = self._f.read(n)
-        if len(data) != n:
-            raise self._fail(f"truncated at byte {offset + len(data)} (wanted {n} bytes at {offset})")
+        if self._fd < 0:
+            raise self._fail("the trace is closed")
+        try:
+            data = os.pread(self._fd, n, offset)
+            while len(data) < n:
+                more = os.pread(self._fd, n - len(data), offset + len(data))
+                if not more:
+                    raise self._fail(f"truncated at byte {offset + len(data)} (did the file shrink?)")
+                data += more
+        except OSError as exc:
+            raise self._fail(f"read failed at byte {offset}: {exc.strerror}") from None
         return data
 
+    def _decode(self, raw: bytes, offset: int | None = None) -> Any:
+        """msgpack from the frame at `offset` (None: the file header)."""
+        try:
+            return _unpack(raw)
+        except Exception as exc:  # msgpack raises several types on malformed input
+            why = "msgpack extension type (not allowed)" if "max_ext_len" in str(exc) else _one_line(exc)
+            if offset is None:
+                raise self._fail(f"header: malformed msgpack: {why} (corrupt trace)") from None
+            raise FrameError(self.path, offset, f"malformed msgpack: {why} (corrupt trace)") from None
+
+    # header, index, footer ----------------------------------------------------------------------------
     def _read_header(self) -> None:
         if self._size < FILE_HEADER.size:
-            raise self._fail("not a kfdtrace file (too short)" if self._size else "empty file")
+            raise self._fail("not a kfdtrace file (too short)" if self._size else "empty file, not a kfdtrace trace")
         magic, major, minor, length, crc = FILE_HEADER.unpack(self._read_at(0, FILE_HEADER.size))
         if magic != MAGIC:
             raise self._fail("not a kfdtrace file (bad magic)")
         if major != FORMAT_MAJOR:
-            raise self._fail(f"is trace format {major}.{minor}; this kfdtrace reads format {FORMAT_MAJOR}.x"
-                             + (": upgrade kfdtrace" if major > FORMAT_MAJOR else ""))
-        if length > min(MAX_HEADER, self._size):
-            raise self._fail(f"header length {length} is impossible (corrupt trace)")
+            advice = ": upgrade kfdtrace" if major > FORMAT_MAJOR else ""
+            raise self._fail(f"is trace format {major}.{minor}; this kfdtrace reads format {FORMAT_MAJOR}.x{advice}")
+        if length > min(MAX_HEADER_BYTES, self._size - FILE_HEADER.size):
+            raise self._fail(f"a header of {length} bytes does not fit (truncated or corrupt trace)")
         raw = self._read_at(FILE_HEADER.size, length)
         if zlib.crc32(raw) != crc:
             raise self._fail("header checksum mismatch (corrupt trace)")
-        header = self._decode(raw, "header")
+        header = self._decode(raw)
         if not isinstance(header, dict):
-            raise self._fail("header is not a map (corrupt trace)")
-        self.version, self.header = (major, minor), header
+            raise self._fail("the header is not a map (corrupt trace)")
+        submission_type = header.pop(SUBMISSION_KEY, DEFAULT_SUBMISSION)
+        if not isinstance(submission_type, str):
+            raise self._fail("the header's submission type is not a str (corrupt trace)")
+        self.version: tuple[int, int] = (major, minor)
+        self.header: dict = header
+        self.submission_type: str = submission_type
         self._data_start = FILE_HEADER.size + length
 
-    def _decode(self, raw: bytes, what: str) -> Any:
+    def _read_index(self) -> str | None:
+        """Load the index the footer points at: None, or why the frames must be scanned instead ("" when the
+        trace has no footer)."""
+        if self._size < self._data_start + FRAME.size + FOOTER.size:
+            return ""
+        footer = self._read_at(self._size - FOOTER.size, FOOTER.size)
+        magic, offset, length, crc = FOOTER.unpack(footer)
+        if magic != FOOTER_MAGIC or zlib.crc32(footer[:-4]) != crc:
+            return ""
+        if offset < self._data_start or offset + length != self._size - FOOTER.size:
+            return "the footer points outside the frames"
         try:
-            return _unpack(raw)
-        except Exception as exc:  # msgpack raises several types on malformed input
-            raise self._fail(f"{what}: malformed msgpack ({exc})") from None
+            head = self._frame_head(offset)
+            if head.kind != INDEX:
+                return "the footer does not point at an index frame"
+            self._load_index(self._decode(self._payload(offset, head), offset), offset)
+        except TraceError as exc:
+            return str(exc).removeprefix(f"{self.path}: ")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            return f"malformed index: {_one_line(exc)}"
+        return None
 
-    def _frame_at(self, offset: int) -> tuple[int, int, int, int, bytes]:
-        """(kind, records, first record, end offset, raw payload) of the frame at `offset`, fully checked."""
-        if offset + FRAME.size > self._size:
-            raise self._fail(f"frame at byte {offset}: truncated header")
-        head = self._read_at(offset, FRAME.size)
-        magic, kind, codec, zero, clen, rlen, nrec, first, crc = FRAME.unpack(head)
-        if magic != FRAME_MAGIC or kind not in KINDS or codec not in (ZSTD, STORED) or zero:
-            raise self._fail(f"frame at byte {offset}: bad frame header (corrupt trace)")
-        if clen > self.max_frame or rlen > self.max_frame:
-            raise self._fail(f"frame at byte {offset}: claims {max(clen, rlen)} bytes, over the {self.max_frame}"
-                             f"-byte limit")
-        end = offset + FRAME.size + clen
-        if end > self._size:
-            raise self._fail(f"frame at byte {offset}: truncated ({self._size - offset - FRAME.size} of {clen} bytes)")
-        comp = self._read_at(offset + FRAME.size, clen)
-        if zlib.crc32(comp, zlib.crc32(head[:-4])) != crc:
-            raise self._fail(f"frame at byte {offset}: checksum mismatch (corrupt trace)")
-        if codec == STORED:
-            raw = comp
-        else:
-            try:
-                raw = zstandard.ZstdDecompressor().decompress(comp, max_output_size=rlen)
-            except zstandard.ZstdError as exc:
-                raise self._fail(f"frame at byte {offset}: cannot decompress ({exc})") from None
-        if len(raw) != rlen:
-            raise self._fail(f"frame at byte {offset}: {len(raw)} bytes decompressed, {rlen} declared")
-        return kind, nrec, first, end, raw
+    def _load_index(self, index: dict, end: int) -> None:
+        """Take the index's tables, checking their types and that the frames follow each other (raises
+        KeyError, TypeError or ValueError)."""
+        frames, records, subs = [], 0, 0
+        for entry in index["frames"]:
+            offset, kind, first, count, counts, lo, hi = entry[:7]  # a newer minor may add more
+            frame = FrameInfo(_uint(offset), _uint(kind), _uint(first), _uint(count), _counts(counts), _opt(lo),
+                              _opt(hi))
+            if not self._data_start <= offset < end:
+                raise ValueError(f"a frame entry at byte {offset} is outside the frames")
+            if kind == RECORDS:
+                n = frame.counts.get(self.submission_type, 0)
+                if first != records or (lo, hi) != ((subs, subs + n - 1) if n else (None, None)):
+                    raise ValueError(f"the frame entry at byte {offset} does not follow the one before")
+                records, subs = records + count, subs + n
+            frames.append(frame)
+        blobs = {}
+        for key, where in index["blobs"].items():
+            if where is not None:
+                offset, position = where
+                blobs[bytes(key)] = (_uint(offset), _uint(position))
+        summary = index.get("summary")
+        if summary is not None and not isinstance(summary, dict):
+            raise TypeError("the summary is not a map")
+        if (index["records"], index["submissions"]) != (records, subs):
+            raise ValueError("the record or submission totals differ from the frames'")
+        self.frames, self._blobs, self.summary = frames, blobs, summary
+        self.record_count, self.submissions, self.counts = records, subs, _counts(index["counts"])
+        self._index_submissions()
 
-    def _read_index(self) -> bool:
-        if self._size < self._data_start + FOOTER.size:
-            return False
-        magic, offset, length, crc = FOOTER.unpack(self._read_at(self._size - FOOTER.size, FOOTER.size))
-        body = self._read_at(self._size - FOOTER.size, FOOTER.size - 4)
-        if magic != FOOTER_MAGIC or zlib.crc32(body) != crc or offset + length != self._size - FOOTER.size:
-            return False
-        try:
-            kind, _, _, _, raw = self._frame_at(offset)
-        except TraceError:
-            return False
-        index = self._decode(raw, "index")
-        try:
-            self.frames = [list(f) for f in index["frames"]]
-            self._blobs = {bytes(k): tuple(v) for k, v in index["blobs"].items() if v is not None}
-            self.record_count, self.submissions = int(index["records"]), int(index["submissions"])
-            self.counts, self.summary = dict(index["counts"]), index["summary"]
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise self._fail("index is malformed (corrupt trace)") from None
-        return kind == INDEX
+    def _index_submissions(self) -> None:
+        self._sub_frames = [f for f in self.frames if f.kind == RECORDS and f.first_submission is not None]
+        self._sub_starts = [f.first_submission for f in self._sub_frames]
 
-    def _scan(self) -> None:
+    def _scan(self, damage: str) -> None:
         """Rebuild the index from the frames, up to the first one that is truncated or damaged."""
-        self.frames, self._blobs, self.counts, self.summary = [], {}, {}, None
+        self.frames, self._blobs, self.summary = [], {}, None
         totals: Counter[str] = Counter()
         offset, records, subs, why = self._data_start, 0, 0, "end of file"
         while offset < self._size:
             try:
-                kind, nrec, first, end, raw = self._frame_at(offset)
-                if kind == INDEX:
-                    why = "end of the records"
+                head = self._frame_head(offset)
+                raw = self._payload(offset, head)
+                if head.kind == INDEX:
+                    why = "an index frame without a valid footer"
+                    self.summary = self._scanned_summary(raw)
                     break
-                payload = self._decode(raw, f"frame at byte {offset}")
-                if kind == BLOBS:
-                    for i, (key, _) in enumerate(self._blob_list(payload, offset)):
-                        self._blobs[key] = (offset, i)
-                    self.frames.append([offset, BLOBS, 0, nrec, {}, None, None])
-                else:
-                    counts = Counter(t for t, _ in self._record_list(payload, offset))
-                    n_subs = counts.get(SUBMISSION, 0)
-                    span = (subs, subs + n_subs - 1) if n_subs else (None, None)
-                    self.frames.append([offset, RECORDS, records, len(payload), dict(counts), *span])
-                    records, subs = records + len(payload), subs + n_subs
-                    totals.update(counts)
+                if head.kind == RECORDS and head.first != records:
+                    raise FrameError(self.path, offset, f"starts at record {head.first}, not {records} "
+                                                        "(corrupt trace)")
+                entry = self._scanned_entry(offset, head, raw, subs)
+            except FrameError as exc:
+                why = exc.reason
+                break
             except TraceError as exc:
                 why = str(exc).removeprefix(f"{self.path}: ")
                 break
-            offset = end
+            if entry is not None:
+                self.frames.append(entry)
+                if entry.kind == RECORDS:
+                    records += entry.count
+                    subs += entry.counts.get(self.submission_type, 0)
+                    totals.update(entry.counts)
+            offset += FRAME.size + head.stored
         self.record_count, self.submissions, self.counts = records, subs, dict(totals)
+        self._index_submissions()
         self.recovered = True
-        self.recovery_note = (f"trace was not closed: recovered {records} records in {len(self.frames)} frames, "
-                              f"stopped at byte {offset} ({why})")
+        frames = sum(1 for f in self.frames if f.kind == RECORDS)
+        state = f"trace index unusable ({damage})" if damage else "trace was not closed"
+        self.recovery_note = (f"{state}: recovered {records} records in {frames} frames and {len(self._blobs)} "
+                              f"blobs, stopped at byte {offset} ({why})")
 
-    def _record_list(self, payload: Any, offset: int) -> list:
-        if not isinstance(payload, list) or not all(
-                isinstance(r, list) and len(r) == 2 and isinstance(r[0], str) and isinstance(r[1], dict)
-                for r in payload):
-            raise self._fail(f"frame at byte {offset}: records are malformed (corrupt trace)")
+    def _scanned_entry(self, offset: int, head: FrameHead, raw: bytes, subs: int) -> FrameInfo | None:
+        """The index entry of a frame found by scanning (None for kinds this reader does not know)."""
+        if head.kind == BLOBS:
+            for i, (key, _) in enumerate(self._blob_list(raw, offset, head)):
+                self._blobs.setdefault(key, (offset, i))
+            return FrameInfo(offset, BLOBS, 0, head.count, {}, None, None)
+        if head.kind != RECORDS:
+            return None
+        counts = dict(Counter(t for t, _ in self._record_list(raw, offset, head)))
+        n = counts.get(self.submission_type, 0)
+        span = (subs, subs + n - 1) if n else (None, None)
+        return FrameInfo(offset, RECORDS, head.first, head.count, counts, *span)
+
+    def _scanned_summary(self, raw: bytes) -> dict | None:
+        """The summary in an index frame found by scanning (the writer was killed writing the footer)."""
+        try:
+            summary = self._decode(raw, 0).get("summary")
+        except (TraceError, AttributeError):
+            return None
+        return summary if isinstance(summary, dict) else None
+
+    # frames -------------------------------------------------------------------------------------------
+    def _frame_head(self, offset: int) -> FrameHead:
+        """The head of the frame at `offset`, its fields in bounds and the frame within the file (the CRC is
+        checked with the payload)."""
+        if offset + FRAME.size > self._size:
+            raise FrameError(self.path, offset, "truncated frame (head)")
+        magic, kind, codec, zero, *sizes = FRAME.unpack(self._read_at(offset, FRAME.size))
+        head = FrameHead(kind, codec, *sizes)
+        if magic != FRAME_MAGIC or zero:
+            raise FrameError(self.path, offset, "no frame here (corrupt trace)")
+        if kind not in KINDS and self.version[1] <= FORMAT_MINOR:  # a newer minor may add kinds
+            raise FrameError(self.path, offset, f"unknown frame kind {kind} (corrupt trace)")
+        if codec not in (ZSTD, STORED):
+            raise FrameError(self.path, offset, f"unknown codec {codec} (corrupt trace)")
+        if max(head.stored, head.raw) > self.max_frame_bytes:
+            raise FrameError(self.path, offset, f"declares {max(head.stored, head.raw)} bytes, over the "
+                                                f"{self.max_frame_bytes}-byte frame limit (corrupt trace)")
+        if (codec == STORED and head.stored != head.raw) or (kind in (BLOBS, INDEX) and head.first):
+            raise FrameError(self.path, offset, "inconsistent frame head (corrupt trace)")
+        if offset + FRAME.size + head.stored > self._size:
+            have = self._size - offset - FRAME.size
+            raise FrameError(self.path, offset, f"truncated frame ({have} of {head.stored} bytes)")
+        return head
+
+    def _payload(self, offset: int, head: FrameHead) -> bytes:
+        """The frame's raw payload: CRC verified, decompressed into at most the declared size."""
+        data = self._read_at(offset, FRAME.size + head.stored)
+        stored = data[FRAME.size:]
+        if zlib.crc32(stored, zlib.crc32(data[:FRAME.size - 4])) != head.crc:
+            raise FrameError(self.path, offset, "checksum mismatch (corrupt trace)")
+        if head.codec == STORED:
+            return stored
+        try:
+            declared = zstandard.frame_content_size(stored)
+            if declared not in (-1, head.raw):  # zstd would allocate what its own header says
+                raise FrameError(self.path, offset, f"zstd frame declares {declared} bytes, frame head {head.raw} "
+                                                    "(corrupt trace)")
+            raw = zstandard.ZstdDecompressor().decompress(stored, max_output_size=head.raw, allow_extra_data=False)
+        except zstandard.ZstdError as exc:
+            raise FrameError(self.path, offset, f"cannot decompress: {_one_line(exc)} (corrupt trace)") from None
+        if len(raw) != head.raw:
+            raise FrameError(self.path, offset, f"decompressed to {len(raw)} bytes, not {head.raw} (corrupt trace)")
+        return raw
+
+    def _record_list(self, raw: bytes, offset: int, head: FrameHead) -> list:
+        payload = self._decode(raw, offset)
+        if type(payload) is not list or len(payload) != head.count:
+            raise FrameError(self.path, offset, "the records do not match the frame head (corrupt trace)")
+        for r in payload:
+            if not (type(r) is list and len(r) == 2 and type(r[0]) is str and type(r[1]) is dict):
+                raise FrameError(self.path, offset, "a record is not [type, fields] (corrupt trace)")
         return payload
 
-    def _blob_list(self, payload: Any, offset: int) -> list:
-        if not isinstance(payload, list) or not all(
-                isinstance(b, list) and len(b) == 2 and isinstance(b[0], bytes) and isinstance(b[1], bytes)
-                for b in payload):
-            raise self._fail(f"frame at byte {offset}: blobs are malformed (corrupt trace)")
+    def _blob_list(self, raw: bytes, offset: int, head: FrameHead) -> list:
+        payload = self._decode(raw, offset)
+        if type(payload) is not list or len(payload) != head.count:
+            raise FrameError(self.path, offset, "the blobs do not match the frame head (corrupt trace)")
+        for b in payload:
+            if not (type(b) is list and len(b) == 2 and type(b[0]) is bytes and len(b[0]) == KEY_BYTES
+                    and type(b[1]) is bytes):
+                raise FrameError(self.path, offset, "a blob is not [key, data] (corrupt trace)")
         return payload
 
-    def records(self, types: set[str] | None = None, start: int = 0) -> Iterator[Record]:
-        """Records in order, frame by frame; frames without a wanted type, or before `start`, are skipped."""
-        for offset, kind, first, nrec, counts, *_ in self.frames:
-            if kind != RECORDS or first + nrec <= start or (types is not None and not types & counts.keys()):
+    def _frame(self, entry: FrameInfo) -> tuple[FrameHead, bytes]:
+        """Head and raw payload of an indexed frame, the head checked against the index entry."""
+        head = self._frame_head(entry.offset)
+        if (head.kind, head.count, head.first) != (entry.kind, entry.count, entry.first):
+            raise FrameError(self.path, entry.offset, "the frame does not match the index (corrupt trace)")
+        return head, self._payload(entry.offset, head)
+
+    # public reading -----------------------------------------------------------------------------------
+    def records(self, types: Iterable[str] | None = None, start: int = 0) -> Iterator[Record]:
+        """Records numbered `start` on (only those of `types`, if given), one frame in memory at a time;
+        frames before `start` or without a wanted type are skipped unread."""
+        wanted = None if types is None else frozenset(types)
+        for entry in self.frames:
+            if entry.kind != RECORDS or entry.first + entry.count <= start:
                 continue
-            _, _, _, _, raw = self._frame_at(offset)
-            for i, (type_, fields) in enumerate(self._record_list(self._decode(raw, f"frame at byte {offset}"),
-                                                                  offset)):
-                n = first + i
-                if n >= start and (types is None or type_ in types):
-                    yield Record(n, type_, fields)
+            if wanted is not None and wanted.isdisjoint(entry.counts):
+                continue
+            head, raw = self._frame(entry)
+            first = entry.first
+            for i, (type_, fields) in enumerate(self._record_list(raw, entry.offset, head)):
+                if (wanted is None or type_ in wanted) and first + i >= start:
+                    yield Record(first + i, type_, fields)
 
-    def verify(self) -> int:
-        """Read and check every frame (checksums, sizes, structure); the number of frames checked."""
-        for offset, kind, *_ in self.frames:
-            _, _, _, _, raw = self._frame_at(offset)
-            payload = self._decode(raw, f"frame at byte {offset}")
-            (self._record_list if kind == RECORDS else self._blob_list)(payload, offset)
-        return len(self.frames)
-
-    def records_from_submission(self, k: int, types: set[str] | None = None) -> Iterator[Record]:
-        """Records from the frame holding submission `k` on."""
-        for _, kind, first, _, _, lo, hi in self.frames:
-            if kind == RECORDS and lo is not None and lo <= k <= hi:
-                return self.records(types, first)
-        return iter(())
+    def records_from_submission(self, k: int, types: Iterable[str] | None = None) -> Iterator[Record]:
+        """Records from the start of the frame holding submission `k` (from 0) on; none if there is no such
+        submission."""
+        if not 0 <= k < self.submissions:
+            return iter(())
+        entry = self._sub_frames[bisect.bisect_right(self._sub_starts, k) - 1]
+        return self.records(types, entry.first)
 
     def blob(self, key: bytes) -> bytes:
-        where = self._blobs.get(bytes(key))
+        """The data stored under `key` (the last blob frame read stays decompressed)."""
+        key = bytes(key)
+        where = self._blobs.get(key)
         if where is None:
-            raise self._fail(f"no blob {bytes(key).hex()} in this trace")
+            raise self._fail(f"no blob {key.hex()} in this trace")
         offset, i = where
         if self._cache is None or self._cache[0] != offset:
-            _, _, _, _, raw = self._frame_at(offset)
-            self._cache = (offset, self._blob_list(self._decode(raw, f"frame at byte {offset}"), offset))
+            head = self._frame_head(offset)
+            if head.kind != BLOBS:
+                raise FrameError(self.path, offset, "the index points at a frame without blobs (corrupt trace)")
+            self._cache = (offset, self._blob_list(self._payload(offset, head), offset, head))
         blobs = self._cache[1]
-        if not 0 <= i < len(blobs) or blobs[i][0] != bytes(key):
-            raise self._fail(f"blob {bytes(key).hex()}: index points at the wrong place (corrupt trace)")
+        if not 0 <= i < len(blobs) or blobs[i][0] != key:
+            raise self._fail(f"blob {key.hex()}: the index points at the wrong place (corrupt trace)")
         return blobs[i][1]
+
+    def verify(self) -> int:
+        """Read and check every indexed frame: CRCs, sizes, structure, record counts against the index, blob
+        contents against their keys. Returns the number of frames checked."""
+        for entry in self.frames:
+            head, raw = self._frame(entry)
+            if entry.kind == RECORDS:
+                counts = Counter(t for t, _ in self._record_list(raw, entry.offset, head))
+                if counts != Counter(entry.counts):
+                    raise FrameError(self.path, entry.offset, "record counts differ from the index (corrupt trace)")
+            elif entry.kind == BLOBS:
+                for key, data in self._blob_list(raw, entry.offset, head):
+                    if blob_key(data) != key:
+                        raise FrameError(self.path, entry.offset, f"blob {key.hex()} does not match its content "
+                                                                  "(corrupt trace)")
+        return len(self.frames)
+
+
+def _uint(value: Any) -> int:
+    if type(value) is not int or value < 0:
+        raise TypeError(f"{value!r} is not a count or an offset")
+    return value
+
+
+def _opt(value: Any) -> int | None:
+    return None if value is None else _uint(value)
+
+
+def _counts(obj: Any) -> dict[str, int]:
+    if type(obj) is not dict or not all(type(k) is str and type(v) is int and v >= 0 for k, v in obj.items()):
+        raise TypeError("record counts are not a map of str to count")
+    return obj
