@@ -5,13 +5,12 @@ from __future__ import annotations
 import datetime
 import os
 import sys
-import threading
 
 import click
 
 from kfdtrace.capture.recorder import DEFAULT_CHUNK, TRACKING_MODES
 from kfdtrace.capture.session import Session, capture_workload
-from kfdtrace.cli import backend_options, user_errors
+from kfdtrace.cli import TerminalProgress, backend_options, user_errors
 from kfdtrace.traces.info import format_summary
 
 
@@ -27,33 +26,12 @@ def default_output(target: str, module: bool) -> str:
     return f"{stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}.kfdtrace"
 
 
-class Progress:
-    """Records and bytes written so far, on a terminal only, refreshed twice a second."""
-
-    def __init__(self, session, stream=sys.stderr):
-        self.session, self.stream = session, stream
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True) if stream.isatty() else None
-
-    def __enter__(self):
-        if self._thread:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._thread:
-            self._stop.set()
-            self._thread.join()
-            self.stream.write("\r\033[K")
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            rec = self.session.recorder
-            if rec is not None:
-                s = rec.writer.stats
-                self.stream.write(f"\rcapture: {s['records']} records, {s['submissions']} submissions, "
-                                  f"{s['file_bytes'] / 1e6:.1f} MB")
-                self.stream.flush()
+def progress_text(session: Session) -> str | None:
+    rec = session.recorder
+    if rec is None:
+        return None
+    s = rec.writer.stats
+    return f"{s['records']} records, {s['submissions']} submissions, {s['file_bytes'] / 1e6:.1f} MB"
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -77,7 +55,7 @@ def run(emulate, emulate_from, output, name, module, chunk_size, tracking, targe
     output = output or default_output(target, module)
     argv = ["capture", "run", *(["-m"] if module else []), target, *args]
     session = Session(output, name=name, argv=argv, chunk_size=chunk_size, tracking=tracking)
-    with Progress(session):
+    with TerminalProgress("capture", lambda: progress_text(session)):
         status = capture_workload(session, target, list(args), module=module, emulate=emulate,
                                   emulate_from=emulate_from)
     summary = session.close(status)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 from collections.abc import Callable
 
 import click
@@ -27,6 +28,40 @@ def user_errors(fn: Callable) -> Callable:
             sys.exit(1)
 
     return wrapper
+
+
+class TerminalProgress:
+    """One status line rewritten in place, on a terminal only (nothing at all otherwise). `poll`, if given,
+    is asked for the text twice a second; `update` sets it directly."""
+
+    def __init__(self, prefix: str, poll: Callable[[], str | None] | None = None, stream=sys.stderr):
+        self.prefix, self.stream, self.on = prefix, stream, stream.isatty()
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(poll,), daemon=True) if self.on and poll else None
+
+    def __enter__(self) -> TerminalProgress:
+        if self._thread:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._thread:
+            self._stop.set()
+            self._thread.join()
+        if self.on:
+            self.stream.write("\r\033[K")
+
+    def update(self, text: str) -> None:
+        if self.on:
+            with self._lock:
+                self.stream.write(f"\r{self.prefix}: {text}\033[K")
+                self.stream.flush()
+
+    def _run(self, poll: Callable[[], str | None]) -> None:
+        while not self._stop.wait(0.5):
+            text = poll()
+            if text:
+                self.update(text)
 
 
 def backend_options(fn: Callable) -> Callable:

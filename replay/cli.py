@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 
 import click
 
-from kfdtrace.cli import backend_options
+from kfdtrace.cli import TerminalProgress, backend_options
 from kfdtrace.driver.errors import KfdTraceError
 from kfdtrace.replay.engine import EXIT_UNSUPPORTED, Options
 from kfdtrace.replay.session import replay_trace
@@ -59,7 +58,7 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
         if loop < 1 or concurrent < 1:
             raise click.BadParameter("--loop and --concurrent take 1 or more")
         options = Options(relocate=relocate, timeout=timeout, verify=verify, gpu_map=mapping)
-        with Progress() as progress:
+        with TerminalProgress("replay") as progress:
             report = replay_trace(trace, options, emulate=emulate, emulate_from=emulate_from,
                                   emulate_recorded=emulate_recorded, device=device, loops=loop,
                                   concurrent=concurrent, progress=progress.update)
@@ -83,27 +82,6 @@ def _fail(as_json: bool, kind: str, message: str, status: int) -> None:
         click.echo(json.dumps({"status": status, kind: message}))
     click.echo(f"replay: {'cannot replay here' if kind == 'unsupported' else 'error'}: {message}", err=True)
     sys.exit(status)
-
-
-class Progress:
-    """Loops and submissions replayed, on a terminal only."""
-
-    def __init__(self, stream=sys.stderr):
-        self.stream, self.on = stream, stream.isatty()
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.on:
-            self.stream.write("\r\033[K")
-
-    def update(self, text: str) -> None:
-        if self.on:
-            with self._lock:
-                self.stream.write(f"\rreplay: {text}\033[K")
-                self.stream.flush()
 
 
 if __name__ == "__main__":
