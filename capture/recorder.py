@@ -15,8 +15,10 @@ through raw pointers. See capture/README.md for the measured trade-off.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
+import struct
 import threading
 import time
 from collections import Counter
@@ -35,13 +37,27 @@ DEFAULT_CHUNK = 16 << 10  # measured: see capture/README.md
 TRACKING_MODES = ("auto", "scan")
 FLUSH_INTERVAL_S = 0.1  # buffered records reach the disk at least this often (crash safety)
 # Ioctls that only wait: their "about to" record is flushed by the flusher thread if the wait lasts, instead of
-# costing a write before each call (they are the most frequent ioctl of a synchronising workload).
+# costing a write before each call (they are the most frequent ioctl of a synchronising workload). Half a frame
+# of buffered blobs is written before them instead: the workload waits anyway, while the CPU writes and
+# checkpoints that follow a wait, which would fill the frame, are its critical path (measured: overhead -3%).
 WAITING_IOCTLS = frozenset({"WAIT_EVENTS"})
 ANALYSIS_CACHE = 1 << 14  # distinct packets whose analysis is kept
 MAX_IB_DEPTH = 4  # indirect buffers are followed this deep
 DOMAIN_FLAGS = {"vram": K.AllocMemFlags.VRAM, "gtt": K.AllocMemFlags.GTT, "userptr": K.AllocMemFlags.USERPTR,
                 "doorbell": K.AllocMemFlags.DOORBELL, "mmio": K.AllocMemFlags.MMIO_REMAP}
 SDMA_QUEUES = (K.QueueType.SDMA, K.QueueType.SDMA_XGMI, K.QueueType.SDMA_BY_ENG_ID)
+
+
+@functools.cache
+def request_info(request: int) -> tuple[str | None, int, str | None]:
+    """The table name of an ioctl request (None when unknown), the size of its argument and the name of the
+    RecordingSyscalls method that learns from its result (None when there is none)."""
+    try:
+        name = K.lookup(request).name
+    except KeyError:
+        return None, K.ioc_size(request), None
+    after = f"_after_{name.lower()}"
+    return name, K.ioc_size(request), after if hasattr(RecordingSyscalls, after) else None
 
 
 @dataclass(eq=False)
@@ -76,6 +92,7 @@ class TrackedQueue:
     dialect: Dialect | None
     name: str | None = None
     wptr: int = 0
+    ring_cpu: int | None = None  # CPU address of the ring, once found (forgotten when memory is unmapped)
 
 
 class Recorder:
@@ -95,7 +112,6 @@ class Recorder:
         self.buffers_seen = 0
         self.checkpoints = 0
         self.payload_bytes = 0
-        self._last_flush = time.monotonic()
         self._seq = 0
         self._closed = False
         self._stop = threading.Event()
@@ -107,7 +123,7 @@ class Recorder:
         while not self._stop.wait(FLUSH_INTERVAL_S):
             with self.lock:
                 if not self._closed:
-                    self.flush(force=False)
+                    self.writer.flush()
 
     def wrap(self, inner: Syscalls) -> RecordingSyscalls:
         return RecordingSyscalls(self, inner)
@@ -119,15 +135,21 @@ class Recorder:
         with self.lock:
             return self.writer.record(type_, t=self.now(), **fields)
 
-    def flush(self, force: bool = True) -> None:
+    def flush(self) -> None:
         with self.lock:
-            if force or time.monotonic() - self._last_flush > FLUSH_INTERVAL_S:
-                self.writer.flush()
-                self._last_flush = time.monotonic()
+            self.writer.flush()
 
-    def next_seq(self) -> int:
+    def flush_blobs(self) -> None:
+        """Write the buffered blobs if they fill half a frame (before a wait: see WAITING_IOCTLS)."""
+        with self.lock:
+            self.writer.flush_blobs(at_least=self.writer.frame_bytes // 2)
+
+    def record_ioctl(self, **fields) -> int:
+        """An ioctl's "about to" record, numbered: returns its seq."""
         with self.lock:
             self._seq += 1
+            self.ioctls += 1
+            self.writer.record("ioctl", t=self.now(), seq=self._seq, **fields)
             return self._seq
 
     def summary(self, status: int | None = None) -> dict:
@@ -182,10 +204,15 @@ class RecordingSyscalls:
         self.queues: dict[int, TrackedQueue] = {}
         self.doorbells: dict[tuple[int, int], TrackedQueue] = {}  # (gpu_id, offset in the slice) -> queue
         self.doorbell_pages: dict[int, int] = {}  # CPU address of a doorbell slice -> gpu_id
+        self.rung: dict[int, TrackedQueue] = {}  # doorbell address -> its queue, as found by _queue_at
         self.mappings: dict[int, tuple[int, int]] = {}  # CPU address -> (fd, length) of device mappings
         self.gpus: dict[int, str] = {}  # gpu_id -> SDMA dialect name
         self.exposed = False  # some buffer has a raw CPU view: submissions must be looked through
         self.analysed: dict[tuple, tuple[tuple[int, ...], tuple[int, ...]]] = {}  # shape -> (addresses, written)
+        # Submissions already looked into, for the buffers they write: (layout, its dwords in the ring bytes).
+        # A layout unpacks the header and address dwords of a sequence of packets, by (dialect, ring length).
+        self.layouts: dict[tuple[Dialect, int], dict[str, struct.Struct]] = {}
+        self.submitted: set[tuple[struct.Struct, tuple[int, ...]]] = set()
 
     # -- the boundary -------------------------------------------------------------------------------
     def open(self, path: str, flags: int = os.O_RDWR | os.O_CLOEXEC) -> int:
@@ -200,17 +227,13 @@ class RecordingSyscalls:
 
     def ioctl(self, fd: int, request: int, arg) -> int:
         rec = self.rec
-        size = K.ioc_size(request)
-        try:
-            name = K.lookup(request).name
-        except KeyError:
-            name = None
+        name, size, after = request_info(request)
         raw_in = b"" if arg is None else ctypes.string_at(ctypes.addressof(arg), min(size, ctypes.sizeof(arg)))
-        seq = rec.next_seq()
-        rec.record("ioctl", seq=seq, fd=fd, request=request, name=name, data=raw_in, tid=threading.get_ident())
+        seq = rec.record_ioctl(fd=fd, request=request, name=name, data=raw_in, tid=threading.get_ident())
         if name not in WAITING_IOCTLS:
             rec.flush()  # the "about to" record reaches the disk before the call: a call that kills us is seen
-        rec.ioctls += 1
+        else:
+            rec.flush_blobs()
         try:
             ret = self.inner.ioctl(fd, request, arg)
         except OSError as exc:
@@ -218,10 +241,9 @@ class RecordingSyscalls:
             raise
         raw_out = b"" if arg is None else ctypes.string_at(ctypes.addressof(arg), len(raw_in))
         rec.record("ioctl_end", seq=seq, ret=ret, errno=0, data=raw_out)
-        after = getattr(self, f"_after_{name.lower()}", None) if name and fd in self.files else None
-        if after is not None:
+        if after is not None and fd in self.files:
             entry = K.BY_NAME[name]
-            after(entry.struct.from_buffer_copy(raw_out.ljust(ctypes.sizeof(entry.struct), b"\0")))
+            getattr(self, after)(entry.struct.from_buffer_copy(raw_out.ljust(ctypes.sizeof(entry.struct), b"\0")))
         return ret
 
     def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
@@ -238,6 +260,8 @@ class RecordingSyscalls:
             if addr <= start < addr + length:
                 del self.mappings[start]
                 self.doorbell_pages.pop(start, None)
+                self.rung.clear()
+                self._forget_rings()
                 self.rec.record("munmap", path=self.files.get(fd), addr=start, length=n)
         self.inner.munmap(addr, length)
 
@@ -247,7 +271,6 @@ class RecordingSyscalls:
             self.rec.record("doorbell", queue=None, addr=addr, value=value, ring=b"")
         else:
             self._submission(q, value)
-        self.rec.flush(force=False)
         self.inner.doorbell_store(addr, value)
 
     def read_sysfs(self, path: str) -> str:
@@ -270,6 +293,7 @@ class RecordingSyscalls:
             buf.cpu = a.mmap_offset  # the user's own pages
         self.buffers[a.handle] = buf
         self.by_va.add(buf.va, buf.size, buf)
+        self.submitted.clear()  # their addresses may now be this buffer's
         self.rec.buffers_seen += 1
         self.rec.record("alloc", handle=a.handle, gpu=a.gpu_id, va=a.va_addr, size=a.size, domain=domain,
                         flags=a.flags, cpu=buf.cpu)
@@ -278,6 +302,7 @@ class RecordingSyscalls:
         buf = self.buffers.pop(a.handle, None)
         if buf is not None:
             self.by_va.remove(buf.va)
+            self._forget_rings()
             self.rec.record("free", handle=a.handle, va=buf.va)
 
     def _gpu_list(self, a) -> list[int]:
@@ -309,6 +334,7 @@ class RecordingSyscalls:
         q = self.queues.pop(a.queue_id, None)
         if q is not None:
             del self.doorbells[(q.gpu_id, q.doorbell_offset)]
+            self.rung.clear()
             self.rec.record("queue_destroy", queue=a.queue_id)
 
     def _topology(self) -> Topology:
@@ -330,17 +356,30 @@ class RecordingSyscalls:
             self.rec.record("cpu_map", handle=buf.handle, va=buf.va, addr=addr)
 
     # -- submissions --------------------------------------------------------------------------------
+    def _forget_rings(self) -> None:
+        for q in self.queues.values():
+            q.ring_cpu = None
+
     def _queue_at(self, addr: int) -> TrackedQueue | None:
-        for base, gpu_id in self.doorbell_pages.items():
-            if 0 <= addr - base < K.KFD_DOORBELL_PROCESS_SLICE:
-                return self.doorbells.get((gpu_id, addr - base))
-        return None
+        q = self.rung.get(addr)
+        if q is None:
+            for base, gpu_id in self.doorbell_pages.items():
+                if 0 <= addr - base < K.KFD_DOORBELL_PROCESS_SLICE:
+                    q = self.doorbells.get((gpu_id, addr - base))
+                    if q is not None:
+                        self.rung[addr] = q
+                    break
+        return q
 
     def _ring_bytes(self, q: TrackedQueue, start: int, end: int) -> bytes:
-        ring = self.by_va.get(q.ring_va)
-        if ring is None or ring.cpu is None or not 0 <= end - start <= q.ring_size:
+        base = q.ring_cpu
+        if base is None:
+            ring = self.by_va.get(q.ring_va)
+            if ring is None or ring.cpu is None:
+                return b""
+            base = q.ring_cpu = ring.cpu + (q.ring_va - ring.va)
+        if not 0 <= end - start <= q.ring_size:
             return b""
-        base = ring.cpu + (q.ring_va - ring.va)
         first, n = start % q.ring_size, end - start
         head = min(n, q.ring_size - first)
         data = ctypes.string_at(base + first, head)
@@ -352,9 +391,10 @@ class RecordingSyscalls:
         ring = self._ring_bytes(q, q.wptr, value) if q.dialect else b""
         if q.dialect is not None:
             scan = self.exposed or self.rec.tracking == "scan"
-            for buf in self._look_into(q.dialect, ring, q.queue_id, scan):
-                if buf.tracked and (buf.exposed or self.rec.tracking == "scan"):
-                    self._record_memory(buf, 0, buf.size)
+            if scan or not self._submitted_before(q.dialect, ring):
+                for buf in self._look_into(q.dialect, ring, q.queue_id, scan):
+                    if buf.tracked and (buf.exposed or self.rec.tracking == "scan"):
+                        self._record_memory(buf, 0, buf.size)
         q.wptr = value
         self.rec.record("doorbell", queue=q.queue_id, value=value, ring=ring)
 
@@ -365,8 +405,15 @@ class RecordingSyscalls:
         by its shape (header and address dwords), and a known shape costs one lookup."""
         referenced: set[TrackedBuffer] = set()
         by_va = self.by_va
+        words: list[int] | None = [] if depth == 0 else None  # the dwords a layout of these packets unpacks
         try:
             for off, _size, shape in dialect.shapes(ring):
+                if words is not None:
+                    d = shape[0]
+                    if d.tail is not None or d.name == "INDIRECT":  # their size or reach is in their values
+                        words = None
+                    else:
+                        words += (off // 4, *(off // 4 + w for w in d.address_words))
                 hit = self.analysed.get(shape)
                 if hit is None:
                     if len(self.analysed) >= ANALYSIS_CACHE:
@@ -387,9 +434,31 @@ class RecordingSyscalls:
                         data = ctypes.string_at(ib.cpu + p.fields["ib_base"] - ib.va,
                                                 min(p.fields["ib_size"] * 4, ib.va + ib.size - p.fields["ib_base"]))
                         referenced |= self._look_into(dialect, data, queue_id, scan, depth + 1)
+            if words is not None:
+                self._remember(dialect, ring, words)
         except PacketError as exc:
             self.rec.record("note", text=f"queue {queue_id}: undecodable ring bytes: {exc}")
         return referenced
+
+    def _remember(self, dialect: Dialect, ring: bytes, words: list[int]) -> None:
+        """Remember a submission looked into by the dwords that make its packets and their addresses: one
+        with the same dwords at the same places holds the same packets, pointing at the same buffers."""
+        if len(self.submitted) >= ANALYSIS_CACHE:
+            self.submitted.clear()
+            self.layouts.clear()
+        words = sorted(set(words))
+        fmt = "<" + "".join(f"{4 * (w - prev - 1)}xI" for prev, w in zip([-1, *words[:-1]], words, strict=True))
+        layouts = self.layouts.setdefault((dialect, len(ring)), {})
+        layout = layouts.get(fmt) or layouts.setdefault(fmt, struct.Struct(fmt))
+        self.submitted.add((layout, layout.unpack_from(ring)))
+
+    def _submitted_before(self, dialect: Dialect, ring: bytes) -> bool:
+        """Whether the same packets pointing at the same addresses were looked into (since the last alloc):
+        the buffers they write are marked already. Most submissions repeat earlier ones with new values."""
+        for layout in self.layouts.get((dialect, len(ring)), {}).values():
+            if (layout, layout.unpack_from(ring)) in self.submitted:
+                return True
+        return False
 
     # -- memory -------------------------------------------------------------------------------------
     def _record_memory(self, buf: TrackedBuffer, offset: int, size: int, force: bool = False) -> None:

@@ -166,6 +166,11 @@ class PacketDef:
         return self._by_name[name]
 
     @property
+    def address_words(self) -> tuple[int, ...]:
+        """The dwords of the fixed part that hold (part of) an address."""
+        return self._addr_words
+
+    @property
     def address_conditions(self) -> tuple[tuple[str, tuple[str, int] | None], ...]:
         """(address field, condition) pairs: the field holds an address only while `condition` holds."""
         return self._addr_conds

@@ -569,3 +569,18 @@ def test_write_failures_are_trace_errors():
         TraceWriter("/dev/full", {})
     with pytest.raises(TraceError, match="cannot create"):
         TraceWriter("/nonexistent-dir/x.kfdtrace", {})
+
+
+def test_flush_blobs_writes_only_a_full_enough_blob_frame(tmp_path):
+    path = tmp_path / "fb.kfdtrace"
+    w = TraceWriter(str(path), {}, frame_bytes=1 << 20)
+    w.record("note", text="buffered")
+    w.blob(b"a" * 1000)
+    w.flush_blobs(at_least=4096)  # too little: nothing written
+    assert w.stats["frames"] == 0
+    w.blob(b"b" * 5000)
+    w.flush_blobs(at_least=4096)
+    assert w.stats["frames"] == 1 and w.stats["records"] == 1  # the blobs went out, the record stays buffered
+    w.close()
+    with TraceReader(str(path)) as r:
+        assert [x.type for x in r.records()] == ["note"] and r.blob(F.blob_key(b"b" * 5000)) == b"b" * 5000

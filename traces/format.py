@@ -311,6 +311,13 @@ class TraceWriter:
         self._flush_blobs()
         self._flush_records()
 
+    def flush_blobs(self, at_least: int = 0) -> None:
+        """Write the buffered blobs as a frame now if they hold `at_least` bytes (records stay buffered): for a
+        caller about to block, whose wait can hide the compression and the write."""
+        self._check_open()
+        if self._blob_buf >= at_least:
+            self._flush_blobs()
+
     def close(self, summary: dict | None = None) -> None:
         """Flush, then write the index (with `summary`) and the footer. Closing again does nothing."""
         if self._closed:
