@@ -57,6 +57,9 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
             raise click.BadParameter("give one of --emulate, --emulate-from, --emulate-recorded")
         if loop < 1 or concurrent < 1:
             raise click.BadParameter("--loop and --concurrent take 1 or more")
+        if relocate == "never" and concurrent > 1:
+            raise click.BadParameter("--relocate never keeps every buffer at its recorded address, so only one "
+                                     "instance can run at a time: drop --concurrent or allow relocation")
         options = Options(relocate=relocate, timeout=timeout, verify=verify, gpu_map=mapping)
         with TerminalProgress("replay") as progress:
             report = replay_trace(trace, options, emulate=emulate, emulate_from=emulate_from,

@@ -169,6 +169,8 @@ def test_bad_trace_and_options_give_one_line(tmp_path):
     assert res.returncode == 4 and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
     res = replay(sample("ping_pong-gfx1100"), "--gpu-map", "zero")
     assert res.returncode == 4 and "0:1,1:0" in res.stderr
+    res = replay(sample("ping_pong-gfx1100"), "--relocate", "never", "--concurrent", "2")
+    assert res.returncode == 4 and "only one instance" in res.stderr
 
 
 def test_replay_of_a_fresh_recording_across_dialects(tmp_path):
