@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.families import target_by_version
+from kfdtrace.driver.memory import DOMAINS
 from kfdtrace.driver.packets import Dialect, PacketError
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DIALECTS
@@ -43,8 +44,6 @@ FLUSH_INTERVAL_S = 0.1  # buffered records reach the disk at least this often (c
 WAITING_IOCTLS = frozenset({"WAIT_EVENTS"})
 ANALYSIS_CACHE = 1 << 14  # distinct packets whose analysis is kept
 MAX_IB_DEPTH = 4  # indirect buffers are followed this deep
-DOMAIN_FLAGS = {"vram": K.AllocMemFlags.VRAM, "gtt": K.AllocMemFlags.GTT, "userptr": K.AllocMemFlags.USERPTR,
-                "doorbell": K.AllocMemFlags.DOORBELL, "mmio": K.AllocMemFlags.MMIO_REMAP}
 SDMA_QUEUES = (K.QueueType.SDMA, K.QueueType.SDMA_XGMI, K.QueueType.SDMA_BY_ENG_ID)
 
 
@@ -287,7 +286,7 @@ class RecordingSyscalls:
 
     # -- what ioctls tell us ------------------------------------------------------------------------
     def _after_alloc_memory_of_gpu(self, a) -> None:
-        domain = next((d for d, f in DOMAIN_FLAGS.items() if a.flags & f), "unknown")
+        domain = next((d for d, f in DOMAINS.items() if a.flags & f), "unknown")
         buf = TrackedBuffer(a.handle, a.gpu_id, a.va_addr, a.size, domain, a.flags, a.mmap_offset)
         if domain == "userptr":
             buf.cpu = a.mmap_offset  # the user's own pages

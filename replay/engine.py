@@ -18,7 +18,7 @@ from kfdtrace.driver.errors import AddressInUse, GpuFault, WaitTimeout
 from kfdtrace.driver.memory import Buffer
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DIALECTS
-from kfdtrace.driver.sdma_queue import SdmaQueue
+from kfdtrace.driver.sdma_queue import ENGINE_KINDS, SdmaQueue
 from kfdtrace.driver.system import Device, System
 from kfdtrace.replay.translate import Relocation, ReplayError, Translator
 from kfdtrace.traces.format import TraceReader
@@ -26,7 +26,8 @@ from kfdtrace.traces.format import TraceReader
 EXIT_OK, EXIT_DIVERGED, EXIT_HANG, EXIT_UNSUPPORTED = 0, 1, 2, 3
 INTERNAL_ROLES = frozenset({"ring", "queue pointers", "event page"})  # the replayer's own queues have theirs
 UNMAPPED_DOMAINS = frozenset({"doorbell", "mmio"})
-SDMA_KINDS = {K.QueueType.SDMA: "sdma", K.QueueType.SDMA_XGMI: "xgmi", K.QueueType.SDMA_BY_ENG_ID: "sdma"}
+# recorded SDMA queue type -> the engine kind the driver asks for (an engine picked by id becomes any engine)
+SDMA_KINDS = {qtype: kind for kind, qtype in ENGINE_KINDS.items()} | {K.QueueType.SDMA_BY_ENG_ID: "sdma"}
 OBJECT_TYPES = {"alloc", "buffer", "map", "free", "queue", "queue_destroy", "doorbell"}
 STREAM_TYPES = {"alloc", "map", "free", "queue", "queue_destroy", "doorbell", "mem", "cpu_signal", "cpu_wait",
                 "checkpoint"}
