@@ -44,7 +44,6 @@ FLUSH_INTERVAL_S = 0.1  # buffered records reach the disk at least this often (c
 WAITING_IOCTLS = frozenset({"WAIT_EVENTS"})
 ANALYSIS_CACHE = 1 << 14  # distinct packets whose analysis is kept
 MAX_IB_DEPTH = 4  # indirect buffers are followed this deep
-SDMA_QUEUES = (K.QueueType.SDMA, K.QueueType.SDMA_XGMI, K.QueueType.SDMA_BY_ENG_ID)
 
 
 @functools.cache
@@ -319,7 +318,7 @@ class RecordingSyscalls:
             self.gpus[a.gpu_id] = target_by_version(node.gfx_target_version).family.sdma_dialect if node else ""
 
     def _after_create_queue(self, a) -> None:
-        dialect = DIALECTS.get(self.gpus.get(a.gpu_id, "")) if a.queue_type in SDMA_QUEUES else None
+        dialect = DIALECTS.get(self.gpus.get(a.gpu_id, "")) if a.queue_type in K.SDMA_QUEUE_TYPES else None
         ring_size = max(a.ring_size, K.KFD_MIN_QUEUE_RING_SIZE)
         q = TrackedQueue(a.queue_id, a.gpu_id, a.queue_type, a.ring_base_address, ring_size,
                          a.doorbell_offset & (K.KFD_DOORBELL_PROCESS_SLICE - 1), dialect)

@@ -93,6 +93,8 @@ class QueueType(enum.IntEnum):
     SDMA_BY_ENG_ID = 0x4  # 1.17: engine chosen by create_queue_args.sdma_engine_id
 
 
+SDMA_QUEUE_TYPES = frozenset({QueueType.SDMA, QueueType.SDMA_XGMI, QueueType.SDMA_BY_ENG_ID})
+
 KFD_MAX_QUEUE_PERCENTAGE = 100
 KFD_MAX_QUEUE_PRIORITY = 15
 KFD_MIN_QUEUE_RING_SIZE = 1024  # smaller ring sizes are clamped up to this, not rejected

@@ -351,7 +351,7 @@ class EmulatedMachine:
         self._exact_mapping(gpu, a.read_pointer_address, PAGE, "read pointer")
         self._exact_mapping(gpu, a.ring_base_address, ring_size, "ring")
         props = gpu.node.properties
-        is_sdma = a.queue_type not in (K.QueueType.COMPUTE, K.QueueType.COMPUTE_AQL)
+        is_sdma = a.queue_type in K.SDMA_QUEUE_TYPES
         slot = None
         if is_sdma:
             slot = self._sdma_slot(gpu, a)
