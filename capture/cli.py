@@ -53,7 +53,7 @@ def run(emulate, emulate_from, output, name, module, chunk_size, tracking, targe
     if not module and not os.path.isfile(target):
         raise ValueError(f"{target}: no such workload script")
     output = output or default_output(target, module)
-    argv = ["capture", "run", *(["-m"] if module else []), target, *args]
+    argv = ["capture", *sys.argv[1:]]  # the command as typed, options included
     session = Session(output, name=name, argv=argv, chunk_size=chunk_size, tracking=tracking)
     with TerminalProgress("capture", lambda: progress_text(session)):
         status = capture_workload(session, target, list(args), module=module, emulate=emulate,
