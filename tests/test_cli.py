@@ -78,3 +78,37 @@ def test_unsupported_target_in_a_copied_tree_is_one_line(tmp_path):
     topology.gpus[0].properties["gfx_target_version"] = 80002  # a Tonga: not a supported family
     dump_to_directory(topology, tmp_path)
     _one_line_error(run("selftest", "--emulate-from", str(tmp_path)), "80002")
+
+
+def _on_a_terminal(*args: str) -> str:
+    """Run a command with its stderr on a pseudo-terminal; what it wrote there."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(timeout=120)
+    os.close(master)
+    return out.decode(errors="replace")
+
+
+def test_progress_is_shown_on_a_terminal(tmp_path):
+    import os
+
+    out = str(tmp_path / "p.kfdtrace")
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "sdma_stress.py")
+    shown = _on_a_terminal(sys.executable, "-m", "kfdtrace.capture.cli", "run", "--emulate", "gfx942", "-o", out,
+                           example, "--rounds", "6000", "--size", "4096")
+    assert "\rcapture: " in shown and "submissions" in shown
+    shown = _on_a_terminal(sys.executable, "-m", "kfdtrace.replay.cli", out, "--emulate", "gfx1100", "--loop", "2")
+    assert "\rreplay: loop 2/2" in shown
