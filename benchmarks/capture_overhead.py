@@ -15,21 +15,15 @@ import glob
 import os
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 
 from sdma_stress import stress  # noqa: E402
+from timing import best_of, timed  # noqa: E402
 
 from kfdtrace.capture import record  # noqa: E402
 from kfdtrace.driver import System  # noqa: E402
 from kfdtrace.traces.format import TraceReader  # noqa: E402
-
-
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def size_figures(path: str) -> str:
@@ -63,7 +57,7 @@ def chunk_tradeoff(emulate: str) -> None:
         for chunk in (4 << 10, 16 << 10, 64 << 10, 256 << 10):
             trace = os.path.join(tmp, f"sparse-{chunk}.kfdtrace")
             with record(trace, chunk_size=chunk), System.open(emulate=emulate) as system:
-                took = min(timed(lambda: sparse_writes(system)) for _ in range(3))  # noqa: B023
+                took = best_of(lambda: sparse_writes(system), 3)  # noqa: B023
             print(f"  chunk {chunk >> 10:>3} KiB: sparse writes recorded in {took * 1e3:6.1f} ms, "
                   f"trace {os.path.getsize(trace) / 1e6:6.2f} MB")
 

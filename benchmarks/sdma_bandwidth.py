@@ -15,17 +15,9 @@ import statistics
 import time
 
 import numpy as np
+from timing import best_of
 
 from kfdtrace.driver import System
-
-
-def best_of(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def bandwidth(system: System, max_mib: int) -> None:

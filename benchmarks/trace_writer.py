@@ -21,6 +21,7 @@ import time
 
 import msgpack
 import zstandard
+from timing import best_of
 
 from kfdtrace.traces.format import TraceWriter
 
@@ -46,13 +47,6 @@ def make_records(n: int, seed: int = 1) -> list[tuple[str, dict]]:
     return out
 
 
-def best(repeat: int, fn) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:
@@ -80,7 +74,7 @@ def main() -> None:
                     record(t, **f)
             stats.update(w.stats)
 
-        writer_s = best(args.repeat, write)
+        writer_s = best_of(write, args.repeat)
 
     def pack_only() -> None:
         buf = bytearray()
@@ -93,8 +87,8 @@ def main() -> None:
         stored.extend(len(z.compress(p)) for p in pieces)
 
     stored: list[int] = []
-    pack_s = best(args.repeat, pack_only)
-    zstd_s = best(args.repeat, raw_zstd)
+    pack_s = best_of(pack_only, args.repeat)
+    zstd_s = best_of(raw_zstd, args.repeat)
     print(f"{args.records} records, {mb:.1f} MB packed ({len(packed) / args.records:.0f} B/record), zstd level "
           f"{args.level}, {args.frame_kib} KiB frames, best of {args.repeat}")
     print(f"writer:    {mb / writer_s:7.1f} MB/s  {writer_s * 1e9 / args.records:6.0f} ns/record  file "

@@ -79,7 +79,8 @@ class SdmaQueue:
     # -- packets ------------------------------------------------------------------------------------
     def packet(self, name: str, payload: bytes = b"", **fields: int) -> SdmaQueue:
         """Append any packet of the dialect by name (the kernel's defaults first, see sdma.DEFAULTS)."""
-        self.pending.append(self.dialect.build(name, payload, **{**self._defaults[name], **fields}))
+        defaults = self._defaults[name]
+        self.pending.append(self.dialect.build(name, payload, **({**defaults, **fields} if defaults else fields)))
         return self
 
     def _va(self, target: Target, offset: int, size: int) -> int:
