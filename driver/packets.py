@@ -8,6 +8,19 @@ A packet is a little-endian stream of u32 dwords. A `PacketDef` lists, once, whe
   (TIMESTAMP's addr[31:3], GCR_REQ's base_va[47:7]); `when` marks an address that is one only under a
   field value (POLL_REGMEM polls a register, not memory, when mem_poll=0).
 
+What a packet *means* beyond its layout is tagged in the table too, so tools derive behaviour from tags and
+never switch on packet names. Each tag gives a `PacketDef` attribute, computed once:
+
+* `Addr(indirect="size")` -- the address holds more packets, `size` dwords of them: `PacketDef.indirect`;
+* `Addr(volatile=True)` -- the GPU writes a value that differs on every run (a clock): `.volatile`,
+  `.volatile_fields`;
+* `Field(byte_count=True)` holds bytes-1 moved, `Addr(advances=True)` moves with the bytes when the packet is
+  split: `.split`;
+* `Addr(value="data")` -- the GPU writes that field's dword there, a completion point: `.signal`;
+* `Addr(polled=(ref, mask, func))` -- the packet waits on the dword there: `.wait`;
+* `Field(event=True)` -- the field carries a KFD event id the packet's interrupt signals: `.event_field`;
+* `PacketDef(droppable=True)` -- cache maintenance a target without the packet may drop.
+
 Header constants (SDMA op/sub_op, PM4 type/opcode) are Fields with a fixed value; a `Dialect` indexes its
 definitions by those header bits, so decoding is one dict lookup. A `Tail` names the field whose value
 gives the number of dwords after the fixed part (NOP's skip count, WRITE_LINEAR's data, PM4's count).
@@ -55,6 +68,8 @@ class Field:
     dword: int
     shift: int = 0
     width: int = 32
+    byte_count: bool = False  # holds bytes-1 moved by the packet (split at this count)
+    event: bool = False  # carries the KFD event id the packet's interrupt signals
 
     def _span(self) -> tuple[int, int, int]:  # (first bit, end bit, bit that is value bit 0), packet-absolute
         start = self.dword * 32 + self.shift
@@ -81,6 +96,19 @@ class Addr:
     when: tuple[str, int] | None = None
     written: bool = False  # the GPU writes through this address (capture checkpoints what it wrote)
     touches: bool = True  # False: names a range (cache maintenance) without reading or writing memory there
+    indirect: str | None = None  # points at an indirect buffer of this field's value dwords
+    volatile: bool = False  # written (needs written=True) with a value that differs on every run
+    advances: bool = False  # moves on by the bytes done when the packet is split at its byte_count field
+    value: str | None = None  # written (needs written=True) with this 32-bit field's value: a signal
+    polled: tuple[str, str, str] | None = None  # (ref, mask, func) fields: waits on (dword & mask) func ref
+
+    def _named(self) -> tuple[tuple[str, str], ...]:
+        """(tag, field name) for every other field of the packet this address's tags name."""
+        named = [("when", self.when[0])] if self.when else []
+        named += [("indirect", self.indirect)] if self.indirect else []
+        named += [("value", self.value)] if self.value else []
+        named += [("polled", n) for n in self.polled or ()]
+        return tuple(named)
 
     def _span(self) -> tuple[int, int, int]:
         base = self.dword * 32
@@ -135,8 +163,9 @@ class PacketDef:
     """One packet format: its header constants, its fields (addresses tagged), its size and optional tail."""
 
     def __init__(self, name: str, header: Mapping[Field, int], fields: Iterable[Field | Addr] = (), *,
-                 size: int | None = None, tail: Tail | None = None):
+                 size: int | None = None, tail: Tail | None = None, droppable: bool = False):
         self.name = name
+        self.droppable = droppable  # cache maintenance: a target without this packet may drop it
         self.header: dict[Field, int] = dict(header)
         self.fields: tuple[Field | Addr, ...] = tuple(sorted(fields, key=lambda f: f._span()[0]))
         self.tail = tail
@@ -150,6 +179,7 @@ class PacketDef:
         used = (max((f._span()[1] for f in (*self.header, *self.fields)), default=32) + 31) // 32
         self.size = max(size or 0, used)  # dwords in the fixed part
         self._check()
+        self._meanings()
         self._compile()
 
     # -- derivation (per-version data) --------------------------------------------------------------------
@@ -160,7 +190,8 @@ class PacketDef:
         kept = [new.pop(f.name, f) for f in self.fields if f.name not in dropped]
         hdr = {**self.header, **(header or {})}
         size = size if size is not None else self._size_arg
-        return PacketDef(name or self.name, hdr, [*kept, *new.values()], size=size, tail=self.tail)
+        return PacketDef(name or self.name, hdr, [*kept, *new.values()], size=size, tail=self.tail,
+                         droppable=self.droppable)
 
     def __getitem__(self, name: str) -> Field | Addr:
         return self._by_name[name]
@@ -194,11 +225,54 @@ class PacketDef:
                 owner[bit] = f.name
         if len(self._by_name) != len(self.fields):
             raise ValueError(f"{self.name}: duplicate field names")
-        for f in self.fields:
-            if isinstance(f, Addr) and f.when and f.when[0] not in self._by_name:
-                raise ValueError(f"{self.name}.{f.name}: condition names unknown field {f.when[0]!r}")
+        self._check_tags()
         if self.tail and self.tail.count not in self._by_name:
             raise ValueError(f"{self.name}: tail count field {self.tail.count!r} is not a field")
+
+    def _check_tags(self) -> None:
+        """Every field a tag names exists (and, but for `when`, holds a plain value); written values need
+        `written`; advancing addresses need a byte count."""
+        for f in self.fields:
+            if not isinstance(f, Addr):
+                continue
+            for tag, n in f._named():
+                if n not in self._by_name:
+                    raise ValueError(f"{self.name}.{f.name}: {tag} names unknown field {n!r} "
+                                     f"(fields: {', '.join(self.field_names)})")
+                if tag != "when" and isinstance(self._by_name[n], Addr):
+                    raise ValueError(f"{self.name}.{f.name}: {tag} names address {n!r}, not a value field")
+            if (f.volatile or f.value) and not f.written:
+                raise ValueError(f"{self.name}.{f.name}: volatile or value tag on an address not tagged written")
+            if f.advances and not any(isinstance(g, Field) and g.byte_count for g in self.fields):
+                raise ValueError(f"{self.name}.{f.name}: advances, but no field is tagged byte_count")
+
+    def _one(self, tag: str, found: list[Any]) -> Any:
+        """The one field (or tuple) tagged `tag`, or None; a second one is a table error."""
+        if len(found) > 1:
+            raise ValueError(f"{self.name}: more than one field tagged {tag}: {found}")
+        return found[0] if found else None
+
+    def _meanings(self) -> None:
+        """The packet's meanings derived, once, from its fields' tags."""
+        addrs = [f for f in self.fields if isinstance(f, Addr)]
+        values = [f for f in self.fields if not isinstance(f, Addr)]
+        # (address field, size field in dwords) of an indirect buffer of more packets
+        self.indirect: tuple[str, str] | None = self._one(
+            "indirect", [(f.name, f.indirect) for f in addrs if f.indirect])
+        # written addresses whose value differs on every run (clocks)
+        self.volatile_fields: tuple[str, ...] = tuple(f.name for f in addrs if f.volatile)
+        self.volatile: bool = bool(self.volatile_fields)
+        count = self._one("byte_count", [f.name for f in values if f.byte_count])
+        # (count field holding bytes-1, addresses that advance with the bytes) of a packet that may be split
+        self.split: tuple[str, tuple[str, ...]] | None = (
+            None if count is None else (count, tuple(f.name for f in addrs if f.advances)))
+        # (address field, value field): the GPU writes the value's dword there (a fence)
+        self.signal: tuple[str, str] | None = self._one("value", [(f.name, f.value) for f in addrs if f.value])
+        # (address field, ref, mask, func): the packet waits until (dword & mask) compares with ref by func
+        self.wait: tuple[str, str, str, str] | None = self._one(
+            "polled", [(f.name, *f.polled) for f in addrs if f.polled])
+        # the field carrying the KFD event id the packet's interrupt signals
+        self.event_field: str | None = self._one("event", [f.name for f in values if f.event])
 
     def _compile(self) -> None:
         n = self.size

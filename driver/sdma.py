@@ -9,7 +9,8 @@
 
 Header dword: op = bits 7:0, sub_op = bits 15:8, on every version. Field names follow the kernel headers,
 shortened (src_addr_31_0 + src_addr_63_32 -> `src`); every field that holds a GPU memory address is an
-`Addr`, so relocators need nothing else.
+`Addr`, so relocators need nothing else. What packets mean beyond their layout (indirect buffers, fences,
+waits, traps, clocks, splittable byte counts, droppable cache maintenance) is tagged here too (see packets.py).
 
 Sources read (facts only; this file is written from them, not copied):
 * tinygrad/tinygrad@a9069c17:extra/hip_gpu_driver/vega10_sdma_pkt_open.h, navi10_sdma_pkt_open.h,
@@ -21,7 +22,9 @@ Sources read (facts only; this file is written from them, not copied):
 * torvalds/linux drivers/gpu/drm/amd/amdgpu/sdma_v5_2.c (emit_mem_sync: GCR_REQ with sub_op 0),
   sdma_v7_0.c + amd-gfx patches (emit_copy_buffer: 8 dwords, CPV(1), DW7 = SDMA_DCC_* word; emit_fill_buffer:
   CONSTANT_FILL_HEADER_COMPRESS at bit 16; sdma_v6_0_0_pkt_open.h SDMA_DCC_* macros).
-* /work/shared/reference/amd-facts.md section 2.
+* torvalds/linux drivers/gpu/drm/amd/amdgpu/sdma_v7_0.c (includes sdma_v6_0_0_pkt_open.h: there is no v7 packet
+  header), sdma_v4_0.c/sdma_v5_0.c hdp_flush (POLL_REGMEM FUNC(3) /* == */), drivers/gpu/drm/amd/amdkfd/
+  kfd_int_process_v9.c (the SDMA_TRAP interrupt signals the KFD event in context_id0 bits 27:0).
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ SUB_OP = Field("sub_op", 0, 8, 8)
 
 
 class PollFunc(IntEnum):
-    """POLL_REGMEM `func`: how (value & mask) is compared with `ref` (amd-facts: 3 is ==, 5 is >=)."""
+    """POLL_REGMEM `func`: how (value & mask) is compared with `ref` (kernel hdp_flush: 3 is ==; tinygrad
+    WAIT_REG_MEM_FUNCTION_GEQ: 5 is >=)."""
 
     ALWAYS = 0
     LT = 1
@@ -86,8 +90,9 @@ class AtomicOp(IntEnum):
     DEC64_NORET = 0x79
 
 
-def _pkt(name: str, op: int, sub_op: int, *fields: Field | Addr, tail: Tail | None = None) -> PacketDef:
-    return PacketDef(name, {OP: op, SUB_OP: sub_op}, fields, tail=tail)
+def _pkt(name: str, op: int, sub_op: int, *fields: Field | Addr, tail: Tail | None = None,
+         droppable: bool = False) -> PacketDef:
+    return PacketDef(name, {OP: op, SUB_OP: sub_op}, fields, tail=tail, droppable=droppable)
 
 
 # --- SDMA 4.4 (vega10_sdma_pkt_open.h): the base every later version changes ------------------------------
@@ -99,9 +104,9 @@ _BASE = (
     # Header bit 27 (broadcast) selects a different 9-dword packet and is not modelled here.
     _pkt("COPY_LINEAR", 1, 0,
          Field("encrypt", 0, 16, 1), Field("tmz", 0, 18, 1),
-         Field("count", 1, 0, 30),
+         Field("count", 1, 0, 30, byte_count=True),
          Field("dst_sw", 2, 16, 2), Field("src_sw", 2, 24, 2),
-         Addr("src", 3), Addr("dst", 5, written=True)),
+         Addr("src", 3, advances=True), Addr("dst", 5, written=True, advances=True)),
     # WRITE_UNTILED in the headers; count is DWORDS - 1 of the data that follows.
     _pkt("WRITE_LINEAR", 2, 0,
          Field("encrypt", 0, 16, 1), Field("tmz", 0, 18, 1),
@@ -109,9 +114,10 @@ _BASE = (
          tail=Tail("count", 1)),
     # The kernel aligns ib_base to 32 bytes and pads IBs to 8 dwords; the field itself is a full address.
     _pkt("INDIRECT", 4, 0,
-         Field("vmid", 0, 16, 4), Addr("ib_base", 1), Field("ib_size", 3, 0, 20), Addr("csa_addr", 4)),
-    _pkt("FENCE", 5, 0, Addr("addr", 1, written=True), Field("data", 3)),
-    _pkt("TRAP", 6, 0, Field("int_context", 1, 0, 28)),
+         Field("vmid", 0, 16, 4), Addr("ib_base", 1, indirect="ib_size"), Field("ib_size", 3, 0, 20),
+         Addr("csa_addr", 4)),
+    _pkt("FENCE", 5, 0, Addr("addr", 1, written=True, value="data"), Field("data", 3)),
+    _pkt("TRAP", 6, 0, Field("int_context", 1, 0, 28, event=True)),
     _pkt("SEM", 7, 0,
          Field("write_one", 0, 29, 1), Field("signal", 0, 30, 1), Field("mailbox", 0, 31, 1),
          Addr("addr", 1)),
@@ -119,7 +125,7 @@ _BASE = (
     # request register when hdp_flush=1), not memory: the tag is conditional.
     _pkt("POLL_REGMEM", 8, 0,
          Field("hdp_flush", 0, 26, 1), Field("func", 0, 28, 3), Field("mem_poll", 0, 31, 1),
-         Addr("addr", 1, when=("mem_poll", 1)), Field("ref", 3), Field("mask", 4),
+         Addr("addr", 1, when=("mem_poll", 1), polled=("ref", "mask", "func")), Field("ref", 3), Field("mask", 4),
          Field("interval", 5, 0, 16), Field("retry_count", 5, 16, 12)),
     _pkt("COND_EXE", 9, 0, Addr("addr", 1), Field("reference", 3), Field("exec_count", 4, 0, 14)),
     # No sub_op in the ATOMIC header; bits 15:8 are 0.
@@ -130,12 +136,14 @@ _BASE = (
     # count is BYTES - 1 here too; fillsize 2 = dword pattern.
     _pkt("CONST_FILL", 11, 0,
          Field("sw", 0, 16, 2), Field("fillsize", 0, 30, 2),
-         Addr("dst", 1, written=True), Field("data", 3), Field("count", 4, 0, 22)),
+         Addr("dst", 1, written=True, advances=True), Field("data", 3), Field("count", 4, 0, 22, byte_count=True)),
     _pkt("TIMESTAMP_SET", 13, 0, Field("init_data", 1, 0, 64)),
     # The write address is 8-byte aligned: the header declares only bits 31:3 of the low dword.
-    _pkt("TIMESTAMP_GET", 13, 1, Addr("addr", 1, align=3, written=True)),
-    _pkt("TIMESTAMP_GET_GLOBAL", 13, 2, Addr("addr", 1, align=3, written=True)),
+    _pkt("TIMESTAMP_GET", 13, 1, Addr("addr", 1, align=3, written=True, volatile=True)),
+    _pkt("TIMESTAMP_GET_GLOBAL", 13, 2, Addr("addr", 1, align=3, written=True, volatile=True)),
     _pkt("PRE_EXE", 15, 0, Field("dev_sel", 0, 16, 8), Field("exec_count", 1, 0, 14)),
+    # int_context is not tagged `event` as TRAP's is: KFD turns only the SDMA_TRAP interrupt, which TRAP
+    # raises, into a process's event (amdkfd/kfd_int_process_v9.c).
     _pkt("DUMMY_TRAP", 16, 0, Field("int_context", 1, 0, 28)),
 )
 
@@ -161,7 +169,8 @@ SDMA5 = SDMA4_4.derive(
                   Field("snp", 0, 22, 1), Field("gpa", 0, 23, 1), Field("l2_policy", 0, 24, 2)],
     },
     header={"DUMMY_TRAP": {OP: 32}},  # op 16 is GPUVM_INV from SDMA 5 on
-    add=[_pkt("GCR_REQ", 17, 0, *_GCR_FIELDS), _pkt("USER_GCR", 17, 1, *_GCR_FIELDS)],
+    add=[_pkt("GCR_REQ", 17, 0, *_GCR_FIELDS, droppable=True),
+         _pkt("USER_GCR", 17, 1, *_GCR_FIELDS, droppable=True)],
 )
 
 # --- SDMA 6.0 (sdma_v6_0_0_pkt_open.h) ---------------------------------------------------------------------
@@ -178,7 +187,7 @@ SDMA6 = SDMA5.derive(
         "POLL_REGMEM": _CPV_24,
         "ATOMIC": _CPV_24,
         "COND_EXE": _CPV_28,
-        "CONST_FILL": [*_CPV_28, Field("count", 4, 0, 30)],
+        "CONST_FILL": [*_CPV_28, Field("count", 4, 0, 30, byte_count=True)],  # a replaced field restates its tags
         "TIMESTAMP_GET": _TS_POLICY,
         "TIMESTAMP_GET_GLOBAL": _TS_POLICY,
     },

@@ -399,3 +399,60 @@ def test_written_addresses_are_tagged_in_every_dialect():
             assert dialect[name].written_fields == written, (dialect.name, name)
         p = dialect.decode(dialect.build("COPY_LINEAR", count=7, src=0x1000, dst=0x2000))
         assert p.written_addresses() == [0x2000]
+
+
+# --- meaning tags -----------------------------------------------------------------------------------------
+def _tagged(dialect: Dialect, attr: str) -> dict[str, object]:
+    return {p.name: getattr(p, attr) for p in dialect if getattr(p, attr)}
+
+
+@pytest.mark.parametrize("dialect", ALL, ids=lambda d: d.name)
+def test_meaning_tags_every_dialect(dialect: Dialect) -> None:
+    assert _tagged(dialect, "indirect") == {"INDIRECT": ("ib_base", "ib_size")}
+    assert _tagged(dialect, "volatile") == {"TIMESTAMP_GET": True, "TIMESTAMP_GET_GLOBAL": True}
+    assert _tagged(dialect, "volatile_fields") == {"TIMESTAMP_GET": ("addr",), "TIMESTAMP_GET_GLOBAL": ("addr",)}
+    # SDMA 6 replaces CONST_FILL's count (30 bits): the replacement keeps the byte_count tag
+    assert _tagged(dialect, "split") == {"COPY_LINEAR": ("count", ("src", "dst")), "CONST_FILL": ("count", ("dst",))}
+    assert set(_tagged(dialect, "droppable")) == ({"GCR_REQ", "USER_GCR"} if "GCR_REQ" in dialect else set())
+    assert _tagged(dialect, "signal") == {"FENCE": ("addr", "data")}
+    assert _tagged(dialect, "wait") == {"POLL_REGMEM": ("addr", "ref", "mask", "func")}
+    assert _tagged(dialect, "event_field") == {"TRAP": "int_context"}  # DUMMY_TRAP signals no process event
+    for defn in dialect:
+        assert set(defn.volatile_fields) <= set(defn.written_fields)
+        if defn.signal:
+            assert defn.signal[0] in defn.written_fields and defn[defn.signal[1]].width == 32
+
+
+def test_wait_describes_the_layout_addresses_say_whether_it_is_memory() -> None:
+    register = SDMA6.decode(SDMA6.build("POLL_REGMEM", mem_poll=0, addr=0x40))
+    memory = SDMA6.decode(SDMA6.build("POLL_REGMEM", mem_poll=1, addr=0x40))
+    assert register.defn.wait == memory.defn.wait == ("addr", "ref", "mask", "func")
+    assert register.addresses() == {} and memory.addresses() == {"addr": 0x40}
+
+
+def test_tags_survive_derivation() -> None:
+    fence = SDMA6["FENCE"].with_fields(Field("extra", 0, 29, 1))
+    assert fence.signal == ("addr", "data")
+    assert SDMA6["GCR_REQ"].with_fields(drop=["vmid"]).droppable
+    derived = SDMA6.derive("t", fields={"COPY_LINEAR": [Field("extra", 0, 29, 1)]})
+    assert derived["COPY_LINEAR"].split == ("count", ("src", "dst"))
+    assert derived["TRAP"].event_field == "int_context" and derived["INDIRECT"].indirect == ("ib_base", "ib_size")
+    with pytest.raises(ValueError, match=r"FENCE\.addr: value names unknown field 'data'"):
+        SDMA6["FENCE"].with_fields(drop=["data"])
+
+
+@pytest.mark.parametrize(("fields", "match"), [
+    ([Addr("a", 1, indirect="n")], r"X\.a: indirect names unknown field 'n'"),
+    ([Addr("a", 1, written=True, value="v")], r"X\.a: value names unknown field 'v'"),
+    ([Addr("a", 1, polled=("ref", "mask", "fn")), Field("ref", 3), Field("mask", 4)],
+     r"X\.a: polled names unknown field 'fn'"),
+    ([Addr("a", 1, when=("m", 1))], r"X\.a: when names unknown field 'm'"),
+    ([Addr("a", 1, written=True, value="b"), Addr("b", 3)], r"X\.a: value names address 'b'"),
+    ([Addr("a", 1, value="d"), Field("d", 3)], r"X\.a: .* not tagged written"),
+    ([Addr("a", 1, volatile=True)], r"X\.a: .* not tagged written"),
+    ([Addr("a", 1, advances=True)], r"X\.a: advances, but no field is tagged byte_count"),
+    ([Field("e", 1, event=True), Field("f", 2, event=True)], r"X: more than one field tagged event"),
+])
+def test_bad_tags_raise(fields: list[Field | Addr], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        PacketDef("X", {OP: 1}, fields)
