@@ -1159,6 +1159,7 @@ class Ioctl:
     direction: IocDir
     struct: type[ctypes.Structure] | None
     since: tuple[int, int]  # interface version that introduced it; (1, 0) = predates the changelog
+    blocking: bool = False  # may sleep in the kernel: callers must not hold locks others need meanwhile
 
     @property
     def size(self) -> int:
@@ -1186,7 +1187,7 @@ IOCTLS: tuple[Ioctl, ...] = (
     Ioctl("DESTROY_EVENT", 0x09, _W, kfd_ioctl_destroy_event_args, _V0),
     Ioctl("SET_EVENT", 0x0A, _W, kfd_ioctl_set_event_args, _V0),
     Ioctl("RESET_EVENT", 0x0B, _W, kfd_ioctl_reset_event_args, _V0),
-    Ioctl("WAIT_EVENTS", 0x0C, _RW, kfd_ioctl_wait_events_args, _V0),
+    Ioctl("WAIT_EVENTS", 0x0C, _RW, kfd_ioctl_wait_events_args, _V0, blocking=True),
     Ioctl("DBG_REGISTER_DEPRECATED", 0x0D, _W, kfd_ioctl_dbg_register_args, _V0),
     Ioctl("DBG_UNREGISTER_DEPRECATED", 0x0E, _W, kfd_ioctl_dbg_unregister_args, _V0),
     Ioctl("DBG_ADDRESS_WATCH_DEPRECATED", 0x0F, _W, kfd_ioctl_dbg_address_watch_args, _V0),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -45,14 +46,19 @@ def _align(x: int, a: int) -> int:
 
 
 class Buffer:
-    """A GPU allocation. Its GPU VA is also its CPU address when it is CPU-visible."""
+    """A GPU allocation. Its GPU VA is also its CPU address when it is CPU-visible.
 
-    def __init__(self, device: Device, va: int, size: int, domain: str, flags: int, handle: int,
-                 name: str | None, reservation: tuple[int, int]):
-        self.device, self.va, self.size, self.domain, self.flags = device, va, size, domain, flags
-        self.handle, self.name, self._reservation = handle, name, reservation
+    `size` is the size asked for: every access is checked against it. `alloc_size` is what the kernel
+    allocated and maps, whole pages (or the domain's fixed size)."""
+
+    def __init__(self, device: Device, va: int, size: int, alloc_size: int, domain: str, flags: int,
+                 handle: int, name: str | None, reservation: tuple[int, int]):
+        self.device, self.va, self.size, self.alloc_size = device, va, size, alloc_size
+        self.domain, self.flags, self.handle, self.name = domain, flags, handle, name
+        self._reservation = reservation
         self.cpu: int | None = None  # CPU address of the bytes, when mapped
         self.mapped_on: list[Device] = []
+        self._lock = threading.Lock()  # serialises map_to / unmap_from / free
 
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""
@@ -74,14 +80,15 @@ class Buffer:
         self._span(offset, size)
         return self.va + offset
 
-    def _cpu_addr(self, offset: int) -> int:
+    def cpu_addr(self, offset: int) -> int:
+        """CPU address of byte `offset` (unchecked: see addr() for the bounds)."""
         if self.cpu is None:
             raise DeviceError(f"{self.label} has no CPU mapping (allocate it with cpu_access=True)")
         return self.cpu + offset
 
     def read(self, offset: int = 0, size: int | None = None) -> bytes:
         offset, size = self._span(offset, size)
-        return ctypes.string_at(self._cpu_addr(offset), size)
+        return ctypes.string_at(self.cpu_addr(offset), size)
 
     def write(self, data: bytes | bytearray | memoryview | np.ndarray, offset: int = 0) -> None:
         if isinstance(data, np.ndarray):
@@ -91,32 +98,37 @@ class Buffer:
             src = data if isinstance(data, bytes) else bytes(memoryview(data).cast("B"))
             n = len(src)
         offset, n = self._span(offset, n)
-        ctypes.memmove(self._cpu_addr(offset), src, n)
+        ctypes.memmove(self.cpu_addr(offset), src, n)
         self.device.sys.annotate("cpu_write", va=self.va + offset, size=n)
 
     def fill(self, byte: int, offset: int = 0, size: int | None = None) -> None:
         offset, size = self._span(offset, size)
-        ctypes.memset(self._cpu_addr(offset), byte, size)
+        ctypes.memset(self.cpu_addr(offset), byte, size)
         self.device.sys.annotate("cpu_write", va=self.va + offset, size=size)
 
     def numpy(self, dtype=np.uint8) -> np.ndarray:
         """A zero-copy numpy view of the whole buffer. Writes through it bypass the driver, so a recorder
         compares this buffer's contents before each submission that uses it."""
-        raw = (ctypes.c_char * self.size).from_address(self._cpu_addr(0))
+        raw = (ctypes.c_char * self.size).from_address(self.cpu_addr(0))
         self.device.sys.annotate("cpu_view", va=self.va)
         return np.frombuffer(raw, dtype=dtype)
 
     def map_to(self, *devices: Device) -> None:
         """Map the buffer into the GPU VA space of more GPUs (peer access)."""
-        new = [d for d in devices if d not in self.mapped_on]
-        if not new:
-            return
-        ids = (ctypes.c_uint32 * len(new))(*[d.gpu_id for d in new])
-        self.device.kfd.ioctl("MAP_MEMORY_TO_GPU", handle=self.handle, device_ids_array_ptr=ctypes.addressof(ids),
-                              n_devices=len(new), n_success=0)
-        self.mapped_on.extend(new)
+        with self._lock:
+            new = [d for d in devices if d not in self.mapped_on]
+            if not new:
+                return
+            ids = (ctypes.c_uint32 * len(new))(*[d.gpu_id for d in new])
+            self.device.kfd.ioctl("MAP_MEMORY_TO_GPU", handle=self.handle,
+                                  device_ids_array_ptr=ctypes.addressof(ids), n_devices=len(new), n_success=0)
+            self.mapped_on.extend(new)
 
     def unmap_from(self, *devices: Device) -> None:
+        with self._lock:
+            self._unmap_from(devices)
+
+    def _unmap_from(self, devices: tuple[Device, ...] | list[Device]) -> None:
         gone = [d for d in devices if d in self.mapped_on]
         if not gone:
             return
@@ -128,28 +140,30 @@ class Buffer:
 
     def free(self) -> None:
         """Unmap from every GPU and the CPU, free the memory, and release the VA range."""
-        if self.handle is None:
-            return
-        self.unmap_from(*self.mapped_on)
-        self.device.kfd.ioctl("FREE_MEMORY_OF_GPU", handle=self.handle)
-        self.handle, self.cpu = None, None
-        self.device.sys.munmap(*self._reservation)  # the CPU mapping lies inside the reservation
-        self.device.buffers.discard(self)
+        with self._lock:
+            if self.handle is None:
+                return
+            self._unmap_from(list(self.mapped_on))
+            self.device.kfd.ioctl("FREE_MEMORY_OF_GPU", handle=self.handle)
+            self.handle, self.cpu = None, None
+            self.device.sys.munmap(*self._reservation)  # the CPU mapping lies inside the reservation
+        self.device.untrack(self)
 
 
 def allocate(device: Device, size: int, domain: str = "vram", *, cpu_access: bool = True,
              executable: bool = False, coherent: bool = False, uncached: bool = False,
              name: str | None = None, map_to: tuple[Device, ...] = (), role: str = "user",
              va: int | None = None) -> Buffer:
-    """Reserve a VA range, allocate `size` bytes in `domain`, map them to this GPU (and `map_to`), and map
-    them for the CPU at the same address when the domain allows it. `role` tells a recorder what the driver
-    uses the buffer for ("user" for the workload's own buffers). `va` asks for that exact address (replay);
-    AddressInUse when something is already there."""
+    """Reserve a VA range, allocate `size` bytes (whole pages underneath) in `domain`, map them to this GPU
+    (and `map_to`), and map them for the CPU at the same address when the domain allows it. `role` tells a
+    recorder what the driver uses the buffer for ("user" for the workload's own buffers). `va` asks for that
+    exact address (replay); AddressInUse when something is already there."""
     if domain not in DOMAINS:
         raise ValueError(f"unknown memory domain {domain!r}; use one of {', '.join(DOMAINS)}")
     if size <= 0:
         raise ValueError(f"buffer size must be positive, not {size}")
-    size = FIXED_SIZES.get(domain, _align(size, PAGE))
+    alloc_size = FIXED_SIZES.get(domain, _align(size, PAGE))
+    size = alloc_size if domain in FIXED_SIZES else size
     flags = DOMAINS[domain] | K.AllocMemFlags.WRITABLE
     if executable:
         flags |= K.AllocMemFlags.EXECUTABLE
@@ -162,42 +176,42 @@ def allocate(device: Device, size: int, domain: str = "vram", *, cpu_access: boo
     sys = device.sys
     reserve = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
     if va is None:
-        align = HUGE if size >= HUGE else PAGE
-        span = size + align
+        align = HUGE if alloc_size >= HUGE else PAGE
+        span = alloc_size + align
         base = sys.mmap(0, span, PROT_NONE, reserve, -1, 0)
         va = _align(base, align)
     else:
         if va % PAGE:
             raise ValueError(f"buffer address {va:#x} is not page aligned")
-        span = size
+        span = alloc_size
         try:
             base = sys.mmap(va, span, PROT_NONE, reserve | MAP_FIXED_NOREPLACE, -1, 0)
         except OSError as exc:
-            raise AddressInUse(f"{va:#x}+{size:#x} is not free here: {exc.strerror}", exc.errno) from None
+            raise AddressInUse(f"{va:#x}+{alloc_size:#x} is not free here: {exc.strerror}", exc.errno) from None
         if base != va:  # a kernel older than 4.17 takes the address as a hint
             sys.munmap(base, span)
-            raise AddressInUse(f"{va:#x}+{size:#x} is not free here")
+            raise AddressInUse(f"{va:#x}+{alloc_size:#x} is not free here")
     mmap_offset = 0
     if domain == "userptr":
         # The user's own pages: anonymous memory at the VA, handed to the GPU by address.
-        sys.mmap(va, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0)
+        sys.mmap(va, alloc_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0)
         mmap_offset = va
     try:
-        out = device.kfd.ioctl("ALLOC_MEMORY_OF_GPU", va_addr=va, size=size, handle=0, mmap_offset=mmap_offset,
-                               gpu_id=device.gpu_id, flags=flags)
+        out = device.kfd.ioctl("ALLOC_MEMORY_OF_GPU", va_addr=va, size=alloc_size, handle=0,
+                               mmap_offset=mmap_offset, gpu_id=device.gpu_id, flags=flags)
     except Exception:
         sys.munmap(base, span)
         raise
-    buf = Buffer(device, va, size, domain, flags, out.handle, name, (base, span))
-    device.buffers.add(buf)
-    sys.annotate("buffer", va=va, name=name, role=role)
+    buf = Buffer(device, va, size, alloc_size, domain, flags, out.handle, name, (base, span))
+    device.track(buf)
+    sys.annotate("buffer", va=va, name=name, role=role, size=size)
     try:
         buf.map_to(device, *map_to)
         if domain == "userptr":
             buf.cpu = va
         elif domain in CPU_MAPPABLE and cpu_access:
-            buf.cpu = sys.mmap(va, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, device.drm_fd,
-                               out.mmap_offset)
+            buf.cpu = sys.mmap(va, alloc_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+                               device.drm_fd, out.mmap_offset)
     except Exception:
         buf.free()
         raise

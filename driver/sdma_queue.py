@@ -2,11 +2,15 @@
 
 Packets come from the family's SDMA dialect (kfdtrace.driver.sdma), so the bytes written here are decoded by
 the same definitions in the emulator, capture and replay.
+
+Each thread builds its own packets (a thread-local list); submit() puts the calling thread's packets on the
+ring under the queue's lock, so submissions from several threads never interleave.
 """
 
 from __future__ import annotations
 
 import ctypes
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -26,7 +30,14 @@ INFINITE_RETRY = 0xFFF
 WRITE_CHUNK = 4096  # data bytes per WRITE_LINEAR packet
 ENGINE_KINDS = {"sdma": K.QueueType.SDMA, "xgmi": K.QueueType.SDMA_XGMI}
 
-Target = Buffer | int  # a buffer, or a raw GPU VA (unchecked: the GPU faults if nothing is mapped there)
+Destination = Buffer | int  # a buffer, or a raw GPU VA (unchecked: the GPU faults if nothing is mapped there)
+
+
+class _Pending(threading.local):
+    """The packets one thread has built for a queue and not yet submitted."""
+
+    def __init__(self) -> None:
+        self.packets: list[bytes] = []
 
 
 class SdmaQueue:
@@ -64,10 +75,11 @@ class SdmaQueue:
         self.doorbell = device.doorbell_page() + (out.doorbell_offset & 0x1FFF)
         self.wptr = 0  # bytes written, monotonic
         self._rung = 0
-        self.pending: list[bytes] = []
+        self._pending = _Pending()
+        self._lock = threading.Lock()  # held while writing the ring and ringing the doorbell
         self._done = device.system.semaphore(name=f"{self.label}.done")
         self._serial = 0
-        device.queues.append(self)
+        device.track(self)
 
     @property
     def label(self) -> str:
@@ -80,10 +92,23 @@ class SdmaQueue:
     def packet(self, name: str, payload: bytes = b"", **fields: int) -> SdmaQueue:
         """Append any packet of the dialect by name (the kernel's defaults first, see sdma.DEFAULTS)."""
         defaults = self._defaults[name]
-        self.pending.append(self.dialect.build(name, payload, **({**defaults, **fields} if defaults else fields)))
+        self._pending.packets.append(
+            self.dialect.build(name, payload, **({**defaults, **fields} if defaults else fields)))
         return self
 
-    def _va(self, target: Target, offset: int, size: int) -> int:
+    def emit(self, data: bytes) -> SdmaQueue:
+        """Append packets already encoded in this queue's dialect; they go on the ring as one unit."""
+        if not data or len(data) % 4:
+            raise ValueError(f"SDMA packets are whole dwords: {len(data)} bytes is not a positive multiple of 4")
+        self._pending.packets.append(bytes(data))
+        return self
+
+    def discard(self) -> list[bytes]:
+        """Take back the packets this thread built and has not submitted; they never reach the GPU."""
+        packets, self._pending.packets = self._pending.packets, []
+        return packets
+
+    def _va(self, target: Destination, offset: int, size: int) -> int:
         if isinstance(target, int):
             return target + offset
         if self.device not in target.mapped_on:
@@ -91,7 +116,8 @@ class SdmaQueue:
                               f"call buffer.map_to(device) first")
         return target.addr(offset, size)
 
-    def copy(self, dst: Target, src: Target, size: int, *, dst_offset: int = 0, src_offset: int = 0) -> SdmaQueue:
+    def copy(self, dst: Destination, src: Destination, size: int, *, dst_offset: int = 0,
+             src_offset: int = 0) -> SdmaQueue:
         """Copy `size` bytes, split into COPY_LINEAR packets of at most the family's maximum."""
         dst_va, src_va = self._va(dst, dst_offset, size), self._va(src, src_offset, size)
         for done in range(0, size, self.max_copy):
@@ -99,7 +125,7 @@ class SdmaQueue:
             self.packet("COPY_LINEAR", count=n - 1, src=src_va + done, dst=dst_va + done)
         return self
 
-    def fill(self, dst: Target, value: int, size: int, *, offset: int = 0) -> SdmaQueue:
+    def fill(self, dst: Destination, value: int, size: int, *, offset: int = 0) -> SdmaQueue:
         """Fill `size` bytes (a multiple of 4) with a repeated 32-bit value."""
         if size % 4:
             raise ValueError(f"CONST_FILL fills whole dwords: {size} is not a multiple of 4")
@@ -109,7 +135,7 @@ class SdmaQueue:
             self.packet("CONST_FILL", dst=va + done, data=value & 0xFFFFFFFF, count=n - 1, fillsize=2)
         return self
 
-    def write_data(self, dst: Target, data: bytes, *, offset: int = 0) -> SdmaQueue:
+    def write_data(self, dst: Destination, data: bytes, *, offset: int = 0) -> SdmaQueue:
         """Write inline dwords (WRITE_LINEAR) into memory."""
         if len(data) % 4:
             raise ValueError(f"WRITE_LINEAR writes whole dwords: {len(data)} bytes is not a multiple of 4")
@@ -119,10 +145,10 @@ class SdmaQueue:
             self.packet("WRITE_LINEAR", chunk, dst=va + done, count=len(chunk) // 4 - 1)
         return self
 
-    def fence(self, dst: Target, value: int, *, offset: int = 0) -> SdmaQueue:
+    def fence(self, dst: Destination, value: int, *, offset: int = 0) -> SdmaQueue:
         return self.packet("FENCE", addr=self._va(dst, offset, 4), data=value & 0xFFFFFFFF)
 
-    def timestamp(self, dst: Target, *, offset: int = 0) -> SdmaQueue:
+    def timestamp(self, dst: Destination, *, offset: int = 0) -> SdmaQueue:
         return self.packet("TIMESTAMP_GET_GLOBAL", addr=self._va(dst, offset, 8))
 
     def trap(self, event_id: int) -> SdmaQueue:
@@ -146,10 +172,15 @@ class SdmaQueue:
         return self._rptr.value
 
     def submit(self) -> int:
-        """Write the pending packets to the ring and ring the doorbell; returns the new write pointer."""
-        for packet in self.pending:
+        """Write this thread's packets to the ring and ring the doorbell; returns the new write pointer."""
+        with self._lock:
+            return self._submit_locked()
+
+    def _submit_locked(self) -> int:
+        if self.queue_id is None:
+            raise DeviceError(f"queue {self.label} was destroyed; make a new one with device.sdma_queue()")
+        for packet in self.discard():
             self._put(packet)
-        self.pending.clear()
         self._kick()
         return self.wptr
 
@@ -213,17 +244,20 @@ class SdmaQueue:
         return text
 
     def sync(self, timeout: float = 10.0) -> None:
-        """Wait until the engine has executed everything submitted so far."""
-        self._serial += 1
-        self.signal(self._done, self._serial).submit()
-        self._done.wait(self._serial, timeout)
+        """Submit this thread's packets and wait until the engine has executed everything submitted so far."""
+        with self._lock:  # serials reach the ring in the order they are taken
+            self._serial += 1
+            serial = self._serial
+            self.signal(self._done, serial)._submit_locked()
+        self._done.wait(serial, timeout)
 
     def destroy(self) -> None:
-        if self.queue_id is None:
-            return
-        self.device.kfd.ioctl("DESTROY_QUEUE", queue_id=self.queue_id)
-        self.queue_id = None
-        self.device.queues.remove(self)
+        with self._lock:
+            if self.queue_id is None:
+                return
+            self.device.kfd.ioctl("DESTROY_QUEUE", queue_id=self.queue_id)
+            self.queue_id = None
+        self.device.untrack(self)
         self.ring.free()
         self.ptrs.free()
         self._done.free()

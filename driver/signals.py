@@ -6,6 +6,9 @@ never wakes early. GPU waits use POLL_REGMEM, which compares 32 bits: they compa
 low one, which is exact while a timeline does not overtake a waiter by more than 2**32 at a wrap of the low
 dword. A CPU wait sleeps on the semaphore's KFD event (the signalling queue follows its fences with a TRAP
 carrying the event id) and re-reads the value at bounded intervals, so a CPU store is seen too.
+
+`System.semaphore()` hands out a fresh one from the system's pool; `Semaphore.view()` makes one over 8 bytes
+of any CPU-visible buffer, as they are (replay uses it for the recorded program's own semaphores).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import ctypes
 import time
 from typing import TYPE_CHECKING
 
-from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.errors import DeviceError, WaitTimeout
 
 if TYPE_CHECKING:
@@ -27,12 +29,26 @@ POLL_SLICE_MS = 10  # longest sleep between two reads of a semaphore's value
 class Semaphore:
     """A 64-bit monotonic counter that GPUs and the CPU signal and wait on."""
 
-    def __init__(self, system: System, pool: Buffer, offset: int, name: str | None = None):
-        self.system, self.pool, self.offset, self.name = system, pool, offset, name
-        self.addr = pool.va + offset
-        self._word = ctypes.c_uint64.from_address(pool.cpu + offset)
-        self._word.value = 0
-        self.event_id = system.create_signal_event()
+    def __init__(self, system: System, buffer: Buffer, offset: int, event_id: int | None, name: str | None,
+                 *, pooled: bool):
+        """Use System.semaphore() or Semaphore.view(). A `pooled` one owns its slot of the system's pool and
+        its event: it starts at 0 and free() gives both back."""
+        self.addr = buffer.addr(offset, 8)
+        if self.addr % 8:
+            raise ValueError(f"a semaphore needs 8-byte alignment: {buffer.label}+{offset:#x} is not aligned")
+        self._word = ctypes.c_uint64.from_address(buffer.cpu_addr(offset))
+        self.system, self.buffer, self.offset, self.name = system, buffer, offset, name
+        self.event_id, self._pooled = event_id, pooled
+        if pooled:
+            self._word.value = 0
+
+    @classmethod
+    def view(cls, system: System, buffer: Buffer, offset: int, *, event_id: int | None = None,
+             name: str | None = None) -> Semaphore:
+        """A semaphore over the 8 aligned bytes at `offset` of a CPU-visible buffer, which keep their value.
+        CPU waits sleep on KFD event `event_id` when the signaller traps it, else poll. It owns nothing:
+        free() does nothing, and it must not outlive the buffer."""
+        return cls(system, buffer, offset, event_id, name, pooled=False)
 
     def __repr__(self) -> str:
         return f"<Semaphore {self.label} value={self.value}>"
@@ -68,10 +84,10 @@ class Semaphore:
                 self.system.wait_events([self.event_id], slice_ms)
         self.system.sys.annotate("cpu_wait", addr=self.addr, value=value, timeout=timeout, ok=True)
 
-
     def free(self) -> None:
-        """Give the semaphore's slot and event back to the system."""
-        self.system.release_semaphore(self)
+        """Give a pooled semaphore's slot and event back to the system."""
+        if self._pooled:
+            self.system.release_semaphore(self)
 
 
 class Event:
@@ -79,10 +95,7 @@ class Event:
 
     def __init__(self, system: System, auto_reset: bool = True):
         self.system = system
-        out = system.kfd.ioctl("CREATE_EVENT", event_type=K.EventType.SIGNAL, auto_reset=int(auto_reset),
-                               node_id=0, event_page_offset=system.event_page_handle)
-        system.event_page_handle = 0  # the kernel takes the page once, with the first signal event
-        self.id = out.event_id
+        self.id = system.create_event_id(auto_reset)
 
     def set(self) -> None:
         self.system.kfd.ioctl("SET_EVENT", event_id=self.id)
@@ -91,7 +104,9 @@ class Event:
         self.system.kfd.ioctl("RESET_EVENT", event_id=self.id)
 
     def wait(self, timeout: float = 10.0) -> None:
-        if not self.system.wait_events([self.id], int(timeout * 1000)):
+        ok = self.system.wait_events([self.id], int(timeout * 1000))
+        self.system.sys.annotate("cpu_event_wait", event=self.id, timeout=timeout, ok=ok)
+        if not ok:
             raise WaitTimeout(f"event {self.id} was not signaled within {timeout:g} s; "
                               f"{self.system.queue_report()}")
 

@@ -6,6 +6,15 @@
         q, done = gpu.sdma_queue(), system.semaphore()
         q.copy(dst, src, 1 << 20).signal(done, 1).submit()
         done.wait(1)
+
+Threads: devices, buffers, queues, semaphores and events may be used from several threads at once.
+- Making and freeing buffers, queues, semaphores and events is safe from any thread.
+- A queue collects packets per thread: `q.copy(...).signal(...).submit()` puts only this thread's packets on
+  the ring, contiguously. Submissions to one queue are serialised and the engine runs them in that order.
+- A buffer's bytes are not ordered between threads, nor between the CPU and the GPUs: semaphores order them.
+- Several threads may wait on one semaphore; its auto-reset event wakes one of them, the others see the
+  value at their next poll (at most 10 ms later).
+- close() must come after every other thread is done with the system.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import threading
 
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.backend import open_syscalls
@@ -44,6 +54,7 @@ class Device:
         self.gpu_id = node.gpu_id
         self.buffers: set[Buffer] = set()
         self.queues: list[SdmaQueue] = []
+        self._lock = threading.Lock()  # guards buffers, queues and the doorbell mapping
         self._doorbells: int | None = None
         minor = node.properties.get("drm_render_minor", 128 + index)
         path = f"/dev/dri/renderD{minor}"
@@ -74,19 +85,42 @@ class Device:
 
     def doorbell_page(self) -> int:
         """CPU address of this process's doorbell slice on this GPU (mapped once)."""
-        if self._doorbells is None:
-            offset = K.mmap_offset(K.MmapType.DOORBELL, self.gpu_id)
-            self._doorbells = self.sys.mmap(0, K.KFD_DOORBELL_PROCESS_SLICE, PROT_READ | PROT_WRITE, MAP_SHARED,
-                                            self.kfd.fd, offset)
-        return self._doorbells
+        with self._lock:
+            if self._doorbells is None:
+                offset = K.mmap_offset(K.MmapType.DOORBELL, self.gpu_id)
+                self._doorbells = self.sys.mmap(0, K.KFD_DOORBELL_PROCESS_SLICE, PROT_READ | PROT_WRITE,
+                                                MAP_SHARED, self.kfd.fd, offset)
+            return self._doorbells
+
+    def track(self, item: Buffer | SdmaQueue) -> None:
+        """Remember a buffer or queue this driver made, for close()."""
+        with self._lock:
+            if isinstance(item, Buffer):
+                self.buffers.add(item)
+            else:
+                self.queues.append(item)
+
+    def untrack(self, item: Buffer | SdmaQueue) -> None:
+        with self._lock:
+            if isinstance(item, Buffer):
+                self.buffers.discard(item)
+            elif item in self.queues:
+                self.queues.remove(item)
+
+    def live_queues(self) -> list[SdmaQueue]:
+        """The queues alive now (a copy: other threads may make or destroy queues meanwhile)."""
+        with self._lock:
+            return list(self.queues)
 
     def close(self) -> None:
         """Destroy the queues and free the buffers this driver made, then close the render node. Best effort:
         what the kernel refuses here (say, a buffer a hand-made queue still uses) it reclaims with the process."""
-        for q in list(self.queues):
+        for q in self.live_queues():
             with contextlib.suppress(DeviceError):
                 q.destroy()
-        for b in list(self.buffers):
+        with self._lock:
+            buffers = list(self.buffers)
+        for b in buffers:
             with contextlib.suppress(DeviceError):
                 b.free()
         if self._doorbells is not None:
@@ -122,8 +156,10 @@ class System:
         for i, node in enumerate(self.topology.gpus):
             self.devices.append(Device(self, i, node))
         self._faults: list[str] = []
+        self._sem_lock = threading.Lock()  # guards the semaphore pool and its free list
         self._sem_pool: Buffer | None = None
         self._sem_free: list[int] = []
+        self._event_lock = threading.Lock()  # the event page goes with exactly one CREATE_EVENT
         self.event_page_handle = 0
         self._event_page = self.devices[0].alloc(K.KFD_EVENT_PAGE_SIZE, "gtt", uncached=True, name="event page",
                                                  role="event page")
@@ -152,26 +188,38 @@ class System:
     # -- signals ------------------------------------------------------------------------------------
     def semaphore(self, name: str | None = None) -> Semaphore:
         """A new 64-bit timeline semaphore at 0, visible to every GPU."""
-        if not self._sem_free:
-            if self._sem_pool is not None:
-                raise DeviceError(f"all {SEMAPHORE_POOL // 8} semaphores are in use")
-            self._sem_pool = self.devices[0].alloc(SEMAPHORE_POOL, "gtt", uncached=True, name="semaphores",
-                                                   map_to=tuple(self.devices[1:]), role="semaphores")
-            self._sem_free = list(range(SEMAPHORE_POOL - 8, -8, -8))
-        return Semaphore(self, self._sem_pool, self._sem_free.pop(), name)
+        with self._sem_lock:
+            if not self._sem_free:
+                if self._sem_pool is not None:
+                    raise DeviceError(f"all {SEMAPHORE_POOL // 8} semaphores are in use; free() some")
+                self._sem_pool = self.devices[0].alloc(SEMAPHORE_POOL, "gtt", uncached=True, name="semaphores",
+                                                       map_to=tuple(self.devices[1:]), role="semaphores")
+                self._sem_free = list(range(SEMAPHORE_POOL - 8, -8, -8))
+            pool, offset = self._sem_pool, self._sem_free.pop()
+        return Semaphore(self, pool, offset, self.create_signal_event(), name, pooled=True)
 
     def release_semaphore(self, sem: Semaphore) -> None:
+        """Give a pool semaphore's slot and event back."""
         if sem.event_id is not None:
             self.kfd.ioctl("DESTROY_EVENT", event_id=sem.event_id)
-        self._sem_free.append(sem.offset)
+        with self._sem_lock:
+            self._sem_free.append(sem.offset)
 
     def event(self, auto_reset: bool = True) -> Event:
         return Event(self, auto_reset)
 
+    def create_event_id(self, auto_reset: bool = True) -> int:
+        """CREATE_EVENT of a signal event; the first one hands the kernel the event page."""
+        with self._event_lock:
+            out = self.kfd.ioctl("CREATE_EVENT", event_type=K.EventType.SIGNAL, auto_reset=int(auto_reset),
+                                 node_id=0, event_page_offset=self.event_page_handle)
+            self.event_page_handle = 0  # the kernel takes the page once, with the first signal event
+        return out.event_id
+
     def create_signal_event(self) -> int | None:
         """A KFD signal event for a semaphore's wake-ups; None when the process has used all 4096."""
         try:
-            return Event(self).id
+            return self.create_event_id()
         except DeviceError:
             return None
 
@@ -193,7 +241,7 @@ class System:
         if hw.gpu_id:
             found.append(f"GPU {hw.gpu_id:#x} stopped a queue")
         if found:
-            stopped = [q.describe() for d in self.devices for q in d.queues if not q.idle]
+            stopped = [q.describe() for d in self.devices for q in d.live_queues() if not q.idle]
             self._faults.append("; ".join(found + stopped))
         return True
 
@@ -202,7 +250,7 @@ class System:
             raise GpuFault("; ".join(self._faults))
 
     def queue_report(self) -> str:
-        queues = [q.describe() for d in self.devices for q in d.queues]
+        queues = [q.describe() for d in self.devices for q in d.live_queues()]
         return "queues: " + ("; ".join(queues) if queues else "none")
 
     def close(self) -> None:

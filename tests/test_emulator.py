@@ -145,7 +145,7 @@ def test_packet_the_engine_does_not_execute_is_a_named_error(emulated):
 def test_unknown_opcode_is_a_named_error(emulated):
     system = emulated("gfx90a")
     q = system.devices[0].sdma_queue(name="garbage")
-    q.pending.append(bytes([0x7F, 0, 0, 0]))
+    q.emit(bytes([0x7F, 0, 0, 0]))
     with pytest.raises(GpuFault) as err:
         q.sync(timeout=5)
     assert "garbage" in str(err.value) and "rptr=0x0" in str(err.value)

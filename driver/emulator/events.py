@@ -10,7 +10,9 @@ from kfdtrace.driver.kfd_ioctl import KFD_FIRST_NONSIGNAL_EVENT_ID, KFD_SIGNAL_E
 
 
 @dataclass(eq=False)
-class Event:
+class EventState:
+    """One event as the kernel keeps it."""
+
     id: int
     type: int
     auto_reset: bool
@@ -22,11 +24,11 @@ class EventTable:
     """All events of the emulated process, with one condition variable for every waiter."""
 
     def __init__(self) -> None:
-        self._events: dict[int, Event] = {}
+        self._events: dict[int, EventState] = {}
         self._cond = threading.Condition()
         self._next_nonsignal = KFD_FIRST_NONSIGNAL_EVENT_ID
 
-    def create(self, type_: int, auto_reset: bool, is_signal: bool) -> Event | None:
+    def create(self, type_: int, auto_reset: bool, is_signal: bool) -> EventState | None:
         with self._cond:
             if is_signal:
                 free = next((i for i in range(KFD_SIGNAL_EVENT_LIMIT) if i not in self._events), None)
@@ -35,11 +37,8 @@ class EventTable:
                 eid = free
             else:
                 eid, self._next_nonsignal = self._next_nonsignal, self._next_nonsignal + 1
-            ev = self._events[eid] = Event(eid, type_, auto_reset)
+            ev = self._events[eid] = EventState(eid, type_, auto_reset)
             return ev
-
-    def get(self, eid: int) -> Event | None:
-        return self._events.get(eid)
 
     def destroy(self, eid: int) -> bool:
         with self._cond:
@@ -70,7 +69,7 @@ class EventTable:
                     ev.signaled, ev.fault = True, fault
             self._cond.notify_all()
 
-    def wait(self, ids: list[int], wait_all: bool, timeout_ms: int) -> list[Event] | None:
+    def wait(self, ids: list[int], wait_all: bool, timeout_ms: int) -> list[EventState] | None:
         """Block until any (or all) of `ids` is signaled; the signaled events, or None on timeout.
 
         Raises KeyError for an id that does not exist (the kernel's EINVAL).

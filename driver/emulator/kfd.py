@@ -5,6 +5,11 @@ kfd_ioctl() does it: by the ioctl nr through the one table (kfdtrace.driver.kfd_
 _IOC_SIZE(cmd) bytes in and out and zero-filling the rest, so callers built against an older, shorter struct
 work. Each ioctl of the table is answered by the method named after it (`ioctl_<name>`); one the emulator
 does not model fails with EOPNOTSUPP and a warning naming it.
+
+Threads: the process lock (EmulatedMachine.lock) guards every table of the process: buffer objects, queues,
+render-node fds, doorbell mappings and VMs. Every ioctl but the blocking ones, and every mmap, munmap and
+doorbell store, hold it. Engine threads never take it (they use the event table's and the VMs' own locks), so
+destroying a queue may join its engine thread under it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.emulator.events import EventTable
 from kfdtrace.driver.emulator.memory import PAGE, BufferObject, GpuVm, VmFault
-from kfdtrace.driver.emulator.sdma_engine import SdmaQueue
+from kfdtrace.driver.emulator.sdma_engine import SdmaEngine
 from kfdtrace.driver.families import Target, queue_sizes, target_by_version
 from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.driver.syscalls import (
@@ -83,7 +88,7 @@ class EmulatedQueue:
     gpu: EmulatedGpu
     type: int
     doorbell_offset: int
-    engine: SdmaQueue | None  # None for queue types the emulator does not execute yet
+    engine: SdmaEngine | None  # None for queue types the emulator does not execute yet
     sdma_slot: int | None = None
     bos: tuple[BufferObject, ...] = ()  # ring, pointers, EOP, CWSR: pinned while the queue lives
 
@@ -102,7 +107,7 @@ class EmulatedMachine:
         self.events = EventTable()
         self.queues: dict[int, EmulatedQueue] = {}
         self.atomic_lock = threading.Lock()
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()  # the process lock: see the module docstring
         self._memory = threading.Condition()
         self._next_bo = 1
         self._event_page: int | None = None
@@ -186,10 +191,10 @@ class EmulatedMachine:
         if handler is None:
             log.warning("the emulated GPU does not model AMDKFD_IOC_%s", entry.name)
             raise KfdError(errno.EOPNOTSUPP, f"AMDKFD_IOC_{entry.name} is not emulated")
-        if entry.name == "WAIT_EVENTS":
-            ret = handler(args)  # blocks: must not hold the process lock
+        if entry.blocking:
+            ret = handler(args)  # must not hold the process lock while it sleeps
         else:
-            with self._lock:
+            with self.lock:
                 ret = handler(args)
         if usize and K.ioc_dir(request) & K.IocDir.READ:
             ctypes.memmove(arg_addr, kbuf, usize)
@@ -374,7 +379,7 @@ class EmulatedMachine:
         db = next(i * step for i in range(MAX_QUEUES_PER_PROCESS) if i * step not in gpu.doorbells)
         engine = None
         if is_sdma:
-            engine = SdmaQueue(self, gpu.vm, DIALECTS[gpu.target.family.sdma_dialect], qid,
+            engine = SdmaEngine(self, gpu.vm, DIALECTS[gpu.target.family.sdma_dialect], qid,
                                a.ring_base_address, ring_size, a.read_pointer_address)
         pinned = tuple(gpu.vm.lookup(va) for va in (a.ring_base_address, a.read_pointer_address,
                                                     a.write_pointer_address, a.eop_buffer_address,
@@ -481,22 +486,26 @@ class EmulatedSyscalls(QuietAnnotations):
                         for i, g in enumerate(machine.gpus.values())}
 
     def open(self, path: str, flags: int = os.O_RDWR | os.O_CLOEXEC) -> int:
-        if path == KFD_DEVICE:
-            fd = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)  # a real, unique descriptor number
-            self._kfd_fds.add(fd)
-            return fd
         prefix = "/dev/dri/renderD"
-        if path.startswith(prefix) and path[len(prefix):].isdigit() and int(path[len(prefix):]) in self._render:
-            fd = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-            self.machine.drm_fds[fd] = self._render[int(path[len(prefix):])]
-            return fd
-        raise FileNotFoundError(errno.ENOENT, f"{path}: no such device on the emulated machine", path)
+        minor = path[len(prefix):] if path.startswith(prefix) else ""
+        gpu = self._render.get(int(minor)) if minor.isdigit() else None
+        if path != KFD_DEVICE and gpu is None:
+            raise FileNotFoundError(errno.ENOENT, f"{path}: no such device on the emulated machine", path)
+        fd = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)  # a real, unique descriptor number
+        with self.machine.lock:
+            if gpu is None:
+                self._kfd_fds.add(fd)
+            else:
+                self.machine.drm_fds[fd] = gpu
+        return fd
 
     def close(self, fd: int) -> None:
-        self._kfd_fds.discard(fd)
-        self.machine.drm_fds.pop(fd, None)
-        if not self._kfd_fds and not self.machine.drm_fds:
-            self.machine.shutdown()
+        m = self.machine
+        with m.lock:
+            self._kfd_fds.discard(fd)
+            m.drm_fds.pop(fd, None)
+            if not self._kfd_fds and not m.drm_fds:
+                m.shutdown()
         os.close(fd)
 
     def ioctl(self, fd: int, request: int, arg) -> int:
@@ -510,6 +519,10 @@ class EmulatedSyscalls(QuietAnnotations):
     def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
         if fd == -1:
             return libc_mmap(addr, length, prot, flags, fd, offset)
+        with self.machine.lock:  # the buffer object cannot be freed, nor the tables change, meanwhile
+            return self._device_mmap(addr, length, prot, flags, fd, offset)
+
+    def _device_mmap(self, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
         m = self.machine
         if fd in m.drm_fds:
             bo = next((b for b in m.bos.values() if b.mmap_offset == offset), None)
@@ -538,24 +551,31 @@ class EmulatedSyscalls(QuietAnnotations):
         return libc_mmap(addr, length, prot, (flags & MAP_FIXED) | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
 
     def munmap(self, addr: int, length: int) -> None:
-        for gpu in self.machine.gpus.values():
-            if addr in gpu.doorbell_maps:
-                gpu.doorbell_maps.remove(addr)
+        with self.machine.lock:
+            for gpu in self.machine.gpus.values():
+                if addr in gpu.doorbell_maps:
+                    gpu.doorbell_maps.remove(addr)
         libc_munmap(addr, length)
 
     def doorbell_store(self, addr: int, value: int) -> None:
         ctypes.c_uint64.from_address(addr).value = value
-        for gpu in self.machine.gpus.values():
-            for base in gpu.doorbell_maps:
-                q = gpu.doorbells.get(addr - base) if 0 <= addr - base < DOORBELL_SLICE else None
-                if q is None:
-                    continue
-                if q.engine is None:
-                    log.error("queue %d: the emulated GPU does not execute queue type %d yet", q.queue_id, q.type)
-                    self.machine.report_queue_error(gpu.gpu_id)
-                else:
-                    q.engine.ring(value)
-                return
+        q = self._doorbell_queue(addr)
+        if q is None:
+            return
+        if q.engine is None:
+            log.error("queue %d: the emulated GPU does not execute queue type %d yet", q.queue_id, q.type)
+            self.machine.report_queue_error(q.gpu.gpu_id)
+        else:
+            q.engine.ring(value)
+
+    def _doorbell_queue(self, addr: int) -> EmulatedQueue | None:
+        """The queue whose doorbell is at CPU address `addr`, if any."""
+        with self.machine.lock:
+            for gpu in self.machine.gpus.values():
+                for base in gpu.doorbell_maps:
+                    if 0 <= addr - base < DOORBELL_SLICE:
+                        return gpu.doorbells.get(addr - base)
+        return None
 
     def read_sysfs(self, path: str) -> str:
         return self.machine.sysfs.read_sysfs(path)

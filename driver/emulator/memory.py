@@ -9,6 +9,7 @@ be handed out without the host having it.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 
 from kfdtrace.driver.ranges import RangeMap
@@ -60,29 +61,35 @@ class BufferObject:
 
 
 class GpuVm:
-    """One GPU's page table: non-overlapping [va, va+size) ranges, each backed by a buffer object."""
+    """One GPU's page table: non-overlapping [va, va+size) ranges, each backed by a buffer object. Engine
+    threads translate while the ioctl path maps and unmaps: a lock keeps the RangeMap's lists consistent."""
 
     def __init__(self, gpu_id: int):
         self.gpu_id = gpu_id
         self._ranges: RangeMap[BufferObject] = RangeMap()
+        self._lock = threading.Lock()
 
     def map(self, bo: BufferObject) -> bool:
         """Map `bo` at its VA; False when the range overlaps another mapping (the kernel's VA conflict).
         Mapping a buffer where it is already mapped is no error."""
-        return self._ranges.get(bo.va) is bo or self._ranges.add(bo.va, bo.size, bo)
+        with self._lock:
+            return self._ranges.get(bo.va) is bo or self._ranges.add(bo.va, bo.size, bo)
 
     def unmap(self, bo: BufferObject) -> bool:
-        if self._ranges.get(bo.va) is not bo:
-            return False
-        self._ranges.remove(bo.va)
-        return True
+        with self._lock:
+            if self._ranges.get(bo.va) is not bo:
+                return False
+            self._ranges.remove(bo.va)
+            return True
 
     def lookup(self, va: int) -> BufferObject | None:
-        return self._ranges.get(va)
+        with self._lock:
+            return self._ranges.get(va)
 
     def translate(self, va: int, length: int, write: bool = False) -> int:
         """Host address of [va, va+length); raises VmFault unless one mapped buffer covers it all."""
-        bo = self._ranges.get(va)
+        with self._lock:
+            bo = self._ranges.get(va)
         if bo is None or va + length > bo.va + bo.size:
             fault_va = va if bo is None else bo.va + bo.size
             raise VmFault(self.gpu_id, fault_va, length, write)
@@ -90,5 +97,5 @@ class GpuVm:
 
     def mapping(self, va: int) -> tuple[int, int] | None:
         """(start, size) of the mapping containing va, as the kernel's amdgpu_vm_bo_lookup_mapping sees it."""
-        bo = self._ranges.get(va)
+        bo = self.lookup(va)
         return None if bo is None else (bo.va, bo.size)

@@ -68,8 +68,8 @@ class QueueError(Exception):
     """A packet the engine cannot execute; the queue stops on it."""
 
 
-class SdmaQueue:
-    """One user-mode SDMA ring: byte-addressed, 64-bit monotonic read/write pointers (amd-facts §6)."""
+class SdmaEngine:
+    """The engine of one user-mode SDMA ring: byte-addressed, 64-bit monotonic read/write pointers (amd-facts §6)."""
 
     def __init__(self, machine: EmulatedMachine, vm: GpuVm, dialect: Dialect, queue_id: int,
                  ring_va: int, ring_size: int, rptr_va: int):
