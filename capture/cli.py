@@ -30,7 +30,7 @@ def progress_text(session: Session) -> str | None:
     rec = session.recorder
     if rec is None:
         return None
-    s = rec.writer.stats
+    s = rec.trace.stats
     return f"{s['records']} records, {s['submissions']} submissions, {s['file_bytes'] / 1e6:.1f} MB"
 
 

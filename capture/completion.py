@@ -1,0 +1,125 @@
+"""Which submitted GPU work is known complete, from what the CPU observed.
+
+A queue executes its packets in order, so "complete up to byte `done` of the queue's stream" is all there is
+to know about one queue. It advances only on evidence:
+
+* a CPU wait that returned saw a semaphore reach a value: every GPU signal of that semaphore with a value
+  at most that one has landed (timeline semaphores only move forward), so each signalling queue is complete
+  up to the signal;
+* a CPU wait on a KFD event returned: a TRAP carrying that event ran; when only one queue has such TRAPs
+  pending, its earliest is complete;
+* a queue complete past one of its own GPU waits had that wait satisfied: the same rule as a CPU wait, in
+  turn (this is how completion flows along semaphore chains).
+
+A 64-bit semaphore value is written as two dword signals, low then high (driver/signals.py), and waited on
+as two dword polls, high then low; `pair_signals` and `pair_waits` put such pairs back together.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+MAX_SIGNALS_PER_ADDRESS = 4096  # beyond this the oldest unconfirmed signals are forgotten (they stay unknown)
+
+
+@dataclass(eq=False)
+class QueueProgress:
+    """One queue's stream: how far it is known complete, and its GPU waits and TRAPs beyond that."""
+
+    name: str
+    done: int = 0
+    waits: deque[tuple[int, int, int]] = field(default_factory=deque)  # (end position, address, value)
+    traps: deque[tuple[int, int]] = field(default_factory=deque)  # (end position, event id)
+
+    def complete(self, position: int) -> bool:
+        return self.done >= position
+
+
+Signal = tuple[int, int, int]  # (end position in its queue's stream, address, value)
+Wait = tuple[int, int, int]  # (end position, address, value the memory reached: >= value)
+
+
+def pair_signals(signals: list[Signal]) -> list[Signal]:
+    """Dword signals with a signal of the next dword right after them (low, then high) become one 64-bit
+    signal at the later position."""
+    out: list[Signal] = []
+    for pos, addr, value in signals:
+        if out and out[-1][1] == addr - 4 and not out[-1][2] >> 32:
+            prev = out.pop()
+            out.append((pos, prev[1], value << 32 | prev[2]))
+        else:
+            out.append((pos, addr, value))
+    return out
+
+
+def pair_waits(waits: list[Wait]) -> list[Wait]:
+    """A wait on a dword followed by a wait on the dword before it (high, then low) becomes one 64-bit wait."""
+    out: list[Wait] = []
+    for pos, addr, value in waits:
+        if out and out[-1][1] == addr + 4 and not out[-1][2] >> 32:
+            prev = out.pop()
+            out.append((pos, addr, prev[2] << 32 | value))
+        else:
+            out.append((pos, addr, value))
+    return out
+
+
+class Completion:
+    """Every queue's known-complete position, advanced by observations."""
+
+    def __init__(self) -> None:
+        self._signals: dict[int, list[tuple[int, QueueProgress, int]]] = {}  # address -> [(value, queue, pos)]
+
+    def submitted(self, queue: QueueProgress, signals: list[Signal], waits: list[Wait],
+                  traps: list[tuple[int, int]]) -> None:
+        """The completion facts of one submission, in stream order (dword signals and waits not yet paired)."""
+        for pos, addr, value in pair_signals(signals):
+            pending = self._signals.setdefault(addr, [])
+            if len(pending) >= MAX_SIGNALS_PER_ADDRESS:
+                pending[:] = [s for s in pending if not s[1].complete(s[2])][-MAX_SIGNALS_PER_ADDRESS // 2:]
+            pending.append((value, queue, pos))
+        queue.waits.extend(pair_waits(waits))
+        queue.traps.extend(traps)
+
+    def observed(self, addr: int, value: int) -> None:
+        """Memory at `addr` was seen at `value` or more."""
+        work = [(addr, value)]
+        while work:
+            addr, value = work.pop()
+            pending = self._signals.get(addr)
+            if not pending:
+                continue
+            keep = []
+            for signal in pending:
+                v, queue, pos = signal
+                if v <= value:
+                    work += self._advance(queue, pos)
+                elif not queue.complete(pos):
+                    keep.append(signal)
+            self._signals[addr] = keep
+
+    def event_fired(self, event_id: int, queues: list[QueueProgress]) -> None:
+        """A wait on KFD event `event_id` returned: if one queue alone has TRAPs of it pending, the earliest
+        of them ran."""
+        holders = [q for q in queues if any(e == event_id for _, e in q.traps)]
+        if len(holders) != 1:
+            return
+        queue = holders[0]
+        pos = next(p for p, e in queue.traps if e == event_id)
+        for addr, value in self._advance(queue, pos):
+            self.observed(addr, value)
+
+    @staticmethod
+    def _advance(queue: QueueProgress, pos: int) -> list[tuple[int, int]]:
+        """The queue is complete up to `pos`: the (address, value) of the GPU waits that passed on the way."""
+        if pos <= queue.done:
+            return []
+        queue.done = pos
+        passed = []
+        while queue.waits and queue.waits[0][0] <= pos:
+            _, addr, value = queue.waits.popleft()
+            passed.append((addr, value))
+        while queue.traps and queue.traps[0][0] <= pos:
+            queue.traps.popleft()
+        return passed

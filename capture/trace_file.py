@@ -1,0 +1,85 @@
+"""The trace being written: the one owner of the TraceWriter, its lock, and the thread that flushes it.
+
+Every record, blob and flush goes through `TraceFile`, under its lock, so no compressor or frame buffer is
+ever touched by two threads, and the records form one total order consistent with each thread's program
+order. Each record carries `t` (ns since the recording started) and `tid` (a small number per thread, named
+by a `thread` record when the thread first records).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from kfdtrace.traces.format import TraceWriter
+
+FLUSH_INTERVAL_S = 0.1  # buffered records reach the disk at least this often (crash safety)
+
+
+class TraceFile:
+    """A TraceWriter shared by the workload's threads and a flusher thread."""
+
+    def __init__(self, path: str, header: dict):
+        self.path = path
+        self.writer = TraceWriter(path, header)
+        self.lock = threading.RLock()  # also taken by the recorder around whatever must stay in order
+        self.t0 = time.monotonic_ns()
+        self._tids: dict[int, int] = {}
+        self._closed = False
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_periodically, name="capture-flush", daemon=True)
+        self._flusher.start()
+
+    def _flush_periodically(self) -> None:
+        """Nothing stays in memory longer than FLUSH_INTERVAL_S, even while the workload blocks in a wait."""
+        while not self._stop.wait(FLUSH_INTERVAL_S):
+            with self.lock:
+                if not self._closed:
+                    self.writer.flush()
+
+    def now(self) -> int:
+        return time.monotonic_ns() - self.t0
+
+    def _tid(self) -> int:
+        ident = threading.get_ident()
+        tid = self._tids.get(ident)
+        if tid is None:
+            tid = self._tids[ident] = len(self._tids)
+            self.writer.record("thread", t=self.now(), tid=tid, name=threading.current_thread().name)
+        return tid
+
+    def record(self, type_: str, **fields: Any) -> int:
+        """Append a record; its number."""
+        with self.lock:
+            return self.writer.record(type_, t=self.now(), tid=self._tid(), **fields)
+
+    def blob(self, data: bytes, key: bytes) -> bytes:
+        with self.lock:
+            return self.writer.blob(data, key)
+
+    def flush(self) -> None:
+        """Everything so far to the disk: a SIGKILL from now on loses none of it."""
+        with self.lock:
+            self.writer.flush()
+
+    def flush_blobs(self) -> None:
+        """Write the buffered blobs if they fill half a frame: for a caller about to block, whose wait hides
+        the compression and the write (the records that follow a wait would otherwise pay for it)."""
+        with self.lock:
+            self.writer.flush_blobs(at_least=self.writer.frame_bytes // 2)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        with self.lock:
+            return self.writer.stats
+
+    def close(self, summary: dict) -> None:
+        """Stop the flusher, then write the index with `summary`."""
+        self._stop.set()
+        with self.lock:
+            if not self._closed:
+                self._closed = True
+                self.writer.close(summary)
+        if threading.current_thread() is not self._flusher:
+            self._flusher.join()
