@@ -171,7 +171,7 @@ class RecordingSyscalls:
             if blocking:
                 rec.trace.flush_blobs()
             else:
-                rec.trace.flush()  # the "about to" record reaches the disk before the call: a call that kills us is seen
+                rec.trace.flush()  # on disk before the call: a call that kills the process is seen
         try:
             ret = self.inner.ioctl(fd, request, arg)
         except OSError as exc:
