@@ -1,0 +1,175 @@
+"""Capture under load: exact checkpoints (only complete work is hashed), completion along semaphore chains and
+events, threads, large CPU writes, and queue lifecycles."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from kfdtrace.capture import record
+from kfdtrace.capture.completion import Completion, QueueProgress, pair_signals, pair_waits
+from kfdtrace.driver import System
+from kfdtrace.traces.format import TraceReader
+
+
+def records(path, *types):
+    with TraceReader(path) as r:
+        return [rec for rec in r.records(set(types) if types else None)]
+
+
+def checkpoint_names(rec) -> tuple[list[str], list[str]]:
+    return sorted(b["name"] for b in rec.fields["buffers"]), sorted(b["name"] for b in rec.fields["in_flight"])
+
+
+def test_pairs_of_dword_signals_and_waits_make_64_bit_values():
+    assert pair_signals([(8, 0x1000, 5), (16, 0x1004, 1), (24, 0x2000, 7)]) == [(16, 0x1000, (1 << 32) | 5),
+                                                                               (24, 0x2000, 7)]
+    assert pair_waits([(8, 0x1004, 1), (16, 0x1000, 5)]) == [(16, 0x1000, (1 << 32) | 5)]
+    assert pair_waits([(8, 0x1000, 5), (16, 0x1004, 1)]) == [(8, 0x1000, 5), (16, 0x1004, 1)]  # wrong order
+
+
+def test_completion_flows_along_a_semaphore_chain():
+    c, q1, q2 = Completion(), QueueProgress("q1"), QueueProgress("q2")
+    c.submitted(q1, [(100, 0xA000, 3)], [], [])
+    c.submitted(q2, [(300, 0xB000, 9)], [(200, 0xA000, 3)], [])
+    c.observed(0xB000, 8)  # not yet the value q2 signals
+    assert (q1.done, q2.done) == (0, 0)
+    c.observed(0xB000, 9)
+    assert (q1.done, q2.done) == (100, 300)
+
+
+def test_event_wait_completes_the_only_queue_with_that_trap():
+    c, q1, q2 = Completion(), QueueProgress("q1"), QueueProgress("q2")
+    c.submitted(q1, [], [], [(50, 7), (90, 7)])
+    c.submitted(q2, [], [], [(60, 8)])
+    c.event_fired(7, [q1, q2])
+    assert (q1.done, q2.done) == (50, 0)
+    c.submitted(q2, [], [], [(70, 7)])
+    c.event_fired(7, [q1, q2])  # two queues could have raised it: nothing is known
+    assert (q1.done, q2.done) == (50, 0)
+
+
+def test_a_buffer_another_queue_is_still_writing_is_in_flight_at_the_wait(tmp_path):
+    path = str(tmp_path / "inflight.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        big, small, src = (gpu.alloc(n, "gtt", name=name) for n, name in
+                           ((32 << 20, "big"), (4096, "small"), (4096, "src")))
+        src.write(b"\x5a" * 4096)
+        qa, qb = gpu.sdma_queue(name="a"), gpu.sdma_queue(name="b")
+        a_done, b_done = system.semaphore("a"), system.semaphore("b")
+        qa.fill(big, 0x01020304, 32 << 20).signal(a_done, 1).submit()
+        qb.copy(small, src, 4096).signal(b_done, 1).submit()
+        b_done.wait(1)
+        a_done.wait(1)
+    first, second = records(path, "checkpoint")
+    assert checkpoint_names(first) == (["small"], ["big"])
+    assert checkpoint_names(second) == (["big"], [])
+
+
+def test_completion_follows_semaphore_chains_and_values_past_2_32(tmp_path):
+    path = str(tmp_path / "chain.kfdtrace")
+    base = (1 << 32) - 2
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        src = gpu.alloc(4096, "gtt", name="src")
+        outs = [gpu.alloc(4096, "gtt", name=f"out{i}") for i in range(3)]
+        src.write(bytes(range(256)) * 16)
+        qs = [gpu.sdma_queue(name=f"q{i}") for i in range(3)]
+        sems = [system.semaphore(f"s{i}") for i in range(3)]
+        for r in range(4):
+            value = base + r
+            for i, (q, out, sem) in enumerate(zip(qs, outs, sems, strict=True)):
+                if i:
+                    q.wait(sems[i - 1], value)
+                q.copy(out, src, 4096, src_offset=0).signal(sem, value).submit()
+            sems[-1].wait(value)  # only the end of the chain: the others are known complete through it
+    cps = records(path, "checkpoint")
+    assert checkpoint_names(cps[0]) == (["out0", "out1", "out2"], [])
+    assert all(cp.fields["in_flight"] == [] for cp in cps)
+
+
+def test_an_event_wait_is_a_checkpoint(tmp_path):
+    path = str(tmp_path / "event.kfdtrace")
+    with record(path), System.open(emulate="gfx90a") as system:
+        gpu = system.devices[0]
+        src, dst = gpu.alloc(8192, "gtt", name="src"), gpu.alloc(8192, "gtt", name="dst")
+        src.write(b"\x33" * 8192)
+        q, ev = gpu.sdma_queue(name="q"), system.event()
+        q.copy(dst, src, 8192).trap(ev.id).submit()
+        ev.wait()
+        assert dst.read() == b"\x33" * 8192
+    (wait,) = records(path, "event_wait")
+    assert wait.fields["event"] == ev.id and wait.fields["ok"]
+    (cp,) = records(path, "checkpoint")
+    assert cp.fields["wait"]["event"] == ev.id and checkpoint_names(cp) == (["dst"], [])
+    assert {r.fields["event"] for r in records(path, "event")} >= {ev.id}
+
+
+def test_records_name_their_threads_in_program_order(tmp_path):
+    path = str(tmp_path / "threads.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+
+        def work(k: int) -> None:
+            src, dst = gpu.alloc(4096, "gtt", name=f"src{k}"), gpu.alloc(4096, "gtt", name=f"dst{k}")
+            q, sem = gpu.sdma_queue(name=f"q{k}"), system.semaphore(f"s{k}")
+            for r in range(1, 21):
+                src.write(bytes([k, r]) * 2048)
+                q.copy(dst, src, 4096).signal(sem, r).submit()
+                sem.wait(r)
+                assert dst.read() == bytes([k, r]) * 2048
+
+        threads = [threading.Thread(target=work, args=(k,), name=f"worker{k}") for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    with TraceReader(path) as r:
+        assert r.verify() > 0
+        names = {rec.fields["tid"]: rec.fields["name"] for rec in r.records({"thread"})}
+        assert {f"worker{k}" for k in range(4)} <= set(names.values())
+        by_thread: dict[int, list[str]] = {}
+        for rec in r.records({"cpu_wait", "checkpoint"}):
+            by_thread.setdefault(rec.fields["tid"], []).append(rec.type)
+    workers = [tid for tid, name in names.items() if name.startswith("worker")]
+    for tid in workers:  # each wait of a thread is followed by that thread's checkpoint
+        assert by_thread[tid] == ["cpu_wait", "checkpoint"] * 20
+
+
+def test_large_cpu_writes_make_a_clean_trace(tmp_path):
+    path = str(tmp_path / "large.kfdtrace")
+    data = np.random.default_rng(3).integers(0, 256, 16 << 20, dtype=np.uint8)
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        buf, out = gpu.alloc(16 << 20, "gtt", name="in"), gpu.alloc(16 << 20, "gtt", name="out")
+        q, sem = gpu.sdma_queue(), system.semaphore()
+        for r in range(1, 5):
+            buf.write(np.roll(data, r))
+            q.copy(out, buf, 16 << 20).signal(sem, r).submit()
+            sem.wait(r)
+    with TraceReader(path) as r:
+        assert r.verify() > 0 and not r.recovered
+        assert sum(rec.fields["size"] for rec in r.records({"mem"})) == 4 * (16 << 20)
+
+
+def test_queue_destroy_says_whether_the_recording_drained_it(tmp_path):
+    path = str(tmp_path / "destroy.kfdtrace")
+    with record(path), System.open(emulate="gfx1201") as system:
+        gpu = system.devices[0]
+        dst = gpu.alloc(4096, "gtt", name="dst")
+        q = gpu.sdma_queue(name="q")
+        q.fill(dst, 11, 4096).sync()
+        q.destroy()
+    (d,) = [r for r in records(path, "queue_destroy")]
+    assert d.fields["rptr"] == d.fields["wptr"] > 0
+
+
+def test_buffers_record_the_size_asked_for(tmp_path):
+    path = str(tmp_path / "size.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        system.devices[0].alloc(1000, "gtt", name="odd")
+    (b,) = [r for r in records(path, "buffer") if r.fields["name"] == "odd"]
+    (a,) = [r for r in records(path, "alloc") if r.fields["va"] == b.fields["va"]]
+    assert (b.fields["size"], a.fields["size"]) == (1000, 4096)
