@@ -109,6 +109,9 @@ class Buffer:
     def numpy(self, dtype=np.uint8) -> np.ndarray:
         """A zero-copy numpy view of the whole buffer. Writes through it bypass the driver, so a recorder
         compares this buffer's contents before each submission that uses it."""
+        if self.size % np.dtype(dtype).itemsize:
+            raise ValueError(f"{self.label} is {self.size} bytes, not a whole number of {np.dtype(dtype)}; "
+                             f"view it as bytes, or allocate a multiple of {np.dtype(dtype).itemsize}")
         raw = (ctypes.c_char * self.size).from_address(self.cpu_addr(0))
         self.device.sys.annotate("cpu_view", va=self.va)
         return np.frombuffer(raw, dtype=dtype)

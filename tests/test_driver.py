@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 
 import pytest
 
-from kfdtrace.driver import BoundsError, DeviceError, GpuFault, OutOfMemory, WaitTimeout
+from kfdtrace.driver import BoundsError, DeviceError, GpuFault, OutOfMemory, Semaphore, WaitTimeout
 from kfdtrace.driver.selftest import copy_sizes, run_selftest
 
 from .conftest import BACKENDS, open_backend
@@ -254,3 +256,94 @@ def test_gcr_and_indirect_buffer(system):
     ib.write(body)
     q.packet("INDIRECT", ib_base=ib.va, ib_size=len(body) // 4).sync()
     assert list(out.numpy("<u4")[:2]) == [0xFEED, 7]
+
+
+@pytest.mark.parametrize("domain", ["gtt", "vram"])
+def test_buffer_keeps_the_size_asked_for(system, domain):
+    dev = system.devices[0]
+    q = dev.sdma_queue()
+    for size in (1, 255, 256, 1000, 4095, 4097):
+        buf, back = dev.alloc(size, domain), dev.alloc(size, "gtt")
+        assert buf.size == size and buf.alloc_size == -(-size // 4096) * 4096
+        assert len(buf.read()) == size and len(buf.numpy()) == size
+        if size % 4:
+            with pytest.raises(ValueError, match=f"is {size} bytes, not a whole number of uint32"):
+                buf.numpy("<u4")
+        assert buf.addr(size) == buf.va + size  # the end itself is a valid empty span
+        for offset, n in ((size, 1), (size - 1, 2), (0, size + 1)):
+            with pytest.raises(BoundsError, match=f"outside its {size:#x} bytes"):
+                buf.read(offset, n)
+        data = os.urandom(size)
+        buf.write(data)
+        q.copy(back, buf, size).sync()
+        assert back.read() == data
+        buf.free()
+        back.free()
+
+
+def test_fixed_size_domains_keep_their_size(system):
+    dev = system.devices[0]
+    assert dev.alloc(1, "doorbell").size == 0x2000
+    assert dev.alloc(1, "mmio").size == 4096
+
+
+def test_sdma_stress_with_a_size_off_the_page():
+    env = {**os.environ, "KFDTRACE_EMULATE": "gfx942"}
+    script = os.path.join(os.path.dirname(__file__), "..", "examples", "sdma_stress.py")
+    res = subprocess.run([sys.executable, script, "--size", "1000", "--rounds", "30"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "30 rounds of 1000 bytes" in res.stdout
+
+
+def test_semaphore_view_over_existing_memory(system):
+    dev = system.devices[0]
+    q, buf = dev.sdma_queue(), dev.alloc(4104, "gtt")
+    buf.numpy("<u8")[1] = 41
+    polled = Semaphore.view(system, buf, 8, name="polled")
+    assert polled.value == 41 and polled.event_id is None  # kept its value, made no event
+    event = system.event()
+    woken = Semaphore.view(system, buf, 4096, event_id=event.id)
+    q.signal(polled, 42).signal(woken, 1 << 33).submit()
+    polled.wait(42, timeout=5)
+    woken.wait(1 << 33, timeout=5)
+    assert int(buf.numpy("<u8")[1]) == 42 and buf.read(4096, 8) == (1 << 33).to_bytes(8, "little")
+    polled.free()  # a view owns nothing: the bytes stay
+    assert polled.value == 42
+
+
+def test_semaphore_view_is_bounds_checked(emulated):
+    system = emulated("gfx942")
+    dev = system.devices[0]
+    buf = dev.alloc(4096, "gtt")
+    with pytest.raises(BoundsError):
+        Semaphore.view(system, buf, 4092)  # 4 of its 8 bytes lie past the end
+    with pytest.raises(BoundsError):
+        Semaphore.view(system, buf, -8)
+    with pytest.raises(ValueError, match="alignment"):
+        Semaphore.view(system, buf, 4)
+    with pytest.raises(DeviceError, match="no CPU mapping"):
+        Semaphore.view(system, dev.alloc(4096, "vram", cpu_access=False), 0)
+
+
+def test_emit_appends_encoded_packets(system):
+    dev = system.devices[0]
+    q, buf = dev.sdma_queue(), dev.alloc(4096, "gtt")
+    two = q.dialect.build("FENCE", addr=buf.va, data=7) + q.dialect.build("FENCE", addr=buf.va + 4, data=9)
+    q.fence(buf, 5, offset=8).emit(two).sync()
+    assert list(buf.numpy("<u4")[:3]) == [7, 9, 5]
+    with pytest.raises(ValueError, match="whole dwords"):
+        q.emit(b"\0\0\0")
+
+
+def test_event_wait_is_announced_to_recorders(emulated):
+    system = emulated("gfx1100")
+    seen = []
+    system.sys.annotate = lambda kind, **fields: seen.append((kind, fields))
+    event = system.event()
+    with pytest.raises(WaitTimeout):
+        event.wait(timeout=0.01)
+    event.set()
+    event.wait(timeout=1)
+    waits = [f for kind, f in seen if kind == "cpu_event_wait"]
+    assert waits == [{"event": event.id, "timeout": 0.01, "ok": False}, {"event": event.id, "timeout": 1, "ok": True}]
