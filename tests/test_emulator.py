@@ -185,3 +185,22 @@ def test_queue_buffers_cannot_be_unmapped_while_the_queue_lives(emulated):
     assert _errno_of(lambda: q.ptrs.free()) == errno.EBUSY
     q.destroy()
     assert q.ring.handle is None and q.ptrs.handle is None  # destroy released them
+
+
+def test_only_wait_events_is_a_blocking_ioctl():
+    assert [e.name for e in K.IOCTLS if e.blocking] == ["WAIT_EVENTS"]
+
+
+def test_a_sleeping_wait_does_not_hold_the_process_lock(emulated):
+    system = emulated("gfx942")
+    dev, event = system.devices[0], system.event()
+    waiter = threading.Thread(target=event.wait, kwargs={"timeout": 5})
+    waiter.start()
+    time.sleep(0.02)  # the waiter is asleep in WAIT_EVENTS now
+    t0 = time.monotonic()
+    q, buf = dev.sdma_queue(), dev.alloc(PAGE, "gtt")
+    q.fence(buf, 3).sync(timeout=1)
+    took = time.monotonic() - t0
+    event.set()
+    waiter.join(timeout=5)
+    assert not waiter.is_alive() and took < 1 and buf.numpy("<u4")[0] == 3
