@@ -179,8 +179,12 @@ class SdmaQueue:
     def _submit_locked(self) -> int:
         if self.queue_id is None:
             raise DeviceError(f"queue {self.label} was destroyed; make a new one with device.sdma_queue()")
-        for packet in self.discard():
-            self._put(packet)
+        packets = self._pending.packets  # this thread's own list: reused, not replaced
+        try:
+            for packet in packets:
+                self._put(packet)
+        finally:  # after a failure part of them may be on the ring: none is submitted twice
+            packets.clear()
         self._kick()
         return self.wptr
 

@@ -559,7 +559,12 @@ class EmulatedSyscalls(QuietAnnotations):
 
     def doorbell_store(self, addr: int, value: int) -> None:
         ctypes.c_uint64.from_address(addr).value = value
+        # The fast path reads the doorbell tables without the lock: racing a change it can only miss a queue
+        # (never find a wrong one), and a miss is looked up again under the lock.
         q = self._doorbell_queue(addr)
+        if q is None:
+            with self.machine.lock:
+                q = self._doorbell_queue(addr)
         if q is None:
             return
         if q.engine is None:
@@ -570,11 +575,10 @@ class EmulatedSyscalls(QuietAnnotations):
 
     def _doorbell_queue(self, addr: int) -> EmulatedQueue | None:
         """The queue whose doorbell is at CPU address `addr`, if any."""
-        with self.machine.lock:
-            for gpu in self.machine.gpus.values():
-                for base in gpu.doorbell_maps:
-                    if 0 <= addr - base < DOORBELL_SLICE:
-                        return gpu.doorbells.get(addr - base)
+        for gpu in self.machine.gpus.values():
+            for base in gpu.doorbell_maps:
+                if 0 <= addr - base < DOORBELL_SLICE:
+                    return gpu.doorbells.get(addr - base)
         return None
 
     def read_sysfs(self, path: str) -> str:

@@ -62,7 +62,8 @@ class BufferObject:
 
 class GpuVm:
     """One GPU's page table: non-overlapping [va, va+size) ranges, each backed by a buffer object. Engine
-    threads translate while the ioctl path maps and unmaps: a lock keeps the RangeMap's lists consistent."""
+    threads translate while the ioctl path maps and unmaps: map and unmap change the RangeMap under a lock,
+    translate reads it without one and checks what it found."""
 
     def __init__(self, gpu_id: int):
         self.gpu_id = gpu_id
@@ -88,11 +89,19 @@ class GpuVm:
 
     def translate(self, va: int, length: int, write: bool = False) -> int:
         """Host address of [va, va+length); raises VmFault unless one mapped buffer covers it all."""
-        with self._lock:
+        # Unlocked first (a lock costs as much as the lookup): a RangeMap changes its three lists one after
+        # the other, so a read racing a map or unmap may pair an address with a neighbour's entry or run past
+        # a list's end. A hit is trusted when the buffer itself covers the access; anything else is asked
+        # again under the lock.
+        try:
             bo = self._ranges.get(va)
-        if bo is None or va + length > bo.va + bo.size:
-            fault_va = va if bo is None else bo.va + bo.size
-            raise VmFault(self.gpu_id, fault_va, length, write)
+        except IndexError:
+            bo = None
+        if bo is None or va < bo.va or va + length > bo.va + bo.size:
+            bo = self.lookup(va)
+            if bo is None or va + length > bo.va + bo.size:
+                fault_va = va if bo is None else bo.va + bo.size
+                raise VmFault(self.gpu_id, fault_va, length, write)
         return bo.host + (va - bo.va)
 
     def mapping(self, va: int) -> tuple[int, int] | None:
