@@ -28,31 +28,38 @@ def wrapping(wrap: Wrapper) -> Iterator[None]:
         _wrappers.remove(wrap)
 
 
-def open_syscalls(emulate: str | None = None, emulate_from: str | None = None) -> Syscalls:
-    """`emulate` ("gfx942,gfx1100") or `emulate_from` (a copied sysfs topology tree) force the emulated GPU;
-    so do KFDTRACE_EMULATE / KFDTRACE_EMULATE_FROM. Otherwise the real KFD when it has a GPU, else the
-    emulated default. Active wrappers (see `wrapping`) are applied."""
-    syscalls = open_backend(emulate, emulate_from)
+def open_syscalls(emulate: str | None = None, emulate_from: str | None = None, *,
+                  topology: Topology | None = None) -> Syscalls:
+    """`emulate` ("gfx942,gfx1100"), `emulate_from` (a copied sysfs topology tree) or `topology` (emulate
+    exactly these nodes: replay --emulate-recorded) force the emulated GPU; so do KFDTRACE_EMULATE /
+    KFDTRACE_EMULATE_FROM. Otherwise the real KFD when it has a GPU, else the emulated default. Active
+    wrappers (see `wrapping`) are applied."""
+    syscalls = open_backend(emulate, emulate_from, topology=topology)
     for wrap in _wrappers:
         syscalls = wrap(syscalls)
     return syscalls
 
 
-def open_backend(emulate: str | None = None, emulate_from: str | None = None) -> Syscalls:
+def open_backend(emulate: str | None = None, emulate_from: str | None = None, *,
+                 topology: Topology | None = None) -> Syscalls:
     """The backend open_syscalls() chooses, unwrapped."""
+    if topology is not None and (emulate or emulate_from):
+        raise ValueError("give one of an emulated GPU list, a topology tree or a topology to emulate")
     emulate = emulate or os.environ.get(ENV_EMULATE) or None
     emulate_from = emulate_from or os.environ.get(ENV_EMULATE_FROM) or None
     if emulate and emulate_from:
         raise ValueError("give either an emulated GPU list or a topology tree to emulate, not both")
-    if not emulate and not emulate_from and kfd_usable():
-        return RealSyscalls()
-    from kfdtrace.driver.emulator.boards import emulated_topology, parse_emulate_spec
+    if topology is None:
+        if not emulate and not emulate_from and kfd_usable():
+            return RealSyscalls()
+        from kfdtrace.driver.emulator.boards import emulated_topology, parse_emulate_spec
+
+        if emulate_from:
+            topology = topology_from_directory(emulate_from)
+        else:
+            topology = emulated_topology(parse_emulate_spec(emulate or DEFAULT_EMULATION))
     from kfdtrace.driver.emulator.kfd import EmulatedMachine, EmulatedSyscalls
 
-    if emulate_from:
-        topology = topology_from_directory(emulate_from)
-    else:
-        topology = emulated_topology(parse_emulate_spec(emulate or DEFAULT_EMULATION))
     return EmulatedSyscalls(EmulatedMachine(topology))
 
 

@@ -1,25 +1,35 @@
 """The `replay` command: re-execute a trace here, verify it, or stress with it.
 
-Exit status: 0 every submission completed and every checkpoint matched; 1 a checkpoint diverged; 2 a wait
-timed out or the GPU stopped a queue (hang); 3 the trace cannot be replayed on this target; 4 bad input
-(an unreadable trace, bad options).
+Exit status:
+  0  every submission completed, every queue drained and every checkpoint matched;
+  1  diverged: a checkpoint differs, or a wait the recording timed out on completed;
+  2  hang: a wait timed out, a queue did not drain, or the GPU stopped a queue (also when the recording hung
+     at the same wait);
+  3  the trace cannot be replayed on this target (packets, GPUs or memory; found before anything is submitted);
+  4  bad input: an unreadable trace, one with nothing to replay, bad options;
+  5  internal error: a bug in the replayer (please report it; --debug shows the traceback).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import traceback
 
 import click
 
 from kfdtrace.cli import TerminalProgress, backend_options
-from kfdtrace.driver.errors import KfdTraceError
-from kfdtrace.replay.engine import EXIT_UNSUPPORTED, Options
+from kfdtrace.replay.engine import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_UNSUPPORTED, BadInput, Options
 from kfdtrace.replay.session import replay_trace
 from kfdtrace.replay.translate import ReplayError
 from kfdtrace.traces.format import TraceError
 
-EXIT_BAD_INPUT = 4
+# What an exception means to the user: (types, exit status, how the message starts); first match wins.
+FAILURES: tuple[tuple[tuple[type[BaseException], ...], int, str], ...] = (
+    ((click.BadParameter,), EXIT_BAD_INPUT, "error"),
+    ((ReplayError,), EXIT_UNSUPPORTED, "cannot replay here"),
+    ((BadInput, TraceError), EXIT_BAD_INPUT, "error"),
+)
 
 
 def parse_gpu_map(text: str | None) -> dict[int, int] | None:
@@ -45,10 +55,17 @@ def parse_gpu_map(text: str | None) -> dict[int, int] | None:
 @click.option("--relocate", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds a wait may take (hang).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
 @click.version_option(package_name="kfdtrace")
 def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, concurrent, verify, relocate,
-         timeout, as_json) -> None:
-    """Replay TRACE on this machine's GPUs (or emulated ones) and say whether it did the same thing."""
+         timeout, as_json, debug) -> None:
+    """Replay TRACE on this machine's GPUs (or emulated ones) and say whether it did the same thing.
+
+    \b
+    Exit status: 0 ok; 1 diverged (a checkpoint, or a wait the recording timed out on completed);
+    2 hang (a wait timed out, a queue did not drain, the GPU stopped a queue); 3 cannot replay on this
+    target (nothing submitted); 4 bad input; 5 internal error (please report; --debug shows the traceback).
+    """
     try:
         mapping = parse_gpu_map(gpu_map)
         if device is not None and mapping is not None:
@@ -65,13 +82,8 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
             report = replay_trace(trace, options, emulate=emulate, emulate_from=emulate_from,
                                   emulate_recorded=emulate_recorded, device=device, loops=loop,
                                   concurrent=concurrent, progress=progress.update)
-    except click.BadParameter as exc:
-        click.echo(f"replay: error: {exc.message}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
-    except ReplayError as exc:
-        _fail(as_json, "unsupported", str(exc), EXIT_UNSUPPORTED)
-    except (TraceError, KfdTraceError, ValueError, OSError) as exc:
-        _fail(as_json, "error", str(exc), EXIT_BAD_INPUT)
+    except Exception as exc:
+        _fail(as_json, exc, debug)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -80,10 +92,20 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
     sys.exit(report.status)
 
 
-def _fail(as_json: bool, kind: str, message: str, status: int) -> None:
+def _fail(as_json: bool, exc: Exception, debug: bool) -> None:
+    """One line on stderr (and the JSON report's status) for `exc`, then exit with its status."""
+    status, kind = next(((s, k) for types, s, k in FAILURES if isinstance(exc, types)), (EXIT_INTERNAL, None))
+    message = exc.message if isinstance(exc, click.BadParameter) else str(exc)
+    if kind is None:
+        if debug:
+            traceback.print_exc()
+        message = f"{type(exc).__name__}: {message}".replace("\n", " ")
+        line = f"replay: internal error: {message} (please report; --debug shows the traceback)"
+    else:
+        line = f"replay: {kind}: {message}"
     if as_json:
-        click.echo(json.dumps({"status": status, kind: message}))
-    click.echo(f"replay: {'cannot replay here' if kind == 'unsupported' else 'error'}: {message}", err=True)
+        click.echo(json.dumps({"status": status, "error": line}))
+    click.echo(line, err=True)
     sys.exit(status)
 
 

@@ -1,36 +1,57 @@
-"""Replaying a trace: objects recreated on the target, packets relocated and retargeted, CPU writes and
-semaphore signals applied at their place in the stream, checkpoints verified.
+"""Replaying a trace: objects recreated on the target, packets relocated and retargeted, CPU writes, signals and
+event activity applied at their place in the stream, checkpoints verified, every queue drained.
 
-A trace is read twice. The first pass (`check`) translates every submission with the recorded addresses,
-so anything the target cannot run, and any packet address outside every recorded buffer, is reported before
-anything is submitted. The second pass (`Instance.run`) replays.
+A trace is read twice. The first pass (`survey`) translates every submission with the recorded addresses, so
+anything the target cannot run, and any packet address outside every recorded buffer, is reported before
+anything is submitted; it also works out what every instance needs (buffer names, the peak memory per target
+GPU, the events a program waits on). The second pass (`Instance.run`) replays. Each instance has its own
+buffers, queues, events and address map, so several run at once on one System.
+
+Recorded objects are known by their creation, not by kernel ids that get reused: a queue id, buffer handle,
+buffer address or event id names the object created last with it, until the trace destroys that object.
 """
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kfdtrace.driver import kfd_ioctl as K
-from kfdtrace.driver.errors import AddressInUse, GpuFault, WaitTimeout
-from kfdtrace.driver.memory import Buffer
+from kfdtrace.driver.errors import AddressInUse, DeviceError, GpuFault, WaitTimeout
+from kfdtrace.driver.memory import PAGE, Buffer
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.driver.sdma_queue import ENGINE_KINDS, SdmaQueue
+from kfdtrace.driver.signals import POLL_SLICE_MS, Event, Semaphore
 from kfdtrace.driver.system import Device, System
 from kfdtrace.replay.translate import Relocation, ReplayError, Translator
-from kfdtrace.traces.format import TraceReader
+from kfdtrace.traces.format import Record, TraceReader
 
-EXIT_OK, EXIT_DIVERGED, EXIT_HANG, EXIT_UNSUPPORTED = 0, 1, 2, 3
+EXIT_OK, EXIT_DIVERGED, EXIT_HANG, EXIT_UNSUPPORTED, EXIT_BAD_INPUT, EXIT_INTERNAL = range(6)
 INTERNAL_ROLES = frozenset({"ring", "queue pointers", "event page"})  # the replayer's own queues have theirs
-UNMAPPED_DOMAINS = frozenset({"doorbell", "mmio"})
+# Where a domain's bytes live on the target (doorbell and MMIO pages are the device's, and not replayed).
+POOLS = {"vram": "VRAM", "gtt": "host", "userptr": "host"}
+Pool = tuple[str, int | None]  # ("VRAM", target device index) or HOST
+HOST: Pool = ("host", None)
 # recorded SDMA queue type -> the engine kind the driver asks for (an engine picked by id becomes any engine)
 SDMA_KINDS = {qtype: kind for kind, qtype in ENGINE_KINDS.items()} | {K.QueueType.SDMA_BY_ENG_ID: "sdma"}
-OBJECT_TYPES = {"alloc", "buffer", "map", "free", "queue", "queue_destroy", "doorbell"}
-STREAM_TYPES = {"alloc", "map", "free", "queue", "queue_destroy", "doorbell", "mem", "cpu_signal", "cpu_wait",
-                "checkpoint"}
+REPLAYED_EVENTS = frozenset({K.EventType.SIGNAL})  # the replay's System makes its own exception events
+SURVEY_TYPES = frozenset({"alloc", "buffer", "free", "queue", "queue_destroy", "doorbell", "event", "event_destroy",
+                          "event_wait"})
+STREAM_TYPES = frozenset({"alloc", "map", "free", "queue", "queue_destroy", "doorbell", "mem", "cpu_signal",
+                          "cpu_wait", "checkpoint", "event", "event_destroy", "event_set", "event_reset",
+                          "event_wait"})
+
+
+class BadInput(Exception):
+    """A trace that is readable but cannot mean anything to replay (no submissions, no chunk size)."""
+
+
+class TargetRefused(ReplayError):
+    """The target refused a request the survey could not foresee (the kernel's own limits)."""
 
 
 @dataclass
@@ -76,6 +97,7 @@ class Result:
     checkpoints: int = 0
     verified: int = 0
     divergence: Divergence | None = None
+    difference: str | None = None  # a difference that is not a buffer's (a wait the recording timed out on)
     hang: str | None = None
     seconds: float = 0.0
     relocated: int = 0
@@ -83,18 +105,33 @@ class Result:
 
     @property
     def status(self) -> int:
-        return EXIT_DIVERGED if self.divergence else EXIT_HANG if self.hang else EXIT_OK
+        return EXIT_DIVERGED if self.divergence or self.difference else EXIT_HANG if self.hang else EXIT_OK
 
 
-def buffer_names(trace: TraceReader) -> dict[int, tuple[str | None, str]]:
-    """alloc record number -> (name, role): the driver names a buffer just after allocating it."""
-    names, last_alloc = {}, {}
-    for r in trace.records({"alloc", "buffer"}):
-        if r.type == "alloc":
-            last_alloc[r.fields["va"]] = r.n
-        elif r.fields["va"] in last_alloc:
-            names[last_alloc[r.fields["va"]]] = (r.fields["name"], r.fields["role"])
-    return names
+# -- the first pass --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Survey:
+    """What the first pass found; every instance reads it, none changes it."""
+
+    chunk: int  # bytes per checkpointed chunk
+    submissions: int = 0
+    packets: int = 0
+    notes: list[str] = field(default_factory=list)
+    names: dict[int, tuple[str | None, str]] = field(default_factory=dict)  # alloc record -> (name, role)
+    events: bool = False  # the trace records its KFD events: TRAPs are mapped through them
+    waited: set[int] = field(default_factory=set)  # event records some event_wait waits on
+    peaks: Counter[Pool] = field(default_factory=Counter)  # the most bytes one instance holds at once
+
+
+def chunk_size(trace: TraceReader) -> int:
+    """The checkpoint chunk size the trace's header gives (capture always writes it)."""
+    chunk = trace.header.get("chunk_size")
+    if not isinstance(chunk, int) or chunk <= 0:
+        raise BadInput(f"{trace.path}: the header gives no chunk_size, so its checkpoints cannot be read: "
+                       f"re-record it with capture")
+    return chunk
 
 
 def device_map(trace: TraceReader, system: System, gpu_map: dict[int, int] | None) -> dict[int, Device]:
@@ -113,35 +150,114 @@ def device_map(trace: TraceReader, system: System, gpu_map: dict[int, int] | Non
     return out
 
 
-def check(trace: TraceReader, devices: dict[int, Device]) -> tuple[int, int, list[str]]:
-    """Translate every submission with the recorded addresses: (submissions, packets, notes); raises
-    ReplayError for anything the target cannot run, before anything is submitted."""
-    relocation, live = Relocation(), RangeMap()
-    translators: dict[int, Translator] = {}
-    submissions = packets = 0
-    notes: list[str] = []
-    for r in trace.records(OBJECT_TYPES):
+def survey(trace: TraceReader, devices: dict[int, Device]) -> Survey:
+    """Read the trace once: translate every submission with the recorded addresses (ReplayError for anything
+    the target cannot run, before anything is submitted) and work out what the replay will need."""
+    return _Surveyor(trace, devices).run()
+
+
+class _Surveyor:
+    """The first pass, one `_on_<type>` per record type."""
+
+    def __init__(self, trace: TraceReader, devices: dict[int, Device]):
+        self.trace, self.devices = trace, devices
+        self.s = Survey(chunk_size(trace))
+        self.relocation = Relocation()
+        self.translators: dict[int, Translator] = {}
+        self.unnamed: dict[int, Record] = {}  # va -> its alloc, until its buffer record (or another) comes
+        self.placed: set[int] = set()  # recorded vas of the buffers packets may address
+        self.live: dict[int, tuple[Pool, int]] = {}  # recorded va -> (pool, bytes) of the buffers replayed
+        self.rings: dict[int, int] = {}  # recorded queue id -> bytes of the replayer's ring and pointers for it
+        self.use: Counter[Pool] = Counter()
+        self.events: dict[int, int] = {}  # recorded event id -> its event record
+
+    def run(self) -> Survey:
+        for r in self.trace.records(SURVEY_TYPES):
+            if r.type != "buffer":
+                self._settle()
+            getattr(self, f"_on_{r.type}")(r)
+        self._settle()
+        for t in self.translators.values():
+            self.s.notes += t.dropped
+        return self.s
+
+    def _add(self, key: Pool, n: int) -> None:
+        self.use[key] += n
+        self.s.peaks[key] = max(self.s.peaks[key], self.use[key])
+
+    def _settle(self) -> None:
+        """Count the allocations no buffer record named: the program's own."""
+        for r in self.unnamed.values():
+            self._count(r, "user")
+        self.unnamed.clear()
+
+    def _count(self, r: Record, role: str) -> None:
         f = r.fields
-        if r.type == "alloc" and f["domain"] not in UNMAPPED_DOMAINS:
-            relocation.add(f["va"], f["size"], f["va"])
-            live.add(f["va"], f["size"], f["va"])
-        elif r.type == "free" and live.remove(f["va"]) is not None:
-            relocation.remove(f["va"])
-        elif r.type == "queue":
-            translators[f["queue"]] = _translator(f, devices, relocation, lambda e: e)
-        elif r.type == "doorbell" and f["queue"] is not None:
-            t = translators.get(f["queue"])
-            if t is None:
-                raise ReplayError(f"submission {submissions}: doorbell of unknown queue {f['queue']}")
-            packets += sum(1 for _ in t.src.iter_packets(f["ring"]))
-            t.ring(f["ring"], f"submission {submissions} (queue {f['queue']})")
-            submissions += 1
-    for t in translators.values():
-        notes += t.dropped
-    return submissions, packets, notes
+        pool = POOLS.get(f["domain"])
+        if pool is None:
+            return
+        self.relocation.add(f["va"], f["size"], f["va"])
+        self.placed.add(f["va"])
+        if role not in INTERNAL_ROLES:
+            key = (pool, self.devices[f["gpu"]].index) if pool == "VRAM" else HOST
+            self.live[f["va"]] = (key, f["size"])
+            self._add(key, f["size"])
+
+    def _on_alloc(self, r: Record) -> None:
+        if r.fields["gpu"] not in self.devices:
+            raise ReplayError(f"buffer at {r.fields['va']:#x} is on GPU {r.fields['gpu']:#x}, which the trace's "
+                              f"header does not list")
+        self.unnamed[r.fields["va"]] = r
+
+    def _on_buffer(self, r: Record) -> None:
+        alloc = self.unnamed.pop(r.fields["va"], None)
+        if alloc is not None:
+            self.s.names[alloc.n] = (r.fields["name"], r.fields["role"])
+            self._count(alloc, r.fields["role"])
+
+    def _on_free(self, r: Record) -> None:
+        if r.fields["va"] in self.placed:
+            self.placed.remove(r.fields["va"])
+            self.relocation.remove(r.fields["va"])
+        gone = self.live.pop(r.fields["va"], None)
+        if gone is not None:
+            self.use[gone[0]] -= gone[1]
+
+    def _on_queue(self, r: Record) -> None:
+        f = r.fields
+        self.translators[f["queue"]] = _translator(f, self.devices, self.relocation, lambda e: e)
+        self.rings[f["queue"]] = f["ring_size"] + PAGE  # the replayer's own ring and pointers, in GTT
+        self._add(HOST, self.rings[f["queue"]])
+
+    def _on_queue_destroy(self, r: Record) -> None:
+        self.use[HOST] -= self.rings.pop(r.fields["queue"], 0)
+
+    def _on_doorbell(self, r: Record) -> None:
+        f = r.fields
+        if f["queue"] is None:
+            return
+        t = self.translators.get(f["queue"])
+        if t is None:
+            raise ReplayError(f"submission {self.s.submissions}: doorbell of unknown queue {f['queue']}")
+        self.s.packets += sum(1 for _ in t.src.iter_packets(f["ring"]))
+        t.ring(f["ring"], f"submission {self.s.submissions} (queue {f['queue']})")
+        self.s.submissions += 1
+
+    def _on_event(self, r: Record) -> None:
+        self.s.events = True
+        self.events[r.fields["event"]] = r.n
+
+    def _on_event_destroy(self, r: Record) -> None:
+        self.events.pop(r.fields["event"], None)
+
+    def _on_event_wait(self, r: Record) -> None:
+        created = self.events.get(r.fields["event"])
+        if created is not None:
+            self.s.waited.add(created)
 
 
-def _translator(q: dict, devices: dict[int, Device], relocation: Relocation, event_id, indirect=None) -> Translator:
+def _translator(q: dict, devices: dict[int, Device], relocation: Relocation, event_id: Callable[[int], int],
+                indirect=None) -> Translator:
     if q["type"] not in SDMA_KINDS or q["dialect"] not in DIALECTS:
         raise ReplayError(f"queue {q['queue']}: queue type {q['type']} is not replayable yet (SDMA only)")
     dev = devices.get(q["gpu"])
@@ -151,45 +267,96 @@ def _translator(q: dict, devices: dict[int, Device], relocation: Relocation, eve
     return Translator(DIALECTS[q["dialect"]], target, dev.target.sdma_max_copy, relocation, event_id, indirect)
 
 
-class Instance:
-    """One replay of the trace on an open System, with its own buffers, queues and semaphores."""
+def _size(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
 
-    def __init__(self, trace: TraceReader, system: System, devices: dict[int, Device], options: Options,
-                 move_all: bool = False):
-        self.trace, self.system, self.devices, self.options = trace, system, devices, options
+
+def check_resources(s: Survey, system: System, instances: int, host_available: int | None) -> None:
+    """ReplayError, with the figures, when a target GPU's free VRAM or the host's available memory is less than
+    the trace's peak use times `instances` (what the replayer allocates per queue included)."""
+    times = f" (x{instances} instances)" if instances > 1 else ""
+    short = []
+    for (pool, index), peak in sorted(s.peaks.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        need = peak * instances
+        if pool == "VRAM":
+            dev = system.devices[index]
+            have = dev.free_vram()
+            where = f"GPU {index} ({dev.target.name}): the trace needs {_size(need)} of VRAM"
+            there = f"the target has {_size(have)} free"
+        else:
+            have = host_available
+            where = f"the trace needs {_size(need)} of host memory (GTT and userptr buffers)"
+            there = f"this host has {_size(have or 0)} available"
+        if have is not None and need > have:
+            short.append(f"{where} at its peak{times}, {there}")
+    if short:
+        raise ReplayError("; ".join(short))
+
+
+# -- the second pass -------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class ReplayBuffer:
+    """A recorded buffer's replay."""
+
+    buffer: Buffer
+    volatile: bool = False  # a packet writes a GPU clock into it: never compared
+    writer: str | None = None  # the submission and packet that last wrote it
+
+
+@dataclass(eq=False)
+class ReplayQueue:
+    """A recorded queue's replay."""
+
+    queue: SdmaQueue
+    label: str  # the recorded queue id and the record that created it
+    translator: Translator | None = None
+    rung: int = 0  # the write pointer the recording rang last
+
+
+class Instance:
+    """One replay of the trace on an open System, with its own buffers, queues, events and address map."""
+
+    def __init__(self, trace: TraceReader, system: System, devices: dict[int, Device], s: Survey,
+                 options: Options, move_all: bool = False):
+        self.trace, self.system, self.devices, self.s, self.options = trace, system, devices, s, options
         self.move_all = move_all or options.relocate == "always"
-        self.names = buffer_names(trace)
-        self.chunk = trace.header.get("chunk_size", 64 << 10)
         self.relocation = Relocation()
-        self.buffers: RangeMap[Buffer] = RangeMap()  # recorded ranges -> replay buffers
-        self.queues: dict[int, SdmaQueue] = {}
-        self.translators: dict[int, Translator] = {}
-        self.last_writer: dict[int, str] = {}  # recorded buffer va -> submission and packet
-        self.handles: dict[int, int] = {}  # recorded handle -> recorded va
-        self.volatile: set[int] = set()  # recorded buffers holding GPU timestamps: not compared
+        self.buffers: RangeMap[ReplayBuffer] = RangeMap()  # recorded ranges -> their replays
+        self.handles: dict[int, ReplayBuffer] = {}  # recorded handle -> its buffer's replay
+        self.queues: dict[int, ReplayQueue] = {}  # recorded queue id -> its replay
+        self.events: dict[int, tuple[int, Event]] = {}  # recorded event id -> (its event record, replay event)
         self.indirect_buffers: list[Buffer] = []  # translated copies of the trace's indirect buffers
-        self.event = system.event()
+        self.wake = system.event()  # what TRAPs of a trace without event records signal
+        self.wake_ids = [self.wake.id]  # the events a CPU wait on memory sleeps on
         self.result = Result()
 
     # -- the stream ---------------------------------------------------------------------------------
     def run(self) -> Result:
         t0 = time.perf_counter()
+        r = None
         try:
             for r in self.trace.records(STREAM_TYPES):
                 getattr(self, f"_on_{r.type}")(r)
-                if self.result.divergence:
+                if self.result.status:
                     break
+            else:
+                self._drain_all("the trace ends")
         except (WaitTimeout, GpuFault) as exc:
             self.result.hang = str(exc)
+        except DeviceError as exc:
+            raise TargetRefused(f"record {r.n if r else 0} ({r.type if r else 'start'}): the target refused "
+                                f"it: {exc}") from exc
         finally:
             self.result.seconds = time.perf_counter() - t0
             self._teardown()
         return self.result
 
-    def _on_alloc(self, r) -> None:
+    def _on_alloc(self, r: Record) -> None:
         f = r.fields
-        name, role = self.names.get(r.n, (None, "user"))
-        if role in INTERNAL_ROLES or f["domain"] in UNMAPPED_DOMAINS:
+        name, role = self.s.names.get(r.n, (None, "user"))
+        if role in INTERNAL_ROLES or f["domain"] not in POOLS:
             return
         dev = self.devices[f["gpu"]]
         cpu = f["domain"] != "vram" or bool(f["flags"] & K.AllocMemFlags.PUBLIC)
@@ -207,23 +374,23 @@ class Instance:
         if buf is None:
             buf = dev.alloc(f["size"], f["domain"], **opts)
         self.relocation.add(f["va"], f["size"], buf.va)
-        self.buffers.add(f["va"], f["size"], buf)
+        self.buffers.add(f["va"], f["size"], rb := ReplayBuffer(buf))
+        self.handles[f["handle"]] = rb
         self.result.relocated += buf.va != f["va"]
-        self.handles[f["handle"]] = f["va"]
 
-    def _on_map(self, r) -> None:
-        va = self.handles.get(r.fields["handle"])
-        buf = None if va is None else self.buffers.get(va)
-        if buf is not None:
-            buf.map_to(*(self.devices[g] for g in r.fields["gpus"] if g in self.devices))
+    def _on_map(self, r: Record) -> None:
+        rb = self.handles.get(r.fields["handle"])
+        if rb is not None:
+            rb.buffer.map_to(*(self.devices[g] for g in r.fields["gpus"] if g in self.devices))
 
-    def _on_free(self, r) -> None:
-        buf = self.buffers.remove(r.fields["va"])
-        if buf is not None:
+    def _on_free(self, r: Record) -> None:
+        rb = self.handles.pop(r.fields["handle"], None)
+        if rb is not None:
+            self.buffers.remove(r.fields["va"])
             self.relocation.remove(r.fields["va"])
-            buf.free()
+            rb.buffer.free()
 
-    def _on_queue(self, r) -> None:
+    def _on_queue(self, r: Record) -> None:
         f = r.fields
         dev = self.devices[f["gpu"]]
         engine = SDMA_KINDS.get(f["type"], "sdma")
@@ -231,100 +398,192 @@ class Instance:
             engine = "sdma"
             self.result.notes.append(f"queue {f['queue']}: no xGMI SDMA engine on {dev}; using a PCIe one")
         q = dev.sdma_queue(ring_size=f["ring_size"], engine=engine, name=f"replay q{f['queue']}")
-        self.queues[f["queue"]] = q
-        self.translators[f["queue"]] = _translator(f, self.devices, self.relocation, lambda e: self.event.id,
-                                                   lambda base, size, where: self._indirect(f["queue"], base, size,
-                                                                                            where))
+        rq = ReplayQueue(q, f"queue {f['queue']} (created at record {r.n})")
+        rq.translator = _translator(f, self.devices, self.relocation, self._trap_event,
+                                    lambda base, size, where: self._indirect(rq, base, size, where))
+        self.queues[f["queue"]] = rq
 
-    def _on_queue_destroy(self, r) -> None:
-        q = self.queues.pop(r.fields["queue"], None)
-        if q is not None:
-            q.destroy()
-
-    def _on_doorbell(self, r) -> None:
-        f = r.fields
-        q, t = self.queues.get(f["queue"]), self.translators.get(f["queue"])
-        if q is None:
+    def _on_queue_destroy(self, r: Record) -> None:
+        rq = self.queues.get(r.fields["queue"])
+        if rq is None:
             return
-        where = f"submission {self.result.submissions} (queue {f['queue']})"
-        for i, p in enumerate(t.src.iter_packets(f["ring"])):
+        rptr = r.fields.get("rptr")  # the recorded queue's read pointer at its destroy (newer traces)
+        if rptr is None or rptr >= r.fields.get("wptr", rq.rung):
+            self._drain(rq, f"it is destroyed at record {r.n}, and the recording had drained it")
+        del self.queues[r.fields["queue"]]
+        rq.queue.destroy()
+
+    def _on_doorbell(self, r: Record) -> None:
+        f = r.fields
+        rq = self.queues.get(f["queue"])
+        if rq is None:
+            return
+        where = f"submission {self.result.submissions} on {rq.label}"
+        for i, p in enumerate(rq.translator.src.iter_packets(f["ring"])):
             self.result.packets += 1
             for addr in p.written_addresses():
                 hit = self.buffers.find(addr)
                 if hit is not None:
-                    self.last_writer[hit[0]] = f"{where} packet {i}: {p}"
-                    if p.name.startswith("TIMESTAMP"):  # GPU clocks differ on every run
-                        self.volatile.add(hit[0])
-        q.pending.append(t.ring(f["ring"], where))
-        q.submit()
+                    hit[2].writer = f"{where} packet {i}: {p}"
+                    hit[2].volatile |= p.defn.volatile  # GPU clocks differ on every run
+        packets = rq.translator.ring(f["ring"], where)
+        if packets:
+            rq.queue.emit(packets)
+        rq.queue.submit()
+        rq.rung = f["value"]
         self.result.submissions += 1
 
-    def _indirect(self, queue: int, base: int, size: int, where: str) -> tuple[int, int]:
+    def _indirect(self, rq: ReplayQueue, base: int, size: int, where: str) -> tuple[int, int]:
         """An indirect buffer, followed: its packets (the recorded ones, written by the replayed CPU writes)
         translated like the ring's, into a buffer of the replay's own; its (address, dwords)."""
         hit = self.buffers.find(base)
-        if hit is None or hit[2].cpu is None or base + size * 4 > hit[0] + hit[1]:
+        if hit is None or hit[2].buffer.cpu is None or base + size * 4 > hit[0] + hit[1]:
             raise ReplayError(f"{where}: indirect buffer {base:#x}+{size * 4:#x} is not in a CPU-visible buffer")
-        recorded = hit[2].read(base - hit[0], size * 4)
-        translated = self.translators[queue].ring(recorded, f"{where} indirect buffer at {base:#x}")
-        q = self.queues[queue]
-        nop = q.dialect.build("NOP")
+        recorded = hit[2].buffer.read(base - hit[0], size * 4)
+        translated = rq.translator.ring(recorded, f"{where} indirect buffer at {base:#x}")
+        nop = rq.queue.dialect.build("NOP")
         translated += nop * ((-len(translated) // 4) % 8)  # an IB ends on an 8-dword boundary
-        ib = q.device.alloc(max(len(translated), 4096), "gtt", name=f"{where} IB", role="replay indirect buffer")
+        ib = rq.queue.device.alloc(max(len(translated), 4096), "gtt", name=f"{where} IB",
+                                   role="replay indirect buffer")
         ib.write(translated)
         self.indirect_buffers.append(ib)
         return ib.va, len(translated) // 4
 
     def _target(self, va: int) -> tuple[Buffer, int]:
         hit = self.buffers.find(va)
-        if hit is None or hit[2].cpu is None:
+        if hit is None or hit[2].buffer.cpu is None:
             raise ReplayError(f"recorded address {va:#x} is in no CPU-visible buffer of this replay")
-        return hit[2], va - hit[0]
+        return hit[2].buffer, va - hit[0]
 
-    def _on_mem(self, r) -> None:
+    def _on_mem(self, r: Record) -> None:
         buf, off = self._target(r.fields["va"])
         buf.write(self.trace.blob(r.fields["key"]), off)
 
-    def _on_cpu_signal(self, r) -> None:
-        buf, off = self._target(r.fields["addr"])
-        ctypes.c_uint64.from_address(buf.cpu + off).value = r.fields["value"]
+    def _semaphore(self, addr: int) -> Semaphore:
+        buf, off = self._target(addr)
+        return Semaphore.view(self.system, buf, off)
 
-    def _on_cpu_wait(self, r) -> None:
+    def _on_cpu_signal(self, r: Record) -> None:
+        self._semaphore(r.fields["addr"]).signal(r.fields["value"])
+
+    def _on_cpu_wait(self, r: Record) -> None:
         f = r.fields
+        sem = self._semaphore(f["addr"])
+        what = f"the wait for {f['value']} at {f['addr']:#x} ({sem.buffer.label}+{sem.offset:#x})"
         if not f["ok"]:
-            self.result.notes.append(f"the recorded program's wait for {f['value']} at {f['addr']:#x} timed out")
-            return
-        buf, off = self._target(f["addr"])
-        word = ctypes.c_uint64.from_address(buf.cpu + off)
-        deadline = time.monotonic() + self.options.timeout
-        while word.value < f["value"]:
-            self.system.raise_gpu_faults()
-            if time.monotonic() > deadline:
-                raise WaitTimeout(f"the replay waited {self.options.timeout:g} s for {f['value']} at "
-                                  f"{f['addr']:#x} ({buf.label}+{off:#x}), which is {word.value}; "
-                                  f"{self.system.queue_report()}")
-            self.system.wait_events([self.event.id], 10)
+            self._timed_out_when_recorded(what, f["timeout"], lambda t: self._wait_value(sem, f["value"], t))
+        elif not self._wait_value(sem, f["value"], self.options.timeout):
+            raise WaitTimeout(f"the replay waited {self.options.timeout:g} s in {what}, which is {sem.value}; "
+                              f"{self._queue_report()}")
 
-    def _on_checkpoint(self, r) -> None:
+    def _wait_value(self, sem: Semaphore, value: int, timeout: float) -> bool:
+        """Whether the semaphore reached `value` within `timeout` s (sleeping on the events that wake CPU waits
+        on memory, re-reading at least every POLL_SLICE_MS); GpuFault if a GPU stopped a queue."""
+        deadline = time.monotonic() + timeout
+        while sem.value < value:
+            self.system.raise_gpu_faults()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.system.wait_events(self.wake_ids, max(1, min(POLL_SLICE_MS, int(left * 1000))))
+        return True
+
+    def _timed_out_when_recorded(self, what: str, recorded: float, wait: Callable[[float], bool]) -> None:
+        """A wait the recording timed out on: the same hang is the expected outcome, completing is a difference.
+        Either way the replay stops here: what follows is the program's error handling."""
+        limit = min(recorded, self.options.timeout)
+        if wait(limit):
+            self.result.difference = (f"{what} completed in the replay, but timed out after {recorded:g} s in "
+                                      f"the recording")
+        else:
+            self.result.hang = (f"{what} did not complete within {limit:g} s; the recording hung at the same wait "
+                                f"(it timed out after {recorded:g} s); {self._queue_report()}")
+
+    # -- events -------------------------------------------------------------------------------------
+    def _trap_event(self, recorded: int) -> int:
+        """The replay event a recorded TRAP's event id names (the instance's own without event records)."""
+        hit = self.events.get(recorded)
+        return self.wake.id if hit is None else hit[1].id
+
+    def _event(self, r: Record) -> Event:
+        hit = self.events.get(r.fields["event"])
+        if hit is None:
+            raise BadInput(f"record {r.n} ({r.type}) names event {r.fields['event']}, which the trace never "
+                           f"created")
+        return hit[1]
+
+    def _on_event(self, r: Record) -> None:
+        f = r.fields
+        if f["type"] not in REPLAYED_EVENTS:
+            return
+        self._forget_event(f["event"])
+        ev = self.system.event(auto_reset=bool(f["auto_reset"]))
+        self.events[f["event"]] = (r.n, ev)
+        if r.n not in self.s.waited:
+            self.wake_ids.append(ev.id)  # only TRAPs and CPU waits on memory use it: its signals wake them
+
+    def _forget_event(self, recorded: int) -> None:
+        hit = self.events.pop(recorded, None)
+        if hit is not None:
+            if hit[1].id in self.wake_ids:
+                self.wake_ids.remove(hit[1].id)
+            hit[1].destroy()
+
+    def _on_event_destroy(self, r: Record) -> None:
+        self._forget_event(r.fields["event"])
+
+    def _on_event_set(self, r: Record) -> None:
+        self._event(r).set()
+
+    def _on_event_reset(self, r: Record) -> None:
+        self._event(r).reset()
+
+    def _on_event_wait(self, r: Record) -> None:
+        f = r.fields
+        ev = self._event(r)
+        what = f"the wait for event {f['event']} (replayed as {ev.id})"
+        if not f["ok"]:
+            self._timed_out_when_recorded(what, f["timeout"], lambda t: self._wait_event(ev, t))
+        elif not self._wait_event(ev, self.options.timeout):
+            raise WaitTimeout(f"the replay waited {self.options.timeout:g} s in {what}, which the recording saw "
+                              f"signaled; {self._queue_report()}")
+
+    def _wait_event(self, ev: Event, timeout: float) -> bool:
+        """Whether the event fired within `timeout` s; GpuFault if a GPU stopped a queue meanwhile."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            fired = self.system.wait_events([ev.id], max(1, int(left * 1000)))
+            self.system.raise_gpu_faults()
+            if fired:
+                return True
+
+    # -- checkpoints and queues ---------------------------------------------------------------------
+    def _on_checkpoint(self, r: Record) -> None:
         self.result.checkpoints += 1
         if not self.options.verify:
             return
+        in_flight = {b["va"] for b in r.fields.get("in_flight") or ()}  # GPU writes not known complete yet
         for entry in r.fields["buffers"]:
-            if entry["va"] in self.volatile:
-                continue
             hit = self.buffers.find(entry["va"])
-            if hit is None or hit[2].cpu is None:
+            if entry["va"] in in_flight or hit is None or hit[2].volatile or hit[2].buffer.cpu is None:
                 continue
-            buf = hit[2]
-            for i, key in enumerate(entry["keys"]):
-                lo = i * self.chunk
-                actual = buf.read(lo, min(self.chunk, entry["size"] - lo))
-                if hashlib.sha256(actual).digest()[:16] != key:
-                    self.result.divergence = Divergence(
-                        self.result.checkpoints, entry["name"] or f"@{entry['va']:#x}", entry["va"], lo, len(actual),
-                        self._blob(key), actual, self.last_writer.get(entry["va"]))
-                    return
+            self.result.divergence = self._compare(hit[2], entry)
+            if self.result.divergence:
+                return
             self.result.verified += 1
+
+    def _compare(self, rb: ReplayBuffer, entry: dict) -> Divergence | None:
+        chunk = self.s.chunk
+        for i, key in enumerate(entry["keys"]):
+            lo = i * chunk
+            actual = rb.buffer.read(lo, min(chunk, entry["size"] - lo))
+            if hashlib.sha256(actual).digest()[:16] != key:
+                return Divergence(self.result.checkpoints, entry["name"] or f"@{entry['va']:#x}", entry["va"], lo,
+                                  len(actual), self._blob(key), actual, rb.writer)
+        return None
 
     def _blob(self, key: bytes) -> bytes | None:
         try:
@@ -332,9 +591,30 @@ class Instance:
         except Exception:  # a checkpoint's content may be absent from an older or damaged trace
             return None
 
+    def _queue_report(self) -> str:
+        queues = [rq.queue.describe() for rq in self.queues.values()]
+        return "queues: " + ("; ".join(queues) if queues else "none")
+
+    def _drain(self, rq: ReplayQueue, why: str) -> None:
+        """Wait until the queue has executed everything submitted to it; WaitTimeout (a hang) after --timeout."""
+        deadline, delay = time.monotonic() + self.options.timeout, 20e-6
+        while not rq.queue.idle:
+            self.system.raise_gpu_faults()
+            if time.monotonic() > deadline:
+                raise WaitTimeout(f"{rq.label} did not drain within {self.options.timeout:g} s ({why}); "
+                                  f"{self._queue_report()}")
+            time.sleep(delay)
+            delay = min(delay * 2, 1e-3)
+
+    def _drain_all(self, why: str) -> None:
+        for rq in self.queues.values():
+            self._drain(rq, why)
+
     def _teardown(self) -> None:
-        for q in self.queues.values():
-            q.destroy()
-        for buf in [b for _, _, b in self.buffers] + self.indirect_buffers:
+        for rq in self.queues.values():
+            rq.queue.destroy()
+        for buf in [rb.buffer for _, _, rb in self.buffers] + self.indirect_buffers:
             buf.free()
-        self.event.destroy()
+        for _, ev in self.events.values():
+            ev.destroy()
+        self.wake.destroy()

@@ -1,16 +1,21 @@
-"""`replay_trace`: open the target, check the whole trace, then replay it (looped, or several at once)."""
+"""`replay_trace`: open the target, survey the whole trace and check the target can hold it, then replay it
+(looped, or several instances at once)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from kfdtrace.driver.emulator.kfd import EmulatedMachine, EmulatedSyscalls
+from kfdtrace.driver.backend import open_syscalls
+from kfdtrace.driver.errors import KfdTraceError
 from kfdtrace.driver.system import System
 from kfdtrace.driver.topology import Topology
-from kfdtrace.replay.engine import Instance, Options, Result, check, device_map
+from kfdtrace.replay.engine import BadInput, Instance, Options, Result, check_resources, device_map, survey
 from kfdtrace.traces.format import TraceReader
+
+MEMINFO = "/proc/meminfo"
 
 
 @dataclass
@@ -38,8 +43,9 @@ class Report:
             "backend": self.backend, "submissions": self.submissions, "packets": self.packets,
             "loops": [[{"seconds": r.seconds, "submissions": r.submissions, "packets": r.packets,
                         "checkpoints": r.checkpoints, "verified": r.verified, "relocated_buffers": r.relocated,
-                        "divergence": r.divergence.to_dict() if r.divergence else None, "hang": r.hang,
-                        "notes": r.notes} for r in loop] for loop in self.loops],
+                        "divergence": r.divergence.to_dict() if r.divergence else None,
+                        "difference": r.difference, "hang": r.hang, "notes": r.notes} for r in loop]
+                      for loop in self.loops],
             "notes": self.notes,
         }
 
@@ -55,63 +61,97 @@ class Report:
                        f"at {sum(r.checkpoints for r in loop)} checkpoints; "
                        f"{sum(r.relocated for r in loop)} buffers relocated")
         out += [f"note: {n}" for n in self.notes + sorted({n for r in results for n in r.notes})]
-        first = next((r for r in results if r.divergence or r.hang), None)
+        first = next((r for r in results if r.status), None)
         if first is None:
-            out.append("OK: every submission completed and every checkpoint matched")
+            out.append("OK: every submission completed, every queue drained and every checkpoint matched")
         elif first.divergence:
             out.append(f"DIVERGED: {first.divergence.describe()}")
+        elif first.difference:
+            out.append(f"DIVERGED: {first.difference}")
         else:
             out.append(f"HANG: {first.hang}")
         return out
 
 
+def host_available() -> int | None:
+    """Bytes of memory the host can still give (MemAvailable), or None where the kernel does not say."""
+    try:
+        with open(MEMINFO) as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+@contextlib.contextmanager
+def bad_input() -> Iterator[None]:
+    """Errors setting up (the trace's header, the target asked for) are bad input."""
+    try:
+        yield
+    except (KfdTraceError, ValueError, OSError) as exc:
+        raise BadInput(str(exc)) from exc
+
+
 def open_target(trace: TraceReader, emulate: str | None, emulate_from: str | None, emulate_recorded: bool) -> System:
-    if emulate_recorded:
-        topology = Topology.from_dict(trace.header["topology"])
-        return System(EmulatedSyscalls(EmulatedMachine(topology)))
-    return System.open(emulate, emulate_from)
+    topology = Topology.from_dict(trace.header["topology"]) if emulate_recorded else None
+    return System(open_syscalls(emulate, emulate_from, topology=topology))
 
 
 def replay_trace(path: str, options: Options, *, emulate: str | None = None, emulate_from: str | None = None,
                  emulate_recorded: bool = False, device: int | None = None, loops: int = 1, concurrent: int = 1,
                  progress: Callable[[str], None] = lambda text: None) -> Report:
-    """Replay the trace at `path`; ReplayError when it cannot run on the target (nothing submitted then)."""
+    """Replay the trace at `path`. Before anything is submitted: ReplayError when it cannot run on the target
+    (packets, GPUs, memory), BadInput (or TraceError) when there is nothing sound to replay."""
     readers = [TraceReader(path) for _ in range(concurrent)]
     try:
         trace = readers[0]
-        with open_target(trace, emulate, emulate_from, emulate_recorded) as system:
+        with bad_input():
+            system = open_target(trace, emulate, emulate_from, emulate_recorded)
+        with system:
             if device is not None:
                 options.gpu_map = {i: device for i in range(len(trace.header.get("gpus") or []))}
             devices = device_map(trace, system, options.gpu_map)
             progress("checking every submission")
-            submissions, packets, notes = check(trace, devices)
+            s = survey(trace, devices)
+            if not s.submissions:
+                raise BadInput(f"{path} holds no submissions: nothing to replay")
+            check_resources(s, system, concurrent, host_available())
             report = Report(path, [g["target"] for g in trace.header.get("gpus") or []],
-                            [f"{d}" for d in system.devices], system.backend, submissions, packets, notes=notes)
+                            [f"{d}" for d in system.devices], system.backend, s.submissions, s.packets,
+                            notes=s.notes)
             if trace.recovered:
                 report.notes.append(trace.recovery_note)
             for i in range(loops):
                 progress(f"loop {i + 1}/{loops}")
-                results: list[Result | BaseException | None] = [None] * concurrent
-
-                def one(k: int, results: list = results) -> None:
-                    try:
-                        results[k] = Instance(readers[k], system, devices, options, move_all=k > 0).run()
-                    except BaseException as exc:  # handed to the main thread below
-                        results[k] = exc
-
-                threads = [threading.Thread(target=one, args=(k,)) for k in range(1, concurrent)]
-                for t in threads:
-                    t.start()
-                one(0)
-                for t in threads:
-                    t.join()
-                failed = next((r for r in results if isinstance(r, BaseException)), None)
-                if failed is not None:
-                    raise failed
-                report.loops.append(results)
+                report.loops.append(run_instances(
+                    [Instance(readers[k], system, devices, s, options, move_all=k > 0) for k in range(concurrent)]))
                 if report.status:
                     break
             return report
     finally:
         for r in readers:
             r.close()
+
+
+def run_instances(instances: list[Instance]) -> list[Result]:
+    """Run the instances at once, one thread each; an exception in any is raised here once all are done."""
+    results: list[Result | BaseException | None] = [None] * len(instances)
+
+    def one(k: int) -> None:
+        try:
+            results[k] = instances[k].run()
+        except BaseException as exc:  # handed to the calling thread below
+            results[k] = exc
+
+    threads = [threading.Thread(target=one, args=(k,), name=f"replay instance {k}") for k in range(1, len(instances))]
+    for t in threads:
+        t.start()
+    one(0)
+    for t in threads:
+        t.join()
+    failed = next((r for r in results if isinstance(r, BaseException)), None)
+    if failed is not None:
+        raise failed
+    return results

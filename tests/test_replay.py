@@ -41,24 +41,24 @@ def replay(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-def rewrite(src: str, dst: str, edit) -> None:
-    """Copy a trace record by record through `edit(record, reader, writer) -> fields | None (drop)`, with the
-    blobs the kept records use."""
+def rewrite(src: str, dst: str, edit, header=lambda h: h) -> None:
+    """Copy a trace record by record through `edit(record, reader, writer)`, which returns the record's fields,
+    None (drop it) or a list of (type, fields) records to write in its place; with the blobs the written records
+    use, under `header(the source's header)`."""
     copied: set[bytes] = set()
-    with TraceReader(src) as r, TraceWriter(dst, r.header) as w:
+    with TraceReader(src) as r, TraceWriter(dst, header(dict(r.header))) as w:
         for rec in r.records():
-            fields = edit(rec, r, w)
-            if fields is None:
-                continue
-            keys = [fields["key"]] if rec.type == "mem" else \
-                [k for b in fields["buffers"] for k in b["keys"]] if rec.type == "checkpoint" else []
-            for key in set(keys) - copied:
-                try:
-                    w.blob(r.blob(key))
-                except Exception:  # a blob the edit stored itself
-                    pass
-                copied.add(key)
-            w.record(rec.type, **fields)
+            out = edit(rec, r, w)
+            for type_, fields in [(rec.type, out)] if isinstance(out, dict) else out or []:
+                keys = [fields["key"]] if type_ == "mem" else \
+                    [k for b in fields["buffers"] for k in b["keys"]] if type_ == "checkpoint" else []
+                for key in set(keys) - copied:
+                    try:
+                        w.blob(r.blob(key))
+                    except Exception:  # a blob the edit stored itself
+                        pass
+                    copied.add(key)
+                w.record(type_, **fields)
         w.close(r.summary)
 
 

@@ -1,0 +1,166 @@
+"""Replay: a hang in the recording replays as the same hang, every queue drains, and empty traces are bad input."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from kfdtrace.capture import record
+from kfdtrace.driver import System
+from kfdtrace.driver.errors import WaitTimeout
+from kfdtrace.replay.engine import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_HANG, EXIT_OK, BadInput, Options
+from kfdtrace.replay.session import replay_trace
+from kfdtrace.traces.format import TraceReader
+from tests.test_replay import replay, rewrite, sample
+
+RECORDED_TIMEOUT = 0.3
+
+
+@pytest.fixture(scope="module")
+def hung(tmp_path_factory) -> str:
+    """300 good copies, then a submission waiting on a semaphore nobody signals: its CPU wait times out."""
+    path = str(tmp_path_factory.mktemp("hung") / "hung.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        src, dst = gpu.alloc(4096, "gtt", name="src"), gpu.alloc(4096, "gtt", name="dst")
+        src.write(bytes(range(256)) * 16)
+        q, done, never = gpu.sdma_queue(), system.semaphore("done"), system.semaphore("never")
+        for i in range(300):
+            q.copy(dst, src, 64, dst_offset=i % 64 * 64, src_offset=i % 64 * 64)
+        q.signal(done, 1).submit()
+        done.wait(1)
+        q.wait(never, 1).signal(done, 2).submit()
+        with pytest.raises(WaitTimeout):
+            done.wait(2, timeout=RECORDED_TIMEOUT)
+    with TraceReader(path) as r:
+        assert [w.fields["ok"] for w in r.records({"cpu_wait"})][-2:] == [True, False]
+    return path
+
+
+def test_recorded_hang_replays_as_the_same_hang(hung):
+    t0 = time.monotonic()
+    res = replay(hung, "--emulate", "gfx1100", "--timeout", "5")
+    assert res.returncode == EXIT_HANG, res.stdout + res.stderr
+    hang = res.stdout.splitlines()[-1]
+    assert hang.startswith("HANG:") and "the recording hung at the same wait" in hang
+    assert "POLL_REGMEM" in hang and "rptr=" in hang and "wptr=" in hang
+    assert f"within {RECORDED_TIMEOUT:g} s" in hang  # min(recorded timeout, --timeout)
+    assert time.monotonic() - t0 < 5
+
+
+def test_replay_completing_where_the_recording_hung_is_a_difference(hung, tmp_path):
+    """The semaphore the stuck submission waits on gets signalled before the timed-out wait: the replay
+    completes what the recording could not."""
+    fixed = str(tmp_path / "fixed.kfdtrace")
+    with TraceReader(hung) as r:
+        never = next(b.fields["va"] for b in r.records({"buffer"}) if b.fields["name"] == "semaphores")
+    last_wait = []
+
+    def signal_first(rec, reader, writer):
+        if rec.type == "cpu_wait" and not rec.fields["ok"]:
+            last_wait.append(rec.n)
+            return [("cpu_signal", {"t": rec.fields["t"], "addr": never + semaphore_offset(hung, "never"),
+                                    "value": 1, "name": "never"}), (rec.type, rec.fields)]
+        return rec.fields
+
+    rewrite(hung, fixed, signal_first)
+    assert last_wait
+    report = replay_trace(fixed, Options(timeout=5), emulate="gfx1100")
+    assert report.status == EXIT_DIVERGED, report.lines()
+    assert "completed in the replay, but timed out after 0.3 s in the recording" in report.lines()[-1]
+
+
+def semaphore_offset(path: str, name: str) -> int:
+    """Where in the semaphore pool the recorded program's semaphore `name` lives: the address its POLL_REGMEM
+    polls (high dword, so 4 past the semaphore)."""
+    from kfdtrace.driver.sdma import DIALECTS
+
+    with TraceReader(path) as r:
+        pool = next(b.fields["va"] for b in r.records({"buffer"}) if b.fields["name"] == "semaphores")
+        dialect = DIALECTS[next(r.records({"queue"})).fields["dialect"]]
+        for d in r.records({"doorbell"}):
+            for p in dialect.iter_packets(d.fields["ring"]):
+                if p.name == "POLL_REGMEM":
+                    return p.fields["addr"] - 4 - pool
+    raise AssertionError(f"no wait on {name}")
+
+
+def test_recorded_hang_stops_the_replay(hung, tmp_path):
+    """What follows a recorded hang is the program's error handling: not replayed (a later submission that
+    would fault is never submitted)."""
+    report = replay_trace(hung, Options(timeout=5), emulate="gfx1100")
+    assert report.status == EXIT_HANG
+    with TraceReader(hung) as r:
+        assert report.results[0].submissions == sum(1 for _ in r.records({"doorbell"}))
+        assert report.results[0].checkpoints == sum(1 for c in r.records({"checkpoint"}))
+
+
+def _stuck_responder(path: str, edit_destroy=lambda fields: fields, killed: bool = False) -> str:
+    """ping_pong without its last CPU signal and what follows it of CPU waits and checkpoints: the responder
+    queue stays in POLL_REGMEM and no CPU wait notices. `killed`: the program dies there (nothing destroyed or
+    freed)."""
+    with TraceReader(sample("ping_pong-gfx1100")) as r:
+        last_signal = max(s.n for s in r.records({"cpu_signal"}))
+
+    def edit(rec, reader, writer):
+        if rec.n >= last_signal and (killed or rec.type in ("cpu_signal", "cpu_wait", "checkpoint")):
+            return None
+        return edit_destroy(dict(rec.fields)) if rec.type == "queue_destroy" else rec.fields
+
+    rewrite(sample("ping_pong-gfx1100"), path, edit)
+    return path
+
+
+def test_queue_stuck_with_no_wait_after_it_is_a_hang(tmp_path):
+    path = _stuck_responder(str(tmp_path / "stuck.kfdtrace"))  # an older trace: queue_destroy has no rptr
+    res = replay(path, "--emulate", "gfx1100", "--timeout", "0.3")
+    assert res.returncode == EXIT_HANG, res.stdout + res.stderr
+    hang = res.stdout.splitlines()[-1]
+    assert "did not drain within 0.3 s" in hang and "destroyed at record" in hang and "POLL_REGMEM" in hang
+
+
+def test_queue_never_destroyed_must_drain_by_the_end(tmp_path):
+    path = _stuck_responder(str(tmp_path / "stuck.kfdtrace"), killed=True)
+    report = replay_trace(path, Options(timeout=0.3), emulate="gfx1100")
+    assert report.status == EXIT_HANG and "the trace ends" in report.results[0].hang
+
+
+def _last_doorbell(path: str) -> int:
+    with TraceReader(path) as r:
+        return [d.fields["value"] for d in r.records({"doorbell"})][-1]
+
+
+def test_queue_the_recording_had_drained_must_drain(tmp_path):
+    rung = _last_doorbell(sample("ping_pong-gfx1100"))
+    path = _stuck_responder(str(tmp_path / "drained.kfdtrace"), lambda f: {**f, "rptr": rung})
+    report = replay_trace(path, Options(timeout=0.3), emulate="gfx1100")
+    assert report.status == EXIT_HANG and "the recording had drained it" in report.results[0].hang
+
+
+def test_queue_the_recording_left_stuck_is_destroyed_without_waiting(tmp_path):
+    rung = _last_doorbell(sample("ping_pong-gfx1100"))
+    path = _stuck_responder(str(tmp_path / "stuck.kfdtrace"), lambda f: {**f, "rptr": rung - 32})
+    t0 = time.monotonic()
+    report = replay_trace(path, Options(timeout=5), emulate="gfx1100")
+    assert report.status == EXIT_OK, report.lines()
+    assert time.monotonic() - t0 < 3
+
+
+def test_trace_with_no_submissions_is_bad_input(tmp_path):
+    empty = str(tmp_path / "empty.kfdtrace")
+    rewrite(sample("ping_pong-gfx1100"), empty, lambda rec, r, w: None if rec.type == "doorbell" else rec.fields)
+    with pytest.raises(BadInput, match="no submissions"):
+        replay_trace(empty, Options(), emulate="gfx1100")
+    res = replay(empty, "--emulate", "gfx1100")
+    assert res.returncode == EXIT_BAD_INPUT and len(res.stderr.strip().splitlines()) == 1
+    assert "nothing to replay" in res.stderr and res.stdout == ""
+
+
+def test_trace_without_a_chunk_size_is_bad_input(tmp_path):
+    bare = str(tmp_path / "bare.kfdtrace")
+    rewrite(sample("ping_pong-gfx1100"), bare, lambda rec, r, w: rec.fields,
+            header=lambda h: {k: v for k, v in h.items() if k != "chunk_size"})
+    res = replay(bare, "--emulate", "gfx1100")
+    assert res.returncode == EXIT_BAD_INPUT and "chunk_size" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
