@@ -1,9 +1,10 @@
 """Packets for the replay target: decode with the capture's dialect, relocate every tagged address, encode with
 the target's.
 
-Relocation follows the packet tables' Addr tags, so no packet is special-cased here. What differs between
-dialects is data: field sets (a field the target lacks must hold 0 or the kernel's default, else the packet
-cannot be translated), count widths and per-family copy limits (copies and fills are split), and cache
+Relocation follows the packet tables' Addr tags and every other meaning their tags (`PacketDef.split`,
+`.droppable`, `.event_field`, `.indirect`), so no packet is named here. What differs between dialects is data:
+field sets (a field the target lacks must hold 0 or the kernel's default, else the packet cannot be
+translated), count widths and per-family copy limits (packets with a byte count are split), and cache
 maintenance that older engines do not have (dropped, and said so).
 """
 
@@ -16,10 +17,7 @@ from kfdtrace.driver.packets import Dialect, Packet, PacketDef, PacketError
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DEFAULTS, defaults
 
-# Packets whose `count` is bytes-1 over the listed addresses, which advance together: split to fit the target.
-SPLIT: dict[str, tuple[str, ...]] = {"COPY_LINEAR": ("src", "dst"), "CONST_FILL": ("dst",)}
-# Cache maintenance an engine without the packet does not need: dropped when the target lacks it.
-DROPPABLE = frozenset({"GCR_REQ", "USER_GCR"})
+Rewrite = Callable[[dict[str, int], str], dict[str, int]]  # (recorded fields, where) -> fields to replace
 
 
 class ReplayError(Exception):
@@ -65,7 +63,9 @@ class _Plan:
     lacking: tuple[tuple[str, int], ...]  # fields the target lacks, with the one non-zero value allowed
     add: dict[str, int]  # fields only the target has: the kernel's defaults (else 0)
     narrower: tuple[str, ...]  # fields the target holds in fewer bits: validated
-    limit: int | None  # bytes one packet may move on the target (copies and fills are split to it)
+    split: tuple[str, tuple[str, ...]] | None  # the target's (byte count field, advancing addresses)
+    limit: int | None  # bytes one packet may move on the target (packets with a byte count are split to it)
+    rewrites: tuple[Rewrite, ...]  # values that mean more than their layout: an event id, an indirect buffer
 
 
 _DROP = object()  # the plan of a packet the target does without
@@ -81,16 +81,11 @@ class Translator:
     def __init__(self, src: Dialect, dst: Dialect, max_copy: int, relocation: Relocation,
                  event_id: Callable[[int], int] = lambda e: e,
                  indirect: Callable[[int, int, str], tuple[int, int]] | None = None):
-        """`event_id` maps a recorded TRAP's event to the replay's; `indirect(ib_base, ib_size, where)` takes a
-        recorded indirect buffer and returns (address, dwords) of its translated copy (None: only relocated)."""
+        """`event_id` maps a recorded event id (a packet's `event_field`) to the replay's; `indirect(address,
+        dwords, where)` takes a recorded indirect buffer (a packet's `indirect` fields) and returns (address,
+        dwords) of its translated copy (None: only relocated)."""
         self.src, self.dst, self.relocation = src, dst, relocation
-        # Packets whose values mean more than their layout: a TRAP names an event, an INDIRECT more packets.
-        self.rewrites: dict[str, Callable[[dict[str, int], str], dict[str, int]]] = {
-            "TRAP": lambda f, where: {"int_context": event_id(f["int_context"])}}
-        if indirect is not None:
-            self.rewrites["INDIRECT"] = lambda f, where: dict(zip(
-                ("ib_base", "ib_size"), indirect(f["ib_base"], f["ib_size"], where), strict=True))
-        self.limits = {name: min(max_copy, dst[name]["count"].mask + 1) for name in SPLIT if name in dst}
+        self.max_copy, self.event_id, self.indirect = max_copy, event_id, indirect
         self.same = src is dst
         self.dropped: list[str] = []
         self._plans: dict[PacketDef, _Plan | object] = {}
@@ -137,7 +132,7 @@ class Translator:
             self.dropped.append(f"{where}: {p.name} (no {self.dst.name} form; caches need no request there)")
             return []
         f = p.fields
-        split = plan.limit is not None and f["count"] >= plan.limit
+        split = plan.limit is not None and f[plan.split[0]] >= plan.limit
         if self.same and not split:
             try:
                 moved = p if p.defn.range_fields else p.relocate(self._move_or_raise)
@@ -146,44 +141,56 @@ class Translator:
             else:
                 if p.defn.range_fields:
                     moved = p.replace(**self._moved(p, where))
-            rewrite = self.rewrites.get(p.name)
-            if rewrite is not None:
+            for rewrite in plan.rewrites:
                 moved = moved.replace(**rewrite(f, where))
             return [moved.encode()]
         for name, allowed in plan.lacking:
             if f[name] and f[name] != allowed:
                 raise ReplayError(f"{where}: {p.name}.{name}={f[name]:#x} has no {self.dst.name} equivalent")
         fields = self._moved(p, where, f | plan.add if plan.add else dict(f))  # page-granular moves keep widths
-        rewrite = self.rewrites.get(p.name)
-        if rewrite is not None:
+        for rewrite in plan.rewrites:
             fields.update(rewrite(f, where))
         if plan.narrower and not split:
             plan.dst._validate({n: fields[n] for n in plan.narrower})
         if not split:
             return [Packet(plan.dst, 0, fields, p.payload).encode()]
-        return [Packet(plan.dst, 0, part, p.payload).encode() for part in self._split(p.name, fields, plan.limit)]
+        parts = self._split(fields, plan.split, plan.limit)
+        return [Packet(plan.dst, 0, part, p.payload).encode() for part in parts]
 
     def _plan(self, d: PacketDef) -> _Plan:
         if d.name not in self.dst:
-            if d.name not in DROPPABLE:
+            if not d.droppable:
                 raise ReplayError(f"{d.name} has no {self.dst.name} form")
             self._plans[d] = _DROP
         else:
             t = self.dst[d.name]
             target, defaults_ = set(t.field_names), DEFAULTS.get(d.name, {})
             keep = tuple(n for n in d.field_names if n in target)
+            limit = None if t.split is None else min(self.max_copy, t[t.split[0]].mask + 1)
             self._plans[d] = _Plan(
                 t, tuple((n, defaults_.get(n, 0)) for n in d.field_names if n not in target),
                 {n: defaults(self.dst, d.name).get(n, 0) for n in t.field_names if n not in d.field_names},
-                tuple(n for n in keep if t[n].mask < d[n].mask), self.limits.get(d.name))
+                tuple(n for n in keep if t[n].mask < d[n].mask), t.split, limit, self._rewrites(d))
         return self._plans[d]
 
+    def _rewrites(self, d: PacketDef) -> tuple[Rewrite, ...]:
+        """The rewrites packets of `d` need: a trap's event id mapped, an indirect buffer translated."""
+        out: list[Rewrite] = []
+        if d.event_field is not None:
+            event, event_id = d.event_field, self.event_id
+            out.append(lambda f, where: {event: event_id(f[event])})
+        if d.indirect is not None and self.indirect is not None:
+            (base, size), indirect = d.indirect, self.indirect
+            out.append(lambda f, where: dict(zip((base, size), indirect(f[base], f[size], where), strict=True)))
+        return tuple(out)
+
     @staticmethod
-    def _split(name: str, fields: dict[str, int], limit: int) -> list[dict[str, int]]:
-        total, parts = fields["count"] + 1, []
+    def _split(fields: dict[str, int], split: tuple[str, tuple[str, ...]], limit: int) -> list[dict[str, int]]:
+        """`fields` as parts moving at most `limit` bytes each, their addresses advanced past the parts before."""
+        (count, advancing), total, parts = split, fields[split[0]] + 1, []
         for done in range(0, total, limit):
-            part = {**fields, "count": min(limit, total - done) - 1}
-            for addr in SPLIT[name]:
+            part = {**fields, count: min(limit, total - done) - 1}
+            for addr in advancing:
                 part[addr] = fields[addr] + done
             parts.append(part)
         return parts

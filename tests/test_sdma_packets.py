@@ -456,3 +456,21 @@ def test_tags_survive_derivation() -> None:
 def test_bad_tags_raise(fields: list[Field | Addr], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         PacketDef("X", {OP: 1}, fields)
+
+
+def test_translator_follows_tags_not_names() -> None:
+    """Replay splits, drops and maps events by the tags alone: packets of any name behave alike."""
+    from kfdtrace.replay.translate import Relocation, Translator
+
+    move = PacketDef("MOVE", {OP: 1}, [Field("n", 1, 0, 8, byte_count=True), Addr("a", 2, advances=True),
+                                       Addr("b", 4, written=True, advances=True)])
+    ring = PacketDef("RING", {OP: 2}, [Field("ev", 1, event=True)])
+    src = Dialect("s", [move, ring, PacketDef("FLUSH", {OP: 3}, droppable=True)])
+    relocation = Relocation()
+    relocation.add(0x1000, 0x1000, 0x9000)
+    t = Translator(src, Dialect("t", [move, ring]), 100, relocation, event_id=lambda e: e + 1)
+    out = t.ring(src.build("MOVE", n=249, a=0x1000, b=0x1800) + src.build("FLUSH") + src.build("RING", ev=4), "w")
+    assert [(p.name, p.fields) for p in t.dst.iter_packets(out)] == [
+        ("MOVE", {"n": 99, "a": 0x9000, "b": 0x9800}), ("MOVE", {"n": 99, "a": 0x9064, "b": 0x9864}),
+        ("MOVE", {"n": 49, "a": 0x90C8, "b": 0x98C8}), ("RING", {"ev": 5})]
+    assert t.dropped == ["w: FLUSH (no t form; caches need no request there)"]
