@@ -38,7 +38,7 @@ from tests.workloads import ALL
 
 FAMILIES = ["gfx90a", "gfx942", "gfx1030", "gfx1100", "gfx1201"]
 REPLAY_TIMEOUT = 5.0  # seconds a replayed wait may take: the workloads' waits take milliseconds
-DEADLINE = 30.0  # seconds a whole run, capture or replay may take before it counts as hung
+DEADLINE = 20.0  # seconds a whole run, capture or replay may take before it counts as hung
 T = TypeVar("T")
 
 
