@@ -10,9 +10,6 @@ to know about one queue. It advances only on evidence:
   pending, its earliest is complete;
 * a queue complete past one of its own GPU waits had that wait satisfied: the same rule as a CPU wait, in
   turn (this is how completion flows along semaphore chains).
-
-A 64-bit semaphore value is written as two dword signals, low then high (driver/signals.py), and waited on
-as two dword polls, high then low; `pair_signals` and `pair_waits` put such pairs back together.
 """
 
 from __future__ import annotations
@@ -40,31 +37,6 @@ Signal = tuple[int, int, int]  # (end position in its queue's stream, address, v
 Wait = tuple[int, int, int]  # (end position, address, value the memory reached: >= value)
 
 
-def pair_signals(signals: list[Signal]) -> list[Signal]:
-    """Dword signals with a signal of the next dword right after them (low, then high) become one 64-bit
-    signal at the later position."""
-    out: list[Signal] = []
-    for pos, addr, value in signals:
-        if out and out[-1][1] == addr - 4 and not out[-1][2] >> 32:
-            prev = out.pop()
-            out.append((pos, prev[1], value << 32 | prev[2]))
-        else:
-            out.append((pos, addr, value))
-    return out
-
-
-def pair_waits(waits: list[Wait]) -> list[Wait]:
-    """A wait on a dword followed by a wait on the dword before it (high, then low) becomes one 64-bit wait."""
-    out: list[Wait] = []
-    for pos, addr, value in waits:
-        if out and out[-1][1] == addr + 4 and not out[-1][2] >> 32:
-            prev = out.pop()
-            out.append((pos, addr, prev[2] << 32 | value))
-        else:
-            out.append((pos, addr, value))
-    return out
-
-
 class Completion:
     """Every queue's known-complete position, advanced by observations."""
 
@@ -73,13 +45,13 @@ class Completion:
 
     def submitted(self, queue: QueueProgress, signals: list[Signal], waits: list[Wait],
                   traps: list[tuple[int, int]]) -> None:
-        """The completion facts of one submission, in stream order (dword signals and waits not yet paired)."""
-        for pos, addr, value in pair_signals(signals):
+        """The completion facts of one submission, in stream order."""
+        for pos, addr, value in signals:
             pending = self._signals.setdefault(addr, [])
             if len(pending) >= MAX_SIGNALS_PER_ADDRESS:
                 pending[:] = [s for s in pending if not s[1].complete(s[2])][-MAX_SIGNALS_PER_ADDRESS // 2:]
             pending.append((value, queue, pos))
-        queue.waits.extend(pair_waits(waits))
+        queue.waits.extend(waits)
         queue.traps.extend(traps)
 
     def observed(self, addr: int, value: int) -> None:

@@ -115,6 +115,7 @@ class Recorder:
 
     def close(self, status: int | None = None) -> dict:
         """Write the index with the summary (the writer's figures included); returns the summary."""
+        self.trace.stop_flushing()
         with self.trace.lock:
             if self._final is None:
                 summary = self.summary(status)  # flushes: the writer's figures below are final but for the index
@@ -353,7 +354,7 @@ class RecordingSyscalls:
         ring = self._ring_bytes(q, q.wptr, value) if q.dialect else b""
         if q.dialect is not None:
             try:
-                facts = self.analyzer.facts(q.dialect, ring, self._read)
+                facts = self.analyzer.facts(q.dialect, ring, q.wptr, self._read)
             except PacketError as exc:
                 self.rec.record("note", text=f"queue {q.queue_id}: undecodable ring bytes: {exc}")
             else:
@@ -362,20 +363,18 @@ class RecordingSyscalls:
         self.rec.record("doorbell", queue=q.queue_id, value=value, ring=ring)
 
     def _learn(self, q: TrackedQueue, facts: Facts) -> None:
-        base, progress, by_va = q.wptr, q.progress, self.by_va
+        progress, by_va = q.progress, self.by_va
         for pos, addr in facts.written:
             buf = by_va.get(addr)
             if buf is not None and buf.tracked:
-                buf.writes[progress] = max(buf.writes.get(progress, 0), base + pos)
+                buf.writes[progress] = pos  # positions only grow: the last write is the one to wait for
                 self.written.add(buf)
-        self.completion.submitted(progress, [(base + p, a, v) for p, a, v in facts.signals],
-                                  [(base + p, a, v) for p, a, v in facts.waits],
-                                  [(base + p, e) for p, e in facts.traps])
+        self.completion.submitted(progress, facts.signals, facts.waits, facts.traps)
         scan = self.rec.tracking == "scan"
         if scan or self.exposed:
             for buf in {by_va.get(a) for a in facts.referenced}:
                 if buf is not None and buf.tracked and (scan or buf.exposed):
-                    self.memory.record(buf, 0, buf.size, force=bool(buf.writes))
+                    self.memory.record(buf, 0, buf.size)
 
     # -- checkpoints --------------------------------------------------------------------------------
     def _checkpoint(self, wait: dict) -> None:

@@ -5,6 +5,9 @@ A workload submits the same packets with new values over and over. A submission'
 that make its packets and their addresses (headers and address dwords); one with the same dwords at the same
 places holds the same packets pointing at the same places, so everything but the values is worked out once
 per layout (a `Plan`) and a repeated submission costs two struct unpacks.
+
+A 64-bit semaphore value is written as two dword signals, low then high (driver/signals.py), and waited on
+as two dword polls, high then low; plans put such pairs back together.
 """
 
 from __future__ import annotations
@@ -24,17 +27,41 @@ REACHED = frozenset({PollFunc.GE, PollFunc.EQ})
 FULL_MASK = 0xFFFFFFFF
 
 ReadMemory = Callable[[int, int], bytes | None]  # (address, bytes) -> the bytes, None when not CPU-readable
+Part = tuple[int, int, int, int]  # (index among the plan's value dwords, shift, mask, bit in the value)
 
 
 @dataclass
 class Facts:
-    """One submission's packets: positions are byte offsets from the submission's start to a packet's end."""
+    """One submission's packets; positions are where a packet ends in its queue's stream."""
 
     written: list[tuple[int, int]] = field(default_factory=list)  # (position, address the GPU writes)
-    referenced: list[int] = field(default_factory=list)  # every address a packet points at
+    referenced: tuple[int, ...] | list[int] = ()  # every address a packet points at
     signals: list[Signal] = field(default_factory=list)
     waits: list[Wait] = field(default_factory=list)
     traps: list[tuple[int, int]] = field(default_factory=list)  # (position, event id)
+
+
+def _expr(parts: tuple[Part, ...]) -> str:
+    """Python source computing a value from its parts of `v`, the plan's unpacked value dwords."""
+    terms = []
+    for i, sh, m, b in parts:
+        t = f"v[{i}] >> {sh}" if sh else f"v[{i}]"
+        t = f"({t}) & {m:#x}" if sh + m.bit_length() < 32 else t
+        terms.append(f"(({t}) << {b})" if b else f"({t})")
+    return " | ".join(terms)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The facts of a run of packets with their values left out: `values` unpacks them from the ring and
+    `compute` (generated once from the plan) positions them and puts the values in."""
+
+    values: struct.Struct
+    compute: Callable[[tuple[int, ...], int], Facts]
+
+    def facts(self, ring: bytes, base: int) -> Facts:
+        """The facts of `ring`, positioned from `base` (the queue's write pointer before it)."""
+        return self.compute(self.values.unpack_from(ring), base)
 
 
 def _word(defn: PacketDef, name: str) -> tuple[int, int, int] | None:
@@ -45,27 +72,75 @@ def _word(defn: PacketDef, name: str) -> tuple[int, int, int] | None:
     return f.dword, f.shift, f.mask
 
 
-@dataclass(frozen=True)
-class Plan:
-    """A layout's facts with the value dwords left out: `values` unpacks them from the ring bytes."""
+class _Builder:
+    """Collects one plan from decoded packets; the value dwords it needs become one Struct."""
 
-    values: struct.Struct
-    written: tuple[tuple[int, int], ...]
-    referenced: tuple[int, ...]
-    signals: tuple[tuple[int, int, int, int, int], ...]  # (position, address, value index, shift, mask)
-    waits: tuple[tuple[int, int, tuple[tuple[int, int, int], ...]], ...]  # (position, address, (ref, mask, func))
-    traps: tuple[tuple[int, int, int, int], ...]  # (position, value index, shift, mask)
+    def __init__(self) -> None:
+        self.dwords: list[int] = []  # ring dword of each value, in order of first use
+        self.written: list[tuple[int, int]] = []
+        self.referenced: list[int] = []
+        self.signals: list = []
+        self.waits: list = []
+        self.traps: list = []
+        self.plannable = True  # every value sits in one dword of its packet's fixed part
 
-    def facts(self, ring: bytes) -> Facts:
-        v = self.values.unpack_from(ring)
-        out = Facts(list(self.written), list(self.referenced))
-        out.signals = [(pos, addr, (v[i] >> s) & m) for pos, addr, i, s, m in self.signals]
-        for pos, addr, parts in self.waits:
-            ref, mask, func = ((v[i] >> s) & m for i, s, m in parts)
-            if mask == FULL_MASK and func in REACHED:
-                out.waits.append((pos, addr, ref))
-        out.traps = [(pos, (v[i] >> s) & m) for pos, i, s, m in self.traps]
-        return out
+    def part(self, p: Packet, name: str, bit: int = 0) -> Part:
+        word = _word(p.defn, name)
+        if word is None:
+            self.plannable = False
+            return 0, 0, 0, bit
+        dword, shift, mask = word
+        at = p.offset // 4 + dword
+        if at not in self.dwords:
+            self.dwords.append(at)
+        return self.dwords.index(at), shift, mask, bit
+
+    def add(self, p: Packet) -> dict[str, int]:
+        """Note the packet's facts; its addresses."""
+        d, pos = p.defn, p.offset + p.size
+        addresses = p.addresses()
+        self.referenced += addresses.values()
+        self.written += ((pos, a) for a in p.written_addresses())
+        if d.signal is not None and d.signal[0] in addresses:
+            addr, parts = addresses[d.signal[0]], (self.part(p, d.signal[1]),)
+            last = self.signals[-1] if self.signals else None
+            if last is not None and last[1] == addr - 4 and len(last[2]) == 1:  # the high dword of a 64-bit value
+                self.signals[-1] = (pos, last[1], last[2] + ((*parts[0][:3], 32),))
+            else:
+                self.signals.append((pos, addr, parts))
+        if d.wait is not None and d.wait[0] in addresses:
+            addr, ref, mask, func = d.wait
+            addr, checks = addresses[addr], (self.part(p, mask), self.part(p, func))
+            last = self.waits[-1] if self.waits else None
+            if last is not None and last[1] == addr + 4 and len(last[2]) == 1:  # after a wait on the high dword
+                self.waits[-1] = (pos, addr, ((*last[2][0][:3], 32), self.part(p, ref)), last[3] + checks)
+            else:
+                self.waits.append((pos, addr, (self.part(p, ref),), checks))
+        if d.event_field is not None:
+            self.traps.append((pos, (self.part(p, d.event_field),)))
+        return addresses
+
+    def plan(self) -> Plan:
+        order = sorted(self.dwords)
+        at = [order.index(w) for w in self.dwords]  # value index -> place in what the Struct unpacks
+
+        def expr(parts: tuple[Part, ...]) -> str:
+            return _expr(tuple((at[i], s, m, b) for i, s, m, b in parts))
+
+        written = ", ".join(f"(base + {p}, {a:#x})" for p, a in self.written)
+        signals = ", ".join(f"(base + {p}, {a:#x}, {expr(v)})" for p, a, v in self.signals)
+        traps = ", ".join(f"(base + {p}, {expr(v)})" for p, v in self.traps)
+        src = ["def compute(v, base):", "    waits = []"]
+        for p, a, ref, checks in self.waits:
+            ok = " and ".join(f"({expr((c,))}) {test}" for c, test in zip(checks, _CHECKS * 2, strict=False))
+            src.append(f"    if {ok}: waits.append((base + {p}, {a:#x}, {expr(ref)}))")
+        src.append(f"    return Facts([{written}], referenced, [{signals}], waits, [{traps}])")
+        ns = {"Facts": Facts, "referenced": tuple(self.referenced), "_REACHED": REACHED}
+        exec(compile("\n".join(src), "<submission plan>", "exec"), ns)  # source generated from the tables alone
+        return Plan(_unpacker(order), ns["compute"])
+
+
+_CHECKS = (f"== {FULL_MASK:#x}", "in _REACHED")  # what a poll's mask and function must be, in that order
 
 
 class Analyzer:
@@ -75,89 +150,61 @@ class Analyzer:
         self._layouts: dict[tuple[Dialect, int], dict[str, struct.Struct]] = {}  # (dialect, length) -> layouts
         self._plans: dict[tuple[struct.Struct, tuple[int, ...]], Plan] = {}
 
-    def clear(self) -> None:
-        """Forget every plan: the buffers behind their addresses may have changed."""
-        self._layouts.clear()
-        self._plans.clear()
-
-    def facts(self, dialect: Dialect, ring: bytes, read: ReadMemory) -> Facts:
-        """The facts of `ring` (a submission's bytes); raises PacketError on bytes that are no packets."""
+    def facts(self, dialect: Dialect, ring: bytes, base: int, read: ReadMemory) -> Facts:
+        """The facts of `ring` (a submission's bytes, starting at `base` in its queue's stream); raises
+        PacketError on bytes that are no packets."""
         for layout in self._layouts.get((dialect, len(ring)), {}).values():
             plan = self._plans.get((layout, layout.unpack_from(ring)))
             if plan is not None:
-                return plan.facts(ring)
+                return plan.facts(ring, base)
         packets = list(dialect.iter_packets(ring))
-        out = Facts()
-        cacheable = self._collect(dialect, packets, None, out, read, 0)
-        if cacheable:
-            self._remember(dialect, ring, packets)
+        builder, inner = _Builder(), Facts()
+        reuse = True  # no tails, no indirect buffers: packet offsets and reach depend on the layout alone
+        for p in packets:
+            addresses = builder.add(p)
+            reuse &= p.defn.tail is None and p.defn.indirect is None
+            if p.defn.indirect is not None:
+                self._indirect(dialect, p, addresses, base + p.offset + p.size, inner, read, 1)
+        plan = builder.plan()
+        if builder.plannable and reuse:
+            self._remember(dialect, ring, packets, plan)
+        out = plan.facts(ring, base) if builder.plannable else Facts()
+        out.written += inner.written
+        out.referenced = [*out.referenced, *inner.referenced]
+        out.signals += inner.signals
+        out.waits += inner.waits
+        out.traps += inner.traps
         return out
 
-    def _collect(self, dialect: Dialect, packets: list[Packet], position: int | None, out: Facts,
-                 read: ReadMemory, depth: int) -> bool:
-        """Add the facts of `packets` to `out` (all at `position` when they come from an indirect buffer,
-        else each at its own end); whether a plan can stand for them (no tails, no indirect buffers, every
-        value in one dword)."""
-        cacheable = True
-        for p in packets:
-            d, f, pos = p.defn, p.fields, position if position is not None else p.offset + p.size
-            cacheable &= d.tail is None and d.indirect is None
-            addresses = p.addresses()
-            out.referenced += addresses.values()
-            out.written += ((pos, a) for a in p.written_addresses())
-            if d.signal is not None and d.signal[0] in addresses:
-                out.signals.append((pos, addresses[d.signal[0]], f[d.signal[1]]))
-                cacheable &= _word(d, d.signal[1]) is not None
-            if d.wait is not None and d.wait[0] in addresses:
-                addr, ref, mask, func = d.wait
-                if f[mask] == FULL_MASK and f[func] in REACHED:
-                    out.waits.append((pos, addresses[addr], f[ref]))
-                cacheable &= all(_word(d, n) is not None for n in (ref, mask, func))
-            if d.event_field is not None:
-                out.traps.append((pos, f[d.event_field]))
-                cacheable &= _word(d, d.event_field) is not None
-            if d.indirect is not None and depth < MAX_IB_DEPTH:
-                base, size = addresses.get(d.indirect[0]), f[d.indirect[1]] * 4
-                data = read(base, size) if base else None
-                if data is not None:
-                    self._collect(dialect, list(dialect.iter_packets(data)), pos, out, read, depth + 1)
-        return cacheable
+    def _indirect(self, dialect: Dialect, p: Packet, addresses: dict[str, int], pos: int, out: Facts,
+                  read: ReadMemory, depth: int) -> None:
+        """Add the facts of the indirect buffer `p` points at, all at `pos` (where `p` ends in the ring)."""
+        addr_field, size_field = p.defn.indirect
+        base = addresses.get(addr_field)
+        data = read(base, p.fields[size_field] * 4) if base else None
+        if data is None or depth > MAX_IB_DEPTH:
+            return
+        builder = _Builder()
+        for q in dialect.iter_packets(data):
+            inner_addresses = builder.add(q)
+            if q.defn.indirect is not None:
+                self._indirect(dialect, q, inner_addresses, pos, out, read, depth + 1)
+        if builder.plannable:
+            facts = builder.plan().facts(data, 0)
+            out.written += ((pos, a) for _, a in facts.written)
+            out.referenced += facts.referenced
+            out.signals += ((pos, a, v) for _, a, v in facts.signals)
+            out.waits += ((pos, a, v) for _, a, v in facts.waits)
+            out.traps += ((pos, e) for _, e in facts.traps)
 
-    def _remember(self, dialect: Dialect, ring: bytes, packets: list[Packet]) -> None:
+    def _remember(self, dialect: Dialect, ring: bytes, packets: list[Packet], plan: Plan) -> None:
         if len(self._plans) >= MAX_PLANS:
-            self.clear()
-        words: set[int] = set()
-        values: list[int] = []
-        signals, waits, traps = [], [], []
-        written, referenced = [], []
-        for p in packets:
-            d, base, pos = p.defn, p.offset // 4, p.offset + p.size
-            words.add(base)
-            words.update(base + w for w in d.address_words)
-            addresses = p.addresses()
-            referenced += addresses.values()
-            written += ((pos, a) for a in p.written_addresses())
-
-            def value(name: str, d: PacketDef = d, base: int = base) -> tuple[int, int, int]:
-                dword, shift, mask = _word(d, name)
-                values.append(base + dword)
-                return base + dword, shift, mask
-
-            if d.signal is not None and d.signal[0] in addresses:
-                signals.append((pos, addresses[d.signal[0]], *value(d.signal[1])))
-            if d.wait is not None and d.wait[0] in addresses:
-                waits.append((pos, addresses[d.wait[0]], tuple(value(n) for n in d.wait[1:])))
-            if d.event_field is not None:
-                traps.append((pos, *value(d.event_field)))
-        layout = _unpacker(sorted(words))
+            self._layouts.clear()
+            self._plans.clear()
+        words = sorted({p.offset // 4 + w for p in packets for w in (0, *p.defn.address_words)})
+        layout = _unpacker(words)
         layouts = self._layouts.setdefault((dialect, len(ring)), {})
         layout = layouts.setdefault(layout.format, layout)
-        order = sorted(set(values))
-        at = {w: i for i, w in enumerate(order)}  # ring dword -> its place in what the plan unpacks
-        plan = Plan(_unpacker(order), tuple(written), tuple(referenced),
-                    tuple((pos, addr, at[w], s, m) for pos, addr, w, s, m in signals),
-                    tuple((pos, addr, tuple((at[w], s, m) for w, s, m in parts)) for pos, addr, parts in waits),
-                    tuple((pos, at[w], s, m) for pos, w, s, m in traps))
         self._plans[(layout, layout.unpack_from(ring))] = plan
 
 

@@ -74,12 +74,16 @@ class TraceFile:
         with self.lock:
             return self.writer.stats
 
+    def stop_flushing(self) -> None:
+        """Stop the flusher thread (call without holding the lock: it may be waiting for it)."""
+        self._stop.set()
+        if threading.current_thread() is not self._flusher:
+            self._flusher.join()
+
     def close(self, summary: dict) -> None:
         """Stop the flusher, then write the index with `summary`."""
-        self._stop.set()
+        self.stop_flushing()
         with self.lock:
             if not self._closed:
                 self._closed = True
                 self.writer.close(summary)
-        if threading.current_thread() is not self._flusher:
-            self._flusher.join()

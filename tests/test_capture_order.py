@@ -8,8 +8,10 @@ import threading
 import numpy as np
 
 from kfdtrace.capture import record
-from kfdtrace.capture.completion import Completion, QueueProgress, pair_signals, pair_waits
+from kfdtrace.capture.completion import Completion, QueueProgress
+from kfdtrace.capture.submissions import Analyzer
 from kfdtrace.driver import System
+from kfdtrace.driver.sdma import DIALECTS, PollFunc
 from kfdtrace.traces.format import TraceReader
 
 
@@ -22,11 +24,25 @@ def checkpoint_names(rec) -> tuple[list[str], list[str]]:
     return sorted(b["name"] for b in rec.fields["buffers"]), sorted(b["name"] for b in rec.fields["in_flight"])
 
 
-def test_pairs_of_dword_signals_and_waits_make_64_bit_values():
-    assert pair_signals([(8, 0x1000, 5), (16, 0x1004, 1), (24, 0x2000, 7)]) == [(16, 0x1000, (1 << 32) | 5),
-                                                                               (24, 0x2000, 7)]
-    assert pair_waits([(8, 0x1004, 1), (16, 0x1000, 5)]) == [(16, 0x1000, (1 << 32) | 5)]
-    assert pair_waits([(8, 0x1000, 5), (16, 0x1004, 1)]) == [(8, 0x1000, 5), (16, 0x1004, 1)]  # wrong order
+def test_plans_pair_dword_signals_and_waits_into_64_bit_values():
+    d = DIALECTS["sdma6"]
+    sem, out = 0x10000, 0x20000
+    value = (1 << 32) + 5
+    ring = b"".join([
+        d.build("POLL_REGMEM", addr=sem + 4, ref=1, mask=0xFFFFFFFF, func=PollFunc.GE, mem_poll=1),
+        d.build("POLL_REGMEM", addr=sem, ref=5, mask=0xFFFFFFFF, func=PollFunc.GE, mem_poll=1),
+        d.build("COPY_LINEAR", count=255, src=out, dst=out + 256),
+        d.build("FENCE", addr=sem + 8, data=value & 0xFFFFFFFF), d.build("FENCE", addr=sem + 12, data=value >> 32),
+        d.build("TRAP", int_context=42),
+    ])
+    analyzer = Analyzer()
+    for _ in range(2):  # the second time from the cached plan
+        facts = analyzer.facts(d, ring, 0x1000, lambda a, n: None)
+        ends = [0x1000 + p.offset + p.size for p in d.iter_packets(ring)]
+        assert facts.waits == [(ends[1], sem, value)]
+        assert facts.signals == [(ends[4], sem + 8, value)]
+        assert facts.traps == [(ends[5], 42)]
+        assert (ends[2], out + 256) in facts.written
 
 
 def test_completion_flows_along_a_semaphore_chain():
