@@ -209,6 +209,6 @@ class Analyzer:
 
 
 def _unpacker(words: list[int]) -> struct.Struct:
-    """A Struct unpacking the listed dwords (ascending, distinct) from the start of a buffer."""
-    fmt = "<" + "".join(f"{4 * (w - prev - 1)}xI" for prev, w in zip([-1, *words[:-1]], words, strict=True))
+    """A Struct unpacking the listed dwords (ascending, distinct; maybe none) from the start of a buffer."""
+    fmt = "<" + "".join(f"{4 * (w - prev - 1)}xI" for prev, w in zip([-1, *words], words, strict=False))
     return struct.Struct(fmt)

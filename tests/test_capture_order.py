@@ -189,3 +189,11 @@ def test_buffers_record_the_size_asked_for(tmp_path):
     (b,) = [r for r in records(path, "buffer") if r.fields["name"] == "odd"]
     (a,) = [r for r in records(path, "alloc") if r.fields["va"] == b.fields["va"]]
     assert (b.fields["size"], a.fields["size"]) == (1000, 4096)
+
+
+def test_a_submission_of_padding_alone_has_no_facts():
+    d = DIALECTS["sdma5"]
+    ring = d.build("NOP", count=7)  # what a queue rings when only the wrap padding fits before back-pressure
+    for _ in range(2):
+        facts = Analyzer().facts(d, ring, 64, lambda a, n: None)
+        assert (facts.written, facts.signals, facts.waits, facts.traps) == ([], [], [], [])
