@@ -39,8 +39,8 @@ class Semaphore:
         self._word = ctypes.c_uint64.from_address(buffer.cpu_addr(offset))
         self.system, self.buffer, self.offset, self.name = system, buffer, offset, name
         self.event_id, self._pooled = event_id, pooled
-        if pooled:
-            self._word.value = 0
+        if pooled and self._word.value:
+            self.signal(0)  # a reused slot holds its last user's value: reset through signal, so a replay does too
 
     @classmethod
     def view(cls, system: System, buffer: Buffer, offset: int, *, event_id: int | None = None,

@@ -36,6 +36,7 @@ INTERNAL_ROLES = frozenset({"ring", "queue pointers", "event page"})  # the repl
 POOLS = {"vram": "VRAM", "gtt": "host", "userptr": "host"}
 Pool = tuple[str, int | None]  # ("VRAM", target device index) or HOST
 HOST: Pool = ("host", None)
+EVENTS: Pool = ("events", None)  # KFD signal events, a per-process limit
 # recorded SDMA queue type -> the engine kind the driver asks for (an engine picked by id becomes any engine)
 SDMA_KINDS = {qtype: kind for kind, qtype in ENGINE_KINDS.items()} | {K.QueueType.SDMA_BY_ENG_ID: "sdma"}
 REPLAYED_EVENTS = frozenset({K.EventType.SIGNAL})  # the replay's System makes its own exception events
@@ -120,7 +121,6 @@ class Survey:
     packets: int = 0
     notes: list[str] = field(default_factory=list)
     names: dict[int, tuple[str | None, str]] = field(default_factory=dict)  # alloc record -> (name, role)
-    events: bool = False  # the trace records its KFD events: TRAPs are mapped through them
     waited: set[int] = field(default_factory=set)  # event records some event_wait waits on
     peaks: Counter[Pool] = field(default_factory=Counter)  # the most bytes one instance holds at once
 
@@ -228,9 +228,12 @@ class _Surveyor:
         self.translators[f["queue"]] = _translator(f, self.devices, self.relocation, lambda e: e)
         self.rings[f["queue"]] = f["ring_size"] + PAGE  # the replayer's own ring and pointers, in GTT
         self._add(HOST, self.rings[f["queue"]])
+        self._add(EVENTS, 1)  # and its queue's semaphore's event
 
     def _on_queue_destroy(self, r: Record) -> None:
-        self.use[HOST] -= self.rings.pop(r.fields["queue"], 0)
+        if r.fields["queue"] in self.rings:
+            self.use[HOST] -= self.rings.pop(r.fields["queue"])
+            self.use[EVENTS] -= 1
 
     def _on_doorbell(self, r: Record) -> None:
         f = r.fields
@@ -244,11 +247,14 @@ class _Surveyor:
         self.s.submissions += 1
 
     def _on_event(self, r: Record) -> None:
-        self.s.events = True
-        self.events[r.fields["event"]] = r.n
+        if r.fields["type"] in REPLAYED_EVENTS:
+            self._on_event_destroy(r)  # an id reused without a destroy record: the older event is gone
+            self.events[r.fields["event"]] = r.n
+            self._add(EVENTS, 1)
 
     def _on_event_destroy(self, r: Record) -> None:
-        self.events.pop(r.fields["event"], None)
+        if self.events.pop(r.fields["event"], None) is not None:
+            self.use[EVENTS] -= 1
 
     def _on_event_wait(self, r: Record) -> None:
         created = self.events.get(r.fields["event"])
@@ -271,24 +277,31 @@ def _size(n: int) -> str:
     return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
 
 
+# pool -> (what the trace needs, what the target has, how a figure reads)
+POOL_TEXT: dict[str, tuple[str, str, Callable[[int], str]]] = {
+    "VRAM": ("the trace needs {need} of VRAM", "the target has {have} free", _size),
+    "host": ("the trace needs {need} of host memory (GTT and userptr buffers)", "this host has {have} available",
+             _size),
+    "events": ("the trace needs {need} KFD signal events", "a process can have {have}", str),
+}
+
+
 def check_resources(s: Survey, system: System, instances: int, host_available: int | None) -> None:
-    """ReplayError, with the figures, when a target GPU's free VRAM or the host's available memory is less than
-    the trace's peak use times `instances` (what the replayer allocates per queue included)."""
+    """ReplayError, with the figures, when the trace's peak use times `instances` (what the replayer makes per
+    queue and instance included) exceeds a target GPU's free VRAM, the host's available memory or the KFD's
+    signal events."""
     times = f" (x{instances} instances)" if instances > 1 else ""
+    have = {HOST: host_available, EVENTS: K.KFD_SIGNAL_EVENT_LIMIT}
     short = []
-    for (pool, index), peak in sorted(s.peaks.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
-        need = peak * instances
-        if pool == "VRAM":
-            dev = system.devices[index]
-            have = dev.free_vram()
-            where = f"GPU {index} ({dev.target.name}): the trace needs {_size(need)} of VRAM"
-            there = f"the target has {_size(have)} free"
-        else:
-            have = host_available
-            where = f"the trace needs {_size(need)} of host memory (GTT and userptr buffers)"
-            there = f"this host has {_size(have or 0)} available"
-        if have is not None and need > have:
-            short.append(f"{where} at its peak{times}, {there}")
+    for pool, peak in sorted(s.peaks.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+        need = (peak + (pool == EVENTS)) * instances  # each instance has an event of its own
+        limit = system.devices[pool[1]].free_vram() if pool[0] == "VRAM" else have[pool]
+        if limit is None or need <= limit:
+            continue
+        needs, has, figure = POOL_TEXT[pool[0]]
+        where = f"GPU {pool[1]} ({system.devices[pool[1]].target.name}): " if pool[0] == "VRAM" else ""
+        short.append(f"{where}{needs.format(need=figure(need))} at its peak{times}, "
+                     f"{has.format(have=figure(limit))}")
     if short:
         raise ReplayError("; ".join(short))
 

@@ -112,3 +112,51 @@ def test_progress_is_shown_on_a_terminal(tmp_path):
     assert "\rcapture: " in shown and "submissions" in shown
     shown = _on_a_terminal(sys.executable, "-m", "kfdtrace.replay.cli", out, "--emulate", "gfx1100", "--loop", "2")
     assert "\rreplay: loop 2/2" in shown
+
+
+# -- replay's exit statuses -------------------------------------------------------------------------------
+
+
+def _replay_in_process(*args: str):
+    from click.testing import CliRunner
+
+    from kfdtrace.replay.cli import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+def _ping_pong() -> str:
+    import os
+
+    return os.path.join(os.path.dirname(__file__), "..", "traces", "samples", "ping_pong-gfx1100.kfdtrace")
+
+
+def test_replay_internal_error_is_exit_5_never_diverged(monkeypatch):
+    from kfdtrace.replay.engine import Instance
+
+    ran = Instance.run
+
+    def broken(self):
+        if self.move_all:  # the second instance only: its thread's exception reaches the command
+            raise RuntimeError("dictionary changed size during iteration")
+        return ran(self)
+
+    monkeypatch.setattr(Instance, "run", broken)
+    res = _replay_in_process(_ping_pong(), "--emulate", "gfx1100", "--concurrent", "2")
+    assert res.exit_code == 5, res.output
+    assert res.stderr.splitlines() == ["replay: internal error: RuntimeError: dictionary changed size during "
+                                       "iteration (please report; --debug shows the traceback)"]
+    assert "DIVERGED" not in res.stdout and "OK" not in res.stdout
+    res = _replay_in_process(_ping_pong(), "--emulate", "gfx1100", "--concurrent", "2", "--debug")
+    assert res.exit_code == 5
+    assert "Traceback (most recent call last)" in res.stderr and "in broken" in res.stderr
+    assert res.stderr.splitlines()[-1].startswith("replay: internal error: RuntimeError")
+
+
+def test_replay_help_documents_every_exit_status():
+    res = _replay_in_process("--help")
+    assert res.exit_code == 0
+    text = " ".join(res.stdout.split())
+    for status in ("0 ok", "1 diverged", "2 hang", "3 cannot replay", "4 bad input", "5 internal error"):
+        assert status in text, status
+    assert "--debug" in text

@@ -1,0 +1,206 @@
+"""Replay: objects known by their creation (reused queue ids, addresses and handles), KFD events mapped per
+instance, concurrent instances isolated, and the target opened through open_syscalls."""
+
+from __future__ import annotations
+
+import pytest
+
+from kfdtrace.capture import record
+from kfdtrace.driver import System
+from kfdtrace.driver.backend import open_syscalls, wrapping
+from kfdtrace.driver.emulator.boards import emulated_topology
+from kfdtrace.driver.errors import WaitTimeout
+from kfdtrace.driver.topology import read_topology
+from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_HANG, EXIT_OK, Options
+from kfdtrace.replay.session import replay_trace
+from kfdtrace.traces.format import TraceReader
+from tests.test_replay import rewrite, sample, sample_names
+
+
+def records(path: str, *types: str) -> list:
+    with TraceReader(path) as r:
+        return list(r.records(set(types)))
+
+
+@pytest.mark.parametrize("name", sample_names())
+def test_every_sample_replays_as_concurrent_relocated_instances(name):
+    report = replay_trace(sample(name), Options(relocate="always"), emulate_recorded=True, loops=2, concurrent=3)
+    assert report.status == EXIT_OK, report.lines()
+    assert [len(loop) for loop in report.loops] == [3, 3]
+    for r in report.results:
+        assert r.submissions == report.submissions and r.verified > 0 and r.relocated > 0
+
+
+# -- reused queue ids, addresses and handles ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reused_queue(tmp_path_factory) -> str:
+    """Queue A fills dst with 11, waits, is destroyed; queue B (same id, same ring and pointer addresses, the
+    same semaphore slot) fills it with 22 and waits."""
+    path = str(tmp_path_factory.mktemp("reuse") / "reuse.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        dst = gpu.alloc(4096, "gtt", name="dst")
+        for value in (11, 22):
+            q = gpu.sdma_queue(name=f"q{value}")
+            q.fill(dst, value, 4096).sync()
+            assert dst.read(0, 1)[0] == value
+            q.destroy()
+    queues = records(path, "queue")
+    assert len(queues) == 2 and queues[0].fields["queue"] == queues[1].fields["queue"]
+    assert queues[0].fields["ring"] == queues[1].fields["ring"] and queues[0].fields["rptr"] == queues[1].fields["rptr"]
+    return path
+
+
+@pytest.mark.parametrize("concurrent", [1, 2])
+def test_second_queue_with_a_reused_id_replays_its_own_work(reused_queue, concurrent):
+    report = replay_trace(reused_queue, Options(), emulate="gfx1100", concurrent=concurrent)
+    assert report.status == EXIT_OK, report.lines()
+    assert all(r.verified == 2 for r in report.results)  # dst after A (11), then after B (22)
+
+
+@pytest.fixture(scope="module")
+def realloc(tmp_path_factory) -> str:
+    """Buffer a (a GPU timestamp lands in it: never compared) is freed; b takes its address with another size."""
+    path = str(tmp_path_factory.mktemp("realloc") / "realloc.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        q = gpu.sdma_queue()
+        a = gpu.alloc(4096, "gtt", name="a")
+        q.timestamp(a).sync()
+        va = a.va
+        a.free()
+        b = gpu.alloc(8192, "gtt", va=va, name="b")
+        q.fill(b, 22, 8192).sync()
+    allocs = [r.fields for r in records(path, "alloc") if r.fields["va"] == va]
+    assert [f["size"] for f in allocs] == [4096, 8192]
+    return path
+
+
+def _corrupt_expectation(src: str, dst: str, name: str, handle_from: str | None = None) -> None:
+    """Flip a byte of what the last checkpoint of buffer `name` expects; with `handle_from`, that buffer's
+    records also reuse the handle of buffer `handle_from` (as the kernel's handle table does)."""
+    buffers = {r.fields["name"]: r.fields["handle"] for r in records(src, "buffer")}
+    last = max(c.n for c in records(src, "checkpoint") if any(b["name"] == name for b in c.fields["buffers"]))
+    handles = {buffers[name]: buffers[handle_from]} if handle_from else {}
+
+    def edit(rec, reader, writer):
+        f = dict(rec.fields)
+        if "handle" in f and f["handle"] in handles:
+            f["handle"] = handles[f["handle"]]
+        if rec.n == last:
+            entries = []
+            for b in f["buffers"]:
+                if b["name"] == name:
+                    data = bytearray(reader.blob(b["keys"][0]))
+                    data[7] ^= 0xFF
+                    b = {**b, "keys": [writer.blob(bytes(data)), *b["keys"][1:]]}
+                entries.append(b)
+            f["buffers"] = entries
+        return f
+
+    rewrite(src, dst, edit)
+
+
+@pytest.mark.parametrize("relocate", ["auto", "always"])
+def test_buffer_reallocated_at_a_freed_address_is_its_own_buffer(realloc, tmp_path, relocate):
+    report = replay_trace(realloc, Options(relocate=relocate), emulate="gfx1100")
+    assert report.status == EXIT_OK, report.lines()
+    bad = str(tmp_path / "bad.kfdtrace")
+    _corrupt_expectation(realloc, bad, "b")
+    report = replay_trace(bad, Options(relocate=relocate), emulate="gfx1100")
+    assert report.status == EXIT_DIVERGED, report.lines()  # b is compared, though a (at its address) was not
+    assert "buffer b differs" in report.lines()[-1] and "CONST_FILL" in report.lines()[-1]
+
+
+def test_reused_handle_names_the_newer_buffer(realloc, tmp_path):
+    reused = str(tmp_path / "reused.kfdtrace")
+    _corrupt_expectation(realloc, reused, "b", handle_from="a")
+    handles = [r.fields["handle"] for r in records(reused, "alloc", "free") if r.fields["va"] ==
+               records(reused, "alloc")[-1].fields["va"]]
+    assert len(set(handles)) == 1 and len(handles) == 4  # a and b: alloc, free, alloc, free with one handle
+    report = replay_trace(reused, Options(), emulate="gfx1100")
+    assert report.status == EXIT_DIVERGED and "buffer b differs" in report.lines()[-1], report.lines()
+
+
+# -- events -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def evented(tmp_path_factory) -> str:
+    """A TRAP signals one of two events, which the CPU waits on; the CPU sets and waits on a third."""
+    path = str(tmp_path_factory.mktemp("events") / "events.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        out, q = gpu.alloc(4096, "gtt", name="out"), gpu.sdma_queue()
+        decoy, done = system.event(), system.event()
+        q.fill(out, 7, 4096).trap(done.id).submit()
+        done.wait(5)
+        mine = system.event()
+        mine.set()
+        mine.wait(1)
+        for e in (decoy, done, mine):
+            e.destroy()
+    assert {"event", "event_set", "event_wait", "event_destroy"} <= {r.type for r in records(
+        path, "event", "event_set", "event_wait", "event_destroy")}
+    return path
+
+
+@pytest.mark.parametrize("concurrent", [1, 3])
+def test_traps_and_cpu_event_activity_use_the_instance_events(evented, concurrent):
+    report = replay_trace(evented, Options(timeout=2), emulate="gfx1100", concurrent=concurrent)
+    assert report.status == EXIT_OK, report.lines()
+    assert all(r.verified >= 1 for r in report.results)
+
+
+@pytest.fixture(scope="module")
+def event_hang(tmp_path_factory) -> str:
+    """The CPU waits on an event nobody sets: the wait times out."""
+    path = str(tmp_path_factory.mktemp("event_hang") / "event_hang.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        out, q = gpu.alloc(4096, "gtt", name="out"), gpu.sdma_queue()
+        lone = system.event()
+        q.fill(out, 9, 4096).sync()
+        with pytest.raises(WaitTimeout):
+            lone.wait(0.2)
+    assert [w.fields["ok"] for w in records(path, "event_wait")] == [False]
+    return path
+
+
+def test_recorded_event_wait_timeout_replays_as_the_same_hang(event_hang):
+    report = replay_trace(event_hang, Options(timeout=5), emulate="gfx1100")
+    assert report.status == EXIT_HANG, report.lines()
+    assert "the recording hung at the same wait" in report.lines()[-1] and "event" in report.lines()[-1]
+
+
+def test_recorded_event_wait_timeout_completing_in_the_replay_is_a_difference(event_hang, tmp_path):
+    setting = str(tmp_path / "set.kfdtrace")
+    rewrite(event_hang, setting, lambda rec, r, w: [("event_set", {"t": 0, "event": rec.fields["event"]}),
+                                                    (rec.type, rec.fields)] if rec.type == "event_wait" else
+            rec.fields)
+    report = replay_trace(setting, Options(timeout=5), emulate="gfx1100")
+    assert report.status == EXIT_DIVERGED, report.lines()
+    assert "completed in the replay, but timed out after 0.2 s in the recording" in report.lines()[-1]
+
+
+# -- the target -------------------------------------------------------------------------------------------
+
+
+def test_emulate_recorded_opens_the_recorded_gpus_through_open_syscalls():
+    opened = []
+    with wrapping(lambda syscalls: opened.append(syscalls) or syscalls):
+        report = replay_trace(sample("peer_ring-2xgfx942"), Options(), emulate_recorded=True)
+    assert report.status == EXIT_OK and len(opened) == 1 and opened[0].name == "emulated"
+    with TraceReader(sample("peer_ring-2xgfx942")) as r:
+        recorded = [g["gpu_id"] for g in r.header["gpus"]]
+    assert [f"id {g:#x}" in t for g, t in zip(recorded, report.target, strict=True)] == [True, True]
+
+
+def test_open_syscalls_emulates_a_given_topology():
+    topology = emulated_topology(["gfx90a", "gfx1201"])
+    syscalls = open_syscalls(topology=topology)
+    assert [n.gpu_id for n in read_topology(syscalls).gpus] == [n.gpu_id for n in topology.gpus]
+    with pytest.raises(ValueError, match="give one of"):
+        open_syscalls("gfx942", topology=topology)

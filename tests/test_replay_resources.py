@@ -1,0 +1,102 @@
+"""Replay checks the target can hold the trace (peak VRAM per GPU, host memory, KFD events) before submitting."""
+
+from __future__ import annotations
+
+import pytest
+
+from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.replay.engine import EXIT_OK, EXIT_UNSUPPORTED, Options
+from kfdtrace.replay.session import replay_trace
+from kfdtrace.replay.translate import ReplayError
+from kfdtrace.traces.format import TraceReader
+from tests.test_replay import replay, rewrite, sample
+
+GIB = 1 << 30
+SPACING = 0x1000_0000_0000  # 16 TiB between hand-made buffers, all below the samples' recorded ones
+VRAM_FLAGS = K.AllocMemFlags.VRAM | K.AllocMemFlags.WRITABLE  # no PUBLIC: no CPU mapping
+
+
+def with_buffers(src: str, dst: str, plan: list[tuple[str, int, int, int, str]]) -> str:
+    """`src` with hand-made alloc/free records before its first submission: (alloc|free, handle, size, gpu
+    index, domain) in order, each buffer at its own address far from the others."""
+    with TraceReader(src) as r:
+        gpus = [g["gpu_id"] for g in r.header["gpus"]]
+    flags = {"vram": VRAM_FLAGS, "gtt": K.AllocMemFlags.GTT | K.AllocMemFlags.WRITABLE}
+    done = []
+
+    def edit(rec, reader, writer):
+        if rec.type != "doorbell" or done:
+            return rec.fields
+        done.append(True)
+        out = []
+        for kind, handle, size, gpu, domain in plan:
+            va = handle * SPACING
+            if kind == "alloc":
+                out += [("alloc", {"t": 0, "handle": handle, "gpu": gpus[gpu], "va": va, "size": size,
+                                   "domain": domain, "flags": flags[domain], "cpu": None}),
+                        ("buffer", {"t": 0, "handle": handle, "va": va, "name": f"big{handle}", "role": "user"})]
+            else:
+                out.append(("free", {"t": 0, "handle": handle, "va": va}))
+        return [*out, (rec.type, rec.fields)]
+
+    rewrite(src, dst, edit)
+    return dst
+
+
+def test_vram_peak_times_instances_over_free_vram_is_refused_before_submitting(tmp_path):
+    path = with_buffers(sample("ping_pong-gfx1100"), str(tmp_path / "big.kfdtrace"),
+                        [("alloc", 1, 20 * GIB, 0, "vram"), ("free", 1, 0, 0, "")])
+    res = replay(path, "--emulate", "gfx1100", "--concurrent", "2")
+    assert res.returncode == EXIT_UNSUPPORTED, res.stdout + res.stderr
+    assert ("GPU 0 (gfx1100): the trace needs 40.0 GiB of VRAM at its peak (x2 instances), the target has "
+            "24.0 GiB free") in res.stderr
+    assert "loop 1" not in res.stdout and len(res.stderr.strip().splitlines()) == 1
+    report = replay_trace(path, Options(), emulate="gfx1100")  # one instance fits
+    assert report.status == EXIT_OK, report.lines()
+
+
+def test_peak_is_what_is_live_at_once(tmp_path):
+    one_after_another = with_buffers(sample("ping_pong-gfx1100"), str(tmp_path / "seq.kfdtrace"), [
+        ("alloc", 1, 15 * GIB, 0, "vram"), ("free", 1, 0, 0, ""), ("alloc", 2, 15 * GIB, 0, "vram"),
+        ("free", 2, 0, 0, "")])
+    assert replay_trace(one_after_another, Options(), emulate="gfx1100").status == EXIT_OK
+    together = with_buffers(sample("ping_pong-gfx1100"), str(tmp_path / "both.kfdtrace"), [
+        ("alloc", 1, 15 * GIB, 0, "vram"), ("alloc", 2, 15 * GIB, 0, "vram"), ("free", 1, 0, 0, ""),
+        ("free", 2, 0, 0, "")])
+    with pytest.raises(ReplayError, match=r"needs 30\.0 GiB of VRAM at its peak, the target has 24\.0 GiB"):
+        replay_trace(together, Options(), emulate="gfx1100")
+
+
+def test_vram_is_counted_on_the_target_gpu_each_recorded_gpu_goes_to(tmp_path):
+    path = with_buffers(sample("peer_ring-2xgfx942"), str(tmp_path / "two.kfdtrace"),
+                        [("alloc", 1, 10 * GIB, 0, "vram"), ("alloc", 2, 10 * GIB, 1, "vram")])
+    assert replay_trace(path, Options(), emulate="gfx1100,gfx1100").status == EXIT_OK  # 10 GiB on each
+    with pytest.raises(ReplayError, match=r"^GPU 0 \(gfx1100\): the trace needs 40\.0 GiB of VRAM at its peak "
+                                          r"\(x2 instances\), the target has 24\.0 GiB free$"):
+        replay_trace(path, Options(), emulate="gfx1100", device=0, concurrent=2)  # both on GPU 0, twice
+    assert replay_trace(path, Options(), emulate="gfx1100,gfx1100", concurrent=2).status == EXIT_OK
+
+
+def test_host_memory_over_what_the_host_has_is_refused(tmp_path):
+    path = with_buffers(sample("ping_pong-gfx1100"), str(tmp_path / "gtt.kfdtrace"),
+                        [("alloc", 1, 4096 * GIB, 0, "gtt"), ("free", 1, 0, 0, "")])
+    with pytest.raises(ReplayError, match=r"the trace needs 4096\.0 GiB of host memory \(GTT and userptr buffers\) "
+                                          r"at its peak, this host has [0-9.]+ GiB available"):
+        replay_trace(path, Options(), emulate="gfx1100")
+
+
+def test_more_live_events_than_a_process_can_have_is_refused(tmp_path):
+    path = str(tmp_path / "events.kfdtrace")
+    done = []
+
+    def events(rec, reader, writer):
+        if rec.type != "doorbell" or done:
+            return rec.fields
+        done.append(True)
+        return [("event", {"t": 0, "event": 5000 + i, "type": K.EventType.SIGNAL, "auto_reset": True})
+                for i in range(2500)] + [(rec.type, rec.fields)]
+
+    rewrite(sample("ping_pong-gfx1100"), path, events)
+    with pytest.raises(ReplayError, match=r"needs 50\d\d KFD signal events at its peak \(x2 instances\), a "
+                                          r"process can have 4096"):
+        replay_trace(path, Options(), emulate="gfx1100", concurrent=2)
