@@ -165,9 +165,10 @@ class _Surveyor:
         self.relocation = Relocation()
         self.translators: dict[int, Translator] = {}
         self.unnamed: dict[int, Record] = {}  # va -> its alloc, until its buffer record (or another) comes
+        self.allocs: dict[int, Record] = {}  # va -> the alloc of the buffer there now
         self.placed: set[int] = set()  # recorded vas of the buffers packets may address
         self.live: dict[int, tuple[Pool, int]] = {}  # recorded va -> (pool, bytes) of the buffers replayed
-        self.rings: dict[int, int] = {}  # recorded queue id -> bytes of the replayer's ring and pointers for it
+        self.rings: dict[int, tuple[int, Pool]] = {}  # recorded queue id -> (ring and pointer bytes, its slots)
         self.use: Counter[Pool] = Counter()
         self.events: dict[int, int] = {}  # recorded event id -> its event record
 
@@ -207,15 +208,24 @@ class _Surveyor:
         if r.fields["gpu"] not in self.devices:
             raise ReplayError(f"buffer at {r.fields['va']:#x} is on GPU {r.fields['gpu']:#x}, which the trace's "
                               f"header does not list")
-        self.unnamed[r.fields["va"]] = r
+        self.unnamed[r.fields["va"]] = self.allocs[r.fields["va"]] = r
 
     def _on_buffer(self, r: Record) -> None:
-        alloc = self.unnamed.pop(r.fields["va"], None)
-        if alloc is not None:
-            self.s.names[alloc.n] = (r.fields["name"], r.fields["role"])
-            self._count(alloc, r.fields["role"])
+        """Name the allocation; another thread's records may have come between the two (then it was counted
+        as the program's own: an internal buffer is taken back out)."""
+        va, role = r.fields["va"], r.fields["role"]
+        alloc = self.allocs.get(va)
+        if alloc is None:
+            return
+        self.s.names[alloc.n] = (r.fields["name"], role)
+        if self.unnamed.pop(va, None) is not None:
+            self._count(alloc, role)
+        elif role in INTERNAL_ROLES and va in self.live:
+            pool, n = self.live.pop(va)
+            self.use[pool] -= n
 
     def _on_free(self, r: Record) -> None:
+        self.allocs.pop(r.fields["va"], None)
         if r.fields["va"] in self.placed:
             self.placed.remove(r.fields["va"])
             self.relocation.remove(r.fields["va"])
@@ -226,14 +236,17 @@ class _Surveyor:
     def _on_queue(self, r: Record) -> None:
         f = r.fields
         self.translators[f["queue"]] = _translator(f, self.devices, self.relocation, lambda e: e)
-        self.rings[f["queue"]] = f["ring_size"] + PAGE  # the replayer's own ring and pointers, in GTT
-        self._add(HOST, self.rings[f["queue"]])
+        self.rings[f["queue"]] = (f["ring_size"] + PAGE, ("SDMA queues", self.devices[f["gpu"]].index))
+        self._add(HOST, f["ring_size"] + PAGE)  # the replayer's own ring and pointers, in GTT
         self._add(EVENTS, 1)  # and its queue's semaphore's event
+        self._add(self.rings[f["queue"]][1], 1)
 
     def _on_queue_destroy(self, r: Record) -> None:
         if r.fields["queue"] in self.rings:
-            self.use[HOST] -= self.rings.pop(r.fields["queue"])
+            ring, slots = self.rings.pop(r.fields["queue"])
+            self.use[HOST] -= ring
             self.use[EVENTS] -= 1
+            self.use[slots] -= 1
 
     def _on_doorbell(self, r: Record) -> None:
         f = r.fields
@@ -277,29 +290,38 @@ def _size(n: int) -> str:
     return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
 
 
+def _sdma_slots(dev: Device) -> int:
+    n = dev.node.num_sdma_engines + dev.node.num_sdma_xgmi_engines
+    return n * dev.node.properties.get("num_sdma_queues_per_engine", 8)
+
+
 # pool -> (what the trace needs, what the target has, how a figure reads)
 POOL_TEXT: dict[str, tuple[str, str, Callable[[int], str]]] = {
     "VRAM": ("the trace needs {need} of VRAM", "the target has {have} free", _size),
+    "SDMA queues": ("the trace needs {need} SDMA queues", "the target has {have} queue slots", str),
     "host": ("the trace needs {need} of host memory (GTT and userptr buffers)", "this host has {have} available",
              _size),
     "events": ("the trace needs {need} KFD signal events", "a process can have {have}", str),
 }
+# per-GPU pool -> what a target device has of it
+DEVICE_LIMITS: dict[str, Callable[[Device], int]] = {"VRAM": Device.free_vram, "SDMA queues": _sdma_slots}
 
 
 def check_resources(s: Survey, system: System, instances: int, host_available: int | None) -> None:
     """ReplayError, with the figures, when the trace's peak use times `instances` (what the replayer makes per
-    queue and instance included) exceeds a target GPU's free VRAM, the host's available memory or the KFD's
-    signal events."""
+    queue and instance included) exceeds a target GPU's free VRAM or SDMA queue slots, the host's available
+    memory or the KFD's signal events."""
     times = f" (x{instances} instances)" if instances > 1 else ""
     have = {HOST: host_available, EVENTS: K.KFD_SIGNAL_EVENT_LIMIT}
     short = []
     for pool, peak in sorted(s.peaks.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
         need = (peak + (pool == EVENTS)) * instances  # each instance has an event of its own
-        limit = system.devices[pool[1]].free_vram() if pool[0] == "VRAM" else have[pool]
+        dev = None if pool[1] is None else system.devices[pool[1]]
+        limit = have[pool] if dev is None else DEVICE_LIMITS[pool[0]](dev)
         if limit is None or need <= limit:
             continue
         needs, has, figure = POOL_TEXT[pool[0]]
-        where = f"GPU {pool[1]} ({system.devices[pool[1]].target.name}): " if pool[0] == "VRAM" else ""
+        where = "" if dev is None else f"GPU {dev.index} ({dev.target.name}): "
         short.append(f"{where}{needs.format(need=figure(need))} at its peak{times}, "
                      f"{has.format(have=figure(limit))}")
     if short:

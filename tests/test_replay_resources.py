@@ -100,3 +100,31 @@ def test_more_live_events_than_a_process_can_have_is_refused(tmp_path):
     with pytest.raises(ReplayError, match=r"needs 50\d\d KFD signal events at its peak \(x2 instances\), a "
                                           r"process can have 4096"):
         replay_trace(path, Options(), emulate="gfx1100", concurrent=2)
+
+
+def test_more_queues_than_the_target_has_sdma_slots_is_refused():
+    """sdma_stress keeps two queues; an RX 7900 XTX has 2 SDMA engines of 6 queues each."""
+    report = replay_trace(sample("sdma_stress-gfx942"), Options(), emulate="gfx1100", concurrent=6)
+    assert report.status == EXIT_OK, report.lines()
+    with pytest.raises(ReplayError, match=r"^GPU 0 \(gfx1100\): the trace needs 14 SDMA queues at its peak "
+                                          r"\(x7 instances\), the target has 12 queue slots$"):
+        replay_trace(sample("sdma_stress-gfx942"), Options(), emulate="gfx1100", concurrent=7)
+
+
+def test_a_request_the_target_refuses_mid_replay_names_the_record(monkeypatch):
+    """What the survey cannot foresee (another process took the memory meanwhile) is still 'cannot replay
+    here', naming the record, never an internal error."""
+    from kfdtrace.driver.errors import OutOfMemory
+    from kfdtrace.driver.system import Device
+    from kfdtrace.replay.engine import TargetRefused
+
+    alloc = Device.alloc
+
+    def scarce(self, size, domain="vram", **options):
+        if options.get("name") == "reply":
+            raise OutOfMemory("AMDKFD_IOC_ALLOC_MEMORY_OF_GPU(...) failed: no memory left")
+        return alloc(self, size, domain, **options)
+
+    monkeypatch.setattr(Device, "alloc", scarce)
+    with pytest.raises(TargetRefused, match=r"^record \d+ \(alloc\): the target refused it: AMDKFD_IOC_ALLOC"):
+        replay_trace(sample("ping_pong-gfx1100"), Options(), emulate="gfx1100")
