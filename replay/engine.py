@@ -13,6 +13,7 @@ buffer address or event id names the object created last with it, until the trac
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections import Counter
@@ -443,7 +444,10 @@ class Instance:
         if rq is None:
             return
         rptr = r.fields.get("rptr")  # the recorded queue's read pointer at its destroy (newer traces)
-        if rptr is None or rptr >= r.fields.get("wptr", rq.rung):
+        if rptr is None:
+            self._drain(rq, f"it is destroyed at record {r.n}; the trace does not say whether the recording had "
+                            f"drained it, so it is expected to")
+        elif rptr >= r.fields.get("wptr", rq.rung):
             self._drain(rq, f"it is destroyed at record {r.n}, and the recording had drained it")
         del self.queues[r.fields["queue"]]
         rq.queue.destroy()
@@ -646,10 +650,9 @@ class Instance:
             self._drain(rq, why)
 
     def _teardown(self) -> None:
-        for rq in self.queues.values():
-            rq.queue.destroy()
-        for buf in [rb.buffer for _, _, rb in self.buffers] + self.indirect_buffers:
-            buf.free()
-        for _, ev in self.events.values():
-            ev.destroy()
-        self.wake.destroy()
+        """Best effort, like Device.close: what the kernel refuses here it reclaims with the process."""
+        closers = [rq.queue.destroy for rq in self.queues.values()] + [rb.buffer.free for _, _, rb in self.buffers]
+        closers += [b.free for b in self.indirect_buffers] + [ev.destroy for _, ev in self.events.values()]
+        for close in [*closers, self.wake.destroy]:  # queues first: they pin their buffers
+            with contextlib.suppress(DeviceError):
+                close()
