@@ -54,6 +54,11 @@ class Completion:
         queue.waits.extend(waits)
         queue.traps.extend(traps)
 
+    def reset(self, addr: int) -> None:
+        """The CPU moved the memory at `addr` backwards (a semaphore slot reused): the GPU signals pending
+        there belong to its earlier life and say nothing about the new one."""
+        self._signals.pop(addr, None)
+
     def observed(self, addr: int, value: int) -> None:
         """Memory at `addr` was seen at `value` or more."""
         work = [(addr, value)]

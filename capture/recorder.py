@@ -427,6 +427,9 @@ class RecordingSyscalls:
 
     def _note_cpu_signal(self, addr: int, value: int, name: str | None) -> None:
         self._scan_exposed()  # what the CPU wrote before releasing a waiting queue
+        old = self._read(addr, 8)
+        if old is not None and value < int.from_bytes(old, "little"):
+            self.completion.reset(addr)
         self.rec.record("cpu_signal", addr=addr, value=value, name=name)
 
     def _note_cpu_wait(self, addr: int, value: int, timeout: float, ok: bool) -> None:

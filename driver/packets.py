@@ -19,6 +19,8 @@ never switch on packet names. Each tag gives a `PacketDef` attribute, computed o
 * `Addr(value="data")` -- the GPU writes that field's dword there, a completion point: `.signal`;
 * `Addr(polled=(ref, mask, func))` -- the packet waits on the dword there: `.wait`;
 * `Field(event=True)` -- the field carries a KFD event id the packet's interrupt signals: `.event_field`;
+* `Field(skips=True)` -- the field counts dwords of the packets that follow, which the packet may make the
+  engine skip (a conditional): `.skip_field`;
 * `PacketDef(droppable=True)` -- cache maintenance a target without the packet may drop.
 
 Header constants (SDMA op/sub_op, PM4 type/opcode) are Fields with a fixed value; a `Dialect` indexes its
@@ -70,6 +72,7 @@ class Field:
     width: int = 32
     byte_count: bool = False  # holds bytes-1 moved by the packet (split at this count)
     event: bool = False  # carries the KFD event id the packet's interrupt signals
+    skips: bool = False  # counts dwords of the following packets, which the packet may skip
 
     def _span(self) -> tuple[int, int, int]:  # (first bit, end bit, bit that is value bit 0), packet-absolute
         start = self.dword * 32 + self.shift
@@ -273,6 +276,8 @@ class PacketDef:
             "polled", [(f.name, *f.polled) for f in addrs if f.polled])
         # the field carrying the KFD event id the packet's interrupt signals
         self.event_field: str | None = self._one("event", [f.name for f in values if f.event])
+        # the field counting the dwords of following packets the packet may make the engine skip
+        self.skip_field: str | None = self._one("skips", [f.name for f in values if f.skips])
 
     def _compile(self) -> None:
         n = self.size

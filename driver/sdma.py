@@ -127,7 +127,9 @@ _BASE = (
          Field("hdp_flush", 0, 26, 1), Field("func", 0, 28, 3), Field("mem_poll", 0, 31, 1),
          Addr("addr", 1, when=("mem_poll", 1), polled=("ref", "mask", "func")), Field("ref", 3), Field("mask", 4),
          Field("interval", 5, 0, 16), Field("retry_count", 5, 16, 12)),
-    _pkt("COND_EXE", 9, 0, Addr("addr", 1), Field("reference", 3), Field("exec_count", 4, 0, 14)),
+    # Runs the next exec_count dwords only when the dword at addr equals reference, else skips them (the
+    # kernel's sdma_v5_0_ring_init_cond_exec patches exec_count in after the governed packets).
+    _pkt("COND_EXE", 9, 0, Addr("addr", 1), Field("reference", 3), Field("exec_count", 4, 0, 14, skips=True)),
     # No sub_op in the ATOMIC header; bits 15:8 are 0.
     _pkt("ATOMIC", 10, 0,
          Field("loop", 0, 16, 1), Field("tmz", 0, 18, 1), Field("atomic_op", 0, 25, 7),

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 DEFAULT_RING = 64 << 10
 NOP_MAX_DW = 1 << 14  # NOP's count field is 14 bits of dwords to skip
 INFINITE_RETRY = 0xFFF
+# A memory dword polled until it is >= ref, with no retry limit
+POLL_GE = {"mask": 0xFFFFFFFF, "func": PollFunc.GE, "mem_poll": 1, "interval": 10, "retry_count": INFINITE_RETRY}
 WRITE_CHUNK = 4096  # data bytes per WRITE_LINEAR packet
 ENGINE_KINDS = {"sdma": K.QueueType.SDMA, "xgmi": K.QueueType.SDMA_XGMI}
 
@@ -155,16 +157,22 @@ class SdmaQueue:
         return self.packet("TRAP", int_context=event_id)
 
     def signal(self, sem: Semaphore, value: int) -> SdmaQueue:
-        """GPU signal of a timeline semaphore: low dword, then high dword, then wake CPU waiters."""
-        self.fence(sem.addr, value & 0xFFFFFFFF).fence(sem.addr + 4, value >> 32)
+        """GPU signal of a timeline semaphore: each of its words low dword, then high dword, then wake CPU
+        waiters."""
+        for addr, v in sem.words(value):
+            self.fence(addr, v & 0xFFFFFFFF).fence(addr + 4, v >> 32)
         return self.trap(sem.event_id) if sem.event_id is not None else self
 
     def wait(self, sem: Semaphore, value: int) -> SdmaQueue:
-        """GPU wait until the semaphore reaches `value` (high dword, then low dword, each `>=`)."""
-        for addr, ref in ((sem.addr + 4, value >> 32), (sem.addr, value & 0xFFFFFFFF)):
-            self.packet("POLL_REGMEM", addr=addr, ref=ref, mask=0xFFFFFFFF, func=PollFunc.GE, mem_poll=1,
-                        interval=10, retry_count=INFINITE_RETRY)
-        return self
+        """GPU wait until the semaphore reaches `value`: on the word Semaphore.wait_word names, its high dword
+        `>=`, then, only while the high dword still equals the value's (COND_EXE), its low dword `>=`."""
+        addr, value = sem.wait_word(value)
+        high, low = value >> 32, value & 0xFFFFFFFF
+        build = self.dialect.build
+        poll_low = build("POLL_REGMEM", addr=addr, ref=low, **POLL_GE)
+        self.packet("POLL_REGMEM", addr=addr + 4, ref=high, **POLL_GE)
+        # one unit: ring-end padding must never fall between a COND_EXE and the packet it governs
+        return self.emit(build("COND_EXE", addr=addr + 4, reference=high, exec_count=len(poll_low) // 4) + poll_low)
 
     # -- ring ---------------------------------------------------------------------------------------
     @property

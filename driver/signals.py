@@ -2,10 +2,15 @@
 
 A semaphore is 8 bytes in a GTT buffer mapped on every GPU. The GPU signals it with two SDMA FENCEs, low dword
 first: a reader between the two sees a value that is too small, never one that is too large, so a `>=` wait
-never wakes early. GPU waits use POLL_REGMEM, which compares 32 bits: they compare the high dword, then the
-low one, which is exact while a timeline does not overtake a waiter by more than 2**32 at a wrap of the low
-dword. A CPU wait sleeps on the semaphore's KFD event (the signalling queue follows its fences with a TRAP
-carrying the event id) and re-reads the value at bounded intervals, so a CPU store is seen too.
+never wakes early. GPU waits use POLL_REGMEM, which compares 32 bits: they wait for the high dword to reach
+the value's, then, under a COND_EXE that runs it only while the high dword still equals the value's, for the
+low dword. That is exact unless the timeline passes a multiple of 2**32 while the low poll waits (the low
+dword wraps below the target between two reads). So a pool semaphore keeps a second word holding
+value + 2**31, written with every signal, and a GPU wait whose target's low dword lies in the upper half of
+its range waits on that word instead, where the target's low dword lies in the lower half: a waiter can then
+only miss its value if one signal moves the timeline by 2**31 or more. A CPU wait sleeps on the
+semaphore's KFD event (the signalling queue follows its fences with a TRAP carrying the event id) and re-reads
+the value at bounded intervals, so a CPU store is seen too.
 
 `System.semaphore()` hands out a fresh one from the system's pool; `Semaphore.view()` makes one over 8 bytes
 of any CPU-visible buffer, as they are (replay uses it for the recorded program's own semaphores).
@@ -24,6 +29,8 @@ if TYPE_CHECKING:
     from kfdtrace.driver.system import System
 
 POLL_SLICE_MS = 10  # longest sleep between two reads of a semaphore's value
+BIAS = 1 << 31  # a pool semaphore's second word holds value + BIAS
+SLOT = 16  # bytes of a pool semaphore: the value, then value + BIAS
 
 
 class Semaphore:
@@ -31,15 +38,16 @@ class Semaphore:
 
     def __init__(self, system: System, buffer: Buffer, offset: int, event_id: int | None, name: str | None,
                  *, pooled: bool):
-        """Use System.semaphore() or Semaphore.view(). A `pooled` one owns its slot of the system's pool and
-        its event: it starts at 0 and free() gives both back."""
-        self.addr = buffer.addr(offset, 8)
+        """Use System.semaphore() or Semaphore.view(). A `pooled` one owns its slot of the system's pool (the
+        value and its biased copy) and its event: it starts at 0 and free() gives both back."""
+        self.addr = buffer.addr(offset, SLOT if pooled else 8)
         if self.addr % 8:
             raise ValueError(f"a semaphore needs 8-byte alignment: {buffer.label}+{offset:#x} is not aligned")
         self._word = ctypes.c_uint64.from_address(buffer.cpu_addr(offset))
+        self._biased = ctypes.c_uint64.from_address(buffer.cpu_addr(offset + 8)) if pooled else None
         self.system, self.buffer, self.offset, self.name = system, buffer, offset, name
         self.event_id, self._pooled = event_id, pooled
-        if pooled and self._word.value:
+        if pooled:
             self.signal(0)  # a reused slot holds its last user's value: reset through signal, so a replay does too
 
     @classmethod
@@ -61,10 +69,25 @@ class Semaphore:
     def value(self) -> int:
         return self._word.value
 
+    def words(self, value: int) -> list[tuple[int, int]]:
+        """(address, 64-bit value) of each word a signal of `value` stores: the biased copy, then the value."""
+        words = [(self.addr, value)]
+        if self._biased is not None:
+            words.insert(0, (self.addr + 8, (value + BIAS) & (2**64 - 1)))
+        return words
+
+    def wait_word(self, value: int) -> tuple[int, int]:
+        """(address, value) a GPU wait for `value` polls: the word where the target's low dword is in the lower
+        half of its range (see the module docstring)."""
+        if self._biased is not None and value & BIAS:
+            return self.addr + 8, (value + BIAS) & (2**64 - 1)
+        return self.addr, value
+
     def signal(self, value: int) -> None:
-        """CPU signal: one 8-byte store."""
-        self.system.sys.annotate("cpu_signal", addr=self.addr, value=value, name=self.name)
-        self._word.value = value
+        """CPU signal: one 8-byte store per word, each announced to recorders as it is."""
+        for addr, v in self.words(value):
+            self.system.sys.annotate("cpu_signal", addr=addr, value=v, name=self.name)
+            (self._word if addr == self.addr else self._biased).value = v
 
     def wait(self, value: int, timeout: float = 10.0) -> None:
         """Block until the semaphore reaches `value`; raises WaitTimeout naming every queue's pointers, or

@@ -31,7 +31,7 @@ from kfdtrace.driver.families import Target, target_by_version
 from kfdtrace.driver.kfd import Kfd
 from kfdtrace.driver.memory import Buffer, allocate
 from kfdtrace.driver.sdma_queue import SdmaQueue
-from kfdtrace.driver.signals import Event, Semaphore
+from kfdtrace.driver.signals import SLOT, Event, Semaphore
 from kfdtrace.driver.syscalls import (
     KFD_DEVICE,
     MAP_SHARED,
@@ -191,10 +191,10 @@ class System:
         with self._sem_lock:
             if not self._sem_free:
                 if self._sem_pool is not None:
-                    raise DeviceError(f"all {SEMAPHORE_POOL // 8} semaphores are in use; free() some")
+                    raise DeviceError(f"all {SEMAPHORE_POOL // SLOT} semaphores are in use; free() some")
                 self._sem_pool = self.devices[0].alloc(SEMAPHORE_POOL, "gtt", uncached=True, name="semaphores",
                                                        map_to=tuple(self.devices[1:]), role="semaphores")
-                self._sem_free = list(range(SEMAPHORE_POOL - 8, -8, -8))
+                self._sem_free = list(range(SEMAPHORE_POOL - SLOT, -SLOT, -SLOT))
             pool, offset = self._sem_pool, self._sem_free.pop()
         return Semaphore(self, pool, offset, self.create_signal_event(), name, pooled=True)
 

@@ -92,13 +92,31 @@ class Translator:
 
     def ring(self, data: bytes, where: str) -> bytes:
         """The translated packets of `data` (one submission's ring bytes); `where` names it in errors."""
-        out = []
         try:
-            for p in self.src.iter_packets(data):
-                out += self.packet(p, where)
+            return b"".join(self._packets(list(self.src.iter_packets(data)), where))
         except PacketError as exc:
             raise ReplayError(f"{where}: {exc}") from None
-        return b"".join(out)
+
+    def _packets(self, packets: list[Packet], where: str) -> list[bytes]:
+        out: list[bytes] = []
+        i = 0
+        while i < len(packets):
+            p, i = packets[i], i + 1
+            skip = p.defn.skip_field
+            if skip is None:
+                out += self.packet(p, where)
+                continue
+            governed, dwords = [], 0  # the packets it may skip: their count changes with their translation
+            while dwords < p.fields[skip] and i < len(packets):
+                governed.append(packets[i])
+                dwords, i = dwords + packets[i].size // 4, i + 1
+            if dwords != p.fields[skip]:
+                raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x} governs {p.fields[skip]} dwords, which "
+                                  f"do not end with a packet of the submission")
+            inner = b"".join(self._packets(governed, where))
+            (head,) = self.packet(p, where)
+            out += [self.dst.decode(head).replace(**{skip: len(inner) // 4}).encode(), inner]
+        return out
 
     def _move_or_raise(self, addr: int) -> int:
         if not addr:

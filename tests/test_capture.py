@@ -15,6 +15,7 @@ from kfdtrace.capture import record
 from kfdtrace.driver import System
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.sdma import DIALECTS
+from kfdtrace.driver.signals import BIAS
 from kfdtrace.traces.format import TraceReader
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
@@ -154,8 +155,9 @@ def test_semaphore_activity_is_recorded(tmp_path):
         q.wait(sem, 2).submit()
         sem.signal(2)
         q.sync()
-    signals = records(path, "cpu_signal")
-    assert [(s.fields["value"], s.fields["name"]) for s in signals] == [(2, "gate")]
+    signals = [s.fields for s in records(path, "cpu_signal") if s.fields["name"] == "gate"]
+    # each word as stored: the reset of the fresh slot, then the signal; the biased copy first (signals.py)
+    assert [(s["addr"] - sem.addr, s["value"]) for s in signals] == [(8, BIAS), (0, 0), (8, BIAS + 2), (0, 2)]
     waits = records(path, "cpu_wait")
     assert waits and all(w.fields["ok"] for w in waits)
 
@@ -291,4 +293,4 @@ def test_raw_view_writes_are_seen_before_the_submission(tmp_path):
     with TraceReader(path) as r:
         src_va = next(b.fields["va"] for b in r.records({"buffer"}) if b.fields["name"] == "src")
         seen = [r.blob(m.fields["key"])[0] for m in r.records({"mem"}) if m.fields["va"] == src_va]
-    assert seen == [1, 2, 3]
+    assert seen == [0, 1, 2, 3]  # 0: seen at the CPU signal that resets the queue's fresh semaphore

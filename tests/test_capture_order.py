@@ -55,6 +55,15 @@ def test_completion_flows_along_a_semaphore_chain():
     assert (q1.done, q2.done) == (100, 300)
 
 
+def test_a_reset_address_forgets_the_signals_of_its_earlier_life():
+    c, old, new = Completion(), QueueProgress("old"), QueueProgress("new")
+    c.submitted(old, [(100, 0xA000, 1)], [], [])
+    c.reset(0xA000)  # the slot is handed to a new semaphore, reset to 0 by the CPU
+    c.submitted(new, [(40, 0xA000, 1)], [], [])
+    c.observed(0xA000, 1)
+    assert (old.done, new.done) == (0, 40)
+
+
 def test_event_wait_completes_the_only_queue_with_that_trap():
     c, q1, q2 = Completion(), QueueProgress("q1"), QueueProgress("q2")
     c.submitted(q1, [], [], [(50, 7), (90, 7)])

@@ -12,6 +12,7 @@ import pytest
 from kfdtrace.driver import DeviceError, GpuFault
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.memory import PAGE
+from kfdtrace.driver.sdma import defaults
 
 
 def _errno_of(fn) -> int:
@@ -134,12 +135,23 @@ def test_ioctl_on_a_render_node_is_enotty(emulated):
 def test_packet_the_engine_does_not_execute_is_a_named_error(emulated):
     system = emulated("gfx1100")
     dev = system.devices[0]
-    q = dev.sdma_queue(name="cond")
-    buf = dev.alloc(PAGE, "gtt")
-    q.packet("COND_EXE", addr=buf.va, reference=0, exec_count=0)
-    with pytest.raises(GpuFault, match="COND_EXE") as err:
+    q = dev.sdma_queue(name="pre")
+    q.packet("PRE_EXE", dev_sel=1, exec_count=0)
+    with pytest.raises(GpuFault, match="PRE_EXE") as err:
         q.sync(timeout=5)
     assert "stopped a queue" in str(err.value)
+
+
+@pytest.mark.parametrize("target", ["gfx90a", "gfx1201"])
+def test_cond_exe_runs_or_skips_what_it_governs(emulated, target):
+    dev = emulated(target).devices[0]
+    q, flag, out = dev.sdma_queue(), dev.alloc(PAGE, "gtt"), dev.alloc(PAGE, "gtt")
+    flag.write((7).to_bytes(4, "little"))
+    for i, reference in enumerate((7, 8)):  # equal: the fence runs; not equal: it is skipped
+        fence = q.dialect.build("FENCE", addr=out.va + 4 * i, data=0xA0 + i, **defaults(q.dialect, "FENCE"))
+        q.emit(q.dialect.build("COND_EXE", addr=flag.va, reference=reference, exec_count=len(fence) // 4) + fence)
+    q.fence(out, 0xCC, offset=8).sync(timeout=5)
+    assert [int.from_bytes(out.read(4 * i, 4), "little") for i in range(3)] == [0xA0, 0, 0xCC]
 
 
 def test_unknown_opcode_is_a_named_error(emulated):

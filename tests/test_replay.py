@@ -203,3 +203,17 @@ def test_indirect_buffers_are_followed_and_retargeted(tmp_path):
         report = replay_trace(path, Options(relocate=relocate), emulate=target)
         assert report.status == EXIT_OK, report.lines()
         assert report.results[0].verified >= 1
+
+
+def test_a_conditional_governs_the_same_packets_after_translation():
+    from kfdtrace.replay.translate import Relocation, Translator
+
+    src, dst = DIALECTS["sdma4.4"], DIALECTS["sdma7"]  # COPY_LINEAR grows from 7 to 8 dwords
+    relocation = Relocation()
+    relocation.add(0x10000, 0x10000, 0x50000)
+    copy = src.build("COPY_LINEAR", count=255, src=0x10000, dst=0x10100)
+    ring = src.build("COND_EXE", addr=0x18000, reference=1, exec_count=len(copy) // 4) + copy
+    out = Translator(src, dst, 1 << 22, relocation).ring(ring, "test")
+    cond, moved = list(dst.iter_packets(out))
+    assert cond.name == "COND_EXE" and cond.exec_count == moved.size // 4 == 8
+    assert (cond.addr, moved.src, moved.dst) == (0x58000, 0x50000, 0x50100)

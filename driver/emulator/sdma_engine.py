@@ -84,12 +84,13 @@ class SdmaEngine:
         self._stop = False
         self._kick = threading.Condition()
         ctypes.c_uint64.from_address(self.rptr_host).value = 0
-        self._handlers: dict[str, Callable[[Packet], None]] = {
+        self._handlers: dict[str, Callable[[Packet], int | None]] = {
             "NOP": self._nop, "COPY_LINEAR": self._copy_linear, "WRITE_LINEAR": self._write_linear,
             "CONST_FILL": self._const_fill, "FENCE": self._fence, "TRAP": self._trap,
             "POLL_REGMEM": self._poll_regmem, "TIMESTAMP_GET_GLOBAL": self._timestamp,
             # The emulated GPU has no caches to write back or invalidate: a GCR request has nothing to do.
             "ATOMIC": self._atomic, "GCR_REQ": self._nop, "USER_GCR": self._nop, "INDIRECT": self._indirect,
+            "COND_EXE": self._cond_exe,
         }
         self._thread = threading.Thread(target=self._run, name=f"sdma-q{queue_id}", daemon=True)
         self._thread.start()
@@ -122,9 +123,9 @@ class SdmaEngine:
                 stream = self._ring_bytes(self.rptr, wptr)
                 while pos < len(stream) and not self._stop:
                     packet = self.dialect.decode(stream, pos)
-                    self._execute(packet)
-                    pos += packet.size
-                    self._set_rptr(self.rptr + packet.size)
+                    size = packet.size + self._execute(packet)
+                    pos += size
+                    self._set_rptr(self.rptr + size)
             except VmFault as fault:
                 self._fail(f"{fault} by {self._describe(stream, pos)}")
                 self.machine.report_vm_fault(fault)
@@ -158,11 +159,12 @@ class SdmaEngine:
         self.rptr = value
         ctypes.c_uint64.from_address(self.rptr_host).value = value
 
-    def _execute(self, packet: Packet) -> None:
+    def _execute(self, packet: Packet) -> int:
+        """Run one packet; the bytes of following packets it makes the engine skip (COND_EXE)."""
         handler = self._handlers.get(packet.name)
         if handler is None:
             raise QueueError(f"the emulated SDMA engine does not execute {packet.name}")
-        handler(packet)
+        return handler(packet) or 0
 
     # -- packet handlers ----------------------------------------------------------------------------
     def _nop(self, p: Packet) -> None:
@@ -239,8 +241,17 @@ class SdmaEngine:
         f = p.fields
         n = f["ib_size"] * 4
         ib = ctypes.string_at(self.vm.translate(f["ib_base"], n), n)
-        for packet in self.dialect.iter_packets(ib):
-            self._execute(packet)
+        pos = 0
+        while pos < n:
+            packet = self.dialect.decode(ib, pos)
+            pos += packet.size + self._execute(packet)
+
+    def _cond_exe(self, p: Packet) -> int:
+        """Execute the next exec_count dwords only if the dword at addr equals reference (the kernel's
+        sdma_v5_0_ring_init_cond_exec uses it so); otherwise skip them."""
+        f = p.fields
+        word = ctypes.c_uint32.from_address(self.vm.translate(f["addr"], 4)).value
+        return 0 if word == f["reference"] else 4 * f["exec_count"]
 
 
 def _fill_pattern(dst: int, pattern: bytes, n: int) -> None:
