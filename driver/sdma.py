@@ -99,8 +99,8 @@ def _pkt(name: str, op: int, sub_op: int, *fields: Field | Addr, tail: Tail | No
 _BASE = (
     # count = number of dwords after the header to skip (the kernel pads with COUNT(n-1) + n-1 zero dwords).
     _pkt("NOP", 0, 0, Field("count", 0, 16, 14), tail=Tail("count")),
-    # count is BYTES - 1. The header masks it to 22 bits; the brief and ROCR (max 0x3fffffff on gfx90a and
-    # gfx10.3+) give 30 bits; the per-family maximum copy size is family data, not packet layout.
+    # count is BYTES - 1. The header masks it to 22 bits; ROCR (max 0x3fffffff on gfx90a and gfx10.3+)
+    # gives 30 bits; the per-family maximum copy size is family data, not packet layout.
     # Header bit 27 (broadcast) selects a different 9-dword packet and is not modelled here.
     _pkt("COPY_LINEAR", 1, 0,
          Field("encrypt", 0, 16, 1), Field("tmz", 0, 18, 1),

@@ -59,7 +59,8 @@ class Semaphore:
         return cls(system, buffer, offset, event_id, name, pooled=False)
 
     def __repr__(self) -> str:
-        return f"<Semaphore {self.label} value={self.value}>"
+        state = f"value={self.value}" if self.buffer.cpu is not None else "freed"
+        return f"<Semaphore {self.label} {state}>"
 
     @property
     def label(self) -> str:
@@ -67,7 +68,13 @@ class Semaphore:
 
     @property
     def value(self) -> int:
+        self._check_mapped()
         return self._word.value
+
+    def _check_mapped(self) -> None:
+        """Its memory is still there (reading a freed pool would touch unmapped memory)."""
+        if self.buffer.cpu is None:
+            raise DeviceError(f"semaphore {self.label}: its buffer {self.buffer.label} was freed (system closed?)")
 
     def words(self, value: int) -> list[tuple[int, int]]:
         """(address, 64-bit value) of each word a signal of `value` stores: the biased copy, then the value."""
@@ -85,6 +92,7 @@ class Semaphore:
 
     def signal(self, value: int) -> None:
         """CPU signal: one 8-byte store per word, each announced to recorders as it is."""
+        self._check_mapped()
         for addr, v in self.words(value):
             self.system.sys.annotate("cpu_signal", addr=addr, value=v, name=self.name)
             (self._word if addr == self.addr else self._biased).value = v
@@ -92,6 +100,7 @@ class Semaphore:
     def wait(self, value: int, timeout: float = 10.0) -> None:
         """Block until the semaphore reaches `value`; raises WaitTimeout naming every queue's pointers, or
         GpuFault if a GPU stopped a queue meanwhile."""
+        self._check_mapped()
         deadline = time.monotonic() + timeout
         while self._word.value < value:
             self.system.raise_gpu_faults()

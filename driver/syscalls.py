@@ -37,7 +37,7 @@ class Syscalls(Protocol):
     def munmap(self, addr: int, length: int) -> None: ...
 
     def doorbell_store(self, addr: int, value: int) -> None:
-        """One 64-bit store to a mapped doorbell (SOC15 doorbells are 8 bytes, amd-facts §6)."""
+        """One 64-bit store to a mapped doorbell (SOC15 doorbells are 8 bytes: kfd_device.c kfd_device_info_init)."""
 
     def read_sysfs(self, path: str) -> str: ...
 

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from kfdtrace.driver import BoundsError, DeviceError, GpuFault, OutOfMemory, Semaphore, WaitTimeout
+from kfdtrace.driver import BoundsError, DeviceError, GpuFault, OutOfMemory, Semaphore, System, WaitTimeout
 from kfdtrace.driver.selftest import copy_sizes, run_selftest
 
 from .conftest import BACKENDS, open_backend
@@ -347,3 +347,14 @@ def test_event_wait_is_announced_to_recorders(emulated):
     event.wait(timeout=1)
     waits = [f for kind, f in seen if kind == "cpu_event_wait"]
     assert waits == [{"event": event.id, "timeout": 0.01, "ok": False}, {"event": event.id, "timeout": 1, "ok": True}]
+
+
+def test_a_semaphore_outliving_its_system_says_so_instead_of_crashing():
+    system = System.open(emulate="gfx942")
+    sem = system.semaphore("late")
+    system.close()
+    assert "freed" in repr(sem)
+    with pytest.raises(DeviceError, match="was freed"):
+        sem.value  # noqa: B018
+    with pytest.raises(DeviceError, match="was freed"):
+        sem.signal(1)

@@ -1,4 +1,4 @@
-"""Family registry: target lookups, gfx names, and KFD's context-save sizes (amd-facts §5 worked examples)."""
+"""Family registry: target lookups, gfx names, and KFD's context-save sizes (worked examples from kfd_queue.c)."""
 
 from pathlib import Path
 

@@ -153,7 +153,7 @@ BOARDS: tuple[Board, ...] = (
     ),
     Board(
         "mi300x", "gfx942", "AMD Instinct MI300X", "ip discovery",
-        "dump: makodevai/gpuq tests/test_hip_runtime.py @377f512b (via /work/shared/reference/topologies/"
+        "dump: makodevai/gpuq tests/test_hip_runtime.py @377f512b (tests/fixtures/topologies/"
         "mi300x.properties); VRAM 206141652992 as rocm-smi reports on MI300X; memory width/clock plausible",
         {"simd_count": 1216, "array_count": 32, "cu_per_simd_array": 10, "gfx_target_version": 90402,
          "device_id": 29857, "num_sdma_engines": 2, "num_sdma_xgmi_engines": 14,
@@ -235,8 +235,8 @@ BOARDS: tuple[Board, ...] = (
     ),
     Board(
         "rx7900xtx", "gfx1100", "AMD Radeon RX 7900 XTX", "ip discovery",
-        "dump: public test fixture labelled as a real card's nodes/1/properties (via /work/shared/reference/"
-        "topologies/rx7900xtx.properties); bank 25753026560 from two fixtures; width/clock plausible",
+        "dump: public test fixture labelled as a real card's nodes/1/properties (tests/fixtures/topologies/"
+        "rx7900xtx.properties); bank 25753026560 from two fixtures; width/clock plausible",
         {"simd_count": 192, "array_count": 12, "cu_per_simd_array": 8, "gfx_target_version": 110000,
          "device_id": 29772, "num_sdma_engines": 2, "num_sdma_xgmi_engines": 0,
          "max_engine_clk_fcompute": 2482,
@@ -283,7 +283,7 @@ BOARDS: tuple[Board, ...] = (
     ),
     Board(
         "r9700", "gfx1201", "AMD Radeon AI PRO R9700", "ip discovery",
-        "partial dump: public OCaml test fixture (via /work/shared/reference/topologies/"
+        "partial dump: public OCaml test fixture (tests/fixtures/topologies/"
         "r9700_gfx1201_partial.properties: simd/array/CU layout, gfx_target_version, location_id 1280, "
         "fw_version 3010, bank heap_type 2 size 34208743424); completed plausibly: device_id, SDMA counts, "
         "clocks, capability, debug_prop, sdma_fw_version, unique_id, memory width/clock",

@@ -69,7 +69,8 @@ class QueueError(Exception):
 
 
 class SdmaEngine:
-    """The engine of one user-mode SDMA ring: byte-addressed, 64-bit monotonic read/write pointers (amd-facts §6)."""
+    """The engine of one user-mode SDMA ring: byte-addressed, 64-bit monotonic read/write pointers
+    (ROCR BlitSdma, kernel sdma_v7_0 wptr in bytes)."""
 
     def __init__(self, machine: EmulatedMachine, vm: GpuVm, dialect: Dialect, queue_id: int,
                  ring_va: int, ring_size: int, rptr_va: int):
