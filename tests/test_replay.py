@@ -217,3 +217,16 @@ def test_a_conditional_governs_the_same_packets_after_translation():
     cond, moved = list(dst.iter_packets(out))
     assert cond.name == "COND_EXE" and cond.exec_count == moved.size // 4 == 8
     assert (cond.addr, moved.src, moved.dst) == (0x58000, 0x50000, 0x50100)
+
+
+@pytest.mark.parametrize("name", ["ping_pong-gfx1100-before-events", "sdma_stress-gfx942-before-events"])
+@pytest.mark.parametrize("family", ["gfx942", "gfx1201"])
+def test_traces_from_before_event_records_still_replay(name, family):
+    """Recorded by the previous capture (format 1.0 too): no event or thread records, 8-byte semaphores,
+    queue_destroy without rptr."""
+    path = os.path.join(os.path.dirname(__file__), "fixtures", "traces", f"{name}.kfdtrace")
+    with TraceReader(path) as r:
+        assert "event" not in r.counts and "thread" not in r.counts
+    report = replay_trace(path, Options(), emulate=family)
+    assert report.status == EXIT_OK, report.lines()
+    assert report.results[0].verified > 0
