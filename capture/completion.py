@@ -46,13 +46,18 @@ class Completion:
     def submitted(self, queue: QueueProgress, signals: list[Signal], waits: list[Wait],
                   traps: list[tuple[int, int]]) -> None:
         """The completion facts of one submission, in stream order."""
+        by_addr = self._signals
         for pos, addr, value in signals:
-            pending = self._signals.setdefault(addr, [])
-            if len(pending) >= MAX_SIGNALS_PER_ADDRESS:
+            pending = by_addr.get(addr)
+            if pending is None:
+                pending = by_addr[addr] = []
+            elif len(pending) >= MAX_SIGNALS_PER_ADDRESS:
                 pending[:] = [s for s in pending if not s[1].complete(s[2])][-MAX_SIGNALS_PER_ADDRESS // 2:]
             pending.append((value, queue, pos))
-        queue.waits.extend(waits)
-        queue.traps.extend(traps)
+        if waits:
+            queue.waits.extend(waits)
+        if traps:
+            queue.traps.extend(traps)
 
     def reset(self, addr: int) -> None:
         """The CPU moved the memory at `addr` backwards (a semaphore slot reused): the GPU signals pending

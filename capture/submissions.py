@@ -32,10 +32,10 @@ Part = tuple[int, int, int, int]  # (index among the plan's value dwords, shift,
 
 @dataclass
 class Facts:
-    """One submission's packets; positions are where a packet ends in its queue's stream."""
+    """What packets do; positions are where a packet ends, from the start of its submission."""
 
     written: list[tuple[int, int]] = field(default_factory=list)  # (position, address the GPU writes)
-    referenced: tuple[int, ...] | list[int] = ()  # every address a packet points at
+    referenced: list[int] = field(default_factory=list)  # every address a packet points at
     signals: list[Signal] = field(default_factory=list)
     waits: list[Wait] = field(default_factory=list)
     traps: list[tuple[int, int]] = field(default_factory=list)  # (position, event id)
@@ -51,17 +51,24 @@ def _expr(parts: tuple[Part, ...]) -> str:
     return " | ".join(terms)
 
 
-@dataclass(frozen=True)
 class Plan:
-    """The facts of a run of packets with their values left out: `values` unpacks them from the ring and
-    `compute` (generated once from the plan) positions them and puts the values in."""
+    """A submission layout's facts with the values left out. `completion(ring, base)` unpacks the values and
+    gives the signals, waits and TRAPs positioned in the queue's stream (by a function generated once per
+    shape of plan); `written` and `referenced` hold no values. `resolved` is the recorder's to cache which of
+    its buffers the writes land in."""
 
-    values: struct.Struct
-    compute: Callable[[tuple[int, ...], int], Facts]
+    __slots__ = ("values", "compute", "written", "referenced", "resolved")
 
-    def facts(self, ring: bytes, base: int) -> Facts:
-        """The facts of `ring`, positioned from `base` (the queue's write pointer before it)."""
+    def __init__(self, values: struct.Struct, compute: Callable, written: tuple[tuple[int, int], ...],
+                 referenced: tuple[int, ...]):
+        self.values, self.compute, self.written, self.referenced = values, compute, written, referenced
+        self.resolved: object = None
+
+    def completion(self, ring: bytes, base: int) -> tuple[list[Signal], list[Wait], list[tuple[int, int]]]:
         return self.compute(self.values.unpack_from(ring), base)
+
+
+_CODE: dict[str, object] = {}  # generated source -> its compiled code: plans of the same shape share it
 
 
 def _word(defn: PacketDef, name: str) -> tuple[int, int, int] | None:
@@ -82,13 +89,11 @@ class _Builder:
         self.signals: list = []
         self.waits: list = []
         self.traps: list = []
-        self.plannable = True  # every value sits in one dword of its packet's fixed part
 
     def part(self, p: Packet, name: str, bit: int = 0) -> Part:
         word = _word(p.defn, name)
         if word is None:
-            self.plannable = False
-            return 0, 0, 0, bit
+            raise ValueError(f"{p.name}.{name}: a completion value must lie within one dword of the packet table")
         dword, shift, mask = word
         at = p.offset // 4 + dword
         if at not in self.dwords:
@@ -123,24 +128,33 @@ class _Builder:
     def plan(self) -> Plan:
         order = sorted(self.dwords)
         at = [order.index(w) for w in self.dwords]  # value index -> place in what the Struct unpacks
+        addresses: list[int] = []  # the plan's addresses, named A[i] in the source so that it can be shared
 
         def expr(parts: tuple[Part, ...]) -> str:
             return _expr(tuple((at[i], s, m, b) for i, s, m, b in parts))
 
-        written = ", ".join(f"(base + {p}, {a:#x})" for p, a in self.written)
-        signals = ", ".join(f"(base + {p}, {a:#x}, {expr(v)})" for p, a, v in self.signals)
+        def addr(a: int) -> str:
+            addresses.append(a)
+            return f"A[{len(addresses) - 1}]"
+
+        signals = ", ".join(f"(base + {p}, {addr(a)}, {expr(v)})" for p, a, v in self.signals)
         traps = ", ".join(f"(base + {p}, {expr(v)})" for p, v in self.traps)
         src = ["def compute(v, base):", "    waits = []"]
         for p, a, ref, checks in self.waits:
             ok = " and ".join(f"({expr((c,))}) {test}" for c, test in zip(checks, _CHECKS * 2, strict=False))
-            src.append(f"    if {ok}: waits.append((base + {p}, {a:#x}, {expr(ref)}))")
-        src.append(f"    return Facts([{written}], referenced, [{signals}], waits, [{traps}])")
-        ns = {"Facts": Facts, "referenced": tuple(self.referenced), "_REACHED": REACHED}
-        exec(compile("\n".join(src), "<submission plan>", "exec"), ns)  # source generated from the tables alone
-        return Plan(_unpacker(order), ns["compute"])
+            src.append(f"    if {ok}: waits.append((base + {p}, {addr(a)}, {expr(ref)}))")
+        src.append(f"    return [{signals}], waits, [{traps}]")
+        source = "\n".join(src)
+        code = _CODE.get(source)
+        if code is None:
+            code = _CODE[source] = compile(source, "<submission plan>", "exec")  # generated from the tables
+        ns = {"A": tuple(addresses), "_REACHED": REACHED}
+        exec(code, ns)
+        return Plan(_unpacker(order), ns["compute"], tuple(self.written), tuple(self.referenced))
 
 
-_CHECKS = (f"== {FULL_MASK:#x}", "in _REACHED")  # what a poll's mask and function must be, in that order
+_CHECKS = (f"== {FULL_MASK:#x}", "in _REACHED")
+_NONE: dict = {}  # what a poll's mask and function must be, in that order
 
 
 class Analyzer:
@@ -150,31 +164,26 @@ class Analyzer:
         self._layouts: dict[tuple[Dialect, int], dict[str, struct.Struct]] = {}  # (dialect, length) -> layouts
         self._plans: dict[tuple[struct.Struct, tuple[int, ...]], Plan] = {}
 
-    def facts(self, dialect: Dialect, ring: bytes, base: int, read: ReadMemory) -> Facts:
-        """The facts of `ring` (a submission's bytes, starting at `base` in its queue's stream); raises
-        PacketError on bytes that are no packets."""
-        for layout in self._layouts.get((dialect, len(ring)), {}).values():
-            plan = self._plans.get((layout, layout.unpack_from(ring)))
+    def analyse(self, dialect: Dialect, ring: bytes, read: ReadMemory) -> tuple[Plan, Facts | None]:
+        """The plan of `ring` (a submission's bytes), and the facts of the indirect buffers its packets point
+        at (None when there are none), positioned from the submission's start; raises PacketError on bytes
+        that are no packets."""
+        plans = self._plans
+        for layout in self._layouts.get((dialect, len(ring)), _NONE).values():
+            plan = plans.get((layout, layout.unpack_from(ring)))
             if plan is not None:
-                return plan.facts(ring, base)
+                return plan, None
         packets = list(dialect.iter_packets(ring))
-        builder, inner = _Builder(), Facts()
-        reuse = True  # no tails, no indirect buffers: packet offsets and reach depend on the layout alone
+        builder, inner = _Builder(), None
         for p in packets:
             addresses = builder.add(p)
-            reuse &= p.defn.tail is None and p.defn.indirect is None
             if p.defn.indirect is not None:
-                self._indirect(dialect, p, addresses, base + p.offset + p.size, inner, read, 1)
+                inner = inner or Facts()
+                self._indirect(dialect, p, addresses, p.offset + p.size, inner, read, 1)
         plan = builder.plan()
-        if builder.plannable and reuse:
+        if all(p.defn.tail is None and p.defn.indirect is None for p in packets):  # offsets and reach are fixed
             self._remember(dialect, ring, packets, plan)
-        out = plan.facts(ring, base) if builder.plannable else Facts()
-        out.written += inner.written
-        out.referenced = [*out.referenced, *inner.referenced]
-        out.signals += inner.signals
-        out.waits += inner.waits
-        out.traps += inner.traps
-        return out
+        return plan, inner
 
     def _indirect(self, dialect: Dialect, p: Packet, addresses: dict[str, int], pos: int, out: Facts,
                   read: ReadMemory, depth: int) -> None:
@@ -189,13 +198,13 @@ class Analyzer:
             inner_addresses = builder.add(q)
             if q.defn.indirect is not None:
                 self._indirect(dialect, q, inner_addresses, pos, out, read, depth + 1)
-        if builder.plannable:
-            facts = builder.plan().facts(data, 0)
-            out.written += ((pos, a) for _, a in facts.written)
-            out.referenced += facts.referenced
-            out.signals += ((pos, a, v) for _, a, v in facts.signals)
-            out.waits += ((pos, a, v) for _, a, v in facts.waits)
-            out.traps += ((pos, e) for _, e in facts.traps)
+        plan = builder.plan()
+        signals, waits, traps = plan.completion(data, 0)
+        out.written += ((pos, a) for _, a in plan.written)
+        out.referenced += plan.referenced
+        out.signals += ((pos, a, v) for _, a, v in signals)
+        out.waits += ((pos, a, v) for _, a, v in waits)
+        out.traps += ((pos, e) for _, e in traps)
 
     def _remember(self, dialect: Dialect, ring: bytes, packets: list[Packet], plan: Plan) -> None:
         if len(self._plans) >= MAX_PLANS:

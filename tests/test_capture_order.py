@@ -36,13 +36,15 @@ def test_plans_pair_dword_signals_and_waits_into_64_bit_values():
         d.build("TRAP", int_context=42),
     ])
     analyzer = Analyzer()
+    ends = [p.offset + p.size for p in d.iter_packets(ring)]
     for _ in range(2):  # the second time from the cached plan
-        facts = analyzer.facts(d, ring, 0x1000, lambda a, n: None)
-        ends = [0x1000 + p.offset + p.size for p in d.iter_packets(ring)]
-        assert facts.waits == [(ends[1], sem, value)]
-        assert facts.signals == [(ends[4], sem + 8, value)]
-        assert facts.traps == [(ends[5], 42)]
-        assert (ends[2], out + 256) in facts.written
+        plan, inner = analyzer.analyse(d, ring, lambda a, n: None)
+        signals, waits, traps = plan.completion(ring, 0x1000)
+        assert inner is None
+        assert waits == [(0x1000 + ends[1], sem, value)]
+        assert signals == [(0x1000 + ends[4], sem + 8, value)]
+        assert traps == [(0x1000 + ends[5], 42)]
+        assert (ends[2], out + 256) in plan.written
 
 
 def test_completion_flows_along_a_semaphore_chain():
@@ -204,5 +206,5 @@ def test_a_submission_of_padding_alone_has_no_facts():
     d = DIALECTS["sdma5"]
     ring = d.build("NOP", count=7)  # what a queue rings when only the wrap padding fits before back-pressure
     for _ in range(2):
-        facts = Analyzer().facts(d, ring, 64, lambda a, n: None)
-        assert (facts.written, facts.signals, facts.waits, facts.traps) == ([], [], [], [])
+        plan, inner = Analyzer().analyse(d, ring, lambda a, n: None)
+        assert (plan.written, plan.completion(ring, 64), inner) == ((), ([], [], []), None)
