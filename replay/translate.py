@@ -10,7 +10,7 @@ maintenance that older engines do not have (dropped, and said so).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from kfdtrace.driver.packets import Dialect, Packet, PacketDef, PacketError
@@ -93,28 +93,30 @@ class Translator:
     def ring(self, data: bytes, where: str) -> bytes:
         """The translated packets of `data` (one submission's ring bytes); `where` names it in errors."""
         try:
-            return b"".join(self._packets(list(self.src.iter_packets(data)), where))
+            return b"".join(self._packets(self.src.iter_packets(data), where))
         except PacketError as exc:
             raise ReplayError(f"{where}: {exc}") from None
 
-    def _packets(self, packets: list[Packet], where: str) -> list[bytes]:
+    def _packets(self, packets: Iterator[Packet], where: str) -> list[bytes]:
         out: list[bytes] = []
-        i = 0
-        while i < len(packets):
-            p, i = packets[i], i + 1
+        packet = self.packet
+        for p in packets:
             skip = p.defn.skip_field
             if skip is None:
-                out += self.packet(p, where)
+                out += packet(p, where)
                 continue
             governed, dwords = [], 0  # the packets it may skip: their count changes with their translation
-            while dwords < p.fields[skip] and i < len(packets):
-                governed.append(packets[i])
-                dwords, i = dwords + packets[i].size // 4, i + 1
+            while dwords < p.fields[skip]:
+                nxt = next(packets, None)
+                if nxt is None:
+                    break
+                governed.append(nxt)
+                dwords += nxt.size // 4
             if dwords != p.fields[skip]:
                 raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x} governs {p.fields[skip]} dwords, which "
                                   f"do not end with a packet of the submission")
-            inner = b"".join(self._packets(governed, where))
-            (head,) = self.packet(p, where)
+            inner = b"".join(self._packets(iter(governed), where))
+            (head,) = packet(p, where)
             out += [self.dst.decode(head).replace(**{skip: len(inner) // 4}).encode(), inner]
         return out
 
