@@ -5,9 +5,13 @@ index frame and a fixed-size footer. Each frame goes to the file with one write(
 process killed at any moment leaves every frame it flushed readable; without a footer the reader rebuilds
 the index by scanning the frames.
 
-Traces are untrusted input: every length is checked against a bound before anything is allocated, every
-frame head and payload is covered by a CRC32, the index is checked against the frames, msgpack extension
-types are refused, nothing in a file is ever executed, and every error is one `TraceError` line.
+Traces are untrusted input: every length is checked against a bound before anything is allocated, decoding
+a frame counts each container once and each element once, up to max(MIN_FRAME_OBJECTS, stored bytes /
+STORED_BYTES_PER_OBJECT) (a few KB of zstd can declare 64 MiB of empty arrays: 64M objects; an honest frame
+of at most 1 MiB raw counts fewer than 2M, as every object takes a byte, and a bigger honest record is mostly
+bins and hashes, which do not compress), every frame head and payload is covered by a CRC32, a blob is
+checked against its key when read, the index is checked against the frames, msgpack extension types are
+refused, nothing in a file is ever executed, and every error is one `TraceError` line.
 
 Version policy: FORMAT_MAJOR changes when an existing byte layout, codec, hash or meaning changes (readers
 refuse a major they do not know); FORMAT_MINOR changes for additions an older reader can ignore: record
@@ -55,6 +59,8 @@ MAX_RECORD_BYTES = MAX_FRAME_BYTES - 5  # room for the frame's array header
 SUBMISSION_KEY = "kfdtrace.submission_type"  # header keys starting "kfdtrace." belong to the format
 DEFAULT_SUBMISSION = "doorbell"
 MAX_CACHED_TYPES = 4096
+MIN_FRAME_OBJECTS = 2 << 20  # containers and elements a frame's decoding may always make
+STORED_BYTES_PER_OBJECT = 4  # and one more per this many stored bytes
 
 
 class TraceError(Exception):
@@ -113,11 +119,39 @@ def _no_ext(code: int, data: bytes) -> None:
     raise ValueError(f"msgpack extension type {code} is not allowed in a trace")
 
 
-def _unpack(raw: bytes) -> Any:
-    """Bounded msgpack decoding: no extension types (timestamps included), no length beyond the input's."""
-    n = len(raw)
+def object_budget(stored: int) -> int:
+    """How many objects decoding a payload stored in `stored` bytes may make."""
+    return max(MIN_FRAME_OBJECTS, stored // STORED_BYTES_PER_OBJECT)
+
+
+class _Budget:
+    """Counts the objects msgpack makes (each container, and its elements), ValueError past the budget."""
+
+    def __init__(self, budget: int):
+        self.left = budget
+
+    def spend(self, n: int) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise ValueError("more objects than a frame of this stored size can hold")
+
+    def list_hook(self, obj: list) -> list:
+        self.spend(1 + len(obj))
+        return obj
+
+    def object_hook(self, obj: dict) -> dict:
+        self.spend(1 + 2 * len(obj))
+        return obj
+
+
+def _unpack(raw: bytes, budget: int) -> Any:
+    """Bounded msgpack decoding: no extension types (timestamps included), no length beyond the input's or the
+    object budget, and at most `budget` objects made."""
+    n = min(len(raw), budget)
+    count = _Budget(budget)
     return msgpack.unpackb(raw, raw=False, use_list=True, strict_map_key=False, ext_hook=_no_ext, max_ext_len=0,
-                           max_str_len=n, max_bin_len=n, max_array_len=n, max_map_len=n)
+                           max_str_len=len(raw), max_bin_len=len(raw), max_array_len=n, max_map_len=n,
+                           list_hook=count.list_hook, object_hook=count.object_hook)
 
 
 # -- writing ----------------------------------------------------------------------------------------------
@@ -409,10 +443,10 @@ class TraceReader:
             raise self._fail(f"read failed at byte {offset}: {exc.strerror}") from None
         return data
 
-    def _decode(self, raw: bytes, offset: int | None = None) -> Any:
-        """msgpack from the frame at `offset` (None: the file header)."""
+    def _decode(self, raw: bytes, stored: int, offset: int | None = None) -> Any:
+        """msgpack from the frame at `offset` (None: the file header), whose payload was `stored` bytes."""
         try:
-            return _unpack(raw)
+            return _unpack(raw, object_budget(stored))
         except Exception as exc:  # msgpack raises several types on malformed input
             why = "msgpack extension type (not allowed)" if "max_ext_len" in str(exc) else _one_line(exc)
             if offset is None:
@@ -434,7 +468,7 @@ class TraceReader:
         raw = self._read_at(FILE_HEADER.size, length)
         if zlib.crc32(raw) != crc:
             raise self._fail("header checksum mismatch (corrupt trace)")
-        header = self._decode(raw)
+        header = self._decode(raw, len(raw))
         if not isinstance(header, dict):
             raise self._fail("the header is not a map (corrupt trace)")
         submission_type = header.pop(SUBMISSION_KEY, DEFAULT_SUBMISSION)
@@ -460,7 +494,7 @@ class TraceReader:
             head = self._frame_head(offset)
             if head.kind != INDEX:
                 return "the footer does not point at an index frame"
-            self._load_index(self._decode(self._payload(offset, head), offset), offset)
+            self._load_index(self._decode(self._payload(offset, head), head.stored, offset), offset)
         except TraceError as exc:
             return str(exc).removeprefix(f"{self.path}: ")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -512,7 +546,7 @@ class TraceReader:
                 raw = self._payload(offset, head)
                 if head.kind == INDEX:
                     why = "an index frame without a valid footer"
-                    self.summary = self._scanned_summary(raw)
+                    self.summary = self._scanned_summary(raw, head.stored)
                     break
                 if head.kind == RECORDS and head.first != records:
                     raise FrameError(self.path, offset, f"starts at record {head.first}, not {records} "
@@ -552,10 +586,10 @@ class TraceReader:
         span = (subs, subs + n - 1) if n else (None, None)
         return FrameInfo(offset, RECORDS, head.first, head.count, counts, *span)
 
-    def _scanned_summary(self, raw: bytes) -> dict | None:
+    def _scanned_summary(self, raw: bytes, stored: int) -> dict | None:
         """The summary in an index frame found by scanning (the writer was killed writing the footer)."""
         try:
-            summary = self._decode(raw, 0).get("summary")
+            summary = self._decode(raw, stored, 0).get("summary")
         except (TraceError, AttributeError):
             return None
         return summary if isinstance(summary, dict) else None
@@ -605,7 +639,7 @@ class TraceReader:
         return raw
 
     def _record_list(self, raw: bytes, offset: int, head: FrameHead) -> list:
-        payload = self._decode(raw, offset)
+        payload = self._decode(raw, head.stored, offset)
         if type(payload) is not list or len(payload) != head.count:
             raise FrameError(self.path, offset, "the records do not match the frame head (corrupt trace)")
         for r in payload:
@@ -614,7 +648,7 @@ class TraceReader:
         return payload
 
     def _blob_list(self, raw: bytes, offset: int, head: FrameHead) -> list:
-        payload = self._decode(raw, offset)
+        payload = self._decode(raw, head.stored, offset)
         if type(payload) is not list or len(payload) != head.count:
             raise FrameError(self.path, offset, "the blobs do not match the frame head (corrupt trace)")
         for b in payload:
@@ -655,8 +689,9 @@ class TraceReader:
         return self.records(types, entry.first)
 
     def blob(self, key: bytes) -> bytes:
-        """The data stored under `key` (the last blob frame read stays decompressed)."""
-        key = bytes(key)
+        """The data stored under `key`, checked against it (the last blob frame read stays decompressed)."""
+        if type(key) is not bytes or len(key) != KEY_BYTES:
+            raise self._fail(f"a blob key is {KEY_BYTES} bytes, not {_what(key)} (corrupt trace)")
         where = self._blobs.get(key)
         if where is None:
             raise self._fail(f"no blob {key.hex()} in this trace")
@@ -669,7 +704,10 @@ class TraceReader:
         blobs = self._cache[1]
         if not 0 <= i < len(blobs) or blobs[i][0] != key:
             raise self._fail(f"blob {key.hex()}: the index points at the wrong place (corrupt trace)")
-        return blobs[i][1]
+        data = blobs[i][1]
+        if blob_key(data) != key:
+            raise self._fail(f"blob {key.hex()} does not match its content (corrupt trace)")
+        return data
 
     def verify(self) -> int:
         """Read and check every indexed frame: CRCs, sizes, structure, record counts against the index, blob
@@ -686,6 +724,13 @@ class TraceReader:
                         raise FrameError(self.path, entry.offset, f"blob {key.hex()} does not match its content "
                                                                   "(corrupt trace)")
         return len(self.frames)
+
+
+def _what(value: Any) -> str:
+    """A short description of an untrusted value for an error message (never the whole of a big one)."""
+    if isinstance(value, bytes | bytearray | str | list | dict):
+        return f"a {type(value).__name__} of length {len(value)}"
+    return f"{type(value).__name__} {str(value)[:40]}"
 
 
 def _uint(value: Any) -> int:

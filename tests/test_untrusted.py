@@ -1,0 +1,120 @@
+"""Untrusted traces (issue 8): each test crafts one small hostile trace and checks it is refused with one line,
+quickly and in bounded memory, never with a traceback."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import zlib
+
+import msgpack
+import pytest
+import zstandard
+
+from kfdtrace.traces import format as F
+from kfdtrace.traces.format import TraceError, TraceReader, TraceWriter
+
+SAMPLE = os.path.join(os.path.dirname(__file__), "..", "traces", "samples", "sdma_stress-gfx942.kfdtrace")
+EMPTY_ARRAYS = (64 << 20) - 64  # a field of 1-byte empty arrays filling a frame: 64M objects from a few KB
+
+
+def file_header(header: dict) -> bytes:
+    raw = msgpack.packb(header)
+    return F.FILE_HEADER.pack(F.MAGIC, F.FORMAT_MAJOR, F.FORMAT_MINOR, len(raw), zlib.crc32(raw)) + raw
+
+
+def frame(kind: int, raw: bytes, count: int) -> bytes:
+    """A zstd frame of `raw` with a valid CRC, as the writer lays it out."""
+    payload = zstandard.ZstdCompressor(level=3).compress(raw)
+    head = F.FRAME.pack(F.FRAME_MAGIC, kind, F.ZSTD, 0, len(payload), len(raw), count, 0, 0)[:-4]
+    return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+
+
+def bloated_records(arrays: int) -> bytes:
+    """One record [t, {f: [`arrays` arrays of empty arrays]}] filling a frame: 64M objects from a few KB."""
+    inner = EMPTY_ARRAYS // arrays - 5
+    return (b"\x91\x92\xa1t\x81\xa1f\xdd" + struct.pack(">I", arrays)
+            + (b"\xdd" + struct.pack(">I", inner) + b"\x90" * inner) * arrays)
+
+
+def run_bounded(path: str, code: str) -> subprocess.CompletedProcess:
+    """Run `code` (with `path` bound) in a fresh interpreter that prints its peak RSS growth in MB last."""
+    script = textwrap.dedent(f"""
+        import resource, sys
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        path = {path!r}
+    """) + textwrap.dedent(code) + textwrap.dedent("""
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+    """)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("arrays, why", [(1, "exceeds max_array_len"), (64, "more objects than a frame")])
+def test_a_few_kb_declaring_64m_empty_arrays_is_refused_in_bounded_memory(tmp_path, arrays, why):
+    path = tmp_path / "bloat.kfdtrace"
+    path.write_bytes(file_header({"name": "bloat"}) + frame(F.RECORDS, bloated_records(arrays), 1))
+    assert path.stat().st_size < 64 << 10
+    res = run_bounded(str(path), """
+        from kfdtrace.traces.format import TraceReader
+        from kfdtrace.traces.info import describe
+        with TraceReader(path) as r:
+            print(r.recovery_note)
+            assert r.record_count == 0
+        describe(path)
+    """)
+    assert res.returncode == 0, res.stderr
+    note, growth = res.stdout.splitlines()
+    assert why in note
+    assert int(growth) < 200, f"decoding grew the process by {growth} MB"
+
+
+def test_a_bloated_index_frame_is_refused_and_the_frames_scanned(tmp_path):
+    path = tmp_path / "bloat-index.kfdtrace"
+    data = file_header({"name": "bloat"})
+    index = frame(F.INDEX, bloated_records(64), 0)
+    body = F.FOOTER_MAGIC + struct.pack("<QQ", len(data), len(index))
+    path.write_bytes(data + index + body + struct.pack("<I", zlib.crc32(body)))
+    res = run_bounded(str(path), """
+        from kfdtrace.traces.format import TraceReader
+        with TraceReader(path) as r:
+            print(r.recovery_note)
+    """)
+    assert res.returncode == 0, res.stderr
+    note, growth = res.stdout.splitlines()
+    assert note.startswith("trace index unusable (frame at byte") and "more objects" in note
+    assert int(growth) < 200
+
+
+def test_an_honest_frame_of_small_records_fits_the_object_budget(tmp_path):
+    path = str(tmp_path / "small.kfdtrace")
+    with TraceWriter(path, {}, frame_bytes=1 << 20) as w:
+        for i in range(200_000):
+            w.record("n", a=i % 2)
+    with TraceReader(path) as r:
+        assert sum(1 for _ in r.records()) == 200_000
+
+
+def write_blob_trace(path: str, data: bytes, key: bytes) -> None:
+    """A closed trace with one blob stored under `key` (which need not be its content's)."""
+    with TraceWriter(path, {}) as w:
+        w.blob(data, key)
+        w.record("mem", key=key)
+
+
+@pytest.mark.parametrize("key", [3_000_000_000, 2**64 - 1, 1.5, "k" * 16, b"short", None, [1] * 16])
+def test_a_blob_key_that_is_not_16_bytes_is_refused(tmp_path, key):
+    path = str(tmp_path / "t.kfdtrace")
+    write_blob_trace(path, b"data", F.blob_key(b"data"))
+    with TraceReader(path) as r, pytest.raises(TraceError, match="a blob key is 16 bytes, not"):
+        r.blob(key)
+
+
+def test_a_blob_whose_content_does_not_match_its_key_is_corrupt(tmp_path):
+    path = str(tmp_path / "t.kfdtrace")
+    write_blob_trace(path, b"flipped", F.blob_key(b"original"))
+    with TraceReader(path) as r:
+        with pytest.raises(TraceError, match="does not match its content"):
+            r.blob(F.blob_key(b"original"))
