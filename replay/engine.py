@@ -19,7 +19,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from kfdtrace.capture.submissions import MAX_IB_DEPTH
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.errors import AddressInUse, DeviceError, GpuFault, WaitTimeout
 from kfdtrace.driver.memory import PAGE, Buffer
@@ -29,7 +31,7 @@ from kfdtrace.driver.sdma_queue import ENGINE_KINDS, SdmaQueue
 from kfdtrace.driver.signals import POLL_SLICE_MS, Event, Semaphore
 from kfdtrace.driver.system import Device, System
 from kfdtrace.replay.translate import Relocation, ReplayError, Translator
-from kfdtrace.traces.format import Record, TraceReader
+from kfdtrace.traces.format import Record, TraceError, TraceReader
 
 EXIT_OK, EXIT_DIVERGED, EXIT_HANG, EXIT_UNSUPPORTED, EXIT_BAD_INPUT, EXIT_INTERNAL = range(6)
 INTERNAL_ROLES = frozenset({"ring", "queue pointers", "event page"})  # the replayer's own queues have theirs
@@ -49,7 +51,66 @@ STREAM_TYPES = frozenset({"alloc", "map", "free", "queue", "queue_destroy", "doo
 
 
 class BadInput(Exception):
-    """A trace that is readable but cannot mean anything to replay (no submissions, no chunk size)."""
+    """A trace that is readable but cannot mean anything to replay (no submissions, no chunk size, a malformed
+    record)."""
+
+
+# -- what replay reads of each record: field -> whether a value is acceptable (absent fields are None) --------
+Check = Callable[[Any], bool]
+
+
+def _is(*types: type) -> Check:
+    return lambda v: type(v) in types
+
+
+def _u64(v: Any) -> bool:
+    return type(v) is int and 0 <= v < 1 << 64
+
+
+def _list_of(check: Check) -> Check:
+    return lambda v: type(v) is list and all(check(x) for x in v)
+
+
+def _map_of(fields: dict[str, Check]) -> Check:
+    return lambda v: type(v) is dict and all(ok(v.get(name)) for name, ok in fields.items())
+
+
+def _optional(check: Check) -> Check:
+    return lambda v: v is None or check(v)
+
+
+INT, NUM, BOOL, STR, BIN = _is(int), _is(int, float), _is(bool), _is(str), _is(bytes)
+KEY = _is(bytes)  # TraceReader.blob checks its length and content
+CHECKPOINTED = _map_of({"va": _u64, "size": _u64, "name": _optional(STR), "keys": _list_of(KEY)})
+FIELDS: dict[str, dict[str, Check]] = {
+    "alloc": {"va": _u64, "size": _u64, "domain": STR, "gpu": INT, "flags": _u64, "handle": INT},
+    "buffer": {"va": _u64, "role": STR, "name": _optional(STR)},
+    "map": {"handle": INT, "gpus": _list_of(INT)},
+    "free": {"va": _u64, "handle": INT},
+    "queue": {"queue": INT, "gpu": INT, "type": INT, "ring_size": _u64, "dialect": STR},
+    "queue_destroy": {"queue": INT, "rptr": _optional(INT), "wptr": _optional(INT)},
+    "doorbell": {"queue": INT, "ring": BIN, "value": INT},
+    "mem": {"va": _u64, "key": KEY},
+    "cpu_signal": {"addr": _u64, "value": _u64},
+    "cpu_wait": {"addr": _u64, "value": _u64, "ok": BOOL, "timeout": NUM},
+    "checkpoint": {"buffers": _list_of(CHECKPOINTED), "in_flight": _optional(_list_of(_map_of({"va": _u64})))},
+    "event": {"event": INT, "type": INT, "auto_reset": BOOL},
+    "event_destroy": {"event": INT},
+    "event_set": {"event": INT},
+    "event_reset": {"event": INT},
+    "event_wait": {"event": INT, "ok": BOOL, "timeout": NUM},
+}
+GPU_FIELDS = _map_of({"gpu_id": INT, "target": STR})
+
+
+def check_record(r: Record) -> Record:
+    """`r` if every field replay reads of it is there with the right type, else BadInput naming the field."""
+    for name, ok in FIELDS[r.type].items():
+        value = r.fields.get(name)
+        if not ok(value):
+            why = "has no" if name not in r.fields else f"has a malformed ({type(value).__name__})"
+            raise BadInput(f"record {r.n} ({r.type}) {why} {name!r} field (corrupt trace)")
+    return r
 
 
 class TargetRefused(ReplayError):
@@ -79,13 +140,20 @@ class Divergence:
         text = (f"checkpoint {self.checkpoint}: buffer {self.buffer} differs in bytes "
                 f"[{self.offset:#x}, {self.offset + self.length:#x})")
         if self.expected is not None:
-            first = next(i for i, (a, b) in enumerate(zip(self.expected, self.actual, strict=False)) if a != b)
-            lo = first - first % 16
-            text += (f"; first at +{self.offset + first:#x}: expected {self.expected[lo:lo + 16].hex(' ')}"
-                     f" got {self.actual[lo:lo + 16].hex(' ')}")
+            text += "; " + self._first_difference(self.expected)
         if self.writer:
             text += f"; it appeared after {self.writer}"
         return text
+
+    def _first_difference(self, expected: bytes) -> str:
+        """Where the recorded content and the replay's first differ (the content may not be the hashed one)."""
+        first = next((i for i, (a, b) in enumerate(zip(expected, self.actual, strict=False)) if a != b), None)
+        if first is None:
+            return (f"the recorded content ({len(expected)} bytes) does not match its hash" if len(expected) ==
+                    len(self.actual) else f"the recorded content has {len(expected)} bytes, not {len(self.actual)}")
+        lo = first - first % 16
+        return (f"first at +{self.offset + first:#x}: expected {expected[lo:lo + 16].hex(' ')}"
+                f" got {self.actual[lo:lo + 16].hex(' ')}")
 
     def to_dict(self) -> dict:
         return {"checkpoint": self.checkpoint, "buffer": self.buffer, "va": self.va, "offset": self.offset,
@@ -137,7 +205,11 @@ def chunk_size(trace: TraceReader) -> int:
 
 def device_map(trace: TraceReader, system: System, gpu_map: dict[int, int] | None) -> dict[int, Device]:
     """Recorded gpu_id -> target device: recorded GPU i onto target device gpu_map[i] (default: i)."""
-    recorded = [g["gpu_id"] for g in trace.header.get("gpus") or []]
+    gpus = trace.header.get("gpus") or []
+    if not _list_of(GPU_FIELDS)(gpus):
+        raise BadInput(f"{trace.path}: the header's gpus is not a list of GPUs with a gpu_id and a target "
+                       f"(corrupt trace)")
+    recorded = [g["gpu_id"] for g in gpus]
     mapping = gpu_map if gpu_map is not None else {i: i for i in range(len(recorded))}
     out = {}
     for i, gpu_id in enumerate(recorded):
@@ -174,7 +246,7 @@ class _Surveyor:
         self.events: dict[int, int] = {}  # recorded event id -> its event record
 
     def run(self) -> Survey:
-        for r in self.trace.records(SURVEY_TYPES):
+        for r in map(check_record, self.trace.records(SURVEY_TYPES)):
             if r.type != "buffer":
                 self._settle()
             getattr(self, f"_on_{r.type}")(r)
@@ -364,6 +436,7 @@ class Instance:
         self.queues: dict[int, ReplayQueue] = {}  # recorded queue id -> its replay
         self.events: dict[int, tuple[int, Event]] = {}  # recorded event id -> (its event record, replay event)
         self.indirect_buffers: list[Buffer] = []  # translated copies of the trace's indirect buffers
+        self.ib_depth = 0  # indirect buffers being followed now, each inside the one before
         self.wake = system.event()  # what TRAPs of a trace without event records signal
         self.wake_ids = [self.wake.id]  # the events a CPU wait on memory sleeps on
         self.result = Result()
@@ -374,7 +447,7 @@ class Instance:
         r = None
         try:
             for r in self.trace.records(STREAM_TYPES):
-                getattr(self, f"_on_{r.type}")(r)
+                getattr(self, f"_on_{check_record(r).type}")(r)
                 if self.result.status:
                     break
             else:
@@ -479,7 +552,14 @@ class Instance:
         if hit is None or hit[2].buffer.cpu is None or base + size * 4 > hit[0] + hit[1]:
             raise ReplayError(f"{where}: indirect buffer {base:#x}+{size * 4:#x} is not in a CPU-visible buffer")
         recorded = hit[2].buffer.read(base - hit[0], size * 4)
-        translated = rq.translator.ring(recorded, f"{where} indirect buffer at {base:#x}")
+        if self.ib_depth >= MAX_IB_DEPTH:
+            raise BadInput(f"{where}: indirect buffers chain more than {MAX_IB_DEPTH} deep at {base:#x} (one "
+                           f"points at itself or at one it is in?)")
+        self.ib_depth += 1
+        try:
+            translated = rq.translator.ring(recorded, f"{where} indirect buffer at {base:#x}")
+        finally:
+            self.ib_depth -= 1
         nop = rq.queue.dialect.build("NOP")
         translated += nop * ((-len(translated) // 4) % 8)  # an IB ends on an 8-dword boundary
         ib = rq.queue.device.alloc(max(len(translated), 4096), "gtt", name=f"{where} IB",
@@ -488,26 +568,34 @@ class Instance:
         self.indirect_buffers.append(ib)
         return ib.va, len(translated) // 4
 
-    def _target(self, va: int) -> tuple[Buffer, int]:
+    def _target(self, r: Record, va: int, size: int) -> tuple[Buffer, int]:
+        """The replay buffer and offset of the `size` recorded bytes at `va` that record `r` writes or reads."""
         hit = self.buffers.find(va)
         if hit is None or hit[2].buffer.cpu is None:
             raise ReplayError(f"recorded address {va:#x} is in no CPU-visible buffer of this replay")
+        if va + size > hit[0] + hit[1]:
+            raise BadInput(f"record {r.n} ({r.type}): bytes [{va:#x}, {va + size:#x}) run past the end of the "
+                           f"buffer at {hit[0]:#x}+{hit[1]:#x} (corrupt trace)")
         return hit[2].buffer, va - hit[0]
 
     def _on_mem(self, r: Record) -> None:
-        buf, off = self._target(r.fields["va"])
-        buf.write(self.trace.blob(r.fields["key"]), off)
+        data = self.trace.blob(r.fields["key"])
+        buf, off = self._target(r, r.fields["va"], len(data))
+        buf.write(data, off)
 
-    def _semaphore(self, addr: int) -> Semaphore:
-        buf, off = self._target(addr)
+    def _semaphore(self, r: Record) -> Semaphore:
+        addr = r.fields["addr"]
+        if addr % 8:
+            raise BadInput(f"record {r.n} ({r.type}): a semaphore at {addr:#x} is not 8-byte aligned (corrupt trace)")
+        buf, off = self._target(r, addr, 8)
         return Semaphore.view(self.system, buf, off)
 
     def _on_cpu_signal(self, r: Record) -> None:
-        self._semaphore(r.fields["addr"]).signal(r.fields["value"])
+        self._semaphore(r).signal(r.fields["value"])
 
     def _on_cpu_wait(self, r: Record) -> None:
         f = r.fields
-        sem = self._semaphore(f["addr"])
+        sem = self._semaphore(r)
         what = f"the wait for {f['value']} at {f['addr']:#x} ({sem.buffer.label}+{sem.offset:#x})"
         if not f["ok"]:
             self._timed_out_when_recorded(what, f["timeout"], lambda t: self._wait_value(sem, f["value"], t))
@@ -609,6 +697,10 @@ class Instance:
             hit = self.buffers.find(entry["va"])
             if entry["va"] in in_flight or hit is None or hit[2].volatile or hit[2].buffer.cpu is None:
                 continue
+            if (hit[0], len(entry["keys"])) != (entry["va"], -(-entry["size"] // self.s.chunk)) or \
+                    entry["size"] > hit[1]:
+                raise BadInput(f"record {r.n} (checkpoint): its entry for the buffer at {entry['va']:#x} does not "
+                               f"match the buffer's start, size or chunks (corrupt trace)")
             self.result.divergence = self._compare(hit[2], entry)
             if self.result.divergence:
                 return
@@ -627,7 +719,7 @@ class Instance:
     def _blob(self, key: bytes) -> bytes | None:
         try:
             return self.trace.blob(key)
-        except Exception:  # a checkpoint's content may be absent from an older or damaged trace
+        except TraceError:  # a checkpoint's content may be absent from an older or damaged trace
             return None
 
     def _queue_report(self) -> str:

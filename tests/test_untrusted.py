@@ -17,6 +17,8 @@ import zstandard
 from kfdtrace.traces import format as F
 from kfdtrace.traces.format import TraceError, TraceReader, TraceWriter
 
+from .test_replay import rewrite
+
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "traces", "samples", "sdma_stress-gfx942.kfdtrace")
 EMPTY_ARRAYS = (64 << 20) - 64  # a field of 1-byte empty arrays filling a frame: 64M objects from a few KB
 
@@ -118,3 +120,115 @@ def test_a_blob_whose_content_does_not_match_its_key_is_corrupt(tmp_path):
     with TraceReader(path) as r:
         with pytest.raises(TraceError, match="does not match its content"):
             r.blob(F.blob_key(b"original"))
+
+
+# -- replay and info on malformed but CRC-valid traces ------------------------------------------------------
+PING_PONG = os.path.join(os.path.dirname(SAMPLE), "ping_pong-gfx1100.kfdtrace")
+
+
+def replay(path: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path, "--emulate-recorded"],
+                          capture_output=True, text=True, timeout=120)
+
+
+def refused(res: subprocess.CompletedProcess, status: int, text: str) -> None:
+    """Refused with exit `status` and one line on stderr holding `text`, no traceback."""
+    assert res.returncode == status, res.stdout + res.stderr
+    assert res.stderr.count("\n") == 1 and text in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def edit_first(type_: str, change) -> callable:
+    """A rewrite edit applying `change(fields, reader)` to the first record of `type_`."""
+    done = []
+
+    def edit(rec, reader, writer):
+        f = dict(rec.fields)
+        if rec.type == type_ and not done:
+            done.append(change(f, reader, writer))
+        return f
+    return edit
+
+
+def buffer_of(reader: TraceReader, addr: int) -> tuple[int, int]:
+    """(va, size) of the recorded allocation holding `addr`."""
+    return next((a.fields["va"], a.fields["size"]) for a in reader.records({"alloc"})
+                if a.fields["va"] <= addr < a.fields["va"] + a.fields["size"])
+
+
+@pytest.mark.parametrize("back", [1, 4])
+def test_a_cpu_signal_at_a_buffers_last_bytes_is_refused(tmp_path, back):
+    path = str(tmp_path / "t.kfdtrace")
+
+    def at_end(f, reader, writer):
+        va, size = buffer_of(reader, f["addr"])
+        f["addr"] = va + size - back
+
+    rewrite(PING_PONG, path, edit_first("cpu_signal", at_end))
+    refused(replay(path), 4, "is not 8-byte aligned")
+
+
+def test_a_cpu_write_running_past_its_buffer_is_refused(tmp_path):
+    path = str(tmp_path / "t.kfdtrace")
+
+    def at_end(f, reader, writer):
+        va, size = buffer_of(reader, f["va"])
+        f["va"], f["key"] = va + size - 4, writer.blob(b"\x01" * 16)
+
+    rewrite(PING_PONG, path, edit_first("mem", at_end))
+    refused(replay(path), 4, "run past the end of the buffer")
+
+
+@pytest.mark.parametrize("type_, change, text", [
+    ("alloc", lambda f, r, w: f.pop("domain"), "(alloc) has no 'domain' field"),
+    ("doorbell", lambda f, r, w: f.update(ring=7), "(doorbell) has a malformed (int) 'ring' field"),
+    ("mem", lambda f, r, w: f.update(key=1.5), "(mem) has a malformed (float) 'key' field"),
+    ("cpu_signal", lambda f, r, w: f.update(value=-1), "(cpu_signal) has a malformed (int) 'value' field"),
+    ("checkpoint", lambda f, r, w: f.update(buffers=[{"va": 0, "size": 0, "keys": [3]}]),
+     "(checkpoint) has a malformed (list) 'buffers' field"),
+])
+def test_a_malformed_record_is_bad_input(tmp_path, type_, change, text):
+    path = str(tmp_path / "t.kfdtrace")
+    rewrite(PING_PONG, path, edit_first(type_, change))
+    refused(replay(path), 4, text)
+
+
+@pytest.mark.parametrize("header, text", [
+    ({"gpus": 5}, "the header's gpus is not a list"),
+    ({"chunk_size": 4096.0}, "gives no chunk_size"),
+])
+def test_a_malformed_header_is_bad_input(tmp_path, header, text):
+    path = str(tmp_path / "t.kfdtrace")
+    rewrite(PING_PONG, path, lambda rec, r, w: rec.fields, lambda h: {**h, **header})
+    refused(replay(path), 4, text)
+
+
+def test_a_blob_that_does_not_match_its_key_is_bad_input_in_replay(tmp_path):
+    path = str(tmp_path / "t.kfdtrace")
+
+    def flip(f, reader, writer):
+        data = bytearray(reader.blob(f["key"]))
+        data[0] ^= 1
+        writer.blob(bytes(data), f["key"])  # stored under the old key, as a CRC-fixed flipped byte leaves it
+
+    rewrite(PING_PONG, path, edit_first("mem", flip))
+    refused(replay(path), 4, "does not match its content (corrupt trace)")
+
+
+def info(path: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kfdtrace", "info", path], capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.parametrize("header, summary, text", [
+    ({"gpus": 5}, {}, "malformed header: TypeError"),
+    ({"gpus": [{"node": 1}]}, {}, "malformed header: KeyError"),
+    ({}, {"duration_ns": None}, "malformed summary: KeyError 'duration_ns'"),
+])
+def test_info_on_a_malformed_header_or_summary_is_one_line(tmp_path, header, summary, text):
+    path = str(tmp_path / "t.kfdtrace")
+    with TraceReader(PING_PONG) as r:
+        h, s = {**r.header, **header}, {**r.summary, **summary}
+    with TraceWriter(path, {k: v for k, v in h.items() if v is not None}) as w:
+        w.record("note")
+        w.close({k: v for k, v in s.items() if v is not None})
+    refused(info(path), 1, text)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Callable
 
-from kfdtrace.traces.format import TraceReader
+from kfdtrace.traces.format import TraceError, TraceReader
 
 
 def _mb(n: int) -> str:
@@ -39,6 +40,29 @@ def format_summary(s: dict) -> list[str]:
     return lines
 
 
+def _checked(path: str, what: str, lines: Callable[[], list[str]]) -> list[str]:
+    """`lines()`, or TraceError naming `what` when the trace's maps lack a field it reads or hold the wrong kind."""
+    try:
+        return lines()
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise TraceError(f"{path}: malformed {what}: {type(exc).__name__} {exc} (corrupt trace)") from None
+
+
+def _header_lines(h: dict) -> list[str]:
+    lines = []
+    if h.get("name"):
+        lines.append(f"name: {h['name']}")
+    lines.append(f"command: {' '.join(h.get('command') or [])}")
+    host = h.get("host") or {}
+    kfd = h.get("kfd_version")
+    lines.append(f"recorded {h.get('created')} on {h.get('backend')} backend, kernel {host.get('kernel')}, "
+                 f"KFD interface {'.'.join(map(str, kfd)) if kfd else 'unknown'}")
+    for g in h.get("gpus") or []:
+        lines.append(f"  GPU node {g['node']} id {g['gpu_id']:#06x}: {g['target']} ({g['family']}, "
+                     f"{g['sdma']}, {g['pm4']})")
+    return lines
+
+
 def describe(path: str, check: bool = False) -> list[str]:
     """`kfdtrace info`: the header, the summary and the index's counts, read without decoding the records
     (`check`: also read and verify every frame)."""
@@ -46,20 +70,11 @@ def describe(path: str, check: bool = False) -> list[str]:
         h = r.header
         lines = [f"{path}: kfdtrace trace format {r.version[0]}.{r.version[1]}, "
                  f"written by kfdtrace {h.get('kfdtrace_version')}"]
-        if h.get("name"):
-            lines.append(f"name: {h['name']}")
-        lines.append(f"command: {' '.join(h.get('command') or [])}")
-        host = h.get("host") or {}
-        kfd = h.get("kfd_version")
-        lines.append(f"recorded {h.get('created')} on {h.get('backend')} backend, kernel {host.get('kernel')}, "
-                     f"KFD interface {'.'.join(map(str, kfd)) if kfd else 'unknown'}")
-        for g in h.get("gpus") or []:
-            lines.append(f"  GPU node {g['node']} id {g['gpu_id']:#06x}: {g['target']} ({g['family']}, "
-                         f"{g['sdma']}, {g['pm4']})")
+        lines += _checked(path, "header", lambda: _header_lines(h))
         if r.recovered:
             lines.append(f"RECOVERED: {r.recovery_note}")
         if r.summary:
-            lines += format_summary(r.summary)
+            lines += _checked(path, "summary", lambda: format_summary(r.summary))
         lines.append(f"{r.record_count} records, {r.submissions} submissions; by type: "
                      + ", ".join(f"{t} {n}" for t, n in sorted(r.counts.items(), key=lambda x: -x[1])))
         lines.append(f"file {_mb(os.path.getsize(path))}")
