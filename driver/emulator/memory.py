@@ -4,6 +4,10 @@ A buffer object is a memfd. The emulator keeps its own mapping of it (the "host 
 the same memfd at the buffer's GPU VA for CPU access, so CPU and GPU see one set of bytes, as with
 large-BAR VRAM or GTT on a real board. memfd pages are allocated on first touch, so a board's whole VRAM can
 be handed out without the host having it.
+
+Engines reach buffers through GpuVm.access(), which holds the buffer's host memory for one access: freeing a
+buffer unmaps it from the GPU at once (the next access faults, as on hardware) but keeps its host view until
+the accesses under way end, so an engine never touches host memory that is gone.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ class BufferObject:
     mapped_on: set[int] = field(default_factory=set)
     is_vram: bool = False
     mmap_offset: int = -1  # the DRM mmap offset the driver maps it with
+    users: int = 0  # engine accesses under way: the host memory outlives a free until they end
+    freed: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def create(cls, handle: int, gpu_id: int, va: int, size: int, flags: int, is_vram: bool) -> BufferObject:
@@ -53,11 +60,53 @@ class BufferObject:
             raise
         return cls(handle, gpu_id, va, size, flags, host, fd, is_vram=is_vram)
 
+    def take(self) -> bool:
+        """Count one more engine access to the host memory; False once the buffer is freed."""
+        with self._lock:
+            if self.freed:
+                return False
+            self.users += 1
+            return True
+
+    def let_go(self) -> None:
+        """End an access taken with take(); the last one after a free releases the host memory."""
+        with self._lock:
+            self.users -= 1
+            last = self.freed and not self.users
+        if last:
+            self._release_host()
+
     def release(self) -> None:
+        """Free the buffer: its host memory goes now, or when the last engine access to it ends."""
+        with self._lock:
+            if self.freed:
+                return
+            self.freed = True
+            idle = not self.users
+        if idle:
+            self._release_host()
+
+    def _release_host(self) -> None:
         if self.memfd >= 0:
             libc_munmap(self.host, self.size)
             os.close(self.memfd)
             self.memfd = -1
+
+
+class Access:
+    """A GPU access under way: its host address, and the buffer whose host memory it holds until the end of
+    the with-block."""
+
+    __slots__ = ("bo", "host")
+
+    def __init__(self, bo: BufferObject, host: int):
+        self.bo, self.host = bo, host
+
+    def __enter__(self) -> int:
+        return self.host
+
+    def __exit__(self, *exc: object) -> None:
+        self.bo.let_go()
 
 
 class GpuVm:
@@ -88,7 +137,21 @@ class GpuVm:
             return self._ranges.get(va)
 
     def translate(self, va: int, length: int, write: bool = False) -> int:
-        """Host address of [va, va+length); raises VmFault unless one mapped buffer covers it all."""
+        """Host address of [va, va+length) in a buffer the caller keeps alive otherwise (a queue's ring);
+        raises VmFault unless one mapped buffer covers it all."""
+        bo = self._covering(va, length, write)
+        return bo.host + (va - bo.va)
+
+    def access(self, va: int, length: int, write: bool = False) -> Access:
+        """[va, va+length) for one engine access, its host memory kept until the access ends even if the buffer
+        is freed meanwhile; raises VmFault unless one mapped, unfreed buffer covers it all."""
+        bo = self._covering(va, length, write)
+        if not bo.take():  # unmapped and freed since it was looked up
+            raise VmFault(self.gpu_id, va, length, write)
+        return Access(bo, bo.host + (va - bo.va))
+
+    def _covering(self, va: int, length: int, write: bool) -> BufferObject:
+        """The mapped buffer holding all of [va, va+length); VmFault when there is none."""
         # Unlocked first (a lock costs as much as the lookup): a RangeMap changes its three lists one after
         # the other, so a read racing a map or unmap may pair an address with a neighbour's entry or run past
         # a list's end. A hit is trusted when the buffer itself covers the access; anything else is asked
@@ -102,7 +165,7 @@ class GpuVm:
             if bo is None or va + length > bo.va + bo.size:
                 fault_va = va if bo is None else bo.va + bo.size
                 raise VmFault(self.gpu_id, fault_va, length, write)
-        return bo.host + (va - bo.va)
+        return bo
 
     def mapping(self, va: int) -> tuple[int, int] | None:
         """(start, size) of the mapping containing va, as the kernel's amdgpu_vm_bo_lookup_mapping sees it."""

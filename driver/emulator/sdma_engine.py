@@ -174,39 +174,39 @@ class SdmaEngine:
     def _copy_linear(self, p: Packet) -> None:
         f = p.fields
         n = f["count"] + 1  # count is bytes - 1
-        src = self.vm.translate(f["src"], n)
-        dst = self.vm.translate(f["dst"], n, write=True)
-        ctypes.memmove(dst, src, n)
+        # A copy under way finishes on the memory it started with, even if a buffer is freed meanwhile.
+        with self.vm.access(f["src"], n) as src, self.vm.access(f["dst"], n, write=True) as dst:
+            ctypes.memmove(dst, src, n)
         self.machine.memory_changed()
 
     def _write_linear(self, p: Packet) -> None:
         data = p.payload
-        dst = self.vm.translate(p.fields["dst"], len(data), write=True)
-        ctypes.memmove(dst, data, len(data))
+        with self.vm.access(p.fields["dst"], len(data), write=True) as dst:
+            ctypes.memmove(dst, data, len(data))
         self.machine.memory_changed()
 
     def _const_fill(self, p: Packet) -> None:
         f = p.fields
         n = f["count"] + 1
-        dst = self.vm.translate(f["dst"], n, write=True)
         pattern = f["data"].to_bytes(4, "little")
-        if f.get("fillsize", 2) == 0 or pattern == pattern[:1] * 4:
-            ctypes.memset(dst, pattern[0], n)
-        else:
-            _fill_pattern(dst, pattern, n)
+        with self.vm.access(f["dst"], n, write=True) as dst:
+            if f.get("fillsize", 2) == 0 or pattern == pattern[:1] * 4:
+                ctypes.memset(dst, pattern[0], n)
+            else:
+                _fill_pattern(dst, pattern, n)
         self.machine.memory_changed()
 
     def _fence(self, p: Packet) -> None:
-        dst = self.vm.translate(p.fields["addr"], 4, write=True)
-        ctypes.c_uint32.from_address(dst).value = p.fields["data"]
+        with self.vm.access(p.fields["addr"], 4, write=True) as dst:
+            ctypes.c_uint32.from_address(dst).value = p.fields["data"]
         self.machine.memory_changed()
 
     def _trap(self, p: Packet) -> None:
         self.machine.trap(p.fields["int_context"])
 
     def _timestamp(self, p: Packet) -> None:
-        dst = self.vm.translate(p.fields["addr"], 8, write=True)
-        ctypes.c_uint64.from_address(dst).value = self.machine.gpu_clock()
+        with self.vm.access(p.fields["addr"], 8, write=True) as dst:
+            ctypes.c_uint64.from_address(dst).value = self.machine.gpu_clock()
         self.machine.memory_changed()
 
     def _poll_regmem(self, p: Packet) -> None:
@@ -218,10 +218,9 @@ class SdmaEngine:
         compare = _COMPARE.get(f["func"])
         if compare is None:
             raise QueueError(f"POLL_REGMEM function {f['func']} is reserved")
-        word = ctypes.c_uint32.from_address(self.vm.translate(f["addr"], 4))
-        mask, ref = f["mask"], f["ref"]
+        addr, mask, ref = f["addr"], f["mask"], f["ref"]
         delay = POLL_MIN_S
-        while not compare(word.value & mask, ref):
+        while not compare(self._read32(addr) & mask, ref):  # looked up every time: the buffer may be freed
             if self._stop:
                 return
             # GPU writers notify at once; CPU stores are seen at the next poll, like the hardware's poll interval.
@@ -233,15 +232,16 @@ class SdmaEngine:
         op = _ATOMICS.get(f["atomic_op"])
         if op is None:
             raise QueueError(f"ATOMIC atomic_op={f['atomic_op']:#x} is not a 64-bit TC_OP the engine knows")
-        target = ctypes.c_uint64.from_address(self.vm.translate(f["addr"], 8, write=True))
-        with self.machine.atomic_lock:
+        with self.vm.access(f["addr"], 8, write=True) as host, self.machine.atomic_lock:
+            target = ctypes.c_uint64.from_address(host)
             target.value = op(target.value, f["src_data"], f["cmp_data"]) & _U64
         self.machine.memory_changed()
 
     def _indirect(self, p: Packet) -> None:
         f = p.fields
         n = f["ib_size"] * 4
-        ib = ctypes.string_at(self.vm.translate(f["ib_base"], n), n)
+        with self.vm.access(f["ib_base"], n) as host:
+            ib = ctypes.string_at(host, n)
         pos = 0
         while pos < n:
             packet = self.dialect.decode(ib, pos)
@@ -251,8 +251,12 @@ class SdmaEngine:
         """Execute the next exec_count dwords only if the dword at addr equals reference (the kernel's
         sdma_v5_0_ring_init_cond_exec uses it so); otherwise skip them."""
         f = p.fields
-        word = ctypes.c_uint32.from_address(self.vm.translate(f["addr"], 4)).value
-        return 0 if word == f["reference"] else 4 * f["exec_count"]
+        return 0 if self._read32(f["addr"]) == f["reference"] else 4 * f["exec_count"]
+
+    def _read32(self, va: int) -> int:
+        """The dword at GPU address va."""
+        with self.vm.access(va, 4) as host:
+            return ctypes.c_uint32.from_address(host).value
 
 
 def _fill_pattern(dst: int, pattern: bytes, n: int) -> None:

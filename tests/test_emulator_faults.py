@@ -1,0 +1,86 @@
+"""Freeing a buffer an SDMA engine is using: a VM fault as on hardware, never a touch of freed host memory.
+
+Each scenario runs in a child process, so a use-after-free that crashes it fails the test instead of the run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from kfdtrace.driver.emulator.memory import BufferObject, GpuVm, VmFault
+
+
+def _run(code: str, timeout: float = 20) -> str:
+    """Run `code` in a fresh interpreter; its stdout. Fails on a crash or a non-zero exit."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"child exited with {proc.returncode}:\n{proc.stderr[-3000:]}"
+    return proc.stdout
+
+
+def test_freeing_a_polled_buffer_is_a_vm_fault():
+    out = _run("""
+        import time
+        from kfdtrace.driver import GpuFault, System
+        from kfdtrace.driver.signals import Semaphore
+        with System.open(emulate="gfx942") as system:
+            dev = system.devices[0]
+            q, done = dev.sdma_queue(), system.semaphore()
+            gate_buf = dev.alloc(4096, "gtt")
+            q.wait(Semaphore.view(system, gate_buf, 0), 1).signal(done, 1).submit()
+            time.sleep(0.05)  # the engine is polling the gate now
+            gate_buf.free()
+            try:
+                done.wait(1, timeout=5)
+            except GpuFault as fault:
+                print("fault:", fault)
+    """)
+    assert "fault:" in out and "VM fault" in out
+
+
+def test_freeing_the_source_of_a_running_copy_completes_or_faults():
+    out = _run("""
+        import time
+        from kfdtrace.driver import GpuFault, System
+        # One COPY_LINEAR on gfx1100, long enough that the free lands mid-copy; src + dst stay under 1 GiB of RSS.
+        size = 256 << 20
+        with System.open(emulate="gfx1100") as system:
+            dev = system.devices[0]
+            q, done = dev.sdma_queue(), system.semaphore()
+            for round in range(1, 4):
+                src, dst = dev.alloc(size, "gtt"), dev.alloc(size, "gtt")
+                q.copy(dst, src, size).signal(done, round).submit()
+                time.sleep(0.01)
+                busy = "busy" if not q.idle else "idle"  # busy: the free races the copy
+                src.free()
+                try:
+                    done.wait(round, timeout=5)
+                    print(busy, "completed")
+                except GpuFault as fault:
+                    print(busy, "fault:", fault)
+                    break
+                dst.free()
+    """, timeout=30)
+    rounds = out.splitlines()
+    assert any(r.startswith("busy") for r in rounds), out
+    for r in rounds:
+        assert r.endswith(" completed") or " fault: " in r and "VM fault" in r, r
+
+
+def test_a_freed_buffer_keeps_its_host_memory_until_its_last_access_ends():
+    vm = GpuVm(1)
+    bo = BufferObject.create(1, 1, 0x10000, 4096, 0, is_vram=False)
+    vm.map(bo)
+    with vm.access(0x10008, 8, write=True) as host:
+        assert host == bo.host + 8
+        vm.unmap(bo)
+        bo.release()
+        assert bo.memfd >= 0  # still in use: the host view stays
+        with pytest.raises(VmFault):  # but the GPU mapping is gone
+            vm.access(0x10008, 8)
+    assert bo.memfd == -1
+    assert not bo.take()  # a lookup that raced the free finds nothing to hold
