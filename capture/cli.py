@@ -1,4 +1,8 @@
-"""The `capture` command: `capture run [options] workload.py [args...]` or `capture run -m package.module`."""
+"""The `capture` command: `capture run [options] workload.py [args...]` or `capture run -m package.module`.
+
+Exit status of `capture run`: the workload's own; 2 when capture refuses the command line or the output
+before running anything (one line on stderr, no trace written); 1 when the trace could not be finished.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import click
 
 from kfdtrace.capture.recorder import DEFAULT_CHUNK, TRACKING_MODES
 from kfdtrace.capture.session import Session, capture_workload
-from kfdtrace.cli import TerminalProgress, backend_options, user_errors
+from kfdtrace.cli import TerminalProgress, backend_options, check_backend, fail, user_errors
 from kfdtrace.traces.info import format_summary
 
 
@@ -24,6 +28,33 @@ def default_output(target: str, module: bool) -> str:
     """<workload>-<timestamp>.kfdtrace in the current folder."""
     stem = target.rsplit(".", 1)[-1] if module else os.path.splitext(os.path.basename(target))[0]
     return f"{stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}.kfdtrace"
+
+
+def check_output(path: str) -> None:
+    """Refuse an output the trace cannot be written to (missing folder, a folder, a full device, no
+    permission) with a one-line ValueError, before the workload runs; a file made for the check is removed."""
+    existed = os.path.lexists(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)  # a FIFO: no hang
+        try:
+            os.write(fd, b"\0")  # the trace replaces this byte; /dev/full and the like refuse it
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if not existed and os.path.isfile(path):
+            os.remove(path)
+        raise ValueError(f"-o {path}: cannot write the trace there: {exc.strerror}") from None
+
+
+def check_run(target: str, module: bool, output: str, chunk_size: int, emulate: str | None,
+              emulate_from: str | None) -> None:
+    """Everything `capture run` can refuse before running the workload; ValueError with one line."""
+    if not module and not os.path.isfile(target):
+        raise ValueError(f"{target}: no such workload script")
+    if chunk_size < 4096 or chunk_size & (chunk_size - 1):
+        raise ValueError(f"--chunk-size {chunk_size}: give a power of two of at least 4096")
+    check_backend(emulate, emulate_from)
+    check_output(output)
 
 
 def progress_text(session: Session) -> str | None:
@@ -50,9 +81,11 @@ def progress_text(session: Session) -> str | None:
 def run(emulate, emulate_from, output, name, module, chunk_size, tracking, target, args) -> None:
     """Run WORKLOAD (a script, or a module with -m) with recording on, write one trace, print a summary, and
     exit with the workload's status."""
-    if not module and not os.path.isfile(target):
-        raise ValueError(f"{target}: no such workload script")
     output = output or default_output(target, module)
+    try:
+        check_run(target, module, output, chunk_size, emulate, emulate_from)
+    except ValueError as exc:
+        fail(exc, 2)
     argv = ["capture", *sys.argv[1:]]  # the command as typed, options included
     session = Session(output, name=name, argv=argv, chunk_size=chunk_size, tracking=tracking)
     with TerminalProgress("capture", lambda: progress_text(session)):
@@ -66,4 +99,4 @@ def run(emulate, emulate_from, output, name, module, chunk_size, tracking, targe
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="capture")

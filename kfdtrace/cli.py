@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -16,6 +17,13 @@ EMULATE_HELP = "Emulate these GPUs (e.g. gfx942,gfx1100) instead of using /dev/k
 EMULATE_FROM_HELP = "Emulate exactly the GPUs of a KFD topology tree copied from another machine."
 
 
+def fail(message: object, status: int) -> None:
+    """One line on stderr, "<program>: error: <message>", then exit with `status`."""
+    program = click.get_current_context().find_root().info_name
+    click.echo(f"{program}: error: {message}".replace("\n", " "), err=True)
+    sys.exit(status)
+
+
 def user_errors(fn: Callable) -> Callable:
     """Turn the errors a user can act on into one line on stderr and exit status 1, never a traceback."""
 
@@ -24,10 +32,28 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except (KfdTraceError, TraceError, ValueError, OSError) as exc:
-            click.echo(f"{click.get_current_context().command_path}: error: {exc}", err=True)
-            sys.exit(1)
+            fail(exc, 1)
 
     return wrapper
+
+
+def check_backend(emulate: str | None, emulate_from: str | None) -> None:
+    """Refuse bad --emulate / --emulate-from values (and a bad KFDTRACE_EMULATE) before anything runs
+    (ValueError, one line). An empty --emulate is refused too: it would otherwise mean the default machine."""
+    from kfdtrace.driver.backend import ENV_EMULATE, topology_from_directory
+    from kfdtrace.driver.emulator.boards import parse_emulate_spec
+
+    if emulate is not None and emulate_from is not None:
+        raise ValueError("give --emulate or --emulate-from, not both")
+    if emulate is not None:
+        parse_emulate_spec(emulate)
+    elif emulate_from is None and os.environ.get(ENV_EMULATE):
+        try:
+            parse_emulate_spec(os.environ[ENV_EMULATE])
+        except ValueError as exc:
+            raise ValueError(f"{ENV_EMULATE}: {exc}") from None
+    if emulate_from is not None:
+        topology_from_directory(emulate_from)
 
 
 class TerminalProgress:
@@ -90,6 +116,7 @@ def devices(emulate: str | None, emulate_from: str | None, sysfs: str | None) ->
     from kfdtrace.driver.families import target_by_version
     from kfdtrace.driver.topology import read_topology
 
+    check_backend(emulate, emulate_from)
     if sysfs:
         topology, backend = topology_from_directory(sysfs), f"sysfs:{sysfs}"
     else:
@@ -113,6 +140,7 @@ def selftest(emulate: str | None, emulate_from: str | None) -> None:
     from kfdtrace.driver.selftest import run_selftest
     from kfdtrace.driver.system import System
 
+    check_backend(emulate, emulate_from)
     with System.open(emulate, emulate_from) as system:
         ok = run_selftest(system, click.echo)
     sys.exit(0 if ok else 1)

@@ -13,12 +13,13 @@ Exit status:
 from __future__ import annotations
 
 import json
+import math
 import sys
 import traceback
 
 import click
 
-from kfdtrace.cli import TerminalProgress, backend_options
+from kfdtrace.cli import TerminalProgress, backend_options, check_backend
 from kfdtrace.replay.engine import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_UNSUPPORTED, BadInput, Options
 from kfdtrace.replay.session import replay_trace
 from kfdtrace.replay.translate import ReplayError
@@ -40,6 +41,27 @@ def parse_gpu_map(text: str | None) -> dict[int, int] | None:
         return {int(a): int(b) for a, b in pairs}
     except ValueError:
         raise click.BadParameter(f"{text!r}: expected recorded:target pairs such as 0:1,1:0") from None
+
+
+def check_options(emulate: str | None, emulate_from: str | None, emulate_recorded: bool, device: int | None,
+                  mapping: dict[int, int] | None, loop: int, concurrent: int, relocate: str, timeout: float) -> None:
+    """Refuse contradictory or out-of-range options with click.BadParameter (exit 4), before anything runs."""
+    if device is not None and mapping is not None:
+        raise click.BadParameter("give --device or --gpu-map, not both")
+    if sum((emulate is not None, emulate_from is not None, emulate_recorded)) > 1:
+        raise click.BadParameter("give one of --emulate, --emulate-from, --emulate-recorded")
+    if loop < 1 or concurrent < 1:
+        raise click.BadParameter("--loop and --concurrent take 1 or more")
+    if relocate == "never" and concurrent > 1:
+        raise click.BadParameter("--relocate never keeps every buffer at its recorded address, so only one "
+                                 "instance can run at a time: drop --concurrent or allow relocation")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise click.BadParameter(f"--timeout {timeout}: give a finite number of seconds greater than 0")
+    try:
+        if not emulate_recorded:
+            check_backend(emulate, emulate_from)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,15 +90,8 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
     """
     try:
         mapping = parse_gpu_map(gpu_map)
-        if device is not None and mapping is not None:
-            raise click.BadParameter("give --device or --gpu-map, not both")
-        if sum(bool(x) for x in (emulate, emulate_from, emulate_recorded)) > 1:
-            raise click.BadParameter("give one of --emulate, --emulate-from, --emulate-recorded")
-        if loop < 1 or concurrent < 1:
-            raise click.BadParameter("--loop and --concurrent take 1 or more")
-        if relocate == "never" and concurrent > 1:
-            raise click.BadParameter("--relocate never keeps every buffer at its recorded address, so only one "
-                                     "instance can run at a time: drop --concurrent or allow relocation")
+        check_options(emulate, emulate_from, emulate_recorded, device, mapping, loop, concurrent, relocate,
+                      timeout)
         options = Options(relocate=relocate, timeout=timeout, verify=verify, gpu_map=mapping)
         with TerminalProgress("replay") as progress:
             report = replay_trace(trace, options, emulate=emulate, emulate_from=emulate_from,

@@ -160,3 +160,122 @@ def test_replay_help_documents_every_exit_status():
     for status in ("0 ok", "1 diverged", "2 hang", "3 cannot replay", "4 bad input", "5 internal error"):
         assert status in text, status
     assert "--debug" in text
+
+
+# -- bad command lines (issue 8 item 7) --------------------------------------------------------------------
+
+
+def test_more_gpus_than_kfd_opens_are_refused_at_once():
+    import time
+
+    import pytest
+
+    from kfdtrace.driver.emulator.boards import MAX_GPUS, parse_emulate_spec
+
+    assert MAX_GPUS == 64  # MAX_GPU_INSTANCE in the kernel's amdkfd kfd_priv.h
+    assert len(emulated_topology(parse_emulate_spec("64xgfx1100")).gpus) == 64
+    start = time.monotonic()
+    for spec in ("65xgfx942", "256xgfx942", "99999999999xgfx942", ",".join(["gfx942"] * 300)):
+        with pytest.raises(ValueError, match="at most 64 GPUs"):
+            parse_emulate_spec(spec)
+    with pytest.raises(ValueError, match="at most 64 GPUs"):
+        emulated_topology(["gfx942"] * 256)
+    assert time.monotonic() - start < 1
+    _one_line_error(run("devices", "--emulate", "256xgfx942"), "'256xgfx942'", "64 GPUs", "MAX_GPU_INSTANCE")
+
+
+def _replay(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_replay_timeout_must_be_finite_and_positive():
+    for value in ("nan", "inf", "-1", "0", "-inf"):
+        out = _replay(_ping_pong(), "--emulate", "gfx1100", "--timeout", value)
+        assert out.returncode == 4, (value, out.stderr)
+        _one_line_error(out, "replay: error: --timeout", "finite", "greater than 0")
+    res = _replay_in_process(_ping_pong(), "--emulate", "gfx1100", "--timeout", "0.5")
+    assert res.exit_code == 0, res.output
+
+
+BAD_SPECS = [  # (spec, the item the message names, a hint it gives)
+    ("", "''", "the list is empty"),
+    ("GFX942", "'GFX942'", "names are lower case: 'gfx942'"),
+    ("2xGFX942", "'2xGFX942'", "names are lower case: '2xgfx942'"),
+    (" gfx942", "' gfx942'", "no spaces around names: 'gfx942'"),
+    ("gfx942, gfx1100", "' gfx1100'", "no spaces"),
+    ("gfx942,,gfx1100", "''", "an empty item in 'gfx942,,gfx1100'"),
+    ("gfx942,", "''", "an empty item"),
+    ("gfx9999", "'gfx9999'", "gfx1201 (120001)"),
+    ("0xgfx942", "'0xgfx942'", "gfx1201 (120001)"),
+]
+
+
+def test_emulate_spec_accepts_exactly_the_documented_names():
+    import pytest
+
+    from kfdtrace.driver.emulator.boards import parse_emulate_spec
+    from kfdtrace.driver.families import TARGETS
+
+    assert parse_emulate_spec(",".join(t.name for t in TARGETS)) == [t.name for t in TARGETS]
+    assert parse_emulate_spec("2xgfx942,mi210") == ["gfx942", "gfx942", "mi210"]
+    for spec, item, hint in BAD_SPECS:
+        with pytest.raises(ValueError) as info:
+            parse_emulate_spec(spec)
+        message = str(info.value)
+        assert f"unsupported GPU target {item};" in message and hint in message, message
+        assert "gfx942 (90402)" in message and "\n" not in message
+
+
+def test_bad_emulate_specs_are_one_line_in_every_command(tmp_path):
+    import os
+
+    for spec, item, hint in BAD_SPECS:
+        _one_line_error(run("devices", "--emulate", spec), "kfdtrace: error:", item, hint)
+    _one_line_error(run("selftest", "--emulate", "GFX942"), "lower case")
+    out = _replay(_ping_pong(), "--emulate", "")
+    assert out.returncode == 4
+    _one_line_error(out, "replay: error:", "the list is empty")
+    _one_line_error(run("devices", env={**os.environ, "KFDTRACE_EMULATE": "gfx942,,gfx1100"}),
+                    "KFDTRACE_EMULATE:", "an empty item")
+
+
+def _marker_workload(tmp_path) -> tuple[str, str]:
+    """A workload script that leaves a marker file when it runs; (script, marker)."""
+    marker = tmp_path / "ran"
+    script = tmp_path / "workload.py"
+    script.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    return str(script), str(marker)
+
+
+def _capture(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kfdtrace.capture.cli", "run", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_capture_refuses_bad_command_lines_before_running_the_workload(tmp_path):
+    import os
+
+    script, marker = _marker_workload(tmp_path)
+    good = str(tmp_path / "out.kfdtrace")
+    cases = [
+        (["-o", str(tmp_path / "missing" / "t.kfdtrace")], "No such file or directory"),
+        (["-o", str(tmp_path)], "Is a directory"),
+        (["-o", good, "--chunk-size", "1000"], "--chunk-size 1000: give a power of two of at least 4096"),
+        (["-o", good, "--chunk-size", "-1"], "--chunk-size -1"),
+        (["-o", good, "--chunk-size", "0"], "--chunk-size 0"),
+        (["-o", good, "--emulate", "gfx9999"], "'gfx9999'"),
+        (["-o", good, "--emulate", ""], "the list is empty"),
+        (["-o", good, "--emulate", "256xgfx942"], "at most 64 GPUs"),
+    ]
+    if os.path.exists("/dev/full"):
+        cases.append((["-o", "/dev/full"], "/dev/full: cannot write the trace there: No space left on device"))
+    for args, needle in cases:
+        out = _capture(*args, script)
+        assert out.returncode == 2, (args, out.stderr)
+        _one_line_error(out, "capture: error: ", needle)
+        assert not os.path.exists(marker), args
+        assert not os.path.exists(good), args
+    out = _capture("-o", good, "--emulate", "gfx1100", script)
+    assert out.returncode == 0, out.stderr
+    assert os.path.exists(marker) and os.path.getsize(good) > 0

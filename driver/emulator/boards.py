@@ -326,6 +326,10 @@ _PCIE_MIN_BANDWIDTH = 312  # MB/s of PCIe 1.0 x1 as KFD counts it (GT/s * lanes 
 _PCIE_WEIGHT = 20
 _XGMI_WEIGHT = 15
 _LINK_FLAGS_ENABLED = 1  # CRAT_IOLINK_FLAGS_ENABLED
+# The kernel's amdkfd keeps a process's GPUs in pdds[MAX_GPU_INSTANCE] (kfd_priv.h: 64) and refuses to open
+# more; it is also how many render minors 128..191 name. An emulated machine has at most this many GPUs.
+MAX_GPUS = 64
+_LIMIT_NOTE = f"a process can open at most {MAX_GPUS} GPUs (MAX_GPU_INSTANCE in the kernel's amdkfd kfd_priv.h)"
 
 
 def supported_names() -> list[str]:
@@ -349,26 +353,38 @@ def _boards_note() -> str:
 
 
 def parse_emulate_spec(spec: str) -> list[str]:
-    """Split "gfx942,gfx1100" (also "2xgfx942", board keys like "mi210") into a list of names, validated."""
+    """Split "gfx942,gfx1100" (also "2xgfx942", board keys like "mi210") into a list of names, validated.
+
+    Exactly the names `supported_names` lists, lower case, separated by single commas with no spaces; anything
+    else (an empty spec or item, upper case, spaces, more than MAX_GPUS GPUs) raises a one-line ValueError
+    naming the bad item."""
     names: list[str] = []
-    for raw in spec.split(","):
-        item = raw.strip().lower()
-        if not item:
-            continue
-        count = 1
-        head, sep, tail = item.partition("x")
-        if sep and head.isdigit() and tail:
-            count, item = int(head), tail.strip()
-            if count < 1:
-                raise UnsupportedTarget(raw.strip(), extra=_boards_note())
-        try:
-            board_for(item)
-        except UnsupportedTarget:
-            raise UnsupportedTarget(raw.strip(), extra=_boards_note()) from None
-        names.extend([item] * count)
-    if not names:
-        raise UnsupportedTarget(spec, extra=_boards_note())
+    for item in spec.split(","):
+        count, name = _parse_item(item, spec)
+        if len(names) + count > MAX_GPUS:
+            raise ValueError(f"{spec!r} asks for more than {MAX_GPUS} GPUs: {_LIMIT_NOTE}")
+        names.extend([name] * count)
     return names
+
+
+def _parse_item(item: str, spec: str) -> tuple[int, str]:
+    """One item of an emulate spec: (how many, name); UnsupportedTarget naming the item otherwise."""
+    head, sep, name = item.partition("x")
+    if not (sep and head.isascii() and head.isdigit() and len(head) < 20):
+        head, name = "1", item
+    if name in supported_names() and int(head) >= 1 and head == str(int(head)):
+        return int(head), name
+    if not spec:
+        hint = "; (the list is empty: name at least one GPU)"
+    elif not item:
+        hint = f"; (an empty item in {spec!r}: separate names with single commas)"
+    elif item != item.strip():
+        hint = f"; (no spaces around names: {item.strip()!r})"
+    elif item.lower() != item:
+        hint = f"; (names are lower case: {item.lower()!r})"
+    else:
+        hint = ""
+    raise UnsupportedTarget(item, extra=_boards_note() + hint)
 
 
 def _pcie_bandwidth(board: Board) -> tuple[int, int]:
@@ -479,8 +495,10 @@ def emulated_topology(targets: list[str]) -> Topology:
     GPUs get distinct gpu_id, location_id, unique_id and drm_render_minor (128, 129, ...). Each GPU has a PCIe
     io_link to the CPU (and the CPU one back). GPUs of one xGMI hive (same nonzero hive_id) link to each other
     with xGMI io_links, as the kernel's CRAT does; every other GPU pair gets PCIe p2p_links both ways.
-    Unknown names raise families.UnsupportedTarget.
+    Unknown names raise families.UnsupportedTarget; more than MAX_GPUS names a ValueError.
     """
+    if len(targets) > MAX_GPUS:
+        raise ValueError(f"{len(targets)} GPUs asked for: {_LIMIT_NOTE}")
     boards = [board_for(t) for t in targets]
     gpus = _gpu_nodes(boards)
     system_bank = {"heap_type": HEAP_TYPE_SYSTEM, "size_in_bytes": CPU_MEMORY_BYTES, "flags": 0, "width": 0,
