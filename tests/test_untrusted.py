@@ -14,6 +14,10 @@ import msgpack
 import pytest
 import zstandard
 
+from kfdtrace.capture import record
+from kfdtrace.capture.submissions import MAX_IB_DEPTH
+from kfdtrace.driver import System
+from kfdtrace.replay.engine import Divergence
 from kfdtrace.traces import format as F
 from kfdtrace.traces.format import TraceError, TraceReader, TraceWriter
 
@@ -232,3 +236,36 @@ def test_info_on_a_malformed_header_or_summary_is_one_line(tmp_path, header, sum
         w.record("note")
         w.close({k: v for k, v in s.items() if v is not None})
     refused(info(path), 1, text)
+
+
+def test_an_indirect_buffer_pointing_at_itself_is_bad_input(tmp_path):
+    """Recorded honestly, then its IB's CPU write replaced by an INDIRECT to the IB itself."""
+    path, cyclic = str(tmp_path / "ib.kfdtrace"), str(tmp_path / "cycle.kfdtrace")
+    with record(path), System.open(emulate="gfx1201") as system:
+        gpu = system.devices[0]
+        q = gpu.sdma_queue()
+        out, ib = gpu.alloc(4096, "gtt", name="out"), gpu.alloc(4096, "gtt", name="ib")
+        body = q.dialect.build("FENCE", addr=out.va, data=1) + q.dialect.build("NOP") * 4
+        ib.write(body)
+        q.packet("INDIRECT", ib_base=ib.va, ib_size=len(body) // 4).sync()
+        loop = q.dialect.build("INDIRECT", ib_base=ib.va, ib_size=len(body) // 4)
+        loop += q.dialect.build("NOP") * ((len(body) - len(loop)) // 4)
+
+    def cycle(f, reader, writer):
+        assert f["va"] == ib.va
+        f["key"] = writer.blob(loop + reader.blob(f["key"])[len(loop):])
+
+    rewrite(path, cyclic, edit_first("mem", cycle))
+    res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", cyclic, "--emulate", "gfx1100"],
+                         capture_output=True, text=True, timeout=120)
+    refused(res, 4, f"indirect buffers chain more than {MAX_IB_DEPTH} deep")
+
+
+def divergence(expected: bytes, actual: bytes) -> Divergence:
+    return Divergence(1, "out", 0x1000, 0x40, len(actual), expected, actual, None)
+
+
+def test_a_divergence_whose_recorded_content_matches_says_so():
+    assert "the recorded content (4 bytes) does not match its hash" in divergence(b"abcd", b"abcd").describe()
+    assert "the recorded content has 2 bytes, not 4" in divergence(b"ab", b"abcd").describe()
+    assert "first at +0x41: expected 61 62" in divergence(b"ab", b"aX").describe()
