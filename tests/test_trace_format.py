@@ -584,3 +584,9 @@ def test_flush_blobs_writes_only_a_full_enough_blob_frame(tmp_path):
     w.close()
     with TraceReader(str(path)) as r:
         assert [x.type for x in r.records()] == ["note"] and r.blob(F.blob_key(b"b" * 5000)) == b"b" * 5000
+
+
+@pytest.mark.parametrize("key", [3_000_000_000, 1.5, b"short", "k" * 16])
+def test_the_writer_refuses_a_blob_key_that_is_not_16_bytes(tmp_path, key):
+    with TraceWriter(str(tmp_path / "t.kfdtrace"), {}) as w, pytest.raises(TraceError, match="a blob key is 16"):
+        w.blob(b"data", key)

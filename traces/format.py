@@ -280,12 +280,12 @@ class TraceWriter:
     def blob(self, data: bytes, key: bytes | None = None) -> bytes:
         """Store `data` once per file; returns its key. Pass `key` (= blob_key(data)) if already computed."""
         self._check_open()
+        if key is not None and (not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES):
+            raise TraceError(f"{self.path}: a blob key is {KEY_BYTES} bytes, not {_what(key)}")
         key = blob_key(data) if key is None else bytes(key)
         if key in self._keys:
             self._n["dedup"] += 1
             return key
-        if len(key) != KEY_BYTES:
-            raise TraceError(f"{self.path}: a blob key has {KEY_BYTES} bytes, not {len(key)}")
         size = len(data)
         if size > MAX_BLOB_BYTES:
             raise TraceError(f"{self.path}: a blob of {size} bytes exceeds the {MAX_BLOB_BYTES}-byte frame limit "
