@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +101,15 @@ FIELDS: dict[str, dict[str, Check]] = {
     "event_wait": {"event": INT, "ok": BOOL, "timeout": NUM},
 }
 GPU_FIELDS = _map_of({"gpu_id": INT, "target": STR})
+
+
+@contextlib.contextmanager
+def recorded_arguments(r: Record) -> Iterator[None]:
+    """Arguments a driver call takes from record `r` and refuses (ValueError) are bad input."""
+    try:
+        yield
+    except ValueError as exc:
+        raise BadInput(f"record {r.n} ({r.type}): {exc} (corrupt trace)") from None
 
 
 def check_record(r: Record) -> Record:
@@ -328,8 +337,8 @@ class _Surveyor:
         t = self.translators.get(f["queue"])
         if t is None:
             raise ReplayError(f"submission {self.s.submissions}: doorbell of unknown queue {f['queue']}")
+        t.ring(f["ring"], f"submission {self.s.submissions} (queue {f['queue']})")  # ReplayError for bad packets
         self.s.packets += sum(1 for _ in t.src.iter_packets(f["ring"]))
-        t.ring(f["ring"], f"submission {self.s.submissions} (queue {f['queue']})")
         self.s.submissions += 1
 
     def _on_event(self, r: Record) -> None:
@@ -472,20 +481,23 @@ class Instance:
         opts = dict(cpu_access=cpu, executable=bool(f["flags"] & K.AllocMemFlags.EXECUTABLE),
                     coherent=bool(f["flags"] & K.AllocMemFlags.COHERENT),
                     uncached=bool(f["flags"] & K.AllocMemFlags.UNCACHED), name=name, role=role)
-        buf = None
-        if not self.move_all:
-            try:
-                buf = dev.alloc(f["size"], f["domain"], va=f["va"], **opts)
-            except AddressInUse:
-                if self.options.relocate == "never":
-                    raise ReplayError(f"buffer {name or hex(f['va'])} cannot go at its recorded address "
-                                      f"{f['va']:#x} here, and --relocate never forbids moving it") from None
-        if buf is None:
-            buf = dev.alloc(f["size"], f["domain"], **opts)
+        with recorded_arguments(r):
+            buf = self._alloc(dev, f, opts)
         self.relocation.add(f["va"], f["size"], buf.va)
         self.buffers.add(f["va"], f["size"], rb := ReplayBuffer(buf))
         self.handles[f["handle"]] = rb
         self.result.relocated += buf.va != f["va"]
+
+    def _alloc(self, dev: Device, f: dict, opts: dict) -> Buffer:
+        """The replay of a recorded allocation: at its recorded address when it may and can go there."""
+        if not self.move_all:
+            try:
+                return dev.alloc(f["size"], f["domain"], va=f["va"], **opts)
+            except AddressInUse:
+                if self.options.relocate == "never":
+                    raise ReplayError(f"buffer {opts['name'] or hex(f['va'])} cannot go at its recorded address "
+                                      f"{f['va']:#x} here, and --relocate never forbids moving it") from None
+        return dev.alloc(f["size"], f["domain"], **opts)
 
     def _on_map(self, r: Record) -> None:
         rb = self.handles.get(r.fields["handle"])
@@ -506,7 +518,8 @@ class Instance:
         if engine == "xgmi" and not dev.node.num_sdma_xgmi_engines:
             engine = "sdma"
             self.result.notes.append(f"queue {f['queue']}: no xGMI SDMA engine on {dev}; using a PCIe one")
-        q = dev.sdma_queue(ring_size=f["ring_size"], engine=engine, name=f"replay q{f['queue']}")
+        with recorded_arguments(r):
+            q = dev.sdma_queue(ring_size=f["ring_size"], engine=engine, name=f"replay q{f['queue']}")
         rq = ReplayQueue(q, f"queue {f['queue']} (created at record {r.n})")
         rq.translator = _translator(f, self.devices, self.relocation, self._trap_event,
                                     lambda base, size, where: self._indirect(rq, base, size, where))

@@ -269,3 +269,14 @@ def test_a_divergence_whose_recorded_content_matches_says_so():
     assert "the recorded content (4 bytes) does not match its hash" in divergence(b"abcd", b"abcd").describe()
     assert "the recorded content has 2 bytes, not 4" in divergence(b"ab", b"abcd").describe()
     assert "first at +0x41: expected 61 62" in divergence(b"ab", b"aX").describe()
+
+
+@pytest.mark.parametrize("type_, fields, status, text", [
+    ("alloc", {"va": 1}, 4, "(alloc): buffer address 0x1 is not page aligned"),
+    ("queue", {"ring_size": 3}, 4, "(queue): ring size 3 must be a power of two"),
+    ("doorbell", {"ring": b"\xff" * 7}, 3, "unknown packet op=0xff"),
+])
+def test_a_record_the_target_refuses_is_one_line(tmp_path, type_, fields, status, text):
+    path = str(tmp_path / "t.kfdtrace")
+    rewrite(PING_PONG, path, edit_first(type_, lambda f, r, w: f.update(fields)))
+    refused(replay(path), status, text)
