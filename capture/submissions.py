@@ -17,10 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kfdtrace.capture.completion import Signal, Wait
-from kfdtrace.driver.packets import Dialect, Field, Packet, PacketDef
+from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Field, Packet, PacketDef
 from kfdtrace.driver.sdma import PollFunc
 
-MAX_IB_DEPTH = 4  # indirect buffers are followed this deep (the hardware chains, it does not nest further)
 MAX_PLANS = 1 << 14  # layouts whose plan is kept
 # POLL_REGMEM compare functions after which memory is known to have reached `ref` (for a timeline: >= ref).
 REACHED = frozenset({PollFunc.GE, PollFunc.EQ})

@@ -42,10 +42,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Addr", "Dialect", "Field", "Packet", "PacketDef", "PacketError", "Tail", "TruncatedPacket",
-           "UnknownPacket"]
+__all__ = ["MAX_IB_DEPTH", "Addr", "Dialect", "Field", "Packet", "PacketDef", "PacketError", "Tail",
+           "TruncatedPacket", "UnknownPacket"]
 
 _U32 = struct.Struct("<I")
+# Indirect buffers inside indirect buffers are followed (executed, recorded, translated) at most this deep:
+# deeper chains, and an indirect buffer that reaches itself, are refused as malformed.
+MAX_IB_DEPTH = 4
 _RESERVED = frozenset({"name", "defn", "offset", "size", "fields", "payload", "encode", "replace",
                        "addresses", "relocate"})  # Packet attributes
 

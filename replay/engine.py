@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from kfdtrace.capture.submissions import MAX_IB_DEPTH
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.errors import AddressInUse, DeviceError, GpuFault, WaitTimeout
 from kfdtrace.driver.memory import PAGE, Buffer
+from kfdtrace.driver.packets import MAX_IB_DEPTH
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.driver.sdma_queue import ENGINE_KINDS, SdmaQueue

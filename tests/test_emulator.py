@@ -216,3 +216,43 @@ def test_a_sleeping_wait_does_not_hold_the_process_lock(emulated):
     event.set()
     waiter.join(timeout=5)
     assert not waiter.is_alive() and took < 1 and buf.numpy("<u4")[0] == 3
+
+
+def test_an_indirect_buffer_that_runs_itself_stops_the_queue(emulated):
+    dev = emulated("gfx942").devices[0]
+    q, ib = dev.sdma_queue(name="ib"), dev.alloc(PAGE, "gtt")
+    loop = q.dialect.build("INDIRECT", ib_base=ib.va, ib_size=8)
+    ib.write(loop + q.dialect.build("NOP", count=(32 - len(loop)) // 4 - 1))  # 8 dwords: itself, then padding
+    q.emit(loop)
+    with pytest.raises(GpuFault, match="stopped a queue.*at: INDIRECT"):  # the log says: nests too deep
+        q.sync(timeout=5)
+
+
+def test_gtt_beyond_the_kfd_system_memory_limits_is_enomem_and_free_gives_it_back():
+    """An 8 GiB host: the TTM page limit (half of RAM) bounds GTT, as amdgpu_amdkfd_reserve_mem_limit does."""
+    from kfdtrace.driver.backend import open_syscalls
+    from kfdtrace.driver.emulator.boards import emulated_topology
+    from kfdtrace.driver.errors import OutOfMemory
+    from kfdtrace.driver.system import System
+
+    topology = emulated_topology(["gfx942"])
+    topology.nodes[0].mem_banks[0]["size_in_bytes"] = 8 << 30
+    with System(open_syscalls(topology=topology)) as system:
+        dev = system.devices[0]
+        first = dev.alloc(3 << 30, "gtt")
+        with pytest.raises(OutOfMemory, match="under the TTM page limit of 0x100000000") as err:
+            dev.alloc(1 << 30, "gtt")
+        assert err.value.errno == errno.ENOMEM
+        first.free()
+        dev.alloc(4 << 30, "gtt").free()  # the whole limit, once the first is freed
+        assert dev.alloc(20 << 30, "vram")  # VRAM has its own accounting
+
+
+@pytest.mark.parametrize("ram, system_limit, ttm_limit", [
+    (8 << 30, (8 << 30) - (8 << 24) - (3 << 29), 4 << 30),  # RAM - RAM/64 - AMDGPU_RESERVE_MEM_LIMIT
+    (2 << 30, ((2 << 30) - (2 << 24)) // 2, 1 << 30),  # under twice the reserve: halved instead
+])
+def test_system_memory_limits_follow_amdgpu_amdkfd_gpuvm_init_mem_limits(ram, system_limit, ttm_limit):
+    from kfdtrace.driver.emulator.kfd import system_memory_limits
+
+    assert system_memory_limits(ram) == (system_limit, ttm_limit)

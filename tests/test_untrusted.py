@@ -15,8 +15,8 @@ import pytest
 import zstandard
 
 from kfdtrace.capture import record
-from kfdtrace.capture.submissions import MAX_IB_DEPTH
 from kfdtrace.driver import System
+from kfdtrace.driver.packets import MAX_IB_DEPTH
 from kfdtrace.replay.engine import Divergence
 from kfdtrace.traces import format as F
 from kfdtrace.traces.format import TraceError, TraceReader, TraceWriter

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kfdtrace.driver.emulator.memory import GpuVm, VmFault
-from kfdtrace.driver.packets import Dialect, Packet, PacketError
+from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet, PacketError
 from kfdtrace.driver.sdma import AtomicOp, PollFunc
 
 if TYPE_CHECKING:
@@ -82,6 +82,7 @@ class SdmaEngine:
         self.rptr = 0
         self.doorbell = 0
         self.error: str | None = None
+        self._ib_depth = 0  # indirect buffers being executed, one inside the other
         self._stop = False
         self._kick = threading.Condition()
         ctypes.c_uint64.from_address(self.rptr_host).value = 0
@@ -239,13 +240,19 @@ class SdmaEngine:
 
     def _indirect(self, p: Packet) -> None:
         f = p.fields
+        if self._ib_depth >= MAX_IB_DEPTH:
+            raise QueueError(f"indirect buffers nest more than {MAX_IB_DEPTH} deep (at {f['ib_base']:#x})")
         n = f["ib_size"] * 4
         with self.vm.access(f["ib_base"], n) as host:
             ib = ctypes.string_at(host, n)
-        pos = 0
-        while pos < n:
-            packet = self.dialect.decode(ib, pos)
-            pos += packet.size + self._execute(packet)
+        self._ib_depth += 1
+        try:
+            pos = 0
+            while pos < n:
+                packet = self.dialect.decode(ib, pos)
+                pos += packet.size + self._execute(packet)
+        finally:
+            self._ib_depth -= 1
 
     def _cond_exe(self, p: Packet) -> int:
         """Execute the next exec_count dwords only if the dword at addr equals reference (the kernel's
