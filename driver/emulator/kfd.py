@@ -38,7 +38,7 @@ from kfdtrace.driver.syscalls import (
     libc_mmap,
     libc_munmap,
 )
-from kfdtrace.driver.topology import DictSysfs, Node, Topology, write_sysfs_tree
+from kfdtrace.driver.topology import HEAP_TYPE_SYSTEM, DictSysfs, Node, Topology, write_sysfs_tree
 
 log = logging.getLogger("kfdtrace.emulator")
 
@@ -50,6 +50,24 @@ GPUVM_BASE, GPUVM_LIMIT = 0x1000000, (1 << 47) - 1  # SVM_USER_BASE .. the 47-bi
 LDS_BASE_V9, SCRATCH_BASE_V9 = 1 << 48, 2 << 48  # MAKE_LDS_APP_BASE_V9 / MAKE_SCRATCH_APP_BASE_V9
 ENOTSUPP = 524  # the kernel-internal errno amdkfd returns for an unknown queue type, seen as-is by userspace
 GPU_CLOCK_HZ = 100_000_000  # SDMA GET_GLOBAL timestamp rate of the emulated boards
+RESERVE_MEM_LIMIT = 3 << 29  # AMDGPU_RESERVE_MEM_LIMIT: system memory amdgpu keeps back from KFD allocations
+
+
+def system_ram(topology: Topology) -> int:
+    """Bytes of system RAM: the CPU nodes' system memory banks, else this host's (what si_meminfo counts)."""
+    banks = sum(b.get("size_in_bytes", 0) for n in topology.nodes if not n.is_gpu
+                for b in n.mem_banks if b.get("heap_type") == HEAP_TYPE_SYSTEM)
+    return banks or os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def system_memory_limits(ram: int) -> tuple[int, int]:
+    """(max_system_mem_limit, max_ttm_mem_limit) for `ram` bytes of RAM, as amdgpu_amdkfd_gpuvm_init_mem_limits
+    (amdgpu_amdkfd_gpuvm.c, Linux 6.6+) sets them: RAM less 1/64, less AMDGPU_RESERVE_MEM_LIMIT (halved instead
+    when under twice that; older kernels took 15/16 of RAM); and ttm_tt_pages_limit(), TTM's pages_limit,
+    half of RAM by default. amdgpu_amdkfd_reserve_mem_limit charges GTT to both, userptr to the first only."""
+    system = ram - (ram >> 6)
+    system = system >> 1 if system < 2 * RESERVE_MEM_LIMIT else system - RESERVE_MEM_LIMIT
+    return system, ram // 2 // PAGE * PAGE
 
 
 class KfdError(Exception):
@@ -113,6 +131,8 @@ class EmulatedMachine:
         self._event_page: int | None = None
         self._t0 = time.monotonic_ns()
         self.drm_fds: dict[int, EmulatedGpu] = {}
+        self.max_system_mem, self.max_ttm_mem = system_memory_limits(system_ram(topology))
+        self.system_mem_used = self.ttm_mem_used = 0  # GTT + userptr bytes; GTT bytes (kfd_mem_limit)
 
     # -- services the engines use -------------------------------------------------------------------
     def memory_changed(self) -> None:
@@ -148,6 +168,7 @@ class EmulatedMachine:
         self.bos.clear()
         for gpu in self.gpus.values():
             gpu.vm, gpu.vm_acquired, gpu.vram_used, gpu.doorbell_maps = GpuVm(gpu.gpu_id), False, 0, []
+        self.system_mem_used = self.ttm_mem_used = 0
         self.events = EventTable()
         self._event_page = None
 
@@ -286,6 +307,7 @@ class EmulatedMachine:
         if is_vram:
             _check(gpu.vram_used + a.size <= gpu.vram_size, errno.ENOMEM,
                    f"{a.size:#x} bytes of VRAM asked, {gpu.vram_size - gpu.vram_used:#x} free")
+        self._reserve_system_memory(domains, a.size)
         handle = (a.gpu_id << 32) | self._next_bo
         if domains & K.AllocMemFlags.USERPTR:
             _check(a.mmap_offset % PAGE == 0 and a.mmap_offset, errno.EINVAL, "userptr not page aligned")
@@ -299,9 +321,33 @@ class EmulatedMachine:
         self.bos[handle] = bo
         if is_vram:
             gpu.vram_used += a.size
+        self._charge_system_memory(domains, a.size)
         a.handle = handle
         if not domains & K.AllocMemFlags.USERPTR:
             a.mmap_offset = bo.mmap_offset = BO_MMAP_BASE + (handle & 0xFFFFFFFF) * (1 << 24)
+
+    def _reserve_system_memory(self, domains: int, size: int) -> None:
+        """ENOMEM when a GTT or userptr buffer of `size` bytes would pass the system or TTM limit."""
+        system, ttm = self._system_charge(domains, size)
+        _check(self.system_mem_used + system <= self.max_system_mem, errno.ENOMEM,
+               f"{size:#x} bytes of system memory asked, {self.max_system_mem - self.system_mem_used:#x} left "
+               f"under the KFD system memory limit of {self.max_system_mem:#x}")
+        _check(self.ttm_mem_used + ttm <= self.max_ttm_mem, errno.ENOMEM,
+               f"{size:#x} bytes of GTT asked, {self.max_ttm_mem - self.ttm_mem_used:#x} left under the TTM "
+               f"page limit of {self.max_ttm_mem:#x}")
+
+    def _charge_system_memory(self, domains: int, size: int) -> None:
+        """Count (or, with a negative size, uncount) a GTT or userptr buffer against the limits."""
+        system, ttm = self._system_charge(domains, size)
+        self.system_mem_used += system
+        self.ttm_mem_used += ttm
+
+    @staticmethod
+    def _system_charge(domains: int, size: int) -> tuple[int, int]:
+        """(system, TTM) bytes a buffer of this domain costs, as amdgpu_amdkfd_reserve_mem_limit charges them."""
+        if domains & K.AllocMemFlags.GTT:
+            return size, size
+        return (size, 0) if domains & K.AllocMemFlags.USERPTR else (0, 0)
 
     def _not_in_use(self, bo: BufferObject) -> None:
         """The kernel keeps a queue's buffers while the queue lives (kfd_queue_acquire_buffers takes them)."""
@@ -315,6 +361,7 @@ class EmulatedMachine:
         del self.bos[a.handle]
         if bo.is_vram:
             self.gpus[bo.gpu_id].vram_used -= bo.size
+        self._charge_system_memory(bo.flags, -bo.size)
         bo.release()
 
     def ioctl_map_memory_to_gpu(self, a) -> None:
