@@ -43,6 +43,20 @@ def parse_gpu_map(text: str | None) -> dict[int, int] | None:
         raise click.BadParameter(f"{text!r}: expected recorded:target pairs such as 0:1,1:0") from None
 
 
+SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str | None) -> int | None:
+    """--max-memory: bytes, or a whole number of K, M or G (binary units)."""
+    if text is None:
+        return None
+    number, unit = (text[:-1], text[-1].upper()) if text[-1:].isalpha() else (text, "")
+    if unit not in SIZE_SUFFIXES or not (number.isascii() and number.isdigit()) or int(number) == 0:
+        raise click.BadParameter(f"--max-memory {text!r}: give a size greater than 0 in bytes, or with K, M or G "
+                                 f"such as 512M or 4G")
+    return int(number) * SIZE_SUFFIXES[unit]
+
+
 def check_options(emulate: str | None, emulate_from: str | None, emulate_recorded: bool, device: int | None,
                   mapping: dict[int, int] | None, loop: int, concurrent: int, relocate: str, timeout: float) -> None:
     """Refuse contradictory or out-of-range options with click.BadParameter (exit 4), before anything runs."""
@@ -76,11 +90,14 @@ def check_options(emulate: str | None, emulate_from: str | None, emulate_recorde
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Compare the checkpoints.")
 @click.option("--relocate", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds a wait may take (hang).")
+@click.option("--max-memory", metavar="SIZE",
+              help="Host memory the trace's GTT and userptr buffers may take at their peak, x --concurrent "
+                   "(bytes, or K/M/G) [default: half of MemAvailable].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
 @click.version_option(package_name="kfdtrace")
 def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, concurrent, verify, relocate,
-         timeout, as_json, debug) -> None:
+         timeout, max_memory, as_json, debug) -> None:
     """Replay TRACE on this machine's GPUs (or emulated ones) and say whether it did the same thing.
 
     \b
@@ -90,13 +107,14 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
     """
     try:
         mapping = parse_gpu_map(gpu_map)
+        memory_limit = parse_size(max_memory)
         check_options(emulate, emulate_from, emulate_recorded, device, mapping, loop, concurrent, relocate,
                       timeout)
         options = Options(relocate=relocate, timeout=timeout, verify=verify, gpu_map=mapping)
         with TerminalProgress("replay") as progress:
             report = replay_trace(trace, options, emulate=emulate, emulate_from=emulate_from,
                                   emulate_recorded=emulate_recorded, device=device, loops=loop,
-                                  concurrent=concurrent, progress=progress.update)
+                                  concurrent=concurrent, max_memory=memory_limit, progress=progress.update)
     except Exception as exc:
         _fail(as_json, exc, debug)
     if as_json:

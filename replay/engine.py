@@ -369,7 +369,10 @@ def _translator(q: dict, devices: dict[int, Device], relocation: Relocation, eve
 
 
 def _size(n: int) -> str:
-    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.1f} MiB"
+    for unit, shift in (("GiB", 30), ("MiB", 20)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}"
+    return f"{n / 1024:.1f} KiB"
 
 
 def _sdma_slots(dev: Device) -> int:
@@ -381,26 +384,25 @@ def _sdma_slots(dev: Device) -> int:
 POOL_TEXT: dict[str, tuple[str, str, Callable[[int], str]]] = {
     "VRAM": ("the trace needs {need} of VRAM", "the target has {have} free", _size),
     "SDMA queues": ("the trace needs {need} SDMA queues", "the target has {have} queue slots", str),
-    "host": ("the trace needs {need} of host memory (GTT and userptr buffers)", "this host has {have} available",
-             _size),
+    "host": ("the trace needs {need} of host memory (GTT and userptr buffers)", "--max-memory allows {have}", _size),
     "events": ("the trace needs {need} KFD signal events", "a process can have {have}", str),
 }
 # per-GPU pool -> what a target device has of it
 DEVICE_LIMITS: dict[str, Callable[[Device], int]] = {"VRAM": Device.free_vram, "SDMA queues": _sdma_slots}
 
 
-def check_resources(s: Survey, system: System, instances: int, host_available: int | None) -> None:
+def check_resources(s: Survey, system: System, instances: int, max_memory: int) -> None:
     """ReplayError, with the figures, when the trace's peak use times `instances` (what the replayer makes per
-    queue and instance included) exceeds a target GPU's free VRAM or SDMA queue slots, the host's available
-    memory or the KFD's signal events."""
+    queue and instance included) exceeds a target GPU's free VRAM or SDMA queue slots, `max_memory` bytes of
+    host memory (its GTT and userptr buffers, whole: a fill can touch all of one) or the KFD's signal events."""
     times = f" (x{instances} instances)" if instances > 1 else ""
-    have = {HOST: host_available, EVENTS: K.KFD_SIGNAL_EVENT_LIMIT}
+    have = {HOST: max_memory, EVENTS: K.KFD_SIGNAL_EVENT_LIMIT}
     short = []
     for pool, peak in sorted(s.peaks.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
         need = (peak + (pool == EVENTS)) * instances  # each instance has an event of its own
         dev = None if pool[1] is None else system.devices[pool[1]]
         limit = have[pool] if dev is None else DEVICE_LIMITS[pool[0]](dev)
-        if limit is None or need <= limit:
+        if need <= limit:
             continue
         needs, has, figure = POOL_TEXT[pool[0]]
         where = "" if dev is None else f"GPU {dev.index} ({dev.target.name}): "

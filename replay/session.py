@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from kfdtrace.replay.engine import BadInput, Instance, Options, Result, check_re
 from kfdtrace.traces.format import TraceReader
 
 MEMINFO = "/proc/meminfo"
+MAX_MEMORY_SHARE = 2  # the default --max-memory: MemAvailable / this
 
 
 @dataclass
@@ -85,6 +87,15 @@ def host_available() -> int | None:
     return None
 
 
+def default_max_memory() -> int:
+    """The host memory a replay may use unless told: half of MemAvailable (else of the RAM), leaving the rest
+    to the emulated GPU's own copies, the trace reader and everything else running here."""
+    available = host_available()
+    if available is None:
+        available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return available // MAX_MEMORY_SHARE
+
+
 @contextlib.contextmanager
 def bad_input() -> Iterator[None]:
     """Errors setting up (the trace's header, the target asked for) are bad input."""
@@ -101,9 +112,10 @@ def open_target(trace: TraceReader, emulate: str | None, emulate_from: str | Non
 
 def replay_trace(path: str, options: Options, *, emulate: str | None = None, emulate_from: str | None = None,
                  emulate_recorded: bool = False, device: int | None = None, loops: int = 1, concurrent: int = 1,
-                 progress: Callable[[str], None] = lambda text: None) -> Report:
+                 max_memory: int | None = None, progress: Callable[[str], None] = lambda text: None) -> Report:
     """Replay the trace at `path`. Before anything is submitted: ReplayError when it cannot run on the target
-    (packets, GPUs, memory), BadInput (or TraceError) when there is nothing sound to replay."""
+    (packets, GPUs, memory: at most `max_memory` bytes of host memory, default_max_memory() when None),
+    BadInput (or TraceError) when there is nothing sound to replay."""
     readers = [TraceReader(path) for _ in range(concurrent)]
     try:
         trace = readers[0]
@@ -117,7 +129,7 @@ def replay_trace(path: str, options: Options, *, emulate: str | None = None, emu
             s = survey(trace, devices)
             if not s.submissions:
                 raise BadInput(f"{path} holds no submissions: nothing to replay")
-            check_resources(s, system, concurrent, host_available())
+            check_resources(s, system, concurrent, default_max_memory() if max_memory is None else max_memory)
             report = Report(path, [g["target"] for g in trace.header.get("gpus") or []],
                             [f"{d}" for d in system.devices], system.backend, s.submissions, s.packets,
                             notes=s.notes)

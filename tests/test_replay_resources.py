@@ -1,12 +1,17 @@
-"""Replay checks the target can hold the trace (peak VRAM per GPU, host memory, KFD events) before submitting."""
+"""Replay checks the target can hold the trace (peak VRAM per GPU, host memory up to --max-memory, KFD events)
+before submitting."""
 
 from __future__ import annotations
+
+import os
+import re
 
 import pytest
 
 from kfdtrace.driver import kfd_ioctl as K
-from kfdtrace.replay.engine import EXIT_OK, EXIT_UNSUPPORTED, Options
-from kfdtrace.replay.session import replay_trace
+from kfdtrace.replay import session
+from kfdtrace.replay.engine import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNSUPPORTED, Options
+from kfdtrace.replay.session import default_max_memory, replay_trace
 from kfdtrace.replay.translate import ReplayError
 from kfdtrace.traces.format import TraceReader
 from tests.test_replay import replay, rewrite, sample
@@ -77,12 +82,50 @@ def test_vram_is_counted_on_the_target_gpu_each_recorded_gpu_goes_to(tmp_path):
     assert replay_trace(path, Options(), emulate="gfx1100,gfx1100", concurrent=2).status == EXIT_OK
 
 
-def test_host_memory_over_what_the_host_has_is_refused(tmp_path):
+def test_a_terabyte_of_gtt_is_refused_before_submitting(tmp_path):
     path = with_buffers(sample("ping_pong-gfx1100"), str(tmp_path / "gtt.kfdtrace"),
-                        [("alloc", 1, 4096 * GIB, 0, "gtt"), ("free", 1, 0, 0, "")])
-    with pytest.raises(ReplayError, match=r"the trace needs 4096\.0 GiB of host memory \(GTT and userptr buffers\) "
-                                          r"at its peak, this host has [0-9.]+ GiB available"):
-        replay_trace(path, Options(), emulate="gfx1100")
+                        [("alloc", 1, 1024 * GIB, 0, "gtt"), ("free", 1, 0, 0, "")])
+    res = replay(path, "--emulate", "gfx1100")
+    assert res.returncode == EXIT_UNSUPPORTED, res.stdout + res.stderr
+    assert re.fullmatch(r"replay: cannot replay here: the trace needs 1024\.0 GiB of host memory \(GTT and userptr "
+                        r"buffers\) at its peak, --max-memory allows [0-9.]+ [KMG]iB\n", res.stderr)
+    assert "loop 1" not in res.stdout
+
+
+def test_a_gtt_buffer_counts_whole_whatever_touches_it(tmp_path):
+    """A fill can touch every byte of a 3 GiB buffer, so its size is what the host must be able to give."""
+    path = with_buffers(sample("ping_pong-gfx1100"), str(tmp_path / "gtt.kfdtrace"),
+                        [("alloc", 1, 3 * GIB, 0, "gtt"), ("free", 1, 0, 0, "")])
+    with pytest.raises(ReplayError, match=r"^the trace needs 3\.0 GiB of host memory .* --max-memory allows 2\.0 GiB$"):
+        replay_trace(path, Options(), emulate="gfx1100", max_memory=2 * GIB)
+
+
+def test_max_memory_refuses_a_trace_that_needs_more_and_accepts_it_with_enough(tmp_path):
+    path = with_buffers(sample("ping_pong-gfx1100"), str(tmp_path / "gtt.kfdtrace"),
+                        [("alloc", 1, 2 << 20, 0, "gtt"), ("free", 1, 0, 0, "")])
+    res = replay(path, "--emulate", "gfx1100", "--max-memory", "1M")
+    assert res.returncode == EXIT_UNSUPPORTED, res.stdout + res.stderr
+    assert re.search(r"needs 2\.\d MiB of host memory .* at its peak, --max-memory allows 1\.0 MiB$", res.stderr)
+    assert "loop 1" not in res.stdout
+    res = replay(path, "--emulate", "gfx1100", "--max-memory", "3m")
+    assert res.returncode == EXIT_OK, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("value", ["1.5G", "0", "12X", "M", "-4K", "²"])
+def test_a_bad_max_memory_is_bad_input_in_one_line(value):
+    res = replay(sample("ping_pong-gfx1100"), "--emulate", "gfx1100", "--max-memory", value)
+    assert res.returncode == EXIT_BAD_INPUT, res.stdout + res.stderr
+    assert res.stderr.startswith(f"replay: error: --max-memory {value!r}: give a size") and res.stdout == ""
+    assert len(res.stderr.splitlines()) == 1
+
+
+def test_the_default_max_memory_is_half_of_memavailable_else_of_the_ram(tmp_path, monkeypatch):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16000000 kB\nMemAvailable:    8000000 kB\n")
+    monkeypatch.setattr(session, "MEMINFO", str(meminfo))
+    assert default_max_memory() == 4000000 * 1024
+    monkeypatch.setattr(session, "MEMINFO", str(tmp_path / "none"))
+    assert default_max_memory() == os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
 
 
 def test_more_live_events_than_a_process_can_have_is_refused(tmp_path):
