@@ -212,13 +212,18 @@ def chunk_size(trace: TraceReader) -> int:
     return chunk
 
 
-def device_map(trace: TraceReader, system: System, gpu_map: dict[int, int] | None) -> dict[int, Device]:
-    """Recorded gpu_id -> target device: recorded GPU i onto target device gpu_map[i] (default: i)."""
+def recorded_gpus(trace: TraceReader) -> list[dict]:
+    """The header's GPUs (each with a gpu_id and a target); BadInput when they are not that."""
     gpus = trace.header.get("gpus") or []
     if not _list_of(GPU_FIELDS)(gpus):
         raise BadInput(f"{trace.path}: the header's gpus is not a list of GPUs with a gpu_id and a target "
                        f"(corrupt trace)")
-    recorded = [g["gpu_id"] for g in gpus]
+    return gpus
+
+
+def device_map(trace: TraceReader, system: System, gpu_map: dict[int, int] | None) -> dict[int, Device]:
+    """Recorded gpu_id -> target device: recorded GPU i onto target device gpu_map[i] (default: i)."""
+    recorded = [g["gpu_id"] for g in recorded_gpus(trace)]
     mapping = gpu_map if gpu_map is not None else {i: i for i in range(len(recorded))}
     out = {}
     for i, gpu_id in enumerate(recorded):

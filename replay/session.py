@@ -13,7 +13,16 @@ from kfdtrace.driver.backend import open_syscalls
 from kfdtrace.driver.errors import KfdTraceError
 from kfdtrace.driver.system import System
 from kfdtrace.driver.topology import Topology
-from kfdtrace.replay.engine import BadInput, Instance, Options, Result, check_resources, device_map, survey
+from kfdtrace.replay.engine import (
+    BadInput,
+    Instance,
+    Options,
+    Result,
+    check_resources,
+    device_map,
+    recorded_gpus,
+    survey,
+)
 from kfdtrace.traces.format import TraceReader
 
 MEMINFO = "/proc/meminfo"
@@ -106,8 +115,17 @@ def bad_input() -> Iterator[None]:
 
 
 def open_target(trace: TraceReader, emulate: str | None, emulate_from: str | None, emulate_recorded: bool) -> System:
-    topology = Topology.from_dict(trace.header["topology"]) if emulate_recorded else None
+    topology = recorded_topology(trace) if emulate_recorded else None
     return System(open_syscalls(emulate, emulate_from, topology=topology))
+
+
+def recorded_topology(trace: TraceReader) -> Topology:
+    """The topology the trace was recorded on; BadInput when its header holds none that can be read."""
+    try:
+        return Topology.from_dict(trace.header["topology"])
+    except Exception as exc:  # anything a malformed dict makes from_dict raise
+        raise BadInput(f"{trace.path}: the header's topology cannot be read ({type(exc).__name__}: {exc}); "
+                       f"use --emulate instead of --emulate-recorded") from None
 
 
 def replay_trace(path: str, options: Options, *, emulate: str | None = None, emulate_from: str | None = None,
@@ -122,15 +140,16 @@ def replay_trace(path: str, options: Options, *, emulate: str | None = None, emu
         with bad_input():
             system = open_target(trace, emulate, emulate_from, emulate_recorded)
         with system:
+            gpus = recorded_gpus(trace)
             if device is not None:
-                options.gpu_map = {i: device for i in range(len(trace.header.get("gpus") or []))}
+                options.gpu_map = {i: device for i in range(len(gpus))}
             devices = device_map(trace, system, options.gpu_map)
             progress("checking every submission")
             s = survey(trace, devices)
             if not s.submissions:
                 raise BadInput(f"{path} holds no submissions: nothing to replay")
             check_resources(s, system, concurrent, default_max_memory() if max_memory is None else max_memory)
-            report = Report(path, [g["target"] for g in trace.header.get("gpus") or []],
+            report = Report(path, [g["target"] for g in gpus],
                             [f"{d}" for d in system.devices], system.backend, s.submissions, s.packets,
                             notes=s.notes)
             if trace.recovered:

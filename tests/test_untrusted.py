@@ -130,8 +130,8 @@ def test_a_blob_whose_content_does_not_match_its_key_is_corrupt(tmp_path):
 PING_PONG = os.path.join(os.path.dirname(SAMPLE), "ping_pong-gfx1100.kfdtrace")
 
 
-def replay(path: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path, "--emulate-recorded"],
+def replay(path: str, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path, *(options or ["--emulate-recorded"])],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -204,6 +204,17 @@ def test_a_malformed_header_is_bad_input(tmp_path, header, text):
     path = str(tmp_path / "t.kfdtrace")
     rewrite(PING_PONG, path, lambda rec, r, w: rec.fields, lambda h: {**h, **header})
     refused(replay(path), 4, text)
+
+
+@pytest.mark.parametrize("header, options, text", [
+    ({"gpus": 5}, ["--emulate", "gfx942", "--device", "0"], "the header's gpus is not a list"),
+    ({"topology": 5}, ["--emulate-recorded"], "the header's topology cannot be read"),
+    ({"topology": {"nodes": [{"properties": "x"}]}}, ["--emulate-recorded"], "the header's topology cannot be read"),
+])
+def test_a_malformed_header_is_bad_input_with_any_target_option(tmp_path, header, options, text):
+    path = str(tmp_path / "t.kfdtrace")
+    rewrite(PING_PONG, path, lambda rec, r, w: rec.fields, lambda h: {**h, **header})
+    refused(replay(path, *options), 4, text)
 
 
 def test_a_blob_that_does_not_match_its_key_is_bad_input_in_replay(tmp_path):
