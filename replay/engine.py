@@ -304,7 +304,7 @@ class _Surveyor:
         alloc = self.allocs.get(va)
         if alloc is None:
             return
-        self.s.names[alloc.n] = (r.fields["name"], role)
+        self.s.names[alloc.n] = (r.fields.get("name"), role)
         if self.unnamed.pop(va, None) is not None:
             self._count(alloc, role)
         elif role in INTERNAL_ROLES and va in self.live:
@@ -732,7 +732,7 @@ class Instance:
             lo = i * chunk
             actual = rb.buffer.read(lo, min(chunk, entry["size"] - lo))
             if hashlib.sha256(actual).digest()[:16] != key:
-                return Divergence(self.result.checkpoints, entry["name"] or f"@{entry['va']:#x}", entry["va"], lo,
+                return Divergence(self.result.checkpoints, entry.get("name") or f"@{entry['va']:#x}", entry["va"], lo,
                                   len(actual), self._blob(key), actual, rb.writer)
         return None
 
