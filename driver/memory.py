@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 
 PAGE = 4096
 HUGE = 2 << 20
+# Test mode: buffers placed at a given address (replay) also get an inaccessible page after them, as the others
+# always have (their reservation is larger than they are), so an access past any buffer faults at once.
+ENV_GUARD_PAGES = "KFDTRACE_GUARD_PAGES"
 
 DOMAINS: dict[str, int] = {
     "vram": K.AllocMemFlags.VRAM,
@@ -186,7 +190,7 @@ def allocate(device: Device, size: int, domain: str = "vram", *, cpu_access: boo
     else:
         if va % PAGE:
             raise ValueError(f"buffer address {va:#x} is not page aligned")
-        span = alloc_size
+        span = alloc_size + (PAGE if os.environ.get(ENV_GUARD_PAGES) else 0)
         try:
             base = sys.mmap(va, span, PROT_NONE, reserve | MAP_FIXED_NOREPLACE, -1, 0)
         except OSError as exc:

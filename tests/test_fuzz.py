@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from kfdtrace.driver.memory import ENV_GUARD_PAGES
 from tests.fuzz import campaign, mutate
 
 CASES_PER_SAMPLE = 30  # 90 cases, two commands each, on 2 workers
@@ -69,7 +70,8 @@ def test_unmutated_samples_replay_clean(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS and the emulator are Linux-only")
-def test_fuzzed_traces_never_crash_the_tools(tmp_path):
+def test_fuzzed_traces_never_crash_the_tools(tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_GUARD_PAGES, "1")  # an access past any replayed buffer faults at once
     jobs = [(s, mutate.sample_targets(s), SEED * 1000 + i) for s in mutate.samples() for i in range(CASES_PER_SAMPLE)]
     with ThreadPoolExecutor(WORKERS) as pool:
         results = list(pool.map(lambda job: run_case(str(tmp_path), *job), jobs))

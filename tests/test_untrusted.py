@@ -291,3 +291,30 @@ def test_a_record_the_target_refuses_is_one_line(tmp_path, type_, fields, status
     path = str(tmp_path / "t.kfdtrace")
     rewrite(PING_PONG, path, edit_first(type_, lambda f, r, w: f.update(fields)))
     refused(replay(path), status, text)
+
+
+GUARD_PROBE = """
+import ctypes, os
+os.environ["KFDTRACE_GUARD_PAGES"] = "1"
+from kfdtrace.driver import System
+with System.open(emulate="gfx942") as system:
+    gpu = system.devices[0]
+    buf = gpu.alloc(4096, "gtt")
+    placed = gpu.alloc(4096, "gtt", va=buf.va + (64 << 20))
+    print("mapped", flush=True)
+    ctypes.string_at(placed.cpu + 4096, 1)  # the page after a buffer placed at its address: must fault
+"""
+
+
+def test_guard_pages_make_an_access_past_a_placed_buffer_fault():
+    res = subprocess.run([sys.executable, "-c", GUARD_PROBE], capture_output=True, text=True, timeout=60)
+    assert res.stdout.strip() == "mapped" and res.returncode == -11, (res.returncode, res.stderr[-400:])
+
+
+@pytest.mark.parametrize("name", ["sdma_stress-gfx942", "peer_ring-2xgfx942", "ping_pong-gfx1100"])
+def test_replay_with_guard_pages_touches_nothing_past_its_buffers(name):
+    path = os.path.join(os.path.dirname(SAMPLE), f"{name}.kfdtrace")
+    res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path, "--emulate-recorded"],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "KFDTRACE_GUARD_PAGES": "1"})
+    assert res.returncode == 0, res.stdout + res.stderr

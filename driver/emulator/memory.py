@@ -17,7 +17,18 @@ import threading
 from dataclasses import dataclass, field
 
 from kfdtrace.driver.ranges import RangeMap
-from kfdtrace.driver.syscalls import MAP_SHARED, PROT_READ, PROT_WRITE, libc_mmap, libc_munmap
+from kfdtrace.driver.syscalls import (
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_NORESERVE,
+    MAP_PRIVATE,
+    MAP_SHARED,
+    PROT_NONE,
+    PROT_READ,
+    PROT_WRITE,
+    libc_mmap,
+    libc_munmap,
+)
 
 PAGE = 4096
 
@@ -54,8 +65,15 @@ class BufferObject:
         fd = os.memfd_create(f"kfd-bo-{handle}", os.MFD_CLOEXEC)
         try:
             os.ftruncate(fd, size)
-            host = libc_mmap(0, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+            # the host view is followed by an inaccessible page: an access running past it faults at once
+            host = libc_mmap(0, size + PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         except OSError:
+            os.close(fd)
+            raise
+        try:
+            libc_mmap(host, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0)
+        except OSError:
+            libc_munmap(host, size + PAGE)
             os.close(fd)
             raise
         return cls(handle, gpu_id, va, size, flags, host, fd, is_vram=is_vram)
@@ -88,7 +106,7 @@ class BufferObject:
 
     def _release_host(self) -> None:
         if self.memfd >= 0:
-            libc_munmap(self.host, self.size)
+            libc_munmap(self.host, self.size + PAGE)
             os.close(self.memfd)
             self.memfd = -1
 

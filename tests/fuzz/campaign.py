@@ -24,6 +24,7 @@ import tempfile
 import time
 import traceback
 
+from kfdtrace.driver.memory import ENV_GUARD_PAGES
 from tests.fuzz import mutate
 
 MEMORY_LIMIT = 4 << 30
@@ -227,6 +228,7 @@ def repro(spec: str) -> None:
 
 
 def main() -> None:
+    os.environ.setdefault(ENV_GUARD_PAGES, "1")  # every replayed buffer with an inaccessible page after it
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=50_000)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
