@@ -42,7 +42,7 @@ from kfdtrace.driver.topology import Topology, read_topology
 DEFAULT_CHUNK = 16 << 10  # measured: see capture/README.md
 # Submissions are looked into in batches, at the next CPU wait (when the GPU is idle) or before anything that
 # changes what they would tell, rather than one by one on the submission path (measured: capture overhead
-# 1.33x -> 1.2x on benchmarks/capture_overhead.py).
+# 1.33x -> 1.24x on benchmarks/capture_overhead.py).
 LEARN_BATCH = 256
 TRACKING_MODES = ("auto", "scan")
 
