@@ -540,7 +540,7 @@ class Instance:
         if rptr is None:
             self._drain(rq, f"it is destroyed at record {r.n}; the trace does not say whether the recording had "
                             f"drained it, so it is expected to")
-        elif rptr >= r.fields.get("wptr", rq.rung):
+        elif rptr >= (rq.rung if r.fields.get("wptr") is None else r.fields["wptr"]):
             self._drain(rq, f"it is destroyed at record {r.n}, and the recording had drained it")
         del self.queues[r.fields["queue"]]
         rq.queue.destroy()

@@ -111,3 +111,14 @@ def test_a_diverging_checkpoint_buffer_without_its_name_is_a_divergence_not_an_i
     rewrite(sample, out, edit)
     kind, status, stderr = campaign.run_cli(campaign.commands(out, "gfx942")[0])
     assert (kind, status) == ("clean", 1), stderr
+
+
+def test_a_queue_destroy_without_its_write_pointer_replays(tmp_path):
+    """Found by the campaign (peer_ring-2xgfx942:405232): a null wptr was compared with the rptr (exit 5)."""
+    from tests.test_replay import rewrite
+
+    sample = os.path.join(mutate.SAMPLES_DIR, "peer_ring-2xgfx942.kfdtrace")
+    out = str(tmp_path / "nowptr.kfdtrace")
+    rewrite(sample, out, lambda rec, r, w: {**rec.fields, "wptr": None} if rec.type == "queue_destroy" else rec.fields)
+    kind, status, stderr = campaign.run_cli(campaign.commands(out, "gfx942,gfx942")[0])
+    assert (kind, status) == ("clean", 0), stderr  # the read pointer is compared with the last doorbell instead

@@ -111,7 +111,7 @@ def _child(argv: list[str], err_path: str, limit: int) -> None:
 
 
 def run_campaign(cases: int, jobs: int, seed: int, timeout: float, limit: int, keep: str | None,
-                 examples: int = 5, report_every: float = 30.0) -> dict:
+                 examples: int = 5, report_every: float = 30.0, first: int = 0) -> dict:
     import kfdtrace.cli  # noqa: F401  (imported once, before forking)
     import kfdtrace.replay.cli  # noqa: F401
 
@@ -124,7 +124,7 @@ def run_campaign(cases: int, jobs: int, seed: int, timeout: float, limit: int, k
     running: dict[int, tuple[int, int, str, float, str]] = {}  # pid -> (case, command index, stderr path, start, argv)
     pending: list[tuple[int, int]] = []
     meta: dict[int, tuple[str, int, str, str]] = {}  # case -> (sample, seed, trace, mutation)
-    next_case, done, start, last_report = 0, 0, time.monotonic(), time.monotonic()
+    next_case, done, start, last_report = first, 0, time.monotonic(), time.monotonic()
 
     def launch(case: int, k: int) -> None:
         sample, case_seed, trace, _ = meta[case]
@@ -157,6 +157,7 @@ def run_campaign(cases: int, jobs: int, seed: int, timeout: float, limit: int, k
             counts[kind] += 1
             if kind != "clean" and len(found[kind]) < examples:
                 found[kind].append(detail)
+                print(f"  {kind}: {detail}", file=sys.stderr, flush=True)  # now: a stopped run keeps it
             if keep and kind != "clean":
                 os.makedirs(keep, exist_ok=True)
                 os.replace(trace, os.path.join(keep, f"{os.path.basename(sample)}-{case_seed}.kfdtrace"))
@@ -166,7 +167,7 @@ def run_campaign(cases: int, jobs: int, seed: int, timeout: float, limit: int, k
             done += 1
 
     while done < cases:
-        while len(running) < jobs and (pending or next_case < cases):
+        while len(running) < jobs and (pending or next_case < first + cases):
             if not pending:
                 case = next_case
                 next_case += 1
@@ -233,6 +234,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=50_000)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--first", type=int, default=0, help="start at this case (to rerun part of a campaign)")
     parser.add_argument("--timeout", type=float, default=WALL_TIMEOUT, help="wall-clock seconds per command")
     parser.add_argument("--memory", type=int, default=MEMORY_LIMIT, help="address-space limit in bytes")
     parser.add_argument("--keep", help="keep every non-clean case's trace in this directory")
@@ -241,7 +243,8 @@ def main() -> None:
     if args.repro:
         repro(args.repro)
         return
-    print_table(run_campaign(args.cases, args.jobs, args.seed, args.timeout, args.memory, args.keep))
+    print_table(run_campaign(args.cases, args.jobs, args.seed, args.timeout, args.memory, args.keep,
+                             first=args.first))
 
 
 if __name__ == "__main__":
