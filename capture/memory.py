@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from kfdtrace.capture.completion import QueueProgress
 from kfdtrace.capture.trace_file import TraceFile
+from kfdtrace.traces import records as R
 from kfdtrace.traces.format import blob_key
 
 
@@ -64,7 +65,7 @@ class MemoryRecorder:
                 continue
             buf.keys[i] = self.trace.blob(data, key)
             self.payload_bytes += len(data)
-            self.trace.record("mem", va=buf.va + i * self.chunk, size=len(data), key=key)
+            self.trace.record(R.MEM, va=buf.va + i * self.chunk, size=len(data), key=key)
 
     def checkpoint_entry(self, buf: TrackedBuffer) -> dict | None:
         """The checkpoint entry of a buffer whose content changed since it was last recorded (its new chunks

@@ -38,6 +38,7 @@ from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.driver.syscalls import KFD_DEVICE, Syscalls
 from kfdtrace.driver.topology import Topology, read_topology
+from kfdtrace.traces import records as R
 
 DEFAULT_CHUNK = 16 << 10  # measured: see capture/README.md
 # Submissions are looked into in batches, at the next CPU wait (when the GPU is idle) or before anything that
@@ -114,7 +115,7 @@ class Recorder:
         self.trace.flush()
         counts, problem = packet_counts(self.path)
         if problem:
-            self.record("note", text=problem)
+            self.record(R.NOTE, text=problem)
         return counts
 
     def close(self, status: int | None = None) -> dict:
@@ -160,12 +161,12 @@ class RecordingSyscalls:
         fd = self.inner.open(path, flags)
         with self.lock:
             self.files[fd] = path
-            self.rec.record("open", path=path, flags=flags, fd=fd)
+            self.rec.record(R.OPEN, path=path, flags=flags, fd=fd)
         return fd
 
     def close(self, fd: int) -> None:
         with self.lock:
-            self.rec.record("close", fd=fd, path=self.files.pop(fd, None))
+            self.rec.record(R.CLOSE, fd=fd, path=self.files.pop(fd, None))
         self.inner.close(fd)
 
     def ioctl(self, fd: int, request: int, arg) -> int:
@@ -174,7 +175,7 @@ class RecordingSyscalls:
         raw_in = b"" if arg is None else ctypes.string_at(ctypes.addressof(arg), min(size, ctypes.sizeof(arg)))
         with self.lock:
             seq = rec.next_ioctl()
-            rec.record("ioctl", seq=seq, fd=fd, request=request, name=name, data=raw_in)
+            rec.record(R.IOCTL, seq=seq, fd=fd, request=request, name=name, data=raw_in)
             if blocking:
                 rec.trace.flush_blobs()
             else:
@@ -182,11 +183,11 @@ class RecordingSyscalls:
         try:
             ret = self.inner.ioctl(fd, request, arg)
         except OSError as exc:
-            rec.record("ioctl_end", seq=seq, ret=-1, errno=exc.errno, data=None)
+            rec.record(R.IOCTL_END, seq=seq, ret=-1, errno=exc.errno, data=None)
             raise
         raw_out = b"" if arg is None else ctypes.string_at(ctypes.addressof(arg), len(raw_in))
         with self.lock:
-            rec.record("ioctl_end", seq=seq, ret=ret, errno=0, data=raw_out)
+            rec.record(R.IOCTL_END, seq=seq, ret=ret, errno=0, data=raw_out)
             if after is not None and fd in self.files:
                 entry = K.BY_NAME[name]
                 getattr(self, after)(entry.struct.from_buffer_copy(raw_out.ljust(ctypes.sizeof(entry.struct), b"\0")))
@@ -197,7 +198,7 @@ class RecordingSyscalls:
             out = self.inner.mmap(addr, length, prot, flags, fd, offset)
             if fd in self.files:
                 self.mappings[out] = (fd, length)
-                self.rec.record("mmap", path=self.files[fd], fd=fd, offset=offset, addr=out, length=length,
+                self.rec.record(R.MMAP, path=self.files[fd], fd=fd, offset=offset, addr=out, length=length,
                                 prot=prot, flags=flags)
                 self._note_mapping(fd, offset, out)
             return out
@@ -210,14 +211,14 @@ class RecordingSyscalls:
                     self.doorbell_pages.pop(start, None)
                     self.rung.clear()
                     self._forget_rings()
-                    self.rec.record("munmap", path=self.files.get(fd), addr=start, length=n)
+                    self.rec.record(R.MUNMAP, path=self.files.get(fd), addr=start, length=n)
             self.inner.munmap(addr, length)
 
     def doorbell_store(self, addr: int, value: int) -> None:
         with self.lock:  # the doorbell is recorded in the order the queues see them
             q = self._queue_at(addr)
             if q is None:
-                self.rec.record("doorbell", queue=None, addr=addr, value=value, ring=b"")
+                self.rec.record(R.DOORBELL, queue=None, addr=addr, value=value, ring=b"")
             else:
                 self._submission(q, value)
             self.inner.doorbell_store(addr, value)
@@ -245,7 +246,7 @@ class RecordingSyscalls:
         self.buffers[a.handle] = buf
         self.by_va.add(buf.va, buf.size, buf)
         self.rec.buffers_seen += 1
-        self.rec.record("alloc", handle=a.handle, gpu=a.gpu_id, va=a.va_addr, size=a.size, domain=domain,
+        self.rec.record(R.ALLOC, handle=a.handle, gpu=a.gpu_id, va=a.va_addr, size=a.size, domain=domain,
                         flags=a.flags, cpu=buf.cpu)
 
     def _after_free_memory_of_gpu(self, a) -> None:
@@ -255,16 +256,16 @@ class RecordingSyscalls:
             self.by_va.remove(buf.va)
             self.written.discard(buf)
             self._forget_rings()
-            self.rec.record("free", handle=a.handle, va=buf.va)
+            self.rec.record(R.FREE, handle=a.handle, va=buf.va)
 
     def _gpu_list(self, a) -> list[int]:
         return list((ctypes.c_uint32 * a.n_devices).from_address(a.device_ids_array_ptr)) if a.n_devices else []
 
     def _after_map_memory_to_gpu(self, a) -> None:
-        self.rec.record("map", handle=a.handle, gpus=self._gpu_list(a)[: a.n_success])
+        self.rec.record(R.MAP, handle=a.handle, gpus=self._gpu_list(a)[: a.n_success])
 
     def _after_unmap_memory_from_gpu(self, a) -> None:
-        self.rec.record("unmap", handle=a.handle, gpus=self._gpu_list(a)[: a.n_success])
+        self.rec.record(R.UNMAP, handle=a.handle, gpus=self._gpu_list(a)[: a.n_success])
 
     def _after_acquire_vm(self, a) -> None:
         if a.gpu_id not in self.gpus:
@@ -280,7 +281,7 @@ class RecordingSyscalls:
                          a.doorbell_offset & (K.KFD_DOORBELL_PROCESS_SLICE - 1), dialect,
                          QueueProgress(f"queue {a.queue_id}"))
         self.queues[a.queue_id] = self.doorbells[(q.gpu_id, q.doorbell_offset)] = q
-        self.rec.record("queue", queue=a.queue_id, gpu=a.gpu_id, type=a.queue_type, ring=a.ring_base_address,
+        self.rec.record(R.QUEUE, queue=a.queue_id, gpu=a.gpu_id, type=a.queue_type, ring=a.ring_base_address,
                         ring_size=ring_size, rptr=a.read_pointer_address, wptr=a.write_pointer_address,
                         doorbell_offset=a.doorbell_offset, engine=a.sdma_engine_id,
                         dialect=dialect.name if dialect else None)
@@ -291,22 +292,22 @@ class RecordingSyscalls:
             del self.doorbells[(q.gpu_id, q.doorbell_offset)]
             self.rung.clear()
             rptr = self._read(q.rptr_va, 8)
-            self.rec.record("queue_destroy", queue=a.queue_id, wptr=q.wptr,
+            self.rec.record(R.QUEUE_DESTROY, queue=a.queue_id, wptr=q.wptr,
                             rptr=None if rptr is None else int.from_bytes(rptr, "little"))
 
     def _after_create_event(self, a) -> None:
-        self.rec.record("event", event=a.event_id, type=a.event_type, auto_reset=bool(a.auto_reset))
+        self.rec.record(R.EVENT, event=a.event_id, type=a.event_type, auto_reset=bool(a.auto_reset))
 
     def _after_destroy_event(self, a) -> None:
         self.cpu_set_events.discard(a.event_id)
-        self.rec.record("event_destroy", event=a.event_id)
+        self.rec.record(R.EVENT_DESTROY, event=a.event_id)
 
     def _after_set_event(self, a) -> None:
         self.cpu_set_events.add(a.event_id)
-        self.rec.record("event_set", event=a.event_id)
+        self.rec.record(R.EVENT_SET, event=a.event_id)
 
     def _after_reset_event(self, a) -> None:
-        self.rec.record("event_reset", event=a.event_id)
+        self.rec.record(R.EVENT_RESET, event=a.event_id)
 
     def _note_mapping(self, fd: int, offset: int, addr: int) -> None:
         if self.files[fd] == KFD_DEVICE:
@@ -318,7 +319,7 @@ class RecordingSyscalls:
         if buf is not None:
             self._changed_layout()
             buf.cpu = addr
-            self.rec.record("cpu_map", handle=buf.handle, va=buf.va, addr=addr)
+            self.rec.record(R.CPU_MAP, handle=buf.handle, va=buf.va, addr=addr)
 
     # -- submissions --------------------------------------------------------------------------------
     def _forget_rings(self) -> None:
@@ -366,7 +367,7 @@ class RecordingSyscalls:
             if len(self._unlearnt) >= LEARN_BATCH or self.exposed or self.rec.tracking == "scan":
                 self._learn_pending()  # with raw views, what the submission reads is recorded before it
         q.wptr = value
-        self.rec.record("doorbell", queue=q.queue_id, value=value, ring=ring)
+        self.rec.record(R.DOORBELL, queue=q.queue_id, value=value, ring=ring)
 
     def _learn_pending(self) -> None:
         """Learn what the submissions waiting in the batch do, in order (before anything that reads or changes
@@ -378,7 +379,7 @@ class RecordingSyscalls:
             try:
                 plan, inner = self.analyzer.analyse(q.dialect, ring, self._read)
             except PacketError as exc:
-                self.rec.record("note", text=f"queue {q.queue_id}: undecodable ring bytes: {exc}")
+                self.rec.record(R.NOTE, text=f"queue {q.queue_id}: undecodable ring bytes: {exc}")
             else:
                 self._learn(q, base, ring, plan, inner)
 
@@ -432,7 +433,7 @@ class RecordingSyscalls:
                 entries.append(entry)
         if entries or in_flight:
             self.rec.checkpoints += 1
-            self.rec.record("checkpoint", wait=wait, buffers=entries, in_flight=in_flight)
+            self.rec.record(R.CHECKPOINT, wait=wait, buffers=entries, in_flight=in_flight)
 
     # -- what the driver tells us (annotations) -----------------------------------------------------
     def _note_buffer(self, va: int, name: str | None, role: str, size: int | None = None) -> None:
@@ -442,13 +443,13 @@ class RecordingSyscalls:
                 buf.size = size
             self._changed_layout()
             buf.name, buf.role = name, role
-            self.rec.record("buffer", handle=buf.handle, va=va, name=name, role=role, size=buf.size)
+            self.rec.record(R.BUFFER, handle=buf.handle, va=va, name=name, role=role, size=buf.size)
 
     def _note_queue(self, queue_id: int, name: str) -> None:
         q = self.queues.get(queue_id)
         if q is not None:
             q.name = q.progress.name = name
-            self.rec.record("queue_name", queue=queue_id, name=name)
+            self.rec.record(R.QUEUE_NAME, queue=queue_id, name=name)
 
     def _note_cpu_write(self, va: int, size: int) -> None:
         buf = self.by_va.get(va)
@@ -472,11 +473,11 @@ class RecordingSyscalls:
         if old is not None and value < int.from_bytes(old, "little"):
             self._learn_pending()  # the signals before the reset belong to the earlier life
             self.completion.reset(addr)
-        self.rec.record("cpu_signal", addr=addr, value=value, name=name)
+        self.rec.record(R.CPU_SIGNAL, addr=addr, value=value, name=name)
 
     def _note_cpu_wait(self, addr: int, value: int, timeout: float, ok: bool) -> None:
         wait = {"addr": addr, "value": value, "timeout": timeout, "ok": ok}
-        self.rec.record("cpu_wait", **wait)
+        self.rec.record(R.CPU_WAIT, **wait)
         if ok:
             self._learn_pending()
             self.completion.observed(addr, value)
@@ -484,7 +485,7 @@ class RecordingSyscalls:
 
     def _note_cpu_event_wait(self, event: int, timeout: float, ok: bool) -> None:
         wait = {"event": event, "timeout": timeout, "ok": ok}
-        self.rec.record("event_wait", **wait)
+        self.rec.record(R.EVENT_WAIT, **wait)
         if ok:
             self._learn_pending()
             if event in self.cpu_set_events:  # the CPU may have set it: no TRAP is known to have run

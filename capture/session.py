@@ -24,6 +24,7 @@ from kfdtrace.driver.backend import ENV_EMULATE, ENV_EMULATE_FROM, wrapping
 from kfdtrace.driver.families import target_by_version
 from kfdtrace.driver.syscalls import KFD_DEVICE, Syscalls
 from kfdtrace.driver.topology import read_topology
+from kfdtrace.traces import records as R
 
 
 def kfd_version(syscalls: Syscalls) -> list[int] | None:
@@ -74,7 +75,7 @@ class Session:
             if self.recorder is None:
                 self.recorder = Recorder(self.path, {**self.base, **system_header(inner)}, **self.options)
             else:
-                self.recorder.record("backend", **system_header(inner))
+                self.recorder.record(R.BACKEND, **system_header(inner))
             return self.recorder.wrap(inner)
 
     def close(self, status: int | None = None) -> dict:

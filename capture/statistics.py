@@ -6,6 +6,7 @@ from collections import Counter
 
 from kfdtrace.driver.packets import Dialect, PacketError
 from kfdtrace.driver.sdma import DIALECTS
+from kfdtrace.traces import records as R
 from kfdtrace.traces.format import TraceError, TraceReader
 
 
@@ -16,8 +17,8 @@ def packet_counts(path: str) -> tuple[dict[str, int], str | None]:
     dialects: dict[int, Dialect | None] = {}
     try:
         with TraceReader(path) as trace:
-            for r in trace.records({"queue", "doorbell"}):
-                if r.type == "queue":
+            for r in trace.records({R.QUEUE, R.DOORBELL}):
+                if r.type == R.QUEUE:
                     dialects[r.fields["queue"]] = DIALECTS.get(r.fields["dialect"] or "")
                 elif (d := dialects.get(r.fields["queue"])) is not None:
                     counts.update(f"{d.name}:{p.name}" for p in d.iter_packets(r.fields["ring"]))

@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+from kfdtrace.traces import records as R
 from kfdtrace.traces.format import TraceWriter
 
 FLUSH_INTERVAL_S = 0.1  # buffered records reach the disk at least this often (crash safety)
@@ -46,7 +47,7 @@ class TraceFile:
         tid = self._tids.get(ident)
         if tid is None:
             tid = self._tids[ident] = len(self._tids)
-            self.writer.record("thread", t=self.now(), tid=tid, name=threading.current_thread().name)
+            self.writer.record(R.THREAD, t=self.now(), tid=tid, name=threading.current_thread().name)
         return tid
 
     def record(self, type_: str, **fields: Any) -> int:

@@ -19,7 +19,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.errors import AddressInUse, DeviceError, GpuFault, WaitTimeout
@@ -31,6 +30,7 @@ from kfdtrace.driver.sdma_queue import ENGINE_KINDS, SdmaQueue
 from kfdtrace.driver.signals import POLL_SLICE_MS, Event, Semaphore
 from kfdtrace.driver.system import Device, System
 from kfdtrace.replay.translate import Relocation, ReplayError, Translator
+from kfdtrace.traces import records as R
 from kfdtrace.traces.format import Record, TraceError, TraceReader
 
 EXIT_OK, EXIT_DIVERGED, EXIT_HANG, EXIT_UNSUPPORTED, EXIT_BAD_INPUT, EXIT_INTERNAL = range(6)
@@ -43,64 +43,16 @@ EVENTS: Pool = ("events", None)  # KFD signal events, a per-process limit
 # recorded SDMA queue type -> the engine kind the driver asks for (an engine picked by id becomes any engine)
 SDMA_KINDS = {qtype: kind for kind, qtype in ENGINE_KINDS.items()} | {K.QueueType.SDMA_BY_ENG_ID: "sdma"}
 REPLAYED_EVENTS = frozenset({K.EventType.SIGNAL})  # the replay's System makes its own exception events
-SURVEY_TYPES = frozenset({"alloc", "buffer", "free", "queue", "queue_destroy", "doorbell", "event", "event_destroy",
-                          "event_wait"})
-STREAM_TYPES = frozenset({"alloc", "map", "free", "queue", "queue_destroy", "doorbell", "mem", "cpu_signal",
-                          "cpu_wait", "checkpoint", "event", "event_destroy", "event_set", "event_reset",
-                          "event_wait"})
+
+
+def handled(cls: type) -> frozenset[str]:
+    """The record types a pass reads: those it has an `_on_<type>` for."""
+    return frozenset(t for t in R.RECORD_TYPES if hasattr(cls, f"_on_{t}"))
 
 
 class BadInput(Exception):
     """A trace that is readable but cannot mean anything to replay (no submissions, no chunk size, a malformed
     record)."""
-
-
-# -- what replay reads of each record: field -> whether a value is acceptable (absent fields are None) --------
-Check = Callable[[Any], bool]
-
-
-def _is(*types: type) -> Check:
-    return lambda v: type(v) in types
-
-
-def _u64(v: Any) -> bool:
-    return type(v) is int and 0 <= v < 1 << 64
-
-
-def _list_of(check: Check) -> Check:
-    return lambda v: type(v) is list and all(check(x) for x in v)
-
-
-def _map_of(fields: dict[str, Check]) -> Check:
-    return lambda v: type(v) is dict and all(ok(v.get(name)) for name, ok in fields.items())
-
-
-def _optional(check: Check) -> Check:
-    return lambda v: v is None or check(v)
-
-
-INT, NUM, BOOL, STR, BIN = _is(int), _is(int, float), _is(bool), _is(str), _is(bytes)
-KEY = _is(bytes)  # TraceReader.blob checks its length and content
-CHECKPOINTED = _map_of({"va": _u64, "size": _u64, "name": _optional(STR), "keys": _list_of(KEY)})
-FIELDS: dict[str, dict[str, Check]] = {
-    "alloc": {"va": _u64, "size": _u64, "domain": STR, "gpu": INT, "flags": _u64, "handle": INT},
-    "buffer": {"va": _u64, "role": STR, "name": _optional(STR)},
-    "map": {"handle": INT, "gpus": _list_of(INT)},
-    "free": {"va": _u64, "handle": INT},
-    "queue": {"queue": INT, "gpu": INT, "type": INT, "ring_size": _u64, "dialect": STR},
-    "queue_destroy": {"queue": INT, "rptr": _optional(INT), "wptr": _optional(INT)},
-    "doorbell": {"queue": INT, "ring": BIN, "value": INT},
-    "mem": {"va": _u64, "key": KEY},
-    "cpu_signal": {"addr": _u64, "value": _u64},
-    "cpu_wait": {"addr": _u64, "value": _u64, "ok": BOOL, "timeout": NUM},
-    "checkpoint": {"buffers": _list_of(CHECKPOINTED), "in_flight": _optional(_list_of(_map_of({"va": _u64})))},
-    "event": {"event": INT, "type": INT, "auto_reset": BOOL},
-    "event_destroy": {"event": INT},
-    "event_set": {"event": INT},
-    "event_reset": {"event": INT},
-    "event_wait": {"event": INT, "ok": BOOL, "timeout": NUM},
-}
-GPU_FIELDS = _map_of({"gpu_id": INT, "target": STR})
 
 
 @contextlib.contextmanager
@@ -110,16 +62,6 @@ def recorded_arguments(r: Record) -> Iterator[None]:
         yield
     except ValueError as exc:
         raise BadInput(f"record {r.n} ({r.type}): {exc} (corrupt trace)") from None
-
-
-def check_record(r: Record) -> Record:
-    """`r` if every field replay reads of it is there with the right type, else BadInput naming the field."""
-    for name, ok in FIELDS[r.type].items():
-        value = r.fields.get(name)
-        if not ok(value):
-            why = "has no" if name not in r.fields else f"has a malformed ({type(value).__name__})"
-            raise BadInput(f"record {r.n} ({r.type}) {why} {name!r} field (corrupt trace)")
-    return r
 
 
 class TargetRefused(ReplayError):
@@ -214,11 +156,7 @@ def chunk_size(trace: TraceReader) -> int:
 
 def recorded_gpus(trace: TraceReader) -> list[dict]:
     """The header's GPUs (each with a gpu_id and a target); BadInput when they are not that."""
-    gpus = trace.header.get("gpus") or []
-    if not _list_of(GPU_FIELDS)(gpus):
-        raise BadInput(f"{trace.path}: the header's gpus is not a list of GPUs with a gpu_id and a target "
-                       f"(corrupt trace)")
-    return gpus
+    return R.check_map(f"{trace.path}: the header", trace.header, R.HEADER).get("gpus") or []
 
 
 def device_map(trace: TraceReader, system: System, gpu_map: dict[int, int] | None) -> dict[int, Device]:
@@ -260,8 +198,8 @@ class _Surveyor:
         self.events: dict[int, int] = {}  # recorded event id -> its event record
 
     def run(self) -> Survey:
-        for r in map(check_record, self.trace.records(SURVEY_TYPES)):
-            if r.type != "buffer":
+        for r in R.checked(self.trace.records(handled(_Surveyor))):
+            if r.type != R.BUFFER:
                 self._settle()
             getattr(self, f"_on_{r.type}")(r)
         self._settle()
@@ -462,8 +400,8 @@ class Instance:
         t0 = time.perf_counter()
         r = None
         try:
-            for r in self.trace.records(STREAM_TYPES):
-                getattr(self, f"_on_{check_record(r).type}")(r)
+            for r in R.checked(self.trace.records(handled(Instance))):
+                getattr(self, f"_on_{r.type}")(r)
                 if self.result.status:
                     break
             else:

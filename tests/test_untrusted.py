@@ -197,8 +197,9 @@ def test_a_malformed_record_is_bad_input(tmp_path, type_, change, text):
 
 
 @pytest.mark.parametrize("header, text", [
-    ({"gpus": 5}, "the header's gpus is not a list"),
-    ({"chunk_size": 4096.0}, "gives no chunk_size"),
+    ({"gpus": 5}, "the header has a malformed (int) 'gpus' field"),
+    ({"chunk_size": 4096.0}, "the header has a malformed (float) 'chunk_size' field"),
+    ({"chunk_size": None}, "gives no chunk_size"),
 ])
 def test_a_malformed_header_is_bad_input(tmp_path, header, text):
     path = str(tmp_path / "t.kfdtrace")
@@ -207,7 +208,7 @@ def test_a_malformed_header_is_bad_input(tmp_path, header, text):
 
 
 @pytest.mark.parametrize("header, options, text", [
-    ({"gpus": 5}, ["--emulate", "gfx942", "--device", "0"], "the header's gpus is not a list"),
+    ({"gpus": 5}, ["--emulate", "gfx942", "--device", "0"], "the header has a malformed (int) 'gpus' field"),
     ({"topology": 5}, ["--emulate-recorded"], "the header's topology cannot be read"),
     ({"topology": {"nodes": [{"properties": "x"}]}}, ["--emulate-recorded"], "the header's topology cannot be read"),
 ])
@@ -235,9 +236,9 @@ def info(path: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("header, summary, text", [
-    ({"gpus": 5}, {}, "malformed header: TypeError"),
-    ({"gpus": [{"node": 1}]}, {}, "malformed header: KeyError"),
-    ({}, {"duration_ns": None}, "malformed summary: KeyError 'duration_ns'"),
+    ({"gpus": 5}, {}, "the header has a malformed (int) 'gpus' field"),
+    ({"gpus": [{"node": 1}]}, {}, "the header has a malformed (list) 'gpus' field"),
+    ({}, {"duration_ns": None}, "the summary has no 'duration_ns' field"),
 ])
 def test_info_on_a_malformed_header_or_summary_is_one_line(tmp_path, header, summary, text):
     path = str(tmp_path / "t.kfdtrace")

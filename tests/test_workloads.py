@@ -2,7 +2,8 @@
 
 - plain: run in-process on each emulated family (2-GPU workloads on same-family pairs and a mixed pair);
 - capture: recorded in-process with kfdtrace.capture.record on two families per workload (rotated, so every
-  family records some), the workload must succeed, and `kfdtrace info --check` must pass on the trace;
+  family records some), the workload must succeed, `kfdtrace info --check` must pass on the trace, and every
+  record must be exactly what the record table declares (no type or field it does not name);
 - replay: each trace replayed on all five families, with relocate="always", and with two loops of two
   concurrent instances: status 0, submissions > 0, and every instance verified at least one checkpoint.
   Where the target cannot hold what the trace allocated (VRAM exhaustion recorded on a bigger board, or two
@@ -33,6 +34,7 @@ from kfdtrace.driver.emulator.boards import emulated_topology, parse_emulate_spe
 from kfdtrace.replay.engine import EXIT_OK, EXIT_UNSUPPORTED, Options
 from kfdtrace.replay.session import Report, replay_trace
 from kfdtrace.replay.translate import ReplayError
+from kfdtrace.traces import records as R
 from kfdtrace.traces.format import TraceReader
 from tests.workloads import ALL
 
@@ -251,6 +253,9 @@ def test_capture(traces, name, spec):
         assert r.submissions > 0
         assert r.counts.get("checkpoint", 0) > 0, f"no checkpoint in {path}: {r.counts}"
         assert [g["target"] for g in r.header["gpus"]] == spec.split(",")
+        R.check_map("header", r.header, R.HEADER)
+        R.check_map("summary", r.summary, R.SUMMARY)
+        assert sum(1 for _ in R.checked(r.records(), strict=True)) == r.record_count
 
 
 @pytest.mark.parametrize("name, capture, target, options, loops, concurrent", REPLAY)

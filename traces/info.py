@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Callable
 
-from kfdtrace.traces.format import TraceError, TraceReader
+from kfdtrace.traces import records as R
+from kfdtrace.traces.format import TraceReader
 
 
 def _mb(n: int) -> str:
@@ -40,14 +40,6 @@ def format_summary(s: dict) -> list[str]:
     return lines
 
 
-def _checked(path: str, what: str, lines: Callable[[], list[str]]) -> list[str]:
-    """`lines()`, or TraceError naming `what` when the trace's maps lack a field it reads or hold the wrong kind."""
-    try:
-        return lines()
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise TraceError(f"{path}: malformed {what}: {type(exc).__name__} {exc} (corrupt trace)") from None
-
-
 def _header_lines(h: dict) -> list[str]:
     lines = []
     if h.get("name"):
@@ -65,19 +57,21 @@ def _header_lines(h: dict) -> list[str]:
 
 def describe(path: str, check: bool = False) -> list[str]:
     """`kfdtrace info`: the header, the summary and the index's counts, read without decoding the records
-    (`check`: also read and verify every frame)."""
+    (`check`: also read and verify every frame, and check every record against the record table)."""
     with TraceReader(path) as r:
         h = r.header
         lines = [f"{path}: kfdtrace trace format {r.version[0]}.{r.version[1]}, "
                  f"written by kfdtrace {h.get('kfdtrace_version')}"]
-        lines += _checked(path, "header", lambda: _header_lines(h))
+        lines += _header_lines(R.check_map(f"{path}: the header", h, R.HEADER))
         if r.recovered:
             lines.append(f"RECOVERED: {r.recovery_note}")
         if r.summary:
-            lines += _checked(path, "summary", lambda: format_summary(r.summary))
+            lines += format_summary(R.check_map(f"{path}: the summary", r.summary, R.SUMMARY))
         lines.append(f"{r.record_count} records, {r.submissions} submissions; by type: "
                      + ", ".join(f"{t} {n}" for t, n in sorted(r.counts.items(), key=lambda x: -x[1])))
         lines.append(f"file {_mb(os.path.getsize(path))}")
         if check:
-            lines.append(f"checked: all {r.verify()} frames are intact")
+            frames = r.verify()
+            n = sum(1 for _ in R.checked(r.records()))
+            lines.append(f"checked: all {frames} frames are intact, and all {n} records are well-formed")
         return lines

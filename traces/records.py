@@ -1,0 +1,177 @@
+"""The record types of a trace and the fields of each: one table that capture writes by (its type names are
+the constants below), that replay, `kfdtrace info` and the tests check records against before reading them,
+and that capture/README.md documents (a test keeps the two the same).
+
+A trace is untrusted input, so a reader checks a record before using it: every field the table names must be
+there with the type the table gives (fields a later version adds are optional, so older traces still read).
+Fields the table does not name are ignored, as FORMAT.md's minor versions require; `strict` checking, for
+traces this kfdtrace wrote itself, refuses them too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from kfdtrace.traces.format import KEY_BYTES, Record, TraceError
+
+Check = Callable[[Any], bool]
+
+
+class MalformedRecord(TraceError):
+    """A record, header or summary without a field the table requires, or with one of the wrong type."""
+
+
+def of_type(*types: type) -> Check:
+    return lambda v: type(v) in types
+
+
+def u64(v: Any) -> bool:
+    return type(v) is int and 0 <= v < 1 << 64
+
+
+def blob_key(v: Any) -> bool:
+    return type(v) is bytes and len(v) == KEY_BYTES
+
+
+def optional(check: Check) -> Check:
+    return lambda v: v is None or check(v)
+
+
+def list_of(check: Check) -> Check:
+    return lambda v: type(v) is list and all(check(x) for x in v)
+
+
+def map_of(fields: dict[str, Check]) -> Check:
+    return lambda v: type(v) is dict and all(ok(v.get(name)) for name, ok in fields.items())
+
+
+def str_map_of(check: Check) -> Check:
+    return lambda v: type(v) is dict and all(type(k) is str and check(x) for k, x in v.items())
+
+
+INT, NUM, BOOL, STR, BIN, DICT = of_type(int), of_type(int, float), of_type(bool), of_type(str), of_type(bytes), \
+    of_type(dict)
+
+
+class RecordType(str):
+    """A record type: its name (what the writer is given and the reader finds) and its fields."""
+
+    fields: dict[str, Check]
+
+    def __new__(cls, name: str, /, **fields: Check) -> RecordType:
+        self = super().__new__(cls, name)
+        self.fields = {**COMMON, **fields}
+        return self
+
+
+COMMON: dict[str, Check] = {
+    "t": optional(INT),  # nanoseconds since the recording started
+    "tid": optional(INT),  # the recording thread, named by its `thread` record
+}
+GPU = {"node": INT, "gpu_id": INT, "target": STR, "family": STR, "sdma": STR, "pm4": STR}
+MACHINE = {  # the header's description of the machine; a `backend` record repeats it for a second backend
+    "backend": STR,
+    "kfd_version": optional(list_of(INT)),
+    "host": optional(DICT),
+    "topology": optional(DICT),  # Topology.from_dict checks the rest
+    "gpus": list_of(map_of(GPU)),
+}
+HEADER = {
+    "kfdtrace_version": optional(STR),
+    "name": optional(STR),
+    "command": optional(list_of(STR)),
+    "created": optional(STR),
+    **{k: optional(c) for k, c in MACHINE.items()},  # absent when the workload never opened a GPU
+    "chunk_size": optional(INT),  # replay needs it, and says so
+    "tracking": optional(STR),
+}
+SUMMARY = {
+    "duration_ns": INT,
+    "ioctls": INT,
+    "submissions": INT,
+    "checkpoints": INT,
+    "buffers": INT,
+    "packets": str_map_of(INT),
+    "payload_bytes": INT,
+    "exit_status": optional(INT),
+    # the trace writer's figures (TraceWriter.stats)
+    **{f"trace_{k}": INT for k in ("records", "submissions", "frames", "raw_bytes", "compressed_bytes", "blobs",
+                                   "blob_bytes", "dedup_hits", "file_bytes")},
+}
+WAIT = {"timeout": NUM, "ok": BOOL}
+CHECKPOINTED = {"va": u64, "size": u64, "name": optional(STR), "keys": list_of(blob_key), "hash": optional(BIN)}
+
+THREAD = RecordType("thread", tid=INT, name=STR)
+OPEN = RecordType("open", path=STR, flags=INT, fd=INT)
+CLOSE = RecordType("close", fd=INT, path=optional(STR))
+IOCTL = RecordType("ioctl", seq=INT, fd=INT, request=u64, name=optional(STR), data=BIN)
+IOCTL_END = RecordType("ioctl_end", seq=INT, ret=INT, errno=INT, data=optional(BIN))
+MMAP = RecordType("mmap", path=STR, fd=INT, offset=u64, addr=u64, length=u64, prot=INT, flags=INT)
+MUNMAP = RecordType("munmap", path=optional(STR), addr=u64, length=u64)
+ALLOC = RecordType("alloc", handle=u64, gpu=INT, va=u64, size=u64, domain=STR, flags=u64, cpu=optional(u64))
+BUFFER = RecordType("buffer", handle=optional(u64), va=u64, name=optional(STR), role=STR, size=optional(u64))
+MAP = RecordType("map", handle=u64, gpus=list_of(INT))
+UNMAP = RecordType("unmap", handle=u64, gpus=list_of(INT))
+CPU_MAP = RecordType("cpu_map", handle=u64, va=u64, addr=u64)
+FREE = RecordType("free", handle=u64, va=u64)
+QUEUE = RecordType("queue", queue=INT, gpu=INT, type=INT, ring=u64, ring_size=u64, rptr=u64, wptr=u64,
+                   doorbell_offset=u64, engine=INT, dialect=optional(STR))
+QUEUE_NAME = RecordType("queue_name", queue=INT, name=STR)
+QUEUE_DESTROY = RecordType("queue_destroy", queue=INT, wptr=optional(u64), rptr=optional(u64))
+# a store to a doorbell of no queue the recorder knows has queue null and the doorbell's `addr`
+DOORBELL = RecordType("doorbell", queue=optional(INT), value=u64, ring=BIN, addr=optional(u64))
+MEM = RecordType("mem", va=u64, size=INT, key=blob_key)
+CPU_SIGNAL = RecordType("cpu_signal", addr=u64, value=u64, name=optional(STR))
+CPU_WAIT = RecordType("cpu_wait", addr=u64, value=u64, **WAIT)
+EVENT = RecordType("event", event=INT, type=INT, auto_reset=BOOL)
+EVENT_DESTROY = RecordType("event_destroy", event=INT)
+EVENT_SET = RecordType("event_set", event=INT)
+EVENT_RESET = RecordType("event_reset", event=INT)
+EVENT_WAIT = RecordType("event_wait", event=INT, **WAIT)
+CHECKPOINT = RecordType("checkpoint", wait=DICT, buffers=list_of(map_of(CHECKPOINTED)),
+                        in_flight=optional(list_of(map_of({"va": u64, "name": optional(STR)}))))
+BACKEND = RecordType("backend", **MACHINE)
+NOTE = RecordType("note", text=STR)
+
+RECORD_TYPES: dict[str, RecordType] = {t: t for t in (
+    THREAD, OPEN, CLOSE, IOCTL, IOCTL_END, MMAP, MUNMAP, ALLOC, BUFFER, MAP, UNMAP, CPU_MAP, FREE, QUEUE,
+    QUEUE_NAME, QUEUE_DESTROY, DOORBELL, MEM, CPU_SIGNAL, CPU_WAIT, EVENT, EVENT_DESTROY, EVENT_SET, EVENT_RESET,
+    EVENT_WAIT, CHECKPOINT, BACKEND, NOTE)}
+
+
+def problem(fields: dict, table: dict[str, Check], strict: bool = False) -> str | None:
+    """What is wrong with `fields` against `table` ('has no 'va' field'), or None."""
+    for name, ok in table.items():
+        value = fields.get(name)
+        if not ok(value):
+            return f"has no {name!r} field" if name not in fields else \
+                f"has a malformed ({type(value).__name__}) {name!r} field"
+    if strict and (extra := fields.keys() - table.keys()):
+        return f"has fields the record table does not name: {', '.join(sorted(map(str, extra)))}"
+    return None
+
+
+def check(r: Record, strict: bool = False) -> Record:
+    """`r` if its fields are what the table says (any record of a type the table does not know, unless
+    `strict`); else MalformedRecord naming the record and the field."""
+    t = RECORD_TYPES.get(r.type)
+    why = "is of a type the record table does not know" if t is None and strict else \
+        None if t is None else problem(r.fields, t.fields, strict)
+    if why:
+        raise MalformedRecord(f"record {r.n} ({r.type}) {why} (corrupt trace)")
+    return r
+
+
+def checked(records: Iterable[Record], strict: bool = False) -> Iterator[Record]:
+    """The records, each checked against the table."""
+    for r in records:
+        yield check(r, strict)
+
+
+def check_map(what: str, fields: dict, table: dict[str, Check]) -> dict:
+    """`fields` (a trace's header or summary) if it is what `table` says, else MalformedRecord."""
+    why = "is not a map" if type(fields) is not dict else problem(fields, table)
+    if why:
+        raise MalformedRecord(f"{what} {why} (corrupt trace)")
+    return fields
