@@ -42,8 +42,9 @@ def test_freeing_a_polled_buffer_is_a_vm_fault():
     assert "fault:" in out and "VM fault" in out
 
 
-def test_freeing_the_source_of_a_running_copy_completes_or_faults():
-    out = _run("""
+@pytest.mark.parametrize("domain", ["gtt", "userptr"])  # userptr: the user unmaps its own pages after the free
+def test_freeing_the_source_of_a_running_copy_completes_or_faults(domain):
+    out = _run(f"""
         import time
         from kfdtrace.driver import GpuFault, System
         # One COPY_LINEAR on gfx1100, long enough that the free lands mid-copy; src + dst stay under 1 GiB of RSS.
@@ -52,7 +53,7 @@ def test_freeing_the_source_of_a_running_copy_completes_or_faults():
             dev = system.devices[0]
             q, done = dev.sdma_queue(), system.semaphore()
             for round in range(1, 4):
-                src, dst = dev.alloc(size, "gtt"), dev.alloc(size, "gtt")
+                src, dst = dev.alloc(size, {domain!r}), dev.alloc(size, "gtt")
                 q.copy(dst, src, size).signal(done, round).submit()
                 time.sleep(0.01)
                 busy = "busy" if not q.idle else "idle"  # busy: the free races the copy
@@ -84,3 +85,25 @@ def test_a_freed_buffer_keeps_its_host_memory_until_its_last_access_ends():
             vm.access(0x10008, 8)
     assert bo.memfd == -1
     assert not bo.take()  # a lookup that raced the free finds nothing to hold
+
+
+def test_unmapping_a_userptr_buffers_pages_waits_for_the_access_under_way():
+    """The kernel's MMU notifier waits for the GPU before the user's pages go; later accesses fault."""
+    import ctypes
+    import threading
+    import time
+
+    pages = ctypes.create_string_buffer(8192)
+    host = (ctypes.addressof(pages) + 4095) & ~4095
+    vm, bo = GpuVm(1), BufferObject(1, 1, 0x10000, 4096, 0, host=host)
+    vm.map(bo)
+    revoked = threading.Event()
+    with vm.access(0x10000, 8):
+        t = threading.Thread(target=lambda: (bo.revoke(), revoked.set()))
+        t.start()
+        time.sleep(0.05)
+        assert not revoked.is_set()  # still waiting for this access
+    t.join(5)
+    assert revoked.is_set()
+    with pytest.raises(VmFault):
+        vm.access(0x10000, 8)

@@ -362,7 +362,10 @@ class EmulatedMachine:
         if bo.is_vram:
             self.gpus[bo.gpu_id].vram_used -= bo.size
         self._charge_system_memory(bo.flags, -bo.size)
-        bo.release()
+        if bo.flags & K.AllocMemFlags.USERPTR:
+            bo.revoke()  # the user may unmap its pages as soon as this returns
+        else:
+            bo.release()
 
     def ioctl_map_memory_to_gpu(self, a) -> None:
         bo = self.bo(a.handle)
@@ -602,7 +605,10 @@ class EmulatedSyscalls(QuietAnnotations):
             for gpu in self.machine.gpus.values():
                 if addr in gpu.doorbell_maps:
                     gpu.doorbell_maps.remove(addr)
-        libc_munmap(addr, length)
+            for bo in self.machine.bos.values():
+                if bo.flags & K.AllocMemFlags.USERPTR and bo.host < addr + length and addr < bo.host + bo.size:
+                    bo.revoke()  # a userptr buffer's pages
+            libc_munmap(addr, length)
 
     def doorbell_store(self, addr: int, value: int) -> None:
         ctypes.c_uint64.from_address(addr).value = value

@@ -57,8 +57,8 @@ class BufferObject:
     is_vram: bool = False
     mmap_offset: int = -1  # the DRM mmap offset the driver maps it with
     users: int = 0  # engine accesses under way: the host memory outlives a free until they end
-    freed: bool = False
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    freed: bool = False  # freed, or (userptr) its pages unmapped by the user: the GPU can no longer reach it
+    _lock: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     @classmethod
     def create(cls, handle: int, gpu_id: int, va: int, size: int, flags: int, is_vram: bool) -> BufferObject:
@@ -91,6 +91,8 @@ class BufferObject:
         with self._lock:
             self.users -= 1
             last = self.freed and not self.users
+            if not self.users:
+                self._lock.notify_all()
         if last:
             self._release_host()
 
@@ -103,6 +105,14 @@ class BufferObject:
             idle = not self.users
         if idle:
             self._release_host()
+
+    def revoke(self) -> None:
+        """A userptr buffer whose pages go (freed, or unmapped by the user): later accesses fault, and this
+        returns once those under way have ended, as the kernel's MMU notifier waits for the GPU before the pages
+        are unmapped (amdgpu_hmm_invalidate_gfx). The emulator holds no copy of a user's pages to outlive them."""
+        with self._lock:
+            self.freed = True
+            self._lock.wait_for(lambda: not self.users)
 
     def _release_host(self) -> None:
         if self.memfd >= 0:
