@@ -6,6 +6,7 @@ before running anything (one line on stderr, no trace written); 1 when the trace
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import sys
@@ -14,6 +15,7 @@ import click
 
 from kfdtrace.capture.recorder import DEFAULT_CHUNK, TRACKING_MODES
 from kfdtrace.capture.session import Session, capture_workload
+from kfdtrace.capture.trace_file import CaptureFailed
 from kfdtrace.cli import TerminalProgress, backend_options, check_backend, fail, user_errors
 from kfdtrace.traces.info import format_summary
 
@@ -88,10 +90,15 @@ def run(emulate, emulate_from, output, name, module, chunk_size, tracking, targe
         fail(exc, 2)
     argv = ["capture", *sys.argv[1:]]  # the command as typed, options included
     session = Session(output, name=name, argv=argv, chunk_size=chunk_size, tracking=tracking)
-    with TerminalProgress("capture", lambda: progress_text(session)):
-        status = capture_workload(session, target, list(args), module=module, emulate=emulate,
-                                  emulate_from=emulate_from)
-    summary = session.close(status)
+    try:
+        with TerminalProgress("capture", lambda: progress_text(session)):
+            status = capture_workload(session, target, list(args), module=module, emulate=emulate,
+                                      emulate_from=emulate_from)
+        summary = session.close(status)
+    except CaptureFailed as exc:
+        with contextlib.suppress(CaptureFailed):
+            session.close(1)  # the index, should there be room for it
+        fail(exc, 1)
     click.echo(f"capture: wrote {output}", err=True)
     for line in format_summary(summary):
         click.echo(f"  {line}", err=True)

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 
 from kfdtrace import __version__
 from kfdtrace.capture.recorder import DEFAULT_CHUNK, Recorder, RecordingSyscalls
+from kfdtrace.capture.trace_file import CaptureFailed
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.backend import ENV_EMULATE, ENV_EMULATE_FROM, wrapping
 from kfdtrace.driver.families import target_by_version
@@ -138,6 +139,8 @@ def run_workload(target: str, args: list[str], *, module: bool) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except CaptureFailed:
+        raise  # the recording's failure, not the workload's
     except BaseException:
         traceback.print_exc()  # the workload's own error: its traceback is what its author needs
         return 1

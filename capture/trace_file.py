@@ -13,9 +13,15 @@ import time
 from typing import Any
 
 from kfdtrace.traces import records as R
-from kfdtrace.traces.format import TraceWriter
+from kfdtrace.traces.format import TraceError, TraceWriter
 
 FLUSH_INTERVAL_S = 0.1  # buffered records reach the disk at least this often (crash safety)
+
+
+class CaptureFailed(BaseException):
+    """The trace cannot be written (disk full, file size limit, ...): the workload is stopped where it was, and
+    the trace keeps everything written before. A BaseException, so that a workload's `except Exception` cannot
+    carry on unrecorded."""
 
 
 class TraceFile:
@@ -28,6 +34,7 @@ class TraceFile:
         self.t0 = time.monotonic_ns()
         self._tids: dict[int, int] = {}
         self._closed = False
+        self.failure: str | None = None  # why the trace could not be written, once it could not
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_periodically, name="capture-flush", daemon=True)
         self._flusher.start()
@@ -36,8 +43,19 @@ class TraceFile:
         """Nothing stays in memory longer than FLUSH_INTERVAL_S, even while the workload blocks in a wait."""
         while not self._stop.wait(FLUSH_INTERVAL_S):
             with self.lock:
-                if not self._closed:
+                if self._closed or self.failure:
+                    return
+                try:
                     self.writer.flush()
+                except TraceError as exc:
+                    self._failed(exc)  # the workload's next record stops it
+                    return
+
+    def _failed(self, exc: TraceError) -> CaptureFailed:
+        if self.failure is None:
+            self.failure = (f"{exc}: the workload was stopped there; the trace keeps everything written before "
+                            f"(it reads as a recovered trace)")
+        return CaptureFailed(self.failure)
 
     def now(self) -> int:
         return time.monotonic_ns() - self.t0
@@ -53,22 +71,38 @@ class TraceFile:
     def record(self, type_: str, **fields: Any) -> int:
         """Append a record; its number."""
         with self.lock:
-            return self.writer.record(type_, t=self.now(), tid=self._tid(), **fields)
+            if self.failure:
+                raise CaptureFailed(self.failure)
+            try:
+                return self.writer.record(type_, t=self.now(), tid=self._tid(), **fields)
+            except TraceError as exc:
+                raise self._failed(exc) from None
 
     def blob(self, data: bytes, key: bytes) -> bytes:
         with self.lock:
-            return self.writer.blob(data, key)
+            try:
+                return self.writer.blob(data, key)
+            except TraceError as exc:
+                raise self._failed(exc) from None
 
     def flush(self) -> None:
         """Everything so far to the disk: a SIGKILL from now on loses none of it."""
         with self.lock:
-            self.writer.flush()
+            if self.failure:
+                raise CaptureFailed(self.failure)
+            try:
+                self.writer.flush()
+            except TraceError as exc:
+                raise self._failed(exc) from None
 
     def flush_blobs(self) -> None:
         """Write the buffered blobs if they fill half a frame: for a caller about to block, whose wait hides
         the compression and the write (the records that follow a wait would otherwise pay for it)."""
         with self.lock:
-            self.writer.flush_blobs(at_least=self.writer.frame_bytes // 2)
+            try:
+                self.writer.flush_blobs(at_least=self.writer.frame_bytes // 2)
+            except TraceError as exc:
+                raise self._failed(exc) from None
 
     @property
     def stats(self) -> dict[str, int]:
@@ -87,4 +121,9 @@ class TraceFile:
         with self.lock:
             if not self._closed:
                 self._closed = True
-                self.writer.close(summary)
+                try:
+                    self.writer.close(summary)  # the index too, if there is room for it again
+                except TraceError as exc:
+                    raise self._failed(exc) from None
+            if self.failure:
+                raise CaptureFailed(self.failure)

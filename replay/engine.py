@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -196,6 +196,7 @@ class _Surveyor:
         self.rings: dict[int, tuple[int, Pool]] = {}  # recorded queue id -> (ring and pointer bytes, its slots)
         self.use: Counter[Pool] = Counter()
         self.events: dict[int, int] = {}  # recorded event id -> its event record
+        self.ib_copies: dict[int, int] = {}  # recorded queue id -> bytes of its last submission's IB copies
 
     def run(self) -> Survey:
         for r in R.checked(self.trace.records(handled(_Surveyor))):
@@ -267,6 +268,7 @@ class _Surveyor:
         self._add(self.rings[f["queue"]][1], 1)
 
     def _on_queue_destroy(self, r: Record) -> None:
+        self.use[HOST] -= self.ib_copies.pop(r.fields["queue"], 0)
         if r.fields["queue"] in self.rings:
             ring, slots = self.rings.pop(r.fields["queue"])
             self.use[HOST] -= ring
@@ -281,8 +283,14 @@ class _Surveyor:
         if t is None:
             raise ReplayError(f"submission {self.s.submissions}: doorbell of unknown queue {f['queue']}")
         t.ring(f["ring"], f"submission {self.s.submissions} (queue {f['queue']})")  # ReplayError for bad packets
-        self.s.packets += sum(1 for _ in t.src.iter_packets(f["ring"]))
+        packets = list(t.src.iter_packets(f["ring"]))
+        self.s.packets += len(packets)
         self.s.submissions += 1
+        # The replay copies each indirect buffer a submission calls (nested ones are not seen here), and frees
+        # the copies once the queue is past them: at least the last submission's are held at once.
+        self.use[HOST] -= self.ib_copies.pop(f["queue"], 0)
+        self.ib_copies[f["queue"]] = sum(_page_up(p.fields[p.defn.indirect[1]] * 4) for p in packets if p.defn.indirect)
+        self._add(HOST, self.ib_copies[f["queue"]])
 
     def _on_event(self, r: Record) -> None:
         if r.fields["type"] in REPLAYED_EVENTS:
@@ -309,6 +317,10 @@ def _translator(q: dict, devices: dict[int, Device], relocation: Relocation, eve
         raise ReplayError(f"queue {q['queue']} is on GPU {q['gpu']:#x}, which the trace's header does not list")
     target = DIALECTS[dev.target.family.sdma_dialect]
     return Translator(DIALECTS[q["dialect"]], target, dev.target.sdma_max_copy, relocation, event_id, indirect)
+
+
+def _page_up(n: int) -> int:
+    return max(PAGE, -(-n // PAGE) * PAGE)
 
 
 def _size(n: int) -> str:
@@ -375,6 +387,18 @@ class ReplayQueue:
     label: str  # the recorded queue id and the record that created it
     translator: Translator | None = None
     rung: int = 0  # the write pointer the recording rang last
+    # translated copies of the indirect buffers its submissions call: (write pointer after the submission, copy),
+    # each freed once the queue has read past its submission; and those of the submission being translated
+    ibs: deque[tuple[int, Buffer]] = field(default_factory=deque)
+    new_ibs: list[Buffer] = field(default_factory=list)
+
+    def reclaim(self) -> None:
+        """Free the indirect buffer copies of the submissions the queue is done with."""
+        while self.ibs and self.ibs[0][0] <= self.queue.rptr:
+            self.ibs.popleft()[1].free()
+
+    def copies(self) -> list[Buffer]:
+        return [b for _, b in self.ibs] + self.new_ibs
 
 
 class Instance:
@@ -389,7 +413,6 @@ class Instance:
         self.handles: dict[int, ReplayBuffer] = {}  # recorded handle -> its buffer's replay
         self.queues: dict[int, ReplayQueue] = {}  # recorded queue id -> its replay
         self.events: dict[int, tuple[int, Event]] = {}  # recorded event id -> (its event record, replay event)
-        self.indirect_buffers: list[Buffer] = []  # translated copies of the trace's indirect buffers
         self.ib_depth = 0  # indirect buffers being followed now, each inside the one before
         self.wake = system.event()  # what TRAPs of a trace without event records signal
         self.wake_ids = [self.wake.id]  # the events a CPU wait on memory sleeps on
@@ -482,6 +505,8 @@ class Instance:
             self._drain(rq, f"it is destroyed at record {r.n}, and the recording had drained it")
         del self.queues[r.fields["queue"]]
         rq.queue.destroy()
+        for ib in rq.copies():
+            ib.free()
 
     def _on_doorbell(self, r: Record) -> None:
         f = r.fields
@@ -496,10 +521,13 @@ class Instance:
                 if hit is not None:
                     hit[2].writer = f"{where} packet {i}: {p}"
                     hit[2].volatile |= p.defn.volatile  # GPU clocks differ on every run
+        rq.reclaim()
         packets = rq.translator.ring(f["ring"], where)
         if packets:
             rq.queue.emit(packets)
         rq.queue.submit()
+        rq.ibs.extend((rq.queue.wptr, ib) for ib in rq.new_ibs)
+        rq.new_ibs.clear()
         rq.rung = f["value"]
         self.result.submissions += 1
 
@@ -523,7 +551,7 @@ class Instance:
         ib = rq.queue.device.alloc(max(len(translated), 4096), "gtt", name=f"{where} IB",
                                    role="replay indirect buffer")
         ib.write(translated)
-        self.indirect_buffers.append(ib)
+        rq.new_ibs.append(ib)
         return ib.va, len(translated) // 4
 
     def _target(self, r: Record, va: int, size: int) -> tuple[Buffer, int]:
@@ -702,7 +730,8 @@ class Instance:
     def _teardown(self) -> None:
         """Best effort, like Device.close: what the kernel refuses here it reclaims with the process."""
         closers = [rq.queue.destroy for rq in self.queues.values()] + [rb.buffer.free for _, _, rb in self.buffers]
-        closers += [b.free for b in self.indirect_buffers] + [ev.destroy for _, ev in self.events.values()]
+        closers += [ib.free for rq in self.queues.values() for ib in rq.copies()]
+        closers += [ev.destroy for _, ev in self.events.values()]
         for close in [*closers, self.wake.destroy]:  # queues first: they pin their buffers
             with contextlib.suppress(DeviceError):
                 close()

@@ -279,3 +279,39 @@ def test_capture_refuses_bad_command_lines_before_running_the_workload(tmp_path)
     out = _capture("-o", good, "--emulate", "gfx1100", script)
     assert out.returncode == 0, out.stderr
     assert os.path.exists(marker) and os.path.getsize(good) > 0
+
+
+def test_capture_that_cannot_write_its_trace_stops_the_workload_with_one_line(tmp_path):
+    """A file-size limit stands in for a full disk: the write fails mid-workload (EFBIG instead of ENOSPC).
+    The workload's buffers stay under the limit (the emulator's memfds are files too)."""
+    import os
+    import resource
+    import signal
+
+    from kfdtrace.traces.format import TraceReader
+
+    path, limit = str(tmp_path / "t.kfdtrace"), 3 << 20
+    workload = tmp_path / "w.py"
+    workload.write_text(
+        "import os\n"
+        "from kfdtrace.driver import System\n"
+        "with System.open() as system:\n"
+        "    gpu = system.devices[0]\n"
+        "    src, dst, q = gpu.alloc(1 << 20, 'gtt'), gpu.alloc(1 << 20, 'gtt'), gpu.sdma_queue()\n"
+        "    for i in range(20):  # 20 MiB of incompressible CPU writes to record\n"
+        "        src.write(os.urandom(1 << 20))\n"
+        "        q.copy(dst, src, 1 << 20).sync()\n"
+        "    print('finished')\n")
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = subprocess.run([sys.executable, "-m", "kfdtrace.capture.cli", "run", "-o", path, "--emulate", "gfx942",
+                          str(workload)], capture_output=True, text=True, timeout=120, preexec_fn=small_files)
+    assert "finished" not in out.stdout
+    _one_line_error(out, "capture: error: ", "File too large: the workload was stopped there")
+    assert out.returncode == 1
+    with TraceReader(path) as r:  # what was written before reads back
+        assert r.recovered and r.record_count > 0 and os.path.getsize(path) <= limit
+        assert sum(1 for _ in r.records()) == r.record_count

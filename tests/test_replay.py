@@ -205,6 +205,45 @@ def test_indirect_buffers_are_followed_and_retargeted(tmp_path):
         assert report.results[0].verified >= 1
 
 
+def test_indirect_buffer_copies_are_freed_once_the_queue_is_past_them(tmp_path, monkeypatch):
+    """The replay's translated copy of each called indirect buffer goes once its submission is done: a long
+    trace of IB submissions holds a couple at a time, not one per submission."""
+    from kfdtrace.driver.memory import Buffer
+    from kfdtrace.driver.system import Device
+
+    path = str(tmp_path / "ibs.kfdtrace")
+    with record(path), System.open(emulate="gfx1201") as system:
+        gpu = system.devices[0]
+        q = gpu.sdma_queue()
+        out, ib = gpu.alloc(4096, "gtt", name="out"), gpu.alloc(4096, "gtt", name="ib")
+        for i in range(40):
+            body = q.dialect.build("FENCE", addr=out.va + 8, data=i) + q.dialect.build("NOP") * 4
+            ib.write(body)
+            q.packet("INDIRECT", ib_base=ib.va, ib_size=len(body) // 4).sync()
+    live: set[int] = set()
+    peak = 0
+    alloc, free = Device.alloc, Buffer.free
+
+    def counting_alloc(self, *args, **kwargs):
+        nonlocal peak
+        b = alloc(self, *args, **kwargs)
+        if kwargs.get("role") == "replay indirect buffer":
+            live.add(id(b))
+            peak = max(peak, len(live))
+        return b
+
+    def counting_free(self):
+        live.discard(id(self))
+        free(self)
+
+    monkeypatch.setattr(Device, "alloc", counting_alloc)
+    monkeypatch.setattr(Buffer, "free", counting_free)
+    report = replay_trace(path, Options(), emulate="gfx942")
+    assert report.status == EXIT_OK, report.lines()
+    assert report.results[0].submissions >= 40
+    assert 1 <= peak <= 2 and not live
+
+
 def test_a_conditional_governs_the_same_packets_after_translation():
     from kfdtrace.replay.translate import Relocation, Translator
 
