@@ -113,3 +113,8 @@ def test_a_doorbell_of_no_known_queue_replays(tmp_path):
     rewrite(SAMPLE, wrong, lambda rec, r, w: {**rec.fields, "queue": "q"} if rec.type == "doorbell" else rec.fields)
     res = CliRunner().invoke(replay_cli, [wrong])
     assert res.exit_code == EXIT_BAD_INPUT and "malformed (str) 'queue'" in res.output, res.output
+
+
+def test_an_absent_optional_field_reads_as_null():
+    r = R.check(Record(3, "doorbell", {"value": 8, "ring": b""}))
+    assert r.fields["queue"] is None and r.fields["addr"] is None

@@ -141,12 +141,14 @@ RECORD_TYPES: dict[str, RecordType] = {t: t for t in (
 
 
 def problem(fields: dict, table: dict[str, Check], strict: bool = False) -> str | None:
-    """What is wrong with `fields` against `table` ('has no 'va' field'), or None."""
+    """What is wrong with `fields` against `table` ('has no 'va' field'), or None; when nothing is, every field
+    the table names is in `fields` (an absent optional one as None)."""
     for name, ok in table.items():
         value = fields.get(name)
         if not ok(value):
             return f"has no {name!r} field" if name not in fields else \
                 f"has a malformed ({type(value).__name__}) {name!r} field"
+        fields.setdefault(name, None)  # an optional field that is absent reads as null
     if strict and (extra := fields.keys() - table.keys()):
         return f"has fields the record table does not name: {', '.join(sorted(map(str, extra)))}"
     return None
