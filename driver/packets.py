@@ -6,7 +6,8 @@ A packet is a little-endian stream of u32 dwords. A `PacketDef` lists, once, whe
 * `Addr` -- a GPU virtual address over a dword pair, *tagged* so relocators find every address without
   a switch over opcodes. `align` covers addresses whose low bits hold other things or must be zero
   (TIMESTAMP's addr[31:3], GCR_REQ's base_va[47:7]); `when` marks an address that is one only under a
-  field value (POLL_REGMEM polls a register, not memory, when mem_poll=0).
+  field value, or one of several (POLL_REGMEM polls a register, not memory, when mem_poll=0; PM4's
+  COPY_DATA reads memory for src_sel 1 or 2).
 
 What a packet *means* beyond its layout is tagged in the table too, so tools derive behaviour from tags and
 never switch on packet names. Each tag gives a `PacketDef` attribute, computed once:
@@ -25,7 +26,9 @@ never switch on packet names. Each tag gives a `PacketDef` attribute, computed o
 
 Header constants (SDMA op/sub_op, PM4 type/opcode) are Fields with a fixed value; a `Dialect` indexes its
 definitions by those header bits, so decoding is one dict lookup. A `Tail` names the field whose value
-gives the number of dwords after the fixed part (NOP's skip count, WRITE_LINEAR's data, PM4's count).
+gives the number of dwords after the fixed part (NOP's skip count, WRITE_LINEAR's data, PM4's count). A
+`quiet` tail count only frames the packet and is left out of the printed form; a tail of `registers`
+holds consecutive register values from the index in field `first`, printed by register name.
 
 Versions differ in data: `Dialect.derive` takes a dialect and returns one with fields added or replaced,
 packets added or removed, header values changed.
@@ -39,7 +42,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["MAX_IB_DEPTH", "Addr", "Dialect", "Field", "Packet", "PacketDef", "PacketError", "Tail",
@@ -92,14 +95,15 @@ class Addr:
     """A GPU virtual address held in place over dwords `dword`, `dword`+1: address bits [align, width).
 
     Bits below `align` are not part of the address (the address must be aligned to 2**align); bits at and
-    above `width` are not stored. `when=(field, value)`: an address only while that field has that value.
+    above `width` are not stored. `when=(field, value)`: an address only while that field has that value;
+    `when=(field, (v1, v2, ...))`: only while it has one of those values.
     """
 
     name: str
     dword: int
     width: int = 64
     align: int = 0
-    when: tuple[str, int] | None = None
+    when: tuple[str, int] | tuple[str, tuple[int, ...]] | None = None
     written: bool = False  # the GPU writes through this address (capture checkpoints what it wrote)
     touches: bool = True  # False: names a range (cache maintenance) without reading or writing memory there
     indirect: str | None = None  # points at an indirect buffer of this field's value dwords
@@ -128,10 +132,18 @@ class Addr:
 
 @dataclass(frozen=True)
 class Tail:
-    """A variable tail: `fields[count] + bias` dwords follow the fixed part of the packet."""
+    """A variable tail: `fields[count] + bias` dwords follow the fixed part of the packet.
+
+    `quiet`: the count only frames the packet (PM4's header count); the printer leaves it out.
+    `first` + `registers`: the tail's dwords are the values of consecutive registers, the first at the index
+    in field `first`; `registers` names them by index (the printer shows NAME=value).
+    """
 
     count: str
     bias: int = 0
+    quiet: bool = False
+    first: str | None = None
+    registers: Mapping[int, str] | None = field(default=None, compare=False, hash=False)
 
 
 def _parts(f: Field | Addr) -> list[tuple[int, int, int, int]]:
@@ -190,13 +202,15 @@ class PacketDef:
 
     # -- derivation (per-version data) --------------------------------------------------------------------
     def with_fields(self, *fields: Field | Addr, drop: Iterable[str] = (), size: int | None = None,
-                    name: str | None = None, header: Mapping[Field, int] | None = None) -> PacketDef:
-        """A copy: `fields` replace same-named ones or are added, `drop` removed, header values changed."""
+                    name: str | None = None, header: Mapping[Field, int] | None = None,
+                    tail: Tail | None = None) -> PacketDef:
+        """A copy: `fields` replace same-named ones or are added, `drop` removed, header values (and, given,
+        the tail) changed."""
         new, dropped = {f.name: f for f in fields}, set(drop)
         kept = [new.pop(f.name, f) for f in self.fields if f.name not in dropped]
         hdr = {**self.header, **(header or {})}
         size = size if size is not None else self._size_arg
-        return PacketDef(name or self.name, hdr, [*kept, *new.values()], size=size, tail=self.tail,
+        return PacketDef(name or self.name, hdr, [*kept, *new.values()], size=size, tail=tail or self.tail,
                          droppable=self.droppable)
 
     def __getitem__(self, name: str) -> Field | Addr:
@@ -208,8 +222,9 @@ class PacketDef:
         return self._addr_words
 
     @property
-    def address_conditions(self) -> tuple[tuple[str, tuple[str, int] | None], ...]:
-        """(address field, condition) pairs: the field holds an address only while `condition` holds."""
+    def address_conditions(self) -> tuple[tuple[str, tuple[str, int] | tuple[str, tuple[int, ...]] | None], ...]:
+        """(address field, condition) pairs as declared: the field holds an address only while `condition`
+        holds (its field has that value, or one of those values). `Packet.addresses()` applies them."""
         return self._addr_conds
 
     def __repr__(self) -> str:
@@ -234,6 +249,8 @@ class PacketDef:
         self._check_tags()
         if self.tail and self.tail.count not in self._by_name:
             raise ValueError(f"{self.name}: tail count field {self.tail.count!r} is not a field")
+        if self.tail and self.tail.first is not None and self.tail.first not in self._by_name:
+            raise ValueError(f"{self.name}: tail first-register field {self.tail.first!r} is not a field")
 
     def _check_tags(self) -> None:
         """Every field a tag names exists (and, but for `when`, holds a plain value); written values need
@@ -289,6 +306,11 @@ class PacketDef:
         self._zero = (0,) * n
         self._reject = {f.name: ~f.mask for f in self.fields}  # v & reject != 0: too wide, misaligned or < 0
         self._addr_conds = tuple((f.name, f.when) for f in self.fields if isinstance(f, Addr))
+        # (address field, (field, values) or None): the same conditions with every value set a frozenset
+        self._addr_tests = tuple((n, None if c is None else (c[0], frozenset(c[1] if isinstance(c[1], tuple)
+                                                                                  else (c[1],))))
+                                 for n, c in self._addr_conds)
+        self._written_tests = tuple((n, c) for n, c in self._addr_tests if n in self.written_fields)
         self._addr_words = tuple(sorted({w for f in self.fields if isinstance(f, Addr) for w, *_ in _parts(f)}))
         const = [0] * n
         keep = [0xFFFFFFFF] * n
@@ -395,11 +417,12 @@ class Packet:
     def addresses(self) -> dict[str, int]:
         """The tagged address fields that hold a memory address in this packet (honours `Addr.when`)."""
         f = self.fields
-        return {n: f[n] for n, cond in self.defn._addr_conds if cond is None or f[cond[0]] == cond[1]}
+        return {n: f[n] for n, cond in self.defn._addr_tests if cond is None or f[cond[0]] in cond[1]}
 
     def written_addresses(self) -> list[int]:
-        """The addresses this packet makes the GPU write (Addr fields tagged written=True)."""
-        return [self.fields[n] for n in self.defn.written_fields]
+        """The addresses this packet makes the GPU write (Addr fields tagged written=True; honours `when`)."""
+        f = self.fields
+        return [f[n] for n, cond in self.defn._written_tests if cond is None or f[cond[0]] in cond[1]]
 
     def relocate(self, move: Callable[[int], int]) -> Packet:
         """A copy with every address `addresses()` lists replaced by `move(address)`; self if it has none."""
@@ -408,8 +431,8 @@ class Packet:
             return self
         new = self.fields.copy()
         reject = d._reject
-        for n, cond in d._addr_conds:
-            if cond is None or new[cond[0]] == cond[1]:
+        for n, cond in d._addr_tests:
+            if cond is None or new[cond[0]] in cond[1]:
                 v = move(new[n])
                 if v & reject[n]:
                     d._invalid(n, v)
@@ -433,14 +456,19 @@ class Packet:
     __hash__ = None  # type: ignore[assignment]
 
     def __str__(self) -> str:
-        addrs = self.defn.address_fields
+        addrs, tail = self.defn.address_fields, self.defn.tail
+        hidden = () if tail is None else (tail.count if tail.quiet else None, tail.first)
         out = [self.name]
         for k, v in self.fields.items():
             if k in addrs:
                 out.append(f"{k}={v:#x}")
-            elif v:
+            elif v and k not in hidden:
                 out.append(f"{k}={v}" if v < 10 else f"{k}={v:#x}")
-        if self.payload:
+        if self.payload and tail is not None and tail.first is not None:
+            names, first = tail.registers or {}, self.fields[tail.first]
+            words = struct.unpack(f"<{len(self.payload) // 4}I", self.payload)
+            out += [f"{names.get(first + i, f'reg[{first + i:#x}]')}={w:#x}" for i, w in enumerate(words)]
+        elif self.payload:
             words = struct.unpack_from(f"<{min(4, len(self.payload) // 4)}I", self.payload)
             more = len(self.payload) // 4 - len(words)
             shown = ", ".join(f"{w:#x}" for w in words) + (f", +{more}dw" if more else "")
@@ -535,7 +563,10 @@ class Dialect:
         payload = b""
         if d.tail is not None:
             extra = (fields[d.tail.count] + d.tail.bias) * 4
-            if extra < 0 or end + extra > n:
+            if extra < 0:
+                raise PacketError(f"{self.name}: {d.name} at byte offset {offset:#x} has {d.tail.count}="
+                                  f"{fields[d.tail.count]}, {-extra // 4} dwords short of its {d.size}-dword form")
+            if end + extra > n:
                 raise TruncatedPacket(f"{self.name}: {d.name} at byte offset {offset:#x} has a "
                                       f"{extra // 4}-dword tail, only {(n - end) // 4} dwords left")
             payload = bytes(data[end:end + extra])

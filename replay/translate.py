@@ -132,15 +132,15 @@ class Translator:
         """The packet's addresses, relocated (into `moved`, when given); an address in no recorded buffer is
         refused, naming it."""
         moved = {} if moved is None else moved
-        f, move = p.fields, self.relocation.move
-        for field, cond in p.defn.address_conditions:
-            if (cond is not None and f[cond[0]] != cond[1]) or not f[field]:
-                continue  # not an address in this packet, or a null pointer, which stays null
-            new = move(f[field])
+        move = self.relocation.move
+        for field, addr in p.addresses().items():  # the fields that hold an address in this packet
+            if not addr:
+                continue  # a null pointer, which stays null
+            new = move(addr)
             if new is None:
                 if field in p.defn.range_fields:
                     continue  # a cache range outside every buffer (often all of memory): it stays as it is
-                raise OutsideBuffers(f"{where}: {p.name} at byte {p.offset:#x}: {field}={f[field]:#x} is in no "
+                raise OutsideBuffers(f"{where}: {p.name} at byte {p.offset:#x}: {field}={addr:#x} is in no "
                                      f"recorded buffer; refusing to submit it")
             moved[field] = new
         return moved

@@ -1,0 +1,330 @@
+"""PM4 type-3 packets of the compute micro engine (MEC), one `Pm4Dialect` per GFX generation.
+
+| dialect | GPUs                  | kernel packet header | compute register table    |
+|---------|-----------------------|----------------------|---------------------------|
+| gfx9    | CDNA2 gfx90a, gfx942  | soc15d.h             | registers.GFX9 (gc_9_4_3) |
+| gfx10   | RDNA2 gfx103x         | nvd.h                | registers.GFX10           |
+| gfx11   | RDNA3 gfx110x         | nvd.h                | registers.GFX11           |
+| gfx12   | RDNA4 gfx120x         | nvd.h                | registers.GFX12           |
+
+Header (`PACKET3(op, n)`, soc15d.h / nvd.h): type 3 in bits 31:30, `count` = dwords after the header - 1 in
+bits 29:16, opcode in bits 15:8; `PACKET3_COMPUTE` sets bit 1 (`shader_type`), bit 0 is `predicate`. The count
+is every packet's tail count: a fixed-size packet of S dwords has `Tail(count, 2 - S)`, so a build sets it and
+a decode follows it (dwords past the fixed part are kept as payload), and the printer leaves it out.
+
+Field names follow the kernel and PAL headers, shortened (addr_lo + addr_hi -> `addr`). Every field that can
+hold a GPU memory address is an `Addr`; where a select decides whether it does (WAIT_REG_MEM polls a register
+or memory, COPY_DATA reads and writes registers, memory or immediates), the address is conditional (`when`), so a
+relocator moves exactly the memory addresses and leaves register offsets and immediates alone. Meanings are
+tagged as in sdma.py: RELEASE_MEM's address is a completion point written with `data` (`value=`) whose interrupt
+carries the KFD event id in `int_ctxid` (`event=`); WAIT_REG_MEM polls memory (`polled=`); INDIRECT_BUFFER
+holds `ib_size` dwords of packets (`indirect=`); PRED_EXEC governs the next `exec_count` dwords (`skips=`).
+
+Sources read (facts only; nothing copied):
+* torvalds/linux drivers/gpu/drm/amd/amdgpu/soc15d.h (PACKET3 macros, opcodes, WRITE_DATA, WAIT_REG_MEM,
+  INDIRECT_BUFFER, COPY_DATA, EVENT_WRITE, RELEASE_MEM gfx9 cache bits, ACQUIRE_MEM gfx9 7-dword layout and
+  CP_COHER_CNTL bits, PRED_EXEC, SET_SH_REG fields) and nvd.h (RELEASE_MEM GCR bits, ACQUIRE_MEM GCR_CNTL bits);
+  drivers/gpu/drm/amd/amdkfd/kfd_pm4_headers_ai.h (pm4_mec_release_mem: int_sel, data_sel, dst_sel, int_ctxid).
+* GPUOpen-Drivers/pal@c5e80007 src/core/hw/gfxip/gfx9/chip/gfx9_plus_merged_f32_mec_pm4_packets.h (gfx10/11 MEC
+  forms: ACQUIRE_MEM 8 dwords, RELEASE_MEM gfx11 wait_sync/glk_inv, DISPATCH_INDIRECT = addr_lo, addr_hi,
+  initiator) and gfx12/chip/gfx12_merged_f32_mec_pm4_packets.h (gfx12 `temporal` hints); gfx9CmdUtil.cpp
+  (ACQUIRE_MEM base/size in 256-byte units; coher_size_hi 8 bits on gfx10, 24 on gfx11).
+* tinygrad/tinygrad@a9069c17 tinygrad/runtime/ops_amd.py (the dispatch sequence; PRED_EXEC xcc_mask << 24;
+  COPY_DATA dst_sel 2) and autogen/am/pm4_nv.py (COPY_DATA sel values, ACQUIRE_MEM GCR_CNTL 19 bits).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable, Mapping
+from enum import IntEnum
+
+from kfdtrace.driver import registers as regs
+from kfdtrace.driver.packets import Addr, Dialect, Field, Packet, PacketDef, PacketError, Tail
+from kfdtrace.driver.registers import SH_START, UCONFIG_START, RegisterTable
+from kfdtrace.driver.sdma import PollFunc as WaitFunc
+
+__all__ = ["DIALECTS", "GFX9", "GFX10", "GFX11", "GFX12", "OPCODE", "TYPE", "CopySel", "DataSel", "EventIndex",
+           "EventType", "IntSel", "Opcode", "Pm4Dialect", "WaitFunc", "WriteDst", "header"]
+
+TYPE = Field("type", 0, 30, 2)
+OPCODE = Field("opcode", 0, 8, 8)
+_HEADER = (Field("predicate", 0, 0, 1), Field("shader_type", 0, 1, 1), Field("count", 0, 16, 14))
+
+
+class Opcode(IntEnum):
+    """Type-3 opcodes (soc15d.h / nvd.h `PACKET3_*`)."""
+
+    NOP = 0x10
+    DISPATCH_DIRECT = 0x15
+    DISPATCH_INDIRECT = 0x16
+    PRED_EXEC = 0x23
+    WRITE_DATA = 0x37
+    WAIT_REG_MEM = 0x3C
+    INDIRECT_BUFFER = 0x3F
+    COPY_DATA = 0x40
+    EVENT_WRITE = 0x46
+    RELEASE_MEM = 0x49
+    ACQUIRE_MEM = 0x58
+    SET_SH_REG = 0x76
+    SET_UCONFIG_REG = 0x79
+
+
+class EventType(IntEnum):
+    """EVENT_WRITE / RELEASE_MEM `event_type` values drivers use on compute queues."""
+
+    CS_PARTIAL_FLUSH = 0x07
+    CACHE_FLUSH_AND_INV_TS_EVENT = 0x14
+
+
+class EventIndex(IntEnum):
+    """`event_index`: 4 for *S_PARTIAL_FLUSH (EVENT_WRITE), 5 end of pipe, 6 shader done (RELEASE_MEM)."""
+
+    OTHER = 0
+    CS_PARTIAL_FLUSH = 4
+    END_OF_PIPE = 5
+    SHADER_DONE = 6
+
+
+class DataSel(IntEnum):
+    """RELEASE_MEM `data_sel`: what is written at `addr` (kfd_pm4_headers_ai.h; 7 from gfx10.3, PAL)."""
+
+    NONE = 0
+    DATA32 = 1
+    DATA64 = 2
+    GPU_CLOCK = 3
+    SYSTEM_CLOCK = 4
+    GDS = 5
+    ATOMIC_ADD32 = 7
+
+
+class IntSel(IntEnum):
+    """RELEASE_MEM `int_sel`: whether (and when) the interrupt carrying `int_ctxid` is raised."""
+
+    NONE = 0
+    INTERRUPT = 1
+    INTERRUPT_AFTER_WRITE_CONFIRM = 2
+    DATA_AFTER_WRITE_CONFIRM = 3
+
+
+class WriteDst(IntEnum):
+    """WRITE_DATA `dst_sel` (soc15d.h): 2 and 5 are memory, the others are not."""
+
+    REGISTER = 0
+    TC_L2 = 2
+    GDS = 3
+    MEMORY = 5
+
+
+class CopySel(IntEnum):
+    """COPY_DATA `src_sel` / `dst_sel` (soc15d.h, PAL): memory is src 1 or 2, dst 2 or 5."""
+
+    REGISTER = 0
+    MEMORY = 1  # src only ("tc_l2_obsolete" on gfx10+)
+    TC_L2 = 2
+    GDS = 3
+    PERFCOUNTERS = 4
+    IMMEDIATE = 5  # src: data in src; dst 5 is memory (soc15d DST_SEL__MEMORY)
+    ATOMIC_RETURN = 6
+    GPU_CLOCK = 9
+    SYSTEM_CLOCK = 10
+
+
+_MEM_WRITE_DST = (WriteDst.TC_L2, WriteDst.MEMORY)
+_COPY_SRC_MEM = (CopySel.MEMORY, CopySel.TC_L2)
+_COPY_DST_MEM = (CopySel.TC_L2, 5)
+_RELEASE_WRITES = (DataSel.DATA32, DataSel.DATA64, DataSel.GPU_CLOCK, DataSel.SYSTEM_CLOCK, DataSel.GDS)
+
+
+def header(op: int, count: int, *, compute: bool = False, predicate: bool = False) -> int:
+    """`PACKET3(op, count)` (| `PACKET3_COMPUTE`'s shader-type bit): count = dwords after the header - 1."""
+    return 3 << 30 | (count & 0x3FFF) << 16 | (op & 0xFF) << 8 | int(compute) << 1 | int(predicate)
+
+
+def _pkt(name: str, size: int, *fields: Field | Addr, tail: Tail | None = None,
+         droppable: bool = False) -> PacketDef:
+    """A type-3 packet of `size` dwords, header included: its count is size - 2 unless a tail follows."""
+    return PacketDef(name, {TYPE: 3, OPCODE: Opcode[name]}, (*_HEADER, *fields), size=size,
+                     tail=tail or Tail("count", 2 - size, quiet=True), droppable=droppable)
+
+
+def _bits(dword: int, *spec: tuple[str, int]) -> tuple[Field, ...]:
+    return tuple(Field(name, dword, bit, 1) for name, bit in spec)
+
+
+# Register tails: the registers' values follow the index dword. Their names come from the dialect's table.
+_SH_TAIL = Tail("count", 0, quiet=True, first="reg_offset")
+_BANKS = {"SET_SH_REG": ("sh", SH_START), "SET_UCONFIG_REG": ("uconfig", UCONFIG_START)}
+
+# --- gfx9 (soc15d.h, kfd_pm4_headers_ai.h) -------------------------------------------------------------------
+_BASE = (
+    # count + 1 dwords follow the header (NOP(n) skips n + 1 dwords).
+    _pkt("NOP", 1, tail=Tail("count", 1, quiet=True)),
+    _pkt("SET_SH_REG", 2, Field("reg_offset", 1, 0, 16), Field("vmid_shift", 1, 23, 5), Field("index", 1, 28, 4),
+         tail=_SH_TAIL),
+    _pkt("SET_UCONFIG_REG", 2, Field("reg_offset", 1, 0, 16), tail=_SH_TAIL),
+    # CP_COHER_CNTL action bits; base and size are in 256-byte units (not tagged: a cache range, which the
+    # kernel and tinygrad give as all of memory). coher_size_hi is 24 bits here (COHER_SIZE_HI_VG10).
+    _pkt("ACQUIRE_MEM", 7,
+         *_bits(1, ("tc_nc_action_ena", 3), ("tc_wc_action_ena", 4), ("tc_inv_metadata_action_ena", 5),
+                ("tcl1_vol_action_ena", 15), ("tc_wb_action_ena", 18), ("tcl1_action_ena", 22),
+                ("tc_action_ena", 23), ("cb_action_ena", 25), ("db_action_ena", 26), ("sh_kcache_action_ena", 27),
+                ("sh_kcache_vol_action_ena", 28), ("sh_icache_action_ena", 29), ("sh_kcache_wb_action_ena", 30),
+                ("engine_sel", 31)),
+         Field("coher_size", 2, 0, 56), Field("coher_base", 4, 0, 56), Field("poll_interval", 6, 0, 16),
+         droppable=True),
+    # The address is written only when data_sel says so; with data_sel 3/4 it gets a clock, not `data`.
+    # int_ctxid is the interrupt's context id: the KFD event id (tinygrad AMDComputeQueue.signal, KFD's
+    # pm_release_mem). Bit 28 is EOP_EXEC ("for trailing fence").
+    _pkt("RELEASE_MEM", 8,
+         Field("event_type", 1, 0, 6), Field("event_index", 1, 8, 4),
+         *_bits(1, ("tcl1_vol_action_ena", 12), ("tc_vol_action_ena", 13), ("tc_wb_action_ena", 15),
+                ("tcl1_action_ena", 16), ("tc_action_ena", 17), ("tc_nc_action_ena", 19), ("tc_wc_action_ena", 20),
+                ("tc_md_action_ena", 21)),
+         Field("cache_policy", 1, 25, 2), Field("execute", 1, 28, 1),
+         Field("dst_sel", 2, 16, 2), Field("int_sel", 2, 24, 3), Field("data_sel", 2, 29, 3),
+         Addr("addr", 3, align=2, written=True, value="data", when=("data_sel", _RELEASE_WRITES)),
+         Field("data", 5, 0, 64), Field("int_ctxid", 7, event=True)),
+    # mem_space 0: `addr` is a register (bits 17:0; the high dword the second register of wr_wait_wr_reg).
+    _pkt("WAIT_REG_MEM", 7,
+         Field("function", 1, 0, 3), Field("mem_space", 1, 4, 2), Field("operation", 1, 6, 2),
+         Field("engine_sel", 1, 8, 2), Field("cache_policy", 1, 25, 2),
+         Addr("addr", 2, when=("mem_space", 1), polled=("reference", "mask", "function")),
+         Field("reference", 4), Field("mask", 5), Field("poll_interval", 6, 0, 16),
+         Field("optimize_ace_offload_mode", 6, 31, 1)),
+    # The data dwords are the tail; dst_sel 0 makes `dst` a register offset (bits 17:0).
+    _pkt("WRITE_DATA", 4,
+         Field("dst_sel", 1, 8, 4), Field("addr_incr", 1, 16, 1), Field("wr_confirm", 1, 20, 1),
+         Field("cache_policy", 1, 25, 2),
+         Addr("dst", 2, written=True, when=("dst_sel", _MEM_WRITE_DST)),
+         tail=Tail("count", -2, quiet=True)),
+    # src holds a register offset, an immediate (src_sel 5) or a memory address; dst a register or memory.
+    _pkt("COPY_DATA", 6,
+         Field("src_sel", 1, 0, 4), Field("dst_sel", 1, 8, 4), Field("src_cache_policy", 1, 13, 2),
+         Field("count_sel", 1, 16, 1), Field("wr_confirm", 1, 20, 1), Field("dst_cache_policy", 1, 25, 2),
+         Field("pq_exe_status", 1, 29, 1),
+         Addr("src", 2, when=("src_sel", _COPY_SRC_MEM)),
+         Addr("dst", 4, written=True, when=("dst_sel", _COPY_DST_MEM))),
+    # ib_size in dwords; CHAIN makes the IB replace the rest of the current one instead of returning to it.
+    _pkt("INDIRECT_BUFFER", 4,
+         Addr("ib_base", 1, align=2, indirect="ib_size"),
+         Field("ib_size", 3, 0, 20), Field("chain", 3, 20, 1), Field("offload_polling", 3, 21, 1),
+         Field("valid", 3, 23, 1), Field("vmid", 3, 24, 4), Field("cache_policy", 3, 28, 2), Field("priv", 3, 31, 1)),
+    # The 2-dword form the kernel and tinygrad emit (CS_PARTIAL_FLUSH); sampling events add an address as tail.
+    _pkt("EVENT_WRITE", 2, Field("event_type", 1, 0, 6), Field("event_index", 1, 8, 4),
+         Field("offload_enable", 1, 31, 1)),
+    # dim_x/y/z are numbers of workgroups.
+    _pkt("DISPATCH_DIRECT", 5, Field("dim_x", 1), Field("dim_y", 2), Field("dim_z", 3),
+         Field("dispatch_initiator", 4)),
+    # The compute-ring form (PAL PM4_MEC_DISPATCH_INDIRECT): the workgroup counts x, y, z are 3 dwords at addr.
+    # (The gfx ring's form takes an offset from a SET_BASE instead.)
+    _pkt("DISPATCH_INDIRECT", 4, Addr("addr", 1, align=2), Field("dispatch_initiator", 3)),
+    # Runs the next exec_count dwords only on the XCCs in xcc_mask (VIRTUAL_XCC_ID_SELECT; gfx942).
+    _pkt("PRED_EXEC", 2, Field("exec_count", 1, 0, 14, skips=True), Field("xcc_mask", 1, 24, 8)),
+)
+
+
+class Pm4Dialect(Dialect):
+    """A PM4 dialect: its packet table and its compute register table (which names SET_*_REG payloads)."""
+
+    def __init__(self, name: str, defs: Iterable[PacketDef], registers: RegisterTable):
+        self.registers = registers
+        named = []
+        for d in defs:
+            if d.name in _BANKS and d.tail is not None:
+                d = d.with_fields(tail=Tail(d.tail.count, d.tail.bias, d.tail.quiet, d.tail.first,
+                                            getattr(registers, _BANKS[d.name][0])))
+            named.append(d)
+        super().__init__(name, named)
+
+    def derive(self, name: str, *, registers: RegisterTable | None = None, **changes) -> Pm4Dialect:
+        """Like `Dialect.derive`; `registers` replaces the register table."""
+        base = super().derive(name, **changes)
+        return Pm4Dialect(name, base.defs, registers or self.registers)
+
+    def set_sh_reg(self, **values: int) -> bytes:
+        """One SET_SH_REG writing consecutive SH registers by name: set_sh_reg(COMPUTE_PGM_LO=lo, COMPUTE_PGM_HI=hi)."""
+        return self._set_regs("SET_SH_REG", self.registers.sh_index, values)
+
+    def set_uconfig_reg(self, **values: int) -> bytes:
+        """One SET_UCONFIG_REG writing consecutive UCONFIG registers by name."""
+        return self._set_regs("SET_UCONFIG_REG", self.registers.uconfig_index, values)
+
+    def _set_regs(self, packet: str, index: Callable[[str], int], values: Mapping[str, int]) -> bytes:
+        if not values:
+            raise ValueError(f"{packet} needs at least one register")
+        at = sorted((index(n), n) for n in values)
+        for (i, a), (j, b) in zip(at, at[1:], strict=False):
+            if j != i + 1:
+                raise ValueError(f"{packet} writes consecutive registers; {a} and {b} are {j - i} apart "
+                                 f"(use one packet per run)")
+        for n, v in values.items():
+            if not isinstance(v, int) or not 0 <= v <= 0xFFFF_FFFF:
+                raise ValueError(f"{packet}: {n}={v!r} is not a 32-bit register value")
+        payload = struct.pack(f"<{len(at)}I", *(values[n] for _, n in at))
+        return self.build(packet, payload, reg_offset=at[0][0])
+
+    def writes(self, p: Packet) -> dict[int, int]:
+        """The registers a SET_SH_REG / SET_UCONFIG_REG packet writes: absolute dword offset -> value."""
+        bank = _BANKS.get(p.name)
+        if bank is None:
+            raise PacketError(f"{self.name}: {p.name} writes no registers")
+        start = bank[1] + p.fields["reg_offset"]
+        return {start + i: w for i, w in enumerate(struct.unpack(f"<{len(p.payload) // 4}I", p.payload))}
+
+
+# --- gfx10.3 (nvd.h; PAL gfx10 MEC forms) -------------------------------------------------------------------
+_GCR_ACQUIRE = (  # ACQUIRE_MEM GCR_CNTL (nvd.h PACKET3_ACQUIRE_MEM_GCR_CNTL_*), dword 7
+    Field("gli_inv", 7, 0, 2), Field("gl1_range", 7, 2, 2),
+    *_bits(7, ("glm_wb", 4), ("glm_inv", 5), ("glk_wb", 6), ("glk_inv", 7), ("glv_inv", 8), ("gl1_inv", 9),
+           ("gl2_us", 10)),
+    Field("gl2_range", 7, 11, 2), *_bits(7, ("gl2_discard", 13), ("gl2_inv", 14), ("gl2_wb", 15)),
+    Field("seq", 7, 16, 2), Field("range_is_pa", 7, 18, 1),
+)
+_GCR_RELEASE = (  # RELEASE_MEM GCR bits in dword 1 (nvd.h PACKET3_RELEASE_MEM_GCR_*)
+    *_bits(1, ("glm_wb", 12), ("glm_inv", 13), ("glv_inv", 14), ("gl1_inv", 15), ("gl2_us", 16)),
+    Field("gl2_range", 1, 17, 2), *_bits(1, ("gl2_discard", 19), ("gl2_inv", 20), ("gl2_wb", 21)),
+    Field("seq", 1, 22, 2),
+)
+_GFX9_RELEASE_CACHE = ("tcl1_vol_action_ena", "tc_vol_action_ena", "tc_wb_action_ena", "tcl1_action_ena",
+                       "tc_action_ena", "tc_nc_action_ena", "tc_wc_action_ena", "tc_md_action_ena")
+# Dword 1 (CP_COHER_CNTL on gfx9) is reserved in the MEC form; base/size still in 256-byte units.
+_ACQUIRE_GFX10 = _pkt("ACQUIRE_MEM", 8, Field("coher_size", 2, 0, 40), Field("coher_base", 4, 0, 56),
+                      Field("poll_interval", 6, 0, 16), *_GCR_ACQUIRE, droppable=True)
+
+GFX9 = Pm4Dialect("gfx9", _BASE, regs.GFX9)
+
+GFX10 = GFX9.derive(
+    "gfx10", registers=regs.GFX10,
+    fields={"RELEASE_MEM": [*_GCR_RELEASE, Addr("addr", 3, align=2, written=True, value="data",
+                                                when=("data_sel", (*_RELEASE_WRITES, DataSel.ATOMIC_ADD32)))]},
+    drop={"RELEASE_MEM": _GFX9_RELEASE_CACHE},
+    add=[_ACQUIRE_GFX10],
+)
+
+# --- gfx11 (PAL gfx11 variants) ------------------------------------------------------------------------------
+GFX11 = GFX10.derive(
+    "gfx11", registers=regs.GFX11,
+    fields={
+        "ACQUIRE_MEM": [Field("coher_size", 2, 0, 56)],  # coher_size_hi is 24 bits again
+        "RELEASE_MEM": _bits(1, ("wait_sync", 7), ("glk_inv", 30)),
+        "EVENT_WRITE": [Field("samp_plst_cntr_mode", 1, 29, 2)],
+    },
+)
+
+# --- gfx12 (PAL gfx12 MEC: cache_policy fields become `temporal` hints) --------------------------------------
+GFX12 = GFX11.derive(
+    "gfx12", registers=regs.GFX12,
+    fields={
+        "RELEASE_MEM": [Field("temporal", 1, 25, 2)],
+        "WAIT_REG_MEM": [Field("temporal", 1, 25, 2)],
+        "WRITE_DATA": [Field("mode", 1, 21, 1), Field("aid_id", 1, 23, 2), Field("temporal", 1, 25, 2)],
+        "COPY_DATA": [Field("src_temporal", 1, 13, 2), Field("mode", 1, 21, 1), Field("aid_id", 1, 23, 2),
+                      Field("dst_temporal", 1, 25, 2)],
+        "INDIRECT_BUFFER": [Field("temporal", 3, 28, 2)],
+    },
+    drop={"RELEASE_MEM": ["cache_policy"], "WAIT_REG_MEM": ["cache_policy"], "WRITE_DATA": ["cache_policy"],
+          "COPY_DATA": ["src_cache_policy", "dst_cache_policy"], "INDIRECT_BUFFER": ["cache_policy"]},
+)
+
+DIALECTS: dict[str, Pm4Dialect] = {d.name: d for d in (GFX9, GFX10, GFX11, GFX12)}
