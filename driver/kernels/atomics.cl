@@ -23,7 +23,8 @@ __kernel void histogram_local(__global const uchar *data, __global uint *bins, u
 }
 
 /* every atomic kind on 16 counters; c[0..15] end in a state that does not depend on the order:
- * add sub smin smax umin umax and or xor inc dec inc_wrap dec_wrap, add64 smax64 xor64 (c64[0..2]) */
+ * add sub smin smax umin umax and or xor inc dec inc_wrap dec_wrap, then c[13 + (v & 1)] += 1 with a
+ * per-lane address; c64[0..2]: add64 smax64 xor64 */
 __kernel void atomics_global(__global const int *values, __global int *c, __global long *c64, uint limit,
                              uint n) {
     size_t i = get_global_id(0);
@@ -35,17 +36,17 @@ __kernel void atomics_global(__global const int *values, __global int *c, __glob
     atomic_max(&c[3], v);
     atomic_min((volatile __global uint *)&c[4], (uint)v);
     atomic_max((volatile __global uint *)&c[5], (uint)v);
-    atomic_and(&c[6], ~(1 << (v & 31)));
-    atomic_or(&c[7], 1 << (v & 31));
+    atomic_and(&c[6], ~(int)(1u << (v & 31)));
+    atomic_or(&c[7], (int)(1u << (v & 31)));
     atomic_xor(&c[8], v);
     atomic_inc(&c[9]);
     atomic_dec(&c[10]);
     atomic_inc_wrap((volatile __global uint *)&c[11], limit);
     atomic_dec_wrap((volatile __global uint *)&c[12], limit);
     atomic_add(&c[13 + (v & 1)], 1);  /* not uniform: a per-lane atomic */
-    atomic_add(&c64[0], (long)v << 20);
+    atomic_add(&c64[0], (long)v * 1048576);
     atomic_max(&c64[1], (long)v * v);
-    atomic_xor(&c64[2], (long)v << 32 | (uint)i);
+    atomic_xor((volatile __global ulong *)&c64[2], (ulong)(uint)v << 32 | i);
 }
 
 /* the same kinds on LDS counters, one set per group: out[g * 12 + k] */
@@ -61,8 +62,8 @@ __kernel void atomics_local(__global const int *values, __global int *out) {
     atomic_max(&c[3], v);
     atomic_min((volatile __local uint *)&c[4], (uint)v);
     atomic_max((volatile __local uint *)&c[5], (uint)v);
-    atomic_and(&c[6], ~(1 << (v & 31)));
-    atomic_or(&c[7], 1 << (v & 31));
+    atomic_and(&c[6], ~(int)(1u << (v & 31)));
+    atomic_or(&c[7], (int)(1u << (v & 31)));
     atomic_xor(&c[8], v);
     atomic_inc(&c[9]);
     atomic_dec(&c[10]);

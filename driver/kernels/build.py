@@ -1,9 +1,11 @@
 """Build the kernel corpus: `python -m kfdtrace.driver.kernels.build [--out DIR] [--mnemonics]`.
 
-Layout decision: **one code object per target holding every kernel** (built/corpus-<target>.co). Each source
-compiles on its own (clang-19, OpenCL C 2.0, code object v5, no device libraries: prelude.h is the whole
-environment) and ld.lld-19 links the objects of one target into one shared object, so a loader or a test opens
-one file per device. Kernel names are unique across the sources for that reason.
+Layout decision: **one code object per target holding every kernel** (built/corpus-<target>.co), so a loader
+or a test opens one file per device; kernel names are unique across the sources for that reason. Each source
+compiles on its own to LLVM bitcode (clang-19, OpenCL C 2.0, code object v5, no device libraries: prelude.h is
+the whole environment); llvm-link-19 joins the bitcode of one target, clang-19 compiles that to one object and
+ld.lld-19 links it into a shared object. Linking the bitcode rather than the objects matters: ld.lld would keep
+one NT_AMDGPU_METADATA note per object, and a loader reads one note holding every kernel.
 
 The multi-target bundle (built/corpus.hipfb) is what HIP fat binaries are: a clang offload bundle with one
 empty host entry and one `hipv4-amdgcn-amd-amdhsa--<target>` entry per code object, each entry 4096-aligned
@@ -34,9 +36,10 @@ TARGETS = ("gfx90a", "gfx942", "gfx1030", "gfx1100", "gfx1201")
 BUNDLE = "corpus.hipfb"
 BUNDLE_ALIGN = 4096
 HOST_ENTRY = "host-x86_64-unknown-linux-gnu"  # the bundler needs one host entry (it crashes without)
-CFLAGS = ("-x", "cl", "-cl-std=CL2.0", "-cl-no-stdinc", "-cl-fp32-correctly-rounded-divide-sqrt",
+CFLAGS = ("-x", "cl", "-cl-std=CL2.0", "-cl-no-stdinc", "-cl-fp32-correctly-rounded-divide-sqrt", "-cl-kernel-arg-info",
           "-target", "amdgcn-amd-amdhsa", "-mcode-object-version=5", "-nogpulib", "-O2")
-TOOLS = {"clang": "clang-19", "lld": "ld.lld-19", "bundler": "clang-offload-bundler-19", "objdump": "llvm-objdump-19"}
+TOOLS = {"clang": "clang-19", "link": "llvm-link-19", "lld": "ld.lld-19", "bundler": "clang-offload-bundler-19",
+         "objdump": "llvm-objdump-19"}
 _MNEMONIC = re.compile(r"^\s+([a-z_][a-z0-9_]*)\b")
 
 
@@ -79,14 +82,19 @@ def compiler_version() -> str:
     return _run([_tool("clang"), "--version"]).splitlines()[0].strip()
 
 
-def _compile(target: str, work: Path, srcs: Iterable[Path]) -> list[Path]:
-    objs = []
+def _compile(target: str, work: Path, srcs: Iterable[Path]) -> Path:
+    """One relocatable object of every source for `target`."""
+    bitcode = []
     for src in srcs:
-        obj = work / f"{src.stem}-{target}.o"
+        bc = work / f"{src.stem}-{target}.bc"
         # bare file names from the source folder: no path of this checkout ends up in the object
-        _run([_tool("clang"), *CFLAGS, f"-mcpu={target}", "-c", src.name, "-o", str(obj)], cwd=src.parent)
-        objs.append(obj)
-    return objs
+        _run([_tool("clang"), *CFLAGS, f"-mcpu={target}", "-emit-llvm", "-c", src.name, "-o", str(bc)], cwd=src.parent)
+        bitcode.append(str(bc))
+    linked, obj = work / f"corpus-{target}.bc", work / f"corpus-{target}.o"
+    _run([_tool("link"), *bitcode, "-o", str(linked)])
+    _run([_tool("clang"), "-target", "amdgcn-amd-amdhsa", f"-mcpu={target}", "-nogpulib", "-O2", "-c", str(linked),
+          "-o", str(obj)])
+    return obj
 
 
 def build(out: Path = BUILT, targets: Iterable[str] = TARGETS, src_dir: Path = SOURCE_DIR) -> list[Path]:
@@ -101,7 +109,7 @@ def build(out: Path = BUILT, targets: Iterable[str] = TARGETS, src_dir: Path = S
         work = Path(tmp)
         for target in targets:
             co = object_path(target, out)
-            _run([_tool("lld"), "-shared", "--no-undefined", "-o", str(co), *map(str, _compile(target, work, srcs))])
+            _run([_tool("lld"), "-shared", "--no-undefined", "-o", str(co), str(_compile(target, work, srcs))])
             written.append(co)
         empty = work / "host.o"
         empty.write_bytes(b"")
