@@ -1,0 +1,270 @@
+"""Decode AMDGPU machine code: `decode(data, offset, target) -> Instruction`, with llvm-objdump-19's text.
+
+The encoding is found with one lookup of dword 0's top 9 bits (encodings.py); the opcode entry with one dict
+lookup in the generated table (<target>.json, written by generate.py from LLVM). An entry says, as data:
+  m    mnemonic
+  o    operands in print order: ["r", field, registers, class?] a register or source field (class: how its
+       constants print, operands.CLASSES), ["t", text] fixed text (vcc, off), ["l", class] a literal dword
+       the opcode always carries, ["i", field, format] an immediate printed by IMM_FORMATS[format]
+  z    [field, values or null]: the word is invalid when the field holds one of the values (null: any non-zero)
+  s    suffix modifiers in print order: ["e", field, {value: text}] or ["n", field, "prefix:", format]
+  w    operand wrappers: [field, bit, operand index, "abs" | "neg"]
+  alt  [field, value, mnemonic, operands]: another operand list while the field holds that value
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from .encodings import TARGETS, Encoding, encodings_for
+from .operands import constant_text, literal_text, reg_range
+
+__all__ = ["DecodeError", "IMM_FORMATS", "Instruction", "decode", "render_imm"]
+
+HERE = Path(__file__).resolve().parent
+
+
+class DecodeError(ValueError):
+    """Bytes that are no valid instruction of the target."""
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One decoded instruction: `text` is what llvm-objdump-19 -d prints for it."""
+
+    mnemonic: str
+    encoding: str
+    opcode: int
+    fields: dict[str, int]
+    size: int
+    text: str
+    literal: int | None = None
+
+
+def _sext(v: int, width: int) -> int:
+    return v - (1 << width) if v >> (width - 1) & 1 else v
+
+
+def _u16(v: int, w: int, ctx: Any) -> str:
+    return str(v) if v <= 64 else f"0x{v:x}"
+
+
+def _s16(v: int, w: int, ctx: Any) -> str:
+    s = _sext(v, w)
+    return str(s) if -16 <= s <= 64 else f"0x{v:x}"
+
+
+def _shex(v: int, w: int, ctx: Any) -> str:
+    s = _sext(v, w)
+    return f"-0x{-s:x}" if s < 0 else f"0x{s:x}"
+
+
+def _waitcnt(v: int, w: int, ctx: Any) -> str:
+    parts, every = [], []
+    for name, pieces in ctx["waitcnt"]:
+        val, maxv, shift = 0, 0, 0
+        for lo, width in pieces:
+            val |= ((v >> lo) & ((1 << width) - 1)) << shift
+            maxv |= ((1 << width) - 1) << shift
+            shift += width
+        every.append(f"{name}({val})")
+        if val != maxv:
+            parts.append(f"{name}({val})")
+    return " ".join(parts or every)
+
+
+_INSTID = ("NO_DEP", "VALU_DEP_1", "VALU_DEP_2", "VALU_DEP_3", "VALU_DEP_4", "TRANS32_DEP_1", "TRANS32_DEP_2",
+           "TRANS32_DEP_3", "FMA_ACCUM_CYCLE_1", "SALU_CYCLE_1", "SALU_CYCLE_2", "SALU_CYCLE_3")
+_INSTSKIP = ("SAME", "NEXT", "SKIP_1", "SKIP_2", "SKIP_3", "SKIP_4")
+
+
+def _delay_alu(v: int, w: int, ctx: Any) -> str:
+    id0, skip, id1 = v & 0xF, (v >> 4) & 7, (v >> 7) & 0xF
+    parts = []
+    if id0:
+        parts.append(f"instid0({_INSTID[id0] if id0 < len(_INSTID) else '/* invalid instid value */'})")
+    if skip:
+        parts.append(f"instskip({_INSTSKIP[skip] if skip < len(_INSTSKIP) else '/* invalid instskip value */'})")
+    if id1:
+        parts.append(f"instid1({_INSTID[id1] if id1 < len(_INSTID) else '/* invalid instid value */'})")
+    return " | ".join(parts) or "0"
+
+
+def _hwreg(v: int, w: int, ctx: Any) -> str:
+    ident, off, size = v & 0x3F, (v >> 6) & 0x1F, ((v >> 11) & 0x1F) + 1
+    name = ctx["hwreg"].get(str(ident), str(ident))
+    return f"hwreg({name})" if off == 0 and size == 32 else f"hwreg({name}, {off}, {size})"
+
+
+def _sendmsg(v: int, w: int, ctx: Any) -> str:
+    mask = ctx["sendmsg_id_mask"]
+    ident, rest = v & mask, v & ~mask
+    name = ctx["sendmsg"].get(str(ident))
+    if name is not None and rest == 0:
+        return f"sendmsg({name})"
+    if v == ident and name is None:
+        return f"sendmsg({ident}, 0, 0)"
+    return str(v)
+
+
+IMM_FORMATS = {
+    "dec": lambda v, w, c: str(v),
+    "hex": lambda v, w, c: f"0x{v:x}",
+    "u16": _u16,
+    "s16": _s16,
+    "sdec": lambda v, w, c: str(_sext(v, w)),
+    "shex": _shex,
+    "dec_omit0": lambda v, w, c: str(v) if v else "",
+    "waitcnt": _waitcnt,
+    "delay_alu": _delay_alu,
+    "hwreg": _hwreg,
+    "sendmsg": _sendmsg,
+}
+
+
+def render_imm(fmt: str, value: int, width: int, ctx: Any = None) -> str:
+    """An immediate in one of IMM_FORMATS (ctx: the target's tables, for waitcnt/hwreg/sendmsg)."""
+    return IMM_FORMATS[fmt](value, width, ctx)
+
+
+@dataclass(frozen=True)
+class _Tables:
+    target: str
+    lut: tuple[Encoding | None, ...]  # dword 0's top 9 bits -> encoding
+    ops: dict[str, dict[int, dict]]
+    ctx: dict
+
+
+@cache
+def _tables(target: str) -> _Tables:
+    if target not in TARGETS:
+        raise DecodeError(f"unknown target {target!r}: expected one of {', '.join(TARGETS)}")
+    encs = encodings_for(target)
+    lut = []
+    for top in range(512):
+        w = top << 23
+        lut.append(next((e for e in encs if w & e.mask == e.match), None))
+    path = HERE / f"{target}.json"
+    data = json.loads(path.read_text())
+    ops = {name: {int(k): v for k, v in table.items()} for name, table in data["encodings"].items()}
+    return _Tables(target, tuple(lut), ops, data["context"])
+
+
+def _reg(kind: str, value: int, count: int, cls: str | None, ctx: dict) -> str | None:
+    """Text of a register or source field value (None: a literal follows)."""
+    if kind == "vgpr":
+        return reg_range("v", value, count)
+    if kind == "vdsty":
+        return reg_range("v", value, count)
+    if kind == "sbase":
+        value <<= 1
+    elif kind == "srsrc":
+        value <<= 2
+    if kind == "src" and value >= 256:
+        return reg_range("v", value - 256, count)
+    if value == 255 and kind in ("src", "ssrc"):
+        return None
+    if kind in ("src", "ssrc") and 128 <= value <= 248:
+        text = constant_text(value, cls or "i32")
+        if text is not None:
+            return text
+    names = ctx["sregs"]
+    if count == 1:
+        return names["1"][value] if value < len(names["1"]) else str(value)
+    pair = names["2"][value] if value < len(names["2"]) else None
+    if count == 2 or pair is None:
+        return pair or str(value)
+    if pair.startswith("s[") or pair.startswith("ttmp["):
+        prefix = pair[:pair.index("[")]
+        first = int(pair[pair.index("[") + 1:pair.index(":")])
+        return reg_range(prefix, first, count)
+    return pair
+
+
+def decode(data: bytes, offset: int, target: str) -> Instruction:
+    """Decode the instruction at `offset` in `data` for `target` (gfx90a, gfx942, gfx1030, gfx1100, gfx1201)."""
+    t = _tables(target)
+    if offset + 4 > len(data):
+        raise DecodeError(f"{target}: truncated instruction at offset {offset:#x}")
+    w0 = int.from_bytes(data[offset:offset + 4], "little")
+    enc = t.lut[w0 >> 23]
+    if enc is None:
+        raise DecodeError(f"{target}: no encoding matches word {w0:#010x} at offset {offset:#x}")
+    raw = data[offset:offset + enc.size]
+    if len(raw) < enc.size:
+        raise DecodeError(f"{target}: truncated {enc.name} instruction at offset {offset:#x}: {raw.hex()}")
+    value = int.from_bytes(raw, "little")
+    key = enc.key(value)
+    entry = t.ops.get(enc.name, {}).get(key)
+    if entry is None:
+        raise DecodeError(f"{target}: invalid {enc.name} opcode {key} at offset {offset:#x}: words {_words(raw)}")
+    by = enc.by_name
+    for name, bad in entry.get("z", ()):
+        v = by[name].get(value)
+        if v and (bad is None or v in bad):
+            raise DecodeError(f"{target}: invalid {entry['m']} ({enc.name}) at offset {offset:#x}: {name}={v}, "
+                              f"words {_words(raw)}")
+    mnemonic, items = entry["m"], entry["o"]
+    for name, v, m, alt_items in entry.get("alt", ()):
+        if by[name].get(value) == v:
+            mnemonic, items = m, alt_items
+            break
+    ctx = t.ctx
+    size = enc.size
+    literal = None
+    texts = []
+    for item in items:
+        tag = item[0]
+        if tag == "t":
+            texts.append(item[1])
+        elif tag == "r":
+            f = by[item[1]]
+            cls = item[3] if len(item) > 3 else None
+            text = _reg(f.kind, f.get(value), item[2], cls, ctx)
+            if text is None:
+                literal = _literal(data, offset + enc.size, target, raw)
+                size = enc.size + 4
+                text = literal_text(literal, cls or "i32")
+            texts.append(text)
+        elif tag == "l":
+            literal = _literal(data, offset + enc.size, target, raw)
+            size = enc.size + 4
+            texts.append(literal_text(literal, item[1]))
+        else:
+            f = by[item[1]]
+            text = render_imm(item[2], f.get(value), f.width, ctx)
+            if text:
+                texts.append(text)
+    for name, bit, index, kind in entry.get("w", ()):
+        if by[name].get(value) >> bit & 1 and index < len(texts):
+            texts[index] = f"|{texts[index]}|" if kind == "abs" else f"-{texts[index]}"
+    suffix = []
+    for spec in entry.get("s", ()):
+        v = by[spec[1]].get(value)
+        if spec[0] == "e":
+            s = spec[2].get(str(v))
+            if s:
+                suffix.append(s)
+        elif v:
+            suffix.append(spec[2] + render_imm(spec[3], v, by[spec[1]].width, ctx))
+    text = mnemonic
+    if texts:
+        text += " " + ", ".join(texts)
+    if suffix:
+        text += " " + " ".join(suffix)
+    fields = {f.name: f.get(value) for f in enc.fields}
+    return Instruction(mnemonic, enc.name, key, fields, size, text, literal)
+
+
+def _literal(data: bytes, at: int, target: str, raw: bytes) -> int:
+    if at + 4 > len(data):
+        raise DecodeError(f"{target}: literal missing after instruction {raw.hex()} at offset {at - len(raw):#x}")
+    return int.from_bytes(data[at:at + 4], "little")
+
+
+def _words(raw: bytes) -> str:
+    return " ".join(f"{int.from_bytes(raw[i:i + 4], 'little'):08x}" for i in range(0, len(raw), 4))

@@ -1,0 +1,455 @@
+"""Regenerate the per-target opcode tables (<target>.json) from LLVM: `python -m kfdtrace.driver.isa.generate`.
+
+For every encoding of every target, every opcode value is disassembled by llvm-mc-19 with recognisable operand
+values (each register field holds its own register number: 16, 32, 48, ...); LLVM's text gives the mnemonic,
+which fields print as which operand and how many registers each spans. Further probes, one field changed at a
+time, give the rest: which fields must be zero (LLVM calls the word invalid otherwise), which modifier bits print
+and how, how each source prints constants and literals (operands.CLASSES), and how an immediate prints
+(decoder.IMM_FORMATS). Nothing here runs at import; the JSON it writes is committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from .decoder import IMM_FORMATS, render_imm
+from .encodings import TARGETS, Encoding, encodings_for
+from .llvm import MARKER_WORD, disassemble
+from .operands import CLASSES, constant_text, literal_text
+
+HERE = Path(__file__).resolve().parent
+REG_KINDS = ("src", "ssrc", "sreg", "vgpr", "sbase", "srsrc", "vdsty")
+PROBE_LITERAL = 0x12345678
+_REG = re.compile(r"^(v|s|a|ttmp)(?:(\d+)|\[(\d+):(\d+)\])$")
+_LITS = (0x12345678, 0x3F800000, 5, 0x3E22F983, 0x3800, 0x40490FDB, 0x3FE00000, 0x80000000, 0x3C00, 0xFFFFFFF0,
+         0x3118, 0x0FFF0000)
+_CONSTS = (128, 192, 193, 208, 240, 241, 242, 247, 248)
+_IMM_PROBES = (1, 0x1234, 0xFFFF, 0x8000, 0x0F0F, 0x00AA, 0x3F, 0x7F, 0x100)
+
+
+def split_operands(rest: str) -> list[str]:
+    """Split LLVM's operand text at top-level commas (not inside (), [])."""
+    out, depth, cur = [], 0, ""
+    for i, ch in enumerate(rest):
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+            continue
+        cur += ch
+        del i
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def split_text(text: str, free_form: bool) -> tuple[str, list[str], list[str]]:
+    """(mnemonic, operands, suffix tokens). Free-form encodings (SOPP/SOPK) keep spaces inside the last operand."""
+    mnemonic, _, rest = text.partition(" ")
+    ops = split_operands(rest)
+    suffix: list[str] = []
+    if ops and not free_form:
+        parts, depth, cur = [], 0, ""
+        for ch in ops[-1]:
+            depth += ch in "(["
+            depth -= ch in ")]"
+            if ch == " " and depth == 0:
+                parts.append(cur)
+                cur = ""
+            else:
+                cur += ch
+        parts.append(cur)
+        ops[-1] = parts[0]
+        suffix = [p for p in parts[1:] if p]
+        if ops[-1] == "" or _is_suffix(ops[-1]):
+            suffix.insert(0, ops.pop())
+    return mnemonic, ops, suffix
+
+
+def _is_suffix(tok: str) -> bool:
+    return ":" in tok and not tok.startswith(("v[", "s[", "a[", "ttmp["))
+
+
+def strip_mods(tok: str) -> tuple[str, bool, bool]:
+    """(register text, negated, abs) of a source token like -|v1|."""
+    neg = tok.startswith("-") and not tok[1:2].isdigit()
+    if neg:
+        tok = tok[1:]
+    ab = tok.startswith("|") and tok.endswith("|")
+    if ab:
+        tok = tok[1:-1]
+    return tok, neg, ab
+
+
+class Prober:
+    """Batches probe words for one target through llvm-mc-19."""
+
+    def __init__(self, target: str):
+        self.target = target
+        self.encs = encodings_for(target)
+
+    def claims(self, word0: int) -> Encoding | None:
+        for e in self.encs:
+            if word0 & e.mask == e.match:
+                return e
+        return None
+
+    def word(self, enc: Encoding, values: dict[str, int], literal: int = PROBE_LITERAL) -> bytes:
+        v = 0
+        for f in enc.fields:
+            if f.name in values:
+                v = (v & ~(((1 << f.width) - 1) << f.lo)) | ((values[f.name] & ((1 << f.width) - 1)) << f.lo)
+        v |= enc.match
+        return v.to_bytes(enc.size, "little") + literal.to_bytes(4, "little")
+
+    def run(self, words: list[bytes]) -> list[str | None]:
+        res = disassemble(self.target, words)
+        return [r[0] if r else None for r in res]
+
+
+def base_values(enc: Encoding) -> tuple[dict[str, int], dict[str, int]]:
+    """Probe values of every field (0 for immediates and flags) and the register number each register field shows."""
+    values: dict[str, int] = {}
+    regnum: dict[str, int] = {}
+    numbers = iter((16, 32, 48, 64, 80, 96, 112, 128, 144))
+    used = 0
+    for f in enc.fields:
+        bits = ((1 << f.width) - 1) << f.lo
+        if f.kind == "op" or f.kind not in REG_KINDS:
+            values[f.name] = 0
+            continue
+        if bits & used:  # overlaps an earlier register field (VOP3's sdst over abs/op_sel): 0 keeps those clear
+            n = 0
+        else:
+            n = next(numbers)
+            used |= bits
+        regnum[f.name] = n
+        values[f.name] = {"src": 256 + n, "sbase": n >> 1, "srsrc": n >> 2, "vdsty": n >> 1}.get(f.kind, n)
+    return values, regnum
+
+
+def candidates(enc: Encoding, base: dict[str, int]) -> list[dict[str, int]]:
+    """The base probe, then the base with ever more register fields zeroed (fewest first)."""
+    regs = [f.name for f in enc.fields if f.kind in REG_KINDS and base.get(f.name)]
+    out = []
+    for n in range(len(regs) + 1):
+        for zeroed in itertools.combinations(regs, n):
+            out.append({**base, **{name: 0 for name in zeroed}})
+    return out
+
+
+def parse_register(tok: str) -> tuple[str, int, int] | None:
+    m = _REG.match(tok)
+    if not m:
+        return None
+    if m.group(2) is not None:
+        return m.group(1), int(m.group(2)), 1
+    lo, hi = int(m.group(3)), int(m.group(4))
+    return m.group(1), lo, hi - lo + 1
+
+
+def learn_class(texts: list[str | None], lits: Iterable[int]) -> str:
+    """The constant class (operands.CLASSES) reproducing LLVM's texts for _CONSTS then _LITS (most matches)."""
+    want = list(texts)
+    best, best_score = "i32", -1
+    for cls in CLASSES:
+        got = [constant_text(c, cls) for c in _CONSTS] + [literal_text(x, cls) for x in lits]
+        score = sum(1 for a, b in zip(got, want, strict=True) if a == b)
+        if score > best_score:
+            best, best_score = cls, score
+    return best
+
+
+def learn_imm(values: Iterable[int], texts: list[str | None], width: int, ctx: dict | None = None) -> str:
+    """The immediate format (decoder.IMM_FORMATS) that reproduces LLVM's texts for the probe values."""
+    vals = list(values)
+    best, best_score = "dec", -1
+    for name in IMM_FORMATS:
+        score = 0
+        for v, t in zip(vals, texts, strict=True):
+            try:
+                score += render_imm(name, v, width, ctx or CTX) == t
+            except (KeyError, ValueError, IndexError):
+                pass
+        if score > best_score:
+            best, best_score = name, score
+    return best
+
+
+def learn_encoding(p: Prober, enc: Encoding, log: Callable[[str], None]) -> dict[str, dict]:
+    """Every opcode of one encoding: {key: entry} (see decoder.Opcode for the entry's meaning)."""
+    base, regnum = base_values(enc)
+    keyfields = [enc.by_name[k] for k in enc.keys]
+    keys = [0]
+    shift = 0
+    for kf in keyfields:
+        keys = [k | (v << shift) for v in range(1 << kf.width) for k in keys]
+        shift += kf.width
+
+    def keyvals(k: int) -> dict[str, int]:
+        out, s = {}, 0
+        for kf in keyfields:
+            out[kf.name] = (k >> s) & ((1 << kf.width) - 1)
+            s += kf.width
+        return out
+
+    # 1. a valid probe per key
+    words, owners = [], []
+    for k in keys:
+        for cand in candidates(enc, base):
+            vals = {**cand, **keyvals(k)}
+            w = p.word(enc, vals)
+            if p.claims(int.from_bytes(w[:4], "little")) is not enc:
+                break
+            if int.from_bytes(w[:4], "little") == MARKER_WORD:
+                continue
+            words.append(w)
+            owners.append((k, vals))
+    texts = p.run(words)
+    found: dict[int, tuple[dict[str, int], str]] = {}
+    for (k, vals), t in zip(owners, texts, strict=True):
+        if t is not None and k not in found and not t.startswith("v_illegal"):
+            found[k] = (vals, t)
+    free_form = enc.name in ("SOPP", "SOPK")
+    entries: dict[str, dict] = {}
+    plans = []  # (key, field, value) variant probes
+    for k, (vals, text) in found.items():
+        mnemonic, items, _ = template(text, vals, regnum, free_form)
+        entry: dict = {"m": mnemonic, "o": items, "z": [], "s": [], "w": [], "alt": []}
+        entries[str(k)] = entry
+        used = {it[1] for it in items if it[0] == "r"}
+        for f in enc.fields:
+            if f.name in enc.keys:
+                continue
+            if f.name not in used:
+                plans += [(k, f.name, v) for v in _variant_values(f)]
+            elif f.kind == "sreg":
+                plans += [(k, f.name, v) for v in (124, 125, 126, 127)]
+        for it in items:
+            if it[0] == "r" and enc.by_name[it[1]].kind in ("src", "ssrc"):
+                plans += [(k, it[1], ("c", c)) for c in _CONSTS]
+                plans += [(k, it[1], ("lit", lit)) for lit in _LITS]
+    # 2. variants
+    words = []
+    for k, name, v in plans:
+        vals = dict(found[k][0])
+        lit = PROBE_LITERAL
+        if isinstance(v, tuple):
+            vals[name] = v[1] if v[0] == "c" else 255
+            lit = v[1] if v[0] == "lit" else PROBE_LITERAL
+        else:
+            vals[name] = v
+        words.append(p.word(enc, vals, lit))
+    texts = p.run(words) if words else []
+    per: dict[tuple[int, str], list] = {}
+    for (k, name, v), t in zip(plans, texts, strict=True):
+        per.setdefault((k, name), []).append((v, t))
+    for (k, name), results in per.items():
+        _learn_field(enc, entries[str(k)], found[k], regnum, name, results, free_form)
+    for entry in entries.values():
+        _dedupe_suffix(entry)
+        for key in ("z", "s", "w", "alt"):
+            if not entry[key]:
+                del entry[key]
+    log(f"{p.target} {enc.name}: {len(entries)} opcodes")
+    return entries
+
+
+def template(text: str, vals: dict[str, int], regnum: dict[str, int], free_form: bool):
+    """(mnemonic, operand items, suffix tokens) of a probe's text: each operand traced to the field it shows."""
+    mnemonic, ops, suffix = split_text(text, free_form)
+    items: list[list] = []
+    for tok in ops:
+        reg, _, _ = strip_mods(tok)
+        r = parse_register(reg)
+        item = None
+        if r:
+            letter, first, count = r
+            for name, n in regnum.items():
+                if n == first and (vals.get(name) or (n == 0 and letter == "s")):
+                    item = ["r", name, count]
+                    break
+        if item is None and tok == f"0x{PROBE_LITERAL:x}":
+            item = ["l", "i32"]
+        items.append(item or ["t", tok])
+    return mnemonic, items, suffix
+
+
+def _variant_values(f) -> list[int]:
+    if f.kind in REG_KINDS:
+        return [1, 106, 124, 125, 126, 127] if f.kind == "sreg" else [1]
+    if f.width <= 4:
+        return list(range(1, 1 << f.width))
+    mask = (1 << f.width) - 1
+    if f.width <= 16:
+        return sorted({v & mask for v in _IMM_PROBES} | {1 << i for i in range(f.width)} | {mask})
+    return sorted({1, 0x10, 0x1234, mask, 1 << (f.width - 1), (1 << (f.width - 1)) + 0x20, 0x7FF})
+
+
+def _learn_field(enc: Encoding, entry: dict, found, regnum, name: str, results, free_form: bool) -> None:
+    """Fold one field's variant results into the opcode entry."""
+    f = enc.by_name[name]
+    vals, base_text = found
+    _, base_items, base_sfx = template(base_text, vals, regnum, free_form)
+    src = [i for i, it in enumerate(entry["o"]) if it[0] == "r" and it[1] == name]
+    if src and isinstance(results[0][0], tuple):  # a source operand's constants and literals
+        texts = []
+        for _, t in results:
+            ops = split_text(t, free_form)[1] if t is not None else []
+            texts.append(ops[src[0]] if src[0] < len(ops) else None)
+        entry["o"][src[0]].append(learn_class(texts, _LITS))
+        return
+    invalid = [v for v, t in results if t is None]
+    if invalid:
+        entry["z"].append([name, invalid if len(invalid) < len(results) else None])
+    valid = [(v, t) for v, t in results if t is not None and t != base_text]
+    if not valid:
+        return
+    if free_form and f.kind == "imm":
+        pairs = [(0, split_text(base_text, True)[1])] + [(v, split_text(t, True)[1]) for v, t in valid]
+        n = len(base_items)
+        texts = [ops[-1] if len(ops) == n and n else (None if len(ops) == n else "") for _, ops in pairs]
+        idx = n - 1 if n and all(len(ops) == n for _, ops in pairs[1:]) else n
+        fmt = learn_imm([v for v, _ in pairs], [t if t is not None else "" for t in texts], f.width)
+        if idx < n:
+            entry["o"][idx] = ["i", name, fmt]
+        else:
+            entry["o"].append(["i", name, fmt])
+        return
+    sfx_by_value: dict[int, list[str]] = {0: base_sfx}
+    for v, t in valid:
+        mnem, items, sfx = template(t, {**vals, name: v}, regnum, free_form)
+        ops = split_text(t, free_form)[1]
+        base_ops = split_text(base_text, free_form)[1]
+        if [i for i in items if i[0] != "t"] != [i for i in base_items if i[0] != "t"] or len(ops) != len(base_ops):
+            if len(entry["alt"]) < 8:
+                entry["alt"].append([name, v, mnem, items])
+            continue
+        for j, (a, b) in enumerate(zip(base_ops, ops, strict=True)):
+            if a != b and v & (v - 1) == 0:
+                kind = "abs" if b == f"|{a}|" else "neg" if b == f"-{a}" else None
+                if kind:
+                    entry["w"].append([name, v.bit_length() - 1, j, kind])
+        sfx_by_value[v] = sfx
+    if len(sfx_by_value) < 2:
+        return
+    common = set.intersection(*(set(x) for x in sfx_by_value.values()))
+    own = {v: [t for t in sfx if t not in common] for v, sfx in sfx_by_value.items()}
+    if not any(own.values()):
+        return
+    if f.width <= 4:
+        entry["s"].append(["e", name, {str(v): " ".join(t) for v, t in own.items() if t}])
+        return
+    toks = {v: t[0] for v, t in own.items() if len(t) == 1}
+    if len(toks) < len(own) - 1:
+        return
+    prefixes = {t.split(":", 1)[0] for t in toks.values()}
+    if len(prefixes) != 1:
+        return
+    prefix = prefixes.pop() + ":"
+    nums = [(v, t[len(prefix):]) for v, t in toks.items()]
+    fmt = learn_imm([v for v, _ in nums], [t for _, t in nums], f.width)
+    ok = sum(render_imm(fmt, v, f.width, CTX) == t for v, t in nums)
+    if ok == len(nums):
+        entry["s"].append(["n", name, prefix, fmt])
+
+
+def _dedupe_suffix(entry: dict) -> None:
+    """Two fields printing the same prefix (DS offset vs offset0): keep the one whose probes all matched, widest."""
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(entry["s"]):
+        if spec[0] == "n":
+            if spec[2] in seen:
+                entry["s"][i] = None
+            else:
+                seen[spec[2]] = i
+    entry["s"] = [s for s in entry["s"] if s]
+
+
+# s_waitcnt counter fields per generation: (name, ((low bit, width), ...)), AMD ISA guides (SOPP S_WAITCNT);
+# checked by the s_waitcnt probes of the tests.
+WAITCNT = {
+    "gfx9": (("vmcnt", ((0, 4), (14, 2))), ("expcnt", ((4, 3),)), ("lgkmcnt", ((8, 4),))),
+    "gfx10": (("vmcnt", ((0, 4), (14, 2))), ("expcnt", ((4, 3),)), ("lgkmcnt", ((8, 6),))),
+    "gfx11": (("vmcnt", ((10, 6),)), ("expcnt", ((0, 3),)), ("lgkmcnt", ((4, 6),))),
+}
+CTX: dict = {}
+
+
+def learn_context(p: Prober, sop1: dict[str, dict], sopk: dict[str, dict], sopp: dict[str, dict]) -> dict:
+    """Register names (by value, for 1 and 2 registers), hwreg and sendmsg names, waitcnt layout of a target."""
+    gen = "gfx9" if p.target.startswith("gfx9") else "gfx10" if p.target.startswith("gfx10") else "gfx11"
+    enc = {e.name: e for e in p.encs}
+    ctx: dict = {"waitcnt": WAITCNT[gen], "sendmsg_id_mask": 0xF if gen != "gfx11" else 0xFF}
+    by_m = {e["m"]: int(k) for k, e in sop1.items()}
+    sregs = {}
+    for n, m in (("1", "s_mov_b32"), ("2", "s_mov_b64")):
+        words = [p.word(enc["SOP1"], {"op": by_m[m], "sdst": 16, "ssrc0": v}) for v in range(255)]
+        sregs[n] = [split_text(t, False)[1][1] if t else str(v) for v, t in enumerate(p.run(words))]
+    ctx["sregs"] = sregs
+    k = {e["m"]: int(k) for k, e in sopk.items()}["s_getreg_b32"]
+    words = [p.word(enc["SOPK"], {"op": k, "sdst": 16, "simm16": (31 << 11) | i}) for i in range(64)]
+    ctx["hwreg"] = {}
+    for i, t in enumerate(p.run(words)):
+        name = t.split("hwreg(", 1)[1].rstrip(")") if t and "hwreg(" in t else str(i)
+        if name != str(i):
+            ctx["hwreg"][str(i)] = name
+    k = {e["m"]: int(k) for k, e in sopp.items()}["s_sendmsg"]
+    words = [p.word(enc["SOPP"], {"op": k, "simm16": i}) for i in range(ctx["sendmsg_id_mask"] + 1)]
+    ctx["sendmsg"] = {}
+    for i, t in enumerate(p.run(words)):
+        if t and "sendmsg(MSG_" in t:
+            ctx["sendmsg"][str(i)] = t.split("sendmsg(", 1)[1].split(")")[0].split(",")[0]
+    return ctx
+
+
+def learn_target(target: str, log: Callable[[str], None]) -> dict:
+    p = Prober(target)
+    out: dict = {"target": target, "context": {}, "encodings": {}}
+    CTX.clear()
+    CTX.update({"waitcnt": WAITCNT["gfx9"], "sregs": {}, "hwreg": {}, "sendmsg": {}, "sendmsg_id_mask": 0xF})
+    first = {e.name: learn_encoding(p, e, log) for e in p.encs if e.name in ("SOP1", "SOPK", "SOPP")}
+    CTX.update(learn_context(p, first["SOP1"], first["SOPK"], first["SOPP"]))
+    out["context"] = dict(CTX)
+    for enc in p.encs:
+        out["encodings"][enc.name] = learn_encoding(p, enc, log)
+    return out
+
+
+def _dump(data: dict) -> str:
+    """One opcode entry per line: small diffs when LLVM changes."""
+    lines = ["{", f' "target": {json.dumps(data["target"])},', f' "context": {json.dumps(data["context"])},',
+             ' "encodings": {']
+    encs = list(data["encodings"].items())
+    for i, (name, table) in enumerate(encs):
+        lines.append(f'  {json.dumps(name)}: {{')
+        items = list(table.items())
+        for j, (k, e) in enumerate(items):
+            sep = "," if j < len(items) - 1 else ""
+            lines.append(f"   {json.dumps(k)}: {json.dumps(e, separators=(',', ':'))}{sep}")
+        lines.append("  }" + ("," if i < len(encs) - 1 else ""))
+    lines += [" }", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("targets", nargs="*", default=list(TARGETS))
+    args = ap.parse_args(argv)
+    for t in args.targets:
+        data = learn_target(t, lambda s: print(s, file=sys.stderr))
+        (HERE / f"{t}.json").write_text(_dump(data))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
