@@ -556,21 +556,29 @@ class Dialect:
                                 f"at byte offset {offset:#x}")
         end = offset + d._nbytes
         if end > n:
+            if d.tail is not None:  # a count that makes the packet shorter than its form is the better error
+                self._check_count(d, d._decode(d._struct.unpack(bytes(data[offset:n]).ljust(d._nbytes, b"\0"))),
+                                  offset)
             raise TruncatedPacket(f"{self.name}: {d.name} at byte offset {offset:#x} needs "
                                   f"{d.size * 4} bytes, only {n - offset} left")
         raw = d._struct.unpack_from(data, offset)
         fields = d._decode(raw)
         payload = b""
         if d.tail is not None:
-            extra = (fields[d.tail.count] + d.tail.bias) * 4
-            if extra < 0:
-                raise PacketError(f"{self.name}: {d.name} at byte offset {offset:#x} has {d.tail.count}="
-                                  f"{fields[d.tail.count]}, {-extra // 4} dwords short of its {d.size}-dword form")
+            extra = self._check_count(d, fields, offset)
             if end + extra > n:
                 raise TruncatedPacket(f"{self.name}: {d.name} at byte offset {offset:#x} has a "
                                       f"{extra // 4}-dword tail, only {(n - end) // 4} dwords left")
             payload = bytes(data[end:end + extra])
         return Packet(d, offset, fields, payload, raw)
+
+    def _check_count(self, d: PacketDef, fields: dict[str, int], offset: int) -> int:
+        """The bytes of `d`'s tail its count field gives; PacketError if the count is below the fixed part."""
+        extra = (fields[d.tail.count] + d.tail.bias) * 4
+        if extra < 0:
+            raise PacketError(f"{self.name}: {d.name} at byte offset {offset:#x} has {d.tail.count}="
+                              f"{fields[d.tail.count]}, {-extra // 4} dwords short of its {d.size}-dword form")
+        return extra
 
     def iter_packets(self, data: bytes | bytearray | memoryview, start: int = 0,
                      end: int | None = None) -> Iterator[Packet]:
