@@ -26,6 +26,9 @@ from types import MappingProxyType
 from elftools.common.exceptions import ELFError
 from elftools.construct.core import ConstructError
 from elftools.elf.elffile import ELFFile
+from elftools.elf.relocation import Relocation as Relocation_
+from elftools.elf.sections import Section, SymbolTableSection
+from elftools.elf.segments import Segment
 
 from kfdtrace.driver.code_object_bundle import TargetId, is_bundle, select
 from kfdtrace.driver.code_object_errors import (
@@ -226,17 +229,19 @@ class CodeObject:
             target = target_by_name(target_id.processor)
         except UnsupportedTarget as e:  # MACH names a target families.py does not have
             raise WrongTarget(str(e)) from None
-        with _reading("header"):
+        with _reading("headers"):
             elf = ELFFile(io.BytesIO(data))
-        segments = _segments(elf, len(data))
+            headers = list(elf.iter_segments())
+            sections = list(elf.iter_sections())
+        segments = _segments(headers, len(data))
         image, align = _build_image(data, segments)
-        metadata = _metadata(elf, data)
+        metadata = _metadata(headers, data)
         want = f"amdgcn-amd-amdhsa--{target_id}"
         if not metadata.target.startswith("amdgcn-amd-amdhsa--") or _metadata_target(metadata.target) != target_id:
             raise BadMetadata(f"metadata amdhsa.target {metadata.target!r} disagrees with the ELF header ({want})")
-        symbols = _dynamic_symbols(elf, data)
+        symbols = _defined_symbols(sections, data)
         kernels = {k.name: _kernel(k, target, symbols, image, segments) for k in metadata.kernels}
-        relocations = _relocations(elf, data, image, segments)
+        relocations = _relocations(sections, data, image, segments)
         return cls(target=target, target_id=target_id, version=version, metadata=metadata, kernels=kernels,
                    image=image, image_align=align, relocations=relocations)
 
@@ -280,11 +285,11 @@ def _metadata_target(text: str) -> TargetId | None:
         return None
 
 
-def _segments(elf: ELFFile, size: int) -> list[_Segment]:
+def _segments(headers: list[Segment], size: int) -> list[_Segment]:
     """The PT_LOAD segments, checked to lie in the file, not to overlap, and to fit MAX_IMAGE."""
     out = []
     with _reading("program headers"):
-        for i, seg in enumerate(elf.iter_segments()):
+        for i, seg in enumerate(headers):
             if seg["p_type"] != "PT_LOAD":
                 continue
             s = _Segment(seg["p_offset"], seg["p_vaddr"], seg["p_filesz"], seg["p_memsz"], seg["p_flags"],
@@ -313,10 +318,10 @@ def _build_image(data: bytes, segments: list[_Segment]) -> tuple[bytes, int]:
     return bytes(image), max(ENTRY_ALIGN, *(s.align for s in segments))
 
 
-def _metadata(elf: ELFFile, data: bytes) -> Metadata:
+def _metadata(headers: list[Segment], data: bytes) -> Metadata:
     """The NT_AMDGPU_METADATA note of the PT_NOTE segments, parsed."""
     with _reading("notes"):
-        for seg in elf.iter_segments():
+        for seg in headers:
             if seg["p_type"] != "PT_NOTE":
                 continue
             _need_bytes(seg["p_offset"] + seg["p_filesz"], len(data), "PT_NOTE segment")
@@ -330,7 +335,7 @@ def _metadata(elf: ELFFile, data: bytes) -> Metadata:
                           "older, or was stripped")
 
 
-def _checked_table(elf: ELFFile, section, data: bytes, what: str) -> None:
+def _checked_table(section: Section, data: bytes, what: str) -> None:
     """A symbol or relocation table lies in the file with the entry size pyelftools will divide by."""
     want = _ENTSIZE[section["sh_type"]]
     if section["sh_entsize"] != want:
@@ -338,15 +343,15 @@ def _checked_table(elf: ELFFile, section, data: bytes, what: str) -> None:
     _need_bytes(section["sh_offset"] + section["sh_size"], len(data), f"{what} section {section.name!r}")
 
 
-def _dynamic_symbols(elf: ELFFile, data: bytes) -> dict[str, tuple[int, int, str]]:
+def _defined_symbols(sections: list[Section], data: bytes) -> dict[str, tuple[int, int, str]]:
     """Defined symbols of .dynsym (where the runtime looks), then .symtab: name -> (value, size, type)."""
     out: dict[str, tuple[int, int, str]] = {}
     with _reading("symbol table"):
         for kind in ("SHT_SYMTAB", "SHT_DYNSYM"):  # .dynsym last: it wins
-            for sec in elf.iter_sections():
+            for sec in sections:
                 if sec["sh_type"] != kind:
                     continue
-                _checked_table(elf, sec, data, "symbol")
+                _checked_table(sec, data, "symbol")
                 for sym in sec.iter_symbols():
                     if sym["st_shndx"] != "SHN_UNDEF" and sym.name:
                         out[sym.name] = (sym["st_value"], sym["st_size"], sym["st_info"]["type"])
@@ -396,26 +401,31 @@ def _agree(md: KernelMetadata, kd: KernelDescriptor) -> None:
             raise BadMetadata(f"kernel {md.name!r}: metadata .{name} is {meta}, its descriptor says {desc}")
 
 
-def _relocations(elf: ELFFile, data: bytes, image: bytes, segments: list[_Segment]) -> tuple[Relocation, ...]:
+def _relocations(sections: list[Section], data: bytes, image: bytes,
+                 segments: list[_Segment]) -> tuple[Relocation, ...]:
     """The dynamic relocations (allocated SHT_RELA/SHT_REL sections), checked to be applicable."""
     out = []
     with _reading("relocations"):
-        for sec in elf.iter_sections():
+        for sec in sections:
             if sec["sh_type"] not in ("SHT_RELA", "SHT_REL") or not sec["sh_flags"] & 2:  # SHF_ALLOC
                 continue
-            _checked_table(elf, sec, data, "relocation")
+            _checked_table(sec, data, "relocation")
             symtab = None
             if sec["sh_link"]:
-                symtab = elf.get_section(sec["sh_link"])
+                if sec["sh_link"] >= len(sections):
+                    raise BadCodeObject(f"relocation section {sec.name!r} links to section {sec['sh_link']}, "
+                                        f"past the {len(sections)} there are")
+                symtab = sections[sec["sh_link"]]
                 if symtab["sh_type"] not in ("SHT_DYNSYM", "SHT_SYMTAB"):
                     raise BadCodeObject(f"relocation section {sec.name!r} links to {symtab.name!r}, no symbol table")
-                _checked_table(elf, symtab, data, "symbol")
+                _checked_table(symtab, data, "symbol")
             for rel in sec.iter_relocations():
                 out.append(_relocation(rel, sec["sh_type"] == "SHT_RELA", symtab, image, segments))
     return tuple(out)
 
 
-def _relocation(rel, has_addend: bool, symtab, image: bytes, segments: list[_Segment]) -> Relocation:
+def _relocation(rel: Relocation_, has_addend: bool, symtab: SymbolTableSection | None, image: bytes,
+                segments: list[_Segment]) -> Relocation:
     offset, kind, index = rel["r_offset"], rel["r_info_type"], rel["r_info_sym"]
     rtype = RELOCATIONS.get(kind)
     if rtype is None:

@@ -7,7 +7,8 @@ Layout (clang/lib/Driver/OffloadBundler.cpp, checked against clang-offload-bundl
 
 Target ids (LLVM AMDGPUUsage "Target ID"): a processor then optional ":feature+" / ":feature-" settings. A feature
 left out means "any": the object runs whatever the device's setting. An entry fits a device when the processors
-match and every feature both name agrees; the most specific fitting entry wins.
+match and every feature both name agrees. Of the fitting entries, one whose every feature the device confirms wins
+over one relying on a setting the device does not state, then the one confirming most features.
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ class TargetId:
         """Whether code built for this target id runs on `device` (a feature either leaves out runs on any)."""
         theirs = dict(device.features)
         return self.processor == device.processor and all(theirs.get(f, on) == on for f, on in self.features)
+
+    def rank(self, device: TargetId) -> tuple[bool, int]:
+        """How well this (fitting) target id suits `device`: (all its features confirmed, features confirmed)."""
+        stated = dict(device.features)
+        confirmed = sum(f in stated for f, _ in self.features)
+        return confirmed == len(self.features), confirmed
 
     def __str__(self) -> str:
         return self.processor + "".join(f":{f}{'+' if on else '-'}" for f, on in self.features)
@@ -113,8 +120,8 @@ def entries(data: bytes) -> list[BundleEntry]:
 def select(data: bytes, target: str) -> bytes:
     """The code object of a bundle that runs on `target` ("gfx942", or with features "gfx90a:xnack-").
 
-    Of the entries that fit, the one naming the most of the device's features wins; TargetNotInBundle lists
-    the targets the bundle holds when none fits.
+    Of the entries that fit, the best by `TargetId.rank` wins (the first of equals); TargetNotInBundle lists the
+    targets the bundle holds when none fits.
     """
     device = TargetId.parse(target)
     found = [e for e in entries(data) if e.target is not None]
@@ -122,4 +129,4 @@ def select(data: bytes, target: str) -> bytes:
     if not fitting:
         held = ", ".join(str(e.target) for e in found) or "none"
         raise TargetNotInBundle(f"offload bundle has no code object for {device}; it holds: {held}")
-    return max(fitting, key=lambda e: len(e.target.features)).data  # type: ignore[union-attr]
+    return max(fitting, key=lambda e: e.target.rank(device)).data  # type: ignore[union-attr]

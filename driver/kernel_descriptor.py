@@ -291,6 +291,13 @@ class KernelDescriptor:
         return self.fields["user_sgpr_count"]
 
     @property
+    def system_sgpr_start(self) -> int:
+        """The first system SGPR: s[USER_SGPR_COUNT], which may lie past the enabled user SGPRs. clang-19 pads
+        USER_SGPR_COUNT on gfx11 wave32 kernels so that user + system SGPRs reach 16 (a kernel with two user SGPRs
+        and a work-group id X reads that id from s15), so count from this, never from `user_sgprs`."""
+        return self.fields["user_sgpr_count"]
+
+    @property
     def user_sgprs(self) -> tuple[tuple[str, int], ...]:
         """The enabled user SGPRs in load order as (name, count), dense from s0."""
         out = []
