@@ -272,6 +272,34 @@ class Pm4Dialect(Dialect):
         start = bank[1] + p.fields["reg_offset"]
         return {start + i: w for i, w in enumerate(struct.unpack(f"<{len(p.payload) // 4}I", p.payload))}
 
+    def register_addresses(self, p: Packet) -> dict[str, int]:
+        """The GPU addresses a register-writing packet holds whole, by address name ("COMPUTE_PGM": the code
+        address); {} for other packets. Writing only some registers of an address is an error (a relocator
+        could not move it)."""
+        if p.name not in _BANKS:
+            return {}
+        writes, out = self.writes(p), {}
+        for address, parts in self.registers.addresses.items():
+            held = [r.name for r in parts if r.offset in writes]
+            if held and len(held) < len(parts):
+                raise PacketError(f"{self.name}: {p.name} at byte offset {p.offset:#x} writes {', '.join(held)} "
+                                  f"but not all of {address} ({', '.join(r.name for r in parts)})")
+            if held:
+                out[address] = self.registers.join(address, {r.name: writes[r.offset] for r in parts})
+        return out
+
+    def relocate_registers(self, p: Packet, move: Callable[[int], int]) -> Packet:
+        """A copy of a register-writing packet with each address `register_addresses` finds replaced by
+        `move(address)`; the packet itself when it holds none."""
+        found = self.register_addresses(p)
+        if not found:
+            return p
+        writes = self.writes(p)
+        for address, value in found.items():
+            for name, v in self.registers.split(address, move(value)).items():
+                writes[self.registers[name].offset] = v
+        return p.replace(payload=struct.pack(f"<{len(writes)}I", *(writes[o] for o in sorted(writes))))
+
 
 # --- gfx10.3 (nvd.h; PAL gfx10 MEC forms) -------------------------------------------------------------------
 _GCR_ACQUIRE = (  # ACQUIRE_MEM GCR_CNTL (nvd.h PACKET3_ACQUIRE_MEM_GCR_CNTL_*), dword 7

@@ -471,3 +471,22 @@ def test_build_errors_name_the_field() -> None:
         GFX9.build("INDIRECT_BUFFER", ib_base=0x1001)
     with pytest.raises(KeyError, match="dialect gfx12 has no packet 'DMA_DATA'"):
         GFX12.build("DMA_DATA")
+
+
+def test_register_addresses_relocate_whole() -> None:
+    for d in ALL:
+        code, scratch = 0x7F12_3456_7800, 0x7F00_0010_0000
+        pgm = d.decode(d.set_sh_reg(**d.registers.split("COMPUTE_PGM", code), COMPUTE_DISPATCH_PKT_ADDR_LO=9))
+        assert d.register_addresses(pgm) == {"COMPUTE_PGM": code}
+        moved = d.relocate_registers(pgm, lambda a: a + (1 << 40))
+        assert d.register_addresses(moved) == {"COMPUTE_PGM": code + (1 << 40)}
+        assert d.writes(moved)[0x2E0E] == 9 and moved.size == pgm.size  # the register after them is kept
+        base = d.decode(d.set_sh_reg(**d.registers.split("COMPUTE_DISPATCH_SCRATCH_BASE", scratch)))
+        assert d.register_addresses(base) == {"COMPUTE_DISPATCH_SCRATCH_BASE": scratch}
+        plain = d.decode(d.set_sh_reg(COMPUTE_USER_DATA_0=1))
+        assert d.register_addresses(plain) == {} and d.relocate_registers(plain, lambda a: a + 1) is plain
+        rel = d.decode(d.build("RELEASE_MEM"))
+        assert d.register_addresses(rel) == {} and d.relocate_registers(rel, lambda a: a + 1) is rel
+        half = d.decode(d.set_sh_reg(COMPUTE_PGM_HI=0x7F))
+        with pytest.raises(PacketError, match="writes COMPUTE_PGM_HI but not all of COMPUTE_PGM"):
+            d.relocate_registers(half, lambda a: a)
