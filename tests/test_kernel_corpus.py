@@ -17,6 +17,7 @@ import pytest
 from elftools.elf.elffile import ELFFile
 
 from kfdtrace.driver.kernels import build
+from kfdtrace.driver.kernels.host import CLANG, HostCorpus, build_host
 from kfdtrace.driver.kernels.reference import CASES, Buffer, CaseMismatch, Local, Scalar, case
 
 NT_AMDGPU_METADATA = 32
@@ -235,6 +236,21 @@ def test_verify_names_the_first_difference(kernel, output, at):
     outputs[output][at] += 1
     with pytest.raises(CaseMismatch, match=rf"^{kernel}: {output}\[.*\] = .*expected .*1 of \d+ differ"):
         c.verify(values, outputs)
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory) -> HostCorpus:
+    if shutil.which(CLANG) is None:
+        pytest.skip(f"{CLANG} not installed")
+    return HostCorpus(build_host(tmp_path_factory.mktemp("host")))
+
+
+@pytest.mark.parametrize("c", CASES, ids=lambda c: c.kernel)
+def test_kernel_compiled_for_the_host_agrees_with_its_reference(c, host):
+    values = c.inputs()
+    outputs = host.run(c, values)
+    assert set(outputs) == {b.name for b in c.outputs}
+    c.verify(values, outputs)
 
 
 def _serial(kernel: str, seed: int) -> tuple[dict, dict]:

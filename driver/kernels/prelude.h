@@ -35,7 +35,8 @@ typedef float float4 __attribute__((ext_vector_type(4)));
 #define CLK_LOCAL_MEM_FENCE 1
 #define CLK_GLOBAL_MEM_FENCE 2
 
-/* ---- work-item functions ------------------------------------------------------------------------------- */
+/* ---- work-item functions, barriers and lanes ----------------------------------------------------------- */
+#ifdef __AMDGCN__
 INLINE __constant char *hidden_args(void) { return (__constant char *)__builtin_amdgcn_implicitarg_ptr(); }
 INLINE uint hidden_u32(uint offset) { return *(__constant uint *)(hidden_args() + offset); }
 INLINE uint hidden_u16(uint offset) { return *(__constant ushort *)(hidden_args() + offset); }
@@ -58,15 +59,48 @@ INLINE size_t get_num_groups(uint d) { return d < 3 ? hidden_u32(4 * d) + (hidde
 INLINE size_t get_global_size(uint d) {
     return d < 3 ? (size_t)hidden_u32(4 * d) * hidden_u16(12 + 2 * d) + hidden_u16(18 + 2 * d) : 1;
 }
-INLINE size_t get_global_id(uint d) { return get_group_id(d) * get_enqueued_local_size(d) + get_local_id(d); }
 
-/* ---- synchronisation ----------------------------------------------------------------------------------- */
 INLINE void mem_fence(uint flags) { __builtin_amdgcn_fence(__ATOMIC_SEQ_CST, "workgroup"); }
 INLINE void barrier(uint flags) {
     __builtin_amdgcn_fence(__ATOMIC_RELEASE, "workgroup");
     __builtin_amdgcn_s_barrier();
     __builtin_amdgcn_fence(__ATOMIC_ACQUIRE, "workgroup");
 }
+
+/* the work-item's lane in its wave, the wave's size, and the value `v` of the lane byte_index / 4 */
+INLINE uint wave_size(void) { return __builtin_amdgcn_wavefrontsize(); }
+INLINE uint lane_id(void) {
+    uint lane = __builtin_amdgcn_mbcnt_lo(~0u, 0u);
+    return wave_size() == 64 ? __builtin_amdgcn_mbcnt_hi(~0u, lane) : lane;
+}
+INLINE int bpermute(int byte_index, int v) { return __builtin_amdgcn_ds_bpermute(byte_index, v); }
+#else
+/* host build (driver/kernels/host.py cross-checks the references): the harness runs every work-item of a
+ * workgroup on a thread of its own and answers these; waves are 32 lanes */
+uint kh_local_id(uint d);
+uint kh_group_id(uint d);
+uint kh_work_dim(void);
+uint kh_enqueued_local_size(uint d);
+uint kh_local_size(uint d);
+uint kh_num_groups(uint d);
+uint kh_global_size(uint d);
+void kh_barrier(void);
+uint kh_lane(void);
+int kh_bpermute(int byte_index, int v);
+INLINE size_t get_local_id(uint d) { return kh_local_id(d); }
+INLINE size_t get_group_id(uint d) { return kh_group_id(d); }
+INLINE uint get_work_dim(void) { return kh_work_dim(); }
+INLINE size_t get_enqueued_local_size(uint d) { return kh_enqueued_local_size(d); }
+INLINE size_t get_local_size(uint d) { return kh_local_size(d); }
+INLINE size_t get_num_groups(uint d) { return kh_num_groups(d); }
+INLINE size_t get_global_size(uint d) { return kh_global_size(d); }
+INLINE void mem_fence(uint flags) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+INLINE void barrier(uint flags) { kh_barrier(); }
+INLINE uint wave_size(void) { return 32; }
+INLINE uint lane_id(void) { return kh_lane(); }
+INLINE int bpermute(int byte_index, int v) { return kh_bpermute(byte_index, v); }
+#endif
+INLINE size_t get_global_id(uint d) { return get_group_id(d) * get_enqueued_local_size(d) + get_local_id(d); }
 
 /* ---- math ---------------------------------------------------------------------------------------------- */
 INLINE OVL float sqrt(float x) { return __builtin_sqrtf(x); }
@@ -112,11 +146,24 @@ ATOMICS(uint, atomic_uint)
 ATOMICS(long, atomic_long)
 ATOMICS(ulong, atomic_ulong)
 
+#ifdef __AMDGCN__
 INLINE uint atomic_inc_wrap(volatile __global uint *p, uint limit) {
     return __builtin_amdgcn_atomic_inc32(p, limit, __ATOMIC_RELAXED, "agent");
 }
 INLINE uint atomic_dec_wrap(volatile __global uint *p, uint limit) {
     return __builtin_amdgcn_atomic_dec32(p, limit, __ATOMIC_RELAXED, "agent");
 }
+#else
+INLINE uint atomic_inc_wrap(volatile __global uint *p, uint limit) {
+    uint old = *p, seen;
+    do old = atomic_cmpxchg(p, seen = old, old >= limit ? 0 : old + 1); while (old != seen);
+    return old;
+}
+INLINE uint atomic_dec_wrap(volatile __global uint *p, uint limit) {
+    uint old = *p, seen;
+    do old = atomic_cmpxchg(p, seen = old, old == 0 || old > limit ? limit : old - 1); while (old != seen);
+    return old;
+}
+#endif
 
 #endif

@@ -76,9 +76,7 @@ void scan_inclusive(__global const int *in, __global int *out, __global int *tot
  * wave; 32-lane groups give the same answer in wave32 and wave64) */
 __kernel void sum_lanes32(__global const uint *in, __global uint *out) {
     size_t i = get_global_id(0);
-    uint lane = __builtin_amdgcn_mbcnt_lo(~0u, 0u);
-    if (__builtin_amdgcn_wavefrontsize() == 64) lane = __builtin_amdgcn_mbcnt_hi(~0u, lane);
-    uint v = in[i];
-    for (uint m = 16; m > 0; m >>= 1) v += (uint)__builtin_amdgcn_ds_bpermute((int)((lane ^ m) << 2), (int)v);
+    uint lane = lane_id(), v = in[i];
+    for (uint m = 16; m > 0; m >>= 1) v += (uint)bpermute((int)((lane ^ m) << 2), (int)v);
     out[i] = v;
 }
