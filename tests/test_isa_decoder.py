@@ -76,6 +76,8 @@ def compare(target: str, enc_name: str, n: int = N_WORDS, seed: int = 1) -> Tall
         except DecodeError as e:
             ours = None
             err = str(e)
+        if llvm is not None and "/*Invalid" in llvm[0]:  # LLVM marks an operand invalid: we refuse the word
+            llvm = None
         if llvm is None:
             tally.invalid += 1
             if ours is None:

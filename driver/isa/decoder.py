@@ -32,6 +32,10 @@ class DecodeError(ValueError):
     """Bytes that are no valid instruction of the target."""
 
 
+class _BadOperand(Exception):
+    pass
+
+
 @dataclass(frozen=True)
 class Instruction:
     """One decoded instruction: `text` is what llvm-objdump-19 -d prints for it."""
@@ -104,7 +108,7 @@ def _sendmsg(v: int, w: int, ctx: Any) -> str:
     mask = ctx["sendmsg_id_mask"]
     ident, rest = v & mask, v & ~mask
     name = ctx["sendmsg"].get(str(ident))
-    if name is not None and rest == 0:
+    if name is not None:
         return f"sendmsg({name})"
     if v == ident and name is None:
         return f"sendmsg({ident}, 0, 0)"
@@ -173,16 +177,17 @@ def _reg(kind: str, value: int, count: int, cls: str | None, ctx: dict) -> str |
         if text is not None:
             return text
     names = ctx["sregs"]
-    if count == 1:
-        return names["1"][value] if value < len(names["1"]) else str(value)
-    pair = names["2"][value] if value < len(names["2"]) else None
-    if count == 2 or pair is None:
-        return pair or str(value)
-    if pair.startswith("s[") or pair.startswith("ttmp["):
-        prefix = pair[:pair.index("[")]
-        first = int(pair[pair.index("[") + 1:pair.index(":")])
+    if count > 2:  # tuples of more than two registers are 4-aligned: LLVM drops the low bits
+        value &= ~3
+    table = names["1"] if count == 1 else names["2"]
+    text = table[value] if value < len(table) else None
+    if text is None:
+        raise _BadOperand(f"register value {value} is not a valid {count}-register operand")
+    if count > 2 and ("[" in text):
+        prefix = text[:text.index("[")]
+        first = int(text[text.index("[") + 1:text.index(":")])
         return reg_range(prefix, first, count)
-    return pair
+    return text
 
 
 def decode(data: bytes, offset: int, target: str) -> Instruction:
@@ -203,14 +208,13 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
     if entry is None:
         raise DecodeError(f"{target}: invalid {enc.name} opcode {key} at offset {offset:#x}: words {_words(raw)}")
     by = enc.by_name
-    for name, bad in entry.get("z", ()):
-        v = by[name].get(value)
-        if v and (bad is None or v in bad):
-            raise DecodeError(f"{target}: invalid {entry['m']} ({enc.name}) at offset {offset:#x}: {name}={v}, "
-                              f"words {_words(raw)}")
+    for name, lo, hi in entry.get("z", ()):
+        if lo <= by[name].get(value) <= hi:
+            raise DecodeError(f"{target}: invalid {entry['m']} ({enc.name}) at offset {offset:#x}: "
+                              f"{name}={by[name].get(value)}, words {_words(raw)}")
     mnemonic, items = entry["m"], entry["o"]
-    for name, v, m, alt_items in entry.get("alt", ()):
-        if by[name].get(value) == v:
+    for names, vals, m, alt_items in entry.get("alt", ()):
+        if all(by[n].get(value) == v for n, v in zip(names, vals, strict=True)):
             mnemonic, items = m, alt_items
             break
     ctx = t.ctx
@@ -224,7 +228,14 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
         elif tag == "r":
             f = by[item[1]]
             cls = item[3] if len(item) > 3 else None
-            text = _reg(f.kind, f.get(value), item[2], cls, ctx)
+            fv = f.get(value)
+            if f.kind == "vdsty":  # VOPD: vdstY's low bit is the opposite of vdstX's
+                fv = (fv << 1) | ((by["vdstx"].get(value) & 1) ^ 1)
+            try:
+                text = _reg(f.kind, fv, item[2], cls, ctx)
+            except _BadOperand as e:
+                raise DecodeError(f"{target}: invalid {mnemonic} ({enc.name}) at offset {offset:#x}: {item[1]}: {e}, "
+                                  f"words {_words(raw)}") from None
             if text is None:
                 literal = _literal(data, offset + enc.size, target, raw)
                 size = enc.size + 4
@@ -236,12 +247,17 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
             texts.append(literal_text(literal, item[1]))
         else:
             f = by[item[1]]
-            text = render_imm(item[2], f.get(value), f.width, ctx)
+            text = render_imm(item[2], f.get(value), f.bits, ctx)
             if text:
                 texts.append(text)
     for name, bit, index, kind in entry.get("w", ()):
         if by[name].get(value) >> bit & 1 and index < len(texts):
-            texts[index] = f"|{texts[index]}|" if kind == "abs" else f"-{texts[index]}"
+            t0 = texts[index]
+            if kind == "abs":
+                texts[index] = f"|{t0}|"
+            else:  # LLVM writes neg(...) around an integer constant, where "-" would read as part of it
+                texts[index] = f"neg({t0})" if t0[:1].isdigit() or t0[:2].startswith("-") and t0[1:2].isdigit() \
+                    else f"-{t0}"
     suffix = []
     for spec in entry.get("s", ()):
         v = by[spec[1]].get(value)
@@ -250,10 +266,16 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
             if s:
                 suffix.append(s)
         elif v:
-            suffix.append(spec[2] + render_imm(spec[3], v, by[spec[1]].width, ctx))
+            suffix.append(spec[2] + render_imm(spec[3], v, by[spec[1]].bits, ctx))
     text = mnemonic
-    if texts:
-        text += " " + ", ".join(texts)
+    sep = " "
+    for t_ in texts:
+        if t_.startswith(":: "):  # VOPD's second instruction
+            text += f" {t_}"
+            sep = " "
+        else:
+            text += sep + t_
+            sep = ", "
     if suffix:
         text += " " + " ".join(suffix)
     fields = {f.name: f.get(value) for f in enc.fields}

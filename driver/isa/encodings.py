@@ -30,10 +30,28 @@ class Field:
     lo: int
     width: int
     kind: str = "flag"
+    extra: tuple[int, int] | None = None  # (lo, width) of more bits, above `width` in the value (VOP3P op_sel_hi)
+
+    @property
+    def bits(self) -> int:
+        """Width of the value, extra bits included."""
+        return self.width + (self.extra[1] if self.extra else 0)
 
     def get(self, value: int) -> int:
         """This field's value in an instruction read as one little-endian integer."""
-        return (value >> self.lo) & ((1 << self.width) - 1)
+        v = (value >> self.lo) & ((1 << self.width) - 1)
+        if self.extra:
+            v |= ((value >> self.extra[0]) & ((1 << self.extra[1]) - 1)) << self.width
+        return v
+
+    def put(self, value: int, v: int) -> int:
+        """`value` with this field set to `v`."""
+        m = (1 << self.width) - 1
+        value = (value & ~(m << self.lo)) | ((v & m) << self.lo)
+        if self.extra:
+            lo, w = self.extra
+            value = (value & ~(((1 << w) - 1) << lo)) | (((v >> self.width) & ((1 << w) - 1)) << lo)
+        return value
 
 
 @dataclass(frozen=True)
@@ -62,8 +80,8 @@ class Encoding:
         return k
 
 
-def F(name: str, lo: int, width: int = 1, kind: str = "flag") -> Field:  # noqa: N802 - table shorthand
-    return Field(name, lo, width, kind)
+def F(name: str, lo: int, width: int = 1, kind: str = "flag", extra: tuple[int, int] | None = None) -> Field:  # noqa: N802
+    return Field(name, lo, width, kind, extra)
 
 
 def derive(base: Encoding, *, drop: Iterable[str] = (), add: Iterable[Field] = (), **changes) -> Encoding:
@@ -92,32 +110,33 @@ _VOP3 = Encoding("VOP3", 0xFC000000, 0xD0000000, 8, (
     F("op", 16, 10, "op"), F("vdst", 0, 8, "vgpr"), F("sdst", 8, 7, "sreg"), F("abs", 8, 3, "imm"),
     F("opsel", 11, 4, "imm"), F("clamp", 15), F("src0", 32, 9, "src"), F("src1", 41, 9, "src"),
     F("src2", 50, 9, "src"), F("omod", 59, 2, "imm"), F("neg", 61, 3, "imm")))
-_VOP3P = Encoding("VOP3P", 0xFF800000, 0xD3800000, 8, (
-    F("op", 16, 7, "op"), F("vdst", 0, 8, "vgpr"), F("neg_hi", 8, 3, "imm"), F("opsel", 11, 3, "imm"),
-    F("opsel_hi2", 14), F("clamp", 15), F("src0", 32, 9, "src"), F("src1", 41, 9, "src"),
-    F("src2", 50, 9, "src"), F("opsel_hi", 59, 2, "imm"), F("neg", 61, 3, "imm")))
+_VOP3P = Encoding("VOP3P", 0xFF800000, 0xD3800000, 8, (  # suffix fields in LLVM's print order
+    F("op", 16, 7, "op"), F("vdst", 0, 8, "vgpr"), F("src0", 32, 9, "src"), F("src1", 41, 9, "src"),
+    F("src2", 50, 9, "src"), F("opsel", 11, 3, "imm"), F("opsel_hi", 59, 2, "imm", extra=(14, 1)),
+    F("neg", 61, 3, "imm"), F("neg_hi", 8, 3, "imm"), F("clamp", 15)))
 _SMEM = Encoding("SMEM", 0xFC000000, 0xC0000000, 8, (
-    F("op", 18, 8, "op"), F("sdata", 6, 7, "sreg"), F("sbase", 0, 6, "sbase"), F("soe", 14), F("nv", 15),
-    F("glc", 16), F("imm", 17), F("offset", 32, 21, "imm"), F("soffset", 57, 7, "sreg")))
+    F("op", 18, 8, "op"), F("sdata", 6, 7, "sreg"), F("sbase", 0, 6, "sbase"), F("offset", 32, 21, "imm"),
+    F("soffset", 57, 7, "sreg"), F("soe", 14), F("nv", 15), F("glc", 16), F("imm", 17)))
 _DS = Encoding("DS", 0xFC000000, 0xD8000000, 8, (
     F("op", 17, 8, "op"), F("vdst", 56, 8, "vgpr"), F("addr", 32, 8, "vgpr"), F("data0", 40, 8, "vgpr"),
-    F("data1", 48, 8, "vgpr"), F("offset0", 0, 8, "imm"), F("offset1", 8, 8, "imm"), F("gds", 16), F("acc", 25)))
+    F("data1", 48, 8, "vgpr"), F("offset", 0, 16, "imm"), F("offset0", 0, 8, "imm"), F("offset1", 8, 8, "imm"),
+    F("gds", 16), F("acc", 25)))  # one-address ops print offset0 | offset1 << 8 as one offset
 _FLAT = Encoding("FLAT", 0xFC000000, 0xDC000000, 8, (
     F("op", 18, 7, "op"), F("seg", 14, 2, "op"), F("vdst", 56, 8, "vgpr"), F("addr", 32, 8, "vgpr"),
     F("data", 40, 8, "vgpr"), F("saddr", 48, 7, "sreg"), F("offset", 0, 13, "imm"), F("lds", 13), F("glc", 16),
     F("slc", 17), F("scc", 25), F("acc", 55)), keys=("op", "seg"))
 _MUBUF = Encoding("MUBUF", 0xFC000000, 0xE0000000, 8, (
     F("op", 18, 7, "op"), F("vdata", 40, 8, "vgpr"), F("vaddr", 32, 8, "vgpr"), F("srsrc", 48, 5, "srsrc"),
-    F("soffset", 56, 8, "ssrc"), F("offen", 12), F("idxen", 13), F("offset", 0, 12, "imm"), F("glc", 14),
-    F("scc", 15), F("lds", 16), F("slc", 17), F("acc", 55)))
+    F("soffset", 56, 8, "ssrc"), F("idxen", 13), F("offen", 12), F("offset", 0, 12, "imm"), F("glc", 14),
+    F("slc", 17), F("scc", 15), F("lds", 16), F("acc", 55)))
 
 # Match order: longer prefixes first (SOP1/SOPC/SOPP before SOPK before SOP2; VOP1/VOPC before VOP2; VOP3P before
 # VOP3 on GFX9, whose VOP3P prefix sits inside the VOP3 range).
 _GFX9 = (_SOP1, _SOPC, _SOPP, _SOPK, _SOP2, _VOP1, _VOPC, _VOP2, _VOP3P, _VOP3, _SMEM, _DS, _FLAT, _MUBUF)
 
 _GFX942 = {  # CDNA3 renames the cache bits: glc -> sc0, slc -> nt, scc -> sc1
-    "FLAT": derive(_FLAT, add=(F("sc0", 16), F("nt", 17), F("sc1", 25)), drop=("glc", "slc", "scc")),
-    "MUBUF": derive(_MUBUF, add=(F("sc0", 14), F("sc1", 15), F("nt", 17)), drop=("glc", "slc", "scc")),
+    "FLAT": derive(_FLAT, add=(F("sc0", 16), F("nt", 17), F("sc1", 25)), drop=("glc", "slc", "scc")),  # sc0 nt sc1
+    "MUBUF": derive(_MUBUF, add=(F("sc0", 14), F("nt", 17), F("sc1", 15)), drop=("glc", "slc", "scc")),
 }
 
 _GFX10 = {
@@ -126,17 +145,17 @@ _GFX10 = {
     "SMEM": derive(_SMEM, match=0xF4000000, drop=("soe", "nv", "imm"), add=(F("dlc", 14),)),
     "DS": derive(_DS, drop=("acc",), add=(F("op", 18, 8, "op"), F("gds", 17))),
     "FLAT": derive(_FLAT, drop=("scc", "acc"), add=(F("offset", 0, 12, "imm"), F("dlc", 12))),
-    "MUBUF": derive(_MUBUF, drop=("scc", "acc"), add=(F("dlc", 15), F("tfe", 55))),
+    "MUBUF": derive(_MUBUF, drop=("scc", "acc", "lds"), add=(F("dlc", 15), F("lds", 16), F("tfe", 55))),
 }
 
 _GFX11 = {
     **_GFX10,
-    "SMEM": derive(_GFX10["SMEM"], add=(F("glc", 14), F("dlc", 13))),
-    "FLAT": derive(_FLAT, drop=("scc", "acc", "lds"), add=(
-        F("seg", 16, 2, "op"), F("dlc", 13), F("glc", 14), F("slc", 15), F("sve", 55))),
-    "MUBUF": derive(_MUBUF, drop=("scc", "acc"), add=(
-        F("op", 18, 8, "op"), F("slc", 12), F("dlc", 13), F("glc", 14), F("tfe", 53), F("offen", 54),
-        F("idxen", 55))),
+    "SMEM": derive(_GFX10["SMEM"], drop=("dlc",), add=(F("glc", 14), F("dlc", 13))),
+    "FLAT": derive(_FLAT, drop=("scc", "acc", "lds", "glc", "slc"), add=(
+        F("seg", 16, 2, "op"), F("glc", 14), F("slc", 15), F("dlc", 13), F("sve", 55))),
+    "MUBUF": derive(_MUBUF, drop=("scc", "acc", "idxen", "offen", "offset", "glc", "slc", "lds"), add=(
+        F("op", 18, 8, "op"), F("idxen", 55), F("offen", 54), F("offset", 0, 12, "imm"), F("glc", 14), F("slc", 12),
+        F("dlc", 13), F("lds", 16), F("tfe", 53))),
     "VOPD": Encoding("VOPD", 0xFC000000, 0xC8000000, 8, (
         F("opx", 22, 4, "op"), F("opy", 17, 5, "op"), F("src0x", 0, 9, "src"), F("vsrc1x", 9, 8, "vgpr"),
         F("src0y", 32, 9, "src"), F("vsrc1y", 41, 8, "vgpr"), F("vdsty", 49, 7, "vdsty"), F("vdstx", 56, 8, "vgpr")),

@@ -33,6 +33,11 @@ _CONSTS = (128, 192, 193, 208, 240, 241, 242, 247, 248)
 _IMM_PROBES = (1, 0x1234, 0xFFFF, 0x8000, 0x0F0F, 0x00AA, 0x3F, 0x7F, 0x100)
 
 
+def annotated_invalid(text: str) -> bool:
+    """LLVM decoded the word but marked an operand invalid (/*Invalid register...*/): we refuse such words."""
+    return "/*Invalid" in text
+
+
 def split_operands(rest: str) -> list[str]:
     """Split LLVM's operand text at top-level commas (not inside (), [])."""
     out, depth, cur = [], 0, ""
@@ -54,6 +59,11 @@ def split_operands(rest: str) -> list[str]:
 
 def split_text(text: str, free_form: bool) -> tuple[str, list[str], list[str]]:
     """(mnemonic, operands, suffix tokens). Free-form encodings (SOPP/SOPK) keep spaces inside the last operand."""
+    if " :: " in text:  # VOPD: two instructions; the second's mnemonic is kept as a fixed operand ":: name"
+        left, right = text.split(" :: ", 1)
+        m1, ops1, _ = split_text(left, free_form)
+        m2, ops2, sfx2 = split_text(right, free_form)
+        return m1, ops1 + [":: " + m2] + ops2, sfx2
     mnemonic, _, rest = text.partition(" ")
     ops = split_operands(rest)
     suffix: list[str] = []
@@ -107,13 +117,13 @@ class Prober:
         v = 0
         for f in enc.fields:
             if f.name in values:
-                v = (v & ~(((1 << f.width) - 1) << f.lo)) | ((values[f.name] & ((1 << f.width) - 1)) << f.lo)
+                v = f.put(v, values[f.name])
         v |= enc.match
         return v.to_bytes(enc.size, "little") + literal.to_bytes(4, "little")
 
     def run(self, words: list[bytes]) -> list[str | None]:
         res = disassemble(self.target, words)
-        return [r[0] if r else None for r in res]
+        return [r[0] if r and not annotated_invalid(r[0]) else None for r in res]
 
 
 def base_values(enc: Encoding) -> tuple[dict[str, int], dict[str, int]]:
@@ -132,7 +142,7 @@ def base_values(enc: Encoding) -> tuple[dict[str, int], dict[str, int]]:
         else:
             n = next(numbers)
             used |= bits
-        regnum[f.name] = n
+        regnum[f.name] = n + 1 if f.kind == "vdsty" else n  # VOPD's vdstY: (value << 1) | !(vdstX & 1)
         values[f.name] = {"src": 256 + n, "sbase": n >> 1, "srsrc": n >> 2, "vdsty": n >> 1}.get(f.kind, n)
     return values, regnum
 
@@ -234,6 +244,10 @@ def learn_encoding(p: Prober, enc: Encoding, log: Callable[[str], None]) -> dict
                 plans += [(k, f.name, v) for v in _variant_values(f)]
             elif f.kind == "sreg":
                 plans += [(k, f.name, v) for v in (124, 125, 126, 127)]
+            elif f.kind == "vgpr":
+                plans += [(k, f.name, v) for v in (128, 255)]
+            elif f.kind == "src":
+                plans += [(k, f.name, v) for v in (256 + 128, 511)]
         for it in items:
             if it[0] == "r" and enc.by_name[it[1]].kind in ("src", "ssrc"):
                 plans += [(k, it[1], ("c", c)) for c in _CONSTS]
@@ -255,6 +269,21 @@ def learn_encoding(p: Prober, enc: Encoding, log: Callable[[str], None]) -> dict
         per.setdefault((k, name), []).append((v, t))
     for (k, name), results in per.items():
         _learn_field(enc, entries[str(k)], found[k], regnum, name, results, free_form)
+    # 3. flags that change the operand list together (MUBUF idxen+offen+tfe): every combination of two or more
+    order = [f.name for f in enc.fields]
+    combos = []
+    for k, entry in entries.items():
+        flags = sorted({a[0][0] for a in entry["alt"] if len(a[0]) == 1 and enc.by_name[a[0][0]].bits == 1},
+                       key=order.index)
+        for combo in itertools.product((0, 1), repeat=len(flags)):
+            if sum(combo) >= 2:
+                combos.append((k, flags, combo))
+    words = [p.word(enc, {**found[int(k)][0], **dict(zip(flags, combo, strict=True))}) for k, flags, combo in combos]
+    for (k, flags, combo), t in zip(combos, p.run(words) if words else [], strict=True):
+        if t is not None:
+            vals = {**found[int(k)][0], **dict(zip(flags, combo, strict=True))}
+            mnem, items, _ = template(t, vals, regnum, free_form)
+            entries[k]["alt"].insert(0, [flags, list(combo), mnem, items])
     for entry in entries.values():
         _dedupe_suffix(entry)
         for key in ("z", "s", "w", "alt"):
@@ -280,6 +309,10 @@ def template(text: str, vals: dict[str, int], regnum: dict[str, int], free_form:
                     break
         if item is None and tok == f"0x{PROBE_LITERAL:x}":
             item = ["l", "i32"]
+        if item is None and re.fullmatch(r"\d+|0x[0-9a-f]+", tok):
+            for name, n in regnum.items():
+                if vals.get(name) == n == int(tok, 0):
+                    item = ["i", name, "u16"]
         items.append(item or ["t", tok])
     return mnemonic, items, suffix
 
@@ -287,12 +320,12 @@ def template(text: str, vals: dict[str, int], regnum: dict[str, int], free_form:
 def _variant_values(f) -> list[int]:
     if f.kind in REG_KINDS:
         return [1, 106, 124, 125, 126, 127] if f.kind == "sreg" else [1]
-    if f.width <= 4:
-        return list(range(1, 1 << f.width))
-    mask = (1 << f.width) - 1
-    if f.width <= 16:
-        return sorted({v & mask for v in _IMM_PROBES} | {1 << i for i in range(f.width)} | {mask})
-    return sorted({1, 0x10, 0x1234, mask, 1 << (f.width - 1), (1 << (f.width - 1)) + 0x20, 0x7FF})
+    if f.bits <= 4:
+        return list(range(1, 1 << f.bits))
+    mask = (1 << f.bits) - 1
+    if f.bits <= 16:
+        return sorted({v & mask for v in _IMM_PROBES} | {1 << i for i in range(f.bits)} | {mask})
+    return sorted({1, 0x10, 0x1234, mask, 1 << (f.bits - 1), (1 << (f.bits - 1)) + 0x20, 0x7FF})
 
 
 def _learn_field(enc: Encoding, entry: dict, found, regnum, name: str, results, free_form: bool) -> None:
@@ -301,25 +334,47 @@ def _learn_field(enc: Encoding, entry: dict, found, regnum, name: str, results, 
     vals, base_text = found
     _, base_items, base_sfx = template(base_text, vals, regnum, free_form)
     src = [i for i, it in enumerate(entry["o"]) if it[0] == "r" and it[1] == name]
-    if src and isinstance(results[0][0], tuple):  # a source operand's constants and literals
+    consts = [(v, t) for v, t in results if isinstance(v, tuple)]
+    results = [(v, t) for v, t in results if not isinstance(v, tuple)]
+    if src and consts:  # a source operand's constants and literals
         texts = []
-        for _, t in results:
+        for _, t in consts:
             ops = split_text(t, free_form)[1] if t is not None else []
             texts.append(ops[src[0]] if src[0] < len(ops) else None)
         entry["o"][src[0]].append(learn_class(texts, _LITS))
+        bad = {v[1] if v[0] == "c" else 255 for v, t in consts if t is None}
+        for lo, hi in ((128, 208), (240, 248), (255, 255)):
+            if any(lo <= b <= hi for b in bad):
+                entry["z"].append([name, lo, hi])
+    if src and f.kind in REG_KINDS:  # a register operand at special values: invalid, or another operand list
+        for v, t in results:
+            if t is None:
+                entry["z"].append([name, v, v] if v not in (128, 256 + 128) else [name, v, v + 127])
+            elif len(split_text(t, free_form)[1]) != len(split_text(base_text, free_form)[1]) or "off" in t:
+                _, items, sfx = template(t, {**vals, name: v}, regnum, free_form)
+                if "off" in split_text(t, free_form)[1] and "off" not in split_text(base_text, free_form)[1]:
+                    entry["alt"].append([[name], [v], split_text(t, free_form)[0], items])
         return
     invalid = [v for v, t in results if t is None]
-    if invalid:
-        entry["z"].append([name, invalid if len(invalid) < len(results) else None])
+    if invalid and len(invalid) == len(results):
+        entry["z"].append([name, 1, (1 << f.bits) - 1])
+    else:
+        entry["z"] += [[name, v, v] for v in invalid]
     valid = [(v, t) for v, t in results if t is not None and t != base_text]
     if not valid:
         return
     if free_form and f.kind == "imm":
-        pairs = [(0, split_text(base_text, True)[1])] + [(v, split_text(t, True)[1]) for v, t in valid]
-        n = len(base_items)
-        texts = [ops[-1] if len(ops) == n and n else (None if len(ops) == n else "") for _, ops in pairs]
-        idx = n - 1 if n and all(len(ops) == n for _, ops in pairs[1:]) else n
-        fmt = learn_imm([v for v, _ in pairs], [t if t is not None else "" for t in texts], f.width)
+        base_ops = split_text(base_text, True)[1]
+        pairs = [(v, split_text(t, True)[1]) for v, t in valid]
+        n = len(base_ops)
+        diff = {i for _, ops in pairs if len(ops) == n for i in range(n) if ops[i] != base_ops[i]}
+        if n and len(diff) == 1:
+            idx = diff.pop()
+            texts = [base_ops[idx]] + [ops[idx] if len(ops) == n else "" for _, ops in pairs]
+        else:
+            idx = n
+            texts = [""] + [ops[-1] if len(ops) > n else "" for _, ops in pairs]
+        fmt = learn_imm([0] + [v for v, _ in pairs], texts, f.bits)
         if idx < n:
             entry["o"][idx] = ["i", name, fmt]
         else:
@@ -331,8 +386,8 @@ def _learn_field(enc: Encoding, entry: dict, found, regnum, name: str, results, 
         ops = split_text(t, free_form)[1]
         base_ops = split_text(base_text, free_form)[1]
         if [i for i in items if i[0] != "t"] != [i for i in base_items if i[0] != "t"] or len(ops) != len(base_ops):
-            if len(entry["alt"]) < 8:
-                entry["alt"].append([name, v, mnem, items])
+            entry["alt"].append([[name], [v], mnem, items])
+            sfx_by_value[v] = sfx
             continue
         for j, (a, b) in enumerate(zip(base_ops, ops, strict=True)):
             if a != b and v & (v - 1) == 0:
@@ -346,7 +401,7 @@ def _learn_field(enc: Encoding, entry: dict, found, regnum, name: str, results, 
     own = {v: [t for t in sfx if t not in common] for v, sfx in sfx_by_value.items()}
     if not any(own.values()):
         return
-    if f.width <= 4:
+    if f.bits <= 4:
         entry["s"].append(["e", name, {str(v): " ".join(t) for v, t in own.items() if t}])
         return
     toks = {v: t[0] for v, t in own.items() if len(t) == 1}
@@ -357,8 +412,8 @@ def _learn_field(enc: Encoding, entry: dict, found, regnum, name: str, results, 
         return
     prefix = prefixes.pop() + ":"
     nums = [(v, t[len(prefix):]) for v, t in toks.items()]
-    fmt = learn_imm([v for v, _ in nums], [t for _, t in nums], f.width)
-    ok = sum(render_imm(fmt, v, f.width, CTX) == t for v, t in nums)
+    fmt = learn_imm([v for v, _ in nums], [t for _, t in nums], f.bits)
+    ok = sum(render_imm(fmt, v, f.bits, CTX) == t for v, t in nums)
     if ok == len(nums):
         entry["s"].append(["n", name, prefix, fmt])
 
@@ -394,7 +449,7 @@ def learn_context(p: Prober, sop1: dict[str, dict], sopk: dict[str, dict], sopp:
     sregs = {}
     for n, m in (("1", "s_mov_b32"), ("2", "s_mov_b64")):
         words = [p.word(enc["SOP1"], {"op": by_m[m], "sdst": 16, "ssrc0": v}) for v in range(255)]
-        sregs[n] = [split_text(t, False)[1][1] if t else str(v) for v, t in enumerate(p.run(words))]
+        sregs[n] = [split_text(t, False)[1][1] if t else None for t in p.run(words)]
     ctx["sregs"] = sregs
     k = {e["m"]: int(k) for k, e in sopk.items()}["s_getreg_b32"]
     words = [p.word(enc["SOPK"], {"op": k, "sdst": 16, "simm16": (31 << 11) | i}) for i in range(64)]
