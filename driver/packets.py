@@ -137,11 +137,14 @@ class Tail:
     `quiet`: the count only frames the packet (PM4's header count); the printer leaves it out.
     `first` + `registers`: the tail's dwords are the values of consecutive registers, the first at the index
     in field `first`; `registers` names them by index (the printer shows NAME=value).
+    `wrap`: count + bias is taken modulo the count field's range (PM4's NOP: count 0x3FFF means no body, the
+    one-dword pad Mesa calls PKT3_NOP_PAD).
     """
 
     count: str
     bias: int = 0
     quiet: bool = False
+    wrap: bool = False
     first: str | None = None
     registers: Mapping[int, str] | None = field(default=None, compare=False, hash=False)
 
@@ -199,6 +202,8 @@ class PacketDef:
         self._check()
         self._meanings()
         self._compile()
+        # count + bias is taken under this mask (0: no wrap)
+        self._tail_wrap = self._by_name[tail.count].mask if tail is not None and tail.wrap else 0
 
     # -- derivation (per-version data) --------------------------------------------------------------------
     def with_fields(self, *fields: Field | Addr, drop: Iterable[str] = (), size: int | None = None,
@@ -372,10 +377,16 @@ class PacketDef:
                 raise ValueError(f"{self.name} has no variable tail; payload of {len(payload)} bytes given")
             return b""
         if not payload:
-            payload = bytes(4 * max(0, fields[tail.count] + tail.bias))
+            n = fields[tail.count] + tail.bias
+            payload = bytes(4 * max(0, n & self._tail_wrap if self._tail_wrap else n))
         if len(payload) % 4:
             raise ValueError(f"{self.name} payload must be whole dwords, got {len(payload)} bytes")
         count = len(payload) // 4 - tail.bias
+        if self._tail_wrap:
+            count &= self._tail_wrap
+            if (count + tail.bias) & self._tail_wrap != len(payload) // 4:
+                raise ValueError(f"{self.name}: a payload of {len(payload) // 4} dwords is more than "
+                                 f"{tail.count} can count")
         if tail.count in given and given[tail.count] != count:
             raise ValueError(f"{self.name}.{tail.count}={given[tail.count]} disagrees with a payload of "
                              f"{len(payload) // 4} dwords (expected {count})")
@@ -565,11 +576,16 @@ class Dialect:
         fields = d._decode(raw)
         payload = b""
         if d.tail is not None:
-            extra = self._check_count(d, fields, offset)
-            if end + extra > n:
-                raise TruncatedPacket(f"{self.name}: {d.name} at byte offset {offset:#x} has a "
-                                      f"{extra // 4}-dword tail, only {(n - end) // 4} dwords left")
-            payload = bytes(data[end:end + extra])
+            extra = (fields[d.tail.count] + d.tail.bias) * 4
+            if d._tail_wrap:
+                extra &= d._tail_wrap << 2
+            if extra:  # PM4's fixed-size packets have an empty tail: nothing to check or copy
+                if extra < 0:
+                    self._check_count(d, fields, offset)
+                if end + extra > n:
+                    raise TruncatedPacket(f"{self.name}: {d.name} at byte offset {offset:#x} has a "
+                                          f"{extra // 4}-dword tail, only {(n - end) // 4} dwords left")
+                payload = bytes(data[end:end + extra])
         return Packet(d, offset, fields, payload, raw)
 
     def _check_count(self, d: PacketDef, fields: dict[str, int], offset: int) -> int:

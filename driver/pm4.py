@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from enum import IntEnum
 
 from kfdtrace.driver import registers as regs
@@ -158,8 +159,9 @@ _BANKS = {"SET_SH_REG": ("sh", SH_START), "SET_UCONFIG_REG": ("uconfig", UCONFIG
 
 # --- gfx9 (soc15d.h, kfd_pm4_headers_ai.h) -------------------------------------------------------------------
 _BASE = (
-    # count + 1 dwords follow the header (NOP(n) skips n + 1 dwords).
-    _pkt("NOP", 1, tail=Tail("count", 1, quiet=True)),
+    # count + 1 dwords follow the header (NOP(n) skips n + 1 dwords); count 0x3FFF is the one-dword NOP
+    # ("count == 0x3fff means -1": Mesa ac_debug.c, sid.h PKT3_NOP_PAD; the kernel's ring nop).
+    _pkt("NOP", 1, tail=Tail("count", 1, quiet=True, wrap=True)),
     _pkt("SET_SH_REG", 2, Field("reg_offset", 1, 0, 16), Field("vmid_shift", 1, 23, 5), Field("index", 1, 28, 4),
          tail=_SH_TAIL),
     _pkt("SET_UCONFIG_REG", 2, Field("reg_offset", 1, 0, 16), tail=_SH_TAIL),
@@ -232,8 +234,7 @@ class Pm4Dialect(Dialect):
         named = []
         for d in defs:
             if d.name in _BANKS and d.tail is not None:
-                d = d.with_fields(tail=Tail(d.tail.count, d.tail.bias, d.tail.quiet, d.tail.first,
-                                            getattr(registers, _BANKS[d.name][0])))
+                d = d.with_fields(tail=replace(d.tail, registers=getattr(registers, _BANKS[d.name][0])))
             named.append(d)
         super().__init__(name, named)
 

@@ -112,6 +112,22 @@ def test_headers_match_packet3(dialect: Dialect) -> None:
     assert dwords(dialect.build("DISPATCH_DIRECT", predicate=1))[0] == packet3(0x15, 3) | 1
 
 
+def test_one_dword_nop() -> None:
+    pad = packet3(0x10, 0x3FFF)  # Mesa PKT3_NOP_PAD: "count == 0x3fff means -1", a header-only NOP
+    assert pad == 0xFFFF1000
+    for d in ALL:
+        assert d.build("NOP", count=0x3FFF) == d.packet("NOP", count=0x3FFF).encode() == u32s(pad)
+        stream = u32s(pad, pad) + d.build("EVENT_WRITE", event_type=7, event_index=4) + u32s(pad)
+        got = list(d.iter_packets(stream))
+        assert [(p.name, p.size, p.payload) for p in got] == [
+            ("NOP", 4, b""), ("NOP", 4, b""), ("EVENT_WRITE", 8, b""), ("NOP", 4, b"")]
+        assert got[0].fields["count"] == 0x3FFF and b"".join(p.encode() for p in got) == stream
+        longest = d.decode(d.build("NOP", bytes(4 * 0x3FFF)))  # the longest NOP: count 0x3FFE
+        assert longest.fields["count"] == 0x3FFE and longest.size == 4 * 0x4000
+        with pytest.raises(ValueError, match="NOP: a payload of 16384 dwords is more than count can count"):
+            d.build("NOP", bytes(4 * 0x4000))
+
+
 def test_header_helper_and_known_words() -> None:
     assert header(0x49, 6) == 0xC0064900  # RELEASE_MEM
     assert header(0x15, 3, compute=True) == 0xC0031502  # Mesa: PKT3(DISPATCH_DIRECT, 3) | SHADER_TYPE_S(1)
