@@ -109,7 +109,7 @@ class Addr:
     indirect: str | None = None  # points at an indirect buffer of this field's value dwords
     volatile: bool = False  # written (needs written=True) with a value that differs on every run
     advances: bool = False  # moves on by the bytes done when the packet is split at its byte_count field
-    value: str | None = None  # written (needs written=True) with this 32-bit field's value: a signal
+    value: str | None = None  # written (needs written=True) with this field's value (as selected): a signal
     polled: tuple[str, str, str] | None = None  # (ref, mask, func) fields: waits on (dword & mask) func ref
 
     def _named(self) -> tuple[tuple[str, str], ...]:

@@ -113,6 +113,9 @@ class RegisterTable:
             {o - SH_START: n for o, n in by_offset.items() if SH_START <= o < SH_END})
         self.uconfig: Mapping[int, str] = MappingProxyType(
             {o - UCONFIG_START: n for o, n in by_offset.items() if UCONFIG_START <= o < UCONFIG_END})
+        # COMPUTE_USER_DATA_0..15: the user SGPRs a dispatch loads (RSRC2.USER_SGPR of them, from s0)
+        self.user_data: tuple[Register, ...] = tuple(self._by_name[f"COMPUTE_USER_DATA_{i}"] for i in range(16)
+                                                      if f"COMPUTE_USER_DATA_{i}" in self._by_name)
         parts: dict[str, list[Register]] = {}
         for r in self.registers:
             if r.part is not None:

@@ -356,6 +356,8 @@ def test_sh_index_is_offset_minus_0x2c00() -> None:
     assert REGISTERS["gfx9"].sh_index("COMPUTE_PGM_RSRC3") == 0x22D and REGISTERS["gfx11"].sh[0x228] == (
         "COMPUTE_PGM_RSRC3")
     assert [REGISTERS[t].sh_index("COMPUTE_USER_DATA_0") for t in REGISTERS] == [0x240] * 4
+    for table in REGISTERS.values():
+        assert [r.offset for r in table.user_data] == list(range(0x2E40, 0x2E50))
 
 
 def test_register_fields_per_generation() -> None:
