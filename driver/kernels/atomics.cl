@@ -49,11 +49,13 @@ __kernel void atomics_global(__global const int *values, __global int *c, __glob
     atomic_xor((volatile __global ulong *)&c64[2], (ulong)(uint)v << 32 | i);
 }
 
-/* the same kinds on LDS counters, one set per group: out[g * 12 + k] */
-__kernel void atomics_local(__global const int *values, __global int *out) {
-    __local int c[12];
+/* the same kinds on LDS counters, one set per group (out[g * 18 + k]), plus what only returned values give:
+ * a max by compare-and-swap loop (c[12]), exchanges (c[13]), tickets summed (c[15] = sum of c[14]'s olds),
+ * and the wrapping inc/dec on LDS (c[16], c[17]) */
+__kernel void atomics_local(__global const int *values, __global int *out, uint limit) {
+    __local int c[18];
     uint lid = get_local_id(0);
-    if (lid < 12) c[lid] = lid == 2 || lid == 4 ? 0x7fffffff : lid == 6 ? -1 : 0;
+    if (lid < 18) c[lid] = lid == 2 || lid == 4 ? 0x7fffffff : lid == 6 || lid == 12 ? -1 : lid == 17 ? 3 : 0;
     barrier(CLK_LOCAL_MEM_FENCE);
     int v = values[get_global_id(0)];
     atomic_add(&c[0], v);
@@ -68,8 +70,32 @@ __kernel void atomics_local(__global const int *values, __global int *out) {
     atomic_inc(&c[9]);
     atomic_dec(&c[10]);
     atomic_add(&c[11], lid);
+    int seen, old = c[12];
+    do {
+        seen = old;
+        old = atomic_cmpxchg(&c[12], seen, max(seen, 3 * v));
+    } while (old != seen);
+    atomic_xchg(&c[13], 5);
+    atomic_add(&c[15], atomic_inc(&c[14]));
+    atomic_inc_wrap((volatile __local uint *)&c[16], limit);
+    atomic_dec_wrap((volatile __local uint *)&c[17], limit);
     barrier(CLK_LOCAL_MEM_FENCE);
-    if (lid < 12) out[get_group_id(0) * 12 + lid] = c[lid];
+    if (lid < 18) out[get_group_id(0) * 18 + lid] = c[lid];
+}
+
+/* generic pointers that point into LDS on odd work-items and global memory on even ones: flat_* loads,
+ * stores and atomics. lds[lid] starts at 100 * lid; data[i] or lds[lid] gets 7 + i added; out[i] = lds[lid] */
+__kernel void flat_pointers(__global int *data, __global int *out) {
+    __local int lds[256];
+    uint lid = get_local_id(0);
+    size_t i = get_global_id(0);
+    lds[lid] = 100 * lid;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    int *p = i & 1 ? (int *)&lds[lid] : (int *)&data[i];
+    *p += 7;
+    atomic_add(p, (int)i);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    out[i] = lds[lid];
 }
 
 /* old[i] = what work-item i took out of slots[i % nslots] when it put i + 1 there: the olds and the final

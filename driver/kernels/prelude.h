@@ -122,21 +122,22 @@ INLINE uint rotate(uint x, uint n) { return __builtin_rotateleft32(x, n); }
 
 /* ---- atomics (OpenCL 1.x style: return the old value) ---------------------------------------------------
  * Generic pointers (OpenCL 2.0), so one definition serves __global and __local; after inlining the compiler
- * gives global_* or ds_* instructions. atomic_inc/atomic_dec are OpenCL's (+1/-1). atomic_inc_wrap/_dec_wrap
+ * gives global_* or ds_* instructions. The atomic operations themselves are not volatile: the compiler infers
+ * no address space for volatile atomics (they stay flat_*) and its atomic optimizer leaves them alone. atomic_inc/atomic_dec are OpenCL's (+1/-1). atomic_inc_wrap/_dec_wrap
  * are the hardware's wrapping inc/dec (CUDA atomicInc/atomicDec): inc stores old >= limit ? 0 : old + 1,
  * dec stores (old == 0 || old > limit) ? limit : old - 1. */
 #define SCOPE __OPENCL_MEMORY_SCOPE_DEVICE
 #define ATOMIC_RMW(name, op, T, AT) \
     INLINE OVL T atomic_##name(volatile T *p, T v) { \
-        return __opencl_atomic_fetch_##op((volatile AT *)p, v, __ATOMIC_RELAXED, SCOPE); }
+        return __opencl_atomic_fetch_##op((AT *)p, v, __ATOMIC_RELAXED, SCOPE); }
 #define ATOMICS(T, AT) \
     ATOMIC_RMW(add, add, T, AT) ATOMIC_RMW(sub, sub, T, AT) ATOMIC_RMW(min, min, T, AT) \
     ATOMIC_RMW(max, max, T, AT) ATOMIC_RMW(and, and, T, AT) ATOMIC_RMW(or, or, T, AT) \
     ATOMIC_RMW(xor, xor, T, AT) \
     INLINE OVL T atomic_xchg(volatile T *p, T v) { \
-        return __opencl_atomic_exchange((volatile AT *)p, v, __ATOMIC_RELAXED, SCOPE); } \
+        return __opencl_atomic_exchange((AT *)p, v, __ATOMIC_RELAXED, SCOPE); } \
     INLINE OVL T atomic_cmpxchg(volatile T *p, T cmp, T v) { \
-        __opencl_atomic_compare_exchange_strong((volatile AT *)p, &cmp, v, __ATOMIC_RELAXED, __ATOMIC_RELAXED, \
+        __opencl_atomic_compare_exchange_strong((AT *)p, &cmp, v, __ATOMIC_RELAXED, __ATOMIC_RELAXED, \
                                                 SCOPE); \
         return cmp; } \
     INLINE OVL T atomic_inc(volatile T *p) { return atomic_add(p, (T)1); } \
@@ -147,19 +148,19 @@ ATOMICS(long, atomic_long)
 ATOMICS(ulong, atomic_ulong)
 
 #ifdef __AMDGCN__
-INLINE uint atomic_inc_wrap(volatile __global uint *p, uint limit) {
-    return __builtin_amdgcn_atomic_inc32(p, limit, __ATOMIC_RELAXED, "agent");
+INLINE uint atomic_inc_wrap(volatile uint *p, uint limit) {
+    return __builtin_amdgcn_atomic_inc32((uint *)p, limit, __ATOMIC_RELAXED, "agent");
 }
-INLINE uint atomic_dec_wrap(volatile __global uint *p, uint limit) {
-    return __builtin_amdgcn_atomic_dec32(p, limit, __ATOMIC_RELAXED, "agent");
+INLINE uint atomic_dec_wrap(volatile uint *p, uint limit) {
+    return __builtin_amdgcn_atomic_dec32((uint *)p, limit, __ATOMIC_RELAXED, "agent");
 }
 #else
-INLINE uint atomic_inc_wrap(volatile __global uint *p, uint limit) {
+INLINE uint atomic_inc_wrap(volatile uint *p, uint limit) {
     uint old = *p, seen;
     do old = atomic_cmpxchg(p, seen = old, old >= limit ? 0 : old + 1); while (old != seen);
     return old;
 }
-INLINE uint atomic_dec_wrap(volatile __global uint *p, uint limit) {
+INLINE uint atomic_dec_wrap(volatile uint *p, uint limit) {
     uint old = *p, seen;
     do old = atomic_cmpxchg(p, seen = old, old == 0 || old > limit ? limit : old - 1); while (old != seen);
     return old;

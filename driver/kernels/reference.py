@@ -308,11 +308,8 @@ def _atomics_global(v: Values, limit: int) -> dict[str, np.ndarray]:
     c[8] ^= np.bitwise_xor.reduce(vals)
     c[9] += n
     c[10] -= n
-    inc, dec = int(c[11]), int(c[12])
-    for _ in range(n):  # the hardware's wrapping inc/dec, applied n times (every order gives the same state)
-        inc = 0 if inc >= limit else inc + 1
-        dec = limit if dec == 0 or dec > limit else dec - 1
-    c[11], c[12] = inc, dec
+    c[11] = _wrapping(int(c[11]), limit, n)[0]
+    c[12] = _wrapping(int(c[12]), limit, n)[1]
     c[13] += np.count_nonzero((vals & 1) == 0)
     c[14] += np.count_nonzero(vals & 1)
     c64 = v["c64"].copy()
@@ -323,18 +320,40 @@ def _atomics_global(v: Values, limit: int) -> dict[str, np.ndarray]:
     return {"c": c, "c64": c64}
 
 
-def _atomics_local(v: Values, block: int) -> dict[str, np.ndarray]:
+def _wrapping(start: int, limit: int, times: int) -> tuple[int, int]:
+    """The hardware's wrapping inc and dec of `start`, each applied `times` times (any order gives the same)."""
+    inc = dec = start
+    for _ in range(times):
+        inc = 0 if inc >= limit else inc + 1
+        dec = limit if dec == 0 or dec > limit else dec - 1
+    return inc, dec
+
+
+def _atomics_local(v: Values, block: int, limit: int) -> dict[str, np.ndarray]:
     vals = v["values"].reshape(-1, block)
     u = vals.view(np.uint32)
     bits = np.bitwise_or.reduce(np.left_shift(np.uint32(1), (vals & 31).astype(np.uint32)), axis=1)
     s = vals.astype(np.int64).sum(axis=1)
+
+    def same(x: int) -> np.ndarray:
+        return np.full(len(vals), x)
+
     out = np.stack([
         s, -s, np.minimum(vals.min(axis=1), 0x7FFFFFFF), np.maximum(vals.max(axis=1), 0),
         np.minimum(u.min(axis=1), 0x7FFFFFFF), u.max(axis=1), (~bits).view(np.int32), bits.view(np.int32),
-        np.bitwise_xor.reduce(vals, axis=1), np.full(len(vals), block), np.full(len(vals), -block),
-        np.full(len(vals), block * (block - 1) // 2),
+        np.bitwise_xor.reduce(vals, axis=1), same(block), same(-block), same(block * (block - 1) // 2),
+        np.maximum(3 * vals.max(axis=1), -1), same(5), same(block), same(block * (block - 1) // 2),
+        same(_wrapping(0, limit, block)[0]), same(_wrapping(3, limit, block)[1]),
     ], axis=1)
     return {"out": out.astype(np.int64).astype(np.int32)}
+
+
+def _flat_pointers(v: Values, block: int) -> dict[str, np.ndarray]:
+    data = v["data"].copy()
+    i = np.arange(len(data))
+    odd = (i & 1) == 1
+    data[~odd] += 7 + i[~odd]
+    return {"data": data, "out": (100 * (i % block) + np.where(odd, 7 + i, 0)).astype(np.int32)}
 
 
 def _check_xchg(v: Values, out: Mapping[str, np.ndarray]) -> None:
@@ -490,8 +509,11 @@ def _cases() -> tuple[Case, ...]:
                                                              0, 0], d)),
               Out("c64", "int64", (3,)), Scalar("limit", u32, 7), Scalar("n", u32, 1000)),
              (1000,), (64,), lambda v: _atomics_global(v, 7)),
-        Case("atomics_local", "atomics", (In("values", i32, (256,), ints(-1000, 1000)), Out("out", i32, (4, 12))),
-             (256,), (64,), lambda v: _atomics_local(v, 64)),
+        Case("atomics_local", "atomics", (In("values", i32, (256,), ints(-1000, 1000)), Out("out", i32, (4, 18)),
+                                          Scalar("limit", u32, 5)),
+             (256,), (64,), lambda v: _atomics_local(v, 64, 5)),
+        Case("flat_pointers", "atomics", (Out("data", i32, (512,), ints(-1000, 1000)), Out("out", i32, (512,))),
+             (512,), (256,), lambda v: _flat_pointers(v, 256)),
         Case("atomic_xchg_slots", "atomics", (Out("slots", u32, (10,), ints(10**6, 2**32)), Out("old", u32, (512,)),
                                               Scalar("nslots", u32, 10)),
              (512,), (64,), lambda v: {}, check=_check_xchg),
