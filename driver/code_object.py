@@ -125,7 +125,9 @@ class Kernel:
     metadata: KernelMetadata
     descriptor: KernelDescriptor
     descriptor_offset: int  # image offset of the 64-byte descriptor (the AQL packet's kernel_object - base)
-    entry_offset: int  # image offset of the first instruction (COMPUTE_PGM_LO/HI = (base + this) >> 8)
+    # Image offset of the first instruction (COMPUTE_PGM_LO/HI = (base + this) >> 8). With kernarg preload
+    # (descriptor kernarg_preload_spec_length > 0) a CP that preloads starts 256 bytes later (AMDGPUUsage).
+    entry_offset: int
     code_size: int  # bytes of machine code (the kernel's function symbol's size; 0 if it has none)
 
 

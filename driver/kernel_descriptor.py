@@ -43,7 +43,7 @@ class Bits:
         return (word >> self.lo) & ((1 << self.width) - 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Layout:
     """The descriptor's bit fields on one family generation, and the granularities its counts are encoded in."""
 

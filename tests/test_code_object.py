@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import random
 import re
@@ -11,6 +12,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import msgpack
 import pytest
@@ -32,8 +34,17 @@ from kfdtrace.driver.families import FAMILIES, TARGETS
 from kfdtrace.driver.kernel_descriptor import LAYOUTS, Bits, KernelDescriptor, Layout
 
 FIXTURES = Path(__file__).parent / "fixtures" / "code_objects"
-sys.path.insert(0, str(FIXTURES))
-import build  # noqa: E402  (the fixtures' build script: which objects exist)
+
+
+def _build_script() -> ModuleType:
+    """The fixtures' build script (which objects exist, and how they are made), under a name of its own."""
+    spec = importlib.util.spec_from_file_location("code_object_fixtures_build", FIXTURES / "build.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+build = _build_script()
 
 CODE_OBJECTS = sorted(FIXTURES.glob("*.co"))
 TARGET_NAMES = build.TARGETS
@@ -657,6 +668,8 @@ MUTATED = [FIXTURES / n for n in ("lut-gfx942.co", "args-gfx1030.co", "scratch-g
 def _mutations(data: bytes, rng: random.Random) -> bytes:
     out = bytearray(data)
     for _ in range(rng.choice((1, 1, 2, 4))):
+        if not out:
+            break
         # Most mutations hit the headers, note, symbols, relocations and descriptors (the first 0x900 bytes) or
         # the section header table at the end; some hit anywhere.
         where = rng.random()
