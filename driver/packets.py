@@ -14,7 +14,8 @@ never switch on packet names. Each tag gives a `PacketDef` attribute, computed o
 
 * `Addr(indirect="size")` -- the address holds more packets, `size` dwords of them: `PacketDef.indirect`;
 * `Addr(volatile=True)` -- the GPU writes a value that differs on every run (a clock): `.volatile`,
-  `.volatile_fields`;
+  `.volatile_fields`; `volatile=(field, (v1, ...))` when only some selects write a clock (PM4's RELEASE_MEM
+  data_sel 3/4): `.volatile` then says the packet may, `Packet.volatile` whether this one does;
 * `Field(byte_count=True)` holds bytes-1 moved, `Addr(advances=True)` moves with the bytes when the packet is
   split: `.split`;
 * `Addr(value="data")` -- the GPU writes that field's dword there, a completion point: `.signal`;
@@ -53,7 +54,7 @@ _U32 = struct.Struct("<I")
 # deeper chains, and an indirect buffer that reaches itself, are refused as malformed.
 MAX_IB_DEPTH = 4
 _RESERVED = frozenset({"name", "defn", "offset", "size", "fields", "payload", "encode", "replace",
-                       "addresses", "relocate"})  # Packet attributes
+                       "addresses", "relocate", "volatile"})  # Packet attributes
 
 
 class PacketError(ValueError):
@@ -107,7 +108,8 @@ class Addr:
     written: bool = False  # the GPU writes through this address (capture checkpoints what it wrote)
     touches: bool = True  # False: names a range (cache maintenance) without reading or writing memory there
     indirect: str | None = None  # points at an indirect buffer of this field's value dwords
-    volatile: bool = False  # written (needs written=True) with a value that differs on every run
+    # written (needs written=True) with a value that differs on every run; (field, values): while it has one
+    volatile: bool | tuple[str, tuple[int, ...]] = False
     advances: bool = False  # moves on by the bytes done when the packet is split at its byte_count field
     value: str | None = None  # written (needs written=True) with this field's value (as selected): a signal
     polled: tuple[str, str, str] | None = None  # (ref, mask, func) fields: waits on (dword & mask) func ref
@@ -115,6 +117,7 @@ class Addr:
     def _named(self) -> tuple[tuple[str, str], ...]:
         """(tag, field name) for every other field of the packet this address's tags name."""
         named = [("when", self.when[0])] if self.when else []
+        named += [("volatile", self.volatile[0])] if isinstance(self.volatile, tuple) else []
         named += [("indirect", self.indirect)] if self.indirect else []
         named += [("value", self.value)] if self.value else []
         named += [("polled", n) for n in self.polled or ()]
@@ -289,7 +292,11 @@ class PacketDef:
             "indirect", [(f.name, f.indirect) for f in addrs if f.indirect])
         # written addresses whose value differs on every run (clocks)
         self.volatile_fields: tuple[str, ...] = tuple(f.name for f in addrs if f.volatile)
-        self.volatile: bool = bool(self.volatile_fields)
+        self.volatile: bool = bool(self.volatile_fields)  # some packet of this kind writes a clock
+        # (field, condition or None) of each volatile address: Packet.volatile tests them
+        self._volatile_tests = tuple(
+            (f.name, None if f.volatile is True else (f.volatile[0], frozenset(f.volatile[1])))
+            for f in addrs if f.volatile)
         count = self._one("byte_count", [f.name for f in values if f.byte_count])
         # (count field holding bytes-1, addresses that advance with the bytes) of a packet that may be split
         self.split: tuple[str, tuple[str, ...]] | None = (
@@ -434,6 +441,15 @@ class Packet:
         """The addresses this packet makes the GPU write (Addr fields tagged written=True; honours `when`)."""
         f = self.fields
         return [f[n] for n, cond in self.defn._written_tests if cond is None or f[cond[0]] in cond[1]]
+
+    @property
+    def volatile(self) -> bool:
+        """Whether this packet writes a value that differs on every run (a clock) through an address it holds."""
+        d, f = self.defn, self.fields
+        if not d.volatile:
+            return False
+        held = self.addresses()
+        return any(n in held and (c is None or f[c[0]] in c[1]) for n, c in d._volatile_tests)
 
     def relocate(self, move: Callable[[int], int]) -> Packet:
         """A copy with every address `addresses()` lists replaced by `move(address)`; self if it has none."""

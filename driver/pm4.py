@@ -135,6 +135,8 @@ _MEM_WRITE_DST = (WriteDst.TC_L2, WriteDst.MEMORY)
 _COPY_SRC_MEM = (CopySel.MEMORY, CopySel.TC_L2)
 _COPY_DST_MEM = (CopySel.TC_L2, 5)
 _RELEASE_WRITES = (DataSel.DATA32, DataSel.DATA64, DataSel.GPU_CLOCK, DataSel.SYSTEM_CLOCK, DataSel.GDS)
+_CLOCKS = (DataSel.GPU_CLOCK, DataSel.SYSTEM_CLOCK)  # tinygrad's timestamp(): RELEASE_MEM of the GPU clock
+_COPY_CLOCKS = (CopySel.GPU_CLOCK, CopySel.SYSTEM_CLOCK)
 
 
 def header(op: int, count: int, *, compute: bool = False, predicate: bool = False) -> int:
@@ -175,7 +177,7 @@ _BASE = (
                 ("engine_sel", 31)),
          Field("coher_size", 2, 0, 56), Field("coher_base", 4, 0, 56), Field("poll_interval", 6, 0, 16),
          droppable=True),
-    # The address is written only when data_sel says so; with data_sel 3/4 it gets a clock, not `data`.
+    # The address is written only when data_sel says so; with data_sel 3/4 it gets a clock (volatile), not `data`.
     # int_ctxid is the interrupt's context id: the KFD event id (tinygrad AMDComputeQueue.signal, KFD's
     # pm_release_mem). Bit 28 is EOP_EXEC ("for trailing fence").
     _pkt("RELEASE_MEM", 8,
@@ -185,7 +187,8 @@ _BASE = (
                 ("tc_md_action_ena", 21)),
          Field("cache_policy", 1, 25, 2), Field("execute", 1, 28, 1),
          Field("dst_sel", 2, 16, 2), Field("int_sel", 2, 24, 3), Field("data_sel", 2, 29, 3),
-         Addr("addr", 3, align=2, written=True, value="data", when=("data_sel", _RELEASE_WRITES)),
+         Addr("addr", 3, align=2, written=True, value="data", when=("data_sel", _RELEASE_WRITES),
+              volatile=("data_sel", _CLOCKS)),
          Field("data", 5, 0, 64), Field("int_ctxid", 7, event=True)),
     # mem_space 0: `addr` is a register (bits 17:0; the high dword the second register of wr_wait_wr_reg).
     _pkt("WAIT_REG_MEM", 7,
@@ -206,7 +209,7 @@ _BASE = (
          Field("count_sel", 1, 16, 1), Field("wr_confirm", 1, 20, 1), Field("dst_cache_policy", 1, 25, 2),
          Field("pq_exe_status", 1, 29, 1),
          Addr("src", 2, when=("src_sel", _COPY_SRC_MEM)),
-         Addr("dst", 4, written=True, when=("dst_sel", _COPY_DST_MEM))),
+         Addr("dst", 4, written=True, when=("dst_sel", _COPY_DST_MEM), volatile=("src_sel", _COPY_CLOCKS))),
     # ib_size in dwords; CHAIN makes the IB replace the rest of the current one instead of returning to it.
     _pkt("INDIRECT_BUFFER", 4,
          Addr("ib_base", 1, align=2, indirect="ib_size"),
@@ -326,7 +329,8 @@ GFX9 = Pm4Dialect("gfx9", _BASE, regs.GFX9)
 GFX10 = GFX9.derive(
     "gfx10", registers=regs.GFX10,
     fields={"RELEASE_MEM": [*_GCR_RELEASE, Addr("addr", 3, align=2, written=True, value="data",
-                                                when=("data_sel", (*_RELEASE_WRITES, DataSel.ATOMIC_ADD32)))]},
+                                                when=("data_sel", (*_RELEASE_WRITES, DataSel.ATOMIC_ADD32)),
+                                                volatile=("data_sel", _CLOCKS))]},
     drop={"RELEASE_MEM": _GFX9_RELEASE_CACHE},
     add=[_ACQUIRE_GFX10],
 )

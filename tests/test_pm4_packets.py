@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kfdtrace.driver.families import FAMILIES
-from kfdtrace.driver.packets import Addr, Dialect, PacketDef, PacketError, TruncatedPacket, UnknownPacket
+from kfdtrace.driver.packets import Addr, Dialect, Field, PacketDef, PacketError, TruncatedPacket, UnknownPacket
 from kfdtrace.driver.pm4 import (
     DIALECTS,
     GFX9,
@@ -27,6 +27,7 @@ from kfdtrace.driver.pm4 import (
     header,
 )
 from kfdtrace.driver.registers import REGISTERS, SH_START, UCONFIG_START
+from kfdtrace.driver.sdma import SDMA6
 
 ALL = list(DIALECTS.values())
 ALL_DEFS = [(d, p) for d in ALL for p in d]
@@ -508,3 +509,23 @@ def test_register_addresses_relocate_whole() -> None:
         half = d.decode(d.set_sh_reg(COMPUTE_PGM_HI=0x7F))
         with pytest.raises(PacketError, match="writes COMPUTE_PGM_HI but not all of COMPUTE_PGM"):
             d.relocate_registers(half, lambda a: a)
+
+
+def test_clock_writes_are_volatile() -> None:
+    for d in ALL:
+        assert d["RELEASE_MEM"].volatile and d["COPY_DATA"].volatile  # some of them write a clock
+        stamp = d.decode(d.build("RELEASE_MEM", data_sel=DataSel.GPU_CLOCK, addr=0x40))  # tinygrad's timestamp()
+        assert stamp.volatile and stamp.written_addresses() == [0x40]
+        assert not d.decode(d.build("RELEASE_MEM", data_sel=DataSel.DATA32, addr=0x40)).volatile
+        assert not d.decode(d.build("RELEASE_MEM", data_sel=DataSel.NONE)).volatile
+        assert d.decode(d.build("COPY_DATA", src_sel=CopySel.GPU_CLOCK, dst_sel=CopySel.TC_L2, dst=0x40)).volatile
+        assert not d.decode(d.build("COPY_DATA", src_sel=CopySel.GPU_CLOCK, dst_sel=CopySel.REGISTER)).volatile
+        assert not d.decode(d.build("COPY_DATA", src_sel=CopySel.TC_L2, dst_sel=CopySel.TC_L2, dst=0x40)).volatile
+        assert not d["WRITE_DATA"].volatile and not d.decode(d.build("WRITE_DATA", u32s(1), dst_sel=5)).volatile
+
+
+def test_packet_volatile_for_unconditional_tags() -> None:
+    assert SDMA6.decode(SDMA6.build("TIMESTAMP_GET_GLOBAL", addr=0x40)).volatile
+    assert not SDMA6.decode(SDMA6.build("FENCE", addr=0x40, data=1)).volatile
+    with pytest.raises(ValueError, match="reserved"):
+        PacketDef("X", {}, [Field("volatile", 0, 0, 1)])
