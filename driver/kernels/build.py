@@ -122,9 +122,10 @@ def build(out: Path = BUILT, targets: Iterable[str] = TARGETS, src_dir: Path = S
     return written
 
 
-def mnemonics(code_object: Path) -> set[str]:
-    """The distinct instruction mnemonics llvm-objdump-19 shows in a code object's text."""
-    text = _run([_tool("objdump"), "-d", str(code_object)])
+def mnemonics(code_object: Path, kernel: str | None = None) -> set[str]:
+    """The distinct instruction mnemonics llvm-objdump-19 shows in a code object's text (or one kernel's)."""
+    only = [f"--disassemble-symbols={kernel}"] if kernel else []
+    text = _run([_tool("objdump"), "-d", *only, str(code_object)])
     return {m.group(1) for line in text.splitlines() if (m := _MNEMONIC.match(line))}
 
 

@@ -7,6 +7,8 @@ One `Case` per kernel, in `CASES`. A runner (the emulator tests, `kfdtrace selft
     ... copy the arrays to buffers, dispatch case.kernel over case.grid / case.block, read the buffers back ...
     case.verify(values, outputs)                  # outputs: output name -> array; raises CaseMismatch
 
+`sized(kernel, ...)` gives the benchmarked kernels (vector_add, memcpy_uint4, gemm_tiled) at another problem size.
+
 `grid` counts work-items per dimension (as AQL's grid_size does); where it is not a multiple of `block` the last
 workgroup of that dimension is partial, which the kernels marked so handle. Kernels whose LDS tiles need every
 work-item of a group (a reqd_work_group_size, tree reductions) get grids rounded up to whole groups and guard
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CASES", "Buffer", "Case", "CaseMismatch", "Local", "Scalar", "case"]
+__all__ = ["CASES", "Buffer", "Case", "CaseMismatch", "Local", "Scalar", "case", "sized"]
 
 Init = Callable[[np.random.Generator, tuple[int, ...], np.dtype], np.ndarray]
 Values = dict[str, Any]
@@ -398,6 +400,41 @@ def _rounded(n: int, b: int) -> int:
     return -(-n // b) * b
 
 
+def _vector_add(n: int = 4099) -> Case:
+    return Case("vector_add", "elementwise", (In("a", "float32", (n,), floats(-1, 1)),
+                                              In("b", "float32", (n,), floats(-1, 1)),
+                                              Out("c", "float32", (n,)), Scalar("n", "uint32", n)),
+                (n,), (256,), lambda v: {"c": v["a"] + v["b"]})
+
+
+def _memcpy_uint4(n: int = 1024) -> Case:
+    """n uint4 elements (16 n bytes)."""
+    return Case("memcpy_uint4", "elementwise", (In("src", "uint32", (n, 4), ints(0, 2**32), vector=4),
+                                                Out("dst", "uint32", (n, 4), vector=4), Scalar("n", "uint32", n)),
+                (n,), (128,), lambda v: {"dst": v["src"]})
+
+
+def _gemm_tiled(m: int = 50, n: int = 40, k: int = 70) -> Case:
+    return Case("gemm_tiled", "linalg", (In("A", "float32", (m, k), floats(-1, 1)),
+                                         In("B", "float32", (k, n), floats(-1, 1)),
+                                         Out("C", "float32", (m, n)), Scalar("M", "uint32", m),
+                                         Scalar("N", "uint32", n), Scalar("K", "uint32", k)),
+                (_rounded(n, 16), _rounded(m, 16)), (16, 16), lambda v: {"C": v["A"] @ v["B"]},
+                tolerance={"C": (1e-5, 1e-5 * max(1.0, k / 64))})
+
+
+# kernels whose problem size a benchmark may choose: sized("vector_add", n=16 << 20)
+_SIZED: dict[str, Callable[..., Case]] = {"vector_add": _vector_add, "memcpy_uint4": _memcpy_uint4,
+                                          "gemm_tiled": _gemm_tiled}
+
+
+def sized(kernel: str, **sizes: int) -> Case:
+    """The case of `kernel` at another problem size (vector_add n, memcpy_uint4 n, gemm_tiled m, n, k)."""
+    if kernel not in _SIZED:
+        raise KeyError(f"corpus kernel {kernel!r} has one size only (sizable: {', '.join(_SIZED)})")
+    return _SIZED[kernel](**sizes)
+
+
 def _cases() -> tuple[Case, ...]:
     u32, i32, f32 = "uint32", "int32", "float32"
     cases = [
@@ -406,12 +443,8 @@ def _cases() -> tuple[Case, ...]:
                                         In("b", i32, (1000,), ints(-2**30, 2**30)),
                                         Out("c", i32, (1000,)), Scalar("n", u32, 1000)),
              (1000,), (64,), lambda v: {"c": v["a"] + v["b"]}),
-        Case("vector_add", "elementwise", (In("a", f32, (4099,), floats(-1, 1)), In("b", f32, (4099,), floats(-1, 1)),
-                                           Out("c", f32, (4099,)), Scalar("n", u32, 4099)),
-             (4099,), (256,), lambda v: {"c": v["a"] + v["b"]}),
-        Case("memcpy_uint4", "elementwise", (In("src", u32, (1024, 4), ints(0, 2**32), vector=4),
-                                             Out("dst", u32, (1024, 4), vector=4), Scalar("n", u32, 1024)),
-             (1024,), (128,), lambda v: {"dst": v["src"]}),
+        _vector_add(),
+        _memcpy_uint4(),
         Case("bitops_uint", "elementwise", (In("a", u32, (777,), ints(0, 2**32)), In("b", u32, (777,), ints(0, 2**32)),
                                             Out("out", u32, (777,)), Scalar("n", u32, 777)),
              (777,), (64,), _bitops),
@@ -454,11 +487,7 @@ def _cases() -> tuple[Case, ...]:
                                       Out("C", f32, (37, 56)), Scalar("M", u32, 37), Scalar("N", u32, 56),
                                       Scalar("K", u32, 24)),
              (56, 37), (16, 8), lambda v: {"C": v["A"] @ v["B"]}, tolerance={"C": (1e-5, 1e-5)}),
-        Case("gemm_tiled", "linalg", (In("A", f32, (50, 70), floats(-1, 1)), In("B", f32, (70, 40), floats(-1, 1)),
-                                      Out("C", f32, (50, 40)), Scalar("M", u32, 50), Scalar("N", u32, 40),
-                                      Scalar("K", u32, 70)),
-             (_rounded(40, 16), _rounded(50, 16)), (16, 16), lambda v: {"C": v["A"] @ v["B"]},
-             tolerance={"C": (1e-5, 1e-5)}),
+        _gemm_tiled(),
         Case("transpose", "linalg", (In("in", f32, (45, 70), floats(-1, 1)), Out("out", f32, (70, 45)),
                                      Scalar("rows", u32, 45), Scalar("cols", u32, 70)),
              (_rounded(70, 16), _rounded(45, 16)), (16, 16), lambda v: {"out": v["in"].T.copy()}),
