@@ -529,3 +529,19 @@ def test_packet_volatile_for_unconditional_tags() -> None:
     assert not SDMA6.decode(SDMA6.build("FENCE", addr=0x40, data=1)).volatile
     with pytest.raises(ValueError, match="reserved"):
         PacketDef("X", {}, [Field("volatile", 0, 0, 1)])
+
+
+def test_gfx942_per_xcc_scratch_bases() -> None:
+    """tinygrad on a multi-XCC gfx942: each XCC's scratch base in a SET_SH_REG behind PRED_EXEC(1 << xcc)."""
+    scratch, per_xcc = 0x7F00_0100_0000, 0x10_0000
+    words = []
+    for xcc in range(2):
+        base = scratch + xcc * per_xcc
+        words += [packet3(0x23, 0), (1 << xcc) << 24 | 4,  # PRED_EXEC: xcc_mask << 24 | 4 dwords governed
+                  packet3(0x76, 2), 0x210, (base >> 8) & 0xFFFF_FFFF, base >> 40]
+    got = list(GFX9.iter_packets(u32s(*words)))
+    assert [p.name for p in got] == ["PRED_EXEC", "SET_SH_REG"] * 2
+    for xcc, (pred, regs) in enumerate(zip(got[::2], got[1::2], strict=True)):
+        assert pred.xcc_mask == 1 << xcc and pred.exec_count * 4 == regs.size
+        assert GFX9.register_addresses(regs) == {"COMPUTE_DISPATCH_SCRATCH_BASE": scratch + xcc * per_xcc}
+        assert str(regs).startswith("SET_SH_REG COMPUTE_DISPATCH_SCRATCH_BASE_LO=")
