@@ -162,7 +162,8 @@ _BANKS = {"SET_SH_REG": ("sh", SH_START), "SET_UCONFIG_REG": ("uconfig", UCONFIG
 # --- gfx9 (soc15d.h, kfd_pm4_headers_ai.h) -------------------------------------------------------------------
 _BASE = (
     # count + 1 dwords follow the header (NOP(n) skips n + 1 dwords); count 0x3FFF is the one-dword NOP
-    # ("count == 0x3fff means -1": Mesa ac_debug.c, sid.h PKT3_NOP_PAD; the kernel's ring nop).
+    # ("count == 0x3fff means -1": Mesa sid.h PKT3_NOP_PAD; the kernel's compute-ring `.nop`, gfx_v9_4_3.c and
+    # gfx_v10_0.c, is PACKET3(PACKET3_NOP, 0x3FFF)).
     _pkt("NOP", 1, tail=Tail("count", 1, quiet=True, wrap=True)),
     _pkt("SET_SH_REG", 2, Field("reg_offset", 1, 0, 16), Field("vmid_shift", 1, 23, 5), Field("index", 1, 28, 4),
          tail=_SH_TAIL),
@@ -178,8 +179,8 @@ _BASE = (
          Field("coher_size", 2, 0, 56), Field("coher_base", 4, 0, 56), Field("poll_interval", 6, 0, 16),
          droppable=True),
     # The address is written only when data_sel says so; with data_sel 3/4 it gets a clock (volatile), not `data`.
-    # int_ctxid is the interrupt's context id: the KFD event id (tinygrad AMDComputeQueue.signal, KFD's
-    # pm_release_mem). Bit 28 is EOP_EXEC ("for trailing fence").
+    # int_ctxid is the interrupt's context id: the KFD event id (tinygrad AMDComputeQueue.signal writes the
+    # event id to the event mailbox and raises the interrupt with ctxid = event id). Bit 28 is EOP_EXEC.
     _pkt("RELEASE_MEM", 8,
          Field("event_type", 1, 0, 6), Field("event_index", 1, 8, 4),
          *_bits(1, ("tcl1_vol_action_ena", 12), ("tc_vol_action_ena", 13), ("tc_wb_action_ena", 15),
