@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", action="append", choices=TARGETS, help="build only these targets")
     parser.add_argument("--mnemonics", action="store_true",
                         help="do not build: count the distinct mnemonics of the objects in --out")
+    parser.add_argument("--list", action="store_true", help="with --mnemonics: print them too")
     args = parser.parse_args(argv)
     try:
         if args.mnemonics:
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             for target in args.target or TARGETS:
                 found = mnemonics(object_path(target, args.out))
                 union |= found
-                print(f"{target}: {len(found)} mnemonics")
+                print(f"{target}: {len(found)} mnemonics" + (f": {' '.join(sorted(found))}" if args.list else ""))
             print(f"all: {len(union)} mnemonics")
             return 0
         for path in build(args.out, args.target or TARGETS):
