@@ -227,12 +227,13 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
             texts.append(item[1])
         elif tag == "r":
             f = by[item[1]]
-            cls = item[3] if len(item) > 3 else None
+            cls = item[3]
+            kind = "sreg" if len(item) > 4 else f.kind
             fv = f.get(value)
             if f.kind == "vdsty":  # VOPD: vdstY's low bit is the opposite of vdstX's
                 fv = (fv << 1) | ((by["vdstx"].get(value) & 1) ^ 1)
             try:
-                text = _reg(f.kind, fv, item[2], cls, ctx)
+                text = _reg(kind, fv, item[2], cls, ctx)
             except _BadOperand as e:
                 raise DecodeError(f"{target}: invalid {mnemonic} ({enc.name}) at offset {offset:#x}: {item[1]}: {e}, "
                                   f"words {_words(raw)}") from None
@@ -244,20 +245,24 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
         elif tag == "l":
             literal = _literal(data, offset + enc.size, target, raw)
             size = enc.size + 4
-            texts.append(literal_text(literal, item[1]))
+            texts.append(f"0x{literal:x}")  # an opcode's own constant (fmamk's K) prints in hex
         else:
             f = by[item[1]]
             text = render_imm(item[2], f.get(value), f.bits, ctx)
             if text:
                 texts.append(text)
+    wraps: dict[int, set[str]] = {}
     for name, bit, index, kind in entry.get("w", ()):
         if by[name].get(value) >> bit & 1 and index < len(texts):
-            t0 = texts[index]
-            if kind == "abs":
-                texts[index] = f"|{t0}|"
-            else:  # LLVM writes neg(...) around an integer constant, where "-" would read as part of it
-                texts[index] = f"neg({t0})" if t0[:1].isdigit() or t0[:2].startswith("-") and t0[1:2].isdigit() \
-                    else f"-{t0}"
+            wraps.setdefault(index, set()).add(kind)
+    for index, kinds in wraps.items():
+        t0 = texts[index]
+        if "abs" in kinds:
+            t0 = f"|{t0}|"
+        if "neg" in kinds:  # LLVM writes neg(...) around a bare integer constant, where "-" would read as its sign
+            bare_int = t0[:1].isdigit() or (t0[:1] == "-" and t0[1:2].isdigit())
+            t0 = f"neg({t0})" if bare_int and "abs" not in kinds else f"-{t0}"
+        texts[index] = t0
     suffix = []
     for spec in entry.get("s", ()):
         v = by[spec[1]].get(value)

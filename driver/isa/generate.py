@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .decoder import IMM_FORMATS, render_imm
 from .encodings import TARGETS, Encoding, encodings_for
-from .llvm import MARKER_WORD, disassemble
+from .llvm import CRASHED, MARKER_WORD, disassemble
 from .operands import CLASSES, constant_text, literal_text
 
 HERE = Path(__file__).resolve().parent
@@ -115,15 +115,15 @@ class Prober:
 
     def word(self, enc: Encoding, values: dict[str, int], literal: int = PROBE_LITERAL) -> bytes:
         v = 0
-        for f in enc.fields:
-            if f.name in values:
+        for f in enc.fields:  # zero values set no bits: they must not clear an overlapping field's (DS offset)
+            if values.get(f.name):
                 v = f.put(v, values[f.name])
         v |= enc.match
         return v.to_bytes(enc.size, "little") + literal.to_bytes(4, "little")
 
     def run(self, words: list[bytes]) -> list[str | None]:
         res = disassemble(self.target, words)
-        return [r[0] if r and not annotated_invalid(r[0]) else None for r in res]
+        return [r[0] if r and r[0] != CRASHED and not annotated_invalid(r[0]) else None for r in res]
 
 
 def base_values(enc: Encoding) -> tuple[dict[str, int], dict[str, int]]:
@@ -284,6 +284,32 @@ def learn_encoding(p: Prober, enc: Encoding, log: Callable[[str], None]) -> dict
             vals = {**found[int(k)][0], **dict(zip(flags, combo, strict=True))}
             mnem, items, _ = template(t, vals, regnum, free_form)
             entries[k]["alt"].insert(0, [flags, list(combo), mnem, items])
+    # 4. numbers in another operand list (SMEM's offset once soffset is null): which immediate they show
+    imms = [f for f in enc.fields if f.kind == "imm" and f.name not in enc.keys]
+    plans4 = []
+    for k, entry in entries.items():
+        for ai, alt in enumerate(entry["alt"]):
+            if any(it[0] == "t" and re.fullmatch(r"-?(\d+|0x[0-9a-f]+)", it[1]) for it in alt[3]):
+                vals = {**found[int(k)][0], **dict(zip(alt[0], alt[1], strict=True))}
+                for f in imms:
+                    for v in (0x11, 0x1234 & ((1 << f.bits) - 1), 1 << (f.bits - 1)):
+                        plans4.append((k, ai, f, v, p.word(enc, {**vals, f.name: v})))
+    texts4 = p.run([w for *_, w in plans4]) if plans4 else []
+    got: dict[tuple[str, int, str], list] = {}
+    for (k, ai, f, v, _), t in zip(plans4, texts4, strict=True):
+        got.setdefault((k, ai, f.name), []).append((v, t))
+    for (k, ai, name), res in got.items():
+        alt = entries[k]["alt"][ai]
+        if any(t is None for _, t in res):
+            continue
+        opss = [split_text(t, free_form)[1] for _, t in res]
+        if any(len(o) != len(alt[3]) for o in opss):
+            continue
+        for j, it in enumerate(alt[3]):
+            if it[0] == "t" and all(o[j] != it[1] for o in opss):
+                f = enc.by_name[name]
+                fmt = learn_imm([0] + [v for v, _ in res], [it[1]] + [o[j] for o in opss], f.bits)
+                alt[3][j] = ["i", name, fmt]
     for entry in entries.values():
         _dedupe_suffix(entry)
         for key in ("z", "s", "w", "alt"):
@@ -305,7 +331,9 @@ def template(text: str, vals: dict[str, int], regnum: dict[str, int], free_form:
             letter, first, count = r
             for name, n in regnum.items():
                 if n == first and (vals.get(name) or (n == 0 and letter == "s")):
-                    item = ["r", name, count]
+                    item = ["r", name, count, None]
+                    if letter == "s" and name.startswith("vdst"):  # a VALU writing an SGPR (v_readlane)
+                        item.append("s")
                     break
         if item is None and tok == f"0x{PROBE_LITERAL:x}":
             item = ["l", "i32"]
@@ -341,7 +369,7 @@ def _learn_field(enc: Encoding, entry: dict, found, regnum, name: str, results, 
         for _, t in consts:
             ops = split_text(t, free_form)[1] if t is not None else []
             texts.append(ops[src[0]] if src[0] < len(ops) else None)
-        entry["o"][src[0]].append(learn_class(texts, _LITS))
+        entry["o"][src[0]][3] = learn_class(texts, _LITS)
         bad = {v[1] if v[0] == "c" else 255 for v, t in consts if t is None}
         for lo, hi in ((128, 208), (240, 248), (255, 255)):
             if any(lo <= b <= hi for b in bad):
@@ -350,9 +378,12 @@ def _learn_field(enc: Encoding, entry: dict, found, regnum, name: str, results, 
         for v, t in results:
             if t is None:
                 entry["z"].append([name, v, v] if v not in (128, 256 + 128) else [name, v, v + 127])
-            elif len(split_text(t, free_form)[1]) != len(split_text(base_text, free_form)[1]) or "off" in t:
+            else:
                 _, items, sfx = template(t, {**vals, name: v}, regnum, free_form)
-                if "off" in split_text(t, free_form)[1] and "off" not in split_text(base_text, free_form)[1]:
+                fields_of = [(it[0], it[1]) for it in items if it[0] != "t"]
+                if fields_of != [(it[0], it[1]) for it in base_items if it[0] != "t"] and fields_of != [
+                        (it[0], it[1]) for it in base_items if it[0] != "t" and it[1] != name] or \
+                        len(items) != len(base_items) or ("off" in t and "off" not in base_text):
                     entry["alt"].append([[name], [v], split_text(t, free_form)[0], items])
         return
     invalid = [v for v, t in results if t is None]

@@ -14,10 +14,11 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 
-__all__ = ["MARKER_WORD", "LLVM_MC", "LLVM_OBJDUMP", "disassemble", "have_llvm"]
+__all__ = ["CRASHED", "MARKER_WORD", "LLVM_MC", "LLVM_OBJDUMP", "disassemble", "have_llvm"]
 
 LLVM_MC = "llvm-mc-19"
 LLVM_OBJDUMP = "llvm-objdump-19"
+CRASHED = "<llvm-mc crashed>"
 MARKER_WORD = 0xB0697E57  # s_movk_i32 s105 (xnack_mask_hi on gfx9), 0x7e57 on every target
 _MARKER_BYTES = MARKER_WORD.to_bytes(4, "little")
 _PAD = b"\x00\x00\x80\xbf" * 4  # s_nop 0
@@ -34,7 +35,19 @@ def disassemble(target: str, items: Sequence[bytes]) -> list[list[str] | None]:
 
     Returns, per item, None when LLVM calls its first instruction invalid, else the list of instruction texts
     LLVM printed for the item's bytes (the first is the instruction; more follow when LLVM used fewer bytes).
+    llvm-mc-19 crashes on a few words (some gfx90a SDWA forms): the batch is split to find them, and each such
+    item answers [CRASHED].
     """
+    proc = _run(target, items)
+    if proc.returncode < 0 or "Stack dump" in proc.stderr:
+        if len(items) == 1:
+            return [[CRASHED]]
+        half = len(items) // 2
+        return disassemble(target, items[:half]) + disassemble(target, items[half:])
+    return _parse(target, items, proc)
+
+
+def _run(target: str, items: Sequence[bytes]) -> subprocess.CompletedProcess:
     lines = []
     for item in items:
         lines.append(",".join(f"0x{b:02x}" for b in item))
@@ -43,8 +56,11 @@ def disassemble(target: str, items: Sequence[bytes]) -> list[list[str] | None]:
     with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
         f.write("\n".join(lines) + "\n")
         f.flush()
-        proc = subprocess.run([LLVM_MC, "--disassemble", "-arch=amdgcn", f"-mcpu={target}", f.name],
+        return subprocess.run([LLVM_MC, "--disassemble", "-arch=amdgcn", f"-mcpu={target}", f.name],
                               capture_output=True, text=True, check=False)
+
+
+def _parse(target: str, items: Sequence[bytes], proc: subprocess.CompletedProcess) -> list[list[str] | None]:
     invalid = set()
     for line in proc.stderr.splitlines():
         m = _WARNING.match(line)
