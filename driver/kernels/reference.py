@@ -10,9 +10,10 @@ One `Case` per kernel, in `CASES`. A runner (the emulator tests, `kfdtrace selft
 `sized(kernel, ...)` gives the benchmarked kernels (vector_add, memcpy_uint4, gemm_tiled) at another problem size.
 
 `grid` counts work-items per dimension (as AQL's grid_size does); where it is not a multiple of `block` the last
-workgroup of that dimension is partial, which the kernels marked so handle. Kernels whose LDS tiles need every
-work-item of a group (a reqd_work_group_size, tree reductions) get grids rounded up to whole groups and guard
-the tail themselves. Vector element types (uchar4, float4, uint4) are numpy arrays whose last axis is the vector.
+workgroup of that dimension is partial (`Case.partial`), and the kernel handles it (bounds checks,
+get_local_size). Kernels whose LDS tiles need every work-item of a group (a reqd_work_group_size, tree
+reductions) get grids rounded up to whole groups and guard the tail themselves. Vector element types (uchar4,
+float4, uint4) are numpy arrays whose last axis is the vector.
 
 Results that depend on the order in which work-items reach an atomic (exchanges, claims, tickets) are checked
 by a `check` function on the properties that hold in every order; everything else is compared with the
