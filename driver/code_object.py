@@ -172,23 +172,19 @@ class CodeObject:
     """A parsed AMDGPU code object. Build with `CodeObject.parse(data)` or `load(data, target)`."""
 
     def __init__(self, *, target: Target, target_id: TargetId, version: int, metadata: Metadata,
-                 kernels: dict[str, Kernel], image: bytes, image_align: int, relocations: tuple[Relocation, ...]):
+                 kernels: dict[str, Kernel], loadable: _Loadable, relocations: tuple[Relocation, ...]):
         self.target = target  # the families.Target (gfx942 ...)
         self.target_id = target_id  # processor and xnack/sramecc settings from e_flags
         self.version = version  # code object version: 4, 5 or 6
         self.metadata = metadata
         self.kernels: Mapping[str, Kernel] = MappingProxyType(kernels)
-        self._image = image
-        self.image_align = image_align  # the base passed to image() must be a multiple of this
+        self._loadable = loadable
+        self.image_size = loadable.size  # bytes of the image: the end of the highest PT_LOAD segment
+        self.image_align = loadable.align  # the base passed to image() must be a multiple of this
         self.relocations = relocations
 
     def __repr__(self) -> str:
         return f"<CodeObject v{self.version} {self.target_id} kernels={list(self.kernels)}>"
-
-    @property
-    def image_size(self) -> int:
-        """Bytes of the loaded image (the end of the highest PT_LOAD segment)."""
-        return len(self._image)
 
     def kernel(self, name: str) -> Kernel:
         """The kernel named `name`; UnknownKernel lists the kernels there are."""
@@ -206,9 +202,9 @@ class CodeObject:
 
     def image(self, base: int) -> bytes:
         """The loadable image for GPU address `base`: segments at their vaddr offsets, relocations applied."""
-        if base % self.image_align or not 0 <= base <= _M64 - len(self._image):
+        if base % self.image_align or not 0 <= base <= _M64 - self.image_size:
             raise ValueError(f"image base {base:#x} is not a {self.image_align:#x}-aligned 64-bit address")
-        out = bytearray(self._image)
+        out = self._loadable.build()
         for r in self.relocations:
             if not r.type.size:
                 continue
@@ -235,17 +231,16 @@ class CodeObject:
             elf = ELFFile(io.BytesIO(data))
             headers = list(elf.iter_segments())
             sections = list(elf.iter_sections())
-        segments = _segments(headers, len(data))
-        image, align = _build_image(data, segments)
+        loadable = _Loadable(data, _segments(headers, len(data)))
         metadata = _metadata(headers, data)
         want = f"amdgcn-amd-amdhsa--{target_id}"
         if not metadata.target.startswith("amdgcn-amd-amdhsa--") or _metadata_target(metadata.target) != target_id:
             raise BadMetadata(f"metadata amdhsa.target {metadata.target!r} disagrees with the ELF header ({want})")
         symbols = _defined_symbols(sections, data)
-        kernels = {k.name: _kernel(k, target, symbols, image, segments) for k in metadata.kernels}
-        relocations = _relocations(sections, data, image, segments)
+        kernels = {k.name: _kernel(k, target, symbols, loadable) for k in metadata.kernels}
+        relocations = _relocations(sections, data, loadable)
         return cls(target=target, target_id=target_id, version=version, metadata=metadata, kernels=kernels,
-                   image=image, image_align=align, relocations=relocations)
+                   loadable=loadable, relocations=relocations)
 
 
 def _check_header(data: bytes) -> tuple[TargetId, int]:
@@ -311,13 +306,37 @@ def _segments(headers: list[Segment], size: int) -> list[_Segment]:
     return out
 
 
-def _build_image(data: bytes, segments: list[_Segment]) -> tuple[bytes, int]:
-    """The segments' bytes at their vaddr offsets (zeros between and past file sizes); the base alignment."""
-    end = max(s.vaddr + s.memsz for s in segments)
-    image = bytearray(end)
-    for s in segments:
-        image[s.vaddr:s.vaddr + s.filesz] = data[s.offset:s.offset + s.filesz]
-    return bytes(image), max(ENTRY_ALIGN, *(s.align for s in segments))
+class _Loadable:
+    """The PT_LOAD segments of a file, read in place: the image is only built (allocated) by `build`."""
+
+    def __init__(self, data: bytes, segments: list[_Segment]):
+        self.data = data
+        self.segments = segments
+        self.size = max(s.vaddr + s.memsz for s in segments)
+        self.align = max(ENTRY_ALIGN, *(s.align for s in segments))
+
+    def at(self, start: int, size: int, *, executable: bool = False, in_file: bool = False) -> _Segment | None:
+        """The segment holding image bytes [start, start+size) (of its file bytes if `in_file`), or None."""
+        for s in self.segments:
+            end = s.vaddr + (s.filesz if in_file else s.memsz)
+            if s.vaddr <= start and start + size <= end and (not executable or s.flags & PF_X):
+                return s
+        return None
+
+    def read(self, start: int, size: int) -> bytes:
+        """Image bytes [start, start+size), which `at` found in one segment (zeros past its file bytes)."""
+        s = self.at(start, size)
+        assert s is not None
+        rel = start - s.vaddr
+        chunk = self.data[s.offset + rel:s.offset + min(rel + size, s.filesz)] if rel < s.filesz else b""
+        return chunk + bytes(size - len(chunk))
+
+    def build(self) -> bytearray:
+        """The segments' bytes at their vaddr offsets, zeros between them and past their file sizes."""
+        image = bytearray(self.size)
+        for s in self.segments:
+            image[s.vaddr:s.vaddr + s.filesz] = self.data[s.offset:s.offset + s.filesz]
+        return image
 
 
 def _metadata(headers: list[Segment], data: bytes) -> Metadata:
@@ -360,29 +379,20 @@ def _defined_symbols(sections: list[Section], data: bytes) -> dict[str, tuple[in
     return out
 
 
-def _segment_at(segments: list[_Segment], start: int, size: int, *, exec_only: bool = False,
-                file_backed: bool = False) -> _Segment | None:
-    for s in segments:
-        limit = s.filesz if file_backed else s.memsz
-        if s.vaddr <= start and start + size <= s.vaddr + limit and (not exec_only or s.flags & PF_X):
-            return s
-    return None
-
-
-def _kernel(md: KernelMetadata, target: Target, symbols: Mapping[str, tuple[int, int, str]], image: bytes,
-            segments: list[_Segment]) -> Kernel:
+def _kernel(md: KernelMetadata, target: Target, symbols: Mapping[str, tuple[int, int, str]],
+            loadable: _Loadable) -> Kernel:
     """A kernel's descriptor found by its symbol, decoded, and checked against the metadata."""
     where = f"kernel {md.name!r}"
     if md.symbol not in symbols:
         raise BadCodeObject(f"{where}: no symbol {md.symbol!r} for its kernel descriptor")
     kd_off, kd_size, _ = symbols[md.symbol]
-    if kd_size != DESCRIPTOR_SIZE or not _segment_at(segments, kd_off, DESCRIPTOR_SIZE, file_backed=True):
+    if kd_size != DESCRIPTOR_SIZE or not loadable.at(kd_off, DESCRIPTOR_SIZE, in_file=True):
         raise BadCodeObject(f"{where}: descriptor symbol {md.symbol!r} ({kd_size} bytes at {kd_off:#x}) is not "
                             f"{DESCRIPTOR_SIZE} bytes inside a loaded segment")
-    kd = KernelDescriptor.decode(image[kd_off:kd_off + DESCRIPTOR_SIZE], layout_for(target.family),
+    kd = KernelDescriptor.decode(loadable.read(kd_off, DESCRIPTOR_SIZE), layout_for(target.family),
                                  f"{where} descriptor")
     entry = kd_off + kd.kernel_code_entry_byte_offset
-    if entry % ENTRY_ALIGN or not _segment_at(segments, entry, 4, exec_only=True, file_backed=True):
+    if entry % ENTRY_ALIGN or not loadable.at(entry, 4, executable=True, in_file=True):
         raise BadCodeObject(f"{where}: entry point {entry:#x} (descriptor at {kd_off:#x} "
                             f"{kd.kernel_code_entry_byte_offset:+#x}) is not a {ENTRY_ALIGN}-byte aligned address "
                             f"in an executable segment")
@@ -403,8 +413,7 @@ def _agree(md: KernelMetadata, kd: KernelDescriptor) -> None:
             raise BadMetadata(f"kernel {md.name!r}: metadata .{name} is {meta}, its descriptor says {desc}")
 
 
-def _relocations(sections: list[Section], data: bytes, image: bytes,
-                 segments: list[_Segment]) -> tuple[Relocation, ...]:
+def _relocations(sections: list[Section], data: bytes, loadable: _Loadable) -> tuple[Relocation, ...]:
     """The dynamic relocations (allocated SHT_RELA/SHT_REL sections), checked to be applicable."""
     out = []
     with _reading("relocations"):
@@ -422,21 +431,24 @@ def _relocations(sections: list[Section], data: bytes, image: bytes,
                     raise BadCodeObject(f"relocation section {sec.name!r} links to {symtab.name!r}, no symbol table")
                 _checked_table(symtab, data, "symbol")
             for rel in sec.iter_relocations():
-                out.append(_relocation(rel, sec["sh_type"] == "SHT_RELA", symtab, image, segments))
+                out.append(_relocation(rel, sec["sh_type"] == "SHT_RELA", symtab, loadable))
     return tuple(out)
 
 
-def _relocation(rel: Relocation_, has_addend: bool, symtab: SymbolTableSection | None, image: bytes,
-                segments: list[_Segment]) -> Relocation:
+def _relocation(rel: Relocation_, has_addend: bool, symtab: SymbolTableSection | None,
+                loadable: _Loadable) -> Relocation:
     offset, kind, index = rel["r_offset"], rel["r_info_type"], rel["r_info_sym"]
     rtype = RELOCATIONS.get(kind)
     if rtype is None:
         name = _UNLINKED.get(kind, "an unknown type")
         raise BadCodeObject(f"relocation at {offset:#x} has type {kind} ({name}), which a linked code object "
                             f"does not use; kfdtrace applies {', '.join(t.name for t in RELOCATIONS.values())}")
-    if rtype.size and not _segment_at(segments, offset, rtype.size):
+    if rtype.size and not loadable.at(offset, rtype.size):
         raise BadCodeObject(f"{rtype.name} at {offset:#x} lies outside the loaded segments")
-    addend = rel["r_addend"] if has_addend else int.from_bytes(image[offset:offset + rtype.size], "little")
+    if has_addend:
+        addend = rel["r_addend"]
+    else:  # SHT_REL: the addend is what the place holds
+        addend = int.from_bytes(loadable.read(offset, rtype.size), "little") if rtype.size else 0
     symbol: int | None = None
     absolute, name = 0, ""
     if index:
