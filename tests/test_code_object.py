@@ -383,9 +383,11 @@ PRIMES = [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53]
 
 @pytest.mark.parametrize("path", LUTS, ids=ids(LUTS))
 def test_image_relocates_the_pointer_table(path: Path, parsed) -> None:
+    """lut.cl's table of pointers to three tables: two hidden (RELATIVE64), one exported (ABS64 on its symbol)."""
     obj = parsed[path.stem]
     relocs = sorted(obj.relocations, key=lambda r: r.offset)
-    assert [r.type.name for r in relocs] == ["R_AMDGPU_RELATIVE64"] * 2
+    assert [r.type.name for r in relocs] == ["R_AMDGPU_RELATIVE64"] * 2 + ["R_AMDGPU_ABS64"]
+    assert relocs[2].symbol_name == "cubes" and relocs[2].symbol is not None
     a, b = obj.image(BASE_A), obj.image(BASE_B)
     assert len(a) == len(b) == obj.image_size
     changed = {i for i in range(len(a)) if a[i] != b[i]}
@@ -393,9 +395,9 @@ def test_image_relocates_the_pointer_table(path: Path, parsed) -> None:
     assert changed and changed <= relocated
     for base, image in ((BASE_A, a), (BASE_B, b)):
         ptrs = [struct.unpack_from("<Q", image, r.offset)[0] for r in relocs]
-        assert [p - base for p in ptrs] == [r.addend for r in relocs]
-        tables = [struct.unpack_from(f"<{n}I", image, p - base) for p, n in zip(ptrs, (16, 4), strict=True)]
-        assert tables == [tuple(PRIMES), (0, 1, 4, 9)]
+        assert [p - base for p in ptrs] == [(r.symbol or 0) + r.addend for r in relocs]
+        tables = [struct.unpack_from(f"<{n}I", image, p - base) for p, n in zip(ptrs, (16, 4, 4), strict=True)]
+        assert tables == [tuple(PRIMES), (0, 1, 4, 9), (0, 1, 8, 27)]
 
 
 @pytest.mark.parametrize("path", CODE_OBJECTS, ids=ids(CODE_OBJECTS))
@@ -426,9 +428,11 @@ def _kd_bytes(data: bytes, vaddr: int) -> bytes:
 def test_relocations_match_llvm_readelf(path: Path, parsed) -> None:
     need("llvm-readelf-19")
     out = run("llvm-readelf-19", "-r", path)
-    rows = re.findall(r"^([0-9a-f]{16})\s+[0-9a-f]+\s+(R_AMDGPU_\w+)\s+([0-9a-f]+)$", out, re.M)
-    mine = sorted((r.offset, r.type.name, r.addend) for r in parsed[path.stem].relocations)
-    assert mine == sorted((int(o, 16), t, int(a, 16)) for o, t, a in rows) and rows
+    rows = re.findall(r"^([0-9a-f]{16})\s+[0-9a-f]+\s+(R_AMDGPU_\w+)\s+(?:([0-9a-f]+) (\S+) \+ )?([0-9a-f]+)$",
+                      out, re.M)
+    theirs = sorted((int(o, 16), t, int(v, 16) if v else None, n, int(a, 16)) for o, t, v, n, a in rows)
+    mine = sorted((r.offset, r.type.name, r.symbol, r.symbol_name, r.addend) for r in parsed[path.stem].relocations)
+    assert mine == theirs and len(rows) == 3
 
 
 def test_relocation_types_follow_the_abi() -> None:
