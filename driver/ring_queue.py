@@ -1,0 +1,218 @@
+"""What every user-mode ring queue shares: a ring in GTT, read/write pointers, a doorbell, per-thread packets.
+
+A queue kind (SDMA, PM4 compute) is a subclass that names its packet dialect, its CREATE_QUEUE arguments, the
+unit its pointers count in, and how it signals a semaphore; the ring itself is handled here, once.
+
+Each thread builds its own packets (a thread-local list); submit() puts the calling thread's packets on the
+ring under the queue's lock, so submissions from several threads never interleave.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from kfdtrace.driver.errors import DeviceError, WaitTimeout
+from kfdtrace.driver.memory import PAGE, Buffer
+from kfdtrace.driver.packets import Dialect, Packet
+from kfdtrace.driver.signals import Semaphore
+
+if TYPE_CHECKING:
+    from kfdtrace.driver.system import Device
+
+Destination = Buffer | int  # a buffer, or a raw GPU VA (unchecked: the GPU faults if nothing is mapped there)
+
+
+class _Pending(threading.local):
+    """The packets one thread has built for a queue and not yet submitted."""
+
+    def __init__(self) -> None:
+        self.packets: list[bytes] = []
+
+
+class RingQueue:
+    """One ring of packets in `dialect`. Subclasses set `kind` (labels), `pointer_unit` (bytes per unit of the
+    read/write pointers and the doorbell value) and implement `signal`; they call `_create` once their own
+    buffers exist."""
+
+    kind = "ring"
+    pointer_unit = 1
+
+    def __init__(self, device: Device, dialect: Dialect, ring_size: int, name: str | None):
+        if ring_size < 1024 or ring_size & (ring_size - 1):
+            raise ValueError(f"ring size {ring_size} must be a power of two of at least 1024 bytes")
+        self.device, self.dialect, self.name, self.ring_size = device, dialect, name, ring_size
+        self.queue_id: int | None = None
+        nop = dialect["NOP"]
+        self._nop_bias, self._nop_mask = nop.tail.bias, nop["count"].mask
+        self.nop_max_dw = self._nop_mask + 1  # the longest NOP, in dwords
+        self.ring = device.alloc(ring_size, "gtt", uncached=True, name=f"{self.label}.ring", role="ring")
+        self.ptrs = device.alloc(PAGE, "gtt", uncached=True, name=f"{self.label}.ptrs", role="queue pointers")
+        self._buffers: list[Buffer] = [self.ring, self.ptrs]  # freed with the queue
+        self._rptr = ctypes.c_uint64.from_address(self.ptrs.cpu)
+        self._wptr_mem = ctypes.c_uint64.from_address(self.ptrs.cpu + 8)
+        self.wptr = 0  # bytes written, monotonic
+        self._rung = 0
+        self._pending = _Pending()
+        self._lock = threading.RLock()  # held while writing the ring and ringing the doorbell
+        self._done: Semaphore | None = None
+        self._serial = 0
+
+    def _create(self, **queue_args: int) -> None:
+        """CREATE_QUEUE on this ring with the kind's own arguments; on failure the buffers are freed."""
+        dev = self.device
+        try:
+            out = dev.kfd.ioctl("CREATE_QUEUE", ring_base_address=self.ring.va, ring_size=self.ring_size,
+                                read_pointer_address=self.ptrs.va, write_pointer_address=self.ptrs.va + 8,
+                                gpu_id=dev.gpu_id, queue_percentage=100, queue_priority=7, **queue_args)
+        except BaseException:
+            self._free_buffers()
+            raise
+        self.queue_id = out.queue_id
+        dev.sys.annotate("queue", queue_id=self.queue_id, name=self.label)
+        self.doorbell = dev.doorbell_page() + (out.doorbell_offset & 0x1FFF)
+        self._done = dev.system.semaphore(name=f"{self.label}.done")
+        dev.track(self)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.kind}@{self.device.gpu_id:#x}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.label} id={self.queue_id} rptr={self.rptr:#x} wptr={self.wptr:#x}>"
+
+    # -- packets ------------------------------------------------------------------------------------
+    def emit(self, data: bytes) -> RingQueue:
+        """Append packets already encoded in this queue's dialect; they go on the ring as one unit."""
+        if not data or len(data) % 4:
+            raise ValueError(f"packets are whole dwords: {len(data)} bytes is not a positive multiple of 4")
+        self._pending.packets.append(bytes(data))
+        return self
+
+    def discard(self) -> list[bytes]:
+        """Take back the packets this thread built and has not submitted; they never reach the GPU."""
+        packets, self._pending.packets = self._pending.packets, []
+        return packets
+
+    def _va(self, target: Destination, offset: int, size: int) -> int:
+        if isinstance(target, int):
+            return target + offset
+        if self.device not in target.mapped_on:
+            raise DeviceError(f"{target.label} is not mapped on GPU {self.device.gpu_id:#x}; "
+                              f"call buffer.map_to(device) first")
+        return target.addr(offset, size)
+
+    def signal(self, sem: Semaphore, value: int) -> RingQueue:
+        """GPU signal of a timeline semaphore, then wake CPU waiters (the kind's packets)."""
+        raise NotImplementedError
+
+    # -- ring ---------------------------------------------------------------------------------------
+    @property
+    def rptr(self) -> int:
+        """Bytes the engine has consumed (it reports them in `pointer_unit`s)."""
+        return self._rptr.value * self.pointer_unit
+
+    def submit(self) -> int:
+        """Write this thread's packets to the ring and ring the doorbell; returns the new write pointer."""
+        packets = self._pending.packets  # this thread's own list: reused, not replaced
+        self._lock.acquire()  # not `with`: it costs twice as much, on the path every submission takes
+        try:
+            if self.queue_id is None:
+                raise DeviceError(f"queue {self.label} was destroyed; make a new one with "
+                                  f"device.{self.kind}_queue()")
+            for packet in packets:
+                self._put(packet)
+            self._kick()
+            return self.wptr
+        finally:  # after a failure part of them may be on the ring: none is submitted twice
+            packets.clear()
+            self._lock.release()
+
+    def _put(self, packet: bytes) -> None:
+        size = self.ring_size
+        if len(packet) > size:
+            raise ValueError(f"a {len(packet)}-byte packet does not fit a {size}-byte ring")
+        pos = self.wptr % size
+        if pos + len(packet) > size:  # never split a packet over the wrap: pad to the ring's end with NOPs
+            pad = size - pos
+            self._reserve(pad)
+            while pad:
+                dw = min(pad // 4, self.nop_max_dw)
+                self._write(self._nop(dw))
+                pad -= 4 * dw
+        self._reserve(len(packet))
+        self._write(packet)
+
+    def _nop(self, dw: int) -> bytes:
+        """A NOP `dw` dwords long: its count is dw - 1 less the tail's bias (PM4's one-dword NOP wraps)."""
+        return self.dialect.build("NOP", bytes(4 * dw - 4), count=(dw - 1 - self._nop_bias) & self._nop_mask)
+
+    def _write(self, data: bytes) -> None:
+        ctypes.memmove(self.ring.cpu + self.wptr % self.ring_size, data, len(data))
+        self.wptr += len(data)
+
+    def _reserve(self, n: int, timeout: float = 10.0) -> None:
+        """Back-pressure: wait until the engine has consumed enough of the ring for `n` more bytes."""
+        if self.wptr + n - self.rptr <= self.ring_size:
+            return
+        self._kick()
+        deadline, delay = time.monotonic() + timeout, 20e-6
+        while self.wptr + n - self.rptr > self.ring_size:
+            self.device.system.raise_gpu_faults()
+            if time.monotonic() > deadline:
+                raise WaitTimeout(f"ring of {self.label} stayed full for {timeout:g} s: {self.describe()}")
+            time.sleep(delay)
+            delay = min(delay * 2, 1e-3)
+
+    def _kick(self) -> None:
+        if self.wptr != self._rung:
+            value = self.wptr // self.pointer_unit
+            self._wptr_mem.value = value
+            self.device.sys.doorbell_store(self.doorbell, value)
+            self._rung = self.wptr
+
+    # -- state --------------------------------------------------------------------------------------
+    @property
+    def idle(self) -> bool:
+        return self.rptr >= self._rung
+
+    def packet_at(self, ptr: int) -> Packet | None:
+        """Decode the packet the ring holds at byte pointer `ptr` (None when it cannot be decoded)."""
+        size = self.ring_size
+        raw = self.ring.read(0, size) * 2  # unwrapped: any packet starting in the ring is whole in here
+        try:
+            return self.dialect.decode(raw, ptr % size)
+        except ValueError:
+            return None
+
+    def describe(self) -> str:
+        """rptr/wptr (bytes) and the packet the engine is on, for hang and fault reports."""
+        text = f"queue {self.label} (id {self.queue_id}) rptr={self.rptr:#x} wptr={self._rung:#x}"
+        if not self.idle:
+            text += f", at: {self.packet_at(self.rptr) or 'undecodable packet'}"
+        return text
+
+    def sync(self, timeout: float = 10.0) -> None:
+        """Submit this thread's packets and wait until the engine has executed everything submitted so far."""
+        with self._lock:  # serials reach the ring in the order they are taken (submit re-enters the lock)
+            self._serial += 1
+            serial = self._serial
+            self.signal(self._done, serial).submit()
+        self._done.wait(serial, timeout)
+
+    def destroy(self) -> None:
+        with self._lock:
+            if self.queue_id is None:
+                return
+            self.device.kfd.ioctl("DESTROY_QUEUE", queue_id=self.queue_id)
+            self.queue_id = None
+        self.device.untrack(self)
+        self._free_buffers()
+        self._done.free()
+
+    def _free_buffers(self) -> None:
+        for b in self._buffers:
+            b.free()
+        self._buffers = []
