@@ -122,6 +122,7 @@ IMM_FORMATS = {
     "s16": _s16,
     "sdec": lambda v, w, c: str(_sext(v, w)),
     "shex": _shex,
+    "hex_null": lambda v, w, c: f"0x{v:x}" if v else "null",  # gfx11 SMEM: the offset, or null when both are 0
     "dec_omit0": lambda v, w, c: str(v) if v else "",
     "waitcnt": _waitcnt,
     "delay_alu": _delay_alu,
@@ -162,6 +163,8 @@ def _reg(kind: str, value: int, count: int, cls: str | None, ctx: dict) -> str |
     """Text of a register or source field value (None: a literal follows)."""
     if kind == "vgpr":
         return reg_range("v", value, count)
+    if kind == "agpr":
+        return reg_range("a", value - 256 if value >= 256 else value, count)
     if kind == "vdsty":
         return reg_range("v", value, count)
     if kind == "sbase":
@@ -179,6 +182,7 @@ def _reg(kind: str, value: int, count: int, cls: str | None, ctx: dict) -> str |
     names = ctx["sregs"]
     if count > 2:  # tuples of more than two registers are 4-aligned: LLVM drops the low bits
         value &= ~3
+    value &= 0xFF
     table = names["1"] if count == 1 else names["2"]
     text = table[value] if value < len(table) else None
     if text is None:
@@ -228,7 +232,7 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
         elif tag == "r":
             f = by[item[1]]
             cls = item[3]
-            kind = "sreg" if len(item) > 4 else f.kind
+            kind = {"s": "sreg", "a": "agpr"}[item[4]] if len(item) > 4 else f.kind
             fv = f.get(value)
             if f.kind == "vdsty":  # VOPD: vdstY's low bit is the opposite of vdstX's
                 fv = (fv << 1) | ((by["vdstx"].get(value) & 1) ^ 1)
@@ -245,7 +249,7 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
         elif tag == "l":
             literal = _literal(data, offset + enc.size, target, raw)
             size = enc.size + 4
-            texts.append(f"0x{literal:x}")  # an opcode's own constant (fmamk's K) prints in hex
+            texts.append(literal_text(literal, item[1]))
         else:
             f = by[item[1]]
             text = render_imm(item[2], f.get(value), f.bits, ctx)

@@ -123,8 +123,8 @@ _DS = Encoding("DS", 0xFC000000, 0xD8000000, 8, (
     F("gds", 16), F("acc", 25)))  # one-address ops print offset0 | offset1 << 8 as one offset
 _FLAT = Encoding("FLAT", 0xFC000000, 0xDC000000, 8, (
     F("op", 18, 7, "op"), F("seg", 14, 2, "op"), F("vdst", 56, 8, "vgpr"), F("addr", 32, 8, "vgpr"),
-    F("data", 40, 8, "vgpr"), F("saddr", 48, 7, "sreg"), F("offset", 0, 13, "imm"), F("lds", 13), F("glc", 16),
-    F("slc", 17), F("scc", 25), F("acc", 55)), keys=("op", "seg"))
+    F("data", 40, 8, "vgpr"), F("saddr", 48, 7, "sreg"), F("offset", 0, 13, "imm"), F("glc", 16),
+    F("slc", 17), F("scc", 25), F("lds", 13), F("acc", 55)), keys=("op", "seg"))
 _MUBUF = Encoding("MUBUF", 0xFC000000, 0xE0000000, 8, (
     F("op", 18, 7, "op"), F("vdata", 40, 8, "vgpr"), F("vaddr", 32, 8, "vgpr"), F("srsrc", 48, 5, "srsrc"),
     F("soffset", 56, 8, "ssrc"), F("idxen", 13), F("offen", 12), F("offset", 0, 12, "imm"), F("glc", 14),
@@ -144,7 +144,7 @@ _GFX10 = {
     "VOP3P": derive(_VOP3P, mask=0xFF000000, match=0xCC000000, literal=True),
     "SMEM": derive(_SMEM, match=0xF4000000, drop=("soe", "nv", "imm"), add=(F("dlc", 14),)),
     "DS": derive(_DS, drop=("acc",), add=(F("op", 18, 8, "op"), F("gds", 17))),
-    "FLAT": derive(_FLAT, drop=("scc", "acc"), add=(F("offset", 0, 12, "imm"), F("dlc", 12))),
+    "FLAT": derive(_FLAT, drop=("scc", "acc", "lds"), add=(F("offset", 0, 12, "imm"), F("dlc", 12), F("lds", 13))),
     "MUBUF": derive(_MUBUF, drop=("scc", "acc", "lds"), add=(F("dlc", 15), F("lds", 16), F("tfe", 55))),
 }
 

@@ -150,10 +150,13 @@ def base_values(enc: Encoding) -> tuple[dict[str, int], dict[str, int]]:
 def candidates(enc: Encoding, base: dict[str, int]) -> list[dict[str, int]]:
     """The base probe, then the base with ever more register fields zeroed (fewest first)."""
     regs = [f.name for f in enc.fields if f.kind in REG_KINDS and base.get(f.name)]
+    kinds = {f.name: f.kind for f in enc.fields}
     out = []
     for n in range(len(regs) + 1):
         for zeroed in itertools.combinations(regs, n):
-            out.append({**base, **{name: 0 for name in zeroed}})
+            choices = [(0, 124, 125, 127) if kinds[name] == "sreg" else (0,) for name in zeroed]
+            for values in itertools.product(*choices):  # an SGPR field may need null (124/125) or 0x7f to be off
+                out.append({**base, **dict(zip(zeroed, values, strict=True))})
     return out
 
 
@@ -248,6 +251,8 @@ def learn_encoding(p: Prober, enc: Encoding, log: Callable[[str], None]) -> dict
                 plans += [(k, f.name, v) for v in (128, 255)]
             elif f.kind == "src":
                 plans += [(k, f.name, v) for v in (256 + 128, 511)]
+        if any(it[0] == "l" for it in items):
+            plans += [(k, "__lit__", ("lit", lit)) for lit in _LITS]
         for it in items:
             if it[0] == "r" and enc.by_name[it[1]].kind in ("src", "ssrc"):
                 plans += [(k, it[1], ("c", c)) for c in _CONSTS]
@@ -257,7 +262,9 @@ def learn_encoding(p: Prober, enc: Encoding, log: Callable[[str], None]) -> dict
     for k, name, v in plans:
         vals = dict(found[k][0])
         lit = PROBE_LITERAL
-        if isinstance(v, tuple):
+        if name == "__lit__":
+            lit = v[1]
+        elif isinstance(v, tuple):
             vals[name] = v[1] if v[0] == "c" else 255
             lit = v[1] if v[0] == "lit" else PROBE_LITERAL
         else:
@@ -268,6 +275,12 @@ def learn_encoding(p: Prober, enc: Encoding, log: Callable[[str], None]) -> dict
     for (k, name, v), t in zip(plans, texts, strict=True):
         per.setdefault((k, name), []).append((v, t))
     for (k, name), results in per.items():
+        if name == "__lit__":
+            entry = entries[str(k)]
+            j = next(i for i, it in enumerate(entry["o"]) if it[0] == "l")
+            texts = [(split_text(t, free_form)[1] + [None] * 9)[j] if t else None for _, t in results]
+            entry["o"][j][1] = learn_class([None] * len(_CONSTS) + texts, _LITS)
+            continue
         _learn_field(enc, entries[str(k)], found[k], regnum, name, results, free_form)
     # 3. flags that change the operand list together (MUBUF idxen+offen+tfe): every combination of two or more
     order = [f.name for f in enc.fields]
@@ -284,32 +297,43 @@ def learn_encoding(p: Prober, enc: Encoding, log: Callable[[str], None]) -> dict
             vals = {**found[int(k)][0], **dict(zip(flags, combo, strict=True))}
             mnem, items, _ = template(t, vals, regnum, free_form)
             entries[k]["alt"].insert(0, [flags, list(combo), mnem, items])
-    # 4. numbers in another operand list (SMEM's offset once soffset is null): which immediate they show
-    imms = [f for f in enc.fields if f.kind == "imm" and f.name not in enc.keys]
+    # 4. fixed tokens that still hold a number or register (SMEM's offset once soffset is null, gfx9 SMEM's SGPR
+    # offset, s_sendmsg_rtn's message): find the field by changing each field not shown, one at a time
     plans4 = []
     for k, entry in entries.items():
-        for ai, alt in enumerate(entry["alt"]):
-            if any(it[0] == "t" and re.fullmatch(r"-?(\d+|0x[0-9a-f]+)", it[1]) for it in alt[3]):
-                vals = {**found[int(k)][0], **dict(zip(alt[0], alt[1], strict=True))}
-                for f in imms:
-                    for v in (0x11, 0x1234 & ((1 << f.bits) - 1), 1 << (f.bits - 1)):
-                        plans4.append((k, ai, f, v, p.word(enc, {**vals, f.name: v})))
+        lists = [(None, {}, entry["o"])] + [(ai, dict(zip(a[0], a[1], strict=True)), a[3])
+                                            for ai, a in enumerate(entry["alt"])]
+        for ai, fixed, items in lists:
+            if not any(it[0] == "t" and _numberlike(it[1]) for it in items):
+                continue
+            shown = {it[1] for it in items if it[0] in ("r", "i")} | set(fixed) | set(enc.keys)
+            vals = {**found[int(k)][0], **fixed}
+            for f in enc.fields:
+                if f.name in shown:
+                    continue
+                for v in (0x11, 0x1234 & ((1 << f.bits) - 1), 1 << (f.bits - 1)):
+                    plans4.append((k, ai, f, v, p.word(enc, {**vals, f.name: v})))
     texts4 = p.run([w for *_, w in plans4]) if plans4 else []
-    got: dict[tuple[str, int, str], list] = {}
+    got: dict[tuple[str, object, str], list] = {}
     for (k, ai, f, v, _), t in zip(plans4, texts4, strict=True):
         got.setdefault((k, ai, f.name), []).append((v, t))
     for (k, ai, name), res in got.items():
-        alt = entries[k]["alt"][ai]
+        items = entries[k]["o"] if ai is None else entries[k]["alt"][ai][3]
         if any(t is None for _, t in res):
             continue
         opss = [split_text(t, free_form)[1] for _, t in res]
-        if any(len(o) != len(alt[3]) for o in opss):
+        if any(len(o) != len(items) for o in opss):
             continue
-        for j, it in enumerate(alt[3]):
-            if it[0] == "t" and all(o[j] != it[1] for o in opss):
-                f = enc.by_name[name]
+        f = enc.by_name[name]
+        for j, it in enumerate(items):
+            if it[0] != "t" or not _numberlike(it[1]) or not all(o[j] != it[1] for o in opss):
+                continue
+            regs = [parse_register(o[j]) for o in opss]
+            if all(r and r[0] == "s" for r in regs):
+                items[j] = ["r", name, regs[0][2], None, "s"]
+            else:
                 fmt = learn_imm([0] + [v for v, _ in res], [it[1]] + [o[j] for o in opss], f.bits)
-                alt[3][j] = ["i", name, fmt]
+                items[j] = ["i", name, fmt]
     for entry in entries.values():
         _dedupe_suffix(entry)
         for key in ("z", "s", "w", "alt"):
@@ -334,6 +358,8 @@ def template(text: str, vals: dict[str, int], regnum: dict[str, int], free_form:
                     item = ["r", name, count, None]
                     if letter == "s" and name.startswith("vdst"):  # a VALU writing an SGPR (v_readlane)
                         item.append("s")
+                    elif letter == "a":  # gfx90a/gfx942 accumulation registers
+                        item.append("a")
                     break
         if item is None and tok == f"0x{PROBE_LITERAL:x}":
             item = ["l", "i32"]
@@ -343,6 +369,11 @@ def template(text: str, vals: dict[str, int], regnum: dict[str, int], free_form:
                     item = ["i", name, "u16"]
         items.append(item or ["t", tok])
     return mnemonic, items, suffix
+
+
+def _numberlike(tok: str) -> bool:
+    """A fixed token that may really show a field: it holds a digit, or is `null` (an offset of 0 on gfx11)."""
+    return (bool(re.search(r"\d", tok)) or tok == "null") and not tok.startswith("::")
 
 
 def _variant_values(f) -> list[int]:

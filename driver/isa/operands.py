@@ -7,6 +7,7 @@ the class that reproduces LLVM's text for a set of probe values):
   f16  -- 16-bit float: the literal's low half is the value
   v2f16 -- packed halves: a literal equal to an f16 inline constant's bits prints as that constant
   i16  -- 16-bit integer: inline floats print as their f16 bits in hex; the literal's low half prints in hex
+  hex  -- always hex (an opcode's own constant, v_fmamk_f32's K)
   i64  -- 64-bit integer: the literal (zero-extended) prints in decimal up to 64, else in hex
 """
 
@@ -16,7 +17,7 @@ import struct
 
 __all__ = ["CLASSES", "constant_text", "literal_text", "reg_range"]
 
-CLASSES = ("i32", "f64", "f16", "v2f16", "i16", "i64")
+CLASSES = ("i32", "f64", "f16", "v2f16", "i16", "i64", "hex")
 
 _FLOATS = (0.5, -0.5, 1.0, -1.0, 2.0, -2.0, 4.0, -4.0)
 _F32_NAMES = ("0.5", "-0.5", "1.0", "-1.0", "2.0", "-2.0", "4.0", "-4.0", "0.15915494")
@@ -56,6 +57,8 @@ def literal_text(lit: int, cls: str) -> str:
         if -16 <= s <= 64:
             return str(s)
         return _F32_NAMES[_F16_BITS.index(low)] if low in _F16_BITS else f"0x{low:x}"
+    if cls == "hex":
+        return f"0x{lit:x}"
     if cls == "i64":
         return str(lit) if lit <= 64 else f"0x{lit:x}"
     text = _int_inline(lit)
