@@ -26,10 +26,12 @@ import threading
 
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.backend import open_syscalls
+from kfdtrace.driver.compute_queue import ComputeQueue
 from kfdtrace.driver.errors import DeviceError, GpuFault
 from kfdtrace.driver.families import Target, target_by_version
 from kfdtrace.driver.kfd import Kfd
 from kfdtrace.driver.memory import Buffer, allocate
+from kfdtrace.driver.ring_queue import RingQueue
 from kfdtrace.driver.sdma_queue import SdmaQueue
 from kfdtrace.driver.signals import SLOT, Event, Semaphore
 from kfdtrace.driver.syscalls import (
@@ -53,7 +55,7 @@ class Device:
         self.target: Target = target_by_version(node.gfx_target_version)
         self.gpu_id = node.gpu_id
         self.buffers: set[Buffer] = set()
-        self.queues: list[SdmaQueue] = []
+        self.queues: list[RingQueue] = []
         self._lock = threading.Lock()  # guards buffers, queues and the doorbell mapping
         self._doorbells: int | None = None
         minor = node.properties.get("drm_render_minor", 128 + index)
@@ -83,6 +85,10 @@ class Device:
         """A new SDMA queue on this GPU; engine is "sdma", "xgmi" or an engine number."""
         return SdmaQueue(self, ring_size, engine, name, max_copy)
 
+    def compute_queue(self, ring_size: int = 64 << 10, name: str | None = None) -> ComputeQueue:
+        """A new PM4 compute queue on this GPU (its EOP and CWSR buffers sized as KFD asks)."""
+        return ComputeQueue(self, ring_size, name)
+
     def doorbell_page(self) -> int:
         """CPU address of this process's doorbell slice on this GPU (mapped once)."""
         with self._lock:
@@ -92,7 +98,7 @@ class Device:
                                                 MAP_SHARED, self.kfd.fd, offset)
             return self._doorbells
 
-    def track(self, item: Buffer | SdmaQueue) -> None:
+    def track(self, item: Buffer | RingQueue) -> None:
         """Remember a buffer or queue this driver made, for close()."""
         with self._lock:
             if isinstance(item, Buffer):
@@ -100,14 +106,14 @@ class Device:
             else:
                 self.queues.append(item)
 
-    def untrack(self, item: Buffer | SdmaQueue) -> None:
+    def untrack(self, item: Buffer | RingQueue) -> None:
         with self._lock:
             if isinstance(item, Buffer):
                 self.buffers.discard(item)
             elif item in self.queues:
                 self.queues.remove(item)
 
-    def live_queues(self) -> list[SdmaQueue]:
+    def live_queues(self) -> list[RingQueue]:
         """The queues alive now (a copy: other threads may make or destroy queues meanwhile)."""
         with self._lock:
             return list(self.queues)

@@ -23,10 +23,13 @@ import time
 from dataclasses import dataclass, field
 
 from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.emulator.cp import CommandProcessor
 from kfdtrace.driver.emulator.events import EventTable
 from kfdtrace.driver.emulator.memory import PAGE, BufferObject, GpuVm, VmFault
+from kfdtrace.driver.emulator.ring_engine import RingEngine
 from kfdtrace.driver.emulator.sdma_engine import SdmaEngine
 from kfdtrace.driver.families import Target, queue_sizes, target_by_version
+from kfdtrace.driver.pm4 import DIALECTS as PM4_DIALECTS
 from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.driver.syscalls import (
     KFD_DEVICE,
@@ -106,7 +109,7 @@ class EmulatedQueue:
     gpu: EmulatedGpu
     type: int
     doorbell_offset: int
-    engine: SdmaEngine | None  # None for queue types the emulator does not execute yet
+    engine: RingEngine | None  # None for queue types the emulator does not execute yet
     sdma_slot: int | None = None
     bos: tuple[BufferObject, ...] = ()  # ring, pointers, EOP, CWSR: pinned while the queue lives
 
@@ -431,6 +434,10 @@ class EmulatedMachine:
         if is_sdma:
             engine = SdmaEngine(self, gpu.vm, DIALECTS[gpu.target.family.sdma_dialect], qid,
                                a.ring_base_address, ring_size, a.read_pointer_address)
+        elif a.queue_type == K.QueueType.COMPUTE:
+            engine = CommandProcessor(self, gpu.vm, PM4_DIALECTS[gpu.target.family.pm4_dialect], qid,
+                                      a.ring_base_address, ring_size, a.read_pointer_address,
+                                      num_xcc=props.get("num_xcc", 1))
         pinned = tuple(gpu.vm.lookup(va) for va in (a.ring_base_address, a.read_pointer_address,
                                                     a.write_pointer_address, a.eop_buffer_address,
                                                     a.ctx_save_restore_address) if va)

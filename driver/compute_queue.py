@@ -1,0 +1,153 @@
+"""User-mode PM4 compute queues: a ring (driver/ring_queue.py) of type-3 packets from the family's PM4 dialect.
+
+Packets come from kfdtrace.driver.pm4, so the bytes written here are decoded by the same definitions in the
+emulated command processor. The write pointer and doorbell count dwords (amd-facts §6). KFD asks a compute
+queue for an end-of-pipe buffer and a context save/restore (CWSR) area of the sizes the node's properties give
+(families.queue_sizes, as kfd_queue.c computes them); the queue allocates both in VRAM, for the GPU only.
+
+On a node with several XCCs (gfx942) every XCC executes the queue's packets; the helpers that write memory run
+theirs on XCC 0 only (PRED_EXEC), so a signal follows the writes before it on the same XCC. Waits run on every
+XCC. Kernel dispatch (SET_SH_REG of the dispatch registers + DISPATCH_DIRECT) comes with the ISA interpreter:
+`packet()` and `set_sh_reg()` already build what it needs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.families import queue_sizes
+from kfdtrace.driver.memory import Buffer
+from kfdtrace.driver.pm4 import DIALECTS, CopySel, DataSel, EventIndex, EventType, IntSel, WaitFunc, WriteDst
+from kfdtrace.driver.ring_queue import Destination, RingQueue
+from kfdtrace.driver.signals import Semaphore
+
+if TYPE_CHECKING:
+    from kfdtrace.driver.system import Device
+
+__all__ = ["DEFAULT_RING", "ComputeQueue"]
+
+DEFAULT_RING = 64 << 10
+WRITE_CHUNK = 4096  # data bytes per WRITE_DATA packet
+XCC0 = 1  # PRED_EXEC xcc_mask of the first XCC
+# Values every packet of that name starts from, where the dialect has the field. RELEASE_MEM: the end-of-pipe
+# event with the caches written back (gfx9 EOP_TC_WB_ACTION_EN | EOP_TC_ACTION_EN, soc15d.h; gfx10+ GCR
+# GL2_WB | SEQ, nvd.h, as tinygrad's signal and the kernel's emit_fence); INDIRECT_BUFFER: the kernel's
+# INDIRECT_BUFFER_VALID; WAIT_REG_MEM: the kernel's poll interval.
+DEFAULTS: dict[str, dict[str, int]] = {
+    "RELEASE_MEM": {"event_type": EventType.CACHE_FLUSH_AND_INV_TS_EVENT, "event_index": EventIndex.END_OF_PIPE,
+                    "tc_wb_action_ena": 1, "tc_action_ena": 1, "gl2_wb": 1, "seq": 1},
+    "INDIRECT_BUFFER": {"valid": 1},
+    "WAIT_REG_MEM": {"poll_interval": 4},
+}
+
+
+class ComputeQueue(RingQueue):
+    """One PM4 compute ring. Build packets with the helper methods, then `submit()` to ring the doorbell."""
+
+    kind = "compute"
+    pointer_unit = 4  # dwords
+
+    def __init__(self, device: Device, ring_size: int = DEFAULT_RING, name: str | None = None):
+        super().__init__(device, DIALECTS[device.target.family.pm4_dialect], ring_size, name)
+        fields = {d.name: set(d.field_names) for d in self.dialect}
+        self._defaults = {n: {k: v for k, v in DEFAULTS.get(n, {}).items() if k in fields[n]} for n in fields}
+        props = device.node.properties
+        self.num_xcc = props.get("num_xcc") or 1
+        self.sizes = sizes = queue_sizes(props)
+        try:
+            self.eop = self._context(sizes.eop_buffer_size, "eop")
+            self.cwsr = self._context(sizes.cwsr_allocation(self.num_xcc), "cwsr")
+        except BaseException:
+            self._free_buffers()
+            raise
+        self._create(queue_type=K.QueueType.COMPUTE,
+                     eop_buffer_address=self.eop.va, eop_buffer_size=sizes.eop_buffer_size,
+                     ctx_save_restore_address=self.cwsr.va, ctx_save_restore_size=sizes.cwsr_size,
+                     ctl_stack_size=sizes.ctl_stack_size)
+
+    def _context(self, size: int, what: str) -> Buffer:
+        """A buffer only the GPU uses for the queue (EOP, CWSR), freed with it."""
+        buf = self.device.alloc(size, "vram", cpu_access=False, name=f"{self.label}.{what}", role="queue context")
+        self._buffers.append(buf)
+        return buf
+
+    # -- packets ------------------------------------------------------------------------------------
+    def packet(self, name: str, payload: bytes = b"", **fields: int) -> ComputeQueue:
+        """Append any packet of the dialect by name (DEFAULTS first)."""
+        self._pending.packets.append(self._build(name, payload, **fields))
+        return self
+
+    def set_sh_reg(self, **values: int) -> ComputeQueue:
+        """Append one SET_SH_REG writing consecutive SH registers by name (see Pm4Dialect.set_sh_reg)."""
+        self._pending.packets.append(self.dialect.set_sh_reg(**values))
+        return self
+
+    def _on_xcc0(self, *packets: bytes) -> ComputeQueue:
+        """Append packets that write memory: on a multi-XCC node only XCC 0 runs them (one unit on the ring,
+        so ring-end padding never falls between the PRED_EXEC and what it governs)."""
+        body = b"".join(packets)
+        if self.num_xcc > 1:
+            body = self.dialect.build("PRED_EXEC", exec_count=len(body) // 4, xcc_mask=XCC0) + body
+        return self.emit(body)
+
+    def _build(self, name: str, payload: bytes = b"", **fields: int) -> bytes:
+        """One packet's bytes, DEFAULTS first."""
+        defaults = self._defaults[name]
+        return self.dialect.build(name, payload, **({**defaults, **fields} if defaults else fields))
+
+    def write_data(self, dst: Destination, data: bytes, *, offset: int = 0) -> ComputeQueue:
+        """Write inline dwords (WRITE_DATA to memory, confirmed before the next packet)."""
+        if not data or len(data) % 4:
+            raise ValueError(f"WRITE_DATA writes whole dwords: {len(data)} bytes is not a positive multiple of 4")
+        va = self._va(dst, offset, len(data))
+        return self._on_xcc0(*(self._build("WRITE_DATA", data[i:i + WRITE_CHUNK], dst_sel=WriteDst.MEMORY,
+                                           wr_confirm=1, dst=va + i) for i in range(0, len(data), WRITE_CHUNK)))
+
+    def copy_data(self, dst: Destination, src: Destination, *, size: int = 4, dst_offset: int = 0,
+                  src_offset: int = 0) -> ComputeQueue:
+        """Copy one dword (size 4) or qword (size 8) from memory to memory (COPY_DATA)."""
+        if size not in (4, 8):
+            raise ValueError(f"COPY_DATA copies 4 or 8 bytes, not {size}")
+        return self._on_xcc0(self._build("COPY_DATA", src_sel=CopySel.TC_L2, dst_sel=CopySel.TC_L2,
+                                         count_sel=size // 8, wr_confirm=1, src=self._va(src, src_offset, size),
+                                         dst=self._va(dst, dst_offset, size)))
+
+    def timestamp(self, dst: Destination, *, offset: int = 0) -> ComputeQueue:
+        """Write the 64-bit GPU clock (COPY_DATA from the clock)."""
+        return self._on_xcc0(self._build("COPY_DATA", src_sel=CopySel.GPU_CLOCK, dst_sel=CopySel.TC_L2,
+                                         count_sel=1, wr_confirm=1, dst=self._va(dst, offset, 8)))
+
+    def indirect(self, ib: Destination, size: int, *, offset: int = 0) -> ComputeQueue:
+        """Execute `size` bytes of packets of this dialect held in memory (INDIRECT_BUFFER), then go on."""
+        if size <= 0 or size % 4:
+            raise ValueError(f"an indirect buffer holds whole dwords: {size} bytes is not a positive multiple of 4")
+        return self.packet("INDIRECT_BUFFER", ib_base=self._va(ib, offset, size), ib_size=size // 4)
+
+    def signal(self, sem: Semaphore, value: int) -> ComputeQueue:
+        """GPU signal of a timeline semaphore: each of its words in one 64-bit end-of-pipe write (RELEASE_MEM),
+        the last one followed by the interrupt that wakes CPU waiters on the semaphore's KFD event (int_ctxid,
+        as the SDMA queue's TRAP)."""
+        words = sem.words(value)
+        packets = []
+        for i, (addr, v) in enumerate(words):
+            interrupt = i == len(words) - 1 and sem.event_id is not None
+            packets.append(self._build("RELEASE_MEM", data_sel=DataSel.DATA64, addr=addr, data=v,
+                                       int_sel=IntSel.INTERRUPT_AFTER_WRITE_CONFIRM if interrupt else IntSel.NONE,
+                                       int_ctxid=sem.event_id if interrupt else 0))
+        return self._on_xcc0(*packets)
+
+    def wait(self, sem: Semaphore, value: int) -> ComputeQueue:
+        """GPU wait until the semaphore reaches `value`, on the word Semaphore.wait_word names: its high dword
+        `>=` the value's, then its low dword `>=` the value's.
+
+        The SDMA queue runs the low poll only while the high dword still equals the value's (COND_EXE); the PM4
+        dialects here have no memory-conditional packet (PRED_EXEC selects XCCs), and WAIT_REG_MEM compares 32
+        bits. The two polls never wake early: the value only grows, and a reader never sees it larger than it
+        is. They miss the value only if the high dword has passed the target's and the low dword is below the
+        target's when the low poll starts; as the word wait_word picks has the target's low dword under 2**31,
+        the semaphore is then more than 2**31 past the value (signals.py's bound for one signal's step)."""
+        addr, value = sem.wait_word(value)
+        poll = {"function": WaitFunc.GE, "mem_space": 1, "mask": 0xFFFFFFFF}
+        return self.emit(self._build("WAIT_REG_MEM", addr=addr + 4, reference=value >> 32, **poll)
+                         + self._build("WAIT_REG_MEM", addr=addr, reference=value & 0xFFFFFFFF, **poll))

@@ -1,0 +1,196 @@
+"""The emulated command processor of a PM4 compute queue: the ring engine (ring_engine.py) with a handler per
+PM4 packet of the family's dialect (kfdtrace.driver.pm4), and the queue's compute registers by name.
+
+Pointers and the doorbell count dwords (amd-facts §6: the PM4 write pointer is in dwords); the read pointer
+the CP reports is the 64-bit monotonic dword count (the emulator's choice, as for SDMA).
+
+XCCs: a node with several XCCs (gfx942) runs every compute queue on each of them, and PRED_EXEC limits the
+packets it governs to the XCCs of its mask. Each XCC has its own register state (tinygrad sets each XCC's
+scratch base under PRED_EXEC). Memory packets have the same effect whichever XCCs execute them (the same
+bytes to the same place, the same interrupt), so the emulator executes them once for the XCCs that would;
+a packet predicated off every XCC of the node is skipped. Kernel dispatch is not emulated yet: a DISPATCH_*
+packet stops the queue with a named error.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+import time
+from typing import TYPE_CHECKING
+
+from kfdtrace.driver.emulator.memory import GpuVm
+from kfdtrace.driver.emulator.ring_engine import QueueError, RingEngine
+from kfdtrace.driver.packets import Packet
+from kfdtrace.driver.pm4 import CopySel, DataSel, IntSel, Pm4Dialect, WriteDst
+
+if TYPE_CHECKING:
+    from kfdtrace.driver.emulator.kfd import EmulatedMachine
+
+_MEMORY_DST = (WriteDst.TC_L2, WriteDst.MEMORY)  # WRITE_DATA / COPY_DATA destinations that are memory
+_MEMORY_SRC = (CopySel.MEMORY, CopySel.TC_L2)
+_INTERRUPTS = (IntSel.INTERRUPT, IntSel.INTERRUPT_AFTER_WRITE_CONFIRM)
+_NO_INTERRUPT = (IntSel.NONE, IntSel.DATA_AFTER_WRITE_CONFIRM)
+_REG_MASK = 0x3FFFF  # a register operand is a dword offset in bits 17:0 of the address dwords (soc15d.h)
+
+
+class CommandProcessor(RingEngine):
+    """The micro engine (MEC) of one user-mode PM4 compute queue."""
+
+    kind = "PM4 compute"
+    pointer_unit = 4
+
+    def __init__(self, machine: EmulatedMachine, vm: GpuVm, dialect: Pm4Dialect, queue_id: int,
+                 ring_va: int, ring_size: int, rptr_va: int, num_xcc: int = 1):
+        self.num_xcc = max(num_xcc, 1)
+        self._all_xccs = frozenset(range(self.num_xcc))
+        # per XCC: register name (or absolute offset, for registers the table does not name) -> value
+        self.registers: list[dict[str | int, int]] = [{} for _ in range(self.num_xcc)]
+        self._names = {r.offset: r.name for r in dialect.registers}
+        self._pred: dict[int, list] = {}  # IB depth -> [XCCs a PRED_EXEC there selects, bytes it still governs]
+        handlers = {
+            "NOP": self._nop, "SET_SH_REG": self._set_reg, "SET_UCONFIG_REG": self._set_reg,
+            "WRITE_DATA": self._write_data, "COPY_DATA": self._copy_data, "WAIT_REG_MEM": self._wait_reg_mem,
+            "RELEASE_MEM": self._release_mem, "INDIRECT_BUFFER": self._indirect_buffer,
+            "PRED_EXEC": self._pred_exec, "DISPATCH_DIRECT": self._dispatch, "DISPATCH_INDIRECT": self._dispatch,
+            # Cache maintenance: the emulated GPU is coherent (engines read and write host memory directly), so
+            # an acquire or a flush/partial-flush event has nothing to do.
+            "ACQUIRE_MEM": self._nop, "EVENT_WRITE": self._nop,
+        }
+        super().__init__(machine, vm, dialect, queue_id, ring_va, ring_size, rptr_va, handlers)
+
+    def register(self, name: str, xcc: int = 0) -> int:
+        """A register's value on one XCC, by its name in the dialect's table (0 if never written)."""
+        self.dialect.registers[name]  # a typo is a KeyError naming the table
+        return self.registers[xcc].get(name, 0)
+
+    # -- XCC predication ----------------------------------------------------------------------------
+    def _xccs(self) -> frozenset[int]:
+        """The XCCs that execute the packet at the current IB depth (every PRED_EXEC open at it or above)."""
+        xccs = self._all_xccs
+        for depth, (selected, _) in self._pred.items():
+            if depth <= self._ib_depth:
+                xccs &= selected
+        return xccs
+
+    def _execute(self, packet: Packet) -> int:
+        depth = self._ib_depth
+        pred = self._pred.get(depth)
+        skip = super()._execute(packet)
+        if pred is not None and self._pred.get(depth) is pred:  # this packet is one a PRED_EXEC governs
+            pred[1] -= packet.size
+            if pred[1] <= 0:
+                del self._pred[depth]
+        return skip
+
+    def _pred_exec(self, p: Packet) -> int:
+        """Execute the next exec_count dwords on the XCCs in xcc_mask that exist; skip them if there are none
+        (gfx942 tinygrad: one PRED_EXEC per XCC around its scratch base)."""
+        f = p.fields
+        selected = frozenset(x for x in self._all_xccs if f["xcc_mask"] >> x & 1)
+        governed = 4 * f["exec_count"]
+        if not selected & self._xccs():
+            return governed
+        if governed:
+            self._pred[self._ib_depth] = [selected, governed]
+        return 0
+
+    def _indirect_buffer(self, p: Packet) -> None:
+        if p.fields["chain"]:
+            raise QueueError("INDIRECT_BUFFER with chain=1 (replacing the rest of the current buffer) is not "
+                             "emulated")
+        try:
+            self._indirect(p)
+        finally:  # a PRED_EXEC inside the buffer governs nothing past its end
+            self._pred = {d: v for d, v in self._pred.items() if d <= self._ib_depth}
+
+    # -- registers ----------------------------------------------------------------------------------
+    def _set_reg(self, p: Packet) -> None:
+        for offset, value in self.dialect.writes(p).items():
+            self._store_register(offset, value)
+
+    def _store_register(self, offset: int, value: int) -> None:
+        key = self._names.get(offset, offset)
+        for xcc in self._xccs():
+            self.registers[xcc][key] = value & 0xFFFFFFFF
+
+    def _load_register(self, offset: int) -> int:
+        """A register's value as the first executing XCC holds it."""
+        return self.registers[min(self._xccs())].get(self._names.get(offset, offset), 0)
+
+    # -- memory -------------------------------------------------------------------------------------
+    def _write_data(self, p: Packet) -> None:
+        f, data = p.fields, p.payload
+        sel = f["dst_sel"]
+        if sel == WriteDst.REGISTER:
+            reg = f["dst"] & _REG_MASK
+            for i, (value,) in enumerate(struct.iter_unpack("<I", data)):
+                self._store_register(reg if f["addr_incr"] else reg + i, value)
+        elif sel in _MEMORY_DST:
+            if f["addr_incr"]:  # WR_ONE_ADDR: every dword to the same address, the last one stays
+                data = data[-4:]
+            self._write(f["dst"], data)
+        else:
+            raise QueueError(f"WRITE_DATA dst_sel={sel} (only register and memory) is not emulated")
+
+    def _copy_data(self, p: Packet) -> None:
+        f = p.fields
+        size = 8 if f["count_sel"] else 4
+        src_sel, dst_sel = f["src_sel"], f["dst_sel"]
+        if src_sel in _MEMORY_SRC:
+            with self.vm.access(f["src"], size) as host:
+                value = int.from_bytes(ctypes.string_at(host, size), "little")
+        elif src_sel == CopySel.IMMEDIATE:
+            value = f["src"]
+        elif src_sel == CopySel.REGISTER:
+            reg = f["src"] & _REG_MASK
+            value = self._load_register(reg) | (self._load_register(reg + 1) << 32 if size == 8 else 0)
+        elif src_sel == CopySel.GPU_CLOCK:
+            value = self.machine.gpu_clock()
+        elif src_sel == CopySel.SYSTEM_CLOCK:
+            value = time.monotonic_ns()  # what GET_CLOCK_COUNTERS reports as the system clock
+        else:
+            raise QueueError(f"COPY_DATA src_sel={src_sel} is not emulated")
+        value &= (1 << 8 * size) - 1
+        if dst_sel == CopySel.REGISTER:
+            reg = f["dst"] & _REG_MASK
+            self._store_register(reg, value)
+            if size == 8:
+                self._store_register(reg + 1, value >> 32)
+        elif dst_sel in _MEMORY_DST:
+            self._write(f["dst"], value.to_bytes(size, "little"))
+        else:
+            raise QueueError(f"COPY_DATA dst_sel={dst_sel} is not emulated")
+
+    def _wait_reg_mem(self, p: Packet) -> None:
+        if p.fields["operation"]:
+            raise QueueError(f"WAIT_REG_MEM operation={p.fields['operation']} (only 0, wait) is emulated")
+        self._poll(p)
+
+    def _release_mem(self, p: Packet) -> None:
+        """End-of-pipe write of data, a clock or nothing; then, if int_sel asks, the interrupt that signals the
+        KFD event in int_ctxid (as SDMA's TRAP). Earlier work is done: the CP executes in order."""
+        f = p.fields
+        sel, int_sel = f["data_sel"], f["int_sel"]
+        if int_sel not in _INTERRUPTS and int_sel not in _NO_INTERRUPT:
+            raise QueueError(f"RELEASE_MEM int_sel={int_sel} (a conditional interrupt) is not emulated")
+        if sel == DataSel.DATA32:
+            self._write(f["addr"], (f["data"] & 0xFFFFFFFF).to_bytes(4, "little"))
+        elif sel in (DataSel.DATA64, DataSel.GPU_CLOCK, DataSel.SYSTEM_CLOCK):
+            value = {DataSel.DATA64: f["data"], DataSel.GPU_CLOCK: self.machine.gpu_clock(),
+                     DataSel.SYSTEM_CLOCK: time.monotonic_ns()}[sel]
+            with self.vm.access(f["addr"], 8, write=True) as host:
+                ctypes.c_uint64.from_address(host).value = value  # one 8-byte store: readers never see half
+            self.machine.memory_changed()
+        elif sel == DataSel.ATOMIC_ADD32 and "addr" in p.addresses():  # gfx10.3+ only: the table says where
+            with self.vm.access(f["addr"], 4, write=True) as host, self.machine.atomic_lock:
+                target = ctypes.c_uint32.from_address(host)
+                target.value = (target.value + f["data"]) & 0xFFFFFFFF
+            self.machine.memory_changed()
+        elif sel != DataSel.NONE:
+            raise QueueError(f"RELEASE_MEM data_sel={sel} is not emulated")
+        if int_sel in _INTERRUPTS:
+            self._interrupt(p)
+
+    def _dispatch(self, p: Packet) -> None:
+        raise QueueError(f"kernel dispatch is not emulated yet: {p} at {self.where()}")
