@@ -49,7 +49,6 @@ ELF_MAGIC = b"\x7fELF"
 EM_AMDGPU = 224
 ELFOSABI_AMDGPU_HSA = 64
 ET_DYN = 3
-PT_LOAD, PT_NOTE = 1, 4
 PF_X = 1
 NT_AMDGPU_METADATA = 32
 # e_ident[EI_ABIVERSION] -> code object version (ELFABIVERSION_AMDGPU_HSA_V4..V6); 0 and 1 are v2 and v3.
@@ -71,9 +70,9 @@ _PHDR_SIZE, _SHDR_SIZE = 56, 64
 # Entry sizes of the tables pyelftools walks by sh_size // sh_entsize.
 _ENTSIZE = MappingProxyType({"SHT_DYNSYM": 24, "SHT_SYMTAB": 24, "SHT_RELA": 24, "SHT_REL": 16})
 MAX_IMAGE = 256 << 20  # bytes; a larger span of segments is refused (a corrupt p_memsz), not allocated
+MAX_ALIGN = 2 << 20  # a segment alignment above this (a huge page) is refused: no GPU buffer would be placed so
 ENTRY_ALIGN = 256
-_PYELFTOOLS_ERRORS = (ELFError, ConstructError, struct.error, ValueError, IndexError, KeyError, OverflowError,
-                      ZeroDivisionError, TypeError, AttributeError)
+_PYELFTOOLS_ERRORS = (ELFError, ConstructError, struct.error, ValueError, OverflowError)  # seek past 2**63
 _M32, _M64 = (1 << 32) - 1, (1 << 64) - 1
 
 
@@ -292,10 +291,11 @@ def _segments(headers: list[Segment], size: int) -> list[_Segment]:
             s = _Segment(seg["p_offset"], seg["p_vaddr"], seg["p_filesz"], seg["p_memsz"], seg["p_flags"],
                          max(seg["p_align"], 1))
             _need_bytes(s.offset + s.filesz, size, f"PT_LOAD segment {i}")
-            if s.filesz > s.memsz or s.align & (s.align - 1) or s.vaddr + s.memsz > MAX_IMAGE:
+            if s.filesz > s.memsz or s.align & (s.align - 1) or s.align > MAX_ALIGN or s.vaddr + s.memsz > MAX_IMAGE:
                 raise BadCodeObject(f"PT_LOAD segment {i}: file size {s.filesz:#x}, memory size {s.memsz:#x} at "
                                     f"{s.vaddr:#x}, alignment {s.align:#x} do not describe a loadable segment "
-                                    f"(images are limited to {MAX_IMAGE >> 20} MiB)")
+                                    f"(images are limited to {MAX_IMAGE >> 20} MiB, alignments to "
+                                    f"{MAX_ALIGN >> 20} MiB)")
             out.append(s)
     if not out:
         raise BadCodeObject("no PT_LOAD segment: nothing to load")

@@ -587,6 +587,7 @@ BAD = [
     ("relocation outside", lambda d: _patch(d, _rela(d), "<Q", 0x10_0000), BadCodeObject,
      "outside the loaded segments"),
     ("huge segment", lambda d: _patch(d, 64 + 56 + 40, "<Q", 1 << 40), BadCodeObject, "limited to 256 MiB"),
+    ("huge alignment", lambda d: _patch(d, 64 + 56 + 48, "<Q", 1 << 63), BadCodeObject, "alignments to 2 MiB"),
 ]
 
 
@@ -716,6 +717,34 @@ def test_mutated_code_objects_parse_or_raise_code_object_error(path: Path) -> No
         except Exception as e:  # noqa: BLE001 - the point of the test
             pytest.fail(f"mutation {i} of {path.name} raised {type(e).__name__}: {e}")
     assert outcomes["parsed"] and outcomes["refused"], outcomes
+
+
+# Section and program header fields: (name, offset in the entry, struct format).
+SHDR_FIELDS = (("sh_name", 0, "I"), ("sh_type", 4, "I"), ("sh_flags", 8, "Q"), ("sh_addr", 16, "Q"),
+               ("sh_offset", 24, "Q"), ("sh_size", 32, "Q"), ("sh_link", 40, "I"), ("sh_info", 44, "I"),
+               ("sh_addralign", 48, "Q"), ("sh_entsize", 56, "Q"))
+PHDR_FIELDS = (("p_type", 0, "I"), ("p_flags", 4, "I"), ("p_offset", 8, "Q"), ("p_vaddr", 16, "Q"),
+               ("p_paddr", 24, "Q"), ("p_filesz", 32, "Q"), ("p_memsz", 40, "Q"), ("p_align", 48, "Q"))
+BOUNDARY = (0, 1, 2, 3, 4, 6, 9, 11, 13, 0x18, 0x40, 0x1000, 0x7FFF_FFFF, 0xFFFF_FFFF, 1 << 40, 1 << 63, (1 << 64) - 1)
+
+
+@pytest.mark.parametrize("path", MUTATED[:3], ids=ids(MUTATED[:3]))
+def test_header_fields_at_boundary_values(path: Path) -> None:
+    """Every field of every section and program header set to small indices, sizes and extremes (a seeded
+    sample): a parse or a CodeObjectError, never another exception."""
+    data = path.read_bytes()
+    phoff, shoff = struct.unpack_from("<QQ", data, 32)
+    phnum, shnum = struct.unpack_from("<H", data, 56)[0], struct.unpack_from("<H", data, 60)[0]
+    cases = [(shoff + i * 64 + off, fmt, v) for i in range(shnum) for _, off, fmt in SHDR_FIELDS for v in BOUNDARY]
+    cases += [(phoff + i * 56 + off, fmt, v) for i in range(phnum) for _, off, fmt in PHDR_FIELDS for v in BOUNDARY]
+    for pos, fmt, value in random.Random(f"fields-{path.name}").sample(cases, 500):
+        mutated = _patch(data, pos, "<" + fmt, value & (0xFFFF_FFFF if fmt == "I" else (1 << 64) - 1))
+        try:
+            CodeObject.parse(mutated).image(0x7F00_0000_0000)
+        except CodeObjectError as e:
+            assert "\n" not in str(e)
+        except Exception as e:  # noqa: BLE001
+            pytest.fail(f"{value:#x} at byte {pos:#x} of {path.name} raised {type(e).__name__}: {e}")
 
 
 def test_mutated_bundles_select_or_raise_code_object_error() -> None:
