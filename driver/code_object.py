@@ -341,9 +341,10 @@ class _Loadable:
 
 def _metadata(headers: list[Segment], data: bytes) -> Metadata:
     """The NT_AMDGPU_METADATA note of the PT_NOTE segments, parsed."""
+    desc = None
     with _reading("notes"):
         for seg in headers:
-            if seg["p_type"] != "PT_NOTE":
+            if seg["p_type"] != "PT_NOTE" or desc is not None:
                 continue
             _need_bytes(seg["p_offset"] + seg["p_filesz"], len(data), "PT_NOTE segment")
             for note in seg.iter_notes():
@@ -351,9 +352,11 @@ def _metadata(headers: list[Segment], data: bytes) -> Metadata:
                     desc = note["n_descdata"]
                     if len(desc) != note["n_descsz"] or note["n_offset"] + note["n_size"] > len(data):
                         raise BadCodeObject("truncated: the NT_AMDGPU_METADATA note runs past the end of the file")
-                    return parse_metadata(bytes(desc))
-    raise MissingMetadata("no NT_AMDGPU_METADATA note (owner AMDGPU, type 32): the object is code object v3 or "
-                          "older, or was stripped")
+                    break
+    if desc is None:
+        raise MissingMetadata("no NT_AMDGPU_METADATA note (owner AMDGPU, type 32): the object is code object v3 or "
+                              "older, or was stripped")
+    return parse_metadata(bytes(desc))
 
 
 def _checked_table(section: Section, data: bytes, what: str) -> None:
