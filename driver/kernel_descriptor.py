@@ -140,11 +140,10 @@ _KERNEL_CODE_PROPERTIES = (
     Bits("user_sgpr_private_segment_size", 6),
     Bits("uses_dynamic_stack", 11),
 )
-_ARCHITECTED = {
-    "drop": ("system_sgpr_private_segment_wavefront_offset", "user_sgpr_private_segment_buffer",
-             "user_sgpr_flat_scratch_init"),
-    "add_rsrc2": (Bits("enable_private_segment", 0),),
-}
+# The delta of architected flat scratch: no buffer V#, no flat scratch init, and RSRC2 bit 0 renamed.
+_ABSOLUTE_SCRATCH_ONLY = ("system_sgpr_private_segment_wavefront_offset", "user_sgpr_private_segment_buffer",
+                          "user_sgpr_flat_scratch_init")
+_ENABLE_PRIVATE_SEGMENT = Bits("enable_private_segment", 0)
 
 GFX90A = Layout(
     "gfx90a",
@@ -159,7 +158,7 @@ GFX90A = Layout(
     architected_flat_scratch=False,
     vgpr_granule=MappingProxyType({64: 8}),  # unified arch+acc VGPRs, up to 512
 )
-GFX942 = GFX90A.derive("gfx942", drop=_ARCHITECTED["drop"], add={"compute_pgm_rsrc2": _ARCHITECTED["add_rsrc2"]},
+GFX942 = GFX90A.derive("gfx942", drop=_ABSOLUTE_SCRATCH_ONLY, add={"compute_pgm_rsrc2": (_ENABLE_PRIVATE_SEGMENT,)},
                        architected_flat_scratch=True)
 GFX10 = GFX90A.derive(
     "gfx10",
@@ -174,10 +173,10 @@ GFX10 = GFX90A.derive(
 )
 GFX11 = GFX10.derive(
     "gfx11",
-    add={"compute_pgm_rsrc2": _ARCHITECTED["add_rsrc2"],
+    add={"compute_pgm_rsrc2": (_ENABLE_PRIVATE_SEGMENT,),
          "compute_pgm_rsrc3": (Bits("inst_pref_size", 4, 6), Bits("trap_on_start", 10), Bits("trap_on_end", 11),
                                Bits("image_op", 31))},
-    drop=_ARCHITECTED["drop"],
+    drop=_ABSOLUTE_SCRATCH_ONLY,
     architected_flat_scratch=True,
 )
 GFX12 = GFX11.derive(
