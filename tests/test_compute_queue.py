@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from kfdtrace.driver import DeviceError, GpuFault
+from kfdtrace.driver import DeviceError, GpuFault, WaitTimeout
 from kfdtrace.driver import compute_queue as cq
 from kfdtrace.driver.families import queue_sizes
 from kfdtrace.driver.memory import PAGE
@@ -201,6 +201,45 @@ def test_sdma_and_compute_order_each_other_both_ways(system):
         comp.signal(to_sdma, i).submit()
         sdma.copy(mid, src, 8).signal(to_compute, i).wait(to_sdma, i).copy(out, mid, 24).sync()
         assert list(out.numpy("<u4")[:5]) == [i * 11, i * 13, i * 11, i * 13, i]
+
+
+def test_compute_queues_on_two_gpus_order_each_other():
+    with System.open(emulate="gfx942,gfx1100") as system:
+        d0, d1 = system.devices
+        a, b = d0.compute_queue(name="a"), d1.compute_queue(name="b")
+        ab, ba = system.semaphore("ab"), system.semaphore("ba")
+        for i in range(1, 21):
+            a.signal(ab, i).wait(ba, i)
+            b.wait(ab, i).signal(ba, i)
+        b.submit()
+        a.submit()
+        ba.wait(20, timeout=10)
+        assert ab.value == 20
+
+
+def test_a_stuck_wait_is_named_in_the_timeout(system):
+    q = system.devices[0].compute_queue(name="stuck")
+    never, done = system.semaphore("never"), system.semaphore("done")
+    q.wait(never, 1).signal(done, 1).submit()
+    with pytest.raises(WaitTimeout) as err:
+        done.wait(1, timeout=0.2)
+    assert "stuck" in str(err.value) and "at: WAIT_REG_MEM" in str(err.value)
+    never.signal(1)
+    done.wait(1, timeout=5)
+
+
+def test_release_mem_atomic_add_where_the_dialect_has_it(system):
+    q, buf = system.devices[0].compute_queue(), system.devices[0].alloc(PAGE, "gtt")
+    buf.write(_u32(40))
+    add = q.dialect.packet("RELEASE_MEM", data_sel=DataSel.ATOMIC_ADD32, addr=buf.va, data=2)
+    q.emit(add.encode())
+    if "addr" in add.addresses():  # gfx10.3+
+        q.sync()
+        assert buf.numpy("<u4")[0] == 42
+    else:
+        with pytest.raises(GpuFault, match="at: RELEASE_MEM"):
+            q.sync(timeout=5)
+        assert "data_sel=7 is not emulated" in _engine(q).error
 
 
 # -- faults and refusals --------------------------------------------------------------------------------
