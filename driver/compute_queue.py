@@ -19,7 +19,7 @@ from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.families import queue_sizes
 from kfdtrace.driver.memory import Buffer
 from kfdtrace.driver.pm4 import DIALECTS, CopySel, DataSel, EventIndex, EventType, IntSel, WaitFunc, WriteDst
-from kfdtrace.driver.ring_queue import Destination, RingQueue
+from kfdtrace.driver.ring_queue import DEFAULT_RING, WRITE_CHUNK, Destination, RingQueue
 from kfdtrace.driver.signals import Semaphore
 
 if TYPE_CHECKING:
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_RING", "ComputeQueue"]
 
-DEFAULT_RING = 64 << 10
-WRITE_CHUNK = 4096  # data bytes per WRITE_DATA packet
 XCC0 = 1  # PRED_EXEC xcc_mask of the first XCC
 # Values every packet of that name starts from, where the dialect has the field. RELEASE_MEM: the end-of-pipe
 # event with the caches written back (gfx9 EOP_TC_WB_ACTION_EN | EOP_TC_ACTION_EN, soc15d.h; gfx10+ GCR
@@ -47,11 +45,10 @@ class ComputeQueue(RingQueue):
 
     kind = "compute"
     pointer_unit = 4  # dwords
+    defaults = DEFAULTS
 
     def __init__(self, device: Device, ring_size: int = DEFAULT_RING, name: str | None = None):
         super().__init__(device, DIALECTS[device.target.family.pm4_dialect], ring_size, name)
-        fields = {d.name: set(d.field_names) for d in self.dialect}
-        self._defaults = {n: {k: v for k, v in DEFAULTS.get(n, {}).items() if k in fields[n]} for n in fields}
         props = device.node.properties
         self.num_xcc = props.get("num_xcc") or 1
         self.sizes = sizes = queue_sizes(props)
@@ -73,11 +70,6 @@ class ComputeQueue(RingQueue):
         return buf
 
     # -- packets ------------------------------------------------------------------------------------
-    def packet(self, name: str, payload: bytes = b"", **fields: int) -> ComputeQueue:
-        """Append any packet of the dialect by name (DEFAULTS first)."""
-        self._pending.packets.append(self._build(name, payload, **fields))
-        return self
-
     def set_sh_reg(self, **values: int) -> ComputeQueue:
         """Append one SET_SH_REG writing consecutive SH registers by name (see Pm4Dialect.set_sh_reg)."""
         self._pending.packets.append(self.dialect.set_sh_reg(**values))
@@ -90,11 +82,6 @@ class ComputeQueue(RingQueue):
         if self.num_xcc > 1:
             body = self.dialect.build("PRED_EXEC", exec_count=len(body) // 4, xcc_mask=XCC0) + body
         return self.emit(body)
-
-    def _build(self, name: str, payload: bytes = b"", **fields: int) -> bytes:
-        """One packet's bytes, DEFAULTS first."""
-        defaults = self._defaults[name]
-        return self.dialect.build(name, payload, **({**defaults, **fields} if defaults else fields))
 
     def write_data(self, dst: Destination, data: bytes, *, offset: int = 0) -> ComputeQueue:
         """Write inline dwords (WRITE_DATA to memory, confirmed before the next packet)."""

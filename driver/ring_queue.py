@@ -12,7 +12,8 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Self
 
 from kfdtrace.driver.errors import DeviceError, WaitTimeout
 from kfdtrace.driver.memory import PAGE, Buffer
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from kfdtrace.driver.system import Device
 
 Destination = Buffer | int  # a buffer, or a raw GPU VA (unchecked: the GPU faults if nothing is mapped there)
+DEFAULT_RING = 64 << 10
+WRITE_CHUNK = 4096  # data bytes per packet of inline data
 
 
 class _Pending(threading.local):
@@ -34,17 +37,20 @@ class _Pending(threading.local):
 
 class RingQueue:
     """One ring of packets in `dialect`. Subclasses set `kind` (labels), `pointer_unit` (bytes per unit of the
-    read/write pointers and the doorbell value) and implement `signal`; they call `_create` once their own
-    buffers exist."""
+    read/write pointers and the doorbell value), `defaults` (field values every packet of a name starts from,
+    where the dialect has the field) and implement `signal`; they call `_create` once their own buffers exist."""
 
     kind = "ring"
     pointer_unit = 1
+    defaults: Mapping[str, Mapping[str, int]] = {}
 
     def __init__(self, device: Device, dialect: Dialect, ring_size: int, name: str | None):
         if ring_size < 1024 or ring_size & (ring_size - 1):
             raise ValueError(f"ring size {ring_size} must be a power of two of at least 1024 bytes")
         self.device, self.dialect, self.name, self.ring_size = device, dialect, name, ring_size
         self.queue_id: int | None = None
+        self._defaults = {d.name: {k: v for k, v in self.defaults.get(d.name, {}).items() if k in d.field_names}
+                          for d in dialect}
         nop = dialect["NOP"]
         self._nop_bias, self._nop_mask = nop.tail.bias, nop["count"].mask
         self.nop_max_dw = self._nop_mask + 1  # the longest NOP, in dwords
@@ -84,7 +90,17 @@ class RingQueue:
         return f"<{type(self).__name__} {self.label} id={self.queue_id} rptr={self.rptr:#x} wptr={self.wptr:#x}>"
 
     # -- packets ------------------------------------------------------------------------------------
-    def emit(self, data: bytes) -> RingQueue:
+    def packet(self, name: str, payload: bytes = b"", **fields: int) -> Self:
+        """Append any packet of the dialect by name (the kind's defaults first)."""
+        self._pending.packets.append(self._build(name, payload, **fields))
+        return self
+
+    def _build(self, name: str, payload: bytes = b"", **fields: int) -> bytes:
+        """One packet's bytes, the kind's defaults first."""
+        defaults = self._defaults[name]
+        return self.dialect.build(name, payload, **({**defaults, **fields} if defaults else fields))
+
+    def emit(self, data: bytes) -> Self:
         """Append packets already encoded in this queue's dialect; they go on the ring as one unit."""
         if not data or len(data) % 4:
             raise ValueError(f"packets are whole dwords: {len(data)} bytes is not a positive multiple of 4")
@@ -104,7 +120,7 @@ class RingQueue:
                               f"call buffer.map_to(device) first")
         return target.addr(offset, size)
 
-    def signal(self, sem: Semaphore, value: int) -> RingQueue:
+    def signal(self, sem: Semaphore, value: int) -> Self:
         """GPU signal of a timeline semaphore, then wake CPU waiters (the kind's packets)."""
         raise NotImplementedError
 

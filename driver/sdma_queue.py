@@ -9,18 +9,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kfdtrace.driver import kfd_ioctl as K
-from kfdtrace.driver.ring_queue import Destination, RingQueue
-from kfdtrace.driver.sdma import DIALECTS, PollFunc, defaults
+from kfdtrace.driver.ring_queue import DEFAULT_RING, WRITE_CHUNK, Destination, RingQueue
+from kfdtrace.driver.sdma import DEFAULTS, DIALECTS, PollFunc
 from kfdtrace.driver.signals import Semaphore
 
 if TYPE_CHECKING:
     from kfdtrace.driver.system import Device
 
-DEFAULT_RING = 64 << 10
 INFINITE_RETRY = 0xFFF
 # A memory dword polled until it is >= ref, with no retry limit
 POLL_GE = {"mask": 0xFFFFFFFF, "func": PollFunc.GE, "mem_poll": 1, "interval": 10, "retry_count": INFINITE_RETRY}
-WRITE_CHUNK = 4096  # data bytes per WRITE_LINEAR packet
 ENGINE_KINDS = {"sdma": K.QueueType.SDMA, "xgmi": K.QueueType.SDMA_XGMI}
 
 __all__ = ["DEFAULT_RING", "ENGINE_KINDS", "Destination", "SdmaQueue"]
@@ -30,6 +28,7 @@ class SdmaQueue(RingQueue):
     """One SDMA ring. Build packets with the helper methods, then `submit()` to ring the doorbell."""
 
     kind = "sdma"
+    defaults = DEFAULTS  # the kernel's (see sdma.DEFAULTS)
 
     def __init__(self, device: Device, ring_size: int = DEFAULT_RING, engine: str | int = "sdma",
                  name: str | None = None, max_copy: int | None = None):
@@ -45,19 +44,11 @@ class SdmaQueue(RingQueue):
         dialect = DIALECTS[device.target.family.sdma_dialect]
         super().__init__(device, dialect, ring_size, name)
         self.max_copy = max_copy or family_max  # bytes per COPY_LINEAR; less than the family's splits more
-        self._defaults = {d.name: defaults(self.dialect, d.name) for d in self.dialect}
         # CONST_FILL's count field is narrower than COPY_LINEAR's before SDMA 6 (22 bits vs 30).
         self.max_fill = min(self.max_copy, self.dialect["CONST_FILL"]["count"].mask + 1)
         self._create(queue_type=qtype, sdma_engine_id=engine_id)
 
     # -- packets ------------------------------------------------------------------------------------
-    def packet(self, name: str, payload: bytes = b"", **fields: int) -> SdmaQueue:
-        """Append any packet of the dialect by name (the kernel's defaults first, see sdma.DEFAULTS)."""
-        defaults = self._defaults[name]
-        self._pending.packets.append(
-            self.dialect.build(name, payload, **({**defaults, **fields} if defaults else fields)))
-        return self
-
     def copy(self, dst: Destination, src: Destination, size: int, *, dst_offset: int = 0,
              src_offset: int = 0) -> SdmaQueue:
         """Copy `size` bytes, split into COPY_LINEAR packets of at most the family's maximum."""
