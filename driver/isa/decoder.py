@@ -268,7 +268,10 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
             t0 = f"neg({t0})" if bare_int and "abs" not in kinds else f"-{t0}"
         texts[index] = t0
     suffix = []
+    shown = {item[1] for item in items if item[0] in ("r", "i")}
     for spec in entry.get("s", ()):
+        if spec[1] in shown:  # printed as an operand in this form (gfx11 SMEM's offset when soffset is null)
+            continue
         v = by[spec[1]].get(value)
         if spec[0] == "e":
             s = spec[2].get(str(v))

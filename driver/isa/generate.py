@@ -86,7 +86,7 @@ def split_text(text: str, free_form: bool) -> tuple[str, list[str], list[str]]:
 
 
 def _is_suffix(tok: str) -> bool:
-    return ":" in tok and not tok.startswith(("v[", "s[", "a[", "ttmp["))
+    return re.match(r"^[a-z_0-9]+:", tok) is not None
 
 
 def strip_mods(tok: str) -> tuple[str, bool, bool]:
@@ -154,7 +154,8 @@ def candidates(enc: Encoding, base: dict[str, int]) -> list[dict[str, int]]:
     out = []
     for n in range(len(regs) + 1):
         for zeroed in itertools.combinations(regs, n):
-            choices = [(0, 124, 125, 127) if kinds[name] == "sreg" else (0,) for name in zeroed]
+            choices = [(124, 125, 127, 0) if kinds[name] == "sreg" else (base[name] - 256, 0) if kinds[name] == "src"
+                       else (0,) for name in zeroed]  # an SGPR source, or null/off, before 0
             for values in itertools.product(*choices):  # an SGPR field may need null (124/125) or 0x7f to be off
                 out.append({**base, **dict(zip(zeroed, values, strict=True))})
     return out
@@ -282,21 +283,26 @@ def learn_encoding(p: Prober, enc: Encoding, log: Callable[[str], None]) -> dict
             entry["o"][j][1] = learn_class([None] * len(_CONSTS) + texts, _LITS)
             continue
         _learn_field(enc, entries[str(k)], found[k], regnum, name, results, free_form)
-    # 3. flags that change the operand list together (MUBUF idxen+offen+tfe): every combination of two or more
+    # 3. fields that change the operand list together (MUBUF idxen+offen+tfe, FLAT saddr=off with glc): every
+    # combination of two or more of them
     order = [f.name for f in enc.fields]
     combos = []
     for k, entry in entries.items():
-        flags = sorted({a[0][0] for a in entry["alt"] if len(a[0]) == 1 and enc.by_name[a[0][0]].bits == 1},
-                       key=order.index)
-        for combo in itertools.product((0, 1), repeat=len(flags)):
-            if sum(combo) >= 2:
-                combos.append((k, flags, combo))
-    words = [p.word(enc, {**found[int(k)][0], **dict(zip(flags, combo, strict=True))}) for k, flags, combo in combos]
-    for (k, flags, combo), t in zip(combos, p.run(words) if words else [], strict=True):
+        singles = sorted({(a[0][0], a[1][0]) for a in entry["alt"] if len(a[0]) == 1},
+                         key=lambda nv: (order.index(nv[0]), nv[1]))
+        for n in range(2, len(singles) + 1):
+            for sub in itertools.combinations(singles, n):
+                if len({name for name, _ in sub}) == n:
+                    combos.append((k, [name for name, _ in sub], [v for _, v in sub]))
+    combos = combos[:20000]
+    words = [p.word(enc, {**found[int(k)][0], **dict(zip(names, vs, strict=True))}) for k, names, vs in combos]
+    for (k, names, vs), t in zip(combos, p.run(words) if words else [], strict=True):
         if t is not None:
-            vals = {**found[int(k)][0], **dict(zip(flags, combo, strict=True))}
+            vals = {**found[int(k)][0], **dict(zip(names, vs, strict=True))}
             mnem, items, _ = template(t, vals, regnum, free_form)
-            entries[k]["alt"].insert(0, [flags, list(combo), mnem, items])
+            entries[k]["alt"].insert(0, [names, vs, mnem, items])
+    for entry in entries.values():  # most specific first
+        entry["alt"].sort(key=lambda a: -len(a[0]))
     # 4. fixed tokens that still hold a number or register (SMEM's offset once soffset is null, gfx9 SMEM's SGPR
     # offset, s_sendmsg_rtn's message): find the field by changing each field not shown, one at a time
     plans4 = []
@@ -311,7 +317,7 @@ def learn_encoding(p: Prober, enc: Encoding, log: Callable[[str], None]) -> dict
             for f in enc.fields:
                 if f.name in shown:
                     continue
-                for v in (0x11, 0x1234 & ((1 << f.bits) - 1), 1 << (f.bits - 1)):
+                for v in (0x11, 0x1234 & ((1 << f.bits) - 1), 0x25 & ((1 << f.bits) - 1)):
                     plans4.append((k, ai, f, v, p.word(enc, {**vals, f.name: v})))
     texts4 = p.run([w for *_, w in plans4]) if plans4 else []
     got: dict[tuple[str, object, str], list] = {}
@@ -412,9 +418,11 @@ def _learn_field(enc: Encoding, entry: dict, found, regnum, name: str, results, 
             else:
                 _, items, sfx = template(t, {**vals, name: v}, regnum, free_form)
                 fields_of = [(it[0], it[1]) for it in items if it[0] != "t"]
+                ops_t = split_text(t, free_form)[1]
                 if fields_of != [(it[0], it[1]) for it in base_items if it[0] != "t"] and fields_of != [
                         (it[0], it[1]) for it in base_items if it[0] != "t" and it[1] != name] or \
-                        len(items) != len(base_items) or ("off" in t and "off" not in base_text):
+                        len(items) != len(base_items) or ops_t.count("off") != base_text.count("off") or \
+                        (src[0] < len(ops_t) and ops_t[src[0]] in ("off", "null")):
                     entry["alt"].append([[name], [v], split_text(t, free_form)[0], items])
         return
     invalid = [v for v, t in results if t is None]
