@@ -127,8 +127,15 @@ class RingQueue:
     # -- ring ---------------------------------------------------------------------------------------
     @property
     def rptr(self) -> int:
-        """Bytes the engine has consumed (it reports them in `pointer_unit`s)."""
-        return self._rptr.value * self.pointer_unit
+        """Bytes the engine has consumed, monotonic. Engines report their read pointer in `pointer_unit`s,
+        monotonic (SDMA) or within the ring (a CP's ring-relative read pointer): either is read as a distance
+        back from the last write pointer rung, which is less than a ring (`_reserve` never fills the ring)."""
+        unit, units = self.pointer_unit, self.ring_size // self.pointer_unit
+        while True:  # the write pointer rung when the report was read (the doorbell is never ahead of _rung)
+            rung = self._rung
+            behind = (rung // unit - self._rptr.value) % units
+            if rung == self._rung:
+                return rung - behind * unit
 
     def submit(self) -> int:
         """Write this thread's packets to the ring and ring the doorbell; returns the new write pointer."""
@@ -170,12 +177,13 @@ class RingQueue:
         self.wptr += len(data)
 
     def _reserve(self, n: int, timeout: float = 10.0) -> None:
-        """Back-pressure: wait until the engine has consumed enough of the ring for `n` more bytes."""
-        if self.wptr + n - self.rptr <= self.ring_size:
+        """Back-pressure: wait until the engine has consumed enough of the ring for `n` more bytes. A dword stays
+        free: a full ring would read as an empty one where the engine reports its pointer within the ring."""
+        if self.wptr + n - self.rptr < self.ring_size:
             return
         self._kick()
         deadline, delay = time.monotonic() + timeout, 20e-6
-        while self.wptr + n - self.rptr > self.ring_size:
+        while self.wptr + n - self.rptr >= self.ring_size:
             self.device.system.raise_gpu_faults()
             if time.monotonic() > deadline:
                 raise WaitTimeout(f"ring of {self.label} stayed full for {timeout:g} s: {self.describe()}")
@@ -184,10 +192,10 @@ class RingQueue:
 
     def _kick(self) -> None:
         if self.wptr != self._rung:
+            self._rung = self.wptr  # before the doorbell: `rptr` relies on the engine never being ahead of it
             value = self.wptr // self.pointer_unit
             self._wptr_mem.value = value
             self.device.sys.doorbell_store(self.doorbell, value)
-            self._rung = self.wptr
 
     # -- state --------------------------------------------------------------------------------------
     @property

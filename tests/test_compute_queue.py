@@ -127,6 +127,8 @@ def test_ring_wraps_with_pm4_nop_padding(system):
     q.sync()
     assert list(buf.numpy("<u4")[:8]) == [144, 145, 146, 147, 148, 149, 142, 143]
     assert q.wptr > 2 * 1024 and q.rptr == q.wptr
+    reported = int(q.ptrs.numpy("<u8")[0])  # the CP reports a dword offset within the ring
+    assert reported == q.wptr // 4 % (1024 // 4)
 
 
 def test_back_pressure_waits_for_the_command_processor(system):

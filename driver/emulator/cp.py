@@ -1,8 +1,9 @@
 """The emulated command processor of a PM4 compute queue: the ring engine (ring_engine.py) with a handler per
 PM4 packet of the family's dialect (kfdtrace.driver.pm4), and the queue's compute registers by name.
 
-Pointers and the doorbell count dwords (amd-facts §6: the PM4 write pointer is in dwords); the read pointer
-the CP reports is the 64-bit monotonic dword count (the emulator's choice, as for SDMA).
+Pointers and the doorbell count dwords (amd-facts §6: the PM4 write pointer is in dwords). The read pointer the
+CP reports in memory is a dword offset within the ring, as the CP's ring-relative read pointer register is
+(radeon's ring_free_size masks it with the ring's pointer mask); the driver reads it either way (ring_queue.py).
 
 XCCs: a node with several XCCs (gfx942) runs every compute queue on each of them, and PRED_EXEC limits the
 packets it governs to the XCCs of its mask. Each XCC has its own register state (tinygrad sets each XCC's
@@ -39,6 +40,7 @@ class CommandProcessor(RingEngine):
 
     kind = "PM4 compute"
     pointer_unit = 4
+    rptr_wraps = True
 
     def __init__(self, machine: EmulatedMachine, vm: GpuVm, dialect: Pm4Dialect, queue_id: int,
                  ring_va: int, ring_size: int, rptr_va: int, num_xcc: int = 1):

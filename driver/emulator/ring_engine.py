@@ -44,12 +44,14 @@ class QueueError(Exception):
 
 
 class RingEngine:
-    """The engine of one user-mode ring: 64-bit monotonic read/write pointers counting `pointer_unit` bytes
-    (SDMA bytes, PM4 dwords), the doorbell's value being the write pointer. Subclasses set `kind` (named in
-    errors), `pointer_unit` and `handlers`."""
+    """The engine of one user-mode ring: read/write pointers counting `pointer_unit` bytes (SDMA bytes, PM4
+    dwords), the doorbell's value being the 64-bit monotonic write pointer. The read pointer reported in memory
+    is monotonic too, or ring-relative with `rptr_wraps`. Subclasses set `kind` (named in errors),
+    `pointer_unit`, `rptr_wraps` and `handlers`."""
 
     kind = "ring"
     pointer_unit = 1
+    rptr_wraps = False  # the read pointer reported in memory is ring-relative, not monotonic
 
     def __init__(self, machine: EmulatedMachine, vm: GpuVm, dialect: Dialect, queue_id: int,
                  ring_va: int, ring_size: int, rptr_va: int,
@@ -57,6 +59,7 @@ class RingEngine:
         """The engine follows the doorbell's write pointer; the one in memory is the driver's bookkeeping."""
         self.machine, self.vm, self.dialect, self.queue_id = machine, vm, dialect, queue_id
         self.ring_size = ring_size
+        self._rptr_mask = ring_size // self.pointer_unit - 1 if self.rptr_wraps else (1 << 64) - 1
         self.rptr_host = vm.translate(rptr_va, 8)
         self.ring_host = vm.translate(ring_va, ring_size)
         self.rptr = 0  # bytes
@@ -138,7 +141,7 @@ class RingEngine:
 
     def _set_rptr(self, value: int) -> None:
         self.rptr = value
-        ctypes.c_uint64.from_address(self.rptr_host).value = value // self.pointer_unit
+        ctypes.c_uint64.from_address(self.rptr_host).value = value // self.pointer_unit & self._rptr_mask
 
     def _execute(self, packet: Packet) -> int:
         """Run one packet; the bytes of following packets it makes the engine skip (a conditional)."""
