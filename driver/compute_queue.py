@@ -30,7 +30,7 @@ __all__ = ["DEFAULT_RING", "ComputeQueue"]
 XCC0 = 1  # PRED_EXEC xcc_mask of the first XCC
 # Values every packet of that name starts from, where the dialect has the field. RELEASE_MEM: the end-of-pipe
 # event with the caches written back (gfx9 EOP_TC_WB_ACTION_EN | EOP_TC_ACTION_EN, soc15d.h; gfx10+ GCR
-# GL2_WB | SEQ, nvd.h, as tinygrad's signal and the kernel's emit_fence); INDIRECT_BUFFER: the kernel's
+# GL2_WB | SEQ, nvd.h: bits the kernel's emit_fence and tinygrad's signal both set); INDIRECT_BUFFER: the kernel's
 # INDIRECT_BUFFER_VALID; WAIT_REG_MEM: the kernel's poll interval.
 DEFAULTS: dict[str, dict[str, int]] = {
     "RELEASE_MEM": {"event_type": EventType.CACHE_FLUSH_AND_INV_TS_EVENT, "event_index": EventIndex.END_OF_PIPE,
