@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.emulator.aql import AqlProcessor
 from kfdtrace.driver.emulator.cp import CommandProcessor
 from kfdtrace.driver.emulator.events import EventTable
 from kfdtrace.driver.emulator.memory import PAGE, BufferObject, GpuVm, VmFault
@@ -434,10 +435,11 @@ class EmulatedMachine:
         if is_sdma:
             engine = SdmaEngine(self, gpu.vm, DIALECTS[gpu.target.family.sdma_dialect], qid,
                                a.ring_base_address, ring_size, a.read_pointer_address)
-        elif a.queue_type == K.QueueType.COMPUTE:
-            engine = CommandProcessor(self, gpu.vm, PM4_DIALECTS[gpu.target.family.pm4_dialect], qid,
-                                      a.ring_base_address, ring_size, a.read_pointer_address,
-                                      num_xcc=props.get("num_xcc", 1))
+        elif a.queue_type in (K.QueueType.COMPUTE, K.QueueType.COMPUTE_AQL):  # the CP runs PM4 or AQL rings
+            processor = AqlProcessor if a.queue_type == K.QueueType.COMPUTE_AQL else CommandProcessor
+            engine = processor(self, gpu.vm, PM4_DIALECTS[gpu.target.family.pm4_dialect], qid,
+                               a.ring_base_address, ring_size, a.read_pointer_address,
+                               num_xcc=props.get("num_xcc", 1))
         pinned = tuple(gpu.vm.lookup(va) for va in (a.ring_base_address, a.read_pointer_address,
                                                     a.write_pointer_address, a.eop_buffer_address,
                                                     a.ctx_save_restore_address) if va)
