@@ -25,6 +25,7 @@ import os
 import threading
 
 from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.aql_queue import DEFAULT_PACKETS, AqlQueue
 from kfdtrace.driver.backend import open_syscalls
 from kfdtrace.driver.compute_queue import ComputeQueue
 from kfdtrace.driver.errors import DeviceError, GpuFault
@@ -88,6 +89,10 @@ class Device:
     def compute_queue(self, ring_size: int = 64 << 10, name: str | None = None) -> ComputeQueue:
         """A new PM4 compute queue on this GPU (its EOP and CWSR buffers sized as KFD asks)."""
         return ComputeQueue(self, ring_size, name)
+
+    def aql_queue(self, packets: int = DEFAULT_PACKETS, name: str | None = None) -> AqlQueue:
+        """A new AQL queue on this GPU: a ring of `packets` 64-byte slots (EOP and CWSR sized as KFD asks)."""
+        return AqlQueue(self, packets, name)
 
     def doorbell_page(self) -> int:
         """CPU address of this process's doorbell slice on this GPU (mapped once)."""
@@ -221,6 +226,12 @@ class System:
                                  node_id=0, event_page_offset=self.event_page_handle)
             self.event_page_handle = 0  # the kernel takes the page once, with the first signal event
         return out.event_id
+
+    def event_mailbox(self, event_id: int) -> int:
+        """GPU address of a signal event's mailbox, its 8-byte slot in the event page (kfd_events.c: a signal
+        event's slot index is its id), which is mapped on every GPU for it."""
+        self._event_page.map_to(*self.devices[1:])
+        return self._event_page.addr(8 * event_id, 8)
 
     def create_signal_event(self) -> int | None:
         """A KFD signal event for a semaphore's wake-ups; None when the process has used all 4096."""
