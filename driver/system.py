@@ -32,6 +32,7 @@ from kfdtrace.driver.errors import DeviceError, GpuFault
 from kfdtrace.driver.families import Target, target_by_version
 from kfdtrace.driver.kfd import Kfd
 from kfdtrace.driver.memory import Buffer, allocate
+from kfdtrace.driver.program import Program
 from kfdtrace.driver.ring_queue import RingQueue
 from kfdtrace.driver.sdma_queue import SdmaQueue
 from kfdtrace.driver.signals import SLOT, Event, Semaphore
@@ -93,6 +94,10 @@ class Device:
     def aql_queue(self, packets: int = DEFAULT_PACKETS, name: str | None = None) -> AqlQueue:
         """A new AQL queue on this GPU: a ring of `packets` 64-byte slots (EOP and CWSR sized as KFD asks)."""
         return AqlQueue(self, packets, name)
+
+    def load(self, source: bytes | bytearray | memoryview | str | os.PathLike, name: str | None = None) -> Program:
+        """Load a code object (or the entry of an offload bundle for this GPU) into executable memory here."""
+        return Program(self, source, name)
 
     def doorbell_page(self) -> int:
         """CPU address of this process's doorbell slice on this GPU (mapped once)."""
