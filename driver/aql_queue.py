@@ -157,7 +157,7 @@ class AqlQueue:
             raise ValueError(f"an AQL ring of {packets} packets: use a power of two of at least {MIN_PACKETS}")
         self.device, self.name, self.size = device, name, packets
         self.queue_id: int | None = None
-        self.pm4 = PM4_DIALECTS[device.target.family.pm4_dialect]
+        self.pm4_dialect = PM4_DIALECTS[device.target.family.pm4_dialect]
         self.num_xcc = device.node.properties.get("num_xcc") or 1
         self.sizes = sizes = queue_sizes(device.node.properties)
         self._buffers: list[Buffer] = []
@@ -278,7 +278,7 @@ class AqlQueue:
         if size <= 0 or size % 4:
             raise ValueError(f"a PM4 indirect buffer holds whole dwords: {size} bytes is not a positive multiple of 4")
         va = ib + offset if isinstance(ib, int) else ib.addr(offset, size)
-        return self.submit(pm4_ib_packet(self.pm4, va, size // 4, _h(completion), **_FULL))
+        return self.submit(pm4_ib_packet(self.pm4_dialect, va, size // 4, _h(completion), **_FULL))
 
     @staticmethod
     def _deps(signals: Sequence[HsaSignal | int]) -> dict[str, int]:
@@ -302,11 +302,13 @@ class AqlQueue:
         return text
 
     def sync(self, timeout: float = 10.0) -> None:
-        """Wait until every packet submitted so far has been processed (a barrier-AND completing a signal)."""
+        """Wait until every packet submitted so far has been processed and released (a barrier-AND completing a
+        signal, then its slot released)."""
         done = HsaSignal(self.device.system, 1, name=f"{self.label}.sync")
-        self.barrier_and(completion=done)
+        index = self.barrier_and(completion=done)
         done.wait(0, SignalCondition.EQ, timeout)  # after a timeout the signal stays: the GPU may still write it
         done.free()
+        self._wait_for_slot(index + self.size, timeout)  # the processor releases the slot right after signalling
 
     def destroy(self) -> None:
         with self._lock:
