@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import ctypes
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
 from kfdtrace.driver.packets import Addr, Dialect, Field, Packet, PacketDef
 
-__all__ = ["AQL", "PACKET_SIZE", "AmdFormat", "AmdQueue", "AmdSignal", "AqlDialect", "FenceScope", "HsaQueue",
-           "PacketType", "QueueProperties", "Signal", "SignalCondition", "SignalKind", "header", "pm4_ib_packet"]
+__all__ = ["AQL", "CONDITIONS", "PACKET_SIZE", "AmdFormat", "AmdQueue", "AmdSignal", "AqlDialect", "FenceScope",
+           "HsaQueue", "PacketType", "QueueProperties", "Signal", "SignalCondition", "SignalKind", "header",
+           "pm4_ib_body", "pm4_ib_packet"]
 
 PACKET_SIZE = 64  # bytes of every AQL packet
 
@@ -68,6 +70,15 @@ class SignalCondition(IntEnum):
     NE = 1
     LT = 2
     GTE = 3
+
+
+# What each condition means, for CPU waits and the BARRIER_VALUE packet: compare(signal value, operand).
+CONDITIONS: dict[SignalCondition, Callable[[int, int], bool]] = {
+    SignalCondition.EQ: lambda v, r: v == r,
+    SignalCondition.NE: lambda v, r: v != r,
+    SignalCondition.LT: lambda v, r: v < r,
+    SignalCondition.GTE: lambda v, r: v >= r,
+}
 
 
 class SignalKind(IntEnum):

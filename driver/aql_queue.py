@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.aql import (
     AQL,
+    CONDITIONS,
     PACKET_SIZE,
     AmdQueue,
     AmdSignal,
@@ -56,12 +57,6 @@ DEFAULT_PACKETS = 1024  # slots of a queue's ring (64 KiB)
 MIN_PACKETS = 16  # KFD clamps smaller rings to 1024 bytes, which a smaller ring's mapping would not match
 SLEEP_SLICE_MS = 1000  # longest sleep on a signal's event before its value is read again
 _FULL = {"barrier": 1, "acquire_fence_scope": FenceScope.SYSTEM, "release_fence_scope": FenceScope.SYSTEM}
-_COMPARE = {
-    SignalCondition.EQ: lambda v, r: v == r,
-    SignalCondition.NE: lambda v, r: v != r,
-    SignalCondition.LT: lambda v, r: v < r,
-    SignalCondition.GTE: lambda v, r: v >= r,
-}
 
 
 def dispatch_packet(kernel_object: int, grid: Sequence[int], workgroup: Sequence[int], kernarg_address: int,
@@ -123,7 +118,7 @@ class HsaSignal:
     def wait(self, value: int = 0, condition: SignalCondition = SignalCondition.EQ, timeout: float = 10.0) -> int:
         """Block until the value compares with `value` by `condition`; returns the value seen. Sleeps on the
         signal's event; raises WaitTimeout naming every queue, or GpuFault if a GPU stopped a queue."""
-        compare = _COMPARE[SignalCondition(condition)]
+        compare = CONDITIONS[SignalCondition(condition)]
         deadline = time.monotonic() + timeout
         while not compare(seen := self._signal.value, value):
             self.system.raise_gpu_faults()

@@ -24,7 +24,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from kfdtrace.driver.aql import AQL, PACKET_SIZE, AmdSignal, FenceScope, SignalCondition, pm4_ib_body
+from kfdtrace.driver.aql import AQL, CONDITIONS, PACKET_SIZE, AmdSignal, FenceScope, pm4_ib_body
 from kfdtrace.driver.emulator.cp import CommandProcessor
 from kfdtrace.driver.emulator.memory import GpuVm, VmFault
 from kfdtrace.driver.emulator.ring_engine import POLL_MAX_S, POLL_MIN_S, QueueError
@@ -42,15 +42,6 @@ _SCOPES = frozenset(FenceScope)
 def _signed(x: int) -> int:
     x &= (1 << 64) - 1
     return x - (1 << 64) if x >> 63 else x
-
-
-# hsa_amd_barrier_value_packet_t `cond` on (signal.value & mask) and the packet's value, both signed 64-bit.
-_CONDITIONS: dict[int, Callable[[int, int], bool]] = {
-    SignalCondition.EQ: lambda v, r: v == r,
-    SignalCondition.NE: lambda v, r: v != r,
-    SignalCondition.LT: lambda v, r: v < r,
-    SignalCondition.GTE: lambda v, r: v >= r,
-}
 
 
 class AqlProcessor(CommandProcessor):
@@ -174,7 +165,7 @@ class AqlProcessor(CommandProcessor):
 
     def _barrier_value(self, p: Packet) -> None:
         f = p.fields
-        compare = _CONDITIONS.get(f["cond"])
+        compare = CONDITIONS.get(f["cond"])  # on (signal.value & mask) and value, both signed 64-bit
         if compare is None:
             raise QueueError(f"BARRIER_VALUE cond={f['cond']} is not a signal condition (0..3)")
         (handle,), value, mask = AQL.dependencies(p), _signed(f["value"]), f["mask"]
