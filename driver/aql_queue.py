@@ -54,8 +54,9 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_PACKETS", "AqlQueue", "HsaSignal", "dispatch_packet"]
 
 DEFAULT_PACKETS = 1024  # slots of a queue's ring (64 KiB)
-MIN_PACKETS = 16  # KFD clamps smaller rings to 1024 bytes, which a smaller ring's mapping would not match
+MIN_PACKETS = 16  # KFD clamps smaller rings to 1024 bytes: the CP would then index 16 slots of a smaller ring
 SLEEP_SLICE_MS = 1000  # longest sleep on a signal's event before its value is read again
+# The header fields every helper's packet carries: tinygrad's and ROCR's (barrier, system-scope fences).
 _FULL = {"barrier": 1, "acquire_fence_scope": FenceScope.SYSTEM, "release_fence_scope": FenceScope.SYSTEM}
 
 
