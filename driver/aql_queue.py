@@ -159,7 +159,7 @@ class AqlQueue:
         self._buffers: list[Buffer] = []
         self._lock = threading.Lock()  # the atomic add on write_dispatch_id
         try:
-            self.ring = self._alloc(packets * PACKET_SIZE, "gtt", "ring", uncached=True)
+            self.ring = self._alloc(packets * PACKET_SIZE, "gtt", "ring", uncached=True, role="ring")
             self.ring.write(AQL.build("INVALID") * packets)
             self.amd_queue_buffer = self._alloc(PAGE, "gtt", "amd_queue", uncached=True, role="queue pointers")
             self.amd_queue = AmdQueue.from_address(self.amd_queue_buffer.cpu_addr(0))
