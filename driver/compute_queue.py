@@ -7,22 +7,27 @@ queue for an end-of-pipe buffer and a context save/restore (CWSR) area of the si
 
 On a node with several XCCs (gfx942) every XCC executes the queue's packets; the helpers that write memory run
 theirs on XCC 0 only (PRED_EXEC), so a signal follows the writes before it on the same XCC. Waits run on every
-XCC. Kernel dispatch (SET_SH_REG of the dispatch registers + DISPATCH_DIRECT) comes with the ISA interpreter:
-`packet()` and `set_sh_reg()` already build what it needs.
+XCC. `dispatch(kernel, grid, block, *args)` runs a kernel of a loaded program (device.load): the dispatch
+registers and DISPATCH_DIRECT (driver/dispatch.py), with the kernel arguments and a copy of its AQL dispatch
+packet in a GTT buffer the queue frees once the engine is past the dispatch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.dispatch import PACKET_BYTES, Scratch, dispatch_values, pm4_dispatch, user_sgprs
 from kfdtrace.driver.families import queue_sizes
+from kfdtrace.driver.kernargs import Launch, pack
 from kfdtrace.driver.memory import Buffer
 from kfdtrace.driver.pm4 import DIALECTS, CopySel, DataSel, EventIndex, EventType, IntSel, WaitFunc, WriteDst
 from kfdtrace.driver.ring_queue import DEFAULT_RING, WRITE_CHUNK, Destination, RingQueue
 from kfdtrace.driver.signals import Semaphore
 
 if TYPE_CHECKING:
+    from kfdtrace.driver.program import LoadedKernel
     from kfdtrace.driver.system import Device
 
 __all__ = ["DEFAULT_RING", "ComputeQueue"]
@@ -52,6 +57,8 @@ class ComputeQueue(RingQueue):
         props = device.node.properties
         self.num_xcc = props.get("num_xcc") or 1
         self.sizes = sizes = queue_sizes(props)
+        self.scratch = Scratch(device, self.label)  # grown by the first dispatch that needs it
+        self._dispatches = 0
         try:
             self.eop = self._context(sizes.eop_buffer_size, "eop")
             self.cwsr = self._context(sizes.cwsr_allocation(self.num_xcc), "cwsr")
@@ -68,6 +75,10 @@ class ComputeQueue(RingQueue):
         buf = self.device.alloc(size, "vram", cpu_access=False, name=f"{self.label}.{what}", role="queue context")
         self._buffers.append(buf)
         return buf
+
+    def _free_buffers(self) -> None:
+        super()._free_buffers()
+        self.scratch.free()
 
     # -- packets ------------------------------------------------------------------------------------
     def set_sh_reg(self, **values: int) -> ComputeQueue:
@@ -123,6 +134,29 @@ class ComputeQueue(RingQueue):
                                        int_sel=IntSel.INTERRUPT_AFTER_WRITE_CONFIRM if interrupt else IntSel.NONE,
                                        int_ctxid=sem.event_id if interrupt else 0))
         return self._on_xcc0(*packets)
+
+    def dispatch(self, kernel: LoadedKernel, grid: Sequence[int] | int, block: Sequence[int] | int,
+                 *args: object) -> ComputeQueue:
+        """Run `kernel` over `grid` work-items (1-3 dimensions) in workgroups of `block`, with `args` in the
+        kernel's order (buffers, numpy or Python scalars, kernargs.Local(nbytes)); the packets after it wait for
+        it. KernargError names an argument or a shape that does not fit."""
+        if kernel.program.device is not self.device:
+            raise ValueError(f"{kernel.name} is loaded on {kernel.program.device}, not on this queue's {self.device}")
+        launch = Launch.of(grid, block)
+        args_ = pack(kernel.kernel.metadata, args, launch)
+        kd = kernel.kernel.descriptor
+        scratch = None
+        if kd.enable_private_segment or kd.private_segment_fixed_size:
+            scratch = self.scratch.ensure(kd.private_segment_fixed_size, self.hold)
+        at = -(-len(args_.data) // PACKET_BYTES) * PACKET_BYTES  # the dispatch packet, 64-byte aligned after them
+        mem = self.device.alloc(at + PACKET_BYTES, "gtt", name=f"{self.label}.kernargs {kernel.name}",
+                                role="kernargs")
+        self.hold(mem)
+        self._dispatches += 1
+        values, packet = dispatch_values(kernel, launch, args_, mem.va, mem.va + at, scratch, self._dispatches)
+        mem.write(args_.data + bytes(at - len(args_.data)) + packet)
+        return self.emit(pm4_dispatch(self.dialect, kernel, launch, args_, user_sgprs(kd, values), scratch,
+                                      self.num_xcc))
 
     def wait(self, sem: Semaphore, value: int) -> ComputeQueue:
         """GPU wait until the semaphore reaches `value`, on the word Semaphore.wait_word names: its high dword

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Self
 
@@ -29,10 +30,11 @@ WRITE_CHUNK = 4096  # data bytes per packet of inline data
 
 
 class _Pending(threading.local):
-    """The packets one thread has built for a queue and not yet submitted."""
+    """The packets one thread has built for a queue and not yet submitted, and the buffers they use."""
 
     def __init__(self) -> None:
         self.packets: list[bytes] = []
+        self.held: list[Buffer] = []
 
 
 class RingQueue:
@@ -65,6 +67,9 @@ class RingQueue:
         self._lock = threading.RLock()  # held while writing the ring and ringing the doorbell
         self._done: Semaphore | None = None
         self._serial = 0
+        # buffers submitted packets use (kernargs, ...): (write pointer after their submission, buffer), freed
+        # once the engine has read past it
+        self._held: deque[tuple[int, Buffer]] = deque()
 
     def _create(self, **queue_args: int) -> None:
         """CREATE_QUEUE on this ring with the kind's own arguments; on failure the buffers are freed."""
@@ -110,7 +115,21 @@ class RingQueue:
     def discard(self) -> list[bytes]:
         """Take back the packets this thread built and has not submitted; they never reach the GPU."""
         packets, self._pending.packets = self._pending.packets, []
+        held, self._pending.held = self._pending.held, []
+        for b in held:
+            b.free()
         return packets
+
+    def hold(self, buffer: Buffer) -> None:
+        """Free `buffer` once the engine is past the packets this thread builds now (it is theirs alone)."""
+        self._pending.held.append(buffer)
+
+    def _release_held(self) -> None:
+        """Free the held buffers of submissions the engine has read past (call under the queue's lock)."""
+        if self._held:
+            done = self.rptr
+            while self._held and self._held[0][0] <= done:
+                self._held.popleft()[1].free()
 
     def _va(self, target: Destination, offset: int, size: int) -> int:
         if isinstance(target, int):
@@ -145,12 +164,17 @@ class RingQueue:
             if self.queue_id is None:
                 raise DeviceError(f"queue {self.label} was destroyed; make a new one with "
                                   f"device.{self.kind}_queue()")
+            self._release_held()
             for packet in packets:
                 self._put(packet)
             self._kick()
             return self.wptr
         finally:  # after a failure part of them may be on the ring: none is submitted twice
             packets.clear()
+            held = self._pending.held
+            if held:  # kept until the engine is past everything written (never, if it was not rung)
+                self._held.extend((self.wptr, b) for b in held)
+                held.clear()
             self._lock.release()
 
     def _put(self, packet: bytes) -> None:
@@ -235,6 +259,8 @@ class RingQueue:
         self.device.untrack(self)
         self._free_buffers()
         self._done.free()
+        while self._held:
+            self._held.popleft()[1].free()
 
     def _free_buffers(self) -> None:
         for b in self._buffers:
