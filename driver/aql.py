@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import ctypes
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
 from kfdtrace.driver.packets import Addr, Dialect, Field, Packet, PacketDef
 
-__all__ = ["AQL", "CONDITIONS", "PACKET_SIZE", "AmdFormat", "AmdQueue", "AmdSignal", "AqlDialect", "FenceScope",
-           "HsaQueue", "PacketType", "QueueProperties", "Signal", "SignalCondition", "SignalKind", "header",
-           "pm4_ib_body", "pm4_ib_packet"]
+__all__ = ["AQL", "CONDITIONS", "FULL_FENCES", "PACKET_SIZE", "AmdFormat", "AmdQueue", "AmdSignal", "AqlDialect",
+           "FenceScope", "HsaQueue", "PacketType", "QueueProperties", "Signal", "SignalCondition", "SignalKind",
+           "dispatch_packet", "header", "pm4_ib_body", "pm4_ib_packet"]
 
 PACKET_SIZE = 64  # bytes of every AQL packet
 
@@ -266,3 +266,26 @@ class AmdQueue(ctypes.LittleEndianStructure):
         ("queue_properties", ctypes.c_uint32),
         ("reserved3", ctypes.c_uint32 * 18),  # async-reclaim fields of amd_queue_v2_t, unused here
     ]
+
+
+# The header fields every helper's packet carries: tinygrad's and ROCR's (barrier, system-scope fences).
+FULL_FENCES = {"barrier": 1, "acquire_fence_scope": FenceScope.SYSTEM, "release_fence_scope": FenceScope.SYSTEM}
+
+
+def dispatch_packet(kernel_object: int, grid: Sequence[int], workgroup: Sequence[int], kernarg_address: int,
+                    *, private_segment_size: int = 0, group_segment_size: int = 0, completion_signal: int = 0,
+                    barrier: bool = True) -> Packet:
+    """A KERNEL_DISPATCH packet: `grid` in work-items (1 to 3 dimensions, as the packet's setup says),
+    `workgroup` in work-items per group; segment sizes in bytes per work-item (private) and per group (LDS)."""
+    if not 1 <= len(grid) <= 3 or len(workgroup) != len(grid):
+        raise ValueError(f"grid {tuple(grid)} and workgroup {tuple(workgroup)} need the same 1 to 3 dimensions")
+    dims = len(grid)
+    grid, workgroup = (*grid, 1, 1)[:3], (*workgroup, 1, 1)[:3]
+    if any(g < 1 for g in grid) or any(w < 1 for w in workgroup):
+        raise ValueError(f"grid {grid} and workgroup {workgroup} sizes must be positive")
+    return AQL.packet("KERNEL_DISPATCH", **{**FULL_FENCES, "barrier": int(barrier)}, dimensions=dims,
+                      workgroup_size_x=workgroup[0], workgroup_size_y=workgroup[1], workgroup_size_z=workgroup[2],
+                      grid_size_x=grid[0], grid_size_y=grid[1], grid_size_z=grid[2],
+                      private_segment_size=private_segment_size, group_segment_size=group_segment_size,
+                      kernel_object=kernel_object, kernarg_address=kernarg_address,
+                      completion_signal=completion_signal)

@@ -14,8 +14,9 @@ Signals: an `HsaSignal` is an amd_signal_t of kind USER in uncached GTT, mapped 
 mailbox and event id are those of a KFD signal event, so the packet processor's completion interrupt wakes CPU
 waiters: `wait` sleeps on the event, and re-reads the value only when woken (or at long intervals, as a
 guard for several waiters on one auto-reset event). A CPU `signal` stores the value, then sets the event
-(ROCR's InterruptSignal). Kernel dispatch has its packet builder here (`dispatch_packet`); the dispatch API
-comes with the ISA interpreter.
+(ROCR's InterruptSignal). `dispatch(kernel, grid, block, *args)` runs a kernel of a loaded program as one
+KERNEL_DISPATCH packet (kfdtrace.driver.aql.dispatch_packet), its kernel arguments in a GTT buffer freed once the
+packet is released, and scratch set up in amd_queue_t when the kernel needs it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import ctypes
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -31,24 +33,28 @@ from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.aql import (
     AQL,
     CONDITIONS,
+    FULL_FENCES,
     PACKET_SIZE,
     AmdQueue,
     AmdSignal,
-    FenceScope,
     PacketType,
     QueueProperties,
     SignalCondition,
     SignalKind,
+    dispatch_packet,
     pm4_ib_packet,
 )
+from kfdtrace.driver.dispatch import Scratch
 from kfdtrace.driver.errors import DeviceError, WaitTimeout
 from kfdtrace.driver.families import queue_sizes
+from kfdtrace.driver.kernargs import Launch, pack
 from kfdtrace.driver.memory import PAGE, Buffer
 from kfdtrace.driver.packets import Packet
 from kfdtrace.driver.pm4 import DIALECTS as PM4_DIALECTS
 from kfdtrace.driver.signals import Semaphore
 
 if TYPE_CHECKING:
+    from kfdtrace.driver.program import LoadedKernel
     from kfdtrace.driver.system import Device, System
 
 __all__ = ["DEFAULT_PACKETS", "AqlQueue", "HsaSignal", "dispatch_packet"]
@@ -56,29 +62,6 @@ __all__ = ["DEFAULT_PACKETS", "AqlQueue", "HsaSignal", "dispatch_packet"]
 DEFAULT_PACKETS = 1024  # slots of a queue's ring (64 KiB)
 MIN_PACKETS = 16  # KFD clamps smaller rings to 1024 bytes: the CP would then index 16 slots of a smaller ring
 SLEEP_SLICE_MS = 1000  # longest sleep on a signal's event before its value is read again
-# The header fields every helper's packet carries: tinygrad's and ROCR's (barrier, system-scope fences).
-_FULL = {"barrier": 1, "acquire_fence_scope": FenceScope.SYSTEM, "release_fence_scope": FenceScope.SYSTEM}
-
-
-def dispatch_packet(kernel_object: int, grid: Sequence[int], workgroup: Sequence[int], kernarg_address: int,
-                    *, private_segment_size: int = 0, group_segment_size: int = 0, completion_signal: int = 0,
-                    barrier: bool = True) -> Packet:
-    """A KERNEL_DISPATCH packet: `grid` in work-items (1 to 3 dimensions, as the packet's setup says),
-    `workgroup` in work-items per group; segment sizes in bytes per work-item (private) and per group (LDS)."""
-    if not 1 <= len(grid) <= 3 or len(workgroup) != len(grid):
-        raise ValueError(f"grid {tuple(grid)} and workgroup {tuple(workgroup)} need the same 1 to 3 dimensions")
-    dims = len(grid)
-    grid, workgroup = (*grid, 1, 1)[:3], (*workgroup, 1, 1)[:3]
-    if any(g < 1 for g in grid) or any(w < 1 for w in workgroup):
-        raise ValueError(f"grid {grid} and workgroup {workgroup} sizes must be positive")
-    return AQL.packet("KERNEL_DISPATCH", **{**_FULL, "barrier": int(barrier)}, dimensions=dims,
-                      workgroup_size_x=workgroup[0], workgroup_size_y=workgroup[1], workgroup_size_z=workgroup[2],
-                      grid_size_x=grid[0], grid_size_y=grid[1], grid_size_z=grid[2],
-                      private_segment_size=private_segment_size, group_segment_size=group_segment_size,
-                      kernel_object=kernel_object, kernarg_address=kernarg_address,
-                      completion_signal=completion_signal)
-
-
 class HsaSignal:
     """An HSA signal: an amd_signal_t (kind USER) whose completion interrupts wake CPU waiters through a KFD
     signal event. Its `handle` is what packets carry."""
@@ -158,6 +141,10 @@ class AqlQueue:
         self.sizes = sizes = queue_sizes(device.node.properties)
         self._buffers: list[Buffer] = []
         self._lock = threading.Lock()  # the atomic add on write_dispatch_id
+        # buffers packets use (kernargs, outgrown scratch): (index of the last packet using it, buffer), freed
+        # once the processor has released that packet
+        self._held: deque[tuple[int, Buffer]] = deque()
+        self.scratch = Scratch(device, self.label)
         try:
             self.ring = self._alloc(packets * PACKET_SIZE, "gtt", "ring", uncached=True, role="ring")
             self.ring.write(AQL.build("INVALID") * packets)
@@ -198,6 +185,9 @@ class AqlQueue:
         q.hsa_queue.size = self.size
         q.queue_properties = QueueProperties.IS_PTR64
         q.read_dispatch_id_field_base_byte_offset = AmdQueue.read_dispatch_id.offset
+        props = self.device.node.properties  # tinygrad's values: every CU of every XCC, every wave slot of a CU
+        q.max_cu_id = props["simd_count"] // props["simd_per_cu"] - 1
+        q.max_wave_id = props.get("max_waves_per_simd", 8) * props["simd_per_cu"] - 1
 
     @property
     def label(self) -> str:
@@ -253,19 +243,70 @@ class AqlQueue:
             time.sleep(delay)
             delay = min(delay * 2, 1e-3)
 
+    # -- kernels ------------------------------------------------------------------------------------
+    def dispatch(self, kernel: LoadedKernel, grid: Sequence[int] | int, block: Sequence[int] | int, *args: object,
+                 completion: HsaSignal | int = 0) -> int:
+        """Run `kernel` over `grid` work-items (1-3 dimensions) in workgroups of `block`, with `args` in the
+        kernel's order (buffers, numpy or Python scalars, kernargs.Local(nbytes)), as one KERNEL_DISPATCH; the
+        packet's index. The kernel arguments live in a GTT buffer freed once the packet is released."""
+        if kernel.program.device is not self.device:
+            raise ValueError(f"{kernel.name} is loaded on {kernel.program.device}, not on this queue's {self.device}")
+        self._release_held()
+        launch = Launch.of(grid, block)
+        args_ = pack(kernel.kernel.metadata, args, launch)
+        kd = kernel.kernel.descriptor
+        if kd.enable_private_segment or kd.private_segment_fixed_size:
+            self._ensure_scratch(kd.private_segment_fixed_size)
+        mem = self.device.alloc(max(len(args_.data), 1), "gtt", name=f"{self.label}.kernargs {kernel.name}",
+                                role="kernargs")
+        try:
+            mem.write(args_.data)
+            index = self.submit(dispatch_packet(
+                kernel.descriptor_address, launch.grid[:launch.dims], launch.block[:launch.dims], mem.va,
+                private_segment_size=kd.private_segment_fixed_size, group_segment_size=args_.group_segment_size,
+                completion_signal=_h(completion)))
+        except BaseException:
+            mem.free()
+            raise
+        with self._lock:
+            self._held.append((index, mem))
+        return index
+
+    def _ensure_scratch(self, private_segment_size: int) -> None:
+        """Scratch for the processor to hand out (amd_queue_t's scratch fields, as tinygrad fills them); an
+        outgrown area is freed once the packets before are released."""
+        area = self.scratch.ensure(private_segment_size, self._retire)
+        q, family = self.amd_queue, self.device.target.family
+        q.scratch_backing_memory_location = area.base()
+        q.scratch_backing_memory_byte_size = area.buffer.size
+        q.scratch_wave64_lane_byte_size = area.wave_bytes // 64
+        q.compute_tmpring_size = area.tmpring(self.pm4_dialect.registers)
+        q.scratch_resource_descriptor[:] = area.resource(family.gfx_major, 64)  # the CP sets the index stride
+
+    def _retire(self, buffer: Buffer) -> None:
+        with self._lock:
+            self._held.append((self.write_index - 1, buffer))
+
+    def _release_held(self) -> None:
+        with self._lock:
+            while self._held and self._held[0][0] < self.read_index:
+                self._held.popleft()[1].free()
+
     # -- packets ------------------------------------------------------------------------------------
     def barrier_and(self, signals: Sequence[HsaSignal | int] = (), completion: HsaSignal | int = 0) -> int:
         """Wait until every signal (at most 5) is 0, then signal `completion`; the packet's index."""
-        return self.submit(AQL.packet("BARRIER_AND", **_FULL, **self._deps(signals), completion_signal=_h(completion)))
+        return self.submit(AQL.packet("BARRIER_AND", **FULL_FENCES, **self._deps(signals),
+                                      completion_signal=_h(completion)))
 
     def barrier_or(self, signals: Sequence[HsaSignal | int], completion: HsaSignal | int = 0) -> int:
         """Wait until some signal (at most 5) is 0, then signal `completion`; the packet's index."""
-        return self.submit(AQL.packet("BARRIER_OR", **_FULL, **self._deps(signals), completion_signal=_h(completion)))
+        return self.submit(AQL.packet("BARRIER_OR", **FULL_FENCES, **self._deps(signals),
+                                      completion_signal=_h(completion)))
 
     def barrier_value(self, signal: HsaSignal | int, value: int, condition: SignalCondition = SignalCondition.GTE,
                       mask: int = (1 << 64) - 1, completion: HsaSignal | int = 0) -> int:
         """Wait until (signal value & mask) compares with `value` by `condition` (AMD BARRIER_VALUE)."""
-        return self.submit(AQL.packet("BARRIER_VALUE", **_FULL, signal=_h(signal), value=value & (1 << 64) - 1,
+        return self.submit(AQL.packet("BARRIER_VALUE", **FULL_FENCES, signal=_h(signal), value=value & (1 << 64) - 1,
                                       mask=mask, cond=SignalCondition(condition), completion_signal=_h(completion)))
 
     def pm4(self, ib: Buffer | int, size: int, completion: HsaSignal | int = 0, *, offset: int = 0) -> int:
@@ -274,7 +315,7 @@ class AqlQueue:
         if size <= 0 or size % 4:
             raise ValueError(f"a PM4 indirect buffer holds whole dwords: {size} bytes is not a positive multiple of 4")
         va = ib + offset if isinstance(ib, int) else ib.addr(offset, size)
-        return self.submit(pm4_ib_packet(self.pm4_dialect, va, size // 4, _h(completion), **_FULL))
+        return self.submit(pm4_ib_packet(self.pm4_dialect, va, size // 4, _h(completion), **FULL_FENCES))
 
     @staticmethod
     def _deps(signals: Sequence[HsaSignal | int]) -> dict[str, int]:
@@ -319,6 +360,9 @@ class AqlQueue:
         for b in self._buffers:
             b.free()
         self._buffers = []
+        while self._held:
+            self._held.popleft()[1].free()
+        self.scratch.free()
 
 
 def _h(signal: HsaSignal | int) -> int:

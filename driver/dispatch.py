@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kfdtrace.driver.aql_queue import dispatch_packet
+from kfdtrace.driver.aql import dispatch_packet
 from kfdtrace.driver.kernargs import KernargError, Kernargs, Launch
 from kfdtrace.driver.kernel_descriptor import KernelDescriptor
 from kfdtrace.driver.memory import Buffer
@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from kfdtrace.driver.program import LoadedKernel
     from kfdtrace.driver.system import Device
 
-__all__ = ["PACKET_BYTES", "Scratch", "pm4_dispatch", "user_sgprs"]
+__all__ = ["PACKET_BYTES", "Scratch", "ScratchArea", "dispatch_values", "pm4_dispatch", "scratch_resource",
+           "user_sgprs"]
 
 PACKET_BYTES = 64  # the hsa_kernel_dispatch_packet_t a kernel's dispatch pointer points at
 SCRATCH_LANES = 64  # scratch is sized for wave64 lanes whatever the wave size (as tinygrad sizes it)
@@ -48,6 +49,21 @@ class ScratchArea:
 
     def base(self, xcc: int = 0) -> int:
         return self.buffer.va + xcc * self.per_xcc
+
+    def tmpring(self, registers) -> int:
+        """COMPUTE_TMPRING_SIZE for this area (the register's WAVESIZE unit differs by generation)."""
+        unit = SCRATCH_UNIT[9 if registers.name == "gfx9" else 10]
+        return registers["COMPUTE_TMPRING_SIZE"].encode(waves=self.waves, wavesize=self.wave_bytes // unit)
+
+    def resource(self, gfx_major: int, wave_size: int) -> tuple[int, int, int, int]:
+        """The private segment buffer resource (V#) over this area's base, as absolute-scratch targets take it."""
+        return scratch_resource(self.base(), gfx_major, wave_size)
+
+
+def scratch_resource(base: int, gfx_major: int, wave_size: int) -> tuple[int, int, int, int]:
+    """A swizzled buffer resource for scratch at `base` (an all-ones size: the wave offset selects the slot)."""
+    return (base & 0xFFFFFFFF, (base >> 32) | SWIZZLE, 0xFFFFFFFF,
+            _SCRATCH_WORD3.get(gfx_major, 0) | _INDEX_STRIDE[wave_size] << 21)
 
 
 class Scratch:
@@ -112,8 +128,7 @@ def dispatch_values(kernel: LoadedKernel, launch: Launch, args: Kernargs, kernar
     and only pre-gfx9 trap handlers read it."""
     kd, family = kernel.kernel.descriptor, kernel.program.device.target.family
     base = scratch.base() if scratch else 0
-    resource = (base & 0xFFFFFFFF, (base >> 32) | SWIZZLE, 0xFFFFFFFF,
-                _SCRATCH_WORD3.get(family.gfx_major, 0) | _INDEX_STRIDE[kd.wave_size] << 21)
+    resource = scratch_resource(base, family.gfx_major, kd.wave_size)
     packet = dispatch_packet(kernel.descriptor_address, launch.grid[:launch.dims], launch.block[:launch.dims],
                              kernarg_va, private_segment_size=kd.private_segment_fixed_size,
                              group_segment_size=args.group_segment_size).encode()
@@ -138,10 +153,7 @@ def pm4_dispatch(dialect: Pm4Dialect, kernel: LoadedKernel, launch: Launch, args
     out.append(dialect.set_sh_reg(**regs.split("COMPUTE_PGM", kernel.entry_address)))
     out.append(dialect.set_sh_reg(COMPUTE_PGM_RSRC1=rsrc1, COMPUTE_PGM_RSRC2=rsrc2))
     out.append(dialect.set_sh_reg(COMPUTE_PGM_RSRC3=kd.compute_pgm_rsrc3))
-    tmpring = regs["COMPUTE_TMPRING_SIZE"].encode(
-        waves=scratch.waves if scratch else 0,
-        wavesize=scratch.wave_bytes // SCRATCH_UNIT[family.gfx_major] if scratch else 0)
-    out.append(dialect.set_sh_reg(COMPUTE_TMPRING_SIZE=tmpring))
+    out.append(dialect.set_sh_reg(COMPUTE_TMPRING_SIZE=scratch.tmpring(regs) if scratch else 0))
     if scratch is not None:  # each XCC its own share (architected flat scratch reads this base)
         for xcc in range(num_xcc):
             body = dialect.set_sh_reg(**regs.split("COMPUTE_DISPATCH_SCRATCH_BASE", scratch.base(xcc)))

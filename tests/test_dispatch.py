@@ -205,3 +205,40 @@ def test_a_kernel_of_another_device_or_a_bad_shape_is_refused():
         with pytest.raises(KernargError, match="takes 4 arguments"):
             q.dispatch(k, 64, 64, 0, 0, 0)
         assert q.discard() == []
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_an_aql_dispatch_is_one_packet_with_its_arguments_in_gpu_memory(target):
+    with System.open(emulate=target) as system:
+        dev = system.devices[0]
+        k = dev.load(os.path.join(BUILT, f"corpus-{target}.co")).kernel("dot_dynamic2")
+        q = dev.aql_queue()
+        bufs = [dev.alloc(4096, "gtt") for _ in range(3)]
+        index = q.dispatch(k, (300,), (256,), *bufs, Local(1000), Local(600))
+        p = q.packet_at(index)
+        assert p.name == "KERNEL_DISPATCH" and p.kernel_object == k.descriptor_address
+        assert (p.dimensions, p.grid_size_x, p.workgroup_size_x) == (1, 300, 256)
+        md = k.kernel.metadata
+        assert p.group_segment_size == md.group_segment_fixed_size + 1600
+        expected = pack(md, [*bufs, Local(1000), Local(600)], Launch.of(300, 256)).data
+        assert read(p.kernarg_address, md.kernarg_segment_size) == expected
+        with pytest.raises(GpuFault, match="KERNEL_DISPATCH"):  # the processor stops there, for now
+            q.sync(timeout=5)
+
+
+@pytest.mark.parametrize("target", ["gfx90a", "gfx942", "gfx1100"])
+def test_an_aql_queue_gets_scratch_for_a_kernel_that_needs_it(target):
+    with System.open(emulate=target) as system:
+        dev = system.devices[0]
+        k = dev.load(os.path.join(BUILT, f"corpus-{target}.co")).kernel("mode_scratch")
+        q = dev.aql_queue()
+        assert q.amd_queue.scratch_backing_memory_location == 0
+        args = [dev.alloc(1 << 16, "gtt") if a.value_kind == "global_buffer" else np.uint32(64)
+                for a in k.kernel.metadata.explicit_args]
+        index = q.dispatch(k, 64, 64, *args)
+        aq, kd = q.amd_queue, k.kernel.descriptor
+        assert aq.scratch_backing_memory_location == q.scratch.area.base() != 0
+        assert aq.scratch_wave64_lane_byte_size >= kd.private_segment_fixed_size
+        assert aq.scratch_backing_memory_byte_size == q.scratch.area.buffer.size
+        assert aq.compute_tmpring_size != 0 and aq.max_cu_id > 0 and aq.max_wave_id > 0
+        assert q.packet_at(index).private_segment_size == kd.private_segment_fixed_size
