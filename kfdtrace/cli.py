@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import click
 
+from kfdtrace.driver.code_object_errors import CodeObjectError
 from kfdtrace.driver.errors import KfdTraceError
 from kfdtrace.traces.format import TraceError
 
@@ -31,7 +32,7 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (KfdTraceError, TraceError, ValueError, OSError) as exc:
+        except (KfdTraceError, TraceError, CodeObjectError, ValueError, OSError) as exc:
             fail(exc, 1)
 
     return wrapper
@@ -157,6 +158,19 @@ def pending_command(name: str) -> click.Command:
         sys.exit(2)
 
     return command
+
+
+@main.command()
+@click.argument("code_object", metavar="CODE_OBJECT", type=click.Path(dir_okay=False))
+@click.option("--kernel", "-k", metavar="NAME", help="Only this kernel.")
+@click.option("--target", metavar="GFX", help="The entry of an offload bundle to show (and the target to check).")
+@user_errors
+def disasm(code_object: str, kernel: str | None, target: str | None) -> None:
+    """Show a code object's kernels: descriptor fields and machine code, disassembled by kfdtrace's own decoder."""
+    from kfdtrace.driver.disasm import disassemble, read_code_object
+
+    for line in disassemble(read_code_object(code_object, target), kernel):
+        click.echo(line)
 
 
 @main.command()
