@@ -140,6 +140,7 @@ def render_imm(fmt: str, value: int, width: int, ctx: Any = None) -> str:
 class _Tables:
     target: str
     lut: tuple[Encoding | None, ...]  # dword 0's top 9 bits -> encoding
+    forms: dict[str, tuple[Encoding, ...]]  # encoding name -> its forms chosen by a field value (SDWA)
     ops: dict[str, dict[int, dict]]
     ctx: dict
 
@@ -152,15 +153,22 @@ def _tables(target: str) -> _Tables:
     lut = []
     for top in range(512):
         w = top << 23
-        lut.append(next((e for e in encs if w & e.mask == e.match), None))
+        lut.append(next((e for e in encs if w & e.mask == e.match and e.when is None), None))
+    forms: dict[str, tuple[Encoding, ...]] = {}
+    for e in encs:
+        if e.when:
+            parent = next(p for p in encs if p.when is None and p.mask == e.mask and p.match == e.match)
+            forms[parent.name] = forms.get(parent.name, ()) + (e,)
     path = HERE / f"{target}.json"
     data = json.loads(path.read_text())
     ops = {name: {int(k): v for k, v in table.items()} for name, table in data["encodings"].items()}
-    return _Tables(target, tuple(lut), ops, data["context"])
+    return _Tables(target, tuple(lut), forms, ops, data["context"])
 
 
 def _reg(kind: str, value: int, count: int, cls: str | None, ctx: dict) -> str | None:
     """Text of a register or source field value (None: a literal follows)."""
+    if kind == "sdwa":  # SDWA source: a VGPR number, or an SGPR when bit 8 (the s bit) is set
+        kind, value = "src", (value & 0xFF) if value & 0x100 else 256 + value
     if kind == "vgpr":
         return reg_range("v", value, count)
     if kind == "agpr":
@@ -182,7 +190,7 @@ def _reg(kind: str, value: int, count: int, cls: str | None, ctx: dict) -> str |
     names = ctx["sregs"]
     if count > 2:  # tuples of more than two registers are 4-aligned: LLVM drops the low bits
         value &= ~3
-    value &= 0xFF
+    value &= 0x7F if kind == "sreg" else 0xFF
     table = names["1"] if count == 1 else names["2"]
     text = table[value] if value < len(table) else None
     if text is None:
@@ -203,6 +211,10 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
     enc = t.lut[w0 >> 23]
     if enc is None:
         raise DecodeError(f"{target}: no encoding matches word {w0:#010x} at offset {offset:#x}")
+    for form in t.forms.get(enc.name, ()):
+        if enc.by_name[form.when[0]].get(w0) == form.when[1]:
+            enc = form
+            break
     raw = data[offset:offset + enc.size]
     if len(raw) < enc.size:
         raise DecodeError(f"{target}: truncated {enc.name} instruction at offset {offset:#x}: {raw.hex()}")
@@ -261,6 +273,8 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
             wraps.setdefault(index, set()).add(kind)
     for index, kinds in wraps.items():
         t0 = texts[index]
+        if "sext" in kinds:
+            t0 = f"sext({t0})"
         if "abs" in kinds:
             t0 = f"|{t0}|"
         if "neg" in kinds:  # LLVM writes neg(...) around a bare integer constant, where "-" would read as its sign

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-__all__ = ["TARGETS", "Encoding", "Field", "encodings_for"]
+__all__ = ["TARGETS", "Encoding", "Field", "encodings_for", "match"]
 
 TARGETS = ("gfx90a", "gfx942", "gfx1030", "gfx1100", "gfx1201")
 
@@ -65,6 +65,7 @@ class Encoding:
     fields: tuple[Field, ...]
     literal: bool = False  # a "src"/"ssrc" field equal to 255 means a 32-bit literal follows
     keys: tuple[str, ...] = ("op",)  # fields that choose the opcode table entry (FLAT adds "seg")
+    when: tuple[str, int] | None = None  # a form of another encoding: this field of it holds this value (SDWA)
     by_name: Mapping[str, Field] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -106,6 +107,21 @@ _VOP1 = Encoding("VOP1", 0xFE000000, 0x7E000000, 4, (
     F("op", 9, 8, "op"), F("vdst", 17, 8, "vgpr"), F("src0", 0, 9, "src")), literal=True)
 _VOPC = Encoding("VOPC", 0xFE000000, 0x7C000000, 4, (
     F("op", 17, 8, "op"), F("vsrc1", 9, 8, "vgpr"), F("src0", 0, 9, "src")), literal=True)
+# SDWA (GFX9/GFX10): VOP1/VOP2/VOPC with src0 = 0xF9 and a second dword of sub-dword selects. The source in that
+# dword is a VGPR number, or an SGPR when its s bit is set ("sdwa" kind: value = number | s << 8).
+_SDWA_SRCS = (F("sdwa_src0", 32, 8, "sdwa", extra=(55, 1)), F("src0_sext", 51), F("src0_neg", 52), F("src0_abs", 53))
+_SDWA_SRC1 = (F("sdwa_src1", 9, 8, "sdwa", extra=(63, 1)), F("src1_sext", 59), F("src1_neg", 60), F("src1_abs", 61))
+_SDWA_TAIL = (F("clamp", 45), F("omod", 46, 2, "imm"), F("dst_sel", 40, 3, "imm"), F("dst_unused", 43, 2, "imm"),
+              F("src0_sel", 48, 3, "imm"), F("src1_sel", 56, 3, "imm"))
+_VOP1_SDWA = Encoding("VOP1_SDWA", 0xFE000000, 0x7E000000, 8, (
+    F("op", 9, 8, "op"), F("vdst", 17, 8, "vgpr"), *_SDWA_SRCS, *_SDWA_TAIL), when=("src0", 0xF9))
+_VOP2_SDWA = Encoding("VOP2_SDWA", 0x80000000, 0x00000000, 8, (
+    F("op", 25, 6, "op"), F("vdst", 17, 8, "vgpr"), *_SDWA_SRCS, *_SDWA_SRC1, *_SDWA_TAIL), when=("src0", 0xF9))
+_VOPC_SDWA = Encoding("VOPC_SDWA", 0xFE000000, 0x7C000000, 8, (
+    F("op", 17, 8, "op"), F("sdst", 40, 7, "sreg"), F("sd", 47), *_SDWA_SRCS, *_SDWA_SRC1, F("clamp", 45),
+    F("src0_sel", 48, 3, "imm"), F("src1_sel", 56, 3, "imm")), when=("src0", 0xF9))
+_SDWA = (_VOP1_SDWA, _VOP2_SDWA, _VOPC_SDWA)
+
 _VOP3 = Encoding("VOP3", 0xFC000000, 0xD0000000, 8, (
     F("op", 16, 10, "op"), F("vdst", 0, 8, "vgpr"), F("sdst", 8, 7, "sreg"), F("abs", 8, 3, "imm"),
     F("opsel", 11, 4, "imm"), F("clamp", 15), F("src0", 32, 9, "src"), F("src1", 41, 9, "src"),
@@ -185,6 +201,7 @@ _GFX12 = {
 _DELTAS: dict[str, Mapping[str, Encoding]] = {
     "gfx90a": {}, "gfx942": _GFX942, "gfx1030": _GFX10, "gfx1100": _GFX11, "gfx1201": _GFX12,
 }
+_FORMS = {"gfx90a": _SDWA, "gfx942": _SDWA, "gfx1030": _SDWA}  # encodings that are forms of others (`when`)
 
 
 def encodings_for(target: str) -> tuple[Encoding, ...]:
@@ -198,4 +215,21 @@ def encodings_for(target: str) -> tuple[Encoding, ...]:
     out += [e for k, e in delta.items() if k not in names]
     if target in ("gfx1030", "gfx1100", "gfx1201"):  # VOP3P has its own prefix there: it no longer nests in VOP3
         out = [e for e in out if e.name != "VOP3P"] + [delta["VOP3P"]]
-    return tuple(out)
+    return tuple(out) + _FORMS.get(target, ())
+
+
+def match(encodings: Iterable[Encoding], word0: int) -> Encoding | None:
+    """The encoding of an instruction whose first dword is `word0`: a form (`when`) before the encoding it is of."""
+    found = None
+    for e in encodings:
+        if word0 & e.mask == e.match and e.when is None:
+            found = e
+            break
+    if found is None:
+        return None
+    for e in encodings:
+        if e.when and e.mask == found.mask and e.match == found.match:
+            f = found.by_name[e.when[0]]
+            if f.get(word0) == e.when[1]:
+                return e
+    return found

@@ -19,12 +19,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .decoder import IMM_FORMATS, render_imm
-from .encodings import TARGETS, Encoding, encodings_for
+from .encodings import TARGETS, Encoding, encodings_for, match
 from .llvm import CRASHED, MARKER_WORD, disassemble
 from .operands import CLASSES, constant_text, literal_text
 
 HERE = Path(__file__).resolve().parent
-REG_KINDS = ("src", "ssrc", "sreg", "vgpr", "sbase", "srsrc", "vdsty")
+REG_KINDS = ("src", "ssrc", "sreg", "vgpr", "sbase", "srsrc", "vdsty", "sdwa")
 PROBE_LITERAL = 0x12345678
 _REG = re.compile(r"^(v|s|a|ttmp)(?:(\d+)|\[(\d+):(\d+)\])$")
 _LITS = (0x12345678, 0x3F800000, 5, 0x3E22F983, 0x3800, 0x40490FDB, 0x3FE00000, 0x80000000, 0x3C00, 0xFFFFFFF0,
@@ -90,7 +90,9 @@ def _is_suffix(tok: str) -> bool:
 
 
 def strip_mods(tok: str) -> tuple[str, bool, bool]:
-    """(register text, negated, abs) of a source token like -|v1|."""
+    """(register text, negated, abs) of a source token like -|v1| (SDWA's sext(v1) counts as neither)."""
+    if tok.startswith("sext(") and tok.endswith(")"):
+        tok = tok[5:-1]
     neg = tok.startswith("-") and not tok[1:2].isdigit()
     if neg:
         tok = tok[1:]
@@ -108,10 +110,7 @@ class Prober:
         self.encs = encodings_for(target)
 
     def claims(self, word0: int) -> Encoding | None:
-        for e in self.encs:
-            if word0 & e.mask == e.match:
-                return e
-        return None
+        return match(self.encs, word0)
 
     def word(self, enc: Encoding, values: dict[str, int], literal: int = PROBE_LITERAL) -> bytes:
         v = 0
@@ -119,6 +118,9 @@ class Prober:
             if values.get(f.name):
                 v = f.put(v, values[f.name])
         v |= enc.match
+        if enc.when:
+            v = next(e for e in self.encs if e.when is None and e.match == enc.match).by_name[enc.when[0]].put(
+                v, enc.when[1])
         return v.to_bytes(enc.size, "little") + literal.to_bytes(4, "little")
 
     def run(self, words: list[bytes]) -> list[str | None]:
@@ -241,9 +243,12 @@ def learn_encoding(p: Prober, enc: Encoding, log: Callable[[str], None]) -> dict
         entry: dict = {"m": mnemonic, "o": items, "z": [], "s": [], "w": [], "alt": []}
         entries[str(k)] = entry
         used = {it[1] for it in items if it[0] == "r"}
+        used_bits = 0
+        for name in used:
+            used_bits |= _mask(enc.by_name[name])
         for f in enc.fields:
-            if f.name in enc.keys:
-                continue
+            if f.name in enc.keys or (f.name not in used and _mask(f) & used_bits):
+                continue  # a field under one the opcode shows (VOP3's abs/op_sel under sdst) is not its own
             if f.name not in used:
                 plans += [(k, f.name, v) for v in _variant_values(f)]
             elif f.kind == "sreg":
@@ -313,9 +318,12 @@ def learn_encoding(p: Prober, enc: Encoding, log: Callable[[str], None]) -> dict
             if not any(it[0] == "t" and _numberlike(it[1]) for it in items):
                 continue
             shown = {it[1] for it in items if it[0] in ("r", "i")} | set(fixed) | set(enc.keys)
+            shown_bits = 0
+            for name in shown:
+                shown_bits |= _mask(enc.by_name[name])
             vals = {**found[int(k)][0], **fixed}
             for f in enc.fields:
-                if f.name in shown:
+                if f.name in shown or _mask(f) & shown_bits:
                     continue
                 for v in (0x11, 0x1234 & ((1 << f.bits) - 1), 0x25 & ((1 << f.bits) - 1)):
                     plans4.append((k, ai, f, v, p.word(enc, {**vals, f.name: v})))
@@ -375,6 +383,13 @@ def template(text: str, vals: dict[str, int], regnum: dict[str, int], free_form:
                     item = ["i", name, "u16"]
         items.append(item or ["t", tok])
     return mnemonic, items, suffix
+
+
+def _mask(f) -> int:
+    m = ((1 << f.width) - 1) << f.lo
+    if f.extra:
+        m |= ((1 << f.extra[1]) - 1) << f.extra[0]
+    return m
 
 
 def _numberlike(tok: str) -> bool:
@@ -455,13 +470,16 @@ def _learn_field(enc: Encoding, entry: dict, found, regnum, name: str, results, 
         mnem, items, sfx = template(t, {**vals, name: v}, regnum, free_form)
         ops = split_text(t, free_form)[1]
         base_ops = split_text(base_text, free_form)[1]
-        if [i for i in items if i[0] != "t"] != [i for i in base_items if i[0] != "t"] or len(ops) != len(base_ops):
-            entry["alt"].append([[name], [v], mnem, items])
-            sfx_by_value[v] = sfx
+        same = items == base_items if f.bits == 1 else \
+            [i for i in items if i[0] != "t"] == [i for i in base_items if i[0] != "t"]
+        if not same or len(ops) != len(base_ops):
+            if f.bits == 1:  # a flag that changes the operands (MUBUF offen, FLAT glc on atomics, gfx90a acc)
+                entry["alt"].append([[name], [v], mnem, items])
+                sfx_by_value[v] = sfx
             continue
         for j, (a, b) in enumerate(zip(base_ops, ops, strict=True)):
             if a != b and v & (v - 1) == 0:
-                kind = "abs" if b == f"|{a}|" else "neg" if b == f"-{a}" else None
+                kind = "abs" if b == f"|{a}|" else "neg" if b == f"-{a}" else "sext" if b == f"sext({a})" else None
                 if kind:
                     entry["w"].append([name, v.bit_length() - 1, j, kind])
         sfx_by_value[v] = sfx
