@@ -42,6 +42,29 @@ class Tally:
     mismatches: list[tuple[str, str, str]] = field(default_factory=list)  # (hex, ours, LLVM's)
 
 
+@pytest.mark.parametrize(("target", "words", "text", "size"), [
+    ("gfx90a", "000081bf", "s_endpgm", 4),
+    ("gfx1100", "0000b0bf", "s_endpgm", 4),
+    ("gfx1100", "ff040006cdcccc3d", "v_add_f32_e32 v0, 0x3dcccccd, v2", 8),  # literal after a VOP2
+    ("gfx1100", "f2040006", "v_add_f32_e32 v0, 1.0, v2", 4),
+    ("gfx942", "008053de02007f01", "global_load_dword v1, v[2:3], off sc0 nt sc1", 8),
+    ("gfx1201", "7c0005ee0100000002f0ffff", "global_load_b32 v1, v[2:3], off offset:-16", 12),
+    ("gfx1030", "014105f4100000fa", "s_load_dwordx2 s[4:5], s[2:3], 0x10 glc dlc", 8),
+])
+def test_known_words(target: str, words: str, text: str, size: int) -> None:
+    insn = decode(bytes.fromhex(words), 0, target)
+    assert (insn.text, insn.size) == (text, size)
+
+
+def test_decode_errors_name_target_offset_and_words() -> None:
+    with pytest.raises(DecodeError, match=r"gfx1100: .*offset 0x4.*words"):
+        decode(bytes.fromhex("0000b0bf" + "ffffffffffffffff"), 4, "gfx1100")
+    with pytest.raises(DecodeError, match="literal missing"):
+        decode(bytes.fromhex("ff040006"), 0, "gfx1100")
+    with pytest.raises(DecodeError, match="unknown target 'gfx000'"):
+        decode(bytes(4), 0, "gfx000")
+
+
 def random_words(target: str, enc_name: str, n: int, seed: int) -> list[bytes]:
     """n words of the encoding: a known opcode, every other field random, a random literal dword after."""
     rng = random.Random(f"{seed}-{target}-{enc_name}")

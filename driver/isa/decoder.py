@@ -105,8 +105,7 @@ def _hwreg(v: int, w: int, ctx: Any) -> str:
 
 
 def _sendmsg(v: int, w: int, ctx: Any) -> str:
-    mask = ctx["sendmsg_id_mask"]
-    ident, rest = v & mask, v & ~mask
+    ident = v & ctx["sendmsg_id_mask"]
     name = ctx["sendmsg"].get(str(ident))
     if name is not None:
         return f"sendmsg({name})"
@@ -210,7 +209,7 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
     w0 = int.from_bytes(data[offset:offset + 4], "little")
     enc = t.lut[w0 >> 23]
     if enc is None:
-        raise DecodeError(f"{target}: no encoding matches word {w0:#010x} at offset {offset:#x}")
+        raise DecodeError(f"{target}: no known encoding at offset {offset:#x}: words {w0:08x}")
     for form in t.forms.get(enc.name, ()):
         if enc.by_name[form.when[0]].get(w0) == form.when[1]:
             enc = form

@@ -41,7 +41,7 @@ def annotated_invalid(text: str) -> bool:
 def split_operands(rest: str) -> list[str]:
     """Split LLVM's operand text at top-level commas (not inside (), [])."""
     out, depth, cur = [], 0, ""
-    for i, ch in enumerate(rest):
+    for ch in rest:
         if ch in "([":
             depth += 1
         elif ch in ")]":
@@ -51,7 +51,6 @@ def split_operands(rest: str) -> list[str]:
             cur = ""
             continue
         cur += ch
-        del i
     if cur.strip():
         out.append(cur.strip())
     return out
