@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import threading
 from typing import TYPE_CHECKING
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kfdtrace.driver import kfd_ioctl as K
-from kfdtrace.driver.errors import AddressInUse, BoundsError, DeviceError
+from kfdtrace.driver.errors import AddressInUse, BoundsError, DeviceError, OutOfMemory
 from kfdtrace.driver.syscalls import (
     MAP_ANONYMOUS,
     MAP_FIXED,
@@ -157,6 +158,12 @@ class Buffer:
         self.device.untrack(self)
 
 
+def _no_address_space(span: int, exc: OSError) -> OutOfMemory:
+    """The process could not reserve the buffer's addresses (its address-space limit, or memory overcommit)."""
+    return OutOfMemory(f"no room for {span:#x} bytes of addresses in this process ({exc.strerror}): the buffer is "
+                       f"larger than this machine or its limits (ulimit -v) allow", exc.errno)
+
+
 def allocate(device: Device, size: int, domain: str = "vram", *, cpu_access: bool = True,
              executable: bool = False, coherent: bool = False, uncached: bool = False,
              name: str | None = None, map_to: tuple[Device, ...] = (), role: str = "user",
@@ -185,7 +192,10 @@ def allocate(device: Device, size: int, domain: str = "vram", *, cpu_access: boo
     if va is None:
         align = HUGE if alloc_size >= HUGE else PAGE
         span = alloc_size + align
-        base = sys.mmap(0, span, PROT_NONE, reserve, -1, 0)
+        try:
+            base = sys.mmap(0, span, PROT_NONE, reserve, -1, 0)
+        except OSError as exc:
+            raise _no_address_space(span, exc) from None
         va = _align(base, align)
     else:
         if va % PAGE:
@@ -194,6 +204,8 @@ def allocate(device: Device, size: int, domain: str = "vram", *, cpu_access: boo
         try:
             base = sys.mmap(va, span, PROT_NONE, reserve | MAP_FIXED_NOREPLACE, -1, 0)
         except OSError as exc:
+            if exc.errno == errno.ENOMEM:
+                raise _no_address_space(span, exc) from None
             raise AddressInUse(f"{va:#x}+{alloc_size:#x} is not free here: {exc.strerror}", exc.errno) from None
         if base != va:  # a kernel older than 4.17 takes the address as a hint
             sys.munmap(base, span)

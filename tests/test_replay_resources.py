@@ -171,3 +171,26 @@ def test_a_request_the_target_refuses_mid_replay_names_the_record(monkeypatch):
     monkeypatch.setattr(Device, "alloc", scarce)
     with pytest.raises(TargetRefused, match=r"^record \d+ \(alloc\): the target refused it: AMDKFD_IOC_ALLOC"):
         replay_trace(sample("ping_pong-gfx1100"), Options(), emulate="gfx1100")
+
+
+def test_a_buffer_beyond_the_address_space_limit_is_out_of_memory_not_a_crash():
+    """The fuzz campaign's one memory finding: a queue ring of 4 GiB under a 4 GiB address-space limit made the
+    reservation mmap fail with ENOMEM, which replay reported as an internal error (exit 5)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import resource
+        from kfdtrace.driver import System
+        from kfdtrace.driver.errors import OutOfMemory
+        with System.open(emulate="gfx942") as system:
+            resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+            try:
+                system.devices[0].alloc(4 << 30, "gtt")
+            except OutOfMemory as exc:
+                print("refused:", exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "refused: no room for" in out.stdout and "ulimit -v" in out.stdout
