@@ -472,7 +472,7 @@ def _learn_field(enc: Encoding, entry: dict, found, regnum, name: str, results, 
         same = items == base_items if f.bits == 1 else \
             [i for i in items if i[0] != "t"] == [i for i in base_items if i[0] != "t"]
         if not same or len(ops) != len(base_ops):
-            if f.bits == 1:  # a flag that changes the operands (MUBUF offen, FLAT glc on atomics, gfx90a acc)
+            if f.bits <= 3:  # a flag or small enum that changes the operands (MUBUF offen, gfx12 th, gfx90a acc)
                 entry["alt"].append([[name], [v], mnem, items])
                 sfx_by_value[v] = sfx
             continue
