@@ -209,7 +209,7 @@ FLOORS: dict[tuple[str, str], tuple[int, int]] = {
     ('gfx1201', 'VOPC'): (307, 92),
     ('gfx1201', 'VOP2'): (341, 58),
     ('gfx1201', 'VOP3'): (34, 355),
-    ('gfx1201', 'SMEM'): (169, 15),
+    ('gfx1201', 'SMEM'): (274, 15),
     ('gfx1201', 'DS'): (17, 368),
     ('gfx1201', 'VFLAT'): (4, 117),
     ('gfx1201', 'VBUFFER'): (55, 43),

@@ -7,7 +7,8 @@ lookup in the generated table (<target>.json, written by generate.py from LLVM).
        constants print, operands.CLASSES), ["t", text] fixed text (vcc, off), ["l", class] a literal dword
        the opcode always carries, ["i", field, format] an immediate printed by IMM_FORMATS[format]
   z    [field, values or null]: the word is invalid when the field holds one of the values (null: any non-zero)
-  s    suffix modifiers in print order: ["e", field, {value: text}] or ["n", field, "prefix:", format]
+  s    suffix modifiers in print order: ["e", field, {value: text}] or ["n", field, "prefix:", format, 1?]
+       (the trailing 1: printed when 0 too)
   w    operand wrappers: [field, bit, operand index, "abs" | "neg"]
   alt  [field, value, mnemonic, operands]: another operand list while the field holds that value
 """
@@ -290,7 +291,7 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
             s = spec[2].get(str(v))
             if s:
                 suffix.append(s)
-        elif v:
+        elif v or len(spec) > 4:
             suffix.append(spec[2] + render_imm(spec[3], v, by[spec[1]].bits, ctx))
     text = mnemonic
     sep = " "

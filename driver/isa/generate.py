@@ -501,8 +501,8 @@ def _learn_field(enc: Encoding, entry: dict, found, regnum, name: str, results, 
     nums = [(v, t[len(prefix):]) for v, t in toks.items()]
     fmt = learn_imm([v for v, _ in nums], [t for _, t in nums], f.bits)
     ok = sum(render_imm(fmt, v, f.bits, CTX) == t for v, t in nums)
-    if ok == len(nums):
-        entry["s"].append(["n", name, prefix, fmt])
+    if ok == len(nums):  # a fifth element: printed at 0 too (gfx12 SMEM's offset:0x0)
+        entry["s"].append(["n", name, prefix, fmt] + ([1] if 0 in toks else []))
 
 
 def _dedupe_suffix(entry: dict) -> None:
