@@ -91,8 +91,8 @@ class BufferObject:
         with self._lock:
             self.users -= 1
             last = self.freed and not self.users
-            if not self.users:
-                self._lock.notify_all()
+            if last:
+                self._lock.notify_all()  # a revoke() may be waiting for the accesses to end
         if last:
             self._release_host()
 
