@@ -8,7 +8,7 @@ COMPUTE_USER_DATA_*, the workgroup size, then DISPATCH_DIRECT over the workgroup
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,7 @@ from kfdtrace.driver.kernargs import KernargError, Kernargs, Launch
 from kfdtrace.driver.kernel_descriptor import KernelDescriptor
 from kfdtrace.driver.memory import Buffer
 from kfdtrace.driver.pm4 import EventIndex, EventType, Pm4Dialect
+from kfdtrace.driver.registers import RegisterTable
 
 if TYPE_CHECKING:
     from kfdtrace.driver.program import LoadedKernel
@@ -50,7 +51,7 @@ class ScratchArea:
     def base(self, xcc: int = 0) -> int:
         return self.buffer.va + xcc * self.per_xcc
 
-    def tmpring(self, registers) -> int:
+    def tmpring(self, registers: RegisterTable) -> int:
         """COMPUTE_TMPRING_SIZE for this area (the register's WAVESIZE unit differs by generation)."""
         unit = SCRATCH_UNIT[9 if registers.name == "gfx9" else 10]
         return registers["COMPUTE_TMPRING_SIZE"].encode(waves=self.waves, wavesize=self.wave_bytes // unit)
@@ -75,7 +76,7 @@ class Scratch:
         self.area: ScratchArea | None = None
         self._per_lane = 0
 
-    def ensure(self, private_segment_size: int, retire) -> ScratchArea:
+    def ensure(self, private_segment_size: int, retire: Callable[[Buffer], None]) -> ScratchArea:
         """An area with at least `private_segment_size` bytes per work-item (sized as tinygrad sizes it: every
         scratch slot of every CU of every XCC)."""
         props, major = self.device.node.properties, self.device.target.family.gfx_major
