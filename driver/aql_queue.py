@@ -280,7 +280,7 @@ class AqlQueue:
         q.scratch_backing_memory_location = area.base()
         q.scratch_backing_memory_byte_size = area.buffer.size
         q.scratch_wave64_lane_byte_size = area.wave_bytes // 64
-        q.compute_tmpring_size = area.tmpring(self.pm4_dialect.registers)
+        q.compute_tmpring_size = area.tmpring(self.pm4_dialect.registers, family.gfx_major)
         q.scratch_resource_descriptor[:] = area.resource(family.gfx_major, 64)  # the CP sets the index stride
 
     def _retire(self, buffer: Buffer) -> None:

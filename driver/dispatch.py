@@ -51,10 +51,10 @@ class ScratchArea:
     def base(self, xcc: int = 0) -> int:
         return self.buffer.va + xcc * self.per_xcc
 
-    def tmpring(self, registers: RegisterTable) -> int:
+    def tmpring(self, registers: RegisterTable, gfx_major: int) -> int:
         """COMPUTE_TMPRING_SIZE for this area (the register's WAVESIZE unit differs by generation)."""
-        unit = SCRATCH_UNIT[9 if registers.name == "gfx9" else 10]
-        return registers["COMPUTE_TMPRING_SIZE"].encode(waves=self.waves, wavesize=self.wave_bytes // unit)
+        return registers["COMPUTE_TMPRING_SIZE"].encode(waves=self.waves,
+                                                        wavesize=self.wave_bytes // SCRATCH_UNIT[gfx_major])
 
     def resource(self, gfx_major: int, wave_size: int) -> tuple[int, int, int, int]:
         """The private segment buffer resource (V#) over this area's base, as absolute-scratch targets take it."""
@@ -154,7 +154,7 @@ def pm4_dispatch(dialect: Pm4Dialect, kernel: LoadedKernel, launch: Launch, args
     out.append(dialect.set_sh_reg(**regs.split("COMPUTE_PGM", kernel.entry_address)))
     out.append(dialect.set_sh_reg(COMPUTE_PGM_RSRC1=rsrc1, COMPUTE_PGM_RSRC2=rsrc2))
     out.append(dialect.set_sh_reg(COMPUTE_PGM_RSRC3=kd.compute_pgm_rsrc3))
-    out.append(dialect.set_sh_reg(COMPUTE_TMPRING_SIZE=scratch.tmpring(regs) if scratch else 0))
+    out.append(dialect.set_sh_reg(COMPUTE_TMPRING_SIZE=scratch.tmpring(regs, family.gfx_major) if scratch else 0))
     if scratch is not None:  # each XCC its own share (architected flat scratch reads this base)
         for xcc in range(num_xcc):
             body = dialect.set_sh_reg(**regs.split("COMPUTE_DISPATCH_SCRATCH_BASE", scratch.base(xcc)))
