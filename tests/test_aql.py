@@ -31,8 +31,8 @@ from kfdtrace.driver.pm4 import DIALECTS as PM4
 from kfdtrace.driver.pm4 import CopySel, WriteDst
 from kfdtrace.driver.sdma import PollFunc
 from kfdtrace.driver.system import System
+from tests.emulated import FAMILIES, engine_of, u32
 
-FAMILIES = ["gfx90a", "gfx942", "gfx1030", "gfx1100", "gfx1201"]
 INVALID_HEADER = 1
 
 
@@ -41,15 +41,6 @@ def system(request):
     s = System.open(emulate=request.param)
     yield s
     s.close()
-
-
-def _engine(q):
-    """The emulated packet processor behind a queue."""
-    return q.device.sys.machine.queues[q.queue_id].engine
-
-
-def _u32(*values: int) -> bytes:
-    return struct.pack(f"<{len(values)}I", *values)
 
 
 def _headers(q) -> list[int]:
@@ -150,9 +141,9 @@ def test_decode_keeps_a_dispatch_setup_apart_from_the_vendor_format():
     for name in ("BARRIER_VALUE", "PM4_IB"):
         assert AQL.decode(AQL.build(name)).name == name
     with pytest.raises(ValueError, match="unknown packet type=0x7"):
-        AQL.decode(_u32(7) + bytes(60))
+        AQL.decode(u32(7) + bytes(60))
     with pytest.raises(ValueError, match="unknown packet type=0x0 amd_format=0x9"):
-        AQL.decode(_u32(0x90000) + bytes(60))
+        AQL.decode(u32(0x90000) + bytes(60))
 
 
 def test_addresses_and_signals_are_tagged():
@@ -178,7 +169,7 @@ def test_create_and_destroy(system):
     amdq = q.amd_queue
     assert (amdq.hsa_queue.base_address, amdq.hsa_queue.size, amdq.read_dispatch_id_field_base_byte_offset) == (
         q.ring.va, 64, 128)
-    engine = _engine(q)
+    engine = engine_of(q)
     assert type(engine).__name__ == "AqlProcessor" and engine.slots == 64 and engine.num_xcc == num_xcc
     assert engine.rptr_host == dev.sys.machine.gpus[dev.gpu_id].vm.translate(q.amd_queue_buffer.va + 128, 8)
     q.destroy()
@@ -221,7 +212,7 @@ def test_a_small_ring_wraps_and_the_doorbell_gets_each_packet_index(system):
         assert doorbell.value == i  # the index of the packet just written, not the count
     done.wait(0, timeout=10)
     q.sync()
-    assert q.read_index == q.write_index == 41 and _engine(q).announced == 41
+    assert q.read_index == q.write_index == 41 and engine_of(q).announced == 41
     assert _headers(q) == [INVALID_HEADER] * 16  # every processed slot released
 
 
@@ -326,7 +317,7 @@ def test_a_completion_signal_wakes_a_cpu_wait_through_its_event(system, monkeypa
 def test_a_pm4_indirect_buffer_runs_on_the_command_processor(system):
     dev = system.devices[0]
     q, out, done = dev.aql_queue(), dev.alloc(PAGE, "gtt"), HsaSignal(system, 1)
-    write = q.pm4_dialect.build("WRITE_DATA", _u32(7, 8, 9), dst_sel=WriteDst.MEMORY, wr_confirm=1, dst=out.va)
+    write = q.pm4_dialect.build("WRITE_DATA", u32(7, 8, 9), dst_sel=WriteDst.MEMORY, wr_confirm=1, dst=out.va)
     ib, size = _ib(dev, write)
     q.pm4(ib, size, completion=done)
     done.wait(0, timeout=10)
@@ -364,7 +355,7 @@ def test_a_bad_signal_address_is_a_vm_fault(system, where):
     with pytest.raises(GpuFault) as err:
         q.sync(timeout=5)
     assert "VM fault at address" in str(err.value) and "BARRIER_AND" in str(err.value)
-    error = _engine(q).error
+    error = engine_of(q).error
     assert "VM fault" in error and f"AQL queue {q.queue_id} packet 0" in error
 
 
@@ -374,23 +365,23 @@ def test_kernel_dispatch_is_a_named_unsupported_error(system, caplog):
     q.submit(dispatch_packet(0x1000, (64,), (64,), 0x2000))
     with caplog.at_level(logging.ERROR, "kfdtrace.emulator"), pytest.raises(GpuFault, match="at: KERNEL_DISPATCH"):
         q.sync(timeout=5)
-    error = _engine(q).error
+    error = engine_of(q).error
     assert error.startswith("kernel dispatch is not emulated yet: KERNEL_DISPATCH")
     assert f"AQL queue {q.queue_id} packet 1 (slot 1)" in error and error in caplog.text
     assert q.read_index == 1  # stopped on the dispatch, which keeps its slot
 
 
 @pytest.mark.parametrize(("raw", "message"), [
-    (_u32(7), "unknown packet type=0x7"),
-    (_u32(PacketType.AGENT_DISPATCH), "agent dispatch packets are not emulated"),
-    (_u32(PacketType.BARRIER_AND | 3 << 9), "acquire_fence_scope=3 is not a fence scope"),
+    (u32(7), "unknown packet type=0x7"),
+    (u32(PacketType.AGENT_DISPATCH), "agent dispatch packets are not emulated"),
+    (u32(PacketType.BARRIER_AND | 3 << 9), "acquire_fence_scope=3 is not a fence scope"),
 ])
 def test_packets_the_processor_refuses_stop_the_queue_with_a_named_error(system, raw, message):
     q = system.devices[0].aql_queue()
     q.submit(raw + bytes(60))
     with pytest.raises(GpuFault):
         q.sync(timeout=5)
-    assert message in _engine(q).error and f"AQL queue {q.queue_id} packet 0" in _engine(q).error
+    assert message in engine_of(q).error and f"AQL queue {q.queue_id} packet 0" in engine_of(q).error
 
 
 def test_several_threads_submit(system):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
-import struct
 import threading
 import time
 
@@ -18,8 +17,7 @@ from kfdtrace.driver.memory import PAGE
 from kfdtrace.driver.packets import MAX_IB_DEPTH
 from kfdtrace.driver.pm4 import CopySel, DataSel, IntSel, WaitFunc, WriteDst
 from kfdtrace.driver.system import System
-
-FAMILIES = ["gfx90a", "gfx942", "gfx1030", "gfx1100", "gfx1201"]
+from tests.emulated import FAMILIES, engine_of, u32
 
 
 @pytest.fixture(params=FAMILIES)
@@ -27,15 +25,6 @@ def system(request):
     s = System.open(emulate=request.param)
     yield s
     s.close()
-
-
-def _engine(q):
-    """The emulated command processor behind a queue."""
-    return q.device.sys.machine.queues[q.queue_id].engine
-
-
-def _u32(*values: int) -> bytes:
-    return struct.pack(f"<{len(values)}I", *values)
 
 
 # -- creation ---------------------------------------------------------------------------------------------
@@ -49,7 +38,7 @@ def test_create_and_destroy_with_the_sizes_the_topology_demands(system):
     assert q.cwsr.size == sizes.cwsr_allocation(num_xcc) >= sizes.cwsr_size * num_xcc
     assert q.eop.domain == q.cwsr.domain == "vram" and q.eop.cpu is None
     machine = dev.sys.machine
-    assert type(_engine(q)).__name__ == "CommandProcessor" and _engine(q).num_xcc == num_xcc
+    assert type(engine_of(q)).__name__ == "CommandProcessor" and engine_of(q).num_xcc == num_xcc
     queue_id = q.queue_id
     q.destroy()
     assert queue_id not in machine.queues and set(dev.buffers) == before
@@ -82,7 +71,7 @@ def test_write_data_and_copy_data(system):
     dev = system.devices[0]
     q, buf = dev.compute_queue(), dev.alloc(3 * PAGE, "gtt")
     data = bytes(range(256)) * 20  # 5120 bytes: two WRITE_DATA packets
-    q.write_data(buf, data, offset=PAGE).write_data(buf, _u32(0xDEADBEEF, 0x01234567))
+    q.write_data(buf, data, offset=PAGE).write_data(buf, u32(0xDEADBEEF, 0x01234567))
     q.copy_data(buf, buf, dst_offset=16).copy_data(buf, buf, size=8, dst_offset=24).timestamp(buf, offset=40)
     q.sync()
     words = buf.numpy("<u4")
@@ -98,8 +87,8 @@ def test_indirect_buffer(system):
     dev = system.devices[0]
     q, out, ib = dev.compute_queue(), dev.alloc(PAGE, "gtt"), dev.alloc(PAGE, "gtt")
     d = q.dialect
-    inner = d.build("WRITE_DATA", _u32(7), dst_sel=WriteDst.MEMORY, dst=out.va + 4)
-    body = d.build("WRITE_DATA", _u32(0xFEED), dst_sel=WriteDst.MEMORY, dst=out.va) + d.build("NOP", count=0x3FFF)
+    inner = d.build("WRITE_DATA", u32(7), dst_sel=WriteDst.MEMORY, dst=out.va + 4)
+    body = d.build("WRITE_DATA", u32(0xFEED), dst_sel=WriteDst.MEMORY, dst=out.va) + d.build("NOP", count=0x3FFF)
     body += d.build("INDIRECT_BUFFER", ib_base=ib.va + 512, ib_size=len(inner) // 4, valid=1)  # one level down
     ib.write(body)
     ib.write(inner, 512)
@@ -115,7 +104,7 @@ def test_an_indirect_buffer_that_runs_itself_stops_the_queue(system, caplog):
     q.indirect(ib, len(loop))
     with caplog.at_level(logging.ERROR, "kfdtrace.emulator"), pytest.raises(GpuFault, match="at: INDIRECT_BUFFER"):
         q.sync(timeout=5)
-    assert f"nest more than {MAX_IB_DEPTH} deep" in _engine(q).error
+    assert f"nest more than {MAX_IB_DEPTH} deep" in engine_of(q).error
 
 
 def test_ring_wraps_with_pm4_nop_padding(system):
@@ -123,7 +112,7 @@ def test_ring_wraps_with_pm4_nop_padding(system):
     dev = system.devices[0]
     q, buf = dev.compute_queue(ring_size=1024), dev.alloc(PAGE, "gtt")
     for i in range(150):
-        q.write_data(buf, _u32(i), offset=4 * (i % 8)).submit()
+        q.write_data(buf, u32(i), offset=4 * (i % 8)).submit()
     q.sync()
     assert list(buf.numpy("<u4")[:8]) == [144, 145, 146, 147, 148, 149, 142, 143]
     assert q.wptr > 2 * 1024 and q.rptr == q.wptr
@@ -136,7 +125,7 @@ def test_back_pressure_waits_for_the_command_processor(system):
     q, gate, buf = dev.compute_queue(ring_size=1024), system.semaphore("gate"), dev.alloc(PAGE, "gtt")
     q.wait(gate, 1)
     for i in range(200):  # far more than the ring holds while the CP is held by the gate
-        q.write_data(buf, _u32(i))
+        q.write_data(buf, u32(i))
     timer = threading.Timer(0.05, gate.signal, args=(1,))
     timer.start()
     q.submit()  # blocks on the full ring until the gate opens
@@ -150,7 +139,7 @@ def test_a_cpu_signal_releases_a_waiting_queue(system):
     dev = system.devices[0]
     q, buf = dev.compute_queue(), dev.alloc(PAGE, "gtt")
     go, done = system.semaphore("go"), system.semaphore("done")
-    q.wait(go, 3).write_data(buf, _u32(42)).signal(done, 1).submit()
+    q.wait(go, 3).write_data(buf, u32(42)).signal(done, 1).submit()
     go.signal(2)
     time.sleep(0.02)
     assert done.value == 0 and buf.numpy("<u4")[0] == 0  # still held
@@ -198,8 +187,8 @@ def test_sdma_and_compute_order_each_other_both_ways(system):
     src, mid, out = dev.alloc(PAGE, "gtt"), dev.alloc(PAGE, "vram"), dev.alloc(PAGE, "gtt")
     to_compute, to_sdma = system.semaphore("to compute"), system.semaphore("to sdma")
     for i in range(1, 11):
-        src.write(_u32(i * 11, i * 13))
-        comp.wait(to_compute, i).copy_data(mid, mid, size=8, dst_offset=8).write_data(mid, _u32(i), offset=16)
+        src.write(u32(i * 11, i * 13))
+        comp.wait(to_compute, i).copy_data(mid, mid, size=8, dst_offset=8).write_data(mid, u32(i), offset=16)
         comp.signal(to_sdma, i).submit()
         sdma.copy(mid, src, 8).signal(to_compute, i).wait(to_sdma, i).copy(out, mid, 24).sync()
         assert list(out.numpy("<u4")[:5]) == [i * 11, i * 13, i * 11, i * 13, i]
@@ -232,7 +221,7 @@ def test_a_stuck_wait_is_named_in_the_timeout(system):
 
 def test_release_mem_atomic_add_where_the_dialect_has_it(system):
     q, buf = system.devices[0].compute_queue(), system.devices[0].alloc(PAGE, "gtt")
-    buf.write(_u32(40))
+    buf.write(u32(40))
     add = q.dialect.packet("RELEASE_MEM", data_sel=DataSel.ATOMIC_ADD32, addr=buf.va, data=2)
     q.emit(add.encode())
     if "addr" in add.addresses():  # gfx10.3+
@@ -241,30 +230,30 @@ def test_release_mem_atomic_add_where_the_dialect_has_it(system):
     else:
         with pytest.raises(GpuFault, match="at: RELEASE_MEM"):
             q.sync(timeout=5)
-        assert "data_sel=7 is not emulated" in _engine(q).error
+        assert "data_sel=7 is not emulated" in engine_of(q).error
 
 
 # -- faults and refusals --------------------------------------------------------------------------------
 def test_a_write_to_an_unmapped_address_is_a_vm_fault(system):
     q = system.devices[0].compute_queue()
     unmapped = 0x7F00_DEAD_0000
-    q.write_data(unmapped, _u32(1))
+    q.write_data(unmapped, u32(1))
     with pytest.raises(GpuFault) as err:
         q.sync(timeout=5)
     msg = str(err.value)
     assert f"VM fault at address {unmapped:#x}" in msg and "WRITE_DATA" in msg
-    assert "VM fault" in _engine(q).error and "PM4 compute queue" in _engine(q).error
+    assert "VM fault" in engine_of(q).error and "PM4 compute queue" in engine_of(q).error
 
 
 @pytest.mark.parametrize("packet", ["DISPATCH_DIRECT", "DISPATCH_INDIRECT"])
 def test_dispatch_is_a_named_unsupported_error(system, packet, caplog):
     q = system.devices[0].compute_queue(name="dispatch")
-    q.write_data(q.ptrs, _u32(0), offset=64)  # something before it: the error names a non-zero ring offset
+    q.write_data(q.ptrs, u32(0), offset=64)  # something before it: the error names a non-zero ring offset
     fields = dict(dim_x=4, dim_y=1, dim_z=1) if packet == "DISPATCH_DIRECT" else dict(addr=q.ptrs.va + 128)
     q.packet(packet, dispatch_initiator=1, **fields)
     with caplog.at_level(logging.ERROR, "kfdtrace.emulator"), pytest.raises(GpuFault, match=f"at: {packet}"):
         q.sync(timeout=5)
-    error = _engine(q).error
+    error = engine_of(q).error
     assert error.startswith(f"kernel dispatch is not emulated yet: {packet}")
     assert f"PM4 compute queue {q.queue_id} ring offset {q.rptr % q.ring_size:#x}" in error
     assert q.rptr > 0 and error in caplog.text
@@ -275,7 +264,7 @@ def test_a_register_poll_is_a_named_unsupported_error(system):
     q.packet("WAIT_REG_MEM", mem_space=0, addr=0x2E40, reference=1, mask=1, function=WaitFunc.EQ)
     with pytest.raises(GpuFault, match="at: WAIT_REG_MEM"):
         q.sync(timeout=5)
-    assert "polling a register, not memory, is not emulated" in _engine(q).error
+    assert "polling a register, not memory, is not emulated" in engine_of(q).error
 
 
 # -- the command processor's registers, selects and predicates ------------------------------------------
@@ -285,8 +274,8 @@ def test_registers_by_name_and_copy_data_selects(system):
     regs = q.dialect.registers
     user0, user1 = regs["COMPUTE_USER_DATA_0"].offset, regs["COMPUTE_USER_DATA_2"].offset
     q.set_sh_reg(COMPUTE_PGM_LO=0x1234, COMPUTE_PGM_HI=0x56)
-    q.packet("SET_UCONFIG_REG", _u32(0xE0000000), reg_offset=regs.uconfig_index("GRBM_GFX_INDEX"))
-    q.packet("WRITE_DATA", _u32(0xAB, 0xCD), dst_sel=WriteDst.REGISTER, dst=user0)  # USER_DATA_0, _1
+    q.packet("SET_UCONFIG_REG", u32(0xE0000000), reg_offset=regs.uconfig_index("GRBM_GFX_INDEX"))
+    q.packet("WRITE_DATA", u32(0xAB, 0xCD), dst_sel=WriteDst.REGISTER, dst=user0)  # USER_DATA_0, _1
     q.packet("COPY_DATA", src_sel=CopySel.REGISTER, dst_sel=CopySel.TC_L2, count_sel=1, src=user0, dst=buf.va)
     q.packet("COPY_DATA", src_sel=CopySel.IMMEDIATE, dst_sel=CopySel.REGISTER, src=0x77, dst=user1)
     q.packet("COPY_DATA", src_sel=CopySel.IMMEDIATE, dst_sel=CopySel.TC_L2, count_sel=1, src=0x1_0000_0002,
@@ -295,7 +284,7 @@ def test_registers_by_name_and_copy_data_selects(system):
     q.packet("RELEASE_MEM", data_sel=DataSel.DATA32, addr=buf.va + 16, data=0xFFFF_0000_1111)
     q.packet("RELEASE_MEM", data_sel=DataSel.GPU_CLOCK, addr=buf.va + 24)
     q.sync()
-    cp = _engine(q)
+    cp = engine_of(q)
     assert cp.register("COMPUTE_PGM_LO") == 0x1234 and cp.register("COMPUTE_PGM_HI") == 0x56
     assert cp.register("GRBM_GFX_INDEX") == 0xE0000000
     assert [cp.register(f"COMPUTE_USER_DATA_{i}") for i in range(4)] == [0xAB, 0xCD, 0x77, 2]
@@ -312,16 +301,16 @@ def test_pred_exec_selects_xccs_that_exist(system):
     """Each XCC keeps its own registers; packets predicated off every XCC of the node are skipped."""
     dev = system.devices[0]
     q, buf = dev.compute_queue(), dev.alloc(PAGE, "gtt")
-    cp, n = _engine(q), _engine(q).num_xcc
+    cp, n = engine_of(q), engine_of(q).num_xcc
     assert n == (8 if dev.target.name == "gfx942" else 1)  # the emulated MI300X has 8 XCCs; the others one
     last = 1 << (n - 1)
     set_lo = q.dialect.set_sh_reg(COMPUTE_RESTART_X=5)
-    write = q.dialect.build("WRITE_DATA", _u32(9), dst_sel=WriteDst.MEMORY, dst=buf.va)
+    write = q.dialect.build("WRITE_DATA", u32(9), dst_sel=WriteDst.MEMORY, dst=buf.va)
     q.set_sh_reg(COMPUTE_RESTART_X=1)
     q.packet("PRED_EXEC", exec_count=len(set_lo) // 4, xcc_mask=last).emit(set_lo)  # the last XCC only
     absent = 0xFF & ~((1 << n) - 1)  # the XCCs the node does not have (none of 8 bits on the 8-XCC MI300X)
     q.packet("PRED_EXEC", exec_count=len(write) // 4, xcc_mask=absent).emit(write)
-    q.packet("PRED_EXEC", exec_count=0, xcc_mask=0).write_data(buf, _u32(3), offset=4)  # governs nothing
+    q.packet("PRED_EXEC", exec_count=0, xcc_mask=0).write_data(buf, u32(3), offset=4)  # governs nothing
     q.sync()
     assert [cp.register("COMPUTE_RESTART_X", x) for x in range(n)] == [1] * (n - 1) + [5]
     assert list(buf.numpy("<u4")[:2]) == [0, 3]
@@ -336,7 +325,7 @@ def test_threads_submit_to_one_compute_queue(system):
     def work(t: int) -> None:
         try:
             for i in range(40):
-                q.write_data(buf, _u32(t, i), offset=8 * t).copy_data(buf, buf, dst_offset=256 + 4 * t,
+                q.write_data(buf, u32(t, i), offset=8 * t).copy_data(buf, buf, dst_offset=256 + 4 * t,
                                                                       src_offset=8 * t + 4)
                 if i % 10 == 9:
                     q.sync()

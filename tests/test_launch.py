@@ -11,13 +11,9 @@ import pytest
 from kfdtrace.driver import GpuFault, System
 from kfdtrace.driver.emulator.launch import from_aql, from_registers
 from kfdtrace.driver.kernargs import Local
+from tests.emulated import FAMILIES, engine_of
 
 BUILT = os.path.join(os.path.dirname(__file__), "..", "driver", "kernels", "built")
-TARGETS = ["gfx90a", "gfx942", "gfx1030", "gfx1100", "gfx1201"]
-
-
-def _engine(q):
-    return q.device.sys.machine.queues[q.queue_id].engine
 
 
 def _args(dev, k, n=64):
@@ -34,7 +30,7 @@ def pm4_launch(system, kernel: str, grid, block):
     q.dispatch(k, grid, block, *_args(dev, k))
     with pytest.raises(GpuFault, match="DISPATCH_DIRECT"):  # no ISA interpreter yet: the CP stops there
         q.sync(timeout=5)
-    cp = _engine(q)
+    cp = engine_of(q)
     direct = next(p for p in q.dialect.iter_packets(q.ring.read(0, q.wptr)) if p.name == "DISPATCH_DIRECT")
     return k, from_registers(dev.target.family, q.dialect.registers, cp.registers,
                              (direct.dim_x, direct.dim_y, direct.dim_z), direct.dispatch_initiator)
@@ -48,7 +44,7 @@ def aql_launch(system, kernel: str, grid, block):
     with pytest.raises(GpuFault, match="KERNEL_DISPATCH"):
         q.sync(timeout=5)
     slot = q.ring.va + index % q.size * 64
-    return k, from_aql(dev.target.family, q.pm4_dialect.registers, _engine(q).vm, q.packet_at(index), slot, index,
+    return k, from_aql(dev.target.family, q.pm4_dialect.registers, engine_of(q).vm, q.packet_at(index), slot, index,
                        q.amd_queue, q.amd_queue_buffer.va, q.num_xcc)
 
 
@@ -61,7 +57,7 @@ def sgpr_at(kd, name: str) -> int:
     raise KeyError(name)
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", FAMILIES)
 @pytest.mark.parametrize("make", [pm4_launch, aql_launch], ids=["pm4", "aql"])
 def test_waves_start_with_their_ids_and_the_kernels_arguments(target, make):
     with System.open(emulate=target) as system:
@@ -85,7 +81,7 @@ def test_waves_start_with_their_ids_and_the_kernels_arguments(target, make):
             assert not w.vgprs[0][lanes:].any()
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", FAMILIES)
 def test_three_dimensional_ids_are_packed_where_the_family_packs_them(target):
     with System.open(emulate=target) as system:
         k, launch = pm4_launch(system, "stencil3d_7pt", (10, 6, 5), (8, 4, 2))
@@ -107,7 +103,7 @@ def test_three_dimensional_ids_are_packed_where_the_family_packs_them(target):
         assert [waves[0].sgprs[kd.system_sgpr_start + j] for j in range(len(tgid))] == [(1, 1, 2)[i] for i in tgid]
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", FAMILIES)
 def test_scratch_slots_are_given_as_the_family_takes_them(target):
     with System.open(emulate=target) as system:
         k, launch = pm4_launch(system, "mode_scratch", (128,), (128,))
@@ -123,7 +119,7 @@ def test_scratch_slots_are_given_as_the_family_takes_them(target):
             assert [w.sgprs[last] for w in waves] == offsets and all(w.flat_scratch is None for w in waves)
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", FAMILIES)
 def test_pm4_and_aql_start_the_same_kernel_the_same_way(target):
     with System.open(emulate=target) as one, System.open(emulate=target) as other:  # a stopped queue stays so
         k1, pm4 = pm4_launch(one, "reduce_max_dynamic", (1000,), (128,))
