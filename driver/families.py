@@ -34,13 +34,14 @@ class Family:
     doorbell_size: int = 8
     # AMDGPUUsage "Packed work-item IDs": gfx90a, gfx940-942, gfx11 and gfx12 pack X/Y/Z into v0; gfx10.3 not.
     packed_workitem_ids: bool = True
+    isa: str = ""  # the instruction tables (kfdtrace.driver.isa) the emulated GPU decodes the family's code with
 
 
-CDNA2 = Family("CDNA2", 9, 64, "sdma4.4", "gfx9")
-CDNA3 = Family("CDNA3", 9, 64, "sdma4.4", "gfx9")
-RDNA2 = Family("RDNA2", 10, 32, "sdma5", "gfx10", packed_workitem_ids=False)
-RDNA3 = Family("RDNA3", 11, 32, "sdma6", "gfx11")
-RDNA4 = Family("RDNA4", 12, 32, "sdma7", "gfx12")
+CDNA2 = Family("CDNA2", 9, 64, "sdma4.4", "gfx9", isa="gfx90a")
+CDNA3 = Family("CDNA3", 9, 64, "sdma4.4", "gfx9", isa="gfx942")
+RDNA2 = Family("RDNA2", 10, 32, "sdma5", "gfx10", packed_workitem_ids=False, isa="gfx1030")
+RDNA3 = Family("RDNA3", 11, 32, "sdma6", "gfx11", isa="gfx1100")
+RDNA4 = Family("RDNA4", 12, 32, "sdma7", "gfx12", isa="gfx1201")
 FAMILIES: tuple[Family, ...] = (CDNA2, CDNA3, RDNA2, RDNA3, RDNA4)
 
 # Bytes one SDMA COPY_LINEAR may move. The count field holds bytes-1; ROCR caps it at 0x3fffff on gfx9 parts

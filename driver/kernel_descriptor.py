@@ -55,6 +55,9 @@ class Layout:
     vgpr_granule: Mapping[int, int]  # wave size -> VGPRs per GRANULATED_WORKITEM_VGPR_COUNT step
     sgpr_granule: int = 8  # LLVM's SGPR encoding granule; the field is ignored by the hardware on gfx10+
     lds_granule: int = 512  # bytes per COMPUTE_PGM_RSRC2.LDS_SIZE step (GFX7-GFX12 but gfx950)
+    # GFX12's architected SGPRs: the workgroup ids are in TTMP9 (X) and TTMP7 (Y b15:0, Z b31:16), not in system
+    # SGPRs (LLVM AMDGPULegalizerInfo loadInputValue; llvm/llvm-project#76140 "Architected SGPRs for GFX12")
+    architected_sgprs: bool = False
     field_word: Mapping[str, str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -187,6 +190,7 @@ GFX12 = GFX11.derive(
         "compute_pgm_rsrc3": (Bits("inst_pref_size", 4, 8), Bits("glg_en", 13)),
     },
     drop=("dx10_clamp", "ieee_mode", "enable_trap_handler", "shared_vgpr_count", "trap_on_start", "trap_on_end"),
+    architected_sgprs=True,
 )
 LAYOUTS: Mapping[str, Layout] = MappingProxyType(
     {"CDNA2": GFX90A, "CDNA3": GFX942, "RDNA2": GFX10, "RDNA3": GFX11, "RDNA4": GFX12})
@@ -311,7 +315,8 @@ class KernelDescriptor:
     @property
     def system_sgprs(self) -> tuple[str, ...]:
         """The system SGPRs the SPI sets after the user SGPRs, in order."""
-        return tuple(name for name, enable in _SYSTEM_SGPRS if self.fields.get(enable))
+        return tuple(name for name, enable in _SYSTEM_SGPRS if self.fields.get(enable)
+                     and not (self.layout.architected_sgprs and name.startswith("workgroup_id")))
 
     @property
     def workgroup_id_enables(self) -> tuple[bool, bool, bool]:

@@ -359,14 +359,14 @@ def test_a_bad_signal_address_is_a_vm_fault(system, where):
     assert "VM fault" in error and f"AQL queue {q.queue_id} packet 0" in error
 
 
-def test_kernel_dispatch_is_a_named_unsupported_error(system, caplog):
+def test_a_kernel_dispatch_of_no_kernel_is_a_vm_fault(system, caplog):
     q = system.devices[0].aql_queue(name="dispatch")
     q.barrier_and()
-    q.submit(dispatch_packet(0x1000, (64,), (64,), 0x2000))
-    with caplog.at_level(logging.ERROR, "kfdtrace.emulator"), pytest.raises(GpuFault, match="at: KERNEL_DISPATCH"):
+    q.submit(dispatch_packet(0x1000, (64,), (64,), 0x2000))  # kernel_object 0x1000: no buffer there
+    with caplog.at_level(logging.ERROR, "kfdtrace.emulator"), pytest.raises(GpuFault, match="VM fault"):
         q.sync(timeout=5)
     error = engine_of(q).error
-    assert error.startswith("kernel dispatch is not emulated yet: KERNEL_DISPATCH")
+    assert "read of 64 bytes at 0x1000" in error and "KERNEL_DISPATCH" in error
     assert f"AQL queue {q.queue_id} packet 1 (slot 1)" in error and error in caplog.text
     assert q.read_index == 1  # stopped on the dispatch, which keeps its slot
 

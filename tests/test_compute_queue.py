@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import struct
 import threading
 import time
 
@@ -246,15 +247,16 @@ def test_a_write_to_an_unmapped_address_is_a_vm_fault(system):
 
 
 @pytest.mark.parametrize("packet", ["DISPATCH_DIRECT", "DISPATCH_INDIRECT"])
-def test_dispatch_is_a_named_unsupported_error(system, packet, caplog):
+def test_a_dispatch_with_no_program_is_a_named_error(system, packet, caplog):
     q = system.devices[0].compute_queue(name="dispatch")
     q.write_data(q.ptrs, u32(0), offset=64)  # something before it: the error names a non-zero ring offset
+    q.write_data(q.ptrs, struct.pack("<3I", 4, 1, 1), offset=128)  # DISPATCH_INDIRECT's workgroup counts
     fields = dict(dim_x=4, dim_y=1, dim_z=1) if packet == "DISPATCH_DIRECT" else dict(addr=q.ptrs.va + 128)
     q.packet(packet, dispatch_initiator=1, **fields)
     with caplog.at_level(logging.ERROR, "kfdtrace.emulator"), pytest.raises(GpuFault, match=f"at: {packet}"):
         q.sync(timeout=5)
     error = engine_of(q).error
-    assert error.startswith(f"kernel dispatch is not emulated yet: {packet}")
+    assert error.startswith("DISPATCH_DIRECT before COMPUTE_PGM_LO/HI were set: no program to run")
     assert f"PM4 compute queue {q.queue_id} ring offset {q.rptr % q.ring_size:#x}" in error
     assert q.rptr > 0 and error in caplog.text
 

@@ -57,7 +57,7 @@ def dispatch(target: str, path: str, kernel: str, grid, block, *args, make=None)
     q.dispatch(k, grid, block, *buffers, *args).submit()
     try:
         q.sync(timeout=5)
-    except GpuFault as fault:  # the emulated CP stops at DISPATCH_DIRECT until the ISA interpreter lands
+    except GpuFault as fault:  # placeholder arguments may make the kernel fault: these tests read registers
         assert "at: DISPATCH_DIRECT" in str(fault), fault
     seen = Dispatched(q)
     return system, seen, k
@@ -222,8 +222,8 @@ def test_an_aql_dispatch_is_one_packet_with_its_arguments_in_gpu_memory(target):
         assert p.group_segment_size == md.group_segment_fixed_size + 1600
         expected = pack(md, [*bufs, Local(1000), Local(600)], Launch.of(300, 256)).data
         assert read(p.kernarg_address, md.kernarg_segment_size) == expected
-        with pytest.raises(GpuFault, match="KERNEL_DISPATCH"):  # the processor stops there, for now
-            q.sync(timeout=5)
+        q.sync(timeout=30)  # the emulated GPU runs it
+        assert q.read_index > index
 
 
 @pytest.mark.parametrize("target", ["gfx90a", "gfx942", "gfx1100"])

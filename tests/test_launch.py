@@ -5,47 +5,40 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 
-from kfdtrace.driver import GpuFault, System
-from kfdtrace.driver.emulator.launch import from_aql, from_registers
-from kfdtrace.driver.kernargs import Local
+from kfdtrace.driver import System
+from kfdtrace.driver.emulator.launch import TTMP
+from kfdtrace.driver.kernel_descriptor import layout_for
+from kfdtrace.driver.kernels.device import kernel_arguments
+from kfdtrace.driver.kernels.reference import CASES
 from tests.emulated import FAMILIES, engine_of
 
 BUILT = os.path.join(os.path.dirname(__file__), "..", "driver", "kernels", "built")
 
 
-def _args(dev, k, n=64):
-    return [dev.alloc(1 << 16, "gtt") if a.value_kind == "global_buffer" else
-            Local(256) if a.value_kind == "dynamic_shared_pointer" else np.uint32(n)
-            for a in k.kernel.metadata.explicit_args]
+def _args(dev, k):
+    case = next(c for c in CASES if c.kernel == k.name)
+    return kernel_arguments(dev, case, case.inputs())[0]
 
 
 def pm4_launch(system, kernel: str, grid, block):
-    """Dispatch on a PM4 queue; the launch the CP's registers describe when it reaches DISPATCH_DIRECT."""
+    """Dispatch on a PM4 queue; the launch the CP started from its registers at DISPATCH_DIRECT."""
     dev = system.devices[0]
     k = dev.load(os.path.join(BUILT, f"corpus-{dev.target.name}.co")).kernel(kernel)
     q = dev.compute_queue()
     q.dispatch(k, grid, block, *_args(dev, k))
-    with pytest.raises(GpuFault, match="DISPATCH_DIRECT"):  # no ISA interpreter yet: the CP stops there
-        q.sync(timeout=5)
-    cp = engine_of(q)
-    direct = next(p for p in q.dialect.iter_packets(q.ring.read(0, q.wptr)) if p.name == "DISPATCH_DIRECT")
-    return k, from_registers(dev.target.family, q.dialect.registers, cp.registers,
-                             (direct.dim_x, direct.dim_y, direct.dim_z), direct.dispatch_initiator)
+    q.sync(timeout=60)
+    return k, engine_of(q).last_launch
 
 
 def aql_launch(system, kernel: str, grid, block):
     dev = system.devices[0]
     k = dev.load(os.path.join(BUILT, f"corpus-{dev.target.name}.co")).kernel(kernel)
     q = dev.aql_queue()
-    index = q.dispatch(k, grid, block, *_args(dev, k))
-    with pytest.raises(GpuFault, match="KERNEL_DISPATCH"):
-        q.sync(timeout=5)
-    slot = q.ring.va + index % q.size * 64
-    return k, from_aql(dev.target.family, q.pm4_dialect.registers, engine_of(q).vm, q.packet_at(index), slot, index,
-                       q.amd_queue, q.amd_queue_buffer.va, q.num_xcc)
+    q.dispatch(k, grid, block, *_args(dev, k))
+    q.sync(timeout=60)
+    return k, engine_of(q).last_launch
 
 
 def sgpr_at(kd, name: str) -> int:
@@ -73,8 +66,10 @@ def test_waves_start_with_their_ids_and_the_kernels_arguments(target, make):
         assert len(full) == 256 // ws and len(last) == -(-232 // ws)
         assert all(w.exec_mask == (1 << ws) - 1 for w in full)
         assert last[-1].exec_mask == (1 << (232 - (len(last) - 1) * ws)) - 1
+        architected = layout_for(system.devices[0].target.family).architected_sgprs
         for w in last:
-            assert w.sgprs[kd.system_sgpr_start] == 3  # workgroup id X, right after USER_SGPR_COUNT
+            if not architected:
+                assert w.sgprs[kd.system_sgpr_start] == 3  # workgroup id X, right after USER_SGPR_COUNT
             assert w.sgprs[at] | w.sgprs[at + 1] << 32 == kernargs
             lanes = w.exec_mask.bit_length()
             assert list(w.vgprs[0][:lanes]) == list(range(w.index * ws, w.index * ws + lanes))  # X; Y, Z 0
@@ -100,7 +95,13 @@ def test_three_dimensional_ids_are_packed_where_the_family_packs_them(target):
         assert list(x) == [0, 1, 0, 1] and list(y) == [0, 0, 1, 1]
         assert dims >= 2
         tgid = [i for i, on in enumerate(kd.workgroup_id_enables) if on]
-        assert [waves[0].sgprs[kd.system_sgpr_start + j] for j in range(len(tgid))] == [(1, 1, 2)[i] for i in tgid]
+        if layout_for(system.devices[0].target.family).architected_sgprs:  # GFX12: TTMP9 = X, TTMP7 = Y | Z << 16
+            st = launch.start(1 + 2 * (1 + 2 * 2), 1)
+            assert (st.ttmps[TTMP + 9][0], st.ttmps[TTMP + 7][0]) == (1, 1 | 2 << 16)
+            assert not any(name.startswith("workgroup_id") for name in kd.system_sgprs)
+        else:
+            assert [waves[0].sgprs[kd.system_sgpr_start + j] for j in range(len(tgid))] == \
+                [(1, 1, 2)[i] for i in tgid]
 
 
 @pytest.mark.parametrize("target", FAMILIES)

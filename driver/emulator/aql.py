@@ -12,8 +12,9 @@ header to INVALID?").
 Packets run one after the other, each completing before the next starts, so the BARRIER bit always holds; and
 the emulated GPU is coherent (engines read and write host memory directly), so acquire and release fences have
 nothing to do: only a scope that is no scope (3) is refused. The PM4-IB vendor packet's indirect buffer runs on
-the command processor this class extends, with its PM4 handlers and registers. Kernel dispatch is not emulated
-yet: a KERNEL_DISPATCH stops the queue with a named error, as does an AGENT_DISPATCH or an unknown packet type.
+the command processor this class extends, with its PM4 handlers and registers. A KERNEL_DISPATCH runs the
+kernel its descriptor names (launch.py) to the end in the ISA interpreter before the packet completes; an
+AGENT_DISPATCH or an unknown packet type stops the queue with a named error.
 Every memory access goes through GpuVm.access; an address no buffer covers is a VM fault, as for SDMA.
 """
 
@@ -24,10 +25,12 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from kfdtrace.driver.aql import AQL, CONDITIONS, PACKET_SIZE, AmdSignal, FenceScope, pm4_ib_body
+from kfdtrace.driver.aql import AQL, CONDITIONS, PACKET_SIZE, AmdQueue, AmdSignal, FenceScope, pm4_ib_body
 from kfdtrace.driver.emulator.cp import CommandProcessor
+from kfdtrace.driver.emulator.launch import from_aql
 from kfdtrace.driver.emulator.memory import GpuVm, VmFault
 from kfdtrace.driver.emulator.ring_engine import POLL_MAX_S, POLL_MIN_S, QueueError
+from kfdtrace.driver.families import Family
 from kfdtrace.driver.packets import Packet
 from kfdtrace.driver.pm4 import Pm4Dialect
 
@@ -52,14 +55,15 @@ class AqlProcessor(CommandProcessor):
     rptr_wraps = False  # read_dispatch_id never wraps
 
     def __init__(self, machine: EmulatedMachine, vm: GpuVm, pm4: Pm4Dialect, queue_id: int, ring_va: int,
-                 ring_size: int, rptr_va: int, num_xcc: int = 1):
+                 ring_size: int, rptr_va: int, num_xcc: int = 1, family: Family | None = None):
         self.ring_va, self.slots = ring_va, ring_size // PACKET_SIZE
+        self.queue_va = rptr_va - AmdQueue.read_dispatch_id.offset  # KFD's read pointer is in amd_queue_t
         self.announced = 0  # packets the doorbells have announced: the highest index rung + 1
         self.aql_handlers: dict[str, Callable[[Packet], None]] = {
             "BARRIER_AND": self._barrier_and, "BARRIER_OR": self._barrier_or, "BARRIER_VALUE": self._barrier_value,
             "PM4_IB": self._pm4_ib, "KERNEL_DISPATCH": self._kernel_dispatch, "AGENT_DISPATCH": self._agent_dispatch,
         }
-        super().__init__(machine, vm, pm4, queue_id, ring_va, ring_size, rptr_va, num_xcc)
+        super().__init__(machine, vm, pm4, queue_id, ring_va, ring_size, rptr_va, num_xcc, family)
 
     @property
     def index(self) -> int:
@@ -179,7 +183,10 @@ class AqlProcessor(CommandProcessor):
         self._execute(jump)
 
     def _kernel_dispatch(self, p: Packet) -> None:
-        raise QueueError(f"kernel dispatch is not emulated yet: {p} at {self.where()}")
+        with self.vm.access(self.queue_va, ctypes.sizeof(AmdQueue)) as host:
+            queue = AmdQueue.from_buffer_copy(ctypes.string_at(host, ctypes.sizeof(AmdQueue)))
+        self.launch(from_aql(self.family, self.dialect.registers, self.vm, p, self._slot_va(), self.index, queue,
+                             self.queue_va, self.num_xcc))
 
     def _agent_dispatch(self, p: Packet) -> None:
         raise QueueError(f"agent dispatch packets are not emulated: {p} at {self.where()}")

@@ -9,8 +9,9 @@ XCCs: a node with several XCCs (gfx942) runs every compute queue on each of them
 packets it governs to the XCCs of its mask. Each XCC has its own register state (tinygrad sets each XCC's
 scratch base under PRED_EXEC). Memory packets have the same effect whichever XCCs execute them (the same
 bytes to the same place, the same interrupt), so the emulator executes them once for the XCCs that would;
-a packet predicated off every XCC of the node is skipped. Kernel dispatch is not emulated yet: a DISPATCH_*
-packet stops the queue with a named error.
+a packet predicated off every XCC of the node is skipped. DISPATCH_DIRECT and DISPATCH_INDIRECT start the
+kernel the XCCs' registers describe (launch.py) and run it to the end in the ISA interpreter (shader/) before
+the next packet, as a CP that waits for the dispatch's end would.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
+from kfdtrace.driver.emulator.launch import KernelLaunch, from_registers
 from kfdtrace.driver.emulator.memory import GpuVm
 from kfdtrace.driver.emulator.ring_engine import QueueError, RingEngine
+from kfdtrace.driver.emulator.shader.interpreter import run_dispatch
+from kfdtrace.driver.families import Family
 from kfdtrace.driver.packets import Packet
 from kfdtrace.driver.pm4 import CopySel, DataSel, IntSel, Pm4Dialect, WriteDst
 
@@ -43,8 +47,10 @@ class CommandProcessor(RingEngine):
     rptr_wraps = True
 
     def __init__(self, machine: EmulatedMachine, vm: GpuVm, dialect: Pm4Dialect, queue_id: int,
-                 ring_va: int, ring_size: int, rptr_va: int, num_xcc: int = 1):
+                 ring_va: int, ring_size: int, rptr_va: int, num_xcc: int = 1, family: Family | None = None):
         self.num_xcc = max(num_xcc, 1)
+        self.family = family
+        self.last_launch: KernelLaunch | None = None  # the dispatch the CP ran last (for tools and tests)
         self._all_xccs = frozenset(range(self.num_xcc))
         # per XCC: register name (or absolute offset, for registers the table does not name) -> value
         self.registers: list[dict[str | int, int]] = [{} for _ in range(self.num_xcc)]
@@ -195,4 +201,18 @@ class CommandProcessor(RingEngine):
             self._interrupt(p)
 
     def _dispatch(self, p: Packet) -> None:
-        raise QueueError(f"kernel dispatch is not emulated yet: {p} at {self.where()}")
+        f = p.fields
+        if p.name == "DISPATCH_DIRECT":
+            groups = (f["dim_x"], f["dim_y"], f["dim_z"])
+        else:  # DISPATCH_INDIRECT: the workgroup counts are 3 dwords in memory
+            with self.vm.access(f["addr"], 12) as host:
+                groups = struct.unpack("<3I", ctypes.string_at(host, 12))
+        xccs = sorted(self._xccs())
+        launch = from_registers(self.family, self.dialect.registers, [self.registers[x] for x in xccs], groups,
+                                f["dispatch_initiator"])
+        self.launch(launch)
+
+    def launch(self, launch: KernelLaunch) -> None:
+        """Run a kernel to its end."""
+        self.last_launch = launch
+        run_dispatch(launch, self.vm, self.machine)

@@ -26,7 +26,7 @@ from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.emulator.aql import AqlProcessor
 from kfdtrace.driver.emulator.cp import CommandProcessor
 from kfdtrace.driver.emulator.events import EventTable
-from kfdtrace.driver.emulator.memory import PAGE, BufferObject, GpuVm, VmFault
+from kfdtrace.driver.emulator.memory import LDS_APERTURE, PAGE, SCRATCH_APERTURE, BufferObject, GpuVm, VmFault
 from kfdtrace.driver.emulator.ring_engine import RingEngine
 from kfdtrace.driver.emulator.sdma_engine import SdmaEngine
 from kfdtrace.driver.families import Target, queue_sizes, target_by_version
@@ -51,7 +51,6 @@ MAX_QUEUES_PER_PROCESS = 1024
 BO_MMAP_BASE = 1 << 40  # DRM mmap offsets of emulated buffer objects
 USER_LIMIT = (1 << 47) - 4096  # x86-64 TASK_SIZE_MAX: access_ok() refuses user pointers above it (EFAULT)
 GPUVM_BASE, GPUVM_LIMIT = 0x1000000, (1 << 47) - 1  # SVM_USER_BASE .. the 47-bit user hole
-LDS_BASE_V9, SCRATCH_BASE_V9 = 1 << 48, 2 << 48  # MAKE_LDS_APP_BASE_V9 / MAKE_SCRATCH_APP_BASE_V9
 ENOTSUPP = 524  # the kernel-internal errno amdkfd returns for an unknown queue type, seen as-is by userspace
 GPU_CLOCK_HZ = 100_000_000  # SDMA GET_GLOBAL timestamp rate of the emulated boards
 RESERVE_MEM_LIMIT = 3 << 29  # AMDGPU_RESERVE_MEM_LIMIT: system memory amdgpu keeps back from KFD allocations
@@ -157,6 +156,11 @@ class EmulatedMachine:
     def report_vm_fault(self, fault: VmFault) -> None:
         self.events.signal_type(K.EventType.MEMORY, (fault.gpu_id, fault.va))
 
+    def report_memory_exception(self, gpu_id: int, va: int) -> None:
+        """A wave stopped by an exception (an instruction the emulated GPU does not execute): the memory
+        exception event, as a VM fault raises it."""
+        self.events.signal_type(K.EventType.MEMORY, (gpu_id, va))
+
     def report_queue_error(self, gpu_id: int) -> None:
         self.events.signal_type(K.EventType.HW_EXCEPTION, (gpu_id, 0))
 
@@ -240,8 +244,8 @@ class EmulatedMachine:
     def _apertures(self, out, n: int) -> int:
         for ap, gpu in zip(out, list(self.gpus.values())[:n], strict=False):
             ap.gpu_id = gpu.gpu_id
-            ap.lds_base, ap.lds_limit = LDS_BASE_V9, LDS_BASE_V9 + 0xFFFFFFFF
-            ap.scratch_base, ap.scratch_limit = SCRATCH_BASE_V9, SCRATCH_BASE_V9 + 0xFFFFFFFF
+            ap.lds_base, ap.lds_limit = LDS_APERTURE, LDS_APERTURE + 0xFFFFFFFF
+            ap.scratch_base, ap.scratch_limit = SCRATCH_APERTURE, SCRATCH_APERTURE + 0xFFFFFFFF
             ap.gpuvm_base, ap.gpuvm_limit = GPUVM_BASE, GPUVM_LIMIT
         return min(n, len(self.gpus))
 
@@ -439,7 +443,7 @@ class EmulatedMachine:
             processor = AqlProcessor if a.queue_type == K.QueueType.COMPUTE_AQL else CommandProcessor
             engine = processor(self, gpu.vm, PM4_DIALECTS[gpu.target.family.pm4_dialect], qid,
                                a.ring_base_address, ring_size, a.read_pointer_address,
-                               num_xcc=props.get("num_xcc", 1))
+                               num_xcc=props.get("num_xcc", 1), family=gpu.target.family)
         pinned = tuple(gpu.vm.lookup(va) for va in (a.ring_base_address, a.read_pointer_address,
                                                     a.write_pointer_address, a.eop_buffer_address,
                                                     a.ctx_save_restore_address) if va)

@@ -4,7 +4,8 @@ state, built the same way from a PM4 queue's registers (DISPATCH_DIRECT) and fro
 Initial wave state (LLVM AMDGPUUsage "Initial Kernel Execution State"; amd-facts §10-11):
 - user SGPRs s0.. from COMPUTE_USER_DATA_* (PM4), or filled by the CP from the descriptor's enables (AQL: the
   same layout driver/dispatch.py writes for PM4);
-- system SGPRs from s[USER_SGPR_COUNT]: workgroup id X, Y, Z (RSRC2 TGID_*_EN), workgroup info (TG_SIZE_EN:
+- system SGPRs from s[USER_SGPR_COUNT]: workgroup id X, Y, Z (RSRC2 TGID_*_EN; on GFX12 in TTMP9 and TTMP7
+  instead, its architected SGPRs), workgroup info (TG_SIZE_EN:
   first wave b31, waves in the group b5:0), the scratch wave offset (SCRATCH_EN, absolute-scratch targets only);
 - VGPRs: work-item ids, packed into v0 (X b9:0, Y b19:10, Z b29:20) on gfx90a, gfx942, gfx11 and gfx12, else X,
   Y, Z in v0, v1, v2; only the dimensions RSRC2 TIDIG_COMP_CNT enables;
@@ -33,9 +34,10 @@ from kfdtrace.driver.kernel_descriptor import DESCRIPTOR_SIZE, MAX_USER_SGPRS, K
 from kfdtrace.driver.packets import Packet
 from kfdtrace.driver.registers import RegisterTable
 
-__all__ = ["KernelLaunch", "ScratchSetup", "WaveStart", "from_aql", "from_registers"]
+__all__ = ["KernelLaunch", "ScratchSetup", "Start", "WaveStart", "from_aql", "from_registers"]
 
 Dims = tuple[int, int, int]
+TTMP = 108  # ttmp0's operand number
 
 
 @dataclass(frozen=True)
@@ -90,52 +92,115 @@ class KernelLaunch:
                 for x in range(gx):
                     yield (x, y, z)
 
-    def waves(self, group: Dims) -> list[WaveStart]:
-        """The initial state of each wave of workgroup `group`."""
-        sx, sy, sz = self.group_size(group)
-        n = sx * sy * sz
-        ws = self.wave_size
-        count = -(-n // ws)
-        flat = np.arange(count * ws, dtype=np.uint32)
+    @property
+    def group_count(self) -> int:
+        return self.groups[0] * self.groups[1] * self.groups[2]
+
+    @property
+    def waves_per_group(self) -> int:
+        """Waves of a full workgroup (a partial one may have fewer)."""
+        return -(-(self.block[0] * self.block[1] * self.block[2]) // self.wave_size)
+
+    def start(self, first: int, count: int) -> Start:
+        """The initial state of every wave of workgroups first .. first+count-1 (flat ids x + X*(y + Y*z)), as
+        the waves of one chunk the emulator runs together: each wave's scratch slot is its place among the
+        chunk's waves of its XCC."""
+        ws, per = self.wave_size, self.waves_per_group
+        gid = np.arange(first, first + count, dtype=np.int64)
+        gx, gy, gz = self.groups
+        pos = (gid % gx, gid // gx % gy, gid // (gx * gy))
+        size = [np.where(p == n - 1, last, full) for p, n, full, last in zip(pos, self.groups, self.block, self.last,
+                                                                              strict=True)]
+        items = size[0] * size[1] * size[2]
+        waves_in = -(-items // ws)
+        group = np.repeat(np.arange(count), per)
+        index = np.tile(np.arange(per), count)
+        keep = index < waves_in[group]  # a partial group has fewer waves
+        group, index = group[keep], index[keep]
+        flat = index[:, None] * ws + np.arange(ws)
+        n = items[group][:, None]
+        sx, sy = size[0][group][:, None], size[1][group][:, None]
+        live = flat < n
         x, y, z = flat % sx, flat // sx % sy, flat // (sx * sy)
-        x[n:] = y[n:] = z[n:] = 0  # lanes past the group's last work-item: EXEC off, ids 0
+        x, y, z = (np.where(live, c, 0).astype(np.uint32) for c in (x, y, z))  # lanes past the group's end: ids 0
         dims = min(self.fields["tidig_comp_cnt"], 2) + 1
         ids = (x, y * (dims > 1), z * (dims > 2))
         if self.family.packed_workitem_ids:
             vgprs = {0: (ids[0] | ids[1] << 10 | ids[2] << 20).astype(np.uint32)}
         else:
-            vgprs = {i: ids[i].astype(np.uint32) for i in range(dims)}
+            vgprs = {i: ids[i] for i in range(dims)}
+        nw = len(group)
+        sgprs = np.zeros((len(self.user_sgprs) + 5, nw), np.uint32)
+        sgprs[:len(self.user_sgprs)] = np.array(self.user_sgprs, np.uint32)[:, None]
+        s = len(self.user_sgprs)
+        architected = layout_for(self.family).architected_sgprs
+        for axis, on in enumerate(("tgid_x_en", "tgid_y_en", "tgid_z_en")):
+            if self.fields[on] and not architected:
+                sgprs[s], s = pos[axis][group], s + 1
+        if self.fields["tg_size_en"]:
+            sgprs[s], s = (index == 0).astype(np.uint32) << 31 | waves_in[group] & 0x3F, s + 1
+        xcc = (gid[group] % len(self.scratch.bases)) if self.scratch else np.zeros(nw, np.int64)
+        offset = self._scratch_offsets(xcc)
+        if self.fields["scratch_en"] and not self.architected_scratch:
+            sgprs[s], s = offset, s + 1
+        flat_scratch = np.zeros(nw, np.uint64)
+        if self.fields["scratch_en"] and self.architected_scratch and self.scratch:
+            flat_scratch = np.array(self.scratch.bases, np.uint64)[xcc] + offset.astype(np.uint64)
+        ttmps = {}
+        if architected:  # TTMP9 = X, TTMP7 = Y | Z << 16, TTMP8 b29:25 = the wave's id in its group
+            ttmps = {TTMP + 9: pos[0][group].astype(np.uint32),
+                     TTMP + 7: (pos[1][group] | pos[2][group] << 16).astype(np.uint32),
+                     TTMP + 8: (index.astype(np.uint32) & 0x1F) << 25}
+        return Start(sgprs[:s], vgprs, live, flat_scratch, group, index, xcc, ttmps)
+
+    def waves(self, group: Dims) -> list[WaveStart]:
+        """The initial state of each wave of workgroup `group`."""
         gid = group[0] + self.groups[0] * (group[1] + self.groups[1] * group[2])
-        xcc = gid % len(self.scratch.bases) if self.scratch else 0
+        st = self.start(gid, 1)
         out = []
-        for w in range(count):
-            lanes = min(ws, n - w * ws)
-            sgprs = dict(enumerate(self.user_sgprs))
-            s = len(self.user_sgprs)
-            for axis, on in enumerate(("tgid_x_en", "tgid_y_en", "tgid_z_en")):
-                if self.fields[on]:
-                    sgprs[s], s = group[axis], s + 1
-            if self.fields["tg_size_en"]:
-                sgprs[s], s = (w == 0) << 31 | count & 0x3F, s + 1
-            offset = self._scratch_offset(w)
-            if self.fields["scratch_en"] and not self.architected_scratch:
-                sgprs[s] = offset
-            flat_scratch = None
-            if self.fields["scratch_en"] and self.architected_scratch and self.scratch:
-                flat_scratch = self.scratch.bases[xcc] + offset
-            out.append(WaveStart(group, w, (1 << lanes) - 1, sgprs,
-                                 {v: a[w * ws:(w + 1) * ws].copy() for v, a in vgprs.items()}, flat_scratch, xcc))
+        for w in range(len(st.index)):
+            mask = int(sum(1 << i for i, on in enumerate(st.live[w]) if on))
+            out.append(WaveStart(group, int(st.index[w]), mask, {i: int(v) for i, v in enumerate(st.sgprs[:, w])},
+                                 {r: a[w].copy() for r, a in st.vgprs.items()},
+                                 int(st.flat_scratch[w]) if self.fields["scratch_en"] and self.architected_scratch
+                                 and self.scratch else None, int(st.xcc[w])))
         return out
 
-    def _scratch_offset(self, wave: int) -> int:
-        """The byte offset of the wave's scratch slot: the emulator runs one workgroup at a time, so the waves of
-        a group take slots 0, 1, ..."""
+    def _scratch_offsets(self, xcc: np.ndarray) -> np.ndarray:
+        """The byte offset of each wave's scratch slot: its place among the waves of its XCC."""
         if not self.fields["scratch_en"] or self.scratch is None:
-            return 0
-        if wave >= self.scratch.waves:
-            raise QueueError(f"a workgroup of more than {self.scratch.waves} waves with scratch: "
-                             f"COMPUTE_TMPRING_SIZE.WAVES is too small")
-        return wave * self.scratch.wave_bytes
+            return np.zeros(len(xcc), np.uint32)
+        slot = np.zeros(len(xcc), np.int64)
+        for x in np.unique(xcc):
+            mine = xcc == x
+            slot[mine] = np.arange(int(mine.sum()))
+        if len(slot) and slot.max() >= self.scratch.waves:
+            raise QueueError(f"{int(slot.max()) + 1} waves with scratch on one XCC: COMPUTE_TMPRING_SIZE.WAVES "
+                             f"({self.scratch.waves}) is too small")
+        return (slot * self.scratch.wave_bytes).astype(np.uint32)
+
+    def groups_per_chunk(self, lanes: int) -> int:
+        """How many workgroups run together: about `lanes` lanes, and no more waves with scratch than an XCC
+        has slots for."""
+        per = self.waves_per_group
+        n = max(1, lanes // (per * self.wave_size))
+        if self.fields["scratch_en"] and self.scratch:
+            n = min(n, max(1, self.scratch.waves // per) * len(self.scratch.bases))
+        return n
+
+
+@dataclass(frozen=True)
+class Start:
+    """The initial state of the waves of a chunk of workgroups, one column (or row) per wave."""
+
+    sgprs: np.ndarray  # (SGPRs, waves) uint32: user SGPRs, then the system SGPRs
+    vgprs: dict[int, np.ndarray]  # VGPR -> (waves, lanes) uint32 work-item ids
+    live: np.ndarray  # (waves, lanes) bool: EXEC
+    flat_scratch: np.ndarray  # (waves,) uint64
+    group: np.ndarray  # (waves,) the wave's workgroup, counted from the chunk's first
+    index: np.ndarray  # (waves,) the wave's place in its group
+    xcc: np.ndarray  # (waves,)
+    ttmps: dict[int, np.ndarray]  # trap temporaries the hardware sets (GFX12's workgroup ids): SGPR index -> values
 
 
 def _dims(values) -> Dims:

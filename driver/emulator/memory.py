@@ -31,6 +31,9 @@ from kfdtrace.driver.syscalls import (
 )
 
 PAGE = 4096
+# The flat apertures of GFX9+ (kfd_flat_memory.c MAKE_LDS_APP_BASE_V9 / MAKE_SCRATCH_APP_BASE_V9): a flat address
+# there reaches the workgroup's LDS or the work-item's private memory, not GPU virtual memory.
+LDS_APERTURE, SCRATCH_APERTURE = 1 << 48, 2 << 48
 
 
 class VmFault(Exception):

@@ -24,7 +24,7 @@ from typing import Any
 from .encodings import TARGETS, Encoding, encodings_for
 from .operands import constant_text, literal_text, reg_range
 
-__all__ = ["DecodeError", "IMM_FORMATS", "Instruction", "decode", "render_imm"]
+__all__ = ["DecodeError", "IMM_FORMATS", "Instruction", "decode", "render_imm", "sreg_names"]
 
 HERE = Path(__file__).resolve().parent
 
@@ -48,6 +48,12 @@ class Instruction:
     size: int
     text: str
     literal: int | None = None
+    # what an executor needs beyond the text: the operands in print order, each ("r", field, registers, kind)
+    # for a register or source field (kind: the field's, or "sreg"/"agpr" where the opcode says so),
+    # ("l",) for the opcode's own literal, ("i", field) for a printed immediate, ("t", text) for fixed text;
+    # and the immediate fields that are signed
+    operands: tuple[tuple, ...] = ()
+    signed: frozenset[str] = frozenset()
 
 
 def _sext(v: int, width: int) -> int:
@@ -131,6 +137,9 @@ IMM_FORMATS = {
 }
 
 
+_SIGNED = frozenset(("s16", "sdec", "shex"))  # formats of signed immediates
+
+
 def render_imm(fmt: str, value: int, width: int, ctx: Any = None) -> str:
     """An immediate in one of IMM_FORMATS (ctx: the target's tables, for waitcnt/hwreg/sendmsg)."""
     return IMM_FORMATS[fmt](value, width, ctx)
@@ -163,6 +172,11 @@ def _tables(target: str) -> _Tables:
     data = json.loads(path.read_text())
     ops = {name: {int(k): v for k, v in table.items()} for name, table in data["encodings"].items()}
     return _Tables(target, tuple(lut), forms, ops, data["context"])
+
+
+def sreg_names(target: str) -> list[str | None]:
+    """The target's names of scalar operand values 0..254 (s0.., vcc_lo, m0, null, exec_lo, constants)."""
+    return _tables(target).ctx["sregs"]["1"]
 
 
 def _reg(kind: str, value: int, count: int, cls: str | None, ctx: dict) -> str | None:
@@ -237,9 +251,11 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
     size = enc.size
     literal = None
     texts = []
+    operands = []
     for item in items:
         tag = item[0]
         if tag == "t":
+            operands.append(("t", item[1]))
             texts.append(item[1])
         elif tag == "r":
             f = by[item[1]]
@@ -248,6 +264,7 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
             fv = f.get(value)
             if f.kind == "vdsty":  # VOPD: vdstY's low bit is the opposite of vdstX's
                 fv = (fv << 1) | ((by["vdstx"].get(value) & 1) ^ 1)
+            operands.append(("r", item[1], item[2], kind))
             try:
                 text = _reg(kind, fv, item[2], cls, ctx)
             except _BadOperand as e:
@@ -259,10 +276,12 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
                 text = literal_text(literal, cls or "i32")
             texts.append(text)
         elif tag == "l":
+            operands.append(("l",))
             literal = _literal(data, offset + enc.size, target, raw)
             size = enc.size + 4
             texts.append(literal_text(literal, item[1]))
         else:
+            operands.append(("i", item[1]))
             f = by[item[1]]
             text = render_imm(item[2], f.get(value), f.bits, ctx)
             if text:
@@ -305,7 +324,9 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
     if suffix:
         text += " " + " ".join(suffix)
     fields = {f.name: f.get(value) for f in enc.fields}
-    return Instruction(mnemonic, enc.name, key, fields, size, text, literal)
+    signed = frozenset(spec[1] for spec in entry.get("s", ()) if spec[0] == "n" and spec[3] in _SIGNED) | \
+        frozenset(item[1] for item in items if item[0] == "i" and item[2] in _SIGNED)
+    return Instruction(mnemonic, enc.name, key, fields, size, text, literal, tuple(operands), signed)
 
 
 def _literal(data: bytes, at: int, target: str, raw: bytes) -> int:

@@ -1,0 +1,492 @@
+"""What the scalar and vector ALU instructions compute: one table entry per operation, keyed by its mnemonic
+without the encoding suffix (_e32, _e64, _sdwa), shared by every target. Renamed operations (gfx9's v_add_u32 is
+gfx10's v_add_nc_u32, s_andn2_b32 is gfx11's s_and_not1_b32) are aliases of one entry.
+
+An entry names the types of its sources (in the order the instruction prints them) and of its result, and a
+numpy function of the typed sources. The compiler (compile.py) reads the operands, applies the encoding's
+modifiers (abs, neg, SDWA selects, clamp, omod) and writes the result under EXEC, the same way for every entry.
+Flags say what else an operation reads or writes: a lane mask in (VCC or an SGPR source: carry-in, cndmask) or
+out (VCC or SDST: carry-out, compares), SCC in or out (scalar ops), EXEC (v_cmpx, s_*_saveexec).
+
+Semantics: the AMD ISA guides' pseudocode (CDNA3, RDNA3, RDNA4 "Instructions" chapters; tinygrad's
+autogen/amd/*/str_pcode.py holds the RDNA3/RDNA4 text machine-readably), where cited below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["SALU", "TYPES", "VALU", "AluOp", "Type"]
+
+u8, u16, u32, u64 = np.uint8, np.uint16, np.uint32, np.uint64
+i16, i32, i64 = np.int16, np.int32, np.int64
+f16, f32, f64 = np.float16, np.float32, np.float64
+
+
+@dataclass(frozen=True)
+class Type:
+    name: str
+    dtype: type
+    bits: int
+    float: bool
+
+
+TYPES = {t.name: t for t in (
+    Type("u32", u32, 32, False), Type("i32", i32, 32, False), Type("f32", f32, 32, True),
+    Type("u64", u64, 64, False), Type("i64", i64, 64, False), Type("f64", f64, 64, True),
+    Type("u16", u16, 16, False), Type("i16", i16, 16, False), Type("f16", f16, 16, True),
+)}
+TYPES["b32"], TYPES["b64"], TYPES["b16"] = TYPES["u32"], TYPES["u64"], TYPES["u16"]
+
+
+@dataclass(frozen=True)
+class AluOp:
+    """One ALU operation: fn(*sources) -> result, or (result, lanes/scc) with a mask or SCC out."""
+
+    ins: tuple[str, ...]
+    out: str | None
+    fn: Callable
+    mask_in: bool = False  # the last source is a lane mask (VCC in VOP2, an SGPR source in VOP3)
+    mask_out: bool = False  # fn also returns a lane mask: VCC (VOP2/VOPC), SDST (VOP3); compares return only it
+    exec_out: bool = False  # the mask goes to EXEC (v_cmpx)
+    acc: bool = False  # the destination is also the last source (v_fmac)
+    lanes: bool = False  # fn takes the lane numbers as its last argument (v_mbcnt)
+    scc_in: bool = False  # fn takes SCC as its last argument (scalar)
+    scc_out: bool = False  # fn returns (result, scc) (scalar); a compare returns only scc
+    saveexec: bool = False  # scalar: fn(source, exec) -> new exec; the destination gets the old EXEC
+
+
+def _sh(b: int) -> Callable:
+    mask = b - 1
+    return lambda a: a & (mask if not isinstance(a, np.ndarray) else a.dtype.type(mask))
+
+
+def _s32(x):
+    return np.asarray(x).view(i32) if np.asarray(x).dtype == u32 else x
+
+
+def _popcount(x):
+    return np.bitwise_count(x).astype(u32)
+
+
+def _ctz(x, bits: int):
+    """Trailing zeros; -1 (all ones) when x is 0."""
+    x = np.asarray(x)
+    low = x & (~x + x.dtype.type(1))  # the lowest set bit
+    n = np.where(x == 0, u32(0xFFFFFFFF), _popcount(low - x.dtype.type(1)))
+    return n.astype(u32)
+
+
+def _clz(x, bits: int):
+    """Leading zeros; -1 (all ones) when x is 0 (v_ffbh_u32, s_flbit_i32)."""
+    x = np.asarray(x)
+    y = x.copy()
+    for s in (1, 2, 4, 8, 16, 32)[:bits.bit_length() - 1]:
+        y = y | (y >> x.dtype.type(s))
+    n = bits - _popcount(y).astype(i64)
+    return np.where(x == 0, u32(0xFFFFFFFF), n.astype(u32)).astype(u32)
+
+
+_REV8 = np.array([int(f"{i:08b}"[::-1], 2) for i in range(256)], u8)
+
+
+def _brev32(x):
+    x = np.ascontiguousarray(np.asarray(x, u32))
+    return _REV8[x.view(u8)].view(u32)[..., ::-1].copy().reshape(x.shape) if x.ndim == 0 else \
+        _REV8[x.view(u8).reshape(x.shape + (4,))][..., ::-1].copy().view(u32).reshape(x.shape)
+
+
+def _cvt_int(x, lo: float, hi: float, dtype):
+    """Float to integer as the hardware converts: truncate, NaN -> 0, clamp to the type's range."""
+    x = np.nan_to_num(np.asarray(x, f64), nan=0.0, posinf=hi, neginf=lo)
+    return np.clip(np.trunc(x), lo, hi).astype(dtype)
+
+
+def _mad_u64_u32(a, b, c):
+    r = a.astype(u64) * b.astype(u64)
+    s = r + c
+    return s, s < r
+
+
+def _mad_i64_i32(a, b, c):
+    r = a.astype(i64) * b.astype(i64)
+    s = (r.view(u64) + c.view(u64)).view(i64)
+    return s, ((r ^ s) & (c ^ s)) < 0  # signed overflow of the add
+
+
+def _add_co(a, b):
+    s = a + b
+    return s, s < a
+
+
+def _addc(a, b, c):
+    s = a.astype(u64) + b + c.astype(u64)
+    return s.astype(u32), s > 0xFFFFFFFF
+
+
+def _sub_co(a, b):
+    return a - b, b > a
+
+
+def _subb(a, b, c):
+    t = b.astype(u64) + c.astype(u64)
+    return (a.astype(u64) - t).astype(u32), t > a
+
+
+def _bfe_u32(a, off, width):
+    w = width & 31
+    return ((a >> (off & 31)) & ((u64(1) << w.astype(u64)) - u64(1)).astype(u32)).astype(u32)
+
+
+def _alignbit(a, b, c):
+    return ((a.astype(u64) << u64(32) | b) >> (c & 31).astype(u64)).astype(u32)
+
+
+def _exponent(x) -> np.ndarray:
+    """The biased exponent field of a float."""
+    bits, mant = (52, 0x7FF) if x.dtype == f64 else (23, 0xFF)
+    return (x.view(u64 if x.dtype == f64 else u32) >> bits & mant).astype(i64)
+
+
+def _is_denorm(x) -> np.ndarray:
+    return (_exponent(x) == 0) & (x != 0)
+
+
+def _div_scale(x, den, num):
+    """V_DIV_SCALE_F32/F64 (RDNA3 ISA pseudocode): the operand scaled for the Newton-Raphson division, and VCC
+    set when the quotient will need scaling back."""
+    big, scale, tiny = (768, 128, 53) if x.dtype == f64 else (96, 64, 23)
+    t = x.dtype.type
+    with np.errstate(all="ignore"):
+        ed, en = _exponent(den), _exponent(num)
+        rcp_denorm = _is_denorm(np.asarray(1.0 / den.astype(f64)))
+        quot = (num / den).astype(x.dtype)
+        quot_denorm = _is_denorm(quot)
+        out = np.array(np.broadcast_to(x, np.broadcast(x, den, num).shape), x.dtype)
+        vcc = np.zeros(out.shape, bool)
+        up, down = np.ldexp(out, scale).astype(x.dtype), np.ldexp(out, -scale).astype(x.dtype)
+        zero = (num == 0) | (den == 0)
+        c1 = ~zero & (en - ed >= big)
+        c2 = ~zero & ~c1 & _is_denorm(den)
+        c3 = ~zero & ~c1 & ~c2 & rcp_denorm & quot_denorm
+        c4 = ~zero & ~c1 & ~c2 & ~c3 & rcp_denorm
+        c5 = ~zero & ~c1 & ~c2 & ~c3 & ~c4 & quot_denorm
+        c6 = ~zero & ~c1 & ~c2 & ~c3 & ~c4 & ~c5 & (en <= tiny)
+        out = np.where(zero, t(np.nan), out)
+        out = np.where((c1 | c3) & (x == den), up, out)
+        out = np.where(c2 | c6, up, out)
+        out = np.where(c4, down, out)
+        out = np.where(c5 & (x == num), up, out)
+        vcc = c1 | c3 | c5
+    return out, vcc
+
+
+def _div_fmas(a, b, c, vcc):
+    """V_DIV_FMAS: fma, times 2**32 (f32) or 2**64 (f64) in lanes whose VCC is set (RDNA3 ISA pseudocode)."""
+    r = _fma(a, b, c)
+    return np.where(vcc, np.ldexp(r, 64 if r.dtype == f64 else 32).astype(r.dtype), r)
+
+
+def _div_fixup(q, den, num):
+    """V_DIV_FIXUP: the quotient's special cases (RDNA3 ISA pseudocode)."""
+    t = q.dtype.type
+    with np.errstate(all="ignore"):
+        sign = np.signbit(den) ^ np.signbit(num)
+        inf = np.where(sign, t(-np.inf), t(np.inf))
+        zero = np.where(sign, t(-0.0), t(0.0))
+        nan = t(np.nan)
+        out = np.where(sign, -np.abs(q), np.abs(q))
+        out = np.where((np.abs(den) == np.inf) | (num == 0), zero, out)
+        out = np.where((den == 0) | (np.abs(num) == np.inf), inf, out)
+        out = np.where((np.abs(den) == np.inf) & (np.abs(num) == np.inf), nan, out)
+        out = np.where((den == 0) & (num == 0), nan, out)
+        out = np.where(np.isnan(den), den, out)
+        out = np.where(np.isnan(num), num, out)
+    return out.astype(q.dtype)
+
+
+def _fma(a, b, c):
+    """Fused multiply-add: f32 through f64 (the product of two f32 is exact in f64, the sum rounds once more,
+    which differs from a true fused result only in double-rounding corner cases); f64 as numpy computes."""
+    if np.asarray(a).dtype == f32:
+        return (a.astype(f64) * b + c).astype(f32)
+    return a * b + c
+
+
+def _class(x, mask):
+    """V_CMP_CLASS: the bit of `mask` for x's class (0 signaling NaN, 1 quiet NaN, 2 -inf, 3 -normal, 4 -denormal,
+    5 -0, 6 +0, 7 +denormal, 8 +normal, 9 +inf)."""
+    bits, quiet = (u64, 1 << 51) if x.dtype == f64 else (u32, 1 << 22)
+    raw = x.view(bits)
+    neg = np.signbit(x)
+    e = _exponent(x)
+    top = 0x7FF if x.dtype == f64 else 0xFF
+    cls = np.where(neg, 3, 8)
+    cls = np.where(e == 0, np.where(x == 0, np.where(neg, 5, 6), np.where(neg, 4, 7)), cls)
+    cls = np.where(e == top, np.where(neg, 2, 9), cls)
+    cls = np.where(np.isnan(x), np.where(raw & bits(quiet), 1, 0), cls)
+    return (mask.astype(u32) >> cls.astype(u32)) & 1 == 1
+
+
+def _sat(lo, hi, dtype):
+    return lambda x: _cvt_int(x, lo, hi, dtype)
+
+
+def V(ins: str, out: str | None, fn: Callable, **flags) -> AluOp:  # noqa: N802
+    return AluOp(tuple(ins.split()), out, fn, **flags)
+
+
+VALU: dict[str, AluOp] = {
+    # moves and selects
+    "v_mov_b32": V("u32", "u32", lambda a: a),
+    "v_mov_b64": V("u64", "u64", lambda a: a),
+    "v_cndmask_b32": V("u32 u32", "u32", lambda a, b, m: np.where(m, b, a), mask_in=True),
+    # 32-bit integer arithmetic
+    "v_add_u32": V("u32 u32", "u32", lambda a, b: a + b),
+    "v_sub_u32": V("u32 u32", "u32", lambda a, b: a - b),
+    "v_subrev_u32": V("u32 u32", "u32", lambda a, b: b - a),
+    "v_add_co_u32": V("u32 u32", "u32", _add_co, mask_out=True),
+    "v_sub_co_u32": V("u32 u32", "u32", _sub_co, mask_out=True),
+    "v_subrev_co_u32": V("u32 u32", "u32", lambda a, b: _sub_co(b, a), mask_out=True),
+    "v_addc_co_u32": V("u32 u32", "u32", _addc, mask_in=True, mask_out=True),
+    "v_subb_co_u32": V("u32 u32", "u32", _subb, mask_in=True, mask_out=True),
+    "v_subbrev_co_u32": V("u32 u32", "u32", lambda a, b, c: _subb(b, a, c), mask_in=True, mask_out=True),
+    "v_add3_u32": V("u32 u32 u32", "u32", lambda a, b, c: a + b + c),
+    "v_mul_lo_u32": V("u32 u32", "u32", lambda a, b: (a.astype(u64) * b).astype(u32)),
+    "v_mul_hi_u32": V("u32 u32", "u32", lambda a, b: (a.astype(u64) * b >> u64(32)).astype(u32)),
+    "v_mul_hi_i32": V("i32 i32", "i32", lambda a, b: (a.astype(i64) * b >> 32).astype(i32)),
+    "v_mul_u32_u24": V("u32 u32", "u32", lambda a, b: (a & 0xFFFFFF) * (b & 0xFFFFFF)),
+    "v_mul_hi_u32_u24": V("u32 u32", "u32", lambda a, b: ((a & 0xFFFFFF).astype(u64) * (b & 0xFFFFFF)
+                                                             >> u64(32)).astype(u32)),
+    "v_mul_i32_i24": V("i32 i32", "i32", lambda a, b: (a << 8 >> 8) * (b << 8 >> 8)),
+    "v_mad_u32_u24": V("u32 u32 u32", "u32", lambda a, b, c: (a & 0xFFFFFF) * (b & 0xFFFFFF) + c),
+    "v_mad_u64_u32": V("u32 u32 u64", "u64", _mad_u64_u32, mask_out=True),
+    "v_mad_i64_i32": V("i32 i32 i64", "i64", _mad_i64_i32, mask_out=True),
+    "v_max_u32": V("u32 u32", "u32", np.maximum), "v_min_u32": V("u32 u32", "u32", np.minimum),
+    "v_max_i32": V("i32 i32", "i32", np.maximum), "v_min_i32": V("i32 i32", "i32", np.minimum),
+    "v_mbcnt_lo_u32_b32": V("u32 u32", "u32", lambda m, a, lane: a + _popcount(
+        m & ((np.left_shift(u64(1), np.minimum(lane, 32).astype(u64)) - u64(1)).astype(u32))), lanes=True),
+    "v_mbcnt_hi_u32_b32": V("u32 u32", "u32", lambda m, a, lane: a + _popcount(
+        m & ((np.left_shift(u64(1), np.clip(lane - 32, 0, 32).astype(u64)) - u64(1)).astype(u32))), lanes=True),
+    # bits
+    "v_and_b32": V("u32 u32", "u32", np.bitwise_and), "v_or_b32": V("u32 u32", "u32", np.bitwise_or),
+    "v_xor_b32": V("u32 u32", "u32", np.bitwise_xor), "v_not_b32": V("u32", "u32", np.invert),
+    "v_xnor_b32": V("u32 u32", "u32", lambda a, b: ~(a ^ b)),
+    "v_xor3_b32": V("u32 u32 u32", "u32", lambda a, b, c: a ^ b ^ c),
+    "v_and_or_b32": V("u32 u32 u32", "u32", lambda a, b, c: (a & b) | c),
+    "v_or3_b32": V("u32 u32 u32", "u32", lambda a, b, c: a | b | c),
+    "v_lshlrev_b32": V("u32 u32", "u32", lambda a, b: b << (a & 31)),
+    "v_lshrrev_b32": V("u32 u32", "u32", lambda a, b: b >> (a & 31)),
+    "v_ashrrev_i32": V("u32 i32", "i32", lambda a, b: b >> (a & 31).astype(i32)),
+    "v_lshlrev_b64": V("u32 u64", "u64", lambda a, b: b << (a & 63).astype(u64)),
+    "v_lshrrev_b64": V("u32 u64", "u64", lambda a, b: b >> (a & 63).astype(u64)),
+    "v_ashrrev_i64": V("u32 i64", "i64", lambda a, b: b >> (a & 63).astype(i64)),
+    "v_lshlrev_b16": V("u16 u16", "u16", lambda a, b: b << (a & 15)),
+    "v_lshrrev_b16": V("u16 u16", "u16", lambda a, b: b >> (a & 15)),
+    "v_lshl_add_u32": V("u32 u32 u32", "u32", lambda a, b, c: (a << (b & 31)) + c),
+    "v_lshl_or_b32": V("u32 u32 u32", "u32", lambda a, b, c: (a << (b & 31)) | c),
+    "v_add_lshl_u32": V("u32 u32 u32", "u32", lambda a, b, c: (a + b) << (c & 31)),
+    "v_lshl_add_u64": V("u64 u32 u64", "u64", lambda a, b, c: (a << (b & 7).astype(u64)) + c),
+    "v_alignbit_b32": V("u32 u32 u32", "u32", _alignbit),
+    "v_bfe_u32": V("u32 u32 u32", "u32", _bfe_u32),
+    "v_bfe_i32": V("u32 u32 u32", "i32", lambda a, o, w: np.where(
+        (w & 31) == 0, i32(0), (_bfe_u32(a, o, w) << (32 - (w & 31)) % 32).view(i32) >> ((32 - (w & 31)) % 32).astype(
+            i32))),
+    "v_bfi_b32": V("u32 u32 u32", "u32", lambda m, a, b: (m & a) | (~m & b)),
+    "v_bfrev_b32": V("u32", "u32", _brev32),
+    "v_bcnt_u32_b32": V("u32 u32", "u32", lambda a, b: _popcount(a) + b),
+    "v_ffbh_u32": V("u32", "u32", lambda a: _clz(a, 32)),
+    "v_ffbl_b32": V("u32", "u32", lambda a: _ctz(a, 32)),
+    # 16-bit integer
+    "v_add_u16": V("u16 u16", "u16", lambda a, b: a + b),
+    "v_sub_u16": V("u16 u16", "u16", lambda a, b: a - b),
+    "v_mul_lo_u16": V("u16 u16", "u16", lambda a, b: a * b),
+    # float
+    "v_add_f32": V("f32 f32", "f32", np.add), "v_sub_f32": V("f32 f32", "f32", np.subtract),
+    "v_subrev_f32": V("f32 f32", "f32", lambda a, b: b - a), "v_mul_f32": V("f32 f32", "f32", np.multiply),
+    "v_max_f32": V("f32 f32", "f32", np.fmax), "v_min_f32": V("f32 f32", "f32", np.fmin),
+    "v_fma_f32": V("f32 f32 f32", "f32", _fma),
+    "v_fmac_f32": V("f32 f32 f32", "f32", _fma, acc=True),
+    "v_fmamk_f32": V("f32 f32 f32", "f32", lambda a, k, b: _fma(a, k, b)),
+    "v_fmaak_f32": V("f32 f32 f32", "f32", _fma),
+    "v_mad_f32": V("f32 f32 f32", "f32", lambda a, b, c: a * b + c),  # not fused: the product rounds first
+    "v_madmk_f32": V("f32 f32 f32", "f32", lambda a, k, b: a * k + b),
+    "v_madak_f32": V("f32 f32 f32", "f32", lambda a, b, k: a * b + k),
+    "v_mac_f32": V("f32 f32 f32", "f32", lambda a, b, c: a * b + c, acc=True),
+    "v_ldexp_f32": V("f32 i32", "f32", lambda a, e: np.ldexp(a, np.clip(e, -1000, 1000)).astype(f32)),
+    "v_exp_f32": V("f32", "f32", np.exp2), "v_log_f32": V("f32", "f32", np.log2),
+    "v_sqrt_f32": V("f32", "f32", np.sqrt), "v_rsq_f32": V("f32", "f32", lambda a: f32(1) / np.sqrt(a)),
+    "v_rcp_f32": V("f32", "f32", lambda a: f32(1) / a), "v_rcp_iflag_f32": V("f32", "f32", lambda a: f32(1) / a),
+    "v_rndne_f32": V("f32", "f32", np.rint), "v_trunc_f32": V("f32", "f32", np.trunc),
+    "v_floor_f32": V("f32", "f32", np.floor), "v_ceil_f32": V("f32", "f32", np.ceil),
+    "v_fract_f32": V("f32", "f32", lambda a: a - np.floor(a)),
+    "v_cvt_f32_i32": V("i32", "f32", lambda a: a.astype(f32)),
+    "v_cvt_f32_u32": V("u32", "f32", lambda a: a.astype(f32)),
+    "v_cvt_i32_f32": V("f32", "i32", _sat(-2.0**31, 2.0**31 - 1, i32)),
+    "v_cvt_u32_f32": V("f32", "u32", _sat(0.0, 2.0**32 - 1, u32)),
+    "v_cvt_f64_f32": V("f32", "f64", lambda a: a.astype(f64)),
+    "v_cvt_f32_f64": V("f64", "f32", lambda a: a.astype(f32)),
+    "v_cvt_f64_i32": V("i32", "f64", lambda a: a.astype(f64)),
+    "v_cvt_f64_u32": V("u32", "f64", lambda a: a.astype(f64)),
+    "v_cvt_i32_f64": V("f64", "i32", _sat(-2.0**31, 2.0**31 - 1, i32)),
+    "v_cvt_u32_f64": V("f64", "u32", _sat(0.0, 2.0**32 - 1, u32)),
+    "v_cvt_f16_f32": V("f32", "f16", lambda a: a.astype(f16)),
+    "v_cvt_f32_f16": V("f16", "f32", lambda a: a.astype(f32)),
+    "v_mul_f16": V("f16 f16", "f16", np.multiply), "v_add_f16": V("f16 f16", "f16", np.add),
+    "v_fma_f16": V("f16 f16 f16", "f16", lambda a, b, c: (a.astype(f64) * b + c).astype(f16)),
+    "v_div_scale_f32": V("f32 f32 f32", "f32", _div_scale, mask_out=True),
+    "v_div_fmas_f32": V("f32 f32 f32", "f32", _div_fmas, mask_in=True),
+    "v_div_fixup_f32": V("f32 f32 f32", "f32", _div_fixup),
+    # double
+    "v_add_f64": V("f64 f64", "f64", np.add), "v_mul_f64": V("f64 f64", "f64", np.multiply),
+    "v_max_f64": V("f64 f64", "f64", np.fmax), "v_min_f64": V("f64 f64", "f64", np.fmin),
+    "v_fma_f64": V("f64 f64 f64", "f64", _fma),
+    "v_fmac_f64": V("f64 f64 f64", "f64", _fma, acc=True),
+    "v_ldexp_f64": V("f64 i32", "f64", lambda a, e: np.ldexp(a, np.clip(e, -5000, 5000))),
+    "v_rcp_f64": V("f64", "f64", lambda a: 1.0 / a), "v_rsq_f64": V("f64", "f64", lambda a: 1.0 / np.sqrt(a)),
+    "v_sqrt_f64": V("f64", "f64", np.sqrt),
+    "v_div_scale_f64": V("f64 f64 f64", "f64", _div_scale, mask_out=True),
+    "v_div_fmas_f64": V("f64 f64 f64", "f64", _div_fmas, mask_in=True),
+    "v_div_fixup_f64": V("f64 f64 f64", "f64", _div_fixup),
+    "v_cmp_class_f32": V("f32 u32", None, _class, mask_out=True),
+    "v_cmp_class_f64": V("f64 u32", None, _class, mask_out=True),
+}
+
+# Compares (VOPC): v_cmp_<cond>_<type> writes VCC/SDST; v_cmpx_ writes EXEC (gfx10+: only EXEC; gfx9: both,
+# where the instruction prints a destination).
+_INT_CONDS = {"f": lambda a, b: np.zeros(np.broadcast(a, b).shape, bool), "lt": np.less, "eq": np.equal,
+              "le": np.less_equal, "gt": np.greater, "ne": np.not_equal, "lg": np.not_equal, "ge": np.greater_equal,
+              "t": lambda a, b: np.ones(np.broadcast(a, b).shape, bool)}
+_FLOAT_CONDS = {**{k: v for k, v in _INT_CONDS.items() if k not in ("ne", "t")},
+                "o": lambda a, b: ~np.isnan(a) & ~np.isnan(b), "u": lambda a, b: np.isnan(a) | np.isnan(b),
+                "nge": lambda a, b: ~(a >= b), "nlg": lambda a, b: ~((a < b) | (a > b)), "ngt": lambda a, b: ~(a > b),
+                "nle": lambda a, b: ~(a <= b), "neq": lambda a, b: ~(a == b), "nlt": lambda a, b: ~(a < b),
+                "tru": _INT_CONDS["t"]}
+for _ty in ("u16", "i16", "u32", "i32", "u64", "i64", "f16", "f32", "f64"):
+    for _cond, _fn in (_FLOAT_CONDS if _ty[0] == "f" else _INT_CONDS).items():
+        VALU[f"v_cmp_{_cond}_{_ty}"] = V(f"{_ty} {_ty}", None, _fn, mask_out=True)
+        VALU[f"v_cmpx_{_cond}_{_ty}"] = V(f"{_ty} {_ty}", None, _fn, mask_out=True, exec_out=True)
+for _ty in ("f32", "f64"):
+    VALU[f"v_cmpx_class_{_ty}"] = V(f"{_ty} u32", None, _class, mask_out=True, exec_out=True)
+
+_VALU_ALIASES = {  # gfx10+/gfx12 names of the operations above
+    "v_add_nc_u32": "v_add_u32", "v_sub_nc_u32": "v_sub_u32", "v_subrev_nc_u32": "v_subrev_u32",
+    "v_add_co_ci_u32": "v_addc_co_u32", "v_sub_co_ci_u32": "v_subb_co_u32", "v_subrev_co_ci_u32": "v_subbrev_co_u32",
+    "v_add_nc_u16": "v_add_u16", "v_sub_nc_u16": "v_sub_u16",
+    "v_clz_i32_u32": "v_ffbh_u32", "v_ctz_i32_b32": "v_ffbl_b32",
+    "v_mad_co_u64_u32": "v_mad_u64_u32", "v_mad_co_i64_i32": "v_mad_i64_i32", "v_max_num_f32": "v_max_f32",
+    "v_min_num_f32": "v_min_f32", "v_max_num_f64": "v_max_f64", "v_min_num_f64": "v_min_f64",
+    "v_mul_lo_u32_u24": "v_mul_u32_u24",
+}
+VALU.update({new: VALU[old] for new, old in _VALU_ALIASES.items()})
+
+
+def S(ins: str, out: str | None, fn: Callable, **flags) -> AluOp:  # noqa: N802
+    return AluOp(tuple(ins.split()), out, fn, **flags)
+
+
+def _nz(fn: Callable) -> Callable:
+    """A result with SCC = (result != 0)."""
+    def op(*a):
+        r = fn(*a)
+        return r, r != 0
+    return op
+
+
+def _sadd(a, b):
+    r = a + b
+    return r, ((a ^ r) & (b ^ r)) < 0  # SCC: signed overflow
+
+
+def _ssub(a, b):
+    r = a - b
+    return r, ((a ^ b) & (a ^ r)) < 0
+
+
+def _min(fn: Callable) -> Callable:
+    return lambda a, b: (fn(a, b), fn(a, b) == a)  # SCC: the first source was selected
+
+
+def _saturate(v, lo, hi):
+    return np.clip(v, lo, hi)
+
+
+SALU: dict[str, AluOp] = {
+    "s_mov_b32": S("u32", "u32", lambda a: a), "s_mov_b64": S("u64", "u64", lambda a: a),
+    "s_movk_i32": S("i16", "i32", lambda a: a.astype(i32)),
+    "s_cmov_b32": S("u32 u32", "u32", lambda a, d, c: np.where(c, a, d), scc_in=True, acc=True),
+    "s_cselect_b32": S("u32 u32", "u32", lambda a, b, c: np.where(c, a, b), scc_in=True),
+    "s_cselect_b64": S("u64 u64", "u64", lambda a, b, c: np.where(c, a, b), scc_in=True),
+    "s_add_u32": S("u32 u32", "u32", _add_co, scc_out=True),
+    "s_sub_u32": S("u32 u32", "u32", _sub_co, scc_out=True),
+    "s_addc_u32": S("u32 u32", "u32", _addc, scc_in=True, scc_out=True),
+    "s_subb_u32": S("u32 u32", "u32", _subb, scc_in=True, scc_out=True),
+    "s_add_i32": S("i32 i32", "i32", _sadd, scc_out=True), "s_sub_i32": S("i32 i32", "i32", _ssub, scc_out=True),
+    "s_addk_i32": S("i16 i32", "i32", lambda k, d: _sadd(d, k.astype(i32)), scc_out=True, acc=True),
+    "s_mulk_i32": S("i16 i32", "i32", lambda k, d: d * k.astype(i32), acc=True),
+    "s_add_nc_u64": S("u64 u64", "u64", np.add), "s_sub_nc_u64": S("u64 u64", "u64", np.subtract),
+    "s_mul_u64": S("u64 u64", "u64", np.multiply),
+    "s_mul_i32": S("i32 i32", "i32", np.multiply),
+    "s_mul_hi_u32": S("u32 u32", "u32", lambda a, b: (a.astype(u64) * b >> u64(32)).astype(u32)),
+    "s_mul_hi_i32": S("i32 i32", "i32", lambda a, b: (a.astype(i64) * b >> 32).astype(i32)),
+    "s_min_i32": S("i32 i32", "i32", _min(np.minimum), scc_out=True),
+    "s_min_u32": S("u32 u32", "u32", _min(np.minimum), scc_out=True),
+    "s_max_i32": S("i32 i32", "i32", _min(np.maximum), scc_out=True),
+    "s_max_u32": S("u32 u32", "u32", _min(np.maximum), scc_out=True),
+    "s_abs_i32": S("i32", "i32", _nz(np.abs), scc_out=True),
+    "s_sext_i32_i8": S("u32", "i32", lambda a: (a & 0xFF).astype(u8).view(np.int8).astype(i32)),
+    "s_sext_i32_i16": S("u32", "i32", lambda a: (a & 0xFFFF).astype(u16).view(i16).astype(i32)),
+    "s_lshl_b32": S("u32 u32", "u32", _nz(lambda a, b: a << (b & 31)), scc_out=True),
+    "s_lshr_b32": S("u32 u32", "u32", _nz(lambda a, b: a >> (b & 31)), scc_out=True),
+    "s_ashr_i32": S("i32 u32", "i32", _nz(lambda a, b: a >> (b & 31).astype(i32)), scc_out=True),
+    "s_lshl_b64": S("u64 u32", "u64", _nz(lambda a, b: a << (b & 63).astype(u64)), scc_out=True),
+    "s_lshr_b64": S("u64 u32", "u64", _nz(lambda a, b: a >> (b & 63).astype(u64)), scc_out=True),
+    "s_ashr_i64": S("i64 u32", "i64", _nz(lambda a, b: a >> (b & 63).astype(i64)), scc_out=True),
+    "s_bfm_b32": S("u32 u32", "u32", lambda a, b: (((u64(1) << (a & 31).astype(u64)) - u64(1)).astype(u32)
+                                                  << (b & 31))),
+    "s_bfe_u32": S("u32 u32", "u32", _nz(lambda a, b: _bfe_u32(a, b & 31, b >> 16 & 0x7F)), scc_out=True),
+    "s_brev_b32": S("u32", "u32", _brev32),
+    "s_bcnt1_i32_b32": S("u32", "u32", _nz(_popcount), scc_out=True),
+    "s_bcnt1_i32_b64": S("u64", "u32", _nz(_popcount), scc_out=True),
+    "s_ff1_i32_b32": S("u32", "u32", lambda a: _ctz(a, 32)),
+    "s_ff1_i32_b64": S("u64", "u32", lambda a: _ctz(a, 64)),
+    "s_flbit_i32_b32": S("u32", "u32", lambda a: _clz(a, 32)),
+    "s_cvt_f32_u32": S("u32", "f32", lambda a: a.astype(f32)),
+    "s_cvt_f32_i32": S("i32", "f32", lambda a: a.astype(f32)),
+    "s_cvt_u32_f32": S("f32", "u32", _sat(0.0, 2.0**32 - 1, u32)),
+    "s_cvt_i32_f32": S("f32", "i32", _sat(-2.0**31, 2.0**31 - 1, i32)),
+    "s_mul_f32": S("f32 f32", "f32", np.multiply), "s_add_f32": S("f32 f32", "f32", np.add),
+    "s_sub_f32": S("f32 f32", "f32", np.subtract), "s_fmac_f32": S("f32 f32 f32", "f32", _fma, acc=True),
+}
+for _w in ("32", "64"):
+    _t = f"u{_w}"
+    for _name, _fn in (("and", np.bitwise_and), ("or", np.bitwise_or), ("xor", np.bitwise_xor),
+                       ("andn2", lambda a, b: a & ~b), ("orn2", lambda a, b: a | ~b),
+                       ("nand", lambda a, b: ~(a & b)), ("nor", lambda a, b: ~(a | b)),
+                       ("xnor", lambda a, b: ~(a ^ b))):
+        SALU[f"s_{_name}_b{_w}"] = S(f"{_t} {_t}", _t, _nz(_fn), scc_out=True)
+    SALU[f"s_not_b{_w}"] = S(_t, _t, _nz(np.invert), scc_out=True)
+    for _name, _fn in (("and", lambda s, e: s & e), ("or", lambda s, e: s | e), ("xor", lambda s, e: s ^ e),
+                       ("andn2", lambda s, e: s & ~e), ("orn2", lambda s, e: s | ~e),
+                       ("andn1", lambda s, e: ~s & e), ("nand", lambda s, e: ~(s & e))):
+        SALU[f"s_{_name}_saveexec_b{_w}"] = S(_t, _t, _fn, saveexec=True)
+    for _cond, _fn in (("eq", np.equal), ("lg", np.not_equal), ("gt", np.greater), ("ge", np.greater_equal),
+                       ("lt", np.less), ("le", np.less_equal)):
+        for _sign in ("i", "u"):
+            SALU[f"s_cmp_{_cond}_{_sign}{_w}"] = S(f"{_sign}{_w} {_sign}{_w}", None, _fn, scc_out=True)
+            SALU[f"s_cmpk_{_cond}_{_sign}{_w}"] = S(f"{_sign}{_w} {_sign}16", None,
+                                                    lambda a, k, f=_fn: f(a, k.astype(a.dtype)), scc_out=True)
+
+_SALU_ALIASES = {
+    "s_add_co_u32": "s_add_u32", "s_sub_co_u32": "s_sub_u32", "s_add_co_ci_u32": "s_addc_u32",
+    "s_sub_co_ci_u32": "s_subb_u32", "s_add_co_i32": "s_add_i32", "s_sub_co_i32": "s_sub_i32",
+    "s_ctz_i32_b32": "s_ff1_i32_b32", "s_ctz_i32_b64": "s_ff1_i32_b64", "s_clz_i32_u32": "s_flbit_i32_b32",
+    **{f"s_{new}_b{w}": f"s_{old}_b{w}" for w in ("32", "64") for new, old in (("and_not1", "andn2"),
+                                                                             ("or_not1", "orn2"))},
+    **{f"s_{new}_saveexec_b{w}": f"s_{old}_saveexec_b{w}" for w in ("32", "64")
+       for new, old in (("and_not1", "andn2"), ("or_not1", "orn2"), ("and_not0", "andn1"))},
+}
+SALU.update({new: SALU[old] for new, old in _SALU_ALIASES.items()})

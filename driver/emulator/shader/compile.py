@@ -1,0 +1,402 @@
+"""Turn a decoded instruction into a step: a function of the waves that executes it for all their lanes.
+
+Each instruction is decoded once per program counter (kfdtrace.driver.isa) and compiled here into a closure
+that reads its operands, computes with numpy and writes the results; the interpreter (interpreter.py) caches the
+steps by PC. What an instruction computes comes from the tables in alu.py (ALU), control.py (program flow) and
+memory_ops.py (SMEM, FLAT/GLOBAL/SCRATCH, MUBUF, DS): the code here only reads the operand layout the decoder
+reports (which fields are destinations and sources, in print order) and the encoding's modifiers, the same way
+for every target.
+
+A step returns None to fall through to the next instruction, or a `Flow` (control.py) when the waves branch,
+end or wait at a barrier.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from kfdtrace.driver.emulator.shader.alu import SALU, TYPES, VALU, AluOp, Type
+from kfdtrace.driver.emulator.shader.control import CONTROL
+from kfdtrace.driver.emulator.shader.operands import VCC, OperandError, Reader, Regs
+from kfdtrace.driver.emulator.shader.waves import EXEC, Waves
+from kfdtrace.driver.isa import Instruction
+
+__all__ = ["Step", "Unsupported", "base_name", "compile_instruction"]
+
+Run = Callable[[Waves], object]
+_SUFFIX = re.compile(r"_(e32|e64|sdwa|dpp)$")
+_VALU_ENCODINGS = frozenset(("VOP1", "VOP2", "VOPC", "VOP3", "VOP1_SDWA", "VOP2_SDWA", "VOPC_SDWA"))
+_SALU_ENCODINGS = frozenset(("SOP1", "SOP2", "SOPC", "SOPK"))
+_DESTS = frozenset(("vdst", "sdst", "vdstx", "vdsty", "sdata"))
+_MASK_TEXT = frozenset(("vcc", "vcc_lo"))
+_SRC_INDEX = {"src0": 0, "src1": 1, "src2": 2, "vsrc1": 1, "sdwa_src0": 0, "sdwa_src1": 1,
+              "src0x": 0, "vsrc1x": 1, "src0y": 0, "vsrc1y": 1}
+_OMOD = {0: None, 1: 2.0, 2: 4.0, 3: 0.5}
+
+
+class Unsupported(Exception):
+    """An instruction the emulated GPU does not execute (its mnemonic, or an operand form)."""
+
+
+@dataclass(frozen=True)
+class Step:
+    run: Run
+    next: int  # the following instruction's address
+    ins: Instruction
+
+
+def base_name(mnemonic: str) -> str:
+    """The mnemonic without its encoding suffix: v_add_f32_e32 -> v_add_f32."""
+    return _SUFFIX.sub("", mnemonic)
+
+
+def compile_instruction(ins: Instruction, pc: int, regs: Regs, memory) -> Step:
+    """The step executing `ins` at address `pc`; Unsupported if the emulator does not execute it."""
+    name = base_name(ins.mnemonic)
+    nxt = pc + ins.size
+    try:
+        if ins.encoding == "VOPD":
+            run = _vopd(ins, regs)
+        elif name in CONTROL:
+            run = CONTROL[name](ins, pc, nxt, regs)
+        elif ins.encoding in _VALU_ENCODINGS and name in VALU:
+            run = _single(_valu(ins, VALU[name], regs, ins.operands))
+        elif ins.encoding == "VOP3P":
+            run = _packed(ins, name, regs)
+        elif ins.encoding in _SALU_ENCODINGS and name in SALU:
+            run = _salu(ins, SALU[name], regs)
+        else:
+            run = memory.compile(ins, name, regs)
+    except OperandError as exc:
+        raise Unsupported(str(exc)) from None
+    if run is None:
+        raise Unsupported(f"{ins.mnemonic} is not emulated")
+    return Step(run, nxt, ins)
+
+
+# -- vector ALU -------------------------------------------------------------------------------------------
+def _single(parts: tuple[Callable, Callable]) -> Run:
+    compute, commit = parts
+
+    def run(w: Waves) -> None:
+        commit(w, compute(w))
+    return run
+
+
+def _vopd(ins: Instruction, regs: Regs) -> Run:
+    """Dual issue (gfx11+): the X and Y operations read their sources before either writes."""
+    split = next(i for i, item in enumerate(ins.operands) if item[0] == "t" and item[1].startswith(":: "))
+    x_name = base_name(ins.mnemonic).replace("v_dual_", "v_", 1)
+    y_name = ins.operands[split][1][3:].replace("v_dual_", "v_", 1)
+    halves = []
+    for name, ops in ((x_name, ins.operands[:split]), (y_name, ins.operands[split + 1:])):
+        if name not in VALU:
+            raise Unsupported(f"{ins.mnemonic} (VOPD half {name}) is not emulated")
+        halves.append(_valu(ins, VALU[name], regs, ops))
+    (cx, wx), (cy, wy) = halves
+
+    def run(w: Waves) -> None:
+        rx, ry = cx(w), cy(w)
+        wx(w, rx)
+        wy(w, ry)
+    return run
+
+
+def _valu(ins: Instruction, op: AluOp, regs: Regs, operands: tuple) -> tuple[Callable, Callable]:
+    """(compute, commit) for one VALU operation over `operands` (a VOPD half, or the whole instruction)."""
+    f = ins.fields
+    dests, sources, mask_src = [], [], None
+    for item in operands:
+        if item[0] == "r" and item[1] in _DESTS:
+            dests.append(item)
+        elif item[0] == "t" and item[1] in _MASK_TEXT and not sources:
+            dests.append(("vcc",))
+        elif item[0] == "t" and item[1] == "null" and not sources:
+            dests.append(("null",))
+        elif item[0] == "t" and item[1] in _MASK_TEXT:
+            mask_src = regs.mask(VCC)
+        elif item[0] in ("r", "l"):
+            sources.append(item)
+    if op.mask_in and mask_src is None:
+        if len(sources) > len(op.ins):  # VOP3: the mask is the last source (an SGPR pair or constant)
+            item = sources.pop()
+            mask_src = regs.mask(_field_value(ins, item[1]))
+        else:  # VOPD cndmask: VCC implied
+            mask_src = regs.mask(VCC)
+    if len(sources) != len(op.ins) - op.acc:
+        raise Unsupported(f"{ins.mnemonic}: {len(sources)} sources where the operation takes "
+                          f"{len(op.ins) - op.acc}")
+    readers = [_vsource(ins, item, TYPES[ty], regs) for item, ty in zip(sources, op.ins, strict=False)]
+    value_dest = next((d for d in dests if d[0] == "r" and d[3] in ("vgpr", "vdsty")), None)
+    mask_dest = next((d for d in dests if d is not value_dest), None)
+    if op.acc:
+        readers.append(regs.source(256 + _field_value(ins, value_dest[1]), TYPES[op.ins[-1]], True))
+    out = TYPES[op.out] if op.out else None
+    lanes = np.arange(regs.lanes, dtype=np.int64)
+    fn = op.fn
+    clamp, omod = f.get("clamp", 0), _OMOD.get(f.get("omod", 0))
+    if (clamp or omod) and not (out and out.float):
+        raise Unsupported(f"{ins.mnemonic}: clamp/omod on an integer result is not emulated")
+    sdwa = ins.encoding.endswith("_SDWA")
+
+    def compute(w: Waves):
+        args = [r(w) for r in readers]
+        if mask_src is not None:
+            args.append(mask_src(w))
+        if op.lanes:
+            args.append(lanes)
+        return fn(*args)
+
+    write_value = None
+    if out is not None:
+        if value_dest is None:
+            raise Unsupported(f"{ins.mnemonic}: no destination VGPR")
+        n = _field_value(ins, value_dest[1])
+        high = bool(out.bits == 16 and f.get("opsel", 0) >> 3 & 1)
+        write_value = _sdwa_writer(ins, n, out, regs) if sdwa else regs.vector_writer(n, out, high)
+        if clamp or omod:
+            write_value = _float_post(write_value, out, clamp, omod)
+    write_mask = _mask_writer(ins, op, mask_dest, regs)
+
+    def commit(w: Waves, result) -> None:
+        if op.mask_out:
+            value, lanes_out = (None, result) if out is None else result
+            lanes_out = np.broadcast_to(lanes_out, w.exec.shape)
+            if write_value is not None:
+                write_value(w, value)
+            write_mask(w, lanes_out)
+        else:
+            write_value(w, result)
+    return compute, commit
+
+
+def _mask_writer(ins: Instruction, op: AluOp, dest: tuple | None, regs: Regs) -> Callable:
+    """Where a VALU operation's lane mask goes: VCC, an SGPR (pair), EXEC (v_cmpx), or nowhere (null)."""
+    targets = []
+    if dest is not None and dest[0] == "vcc":
+        targets.append(VCC)
+    elif dest is not None and dest[0] == "r":
+        n = _field_value(ins, dest[1])
+        if n != regs.null:
+            targets.append(n)
+    if op.exec_out:
+        def write(w: Waves, lanes: np.ndarray) -> None:
+            for t in targets:
+                w.write_mask(t, lanes)
+            w.set_exec(lanes & w.exec)
+        return write
+    if not op.mask_out:
+        return lambda w, lanes: None
+    if not targets:
+        return lambda w, lanes: None
+
+    def write_one(w: Waves, lanes: np.ndarray) -> None:
+        w.write_mask(targets[0], lanes)
+    return write_one
+
+
+def _field_value(ins: Instruction, field: str) -> int:
+    v = ins.fields[field]
+    if field == "vdsty":  # VOPD: vdstY's low bit is the opposite of vdstX's
+        v = (v << 1) | ((ins.fields["vdstx"] & 1) ^ 1)
+    return v
+
+
+def _vsource(ins: Instruction, item: tuple, ty: Type, regs: Regs) -> Reader:
+    """A VALU source with the encoding's modifiers (VOP3 abs/neg/opsel, SDWA select/sext/abs/neg)."""
+    f = ins.fields
+    if item[0] == "l":
+        return regs.source(255, ty, True, ins.literal)
+    field, kind = item[1], item[3]
+    index = _SRC_INDEX.get(field)
+    value = f[field]
+    if kind == "vgpr":
+        value += 256
+    if kind == "sdwa":
+        return _sdwa_source(ins, field, value, ty, regs)
+    high = bool(ty.bits == 16 and index is not None and f.get("opsel", 0) >> index & 1)
+    reader = regs.source(value, ty, True, ins.literal, high)
+    if index is None or not ty.float:
+        return reader
+    absolute = f.get("abs", 0) >> index & 1 if ins.encoding == "VOP3" else 0
+    negate = f.get("neg", 0) >> index & 1 if ins.encoding == "VOP3" else 0
+    if absolute and negate:
+        return lambda w: -np.abs(reader(w))
+    if absolute:
+        return lambda w: np.abs(reader(w))
+    if negate:
+        return lambda w: -reader(w)
+    return reader
+
+
+_SEL = {0: (0, 8), 1: (8, 8), 2: (16, 8), 3: (24, 8), 4: (0, 16), 5: (16, 16), 6: (0, 32)}  # SDWA SEL: shift, bits
+
+
+def _sdwa_source(ins: Instruction, field: str, value: int, ty: Type, regs: Regs) -> Reader:
+    """An SDWA source: a VGPR, or an SGPR/constant when the s bit (bit 8) is set; its byte/word selected and
+    zero- or sign-extended, then abs/neg for floats."""
+    f = ins.fields
+    prefix = "src0" if field == "sdwa_src0" else "src1"
+    value = (value & 0xFF) if value & 0x100 else 256 + (value & 0xFF)
+    raw = regs.source(value, TYPES["u32"], True, ins.literal)
+    shift, bits = _SEL[f[f"{prefix}_sel"]]
+    sext = f[f"{prefix}_sext"]
+    mask = np.uint32((1 << bits) - 1)
+    top = np.uint32(1 << (bits - 1))
+
+    def selected(w: Waves) -> np.ndarray:
+        v = (raw(w) >> np.uint32(shift)) & mask
+        if sext and bits < 32:
+            v = (v ^ top) - top
+        return v
+    if ty.bits == 16:
+        typed = lambda w: selected(w).astype(np.uint16).view(ty.dtype)  # noqa: E731
+    else:
+        typed = lambda w: np.asarray(selected(w), np.uint32).view(ty.dtype)  # noqa: E731
+    if ty.float and (f[f"{prefix}_abs"] or f[f"{prefix}_neg"]):
+        a, n = f[f"{prefix}_abs"], f[f"{prefix}_neg"]
+        return lambda w: (-1 if n else 1) * (np.abs(typed(w)) if a else typed(w))
+    return typed
+
+
+def _sdwa_writer(ins: Instruction, n: int, ty: Type, regs: Regs) -> Callable:
+    """An SDWA destination: the result into the selected byte/word, the other bits zeroed, sign-extended or kept
+    (dst_unused 0, 1, 2)."""
+    f = ins.fields
+    regs.check_vgprs(n, 1)
+    shift, bits = _SEL[f["dst_sel"]]
+    unused = f["dst_unused"]
+    mask = np.uint32(((1 << bits) - 1) << shift)
+
+    def write(w: Waves, value: np.ndarray) -> None:
+        v = np.asarray(value, ty.dtype)
+        v = (v.view(np.uint16).astype(np.uint32) if ty.bits == 16 else v.view(np.uint32))
+        field = (v << np.uint32(shift)) & mask
+        if unused == 2:
+            field = field | (w.v[n] & ~mask)
+        elif unused == 1 and shift + bits < 32:
+            sign = (field >> np.uint32(shift + bits - 1)) & np.uint32(1)
+            field = field | (np.uint32(0) - sign) << np.uint32(shift + bits)
+        w.write_v(n, field)
+    return write
+
+
+def _float_post(write: Callable, ty: Type, clamp: int, omod: float | None) -> Callable:
+    def post(w: Waves, value: np.ndarray) -> None:
+        v = np.asarray(value, ty.dtype)
+        if omod is not None:
+            v = (v * ty.dtype(omod)).astype(ty.dtype)
+        if clamp:
+            v = np.clip(v, ty.dtype(0), ty.dtype(1))
+        write(w, v)
+    return post
+
+
+# VOP3P: packed operations on the two halves of each source (16-bit halves, or the two dwords of a pair for the
+# CDNA packed-f32 ops). OPSEL picks the half each source gives the low result, OPSEL_HI the half for the high.
+_PACKED = {
+    "v_pk_fma_f32": ("f32", lambda a, b, c: (a.astype(np.float64) * b + c).astype(np.float32)),
+    "v_pk_mul_f32": ("f32", np.multiply), "v_pk_add_f32": ("f32", np.add),
+    "v_pk_add_f16": ("f16", np.add), "v_pk_mul_f16": ("f16", np.multiply),
+    "v_pk_fma_f16": ("f16", lambda a, b, c: (a.astype(np.float64) * b + c).astype(np.float16)),
+    "v_pk_add_u16": ("u16", np.add), "v_pk_sub_u16": ("u16", np.subtract),
+}
+
+
+def _packed(ins: Instruction, name: str, regs: Regs) -> Run | None:
+    f = ins.fields
+    srcs = [item for item in ins.operands if item[0] == "r" and item[1] != "vdst"]
+    dst = f["vdst"]
+    if name == "v_pk_mov_b32":  # D.lo = src0's opsel[0] dword, D.hi = src1's opsel[1] dword
+        a, b = (regs.source(f[it[1]] + (256 if it[3] == "vgpr" else 0), TYPES["u64"], True, ins.literal)
+                for it in srcs)
+        lo_sh, hi_sh = np.uint64(32 * (f["opsel"] & 1)), np.uint64(32 * (f["opsel"] >> 1 & 1))
+        write = regs.vector_writer(dst, TYPES["u64"])
+
+        def pk_mov(w: Waves) -> None:
+            lo = (a(w) >> lo_sh) & np.uint64(0xFFFFFFFF)
+            hi = (b(w) >> hi_sh) & np.uint64(0xFFFFFFFF)
+            write(w, lo | hi << np.uint64(32))
+        return pk_mov
+    if name not in _PACKED:
+        return None
+    tyname, fn = _PACKED[name]
+    ty = TYPES[tyname]
+    half_bits = ty.bits
+    whole = TYPES["u64"] if half_bits == 32 else TYPES["u32"]
+    udt = np.uint64 if half_bits == 32 else np.uint32
+    readers = [regs.source(f[it[1]] + (256 if it[3] == "vgpr" else 0), whole, True, ins.literal) for it in srcs]
+    sel_lo = [f["opsel"] >> i & 1 for i in range(len(readers))]
+    sel_hi = [f["opsel_hi"] >> i & 1 for i in range(len(readers))]
+    neg_lo = [f["neg"] >> i & 1 for i in range(len(readers))]
+    neg_hi = [f["neg_hi"] >> i & 1 for i in range(len(readers))]
+    hmask = udt((1 << half_bits) - 1)
+    hdt = np.uint32 if half_bits == 32 else np.uint16
+    write = regs.vector_writer(dst, whole)
+
+    def half(v, hi: int, neg: int):
+        h = ((v >> udt(half_bits * hi)) & hmask).astype(hdt).view(ty.dtype)
+        return -h if neg and ty.float else h
+
+    def run(w: Waves) -> None:
+        vals = [r(w) for r in readers]
+        lo = fn(*(half(v, s, n) for v, s, n in zip(vals, sel_lo, neg_lo, strict=True)))
+        hi = fn(*(half(v, s, n) for v, s, n in zip(vals, sel_hi, neg_hi, strict=True)))
+        lo_bits = np.asarray(lo, ty.dtype).view(hdt).astype(udt)
+        hi_bits = np.asarray(hi, ty.dtype).view(hdt).astype(udt)
+        write(w, lo_bits | hi_bits << udt(half_bits))
+    return run
+
+
+# -- scalar ALU -------------------------------------------------------------------------------------------
+def _salu(ins: Instruction, op: AluOp, regs: Regs) -> Run:
+    f = ins.fields
+    items = [item for item in ins.operands if item[0] in ("r", "i", "l")]
+    dest = items.pop(0) if op.out or op.saveexec else None
+    if len(items) != len(op.ins) - op.acc:
+        raise Unsupported(f"{ins.mnemonic}: {len(items)} sources where the operation takes {len(op.ins) - op.acc}")
+    readers = []
+    for item, tyname in zip(items, op.ins, strict=False):
+        ty = TYPES[tyname]
+        if item[0] == "i":  # SOPK's 16-bit immediate
+            c = np.array(f[item[1]], np.uint16).view(np.int16 if tyname == "i16" else np.uint16)[()]
+            readers.append(lambda w, c=c: c)
+        else:
+            readers.append(regs.source(255 if item[0] == "l" else f[item[1]], ty, False, ins.literal))
+    out_ty = TYPES[op.out] if op.out else None
+    if op.acc:
+        readers.append(regs.source(f[dest[1]], TYPES[op.ins[-1]], False))
+    fn = op.fn
+    if op.saveexec:
+        n = f[dest[1]]
+        ty = TYPES[op.ins[0]]
+        old_exec = regs.source(EXEC, ty, False)
+        write_dest = regs.scalar_writer(n, ty)
+        write_exec = regs.scalar_writer(EXEC, ty)
+
+        def saveexec(w: Waves) -> None:
+            src, old = readers[0](w), old_exec(w)
+            new = fn(src, old)
+            write_dest(w, old)
+            write_exec(w, new)
+            w.scc = np.asarray(new != 0)
+        return saveexec
+    write = regs.scalar_writer(f[dest[1]], out_ty) if out_ty is not None else None
+
+    def run(w: Waves) -> None:
+        args = [r(w) for r in readers]
+        if op.scc_in:
+            args.append(w.scc)
+        result = fn(*args)
+        if op.scc_out:
+            if out_ty is None:
+                w.scc = np.broadcast_to(result, (w.count,)).copy()
+                return
+            result, scc = result
+            w.scc = np.broadcast_to(scc, (w.count,)).copy()
+        write(w, result)
+    return run

@@ -1,0 +1,163 @@
+"""Program flow and the instructions that only wait: branches, s_endpgm, barriers, s_getpc/s_setpc, the
+cross-lane moves to SGPRs (v_readlane, v_readfirstlane), and the waits and hints that have nothing to do on an
+emulated GPU whose memory operations complete before the next instruction (s_waitcnt, s_wait_*, s_nop,
+s_clause, s_delay_alu, cache invalidations).
+
+A step returns None (fall through), an int (every wave jumps there), an array of per-wave next PCs (the waves
+go different ways: the interpreter splits them), or one of the `Flow` markers (END, BARRIER, SIGNAL, WAIT).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+
+import numpy as np
+
+from kfdtrace.driver.emulator.shader.alu import TYPES
+from kfdtrace.driver.emulator.shader.operands import VCC, OperandError, Regs
+from kfdtrace.driver.emulator.shader.waves import EXEC, Waves
+from kfdtrace.driver.isa import Instruction
+
+__all__ = ["CONTROL", "Flow"]
+
+
+class Flow(enum.Enum):
+    END = "s_endpgm"
+    BARRIER = "s_barrier"  # signal, then wait
+    SIGNAL = "s_barrier_signal"
+    WAIT = "s_barrier_wait"
+    YIELD = "yield"  # the interpreter's own: another set of waves is behind this one
+
+
+Factory = Callable[[Instruction, int, int, Regs], Callable[[Waves], object]]
+
+
+def _nothing(ins: Instruction, pc: int, nxt: int, regs: Regs):
+    return lambda w: None
+
+
+def _flow(marker: Flow) -> Factory:
+    return lambda ins, pc, nxt, regs: (lambda w: marker)
+
+
+def _split_barrier(marker: Flow) -> Factory:
+    def make(ins: Instruction, pc: int, nxt: int, regs: Regs):
+        bar = ins.fields["ssrc0"] if "ssrc0" in ins.fields else ins.fields.get("simm16", 0)
+        if bar not in (193, 0xFFFF, 0xFFFFFFFF):  # -1: the workgroup barrier; named barriers are not emulated
+            raise OperandError(f"{ins.mnemonic} of barrier {bar} (only the workgroup barrier, -1) is not emulated")
+        return lambda w: marker
+    return make
+
+
+def _target(ins: Instruction, nxt: int) -> int:
+    imm = ins.fields["simm16"]
+    return nxt + 4 * (imm - 0x10000 if imm & 0x8000 else imm)
+
+
+def _mask_zero(first: int, regs: Regs) -> Callable[[Waves], np.ndarray]:
+    n = max(1, regs.lanes // 32)
+    return lambda w: (w.s[first:first + n] == 0).all(axis=0)
+
+
+def _branch(condition: Callable[[Regs], Callable[[Waves], np.ndarray]] | None) -> Factory:
+    def make(ins: Instruction, pc: int, nxt: int, regs: Regs):
+        target = _target(ins, nxt)
+        if condition is None:
+            return lambda w: target
+        cond = condition(regs)
+
+        def run(w: Waves):
+            c = cond(w)
+            if c.all():
+                return target
+            if not c.any():
+                return None
+            return np.where(c, target, nxt)
+        return run
+    return make
+
+
+def _getpc(ins: Instruction, pc: int, nxt: int, regs: Regs):
+    write = regs.scalar_writer(ins.fields["sdst"], TYPES["u64"])
+    value = np.uint64(nxt)
+    return lambda w: write(w, value)
+
+
+def _setpc(ins: Instruction, pc: int, nxt: int, regs: Regs):
+    read = regs.source(ins.fields["ssrc0"], TYPES["u64"], False)
+    save = regs.scalar_writer(ins.fields["sdst"], TYPES["u64"]) if ins.mnemonic == "s_swappc_b64" else None
+    here = np.uint64(nxt)
+
+    def run(w: Waves):
+        targets = np.broadcast_to(read(w), (w.count,)).astype(np.int64)
+        if save is not None:
+            save(w, here)
+        return int(targets[0]) if (targets == targets[0]).all() else targets
+    return run
+
+
+def _readlane(ins: Instruction, pc: int, nxt: int, regs: Regs):
+    """v_readlane_b32 sdst, vsrc, lane: the lane's value (lane from an SGPR or constant, modulo the wave size)."""
+    f = ins.fields
+    src = regs.vgpr(f["src0"] - 256) if f["src0"] >= 256 else None
+    if src is None:
+        raise OperandError(f"{ins.mnemonic} of a non-VGPR source")
+    lane = regs.source(f["src1"], TYPES["u32"], False, ins.literal)
+    write = regs.scalar_writer(f["vdst"], TYPES["u32"])
+    mask = regs.lanes - 1
+
+    def run(w: Waves) -> None:
+        sel = np.broadcast_to(lane(w), (w.count,)) & mask
+        write(w, src(w)[np.arange(w.count), sel])
+    return run
+
+
+def _readfirstlane(ins: Instruction, pc: int, nxt: int, regs: Regs):
+    """v_readfirstlane_b32 sdst, src: the first active lane's value (lane 0 when EXEC is empty)."""
+    f = ins.fields
+    src = regs.source(f["src0"], TYPES["u32"], True, ins.literal)
+    write = regs.scalar_writer(f["vdst"], TYPES["u32"])
+
+    def run(w: Waves) -> None:
+        values = np.broadcast_to(src(w), w.exec.shape)
+        write(w, values[np.arange(w.count), w.exec.argmax(axis=1)])
+    return run
+
+
+def _sendmsg(ins: Instruction, pc: int, nxt: int, regs: Regs):
+    # gfx11+ kernels end with s_sendmsg sendmsg(MSG_DEALLOC_VGPRS) (id 3): a hint. Other messages go to the SPI
+    # or the host (interrupts, GS) and are not emulated.
+    if ins.fields["simm16"] != 3:
+        raise OperandError(f"{ins.text}: only sendmsg(MSG_DEALLOC_VGPRS) is emulated")
+    return lambda w: None
+
+
+CONTROL: dict[str, Factory] = {
+    "s_endpgm": _flow(Flow.END),
+    "s_barrier": _flow(Flow.BARRIER),
+    "s_barrier_signal": _split_barrier(Flow.SIGNAL),
+    "s_barrier_wait": _split_barrier(Flow.WAIT),
+    "s_branch": _branch(None),
+    "s_cbranch_scc0": _branch(lambda regs: lambda w: ~w.scc),
+    "s_cbranch_scc1": _branch(lambda regs: lambda w: w.scc),
+    "s_cbranch_vccz": _branch(lambda regs: _mask_zero(VCC, regs)),
+    "s_cbranch_vccnz": _branch(lambda regs: (lambda z: lambda w: ~z(w))(_mask_zero(VCC, regs))),
+    "s_cbranch_execz": _branch(lambda regs: _mask_zero(EXEC, regs)),
+    "s_cbranch_execnz": _branch(lambda regs: (lambda z: lambda w: ~z(w))(_mask_zero(EXEC, regs))),
+    "s_getpc_b64": _getpc,
+    "s_setpc_b64": _setpc,
+    "s_swappc_b64": _setpc,
+    "v_readlane_b32": _readlane,
+    "v_readfirstlane_b32": _readfirstlane,
+    "s_sendmsg": _sendmsg,
+    **{name: _nothing for name in (
+        "s_nop", "s_waitcnt", "s_waitcnt_vscnt", "s_waitcnt_vmcnt", "s_waitcnt_expcnt", "s_waitcnt_lgkmcnt",
+        "s_waitcnt_depctr", "s_delay_alu", "s_clause", "s_inst_prefetch", "s_set_inst_prefetch_distance",
+        "s_setprio", "s_sleep", "s_wait_loadcnt", "s_wait_storecnt", "s_wait_dscnt", "s_wait_kmcnt",
+        "s_wait_samplecnt", "s_wait_bvhcnt", "s_wait_expcnt", "s_wait_alu", "s_wait_loadcnt_dscnt",
+        "s_wait_storecnt_dscnt", "s_wait_idle",
+        # caches: the emulated GPU reads and writes memory directly, so there is nothing to invalidate or write back
+        "buffer_gl0_inv", "buffer_gl1_inv", "buffer_wbinvl1", "buffer_wbinvl1_vol", "buffer_wbl2", "buffer_inv",
+        "global_inv", "global_wb", "global_wbinv", "s_dcache_inv", "s_dcache_wb", "s_icache_inv")},
+}

@@ -1,0 +1,208 @@
+"""Run a kernel dispatch on the emulated GPU: the waves of a chunk of workgroups execute the kernel's machine code
+together, instruction by instruction, with numpy across all their lanes.
+
+Workgroups run in chunks of about `CHUNK_LANES` lanes (bounded further by the scratch slots an XCC has). The
+waves of a chunk start as one lockstep set; a scalar branch that goes different ways for different waves
+splits the set, and the interpreter always runs the set with the lowest PC, so sets that took different paths
+meet again at the join and merge (the usual SIMT reconvergence). Lane divergence inside a wave needs nothing
+of this: EXEC masks it, as on the hardware.
+
+Barriers count per wave: s_barrier (and gfx12's s_barrier_signal) adds one to the wave's count; a wave waiting
+(s_barrier, s_barrier_wait) goes on when every wave of its workgroup that has not ended has signalled as often.
+A set whose waves cannot go on is parked until the others have run as far as they can.
+
+An instruction the interpreter does not execute stops the dispatch with an error naming the target, the PC,
+the instruction's words and its mnemonic, and raises the memory-exception event; an access outside every
+buffer is a VM fault. Neither ever computes a value it was not asked for.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kfdtrace.driver.emulator.launch import KernelLaunch
+from kfdtrace.driver.emulator.memory import GpuVm
+from kfdtrace.driver.emulator.ring_engine import QueueError
+from kfdtrace.driver.emulator.shader.compile import Step, Unsupported, compile_instruction
+from kfdtrace.driver.emulator.shader.control import Flow
+from kfdtrace.driver.emulator.shader.memory_ops import Chunk, MemoryOps, VirtualMemory
+from kfdtrace.driver.emulator.shader.operands import OperandError, Regs
+from kfdtrace.driver.emulator.shader.waves import SGPR_ROWS, Waves
+from kfdtrace.driver.isa import DecodeError, decode
+from kfdtrace.driver.isa.decoder import sreg_names
+from kfdtrace.driver.kernel_descriptor import layout_for
+
+if TYPE_CHECKING:
+    from kfdtrace.driver.emulator.kfd import EmulatedMachine
+
+__all__ = ["CHUNK_LANES", "KernelFault", "run_dispatch"]
+
+CHUNK_LANES = 1 << 18
+_MAX_INSTRUCTION = 16  # bytes: a 12-byte encoding and a literal
+_ENDED = np.iinfo(np.int64).max  # the barrier count of a wave that has ended: it never holds a barrier up
+
+
+class KernelFault(QueueError):
+    """A kernel stopped: an instruction the emulator does not execute, or a barrier no wave can pass."""
+
+
+def run_dispatch(launch: KernelLaunch, vm: GpuVm, machine: EmulatedMachine) -> None:
+    """Execute every workgroup of `launch`."""
+    Interpreter(launch, vm, machine).run()
+
+
+class Interpreter:
+    def __init__(self, launch: KernelLaunch, vm: GpuVm, machine: EmulatedMachine):
+        self.launch, self.vm, self.machine = launch, vm, machine
+        family = launch.family
+        self.target = family.isa
+        vgprs = ((launch.rsrc1 & 0x3F) + 1) * layout_for(family).vgpr_granule[launch.wave_size]
+        self.regs = Regs.of(sreg_names(self.target), vgprs, launch.wave_size, layout_for(family).architected_sgprs)
+        self.memory = MemoryOps(VirtualMemory(vm, machine), launch.wave_size, family.gfx_major,
+                                launch.architected_scratch)
+        self.steps: dict[int, Step] = {}
+
+    def run(self) -> None:
+        launch = self.launch
+        per_chunk = launch.groups_per_chunk(CHUNK_LANES)
+        with np.errstate(all="ignore"):
+            for first in range(0, launch.group_count, per_chunk):
+                self._run_chunk(first, min(per_chunk, launch.group_count - first))
+
+    # -- one chunk -----------------------------------------------------------------------------------
+    def _run_chunk(self, first: int, count: int) -> None:
+        launch, regs = self.launch, self.regs
+        st = launch.start(first, count)
+        nw, lanes = len(st.group), launch.wave_size
+        s = np.zeros((SGPR_ROWS, nw), np.uint32)
+        s[:len(st.sgprs)] = st.sgprs
+        for r, values in st.ttmps.items():
+            s[r] = values
+        v = np.zeros((regs.vgprs, nw, lanes), np.uint32)
+        for r, ids in st.vgprs.items():
+            v[r] = ids
+        lds_size = max(launch.lds_bytes, 4)
+        self.memory.chunk = Chunk(np.zeros(count * lds_size, np.uint8), lds_size, st.group * lds_size, st.group)
+        self.group_of = st.group
+        self.signals = np.zeros(nw, np.int64)
+        self.group_starts = np.flatnonzero(np.r_[True, st.group[1:] != st.group[:-1]])
+        ids = np.arange(nw)
+        sets = [Waves(launch.entry, ids, s, v, np.zeros(nw, bool), st.live.copy(), st.flat_scratch)]
+        parked: list[Waves] = []
+        while sets or parked:
+            if not sets:
+                sets = self._release(parked)
+            w = min(sets, key=lambda x: x.pc)
+            sets.remove(w)
+            others = {x.pc: x for x in sets}
+            outcome = self._advance(w, others)
+            if outcome is None:  # met another set at its PC
+                others[w.pc].merge(w)
+                continue
+            flow, step = outcome
+            if flow is Flow.END:
+                self.signals[w.ids] = _ENDED
+            elif isinstance(flow, np.ndarray):  # the waves go different ways
+                for pc in np.unique(flow)[1:]:
+                    self._add(sets, w.take(flow == pc, int(pc)))
+                    flow = flow[flow != pc]
+                w.pc = int(flow[0])
+                self._add(sets, w)
+            elif flow is Flow.YIELD:
+                self._add(sets, w)
+            else:  # a barrier: signal (s_barrier, s_barrier_signal), then wait (s_barrier, s_barrier_wait)
+                if flow in (Flow.BARRIER, Flow.SIGNAL):
+                    self.signals[w.ids] += 1
+                w.pc = step.next
+                if flow is Flow.SIGNAL:
+                    self._add(sets, w)
+                    continue
+                ready = self._may_pass(w.ids)
+                if ready.all():
+                    self._add(sets, w)
+                elif ready.any():
+                    self._add(sets, w.take(ready, w.pc))
+                    parked.append(w)
+                else:
+                    parked.append(w)
+
+    @staticmethod
+    def _add(sets: list[Waves], w: Waves) -> None:
+        same = next((x for x in sets if x.pc == w.pc), None)
+        if same is None:
+            sets.append(w)
+        else:
+            same.merge(w)
+
+    def _may_pass(self, ids: np.ndarray) -> np.ndarray:
+        """For each wave, whether every live wave of its workgroup has signalled the barrier as often."""
+        least = np.minimum.reduceat(self.signals, self.group_starts)
+        group_index = np.searchsorted(self.group_starts, ids, side="right") - 1
+        return least[group_index] >= self.signals[ids]
+
+    def _release(self, parked: list[Waves]) -> list[Waves]:
+        sets: list[Waves] = []
+        for w in list(parked):
+            ready = self._may_pass(w.ids)
+            if ready.all():
+                parked.remove(w)
+                self._add(sets, w)
+            elif ready.any():
+                self._add(sets, w.take(ready, w.pc))
+        if not sets:
+            w = parked[0]
+            raise KernelFault(f"{self.target}: waves of workgroup {int(self.group_of[w.ids[0]])} wait at a barrier "
+                              f"(before PC {w.pc:#x}) that the rest of the group never reaches")
+        return sets
+
+    def _advance(self, w: Waves, others: dict[int, Waves]):
+        """Run `w` until it ends, branches apart, reaches a barrier, or (when other sets exist) meets one of them
+        (None) or passes the lowest of them (YIELD)."""
+        steps = self.steps
+        lowest = min(others) if others else None
+        while True:
+            step = steps.get(w.pc)
+            if step is None:
+                step = steps[w.pc] = self._compile(w.pc)
+            try:
+                r = step.run(w)
+            except OperandError as exc:
+                raise self._fault(step.ins, w.pc, str(exc)) from None
+            if r is None:
+                w.pc = step.next
+            elif type(r) is int:
+                w.pc = r
+            else:
+                return r, step
+            if lowest is not None:
+                if w.pc in others:
+                    return None
+                if w.pc > lowest:
+                    return Flow.YIELD, step
+
+    # -- code ------------------------------------------------------------------------------------------
+    def _compile(self, pc: int) -> Step:
+        bo = self.vm.lookup(pc)
+        n = min(_MAX_INSTRUCTION, bo.va + bo.size - pc) if bo is not None else 4
+        with self.vm.access(pc, n) as host:  # a PC outside every buffer is a VM fault
+            code = ctypes.string_at(host, n)
+        try:
+            ins = decode(code, 0, self.target)
+        except DecodeError as exc:
+            self.machine.report_memory_exception(self.vm.gpu_id, pc)
+            raise KernelFault(f"{self.target}: undecodable instruction at PC {pc:#x}: {exc}") from None
+        try:
+            return compile_instruction(ins, pc, self.regs, self.memory)
+        except Unsupported as exc:
+            raise self._fault(ins, pc, str(exc, ), code[:ins.size]) from None
+
+    def _fault(self, ins, pc: int, why: str, raw: bytes | None = None) -> KernelFault:
+        self.machine.report_memory_exception(self.vm.gpu_id, pc)
+        if raw is None:
+            with self.vm.access(pc, ins.size) as host:
+                raw = ctypes.string_at(host, ins.size)
+        words = " ".join(f"{int.from_bytes(raw[i:i + 4], 'little'):08x}" for i in range(0, len(raw), 4))
+        return KernelFault(f"{self.target}: {ins.mnemonic} at PC {pc:#x} (words {words}): {why}")
