@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -9,6 +10,8 @@ from collections.abc import Callable
 import numpy as np
 
 from kfdtrace.driver.errors import BoundsError
+from kfdtrace.driver.kernels.device import QUEUES, corpus, run_case
+from kfdtrace.driver.kernels.reference import CASES, Case
 from kfdtrace.driver.memory import FIXED_SIZES
 from kfdtrace.driver.system import Device, System
 
@@ -172,11 +175,22 @@ CHECKS: list[tuple[str, Check]] = [
 ]
 
 
+def check_kernel(system: System, dev: Device, case: Case) -> None:
+    """One corpus kernel through a PM4 and an AQL queue, each result against its numpy reference."""
+    program = corpus(dev)
+    for queue in QUEUES:
+        values = case.inputs()
+        case.verify(values, run_case(dev, program, case, values, queue))
+
+
 def run_selftest(system: System, echo: Callable[[str], None] = print) -> bool:
-    """Run every check on every device; prints one line per check and returns True when all passed."""
+    """Run every check on every device, then every corpus kernel; prints one line per check and returns True
+    when all passed."""
     ok = True
+    kernel_checks = [(f"kernel {c.kernel} (PM4, AQL) vs numpy", functools.partial(check_kernel, case=c))
+                     for c in CASES]
     for dev in system.devices:
-        for name, check in CHECKS:
+        for name, check in CHECKS + kernel_checks:
             if check is check_peer_copy and len(system.devices) < 2:
                 continue
             t0 = time.perf_counter()
