@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import struct
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -135,3 +138,19 @@ def test_atomics_apply_lane_by_lane_where_lanes_share_an_address():
     assert list(old) == [0, 0, 1, 4, 0] and list(buf.view(np.uint32)) == [8, 2, 5, 0]
     assert atomic_op("cmpswap_x2") == ("cmpswap", 8) and atomic_op("max_i32") == ("smax", 4)
     assert atomic_op("smin_x2") == ("smin", 8) and atomic_op("storexchg") == ("swap", 4)
+
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
+
+
+@pytest.mark.parametrize(("example", "target", "args"), [
+    ("vector_add.py", "gfx1201", ["--n", "70000", "--aql"]),
+    ("matmul.py", "gfx942", ["--m", "40", "--n", "56", "--k", "72"]),
+    ("overlap.py", "gfx1030", ["--rounds", "3", "--n", "1000"]),
+])
+def test_the_compute_examples_run_and_check_their_results(example, target, args):
+    env = dict(os.environ, KFDTRACE_EMULATE=target)
+    res = subprocess.run([sys.executable, os.path.join(EXAMPLES, example), *args], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert ": ok in " in res.stdout and target in res.stdout
