@@ -11,6 +11,7 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 from collections import Counter
 
 import numpy as np
@@ -27,7 +28,8 @@ from kfdtrace.driver.isa.decoder import HERE as ISA_DIR
 from kfdtrace.driver.isa.decoder import sreg_names
 from kfdtrace.driver.isa.encodings import encodings_for
 from kfdtrace.driver.kernel_descriptor import layout_for
-from kfdtrace.driver.kernels.device import BUILT, QUEUES, corpus, kernel_arguments, run_case
+from kfdtrace.driver.kernels.build import BUILT, WAVE64_TARGETS, object_path
+from kfdtrace.driver.kernels.device import QUEUES, corpus, kernel_arguments, run_case
 from kfdtrace.driver.kernels.reference import CASES, sized
 from tests.emulated import FAMILIES, engine_of
 
@@ -42,13 +44,26 @@ def test_every_corpus_kernel_computes_what_numpy_does(target, queue, case):
         case.verify(values, run_case(dev, corpus(dev), case, values, queue))
 
 
-@pytest.mark.parametrize("target", FAMILIES)
-def test_every_instruction_of_the_corpus_is_executable(target):
+@pytest.mark.parametrize("case", CASES, ids=[c.kernel for c in CASES])
+@pytest.mark.parametrize("queue", QUEUES)
+@pytest.mark.parametrize("target", WAVE64_TARGETS)
+def test_every_corpus_kernel_built_for_wave64_computes_what_numpy_does(target, queue, case):
+    """RDNA runs a kernel whose descriptor asks for wave64 with 64 lanes a wave."""
+    with System.open(emulate=target) as system:
+        dev = system.devices[0]
+        program = corpus(dev, wave64=True)
+        assert program.kernel(case.kernel).kernel.descriptor.wave_size == 64
+        values = case.inputs()
+        case.verify(values, run_case(dev, program, case, values, queue))
+
+
+@pytest.mark.parametrize(("target", "wave64"), [(t, False) for t in FAMILIES] + [(t, True) for t in WAVE64_TARGETS])
+def test_every_instruction_of_the_corpus_is_executable(target, wave64):
     """Each instruction clang-19 emitted for the corpus compiles to a step (s_code_end pads after the end)."""
     family = target_by_name(target).family
-    obj = CodeObject.parse((BUILT / f"corpus-{target}.co").read_bytes())
+    obj = CodeObject.parse(object_path(target, BUILT, wave64).read_bytes())
     image = obj.image(0)
-    lanes = family.wave_size
+    lanes = 64 if wave64 else family.wave_size
     regs = Regs.of(sreg_names(target), 512, lanes, layout_for(family).architected_sgprs)
     memory = MemoryOps(None, lanes, family.gfx_major, layout_for(family).architected_flat_scratch)
     seen, refused = Counter(), []
@@ -154,3 +169,46 @@ def test_the_compute_examples_run_and_check_their_results(example, target, args)
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert ": ok in " in res.stdout and target in res.stdout
+
+
+def _sopp(target: str, mnemonic: str, simm16: int) -> bytes:
+    enc = next(e for e in encodings_for(target) if e.name == "SOPP")
+    word = enc.by_name["op"].put(enc.match, _opcode(target, "SOPP", mnemonic))
+    return struct.pack("<I", enc.by_name["simm16"].put(word, simm16))
+
+
+@pytest.mark.parametrize("target", ["gfx942", "gfx1201"])
+def test_a_kernel_that_never_ends_is_stopped_when_its_queue_goes(target):
+    with System.open(emulate=target) as system:
+        dev = system.devices[0]
+        program = corpus(dev)
+        k = program.kernel("vector_add")
+        program.buffer.write(_sopp(target, "s_branch", 0xFFFF), k.entry_address - program.buffer.va)  # to itself
+        case = next(c for c in CASES if c.kernel == "vector_add")
+        args, _ = kernel_arguments(dev, case, case.inputs())
+        q = dev.compute_queue()
+        q.dispatch(k, (64,), (64,), *args).submit()
+        with pytest.raises(TimeoutError):
+            q.sync(timeout=0.3)  # it spins: the hang the CPU sees
+        done = threading.Event()
+        threading.Thread(target=lambda: (q.destroy(), done.set()), daemon=True).start()
+        assert done.wait(10), "destroying the queue of a spinning kernel did not return"
+
+
+@pytest.mark.parametrize("target", ["gfx90a", "gfx1100"])
+def test_denormals_are_flushed_as_the_descriptors_float_mode_says(target):
+    """FLOAT_DENORM_MODE_32 3 keeps f32 denormals, 0 flushes them (patched into the descriptor AQL reads)."""
+    case = next(c for c in CASES if c.kernel == "vector_add")
+    values = case.inputs()
+    values["a"][:] = np.float32(1e-39)  # denormal
+    values["b"][:] = np.float32(0)
+    for mode, want in ((3, np.float32(1e-39)), (0, np.float32(0))):
+        with System.open(emulate=target) as system:
+            dev = system.devices[0]
+            program = corpus(dev)
+            k = program.kernel("vector_add")
+            at = k.descriptor_address - program.buffer.va + 48  # COMPUTE_PGM_RSRC1
+            rsrc1 = struct.unpack("<I", program.buffer.read(at, 4))[0]
+            program.buffer.write(struct.pack("<I", rsrc1 & ~(3 << 16) | mode << 16), at)
+            out = run_case(dev, program, case, values, "aql")
+            assert (out["c"] == want).all() and np.signbit(out["c"]).sum() == 0

@@ -215,4 +215,4 @@ class CommandProcessor(RingEngine):
     def launch(self, launch: KernelLaunch) -> None:
         """Run a kernel to its end."""
         self.last_launch = launch
-        run_dispatch(launch, self.vm, self.machine)
+        run_dispatch(launch, self.vm, self.machine, lambda: self._stop)

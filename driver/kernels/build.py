@@ -1,11 +1,12 @@
 """Build the kernel corpus: `python -m kfdtrace.driver.kernels.build [--out DIR] [--mnemonics]`.
 
-Layout decision: **one code object per target holding every kernel** (built/corpus-<target>.co), so a loader
-or a test opens one file per device; kernel names are unique across the sources for that reason. Each source
-compiles on its own to LLVM bitcode (clang-19, OpenCL C 2.0, code object v5, no device libraries: prelude.h is
-the whole environment); llvm-link-19 joins the bitcode of one target, clang-19 compiles that to one object and
-ld.lld-19 links it into a shared object. Linking the bitcode rather than the objects matters: ld.lld would keep
-one NT_AMDGPU_METADATA note per object, and a loader reads one note holding every kernel.
+Layout decision: **one code object per target holding every kernel** (built/corpus-<target>.co, and for the RDNA
+targets a wave64 build, corpus-<target>-wave64.co), so a loader or a test opens one file per device; kernel names
+are unique across the sources for that reason. Each source compiles on its own to LLVM bitcode (clang-19, OpenCL C
+2.0, code object v5, no device libraries: prelude.h is the whole environment); llvm-link-19 joins the bitcode of one
+target, clang-19 compiles that to one object and ld.lld-19 links it into a shared object. Linking the bitcode rather
+than the objects matters: ld.lld would keep one NT_AMDGPU_METADATA note per object, and a loader reads one note
+holding every kernel.
 
 The multi-target bundle (built/corpus.hipfb) is what HIP fat binaries are: a clang offload bundle with one
 empty host entry and one `hipv4-amdgcn-amd-amdhsa--<target>` entry per code object, each entry 4096-aligned
@@ -27,12 +28,16 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["BUILT", "BUNDLE", "BUNDLE_ALIGN", "CFLAGS", "SOURCE_DIR", "TARGETS", "BuildError", "build",
+__all__ = ["BUILT", "BUNDLE", "BUNDLE_ALIGN", "CFLAGS", "SOURCE_DIR", "TARGETS", "WAVE64_TARGETS", "BuildError",
+           "build",
            "bundle_entry_id", "compiler_version", "mnemonics", "object_path", "sources"]
 
 SOURCE_DIR = Path(__file__).resolve().parent
 BUILT = SOURCE_DIR / "built"
 TARGETS = ("gfx90a", "gfx942", "gfx1030", "gfx1100", "gfx1201")
+# RDNA runs wave32 by default and wave64 when a kernel is built so: these targets also get a wave64 corpus
+# (built/corpus-<target>-wave64.co, -mwavefrontsize64), so the emulator runs both wave sizes of the same kernels
+WAVE64_TARGETS = ("gfx1030", "gfx1100", "gfx1201")
 BUNDLE = "corpus.hipfb"
 BUNDLE_ALIGN = 4096
 HOST_ENTRY = "host-x86_64-unknown-linux-gnu"  # the bundler needs one host entry (it crashes without)
@@ -52,9 +57,9 @@ def sources(folder: Path = SOURCE_DIR) -> list[Path]:
     return sorted(folder.glob("*.cl"))
 
 
-def object_path(target: str, folder: Path = BUILT) -> Path:
-    """Where the code object of `target` is."""
-    return folder / f"corpus-{target}.co"
+def object_path(target: str, folder: Path = BUILT, wave64: bool = False) -> Path:
+    """Where the code object of `target` is (its wave64 build's, with `wave64`)."""
+    return folder / f"corpus-{target}{'-wave64' if wave64 else ''}.co"
 
 
 def bundle_entry_id(target: str) -> str:
@@ -82,17 +87,19 @@ def compiler_version() -> str:
     return _run([_tool("clang"), "--version"]).splitlines()[0].strip()
 
 
-def _compile(target: str, work: Path, srcs: Iterable[Path]) -> Path:
+def _compile(target: str, work: Path, srcs: Iterable[Path], wave64: bool = False) -> Path:
     """One relocatable object of every source for `target`."""
+    name = object_path(target, work, wave64).stem
+    flags = [f"-mcpu={target}", *(["-mwavefrontsize64"] if wave64 else [])]
     bitcode = []
     for src in srcs:
-        bc = work / f"{src.stem}-{target}.bc"
+        bc = work / f"{src.stem}-{name}.bc"
         # bare file names from the source folder: no path of this checkout ends up in the object
-        _run([_tool("clang"), *CFLAGS, f"-mcpu={target}", "-emit-llvm", "-c", src.name, "-o", str(bc)], cwd=src.parent)
+        _run([_tool("clang"), *CFLAGS, *flags, "-emit-llvm", "-c", src.name, "-o", str(bc)], cwd=src.parent)
         bitcode.append(str(bc))
-    linked, obj = work / f"corpus-{target}.bc", work / f"corpus-{target}.o"
+    linked, obj = work / f"{name}.bc", work / f"{name}.o"
     _run([_tool("link"), *bitcode, "-o", str(linked)])
-    _run([_tool("clang"), "-target", "amdgcn-amd-amdhsa", f"-mcpu={target}", "-nogpulib", "-O2", "-c", str(linked),
+    _run([_tool("clang"), "-target", "amdgcn-amd-amdhsa", *flags, "-nogpulib", "-O2", "-c", str(linked),
           "-o", str(obj)])
     return obj
 
@@ -108,9 +115,11 @@ def build(out: Path = BUILT, targets: Iterable[str] = TARGETS, src_dir: Path = S
     with tempfile.TemporaryDirectory(prefix="kfdtrace-corpus-") as tmp:
         work = Path(tmp)
         for target in targets:
-            co = object_path(target, out)
-            _run([_tool("lld"), "-shared", "--no-undefined", "-o", str(co), str(_compile(target, work, srcs))])
-            written.append(co)
+            for wave64 in (False, True) if target in WAVE64_TARGETS else (False,):
+                co = object_path(target, out, wave64)
+                _run([_tool("lld"), "-shared", "--no-undefined", "-o", str(co),
+                      str(_compile(target, work, srcs, wave64))])
+                written.append(co)
         empty = work / "host.o"
         empty.write_bytes(b"")
         ids = [HOST_ENTRY, *(bundle_entry_id(t) for t in targets)]

@@ -7,12 +7,12 @@ the tests and the benchmarks run kernels this way.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kfdtrace.driver.kernargs import Local as LocalArg
+from kfdtrace.driver.kernels.build import BUILT, object_path
 from kfdtrace.driver.kernels.reference import Buffer, Case, Local, Values
 
 if TYPE_CHECKING:
@@ -22,13 +22,12 @@ if TYPE_CHECKING:
 
 __all__ = ["BUILT", "QUEUES", "corpus", "kernel_arguments", "run_case"]
 
-BUILT = Path(__file__).resolve().parent / "built"
 QUEUES = ("pm4", "aql")
 
 
-def corpus(device: Device) -> Program:
-    """The corpus built for the device's target, loaded on it."""
-    return device.load(BUILT / f"corpus-{device.target.name}.co")
+def corpus(device: Device, wave64: bool = False) -> Program:
+    """The corpus built for the device's target (its wave64 build, on RDNA), loaded on it."""
+    return device.load(object_path(device.target.name, BUILT, wave64))
 
 
 def kernel_arguments(device: Device, case: Case, values: Values) -> tuple[list[Any], dict[str, GpuBuffer]]:

@@ -351,8 +351,9 @@ VALU: dict[str, AluOp] = {
     "v_div_scale_f64": V("f64 f64 f64", "f64", _div_scale, mask_out=True),
     "v_div_fmas_f64": V("f64 f64 f64", "f64", _div_fmas, mask_in=True),
     "v_div_fixup_f64": V("f64 f64 f64", "f64", _div_fixup),
-    "v_cmp_class_f32": V("f32 u32", None, _class, mask_out=True),
-    "v_cmp_class_f64": V("f64 u32", None, _class, mask_out=True),
+    # class tests read their source as bits: a denormal is one of the classes, never flushed to zero
+    "v_cmp_class_f32": V("u32 u32", None, lambda x, m: _class(np.asarray(x).view(f32), m), mask_out=True),
+    "v_cmp_class_f64": V("u64 u32", None, lambda x, m: _class(np.asarray(x).view(f64), m), mask_out=True),
 }
 
 # Compares (VOPC): v_cmp_<cond>_<type> writes VCC/SDST; v_cmpx_ writes EXEC (gfx10+: only EXEC; gfx9: both,
@@ -370,7 +371,8 @@ for _ty in ("u16", "i16", "u32", "i32", "u64", "i64", "f16", "f32", "f64"):
         VALU[f"v_cmp_{_cond}_{_ty}"] = V(f"{_ty} {_ty}", None, _fn, mask_out=True)
         VALU[f"v_cmpx_{_cond}_{_ty}"] = V(f"{_ty} {_ty}", None, _fn, mask_out=True, exec_out=True)
 for _ty in ("f32", "f64"):
-    VALU[f"v_cmpx_class_{_ty}"] = V(f"{_ty} u32", None, _class, mask_out=True, exec_out=True)
+    VALU[f"v_cmpx_class_{_ty}"] = AluOp(VALU[f"v_cmp_class_{_ty}"].ins, None, VALU[f"v_cmp_class_{_ty}"].fn,
+                                        mask_out=True, exec_out=True)
 
 _VALU_ALIASES = {  # gfx10+/gfx12 names of the operations above
     "v_add_nc_u32": "v_add_u32", "v_sub_nc_u32": "v_sub_u32", "v_subrev_nc_u32": "v_subrev_u32",

@@ -130,7 +130,9 @@ def _valu(ins: Instruction, op: AluOp, regs: Regs, operands: tuple) -> tuple[Cal
     if len(sources) != len(op.ins) - op.acc:
         raise Unsupported(f"{ins.mnemonic}: {len(sources)} sources where the operation takes "
                           f"{len(op.ins) - op.acc}")
-    readers = [_vsource(ins, item, TYPES[ty], regs) for item, ty in zip(sources, op.ins, strict=False)]
+    # VOP3b (a value and a carry or VCC out) keeps SDST where VOP3a has ABS: it has no abs modifier
+    vop3b = op.mask_out and op.out is not None
+    readers = [_vsource(ins, item, TYPES[ty], regs, vop3b) for item, ty in zip(sources, op.ins, strict=False)]
     value_dest = next((d for d in dests if d[0] == "r" and d[3] in ("vgpr", "vdsty")), None)
     mask_dest = next((d for d in dests if d is not value_dest), None)
     if op.acc:
@@ -206,7 +208,7 @@ def _field_value(ins: Instruction, field: str) -> int:
     return v
 
 
-def _vsource(ins: Instruction, item: tuple, ty: Type, regs: Regs) -> Reader:
+def _vsource(ins: Instruction, item: tuple, ty: Type, regs: Regs, vop3b: bool = False) -> Reader:
     """A VALU source with the encoding's modifiers (VOP3 abs/neg/opsel, SDWA select/sext/abs/neg)."""
     f = ins.fields
     if item[0] == "l":
@@ -220,10 +222,12 @@ def _vsource(ins: Instruction, item: tuple, ty: Type, regs: Regs) -> Reader:
         return _sdwa_source(ins, field, value, ty, regs)
     high = bool(ty.bits == 16 and index is not None and f.get("opsel", 0) >> index & 1)
     reader = regs.source(value, ty, True, ins.literal, high)
-    if index is None or not ty.float:
+    if index is None:
         return reader
-    absolute = f.get("abs", 0) >> index & 1 if ins.encoding == "VOP3" else 0
+    absolute = f.get("abs", 0) >> index & 1 if ins.encoding == "VOP3" and not vop3b else 0
     negate = f.get("neg", 0) >> index & 1 if ins.encoding == "VOP3" else 0
+    if (absolute or negate) and not ty.float:
+        raise Unsupported(f"{ins.mnemonic}: abs/neg on a source read as {ty.name} is not emulated")
     if absolute and negate:
         return lambda w: -np.abs(reader(w))
     if absolute:

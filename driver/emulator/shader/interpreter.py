@@ -19,6 +19,7 @@ buffer is a VM fault. Neither ever computes a value it was not asked for.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,7 +39,7 @@ from kfdtrace.driver.kernel_descriptor import layout_for
 if TYPE_CHECKING:
     from kfdtrace.driver.emulator.kfd import EmulatedMachine
 
-__all__ = ["CHUNK_LANES", "KernelFault", "run_dispatch"]
+__all__ = ["CHUNK_LANES", "KernelFault", "KernelStopped", "run_dispatch"]
 
 CHUNK_LANES = 1 << 18
 _MAX_INSTRUCTION = 16  # bytes: a 12-byte encoding and a literal
@@ -49,18 +50,28 @@ class KernelFault(QueueError):
     """A kernel stopped: an instruction the emulator does not execute, or a barrier no wave can pass."""
 
 
-def run_dispatch(launch: KernelLaunch, vm: GpuVm, machine: EmulatedMachine) -> None:
-    """Execute every workgroup of `launch`."""
-    Interpreter(launch, vm, machine).run()
+def run_dispatch(launch: KernelLaunch, vm: GpuVm, machine: EmulatedMachine,
+                 stopped: Callable[[], bool] = lambda: False) -> None:
+    """Execute every workgroup of `launch`; give up (KernelStopped) once `stopped()` says the queue is going."""
+    Interpreter(launch, vm, machine, stopped).run()
+
+
+class KernelStopped(QueueError):
+    """The queue was destroyed while its kernel ran (a kernel that never ends is stopped this way)."""
 
 
 class Interpreter:
-    def __init__(self, launch: KernelLaunch, vm: GpuVm, machine: EmulatedMachine):
-        self.launch, self.vm, self.machine = launch, vm, machine
+    def __init__(self, launch: KernelLaunch, vm: GpuVm, machine: EmulatedMachine,
+                 stopped: Callable[[], bool] = lambda: False):
+        self.launch, self.vm, self.machine, self.stopped = launch, vm, machine, stopped
         family = launch.family
         self.target = family.isa
         vgprs = ((launch.rsrc1 & 0x3F) + 1) * layout_for(family).vgpr_granule[launch.wave_size]
-        self.regs = Regs.of(sreg_names(self.target), vgprs, launch.wave_size, layout_for(family).architected_sgprs)
+        if launch.rsrc1 >> 12 & 0xF:  # FLOAT_ROUND_MODE_32 / _16_64 other than round to nearest even
+            raise KernelFault(f"{self.target}: a kernel whose float round mode is not round-to-nearest-even "
+                              f"(COMPUTE_PGM_RSRC1 {launch.rsrc1:#x}) is not emulated")
+        self.regs = Regs.of(sreg_names(self.target), vgprs, launch.wave_size, layout_for(family).architected_sgprs,
+                            launch.rsrc1)
         self.memory = MemoryOps(VirtualMemory(vm, machine), launch.wave_size, family.gfx_major,
                                 launch.architected_scratch)
         self.steps: dict[int, Step] = {}
@@ -93,6 +104,7 @@ class Interpreter:
         sets = [Waves(launch.entry, ids, s, v, np.zeros(nw, bool), st.live.copy(), st.flat_scratch)]
         parked: list[Waves] = []
         while sets or parked:
+            self._check_stopped(min((x.pc for x in sets), default=launch.entry))
             if not sets:
                 sets = self._release(parked)
             w = min(sets, key=lambda x: x.pc)
@@ -128,6 +140,10 @@ class Interpreter:
                     parked.append(w)
                 else:
                     parked.append(w)
+
+    def _check_stopped(self, pc: int) -> None:
+        if self.stopped():
+            raise KernelStopped(f"{self.target}: the queue was stopped while its kernel ran (at PC {pc:#x})")
 
     @staticmethod
     def _add(sets: list[Waves], w: Waves) -> None:
@@ -173,8 +189,9 @@ class Interpreter:
                 raise self._fault(step.ins, w.pc, str(exc)) from None
             if r is None:
                 w.pc = step.next
-            elif type(r) is int:
+            elif type(r) is int:  # a jump: where loops turn, so where a queue being destroyed is noticed
                 w.pc = r
+                self._check_stopped(w.pc)
             else:
                 return r, step
             if lowest is not None:

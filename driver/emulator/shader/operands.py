@@ -65,6 +65,7 @@ def literal_bits(literal: int, ty: Type) -> int:
 
 
 _UNSIGNED = {16: np.uint16, 32: np.uint32, 64: np.uint64}
+DENORMALS_KEPT = 0xF << 16  # RSRC1 with FLOAT_DENORM_MODE_32 = FLOAT_DENORM_MODE_16_64 = 3
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,19 @@ class Regs:
     vgprs: int  # VGPRs the kernel's descriptor allocates
     lanes: int
     ttmps: frozenset[int] = frozenset()  # trap temporaries the hardware sets for a kernel (GFX12: ttmp7-9)
+    flush_in: frozenset[int] = frozenset()  # float widths whose denormal sources read as 0 (RSRC1 FLOAT_DENORM_MODE)
+    flush_out: frozenset[int] = frozenset()  # float widths whose denormal results are written as 0
 
     @classmethod
-    def of(cls, sreg_names: list[str | None], vgprs: int, lanes: int, architected_sgprs: bool = False) -> Regs:
+    def of(cls, sreg_names: list[str | None], vgprs: int, lanes: int, architected_sgprs: bool = False,
+           rsrc1: int = DENORMALS_KEPT) -> Regs:
+        """`rsrc1`: COMPUTE_PGM_RSRC1, whose FLOAT_DENORM_MODE_32 (b17:16) and _16_64 (b19:18) say which
+        denormals are flushed: 0 sources and results, 1 sources, 2 results, 3 none (AMDGPUUsage)."""
         ttmps = frozenset((115, 116, 117)) if architected_sgprs else frozenset()
-        return cls(sreg_names.index("m0"), sreg_names.index("null"), vgprs, lanes, ttmps)
+        modes = {32: rsrc1 >> 16 & 3, 16: rsrc1 >> 18 & 3, 64: rsrc1 >> 18 & 3}
+        return cls(sreg_names.index("m0"), sreg_names.index("null"), vgprs, lanes, ttmps,
+                   frozenset(b for b, m in modes.items() if m in (0, 1)),
+                   frozenset(b for b, m in modes.items() if m in (0, 2)))
 
     # -- reading ------------------------------------------------------------------------------------
     def source(self, value: int, ty: Type, vector: bool, literal: int | None = None, high: bool = False) -> Reader:
@@ -90,11 +99,15 @@ class Regs:
         bits = ty.bits
         if bits == 16:
             shift = np.uint32(16 if high else 0)
-            return lambda w: (raw(w) >> shift).astype(np.uint16).view(ty.dtype)
-        if ty.dtype is _UNSIGNED[bits]:
+            reader = lambda w: (raw(w) >> shift).astype(np.uint16).view(ty.dtype)  # noqa: E731
+        elif ty.dtype is _UNSIGNED[bits]:
             return raw
-        dtype = ty.dtype
-        return lambda w: raw(w).view(dtype)
+        else:
+            dtype = ty.dtype
+            reader = lambda w: raw(w).view(dtype)  # noqa: E731
+        if ty.float and bits in self.flush_in:
+            return lambda w: flush_denormals(reader(w))
+        return reader
 
     def _raw(self, value: int, ty: Type, vector: bool, literal: int | None) -> Reader:
         """Unsigned bits of the operand: uint32 (16- and 32-bit types) or uint64."""
@@ -165,6 +178,12 @@ class Regs:
     # -- writing ------------------------------------------------------------------------------------
     def scalar_writer(self, n: int, ty: Type) -> Callable[[Waves, np.ndarray], None]:
         """Store a (B,) result of type `ty` into SGPRs n (n, n+1 for 64-bit)."""
+        if ty.float and ty.bits in self.flush_out:
+            write = self._scalar_writer(n, ty)
+            return lambda w, value: write(w, flush_denormals(np.asarray(value, ty.dtype)))
+        return self._scalar_writer(n, ty)
+
+    def _scalar_writer(self, n: int, ty: Type) -> Callable[[Waves, np.ndarray], None]:
         if n == self.null:
             return lambda w, value: None
         if 108 <= n <= 123:
@@ -182,6 +201,12 @@ class Regs:
 
     def vector_writer(self, n: int, ty: Type, high: bool = False) -> Callable[[Waves, np.ndarray], None]:
         """Store a result of type `ty` into VGPRs n.. under EXEC (16-bit results into one half, the other kept)."""
+        if ty.float and ty.bits in self.flush_out:
+            write = self._vector_writer(n, ty, high)
+            return lambda w, value: write(w, flush_denormals(np.asarray(value, ty.dtype)))
+        return self._vector_writer(n, ty, high)
+
+    def _vector_writer(self, n: int, ty: Type, high: bool = False) -> Callable[[Waves, np.ndarray], None]:
         if ty.bits == 64:
             self.check_vgprs(n, 2)
 
@@ -201,6 +226,12 @@ class Regs:
                 w.write_v(n, (w.v[n] & np.uint32(0xFFFF)) | half)
             return write_high
         return lambda w, value: w.write_v(n, _bits32(value, ty))
+
+
+def flush_denormals(x: np.ndarray) -> np.ndarray:
+    """Denormal floats as zeros of their sign."""
+    x = np.asarray(x)
+    return np.where(np.abs(x) < np.finfo(x.dtype).smallest_normal, np.copysign(x.dtype.type(0), x), x)
 
 
 def _bits32(value: np.ndarray, ty: Type) -> np.ndarray:
