@@ -342,7 +342,9 @@ def test_derived_dispatch_facts(parsed) -> None:
     for name in ("scratch-gfx942", "scratch-gfx1100", "scratch-gfx1201"):
         kd = parsed[name].kernel("scratch").descriptor
         assert kd.user_sgprs == (("kernarg_segment_ptr", 2),) and kd.layout.architected_flat_scratch
-        assert kd.private_segment_fixed_size == 260 and kd.system_sgprs == ("workgroup_id_x",)
+        ids_in_sgprs = () if kd.layout.architected_sgprs else ("workgroup_id_x",)  # GFX12: in TTMP9
+        assert kd.private_segment_fixed_size == 260 and kd.system_sgprs == ids_in_sgprs
+    assert parsed["scratch-gfx1201"].kernel("scratch").descriptor.layout.architected_sgprs
     lds = parsed["dynlds-gfx1100"].kernel("block_sum").descriptor
     assert lds.group_segment_fixed_size == 4 and lds.lds_size_field(4 + 256 * 4) == 3
 
