@@ -1,7 +1,8 @@
 """Run a kernel dispatch on the emulated GPU: the waves of a chunk of workgroups execute the kernel's machine code
 together, instruction by instruction, with numpy across all their lanes.
 
-Workgroups run in chunks of about `CHUNK_LANES` lanes (bounded further by the scratch slots an XCC has). The
+Workgroups run in chunks of about `CHUNK_LANES` lanes (fewer for kernels with many VGPRs, and bounded by the
+scratch slots an XCC has). The
 waves of a chunk start as one lockstep set; a scalar branch that goes different ways for different waves
 splits the set, and the interpreter always runs the set with the lowest PC, so sets that took different paths
 meet again at the join and merge (the usual SIMT reconvergence). Lane divergence inside a wave needs nothing
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["CHUNK_LANES", "KernelFault", "KernelStopped", "run_dispatch"]
 
 CHUNK_LANES = 1 << 18
+CHUNK_VGPR_BYTES = 256 << 20  # a chunk's VGPRs stay within this: kernels with many VGPRs run fewer lanes at once
 _MAX_INSTRUCTION = 16  # bytes: a 12-byte encoding and a literal
 _ENDED = np.iinfo(np.int64).max  # the barrier count of a wave that has ended: it never holds a barrier up
 
@@ -78,7 +80,7 @@ class Interpreter:
 
     def run(self) -> None:
         launch = self.launch
-        per_chunk = launch.groups_per_chunk(CHUNK_LANES)
+        per_chunk = launch.groups_per_chunk(min(CHUNK_LANES, CHUNK_VGPR_BYTES // (4 * self.regs.vgprs)))
         with np.errstate(all="ignore"):
             for first in range(0, launch.group_count, per_chunk):
                 self._run_chunk(first, min(per_chunk, launch.group_count - first))
