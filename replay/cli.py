@@ -20,17 +20,19 @@ import traceback
 import click
 
 from kfdtrace.cli import TerminalProgress, backend_options, check_backend
-from kfdtrace.replay.engine import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_UNSUPPORTED, BadInput, Options
-from kfdtrace.replay.session import replay_trace
-from kfdtrace.replay.translate import ReplayError
-from kfdtrace.traces.format import TraceError
 
-# What an exception means to the user: (types, exit status, how the message starts); first match wins.
-FAILURES: tuple[tuple[tuple[type[BaseException], ...], int, str], ...] = (
-    ((click.BadParameter,), EXIT_BAD_INPUT, "error"),
-    ((ReplayError,), EXIT_UNSUPPORTED, "cannot replay here"),
-    ((BadInput, TraceError), EXIT_BAD_INPUT, "error"),
-)
+# The replay engine (and the driver, numpy) load when a replay runs, not for --help or a bad option.
+
+
+def failures() -> tuple[tuple[tuple[type[BaseException], ...], int, str], ...]:
+    """What an exception means to the user: (types, exit status, how the message starts); first match wins."""
+    from kfdtrace.replay.engine import EXIT_BAD_INPUT, EXIT_UNSUPPORTED, BadInput
+    from kfdtrace.replay.translate import ReplayError
+    from kfdtrace.traces.format import TraceError
+
+    return (((click.BadParameter,), EXIT_BAD_INPUT, "error"),
+            ((ReplayError,), EXIT_UNSUPPORTED, "cannot replay here"),
+            ((BadInput, TraceError), EXIT_BAD_INPUT, "error"))
 
 
 def parse_gpu_map(text: str | None) -> dict[int, int] | None:
@@ -106,6 +108,9 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
     target (nothing submitted); 4 bad input; 5 internal error (please report; --debug shows the traceback).
     """
     try:
+        from kfdtrace.replay.engine import Options
+        from kfdtrace.replay.session import replay_trace
+
         mapping = parse_gpu_map(gpu_map)
         memory_limit = parse_size(max_memory)
         check_options(emulate, emulate_from, emulate_recorded, device, mapping, loop, concurrent, relocate,
@@ -127,7 +132,9 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
 
 def _fail(as_json: bool, exc: Exception, debug: bool) -> None:
     """One line on stderr (and the JSON report's status) for `exc`, then exit with its status."""
-    status, kind = next(((s, k) for types, s, k in FAILURES if isinstance(exc, types)), (EXIT_INTERNAL, None))
+    from kfdtrace.replay.engine import EXIT_INTERNAL
+
+    status, kind = next(((s, k) for types, s, k in failures() if isinstance(exc, types)), (EXIT_INTERNAL, None))
     message = exc.message if isinstance(exc, click.BadParameter) else str(exc)
     if kind is None:
         if debug:
