@@ -57,6 +57,9 @@ class RingQueue:
         self._nop_bias, self._nop_mask = nop.tail.bias, nop["count"].mask
         self.nop_max_dw = self._nop_mask + 1  # the longest NOP, in dwords
         self.ring = device.alloc(ring_size, "gtt", uncached=True, name=f"{self.label}.ring", role="ring")
+        # ring writes copy through a memoryview, holding the GIL: a ctypes.memmove would hand the GIL to the
+        # emulator's engine threads on every packet
+        self._ring_bytes = memoryview((ctypes.c_char * ring_size).from_address(self.ring.cpu)).cast("B")
         self.ptrs = device.alloc(PAGE, "gtt", uncached=True, name=f"{self.label}.ptrs", role="queue pointers")
         self._buffers: list[Buffer] = [self.ring, self.ptrs]  # freed with the queue
         self._rptr = ctypes.c_uint64.from_address(self.ptrs.cpu)
@@ -197,7 +200,8 @@ class RingQueue:
         return self.dialect.build("NOP", bytes(4 * dw - 4), count=(dw - 1 - self._nop_bias) & self._nop_mask)
 
     def _write(self, data: bytes) -> None:
-        ctypes.memmove(self.ring.cpu + self.wptr % self.ring_size, data, len(data))
+        at = self.wptr % self.ring_size
+        self._ring_bytes[at:at + len(data)] = data
         self.wptr += len(data)
 
     def _reserve(self, n: int, timeout: float = 10.0) -> None:
@@ -257,6 +261,7 @@ class RingQueue:
             self.device.kfd.ioctl("DESTROY_QUEUE", queue_id=self.queue_id)
             self.queue_id = None
         self.device.untrack(self)
+        self._ring_bytes.release()  # a write after this is an error, not a store into unmapped memory
         self._free_buffers()
         self._done.free()
         while self._held:

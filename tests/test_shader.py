@@ -212,3 +212,26 @@ def test_denormals_are_flushed_as_the_descriptors_float_mode_says(target):
             program.buffer.write(struct.pack("<I", rsrc1 & ~(3 << 16) | mode << 16), at)
             out = run_case(dev, program, case, values, "aql")
             assert (out["c"] == want).all() and np.signbit(out["c"]).sum() == 0
+
+
+def test_a_queue_reuses_compiled_code_only_while_the_bytes_are_the_same(caplog):
+    """Steps compiled for one dispatch serve the next of the same kernel; code changed in between is compiled
+    anew (here into an instruction the emulator refuses)."""
+    target = "gfx1100"
+    with System.open(emulate=target) as system:
+        dev = system.devices[0]
+        program = corpus(dev)
+        k = program.kernel("vector_add")
+        case = next(c for c in CASES if c.kernel == "vector_add")
+        values = case.inputs()
+        args, buffers = kernel_arguments(dev, case, values)
+        q = dev.compute_queue()
+        q.dispatch(k, case.grid, case.block, *args).sync(timeout=30)
+        cached = len(engine_of(q).code.steps)
+        q.dispatch(k, case.grid, case.block, *args).sync(timeout=30)
+        assert cached > 10 and len(engine_of(q).code.steps) == cached  # nothing compiled the second time
+        program.buffer.write(_vop1(target, "v_sin_f32_e32", 1, 256 + 1), k.entry_address - program.buffer.va)
+        q.dispatch(k, case.grid, case.block, *args)
+        with caplog.at_level(logging.ERROR, "kfdtrace.emulator"), pytest.raises(GpuFault):
+            q.sync(timeout=30)
+        assert "v_sin_f32_e32" in engine_of(q).error

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from kfdtrace.driver.emulator.launch import KernelLaunch, from_registers
 from kfdtrace.driver.emulator.memory import GpuVm
 from kfdtrace.driver.emulator.ring_engine import QueueError, RingEngine
-from kfdtrace.driver.emulator.shader.interpreter import run_dispatch
+from kfdtrace.driver.emulator.shader.interpreter import CodeCache, run_dispatch
 from kfdtrace.driver.families import Family
 from kfdtrace.driver.packets import Packet
 from kfdtrace.driver.pm4 import CopySel, DataSel, IntSel, Pm4Dialect, WriteDst
@@ -51,6 +51,7 @@ class CommandProcessor(RingEngine):
         self.num_xcc = max(num_xcc, 1)
         self.family = family
         self.last_launch: KernelLaunch | None = None  # the dispatch the CP ran last (for tools and tests)
+        self.code = CodeCache(vm, machine)  # kernels compiled for this queue's dispatches
         self._all_xccs = frozenset(range(self.num_xcc))
         # per XCC: register name (or absolute offset, for registers the table does not name) -> value
         self.registers: list[dict[str | int, int]] = [{} for _ in range(self.num_xcc)]
@@ -215,4 +216,4 @@ class CommandProcessor(RingEngine):
     def launch(self, launch: KernelLaunch) -> None:
         """Run a kernel to its end."""
         self.last_launch = launch
-        run_dispatch(launch, self.vm, self.machine, lambda: self._stop)
+        run_dispatch(launch, self.vm, self.machine, lambda: self._stop, self.code)

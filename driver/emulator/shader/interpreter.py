@@ -20,6 +20,7 @@ buffer is a VM fault. Neither ever computes a value it was not asked for.
 from __future__ import annotations
 
 import ctypes
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -40,7 +41,7 @@ from kfdtrace.driver.kernel_descriptor import layout_for
 if TYPE_CHECKING:
     from kfdtrace.driver.emulator.kfd import EmulatedMachine
 
-__all__ = ["CHUNK_LANES", "KernelFault", "KernelStopped", "run_dispatch"]
+__all__ = ["CHUNK_LANES", "CodeCache", "KernelFault", "KernelStopped", "run_dispatch"]
 
 CHUNK_LANES = 1 << 18
 CHUNK_VGPR_BYTES = 256 << 20  # a chunk's VGPRs stay within this: kernels with many VGPRs run fewer lanes at once
@@ -53,9 +54,39 @@ class KernelFault(QueueError):
 
 
 def run_dispatch(launch: KernelLaunch, vm: GpuVm, machine: EmulatedMachine,
-                 stopped: Callable[[], bool] = lambda: False) -> None:
-    """Execute every workgroup of `launch`; give up (KernelStopped) once `stopped()` says the queue is going."""
-    Interpreter(launch, vm, machine, stopped).run()
+                 stopped: Callable[[], bool] = lambda: False, code: CodeCache | None = None) -> None:
+    """Execute every workgroup of `launch`; give up (KernelStopped) once `stopped()` says the queue is going.
+    `code`: the steps compiled for earlier dispatches of the same queue (a fresh cache if None)."""
+    Interpreter(launch, vm, machine, stopped, code).run()
+
+
+class CodeCache:
+    """Compiled instructions kept across the dispatches of one queue, so a kernel dispatched again is not decoded
+    again: keyed by the register file's shape, the PC and the code bytes found there (a program freed and another
+    loaded at the same address is compiled anew). At most `limit` steps; the oldest go first."""
+
+    def __init__(self, vm: GpuVm, machine: EmulatedMachine, limit: int = 1 << 16):
+        self.memory = VirtualMemory(vm, machine)
+        self.limit = limit
+        self.ops: dict[tuple, MemoryOps] = {}
+        self.steps: OrderedDict[tuple, Step] = OrderedDict()
+
+    def memory_ops(self, lanes: int, gfx_major: int, architected_scratch: bool) -> MemoryOps:
+        key = (lanes, gfx_major, architected_scratch)
+        if key not in self.ops:
+            self.ops[key] = MemoryOps(self.memory, lanes, gfx_major, architected_scratch)
+        return self.ops[key]
+
+    def get(self, key: tuple) -> Step | None:
+        step = self.steps.get(key)
+        if step is not None:
+            self.steps.move_to_end(key)
+        return step
+
+    def put(self, key: tuple, step: Step) -> None:
+        self.steps[key] = step
+        if len(self.steps) > self.limit:
+            self.steps.popitem(last=False)
 
 
 class KernelStopped(QueueError):
@@ -64,8 +95,9 @@ class KernelStopped(QueueError):
 
 class Interpreter:
     def __init__(self, launch: KernelLaunch, vm: GpuVm, machine: EmulatedMachine,
-                 stopped: Callable[[], bool] = lambda: False):
+                 stopped: Callable[[], bool] = lambda: False, code: CodeCache | None = None):
         self.launch, self.vm, self.machine, self.stopped = launch, vm, machine, stopped
+        self.code = code if code is not None else CodeCache(vm, machine)
         family = launch.family
         self.target = family.isa
         vgprs = ((launch.rsrc1 & 0x3F) + 1) * layout_for(family).vgpr_granule[launch.wave_size]
@@ -74,9 +106,8 @@ class Interpreter:
                               f"(COMPUTE_PGM_RSRC1 {launch.rsrc1:#x}) is not emulated")
         self.regs = Regs.of(sreg_names(self.target), vgprs, launch.wave_size, layout_for(family).architected_sgprs,
                             launch.rsrc1)
-        self.memory = MemoryOps(VirtualMemory(vm, machine), launch.wave_size, family.gfx_major,
-                                launch.architected_scratch)
-        self.steps: dict[int, Step] = {}
+        self.memory = self.code.memory_ops(launch.wave_size, family.gfx_major, launch.architected_scratch)
+        self.steps: dict[int, Step] = {}  # this dispatch's: by PC alone
 
     def run(self) -> None:
         launch = self.launch
@@ -208,15 +239,21 @@ class Interpreter:
         n = min(_MAX_INSTRUCTION, bo.va + bo.size - pc) if bo is not None else 4
         with self.vm.access(pc, n) as host:  # a PC outside every buffer is a VM fault
             code = ctypes.string_at(host, n)
+        key = (self.regs, self.memory.lanes, pc, code)
+        step = self.code.get(key)
+        if step is not None:
+            return step
         try:
             ins = decode(code, 0, self.target)
         except DecodeError as exc:
             self.machine.report_memory_exception(self.vm.gpu_id, pc)
             raise KernelFault(f"{self.target}: undecodable instruction at PC {pc:#x}: {exc}") from None
         try:
-            return compile_instruction(ins, pc, self.regs, self.memory)
+            step = compile_instruction(ins, pc, self.regs, self.memory)
         except Unsupported as exc:
-            raise self._fault(ins, pc, str(exc, ), code[:ins.size]) from None
+            raise self._fault(ins, pc, str(exc), code[:ins.size]) from None
+        self.code.put(key, step)
+        return step
 
     def _fault(self, ins, pc: int, why: str, raw: bytes | None = None) -> KernelFault:
         self.machine.report_memory_exception(self.vm.gpu_id, pc)
