@@ -117,18 +117,23 @@ class KernelLaunch:
         index = np.tile(np.arange(per), count)
         keep = index < waves_in[group]  # a partial group has fewer waves
         group, index = group[keep], index[keep]
-        flat = index[:, None] * ws + np.arange(ws)
-        n = items[group][:, None]
-        sx, sy = size[0][group][:, None], size[1][group][:, None]
-        live = flat < n
-        x, y, z = flat % sx, flat // sx % sy, flat // (sx * sy)
-        x, y, z = (np.where(live, c, 0).astype(np.uint32) for c in (x, y, z))  # lanes past the group's end: ids 0
+        flat = (index[:, None] * ws + np.arange(ws)).astype(np.uint32)
+        live = flat < items[group][:, None].astype(np.uint32)
         dims = min(self.fields["tidig_comp_cnt"], 2) + 1
-        ids = (x, y * (dims > 1), z * (dims > 2))
-        if self.family.packed_workitem_ids:
-            vgprs = {0: (ids[0] | ids[1] << 10 | ids[2] << 20).astype(np.uint32)}
+        if self.block[1] == self.block[2] == 1:  # 1-D groups: the flat id is X
+            ids = [flat]
         else:
-            vgprs = {i: ids[i] for i in range(dims)}
+            sx, sy = size[0][group][:, None].astype(np.uint32), size[1][group][:, None].astype(np.uint32)
+            ids = [flat % sx, flat // sx % sy, flat // (sx * sy)][:dims]
+        ids = [np.where(live, c, np.uint32(0)) for c in ids]  # lanes past the group's end: ids 0
+        ids += [np.zeros_like(flat)] * (dims - len(ids))
+        if self.family.packed_workitem_ids:
+            packed = ids[0].copy()
+            for axis in range(1, dims):
+                packed |= ids[axis] << np.uint32(10 * axis)
+            vgprs = {0: packed}
+        else:
+            vgprs = dict(enumerate(ids))
         nw = len(group)
         sgprs = np.zeros((len(self.user_sgprs) + 5, nw), np.uint32)
         sgprs[:len(self.user_sgprs)] = np.array(self.user_sgprs, np.uint32)[:, None]

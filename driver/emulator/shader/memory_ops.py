@@ -100,8 +100,18 @@ def atomic_op(part: str) -> tuple[str, int] | None:
 
 
 # -- byte arrays ---------------------------------------------------------------------------------------------
+def _consecutive(offsets: np.ndarray, size: int) -> bool:
+    """The lanes' accesses tile one block in lane order (vector loads and stores of consecutive elements)."""
+    n = len(offsets)
+    return n > 1 and int(offsets[-1]) - int(offsets[0]) == (n - 1) * size and \
+        bool(((offsets[1:] - offsets[:-1]) == size).all())
+
+
 def gather(buf: np.ndarray, offsets: np.ndarray, size: int) -> np.ndarray:
     """(N, size) bytes of `buf` (uint8) at each offset."""
+    if _consecutive(offsets, size):
+        start = int(offsets[0])
+        return buf[start:start + len(offsets) * size].reshape(-1, size)
     if size % 4 == 0 and not (offsets & 3).any():
         words = buf[:len(buf) & ~3].view(u32)
         idx = (offsets >> 2).astype(np.int64)
@@ -114,6 +124,10 @@ def gather(buf: np.ndarray, offsets: np.ndarray, size: int) -> np.ndarray:
 def scatter(buf: np.ndarray, offsets: np.ndarray, data: np.ndarray) -> None:
     """Write (N, size) bytes into `buf` at each offset (lanes writing one place: the last lane's bytes stay)."""
     size = data.shape[1]
+    if _consecutive(offsets, size):
+        start = int(offsets[0])
+        buf[start:start + len(offsets) * size] = data.reshape(-1)
+        return
     if size % 4 == 0 and not (offsets & 3).any():
         words = buf[:len(buf) & ~3].view(u32)
         idx = (offsets >> 2).astype(np.int64)
