@@ -3,11 +3,12 @@ bandwidth against a host memmove of the same bytes, measured side by side in one
 
     python benchmarks/shader_throughput.py [--targets gfx90a,gfx1100] [--n 16777216] [--gemm 256]
 
-For each target: vector_add over n floats and gemm_tiled (gemm x gemm x gemm fp32), each run once to count the lane-
-instructions it executes (every instruction times the lanes EXEC enables) and once more, uninstrumented, to time it
-(dispatch to completion, buffers already filled, the kernel compiled by a first run). Target: >= 50M lane-
-instructions/s on these uniform kernels. Anchor: tinygrad's Python emulator does 7.7M/s on vector add and 21.5M/s on
-a 256x256 fp32 matmul for gfx1100 on this machine kind. Then memcpy_uint4 over 64 MiB against ctypes.memmove.
+For each target: vector_add over n floats and gemm_tiled (gemm x gemm x gemm fp32), each run once to count
+the lane-instructions it executes (every instruction times the lanes EXEC enables) and once more, uninstrumented,
+to time it (dispatch to completion, buffers already filled, the kernel compiled by a first run). Target: >= 50M
+lane-instructions/s on these uniform kernels. Anchor: tinygrad's Python emulator does 7.7M/s on vector add and
+21.5M/s on a 256x256 fp32 matmul for gfx1100 on this machine kind. Then memcpy_uint4 over 64 MiB against
+ctypes.memmove.
 """
 
 from __future__ import annotations
