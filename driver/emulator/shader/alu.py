@@ -323,18 +323,6 @@ VALU: dict[str, AluOp] = {
     "v_rndne_f32": V("f32", "f32", np.rint), "v_trunc_f32": V("f32", "f32", np.trunc),
     "v_floor_f32": V("f32", "f32", np.floor), "v_ceil_f32": V("f32", "f32", np.ceil),
     "v_fract_f32": V("f32", "f32", lambda a: a - np.floor(a)),
-    "v_cvt_f32_i32": V("i32", "f32", lambda a: a.astype(f32)),
-    "v_cvt_f32_u32": V("u32", "f32", lambda a: a.astype(f32)),
-    "v_cvt_i32_f32": V("f32", "i32", _sat(-2.0**31, 2.0**31 - 1, i32)),
-    "v_cvt_u32_f32": V("f32", "u32", _sat(0.0, 2.0**32 - 1, u32)),
-    "v_cvt_f64_f32": V("f32", "f64", lambda a: a.astype(f64)),
-    "v_cvt_f32_f64": V("f64", "f32", lambda a: a.astype(f32)),
-    "v_cvt_f64_i32": V("i32", "f64", lambda a: a.astype(f64)),
-    "v_cvt_f64_u32": V("u32", "f64", lambda a: a.astype(f64)),
-    "v_cvt_i32_f64": V("f64", "i32", _sat(-2.0**31, 2.0**31 - 1, i32)),
-    "v_cvt_u32_f64": V("f64", "u32", _sat(0.0, 2.0**32 - 1, u32)),
-    "v_cvt_f16_f32": V("f32", "f16", lambda a: a.astype(f16)),
-    "v_cvt_f32_f16": V("f16", "f32", lambda a: a.astype(f32)),
     "v_mul_f16": V("f16 f16", "f16", np.multiply), "v_add_f16": V("f16 f16", "f16", np.add),
     "v_fma_f16": V("f16 f16 f16", "f16", lambda a, b, c: (a.astype(f64) * b + c).astype(f16)),
     "v_div_scale_f32": V("f32 f32 f32", "f32", _div_scale, mask_out=True),
@@ -355,6 +343,14 @@ VALU: dict[str, AluOp] = {
     "v_cmp_class_f32": V("u32 u32", None, lambda x, m: _class(np.asarray(x).view(f32), m), mask_out=True),
     "v_cmp_class_f64": V("u64 u32", None, lambda x, m: _class(np.asarray(x).view(f64), m), mask_out=True),
 }
+
+# Conversions v_cvt_<to>_<from>: to a float, numpy's rounding to nearest; to an integer, _cvt_int's rules.
+_INT_RANGE = {"i32": (-2.0**31, 2.0**31 - 1), "u32": (0.0, 2.0**32 - 1)}
+for _to, _from in (("f32", "i32"), ("f32", "u32"), ("i32", "f32"), ("u32", "f32"), ("f64", "f32"), ("f32", "f64"),
+                   ("f64", "i32"), ("f64", "u32"), ("i32", "f64"), ("u32", "f64"), ("f16", "f32"), ("f32", "f16")):
+    _dt = TYPES[_to].dtype
+    VALU[f"v_cvt_{_to}_{_from}"] = V(_from, _to, _sat(*_INT_RANGE[_to], _dt) if _to in _INT_RANGE else
+                                     (lambda a, dt=_dt: a.astype(dt)))
 
 # Compares (VOPC): v_cmp_<cond>_<type> writes VCC/SDST; v_cmpx_ writes EXEC (gfx10+: only EXEC; gfx9: both,
 # where the instruction prints a destination).

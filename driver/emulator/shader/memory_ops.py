@@ -420,6 +420,12 @@ class MemoryOps:
             raise OperandError(f"{ins.mnemonic}: no data operand")
         return item
 
+    def _data_vgprs(self, ins: Instruction, names: tuple[str, ...], count: int, regs: Regs) -> int:
+        """The first of the `count` VGPRs the instruction's data operand names (checked against the allocation)."""
+        n = ins.fields[self._vdata(ins, *names)[1]]
+        regs.check_vgprs(n, count)
+        return n
+
     def _lanes(self, w: Waves, address: Callable):
         """The active lanes' flat indices and addresses, and the masks of lanes that are not plain memory."""
         a, where, stride = address(w)
@@ -431,10 +437,7 @@ class MemoryOps:
         return idx, a, special, stride
 
     def _load(self, ins: Instruction, address: Callable, size: int, signed: bool, regs: Regs):
-        dst = self._vdata(ins, "vdst", "vdata")
-        n = ins.fields[dst[1]]
-        dwords = max(1, size // 4)
-        regs.check_vgprs(n, dwords)
+        n = self._data_vgprs(ins, ("vdst", "vdata"), max(1, size // 4), regs)
         memory = self
 
         def run(w: Waves) -> None:
@@ -442,23 +445,19 @@ class MemoryOps:
             if not len(idx):
                 return
             data = memory._read(w, idx, a, special, size, stride)
-            words = _extend(data, size, signed) if size < 4 else _dwords(data)
-            for i in range(dwords):
-                w.v[n + i].reshape(-1)[idx] = words[:, i]
+            w.scatter_lanes(n, idx, _extend(data, size, signed) if size < 4 else _dwords(data))
         return run
 
     def _store(self, ins: Instruction, address: Callable, size: int, regs: Regs):
-        src = self._vdata(ins, "data", "vsrc", "vdata")
-        n = ins.fields[src[1]]
         dwords = max(1, size // 4)
-        regs.check_vgprs(n, dwords)
+        n = self._data_vgprs(ins, ("data", "vsrc", "vdata"), dwords, regs)
         memory = self
 
         def run(w: Waves) -> None:
             idx, a, special, stride = memory._lanes(w, address)
             if not len(idx):
                 return
-            words = np.stack([w.v[n + i].reshape(-1)[idx] for i in range(dwords)], axis=1)
+            words = w.gather_lanes(n, dwords, idx)
             memory._write(w, idx, a, special, words.view(u8).reshape(len(idx), -1)[:, :size], stride)
         return run
 
@@ -479,10 +478,7 @@ class MemoryOps:
             idx, a, special, stride = memory._lanes(w, address)
             if not len(idx):
                 return
-            operands = []
-            for k in range(count):
-                parts = [w.v[n + k * words + i].reshape(-1)[idx].astype(dt) for i in range(words)]
-                operands.append(parts[0] if words == 1 else parts[0] | parts[1] << u64(32))
+            operands = [w.gather_lanes(n + k * words, words, idx).view(dt)[:, 0] for k in range(count)]
             if special is None or not special.any():
                 old = memory.memory.atomic(a, size, fn, operands)
             else:  # FLAT lanes in the LDS aperture; buffer lanes out of range (no effect, 0 returned)
@@ -494,10 +490,7 @@ class MemoryOps:
                     old[lds] = memory._lds_atomic(w, idx[lds], (a[lds] - u64(LDS_APERTURE)).astype(np.int64), size,
                                                   fn, [o[lds] for o in operands])
             if ret is not None:
-                r = ins.fields[ret[1]]
-                w.v[r].reshape(-1)[idx] = (old & dt(0xFFFFFFFF)).astype(u32)
-                if words == 2:
-                    w.v[r + 1].reshape(-1)[idx] = (old >> u64(32)).astype(u32)
+                w.scatter_lanes(ins.fields[ret[1]], idx, old.view(u32).reshape(len(idx), words))
         return run
 
     def _read(self, w: Waves, idx: np.ndarray, a: np.ndarray, special: np.ndarray | None, size: int,
@@ -602,9 +595,7 @@ class MemoryOps:
                 return
             for k, off in enumerate(offsets):
                 data = memory._lds_read(w, idx, a + off, size)
-                words = _extend(data, size, signed) if size < 4 else _dwords(data)
-                for i in range(per):
-                    w.v[n + k * per + i].reshape(-1)[idx] = words[:, i]
+                w.scatter_lanes(n + k * per, idx, _extend(data, size, signed) if size < 4 else _dwords(data))
         return run
 
     def _ds_store(self, ins: Instruction, addr: Callable, offsets: tuple, size: int, regs: Regs):
@@ -619,7 +610,7 @@ class MemoryOps:
             if not len(idx):
                 return
             for s, off in zip(sources, offsets, strict=True):
-                words = np.stack([w.v[s + i].reshape(-1)[idx] for i in range(per)], axis=1)
+                words = w.gather_lanes(s, per, idx)
                 memory._lds_write(w, idx, a + off, words.view(u8).reshape(len(idx), -1)[:, :size])
         return run
 
@@ -636,8 +627,7 @@ class MemoryOps:
         memory = self
 
         def value(w: Waves, n: int, idx: np.ndarray) -> np.ndarray:
-            lo = w.v[n].reshape(-1)[idx].astype(dt)
-            return lo if words == 1 else lo | w.v[n + 1].reshape(-1)[idx].astype(dt) << u64(32)
+            return w.gather_lanes(n, words, idx).view(dt)[:, 0]
 
         def run(w: Waves) -> None:
             idx, a = memory._ds_lanes(w, addr)
@@ -650,9 +640,7 @@ class MemoryOps:
                     operands.reverse()
             old = memory._lds_atomic(w, idx, a + offset, size, fn, operands)
             if ret is not None:
-                w.v[ret].reshape(-1)[idx] = (old & dt(0xFFFFFFFF)).astype(u32)
-                if words == 2:
-                    w.v[ret + 1].reshape(-1)[idx] = (old >> u64(32)).astype(u32)
+                w.scatter_lanes(ret, idx, old.view(u32).reshape(len(idx), words))
         return run
 
     def _permute(self, ins: Instruction, body: str, regs: Regs):

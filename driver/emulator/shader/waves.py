@@ -80,6 +80,16 @@ class Waves:
         else:
             np.copyto(self.v[n], value, where=self.exec, casting="unsafe")
 
+    def gather_lanes(self, first: int, count: int, idx: np.ndarray) -> np.ndarray:
+        """VGPRs first..first+count-1 of the lanes at flat indices `idx` (wave * L + lane): (N, count) uint32."""
+        return np.stack([self.v[first + i].reshape(-1)[idx] for i in range(count)], axis=1)
+
+    def scatter_lanes(self, first: int, idx: np.ndarray, words: np.ndarray) -> None:
+        """Write (N, count) uint32 `words` into VGPRs first.. of the lanes at flat indices `idx` (no EXEC: the
+        caller chose the lanes)."""
+        for i in range(words.shape[1]):
+            self.v[first + i].reshape(-1)[idx] = words[:, i]
+
     def mask(self, first: int) -> np.ndarray:
         """The lane mask held in SGPRs first.. (VCC, an SGPR pair), as (B, L) booleans."""
         return unpack_lanes(self.s[first:first + max(1, self.lanes // 32)].T, self.lanes)
