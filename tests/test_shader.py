@@ -33,31 +33,23 @@ from kfdtrace.driver.kernels.device import QUEUES, corpus, kernel_arguments, run
 from kfdtrace.driver.kernels.reference import CASES, sized
 from tests.emulated import FAMILIES, engine_of
 
-
-@pytest.mark.parametrize("case", CASES, ids=[c.kernel for c in CASES])
-@pytest.mark.parametrize("queue", QUEUES)
-@pytest.mark.parametrize("target", FAMILIES)
-def test_every_corpus_kernel_computes_what_numpy_does(target, queue, case):
-    with System.open(emulate=target) as system:
-        dev = system.devices[0]
-        values = case.inputs()
-        case.verify(values, run_case(dev, corpus(dev), case, values, queue))
+BUILDS = [(t, False) for t in FAMILIES] + [(t, True) for t in WAVE64_TARGETS]  # RDNA: wave32 and wave64 builds
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.kernel for c in CASES])
 @pytest.mark.parametrize("queue", QUEUES)
-@pytest.mark.parametrize("target", WAVE64_TARGETS)
-def test_every_corpus_kernel_built_for_wave64_computes_what_numpy_does(target, queue, case):
-    """RDNA runs a kernel whose descriptor asks for wave64 with 64 lanes a wave."""
+@pytest.mark.parametrize(("target", "wave64"), BUILDS, ids=[f"{t}{'-wave64' if w else ''}" for t, w in BUILDS])
+def test_every_corpus_kernel_computes_what_numpy_does(target, wave64, queue, case):
+    """Every kernel on every target through PM4 and AQL; a wave64 build runs with 64 lanes a wave on RDNA."""
     with System.open(emulate=target) as system:
         dev = system.devices[0]
-        program = corpus(dev, wave64=True)
-        assert program.kernel(case.kernel).kernel.descriptor.wave_size == 64
+        program = corpus(dev, wave64)
+        assert program.kernel(case.kernel).kernel.descriptor.wave_size == (64 if wave64 else dev.target.wave_size)
         values = case.inputs()
         case.verify(values, run_case(dev, program, case, values, queue))
 
 
-@pytest.mark.parametrize(("target", "wave64"), [(t, False) for t in FAMILIES] + [(t, True) for t in WAVE64_TARGETS])
+@pytest.mark.parametrize(("target", "wave64"), BUILDS)
 def test_every_instruction_of_the_corpus_is_executable(target, wave64):
     """Each instruction clang-19 emitted for the corpus compiles to a step (s_code_end pads after the end)."""
     family = target_by_name(target).family
