@@ -626,22 +626,29 @@ class Dialect:
             yield p
             pos += p.size
 
-    def shapes(self, data: bytes) -> Iterator[tuple[int, int, tuple]]:
-        """(offset, size in bytes, shape) of each packet back to back, where `shape` holds the definition, the
-        header and the dwords holding its addresses: everything but its plain values. A cheap walk for
-        callers that only care where packets point and cache by shape."""
-        pos, stop, index, mask = 0, len(data), self._index, self._key_mask
+    def spans(self, data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, PacketDef]]:
+        """(offset, size in bytes, definition) of each packet back to back from `start` to `end`: the cheapest
+        walk (a fixed-size packet's fields are not decoded)."""
+        if end is not None and end < len(data):
+            data = memoryview(data)[:end]
+        pos, stop, index, mask, header = start, len(data), self._index, self._key_mask, _U32.unpack_from
         while pos < stop:
-            if pos + 4 > stop:
-                raise TruncatedPacket(f"{self.name}: no packet header at byte offset {pos:#x} ({stop} bytes of data)")
-            d = index.get(_U32.unpack_from(data, pos)[0] & mask)
+            d = index.get(header(data, pos)[0] & mask) if pos + 4 <= stop else None
             if d is None or d.tail is not None or pos + d._nbytes > stop:
                 p = self._decode(data, pos)  # raises the usual errors for unknown or truncated packets
-                d, raw, size = p.defn, p._raw, p.size
+                d, size = p.defn, p.size
             else:
-                raw, size = d._struct.unpack_from(data, pos), d._nbytes
-            yield pos, size, (d, raw[0], *(raw[w] for w in d._addr_words))
+                size = d._nbytes
+            yield pos, size, d
             pos += size
+
+    def shapes(self, data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, tuple]]:
+        """(offset, size in bytes, shape) of each packet back to back from `start` to `end`, where `shape` holds
+        the definition, the header and the dwords holding its addresses: everything but its plain values. A
+        cheap walk for callers that only care where packets point and cache by shape."""
+        for pos, size, d in self.spans(data, start, end):
+            raw = d._struct.unpack_from(data, pos)
+            yield pos, size, (d, raw[0], *(raw[w] for w in d._addr_words))
 
     def derive(self, name: str, *, fields: Mapping[str, Iterable[Field | Addr]] | None = None,
                drop: Mapping[str, Iterable[str]] | None = None,

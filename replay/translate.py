@@ -10,7 +10,7 @@ maintenance that older engines do not have (dropped, and said so).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kfdtrace.driver.packets import Dialect, Packet, PacketDef, PacketError
@@ -18,6 +18,7 @@ from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DEFAULTS, defaults
 
 Rewrite = Callable[[dict[str, int], str], dict[str, int]]  # (recorded fields, where) -> fields to replace
+CACHED_PACKETS = 1 << 16  # distinct translated packets a translator keeps
 
 
 class ReplayError(Exception):
@@ -34,14 +35,17 @@ class Relocation:
     def __init__(self) -> None:
         self._ranges: RangeMap[int] = RangeMap()
         self._last = (0, 0, 0)  # (start, end, delta) of the range the last lookup hit: packets cluster
+        self.version = 0  # changes whenever a range comes or goes: translations made before may be stale
 
     def add(self, recorded: int, size: int, replay: int) -> None:
         if not self._ranges.add(recorded, size, replay - recorded):
             raise ReplayError(f"recorded buffers overlap at {recorded:#x}")
+        self.version += 1
 
     def remove(self, recorded: int) -> None:
         self._ranges.remove(recorded)
         self._last = (0, 0, 0)
+        self.version += 1
 
     def move(self, addr: int) -> int | None:
         start, end, delta = self._last
@@ -66,6 +70,7 @@ class _Plan:
     split: tuple[str, tuple[str, ...]] | None  # the target's (byte count field, advancing addresses)
     limit: int | None  # bytes one packet may move on the target (packets with a byte count are split to it)
     rewrites: tuple[Rewrite, ...]  # values that mean more than their layout: an event id, an indirect buffer
+    cacheable: bool  # its translation depends on its bytes, the relocation and its event id alone (no indirect)
 
 
 _DROP = object()  # the plan of a packet the target does without
@@ -89,36 +94,67 @@ class Translator:
         self.same = src is dst
         self.dropped: list[str] = []
         self._plans: dict[PacketDef, _Plan | object] = {}
+        # packet bytes -> (translated bytes, (recorded event, replay event) or ()): for one relocation version
+        self._cache: dict[bytes, tuple[bytes, tuple[int, ...]]] = {}
+        self._cache_version = -1
 
     def ring(self, data: bytes, where: str) -> bytes:
         """The translated packets of `data` (one submission's ring bytes); `where` names it in errors."""
+        if self._cache_version != self.relocation.version or len(self._cache) > CACHED_PACKETS:
+            self._cache.clear()
+            self._cache_version = self.relocation.version
         try:
-            return b"".join(self._packets(self.src.iter_packets(data), where))
+            return b"".join(self._span(bytes(data), 0, len(data), where))
         except PacketError as exc:
             raise ReplayError(f"{where}: {exc}") from None
 
-    def _packets(self, packets: Iterator[Packet], where: str) -> list[bytes]:
+    def _span(self, data: bytes, start: int, end: int, where: str) -> list[bytes]:
+        """The packets from `start` to `end` translated. A packet seen before with the same bytes, while the
+        relocation is unchanged (and its event maps to the same id), is not decoded again."""
         out: list[bytes] = []
-        packet = self.packet
-        for p in packets:
-            skip = p.defn.skip_field
-            if skip is None:
-                out += packet(p, where)
-                continue
-            governed, dwords = [], 0  # the packets it may skip: their count changes with their translation
-            while dwords < p.fields[skip]:
-                nxt = next(packets, None)
-                if nxt is None:
+        cache, event_id = self._cache, self.event_id
+        pos = start
+        while pos < end:
+            governing = None
+            for at, size, d in self.src.spans(data, pos, end):
+                if d.skip_field is not None:
+                    governing = at
                     break
-                governed.append(nxt)
-                dwords += nxt.size // 4
-            if dwords != p.fields[skip]:
+                key = data[at:at + size]
+                hit = cache.get(key)
+                if hit is not None and (not hit[1] or event_id(hit[1][0]) == hit[1][1]):
+                    out.append(hit[0])
+                    continue
+                p = self.src.decode(data, at)
+                parts = self.packet(p, where)
+                out += parts
+                plan = self._plans[d]
+                if plan is not _DROP and plan.cacheable:
+                    event = d.event_field
+                    cache[key] = (b"".join(parts), (p.fields[event], event_id(p.fields[event])) if event else ())
+            if governing is None:
+                break
+            pos = self._governing(data, governing, end, where, out)
+        return out
+
+    def _governing(self, data: bytes, pos: int, end: int, where: str, out: list[bytes]) -> int:
+        """A packet that may make the engine skip the next dwords (a conditional): those packets translated, its
+        count changed to their new length; returns where the packets after them start."""
+        p = self.src.decode(data, pos)
+        skip = p.defn.skip_field
+        inner_end = pos + p.size + 4 * p.fields[skip]
+        governed = b""
+        if p.fields[skip]:
+            try:
+                governed = b"".join(self._span(data, pos + p.size, min(inner_end, end), where))
+            except PacketError:
+                governed = None
+            if governed is None or inner_end > end:
                 raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x} governs {p.fields[skip]} dwords, which "
                                   f"do not end with a packet of the submission")
-            inner = b"".join(self._packets(iter(governed), where))
-            (head,) = packet(p, where)
-            out += [self.dst.decode(head).replace(**{skip: len(inner) // 4}).encode(), inner]
-        return out
+        (head,) = self.packet(p, where)
+        out += [self.dst.decode(head).replace(**{skip: len(governed) // 4}).encode(), governed]
+        return inner_end
 
     def _move_or_raise(self, addr: int) -> int:
         if not addr:
@@ -190,7 +226,8 @@ class Translator:
             self._plans[d] = _Plan(
                 t, tuple((n, defaults_.get(n, 0)) for n in d.field_names if n not in target),
                 {n: defaults(self.dst, d.name).get(n, 0) for n in t.field_names if n not in d.field_names},
-                tuple(n for n in keep if t[n].mask < d[n].mask), t.split, limit, self._rewrites(d))
+                tuple(n for n in keep if t[n].mask < d[n].mask), t.split, limit, self._rewrites(d),
+                d.indirect is None or self.indirect is None)
         return self._plans[d]
 
     def _rewrites(self, d: PacketDef) -> tuple[Rewrite, ...]:

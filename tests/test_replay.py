@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 
@@ -256,6 +257,35 @@ def test_a_conditional_governs_the_same_packets_after_translation():
     cond, moved = list(dst.iter_packets(out))
     assert cond.name == "COND_EXE" and cond.exec_count == moved.size // 4 == 8
     assert (cond.addr, moved.src, moved.dst) == (0x58000, 0x50000, 0x50100)
+
+
+def test_a_repeated_packet_is_translated_once_while_its_relocation_and_event_stay():
+    from kfdtrace.replay.translate import Relocation, Translator
+
+    src, dst = DIALECTS["sdma4.4"], DIALECTS["sdma6"]
+    relocation = Relocation()
+    relocation.add(0x10000, 0x10000, 0x50000)
+    events = {4: 40}
+    ring = (src.build("COPY_LINEAR", count=255, src=0x10000, dst=0x10100) + src.build("TRAP", int_context=4)) * 3
+    t = Translator(src, dst, 1 << 22, relocation, event_id=lambda e: events[e])
+    decoded, real = [], src.decode
+
+    def counting_decode(data: bytes, offset: int = 0):
+        decoded.append(offset)
+        return real(data, offset)
+
+    def moved(out: bytes) -> list[tuple]:
+        return [(p.name, p.fields.get("src"), p.fields.get("int_context")) for p in dst.iter_packets(out)]
+
+    with mock.patch.object(src, "decode", counting_decode):
+        first = t.ring(ring, "test")
+        assert len(decoded) == 2  # the copy and the trap, once each
+        assert moved(first) == [("COPY_LINEAR", 0x50000, None), ("TRAP", None, 40)] * 3
+        events[4] = 41  # the recorded event now maps elsewhere: the trap is translated again
+        assert moved(t.ring(ring, "test"))[1] == ("TRAP", None, 41) and len(decoded) == 3
+        relocation.remove(0x10000)
+        relocation.add(0x10000, 0x10000, 0x70000)  # the buffer moved: the copy is translated again
+        assert moved(t.ring(ring, "test"))[0] == ("COPY_LINEAR", 0x70000, None) and len(decoded) == 5
 
 
 @pytest.mark.parametrize("name", ["ping_pong-gfx1100-before-events", "sdma_stress-gfx942-before-events"])
