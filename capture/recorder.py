@@ -23,11 +23,11 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+from collections import Counter
 from dataclasses import dataclass
 
 from kfdtrace.capture.completion import Completion, QueueProgress
 from kfdtrace.capture.memory import MemoryRecorder, TrackedBuffer
-from kfdtrace.capture.statistics import packet_counts
 from kfdtrace.capture.submissions import Analyzer, Facts, Plan
 from kfdtrace.capture.trace_file import TraceFile
 from kfdtrace.driver import kfd_ioctl as K
@@ -90,6 +90,7 @@ class Recorder:
         self.trace = TraceFile(path, {**header, "chunk_size": chunk_size, "tracking": tracking})
         self.memory = MemoryRecorder(self.trace, chunk_size)
         self.ioctls = self.buffers_seen = self.checkpoints = 0
+        self.packets: Counter[str] = Counter()  # the summary's packet counts, kept as submissions are recorded
         self._final: dict | None = None
 
     def wrap(self, inner: Syscalls) -> RecordingSyscalls:
@@ -112,11 +113,15 @@ class Recorder:
         }
 
     def packet_counts(self) -> dict[str, int]:
-        self.trace.flush()
-        counts, problem = packet_counts(self.path)
-        if problem:
-            self.record(R.NOTE, text=problem)
-        return counts
+        """'dialect:NAME' -> packets submitted so far ("undecodable": submissions whose bytes are no packets)."""
+        return dict(self.packets)
+
+    def count_packets(self, dialect: Dialect, ring: bytes) -> None:
+        """Count one submission's packets as it is recorded (a walk over their headers: no field is decoded)."""
+        try:
+            self.packets.update([f"{dialect.name}:{d.name}" for _, _, d in dialect.spans(ring)])
+        except PacketError:
+            self.packets["undecodable"] += 1
 
     def close(self, status: int | None = None) -> dict:
         """Write the index with the summary (the writer's figures included); returns the summary."""
@@ -363,6 +368,7 @@ class RecordingSyscalls:
         the CPU wrote that they read when raw views exist (or tracking is "scan"), then the ring bytes."""
         ring = self._ring_bytes(q, q.wptr, value) if q.dialect else b""
         if q.dialect is not None:
+            self.rec.count_packets(q.dialect, ring)
             self._unlearnt.append((q, q.wptr, ring))
             if len(self._unlearnt) >= LEARN_BATCH or self.exposed or self.rec.tracking == "scan":
                 self._learn_pending()  # with raw views, what the submission reads is recorded before it
