@@ -3,40 +3,24 @@ start, and every wave's initial SGPRs, VGPRs, EXEC and scratch (AMDGPUUsage "Ini
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from kfdtrace.driver import System
 from kfdtrace.driver.emulator.launch import TTMP
 from kfdtrace.driver.kernel_descriptor import layout_for
-from kfdtrace.driver.kernels.device import kernel_arguments
+from kfdtrace.driver.kernels.device import corpus, kernel_arguments
 from kfdtrace.driver.kernels.reference import CASES
 from tests.emulated import FAMILIES, engine_of
 
-BUILT = os.path.join(os.path.dirname(__file__), "..", "driver", "kernels", "built")
 
-
-def _args(dev, k):
-    case = next(c for c in CASES if c.kernel == k.name)
-    return kernel_arguments(dev, case, case.inputs())[0]
-
-
-def pm4_launch(system, kernel: str, grid, block):
-    """Dispatch on a PM4 queue; the launch the CP started from its registers at DISPATCH_DIRECT."""
+def launched(system, kernel: str, grid, block, queue: str = "pm4"):
+    """Dispatch a corpus kernel (with its case's arguments) on a PM4 or AQL queue; the kernel and the launch the
+    CP started: from its registers at DISPATCH_DIRECT, or from the KERNEL_DISPATCH packet."""
     dev = system.devices[0]
-    k = dev.load(os.path.join(BUILT, f"corpus-{dev.target.name}.co")).kernel(kernel)
-    q = dev.compute_queue()
-    q.dispatch(k, grid, block, *_args(dev, k))
-    q.sync(timeout=60)
-    return k, engine_of(q).last_launch
-
-
-def aql_launch(system, kernel: str, grid, block):
-    dev = system.devices[0]
-    k = dev.load(os.path.join(BUILT, f"corpus-{dev.target.name}.co")).kernel(kernel)
-    q = dev.aql_queue()
-    q.dispatch(k, grid, block, *_args(dev, k))
+    k = corpus(dev).kernel(kernel)
+    case = next(c for c in CASES if c.kernel == kernel)
+    q = dev.compute_queue() if queue == "pm4" else dev.aql_queue()
+    q.dispatch(k, grid, block, *kernel_arguments(dev, case, case.inputs())[0])
     q.sync(timeout=60)
     return k, engine_of(q).last_launch
 
@@ -51,10 +35,10 @@ def sgpr_at(kd, name: str) -> int:
 
 
 @pytest.mark.parametrize("target", FAMILIES)
-@pytest.mark.parametrize("make", [pm4_launch, aql_launch], ids=["pm4", "aql"])
-def test_waves_start_with_their_ids_and_the_kernels_arguments(target, make):
+@pytest.mark.parametrize("queue", ["pm4", "aql"])
+def test_waves_start_with_their_ids_and_the_kernels_arguments(target, queue):
     with System.open(emulate=target) as system:
-        k, launch = make(system, "vector_add", (1000,), (256,))
+        k, launch = launched(system, "vector_add", (1000,), (256,), queue)
         kd = k.kernel.descriptor
         assert launch.entry == k.entry_address and launch.wave_size == kd.wave_size
         assert (launch.groups, launch.block, launch.last) == ((4, 1, 1), (256, 1, 1), (232, 1, 1))
@@ -79,7 +63,7 @@ def test_waves_start_with_their_ids_and_the_kernels_arguments(target, make):
 @pytest.mark.parametrize("target", FAMILIES)
 def test_three_dimensional_ids_are_packed_where_the_family_packs_them(target):
     with System.open(emulate=target) as system:
-        k, launch = pm4_launch(system, "stencil3d_7pt", (10, 6, 5), (8, 4, 2))
+        k, launch = launched(system, "stencil3d_7pt", (10, 6, 5), (8, 4, 2))
         assert launch.group_size((1, 1, 2)) == (2, 2, 1) and launch.groups == (2, 2, 3)
         kd = k.kernel.descriptor
         waves = launch.waves((1, 1, 2))
@@ -107,7 +91,7 @@ def test_three_dimensional_ids_are_packed_where_the_family_packs_them(target):
 @pytest.mark.parametrize("target", FAMILIES)
 def test_scratch_slots_are_given_as_the_family_takes_them(target):
     with System.open(emulate=target) as system:
-        k, launch = pm4_launch(system, "mode_scratch", (128,), (128,))
+        k, launch = launched(system, "mode_scratch", (128,), (128,))
         kd = k.kernel.descriptor
         waves = launch.waves((0, 0, 0))
         assert launch.scratch is not None and launch.scratch.wave_bytes >= kd.private_segment_fixed_size * 64
@@ -123,8 +107,8 @@ def test_scratch_slots_are_given_as_the_family_takes_them(target):
 @pytest.mark.parametrize("target", FAMILIES)
 def test_pm4_and_aql_start_the_same_kernel_the_same_way(target):
     with System.open(emulate=target) as one, System.open(emulate=target) as other:  # a stopped queue stays so
-        k1, pm4 = pm4_launch(one, "reduce_max_dynamic", (1000,), (128,))
-        k2, aql = aql_launch(other, "reduce_max_dynamic", (1000,), (128,))
+        k1, pm4 = launched(one, "reduce_max_dynamic", (1000,), (128,))
+        k2, aql = launched(other, "reduce_max_dynamic", (1000,), (128,), "aql")
         assert pm4.entry - k1.program.buffer.va == aql.entry - k2.program.buffer.va == k1.kernel.entry_offset
         assert (pm4.groups, pm4.block, pm4.last, pm4.wave_size, pm4.lds_bytes) == \
             (aql.groups, aql.block, aql.last, aql.wave_size, aql.lds_bytes)
