@@ -59,15 +59,6 @@ class AluOp:
     saveexec: bool = False  # scalar: fn(source, exec) -> new exec; the destination gets the old EXEC
 
 
-def _sh(b: int) -> Callable:
-    mask = b - 1
-    return lambda a: a & (mask if not isinstance(a, np.ndarray) else a.dtype.type(mask))
-
-
-def _s32(x):
-    return np.asarray(x).view(i32) if np.asarray(x).dtype == u32 else x
-
-
 def _popcount(x):
     return np.bitwise_count(x).astype(u32)
 
@@ -406,10 +397,6 @@ def _ssub(a, b):
 
 def _min(fn: Callable) -> Callable:
     return lambda a, b: (fn(a, b), fn(a, b) == a)  # SCC: the first source was selected
-
-
-def _saturate(v, lo, hi):
-    return np.clip(v, lo, hi)
 
 
 SALU: dict[str, AluOp] = {

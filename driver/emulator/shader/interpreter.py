@@ -129,7 +129,7 @@ class Interpreter:
         for r, ids in st.vgprs.items():
             v[r] = ids
         lds_size = max(launch.lds_bytes, 4)
-        self.memory.chunk = Chunk(np.zeros(count * lds_size, np.uint8), lds_size, st.group * lds_size, st.group)
+        self.memory.chunk = Chunk(np.zeros(count * lds_size, np.uint8), lds_size, st.group * lds_size)
         self.group_of = st.group
         self.signals = np.zeros(nw, np.int64)
         self.group_starts = np.flatnonzero(np.r_[True, st.group[1:] != st.group[:-1]])

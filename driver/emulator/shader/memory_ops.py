@@ -20,7 +20,7 @@ from __future__ import annotations
 import ctypes
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -215,7 +215,6 @@ class Chunk:
     lds: np.ndarray  # uint8, groups * lds_size
     lds_size: int
     lds_base: np.ndarray  # per wave id: its group's first LDS byte
-    groups: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # per wave id: its group (chunk index)
 
 
 def _dwords(data: np.ndarray) -> np.ndarray:
