@@ -19,6 +19,7 @@ import pytest
 
 from kfdtrace.driver import GpuFault, System
 from kfdtrace.driver.code_object import CodeObject
+from kfdtrace.driver.emulator.shader.alu import VALU
 from kfdtrace.driver.emulator.shader.compile import Unsupported, compile_instruction
 from kfdtrace.driver.emulator.shader.memory_ops import ATOMICS, MemoryOps, atomic, atomic_op
 from kfdtrace.driver.emulator.shader.operands import Regs
@@ -227,3 +228,25 @@ def test_a_queue_reuses_compiled_code_only_while_the_bytes_are_the_same(caplog):
         with caplog.at_level(logging.ERROR, "kfdtrace.emulator"), pytest.raises(GpuFault):
             q.sync(timeout=30)
         assert "v_sin_f32_e32" in engine_of(q).error
+
+
+def test_alu_entries_the_corpus_does_not_reach_compute_what_the_isa_says():
+    """Operations kernels outside the corpus use (softmax's frexp, fp16 math, byte permutes, medians)."""
+    f32, f16, u32 = np.float32, np.float16, np.uint32
+    x = np.array([0.75, -12.0, np.inf, np.nan], f32)
+    mant, exp = VALU["v_frexp_mant_f32"].fn(x), VALU["v_frexp_exp_i32_f32"].fn(x)
+    assert list(mant[:3]) == [0.75, -0.75, np.inf] and list(exp) == [0, 4, 0, 0] and np.isnan(mant[3])
+    assert VALU["v_sin_f32"].fn(np.array([0.25], f32))[0] == 1.0  # revolutions: sin(pi / 2)
+    assert list(VALU["v_cvt_flr_i32_f32"].fn(np.array([-1.5, 2.7], f32))) == [-2, 2]
+    assert list(VALU["v_cvt_rpi_i32_f32"].fn(np.array([-1.5, 2.5], f32))) == [-1, 3]
+    assert VALU["v_cvt_f32_ubyte2"].fn(np.array([0x00AB0000], u32))[0] == 171.0
+    a, b = np.array([0x8899AABB], u32), np.array([0x11223344], u32)
+    assert VALU["v_perm_b32"].fn(a, b, np.array([0x0C0D0704], u32))[0] == 0x00FF88BB
+    assert VALU["v_perm_b32"].fn(a, b, np.array([0x0B0A0908], u32))[0] == 0xFFFF0000
+    h = np.array([1.5, -2.0], f16)
+    assert list(VALU["v_sub_f16"].fn(h, np.array([0.5, 1.0], f16))) == [1.0, -3.0]
+    assert list(VALU["v_fmac_f16"].fn(h, h, np.array([1.0, 1.0], f16))) == [3.25, 5.0]
+    assert VALU["v_fmac_f16"].acc and VALU["v_ldexp_f16"].fn(h, np.array([2, -1], np.int16)).tolist() == [6.0, -1.0]
+    trio = [np.array([3, -7, 5], np.int32), np.array([-1, 2, 5], np.int32), np.array([0, 9, -5], np.int32)]
+    assert list(VALU["v_med3_i32"].fn(*trio)) == [0, 2, 5] and list(VALU["v_min3_i32"].fn(*trio)) == [-1, -7, -5]
+    assert list(VALU["v_max3_f32"].fn(*(t.astype(f32) for t in trio))) == [3.0, 9.0, 5.0]

@@ -222,6 +222,22 @@ def _class(x, mask):
     return (mask.astype(u32) >> cls.astype(u32)) & 1 == 1
 
 
+def _perm(a, b, sel):
+    """V_PERM_B32: each result byte chosen by a selector byte of `sel` from the bytes of {a, b} (b low): 0-7
+    a byte, 8-11 the sign of b[15], b[31], a[15], a[31] spread over the byte, 12 zero, 13-15 0xFF."""
+    both = np.asarray(b).astype(u64) | np.asarray(a).astype(u64) << u64(32)
+    signs = [(b >> 15) & 1, (b >> 31) & 1, (a >> 15) & 1, (a >> 31) & 1]
+    out = np.zeros(np.broadcast(a, b, sel).shape, u32)
+    for k in range(4):
+        s = (np.asarray(sel) >> u32(8 * k)) & u32(0xFF)
+        byte = ((both >> (np.minimum(s, 7).astype(u64) * u64(8))) & u64(0xFF)).astype(u32)
+        for j, sign in enumerate(signs):
+            byte = np.where(s == 8 + j, (sign * 0xFF).astype(u32), byte)
+        byte = np.where(s == 12, u32(0), np.where(s >= 13, u32(0xFF), byte))
+        out |= byte << u32(8 * k)
+    return out
+
+
 def _sat(lo, hi, dtype):
     return lambda x: _cvt_int(x, lo, hi, dtype)
 
@@ -314,8 +330,42 @@ VALU: dict[str, AluOp] = {
     "v_rndne_f32": V("f32", "f32", np.rint), "v_trunc_f32": V("f32", "f32", np.trunc),
     "v_floor_f32": V("f32", "f32", np.floor), "v_ceil_f32": V("f32", "f32", np.ceil),
     "v_fract_f32": V("f32", "f32", lambda a: a - np.floor(a)),
+    # frexp: inf and NaN give themselves and exponent 0 (ISA pseudocode); zero and denormals as C's frexp
+    "v_frexp_mant_f32": V("f32", "f32", lambda a: np.where(np.isfinite(a), np.frexp(a)[0], a).astype(f32)),
+    "v_frexp_exp_i32_f32": V("f32", "i32", lambda a: np.where(np.isfinite(a), np.frexp(a)[1], 0).astype(i32)),
+    "v_frexp_mant_f64": V("f64", "f64", lambda a: np.where(np.isfinite(a), np.frexp(a)[0], a)),
+    "v_frexp_exp_i32_f64": V("f64", "i32", lambda a: np.where(np.isfinite(a), np.frexp(a)[1], 0).astype(i32)),
+    # sin/cos take revolutions: D = sin(S0 * 2 pi) (ISA guides)
+    "v_sin_f32": V("f32", "f32", lambda a: np.sin(a.astype(f64) * 2 * np.pi).astype(f32)),
+    "v_cos_f32": V("f32", "f32", lambda a: np.cos(a.astype(f64) * 2 * np.pi).astype(f32)),
+    "v_cvt_flr_i32_f32": V("f32", "i32", lambda a: _cvt_int(np.floor(a), -2.0**31, 2.0**31 - 1, i32)),
+    "v_cvt_rpi_i32_f32": V("f32", "i32", lambda a: _cvt_int(np.floor(a.astype(f64) + 0.5), -2.0**31, 2.0**31 - 1,
+                                                              i32)),
+    **{f"v_cvt_f32_ubyte{k}": V("u32", "f32", lambda a, k=k: ((a >> u32(8 * k)) & u32(0xFF)).astype(f32))
+       for k in range(4)},
+    "v_perm_b32": V("u32 u32 u32", "u32", lambda a, b, sel: _perm(a, b, sel)),
+    # 16-bit float
     "v_mul_f16": V("f16 f16", "f16", np.multiply), "v_add_f16": V("f16 f16", "f16", np.add),
+    "v_sub_f16": V("f16 f16", "f16", np.subtract), "v_subrev_f16": V("f16 f16", "f16", lambda a, b: b - a),
+    "v_max_f16": V("f16 f16", "f16", np.fmax), "v_min_f16": V("f16 f16", "f16", np.fmin),
     "v_fma_f16": V("f16 f16 f16", "f16", lambda a, b, c: (a.astype(f64) * b + c).astype(f16)),
+    "v_fmac_f16": V("f16 f16 f16", "f16", lambda a, b, c: (a.astype(f64) * b + c).astype(f16), acc=True),
+    "v_ldexp_f16": V("f16 i16", "f16", lambda a, e: np.ldexp(a.astype(f32), e.astype(i32)).astype(f16)),
+    "v_sqrt_f16": V("f16", "f16", np.sqrt), "v_rcp_f16": V("f16", "f16", lambda a: f16(1) / a),
+    "v_rsq_f16": V("f16", "f16", lambda a: (1 / np.sqrt(a.astype(f32))).astype(f16)),
+    "v_exp_f16": V("f16", "f16", lambda a: np.exp2(a.astype(f32)).astype(f16)),
+    "v_log_f16": V("f16", "f16", lambda a: np.log2(a.astype(f32)).astype(f16)),
+    "v_floor_f16": V("f16", "f16", np.floor), "v_ceil_f16": V("f16", "f16", np.ceil),
+    "v_trunc_f16": V("f16", "f16", np.trunc), "v_rndne_f16": V("f16", "f16", np.rint),
+    "v_cvt_f16_u16": V("u16", "f16", lambda a: a.astype(f16)),
+    "v_cvt_f16_i16": V("i16", "f16", lambda a: a.astype(f16)),
+    "v_cvt_u16_f16": V("f16", "u16", _sat(0.0, 2.0**16 - 1, u16)),
+    "v_cvt_i16_f16": V("f16", "i16", _sat(-2.0**15, 2.0**15 - 1, i16)),
+    # three-operand minimum, maximum and median
+    **{f"v_{op}3_{ty}": V(f"{ty} {ty} {ty}", ty, fn) for ty, (lo, hi) in
+       (("f32", (np.fmin, np.fmax)), ("i32", (np.minimum, np.maximum)), ("u32", (np.minimum, np.maximum)))
+       for op, fn in (("min", lambda a, b, c, lo=lo: lo(lo(a, b), c)), ("max", lambda a, b, c, hi=hi: hi(hi(a, b), c)),
+                      ("med", lambda a, b, c, lo=lo, hi=hi: hi(lo(a, b), lo(hi(a, b), c))))},
     "v_div_scale_f32": V("f32 f32 f32", "f32", _div_scale, mask_out=True),
     "v_div_fmas_f32": V("f32 f32 f32", "f32", _div_fmas, mask_in=True),
     "v_div_fixup_f32": V("f32 f32 f32", "f32", _div_fixup),
@@ -368,6 +418,8 @@ _VALU_ALIASES = {  # gfx10+/gfx12 names of the operations above
     "v_clz_i32_u32": "v_ffbh_u32", "v_ctz_i32_b32": "v_ffbl_b32",
     "v_mad_co_u64_u32": "v_mad_u64_u32", "v_mad_co_i64_i32": "v_mad_i64_i32", "v_max_num_f32": "v_max_f32",
     "v_min_num_f32": "v_min_f32", "v_max_num_f64": "v_max_f64", "v_min_num_f64": "v_min_f64",
+    "v_max_num_f16": "v_max_f16", "v_min_num_f16": "v_min_f16", "v_min3_num_f32": "v_min3_f32",
+    "v_max3_num_f32": "v_max3_f32", "v_med3_num_f32": "v_med3_f32",
     "v_mul_lo_u32_u24": "v_mul_u32_u24",
 }
 VALU.update({new: VALU[old] for new, old in _VALU_ALIASES.items()})
