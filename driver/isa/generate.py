@@ -133,12 +133,16 @@ def base_values(enc: Encoding) -> tuple[dict[str, int], dict[str, int]]:
     regnum: dict[str, int] = {}
     numbers = iter((16, 32, 48, 64, 80, 96, 112, 128, 144))
     used = 0
+    plain = 0  # bits of the fields that are no register: modifiers a register number must not switch on
+    for f in enc.fields:
+        if f.kind == "op" or f.kind not in REG_KINDS:
+            plain |= ((1 << f.width) - 1) << f.lo
     for f in enc.fields:
         bits = ((1 << f.width) - 1) << f.lo
         if f.kind == "op" or f.kind not in REG_KINDS:
             values[f.name] = 0
             continue
-        if bits & used:  # overlaps an earlier register field (VOP3's sdst over abs/op_sel): 0 keeps those clear
+        if bits & (used | plain):  # overlaps another field (VOP3's sdst over abs/op_sel): 0 keeps that one clear
             n = 0
         else:
             n = next(numbers)

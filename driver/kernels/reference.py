@@ -586,8 +586,57 @@ def _cases() -> tuple[Case, ...]:
              (200,), (64,), _crc),
         Case("grid_info", "misc", (Out("out", u32, (10 * 6 * 3, 16)),),
              (10, 6, 3), (4, 4, 2), _grid_info((10, 6, 3), (4, 4, 2))),
+        # ---- written after the interpreter, to try it on code it was not built around ------------------------
+        Case("softmax_rows", "numeric", (In("x", f32, (7, 300), floats(-8, 8)), Out("y", f32, (7, 300)),
+                                         Scalar("cols", u32, 300)),
+             (7 * 64,), (64,), _softmax, tolerance={"y": (1e-5, 1e-7)}),
+        Case("div_mod_u64", "numeric", (In("a", "uint64", (256,), ints(1, 2**62)),
+                                        In("b", "uint64", (256,), ints(1, 2**40)),
+                                        Out("q", "uint64", (256,)), Out("s", "int64", (256,)), Scalar("n", u32, 256)),
+             (256,), (64,), _div_mod_u64),
+        Case("narrow_ints", "numeric", (In("a", "int16", (300,), ints(-30000, 30000)),
+                                        In("b", "uint8", (300,), ints(0, 256)), Out("out", i32, (300,)),
+                                        Scalar("n", u32, 300)),
+             (300,), (64,), _narrow_ints),
+        Case("half_math", "numeric", (In("a", "float16", (500,), floats(-4, 4)),
+                                      In("b", "float16", (500,), floats(-4, 4)),
+                                      Out("o", "float16", (500,)), Scalar("n", u32, 500)),
+             (500,), (64,), lambda v: {"o": (v["a"].astype(np.float32) * v["b"] +
+                                             (v["a"].astype(np.float32) - v["b"]) * 0.5).astype(np.float16)},
+             tolerance={"o": (4e-3, 4e-3)}),  # half rounds each step (and may contract to fma)
+        Case("float_rounding", "numeric", (In("a", f32, (400,), floats(-50, 50)), Out("o", f32, (400,)),
+                                           Out("oi", i32, (400,)), Scalar("n", u32, 400)),
+             (400,), (64,), _float_rounding, tolerance={"o": F32}),
     ]
     return tuple(cases)
+
+
+def _softmax(v: Values) -> dict[str, np.ndarray]:
+    e = np.exp(v["x"] - v["x"].max(axis=1, keepdims=True))
+    return {"y": e / e.sum(axis=1, keepdims=True)}
+
+
+def _div_mod_u64(v: Values) -> dict[str, np.ndarray]:
+    a, b = v["a"], v["b"]
+    num, den = a.astype(np.int64) - (b << np.uint64(3)).astype(np.int64), (b | np.uint64(1)).astype(np.int64)
+    return {"q": a // b + a % b, "s": np.sign(num) * np.sign(den) * (np.abs(num) // np.abs(den))}  # C truncates
+
+
+def _narrow_ints(v: Values) -> dict[str, np.ndarray]:
+    a, c = v["a"].astype(np.int64), v["b"].astype(np.int64)
+    bits = a & 0xFFFFFFFF
+    rotated = (bits << 7 | bits >> 25) & 0xFFFFFFFF
+    total = (a >> 3) * c + np.where(a < 0, -c, c) + _popcount(bits.astype(np.uint32)) + \
+        _clz((c + 1).astype(np.uint32)) + rotated
+    return {"out": (total & 0xFFFFFFFF).astype(np.uint32).view(np.int32)}
+
+
+def _float_rounding(v: Values) -> dict[str, np.ndarray]:
+    a = v["a"]
+    out = np.fmin(np.abs(a), np.float32(3)) * np.copysign(np.float32(1), a) + np.floor(a) - \
+        np.ceil(a * np.float32(0.5)) + np.rint(a * np.float32(3))
+    k = (a * np.float32(100)).astype(np.int32)
+    return {"o": out.astype(np.float32), "oi": np.abs(k) ^ np.arange(len(a), dtype=np.int32)}
 
 
 def _stencil(a: np.ndarray, centre: float, side: float) -> np.ndarray:

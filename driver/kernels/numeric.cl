@@ -1,0 +1,68 @@
+/* Kernels written after the interpreter, to try it on code it was not built around: a row softmax (exp, LDS
+ * reductions, division), 64-bit integer division, narrow integer types, half-precision math and float rounding. */
+#include "prelude.h"
+#pragma OPENCL EXTENSION cl_khr_fp16 : enable
+
+/* Softmax of each row of x (rows x cols): one 64-wide workgroup a row; the row's max and sum by LDS trees. */
+__kernel __attribute__((reqd_work_group_size(64, 1, 1)))
+void softmax_rows(__global const float *x, __global float *y, uint cols) {
+    uint r = get_group_id(0), t = get_local_id(0);
+    __local float red[64];
+    float m = -__builtin_inff();
+    for (uint c = t; c < cols; c += 64) m = fmax(m, x[r * cols + c]);
+    red[t] = m;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint s = 32; s > 0; s >>= 1) {
+        if (t < s) red[t] = fmax(red[t], red[t + s]);
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    m = red[0];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float sum = 0.0f;
+    for (uint c = t; c < cols; c += 64) sum += exp(x[r * cols + c] - m);
+    red[t] = sum;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint s = 32; s > 0; s >>= 1) {
+        if (t < s) red[t] += red[t + s];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    sum = red[0];
+    for (uint c = t; c < cols; c += 64) y[r * cols + c] = exp(x[r * cols + c] - m) / sum;
+}
+
+/* 64-bit division: unsigned quotient plus remainder, and a signed quotient of a possibly negative numerator. */
+__kernel void div_mod_u64(__global const ulong *a, __global const ulong *b, __global ulong *q, __global long *s,
+                          uint n) {
+    size_t i = get_global_id(0);
+    if (i >= n) return;
+    q[i] = a[i] / b[i] + a[i] % b[i];
+    s[i] = ((long)a[i] - (long)(b[i] << 3)) / (long)(b[i] | 1);
+}
+
+/* short and uchar operands widened, shifted, multiplied, counted and rotated. */
+__kernel void narrow_ints(__global const short *a, __global const uchar *b, __global int *out, uint n) {
+    size_t i = get_global_id(0);
+    if (i >= n) return;
+    short v = a[i];
+    uchar c = b[i];
+    out[i] = (int)(v >> 3) * (int)c + (v < 0 ? -c : c) + popcount((uint)v) + clz((uint)c + 1) + rotate((uint)v, 7u);
+}
+
+/* Half-precision arithmetic. */
+__kernel void half_math(__global const half *a, __global const half *b, __global half *o, uint n) {
+    size_t i = get_global_id(0);
+    if (i >= n) return;
+    half x = a[i], y = b[i];
+    o[i] = x * y + (x - y) * (half)0.5f;
+}
+
+/* Rounding to integral values, sign transfer, clamping, and a float-to-int conversion. */
+__kernel void float_rounding(__global const float *a, __global float *o, __global int *oi, uint n) {
+    size_t i = get_global_id(0);
+    if (i >= n) return;
+    float v = a[i];
+    o[i] = fmin(fabs(v), 3.0f) * __builtin_copysignf(1.0f, v) + __builtin_floorf(v) - __builtin_ceilf(v * 0.5f) +
+           __builtin_rintf(v * 3.0f);
+    int k = (int)(v * 100.0f);
+    oi[i] = (k < 0 ? -k : k) ^ (int)i;
+}
