@@ -95,14 +95,15 @@ def test_an_instruction_the_emulator_does_not_execute_stops_the_dispatch_naming_
         dev = system.devices[0]
         program = corpus(dev)
         k = program.kernel("vector_add")
-        word = _vop1(target, "v_sin_f32_e32", 1, 256 + 1)  # v_sin_f32 v1, v1: no entry in alu.py
+        word = _vop1(target, "v_cvt_norm_i16_f16_e32", 1, 256 + 1)  # no entry in alu.py
         program.buffer.write(word, k.entry_address - program.buffer.va)
         case = next(c for c in CASES if c.kernel == "vector_add")
         with caplog.at_level(logging.ERROR, "kfdtrace.emulator"), pytest.raises(GpuFault) as fault:
             run_case(dev, program, case, case.inputs(), queue, timeout=30)
         error = caplog.text
-        assert f"{target}: v_sin_f32_e32 at PC {k.entry_address:#x} (words {struct.unpack('<I', word)[0]:08x}" \
-            in error and "is not emulated" in error
+        words = struct.unpack("<I", word)[0]
+        assert f"{target}: v_cvt_norm_i16_f16_e32 at PC {k.entry_address:#x} (words {words:08x}" in error
+        assert "is not emulated" in error
         assert f"at address {k.entry_address:#x}" in str(fault.value)  # the memory-exception event names the PC
 
 
@@ -223,11 +224,11 @@ def test_a_queue_reuses_compiled_code_only_while_the_bytes_are_the_same(caplog):
         cached = len(engine_of(q).code.steps)
         q.dispatch(k, case.grid, case.block, *args).sync(timeout=30)
         assert cached > 10 and len(engine_of(q).code.steps) == cached  # nothing compiled the second time
-        program.buffer.write(_vop1(target, "v_sin_f32_e32", 1, 256 + 1), k.entry_address - program.buffer.va)
+        program.buffer.write(_vop1(target, "v_cvt_norm_i16_f16_e32", 1, 256 + 1), k.entry_address - program.buffer.va)
         q.dispatch(k, case.grid, case.block, *args)
         with caplog.at_level(logging.ERROR, "kfdtrace.emulator"), pytest.raises(GpuFault):
             q.sync(timeout=30)
-        assert "v_sin_f32_e32" in engine_of(q).error
+        assert "v_cvt_norm_i16_f16_e32" in engine_of(q).error
 
 
 def test_alu_entries_the_corpus_does_not_reach_compute_what_the_isa_says():
