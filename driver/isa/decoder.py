@@ -16,7 +16,8 @@ lookup in the generated table (<target>.json, written by generate.py from LLVM).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -51,9 +52,9 @@ class Instruction:
     # what an executor needs beyond the text: the operands in print order, each ("r", field, registers, kind)
     # for a register or source field (kind: the field's, or "sreg"/"agpr" where the opcode says so),
     # ("l",) for the opcode's own literal, ("i", field) for a printed immediate, ("t", text) for fixed text;
-    # and the immediate fields that are signed
+    # and the signed immediate fields' values, sign-extended (the table's formats say which are signed)
     operands: tuple[tuple, ...] = ()
-    signed: frozenset[str] = frozenset()
+    signed: Mapping[str, int] = field(default_factory=dict)
 
 
 def _sext(v: int, width: int) -> int:
@@ -324,8 +325,9 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
     if suffix:
         text += " " + " ".join(suffix)
     fields = {f.name: f.get(value) for f in enc.fields}
-    signed = frozenset(spec[1] for spec in entry.get("s", ()) if spec[0] == "n" and spec[3] in _SIGNED) | \
-        frozenset(item[1] for item in items if item[0] == "i" and item[2] in _SIGNED)
+    signed = {name: _sext(by[name].get(value), by[name].bits) for name in
+              {spec[1] for spec in entry.get("s", ()) if spec[0] == "n" and spec[3] in _SIGNED} |
+              {item[1] for item in items if item[0] == "i" and item[2] in _SIGNED}}
     return Instruction(mnemonic, enc.name, key, fields, size, text, literal, tuple(operands), signed)
 
 

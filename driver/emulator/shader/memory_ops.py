@@ -265,10 +265,7 @@ class MemoryOps:
         for item in ins.operands:
             if item[0] == "r" and item[1] in ("soffset", "offset") and item[3] == "sreg":
                 offsets.append(regs.sgpr(f[item[1]], 1, False))
-        imm = f["offset"] if f.get("imm", 1) else 0
-        if "offset" in ins.signed or ins.encoding == "SMEM":
-            bits = {9: 21, 10: 21, 11: 21, 12: 24}[self.gfx_major]
-            imm = imm - (1 << bits) if imm >> (bits - 1) & 1 and f.get("imm", 1) else imm
+        imm = ins.signed.get("offset", f["offset"]) if f.get("imm", 1) else 0  # gfx9: imm=0 makes it an SGPR
         dst = f["sdata"]
         dwords = max(1, size // 4)
         align = u64(0xFFFFFFFFFFFFFFFC if size >= 4 else 0xFFFFFFFFFFFFFFFF)  # dword loads ignore address bits 1:0
@@ -308,10 +305,7 @@ class MemoryOps:
         """A function of the waves giving (lanes' addresses (B, L) uint64, where): where is "global", or
         per-lane masks for the LDS and private apertures (FLAT)."""
         f = ins.fields
-        offset = f["offset"]
-        width = {9: 13, 10: 12, 11: 13, 12: 24}[self.gfx_major]
-        if "offset" in ins.signed and offset >> (width - 1) & 1:
-            offset -= 1 << width
+        offset = ins.signed.get("offset", f["offset"])
         vaddr = self._operand(ins, "addr", "vaddr")
         saddr = self._operand(ins, "saddr")
         v = regs.vgpr(f[vaddr[1]], vaddr[2]) if vaddr else None
