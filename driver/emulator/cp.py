@@ -45,6 +45,7 @@ class CommandProcessor(RingEngine):
     kind = "PM4 compute"
     pointer_unit = 4
     rptr_wraps = True
+    handed_off = frozenset({"DISPATCH_DIRECT", "DISPATCH_INDIRECT"})  # a kernel may run for long, or forever
 
     def __init__(self, machine: EmulatedMachine, vm: GpuVm, dialect: Pm4Dialect, queue_id: int,
                  ring_va: int, ring_size: int, rptr_va: int, num_xcc: int = 1, family: Family | None = None):

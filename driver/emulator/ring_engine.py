@@ -6,6 +6,12 @@ layout comes from the table's tags: indirect buffers (`PacketDef.indirect`), mem
 interrupts (`.event_field`) are executed here, once, for every dialect. A packet that touches memory no
 buffer is mapped at raises a VM fault; a packet with no handler is a clear error. Either way the queue stops
 with its read pointer on the offending packet, as hardware does.
+
+Who executes: the thread that rings an idle engine's doorbell runs the new packets itself while each is
+quick (a poll already satisfied, a copy of at most INLINE_BYTES, no indirect buffer, no packet of the
+engine's `handed_off` set), so a small submission completes without waking a thread; at the first packet
+that may wait or run long, the engine's own thread takes over from it. One of the two runs at a time, in
+ring order, so what the GPU does is the same either way; only when it happens may be earlier.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kfdtrace.emulator")
 
 POLL_MIN_S, POLL_MAX_S = 20e-6, 1e-3  # back-off bounds while a poll waits on memory only the CPU may write
+INLINE_BYTES = 64 << 10  # the largest copy or fill the doorbell's caller executes itself
 
 # SDMA POLL_REGMEM `func` and PM4 WAIT_REG_MEM `function` share these codes (pm4.WaitFunc is sdma.PollFunc).
 COMPARE: dict[int, Callable[[int, int], bool]] = {
@@ -52,6 +59,7 @@ class RingEngine:
     kind = "ring"
     pointer_unit = 1
     rptr_wraps = False  # the read pointer reported in memory is ring-relative, not monotonic
+    handed_off: frozenset[str] = frozenset()  # packets only the engine's thread runs (they may run for long)
 
     def __init__(self, machine: EmulatedMachine, vm: GpuVm, dialect: Dialect, queue_id: int,
                  ring_va: int, ring_size: int, rptr_va: int,
@@ -68,6 +76,7 @@ class RingEngine:
         self.handlers = handlers
         self._ib_depth = 0  # indirect buffers being executed, one inside the other
         self._stop = False
+        self._busy = False  # a thread (the engine's or a doorbell's caller) is executing packets
         self._kick = threading.Condition()
         ctypes.c_uint64.from_address(self.rptr_host).value = 0
         self._thread = threading.Thread(target=self._run, name=f"{self.kind.split()[0].lower()}-q{queue_id}",
@@ -76,42 +85,83 @@ class RingEngine:
 
     # -- doorbell side ------------------------------------------------------------------------------
     def ring(self, wptr: int) -> None:
-        """The doorbell: `wptr` in pointer units."""
+        """The doorbell: `wptr` in pointer units. Runs the new packets in the caller's thread while they are
+        quick, if the engine is idle (see the module docstring)."""
         with self._kick:
             self.doorbell = wptr * self.pointer_unit
-            self._kick.notify()
+            if self._busy or self._stop or self.error:
+                self._kick.notify()
+                return
+            self._busy = True
+        self._drain(inline=True)
 
     def stop(self) -> None:
         with self._kick:
             self._stop = True
-            self._kick.notify()
+            self._kick.notify_all()
         self.machine.memory_changed()
         if threading.current_thread() is not self._thread:
+            with self._kick:  # a doorbell's caller executing packets stops at the next one
+                while self._busy:
+                    self._kick.wait()
             self._thread.join()
 
     # -- engine side --------------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
             with self._kick:
-                while not self._stop and (self.doorbell <= self.rptr or self.error):
+                while not self._stop and (self.doorbell <= self.rptr or self.error or self._busy):
                     self._kick.wait()
                 if self._stop:
                     return
-                wptr = self.doorbell
-            stream, pos = b"", 0
-            try:
-                stream = self._ring_bytes(self.rptr, wptr)
-                while pos < len(stream) and not self._stop:
-                    packet = self.dialect.decode(stream, pos)
-                    size = packet.size + self._execute(packet)
-                    pos += size
-                    self._set_rptr(self.rptr + size)
-            except VmFault as fault:
-                self._fail(f"{fault} by {self._describe(stream, pos)}")
-                self.machine.report_vm_fault(fault)
-            except Exception as exc:  # an unsupported or malformed packet stops the queue, as on hardware
-                self._fail(f"{exc} ({self._describe(stream, pos)})")
-                self.machine.report_queue_error(self.vm.gpu_id)
+                self._busy = True
+            self._drain(inline=False)
+
+    def _drain(self, inline: bool) -> None:
+        """Execute packets up to the doorbell (again while it moves on); `inline`: in a doorbell's caller,
+        which leaves the rest to the engine's thread at the first packet that is not quick."""
+        handing_off = True  # if interrupted, whatever is left goes to the engine's thread
+        try:
+            while True:
+                handing_off = self._execute_to(self.doorbell, inline)
+                with self._kick:
+                    if handing_off or self.doorbell <= self.rptr or self.error or self._stop:
+                        handing_off = handing_off or self._stop
+                        break
+        finally:
+            with self._kick:
+                self._busy = False
+                if handing_off:  # wake the engine's thread for the rest, or stop() waiting for us
+                    self._kick.notify_all()
+
+    def _execute_to(self, wptr: int, inline: bool) -> bool:
+        """Execute the ring's packets up to `wptr`; True when `inline` stopped before one that is not quick."""
+        stream, pos = b"", 0
+        try:
+            stream = self._ring_bytes(self.rptr, wptr)
+            while pos < len(stream) and not self._stop:
+                packet = self.dialect.decode(stream, pos)
+                if inline and not self._quick(packet):
+                    return True
+                size = packet.size + self._execute(packet)
+                pos += size
+                self._set_rptr(self.rptr + size)
+        except VmFault as fault:
+            self._fail(f"{fault} by {self._describe(stream, pos)}")
+            self.machine.report_vm_fault(fault)
+        except Exception as exc:  # an unsupported or malformed packet stops the queue, as on hardware
+            self._fail(f"{exc} ({self._describe(stream, pos)})")
+            self.machine.report_queue_error(self.vm.gpu_id)
+        return False
+
+    def _quick(self, p: Packet) -> bool:
+        """Whether a doorbell's caller may execute `p`: it cannot wait, and moves at most INLINE_BYTES."""
+        d = p.defn
+        if d.indirect is not None or p.name in self.handed_off:
+            return False
+        if d.wait is not None:
+            return self._polled(p)
+        return d.split is None or p.fields[d.split[0]] < INLINE_BYTES
 
     def where(self) -> str:
         """The queue and the ring offset the engine is on, for error messages."""
@@ -175,6 +225,15 @@ class RingEngine:
     def _poll(self, p: Packet) -> None:
         """Wait until the polled dword compares true (the packet's `wait` tag: address, ref, mask, function).
         GPU writers notify at once; CPU stores are seen at the next poll, like the hardware's poll interval."""
+        delay = POLL_MIN_S
+        while not self._polled(p):  # looked up every time: the buffer may be freed
+            if self._stop:
+                return
+            self.machine.wait_memory_change(delay)
+            delay = min(delay * 2, POLL_MAX_S)
+
+    def _polled(self, p: Packet) -> bool:
+        """Whether the memory a poll waits on compares true now."""
         addr_field, ref_field, mask_field, func_field = p.defn.wait
         f = p.fields
         if addr_field not in p.addresses():
@@ -182,13 +241,7 @@ class RingEngine:
         compare = COMPARE.get(f[func_field])
         if compare is None:
             raise QueueError(f"{p.name} {func_field}={f[func_field]} is reserved")
-        addr, mask, ref = f[addr_field], f[mask_field], f[ref_field]
-        delay = POLL_MIN_S
-        while not compare(self._read32(addr) & mask, ref):  # looked up every time: the buffer may be freed
-            if self._stop:
-                return
-            self.machine.wait_memory_change(delay)
-            delay = min(delay * 2, POLL_MAX_S)
+        return compare(self._read32(f[addr_field]) & f[mask_field], f[ref_field])
 
     def _interrupt(self, p: Packet) -> None:
         """The interrupt whose context carries a KFD event id (the packet's `event` tag)."""
