@@ -130,6 +130,7 @@ class EmulatedMachine:
         self.atomic_lock = threading.Lock()
         self.lock = threading.RLock()  # the process lock: see the module docstring
         self._memory = threading.Condition()
+        self._memory_waiters = 0
         self._next_bo = 1
         self._event_page: int | None = None
         self._t0 = time.monotonic_ns()
@@ -139,12 +140,17 @@ class EmulatedMachine:
 
     # -- services the engines use -------------------------------------------------------------------
     def memory_changed(self) -> None:
-        with self._memory:
-            self._memory.notify_all()
+        if self._memory_waiters:  # read unlocked: a waiter counted late wakes at its timeout, as one that
+            with self._memory:  # read memory just before this change would
+                self._memory.notify_all()
 
     def wait_memory_change(self, timeout: float) -> None:
         with self._memory:
-            self._memory.wait(timeout)
+            self._memory_waiters += 1
+            try:
+                self._memory.wait(timeout)
+            finally:
+                self._memory_waiters -= 1
 
     def gpu_clock(self) -> int:
         return (time.monotonic_ns() - self._t0) * GPU_CLOCK_HZ // 1_000_000_000

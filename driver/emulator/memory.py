@@ -61,7 +61,11 @@ class BufferObject:
     mmap_offset: int = -1  # the DRM mmap offset the driver maps it with
     users: int = 0  # engine accesses under way: the host memory outlives a free until they end
     freed: bool = False  # freed, or (userptr) its pages unmapped by the user: the GPU can no longer reach it
-    _lock: threading.Condition = field(default_factory=threading.Condition, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # a Condition's `with` costs more
+    _ended: threading.Condition = field(init=False, repr=False)  # on _lock: the last access under way ended
+
+    def __post_init__(self) -> None:
+        self._ended = threading.Condition(self._lock)
 
     @classmethod
     def create(cls, handle: int, gpu_id: int, va: int, size: int, flags: int, is_vram: bool) -> BufferObject:
@@ -95,7 +99,7 @@ class BufferObject:
             self.users -= 1
             last = self.freed and not self.users
             if last:
-                self._lock.notify_all()  # a revoke() may be waiting for the accesses to end
+                self._ended.notify_all()  # a revoke() may be waiting for the accesses to end
         if last:
             self._release_host()
 
@@ -115,7 +119,7 @@ class BufferObject:
         are unmapped (amdgpu_hmm_invalidate_gfx). The emulator holds no copy of a user's pages to outlive them."""
         with self._lock:
             self.freed = True
-            self._lock.wait_for(lambda: not self.users)
+            self._ended.wait_for(lambda: not self.users)
 
     def _release_host(self) -> None:
         if self.memfd >= 0:
