@@ -14,7 +14,6 @@ buffer address or event id names the object created last with it, until the trac
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.errors import AddressInUse, DeviceError, GpuFault, WaitTimeout
 from kfdtrace.driver.memory import PAGE, Buffer
-from kfdtrace.driver.packets import MAX_IB_DEPTH
+from kfdtrace.driver.packets import MAX_IB_DEPTH, Packet
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.driver.sdma_queue import ENGINE_KINDS, SdmaQueue
@@ -282,14 +281,16 @@ class _Surveyor:
         t = self.translators.get(f["queue"])
         if t is None:
             raise ReplayError(f"submission {self.s.submissions}: doorbell of unknown queue {f['queue']}")
-        t.ring(f["ring"], f"submission {self.s.submissions} (queue {f['queue']})")  # ReplayError for bad packets
-        packets = list(t.src.iter_packets(f["ring"]))
-        self.s.packets += len(packets)
+        ring = f["ring"]
+        t.ring(ring, f"submission {self.s.submissions} (queue {f['queue']})")  # ReplayError for bad packets
+        spans = list(t.src.spans(ring))  # headers only: the translation above decoded every packet
+        self.s.packets += len(spans)
         self.s.submissions += 1
         # The replay copies each indirect buffer a submission calls (nested ones are not seen here), and frees
         # the copies once the queue is past them: at least the last submission's are held at once.
         self.use[HOST] -= self.ib_copies.pop(f["queue"], 0)
-        self.ib_copies[f["queue"]] = sum(_page_up(p.fields[p.defn.indirect[1]] * 4) for p in packets if p.defn.indirect)
+        self.ib_copies[f["queue"]] = sum(_page_up(t.src.decode(ring, at).fields[d.indirect[1]] * 4)
+                                         for at, _, d in spans if d.indirect)
         self._add(HOST, self.ib_copies[f["queue"]])
 
     def _on_event(self, r: Record) -> None:
@@ -376,7 +377,15 @@ class ReplayBuffer:
 
     buffer: Buffer
     volatile: bool = False  # a packet writes a GPU clock into it: never compared
-    writer: str | None = None  # the submission and packet that last wrote it
+    wrote: tuple[str, int, Packet] | None = None  # (submission, index, packet) of the last packet writing it
+
+    @property
+    def writer(self) -> str | None:
+        """The submission and packet that last wrote it (formatted only when a report names it)."""
+        if self.wrote is None:
+            return None
+        where, i, p = self.wrote
+        return f"{where} packet {i}: {p}"
 
 
 @dataclass(eq=False)
@@ -519,7 +528,7 @@ class Instance:
             for addr in p.written_addresses():
                 hit = self.buffers.find(addr)
                 if hit is not None:
-                    hit[2].writer = f"{where} packet {i}: {p}"
+                    hit[2].wrote = (where, i, p)
                     hit[2].volatile |= p.defn.volatile  # GPU clocks differ on every run
         rq.reclaim()
         packets = rq.translator.ring(f["ring"], where)
@@ -697,7 +706,7 @@ class Instance:
         for i, key in enumerate(entry["keys"]):
             lo = i * chunk
             actual = rb.buffer.read(lo, min(chunk, entry["size"] - lo))
-            if hashlib.sha256(actual).digest()[:16] != key:
+            if self.trace.blob_key(actual) != key:  # the trace's own key function (its format major's)
                 return Divergence(self.result.checkpoints, entry.get("name") or f"@{entry['va']:#x}", entry["va"], lo,
                                   len(actual), self._blob(key), actual, rb.writer)
         return None
