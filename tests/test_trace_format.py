@@ -534,12 +534,12 @@ def patch_version(path, major: int, minor: int) -> None:
 def test_a_newer_major_is_refused_naming_both_versions(tmp_path):
     path = tmp_path / "v.kfdtrace"
     write(path, n=3)
-    patch_version(path, F.FORMAT_MAJOR + 1, 0)
-    with pytest.raises(TraceError, match=rf"v.kfdtrace: is trace format {F.FORMAT_MAJOR + 1}\.0; this kfdtrace "
-                                         rf"reads format {F.FORMAT_MAJOR}\.x: upgrade kfdtrace$"):
+    patch_version(path, 3, 0)
+    with pytest.raises(TraceError, match=r"v.kfdtrace: is trace format 3\.0; this kfdtrace reads formats 1\.x and "
+                                         r"2\.x: upgrade kfdtrace$"):
         TraceReader(str(path))
     patch_version(path, 0, 9)
-    with pytest.raises(TraceError, match=r"format 0\.9; this kfdtrace reads format 1\.x$"):
+    with pytest.raises(TraceError, match=r"format 0\.9; this kfdtrace reads formats 1\.x and 2\.x$"):
         TraceReader(str(path))
 
 

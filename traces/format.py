@@ -27,13 +27,15 @@ import stat
 import struct
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import msgpack
+import msgspec
+import xxhash
 import zstandard
 
-FORMAT_MAJOR = 1
+FORMAT_MAJOR = 2
 FORMAT_MINOR = 0
 
 MAGIC = b"KFDTRACE"
@@ -58,9 +60,9 @@ MAX_BLOB_BYTES = MAX_FRAME_BYTES - BLOB_FRAMING
 MAX_RECORD_BYTES = MAX_FRAME_BYTES - 5  # room for the frame's array header
 SUBMISSION_KEY = "kfdtrace.submission_type"  # header keys starting "kfdtrace." belong to the format
 DEFAULT_SUBMISSION = "doorbell"
-MAX_CACHED_TYPES = 4096
 MIN_FRAME_OBJECTS = 2 << 20  # containers and elements a frame's decoding may always make
 STORED_BYTES_PER_OBJECT = 4  # and one more per this many stored bytes
+PACK_ERRORS = (TypeError, ValueError, OverflowError, RecursionError)  # what packing unstorable data raises
 
 
 class TraceError(Exception):
@@ -106,9 +108,18 @@ class FrameHead(NamedTuple):
     crc: int
 
 
-def blob_key(data: bytes) -> bytes:
-    """The content key of a blob: the first 16 bytes of its sha256 digest."""
+def _sha256_key(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()[:KEY_BYTES]
+
+
+# The blob key function of each major this reader reads (the one content hash of a file: blob keys, checkpoint
+# chunk keys). Not cryptographic in 2.x: keys find and deduplicate content, and with the frame CRCs catch
+# corruption; nothing in a trace is trusted because its key matches.
+KEY_FUNCTIONS: dict[int, Callable[[Any], bytes]] = {
+    1: _sha256_key,  # the first 16 bytes of SHA-256
+    2: xxhash.xxh3_128_digest,  # XXH3-128, its canonical (big-endian) 16 bytes: ~10x faster
+}
+blob_key = KEY_FUNCTIONS[FORMAT_MAJOR]  # the key of `data` (bytes or any buffer) in the files this module writes
 
 
 def _one_line(exc: BaseException) -> str:
@@ -167,8 +178,8 @@ class TraceWriter:
             raise TypeError("header must be a dict and submission_type a str")
         self.path, self.frame_bytes, self.submission_type = path, frame_bytes, submission_type
         self._zstd = zstandard.ZstdCompressor(level=level)
-        self._packer = msgpack.Packer(use_bin_type=True)
-        self._pack = self._packer.pack
+        self._encoder = msgspec.msgpack.Encoder(enc_hook=_plain)
+        self._encode_into = self._encoder.encode_into
         head = self._packed({**header, SUBMISSION_KEY: submission_type}, "the header")
         if len(head) > MAX_HEADER_BYTES:
             raise TraceError(f"{path}: a header of {len(head)} bytes exceeds {MAX_HEADER_BYTES} bytes")
@@ -178,7 +189,6 @@ class TraceWriter:
             raise TraceError(f"{path}: cannot create: {exc.strerror}") from None
         self._offset = 0
         self._closed = False
-        self._heads: dict[str, bytes] = {}  # record type -> its packed record prefix
         self._buf = bytearray()  # packed records of the pending frame
         self._types: list[str] = []  # and their types
         self._first = 0  # number of the pending frame's first record
@@ -203,8 +213,8 @@ class TraceWriter:
 
     def _packed(self, obj: Any, what: str) -> bytes:
         try:
-            return self._pack(obj)
-        except (TypeError, ValueError, OverflowError) as exc:
+            return self._encoder.encode(obj)
+        except PACK_ERRORS as exc:
             raise TraceError(f"{self.path}: cannot store {what}: {_one_line(exc)}") from None
 
     def _check_open(self) -> None:
@@ -230,34 +240,34 @@ class TraceWriter:
     def record(self, type: str, /, **fields: Any) -> int:
         """Append a record of `type` (fields: plain msgpack data; a field may be called "type" too); returns
         its number."""
+        return self.record_fields(type, fields)
+
+    def record_fields(self, type: str, fields: dict[str, Any]) -> int:
+        """record() with the fields in a dict: a caller that has the dict saves unpacking it into keyword
+        arguments, which costs more than packing it. The record is packed before this returns."""
         if self._closed:
             raise TraceError(f"{self.path}: the trace is closed")
-        try:
-            head = self._heads[type]
-        except (KeyError, TypeError):
-            head = self._head(type)
-        try:
-            body = self._pack(fields)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise TraceError(f"{self.path}: cannot store a {type!r} record: {_one_line(exc)}") from None
+        if type.__class__ is not str or not type:
+            type = self._type_name(type)
         buf = self._buf
-        buf += head
-        buf += body
+        start = len(buf)
+        try:
+            self._encode_into((type, fields), buf, -1)
+        except PACK_ERRORS as exc:
+            del buf[start:]  # what was packed of it
+            raise TraceError(f"{self.path}: cannot store a {type!r} record: {_one_line(exc)}") from None
         types = self._types
         types.append(type)
         n = self._first + len(types) - 1
         if len(buf) >= self.frame_bytes:
-            self._frame_full(len(head) + len(body))
+            self._frame_full(len(buf) - start)
         return n
 
-    def _head(self, type: str) -> bytes:
-        """The packed start of a record of `type`: a 2-array header and the type string."""
+    def _type_name(self, type: Any) -> str:
+        """A record type given as something other than a plain non-empty str: as a plain str, or refused."""
         if not isinstance(type, str) or not type:
             raise TraceError(f"{self.path}: a record type must be a non-empty str, not {type!r}")
-        head = b"\x92" + self._packed(type, "a record type")
-        if len(self._heads) < MAX_CACHED_TYPES:
-            self._heads[type] = head
-        return head
+        return str(type)
 
     def _frame_full(self, last: int) -> None:
         """The pending frame reached frame_bytes with a record of `last` bytes: write it out. If that record
@@ -318,7 +328,7 @@ class TraceWriter:
     def _flush_blobs(self) -> None:
         if not self._blobs:
             return
-        offset = self._frame(BLOBS, self._pack(self._blobs), len(self._blobs), 0)
+        offset = self._frame(BLOBS, self._packed(self._blobs, "blobs"), len(self._blobs), 0)
         for i, (key, _) in enumerate(self._blobs):
             self._keys[key] = (offset, i)
         self._frames.append(FrameInfo(offset, BLOBS, 0, len(self._blobs), {}, None, None))
@@ -328,7 +338,7 @@ class TraceWriter:
         count = len(self._types)
         if not count:
             return
-        offset = self._frame(RECORDS, self._packer.pack_array_header(count) + self._buf, count, self._first)
+        offset = self._frame(RECORDS, _array_header(count) + self._buf, count, self._first)
         counts = Counter(self._types)
         subs = counts.get(self.submission_type, 0)
         span = (self._submissions, self._submissions + subs - 1) if subs else (None, None)
@@ -460,9 +470,10 @@ class TraceReader:
         magic, major, minor, length, crc = FILE_HEADER.unpack(self._read_at(0, FILE_HEADER.size))
         if magic != MAGIC:
             raise self._fail("not a kfdtrace file (bad magic)")
-        if major != FORMAT_MAJOR:
+        if major not in KEY_FUNCTIONS:
+            readable = " and ".join(f"{m}.x" for m in KEY_FUNCTIONS)
             advice = ": upgrade kfdtrace" if major > FORMAT_MAJOR else ""
-            raise self._fail(f"is trace format {major}.{minor}; this kfdtrace reads format {FORMAT_MAJOR}.x{advice}")
+            raise self._fail(f"is trace format {major}.{minor}; this kfdtrace reads formats {readable}{advice}")
         if length > min(MAX_HEADER_BYTES, self._size - FILE_HEADER.size):
             raise self._fail(f"a header of {length} bytes does not fit (truncated or corrupt trace)")
         raw = self._read_at(FILE_HEADER.size, length)
@@ -475,6 +486,7 @@ class TraceReader:
         if not isinstance(submission_type, str):
             raise self._fail("the header's submission type is not a str (corrupt trace)")
         self.version: tuple[int, int] = (major, minor)
+        self.blob_key: Callable[[Any], bytes] = KEY_FUNCTIONS[major]  # this file's: check blobs and checkpoints with it
         self.header: dict = header
         self.submission_type: str = submission_type
         self._data_start = FILE_HEADER.size + length
@@ -705,7 +717,7 @@ class TraceReader:
         if not 0 <= i < len(blobs) or blobs[i][0] != key:
             raise self._fail(f"blob {key.hex()}: the index points at the wrong place (corrupt trace)")
         data = blobs[i][1]
-        if blob_key(data) != key:
+        if self.blob_key(data) != key:
             raise self._fail(f"blob {key.hex()} does not match its content (corrupt trace)")
         return data
 
@@ -720,10 +732,25 @@ class TraceReader:
                     raise FrameError(self.path, entry.offset, "record counts differ from the index (corrupt trace)")
             elif entry.kind == BLOBS:
                 for key, data in self._blob_list(raw, entry.offset, head):
-                    if blob_key(data) != key:
+                    if self.blob_key(data) != key:
                         raise FrameError(self.path, entry.offset, f"blob {key.hex()} does not match its content "
                                                                   "(corrupt trace)")
         return len(self.frames)
+
+
+def _plain(obj: Any) -> Any:
+    """What msgspec cannot pack as it is: str and int subclasses (msgpack packs them as str and int)."""
+    for plain in (str, int):
+        if isinstance(obj, plain):
+            return plain(obj)
+    raise TypeError(f"cannot pack a {type(obj).__name__}")
+
+
+def _array_header(n: int) -> bytes:
+    """The msgpack header of an array of n elements: fixarray, array 16 or array 32."""
+    if n < 16:
+        return bytes([0x90 | n])
+    return struct.pack(">BH", 0xDC, n) if n < 1 << 16 else struct.pack(">BI", 0xDD, n)
 
 
 def _what(value: Any) -> str:
