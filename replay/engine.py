@@ -14,6 +14,7 @@ buffer address or event id names the object created last with it, until the trac
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -702,11 +703,15 @@ class Instance:
             self.result.verified += 1
 
     def _compare(self, rb: ReplayBuffer, entry: dict) -> Divergence | None:
-        chunk = self.s.chunk
+        """The first chunk whose content differs from the entry's key, hashed where it lies (copied only if it
+        differs), with the trace's own key function (its format major's)."""
+        chunk, size = self.s.chunk, entry["size"]
+        rb.buffer.addr(0, size)  # DeviceError unless the entry lies inside the buffer
+        memory = memoryview((ctypes.c_char * size).from_address(rb.buffer.cpu_addr(0))).cast("B")
         for i, key in enumerate(entry["keys"]):
             lo = i * chunk
-            actual = rb.buffer.read(lo, min(chunk, entry["size"] - lo))
-            if self.trace.blob_key(actual) != key:  # the trace's own key function (its format major's)
+            if self.trace.blob_key(memory[lo:lo + chunk]) != key:
+                actual = bytes(memory[lo:lo + chunk])
                 return Divergence(self.result.checkpoints, entry.get("name") or f"@{entry['va']:#x}", entry["va"], lo,
                                   len(actual), self._blob(key), actual, rb.writer)
         return None
