@@ -100,6 +100,23 @@ def test_round_trip_every_record_identical(tmp_path):
         assert r.verify() == w.stats["frames"] - 1  # every frame but the index
 
 
+def test_records_are_packed_exactly_as_msgpack_packs_them(tmp_path):
+    """The writer's packer (msgspec) makes the bytes msgpack's Packer makes: FORMAT.md's payloads."""
+    class Name(str):  # record types may be str subclasses (traces.records.RecordType): stored as plain str
+        pass
+
+    path = tmp_path / "p.kfdtrace"
+    with TraceWriter(str(path), {}, frame_bytes=1 << 20) as w:
+        for i in range(30):
+            t, f = expected(i)
+            assert (w.record(t, **f) if i % 2 else w.record_fields(Name(t), f)) == i
+    with TraceReader(str(path)) as r:
+        (entry,) = r.frames
+        _, raw = r._frame(entry)
+        assert all(type(x.type) is str for x in r.records())
+    assert raw == msgpack.Packer(use_bin_type=True).pack([list(expected(i)) for i in range(30)])
+
+
 def test_record_numbers_and_a_field_called_type(tmp_path):
     path = tmp_path / "n.kfdtrace"
     with TraceWriter(str(path), {}, frame_bytes=64) as w:
