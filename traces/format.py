@@ -13,9 +13,17 @@ bins and hashes, which do not compress), every frame head and payload is covered
 checked against its key when read, the index is checked against the frames, msgpack extension types are
 refused, nothing in a file is ever executed, and every error is one `TraceError` line.
 
+Blob keys are the file's: XXH3-128 in format 2.x, SHA-256's first 16 bytes in 1.x (`KEY_FUNCTIONS`; a reader's
+`blob_key` is its file's, and replay verifies checkpoints with it). XXH3 is not cryptographic: keys name and
+deduplicate content and, with the CRCs, catch corruption; a matching key makes nothing trusted.
+
+The writer packs with msgspec (the same bytes msgpack's Packer makes, faster; a test holds them equal), each
+record into the pending frame's buffer as it is recorded, so a record that cannot be stored is refused there.
+
 Version policy: FORMAT_MAJOR changes when an existing byte layout, codec, hash or meaning changes (readers
-refuse a major they do not know); FORMAT_MINOR changes for additions an older reader can ignore: record
-types, record fields, header and index keys, frame kinds. A reader accepts every minor of its major.
+read the majors they know, each by its rules, and refuse others); FORMAT_MINOR changes for additions an older
+reader can ignore: record types, record fields, header and index keys, frame kinds. A reader accepts every
+minor of a major it reads. 2.0 changed only the key function (1.0: SHA-256).
 """
 
 from __future__ import annotations
