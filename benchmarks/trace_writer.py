@@ -4,10 +4,14 @@
 
 The records are shaped like a capture's: doorbells (queue, value, 32 bytes of SDMA packets, monotonic ns)
 and, one in eight, ioctl pairs with 88-byte argument structs. Throughput is MB/s of packed record bytes (the
-writer's raw payload); each figure is the best of --repeat runs. Lines:
+writer's raw payload); each figure is the best of --repeat runs, the runs of all lines interleaved. Lines:
 
-- writer: TraceWriter.record() for every record, then close() (index and footer), to a file in a temp dir
-- pack only: msgpack-packing the same records one by one, no compression (the writer's floor in Python)
+- writer, record_fields(): TraceWriter.record_fields(type, fields) for every record, then close() (index and
+  footer), to a file in a temp dir
+- writer, record(): the same through record(type, **fields), which pays Python's keyword-argument unpacking
+- pack only: packing the same records one by one with the writer's packer (msgspec), no compression: the
+  writer's floor is this plus raw zstd
+- pack only, msgpack: the same with msgpack's Packer (what the writer used before)
 - raw zstd: one ZstdCompressor at the same level over the same packed bytes, in frame-sized pieces
 """
 
@@ -18,10 +22,12 @@ import os
 import random
 import tempfile
 import time
+from collections.abc import Callable
 
 import msgpack
+import msgspec
 import zstandard
-from timing import best_of
+from timing import timed
 
 from kfdtrace.traces.format import TraceWriter
 
@@ -58,46 +64,58 @@ def main() -> None:
     args = ap.parse_args()
     items = make_records(args.records)
     frame = args.frame_kib << 10
-    pack = msgpack.Packer(use_bin_type=True).pack
-    packed = b"".join(pack([t, f]) for t, f in items)
+    packed = b"".join(msgpack.packb([t, f]) for t, f in items)
     pieces = [packed[i:i + frame] for i in range(0, len(packed), frame)]
     mb = len(packed) / 1e6
+    stats: dict[str, int] = {}
+    stored: list[int] = []
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "bench.kfdtrace")
-        stats: dict[str, int] = {}
 
-        def write() -> None:
+        def write(keywords: bool) -> None:
             with TraceWriter(path, {"bench": True}, level=args.level, frame_bytes=frame) as w:
-                record = w.record
-                for t, f in items:
-                    record(t, **f)
+                if keywords:
+                    record = w.record
+                    for t, f in items:
+                        record(t, **f)
+                else:
+                    record_fields = w.record_fields
+                    for t, f in items:
+                        record_fields(t, f)
             stats.update(w.stats)
 
-        writer_s = best_of(write, args.repeat)
+        def pack(packer: Callable[[object], bytes]) -> None:
+            for t, f in items:
+                packer((t, f))
 
-    def pack_only() -> None:
-        buf = bytearray()
-        for t, f in items:
-            buf += pack([t, f])
+        def raw_zstd() -> None:
+            z = zstandard.ZstdCompressor(level=args.level)
+            stored[:] = [len(z.compress(p)) for p in pieces]
 
-    def raw_zstd() -> None:
-        z = zstandard.ZstdCompressor(level=args.level)
-        stored.clear()
-        stored.extend(len(z.compress(p)) for p in pieces)
-
-    stored: list[int] = []
-    pack_s = best_of(pack_only, args.repeat)
-    zstd_s = best_of(raw_zstd, args.repeat)
+        cases: dict[str, Callable[[], None]] = {
+            "writer, record_fields()": lambda: write(False),
+            "writer, record()": lambda: write(True),
+            "pack only": lambda: pack(msgspec.msgpack.Encoder().encode),
+            "pack only, msgpack": lambda: pack(msgpack.Packer(use_bin_type=True).pack),
+            "raw zstd": raw_zstd,
+        }
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(args.repeat):
+            for name, fn in cases.items():
+                times[name].append(timed(fn))
+    best = {name: min(t) for name, t in times.items()}
     print(f"{args.records} records, {mb:.1f} MB packed ({len(packed) / args.records:.0f} B/record), zstd level "
           f"{args.level}, {args.frame_kib} KiB frames, best of {args.repeat}")
-    print(f"writer:    {mb / writer_s:7.1f} MB/s  {writer_s * 1e9 / args.records:6.0f} ns/record  file "
-          f"{stats['file_bytes'] / 1e6:.2f} MB in {stats['frames']} frames, ratio "
-          f"{len(packed) / stats['file_bytes']:.2f}x")
-    print(f"pack only: {mb / pack_s:7.1f} MB/s  {pack_s * 1e9 / args.records:6.0f} ns/record")
-    print(f"raw zstd:  {mb / zstd_s:7.1f} MB/s  {zstd_s * 1e9 / args.records:6.0f} ns/record  "
-          f"{sum(stored) / 1e6:.2f} MB, ratio {len(packed) / sum(stored):.2f}x")
-    print(f"writer time = {writer_s / zstd_s:.1f}x raw zstd, {writer_s / (pack_s + zstd_s):.2f}x pack + zstd")
+    for name, s in best.items():
+        print(f"{name + ':':24} {mb / s:7.1f} MB/s  {s * 1e9 / args.records:6.0f} ns/record")
+    print(f"file {stats['file_bytes'] / 1e6:.2f} MB in {stats['frames']} frames, ratio "
+          f"{len(packed) / stats['file_bytes']:.2f}x; raw zstd {sum(stored) / 1e6:.2f} MB, ratio "
+          f"{len(packed) / sum(stored):.2f}x")
+    floor = best["pack only"] + best["raw zstd"]
+    for name in ("writer, record_fields()", "writer, record()"):
+        print(f"{name}: {best['raw zstd'] / best[name]:.2f}x raw zstd's throughput, "
+              f"{floor / best[name]:.2f}x pack + zstd's")
 
 
 if __name__ == "__main__":

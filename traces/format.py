@@ -19,6 +19,8 @@ deduplicate content and, with the CRCs, catch corruption; a matching key makes n
 
 The writer packs with msgspec (the same bytes msgpack's Packer makes, faster; a test holds them equal), each
 record into the pending frame's buffer as it is recorded, so a record that cannot be stored is refused there.
+Unlike msgpack's Packer it also packs a few richer types (datetimes, UUIDs and decimals as str, enums as their
+values, dataclasses as maps, sets as arrays): callers record plain data, which records.py checks.
 
 Version policy: FORMAT_MAJOR changes when an existing byte layout, codec, hash or meaning changes (readers
 read the majors they know, each by its rules, and refuse others); FORMAT_MINOR changes for additions an older
