@@ -400,11 +400,11 @@ class RecordingSyscalls:
 
     def _learn(self, q: TrackedQueue, base: int, ring: bytes, plan: Plan, inner: Facts | None) -> None:
         progress = q.progress
-        signals, waits, traps = plan.completion(ring, base)
-        resolved = plan.resolved
-        if resolved is None or resolved[0] != self.layout:  # which of the buffers, as they are now
-            resolved = plan.resolved = (self.layout, self._tracked_writes(plan.written))
-        writes, referenced = resolved[1], plan.referenced
+        signals, waits, traps, written, referenced = plan.facts(ring, base)
+        resolved = plan.resolved  # which of the buffers the writes land in, as they are now
+        if resolved is None or resolved[0] != self.layout or resolved[1] != written:
+            resolved = plan.resolved = (self.layout, written, self._tracked_writes(written))
+        writes = resolved[2]
         if inner is not None:
             writes = writes + self._tracked_writes(inner.written)
             signals += [(base + p, a, v) for p, a, v in inner.signals]

@@ -1,10 +1,11 @@
 """What a submission's packets do, read from the packet tables' tags: the addresses they write, the ones they
 point at, and their completion facts (signals, GPU waits, TRAPs), positioned in the queue's stream.
 
-A workload submits the same packets with new values over and over. A submission's *layout* is the dwords
-that make its packets and their addresses (headers and address dwords); one with the same dwords at the same
-places holds the same packets pointing at the same places, so everything but the values is worked out once
-per layout (a `Plan`) and a repeated submission costs two struct unpacks.
+A workload submits the same kinds of packets over and over, with new values and often new addresses. A
+submission's *shape* is the dwords that make its packets: their headers and the fields that decide which of
+their fields hold addresses (`Addr.when`). Submissions of one shape hold the same packets at the same places,
+so the work of reading the tables is done once per shape (a `Plan`): it generates one function that unpacks
+the submission's value and address dwords and returns its facts, and a repeated shape costs that call.
 
 A 64-bit semaphore value is written as two dword signals, low then high (driver/signals.py), and waited on
 as two dword polls, high then low; plans put such pairs back together.
@@ -17,16 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kfdtrace.capture.completion import Signal, Wait
-from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Field, Packet, PacketDef
+from kfdtrace.driver.packets import MAX_IB_DEPTH, Addr, Dialect, Field, Packet, PacketDef
 from kfdtrace.driver.sdma import PollFunc
 
-MAX_PLANS = 1 << 14  # layouts whose plan is kept
+MAX_PLANS = 1 << 14  # shapes whose plan is kept
 # POLL_REGMEM compare functions after which memory is known to have reached `ref` (for a timeline: >= ref).
 REACHED = frozenset({PollFunc.GE, PollFunc.EQ})
 FULL_MASK = 0xFFFFFFFF
 
 ReadMemory = Callable[[int, int], bytes | None]  # (address, bytes) -> the bytes, None when not CPU-readable
-Part = tuple[int, int, int, int]  # (index among the plan's value dwords, shift, mask, bit in the value)
+Part = tuple[int, int, int, int]  # (dword of the submission, shift, mask, bit in the value)
+Written = tuple[tuple[int, int], ...]  # (position, address the GPU writes)
 
 
 @dataclass
@@ -41,7 +43,7 @@ class Facts:
 
 
 def _expr(parts: tuple[Part, ...]) -> str:
-    """Python source computing a value from its parts of `v`, the plan's unpacked value dwords."""
+    """Python source computing a value from its parts of `v`, the plan's unpacked dwords."""
     terms = []
     for i, sh, m, b in parts:
         t = f"v[{i}] >> {sh}" if sh else f"v[{i}]"
@@ -51,116 +53,125 @@ def _expr(parts: tuple[Part, ...]) -> str:
 
 
 class Plan:
-    """A submission layout's facts with the values left out. `completion(ring, base)` unpacks the values and
-    gives the signals, waits and TRAPs positioned in the queue's stream (by a function generated once per
-    shape of plan); `written` and `referenced` hold no values. `resolved` is the recorder's to cache which of
-    its buffers the writes land in."""
+    """A submission shape's facts as one generated function of the submission's dwords. `facts(ring, base)`
+    gives the signals, waits and TRAPs positioned in the queue's stream (`base` is where the submission
+    starts), and the written (position, address) pairs and referenced addresses. `resolved` is the
+    recorder's to cache which of its buffers the writes land in."""
 
-    __slots__ = ("values", "compute", "written", "referenced", "resolved")
+    __slots__ = ("values", "compute", "resolved")
 
-    def __init__(self, values: struct.Struct, compute: Callable, written: tuple[tuple[int, int], ...],
-                 referenced: tuple[int, ...]):
-        self.values, self.compute, self.written, self.referenced = values, compute, written, referenced
+    def __init__(self, values: struct.Struct, compute: Callable):
+        self.values, self.compute = values, compute
         self.resolved: object = None
 
-    def completion(self, ring: bytes, base: int) -> tuple[list[Signal], list[Wait], list[tuple[int, int]]]:
+    def facts(self, ring: bytes, base: int) -> tuple[list[Signal], list[Wait], list[tuple[int, int]], Written,
+                                                     tuple[int, ...]]:
         return self.compute(self.values.unpack_from(ring), base)
 
 
 _CODE: dict[str, object] = {}  # generated source -> its compiled code: plans of the same shape share it
 
 
-def _word(defn: PacketDef, name: str) -> tuple[int, int, int] | None:
-    """(dword, shift, mask) of a field inside one dword of the fixed part; None otherwise."""
+def _pair_signals(raw: list[Signal]) -> list[Signal]:
+    """Dword signals with a 64-bit value's high dword right after its low one, put together."""
+    out: list[Signal] = []
+    single = False  # the last one is one dword
+    for pos, addr, value in raw:
+        if single and out[-1][1] == addr - 4:
+            out[-1] = (pos, addr - 4, out[-1][2] | value << 32)
+            single = False
+        else:
+            out.append((pos, addr, value))
+            single = True
+    return out
+
+
+def _pair_waits(raw: list[tuple[int, int, int, bool]]) -> list[Wait]:
+    """Dword waits (position, address, reference, whether it waits for `>= reference`) with a 64-bit value's
+    low dword right after its high one put together; those that tell memory reached a value."""
+    out: list[tuple[int, int, int, bool, bool]] = []
+    for pos, addr, ref, ok in raw:
+        if out and out[-1][4] and out[-1][1] == addr + 4:
+            _, _, high, high_ok, _ = out[-1]
+            out[-1] = (pos, addr, high << 32 | ref, high_ok and ok, False)
+        else:
+            out.append((pos, addr, ref, ok, True))
+    return [(pos, addr, ref) for pos, addr, ref, ok, _ in out if ok]
+
+
+def _parts_of(defn: PacketDef, name: str) -> tuple[tuple[int, int, int, int], ...]:
+    """(dword, shift, mask, bit in the value) of each piece of field `name` (an address: the bits it holds
+    in place, above its alignment)."""
     f = defn[name]
-    if not isinstance(f, Field) or f.shift + f.width > 32:
-        return None
-    return f.dword, f.shift, f.mask
+    if isinstance(f, Addr):
+        start, end, vbase = 32 * f.dword + f.align, 32 * f.dword + f.width, 32 * f.dword
+    elif isinstance(f, Field):
+        start = 32 * f.dword + f.shift
+        end, vbase = start + f.width, start
+    out, pos = [], start
+    while pos < end:
+        w, sh = divmod(pos, 32)
+        n = min(end, (w + 1) * 32) - pos
+        out.append((w, sh, (1 << n) - 1, pos - vbase))
+        pos += n
+    return tuple(out)
 
 
 class _Builder:
-    """Collects one plan from decoded packets; the value dwords it needs become one Struct."""
+    """Collects one plan from decoded packets: the source of its function."""
 
     def __init__(self) -> None:
-        self.dwords: list[int] = []  # ring dword of each value, in order of first use
-        self.written: list[tuple[int, int]] = []
-        self.referenced: list[int] = []
-        self.signals: list = []
-        self.waits: list = []
-        self.traps: list = []
+        self.written: list[str] = []
+        self.referenced: list[str] = []
+        self.signals: list[str] = []
+        self.waits: list[str] = []
+        self.traps: list[str] = []
 
-    def part(self, p: Packet, name: str, bit: int = 0) -> Part:
-        word = _word(p.defn, name)
-        if word is None:
-            raise ValueError(f"{p.name}.{name}: a completion value must lie within one dword of the packet table")
-        dword, shift, mask = word
-        at = p.offset // 4 + dword
-        if at not in self.dwords:
-            self.dwords.append(at)
-        return self.dwords.index(at), shift, mask, bit
+    def value(self, p: Packet, name: str, limit: int = 64) -> str:
+        """An expression for field `name` of packet `p` over `v`, the submission's dwords."""
+        parts = _parts_of(p.defn, name)
+        if sum(m.bit_length() for _, _, m, _ in parts) > limit:
+            raise ValueError(f"{p.name}.{name}: a completion value must fit {limit} bits")
+        return _expr(tuple((p.offset // 4 + dword, shift, mask, bit) for dword, shift, mask, bit in parts))
 
-    def add(self, p: Packet) -> dict[str, int]:
-        """Note the packet's facts; its addresses."""
+    def add(self, p: Packet) -> None:
+        """Note the packet's facts (its fields' values read from the dwords when the plan runs)."""
         d, pos = p.defn, p.offset + p.size
-        addresses = p.addresses()
+        addresses = {n: self.value(p, n) for n in p.addresses()}
         self.referenced += addresses.values()
-        self.written += ((pos, a) for a in p.written_addresses())
+        self.written += (f"({pos}, {addresses[n]})" for n in d.written_fields if n in addresses)
         if d.signal is not None and d.signal[0] in addresses:
-            addr, parts = addresses[d.signal[0]], (self.part(p, d.signal[1]),)
-            last = self.signals[-1] if self.signals else None
-            if last is not None and last[1] == addr - 4 and len(last[2]) == 1:  # the high dword of a 64-bit value
-                self.signals[-1] = (pos, last[1], last[2] + ((*parts[0][:3], 32),))
-            else:
-                self.signals.append((pos, addr, parts))
+            self.signals.append(f"(base + {pos}, {addresses[d.signal[0]]}, {self.value(p, d.signal[1], 32)})")
         if d.wait is not None and d.wait[0] in addresses:
             addr, ref, mask, func = d.wait
-            addr, checks = addresses[addr], (self.part(p, mask), self.part(p, func))
-            last = self.waits[-1] if self.waits else None
-            if last is not None and last[1] == addr + 4 and len(last[2]) == 1:  # after a wait on the high dword
-                self.waits[-1] = (pos, addr, ((*last[2][0][:3], 32), self.part(p, ref)), last[3] + checks)
-            else:
-                self.waits.append((pos, addr, (self.part(p, ref),), checks))
+            ok = f"({self.value(p, mask)}) == {FULL_MASK:#x} and ({self.value(p, func)}) in _REACHED"
+            self.waits.append(f"(base + {pos}, {addresses[addr]}, {self.value(p, ref, 32)}, {ok})")
         if d.event_field is not None:
-            self.traps.append((pos, (self.part(p, d.event_field),)))
-        return addresses
+            self.traps.append(f"(base + {pos}, {self.value(p, d.event_field)})")
 
-    def plan(self) -> Plan:
-        order = sorted(self.dwords)
-        at = [order.index(w) for w in self.dwords]  # value index -> place in what the Struct unpacks
-        addresses: list[int] = []  # the plan's addresses, named A[i] in the source so that it can be shared
-
-        def expr(parts: tuple[Part, ...]) -> str:
-            return _expr(tuple((at[i], s, m, b) for i, s, m, b in parts))
-
-        def addr(a: int) -> str:
-            addresses.append(a)
-            return f"A[{len(addresses) - 1}]"
-
-        signals = ", ".join(f"(base + {p}, {addr(a)}, {expr(v)})" for p, a, v in self.signals)
-        traps = ", ".join(f"(base + {p}, {expr(v)})" for p, v in self.traps)
-        src = ["def compute(v, base):", "    waits = []"]
-        for p, a, ref, checks in self.waits:
-            ok = " and ".join(f"({expr((c,))}) {test}" for c, test in zip(checks, _CHECKS * 2, strict=False))
-            src.append(f"    if {ok}: waits.append((base + {p}, {addr(a)}, {expr(ref)}))")
-        src.append(f"    return [{signals}], waits, [{traps}]")
-        source = "\n".join(src)
+    def plan(self, dwords: int) -> Plan:
+        """The plan of a submission of `dwords` dwords holding the packets added."""
+        signals, waits = f"[{', '.join(self.signals)}]", f"[{', '.join(self.waits)}]"
+        source = (f"def compute(v, base):\n"
+                  f"    return ({f'_pair_signals({signals})' if len(self.signals) > 1 else signals}, "
+                  f"{f'_pair_waits({waits})' if self.waits else '[]'}, [{', '.join(self.traps)}], "
+                  f"({''.join(w + ', ' for w in self.written)}), ({''.join(a + ', ' for a in self.referenced)}))\n")
         code = _CODE.get(source)
         if code is None:
             code = _CODE[source] = compile(source, "<submission plan>", "exec")  # generated from the tables
-        ns = {"A": tuple(addresses), "_REACHED": REACHED}
+        ns = {"_REACHED": REACHED, "_pair_signals": _pair_signals, "_pair_waits": _pair_waits}
         exec(code, ns)
-        return Plan(_unpacker(order), ns["compute"], tuple(self.written), tuple(self.referenced))
+        return Plan(struct.Struct(f"<{dwords}I"), ns["compute"])
 
 
-_CHECKS = (f"== {FULL_MASK:#x}", "in _REACHED")
-_NONE: dict = {}  # what a poll's mask and function must be, in that order
+_NONE: dict = {}
 
 
 class Analyzer:
-    """Works out submissions' facts, caching plans by layout."""
+    """Works out submissions' facts, caching plans by shape."""
 
     def __init__(self) -> None:
-        self._layouts: dict[tuple[Dialect, int], dict[str, struct.Struct]] = {}  # (dialect, length) -> layouts
+        self._shapes: dict[tuple[Dialect, int], dict[str, struct.Struct]] = {}  # (dialect, length) -> shapes
         self._plans: dict[tuple[struct.Struct, tuple[int, ...]], Plan] = {}
 
     def analyse(self, dialect: Dialect, ring: bytes, read: ReadMemory) -> tuple[Plan, Facts | None]:
@@ -168,52 +179,60 @@ class Analyzer:
         at (None when there are none), positioned from the submission's start; raises PacketError on bytes
         that are no packets."""
         plans = self._plans
-        for layout in self._layouts.get((dialect, len(ring)), _NONE).values():
-            plan = plans.get((layout, layout.unpack_from(ring)))
+        for shape in self._shapes.get((dialect, len(ring)), _NONE).values():
+            plan = plans.get((shape, shape.unpack_from(ring)))
             if plan is not None:
                 return plan, None
         packets = list(dialect.iter_packets(ring))
         builder, inner = _Builder(), None
         for p in packets:
-            addresses = builder.add(p)
+            builder.add(p)
             if p.defn.indirect is not None:
                 inner = inner or Facts()
-                self._indirect(dialect, p, addresses, p.offset + p.size, inner, read, 1)
-        plan = builder.plan()
+                self._indirect(dialect, p, p.offset + p.size, inner, read, 1)
+        plan = builder.plan(len(ring) // 4)
         if all(p.defn.tail is None and p.defn.indirect is None for p in packets):  # offsets and reach are fixed
             self._remember(dialect, ring, packets, plan)
         return plan, inner
 
-    def _indirect(self, dialect: Dialect, p: Packet, addresses: dict[str, int], pos: int, out: Facts,
-                  read: ReadMemory, depth: int) -> None:
+    def _indirect(self, dialect: Dialect, p: Packet, pos: int, out: Facts, read: ReadMemory, depth: int) -> None:
         """Add the facts of the indirect buffer `p` points at, all at `pos` (where `p` ends in the ring)."""
         addr_field, size_field = p.defn.indirect
-        base = addresses.get(addr_field)
+        base = p.addresses().get(addr_field)
         data = read(base, p.fields[size_field] * 4) if base else None
         if data is None or depth > MAX_IB_DEPTH:
             return
         builder = _Builder()
         for q in dialect.iter_packets(data):
-            inner_addresses = builder.add(q)
+            builder.add(q)
             if q.defn.indirect is not None:
-                self._indirect(dialect, q, inner_addresses, pos, out, read, depth + 1)
-        plan = builder.plan()
-        signals, waits, traps = plan.completion(data, 0)
-        out.written += ((pos, a) for _, a in plan.written)
-        out.referenced += plan.referenced
+                self._indirect(dialect, q, pos, out, read, depth + 1)
+        signals, waits, traps, written, referenced = builder.plan(len(data) // 4).facts(data, 0)
+        out.written += ((pos, a) for _, a in written)
+        out.referenced += referenced
         out.signals += ((pos, a, v) for _, a, v in signals)
         out.waits += ((pos, a, v) for _, a, v in waits)
         out.traps += ((pos, e) for _, e in traps)
 
     def _remember(self, dialect: Dialect, ring: bytes, packets: list[Packet], plan: Plan) -> None:
         if len(self._plans) >= MAX_PLANS:
-            self._layouts.clear()
+            self._shapes.clear()
             self._plans.clear()
-        words = sorted({p.offset // 4 + w for p in packets for w in (0, *p.defn.address_words)})
-        layout = _unpacker(words)
-        layouts = self._layouts.setdefault((dialect, len(ring)), {})
-        layout = layouts.setdefault(layout.format, layout)
-        self._plans[(layout, layout.unpack_from(ring))] = plan
+        words = sorted({p.offset // 4 + w for p in packets for w in _shape_words(p.defn)})
+        shape = _unpacker(words)
+        shapes = self._shapes.setdefault((dialect, len(ring)), {})
+        shape = shapes.setdefault(shape.format, shape)
+        self._plans[(shape, shape.unpack_from(ring))] = plan
+
+
+def _shape_words(d: PacketDef) -> set[int]:
+    """The dwords of a packet that decide what its fields mean: its header, and the fields that decide which
+    hold an address."""
+    words = {0}
+    for _, condition in d.address_conditions:
+        if condition is not None:
+            words.update(w for w, _, _, _ in _parts_of(d, condition[0]))
+    return words
 
 
 def _unpacker(words: list[int]) -> struct.Struct:

@@ -39,12 +39,36 @@ def test_plans_pair_dword_signals_and_waits_into_64_bit_values():
     ends = [p.offset + p.size for p in d.iter_packets(ring)]
     for _ in range(2):  # the second time from the cached plan
         plan, inner = analyzer.analyse(d, ring, lambda a, n: None)
-        signals, waits, traps = plan.completion(ring, 0x1000)
+        signals, waits, traps, written, referenced = plan.facts(ring, 0x1000)
         assert inner is None
         assert waits == [(0x1000 + ends[1], sem, value)]
         assert signals == [(0x1000 + ends[4], sem + 8, value)]
         assert traps == [(0x1000 + ends[5], 42)]
-        assert (ends[2], out + 256) in plan.written
+        assert (ends[2], out + 256) in written
+        assert {sem, sem + 4, out, out + 256} <= set(referenced)
+
+
+def test_a_plan_serves_every_submission_of_its_shape_with_that_submission_s_addresses():
+    d = DIALECTS["sdma4.4"]
+
+    def ring(base: int) -> bytes:
+        return b"".join([d.build("COPY_LINEAR", count=63, src=base, dst=base + 0x1000),
+                         d.build("FENCE", addr=base + 0x2000, data=base & 0xFFFF),
+                         d.build("FENCE", addr=base + 0x2004, data=7)])
+
+    analyzer = Analyzer()
+    first, _ = analyzer.analyse(d, ring(0x7F00_0000_0000), lambda a, n: None)
+    plan, _ = analyzer.analyse(d, ring(0x5500_0004_0000), lambda a, n: None)
+    assert plan is first  # same packets, new addresses: the shape's plan
+    signals, _, _, written, referenced = plan.facts(ring(0x5500_0004_0000), 0)
+    assert [a for _, a in written] == [0x5500_0004_1000, 0x5500_0004_2000, 0x5500_0004_2004]
+    end = len(ring(0))
+    assert signals == [(end, 0x5500_0004_2000, 7 << 32)]  # the two dwords paired into one 64-bit value
+    assert referenced[:2] == (0x5500_0004_0000, 0x5500_0004_1000)
+    fence = len(d.build("FENCE", addr=0, data=0))
+    other, _ = analyzer.analyse(d, ring(0x7F00_0000_0000)[:-fence] + d.build("TRAP", int_context=3),
+                                lambda a, n: None)
+    assert other is not first  # another packet: another shape
 
 
 def test_completion_flows_along_a_semaphore_chain():
@@ -207,4 +231,4 @@ def test_a_submission_of_padding_alone_has_no_facts():
     ring = d.build("NOP", count=7)  # what a queue rings when only the wrap padding fits before back-pressure
     for _ in range(2):
         plan, inner = Analyzer().analyse(d, ring, lambda a, n: None)
-        assert (plan.written, plan.completion(ring, 64), inner) == ((), ([], [], []), None)
+        assert (plan.facts(ring, 64), inner) == (([], [], [], (), ()), None)
