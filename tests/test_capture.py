@@ -271,7 +271,8 @@ def test_bad_trace_files_give_one_line(copy_trace, tmp_path, damage):
 def test_examples_record_on_the_emulator(tmp_path):
     runs = [("sdma_stress.py", "gfx942", ["--rounds", "6", "--batch", "3", "--size", "8192"]),
             ("peer_ring.py", "gfx942,gfx1100", ["--laps", "2", "--size", "65536"]),
-            ("ping_pong.py", "gfx90a", ["--rounds", "4"])]
+            ("ping_pong.py", "gfx90a", ["--rounds", "4"]),
+            ("small_copies.py", "gfx1100", ["--submissions", "8", "--copies", "4", "--batch", "3"])]
     for script, targets, args in runs:
         out = tmp_path / f"{script}.kfdtrace"
         res = capture("run", "--emulate", targets, "-o", str(out), os.path.join(EXAMPLES, script), *args)

@@ -178,6 +178,72 @@ def test_blocked_queue_does_not_spin_a_core(emulated):
     done.wait(1, timeout=5)
 
 
+def _engine_threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith("sdma-q")}
+
+
+def test_a_quick_submission_completes_in_the_ringing_thread(emulated):
+    system = emulated("gfx1100")
+    dev = system.devices[0]
+    q = dev.sdma_queue()
+    src, dst, sem = dev.alloc(PAGE, "gtt"), dev.alloc(PAGE, "gtt"), system.semaphore()
+    src.write(bytes(range(256)) * 16)
+    engine = next(e for e in system.sys.machine.queues.values() if e.queue_id == q.queue_id).engine
+    ran = []
+    original = engine._execute
+    engine._execute = lambda p: (ran.append(threading.current_thread()), original(p))[1]
+    q.copy(dst, src, 64).signal(sem, 1).submit()
+    assert sem.value == 1 and dst.read(0, 64) == src.read(0, 64) and q.idle  # done when submit returned
+    assert set(ran) == {threading.current_thread()}
+
+
+@pytest.mark.parametrize("work", ["poll", "big copy", "indirect"])
+def test_work_that_may_wait_or_run_long_goes_to_the_engine_thread(emulated, work):
+    system = emulated("gfx942")
+    dev = system.devices[0]
+    q = dev.sdma_queue()
+    gate, done = system.semaphore(), system.semaphore()
+    src, dst = dev.alloc(1 << 20, "gtt"), dev.alloc(1 << 20, "gtt")
+    src.write(b"\x5a" * (1 << 20))
+    engine = next(e for e in system.sys.machine.queues.values() if e.queue_id == q.queue_id).engine
+    ran = []
+    original = engine._execute
+    engine._execute = lambda p: (ran.append((p.name, threading.current_thread().name)), original(p))[1]
+    q.fence(dst, 1)  # quick: the ringing thread runs it
+    if work == "poll":
+        q.wait(gate, 1)
+    elif work == "big copy":
+        q.copy(dst, src, 1 << 20)
+    else:
+        ib = dev.alloc(PAGE, "gtt")
+        ib.write(q.dialect.build("FENCE", addr=dst.va + 8, data=3) + q.dialect.build("NOP", count=3))
+        q.packet("INDIRECT", ib_base=ib.va, ib_size=8)
+    q.signal(done, 1).submit()
+    if work == "poll":
+        time.sleep(0.01)
+        assert done.value == 0  # the engine's thread waits; the submitting thread went on
+        gate.signal(1)
+    done.wait(1, timeout=5)
+    me = threading.current_thread().name
+    assert ran[0] == ("FENCE", me)
+    first = next(i for i, (_, thread) in enumerate(ran) if thread != me)  # from here on, the engine's thread
+    assert all(thread == f"sdma-q{q.queue_id}" for _, thread in ran[first:]), ran
+    assert ran[first][0] == {"poll": "POLL_REGMEM", "big copy": "COPY_LINEAR", "indirect": "INDIRECT"}[work]
+    assert dst.read(0, 4) == (b"\x5a" * 4 if work == "big copy" else b"\x01\0\0\0")
+
+
+def test_destroying_a_queue_waits_for_the_thread_executing_its_packets(emulated):
+    system = emulated("gfx942")
+    dev = system.devices[0]
+    q = dev.sdma_queue()
+    gate = system.semaphore()
+    q.wait(gate, 1).submit()
+    name = f"sdma-q{q.queue_id}"
+    assert name in _engine_threads()
+    q.destroy()  # the engine's thread stops in its poll and is joined
+    assert name not in _engine_threads()
+
+
 def test_gpu_waits_on_another_gpus_signal(emulated):
     system = emulated("gfx90a,gfx1201")
     a, b = (d.sdma_queue() for d in system.devices)
