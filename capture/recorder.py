@@ -33,7 +33,7 @@ from kfdtrace.capture.trace_file import TraceFile
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.families import target_by_version
 from kfdtrace.driver.memory import DOMAINS
-from kfdtrace.driver.packets import Dialect, PacketError
+from kfdtrace.driver.packets import Dialect, PacketDef, PacketError
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.driver.syscalls import KFD_DEVICE, Syscalls
@@ -90,7 +90,9 @@ class Recorder:
         self.trace = TraceFile(path, {**header, "chunk_size": chunk_size, "tracking": tracking})
         self.memory = MemoryRecorder(self.trace, chunk_size)
         self.ioctls = self.buffers_seen = self.checkpoints = 0
-        self.packets: Counter[str] = Counter()  # the summary's packet counts, kept as submissions are recorded
+        # the summary's packet counts, kept as submissions are recorded: dialect -> definition -> packets
+        self.packets: dict[Dialect, Counter[PacketDef]] = {}
+        self.undecodable = 0  # submissions whose bytes are no packets
         self._final: dict | None = None
 
     def wrap(self, inner: Syscalls) -> RecordingSyscalls:
@@ -114,14 +116,18 @@ class Recorder:
 
     def packet_counts(self) -> dict[str, int]:
         """'dialect:NAME' -> packets submitted so far ("undecodable": submissions whose bytes are no packets)."""
-        return dict(self.packets)
+        out = {f"{dialect.name}:{d.name}": n for dialect, counts in self.packets.items() for d, n in counts.items()}
+        return {**out, "undecodable": self.undecodable} if self.undecodable else out
 
     def count_packets(self, dialect: Dialect, ring: bytes) -> None:
         """Count one submission's packets as it is recorded (a walk over their headers: no field is decoded)."""
+        counts = self.packets.get(dialect)
+        if counts is None:
+            counts = self.packets[dialect] = Counter()
         try:
-            self.packets.update([f"{dialect.name}:{d.name}" for _, _, d in dialect.spans(ring)])
+            counts.update([d for _, _, d in dialect.spans(ring)])  # the list first: none counted if undecodable
         except PacketError:
-            self.packets["undecodable"] += 1
+            self.undecodable += 1
 
     def close(self, status: int | None = None) -> dict:
         """Write the index with the summary (the writer's figures included); returns the summary."""
