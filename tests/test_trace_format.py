@@ -105,16 +105,18 @@ def test_records_are_packed_exactly_as_msgpack_packs_them(tmp_path):
     class Name(str):  # record types may be str subclasses (traces.records.RecordType): stored as plain str
         pass
 
+    subclassed = {"s": type("S", (str,), {})("s"), "i": type("I", (int,), {})(3), "b": type("B", (bytes,), {})(b"b"),
+                  "f": type("F", (float,), {})(1.5)}
+    records = [expected(i) for i in range(30)] + [("sub", subclassed)]
     path = tmp_path / "p.kfdtrace"
     with TraceWriter(str(path), {}, frame_bytes=1 << 20) as w:
-        for i in range(30):
-            t, f = expected(i)
+        for i, (t, f) in enumerate(records):
             assert (w.record(t, **f) if i % 2 else w.record_fields(Name(t), f)) == i
     with TraceReader(str(path)) as r:
         (entry,) = r.frames
         _, raw = r._frame(entry)
         assert all(type(x.type) is str for x in r.records())
-    assert raw == msgpack.Packer(use_bin_type=True).pack([list(expected(i)) for i in range(30)])
+    assert raw == msgpack.Packer(use_bin_type=True).pack([list(x) for x in records])
 
 
 def test_record_numbers_and_a_field_called_type(tmp_path):

@@ -749,8 +749,9 @@ class TraceReader:
 
 
 def _plain(obj: Any) -> Any:
-    """What msgspec cannot pack as it is: str and int subclasses (msgpack packs them as str and int)."""
-    for plain in (str, int):
+    """What msgspec cannot pack as it is: subclasses of str, int, float and bytes, packed as their base type (as
+    msgpack packs them)."""
+    for plain in (str, int, float, bytes):
         if isinstance(obj, plain):
             return plain(obj)
     raise TypeError(f"cannot pack a {type(obj).__name__}")
