@@ -63,6 +63,19 @@ def test_header_holds_machine_and_topology(copy_trace):
         assert not r.recovered and r.summary["submissions"] >= 1
 
 
+def test_summary_counts_packets_by_dialect_and_name_and_undecodable_submissions(tmp_path):
+    path = str(tmp_path / "counts.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q = gpu.sdma_queue()
+        buf = gpu.alloc(4096, "gtt")
+        q.fence(buf, 1).fence(buf, 2, offset=4).submit()
+        q.emit(bytes([0x7F, 0, 0, 0])).submit()  # no packet of sdma4.4: the queue stops on it
+    with TraceReader(path) as r:
+        packets = r.summary["packets"]
+    assert packets["sdma4.4:FENCE"] >= 2 and packets["undecodable"] == 1
+
+
 def test_every_ioctl_has_about_to_and_result(copy_trace):
     path, _, _ = copy_trace
     begins = {r.fields["seq"]: r for r in records(path, "ioctl")}
