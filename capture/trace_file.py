@@ -29,7 +29,7 @@ class TraceFile:
 
     def __init__(self, path: str, header: dict):
         self.path = path
-        self.writer = TraceWriter(path, header)
+        self.writer = TraceWriter(path, header, clock="t")
         self.lock = threading.RLock()  # also taken by the recorder around whatever must stay in order
         self.t0 = time.monotonic_ns()
         self._tids: dict[int, int] = {}
@@ -74,7 +74,7 @@ class TraceFile:
             if self.failure:
                 raise CaptureFailed(self.failure)
             try:
-                return self.writer.record(type_, t=self.now(), tid=self._tid(), **fields)
+                return self.writer.record_fields(type_, {"t": self.now(), "tid": self._tid(), **fields})
             except TraceError as exc:
                 raise self._failed(exc) from None
 

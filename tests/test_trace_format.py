@@ -16,7 +16,7 @@ import pytest
 import zstandard
 
 from kfdtrace.traces import format as F
-from kfdtrace.traces.format import Record, TraceError, TraceReader, TraceWriter
+from kfdtrace.traces.format import CLOCK_KEY, Record, TraceError, TraceReader, TraceWriter
 
 RND = random.Random(7)
 FIELDS = [
@@ -231,6 +231,29 @@ def test_a_record_that_would_overfill_a_frame_gets_its_own(tmp_path, monkeypatch
     with TraceReader(str(path)) as r:
         assert [f.count for f in r.frames if f.kind == F.RECORDS] == [5, 1, 1]
         assert [x.n for x in r.records()] == list(range(7)) and len(next(r.records({"big"})).fields["pad"]) == 2800
+
+
+def test_a_clock_field_is_stored_as_differences_within_a_frame_and_read_back_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(F, "MAX_RECORD_BYTES", 3000)
+    path = tmp_path / "clock.kfdtrace"
+    times = [1_000_000_000 + 37 * i * i for i in range(40)]
+    with TraceWriter(str(path), {"name": "c"}, frame_bytes=1000, clock="t") as w:
+        for i, t in enumerate(times[:30]):
+            w.record("tick", t=t, i=i)
+        w.record("no clock", i=30)
+        w.record("big", t=times[30], pad=bytes(2800))  # overfills the pending frame: moved to its own
+        for i, t in enumerate(times[31:], 31):
+            w.record("tick", t=t, i=i)
+    with TraceReader(str(path)) as r:
+        got = [(x.type, x.fields.get("t")) for x in r.records()]
+        assert CLOCK_KEY not in r.header
+        frames = [[fields["t"] for _, fields in msgpack.unpackb(r._payload(e.offset, r._frame_head(e.offset)))
+                   if "t" in fields] for e in r.frames if e.kind == F.RECORDS]
+    assert got == [("tick", t) for t in times[:30]] + [("no clock", None), ("big", times[30])] + \
+        [("tick", t) for t in times[31:]]
+    assert len(frames) == 3 and frames[1] == [times[30]]  # the big record alone, its time whole
+    for stored in frames:  # a frame's first clock is whole, the others are differences
+        assert stored[0] >= times[0] and all(0 < t < 37 * 80 for t in stored[1:]), stored
 
 
 # -- filtering --------------------------------------------------------------------------------------------

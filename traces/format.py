@@ -60,7 +60,7 @@ FOOTER = struct.Struct("<8sQQI")  # magic, index frame offset, index frame lengt
 RECORDS, BLOBS, INDEX = 1, 2, 3
 KINDS = {RECORDS: "records", BLOBS: "blobs", INDEX: "index"}
 ZSTD, STORED = 0, 1  # payload codecs
-STORE_BELOW = 2048  # payloads this small are stored as they are (so are those zstd cannot shrink)
+STORE_BELOW = 64  # payloads this small are stored as they are (so are those zstd cannot shrink)
 
 MAX_FRAME_BYTES = 64 << 20  # bound on a frame's raw and stored payload: the writer's, and readers' default
 MAX_HEADER_BYTES = 16 << 20
@@ -69,6 +69,8 @@ BLOB_FRAMING = 32  # bound on the msgpack framing of a blob in a blobs frame: [k
 MAX_BLOB_BYTES = MAX_FRAME_BYTES - BLOB_FRAMING
 MAX_RECORD_BYTES = MAX_FRAME_BYTES - 5  # room for the frame's array header
 SUBMISSION_KEY = "kfdtrace.submission_type"  # header keys starting "kfdtrace." belong to the format
+# the record field holding a clock: stored as the difference from the previous record's in the frame
+CLOCK_KEY = "kfdtrace.clock_field"
 DEFAULT_SUBMISSION = "doorbell"
 MIN_FRAME_OBJECTS = 2 << 20  # containers and elements a frame's decoding may always make
 STORED_BYTES_PER_OBJECT = 4  # and one more per this many stored bytes
@@ -181,12 +183,17 @@ class TraceWriter:
     adds the index and footer. Not thread-safe: callers sharing a writer hold a lock around it."""
 
     def __init__(self, path: str, header: dict, *, level: int = 3, frame_bytes: int = 256 << 10,
-                 submission_type: str = DEFAULT_SUBMISSION):
+                 submission_type: str = DEFAULT_SUBMISSION, clock: str | None = None):
+        """`clock`: the name of a record field holding a time that grows from record to record (int); it is
+        stored as the difference from the previous record's in the frame, which compresses to a few bits."""
         if not 0 < frame_bytes <= MAX_RECORD_BYTES:
             raise ValueError(f"frame_bytes must be in 1..{MAX_RECORD_BYTES}, not {frame_bytes}")
         if not isinstance(header, dict) or not isinstance(submission_type, str):
             raise TypeError("header must be a dict and submission_type a str")
         self.path, self.frame_bytes, self.submission_type = path, frame_bytes, submission_type
+        self._clock, self._clock_base = clock, 0  # the clock of the frame's last record that has one
+        if clock is not None:
+            header = {**header, CLOCK_KEY: clock}
         self._zstd = zstandard.ZstdCompressor(level=level)
         self._encoder = msgspec.msgpack.Encoder(enc_hook=_plain)
         self._encode_into = self._encoder.encode_into
@@ -261,11 +268,17 @@ class TraceWriter:
             type = self._type_name(type)
         buf = self._buf
         start = len(buf)
+        clock = self._clock
+        t = fields.get(clock) if clock is not None else None
+        if t.__class__ is int:
+            fields = {**fields, clock: t - self._clock_base}
         try:
             self._encode_into((type, fields), buf, -1)
         except PACK_ERRORS as exc:
             del buf[start:]  # what was packed of it
             raise TraceError(f"{self.path}: cannot store a {type!r} record: {_one_line(exc)}") from None
+        if t.__class__ is int:
+            self._clock_base = t
         types = self._types
         types.append(type)
         n = self._first + len(types) - 1
@@ -288,10 +301,16 @@ class TraceWriter:
             return
         record, type = bytes(self._buf[-last:]), self._types.pop()
         del self._buf[-last:]
+        base = self._clock_base
         self.flush()
         if last > MAX_RECORD_BYTES:
             raise TraceError(f"{self.path}: a {type!r} record of {last} bytes exceeds the {MAX_FRAME_BYTES}-byte "
                              "frame limit")
+        if self._clock is not None:  # it now starts a frame: its clock counts from 0, not from the record before
+            _, fields = msgspec.msgpack.decode(record)
+            if fields.get(self._clock).__class__ is int:
+                fields[self._clock] = base  # its own clock: it set the base when it was packed
+                record = self._encoder.encode((type, fields))
         self._buf += record
         self._types.append(type)
         self.flush()
@@ -357,6 +376,7 @@ class TraceWriter:
         self._submissions += subs
         self._first += count
         self._buf, self._types = bytearray(), []
+        self._clock_base = 0
 
     def flush(self) -> None:
         """Write what is buffered as whole frames now, blobs first (so every record's blobs precede it). When
@@ -495,6 +515,10 @@ class TraceReader:
         submission_type = header.pop(SUBMISSION_KEY, DEFAULT_SUBMISSION)
         if not isinstance(submission_type, str):
             raise self._fail("the header's submission type is not a str (corrupt trace)")
+        clock = header.pop(CLOCK_KEY, None)
+        if clock is not None and not isinstance(clock, str):
+            raise self._fail("the header's clock field is not a str (corrupt trace)")
+        self._clock: str | None = clock
         self.version: tuple[int, int] = (major, minor)
         self.blob_key: Callable[[Any], bytes] = KEY_FUNCTIONS[major]  # this file's: check blobs and checkpoints with it
         self.header: dict = header
@@ -667,6 +691,12 @@ class TraceReader:
         for r in payload:
             if not (type(r) is list and len(r) == 2 and type(r[0]) is str and type(r[1]) is dict):
                 raise FrameError(self.path, offset, "a record is not [type, fields] (corrupt trace)")
+        clock, t = self._clock, 0
+        if clock is not None:  # stored as the difference from the frame's record before
+            for _, fields in payload:
+                step = fields.get(clock)
+                if type(step) is int:
+                    t = fields[clock] = t + step
         return payload
 
     def _blob_list(self, raw: bytes, offset: int, head: FrameHead) -> list:
