@@ -1,11 +1,14 @@
 """Capture overhead and trace size, measured side by side in one run.
 
-    python benchmarks/capture_overhead.py [--rounds 300] [--size 65536] [--emulate gfx942]
+    python benchmarks/capture_overhead.py [--repeat 5] [--emulate gfx942] [--chunks]
 
-Runs examples/sdma_stress.py's workload alternately without and with recording and prints the ratio of the
-best runs and the median ratio of back-to-back pairs (target: <= 1.15x on the emulator), then the trace's
-bytes per submitted packet and compression ratio, and the same figures for every sample trace in
-traces/samples/.
+For two workloads, examples/sdma_stress.py (300 rounds of 64 KiB) and examples/small_copies.py (2000
+submissions of 16 copies of 64 bytes), runs the workload alternately without and with recording, each run in
+a fresh system, and prints the process CPU time (every thread: the emulator's engines and the recorder's
+included) and the wall time of each, min/median/max, with the median of the back-to-back pairs' ratios
+(targets: CPU <= 1.10x on the stress example, <= 1.25x on the small copies). Then each trace's size: bytes of
+command records (record frames as stored, blobs excluded) per submitted packet dword (target <= 0.5), and the
+same for every sample trace in traces/samples/. --chunks adds the chunk-size trade-off of sparse CPU writes.
 """
 
 from __future__ import annotations
@@ -13,27 +16,70 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import statistics
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 
 from sdma_stress import stress  # noqa: E402
-from timing import best_of, timed  # noqa: E402
+from small_copies import gather  # noqa: E402
+from timing import best_of  # noqa: E402
 
 from kfdtrace.capture import record  # noqa: E402
 from kfdtrace.driver import System  # noqa: E402
-from kfdtrace.traces.format import TraceReader  # noqa: E402
+from kfdtrace.traces.format import RECORDS, TraceReader  # noqa: E402
+
+WORKLOADS: dict[str, tuple[Callable[[System], None], float]] = {
+    "sdma_stress x300 (64 KiB)": (lambda system: stress(system, 300, 64 << 10), 1.10),
+    "small_copies 2000x16 (64 B)": (lambda system: gather(system, 2000, 16, 64), 1.25),
+}
 
 
 def size_figures(path: str) -> str:
+    """Command-record bytes per submitted packet dword, and the file's bytes per packet."""
     with TraceReader(path) as r:
         packets = sum((r.summary or {}).get("packets", {}).values()) or 1
-        s = r.summary or {}
-        raw, packed = s.get("trace_raw_bytes", 0), max(1, s.get("trace_compressed_bytes", 1))
+        stored = r.stored_bytes(RECORDS)
+        dwords = sum(len(rec.fields.get("ring") or b"") // 4 for rec in r.records([r.submission_type])) or 1
     size = os.path.getsize(path)
-    return (f"{size:>9} bytes, {packets:>6} packets, {size / packets:6.1f} bytes/packet, "
-            f"compression {raw / packed:5.1f}x")
+    return (f"{size:>9} bytes, {packets:>6} packets, {stored / dwords:5.2f} command bytes/packet dword "
+            f"(target <= 0.5), {size / packets:6.1f} file bytes/packet")
+
+
+def run(workload: Callable[[System], None], emulate: str, trace: str | None) -> tuple[float, float]:
+    """(CPU seconds of the whole process, wall seconds) of one run of `workload`, recorded into `trace`."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    if trace is None:
+        with System.open(emulate=emulate) as system:
+            workload(system)
+    else:
+        with record(trace), System.open(emulate=emulate) as system:
+            workload(system)
+    return time.process_time() - c0, time.perf_counter() - t0
+
+
+def spread(values: list[float], scale: float = 1e3) -> str:
+    return f"{min(values) * scale:7.1f} / {statistics.median(values) * scale:7.1f} / {max(values) * scale:7.1f}"
+
+
+def overhead(name: str, workload: Callable[[System], None], target: float, emulate: str, repeat: int,
+             tmp: str) -> str:
+    trace = os.path.join(tmp, name.split()[0] + ".kfdtrace")
+    plain, recorded = [], []
+    for _ in range(repeat):
+        plain.append(run(workload, emulate, None))
+        recorded.append(run(workload, emulate, trace))
+    print(f"{name} on {emulate}, {repeat} pairs, min / median / max ms:")
+    for i, what in enumerate(("CPU ", "wall")):
+        p, r = [x[i] for x in plain], [x[i] for x in recorded]
+        pairs = [b / a for a, b in zip(p, r, strict=True)]
+        goal = f" (target <= {target:.2f}x)" if i == 0 else ""
+        print(f"  {what} plain {spread(p)}   recorded {spread(r)}   paired ratio {min(pairs):.3f} / "
+              f"{statistics.median(pairs):.3f} / {max(pairs):.3f}x{goal}")
+    return trace
 
 
 def sparse_writes(system: System, rounds: int = 200) -> None:
@@ -64,29 +110,19 @@ def chunk_tradeoff(emulate: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=300)
-    ap.add_argument("--size", type=int, default=64 << 10)
     ap.add_argument("--emulate", default="gfx942")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--chunks", action="store_true", help="also measure the chunk-size trade-off")
     args = ap.parse_args()
-    plain, recorded = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        trace = os.path.join(tmp, "stress.kfdtrace")
-        for _ in range(args.repeat):
-            with System.open(emulate=args.emulate) as system:
-                plain.append(timed(lambda: stress(system, args.rounds, args.size)))  # noqa: B023
-            with record(trace), System.open(emulate=args.emulate) as system:
-                recorded.append(timed(lambda: stress(system, args.rounds, args.size)))  # noqa: B023
-        p, r = min(plain), min(recorded)
-        pairs = sorted(b / a for a, b in zip(plain, recorded, strict=True))
-        print(f"sdma_stress x{args.rounds} ({args.size} B) on {args.emulate}: plain {p * 1e3:.1f} ms, "
-              f"recorded {r * 1e3:.1f} ms (best of {args.repeat}), overhead {r / p:.3f}x; "
-              f"median of paired runs {pairs[len(pairs) // 2]:.3f}x (target <= 1.15x)")
-        print(f"  its trace: {size_figures(trace)}")
-    print("chunk size trade-off (200 scattered 256-byte writes into a 4 MiB input, each read by a copy):")
-    chunk_tradeoff(args.emulate)
+        for name, (workload, target) in WORKLOADS.items():
+            trace = overhead(name, workload, target, args.emulate, args.repeat, tmp)
+            print(f"  its trace: {size_figures(trace)}")
+    if args.chunks:
+        print("chunk size trade-off (200 scattered 256-byte writes into a 4 MiB input, each read by a copy):")
+        chunk_tradeoff(args.emulate)
     for sample in sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "traces", "samples", "*.kfdtrace"))):
-        print(f"  sample {os.path.basename(sample):24s} {size_figures(sample)}")
+        print(f"  sample {os.path.basename(sample):28s} {size_figures(sample)}")
 
 
 if __name__ == "__main__":

@@ -632,3 +632,16 @@ def test_flush_blobs_writes_only_a_full_enough_blob_frame(tmp_path):
 def test_the_writer_refuses_a_blob_key_that_is_not_16_bytes(tmp_path, key):
     with TraceWriter(str(tmp_path / "t.kfdtrace"), {}) as w, pytest.raises(TraceError, match="a blob key is 16"):
         w.blob(b"data", key)
+
+
+def test_stored_bytes_by_frame_kind(tmp_path):
+    path = tmp_path / "sizes.kfdtrace"
+    with TraceWriter(str(path), {}, frame_bytes=4096) as w:
+        for i in range(200):
+            w.record("r", i=i, pad=bytes(100))
+        w.blob(os.urandom(3000))
+    with TraceReader(str(path)) as r:
+        records, blobs = r.stored_bytes(F.RECORDS), r.stored_bytes(F.BLOBS)
+    assert 0 < records < 200 * 100 // 4  # zeros compress
+    assert 3000 <= blobs < 3100  # random bytes do not
+    assert records + blobs < os.path.getsize(path)

@@ -761,6 +761,10 @@ class TraceReader:
             raise self._fail(f"blob {key.hex()} does not match its content (corrupt trace)")
         return data
 
+    def stored_bytes(self, kind: int) -> int:
+        """Bytes the payloads of the frames of `kind` (RECORDS, BLOBS) take in the file."""
+        return sum(self._frame_head(e.offset).stored for e in self.frames if e.kind == kind)
+
     def verify(self) -> int:
         """Read and check every indexed frame: CRCs, sizes, structure, record counts against the index, blob
         contents against their keys. Returns the number of frames checked."""
