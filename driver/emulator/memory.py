@@ -12,6 +12,7 @@ the accesses under way end, so an engine never touches host memory that is gone.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from dataclasses import dataclass, field
@@ -184,6 +185,22 @@ class GpuVm:
         if not bo.take():  # unmapped and freed since it was looked up
             raise VmFault(self.gpu_id, va, length, write)
         return Access(bo, bo.host + (va - bo.va))
+
+    def load(self, va: int, word: type[ctypes._SimpleCData]) -> int:
+        """The `word` (ctypes.c_uint32, c_uint64) at va; VmFault as access() raises it."""
+        bo = self._covering(va, ctypes.sizeof(word), False)
+        with bo._lock:  # the buffer's host memory stays while its lock is held (release() takes it)
+            if bo.freed:
+                raise VmFault(self.gpu_id, va, ctypes.sizeof(word), False)
+            return word.from_address(bo.host + (va - bo.va)).value
+
+    def store(self, va: int, word: type[ctypes._SimpleCData], value: int) -> None:
+        """Store `value` as a `word` at va; VmFault as access() raises it."""
+        bo = self._covering(va, ctypes.sizeof(word), True)
+        with bo._lock:
+            if bo.freed:
+                raise VmFault(self.gpu_id, va, ctypes.sizeof(word), True)
+            word.from_address(bo.host + (va - bo.va)).value = value
 
     def _covering(self, va: int, length: int, write: bool) -> BufferObject:
         """The mapped buffer holding all of [va, va+length); VmFault when there is none."""

@@ -68,7 +68,7 @@ class RingEngine:
         self.machine, self.vm, self.dialect, self.queue_id = machine, vm, dialect, queue_id
         self.ring_size = ring_size
         self._rptr_mask = ring_size // self.pointer_unit - 1 if self.rptr_wraps else (1 << 64) - 1
-        self.rptr_host = vm.translate(rptr_va, 8)
+        self._rptr_word = ctypes.c_uint64.from_address(vm.translate(rptr_va, 8))  # the read pointer in memory
         self.ring_host = vm.translate(ring_va, ring_size)
         self.rptr = 0  # bytes
         self.doorbell = 0  # bytes
@@ -78,7 +78,7 @@ class RingEngine:
         self._stop = False
         self._busy = False  # a thread (the engine's or a doorbell's caller) is executing packets
         self._kick = threading.Condition()
-        ctypes.c_uint64.from_address(self.rptr_host).value = 0
+        self._rptr_word.value = 0
         self._thread = threading.Thread(target=self._run, name=f"{self.kind.split()[0].lower()}-q{queue_id}",
                                         daemon=True)
         self._thread.start()
@@ -191,7 +191,7 @@ class RingEngine:
 
     def _set_rptr(self, value: int) -> None:
         self.rptr = value
-        ctypes.c_uint64.from_address(self.rptr_host).value = value // self.pointer_unit & self._rptr_mask
+        self._rptr_word.value = value // self.pointer_unit & self._rptr_mask
 
     def _execute(self, packet: Packet) -> int:
         """Run one packet; the bytes of following packets it makes the engine skip (a conditional)."""
@@ -249,8 +249,7 @@ class RingEngine:
 
     def _read32(self, va: int) -> int:
         """The dword at GPU address va."""
-        with self.vm.access(va, 4) as host:
-            return ctypes.c_uint32.from_address(host).value
+        return self.vm.load(va, ctypes.c_uint32)
 
     def _write(self, va: int, data: bytes) -> None:
         """Write bytes at GPU address va, and wake the engines polling memory."""

@@ -89,13 +89,11 @@ class SdmaEngine(RingEngine):
         self.machine.memory_changed()
 
     def _fence(self, p: Packet) -> None:
-        with self.vm.access(p.fields["addr"], 4, write=True) as dst:
-            ctypes.c_uint32.from_address(dst).value = p.fields["data"]
+        self.vm.store(p.fields["addr"], ctypes.c_uint32, p.fields["data"])
         self.machine.memory_changed()
 
     def _timestamp(self, p: Packet) -> None:
-        with self.vm.access(p.fields["addr"], 8, write=True) as dst:
-            ctypes.c_uint64.from_address(dst).value = self.machine.gpu_clock()
+        self.vm.store(p.fields["addr"], ctypes.c_uint64, self.machine.gpu_clock())
         self.machine.memory_changed()
 
     def _poll_regmem(self, p: Packet) -> None:
