@@ -42,7 +42,7 @@ packet was decoded from, so reserved or unknown bits survive a decode -> replace
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,8 +53,13 @@ _U32 = struct.Struct("<I")
 # Indirect buffers inside indirect buffers are followed (executed, recorded, translated) at most this deep:
 # deeper chains, and an indirect buffer that reaches itself, are refused as malformed.
 MAX_IB_DEPTH = 4
+_BUILDERS = 64  # field-name sequences a definition keeps a generated builder for
 _RESERVED = frozenset({"name", "defn", "offset", "size", "fields", "payload", "encode", "replace",
                        "addresses", "relocate", "volatile"})  # Packet attributes
+
+
+def _refuse(*values: int) -> None:
+    """The builder of names a packet lacks: `Dialect.packet` raises the error."""
 
 
 class PacketError(ValueError):
@@ -154,7 +159,11 @@ class Tail:
 
 def _parts(f: Field | Addr) -> list[tuple[int, int, int, int]]:
     """Split a field into per-dword parts (dword, shift in dword, mask, shift in value)."""
-    start, end, vbase = f._span()
+    return _bit_parts(*f._span())
+
+
+def _bit_parts(start: int, end: int, vbase: int) -> list[tuple[int, int, int, int]]:
+    """Split packet bits [start, end), value bit 0 at `vbase`, into per-dword parts as `_parts` does."""
     parts = []
     pos = start
     while pos < end:
@@ -176,11 +185,21 @@ def _dec_expr(w: int, s: int, m: int, v: int) -> str:
     return f"({e} << {v})" if v else e
 
 
+def _read(f: Field | Addr) -> str:
+    """An expression for field `f`'s value in dword tuple `d`."""
+    return " | ".join(_dec_expr(*p) for p in _parts(f))
+
+
 def _enc_expr(var: str, s: int, m: int, v: int, top: bool) -> str:
     e = f"({var} >> {v})" if v else var
     if not top:  # the top part of a validated value needs no mask
         e = f"({e} & {m:#x})"
     return f"({e} << {s})" if s else e
+
+
+# (packet as decoded, move, remap) -> (bytes, (old, new) of the mapped field or ()) or None: PacketDef.transcoder
+Transcode = Callable[["Packet", Callable[[int], "int | None"], Callable[[int], int]],
+                     "tuple[bytes, tuple[int, ...]] | None"]
 
 
 class PacketDef:
@@ -324,35 +343,122 @@ class PacketDef:
                                  for n, c in self._addr_conds)
         self._written_tests = tuple((n, c) for n, c in self._addr_tests if n in self.written_fields)
         self._addr_words = tuple(sorted({w for f in self.fields if isinstance(f, Addr) for w, *_ in _parts(f)}))
-        const = [0] * n
-        keep = [0xFFFFFFFF] * n
+        self._const = [0] * n  # header constants, placed
+        self._keep = [0xFFFFFFFF] * n  # bits no header constant or field declares
         for hf, value in self.header.items():
             if value & ~hf.mask:
                 raise ValueError(f"{self.name}: header {hf.name}={value:#x} does not fit {hf.width} bits")
             for w, s, m, v in _parts(hf):
-                const[w] |= ((value >> v) & m) << s
-                keep[w] &= ~(m << s)
-        dec, enc = [], [[] for _ in range(n)]
-        for i, f in enumerate(self.fields):
-            parts = _parts(f)
-            dec.append(f"{f.name!r}: " + " | ".join(_dec_expr(*p) for p in parts))
-            top = parts[-1]
-            for p in parts:
-                w, s, m, v = p
-                enc[w].append(_enc_expr(f"v{i}", s, m, v, p is top))
-                keep[w] &= ~(m << s)
-        words = []
-        for w in range(n):
-            terms = [f"(b[{w}] & {keep[w]:#x})"] if keep[w] else []  # undeclared bits pass through
-            terms += [f"{const[w]:#x}"] if const[w] else []
-            words.append(" | ".join(terms + enc[w]) or "0")
+                self._const[w] |= ((value >> v) & m) << s
+                self._keep[w] &= ~(m << s)
+        for f in self.fields:
+            for w, s, m, _ in _parts(f):
+                self._keep[w] &= ~(m << s)
+        dec = [f"{f.name!r}: {_read(f)}" for f in self.fields]
         binds = "".join(f"    v{i} = f[{f.name!r}]\n" for i, f in enumerate(self.fields))
+        encode = self._words({f.name: f"v{i}" for i, f in enumerate(self.fields)}, "b", self._keep)
         src = (f"def decode(d):\n    return {{{', '.join(dec)}}}\n"
-               f"def encode(f, b):\n{binds}    return ({', '.join(words)},)\n")
+               f"def encode(f, b):\n{binds}    return ({', '.join(encode)},)\n")
         ns: dict[str, Any] = {}
         exec(compile(src, f"<packet {self.name}>", "exec"), ns)  # source generated from the table alone
         self._decode, self._encode = ns["decode"], ns["encode"]
+        # field names given to Dialect.build, in order -> a function packing their values (`_builder`)
+        self._builders: dict[tuple[str, ...], Callable[..., bytes | None]] = {}
         self._source = src
+
+    def _builder(self, names: tuple[str, ...]) -> Callable[..., bytes | None]:
+        """A function packing this fixed-size packet from values of the fields `names`, in that order (the
+        others 0), kept for the next build like it; it returns None for a value that is not an int fitting its
+        field, which `Dialect.packet` explains."""
+        if not all(n in self._reject for n in names):
+            return _refuse
+        args = [f"v{i}" for i in range(len(names))]
+        words = self._words(dict(zip(names, args, strict=True)))
+        check = " and ".join(f"isinstance({a}, int)" for a in args)
+        fits = " or ".join(f"{a} & {self._reject[n]}" for a, n in zip(args, names, strict=True))
+        test = f"    if not ({check}) or {fits}:\n        return None\n" if args else ""
+        src = f"def build({', '.join(args)}):\n{test}    return _pack({', '.join(words)})\n"
+        ns: dict[str, Any] = {"_pack": self._struct.pack}
+        exec(compile(src, f"<build {self.name}>", "exec"), ns)  # source generated from the table alone
+        if len(self._builders) < _BUILDERS:
+            self._builders[names] = ns["build"]
+        return ns["build"]
+
+    def transcoder(self, target: PacketDef, *, keep: bool = False, allowed: Mapping[str, int] | None = None,
+                   defaults: Mapping[str, int] | None = None, below: Mapping[str, int] | None = None,
+                   mapped: str | None = None) -> Transcode | None:
+        """A generated function turning a decoded packet of this definition straight into `target`'s bytes:
+        every address `Packet.addresses()` lists moved by `move` (null stays null; a range field `move` finds
+        nowhere stays), the `mapped` field replaced by `remap(value)`, the other fields the target has copied,
+        those only the target has set to `defaults` (else 0); `keep`: bits no field declares keep their value.
+        It returns (bytes, (mapped value, new value) or ()), or None for a packet the caller must take the
+        general way: a field the target lacks holding neither 0 nor its `allowed` value, a `below` field at
+        or past its bound, an address `move` finds nowhere, a value that does not fit the target's field.
+        None instead of a function: an address's `when` names another address (moved in table order)."""
+        allowed, defaults, below = allowed or {}, defaults or {}, below or {}
+        if any(c is not None and isinstance(self[c[0]], Addr) for _, c in self._addr_tests):
+            return None
+        body = [f"    if {_read(self[n])} >= {bound}:\n        return None\n" for n, bound in below.items()]
+        zero = [0] * self.size  # bits of the fields that must hold 0
+        for n, ok in allowed.items():
+            if ok:
+                body.append(f"    x = {_read(self[n])}\n    if x and x != {ok}:\n        return None\n")
+            for w, s, m, _ in _parts(self[n]) if not ok else ():
+                zero[w] |= m << s
+        if any(zero):
+            test = " or ".join(f"d[{w}] & {m:#x}" for w, m in enumerate(zero) if m)
+            body.append(f"    if {test}:\n        return None\n")
+        values: dict[str, str] = {}  # field -> the variable holding its new value
+        for i, (n, cond) in enumerate(self._addr_tests):
+            v = values[n] = f"a{i}"
+            test = v if cond is None else f"{v} and {_read(self[cond[0]])} in {set(cond[1])}"
+            outside = f"{v} = {_read(self[n])}" if n in self.range_fields else "return None"
+            body.append(f"    {v} = {_read(self[n])}\n    if {test}:\n        {v} = move({v})\n"
+                        f"        if {v} is None:\n            {outside}\n")
+        if mapped is not None:
+            body.append(f"    e = {_read(self[mapped])}\n    m = remap(e)\n")
+            values[mapped] = "m"
+        checks = [f"{v} & {target._reject[n]}" for n, v in values.items() if n in target._reject]
+        taken = [target._keep[w] if keep and w < self.size else 0 for w in range(target.size)]
+        for f in target.fields:
+            g = self._by_name.get(f.name)
+            if g is None or f.name in values:
+                continue
+            if g.mask & ~f.mask:
+                checks.append(f"{_read(g)} & {target._reject[f.name]}")
+            (gs, ge, gv), (fs, fe, fv) = g._span(), f._span()
+            if gv != fv:  # the value moves within the packet: decoded and encoded again
+                values[f.name] = f"({_read(g)})"
+                continue
+            for w, s, m, _ in _bit_parts(max(gs, fs), min(ge, fe), fv):  # bits both hold in place: kept as they are
+                taken[w] |= m << s
+        if checks:
+            body.append(f"    if {' or '.join(checks)}:\n        return None\n")
+        values.update((n, str(v)) for n, v in defaults.items() if v and n not in self._by_name)
+        words = target._words(values, "d", taken)
+        tail = " + p.payload" if self.tail is not None else ""
+        src = (f"def transcode(p, move, remap):\n    d = p._raw\n{''.join(body)}"
+               f"    return _pack({', '.join(words)}){tail}, {'(e, m)' if mapped else '()'}\n")
+        ns: dict[str, Any] = {"_pack": target._struct.pack}
+        exec(compile(src, f"<transcode {self.name}>", "exec"), ns)  # source generated from the tables alone
+        return ns["transcode"]
+
+    def _words(self, values: Mapping[str, str], raw: str = "", taken: Sequence[int] = ()) -> list[str]:
+        """One expression per dword: the header constants, the fields named in `values` (name -> a variable
+        holding a value that fits), and the bits `taken[w]` of dword w of tuple `raw` as they are."""
+        terms: list[list[str]] = [[] for _ in range(self.size)]
+        for f in self.fields:
+            if f.name in values:
+                parts = _parts(f)
+                for p in parts:
+                    terms[p[0]].append(_enc_expr(values[f.name], *p[1:], p is parts[-1]))
+        out = []
+        for w in range(self.size):
+            mask = taken[w] if w < len(taken) else 0
+            head = [f"{raw}[{w}]" if mask == 0xFFFFFFFF else f"({raw}[{w}] & {mask:#x})"] if mask else []
+            head += [f"{self._const[w]:#x}"] if self._const[w] else []
+            out.append(" | ".join(head + terms[w]) or "0")
+        return out
 
     def _validate(self, kw: Mapping[str, Any]) -> None:
         reject = self._reject
@@ -405,22 +511,33 @@ class PacketDef:
 class Packet:
     """A decoded packet: `fields` (name -> int), `payload` (tail bytes), `offset`/`size` in bytes."""
 
-    __slots__ = ("defn", "name", "offset", "size", "fields", "payload", "_raw")
+    __slots__ = ("defn", "name", "offset", "size", "_fields", "payload", "_raw")
 
-    def __init__(self, defn: PacketDef, offset: int, fields: dict[str, int], payload: bytes = b"",
+    def __init__(self, defn: PacketDef, offset: int, fields: dict[str, int] | None, payload: bytes = b"",
                  raw: tuple[int, ...] | None = None):
+        """`fields` None: a packet as decoded from dwords `raw`, whose fields are decoded when first read."""
         self.defn = defn
         self.name = defn.name
         self.offset = offset
         self.size = defn._nbytes + len(payload) if payload else defn._nbytes
-        self.fields = fields
+        self._fields = fields
         self.payload = payload
         self._raw = raw if raw is not None else defn._zero
+
+    @property
+    def fields(self) -> dict[str, int]:
+        """Field name -> value."""
+        f = self._fields
+        if f is None:
+            f = self._fields = self.defn._decode(self._raw)
+        return f
 
     def encode(self) -> bytes:
         """The packet's bytes; bits no field declares keep the value they were decoded with."""
         d = self.defn
-        return d._struct.pack(*d._encode(self.fields, self._raw)) + self.payload
+        if self._fields is None:  # as decoded
+            return d._struct.pack(*self._raw) + self.payload
+        return d._struct.pack(*d._encode(self._fields, self._raw)) + self.payload
 
     def replace(self, payload: bytes | None = None, **fields: int) -> Packet:
         """A copy with some fields (and, given, the tail payload) changed; validated like `build`."""
@@ -468,9 +585,10 @@ class Packet:
 
     def __getattr__(self, name: str) -> int:
         """Fields read as attributes: packet.count."""
-        fields = Packet.fields.__get__(self)  # type: ignore[attr-defined]  # no recursion if unset (copy)
+        if name == "fields" or name in Packet.__slots__:
+            raise AttributeError(name)  # unset while a copy is made: no recursion
         try:
-            return fields[name]
+            return self.fields[name]
         except KeyError:
             raise AttributeError(f"{self.name} packet has no field {name!r}") from None
 
@@ -521,6 +639,7 @@ class Dialect:
             if d.name in self._by_name:
                 raise ValueError(f"{name}: two packets named {d.name}")
             self._by_name[d.name] = d
+        self._fixed = {d.name: d for d in self.defs if d.tail is None}  # packets `build` packs straight
         keys = tuple({hf: None for d in self.defs for hf in d.header})
         if any(k.dword for k in keys):
             raise ValueError(f"{name}: header constants must live in dword 0")
@@ -562,7 +681,12 @@ class Dialect:
 
     def build(self, name: str, payload: bytes = b"", **fields: int) -> bytes:
         """Encode one packet. Unknown field -> TypeError; value too wide or misaligned -> ValueError."""
-        return self.packet(name, payload, **fields).encode()
+        d = self._fixed.get(name)
+        if d is not None and not payload:
+            out = (d._builders.get(tuple(fields)) or d._builder(tuple(fields)))(*fields.values())
+            if out is not None:
+                return out
+        return self.packet(name, payload, **fields).encode()  # which raises the error
 
     def decode(self, data: bytes | bytearray | memoryview, offset: int = 0) -> Packet:
         """Decode the packet starting at byte `offset` of `data`."""
@@ -589,19 +713,20 @@ class Dialect:
             raise TruncatedPacket(f"{self.name}: {d.name} at byte offset {offset:#x} needs "
                                   f"{d.size * 4} bytes, only {n - offset} left")
         raw = d._struct.unpack_from(data, offset)
+        if d.tail is None:
+            return Packet(d, offset, None, b"", raw)  # its fields are decoded when first read
         fields = d._decode(raw)
         payload = b""
-        if d.tail is not None:
-            extra = (fields[d.tail.count] + d.tail.bias) * 4
-            if d._tail_wrap:
-                extra &= d._tail_wrap << 2
-            if extra:  # PM4's fixed-size packets have an empty tail: nothing to check or copy
-                if extra < 0:
-                    self._check_count(d, fields, offset)
-                if end + extra > n:
-                    raise TruncatedPacket(f"{self.name}: {d.name} at byte offset {offset:#x} has a "
-                                          f"{extra // 4}-dword tail, only {(n - end) // 4} dwords left")
-                payload = bytes(data[end:end + extra])
+        extra = (fields[d.tail.count] + d.tail.bias) * 4
+        if d._tail_wrap:
+            extra &= d._tail_wrap << 2
+        if extra:  # PM4's fixed-size packets have an empty tail: nothing to check or copy
+            if extra < 0:
+                self._check_count(d, fields, offset)
+            if end + extra > n:
+                raise TruncatedPacket(f"{self.name}: {d.name} at byte offset {offset:#x} has a "
+                                      f"{extra // 4}-dword tail, only {(n - end) // 4} dwords left")
+            payload = bytes(data[end:end + extra])
         return Packet(d, offset, fields, payload, raw)
 
     def _check_count(self, d: PacketDef, fields: dict[str, int], offset: int) -> int:

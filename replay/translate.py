@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kfdtrace.driver.packets import Dialect, Packet, PacketDef, PacketError
+from kfdtrace.driver.packets import Dialect, Packet, PacketDef, PacketError, Transcode
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DEFAULTS, defaults
 
@@ -94,6 +94,8 @@ class Translator:
         self.same = src is dst
         self.dropped: list[str] = []
         self._plans: dict[PacketDef, _Plan | object] = {}
+        # definition -> the generated translation of its packets as decoded (None back: take the general way)
+        self._fast: dict[PacketDef, Transcode] = {}
         # packet bytes -> (translated bytes, (recorded event, replay event) or ()): for one relocation version
         self._cache: dict[bytes, tuple[bytes, tuple[int, ...]]] = {}
         self._cache_version = -1
@@ -112,7 +114,8 @@ class Translator:
         """The packets from `start` to `end` translated. A packet seen before with the same bytes, while the
         relocation is unchanged (and its event maps to the same id), is not decoded again."""
         out: list[bytes] = []
-        cache, event_id = self._cache, self.event_id
+        cache, fast, event_id, move = self._cache, self._fast, self.event_id, self.relocation.move
+        decode = self.src.decode
         pos = start
         while pos < end:
             governing = None
@@ -125,7 +128,14 @@ class Translator:
                 if hit is not None and (not hit[1] or event_id(hit[1][0]) == hit[1][1]):
                     out.append(hit[0])
                     continue
-                p = self.src.decode(data, at)
+                p = decode(data, at)
+                translate = fast.get(d)
+                if translate is not None:
+                    hit = translate(p, move, event_id)
+                    if hit is not None:
+                        out.append(hit[0])
+                        cache[key] = hit
+                        continue
                 parts = self.packet(p, where)
                 out += parts
                 plan = self._plans[d]
@@ -223,12 +233,24 @@ class Translator:
             target, defaults_ = set(t.field_names), DEFAULTS.get(d.name, {})
             keep = tuple(n for n in d.field_names if n in target)
             limit = None if t.split is None else min(self.max_copy, t[t.split[0]].mask + 1)
-            self._plans[d] = _Plan(
+            self._plans[d] = plan = _Plan(
                 t, tuple((n, defaults_.get(n, 0)) for n in d.field_names if n not in target),
                 {n: defaults(self.dst, d.name).get(n, 0) for n in t.field_names if n not in d.field_names},
                 tuple(n for n in keep if t[n].mask < d[n].mask), t.split, limit, self._rewrites(d),
                 d.indirect is None or self.indirect is None)
+            self._compile(d, plan)
         return self._plans[d]
+
+    def _compile(self, d: PacketDef, plan: _Plan) -> None:
+        """The plan's common case -- no split, every value fitting, no indirect buffer -- generated from the two
+        tables, straight from the packet's dwords to the target's (the general way is taken for the rest)."""
+        below = {} if plan.limit is None else {plan.split[0]: plan.limit}
+        if not plan.cacheable or any(n not in d.field_names for n in below):
+            return
+        fast = d.transcoder(plan.dst, keep=self.same, allowed=dict(plan.lacking), defaults=plan.add, below=below,
+                            mapped=d.event_field)
+        if fast is not None:
+            self._fast[d] = fast
 
     def _rewrites(self, d: PacketDef) -> tuple[Rewrite, ...]:
         """The rewrites packets of `d` need: a trap's event id mapped, an indirect buffer translated."""
