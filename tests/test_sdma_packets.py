@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import re
 import struct
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -346,6 +348,42 @@ def test_packet_accessors() -> None:
     assert p.replace(data=10).fields["data"] == 10 and p.fields["data"] == 9
     c = copy.copy(p)
     assert c == p and c.fields is p.fields
+
+
+def test_fields_are_decoded_when_first_read() -> None:
+    raw = dwords(SDMA6.build("COPY_LINEAR", **COPY))
+    raw[0] |= 1 << 27  # declared by no field
+    p = SDMA6.decode(u32s(*raw))
+    unread = copy.copy(p)
+    assert p.encode() == u32s(*raw)  # unread: its own dwords
+    assert p.fields == SDMA6["COPY_LINEAR"]._decode(tuple(raw)) and p.fields is p.fields
+    assert p.encode() == u32s(*raw) and unread.count == COPY["count"] and unread == p
+
+
+def test_build_refuses_what_packet_refuses() -> None:
+    """The generated builders accept and refuse exactly the values `packet` does, whatever the order."""
+    assert SDMA6.build("POLL_REGMEM", func=PollFunc.GE, mem_poll=True) == \
+        SDMA6.packet("POLL_REGMEM", mem_poll=1, func=5).encode()
+    assert SDMA6.build("FENCE", data=2, addr=0x40) == SDMA6.build("FENCE", addr=0x40, data=2)
+    assert SDMA6.build("TRAP") == u32s(6, 0)
+    for bad in (1.0, "1", None):
+        with pytest.raises(TypeError, match=r"FENCE\.data must be an int"):
+            SDMA6.build("FENCE", addr=0x40, data=bad)
+    with pytest.raises(ValueError, match=r"FENCE\.addr=-0x40 does not fit the field's 64 bits"):
+        SDMA6.build("FENCE", addr=-0x40)
+
+    def error(fn) -> tuple:
+        with pytest.raises(Exception) as info:
+            fn()
+        return info.type, str(info.value)
+    for big in (np.uint32(1), np.int64(1)):  # numpy's own error, as before
+        assert error(lambda: SDMA6.build("FENCE", data=big)) == error(lambda: SDMA6.packet("FENCE", data=big))  # noqa: B023
+    atomic = SDMA6["ATOMIC"]
+    orders = itertools.permutations(atomic.field_names[:5])
+    for n, names in enumerate(itertools.islice(orders, 100)):  # kept builders are bounded; the rest still build
+        fields = {k: (n * 0x9E37_79B1 + i) & atomic[k].mask for i, k in enumerate(names)}
+        assert SDMA6.build("ATOMIC", **fields) == SDMA6.packet("ATOMIC", **fields).encode()
+    assert len(atomic._builders) == 64
 
 
 def test_enums() -> None:
