@@ -50,6 +50,7 @@ __all__ = ["MAX_IB_DEPTH", "Addr", "Dialect", "Field", "Packet", "PacketDef", "P
            "TruncatedPacket", "UnknownPacket"]
 
 _U32 = struct.Struct("<I")
+_new = object.__new__
 # Indirect buffers inside indirect buffers are followed (executed, recorded, translated) at most this deep:
 # deeper chains, and an indirect buffer that reaches itself, are refused as malformed.
 MAX_IB_DEPTH = 4
@@ -175,7 +176,7 @@ def _bit_parts(start: int, end: int, vbase: int) -> list[tuple[int, int, int, in
 
 
 def _dec_expr(w: int, s: int, m: int, v: int) -> str:
-    e = f"d[{w}]"
+    e = f"d{w}"
     if s == v and s:  # an address part kept in place: one mask
         return f"({e} & {m << s:#x})"
     if s:
@@ -185,8 +186,13 @@ def _dec_expr(w: int, s: int, m: int, v: int) -> str:
     return f"({e} << {v})" if v else e
 
 
+def _unpack(var: str, n: int) -> str:
+    """A statement binding the `n` dwords of tuple `var` to locals var0, var1, ... (cheaper than subscripts)."""
+    return f"    {', '.join(f'{var}{w}' for w in range(n))}, = {var}\n"
+
+
 def _read(f: Field | Addr) -> str:
-    """An expression for field `f`'s value in dword tuple `d`."""
+    """An expression for field `f`'s value in dwords d0, d1, ..."""
     return " | ".join(_dec_expr(*p) for p in _parts(f))
 
 
@@ -357,8 +363,8 @@ class PacketDef:
         dec = [f"{f.name!r}: {_read(f)}" for f in self.fields]
         binds = "".join(f"    v{i} = f[{f.name!r}]\n" for i, f in enumerate(self.fields))
         encode = self._words({f.name: f"v{i}" for i, f in enumerate(self.fields)}, "b", self._keep)
-        src = (f"def decode(d):\n    return {{{', '.join(dec)}}}\n"
-               f"def encode(f, b):\n{binds}    return ({', '.join(encode)},)\n")
+        src = (f"def decode(d):\n{_unpack('d', n)}    return {{{', '.join(dec)}}}\n"
+               f"def encode(f, b):\n{_unpack('b', n)}{binds}    return ({', '.join(encode)},)\n")
         ns: dict[str, Any] = {}
         exec(compile(src, f"<packet {self.name}>", "exec"), ns)  # source generated from the table alone
         self._decode, self._encode = ns["decode"], ns["encode"]
@@ -406,7 +412,7 @@ class PacketDef:
             for w, s, m, _ in _parts(self[n]) if not ok else ():
                 zero[w] |= m << s
         if any(zero):
-            test = " or ".join(f"d[{w}] & {m:#x}" for w, m in enumerate(zero) if m)
+            test = " or ".join(f"d{w} & {m:#x}" for w, m in enumerate(zero) if m)
             body.append(f"    if {test}:\n        return None\n")
         values: dict[str, str] = {}  # field -> the variable holding its new value
         for i, (n, cond) in enumerate(self._addr_tests):
@@ -437,7 +443,7 @@ class PacketDef:
         values.update((n, str(v)) for n, v in defaults.items() if v and n not in self._by_name)
         words = target._words(values, "d", taken)
         tail = " + p.payload" if self.tail is not None else ""
-        src = (f"def transcode(p, move, remap):\n    d = p._raw\n{''.join(body)}"
+        src = (f"def transcode(p, move, remap):\n    d = p._raw\n{_unpack('d', self.size)}{''.join(body)}"
                f"    return _pack({', '.join(words)}){tail}, {'(e, m)' if mapped else '()'}\n")
         ns: dict[str, Any] = {"_pack": target._struct.pack}
         exec(compile(src, f"<transcode {self.name}>", "exec"), ns)  # source generated from the tables alone
@@ -445,7 +451,7 @@ class PacketDef:
 
     def _words(self, values: Mapping[str, str], raw: str = "", taken: Sequence[int] = ()) -> list[str]:
         """One expression per dword: the header constants, the fields named in `values` (name -> a variable
-        holding a value that fits), and the bits `taken[w]` of dword w of tuple `raw` as they are."""
+        holding a value that fits), and the bits `taken[w]` of dword w, local `raw`w, as they are."""
         terms: list[list[str]] = [[] for _ in range(self.size)]
         for f in self.fields:
             if f.name in values:
@@ -455,7 +461,7 @@ class PacketDef:
         out = []
         for w in range(self.size):
             mask = taken[w] if w < len(taken) else 0
-            head = [f"{raw}[{w}]" if mask == 0xFFFFFFFF else f"({raw}[{w}] & {mask:#x})"] if mask else []
+            head = [f"{raw}{w}" if mask == 0xFFFFFFFF else f"({raw}{w} & {mask:#x})"] if mask else []
             head += [f"{self._const[w]:#x}"] if self._const[w] else []
             out.append(" | ".join(head + terms[w]) or "0")
         return out
@@ -692,9 +698,6 @@ class Dialect:
         """Decode the packet starting at byte `offset` of `data`."""
         if isinstance(data, memoryview) and data.format != "B":
             data = data.cast("B")
-        return self._decode(data, offset)
-
-    def _decode(self, data: bytes | bytearray | memoryview, offset: int) -> Packet:
         n = len(data)
         if offset + 4 > n:
             raise TruncatedPacket(f"{self.name}: no packet header at byte offset {offset:#x} "
@@ -713,8 +716,16 @@ class Dialect:
             raise TruncatedPacket(f"{self.name}: {d.name} at byte offset {offset:#x} needs "
                                   f"{d.size * 4} bytes, only {n - offset} left")
         raw = d._struct.unpack_from(data, offset)
-        if d.tail is None:
-            return Packet(d, offset, None, b"", raw)  # its fields are decoded when first read
+        if d.tail is None:  # Packet(d, offset, None, b"", raw) without the constructor's call: decoding is hot
+            p = _new(Packet)
+            p.defn = d
+            p.name = d.name
+            p.offset = offset
+            p.size = d._nbytes
+            p._fields = None
+            p.payload = b""
+            p._raw = raw
+            return p  # its fields are decoded when first read
         fields = d._decode(raw)
         payload = b""
         extra = (fields[d.tail.count] + d.tail.bias) * 4
@@ -744,7 +755,7 @@ class Dialect:
             data = data.cast("B")
         if end is not None and end < len(data):
             data = memoryview(data)[:end]
-        decode = self._decode
+        decode = self.decode
         pos, stop = start, len(data)
         while pos < stop:
             p = decode(data, pos)
@@ -760,7 +771,7 @@ class Dialect:
         while pos < stop:
             d = index.get(header(data, pos)[0] & mask) if pos + 4 <= stop else None
             if d is None or d.tail is not None or pos + d._nbytes > stop:
-                p = self._decode(data, pos)  # raises the usual errors for unknown or truncated packets
+                p = self.decode(data, pos)  # raises the usual errors for unknown or truncated packets
                 d, size = p.defn, p.size
             else:
                 size = d._nbytes
