@@ -36,7 +36,11 @@ packets added or removed, header values changed.
 
 Speed: each definition compiles, once, a `struct.Struct` and a generated decode and encode function
 (straight-line shifts and masks, no per-field objects). Encoding overlays the fields on the dwords the
-packet was decoded from, so reserved or unknown bits survive a decode -> replace -> encode round trip.
+packet was decoded from, so reserved or unknown bits survive a decode -> replace -> encode round trip. A
+fixed-size packet's fields are decoded when first read (an unread packet encodes to its own dwords);
+`Dialect.build` packs a fixed-size packet through a function generated per sequence of field names given,
+and `PacketDef.transcoder` generates, from two tables, the relocation of a packet into another dialect
+straight from its dwords. All generated source comes from the tables alone.
 """
 
 from __future__ import annotations
@@ -401,20 +405,10 @@ class PacketDef:
         general way: a field the target lacks holding neither 0 nor its `allowed` value, a `below` field at
         or past its bound, an address `move` finds nowhere, a value that does not fit the target's field.
         None instead of a function: an address's `when` names another address (moved in table order)."""
-        allowed, defaults, below = allowed or {}, defaults or {}, below or {}
         if any(c is not None and isinstance(self[c[0]], Addr) for _, c in self._addr_tests):
             return None
-        body = [f"    if {_read(self[n])} >= {bound}:\n        return None\n" for n, bound in below.items()]
-        zero = [0] * self.size  # bits of the fields that must hold 0
-        for n, ok in allowed.items():
-            if ok:
-                body.append(f"    x = {_read(self[n])}\n    if x and x != {ok}:\n        return None\n")
-            for w, s, m, _ in _parts(self[n]) if not ok else ():
-                zero[w] |= m << s
-        if any(zero):
-            test = " or ".join(f"d{w} & {m:#x}" for w, m in enumerate(zero) if m)
-            body.append(f"    if {test}:\n        return None\n")
-        values: dict[str, str] = {}  # field -> the variable holding its new value
+        body = self._refusals(allowed or {}, below or {})
+        values: dict[str, str] = {}  # target field -> the variable or expression holding its new value
         for i, (n, cond) in enumerate(self._addr_tests):
             v = values[n] = f"a{i}"
             test = v if cond is None else f"{v} and {_read(self[cond[0]])} in {set(cond[1])}"
@@ -426,6 +420,39 @@ class PacketDef:
             values[mapped] = "m"
         checks = [f"{v} & {target._reject[n]}" for n, v in values.items() if n in target._reject]
         taken = [target._keep[w] if keep and w < self.size else 0 for w in range(target.size)]
+        checks += self._carry(target, values, taken)
+        if checks:
+            body.append(f"    if {' or '.join(checks)}:\n        return None\n")
+        values.update((n, str(v)) for n, v in (defaults or {}).items() if v and n not in self._by_name)
+        words = target._words(values, "d", taken)
+        tail = " + p.payload" if self.tail is not None else ""
+        src = (f"def transcode(p, move, remap):\n    d = p._raw\n{_unpack('d', self.size)}{''.join(body)}"
+               f"    return _pack({', '.join(words)}){tail}, {'(e, m)' if mapped else '()'}\n")
+        ns: dict[str, Any] = {"_pack": target._struct.pack}
+        exec(compile(src, f"<transcode {self.name}>", "exec"), ns)  # source generated from the tables alone
+        return ns["transcode"]
+
+    def _refusals(self, allowed: Mapping[str, int], below: Mapping[str, int]) -> list[str]:
+        """Statements returning None for a packet whose field the target lacks holds neither 0 nor its `allowed`
+        value, or whose `below` field is at or past its bound."""
+        body = [f"    if {_read(self[n])} >= {bound}:\n        return None\n" for n, bound in below.items()]
+        zero = [0] * self.size  # bits of the fields that must hold 0
+        for n, ok in allowed.items():
+            if ok:
+                body.append(f"    x = {_read(self[n])}\n    if x and x != {ok}:\n        return None\n")
+            else:
+                for w, s, m, _ in _parts(self[n]):
+                    zero[w] |= m << s
+        if any(zero):
+            body.append(f"    if {' or '.join(f'd{w} & {m:#x}' for w, m in enumerate(zero) if m)}:\n"
+                        f"        return None\n")
+        return body
+
+    def _carry(self, target: PacketDef, values: dict[str, str], taken: list[int]) -> list[str]:
+        """Carry the fields both definitions have (but those in `values`) into `target`: bits they hold in the
+        same place are marked in `taken`, the others go into `values` as expressions. Returns the checks (true:
+        does not fit) of the values the target holds in fewer bits."""
+        checks = []
         for f in target.fields:
             g = self._by_name.get(f.name)
             if g is None or f.name in values:
@@ -436,18 +463,9 @@ class PacketDef:
             if gv != fv:  # the value moves within the packet: decoded and encoded again
                 values[f.name] = f"({_read(g)})"
                 continue
-            for w, s, m, _ in _bit_parts(max(gs, fs), min(ge, fe), fv):  # bits both hold in place: kept as they are
+            for w, s, m, _ in _bit_parts(max(gs, fs), min(ge, fe), fv):
                 taken[w] |= m << s
-        if checks:
-            body.append(f"    if {' or '.join(checks)}:\n        return None\n")
-        values.update((n, str(v)) for n, v in defaults.items() if v and n not in self._by_name)
-        words = target._words(values, "d", taken)
-        tail = " + p.payload" if self.tail is not None else ""
-        src = (f"def transcode(p, move, remap):\n    d = p._raw\n{_unpack('d', self.size)}{''.join(body)}"
-               f"    return _pack({', '.join(words)}){tail}, {'(e, m)' if mapped else '()'}\n")
-        ns: dict[str, Any] = {"_pack": target._struct.pack}
-        exec(compile(src, f"<transcode {self.name}>", "exec"), ns)  # source generated from the tables alone
-        return ns["transcode"]
+        return checks
 
     def _words(self, values: Mapping[str, str], raw: str = "", taken: Sequence[int] = ()) -> list[str]:
         """One expression per dword: the header constants, the fields named in `values` (name -> a variable
