@@ -4,8 +4,9 @@
 
 1. Packets per second through decode + relocate + re-encode (no execution) for a large SDMA stream, both
    within one dialect (sdma4.4 -> sdma4.4) and across (sdma4.4 -> sdma6, sdma6 -> sdma4.4), of one submission's
-   packets repeated (targets: >= 1M/s) and of packets all distinct (>= 400k/s). Best of --repeat runs: one run
-   of a shared machine swings by half.
+   packets repeated (targets: >= 1M/s) and of packets all distinct (>= 400k/s), the distinct ones side by side
+   with the general way (every packet's fields decoded, relocated into a new dict and encoded, as
+   `Translator.packet` does). Best of --repeat runs: one run of a shared machine swings by half.
 2. End-to-end: the sdma_stress workload recorded on the emulator, then replayed; replay time against the
    capture's own run time.
 """
@@ -50,14 +51,19 @@ def stream(dialect, n: int, distinct: bool = False) -> bytes:
     return unit(d) * (n // 5)
 
 
-def codec(src: str, dst: str, n: int, repeat: int, distinct: bool = False) -> float:
-    """Packets per second translating `n` packets from `src` to `dst` (a fresh translator per run)."""
+def codec(src: str, dst: str, n: int, repeat: int, distinct: bool = False, general: bool = False) -> float:
+    """Packets per second translating `n` packets from `src` to `dst` (a fresh translator per run); `general`:
+    each packet decoded and translated the general way, `Translator.packet`."""
     relocation = Relocation()
     relocation.add(BASE, SIZE, MOVED)
     data = stream(src, n, distinct)
 
     def run() -> None:
-        assert Translator(DIALECTS[src], DIALECTS[dst], 1 << 30, relocation).ring(data, "bench")
+        t = Translator(DIALECTS[src], DIALECTS[dst], 1 << 30, relocation)
+        if general:
+            assert b"".join(b for p in t.src.iter_packets(data) for b in t.packet(p, "bench"))
+        else:
+            assert t.ring(data, "bench")
 
     return (n // 5 * 5) / best_of(run, repeat)
 
@@ -71,7 +77,11 @@ def main() -> None:
     for distinct, target in ((False, "1M, repeated packets"), (True, "400k, all distinct")):
         for src, dst in (("sdma4.4", "sdma4.4"), ("sdma4.4", "sdma6"), ("sdma6", "sdma4.4"), ("sdma6", "sdma7")):
             rate = codec(src, dst, args.packets, args.repeat, distinct)
-            print(f"decode+relocate+encode {src:7s} -> {dst:7s}: {rate / 1e3:7.0f}k packets/s (target >= {target})")
+            line = f"decode+relocate+encode {src:7s} -> {dst:7s}: {rate / 1e3:7.0f}k packets/s (target >= {target})"
+            if distinct:
+                general = codec(src, dst, args.packets, args.repeat, distinct, general=True)
+                line += f"; the general way {general / 1e3:4.0f}k, {rate / general:.1f}x"
+            print(line)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "stress.kfdtrace")
         with record(path), System.open(emulate="gfx942") as system:
