@@ -190,9 +190,10 @@ def _dec_expr(w: int, s: int, m: int, v: int) -> str:
     return f"({e} << {v})" if v else e
 
 
-def _unpack(var: str, n: int) -> str:
-    """A statement binding the `n` dwords of tuple `var` to locals var0, var1, ... (cheaper than subscripts)."""
-    return f"    {', '.join(f'{var}{w}' for w in range(n))}, = {var}\n"
+def _unpack(var: str, n: int, tuple_: str = "") -> str:
+    """A statement binding the `n` dwords of tuple `tuple_` (default: `var`) to locals var0, var1, ... (cheaper
+    than subscripts)."""
+    return f"    {', '.join(f'{var}{w}' for w in range(n))}, = {tuple_ or var}\n"
 
 
 def _read(f: Field | Addr) -> str:
@@ -418,15 +419,18 @@ class PacketDef:
         if mapped is not None:
             body.append(f"    e = {_read(self[mapped])}\n    m = remap(e)\n")
             values[mapped] = "m"
-        checks = [f"{v} & {target._reject[n]}" for n, v in values.items() if n in target._reject]
+        fits: dict[int, list[str]] = {}  # reject mask -> the values that must have none of its bits
+        for n, v in values.items():
+            if n in target._reject:
+                fits.setdefault(target._reject[n], []).append(v)
         taken = [target._keep[w] if keep and w < self.size else 0 for w in range(target.size)]
-        checks += self._carry(target, values, taken)
+        checks = [f"({' | '.join(vs)}) & {r}" for r, vs in fits.items()] + self._carry(target, values, taken)
         if checks:
             body.append(f"    if {' or '.join(checks)}:\n        return None\n")
         values.update((n, str(v)) for n, v in (defaults or {}).items() if v and n not in self._by_name)
         words = target._words(values, "d", taken)
         tail = " + p.payload" if self.tail is not None else ""
-        src = (f"def transcode(p, move, remap):\n    d = p._raw\n{_unpack('d', self.size)}{''.join(body)}"
+        src = (f"def transcode(p, move, remap):\n{_unpack('d', self.size, 'p._raw')}{''.join(body)}"
                f"    return _pack({', '.join(words)}){tail}, {'(e, m)' if mapped else '()'}\n")
         ns: dict[str, Any] = {"_pack": target._struct.pack}
         exec(compile(src, f"<transcode {self.name}>", "exec"), ns)  # source generated from the tables alone
@@ -435,7 +439,8 @@ class PacketDef:
     def _refusals(self, allowed: Mapping[str, int], below: Mapping[str, int]) -> list[str]:
         """Statements returning None for a packet whose field the target lacks holds neither 0 nor its `allowed`
         value, or whose `below` field is at or past its bound."""
-        body = [f"    if {_read(self[n])} >= {bound}:\n        return None\n" for n, bound in below.items()]
+        body = [f"    if {_read(self[n])} >= {bound}:\n        return None\n" for n, bound in below.items()
+                if bound <= self[n].mask]  # a bound past every value the field holds needs no test
         zero = [0] * self.size  # bits of the fields that must hold 0
         for n, ok in allowed.items():
             if ok:
