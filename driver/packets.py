@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MAX_IB_DEPTH", "Addr", "Dialect", "Field", "Packet", "PacketDef", "PacketError", "Tail",
+__all__ = ["MAX_IB_DEPTH", "Addr", "Dialect", "Field", "Packet", "PacketDef", "PacketError", "Tail", "Transcode",
            "TruncatedPacket", "UnknownPacket"]
 
 _U32 = struct.Struct("<I")
@@ -209,8 +209,8 @@ def _enc_expr(var: str, s: int, m: int, v: int, top: bool) -> str:
 
 
 # (packet as decoded, move, remap) -> (bytes, (old, new) of the mapped field or ()) or None: PacketDef.transcoder
-Transcode = Callable[["Packet", Callable[[int], "int | None"], Callable[[int], int]],
-                     "tuple[bytes, tuple[int, ...]] | None"]
+Transcode = Callable[["Packet", Callable[[int], int | None], Callable[[int], int]],
+                     tuple[bytes, tuple[int, ...]] | None]
 
 
 class PacketDef:
