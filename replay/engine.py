@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.errors import AddressInUse, DeviceError, GpuFault, WaitTimeout
 from kfdtrace.driver.memory import PAGE, Buffer
-from kfdtrace.driver.packets import MAX_IB_DEPTH, Packet
+from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.driver.sdma_queue import ENGINE_KINDS, SdmaQueue
 from kfdtrace.driver.signals import POLL_SLICE_MS, Event, Semaphore
 from kfdtrace.driver.system import Device, System
-from kfdtrace.replay.translate import Relocation, ReplayError, Translator
+from kfdtrace.replay.translate import Relocation, ReplayError, TranslationCache, Translator
 from kfdtrace.traces import records as R
 from kfdtrace.traces.format import Record, TraceError, TraceReader
 
@@ -43,6 +43,7 @@ EVENTS: Pool = ("events", None)  # KFD signal events, a per-process limit
 # recorded SDMA queue type -> the engine kind the driver asks for (an engine picked by id becomes any engine)
 SDMA_KINDS = {qtype: kind for kind, qtype in ENGINE_KINDS.items()} | {K.QueueType.SDMA_BY_ENG_ID: "sdma"}
 REPLAYED_EVENTS = frozenset({K.EventType.SIGNAL})  # the replay's System makes its own exception events
+SHARED_CACHES = 16  # queues whose survey translations the run reuses (each cache is bounded on its own)
 
 
 def handled(cls: type) -> frozenset[str]:
@@ -143,6 +144,9 @@ class Survey:
     names: dict[int, tuple[str | None, str]] = field(default_factory=dict)  # alloc record -> (name, role)
     waited: set[int] = field(default_factory=set)  # event records some event_wait waits on
     peaks: Counter[Pool] = field(default_factory=Counter)  # the most bytes one instance holds at once
+    # queue record -> the survey's translations of its packets, for the first instance to find (up to
+    # SHARED_CACHES queues: each holds up to CACHED_PACKETS translations)
+    caches: dict[int, TranslationCache] = field(default_factory=dict)
 
 
 def chunk_size(trace: TraceReader) -> int:
@@ -261,7 +265,10 @@ class _Surveyor:
 
     def _on_queue(self, r: Record) -> None:
         f = r.fields
-        self.translators[f["queue"]] = _translator(f, self.devices, self.relocation, lambda e: e)
+        cache = TranslationCache() if len(self.s.caches) < SHARED_CACHES else None
+        if cache is not None:
+            self.s.caches[r.n] = cache
+        self.translators[f["queue"]] = _translator(f, self.devices, self.relocation, lambda e: e, cache=cache)
         self.rings[f["queue"]] = (f["ring_size"] + PAGE, ("SDMA queues", self.devices[f["gpu"]].index))
         self._add(HOST, f["ring_size"] + PAGE)  # the replayer's own ring and pointers, in GTT
         self._add(EVENTS, 1)  # and its queue's semaphore's event
@@ -311,14 +318,15 @@ class _Surveyor:
 
 
 def _translator(q: dict, devices: dict[int, Device], relocation: Relocation, event_id: Callable[[int], int],
-                indirect=None) -> Translator:
+                indirect=None, cache: TranslationCache | None = None) -> Translator:
     if q["type"] not in SDMA_KINDS or q["dialect"] not in DIALECTS:
         raise ReplayError(f"queue {q['queue']}: queue type {q['type']} is not replayable yet (SDMA only)")
     dev = devices.get(q["gpu"])
     if dev is None:
         raise ReplayError(f"queue {q['queue']} is on GPU {q['gpu']:#x}, which the trace's header does not list")
     target = DIALECTS[dev.target.family.sdma_dialect]
-    return Translator(DIALECTS[q["dialect"]], target, dev.target.sdma_max_copy, relocation, event_id, indirect)
+    return Translator(DIALECTS[q["dialect"]], target, dev.target.sdma_max_copy, relocation, event_id, indirect,
+                      cache)
 
 
 def _page_up(n: int) -> int:
@@ -378,15 +386,17 @@ class ReplayBuffer:
 
     buffer: Buffer
     volatile: bool = False  # a packet writes a GPU clock into it: never compared
-    wrote: tuple[str, int, Packet] | None = None  # (submission, index, packet) of the last packet writing it
+    # the last packet writing it: (its submission, the submission's ring bytes, its offset there, their dialect)
+    wrote: tuple[str, bytes, int, Dialect] | None = None
 
     @property
     def writer(self) -> str | None:
-        """The submission and packet that last wrote it (formatted only when a report names it)."""
+        """The submission and packet that last wrote it (found and formatted only when a report names it)."""
         if self.wrote is None:
             return None
-        where, i, p = self.wrote
-        return f"{where} packet {i}: {p}"
+        where, ring, at, dialect = self.wrote
+        i = sum(1 for start, _, _ in dialect.spans(ring) if start < at)
+        return f"{where} packet {i}: {dialect.decode(ring, at)}"
 
 
 @dataclass(eq=False)
@@ -500,7 +510,8 @@ class Instance:
             q = dev.sdma_queue(ring_size=f["ring_size"], engine=engine, name=f"replay q{f['queue']}")
         rq = ReplayQueue(q, f"queue {f['queue']} (created at record {r.n})")
         rq.translator = _translator(f, self.devices, self.relocation, self._trap_event,
-                                    lambda base, size, where: self._indirect(rq, base, size, where))
+                                    lambda base, size, where: self._indirect(rq, base, size, where),
+                                    None if self.move_all else self.s.caches.get(r.n))
         self.queues[f["queue"]] = rq
 
     def _on_queue_destroy(self, r: Record) -> None:
@@ -524,15 +535,17 @@ class Instance:
         if rq is None:
             return
         where = f"submission {self.result.submissions} on {rq.label}"
-        for i, p in enumerate(rq.translator.src.iter_packets(f["ring"])):
-            self.result.packets += 1
-            for addr in p.written_addresses():
+        t, ring, writes = rq.translator, f["ring"], []
+        rq.reclaim()
+        counted = t.packets
+        packets = t.ring(ring, where, writes)
+        self.result.packets += t.packets - counted
+        for at, addresses, volatile in writes:
+            for addr in addresses:
                 hit = self.buffers.find(addr)
                 if hit is not None:
-                    hit[2].wrote = (where, i, p)
-                    hit[2].volatile |= p.defn.volatile  # GPU clocks differ on every run
-        rq.reclaim()
-        packets = rq.translator.ring(f["ring"], where)
+                    hit[2].wrote = (where, ring, at, t.src)
+                    hit[2].volatile |= volatile  # GPU clocks differ on every run
         if packets:
             rq.queue.emit(packets)
         rq.queue.submit()

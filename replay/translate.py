@@ -23,7 +23,11 @@ from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DEFAULTS, defaults
 
 Rewrite = Callable[[dict[str, int], str], dict[str, int]]  # (recorded fields, where) -> fields to replace
-CACHED_PACKETS = 1 << 16  # distinct translated packets a translator keeps
+CACHED_PACKETS = 1 << 16  # distinct translated packets a translation cache keeps
+IDENTITY = "identity"  # the relocation state of a replay whose buffers all sit at their recorded addresses
+# a recorded packet that makes the GPU write memory: (byte offset in its submission, recorded addresses it
+# writes, whether a packet of its kind writes a clock)
+Write = tuple[int, tuple[int, ...], bool]
 
 
 class ReplayError(Exception):
@@ -41,14 +45,24 @@ class Relocation:
         self._ranges: RangeMap[int] = RangeMap()
         self._last = (0, 0, 0)  # (start, end, delta) of the range the last lookup hit: packets cluster
         self.version = 0  # changes whenever a range comes or goes: translations made before may be stale
+        self._moved = 0  # ranges whose replay address is not their recorded one
+
+    @property
+    def state(self) -> str | int:
+        """What translations depend on: IDENTITY while every range sits at its recorded address (the same for
+        any such moment), else the version."""
+        return self.version if self._moved else IDENTITY
 
     def add(self, recorded: int, size: int, replay: int) -> None:
         if not self._ranges.add(recorded, size, replay - recorded):
             raise ReplayError(f"recorded buffers overlap at {recorded:#x}")
+        self._moved += replay != recorded
         self.version += 1
 
     def remove(self, recorded: int) -> None:
+        hit = self._ranges.find(recorded)
         self._ranges.remove(recorded)
+        self._moved -= hit is not None and hit[2] != 0
         self._last = (0, 0, 0)
         self.version += 1
 
@@ -64,6 +78,22 @@ class Relocation:
         return addr + delta
 
 
+class TranslationCache:
+    """Translated packets by their recorded bytes, for one relocation state. A replay's survey and its run
+    translate the same submissions in the same order: while both see the identity relocation, the run finds
+    the survey's translations here. An entry: (translated bytes, (recorded event, replay event) or (), the
+    packet's writes or None)."""
+
+    def __init__(self) -> None:
+        self.state: str | int | None = None
+        self.entries: dict[bytes, tuple[bytes, tuple[int, ...], tuple[tuple[int, ...], bool] | None]] = {}
+
+    def entries_for(self, state: str | int) -> dict:
+        if state != self.state or len(self.entries) > CACHED_PACKETS:
+            self.entries, self.state = {}, state
+        return self.entries
+
+
 @dataclass(frozen=True)
 class _Plan:
     """How one source packet definition becomes the target's, worked out once from the two tables."""
@@ -75,7 +105,7 @@ class _Plan:
     split: tuple[str, tuple[str, ...]] | None  # the target's (byte count field, advancing addresses)
     limit: int | None  # bytes one packet may move on the target (packets with a byte count are split to it)
     rewrites: tuple[Rewrite, ...]  # values that mean more than their layout: an event id, an indirect buffer
-    cacheable: bool  # its translation depends on its bytes, the relocation and its event id alone (no indirect)
+    cacheable: bool  # its translation depends on its bytes, the relocation and its event id alone (no IB)
 
 
 _DROP = object()  # the plan of a packet the target does without
@@ -90,10 +120,12 @@ class Translator:
 
     def __init__(self, src: Dialect, dst: Dialect, max_copy: int, relocation: Relocation,
                  event_id: Callable[[int], int] = lambda e: e,
-                 indirect: Callable[[int, int, str], tuple[int, int]] | None = None):
+                 indirect: Callable[[int, int, str], tuple[int, int]] | None = None,
+                 cache: TranslationCache | None = None):
         """`event_id` maps a recorded event id (a packet's `event_field`) to the replay's; `indirect(address,
         dwords, where)` takes a recorded indirect buffer (a packet's `indirect` fields) and returns (address,
-        dwords) of its translated copy (None: only relocated)."""
+        dwords) of its translated copy (None: only relocated). `cache`: shared with another translator of the
+        same queue (the survey's)."""
         self.src, self.dst, self.relocation = src, dst, relocation
         self.max_copy, self.event_id, self.indirect = max_copy, event_id, indirect
         self.same = src is dst
@@ -101,30 +133,30 @@ class Translator:
         self._plans: dict[PacketDef, _Plan | object] = {}
         # definition -> the generated translation of its packets as decoded (None back: take the general way)
         self._fast: dict[PacketDef, Transcode] = {}
-        # packet bytes -> (translated bytes, (recorded event, replay event) or ()): for one relocation version
-        self._cache: dict[bytes, tuple[bytes, tuple[int, ...]]] = {}
-        self._cache_version = -1
+        self.cache = cache or TranslationCache()
+        self.packets = 0  # recorded packets translated
 
-    def ring(self, data: bytes, where: str) -> bytes:
-        """The translated packets of `data` (one submission's ring bytes); `where` names it in errors."""
-        if self._cache_version != self.relocation.version or len(self._cache) > CACHED_PACKETS:
-            self._cache.clear()
-            self._cache_version = self.relocation.version
+    def ring(self, data: bytes, where: str, writes: list[Write] | None = None) -> bytes:
+        """The translated packets of `data` (one submission's ring bytes); `where` names it in errors. With
+        `writes`, the recorded packets that write memory are added to it (read where the translation was)."""
+        cache = self.cache.entries_for(self.relocation.state)
         try:
-            return b"".join(self._span(bytes(data), 0, len(data), where))
+            return b"".join(self._span(bytes(data), 0, len(data), where, cache, writes))
         except PacketError as exc:
             raise ReplayError(f"{where}: {exc}") from None
 
-    def _span(self, data: bytes, start: int, end: int, where: str) -> list[bytes]:
+    def _span(self, data: bytes, start: int, end: int, where: str, cache: dict,
+              writes: list[Write] | None) -> list[bytes]:
         """The packets from `start` to `end` translated. A packet seen before with the same bytes, while the
-        relocation is unchanged (and its event maps to the same id), is not decoded again."""
+        relocation is in the same state (and its event maps to the same id), is not decoded again."""
         out: list[bytes] = []
-        cache, fast, event_id, move = self._cache, self._fast, self.event_id, self.relocation.move
+        fast, event_id, move = self._fast, self.event_id, self.relocation.move
         decode = self.src.decode
         pos = start
         while pos < end:
             governing = None
             for at, size, d in self.src.spans(data, pos, end):
+                self.packets += 1
                 if d.skip_field is not None:
                     governing = at
                     break
@@ -132,27 +164,35 @@ class Translator:
                 hit = cache.get(key)
                 if hit is not None and (not hit[1] or event_id(hit[1][0]) == hit[1][1]):
                     out.append(hit[0])
+                    if writes is not None and hit[2]:
+                        writes.append((at, *hit[2]))
                     continue
                 p = decode(data, at)
+                written = tuple(p.written_addresses()) if d.written_fields else ()
+                wrote = (written, d.volatile) if written else None
+                if writes is not None and wrote:
+                    writes.append((at, *wrote))
                 translate = fast.get(d)
                 if translate is not None:
                     hit = translate(p, move, event_id)
                     if hit is not None:
                         out.append(hit[0])
-                        cache[key] = hit
+                        cache[key] = (*hit, wrote)
                         continue
                 parts = self.packet(p, where)
                 out += parts
                 plan = self._plans[d]
                 if plan is not _DROP and plan.cacheable:
                     event = d.event_field
-                    cache[key] = (b"".join(parts), (p.fields[event], event_id(p.fields[event])) if event else ())
+                    cache[key] = (b"".join(parts), (p.fields[event], event_id(p.fields[event])) if event else (),
+                                  wrote)
             if governing is None:
                 break
-            pos = self._governing(data, governing, end, where, out)
+            pos = self._governing(data, governing, end, where, out, cache, writes)
         return out
 
-    def _governing(self, data: bytes, pos: int, end: int, where: str, out: list[bytes]) -> int:
+    def _governing(self, data: bytes, pos: int, end: int, where: str, out: list[bytes], cache: dict,
+                   writes: list[Write] | None) -> int:
         """A packet that may make the engine skip the next dwords (a conditional): those packets translated, its
         count changed to their new length; returns where the packets after them start."""
         p = self.src.decode(data, pos)
@@ -161,7 +201,7 @@ class Translator:
         governed = b""
         if p.fields[skip]:
             try:
-                governed = b"".join(self._span(data, pos + p.size, min(inner_end, end), where))
+                governed = b"".join(self._span(data, pos + p.size, min(inner_end, end), where, cache, writes))
             except PacketError:
                 governed = None
             if governed is None or inner_end > end:
@@ -242,7 +282,7 @@ class Translator:
                 t, tuple((n, defaults_.get(n, 0)) for n in d.field_names if n not in target),
                 {n: defaults(self.dst, d.name).get(n, 0) for n in t.field_names if n not in d.field_names},
                 tuple(n for n in keep if t[n].mask < d[n].mask), t.split, limit, self._rewrites(d),
-                d.indirect is None or self.indirect is None)
+                d.indirect is None)
             self._compile(d, plan)
         return self._plans[d]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 from unittest import mock
@@ -124,6 +125,12 @@ def test_corrupted_blob_is_a_divergence_naming_the_buffer(tmp_path):
     # result is the CPU-readable buffer the corrupted input reaches (the stages and sink have no CPU mapping)
     assert "DIVERGED" in res.stdout and "buffer result" in res.stdout and "COPY_LINEAR" in res.stdout
     assert "+0x64" in res.stdout  # byte 100: where the flipped input landed
+    writer = re.search(r"appeared after submission (\d+) on .+ packet (\d+): (COPY_LINEAR count=\S+ src=\S+ "
+                       r"dst=(\S+))", res.stdout)
+    assert writer, res.stdout
+    with TraceReader(bad) as r:  # the named packet is that submission's packet of that index, as recorded
+        ring = next(d for i, d in enumerate(r.records({"doorbell"})) if i == int(writer[1])).fields["ring"]
+    assert str(list(DIALECTS["sdma4.4"].iter_packets(ring))[int(writer[2])]) == writer[3]
 
 
 def test_missing_signal_is_a_hang_with_the_decoded_packet(tmp_path):
@@ -299,3 +306,30 @@ def test_traces_from_before_event_records_still_replay(name, family):
     report = replay_trace(path, Options(), emulate=family)
     assert report.status == EXIT_OK, report.lines()
     assert report.results[0].verified > 0
+
+
+def test_the_run_reuses_the_survey_s_translations_while_nothing_moved(monkeypatch):
+    from kfdtrace.replay.translate import IDENTITY, Relocation, TranslationCache, Translator
+
+    d = DIALECTS["sdma4.4"]
+    base = 0x7F00_0000_0000
+    ring = d.build("COPY_LINEAR", count=63, src=base, dst=base + 0x1000) + d.build("FENCE", addr=base + 64, data=1)
+    survey, run, moved = Relocation(), Relocation(), Relocation()
+    for r in (survey, run):
+        r.add(base, 1 << 20, base)
+    moved.add(base, 1 << 20, base + (1 << 30))
+    assert survey.state == run.state == IDENTITY and moved.state != IDENTITY
+    cache = TranslationCache()
+    first = Translator(d, DIALECTS["sdma6"], 1 << 22, survey, cache=cache).ring(ring, "survey")
+    writes: list = []
+    with monkeypatch.context() as m:  # the run decodes nothing: every packet is the survey's
+        m.setattr(d, "decode", lambda *a: pytest.fail("decoded again"))
+        assert Translator(d, DIALECTS["sdma6"], 1 << 22, run, cache=cache).ring(ring, "run", writes) == first
+    assert writes == [(0, (base + 0x1000,), False), (28, (base + 64,), False)]  # what each packet writes
+    relocated = Translator(d, DIALECTS["sdma6"], 1 << 22, moved, cache=cache).ring(ring, "moved")
+    assert relocated != first  # another relocation state: translated anew
+    run.remove(base)
+    run.add(base, 1 << 20, base + (1 << 30))
+    assert run.state != IDENTITY
+    run.remove(base)
+    assert run.state == IDENTITY
