@@ -196,6 +196,11 @@ def _unpack(var: str, n: int, tuple_: str = "") -> str:
     return f"    {', '.join(f'{var}{w}' for w in range(n))}, = {tuple_ or var}\n"
 
 
+def _among(values: Iterable[int]) -> str:
+    """A set display of `values` as plain ints (a table may give enum members)."""
+    return "{" + ", ".join(str(int(v)) for v in sorted(values)) + "}"
+
+
 def _read(f: Field | Addr) -> str:
     """An expression for field `f`'s value in dwords d0, d1, ..."""
     return " | ".join(_dec_expr(*p) for p in _parts(f))
@@ -368,11 +373,15 @@ class PacketDef:
         dec = [f"{f.name!r}: {_read(f)}" for f in self.fields]
         binds = "".join(f"    v{i} = f[{f.name!r}]\n" for i, f in enumerate(self.fields))
         encode = self._words({f.name: f"v{i}" for i, f in enumerate(self.fields)}, "b", self._keep)
+        written = "".join(f"    w.append({_read(self[a])})\n" if c is None else
+                          f"    if {_read(self[c[0]])} in {_among(c[1])}:\n        w.append({_read(self[a])})\n"
+                          for a, c in self._written_tests)
         src = (f"def decode(d):\n{_unpack('d', n)}    return {{{', '.join(dec)}}}\n"
-               f"def encode(f, b):\n{_unpack('b', n)}{binds}    return ({', '.join(encode)},)\n")
+               f"def encode(f, b):\n{_unpack('b', n)}{binds}    return ({', '.join(encode)},)\n"
+               f"def written(d):\n{_unpack('d', n)}    w = []\n{written}    return w\n")
         ns: dict[str, Any] = {}
         exec(compile(src, f"<packet {self.name}>", "exec"), ns)  # source generated from the table alone
-        self._decode, self._encode = ns["decode"], ns["encode"]
+        self._decode, self._encode, self._written = ns["decode"], ns["encode"], ns["written"]
         # field names given to Dialect.build, in order -> a function packing their values (`_builder`)
         self._builders: dict[tuple[str, ...], Callable[..., bytes | None]] = {}
         self._source = src
@@ -412,7 +421,7 @@ class PacketDef:
         values: dict[str, str] = {}  # target field -> the variable or expression holding its new value
         for i, (n, cond) in enumerate(self._addr_tests):
             v = values[n] = f"a{i}"
-            test = v if cond is None else f"{v} and {_read(self[cond[0]])} in {set(cond[1])}"
+            test = v if cond is None else f"{v} and {_read(self[cond[0]])} in {_among(cond[1])}"
             outside = f"{v} = {_read(self[n])}" if n in self.range_fields else "return None"
             body.append(f"    {v} = {_read(self[n])}\n    if {test}:\n        {v} = move({v})\n"
                         f"        if {v} is None:\n            {outside}\n")
@@ -585,6 +594,8 @@ class Packet:
 
     def written_addresses(self) -> list[int]:
         """The addresses this packet makes the GPU write (Addr fields tagged written=True; honours `when`)."""
+        if self._fields is None:  # as decoded: read from its dwords, its fields left undecoded
+            return self.defn._written(self._raw)
         f = self.fields
         return [f[n] for n, cond in self.defn._written_tests if cond is None or f[cond[0]] in cond[1]]
 

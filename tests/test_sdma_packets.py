@@ -59,6 +59,7 @@ def test_build_decode_round_trip(dialect: Dialect, defn: PacketDef, data) -> Non
         assert p.fields[defn.tail.count] == len(payload) // 4 - defn.tail.bias
     assert p.encode() == raw
     assert dialect.packet(defn.name, payload, **fields) == p
+    assert dialect.decode(raw).written_addresses() == p.written_addresses()  # from the dwords == from the fields
 
 
 def test_nontrivial_round_trip_every_packet_every_dialect() -> None:
