@@ -45,6 +45,7 @@ straight from its dwords. All generated source comes from the tables alone.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -373,12 +374,14 @@ class PacketDef:
         dec = [f"{f.name!r}: {_read(f)}" for f in self.fields]
         binds = "".join(f"    v{i} = f[{f.name!r}]\n" for i, f in enumerate(self.fields))
         encode = self._words({f.name: f"v{i}" for i, f in enumerate(self.fields)}, "b", self._keep)
+        first = [a for a, c in itertools.takewhile(lambda t: t[1] is None, self._written_tests)]  # in table order
+        always = ", ".join(_read(self[a]) for a in first)
         written = "".join(f"    w.append({_read(self[a])})\n" if c is None else
                           f"    if {_read(self[c[0]])} in {_among(c[1])}:\n        w.append({_read(self[a])})\n"
-                          for a, c in self._written_tests)
+                          for a, c in self._written_tests[len(first):])
         src = (f"def decode(d):\n{_unpack('d', n)}    return {{{', '.join(dec)}}}\n"
                f"def encode(f, b):\n{_unpack('b', n)}{binds}    return ({', '.join(encode)},)\n"
-               f"def written(d):\n{_unpack('d', n)}    w = []\n{written}    return w\n")
+               f"def written(d):\n{_unpack('d', n)}    w = [{always}]\n{written}    return w\n")
         ns: dict[str, Any] = {}
         exec(compile(src, f"<packet {self.name}>", "exec"), ns)  # source generated from the table alone
         self._decode, self._encode, self._written = ns["decode"], ns["encode"], ns["written"]
