@@ -15,6 +15,7 @@ refusal, take the general way (fields decoded, relocated, encoded), so errors ar
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,6 +39,9 @@ class OutsideBuffers(ReplayError):
     """A packet address in no recorded buffer: on real hardware the GPU would touch memory nobody allocated."""
 
 
+_RELOCATIONS = itertools.count()
+
+
 class Relocation:
     """Recorded address ranges -> replay addresses; interior pointers move with their range."""
 
@@ -46,12 +50,13 @@ class Relocation:
         self._last = (0, 0, 0)  # (start, end, delta) of the range the last lookup hit: packets cluster
         self.version = 0  # changes whenever a range comes or goes: translations made before may be stale
         self._moved = 0  # ranges whose replay address is not their recorded one
+        self._serial = next(_RELOCATIONS)  # versions of two relocations are not comparable: states carry this
 
     @property
-    def state(self) -> str | int:
+    def state(self) -> str | tuple[int, int]:
         """What translations depend on: IDENTITY while every range sits at its recorded address (the same for
-        any such moment), else the version."""
-        return self.version if self._moved else IDENTITY
+        any relocation at any such moment), else this relocation's version."""
+        return (self._serial, self.version) if self._moved else IDENTITY
 
     def add(self, recorded: int, size: int, replay: int) -> None:
         if not self._ranges.add(recorded, size, replay - recorded):
@@ -85,12 +90,14 @@ class TranslationCache:
     packet's writes or None)."""
 
     def __init__(self) -> None:
-        self.state: str | int | None = None
+        self.state: str | tuple[int, int] | None = None
         self.entries: dict[bytes, tuple[bytes, tuple[int, ...], tuple[tuple[int, ...], bool] | None]] = {}
+        # (a conditional's recorded bytes, dwords its translated packets take) -> the conditional translated
+        self.heads: dict[tuple[bytes, int], bytes] = {}
 
-    def entries_for(self, state: str | int) -> dict:
-        if state != self.state or len(self.entries) > CACHED_PACKETS:
-            self.entries, self.state = {}, state
+    def entries_for(self, state: str | tuple[int, int]) -> dict:
+        if state != self.state or len(self.entries) + len(self.heads) > CACHED_PACKETS:
+            self.entries, self.heads, self.state = {}, {}, state
         return self.entries
 
 
@@ -188,10 +195,10 @@ class Translator:
                                   wrote)
             if governing is None:
                 break
-            pos = self._governing(data, governing, end, where, out, cache, writes)
+            pos = self._governing(data, governing, size, end, where, out, cache, writes)
         return out
 
-    def _governing(self, data: bytes, pos: int, end: int, where: str, out: list[bytes], cache: dict,
+    def _governing(self, data: bytes, pos: int, size: int, end: int, where: str, out: list[bytes], cache: dict,
                    writes: list[Write] | None) -> int:
         """A packet that may make the engine skip the next dwords (a conditional): those packets translated, its
         count changed to their new length; returns where the packets after them start."""
@@ -207,8 +214,12 @@ class Translator:
             if governed is None or inner_end > end:
                 raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x} governs {p.fields[skip]} dwords, which "
                                   f"do not end with a packet of the submission")
-        (head,) = self.packet(p, where)
-        out += [self.dst.decode(head).replace(**{skip: len(governed) // 4}).encode(), governed]
+        key = (data[pos:pos + size], len(governed))
+        head = self.cache.heads.get(key)
+        if head is None:
+            (head,) = self.packet(p, where)
+            head = self.cache.heads[key] = self.dst.decode(head).replace(**{skip: len(governed) // 4}).encode()
+        out += [head, governed]
         return inner_end
 
     def _move_or_raise(self, addr: int) -> int:

@@ -333,3 +333,18 @@ def test_the_run_reuses_the_survey_s_translations_while_nothing_moved(monkeypatc
     assert run.state != IDENTITY
     run.remove(base)
     assert run.state == IDENTITY
+
+
+def test_two_relocations_at_the_same_version_never_share_translations():
+    from kfdtrace.replay.translate import Relocation, TranslationCache, Translator
+
+    d = DIALECTS["sdma4.4"]
+    base = 0x7F00_0000_0000
+    ring = d.build("FENCE", addr=base + 64, data=1)
+    cache, outputs = TranslationCache(), []
+    for delta in (1 << 30, 2 << 30):  # a loop's instance, then the next loop's: same version, other places
+        r = Relocation()
+        r.add(base, 1 << 20, base + delta)
+        outputs.append(Translator(d, d, 1 << 22, r, cache=cache).ring(ring, "run"))
+    assert outputs[0] != outputs[1]
+    assert [p.addr for p in d.iter_packets(outputs[1])] == [base + (2 << 30) + 64]
