@@ -41,7 +41,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import msgpack
-import msgspec
 import xxhash
 import zstandard
 
@@ -195,6 +194,8 @@ class TraceWriter:
         if clock is not None:
             header = {**header, CLOCK_KEY: clock}
         self._zstd = zstandard.ZstdCompressor(level=level)
+        import msgspec.msgpack  # the writer's alone: readers (`kfdtrace info`) start faster without it
+
         self._encoder = msgspec.msgpack.Encoder(enc_hook=_plain)
         self._encode_into = self._encoder.encode_into
         head = self._packed({**header, SUBMISSION_KEY: submission_type}, "the header")
@@ -307,7 +308,7 @@ class TraceWriter:
             raise TraceError(f"{self.path}: a {type!r} record of {last} bytes exceeds the {MAX_FRAME_BYTES}-byte "
                              "frame limit")
         if self._clock is not None:  # it now starts a frame: its clock counts from 0, not from the record before
-            _, fields = msgspec.msgpack.decode(record)
+            _, fields = msgpack.unpackb(record, raw=False, strict_map_key=False)
             if fields.get(self._clock).__class__ is int:
                 fields[self._clock] = base  # its own clock: it set the base when it was packed
                 record = self._encoder.encode((type, fields))
