@@ -168,8 +168,13 @@ class RingQueue:
                 raise DeviceError(f"queue {self.label} was destroyed; make a new one with "
                                   f"device.{self.kind}_queue()")
             self._release_held()
-            for packet in packets:
-                self._put(packet)
+            data = b"".join(packets)
+            if self.wptr % self.ring_size + len(data) <= self.ring_size and \
+                    self.wptr + len(data) - self.rptr < self.ring_size:
+                self._write(data)  # the common case: no wrap, room for all (as _put would find for each)
+            else:
+                for packet in packets:
+                    self._put(packet)
             self._kick()
             return self.wptr
         finally:  # after a failure part of them may be on the ring: none is submitted twice

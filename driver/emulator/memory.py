@@ -186,6 +186,23 @@ class GpuVm:
             raise VmFault(self.gpu_id, va, length, write)
         return Access(bo, bo.host + (va - bo.va))
 
+    def copy(self, dst: int, src: int, n: int) -> None:
+        """Copy n bytes from GPU address src to dst (memmove: they may overlap); both buffers' host memory is
+        kept until it ends, even if one is freed meanwhile. VmFault as access() raises it."""
+        a = self._covering(src, n, False)
+        b = self._covering(dst, n, True)
+        if not a.take():
+            raise VmFault(self.gpu_id, src, n, False)
+        try:
+            if not b.take():
+                raise VmFault(self.gpu_id, dst, n, True)
+            try:
+                ctypes.memmove(b.host + (dst - b.va), a.host + (src - a.va), n)
+            finally:
+                b.let_go()
+        finally:
+            a.let_go()
+
     def load(self, va: int, word: type[ctypes._SimpleCData]) -> int:
         """The `word` (ctypes.c_uint32, c_uint64) at va; VmFault as access() raises it."""
         bo = self._covering(va, ctypes.sizeof(word), False)

@@ -70,8 +70,7 @@ class SdmaEngine(RingEngine):
         f = p.fields
         n = f["count"] + 1  # count is bytes - 1
         # A copy under way finishes on the memory it started with, even if a buffer is freed meanwhile.
-        with self.vm.access(f["src"], n) as src, self.vm.access(f["dst"], n, write=True) as dst:
-            ctypes.memmove(dst, src, n)
+        self.vm.copy(f["dst"], f["src"], n)
         self.machine.memory_changed()
 
     def _write_linear(self, p: Packet) -> None:
