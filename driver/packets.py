@@ -214,9 +214,10 @@ def _enc_expr(var: str, s: int, m: int, v: int, top: bool) -> str:
     return f"({e} << {s})" if s else e
 
 
-# (packet as decoded, move, remap) -> (bytes, (old, new) of the mapped field or ()) or None: PacketDef.transcoder
+# (packet as decoded, move, remap) -> (bytes, (old, new) of the mapped field or (), (written addresses,
+# volatile) or None) or None: PacketDef.transcoder
 Transcode = Callable[["Packet", Callable[[int], int | None], Callable[[int], int]],
-                     tuple[bytes, tuple[int, ...]] | None]
+                     tuple[bytes, tuple[int, ...], tuple[tuple[int, ...], bool] | None] | None]
 
 
 class PacketDef:
@@ -374,20 +375,24 @@ class PacketDef:
         dec = [f"{f.name!r}: {_read(f)}" for f in self.fields]
         binds = "".join(f"    v{i} = f[{f.name!r}]\n" for i, f in enumerate(self.fields))
         encode = self._words({f.name: f"v{i}" for i, f in enumerate(self.fields)}, "b", self._keep)
-        first = [a for a, c in itertools.takewhile(lambda t: t[1] is None, self._written_tests)]  # in table order
-        always = ", ".join(_read(self[a]) for a in first)
-        written = "".join(f"    w.append({_read(self[a])})\n" if c is None else
-                          f"    if {_read(self[c[0]])} in {_among(c[1])}:\n        w.append({_read(self[a])})\n"
-                          for a, c in self._written_tests[len(first):])
         src = (f"def decode(d):\n{_unpack('d', n)}    return {{{', '.join(dec)}}}\n"
                f"def encode(f, b):\n{_unpack('b', n)}{binds}    return ({', '.join(encode)},)\n"
-               f"def written(d):\n{_unpack('d', n)}    w = [{always}]\n{written}    return w\n")
+               f"def written(d):\n{_unpack('d', n)}{self._written_list()}    return w\n")
         ns: dict[str, Any] = {}
         exec(compile(src, f"<packet {self.name}>", "exec"), ns)  # source generated from the table alone
         self._decode, self._encode, self._written = ns["decode"], ns["encode"], ns["written"]
         # field names given to Dialect.build, in order -> a function packing their values (`_builder`)
         self._builders: dict[tuple[str, ...], Callable[..., bytes | None]] = {}
         self._source = src
+
+    def _written_list(self) -> str:
+        """Statements binding `w` to the list of addresses the packet in dwords d0, d1, ... writes, in table order
+        (what `Packet.written_addresses` gives)."""
+        first = [a for a, c in itertools.takewhile(lambda t: t[1] is None, self._written_tests)]
+        return (f"    w = [{', '.join(_read(self[a]) for a in first)}]\n"
+                + "".join(f"    w.append({_read(self[a])})\n" if c is None else
+                          f"    if {_read(self[c[0]])} in {_among(c[1])}:\n        w.append({_read(self[a])})\n"
+                          for a, c in self._written_tests[len(first):]))
 
     def _builder(self, names: tuple[str, ...]) -> Callable[..., bytes | None]:
         """A function packing this fixed-size packet from values of the fields `names`, in that order (the
@@ -414,9 +419,10 @@ class PacketDef:
         every address `Packet.addresses()` lists moved by `move` (null stays null; a range field `move` finds
         nowhere stays), the `mapped` field replaced by `remap(value)`, the other fields the target has copied,
         those only the target has set to `defaults` (else 0); `keep`: bits no field declares keep their value.
-        It returns (bytes, (mapped value, new value) or ()), or None for a packet the caller must take the
-        general way: a field the target lacks holding neither 0 nor its `allowed` value, a `below` field at
-        or past its bound, an address `move` finds nowhere, a value that does not fit the target's field.
+        It returns (bytes, (mapped value, new value) or (), (`Packet.written_addresses()` as a tuple,
+        `volatile`) or None when it writes nothing), or None for a packet the caller must take the general
+        way: a field the target lacks holding neither 0 nor its `allowed` value, a `below` field at or past its
+        bound, an address `move` finds nowhere, a value that does not fit the target's field.
         None instead of a function: an address's `when` names another address (moved in table order)."""
         if any(c is not None and isinstance(self[c[0]], Addr) for _, c in self._addr_tests):
             return None
@@ -442,8 +448,12 @@ class PacketDef:
         values.update((n, str(v)) for n, v in (defaults or {}).items() if v and n not in self._by_name)
         words = target._words(values, "d", taken)
         tail = " + p.payload" if self.tail is not None else ""
+        reads = [_read(self[a]) for a, c in self._written_tests]
+        wrote = ("None" if not reads else f"(({', '.join(reads)},), {self.volatile})"
+                 if all(c is None for _, c in self._written_tests) else f"(tuple(w), {self.volatile}) if w else None")
         src = (f"def transcode(p, move, remap):\n{_unpack('d', self.size, 'p._raw')}{''.join(body)}"
-               f"    return _pack({', '.join(words)}){tail}, {'(e, m)' if mapped else '()'}\n")
+               f"{self._written_list() if wrote.startswith('(tuple') else ''}"
+               f"    return _pack({', '.join(words)}){tail}, {'(e, m)' if mapped else '()'}, {wrote}\n")
         ns: dict[str, Any] = {"_pack": target._struct.pack}
         exec(compile(src, f"<transcode {self.name}>", "exec"), ns)  # source generated from the tables alone
         return ns["transcode"]

@@ -175,17 +175,19 @@ class Translator:
                         writes.append((at, *hit[2]))
                     continue
                 p = decode(data, at)
+                translate = fast.get(d)
+                if translate is not None:
+                    hit = translate(p, move, event_id)  # a cache entry, the packet's writes included
+                    if hit is not None:
+                        out.append(hit[0])
+                        if writes is not None and hit[2]:
+                            writes.append((at, *hit[2]))
+                        cache[key] = hit
+                        continue
                 written = tuple(p.written_addresses()) if d.written_fields else ()
                 wrote = (written, d.volatile) if written else None
                 if writes is not None and wrote:
                     writes.append((at, *wrote))
-                translate = fast.get(d)
-                if translate is not None:
-                    hit = translate(p, move, event_id)
-                    if hit is not None:
-                        out.append(hit[0])
-                        cache[key] = (*hit, wrote)
-                        continue
                 parts = self.packet(p, where)
                 out += parts
                 plan = self._plans[d]

@@ -32,9 +32,11 @@ def translators(src: Dialect, dst: Dialect, max_copy: int = 1 << 22) -> tuple[Tr
 
 
 def outcome(t: Translator, ring: bytes) -> tuple:
-    """What translating `ring` gives: the bytes and the dropped packets, or the error's type and message."""
+    """What translating `ring` gives: the bytes, the dropped packets and the writes recorded, or the error's type
+    and message."""
+    writes: list = []
     try:
-        return t.ring(ring, "w"), t.dropped
+        return t.ring(ring, "w", writes), t.dropped, writes
     except (ValueError, ReplayError) as exc:
         return type(exc), str(exc)
 
