@@ -96,7 +96,7 @@ class TranslationCache:
         self.heads: dict[tuple[bytes, int], bytes] = {}
 
     def entries_for(self, state: str | tuple[int, int]) -> dict:
-        if state != self.state or len(self.entries) + len(self.heads) > CACHED_PACKETS:
+        if state != self.state or len(self.entries) + len(self.heads) >= CACHED_PACKETS:
             self.entries, self.heads, self.state = {}, {}, state
         return self.entries
 
@@ -182,7 +182,8 @@ class Translator:
                         out.append(hit[0])
                         if writes is not None and hit[2]:
                             writes.append((at, *hit[2]))
-                        cache[key] = hit
+                        if len(cache) < CACHED_PACKETS:  # a full cache is cleared at the next submission
+                            cache[key] = hit
                         continue
                 written = tuple(p.written_addresses()) if d.written_fields else ()
                 wrote = (written, d.volatile) if written else None
@@ -191,7 +192,7 @@ class Translator:
                 parts = self.packet(p, where)
                 out += parts
                 plan = self._plans[d]
-                if plan is not _DROP and plan.cacheable:
+                if plan is not _DROP and plan.cacheable and len(cache) < CACHED_PACKETS:
                     event = d.event_field
                     cache[key] = (b"".join(parts), (p.fields[event], event_id(p.fields[event])) if event else (),
                                   wrote)
