@@ -68,7 +68,8 @@ class RingEngine:
         self.machine, self.vm, self.dialect, self.queue_id = machine, vm, dialect, queue_id
         self.ring_size = ring_size
         self._rptr_mask = ring_size // self.pointer_unit - 1 if self.rptr_wraps else (1 << 64) - 1
-        self._rptr_word = ctypes.c_uint64.from_address(vm.translate(rptr_va, 8))  # the read pointer in memory
+        self.rptr_host = vm.translate(rptr_va, 8)  # where the engine reports its read pointer
+        self._rptr_word = ctypes.c_uint64.from_address(self.rptr_host)
         self.ring_host = vm.translate(ring_va, ring_size)
         self.rptr = 0  # bytes
         self.doorbell = 0  # bytes
