@@ -4,11 +4,12 @@
 
 For two workloads, examples/sdma_stress.py (300 rounds of 64 KiB) and examples/small_copies.py (2000
 submissions of 16 copies of 64 bytes), runs the workload alternately without and with recording, each run in
-a fresh system, and prints the process CPU time (every thread: the emulator's engines and the recorder's
-included) and the wall time of each, min/median/max, with the median of the back-to-back pairs' ratios
-(targets: CPU <= 1.10x on the stress example, <= 1.25x on the small copies). Then each trace's size: bytes of
-command records (record frames as stored, blobs excluded) per submitted packet dword (target <= 0.5), and the
-same for every sample trace in traces/samples/. --chunks adds the chunk-size trade-off of sparse CPU writes.
+a fresh system (after one unmeasured run of each), and prints the process CPU time (every thread: the
+emulator's engines and the recorder's included) and the wall time of each, min/median/max, with the median of
+the back-to-back pairs' ratios (targets: CPU <= 1.10x on the stress example, <= 1.25x on the small copies).
+Then each trace's size: bytes of command records (record frames as stored, blobs excluded) per submitted
+packet dword (target <= 0.5), and the same for every sample trace in traces/samples/. --chunks adds the
+chunk-size trade-off of sparse CPU writes.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def spread(values: list[float], scale: float = 1e3) -> str:
 def overhead(name: str, workload: Callable[[System], None], target: float, emulate: str, repeat: int,
              tmp: str) -> str:
     trace = os.path.join(tmp, name.split()[0] + ".kfdtrace")
+    run(workload, emulate, None), run(workload, emulate, trace)  # warm-up: generated codecs, plans, page cache
     plain, recorded = [], []
     for _ in range(repeat):
         plain.append(run(workload, emulate, None))
