@@ -119,15 +119,12 @@ class Recorder:
         out = {f"{dialect.name}:{d.name}": n for dialect, counts in self.packets.items() for d, n in counts.items()}
         return {**out, "undecodable": self.undecodable} if self.undecodable else out
 
-    def count_packets(self, dialect: Dialect, ring: bytes) -> None:
-        """Count one submission's packets as it is recorded (a walk over their headers: no field is decoded)."""
+    def count_packets(self, dialect: Dialect, packets: tuple[PacketDef, ...]) -> None:
+        """Count one submission's packets (their definitions, from its plan) as it is recorded."""
         counts = self.packets.get(dialect)
         if counts is None:
             counts = self.packets[dialect] = Counter()
-        try:
-            counts.update([d for _, _, d in dialect.spans(ring)])  # the list first: none counted if undecodable
-        except PacketError:
-            self.undecodable += 1
+        counts.update(packets)
 
     def close(self, status: int | None = None) -> dict:
         """Write the index with the summary (the writer's figures included); returns the summary."""
@@ -374,10 +371,16 @@ class RecordingSyscalls:
         the CPU wrote that they read when raw views exist (or tracking is "scan"), then the ring bytes."""
         ring = self._ring_bytes(q, q.wptr, value) if q.dialect else b""
         if q.dialect is not None:
-            self.rec.count_packets(q.dialect, ring)
-            self._unlearnt.append((q, q.wptr, ring))
-            if len(self._unlearnt) >= LEARN_BATCH or self.exposed or self.rec.tracking == "scan":
-                self._learn_pending()  # with raw views, what the submission reads is recorded before it
+            try:
+                plan, inner = self.analyzer.analyse(q.dialect, ring, self._read)
+            except PacketError as exc:
+                self.rec.undecodable += 1
+                self.rec.record(R.NOTE, text=f"queue {q.queue_id}: undecodable ring bytes: {exc}")
+            else:
+                self.rec.count_packets(q.dialect, plan.packets)
+                self._unlearnt.append((q, q.wptr, ring, plan, inner))
+                if len(self._unlearnt) >= LEARN_BATCH or self.exposed or self.rec.tracking == "scan":
+                    self._learn_pending()  # with raw views, what the submission reads is recorded before it
         q.wptr = value
         self.rec.record(R.DOORBELL, queue=q.queue_id, value=value, ring=ring)
 
@@ -387,13 +390,8 @@ class RecordingSyscalls:
         if not self._unlearnt:
             return
         batch, self._unlearnt = self._unlearnt, []
-        for q, base, ring in batch:
-            try:
-                plan, inner = self.analyzer.analyse(q.dialect, ring, self._read)
-            except PacketError as exc:
-                self.rec.record(R.NOTE, text=f"queue {q.queue_id}: undecodable ring bytes: {exc}")
-            else:
-                self._learn(q, base, ring, plan, inner)
+        for q, base, ring, plan, inner in batch:
+            self._learn(q, base, ring, plan, inner)
 
     def _changed_layout(self) -> None:
         """Buffers come, go or change: resolve the submissions so far against the buffers as they were."""

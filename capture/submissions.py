@@ -58,10 +58,10 @@ class Plan:
     starts), and the written (position, address) pairs and referenced addresses. `resolved` is the
     recorder's to cache which of its buffers the writes land in."""
 
-    __slots__ = ("values", "compute", "resolved")
+    __slots__ = ("values", "compute", "packets", "resolved")
 
-    def __init__(self, values: struct.Struct, compute: Callable):
-        self.values, self.compute = values, compute
+    def __init__(self, values: struct.Struct, compute: Callable, packets: tuple[PacketDef, ...]):
+        self.values, self.compute, self.packets = values, compute, packets  # packets: their definitions
         self.resolved: object = None
 
     def facts(self, ring: bytes, base: int) -> tuple[list[Signal], list[Wait], list[tuple[int, int]], Written,
@@ -121,6 +121,7 @@ class _Builder:
     """Collects one plan from decoded packets: the source of its function."""
 
     def __init__(self) -> None:
+        self.packets: list[PacketDef] = []
         self.written: list[str] = []
         self.referenced: list[str] = []
         self.signals: list[str] = []
@@ -137,6 +138,7 @@ class _Builder:
     def add(self, p: Packet) -> None:
         """Note the packet's facts (its fields' values read from the dwords when the plan runs)."""
         d, pos = p.defn, p.offset + p.size
+        self.packets.append(d)
         addresses = {n: self.value(p, n) for n in p.addresses()}
         self.referenced += addresses.values()
         self.written += (f"({pos}, {addresses[n]})" for n in d.written_fields if n in addresses)
@@ -161,7 +163,7 @@ class _Builder:
             code = _CODE[source] = compile(source, "<submission plan>", "exec")  # generated from the tables
         ns = {"_REACHED": REACHED, "_pair_signals": _pair_signals, "_pair_waits": _pair_waits}
         exec(code, ns)
-        return Plan(struct.Struct(f"<{dwords}I"), ns["compute"])
+        return Plan(struct.Struct(f"<{dwords}I"), ns["compute"], tuple(self.packets))
 
 
 _NONE: dict = {}
