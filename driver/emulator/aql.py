@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from kfdtrace.driver.aql import AQL, CONDITIONS, PACKET_SIZE, AmdQueue, AmdSignal, FenceScope, pm4_ib_body
 from kfdtrace.driver.emulator.cp import CommandProcessor
 from kfdtrace.driver.emulator.launch import from_aql
-from kfdtrace.driver.emulator.memory import GpuVm, VmFault
+from kfdtrace.driver.emulator.memory import GpuVm
 from kfdtrace.driver.emulator.ring_engine import POLL_MAX_S, POLL_MIN_S, QueueError
 from kfdtrace.driver.families import Family
 from kfdtrace.driver.packets import Packet
@@ -100,12 +100,8 @@ class AqlProcessor(CommandProcessor):
                         continue
                     self._process(packet)
                     packet = None
-            except VmFault as fault:
-                self._fail(f"{fault} by {packet or 'the packet'} at {self.where()}")
-                self.machine.report_vm_fault(fault)
             except Exception as exc:  # an unsupported or malformed packet stops the queue, as on hardware
-                self._fail(f"{exc} ({packet or 'undecodable packet'} at {self.where()})")
-                self.machine.report_queue_error(self.vm.gpu_id)
+                self._stop_on(exc, f"{packet or 'undecodable packet'} at {self.where()}")
 
     def _slot_va(self) -> int:
         return self.ring_va + self.index % self.slots * PACKET_SIZE

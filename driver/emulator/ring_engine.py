@@ -147,13 +147,19 @@ class RingEngine:
                 size = packet.size + self._execute(packet)
                 pos += size
                 self._set_rptr(self.rptr + size)
-        except VmFault as fault:
-            self._fail(f"{fault} by {self._describe(stream, pos)}")
-            self.machine.report_vm_fault(fault)
         except Exception as exc:  # an unsupported or malformed packet stops the queue, as on hardware
-            self._fail(f"{exc} ({self._describe(stream, pos)})")
-            self.machine.report_queue_error(self.vm.gpu_id)
+            self._stop_on(exc, self._describe(stream, pos))
         return False
+
+    def _stop_on(self, exc: Exception, what: str) -> None:
+        """Stop the queue on the packet `what` names: a VM fault raises the memory exception event, anything
+        else the hardware exception event."""
+        if isinstance(exc, VmFault):
+            self._fail(f"{exc} by {what}")
+            self.machine.report_vm_fault(exc)
+        else:
+            self._fail(f"{exc} ({what})")
+            self.machine.report_queue_error(self.vm.gpu_id)
 
     def _quick(self, p: Packet) -> bool:
         """Whether a doorbell's caller may execute `p`: it cannot wait, and moves at most INLINE_BYTES."""
