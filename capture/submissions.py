@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kfdtrace.capture.completion import Signal, Wait
-from kfdtrace.driver.packets import MAX_IB_DEPTH, Addr, Dialect, Field, Packet, PacketDef
+from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet, PacketDef
 from kfdtrace.driver.sdma import PollFunc
 
 MAX_PLANS = 1 << 14  # shapes whose plan is kept
@@ -99,24 +99,6 @@ def _pair_waits(raw: list[tuple[int, int, int, bool]]) -> list[Wait]:
     return [(pos, addr, ref) for pos, addr, ref, ok, _ in out if ok]
 
 
-def _parts_of(defn: PacketDef, name: str) -> tuple[tuple[int, int, int, int], ...]:
-    """(dword, shift, mask, bit in the value) of each piece of field `name` (an address: the bits it holds
-    in place, above its alignment)."""
-    f = defn[name]
-    if isinstance(f, Addr):
-        start, end, vbase = 32 * f.dword + f.align, 32 * f.dword + f.width, 32 * f.dword
-    elif isinstance(f, Field):
-        start = 32 * f.dword + f.shift
-        end, vbase = start + f.width, start
-    out, pos = [], start
-    while pos < end:
-        w, sh = divmod(pos, 32)
-        n = min(end, (w + 1) * 32) - pos
-        out.append((w, sh, (1 << n) - 1, pos - vbase))
-        pos += n
-    return tuple(out)
-
-
 class _Builder:
     """Collects one plan from decoded packets: the source of its function."""
 
@@ -130,7 +112,7 @@ class _Builder:
 
     def value(self, p: Packet, name: str, limit: int = 64) -> str:
         """An expression for field `name` of packet `p` over `v`, the submission's dwords."""
-        parts = _parts_of(p.defn, name)
+        parts = p.defn.parts(name)
         if sum(m.bit_length() for _, _, m, _ in parts) > limit:
             raise ValueError(f"{p.name}.{name}: a completion value must fit {limit} bits")
         return _expr(tuple((p.offset // 4 + dword, shift, mask, bit) for dword, shift, mask, bit in parts))
@@ -233,7 +215,7 @@ def _shape_words(d: PacketDef) -> set[int]:
     words = {0}
     for _, condition in d.address_conditions:
         if condition is not None:
-            words.update(w for w, _, _, _ in _parts_of(d, condition[0]))
+            words.update(w for w, _, _, _ in d.parts(condition[0]))
     return words
 
 

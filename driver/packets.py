@@ -261,6 +261,11 @@ class PacketDef:
     def __getitem__(self, name: str) -> Field | Addr:
         return self._by_name[name]
 
+    def parts(self, name: str) -> list[tuple[int, int, int, int]]:
+        """Field `name` split per dword: (dword, shift in the dword, mask, shift in the value) of each piece (an
+        address: the bits it holds in place, above its alignment)."""
+        return _parts(self[name])
+
     @property
     def address_words(self) -> tuple[int, ...]:
         """The dwords of the fixed part that hold (part of) an address."""
