@@ -35,13 +35,16 @@ class Family:
     # AMDGPUUsage "Packed work-item IDs": gfx90a, gfx940-942, gfx11 and gfx12 pack X/Y/Z into v0; gfx10.3 not.
     packed_workitem_ids: bool = True
     isa: str = ""  # the instruction tables (kfdtrace.driver.isa) the emulated GPU decodes the family's code with
+    # kfd_process_queue_manager.c pqm_update_mqd: GC 10.0 up to 12.1 group CUs in WGPs, so a queue's CU mask must
+    # enable them in adjacent pairs.
+    cu_pairs: bool = False
 
 
 CDNA2 = Family("CDNA2", 9, 64, "sdma4.4", "gfx9", isa="gfx90a")
 CDNA3 = Family("CDNA3", 9, 64, "sdma4.4", "gfx9", isa="gfx942")
-RDNA2 = Family("RDNA2", 10, 32, "sdma5", "gfx10", packed_workitem_ids=False, isa="gfx1030")
-RDNA3 = Family("RDNA3", 11, 32, "sdma6", "gfx11", isa="gfx1100")
-RDNA4 = Family("RDNA4", 12, 32, "sdma7", "gfx12", isa="gfx1201")
+RDNA2 = Family("RDNA2", 10, 32, "sdma5", "gfx10", packed_workitem_ids=False, isa="gfx1030", cu_pairs=True)
+RDNA3 = Family("RDNA3", 11, 32, "sdma6", "gfx11", isa="gfx1100", cu_pairs=True)
+RDNA4 = Family("RDNA4", 12, 32, "sdma7", "gfx12", isa="gfx1201", cu_pairs=True)
 FAMILIES: tuple[Family, ...] = (CDNA2, CDNA3, RDNA2, RDNA3, RDNA4)
 
 # Bytes one SDMA COPY_LINEAR may move. The count field holds bytes-1; ROCR caps it at 0x3fffff on gfx9 parts
@@ -131,9 +134,12 @@ class QueueSizes:
     debug_memory_size: int
     eop_buffer_size: int
 
-    def cwsr_allocation(self, num_xcc: int = 1) -> int:
-        """Bytes of the CWSR buffer mapping: ALIGN((cwsr_size + debug_memory_size) * num_xcc, PAGE)."""
-        return _align((self.cwsr_size + self.debug_memory_size) * max(num_xcc, 1), PAGE_SIZE)
+    def cwsr_allocation(self, num_xcc: int = 1, ctx_save_restore_size: int | None = None) -> int:
+        """Bytes of the CWSR buffer mapping a queue with this ctx_save_restore_size (default: cwsr_size) needs:
+        kfd_queue_acquire_buffers takes ALIGN((ctx_save_restore_size + debug_memory_size) * num_xcc, PAGE) of
+        the queue's own size, not the node's (since d15deafab5d7)."""
+        size = self.cwsr_size if ctx_save_restore_size is None else ctx_save_restore_size
+        return _align((size + self.debug_memory_size) * max(num_xcc, 1), PAGE_SIZE)
 
 
 # Constants of torvalds/linux drivers/gpu/drm/amd/amdkfd/kfd_queue.c (kfd_queue_ctx_save_restore_size).

@@ -185,7 +185,7 @@ def allocate(device: Device, size: int, domain: str = "vram", *, cpu_access: boo
         flags |= K.AllocMemFlags.COHERENT
     if uncached:
         flags |= K.AllocMemFlags.UNCACHED
-    if domain == "vram" and cpu_access:
+    if domain == "vram" and cpu_access and device.node.large_bar:  # small BAR: EINVAL; mmap works without it
         flags |= K.AllocMemFlags.PUBLIC
     sys = device.sys
     reserve = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE

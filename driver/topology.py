@@ -224,6 +224,13 @@ class Node:
         return sum(b.get("size_in_bytes", 0) for b in self.mem_banks if b.get("heap_type") in VRAM_HEAP_TYPES)
 
     @property
+    def large_bar(self) -> bool:
+        """The host sees all of the GPU's VRAM (kfd_dev_is_large_bar), which the topology shows as frame-buffer
+        banks that are all FB_PUBLIC (kfd_crat.c reports FB_PRIVATE when part of VRAM is not host-visible).
+        Only then may a VRAM buffer be allocated PUBLIC (kfd_ioctl_alloc_memory_of_gpu: EINVAL otherwise)."""
+        return not any(b.get("heap_type") == HEAP_TYPE_FB_PRIVATE for b in self.mem_banks)
+
+    @property
     def num_sdma_engines(self) -> int:
         return self.properties.get("num_sdma_engines", 0)
 

@@ -54,6 +54,10 @@ GPUVM_BASE, GPUVM_LIMIT = 0x1000000, (1 << 47) - 1  # SVM_USER_BASE .. the 47-bi
 ENOTSUPP = 524  # the kernel-internal errno amdkfd returns for an unknown queue type, seen as-is by userspace
 GPU_CLOCK_HZ = 100_000_000  # SDMA GET_GLOBAL timestamp rate of the emulated boards
 RESERVE_MEM_LIMIT = 3 << 29  # AMDGPU_RESERVE_MEM_LIMIT: system memory amdgpu keeps back from KFD allocations
+MAX_CU_MASK_BITS = 1024  # kfd_ioctl_set_cu_mask's max_num_cus: bits past it are dropped
+# amdgpu_amdkfd_gpuvm_alloc_memory_of_gpu picks the first of these a buffer's flags name.
+DOMAIN_ORDER = (K.AllocMemFlags.VRAM, K.AllocMemFlags.GTT, K.AllocMemFlags.USERPTR, K.AllocMemFlags.DOORBELL,
+                K.AllocMemFlags.MMIO_REMAP)
 
 
 def system_ram(topology: Topology) -> int:
@@ -61,6 +65,11 @@ def system_ram(topology: Topology) -> int:
     banks = sum(b.get("size_in_bytes", 0) for n in topology.nodes if not n.is_gpu
                 for b in n.mem_banks if b.get("heap_type") == HEAP_TYPE_SYSTEM)
     return banks or os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_domain(flags: int) -> int:
+    """The one domain flag of a buffer's flags that counts (0 if none)."""
+    return next((d for d in DOMAIN_ORDER if flags & d), 0)
 
 
 def system_memory_limits(ram: int) -> tuple[int, int]:
@@ -135,6 +144,8 @@ class EmulatedMachine:
         self._event_page: int | None = None
         self._t0 = time.monotonic_ns()
         self.drm_fds: dict[int, EmulatedGpu] = {}
+        self.caller_fd = -1  # the /dev/kfd descriptor of the ioctl being answered (under the process lock)
+        self.secondary_fds: set[int] = set()  # /dev/kfd descriptors that CREATE_PROCESS gave a secondary process
         self.max_system_mem, self.max_ttm_mem = system_memory_limits(system_ram(topology))
         self.system_mem_used = self.ttm_mem_used = 0  # GTT + userptr bytes; GTT bytes (kfd_mem_limit)
 
@@ -185,6 +196,7 @@ class EmulatedMachine:
         self.system_mem_used = self.ttm_mem_used = 0
         self.events = EventTable()
         self._event_page = None
+        self.secondary_fds.clear()
 
     # -- helpers ------------------------------------------------------------------------------------
     def gpu(self, gpu_id: int) -> EmulatedGpu:
@@ -192,14 +204,29 @@ class EmulatedMachine:
         _check(g is not None, errno.EINVAL, f"no GPU with gpu_id {gpu_id:#x}")
         return g
 
-    def bo(self, handle: int) -> BufferObject:
+    def bound(self, gpu_id: int, err: int = errno.ENODEV) -> EmulatedGpu:
+        """kfd_process_device_data_by_id, then kfd_bind_process_to_device (kfd_process.c): EINVAL for an unknown
+        gpu_id; the bind fails with ENODEV until ACQUIRE_VM gave the GPU a VM (CREATE_QUEUE, SET_MEMORY_POLICY
+        and SET_TRAP_HANDLER report that as ESRCH: pass `err`)."""
+        gpu = self.gpu(gpu_id)
+        _check(gpu.vm_acquired, err, f"GPU {gpu_id:#x} has no VM: ACQUIRE_VM first")
+        return gpu
+
+    def bo(self, handle: int, err: int = errno.EINVAL) -> BufferObject:
+        """The buffer of a handle (its GPU, the handle's bits 63:32, must exist: EINVAL); `err` if there is none."""
+        self.gpu(handle >> 32)
         b = self.bos.get(handle)
-        _check(b is not None, errno.EINVAL, f"no buffer with handle {handle:#x}")
+        _check(b is not None, err, f"no buffer with handle {handle:#x}")
         return b
 
-    def _gpu_ids(self, ptr: int, n: int) -> list[int]:
-        _check(ptr != 0 and 0 < n <= len(self.gpus) * 4, errno.EINVAL, "bad device_ids_array")
-        return list((ctypes.c_uint32 * n).from_address(ptr))
+    def _gpu_ids(self, a) -> list[int]:
+        """The device id array of MAP/UNMAP (kfd_chardev.c): n_devices 0 or n_success past it is EINVAL, an
+        array the kernel cannot read EFAULT."""
+        _check(a.n_devices > 0, errno.EINVAL, "the device ids array is empty")
+        _check(a.n_success <= a.n_devices, errno.EINVAL, "n_success > n_devices")
+        ok = a.device_ids_array_ptr and a.device_ids_array_ptr < USER_LIMIT and a.n_devices <= len(self.gpus) * 4
+        _check(ok, errno.EFAULT, f"device_ids_array_ptr {a.device_ids_array_ptr:#x} is not readable")
+        return list((ctypes.c_uint32 * a.n_devices).from_address(a.device_ids_array_ptr))
 
     def _exact_mapping(self, gpu: EmulatedGpu, va: int, size: int, what: str) -> None:
         """kfd_queue_buffer_get: va must lie in the first page of a GPU mapping exactly `size` bytes long,
@@ -210,15 +237,15 @@ class EmulatedMachine:
         _check(ok, errno.EINVAL, f"{what} {va:#x} is not the start of a {size:#x}-byte GPU mapping")
 
     # -- ioctl entry --------------------------------------------------------------------------------
-    def ioctl(self, request: int, arg_addr: int | None) -> int:
-        try:
-            entry = K.lookup(request)
-        except KeyError as exc:
-            raise KfdError(errno.EINVAL, str(exc)) from None
+    def ioctl(self, request: int, arg_addr: int | None, fd: int = -1) -> int:
+        """kfd_ioctl(): the entry is found by _IOC_NR alone (ENOTTY outside the table; the type byte is not
+        looked at), and the copy direction is the table's, not the caller's ("Do not trust userspace")."""
+        entry = K.BY_NR.get(K.ioc_nr(request))
+        _check(entry is not None, errno.ENOTTY, f"ioctl nr {K.ioc_nr(request):#04x} is not a KFD ioctl")
         usize = K.ioc_size(request)
         ksize = ctypes.sizeof(entry.struct) if entry.struct else 0
         kbuf = (ctypes.c_char * max(usize, ksize, 1))()
-        if usize and K.ioc_dir(request) & K.IocDir.WRITE:
+        if usize and entry.direction & K.IocDir.WRITE:
             _check(arg_addr is not None, errno.EFAULT, "null ioctl argument")
             ctypes.memmove(kbuf, arg_addr, usize)
         args = entry.struct.from_buffer(kbuf) if entry.struct else None
@@ -230,8 +257,10 @@ class EmulatedMachine:
             ret = handler(args)  # must not hold the process lock while it sleeps
         else:
             with self.lock:
+                self.caller_fd = fd
                 ret = handler(args)
-        if usize and K.ioc_dir(request) & K.IocDir.READ:
+        if usize and entry.direction & K.IocDir.READ:
+            _check(arg_addr is not None, errno.EFAULT, "null ioctl argument")
             ctypes.memmove(arg_addr, kbuf, usize)
         return ret or 0
 
@@ -273,8 +302,8 @@ class EmulatedMachine:
     ioctl_dbg_address_watch_deprecated = ioctl_dbg_wave_control_deprecated = _deprecated
 
     def ioctl_get_clock_counters(self, a) -> None:
-        self.gpu(a.gpu_id)
-        a.gpu_clock_counter = self.gpu_clock()
+        # kfd_ioctl_get_clock_counters: an unknown gpu_id is "a node without GPU resource", counter 0.
+        a.gpu_clock_counter = self.gpu_clock() if a.gpu_id in self.gpus else 0
         a.cpu_clock_counter = time.clock_gettime_ns(time.CLOCK_MONOTONIC_RAW)
         a.system_clock_counter = time.monotonic_ns()
         a.system_clock_freq = 1_000_000_000
@@ -293,38 +322,57 @@ class EmulatedMachine:
             a.xnack_enabled = int(next(iter(self.gpus.values())).xnack) if self.gpus else 0
 
     def ioctl_set_memory_policy(self, a) -> None:
-        self.gpu(a.gpu_id)
+        policies = {K.CachePolicy.COHERENT, K.CachePolicy.NONCOHERENT}
+        _check(a.default_policy in policies and a.alternate_policy in policies, errno.EINVAL,
+               f"cache policies {a.default_policy}/{a.alternate_policy}: 0 (coherent) or 1 (non-coherent)")
+        self.bound(a.gpu_id, errno.ESRCH)
 
     def ioctl_set_scratch_backing_va(self, a) -> None:
-        self.gpu(a.gpu_id)
+        self.bound(a.gpu_id)
 
     def ioctl_set_trap_handler(self, a) -> None:
-        self.gpu(a.gpu_id)
+        self.bound(a.gpu_id, errno.ESRCH)
+
+    def ioctl_create_process(self, a) -> None:
+        """kfd_ioctl_create_process (1.19): the descriptor's process becomes a new secondary one; a descriptor
+        owns one, so asking again is EINVAL."""
+        _check(self.caller_fd not in self.secondary_fds, errno.EINVAL, "this /dev/kfd already has a secondary process")
+        self.secondary_fds.add(self.caller_fd)
 
     def ioctl_get_tile_config(self, a) -> None:
         self.gpu(a.gpu_id)
         a.num_tile_configs = a.num_macro_tile_configs = 0  # gfx9+ has no tile mode tables
 
     def ioctl_alloc_memory_of_gpu(self, a) -> None:
-        gpu = self.gpu(a.gpu_id)
-        _check(gpu.vm_acquired, errno.EINVAL, "ACQUIRE_VM first")
+        """kfd_ioctl_alloc_memory_of_gpu, in its order; the domain is the first of VRAM, GTT, USERPTR, DOORBELL,
+        MMIO_REMAP the flags name (amdgpu_amdkfd_gpuvm_alloc_memory_of_gpu), the other domain bits are ignored."""
         flags = a.flags
-        domains = flags & (K.AllocMemFlags.VRAM | K.AllocMemFlags.GTT
-                           | K.AllocMemFlags.USERPTR | K.AllocMemFlags.DOORBELL
-                           | K.AllocMemFlags.MMIO_REMAP)
-        _check(domains and domains & (domains - 1) == 0, errno.EINVAL, f"flags {flags:#x} name no single domain")
-        _check(a.size > 0 and a.size % PAGE == 0 and a.va_addr % PAGE == 0, errno.EINVAL,
+        _check(a.size > 0, errno.EINVAL, "size 0")
+        _check(not (flags & K.AllocMemFlags.USERPTR and self.caller_fd in self.secondary_fds), errno.EOPNOTSUPP,
+               "USERPTR is not supported on a secondary KFD process")
+        gpu = self.gpu(a.gpu_id)
+        _check(not (flags & K.AllocMemFlags.PUBLIC and flags & K.AllocMemFlags.VRAM) or gpu.node.large_bar,
+               errno.EINVAL, "PUBLIC (host-visible) VRAM on a small-BAR GPU; allocate it without PUBLIC")
+        self.bound(a.gpu_id)
+        if flags & K.AllocMemFlags.USERPTR:
+            _check(a.mmap_offset % PAGE == 0 and a.mmap_offset, errno.EINVAL, "userptr not page aligned")
+        elif flags & K.AllocMemFlags.DOORBELL:
+            _check(a.size == DOORBELL_SLICE, errno.EINVAL, f"a doorbell buffer is {DOORBELL_SLICE:#x} bytes")
+        elif flags & K.AllocMemFlags.MMIO_REMAP:
+            _check(a.size == PAGE, errno.EINVAL, f"the MMIO remap buffer is one page ({PAGE:#x} bytes)")
+        domain = memory_domain(flags)
+        _check(domain != 0, errno.EINVAL, f"flags {flags:#x} name no memory domain")
+        _check(a.size % PAGE == 0 and a.va_addr % PAGE == 0, errno.EINVAL,
                f"size {a.size:#x} / va {a.va_addr:#x} not page aligned")
         _check(GPUVM_BASE <= a.va_addr and a.va_addr + a.size <= GPUVM_LIMIT + 1, errno.EINVAL,
                f"va {a.va_addr:#x} outside the GPUVM aperture")
-        is_vram = bool(domains & K.AllocMemFlags.VRAM)
+        is_vram = bool(domain & K.AllocMemFlags.VRAM)
         if is_vram:
             _check(gpu.vram_used + a.size <= gpu.vram_size, errno.ENOMEM,
                    f"{a.size:#x} bytes of VRAM asked, {gpu.vram_size - gpu.vram_used:#x} free")
-        self._reserve_system_memory(domains, a.size)
+        self._reserve_system_memory(domain, a.size)
         handle = (a.gpu_id << 32) | self._next_bo
-        if domains & K.AllocMemFlags.USERPTR:
-            _check(a.mmap_offset % PAGE == 0 and a.mmap_offset, errno.EINVAL, "userptr not page aligned")
+        if domain == K.AllocMemFlags.USERPTR:
             bo = BufferObject(handle, a.gpu_id, a.va_addr, a.size, flags, host=a.mmap_offset)
         else:
             try:
@@ -335,9 +383,9 @@ class EmulatedMachine:
         self.bos[handle] = bo
         if is_vram:
             gpu.vram_used += a.size
-        self._charge_system_memory(domains, a.size)
+        self._charge_system_memory(domain, a.size)
         a.handle = handle
-        if not domains & K.AllocMemFlags.USERPTR:
+        if domain != K.AllocMemFlags.USERPTR:
             a.mmap_offset = bo.mmap_offset = BO_MMAP_BASE + (handle & 0xFFFFFFFF) * (1 << 24)
 
     def _reserve_system_memory(self, domains: int, size: int) -> None:
@@ -369,33 +417,34 @@ class EmulatedMachine:
         _check(q is None, errno.EBUSY, f"buffer {bo.va:#x} is in use by queue {q and q.queue_id}")
 
     def ioctl_free_memory_of_gpu(self, a) -> None:
+        # kfd_ioctl_free_memory_of_gpu: "Safeguard to prevent user space from freeing signal BO".
+        _check(a.handle != self._event_page, errno.EPERM, "the event page is freed with the process, not before")
         bo = self.bo(a.handle)
         self._not_in_use(bo)
         _check(not bo.mapped_on, errno.EBUSY, f"buffer {bo.va:#x} is still mapped")
         del self.bos[a.handle]
         if bo.is_vram:
             self.gpus[bo.gpu_id].vram_used -= bo.size
-        self._charge_system_memory(bo.flags, -bo.size)
+        self._charge_system_memory(memory_domain(bo.flags), -bo.size)
         if bo.flags & K.AllocMemFlags.USERPTR:
             bo.revoke()  # the user may unmap its pages as soon as this returns
         else:
             bo.release()
 
     def ioctl_map_memory_to_gpu(self, a) -> None:
-        bo = self.bo(a.handle)
-        ids = self._gpu_ids(a.device_ids_array_ptr, a.n_devices)
-        _check(a.n_success <= a.n_devices, errno.EINVAL, "n_success > n_devices")
+        ids = self._gpu_ids(a)
+        self.bound(a.handle >> 32)
+        bo = self.bo(a.handle, errno.ENOMEM)  # kfd_process_device_translate_handle failing is ENOMEM
         for i in range(a.n_success, a.n_devices):
-            gpu = self.gpu(ids[i])
-            _check(gpu.vm_acquired, errno.EINVAL, f"ACQUIRE_VM on GPU {ids[i]:#x} first")
+            gpu = self.bound(ids[i])
             _check(gpu.vm.map(bo), errno.EINVAL, f"VA {bo.va:#x}+{bo.size:#x} overlaps a mapping on {ids[i]:#x}")
             bo.mapped_on.add(ids[i])
             a.n_success = i + 1
 
     def ioctl_unmap_memory_from_gpu(self, a) -> None:
-        bo = self.bo(a.handle)
+        ids = self._gpu_ids(a)
+        bo = self.bo(a.handle, errno.ENOMEM)
         self._not_in_use(bo)
-        ids = self._gpu_ids(a.device_ids_array_ptr, a.n_devices)
         for i in range(a.n_success, a.n_devices):
             gpu = self.gpu(ids[i])
             _check(gpu.vm.unmap(bo), errno.EINVAL, f"buffer {bo.va:#x} is not mapped on {ids[i]:#x}")
@@ -403,18 +452,23 @@ class EmulatedMachine:
             a.n_success = i + 1
 
     def ioctl_create_queue(self, a) -> None:
-        gpu = self.gpu(a.gpu_id)
+        """kfd_ioctl_create_queue: set_queue_properties_from_user's argument checks, then the GPU (EINVAL) and
+        the bind (ESRCH), the SDMA engine id, kfd_queue_acquire_buffers (EINVAL), the queue slot (ENOMEM)."""
         _check((a.queue_percentage & 0xFF) <= K.KFD_MAX_QUEUE_PERCENTAGE, errno.EINVAL, "queue_percentage > 100")
         _check(a.queue_priority <= K.KFD_MAX_QUEUE_PRIORITY, errno.EINVAL, "queue_priority > 15")
+        _check(a.ring_base_address < USER_LIMIT, errno.EFAULT, f"ring_base_address {a.ring_base_address:#x} "
+               "is not a user address")
         _check(a.ring_size == 0 or a.ring_size & (a.ring_size - 1) == 0, errno.EINVAL,
                f"ring_size {a.ring_size:#x} is not a power of 2")
-        known = {K.QueueType.COMPUTE, K.QueueType.SDMA, K.QueueType.COMPUTE_AQL,
-                 K.QueueType.SDMA_XGMI, K.QueueType.SDMA_BY_ENG_ID}
-        _check(a.queue_type in known, ENOTSUPP, f"queue type {a.queue_type}")
-        _check(gpu.vm_acquired, errno.EINVAL, "ACQUIRE_VM first")
-        for what in ("ring_base_address", "read_pointer_address", "write_pointer_address", "eop_buffer_address",
+        for what in ("read_pointer_address", "write_pointer_address", "eop_buffer_address",
                      "ctx_save_restore_address"):
             _check(getattr(a, what) < USER_LIMIT, errno.EFAULT, f"{what} {getattr(a, what):#x} is not a user address")
+        _check(a.queue_type in set(K.QueueType), ENOTSUPP, f"queue type {a.queue_type}")
+        gpu = self.bound(a.gpu_id, errno.ESRCH)
+        props = gpu.node.properties
+        if a.queue_type == K.QueueType.SDMA_BY_ENG_ID:
+            engines = props.get("num_sdma_engines", 0) + props.get("num_sdma_xgmi_engines", 0)
+            _check(a.sdma_engine_id < engines, errno.EINVAL, f"sdma_engine_id {a.sdma_engine_id} >= {engines} engines")
         ring_size = max(a.ring_size, K.KFD_MIN_QUEUE_RING_SIZE)  # kernel clamps small rings, it does not refuse
         self._exact_mapping(gpu, a.write_pointer_address, PAGE, "write pointer")
         self._exact_mapping(gpu, a.read_pointer_address, PAGE, "read pointer")
@@ -435,7 +489,7 @@ class EmulatedMachine:
             _check(a.ctx_save_restore_size >= sizes.cwsr_size, errno.EINVAL,
                    f"ctx_save_restore_size {a.ctx_save_restore_size:#x} < {sizes.cwsr_size:#x}")
             self._exact_mapping(gpu, a.ctx_save_restore_address,
-                                sizes.cwsr_allocation(props.get("num_xcc", 1)), "CWSR area")
+                                sizes.cwsr_allocation(props.get("num_xcc", 1), a.ctx_save_restore_size), "CWSR area")
         used = {q.queue_id for q in self.queues.values()}
         qid = next((i for i in range(MAX_QUEUES_PER_PROCESS) if i not in used), None)
         _check(qid is not None, errno.ENOMEM, "the process has 1024 queues")
@@ -463,11 +517,10 @@ class EmulatedMachine:
         per_engine = props.get("num_sdma_queues_per_engine", 8)
         n_sdma, n_xgmi = props.get("num_sdma_engines", 0), props.get("num_sdma_xgmi_engines", 0)
         if a.queue_type == K.QueueType.SDMA_BY_ENG_ID:
-            _check(a.sdma_engine_id < n_sdma + n_xgmi, errno.EINVAL,
-                   f"sdma_engine_id {a.sdma_engine_id} >= {n_sdma + n_xgmi} engines")
             engines = [a.sdma_engine_id]
         elif a.queue_type == K.QueueType.SDMA_XGMI:
-            _check(n_xgmi > 0, errno.EINVAL, "this GPU has no xGMI SDMA engines")
+            # allocate_sdma_queue: an empty xGMI queue bitmap, whether used up or never there, is ENOMEM.
+            _check(n_xgmi > 0, errno.ENOMEM, "this GPU has no xGMI SDMA engines")
             engines = list(range(n_sdma, n_sdma + n_xgmi))
         else:
             engines = list(range(n_sdma))
@@ -486,14 +539,28 @@ class EmulatedMachine:
             q.engine.stop()
 
     def ioctl_update_queue(self, a) -> None:
-        q = self.queues.get(a.queue_id)
-        _check(q is not None, errno.EINVAL, f"no queue {a.queue_id}")
+        """kfd_ioctl_update_queue's argument checks, then pqm_update_queue_properties: EFAULT for no such queue."""
         _check((a.queue_percentage & 0xFF) <= K.KFD_MAX_QUEUE_PERCENTAGE, errno.EINVAL, "queue_percentage > 100")
         _check(a.queue_priority <= K.KFD_MAX_QUEUE_PRIORITY, errno.EINVAL, "queue_priority > 15")
+        _check(a.ring_base_address < USER_LIMIT, errno.EFAULT, f"ring_base_address {a.ring_base_address:#x} "
+               "is not a user address")
         _check(a.ring_size == 0 or a.ring_size & (a.ring_size - 1) == 0, errno.EINVAL, "ring_size not a power of 2")
+        _check(a.queue_id in self.queues, errno.EFAULT, f"no queue {a.queue_id}")
 
     def ioctl_set_cu_mask(self, a) -> None:
-        _check(a.queue_id in self.queues, errno.EINVAL, f"no queue {a.queue_id}")
+        """kfd_ioctl_set_cu_mask, then pqm_update_mqd: a mask of whole u32 words (at most 1024 bits are read),
+        EFAULT for no such queue, and on GC 10.0 up to 12.1 (WGPs) CUs enabled in adjacent pairs only."""
+        _check(a.num_cu_mask % 32 == 0, errno.EINVAL, f"num_cu_mask {a.num_cu_mask} is not a multiple of 32")
+        _check(a.num_cu_mask != 0, errno.EINVAL, "num_cu_mask 0")
+        bits = min(a.num_cu_mask, MAX_CU_MASK_BITS)
+        _check(0 < a.cu_mask_ptr < USER_LIMIT, errno.EFAULT, f"cu_mask_ptr {a.cu_mask_ptr:#x} is not readable")
+        words = list((ctypes.c_uint32 * (bits // 32)).from_address(a.cu_mask_ptr))
+        q = self.queues.get(a.queue_id)
+        _check(q is not None, errno.EFAULT, f"no queue {a.queue_id}")
+        if q.gpu.target.family.cu_pairs:
+            mask = sum(w << (32 * i) for i, w in enumerate(words))
+            pairs = [(mask >> i) & 3 for i in range(0, bits, 2)]
+            _check(all(p in (0, 3) for p in pairs), errno.EINVAL, "CUs must be enabled in adjacent pairs (WGPs)")
 
     def ioctl_create_event(self, a) -> None:
         is_signal = a.event_type in (K.EventType.SIGNAL, K.EventType.DEBUG_EVENT)
@@ -581,7 +648,7 @@ class EmulatedSyscalls(QuietAnnotations):
         if fd not in self._kfd_fds:
             raise OSError(errno.ENOTTY, f"ioctl {request:#x} on fd {fd}: not /dev/kfd")
         try:
-            return self.machine.ioctl(request, None if arg is None else ctypes.addressof(arg))
+            return self.machine.ioctl(request, None if arg is None else ctypes.addressof(arg), fd)
         except KfdError as exc:
             raise OSError(exc.errno, f"{exc} [{os.strerror(exc.errno)}]") from None
 
@@ -597,8 +664,6 @@ class EmulatedSyscalls(QuietAnnotations):
             bo = next((b for b in m.bos.values() if b.mmap_offset == offset), None)
             if bo is None or bo.memfd < 0 or length > bo.size:
                 raise OSError(errno.EINVAL, f"mmap offset {offset:#x}: no buffer of {length:#x} bytes there")
-            if bo.is_vram and not bo.flags & K.AllocMemFlags.PUBLIC:
-                raise OSError(errno.EPERM, f"VRAM buffer {bo.va:#x} was allocated without PUBLIC (no CPU access)")
             return libc_mmap(addr, length, prot, flags | MAP_SHARED, bo.memfd, 0)
         if fd not in self._kfd_fds:
             raise OSError(errno.EBADF, f"mmap on fd {fd}")
