@@ -1,7 +1,7 @@
 """GPU family registry: the supported targets and the data that differs between them.
 
 Families differ in data, not in code paths: callers look a target up here and read its fields
-(wave size, packet dialects, SDMA copy limit) instead of branching on names.
+(wave size, packet dialects, SDMA copy limits) instead of branching on names.
 """
 
 from __future__ import annotations
@@ -35,22 +35,27 @@ class Family:
     # AMDGPUUsage "Packed work-item IDs": gfx90a, gfx940-942, gfx11 and gfx12 pack X/Y/Z into v0; gfx10.3 not.
     packed_workitem_ids: bool = True
     isa: str = ""  # the instruction tables (kfdtrace.driver.isa) the emulated GPU decodes the family's code with
+    # Bits of the COPY_LINEAR `count` (bytes - 1) the family's SDMA engine takes: the packet table's field is
+    # 30 bits so any client's stream decodes, but the vega10 and navi10 headers mask it to 22 bits, and ROCR
+    # (amd_blit_sdma / amd_gpu_agent) uses the 30-bit form only on gfx90a and gfx10.3+ (gfx942: 0x3fffff).
+    sdma_count_bits: int = 22
+    # Bytes one COPY_LINEAR (and CONST_FILL) moves in what kfdtrace emits and replay splits to: the kernel's own
+    # copy_max_bytes / fill_max_bytes, 0x400000 on every SDMA version (sdma_v4_0.c .. sdma_v7_0.c
+    # *_buffer_funcs). ROCR goes further (0x3fffffff bytes where the count is 30 bits) by its own choice; a
+    # queue may be asked for that much (SdmaQueue max_copy) but replay stays within what amdgpu itself emits.
+    sdma_max_copy: int = 0x400000
     # kfd_process_queue_manager.c pqm_update_mqd: GC 10.0 up to 12.1 group CUs in WGPs, so a queue's CU mask must
     # enable them in adjacent pairs.
     cu_pairs: bool = False
 
 
-CDNA2 = Family("CDNA2", 9, 64, "sdma4.4", "gfx9", isa="gfx90a")
+CDNA2 = Family("CDNA2", 9, 64, "sdma4.4", "gfx9", isa="gfx90a", sdma_count_bits=30)
 CDNA3 = Family("CDNA3", 9, 64, "sdma4.4", "gfx9", isa="gfx942")
-RDNA2 = Family("RDNA2", 10, 32, "sdma5", "gfx10", packed_workitem_ids=False, isa="gfx1030", cu_pairs=True)
-RDNA3 = Family("RDNA3", 11, 32, "sdma6", "gfx11", isa="gfx1100", cu_pairs=True)
-RDNA4 = Family("RDNA4", 12, 32, "sdma7", "gfx12", isa="gfx1201", cu_pairs=True)
+RDNA2 = Family("RDNA2", 10, 32, "sdma5", "gfx10", packed_workitem_ids=False, isa="gfx1030", sdma_count_bits=30,
+               cu_pairs=True)
+RDNA3 = Family("RDNA3", 11, 32, "sdma6", "gfx11", isa="gfx1100", sdma_count_bits=30, cu_pairs=True)
+RDNA4 = Family("RDNA4", 12, 32, "sdma7", "gfx12", isa="gfx1201", sdma_count_bits=30, cu_pairs=True)
 FAMILIES: tuple[Family, ...] = (CDNA2, CDNA3, RDNA2, RDNA3, RDNA4)
-
-# Bytes one SDMA COPY_LINEAR may move. The count field holds bytes-1; ROCR caps it at 0x3fffff on gfx9 parts
-# other than gfx90a (so gfx942 copies at most 4 MiB per packet) and at 0x3fffffff (1 GiB) on gfx90a, gfx10.3+.
-_COPY_4M = 0x3FFFFF + 1
-_COPY_1G = 0x3FFFFFFF + 1
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,6 @@ class Target:
     name: str  # "gfx942"
     gfx_target_version: int  # 90402
     family: Family
-    sdma_max_copy: int  # bytes per COPY_LINEAR packet
     # SDMA IP version of the part named here. Navi2x minors follow kfd_device.c
     # kfd_device_info_set_sdma_info comments; Navi3x/Navi4x minors are amdgpu IP-discovery values.
     sdma_version: tuple[int, int, int]
@@ -69,23 +73,33 @@ class Target:
     def wave_size(self) -> int:
         return self.family.wave_size
 
+    @property
+    def sdma_max_copy(self) -> int:
+        """Bytes per COPY_LINEAR packet kfdtrace emits by default and replay splits to (the kernel's limit)."""
+        return self.family.sdma_max_copy
+
+    @property
+    def sdma_copy_limit(self) -> int:
+        """The most bytes one COPY_LINEAR can move on this hardware: its count field's range."""
+        return 1 << self.family.sdma_count_bits
+
 
 TARGETS: tuple[Target, ...] = (
-    Target("gfx90a", 90010, CDNA2, _COPY_1G, (4, 4, 0)),  # Aldebaran
-    Target("gfx942", 90402, CDNA3, _COPY_4M, (4, 4, 2)),  # Aqua Vanjaram (MI300)
-    Target("gfx1030", 100300, RDNA2, _COPY_1G, (5, 2, 0)),  # Sienna Cichlid
-    Target("gfx1031", 100301, RDNA2, _COPY_1G, (5, 2, 2)),  # Navy Flounder
-    Target("gfx1032", 100302, RDNA2, _COPY_1G, (5, 2, 4)),  # Dimgrey Cavefish
-    Target("gfx1033", 100303, RDNA2, _COPY_1G, (5, 2, 1)),  # Van Gogh (APU)
-    Target("gfx1034", 100304, RDNA2, _COPY_1G, (5, 2, 5)),  # Beige Goby
-    Target("gfx1035", 100305, RDNA2, _COPY_1G, (5, 2, 3)),  # Yellow Carp (APU)
-    Target("gfx1036", 100306, RDNA2, _COPY_1G, (5, 2, 6)),  # GC 10.3.6 (Raphael iGPU)
-    Target("gfx1100", 110000, RDNA3, _COPY_1G, (6, 0, 0)),  # Navi31
-    Target("gfx1101", 110001, RDNA3, _COPY_1G, (6, 0, 2)),  # Navi32 (GC 11.0.3)
-    Target("gfx1102", 110002, RDNA3, _COPY_1G, (6, 0, 3)),  # Navi33 (GC 11.0.2)
-    Target("gfx1103", 110003, RDNA3, _COPY_1G, (6, 0, 1)),  # Phoenix (APU)
-    Target("gfx1200", 120000, RDNA4, _COPY_1G, (7, 0, 0)),  # Navi44
-    Target("gfx1201", 120001, RDNA4, _COPY_1G, (7, 0, 1)),  # Navi48
+    Target("gfx90a", 90010, CDNA2, (4, 4, 0)),  # Aldebaran
+    Target("gfx942", 90402, CDNA3, (4, 4, 2)),  # Aqua Vanjaram (MI300)
+    Target("gfx1030", 100300, RDNA2, (5, 2, 0)),  # Sienna Cichlid
+    Target("gfx1031", 100301, RDNA2, (5, 2, 2)),  # Navy Flounder
+    Target("gfx1032", 100302, RDNA2, (5, 2, 4)),  # Dimgrey Cavefish
+    Target("gfx1033", 100303, RDNA2, (5, 2, 1)),  # Van Gogh (APU)
+    Target("gfx1034", 100304, RDNA2, (5, 2, 5)),  # Beige Goby
+    Target("gfx1035", 100305, RDNA2, (5, 2, 3)),  # Yellow Carp (APU)
+    Target("gfx1036", 100306, RDNA2, (5, 2, 6)),  # GC 10.3.6 (Raphael iGPU)
+    Target("gfx1100", 110000, RDNA3, (6, 0, 0)),  # Navi31
+    Target("gfx1101", 110001, RDNA3, (6, 0, 2)),  # Navi32 (GC 11.0.3)
+    Target("gfx1102", 110002, RDNA3, (6, 0, 3)),  # Navi33 (GC 11.0.2)
+    Target("gfx1103", 110003, RDNA3, (6, 0, 1)),  # Phoenix (APU)
+    Target("gfx1200", 120000, RDNA4, (7, 0, 0)),  # Navi44
+    Target("gfx1201", 120001, RDNA4, (7, 0, 1)),  # Navi48
 )
 
 _BY_VERSION = {t.gfx_target_version: t for t in TARGETS}

@@ -4,8 +4,14 @@ Source read: the Linux uapi header ``include/uapi/linux/kfd_ioctl.h``, interface
 ``ROCm/amdgpu`` @ 00a363e32dfd4d1dc3d969ee8481518e8c51caae (a ROCm DKMS kernel tree), cross-read against
 ``FireBurn/linux`` @ 243dcc32d5418137f142e155bd5187ce9cc01d2b (same version; it adds the SMI process
 start/end events) and the 1.17 libhsakmt copy ``tinygrad/tinygrad:extra/hip_gpu_driver/kfd_ioctl.h``
-@ a9069c177a9da9cca18593edf55acd2e6073cca6. Only the upstream ioctls 0x01..0x26 are modelled; the
-ROCm-only range 0x80.. (IPC handles, SPM, PC sampling, profiler, ...) is left out on purpose.
+@ a9069c177a9da9cca18593edf55acd2e6073cca6. Interface **1.19** adds ``AMDKFD_IOC_CREATE_PROCESS =
+AMDKFD_IO(0x27)`` (no argument; AMDKFD_COMMAND_END 0x28): the upstream patch "amdkfd: introduce new ioctl
+AMDKFD_IOC_CREATE_PROCESS" (amd-gfx, V7 2025-11-06) and ``kfd_ioctl_create_process`` in FireBurn/linux @
+008529d6576ee9a61b9cf28b87407b98bbd2393a drivers/gpu/drm/amd/amdkfd/kfd_chardev.c. (ROCm's libhsakmt copy
+numbers its minors differently: its 1.19 is create_queue_args ``pad`` -> ``metadata_ring_size``, and it
+declares CREATE_PROCESS as ``AMDKFD_IOWR(0x27, struct kfd_ioctl_create_process_args)``.) Only the upstream
+ioctls 0x01..0x27 are modelled; the ROCm-only range 0x80.. (IPC handles, SPM, PC sampling, profiler, ...) is
+left out on purpose.
 
 Layouts: every structure is the NEWEST layout. Where an older interface had a shorter struct, the older
 layout is an exact prefix of ours; those changes are listed in :data:`ABI_CHANGES`. The structures are
@@ -23,7 +29,7 @@ import enum
 from dataclasses import dataclass, field
 
 KFD_IOCTL_MAJOR_VERSION = 1
-KFD_IOCTL_MINOR_VERSION = 18
+KFD_IOCTL_MINOR_VERSION = 19
 
 u32 = ctypes.c_uint32
 s32 = ctypes.c_int32
@@ -1214,6 +1220,8 @@ IOCTLS: tuple[Ioctl, ...] = (
     Ioctl("EXPORT_DMABUF", 0x24, _RW, kfd_ioctl_export_dmabuf_args, (1, 12)),
     Ioctl("RUNTIME_ENABLE", 0x25, _RW, kfd_ioctl_runtime_enable_args, (1, 13)),
     Ioctl("DBG_TRAP", 0x26, _RW, kfd_ioctl_dbg_trap_args, (1, 13)),
+    # AMDKFD_IO: no argument. The descriptor's process is replaced by a new secondary one.
+    Ioctl("CREATE_PROCESS", 0x27, IocDir.NONE, None, (1, 19)),
 )
 
 BY_NR: dict[int, Ioctl] = {i.nr: i for i in IOCTLS}

@@ -38,12 +38,12 @@ class SdmaQueue(RingQueue):
             qtype, engine_id = ENGINE_KINDS[engine], 0
         else:
             raise ValueError(f"engine must be 'sdma', 'xgmi' or an engine number, not {engine!r}")
-        family_max = device.target.sdma_max_copy
-        if max_copy is not None and not 0 < max_copy <= family_max:
-            raise ValueError(f"max_copy {max_copy:#x} must be within 1..{family_max:#x} on {device.target.name}")
+        limit = device.target.sdma_copy_limit
+        if max_copy is not None and not 0 < max_copy <= limit:
+            raise ValueError(f"max_copy {max_copy:#x} must be within 1..{limit:#x} on {device.target.name}")
         dialect = DIALECTS[device.target.family.sdma_dialect]
         super().__init__(device, dialect, ring_size, name)
-        self.max_copy = max_copy or family_max  # bytes per COPY_LINEAR; less than the family's splits more
+        self.max_copy = max_copy or device.target.sdma_max_copy  # bytes per COPY_LINEAR (default: the kernel's)
         # CONST_FILL's count field is narrower than COPY_LINEAR's before SDMA 6 (22 bits vs 30).
         self.max_fill = min(self.max_copy, self.dialect["CONST_FILL"]["count"].mask + 1)
         self._create(queue_type=qtype, sdma_engine_id=engine_id)

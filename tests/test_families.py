@@ -61,12 +61,15 @@ def test_name_lookup_ignores_case_and_features():
     assert target_by_name("GFX942:sramecc+:xnack-").gfx_target_version == 90402
 
 
-def test_sdma_copy_limit():
-    # ROCR: max count 0x3fffff on gfx942 (4 MiB per COPY_LINEAR), 0x3fffffff (1 GiB) on gfx90a and gfx10.3+.
-    assert target_by_name("gfx942").sdma_max_copy == 4 * 2**20
-    for t in TARGETS:
-        if t.name != "gfx942":
-            assert t.sdma_max_copy == 2**30, t.name
+def test_sdma_copy_limits_are_the_kernels_within_each_familys_count_width():
+    # The kernel's copy_max_bytes / fill_max_bytes are 0x400000 on every SDMA version (sdma_v4_0.c ..
+    # sdma_v7_0.c *_buffer_funcs): what kfdtrace emits and replay splits to.
+    assert {t.sdma_max_copy for t in TARGETS} == {0x400000}
+    # The count (bytes - 1) is 22 bits in the vega10/navi10 headers; ROCR uses the 30-bit form only on gfx90a
+    # and gfx10.3+, so gfx942, which shares gfx90a's SDMA 4.4 dialect, stays at 22 bits.
+    assert target_by_name("gfx942").sdma_copy_limit == 1 << 22
+    assert {t.name for t in TARGETS if t.sdma_copy_limit == 1 << 30} == {t.name for t in TARGETS} - {"gfx942"}
+    assert all(t.sdma_max_copy <= t.sdma_copy_limit for t in TARGETS)
 
 
 def test_sdma_versions():
