@@ -31,13 +31,11 @@ from kfdtrace.capture.memory import MemoryRecorder, TrackedBuffer
 from kfdtrace.capture.submissions import Analyzer, Facts, Plan
 from kfdtrace.capture.trace_file import TraceFile
 from kfdtrace.driver import kfd_ioctl as K
-from kfdtrace.driver.families import target_by_version
 from kfdtrace.driver.memory import DOMAINS
 from kfdtrace.driver.packets import Dialect, PacketDef, PacketError
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.driver.syscalls import KFD_DEVICE, Syscalls
-from kfdtrace.driver.topology import Topology, read_topology
 from kfdtrace.traces import records as R
 
 DEFAULT_CHUNK = 16 << 10  # measured: see capture/README.md
@@ -89,17 +87,16 @@ class Recorder:
         self.path, self.chunk, self.tracking = path, chunk_size, tracking
         self.trace = TraceFile(path, {**header, "chunk_size": chunk_size, "tracking": tracking})
         self.memory = MemoryRecorder(self.trace, chunk_size)
+        self.record = self.trace.record  # record(type, **fields) -> its number
         self.ioctls = self.buffers_seen = self.checkpoints = 0
         # the summary's packet counts, kept as submissions are recorded: dialect -> definition -> packets
         self.packets: dict[Dialect, Counter[PacketDef]] = {}
         self.undecodable = 0  # submissions whose bytes are no packets
         self._final: dict | None = None
 
-    def wrap(self, inner: Syscalls) -> RecordingSyscalls:
-        return RecordingSyscalls(self, inner)
-
-    def record(self, type_: str, **fields) -> int:
-        return self.trace.record(type_, **fields)
+    def wrap(self, inner: Syscalls, sdma: dict[int, str]) -> RecordingSyscalls:
+        """The backend to record `inner` through; `sdma`: its GPUs' SDMA dialect names by gpu_id."""
+        return RecordingSyscalls(self, inner, sdma)
 
     def next_ioctl(self) -> int:
         """The number of the next ioctl (call under the trace's lock)."""
@@ -141,7 +138,7 @@ class Recorder:
 class RecordingSyscalls:
     """The Syscalls a recorded workload runs on: the inner backend, with every call written down."""
 
-    def __init__(self, recorder: Recorder, inner: Syscalls):
+    def __init__(self, recorder: Recorder, inner: Syscalls, sdma: dict[int, str]):
         self.rec, self.inner = recorder, inner
         self.name = inner.name
         self.lock = recorder.trace.lock
@@ -162,7 +159,7 @@ class RecordingSyscalls:
         self.cpu_set_events: set[int] = set()  # events the CPU set since they were last waited for
         self.layout = 0  # changes whenever a buffer comes, goes or changes what is tracked of it
         self._unlearnt: list[tuple[TrackedQueue, int, bytes]] = []  # submissions not looked into: (queue, base, ring)
-        self._topology: Topology | None = None
+        self._sdma = sdma  # gpu_id -> SDMA dialect name, of every GPU of the backend
 
     # -- the boundary -------------------------------------------------------------------------------
     def open(self, path: str, flags: int = os.O_RDWR | os.O_CLOEXEC) -> int:
@@ -276,11 +273,7 @@ class RecordingSyscalls:
         self.rec.record(R.UNMAP, handle=a.handle, gpus=self._gpu_list(a)[: a.n_success])
 
     def _after_acquire_vm(self, a) -> None:
-        if a.gpu_id not in self.gpus:
-            if self._topology is None:
-                self._topology = read_topology(self.inner)
-            node = next((n for n in self._topology.gpus if n.gpu_id == a.gpu_id), None)
-            self.gpus[a.gpu_id] = target_by_version(node.gfx_target_version).family.sdma_dialect if node else ""
+        self.gpus[a.gpu_id] = self._sdma.get(a.gpu_id, "")
 
     def _after_create_queue(self, a) -> None:
         dialect = DIALECTS.get(self.gpus.get(a.gpu_id, "")) if a.queue_type in K.SDMA_QUEUE_TYPES else None

@@ -73,11 +73,12 @@ class Session:
 
     def wrap(self, inner: Syscalls) -> RecordingSyscalls:
         with self._lock:
+            header = system_header(inner)
             if self.recorder is None:
-                self.recorder = Recorder(self.path, {**self.base, **system_header(inner)}, **self.options)
+                self.recorder = Recorder(self.path, {**self.base, **header}, **self.options)
             else:
-                self.recorder.record(R.BACKEND, **system_header(inner))
-            return self.recorder.wrap(inner)
+                self.recorder.record(R.BACKEND, **header)
+            return self.recorder.wrap(inner, {g["gpu_id"]: g["sdma"] for g in header["gpus"]})
 
     def close(self, status: int | None = None) -> dict:
         with self._lock:
