@@ -68,6 +68,9 @@ class Target:
     # SDMA IP version of the part named here. Navi2x minors follow kfd_device.c
     # kfd_device_info_set_sdma_info comments; Navi3x/Navi4x minors are amdgpu IP-discovery values.
     sdma_version: tuple[int, int, int]
+    # GC (graphics core) IP version, as IP discovery reports it (device/ip_discovery/die/0/GC/0): kfd_device.c
+    # kgd2kfd_probe maps these to the gfx_target_version above.
+    gc_version: tuple[int, int, int]
 
     @property
     def wave_size(self) -> int:
@@ -85,21 +88,21 @@ class Target:
 
 
 TARGETS: tuple[Target, ...] = (
-    Target("gfx90a", 90010, CDNA2, (4, 4, 0)),  # Aldebaran
-    Target("gfx942", 90402, CDNA3, (4, 4, 2)),  # Aqua Vanjaram (MI300)
-    Target("gfx1030", 100300, RDNA2, (5, 2, 0)),  # Sienna Cichlid
-    Target("gfx1031", 100301, RDNA2, (5, 2, 2)),  # Navy Flounder
-    Target("gfx1032", 100302, RDNA2, (5, 2, 4)),  # Dimgrey Cavefish
-    Target("gfx1033", 100303, RDNA2, (5, 2, 1)),  # Van Gogh (APU)
-    Target("gfx1034", 100304, RDNA2, (5, 2, 5)),  # Beige Goby
-    Target("gfx1035", 100305, RDNA2, (5, 2, 3)),  # Yellow Carp (APU)
-    Target("gfx1036", 100306, RDNA2, (5, 2, 6)),  # GC 10.3.6 (Raphael iGPU)
-    Target("gfx1100", 110000, RDNA3, (6, 0, 0)),  # Navi31
-    Target("gfx1101", 110001, RDNA3, (6, 0, 2)),  # Navi32 (GC 11.0.3)
-    Target("gfx1102", 110002, RDNA3, (6, 0, 3)),  # Navi33 (GC 11.0.2)
-    Target("gfx1103", 110003, RDNA3, (6, 0, 1)),  # Phoenix (APU)
-    Target("gfx1200", 120000, RDNA4, (7, 0, 0)),  # Navi44
-    Target("gfx1201", 120001, RDNA4, (7, 0, 1)),  # Navi48
+    Target("gfx90a", 90010, CDNA2, (4, 4, 0), (9, 4, 2)),  # Aldebaran
+    Target("gfx942", 90402, CDNA3, (4, 4, 2), (9, 4, 3)),  # Aqua Vanjaram (MI300)
+    Target("gfx1030", 100300, RDNA2, (5, 2, 0), (10, 3, 0)),  # Sienna Cichlid
+    Target("gfx1031", 100301, RDNA2, (5, 2, 2), (10, 3, 2)),  # Navy Flounder
+    Target("gfx1032", 100302, RDNA2, (5, 2, 4), (10, 3, 4)),  # Dimgrey Cavefish
+    Target("gfx1033", 100303, RDNA2, (5, 2, 1), (10, 3, 1)),  # Van Gogh (APU)
+    Target("gfx1034", 100304, RDNA2, (5, 2, 5), (10, 3, 5)),  # Beige Goby
+    Target("gfx1035", 100305, RDNA2, (5, 2, 3), (10, 3, 3)),  # Yellow Carp (APU)
+    Target("gfx1036", 100306, RDNA2, (5, 2, 6), (10, 3, 6)),  # GC 10.3.6 (Raphael iGPU)
+    Target("gfx1100", 110000, RDNA3, (6, 0, 0), (11, 0, 0)),  # Navi31
+    Target("gfx1101", 110001, RDNA3, (6, 0, 2), (11, 0, 3)),  # Navi32 (GC 11.0.3)
+    Target("gfx1102", 110002, RDNA3, (6, 0, 3), (11, 0, 2)),  # Navi33 (GC 11.0.2)
+    Target("gfx1103", 110003, RDNA3, (6, 0, 1), (11, 0, 1)),  # Phoenix (APU)
+    Target("gfx1200", 120000, RDNA4, (7, 0, 0), (12, 0, 0)),  # Navi44
+    Target("gfx1201", 120001, RDNA4, (7, 0, 1), (12, 0, 1)),  # Navi48
 )
 
 _BY_VERSION = {t.gfx_target_version: t for t in TARGETS}

@@ -284,8 +284,8 @@ class Topology:
 
     def link(self, node_from: int, node_to: int) -> dict[str, int] | None:
         """The io_link or p2p_link from node index `node_from` to `node_to`, if any (io_links first)."""
-        node = self.nodes[node_from]
-        for link in node.io_links + node.p2p_links:
+        node = next((n for n in self.nodes if n.index == node_from), None)  # skipped nodes leave gaps
+        for link in (node.io_links + node.p2p_links) if node else ():
             if link.get("node_to") == node_to:
                 return link
         return None
@@ -348,7 +348,9 @@ def read_topology(sysfs: SysfsReader, root: str = KFD_TOPOLOGY) -> Topology:
     """Read the KFD topology tree under `root` through `sysfs`.
 
     Missing mem_banks/caches/io_links/p2p_links directories, names and system properties are tolerated;
-    a GPU node (gpu_id != 0) without a properties file is a TopologyError naming the path.
+    a GPU node (gpu_id != 0) without a properties file is a TopologyError naming the path. A node whose files
+    cannot be read for permission (a GPU outside the process's device cgroup: kfd_topology.c answers EPERM
+    through kfd_devcgroup_check_permission) is left out, as libhsakmt does; the others keep their indices.
     """
     root = root.rstrip("/")
     try:
@@ -361,23 +363,28 @@ def read_topology(sysfs: SysfsReader, root: str = KFD_TOPOLOGY) -> Topology:
         system_properties = {}
     nodes = []
     for index in indices:
-        node_path = f"{root}/nodes/{index}"
-        gpu_id = _read_int(sysfs, f"{node_path}/gpu_id", 0)
         try:
-            name = sysfs.read_sysfs(f"{node_path}/name").removesuffix("\n")
-        except FileNotFoundError:
-            name = ""
-        try:
-            properties = _read_props(sysfs, f"{node_path}/properties")
-        except FileNotFoundError:
-            if gpu_id:
-                missing = f"{node_path}/properties"
-                raise TopologyError(f"GPU node {index} (gpu_id {gpu_id}) has no {missing}") from None
-            properties = {}
-        entries = (_read_entries(sysfs, node_path, sub) for sub in _SUBDIRS)
-        nodes.append(Node(index, gpu_id, name, properties, *entries))
+            nodes.append(_read_node(sysfs, f"{root}/nodes/{index}", index))
+        except PermissionError:
+            continue
     generation_id = _read_int(sysfs, f"{root}/generation_id", 0)
     return Topology(system_properties, nodes, generation_id)
+
+
+def _read_node(sysfs: SysfsReader, node_path: str, index: int) -> Node:
+    gpu_id = _read_int(sysfs, f"{node_path}/gpu_id", 0)
+    try:
+        name = sysfs.read_sysfs(f"{node_path}/name").removesuffix("\n")
+    except FileNotFoundError:
+        name = ""
+    try:
+        properties = _read_props(sysfs, f"{node_path}/properties")
+    except FileNotFoundError:
+        if gpu_id:
+            raise TopologyError(f"GPU node {index} (gpu_id {gpu_id}) has no {node_path}/properties") from None
+        properties = {}
+    entries = (_read_entries(sysfs, node_path, sub) for sub in _SUBDIRS)
+    return Node(index, gpu_id, name, properties, *entries)
 
 
 def write_sysfs_tree(topology: Topology, root: str = KFD_TOPOLOGY) -> dict[str, str]:
@@ -395,6 +402,9 @@ def write_sysfs_tree(topology: Topology, root: str = KFD_TOPOLOGY) -> dict[str, 
         for sub in _SUBDIRS:
             for i, props in enumerate(getattr(node, sub)):
                 files[f"{node_path}/{sub}/{i}/properties"] = format_properties(props, _SUBDIR_ORDER[sub])
+        if node.is_gpu:  # kfd_build_sysfs_node_entry adds "used_memory" (VRAM in use, bytes) to a GPU's banks
+            for i in range(len(node.mem_banks)):
+                files[f"{node_path}/mem_banks/{i}/used_memory"] = "0\n"
     return files
 
 

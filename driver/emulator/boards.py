@@ -325,7 +325,11 @@ _PCIE_GTS = {1: 2.5, 2: 5, 3: 8, 4: 16, 5: 32}
 _PCIE_MIN_BANDWIDTH = 312  # MB/s of PCIe 1.0 x1 as KFD counts it (GT/s * lanes / 8 * 1000)
 _PCIE_WEIGHT = 20
 _XGMI_WEIGHT = 15
-_LINK_FLAGS_ENABLED = 1  # CRAT_IOLINK_FLAGS_ENABLED
+# CRAT_IOLINK_FLAGS_* (kfd_crat.h). kfd_topology.c kfd_set_iolink_non_coherent marks the CPU -> GPU PCIe link
+# and both directions of a GPU <-> GPU PCIe link NON_COHERENT; a GPU's own link to the CPU and xGMI links
+# (other than Vega20's) stay only ENABLED.
+_LINK_ENABLED = 1 << 0
+_LINK_NON_COHERENT = 1 << 1
 # The kernel's amdkfd keeps a process's GPUs in pdds[MAX_GPU_INSTANCE] (kfd_priv.h: 64) and refuses to open
 # more; it is also how many render minors 128..191 name. An emulated machine has at most this many GPUs.
 MAX_GPUS = 64
@@ -394,13 +398,14 @@ def _pcie_bandwidth(board: Board) -> tuple[int, int]:
 
 
 def _link(
-    kind: int, node_from: int, node_to: int, weight: int, bandwidth: tuple[int, int], sdma_mask: int
+    kind: int, node_from: int, node_to: int, weight: int, bandwidth: tuple[int, int], sdma_mask: int,
+    flags: int = _LINK_ENABLED,
 ) -> dict[str, int]:
     return {
         "type": kind, "version_major": 0, "version_minor": 0, "node_from": node_from, "node_to": node_to,
         "weight": weight, "min_latency": 0, "max_latency": 0, "min_bandwidth": bandwidth[0],
         "max_bandwidth": bandwidth[1], "recommended_transfer_size": 0,
-        "recommended_sdma_engine_id_mask": sdma_mask, "flags": _LINK_FLAGS_ENABLED,
+        "recommended_sdma_engine_id_mask": sdma_mask, "flags": flags,
     }  # fmt: skip
 
 
@@ -473,19 +478,21 @@ def _gpu_nodes(boards: list[Board]) -> list[Node]:
 
 
 def _peer_link(node: Node, board: Board, peer: Node, peer_board: Board, ordinal: int) -> None:
-    pcie_mask = (1 << node.num_sdma_engines) - 1
     if board.hive_id and board.hive_id == peer_board.hive_id:
         # Same xGMI hive: a direct CRAT io_link. kfd_set_recommended_sdma_engines spreads the peers over the
         # xGMI SDMA engines.
         xgmi = node.num_sdma_xgmi_engines
-        mask = 1 << (node.num_sdma_engines + ordinal % xgmi) if xgmi else pcie_mask
+        mask = 1 << (node.num_sdma_engines + ordinal % xgmi) if xgmi else (1 << node.num_sdma_engines) - 1
         bandwidth = (board.xgmi_bandwidth, board.xgmi_bandwidth)
         node.io_links.append(_link(IOLINK_TYPE_XGMI, node.index, peer.index, _XGMI_WEIGHT, bandwidth, mask))
     else:
-        # kfd_add_peer_prop: GPU -> CPU -> GPU, weights summed, bandwidth the narrower of the two.
+        # kfd_add_peer_prop: GPU -> CPU -> GPU, a copy of the peer's (node_to's) link to the CPU with the weights
+        # summed and min_bandwidth the narrower of the two; max_bandwidth is min(iolink2, iolink2) in the
+        # kernel, i.e. the value of the node the link is listed under alone.
         ours, theirs = _pcie_bandwidth(board), _pcie_bandwidth(peer_board)
-        bandwidth = (min(ours[0], theirs[0]), min(ours[1], theirs[1]))
-        link = _link(IOLINK_TYPE_PCIEXPRESS, node.index, peer.index, 2 * _PCIE_WEIGHT, bandwidth, pcie_mask)
+        bandwidth = (min(ours[0], theirs[0]), ours[1])
+        link = _link(IOLINK_TYPE_PCIEXPRESS, node.index, peer.index, 2 * _PCIE_WEIGHT, bandwidth,
+                     (1 << peer.num_sdma_engines) - 1, _LINK_ENABLED | _LINK_NON_COHERENT)
         node.p2p_links.append(link)
 
 
@@ -508,7 +515,8 @@ def emulated_topology(targets: list[str]) -> Topology:
         mask = (1 << node.num_sdma_engines) - 1
         bandwidth = _pcie_bandwidth(board)
         node.io_links.append(_link(IOLINK_TYPE_PCIEXPRESS, node.index, 0, _PCIE_WEIGHT, bandwidth, mask))
-        cpu.io_links.append(_link(IOLINK_TYPE_PCIEXPRESS, 0, node.index, _PCIE_WEIGHT, bandwidth, mask))
+        cpu.io_links.append(_link(IOLINK_TYPE_PCIEXPRESS, 0, node.index, _PCIE_WEIGHT, bandwidth, mask,
+                                  _LINK_ENABLED | _LINK_NON_COHERENT))
     for node, board in zip(gpus, boards, strict=True):
         peers = [(p, b) for p, b in zip(gpus, boards, strict=True) if p is not node]
         for ordinal, (peer, peer_board) in enumerate(peers):

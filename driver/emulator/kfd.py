@@ -47,6 +47,7 @@ from kfdtrace.driver.topology import HEAP_TYPE_SYSTEM, DictSysfs, Node, Topology
 log = logging.getLogger("kfdtrace.emulator")
 
 DOORBELL_SLICE = K.KFD_DOORBELL_PROCESS_SLICE
+DRM_CLASS = "/sys/class/drm"
 MAX_QUEUES_PER_PROCESS = 1024
 BO_MMAP_BASE = 1 << 40  # DRM mmap offsets of emulated buffer objects
 USER_LIMIT = (1 << 47) - 4096  # x86-64 TASK_SIZE_MAX: access_ok() refuses user pointers above it (EFAULT)
@@ -70,6 +71,24 @@ def system_ram(topology: Topology) -> int:
 def memory_domain(flags: int) -> int:
     """The one domain flag of a buffer's flags that counts (0 if none)."""
     return next((d for d in DOMAIN_ORDER if flags & d), 0)
+
+
+# amdgpu_discovery.c lists every IP block of a die twice, by name and by hardware id (hw_id_names: GC 11,
+# SDMA0 42), as device/ip_discovery/die/0/<block>/<instance>/{major,minor,revision}.
+IP_BLOCKS: dict[str, tuple[str, ...]] = {"gc_version": ("GC", "11"), "sdma_version": ("SDMA0", "42")}
+
+
+def ip_discovery_files(topology: Topology) -> dict[str, str]:
+    """The IP versions of each GPU under its render node's device directory, where clients (tinygrad) read them."""
+    files = {}
+    for node in topology.gpus:
+        target = target_by_version(node.gfx_target_version)
+        die = f"{DRM_CLASS}/renderD{node.drm_render_minor}/device/ip_discovery/die/0"
+        for attr, names in IP_BLOCKS.items():
+            for name in names:
+                for part, value in zip(("major", "minor", "revision"), getattr(target, attr), strict=True):
+                    files[f"{die}/{name}/0/{part}"] = f"{value}\n"
+    return files
 
 
 def system_memory_limits(ram: int) -> tuple[int, int]:
@@ -128,7 +147,7 @@ class EmulatedMachine:
 
     def __init__(self, topology: Topology):
         self.topology = topology
-        self.sysfs = DictSysfs(write_sysfs_tree(topology))
+        self.sysfs = DictSysfs({**write_sysfs_tree(topology), **ip_discovery_files(topology)})
         self.gpus: dict[int, EmulatedGpu] = {}
         for node in topology.gpus:
             target = target_by_version(node.gfx_target_version)
@@ -162,6 +181,15 @@ class EmulatedMachine:
                 self._memory.wait(timeout)
             finally:
                 self._memory_waiters -= 1
+
+    def read_sysfs(self, path: str) -> str:
+        """A topology or render-node file; a GPU bank's used_memory is the VRAM in use now (kfd_topology.c
+        mem_show answers it from amdgpu_amdkfd_get_vram_usage at every read)."""
+        text = self.sysfs.read_sysfs(path)
+        if path.endswith("/used_memory"):
+            index = int(path.split("/nodes/")[1].split("/")[0])
+            return f"{next(g.vram_used for g in self.gpus.values() if g.node.index == index)}\n"
+        return text
 
     def gpu_clock(self) -> int:
         return (time.monotonic_ns() - self._t0) * GPU_CLOCK_HZ // 1_000_000_000
@@ -719,7 +747,7 @@ class EmulatedSyscalls(QuietAnnotations):
         return None
 
     def read_sysfs(self, path: str) -> str:
-        return self.machine.sysfs.read_sysfs(path)
+        return self.machine.read_sysfs(path)
 
     def list_sysfs(self, path: str) -> list[str]:
         return self.machine.sysfs.list_sysfs(path)
