@@ -352,3 +352,24 @@ def test_some_layouts() -> None:
     assert ctypes.sizeof(k.kfd_ioctl_svm_args) == 24
     assert ctypes.sizeof(k.kfd_ioctl_get_process_apertures_args) == 7 * 56 + 8
     assert k.KFD_EVENT_PAGE_SIZE == 32768 and k.KFD_SIGNAL_EVENT_LIMIT == 4096
+
+
+def test_create_process_is_the_upstream_amdkfd_io_0x27(tmp_path: Path) -> None:
+    """Interface 1.19 ("amdkfd: introduce new ioctl AMDKFD_IOC_CREATE_PROCESS", amd-gfx V7 2025-11-06) defines
+    ``AMDKFD_IOC_CREATE_PROCESS AMDKFD_IO(0x27)`` and AMDKFD_COMMAND_END 0x28. No installed header has it yet, so
+    the request is compiled from that definition with the header's own AMDKFD_IO macro."""
+    gcc = shutil.which("gcc")
+    if gcc is None or not HEADER.is_file():
+        pytest.fail(f"the KFD ABI check needs gcc and the kernel headers; {INSTALL_HINT}")
+    (tmp_path / "inc" / "drm").mkdir(parents=True)
+    (tmp_path / "inc" / "drm" / "drm.h").write_text("#include <linux/types.h>\n")
+    (tmp_path / "io.c").write_text(
+        f'#include <stdio.h>\n#include "{HEADER.resolve()}"\n'
+        'int main(void) { printf("%lu\\n", (unsigned long)AMDKFD_IO(0x27)); return 0; }\n'
+    )
+    subprocess.run([gcc, "-I", str(tmp_path / "inc"), "-o", str(tmp_path / "io"), str(tmp_path / "io.c")],
+                   check=True, capture_output=True)
+    code = int(subprocess.run([str(tmp_path / "io")], capture_output=True, text=True, check=True).stdout)
+    entry = k.BY_NAME["CREATE_PROCESS"]
+    assert entry.request == code and entry.struct is None and entry.since == (1, 19)
+    assert k.AMDKFD_COMMAND_END == 0x28 and k.KFD_IOCTL_MINOR_VERSION >= 19
