@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import gc
 import os
 import random
 import signal
@@ -9,6 +11,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import zlib
 
 import msgpack
@@ -645,3 +648,127 @@ def test_stored_bytes_by_frame_kind(tmp_path):
     assert 0 < records < 200 * 100 // 4  # zeros compress
     assert 3000 <= blobs < 3100  # random bytes do not
     assert records + blobs < os.path.getsize(path)
+
+
+# -- the background writer --------------------------------------------------------------------------------
+def write_mixed(w: TraceWriter, n: int) -> list[int]:
+    """n clocked records with a blob every 40, through both calls; their numbers."""
+    numbers = []
+    for i in range(n):
+        if i % 40 == 0:
+            w.blob(random.Random(i).randbytes(700) + bytes(2000))
+        t, f = expected(i)
+        fields = {"t": 1_000 + 17 * i, **f}
+        numbers.append(w.record_fields(t, fields) if i % 2 else w.record(t, **fields))
+    return numbers
+
+
+def test_frames_written_in_the_background_are_the_frames_written_in_line(tmp_path, monkeypatch):
+    """Full frames go to the worker thread; writing each one on the recording thread instead makes the same
+    file, byte for byte."""
+    background = tmp_path / "bg.kfdtrace"
+    with TraceWriter(str(background), {"name": "t"}, frame_bytes=1500, clock="t") as w:
+        assert write_mixed(w, 600) == list(range(600))
+        assert w.stats["frames"] > 20
+    monkeypatch.setattr(F._Output, "submit", F._Output.write)
+    in_line = tmp_path / "inline.kfdtrace"
+    with TraceWriter(str(in_line), {"name": "t"}, frame_bytes=1500, clock="t") as w:
+        write_mixed(w, 600)
+    assert background.read_bytes() == in_line.read_bytes()
+    with TraceReader(str(background)) as r:
+        assert r.verify() > 20 and r.record_count == 600 and not r.recovered
+
+
+def test_the_callers_fields_are_left_as_they_were(tmp_path):
+    path = tmp_path / "f.kfdtrace"
+    with TraceWriter(str(path), {}, clock="t") as w:
+        fields = {"t": 5_000, "data": [1, 2]}
+        w.record_fields("a", fields)
+        assert fields == {"t": 5_000, "data": [1, 2]}
+        fields["t"], fields["data"][0] = 7_000, 9  # reused by the caller: the record is already packed
+        w.record_fields("a", fields)
+        bad = {"t": 9_000, "x": object()}
+        with pytest.raises(TraceError, match="cannot store a 'a' record"):
+            w.record_fields("a", bad)
+        assert bad["t"] == 9_000 and list(bad) == ["t", "x"]
+        w.record_fields("a", {"t": 9_500})
+    with TraceReader(str(path)) as r:
+        assert [x.fields for x in r.records()] == [{"t": 5_000, "data": [1, 2]}, {"t": 7_000, "data": [9, 2]},
+                                                   {"t": 9_500}]
+
+
+def writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "kfdtrace-writer"]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO])
+def test_a_failed_background_write_stops_recording_until_a_flush_writes_everything(tmp_path, monkeypatch, code,
+                                                                                     deadline):
+    """The worker's write fails half-way through a frame: the file is cut back to the frame boundary, the next
+    record call says why, records are refused until a flush succeeds (once space was freed), and the file then
+    closes with every record that was accepted."""
+    path = tmp_path / "full.kfdtrace"
+    w = TraceWriter(str(path), {"name": "full"}, frame_bytes=1024, clock="t")
+    real_write, failing = os.write, [True]
+
+    def write(fd: int, data) -> int:
+        if fd == w._out.fd and failing[0]:
+            if len(data) > 100:
+                return real_write(fd, data[:100])  # part of the frame, then the failure
+            raise OSError(code, os.strerror(code))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    accepted = []
+    with pytest.raises(TraceError, match=f"write failed at byte {path.stat().st_size}: {os.strerror(code)}"):
+        for i in range(100_000):  # until the worker's failure reaches a record call
+            accepted.append(w.record("r", t=i * 10, i=i, pad=bytes(50)))
+    assert accepted == list(range(len(accepted))) and len(accepted) >= 10
+    with pytest.raises(TraceError, match=os.strerror(code)):
+        w.record("r", t=0, i=-1)  # still refused
+    with TraceReader(str(path)) as r:  # cut back to the end of the header: no partial frame
+        assert r.recovered and r.record_count == 0 and r.recovery_note.endswith("(end of file)")
+    with pytest.raises(TraceError, match=os.strerror(code)):
+        w.flush()  # the disk is still full
+    failing[0] = False
+    w.flush()  # space freed: the frames kept are written, then the buffered records
+    assert w.record("r", t=123_456, i=len(accepted)) == len(accepted)
+    w.close({"ok": True})
+    assert not writer_threads()
+    with TraceReader(str(path)) as r:
+        assert not r.recovered and r.summary == {"ok": True}
+        assert [x.fields["i"] for x in r.records()] == list(range(len(accepted) + 1))
+        assert [x.fields["t"] for x in r.records()][:3] == [0, 10, 20]
+
+
+def test_close_ends_the_worker_and_a_dropped_writer_ends_it_too(tmp_path, deadline):
+    path = tmp_path / "w.kfdtrace"
+    with TraceWriter(str(path), {}, frame_bytes=512) as w:
+        for i in range(200):
+            w.record("r", i=i, pad=bytes(40))
+        assert len(writer_threads()) == 1
+    assert not writer_threads()
+    dropped = tmp_path / "dropped.kfdtrace"
+    w = TraceWriter(str(dropped), {}, frame_bytes=512)
+    for i in range(200):
+        w.record("r", i=i, pad=bytes(40))
+    (worker,), handed_over = writer_threads(), w._first
+    del w
+    gc.collect()
+    worker.join()  # the frames it was handed written, it ends
+    with TraceReader(str(dropped)) as r:
+        assert r.recovered and [x.fields["i"] for x in r.records()] == list(range(handed_over))
+        assert handed_over > 100
+
+
+def test_a_process_that_exits_without_closing_its_writer_exits(tmp_path):
+    path = tmp_path / "exit.kfdtrace"
+    code = textwrap.dedent(f"""
+        from kfdtrace.traces.format import TraceWriter
+        w = TraceWriter({str(path)!r}, {{}}, frame_bytes=512)
+        for i in range(20000):
+            w.record("r", i=i, pad=bytes(40))
+    """)
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+    with TraceReader(str(path)) as r:  # what the worker wrote before the exit, whole frames only
+        assert r.recovered and [x.fields["i"] for x in r.records()] == list(range(r.record_count))

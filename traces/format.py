@@ -35,8 +35,10 @@ import hashlib
 import os
 import stat
 import struct
+import threading
+import weakref
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -177,9 +179,160 @@ def _unpack(raw: bytes, budget: int) -> Any:
 
 
 # -- writing ----------------------------------------------------------------------------------------------
+_Job = tuple[int, tuple[bytes | bytearray, ...], int, int]  # a frame to write: kind, raw payload in parts, count, first
+
+
+class _Output:
+    """The file a writer appends to, and the thread that compresses and writes its frames in order.
+
+    A frame is either handed to the worker (`submit`: the recording thread goes on packing while zstd and
+    write(2) run without the GIL) or written on the calling thread after the queued ones (`write`). A failed
+    write cuts the file back to the frame boundary and keeps the frame and those after it queued: `error` is
+    then set, the worker stops, and the next `drain` retries them on the calling thread. Frame offsets are
+    known once written: `offsets[i]` is the i-th frame's. The worker is a daemon started with the first
+    submitted frame, and holds no reference to the writer."""
+
+    def __init__(self, path: str, fd: int, level: int):
+        self.path, self.fd, self.offset = path, fd, 0
+        self.offsets: list[int] = []
+        self.error: TraceError | None = None  # why records are refused: a failed write, or the trace closed
+        self.counts = Counter(frames=0, raw=0, stored=0)
+        self._zstd = zstandard.ZstdCompressor(level=level)
+        self._jobs: deque[_Job] = deque()  # submitted, not yet written
+        self._taken = False  # the worker is writing jobs[0]
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def append(self, data: bytes) -> None:
+        """Append all of `data`; on failure cut the file back to where it was, so a later write (after space
+        was freed, say) still leaves a readable file."""
+        start, view = self.offset, memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as exc:
+            try:  # what part of it was written goes, and the next write goes where it was
+                os.ftruncate(self.fd, start)
+                os.lseek(self.fd, start, os.SEEK_SET)
+            except OSError:
+                pass
+            raise TraceError(f"{self.path}: write failed at byte {start}: {exc.strerror}") from None
+        self.offset += len(data)
+
+    def frame(self, kind: int, parts: tuple[bytes | bytearray, ...], count: int, first: int) -> int:
+        """Write one frame (zstd, or stored when that is not smaller); returns its offset."""
+        raw = b"".join(parts)
+        payload, codec = (self._zstd.compress(raw), ZSTD) if len(raw) >= STORE_BELOW else (raw, STORED)
+        if len(payload) >= len(raw):
+            payload, codec = raw, STORED
+        head = FRAME.pack(FRAME_MAGIC, kind, codec, 0, len(payload), len(raw), count, first, 0)[:-4]
+        offset = self.offset
+        self.append(head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload)
+        n = self.counts
+        n["frames"] += 1
+        n["raw"] += len(raw)
+        n["stored"] += len(payload)
+        return offset
+
+    def _job(self, job: _Job) -> TraceError | None:
+        """Write a queued frame; the error if that failed."""
+        try:
+            self.offsets.append(self.frame(*job))
+        except TraceError as exc:
+            return exc
+        except Exception as exc:  # the worker must not die with frames queued: whoever drains would wait forever
+            return TraceError(f"{self.path}: cannot write a frame: {_one_line(exc)}")
+        return None
+
+    def _run(self) -> None:
+        cond, jobs = self._cond, self._jobs
+        while True:
+            with cond:
+                while not self._stopping and (not jobs or self.error is not None):
+                    cond.wait()
+                if not jobs or self.error is not None:
+                    return
+                self._taken = True
+                cond.notify_all()
+                job = jobs[0]
+            error = self._job(job)
+            with cond:
+                self._taken = False
+                if error is None:
+                    jobs.popleft()
+                else:
+                    self.error = error
+                cond.notify_all()
+
+    def submit(self, job: _Job) -> None:
+        """Queue a frame for the worker. While one already waits for it, this waits: the worker then gets the
+        GIL at once (rather than after the interpreter's switch interval), so one frame is compressed while the
+        next is packed."""
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="kfdtrace-writer", daemon=True)
+                self._thread.start()
+            while len(self._jobs) > self._taken and self.error is None:
+                self._cond.wait()
+            self._jobs.append(job)
+            self._cond.notify_all()
+
+    def wait(self) -> None:
+        """Until every queued frame is written, or a write failed."""
+        with self._cond:
+            while self._jobs and self.error is None:
+                self._cond.wait()
+
+    def drain(self) -> None:
+        """Every queued frame written when this returns: after a failure, the frames kept are retried on this
+        thread (the worker waits meanwhile). Raises TraceError if a write fails again."""
+        self.wait()
+        if self.error is None:
+            return
+        jobs = self._jobs
+        while jobs:
+            error = self._job(jobs[0])
+            if error is not None:
+                self.error = error
+                raise error
+            jobs.popleft()
+        with self._cond:
+            self.error = None
+
+    def write(self, job: _Job) -> None:
+        """Write a frame now, on this thread, after the queued ones; if it fails it stays queued (see drain)."""
+        self.drain()
+        error = self._job(job)
+        if error is not None:
+            with self._cond:
+                self._jobs.append(job)
+                self.error = error
+            raise error
+
+    def stop(self) -> None:
+        """Let the worker end once the queued frames are written (or a write failed)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    def close(self, error: TraceError) -> None:
+        """Stop and join the worker, close the file; `error` is what later calls raise."""
+        self.stop()
+        if self._thread is not None:
+            self._thread.join()
+        self.error = error
+        os.close(self.fd)
+
+
 class TraceWriter:
     """Streams records and blobs into frames. `flush()` makes everything so far survive a SIGKILL; `close()`
-    adds the index and footer. Not thread-safe: callers sharing a writer hold a lock around it."""
+    adds the index and footer. Not thread-safe: callers sharing a writer hold a lock around it.
+
+    Full frames are compressed and written by a background thread while the caller goes on recording; flush()
+    and close() write on the caller's thread. When a write fails the file is cut back to the last whole frame,
+    the frames not written are kept, and every call but flush() and close() raises TraceError until a flush()
+    writes them (after space was freed, say): no record reported as recorded is lost from a file that closes."""
 
     def __init__(self, path: str, header: dict, *, level: int = 3, frame_bytes: int = 256 << 10,
                  submission_type: str = DEFAULT_SUBMISSION, clock: str | None = None):
@@ -193,7 +346,6 @@ class TraceWriter:
         self._clock, self._clock_base = clock, 0  # the clock of the frame's last record that has one
         if clock is not None:
             header = {**header, CLOCK_KEY: clock}
-        self._zstd = zstandard.ZstdCompressor(level=level)
         import msgspec.msgpack  # the writer's alone: readers (`kfdtrace info`) start faster without it
 
         self._encoder = msgspec.msgpack.Encoder(enc_hook=_plain)
@@ -202,26 +354,27 @@ class TraceWriter:
         if len(head) > MAX_HEADER_BYTES:
             raise TraceError(f"{path}: a header of {len(head)} bytes exceeds {MAX_HEADER_BYTES} bytes")
         try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise TraceError(f"{path}: cannot create: {exc.strerror}") from None
-        self._offset = 0
+        self._out = _Output(path, fd, level)
         self._closed = False
         self._buf = bytearray()  # packed records of the pending frame
         self._types: list[str] = []  # and their types
         self._first = 0  # number of the pending frame's first record
         self._blobs: list[list[bytes]] = []  # pending [key, data]
         self._blob_buf = 0  # their bytes, framing included
-        self._keys: dict[bytes, tuple[int, int] | None] = {}  # key -> (frame offset, position); None: pending
-        self._frames: list[FrameInfo] = []
-        self._counts: Counter[str] = Counter()  # records written, by type
-        self._submissions = 0  # submissions written
-        self._n = Counter(frames=0, raw=0, stored=0, blobs=0, blob_bytes=0, dedup=0)
+        self._keys: dict[bytes, tuple[int, int] | None] = {}  # key -> (frame number, position); None: pending
+        self._frames: list[tuple] = []  # each frame's index entry but its offset (the output's offsets[i])
+        self._counts: Counter[str] = Counter()  # records handed to frames, by type
+        self._submissions = 0  # submissions handed to frames
+        self._n = Counter(blobs=0, blob_bytes=0, dedup=0)
         try:
-            self._write(FILE_HEADER.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(head), zlib.crc32(head)) + head)
+            self._out.append(FILE_HEADER.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(head), zlib.crc32(head)) + head)
         except BaseException:
-            os.close(self._fd)
+            os.close(fd)
             raise
+        weakref.finalize(self, self._out.stop).atexit = False  # a writer dropped unclosed ends its worker
 
     def __enter__(self) -> TraceWriter:
         return self
@@ -239,20 +392,11 @@ class TraceWriter:
         if self._closed:
             raise TraceError(f"{self.path}: the trace is closed")
 
-    def _write(self, data: bytes) -> None:
-        """Append all of `data`; on failure cut the file back to a frame boundary, so a later write (after
-        space was freed, say) still leaves a readable file."""
-        start, view = self._offset, memoryview(data)
-        try:
-            while view:
-                view = view[os.write(self._fd, view):]
-        except OSError as exc:
-            try:
-                os.ftruncate(self._fd, start)
-            except OSError:
-                pass
-            raise TraceError(f"{self.path}: write failed at byte {start}: {exc.strerror}") from None
-        self._offset += len(data)
+    def _refuse(self) -> None:
+        """Raise why nothing can be recorded now (the trace is closed, or a write failed), if so."""
+        error = self._out.error
+        if error is not None:
+            raise TraceError(str(error))
 
     # records ------------------------------------------------------------------------------------------
     def record(self, type: str, /, **fields: Any) -> int:
@@ -262,27 +406,32 @@ class TraceWriter:
 
     def record_fields(self, type: str, fields: dict[str, Any]) -> int:
         """record() with the fields in a dict: a caller that has the dict saves unpacking it into keyword
-        arguments, which costs more than packing it. The record is packed before this returns."""
-        if self._closed:
-            raise TraceError(f"{self.path}: the trace is closed")
+        arguments, which costs more than packing it. The record is packed before this returns; `fields` is as
+        it was (the clock field is set to its difference while packing, then back)."""
+        if self._out.error is not None:
+            self._refuse()
         if type.__class__ is not str or not type:
             type = self._type_name(type)
         buf = self._buf
         start = len(buf)
         clock = self._clock
         t = fields.get(clock) if clock is not None else None
-        if t.__class__ is int:
-            fields = {**fields, clock: t - self._clock_base}
         try:
-            self._encode_into((type, fields), buf, -1)
+            if t.__class__ is int:
+                fields[clock] = t - self._clock_base  # type: ignore[index]
+                try:
+                    self._encode_into((type, fields), buf, -1)
+                finally:
+                    fields[clock] = t  # type: ignore[index]
+                self._clock_base = t
+            else:
+                self._encode_into((type, fields), buf, -1)
         except PACK_ERRORS as exc:
             del buf[start:]  # what was packed of it
             raise TraceError(f"{self.path}: cannot store a {type!r} record: {_one_line(exc)}") from None
-        if t.__class__ is int:
-            self._clock_base = t
         types = self._types
+        n = self._first + len(types)
         types.append(type)
-        n = self._first + len(types) - 1
         if len(buf) >= self.frame_bytes:
             self._frame_full(len(buf) - start)
         return n
@@ -294,16 +443,16 @@ class TraceWriter:
         return str(type)
 
     def _frame_full(self, last: int) -> None:
-        """The pending frame reached frame_bytes with a record of `last` bytes: write it out. If that record
-        would make the frame too large, the records before it go in one frame and it goes in its own, or is
-        refused (then the rest is kept)."""
+        """The pending frame reached frame_bytes with a record of `last` bytes: hand it to the output. If that
+        record would make the frame too large, the records before it go in one frame and it goes in its own,
+        or is refused (then the rest is kept)."""
         if len(self._buf) <= MAX_RECORD_BYTES:
-            self.flush()
+            self._hand_over()
             return
         record, type = bytes(self._buf[-last:]), self._types.pop()
         del self._buf[-last:]
         base = self._clock_base
-        self.flush()
+        self._hand_over()
         if last > MAX_RECORD_BYTES:
             raise TraceError(f"{self.path}: a {type!r} record of {last} bytes exceeds the {MAX_FRAME_BYTES}-byte "
                              "frame limit")
@@ -314,12 +463,12 @@ class TraceWriter:
                 record = self._encoder.encode((type, fields))
         self._buf += record
         self._types.append(type)
-        self.flush()
+        self._hand_over()
 
     # blobs --------------------------------------------------------------------------------------------
     def blob(self, data: bytes, key: bytes | None = None) -> bytes:
         """Store `data` once per file; returns its key. Pass `key` (= blob_key(data)) if already computed."""
-        self._check_open()
+        self._refuse()
         if key is not None and (not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES):
             raise TraceError(f"{self.path}: a blob key is {KEY_BYTES} bytes, not {_what(key)}")
         key = blob_key(data) if key is None else bytes(key)
@@ -331,84 +480,86 @@ class TraceWriter:
             raise TraceError(f"{self.path}: a blob of {size} bytes exceeds the {MAX_BLOB_BYTES}-byte frame limit "
                              "(store memory in chunks)")
         if self._blobs and self._blob_buf + size + BLOB_FRAMING > self.frame_bytes:
-            self._flush_blobs()
+            self._out.submit(self._blobs_frame())
         self._keys[key] = None
         self._blobs.append([key, bytes(data)])
         self._blob_buf += size + BLOB_FRAMING  # so that no blobs frame exceeds MAX_FRAME_BYTES
         self._n["blobs"] += 1
         self._n["blob_bytes"] += size
         if self._blob_buf >= self.frame_bytes:
-            self._flush_blobs()
+            self._out.submit(self._blobs_frame())
         return key
 
     # frames -------------------------------------------------------------------------------------------
-    def _frame(self, kind: int, raw: bytes, count: int, first: int) -> int:
-        """Write one frame (zstd, or stored when that is not smaller); returns its offset."""
-        payload, codec = (self._zstd.compress(raw), ZSTD) if len(raw) >= STORE_BELOW else (raw, STORED)
-        if len(payload) >= len(raw):
-            payload, codec = raw, STORED
-        head = FRAME.pack(FRAME_MAGIC, kind, codec, 0, len(payload), len(raw), count, first, 0)[:-4]
-        offset = self._offset
-        self._write(head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload)
-        self._n["frames"] += 1
-        self._n["raw"] += len(raw)
-        self._n["stored"] += len(payload)
-        return offset
-
-    def _flush_blobs(self) -> None:
-        if not self._blobs:
-            return
-        offset = self._frame(BLOBS, self._packed(self._blobs, "blobs"), len(self._blobs), 0)
-        for i, (key, _) in enumerate(self._blobs):
-            self._keys[key] = (offset, i)
-        self._frames.append(FrameInfo(offset, BLOBS, 0, len(self._blobs), {}, None, None))
+    def _blobs_frame(self) -> _Job:
+        """The pending blobs as a frame to write (they are no longer pending)."""
+        blobs, number = self._blobs, len(self._frames)
+        for i, (key, _) in enumerate(blobs):
+            self._keys[key] = (number, i)
+        self._frames.append((BLOBS, 0, len(blobs), {}, None, None))
         self._blobs, self._blob_buf = [], 0
+        return BLOBS, (self._packed(blobs, "blobs"),), len(blobs), 0
 
-    def _flush_records(self) -> None:
-        count = len(self._types)
-        if not count:
-            return
-        offset = self._frame(RECORDS, _array_header(count) + self._buf, count, self._first)
+    def _records_frame(self) -> _Job:
+        """The pending records as a frame to write (they are no longer pending)."""
+        count, first = len(self._types), self._first
         counts = Counter(self._types)
         subs = counts.get(self.submission_type, 0)
         span = (self._submissions, self._submissions + subs - 1) if subs else (None, None)
-        self._frames.append(FrameInfo(offset, RECORDS, self._first, count, dict(counts), *span))
+        self._frames.append((RECORDS, first, count, dict(counts), *span))
         self._counts.update(counts)
         self._submissions += subs
         self._first += count
+        job = RECORDS, (_array_header(count), self._buf), count, first
         self._buf, self._types = bytearray(), []
         self._clock_base = 0
+        return job
+
+    def _hand_over(self) -> None:
+        """Hand the pending blobs, then the pending records, to the background thread as frames."""
+        if self._blobs:
+            self._out.submit(self._blobs_frame())
+        if self._types:
+            self._out.submit(self._records_frame())
 
     def flush(self) -> None:
-        """Write what is buffered as whole frames now, blobs first (so every record's blobs precede it). When
-        this returns the frames are in the kernel: a SIGKILL loses none of them (a power cut may)."""
+        """Write what is buffered as whole frames now, blobs first (so every record's blobs precede it), after
+        the frames handed to the background thread. When this returns the frames are in the kernel: a SIGKILL
+        loses none of them (a power cut may). After a failed write, this is what tries again."""
         self._check_open()
-        self._flush_blobs()
-        self._flush_records()
+        self._out.drain()
+        if self._blobs:
+            self._out.write(self._blobs_frame())
+        if self._types:
+            self._out.write(self._records_frame())
 
     def flush_blobs(self, at_least: int = 0) -> None:
-        """Write the buffered blobs as a frame now if they hold `at_least` bytes (records stay buffered): for a
-        caller about to block, whose wait can hide the compression and the write."""
-        self._check_open()
-        if self._blob_buf >= at_least:
-            self._flush_blobs()
+        """Hand the buffered blobs to the background thread as a frame now if they hold `at_least` bytes
+        (records stay buffered): for a caller about to block, whose wait hides the compression and the write."""
+        self._refuse()
+        if self._blobs and self._blob_buf >= at_least:
+            self._out.submit(self._blobs_frame())
 
     def close(self, summary: dict | None = None) -> None:
-        """Flush, then write the index (with `summary`) and the footer. Closing again does nothing."""
+        """Flush, then write the index (with `summary`) and the footer, and end the background thread. Closing
+        again does nothing."""
         if self._closed:
             return
         self._packed(summary, "the summary")  # checked before anything is written: the caller may retry
         try:
             self.flush()
-            index = {"frames": [list(f) for f in self._frames], "records": self._first,
-                     "submissions": self._submissions, "submission_type": self.submission_type,
-                     "counts": dict(self._counts), "blobs": self._keys, "summary": summary}
-            offset = self._frame(INDEX, self._packed(index, "the index"), 0, 0)
-            body = FOOTER_MAGIC + struct.pack("<QQ", offset, self._offset - offset)
-            self._write(body + struct.pack("<I", zlib.crc32(body)))
+            out = self._out
+            index = {"frames": [[out.offsets[i], *entry] for i, entry in enumerate(self._frames)],
+                     "records": self._first, "submissions": self._submissions,
+                     "submission_type": self.submission_type, "counts": dict(self._counts),
+                     "blobs": {key: (out.offsets[frame], i) for key, (frame, i) in self._keys.items()},
+                     "summary": summary}
+            offset = out.frame(INDEX, (self._packed(index, "the index"),), 0, 0)
+            body = FOOTER_MAGIC + struct.pack("<QQ", offset, out.offset - offset)
+            out.append(body + struct.pack("<I", zlib.crc32(body)))
         finally:
             self._closed = True
-            os.close(self._fd)
+            self._out.close(TraceError(f"{self.path}: the trace is closed"))
 
     @property
     def closed(self) -> bool:
@@ -416,13 +567,15 @@ class TraceWriter:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counts so far; raw_bytes and compressed_bytes are payload bytes of the frames written, before and
-        after compression."""
-        n = self._n
+        """Counts so far (once the frames handed to the background thread are written); raw_bytes and
+        compressed_bytes are payload bytes of the frames written, before and after compression."""
+        self._out.wait()
+        n, out = self._n, self._out.counts
         return {"records": self._first + len(self._types),
                 "submissions": self._submissions + self._types.count(self.submission_type),
-                "frames": n["frames"], "raw_bytes": n["raw"], "compressed_bytes": n["stored"], "blobs": n["blobs"],
-                "blob_bytes": n["blob_bytes"], "dedup_hits": n["dedup"], "file_bytes": self._offset}
+                "frames": out["frames"], "raw_bytes": out["raw"], "compressed_bytes": out["stored"],
+                "blobs": n["blobs"], "blob_bytes": n["blob_bytes"], "dedup_hits": n["dedup"],
+                "file_bytes": self._out.offset}
 
 
 # -- reading ----------------------------------------------------------------------------------------------
