@@ -229,7 +229,11 @@ class System:
         with self._event_lock:
             out = self.kfd.ioctl("CREATE_EVENT", event_type=K.EventType.SIGNAL, auto_reset=int(auto_reset),
                                  node_id=0, event_page_offset=self.event_page_handle)
-            self.event_page_handle = 0  # the kernel takes the page once, with the first signal event
+            if self.event_page_handle:  # the kernel takes the page once, with the first signal event; from then
+                # on it is the process's signal BO, which FREE refuses (EPERM, kfd_ioctl_free_memory_of_gpu)
+                # and the kernel releases with the process: close() leaves it alone
+                self.devices[0].untrack(self._event_page)
+            self.event_page_handle = 0
         return out.event_id
 
     def event_mailbox(self, event_id: int) -> int:
