@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kfdtrace.capture.completion import Signal, Wait
-from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet, PacketDef
+from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet, PacketDef, dword_unpacker
 from kfdtrace.driver.sdma import PollFunc
 
 MAX_PLANS = 1 << 14  # shapes whose plan is kept
@@ -203,7 +203,7 @@ class Analyzer:
             self._shapes.clear()
             self._plans.clear()
         words = sorted({p.offset // 4 + w for p in packets for w in _shape_words(p.defn)})
-        shape = _unpacker(words)
+        shape = dword_unpacker(words)
         shapes = self._shapes.setdefault((dialect, len(ring)), {})
         shape = shapes.setdefault(shape.format, shape)
         self._plans[(shape, shape.unpack_from(ring))] = plan
@@ -218,8 +218,3 @@ def _shape_words(d: PacketDef) -> set[int]:
             words.update(w for w, _, _, _ in d.parts(condition[0]))
     return words
 
-
-def _unpacker(words: list[int]) -> struct.Struct:
-    """A Struct unpacking the listed dwords (ascending, distinct; maybe none) from the start of a buffer."""
-    fmt = "<" + "".join(f"{4 * (w - prev - 1)}xI" for prev, w in zip([-1, *words], words, strict=False))
-    return struct.Struct(fmt)

@@ -197,6 +197,14 @@ def _unpack(var: str, n: int, tuple_: str = "") -> str:
     return f"    {', '.join(f'{var}{w}' for w in range(n))}, = {tuple_ or var}\n"
 
 
+def dword_unpacker(words: Iterable[int]) -> struct.Struct:
+    """A Struct unpacking the listed dwords (ascending, distinct; maybe none) from the start of a buffer: one
+    C call for the words of a submission that matter to a cache key."""
+    words = list(words)
+    return struct.Struct("<" + "".join(f"{4 * (w - prev - 1)}xI" for prev, w in zip([-1, *words], words,
+                                                                                    strict=False)))
+
+
 def _among(values: Iterable[int]) -> str:
     """A set display of `values` as plain ints (a table may give enum members)."""
     return "{" + ", ".join(str(int(v)) for v in sorted(values)) + "}"
@@ -265,11 +273,6 @@ class PacketDef:
         """Field `name` split per dword: (dword, shift in the dword, mask, shift in the value) of each piece (an
         address: the bits it holds in place, above its alignment)."""
         return _parts(self[name])
-
-    @property
-    def address_words(self) -> tuple[int, ...]:
-        """The dwords of the fixed part that hold (part of) an address."""
-        return self._addr_words
 
     @property
     def address_conditions(self) -> tuple[tuple[str, tuple[str, int] | tuple[str, tuple[int, ...]] | None], ...]:
@@ -352,6 +355,15 @@ class PacketDef:
         self.event_field: str | None = self._one("event", [f.name for f in values if f.event])
         # the field counting the dwords of following packets the packet may make the engine skip
         self.skip_field: str | None = self._one("skips", [f.name for f in values if f.skips])
+        # the dwords of the fixed part holding anything but plain values: the header, addresses and the fields
+        # deciding what they are, byte, skip and tail counts, event ids and indirect buffer sizes. Two packets
+        # of this definition that agree on these dwords mean the same to a relocation or a translation.
+        meant = {self.split[0] if self.split else None, self.event_field, self.skip_field,
+                 self.tail.count if self.tail else None}
+        for f in addrs:
+            meant.update(n for tag, n in f._named() if tag in ("when", "volatile", "indirect"))
+        self.meaning_words: tuple[int, ...] = tuple(sorted(
+            {w for f in (*self.header, *addrs, *(self._by_name[n] for n in meant if n)) for w, *_ in _parts(f)}))
 
     def _compile(self) -> None:
         n = self.size
@@ -365,7 +377,6 @@ class PacketDef:
                                                                                   else (c[1],))))
                                  for n, c in self._addr_conds)
         self._written_tests = tuple((n, c) for n, c in self._addr_tests if n in self.written_fields)
-        self._addr_words = tuple(sorted({w for f in self.fields if isinstance(f, Addr) for w, *_ in _parts(f)}))
         self._const = [0] * n  # header constants, placed
         self._keep = [0xFFFFFFFF] * n  # bits no header constant or field declares
         for hf, value in self.header.items():
@@ -830,13 +841,6 @@ class Dialect:
             yield pos, size, d
             pos += size
 
-    def shapes(self, data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, tuple]]:
-        """(offset, size in bytes, shape) of each packet back to back from `start` to `end`, where `shape` holds
-        the definition, the header and the dwords holding its addresses: everything but its plain values. A
-        cheap walk for callers that only care where packets point and cache by shape."""
-        for pos, size, d in self.spans(data, start, end):
-            raw = d._struct.unpack_from(data, pos)
-            yield pos, size, (d, raw[0], *(raw[w] for w in d._addr_words))
 
     def derive(self, name: str, *, fields: Mapping[str, Iterable[Field | Addr]] | None = None,
                drop: Mapping[str, Iterable[str]] | None = None,

@@ -268,7 +268,8 @@ class _Surveyor:
         cache = TranslationCache() if len(self.s.caches) < SHARED_CACHES else None
         if cache is not None:
             self.s.caches[r.n] = cache
-        self.translators[f["queue"]] = _translator(f, self.devices, self.relocation, lambda e: e, cache=cache)
+        t = self.translators[f["queue"]] = _translator(f, self.devices, self.relocation, lambda e: e, cache=cache)
+        t.calls = []  # the indirect buffers each submission calls, which the replay will copy
         self.rings[f["queue"]] = (f["ring_size"] + PAGE, ("SDMA queues", self.devices[f["gpu"]].index))
         self._add(HOST, f["ring_size"] + PAGE)  # the replayer's own ring and pointers, in GTT
         self._add(EVENTS, 1)  # and its queue's semaphore's event
@@ -289,16 +290,15 @@ class _Surveyor:
         t = self.translators.get(f["queue"])
         if t is None:
             raise ReplayError(f"submission {self.s.submissions}: doorbell of unknown queue {f['queue']}")
-        ring = f["ring"]
-        t.ring(ring, f"submission {self.s.submissions} (queue {f['queue']})")  # ReplayError for bad packets
-        spans = list(t.src.spans(ring))  # headers only: the translation above decoded every packet
-        self.s.packets += len(spans)
+        packets, calls = t.packets, t.calls
+        calls.clear()
+        t.ring(f["ring"], f"submission {self.s.submissions} (queue {f['queue']})")  # ReplayError for bad packets
+        self.s.packets += t.packets - packets
         self.s.submissions += 1
         # The replay copies each indirect buffer a submission calls (nested ones are not seen here), and frees
         # the copies once the queue is past them: at least the last submission's are held at once.
         self.use[HOST] -= self.ib_copies.pop(f["queue"], 0)
-        self.ib_copies[f["queue"]] = sum(_page_up(t.src.decode(ring, at).fields[d.indirect[1]] * 4)
-                                         for at, _, d in spans if d.indirect)
+        self.ib_copies[f["queue"]] = sum(_page_up(n * 4) for n in calls)
         self._add(HOST, self.ib_copies[f["queue"]])
 
     def _on_event(self, r: Record) -> None:

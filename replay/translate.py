@@ -11,20 +11,30 @@ Speed: a packet seen before, with the same bytes, is not translated again. Any o
 is the common case (no split, every value fitting the target, no indirect buffer) goes straight from its dwords
 to the target's through a function generated from the two tables (`PacketDef.transcoder`); the rest, and every
 refusal, take the general way (fields decoded, relocated, encoded), so errors are the same either way.
+
+A replay on the recorded dialect with every buffer at its recorded address (the usual stress replay) mostly
+submits what was recorded. A submission that translated to itself is remembered by its *layout* (where its
+packets are) and the dwords of each packet that mean more than a value (`PacketDef.meaning_words`: header,
+addresses, counts, event ids): another submission agreeing on those translates to itself too, whatever its
+values (a semaphore's next value, a fill pattern), and is taken as it is without being decoded.
 """
 
 from __future__ import annotations
 
 import itertools
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kfdtrace.driver.packets import Dialect, Packet, PacketDef, PacketError, Transcode
+from kfdtrace.driver.packets import Dialect, Packet, PacketDef, PacketError, Transcode, dword_unpacker
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DEFAULTS, defaults
 
 Rewrite = Callable[[dict[str, int], str], dict[str, int]]  # (recorded fields, where) -> fields to replace
 CACHED_PACKETS = 1 << 16  # distinct translated packets a translation cache keeps
+# A submission length whose remembered layouts this many times in a row were not seen again stops being
+# remembered (a workload whose addresses move on every submission would only pay for the walk).
+FRUITLESS_LAYOUTS = 8
 IDENTITY = "identity"  # the relocation state of a replay whose buffers all sit at their recorded addresses
 # a recorded packet that makes the GPU write memory: (byte offset in its submission, recorded addresses it
 # writes, whether a packet of its kind writes a clock)
@@ -94,10 +104,16 @@ class TranslationCache:
         self.entries: dict[bytes, tuple[bytes, tuple[int, ...], tuple[tuple[int, ...], bool] | None]] = {}
         # (a conditional's recorded bytes, dwords its translated packets take) -> the conditional translated
         self.heads: dict[tuple[bytes, int], bytes] = {}
+        # submission length -> {its packets' (offset, definition)s: a Struct unpacking their meaning words}
+        self.layouts: dict[int, dict[tuple, struct.Struct]] = {}
+        # (layout Struct, the words it unpacked) -> (packets, writes, recorded event ids) of a submission that
+        # translates to itself (kept for the IDENTITY state only)
+        self.unchanged: dict[tuple, tuple[int, tuple[Write, ...], tuple[int, ...]]] = {}
+        self.fruitless: dict[int, int] = {}  # submission length -> layouts remembered in vain since the last hit
 
     def entries_for(self, state: str | tuple[int, int]) -> dict:
-        if state != self.state or len(self.entries) + len(self.heads) >= CACHED_PACKETS:
-            self.entries, self.heads, self.state = {}, {}, state
+        if state != self.state or len(self.entries) + len(self.heads) + len(self.unchanged) >= CACHED_PACKETS:
+            self.entries, self.heads, self.unchanged, self.state = {}, {}, {}, state
         return self.entries
 
 
@@ -142,15 +158,67 @@ class Translator:
         self._fast: dict[PacketDef, Transcode] = {}
         self.cache = cache or TranslationCache()
         self.packets = 0  # recorded packets translated
+        self.calls: list[int] | None = None  # a list: the dwords of every indirect buffer called are added to it
 
     def ring(self, data: bytes, where: str, writes: list[Write] | None = None) -> bytes:
         """The translated packets of `data` (one submission's ring bytes); `where` names it in errors. With
         `writes`, the recorded packets that write memory are added to it (read where the translation was)."""
-        cache = self.cache.entries_for(self.relocation.state)
+        state = self.relocation.state
+        cache = self.cache.entries_for(state)
+        data = bytes(data)
+        unchanged = self.same and state == IDENTITY
+        if unchanged and self._unchanged(data, writes):
+            return data
+        done, wrote = self.packets, [] if writes is None else writes
+        first = len(wrote)
         try:
-            return b"".join(self._span(bytes(data), 0, len(data), where, cache, writes))
+            out = b"".join(self._span(data, 0, len(data), where, cache, wrote))
         except PacketError as exc:
             raise ReplayError(f"{where}: {exc}") from None
+        if unchanged and out == data:
+            self._remember(data, self.packets - done, tuple(wrote[first:]))
+        return out
+
+    def _unchanged(self, data: bytes, writes: list[Write] | None) -> bool:
+        """Whether `data` agrees, in every dword that means more than a value, with a submission remembered as
+        translating to itself (its writes then added to `writes`)."""
+        layouts = self.cache.layouts.get(len(data))
+        if not layouts:
+            return False
+        known = self.cache.unchanged
+        for shape in layouts.values():
+            hit = known.get((shape, shape.unpack_from(data)))
+            if hit is not None:
+                packets, wrote, events = hit
+                if any(self.event_id(e) != e for e in events):
+                    return False
+                self.cache.fruitless[len(data)] = 0
+                self.packets += packets
+                if writes is not None:
+                    writes += wrote
+                return True
+        return False
+
+    def _remember(self, data: bytes, packets: int, wrote: tuple[Write, ...]) -> None:
+        """`data` translated to itself: remember its layout and meaning words (unless it calls an indirect
+        buffer, which the run copies, or its length's layouts have not been seen again for long)."""
+        n, cache = len(data), self.cache
+        if cache.fruitless.get(n, 0) >= FRUITLESS_LAYOUTS:
+            return
+        spans = list(self.src.spans(data))
+        if any(d.indirect for _, _, d in spans):
+            return
+        layouts = cache.layouts.setdefault(n, {})
+        key = tuple((at, d) for at, _, d in spans)
+        shape = layouts.get(key)
+        if shape is None:
+            if len(layouts) >= FRUITLESS_LAYOUTS:
+                return
+            shape = layouts[key] = dword_unpacker(at // 4 + w for at, _, d in spans for w in d.meaning_words)
+        decode = self.src.decode
+        events = tuple(decode(data, at).fields[d.event_field] for at, _, d in spans if d.event_field)
+        cache.unchanged[(shape, shape.unpack_from(data))] = (packets, wrote, events)
+        cache.fruitless[n] = cache.fruitless.get(n, 0) + 1
 
     def _span(self, data: bytes, start: int, end: int, where: str, cache: dict,
               writes: list[Write] | None) -> list[bytes]:
@@ -191,6 +259,8 @@ class Translator:
                     writes.append((at, *wrote))
                 parts = self.packet(p, where)
                 out += parts
+                if d.indirect and self.calls is not None:
+                    self.calls.append(p.fields[d.indirect[1]])
                 plan = self._plans[d]
                 if plan is not _DROP and plan.cacheable and len(cache) < CACHED_PACKETS:
                     event = d.event_field

@@ -459,7 +459,7 @@ def test_iter_packets_mixed_stream() -> None:
         assert [p.offset for p in got] == [sum(len(x) for x in parts[:i]) for i in range(len(parts))]
         assert b"".join(p.encode() for p in got) == stream
         assert got[5].payload == u32s(0x1000, 0) and got[5].fields["count"] == 2
-        assert [s[:2] for s in d.shapes(stream)] == [(p.offset, p.size) for p in got]
+        assert [s[:2] for s in d.spans(stream)] == [(p.offset, p.size) for p in got]
 
 
 def test_unknown_and_truncated_packets() -> None:

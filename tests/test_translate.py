@@ -141,3 +141,84 @@ def test_a_range_outside_every_buffer_stays_and_undeclared_bits_stay_within_a_di
     assert out.fields["addr"] == MOVED + 8 and out.encode()[2] & 0x20
     other = d.decode(translators(d, DIALECTS["sdma7"])[0].ring(bytes(fence), "w"))
     assert other.fields["addr"] == MOVED + 8 and not other.encode()[2] & 0x20  # across dialects: re-encoded
+
+
+# -- submissions that translate to themselves ------------------------------------------------------------------
+def identity(dialect: Dialect, event_id=lambda e: e) -> Translator:
+    """A translator onto the recorded dialect with the buffer at its recorded address."""
+    relocation = Relocation()
+    relocation.add(BUFFER, SIZE, BUFFER)
+    return Translator(dialect, dialect, 1 << 22, relocation, event_id=event_id)
+
+
+def stress_like(d: Dialect, value: int, event: int = 3) -> bytes:
+    """What a semaphore-ordered stress submits: a poll, a conditional over a fill, a 64-bit signal, a TRAP."""
+    fill = d.build("CONST_FILL", dst=BUFFER + 0x100, data=(value & 0xFF) * 0x01010101, count=63)
+    return b"".join([
+        d.build("POLL_REGMEM", addr=BUFFER, ref=value, mask=0xFFFF_FFFF, func=5, mem_poll=1),
+        d.build("COND_EXE", addr=BUFFER + 8, reference=1, exec_count=len(fill) // 4), fill,
+        d.build("FENCE", addr=BUFFER + 16, data=value), d.build("FENCE", addr=BUFFER + 20, data=0),
+        d.build("TRAP", int_context=event)])
+
+
+@pytest.mark.parametrize("d", DIALECTS.values(), ids=DIALECTS.keys())
+def test_a_submission_agreeing_in_meaning_with_one_that_translated_to_itself_is_taken_undecoded(d: Dialect) -> None:
+    t = identity(d)
+    first, first_writes = [], []
+    assert t.ring(stress_like(d, 1), "w", first) == stress_like(d, 1)
+    first_writes += first
+    for value in (2, 77, 1 << 20):
+        writes: list = []
+        with mock.patch.object(t, "_span", side_effect=AssertionError("decoded")):
+            assert t.ring(stress_like(d, value), "w", writes) == stress_like(d, value)
+        assert writes == first_writes and [w[0] for w in writes] == [w[0] for w in first]  # the same places
+    assert t.packets == 4 * 6
+
+
+@pytest.mark.parametrize("d", DIALECTS.values(), ids=DIALECTS.keys())
+def test_what_is_taken_unchanged_is_what_translating_gives(d: Dialect) -> None:
+    """Every dword but the meaning words redrawn, or one meaning word changed (an address outside every buffer,
+    another count or event): the same bytes, writes and errors as a translator that never saw the first."""
+    t = identity(d)
+    ring = stress_like(d, 1)
+    t.ring(ring, "w")
+    starts = [at for at, _, _ in d.spans(ring)]
+    meaning = {at // 4 + w for at, _, p in d.spans(ring) for w in p.meaning_words}
+    words = list(struct.unpack(f"<{len(ring) // 4}I", ring))
+    rnd = __import__("random").Random(7)
+    for trial in range(200):
+        changed = list(words)
+        for i in range(len(words)):
+            if i not in meaning:
+                changed[i] = rnd.getrandbits(32)
+        if trial % 2:  # and one meaning word other than a header
+            i = rnd.choice(sorted(meaning - {at // 4 for at in starts}))
+            changed[i] = rnd.choice([0, changed[i] ^ 1 << rnd.randrange(32), rnd.getrandbits(32)])
+        data = struct.pack(f"<{len(words)}I", *changed)
+        assert outcome(t, data) == outcome(identity(d), data)
+
+
+def test_moved_buffers_indirect_buffers_and_remapped_events_take_the_general_way() -> None:
+    d = DIALECTS["sdma6"]
+    events = {3: 3}
+    t = identity(d, event_id=lambda e: events[e])
+    t.ring(stress_like(d, 1), "w")
+    events[3] = 9  # the event was created again under another id: the TRAP must say 9
+    assert list(d.iter_packets(t.ring(stress_like(d, 2), "w")))[-1].fields["int_context"] == 9
+    ib = d.build("INDIRECT", ib_base=BUFFER + 0x400, ib_size=8)
+    t = identity(d)
+    t.ring(ib, "w")
+    assert not t.cache.unchanged  # the replay copies indirect buffers: such a submission is never taken as it is
+    relocation = Relocation()
+    relocation.add(BUFFER, SIZE, MOVED)
+    moved = Translator(d, d, 1 << 22, relocation, cache=t.cache)
+    out = moved.ring(stress_like(d, 1), "w")
+    assert d.decode(out).fields["addr"] == MOVED and not t.cache.unchanged
+
+
+def test_layouts_that_never_repeat_stop_being_remembered() -> None:
+    d = DIALECTS["sdma4.4"]
+    t = identity(d)
+    for i in range(40):  # a gather: every submission copies from somewhere else
+        t.ring(d.build("COPY_LINEAR", src=BUFFER + 64 * i, dst=BUFFER + 0x8000, count=63), "w")
+    assert len(t.cache.unchanged) == 8
