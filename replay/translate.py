@@ -13,10 +13,11 @@ to the target's through a function generated from the two tables (`PacketDef.tra
 refusal, take the general way (fields decoded, relocated, encoded), so errors are the same either way.
 
 A replay on the recorded dialect with every buffer at its recorded address (the usual stress replay) mostly
-submits what was recorded. A submission that translated to itself is remembered by its *layout* (where its
-packets are) and the dwords of each packet that mean more than a value (`PacketDef.meaning_words`: header,
-addresses, counts, event ids): another submission agreeing on those translates to itself too, whatever its
-values (a semaphore's next value, a fill pattern), and is taken as it is without being decoded.
+submits what was recorded, with the replay's event ids. A submission that translated to itself (but for its
+event ids) is remembered by its *layout* (where its packets are) and the dwords of each packet that mean more
+than a value (`PacketDef.meaning_words`: header, addresses, counts, event ids): another submission agreeing on
+those translates the same way whatever its values (a semaphore's next value, a fill pattern), so it is taken
+as it is, its event ids set, without being decoded.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ IDENTITY = "identity"  # the relocation state of a replay whose buffers all sit 
 # a recorded packet that makes the GPU write memory: (byte offset in its submission, recorded addresses it
 # writes, whether a packet of its kind writes a clock)
 Write = tuple[int, tuple[int, ...], bool]
+# an event id field of a recorded packet: (its packet's byte offset in the submission, the field's parts as
+# PacketDef.parts gives them, its mask, the recorded id)
+EventMark = tuple[int, list[tuple[int, int, int, int]], int, int]
 
 
 class ReplayError(Exception):
@@ -106,9 +110,9 @@ class TranslationCache:
         self.heads: dict[tuple[bytes, int], bytes] = {}
         # submission length -> {its packets' (offset, definition)s: a Struct unpacking their meaning words}
         self.layouts: dict[int, dict[tuple, struct.Struct]] = {}
-        # (layout Struct, the words it unpacked) -> (packets, writes, recorded event ids) of a submission that
-        # translates to itself (kept for the IDENTITY state only)
-        self.unchanged: dict[tuple, tuple[int, tuple[Write, ...], tuple[int, ...]]] = {}
+        # (layout Struct, the words it unpacked) -> (packets, writes, event fields) of a submission that
+        # translates to itself but for its event ids (kept for the IDENTITY state only)
+        self.unchanged: dict[tuple, tuple[int, tuple[Write, ...], tuple[EventMark, ...]]] = {}
         self.fruitless: dict[int, int] = {}  # submission length -> layouts remembered in vain since the last hit
 
     def entries_for(self, state: str | tuple[int, int]) -> dict:
@@ -167,46 +171,70 @@ class Translator:
         cache = self.cache.entries_for(state)
         data = bytes(data)
         unchanged = self.same and state == IDENTITY
-        if unchanged and self._unchanged(data, writes):
-            return data
+        if unchanged:
+            out = self._unchanged(data, writes)
+            if out is not None:
+                return out
         done, wrote = self.packets, [] if writes is None else writes
         first = len(wrote)
         try:
             out = b"".join(self._span(data, 0, len(data), where, cache, wrote))
         except PacketError as exc:
             raise ReplayError(f"{where}: {exc}") from None
-        if unchanged and out == data:
-            self._remember(data, self.packets - done, tuple(wrote[first:]))
+        if unchanged:
+            self._remember(data, out, self.packets - done, tuple(wrote[first:]))
         return out
 
-    def _unchanged(self, data: bytes, writes: list[Write] | None) -> bool:
-        """Whether `data` agrees, in every dword that means more than a value, with a submission remembered as
-        translating to itself (its writes then added to `writes`)."""
+    def _unchanged(self, data: bytes, writes: list[Write] | None) -> bytes | None:
+        """`data` translated, if it agrees in every dword that means more than a value with a submission
+        remembered as translating to itself but for its event ids (its writes then added to `writes`)."""
         layouts = self.cache.layouts.get(len(data))
         if not layouts:
-            return False
+            return None
         known = self.cache.unchanged
         for shape in layouts.values():
             hit = known.get((shape, shape.unpack_from(data)))
             if hit is not None:
-                packets, wrote, events = hit
-                if any(self.event_id(e) != e for e in events):
-                    return False
-                self.cache.fruitless[len(data)] = 0
-                self.packets += packets
-                if writes is not None:
-                    writes += wrote
-                return True
-        return False
+                packets, wrote, marks = hit
+                out = self._mapped(data, marks)
+                if out is not None:
+                    self.cache.fruitless[len(data)] = 0
+                    self.packets += packets
+                    if writes is not None:
+                        writes += wrote
+                return out
+        return None
 
-    def _remember(self, data: bytes, packets: int, wrote: tuple[Write, ...]) -> None:
-        """`data` translated to itself: remember its layout and meaning words (unless it calls an indirect
-        buffer, which the run copies, or its length's layouts have not been seen again for long)."""
+    def _mapped(self, data: bytes, marks: tuple[EventMark, ...]) -> bytes | None:
+        """`data` with each marked event field holding the replay's id for the recorded one (None when one does
+        not fit its field: the general way says so)."""
+        out = None
+        for at, parts, mask, recorded in marks:
+            new = self.event_id(recorded)
+            if new == recorded:
+                continue
+            if new & ~mask:
+                return None
+            out = out or bytearray(data)
+            for w, shift, m, bit in parts:
+                word = int.from_bytes(out[at + 4 * w:at + 4 * w + 4], "little") & ~(m << shift)
+                out[at + 4 * w:at + 4 * w + 4] = (word | (new >> bit & m) << shift).to_bytes(4, "little")
+        return data if out is None else bytes(out)
+
+    def _remember(self, data: bytes, out: bytes, packets: int, wrote: tuple[Write, ...]) -> None:
+        """Remember the layout and meaning words of `data` if it translated to itself but for its event ids
+        (`out`), unless it calls an indirect buffer (which the run copies) or its length's layouts have not been
+        seen again for long."""
         n, cache = len(data), self.cache
-        if cache.fruitless.get(n, 0) >= FRUITLESS_LAYOUTS:
+        if len(out) != n or cache.fruitless.get(n, 0) >= FRUITLESS_LAYOUTS:
             return
         spans = list(self.src.spans(data))
         if any(d.indirect for _, _, d in spans):
+            return
+        decode = self.src.decode
+        marks = tuple((at, d.parts(d.event_field), d[d.event_field].mask, decode(data, at).fields[d.event_field])
+                      for at, _, d in spans if d.event_field)
+        if self._mapped(data, marks) != out:
             return
         layouts = cache.layouts.setdefault(n, {})
         key = tuple((at, d) for at, _, d in spans)
@@ -215,9 +243,7 @@ class Translator:
             if len(layouts) >= FRUITLESS_LAYOUTS:
                 return
             shape = layouts[key] = dword_unpacker(at // 4 + w for at, _, d in spans for w in d.meaning_words)
-        decode = self.src.decode
-        events = tuple(decode(data, at).fields[d.event_field] for at, _, d in spans if d.event_field)
-        cache.unchanged[(shape, shape.unpack_from(data))] = (packets, wrote, events)
+        cache.unchanged[(shape, shape.unpack_from(data))] = (packets, wrote, marks)
         cache.fruitless[n] = cache.fruitless.get(n, 0) + 1
 
     def _span(self, data: bytes, start: int, end: int, where: str, cache: dict,

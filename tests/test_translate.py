@@ -198,22 +198,33 @@ def test_what_is_taken_unchanged_is_what_translating_gives(d: Dialect) -> None:
         assert outcome(t, data) == outcome(identity(d), data)
 
 
-def test_moved_buffers_indirect_buffers_and_remapped_events_take_the_general_way() -> None:
+def test_event_ids_are_mapped_in_submissions_taken_unchanged() -> None:
     d = DIALECTS["sdma6"]
     events = {3: 3}
     t = identity(d, event_id=lambda e: events[e])
     t.ring(stress_like(d, 1), "w")
-    events[3] = 9  # the event was created again under another id: the TRAP must say 9
-    assert list(d.iter_packets(t.ring(stress_like(d, 2), "w")))[-1].fields["int_context"] == 9
-    ib = d.build("INDIRECT", ib_base=BUFFER + 0x400, ib_size=8)
+    for new in (9, 3, (1 << 28) - 1):  # the event was created again under another id: the TRAP must say it
+        events[3] = new
+        with mock.patch.object(t, "_span", side_effect=AssertionError("decoded")):
+            out = t.ring(stress_like(d, 2), "w")
+        assert out == outcome(identity(d, event_id=lambda e: new), stress_like(d, 2))[0]
+        assert list(d.iter_packets(out))[-1].fields["int_context"] == new
+    events[3] = 1 << 28  # too wide for the field: the general way refuses it, naming it
+    with pytest.raises(ValueError, match=r"TRAP.int_context=0x10000000 does not fit"):
+        t.ring(stress_like(d, 3), "w")
+
+
+def test_moved_buffers_and_indirect_buffers_take_the_general_way() -> None:
+    d = DIALECTS["sdma6"]
     t = identity(d)
-    t.ring(ib, "w")
+    t.ring(d.build("INDIRECT", ib_base=BUFFER + 0x400, ib_size=8), "w")
     assert not t.cache.unchanged  # the replay copies indirect buffers: such a submission is never taken as it is
+    t.ring(stress_like(d, 1), "w")
+    assert t.cache.unchanged
     relocation = Relocation()
     relocation.add(BUFFER, SIZE, MOVED)
     moved = Translator(d, d, 1 << 22, relocation, cache=t.cache)
-    out = moved.ring(stress_like(d, 1), "w")
-    assert d.decode(out).fields["addr"] == MOVED and not t.cache.unchanged
+    assert d.decode(moved.ring(stress_like(d, 1), "w")).fields["addr"] == MOVED and not t.cache.unchanged
 
 
 def test_layouts_that_never_repeat_stop_being_remembered() -> None:
