@@ -3,7 +3,9 @@
 A file is a header, a stream of frames (zstd-compressed msgpack: records, or content-addressed blobs), an
 index frame and a fixed-size footer. Each frame goes to the file with one write(2) on an unbuffered fd, so a
 process killed at any moment leaves every frame it flushed readable; without a footer the reader rebuilds
-the index by scanning the frames.
+the index by scanning the frames. The writer compresses and writes full frames on a background thread, in
+order (zstd and write(2) release the GIL), while the recording thread packs the next; flush() writes on the
+caller's thread and returns once everything is in the kernel.
 
 Traces are untrusted input: every length is checked against a bound before anything is allocated, decoding
 a frame counts each container once and each element once, up to max(MIN_FRAME_OBJECTS, stored bytes /
