@@ -268,17 +268,17 @@ class _Output:
                 cond.notify_all()
 
     def submit(self, job: _Job) -> None:
-        """Queue a frame for the worker. While one already waits for it, this waits: the worker then gets the
-        GIL at once (rather than after the interpreter's switch interval), so one frame is compressed while the
-        next is packed."""
+        """Queue a frame for the worker. If another was already waiting for it, wait until the worker takes
+        that one: the worker then gets the GIL at once (rather than after the interpreter's switch interval),
+        so one frame is compressed while the next is packed."""
         with self._cond:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="kfdtrace-writer", daemon=True)
                 self._thread.start()
-            while len(self._jobs) > self._taken and self.error is None:
-                self._cond.wait()
-            self._jobs.append(job)
+            self._jobs.append(job)  # first: an interrupted wait loses nothing
             self._cond.notify_all()
+            while len(self._jobs) > self._taken + 1 and self.error is None:
+                self._cond.wait()
 
     def wait(self) -> None:
         """Until every queued frame is written, or a write failed."""
