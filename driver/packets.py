@@ -222,9 +222,9 @@ def _enc_expr(var: str, s: int, m: int, v: int, top: bool) -> str:
     return f"({e} << {s})" if s else e
 
 
-# (packet as decoded, move, remap) -> (bytes, (old, new) of the mapped field or (), (written addresses,
-# volatile) or None) or None: PacketDef.transcoder
-Transcode = Callable[["Packet", Callable[[int], int | None], Callable[[int], int]],
+# (the fixed part's dwords, the tail's bytes, move, remap) -> (bytes, (old, new) of the mapped field or (),
+# (written addresses, volatile) or None) or None: PacketDef.transcoder
+Transcode = Callable[[tuple[int, ...], bytes, Callable[[int], int | None], Callable[[int], int]],
                      tuple[bytes, tuple[int, ...], tuple[tuple[int, ...], bool] | None] | None]
 
 
@@ -368,6 +368,7 @@ class PacketDef:
     def _compile(self) -> None:
         n = self.size
         self._struct = struct.Struct(f"<{n}I")
+        self.unpack_from = self._struct.unpack_from  # (buffer, offset) -> the fixed part's dwords there
         self._nbytes = n * 4
         self._zero = (0,) * n
         self._reject = {f.name: ~f.mask for f in self.fields}  # v & reject != 0: too wide, misaligned or < 0
@@ -431,7 +432,8 @@ class PacketDef:
     def transcoder(self, target: PacketDef, *, keep: bool = False, allowed: Mapping[str, int] | None = None,
                    defaults: Mapping[str, int] | None = None, below: Mapping[str, int] | None = None,
                    mapped: str | None = None) -> Transcode | None:
-        """A generated function turning a decoded packet of this definition straight into `target`'s bytes:
+        """A generated function turning a packet of this definition (its fixed part's dwords, as `Packet._raw`
+        holds them, and its tail's bytes) straight into `target`'s bytes:
         every address `Packet.addresses()` lists moved by `move` (null stays null; a range field `move` finds
         nowhere stays), the `mapped` field replaced by `remap(value)`, the other fields the target has copied,
         those only the target has set to `defaults` (else 0); `keep`: bits no field declares keep their value.
@@ -463,11 +465,11 @@ class PacketDef:
             body.append(f"    if {' or '.join(checks)}:\n        return None\n")
         values.update((n, str(v)) for n, v in (defaults or {}).items() if v and n not in self._by_name)
         words = target._words(values, "d", taken)
-        tail = " + p.payload" if self.tail is not None else ""
+        tail = " + payload" if self.tail is not None else ""
         reads = [_read(self[a]) for a, c in self._written_tests]
         wrote = ("None" if not reads else f"(({', '.join(reads)},), {self.volatile})"
                  if all(c is None for _, c in self._written_tests) else f"(tuple(w), {self.volatile}) if w else None")
-        src = (f"def transcode(p, move, remap):\n{_unpack('d', self.size, 'p._raw')}{''.join(body)}"
+        src = (f"def transcode(raw, payload, move, remap):\n{_unpack('d', self.size, 'raw')}{''.join(body)}"
                f"{self._written_list() if wrote.startswith('(tuple') else ''}"
                f"    return _pack({', '.join(words)}){tail}, {'(e, m)' if mapped else '()'}, {wrote}\n")
         ns: dict[str, Any] = {"_pack": target._struct.pack}

@@ -61,7 +61,8 @@ class Relocation:
 
     def __init__(self) -> None:
         self._ranges: RangeMap[int] = RangeMap()
-        self._last = (0, 0, 0)  # (start, end, delta) of the range the last lookup hit: packets cluster
+        # (start, end, delta) of the ranges the last two lookups hit: a copy's packets point into two buffers
+        self._last = self._before = (0, 0, 0)
         self.version = 0  # changes whenever a range comes or goes: translations made before may be stale
         self._moved = 0  # ranges whose replay address is not their recorded one
         self._serial = next(_RELOCATIONS)  # versions of two relocations are not comparable: states carry this
@@ -82,18 +83,22 @@ class Relocation:
         hit = self._ranges.find(recorded)
         self._ranges.remove(recorded)
         self._moved -= hit is not None and hit[2] != 0
-        self._last = (0, 0, 0)
+        self._last = self._before = (0, 0, 0)
         self.version += 1
 
     def move(self, addr: int) -> int | None:
-        start, end, delta = self._last
+        start, end, delta = last = self._last
         if start <= addr < end:
+            return addr + delta
+        start, end, delta = self._before
+        if start <= addr < end:
+            self._last, self._before = self._before, last
             return addr + delta
         hit = self._ranges.find(addr)
         if hit is None:
             return None
         start, size, delta = hit
-        self._last = (start, start + size, delta)
+        self._last, self._before = (start, start + size, delta), last
         return addr + delta
 
 
@@ -268,10 +273,14 @@ class Translator:
                     if writes is not None and hit[2]:
                         writes.append((at, *hit[2]))
                     continue
-                p = decode(data, at)
                 translate = fast.get(d)
+                p = None
                 if translate is not None:
-                    hit = translate(p, move, event_id)  # a cache entry, the packet's writes included
+                    if d.tail is None:  # its dwords straight from the ring: no Packet made
+                        hit = translate(d.unpack_from(data, at), b"", move, event_id)
+                    else:
+                        p = decode(data, at)
+                        hit = translate(p._raw, p.payload, move, event_id)  # a cache entry, writes included
                     if hit is not None:
                         out.append(hit[0])
                         if writes is not None and hit[2]:
@@ -279,6 +288,8 @@ class Translator:
                         if len(cache) < CACHED_PACKETS:  # a full cache is cleared at the next submission
                             cache[key] = hit
                         continue
+                if p is None:
+                    p = decode(data, at)
                 written = tuple(p.written_addresses()) if d.written_fields else ()
                 wrote = (written, d.volatile) if written else None
                 if writes is not None and wrote:

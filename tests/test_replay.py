@@ -275,16 +275,20 @@ def test_a_repeated_packet_is_translated_once_while_its_relocation_and_event_sta
     events = {4: 40}
     ring = (src.build("COPY_LINEAR", count=255, src=0x10000, dst=0x10100) + src.build("TRAP", int_context=4)) * 3
     t = Translator(src, dst, 1 << 22, relocation, event_id=lambda e: events[e])
-    decoded, real = [], src.decode
+    decoded = []  # the packets read (decoded, or their dwords unpacked to be translated straight)
 
-    def counting_decode(data: bytes, offset: int = 0):
-        decoded.append(offset)
-        return real(data, offset)
+    def counting(real):
+        def read(data: bytes, offset: int = 0):
+            decoded.append(offset)
+            return real(data, offset)
+        return read
 
     def moved(out: bytes) -> list[tuple]:
         return [(p.name, p.fields.get("src"), p.fields.get("int_context")) for p in dst.iter_packets(out)]
 
-    with mock.patch.object(src, "decode", counting_decode):
+    with mock.patch.object(src, "decode", counting(src.decode)), \
+            mock.patch.object(src["COPY_LINEAR"], "unpack_from", counting(src["COPY_LINEAR"].unpack_from)), \
+            mock.patch.object(src["TRAP"], "unpack_from", counting(src["TRAP"].unpack_from)):
         first = t.ring(ring, "test")
         assert len(decoded) == 2  # the copy and the trap, once each
         assert moved(first) == [("COPY_LINEAR", 0x50000, None), ("TRAP", None, 40)] * 3

@@ -207,7 +207,7 @@ def test_event_ids_are_mapped_in_submissions_taken_unchanged() -> None:
         events[3] = new
         with mock.patch.object(t, "_span", side_effect=AssertionError("decoded")):
             out = t.ring(stress_like(d, 2), "w")
-        assert out == outcome(identity(d, event_id=lambda e: new), stress_like(d, 2))[0]
+        assert out == outcome(identity(d, event_id=lambda e, new=new: new), stress_like(d, 2))[0]
         assert list(d.iter_packets(out))[-1].fields["int_context"] == new
     events[3] = 1 << 28  # too wide for the field: the general way refuses it, naming it
     with pytest.raises(ValueError, match=r"TRAP.int_context=0x10000000 does not fit"):
