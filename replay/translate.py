@@ -36,6 +36,7 @@ CACHED_PACKETS = 1 << 16  # distinct translated packets a translation cache keep
 # A submission length whose remembered layouts this many times in a row were not seen again stops being
 # remembered (a workload whose addresses move on every submission would only pay for the walk).
 FRUITLESS_LAYOUTS = 8
+WHOLE_BYTES = 8 << 20  # bytes of recorded submissions a translation cache remembers whole (see `whole`)
 IDENTITY = "identity"  # the relocation state of a replay whose buffers all sit at their recorded addresses
 # a recorded packet that makes the GPU write memory: (byte offset in its submission, recorded addresses it
 # writes, whether a packet of its kind writes a clock)
@@ -119,10 +120,15 @@ class TranslationCache:
         # translates to itself but for its event ids (kept for the IDENTITY state only)
         self.unchanged: dict[tuple, tuple[int, tuple[Write, ...], tuple[EventMark, ...]]] = {}
         self.fruitless: dict[int, int] = {}  # submission length -> layouts remembered in vain since the last hit
+        # recorded submission -> the same, for one that translates to itself but for its event ids: what the
+        # survey saw, the run finds with one lookup (up to WHOLE_BYTES of them; IDENTITY state only)
+        self.whole: dict[bytes, tuple[int, tuple[Write, ...], tuple[EventMark, ...]]] = {}
+        self.whole_bytes = 0
 
     def entries_for(self, state: str | tuple[int, int]) -> dict:
         if state != self.state or len(self.entries) + len(self.heads) + len(self.unchanged) >= CACHED_PACKETS:
-            self.entries, self.heads, self.unchanged, self.state = {}, {}, {}, state
+            self.entries, self.heads, self.unchanged, self.whole, self.state = {}, {}, {}, {}, state
+            self.whole_bytes = 0
         return self.entries
 
 
@@ -168,6 +174,7 @@ class Translator:
         self.cache = cache or TranslationCache()
         self.packets = 0  # recorded packets translated
         self.calls: list[int] | None = None  # a list: the dwords of every indirect buffer called are added to it
+        self._notable = frozenset(d for d in src if d.event_field or d.indirect)  # what _span points out
 
     def ring(self, data: bytes, where: str, writes: list[Write] | None = None) -> bytes:
         """The translated packets of `data` (one submission's ring bytes); `where` names it in errors. With
@@ -180,35 +187,37 @@ class Translator:
             out = self._unchanged(data, writes)
             if out is not None:
                 return out
-        done, wrote = self.packets, [] if writes is None else writes
+        done, wrote, notable = self.packets, [] if writes is None else writes, []
         first = len(wrote)
         try:
-            out = b"".join(self._span(data, 0, len(data), where, cache, wrote))
+            out = b"".join(self._span(data, 0, len(data), where, cache, wrote, notable))
         except PacketError as exc:
             raise ReplayError(f"{where}: {exc}") from None
-        if unchanged:
-            self._remember(data, out, self.packets - done, tuple(wrote[first:]))
+        if unchanged and len(out) == len(data) and not any(d.indirect for _, d in notable):
+            self._remember(data, out, self.packets - done, tuple(wrote[first:]), notable)
         return out
 
     def _unchanged(self, data: bytes, writes: list[Write] | None) -> bytes | None:
         """`data` translated, if it agrees in every dword that means more than a value with a submission
         remembered as translating to itself but for its event ids (its writes then added to `writes`)."""
-        layouts = self.cache.layouts.get(len(data))
-        if not layouts:
-            return None
-        known = self.cache.unchanged
-        for shape in layouts.values():
-            hit = known.get((shape, shape.unpack_from(data)))
-            if hit is not None:
-                packets, wrote, marks = hit
-                out = self._mapped(data, marks)
-                if out is not None:
-                    self.cache.fruitless[len(data)] = 0
-                    self.packets += packets
-                    if writes is not None:
-                        writes += wrote
-                return out
-        return None
+        cache = self.cache
+        hit = cache.whole.get(data)
+        if hit is None:
+            known = cache.unchanged
+            for shape in cache.layouts.get(len(data), {}).values():
+                hit = known.get((shape, shape.unpack_from(data)))
+                if hit is not None:
+                    cache.fruitless[len(data)] = 0
+                    break
+            else:
+                return None
+        packets, wrote, marks = hit
+        out = self._mapped(data, marks)
+        if out is not None:
+            self.packets += packets
+            if writes is not None:
+                writes += wrote
+        return out
 
     def _mapped(self, data: bytes, marks: tuple[EventMark, ...]) -> bytes | None:
         """`data` with each marked event field holding the replay's id for the recorded one (None when one does
@@ -226,21 +235,24 @@ class Translator:
                 out[at + 4 * w:at + 4 * w + 4] = (word | (new >> bit & m) << shift).to_bytes(4, "little")
         return data if out is None else bytes(out)
 
-    def _remember(self, data: bytes, out: bytes, packets: int, wrote: tuple[Write, ...]) -> None:
-        """Remember the layout and meaning words of `data` if it translated to itself but for its event ids
-        (`out`), unless it calls an indirect buffer (which the run copies) or its length's layouts have not been
-        seen again for long."""
+    def _remember(self, data: bytes, out: bytes, packets: int, wrote: tuple[Write, ...],
+                  notable: list[tuple[int, PacketDef]]) -> None:
+        """If `data` (no indirect buffer in it: the run copies those) translated to itself but for its event ids
+        (`notable` lists its packets with one), remember it whole while there is room, and its layout and
+        meaning words unless its length's layouts have not been seen again for long."""
         n, cache = len(data), self.cache
-        if len(out) != n or cache.fruitless.get(n, 0) >= FRUITLESS_LAYOUTS:
-            return
-        spans = list(self.src.spans(data))
-        if any(d.indirect for _, _, d in spans):
-            return
         decode = self.src.decode
         marks = tuple((at, d.parts(d.event_field), d[d.event_field].mask, decode(data, at).fields[d.event_field])
-                      for at, _, d in spans if d.event_field)
+                      for at, d in notable)
         if self._mapped(data, marks) != out:
             return
+        entry = (packets, wrote, marks)
+        if cache.whole_bytes + n <= WHOLE_BYTES:
+            cache.whole[data] = entry
+            cache.whole_bytes += n
+        if cache.fruitless.get(n, 0) >= FRUITLESS_LAYOUTS:
+            return
+        spans = list(self.src.spans(data))
         layouts = cache.layouts.setdefault(n, {})
         key = tuple((at, d) for at, _, d in spans)
         shape = layouts.get(key)
@@ -248,21 +260,24 @@ class Translator:
             if len(layouts) >= FRUITLESS_LAYOUTS:
                 return
             shape = layouts[key] = dword_unpacker(at // 4 + w for at, _, d in spans for w in d.meaning_words)
-        cache.unchanged[(shape, shape.unpack_from(data))] = (packets, wrote, marks)
+        cache.unchanged[(shape, shape.unpack_from(data))] = entry
         cache.fruitless[n] = cache.fruitless.get(n, 0) + 1
 
-    def _span(self, data: bytes, start: int, end: int, where: str, cache: dict,
-              writes: list[Write] | None) -> list[bytes]:
-        """The packets from `start` to `end` translated. A packet seen before with the same bytes, while the
-        relocation is in the same state (and its event maps to the same id), is not decoded again."""
+    def _span(self, data: bytes, start: int, end: int, where: str, cache: dict, writes: list[Write] | None,
+              notable: list[tuple[int, PacketDef]]) -> list[bytes]:
+        """The packets from `start` to `end` translated; (offset, definition) of those with an event id or an
+        indirect buffer added to `notable`. A packet seen before with the same bytes, while the relocation is in
+        the same state (and its event maps to the same id), is not decoded again."""
         out: list[bytes] = []
-        fast, event_id, move = self._fast, self.event_id, self.relocation.move
+        fast, event_id, move, marked = self._fast, self.event_id, self.relocation.move, self._notable
         decode = self.src.decode
         pos = start
         while pos < end:
             governing = None
             for at, size, d in self.src.spans(data, pos, end):
                 self.packets += 1
+                if d in marked:
+                    notable.append((at, d))
                 if d.skip_field is not None:
                     governing = at
                     break
@@ -305,11 +320,11 @@ class Translator:
                                   wrote)
             if governing is None:
                 break
-            pos = self._governing(data, governing, size, end, where, out, cache, writes)
+            pos = self._governing(data, governing, size, end, where, out, cache, writes, notable)
         return out
 
     def _governing(self, data: bytes, pos: int, size: int, end: int, where: str, out: list[bytes], cache: dict,
-                   writes: list[Write] | None) -> int:
+                   writes: list[Write] | None, notable: list[tuple[int, PacketDef]]) -> int:
         """A packet that may make the engine skip the next dwords (a conditional): those packets translated, its
         count changed to their new length; returns where the packets after them start."""
         p = self.src.decode(data, pos)
@@ -318,7 +333,8 @@ class Translator:
         governed = b""
         if p.fields[skip]:
             try:
-                governed = b"".join(self._span(data, pos + p.size, min(inner_end, end), where, cache, writes))
+                governed = b"".join(self._span(data, pos + p.size, min(inner_end, end), where, cache, writes,
+                                               notable))
             except PacketError:
                 governed = None
             if governed is None or inner_end > end:

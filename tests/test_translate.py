@@ -233,3 +233,23 @@ def test_layouts_that_never_repeat_stop_being_remembered() -> None:
     for i in range(40):  # a gather: every submission copies from somewhere else
         t.ring(d.build("COPY_LINEAR", src=BUFFER + 64 * i, dst=BUFFER + 0x8000, count=63), "w")
     assert len(t.cache.unchanged) == 8
+
+
+def test_the_run_takes_what_the_survey_saw_whole_within_a_budget() -> None:
+    d = DIALECTS["sdma4.4"]
+    survey = identity(d)
+    rings = [d.build("COPY_LINEAR", src=BUFFER + 64 * i, dst=BUFFER + 0x8000, count=63) for i in range(40)]
+    expected = [outcome(survey, ring) for ring in rings]  # no layout repeats: all remembered whole
+    events = {3: 12}
+    run = Translator(d, d, 1 << 22, survey.relocation, event_id=lambda e: events[e], cache=survey.cache)
+    with mock.patch.object(run, "_span", side_effect=AssertionError("decoded")):
+        assert [outcome(run, ring) for ring in rings] == expected
+    trap = stress_like(d, 5)
+    survey.ring(trap, "w")
+    with mock.patch.object(run, "_span", side_effect=AssertionError("decoded")):
+        assert list(d.iter_packets(run.ring(trap, "w")))[-1].fields["int_context"] == 12
+    with mock.patch("kfdtrace.replay.translate.WHOLE_BYTES", 3 * len(rings[0])):
+        small = identity(d)
+        for ring in rings:
+            small.ring(ring, "w")
+        assert len(small.cache.whole) == 3 and small.cache.whole_bytes == 3 * len(rings[0])
