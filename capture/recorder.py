@@ -24,6 +24,7 @@ import ctypes
 import functools
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kfdtrace.capture.completion import Completion, QueueProgress
@@ -116,12 +117,13 @@ class Recorder:
         out = {f"{dialect.name}:{d.name}": n for dialect, counts in self.packets.items() for d, n in counts.items()}
         return {**out, "undecodable": self.undecodable} if self.undecodable else out
 
-    def count_packets(self, dialect: Dialect, packets: tuple[PacketDef, ...]) -> None:
-        """Count one submission's packets (their definitions, from its plan) as it is recorded."""
+    def count_packets(self, dialect: Dialect, packets: Counter[PacketDef]) -> None:
+        """Count one submission's packets (how many of each kind, from its plan) as it is recorded."""
         counts = self.packets.get(dialect)
         if counts is None:
             counts = self.packets[dialect] = Counter()
-        counts.update(packets)
+        for d, n in packets.items():
+            counts[d] += n
 
     def close(self, status: int | None = None) -> dict:
         """Write the index with the summary (the writer's figures included); returns the summary."""
@@ -391,9 +393,21 @@ class RecordingSyscalls:
         self._learn_pending()
         self.layout += 1
 
-    def _tracked_writes(self, written) -> list[tuple[int, TrackedBuffer]]:
-        by_va = self.by_va
-        return [(pos, buf) for pos, addr in written if (buf := by_va.get(addr)) is not None and buf.tracked]
+    def _tracked_writes(self, written: Iterable[tuple[int, int]]) -> list[tuple[int, TrackedBuffer]]:
+        """(position of the last write, buffer) of each tracked buffer that `written` (position, address) pairs,
+        in stream order, land in."""
+        last: dict[TrackedBuffer, int] = {}
+        get, buf, start, end = self.by_va.get, None, 0, 0
+        for pos, addr in written:
+            if not start <= addr < end:  # most writes of a submission land in the buffer the one before did
+                buf = get(addr)
+                if buf is None:
+                    start = end = 0
+                    continue
+                start, end = buf.va, buf.va + buf.size
+            if buf.tracked:
+                last[buf] = pos
+        return [(pos, buf) for buf, pos in last.items()]
 
     def _learn(self, q: TrackedQueue, base: int, ring: bytes, plan: Plan, inner: Facts | None) -> None:
         progress = q.progress

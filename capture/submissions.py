@@ -14,6 +14,7 @@ as two dword polls, high then low; plans put such pairs back together.
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -60,8 +61,8 @@ class Plan:
 
     __slots__ = ("values", "compute", "packets", "resolved")
 
-    def __init__(self, values: struct.Struct, compute: Callable, packets: tuple[PacketDef, ...]):
-        self.values, self.compute, self.packets = values, compute, packets  # packets: their definitions
+    def __init__(self, values: struct.Struct, compute: Callable, packets: Counter[PacketDef]):
+        self.values, self.compute, self.packets = values, compute, packets  # packets: how many of each kind
         self.resolved: object = None
 
     def facts(self, ring: bytes, base: int) -> tuple[list[Signal], list[Wait], list[tuple[int, int]], Written,
@@ -104,6 +105,7 @@ class _Builder:
 
     def __init__(self) -> None:
         self.packets: list[PacketDef] = []
+        self.binds: list[str] = []  # statements binding each address to a local, computed once
         self.written: list[str] = []
         self.referenced: list[str] = []
         self.signals: list[str] = []
@@ -121,7 +123,10 @@ class _Builder:
         """Note the packet's facts (its fields' values read from the dwords when the plan runs)."""
         d, pos = p.defn, p.offset + p.size
         self.packets.append(d)
-        addresses = {n: self.value(p, n) for n in p.addresses()}
+        addresses = {}
+        for n in p.addresses():
+            addresses[n] = f"a{len(self.binds)}"
+            self.binds.append(f"    a{len(self.binds)} = {self.value(p, n)}\n")
         self.referenced += addresses.values()
         self.written += (f"({pos}, {addresses[n]})" for n in d.written_fields if n in addresses)
         if d.signal is not None and d.signal[0] in addresses:
@@ -136,7 +141,7 @@ class _Builder:
     def plan(self, dwords: int) -> Plan:
         """The plan of a submission of `dwords` dwords holding the packets added."""
         signals, waits = f"[{', '.join(self.signals)}]", f"[{', '.join(self.waits)}]"
-        source = (f"def compute(v, base):\n"
+        source = (f"def compute(v, base):\n{''.join(self.binds)}"
                   f"    return ({f'_pair_signals({signals})' if len(self.signals) > 1 else signals}, "
                   f"{f'_pair_waits({waits})' if self.waits else '[]'}, [{', '.join(self.traps)}], "
                   f"({''.join(w + ', ' for w in self.written)}), ({''.join(a + ', ' for a in self.referenced)}))\n")
@@ -145,7 +150,7 @@ class _Builder:
             code = _CODE[source] = compile(source, "<submission plan>", "exec")  # generated from the tables
         ns = {"_REACHED": REACHED, "_pair_signals": _pair_signals, "_pair_waits": _pair_waits}
         exec(code, ns)
-        return Plan(struct.Struct(f"<{dwords}I"), ns["compute"], tuple(self.packets))
+        return Plan(struct.Struct(f"<{dwords}I"), ns["compute"], Counter(self.packets))
 
 
 _NONE: dict = {}
