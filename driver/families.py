@@ -1,13 +1,16 @@
 """GPU family registry: the supported targets and the data that differs between them.
 
 Families differ in data, not in code paths: callers look a target up here and read its fields
-(wave size, packet dialects, SDMA copy limits) instead of branching on names.
+(wave size, packet dialects, SDMA copy limits, the IP versions and ids amdgpu reports) instead of branching on
+names.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from kfdtrace.driver.drm_ioctl import AmdgpuFamily
 
 PAGE_SIZE = 4096
 
@@ -71,6 +74,21 @@ class Target:
     # GC (graphics core) IP version, as IP discovery reports it (device/ip_discovery/die/0/GC/0): kfd_device.c
     # kgd2kfd_probe maps these to the gfx_target_version above.
     gc_version: tuple[int, int, int]
+    # AMDGPU_FAMILY_* of drm_amdgpu_info_device.family: amdgpu_discovery.c amdgpu_discovery_set_ip_blocks picks
+    # it from the GC version (9.4.x AI; 10.3.0/2/4/5 NV; 10.3.1 VGH; 10.3.3 YC; 10.3.6, 11.0.1, 12.0.x their own).
+    amdgpu_family: AmdgpuFamily
+    # external_rev_id = rev_id + this (soc15.c / nv.c / soc21.c / soc24.c *_common_early_init, per GC version);
+    # EXTERNAL_REV_BY_DEVICE overrides it for a PCI device id.
+    external_rev_offset: int
+    # NBIF (NBIO) IP version under device/ip_discovery/die/0/NBIF/0; None where no source read gives it (the
+    # kernel takes it from the board's discovery table, so only some parts are written down anywhere):
+    # gfx90a: amdgpu_discovery.c hard-codes NBIO 7.4.4 for CHIP_ALDEBARAN. gfx942: the MI300 (GC 9.4.3)
+    # enablement ships nbio_7_9_0 register headers with gc_9_4_3/sdma_4_4_2, and AMD's MI300 SR-IOV host driver
+    # programs nbio_7_9_0. gfx1100: tinygrad@a9069c17 test/mockgpu/amd/amddriver.py pairs NBIF 4.3.0 with
+    # GC 11.0.0 / SDMA 6.0.0 (soc21_common_set_clockgating_state handles NBIO 4.3.0/4.3.1/7.7.0). gfx1200/1201:
+    # soc24 (GC 12.0.x) drives the NBIF through nbif_v6_3_1 (amdgpu_discovery.c: IP_VERSION(6, 3, 1)), and
+    # tinygrad's autogen/am/regs lists nbif_6_3_1 for the RX 9060 XT. Navi2x, gfx1101-1103: not found.
+    nbif_version: tuple[int, int, int] | None
 
     @property
     def wave_size(self) -> int:
@@ -86,24 +104,39 @@ class Target:
         """The most bytes one COPY_LINEAR can move on this hardware: its count field's range."""
         return 1 << self.family.sdma_count_bits
 
+    @property
+    def apu(self) -> bool:
+        """An integrated GPU: amdgpu sets AMD_IS_APU by GC version (amdgpu_discovery_set_ip_blocks)."""
+        return self.gc_version in _APU_GC_VERSIONS
 
+    def external_rev(self, device_id: int, rev_id: int) -> int:
+        """drm_amdgpu_info_device.external_rev of this part with PCI `device_id` and internal `rev_id`."""
+        return EXTERNAL_REV_BY_DEVICE.get(device_id, rev_id + self.external_rev_offset)
+
+
+_F = AmdgpuFamily
 TARGETS: tuple[Target, ...] = (
-    Target("gfx90a", 90010, CDNA2, (4, 4, 0), (9, 4, 2)),  # Aldebaran
-    Target("gfx942", 90402, CDNA3, (4, 4, 2), (9, 4, 3)),  # Aqua Vanjaram (MI300)
-    Target("gfx1030", 100300, RDNA2, (5, 2, 0), (10, 3, 0)),  # Sienna Cichlid
-    Target("gfx1031", 100301, RDNA2, (5, 2, 2), (10, 3, 2)),  # Navy Flounder
-    Target("gfx1032", 100302, RDNA2, (5, 2, 4), (10, 3, 4)),  # Dimgrey Cavefish
-    Target("gfx1033", 100303, RDNA2, (5, 2, 1), (10, 3, 1)),  # Van Gogh (APU)
-    Target("gfx1034", 100304, RDNA2, (5, 2, 5), (10, 3, 5)),  # Beige Goby
-    Target("gfx1035", 100305, RDNA2, (5, 2, 3), (10, 3, 3)),  # Yellow Carp (APU)
-    Target("gfx1036", 100306, RDNA2, (5, 2, 6), (10, 3, 6)),  # GC 10.3.6 (Raphael iGPU)
-    Target("gfx1100", 110000, RDNA3, (6, 0, 0), (11, 0, 0)),  # Navi31
-    Target("gfx1101", 110001, RDNA3, (6, 0, 2), (11, 0, 3)),  # Navi32 (GC 11.0.3)
-    Target("gfx1102", 110002, RDNA3, (6, 0, 3), (11, 0, 2)),  # Navi33 (GC 11.0.2)
-    Target("gfx1103", 110003, RDNA3, (6, 0, 1), (11, 0, 1)),  # Phoenix (APU)
-    Target("gfx1200", 120000, RDNA4, (7, 0, 0), (12, 0, 0)),  # Navi44
-    Target("gfx1201", 120001, RDNA4, (7, 0, 1), (12, 0, 1)),  # Navi48
+    Target("gfx90a", 90010, CDNA2, (4, 4, 0), (9, 4, 2), _F.AI, 0x3C, (7, 4, 4)),  # Aldebaran
+    Target("gfx942", 90402, CDNA3, (4, 4, 2), (9, 4, 3), _F.AI, 0x46, (7, 9, 0)),  # Aqua Vanjaram (MI300)
+    Target("gfx1030", 100300, RDNA2, (5, 2, 0), (10, 3, 0), _F.NV, 0x28, None),  # Sienna Cichlid
+    Target("gfx1031", 100301, RDNA2, (5, 2, 2), (10, 3, 2), _F.NV, 0x32, None),  # Navy Flounder
+    Target("gfx1032", 100302, RDNA2, (5, 2, 4), (10, 3, 4), _F.NV, 0x3C, None),  # Dimgrey Cavefish
+    Target("gfx1033", 100303, RDNA2, (5, 2, 1), (10, 3, 1), _F.VGH, 0x01, None),  # Van Gogh (APU)
+    Target("gfx1034", 100304, RDNA2, (5, 2, 5), (10, 3, 5), _F.NV, 0x46, None),  # Beige Goby
+    Target("gfx1035", 100305, RDNA2, (5, 2, 3), (10, 3, 3), _F.YC, 0x01, None),  # Yellow Carp (APU)
+    Target("gfx1036", 100306, RDNA2, (5, 2, 6), (10, 3, 6), _F.GC_10_3_6, 0x01, None),  # GC 10.3.6 (Raphael iGPU)
+    Target("gfx1100", 110000, RDNA3, (6, 0, 0), (11, 0, 0), _F.GC_11_0_0, 0x01, (4, 3, 0)),  # Navi31
+    Target("gfx1101", 110001, RDNA3, (6, 0, 2), (11, 0, 3), _F.GC_11_0_0, 0x20, None),  # Navi32 (GC 11.0.3)
+    Target("gfx1102", 110002, RDNA3, (6, 0, 3), (11, 0, 2), _F.GC_11_0_0, 0x10, None),  # Navi33 (GC 11.0.2)
+    Target("gfx1103", 110003, RDNA3, (6, 0, 1), (11, 0, 1), _F.GC_11_0_1, 0x01, None),  # Phoenix (APU)
+    Target("gfx1200", 120000, RDNA4, (7, 0, 0), (12, 0, 0), _F.GC_12_0_0, 0x40, (6, 3, 1)),  # Navi44
+    Target("gfx1201", 120001, RDNA4, (7, 0, 1), (12, 0, 1), _F.GC_12_0_0, 0x50, (6, 3, 1)),  # Navi48
 )
+# The GC versions of the targets above that amdgpu_discovery_set_ip_blocks marks AMD_IS_APU.
+_APU_GC_VERSIONS = frozenset({(10, 3, 1), (10, 3, 3), (10, 3, 6), (11, 0, 1)})
+
+# nv.c nv_common_early_init, GC 10.3.3: "if (adev->pdev->device == 0x1681) adev->external_rev_id = 0x20".
+EXTERNAL_REV_BY_DEVICE: dict[int, int] = {0x1681: 0x20}
 
 _BY_VERSION = {t.gfx_target_version: t for t in TARGETS}
 _BY_NAME = {t.name: t for t in TARGETS}

@@ -1158,7 +1158,7 @@ class UnknownIoctl(KeyError):
 
 @dataclass(frozen=True, slots=True)
 class Ioctl:
-    """One ``AMDKFD_IOC_*`` ioctl."""
+    """One ``AMDKFD_IOC_*`` ioctl (or, with another `base`, one of another driver's table)."""
 
     name: str  # header name without the AMDKFD_IOC_ prefix
     nr: int
@@ -1166,6 +1166,7 @@ class Ioctl:
     struct: type[ctypes.Structure] | None
     since: tuple[int, int]  # interface version that introduced it; (1, 0) = predates the changelog
     blocking: bool = False  # may sleep in the kernel: callers must not hold locks others need meanwhile
+    base: int = AMDKFD_IOCTL_BASE  # the type byte: 'K' for KFD, 'd' for DRM (kfdtrace.driver.drm_ioctl)
 
     @property
     def size(self) -> int:
@@ -1175,7 +1176,7 @@ class Ioctl:
     @property
     def request(self) -> int:
         """The ioctl request number with our struct size."""
-        return ioc(self.direction, self.nr, self.size)
+        return ioc(self.direction, self.nr, self.size, self.base)
 
 
 _R, _W, _RW = IocDir.READ, IocDir.WRITE, IocDir.READ_WRITE

@@ -170,3 +170,27 @@ def test_navi33_uses_the_small_vgpr_file():
 
 def test_pre_carrizo_has_no_sizes():
     assert queue_sizes({"gfx_target_version": 70000}) == QueueSizes(0, 0, 0, 0, 0)
+
+
+def test_amdgpu_ids_are_family_data_keyed_by_gc_version():
+    """amdgpu_discovery_set_ip_blocks: adev->family by GC version (9.4.x AI; 10.3.0/2/4/5 NV; 10.3.1 VGH; 10.3.3
+    YC; 10.3.6 GC_10_3_6; 11.0.0/2/3 GC_11_0_0; 11.0.1 GC_11_0_1; 12.0.x GC_12_0_0), and AMD_IS_APU for 10.3.1,
+    10.3.3, 10.3.6, 11.0.1; *_common_early_init: external_rev_id = rev_id + a per-GC-version offset, except
+    device 0x1681 (nv.c: 0x20)."""
+    by_gc = {t.gc_version: t for t in TARGETS}
+    assert {gc: t.amdgpu_family.name for gc, t in by_gc.items() if gc[0] == 10} == {
+        (10, 3, 0): "NV", (10, 3, 2): "NV", (10, 3, 4): "NV", (10, 3, 5): "NV", (10, 3, 1): "VGH",
+        (10, 3, 3): "YC", (10, 3, 6): "GC_10_3_6"}
+    assert {t.name for t in TARGETS if t.apu} == {"gfx1033", "gfx1035", "gfx1036", "gfx1103"}
+    assert {t.name: t.external_rev_offset for t in TARGETS if t.family.gfx_major == 11} == {
+        "gfx1100": 0x1, "gfx1101": 0x20, "gfx1102": 0x10, "gfx1103": 0x1}
+    yc = target_by_name("gfx1035")
+    assert (yc.external_rev(0x1681, 3), yc.external_rev(0x1682, 3)) == (0x20, 0x04)
+
+
+def test_nbif_versions_only_where_a_source_gives_them():
+    """NBIF of device/ip_discovery: CHIP_ALDEBARAN's hard-coded 7.4.4, MI300's 7.9.0, Navi31's 4.3.0, GC 12's
+    nbif_v6_3_1; the others are unknown (None), not guessed."""
+    known = {t.name: t.nbif_version for t in TARGETS if t.nbif_version}
+    assert known == {"gfx90a": (7, 4, 4), "gfx942": (7, 9, 0), "gfx1100": (4, 3, 0), "gfx1200": (6, 3, 1),
+                     "gfx1201": (6, 3, 1)}

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from elftools.elf.elffile import ELFFile
@@ -52,7 +53,7 @@ class HeaderFacts:
 # Reading the header with gcc
 
 
-def _dwarf_layouts(binary: Path, names: set[str]) -> dict[str, Layout]:
+def dwarf_layouts(binary: Path, names: set[str]) -> dict[str, Layout]:
     """Layouts of the named top-level structs, read from DWARF."""
     with binary.open("rb") as f:
         dwarf = ELFFile(f).get_dwarf_info()
@@ -168,7 +169,7 @@ def _read_header(tmp: Path) -> HeaderFacts:
             version = (int(rest[0]), int(rest[1]))
         else:
             codes[rest[0]] = int(rest[1])
-    layouts = _dwarf_layouts(binary, set(structs))
+    layouts = dwarf_layouts(binary, set(structs))
     assert set(layouts) == set(structs), f"no DWARF for {sorted(set(structs) - set(layouts))}"
     return HeaderFacts(version, codes, arg_structs, layouts)
 
@@ -210,17 +211,17 @@ def _walk_ctypes_type(ftype: type, path: str, offset: int, out: Layout) -> None:
         _walk_ctypes_type(ftype._type_, f"{path}[0]", offset, out)
 
 
-def _changes_after(struct: type, version: tuple[int, int]) -> list[k.AbiChange]:
-    return [c for c in k.ABI_CHANGES if c.struct is struct and c.since > version]
+def _changes_after(struct: type, version: tuple[int, int], abi: ModuleType = k) -> list[k.AbiChange]:
+    return [c for c in abi.ABI_CHANGES if c.struct is struct and c.since > version]
 
 
-def _compare_struct(name: str, theirs: Layout, version: tuple[int, int]) -> list[str]:
-    """Mismatches between the header's layout of ``name`` and ours (ours may only extend it)."""
-    ours_cls = getattr(k, name, None)
+def compare_struct(name: str, theirs: Layout, version: tuple[int, int], abi: ModuleType = k) -> list[str]:
+    """Mismatches between the header's layout of ``name`` and ours in module `abi` (ours may only extend it)."""
+    ours_cls = getattr(abi, name, None)
     if not isinstance(ours_cls, type) or not issubclass(ours_cls, ctypes.Structure):
-        return [f"struct {name}: in the header, missing from kfd_ioctl.py"]
+        return [f"struct {name}: in the header, missing from {abi.__name__}"]
     ours = ctypes_layout(ours_cls)
-    later = _changes_after(ours_cls, version)
+    later = _changes_after(ours_cls, version, abi)
     renamed = {old: new for c in later for old, new in c.renamed.items()}
     problems = []
     for path, where in theirs.items():
@@ -275,7 +276,7 @@ def test_ioctls_match_header(header: HeaderFacts) -> None:
             if size > ours.size:
                 problems.append(f"{name}: request {code:#010x} in the header, ours {ours.request:#010x}")
             else:  # an older, smaller struct: must be a prefix of ours
-                problems += _compare_struct(
+                problems += compare_struct(
                     struct or "?", header.layouts.get(struct, {"": (0, size)}), header.version
                 )
     for ours in k.IOCTLS:  # `since` must agree with what the header has
@@ -290,7 +291,7 @@ def test_structs_match_header(header: HeaderFacts) -> None:
     problems = []
     for name, layout in sorted(header.layouts.items()):
         if name not in ROCM_ONLY_STRUCTS:
-            problems += _compare_struct(name, layout, header.version)
+            problems += compare_struct(name, layout, header.version)
     if problems:
         pytest.fail(f"KFD structs differ from {HEADER}:\n" + "\n".join(problems), pytrace=False)
 

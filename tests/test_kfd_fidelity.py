@@ -307,15 +307,31 @@ def test_link_flags_and_peer_bandwidth_follow_the_kernel():
     assert topo.link(mi300.index, navi.index)["max_bandwidth"] == own[mi300.index]
 
 
-@pytest.mark.parametrize("target, gc, sdma", [("gfx942", (9, 4, 3), (4, 4, 2)), ("gfx1201", (12, 0, 1), (7, 0, 1))])
-def test_render_nodes_expose_ip_discovery_versions(emulated, target, gc, sdma):
-    """amdgpu_discovery.c: device/ip_discovery/die/0/<block>/0/{major,minor,revision}, by name and hw id."""
+@pytest.mark.parametrize("target, gc, sdma, nbif", [
+    ("gfx90a", (9, 4, 2), (4, 4, 0), (7, 4, 4)),  # amdgpu_discovery.c CHIP_ALDEBARAN: NBIO_HWIP 7.4.4
+    ("gfx942", (9, 4, 3), (4, 4, 2), (7, 9, 0)),
+    ("gfx1100", (11, 0, 0), (6, 0, 0), (4, 3, 0)),
+    ("gfx1201", (12, 0, 1), (7, 0, 1), (6, 3, 1)),
+])
+def test_render_nodes_expose_ip_discovery_versions(emulated, target, gc, sdma, nbif):
+    """amdgpu_discovery.c: device/ip_discovery/die/0/<block>/0/{major,minor,revision}, by name and hw id
+    (GC 11, SDMA0 42, NBIF 108)."""
     system = emulated(target)
     die = f"/sys/class/drm/renderD{system.devices[0].node.drm_render_minor}/device/ip_discovery/die/0"
-    for names, version in ((("GC", "11"), gc), (("SDMA0", "42"), sdma)):
+    for names, version in ((("GC", "11"), gc), (("SDMA0", "42"), sdma), (("NBIF", "108"), nbif)):
         for name in names:
             got = tuple(int(system.sys.read_sysfs(f"{die}/{name}/0/{p}")) for p in ("major", "minor", "revision"))
             assert got == version, name
+
+
+def test_an_nbif_version_no_source_gives_is_left_out():
+    """No source read gives Navi21's NBIF version (the kernel reads it from the board's discovery table): the
+    emulated render node shows no NBIF rather than a made-up one."""
+    machine = EmulatedMachine(emulated_topology(["gfx1030"]))
+    die = f"/sys/class/drm/renderD{machine.topology.gpus[0].drm_render_minor}/device/ip_discovery/die/0"
+    assert machine.read_sysfs(f"{die}/GC/0/major") == "10\n"
+    with pytest.raises(FileNotFoundError):
+        machine.read_sysfs(f"{die}/NBIF/0/major")
 
 
 # -- SDMA limits ------------------------------------------------------------------------------------------------
@@ -328,3 +344,4 @@ def test_copies_default_to_the_kernels_limit_and_may_go_to_the_count_width(emula
     assert navi.sdma_queue(max_copy=1 << 30).max_copy == 1 << 30
     with pytest.raises(ValueError, match="max_copy"):
         mi300.sdma_queue(max_copy=(1 << 22) + 1)
+

@@ -22,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from kfdtrace.driver import drm_ioctl as D
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.emulator.aql import AqlProcessor
 from kfdtrace.driver.emulator.cp import CommandProcessor
@@ -74,8 +75,9 @@ def memory_domain(flags: int) -> int:
 
 
 # amdgpu_discovery.c lists every IP block of a die twice, by name and by hardware id (hw_id_names: GC 11,
-# SDMA0 42), as device/ip_discovery/die/0/<block>/<instance>/{major,minor,revision}.
-IP_BLOCKS: dict[str, tuple[str, ...]] = {"gc_version": ("GC", "11"), "sdma_version": ("SDMA0", "42")}
+# SDMA0 42, NBIF 108), as device/ip_discovery/die/0/<block>/<instance>/{major,minor,revision}.
+IP_BLOCKS: dict[str, tuple[str, ...]] = {"gc_version": ("GC", "11"), "sdma_version": ("SDMA0", "42"),
+                                         "nbif_version": ("NBIF", "108")}
 
 
 def ip_discovery_files(topology: Topology) -> dict[str, str]:
@@ -85,8 +87,9 @@ def ip_discovery_files(topology: Topology) -> dict[str, str]:
         target = target_by_version(node.gfx_target_version)
         die = f"{DRM_CLASS}/renderD{node.drm_render_minor}/device/ip_discovery/die/0"
         for attr, names in IP_BLOCKS.items():
-            for name in names:
-                for part, value in zip(("major", "minor", "revision"), getattr(target, attr), strict=True):
+            version = getattr(target, attr)
+            for name in names if version else ():  # a version no source gives is left out, not made up
+                for part, value in zip(("major", "minor", "revision"), version, strict=True):
                     files[f"{die}/{name}/0/{part}"] = f"{value}\n"
     return files
 
@@ -99,6 +102,42 @@ def system_memory_limits(ram: int) -> tuple[int, int]:
     system = ram - (ram >> 6)
     system = system >> 1 if system < 2 * RESERVE_MEM_LIMIT else system - RESERVE_MEM_LIMIT
     return system, ram // 2 // PAGE * PAGE
+
+
+REV_ID = 0  # the emulated boards' internal chip revision (A0): no dump gives a real board's
+SMALL_BAR = 256 << 20  # CPU-visible VRAM of a small-BAR board: the PCI BAR amdgpu gets without resizing
+
+
+def device_info(node: Node, target: Target) -> D.drm_amdgpu_info_device:
+    """AMDGPU_INFO_DEV_INFO as amdgpu_info_ioctl fills it, from the node's properties and the family registry;
+    what neither holds (VA ranges, PCIe, cache sizes, RB/TCC masks) stays 0."""
+    p = node.properties
+    bank = node.mem_banks[0] if node.mem_banks else {}
+    device_id = p.get("device_id", 0)
+    info = D.drm_amdgpu_info_device(
+        device_id=device_id, chip_rev=REV_ID, external_rev=target.external_rev(device_id, REV_ID),
+        family=target.amdgpu_family, num_shader_arrays_per_engine=p.get("simd_arrays_per_engine", 0),
+        gpu_counter_freq=GPU_CLOCK_HZ // 1000, max_engine_clock=p.get("max_engine_clk_fcompute", 0) * 1000,
+        max_memory_clock=bank.get("mem_clk_max", 0) * 1000, vram_bit_width=bank.get("width", 0),
+        wave_front_size=p.get("wave_front_size", 0), num_cu_per_sh=p.get("cu_per_simd_array", 0),
+        ids_flags=D.AMDGPU_IDS_FLAGS_GANG_SUBMIT | (D.AMDGPU_IDS_FLAGS_FUSION if target.apu else 0),
+    )
+    if p.get("simd_arrays_per_engine"):
+        info.num_shader_engines = p.get("array_count", 0) // p["simd_arrays_per_engine"]
+    if p.get("simd_per_cu"):
+        info.cu_active_number = p.get("simd_count", 0) // p["simd_per_cu"]
+    return info
+
+
+def _copy_field(args, name: str, value: bytes) -> None:
+    """drm_copy_field: at most the caller's *_len bytes of `value` (no NUL) go to its buffer, if it gave one;
+    *_len becomes the length of `value`, so a caller can ask again with room enough."""
+    n = min(len(value), getattr(args, f"{name}_len"))
+    setattr(args, f"{name}_len", len(value))
+    buf = getattr(args, name)
+    if n and buf:
+        _check(buf < USER_LIMIT, errno.EFAULT, f"drm_version.{name} {buf:#x} is not a user address")
+        ctypes.memmove(buf, value, n)
 
 
 class KfdError(Exception):
@@ -291,6 +330,58 @@ class EmulatedMachine:
             _check(arg_addr is not None, errno.EFAULT, "null ioctl argument")
             ctypes.memmove(arg_addr, kbuf, usize)
         return ret or 0
+
+    def drm_ioctl(self, gpu: EmulatedGpu, request: int, arg_addr: int | None) -> int:
+        """drm_ioctl() on a render node: the entry by _IOC_NR (the type byte is not looked at); bytes come in only
+        when both the caller's and the table's direction say so, and go out likewise, into a kernel copy as large
+        as the larger of the two sizes and zero-filled past what came in; they go out even when the handler
+        fails. An nr outside kfdtrace.driver.drm_ioctl is ENOTTY: amdgpu answers many more (EINVAL past its own
+        tables), the emulated GPU only these."""
+        entry = D.BY_NR.get(K.ioc_nr(request))
+        if entry is None:
+            log.warning("the emulated GPU does not model DRM ioctl nr %#04x", K.ioc_nr(request))
+            raise KfdError(errno.ENOTTY, f"DRM ioctl nr {K.ioc_nr(request):#04x} is not emulated")
+        usize, both = K.ioc_size(request), K.ioc_dir(request) & entry.direction
+        kbuf = (ctypes.c_char * max(usize, entry.size))()
+        if usize and both & K.IocDir.WRITE:
+            _check(arg_addr is not None and 0 < arg_addr < USER_LIMIT, errno.EFAULT, "bad ioctl argument")
+            ctypes.memmove(kbuf, arg_addr, usize)
+        try:
+            getattr(self, f"drm_{entry.name.lower()}")(gpu, entry.struct.from_buffer(kbuf))
+        finally:
+            if usize and both & K.IocDir.READ:
+                _check(arg_addr is not None and 0 < arg_addr < USER_LIMIT, errno.EFAULT, "bad ioctl argument")
+                ctypes.memmove(arg_addr, kbuf, usize)
+        return 0
+
+    def drm_version(self, gpu: EmulatedGpu, a: D.drm_version) -> None:
+        a.version_major, a.version_minor, a.version_patchlevel = D.DRIVER_VERSION
+        for name, value in (("name", D.DRIVER_NAME), ("date", D.DRIVER_DATE), ("desc", D.DRIVER_DESC)):
+            _copy_field(a, name, value)
+
+    def drm_amdgpu_info(self, gpu: EmulatedGpu, a: D.drm_amdgpu_info) -> None:
+        """amdgpu_info_ioctl: no return buffer or size is EINVAL, then at most return_size bytes of the answer
+        are copied out; a query it does not answer is EINVAL."""
+        _check(a.return_size and a.return_pointer, errno.EINVAL, "AMDGPU_INFO without return_pointer/return_size")
+        answer = self._INFO_ANSWERS.get(a.query)
+        if answer is None:
+            log.warning("the emulated GPU does not answer AMDGPU_INFO query %#x", a.query)
+            raise KfdError(errno.EINVAL, f"AMDGPU_INFO query {a.query:#x} is not answered")
+        data = bytes(getattr(self, answer)(gpu))
+        _check(a.return_pointer < USER_LIMIT, errno.EFAULT, f"return_pointer {a.return_pointer:#x}")
+        ctypes.memmove(a.return_pointer, data, min(a.return_size, len(data)))
+
+    def _vram_gtt(self, gpu: EmulatedGpu) -> D.drm_amdgpu_info_vram_gtt:
+        """AMDGPU_INFO_VRAM_GTT: VRAM (KFD's bank size, already less the reserved part), the CPU-visible part (all
+        of it on a large-BAR board), and GTT: TTM's page limit (amdgpu_ttm_init with gttsize=-1)."""
+        vram = gpu.vram_size
+        return D.drm_amdgpu_info_vram_gtt(vram, vram if gpu.node.large_bar else min(vram, SMALL_BAR),
+                                          self.max_ttm_mem)
+
+    def _dev_info(self, gpu: EmulatedGpu) -> D.drm_amdgpu_info_device:
+        return device_info(gpu.node, gpu.target)
+
+    _INFO_ANSWERS = {D.AmdgpuInfoQuery.DEV_INFO: "_dev_info", D.AmdgpuInfoQuery.VRAM_GTT: "_vram_gtt"}
 
     # -- ioctls -------------------------------------------------------------------------------------
     def ioctl_get_version(self, a) -> None:
@@ -673,10 +764,16 @@ class EmulatedSyscalls(QuietAnnotations):
         os.close(fd)
 
     def ioctl(self, fd: int, request: int, arg) -> int:
-        if fd not in self._kfd_fds:
-            raise OSError(errno.ENOTTY, f"ioctl {request:#x} on fd {fd}: not /dev/kfd")
+        addr = None if arg is None else ctypes.addressof(arg)
+        m = self.machine
         try:
-            return self.machine.ioctl(request, None if arg is None else ctypes.addressof(arg), fd)
+            if fd in self._kfd_fds:
+                return m.ioctl(request, addr, fd)
+            with m.lock:
+                gpu = m.drm_fds.get(fd)
+                if gpu is None:
+                    raise OSError(errno.ENOTTY, f"ioctl {request:#x} on fd {fd}: not /dev/kfd nor a render node")
+                return m.drm_ioctl(gpu, request, addr)
         except KfdError as exc:
             raise OSError(exc.errno, f"{exc} [{os.strerror(exc.errno)}]") from None
 
