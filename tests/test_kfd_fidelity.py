@@ -14,7 +14,7 @@ import errno
 
 import pytest
 
-from kfdtrace.driver import DeviceError
+from kfdtrace.driver import DeviceError, GpuFault
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.emulator.boards import emulated_topology
 from kfdtrace.driver.emulator.kfd import ENOTSUPP, EmulatedMachine, KfdError
@@ -345,3 +345,23 @@ def test_copies_default_to_the_kernels_limit_and_may_go_to_the_count_width(emula
     with pytest.raises(ValueError, match="max_copy"):
         mi300.sdma_queue(max_copy=(1 << 22) + 1)
 
+
+@pytest.mark.parametrize("target, fits", [("gfx942", False), ("gfx1100", True)])
+def test_the_engine_takes_only_the_familys_count_width(emulated, caplog, target, fits):
+    """vega10_sdma_pkt_open.h masks COPY_LINEAR_COUNT to 22 bits and ROCR uses the 30-bit count only on gfx90a
+    and gfx10.3+ (families.py sdma_count_bits): the packet table decodes 30 bits, and a gfx942 engine given a
+    count past 22 bits stops the queue naming the packet and the limit instead of moving fewer bytes."""
+    dev = emulated(target).devices[0]
+    n = (1 << 22) + 4096
+    src, dst = dev.alloc(n, "gtt"), dev.alloc(n, "gtt")
+    src.write(b"\x5a" * n)
+    q = dev.sdma_queue(name="wide")
+    q.packet("COPY_LINEAR", count=n - 1, src=src.va, dst=dst.va)
+    if fits:
+        q.sync(timeout=10)
+        assert dst.read(n - 4, 4) == b"\x5a" * 4
+    else:
+        with pytest.raises(GpuFault, match=r"stopped a queue.*at: COPY_LINEAR count=0x400fff"):
+            q.sync(timeout=10)
+        assert "exceeds the 22-bit count this GPU's SDMA engine takes (at most 0x400000 bytes)" in caplog.text
+        assert dst.read(0, 4) == b"\0" * 4

@@ -616,8 +616,9 @@ class EmulatedMachine:
         db = next(i * step for i in range(MAX_QUEUES_PER_PROCESS) if i * step not in gpu.doorbells)
         engine = None
         if is_sdma:
-            engine = SdmaEngine(self, gpu.vm, DIALECTS[gpu.target.family.sdma_dialect], qid,
-                               a.ring_base_address, ring_size, a.read_pointer_address)
+            family = gpu.target.family
+            engine = SdmaEngine(self, gpu.vm, DIALECTS[family.sdma_dialect], qid, a.ring_base_address, ring_size,
+                                a.read_pointer_address, family.sdma_count_bits)
         elif a.queue_type in (K.QueueType.COMPUTE, K.QueueType.COMPUTE_AQL):  # the CP runs PM4 or AQL rings
             processor = AqlProcessor if a.queue_type == K.QueueType.COMPUTE_AQL else CommandProcessor
             engine = processor(self, gpu.vm, PM4_DIALECTS[gpu.target.family.pm4_dialect], qid,

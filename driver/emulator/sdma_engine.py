@@ -54,7 +54,8 @@ class SdmaEngine(RingEngine):
     kind = "SDMA"
 
     def __init__(self, machine: EmulatedMachine, vm: GpuVm, dialect: Dialect, queue_id: int,
-                 ring_va: int, ring_size: int, rptr_va: int):
+                 ring_va: int, ring_size: int, rptr_va: int, count_bits: int):
+        self.count_bits = count_bits  # the family's sdma_count_bits: the byte-count width the hardware honours
         handlers = {
             "NOP": self._nop, "COPY_LINEAR": self._copy_linear, "WRITE_LINEAR": self._write_linear,
             "CONST_FILL": self._const_fill, "FENCE": self._fence, "TRAP": self._interrupt,
@@ -66,9 +67,20 @@ class SdmaEngine(RingEngine):
         super().__init__(machine, vm, dialect, queue_id, ring_va, ring_size, rptr_va, handlers)
 
     # -- packet handlers ----------------------------------------------------------------------------
+    def _byte_count(self, p: Packet) -> int:
+        """Bytes a COPY_LINEAR or CONST_FILL moves. Its count (bytes - 1) is decoded at the table's full width so
+        any client's stream decodes, but the family's engine takes only sdma_count_bits of it (the vega10 header
+        masks COPY_LINEAR_COUNT to 22 bits): hardware would silently move count modulo 2**bits + 1 bytes, so the
+        emulated engine stops the queue instead of copying less than the packet says."""
+        count = p.fields["count"]
+        if count >> self.count_bits:
+            raise QueueError(f"{p.name} count={count:#x} ({count + 1} bytes) exceeds the {self.count_bits}-bit "
+                             f"count this GPU's SDMA engine takes (at most {1 << self.count_bits:#x} bytes)")
+        return count + 1
+
     def _copy_linear(self, p: Packet) -> None:
         f = p.fields
-        n = f["count"] + 1  # count is bytes - 1
+        n = self._byte_count(p)
         # A copy under way finishes on the memory it started with, even if a buffer is freed meanwhile.
         self.vm.copy(f["dst"], f["src"], n)
         self.machine.memory_changed()
@@ -78,7 +90,7 @@ class SdmaEngine(RingEngine):
 
     def _const_fill(self, p: Packet) -> None:
         f = p.fields
-        n = f["count"] + 1
+        n = self._byte_count(p)
         pattern = f["data"].to_bytes(4, "little")
         with self.vm.access(f["dst"], n, write=True) as dst:
             if f.get("fillsize", 2) == 0 or pattern == pattern[:1] * 4:
