@@ -51,8 +51,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MAX_IB_DEPTH", "Addr", "Dialect", "Field", "Packet", "PacketDef", "PacketError", "Tail", "Transcode",
-           "TruncatedPacket", "UnknownPacket"]
+__all__ = ["MAX_IB_DEPTH", "Addr", "Checker", "Dialect", "Field", "Packet", "PacketDef", "PacketError", "Tail",
+           "Transcode", "TruncatedPacket", "UnknownPacket"]
 
 _U32 = struct.Struct("<I")
 _new = object.__new__
@@ -226,6 +226,8 @@ def _enc_expr(var: str, s: int, m: int, v: int, top: bool) -> str:
 # (written addresses, volatile) or None) or None: PacketDef.transcoder
 Transcode = Callable[[tuple[int, ...], bytes, Callable[[int], int | None], Callable[[int], int]],
                      tuple[bytes, tuple[int, ...], tuple[tuple[int, ...], bool] | None] | None]
+# (data, byte offset, move) -> the packet's (written addresses, volatile) or None, or False: PacketDef.checker
+Checker = Callable[[bytes, int, Callable[[int], int | None]], tuple[tuple[int, ...], bool] | None | bool]
 
 
 class PacketDef:
@@ -475,6 +477,34 @@ class PacketDef:
         ns: dict[str, Any] = {"_pack": target._struct.pack}
         exec(compile(src, f"<transcode {self.name}>", "exec"), ns)  # source generated from the tables alone
         return ns["transcode"]
+
+    def checker(self, below: Mapping[str, int] | None = None) -> Checker | None:
+        """A generated function telling whether the packet at byte `at` of `data` stays as it is when relocated
+        by `move` within its own dialect: every address `Packet.addresses()` lists moved to itself (null stays;
+        a range field `move` finds nowhere stays), every `below` field under its bound. It returns the
+        packet's writes as `transcoder` gives them (None when it writes nothing), or False when the packet
+        would change or be refused (the caller takes the general way, which says why).
+        None instead of a function: an address's `when` names another address, or the packet has an indirect
+        buffer (whose contents a replay copies) or an event id (which a replay maps)."""
+        if self.indirect or self.event_field or any(c is not None and isinstance(self[c[0]], Addr)
+                                                    for _, c in self._addr_tests):
+            return None
+        body = [f"    if {_read(self[n])} >= {bound}:\n        return False\n" for n, bound in (below or {}).items()
+                if bound <= self[n].mask]
+        for i, (n, cond) in enumerate(self._addr_tests):
+            test = f"a{i}" if cond is None else f"a{i} and {_read(self[cond[0]])} in {_among(cond[1])}"
+            stays = f"m{i} is not None and m{i} != a{i}" if n in self.range_fields else f"m{i} != a{i}"
+            body.append(f"    a{i} = {_read(self[n])}\n    if {test}:\n        m{i} = move(a{i})\n"
+                        f"        if {stays}:\n            return False\n")
+        reads = [_read(self[a]) for a, c in self._written_tests]
+        unconditional = all(c is None for _, c in self._written_tests)
+        wrote = ("None" if not reads else f"(({', '.join(reads)},), {self.volatile})" if unconditional
+                 else f"(tuple(w), {self.volatile}) if w else None")
+        src = (f"def check(data, at, move):\n{_unpack('d', self.size, '_unpack_from(data, at)')}{''.join(body)}"
+               f"{self._written_list() if not unconditional else ''}    return {wrote}\n")
+        ns: dict[str, Any] = {"_unpack_from": self._struct.unpack_from}
+        exec(compile(src, f"<check {self.name}>", "exec"), ns)  # source generated from the table alone
+        return ns["check"]
 
     def _refusals(self, allowed: Mapping[str, int], below: Mapping[str, int]) -> list[str]:
         """Statements returning None for a packet whose field the target lacks holds neither 0 nor its `allowed`

@@ -27,7 +27,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kfdtrace.driver.packets import Dialect, Packet, PacketDef, PacketError, Transcode, dword_unpacker
+from kfdtrace.driver.packets import Checker, Dialect, Packet, PacketDef, PacketError, Transcode, dword_unpacker
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DEFAULTS, defaults
 
@@ -147,6 +147,7 @@ class _Plan:
 
 
 _DROP = object()  # the plan of a packet the target does without
+_UNSET = object()
 
 
 class _Outside(Exception):
@@ -175,6 +176,7 @@ class Translator:
         self.packets = 0  # recorded packets translated
         self.calls: list[int] | None = None  # a list: the dwords of every indirect buffer called are added to it
         self._notable = frozenset(d for d in src if d.event_field or d.indirect)  # what _span points out
+        self._checks: dict[PacketDef, Checker | None] = {}  # definition -> PacketDef.checker (None: none)
 
     def ring(self, data: bytes, where: str, writes: list[Write] | None = None) -> bytes:
         """The translated packets of `data` (one submission's ring bytes); `where` names it in errors. With
@@ -185,6 +187,8 @@ class Translator:
         unchanged = self.same and state == IDENTITY
         if unchanged:
             out = self._unchanged(data, writes)
+            if out is None:
+                out = self._checked(data, writes)
             if out is not None:
                 return out
         done, wrote, notable = self.packets, [] if writes is None else writes, []
@@ -218,6 +222,44 @@ class Translator:
             if writes is not None:
                 writes += wrote
         return out
+
+    def _checked(self, data: bytes, writes: list[Write] | None) -> bytes | None:
+        """`data` itself if each of its packets stays as it is (`PacketDef.checker`: no packet made, nothing
+        encoded), its writes then added to `writes`; None: take the general way (a packet that changes, has an
+        event id or an indirect buffer, a conditional reaching past a packet's end, or bytes that are no
+        packets), which translates it or says what is wrong."""
+        checks, move, wrote, starts, reach = self._checks, self.relocation.move, [], set(), []
+        try:
+            for at, size, d in self.src.spans(data):
+                check = checks.get(d, _UNSET)
+                if check is _UNSET:
+                    check = self._checker(d)
+                if check is None:
+                    return None
+                w = check(data, at, move)
+                if w is False:
+                    return None
+                if w:
+                    wrote.append((at, *w))
+                if d.skip_field:
+                    reach.append(at + size + 4 * self.src.decode(data, at).fields[d.skip_field])
+                starts.add(at)
+        except PacketError:
+            return None
+        starts.add(len(data))
+        if any(r not in starts for r in reach):
+            return None
+        self.packets += len(starts) - 1
+        if writes is not None:
+            writes += wrote
+        self._remember(data, data, len(starts) - 1, tuple(wrote), [])
+        return data
+
+    def _checker(self, d: PacketDef) -> Checker | None:
+        plan = self._plans.get(d) or self._plan(d)
+        below = {} if plan is _DROP or plan.limit is None else {plan.split[0]: plan.limit}
+        check = self._checks[d] = None if plan is _DROP else d.checker(below)
+        return check
 
     def _mapped(self, data: bytes, marks: tuple[EventMark, ...]) -> bytes | None:
         """`data` with each marked event field holding the replay's id for the recorded one (None when one does

@@ -253,3 +253,45 @@ def test_the_run_takes_what_the_survey_saw_whole_within_a_budget() -> None:
         for ring in rings:
             small.ring(ring, "w")
         assert len(small.cache.whole) == 3 and small.cache.whole_bytes == 3 * len(rings[0])
+
+
+@pytest.mark.parametrize("d", DIALECTS.values(), ids=DIALECTS.keys())
+@settings(max_examples=12, deadline=None)
+@given(data=st.data())
+def test_a_submission_checked_in_place_is_what_translating_gives(d: Dialect, data) -> None:
+    """On the recorded dialect with the buffer in place, a submission of random packets (addresses outside every
+    buffer, counts past the copy limit and undeclared bits among them) gives the bytes, writes and errors of a
+    translator that never takes it as it is."""
+    t = identity(d)
+    general = identity(d)
+    general._checked = general._unchanged = lambda data, writes: None  # type: ignore[method-assign]
+    general._compile = lambda d, plan: None  # type: ignore[method-assign]
+    t.max_copy = general.max_copy = data.draw(st.sampled_from([1 << 12, 1 << 22]))
+    kinds = [k for k in d if k.skip_field is None and k.indirect is None]
+    count = data.draw(st.integers(1, 5))
+    ring = b"".join(packet(data.draw, d, data.draw(st.sampled_from(kinds))) for _ in range(count))
+    assert outcome(t, ring) == outcome(general, ring)
+
+
+def test_clean_submissions_are_checked_in_place_not_translated() -> None:
+    d = DIALECTS["sdma4.4"]
+    t = identity(d)
+    ring = b"".join(d.build("COPY_LINEAR", src=BUFFER + 64 * i, dst=BUFFER + 0x8000 + 64 * i, count=63)
+                    for i in range(16)) + d.build("FENCE", addr=BUFFER + 0x100, data=7)
+    writes: list = []
+    with mock.patch.object(t, "_span", side_effect=AssertionError("translated")):
+        assert t.ring(ring, "w", writes) == ring
+    assert writes == [(p.offset, tuple(p.written_addresses()), False) for p in d.iter_packets(ring)]
+    assert [w[1] for w in writes] == [(BUFFER + 0x8000 + 64 * i,) for i in range(16)] + [(BUFFER + 0x100,)]
+    assert t.packets == 17
+    outside = d.build("COPY_LINEAR", src=0x1000, dst=BUFFER, count=63)
+    with pytest.raises(OutsideBuffers, match="src=0x1000"):
+        t.ring(outside, "w")
+    t, general = identity(d), identity(d)
+    t.max_copy = general.max_copy = 1 << 12
+    general._checked = lambda data, writes: None  # type: ignore[method-assign]
+    for name in ("COPY_LINEAR", "CONST_FILL"):  # at the copy limit or past it: split, never taken as it is
+        for count in ((1 << 12) - 1, 1 << 12, 3 << 12):
+            ring = d.build(name, **{n: BUFFER for n in d[name].address_fields}, count=count)
+            out = t.ring(ring, "w")
+            assert out == general.ring(ring, "w") and (out == ring) == (count < 1 << 12), (name, count)
