@@ -540,12 +540,17 @@ class Instance:
         counted = t.packets
         packets = t.ring(ring, where, writes)
         self.result.packets += t.packets - counted
+        start = end = 0
         for at, addresses, volatile in writes:
             for addr in addresses:
-                hit = self.buffers.find(addr)
-                if hit is not None:
-                    hit[2].wrote = (where, ring, at, t.src)
-                    hit[2].volatile |= volatile  # GPU clocks differ on every run
+                if not start <= addr < end:  # most writes land in the buffer the one before did
+                    hit = self.buffers.find(addr)
+                    if hit is None:
+                        start = end = 0
+                        continue
+                    start, end, rb = hit[0], hit[0] + hit[1], hit[2]
+                rb.wrote = (where, ring, at, t.src)
+                rb.volatile |= volatile  # GPU clocks differ on every run
         if packets:
             rq.queue.emit(packets)
         rq.queue.submit()
