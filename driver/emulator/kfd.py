@@ -1,4 +1,5 @@
-"""The emulated GPU behind the syscall boundary: it answers the KFD ioctls like amdkfd does.
+"""The emulated GPU behind the syscall boundary: it answers the KFD ioctls like amdkfd does, and the render
+nodes' DRM ioctls of kfdtrace.driver.drm_ioctl like drm_ioctl/amdgpu do (EmulatedMachine.drm_ioctl).
 
 `EmulatedSyscalls` implements `kfdtrace.driver.syscalls.Syscalls`. Ioctls are dispatched the way the kernel's
 kfd_ioctl() does it: by the ioctl nr through the one table (kfdtrace.driver.kfd_ioctl), copying
