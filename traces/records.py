@@ -22,8 +22,22 @@ class MalformedRecord(TraceError):
     """A record, header or summary without a field the table requires, or with one of the wrong type."""
 
 
+# check -> the same test as a Python expression of `{v}`, for the checkers generated per record type
+_INLINE: dict[Check, str] = {}
+
+
+def _inline(check: Check, expr: str) -> Check:
+    _INLINE[check] = expr
+    return check
+
+
 def of_type(*types: type) -> Check:
-    return lambda v: type(v) in types
+    def check(v: Any) -> bool:
+        return type(v) in types
+
+    if all(t.__module__ == "builtins" for t in types):
+        _inline(check, " or ".join(f"type({{v}}) is {t.__name__}" for t in types))
+    return check
 
 
 def u64(v: Any) -> bool:
@@ -34,8 +48,17 @@ def blob_key(v: Any) -> bool:
     return type(v) is bytes and len(v) == KEY_BYTES
 
 
+_inline(u64, "type({v}) is int and 0 <= {v} < 18446744073709551616")
+_inline(blob_key, f"type({{v}}) is bytes and len({{v}}) == {KEY_BYTES}")
+
+
 def optional(check: Check) -> Check:
-    return lambda v: v is None or check(v)
+    def optional_(v: Any) -> bool:
+        return v is None or check(v)
+
+    if check in _INLINE:
+        _inline(optional_, f"{{v}} is None or {_INLINE[check]}")
+    return optional_
 
 
 def list_of(check: Check) -> Check:
@@ -55,14 +78,33 @@ INT, NUM, BOOL, STR, BIN, DICT = of_type(int), of_type(int, float), of_type(bool
 
 
 class RecordType(str):
-    """A record type: its name (what the writer is given and the reader finds) and its fields."""
+    """A record type: its name (what the writer is given and the reader finds) and its fields. `ok(fields)`
+    is `problem(fields, .fields) is None` (absent optional fields set to None too), generated from the table:
+    readers check every record."""
 
     fields: dict[str, Check]
+    ok: Callable[[dict], bool]
 
     def __new__(cls, name: str, /, **fields: Check) -> RecordType:
         self = super().__new__(cls, name)
         self.fields = {**COMMON, **fields}
+        self.ok = _checker(self.fields)
         return self
+
+
+def _checker(table: dict[str, Check]) -> Callable[[dict], bool]:
+    """A function telling whether `fields` passes every check of `table`, setting absent optional fields to
+    None as `problem` does; a check with no expression is called."""
+    body, ns = [], {}
+    for i, (name, check) in enumerate(table.items()):
+        test = _INLINE.get(check)
+        if test is None:
+            ns[f"_c{i}"], test = check, f"_c{i}({{v}})"
+        body.append(f"    v = get({name!r})\n    if not ({test.format(v='v')}):\n        return False\n")
+        if check(None):  # optional: an absent one reads as null
+            body.append(f"    if v is None:\n        f.setdefault({name!r}, None)\n")
+    exec(compile(f"def ok(f):\n    get = f.get\n{''.join(body)}    return True\n", "<record check>", "exec"), ns)
+    return ns["ok"]
 
 
 COMMON: dict[str, Check] = {
@@ -158,6 +200,8 @@ def check(r: Record, strict: bool = False) -> Record:
     """`r` if its fields are what the table says (any record of a type the table does not know, unless
     `strict`); else MalformedRecord naming the record and the field."""
     t = RECORD_TYPES.get(r.type)
+    if t is not None and not strict and t.ok(r.fields):
+        return r
     why = "is of a type the record table does not know" if t is None and strict else \
         None if t is None else problem(r.fields, t.fields, strict)
     if why:
