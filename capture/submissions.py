@@ -180,7 +180,7 @@ class Analyzer:
                 inner = inner or Facts()
                 self._indirect(dialect, p, p.offset + p.size, inner, read, 1)
         plan = builder.plan(len(ring) // 4)
-        if all(p.defn.tail is None and p.defn.indirect is None for p in packets):  # offsets and reach are fixed
+        if all(p.defn.indirect is None for p in packets):  # the shape fixes every offset (tail counts included)
             self._remember(dialect, ring, packets, plan)
         return plan, inner
 
@@ -215,9 +215,9 @@ class Analyzer:
 
 
 def _shape_words(d: PacketDef) -> set[int]:
-    """The dwords of a packet that decide what its fields mean: its header, and the fields that decide which
-    hold an address."""
-    words = {0}
+    """The dwords of a packet that decide what its fields mean and where the next packet starts: its header,
+    the fields that decide which hold an address, and its tail's count."""
+    words = {0} if d.tail is None else {0, *(w for w, _, _, _ in d.parts(d.tail.count))}
     for _, condition in d.address_conditions:
         if condition is not None:
             words.update(w for w, _, _, _ in d.parts(condition[0]))

@@ -20,7 +20,7 @@ Sources read (facts only; this file is written from them, not copied):
 * ROCm/rocm-systems@20a0bb47:projects/rocr-runtime/runtime/hsa-runtime/core/inc/sdma_registers.h
   (SDMA_OP_GCR=17, SDMA_SUBOP_USER_GCR=1, SDMA_ATOMIC_ADD64=47, hdp_flush_cmd as a register POLL_REGMEM).
 * torvalds/linux drivers/gpu/drm/amd/amdgpu/sdma_v5_2.c (emit_mem_sync: GCR_REQ with sub_op 0),
-  sdma_v7_0.c + amd-gfx patches (emit_copy_buffer: 8 dwords, CPV(1), DW7 = SDMA_DCC_* word; emit_fill_buffer:
+  sdma_v7_0.c + amd-gfx patches (emit_copy_buffer: CPV(1), then DW7 = SDMA_DCC_* word; emit_fill_buffer:
   CONSTANT_FILL_HEADER_COMPRESS at bit 16; sdma_v6_0_0_pkt_open.h SDMA_DCC_* macros).
 * torvalds/linux drivers/gpu/drm/amd/amdgpu/sdma_v7_0.c (includes sdma_v6_0_0_pkt_open.h: there is no v7 packet
   header), sdma_v4_0.c/sdma_v5_0.c hdp_flush (POLL_REGMEM FUNC(3) /* == */), drivers/gpu/drm/amd/amdkfd/
@@ -195,19 +195,20 @@ SDMA6 = SDMA5.derive(
     },
 )
 
-# --- SDMA 7.0: no header of its own (sdma_v7_0.c includes the v6 one), but the kernel's copy is 8 dwords ---
+# --- SDMA 7.0: no header of its own (sdma_v7_0.c includes the v6 one) --------------------------------------
 # ROCR's SDMA_PKT_FENCE_GFX12 redraws FENCE bits 28:24 as scope/temporal_hint; the kernel still emits the v6
 # layout (mtype=3 reads the same either way), so FENCE is left as v6 here.
+# COPY_LINEAR is 7 dwords, plus an 8th, the DCC word, when the header's CPV bit is set: sdma_v7_0.c
+# sdma_v7_0_emit_copy_buffer sets CPV(1) and always writes DW7 (SDMA_DCC_DATA_FORMAT b5:0 | NUM_TYPE b11:9 |
+# READ_CM b17:16 | WRITE_CM b19:18 | MAX_COM b25:24 | MAX_UCOM b26, sdma_v6_0_0_pkt_open.h; 0 without
+# compression), as sdma_v7_0_vm_copy_pte does; its first DCC version set CPV only with compression and then
+# alone wrote DW7; ROCR's gfx12 copy is 7 dwords with CPV clear (issue 11). No hardware document was found: the
+# rule is the one every emitter read keeps. The DCC word is the packet's tail (payload).
 SDMA7 = SDMA6.derive(
     "sdma7",
-    fields={
-        # DW7: DCC/compression parameters (SDMA_DCC_* in sdma_v6_0_0_pkt_open.h); 0 when unused.
-        "COPY_LINEAR": [Field("dcc_data_format", 7, 0, 6), Field("dcc_num_type", 7, 9, 3),
-                        Field("dcc_read_cm", 7, 16, 2), Field("dcc_write_cm", 7, 18, 2),
-                        Field("dcc_max_com", 7, 24, 2), Field("dcc_max_ucom", 7, 26, 1)],
-        "CONST_FILL": [Field("compress", 0, 16, 1)],  # takes bit 16, the low bit of v6's sw
-    },
+    fields={"CONST_FILL": [Field("compress", 0, 16, 1)]},  # takes bit 16, the low bit of v6's sw
     drop={"CONST_FILL": ["sw"]},
+    add=[SDMA6["COPY_LINEAR"].with_fields(tail=Tail("cpv"))],
 )
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (SDMA4_4, SDMA5, SDMA6, SDMA7)}

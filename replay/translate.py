@@ -27,7 +27,15 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kfdtrace.driver.packets import Checker, Dialect, Packet, PacketDef, PacketError, Transcode, dword_unpacker
+from kfdtrace.driver.packets import (
+    Checker,
+    Dialect,
+    Packet,
+    PacketDef,
+    PacketError,
+    Transcode,
+    dword_unpacker,
+)
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DEFAULTS, defaults
 
@@ -442,10 +450,24 @@ class Translator:
             fields.update(rewrite(f, where))
         if plan.narrower and not split:
             plan.dst._validate({n: fields[n] for n in plan.narrower})
+        payload = self._tail(p, plan.dst, fields, where)
         if not split:
-            return [Packet(plan.dst, 0, fields, p.payload).encode()]
+            return [Packet(plan.dst, 0, fields, payload).encode()]
         parts = self._split(fields, plan.split, plan.limit)
-        return [Packet(plan.dst, 0, part, p.payload).encode() for part in parts]
+        return [Packet(plan.dst, 0, part, payload).encode() for part in parts]
+
+    def _tail(self, p: Packet, dst: PacketDef, fields: dict[str, int], where: str) -> bytes:
+        """The packet's tail as the target's form holds it: as recorded where both forms have the same tail;
+        else the dwords the target's count asks for (sdma7's COPY_LINEAR has a DCC word exactly when CPV is
+        set, sdma6's never), zero where the recording has none, and any recorded dword beyond them refused
+        unless it is 0 (the target has no place for it)."""
+        if p.defn.tail == dst.tail:
+            return p.payload
+        want = 0 if dst.tail is None else 4 * (fields.get(dst.tail.count, 0) + dst.tail.bias)
+        if any(p.payload[want:]):
+            raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x}: {self.dst.name} has no place for its tail "
+                              f"dwords past the {want // 4} its form takes")
+        return p.payload[:want].ljust(want, b"\0")
 
     def _plan(self, d: PacketDef) -> _Plan:
         if d.name not in self.dst:
@@ -466,15 +488,36 @@ class Translator:
         return self._plans[d]
 
     def _compile(self, d: PacketDef, plan: _Plan) -> None:
-        """The plan's common case -- no split, every value fitting, no indirect buffer -- generated from the two
-        tables, straight from the packet's dwords to the target's (the general way is taken for the rest)."""
+        """The plan's common case -- no split, every value fitting, no indirect buffer, the same tail in both
+        forms -- generated from the two tables, straight from the packet's dwords to the target's (the general way
+        is taken for the rest)."""
         below = {} if plan.limit is None else {plan.split[0]: plan.limit}
         if not plan.cacheable or any(n not in d.field_names for n in below):
             return
         fast = d.transcoder(plan.dst, keep=self.same, allowed=dict(plan.lacking), defaults=plan.add, below=below,
                             mapped=d.event_field)
+        if fast is not None and d.tail != plan.dst.tail:
+            fast = self._without_tail(d, plan, fast)
         if fast is not None:
             self._fast[d] = fast
+
+    @staticmethod
+    def _without_tail(d: PacketDef, plan: _Plan, fast: Transcode) -> Transcode | None:
+        """`fast` for the packets of a form whose tail differs from the target's that have none and ask the
+        target for none (sdma6 <-> sdma7 COPY_LINEAR with CPV clear); the general way for the others."""
+        tail, parts = plan.dst.tail, ()
+        if tail is not None and tail.bias:
+            return None
+        if tail is not None and tail.count in d.field_names:
+            parts = tuple(d.parts(tail.count))
+        elif tail is not None and plan.add.get(tail.count, 0) + tail.bias:  # the target's default asks for a tail
+            return None
+
+        def without_tail(raw, payload, move, remap):  # noqa: ANN001, ANN202 -- a Transcode
+            if payload or any(raw[w] >> s & m for w, s, m, _ in parts):
+                return None
+            return fast(raw, payload, move, remap)
+        return without_tail
 
     def _rewrites(self, d: PacketDef) -> tuple[Rewrite, ...]:
         """The rewrites packets of `d` need: a trap's event id mapped, an indirect buffer translated."""

@@ -71,6 +71,23 @@ def test_a_plan_serves_every_submission_of_its_shape_with_that_submission_s_addr
     assert other is not first  # another packet: another shape
 
 
+def test_a_tail_count_is_part_of_the_shape():
+    """sdma7's COPY_LINEAR has a DCC word exactly when CPV is set: the same packets with CPV set or clear are
+    two shapes, each with its own positions."""
+    d = DIALECTS["sdma7"]
+    copy = {"count": 63, "src": 0x10000, "dst": 0x20000}
+
+    def ring(cpv: int) -> bytes:
+        return d.build("COPY_LINEAR", bytes(4 * cpv), cpv=cpv, **copy) + d.build("FENCE", addr=0x30000, data=1)
+
+    analyzer = Analyzer()
+    plans = {cpv: analyzer.analyse(d, ring(cpv), lambda a, n: None)[0] for cpv in (0, 1, 0, 1)}
+    assert plans[0] is not plans[1] and len(analyzer._plans) == 2  # both remembered
+    for cpv, plan in plans.items():
+        written = plan.facts(ring(cpv), 0)[3]
+        assert written == ((28 + 4 * cpv, 0x20000), (44 + 4 * cpv, 0x30000))
+
+
 def test_completion_flows_along_a_semaphore_chain():
     c, q1, q2 = Completion(), QueueProgress("q1"), QueueProgress("q2")
     c.submitted(q1, [(100, 0xA000, 3)], [], [])

@@ -255,14 +255,14 @@ def test_indirect_buffer_copies_are_freed_once_the_queue_is_past_them(tmp_path, 
 def test_a_conditional_governs_the_same_packets_after_translation():
     from kfdtrace.replay.translate import Relocation, Translator
 
-    src, dst = DIALECTS["sdma4.4"], DIALECTS["sdma7"]  # COPY_LINEAR grows from 7 to 8 dwords
+    src, dst = DIALECTS["sdma6"], DIALECTS["sdma7"]  # a copy with CPV set grows by sdma7's DCC word
     relocation = Relocation()
     relocation.add(0x10000, 0x10000, 0x50000)
-    copy = src.build("COPY_LINEAR", count=255, src=0x10000, dst=0x10100)
+    copy = src.build("COPY_LINEAR", count=255, src=0x10000, dst=0x10100, cpv=1)
     ring = src.build("COND_EXE", addr=0x18000, reference=1, exec_count=len(copy) // 4) + copy
     out = Translator(src, dst, 1 << 22, relocation).ring(ring, "test")
     cond, moved = list(dst.iter_packets(out))
-    assert cond.name == "COND_EXE" and cond.exec_count == moved.size // 4 == 8
+    assert cond.name == "COND_EXE" and cond.exec_count == moved.size // 4 == 8 and moved.payload == bytes(4)
     assert (cond.addr, moved.src, moved.dst) == (0x58000, 0x50000, 0x50100)
 
 

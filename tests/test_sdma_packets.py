@@ -39,7 +39,8 @@ def _values(draw, defn: PacketDef) -> tuple[dict[str, int], bytes]:
             fields[f.name] = draw(st.integers(0, f.mask))
     payload = b""
     if defn.tail:
-        n = draw(st.integers(max(0, -defn.tail.bias) + (1 if defn.tail.bias > 0 else 0), 9))
+        most = min(9, defn[defn.tail.count].mask + defn.tail.bias)  # a 1-bit count (sdma7 COPY_LINEAR) counts one
+        n = draw(st.integers(max(0, -defn.tail.bias) + (1 if defn.tail.bias > 0 else 0), most))
         payload = u32s(*draw(st.lists(st.integers(0, 0xFFFF_FFFF), min_size=n, max_size=n)))
     return fields, payload
 
@@ -66,7 +67,7 @@ def test_nontrivial_round_trip_every_packet_every_dialect() -> None:
     """Deterministic companion: all-ones in every field survive build -> decode -> encode."""
     for dialect, defn in ALL_DEFS:
         fields = {f.name: f.mask for f in defn.fields if not (defn.tail and f.name == defn.tail.count)}
-        payload = u32s(0x11111111, 0x22222222) if defn.tail else b""
+        payload = u32s(0x11111111, 0x22222222)[:4 * (defn[defn.tail.count].mask + defn.tail.bias)] if defn.tail else b""
         raw = dialect.build(defn.name, payload, **fields)
         p = dialect.decode(raw)
         assert {k: p.fields[k] for k in fields} == fields, (dialect.name, defn.name)
@@ -82,20 +83,22 @@ def test_copy_linear_encoding(dialect: Dialect) -> None:
     assert dwords(dialect.build("COPY_LINEAR", **COPY)) == [0x1, 0xFFF, 0, 0x1000, 0x7F00, 0x20_0000, 0x7F00]
 
 
-def test_copy_linear_is_8_dwords_on_sdma7_only() -> None:
+def test_sdma7_copy_linear_has_a_dcc_dword_exactly_when_cpv_is_set() -> None:
     for d in (SDMA4_4, SDMA5, SDMA6):
         assert d["COPY_LINEAR"].size == 7 and len(d.build("COPY_LINEAR", **COPY)) == 28
-    assert SDMA7["COPY_LINEAR"].size == 8
+    # ROCR's gfx12 copy: 7 dwords, CPV clear.
+    assert dwords(SDMA7.build("COPY_LINEAR", **COPY)) == [0x1, 0xFFF, 0, 0x1000, 0x7F00, 0x20_0000, 0x7F00]
     # kernel sdma_v7_0_emit_copy_buffer: header | CPV(1), DW7 = 0 when no compression.
     assert dwords(SDMA7.build("COPY_LINEAR", cpv=1, **COPY)) == [0x0008_0001, 0xFFF, 0, 0x1000, 0x7F00,
                                                                  0x20_0000, 0x7F00, 0]
     # DW7 DCC word: data_format b5:0, num_type b11:9, read_cm b17:16, write_cm b19:18, max_com b25:24,
-    # max_ucom b26
-    dw7 = dwords(SDMA7.build("COPY_LINEAR", dcc_data_format=0x3F, dcc_num_type=7, dcc_read_cm=2,
-                             dcc_write_cm=1, dcc_max_com=3, dcc_max_ucom=1))[7]
-    assert dw7 == 0x3F | 7 << 9 | 2 << 16 | 1 << 18 | 3 << 24 | 1 << 26
-    # an sdma6 COPY_LINEAR read by sdma7 swallows the next packet's header as DW7
-    assert SDMA7.decode(SDMA6.build("COPY_LINEAR", **COPY) + SDMA6.build("TRAP")).size == 32
+    # max_ucom b26 -- carried as the packet's tail
+    dcc = 0x3F | 7 << 9 | 2 << 16 | 1 << 18 | 3 << 24 | 1 << 26
+    p = SDMA7.decode(SDMA7.build("COPY_LINEAR", u32s(dcc), **COPY) + SDMA7.build("TRAP"))
+    assert (p.size, p.fields["cpv"], p.payload) == (32, 1, u32s(dcc))
+    # an sdma6 copy (CPV clear) reads the same on sdma7: the next packet's header is not swallowed
+    two = SDMA6.build("COPY_LINEAR", **COPY) + SDMA6.build("TRAP")
+    assert SDMA7.decode(two).size == 28 and SDMA7.decode(two, 28).name == "TRAP"
 
 
 def test_copy_count_is_30_bits_everywhere_but_fill_count_follows_the_headers() -> None:

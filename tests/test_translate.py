@@ -295,3 +295,21 @@ def test_clean_submissions_are_checked_in_place_not_translated() -> None:
             ring = d.build(name, **{n: BUFFER for n in d[name].address_fields}, count=count)
             out = t.ring(ring, "w")
             assert out == general.ring(ring, "w") and (out == ring) == (count < 1 << 12), (name, count)
+
+
+def test_sdma7s_dcc_word_comes_and_goes_with_cpv() -> None:
+    """sdma7's COPY_LINEAR has a DCC word exactly when CPV is set, sdma6's never: translated both ways, the word
+    is added as 0, dropped when 0, refused when it says something the target cannot; CPV clear is the fast way."""
+    six, seven = DIALECTS["sdma6"], DIALECTS["sdma7"]
+    copy = {"count": 255, "src": BUFFER, "dst": BUFFER + 0x100}
+    up, down = translators(six, seven)[0], translators(seven, six)[0]
+    grown = seven.decode(up.ring(six.build("COPY_LINEAR", cpv=1, **copy), "w"))
+    assert (grown.size, grown.fields["cpv"], grown.payload, grown.fields["src"]) == (32, 1, bytes(4), MOVED)
+    shrunk = six.decode(down.ring(seven.build("COPY_LINEAR", bytes(4), cpv=1, **copy), "w"))
+    assert (shrunk.size, shrunk.fields["cpv"], shrunk.fields["src"]) == (28, 1, MOVED)
+    with pytest.raises(ReplayError, match="sdma6 has no place for its tail dwords past the 0"):
+        down.ring(seven.build("COPY_LINEAR", (0x3F).to_bytes(4, "little"), cpv=1, **copy), "w")
+    for t, d in ((up, six), (down, seven)):
+        ring = d.build("COPY_LINEAR", **copy)
+        with mock.patch.object(t, "packet", side_effect=AssertionError("general way")):
+            assert len(t.ring(ring, "w")) == 28
