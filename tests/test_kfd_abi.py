@@ -1,8 +1,9 @@
 """Check kfdtrace.driver.kfd_ioctl against the kernel's kfd_ioctl.h, compiled with gcc.
 
-The header is /usr/include/linux/kfd_ioctl.h (linux-libc-dev) unless KFDTRACE_KFD_IOCTL_H names another
-copy (e.g. a newer libhsakmt one). Request codes come from running a small C program; struct layouts come
-from the DWARF of the same program (pyelftools), recursing into nested structs, unions and arrays.
+The headers are the installed /usr/include/linux/kfd_ioctl.h (linux-libc-dev) and any more copies
+KFDTRACE_KFD_IOCTL_H names (os.pathsep between them): `.ci/run` adds the newest Debian kernel's. Request
+codes come from running a small C program; struct layouts come from the DWARF of the same program
+(pyelftools), recursing into nested structs, unions and arrays.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from elftools.elf.elffile import ELFFile
 
 from kfdtrace.driver import kfd_ioctl as k
 
-HEADER = Path(os.environ.get("KFDTRACE_KFD_IOCTL_H", "/usr/include/linux/kfd_ioctl.h"))
+HEADER = Path("/usr/include/linux/kfd_ioctl.h")
+HEADERS = [HEADER, *(Path(p) for p in os.environ.get("KFDTRACE_KFD_IOCTL_H", "").split(os.pathsep) if p)]
 INSTALL_HINT = "install them with `apt-get install gcc linux-libc-dev`"
 
 # ROCm-only extensions (nr >= 0x80) of libhsakmt/DKMS copies of the header: deliberately not modelled.
@@ -43,6 +45,7 @@ Layout = dict[str, tuple[int, int]]  # member path -> (offset, size); "" is the 
 
 @dataclass
 class HeaderFacts:
+    path: Path
     version: tuple[int, int]
     requests: dict[str, int]  # AMDKFD_IOC_<NAME> without prefix -> request code
     arg_structs: dict[str, str]  # ioctl name -> argument struct name
@@ -127,13 +130,13 @@ def _walk_type(type_die, path: str, offset: int, out: Layout) -> None:
         _walk_type(elem, f"{path}[0]", offset, out)
 
 
-def _read_header(tmp: Path) -> HeaderFacts:
+def _read_header(path: Path, tmp: Path) -> HeaderFacts:
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.fail(f"gcc not found: the KFD ABI check needs gcc and the kernel headers; {INSTALL_HINT}")
-    if not HEADER.is_file():
-        pytest.fail(f"{HEADER} not found: the KFD ABI check needs the kernel headers; {INSTALL_HINT}")
-    text = HEADER.read_text()
+    if not path.is_file():
+        pytest.fail(f"{path} not found: the KFD ABI check needs the kernel headers; {INSTALL_HINT}")
+    text = path.read_text()
     flat = re.sub(r"\\\n", " ", text)  # join macro continuation lines
     requests = re.findall(r"^#define\s+AMDKFD_IOC_(\w+)\s", flat, re.M)
     arg_structs = dict(
@@ -144,7 +147,7 @@ def _read_header(tmp: Path) -> HeaderFacts:
     # Debian's header includes <drm/drm.h>, which is not installed: a stub giving the __u* types will do.
     (tmp / "inc" / "drm").mkdir(parents=True)
     (tmp / "inc" / "drm" / "drm.h").write_text("#include <linux/types.h>\n")
-    src = ["#include <stdio.h>", f'#include "{HEADER.resolve()}"']
+    src = ["#include <stdio.h>", f'#include "{path.resolve()}"']
     src += [f"struct {s} kfdtrace_v_{s};" for s in structs]
     src += [
         "int main(void) {",
@@ -159,7 +162,7 @@ def _read_header(tmp: Path) -> HeaderFacts:
         capture_output=True,
         text=True,
     )
-    assert cc.returncode == 0, f"gcc failed on {HEADER}:\n{cc.stderr}"
+    assert cc.returncode == 0, f"gcc failed on {path}:\n{cc.stderr}"
     out = subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout
 
     version, codes = (0, 0), {}
@@ -171,12 +174,12 @@ def _read_header(tmp: Path) -> HeaderFacts:
             codes[rest[0]] = int(rest[1])
     layouts = dwarf_layouts(binary, set(structs))
     assert set(layouts) == set(structs), f"no DWARF for {sorted(set(structs) - set(layouts))}"
-    return HeaderFacts(version, codes, arg_structs, layouts)
+    return HeaderFacts(path, version, codes, arg_structs, layouts)
 
 
-@pytest.fixture(scope="module")
-def header(tmp_path_factory: pytest.TempPathFactory) -> HeaderFacts:
-    return _read_header(tmp_path_factory.mktemp("kfd_abi"))
+@pytest.fixture(scope="module", params=HEADERS, ids=str)
+def header(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> HeaderFacts:
+    return _read_header(request.param, tmp_path_factory.mktemp("kfd_abi"))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -284,7 +287,7 @@ def test_ioctls_match_header(header: HeaderFacts) -> None:
         if present != (ours.since <= header.version):
             problems.append(f"{ours.name}: since={ours.since} but header {header.version} has it: {present}")
     if problems:
-        pytest.fail(f"KFD ioctl table differs from {HEADER}:\n" + "\n".join(problems), pytrace=False)
+        pytest.fail(f"KFD ioctl table differs from {header.path}:\n" + "\n".join(problems), pytrace=False)
 
 
 def test_structs_match_header(header: HeaderFacts) -> None:
@@ -293,7 +296,7 @@ def test_structs_match_header(header: HeaderFacts) -> None:
         if name not in ROCM_ONLY_STRUCTS:
             problems += compare_struct(name, layout, header.version)
     if problems:
-        pytest.fail(f"KFD structs differ from {HEADER}:\n" + "\n".join(problems), pytrace=False)
+        pytest.fail(f"KFD structs differ from {header.path}:\n" + "\n".join(problems), pytrace=False)
 
 
 def test_abi_changes_keep_older_layouts_as_prefix() -> None:
