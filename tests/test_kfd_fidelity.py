@@ -23,6 +23,8 @@ from kfdtrace.driver.memory import PAGE
 from kfdtrace.driver.syscalls import MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE
 from kfdtrace.driver.topology import IOLINK_TYPE_PCIEXPRESS, DictSysfs, read_topology, write_sysfs_tree
 
+from .test_emulator import _queue_args
+
 F = K.AllocMemFlags
 NON_COHERENT = 1 << 1  # CRAT_IOLINK_FLAGS_NON_COHERENT
 
@@ -47,15 +49,6 @@ def machine():
     m = EmulatedMachine(emulated_topology(["gfx942"]))
     yield m
     m.shutdown()
-
-
-def _queue_args(dev, **over):
-    ring, ptrs = dev.alloc(4096, "gtt"), dev.alloc(PAGE, "gtt")
-    args = dict(ring_base_address=ring.va, ring_size=4096, read_pointer_address=ptrs.va,
-                write_pointer_address=ptrs.va + 8, gpu_id=dev.gpu_id, queue_type=K.QueueType.SDMA,
-                queue_percentage=100, queue_priority=7)
-    args.update(over)
-    return args
 
 
 # -- kfd_ioctl ------------------------------------------------------------------------------------------------
