@@ -199,13 +199,15 @@ class Translator:
                 out = self._checked(data, writes)
             if out is not None:
                 return out
-        done, wrote, notable = self.packets, [] if writes is None else writes, []
-        first = len(wrote)
+        # the writes are gathered to be remembered with the submission, or when the caller wants them
+        done, wrote = self.packets, [] if writes is None and unchanged else writes
+        notable: list[tuple[int, PacketDef]] | None = [] if unchanged else None
+        first = 0 if wrote is None else len(wrote)
         try:
             out = b"".join(self._span(data, 0, len(data), where, cache, wrote, notable))
         except PacketError as exc:
             raise ReplayError(f"{where}: {exc}") from None
-        if unchanged and len(out) == len(data) and not any(d.indirect for _, d in notable):
+        if notable is not None and len(out) == len(data) and not any(d.indirect for _, d in notable):
             self._remember(data, out, self.packets - done, tuple(wrote[first:]), notable)
         return out
 
@@ -314,12 +316,13 @@ class Translator:
         cache.fruitless[n] = cache.fruitless.get(n, 0) + 1
 
     def _span(self, data: bytes, start: int, end: int, where: str, cache: dict, writes: list[Write] | None,
-              notable: list[tuple[int, PacketDef]]) -> list[bytes]:
+              notable: list[tuple[int, PacketDef]] | None) -> list[bytes]:
         """The packets from `start` to `end` translated; (offset, definition) of those with an event id or an
-        indirect buffer added to `notable`. A packet seen before with the same bytes, while the relocation is in
-        the same state (and its event maps to the same id), is not decoded again."""
+        indirect buffer added to `notable` (if a list). A packet seen before with the same bytes, while the
+        relocation is in the same state (and its event maps to the same id), is not decoded again."""
         out: list[bytes] = []
-        fast, event_id, move, marked = self._fast, self.event_id, self.relocation.move, self._notable
+        fast, event_id, move = self._fast, self.event_id, self.relocation.move
+        marked = self._notable if notable is not None else frozenset()
         decode = self.src.decode
         pos = start
         while pos < end:
@@ -374,7 +377,7 @@ class Translator:
         return out
 
     def _governing(self, data: bytes, pos: int, size: int, end: int, where: str, out: list[bytes], cache: dict,
-                   writes: list[Write] | None, notable: list[tuple[int, PacketDef]]) -> int:
+                   writes: list[Write] | None, notable: list[tuple[int, PacketDef]] | None) -> int:
         """A packet that may make the engine skip the next dwords (a conditional): those packets translated, its
         count changed to their new length; returns where the packets after them start."""
         p = self.src.decode(data, pos)
@@ -514,8 +517,11 @@ class Translator:
             return None
 
         def without_tail(raw, payload, move, remap):  # noqa: ANN001, ANN202 -- a Transcode
-            if payload or any(raw[w] >> s & m for w, s, m, _ in parts):
+            if payload:
                 return None
+            for w, s, m, _ in parts:
+                if raw[w] >> s & m:
+                    return None
             return fast(raw, payload, move, remap)
         return without_tail
 
