@@ -33,7 +33,9 @@ class TraceFile:
         self._record_fields = self.writer.record_fields
         self.lock = threading.RLock()  # also taken by the recorder around whatever must stay in order
         self.t0 = time.monotonic_ns()
-        self._tids: dict[int, int] = {}
+        # this thread's tid: thread-local, as a finished thread's ident may be reused by the next one started
+        self._local = threading.local()
+        self._threads = 0  # tids handed out
         self._closed = False
         self.failure: str | None = None  # why the trace could not be written, once it could not
         self._stop = threading.Event()
@@ -61,12 +63,11 @@ class TraceFile:
     def now(self) -> int:
         return time.monotonic_ns() - self.t0
 
-    def _tid(self) -> int:
-        ident = threading.get_ident()
-        tid = self._tids.get(ident)
-        if tid is None:
-            tid = self._tids[ident] = len(self._tids)
-            self.writer.record(R.THREAD, t=self.now(), tid=tid, name=threading.current_thread().name)
+    def _new_tid(self) -> int:
+        """A tid for the calling thread, named by a `thread` record (call under the lock)."""
+        tid = self._local.tid = self._threads
+        self._threads += 1
+        self.writer.record(R.THREAD, t=self.now(), tid=tid, name=threading.current_thread().name)
         return tid
 
     def record(self, type_: str, /, **fields: Any) -> int:
@@ -74,10 +75,10 @@ class TraceFile:
         with self.lock:
             if self.failure:
                 raise CaptureFailed(self.failure)
-            tid = self._tids.get(threading.get_ident())
+            tid = getattr(self._local, "tid", None)
             try:
                 if tid is None:
-                    tid = self._tid()
+                    tid = self._new_tid()
                 return self._record_fields(type_, {"t": time.monotonic_ns() - self.t0, "tid": tid, **fields})
             except TraceError as exc:
                 raise self._failed(exc) from None

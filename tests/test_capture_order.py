@@ -71,6 +71,27 @@ def test_a_plan_serves_every_submission_of_its_shape_with_that_submission_s_addr
     assert other is not first  # another packet: another shape
 
 
+def test_a_thread_started_after_another_ended_is_a_thread_of_its_own(tmp_path):
+    """A finished thread's ident is often given to the next thread started: records still name the thread that
+    made them."""
+    path = str(tmp_path / "seq.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+
+        def work() -> None:
+            gpu.alloc(4096, "gtt", name=threading.current_thread().name).free()
+
+        for k in range(3):
+            t = threading.Thread(target=work, name=f"seq{k}")
+            t.start()
+            t.join()
+    with TraceReader(path) as r:
+        names = {rec.fields["tid"]: rec.fields["name"] for rec in r.records({"thread"})}
+        allocs = {rec.fields["tid"]: rec.fields["name"] for rec in r.records({"buffer"})
+                  if rec.fields["name"].startswith("seq")}
+    assert {names[tid]: name for tid, name in allocs.items()} == {f"seq{k}": f"seq{k}" for k in range(3)}
+
+
 def test_a_tail_count_is_part_of_the_shape():
     """sdma7's COPY_LINEAR has a DCC word exactly when CPV is set: the same packets with CPV set or clear are
     two shapes, each with its own positions."""
