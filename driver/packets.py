@@ -276,6 +276,15 @@ class PacketDef:
         address: the bits it holds in place, above its alignment)."""
         return _parts(self[name])
 
+    def put(self, buf: bytearray, offset: int, name: str, value: int) -> None:
+        """Set field `name` of the packet of this definition at byte `offset` of `buf` to `value`, every other bit
+        as it is; validated like `build` (ValueError naming the field)."""
+        self._validate({name: value})
+        for w, shift, mask, bit in _parts(self[name]):
+            at = offset + 4 * w
+            word = _U32.unpack_from(buf, at)[0] & ~(mask << shift)
+            _U32.pack_into(buf, at, word | (value >> bit & mask) << shift)
+
     @property
     def address_conditions(self) -> tuple[tuple[str, tuple[str, int] | tuple[str, tuple[int, ...]] | None], ...]:
         """(address field, condition) pairs as declared: the field holds an address only while `condition`

@@ -49,9 +49,8 @@ IDENTITY = "identity"  # the relocation state of a replay whose buffers all sit 
 # a recorded packet that makes the GPU write memory: (byte offset in its submission, recorded addresses it
 # writes, whether a packet of its kind writes a clock)
 Write = tuple[int, tuple[int, ...], bool]
-# an event id field of a recorded packet: (its packet's byte offset in the submission, the field's parts as
-# PacketDef.parts gives them, its mask, the recorded id)
-EventMark = tuple[int, list[tuple[int, int, int, int]], int, int]
+# a recorded packet with an event id: (its byte offset in the submission, its definition, the recorded id)
+EventMark = tuple[int, PacketDef, int]
 
 
 class ReplayError(Exception):
@@ -275,16 +274,15 @@ class Translator:
         """`data` with each marked event field holding the replay's id for the recorded one (None when one does
         not fit its field: the general way says so)."""
         out = None
-        for at, parts, mask, recorded in marks:
+        for at, d, recorded in marks:
             new = self.event_id(recorded)
             if new == recorded:
                 continue
-            if new & ~mask:
-                return None
             out = out or bytearray(data)
-            for w, shift, m, bit in parts:
-                word = int.from_bytes(out[at + 4 * w:at + 4 * w + 4], "little") & ~(m << shift)
-                out[at + 4 * w:at + 4 * w + 4] = (word | (new >> bit & m) << shift).to_bytes(4, "little")
+            try:
+                d.put(out, at, d.event_field, new)
+            except ValueError:
+                return None
         return data if out is None else bytes(out)
 
     def _remember(self, data: bytes, out: bytes, packets: int, wrote: tuple[Write, ...],
@@ -294,8 +292,7 @@ class Translator:
         meaning words unless its length's layouts have not been seen again for long."""
         n, cache = len(data), self.cache
         decode = self.src.decode
-        marks = tuple((at, d.parts(d.event_field), d[d.event_field].mask, decode(data, at).fields[d.event_field])
-                      for at, d in notable)
+        marks = tuple((at, d, decode(data, at).fields[d.event_field]) for at, d in notable)
         if self._mapped(data, marks) != out:
             return
         entry = (packets, wrote, marks)

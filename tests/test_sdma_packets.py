@@ -516,3 +516,16 @@ def test_translator_follows_tags_not_names() -> None:
         ("MOVE", {"n": 99, "a": 0x9000, "b": 0x9800}), ("MOVE", {"n": 99, "a": 0x9064, "b": 0x9864}),
         ("MOVE", {"n": 49, "a": 0x90C8, "b": 0x98C8}), ("RING", {"ev": 5})]
     assert t.dropped == ["w: FLUSH (no t form; caches need no request there)"]
+
+
+def test_put_sets_one_field_in_place() -> None:
+    for dialect in (SDMA4_4, SDMA7):
+        d = dialect["TRAP"]
+        buf = bytearray(dialect.build("NOP") + dialect.build("TRAP", int_context=5))
+        buf[7] |= 0xF0  # bits of the header no field declares (SDMA's sub_op/op live in the low bytes)
+        before = bytes(buf)
+        d.put(buf, 4, "int_context", 0xABCDE)
+        p = dialect.decode(buf, 4)
+        assert p.fields["int_context"] == 0xABCDE and buf[:8] == before[:8]
+        with pytest.raises(ValueError, match="int_context=0x10000000 does not fit"):
+            d.put(buf, 4, "int_context", 1 << 28)
