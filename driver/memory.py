@@ -5,10 +5,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import sys
 import threading
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.errors import AddressInUse, BoundsError, DeviceError, OutOfMemory
@@ -25,6 +24,8 @@ from kfdtrace.driver.syscalls import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from kfdtrace.driver.system import Device
 
 PAGE = 4096
@@ -96,8 +97,9 @@ class Buffer:
         return ctypes.string_at(self.cpu_addr(offset), size)
 
     def write(self, data: bytes | bytearray | memoryview | np.ndarray, offset: int = 0) -> None:
-        if isinstance(data, np.ndarray):
-            data = np.ascontiguousarray(data)
+        numpy = sys.modules.get("numpy")  # loaded by whoever made an array: the driver itself never needs it
+        if numpy is not None and isinstance(data, numpy.ndarray):
+            data = numpy.ascontiguousarray(data)
             src, n = data.ctypes.data, data.nbytes
         else:
             src = data if isinstance(data, bytes) else bytes(memoryview(data).cast("B"))
@@ -111,9 +113,11 @@ class Buffer:
         ctypes.memset(self.cpu_addr(offset), byte, size)
         self.device.sys.annotate("cpu_write", va=self.va + offset, size=size)
 
-    def numpy(self, dtype=np.uint8) -> np.ndarray:
+    def numpy(self, dtype: np.dtype | type | str = "uint8") -> np.ndarray:
         """A zero-copy numpy view of the whole buffer. Writes through it bypass the driver, so a recorder
         compares this buffer's contents before each submission that uses it."""
+        import numpy as np  # here only: a driver that views no buffer starts without numpy
+
         if self.size % np.dtype(dtype).itemsize:
             raise ValueError(f"{self.label} is {self.size} bytes, not a whole number of {np.dtype(dtype)}; "
                              f"view it as bytes, or allocate a multiple of {np.dtype(dtype).itemsize}")

@@ -23,16 +23,14 @@ import contextlib
 import ctypes
 import os
 import threading
+from typing import TYPE_CHECKING
 
 from kfdtrace.driver import kfd_ioctl as K
-from kfdtrace.driver.aql_queue import DEFAULT_PACKETS, AqlQueue
 from kfdtrace.driver.backend import open_syscalls
-from kfdtrace.driver.compute_queue import ComputeQueue
 from kfdtrace.driver.errors import DeviceError, GpuFault
 from kfdtrace.driver.families import Target, target_by_version
 from kfdtrace.driver.kfd import Kfd
 from kfdtrace.driver.memory import Buffer, allocate
-from kfdtrace.driver.program import Program
 from kfdtrace.driver.ring_queue import RingQueue
 from kfdtrace.driver.sdma_queue import SdmaQueue
 from kfdtrace.driver.signals import SLOT, Event, Semaphore
@@ -44,6 +42,11 @@ from kfdtrace.driver.syscalls import (
     Syscalls,
 )
 from kfdtrace.driver.topology import Node, Topology, read_topology
+
+if TYPE_CHECKING:  # loaded when first used: SDMA work alone needs neither numpy nor the code-object loader
+    from kfdtrace.driver.aql_queue import AqlQueue
+    from kfdtrace.driver.compute_queue import ComputeQueue
+    from kfdtrace.driver.program import Program
 
 SEMAPHORE_POOL = 64 << 10
 
@@ -89,14 +92,21 @@ class Device:
 
     def compute_queue(self, ring_size: int = 64 << 10, name: str | None = None) -> ComputeQueue:
         """A new PM4 compute queue on this GPU (its EOP and CWSR buffers sized as KFD asks)."""
+        from kfdtrace.driver.compute_queue import ComputeQueue
+
         return ComputeQueue(self, ring_size, name)
 
-    def aql_queue(self, packets: int = DEFAULT_PACKETS, name: str | None = None) -> AqlQueue:
-        """A new AQL queue on this GPU: a ring of `packets` 64-byte slots (EOP and CWSR sized as KFD asks)."""
-        return AqlQueue(self, packets, name)
+    def aql_queue(self, packets: int | None = None, name: str | None = None) -> AqlQueue:
+        """A new AQL queue on this GPU: a ring of `packets` 64-byte slots (aql_queue.DEFAULT_PACKETS when None;
+        EOP and CWSR sized as KFD asks)."""
+        from kfdtrace.driver.aql_queue import DEFAULT_PACKETS, AqlQueue
+
+        return AqlQueue(self, DEFAULT_PACKETS if packets is None else packets, name)
 
     def load(self, source: bytes | bytearray | memoryview | str | os.PathLike, name: str | None = None) -> Program:
         """Load a code object (or the entry of an offload bundle for this GPU) into executable memory here."""
+        from kfdtrace.driver.program import Program
+
         return Program(self, source, name)
 
     def doorbell_page(self) -> int:

@@ -315,3 +315,25 @@ def test_capture_that_cannot_write_its_trace_stops_the_workload_with_one_line(tm
     with TraceReader(path) as r:  # what was written before reads back
         assert r.recovered and r.record_count > 0 and os.path.getsize(path) <= limit
         assert sum(1 for _ in r.records()) == r.record_count
+
+
+def test_sdma_work_and_replay_start_without_numpy_or_the_isa_interpreter():
+    """What SDMA work needs (the driver, the emulated GPU, replay) loads neither numpy nor the shader
+    interpreter: those come with the first buffer view, compute queue or dispatch."""
+    script = (
+        "import sys\n"
+        "import kfdtrace.replay.session, kfdtrace.replay.cli\n"
+        "from kfdtrace.driver import System\n"
+        "with System.open(emulate='gfx942') as s:\n"
+        "    d = s.devices[0]\n"
+        "    a, b = d.alloc(4096, 'gtt'), d.alloc(4096, 'gtt')\n"
+        "    a.write(b'x' * 4096)\n"
+        "    d.sdma_queue().copy(b, a, 4096).sync()\n"
+        "    assert b.read() == b'x' * 4096\n"
+        "    loaded = sorted(m for m in sys.modules if m == 'numpy' or '.shader' in m or m.endswith('kernargs'))\n"
+        "    assert not loaded, loaded\n"
+        "    d.compute_queue()\n"
+        "    assert 'numpy' in sys.modules and 'kfdtrace.driver.emulator.shader.interpreter' in sys.modules\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 from kfdtrace.driver.aql import AQL, CONDITIONS, PACKET_SIZE, AmdQueue, AmdSignal, FenceScope, pm4_ib_body
 from kfdtrace.driver.emulator.cp import CommandProcessor
-from kfdtrace.driver.emulator.launch import from_aql
 from kfdtrace.driver.emulator.memory import GpuVm
 from kfdtrace.driver.emulator.ring_engine import POLL_MAX_S, POLL_MIN_S, QueueError
 from kfdtrace.driver.families import Family
@@ -179,6 +178,8 @@ class AqlProcessor(CommandProcessor):
         self._execute(jump)
 
     def _kernel_dispatch(self, p: Packet) -> None:
+        from kfdtrace.driver.emulator.launch import from_aql  # loaded with the first dispatch, as cp.py does
+
         with self.vm.access(self.queue_va, ctypes.sizeof(AmdQueue)) as host:
             queue = AmdQueue.from_buffer_copy(ctypes.string_at(host, ctypes.sizeof(AmdQueue)))
         self.launch(from_aql(self.family, self.dialect.registers, self.vm, p, self._slot_va(), self.index, queue,

@@ -21,16 +21,15 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
-from kfdtrace.driver.emulator.launch import KernelLaunch, from_registers
 from kfdtrace.driver.emulator.memory import GpuVm
 from kfdtrace.driver.emulator.ring_engine import QueueError, RingEngine
-from kfdtrace.driver.emulator.shader.interpreter import CodeCache, run_dispatch
 from kfdtrace.driver.families import Family
 from kfdtrace.driver.packets import Packet
 from kfdtrace.driver.pm4 import CopySel, DataSel, IntSel, Pm4Dialect, WriteDst
 
 if TYPE_CHECKING:
     from kfdtrace.driver.emulator.kfd import EmulatedMachine
+    from kfdtrace.driver.emulator.launch import KernelLaunch
 
 _MEMORY_DST = (WriteDst.TC_L2, WriteDst.MEMORY)  # WRITE_DATA / COPY_DATA destinations that are memory
 _MEMORY_SRC = (CopySel.MEMORY, CopySel.TC_L2)
@@ -52,6 +51,9 @@ class CommandProcessor(RingEngine):
         self.num_xcc = max(num_xcc, 1)
         self.family = family
         self.last_launch: KernelLaunch | None = None  # the dispatch the CP ran last (for tools and tests)
+        # The ISA interpreter (and numpy) load with the first compute queue: SDMA-only use starts without them.
+        from kfdtrace.driver.emulator.shader.interpreter import CodeCache
+
         self.code = CodeCache(vm, machine)  # kernels compiled for this queue's dispatches
         self._all_xccs = frozenset(range(self.num_xcc))
         # per XCC: register name (or absolute offset, for registers the table does not name) -> value
@@ -209,6 +211,8 @@ class CommandProcessor(RingEngine):
         else:  # DISPATCH_INDIRECT: the workgroup counts are 3 dwords in memory
             with self.vm.access(f["addr"], 12) as host:
                 groups = struct.unpack("<3I", ctypes.string_at(host, 12))
+        from kfdtrace.driver.emulator.launch import from_registers
+
         xccs = sorted(self._xccs())
         launch = from_registers(self.family, self.dialect.registers, [self.registers[x] for x in xccs], groups,
                                 f["dispatch_initiator"])
@@ -216,5 +220,7 @@ class CommandProcessor(RingEngine):
 
     def launch(self, launch: KernelLaunch) -> None:
         """Run a kernel to its end."""
+        from kfdtrace.driver.emulator.shader.interpreter import run_dispatch
+
         self.last_launch = launch
         run_dispatch(launch, self.vm, self.machine, lambda: self._stop, self.code)
