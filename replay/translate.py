@@ -513,7 +513,7 @@ class Translator:
         elif tail is not None and plan.add.get(tail.count, 0) + tail.bias:  # the target's default asks for a tail
             return None
 
-        def without_tail(raw, payload, move, remap):  # noqa: ANN001, ANN202 -- a Transcode
+        def without_tail(raw: tuple[int, ...], payload: bytes, move: Callable, remap: Callable) -> tuple | None:
             if payload:
                 return None
             for w, s, m, _ in parts:
