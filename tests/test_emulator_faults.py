@@ -87,6 +87,26 @@ def test_a_freed_buffer_keeps_its_host_memory_until_its_last_access_ends():
     assert not bo.take()  # a lookup that raced the free finds nothing to hold
 
 
+def test_an_unmapped_buffer_is_not_found_again_however_recently_it_was_used():
+    import ctypes
+
+    vm = GpuVm(1)
+    old = BufferObject.create(1, 1, 0x10000, 4096, 0, is_vram=False)
+    new = BufferObject.create(1, 2, 0x10000, 4096, 0, is_vram=False)
+    vm.map(old)
+    for _ in range(3):  # the buffer the VM found last
+        vm.store(0x10000, ctypes.c_uint32, 1)
+    vm.unmap(old)
+    with pytest.raises(VmFault):
+        vm.load(0x10000, ctypes.c_uint32)
+    vm.map(new)  # the same range, another buffer
+    vm.store(0x10000, ctypes.c_uint32, 7)
+    assert ctypes.c_uint32.from_address(new.host).value == 7 and ctypes.c_uint32.from_address(old.host).value == 1
+    old.release()
+    vm.unmap(new)
+    new.release()
+
+
 def test_unmapping_a_userptr_buffers_pages_waits_for_the_access_under_way():
     """The kernel's MMU notifier waits for the GPU before the user's pages go; later accesses fault."""
     import ctypes

@@ -145,6 +145,9 @@ class Access:
         self.bo.let_go()
 
 
+RECENT = 4  # buffers a GpuVm remembers finding (see GpuVm._covering)
+
+
 class GpuVm:
     """One GPU's page table: non-overlapping [va, va+size) ranges, each backed by a buffer object. Engine
     threads translate while the ioctl path maps and unmaps: map and unmap change the RangeMap under a lock,
@@ -154,6 +157,10 @@ class GpuVm:
         self.gpu_id = gpu_id
         self._ranges: RangeMap[BufferObject] = RangeMap()
         self._lock = threading.Lock()
+        # the last RECENT buffers found (a copy reads one and writes another, a fence a third), forgotten at
+        # every unmap
+        self._recent: tuple[BufferObject, ...] = ()
+        self._unmaps = 0  # so that a lookup racing an unmap does not remember what went away
 
     def map(self, bo: BufferObject) -> bool:
         """Map `bo` at its VA; False when the range overlaps another mapping (the kernel's VA conflict).
@@ -163,6 +170,8 @@ class GpuVm:
 
     def unmap(self, bo: BufferObject) -> bool:
         with self._lock:
+            self._recent = ()
+            self._unmaps += 1
             if self._ranges.get(bo.va) is not bo:
                 return False
             self._ranges.remove(bo.va)
@@ -225,6 +234,11 @@ class GpuVm:
         # the other, so a read racing a map or unmap may pair an address with a neighbour's entry or run past
         # a list's end. A hit is trusted when the buffer itself covers the access; anything else is asked
         # again under the lock.
+        unmaps = self._unmaps  # read before the buffers: an unmap clears them first, then counts itself
+        recent = self._recent
+        for bo in recent:
+            if bo.va <= va and va + length <= bo.va + bo.size:
+                return bo
         try:
             bo = self._ranges.get(va)
         except IndexError:
@@ -234,6 +248,9 @@ class GpuVm:
             if bo is None or va + length > bo.va + bo.size:
                 fault_va = va if bo is None else bo.va + bo.size
                 raise VmFault(self.gpu_id, fault_va, length, write)
+        self._recent = (bo, *recent[:RECENT - 1])
+        if self._unmaps != unmaps:  # an unmap came since this lookup began: what was found may be gone
+            self._recent = ()
         return bo
 
     def mapping(self, va: int) -> tuple[int, int] | None:
