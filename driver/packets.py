@@ -279,8 +279,9 @@ class PacketDef:
     def put(self, buf: bytearray, offset: int, name: str, value: int) -> None:
         """Set field `name` of the packet of this definition at byte `offset` of `buf` to `value`, every other bit
         as it is; validated like `build` (ValueError naming the field)."""
-        self._validate({name: value})
-        for w, shift, mask, bit in _parts(self[name]):
+        if not isinstance(value, int) or value & self._reject[name]:
+            self._invalid(name, value)
+        for w, shift, mask, bit in self._parts_of[name]:
             at = offset + 4 * w
             word = _U32.unpack_from(buf, at)[0] & ~(mask << shift)
             _U32.pack_into(buf, at, word | (value >> bit & mask) << shift)
@@ -383,6 +384,7 @@ class PacketDef:
         self._nbytes = n * 4
         self._zero = (0,) * n
         self._reject = {f.name: ~f.mask for f in self.fields}  # v & reject != 0: too wide, misaligned or < 0
+        self._parts_of = {f.name: tuple(_parts(f)) for f in self.fields}  # what put() writes, per field
         self._addr_conds = tuple((f.name, f.when) for f in self.fields if isinstance(f, Addr))
         # (address field, (field, values) or None): the same conditions with every value set a frozenset
         self._addr_tests = tuple((n, None if c is None else (c[0], frozenset(c[1] if isinstance(c[1], tuple)
