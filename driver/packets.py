@@ -271,17 +271,17 @@ class PacketDef:
     def __getitem__(self, name: str) -> Field | Addr:
         return self._by_name[name]
 
-    def parts(self, name: str) -> list[tuple[int, int, int, int]]:
+    def parts(self, name: str) -> tuple[tuple[int, int, int, int], ...]:
         """Field `name` split per dword: (dword, shift in the dword, mask, shift in the value) of each piece (an
         address: the bits it holds in place, above its alignment)."""
-        return _parts(self[name])
+        return self._parts_of[name]
 
     def put(self, buf: bytearray, offset: int, name: str, value: int) -> None:
         """Set field `name` of the packet of this definition at byte `offset` of `buf` to `value`, every other bit
         as it is; validated like `build` (ValueError naming the field)."""
         if not isinstance(value, int) or value & self._reject[name]:
             self._invalid(name, value)
-        for w, shift, mask, bit in self._parts_of[name]:
+        for w, shift, mask, bit in self.parts(name):
             at = offset + 4 * w
             word = _U32.unpack_from(buf, at)[0] & ~(mask << shift)
             _U32.pack_into(buf, at, word | (value >> bit & mask) << shift)
@@ -384,7 +384,7 @@ class PacketDef:
         self._nbytes = n * 4
         self._zero = (0,) * n
         self._reject = {f.name: ~f.mask for f in self.fields}  # v & reject != 0: too wide, misaligned or < 0
-        self._parts_of = {f.name: tuple(_parts(f)) for f in self.fields}  # what put() writes, per field
+        self._parts_of = {f.name: tuple(_parts(f)) for f in self.fields}  # parts(), worked out once
         self._addr_conds = tuple((f.name, f.when) for f in self.fields if isinstance(f, Addr))
         # (address field, (field, values) or None): the same conditions with every value set a frozenset
         self._addr_tests = tuple((n, None if c is None else (c[0], frozenset(c[1] if isinstance(c[1], tuple)

@@ -509,7 +509,7 @@ class Translator:
         if tail is not None and tail.bias:
             return None
         if tail is not None and tail.count in d.field_names:
-            parts = tuple(d.parts(tail.count))
+            parts = d.parts(tail.count)
         elif tail is not None and plan.add.get(tail.count, 0) + tail.bias:  # the target's default asks for a tail
             return None
 
