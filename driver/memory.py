@@ -34,6 +34,8 @@ HUGE = 2 << 20
 # always have (their reservation is larger than they are), so an access past any buffer faults at once.
 ENV_GUARD_PAGES = "KFDTRACE_GUARD_PAGES"
 
+# In the order amdgpu_amdkfd_gpuvm_alloc_memory_of_gpu tests them: a buffer whose flags name several is of the
+# first (the emulated KFD and the recorder both read it so).
 DOMAINS: dict[str, int] = {
     "vram": K.AllocMemFlags.VRAM,
     "gtt": K.AllocMemFlags.GTT,

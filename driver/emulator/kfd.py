@@ -32,6 +32,7 @@ from kfdtrace.driver.emulator.memory import LDS_APERTURE, PAGE, SCRATCH_APERTURE
 from kfdtrace.driver.emulator.ring_engine import RingEngine
 from kfdtrace.driver.emulator.sdma_engine import SdmaEngine
 from kfdtrace.driver.families import Target, queue_sizes, target_by_version
+from kfdtrace.driver.memory import DOMAINS
 from kfdtrace.driver.pm4 import DIALECTS as PM4_DIALECTS
 from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.driver.syscalls import (
@@ -58,9 +59,6 @@ ENOTSUPP = 524  # the kernel-internal errno amdkfd returns for an unknown queue 
 GPU_CLOCK_HZ = 100_000_000  # SDMA GET_GLOBAL timestamp rate of the emulated boards
 RESERVE_MEM_LIMIT = 3 << 29  # AMDGPU_RESERVE_MEM_LIMIT: system memory amdgpu keeps back from KFD allocations
 MAX_CU_MASK_BITS = 1024  # kfd_ioctl_set_cu_mask's max_num_cus: bits past it are dropped
-# amdgpu_amdkfd_gpuvm_alloc_memory_of_gpu picks the first of these a buffer's flags name.
-DOMAIN_ORDER = (K.AllocMemFlags.VRAM, K.AllocMemFlags.GTT, K.AllocMemFlags.USERPTR, K.AllocMemFlags.DOORBELL,
-                K.AllocMemFlags.MMIO_REMAP)
 
 
 def system_ram(topology: Topology) -> int:
@@ -71,8 +69,8 @@ def system_ram(topology: Topology) -> int:
 
 
 def memory_domain(flags: int) -> int:
-    """The one domain flag of a buffer's flags that counts (0 if none)."""
-    return next((d for d in DOMAIN_ORDER if flags & d), 0)
+    """The one domain flag of a buffer's flags that counts (0 if none): the first of DOMAINS it names."""
+    return next((d for d in DOMAINS.values() if flags & d), 0)
 
 
 # amdgpu_discovery.c lists every IP block of a die twice, by name and by hardware id (hw_id_names: GC 11,
