@@ -517,6 +517,30 @@ class PacketDef:
         exec(compile(src, f"<check {self.name}>", "exec"), ns)  # source generated from the table alone
         return ns["check"]
 
+    def caller(self, fn: Callable[..., Any], names: Sequence[str]) -> Callable[[tuple[int, ...], bytes], Any]:
+        """A generated function of a packet's fixed-part dwords and tail bytes (as `Dialect.read` gives them)
+        calling `fn` with the values of the fields `names`, in that order: an address whose `when` condition
+        does not hold passes None, as `Packet.addresses()` leaves it out; the name "payload" passes the tail's
+        bytes. No Packet or field dict is made: an emulated engine's handler gets its operands straight."""
+        missing = [n for n in names if n != "payload" and n not in self._by_name]
+        if missing:
+            raise ValueError(f"{self.name} has no field {missing[0]!r} (fields: {', '.join(self.field_names)})")
+        conditions = dict(self._addr_tests)
+
+        def arg(n: str) -> str:
+            if n == "payload":
+                return "payload"
+            cond = conditions.get(n)
+            if cond is None:
+                return _read(self[n])
+            return f"({_read(self[n])} if {_read(self[cond[0]])} in {_among(cond[1])} else None)"
+
+        args = ", ".join(arg(n) for n in names)
+        src = f"def call(raw, payload):\n{_unpack('d', self.size, 'raw')}    return _fn({args})\n"
+        ns: dict[str, Any] = {"_fn": fn}
+        exec(compile(src, f"<call {self.name}>", "exec"), ns)  # source generated from the table alone
+        return ns["call"]
+
     def _refusals(self, allowed: Mapping[str, int], below: Mapping[str, int]) -> list[str]:
         """Statements returning None for a packet whose field the target lacks holds neither 0 nor its `allowed`
         value, or whose `below` field is at or past its bound."""
@@ -670,6 +694,11 @@ class Packet:
             return self.defn._written(self._raw)
         f = self.fields
         return [f[n] for n, cond in self.defn._written_tests if cond is None or f[cond[0]] in cond[1]]
+
+    @property
+    def dwords(self) -> tuple[int, ...]:
+        """The fixed part's dwords, as the packet encodes (its changed fields included)."""
+        return self._raw if self._fields is None else self.defn.unpack_from(self.encode())
 
     @property
     def volatile(self) -> bool:
@@ -845,6 +874,17 @@ class Dialect:
                                       f"{extra // 4}-dword tail, only {(n - end) // 4} dwords left")
             payload = bytes(data[end:end + extra])
         return Packet(d, offset, fields, payload, raw)
+
+    def read(self, data: bytes, offset: int = 0) -> tuple[PacketDef, tuple[int, ...], bytes, int]:
+        """(definition, fixed part's dwords, tail bytes, size in bytes) of the packet at byte `offset`: what
+        `decode` finds, without making a Packet (a fixed-size packet is one lookup and one unpack). Raises as
+        `decode` does."""
+        if offset + 4 <= len(data):
+            d = self._index.get(_U32.unpack_from(data, offset)[0] & self._key_mask)
+            if d is not None and d.tail is None and offset + d._nbytes <= len(data):
+                return d, d._struct.unpack_from(data, offset), b"", d._nbytes
+        p = self.decode(data, offset)
+        return p.defn, p._raw, p.payload, p.size
 
     def _check_count(self, d: PacketDef, fields: dict[str, int], offset: int) -> int:
         """The bytes of `d`'s tail its count field gives; PacketError if the count is below the fixed part."""

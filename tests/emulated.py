@@ -1,4 +1,5 @@
-"""What the compute-queue tests share: the five families, the emulated engine behind a queue, dword packing."""
+"""What the emulator and packet tests share: the five families, the emulated engine behind a queue, dword packing,
+and the check that the emulated engines' way of reading packets agrees with decoding them."""
 
 from __future__ import annotations
 
@@ -14,3 +15,15 @@ def engine_of(q):
 
 def u32(*values: int) -> bytes:
     return struct.pack(f"<{len(values)}I", *values)
+
+
+def assert_engine_view_agrees(dialect, data: bytes) -> None:
+    """What an emulated engine reads of the packet in `data` (`Dialect.read`, then a handler's operands through
+    `PacketDef.caller`) is what `Dialect.decode` gives: every field, addresses as `addresses()` holds them
+    (None where the table's `when` says the field holds none), and the tail."""
+    p = dialect.decode(data)
+    d, raw, payload, size = dialect.read(data)
+    assert (d, payload, size) == (p.defn, p.payload, p.size) and raw == p.dwords
+    held = p.addresses()
+    expected = [held.get(n) if n in d.address_fields else p.fields[n] for n in d.field_names]
+    assert d.caller(lambda *values: values, (*d.field_names, "payload"))(raw, payload) == (*expected, p.payload)

@@ -13,6 +13,7 @@ from kfdtrace.driver import DeviceError, GpuFault
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.memory import PAGE
 from kfdtrace.driver.sdma import defaults
+from tests.emulated import engine_of
 
 
 def _errno_of(fn) -> int:
@@ -142,6 +143,20 @@ def test_packet_the_engine_does_not_execute_is_a_named_error(emulated):
     assert "stopped a queue" in str(err.value)
 
 
+@pytest.mark.parametrize("fields, error", [
+    ({"mem_poll": 0, "func": 3}, "POLL_REGMEM polling a register, not memory, is not emulated"),
+    ({"mem_poll": 1, "func": 7}, "POLL_REGMEM func=7 is reserved"),
+    ({"mem_poll": 1, "func": 3, "retry_count": 5}, "POLL_REGMEM retry_count=0x5 (only 0xfff) is emulated"),
+])
+def test_a_poll_the_engine_cannot_make_is_a_named_error(emulated, fields, error):
+    dev = emulated("gfx942").devices[0]
+    q, flag = dev.sdma_queue(), dev.alloc(PAGE, "gtt")
+    q.packet("POLL_REGMEM", **{"addr": flag.va, "ref": 1, "mask": 0xFFFFFFFF, "retry_count": 0xFFF, **fields})
+    with pytest.raises(GpuFault, match="POLL_REGMEM"):
+        q.sync(timeout=5)
+    assert engine_of(q).error.startswith(error)
+
+
 @pytest.mark.parametrize("target", ["gfx90a", "gfx1201"])
 def test_cond_exe_runs_or_skips_what_it_governs(emulated, target):
     dev = emulated(target).devices[0]
@@ -190,8 +205,8 @@ def test_a_quick_submission_completes_in_the_ringing_thread(emulated):
     src.write(bytes(range(256)) * 16)
     engine = next(e for e in system.sys.machine.queues.values() if e.queue_id == q.queue_id).engine
     ran = []
-    original = engine._execute
-    engine._execute = lambda p: (ran.append(threading.current_thread()), original(p))[1]
+    original = engine._execute_raw
+    engine._execute_raw = lambda *packet: (ran.append(threading.current_thread()), original(*packet))[1]
     q.copy(dst, src, 64).signal(sem, 1).submit()
     assert sem.value == 1 and dst.read(0, 64) == src.read(0, 64) and q.idle  # done when submit returned
     assert set(ran) == {threading.current_thread()}
@@ -207,8 +222,9 @@ def test_work_that_may_wait_or_run_long_goes_to_the_engine_thread(emulated, work
     src.write(b"\x5a" * (1 << 20))
     engine = next(e for e in system.sys.machine.queues.values() if e.queue_id == q.queue_id).engine
     ran = []
-    original = engine._execute
-    engine._execute = lambda p: (ran.append((p.name, threading.current_thread().name)), original(p))[1]
+    original = engine._execute_raw
+    engine._execute_raw = lambda d, *packet: (ran.append((d.name, threading.current_thread().name)),
+                                              original(d, *packet))[1]
     q.fence(dst, 1)  # quick: the ringing thread runs it
     if work == "poll":
         q.wait(gate, 1)

@@ -28,6 +28,7 @@ from kfdtrace.driver.pm4 import (
 )
 from kfdtrace.driver.registers import REGISTERS, SH_START, UCONFIG_START
 from kfdtrace.driver.sdma import SDMA6
+from tests.emulated import assert_engine_view_agrees
 
 ALL = list(DIALECTS.values())
 ALL_DEFS = [(d, p) for d in ALL for p in d]
@@ -75,6 +76,7 @@ def test_build_decode_round_trip(dialect: Dialect, defn: PacketDef, data) -> Non
     assert p.fields["count"] == len(raw) // 4 - 2  # PACKET3's count: dwords after the header - 1
     assert p.encode() == raw
     assert dialect.packet(defn.name, payload, **fields) == p
+    assert_engine_view_agrees(dialect, raw)
 
 
 def test_all_ones_round_trip_every_packet_every_dialect() -> None:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from kfdtrace.driver.packets import Addr, Dialect, Field, PacketDef, Tail, TruncatedPacket, UnknownPacket
 from kfdtrace.driver.sdma import DIALECTS, OP, SDMA4_4, SDMA5, SDMA6, SDMA7, SUB_OP, AtomicOp, PollFunc
+from tests.emulated import assert_engine_view_agrees
 
 ALL = list(DIALECTS.values())
 ALL_DEFS = [(d, p) for d in ALL for p in d]
@@ -61,6 +62,7 @@ def test_build_decode_round_trip(dialect: Dialect, defn: PacketDef, data) -> Non
     assert p.encode() == raw
     assert dialect.packet(defn.name, payload, **fields) == p
     assert dialect.decode(raw).written_addresses() == p.written_addresses()  # from the dwords == from the fields
+    assert_engine_view_agrees(dialect, raw)
 
 
 def test_nontrivial_round_trip_every_packet_every_dialect() -> None:
@@ -350,6 +352,7 @@ def test_packet_accessors() -> None:
     with pytest.raises(AttributeError):
         p.nope  # noqa: B018
     assert p.replace(data=10).fields["data"] == 10 and p.fields["data"] == 9
+    assert p.replace(data=10).dwords == SDMA6["FENCE"].unpack_from(SDMA6.build("FENCE", addr=0x40, data=10))
     c = copy.copy(p)
     assert c == p and c.fields is p.fields
 

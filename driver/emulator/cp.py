@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from kfdtrace.driver.emulator.memory import GpuVm
 from kfdtrace.driver.emulator.ring_engine import QueueError, RingEngine
 from kfdtrace.driver.families import Family
-from kfdtrace.driver.packets import Packet
+from kfdtrace.driver.packets import Packet, PacketDef
 from kfdtrace.driver.pm4 import CopySel, DataSel, IntSel, Pm4Dialect, WriteDst
 
 if TYPE_CHECKING:
@@ -85,12 +85,12 @@ class CommandProcessor(RingEngine):
                 xccs &= selected
         return xccs
 
-    def _execute(self, packet: Packet) -> int:
+    def _execute_raw(self, d: PacketDef, raw: tuple[int, ...], payload: bytes, size: int) -> int:
         depth = self._ib_depth
         pred = self._pred.get(depth)
-        skip = super()._execute(packet)
+        skip = super()._execute_raw(d, raw, payload, size)
         if pred is not None and self._pred.get(depth) is pred:  # this packet is one a PRED_EXEC governs
-            pred[1] -= packet.size
+            pred[1] -= size
             if pred[1] <= 0:
                 del self._pred[depth]
         return skip

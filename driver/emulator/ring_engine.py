@@ -1,7 +1,9 @@
 """What every emulated queue engine shares: one thread per ring, executing the packets the doorbell hands it.
 
 Packets are decoded with the same declarative definitions the driver builds them with; a subclass (the SDMA
-engine, the PM4 command processor) maps each packet name to one handler. What packets mean beyond their
+engine, the PM4 command processor) maps each packet name to one handler. A handler's parameters name the
+fields it reads (`payload`: the tail's bytes), which a function generated from the table passes straight from
+the packet's dwords; a handler taking `p` gets the decoded Packet instead. What packets mean beyond their
 layout comes from the table's tags: indirect buffers (`PacketDef.indirect`), memory polls (`.wait`) and
 interrupts (`.event_field`) are executed here, once, for every dialect. A packet that touches memory no
 buffer is mapped at raises a VM fault; a packet with no handler is a clear error. Either way the queue stops
@@ -17,13 +19,15 @@ ring order, so what the GPU does is the same either way; only when it happens ma
 from __future__ import annotations
 
 import ctypes
+import functools
+import inspect
 import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kfdtrace.driver.emulator.memory import GpuVm, VmFault
-from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet, PacketError
+from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet, PacketDef, PacketError
 from kfdtrace.driver.sdma import PollFunc
 
 if TYPE_CHECKING:
@@ -50,6 +54,18 @@ class QueueError(Exception):
     """A packet the engine cannot execute; the queue stops on it."""
 
 
+Step = Callable[[tuple[int, ...], bytes], "int | bool | None"]  # (fixed-part dwords, tail bytes) -> result
+
+
+def _never(raw: tuple[int, ...], payload: bytes) -> bool:
+    return False
+
+
+def _with_packet(d: PacketDef, fn: Callable[[Packet], int | bool | None]) -> Step:
+    """A step calling `fn` with the packet made from its dwords (its offset counts from the packet itself)."""
+    return lambda raw, payload: fn(Packet(d, 0, None, payload, raw))
+
+
 class RingEngine:
     """The engine of one user-mode ring: read/write pointers counting `pointer_unit` bytes (SDMA bytes, PM4
     dwords), the doorbell's value being the 64-bit monotonic write pointer. The read pointer reported in memory
@@ -74,7 +90,18 @@ class RingEngine:
         self.rptr = 0  # bytes
         self.doorbell = 0  # bytes
         self.error: str | None = None
-        self.handlers = handlers
+        # definition -> its handler called with the fields it names (an unlisted packet is not executed)
+        self._steps: dict[PacketDef, Step] = {}
+        for name, handler in handlers.items():
+            if name in dialect:
+                d = dialect[name]
+                params = tuple(inspect.signature(handler).parameters)
+                self._steps[d] = _with_packet(d, handler) if params == ("p",) else d.caller(handler, params)
+        # definition -> whether the memory its `wait` tag names compares true now
+        self._waits: dict[PacketDef, Step] = {
+            d: d.caller(functools.partial(self._compare, d.name, d.wait[3]), d.wait) for d in dialect if d.wait}
+        # definition -> whether a doorbell's caller may execute it (None: always; see _quickness)
+        self._quick: dict[PacketDef, Step | None] = {d: self._quickness(d) for d in dialect}
         self._ib_depth = 0  # indirect buffers being executed, one inside the other
         self._stop = False
         self._busy = False  # a thread (the engine's or a doorbell's caller) is executing packets
@@ -138,13 +165,16 @@ class RingEngine:
     def _execute_to(self, wptr: int, inline: bool) -> bool:
         """Execute the ring's packets up to `wptr`; True when `inline` stopped before one that is not quick."""
         stream, pos = b"", 0
+        read, quick = self.dialect.read, self._quick
         try:
             stream = self._ring_bytes(self.rptr, wptr)
             while pos < len(stream) and not self._stop:
-                packet = self.dialect.decode(stream, pos)
-                if inline and not self._quick(packet):
-                    return True
-                size = packet.size + self._execute(packet)
+                d, raw, payload, size = read(stream, pos)
+                if inline:
+                    test = quick[d]
+                    if test is not None and not test(raw, payload):
+                        return True
+                size += self._execute_raw(d, raw, payload, size)
                 pos += size
                 self._set_rptr(self.rptr + size)
         except Exception as exc:  # an unsupported or malformed packet stops the queue, as on hardware
@@ -161,14 +191,16 @@ class RingEngine:
             self._fail(f"{exc} ({what})")
             self.machine.report_queue_error(self.vm.gpu_id)
 
-    def _quick(self, p: Packet) -> bool:
-        """Whether a doorbell's caller may execute `p`: it cannot wait, and moves at most INLINE_BYTES."""
-        d = p.defn
-        if d.indirect is not None or p.name in self.handed_off:
-            return False
+    def _quickness(self, d: PacketDef) -> Step | None:
+        """The test of whether a doorbell's caller may execute a packet of `d` (None: it always may): it cannot
+        wait, and moves at most INLINE_BYTES."""
+        if d.indirect is not None or d.name in self.handed_off:
+            return _never
         if d.wait is not None:
-            return self._polled(p)
-        return d.split is None or p.fields[d.split[0]] < INLINE_BYTES
+            return self._waits[d]
+        if d.split is not None:
+            return d.caller(lambda count: count < INLINE_BYTES, (d.split[0],))
+        return None
 
     def where(self) -> str:
         """The queue and the ring offset the engine is on, for error messages."""
@@ -201,14 +233,20 @@ class RingEngine:
         self._rptr_word.value = value // self.pointer_unit & self._rptr_mask
 
     def _execute(self, packet: Packet) -> int:
-        """Run one packet; the bytes of following packets it makes the engine skip (a conditional)."""
-        handler = self.handlers.get(packet.name)
-        if handler is None:
-            raise QueueError(f"the emulated {self.kind} engine does not execute {packet.name}")
-        return handler(packet) or 0
+        """Run one decoded packet; the bytes of following packets it makes the engine skip (a conditional)."""
+        d = packet.defn
+        return self._execute_raw(d, d.unpack_from(packet.encode()), packet.payload, packet.size)
+
+    def _execute_raw(self, d: PacketDef, raw: tuple[int, ...], payload: bytes, size: int) -> int:
+        """Run the packet of `d` with fixed-part dwords `raw`, tail `payload`, `size` bytes in all; the bytes of
+        following packets it makes the engine skip (a conditional)."""
+        step = self._steps.get(d)
+        if step is None:
+            raise QueueError(f"the emulated {self.kind} engine does not execute {d.name}")
+        return step(raw, payload) or 0
 
     # -- what the tags say ------------------------------------------------------------------------------
-    def _nop(self, p: Packet) -> None:
+    def _nop(self) -> None:
         pass
 
     def _indirect(self, p: Packet) -> None:
@@ -222,33 +260,33 @@ class RingEngine:
             ib = ctypes.string_at(host, n)
         self._ib_depth += 1
         try:
-            pos = 0
+            pos, read = 0, self.dialect.read
             while pos < n:
-                packet = self.dialect.decode(ib, pos)
-                pos += packet.size + self._execute(packet)
+                d, raw, payload, size = read(ib, pos)
+                pos += size + self._execute_raw(d, raw, payload, size)
         finally:
             self._ib_depth -= 1
 
     def _poll(self, p: Packet) -> None:
         """Wait until the polled dword compares true (the packet's `wait` tag: address, ref, mask, function).
         GPU writers notify at once; CPU stores are seen at the next poll, like the hardware's poll interval."""
+        polled, raw, payload = self._waits[p.defn], p.dwords, p.payload
         delay = POLL_MIN_S
-        while not self._polled(p):  # looked up every time: the buffer may be freed
+        while not polled(raw, payload):  # looked up every time: the buffer may be freed
             if self._stop:
                 return
             self.machine.wait_memory_change(delay)
             delay = min(delay * 2, POLL_MAX_S)
 
-    def _polled(self, p: Packet) -> bool:
-        """Whether the memory a poll waits on compares true now."""
-        addr_field, ref_field, mask_field, func_field = p.defn.wait
-        f = p.fields
-        if addr_field not in p.addresses():
-            raise QueueError(f"{p.name} polling a register, not memory, is not emulated")
-        compare = COMPARE.get(f[func_field])
+    def _compare(self, name: str, func_field: str, addr: int | None, ref: int, mask: int, func: int) -> bool:
+        """Whether the dword at `addr` a `name` packet polls compares true now (the operands its `wait` tag
+        names; `addr` None: the packet polls a register)."""
+        if addr is None:
+            raise QueueError(f"{name} polling a register, not memory, is not emulated")
+        compare = COMPARE.get(func)
         if compare is None:
-            raise QueueError(f"{p.name} {func_field}={f[func_field]} is reserved")
-        return compare(self._read32(f[addr_field]) & f[mask_field], f[ref_field])
+            raise QueueError(f"{name} {func_field}={func} is reserved")
+        return compare(self._read32(addr) & mask, ref)
 
     def _interrupt(self, p: Packet) -> None:
         """The interrupt whose context carries a KFD event id (the packet's `event` tag)."""

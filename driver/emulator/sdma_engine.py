@@ -1,7 +1,7 @@
 """An emulated SDMA engine: the ring engine (ring_engine.py) with a handler per SDMA packet.
 
 Packets are decoded with the same declarative definitions the driver builds them with
-(kfdtrace.driver.sdma); each packet name maps to one handler here.
+(kfdtrace.driver.sdma); each packet name maps to one handler here, whose parameters name the fields it reads.
 """
 
 from __future__ import annotations
@@ -67,44 +67,41 @@ class SdmaEngine(RingEngine):
         super().__init__(machine, vm, dialect, queue_id, ring_va, ring_size, rptr_va, handlers)
 
     # -- packet handlers ----------------------------------------------------------------------------
-    def _byte_count(self, p: Packet) -> int:
+    def _byte_count(self, packet: str, count: int) -> int:
         """Bytes a COPY_LINEAR or CONST_FILL moves. Its count (bytes - 1) is decoded at the table's full width so
         any client's stream decodes, but the family's engine takes only sdma_count_bits of it (the vega10 header
         masks COPY_LINEAR_COUNT to 22 bits): hardware would silently move count modulo 2**bits + 1 bytes, so the
         emulated engine stops the queue instead of copying less than the packet says."""
-        count = p.fields["count"]
         if count >> self.count_bits:
-            raise QueueError(f"{p.name} count={count:#x} ({count + 1} bytes) exceeds the {self.count_bits}-bit "
+            raise QueueError(f"{packet} count={count:#x} ({count + 1} bytes) exceeds the {self.count_bits}-bit "
                              f"count this GPU's SDMA engine takes (at most {1 << self.count_bits:#x} bytes)")
         return count + 1
 
-    def _copy_linear(self, p: Packet) -> None:
-        f = p.fields
-        n = self._byte_count(p)
+    def _copy_linear(self, count: int, src: int, dst: int) -> None:
+        n = self._byte_count("COPY_LINEAR", count)
         # A copy under way finishes on the memory it started with, even if a buffer is freed meanwhile.
-        self.vm.copy(f["dst"], f["src"], n)
+        self.vm.copy(dst, src, n)
         self.machine.memory_changed()
 
-    def _write_linear(self, p: Packet) -> None:
-        self._write(p.fields["dst"], p.payload)
+    def _write_linear(self, dst: int, payload: bytes) -> None:
+        self._write(dst, payload)
 
-    def _const_fill(self, p: Packet) -> None:
-        f = p.fields
-        n = self._byte_count(p)
-        pattern = f["data"].to_bytes(4, "little")
-        with self.vm.access(f["dst"], n, write=True) as dst:
-            if f.get("fillsize", 2) == 0 or pattern == pattern[:1] * 4:
-                ctypes.memset(dst, pattern[0], n)
+    def _const_fill(self, dst: int, data: int, count: int, fillsize: int) -> None:
+        n = self._byte_count("CONST_FILL", count)
+        pattern = data.to_bytes(4, "little")
+        with self.vm.access(dst, n, write=True) as host:
+            if fillsize == 0 or pattern == pattern[:1] * 4:
+                ctypes.memset(host, pattern[0], n)
             else:
-                _fill_pattern(dst, pattern, n)
+                _fill_pattern(host, pattern, n)
         self.machine.memory_changed()
 
-    def _fence(self, p: Packet) -> None:
-        self.vm.store(p.fields["addr"], ctypes.c_uint32, p.fields["data"])
+    def _fence(self, addr: int, data: int) -> None:
+        self.vm.store(addr, ctypes.c_uint32, data)
         self.machine.memory_changed()
 
-    def _timestamp(self, p: Packet) -> None:
-        self.vm.store(p.fields["addr"], ctypes.c_uint64, self.machine.gpu_clock())
+    def _timestamp(self, addr: int) -> None:
+        self.vm.store(addr, ctypes.c_uint64, self.machine.gpu_clock())
         self.machine.memory_changed()
 
     def _poll_regmem(self, p: Packet) -> None:
@@ -113,21 +110,19 @@ class SdmaEngine(RingEngine):
                              f"is emulated")
         self._poll(p)
 
-    def _atomic(self, p: Packet) -> None:
-        f = p.fields
-        op = _ATOMICS.get(f["atomic_op"])
+    def _atomic(self, atomic_op: int, addr: int, src_data: int, cmp_data: int) -> None:
+        op = _ATOMICS.get(atomic_op)
         if op is None:
-            raise QueueError(f"ATOMIC atomic_op={f['atomic_op']:#x} is not a 64-bit TC_OP the engine knows")
-        with self.vm.access(f["addr"], 8, write=True) as host, self.machine.atomic_lock:
+            raise QueueError(f"ATOMIC atomic_op={atomic_op:#x} is not a 64-bit TC_OP the engine knows")
+        with self.vm.access(addr, 8, write=True) as host, self.machine.atomic_lock:
             target = ctypes.c_uint64.from_address(host)
-            target.value = op(target.value, f["src_data"], f["cmp_data"]) & _U64
+            target.value = op(target.value, src_data, cmp_data) & _U64
         self.machine.memory_changed()
 
-    def _cond_exe(self, p: Packet) -> int:
+    def _cond_exe(self, addr: int, reference: int, exec_count: int) -> int:
         """Execute the next exec_count dwords only if the dword at addr equals reference (the kernel's
         sdma_v5_0_ring_init_cond_exec uses it so); otherwise skip them."""
-        f = p.fields
-        return 0 if self._read32(f["addr"]) == f["reference"] else 4 * f["exec_count"]
+        return 0 if self._read32(addr) == reference else 4 * exec_count
 
 
 def _fill_pattern(dst: int, pattern: bytes, n: int) -> None:
