@@ -65,6 +65,7 @@ class RingQueue:
         self._rptr = ctypes.c_uint64.from_address(self.ptrs.cpu)
         self._wptr_mem = ctypes.c_uint64.from_address(self.ptrs.cpu + 8)
         self.wptr = 0  # bytes written, monotonic
+        self._seen = 0  # the read pointer as last read (it only grows): room is counted from it first
         self._rung = 0
         self._pending = _Pending()
         self._lock = threading.RLock()  # held while writing the ring and ringing the doorbell
@@ -169,8 +170,7 @@ class RingQueue:
                                   f"device.{self.kind}_queue()")
             self._release_held()
             data = b"".join(packets)
-            if self.wptr % self.ring_size + len(data) <= self.ring_size and \
-                    self.wptr + len(data) - self.rptr < self.ring_size:
+            if self.wptr % self.ring_size + len(data) <= self.ring_size and self._fits(len(data)):
                 self._write(data)  # the common case: no wrap, room for all (as _put would find for each)
             else:
                 for packet in packets:
@@ -212,16 +212,24 @@ class RingQueue:
     def _reserve(self, n: int, timeout: float = 10.0) -> None:
         """Back-pressure: wait until the engine has consumed enough of the ring for `n` more bytes. A dword stays
         free: a full ring would read as an empty one where the engine reports its pointer within the ring."""
-        if self.wptr + n - self.rptr < self.ring_size:
+        if self._fits(n):
             return
         self._kick()
         deadline, delay = time.monotonic() + timeout, 20e-6
-        while self.wptr + n - self.rptr >= self.ring_size:
+        while not self._fits(n):
             self.device.system.raise_gpu_faults()
             if time.monotonic() > deadline:
                 raise WaitTimeout(f"ring of {self.label} stayed full for {timeout:g} s: {self.describe()}")
             time.sleep(delay)
             delay = min(delay * 2, 1e-3)
+
+    def _fits(self, n: int) -> bool:
+        """Whether `n` more bytes fit the ring now. The read pointer last seen says so often enough, and reading
+        it again costs more than the rest of a small submission."""
+        if self.wptr + n - self._seen < self.ring_size:
+            return True
+        self._seen = self.rptr
+        return self.wptr + n - self._seen < self.ring_size
 
     def _kick(self) -> None:
         if self.wptr != self._rung:

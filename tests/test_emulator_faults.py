@@ -5,13 +5,14 @@ Each scenario runs in a child process, so a use-after-free that crashes it fails
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from kfdtrace.driver.emulator.memory import BufferObject, GpuVm, VmFault
+from kfdtrace.driver.emulator.memory import GIL_COPY_BYTES, BufferObject, GpuVm, VmFault
 
 
 def _run(code: str, timeout: float = 20) -> str:
@@ -85,6 +86,29 @@ def test_a_freed_buffer_keeps_its_host_memory_until_its_last_access_ends():
             vm.access(0x10008, 8)
     assert bo.memfd == -1
     assert not bo.take()  # a lookup that raced the free finds nothing to hold
+
+
+@pytest.mark.parametrize("n", [64, GIL_COPY_BYTES, GIL_COPY_BYTES + 4096])
+@pytest.mark.parametrize("shift", [24, -24])
+def test_copies_are_memmoves_whatever_their_size_and_overlap(n, shift):
+    """Small copies (a slice assignment between views) and large ones (memmove) agree, overlap included."""
+    vm = GpuVm(1)
+    size = 2 * GIL_COPY_BYTES + 3 * 4096
+    a, b = (BufferObject.create(i, 1, 0x100000 * i, size, 0, is_vram=False) for i in (1, 2))
+    for bo in (a, b):
+        vm.map(bo)
+    data = os.urandom(size)
+    a.view[:] = data
+    vm.copy(b.va + 4096, a.va + 8, n)  # between buffers
+    assert bytes(b.view[4096:4096 + n]) == data[8:8 + n]
+    src = 4096
+    vm.copy(a.va + src + shift, a.va + src, n)  # within one buffer, overlapping forwards or backwards
+    expected = bytearray(data)
+    expected[src + shift:src + shift + n] = data[src:src + n]
+    assert bytes(a.view) == bytes(expected)
+    for bo in (a, b):
+        vm.unmap(bo)
+        bo.release()
 
 
 def test_an_unmapped_buffer_is_not_found_again_however_recently_it_was_used():

@@ -76,7 +76,7 @@ class AqlProcessor(CommandProcessor):
     def ring(self, wptr: int) -> None:
         """The doorbell: the index of a packet just written. Producers on several threads may ring out of
         order; the highest index rung counts."""
-        with self._kick:
+        with self._kick_lock:
             self.announced = max(self.announced, wptr + 1)
             self.doorbell = self.announced * PACKET_SIZE
             self._kick.notify()
@@ -84,7 +84,7 @@ class AqlProcessor(CommandProcessor):
     # -- processor side -----------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            with self._kick:
+            with self._kick_lock:
                 while not self._stop and (self.announced <= self.index or self.error):
                     self._kick.wait()
                 if self._stop:
@@ -94,7 +94,7 @@ class AqlProcessor(CommandProcessor):
                 while self.index < self.announced and not self._stop:
                     packet = self._slot()
                     if packet is None:  # announced, its header not written yet
-                        with self._kick:
+                        with self._kick_lock:
                             self._kick.wait(POLL_MAX_S)
                         continue
                     self._process(packet)

@@ -105,7 +105,9 @@ class RingEngine:
         self._ib_depth = 0  # indirect buffers being executed, one inside the other
         self._stop = False
         self._busy = False  # a thread (the engine's or a doorbell's caller) is executing packets
-        self._kick = threading.Condition()
+        # `with` on the lock itself: a Condition's own __enter__/__exit__ are Python calls, on every doorbell
+        self._kick_lock = threading.Lock()
+        self._kick = threading.Condition(self._kick_lock)
         self._rptr_word.value = 0
         self._thread = threading.Thread(target=self._run, name=f"{self.kind.split()[0].lower()}-q{queue_id}",
                                         daemon=True)
@@ -115,7 +117,7 @@ class RingEngine:
     def ring(self, wptr: int) -> None:
         """The doorbell: `wptr` in pointer units. Runs the new packets in the caller's thread while they are
         quick, if the engine is idle (see the module docstring)."""
-        with self._kick:
+        with self._kick_lock:
             self.doorbell = wptr * self.pointer_unit
             if self._busy or self._stop or self.error:
                 self._kick.notify()
@@ -124,12 +126,12 @@ class RingEngine:
         self._drain(inline=True)
 
     def stop(self) -> None:
-        with self._kick:
+        with self._kick_lock:
             self._stop = True
             self._kick.notify_all()
         self.machine.memory_changed()
         if threading.current_thread() is not self._thread:
-            with self._kick:  # a doorbell's caller executing packets stops at the next one
+            with self._kick_lock:  # a doorbell's caller executing packets stops at the next one
                 while self._busy:
                     self._kick.wait()
             self._thread.join()
@@ -137,7 +139,7 @@ class RingEngine:
     # -- engine side --------------------------------------------------------------------------------
     def _run(self) -> None:
         while True:
-            with self._kick:
+            with self._kick_lock:
                 while not self._stop and (self.doorbell <= self.rptr or self.error or self._busy):
                     self._kick.wait()
                 if self._stop:
@@ -152,12 +154,12 @@ class RingEngine:
         try:
             while True:
                 handing_off = self._execute_to(self.doorbell, inline)
-                with self._kick:
+                with self._kick_lock:
                     if handing_off or self.doorbell <= self.rptr or self.error or self._stop:
                         handing_off = handing_off or self._stop
                         break
         finally:
-            with self._kick:
+            with self._kick_lock:
                 self._busy = False
                 if handing_off:  # wake the engine's thread for the rest, or stop() waiting for us
                     self._kick.notify_all()
