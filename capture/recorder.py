@@ -44,6 +44,8 @@ DEFAULT_CHUNK = 16 << 10  # measured: see capture/README.md
 # changes what they would tell, rather than one by one on the submission path (measured: capture overhead
 # 1.33x -> 1.24x on benchmarks/capture_overhead.py).
 LEARN_BATCH = 256
+RESOLVED_PER_PLAN = 16  # sets of written addresses a plan remembers the buffers of (stages used in turn)
+FOLD_PLANS = 4096  # plans counted by their submissions before those counts are folded into packet counts
 TRACKING_MODES = ("auto", "scan")
 
 
@@ -90,8 +92,10 @@ class Recorder:
         self.memory = MemoryRecorder(self.trace, chunk_size)
         self.record = self.trace.record  # record(type, **fields) -> its number
         self.ioctls = self.buffers_seen = self.checkpoints = 0
-        # the summary's packet counts, kept as submissions are recorded: dialect -> definition -> packets
-        self.packets: dict[Dialect, Counter[PacketDef]] = {}
+        # the summary's packet counts, kept as submissions are recorded: submissions by (dialect, plan), folded
+        # into packets by dialect and definition when the summary asks or many plans were seen
+        self._uses: dict[tuple[Dialect, Plan], int] = {}
+        self._packets: dict[Dialect, Counter[PacketDef]] = {}
         self.undecodable = 0  # submissions whose bytes are no packets
         self._final: dict | None = None
 
@@ -114,16 +118,24 @@ class Recorder:
 
     def packet_counts(self) -> dict[str, int]:
         """'dialect:NAME' -> packets submitted so far ("undecodable": submissions whose bytes are no packets)."""
-        out = {f"{dialect.name}:{d.name}": n for dialect, counts in self.packets.items() for d, n in counts.items()}
+        self._fold()
+        out = {f"{dialect.name}:{d.name}": n for dialect, counts in self._packets.items() for d, n in counts.items()}
         return {**out, "undecodable": self.undecodable} if self.undecodable else out
 
-    def count_packets(self, dialect: Dialect, packets: Counter[PacketDef]) -> None:
-        """Count one submission's packets (how many of each kind, from its plan) as it is recorded."""
-        counts = self.packets.get(dialect)
-        if counts is None:
-            counts = self.packets[dialect] = Counter()
-        for d, n in packets.items():
-            counts[d] += n
+    def count_packets(self, dialect: Dialect, plan: Plan) -> None:
+        """Count one submission's packets as it is recorded: one more use of its plan, which says how many of
+        each kind it holds."""
+        uses, key = self._uses, (dialect, plan)
+        uses[key] = uses.get(key, 0) + 1
+        if len(uses) > FOLD_PLANS:
+            self._fold()
+
+    def _fold(self) -> None:
+        for (dialect, plan), n in self._uses.items():
+            counts = self._packets.setdefault(dialect, Counter())
+            for d, k in plan.packets.items():
+                counts[d] += k * n
+        self._uses.clear()
 
     def close(self, status: int | None = None) -> dict:
         """Write the index with the summary (the writer's figures included); returns the summary."""
@@ -372,7 +384,7 @@ class RecordingSyscalls:
                 self.rec.undecodable += 1
                 self.rec.record(R.NOTE, text=f"queue {q.queue_id}: undecodable ring bytes: {exc}")
             else:
-                self.rec.count_packets(q.dialect, plan.packets)
+                self.rec.count_packets(q.dialect, plan)
                 self._unlearnt.append((q, q.wptr, ring, plan, inner))
                 if len(self._unlearnt) >= LEARN_BATCH or self.exposed or self.rec.tracking == "scan":
                     self._learn_pending()  # with raw views, what the submission reads is recorded before it
@@ -412,10 +424,14 @@ class RecordingSyscalls:
     def _learn(self, q: TrackedQueue, base: int, ring: bytes, plan: Plan, inner: Facts | None) -> None:
         progress = q.progress
         signals, waits, traps, written, referenced = plan.facts(ring, base)
-        resolved = plan.resolved  # which of the buffers the writes land in, as they are now
-        if resolved is None or resolved[0] != self.layout or resolved[1] != written:
-            resolved = plan.resolved = (self.layout, written, self._tracked_writes(written))
-        writes = resolved[2]
+        resolved = plan.resolved  # (layout, {written: which of the buffers the writes land in, as they are now})
+        if resolved is None or resolved[0] != self.layout:
+            resolved = plan.resolved = (self.layout, {})
+        writes = resolved[1].get(written)
+        if writes is None:
+            if len(resolved[1]) >= RESOLVED_PER_PLAN:
+                resolved[1].clear()
+            writes = resolved[1][written] = self._tracked_writes(written)
         if inner is not None:
             writes = writes + self._tracked_writes(inner.written)
             signals += [(base + p, a, v) for p, a, v in inner.signals]

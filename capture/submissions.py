@@ -108,8 +108,8 @@ class _Builder:
         self.binds: list[str] = []  # statements binding each address to a local, computed once
         self.written: list[str] = []
         self.referenced: list[str] = []
-        self.signals: list[str] = []
-        self.waits: list[str] = []
+        self.signals: list[tuple[int, str, str]] = []  # (position, address local, value expression)
+        self.waits: list[tuple[int, str, str, str]] = []  # (position, address local, reference, whether >=)
         self.traps: list[str] = []
 
     def value(self, p: Packet, name: str, limit: int = 64) -> str:
@@ -130,20 +130,46 @@ class _Builder:
         self.referenced += addresses.values()
         self.written += (f"({pos}, {addresses[n]})" for n in d.written_fields if n in addresses)
         if d.signal is not None and d.signal[0] in addresses:
-            self.signals.append(f"(base + {pos}, {addresses[d.signal[0]]}, {self.value(p, d.signal[1], 32)})")
+            self.signals.append((pos, addresses[d.signal[0]], self.value(p, d.signal[1], 32)))
         if d.wait is not None and d.wait[0] in addresses:
             addr, ref, mask, func = d.wait
             ok = f"({self.value(p, mask)}) == {FULL_MASK:#x} and ({self.value(p, func)}) in _REACHED"
-            self.waits.append(f"(base + {pos}, {addresses[addr]}, {self.value(p, ref, 32)}, {ok})")
+            self.waits.append((pos, addresses[addr], self.value(p, ref, 32), ok))
         if d.event_field is not None:
             self.traps.append(f"(base + {pos}, {self.value(p, d.event_field)})")
 
+    def _signals(self) -> str:
+        """An expression for the submission's signals, 64-bit pairs put together: straight when the dword
+        signals come in pairs (low, then high 4 bytes on) as the driver writes them, else by _pair_signals."""
+        listed = f"[{', '.join(f'(base + {p}, {a}, {v})' for p, a, v in self.signals)}]"
+        if len(self.signals) < 2:
+            return listed
+        if len(self.signals) % 2:
+            return f"_pair_signals({listed})"
+        pairs = list(zip(self.signals[::2], self.signals[1::2], strict=True))
+        test = " and ".join(f"{hi[1]} == {lo[1]} + 4" for lo, hi in pairs)
+        paired = ", ".join(f"(base + {hi[0]}, {lo[1]}, {lo[2]} | ({hi[2]}) << 32)" for lo, hi in pairs)
+        return f"([{paired}] if {test} else _pair_signals({listed}))"
+
+    def _waits(self) -> str:
+        """An expression for the submission's waits that tell memory reached a value, 64-bit pairs put together:
+        straight when the dword polls come in pairs (high, then low 4 bytes before) as the driver makes them,
+        else by _pair_waits."""
+        if not self.waits:
+            return "[]"
+        listed = f"[{', '.join(f'(base + {p}, {a}, {r}, {ok})' for p, a, r, ok in self.waits)}]"
+        if len(self.waits) % 2:
+            return f"_pair_waits({listed})"
+        pairs = list(zip(self.waits[::2], self.waits[1::2], strict=True))
+        test = " and ".join(f"{hi[1]} == {lo[1]} + 4" for hi, lo in pairs)
+        paired = ", ".join(f"((base + {lo[0]}, {lo[1]}, ({hi[2]}) << 32 | {lo[2]}), ({hi[3]}) and ({lo[3]}))"
+                           for hi, lo in pairs)
+        return f"([w for w, ok in ({paired},) if ok] if {test} else _pair_waits({listed}))"
+
     def plan(self, dwords: int) -> Plan:
         """The plan of a submission of `dwords` dwords holding the packets added."""
-        signals, waits = f"[{', '.join(self.signals)}]", f"[{', '.join(self.waits)}]"
         source = (f"def compute(v, base):\n{''.join(self.binds)}"
-                  f"    return ({f'_pair_signals({signals})' if len(self.signals) > 1 else signals}, "
-                  f"{f'_pair_waits({waits})' if self.waits else '[]'}, [{', '.join(self.traps)}], "
+                  f"    return ({self._signals()}, {self._waits()}, [{', '.join(self.traps)}], "
                   f"({''.join(w + ', ' for w in self.written)}), ({''.join(a + ', ' for a in self.referenced)}))\n")
         code = _CODE.get(source)
         if code is None:

@@ -31,6 +31,8 @@ class TraceFile:
         self.path = path
         self.writer = TraceWriter(path, header, clock="t")
         self._record_fields = self.writer.record_fields
+        # each record type as a plain str: the writer takes a str subclass only after a slower check
+        self._plain = {t: str(t) for t in R.RECORD_TYPES.values()}
         self.lock = threading.RLock()  # also taken by the recorder around whatever must stay in order
         self.t0 = time.monotonic_ns()
         # this thread's tid: thread-local, as a finished thread's ident may be reused by the next one started
@@ -79,7 +81,8 @@ class TraceFile:
             try:
                 if tid is None:
                     tid = self._new_tid()
-                return self._record_fields(type_, {"t": time.monotonic_ns() - self.t0, "tid": tid, **fields})
+                return self._record_fields(self._plain.get(type_, type_),
+                                           {"t": time.monotonic_ns() - self.t0, "tid": tid, **fields})
             except TraceError as exc:
                 raise self._failed(exc) from None
 

@@ -76,6 +76,33 @@ def test_summary_counts_packets_by_dialect_and_name_and_undecodable_submissions(
     assert packets["sdma4.4:FENCE"] >= 2 and packets["undecodable"] == 1
 
 
+@pytest.mark.parametrize("fold", [2, 4096])
+def test_summary_packet_counts_are_those_of_the_recorded_rings(tmp_path, monkeypatch, fold):
+    """Counted by plan as submissions are recorded, folded into per-packet counts (often, with fold=2): the
+    same as decoding every recorded ring."""
+    from collections import Counter
+
+    from kfdtrace.capture import recorder
+
+    monkeypatch.setattr(recorder, "FOLD_PLANS", fold)
+    path = str(tmp_path / "counts.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        q, sem = gpu.sdma_queue(), system.semaphore()
+        src, dst = gpu.alloc(1 << 16, "gtt"), gpu.alloc(1 << 16, "gtt")
+        for i in range(1, 40):  # a few shapes, each repeated, with new values
+            q.copy(dst, src, 64 * (i % 3 + 1), dst_offset=64 * i)
+            if i % 4 == 0:
+                q.fill(dst, i, 256)
+            q.signal(sem, i).submit()
+        sem.wait(39)
+    with TraceReader(path) as r:
+        dialect = DIALECTS[r.header["gpus"][0]["sdma"]]
+        decoded = Counter(f"{dialect.name}:{p.name}" for rec in r.records(["doorbell"])
+                          for p in dialect.iter_packets(rec.fields["ring"]))
+        assert r.summary["packets"] == dict(decoded) and decoded[f"{dialect.name}:CONST_FILL"] == 9
+
+
 def test_every_ioctl_has_about_to_and_result(copy_trace):
     path, _, _ = copy_trace
     begins = {r.fields["seq"]: r for r in records(path, "ioctl")}

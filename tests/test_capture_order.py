@@ -6,10 +6,12 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kfdtrace.capture import record
 from kfdtrace.capture.completion import Completion, QueueProgress
-from kfdtrace.capture.submissions import Analyzer
+from kfdtrace.capture.submissions import Analyzer, _pair_signals, _pair_waits
 from kfdtrace.driver import System
 from kfdtrace.driver.sdma import DIALECTS, PollFunc
 from kfdtrace.traces.format import TraceReader
@@ -46,6 +48,37 @@ def test_plans_pair_dword_signals_and_waits_into_64_bit_values():
         assert traps == [(0x1000 + ends[5], 42)]
         assert (ends[2], out + 256) in written
         assert {sem, sem + 4, out, out + 256} <= set(referenced)
+
+
+@settings(max_examples=60, deadline=None)
+@given(kinds=st.lists(st.sampled_from(["fence", "poll"]), min_size=1, max_size=8), data=st.data())
+def test_a_plan_pairs_as_the_general_pairing_does_for_any_addresses(kinds, data):
+    """Plans pair dword signals and waits straight when they come as the driver writes them; for any other
+    addresses the same plan gives what pairing the dwords one by one gives."""
+    d = DIALECTS["sdma6"]
+    base = 0x40000
+    funcs = [data.draw(st.sampled_from([PollFunc.GE, PollFunc.EQ, PollFunc.LT])) for _ in kinds]  # in the shape
+    analyzer, plan = Analyzer(), None
+    for _ in range(4):  # one shape, new addresses each time: adjacent pairs, or not
+        packets, raw_signals, raw_waits, pos = [], [], [], 0
+        for kind, func in zip(kinds, funcs, strict=True):
+            addr = base + 4 * data.draw(st.integers(0, 5))
+            value = data.draw(st.integers(0, 0xFFFFFFFF))
+            if kind == "fence":
+                packets.append(d.build("FENCE", addr=addr, data=value))
+                pos += len(packets[-1])
+                raw_signals.append((pos, addr, value))
+            else:
+                packets.append(d.build("POLL_REGMEM", addr=addr, ref=value, mask=0xFFFFFFFF, func=func,
+                                       mem_poll=1))
+                pos += len(packets[-1])
+                raw_waits.append((pos, addr, value, func in (PollFunc.GE, PollFunc.EQ)))
+        ring = b"".join(packets)
+        got, _ = analyzer.analyse(d, ring, lambda a, n: None)
+        assert plan is None or got is plan
+        plan = got
+        signals, waits, _, _, _ = plan.facts(ring, 0)
+        assert signals == _pair_signals(raw_signals) and waits == _pair_waits(raw_waits)
 
 
 def test_a_plan_serves_every_submission_of_its_shape_with_that_submission_s_addresses():
