@@ -13,6 +13,8 @@ import zlib
 import msgpack
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kfdtrace.capture import record
 from kfdtrace.driver import System
@@ -92,6 +94,22 @@ def test_a_bloated_index_frame_is_refused_and_the_frames_scanned(tmp_path):
     note, growth = res.stdout.splitlines()
     assert note.startswith("trace index unusable (frame at byte") and "more objects" in note
     assert int(growth) < 200
+
+
+_SCALARS = st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.text(max_size=4) | st.binary(max_size=4)
+_MSGPACK = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=6)
+                        | st.dictionaries(st.integers(0, 9), inner, max_size=4), max_leaves=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(obj=_MSGPACK)
+def test_what_the_object_budget_counts_is_under_twice_the_payload(obj):
+    """The reason a payload of at most budget / 2 bytes is decoded without counting: what it could make
+    stays within the budget."""
+    raw = msgpack.packb(obj)
+    count = F._Budget(1 << 62)
+    msgpack.unpackb(raw, strict_map_key=False, list_hook=count.list_hook, object_hook=count.object_hook)
+    assert (1 << 62) - count.left <= 2 * len(raw)
 
 
 def test_an_honest_frame_of_small_records_fits_the_object_budget(tmp_path):

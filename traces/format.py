@@ -174,10 +174,14 @@ def _unpack(raw: bytes, budget: int) -> Any:
     """Bounded msgpack decoding: no extension types (timestamps included), no length beyond the input's or the
     object budget, and at most `budget` objects made."""
     n = min(len(raw), budget)
-    count = _Budget(budget)
+    hooks = {}
+    # Every object takes a byte of `raw` at least, so what _Budget counts (each container once more than its
+    # elements, a map's keys and values each) is under 2 * len(raw): a payload that small needs no counting.
+    if 2 * len(raw) > budget:
+        count = _Budget(budget)
+        hooks = {"list_hook": count.list_hook, "object_hook": count.object_hook}
     return msgpack.unpackb(raw, raw=False, use_list=True, strict_map_key=False, ext_hook=_no_ext, max_ext_len=0,
-                           max_str_len=len(raw), max_bin_len=len(raw), max_array_len=n, max_map_len=n,
-                           list_hook=count.list_hook, object_hook=count.object_hook)
+                           max_str_len=len(raw), max_bin_len=len(raw), max_array_len=n, max_map_len=n, **hooks)
 
 
 # -- writing ----------------------------------------------------------------------------------------------
