@@ -60,6 +60,7 @@ _new = object.__new__
 # deeper chains, and an indirect buffer that reaches itself, are refused as malformed.
 MAX_IB_DEPTH = 4
 _BUILDERS = 64  # field-name sequences a definition keeps a generated builder for
+_CODECS = frozenset({"_decode", "_encode", "_written"})  # PacketDef's generated codecs, compiled on first use
 _RESERVED = frozenset({"name", "defn", "offset", "size", "fields", "payload", "encode", "replace",
                        "addresses", "relocate", "volatile"})  # Packet attributes
 
@@ -402,6 +403,16 @@ class PacketDef:
         for f in self.fields:
             for w, s, m, _ in _parts(f):
                 self._keep[w] &= ~(m << s)
+        # field names given to Dialect.build, in order -> a function packing their values (`_builder`)
+        self._builders: dict[tuple[str, ...], Callable[..., bytes | None]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        """The generated `_decode`, `_encode` and `_written`, compiled when one is first used: a process uses
+        few of the many definitions its dialects' tables hold, and compiling them all cost every start-up
+        about 30 ms."""
+        if name not in _CODECS or "_struct" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        n = self.size
         dec = [f"{f.name!r}: {_read(f)}" for f in self.fields]
         binds = "".join(f"    v{i} = f[{f.name!r}]\n" for i, f in enumerate(self.fields))
         encode = self._words({f.name: f"v{i}" for i, f in enumerate(self.fields)}, "b", self._keep)
@@ -411,9 +422,7 @@ class PacketDef:
         ns: dict[str, Any] = {}
         exec(compile(src, f"<packet {self.name}>", "exec"), ns)  # source generated from the table alone
         self._decode, self._encode, self._written = ns["decode"], ns["encode"], ns["written"]
-        # field names given to Dialect.build, in order -> a function packing their values (`_builder`)
-        self._builders: dict[tuple[str, ...], Callable[..., bytes | None]] = {}
-        self._source = src
+        return ns[name.removeprefix("_")]
 
     def _written_list(self) -> str:
         """Statements binding `w` to the list of addresses the packet in dwords d0, d1, ... writes, in table order

@@ -6,6 +6,9 @@ import copy
 import itertools
 import re
 import struct
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -355,6 +358,26 @@ def test_packet_accessors() -> None:
     assert p.replace(data=10).dwords == SDMA6["FENCE"].unpack_from(SDMA6.build("FENCE", addr=0x40, data=10))
     c = copy.copy(p)
     assert c == p and c.fields is p.fields
+
+
+def test_codecs_are_compiled_when_a_definition_is_first_used() -> None:
+    """Importing the tables compiles no codec (about 30 ms of every start-up); the first decode compiles its
+    definition's alone, and other attributes are still missing as usual."""
+    code = textwrap.dedent("""
+        from kfdtrace.driver.sdma import DIALECTS
+        defs = [d for dialect in DIALECTS.values() for d in dialect]
+        assert not any("_decode" in d.__dict__ for d in defs)
+        fence = DIALECTS["sdma6"]["FENCE"]
+        assert DIALECTS["sdma6"].decode(DIALECTS["sdma6"].build("FENCE", addr=0x40, data=9)).fields["data"] == 9
+        assert {id(d) for d in defs if "_decode" in d.__dict__} == {id(fence)}  # one definition, maybe shared
+        try:
+            fence._nothing
+        except AttributeError as exc:
+            assert "_nothing" in str(exc)
+        else:
+            raise AssertionError("no AttributeError")
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_fields_are_decoded_when_first_read() -> None:
