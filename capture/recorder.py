@@ -36,7 +36,7 @@ from kfdtrace.driver.memory import DOMAINS
 from kfdtrace.driver.packets import Dialect, PacketDef, PacketError
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DIALECTS
-from kfdtrace.driver.syscalls import KFD_DEVICE, Syscalls
+from kfdtrace.driver.syscalls import KFD_DEVICE, Syscalls, memory_view
 from kfdtrace.traces import records as R
 
 DEFAULT_CHUNK = 16 << 10  # measured: see capture/README.md
@@ -76,7 +76,7 @@ class TrackedQueue:
     progress: QueueProgress
     name: str | None = None
     wptr: int = 0
-    ring_cpu: int | None = None  # CPU address of the ring, once found (forgotten when memory is unmapped)
+    ring_view: memoryview | None = None  # the ring's CPU mapping, once found (forgotten when memory is unmapped)
 
 
 class Recorder:
@@ -339,7 +339,7 @@ class RecordingSyscalls:
     # -- submissions --------------------------------------------------------------------------------
     def _forget_rings(self) -> None:
         for q in self.queues.values():
-            q.ring_cpu = None
+            q.ring_view = None
 
     def _queue_at(self, addr: int) -> TrackedQueue | None:
         q = self.rung.get(addr)
@@ -360,18 +360,19 @@ class RecordingSyscalls:
         return ctypes.string_at(buf.cpu + addr - buf.va, n)
 
     def _ring_bytes(self, q: TrackedQueue, start: int, end: int) -> bytes:
-        base = q.ring_cpu
-        if base is None:
+        view = q.ring_view
+        if view is None:
             ring = self.by_va.get(q.ring_va)
-            if ring is None or ring.cpu is None:
+            if ring is None or ring.cpu is None or q.ring_va + q.ring_size > ring.va + ring.size:
                 return b""
-            base = q.ring_cpu = ring.cpu + (q.ring_va - ring.va)
-        if not 0 <= end - start <= q.ring_size:
+            view = q.ring_view = memory_view(ring.cpu + (q.ring_va - ring.va), q.ring_size)
+        size, n = q.ring_size, end - start
+        if not 0 <= n <= size:
             return b""
-        first, n = start % q.ring_size, end - start
-        head = min(n, q.ring_size - first)
-        data = ctypes.string_at(base + first, head)
-        return data + ctypes.string_at(base, n - head) if n > head else data
+        first = start % size
+        if first + n <= size:
+            return view[first:first + n].tobytes()
+        return view[first:].tobytes() + view[:first + n - size].tobytes()
 
     def _submission(self, q: TrackedQueue, value: int) -> None:
         """A doorbell: note which buffers its packets write and what they signal and wait for, record what

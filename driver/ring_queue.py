@@ -20,6 +20,7 @@ from kfdtrace.driver.errors import DeviceError, WaitTimeout
 from kfdtrace.driver.memory import PAGE, Buffer
 from kfdtrace.driver.packets import Dialect, Packet
 from kfdtrace.driver.signals import Semaphore
+from kfdtrace.driver.syscalls import memory_view
 
 if TYPE_CHECKING:
     from kfdtrace.driver.system import Device
@@ -59,7 +60,7 @@ class RingQueue:
         self.ring = device.alloc(ring_size, "gtt", uncached=True, name=f"{self.label}.ring", role="ring")
         # ring writes copy through a memoryview, holding the GIL: a ctypes.memmove would hand the GIL to the
         # emulator's engine threads on every packet
-        self._ring_bytes = memoryview((ctypes.c_char * ring_size).from_address(self.ring.cpu)).cast("B")
+        self._ring_bytes = memory_view(self.ring.cpu, ring_size, writable=True)
         self.ptrs = device.alloc(PAGE, "gtt", uncached=True, name=f"{self.label}.ptrs", role="queue pointers")
         self._buffers: list[Buffer] = [self.ring, self.ptrs]  # freed with the queue
         self._rptr = ctypes.c_uint64.from_address(self.ptrs.cpu)

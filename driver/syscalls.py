@@ -82,6 +82,18 @@ def libc_munmap(addr: int, length: int) -> None:
         _raise_errno(f"munmap({addr:#x}, {length:#x})")
 
 
+_view_of = ctypes.pythonapi.PyMemoryView_FromMemory
+_view_of.restype, _view_of.argtypes = ctypes.py_object, (ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int)
+_PyBUF_READ, _PyBUF_WRITE = 0x100, 0x200
+
+
+def memory_view(addr: int, size: int, writable: bool = False) -> memoryview:
+    """`size` bytes of this process's memory at `addr` as a memoryview, without a copy: valid while that memory
+    stays mapped. Reading or writing through it keeps the GIL and costs a fraction of a ctypes.string_at or
+    memmove, which are foreign calls."""
+    return _view_of(addr, size, _PyBUF_WRITE if writable else _PyBUF_READ)
+
+
 class RealSyscalls(QuietAnnotations):
     """The real kernel: libc open/ioctl/mmap/munmap on /dev/kfd and the DRM render nodes."""
 

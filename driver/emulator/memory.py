@@ -29,15 +29,13 @@ from kfdtrace.driver.syscalls import (
     PROT_WRITE,
     libc_mmap,
     libc_munmap,
+    memory_view,
 )
 
 PAGE = 4096
 # Copies up to this size are one slice assignment between the buffers' views, which keeps the GIL and costs
 # a third of a foreign memmove; larger ones call memmove, which lets other threads run meanwhile.
 GIL_COPY_BYTES = 64 << 10
-_PyBUF_WRITE = 0x200
-_view_of = ctypes.pythonapi.PyMemoryView_FromMemory
-_view_of.restype, _view_of.argtypes = ctypes.py_object, (ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int)
 # The flat apertures of GFX9+ (kfd_flat_memory.c MAKE_LDS_APP_BASE_V9 / MAKE_SCRATCH_APP_BASE_V9): a flat address
 # there reaches the workgroup's LDS or the work-item's private memory, not GPU virtual memory.
 LDS_APERTURE, SCRATCH_APERTURE = 1 << 48, 2 << 48
@@ -75,7 +73,7 @@ class BufferObject:
 
     def __post_init__(self) -> None:
         self._ended = threading.Condition(self._lock)
-        self.view = _view_of(self.host, self.size, _PyBUF_WRITE)
+        self.view = memory_view(self.host, self.size, writable=True)
 
     @classmethod
     def create(cls, handle: int, gpu_id: int, va: int, size: int, flags: int, is_vram: bool) -> BufferObject:

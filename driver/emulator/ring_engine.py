@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from kfdtrace.driver.emulator.memory import GpuVm, VmFault
 from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet, PacketDef, PacketError
 from kfdtrace.driver.sdma import PollFunc
+from kfdtrace.driver.syscalls import memory_view
 
 if TYPE_CHECKING:
     from kfdtrace.driver.emulator.kfd import EmulatedMachine
@@ -87,6 +88,7 @@ class RingEngine:
         self.rptr_host = vm.translate(rptr_va, 8)  # where the engine reports its read pointer
         self._rptr_word = ctypes.c_uint64.from_address(self.rptr_host)
         self.ring_host = vm.translate(ring_va, ring_size)
+        self._ring = memory_view(self.ring_host, ring_size)  # pinned while the queue lives
         self.rptr = 0  # bytes
         self.doorbell = 0  # bytes
         self.error: str | None = None
@@ -226,9 +228,9 @@ class RingEngine:
             raise QueueError(f"write pointer {end:#x} is more than a ring ({size:#x}) ahead of {start:#x}")
         first = start % size
         n = end - start
-        head = min(n, size - first)
-        data = ctypes.string_at(self.ring_host + first, head)
-        return data + ctypes.string_at(self.ring_host, n - head) if n > head else data
+        if first + n <= size:
+            return self._ring[first:first + n].tobytes()
+        return self._ring[first:].tobytes() + self._ring[:first + n - size].tobytes()
 
     def _set_rptr(self, value: int) -> None:
         self.rptr = value
