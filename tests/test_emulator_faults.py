@@ -111,6 +111,27 @@ def test_copies_are_memmoves_whatever_their_size_and_overlap(n, shift):
         bo.release()
 
 
+def test_a_load_or_store_racing_a_free_faults_instead_of_touching_freed_memory():
+    """Loads and stores take no lock: one that passed the freed check just before the free released the
+    buffer finds its view released (and its memory unmapped) and faults."""
+    import ctypes
+
+    vm = GpuVm(1)
+    bo = BufferObject.create(1, 1, 0x10000, 4096, 0, is_vram=False)
+    vm.map(bo)
+    vm.store(0x10008, ctypes.c_uint64, 7)
+    assert vm.load(0x10008, ctypes.c_uint64) == 7
+    bo.release()  # the free's second half, as if it ran between a lookup and its access
+    with pytest.raises(VmFault, match="read of 4 bytes"):
+        vm.load(0x10008, ctypes.c_uint32)
+    bo.freed = False  # the check passed before the free: the released view still refuses
+    with pytest.raises(VmFault, match="write of 8 bytes"):
+        vm.store(0x10008, ctypes.c_uint64, 1)
+    with pytest.raises(VmFault):
+        vm.load(0x10008, ctypes.c_uint64)
+    assert bo.memfd == -1
+
+
 def test_an_unmapped_buffer_is_not_found_again_however_recently_it_was_used():
     import ctypes
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import struct
 import threading
 from dataclasses import dataclass, field
 
@@ -36,6 +37,7 @@ PAGE = 4096
 # Copies up to this size are one slice assignment between the buffers' views, which keeps the GIL and costs
 # a third of a foreign memmove; larger ones call memmove, which lets other threads run meanwhile.
 GIL_COPY_BYTES = 64 << 10
+_WORDS = {ctypes.c_uint32: struct.Struct("<I"), ctypes.c_uint64: struct.Struct("<Q")}  # what load/store move
 # The flat apertures of GFX9+ (kfd_flat_memory.c MAKE_LDS_APP_BASE_V9 / MAKE_SCRATCH_APP_BASE_V9): a flat address
 # there reaches the workgroup's LDS or the work-item's private memory, not GPU virtual memory.
 LDS_APERTURE, SCRATCH_APERTURE = 1 << 48, 2 << 48
@@ -128,9 +130,11 @@ class BufferObject:
         with self._lock:
             self.freed = True
             self._ended.wait_for(lambda: not self.users)
+            self.view.release()  # a load or store that passed its check before this faults (see GpuVm.load)
 
     def _release_host(self) -> None:
         if self.memfd >= 0:
+            self.view.release()  # before the memory goes: see GpuVm.load
             libc_munmap(self.host, self.size + PAGE)
             os.close(self.memfd)
             self.memfd = -1
@@ -224,20 +228,33 @@ class GpuVm:
             a.let_go()
 
     def load(self, va: int, word: type[ctypes._SimpleCData]) -> int:
-        """The `word` (ctypes.c_uint32, c_uint64) at va; VmFault as access() raises it."""
-        bo = self._covering(va, ctypes.sizeof(word), False)
-        with bo._lock:  # the buffer's host memory stays while its lock is held (release() takes it)
-            if bo.freed:
-                raise VmFault(self.gpu_id, va, ctypes.sizeof(word), False)
-            return word.from_address(bo.host + (va - bo.va)).value
+        """The `word` (ctypes.c_uint32, c_uint64) at va; VmFault as access() raises it.
+
+        No lock and no take(): the read is one struct call through the buffer's view, which holds the GIL
+        throughout, and the view is released before its host memory goes. A buffer freed before the check
+        faults; one freed between the check and the read either still has its memory (the read came first) or
+        has a released view, which raises ValueError: a fault too."""
+        fmt = _WORDS[word]
+        bo = self._covering(va, fmt.size, False)
+        try:
+            if not bo.freed:
+                return fmt.unpack_from(bo.view, va - bo.va)[0]
+        except ValueError:
+            pass
+        raise VmFault(self.gpu_id, va, fmt.size, False)
 
     def store(self, va: int, word: type[ctypes._SimpleCData], value: int) -> None:
-        """Store `value` as a `word` at va; VmFault as access() raises it."""
-        bo = self._covering(va, ctypes.sizeof(word), True)
-        with bo._lock:
-            if bo.freed:
-                raise VmFault(self.gpu_id, va, ctypes.sizeof(word), True)
-            word.from_address(bo.host + (va - bo.va)).value = value
+        """Store `value` as a `word` at va (one store: readers never see half); VmFault as access() raises it,
+        and no lock, as for load()."""
+        fmt = _WORDS[word]
+        bo = self._covering(va, fmt.size, True)
+        try:
+            if not bo.freed:
+                fmt.pack_into(bo.view, va - bo.va, value)
+                return
+        except (ValueError, TypeError):  # a released view, as pack_into reports it (a bad value is struct.error)
+            pass
+        raise VmFault(self.gpu_id, va, fmt.size, True)
 
     def _covering(self, va: int, length: int, write: bool) -> BufferObject:
         """The mapped buffer holding all of [va, va+length); VmFault when there is none."""
