@@ -7,7 +7,8 @@ be handed out without the host having it.
 
 Engines reach buffers through GpuVm.access(), which holds the buffer's host memory for one access: freeing a
 buffer unmaps it from the GPU at once (the next access faults, as on hardware) but keeps its host view until
-the accesses under way end, so an engine never touches host memory that is gone.
+the accesses under way end, so an engine never touches host memory that is gone. A dword or qword load or
+store is one struct call through the buffer's memoryview instead, which is released before the memory goes.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ class BufferObject:
     freed: bool = False  # freed, or (userptr) its pages unmapped by the user: the GPU can no longer reach it
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # a Condition's `with` costs more
     _ended: threading.Condition = field(init=False, repr=False)  # on _lock: the last access under way ended
-    # the host bytes as a memoryview: used only inside an access (take()), like `host`
+    # the host bytes as a memoryview, released before they go: copies use it inside an access (take()),
+    # loads and stores as one struct call (GpuVm.load says why that is safe)
     view: memoryview = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
