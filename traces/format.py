@@ -848,12 +848,12 @@ class TraceReader:
         payload = self._decode(raw, head.stored, offset)
         if type(payload) is not list or len(payload) != head.count:
             raise FrameError(self.path, offset, "the records do not match the frame head (corrupt trace)")
+        clock, t = self._clock, 0  # a clock is stored as the difference from the frame's record before
         for r in payload:
             if not (type(r) is list and len(r) == 2 and type(r[0]) is str and type(r[1]) is dict):
                 raise FrameError(self.path, offset, "a record is not [type, fields] (corrupt trace)")
-        clock, t = self._clock, 0
-        if clock is not None:  # stored as the difference from the frame's record before
-            for _, fields in payload:
+            if clock is not None:
+                fields = r[1]
                 step = fields.get(clock)
                 if type(step) is int:
                     t = fields[clock] = t + step

@@ -210,9 +210,11 @@ def check(r: Record, strict: bool = False) -> Record:
 
 
 def checked(records: Iterable[Record], strict: bool = False) -> Iterator[Record]:
-    """The records, each checked against the table."""
+    """The records, each checked against the table (`check`'s passing case inline: every record pays it)."""
+    types = RECORD_TYPES
     for r in records:
-        yield check(r, strict)
+        t = types.get(r.type)
+        yield r if not strict and (t is None or t.ok(r.fields)) else check(r, strict)
 
 
 def check_map(what: str, fields: dict, table: dict[str, Check]) -> dict:
