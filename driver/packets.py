@@ -34,13 +34,15 @@ holds consecutive register values from the index in field `first`, printed by re
 Versions differ in data: `Dialect.derive` takes a dialect and returns one with fields added or replaced,
 packets added or removed, header values changed.
 
-Speed: each definition compiles, once, a `struct.Struct` and a generated decode and encode function
-(straight-line shifts and masks, no per-field objects). Encoding overlays the fields on the dwords the
+Speed: each definition compiles, on first use, a generated decode and encode function (straight-line shifts
+and masks, no per-field objects) over its `struct.Struct`. Encoding overlays the fields on the dwords the
 packet was decoded from, so reserved or unknown bits survive a decode -> replace -> encode round trip. A
 fixed-size packet's fields are decoded when first read (an unread packet encodes to its own dwords);
 `Dialect.build` packs a fixed-size packet through a function generated per sequence of field names given,
-and `PacketDef.transcoder` generates, from two tables, the relocation of a packet into another dialect
-straight from its dwords. All generated source comes from the tables alone.
+`PacketDef.transcoder` generates, from two tables, the relocation of a packet into another dialect
+straight from its dwords, and `PacketDef.caller` a call of an emulated engine's handler with the fields it
+names (`Dialect.read` finds a packet's dwords without making a Packet). All generated source comes from the
+tables alone.
 """
 
 from __future__ import annotations
