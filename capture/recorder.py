@@ -44,7 +44,6 @@ DEFAULT_CHUNK = 16 << 10  # measured: see capture/README.md
 # changes what they would tell, rather than one by one on the submission path (measured: capture overhead
 # 1.33x -> 1.24x on benchmarks/capture_overhead.py).
 LEARN_BATCH = 256
-RESOLVED_PER_PLAN = 16  # sets of written addresses a plan remembers the buffers of (stages used in turn)
 FOLD_PLANS = 4096  # plans counted by their submissions before those counts are folded into packet counts
 TRACKING_MODES = ("auto", "scan")
 
@@ -413,26 +412,23 @@ class RecordingSyscalls:
         get, buf, start, end = self.by_va.get, None, 0, 0
         for pos, addr in written:
             if not start <= addr < end:  # most writes of a submission land in the buffer the one before did
-                buf = get(addr)
-                if buf is None:
+                found = get(addr)
+                if found is None:
                     start = end = 0
                     continue
-                start, end = buf.va, buf.va + buf.size
-            if buf.tracked:
+                start, end = found.va, found.va + found.size
+                buf = found if found.tracked else None
+            if buf is not None:
                 last[buf] = pos
         return [(pos, buf) for buf, pos in last.items()]
 
     def _learn(self, q: TrackedQueue, base: int, ring: bytes, plan: Plan, inner: Facts | None) -> None:
         progress = q.progress
         signals, waits, traps, written, referenced = plan.facts(ring, base)
-        resolved = plan.resolved  # (layout, {written: which of the buffers the writes land in, as they are now})
-        if resolved is None or resolved[0] != self.layout:
-            resolved = plan.resolved = (self.layout, {})
-        writes = resolved[1].get(written)
-        if writes is None:
-            if len(resolved[1]) >= RESOLVED_PER_PLAN:
-                resolved[1].clear()
-            writes = resolved[1][written] = self._tracked_writes(written)
+        resolved = plan.resolved  # which of the buffers the writes land in, as they are now
+        if resolved is None or resolved[0] != self.layout or resolved[1] != written:
+            resolved = plan.resolved = (self.layout, written, self._tracked_writes(written))
+        writes = resolved[2]
         if inner is not None:
             writes = writes + self._tracked_writes(inner.written)
             signals += [(base + p, a, v) for p, a, v in inner.signals]
