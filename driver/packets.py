@@ -63,6 +63,7 @@ _new = object.__new__
 MAX_IB_DEPTH = 4
 _BUILDERS = 64  # field-name sequences a definition keeps a generated builder for
 _CODECS = frozenset({"_decode", "_encode", "_written"})  # PacketDef's generated codecs, compiled on first use
+_CALLS: dict[str, Any] = {}  # PacketDef.caller's generated source -> its compiled code (the tables bound it)
 _RESERVED = frozenset({"name", "defn", "offset", "size", "fields", "payload", "encode", "replace",
                        "addresses", "relocate", "volatile"})  # Packet attributes
 
@@ -548,8 +549,11 @@ class PacketDef:
 
         args = ", ".join(arg(n) for n in names)
         src = f"def call(raw, payload):\n{_unpack('d', self.size, 'raw')}    return _fn({args})\n"
+        code = _CALLS.get(src)  # every queue's engine asks for the same few: compiled once, bound to each
+        if code is None:
+            code = _CALLS[src] = compile(src, f"<call {self.name}>", "exec")  # generated from the table alone
         ns: dict[str, Any] = {"_fn": fn}
-        exec(compile(src, f"<call {self.name}>", "exec"), ns)  # source generated from the table alone
+        exec(code, ns)
         return ns["call"]
 
     def _refusals(self, allowed: Mapping[str, int], below: Mapping[str, int]) -> list[str]:

@@ -62,6 +62,12 @@ def _never(raw: tuple[int, ...], payload: bytes) -> bool:
     return False
 
 
+@functools.cache
+def _operands(method: Callable) -> tuple[str, ...]:
+    """The parameters of a handler method after `self`: the fields it reads, or ("p",) for the packet."""
+    return tuple(inspect.signature(method).parameters)[1:]
+
+
 def _with_packet(d: PacketDef, fn: Callable[[Packet], int | bool | None]) -> Step:
     """A step calling `fn` with the packet made from its dwords (its offset counts from the packet itself)."""
     return lambda raw, payload: fn(Packet(d, 0, None, payload, raw))
@@ -97,7 +103,7 @@ class RingEngine:
         for name, handler in handlers.items():
             if name in dialect:
                 d = dialect[name]
-                params = tuple(inspect.signature(handler).parameters)
+                params = _operands(handler.__func__)  # handlers are the engine's own methods
                 self._steps[d] = _with_packet(d, handler) if params == ("p",) else d.caller(handler, params)
         # definition -> whether the memory its `wait` tag names compares true now
         self._waits: dict[PacketDef, Step] = {
