@@ -297,9 +297,12 @@ class _Surveyor:
         self.s.submissions += 1
         # The replay copies each indirect buffer a submission calls (nested ones are not seen here), and frees
         # the copies once the queue is past them: at least the last submission's are held at once.
-        self.use[HOST] -= self.ib_copies.pop(f["queue"], 0)
-        self.ib_copies[f["queue"]] = sum(_page_up(n * 4) for n in calls)
-        self._add(HOST, self.ib_copies[f["queue"]])
+        held = self.ib_copies.pop(f["queue"], 0)
+        copies = sum(_page_up(n * 4) for n in calls) if calls else 0
+        if held or copies:  # most submissions call none, after one that called none: nothing changes
+            self.use[HOST] -= held
+            self.ib_copies[f["queue"]] = copies
+            self._add(HOST, copies)
 
     def _on_event(self, r: Record) -> None:
         if r.fields["type"] in REPLAYED_EVENTS:

@@ -72,6 +72,35 @@ def test_peak_is_what_is_live_at_once(tmp_path):
         replay_trace(together, Options(), emulate="gfx1100")
 
 
+def test_host_peak_counts_the_indirect_buffer_copies_held_at_once(tmp_path):
+    """The survey counts the replay's copy of each called indirect buffer until the queue's next submission:
+    six small calls hold one page at a time, and one large call among them its own pages, not a sum."""
+    from kfdtrace.capture import record
+    from kfdtrace.driver import System
+    from kfdtrace.replay.engine import HOST, survey
+    from kfdtrace.replay.session import device_map, open_target
+
+    def peak(calls: str) -> int:
+        path = str(tmp_path / f"ibs-{calls}.kfdtrace")
+        with record(path), System.open(emulate="gfx1100") as system:
+            gpu = system.devices[0]
+            q = gpu.sdma_queue()
+            out, ib = gpu.alloc(4096, "gtt", name="out"), gpu.alloc(64 << 10, "gtt", name="ib")
+            for i in range(6):
+                if calls != "none":
+                    nops = 4000 if calls == "one large" and i == 3 else 1
+                    body = q.dialect.build("FENCE", addr=out.va, data=i) + q.dialect.build("NOP") * nops
+                    ib.write(body)
+                    q.packet("INDIRECT", ib_base=ib.va, ib_size=len(body) // 4).sync()
+                q.fence(out, i).sync()  # a plain submission between calls
+        with TraceReader(path) as trace, open_target(trace, "gfx1100", None, False) as system:
+            return survey(trace, device_map(trace, system, None)).peaks[HOST]
+
+    none = peak("none")
+    assert peak("small") - none == 4096  # one page held at a time
+    assert peak("one large") - none == 4 * 4096  # its 4004 dwords: four pages, held once
+
+
 def test_vram_is_counted_on_the_target_gpu_each_recorded_gpu_goes_to(tmp_path):
     path = with_buffers(sample("peer_ring-2xgfx942"), str(tmp_path / "two.kfdtrace"),
                         [("alloc", 1, 10 * GIB, 0, "vram"), ("alloc", 2, 10 * GIB, 1, "vram")])
