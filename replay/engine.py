@@ -204,7 +204,7 @@ class _Surveyor:
 
     def run(self) -> Survey:
         for r in R.checked(self.trace.records(handled(_Surveyor))):
-            if r.type != R.BUFFER:
+            if self.unnamed and r.type != R.BUFFER:
                 self._settle()
             getattr(self, f"_on_{r.type}")(r)
         self._settle()
@@ -557,8 +557,9 @@ class Instance:
         if packets:
             rq.queue.emit(packets)
         rq.queue.submit()
-        rq.ibs.extend((rq.queue.wptr, ib) for ib in rq.new_ibs)
-        rq.new_ibs.clear()
+        if rq.new_ibs:
+            rq.ibs.extend((rq.queue.wptr, ib) for ib in rq.new_ibs)
+            rq.new_ibs.clear()
         rq.rung = f["value"]
         self.result.submissions += 1
 
