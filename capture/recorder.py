@@ -35,6 +35,7 @@ from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.memory import DOMAINS
 from kfdtrace.driver.packets import Dialect, PacketDef, PacketError
 from kfdtrace.driver.ranges import RangeMap
+from kfdtrace.driver.ring_queue import unwrapped
 from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.driver.syscalls import KFD_DEVICE, Syscalls, memory_view
 from kfdtrace.traces import records as R
@@ -365,13 +366,7 @@ class RecordingSyscalls:
             if ring is None or ring.cpu is None or q.ring_va + q.ring_size > ring.va + ring.size:
                 return b""
             view = q.ring_view = memory_view(ring.cpu + (q.ring_va - ring.va), q.ring_size)
-        size, n = q.ring_size, end - start
-        if not 0 <= n <= size:
-            return b""
-        first = start % size
-        if first + n <= size:
-            return view[first:first + n].tobytes()
-        return view[first:].tobytes() + view[:first + n - size].tobytes()
+        return unwrapped(view, start, end - start) if 0 <= end - start <= q.ring_size else b""
 
     def _submission(self, q: TrackedQueue, value: int) -> None:
         """A doorbell: note which buffers its packets write and what they signal and wait for, record what

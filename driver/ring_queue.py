@@ -38,6 +38,16 @@ class _Pending(threading.local):
         self.held: list[Buffer] = []
 
 
+def unwrapped(ring: memoryview, start: int, n: int) -> bytes:
+    """`n` bytes (at most the ring's size) of a ring from byte pointer `start` on, continuing at its start past
+    its end."""
+    size = len(ring)
+    first = start % size
+    if first + n <= size:
+        return ring[first:first + n].tobytes()
+    return ring[first:].tobytes() + ring[:first + n - size].tobytes()
+
+
 class RingQueue:
     """One ring of packets in `dialect`. Subclasses set `kind` (labels), `pointer_unit` (bytes per unit of the
     read/write pointers and the doorbell value), `defaults` (field values every packet of a name starts from,

@@ -358,3 +358,12 @@ def test_a_semaphore_outliving_its_system_says_so_instead_of_crashing():
         sem.value  # noqa: B018
     with pytest.raises(DeviceError, match="was freed"):
         sem.signal(1)
+
+
+def test_unwrapped_ring_bytes_continue_at_the_ring_start():
+    from kfdtrace.driver.ring_queue import unwrapped
+
+    ring = memoryview(b"abcdefgh")
+    assert unwrapped(ring, 2, 3) == b"cde"
+    assert unwrapped(ring, 8 * 5 + 6, 4) == b"ghab"  # pointers are monotonic: taken modulo the ring
+    assert unwrapped(ring, 3, 8) == b"defghabc" and unwrapped(ring, 0, 0) == b""

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from kfdtrace.driver.emulator.memory import GpuVm, VmFault
 from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet, PacketDef, PacketError
+from kfdtrace.driver.ring_queue import unwrapped
 from kfdtrace.driver.sdma import PollFunc
 from kfdtrace.driver.syscalls import memory_view
 
@@ -232,11 +233,7 @@ class RingEngine:
         size = self.ring_size
         if end - start > size:
             raise QueueError(f"write pointer {end:#x} is more than a ring ({size:#x}) ahead of {start:#x}")
-        first = start % size
-        n = end - start
-        if first + n <= size:
-            return self._ring[first:first + n].tobytes()
-        return self._ring[first:].tobytes() + self._ring[:first + n - size].tobytes()
+        return unwrapped(self._ring, start, end - start)
 
     def _set_rptr(self, value: int) -> None:
         self.rptr = value
