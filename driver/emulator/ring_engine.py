@@ -241,8 +241,7 @@ class RingEngine:
 
     def _execute(self, packet: Packet) -> int:
         """Run one decoded packet; the bytes of following packets it makes the engine skip (a conditional)."""
-        d = packet.defn
-        return self._execute_raw(d, d.unpack_from(packet.encode()), packet.payload, packet.size)
+        return self._execute_raw(packet.defn, packet.dwords, packet.payload, packet.size)
 
     def _execute_raw(self, d: PacketDef, raw: tuple[int, ...], payload: bytes, size: int) -> int:
         """Run the packet of `d` with fixed-part dwords `raw`, tail `payload`, `size` bytes in all; the bytes of
