@@ -1125,6 +1125,25 @@ class kfd_ioctl_dbg_trap_args(ctypes.Structure):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# What struct fields mean: the enum or flag set each field's value is named by (trace tools show them by name)
+
+MEANINGS: dict[type[ctypes.Structure], dict[str, type[enum.IntEnum] | type[enum.IntFlag]]] = {
+    kfd_ioctl_create_queue_args: {"queue_type": QueueType},
+    kfd_ioctl_set_memory_policy_args: {"default_policy": CachePolicy, "alternate_policy": CachePolicy,
+                                       "misc_process_flag": ProcFlag},
+    kfd_ioctl_create_event_args: {"event_type": EventType},
+    kfd_ioctl_wait_events_args: {"wait_result": WaitResult},
+    kfd_ioctl_alloc_memory_of_gpu_args: {"flags": AllocMemFlags},
+    kfd_ioctl_criu_args: {"op": CriuOp},
+    kfd_ioctl_svm_args: {"op": SvmOp},
+    kfd_ioctl_svm_attribute: {"type": SvmAttrType},
+    kfd_ioctl_set_xnack_mode_args: {"xnack_enabled": XnackMode},
+    kfd_ioctl_runtime_enable_args: {"mode_mask": RuntimeEnableMode},
+    kfd_ioctl_dbg_trap_args: {"op": DbgTrapOp},
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Layout changes across minors (for checks against older headers)
 
 

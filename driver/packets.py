@@ -757,11 +757,20 @@ class Packet:
     __hash__ = None  # type: ignore[assignment]
 
     def __str__(self) -> str:
+        return self.show()
+
+    def show(self, where: Callable[[int], str | None] | None = None) -> str:
+        """The packet in one line, fields by name; with `where`, each address it holds (`addresses()`) also
+        says what `where` names it (``dst=0x7f00_1000_2000 (result+0x2000)``)."""
         addrs, tail = self.defn.address_fields, self.defn.tail
         hidden = () if tail is None else (tail.count if tail.quiet else None, tail.first)
+        held = self.addresses() if where is not None else {}
         out = [self.name]
         for k, v in self.fields.items():
-            if k in addrs:
+            if k in held:
+                named = where(v)
+                out.append(f"{k}={v:#_x}" + (f" ({named})" if named else ""))
+            elif k in addrs:
                 out.append(f"{k}={v:#x}")
             elif v and k not in hidden:
                 out.append(f"{k}={v}" if v < 10 else f"{k}={v:#x}")

@@ -183,3 +183,26 @@ def info(trace: str, check: bool) -> None:
 
     for line in describe(trace, check):
         click.echo(line)
+
+
+@main.command()
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("--queue", "-q", type=int, metavar="Q", help="Of the records about a queue, only queue Q's.")
+@click.option("--submits", "-s", metavar="A..B", help="Submissions A to B (from 0; A.., ..B, A) and the records "
+              "around them.")
+@click.option("--kind", "-k", "kinds", multiple=True, type=click.Choice(["ioctl", "packet", "memory", "sync", "other"]),
+              help="Only records of this kind (repeatable).")
+@click.option("--buffers", metavar="DIR", type=click.Path(file_okay=False),
+              help="Also write the contents of every CPU write and checkpointed buffer to DIR, a file each.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per record (JSON Lines).")
+@user_errors
+def dump(trace: str, queue: int | None, submits: str | None, kinds: tuple[str, ...], buffers: str | None,
+         as_json: bool) -> None:
+    """Every record of a trace decoded, in stream order: ioctls by field, packets by name, buffers by name."""
+    from kfdtrace.traces.dump import Selection, dump, parse_range
+    from kfdtrace.traces.format import TraceReader
+
+    selection = Selection(parse_range(submits) if submits else None, queue, frozenset(kinds) or None)
+    with TraceReader(trace) as r:
+        out = click.get_text_stream("stdout")
+        dump(r, lambda line: out.write(line + "\n"), selection, as_json, buffers)

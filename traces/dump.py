@@ -1,0 +1,272 @@
+"""`kfdtrace dump`: every record of a trace decoded, in stream order, streamed one record at a time.
+
+Ioctls show their argument structs by field name (enums and flags by name, kfd_ioctl.MEANINGS), the ioctl's
+end only the fields the kernel changed; doorbells show the packets they submitted, by the packet tables'
+names, with each address they hold named by the buffer it lands in; memory records and checkpoints name
+their buffers. `--json` gives the same as one JSON object per record (bytes in hex).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from kfdtrace.driver.packets import Packet
+from kfdtrace.traces import records as R
+from kfdtrace.traces.format import Record, TraceError, TraceReader
+from kfdtrace.traces.walk import Submission, TraceState, ioctl_args, ioctl_entry
+
+# The --kind groups, by record type; types no group names are "other".
+KINDS: dict[str, frozenset[str]] = {
+    "ioctl": frozenset({R.IOCTL, R.IOCTL_END, R.OPEN, R.CLOSE, R.MMAP, R.MUNMAP, R.ALLOC, R.BUFFER, R.MAP, R.UNMAP,
+                        R.CPU_MAP, R.FREE, R.QUEUE, R.QUEUE_NAME, R.QUEUE_DESTROY}),
+    "packet": frozenset({R.DOORBELL}),
+    "memory": frozenset({R.MEM, R.CHECKPOINT}),
+    "sync": frozenset({R.CPU_SIGNAL, R.CPU_WAIT, R.EVENT, R.EVENT_DESTROY, R.EVENT_SET, R.EVENT_RESET, R.EVENT_WAIT}),
+}
+KINDS["other"] = frozenset(R.RECORD_TYPES) - frozenset().union(*KINDS.values())
+QUEUE_TYPES = frozenset({R.DOORBELL, R.QUEUE, R.QUEUE_NAME, R.QUEUE_DESTROY})
+MAX_BUFFER_BYTES = 4 << 30  # what --buffers writes at most: a trace can name one blob any number of times
+
+
+class DumpError(TraceError):
+    """A dump that cannot go on (a range or a directory that makes no sense, the --buffers limit)."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which records to show: `submits` (first, last) submission numbers, inclusive, with the records around
+    them (from those after submission first-1 to those before submission last+1); `queue`: of the records
+    that name a queue, only that queue's; `kinds`: only these groups of KINDS."""
+
+    submits: tuple[int, int] | None = None
+    queue: int | None = None
+    kinds: frozenset[str] | None = None
+
+    def types(self) -> frozenset[str] | None:
+        return None if self.kinds is None else frozenset().union(*(KINDS[k] for k in self.kinds))
+
+
+def parse_range(text: str) -> tuple[int, int]:
+    """'A..B' (inclusive), 'A..' or '..B', or 'A' alone, as (first, last)."""
+    m = re.fullmatch(r"\s*(\d*)\s*(\.\.)?\s*(\d*)\s*", text)
+    if not m or not (m[1] or m[3]) or (not m[2] and not m[1]):
+        raise ValueError(f"submission range {text!r}: give A..B, A.., ..B or A (submission numbers from 0)")
+    first = int(m[1]) if m[1] else 0
+    last = (int(m[3]) if m[3] else (1 << 63)) if m[2] else first
+    if last < first:
+        raise ValueError(f"submission range {text!r}: {last} is before {first}")
+    return first, last
+
+
+def _plain(value: Any) -> Any:
+    """A record's field value as JSON can hold it: bytes as hex, map keys as strs."""
+    if type(value) is bytes:
+        return value.hex()
+    if type(value) is list:
+        return [_plain(v) for v in value]
+    if type(value) is dict:
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+class Dumper:
+    """Turns a trace's records into entries (dicts, JSON-ready) and text lines."""
+
+    def __init__(self, trace: TraceReader, selection: Selection = Selection(), buffers: str | None = None):
+        self.trace, self.sel = trace, selection
+        self.state = TraceState(trace.header)
+        self.buffers_dir = buffers
+        self.written = 0  # bytes --buffers wrote
+        self._types = selection.types()
+        self._chunk = trace.header.get("chunk_size") if isinstance(trace.header.get("chunk_size"), int) else None
+        if buffers is not None:
+            os.makedirs(buffers, exist_ok=True)
+
+    def entries(self) -> Iterator[dict]:
+        """The selected records as entries, in stream order."""
+        sel, state = self.sel, self.state
+        first, last = sel.submits or (0, 1 << 63)
+        for r in R.checked(self.trace.records()):
+            before = state.submissions  # submissions before this record
+            sub = state.apply(r)
+            if sel.submits is not None:
+                if before > last + 1:
+                    return
+                if not (first <= sub.number <= last if sub is not None else first <= before):
+                    continue
+            if self._types is not None and r.type not in self._types:
+                continue
+            if sel.queue is not None and r.type in QUEUE_TYPES and r.fields.get("queue") != sel.queue:
+                continue
+            yield self.entry(r, sub)
+
+    def entry(self, r: Record, sub: Submission | None) -> dict:
+        f = r.fields
+        e: dict[str, Any] = {"n": r.n, "record": r.type, **{k: _plain(v) for k, v in f.items()}}
+        extra = _EXTRA.get(r.type)
+        if extra is not None:
+            extra(self, r, e)
+        if sub is not None:
+            self._submission(sub, e)
+        return e
+
+    # -- what each record type adds ---------------------------------------------------------------
+    def _ioctl(self, r: Record, e: dict) -> None:
+        args = ioctl_args(r.fields["request"], r.fields["data"])
+        if args is not None:
+            e["args"] = args
+
+    def _ioctl_end(self, r: Record, e: dict) -> None:
+        begun = self.state.ended
+        if begun is None:
+            return
+        request, data_in = begun
+        entry = ioctl_entry(request)
+        e["name"] = entry.name if entry else None
+        data_out = r.fields["data"]
+        if data_out is not None:
+            before, after = ioctl_args(request, data_in), ioctl_args(request, data_out)
+            if after is not None:
+                e["args"] = {k: v for k, v in after.items() if before is None or before.get(k) != v}
+
+    def _named_va(self, r: Record, e: dict) -> None:
+        where = self.state.where(r.fields["va"])
+        if where:
+            e["where"] = where
+
+    def _named_addr(self, r: Record, e: dict) -> None:
+        where = self.state.where(r.fields["addr"])
+        if where:
+            e["where"] = where
+
+    def _mem(self, r: Record, e: dict) -> None:
+        self._named_va(r, e)
+        if self.buffers_dir is not None:
+            self._write_blobs(r.n, "cpu-write", e.get("where") or f"{r.fields['va']:#x}", [r.fields["key"]],
+                              r.fields["size"])
+
+    def _checkpoint(self, r: Record, e: dict) -> None:
+        for entry, out in zip(r.fields["buffers"], e["buffers"], strict=True):
+            where = self.state.where(entry["va"])
+            if where:
+                out["where"] = where
+            if self.buffers_dir is not None:
+                self._write_blobs(r.n, "checkpoint", entry["name"] or where or f"{entry['va']:#x}", entry["keys"],
+                                  entry["size"])
+
+    def _submission(self, sub: Submission, e: dict) -> None:
+        e["submission"] = sub.number
+        if sub.queue is not None:
+            e["queue_name"] = sub.queue.name
+            e["start"] = sub.base
+        e["packets"] = [self._packet(p, sub.base) for p in sub.packets]
+        if sub.error:
+            e["error"] = sub.error
+
+    def _packet(self, p: Packet, base: int) -> dict:
+        out: dict[str, Any] = {"at": base + p.offset, "name": p.name, "fields": p.fields,
+                               "text": p.show(self.state.where)}
+        held = p.addresses()
+        if held:
+            out["addresses"] = {k: {"addr": v, "where": self.state.where(v)} for k, v in held.items()}
+        if p.payload:
+            out["payload"] = p.payload.hex()
+        return out
+
+    # -- --buffers ---------------------------------------------------------------------------------
+    def _write_blobs(self, n: int, what: str, name: str, keys: list[bytes], size: int) -> None:
+        """The bytes `keys` hold, as one file named by record, what and buffer; a missing blob, a size the
+        keys cannot hold or the MAX_BUFFER_BYTES limit is an error."""
+        if self.written + size > MAX_BUFFER_BYTES:
+            raise DumpError(f"--buffers: would write more than {MAX_BUFFER_BYTES >> 30} GiB (record {n}); "
+                            "dump a range with --submits")
+        data = bytearray()
+        for key in keys:
+            data += self.trace.blob(key)
+            if len(data) > size:
+                break
+        if len(data) < size or (self._chunk and len(keys) != -(-size // self._chunk)):
+            raise DumpError(f"record {n} ({what}): its {len(keys)} chunks do not make {size} bytes (corrupt trace)")
+        safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", name)[:80]
+        path = os.path.join(self.buffers_dir, f"{n:08d}.{what}.{safe}.bin")
+        with open(path, "wb") as out:
+            out.write(data[:size])
+        self.written += size
+
+
+_EXTRA: dict[str, Callable[[Dumper, Record, dict], None]] = {
+    R.IOCTL: Dumper._ioctl,
+    R.IOCTL_END: Dumper._ioctl_end,
+    R.FREE: Dumper._named_va,
+    R.MEM: Dumper._mem,
+    R.CHECKPOINT: Dumper._checkpoint,
+    R.CPU_SIGNAL: Dumper._named_addr,
+    R.CPU_WAIT: Dumper._named_addr,
+}
+
+
+# -- text -----------------------------------------------------------------------------------------------
+_SKIP = frozenset({"n", "record", "t", "tid", "args", "packets", "where", "data", "ring", "buffers", "submission",
+                   "queue_name", "start", "error", "in_flight"})
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, dict):
+        return "{" + " ".join(f"{k}={_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, bool) or not isinstance(v, int):
+        return str(v)
+    return f"{v:#x}" if v >= 4096 else str(v)
+
+
+def text(e: dict) -> list[str]:
+    """An entry as lines: the record's own line, then one line per packet it submitted."""
+    t = e.get("t")
+    head = f"#{e['n']:<7} {t / 1e6:11.3f} ms" if isinstance(t, int) else f"#{e['n']:<7} {'':14}"
+    words = [head, f"[{e['tid']}]" if e.get("tid") is not None else "[-]", e["record"]]
+    if e["record"] == R.DOORBELL:
+        words.append(f"submission {e['submission']} {e.get('queue_name') or ''}".rstrip())
+    words += [f"{k}={_value(v)}" for k, v in e.items() if k not in _SKIP and v is not None]
+    if e.get("where"):
+        words.append(f"({e['where']})")
+    if "args" in e:
+        words.append(_value(e["args"]))
+    elif e["record"] in (R.IOCTL, R.IOCTL_END) and e.get("data"):
+        words.append(f"data={e['data']}")
+    lines = [" ".join(words)]
+    for b in e.get("buffers") or ():
+        lines.append(f"    {b.get('name') or b.get('where') or hex(b['va'])}: va={b['va']:#_x} size={b['size']} "
+                     f"chunks={len(b['keys'])}")
+    for b in e.get("in_flight") or ():
+        lines.append(f"    in flight: {b.get('name') or hex(b['va'])}")
+    for p in e.get("packets") or ():
+        lines.append(f"    @{p['at']:#07x} {p['text']}")
+    if e.get("error"):
+        lines.append(f"    ({e['error']})")
+    return lines
+
+
+_JSON = msgspec.json.Encoder()
+
+
+def dump(trace: TraceReader, write: Callable[[str], None], selection: Selection = Selection(),
+         as_json: bool = False, buffers: str | None = None) -> int:
+    """Write the selected records (text lines, or JSON Lines); how many records."""
+    n = 0
+    for e in Dumper(trace, selection, buffers).entries():
+        n += 1
+        if as_json:
+            for p in e.get("packets") or ():
+                del p["text"]
+            write(_JSON.encode(e).decode())
+        else:
+            for line in text(e):
+                write(line)
+    return n

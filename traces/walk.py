@@ -1,0 +1,245 @@
+"""Following a trace record by record: the buffers, queues and ioctls its records set up, so that the trace
+tools (`kfdtrace dump`, `export`, `diff`) can say what an address, a queue or an ioctl's bytes are.
+
+Records are untrusted: a tool checks each against the record table (`records.checked`) before `apply`, and
+everything here copes with records that make no sense together (a free of an unknown buffer, a doorbell of
+an unknown queue, ring bytes that are no packets) by knowing less, never by failing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from kfdtrace.driver import drm_ioctl as D
+from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.aql import AQL
+from kfdtrace.driver.packets import Dialect, Packet, PacketError
+from kfdtrace.driver.pm4 import DIALECTS as PM4_DIALECTS
+from kfdtrace.driver.ranges import RangeMap
+from kfdtrace.driver.sdma import DIALECTS as SDMA_DIALECTS
+from kfdtrace.traces.format import Record
+
+DIALECTS: dict[str, Dialect] = {**SDMA_DIALECTS, **PM4_DIALECTS, AQL.name: AQL}
+MAX_PENDING_IOCTLS = 1024  # ioctls begun and not ended that are remembered (one per thread, in practice)
+MAX_ARRAY = 64  # elements of a struct's array field that are shown
+
+
+@dataclass
+class BufferInfo:
+    handle: int | None
+    gpu: int
+    va: int
+    size: int
+    domain: str
+    name: str | None = None
+    role: str = "user"
+
+    @property
+    def label(self) -> str:
+        return self.name or f"buffer@{self.va:#x}"
+
+
+@dataclass
+class QueueInfo:
+    queue: int
+    gpu: int
+    type: int
+    ring: int
+    ring_size: int
+    dialect: Dialect | None
+    name: str | None = None
+    wptr: int = 0  # where the next submission starts in the queue's stream (bytes)
+    submissions: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"queue {self.queue}" + (f" ({self.name})" if self.name else "")
+
+    @property
+    def kind(self) -> str:
+        try:
+            return K.QueueType(self.type).name
+        except ValueError:
+            return f"type {self.type}"
+
+
+@dataclass
+class Submission:
+    """A doorbell record read as what it submitted: `packets` decoded from its ring bytes, starting at `base`
+    in the queue's stream (`error` says why they could not all be decoded; the ones before are kept)."""
+
+    number: int  # from 0, across the trace
+    queue: QueueInfo | None
+    base: int
+    packets: list[Packet]
+    error: str | None = None
+
+
+def ioctl_entry(request: int) -> K.Ioctl | None:
+    """The table entry of a KFD or DRM ioctl request, or None."""
+    try:
+        return K.lookup(request)
+    except KeyError:
+        found = D.BY_NR.get(K.ioc_nr(request))
+        return found if found is not None and K.ioc_type(request) == found.base else None
+
+
+def _named(value: int, meaning: type[enum.IntEnum] | type[enum.IntFlag]) -> str | int:
+    """`value` by its name in `meaning` (flags joined by |, unknown bits in hex), or the number."""
+    if issubclass(meaning, enum.IntFlag):
+        names, rest = [], value
+        for flag in meaning:
+            if flag.value and value & flag.value == flag.value:
+                names.append(flag.name)
+                rest &= ~flag.value
+        if rest:
+            names.append(f"{rest:#x}")
+        return "|".join(names) if names else 0
+    try:
+        return meaning(value).name
+    except ValueError:
+        return value
+
+
+def struct_fields(obj: ctypes.Structure | ctypes.Union) -> dict[str, Any]:
+    """A struct's fields by name: numbers, enums and flags by name (kfd_ioctl.MEANINGS), nested structs as
+    dicts, arrays as lists (the first MAX_ARRAY elements), unions as their bytes in hex (which member is
+    meant depends on another field)."""
+    meanings = K.MEANINGS.get(type(obj), {})
+    out: dict[str, Any] = {}
+    for name, *_ in obj._fields_:
+        value = getattr(obj, name)
+        if isinstance(value, ctypes.Union):
+            out[name] = bytes(value).hex()
+        elif isinstance(value, ctypes.Structure):
+            out[name] = struct_fields(value)
+        elif isinstance(value, ctypes.Array):
+            out[name] = [struct_fields(v) if isinstance(v, ctypes.Structure) else v for v in value[:MAX_ARRAY]]
+        elif name in meanings and isinstance(value, int):
+            out[name] = _named(value, meanings[name])
+        else:
+            out[name] = value
+    return out
+
+
+def ioctl_args(request: int, data: bytes) -> dict[str, Any] | None:
+    """An ioctl's argument bytes as its struct's fields, or None when the request or its struct is unknown.
+    Bytes shorter than the struct (an older interface's) read as if zero-padded; extra bytes are ignored."""
+    entry = ioctl_entry(request)
+    if entry is None or entry.struct is None:
+        return None
+    size = ctypes.sizeof(entry.struct)
+    return struct_fields(entry.struct.from_buffer_copy(data[:size].ljust(size, b"\0")))
+
+
+class TraceState:
+    """What the records applied so far have set up. `apply(record)` after the record is checked."""
+
+    def __init__(self, header: dict):
+        self.gpus = {g["gpu_id"]: g for g in header.get("gpus") or () if isinstance(g, dict)}
+        self.buffers: dict[int, BufferInfo] = {}  # handle -> buffer
+        self.by_va: RangeMap[BufferInfo] = RangeMap()
+        self.queues: dict[int, QueueInfo] = {}
+        self.threads: dict[int, str] = {}
+        self.ioctls: dict[int, tuple[int, bytes]] = {}  # seq -> (request, argument bytes) of ioctls begun
+        self.ended: tuple[int, bytes] | None = None  # (request, argument bytes) of the ioctl the last end ended
+        self.submissions = 0
+
+    def apply(self, r: Record) -> Submission | None:
+        """Learn from a (checked) record; for a doorbell, what it submitted."""
+        on = getattr(self, f"_on_{r.type}", None)
+        return on(r.fields) if on is not None else None
+
+    # -- naming -------------------------------------------------------------------------------------
+    def buffer_at(self, addr: int) -> BufferInfo | None:
+        return self.by_va.get(addr)
+
+    def where(self, addr: int) -> str | None:
+        """'name+0x2000' for an address inside a live buffer, else None."""
+        hit = self.by_va.find(addr)
+        return None if hit is None else f"{hit[2].label}+{addr - hit[0]:#x}"
+
+    def queue_label(self, queue: int | None) -> str:
+        q = self.queues.get(queue) if queue is not None else None
+        return q.label if q is not None else f"queue {queue}"
+
+    # -- records ------------------------------------------------------------------------------------
+    def _on_thread(self, f: dict) -> None:
+        self.threads[f["tid"]] = f["name"]
+
+    def _on_alloc(self, f: dict) -> None:
+        old = self.buffers.pop(f["handle"], None)
+        if old is not None:
+            self.by_va.remove(old.va)
+        buf = BufferInfo(f["handle"], f["gpu"], f["va"], f["size"], f["domain"])
+        if self.by_va.add(buf.va, buf.size, buf):
+            self.buffers[buf.handle] = buf
+
+    def _on_buffer(self, f: dict) -> None:
+        buf = self.buffers.get(f["handle"]) if f["handle"] is not None else self.by_va.get(f["va"])
+        if buf is not None and buf.va == f["va"]:
+            buf.name, buf.role = f["name"], f["role"]
+            if f["size"] is not None and 0 < f["size"] <= buf.size:
+                self.by_va.remove(buf.va)
+                buf.size = f["size"]
+                self.by_va.add(buf.va, buf.size, buf)
+
+    def _on_free(self, f: dict) -> None:
+        buf = self.buffers.pop(f["handle"], None)
+        if buf is not None:
+            self.by_va.remove(buf.va)
+
+    def _on_queue(self, f: dict) -> None:
+        dialect = DIALECTS.get(f["dialect"]) if f["dialect"] is not None else None
+        if dialect is None and f["type"] == K.QueueType.COMPUTE:
+            dialect = PM4_DIALECTS.get(self.gpus.get(f["gpu"], {}).get("pm4"))
+        elif dialect is None and f["type"] == K.QueueType.COMPUTE_AQL:
+            dialect = AQL
+        self.queues[f["queue"]] = QueueInfo(f["queue"], f["gpu"], f["type"], f["ring"], f["ring_size"], dialect)
+
+    def _on_queue_name(self, f: dict) -> None:
+        q = self.queues.get(f["queue"])
+        if q is not None:
+            q.name = f["name"]
+
+    def _on_queue_destroy(self, f: dict) -> None:
+        self.queues.pop(f["queue"], None)
+
+    def _on_ioctl(self, f: dict) -> None:
+        if len(self.ioctls) >= MAX_PENDING_IOCTLS:
+            self.ioctls.pop(next(iter(self.ioctls)))
+        self.ioctls[f["seq"]] = (f["request"], f["data"])
+
+    def _on_ioctl_end(self, f: dict) -> None:
+        self.ended = self.ioctls.pop(f["seq"], None)
+
+    def _on_doorbell(self, f: dict) -> Submission:
+        number = self.submissions
+        self.submissions += 1
+        q = self.queues.get(f["queue"]) if f["queue"] is not None else None
+        if q is None:
+            return Submission(number, None, 0, [], None if f["queue"] is None else "its queue is unknown")
+        base = q.wptr
+        q.wptr, q.submissions = f["value"], q.submissions + 1
+        ring = f["ring"]
+        if not ring:
+            return Submission(number, q, base, [], None)
+        if q.dialect is None:
+            return Submission(number, q, base, [], f"no packet dialect is known for a {q.kind} queue")
+        packets, error = decode_all(q.dialect, ring)
+        return Submission(number, q, base, packets, error)
+
+
+def decode_all(dialect: Dialect, data: bytes) -> tuple[list[Packet], str | None]:
+    """The packets of `data`, and why the rest could not be decoded (None when all were)."""
+    packets: list[Packet] = []
+    it: Iterator[Packet] = dialect.iter_packets(data)
+    try:
+        packets.extend(it)
+    except PacketError as exc:
+        return packets, str(exc)
+    return packets, None
