@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 import threading
@@ -206,3 +207,46 @@ def dump(trace: str, queue: int | None, submits: str | None, kinds: tuple[str, .
     with TraceReader(trace) as r:
         out = click.get_text_stream("stdout")
         dump(r, lambda line: out.write(line + "\n"), selection, as_json, buffers)
+
+
+@main.command()
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("--jsonl", metavar="OUT", help="JSON Lines, one record each, as `dump --json` gives them ('-': stdout).")
+@click.option("--perfetto", metavar="OUT", help="A Chrome/Perfetto trace-event timeline (JSON): a track per queue.")
+@user_errors
+def export(trace: str, jsonl: str | None, perfetto: str | None) -> None:
+    """Write a trace's records as JSON Lines, or as a timeline for ui.perfetto.dev."""
+    from kfdtrace.traces.export import export_jsonl, export_perfetto
+    from kfdtrace.traces.format import TraceReader
+
+    if (jsonl is None) == (perfetto is None):
+        raise ValueError("give one of --jsonl OUT and --perfetto OUT")
+    with TraceReader(trace) as r:
+        if jsonl is not None:
+            with click.open_file(jsonl, "w") as out:
+                export_jsonl(r, out)
+        else:
+            export_perfetto(r, perfetto)
+
+
+@main.command()
+@click.argument("a", type=click.Path(dir_okay=False))
+@click.argument("b", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="The differences as one JSON document.")
+def diff(a: str, b: str, as_json: bool) -> None:
+    """The first structural difference between two traces, then how many records, packets and buffers differ.
+    Exit status 0 when they do the same, 1 when they differ, 2 when either cannot be read."""
+    from kfdtrace.traces.diff import diff_traces
+    from kfdtrace.traces.format import TraceReader
+
+    try:
+        with TraceReader(a) as ra, TraceReader(b) as rb:
+            result = diff_traces(ra, rb)
+    except (TraceError, ValueError, OSError) as exc:
+        fail(exc, 2)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=1))
+    else:
+        for line in result.lines():
+            click.echo(line)
+    sys.exit(1 if result.differs else 0)
