@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 import threading
@@ -236,6 +235,8 @@ def export(trace: str, jsonl: str | None, perfetto: str | None) -> None:
 def diff(a: str, b: str, as_json: bool) -> None:
     """The first structural difference between two traces, then how many records, packets and buffers differ.
     Exit status 0 when they do the same, 1 when they differ, 2 when either cannot be read."""
+    import json
+
     from kfdtrace.traces.diff import diff_traces
     from kfdtrace.traces.format import TraceReader
 
