@@ -32,6 +32,9 @@ def user_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:  # the reader of our output went away (`| head`): stop quietly, as the docs advise
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
         except (KfdTraceError, TraceError, CodeObjectError, ValueError, OSError) as exc:
             fail(exc, 1)
 
@@ -176,9 +179,16 @@ def disasm(code_object: str, kernel: str | None, target: str | None) -> None:
 @main.command()
 @click.argument("trace", type=click.Path(dir_okay=False))
 @click.option("--check", is_flag=True, help="Also read every frame and verify its checksum.")
+@click.option("--json", "as_json", is_flag=True, help="The same as one JSON document (bytes in hex).")
 @user_errors
-def info(trace: str, check: bool) -> None:
+def info(trace: str, check: bool, as_json: bool) -> None:
     """Summarise a trace from its header and index: machine, GPUs, counts, sizes."""
+    if as_json:
+        from kfdtrace.traces.dump import to_json
+        from kfdtrace.traces.info import facts
+
+        click.echo(to_json(facts(trace, check)))
+        return
     from kfdtrace.traces.info import describe
 
     for line in describe(trace, check):
@@ -202,10 +212,10 @@ def dump(trace: str, queue: int | None, submits: str | None, kinds: tuple[str, .
     from kfdtrace.traces.dump import Selection, dump, parse_range
     from kfdtrace.traces.format import TraceReader
 
-    selection = Selection(parse_range(submits) if submits else None, queue, frozenset(kinds) or None)
+    selection = Selection(parse_range(submits) if submits is not None else None, queue, frozenset(kinds) or None)
     with TraceReader(trace) as r:
-        out = click.get_text_stream("stdout")
-        dump(r, lambda line: out.write(line + "\n"), selection, as_json, buffers)
+        write = sys.stdout.write
+        dump(r, lambda line: write(line + "\n"), selection, as_json, buffers)
 
 
 @main.command()

@@ -256,6 +256,11 @@ def text(e: dict) -> list[str]:
 _JSON = msgspec.json.Encoder()
 
 
+def to_json(value: Any) -> str:
+    """`value` as one line of JSON: bytes in hex, map keys as strs."""
+    return _JSON.encode(_plain(value)).decode()
+
+
 def dump(trace: TraceReader, write: Callable[[str], None], selection: Selection = Selection(),
          as_json: bool = False, buffers: str | None = None) -> int:
     """Write the selected records (text lines, or JSON Lines); how many records."""
@@ -265,7 +270,7 @@ def dump(trace: TraceReader, write: Callable[[str], None], selection: Selection 
         if as_json:
             for p in e.get("packets") or ():
                 del p["text"]
-            write(_JSON.encode(e).decode())
+            write(to_json(e))
         else:
             for line in text(e):
                 write(line)

@@ -55,23 +55,36 @@ def _header_lines(h: dict) -> list[str]:
     return lines
 
 
-def describe(path: str, check: bool = False) -> list[str]:
-    """`kfdtrace info`: the header, the summary and the index's counts, read without decoding the records
-    (`check`: also read and verify every frame, and check every record against the record table)."""
+def facts(path: str, check: bool = False) -> dict:
+    """What `kfdtrace info` tells, as data: the header, the summary and the index's counts, read without
+    decoding the records (`check`: also read and verify every frame, and check every record against the record
+    table). Header and summary are checked against their tables; bytes in them stay bytes."""
     with TraceReader(path) as r:
-        h = r.header
-        lines = [f"{path}: kfdtrace trace format {r.version[0]}.{r.version[1]}, "
-                 f"written by kfdtrace {h.get('kfdtrace_version')}"]
-        lines += _header_lines(R.check_map(f"{path}: the header", h, R.HEADER))
-        if r.recovered:
-            lines.append(f"RECOVERED: {r.recovery_note}")
-        if r.summary:
-            lines += format_summary(R.check_map(f"{path}: the summary", r.summary, R.SUMMARY))
-        lines.append(f"{r.record_count} records, {r.submissions} submissions; by type: "
-                     + ", ".join(f"{t} {n}" for t, n in sorted(r.counts.items(), key=lambda x: -x[1])))
-        lines.append(f"file {_mb(os.path.getsize(path))}")
+        out = {"path": path, "format": f"{r.version[0]}.{r.version[1]}",
+               "header": R.check_map(f"{path}: the header", r.header, R.HEADER),
+               "recovered": r.recovered, "recovery_note": r.recovery_note or None,
+               "summary": R.check_map(f"{path}: the summary", r.summary, R.SUMMARY) if r.summary else None,
+               "records": r.record_count, "submissions": r.submissions,
+               "counts": dict(sorted(r.counts.items(), key=lambda x: -x[1])), "file_bytes": os.path.getsize(path)}
         if check:
-            frames = r.verify()
-            n = sum(1 for _ in R.checked(r.records()))
-            lines.append(f"checked: all {frames} frames are intact, and all {n} records are well-formed")
-        return lines
+            out["checked"] = {"frames": r.verify(), "records": sum(1 for _ in R.checked(r.records()))}
+        return out
+
+
+def describe(path: str, check: bool = False) -> list[str]:
+    """`kfdtrace info`: `facts` in a few lines."""
+    f = facts(path, check)
+    h = f["header"]
+    lines = [f"{path}: kfdtrace trace format {f['format']}, written by kfdtrace {h.get('kfdtrace_version')}"]
+    lines += _header_lines(h)
+    if f["recovered"]:
+        lines.append(f"RECOVERED: {f['recovery_note']}")
+    if f["summary"]:
+        lines += format_summary(f["summary"])
+    lines.append(f"{f['records']} records, {f['submissions']} submissions; by type: "
+                 + ", ".join(f"{t} {n}" for t, n in f["counts"].items()))
+    lines.append(f"file {_mb(f['file_bytes'])}")
+    if check:
+        lines.append(f"checked: all {f['checked']['frames']} frames are intact, and all {f['checked']['records']} "
+                     "records are well-formed")
+    return lines

@@ -1,0 +1,230 @@
+"""`kfdtrace dump` and `kfdtrace info --json` (issue 12): every record decoded, filtered, as text or JSON Lines,
+with buffer contents written out; hostile traces give one line."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import struct
+
+import pytest
+from click.testing import CliRunner
+
+from kfdtrace.capture import record
+from kfdtrace.cli import main as kfdtrace_cli
+from kfdtrace.driver import System
+from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.sdma import DIALECTS
+from kfdtrace.traces.dump import KINDS, Selection, parse_range
+from kfdtrace.traces.format import TraceReader, TraceWriter
+from kfdtrace.traces.records import RECORD_TYPES
+from kfdtrace.traces.walk import TraceState, ioctl_args, struct_fields
+
+SAMPLES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "traces", "samples", "*.kfdtrace")))
+STRESS = next(p for p in SAMPLES if "sdma_stress" in p)
+
+
+def run(*args: str):
+    return CliRunner().invoke(kfdtrace_cli, list(args))
+
+
+def json_lines(*args: str) -> list[dict]:
+    res = run("dump", "--json", *args)
+    assert res.exit_code == 0, res.output
+    return [json.loads(line) for line in res.output.splitlines()]
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=os.path.basename)
+def test_every_record_is_dumped_once_in_order(path):
+    res = run("dump", path)
+    assert res.exit_code == 0, res.output
+    numbers = [int(line.split()[0][1:]) for line in res.output.splitlines() if line.startswith("#")]
+    with TraceReader(path) as r:
+        assert numbers == list(range(r.record_count))
+    entries = json_lines(path)
+    assert [e["n"] for e in entries] == numbers
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=os.path.basename)
+def test_packets_are_named_by_the_tables_and_addresses_by_buffer(path):
+    """The packets shown, built again by name and fields, are the ring bytes the doorbell recorded."""
+    with TraceReader(path) as r:
+        rings = {rec.n: rec.fields["ring"] for rec in r.records(["doorbell"])}
+        dialects = {q.fields["queue"]: DIALECTS[q.fields["dialect"]] for q in r.records(["queue"])
+                    if q.fields["dialect"]}
+    shown = json_lines(path, "--kind", "packet")
+    assert len(shown) == len(rings) > 0
+    for e in shown:
+        if not rings[e["n"]]:
+            continue
+        d = dialects[e["queue"]]
+        rebuilt = b"".join(d.build(p["name"], bytes.fromhex(p.get("payload", "")), **p["fields"]) for p in e["packets"])
+        assert rebuilt == rings[e["n"]], f"record {e['n']}: the packets shown do not rebuild the ring bytes"
+        for p in e["packets"]:
+            for addr in (p.get("addresses") or {}).values():
+                assert addr["where"] is not None, f"{p['name']} at {addr['addr']:#x} lands in no buffer"
+
+
+def test_text_names_buffers_ioctls_and_flags():
+    out = run("dump", STRESS).output
+    assert "COPY_LINEAR" in out and "(source+0x0)" in out and "(semaphores+0x" in out
+    assert "name=ALLOC_MEMORY_OF_GPU" in out and "flags=GTT|WRITABLE|UNCACHED" in out
+    assert "queue_type=SDMA" in out and "event_type=SIGNAL" in out
+
+
+def test_an_ioctl_end_shows_only_what_the_kernel_changed():
+    entries = json_lines(STRESS, "--kind", "ioctl")
+    ends = [e for e in entries if e["record"] == "ioctl_end" and e.get("name") == "ALLOC_MEMORY_OF_GPU"]
+    assert ends and all(set(e["args"]) <= {"handle", "mmap_offset", "va_addr"} and "handle" in e["args"]
+                        for e in ends)
+
+
+def test_kind_queue_and_submission_filters():
+    kinds = {e["record"] for e in json_lines(STRESS, "--kind", "sync", "--kind", "memory")}
+    assert kinds and kinds <= KINDS["sync"] | KINDS["memory"] and "checkpoint" in kinds
+    queue1 = json_lines(STRESS, "--queue", "1", "--kind", "packet")
+    assert queue1 and {e["queue"] for e in queue1} == {1}
+    some = json_lines(STRESS, "--submits", "2..3")
+    assert [e["submission"] for e in some if e["record"] == "doorbell"] == [2, 3]
+    assert some[0]["n"] > json_lines(STRESS, "--submits", "1")[0]["n"]  # starts after submission 1
+
+
+@pytest.mark.parametrize("text, expected", [("2..5", (2, 5)), ("7", (7, 7)), ("..3", (0, 3)), ("4..", (4, 1 << 63))])
+def test_parse_range(text, expected):
+    assert parse_range(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "..", "5..2", "a..b", "-1..3"])
+def test_a_bad_range_is_one_line(text):
+    res = run("dump", STRESS, "--submits", text)
+    assert res.exit_code == 1 and "submission range" in res.output and len(res.output.splitlines()) == 1
+
+
+def test_buffers_writes_each_checkpoint_and_cpu_write(tmp_path):
+    out = tmp_path / "bufs"
+    assert run("dump", STRESS, "--buffers", str(out)).exit_code == 0
+    files = sorted(os.listdir(out))
+    with TraceReader(STRESS) as r:
+        expected = {}
+        for rec in r.records(["checkpoint", "mem"]):
+            if rec.type == "mem":
+                expected[f"{rec.n:08d}.cpu-write"] = r.blob(rec.fields["key"])[:rec.fields["size"]]
+            for b in rec.fields.get("buffers") or ():
+                expected[f"{rec.n:08d}.checkpoint.{b['name']}"] = b"".join(map(r.blob, b["keys"]))[:b["size"]]
+    assert len(files) == len(expected) > 0
+    for name in files:
+        key = next(k for k in expected if name.startswith(k))
+        assert (out / name).read_bytes() == expected[key], name
+
+
+def test_json_output_of_info():
+    res = run("info", "--json", "--check", STRESS)
+    assert res.exit_code == 0
+    facts = json.loads(res.output)
+    with TraceReader(STRESS) as r:
+        assert facts["records"] == r.record_count == facts["checked"]["records"]
+        assert facts["submissions"] == r.submissions and facts["format"] == "2.0"
+        assert facts["header"]["gpus"][0]["target"] == "gfx942" and facts["summary"]["submissions"] == r.submissions
+
+
+def test_every_meaning_names_a_field_of_its_struct():
+    for struct_type, meanings in K.MEANINGS.items():
+        assert set(meanings) <= {name for name, *_ in struct_type._fields_}, struct_type.__name__
+
+
+def test_struct_fields_name_enums_flags_and_unknown_bits():
+    a = K.kfd_ioctl_alloc_memory_of_gpu_args(flags=K.AllocMemFlags.VRAM | K.AllocMemFlags.PUBLIC | 1 << 12)
+    assert struct_fields(a)["flags"] == "VRAM|PUBLIC|0x1000"
+    q = K.kfd_ioctl_create_queue_args(queue_type=9)
+    assert struct_fields(q)["queue_type"] == 9  # no name: the number
+    assert ioctl_args(K.BY_NAME["CREATE_QUEUE"].request, bytes(8))["queue_type"] == "COMPUTE"  # short: zero-padded
+    assert ioctl_args(0x12345678, b"") is None
+
+
+# -- hostile and odd traces ----------------------------------------------------------------------------------
+def test_a_truncated_trace_dumps_what_it_holds(tmp_path):
+    data = open(STRESS, "rb").read()
+    cut = tmp_path / "cut.kfdtrace"
+    cut.write_bytes(data[: len(data) // 2])
+    res = run("dump", str(cut))
+    assert res.exit_code == 0 and res.output.startswith("#0 ")
+
+
+def test_a_corrupt_trace_is_one_line(tmp_path):
+    data = bytearray(open(STRESS, "rb").read())
+    bad = tmp_path / "bad.kfdtrace"
+    bad.write_bytes(bytes(data[:8]) + b"\xff" * 12 + bytes(data[20:]))
+    for args in (["dump", str(bad)], ["dump", "--json", str(bad)], ["info", "--json", str(bad)]):
+        res = run(*args)
+        assert res.exit_code == 1 and "error:" in res.output and "Traceback" not in res.output, args
+        assert len(res.output.strip().splitlines()) == 1
+
+
+def test_records_that_make_no_sense_together_are_shown_not_fatal(tmp_path):
+    """A doorbell of an unknown queue, ring bytes that are no packets, a free of nothing, an ioctl that is no
+    KFD ioctl, a checkpoint whose chunks are missing: each is shown as far as it can be."""
+    path = str(tmp_path / "odd.kfdtrace")
+    with TraceWriter(path, {}) as w:
+        w.record("doorbell", queue=7, value=16, ring=b"\x01" * 16)
+        w.record("queue", queue=1, gpu=1, type=1, ring=0x1000, ring_size=4096, rptr=0, wptr=0, doorbell_offset=0,
+                 engine=0, dialect="sdma6")
+        w.record("doorbell", queue=1, value=8, ring=struct.pack("<II", 0xFFFFFFFF, 0))
+        w.record("free", handle=5, va=0x9000)
+        w.record("ioctl", seq=1, fd=3, request=0xDEAD, name=None, data=b"\x00" * 4)
+        w.record("ioctl_end", seq=2, ret=0, errno=0, data=None)
+        w.close({})
+    res = run("dump", path)
+    assert res.exit_code == 0, res.output
+    assert "its queue is unknown" in res.output and "unknown packet" in res.output
+    assert len(json_lines(path)) == 6
+    res = run("dump", path, "--buffers", str(tmp_path / "b"))
+    assert res.exit_code == 0
+
+
+def test_a_checkpoint_naming_chunks_it_lacks_is_refused_with_buffers(tmp_path):
+    path = str(tmp_path / "missing.kfdtrace")
+    with TraceWriter(path, {"chunk_size": 4096}) as w:
+        w.record("checkpoint", wait={}, buffers=[{"va": 0x1000, "size": 8192, "name": "x", "keys": [b"k" * 16]}],
+                 in_flight=None)
+        w.close({})
+    assert run("dump", path).exit_code == 0  # without --buffers the contents are not needed
+    res = run("dump", path, "--buffers", str(tmp_path / "b"))
+    assert res.exit_code == 1 and "no blob" in res.output and len(res.output.splitlines()) == 1
+
+
+def test_a_recorded_workload_dumps_with_every_buffer_named(tmp_path):
+    """A workload this dump was not written around: buffers made and freed mid-way, their addresses reused."""
+    path = str(tmp_path / "w.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        q = gpu.sdma_queue(name="q")
+        for i in range(3):
+            a, b = gpu.alloc(4096, "gtt", name=f"a{i}"), gpu.alloc(4096, "vram", name=f"b{i}")
+            a.write(bytes([i]) * 4096)
+            q.copy(b, a, 4096).copy(a, b, 2048).sync()
+            a.free(), b.free()
+    seen = set()
+    for e in json_lines(path, "--kind", "packet"):
+        for p in e["packets"]:
+            seen |= {a["where"].split("+")[0] for a in (p.get("addresses") or {}).values()}
+    assert {"a0", "b0", "a1", "b1", "a2", "b2"} <= seen
+
+
+def test_state_follows_buffers_freed_and_reused():
+    st = TraceState({})
+    st.apply(_rec("alloc", handle=1, gpu=1, va=0x1000, size=0x1000, domain="gtt", flags=0, cpu=None))
+    st.apply(_rec("buffer", handle=1, va=0x1000, name="x", role="user", size=0x800))
+    assert st.where(0x17FF) == "x+0x7ff" and st.where(0x1800) is None
+    st.apply(_rec("free", handle=1, va=0x1000))
+    assert st.where(0x1000) is None
+
+
+def _rec(type_: str, **fields):
+    from kfdtrace.traces.format import Record
+    return Record(0, type_, fields)
+
+
+def test_kinds_cover_every_record_type_once():
+    groups = [t for kind in KINDS.values() for t in kind]
+    assert sorted(groups) == sorted(RECORD_TYPES) and Selection(kinds=frozenset({"packet"})).types() == {"doorbell"}
