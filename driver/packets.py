@@ -62,7 +62,7 @@ _new = object.__new__
 # deeper chains, and an indirect buffer that reaches itself, are refused as malformed.
 MAX_IB_DEPTH = 4
 _BUILDERS = 64  # field-name sequences a definition keeps a generated builder for
-_CODECS = frozenset({"_decode", "_encode", "_written"})  # PacketDef's generated codecs, compiled on first use
+_CODECS = frozenset({"_decode", "_encode", "_written", "_show"})  # PacketDef's generated codecs, compiled on first use
 _CALLS: dict[str, Any] = {}  # PacketDef.caller's generated source -> its compiled code (the tables bound it)
 _RESERVED = frozenset({"name", "defn", "offset", "size", "fields", "payload", "encode", "replace",
                        "addresses", "relocate", "volatile"})  # Packet attributes
@@ -421,11 +421,34 @@ class PacketDef:
         encode = self._words({f.name: f"v{i}" for i, f in enumerate(self.fields)}, "b", self._keep)
         src = (f"def decode(d):\n{_unpack('d', n)}    return {{{', '.join(dec)}}}\n"
                f"def encode(f, b):\n{_unpack('b', n)}{binds}    return ({', '.join(encode)},)\n"
-               f"def written(d):\n{_unpack('d', n)}{self._written_list()}    return w\n")
+               f"def written(d):\n{_unpack('d', n)}{self._written_list()}    return w\n"
+               f"def show(d, where):\n{_unpack('d', n)}    out = [{self.name!r}]\n{self._show_lines()}"
+               f"    return ' '.join(out)\n")
         ns: dict[str, Any] = {}
         exec(compile(src, f"<packet {self.name}>", "exec"), ns)  # source generated from the table alone
         self._decode, self._encode, self._written = ns["decode"], ns["encode"], ns["written"]
+        self._show = ns["show"]
         return ns[name.removeprefix("_")]
+
+    def _show_lines(self) -> str:
+        """Statements appending each field's text to `out`, as `Packet.show` words it for a fixed-size packet."""
+        tests = dict(self._addr_tests)
+        lines = []
+        for f in self.fields:
+            lines.append(f"    v = {_read(f)}\n")
+            if f.name not in self.address_fields:
+                lines.append(f"    if v:\n        out.append(f'{f.name}={{v}}' if v < 10 else f'{f.name}={{v:#x}}')\n")
+                continue
+            plain = f"out.append(f'{f.name}={{v:#x}}')"
+            named = (f"n = where(v)\n{{0}}out.append(f'{f.name}={{{{v:#_x}}}} ({{{{n}}}})' if n else "
+                     f"f'{f.name}={{{{v:#_x}}}}')")
+            if f.name not in tests:
+                lines.append(f"    {plain}\n")
+                continue
+            cond = tests[f.name]
+            held = "where is not None" + ("" if cond is None else f" and {_read(self[cond[0]])} in {_among(cond[1])}")
+            lines.append(f"    if {held}:\n        {named.format('        ')}\n    else:\n        {plain}\n")
+        return "".join(lines)
 
     def _written_list(self) -> str:
         """Statements binding `w` to the list of addresses the packet in dwords d0, d1, ... writes, in table order
@@ -762,6 +785,8 @@ class Packet:
     def show(self, where: Callable[[int], str | None] | None = None) -> str:
         """The packet in one line, fields by name; with `where`, each address it holds (`addresses()`) also
         says what `where` names it (``dst=0x7f00_1000_2000 (result+0x2000)``)."""
+        if self._fields is None and self.defn.tail is None:  # as decoded: the generated words, straight from dwords
+            return self.defn._show(self._raw, where)
         addrs, tail = self.defn.address_fields, self.defn.tail
         hidden = () if tail is None else (tail.count if tail.quiet else None, tail.first)
         held = self.addresses() if where is not None else {}

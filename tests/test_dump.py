@@ -16,7 +16,7 @@ from kfdtrace.cli import main as kfdtrace_cli
 from kfdtrace.driver import System
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.sdma import DIALECTS
-from kfdtrace.traces.dump import KINDS, Selection, parse_range
+from kfdtrace.traces.dump import KINDS, Dumper, Selection, parse_range, text
 from kfdtrace.traces.format import TraceReader, TraceWriter
 from kfdtrace.traces.records import RECORD_TYPES
 from kfdtrace.traces.walk import TraceState, ioctl_args, struct_fields
@@ -64,6 +64,17 @@ def test_packets_are_named_by_the_tables_and_addresses_by_buffer(path):
         for p in e["packets"]:
             for addr in (p.get("addresses") or {}).values():
                 assert addr["where"] is not None, f"{p['name']} at {addr['addr']:#x} lands in no buffer"
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=os.path.basename)
+def test_text_words_each_record_as_its_entry_does(path):
+    """Doorbells are worded straight from the record for speed: the same words as from their JSON entry."""
+    with TraceReader(path) as a, TraceReader(path) as b:
+        fast = Dumper(a).lines()
+        for e, lines in zip(Dumper(b).entries(), fast, strict=True):
+            assert lines[0] == text(e)[0]
+            assert len(lines) - 1 == len(e.get("packets") or ()) + len(e.get("buffers") or ()) + \
+                len(e.get("in_flight") or ()) + bool(e.get("error"))
 
 
 def test_text_names_buffers_ioctls_and_flags():

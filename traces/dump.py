@@ -90,6 +90,25 @@ class Dumper:
 
     def entries(self) -> Iterator[dict]:
         """The selected records as entries, in stream order."""
+        for r, sub in self.selected():
+            yield self.entry(r, sub)
+
+    def lines(self) -> Iterator[list[str]]:
+        """The selected records as text, a list of lines each, in stream order."""
+        where = self.state.where
+        for r, sub in self.selected():
+            f = r.fields
+            if sub is None or sub.error or sub.queue is None or type(f["t"]) is not int or f["tid"] is None:
+                yield text(self.entry(r, sub))
+                continue
+            # a doorbell of a known queue, the most frequent record: worded here as `text` would, without an entry
+            q, base = sub.queue, sub.base
+            yield [f"#{r.n:<7} {f['t'] / 1e6:11.3f} ms [{f['tid']}] doorbell submission {sub.number}"
+                   f"{' ' + q.name if q.name else ''} queue={f['queue']} value={_value(f['value'])}",
+                   *[f"    @{base + p.offset:#07x} {p.show(where)}" for p in sub.packets]]
+
+    def selected(self) -> Iterator[tuple[Record, Submission | None]]:
+        """The selected records, each with what it submitted when it is a doorbell."""
         sel, state = self.sel, self.state
         first, last = sel.submits or (0, 1 << 63)
         for r in R.checked(self.trace.records()):
@@ -104,7 +123,7 @@ class Dumper:
                 continue
             if sel.queue is not None and r.type in QUEUE_TYPES and r.fields.get("queue") != sel.queue:
                 continue
-            yield self.entry(r, sub)
+            yield r, sub
 
     def entry(self, r: Record, sub: Submission | None) -> dict:
         f = r.fields
@@ -170,8 +189,7 @@ class Dumper:
             e["error"] = sub.error
 
     def _packet(self, p: Packet, base: int) -> dict:
-        out: dict[str, Any] = {"at": base + p.offset, "name": p.name, "fields": p.fields,
-                               "text": p.show(self.state.where)}
+        out: dict[str, Any] = {"at": base + p.offset, "name": p.name, "fields": p.fields}
         held = p.addresses()
         if held:
             out["addresses"] = {k: {"addr": v, "where": self.state.where(v)} for k, v in held.items()}
@@ -227,7 +245,7 @@ def _value(v: Any) -> str:
 
 
 def text(e: dict) -> list[str]:
-    """An entry as lines: the record's own line, then one line per packet it submitted."""
+    """An entry as lines: the record's own line, then its checkpointed buffers or what went wrong."""
     t = e.get("t")
     head = f"#{e['n']:<7} {t / 1e6:11.3f} ms" if isinstance(t, int) else f"#{e['n']:<7} {'':14}"
     words = [head, f"[{e['tid']}]" if e.get("tid") is not None else "[-]", e["record"]]
@@ -246,8 +264,6 @@ def text(e: dict) -> list[str]:
                      f"chunks={len(b['keys'])}")
     for b in e.get("in_flight") or ():
         lines.append(f"    in flight: {b.get('name') or hex(b['va'])}")
-    for p in e.get("packets") or ():
-        lines.append(f"    @{p['at']:#07x} {p['text']}")
     if e.get("error"):
         lines.append(f"    ({e['error']})")
     return lines
@@ -265,13 +281,15 @@ def dump(trace: TraceReader, write: Callable[[str], None], selection: Selection 
          as_json: bool = False, buffers: str | None = None) -> int:
     """Write the selected records (text lines, or JSON Lines); how many records."""
     n = 0
-    for e in Dumper(trace, selection, buffers).entries():
+    dumper = Dumper(trace, selection, buffers)
+    if as_json:
+        encode = _JSON.encode
+        for e in dumper.entries():
+            n += 1
+            write(encode(e).decode())  # entries are plain already
+        return n
+    for lines in dumper.lines():
         n += 1
-        if as_json:
-            for p in e.get("packets") or ():
-                del p["text"]
-            write(to_json(e))
-        else:
-            for line in text(e):
-                write(line)
+        for line in lines:
+            write(line)
     return n

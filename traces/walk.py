@@ -26,6 +26,7 @@ from kfdtrace.traces.format import Record
 DIALECTS: dict[str, Dialect] = {**SDMA_DIALECTS, **PM4_DIALECTS, AQL.name: AQL}
 MAX_PENDING_IOCTLS = 1024  # ioctls begun and not ended that are remembered (one per thread, in practice)
 MAX_ARRAY = 64  # elements of a struct's array field that are shown
+MAX_NAMED = 1 << 16  # addresses whose where() is remembered
 
 
 @dataclass
@@ -148,6 +149,7 @@ class TraceState:
         self.ioctls: dict[int, tuple[int, bytes]] = {}  # seq -> (request, argument bytes) of ioctls begun
         self.ended: tuple[int, bytes] | None = None  # (request, argument bytes) of the ioctl the last end ended
         self.submissions = 0
+        self._named: dict[int, str | None] = {}  # where() of addresses asked about since buffers last changed
 
     def apply(self, r: Record) -> Submission | None:
         """Learn from a (checked) record; for a doorbell, what it submitted."""
@@ -160,8 +162,16 @@ class TraceState:
 
     def where(self, addr: int) -> str | None:
         """'name+0x2000' for an address inside a live buffer, else None."""
+        try:
+            return self._named[addr]
+        except KeyError:
+            pass
         hit = self.by_va.find(addr)
-        return None if hit is None else f"{hit[2].label}+{addr - hit[0]:#x}"
+        named = None if hit is None else f"{hit[2].label}+{addr - hit[0]:#x}"
+        if len(self._named) >= MAX_NAMED:
+            self._named.clear()
+        self._named[addr] = named
+        return named
 
     def queue_label(self, queue: int | None) -> str:
         q = self.queues.get(queue) if queue is not None else None
@@ -172,6 +182,7 @@ class TraceState:
         self.threads[f["tid"]] = f["name"]
 
     def _on_alloc(self, f: dict) -> None:
+        self._named.clear()
         old = self.buffers.pop(f["handle"], None)
         if old is not None:
             self.by_va.remove(old.va)
@@ -180,6 +191,7 @@ class TraceState:
             self.buffers[buf.handle] = buf
 
     def _on_buffer(self, f: dict) -> None:
+        self._named.clear()
         buf = self.buffers.get(f["handle"]) if f["handle"] is not None else self.by_va.get(f["va"])
         if buf is not None and buf.va == f["va"]:
             buf.name, buf.role = f["name"], f["role"]
@@ -189,6 +201,7 @@ class TraceState:
                 self.by_va.add(buf.va, buf.size, buf)
 
     def _on_free(self, f: dict) -> None:
+        self._named.clear()
         buf = self.buffers.pop(f["handle"], None)
         if buf is not None:
             self.by_va.remove(buf.va)
