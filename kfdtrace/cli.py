@@ -261,3 +261,22 @@ def diff(a: str, b: str, as_json: bool) -> None:
         for line in result.lines():
             click.echo(line)
     sys.exit(1 if result.differs else 0)
+
+
+@main.command()
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("--submits", "-s", required=True, metavar="A..B", help="The submissions to keep (from 0; inclusive).")
+@click.option("--output", "-o", required=True, metavar="OUT", type=click.Path(dir_okay=False),
+              help="The trimmed trace.")
+@user_errors
+def trim(trace: str, submits: str, output: str) -> None:
+    """A standalone trace of submissions A..B: what was live at A, recreated with its known contents, then the
+    range. Refused, saying why, when the range reads memory whose contents at A the trace does not hold."""
+    from kfdtrace.traces.dump import parse_range
+    from kfdtrace.traces.format import TraceReader
+    from kfdtrace.traces.trim import trim as trim_trace
+
+    first, last = parse_range(submits)
+    with TraceReader(trace) as r:
+        for line in trim_trace(r, output, first, min(last, r.submissions - 1)).lines():
+            click.echo(f"{output}: {line}")

@@ -678,7 +678,7 @@ class TraceReader:
         clock = header.pop(CLOCK_KEY, None)
         if clock is not None and not isinstance(clock, str):
             raise self._fail("the header's clock field is not a str (corrupt trace)")
-        self._clock: str | None = clock
+        self.clock: str | None = clock  # the record field stored as differences (None: no such field)
         self.version: tuple[int, int] = (major, minor)
         self.blob_key: Callable[[Any], bytes] = KEY_FUNCTIONS[major]  # this file's: check blobs and checkpoints with it
         self.header: dict = header
@@ -848,7 +848,7 @@ class TraceReader:
         payload = self._decode(raw, head.stored, offset)
         if type(payload) is not list or len(payload) != head.count:
             raise FrameError(self.path, offset, "the records do not match the frame head (corrupt trace)")
-        clock, t = self._clock, 0  # a clock is stored as the difference from the frame's record before
+        clock, t = self.clock, 0  # a clock is stored as the difference from the frame's record before
         for r in payload:
             if not (type(r) is list and len(r) == 2 and type(r[0]) is str and type(r[1]) is dict):
                 raise FrameError(self.path, offset, "a record is not [type, fields] (corrupt trace)")

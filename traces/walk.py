@@ -240,7 +240,8 @@ class TraceState:
         q.wptr, q.submissions = f["value"], q.submissions + 1
         ring = f["ring"]
         if not ring:
-            return Submission(number, q, base, [], None)
+            return Submission(number, q, base, [], None if f["value"] == base else
+                              f"its packets are not in the trace (a {q.kind} queue's are not recorded)")
         if q.dialect is None:
             return Submission(number, q, base, [], f"no packet dialect is known for a {q.kind} queue")
         packets, error = decode_all(q.dialect, ring)

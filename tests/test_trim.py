@@ -1,0 +1,114 @@
+"""`kfdtrace trim` (issue 12): a range of submissions as a standalone trace that replays and verifies, or a
+refusal that says what the range needs that the trace does not hold."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from kfdtrace.capture import record
+from kfdtrace.cli import main as kfdtrace_cli
+from kfdtrace.driver import System
+from kfdtrace.replay.engine import EXIT_OK, Options
+from kfdtrace.replay.session import replay_trace
+from kfdtrace.traces.format import TraceReader
+from kfdtrace.traces.records import HEADER, SUMMARY, check_map, checked
+from kfdtrace.traces.trim import TrimRefused, trim
+
+from .test_replay import FAMILIES, gpu_count, sample
+
+SAMPLES = ["sdma_stress-gfx942", "peer_ring-2xgfx942", "ping_pong-gfx1100"]
+
+
+def ranges(n: int) -> list[tuple[int, int]]:
+    """Every start, each with a range of one, two and three submissions and one to the end."""
+    return sorted({(a, b) for a in range(n) for b in (a, a + 1, a + 2, n - 1) if b < n})
+
+
+@pytest.mark.parametrize("name", SAMPLES)
+def test_every_range_of_the_samples_replays_and_verifies_or_is_refused(name, tmp_path):
+    path, out = sample(name), str(tmp_path / "t.kfdtrace")
+    with TraceReader(path) as r:
+        n = r.submissions
+    made = 0
+    for a, b in ranges(n):
+        with TraceReader(path) as r:
+            try:
+                report = trim(r, out, a, b)
+            except TrimRefused as exc:
+                assert "trim from" in str(exc) or "extend it" in str(exc), str(exc)
+                assert not os.path.exists(out)
+                continue
+        made += 1
+        assert report.submissions == b - a + 1
+        with TraceReader(out) as t:
+            assert t.submissions == b - a + 1 and not t.recovered
+            check_map("header", dict(t.header), HEADER), check_map("summary", t.summary, SUMMARY)
+            assert sum(1 for _ in checked(t.records(), strict=True)) == t.record_count
+        result = replay_trace(out, Options(timeout=5), emulate_recorded=True)
+        assert result.status == EXIT_OK, (a, b, result.lines())
+        os.unlink(out)
+    assert made >= 1, f"no range of {name} could be trimmed"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_trimmed_range_replays_on_every_family(family, tmp_path):
+    out = str(tmp_path / "t.kfdtrace")
+    with TraceReader(sample("sdma_stress-gfx942")) as r:
+        trim(r, out, 20, r.submissions - 1)
+    report = replay_trace(out, Options(), emulate=",".join([family] * gpu_count(out)))
+    assert report.status == EXIT_OK, report.lines()
+    assert report.results[0].verified > 0  # the range holds checkpoints, and they match
+
+
+def test_a_range_reading_memory_the_gpu_wrote_before_it_is_refused(tmp_path):
+    with TraceReader(sample("sdma_stress-gfx942")) as r, pytest.raises(TrimRefused) as e:
+        trim(r, str(tmp_path / "t.kfdtrace"), 1, 1)  # the consumer copies the stage the producer just filled
+    assert "reads stage1" in str(e.value) and "submission 0 on queue 0 (producer) wrote it" in str(e.value)
+
+
+def test_a_range_whose_wait_is_signalled_only_after_it_is_refused(tmp_path):
+    with TraceReader(sample("peer_ring-2xgfx942")) as r, pytest.raises(TrimRefused) as e:
+        trim(r, str(tmp_path / "t.kfdtrace"), 0, 0)
+    assert "would hang" in str(e.value) and "semaphores+0x" in str(e.value)
+
+
+def test_contents_restored_from_a_checkpoint_let_a_later_range_read_gpu_written_memory(tmp_path):
+    """The GPU fills `a`; a checkpoint records it; the range copies `a` on: `a`'s contents come from the
+    checkpoint, and the range's own checkpoint verifies them."""
+    path, out = str(tmp_path / "w.kfdtrace"), str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        q = gpu.sdma_queue(name="q")
+        a, b = gpu.alloc(8192, "gtt", name="a"), gpu.alloc(8192, "gtt", name="b")
+        q.fill(a, 0x5A5A5A5A, 8192).sync()
+        assert a.read()[:4] == b"\x5a" * 4  # a CPU read of what the GPU wrote: a checkpoint of `a`
+        q.copy(b, a, 8192).sync()
+        b.read()
+    with TraceReader(path) as r:
+        report = trim(r, out, 1, r.submissions - 1)
+    assert report.restored_chunks > 0
+    result = replay_trace(out, Options(), emulate="gfx90a")
+    assert result.status == EXIT_OK and result.results[0].verified > 0, result.lines()
+
+
+def test_the_cli_trims_and_refuses_in_one_line(tmp_path):
+    out = str(tmp_path / "t.kfdtrace")
+    res = CliRunner().invoke(kfdtrace_cli, ["trim", sample("sdma_stress-gfx942"), "-s", "4..9", "-o", out])
+    assert res.exit_code == 0 and "6 submissions" in res.output, res.output
+    for args, text in ((["-s", "1..1"], "contents at the range's start are unknown"),
+                       (["-s", "40..41"], "the trace has submissions 0..31"),
+                       (["-s", "x"], "submission range")):
+        res = CliRunner().invoke(kfdtrace_cli, ["trim", sample("sdma_stress-gfx942"), *args, "-o", out])
+        assert res.exit_code == 1 and text in res.output and len(res.output.splitlines()) == 1, res.output
+
+
+def test_trim_refuses_to_overwrite_its_source(tmp_path):
+    src = tmp_path / "s.kfdtrace"
+    src.write_bytes(open(sample("sdma_stress-gfx942"), "rb").read())
+    res = CliRunner().invoke(kfdtrace_cli, ["trim", str(src), "-s", "4..9", "-o", str(src)])
+    assert res.exit_code == 1 and "another file" in res.output
+    with TraceReader(str(src)) as r:
+        assert r.submissions == 32

@@ -1,0 +1,347 @@
+"""`kfdtrace trim`: a standalone trace of a range of submissions, A to B.
+
+The trimmed trace starts with what was live when submission A was made: the buffers (their alloc, buffer, map
+and cpu_map records), queues and events, then the contents known at A of every CPU-visible buffer (`mem`
+records, from the CPU writes and checkpoints before A), then every semaphore word the packets and the CPU had
+signalled before A (`cpu_signal` records), as if the submissions before A had completed. Then it holds the
+records from submission A to those before submission B+1, checkpoints included, unchanged.
+
+A buffer the GPU wrote before A, after its last checkpoint (or that is never checkpointed, like VRAM the CPU
+cannot see), has no known contents at A. If the range reads such a buffer before writing it, or checkpoints
+it, the trim is refused with what wrote it: trim from an earlier submission, or from after a checkpoint.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+from kfdtrace.driver.packets import Packet
+from kfdtrace.driver.sdma import PollFunc
+from kfdtrace.traces import records as R
+from kfdtrace.traces.format import Record, TraceError, TraceReader, TraceWriter
+from kfdtrace.traces.walk import BufferInfo, Submission, TraceState
+
+# records that set up an object, kept before A while the object lives: (type, the field naming the object)
+SETUP = {R.ALLOC: "handle", R.BUFFER: "handle", R.MAP: "handle", R.CPU_MAP: "handle", R.QUEUE: "queue",
+         R.QUEUE_NAME: "queue", R.EVENT: "event"}
+TEARDOWN = {R.FREE: "handle", R.QUEUE_DESTROY: "queue", R.EVENT_DESTROY: "event"}
+OWNER = {R.ALLOC: "buffer", R.BUFFER: "buffer", R.MAP: "buffer", R.CPU_MAP: "buffer", R.FREE: "buffer",
+         R.QUEUE: "queue", R.QUEUE_NAME: "queue", R.QUEUE_DESTROY: "queue", R.EVENT: "event",
+         R.EVENT_DESTROY: "event"}
+
+
+SEMAPHORES = "semaphores"  # the role of the driver's semaphore buffers (driver/system.py)
+
+
+class TrimRefused(TraceError):
+    """A range whose start the trace does not say enough about."""
+
+
+@dataclass
+class Contents:
+    """What is known of a buffer's bytes at the point reached: chunks by address, or why they are unknown."""
+
+    chunks: dict[int, tuple[int, bytes]] = field(default_factory=dict)  # va -> (size, blob key)
+    unknown: str | None = None  # "submission 12 on queue 1 (consumer) wrote it"
+
+
+@dataclass
+class TrimReport:
+    records: int
+    submissions: int
+    packets: int
+    restored_chunks: int
+    restored_semaphores: int
+
+    def lines(self) -> list[str]:
+        return [f"{self.records} records, {self.submissions} submissions ({self.packets} packets); restored at the "
+                f"start: {self.restored_chunks} memory chunks, {self.restored_semaphores} semaphores"]
+
+
+class _Prefix:
+    """Follows the records before A: what lives, what its memory holds, what the semaphores read."""
+
+    def __init__(self, trace: TraceReader):
+        self.trace = trace
+        self.state = TraceState(trace.header)
+        self.kept: dict[tuple[str, int], list[Record]] = {}  # (kind, id) -> its setup records
+        self.threads: list[Record] = []
+        self.contents: dict[int, Contents] = {}  # buffer va -> what it holds
+        self.words: dict[int, int] = {}  # semaphore dword address -> value last written
+        self.names: dict[int, str | None] = {}  # semaphore address -> the name a cpu_signal gave it
+
+    def apply(self, r: Record) -> Submission | None:
+        f = r.fields
+        kind = OWNER.get(r.type)
+        if r.type == R.THREAD:
+            self.threads.append(r)
+        elif r.type in SETUP:
+            key = (kind, f[SETUP[r.type]])
+            if r.type == R.BUFFER and f["handle"] is None:
+                key = next((k for k, recs in self.kept.items() if recs[0].fields.get("va") == f["va"]), key)
+            self.kept.setdefault(key, []).append(r)
+        elif r.type in TEARDOWN:
+            self.kept.pop((kind, f[TEARDOWN[r.type]]), None)
+        sub = self.state.apply(r)
+        if r.type == R.ALLOC:
+            self.contents[f["va"]] = Contents()
+        elif r.type == R.FREE:
+            self.contents.pop(f["va"], None)
+        elif r.type == R.MEM:
+            self._cpu_write(f["va"], f["size"], f["key"])
+        elif r.type == R.CHECKPOINT:
+            self._checkpoint(f, _chunk(self.trace))
+        elif r.type == R.CPU_SIGNAL:
+            self.words[f["addr"]], self.words[f["addr"] + 4] = f["value"] & 0xFFFFFFFF, f["value"] >> 32
+            self.names[f["addr"]] = f["name"]
+        elif sub is not None:
+            self._submitted(sub)
+        return sub
+
+    def _buffer(self, addr: int) -> tuple[BufferInfo, Contents] | None:
+        buf = self.state.buffer_at(addr)
+        return None if buf is None or buf.va not in self.contents else (buf, self.contents[buf.va])
+
+    def _cpu_write(self, va: int, size: int, key: bytes) -> None:
+        hit = self._buffer(va)
+        if hit is not None:
+            hit[1].chunks[va] = (size, key)
+
+    def _checkpoint(self, f: dict, chunk: int) -> None:
+        in_flight = {b["va"] for b in f["in_flight"] or ()}
+        for entry in f["buffers"]:
+            hit = self._buffer(entry["va"])
+            if hit is None or entry["va"] in in_flight or hit[0].va != entry["va"]:
+                continue
+            contents = hit[1]
+            contents.chunks = {entry["va"] + i * chunk: (min(chunk, entry["size"] - i * chunk), key)
+                               for i, key in enumerate(entry["keys"])}
+            contents.unknown = None
+
+    def _submitted(self, sub: Submission) -> None:
+        _understood(sub, "before the range")
+        why = f"submission {sub.number} on {sub.queue.label if sub.queue else 'an unknown queue'} wrote it"
+        for p in sub.packets:
+            d = p.defn
+            if d.indirect is not None:
+                raise TrimRefused(f"submission {sub.number} calls an indirect buffer ({p.name}) before the range: "
+                                  "trim cannot follow what it writes; trim from an earlier submission")
+            for addr in p.written_addresses():
+                hit = self._buffer(addr)
+                if hit is not None and not _semaphores(hit[0]):
+                    hit[1].unknown = why
+            if d.signal is not None and d.signal[0] in p.addresses():
+                self.words[p.fields[d.signal[0]]] = p.fields[d.signal[1]] & 0xFFFFFFFF
+
+
+def _chunk(trace: TraceReader) -> int:
+    chunk = trace.header.get("chunk_size")
+    if type(chunk) is not int or chunk <= 0:
+        raise TraceError(f"{trace.path}: the header has no chunk size: it cannot be trimmed")
+    return chunk
+
+
+def _semaphores(buf: BufferInfo | None) -> bool:
+    """Whether `buf` holds the driver's semaphores (the words restored by cpu_signal records; the words other
+    buffers hold are their contents, restored or refused as such)."""
+    return buf is not None and buf.role == SEMAPHORES
+
+
+def _reads(p: Packet) -> list[int]:
+    """The addresses a packet reads through (those it holds that it does not write)."""
+    return [a for n, a in p.addresses().items() if n not in p.defn.written_fields]
+
+
+def trim(trace: TraceReader, out: str, first: int, last: int) -> TrimReport:
+    """Write submissions `first`..`last` (inclusive, from 0) of `trace` as a standalone trace at `out`."""
+    if not 0 <= first <= last < trace.submissions:
+        raise ValueError(f"submissions {first}..{last}: the trace has submissions 0..{trace.submissions - 1}")
+    if os.path.abspath(out) == os.path.abspath(trace.path):
+        raise ValueError("the trimmed trace must go to another file")
+    prefix = _Prefix(trace)
+    records = R.checked(trace.records())
+    start = None
+    for r in records:
+        if r.type == R.DOORBELL and prefix.state.submissions == first:
+            start = r
+            break
+        prefix.apply(r)
+    assert start is not None  # the index counts `first` submissions before it
+    header = {**trace.header, "name": f"{trace.header.get('name') or os.path.basename(trace.path)} "
+                                      f"submissions {first}..{last}",
+              "trimmed": {"from": os.path.basename(trace.path), "submits": [first, last], "record": start.n}}
+    w = TraceWriter(out, header, clock=trace.clock, submission_type=trace.submission_type)
+    try:
+        report = _write(trace, prefix, start, records, w, first, last)
+    except BaseException:
+        w.close()
+        os.unlink(out)
+        raise
+    return report
+
+
+class _Writer:
+    """The trimmed trace's records, with what its summary counts."""
+
+    def __init__(self, trace: TraceReader, w: TraceWriter):
+        self.trace, self.w = trace, w
+        self.keys: dict[bytes, bytes] = {}  # the source's blob keys -> the trimmed trace's
+        self.counts: Counter[str] = Counter()
+        self.packets: Counter[str] = Counter()
+        self.payload = 0
+        self.t: list[int] = []
+
+    def key(self, old: bytes) -> bytes:
+        new = self.keys.get(old)
+        if new is None:
+            new = self.keys[old] = self.w.blob(self.trace.blob(old))
+        return new
+
+    def record(self, type_: str, fields: dict) -> None:
+        fields = dict(fields)
+        if type_ == R.MEM:
+            fields["key"] = self.key(fields["key"])
+            self.payload += fields["size"]
+        elif type_ == R.CHECKPOINT:
+            fields["buffers"] = [{**b, "keys": [self.key(k) for k in b["keys"]]} for b in fields["buffers"]]
+        if type(fields.get("t")) is int:
+            self.t.append(fields["t"])
+        self.counts[type_] += 1
+        self.w.record(type_, **fields)
+
+    def summary(self) -> dict:
+        """The summary capture would write for these records (the writer's figures as of before the index)."""
+        c = self.counts
+        return {"duration_ns": max(self.t) - min(self.t) if self.t else 0, "ioctls": c[R.IOCTL],
+                "submissions": c[R.DOORBELL], "checkpoints": c[R.CHECKPOINT], "buffers": c[R.ALLOC],
+                "packets": dict(self.packets), "payload_bytes": self.payload, "exit_status": None,
+                **{f"trace_{k}": v for k, v in self.w.stats.items()}}
+
+
+def _write(trace: TraceReader, prefix: _Prefix, start: Record, records, w: TraceWriter, first: int,
+           last: int) -> TrimReport:
+    out = _Writer(trace, w)
+    setup = sorted(prefix.threads + [r for recs in prefix.kept.values() for r in recs], key=lambda r: r.n)
+    for r in setup:
+        out.record(r.type, r.fields)
+    t0 = start.fields.get("t")
+    chunks = semaphores = 0
+    for _, contents in sorted(prefix.contents.items()):
+        for at, (size, key) in sorted(contents.chunks.items()):
+            out.record(R.MEM, {"t": t0, "tid": start.fields.get("tid"), "va": at, "size": size, "key": key})
+            chunks += 1
+    for addr in sorted(a for a in prefix.words if a % 8 == 0 and _semaphores(prefix.state.buffer_at(a))):
+        value = prefix.words[addr] | prefix.words.get(addr + 4, 0) << 32
+        out.record(R.CPU_SIGNAL, {"t": t0, "tid": start.fields.get("tid"), "addr": addr, "value": value,
+                                  "name": prefix.names.get(addr)})
+        semaphores += 1
+    out.record(R.NOTE, {"t": t0, "text": f"trimmed from {trace.path}: submissions {first}..{last}, record {start.n} "
+                                         f"on; the records before restore what was live and known there"})
+    _range(prefix, start, records, out, last)
+    w.close(out.summary())
+    return TrimReport(sum(out.counts.values()), out.counts[R.DOORBELL], sum(out.packets.values()), chunks,
+                      semaphores)
+
+
+Signals = dict[int, list[tuple[int | None, int, int]]]  # dword -> (queue or None for the CPU, order, value)
+# a wait: (what, queue or None for the CPU, order, address, reference, how: "==", ">=" (a dword) or ">=64")
+Wait = tuple[str, int | None, int, int, int, str]
+
+
+def _range(prefix: _Prefix, start: Record, records, out: _Writer, last: int) -> None:
+    """Copy the records from `start` to those before submission last+1, refusing a read of unknown memory and
+    a wait that nothing can satisfy."""
+    state, written = prefix.state, set()  # buffers (by va) the range has written or made so far
+    signals: Signals = {addr: [(None, -1, v)] for addr, v in prefix.words.items()}
+    waits: list[Wait] = []
+    for rec in itertools.chain((start,), records):
+        if rec.type == R.DOORBELL and state.submissions > last:
+            break
+        sub = state.apply(rec)
+        f = rec.fields
+        if sub is not None:
+            _check_reads(prefix, sub, written)
+            _signals_and_waits(sub, rec.n, signals, waits)
+            if sub.queue is not None and sub.queue.dialect is not None:
+                for p in sub.packets:
+                    out.packets[f"{sub.queue.dialect.name}:{p.name}"] += 1
+        elif rec.type == R.ALLOC:
+            written.add(f["va"])
+        elif rec.type == R.CHECKPOINT:
+            for entry in f["buffers"]:
+                _check_known(prefix, entry["va"], written, f"the checkpoint at record {rec.n}")
+        elif rec.type == R.CPU_SIGNAL:
+            signals.setdefault(f["addr"], []).append((None, rec.n << 20, f["value"] & 0xFFFFFFFF))
+            signals.setdefault(f["addr"] + 4, []).append((None, rec.n << 20, f["value"] >> 32))
+        elif rec.type == R.CPU_WAIT and f["ok"]:
+            waits.append((f"the CPU wait at record {rec.n}", None, rec.n << 20, f["addr"], f["value"], ">=64"))
+        out.record(rec.type, rec.fields)
+    for wait in waits:
+        if not _satisfiable(wait, signals):
+            what, _, _, addr, ref, _ = wait
+            raise TrimRefused(f"{what} waits for {state.where(addr) or hex(addr)} to reach {ref:#x}, which nothing "
+                              f"signals in the range (or before it) where that wait could see it: the range would "
+                              f"hang; extend it to the submission that signals it")
+
+
+def _satisfiable(wait: Wait, signals: Signals) -> bool:
+    """Whether some signal can satisfy `wait`: for a queue's poll, one made before it in its queue, anywhere in
+    another queue or by the CPU (queues run side by side); for the CPU's, one made before it."""
+    _, queue, order, addr, ref, how = wait
+
+    def seen(a: int) -> list[int]:
+        return [v for q, o, v in signals.get(a, ()) if o < order or (queue is not None and q != queue)]
+
+    if how == ">=64":  # a 64-bit value in two dwords: compared high dword first
+        high, low = seen(addr + 4), seen(addr)
+        top = max(high, default=0)
+        return top > ref >> 32 or (top == ref >> 32 and max(low, default=0) >= ref & 0xFFFFFFFF)
+    values = seen(addr)
+    return any(v >= ref for v in values) if how == ">=" else ref in values
+
+
+def _signals_and_waits(sub: Submission, n: int, signals: Signals, waits: list[Wait]) -> None:
+    """Note the semaphore dwords `sub` (record `n`) signals, and the polls it makes that wait for a value (>= or
+    ==, all bits compared), each with its queue and order: read through the packet tables' `signal` and `wait`
+    tags."""
+    queue = sub.queue.queue if sub.queue is not None else None
+    for i, p in enumerate(sub.packets):
+        d, held, order = p.defn, p.addresses(), n << 20 | i
+        if d.signal is not None and d.signal[0] in held:
+            signals.setdefault(held[d.signal[0]], []).append((queue, order, p.fields[d.signal[1]] & 0xFFFFFFFF))
+        if d.wait is not None and d.wait[0] in held:
+            addr, ref, mask, func = d.wait
+            if p.fields[mask] == 0xFFFFFFFF and p.fields[func] in (PollFunc.GE, PollFunc.EQ):
+                waits.append((f"submission {sub.number} ({p.name} at +{p.offset:#x})", queue, order, held[addr],
+                              p.fields[ref], ">=" if p.fields[func] == PollFunc.GE else "=="))
+
+
+def _understood(sub: Submission, where: str) -> None:
+    """TrimRefused unless every packet of `sub` was read: what the others read and write is unknown."""
+    if sub.error:
+        raise TrimRefused(f"submission {sub.number} {where}: {sub.error}; trim cannot tell what it reads and writes")
+
+
+def _check_reads(prefix: _Prefix, sub: Submission, written: set[int]) -> None:
+    _understood(sub, "in the range")
+    for p in sub.packets:
+        for addr in _reads(p):
+            _check_known(prefix, addr, written, f"submission {sub.number} ({p.name})")
+        for addr in p.written_addresses():
+            buf = prefix.state.buffer_at(addr)
+            if buf is not None:
+                written.add(buf.va)
+
+
+def _check_known(prefix: _Prefix, addr: int, written: set[int], what: str) -> None:
+    buf = prefix.state.buffer_at(addr)
+    if buf is None or buf.va in written or _semaphores(buf):
+        return
+    contents = prefix.contents.get(buf.va)
+    if contents is not None and contents.unknown:
+        raise TrimRefused(f"{what} reads {buf.label} at {addr:#x}, whose contents at the range's start are "
+                          f"unknown ({contents.unknown}, and no checkpoint of it followed): trim from an earlier "
+                          f"submission, or from one after a checkpoint of {buf.label}")
