@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 
 from kfdtrace.driver.packets import Packet
 from kfdtrace.driver.sdma import PollFunc
 from kfdtrace.traces import records as R
 from kfdtrace.traces.format import Record, TraceError, TraceReader, TraceWriter
+from kfdtrace.traces.rewrite import TraceCopy
 from kfdtrace.traces.walk import BufferInfo, Submission, TraceState
 
 # records that set up an object, kept before A while the object lives: (type, the field naming the object)
@@ -183,47 +183,9 @@ def trim(trace: TraceReader, out: str, first: int, last: int) -> TrimReport:
     return report
 
 
-class _Writer:
-    """The trimmed trace's records, with what its summary counts."""
-
-    def __init__(self, trace: TraceReader, w: TraceWriter):
-        self.trace, self.w = trace, w
-        self.keys: dict[bytes, bytes] = {}  # the source's blob keys -> the trimmed trace's
-        self.counts: Counter[str] = Counter()
-        self.packets: Counter[str] = Counter()
-        self.payload = 0
-        self.t: list[int] = []
-
-    def key(self, old: bytes) -> bytes:
-        new = self.keys.get(old)
-        if new is None:
-            new = self.keys[old] = self.w.blob(self.trace.blob(old))
-        return new
-
-    def record(self, type_: str, fields: dict) -> None:
-        fields = dict(fields)
-        if type_ == R.MEM:
-            fields["key"] = self.key(fields["key"])
-            self.payload += fields["size"]
-        elif type_ == R.CHECKPOINT:
-            fields["buffers"] = [{**b, "keys": [self.key(k) for k in b["keys"]]} for b in fields["buffers"]]
-        if type(fields.get("t")) is int:
-            self.t.append(fields["t"])
-        self.counts[type_] += 1
-        self.w.record(type_, **fields)
-
-    def summary(self) -> dict:
-        """The summary capture would write for these records (the writer's figures as of before the index)."""
-        c = self.counts
-        return {"duration_ns": max(self.t) - min(self.t) if self.t else 0, "ioctls": c[R.IOCTL],
-                "submissions": c[R.DOORBELL], "checkpoints": c[R.CHECKPOINT], "buffers": c[R.ALLOC],
-                "packets": dict(self.packets), "payload_bytes": self.payload, "exit_status": None,
-                **{f"trace_{k}": v for k, v in self.w.stats.items()}}
-
-
 def _write(trace: TraceReader, prefix: _Prefix, start: Record, records, w: TraceWriter, first: int,
            last: int) -> TrimReport:
-    out = _Writer(trace, w)
+    out = TraceCopy(trace, w)
     setup = sorted(prefix.threads + [r for recs in prefix.kept.values() for r in recs], key=lambda r: r.n)
     for r in setup:
         out.record(r.type, r.fields)
@@ -251,7 +213,7 @@ Signals = dict[int, list[tuple[int | None, int, int]]]  # dword -> (queue or Non
 Wait = tuple[str, int | None, int, int, int, str]
 
 
-def _range(prefix: _Prefix, start: Record, records, out: _Writer, last: int) -> None:
+def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int) -> None:
     """Copy the records from `start` to those before submission last+1, refusing a read of unknown memory and
     a wait that nothing can satisfy."""
     state, written = prefix.state, set()  # buffers (by va) the range has written or made so far
@@ -265,9 +227,6 @@ def _range(prefix: _Prefix, start: Record, records, out: _Writer, last: int) -> 
         if sub is not None:
             _check_reads(prefix, sub, written)
             _signals_and_waits(sub, rec.n, signals, waits)
-            if sub.queue is not None and sub.queue.dialect is not None:
-                for p in sub.packets:
-                    out.packets[f"{sub.queue.dialect.name}:{p.name}"] += 1
         elif rec.type == R.ALLOC:
             written.add(f["va"])
         elif rec.type == R.CHECKPOINT:
@@ -278,7 +237,7 @@ def _range(prefix: _Prefix, start: Record, records, out: _Writer, last: int) -> 
             signals.setdefault(f["addr"] + 4, []).append((None, rec.n << 20, f["value"] >> 32))
         elif rec.type == R.CPU_WAIT and f["ok"]:
             waits.append((f"the CPU wait at record {rec.n}", None, rec.n << 20, f["addr"], f["value"], ">=64"))
-        out.record(rec.type, rec.fields)
+        out.record(rec.type, rec.fields, sub)
     for wait in waits:
         if not _satisfiable(wait, signals):
             what, _, _, addr, ref, _ = wait
