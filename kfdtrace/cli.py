@@ -280,3 +280,29 @@ def trim(trace: str, submits: str, output: str) -> None:
     with TraceReader(trace) as r:
         for line in trim_trace(r, output, first, min(last, r.submissions - 1)).lines():
             click.echo(f"{output}: {line}")
+
+
+@main.command()
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("--until", required=True, metavar="'CMD {trace}'",
+              help="The command that shows the failure; {trace} stands for each candidate trace.")
+@click.option("--output", "-o", required=True, metavar="OUT", type=click.Path(dir_okay=False),
+              help="The smallest trace found.")
+@click.option("--match", metavar="REGEX", help="Also require this in the command's output (the same failure).")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Candidates run side by side.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
+              help="Seconds one run of the command may take (a run that takes longer does not reproduce).")
+@user_errors
+def minimize(trace: str, until: str, output: str, match: str | None, jobs: int, timeout: float) -> None:
+    """The smallest trace on which CMD still exits as it does on TRACE: delta debugging over submissions, then
+    their packets, then CPU writes."""
+    from kfdtrace.traces.format import TraceReader
+    from kfdtrace.traces.minimize import command_test
+    from kfdtrace.traces.minimize import minimize as minimize_trace
+
+    outcome = command_test(until, match, timeout)
+    with TraceReader(trace) as r, TerminalProgress("minimize") as progress:
+        report = minimize_trace(r, output, outcome, jobs, progress.update)
+    for line in report.lines():
+        click.echo(f"{output}: {line}")

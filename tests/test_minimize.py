@@ -1,0 +1,95 @@
+"""`kfdtrace minimize` (issue 12): delta debugging a trace down to what still fails the same way."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from kfdtrace.capture import record
+from kfdtrace.cli import main as kfdtrace_cli
+from kfdtrace.driver import System
+from kfdtrace.driver.sdma import DIALECTS
+from kfdtrace.traces.format import TraceReader
+from kfdtrace.traces.minimize import command_test, ddmin, minimize
+
+from .test_replay import rewrite
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
+from sdma_stress import stress  # noqa: E402
+
+REPLAY = f"{sys.executable} -m kfdtrace.replay.cli {{trace}} --emulate gfx942 --timeout 0.3"
+
+
+def faulty(tmp_path, rounds: int, edit_packet, at: int) -> str:
+    """The stress example recorded, then submission `at`'s packets passed through `edit_packet(packet, raw)`
+    (which returns the bytes to keep)."""
+    good, bad = str(tmp_path / "good.kfdtrace"), str(tmp_path / "bad.kfdtrace")
+    with record(good), System.open(emulate="gfx942") as system:
+        stress(system, rounds, 4096)
+    d, seen = DIALECTS["sdma4.4"], [0]
+
+    def edit(rec, r, w):
+        if rec.type != "doorbell":
+            return rec.fields
+        seen[0] += 1
+        if seen[0] - 1 != at:
+            return rec.fields
+        ring = rec.fields["ring"]
+        return {**rec.fields, "ring": b"".join(edit_packet(p, ring[p.offset:p.offset + p.size])
+                                               for p in d.iter_packets(ring))}
+
+    rewrite(good, bad, edit)
+    return bad
+
+
+def test_a_packet_pointing_outside_its_buffer_shrinks_to_one_submission(tmp_path):
+    """520 submissions, one COPY_LINEAR sent to an address in no buffer: what is left is that packet."""
+    d = DIALECTS["sdma4.4"]
+
+    def stray(p, raw):
+        return d.packet(p.name, **{**p.fields, "dst": 0x10_0000_0000}).encode() if p.name == "COPY_LINEAR" else raw
+
+    bad, out = faulty(tmp_path, 260, stray, 301), str(tmp_path / "min.kfdtrace")
+    with TraceReader(bad) as r:
+        report = minimize(r, out, command_test(REPLAY, "in no recorded buffer", 60), jobs=2)
+    assert report.before["submissions"] == 520 and report.after["submissions"] <= 5
+    assert report.after["packets"] == 1 and report.after["bytes"] < report.before["bytes"]
+    with TraceReader(out) as r:
+        (ring,) = [rec.fields["ring"] for rec in r.records(["doorbell"])]
+    assert d.decode(ring).name == "COPY_LINEAR" and d.decode(ring).dst == 0x10_0000_0000
+
+
+def test_a_missing_signal_that_hangs_shrinks_to_a_few_submissions(tmp_path):
+    """The last round's consumer never signals `drained`: the CPU's final wait hangs (exit 2)."""
+    bad, out = faulty(tmp_path, 30, lambda p, raw: b"" if p.name == "FENCE" else raw, 59), str(tmp_path / "m.kfdtrace")
+    with TraceReader(bad) as r:
+        report = minimize(r, out, command_test(REPLAY, "waited", 60), jobs=2)
+    assert report.before["submissions"] == 60 and report.after["submissions"] <= 5
+    assert command_test(REPLAY, "waited", 60)(out) == 2
+
+
+@pytest.mark.parametrize("needed", [{3}, {0, 63}, {5, 6, 40}])
+def test_ddmin_finds_exactly_what_the_failure_needs(needed):
+    items = [(i, -1) for i in range(64)]
+    tries = []
+
+    def reproduces(candidates):
+        tries.append(len(candidates))
+        return next((i for i, c in enumerate(candidates) if needed <= {n for n, _ in c}), None)
+
+    assert {n for n, _ in ddmin(items, reproduces)} == needed
+    assert sum(tries) < 64 * len(needed)  # far fewer than trying each item on its own per needed one
+
+
+def test_the_cli_reports_and_refuses_in_one_line(tmp_path):
+    bad = faulty(tmp_path, 30, lambda p, raw: b"" if p.name == "FENCE" else raw, 59)
+    out = str(tmp_path / "m.kfdtrace")
+    for args, text in (([bad, "--until", "true", "-o", out], "never names {trace}"),
+                       ([bad, "--until", "no-such-program-x {trace}", "-o", out], "cannot run"),
+                       ([bad, "--until", REPLAY, "--match", "nothing like this", "-o", out], "'no match'")):
+        res = CliRunner().invoke(kfdtrace_cli, ["minimize", *args])
+        assert res.exit_code == 1 and text in res.output and len(res.output.splitlines()) == 1, res.output
+    assert not os.path.exists(out)

@@ -1,0 +1,203 @@
+"""`kfdtrace minimize`: the smallest trace a command still fails on, by delta debugging (Zeller's ddmin).
+
+Three passes, each over what the one before kept: the submissions, then the packets of each submission, then
+the CPU writes (`mem` records). Every candidate is a valid trace: a dropped submission's doorbell record goes,
+a dropped packet's bytes are cut from its submission's ring bytes (the doorbell values that follow move back
+by them), a dropped CPU write's record goes; every other record stays. A candidate reproduces when the command
+exits with the status it gave on the original trace (and, with `match`, prints a match), the same test `--until`
+names; candidates of one round run side by side (`jobs`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from kfdtrace.traces import records as R
+from kfdtrace.traces.format import Record, TraceError, TraceReader, TraceWriter
+from kfdtrace.traces.rewrite import TraceCopy
+from kfdtrace.traces.walk import Submission, TraceState
+
+MAX_RECORDS = 2_000_000  # records a trace to minimize may hold (they are kept in memory): trim bigger ones first
+Item = tuple[int, int]  # (record number, packet index; -1 for the whole record)
+
+
+class MinimizeError(TraceError):
+    """A trace or command minimize cannot work with."""
+
+
+@dataclass
+class MinimizeReport:
+    before: dict[str, int]
+    after: dict[str, int]
+    tries: int
+    seconds: float
+
+    def lines(self) -> list[str]:
+        ratios = ", ".join(f"{k} {self.before[k]} -> {self.after[k]} ({self.after[k] / max(1, self.before[k]):.1%})"
+                           for k in self.before)
+        return [f"{ratios}; {self.tries} tries in {self.seconds:.1f} s"]
+
+
+class Minimizer:
+    """The trace in memory, and candidates written from it."""
+
+    def __init__(self, trace: TraceReader):
+        if trace.record_count > MAX_RECORDS:
+            raise MinimizeError(f"{trace.path}: {trace.record_count} records is more than minimize holds "
+                                f"({MAX_RECORDS}): trim it to the part that fails first")
+        self.trace = trace
+        state = TraceState(trace.header)
+        self.records: list[Record] = []
+        self.subs: dict[int, Submission] = {}  # doorbell record number -> what it submitted
+        for r in R.checked(trace.records()):
+            sub = state.apply(r)
+            if sub is not None:
+                if sub.error:
+                    raise MinimizeError(f"{trace.path}: submission {sub.number} cannot be cut into packets: "
+                                        f"{sub.error}")
+                self.subs[r.n] = sub
+            self.records.append(r)
+
+    def submissions(self) -> list[Item]:
+        return [(n, -1) for n in self.subs]
+
+    def packets(self, kept: Sequence[Item]) -> list[Item]:
+        return [(n, i) for n, _ in kept for i in range(len(self.subs[n].packets))]
+
+    def memory(self) -> list[Item]:
+        return [(r.n, -1) for r in self.records if r.type == R.MEM]
+
+    def write(self, path: str, drop: set[int], packets: dict[int, set[int]] | None = None) -> dict[str, int]:
+        """A candidate: the trace without the records `drop` names, each doorbell of `packets` holding only the
+        packets it lists; its records, submissions and packets."""
+        with TraceWriter(path, self.trace.header, clock=self.trace.clock,
+                         submission_type=self.trace.submission_type) as w:
+            out, wptr = TraceCopy(self.trace, w), {}
+            for r in self.records:
+                if r.n in drop:
+                    continue
+                sub = self.subs.get(r.n)
+                if sub is None:
+                    out.record(r.type, r.fields)
+                    continue
+                kept = sub.packets if packets is None else [p for i, p in enumerate(sub.packets)
+                                                            if i in packets.get(r.n, ())]
+                if packets is not None and not kept:
+                    continue
+                ring = b"".join(r.fields["ring"][p.offset:p.offset + p.size] for p in kept)
+                q = r.fields["queue"]
+                wptr[q] = wptr.get(q, sub.base) + len(ring)
+                out.record(r.type, {**r.fields, "ring": ring, "value": wptr[q]},
+                           Submission(sub.number, sub.queue, sub.base, kept))
+            w.close(out.summary())
+        return {"records": sum(out.counts.values()), "submissions": out.counts[R.DOORBELL],
+                "packets": sum(out.packets.values()), "bytes": os.path.getsize(path)}
+
+
+def ddmin(items: list[Item], reproduces: Callable[[list[list[Item]]], int | None]) -> list[Item]:
+    """A 1-minimal subset of `items` that reproduces. `reproduces(candidates)` tries them (side by side, as it
+    likes) and says which one, the first in order, reproduces (None: none does)."""
+    n = 2
+    while len(items) >= 2:
+        size = -(-len(items) // n)
+        chunks = [items[i:i + size] for i in range(0, len(items), size)]
+        hit = reproduces(chunks)
+        if hit is not None:
+            items, n = chunks[hit], 2
+            continue
+        complements = [[x for j, c in enumerate(chunks) if j != i for x in c] for i in range(len(chunks))]
+        hit = reproduces(complements) if len(chunks) > 2 else None
+        if hit is not None:
+            items, n = complements[hit], max(n - 1, 2)
+            continue
+        if n >= len(items):
+            break
+        n = min(len(items), 2 * n)
+    return items
+
+
+def command_test(until: str, match: str | None, timeout: float) -> Callable[[str], int | str]:
+    """The outcome of running `until` ({trace} replaced by a candidate's path): its exit status, or 'timeout',
+    or 'no match' when `match` (a regular expression) is not in what it printed."""
+    argv = shlex.split(until)
+    if not any("{trace}" in a for a in argv):
+        raise ValueError(f"--until {until!r} never names {{trace}}: the candidate would not be what it runs")
+    pattern = re.compile(match) if match is not None else None
+
+    def run(path: str) -> int | str:
+        try:
+            done = subprocess.run([a.replace("{trace}", path) for a in argv], capture_output=True, text=True,
+                                  timeout=timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return "timeout"
+        except OSError as exc:
+            raise ValueError(f"--until: cannot run {argv[0]!r}: {exc.strerror}") from None
+        if pattern is not None and not pattern.search(done.stdout + done.stderr):
+            return "no match"
+        return done.returncode
+
+    return run
+
+
+def minimize(trace: TraceReader, out: str, outcome: Callable[[str], int | str], jobs: int = 1,
+             progress: Callable[[str], None] = lambda text: None) -> MinimizeReport:
+    """Write to `out` the smallest trace found whose `outcome` is the original's."""
+    t0 = time.perf_counter()
+    m = Minimizer(trace)
+    with tempfile.TemporaryDirectory(prefix="kfdtrace-minimize-") as tmp:
+        before = m.write(os.path.join(tmp, "original.kfdtrace"), set())
+        expected = outcome(os.path.join(tmp, "original.kfdtrace"))
+        if expected in ("timeout", "no match"):
+            raise MinimizeError(f"the command gives {expected!r} on the original trace: nothing to keep")
+        tries, seen = 1, {}
+        pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+
+        def attempt(drop: frozenset[int], packets: dict[int, set[int]] | None, k: int) -> bool:
+            key = (drop, None if packets is None else frozenset((n, frozenset(v)) for n, v in packets.items()))
+            if key not in seen:
+                path = os.path.join(tmp, f"c{k}.kfdtrace")
+                m.write(path, set(drop), packets)
+                seen[key] = outcome(path) == expected
+                os.unlink(path)
+            return seen[key]
+
+        def tester(build: Callable[[list[Item]], tuple[frozenset[int], dict[int, set[int]] | None]]):
+            def reproduces(candidates: list[list[Item]]) -> int | None:
+                nonlocal tries
+                tries += len(candidates)
+                found = list(pool.map(lambda kc: attempt(*build(kc[1]), kc[0]), enumerate(candidates)))
+                return next((i for i, ok in enumerate(found) if ok), None)
+            return reproduces
+
+        everything = {n for n, _ in m.submissions()}
+        progress(f"{len(everything)} submissions")
+        subs = ddmin(m.submissions(), tester(lambda c: (frozenset(everything - {n for n, _ in c}), None)))
+        drop = frozenset(everything - {n for n, _ in subs})
+        progress(f"{len(subs)} submissions left; their packets")
+        packets = ddmin(m.packets(subs), tester(lambda c: (drop, _by_record(c))))
+        kept_packets = _by_record(packets)
+        mems = {n for n, _ in m.memory()}
+        progress(f"{len(packets)} packets left; the CPU writes")
+        kept_mem = ddmin(m.memory(), tester(lambda c: (drop | (mems - {n for n, _ in c}), kept_packets)))
+        final_drop = set(drop | (mems - {n for n, _ in kept_mem}))
+        pool.shutdown()
+        after = m.write(out, final_drop, kept_packets)
+        if outcome(out) != expected:
+            raise MinimizeError("the minimized trace no longer reproduces (the command is not deterministic?); "
+                                f"kept it at {out}")
+        return MinimizeReport(before, after, tries + 1, time.perf_counter() - t0)
+
+
+def _by_record(items: list[Item]) -> dict[int, set[int]]:
+    out: dict[int, set[int]] = {}
+    for n, i in items:
+        out.setdefault(n, set()).add(i)
+    return out
