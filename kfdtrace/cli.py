@@ -306,3 +306,22 @@ def minimize(trace: str, until: str, output: str, match: str | None, jobs: int, 
         report = minimize_trace(r, output, outcome, jobs, progress.update)
     for line in report.lines():
         click.echo(f"{output}: {line}")
+
+
+@main.command()
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", required=True, metavar="OUT", type=click.Path(dir_okay=False),
+              help="The redacted trace.")
+@click.option("--keep-data", is_flag=True, help="Keep every CPU write's contents (only the header and paths go).")
+@user_errors
+def redact(trace: str, output: str, keep_data: bool) -> None:
+    """A copy fit to attach to a public report: no command line, host names, paths or unneeded data; says what
+    was removed and what was kept."""
+    from kfdtrace.traces.format import TraceReader
+    from kfdtrace.traces.redact import redact as redact_trace
+
+    if os.path.abspath(output) == os.path.abspath(trace):
+        raise ValueError("the redacted trace must go to another file")
+    with TraceReader(trace) as r:
+        for line in redact_trace(r, output, keep_data).lines():
+            click.echo(f"{output}: {line}")

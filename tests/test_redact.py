@@ -1,0 +1,85 @@
+"""`kfdtrace redact` (issue 12): what a public report must not carry goes, what the replay needs stays."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from kfdtrace.capture import record
+from kfdtrace.cli import main as kfdtrace_cli
+from kfdtrace.driver import System
+from kfdtrace.replay.engine import EXIT_OK, Options
+from kfdtrace.replay.session import replay_trace
+from kfdtrace.traces.format import TraceReader, TraceWriter
+from kfdtrace.traces.redact import fill, redact
+
+SAMPLES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "traces", "samples", "*.kfdtrace")))
+SECRET = b"the program's secret input " * 200
+
+
+def contents(path: str) -> dict[str, bytes]:
+    """Each CPU write's bytes by the name of its buffer (the last write of each)."""
+    with TraceReader(path) as r:
+        names = {b.fields["va"]: b.fields["name"] for b in r.records(["buffer"])}
+        return {names.get(m.fields["va"]): r.blob(m.fields["key"]) for m in r.records(["mem"])}
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=os.path.basename)
+def test_a_redacted_sample_has_no_command_and_replays(path, tmp_path):
+    out = str(tmp_path / "r.kfdtrace")
+    res = CliRunner().invoke(kfdtrace_cli, ["redact", path, "-o", out])
+    assert res.exit_code == 0 and "removed: the command line" in res.output, res.output
+    with TraceReader(path) as a, TraceReader(out) as b:
+        assert a.header["command"] and b.header["command"] is None and b.header["host"] == a.header["host"]
+        assert b.record_count == a.record_count and b.submissions == a.submissions
+    report = replay_trace(out, Options(), emulate_recorded=True)
+    assert report.status == EXIT_OK and report.results[0].verified > 0, report.lines()
+
+
+def test_data_nothing_depends_on_is_filled_and_data_the_gpu_reads_is_kept(tmp_path):
+    path, out = str(tmp_path / "w.kfdtrace"), str(tmp_path / "r.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        q = gpu.sdma_queue()
+        notes, src, dst = (gpu.alloc(4096, "gtt", name=n) for n in ("notes", "src", "dst"))
+        notes.write(SECRET[:4096])  # the CPU's own scratch: no packet reads it
+        src.write(bytes(range(256)) * 16)
+        q.copy(dst, src, 4096).sync()
+        assert dst.read() == bytes(range(256)) * 16
+    with TraceReader(path) as r:
+        report = redact(r, out)
+    assert contents(out)["notes"] == fill(4096) and contents(out)["src"] == bytes(range(256)) * 16
+    assert any("1 CPU-written chunks nothing reads" in line for line in report.lines())
+    with TraceReader(out) as r:
+        assert all(SECRET[:64] not in r.blob(m.fields["key"]) for m in r.records(["mem"]))
+    assert replay_trace(out, Options(), emulate="gfx942").status == EXIT_OK
+    with TraceReader(path) as r:
+        redact(r, out, keep_data=True)
+    assert contents(out)["notes"] == SECRET[:4096]
+
+
+def test_paths_in_notes_go_and_device_paths_stay(tmp_path):
+    src, out = str(tmp_path / "n.kfdtrace"), str(tmp_path / "r.kfdtrace")
+    header = {"command": ["run", "/home/alice/secret/work.py"], "host": {"kernel": "6.8", "node": "alice-pc"}}
+    with TraceWriter(src, header) as w:
+        w.record("note", text="loaded /home/alice/secret/k.co for /dev/kfd and /dev/dri/renderD128")
+        w.close({})
+    with TraceReader(src) as r:
+        report = redact(r, out)
+    with TraceReader(out) as r:
+        (note,) = [n.fields["text"] for n in r.records(["note"])]
+        assert r.header["host"] == {"kernel": "6.8"} and r.header["command"] is None
+    assert note == "loaded <path> for /dev/kfd and /dev/dri/renderD128"
+    assert "removed: host facts: node" in report.lines() and "removed: 1 file paths in notes" in report.lines()
+
+
+def test_redact_refuses_to_overwrite_its_source_and_bad_input_is_one_line(tmp_path):
+    res = CliRunner().invoke(kfdtrace_cli, ["redact", SAMPLES[0], "-o", SAMPLES[0]])
+    assert res.exit_code == 1 and "another file" in res.output
+    bad = tmp_path / "bad.kfdtrace"
+    bad.write_bytes(b"KFDT" + b"\0" * 40)
+    res = CliRunner().invoke(kfdtrace_cli, ["redact", str(bad), "-o", str(tmp_path / "o.kfdtrace")])
+    assert res.exit_code == 1 and len(res.output.splitlines()) == 1 and "Traceback" not in res.output

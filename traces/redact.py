@@ -1,0 +1,141 @@
+"""`kfdtrace redact`: a copy of a trace fit to attach to a public bug report.
+
+What goes: the command line (it names files and arguments), host facts beyond kernel, machine, system and
+Python versions (HOST_KEPT), file paths in notes, the topology's unique ids; and, unless `keep_data`, the
+contents of CPU writes that nothing the replay checks depends on: those to buffers no packet reads and no
+checkpoint hashes, replaced by a deterministic fill of the same size. What stays, and is said: the contents
+the GPU reads or the checkpoints verify (replacing them would make the replay differ), device paths, and the
+names the program gave its buffers, queues and threads.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from kfdtrace.traces import records as R
+from kfdtrace.traces.format import TraceReader, TraceWriter
+from kfdtrace.traces.rewrite import TraceCopy
+from kfdtrace.traces.walk import TraceState
+
+HOST_KEPT = ("kernel", "machine", "system", "python")
+TOPOLOGY_IDS = ("unique_id", "hive_id")  # node properties that identify a part (serial-like), not its kind
+FILL = b"kfdtrace redacted "
+PATH = re.compile(r"(?<![\w.-])/(?:[\w.+@-]+/)*[\w.+@-]+")  # an absolute file path inside a text
+DEVICES = re.compile(r"/dev/(kfd|dri/\w+)$")
+
+
+@dataclass
+class RedactReport:
+    removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return [*(f"removed: {x}" for x in self.removed), *(f"kept: {x}" for x in self.kept)]
+
+
+def fill(size: int) -> bytes:
+    return (FILL * (size // len(FILL) + 1))[:size]
+
+
+def redact_header(header: dict, report: RedactReport) -> dict:
+    h = dict(header)
+    if h.get("command"):
+        report.removed.append(f"the command line ({len(h['command'])} arguments)")
+        h["command"] = None
+    host = h.get("host")
+    if isinstance(host, dict):
+        gone = sorted(str(k) for k in host if k not in HOST_KEPT)
+        h["host"] = {k: v for k, v in host.items() if k in HOST_KEPT}
+        if gone:
+            report.removed.append(f"host facts: {', '.join(gone)}")
+        report.kept.append(f"host {', '.join(k for k in HOST_KEPT if k in h['host'])} (replay and triage use them)")
+    topology = h.get("topology")
+    if isinstance(topology, dict) and isinstance(topology.get("nodes"), list):
+        ids = 0
+        nodes = []
+        for node in topology["nodes"]:
+            props = node.get("properties") if isinstance(node, dict) else None
+            if isinstance(props, dict):
+                ids += sum(1 for k in TOPOLOGY_IDS if props.get(k))
+                node = {**node, "properties": {k: (0 if k in TOPOLOGY_IDS else v) for k, v in props.items()}}
+            nodes.append(node)
+        h["topology"] = {**topology, "nodes": nodes}
+        if ids:
+            report.removed.append(f"{ids} hardware ids from the topology ({', '.join(TOPOLOGY_IDS)})")
+    return h
+
+
+def _paths(text: str) -> tuple[str, int]:
+    n = 0
+
+    def hide(m: re.Match) -> str:
+        nonlocal n
+        if DEVICES.match(m.group(0)):
+            return m.group(0)
+        n += 1
+        return "<path>"
+
+    return PATH.sub(hide, text), n
+
+
+def _needed(trace: TraceReader) -> set[int]:
+    """The alloc record numbers of buffers whose contents the replay depends on: read by a packet (an address
+    it holds and does not write, an indirect buffer's included) or hashed by a checkpoint."""
+    state, owner, needed = TraceState(trace.header), {}, set()  # owner: buffer va -> its alloc record number
+    for r in R.checked(trace.records()):
+        sub = state.apply(r)
+        if r.type == R.ALLOC:
+            owner[r.fields["va"]] = r.n
+        elif r.type == R.CHECKPOINT:
+            needed.update(owner[b.va] for e in r.fields["buffers"] if (b := state.buffer_at(e["va"])) and b.va in owner)
+        elif sub is not None:
+            for p in sub.packets:
+                for name, addr in p.addresses().items():
+                    b = state.buffer_at(addr)
+                    if b is not None and b.va in owner and name not in p.defn.written_fields:
+                        needed.add(owner[b.va])
+            if sub.error:  # packets it holds that were not read could read anything
+                needed.update(owner.values())
+    return needed
+
+
+def redact(trace: TraceReader, out: str, keep_data: bool = False) -> RedactReport:
+    """Write the redacted copy of `trace` to `out`; what was removed and what was kept."""
+    report = RedactReport()
+    needed = set() if keep_data else _needed(trace)
+    filled = kept = paths = 0
+    with TraceWriter(out, redact_header(trace.header, report), clock=trace.clock,
+                     submission_type=trace.submission_type) as w:
+        copy, state, owner = TraceCopy(trace, w), TraceState(trace.header), {}
+        for r in R.checked(trace.records()):
+            sub = state.apply(r)
+            if r.type == R.ALLOC:
+                owner[r.fields["va"]] = r.n
+            if r.type == R.MEM and not keep_data:
+                b = state.buffer_at(r.fields["va"])
+                if b is not None and owner.get(b.va) in needed:
+                    kept += 1
+                else:
+                    copy.record(r.type, r.fields, data=fill(r.fields["size"]))
+                    filled += 1
+                    continue
+            elif r.type == R.NOTE:
+                text, n = _paths(r.fields["text"])
+                paths += n
+                copy.record(r.type, {**r.fields, "text": text})
+                continue
+            copy.record(r.type, r.fields, sub)
+        w.close(copy.summary())
+    if paths:
+        report.removed.append(f"{paths} file paths in notes")
+    if keep_data:
+        report.kept.append("every CPU write's contents (--keep-data)")
+    else:
+        report.removed.append(f"the contents of {filled} CPU-written chunks nothing reads or checks (filled with "
+                              f"{FILL.decode().strip()!r})")
+        if kept:
+            report.kept.append(f"the contents of {kept} CPU-written chunks the GPU reads or a checkpoint verifies "
+                               "(the replay depends on them)")
+    report.kept.append("device paths, and the names the program gave its buffers, queues and threads")
+    return report
