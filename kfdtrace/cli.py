@@ -325,3 +325,60 @@ def redact(trace: str, output: str, keep_data: bool) -> None:
     with TraceReader(trace) as r:
         for line in redact_trace(r, output, keep_data).lines():
             click.echo(f"{output}: {line}")
+
+
+@main.command()
+@click.argument("trace", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", required=True, metavar="OUT", type=click.Path(dir_okay=False),
+              help="The bundle (report.tar.zst).")
+@click.option("--submits", "-s", metavar="A..B", help="Put only these submissions in (kfdtrace trim).")
+@click.option("--redact", "redacted", is_flag=True, help="Put the redacted trace in (kfdtrace redact).")
+@click.option("--emulate", metavar="TARGETS", help="Replay on these emulated GPUs instead of this machine's.")
+@click.option("--timeout", type=click.FloatRange(min=0.01), default=10.0, show_default=True,
+              help="Seconds a wait of the replay may take (hang).")
+@click.option("--max-size", type=click.IntRange(min=1), default=100, show_default=True, metavar="MB",
+              help="The most the bundle may take.")
+@user_errors
+def bundle(trace: str, output: str, submits: str | None, redacted: bool, emulate: str | None, timeout: float,
+           max_size: int) -> None:
+    """A bug report in one file: the trace, the recording machine, the replay report here and a REPORT.md."""
+    from kfdtrace.replay.bundle import bundle as make_bundle
+    from kfdtrace.traces.dump import parse_range
+    from kfdtrace.traces.format import TraceReader
+    from kfdtrace.traces.redact import redact as redact_trace
+    from kfdtrace.traces.trim import trim as trim_trace
+
+    check_backend(emulate, None)
+    span = parse_range(submits) if submits is not None else None
+
+    def prepare(src: str, dst: str) -> None:
+        """The trace to bundle: trimmed, then redacted, as asked."""
+        if span is not None:
+            with TraceReader(src) as r:
+                trim_trace(r, dst + ".trimmed", span[0], min(span[1], r.submissions - 1))
+            src = dst + ".trimmed"
+        if redacted:
+            with TraceReader(src) as r:
+                redact_trace(r, dst + ".redacted")
+            src = dst + ".redacted"
+        os.replace(src, dst)
+
+    steps = span is not None or redacted
+
+    for line in make_bundle(trace, output, emulate=emulate, timeout=timeout, cap=max_size << 20,
+                            prepare=prepare if steps else None).lines():
+        click.echo(line)
+
+
+@main.command()
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", "dest", metavar="DIR", type=click.Path(file_okay=False),
+              help="Where to put its files [default: BUNDLE without .tar.zst].")
+@user_errors
+def unbundle(bundle_path: str, dest: str | None) -> None:
+    """Check every member of a bundle (names, types, sizes), then extract them."""
+    from kfdtrace.replay.bundle import unbundle as extract
+
+    dest = dest or bundle_path.removesuffix(".zst").removesuffix(".tar") + ".d"
+    for path in extract(bundle_path, dest).values():
+        click.echo(path)

@@ -81,7 +81,7 @@ def check_options(emulate: str | None, emulate_from: str | None, emulate_recorde
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("trace", type=click.Path(dir_okay=False))
+@click.argument("trace", metavar="TRACE|BUNDLE", type=click.Path(dir_okay=False))
 @backend_options
 @click.option("--emulate-recorded", is_flag=True, help="Emulate exactly the GPUs the trace was recorded on.")
 @click.option("--device", type=int, help="Replay every recorded GPU's work on this target device.")
@@ -108,6 +108,7 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
     target (nothing submitted); 4 bad input; 5 internal error (please report; --debug shows the traceback).
     """
     try:
+        from kfdtrace.replay.bundle import trace_of
         from kfdtrace.replay.engine import Options
         from kfdtrace.replay.session import replay_trace
 
@@ -116,8 +117,8 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
         check_options(emulate, emulate_from, emulate_recorded, device, mapping, loop, concurrent, relocate,
                       timeout)
         options = Options(relocate=relocate, timeout=timeout, verify=verify, gpu_map=mapping)
-        with TerminalProgress("replay") as progress:
-            report = replay_trace(trace, options, emulate=emulate, emulate_from=emulate_from,
+        with TerminalProgress("replay") as progress, trace_of(trace) as path:
+            report = replay_trace(path, options, emulate=emulate, emulate_from=emulate_from,
                                   emulate_recorded=emulate_recorded, device=device, loops=loop,
                                   concurrent=concurrent, max_memory=memory_limit, progress=progress.update)
     except Exception as exc:

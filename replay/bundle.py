@@ -1,0 +1,261 @@
+"""Bug-report bundles: `kfdtrace bundle` packs a trace with what a triager needs, `kfdtrace unbundle` (and
+`replay BUNDLE`) unpacks one, checking every member before writing any.
+
+A bundle is a tar archive compressed with zstd (`.tar.zst`), of regular files with plain names (MEMBERS):
+the trace, the recording machine (the trace header's host, KFD version, topology and GPUs), the replay report
+on the machine that made the bundle (`replay --json`), and REPORT.md, which says in words what happened and,
+for a hang or a divergence, where. Bundles are untrusted input: names, types, sizes and counts are checked
+against the limits below before anything is extracted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import zstandard
+
+from kfdtrace.traces.format import MAGIC, TraceError, TraceReader
+from kfdtrace.traces.info import describe
+
+TRACE, MACHINE, REPLAY, REPORT = "trace.kfdtrace", "machine.json", "replay.json", "REPORT.md"
+MEMBERS = (TRACE, MACHINE, REPLAY, REPORT)
+MAX_MEMBERS = 16
+MAX_MEMBER_BYTES = 4 << 30
+MAX_BUNDLE_BYTES = 8 << 30  # what an unbundle extracts at most, all members together
+DEFAULT_CAP = 100 << 20  # what `bundle` writes at most unless told otherwise
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class BundleError(TraceError):
+    """A bundle that cannot be made or cannot be trusted."""
+
+
+@dataclass
+class BundleReport:
+    path: str
+    size: int
+    status: int | None
+    verdict: str
+
+    def lines(self) -> list[str]:
+        return [f"{self.path}: {self.size} bytes; replay here: {self.verdict}"]
+
+
+def is_bundle(path: str) -> bool:
+    """Whether the file at `path` starts as a bundle (a zstd frame), not as a trace."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == ZSTD_MAGIC
+    except OSError:
+        return False
+
+
+def machine(trace: TraceReader) -> dict:
+    """What the trace says about the machine it was recorded on."""
+    return {k: trace.header.get(k) for k in ("backend", "host", "kfd_version", "gpus", "topology")}
+
+
+def replay_report(path: str, emulate: str | None, timeout: float) -> dict:
+    """`replay --json` of the trace at `path` here: the report, or the status and one-line error it fails with."""
+    from kfdtrace.replay.cli import failures
+    from kfdtrace.replay.engine import EXIT_INTERNAL, Options
+    from kfdtrace.replay.session import replay_trace
+
+    try:
+        return replay_trace(path, Options(timeout=timeout), emulate=emulate).to_dict()
+    except Exception as exc:
+        status, kind = next(((s, k) for types, s, k in failures() if isinstance(exc, types)),
+                            (EXIT_INTERNAL, "internal error"))
+        return {"status": status, "error": f"replay: {kind}: {exc}"}
+
+
+VERDICTS = {0: "OK", 1: "DIVERGED", 2: "HANG", 3: "CANNOT REPLAY HERE", 4: "BAD INPUT", 5: "INTERNAL ERROR"}
+
+
+def verdict(report: dict) -> str:
+    return VERDICTS.get(report.get("status"), f"status {report.get('status')}")
+
+
+def report_md(trace_path: str, original: str, replayed: dict) -> str:
+    """REPORT.md: what the trace is, and what replaying it here did, with the first hang or divergence."""
+    lines = [f"# kfdtrace bug report: {os.path.basename(original)}", "", "## The trace", "", "```",
+             *describe(trace_path), "```", "", f"## Replay on the machine that made this bundle: {verdict(replayed)}",
+             ""]
+    if "error" in replayed:
+        lines += ["```", replayed["error"], "```"]
+    for i, loop in enumerate(replayed.get("loops") or ()):
+        for result in loop:
+            if result.get("hang"):
+                lines += [f"Loop {i + 1} hung. Where each queue stopped (the packet at its read pointer):", "",
+                          "```", result["hang"], "```"]
+            if result.get("divergence"):
+                d = result["divergence"]
+                lines += [f"Loop {i + 1} diverged at checkpoint {d.get('checkpoint')}:", "", "```",
+                          json.dumps(d, indent=1), "```"]
+            if result.get("difference"):
+                lines += [f"Loop {i + 1}: {result['difference']}"]
+    lines += ["", "## Reproduce", "", "```", f"replay {TRACE}            # or: replay this-bundle.tar.zst",
+              f"kfdtrace dump {TRACE} | less", "```", ""]
+    return "\n".join(lines)
+
+
+def bundle(trace_path: str, out: str, *, emulate: str | None = None, timeout: float = 10.0, cap: int = DEFAULT_CAP,
+           prepare: Callable[[str, str], None] | None = None) -> BundleReport:
+    """Write the bundle of the trace at `trace_path` to `out`. `prepare(src, dst)`, if given, writes the trace
+    to put in it (trimmed or redacted); `timeout`: the replay's, for a wait; `cap`: the most bytes the bundle
+    may take."""
+    with tempfile.TemporaryDirectory(prefix="kfdtrace-bundle-") as tmp:
+        path = trace_path
+        if prepare is not None:
+            path = os.path.join(tmp, TRACE)
+            prepare(trace_path, path)
+        with TraceReader(path) as r:
+            about = machine(r)
+        replayed = replay_report(path, emulate, timeout)
+        members = {MACHINE: json.dumps(about, indent=1, default=_hex).encode(),
+                   REPLAY: json.dumps(replayed, indent=1).encode(),
+                   REPORT: report_md(path, trace_path, replayed).encode()}
+        partial = out + ".partial"
+        try:
+            with open(partial, "wb") as f, zstandard.ZstdCompressor(level=10).stream_writer(f) as z, \
+                    tarfile.open(fileobj=z, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+                tar.add(path, arcname=TRACE, recursive=False, filter=_plain)
+                for name, data in members.items():
+                    info = _plain(tarfile.TarInfo(name))
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+            size = os.path.getsize(partial)
+            if size > cap:
+                raise BundleError(f"the bundle would take {size} bytes, over the {cap}-byte cap: trim the trace to "
+                                  f"the submissions that matter (kfdtrace trim --submits A..B), or raise --max-size")
+            os.replace(partial, out)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+    return BundleReport(out, size, replayed.get("status"), verdict(replayed))
+
+
+def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """A member as every bundle holds it: a regular file of no one's, dated 0."""
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mtime = 0
+    info.mode = 0o644
+    return info
+
+
+def _hex(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _stream(path: str):
+    return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+
+
+def _read(stream, n: int, path: str) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = stream.read(n - len(data))
+        if not chunk:
+            raise BundleError(f"{path}: ends inside a member (a truncated bundle)")
+        data += chunk
+    return data
+
+
+def _header(block: bytes, path: str) -> tuple[str, int]:
+    """The name and size of a POSIX ustar header block that stands for a plain regular file; BundleError for
+    anything else (links, directories, pax or GNU extensions, a bad checksum)."""
+    checksum = sum(block[:148]) + 8 * 32 + sum(block[156:])
+    try:
+        recorded, size = int(block[148:156].strip(b"\0 "), 8), int(block[124:136].strip(b"\0 "), 8)
+    except ValueError:
+        raise BundleError(f"{path}: a member header is not a tar header (nothing was extracted)") from None
+    if recorded != checksum or block[257:262] != b"ustar":
+        raise BundleError(f"{path}: a member header is not a tar header (nothing was extracted)")
+    name = block[:100].rstrip(b"\0").decode("ascii", "replace")
+    if block[156:157] not in (b"0", b"\0"):
+        raise BundleError(f"{path}: member {name[:80]!r} is not a regular file (a link, a directory or an "
+                          f"extension header: nothing was extracted)")
+    if block[345:500].strip(b"\0") or not NAME.fullmatch(name):
+        raise BundleError(f"{path}: member {name[:80]!r} is not a plain file name (nothing was extracted)")
+    return name, size
+
+
+def check(path: str) -> dict[str, int]:
+    """The members of the bundle at `path` and their sizes, every one checked (BundleError otherwise): a plain
+    name, a regular file, within the size limits, no name twice, at most MAX_MEMBERS, and a trace among them.
+    Read block by block, before tarfile sees it; nothing is written."""
+    sizes: dict[str, int] = {}
+    try:
+        with _stream(path) as stream:
+            while True:
+                block = _read(stream, 512, path)
+                if block == bytes(512):
+                    break
+                name, size = _header(block, path)
+                if name in sizes or len(sizes) >= MAX_MEMBERS:
+                    raise BundleError(f"{path}: member {name!r} comes twice, or there are more than {MAX_MEMBERS} "
+                                      f"members (nothing was extracted)")
+                if size > MAX_MEMBER_BYTES or sum(sizes.values()) + size > MAX_BUNDLE_BYTES:
+                    raise BundleError(f"{path}: member {name!r} of {size} bytes is over the limits (nothing was "
+                                      f"extracted)")
+                sizes[name] = size
+                left = -(-size // 512) * 512
+                while left:
+                    left -= len(_read(stream, min(left, 1 << 20), path))
+    except zstandard.ZstdError as exc:
+        raise BundleError(f"{path}: not a bundle ({exc})") from None
+    if TRACE not in sizes:
+        raise BundleError(f"{path}: holds no {TRACE}")
+    return sizes
+
+
+def unbundle(path: str, dest: str) -> dict[str, str]:
+    """Check the bundle at `path`, then extract its members into the directory `dest` (made if missing; no
+    member may exist there yet); their paths by name."""
+    sizes = check(path)
+    os.makedirs(dest, exist_ok=True)
+    for name in sizes:
+        if os.path.lexists(os.path.join(dest, name)):
+            raise BundleError(f"{os.path.join(dest, name)} exists: unbundle into an empty directory")
+    out: dict[str, str] = {}
+    try:
+        with _stream(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            for info in tar:
+                if info.name not in sizes or info.size != sizes[info.name]:
+                    raise BundleError(f"{path}: changed while it was read")
+                target = os.path.join(dest, info.name)
+                src = tar.extractfile(info)
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+                with os.fdopen(fd, "wb") as f:
+                    while chunk := src.read(1 << 20):
+                        f.write(chunk)
+                out[info.name] = target
+    except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
+        raise BundleError(f"{path}: not a readable bundle ({type(exc).__name__}: {exc})") from None
+    return out
+
+
+@contextlib.contextmanager
+def trace_of(path: str) -> Iterator[str]:
+    """The path of the trace at `path`, or of the trace in the bundle at `path` (checked, then extracted into a
+    temporary directory for as long as the context lasts)."""
+    if not is_bundle(path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="kfdtrace-unbundle-") as tmp:
+        yield unbundle(path, tmp)[TRACE]
+
+
+assert MAGIC != ZSTD_MAGIC  # a trace and a bundle are told apart by their first bytes

@@ -1,0 +1,169 @@
+"""`kfdtrace bundle` / `unbundle` and `replay BUNDLE` (issue 12): one file for a bug report, and hostile bundles
+refused before anything is extracted."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import pytest
+import zstandard
+from click.testing import CliRunner
+
+from kfdtrace.cli import main as kfdtrace_cli
+from kfdtrace.driver.sdma import DIALECTS
+from kfdtrace.replay import bundle as B
+from kfdtrace.traces.format import TraceReader
+
+from .test_replay import rewrite, sample
+
+STRESS = sample("sdma_stress-gfx942")
+
+
+def run(*args: str):
+    return CliRunner().invoke(kfdtrace_cli, list(args))
+
+
+def members(path: str) -> dict[str, bytes]:
+    with zstandard.ZstdDecompressor().stream_reader(open(path, "rb")) as z, tarfile.open(fileobj=z, mode="r|") as t:
+        return {m.name: t.extractfile(m).read() for m in t}
+
+
+def replay(path: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path, *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("name", ["sdma_stress-gfx942", "peer_ring-2xgfx942", "ping_pong-gfx1100"])
+def test_a_bundle_holds_the_trace_machine_replay_and_report(name, tmp_path):
+    out = str(tmp_path / "report.tar.zst")
+    res = run("bundle", sample(name), "-o", out)
+    assert res.exit_code == 0 and "replay here: OK" in res.output, res.output
+    got = members(out)
+    assert list(got) == list(B.MEMBERS)
+    assert got[B.TRACE] == open(sample(name), "rb").read()
+    with TraceReader(sample(name)) as r:
+        assert json.loads(got[B.MACHINE])["gpus"] == r.header["gpus"]
+    assert json.loads(got[B.REPLAY])["status"] == 0 and "Replay on the machine that made this bundle: OK" in \
+        got[B.REPORT].decode()
+    done = replay(out, "--emulate-recorded")
+    assert done.returncode == 0 and "OK" in done.stdout, done.stderr
+
+
+def test_a_trimmed_redacted_bundle(tmp_path):
+    out, dest = str(tmp_path / "r.tar.zst"), str(tmp_path / "x")
+    res = run("bundle", STRESS, "-o", out, "--submits", "4..9", "--redact", "--emulate", "gfx1100")
+    assert res.exit_code == 0, res.output
+    assert run("unbundle", out, "-o", dest).exit_code == 0
+    with TraceReader(os.path.join(dest, B.TRACE)) as r:
+        assert r.submissions == 6 and r.header["command"] is None
+    assert "gfx1100" in json.loads(open(os.path.join(dest, B.REPLAY)).read())["target"][0]
+
+
+def test_a_hang_is_reported_with_the_packet_each_queue_stopped_at(tmp_path):
+    """The consumer's last signals dropped: the CPU's last wait never completes."""
+    bad, out = str(tmp_path / "hang.kfdtrace"), str(tmp_path / "h.tar.zst")
+    d, seen = DIALECTS["sdma4.4"], [0]
+
+    def edit(rec, r, w):
+        if rec.type == "doorbell":
+            seen[0] += 1
+            if seen[0] == 32:
+                ring = rec.fields["ring"]
+                return {**rec.fields, "ring": b"".join(ring[p.offset:p.offset + p.size] for p in d.iter_packets(ring)
+                                                       if p.name != "FENCE")}
+        return rec.fields
+
+    rewrite(STRESS, bad, edit)
+    res = run("bundle", bad, "-o", out, "--timeout", "0.3", "--emulate", "gfx942")
+    assert res.exit_code == 0 and "replay here: HANG" in res.output, res.output
+    report = members(out)[B.REPORT].decode()
+    assert "Loop 1 hung" in report and "the wait for 16 at" in report and "(semaphores+0x30)" in report, report
+    assert replay(out, "--timeout", "0.3").returncode == 2
+
+
+def test_the_size_cap_leaves_nothing_behind(tmp_path):
+    out = str(tmp_path / "big.tar.zst")
+    with pytest.raises(B.BundleError, match="over the 1000-byte cap: trim the trace"):
+        B.bundle(STRESS, out, cap=1000)
+    assert os.listdir(tmp_path) == []
+
+
+# -- hostile bundles --------------------------------------------------------------------------------------------
+def hostile(path: str, entries: list[tuple[tarfile.TarInfo, bytes]], fmt=tarfile.USTAR_FORMAT) -> str:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=fmt) as t:
+        for info, data in entries:
+            t.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    with open(path, "wb") as f:
+        f.write(zstandard.ZstdCompressor().compress(raw.getvalue()))
+    return path
+
+
+def entry(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE, link: str = "", size: int | None = None):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    info.size = len(data) if size is None and kind == tarfile.REGTYPE else (size or 0)
+    return info, data
+
+
+TRACE_BYTES = open(STRESS, "rb").read()
+HOSTILE = {
+    "traversal": ([entry("../escape", b"x"), entry(B.TRACE, TRACE_BYTES)], "not a plain file name"),
+    "absolute": ([entry("/tmp/escape", b"x")], "not a plain file name"),
+    "nested": ([entry("a/b", b"x")], "not a plain file name"),
+    "symlink": ([entry(B.TRACE, kind=tarfile.SYMTYPE, link="/etc/passwd")], "not a regular file"),
+    "hardlink": ([entry(B.TRACE, kind=tarfile.LNKTYPE, link="/etc/passwd")], "not a regular file"),
+    "directory": ([entry("d", kind=tarfile.DIRTYPE)], "not a regular file"),
+    "twice": ([entry(B.TRACE, TRACE_BYTES), entry(B.TRACE, TRACE_BYTES)], "comes twice"),
+    "many": ([entry(f"m{i}", b"x") for i in range(B.MAX_MEMBERS + 1)], "more than"),
+    "no trace": ([entry("REPORT.md", b"hi")], "holds no trace.kfdtrace"),
+    "huge": ([entry(B.TRACE, b"", size=B.MAX_MEMBER_BYTES + 1)], "over the limits"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=list(HOSTILE))
+def test_a_hostile_bundle_is_refused_before_anything_is_extracted(case, tmp_path):
+    entries, text = HOSTILE[case]
+    if case == "huge":  # a header that claims more than the limit, with no data behind it
+        path = str(tmp_path / "b.tar.zst")
+        info, _ = entries[0]
+        block = info.tobuf(tarfile.USTAR_FORMAT)
+        open(path, "wb").write(zstandard.ZstdCompressor().compress(block + bytes(1024)))
+    else:
+        path = hostile(str(tmp_path / "b.tar.zst"), entries)
+    dest = tmp_path / "out"
+    res = run("unbundle", path, "-o", str(dest))
+    assert res.exit_code == 1 and text in res.output and len(res.output.splitlines()) == 1, res.output
+    assert not dest.exists() and not (tmp_path / "escape").exists()
+    done = replay(path)
+    assert done.returncode == 4 and text in done.stderr and "Traceback" not in done.stderr
+
+
+def test_pax_and_gnu_extensions_are_refused(tmp_path):
+    long_name = "a" * 120
+    path = hostile(str(tmp_path / "p.tar.zst"), [entry(long_name, b"x")], fmt=tarfile.PAX_FORMAT)
+    res = run("unbundle", path, "-o", str(tmp_path / "o"))
+    assert res.exit_code == 1 and "not a regular file" in res.output
+
+
+@pytest.mark.parametrize("data", [b"\x28\xb5\x2f\xfd garbage", zstandard.ZstdCompressor().compress(b"not a tar" * 99),
+                                  zstandard.ZstdCompressor().compress(b"")])
+def test_garbage_and_truncated_bundles_are_one_line(data, tmp_path):
+    path = tmp_path / "g.tar.zst"
+    path.write_bytes(data)
+    res = run("unbundle", str(path), "-o", str(tmp_path / "o"))
+    assert res.exit_code == 1 and len(res.output.splitlines()) == 1 and "Traceback" not in res.output
+
+
+def test_unbundle_never_overwrites(tmp_path):
+    out, dest = str(tmp_path / "r.tar.zst"), tmp_path / "d"
+    assert run("bundle", STRESS, "-o", out).exit_code == 0
+    dest.mkdir()
+    (dest / B.REPORT).write_text("mine")
+    res = run("unbundle", out, "-o", str(dest))
+    assert res.exit_code == 1 and "exists" in res.output and (dest / B.REPORT).read_text() == "mine"
