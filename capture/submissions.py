@@ -8,7 +8,7 @@ so the work of reading the tables is done once per shape (a `Plan`): it generate
 the submission's value and address dwords and returns its facts, and a repeated shape costs that call.
 
 A 64-bit semaphore value is written as two dword signals, low then high (driver/signals.py), and waited on
-as two dword polls, high then low; plans put such pairs back together.
+as two dword polls, high then low; plans put such pairs back together (traces/semaphores.py).
 """
 
 from __future__ import annotations
@@ -20,12 +20,9 @@ from dataclasses import dataclass, field
 
 from kfdtrace.capture.completion import Signal, Wait
 from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet, PacketDef, dword_unpacker
-from kfdtrace.driver.sdma import PollFunc
+from kfdtrace.traces.semaphores import FULL_MASK, REACHED, pair_signals, pair_waits
 
 MAX_PLANS = 1 << 14  # shapes whose plan is kept
-# POLL_REGMEM compare functions after which memory is known to have reached `ref` (for a timeline: >= ref).
-REACHED = frozenset({PollFunc.GE, PollFunc.EQ})
-FULL_MASK = 0xFFFFFFFF
 
 ReadMemory = Callable[[int, int], bytes | None]  # (address, bytes) -> the bytes, None when not CPU-readable
 Part = tuple[int, int, int, int]  # (dword of the submission, shift, mask, bit in the value)
@@ -71,33 +68,6 @@ class Plan:
 
 
 _CODE: dict[str, object] = {}  # generated source -> its compiled code: plans of the same shape share it
-
-
-def _pair_signals(raw: list[Signal]) -> list[Signal]:
-    """Dword signals with a 64-bit value's high dword right after its low one, put together."""
-    out: list[Signal] = []
-    single = False  # the last one is one dword
-    for pos, addr, value in raw:
-        if single and out[-1][1] == addr - 4:
-            out[-1] = (pos, addr - 4, out[-1][2] | value << 32)
-            single = False
-        else:
-            out.append((pos, addr, value))
-            single = True
-    return out
-
-
-def _pair_waits(raw: list[tuple[int, int, int, bool]]) -> list[Wait]:
-    """Dword waits (position, address, reference, whether it waits for `>= reference`) with a 64-bit value's
-    low dword right after its high one put together; those that tell memory reached a value."""
-    out: list[tuple[int, int, int, bool, bool]] = []
-    for pos, addr, ref, ok in raw:
-        if out and out[-1][4] and out[-1][1] == addr + 4:
-            _, _, high, high_ok, _ = out[-1]
-            out[-1] = (pos, addr, high << 32 | ref, high_ok and ok, False)
-        else:
-            out.append((pos, addr, ref, ok, True))
-    return [(pos, addr, ref) for pos, addr, ref, ok, _ in out if ok]
 
 
 class _Builder:
@@ -174,7 +144,7 @@ class _Builder:
         code = _CODE.get(source)
         if code is None:
             code = _CODE[source] = compile(source, "<submission plan>", "exec")  # generated from the tables
-        ns = {"_REACHED": REACHED, "_pair_signals": _pair_signals, "_pair_waits": _pair_waits}
+        ns = {"_REACHED": REACHED, "_pair_signals": pair_signals, "_pair_waits": pair_waits}
         exec(code, ns)
         return Plan(struct.Struct(f"<{dwords}I"), ns["compute"], Counter(self.packets))
 

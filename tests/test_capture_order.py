@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 
 from kfdtrace.capture import record
 from kfdtrace.capture.completion import Completion, QueueProgress
-from kfdtrace.capture.submissions import Analyzer, _pair_signals, _pair_waits
+from kfdtrace.capture.submissions import Analyzer
 from kfdtrace.driver import System
 from kfdtrace.driver.sdma import DIALECTS, PollFunc
 from kfdtrace.traces.format import TraceReader
+from kfdtrace.traces.semaphores import pair_signals, pair_waits
 
 
 def records(path, *types):
@@ -78,7 +79,7 @@ def test_a_plan_pairs_as_the_general_pairing_does_for_any_addresses(kinds, data)
         assert plan is None or got is plan
         plan = got
         signals, waits, _, _, _ = plan.facts(ring, 0)
-        assert signals == _pair_signals(raw_signals) and waits == _pair_waits(raw_waits)
+        assert signals == pair_signals(raw_signals) and waits == pair_waits(raw_waits)
 
 
 def test_a_plan_serves_every_submission_of_its_shape_with_that_submission_s_addresses():

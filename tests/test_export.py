@@ -16,9 +16,10 @@ from kfdtrace.capture.submissions import Analyzer
 from kfdtrace.cli import main as kfdtrace_cli
 from kfdtrace.driver.sdma import DIALECTS as SDMA
 from kfdtrace.traces import export
-from kfdtrace.traces.export import export_jsonl, export_perfetto, semaphore_facts
+from kfdtrace.traces.export import export_jsonl, export_perfetto
 from kfdtrace.traces.format import TraceReader, TraceWriter
 from kfdtrace.traces.records import checked
+from kfdtrace.traces.semaphores import semaphore_facts
 from kfdtrace.traces.walk import DIALECTS
 
 from .perfetto_rules import problems

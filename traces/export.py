@@ -48,11 +48,10 @@ from typing import TextIO
 
 import msgspec
 
-from kfdtrace.capture.submissions import FULL_MASK, REACHED, _pair_signals, _pair_waits
-from kfdtrace.driver.packets import Packet
 from kfdtrace.traces import records as R
 from kfdtrace.traces.dump import Dumper, dump
 from kfdtrace.traces.format import Record, TraceError, TraceReader
+from kfdtrace.traces.semaphores import semaphore_facts
 from kfdtrace.traces.walk import QueueInfo, Submission
 
 MAX_EVENTS = 1 << 18  # trace events a timeline may hold (about 1.2 KB each until written: 300 MB at most)
@@ -125,24 +124,6 @@ class Life:
         """The signal that first took the address to `value` or more, or None."""
         i = bisect_left(self.values, value)
         return self.sources[i] if i < len(self.values) else None
-
-
-def semaphore_facts(packets: list[Packet]) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
-    """The (packet index, address, value) of each semaphore signal and of each wait for memory to reach a value
-    (`>=`), read from the tables' tags as capture reads them, 64-bit halves put together: a pair's signal is
-    its second (high) packet's, its wait its second (low) poll's."""
-    signals, waits = [], []
-    for i, p in enumerate(packets):
-        d = p.defn
-        if d.signal is None and d.wait is None:
-            continue
-        held, f = p.addresses(), p.fields
-        if d.signal is not None and d.signal[0] in held:
-            signals.append((i, held[d.signal[0]], f[d.signal[1]]))
-        if d.wait is not None and d.wait[0] in held:
-            addr, ref, mask, func = d.wait
-            waits.append((i, held[addr], f[ref], f[mask] == FULL_MASK and f[func] in REACHED))
-    return _pair_signals(signals), _pair_waits(waits)
 
 
 def _args(entry: dict, drop: Iterable[str] = ("record", "t", "tid")) -> dict:

@@ -18,10 +18,10 @@ import os
 from dataclasses import dataclass, field
 
 from kfdtrace.driver.packets import Packet
-from kfdtrace.driver.sdma import PollFunc
 from kfdtrace.traces import records as R
 from kfdtrace.traces.format import Record, TraceError, TraceReader, TraceWriter
 from kfdtrace.traces.rewrite import TraceCopy
+from kfdtrace.traces.semaphores import semaphore_facts
 from kfdtrace.traces.walk import BufferInfo, Submission, TraceState
 
 # records that set up an object, kept before A while the object lives: (type, the field naming the object)
@@ -208,16 +208,15 @@ def _write(trace: TraceReader, prefix: _Prefix, start: Record, records, w: Trace
                       semaphores)
 
 
-Signals = dict[int, list[tuple[int | None, int, int]]]  # dword -> (queue or None for the CPU, order, value)
-# a wait: (what, queue or None for the CPU, order, address, reference, how: "==", ">=" (a dword) or ">=64")
-Wait = tuple[str, int | None, int, int, int, str]
+Signals = dict[int, list[tuple[int | None, int, int]]]  # address -> (queue or None for the CPU, order, value)
+Wait = tuple[str, int | None, int, int, int]  # (what, queue or None for the CPU, order, address, value to reach)
 
 
 def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int) -> None:
     """Copy the records from `start` to those before submission last+1, refusing a read of unknown memory and
     a wait that nothing can satisfy."""
     state, written = prefix.state, set()  # buffers (by va) the range has written or made so far
-    signals: Signals = {addr: [(None, -1, v)] for addr, v in prefix.words.items()}
+    signals: Signals = {addr: [(None, -1, v)] for addr, v in _values(prefix.words).items()}
     waits: list[Wait] = []
     for rec in itertools.chain((start,), records):
         if rec.type == R.DOORBELL and state.submissions > last:
@@ -233,49 +232,40 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int) -
             for entry in f["buffers"]:
                 _check_known(prefix, entry["va"], written, f"the checkpoint at record {rec.n}")
         elif rec.type == R.CPU_SIGNAL:
-            signals.setdefault(f["addr"], []).append((None, rec.n << 20, f["value"] & 0xFFFFFFFF))
-            signals.setdefault(f["addr"] + 4, []).append((None, rec.n << 20, f["value"] >> 32))
+            signals.setdefault(f["addr"], []).append((None, rec.n << 20, f["value"]))
         elif rec.type == R.CPU_WAIT and f["ok"]:
-            waits.append((f"the CPU wait at record {rec.n}", None, rec.n << 20, f["addr"], f["value"], ">=64"))
+            waits.append((f"the CPU wait at record {rec.n}", None, rec.n << 20, f["addr"], f["value"]))
         out.record(rec.type, rec.fields, sub)
-    for wait in waits:
-        if not _satisfiable(wait, signals):
-            what, _, _, addr, ref, _ = wait
+    for what, queue, order, addr, ref in waits:
+        # a queue's poll sees what its own queue signalled before it, anything other queues or the CPU signal
+        # (queues run side by side); the CPU's wait sees what was signalled before it
+        if not any(v >= ref for q, o, v in signals.get(addr, ()) if o < order or (queue is not None and q != queue)):
             raise TrimRefused(f"{what} waits for {state.where(addr) or hex(addr)} to reach {ref:#x}, which nothing "
                               f"signals in the range (or before it) where that wait could see it: the range would "
                               f"hang; extend it to the submission that signals it")
 
 
-def _satisfiable(wait: Wait, signals: Signals) -> bool:
-    """Whether some signal can satisfy `wait`: for a queue's poll, one made before it in its queue, anywhere in
-    another queue or by the CPU (queues run side by side); for the CPU's, one made before it."""
-    _, queue, order, addr, ref, how = wait
-
-    def seen(a: int) -> list[int]:
-        return [v for q, o, v in signals.get(a, ()) if o < order or (queue is not None and q != queue)]
-
-    if how == ">=64":  # a 64-bit value in two dwords: compared high dword first
-        high, low = seen(addr + 4), seen(addr)
-        top = max(high, default=0)
-        return top > ref >> 32 or (top == ref >> 32 and max(low, default=0) >= ref & 0xFFFFFFFF)
-    values = seen(addr)
-    return any(v >= ref for v in values) if how == ">=" else ref in values
+def _values(words: dict[int, int]) -> dict[int, int]:
+    """Semaphore dwords as the values they make: an 8-byte-aligned pair as one 64-bit value at its low dword."""
+    out = {}
+    for addr, v in words.items():
+        if addr % 8 == 0 and addr + 4 in words:
+            out[addr] = v | words[addr + 4] << 32
+        elif not (addr % 8 == 4 and addr - 4 in words):
+            out[addr] = v
+    return out
 
 
 def _signals_and_waits(sub: Submission, n: int, signals: Signals, waits: list[Wait]) -> None:
-    """Note the semaphore dwords `sub` (record `n`) signals, and the polls it makes that wait for a value (>= or
-    ==, all bits compared), each with its queue and order: read through the packet tables' `signal` and `wait`
-    tags."""
+    """Note what `sub` (record `n`) signals and the polls it makes that wait for memory to reach a value, each
+    with its queue and its order."""
     queue = sub.queue.queue if sub.queue is not None else None
-    for i, p in enumerate(sub.packets):
-        d, held, order = p.defn, p.addresses(), n << 20 | i
-        if d.signal is not None and d.signal[0] in held:
-            signals.setdefault(held[d.signal[0]], []).append((queue, order, p.fields[d.signal[1]] & 0xFFFFFFFF))
-        if d.wait is not None and d.wait[0] in held:
-            addr, ref, mask, func = d.wait
-            if p.fields[mask] == 0xFFFFFFFF and p.fields[func] in (PollFunc.GE, PollFunc.EQ):
-                waits.append((f"submission {sub.number} ({p.name} at +{p.offset:#x})", queue, order, held[addr],
-                              p.fields[ref], ">=" if p.fields[func] == PollFunc.GE else "=="))
+    signalled, waited = semaphore_facts(sub.packets)
+    for i, addr, value in signalled:
+        signals.setdefault(addr, []).append((queue, n << 20 | i, value))
+    for i, addr, ref in waited:
+        p = sub.packets[i]
+        waits.append((f"submission {sub.number} ({p.name} at +{p.offset:#x})", queue, n << 20 | i, addr, ref))
 
 
 def _understood(sub: Submission, where: str) -> None:
