@@ -96,10 +96,13 @@ def check_options(emulate: str | None, emulate_from: str | None, emulate_recorde
               help="Host memory the trace's GTT and userptr buffers may take at their peak, x --concurrent "
                    "(bytes, or K/M/G) [default: half of MemAvailable].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--timeline", metavar="OUT", type=click.Path(dir_okay=False),
+              help="Write a timeline of the replay, with the times it took, for ui.perfetto.dev "
+                   "(as kfdtrace export --perfetto draws the recording).")
 @click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
 @click.version_option(package_name="kfdtrace")
 def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, concurrent, verify, relocate,
-         timeout, max_memory, as_json, debug) -> None:
+         timeout, max_memory, as_json, timeline, debug) -> None:
     """Replay TRACE on this machine's GPUs (or emulated ones) and say whether it did the same thing.
 
     \b
@@ -120,7 +123,8 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
         with TerminalProgress("replay") as progress, trace_of(trace) as path:
             report = replay_trace(path, options, emulate=emulate, emulate_from=emulate_from,
                                   emulate_recorded=emulate_recorded, device=device, loops=loop,
-                                  concurrent=concurrent, max_memory=memory_limit, progress=progress.update)
+                                  concurrent=concurrent, max_memory=memory_limit, progress=progress.update,
+                                  timeline=timeline)
     except Exception as exc:
         _fail(as_json, exc, debug)
     if as_json:

@@ -75,6 +75,7 @@ class Options:
     timeout: float = 10.0
     verify: bool = True
     gpu_map: dict[int, int] | None = None  # recorded GPU index -> target device index
+    timed: bool = False  # note when each record was done (Result.times), for a timeline of the replay
 
 
 @dataclass
@@ -124,6 +125,7 @@ class Result:
     seconds: float = 0.0
     relocated: int = 0
     notes: list[str] = field(default_factory=list)
+    times: dict[int, int] | None = None  # record number -> ns since the run began when it was done (Options.timed)
 
     @property
     def status(self) -> int:
@@ -445,9 +447,12 @@ class Instance:
     def run(self) -> Result:
         t0 = time.perf_counter()
         r = None
+        times = self.result.times = {} if self.options.timed else None
         try:
             for r in R.checked(self.trace.records(handled(Instance))):
                 getattr(self, f"_on_{r.type}")(r)
+                if times is not None:
+                    times[r.n] = int((time.perf_counter() - t0) * 1e9)
                 if self.result.status:
                     break
             else:

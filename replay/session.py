@@ -130,10 +130,13 @@ def recorded_topology(trace: TraceReader) -> Topology:
 
 def replay_trace(path: str, options: Options, *, emulate: str | None = None, emulate_from: str | None = None,
                  emulate_recorded: bool = False, device: int | None = None, loops: int = 1, concurrent: int = 1,
-                 max_memory: int | None = None, progress: Callable[[str], None] = lambda text: None) -> Report:
+                 max_memory: int | None = None, progress: Callable[[str], None] = lambda text: None,
+                 timeline: str | None = None) -> Report:
     """Replay the trace at `path`. Before anything is submitted: ReplayError when it cannot run on the target
     (packets, GPUs, memory: at most `max_memory` bytes of host memory, default_max_memory() when None),
-    BadInput (or TraceError) when there is nothing sound to replay."""
+    BadInput (or TraceError) when there is nothing sound to replay. `timeline`: where to write the first
+    instance's timeline, as `kfdtrace export --perfetto` draws the recording's, with the times the replay took."""
+    options.timed = timeline is not None
     readers = [TraceReader(path) for _ in range(concurrent)]
     try:
         trace = readers[0]
@@ -160,6 +163,11 @@ def replay_trace(path: str, options: Options, *, emulate: str | None = None, emu
                     [Instance(readers[k], system, devices, s, options, move_all=k > 0) for k in range(concurrent)]))
                 if report.status:
                     break
+            if timeline is not None:
+                from kfdtrace.traces.export import export_perfetto
+
+                export_perfetto(trace, timeline, times=report.loops[0][0].times or {},
+                                source=f"kfdtrace replay on {', '.join(report.target)}")
             return report
     finally:
         for r in readers:

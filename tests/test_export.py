@@ -8,6 +8,8 @@ import glob
 import json
 import os
 import struct
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -395,3 +397,22 @@ def test_a_semaphore_moved_back_by_the_cpu_starts_a_new_life(tmp_path):
     doc, counts = timeline(path, tmp_path)
     assert problems(doc) == [] and counts["flows"] == 1
     assert enclosing(doc, of_phase(doc, "s")[0])["args"]["n"] == 2
+
+
+@pytest.mark.parametrize("family", ["gfx90a", "gfx1201"])
+def test_replay_draws_the_same_timeline_with_its_own_times(family, tmp_path):
+    """`replay --timeline`: the recording's tracks, slices and arrows, placed at the times the replay took."""
+    recorded, replayed = str(tmp_path / "rec.json"), str(tmp_path / "rep.json")
+    with TraceReader(STRESS) as r:
+        counts = export_perfetto(r, recorded)
+    res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", STRESS, "--emulate", family, "--timeline",
+                          replayed], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    doc = json.load(open(replayed))
+    assert problems(doc) == [] and family in doc["metadata"]["source"]
+    assert {k: doc["metadata"][k] for k in counts} == counts
+    doorbells = [e["ts"] for e in doc["traceEvents"] if e.get("name", "").startswith("doorbell")]
+    recorded_doorbells = [e["ts"] for e in json.load(open(recorded))["traceEvents"]
+                          if e.get("name", "").startswith("doorbell")]
+    assert len(doorbells) == len(recorded_doorbells) == 32 and doorbells != recorded_doorbells
+    assert doorbells == sorted(doorbells)

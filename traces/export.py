@@ -42,7 +42,7 @@ import math
 import sys
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -144,8 +144,8 @@ class Timeline:
     """Builds the timeline record by record (`add`), then matches the GPU's waits and lays out its queues
     (`finish`)."""
 
-    def __init__(self, dumper: Dumper):
-        self.dumper, self.state = dumper, dumper.state
+    def __init__(self, dumper: Dumper, times: Mapping[int, int] | None = None):
+        self.dumper, self.state, self.times = dumper, dumper.state, times
         self.tracks: list[Track] = []
         self.queue_tracks: dict[int, Track] = {}  # id(QueueInfo) -> its track (the track keeps it alive)
         self.thread_tracks: dict[int | None, Track] = {}
@@ -169,7 +169,7 @@ class Timeline:
     def _time(self, r: Record) -> tuple[int | None, int]:
         """(the time of the thread's previous record or None, this record's time): a record without one takes
         the time before it, and no thread goes back in time."""
-        t, tid = r.fields["t"], r.fields["tid"]
+        t, tid = r.fields["t"] if self.times is None else self.times.get(r.n), r.fields["tid"]
         if type(t) is int:
             self.clock = t
         prev = self.cursor.get(tid)
@@ -446,11 +446,13 @@ def _event(key: tuple, what: tuple) -> dict:
     return e
 
 
-def timeline_events(reader: TraceReader) -> tuple[Iterator[dict], dict[str, int]]:
+def timeline_events(reader: TraceReader, times: Mapping[int, int] | None = None) -> tuple[Iterator[dict],
+                                                                                        dict[str, int]]:
     """The timeline's trace events (metadata first, then each track's by time), made as they are iterated, and
-    how many tracks, slices, flows and instants they hold."""
+    how many tracks, slices, flows and instants they hold. `times`: each record's time by its number, instead
+    of the recorded one (a replay's; a record without one takes the time before it)."""
     dumper = Dumper(reader)
-    tl = Timeline(dumper)
+    tl = Timeline(dumper, times)
     for r, sub in dumper.selected():
         tl.add(r, sub)
     tl.finish()
@@ -461,12 +463,13 @@ def timeline_events(reader: TraceReader) -> tuple[Iterator[dict], dict[str, int]
     return itertools.chain(_metadata(tl), (_event(key, what) for key, what in timed)), counts
 
 
-def export_perfetto(reader: TraceReader, path: str) -> dict[str, int]:
+def export_perfetto(reader: TraceReader, path: str, times: Mapping[int, int] | None = None,
+                    source: str = "kfdtrace export") -> dict[str, int]:
     """Write the trace's timeline to `path` ('-': stdout) as a Chrome trace-event JSON object; how many tracks,
-    slices, flow arrows and instants it holds."""
-    events, counts = timeline_events(reader)
+    slices, flow arrows and instants it holds. `times`: as for timeline_events; `source` says whose times."""
+    events, counts = timeline_events(reader, times)
     header = reader.header
-    meta = {"source": "kfdtrace export", "trace": header.get("name"), "recorded": header.get("created"),
+    meta = {"source": source, "trace": header.get("name"), "recorded": header.get("created"),
             "timing": TIMING, **counts}
     encode = msgspec.json.Encoder().encode
     out = sys.stdout if path == "-" else open(path, "w")
