@@ -1,0 +1,318 @@
+"""`kfdtrace diff` (issue 12): the first structural difference between two traces, addresses, handles and
+times normalised away; then how many records, packets, buffers, chunks and checkpoints differ."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kfdtrace.capture import record
+from kfdtrace.cli import main as kfdtrace_cli
+from kfdtrace.driver import System
+from kfdtrace.traces import diff as D
+from kfdtrace.traces import records as R
+from kfdtrace.traces.format import TraceReader, TraceWriter
+from kfdtrace.traces.walk import TraceState, ioctl_entry
+
+SAMPLES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "traces", "samples", "*.kfdtrace")))
+
+
+def copies(path: str, *, rounds: int = 3, size: int = 4096, changed: tuple[int, int] | None = None,
+           extra_buffer: bool = False, seed: int = 1) -> str:
+    """Record a small workload: each round copies `src` to `dst` and signals, and the CPU waits (so a
+    checkpoint hashes `dst`). `changed` (round, size): that round copies another size; `extra_buffer`: an
+    unnamed, unused buffer first, which moves every buffer after it; `seed`: the data the CPU writes."""
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        if extra_buffer:
+            gpu.alloc(1 << 16, "gtt")
+        q = gpu.sdma_queue(name="q")
+        src, dst = gpu.alloc(size, "gtt", name="src"), gpu.alloc(size, "gtt", name="dst")
+        done = system.semaphore("done")
+        src.write(np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8))
+        for r in range(1, rounds + 1):
+            n = changed[1] if changed and changed[0] == r else size
+            q.copy(dst, src, n).signal(done, r).submit()
+            done.wait(r)
+    return path
+
+
+def diff(a: str, b: str) -> D.DiffResult:
+    with TraceReader(a) as ra, TraceReader(b) as rb:
+        return D.diff_traces(ra, rb)
+
+
+def run(*args: str):
+    return CliRunner().invoke(kfdtrace_cli, ["diff", *args], prog_name="kfdtrace")
+
+
+def first_line(output: str) -> str:
+    return next(line for line in output.splitlines() if line.startswith("first difference: "))
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> str:
+    return copies(str(tmp_path_factory.mktemp("diff") / "base.kfdtrace"))
+
+
+def test_a_trace_against_itself_is_the_same(base):
+    res = run(base, base)
+    assert res.exit_code == 0, res.output
+    assert "no difference" in res.output.splitlines()
+    result = diff(base, base)
+    assert not result.differs and result.tallies["packet"].compared > 0
+    assert all(t.differ == 0 and t.only == [0, 0] for t in result.tallies.values())
+
+
+def test_the_same_workload_recorded_twice_is_the_same(base, tmp_path):
+    """Times, fds, handles and (mostly: the emulator's buffers are host mmaps) VAs differ; buffers left to
+    System.close are freed in set order. test_every_address_moved_is_no_difference moves every VA for sure."""
+    again = copies(str(tmp_path / "again.kfdtrace"))
+    result = diff(base, again)
+    assert not result.differs, result.lines()
+    assert result.tallies["submission"].compared == 3 and result.tallies["checkpoint"].compared >= 1
+    assert result.tallies["buffer"].compared == 6 and result.tallies["mem"].compared == 1
+
+
+def shifted(src: str, out: str, shift: int) -> str:
+    """A copy of trace `src` with every GPU virtual address moved by `shift`: buffers, CPU writes, checkpoints,
+    signals, queue pointers, the addresses the packets hold and ioctl arguments that point into a buffer."""
+    with TraceReader(src) as r:
+        w, state = TraceWriter(out, r.header), TraceState(r.header)
+
+        def move(addr: int) -> int:
+            return addr + shift if addr and state.by_va.find(addr) else addr
+
+        def moved_args(request: int | None, data: bytes | None) -> bytes | None:
+            entry = ioctl_entry(request) if request is not None else None
+            if data is None or entry is None or entry.struct is None:
+                return data
+            args = entry.struct.from_buffer_copy(data)
+            for name, *_ in args._fields_:
+                if isinstance(getattr(args, name), int):
+                    setattr(args, name, move(getattr(args, name)))
+            return bytes(args)
+
+        for rec in R.checked(r.records()):
+            f = dict(rec.fields)
+            for k in ("va", "addr", "ring", "rptr", "wptr"):
+                if type(f.get(k)) is int:
+                    f[k] = f[k] + shift if rec.type == R.ALLOC else move(f[k])
+            if rec.type in (R.IOCTL, R.IOCTL_END):
+                request = f["request"] if rec.type == R.IOCTL else state.ioctls.get(f["seq"], (None,))[0]
+                f["data"] = moved_args(request, f["data"])
+            elif rec.type == R.CHECKPOINT:
+                f["wait"] = {**f["wait"], "addr": move(f["wait"]["addr"])}
+                f["buffers"] = [{**b, "va": move(b["va"])} for b in f["buffers"]]
+            for key in [f["key"]] if rec.type == R.MEM else [k for b in f.get("buffers") or () for k in b["keys"]]:
+                w.blob(r.blob(key), key)
+            sub = state.apply(rec)  # the record as recorded: the buffer map stays the original's
+            if sub is not None:
+                assert sub.error is None
+                f["ring"] = b"".join(p.relocate(move).encode() for p in sub.packets)
+            w.record(rec.type, **f)
+        w.close()
+    return out
+
+
+def test_every_address_moved_is_no_difference(base, tmp_path):
+    """Deterministically: the same trace with every address 64 GiB lower compares the same, though no alloc,
+    CPU write or packet address is the same number."""
+    moved = shifted(base, str(tmp_path / "moved.kfdtrace"), -(1 << 36))
+    with TraceReader(base) as ra, TraceReader(moved) as rb:
+        va = [(r.fields["va"], r.fields["size"]) for r in ra.records(["alloc", "mem"])]
+        vb = [(r.fields["va"], r.fields["size"]) for r in rb.records(["alloc", "mem"])]
+        rings = [(x.fields["ring"], y.fields["ring"]) for x, y in zip(ra.records(["doorbell"]),
+                                                                     rb.records(["doorbell"]), strict=True)]
+    assert len(va) == len(vb) == 7 and all(x[0] - y[0] == 1 << 36 and x[1] == y[1] for x, y in zip(va, vb, strict=True))
+    assert all(x != y for x, y in rings)
+    result = diff(base, moved)
+    assert not result.differs, result.lines()
+    assert result.tallies["packet"].compared == 18 and result.tallies["checkpoint"].compared == 1
+
+
+def test_buffers_moved_by_an_extra_buffer_leave_packets_the_same(base, tmp_path):
+    """Every VA moves, and B has one more buffer (and its ioctls): found as an insertion, not as every later
+    buffer and ioctl differing."""
+    moved = copies(str(tmp_path / "moved.kfdtrace"), extra_buffer=True)
+    result = diff(base, moved)
+    assert result.differs
+    t = result.tallies
+    assert (t["packet"].differ, t["packet"].only, t["submission"].differ) == (0, [0, 0], 0)
+    assert (t["mem"].differ, t["checkpoint"].differ) == (0, 0)
+    assert t["buffer"].differ == 0 and t["buffer"].only == [0, 1]
+    assert t["ioctl"].differ == 0 and t["ioctl"].only[0] == 0 and t["ioctl"].only[1] >= 2  # ALLOC, MAP, ...
+    assert result.first.text.startswith("B has ") and "ALLOC_MEMORY_OF_GPU" in result.first.text
+    assert any("alloc A " in line and " B " in line for line in result.lines())
+
+
+def test_a_changed_copy_size_names_the_submission_packet_and_field(base, tmp_path):
+    changed = copies(str(tmp_path / "changed.kfdtrace"), changed=(1, 2048))
+    res = run(base, changed)
+    assert res.exit_code == 1, res.output
+    line = first_line(res.output)
+    assert "submission 0 (queue 0 q), packet " in line and " COPY_LINEAR field count: A 4095, B 2047" in line
+    result = diff(base, changed)
+    assert result.first.kind == "submission" and (result.first.a, result.first.b) == (4095, 2047)
+    assert result.tallies["submission"].differ == 1 and result.tallies["packet"].differ == 1
+    assert result.tallies["checkpoint"].differ == 1  # dst holds half the bytes after the first round
+
+
+def test_different_cpu_data_is_a_mem_chunk_difference(base, tmp_path):
+    other = copies(str(tmp_path / "other.kfdtrace"), seed=2)
+    result = diff(base, other)
+    first = result.first
+    assert first.kind == "mem" and first.field == "key" and first.what == "mem 0 (src+0x0)"
+    assert first.a != first.b and len(first.a) == 32
+    assert result.tallies["mem"].differ == 1 and result.tallies["submission"].differ == 0
+    assert result.tallies["checkpoint"].differ >= 1
+    assert "chunk 0" in result.tallies["checkpoint"].first.field
+
+
+def test_more_rounds_are_more_submissions(base, tmp_path):
+    longer = copies(str(tmp_path / "longer.kfdtrace"), rounds=5)
+    result = diff(base, longer)
+    t = result.tallies["submission"]
+    assert (t.compared, t.differ, t.only) == (3, 0, [0, 2])
+    assert t.first.text.startswith("B has 2 more submissions on queue 0, from submission 3 (queue 0 q) at B#")
+    assert result.tallies["sync"].only == [0, 2]  # the CPU's two more waits
+    assert any(line.startswith("  submissions: 3 compared, 0 differ, 2 only in B") for line in result.lines())
+
+
+def test_a_stream_far_ahead_is_given_up(base, tmp_path, monkeypatch):
+    """With room for 2 waiting items: A's teardown ioctls wait for B's while B still submits, and B's CPU waits
+    for A's that never come; both streams are given up (and said to be), the rest still compared."""
+    monkeypatch.setattr(D, "MAX_AHEAD", 2)
+    longer = copies(str(tmp_path / "longer.kfdtrace"), rounds=8)
+    result = diff(base, longer)
+    given_up = {d.kind: d.text for d in result.others if d.text.endswith("no longer compared")}
+    assert given_up["ioctl"].startswith("A runs more than 2 ioctls ahead of B from ioctl ")
+    assert given_up["sync"].startswith("B runs more than 2 sync records ahead of A from sync ")
+    assert result.tallies["ioctl"].uncompared[0] > 0 and result.tallies["sync"].uncompared[1] > 0
+    assert result.tallies["submission"].only == [0, 5] and result.first.kind == "submission"
+    assert any(line.startswith("  ioctls: ") and "not compared after the traces parted" in line
+               for line in result.lines())
+
+
+def frees(path: str, order: list[int]) -> str:
+    """Record three named buffers filled by the GPU, freed in `order`."""
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        bufs = [gpu.alloc(4096 * (i + 1), "gtt", name=f"b{i}") for i in range(3)]
+        q = gpu.sdma_queue(name="q")
+        for i, b in enumerate(bufs):
+            q.fill(b, i + 1, 4096)
+        q.sync()
+        for i in order:
+            bufs[i].free()
+    return path
+
+
+def test_buffers_freed_in_another_order_are_the_same(tmp_path):
+    """Their UNMAP/FREE ioctls and munmaps come in another order: counted as such, not a difference."""
+    a, b = frees(str(tmp_path / "a.kfdtrace"), [0, 1, 2]), frees(str(tmp_path / "b.kfdtrace"), [2, 0, 1])
+    result = diff(a, b)
+    assert not result.differs, result.lines()
+    assert result.tallies["ioctl"].reordered == 3 and result.tallies["ioctl"].differ == 0  # b2: UNMAP, FREE, munmap
+    assert any("the same in another order" in line for line in result.lines())
+
+
+def test_normalisation_table():
+    assert [D.identity(n) for n in ("device_ids_array_ptr", "ring_base_address", "va_addr", "va", "addr")] == \
+        ["address"] * 5
+    assert [D.identity(n) for n in ("handle", "gpu_id", "drm_fd", "mmap_offset", "gpu_clock_counter")] == \
+        ["handle", "gpu", "fd", "offset", "clock"]
+    assert [D.identity(n) for n in ("size", "flags", "queue_type", "event_id", "count")] == [None] * 5
+
+
+def test_other_gpus_are_the_first_difference():
+    stress, ping = (next(p for p in SAMPLES if name in p) for name in ("sdma_stress-gfx942", "ping_pong-gfx1100"))
+    result = diff(stress, ping)
+    assert result.first.kind == "header" and result.first.text == "GPUs: A gfx942, B gfx1100"
+    assert result.tallies["submission"].only[0] > 0 and result.tallies["mem"].only[1] > 0
+
+
+def test_a_truncated_trace_is_read_as_far_as_it_goes(base, tmp_path):
+    """A trace cut short is recovered, not refused: it differs (exit 1), and the output says it was recovered."""
+    cut = str(tmp_path / "cut.kfdtrace")
+    data = open(base, "rb").read()
+    open(cut, "wb").write(data[:len(data) * 6 // 10])
+    res = run(base, cut)
+    assert res.exit_code == 1, res.output
+    lines = res.output.splitlines()
+    assert lines[1].startswith(f"B: {cut} (") and "RECOVERED: trace was not closed" in lines[1]
+    result = diff(base, cut)
+    assert result.tallies["submission"].only == [3, 0] and result.recovered[0] is None
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=os.path.basename)
+def test_each_sample_against_itself(path):
+    res = run(path, path)
+    assert res.exit_code == 0, res.output
+    result = diff(path, path)
+    assert not result.differs and result.tallies["submission"].compared > 0
+
+
+def test_json_has_the_same_first_difference(base, tmp_path):
+    changed = copies(str(tmp_path / "changed.kfdtrace"), changed=(3, 1024))
+    text, as_json = run(base, changed), run(base, changed, "--json")
+    assert text.exit_code == as_json.exit_code == 1
+    doc = json.loads(as_json.output)
+    assert doc["differs"] is True and doc["first"]["text"] == first_line(text.output)[len("first difference: "):]
+    assert (doc["first"]["a"], doc["first"]["b"]) == (4095, 1023)
+    assert doc["kinds"]["packet"]["differ"] == 1 and doc["records"]["a"] == doc["records"]["b"]
+    same = json.loads(run(base, base, "--json").output)
+    assert same["differs"] is False and same["first"] is None
+
+
+def _malformed(base: str, path: str) -> str:
+    """A closed trace with the header of `base` and a doorbell record with no ring."""
+    with TraceReader(base) as r:
+        header = r.header
+    w = TraceWriter(path, header)
+    w.record("doorbell", queue=0, value=8)
+    w.close()
+    return path
+
+
+def _damaged_header(base: str, path: str) -> str:
+    data = bytearray(open(base, "rb").read())
+    data[24] ^= 0xFF  # inside the header map: its CRC no longer matches
+    open(path, "wb").write(data)
+    return path
+
+
+def _not_a_trace(base: str, path: str) -> str:
+    open(path, "wb").write(b"not a trace at all\n" * 4)
+    return path
+
+
+def test_deeply_nested_values_are_not_followed(base, tmp_path):
+    """A checkpoint's wait map is free-form: 900 nested lists in it are compared, not recursed into."""
+    with TraceReader(base) as r:
+        header = r.header
+    nested: list = []
+    for _ in range(900):
+        nested = [nested]
+    w = TraceWriter(str(tmp_path / "deep.kfdtrace"), header)
+    w.record("checkpoint", wait={"x": nested}, buffers=[])
+    w.close()
+    deep = str(tmp_path / "deep.kfdtrace")
+    assert not diff(deep, deep).differs
+    assert diff(deep, base).tallies["checkpoint"].differ == 1
+
+
+@pytest.mark.parametrize("make", [_malformed, _damaged_header, _not_a_trace])
+def test_a_bad_trace_is_one_line_and_status_2(base, tmp_path, make):
+    bad = make(base, str(tmp_path / "bad.kfdtrace"))
+    for args in ([base, bad], [bad, base]):
+        res = run(*args)
+        assert res.exit_code == 2, res.output
+        assert res.exception is None or isinstance(res.exception, SystemExit)
+        lines = res.output.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("kfdtrace: error: ") and "Traceback" not in res.output
