@@ -171,8 +171,7 @@ def trim(trace: TraceReader, out: str, first: int, last: int) -> TrimReport:
         prefix.apply(r)
     assert start is not None  # the index counts `first` submissions before it
     header = {**trace.header, "name": f"{trace.header.get('name') or os.path.basename(trace.path)} "
-                                      f"submissions {first}..{last}",
-              "trimmed": {"from": os.path.basename(trace.path), "submits": [first, last], "record": start.n}}
+                                      f"submissions {first}..{last}"}  # and a note record says where from
     w = TraceWriter(out, header, clock=trace.clock, submission_type=trace.submission_type)
     try:
         report = _write(trace, prefix, start, records, w, first, last)
