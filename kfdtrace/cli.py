@@ -100,6 +100,24 @@ def backend_options(fn: Callable) -> Callable:
     return click.option("--emulate", metavar="TARGETS", help=EMULATE_HELP)(fn)
 
 
+def json_option(fn: Callable) -> Callable:
+    """--json, for the commands whose output is data."""
+    return click.option("--json", "as_json", is_flag=True, help="The report as one JSON document.")(fn)
+
+
+def show_report(report, as_json: bool, prefix: str = "") -> None:
+    """A command's report (a dataclass with `lines()`): its lines, or its fields as one JSON document."""
+    if as_json:
+        import dataclasses
+
+        from kfdtrace.traces.dump import to_json
+
+        click.echo(to_json(dataclasses.asdict(report)))
+    else:
+        for line in report.lines():
+            click.echo(f"{prefix}{line}")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kfdtrace")
 def main() -> None:
@@ -268,8 +286,9 @@ def diff(a: str, b: str, as_json: bool) -> None:
 @click.option("--submits", "-s", required=True, metavar="A..B", help="The submissions to keep (from 0; inclusive).")
 @click.option("--output", "-o", required=True, metavar="OUT", type=click.Path(dir_okay=False),
               help="The trimmed trace.")
+@json_option
 @user_errors
-def trim(trace: str, submits: str, output: str) -> None:
+def trim(trace: str, submits: str, output: str, as_json: bool) -> None:
     """A standalone trace of submissions A..B: what was live at A, recreated with its known contents, then the
     range. Refused, saying why, when the range reads memory whose contents at A the trace does not hold."""
     from kfdtrace.traces.dump import parse_range
@@ -278,8 +297,7 @@ def trim(trace: str, submits: str, output: str) -> None:
 
     first, last = parse_range(submits)
     with TraceReader(trace) as r:
-        for line in trim_trace(r, output, first, min(last, r.submissions - 1)).lines():
-            click.echo(f"{output}: {line}")
+        show_report(trim_trace(r, output, first, min(last, r.submissions - 1)), as_json, f"{output}: ")
 
 
 @main.command()
@@ -293,8 +311,10 @@ def trim(trace: str, submits: str, output: str) -> None:
               help="Candidates run side by side.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
               help="Seconds one run of the command may take (a run that takes longer does not reproduce).")
+@json_option
 @user_errors
-def minimize(trace: str, until: str, output: str, match: str | None, jobs: int, timeout: float) -> None:
+def minimize(trace: str, until: str, output: str, match: str | None, jobs: int, timeout: float,
+             as_json: bool) -> None:
     """The smallest trace on which CMD still exits as it does on TRACE: delta debugging over submissions, then
     their packets, then CPU writes."""
     from kfdtrace.traces.format import TraceReader
@@ -304,8 +324,7 @@ def minimize(trace: str, until: str, output: str, match: str | None, jobs: int, 
     outcome = command_test(until, match, timeout)
     with TraceReader(trace) as r, TerminalProgress("minimize") as progress:
         report = minimize_trace(r, output, outcome, jobs, progress.update)
-    for line in report.lines():
-        click.echo(f"{output}: {line}")
+    show_report(report, as_json, f"{output}: ")
 
 
 @main.command()
@@ -313,8 +332,9 @@ def minimize(trace: str, until: str, output: str, match: str | None, jobs: int, 
 @click.option("--output", "-o", required=True, metavar="OUT", type=click.Path(dir_okay=False),
               help="The redacted trace.")
 @click.option("--keep-data", is_flag=True, help="Keep every CPU write's contents (only the header and paths go).")
+@json_option
 @user_errors
-def redact(trace: str, output: str, keep_data: bool) -> None:
+def redact(trace: str, output: str, keep_data: bool, as_json: bool) -> None:
     """A copy fit to attach to a public report: no command line, host names, paths or unneeded data; says what
     was removed and what was kept."""
     from kfdtrace.traces.format import TraceReader
@@ -323,8 +343,7 @@ def redact(trace: str, output: str, keep_data: bool) -> None:
     if os.path.abspath(output) == os.path.abspath(trace):
         raise ValueError("the redacted trace must go to another file")
     with TraceReader(trace) as r:
-        for line in redact_trace(r, output, keep_data).lines():
-            click.echo(f"{output}: {line}")
+        show_report(redact_trace(r, output, keep_data), as_json, f"{output}: ")
 
 
 @main.command()
@@ -338,9 +357,10 @@ def redact(trace: str, output: str, keep_data: bool) -> None:
               help="Seconds a wait of the replay may take (hang).")
 @click.option("--max-size", type=click.IntRange(min=1), default=100, show_default=True, metavar="MB",
               help="The most the bundle may take.")
+@json_option
 @user_errors
 def bundle(trace: str, output: str, submits: str | None, redacted: bool, emulate: str | None, timeout: float,
-           max_size: int) -> None:
+           max_size: int, as_json: bool) -> None:
     """A bug report in one file: the trace, the recording machine, the replay report here and a REPORT.md."""
     from kfdtrace.replay.bundle import bundle as make_bundle
     from kfdtrace.traces.dump import parse_range
@@ -365,9 +385,8 @@ def bundle(trace: str, output: str, submits: str | None, redacted: bool, emulate
 
     steps = span is not None or redacted
 
-    for line in make_bundle(trace, output, emulate=emulate, timeout=timeout, cap=max_size << 20,
-                            prepare=prepare if steps else None).lines():
-        click.echo(line)
+    show_report(make_bundle(trace, output, emulate=emulate, timeout=timeout, cap=max_size << 20,
+                            prepare=prepare if steps else None), as_json)
 
 
 @main.command()

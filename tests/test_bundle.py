@@ -167,3 +167,9 @@ def test_unbundle_never_overwrites(tmp_path):
     (dest / B.REPORT).write_text("mine")
     res = run("unbundle", out, "-o", str(dest))
     assert res.exit_code == 1 and "exists" in res.output and (dest / B.REPORT).read_text() == "mine"
+
+
+def test_the_report_as_json(tmp_path):
+    res = run("bundle", STRESS, "-o", str(tmp_path / "b.tar.zst"), "--json")
+    report = json.loads(res.output)
+    assert res.exit_code == 0 and report["status"] == 0 and report["verdict"] == "OK" and report["size"] > 0

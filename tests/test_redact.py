@@ -83,3 +83,11 @@ def test_redact_refuses_to_overwrite_its_source_and_bad_input_is_one_line(tmp_pa
     bad.write_bytes(b"KFDT" + b"\0" * 40)
     res = CliRunner().invoke(kfdtrace_cli, ["redact", str(bad), "-o", str(tmp_path / "o.kfdtrace")])
     assert res.exit_code == 1 and len(res.output.splitlines()) == 1 and "Traceback" not in res.output
+
+
+def test_the_report_as_json(tmp_path):
+    import json
+
+    res = CliRunner().invoke(kfdtrace_cli, ["redact", SAMPLES[0], "-o", str(tmp_path / "r.kfdtrace"), "--json"])
+    report = json.loads(res.output)
+    assert res.exit_code == 0 and any("command line" in x for x in report["removed"]) and report["kept"]

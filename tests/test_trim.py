@@ -112,3 +112,11 @@ def test_trim_refuses_to_overwrite_its_source(tmp_path):
     assert res.exit_code == 1 and "another file" in res.output
     with TraceReader(str(src)) as r:
         assert r.submissions == 32
+
+
+def test_the_report_as_json(tmp_path):
+    import json
+
+    res = CliRunner().invoke(kfdtrace_cli, ["trim", sample("sdma_stress-gfx942"), "-s", "4..9", "-o",
+                                            str(tmp_path / "t.kfdtrace"), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["submissions"] == 6
