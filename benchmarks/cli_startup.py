@@ -4,7 +4,8 @@ what every command needs anyway (`python -c "import click, msgpack, zstandard"`)
     python benchmarks/cli_startup.py [--runs 7]
 
 Prints min/median/max CPU seconds (user + system, of the child process) per command and its median's ratio to
-the baseline's, after one unmeasured run of each (with bytecode caches, as an installed kfdtrace runs). Target: <= 2.0x (numpy and the driver load only where a command needs them).
+the baseline's, after one unmeasured run of each (with bytecode caches, as an installed kfdtrace runs).
+Target: <= 2.0x (numpy and the driver load only where a command needs them).
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ class Device:
         self.kfd, self.sys = system.kfd, system.sys
         self.target: Target = target_by_version(node.gfx_target_version)
         self.gpu_id = node.gpu_id
-        self.buffers: set[Buffer] = set()
+        self.buffers: dict[Buffer, None] = {}  # in the order made: close() frees them newest first, every run alike
         self.queues: list[RingQueue] = []
         self._lock = threading.Lock()  # guards buffers, queues and the doorbell mapping
         self._doorbells: int | None = None
@@ -122,14 +122,14 @@ class Device:
         """Remember a buffer or queue this driver made, for close()."""
         with self._lock:
             if isinstance(item, Buffer):
-                self.buffers.add(item)
+                self.buffers[item] = None
             else:
                 self.queues.append(item)
 
     def untrack(self, item: Buffer | RingQueue) -> None:
         with self._lock:
             if isinstance(item, Buffer):
-                self.buffers.discard(item)
+                self.buffers.pop(item, None)
             elif item in self.queues:
                 self.queues.remove(item)
 
@@ -146,7 +146,7 @@ class Device:
                 q.destroy()
         with self._lock:
             buffers = list(self.buffers)
-        for b in buffers:
+        for b in reversed(buffers):
             with contextlib.suppress(DeviceError):
                 b.free()
         if self._doorbells is not None:

@@ -239,3 +239,16 @@ def _rec(type_: str, **fields):
 def test_kinds_cover_every_record_type_once():
     groups = [t for kind in KINDS.values() for t in kind]
     assert sorted(groups) == sorted(RECORD_TYPES) and Selection(kinds=frozenset({"packet"})).types() == {"doorbell"}
+
+
+@pytest.mark.parametrize("gpus", [5, [{"node": 1}], [{"gpu_id": 1, "pm4": ["x"]}], None])
+def test_a_malformed_header_gpu_list_is_no_traceback(gpus, tmp_path):
+    path = str(tmp_path / "h.kfdtrace")
+    with TraceWriter(path, {"gpus": gpus} if gpus is not None else {}) as w:
+        w.record("queue", queue=1, gpu=1, type=0, ring=0x1000, ring_size=4096, rptr=0, wptr=0, doorbell_offset=0,
+                 engine=0, dialect=None)
+        w.record("doorbell", queue=1, value=16, ring=b"\0" * 16)
+        w.close({})
+    res = run("dump", path)
+    assert "Traceback" not in res.output and res.exception is None or isinstance(res.exception, SystemExit)
+    assert res.exit_code == 0, res.output

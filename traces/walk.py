@@ -141,7 +141,9 @@ class TraceState:
     """What the records applied so far have set up. `apply(record)` after the record is checked."""
 
     def __init__(self, header: dict):
-        self.gpus = {g["gpu_id"]: g for g in header.get("gpus") or () if isinstance(g, dict)}
+        gpus = header.get("gpus")  # a header is checked by its readers, but a tool may be given any
+        self.gpus = {g["gpu_id"]: g for g in gpus if isinstance(g, dict) and type(g.get("gpu_id")) is int} \
+            if isinstance(gpus, list) else {}
         self.buffers: dict[int, BufferInfo] = {}  # handle -> buffer
         self.by_va: RangeMap[BufferInfo] = RangeMap()
         self.queues: dict[int, QueueInfo] = {}
@@ -209,7 +211,8 @@ class TraceState:
     def _on_queue(self, f: dict) -> None:
         dialect = DIALECTS.get(f["dialect"]) if f["dialect"] is not None else None
         if dialect is None and f["type"] == K.QueueType.COMPUTE:
-            dialect = PM4_DIALECTS.get(self.gpus.get(f["gpu"], {}).get("pm4"))
+            pm4 = self.gpus.get(f["gpu"], {}).get("pm4")
+            dialect = PM4_DIALECTS.get(pm4) if isinstance(pm4, str) else None
         elif dialect is None and f["type"] == K.QueueType.COMPUTE_AQL:
             dialect = AQL
         self.queues[f["queue"]] = QueueInfo(f["queue"], f["gpu"], f["type"], f["ring"], f["ring_size"], dialect)
