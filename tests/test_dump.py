@@ -112,21 +112,32 @@ def test_a_bad_range_is_one_line(text):
     assert res.exit_code == 1 and "submission range" in res.output and len(res.output.splitlines()) == 1
 
 
-def test_buffers_writes_each_checkpoint_and_cpu_write(tmp_path):
+def test_buffers_writes_each_checkpoint_cpu_write_and_known_input(tmp_path):
     out = tmp_path / "bufs"
     assert run("dump", STRESS, "--buffers", str(out)).exit_code == 0
     files = sorted(os.listdir(out))
     with TraceReader(STRESS) as r:
-        expected = {}
+        expected, writes = {}, []  # writes: (record, contents) of each CPU write (all to `source` here)
         for rec in r.records(["checkpoint", "mem"]):
             if rec.type == "mem":
-                expected[f"{rec.n:08d}.cpu-write"] = r.blob(rec.fields["key"])[:rec.fields["size"]]
+                data = r.blob(rec.fields["key"])[:rec.fields["size"]]
+                expected[f"{rec.n:08d}.cpu-write"] = data
+                writes.append((rec.n, data))
             for b in rec.fields.get("buffers") or ():
                 expected[f"{rec.n:08d}.checkpoint.{b['name']}"] = b"".join(map(r.blob, b["keys"]))[:b["size"]]
-    assert len(files) == len(expected) > 0
+    inputs = [f for f in files if ".in." in f]
+    assert len(files) - len(inputs) == len(expected) > 0
     for name in files:
+        n = int(name.split(".")[0])
+        if ".in." in name:  # what a copy read from `source`: the CPU's last write there before it
+            assert name.endswith(".source.bin")
+            assert (out / name).read_bytes() == [data for at, data in writes if at < n][-1], name
+            continue
         key = next(k for k in expected if name.startswith(k))
         assert (out / name).read_bytes() == expected[key], name
+    # one file for each copy from `source` (two rounds in three; fills read nothing; stages are never known)
+    assert len(inputs) == sum(1 for e in json_lines(STRESS, "--kind", "packet") for p in e["packets"]
+                              if (p.get("addresses", {}).get("src", {}).get("where") or "").startswith("source"))
 
 
 def test_json_output_of_info():

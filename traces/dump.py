@@ -18,8 +18,9 @@ import msgspec
 
 from kfdtrace.driver.packets import Packet
 from kfdtrace.traces import records as R
+from kfdtrace.traces.contents import KnownMemory, chunk_size, is_semaphores
 from kfdtrace.traces.format import Record, TraceError, TraceReader
-from kfdtrace.traces.walk import Submission, TraceState, ioctl_args, ioctl_entry
+from kfdtrace.traces.walk import Submission, TraceState, ioctl_args, ioctl_entry, reads
 
 # The --kind groups, by record type; types no group names are "other".
 KINDS: dict[str, frozenset[str]] = {
@@ -84,7 +85,9 @@ class Dumper:
         self.buffers_dir = buffers
         self.written = 0  # bytes --buffers wrote
         self._types = selection.types()
-        self._chunk = trace.header.get("chunk_size") if isinstance(trace.header.get("chunk_size"), int) else None
+        self._chunk = chunk_size(trace)
+        # with --buffers, what each buffer holds as the records go, for the inputs of each packet
+        self.memory = KnownMemory(self.state, self._chunk) if buffers is not None else None
         if buffers is not None:
             os.makedirs(buffers, exist_ok=True)
 
@@ -114,16 +117,18 @@ class Dumper:
         for r in R.checked(self.trace.records()):
             before = state.submissions  # submissions before this record
             sub = state.apply(r)
-            if sel.submits is not None:
-                if before > last + 1:
-                    return
-                if not (first <= sub.number <= last if sub is not None else first <= before):
-                    continue
-            if self._types is not None and r.type not in self._types:
-                continue
-            if sel.queue is not None and r.type in QUEUE_TYPES and r.fields.get("queue") != sel.queue:
-                continue
-            yield r, sub
+            if sel.submits is not None and before > last + 1:
+                return
+            chosen = (sel.submits is None or (first <= sub.number <= last if sub is not None else first <= before)) \
+                and (self._types is None or r.type in self._types) \
+                and (sel.queue is None or r.type not in QUEUE_TYPES or r.fields.get("queue") == sel.queue)
+            if self.memory is not None:
+                if chosen and sub is not None and self.memory.understood(sub):
+                    self._inputs(r.n, sub)
+                else:
+                    self.memory.apply(r, sub)
+            if chosen:
+                yield r, sub
 
     def entry(self, r: Record, sub: Submission | None) -> dict:
         f = r.fields
@@ -198,6 +203,22 @@ class Dumper:
         return out
 
     # -- --buffers ---------------------------------------------------------------------------------
+    def _inputs(self, n: int, sub: Submission) -> None:
+        """Write what each packet of doorbell record `n` reads, where the trace knows it whole (a buffer the GPU
+        wrote since its last checkpoint is not known), once per buffer; then note what the packet writes."""
+        assert self.memory is not None
+        done: set[int] = set()
+        for i, p in enumerate(sub.packets):
+            for addr in reads(p):
+                hit = self.memory.at(addr)
+                if hit is None or hit[0].va in done or is_semaphores(hit[0]):
+                    continue
+                keys = hit[1].whole(hit[0])
+                if keys is not None:
+                    done.add(hit[0].va)
+                    self._write_blobs(n, f"in.{i}", hit[0].label, keys, hit[0].size)
+            self.memory.wrote(sub, p)
+
     def _write_blobs(self, n: int, what: str, name: str, keys: list[bytes], size: int) -> None:
         """The bytes `keys` hold, as one file named by record, what and buffer; a missing blob, a size the
         keys cannot hold or the MAX_BUFFER_BYTES limit is an error."""

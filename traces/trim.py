@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from kfdtrace.driver.packets import Packet
 from kfdtrace.traces import records as R
+from kfdtrace.traces.contents import KnownMemory, chunk_size, is_semaphores
 from kfdtrace.traces.format import Record, TraceError, TraceReader, TraceWriter
 from kfdtrace.traces.rewrite import TraceCopy
 from kfdtrace.traces.semaphores import semaphore_facts
-from kfdtrace.traces.walk import BufferInfo, Submission, TraceState
+from kfdtrace.traces.walk import Submission, TraceState, reads
 
 # records that set up an object, kept before A while the object lives: (type, the field naming the object)
 SETUP = {R.ALLOC: "handle", R.BUFFER: "handle", R.MAP: "handle", R.CPU_MAP: "handle", R.QUEUE: "queue",
@@ -33,19 +33,8 @@ OWNER = {R.ALLOC: "buffer", R.BUFFER: "buffer", R.MAP: "buffer", R.CPU_MAP: "buf
          R.EVENT_DESTROY: "event"}
 
 
-SEMAPHORES = "semaphores"  # the role of the driver's semaphore buffers (driver/system.py)
-
-
 class TrimRefused(TraceError):
     """A range whose start the trace does not say enough about."""
-
-
-@dataclass
-class Contents:
-    """What is known of a buffer's bytes at the point reached: chunks by address, or why they are unknown."""
-
-    chunks: dict[int, tuple[int, bytes]] = field(default_factory=dict)  # va -> (size, blob key)
-    unknown: str | None = None  # "submission 12 on queue 1 (consumer) wrote it"
 
 
 @dataclass
@@ -66,10 +55,13 @@ class _Prefix:
 
     def __init__(self, trace: TraceReader):
         self.trace = trace
+        chunk = chunk_size(trace)
+        if chunk is None:
+            raise TraceError(f"{trace.path}: the header has no chunk size: it cannot be trimmed")
         self.state = TraceState(trace.header)
+        self.memory = KnownMemory(self.state, chunk)
         self.kept: dict[tuple[str, int], list[Record]] = {}  # (kind, id) -> its setup records
         self.threads: list[Record] = []
-        self.contents: dict[int, Contents] = {}  # buffer va -> what it holds
         self.words: dict[int, int] = {}  # semaphore dword address -> value last written
         self.names: dict[int, str | None] = {}  # semaphore address -> the name a cpu_signal gave it
 
@@ -86,73 +78,20 @@ class _Prefix:
         elif r.type in TEARDOWN:
             self.kept.pop((kind, f[TEARDOWN[r.type]]), None)
         sub = self.state.apply(r)
-        if r.type == R.ALLOC:
-            self.contents[f["va"]] = Contents()
-        elif r.type == R.FREE:
-            self.contents.pop(f["va"], None)
-        elif r.type == R.MEM:
-            self._cpu_write(f["va"], f["size"], f["key"])
-        elif r.type == R.CHECKPOINT:
-            self._checkpoint(f, _chunk(self.trace))
+        if sub is not None:
+            _understood(sub, "before the range")
+            if any(p.defn.indirect is not None for p in sub.packets):
+                raise TrimRefused(f"submission {sub.number} calls an indirect buffer before the range: trim cannot "
+                                  "follow what it writes; trim from an earlier submission")
+            for p in sub.packets:
+                d = p.defn
+                if d.signal is not None and d.signal[0] in p.addresses():
+                    self.words[p.fields[d.signal[0]]] = p.fields[d.signal[1]] & 0xFFFFFFFF
         elif r.type == R.CPU_SIGNAL:
             self.words[f["addr"]], self.words[f["addr"] + 4] = f["value"] & 0xFFFFFFFF, f["value"] >> 32
             self.names[f["addr"]] = f["name"]
-        elif sub is not None:
-            self._submitted(sub)
+        self.memory.apply(r, sub)
         return sub
-
-    def _buffer(self, addr: int) -> tuple[BufferInfo, Contents] | None:
-        buf = self.state.buffer_at(addr)
-        return None if buf is None or buf.va not in self.contents else (buf, self.contents[buf.va])
-
-    def _cpu_write(self, va: int, size: int, key: bytes) -> None:
-        hit = self._buffer(va)
-        if hit is not None:
-            hit[1].chunks[va] = (size, key)
-
-    def _checkpoint(self, f: dict, chunk: int) -> None:
-        in_flight = {b["va"] for b in f["in_flight"] or ()}
-        for entry in f["buffers"]:
-            hit = self._buffer(entry["va"])
-            if hit is None or entry["va"] in in_flight or hit[0].va != entry["va"]:
-                continue
-            contents = hit[1]
-            contents.chunks = {entry["va"] + i * chunk: (min(chunk, entry["size"] - i * chunk), key)
-                               for i, key in enumerate(entry["keys"])}
-            contents.unknown = None
-
-    def _submitted(self, sub: Submission) -> None:
-        _understood(sub, "before the range")
-        why = f"submission {sub.number} on {sub.queue.label if sub.queue else 'an unknown queue'} wrote it"
-        for p in sub.packets:
-            d = p.defn
-            if d.indirect is not None:
-                raise TrimRefused(f"submission {sub.number} calls an indirect buffer ({p.name}) before the range: "
-                                  "trim cannot follow what it writes; trim from an earlier submission")
-            for addr in p.written_addresses():
-                hit = self._buffer(addr)
-                if hit is not None and not _semaphores(hit[0]):
-                    hit[1].unknown = why
-            if d.signal is not None and d.signal[0] in p.addresses():
-                self.words[p.fields[d.signal[0]]] = p.fields[d.signal[1]] & 0xFFFFFFFF
-
-
-def _chunk(trace: TraceReader) -> int:
-    chunk = trace.header.get("chunk_size")
-    if type(chunk) is not int or chunk <= 0:
-        raise TraceError(f"{trace.path}: the header has no chunk size: it cannot be trimmed")
-    return chunk
-
-
-def _semaphores(buf: BufferInfo | None) -> bool:
-    """Whether `buf` holds the driver's semaphores (the words restored by cpu_signal records; the words other
-    buffers hold are their contents, restored or refused as such)."""
-    return buf is not None and buf.role == SEMAPHORES
-
-
-def _reads(p: Packet) -> list[int]:
-    """The addresses a packet reads through (those it holds that it does not write)."""
-    return [a for n, a in p.addresses().items() if n not in p.defn.written_fields]
 
 
 def trim(trace: TraceReader, out: str, first: int, last: int) -> TrimReport:
@@ -190,11 +129,11 @@ def _write(trace: TraceReader, prefix: _Prefix, start: Record, records, w: Trace
         out.record(r.type, r.fields)
     t0 = start.fields.get("t")
     chunks = semaphores = 0
-    for _, contents in sorted(prefix.contents.items()):
+    for _, contents in sorted(prefix.memory.contents.items()):
         for at, (size, key) in sorted(contents.chunks.items()):
             out.record(R.MEM, {"t": t0, "tid": start.fields.get("tid"), "va": at, "size": size, "key": key})
             chunks += 1
-    for addr in sorted(a for a in prefix.words if a % 8 == 0 and _semaphores(prefix.state.buffer_at(a))):
+    for addr in sorted(a for a in prefix.words if a % 8 == 0 and is_semaphores(prefix.state.buffer_at(a))):
         value = prefix.words[addr] | prefix.words.get(addr + 4, 0) << 32
         out.record(R.CPU_SIGNAL, {"t": t0, "tid": start.fields.get("tid"), "addr": addr, "value": value,
                                   "name": prefix.names.get(addr)})
@@ -276,7 +215,7 @@ def _understood(sub: Submission, where: str) -> None:
 def _check_reads(prefix: _Prefix, sub: Submission, written: set[int]) -> None:
     _understood(sub, "in the range")
     for p in sub.packets:
-        for addr in _reads(p):
+        for addr in reads(p):
             _check_known(prefix, addr, written, f"submission {sub.number} ({p.name})")
         for addr in p.written_addresses():
             buf = prefix.state.buffer_at(addr)
@@ -286,9 +225,9 @@ def _check_reads(prefix: _Prefix, sub: Submission, written: set[int]) -> None:
 
 def _check_known(prefix: _Prefix, addr: int, written: set[int], what: str) -> None:
     buf = prefix.state.buffer_at(addr)
-    if buf is None or buf.va in written or _semaphores(buf):
+    if buf is None or buf.va in written or is_semaphores(buf):
         return
-    contents = prefix.contents.get(buf.va)
+    contents = prefix.memory.contents.get(buf.va)
     if contents is not None and contents.unknown:
         raise TrimRefused(f"{what} reads {buf.label} at {addr:#x}, whose contents at the range's start are "
                           f"unknown ({contents.unknown}, and no checkpoint of it followed): trim from an earlier "

@@ -251,6 +251,11 @@ class TraceState:
         return Submission(number, q, base, packets, error)
 
 
+def reads(p: Packet) -> list[int]:
+    """The addresses a packet reads through (those it holds that it does not write)."""
+    return [a for n, a in p.addresses().items() if n not in p.defn.written_fields]
+
+
 def decode_all(dialect: Dialect, data: bytes) -> tuple[list[Packet], str | None]:
     """The packets of `data`, and why the rest could not be decoded (None when all were)."""
     packets: list[Packet] = []

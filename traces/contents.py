@@ -1,0 +1,106 @@
+"""What a trace tells of each live buffer's bytes at the record reached: the chunks its CPU writes and
+checkpoints recorded (as blob keys), or why they are unknown — the GPU wrote the buffer since, and no
+checkpoint of it followed. The driver's semaphore buffers are the exception: their words are what packets
+and the CPU signal, followed by whoever needs them, never "unknown".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kfdtrace.driver.packets import Packet
+from kfdtrace.traces import records as R
+from kfdtrace.traces.format import Record, TraceReader
+from kfdtrace.traces.walk import BufferInfo, Submission, TraceState
+
+SEMAPHORES = "semaphores"  # the role of the driver's semaphore buffers (driver/system.py)
+
+
+def is_semaphores(buf: BufferInfo | None) -> bool:
+    return buf is not None and buf.role == SEMAPHORES
+
+
+@dataclass
+class Contents:
+    chunks: dict[int, tuple[int, bytes]] = field(default_factory=dict)  # va -> (size, blob key)
+    unknown: str | None = None  # "submission 12 on queue 1 (consumer) wrote it"
+
+    def whole(self, buf: BufferInfo) -> list[bytes] | None:
+        """The blob keys that make the whole buffer, in order, when its contents are known end to end."""
+        if self.unknown:
+            return None
+        keys, at = [], buf.va
+        for va, (size, key) in sorted(self.chunks.items()):
+            if va != at:
+                return None
+            keys.append(key)
+            at += size
+        return keys if at >= buf.va + buf.size else None
+
+
+class KnownMemory:
+    """Follows `state` (call `apply` after `state.apply` of each record) to know each live buffer's contents."""
+
+    def __init__(self, state: TraceState, chunk: int | None):
+        self.state, self.chunk = state, chunk
+        self.contents: dict[int, Contents] = {}  # buffer va -> what it holds
+
+    def at(self, addr: int) -> tuple[BufferInfo, Contents] | None:
+        """The live buffer holding `addr` and what is known of it."""
+        buf = self.state.buffer_at(addr)
+        return None if buf is None or buf.va not in self.contents else (buf, self.contents[buf.va])
+
+    def apply(self, r: Record, sub: Submission | None) -> None:
+        f = r.fields
+        if r.type == R.ALLOC:
+            self.contents[f["va"]] = Contents()
+        elif r.type == R.FREE:
+            self.contents.pop(f["va"], None)
+        elif r.type == R.MEM:
+            hit = self.at(f["va"])
+            if hit is not None:
+                hit[1].chunks[f["va"]] = (f["size"], f["key"])
+        elif r.type == R.CHECKPOINT and self.chunk:
+            self._checkpoint(f, self.chunk)
+        elif sub is not None:
+            self._submitted(sub)
+
+    def _checkpoint(self, f: dict, chunk: int) -> None:
+        in_flight = {b["va"] for b in f["in_flight"] or ()}
+        for entry in f["buffers"]:
+            hit = self.at(entry["va"])
+            if hit is None or entry["va"] in in_flight or hit[0].va != entry["va"]:
+                continue
+            hit[1].chunks = {entry["va"] + i * chunk: (min(chunk, entry["size"] - i * chunk), key)
+                             for i, key in enumerate(entry["keys"])}
+            hit[1].unknown = None
+
+    def _submitted(self, sub: Submission) -> None:
+        if not self.understood(sub):  # packets not read may write anything
+            why = f"submission {sub.number} on {sub.queue.label if sub.queue else 'an unknown queue'} may have " \
+                  "written it"
+            for va, contents in self.contents.items():
+                if not is_semaphores(self.state.buffer_at(va)):
+                    contents.unknown = why
+            return
+        for p in sub.packets:
+            self.wrote(sub, p)
+
+    def understood(self, sub: Submission) -> bool:
+        """Whether every packet of `sub` was read (none undecodable, unrecorded or calling an indirect buffer),
+        so that `wrote` can be told packet by packet."""
+        return not sub.error and all(p.defn.indirect is None for p in sub.packets)
+
+    def wrote(self, sub: Submission, p: Packet) -> None:
+        """Packet `p` of `sub` ran: what it writes is no longer known."""
+        for addr in p.written_addresses():
+            hit = self.at(addr)
+            if hit is not None and not is_semaphores(hit[0]):
+                hit[1].unknown = f"submission {sub.number} on {sub.queue.label if sub.queue else 'an unknown queue'} " \
+                                 "wrote it"
+
+
+def chunk_size(trace: TraceReader) -> int | None:
+    """The trace's chunk size (its header's), None when it has none that makes sense."""
+    chunk = trace.header.get("chunk_size")
+    return chunk if type(chunk) is int and chunk > 0 else None
