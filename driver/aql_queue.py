@@ -123,6 +123,7 @@ class HsaSignal:
         if self.buffer.handle is None:
             return
         self.system.kfd.ioctl("DESTROY_EVENT", event_id=self.event_id)
+        self._signal = AmdSignal.from_buffer_copy(self._signal)  # its last state, kept: the page goes now
         self.buffer.free()
 
 
@@ -354,6 +355,7 @@ class AqlQueue:
             self.device.kfd.ioctl("DESTROY_QUEUE", queue_id=self.queue_id)
             self.queue_id = None
         self.device.untrack(self)
+        self.amd_queue = AmdQueue.from_buffer_copy(self.amd_queue)  # its last state, kept: the page goes now
         self._free_buffers()
 
     def _free_buffers(self) -> None:

@@ -288,6 +288,7 @@ class RingQueue:
             self.queue_id = None
         self.device.untrack(self)
         self._ring_bytes.release()  # a write after this is an error, not a store into unmapped memory
+        self._rptr = type(self._rptr)(self._rptr.value)  # its last report, kept: the pointers' page goes now
         self._free_buffers()
         self._done.free()
         while self._held:

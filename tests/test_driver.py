@@ -367,3 +367,19 @@ def test_unwrapped_ring_bytes_continue_at_the_ring_start():
     assert unwrapped(ring, 2, 3) == b"cde"
     assert unwrapped(ring, 8 * 5 + 6, 4) == b"ghab"  # pointers are monotonic: taken modulo the ring
     assert unwrapped(ring, 3, 8) == b"defghabc" and unwrapped(ring, 0, 0) == b""
+
+
+def test_a_destroyed_queue_or_signal_still_shows_itself():
+    """repr (what a traceback shows) of a queue or signal whose memory is gone reads what was kept, never the
+    unmapped pages (it once crashed the interpreter)."""
+    from kfdtrace.driver.aql_queue import HsaSignal
+
+    with System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        sdma, aql = gpu.sdma_queue(name="s"), gpu.aql_queue(name="a")
+        signal = HsaSignal(system, 7, name="sig")
+        out = gpu.alloc(4096, "gtt")
+        sdma.fill(out, 1, 4096).sync()
+        rptr = sdma.rptr
+        sdma.destroy(), aql.destroy(), signal.free()
+    assert f"rptr={rptr:#x}" in repr(sdma) and "read=0 write=0" in repr(aql) and "value=7" in repr(signal)
