@@ -286,9 +286,12 @@ def diff(a: str, b: str, as_json: bool) -> None:
 @click.option("--submits", "-s", required=True, metavar="A..B", help="The submissions to keep (from 0; inclusive).")
 @click.option("--output", "-o", required=True, metavar="OUT", type=click.Path(dir_okay=False),
               help="The trimmed trace.")
+@click.option("--reconstruct", is_flag=True, help="Find the contents the trace lacks at A by replaying it up to "
+              "A (on the recorded GPUs, emulated, or those of --emulate).")
+@click.option("--emulate", metavar="TARGETS", help="With --reconstruct: replay on these emulated GPUs.")
 @json_option
 @user_errors
-def trim(trace: str, submits: str, output: str, as_json: bool) -> None:
+def trim(trace: str, submits: str, output: str, reconstruct: bool, emulate: str | None, as_json: bool) -> None:
     """A standalone trace of submissions A..B: what was live at A, recreated with its known contents, then the
     range. Refused, saying why, when the range reads memory whose contents at A the trace does not hold."""
     from kfdtrace.traces.dump import parse_range
@@ -297,7 +300,16 @@ def trim(trace: str, submits: str, output: str, as_json: bool) -> None:
 
     first, last = parse_range(submits)
     with TraceReader(trace) as r:
-        show_report(trim_trace(r, output, first, min(last, r.submissions - 1)), as_json, f"{output}: ")
+        rebuild = None
+        if reconstruct:
+            from kfdtrace.replay.session import contents_at
+
+            check_backend(emulate, None)
+
+            def rebuild(vas: list[int]) -> dict[int, bytes]:
+                return contents_at(trace, first, vas, emulate=emulate)
+
+        show_report(trim_trace(r, output, first, min(last, r.submissions - 1), rebuild), as_json, f"{output}: ")
 
 
 @main.command()

@@ -467,6 +467,36 @@ class Instance:
             self._teardown()
         return self.result
 
+    def contents_at(self, submission: int, vas: list[int]) -> dict[int, bytes]:
+        """Run the trace up to its submission `submission` (not made), wait for every queue to drain, and read
+        the buffers recorded at `vas` as they are then (through a copy into host memory when the CPU cannot see
+        one); WaitTimeout if a queue does not drain. The instance is torn down after."""
+        try:
+            done = 0
+            for r in R.checked(self.trace.records(handled(Instance))):
+                if r.type == R.DOORBELL and done == submission:
+                    break
+                done += r.type == R.DOORBELL
+                getattr(self, f"_on_{r.type}")(r)
+            self._settle_all(f"reconstructing the memory at submission {submission}")
+            return {va: self._read_whole(va) for va in vas if self.buffers.find(va) is not None}
+        finally:
+            self._teardown()
+
+    def _read_whole(self, va: int) -> bytes:
+        start, size, rb = self.buffers.find(va)
+        buf = rb.buffer
+        if buf.cpu is not None:
+            return buf.read(0, size)
+        staging = buf.device.alloc(size, "gtt", name="reconstruction staging", role="replay staging")
+        q = buf.device.sdma_queue(name="reconstruction")
+        try:
+            q.copy(staging, buf, size).sync(self.options.timeout)
+            return staging.read(0, size)
+        finally:
+            q.destroy()
+            staging.free()
+
     def _on_alloc(self, r: Record) -> None:
         f = r.fields
         name, role = self.s.names.get(r.n, (None, "user"))
@@ -763,6 +793,22 @@ class Instance:
                                   f"{self._queue_report()}")
             time.sleep(delay)
             delay = min(delay * 2, 1e-3)
+
+    def _settle_all(self, why: str, quiet: float = 0.05) -> None:
+        """Wait until every queue has drained or stood still for `quiet` s (waiting at a packet for what later
+        records signal: as the recording stood when it made the next record); WaitTimeout after --timeout."""
+        deadline, since, last = time.monotonic() + self.options.timeout, time.monotonic(), None
+        while not all(rq.queue.idle for rq in self.queues.values()):
+            self.system.raise_gpu_faults()
+            where = tuple(rq.queue.rptr for rq in self.queues.values())
+            if where != last:
+                since, last = time.monotonic(), where
+            elif time.monotonic() - since >= quiet:
+                return
+            if time.monotonic() > deadline:
+                raise WaitTimeout(f"the queues still moved after {self.options.timeout:g} s ({why}); "
+                                  f"{self._queue_report()}")
+            time.sleep(0.002)
 
     def _drain_all(self, why: str) -> None:
         for rq in self.queues.values():

@@ -194,3 +194,18 @@ def run_instances(instances: list[Instance]) -> list[Result]:
     if failed is not None:
         raise failed
     return results
+
+
+def contents_at(path: str, submission: int, vas: list[int], *, emulate: str | None = None,
+                timeout: float = 10.0) -> dict[int, bytes]:
+    """The contents of the buffers recorded at `vas` when the trace at `path` makes its submission `submission`,
+    found by replaying it that far (on the GPUs it was recorded on, emulated, unless `emulate` names others).
+    ReplayError or BadInput when it cannot replay; WaitTimeout when it hangs on the way."""
+    with TraceReader(path) as trace:
+        with bad_input():
+            system = open_target(trace, emulate, None, emulate is None)
+        with system:
+            devices = device_map(trace, system, None)
+            s = survey(trace, devices)
+            check_resources(s, system, 1, default_max_memory())
+            return Instance(trace, system, devices, s, Options(timeout=timeout)).contents_at(submission, vas)

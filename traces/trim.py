@@ -8,15 +8,19 @@ records from submission A to those before submission B+1, checkpoints included, 
 
 A buffer the GPU wrote before A, after its last checkpoint (or that is never checkpointed, like VRAM the CPU
 cannot see), has no known contents at A. If the range reads such a buffer before writing it, or checkpoints
-it, the trim is refused with what wrote it: trim from an earlier submission, or from after a checkpoint.
+it, the trim is refused with what wrote it: trim from an earlier submission, or from after a checkpoint; or
+`reconstruct` the contents the trace lacks by replaying it up to A (those buffers get a CPU mapping in the
+trimmed trace, VRAM the CPU could not see becoming PUBLIC, as their contents are restored by CPU writes).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.traces import records as R
 from kfdtrace.traces.contents import KnownMemory, chunk_size, is_semaphores
 from kfdtrace.traces.format import Record, TraceError, TraceReader, TraceWriter
@@ -31,6 +35,10 @@ TEARDOWN = {R.FREE: "handle", R.QUEUE_DESTROY: "queue", R.EVENT_DESTROY: "event"
 OWNER = {R.ALLOC: "buffer", R.BUFFER: "buffer", R.MAP: "buffer", R.CPU_MAP: "buffer", R.FREE: "buffer",
          R.QUEUE: "queue", R.QUEUE_NAME: "queue", R.QUEUE_DESTROY: "queue", R.EVENT: "event",
          R.EVENT_DESTROY: "event"}
+
+
+# alloc flags under which the CPU sees a buffer (VRAM without PUBLIC is the GPU's alone)
+CPU_VISIBLE = K.AllocMemFlags.GTT | K.AllocMemFlags.USERPTR | K.AllocMemFlags.PUBLIC
 
 
 class TrimRefused(TraceError):
@@ -94,8 +102,12 @@ class _Prefix:
         return sub
 
 
-def trim(trace: TraceReader, out: str, first: int, last: int) -> TrimReport:
-    """Write submissions `first`..`last` (inclusive, from 0) of `trace` as a standalone trace at `out`."""
+Reconstruct = Callable[[list[int]], dict[int, bytes]]  # buffer vas -> their contents at the range's start
+
+
+def trim(trace: TraceReader, out: str, first: int, last: int, reconstruct: Reconstruct | None = None) -> TrimReport:
+    """Write submissions `first`..`last` (inclusive, from 0) of `trace` as a standalone trace at `out`.
+    `reconstruct`, if given, finds the contents the trace does not hold (by replaying up to the range)."""
     if not 0 <= first <= last < trace.submissions:
         raise ValueError(f"submissions {first}..{last}: the trace has submissions 0..{trace.submissions - 1}")
     if os.path.abspath(out) == os.path.abspath(trace.path):
@@ -109,11 +121,23 @@ def trim(trace: TraceReader, out: str, first: int, last: int) -> TrimReport:
             break
         prefix.apply(r)
     assert start is not None  # the index counts `first` submissions before it
+    restored: dict[int, bytes] = {}
+    if reconstruct is not None:
+        semaphores = [b.va for b in prefix.state.buffers.values() if is_semaphores(b)]
+        unknown = [va for va, c in prefix.memory.contents.items() if c.unknown]
+        restored = reconstruct(unknown + semaphores) if unknown or semaphores else {}
+        for va in semaphores:  # as the replay left them there, not as if every submission before had completed
+            if va in restored:
+                data = restored.pop(va)
+                for addr in [a for a in prefix.words if 0 <= a - va <= len(data) - 4]:
+                    prefix.words[addr] = int.from_bytes(data[addr - va:addr - va + 4], "little")
+        for va in restored:
+            prefix.memory.contents[va].unknown = None
     header = {**trace.header, "name": f"{trace.header.get('name') or os.path.basename(trace.path)} "
                                       f"submissions {first}..{last}"}  # and a note record says where from
     w = TraceWriter(out, header, clock=trace.clock, submission_type=trace.submission_type)
     try:
-        report = _write(trace, prefix, start, records, w, first, last)
+        report = _write(trace, prefix, start, records, w, first, last, restored)
     except BaseException:
         w.close()
         os.unlink(out)
@@ -122,20 +146,33 @@ def trim(trace: TraceReader, out: str, first: int, last: int) -> TrimReport:
 
 
 def _write(trace: TraceReader, prefix: _Prefix, start: Record, records, w: TraceWriter, first: int,
-           last: int) -> TrimReport:
+           last: int, restored: dict[int, bytes]) -> TrimReport:
     out = TraceCopy(trace, w)
     setup = sorted(prefix.threads + [r for recs in prefix.kept.values() for r in recs], key=lambda r: r.n)
     for r in setup:
-        out.record(r.type, r.fields)
-    t0 = start.fields.get("t")
+        f = r.fields
+        if r.type == R.ALLOC and f["va"] in restored and not f["flags"] & CPU_VISIBLE:
+            f = {**f, "flags": f["flags"] | K.AllocMemFlags.PUBLIC}  # its restored contents are CPU writes
+        out.record(r.type, f)
+    t0, tid = start.fields.get("t"), start.fields.get("tid")
     chunks = semaphores = 0
-    for _, contents in sorted(prefix.memory.contents.items()):
+    chunk = prefix.memory.chunk
+    for va, contents in sorted(prefix.memory.contents.items()):
+        if va in restored:
+            data = restored[va]
+            for at in range(0, len(data), chunk):
+                piece = data[at:at + chunk]
+                out.record(R.MEM, {"t": t0, "tid": tid, "va": va + at, "size": len(piece), "key": b""}, data=piece)
+                chunks += 1
+            continue
+        if contents.unknown:
+            continue
         for at, (size, key) in sorted(contents.chunks.items()):
-            out.record(R.MEM, {"t": t0, "tid": start.fields.get("tid"), "va": at, "size": size, "key": key})
+            out.record(R.MEM, {"t": t0, "tid": tid, "va": at, "size": size, "key": key})
             chunks += 1
     for addr in sorted(a for a in prefix.words if a % 8 == 0 and is_semaphores(prefix.state.buffer_at(a))):
         value = prefix.words[addr] | prefix.words.get(addr + 4, 0) << 32
-        out.record(R.CPU_SIGNAL, {"t": t0, "tid": start.fields.get("tid"), "addr": addr, "value": value,
+        out.record(R.CPU_SIGNAL, {"t": t0, "tid": tid, "addr": addr, "value": value,
                                   "name": prefix.names.get(addr)})
         semaphores += 1
     out.record(R.NOTE, {"t": t0, "text": f"trimmed from {trace.path}: submissions {first}..{last}, record {start.n} "
@@ -163,24 +200,26 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int) -
         f = rec.fields
         if sub is not None:
             _check_reads(prefix, sub, written)
-            _signals_and_waits(sub, rec.n, signals, waits)
+            _signals_and_waits(prefix, sub, rec.n, signals, waits)
         elif rec.type == R.ALLOC:
             written.add(f["va"])
         elif rec.type == R.CHECKPOINT:
             for entry in f["buffers"]:
                 _check_known(prefix, entry["va"], written, f"the checkpoint at record {rec.n}")
         elif rec.type == R.CPU_SIGNAL:
+            _check_monotonic(prefix, f"the CPU signal at record {rec.n}", f["addr"], f["value"], signals)
             signals.setdefault(f["addr"], []).append((None, rec.n << 20, f["value"]))
         elif rec.type == R.CPU_WAIT and f["ok"]:
-            waits.append((f"the CPU wait at record {rec.n}", None, rec.n << 20, f["addr"], f["value"]))
+            waits.append((f"the CPU wait at record {rec.n} (on {state.where(f['addr']) or 'no buffer'})", None,
+                          rec.n << 20, f["addr"], f["value"]))
         out.record(rec.type, rec.fields, sub)
     for what, queue, order, addr, ref in waits:
         # a queue's poll sees what its own queue signalled before it, anything other queues or the CPU signal
         # (queues run side by side); the CPU's wait sees what was signalled before it
         if not any(v >= ref for q, o, v in signals.get(addr, ()) if o < order or (queue is not None and q != queue)):
-            raise TrimRefused(f"{what} waits for {state.where(addr) or hex(addr)} to reach {ref:#x}, which nothing "
-                              f"signals in the range (or before it) where that wait could see it: the range would "
-                              f"hang; extend it to the submission that signals it")
+            raise TrimRefused(f"{what} waits for {addr:#x} to reach {ref:#x}, which nothing signals in the range (or "
+                              f"restores at its start) where that wait could see it: the range would hang without "
+                              f"the submission that signals it; extend the range, or start it earlier")
 
 
 def _values(words: dict[int, int]) -> dict[int, int]:
@@ -194,16 +233,29 @@ def _values(words: dict[int, int]) -> dict[int, int]:
     return out
 
 
-def _signals_and_waits(sub: Submission, n: int, signals: Signals, waits: list[Wait]) -> None:
+def _check_monotonic(prefix: _Prefix, what: str, addr: int, value: int, signals: Signals) -> None:
+    """A semaphore only grows: a signal in the range below what the range's start restores means the restored
+    value came from submissions still running at the start (their later signals): the range needs them."""
+    before = next((v for q, o, v in signals.get(addr, ()) if o < 0), None)
+    if before is not None and value < before and is_semaphores(prefix.state.buffer_at(addr)):
+        raise TrimRefused(f"{what} signals {prefix.state.where(addr) or hex(addr)} = {value:#x}, below the {before:#x} "
+                          f"the submissions before the range signal: some of those were still running when the range "
+                          f"starts, and the range needs them; start it earlier")
+
+
+def _signals_and_waits(prefix: _Prefix, sub: Submission, n: int, signals: Signals, waits: list[Wait]) -> None:
     """Note what `sub` (record `n`) signals and the polls it makes that wait for memory to reach a value, each
     with its queue and its order."""
     queue = sub.queue.queue if sub.queue is not None else None
     signalled, waited = semaphore_facts(sub.packets)
     for i, addr, value in signalled:
+        _check_monotonic(prefix, f"submission {sub.number} ({sub.packets[i].name} at +{sub.packets[i].offset:#x})",
+                         addr, value, signals)
         signals.setdefault(addr, []).append((queue, n << 20 | i, value))
     for i, addr, ref in waited:
         p = sub.packets[i]
-        waits.append((f"submission {sub.number} ({p.name} at +{p.offset:#x})", queue, n << 20 | i, addr, ref))
+        waits.append((f"submission {sub.number} ({p.name} at +{p.offset:#x} on {prefix.state.where(addr)})", queue,
+                      n << 20 | i, addr, ref))
 
 
 def _understood(sub: Submission, where: str) -> None:
