@@ -1,0 +1,59 @@
+"""Every trace tool (issue 12) on hostile input: a corrupt trace is one line and a non-zero status, a truncated
+one is read as far as it goes (or refused in one line), never a traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from kfdtrace.cli import main as kfdtrace_cli
+
+from .test_replay import sample
+
+STRESS = sample("sdma_stress-gfx942")
+TOOLS = {
+    "dump": ["dump", "{t}"],
+    "dump --json --buffers": ["dump", "--json", "{t}", "--buffers", "{o}.d"],
+    "info --json": ["info", "--json", "{t}"],
+    "export --jsonl": ["export", "{t}", "--jsonl", "{o}"],
+    "export --perfetto": ["export", "{t}", "--perfetto", "{o}"],
+    "diff": ["diff", "{t}", STRESS],
+    "trim": ["trim", "{t}", "-s", "2..5", "-o", "{o}"],
+    "minimize": ["minimize", "{t}", "--until", f"{sys.executable} -c pass {{trace}}", "-o", "{o}"],
+    "redact": ["redact", "{t}", "-o", "{o}"],
+    "bundle": ["bundle", "{t}", "-o", "{o}", "--timeout", "1"],
+}
+
+
+def damaged(tmp_path, how: str) -> str:
+    data = bytearray(open(STRESS, "rb").read())
+    if how == "corrupt header":
+        data[12:16] = b"\xff\xff\xff\xff"
+    elif how == "garbage":
+        data = bytearray(os.urandom(4096))
+    elif how == "truncated":
+        data = data[: len(data) * 2 // 3]
+    elif how == "flipped frame":
+        data[len(data) // 2] ^= 0x40
+    path = tmp_path / f"{how.replace(' ', '_')}.kfdtrace"
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+@pytest.mark.parametrize("how", ["corrupt header", "garbage", "truncated", "flipped frame"])
+@pytest.mark.parametrize("tool", TOOLS, ids=list(TOOLS))
+def test_a_damaged_trace_is_one_line_or_read_as_far_as_it_goes(tool, how, tmp_path):
+    trace, out = damaged(tmp_path, how), str(tmp_path / "out")
+    args = [a.replace("{t}", trace).replace("{o}", out) for a in TOOLS[tool]]
+    res = CliRunner().invoke(kfdtrace_cli, args)
+    assert not isinstance(res.exception, Exception) or isinstance(res.exception, SystemExit), \
+        f"{tool} on a {how} trace raised {res.exception!r}"
+    assert "Traceback" not in res.output
+    if res.exit_code != 0 and not (tool == "diff" and res.exit_code == 1):  # diff: 1 says they differ
+        errors = [line for line in res.output.splitlines() if "error" in line]
+        assert len(errors) == 1, res.output
+    if how in ("corrupt header", "garbage"):
+        assert res.exit_code != 0, f"{tool} accepted a {how} trace"
