@@ -36,9 +36,10 @@ from kfdtrace.driver.memory import DOMAINS
 from kfdtrace.driver.packets import Dialect, PacketDef, PacketError
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.ring_queue import unwrapped
-from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.driver.syscalls import KFD_DEVICE, Syscalls, memory_view
 from kfdtrace.traces import records as R
+from kfdtrace.traces.format import blob_key
+from kfdtrace.traces.walk import queue_dialect
 
 DEFAULT_CHUNK = 16 << 10  # measured: see capture/README.md
 # Submissions are looked into in batches, at the next CPU wait (when the GPU is idle) or before anything that
@@ -75,7 +76,8 @@ class TrackedQueue:
     dialect: Dialect | None
     progress: QueueProgress
     name: str | None = None
-    wptr: int = 0
+    wptr: int = 0  # where its stream's next submission starts (bytes: kfd_ioctl.doorbell_end of the last value)
+    rung: int = 0  # the value its doorbell was last rung with
     ring_view: memoryview | None = None  # the ring's CPU mapping, once found (forgotten when memory is unmapped)
 
 
@@ -99,9 +101,9 @@ class Recorder:
         self.undecodable = 0  # submissions whose bytes are no packets
         self._final: dict | None = None
 
-    def wrap(self, inner: Syscalls, sdma: dict[int, str]) -> RecordingSyscalls:
+    def wrap(self, inner: Syscalls, dialects: dict[int, dict]) -> RecordingSyscalls:
         """The backend to record `inner` through; `sdma`: its GPUs' SDMA dialect names by gpu_id."""
-        return RecordingSyscalls(self, inner, sdma)
+        return RecordingSyscalls(self, inner, dialects)
 
     def next_ioctl(self) -> int:
         """The number of the next ioctl (call under the trace's lock)."""
@@ -152,7 +154,7 @@ class Recorder:
 class RecordingSyscalls:
     """The Syscalls a recorded workload runs on: the inner backend, with every call written down."""
 
-    def __init__(self, recorder: Recorder, inner: Syscalls, sdma: dict[int, str]):
+    def __init__(self, recorder: Recorder, inner: Syscalls, dialects: dict[int, dict]):
         self.rec, self.inner = recorder, inner
         self.name = inner.name
         self.lock = recorder.trace.lock
@@ -165,7 +167,7 @@ class RecordingSyscalls:
         self.doorbell_pages: dict[int, int] = {}  # CPU address of a doorbell slice -> gpu_id
         self.rung: dict[int, TrackedQueue] = {}  # doorbell address -> its queue, as found by _queue_at
         self.mappings: dict[int, tuple[int, int]] = {}  # CPU address -> (fd, length) of device mappings
-        self.gpus: dict[int, str] = {}  # gpu_id -> SDMA dialect name
+        self.gpus: dict[int, dict] = {}  # gpu_id -> its header entry's dialect names, once its VM is acquired
         self.exposed = False  # some buffer has a raw CPU view: submissions must be looked through
         self.analyzer = Analyzer()
         self.completion = Completion()
@@ -173,7 +175,7 @@ class RecordingSyscalls:
         self.cpu_set_events: set[int] = set()  # events the CPU set since they were last waited for
         self.layout = 0  # changes whenever a buffer comes, goes or changes what is tracked of it
         self._unlearnt: list[tuple[TrackedQueue, int, bytes]] = []  # submissions not looked into: (queue, base, ring)
-        self._sdma = sdma  # gpu_id -> SDMA dialect name, of every GPU of the backend
+        self._dialects = dialects  # gpu_id -> {"sdma": dialect name, "pm4": dialect name}, of every GPU
 
     # -- the boundary -------------------------------------------------------------------------------
     def open(self, path: str, flags: int = os.O_RDWR | os.O_CLOEXEC) -> int:
@@ -287,10 +289,10 @@ class RecordingSyscalls:
         self.rec.record(R.UNMAP, handle=a.handle, gpus=self._gpu_list(a)[: a.n_success])
 
     def _after_acquire_vm(self, a) -> None:
-        self.gpus[a.gpu_id] = self._sdma.get(a.gpu_id, "")
+        self.gpus[a.gpu_id] = self._dialects.get(a.gpu_id, {})
 
     def _after_create_queue(self, a) -> None:
-        dialect = DIALECTS.get(self.gpus.get(a.gpu_id, "")) if a.queue_type in K.SDMA_QUEUE_TYPES else None
+        dialect = queue_dialect(a.queue_type, self.gpus.get(a.gpu_id, {}))
         ring_size = max(a.ring_size, K.KFD_MIN_QUEUE_RING_SIZE)
         q = TrackedQueue(a.queue_id, a.gpu_id, a.queue_type, a.ring_base_address, ring_size, a.read_pointer_address,
                          a.doorbell_offset & (K.KFD_DOORBELL_PROCESS_SLICE - 1), dialect,
@@ -307,7 +309,7 @@ class RecordingSyscalls:
             del self.doorbells[(q.gpu_id, q.doorbell_offset)]
             self.rung.clear()
             rptr = self._read(q.rptr_va, 8)
-            self.rec.record(R.QUEUE_DESTROY, queue=a.queue_id, wptr=q.wptr,
+            self.rec.record(R.QUEUE_DESTROY, queue=a.queue_id, wptr=q.rung,
                             rptr=None if rptr is None else int.from_bytes(rptr, "little"))
 
     def _after_create_event(self, a) -> None:
@@ -371,11 +373,12 @@ class RecordingSyscalls:
     def _submission(self, q: TrackedQueue, value: int) -> None:
         """A doorbell: note which buffers its packets write and what they signal and wait for, record what
         the CPU wrote that they read when raw views exist (or tracking is "scan"), then the ring bytes."""
-        ring = self._ring_bytes(q, q.wptr, value) if q.dialect else b""
+        end = K.doorbell_end(q.type, value)
+        ring = self._ring_bytes(q, q.wptr, end) if q.dialect else b""
         if q.dialect is not None:
             try:
                 plan, inner = self.analyzer.analyse(q.dialect, ring, self._read)
-            except PacketError as exc:
+            except (PacketError, ValueError) as exc:  # what the packets do cannot be told: record them anyway
                 self.rec.undecodable += 1
                 self.rec.record(R.NOTE, text=f"queue {q.queue_id}: undecodable ring bytes: {exc}")
             else:
@@ -383,7 +386,7 @@ class RecordingSyscalls:
                 self._unlearnt.append((q, q.wptr, ring, plan, inner))
                 if len(self._unlearnt) >= LEARN_BATCH or self.exposed or self.rec.tracking == "scan":
                     self._learn_pending()  # with raw views, what the submission reads is recorded before it
-        q.wptr = value
+        q.wptr, q.rung = end, value
         self.rec.record(R.DOORBELL, queue=q.queue_id, value=value, ring=ring)
 
     def _learn_pending(self) -> None:
@@ -469,6 +472,10 @@ class RecordingSyscalls:
             self._changed_layout()
             buf.name, buf.role = name, role
             self.rec.record(R.BUFFER, handle=buf.handle, va=va, name=name, role=role, size=buf.size)
+
+    def _note_code_object(self, va: int, size: int, data: bytes, target: str, kernels: dict[str, int]) -> None:
+        self.rec.record(R.CODE_OBJECT, va=va, size=size, key=self.rec.trace.blob(data, blob_key(data)), target=target,
+                        kernels=kernels)
 
     def _note_queue(self, queue_id: int, name: str) -> None:
         q = self.queues.get(queue_id)

@@ -78,7 +78,8 @@ class Session:
                 self.recorder = Recorder(self.path, {**self.base, **header}, **self.options)
             else:
                 self.recorder.record(R.BACKEND, **header)
-            return self.recorder.wrap(inner, {g["gpu_id"]: g["sdma"] for g in header["gpus"]})
+            dialects = {g["gpu_id"]: {"sdma": g["sdma"], "pm4": g["pm4"]} for g in header["gpus"]}
+            return self.recorder.wrap(inner, dialects)
 
     def close(self, status: int | None = None) -> dict:
         with self._lock:

@@ -100,7 +100,7 @@ class _Builder:
         self.referenced += addresses.values()
         self.written += (f"({pos}, {addresses[n]})" for n in d.written_fields if n in addresses)
         if d.signal is not None and d.signal[0] in addresses:
-            self.signals.append((pos, addresses[d.signal[0]], self.value(p, d.signal[1], 32)))
+            self.signals.append((pos, addresses[d.signal[0]], self.value(p, d.signal[1])))  # a dword, or 64 bits
         if d.wait is not None and d.wait[0] in addresses:
             addr, ref, mask, func = d.wait
             ok = f"({self.value(p, mask)}) == {FULL_MASK:#x} and ({self.value(p, func)}) in _REACHED"

@@ -49,7 +49,7 @@ class ComputeQueue(RingQueue):
     """One PM4 compute ring. Build packets with the helper methods, then `submit()` to ring the doorbell."""
 
     kind = "compute"
-    pointer_unit = 4  # dwords
+    pointer_unit = K.DOORBELL_UNITS[K.QueueType.COMPUTE][0]  # dwords
     defaults = DEFAULTS
 
     def __init__(self, device: Device, ring_size: int = DEFAULT_RING, name: str | None = None):

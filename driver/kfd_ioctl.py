@@ -100,6 +100,17 @@ class QueueType(enum.IntEnum):
 
 
 SDMA_QUEUE_TYPES = frozenset({QueueType.SDMA, QueueType.SDMA_XGMI, QueueType.SDMA_BY_ENG_ID})
+# What a doorbell value says, per queue type: (bytes per unit, units past the value that are written). SDMA
+# engines take the byte write pointer, the CP's PM4 rings the dword one; an AQL queue's doorbell gets the index
+# of the last packet written, 64 bytes each (put_value - 1: amd-facts §6, ROCR AqlQueue, gem5's packet
+# processor). Other types: bytes.
+DOORBELL_UNITS: dict[int, tuple[int, int]] = {QueueType.COMPUTE: (4, 0), QueueType.COMPUTE_AQL: (64, 1)}
+
+
+def doorbell_end(queue_type: int, value: int) -> int:
+    """The byte position in a queue's stream up to which a doorbell of `value` says packets are written."""
+    unit, past = DOORBELL_UNITS.get(queue_type, (1, 0))
+    return (value + past) * unit
 
 KFD_MAX_QUEUE_PERCENTAGE = 100
 KFD_MAX_QUEUE_PRIORITY = 15

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.traces import records as R
 from kfdtrace.traces.format import Record, TraceError, TraceReader, TraceWriter
 from kfdtrace.traces.rewrite import TraceCopy
@@ -94,8 +95,9 @@ class Minimizer:
                     continue
                 ring = b"".join(r.fields["ring"][p.offset:p.offset + p.size] for p in kept)
                 q = r.fields["queue"]
-                wptr[q] = wptr.get(q, sub.base) + len(ring)
-                out.record(r.type, {**r.fields, "ring": ring, "value": wptr[q]},
+                wptr[q] = wptr.get(q, sub.base) + len(ring)  # bytes; the doorbell value says it in its units
+                value = r.fields["value"] if packets is None else _value_at(sub, wptr[q])
+                out.record(r.type, {**r.fields, "ring": ring, "value": value},
                            Submission(sub.number, sub.queue, sub.base, kept))
             w.close(out.summary())
         return {"records": sum(out.counts.values()), "submissions": out.counts[R.DOORBELL],
@@ -194,6 +196,12 @@ def minimize(trace: TraceReader, out: str, outcome: Callable[[str], int | str], 
             raise MinimizeError("the minimized trace no longer reproduces (the command is not deterministic?); "
                                 f"kept it at {out}")
         return MinimizeReport(before, after, tries + 1, time.perf_counter() - t0)
+
+
+def _value_at(sub: Submission, end: int) -> int:
+    """The doorbell value that says packets are written up to byte `end` of `sub`'s queue's stream."""
+    unit, past = K.DOORBELL_UNITS.get(sub.queue.type, (1, 0)) if sub.queue is not None else (1, 0)
+    return end // unit - past
 
 
 def _by_record(items: list[Item]) -> dict[int, set[int]]:

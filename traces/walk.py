@@ -27,6 +27,7 @@ DIALECTS: dict[str, Dialect] = {**SDMA_DIALECTS, **PM4_DIALECTS, AQL.name: AQL}
 MAX_PENDING_IOCTLS = 1024  # ioctls begun and not ended that are remembered (one per thread, in practice)
 MAX_ARRAY = 64  # elements of a struct's array field that are shown
 MAX_NAMED = 1 << 16  # addresses whose where() is remembered
+MAX_KERNELS = 1 << 16  # kernels named by their descriptor address (a hostile trace could name millions)
 
 
 @dataclass
@@ -78,6 +79,18 @@ class Submission:
     base: int
     packets: list[Packet]
     error: str | None = None
+
+
+def queue_dialect(queue_type: int, gpu: dict) -> Dialect | None:
+    """The packet dialect a queue of `queue_type` takes on a GPU whose header entry is `gpu` ("sdma" and
+    "pm4" dialect names): SDMA queues its SDMA dialect, PM4 compute queues its PM4 one, AQL queues AQL."""
+    if queue_type in K.SDMA_QUEUE_TYPES:
+        name = gpu.get("sdma")
+        return SDMA_DIALECTS.get(name) if isinstance(name, str) else None
+    if queue_type == K.QueueType.COMPUTE:
+        name = gpu.get("pm4")
+        return PM4_DIALECTS.get(name) if isinstance(name, str) else None
+    return AQL if queue_type == K.QueueType.COMPUTE_AQL else None
 
 
 def ioctl_entry(request: int) -> K.Ioctl | None:
@@ -152,6 +165,7 @@ class TraceState:
         self.ended: tuple[int, bytes] | None = None  # (request, argument bytes) of the ioctl the last end ended
         self.submissions = 0
         self._named: dict[int, str | None] = {}  # where() of addresses asked about since buffers last changed
+        self.kernels: dict[int, str] = {}  # kernel descriptor address -> kernel name, from code_object records
 
     def apply(self, r: Record) -> Submission | None:
         """Learn from a (checked) record; for a doorbell, what it submitted."""
@@ -163,13 +177,16 @@ class TraceState:
         return self.by_va.get(addr)
 
     def where(self, addr: int) -> str | None:
-        """'name+0x2000' for an address inside a live buffer, else None."""
+        """'name+0x2000' for an address inside a live buffer ('kernel NAME' for a kernel descriptor's), else
+        None."""
         try:
             return self._named[addr]
         except KeyError:
             pass
         hit = self.by_va.find(addr)
         named = None if hit is None else f"{hit[2].label}+{addr - hit[0]:#x}"
+        if addr in self.kernels:
+            named = f"kernel {self.kernels[addr]}"
         if len(self._named) >= MAX_NAMED:
             self._named.clear()
         self._named[addr] = named
@@ -208,13 +225,15 @@ class TraceState:
         if buf is not None:
             self.by_va.remove(buf.va)
 
+    def _on_code_object(self, f: dict) -> None:
+        self._named.clear()
+        if len(self.kernels) + len(f["kernels"]) <= MAX_KERNELS:
+            self.kernels.update({va: str(name) for name, va in f["kernels"].items()})
+
     def _on_queue(self, f: dict) -> None:
         dialect = DIALECTS.get(f["dialect"]) if f["dialect"] is not None else None
-        if dialect is None and f["type"] == K.QueueType.COMPUTE:
-            pm4 = self.gpus.get(f["gpu"], {}).get("pm4")
-            dialect = PM4_DIALECTS.get(pm4) if isinstance(pm4, str) else None
-        elif dialect is None and f["type"] == K.QueueType.COMPUTE_AQL:
-            dialect = AQL
+        if dialect is None:  # an older trace names SDMA dialects only
+            dialect = queue_dialect(f["type"], self.gpus.get(f["gpu"], {}))
         self.queues[f["queue"]] = QueueInfo(f["queue"], f["gpu"], f["type"], f["ring"], f["ring_size"], dialect)
 
     def _on_queue_name(self, f: dict) -> None:
@@ -239,12 +258,12 @@ class TraceState:
         q = self.queues.get(f["queue"]) if f["queue"] is not None else None
         if q is None:
             return Submission(number, None, 0, [], None if f["queue"] is None else "its queue is unknown")
-        base = q.wptr
-        q.wptr, q.submissions = f["value"], q.submissions + 1
+        base, end = q.wptr, K.doorbell_end(q.type, f["value"])
+        q.wptr, q.submissions = end, q.submissions + 1
         ring = f["ring"]
         if not ring:
-            return Submission(number, q, base, [], None if f["value"] == base else
-                              f"its packets are not in the trace (a {q.kind} queue's are not recorded)")
+            return Submission(number, q, base, [], None if end == base else
+                              f"its packets are not in the trace (a {q.kind} queue's were not recorded)")
         if q.dialect is None:
             return Submission(number, q, base, [], f"no packet dialect is known for a {q.kind} queue")
         packets, error = decode_all(q.dialect, ring)

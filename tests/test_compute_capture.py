@@ -1,0 +1,106 @@
+"""Compute in traces (issue 13, its capture part): PM4 and AQL submissions recorded with their packets, code
+objects recorded once with their kernels' descriptor addresses, kernel arguments recorded as memory."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kfdtrace.capture import record
+from kfdtrace.cli import main as kfdtrace_cli
+from kfdtrace.driver import System
+from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.kernels.build import BUILT, object_path
+from kfdtrace.driver.kernels.device import corpus
+from kfdtrace.traces import records as R
+from kfdtrace.traces.format import TraceReader
+from kfdtrace.traces.walk import TraceState
+
+N = 1024
+
+
+def vector_add(path: str, target: str, aql: bool) -> dict[str, int]:
+    """Record a vector add of N floats (twice: two doorbells at least); the buffers' addresses by name."""
+    with record(path), System.open(emulate=target) as system:
+        gpu = system.devices[0]
+        kernel = corpus(gpu).kernel("vector_add")
+        bufs = [gpu.alloc(N * 4, "gtt", name=name) for name in ("a", "b", "c")]
+        bufs[0].write(np.arange(N, dtype=np.float32))
+        bufs[1].write(np.ones(N, np.float32))
+        q = gpu.aql_queue(name="q") if aql else gpu.compute_queue(name="q")
+        for _ in range(2):
+            q.dispatch(kernel, (N,), (64,), *bufs, np.uint32(N))
+            q.sync(timeout=120)
+        assert np.frombuffer(bufs[2].read(), np.float32)[5] == 6.0
+        return {b.name: b.va for b in bufs} | {"vector_add": kernel.descriptor_address}
+
+
+@pytest.mark.parametrize("target, aql", [("gfx942", False), ("gfx942", True), ("gfx1100", False), ("gfx1201", True)])
+def test_dispatches_are_recorded_as_submitted(target, aql, tmp_path):
+    path = str(tmp_path / "c.kfdtrace")
+    vas = vector_add(path, target, aql)
+    with TraceReader(path) as r:
+        state, dispatches, kernargs = TraceState(r.header), [], []
+        for rec in R.checked(r.records(), strict=True):
+            sub = state.apply(rec)
+            if sub is not None:
+                assert sub.error is None and sub.packets, f"submission {sub.number}: {sub.error}"
+                dispatches += [p for p in sub.packets if "DISPATCH" in p.name]
+            elif rec.type == R.MEM and (b := state.buffer_at(rec.fields["va"])) is not None and b.role == "kernargs":
+                kernargs.append(r.blob(rec.fields["key"]))
+        (q,) = [x.fields for x in r.records([R.QUEUE])]
+        assert q["dialect"] == ("aql" if aql else {"gfx942": "gfx9", "gfx1100": "gfx11"}[target])
+        assert q["type"] == (K.QueueType.COMPUTE_AQL if aql else K.QueueType.COMPUTE)
+        packets = r.summary["packets"]
+    assert len(dispatches) == 2 and sum(n for k, n in packets.items() if "DISPATCH" in k) == 2
+    if aql:
+        assert all(p.kernel_object == vas["vector_add"] for p in dispatches)
+    # the kernel arguments, as the CPU wrote them: the three buffers' addresses, then N
+    args = struct.pack("<QQQI", vas["a"], vas["b"], vas["c"], N)
+    assert kernargs and all(k.startswith(args) for k in kernargs)
+
+
+def test_a_code_object_is_recorded_once_with_its_kernels(tmp_path):
+    path = str(tmp_path / "c.kfdtrace")
+    vas = vector_add(path, "gfx942", aql=True)
+    with TraceReader(path) as r:
+        (co,) = [x.fields for x in r.records([R.CODE_OBJECT])]
+        assert r.blob(co["key"]) == open(object_path("gfx942", BUILT, False), "rb").read()
+    assert co["target"].startswith("gfx942") and co["kernels"]["vector_add"] == vas["vector_add"]
+    assert co["va"] <= vas["vector_add"] < co["va"] + co["size"]
+
+
+def test_dump_names_the_kernel_each_aql_dispatch_runs(tmp_path):
+    path = str(tmp_path / "c.kfdtrace")
+    vector_add(path, "gfx1100", aql=True)
+    res = CliRunner().invoke(kfdtrace_cli, ["dump", path, "--json", "-k", "packet"])
+    named = [p["addresses"]["kernel_object"]["where"] for line in res.output.splitlines()
+             for p in json.loads(line)["packets"] if p["name"] == "KERNEL_DISPATCH"]
+    assert named == ["kernel vector_add"] * 2
+    assert "(kernel vector_add)" in CliRunner().invoke(kfdtrace_cli, ["dump", path]).output
+
+
+def test_an_aql_doorbell_says_the_last_packet_written(tmp_path):
+    """Each AQL doorbell's ring bytes are the packets written since the one before, up to and including the
+    packet whose index it rang (amd-facts §6): none is one doorbell late."""
+    path = str(tmp_path / "c.kfdtrace")
+    vector_add(path, "gfx942", aql=True)
+    with TraceReader(path) as r:
+        rung = [(d.fields["value"], len(d.fields["ring"])) for d in r.records([R.DOORBELL])]
+    assert rung[0][0] == 0 and all(n == 64 * (v - before) for (v, n), (before, _) in zip(rung[1:], rung, strict=False))
+    assert rung[0][1] == 64
+
+
+def test_replay_still_refuses_compute_before_anything_is_submitted(tmp_path):
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "c.kfdtrace")
+    vector_add(path, "gfx942", aql=False)
+    res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path, "--emulate", "gfx942"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 3 and "not replayable yet" in res.stderr
