@@ -17,6 +17,8 @@ from kfdtrace.capture.trace_file import TraceFile
 from kfdtrace.traces import records as R
 from kfdtrace.traces.format import blob_key
 
+TRACKED_ROLES = frozenset({"user", "kernargs"})
+
 
 @dataclass(eq=False)
 class TrackedBuffer:
@@ -36,8 +38,9 @@ class TrackedBuffer:
 
     @property
     def tracked(self) -> bool:
-        """A buffer of the program's own that the CPU can read: its contents are recorded."""
-        return self.role == "user" and self.cpu is not None
+        """A buffer of the program's own, or a dispatch's kernel arguments, that the CPU can read: its contents
+        are recorded."""
+        return self.role in TRACKED_ROLES and self.cpu is not None
 
     def complete(self) -> bool:
         """Every GPU write to it that the recorder saw is known to have finished."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from os import PathLike
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kfdtrace.driver.code_object import CodeObject, Kernel, load
@@ -48,7 +49,8 @@ class Program:
     def __init__(self, device: Device, source: bytes | bytearray | memoryview | str | PathLike,
                  name: str | None = None):
         self.device = device
-        self.code: CodeObject = load(source, device.target.name)  # CodeObjectError names what does not fit
+        data = bytes(source) if isinstance(source, bytes | bytearray | memoryview) else Path(source).read_bytes()
+        self.code: CodeObject = load(data, device.target.name)  # CodeObjectError names what does not fit
         size = -(-self.code.image_size // PAGE) * PAGE
         if self.code.image_align > PAGE:  # buffers of HUGE bytes or more start on a HUGE boundary
             size = max(size, HUGE)
@@ -59,6 +61,9 @@ class Program:
         except BaseException:
             self.buffer.free()
             raise
+        device.sys.annotate("code_object", va=self.buffer.va, size=self.buffer.size, data=data,
+                            target=str(self.code.target_id),
+                            kernels={k.name: self.buffer.va + k.descriptor_offset for k in self.code.kernels.values()})
 
     def __repr__(self) -> str:
         return f"<Program {self.code.target_id} at {self.buffer.va:#x} kernels={list(self.code.kernels)}>"

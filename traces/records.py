@@ -173,13 +173,16 @@ EVENT_RESET = RecordType("event_reset", event=INT)
 EVENT_WAIT = RecordType("event_wait", event=INT, **WAIT)
 CHECKPOINT = RecordType("checkpoint", wait=DICT, buffers=list_of(map_of(CHECKPOINTED)),
                         in_flight=optional(list_of(map_of({"va": u64, "name": optional(STR)}))))
+# a code object loaded into GPU memory: its bytes as given (an ELF, or an offload bundle), where its image lies,
+# its target, and each kernel's descriptor address
+CODE_OBJECT = RecordType("code_object", va=u64, size=u64, key=blob_key, target=STR, kernels=str_map_of(u64))
 BACKEND = RecordType("backend", **MACHINE)
 NOTE = RecordType("note", text=STR)
 
 RECORD_TYPES: dict[str, RecordType] = {t: t for t in (
     THREAD, OPEN, CLOSE, IOCTL, IOCTL_END, MMAP, MUNMAP, ALLOC, BUFFER, MAP, UNMAP, CPU_MAP, FREE, QUEUE,
     QUEUE_NAME, QUEUE_DESTROY, DOORBELL, MEM, CPU_SIGNAL, CPU_WAIT, EVENT, EVENT_DESTROY, EVENT_SET, EVENT_RESET,
-    EVENT_WAIT, CHECKPOINT, BACKEND, NOTE)}
+    EVENT_WAIT, CHECKPOINT, CODE_OBJECT, BACKEND, NOTE)}
 
 
 def problem(fields: dict, table: dict[str, Check], strict: bool = False) -> str | None:
