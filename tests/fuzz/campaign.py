@@ -2,7 +2,8 @@
 [--seed S] [--timeout SECONDS] [--keep DIR]
 
 Each case is one sample and one seed (tests/fuzz/mutate.py builds the mutated trace); `replay TRACE --emulate
-<the sample's GPUs> --timeout 2` and `kfdtrace info --check TRACE` each run in a child forked from this process
+<the sample's GPUs> --timeout 2`, `kfdtrace info --check TRACE` and the trace tools (dump, dump --json --buffers,
+export --perfetto, diff, trim, redact: `commands`) each run in a child forked from this process
 (kfdtrace is imported once, so a case costs milliseconds, not an interpreter start), under an address-space
 limit and a wall-clock timeout. The table counts cases by their worst outcome: clean (exit 0-4, no traceback),
 traceback, exit 5 (internal error), hang, memory-limit hit, crash (a signal, or an exit status outside 0-5),
@@ -15,8 +16,10 @@ and prints the commands to run on it).
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,10 +36,14 @@ KINDS = ("clean", "traceback", "exit 5", "hang", "memory", "crash")
 WORST = {k: i for i, k in enumerate(KINDS)}
 
 
-def commands(trace: str, targets: str) -> list[list[str]]:
-    """The argv (after `python`) of the two commands a case runs."""
+def commands(trace: str, targets: str, out: str | None = None) -> list[list[str]]:
+    """The argv (after `python`) of the commands a case runs: replay, and every trace tool (writing to paths
+    that start with `out`, by default next to the trace, removed with it)."""
+    out = out or trace + ".out"
+    tools = [["dump", trace], ["dump", "--json", trace, "--buffers", out + ".d"], ["export", trace, "--perfetto", out],
+             ["diff", trace, trace], ["trim", trace, "-s", "0..", "-o", out + ".t"], ["redact", trace, "-o", out]]
     return [["-m", "kfdtrace.replay.cli", trace, "--emulate", targets, "--timeout", "2"],
-            ["-m", "kfdtrace", "info", "--check", trace]]
+            ["-m", "kfdtrace", "info", "--check", trace], *(["-m", "kfdtrace", *t] for t in tools)]
 
 
 def limit_memory(limit: int = MEMORY_LIMIT) -> None:
@@ -163,6 +170,8 @@ def run_campaign(cases: int, jobs: int, seed: int, timeout: float, limit: int, k
                 os.replace(trace, os.path.join(keep, f"{os.path.basename(sample)}-{case_seed}.kfdtrace"))
             else:
                 os.unlink(trace)
+            for left in glob.glob(trace + ".out*"):
+                shutil.rmtree(left) if os.path.isdir(left) else os.unlink(left)
             del outcome[case]
             done += 1
 
@@ -180,8 +189,9 @@ def run_campaign(cases: int, jobs: int, seed: int, timeout: float, limit: int, k
                     what = f"mutator failed: {exc!r}"
                     mutate.Trace(sample).write(trace)
                 meta[case] = (sample, case_seed, trace, what)
-                outcome[case] = [2, "clean", ""]
-                pending.extend([(case, 0), (case, 1)])
+                n = len(commands(trace, targets[sample]))
+                outcome[case] = [n, "clean", ""]
+                pending.extend((case, k) for k in range(n))
             launch(*pending.pop(0))
         pid, wstatus = os.waitpid(-1, os.WNOHANG)
         if pid == 0:
