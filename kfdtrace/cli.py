@@ -1,4 +1,5 @@
-"""The `kfdtrace` command: devices, selftest (and the trace tools as their issues land)."""
+"""The `kfdtrace` command: devices, selftest and disasm, and the trace tools (info, dump, export, diff, trim,
+minimize, redact, bundle, unbundle)."""
 
 from __future__ import annotations
 
@@ -166,19 +167,6 @@ def selftest(emulate: str | None, emulate_from: str | None) -> None:
     with System.open(emulate, emulate_from) as system:
         ok = run_selftest(system, click.echo)
     sys.exit(0 if ok else 1)
-
-
-def pending_command(name: str) -> click.Command:
-    """A console script whose issue has not landed yet: says so in one line and exits 2."""
-
-    @click.command(name=name, context_settings={"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]})
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def command(args: tuple[str, ...]) -> None:
-        click.echo(f"{name}: error: not built yet (its issue is open); kfdtrace devices and selftest work today",
-                   err=True)
-        sys.exit(2)
-
-    return command
 
 
 @main.command()
