@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kfdtrace.capture.completion import Completion, QueueProgress
+from kfdtrace.capture.dispatches import ANYTHING, Dispatches
 from kfdtrace.capture.memory import MemoryRecorder, TrackedBuffer
 from kfdtrace.capture.submissions import Analyzer, Facts, Plan
 from kfdtrace.capture.trace_file import TraceFile
@@ -170,6 +171,7 @@ class RecordingSyscalls:
         self.gpus: dict[int, dict] = {}  # gpu_id -> its header entry's dialect names, once its VM is acquired
         self.exposed = False  # some buffer has a raw CPU view: submissions must be looked through
         self.analyzer = Analyzer()
+        self.dispatches = Dispatches()
         self.completion = Completion()
         self.written: set[TrackedBuffer] = set()  # buffers with GPU writes not yet hashed
         self.cpu_set_events: set[int] = set()  # events the CPU set since they were last waited for
@@ -433,6 +435,8 @@ class RecordingSyscalls:
             waits += [(base + p, a, v) for p, a, v in inner.waits]
             traps += [(base + p, e) for p, e in inner.traps]
             referenced = (*referenced, *inner.referenced)
+        if plan.dispatching:
+            writes = writes + self._dispatch_writes(q, ring)
         for pos, buf in writes:
             buf.writes[progress] = base + pos  # positions only grow: the last write is the one to wait for
             self.written.add(buf)
@@ -442,6 +446,13 @@ class RecordingSyscalls:
             for buf in {self.by_va.get(a) for a in referenced}:
                 if buf is not None and buf.tracked and (scan or buf.exposed):
                     self.memory.record(buf, 0, buf.size)
+
+    def _dispatch_writes(self, q: TrackedQueue, ring: bytes) -> list[tuple[int, TrackedBuffer]]:
+        """What the kernels `ring` dispatches may write; every tracked buffer when one of them cannot be told."""
+        found = self.dispatches.writes(q.queue_id, q.dialect, ring, self._read)
+        if found is ANYTHING:
+            return [(len(ring), b) for b in self.buffers.values() if b.tracked]
+        return self._tracked_writes(found)
 
     # -- checkpoints --------------------------------------------------------------------------------
     def _checkpoint(self, wait: dict) -> None:
@@ -474,6 +485,7 @@ class RecordingSyscalls:
             self.rec.record(R.BUFFER, handle=buf.handle, va=va, name=name, role=role, size=buf.size)
 
     def _note_code_object(self, va: int, size: int, data: bytes, target: str, kernels: dict[str, int]) -> None:
+        self.dispatches.loaded(va, data, target)
         self.rec.record(R.CODE_OBJECT, va=va, size=size, key=self.rec.trace.blob(data, blob_key(data)), target=target,
                         kernels=kernels)
 

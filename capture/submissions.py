@@ -56,11 +56,14 @@ class Plan:
     starts), and the written (position, address) pairs and referenced addresses. `resolved` is the
     recorder's to cache which of its buffers the writes land in."""
 
-    __slots__ = ("values", "compute", "packets", "resolved")
+    __slots__ = ("values", "compute", "packets", "resolved", "dispatching")
 
     def __init__(self, values: struct.Struct, compute: Callable, packets: Counter[PacketDef]):
         self.values, self.compute, self.packets = values, compute, packets  # packets: how many of each kind
         self.resolved: object = None
+        # it dispatches a kernel, or sets the registers a later dispatch reads (capture/dispatches.py)
+        self.dispatching = any(d.kernel or d.launch_field or (d.tail is not None and d.tail.registers)
+                               for d in packets)
 
     def facts(self, ring: bytes, base: int) -> tuple[list[Signal], list[Wait], list[tuple[int, int]], Written,
                                                      tuple[int, ...]]:

@@ -129,7 +129,7 @@ _DEFS = (
          Field("workgroup_size_x", 1, 0, 16), Field("workgroup_size_y", 1, 16, 16), Field("workgroup_size_z", 2, 0, 16),
          Field("grid_size_x", 3), Field("grid_size_y", 4), Field("grid_size_z", 5),
          Field("private_segment_size", 6), Field("group_segment_size", 7),
-         Addr("kernel_object", 8), Addr("kernarg_address", 10), _COMPLETION),
+         Addr("kernel_object", 8, kernel="kernarg_address"), Addr("kernarg_address", 10), _COMPLETION),
     # Complete once every non-zero dependency signal is 0 (a zero handle counts as satisfied).
     _pkt("BARRIER_AND", PacketType.BARRIER_AND, *_DEPENDENCIES, _COMPLETION),
     # A function the agent runs: the emulator refuses it; declared so its addresses are tagged.

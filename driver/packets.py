@@ -95,6 +95,7 @@ class Field:
     byte_count: bool = False  # holds bytes-1 moved by the packet (split at this count)
     event: bool = False  # carries the KFD event id the packet's interrupt signals
     skips: bool = False  # counts dwords of the following packets, which the packet may skip
+    launches: bool = False  # starts the kernel the queue's SH registers set up (a PM4 dispatch's initiator)
 
     def _span(self) -> tuple[int, int, int]:  # (first bit, end bit, bit that is value bit 0), packet-absolute
         start = self.dword * 32 + self.shift
@@ -128,6 +129,7 @@ class Addr:
     advances: bool = False  # moves on by the bytes done when the packet is split at its byte_count field
     value: str | None = None  # written (needs written=True) with this field's value (as selected): a signal
     polled: tuple[str, str, str] | None = None  # (ref, mask, func) fields: waits on (dword & mask) func ref
+    kernel: str | None = None  # the descriptor of the kernel a dispatch runs; names its kernel arguments' address
 
     def _named(self) -> tuple[tuple[str, str], ...]:
         """(tag, field name) for every other field of the packet this address's tags name."""
@@ -369,6 +371,10 @@ class PacketDef:
             "polled", [(f.name, *f.polled) for f in addrs if f.polled])
         # the field carrying the KFD event id the packet's interrupt signals
         self.event_field: str | None = self._one("event", [f.name for f in values if f.event])
+        # (descriptor address, kernel arguments address) of a packet that dispatches a kernel it names (AQL)
+        self.kernel: tuple[str, str] | None = self._one("kernel", [(f.name, f.kernel) for f in addrs if f.kernel])
+        # the field of a packet that starts the kernel the queue's registers set up (PM4)
+        self.launch_field: str | None = self._one("launches", [f.name for f in values if f.launches])
         # the field counting the dwords of following packets the packet may make the engine skip
         self.skip_field: str | None = self._one("skips", [f.name for f in values if f.skips])
         # the dwords of the fixed part holding anything but plain values: the header, addresses and the fields

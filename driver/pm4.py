@@ -221,10 +221,10 @@ _BASE = (
          Field("offload_enable", 1, 31, 1)),
     # dim_x/y/z are numbers of workgroups.
     _pkt("DISPATCH_DIRECT", 5, Field("dim_x", 1), Field("dim_y", 2), Field("dim_z", 3),
-         Field("dispatch_initiator", 4)),
+         Field("dispatch_initiator", 4, launches=True)),
     # The compute-ring form (PAL PM4_MEC_DISPATCH_INDIRECT): the workgroup counts x, y, z are 3 dwords at addr.
     # (The gfx ring's form takes an offset from a SET_BASE instead.)
-    _pkt("DISPATCH_INDIRECT", 4, Addr("addr", 1, align=2), Field("dispatch_initiator", 3)),
+    _pkt("DISPATCH_INDIRECT", 4, Addr("addr", 1, align=2), Field("dispatch_initiator", 3, launches=True)),
     # Runs the next exec_count dwords only on the XCCs in xcc_mask (VIRTUAL_XCC_ID_SELECT; gfx942).
     _pkt("PRED_EXEC", 2, Field("exec_count", 1, 0, 14, skips=True), Field("xcc_mask", 1, 24, 8)),
 )

@@ -1,0 +1,104 @@
+"""Which buffers a kernel dispatch may write: every global pointer among its kernel arguments (all of them unless
+the code object's metadata says the argument is const or read-only), read from the kernel arguments as the CPU
+wrote them.
+
+The kernel is the one whose descriptor a packet names (the `kernel` tag: AQL's KERNEL_DISPATCH), or the one
+whose entry point the queue's COMPUTE_PGM registers hold when a packet launches it (the `launches` tag: PM4's
+DISPATCH_*); a PM4 kernel's arguments are at the address its user SGPRs carry in the kernarg_segment_ptr slot
+the descriptor enables (COMPUTE_USER_DATA_*; AMDGPUUsage "Initial Kernel Execution State"). Kernels are known
+from the code objects the driver loaded. A dispatch whose kernel or arguments cannot be read may write any
+buffer, and says so.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from kfdtrace.driver.code_object import Kernel, load
+from kfdtrace.driver.code_object_errors import CodeObjectError
+from kfdtrace.driver.packets import Dialect, Packet
+
+ReadMemory = Callable[[int, int], bytes | None]
+READ_ONLY = frozenset({"read_only"})
+ANYTHING = None  # what a dispatch writes when its kernel or its arguments cannot be read
+
+
+class Dispatches:
+    """The kernels loaded so far, and each queue's SH registers as its packets set them."""
+
+    def __init__(self) -> None:
+        self.by_descriptor: dict[int, Kernel] = {}
+        self.by_entry: dict[int, Kernel] = {}
+        self.registers: dict[int, dict[str, int]] = {}  # queue id -> SH register name -> value
+
+    def loaded(self, va: int, data: bytes, target: str) -> None:
+        """A code object loaded with its image at `va`."""
+        try:
+            obj = load(data, target)
+        except (CodeObjectError, ValueError):
+            return  # its dispatches will say they may write anything
+        for k in obj.kernels.values():
+            self.by_descriptor[va + k.descriptor_offset] = k
+            self.by_entry[va + k.entry_offset] = k
+
+    def writes(self, queue: int, dialect: Dialect, ring: bytes, read: ReadMemory) -> list[tuple[int, int]] | None:
+        """(position where the dispatch ends, address) of each pointer a dispatch in `ring` may write through,
+        positions from the start of `ring`; ANYTHING when a dispatch there may write any buffer."""
+        regs = self.registers.setdefault(queue, {})
+        out: list[tuple[int, int]] = []
+        for p in dialect.iter_packets(ring):
+            d, end = p.defn, p.offset + p.size
+            if d.tail is not None and d.tail.registers and d.tail.first is not None:
+                first = p.fields[d.tail.first]
+                for i, word in enumerate(struct.unpack(f"<{len(p.payload) // 4}I", p.payload)):
+                    name = d.tail.registers.get(first + i)
+                    if name is not None:
+                        regs[name] = word
+            elif d.kernel is not None:
+                kernel = self.by_descriptor.get(p.fields[d.kernel[0]])
+                pointers = _pointers(kernel, p.fields[d.kernel[1]], read)
+                if pointers is ANYTHING:
+                    return ANYTHING
+                out += [(end, a) for a in pointers]
+            elif d.launch_field is not None:
+                pointers = self._launched(p, dialect, regs, read)
+                if pointers is ANYTHING:
+                    return ANYTHING
+                out += [(end, a) for a in pointers]
+        return out
+
+    def _launched(self, p: Packet, dialect: Dialect, regs: dict[str, int], read: ReadMemory) -> list[int] | None:
+        """The pointers the kernel the registers set up may write through (a PM4 dispatch)."""
+        table = getattr(dialect, "registers", None)
+        try:
+            kernel = self.by_entry.get(table.join("COMPUTE_PGM", regs)) if table is not None else None
+        except KeyError:  # the entry registers were never set
+            return ANYTHING
+        if kernel is None:
+            return ANYTHING
+        at = 0
+        for name, count in kernel.descriptor.user_sgprs:
+            if name == "kernarg_segment_ptr":
+                words = [regs.get(r.name) for r in table.user_data[at:at + 2]]
+                if len(words) < 2 or None in words:
+                    return ANYTHING
+                return _pointers(kernel, words[0] | words[1] << 32, read)
+            at += count
+        return []  # no kernel arguments: it writes through none
+
+
+def _pointers(kernel: Kernel | None, kernargs: int, read: ReadMemory) -> list[int] | None:
+    """The global pointers among `kernel`'s arguments at `kernargs` it may write through."""
+    if kernel is None:
+        return ANYTHING
+    args = kernel.metadata.args
+    writable = [a for a in args if a.value_kind == "global_buffer" and a.size == 8 and not a.is_const
+                and (a.actual_access or a.access) not in READ_ONLY]
+    if not writable:
+        return []
+    data = read(kernargs, kernel.metadata.kernarg_segment_size) if kernargs else None
+    if data is None:
+        return ANYTHING
+    return [v for a in writable if a.offset + 8 <= len(data) and (v := int.from_bytes(data[a.offset:a.offset + 8],
+                                                                                         "little"))]
