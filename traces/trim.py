@@ -28,13 +28,12 @@ from kfdtrace.traces.rewrite import TraceCopy
 from kfdtrace.traces.semaphores import semaphore_facts
 from kfdtrace.traces.walk import Submission, TraceState, reads
 
-# records that set up an object, kept before A while the object lives: (type, the field naming the object)
-SETUP = {R.ALLOC: "handle", R.BUFFER: "handle", R.MAP: "handle", R.CPU_MAP: "handle", R.QUEUE: "queue",
-         R.QUEUE_NAME: "queue", R.EVENT: "event"}
-TEARDOWN = {R.FREE: "handle", R.QUEUE_DESTROY: "queue", R.EVENT_DESTROY: "event"}
-OWNER = {R.ALLOC: "buffer", R.BUFFER: "buffer", R.MAP: "buffer", R.CPU_MAP: "buffer", R.FREE: "buffer",
-         R.QUEUE: "queue", R.QUEUE_NAME: "queue", R.QUEUE_DESTROY: "queue", R.EVENT: "event",
-         R.EVENT_DESTROY: "event"}
+# records that set up an object, kept before A while it lives, and those that end it: type -> (kind of object,
+# the field naming it)
+SETUP = {R.ALLOC: ("buffer", "handle"), R.BUFFER: ("buffer", "handle"), R.MAP: ("buffer", "handle"),
+         R.CPU_MAP: ("buffer", "handle"), R.QUEUE: ("queue", "queue"), R.QUEUE_NAME: ("queue", "queue"),
+         R.EVENT: ("event", "event")}
+TEARDOWN = {R.FREE: ("buffer", "handle"), R.QUEUE_DESTROY: ("queue", "queue"), R.EVENT_DESTROY: ("event", "event")}
 
 
 # alloc flags under which the CPU sees a buffer (VRAM without PUBLIC is the GPU's alone)
@@ -75,16 +74,17 @@ class _Prefix:
 
     def apply(self, r: Record) -> Submission | None:
         f = r.fields
-        kind = OWNER.get(r.type)
         if r.type == R.THREAD:
             self.threads.append(r)
         elif r.type in SETUP:
-            key = (kind, f[SETUP[r.type]])
+            kind, name = SETUP[r.type]
+            key = (kind, f[name])
             if r.type == R.BUFFER and f["handle"] is None:
                 key = next((k for k, recs in self.kept.items() if recs[0].fields.get("va") == f["va"]), key)
             self.kept.setdefault(key, []).append(r)
         elif r.type in TEARDOWN:
-            self.kept.pop((kind, f[TEARDOWN[r.type]]), None)
+            kind, name = TEARDOWN[r.type]
+            self.kept.pop((kind, f[name]), None)
         sub = self.state.apply(r)
         if sub is not None:
             _understood(sub, "before the range")
