@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import zstandard
 
+from kfdtrace.traces.dump import to_json
 from kfdtrace.traces.format import MAGIC, TraceError, TraceReader
 from kfdtrace.traces.info import describe
 
@@ -121,7 +122,7 @@ def bundle(trace_path: str, out: str, *, emulate: str | None = None, timeout: fl
         with TraceReader(path) as r:
             about = machine(r)
         replayed = replay_report(path, emulate, timeout)
-        members = {MACHINE: json.dumps(about, indent=1, default=_hex).encode(),
+        members = {MACHINE: json.dumps(json.loads(to_json(about)), indent=1).encode(),  # bounded depth, bytes in hex
                    REPLAY: json.dumps(replayed, indent=1).encode(),
                    REPORT: report_md(path, trace_path, replayed).encode()}
         partial = out + ".partial"
@@ -151,12 +152,6 @@ def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
     info.mtime = 0
     info.mode = 0o644
     return info
-
-
-def _hex(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.hex()
-    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _stream(path: str):

@@ -57,3 +57,39 @@ def test_a_damaged_trace_is_one_line_or_read_as_far_as_it_goes(tool, how, tmp_pa
         assert len(errors) == 1, res.output
     if how in ("corrupt header", "garbage"):
         assert res.exit_code != 0, f"{tool} accepted a {how} trace"
+
+
+
+def deeply_nested(tmp_path, where: str) -> str:
+    """A trace with lists nested a thousand deep in its header's host, or nine hundred deep in a checkpoint's
+    wait: as deep as msgpack still reads, deeper than Python's recursion allows a naive walk."""
+    import zlib
+
+    from kfdtrace.traces import format as F
+    from kfdtrace.traces.format import TraceWriter
+
+    path = str(tmp_path / f"deep-{where}.kfdtrace")
+    nested: list = []
+    for _ in range(900):
+        nested = [nested]
+    with TraceWriter(path, {}) as w:
+        w.record("checkpoint", wait={"x": nested if where == "wait" else 1}, buffers=[], in_flight=None)
+        w.close({})
+    if where == "header":
+        data = open(path, "rb").read()
+        magic, major, minor, length, _ = F.FILE_HEADER.unpack_from(data, 0)
+        raw = b"\x81\xa4host\x81\xa1x" + b"\x91" * 1000 + b"\x90"  # {"host": {"x": [[[...]]]}}
+        open(path, "wb").write(F.FILE_HEADER.pack(magic, major, minor, len(raw), zlib.crc32(raw)) + raw
+                               + data[F.FILE_HEADER.size + length:])
+    return path
+
+
+@pytest.mark.parametrize("where", ["header", "wait"])
+@pytest.mark.parametrize("tool", TOOLS, ids=list(TOOLS))
+def test_deeply_nested_values_are_no_traceback(tool, where, tmp_path):
+    trace, out = deeply_nested(tmp_path, where), str(tmp_path / "out")
+    args = [a.replace("{t}", trace).replace("{o}", out) for a in TOOLS[tool]]
+    res = CliRunner().invoke(kfdtrace_cli, args)
+    assert not isinstance(res.exception, Exception) or isinstance(res.exception, SystemExit), \
+        f"{tool} on a trace nested deep in its {where} raised {res.exception!r}"
+    assert "Traceback" not in res.output

@@ -33,6 +33,8 @@ KINDS: dict[str, frozenset[str]] = {
 KINDS["other"] = frozenset(R.RECORD_TYPES) - frozenset().union(*KINDS.values())
 QUEUE_TYPES = frozenset({R.DOORBELL, R.QUEUE, R.QUEUE_NAME, R.QUEUE_DESTROY})
 MAX_BUFFER_BYTES = 4 << 30  # what --buffers writes at most: a trace can name one blob any number of times
+MAX_DEPTH = 16  # lists and maps shown inside one another; a trace is untrusted, and Python's recursion bounded
+TOO_DEEP = f"(nested deeper than {MAX_DEPTH})"
 
 
 class DumpError(TraceError):
@@ -65,14 +67,17 @@ def parse_range(text: str) -> tuple[int, int]:
     return first, last
 
 
-def _plain(value: Any) -> Any:
-    """A record's field value as JSON can hold it: bytes as hex, map keys as strs."""
+def _plain(value: Any, depth: int = 0) -> Any:
+    """A record's field value as JSON can hold it: bytes as hex, map keys as strs; what is nested deeper than
+    MAX_DEPTH (a hostile trace's) as a note saying so."""
     if type(value) is bytes:
         return value.hex()
+    if type(value) in (list, dict) and depth >= MAX_DEPTH:
+        return TOO_DEEP
     if type(value) is list:
-        return [_plain(v) for v in value]
+        return [_plain(v, depth + 1) for v in value]
     if type(value) is dict:
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v, depth + 1) for k, v in value.items()}
     return value
 
 
@@ -255,11 +260,13 @@ _SKIP = frozenset({"n", "record", "t", "tid", "args", "packets", "where", "data"
                    "queue_name", "start", "error", "in_flight"})
 
 
-def _value(v: Any) -> str:
+def _value(v: Any, depth: int = 0) -> str:
+    if isinstance(v, dict | list) and depth >= MAX_DEPTH:
+        return TOO_DEEP
     if isinstance(v, dict):
-        return "{" + " ".join(f"{k}={_value(x)}" for k, x in v.items()) + "}"
+        return "{" + " ".join(f"{k}={_value(x, depth + 1)}" for k, x in v.items()) + "}"
     if isinstance(v, list):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
+        return "[" + ", ".join(_value(x, depth + 1) for x in v) + "]"
     if isinstance(v, bool) or not isinstance(v, int):
         return str(v)
     return f"{v:#x}" if v >= 4096 else str(v)

@@ -108,6 +108,8 @@ Reconstruct = Callable[[list[int]], dict[int, bytes]]  # buffer vas -> their con
 def trim(trace: TraceReader, out: str, first: int, last: int, reconstruct: Reconstruct | None = None) -> TrimReport:
     """Write submissions `first`..`last` (inclusive, from 0) of `trace` as a standalone trace at `out`.
     `reconstruct`, if given, finds the contents the trace does not hold (by replaying up to the range)."""
+    if not trace.submissions:
+        raise ValueError(f"{trace.path} holds no submissions: nothing to trim")
     if not 0 <= first <= last < trace.submissions:
         raise ValueError(f"submissions {first}..{last}: the trace has submissions 0..{trace.submissions - 1}")
     if os.path.abspath(out) == os.path.abspath(trace.path):
