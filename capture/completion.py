@@ -9,7 +9,9 @@ to know about one queue. It advances only on evidence:
 * a CPU wait on a KFD event returned: a TRAP carrying that event ran; when only one queue has such TRAPs
   pending, its earliest is complete;
 * a queue complete past one of its own GPU waits had that wait satisfied: the same rule as a CPU wait, in
-  turn (this is how completion flows along semaphore chains).
+  turn (this is how completion flows along semaphore chains);
+* a CPU wait saw an AQL signal at 0 or below: when one packet alone is pending that decrements it (its
+  completion signal), that packet completed.
 """
 
 from __future__ import annotations
@@ -42,6 +44,22 @@ class Completion:
 
     def __init__(self) -> None:
         self._signals: dict[int, list[tuple[int, QueueProgress, int]]] = {}  # address -> [(value, queue, pos)]
+        self._decrements: dict[int, list[tuple[QueueProgress, int]]] = {}  # AQL signal -> [(queue, pos)]
+
+    def decrements(self, queue: QueueProgress, pos: int, addr: int) -> None:
+        """The packet ending at `pos` of `queue` decrements the AQL signal at `addr` once it completes."""
+        pending = [d for d in self._decrements.get(addr, ()) if not d[0].complete(d[1])]
+        self._decrements[addr] = pending[-MAX_SIGNALS_PER_ADDRESS:] + [(queue, pos)]
+
+    def reached_zero(self, addr: int) -> None:
+        """The AQL signal at `addr` was seen at 0 or below: if one packet alone was pending that decrements it,
+        that packet completed (with several, which of them did is not known)."""
+        pending = [d for d in self._decrements.pop(addr, ()) if not d[0].complete(d[1])]
+        if len(pending) == 1:
+            for waited in self._advance(*pending[0]):
+                self.observed(*waited)
+        elif pending:
+            self._decrements[addr] = pending
 
     def submitted(self, queue: QueueProgress, signals: list[Signal], waits: list[Wait],
                   traps: list[tuple[int, int]]) -> None:

@@ -33,6 +33,7 @@ from kfdtrace.capture.memory import MemoryRecorder, TrackedBuffer
 from kfdtrace.capture.submissions import Analyzer, Facts, Plan
 from kfdtrace.capture.trace_file import TraceFile
 from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.aql import AmdSignal
 from kfdtrace.driver.memory import DOMAINS
 from kfdtrace.driver.packets import Dialect, PacketDef, PacketError
 from kfdtrace.driver.ranges import RangeMap
@@ -46,6 +47,7 @@ DEFAULT_CHUNK = 16 << 10  # measured: see capture/README.md
 # Submissions are looked into in batches, at the next CPU wait (when the GPU is idle) or before anything that
 # changes what they would tell, rather than one by one on the submission path (measured: capture overhead
 # 1.33x -> 1.24x on benchmarks/capture_overhead.py).
+SIGNAL_VALUE = AmdSignal.value.offset  # where an amd_signal_t holds its value
 LEARN_BATCH = 256
 FOLD_PLANS = 4096  # plans counted by their submissions before those counts are folded into packet counts
 TRACKING_MODES = ("auto", "scan")
@@ -437,6 +439,12 @@ class RecordingSyscalls:
             referenced = (*referenced, *inner.referenced)
         if plan.dispatching:
             writes = writes + self._dispatch_writes(q, ring)
+        if plan.completing:
+            for p in q.dialect.iter_packets(ring):
+                # only a barrier packet's completion says the packets before it completed (HSA: it began after
+                # them); the field holds the signal's handle, and a wait reads its value, SIGNAL_VALUE bytes in
+                if p.defn.completion and p.fields[p.defn.completion[1]] and (signal := p.fields[p.defn.completion[0]]):
+                    self.completion.decrements(progress, base + p.offset + p.size, signal + SIGNAL_VALUE)
         for pos, buf in writes:
             buf.writes[progress] = base + pos  # positions only grow: the last write is the one to wait for
             self.written.add(buf)
@@ -525,6 +533,14 @@ class RecordingSyscalls:
         if ok:
             self._learn_pending()
             self.completion.observed(addr, value)
+            self._checkpoint(wait)
+
+    def _note_signal_wait(self, addr: int, value: int, condition: int, seen: int, timeout: float, ok: bool) -> None:
+        wait = {"addr": addr, "value": value, "condition": condition, "seen": seen, "timeout": timeout, "ok": ok}
+        self.rec.record(R.SIGNAL_WAIT, **wait)
+        if ok and seen <= 0:
+            self._learn_pending()
+            self.completion.reached_zero(addr)
             self._checkpoint(wait)
 
     def _note_cpu_event_wait(self, event: int, timeout: float, ok: bool) -> None:

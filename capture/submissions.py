@@ -56,7 +56,7 @@ class Plan:
     starts), and the written (position, address) pairs and referenced addresses. `resolved` is the
     recorder's to cache which of its buffers the writes land in."""
 
-    __slots__ = ("values", "compute", "packets", "resolved", "dispatching")
+    __slots__ = ("values", "compute", "packets", "resolved", "dispatching", "completing")
 
     def __init__(self, values: struct.Struct, compute: Callable, packets: Counter[PacketDef]):
         self.values, self.compute, self.packets = values, compute, packets  # packets: how many of each kind
@@ -64,6 +64,7 @@ class Plan:
         # it dispatches a kernel, or sets the registers a later dispatch reads (capture/dispatches.py)
         self.dispatching = any(d.kernel or d.launch_field or (d.tail is not None and d.tail.registers)
                                for d in packets)
+        self.completing = any(d.completion for d in packets)  # it decrements an AQL signal on completion
 
     def facts(self, ring: bytes, base: int) -> tuple[list[Signal], list[Wait], list[tuple[int, int]], Written,
                                                      tuple[int, ...]]:

@@ -111,7 +111,7 @@ class Signal(Addr):
 TYPE = Field("type", 0, 0, 8)
 FORMAT = Field("amd_format", 0, 16, 8)
 _HEADER = (Field("barrier", 0, 8, 1), Field("acquire_fence_scope", 0, 9, 2), Field("release_fence_scope", 0, 11, 2))
-_COMPLETION = Signal("completion_signal", 14, written=True)
+_COMPLETION = Signal("completion_signal", 14, written=True, completes="barrier")
 _DEPENDENCIES = tuple(Signal(f"dep_signal{i}", 2 + 2 * i, role="dependency") for i in range(5))
 
 

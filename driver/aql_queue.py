@@ -104,13 +104,17 @@ class HsaSignal:
         signal's event; raises WaitTimeout naming every queue, or GpuFault if a GPU stopped a queue."""
         compare = CONDITIONS[SignalCondition(condition)]
         deadline = time.monotonic() + timeout
+        wait = {"addr": self.handle + AmdSignal.value.offset, "value": value, "condition": int(condition),
+                "timeout": timeout}
         while not compare(seen := self._signal.value, value):
             self.system.raise_gpu_faults()
             left = deadline - time.monotonic()
             if left <= 0:
+                self.system.sys.annotate("signal_wait", **wait, seen=seen, ok=False)
                 raise WaitTimeout(f"signal {self.label} is {seen}, waited {timeout:g} s for it to be "
                                   f"{condition.name} {value}; {self.system.queue_report()}")
             self.system.wait_events([self.event_id], max(1, min(SLEEP_SLICE_MS, int(left * 1000))))
+        self.system.sys.annotate("signal_wait", **wait, seen=seen, ok=True)
         return seen
 
     def semaphore(self) -> Semaphore:

@@ -130,6 +130,9 @@ class Addr:
     value: str | None = None  # written (needs written=True) with this field's value (as selected): a signal
     polled: tuple[str, str, str] | None = None  # (ref, mask, func) fields: waits on (dword & mask) func ref
     kernel: str | None = None  # the descriptor of the kernel a dispatch runs; names its kernel arguments' address
+    # an AQL signal the packet decrements once it completes (0: none); names the field that, when set, makes the
+    # packet wait for every packet before it to complete first (HSA's barrier bit), so its completion is theirs
+    completes: str | None = None
 
     def _named(self) -> tuple[tuple[str, str], ...]:
         """(tag, field name) for every other field of the packet this address's tags name."""
@@ -375,6 +378,9 @@ class PacketDef:
         self.kernel: tuple[str, str] | None = self._one("kernel", [(f.name, f.kernel) for f in addrs if f.kernel])
         # the field of a packet that starts the kernel the queue's registers set up (PM4)
         self.launch_field: str | None = self._one("launches", [f.name for f in values if f.launches])
+        # (signal, barrier field): the signal the packet decrements once it completes (AQL)
+        self.completion: tuple[str, str] | None = self._one("completes", [(f.name, f.completes) for f in addrs
+                                                                          if f.completes])
         # the field counting the dwords of following packets the packet may make the engine skip
         self.skip_field: str | None = self._one("skips", [f.name for f in values if f.skips])
         # the dwords of the fixed part holding anything but plain values: the header, addresses and the fields

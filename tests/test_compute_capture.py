@@ -151,11 +151,38 @@ def test_a_dispatch_of_a_kernel_capture_cannot_read_may_write_anything(tmp_path,
     assert np.array_equal(np.frombuffer(got["c"][:N * 4], np.float32), np.arange(N, dtype=np.float32) + 1)
 
 
-def test_an_aql_kernel_s_output_is_never_hashed_before_capture_knows_it_complete(tmp_path):
-    """AQL completion signals are not yet followed by capture's completion model: no checkpoint hashes `c`."""
+@pytest.mark.parametrize("target", ["gfx942", "gfx1201"])
+def test_an_aql_kernel_s_output_is_checkpointed_once_a_barrier_after_it_completed(target, tmp_path):
+    """sync() puts a barrier-AND whose completion signal the CPU waits on at 0: that barrier began after the
+    dispatch completed, so the dispatch's output is hashed there, and holds a + b."""
     path = str(tmp_path / "c.kfdtrace")
-    vector_add(path, "gfx942", aql=True)
-    assert "c" not in checkpointed(path)
+    vector_add(path, target, aql=True)
+    got = checkpointed(path)
+    assert set(got) == {"c"}
+    assert np.array_equal(np.frombuffer(got["c"][:N * 4], np.float32), np.arange(N, dtype=np.float32) + 1)
+    with TraceReader(path) as r:
+        waits = [w.fields for w in r.records([R.SIGNAL_WAIT])]
+    assert len(waits) == 2 and all(w["ok"] and w["seen"] == 0 for w in waits)
+
+
+def test_an_aql_signal_at_zero_completes_only_what_it_proves():
+    """One pending barrier packet decrementing the signal: its queue is complete up to it. Two pending: which
+    one completed is not known, and nothing advances; a packet without the barrier bit is never taken as
+    completing the packets before it."""
+    from kfdtrace.capture.completion import Completion, QueueProgress
+    from kfdtrace.capture.recorder import SIGNAL_VALUE
+    from kfdtrace.driver.aql import AQL
+
+    c, q = Completion(), QueueProgress("q")
+    c.decrements(q, 128, 0x1008)
+    c.reached_zero(0x1008)
+    assert q.done == 128
+    c.decrements(q, 256, 0x2008)
+    c.decrements(q, 320, 0x2008)
+    c.reached_zero(0x2008)
+    assert q.done == 128
+    d = AQL["BARRIER_AND"]
+    assert d.completion == ("completion_signal", "barrier") and SIGNAL_VALUE == 8
 
 
 @pytest.mark.parametrize("target", ["gfx942", "gfx1201"])

@@ -28,7 +28,8 @@ KINDS: dict[str, frozenset[str]] = {
                         R.CPU_MAP, R.FREE, R.QUEUE, R.QUEUE_NAME, R.QUEUE_DESTROY}),
     "packet": frozenset({R.DOORBELL}),
     "memory": frozenset({R.MEM, R.CHECKPOINT}),
-    "sync": frozenset({R.CPU_SIGNAL, R.CPU_WAIT, R.EVENT, R.EVENT_DESTROY, R.EVENT_SET, R.EVENT_RESET, R.EVENT_WAIT}),
+    "sync": frozenset({R.CPU_SIGNAL, R.CPU_WAIT, R.SIGNAL_WAIT, R.EVENT, R.EVENT_DESTROY, R.EVENT_SET, R.EVENT_RESET,
+                       R.EVENT_WAIT}),
 }
 KINDS["other"] = frozenset(R.RECORD_TYPES) - frozenset().union(*KINDS.values())
 QUEUE_TYPES = frozenset({R.DOORBELL, R.QUEUE, R.QUEUE_NAME, R.QUEUE_DESTROY})
@@ -252,6 +253,7 @@ _EXTRA: dict[str, Callable[[Dumper, Record, dict], None]] = {
     R.CHECKPOINT: Dumper._checkpoint,
     R.CPU_SIGNAL: Dumper._named_addr,
     R.CPU_WAIT: Dumper._named_addr,
+    R.SIGNAL_WAIT: Dumper._named_addr,
 }
 
 

@@ -166,6 +166,9 @@ DOORBELL = RecordType("doorbell", queue=optional(INT), value=u64, ring=BIN, addr
 MEM = RecordType("mem", va=u64, size=INT, key=blob_key)
 CPU_SIGNAL = RecordType("cpu_signal", addr=u64, value=u64, name=optional(STR))
 CPU_WAIT = RecordType("cpu_wait", addr=u64, value=u64, **WAIT)
+# a CPU wait on an AQL signal (decremented by the packets that complete it): `condition` (SignalCondition)
+# compares its value with `value`; `seen` is the value the wait returned on
+SIGNAL_WAIT = RecordType("signal_wait", addr=u64, value=INT, condition=INT, seen=INT, **WAIT)
 EVENT = RecordType("event", event=INT, type=INT, auto_reset=BOOL)
 EVENT_DESTROY = RecordType("event_destroy", event=INT)
 EVENT_SET = RecordType("event_set", event=INT)
@@ -181,7 +184,8 @@ NOTE = RecordType("note", text=STR)
 
 RECORD_TYPES: dict[str, RecordType] = {t: t for t in (
     THREAD, OPEN, CLOSE, IOCTL, IOCTL_END, MMAP, MUNMAP, ALLOC, BUFFER, MAP, UNMAP, CPU_MAP, FREE, QUEUE,
-    QUEUE_NAME, QUEUE_DESTROY, DOORBELL, MEM, CPU_SIGNAL, CPU_WAIT, EVENT, EVENT_DESTROY, EVENT_SET, EVENT_RESET,
+    QUEUE_NAME, QUEUE_DESTROY, DOORBELL, MEM, CPU_SIGNAL, CPU_WAIT, SIGNAL_WAIT, EVENT, EVENT_DESTROY, EVENT_SET,
+    EVENT_RESET,
     EVENT_WAIT, CHECKPOINT, CODE_OBJECT, BACKEND, NOTE)}
 
 
