@@ -43,15 +43,19 @@ def damaged(tmp_path, how: str) -> str:
     return str(path)
 
 
+def run_tool(tool: str, trace: str, out: str):
+    """`kfdtrace TOOL ...` on `trace`: its result, once checked for an exception that escaped or a traceback."""
+    res = CliRunner().invoke(kfdtrace_cli, [a.replace("{t}", trace).replace("{o}", out) for a in TOOLS[tool]])
+    assert not isinstance(res.exception, Exception) or isinstance(res.exception, SystemExit), \
+        f"{tool} on {os.path.basename(trace)} raised {res.exception!r}"
+    assert "Traceback" not in res.output
+    return res
+
+
 @pytest.mark.parametrize("how", ["corrupt header", "garbage", "truncated", "flipped frame"])
 @pytest.mark.parametrize("tool", TOOLS, ids=list(TOOLS))
 def test_a_damaged_trace_is_one_line_or_read_as_far_as_it_goes(tool, how, tmp_path):
-    trace, out = damaged(tmp_path, how), str(tmp_path / "out")
-    args = [a.replace("{t}", trace).replace("{o}", out) for a in TOOLS[tool]]
-    res = CliRunner().invoke(kfdtrace_cli, args)
-    assert not isinstance(res.exception, Exception) or isinstance(res.exception, SystemExit), \
-        f"{tool} on a {how} trace raised {res.exception!r}"
-    assert "Traceback" not in res.output
+    res = run_tool(tool, damaged(tmp_path, how), str(tmp_path / "out"))
     if res.exit_code != 0 and not (tool == "diff" and res.exit_code == 1):  # diff: 1 says they differ
         errors = [line for line in res.output.splitlines() if "error" in line]
         assert len(errors) == 1, res.output
@@ -87,9 +91,4 @@ def deeply_nested(tmp_path, where: str) -> str:
 @pytest.mark.parametrize("where", ["header", "wait"])
 @pytest.mark.parametrize("tool", TOOLS, ids=list(TOOLS))
 def test_deeply_nested_values_are_no_traceback(tool, where, tmp_path):
-    trace, out = deeply_nested(tmp_path, where), str(tmp_path / "out")
-    args = [a.replace("{t}", trace).replace("{o}", out) for a in TOOLS[tool]]
-    res = CliRunner().invoke(kfdtrace_cli, args)
-    assert not isinstance(res.exception, Exception) or isinstance(res.exception, SystemExit), \
-        f"{tool} on a trace nested deep in its {where} raised {res.exception!r}"
-    assert "Traceback" not in res.output
+    run_tool(tool, deeply_nested(tmp_path, where), str(tmp_path / "out"))
