@@ -13,6 +13,7 @@ buffer, and says so.
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from collections.abc import Callable
 
 from kfdtrace.driver.code_object import Kernel, load
@@ -22,15 +23,17 @@ from kfdtrace.driver.packets import Dialect, Packet
 ReadMemory = Callable[[int, int], bytes | None]
 READ_ONLY = frozenset({"read_only"})
 ANYTHING = None  # what a dispatch writes when its kernel or its arguments cannot be read
+UNKNOWN = "(a kernel no loaded code object holds)"
 
 
 class Dispatches:
     """The kernels loaded so far, and each queue's SH registers as its packets set them."""
 
-    def __init__(self) -> None:
+    def __init__(self, counts: Counter[str] | None = None) -> None:
         self.by_descriptor: dict[int, Kernel] = {}
         self.by_entry: dict[int, Kernel] = {}
         self.registers: dict[int, dict[str, int]] = {}  # queue id -> SH register name -> value
+        self.counts: Counter[str] = Counter() if counts is None else counts  # dispatches by kernel name
 
     def loaded(self, va: int, data: bytes, target: str) -> None:
         """A code object loaded with its image at `va`."""
@@ -56,7 +59,7 @@ class Dispatches:
                     if name is not None:
                         regs[name] = word
             elif d.kernel is not None:
-                kernel = self.by_descriptor.get(p.fields[d.kernel[0]])
+                kernel = self._count(self.by_descriptor.get(p.fields[d.kernel[0]]))
                 pointers = _pointers(kernel, p.fields[d.kernel[1]], read)
                 if pointers is ANYTHING:
                     return ANYTHING
@@ -74,8 +77,8 @@ class Dispatches:
         try:
             kernel = self.by_entry.get(table.join("COMPUTE_PGM", regs)) if table is not None else None
         except KeyError:  # the entry registers were never set
-            return ANYTHING
-        if kernel is None:
+            kernel = None
+        if self._count(kernel) is None:
             return ANYTHING
         at = 0
         for name, count in kernel.descriptor.user_sgprs:
@@ -86,6 +89,11 @@ class Dispatches:
                 return _pointers(kernel, words[0] | words[1] << 32, read)
             at += count
         return []  # no kernel arguments: it writes through none
+
+
+    def _count(self, kernel: Kernel | None) -> Kernel | None:
+        self.counts[kernel.name if kernel is not None else UNKNOWN] += 1
+        return kernel
 
 
 def _pointers(kernel: Kernel | None, kernargs: int, read: ReadMemory) -> list[int] | None:

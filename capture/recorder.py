@@ -102,11 +102,15 @@ class Recorder:
         self._uses: dict[tuple[Dialect, Plan], int] = {}
         self._packets: dict[Dialect, Counter[PacketDef]] = {}
         self.undecodable = 0  # submissions whose bytes are no packets
+        self.kernels: Counter[str] = Counter()  # kernel name -> dispatches of it
+        self._wrapped: list[RecordingSyscalls] = []
         self._final: dict | None = None
 
     def wrap(self, inner: Syscalls, dialects: dict[int, dict]) -> RecordingSyscalls:
-        """The backend to record `inner` through; `sdma`: its GPUs' SDMA dialect names by gpu_id."""
-        return RecordingSyscalls(self, inner, dialects)
+        """The backend to record `inner` through; `dialects`: its GPUs' SDMA and PM4 dialect names by gpu_id."""
+        wrapped = RecordingSyscalls(self, inner, dialects)
+        self._wrapped.append(wrapped)
+        return wrapped
 
     def next_ioctl(self) -> int:
         """The number of the next ioctl (call under the trace's lock)."""
@@ -119,6 +123,7 @@ class Recorder:
             "duration_ns": self.trace.now(), "ioctls": self.ioctls, "submissions": s["submissions"],
             "packets": self.packet_counts(), "buffers": self.buffers_seen, "checkpoints": self.checkpoints,
             "payload_bytes": self.memory.payload_bytes, "exit_status": status,
+            **({"kernels": dict(self.kernels)} if self.kernels else {}),
         }
 
     def packet_counts(self) -> dict[str, int]:
@@ -147,6 +152,8 @@ class Recorder:
         self.trace.stop_flushing()
         with self.trace.lock:
             if self._final is None:
+                for wrapped in self._wrapped:  # submissions the workload left unlearnt: counted in the summary
+                    wrapped._learn_pending()
                 summary = self.summary(status)  # flushes: the writer's figures below are final but for the index
                 summary.update({f"trace_{k}": v for k, v in self.trace.stats.items()})
                 self.trace.close(summary)
@@ -173,7 +180,7 @@ class RecordingSyscalls:
         self.gpus: dict[int, dict] = {}  # gpu_id -> its header entry's dialect names, once its VM is acquired
         self.exposed = False  # some buffer has a raw CPU view: submissions must be looked through
         self.analyzer = Analyzer()
-        self.dispatches = Dispatches()
+        self.dispatches = Dispatches(recorder.kernels)
         self.completion = Completion()
         self.written: set[TrackedBuffer] = set()  # buffers with GPU writes not yet hashed
         self.cpu_set_events: set[int] = set()  # events the CPU set since they were last waited for

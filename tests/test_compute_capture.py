@@ -210,3 +210,12 @@ def test_a_pm4_dispatch_s_kernel_and_arguments_come_from_its_registers(target, t
     found = d.writes(0, dialect, ring, lambda a, n: memory.get(a, b"")[:n] or None)
     end = next(p.offset + p.size for p in dialect.iter_packets(ring) if p.defn.launch_field)
     assert found == [(end, vas["c"])]
+
+
+@pytest.mark.parametrize("aql", [False, True])
+def test_the_summary_and_info_count_dispatches_by_kernel(aql, tmp_path):
+    path = str(tmp_path / "c.kfdtrace")
+    vector_add(path, "gfx1100", aql)
+    with TraceReader(path) as r:
+        assert r.summary["kernels"] == {"vector_add": 2}
+    assert "kernels dispatched: vector_add 2" in CliRunner().invoke(kfdtrace_cli, ["info", path]).output

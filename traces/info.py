@@ -31,6 +31,9 @@ def format_summary(s: dict) -> list[str]:
     packets = s.get("packets") or {}
     lines.append(f"{sum(packets.values())} packets" + (":" if packets else ""))
     lines += [f"  {line}" for line in format_packets(packets)]
+    if s.get("kernels"):
+        lines.append("kernels dispatched: " + ", ".join(f"{k} {n}" for k, n in sorted(s["kernels"].items(),
+                                                                                     key=lambda x: -x[1])))
     lines.append(f"CPU-write payload {_mb(s['payload_bytes'])}")
     if "trace_file_bytes" in s:
         raw, packed = s["trace_raw_bytes"], max(1, s["trace_compressed_bytes"])
