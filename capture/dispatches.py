@@ -12,7 +12,6 @@ buffer, and says so.
 
 from __future__ import annotations
 
-import struct
 from collections import Counter
 from collections.abc import Callable
 
@@ -52,12 +51,8 @@ class Dispatches:
         out: list[tuple[int, int]] = []
         for p in dialect.iter_packets(ring):
             d, end = p.defn, p.offset + p.size
-            if d.tail is not None and d.tail.registers and d.tail.first is not None:
-                first = p.fields[d.tail.first]
-                for i, word in enumerate(struct.unpack(f"<{len(p.payload) // 4}I", p.payload)):
-                    name = d.tail.registers.get(first + i)
-                    if name is not None:
-                        regs[name] = word
+            if d.tail is not None and d.tail.registers:
+                regs.update(p.registers())
             elif d.kernel is not None:
                 kernel = self._count(self.by_descriptor.get(p.fields[d.kernel[0]]))
                 pointers = _pointers(kernel, p.fields[d.kernel[1]], read)

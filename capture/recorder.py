@@ -499,10 +499,11 @@ class RecordingSyscalls:
             buf.name, buf.role = name, role
             self.rec.record(R.BUFFER, handle=buf.handle, va=va, name=name, role=role, size=buf.size)
 
-    def _note_code_object(self, va: int, size: int, data: bytes, target: str, kernels: dict[str, int]) -> None:
+    def _note_code_object(self, va: int, size: int, data: bytes, target: str, kernels: dict[str, int],
+                          entries: dict[str, int]) -> None:
         self.dispatches.loaded(va, data, target)
         self.rec.record(R.CODE_OBJECT, va=va, size=size, key=self.rec.trace.blob(data, blob_key(data)), target=target,
-                        kernels=kernels)
+                        kernels=kernels, entries=entries)
 
     def _note_queue(self, queue_id: int, name: str) -> None:
         q = self.queues.get(queue_id)

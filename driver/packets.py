@@ -750,6 +750,16 @@ class Packet:
         """The fixed part's dwords, as the packet encodes (its changed fields included)."""
         return self._raw if self._fields is None else self.defn.unpack_from(self.encode())
 
+    def registers(self) -> dict[str, int]:
+        """The registers a register-setting packet writes (a tail of values from its `first` index, named by the
+        dialect's register table), by name; {} for any other packet."""
+        tail = self.defn.tail
+        if tail is None or not tail.registers or tail.first is None:
+            return {}
+        first, names = self.fields[tail.first], tail.registers
+        words = struct.unpack(f"<{len(self.payload) // 4}I", self.payload)
+        return {names[first + i]: w for i, w in enumerate(words) if first + i in names}
+
     @property
     def volatile(self) -> bool:
         """Whether this packet writes a value that differs on every run (a clock) through an address it holds."""

@@ -63,7 +63,8 @@ class Program:
             raise
         device.sys.annotate("code_object", va=self.buffer.va, size=self.buffer.size, data=data,
                             target=str(self.code.target_id),
-                            kernels={k.name: self.buffer.va + k.descriptor_offset for k in self.code.kernels.values()})
+                            kernels={k.name: self.buffer.va + k.descriptor_offset for k in self.code.kernels.values()},
+                            entries={k.name: self.buffer.va + k.entry_offset for k in self.code.kernels.values()})
 
     def __repr__(self) -> str:
         return f"<Program {self.code.target_id} at {self.buffer.va:#x} kernels={list(self.code.kernels)}>"

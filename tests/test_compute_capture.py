@@ -219,3 +219,26 @@ def test_the_summary_and_info_count_dispatches_by_kernel(aql, tmp_path):
     with TraceReader(path) as r:
         assert r.summary["kernels"] == {"vector_add": 2}
     assert "kernels dispatched: vector_add 2" in CliRunner().invoke(kfdtrace_cli, ["info", path]).output
+
+
+@pytest.mark.parametrize("target", ["gfx90a", "gfx1030", "gfx1201"])
+def test_dump_names_the_kernel_a_pm4_dispatch_launches(target, tmp_path):
+    path = str(tmp_path / "c.kfdtrace")
+    vector_add(path, target, aql=False)
+    res = CliRunner().invoke(kfdtrace_cli, ["dump", path, "--json", "-k", "packet"])
+    launched = [p.get("kernel") for line in res.output.splitlines() for p in json.loads(line)["packets"]
+                if p["name"].startswith("DISPATCH")]
+    assert launched == ["vector_add"] * 2
+    text = CliRunner().invoke(kfdtrace_cli, ["dump", path, "-k", "packet"]).output
+    assert text.count("(kernel vector_add)") == 2
+
+
+def test_a_register_packet_says_which_registers_it_sets():
+    from kfdtrace.driver.pm4 import DIALECTS as PM4
+
+    d = PM4["gfx11"]
+    first = d.registers.sh_index("COMPUTE_PGM_LO")
+    p = d.decode(d.build("SET_SH_REG", struct.pack("<II", 0x1234, 0x56), reg_offset=first))
+    assert p.registers() == {"COMPUTE_PGM_LO": 0x1234, "COMPUTE_PGM_HI": 0x56}
+    assert d.registers.join("COMPUTE_PGM", p.registers()) == (0x56 << 32 | 0x1234) << 8
+    assert d.decode(d.build("NOP")).registers() == {}

@@ -112,9 +112,11 @@ class Dumper:
                 continue
             # a doorbell of a known queue, the most frequent record: worded here as `text` would, without an entry
             q, base = sub.queue, sub.base
+            launches = sub.launches
             yield [f"#{r.n:<7} {f['t'] / 1e6:11.3f} ms [{f['tid']}] doorbell submission {sub.number}"
                    f"{' ' + q.name if q.name else ''} queue={f['queue']} value={_value(f['value'])}",
-                   *[f"    @{base + p.offset:#07x} {p.show(where)}" for p in sub.packets]]
+                   *[f"    @{base + p.offset:#07x} {p.show(where)}"
+                     + (f" (kernel {launches[i]})" if i in launches else "") for i, p in enumerate(sub.packets)]]
 
     def selected(self) -> Iterator[tuple[Record, Submission | None]]:
         """The selected records, each with what it submitted when it is a doorbell."""
@@ -196,6 +198,8 @@ class Dumper:
             e["queue_name"] = sub.queue.name
             e["start"] = sub.base
         e["packets"] = [self._packet(p, sub.base) for p in sub.packets]
+        for i, name in sub.launches.items():
+            e["packets"][i]["kernel"] = name
         if sub.error:
             e["error"] = sub.error
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ctypes
 import enum
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kfdtrace.driver import drm_ioctl as D
@@ -79,6 +79,7 @@ class Submission:
     base: int
     packets: list[Packet]
     error: str | None = None
+    launches: dict[int, str] = field(default_factory=dict)  # index of a packet that launches a kernel -> its name
 
 
 def queue_dialect(queue_type: int, gpu: dict) -> Dialect | None:
@@ -166,6 +167,8 @@ class TraceState:
         self.submissions = 0
         self._named: dict[int, str | None] = {}  # where() of addresses asked about since buffers last changed
         self.kernels: dict[int, str] = {}  # kernel descriptor address -> kernel name, from code_object records
+        self.entries: dict[int, str] = {}  # kernel entry address -> kernel name
+        self.registers: dict[int, dict[str, int]] = {}  # PM4 queue -> its SH registers, as its packets set them
 
     def apply(self, r: Record) -> Submission | None:
         """Learn from a (checked) record; for a doorbell, what it submitted."""
@@ -227,8 +230,9 @@ class TraceState:
 
     def _on_code_object(self, f: dict) -> None:
         self._named.clear()
-        if len(self.kernels) + len(f["kernels"]) <= MAX_KERNELS:
+        if len(self.kernels) + len(f["kernels"]) + len(f["entries"] or ()) <= MAX_KERNELS:
             self.kernels.update({va: str(name) for name, va in f["kernels"].items()})
+            self.entries.update({va: str(name) for name, va in (f["entries"] or {}).items()})
 
     def _on_queue(self, f: dict) -> None:
         dialect = DIALECTS.get(f["dialect"]) if f["dialect"] is not None else None
@@ -267,7 +271,25 @@ class TraceState:
         if q.dialect is None:
             return Submission(number, q, base, [], f"no packet dialect is known for a {q.kind} queue")
         packets, error = decode_all(q.dialect, ring)
-        return Submission(number, q, base, packets, error)
+        return Submission(number, q, base, packets, error, self._launched(q, packets))
+
+    def _launched(self, q: QueueInfo, packets: list[Packet]) -> dict[int, str]:
+        """The kernel each PM4 packet that launches one runs (by packet index): the one at the address the
+        queue's COMPUTE_PGM registers hold, as the packets before it set them."""
+        table = getattr(q.dialect, "registers", None)
+        if table is None:
+            return {}
+        regs, out = self.registers.setdefault(q.queue, {}), {}
+        for i, p in enumerate(packets):
+            d = p.defn
+            if d.tail is not None and d.tail.registers:
+                regs.update(p.registers())
+            elif d.launch_field is not None:
+                try:
+                    out[i] = self.entries.get(table.join("COMPUTE_PGM", regs), "a kernel no code object holds")
+                except KeyError:
+                    out[i] = "a kernel no COMPUTE_PGM register names"
+        return out
 
 
 def reads(p: Packet) -> list[int]:
