@@ -243,8 +243,20 @@ class RecordingSyscalls:
                     self.doorbell_pages.pop(start, None)
                     self.rung.clear()
                     self._forget_rings()
+                    self._unmapped(start, n)
                     self.rec.record(R.MUNMAP, path=self.files.get(fd), addr=start, length=n)
             self.inner.munmap(addr, length)
+
+    def _unmapped(self, start: int, n: int) -> None:
+        """The CPU mapping [start, start + n) goes: what is pending is learnt while it can still be read, and
+        the buffers it held are no longer CPU-readable (never read through a stale address)."""
+        held = [b for b in self.buffers.values() if b.cpu is not None and b.domain != "userptr"
+                and start <= b.cpu < start + n]
+        if held:
+            self._changed_layout()
+            for b in held:
+                b.cpu = None
+                self.written.discard(b)  # what the GPU writes there the CPU can no longer read: never hashed
 
     def doorbell_store(self, addr: int, value: int) -> None:
         with self.lock:  # the doorbell is recorded in the order the queues see them

@@ -335,3 +335,20 @@ def test_raw_view_writes_are_seen_before_the_submission(tmp_path):
         src_va = next(b.fields["va"] for b in r.records({"buffer"}) if b.fields["name"] == "src")
         seen = [r.blob(m.fields["key"])[0] for m in r.records({"mem"}) if m.fields["va"] == src_va]
     assert seen == [0, 1, 2, 3]  # 0: seen at the CPU signal that resets the queue's fresh semaphore
+
+
+def test_a_buffer_whose_cpu_mapping_went_is_never_read_for_the_trace(tmp_path):
+    """The program unmaps a buffer's CPU view while the GPU still writes it: the recorder learns what was
+    pending while it could, and never reads (or hashes) that buffer through the stale address again."""
+    path = str(tmp_path / "u.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        q = gpu.sdma_queue()
+        gone, kept = gpu.alloc(8192, "gtt", name="gone"), gpu.alloc(8192, "gtt", name="kept")
+        sem = system.semaphore("done")
+        q.fill(gone, 7, 8192).fill(kept, 9, 8192).signal(sem, 1).submit()
+        gpu.sys.munmap(gone.cpu, 8192)
+        sem.wait(1)
+    with TraceReader(path) as r:
+        hashed = [b["name"] for c in r.records(["checkpoint"]) for b in c.fields["buffers"]]
+    assert hashed == ["kept"]
