@@ -18,6 +18,7 @@ from collections.abc import Callable
 from kfdtrace.driver.code_object import Kernel, load
 from kfdtrace.driver.code_object_errors import CodeObjectError
 from kfdtrace.driver.packets import Dialect, Packet
+from kfdtrace.driver.pm4 import Pm4Dialect
 
 ReadMemory = Callable[[int, int], bytes | None]
 READ_ONLY = frozenset({"read_only"})
@@ -68,13 +69,11 @@ class Dispatches:
 
     def _launched(self, p: Packet, dialect: Dialect, regs: dict[str, int], read: ReadMemory) -> list[int] | None:
         """The pointers the kernel the registers set up may write through (a PM4 dispatch)."""
-        table = getattr(dialect, "registers", None)
-        try:
-            kernel = self.by_entry.get(table.join("COMPUTE_PGM", regs)) if table is not None else None
-        except KeyError:  # the entry registers were never set
-            kernel = None
+        entry = dialect.entry(regs) if isinstance(dialect, Pm4Dialect) else None
+        kernel = self.by_entry.get(entry) if entry is not None else None
         if self._count(kernel) is None:
             return ANYTHING
+        table = dialect.registers
         at = 0
         for name, count in kernel.descriptor.user_sgprs:
             if name == "kernarg_segment_ptr":
@@ -84,7 +83,6 @@ class Dispatches:
                 return _pointers(kernel, words[0] | words[1] << 32, read)
             at += count
         return []  # no kernel arguments: it writes through none
-
 
     def _count(self, kernel: Kernel | None) -> Kernel | None:
         self.counts[kernel.name if kernel is not None else UNKNOWN] += 1

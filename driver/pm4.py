@@ -277,6 +277,14 @@ class Pm4Dialect(Dialect):
         start = bank[1] + p.fields["reg_offset"]
         return {start + i: w for i, w in enumerate(struct.unpack(f"<{len(p.payload) // 4}I", p.payload))}
 
+    def entry(self, regs: Mapping[str, int]) -> int | None:
+        """The kernel entry address the COMPUTE_PGM registers in `regs` (SH registers by name, as a queue's
+        packets set them) give a dispatch; None while they are unset."""
+        try:
+            return self.registers.join("COMPUTE_PGM", regs)
+        except KeyError:
+            return None
+
     def register_addresses(self, p: Packet) -> dict[str, int]:
         """The GPU addresses a register-writing packet holds whole, by address name ("COMPUTE_PGM": the code
         address); {} for other packets. Writing only some registers of an address is an error (a relocator

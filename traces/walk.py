@@ -19,6 +19,7 @@ from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.aql import AQL
 from kfdtrace.driver.packets import Dialect, Packet, PacketError
 from kfdtrace.driver.pm4 import DIALECTS as PM4_DIALECTS
+from kfdtrace.driver.pm4 import Pm4Dialect
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DIALECTS as SDMA_DIALECTS
 from kfdtrace.traces.format import Record
@@ -276,8 +277,8 @@ class TraceState:
     def _launched(self, q: QueueInfo, packets: list[Packet]) -> dict[int, str]:
         """The kernel each PM4 packet that launches one runs (by packet index): the one at the address the
         queue's COMPUTE_PGM registers hold, as the packets before it set them."""
-        table = getattr(q.dialect, "registers", None)
-        if table is None:
+        dialect = q.dialect
+        if not isinstance(dialect, Pm4Dialect):
             return {}
         regs, out = self.registers.setdefault(q.queue, {}), {}
         for i, p in enumerate(packets):
@@ -285,10 +286,9 @@ class TraceState:
             if d.tail is not None and d.tail.registers:
                 regs.update(p.registers())
             elif d.launch_field is not None:
-                try:
-                    out[i] = self.entries.get(table.join("COMPUTE_PGM", regs), "a kernel no code object holds")
-                except KeyError:
-                    out[i] = "a kernel no COMPUTE_PGM register names"
+                entry = dialect.entry(regs)
+                out[i] = "a kernel no COMPUTE_PGM register names" if entry is None else \
+                    self.entries.get(entry, "a kernel no code object holds")
         return out
 
 
