@@ -47,7 +47,7 @@ from kfdtrace.driver.aql import (
 from kfdtrace.driver.dispatch import Scratch
 from kfdtrace.driver.errors import DeviceError, WaitTimeout
 from kfdtrace.driver.families import queue_sizes
-from kfdtrace.driver.kernargs import Launch, pack
+from kfdtrace.driver.kernargs import Kernargs, Launch, pack
 from kfdtrace.driver.memory import PAGE, Buffer
 from kfdtrace.driver.packets import Packet
 from kfdtrace.driver.pm4 import DIALECTS as PM4_DIALECTS
@@ -77,9 +77,9 @@ class HsaSignal:
             self.buffer.free()
             raise DeviceError("no KFD signal event left for an HSA signal (the process has 4096); free some")
         self._signal.kind = SignalKind.USER
-        self._signal.value = value
         self._signal.event_mailbox_ptr = system.event_mailbox(self.event_id)
         self._signal.event_id = self.event_id
+        self._store(value)  # recorded like any CPU store: a replay starts its copy of the signal there
 
     def __repr__(self) -> str:
         return f"<HsaSignal {self.label} value={self.value}>"
@@ -94,10 +94,13 @@ class HsaSignal:
 
     def signal(self, value: int) -> None:
         """CPU store of the value, then the event set, so waiters wake (ROCR InterruptSignal::StoreRelaxed)."""
+        self._store(value)
+        self.system.kfd.ioctl("SET_EVENT", event_id=self.event_id)
+
+    def _store(self, value: int) -> None:
         self.system.sys.annotate("cpu_signal", addr=self.handle + AmdSignal.value.offset, value=value,
                                  name=self.name)
         self._signal.value = value
-        self.system.kfd.ioctl("SET_EVENT", event_id=self.event_id)
 
     def wait(self, value: int = 0, condition: SignalCondition = SignalCondition.EQ, timeout: float = 10.0) -> int:
         """Block until the value compares with `value` by `condition`; returns the value seen. Sleeps on the
@@ -258,24 +261,33 @@ class AqlQueue:
             raise ValueError(f"{kernel.name} is loaded on {kernel.program.device}, not on this queue's {self.device}")
         self._release_held()
         launch = Launch.of(grid, block)
-        args_ = pack(kernel.kernel.metadata, args, launch)
-        kd = kernel.kernel.descriptor
-        if kd.enable_private_segment or kd.private_segment_fixed_size:
-            self._ensure_scratch(kd.private_segment_fixed_size)
-        mem = self.device.alloc(max(len(args_.data), 1), "gtt", name=f"{self.label}.kernargs {kernel.name}",
-                                role="kernargs")
+        packet, mem = self.launch(kernel, launch, pack(kernel.kernel.metadata, args, launch), _h(completion))
         try:
-            mem.write(args_.data)
-            index = self.submit(dispatch_packet(
-                kernel.descriptor_address, launch.grid[:launch.dims], launch.block[:launch.dims], mem.va,
-                private_segment_size=kd.private_segment_fixed_size, group_segment_size=args_.group_segment_size,
-                completion_signal=_h(completion)))
+            index = self.submit(packet)
         except BaseException:
             mem.free()
             raise
         with self._lock:
             self._held.append((index, mem))
         return index
+
+    def launch(self, kernel: LoadedKernel, launch: Launch, args: Kernargs,
+               completion: int = 0) -> tuple[Packet, Buffer]:
+        """The KERNEL_DISPATCH packet of `kernel` with packed kernel arguments, and the GTT buffer holding them
+        (the caller frees it once the packet is released); scratch grows to what the kernel needs."""
+        kd = kernel.kernel.descriptor
+        if kd.enable_private_segment or kd.private_segment_fixed_size:
+            self._ensure_scratch(kd.private_segment_fixed_size)
+        mem = self.device.alloc(max(len(args.data), 1), "gtt", name=f"{self.label}.kernargs {kernel.name}",
+                                role="kernargs")
+        try:
+            mem.write(args.data)
+        except BaseException:
+            mem.free()
+            raise
+        return dispatch_packet(kernel.descriptor_address, launch.grid[:launch.dims], launch.block[:launch.dims],
+                               mem.va, private_segment_size=kd.private_segment_fixed_size,
+                               group_segment_size=args.group_segment_size, completion_signal=completion), mem
 
     def _ensure_scratch(self, private_segment_size: int) -> None:
         """Scratch for the processor to hand out (amd_queue_t's scratch fields, as tinygrad fills them); an

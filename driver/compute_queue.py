@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.dispatch import PACKET_BYTES, Scratch, dispatch_values, pm4_dispatch, user_sgprs
 from kfdtrace.driver.families import queue_sizes
-from kfdtrace.driver.kernargs import Launch, pack
+from kfdtrace.driver.kernargs import Kernargs, Launch, pack
 from kfdtrace.driver.memory import Buffer
 from kfdtrace.driver.pm4 import DIALECTS, CopySel, DataSel, EventIndex, EventType, IntSel, WaitFunc, WriteDst
 from kfdtrace.driver.ring_queue import DEFAULT_RING, WRITE_CHUNK, Destination, RingQueue
@@ -143,20 +143,24 @@ class ComputeQueue(RingQueue):
         if kernel.program.device is not self.device:
             raise ValueError(f"{kernel.name} is loaded on {kernel.program.device}, not on this queue's {self.device}")
         launch = Launch.of(grid, block)
-        args_ = pack(kernel.kernel.metadata, args, launch)
+        return self.emit(self.launch(kernel, launch, pack(kernel.kernel.metadata, args, launch)))
+
+    def launch(self, kernel: LoadedKernel, launch: Launch, args: Kernargs) -> bytes:
+        """The packets of one dispatch of `kernel` with packed kernel arguments, to emit next: the arguments
+        and a copy of its AQL dispatch packet go into a GTT buffer held until the engine is past them, and
+        scratch grows to what the kernel needs."""
         kd = kernel.kernel.descriptor
         scratch = None
         if kd.enable_private_segment or kd.private_segment_fixed_size:
             scratch = self.scratch.ensure(kd.private_segment_fixed_size, self.hold)
-        at = -(-len(args_.data) // PACKET_BYTES) * PACKET_BYTES  # the dispatch packet, 64-byte aligned after them
+        at = -(-len(args.data) // PACKET_BYTES) * PACKET_BYTES  # the dispatch packet, 64-byte aligned after them
         mem = self.device.alloc(at + PACKET_BYTES, "gtt", name=f"{self.label}.kernargs {kernel.name}",
                                 role="kernargs")
         self.hold(mem)
         self._dispatches += 1
-        values, packet = dispatch_values(kernel, launch, args_, mem.va, mem.va + at, scratch, self._dispatches)
-        mem.write(args_.data + bytes(at - len(args_.data)) + packet)
-        return self.emit(pm4_dispatch(self.dialect, kernel, launch, args_, user_sgprs(kd, values), scratch,
-                                      self.num_xcc))
+        values, packet = dispatch_values(kernel, launch, args, mem.va, mem.va + at, scratch, self._dispatches)
+        mem.write(args.data + bytes(at - len(args.data)) + packet)
+        return pm4_dispatch(self.dialect, kernel, launch, args, user_sgprs(kd, values), scratch, self.num_xcc)
 
     def wait(self, sem: Semaphore, value: int) -> ComputeQueue:
         """GPU wait until the semaphore reaches `value`, on the word Semaphore.wait_word names: its high dword
