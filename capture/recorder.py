@@ -512,10 +512,10 @@ class RecordingSyscalls:
             self.rec.record(R.BUFFER, handle=buf.handle, va=va, name=name, role=role, size=buf.size)
 
     def _note_code_object(self, va: int, size: int, data: bytes, target: str, kernels: dict[str, int],
-                          entries: dict[str, int]) -> None:
+                          entries: dict[str, int], name: str | None = None) -> None:
         self.dispatches.loaded(va, data, target)
         self.rec.record(R.CODE_OBJECT, va=va, size=size, key=self.rec.trace.blob(data, blob_key(data)), target=target,
-                        kernels=kernels, entries=entries)
+                        kernels=kernels, entries=entries, name=name)
 
     def _note_queue(self, queue_id: int, name: str) -> None:
         q = self.queues.get(queue_id)

@@ -7,6 +7,7 @@ dispatch needs are that buffer's address plus the offsets the code object gives.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -18,7 +19,9 @@ from kfdtrace.driver.memory import HUGE, PAGE, Buffer
 if TYPE_CHECKING:
     from kfdtrace.driver.system import Device
 
-__all__ = ["LoadedKernel", "Program"]
+__all__ = ["LoadedKernel", "Program", "object_name"]
+
+_TARGET_IN_NAME = re.compile(r"[-.]gfx[0-9a-f]+")
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class Program:
             self.buffer.free()
             raise
         device.sys.annotate("code_object", va=self.buffer.va, size=self.buffer.size, data=data,
-                            target=str(self.code.target_id),
+                            target=str(self.code.target_id), name=object_name(source, name),
                             kernels={k.name: self.buffer.va + k.descriptor_offset for k in self.code.kernels.values()},
                             entries={k.name: self.buffer.va + k.entry_offset for k in self.code.kernels.values()})
 
@@ -75,3 +78,13 @@ class Program:
 
     def free(self) -> None:
         self.buffer.free()
+
+
+def object_name(source: object, name: str | None) -> str | None:
+    """What a replay calls a loaded object (`--code-object NAME=PATH`, `DIR/<name>.<gfx>.co`): the name given, else
+    the file's stem without its target ("corpus" for corpus-gfx942.co); None for bytes without a name."""
+    if name is not None:
+        return name
+    if isinstance(source, str | PathLike):
+        return _TARGET_IN_NAME.sub("", Path(source).stem) or None
+    return None

@@ -49,7 +49,7 @@ import xxhash
 import zstandard
 
 FORMAT_MAJOR = 2
-FORMAT_MINOR = 1
+FORMAT_MINOR = 2
 
 MAGIC = b"KFDTRACE"
 FILE_HEADER = struct.Struct("<8sHHII")  # magic, major, minor, header length, crc32 of the header bytes
