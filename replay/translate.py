@@ -53,6 +53,12 @@ Write = tuple[int, tuple[int, ...], bool]
 EventMark = tuple[int, PacketDef, int]
 
 
+def carries_dispatch(d: PacketDef) -> bool:
+    """Whether packets of `d` hold a dispatch's state (register writes, a launch, a kernel object), which a replay
+    re-derives for its target rather than translating."""
+    return d.kernel is not None or d.launch_field is not None or bool(d.tail is not None and d.tail.registers)
+
+
 class ReplayError(Exception):
     """A trace that cannot be replayed on this target, found before anything is submitted."""
 
@@ -167,11 +173,13 @@ class Translator:
     def __init__(self, src: Dialect, dst: Dialect, max_copy: int, relocation: Relocation,
                  event_id: Callable[[int], int] = lambda e: e,
                  indirect: Callable[[int, int, str], tuple[int, int]] | None = None,
-                 cache: TranslationCache | None = None):
+                 cache: TranslationCache | None = None, dispatch: Callable[[Packet, str], bytes] | None = None):
         """`event_id` maps a recorded event id (a packet's `event_field`) to the replay's; `indirect(address,
         dwords, where)` takes a recorded indirect buffer (a packet's `indirect` fields) and returns (address,
         dwords) of its translated copy (None: only relocated). `cache`: shared with another translator of the
-        same queue (the survey's)."""
+        same queue (the survey's). `dispatch(packet, where)` gives the target's bytes for each packet that
+        carries dispatch state (`carries_dispatch`: register writes, launches, kernel objects), which are then
+        never cached nor taken as they are."""
         self.src, self.dst, self.relocation = src, dst, relocation
         self.max_copy, self.event_id, self.indirect = max_copy, event_id, indirect
         self.same = src is dst
@@ -182,7 +190,10 @@ class Translator:
         self.cache = cache or TranslationCache()
         self.packets = 0  # recorded packets translated
         self.calls: list[int] | None = None  # a list: the dwords of every indirect buffer called are added to it
-        self._notable = frozenset(d for d in src if d.event_field or d.indirect)  # what _span points out
+        self.dispatch = dispatch
+        self._dispatching = frozenset(d for d in src if carries_dispatch(d)) if dispatch else frozenset()
+        # what _span points out
+        self._notable = frozenset(d for d in src if d.event_field or d.indirect) | self._dispatching
         self._checks: dict[PacketDef, Checker | None] = {}  # definition -> PacketDef.checker (None: none)
 
     def ring(self, data: bytes, where: str, writes: list[Write] | None = None) -> bytes:
@@ -206,7 +217,8 @@ class Translator:
             out = b"".join(self._span(data, 0, len(data), where, cache, wrote, notable))
         except PacketError as exc:
             raise ReplayError(f"{where}: {exc}") from None
-        if notable is not None and len(out) == len(data) and not any(d.indirect for _, d in notable):
+        if notable is not None and len(out) == len(data) and \
+                not any(d.indirect or d in self._dispatching for _, d in notable):
             self._remember(data, out, self.packets - done, tuple(wrote[first:]), notable)
         return out
 
@@ -267,7 +279,7 @@ class Translator:
     def _checker(self, d: PacketDef) -> Checker | None:
         plan = self._plans.get(d) or self._plan(d)
         below = {} if plan is _DROP or plan.limit is None else {plan.split[0]: plan.limit}
-        check = self._checks[d] = None if plan is _DROP else d.checker(below)
+        check = self._checks[d] = None if plan is _DROP or d in self._dispatching else d.checker(below)
         return check
 
     def _mapped(self, data: bytes, marks: tuple[EventMark, ...]) -> bytes | None:
@@ -363,7 +375,7 @@ class Translator:
                 out += parts
                 if d.indirect and self.calls is not None:
                     self.calls.append(p.fields[d.indirect[1]])
-                plan = self._plans[d]
+                plan = self._plans.get(d, _DROP)  # a dispatcher's packet has none
                 if plan is not _DROP and plan.cacheable and len(cache) < CACHED_PACKETS:
                     event = d.event_field
                     cache[key] = (b"".join(parts), (p.fields[event], event_id(p.fields[event])) if event else (),
@@ -390,6 +402,8 @@ class Translator:
             if governed is None or inner_end > end:
                 raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x} governs {p.fields[skip]} dwords, which "
                                   f"do not end with a packet of the submission")
+            if not governed:
+                return inner_end  # what it governed is the dispatcher's now: it governs nothing
         key = (data[pos:pos + size], len(governed))
         head = self.cache.heads.get(key)
         if head is None:
@@ -425,6 +439,8 @@ class Translator:
 
     def packet(self, p: Packet, where: str) -> list[bytes]:
         """One recorded packet as target packets (none when dropped, several when split)."""
+        if p.defn in self._dispatching:
+            return [self.dispatch(p, where)]
         plan = self._plans.get(p.defn) or self._plan(p.defn)
         if plan is _DROP:
             self.dropped.append(f"{where}: {p.name} (no {self.dst.name} form; caches need no request there)")
@@ -483,7 +499,7 @@ class Translator:
                 t, tuple((n, defaults_.get(n, 0)) for n in d.field_names if n not in target),
                 {n: defaults(self.dst, d.name).get(n, 0) for n in t.field_names if n not in d.field_names},
                 tuple(n for n in keep if t[n].mask < d[n].mask), t.split, limit, self._rewrites(d),
-                d.indirect is None)
+                d.indirect is None and d not in self._dispatching)
             self._compile(d, plan)
         return self._plans[d]
 
