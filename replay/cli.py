@@ -95,6 +95,12 @@ def check_options(emulate: str | None, emulate_from: str | None, emulate_recorde
 @click.option("--max-memory", metavar="SIZE",
               help="Host memory the trace's GTT and userptr buffers may take at their peak, x --concurrent "
                    "(bytes, or K/M/G) [default: half of MemAvailable].")
+@click.option("--code-object", "code_object", multiple=True, metavar="NAME_OR_HASH=PATH",
+              help="A code object (or offload bundle) to load in place of the recorded one NAME_OR_HASH names "
+                   "(its name, or 8+ hex digits of its key); repeatable.")
+@click.option("--code-objects", metavar="DIR", type=click.Path(file_okay=False),
+              help="Per-target builds of the recorded code objects, named <name>.<gfx>.co, for targets the "
+                   "recorded objects do not fit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--timeline", metavar="OUT", type=click.Path(dir_okay=False),
               help="Write a timeline of the replay, with the times it took, for ui.perfetto.dev "
@@ -102,7 +108,7 @@ def check_options(emulate: str | None, emulate_from: str | None, emulate_recorde
 @click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
 @click.version_option(package_name="kfdtrace")
 def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, concurrent, verify, relocate,
-         timeout, max_memory, as_json, timeline, debug) -> None:
+         timeout, max_memory, code_object, code_objects, as_json, timeline, debug) -> None:
     """Replay TRACE on this machine's GPUs (or emulated ones) and say whether it did the same thing.
 
     \b
@@ -112,6 +118,7 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
     """
     try:
         from kfdtrace.replay.bundle import trace_of
+        from kfdtrace.replay.code_objects import parse_code_object_options
         from kfdtrace.replay.engine import Options
         from kfdtrace.replay.session import replay_trace
 
@@ -119,7 +126,11 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
         memory_limit = parse_size(max_memory)
         check_options(emulate, emulate_from, emulate_recorded, device, mapping, loop, concurrent, relocate,
                       timeout)
-        options = Options(relocate=relocate, timeout=timeout, verify=verify, gpu_map=mapping)
+        try:
+            objects = parse_code_object_options(list(code_object), code_objects)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+        options = Options(relocate=relocate, timeout=timeout, verify=verify, gpu_map=mapping, code_objects=objects)
         with TerminalProgress("replay") as progress, trace_of(trace) as path:
             report = replay_trace(path, options, emulate=emulate, emulate_from=emulate_from,
                                   emulate_recorded=emulate_recorded, device=device, loops=loop,

@@ -21,15 +21,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.aql import AQL, CONDITIONS, AmdSignal, SignalCondition, SignalKind
 from kfdtrace.driver.errors import AddressInUse, DeviceError, GpuFault, WaitTimeout
 from kfdtrace.driver.memory import PAGE, Buffer
-from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect
+from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet
+from kfdtrace.driver.pm4 import DIALECTS as PM4_DIALECTS
+from kfdtrace.driver.program import Program
 from kfdtrace.driver.ranges import RangeMap
+from kfdtrace.driver.ring_queue import RingQueue
 from kfdtrace.driver.sdma import DIALECTS
-from kfdtrace.driver.sdma_queue import ENGINE_KINDS, SdmaQueue
+from kfdtrace.driver.sdma_queue import ENGINE_KINDS
 from kfdtrace.driver.signals import POLL_SLICE_MS, Event, Semaphore
 from kfdtrace.driver.system import Device, System
-from kfdtrace.replay.translate import Relocation, ReplayError, TranslationCache, Translator
+from kfdtrace.replay.code_objects import CodeObjectOptions, check_options, choose, missing_message
+from kfdtrace.replay.compute import AqlRing, DispatchReader, RecordedKernels, relaunch
+from kfdtrace.replay.translate import OutsideBuffers, Relocation, ReplayError, TranslationCache, Translator
 from kfdtrace.traces import records as R
 from kfdtrace.traces.format import Record, TraceError, TraceReader
 
@@ -42,6 +48,15 @@ HOST: Pool = ("host", None)
 EVENTS: Pool = ("events", None)  # KFD signal events, a per-process limit
 # recorded SDMA queue type -> the engine kind the driver asks for (an engine picked by id becomes any engine)
 SDMA_KINDS = {qtype: kind for kind, qtype in ENGINE_KINDS.items()} | {K.QueueType.SDMA_BY_ENG_ID: "sdma"}
+# recorded queue type -> (the dialects its packets may be in, the target family's dialect of that kind)
+QUEUE_DIALECTS: dict[int, tuple[dict[str, Dialect], Callable[[Device], str]]] = {
+    **dict.fromkeys(SDMA_KINDS, (DIALECTS, lambda dev: dev.target.family.sdma_dialect)),
+    K.QueueType.COMPUTE: (PM4_DIALECTS, lambda dev: dev.target.family.pm4_dialect),
+    K.QueueType.COMPUTE_AQL: ({AQL.name: AQL}, lambda dev: AQL.name),
+}
+CODE = "code"  # the role of a code object's buffer: a replay loads the object for its target instead
+SIGNAL = "signal"  # the role of an AQL signal's buffer (an amd_signal_t)
+AQL_SIGNALS_SINCE = (2, 2)  # the format version from which an AQL signal's initial value is recorded
 REPLAYED_EVENTS = frozenset({K.EventType.SIGNAL})  # the replay's System makes its own exception events
 SHARED_CACHES = 16  # queues whose survey translations the run reuses (each cache is bounded on its own)
 
@@ -76,6 +91,7 @@ class Options:
     verify: bool = True
     gpu_map: dict[int, int] | None = None  # recorded GPU index -> target device index
     timed: bool = False  # note when each record was done (Result.times), for a timeline of the replay
+    code_objects: CodeObjectOptions | None = None  # objects given for targets the recorded ones do not fit
 
 
 @dataclass
@@ -149,6 +165,8 @@ class Survey:
     # queue record -> the survey's translations of its packets, for the first instance to find (up to
     # SHARED_CACHES queues: each holds up to CACHED_PACKETS translations)
     caches: dict[int, TranslationCache] = field(default_factory=dict)
+    # (code object key, target) -> the bytes a replay loads there (every object some dispatch runs has one)
+    objects: dict[tuple[bytes, str], bytes] = field(default_factory=dict)
 
 
 def chunk_size(trace: TraceReader) -> int:
@@ -181,18 +199,26 @@ def device_map(trace: TraceReader, system: System, gpu_map: dict[int, int] | Non
     return out
 
 
-def survey(trace: TraceReader, devices: dict[int, Device]) -> Survey:
+def survey(trace: TraceReader, devices: dict[int, Device], code_objects: CodeObjectOptions | None = None) -> Survey:
     """Read the trace once: translate every submission with the recorded addresses (ReplayError for anything
-    the target cannot run, before anything is submitted) and work out what the replay will need."""
-    return _Surveyor(trace, devices).run()
+    the target cannot run, before anything is submitted: a kernel no code object for the target holds, a kernel
+    argument pointing outside every buffer) and work out what the replay will need."""
+    return _Surveyor(trace, devices, code_objects).run()
 
 
 class _Surveyor:
     """The first pass, one `_on_<type>` per record type."""
 
-    def __init__(self, trace: TraceReader, devices: dict[int, Device]):
-        self.trace, self.devices = trace, devices
+    def __init__(self, trace: TraceReader, devices: dict[int, Device], code_objects: CodeObjectOptions | None):
+        self.trace, self.devices, self.code_objects = trace, devices, code_objects or CodeObjectOptions()
         self.s = Survey(chunk_size(trace))
+        self.kernels = RecordedKernels()
+        self.code: dict[int, tuple[dict, Device]] = {}  # recorded code object va -> (its record's fields, device)
+        self.code_records: list[dict] = []  # every code_object record's fields
+        # target -> recorded code object va -> (its record's fields, the kernels run without an object for target)
+        self.missing: dict[str, dict[int, tuple[dict, set[str]]]] = {}
+        # recorded kernel argument buffers, with what the CPU wrote into them (None: nothing yet)
+        self.kernarg_buffers: RangeMap[bytearray | None] = RangeMap()
         self.relocation = Relocation()
         self.translators: dict[int, Translator] = {}
         self.unnamed: dict[int, Record] = {}  # va -> its alloc, until its buffer record (or another) comes
@@ -212,6 +238,14 @@ class _Surveyor:
         self._settle()
         for t in self.translators.values():
             self.s.notes += t.dropped
+        try:
+            check_options(self.code_objects, self.code_records)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        if self.missing:
+            raise ReplayError("; ".join(
+                missing_message(target, [(f, sorted(kernels)) for f, kernels in objects.values()], self.code_objects)
+                for target, objects in self.missing.items()))
         return self.s
 
     def _add(self, key: Pool, n: int) -> None:
@@ -231,6 +265,8 @@ class _Surveyor:
             return
         self.relocation.add(f["va"], f["size"], f["va"])
         self.placed.add(f["va"])
+        if role == "kernargs":
+            self.kernarg_buffers.add(f["va"], f["size"], None)
         if role not in INTERNAL_ROLES:
             key = (pool, self.devices[f["gpu"]].index) if pool == "VRAM" else HOST
             self.live[f["va"]] = (key, f["size"])
@@ -258,6 +294,10 @@ class _Surveyor:
 
     def _on_free(self, r: Record) -> None:
         self.allocs.pop(r.fields["va"], None)
+        self.kernels.unloaded(r.fields["va"])
+        self.code.pop(r.fields["va"], None)
+        if self.kernarg_buffers.find(r.fields["va"]) is not None:
+            self.kernarg_buffers.remove(r.fields["va"])
         if r.fields["va"] in self.placed:
             self.placed.remove(r.fields["va"])
             self.relocation.remove(r.fields["va"])
@@ -267,15 +307,75 @@ class _Surveyor:
 
     def _on_queue(self, r: Record) -> None:
         f = r.fields
+        if f["type"] == K.QueueType.COMPUTE_AQL and self.trace.version < AQL_SIGNALS_SINCE:
+            raise ReplayError(f"queue {f['queue']} is an AQL queue recorded by format {self.trace.version[0]}."
+                              f"{self.trace.version[1]}, which does not record its signals' initial values: "
+                              f"re-record it with this kfdtrace")
         cache = TranslationCache() if len(self.s.caches) < SHARED_CACHES else None
         if cache is not None:
             self.s.caches[r.n] = cache
-        t = self.translators[f["queue"]] = _translator(f, self.devices, self.relocation, lambda e: e, cache=cache)
+        reader = DispatchReader(_dialects(f)[0], self.kernels, self._kernargs) if f["type"] not in SDMA_KINDS \
+            else None
+        t = self.translators[f["queue"]] = _translator(
+            f, self.devices, self.relocation, lambda e: e, cache=cache,
+            dispatch=None if reader is None else lambda p, where: self._dispatch(reader, p, where))
         t.calls = []  # the indirect buffers each submission calls, which the replay will copy
-        self.rings[f["queue"]] = (f["ring_size"] + PAGE, ("SDMA queues", self.devices[f["gpu"]].index))
+        slots = ("SDMA queues", self.devices[f["gpu"]].index) if reader is None else None
+        self.rings[f["queue"]] = (f["ring_size"] + PAGE, slots)
         self._add(HOST, f["ring_size"] + PAGE)  # the replayer's own ring and pointers, in GTT
         self._add(EVENTS, 1)  # and its queue's semaphore's event
-        self._add(self.rings[f["queue"]][1], 1)
+        if slots is not None:
+            self._add(slots, 1)
+
+    def _dispatch(self, reader: DispatchReader, p: Packet, where: str) -> bytes:
+        """A recorded dispatch, checked: its kernel has a code object for the target, its pointer arguments lie in
+        recorded buffers."""
+        d = reader.dispatch(p, where)
+        if d is not None:
+            f, dev = self.code[d.kernel.obj]
+            if (f["key"], dev.target.name) not in self.s.objects:
+                objects = self.missing.setdefault(dev.target.name, {})
+                objects.setdefault(d.kernel.obj, (f, set()))[1].add(d.kernel.name)
+            reader.check_pointers(d, where, self.relocation.move)
+        return b""
+
+    def _kernargs(self, va: int, size: int) -> bytes | None:
+        """The recorded kernel arguments at `va`, from the CPU writes into kernel argument buffers."""
+        hit = self.kernarg_buffers.find(va)
+        if hit is None or hit[2] is None or va + size > hit[0] + hit[1]:
+            return None
+        return bytes(hit[2][va - hit[0]:va - hit[0] + size])
+
+    def _on_mem(self, r: Record) -> None:
+        """Follow what the CPU writes into kernel argument buffers (small: they are read back whole)."""
+        hit = self.kernarg_buffers.find(r.fields["va"])
+        if hit is not None:
+            start, size, contents = hit
+            if contents is None:
+                contents = bytearray(size)
+                self.kernarg_buffers.remove(start)
+                self.kernarg_buffers.add(start, size, contents)
+            data = self.trace.blob(r.fields["key"])
+            at = r.fields["va"] - start
+            if at + len(data) > size:
+                raise BadInput(f"record {r.n} (mem): {len(data)} bytes at {r.fields['va']:#x} run past the end of "
+                               f"the buffer at {start:#x}+{size:#x} (corrupt trace)")
+            contents[at:at + len(data)] = data
+
+    def _on_code_object(self, r: Record) -> None:
+        f = r.fields
+        alloc = self.allocs.get(f["va"])
+        if alloc is None:
+            raise BadInput(f"record {r.n} (code_object): no buffer was allocated at {f['va']:#x} (corrupt trace)")
+        dev = self.devices[alloc.fields["gpu"]]
+        data = self.trace.blob(f["key"])
+        self.kernels.loaded(f, data, f"record {r.n} (code_object)")
+        self.code[f["va"]] = (f, dev)
+        self.code_records.append(f)
+        if (f["key"], dev.target.name) not in self.s.objects:
+            choice = choose(data, f, dev.target.name, self.code_objects)
+            if choice is not None:
+                self.s.objects[(f["key"], dev.target.name)] = choice.data
 
     def _on_queue_destroy(self, r: Record) -> None:
         self.use[HOST] -= self.ib_copies.pop(r.fields["queue"], 0)
@@ -283,7 +383,8 @@ class _Surveyor:
             ring, slots = self.rings.pop(r.fields["queue"])
             self.use[HOST] -= ring
             self.use[EVENTS] -= 1
-            self.use[slots] -= 1
+            if slots is not None:
+                self.use[slots] -= 1
 
     def _on_doorbell(self, r: Record) -> None:
         f = r.fields
@@ -322,16 +423,23 @@ class _Surveyor:
             self.s.waited.add(created)
 
 
+def _dialects(q: dict) -> tuple[Dialect, Callable[[Device], str], dict[str, Dialect]]:
+    """The recorded queue's dialect, how a target device names its dialect of that kind, and those dialects."""
+    kind = QUEUE_DIALECTS.get(q["type"])
+    if kind is None or q["dialect"] not in kind[0]:
+        raise ReplayError(f"queue {q['queue']}: queue type {q['type']} with packets in {q['dialect']!r} is not "
+                          f"replayable")
+    return kind[0][q["dialect"]], kind[1], kind[0]
+
+
 def _translator(q: dict, devices: dict[int, Device], relocation: Relocation, event_id: Callable[[int], int],
-                indirect=None, cache: TranslationCache | None = None) -> Translator:
-    if q["type"] not in SDMA_KINDS or q["dialect"] not in DIALECTS:
-        raise ReplayError(f"queue {q['queue']}: queue type {q['type']} is not replayable yet (SDMA only)")
+                indirect=None, cache: TranslationCache | None = None, dispatch=None) -> Translator:
+    src, target_dialect, dialects = _dialects(q)
     dev = devices.get(q["gpu"])
     if dev is None:
         raise ReplayError(f"queue {q['queue']} is on GPU {q['gpu']:#x}, which the trace's header does not list")
-    target = DIALECTS[dev.target.family.sdma_dialect]
-    return Translator(DIALECTS[q["dialect"]], target, dev.target.sdma_max_copy, relocation, event_id, indirect,
-                      cache)
+    return Translator(src, dialects[target_dialect(dev)], dev.target.sdma_max_copy, relocation, event_id, indirect,
+                      cache, dispatch)
 
 
 def _page_up(n: int) -> int:
@@ -390,6 +498,7 @@ class ReplayBuffer:
     """A recorded buffer's replay."""
 
     buffer: Buffer
+    role: str = "user"
     volatile: bool = False  # a packet writes a GPU clock into it: never compared
     # the last packet writing it: (its submission, the submission's ring bytes, its offset there, their dialect)
     wrote: tuple[str, bytes, int, Dialect] | None = None
@@ -408,7 +517,7 @@ class ReplayBuffer:
 class ReplayQueue:
     """A recorded queue's replay."""
 
-    queue: SdmaQueue
+    queue: RingQueue | AqlRing
     label: str  # the recorded queue id and the record that created it
     translator: Translator | None = None
     rung: int = 0  # the write pointer the recording rang last
@@ -438,6 +547,9 @@ class Instance:
         self.handles: dict[int, ReplayBuffer] = {}  # recorded handle -> its buffer's replay
         self.queues: dict[int, ReplayQueue] = {}  # recorded queue id -> its replay
         self.events: dict[int, tuple[int, Event]] = {}  # recorded event id -> (its event record, replay event)
+        self.kernels = RecordedKernels()
+        self.code_gpus: dict[int, int] = {}  # recorded va of a code object's buffer -> its recorded GPU
+        self.programs: dict[int, Program] = {}  # recorded va of a code object -> the object loaded for the target
         self.ib_depth = 0  # indirect buffers being followed now, each inside the one before
         self.wake = system.event()  # what TRAPs of a trace without event records signal
         self.wake_ids = [self.wake.id]  # the events a CPU wait on memory sleeps on
@@ -500,6 +612,9 @@ class Instance:
     def _on_alloc(self, r: Record) -> None:
         f = r.fields
         name, role = self.s.names.get(r.n, (None, "user"))
+        if role == CODE:
+            self.code_gpus[f["va"]] = f["gpu"]
+            return
         if role in INTERNAL_ROLES or f["domain"] not in POOLS:
             return
         dev = self.devices[f["gpu"]]
@@ -510,7 +625,7 @@ class Instance:
         with recorded_arguments(r):
             buf = self._alloc(dev, f, opts)
         self.relocation.add(f["va"], f["size"], buf.va)
-        self.buffers.add(f["va"], f["size"], rb := ReplayBuffer(buf))
+        self.buffers.add(f["va"], f["size"], rb := ReplayBuffer(buf, role))
         self.handles[f["handle"]] = rb
         self.result.relocated += buf.va != f["va"]
 
@@ -531,6 +646,10 @@ class Instance:
             rb.buffer.map_to(*(self.devices[g] for g in r.fields["gpus"] if g in self.devices))
 
     def _on_free(self, r: Record) -> None:
+        program = self.programs.pop(r.fields["va"], None)
+        if program is not None:
+            self.kernels.unloaded(r.fields["va"])
+            program.free()
         rb = self.handles.pop(r.fields["handle"], None)
         if rb is not None:
             self.buffers.remove(r.fields["va"])
@@ -540,17 +659,78 @@ class Instance:
     def _on_queue(self, r: Record) -> None:
         f = r.fields
         dev = self.devices[f["gpu"]]
+        name = f"replay q{f['queue']}"
+        with recorded_arguments(r):
+            if f["type"] == K.QueueType.COMPUTE:
+                q = dev.compute_queue(ring_size=f["ring_size"], name=name)
+            elif f["type"] == K.QueueType.COMPUTE_AQL:
+                q = AqlRing(dev.aql_queue(packets=f["ring_size"] // len(AQL.build("INVALID")), name=name),
+                            self.options.timeout)
+            else:
+                q = dev.sdma_queue(ring_size=f["ring_size"], engine=self._engine(f, dev), name=name)
+        rq = ReplayQueue(q, f"queue {f['queue']} (created at record {r.n})")
+        dispatch = None
+        if f["type"] not in SDMA_KINDS:
+            reader = DispatchReader(_dialects(f)[0], self.kernels, self._read_recorded)
+            dispatch = lambda p, where: self._dispatch(rq, reader, p, where)  # noqa: E731
+        rq.translator = _translator(f, self.devices, self.relocation, self._trap_event,
+                                    lambda base, size, where: self._indirect(rq, base, size, where),
+                                    None if self.move_all else self.s.caches.get(r.n), dispatch)
+        self.queues[f["queue"]] = rq
+
+    def _engine(self, f: dict, dev: Device) -> str:
         engine = SDMA_KINDS.get(f["type"], "sdma")
         if engine == "xgmi" and not dev.node.num_sdma_xgmi_engines:
             engine = "sdma"
             self.result.notes.append(f"queue {f['queue']}: no xGMI SDMA engine on {dev}; using a PCIe one")
-        with recorded_arguments(r):
-            q = dev.sdma_queue(ring_size=f["ring_size"], engine=engine, name=f"replay q{f['queue']}")
-        rq = ReplayQueue(q, f"queue {f['queue']} (created at record {r.n})")
-        rq.translator = _translator(f, self.devices, self.relocation, self._trap_event,
-                                    lambda base, size, where: self._indirect(rq, base, size, where),
-                                    None if self.move_all else self.s.caches.get(r.n))
-        self.queues[f["queue"]] = rq
+        return engine
+
+    def _on_code_object(self, r: Record) -> None:
+        """Load the object the survey chose for the target, in place of the recorded image."""
+        f = r.fields
+        gpu = self.code_gpus.get(f["va"])
+        if gpu is None:
+            raise BadInput(f"record {r.n} (code_object): no buffer was allocated at {f['va']:#x} (corrupt trace)")
+        dev = self.devices[gpu]
+        self.kernels.loaded(f, self.trace.blob(f["key"]), f"record {r.n} (code_object)")
+        data = self.s.objects.get((f["key"], dev.target.name))
+        if data is not None:  # else no dispatch runs it (the survey said so otherwise)
+            old = self.programs.pop(f["va"], None)
+            if old is not None:
+                old.free()
+            self.programs[f["va"]] = dev.load(data, f.get("name"))
+
+    def _dispatch(self, rq: ReplayQueue, reader: DispatchReader, p: Packet, where: str) -> bytes:
+        """A recorded dispatch re-derived for the target: its kernel from the object loaded for it, its kernel
+        arguments rewritten for that build."""
+        d = reader.dispatch(p, where)
+        if d is None:
+            return b""
+        program = self.programs.get(d.kernel.obj)
+        if program is None or d.kernel.name not in program.code.kernels:
+            raise ReplayError(f"{where}: no code object for {rq.queue.device.target.name} holds {d.kernel.name}")
+        kernel = program.kernel(d.kernel.name)
+        launch, args = relaunch(d, reader.kernargs(d, where), kernel, self.relocation.move, where)
+        if isinstance(rq.queue, AqlRing):
+            out, mem = rq.queue.launch(kernel, launch, args, d.packet, lambda a: self._moved(a, where))
+            rq.new_ibs.append(mem)
+            return out
+        return rq.queue.launch(kernel, launch, args)
+
+    def _moved(self, addr: int, where: str) -> int:
+        if not addr:
+            return 0
+        new = self.relocation.move(addr)
+        if new is None:
+            raise OutsideBuffers(f"{where}: {addr:#x} is in no recorded buffer; refusing to submit it")
+        return new
+
+    def _read_recorded(self, va: int, size: int) -> bytes | None:
+        """The `size` bytes at recorded address `va` as the replay holds them (None: not in a CPU-visible buffer)."""
+        hit = self.buffers.find(va)
+        if hit is None or hit[2].buffer.cpu is None or va + size > hit[0] + hit[1]:
+            return None
+        return hit[2].buffer.read(va - hit[0], size)
 
     def _on_queue_destroy(self, r: Record) -> None:
         rq = self.queues.get(r.fields["queue"])
@@ -644,7 +824,39 @@ class Instance:
         return Semaphore.view(self.system, buf, off)
 
     def _on_cpu_signal(self, r: Record) -> None:
-        self._semaphore(r).signal(r.fields["value"])
+        sem = self._semaphore(r)
+        if self.buffers.find(r.fields["addr"])[2].role == SIGNAL:
+            self._own_signal(sem.buffer, sem.offset - AmdSignal.value.offset)
+        sem.signal(r.fields["value"])
+
+    def _own_signal(self, buf: Buffer, offset: int) -> None:
+        """An AQL signal's amd_signal_t, made the replay's: completing it interrupts the instance's own event
+        (the recorded mailbox and event id were the recording process's)."""
+        if offset < 0:
+            return
+        signal = AmdSignal.from_address(buf.cpu_addr(offset))
+        signal.kind = SignalKind.USER
+        signal.event_mailbox_ptr = self.system.event_mailbox(self.wake.id)
+        signal.event_id = self.wake.id
+
+    def _on_signal_wait(self, r: Record) -> None:
+        f = r.fields
+        buf, off = self._target(r, f["addr"], 8)
+        try:
+            condition = SignalCondition(f["condition"])
+        except ValueError:
+            raise BadInput(f"record {r.n} (signal_wait): condition {f['condition']} is no HSA signal condition "
+                           f"(corrupt trace)") from None
+        word, compare = ctypes.c_int64.from_address(buf.cpu_addr(off)), CONDITIONS[condition]
+        what = f"the wait for the AQL signal at {f['addr']:#x} to be {condition.name} {f['value']}"
+
+        def wait(timeout: float) -> bool:
+            return self._wait_until(lambda: compare(word.value, f["value"]), timeout)
+        if not f["ok"]:
+            self._timed_out_when_recorded(what, f["timeout"], wait)
+        elif not wait(self.options.timeout):
+            raise WaitTimeout(f"the replay waited {self.options.timeout:g} s in {what}, which is {word.value}; "
+                              f"{self._queue_report()}")
 
     def _on_cpu_wait(self, r: Record) -> None:
         f = r.fields
@@ -659,8 +871,12 @@ class Instance:
     def _wait_value(self, sem: Semaphore, value: int, timeout: float) -> bool:
         """Whether the semaphore reached `value` within `timeout` s (sleeping on the events that wake CPU waits
         on memory, re-reading at least every POLL_SLICE_MS); GpuFault if a GPU stopped a queue."""
+        return self._wait_until(lambda: sem.value >= value, timeout)
+
+    def _wait_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Whether `done()` came true within `timeout` s, sleeping as _wait_value says."""
         deadline = time.monotonic() + timeout
-        while sem.value < value:
+        while not done():
             self.system.raise_gpu_faults()
             left = deadline - time.monotonic()
             if left <= 0:
@@ -817,6 +1033,7 @@ class Instance:
     def _teardown(self) -> None:
         """Best effort, like Device.close: what the kernel refuses here it reclaims with the process."""
         closers = [rq.queue.destroy for rq in self.queues.values()] + [rb.buffer.free for _, _, rb in self.buffers]
+        closers += [program.free for program in self.programs.values()]
         closers += [ib.free for rq in self.queues.values() for ib in rq.copies()]
         closers += [ev.destroy for _, ev in self.events.values()]
         for close in [*closers, self.wake.destroy]:  # queues first: they pin their buffers

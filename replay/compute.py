@@ -1,0 +1,244 @@
+"""Kernel dispatches in a replay: what each recorded dispatch asked, read off its queue's packets, and the same
+dispatch re-derived for the target.
+
+A dispatch is known by the packet that launches it: AQL's KERNEL_DISPATCH names its kernel descriptor and
+kernel arguments (the `kernel` tag); PM4's DISPATCH_* starts the kernel whose entry the queue's COMPUTE_PGM
+registers hold (the `launches` tag), with the workgroup size from COMPUTE_NUM_THREAD_*, its LDS from
+COMPUTE_PGM_RSRC2 and its kernel arguments at the address its user SGPRs carry in the kernarg_segment_ptr slot the
+descriptor enables (AMDGPUUsage "Initial Kernel Execution State"). The recorded register writes are not replayed:
+the target's dispatch is built from the target's kernel descriptor (driver/dispatch.py), so the program address,
+resource registers, user SGPRs, scratch and wave size are the target's own, and its kernel arguments are the
+recorded ones rewritten for the target's build of the kernel (kernargs.repack: pointers relocated, hidden
+arguments re-derived).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kfdtrace.driver.aql import AQL, PACKET_SIZE
+from kfdtrace.driver.code_object import CodeObject, Kernel, load
+from kfdtrace.driver.code_object_errors import CodeObjectError
+from kfdtrace.driver.kernargs import KernargError, Launch, pointers, repack
+from kfdtrace.driver.packets import Dialect, Packet
+from kfdtrace.driver.pm4 import Pm4Dialect
+from kfdtrace.replay.translate import OutsideBuffers, ReplayError
+
+if TYPE_CHECKING:
+    from kfdtrace.driver.aql_queue import AqlQueue
+    from kfdtrace.driver.memory import Buffer
+    from kfdtrace.driver.program import LoadedKernel
+
+ReadMemory = Callable[[int, int], bytes | None]  # (recorded address, bytes) -> their recorded contents, if known
+HEADER_FIELDS = ("barrier", "acquire_fence_scope", "release_fence_scope")  # an AQL packet's own, kept as recorded
+
+
+@dataclass(frozen=True)
+class RecordedKernel:
+    """A kernel of a recorded code object: its name, its entry in that object, and the object's recorded address."""
+
+    name: str
+    kernel: Kernel
+    obj: int
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """What a recorded dispatch asked for."""
+
+    kernel: RecordedKernel
+    launch: Launch
+    kernargs: int  # recorded address of its kernel arguments (0: none)
+    group_segment_size: int  # LDS bytes of each workgroup, static and dynamic
+    packet: Packet  # the packet that launched it
+
+
+class RecordedKernels:
+    """The kernels of the code objects a trace has loaded so far, by descriptor and by entry address."""
+
+    def __init__(self) -> None:
+        self.by_descriptor: dict[int, RecordedKernel] = {}
+        self.by_entry: dict[int, RecordedKernel] = {}
+        self.objects: dict[int, CodeObject] = {}  # recorded va -> the object as recorded
+
+    def loaded(self, f: dict, data: bytes, where: str) -> CodeObject:
+        """A code_object record's fields and its bytes: its kernels are known from now on."""
+        try:
+            obj = load(data, f["target"].split(":")[0])
+        except (CodeObjectError, ValueError) as exc:
+            raise ReplayError(f"{where}: the recorded code object does not load for its own target {f['target']}: "
+                              f"{exc}") from None
+        self.unloaded(f["va"])
+        self.objects[f["va"]] = obj
+        for name, k in obj.kernels.items():
+            rk = RecordedKernel(name, k, f["va"])
+            self.by_descriptor[f["va"] + k.descriptor_offset] = rk
+            self.by_entry[f["va"] + k.entry_offset] = rk
+        return obj
+
+    def unloaded(self, va: int) -> None:
+        obj = self.objects.pop(va, None)
+        if obj is not None:
+            for k in obj.kernels.values():
+                self.by_descriptor.pop(va + k.descriptor_offset, None)
+                self.by_entry.pop(va + k.entry_offset, None)
+
+
+class DispatchReader:
+    """A queue's recorded dispatches, read off its packets (PM4 register writes followed as the queue ran them)."""
+
+    def __init__(self, dialect: Dialect, kernels: RecordedKernels, read: ReadMemory):
+        self.dialect, self.kernels, self.read = dialect, kernels, read
+        self.registers: dict[str, int] = {}  # SH register name -> value, as the queue's packets set them
+
+    def dispatch(self, p: Packet, where: str) -> Dispatch | None:
+        """The dispatch `p` launches; None for a packet that only sets registers (noted)."""
+        d = p.defn
+        if d.kernel is not None:
+            return self._aql(p, where)
+        if d.launch_field is not None:
+            return self._pm4(p, where)
+        self.registers.update(p.registers())
+        return None
+
+    def _aql(self, p: Packet, where: str) -> Dispatch:
+        f = p.fields
+        descriptor, kernargs = (f[n] for n in p.defn.kernel)
+        kernel = self._known(self.kernels.by_descriptor.get(descriptor), f"kernel descriptor {descriptor:#x}", p, where)
+        dims = f["dimensions"]
+        launch = Launch(tuple(f[f"grid_size_{a}"] for a in "xyz"), tuple(f[f"workgroup_size_{a}"] for a in "xyz"),
+                        dims)
+        return Dispatch(kernel, launch, kernargs, f["group_segment_size"], p)
+
+    def _pm4(self, p: Packet, where: str) -> Dispatch:
+        if p.name != "DISPATCH_DIRECT":
+            raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x}: only DISPATCH_DIRECT is replayed (its "
+                              f"workgroup counts are in memory the replay cannot follow yet)")
+        dialect = self.dialect
+        assert isinstance(dialect, Pm4Dialect)
+        entry = dialect.entry(self.registers)
+        kernel = self._known(self.kernels.by_entry.get(entry) if entry is not None else None,
+                             "the kernel entry COMPUTE_PGM holds" if entry is None else f"kernel entry {entry:#x}",
+                             p, where)
+        table, regs = dialect.registers, self.registers
+        try:
+            threads = [table[f"COMPUTE_NUM_THREAD_{a}"].decode(regs[f"COMPUTE_NUM_THREAD_{a}"]) for a in "XYZ"]
+            lds = table["COMPUTE_PGM_RSRC2"].decode(regs["COMPUTE_PGM_RSRC2"])["lds_size"]
+        except KeyError as exc:
+            raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x} launches {kernel.name} before the queue set "
+                              f"{exc.args[0]}") from None
+        groups = [p.fields[f"dim_{a}"] for a in "xyz"]
+        block = tuple(t["num_thread_full"] for t in threads)
+        grid = tuple((g - 1) * b + t["num_thread_partial"] if t["num_thread_partial"] else g * b
+                     for g, b, t in zip(groups, block, threads, strict=True))
+        kernargs = self._kernarg_pointer(kernel, where, p)
+        dims = max([1] + [i + 1 for i in range(3) if grid[i] > 1 or block[i] > 1])
+        launch = Launch(grid, block, self._recorded_dims(kernel, kernargs) or dims)
+        return Dispatch(kernel, launch, kernargs, lds * kernel.kernel.descriptor.layout.lds_granule, p)
+
+    def _kernarg_pointer(self, kernel: RecordedKernel, where: str, p: Packet) -> int:
+        """The kernarg_segment_ptr user SGPRs of the registers set (0 when the kernel takes no arguments)."""
+        at = 0
+        for name, count in kernel.kernel.descriptor.user_sgprs:
+            if name == "kernarg_segment_ptr":
+                words = [self.registers.get(r.name) for r in self.dialect.registers.user_data[at:at + 2]]
+                if None in words or len(words) < 2:
+                    raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x} launches {kernel.name} without its "
+                                      f"kernel argument pointer in COMPUTE_USER_DATA_{at}..{at + 1}")
+                return words[0] | words[1] << 32
+            at += count
+        return 0
+
+    def _recorded_dims(self, kernel: RecordedKernel, kernargs: int) -> int | None:
+        """The launch's dimensions as the recorded kernel arguments' hidden_grid_dims give them (PM4 holds none)."""
+        arg = next((a for a in kernel.kernel.metadata.args if a.value_kind == "hidden_grid_dims"), None)
+        data = self.read(kernargs + arg.offset, arg.size) if arg is not None and kernargs else None
+        dims = int.from_bytes(data, "little") if data else 0
+        return dims if 1 <= dims <= 3 else None
+
+    @staticmethod
+    def _known(kernel: RecordedKernel | None, what: str, p: Packet, where: str) -> RecordedKernel:
+        if kernel is None:
+            raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x} runs {what}, which no code object the trace "
+                              f"loaded holds")
+        return kernel
+
+    def kernargs(self, d: Dispatch, where: str) -> bytes:
+        """The recorded kernel arguments of `d` (ReplayError when the trace does not hold them)."""
+        size = d.kernel.kernel.metadata.kernarg_segment_size
+        if not size:
+            return b""
+        data = self.read(d.kernargs, size) if d.kernargs else None
+        if data is None:
+            raise ReplayError(f"{where}: the {size} bytes of kernel arguments of {d.kernel.name} at {d.kernargs:#x} "
+                              f"are not in a buffer the trace recorded the contents of")
+        return data
+
+    def check_pointers(self, d: Dispatch, where: str, move: Callable[[int], int | None]) -> None:
+        """OutsideBuffers when a pointer argument of `d` lies in no recorded buffer."""
+        for ptr in pointers(d.kernel.kernel.metadata, self.kernargs(d, where)):
+            if ptr.value and move(ptr.value) is None:
+                arg = ptr.arg.name or f"argument {ptr.index}"
+                raise OutsideBuffers(f"{where}: {d.packet.name} at byte {d.packet.offset:#x}: {d.kernel.name} "
+                                     f"argument {ptr.index} ({arg}) = {ptr.value:#x} is in no recorded buffer; "
+                                     f"refusing to submit it")
+
+
+def relaunch(d: Dispatch, data: bytes, kernel: LoadedKernel, move: Callable[[int], int | None],
+             where: str) -> tuple[Launch, object]:
+    """The launch and the kernel arguments of `d` rewritten for `kernel` (the target's build of it)."""
+    try:
+        return d.launch, repack(d.kernel.kernel.metadata, data, kernel.kernel.metadata, d.launch,
+                                d.group_segment_size, move)
+    except KernargError as exc:
+        raise ReplayError(f"{where}: {d.packet.name} at byte {d.packet.offset:#x}: {exc}") from None
+
+
+class AqlRing:
+    """An AQL queue driven as the replay drives a ring: `emit` packets, `submit` them, read and write indices as
+    its pointers."""
+
+    dialect = AQL
+
+    def __init__(self, queue: AqlQueue, timeout: float):
+        self.queue, self.timeout = queue, timeout
+        self._pending: list[bytes] = []
+
+    @property
+    def device(self):
+        return self.queue.device
+
+    @property
+    def wptr(self) -> int:
+        return self.queue.write_index
+
+    @property
+    def rptr(self) -> int:
+        return self.queue.read_index
+
+    @property
+    def idle(self) -> bool:
+        return self.queue.idle
+
+    def emit(self, data: bytes) -> None:
+        self._pending.append(data)
+
+    def submit(self) -> None:
+        data, self._pending = b"".join(self._pending), []
+        for at in range(0, len(data), PACKET_SIZE):
+            self.queue.submit(data[at:at + PACKET_SIZE], self.timeout)
+
+    def launch(self, kernel: LoadedKernel, launch: Launch, args, packet: Packet,
+               move: Callable[[int], int]) -> tuple[bytes, Buffer]:
+        """A recorded KERNEL_DISPATCH `packet` for the target: its header and completion signal as recorded
+        (relocated), the rest the target's; and the buffer holding its kernel arguments."""
+        out, mem = self.queue.launch(kernel, launch, args, move(packet.fields["completion_signal"]))
+        return out.replace(**{n: packet.fields[n] for n in HEADER_FIELDS}).encode(), mem
+
+    def describe(self) -> str:
+        return self.queue.describe()
+
+    def destroy(self) -> None:
+        self.queue.destroy()
