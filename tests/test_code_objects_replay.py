@@ -1,0 +1,165 @@
+"""replay.code_objects: which code object a replay loads for a recorded one on its device's target (the recorded
+object, its bundle's entry, or one the user gives with --code-object / --code-objects), and the message refusing a
+replay when none fits."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kfdtrace.driver.code_object import load
+from kfdtrace.driver.code_object_bundle import select
+from kfdtrace.replay.code_objects import (
+    CodeObjectOptions,
+    check_kernels,
+    check_options,
+    choose,
+    missing_message,
+    parse_code_object_options,
+)
+from kfdtrace.traces.format import blob_key
+
+HERE = Path(__file__).resolve().parent
+BUILT = HERE.parent / "driver" / "kernels" / "built"
+CORPUS_942, CORPUS_1100 = BUILT / "corpus-gfx942.co", BUILT / "corpus-gfx1100.co"
+BUNDLE = BUILT / "corpus.hipfb"
+NONE = CodeObjectOptions()
+
+
+def record(path: Path, target: str = "gfx942", name: str | None = "corpus") -> tuple[bytes, dict]:
+    """An object's bytes and the `code_object` record a program loading it on `target` leaves."""
+    data = path.read_bytes()
+    code = load(data, target)
+    return data, {"va": 0x1000, "size": 0x20000, "key": blob_key(data), "target": str(code.target_id),
+                  "kernels": {k: 0x1000 + v.descriptor_offset for k, v in code.kernels.items()},
+                  "entries": {k: 0x1000 + v.entry_offset for k, v in code.kernels.items()}, "name": name}
+
+
+def test_the_recorded_object_on_its_own_target() -> None:
+    data, fields = record(CORPUS_942)
+    choice = choose(data, fields, "gfx942", NONE)
+    assert choice is not None and choice.source == "recorded" and choice.data == data
+    assert choice.code.target_id.processor == "gfx942"
+
+
+def test_the_recorded_bundles_entry_for_another_target() -> None:
+    data, fields = record(BUNDLE)
+    choice = choose(data, fields, "gfx1100", NONE)
+    assert choice is not None and choice.source == "recorded bundle"
+    assert choice.data == select(data, "gfx1100") and choice.code.target_id.processor == "gfx1100"
+    assert choose(data, fields, "gfx942", NONE).source == "recorded"  # type: ignore[union-attr]
+
+
+def test_a_build_in_the_code_objects_folder(tmp_path: Path) -> None:
+    shutil.copy(CORPUS_1100, tmp_path / "corpus.gfx1100.co")
+    shutil.copy(CORPUS_942, tmp_path / "corpus.co")  # the per-target build comes first
+    data, fields = record(CORPUS_942)
+    choice = choose(data, fields, "gfx1100", parse_code_object_options([], str(tmp_path)))
+    assert choice is not None and choice.source == str(tmp_path / "corpus.gfx1100.co")
+    assert choice.data == CORPUS_1100.read_bytes() and choice.code.target_id.processor == "gfx1100"
+
+
+def test_a_bundle_in_the_code_objects_folder(tmp_path: Path) -> None:
+    shutil.copy(BUNDLE, tmp_path / "corpus.hipfb")
+    data, fields = record(CORPUS_942)
+    choice = choose(data, fields, "gfx1201", parse_code_object_options([], str(tmp_path)))
+    assert choice is not None and choice.source == str(tmp_path / "corpus.hipfb")
+    assert choice.code.target_id.processor == "gfx1201"
+
+
+@pytest.mark.parametrize("selector", ["corpus", "key8", "KEY12"])
+def test_an_object_given_by_name_or_key_prefix(selector: str) -> None:
+    data, fields = record(CORPUS_942)
+    key = fields["key"].hex()
+    selector = {"key8": key[:8], "KEY12": key[:12].upper()}.get(selector, selector)
+    options = parse_code_object_options([f"{selector}={CORPUS_1100}"], None)
+    choice = choose(data, fields, "gfx1100", options)
+    assert choice is not None and choice.source == f"--code-object {selector}={CORPUS_1100}"
+    assert choice.data == CORPUS_1100.read_bytes()
+
+
+def test_a_given_object_replaces_the_recorded_one_on_its_own_target() -> None:
+    data, fields = record(CORPUS_942)
+    options = parse_code_object_options([f"corpus={BUNDLE}"], None)
+    assert choose(data, fields, "gfx942", options).source == f"--code-object corpus={BUNDLE}"  # type: ignore[union-attr]
+
+
+def test_a_given_object_for_another_target_leaves_the_recorded_one() -> None:
+    data, fields = record(CORPUS_942)
+    options = parse_code_object_options([f"corpus={CORPUS_1100}"], None)
+    assert choose(data, fields, "gfx942", options).source == "recorded"  # type: ignore[union-attr]
+
+
+def test_a_given_object_for_another_recorded_object_is_not_taken() -> None:
+    data, fields = record(CORPUS_942)
+    options = parse_code_object_options([f"other={CORPUS_1100}", f"0123456789={CORPUS_1100}"], None)
+    assert choose(data, fields, "gfx1100", options) is None
+    with pytest.raises(ValueError, match=r"--code-object other=.*no recorded code object is named 'other'.*"
+                                         r"the trace's objects: object 'corpus' [0-9a-f]{8}\.\.\."):
+        check_options(options, [fields])
+    check_options(parse_code_object_options([f"corpus={CORPUS_1100}"], None), [fields])
+
+
+def test_nothing_fits_and_the_message_names_kernels_target_and_how_to_give_one() -> None:
+    data, fields = record(CORPUS_942)
+    assert choose(data, fields, "gfx1100", NONE) is None
+    key = fields["key"].hex()[:8]
+    assert missing_message("gfx1100", [(fields, ["vector_add", "collatz"])], NONE) == (
+        f"no code object for gfx1100: kernels vector_add, collatz (recorded for gfx942 in object 'corpus' {key}...) "
+        f"need one; give --code-object corpus=PATH or --code-objects DIR with corpus.gfx1100.co")
+
+
+def test_the_message_covers_every_object_and_what_was_tried(tmp_path: Path) -> None:
+    shutil.copy(CORPUS_942, tmp_path / "corpus.gfx1100.co")  # misnamed: a gfx942 build
+    options = parse_code_object_options([], str(tmp_path))
+    data, fields = record(CORPUS_942)
+    assert choose(data, fields, "gfx1100", options) is None
+    _, unnamed = record(BUILT / "corpus-gfx90a.co", "gfx90a", name=None)
+    message = missing_message("gfx1100", [(fields, ["vector_add"]), (unnamed, ["collatz"])], options)
+    key, other = fields["key"].hex()[:8], unnamed["key"].hex()[:8]
+    assert message == (
+        f"no code object for gfx1100: kernel vector_add (recorded for gfx942 in object 'corpus' {key}...) and "
+        f"kernel collatz (recorded for gfx90a in an unnamed object {other}...) need one; give --code-object "
+        f"corpus=PATH and --code-object {other}=PATH or --code-objects DIR with corpus.gfx1100.co; "
+        f"{tmp_path / 'corpus.gfx1100.co'} does not fit (code object is for gfx942; this device is gfx1100)")
+    assert "\n" not in message
+
+
+def test_a_recorded_name_never_reaches_outside_the_folder(tmp_path: Path) -> None:
+    (tmp_path / "inner").mkdir()
+    shutil.copy(CORPUS_1100, tmp_path / "corpus.gfx1100.co")
+    data, fields = record(CORPUS_942, name="../corpus")
+    assert choose(data, fields, "gfx1100", parse_code_object_options([], str(tmp_path / "inner"))) is None
+
+
+@pytest.mark.parametrize("pair", ["corpus", "=x.co", "corpus="])
+def test_bad_option_syntax(pair: str) -> None:
+    with pytest.raises(ValueError, match=r"--code-object .*: give NAME_OR_HASH=PATH"):
+        parse_code_object_options([pair], None)
+
+
+def test_missing_files_and_folders(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"--code-object corpus=.*nope\.co: cannot read .*nope\.co: No such file"):
+        parse_code_object_options([f"corpus={tmp_path / 'nope.co'}"], None)
+    with pytest.raises(ValueError, match=r"--code-objects .*nowhere: no such folder"):
+        parse_code_object_options([], str(tmp_path / "nowhere"))
+
+
+@pytest.mark.parametrize("content", [b"hello, not an ELF", b"__CLANG_OFFLOAD_BUNDLE__" + bytes(8)])
+def test_a_file_that_is_not_a_code_object(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "junk.co"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"--code-object corpus=.*junk\.co: .*junk\.co is not a code object kfdtrace "
+                                         r"loads: (not an ELF file|the offload bundle holds no AMDGPU code object)"):
+        parse_code_object_options([f"corpus={path}"], None)
+
+
+def test_check_kernels_names_the_kernels_an_object_lacks() -> None:
+    data, fields = record(CORPUS_942)
+    other = load((HERE / "fixtures" / "code_objects" / "args-gfx1100.co").read_bytes(), "gfx1100")
+    assert check_kernels(["vector_add", "collatz"], other) == ["vector_add", "collatz"]
+    chosen = choose(data, fields, "gfx942", NONE)
+    assert chosen is not None and check_kernels([*fields["kernels"], "no_such_kernel"], chosen.code) == [
+        "no_such_kernel"]
