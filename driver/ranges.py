@@ -4,7 +4,7 @@ replayer's relocation map."""
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -50,6 +50,18 @@ class RangeMap(Generic[T]):
         if i >= 0 and addr < self._ends[i]:
             return self._starts[i], self._ends[i] - self._starts[i], self._values[i]
         return None
+
+    def first_held(self, addrs: Sequence[int]) -> int | None:
+        """The index of the first of `addrs` (an array of unsigned 64-bit values, say) some range holds."""
+        import numpy as np
+
+        if not self._starts:
+            return None
+        starts, ends = np.array(self._starts, np.uint64), np.array(self._ends, np.uint64)
+        words = np.asarray(addrs, np.uint64)
+        i = np.searchsorted(starts, words, side="right").astype(np.int64) - 1
+        held = np.flatnonzero((i >= 0) & (words < ends[np.maximum(i, 0)]))
+        return int(held[0]) if len(held) else None
 
     def get(self, addr: int) -> T | None:
         """The value of the range holding `addr`."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from kfdtrace.driver.aql import AQL, PACKET_SIZE
 from kfdtrace.driver.code_object import CodeObject, Kernel, load
 from kfdtrace.driver.code_object_errors import CodeObjectError
-from kfdtrace.driver.kernargs import KernargError, Launch, pointers, repack
+from kfdtrace.driver.kernargs import KernargError, Launch, PointerOutsideBuffers, pointers, repack
 from kfdtrace.driver.packets import Dialect, Packet
 from kfdtrace.driver.pm4 import Pm4Dialect
 from kfdtrace.replay.translate import OutsideBuffers, ReplayError
@@ -176,14 +176,17 @@ class DispatchReader:
                               f"are not in a buffer the trace recorded the contents of")
         return data
 
-    def check_pointers(self, d: Dispatch, where: str, move: Callable[[int], int | None]) -> None:
-        """OutsideBuffers when a pointer argument of `d` lies in no recorded buffer."""
-        for ptr in pointers(d.kernel.kernel.metadata, self.kernargs(d, where)):
+    def check_pointers(self, d: Dispatch, where: str, move: Callable[[int], int | None]) -> list[int]:
+        """The non-null pointer arguments of `d`; OutsideBuffers when one lies in no recorded buffer."""
+        meta = d.kernel.kernel.metadata
+        out = []
+        for ptr in pointers(meta, self.kernargs(d, where)):
             if ptr.value and move(ptr.value) is None:
-                arg = ptr.arg.name or f"argument {ptr.index}"
-                raise OutsideBuffers(f"{where}: {d.packet.name} at byte {d.packet.offset:#x}: {d.kernel.name} "
-                                     f"argument {ptr.index} ({arg}) = {ptr.value:#x} is in no recorded buffer; "
-                                     f"refusing to submit it")
+                raise OutsideBuffers(f"{where}: {d.packet.name} at byte {d.packet.offset:#x}: "
+                                     f"{PointerOutsideBuffers.of(meta, ptr)}; refusing to submit it")
+            if ptr.value:
+                out.append(ptr.value)
+        return out
 
 
 def relaunch(d: Dispatch, data: bytes, kernel: LoadedKernel, move: Callable[[int], int | None],

@@ -35,6 +35,7 @@ from kfdtrace.driver.signals import POLL_SLICE_MS, Event, Semaphore
 from kfdtrace.driver.system import Device, System
 from kfdtrace.replay.code_objects import CodeObjectOptions, check_options, choose, missing_message
 from kfdtrace.replay.compute import AqlRing, DispatchReader, RecordedKernels, relaunch
+from kfdtrace.replay.occupancy import Occupancy, Sampler, label
 from kfdtrace.replay.translate import OutsideBuffers, Relocation, ReplayError, TranslationCache, Translator
 from kfdtrace.traces import records as R
 from kfdtrace.traces.format import Record, TraceError, TraceReader
@@ -142,6 +143,7 @@ class Result:
     relocated: int = 0
     notes: list[str] = field(default_factory=list)
     times: dict[int, int] | None = None  # record number -> ns since the run began when it was done (Options.timed)
+    occupancy: Occupancy | None = None  # how busy each queue was during the run
 
     @property
     def status(self) -> int:
@@ -167,6 +169,9 @@ class Survey:
     caches: dict[int, TranslationCache] = field(default_factory=dict)
     # (code object key, target) -> the bytes a replay loads there (every object some dispatch runs has one)
     objects: dict[tuple[bytes, str], bytes] = field(default_factory=dict)
+    # relocation hazards: recorded buffer -> why it must not move (a GPU-written address of it that a later
+    # dispatch may follow)
+    hazards: dict[int, str] = field(default_factory=dict)
 
 
 def chunk_size(trace: TraceReader) -> int:
@@ -217,6 +222,9 @@ class _Surveyor:
         self.code_records: list[dict] = []  # every code_object record's fields
         # target -> recorded code object va -> (its record's fields, the kernels run without an object for target)
         self.missing: dict[str, dict[int, tuple[dict, set[str]]]] = {}
+        self.dispatched: dict[int, str] = {}  # buffer -> the last dispatch given a pointer into it
+        # buffer -> (offset, value) of a GPU address a checkpoint found in it, and the dispatch that wrote it
+        self.holders: dict[int, tuple[int, int, str]] = {}
         # recorded kernel argument buffers, with what the CPU wrote into them (None: nothing yet)
         self.kernarg_buffers: RangeMap[bytearray | None] = RangeMap()
         self.relocation = Relocation()
@@ -336,8 +344,41 @@ class _Surveyor:
             if (f["key"], dev.target.name) not in self.s.objects:
                 objects = self.missing.setdefault(dev.target.name, {})
                 objects.setdefault(d.kernel.obj, (f, set()))[1].add(d.kernel.name)
-            reader.check_pointers(d, where, self.relocation.move)
+            for ptr in reader.check_pointers(d, where, self.relocation.move):
+                start = self.relocation.find(ptr)[0]
+                held = self.holders.pop(start, None)
+                if held is not None:
+                    offset, value, writer = held
+                    pointee = self.relocation.find(value)
+                    if pointee is not None:
+                        self.s.hazards.setdefault(pointee[0], (
+                            f"relocation hazard: buffer {self._name(start)}+{offset:#x} holds GPU address {value:#x} "
+                            f"(in buffer {self._name(pointee[0])}), written by {writer}, and {where} gives "
+                            f"{d.kernel.name} a pointer to it: the address cannot follow its buffer if it moves"))
+                self.dispatched[start] = f"{where} ({d.kernel.name})"
         return b""
+
+    def _name(self, va: int) -> str:
+        alloc = self.allocs.get(va)
+        name = self.s.names.get(alloc.n, (None, ""))[0] if alloc is not None else None
+        return name or f"@{va:#x}"
+
+    def _on_checkpoint(self, r: Record) -> None:
+        """Look for GPU addresses in what dispatches wrote (a checkpoint's contents): pointer chasing."""
+        for entry in r.fields["buffers"]:
+            writer = self.dispatched.get(entry["va"])
+            if writer is None or entry["va"] in self.holders:
+                continue
+            for i, key in enumerate(entry["keys"]):
+                try:
+                    data = self.trace.blob(key)
+                except TraceError:
+                    continue
+                words = memoryview(data)[:len(data) // 8 * 8].cast("Q")
+                at = self.relocation.first_held(words)
+                if at is not None:
+                    self.holders[entry["va"]] = (i * self.s.chunk + 8 * at, words[at], writer)
+                    break
 
     def _kernargs(self, va: int, size: int) -> bytes | None:
         """The recorded kernel arguments at `va`, from the CPU writes into kernel argument buffers."""
@@ -554,12 +595,17 @@ class Instance:
         self.wake = system.event()  # what TRAPs of a trace without event records signal
         self.wake_ids = [self.wake.id]  # the events a CPU wait on memory sleeps on
         self.result = Result()
+        self.sampler = Sampler()
 
     # -- the stream ---------------------------------------------------------------------------------
     def run(self) -> Result:
+        if self.s.hazards and self.move_all:
+            raise ReplayError(f"{next(iter(self.s.hazards.values()))}; replay one instance with --relocate auto "
+                              f"on a target where the buffers keep their addresses")
         t0 = time.perf_counter()
         r = None
         times = self.result.times = {} if self.options.timed else None
+        self.sampler.start()
         try:
             for r in R.checked(self.trace.records(handled(Instance))):
                 getattr(self, f"_on_{r.type}")(r)
@@ -576,6 +622,7 @@ class Instance:
                                 f"it: {exc}") from exc
         finally:
             self.result.seconds = time.perf_counter() - t0
+            self.result.occupancy = self.sampler.stop()
             self._teardown()
         return self.result
 
@@ -635,6 +682,9 @@ class Instance:
             try:
                 return dev.alloc(f["size"], f["domain"], va=f["va"], **opts)
             except AddressInUse:
+                if f["va"] in self.s.hazards:
+                    raise ReplayError(f"buffer {opts['name'] or hex(f['va'])} cannot go at its recorded address "
+                                      f"{f['va']:#x} here; {self.s.hazards[f['va']]}") from None
                 if self.options.relocate == "never":
                     raise ReplayError(f"buffer {opts['name'] or hex(f['va'])} cannot go at its recorded address "
                                       f"{f['va']:#x} here, and --relocate never forbids moving it") from None
@@ -677,6 +727,7 @@ class Instance:
                                     lambda base, size, where: self._indirect(rq, base, size, where),
                                     None if self.move_all else self.s.caches.get(r.n), dispatch)
         self.queues[f["queue"]] = rq
+        self.sampler.watch(label(f), q)
 
     def _engine(self, f: dict, dev: Device) -> str:
         engine = SDMA_KINDS.get(f["type"], "sdma")
@@ -743,6 +794,7 @@ class Instance:
         elif rptr >= (rq.rung if r.fields.get("wptr") is None else r.fields["wptr"]):
             self._drain(rq, f"it is destroyed at record {r.n}, and the recording had drained it")
         del self.queues[r.fields["queue"]]
+        self.sampler.unwatch(rq.queue)
         rq.queue.destroy()
         for ib in rq.copies():
             ib.free()

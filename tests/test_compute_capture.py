@@ -95,7 +95,7 @@ def test_an_aql_doorbell_says_the_last_packet_written(tmp_path):
     assert rung[0][1] == 64
 
 
-def test_replay_still_refuses_compute_before_anything_is_submitted(tmp_path):
+def test_the_replay_cli_replays_compute_and_refuses_a_target_without_its_code_object(tmp_path):
     import subprocess
     import sys
 
@@ -103,7 +103,11 @@ def test_replay_still_refuses_compute_before_anything_is_submitted(tmp_path):
     vector_add(path, "gfx942", aql=False)
     res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path, "--emulate", "gfx942"],
                          capture_output=True, text=True, timeout=120)
-    assert res.returncode == 3 and "not replayable yet" in res.stderr
+    assert res.returncode == 0, res.stderr
+    res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path, "--emulate", "gfx1100"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 3 and "no code object for gfx1100" in res.stderr and "vector_add" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
 
 
 def checkpointed(path: str) -> dict[str, bytes]:

@@ -1,0 +1,177 @@
+"""Compute in traces (issue 13, its replay part): recorded kernel dispatches (PM4 and AQL) replay on their own
+family and on others, with the code object for the target, kernel arguments rewritten for its build, and the
+dispatch state derived from its kernel descriptor; what cannot replay is refused before anything is submitted."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+
+import numpy as np
+import pytest
+
+from kfdtrace.capture import record
+from kfdtrace.driver import System
+from kfdtrace.driver.kernels.build import BUILT, object_path
+from kfdtrace.driver.kernels.device import corpus
+from kfdtrace.replay.code_objects import parse_code_object_options
+from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_OK, Options
+from kfdtrace.replay.session import replay_trace
+from kfdtrace.replay.translate import OutsideBuffers, ReplayError
+from kfdtrace.traces import records as R
+from tests.test_replay import rewrite
+
+N = 1000  # not a multiple of the workgroup: the last group is partial
+FAMILIES = ("gfx90a", "gfx942", "gfx1030", "gfx1100", "gfx1201")
+BUNDLE = str(BUILT / "corpus.hipfb")
+
+
+def vector_add(path: str, target: str, aql: bool, source: str | None = None, rounds: int = 2) -> None:
+    """Record vector adds of N floats (`rounds` dispatches, each waited for), c checked by the CPU."""
+    with record(path), System.open(emulate=target) as system:
+        gpu = system.devices[0]
+        program = gpu.load(source) if source else corpus(gpu)
+        kernel = program.kernel("vector_add")
+        a, b, c = (gpu.alloc(N * 4, "gtt", name=name) for name in ("a", "b", "c"))
+        a.write(np.arange(N, dtype=np.float32))
+        q = gpu.aql_queue(name="q") if aql else gpu.compute_queue(name="q")
+        for r in range(rounds):
+            b.write(np.full(N, r + 1, np.float32))
+            q.dispatch(kernel, (N,), (64,), a, b, c, np.uint32(N))
+            q.sync(timeout=120)
+            assert np.frombuffer(c.read(), np.float32)[N - 1] == N - 1 + r + 1
+
+
+def overlap(path: str, target: str) -> None:
+    """Record the overlap example's shape: SDMA copies in, a kernel between two semaphores, SDMA copies out."""
+    with record(path), System.open(emulate=target) as system:
+        gpu = system.devices[0]
+        kernel = corpus(gpu).kernel("collatz")
+        n = 256
+        copy_in, compute, copy_out = gpu.sdma_queue(name="in"), gpu.compute_queue(name="k"), gpu.sdma_queue(name="out")
+        host_in, host_out = gpu.alloc(n * 4, "gtt", name="in"), gpu.alloc(n * 4, "gtt", name="out")
+        stage, result = (gpu.alloc(n * 4, "vram", cpu_access=False, name=x) for x in ("stage", "result"))
+        staged, computed, drained = (system.semaphore(x) for x in ("staged", "computed", "drained"))
+        host_in.write(np.arange(1, n + 1, dtype=np.uint32))
+        copy_in.copy(stage, host_in, n * 4).signal(staged, 1).submit()
+        compute.wait(staged, 1).dispatch(kernel, (n,), (64,), stage, result, np.uint32(n)).signal(computed, 1).submit()
+        copy_out.wait(computed, 1).copy(host_out, result, n * 4).signal(drained, 1).submit()
+        drained.wait(1, timeout=120)
+        assert np.frombuffer(host_out.read(), np.uint32)[0] == 0  # collatz(1) takes no steps
+
+
+@pytest.fixture(scope="module")
+def traces(tmp_path_factory):
+    """Traces recorded once: PM4 on gfx1100 and gfx942, AQL on gfx942, and from the multi-target bundle."""
+    d = tmp_path_factory.mktemp("compute")
+    out = {}
+    for name, target, aql, source in (("pm4-gfx1100", "gfx1100", False, None), ("pm4-gfx942", "gfx942", False, None),
+                                      ("aql-gfx942", "gfx942", True, None),
+                                      ("bundle-pm4-gfx1100", "gfx1100", False, BUNDLE),
+                                      ("bundle-aql-gfx942", "gfx942", True, BUNDLE)):
+        out[name] = str(d / f"{name}.kfdtrace")
+        vector_add(out[name], target, aql, source)
+    out["overlap-gfx90a"] = str(d / "overlap.kfdtrace")
+    overlap(out["overlap-gfx90a"], "gfx90a")
+    return out
+
+
+def per_target(tmp_path) -> Options:
+    """--code-objects DIR holding the corpus built for every target, named <name>.<gfx>.co."""
+    for family in FAMILIES:
+        shutil.copy(object_path(family, BUILT, False), tmp_path / f"corpus.{family}.co")
+    return Options(code_objects=parse_code_object_options([], str(tmp_path)))
+
+
+@pytest.mark.parametrize("name", ["pm4-gfx1100", "pm4-gfx942", "aql-gfx942", "overlap-gfx90a"])
+def test_a_compute_trace_replays_and_verifies_where_it_was_recorded(traces, name):
+    report = replay_trace(traces[name], Options(), emulate_recorded=True)
+    assert report.status == EXIT_OK, report.lines()
+    (result,) = report.loops[0]
+    checkpoints = 1 if name.startswith("overlap") else 2  # overlap checks its result once
+    assert result.verified >= checkpoints and result.checkpoints >= checkpoints
+
+
+@pytest.mark.parametrize("name", ["bundle-pm4-gfx1100", "bundle-aql-gfx942"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_recorded_bundle_gives_every_family_its_object(traces, name, family):
+    report = replay_trace(traces[name], Options(), emulate=family)
+    assert report.status == EXIT_OK, report.lines()
+    assert report.loops[0][0].verified >= 2
+
+
+@pytest.mark.parametrize("name", ["pm4-gfx1100", "aql-gfx942", "overlap-gfx90a"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_per_target_builds_replay_on_every_family(traces, name, family, tmp_path):
+    report = replay_trace(traces[name], per_target(tmp_path), emulate=family)
+    assert report.status == EXIT_OK, report.lines()
+    assert report.loops[0][0].verified >= 1
+
+
+def test_moved_buffers_get_moved_kernel_arguments(traces, tmp_path):
+    options = per_target(tmp_path)
+    options.relocate = "always"
+    report = replay_trace(traces["aql-gfx942"], options, emulate="gfx1201", concurrent=2)
+    assert report.status == EXIT_OK, report.lines()
+    assert all(r.relocated and r.verified >= 2 for r in report.loops[0])
+
+
+def test_a_missing_code_object_is_refused_naming_every_kernel_and_target(traces):
+    with pytest.raises(ReplayError, match=r"gfx1030.*vector_add|vector_add.*gfx1030"):
+        replay_trace(traces["pm4-gfx1100"], Options(), emulate="gfx1030")
+
+
+def edit_kernargs(src: str, dst: str, edit) -> None:
+    """Copy the trace, passing each kernel argument buffer's CPU write through `edit`."""
+    roles: dict[int, str] = {}
+
+    def one(rec, r, w):
+        f = dict(rec.fields)
+        if rec.type == R.BUFFER:
+            roles[f["va"]] = f["role"]
+        elif rec.type == R.CODE_OBJECT:
+            w.blob(r.blob(f["key"]))
+        elif rec.type == R.MEM and roles.get(f["va"]) == "kernargs":
+            f["key"] = w.blob(edit(r.blob(f["key"])))
+        return f
+    rewrite(src, dst, one)
+
+
+def test_a_kernel_argument_outside_every_buffer_is_refused_before_submission(traces, tmp_path):
+    bad = str(tmp_path / "bad.kfdtrace")
+    edit_kernargs(traces["pm4-gfx1100"], bad, lambda d: struct.pack("<Q", 0xDEAD0000) + d[8:])
+    with pytest.raises(OutsideBuffers, match=r"vector_add argument 0 .*0xdead0000 points outside every recorded buffer"):
+        replay_trace(bad, Options(), emulate_recorded=True)
+
+
+def test_a_changed_scalar_argument_diverges(traces, tmp_path):
+    changed = str(tmp_path / "changed.kfdtrace")
+    edit_kernargs(traces["aql-gfx942"], changed, lambda d: d[:24] + struct.pack("<I", N // 2) + d[28:])
+    report = replay_trace(changed, Options(), emulate_recorded=True)
+    assert report.status == EXIT_DIVERGED
+    assert "buffer c" in report.loops[0][0].divergence.describe()
+
+
+def pointer_table(path: str, target: str) -> None:
+    """Record a kernel copying a table of GPU addresses (into `data`), then a kernel reading that table."""
+    with record(path), System.open(emulate=target) as system:
+        gpu = system.devices[0]
+        memcpy = corpus(gpu).kernel("memcpy_uint4")
+        data, src, table, out = (gpu.alloc(4096, "gtt", name=n) for n in ("data", "src", "table", "out"))
+        src.write(struct.pack("<QQ", data.va, data.va + 64))
+        q = gpu.compute_queue(name="q")
+        q.dispatch(memcpy, (1,), (1,), src, table, np.uint32(1))
+        q.sync(timeout=120)
+        q.dispatch(memcpy, (1,), (1,), table, out, np.uint32(1))
+        q.sync(timeout=120)
+        assert struct.unpack_from("<Q", out.read(0, 8))[0] == data.va
+
+
+def test_a_gpu_written_address_is_a_relocation_hazard_only_when_buffers_move(tmp_path):
+    path = str(tmp_path / "table.kfdtrace")
+    pointer_table(path, "gfx1100")
+    report = replay_trace(path, Options(), emulate_recorded=True)
+    assert report.status == EXIT_OK and report.loops[0][0].verified >= 2, report.lines()
+    with pytest.raises(ReplayError, match=r"relocation hazard: buffer table\+0x0 holds GPU address 0x[0-9a-f]+ \(in buffer data\), "
+                                          r"written by submission \d+ .*\(memcpy_uint4\).*gives memcpy_uint4"):
+        replay_trace(path, Options(relocate="always"), emulate_recorded=True)
