@@ -35,7 +35,7 @@ from kfdtrace.driver.signals import POLL_SLICE_MS, Event, Semaphore
 from kfdtrace.driver.system import Device, System
 from kfdtrace.replay.code_objects import CodeObjectOptions, check_options, choose, missing_message
 from kfdtrace.replay.compute import AqlRing, DispatchReader, RecordedKernels, relaunch
-from kfdtrace.replay.occupancy import Occupancy, Sampler, label
+from kfdtrace.replay.occupancy import Occupancy, Sampler, queue_label
 from kfdtrace.replay.translate import OutsideBuffers, Relocation, ReplayError, TranslationCache, Translator
 from kfdtrace.traces import records as R
 from kfdtrace.traces.format import Record, TraceError, TraceReader
@@ -727,7 +727,7 @@ class Instance:
                                     lambda base, size, where: self._indirect(rq, base, size, where),
                                     None if self.move_all else self.s.caches.get(r.n), dispatch)
         self.queues[f["queue"]] = rq
-        self.sampler.watch(label(f), q)
+        self.sampler.watch(queue_label(f), q)
 
     def _engine(self, f: dict, dev: Device) -> str:
         engine = SDMA_KINDS.get(f["type"], "sdma")

@@ -55,7 +55,8 @@ class Report:
             "loops": [[{"seconds": r.seconds, "submissions": r.submissions, "packets": r.packets,
                         "checkpoints": r.checkpoints, "verified": r.verified, "relocated_buffers": r.relocated,
                         "divergence": r.divergence.to_dict() if r.divergence else None,
-                        "difference": r.difference, "hang": r.hang, "notes": r.notes} for r in loop]
+                        "difference": r.difference, "hang": r.hang, "notes": r.notes,
+                        "occupancy": r.occupancy.to_dict() if r.occupancy else None} for r in loop]
                       for loop in self.loops],
             "notes": self.notes,
         }
@@ -71,6 +72,7 @@ class Report:
             out.append(f"loop {i + 1}: {times}; checkpoints {sum(r.verified for r in loop)} buffers verified "
                        f"at {sum(r.checkpoints for r in loop)} checkpoints; "
                        f"{sum(r.relocated for r in loop)} buffers relocated")
+            out += occupancy_lines(i, loop)
         out += [f"note: {n}" for n in self.notes + sorted({n for r in results for n in r.notes})]
         first = next((r for r in results if r.status), None)
         if first is None:
@@ -82,6 +84,22 @@ class Report:
         else:
             out.append(f"HANG: {first.hang}")
         return out
+
+
+def occupancy_lines(i: int, loop: list[Result]) -> list[str]:
+    """Loop i's overlap and each queue's busy time (one figure per instance), when its trace has 2+ queues."""
+    runs = [r.occupancy for r in loop if r.occupancy]
+    labels = list(dict.fromkeys(q.label for o in runs for q in o.queues))
+    if len(labels) < 2:
+        return []
+    busy = {label: ["-"] * len(runs) for label in labels}
+    for k, o in enumerate(runs):
+        for q in o.queues:
+            busy[q.label][k] = f"{q.busy_s * 1e3:.1f}"
+    overlap = ", ".join(f"{o.overlap:.0%}" for o in runs)
+    any_busy = ", ".join(f"{o.busy_any:.0%}" for o in runs)
+    return [f"loop {i + 1} queues: overlap {overlap} (any busy {any_busy}); "
+            + ", ".join(f"{label} {'/'.join(times)} ms" for label, times in busy.items())]
 
 
 def host_available() -> int | None:

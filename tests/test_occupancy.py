@@ -1,0 +1,173 @@
+"""Replay occupancy: each queue's busy time and the overlap, from a sampler driven by hand on fake queues, and
+from replays of the overlap workload (copy in, a kernel between semaphores, copy out)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from kfdtrace.capture import record
+from kfdtrace.driver import System
+from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.kernels.device import corpus
+from kfdtrace.replay.engine import EXIT_OK, Options
+from kfdtrace.replay.occupancy import Sampler, queue_label
+from kfdtrace.replay.session import replay_trace
+from tests.test_replay import replay
+
+
+class FakeQueue:
+    """A queue busy at the clock's times in `busy` (half-open [start, end) spans), its read pointer the spans
+    it has finished; reading it once destroyed is an error."""
+
+    def __init__(self, clock: list[float], busy: list[tuple[float, float]]):
+        self.clock, self.busy, self.destroyed = clock, busy, False
+
+    @property
+    def idle(self) -> bool:
+        assert not self.destroyed, "a destroyed queue was sampled"
+        return not any(a <= self.clock[0] < b for a, b in self.busy)
+
+    @property
+    def rptr(self) -> int:
+        assert not self.destroyed, "a destroyed queue was sampled"
+        return sum(b <= self.clock[0] for _, b in self.busy)
+
+
+def run_schedule(sampler: Sampler, clock: list[float], until: int) -> None:
+    for t in range(until + 1):
+        clock[0] = t
+        sampler.sample()
+
+
+def test_busy_times_intervals_and_overlap_on_a_schedule():
+    clock = [0.0]
+    sampler = Sampler(clock=lambda: clock[0])
+    sampler.watch("queue 0 (sdma)", FakeQueue(clock, [(1, 5), (6, 7)]))
+    sampler.watch("queue 1 (pm4)", FakeQueue(clock, [(3, 8)]))
+    sampler.watch("queue 2 (sdma)", FakeQueue(clock, []))
+    run_schedule(sampler, clock, 10)
+    occ = sampler.occupancy
+    assert [(q.label, q.busy_s, q.intervals) for q in occ.queues] == [
+        ("queue 0 (sdma)", 5, 2), ("queue 1 (pm4)", 5, 1), ("queue 2 (sdma)", 0, 0)]
+    assert (occ.seconds, occ.samples) == (10, 11)
+    assert occ.overlap == pytest.approx(0.3)  # [3, 5) and [6, 7)
+    assert occ.busy_any == pytest.approx(0.7)  # [1, 8)
+
+
+def test_a_span_between_two_samples_counts_as_an_interval_without_busy_time():
+    clock = [0.0]
+    sampler = Sampler(clock=lambda: clock[0])
+    sampler.watch("queue 0 (sdma)", FakeQueue(clock, [(1.2, 1.5), (3, 4), (4.2, 4.4)]))
+    run_schedule(sampler, clock, 6)
+    (q,) = sampler.occupancy.queues
+    assert (q.busy_s, q.intervals) == (1, 3)  # [3, 4) seen by the sample at 3; the others by none
+
+
+def test_an_unwatched_queue_keeps_its_figures_and_is_never_read_again():
+    clock = [0.0]
+    sampler = Sampler(clock=lambda: clock[0])
+    gone, stays = FakeQueue(clock, [(0, 10)]), FakeQueue(clock, [(0, 10)])
+    sampler.watch("queue 0 (sdma)", gone)
+    sampler.watch("queue 1 (aql)", stays)
+    run_schedule(sampler, clock, 2)
+    sampler.unwatch(gone)
+    gone.destroyed = True
+    for t in (3, 4):
+        clock[0] = t
+        sampler.sample()
+    busy = {q.label: q.busy_s for q in sampler.occupancy.queues}
+    assert busy == {"queue 0 (sdma)": 3, "queue 1 (aql)": 4}  # held until the sample after it went
+    assert sampler.occupancy.overlap == pytest.approx(3 / 4)
+
+
+def test_a_recorded_id_and_kind_name_one_track_across_recreations():
+    clock = [0.0]
+    sampler = Sampler(clock=lambda: clock[0])
+    first = FakeQueue(clock, [(0, 1)])
+    sampler.watch(queue_label({"queue": 3, "type": K.QueueType.SDMA}), first)
+    run_schedule(sampler, clock, 1)
+    sampler.unwatch(first)
+    sampler.watch(queue_label({"queue": 3, "type": K.QueueType.SDMA}), FakeQueue(clock, [(2, 3)]))
+    for t in (2, 3):
+        clock[0] = t
+        sampler.sample()
+    (track,) = sampler.occupancy.queues
+    assert (track.label, track.busy_s, track.intervals) == ("queue 3 (sdma)", 2, 2)
+    assert queue_label({"queue": 1, "type": K.QueueType.COMPUTE}) == "queue 1 (pm4)"
+    assert queue_label({"queue": 0, "type": K.QueueType.COMPUTE_AQL}) == "queue 0 (aql)"
+
+
+def test_the_thread_never_reads_a_queue_after_unwatch():
+    """Queues come and go while the thread samples; each is marked destroyed right after unwatch returns."""
+    clock = [0.5]
+    sampler = Sampler(period=0)
+    errors: list[BaseException] = []
+    threading.excepthook, hook = (lambda args: errors.append(args.exc_value)), threading.excepthook
+    try:
+        sampler.start()
+        for i in range(2000):
+            q = FakeQueue(clock, [(0, 1)])
+            sampler.watch(f"queue {i % 4} (sdma)", q)
+            sampler.unwatch(q)
+            q.destroyed = True
+        occ = sampler.stop()
+    finally:
+        threading.excepthook = hook
+    assert not errors and occ.samples >= 2
+    assert 0 <= occ.overlap <= occ.busy_any <= 1
+
+
+def overlap(path: str, target: str) -> None:
+    """Record the overlap example's shape: SDMA copies in, a kernel between two semaphores, SDMA copies out."""
+    with record(path), System.open(emulate=target) as system:
+        gpu = system.devices[0]
+        kernel = corpus(gpu).kernel("collatz")
+        n = 256
+        copy_in, compute, copy_out = gpu.sdma_queue(name="in"), gpu.compute_queue(name="k"), gpu.sdma_queue(name="out")
+        host_in, host_out = gpu.alloc(n * 4, "gtt", name="in"), gpu.alloc(n * 4, "gtt", name="out")
+        stage, result = (gpu.alloc(n * 4, "vram", cpu_access=False, name=x) for x in ("stage", "result"))
+        staged, computed, drained = (system.semaphore(x) for x in ("staged", "computed", "drained"))
+        host_in.write(np.arange(1, n + 1, dtype=np.uint32))
+        copy_in.copy(stage, host_in, n * 4).signal(staged, 1).submit()
+        compute.wait(staged, 1).dispatch(kernel, (n,), (64,), stage, result, np.uint32(n)).signal(computed, 1).submit()
+        copy_out.wait(computed, 1).copy(host_out, result, n * 4).signal(drained, 1).submit()
+        drained.wait(1, timeout=120)
+        assert np.frombuffer(host_out.read(), np.uint32)[0] == 0  # collatz(1) takes no steps
+
+
+@pytest.fixture(scope="module")
+def overlap_trace(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("occupancy") / "overlap.kfdtrace")
+    overlap(path, "gfx90a")
+    return path
+
+
+def check_occupancy(loops: list[list[dict]]) -> None:
+    """Each loop's instance names the trace's 3 queues, each busy for a while, and sane fractions."""
+    assert len(loops) == 2
+    for (run,) in loops:
+        occ = run["occupancy"]
+        assert sorted(q["label"] for q in occ["queues"]) == ["queue 0 (sdma)", "queue 1 (pm4)", "queue 2 (sdma)"]
+        for q in occ["queues"]:  # copy in may run within its doorbell call: busy for no sample
+            assert q["intervals"] >= 1 and (q["busy_s"] > 0 or q["label"] == "queue 0 (sdma)"), q
+        assert 0 <= occ["overlap"] <= occ["busy_any"] <= 1
+        assert occ["seconds"] > 0
+
+
+def test_a_replay_reports_each_loops_queues_and_overlap(overlap_trace):
+    report = replay_trace(overlap_trace, Options(), emulate_recorded=True, loops=2)
+    assert report.status == EXIT_OK, report.lines()
+    check_occupancy(report.to_dict()["loops"])
+    lines = [line for line in report.lines() if " queues: overlap " in line]
+    assert [line.split()[1] for line in lines] == ["1", "2"]
+    assert all("queue 1 (pm4)" in line for line in lines)
+
+
+def test_the_cli_prints_the_occupancy_in_its_json(overlap_trace):
+    out = replay(overlap_trace, "--json", "--emulate-recorded", "--loop", "2")
+    assert out.returncode == EXIT_OK, out.stderr
+    check_occupancy(json.loads(out.stdout)["loops"])
