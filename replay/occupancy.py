@@ -15,9 +15,10 @@ for the GIL: with the emulator's engine threads running Python, a wake-up may wa
 sys.getswitchinterval() (5 ms), so emulated replays were sampled every 0.5-2.7 ms rather than every 200 us
 (`samples` in the result says how many were taken).
 
-Cost (measured on emulated gfx90a/gfx942 replays, 2 cores): a sample of one to three queues takes 5-20 us
-of GIL time, under 1% of the replay's time (`sampler_s` in the result is its own measure); replay times with
-and without the sampler differed by less than their run-to-run spread.
+Cost (emulated gfx90a/gfx942 replays on 2 cores): a sample of one to three queues takes 4-9 us of GIL time on
+average (at most about 20 us), 0.4-1% of the replay's time (`sampler_s` in the result is its own measure);
+over 32-48 alternating runs of each of three traces, replays with the sampler were no slower than with one
+that never woke (the medians' differences were within the run-to-run spread).
 
 A queue is watched from its creation until just before it is destroyed: `unwatch` returns only once no sample
 reads the queue, so the poll never touches freed queue memory.
