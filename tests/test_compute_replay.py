@@ -140,7 +140,8 @@ def edit_kernargs(src: str, dst: str, edit) -> None:
 def test_a_kernel_argument_outside_every_buffer_is_refused_before_submission(traces, tmp_path):
     bad = str(tmp_path / "bad.kfdtrace")
     edit_kernargs(traces["pm4-gfx1100"], bad, lambda d: struct.pack("<Q", 0xDEAD0000) + d[8:])
-    with pytest.raises(OutsideBuffers, match=r"vector_add argument 0 .*0xdead0000 points outside every recorded buffer"):
+    with pytest.raises(OutsideBuffers, match=r"vector_add argument 0 .*0xdead0000 points outside every recorded "
+                                             r"buffer"):
         replay_trace(bad, Options(), emulate_recorded=True)
 
 
@@ -172,6 +173,7 @@ def test_a_gpu_written_address_is_a_relocation_hazard_only_when_buffers_move(tmp
     pointer_table(path, "gfx1100")
     report = replay_trace(path, Options(), emulate_recorded=True)
     assert report.status == EXIT_OK and report.loops[0][0].verified >= 2, report.lines()
-    with pytest.raises(ReplayError, match=r"relocation hazard: buffer table\+0x0 holds GPU address 0x[0-9a-f]+ \(in buffer data\), "
-                                          r"written by submission \d+ .*\(memcpy_uint4\).*gives memcpy_uint4"):
+    with pytest.raises(ReplayError, match=r"relocation hazard: buffer table\+0x0 holds GPU address 0x[0-9a-f]+ "
+                                          r"\(in buffer data\), written by submission \d+ .*\(memcpy_uint4\)"
+                                          r".*gives memcpy_uint4"):
         replay_trace(path, Options(relocate="always"), emulate_recorded=True)
