@@ -13,7 +13,8 @@ import pytest
 from kfdtrace.capture import record
 from kfdtrace.driver import System
 from kfdtrace.driver.kernels.build import BUILT, object_path
-from kfdtrace.driver.kernels.device import corpus
+from kfdtrace.driver.kernels.device import corpus, run_case
+from kfdtrace.driver.kernels.reference import CASES
 from kfdtrace.replay.code_objects import parse_code_object_options
 from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_OK, Options
 from kfdtrace.replay.session import replay_trace
@@ -177,3 +178,34 @@ def test_a_gpu_written_address_is_a_relocation_hazard_only_when_buffers_move(tmp
                                           r"\(in buffer data\), written by submission \d+ .*\(memcpy_uint4\)"
                                           r".*gives memcpy_uint4"):
         replay_trace(path, Options(relocate="always"), emulate_recorded=True)
+
+
+def record_corpus(path: str, target: str, queue: str) -> None:
+    """Record every corpus kernel run through `queue` ("pm4" or "aql"), each checked against numpy."""
+    with record(path), System.open(emulate=target) as system:
+        gpu = system.devices[0]
+        program = corpus(gpu)
+        for c in CASES:
+            values = c.inputs()
+            c.verify(values, run_case(gpu, program, c, values, queue))
+
+
+@pytest.fixture(scope="module")
+def corpus_traces(tmp_path_factory):
+    d = tmp_path_factory.mktemp("corpus")
+    out = {}
+    for target, queue in (("gfx942", "aql"), ("gfx1100", "pm4")):
+        out[target] = str(d / f"corpus-{queue}-{target}.kfdtrace")
+        record_corpus(out[target], target, queue)
+    return out
+
+
+@pytest.mark.parametrize("source", ["gfx942", "gfx1100"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_corpus_kernel_replays_and_verifies_on_every_family(corpus_traces, source, family, tmp_path):
+    """The cross-family matrix: the corpus recorded on gfx942 (AQL, multi-XCC) and on gfx1100 (PM4), each
+    kernel's outputs checkpointed, replayed on every family with that family's build."""
+    report = replay_trace(corpus_traces[source], per_target(tmp_path), emulate=family)
+    assert report.status == EXIT_OK, report.lines()
+    (result,) = report.loops[0]
+    assert result.submissions >= len(CASES) and result.verified >= len(CASES)
