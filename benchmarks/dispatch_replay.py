@@ -1,0 +1,190 @@
+"""Replay of dispatch traces: translation throughput with kernel execution excluded, and the whole replay's CPU
+against the workload it replays, measured side by side in one run.
+
+    python benchmarks/dispatch_replay.py [--runs 3] [--dispatches 2000] [--emulate gfx942]
+
+examples/many_dispatches.py (vector_add over 64 floats per dispatch; PM4 ten dispatches to a doorbell, AQL one) is
+recorded once on each queue kind. Then, for each trace:
+
+1. Dispatches per second the replayer translates, in this process on the recorded GPUs (emulated), each of --runs
+   runs in a fresh system after one unmeasured run:
+   - the survey (replay/engine.py `survey`): every submission translated with the recorded addresses and every
+     dispatch checked (kernel, pointer arguments), nothing run; its record reading alone is also timed;
+   - the run's translation: an `Instance` replays the trace after the survey (so it finds the survey's cached
+     translations), and the time inside `Translator.ring` is summed: each dispatch re-derived for the target
+     (`Instance._dispatch`: kernel arguments repacked into a kernel-argument buffer it allocates), the other
+     packets from the cache. The emulated shader runs the kernels on the engines' threads meanwhile, so the
+     CPU of the translating thread is the figure (`time.thread_time`); its wall time, which includes waits for
+     the GIL while the shader runs, is printed beside it. Target: >= 200k dispatches/s with cached translation.
+2. The whole `replay TRACE --emulate-recorded` CPU against the plain workload's (no capture), each its own
+   process, alternately (user + system of the child, after one unmeasured run of each), as
+   benchmarks/replay_cpu.py does, with the paired ratios (no target is set for dispatch traces).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from kfdtrace.replay.engine import Instance, Options, _Surveyor, device_map, handled, survey
+from kfdtrace.replay.session import open_target
+from kfdtrace.replay.translate import Translator
+from kfdtrace.traces import records as R
+from kfdtrace.traces.format import TraceReader
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKLOAD = os.path.join(HERE, "..", "examples", "many_dispatches.py")
+TARGET = 200_000  # dispatches per second translated, with cached translation
+
+
+class RingTimer:
+    """Time spent inside `Translator.ring` (outermost calls, while `on`): wall and this thread's CPU."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.depth = 0
+        self.wall = self.cpu = 0.0
+        self.calls = 0
+        original = Translator.ring
+        timer = self
+
+        def ring(translator, data, where, writes=None):
+            if not timer.on or timer.depth:
+                return original(translator, data, where, writes)
+            timer.depth += 1
+            c0, t0 = time.thread_time(), time.perf_counter()
+            try:
+                return original(translator, data, where, writes)
+            finally:
+                timer.wall += time.perf_counter() - t0
+                timer.cpu += time.thread_time() - c0
+                timer.calls += 1
+                timer.depth -= 1
+
+        Translator.ring = ring
+
+    def reset(self) -> None:
+        self.wall = self.cpu = 0.0
+        self.calls = 0
+
+
+def dispatches_of(trace: TraceReader) -> int:
+    return sum(((trace.summary or {}).get("kernels") or {}).values())
+
+
+def translation(path: str, timer: RingTimer) -> dict[str, float]:
+    """One replay of the trace in a fresh system: seconds of its survey, of reading the survey's records alone, and
+    of the run (whole, its translation's wall and CPU)."""
+    with TraceReader(path) as trace:
+        t0 = time.perf_counter()
+        for _ in R.checked(trace.records(handled(_Surveyor))):
+            pass
+        reading = time.perf_counter() - t0
+    with TraceReader(path) as trace, open_target(trace, None, None, True) as system:
+        devices = device_map(trace, system, None)
+        options = Options()
+        t0 = time.perf_counter()
+        s = survey(trace, devices, options.code_objects)
+        surveyed = time.perf_counter() - t0
+        timer.reset()
+        timer.on = True
+        try:
+            result = Instance(trace, system, devices, s, options).run()
+        finally:
+            timer.on = False
+        if result.status:
+            raise SystemExit(f"replay of {path} failed (status {result.status}): {result.hang or result.difference} "
+                             f"{result.divergence.describe() if result.divergence else ''}")
+        if timer.calls != s.submissions:
+            raise SystemExit(f"{path}: {timer.calls} translations timed, {s.submissions} submissions")
+    return {"survey": surveyed, "reading": reading, "run": result.seconds,
+            "ring_wall": timer.wall, "ring_cpu": timer.cpu}
+
+
+def translation_rows(name: str, n: int, runs: list[dict[str, float]]) -> list[tuple[str, str, str, str]]:
+    """The table's rows for the translation runs of one trace of `n` dispatches."""
+    per = {k: [run[k] for run in runs] for k in runs[0]}
+    rate = {k: [n / v for v in values] for k, values in per.items()}
+
+    def rates(key: str) -> str:
+        return f"{spread(rate[key], ',.0f')} /s"
+
+    def goal(key: str) -> str:
+        return f"{statistics.median(rate[key]) / TARGET:.3f}x of the target >= {TARGET:,}/s"
+
+    def share(key: str, of: str) -> str:
+        return f"{statistics.median(per[key]) / statistics.median(per[of]):.0%} of the {of}'s time"
+
+    return [(name, "survey (translate + check, nothing run)", rates("survey"), goal("survey")),
+            (name, "  the survey's record reading alone", rates("reading"), share("reading", "survey")),
+            (name, "run's translation, thread CPU (cached)", rates("ring_cpu"), goal("ring_cpu")),
+            (name, "run's translation, wall (GIL shared)", rates("ring_wall"), share("ring_wall", "run")),
+            (name, "whole run, wall (kernels executed)", rates("run"), "")]
+
+
+def cpu_seconds(argv: list[str], env: dict[str, str]) -> float:
+    """CPU (user + system) of one child process running `argv` to a successful end."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(argv)} failed with status {done.returncode}:\n{done.stderr.decode()[-2000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def spread(values: list[float], fmt: str = ".3f") -> str:
+    return " / ".join(f"{v:{fmt}}" for v in (min(values), statistics.median(values), max(values)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--dispatches", type=int, default=2000)
+    ap.add_argument("--emulate", default="gfx942")
+    args = ap.parse_args()
+    # Bytecode is cached, as it is for an installed package (see replay_cpu.py).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["KFDTRACE_EMULATE"] = args.emulate
+    timer = RingTimer()
+    rows: list[tuple[str, str, str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for queue, flags in (("PM4", []), ("AQL", ["--aql"])):
+            workload = [sys.executable, WORKLOAD, "--dispatches", str(args.dispatches), *flags]
+            trace = os.path.join(tmp, f"dispatches-{queue}.kfdtrace")
+            subprocess.run([sys.executable, "-m", "kfdtrace.capture.cli", "run", "-o", trace, *workload[1:]],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True, env=env)
+            with TraceReader(trace) as r:
+                n = dispatches_of(r)
+            # 1. translation, in this process
+            translation(trace, timer)  # warm-up
+            runs = [translation(trace, timer) for _ in range(args.runs)]
+            name = f"{queue} {n} dispatches"
+            rows += translation_rows(name, n, runs)
+            # 2. whole replay against the plain workload, each its own process
+            replay = [sys.executable, "-m", "kfdtrace.replay.cli", trace, "--emulate-recorded"]
+            cpu_seconds(workload, env), cpu_seconds(replay, env)  # warm-up
+            plain, replayed = [], []
+            for _ in range(args.runs):
+                plain.append(cpu_seconds(workload, env))
+                replayed.append(cpu_seconds(replay, env))
+            pairs = [r / p for p, r in zip(plain, replayed, strict=True)]
+            rows += [(name, "plain workload CPU (child process)", f"{spread(plain)} s", ""),
+                     (name, "whole replay CPU (child process)", f"{spread(replayed)} s", ""),
+                     (name, "replay / plain CPU, paired", f"{spread(pairs, '.2f')}x",
+                      "no target (replay_cpu.py's are <= 1.0x, 0.8x)")]
+    print(f"dispatch replay on {args.emulate}, {args.runs} runs each, min / median / max (rates: dispatches per "
+          f"second):")
+    rows.insert(0, ("trace", "what", "min / median / max", "against"))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print(f"  {row[0]:{widths[0]}}  {row[1]:{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}")
+
+
+if __name__ == "__main__":
+    main()
