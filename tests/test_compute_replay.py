@@ -209,3 +209,17 @@ def test_every_corpus_kernel_replays_and_verifies_on_every_family(corpus_traces,
     assert report.status == EXIT_OK, report.lines()
     (result,) = report.loops[0]
     assert result.submissions >= len(CASES) and result.verified >= len(CASES)
+
+
+def test_the_overlap_trace_is_a_stress_loop_verified_every_loop(traces):
+    """Compute and copies ordered by semaphores, replayed 3 times by 2 instances at once (the second on moved
+    buffers), every loop verified; --json gives each loop's per-queue busy time and overlap."""
+    report = replay_trace(traces["overlap-gfx90a"], Options(), emulate="gfx90a", loops=3, concurrent=2)
+    assert report.status == EXIT_OK, report.lines()
+    assert len(report.loops) == 3 and all(len(loop) == 2 for loop in report.loops)
+    assert all(r.verified >= 1 for loop in report.loops for r in loop)
+    assert all(loop[1].relocated for loop in report.loops)
+    for loop in report.to_dict()["loops"]:
+        for instance in loop:
+            occupancy = instance["occupancy"]
+            assert len(occupancy["queues"]) == 3 and 0 <= occupancy["overlap"] <= occupancy["busy_any"] <= 1
