@@ -4,8 +4,11 @@ dispatch state derived from its kernel descriptor; what cannot replay is refused
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -223,3 +226,26 @@ def test_the_overlap_trace_is_a_stress_loop_verified_every_loop(traces):
         for instance in loop:
             occupancy = instance["occupancy"]
             assert len(occupancy["queues"]) == 3 and 0 <= occupancy["overlap"] <= occupancy["busy_any"] <= 1
+
+
+@pytest.fixture(scope="module")
+def overlap_example(tmp_path_factory):
+    """examples/overlap.py recorded on two gfx942s: two compute queues, SDMA on two engines, peer copies."""
+    path = str(tmp_path_factory.mktemp("overlap") / "overlap.kfdtrace")
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "overlap.py")
+    res = subprocess.run([sys.executable, "-m", "kfdtrace.capture.cli", "run", "--emulate", "gfx942,gfx942", "-o",
+                          path, example, "--rounds", "4", "--n", "1024"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and "ok in" in res.stdout, res.stderr
+    return path
+
+
+def test_the_overlap_example_stresses_two_gpus_in_loops_and_moves_across_families(overlap_example, tmp_path):
+    report = replay_trace(overlap_example, Options(), emulate_recorded=True, loops=2, concurrent=2)
+    assert report.status == EXIT_OK, report.lines()
+    for loop in report.to_dict()["loops"]:
+        for instance in loop:
+            assert instance["verified"] >= 4
+            assert sorted(q["label"].split()[-1] for q in instance["occupancy"]["queues"]) == \
+                ["(pm4)", "(pm4)", "(sdma)", "(sdma)", "(sdma)", "(sdma)"]
+    report = replay_trace(overlap_example, per_target(tmp_path), emulate="gfx1100,gfx1201")
+    assert report.status == EXIT_OK, report.lines()
