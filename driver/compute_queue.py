@@ -14,7 +14,7 @@ packet in a GTT buffer the queue frees once the engine is past the dispatch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from kfdtrace.driver import kfd_ioctl as K
@@ -22,7 +22,7 @@ from kfdtrace.driver.dispatch import PACKET_BYTES, Scratch, dispatch_values, pm4
 from kfdtrace.driver.families import queue_sizes
 from kfdtrace.driver.kernargs import Kernargs, Launch, pack
 from kfdtrace.driver.memory import Buffer
-from kfdtrace.driver.pm4 import DIALECTS, CopySel, DataSel, EventIndex, EventType, IntSel, WaitFunc, WriteDst
+from kfdtrace.driver.pm4 import DIALECTS, CopySel, DataSel, IntSel, WaitFunc, WriteDst
 from kfdtrace.driver.ring_queue import DEFAULT_RING, WRITE_CHUNK, Destination, RingQueue
 from kfdtrace.driver.signals import Semaphore
 
@@ -33,16 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_RING", "ComputeQueue"]
 
 XCC0 = 1  # PRED_EXEC xcc_mask of the first XCC
-# Values every packet of that name starts from, where the dialect has the field. RELEASE_MEM: the end-of-pipe
-# event with the caches written back (gfx9 EOP_TC_WB_ACTION_EN | EOP_TC_ACTION_EN, soc15d.h; gfx10+ GCR
-# GL2_WB | SEQ, nvd.h: bits the kernel's emit_fence and tinygrad's signal both set); INDIRECT_BUFFER: the kernel's
-# INDIRECT_BUFFER_VALID; WAIT_REG_MEM: the kernel's poll interval.
-DEFAULTS: dict[str, dict[str, int]] = {
-    "RELEASE_MEM": {"event_type": EventType.CACHE_FLUSH_AND_INV_TS_EVENT, "event_index": EventIndex.END_OF_PIPE,
-                    "tc_wb_action_ena": 1, "tc_action_ena": 1, "gl2_wb": 1, "seq": 1},
-    "INDIRECT_BUFFER": {"valid": 1},
-    "WAIT_REG_MEM": {"poll_interval": 4},
-}
 
 
 class ComputeQueue(RingQueue):
@@ -50,7 +40,11 @@ class ComputeQueue(RingQueue):
 
     kind = "compute"
     pointer_unit = K.DOORBELL_UNITS[K.QueueType.COMPUTE][0]  # dwords
-    defaults = DEFAULTS
+
+    @property
+    def defaults(self) -> Mapping[str, Mapping[str, int]]:  # type: ignore[override]
+        """The dialect's (pm4.DEFAULTS, with the cache actions of pm4.REQUESTS in its bits)."""
+        return self.dialect.defaults
 
     def __init__(self, device: Device, ring_size: int = DEFAULT_RING, name: str | None = None):
         super().__init__(device, DIALECTS[device.target.family.pm4_dialect], ring_size, name)

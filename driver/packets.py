@@ -23,7 +23,15 @@ never switch on packet names. Each tag gives a `PacketDef` attribute, computed o
 * `Field(event=True)` -- the field carries a KFD event id the packet's interrupt signals: `.event_field`;
 * `Field(skips=True)` -- the field counts dwords of the packets that follow, which the packet may make the
   engine skip (a conditional): `.skip_field`;
+* `Field(saturates=True)` -- a size whose largest value means "all of it" (a cache range over all of memory): a
+  translation gives such a value, and any value past the target field's range, the target's largest;
 * `PacketDef(droppable=True)` -- cache maintenance a target without the packet may drop.
+
+A `Dialect` also says what its packets mean where the layout alone does not: `defaults`, the values every packet
+of a name starts from (the kernel's, which a driver's queues and a replay's translator both use), and `cache`, a
+`CacheControl` table saying which field values ask which generation-independent cache actions (write back L2,
+invalidate the scalar cache, ...), so a translator carries a request between generations that spell it in
+different bits.
 
 Header constants (SDMA op/sub_op, PM4 type/opcode) are Fields with a fixed value; a `Dialect` indexes its
 definitions by those header bits, so decoding is one dict lookup. A `Tail` names the field whose value
@@ -53,8 +61,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MAX_IB_DEPTH", "Addr", "Checker", "Dialect", "Field", "Packet", "PacketDef", "PacketError", "Tail",
-           "Transcode", "TruncatedPacket", "UnknownPacket"]
+__all__ = ["MAX_IB_DEPTH", "Addr", "CacheControl", "CacheRow", "Checker", "Dialect", "Field", "Packet", "PacketDef",
+           "PacketError", "Tail", "Transcode", "TruncatedPacket", "UnknownPacket"]
 
 _U32 = struct.Struct("<I")
 _new = object.__new__
@@ -96,6 +104,7 @@ class Field:
     event: bool = False  # carries the KFD event id the packet's interrupt signals
     skips: bool = False  # counts dwords of the following packets, which the packet may skip
     launches: bool = False  # starts the kernel the queue's SH registers set up (a PM4 dispatch's initiator)
+    saturates: bool = False  # a size whose largest value means all: translated, it becomes the target's largest
 
     def _span(self) -> tuple[int, int, int]:  # (first bit, end bit, bit that is value bit 0), packet-absolute
         start = self.dword * 32 + self.shift
@@ -836,14 +845,81 @@ class Packet:
         return f"<{self} @{self.offset:#x}>"
 
 
+# (field values, the cache actions they ask together): one row of a CacheControl table
+CacheRow = tuple[Mapping[str, int], Iterable[str]]
+
+
+class CacheControl:
+    """Which field values of a dialect's packets ask which generation-independent cache actions.
+
+    Per packet, rows of (field values, actions): a packet whose fields hold a row's values asks that row's actions,
+    a row inside a larger row that also matches saying no more than the larger one (gfx9's TC_WB | TC_NC writes L2
+    back; with TC_ACTION as well it writes back and invalidates). Every non-zero field a row names must be covered by
+    a matching row, else the packet asks something the table cannot say. Writing actions takes the fewest rows that
+    ask exactly them (the first such in table order): the table's order is the preferred spelling.
+    """
+
+    def __init__(self, rows: Mapping[str, Iterable[CacheRow]] | None = None):
+        self._rows = {name: tuple((dict(values), frozenset(actions)) for values, actions in table)
+                      for name, table in (rows or {}).items()}
+        self._fields = {name: tuple(dict.fromkeys(f for values, _ in table for f in values))
+                        for name, table in self._rows.items()}
+        self._written: dict[tuple[str, frozenset[str]], dict[str, int] | None] = {}
+
+    def packets(self) -> tuple[str, ...]:
+        """The packets the table gives cache fields."""
+        return tuple(self._rows)
+
+    def rows(self, packet: str) -> tuple[tuple[dict[str, int], frozenset[str]], ...]:
+        """The rows of `packet`, in table order (two dialects whose rows agree spell every request alike)."""
+        return self._rows.get(packet, ())
+
+    def fields(self, packet: str) -> tuple[str, ...]:
+        """The fields of `packet` the table gives a meaning (cache fields)."""
+        return self._fields.get(packet, ())
+
+    def read(self, packet: str, values: Mapping[str, int]) -> tuple[frozenset[str], tuple[str, ...]]:
+        """(the actions `values` ask, the cache fields set that no matching row covers)."""
+        hit = [(v, a) for v, a in self.rows(packet) if all(values.get(f) == x for f, x in v.items())]
+        actions = frozenset().union(*(a for v, a in hit if not any(v.items() < w.items() for w, _ in hit)))
+        covered = {f for v, _ in hit for f in v}
+        return actions, tuple(f for f in self.fields(packet) if values.get(f) and f not in covered)
+
+    def write(self, packet: str, actions: Iterable[str]) -> dict[str, int] | None:
+        """Values of every cache field of `packet` asking exactly `actions`; None when no rows of the table do."""
+        want = frozenset(actions)
+        key = (packet, want)
+        if key not in self._written:
+            self._written[key] = self._search(packet, want)
+        found = self._written[key]
+        return None if found is None else dict(found)
+
+    def _search(self, packet: str, want: frozenset[str]) -> dict[str, int] | None:
+        rows = [(v, a) for v, a in self.rows(packet) if a <= want]
+        for n in range(len(rows) + 1):
+            for chosen in itertools.combinations(rows, n):
+                values = dict.fromkeys(self.fields(packet), 0)
+                for v, _ in chosen:
+                    if any(values[f] not in (0, x) for f, x in v.items()):
+                        break
+                    values.update(v)
+                else:
+                    if self.read(packet, values) == (want, ()):
+                        return values
+        return None
+
+
 class Dialect:
     """A set of packet definitions sharing one header layout (e.g. "sdma6", later a PM4 dialect).
 
     Decoding masks the header with the union of all definitions' constant fields and looks the result up:
     a definition matches when those bits equal its constants (bits only other definitions fix must be 0).
+    `defaults`: per packet, the values every packet of that name starts from, where it has the field (`.defaults`
+    keeps those it has); `cache`: what its field values ask of the caches.
     """
 
-    def __init__(self, name: str, defs: Iterable[PacketDef]):
+    def __init__(self, name: str, defs: Iterable[PacketDef], *,
+                 defaults: Mapping[str, Mapping[str, int]] | None = None, cache: CacheControl | None = None):
         self.name = name
         self.defs: tuple[PacketDef, ...] = tuple(defs)
         self._by_name: dict[str, PacketDef] = {}
@@ -851,6 +927,15 @@ class Dialect:
             if d.name in self._by_name:
                 raise ValueError(f"{name}: two packets named {d.name}")
             self._by_name[d.name] = d
+        self._given_defaults = defaults or {}
+        self.defaults: dict[str, dict[str, int]] = {
+            d.name: {k: v for k, v in self._given_defaults.get(d.name, {}).items() if k in d.field_names}
+            for d in self.defs}
+        self.cache = cache or CacheControl()
+        for pname in self.cache.packets():
+            missing = [f for f in self.cache.fields(pname) if f not in self[pname].field_names]
+            if missing:
+                raise ValueError(f"{name}: the cache table names {pname}.{missing[0]}, which is no field")
         self._fixed = {d.name: d for d in self.defs if d.tail is None}  # packets `build` packs straight
         keys = tuple({hf: None for d in self.defs for hf in d.header})
         if any(k.dword for k in keys):
@@ -999,9 +1084,11 @@ class Dialect:
     def derive(self, name: str, *, fields: Mapping[str, Iterable[Field | Addr]] | None = None,
                drop: Mapping[str, Iterable[str]] | None = None,
                header: Mapping[str, Mapping[Field, int]] | None = None,
-               add: Iterable[PacketDef] = (), remove: Iterable[str] = ()) -> Dialect:
+               add: Iterable[PacketDef] = (), remove: Iterable[str] = (),
+               cache: CacheControl | None = None) -> Dialect:
         """A new dialect from this one: per-packet fields added/replaced or dropped, header values changed,
-        whole packets added (replacing same-named ones) or removed."""
+        whole packets added (replacing same-named ones) or removed; the same defaults, and this cache table unless
+        one is given."""
         fields, drop, header = fields or {}, drop or {}, header or {}
         for table in (fields, drop, header):
             for pname in table:
@@ -1019,4 +1106,4 @@ class Dialect:
                 d = d.with_fields(*fields.get(d.name, ()), drop=drop.get(d.name, ()),
                                   header=header.get(d.name))
             out.append(d)
-        return Dialect(name, (*out, *added.values()))
+        return Dialect(name, (*out, *added.values()), defaults=self._given_defaults, cache=cache or self.cache)

@@ -19,6 +19,32 @@ relocator moves exactly the memory addresses and leaves register offsets and imm
 tagged as in sdma.py: RELEASE_MEM's address is a completion point written with `data` (`value=`) whose interrupt
 carries the KFD event id in `int_ctxid` (`event=`); WAIT_REG_MEM polls memory (`polled=`); INDIRECT_BUFFER
 holds `ib_size` dwords of packets (`indirect=`); PRED_EXEC governs the next `exec_count` dwords (`skips=`).
+ACQUIRE_MEM's `coher_size` saturates: all ones is "all of memory" whatever its width (the kernel's and tinygrad's
+acquires), so a translation to a narrower or wider form gives the target's all ones.
+
+Cache control (`CACHE`, one table for every dialect; each Pm4Dialect's `cache`). gfx9 (soc15d.h) asks for cache
+work with TC action bits -- CP_COHER_CNTL in ACQUIRE_MEM, the same bits as EOP *_action_ena in RELEASE_MEM --
+that act only in a few combinations (Mesa ac_cmdbuf.c: "These are the only allowed combinations": TC|TC_WB
+write back and invalidate L2, TC_WB|TC_NC write back L2, TC|TC_MD metadata, TCL1 the vector L1, ...);
+gfx10-12 (nvd.h) use orthogonal GCR bits (GL2_WB, GL2_INV, GLM_*, GLV_INV, GL1_INV, GLK_*, GLI_INV). The table
+gives, per dialect and packet, which field values ask which generation-independent action (`Cache`), each row
+citing its source: PAL gfx9CmdUtil (Gfx9TcCacheOpConversionTable, the TC bits of each TcCacheOp, and
+Gfx10CalcAcquireMemGcrCntl, the GCR bits of the same TcCacheOp), Mesa's barrier code (gfx9 and gfx10+ paths
+of ac_cmdbuf.c / si_barrier.c / radv_cs.c) and the kernel's emit_mem_sync, whose gfx9 and gfx10 forms
+(gfx_v9_0.c, gfx_v10_0.c, one patch) ask the same six actions. The translator reads the actions a recorded
+packet asks and writes them with the target's rows, refusing a set bit no row covers and an action the
+target cannot ask exactly. Cache policies (`cache_policy` LRU/STREAM on gfx9, NOA/BYPASS added on gfx10;
+gfx12's `temporal` RT/NT/HT/LU, PAL's MEC packet enums) are rows too: 0 is the default on every side, a
+non-zero policy is carried only to a dialect with a row of the same name (no document equates a gfx12 temporal
+hint with an older policy, so those are refused). gfx12 hardware ignores GL1 and GLM (Mesa sets them only
+before gfx12; the kernel's gfx12 emit_fence dropped them, "hw ignores them"); the bits exist in its packets, so
+gfx12 keeps gfx11's GCR rows (the driver's packets are the same bytes on gfx10-12) and adds GLV_INV alone, Mesa's
+gfx12 vector invalidate.
+
+`DEFAULTS` are the values the driver's packets (compute_queue.py) and a replay's translation start from, and
+`REQUESTS` the cache actions a packet asks unless told otherwise, written in each dialect's bits: a RELEASE_MEM
+is the end-of-pipe event writing L2 back (gfx9 TC_WB|TC_NC as tinygrad's signal and the kernel's TC_WB_ONLY
+fence, gfx10+ GL2_WB|SEQ as the kernel's emit_fence asks L2), so a signal asks the same on every generation.
 
 Sources read (facts only; nothing copied):
 * torvalds/linux drivers/gpu/drm/amd/amdgpu/soc15d.h (PACKET3 macros, opcodes, WRITE_DATA, WAIT_REG_MEM,
@@ -31,6 +57,15 @@ Sources read (facts only; nothing copied):
   (ACQUIRE_MEM base/size in 256-byte units; coher_size_hi 8 bits on gfx10, 24 on gfx11).
 * tinygrad/tinygrad@a9069c17 tinygrad/runtime/ops_amd.py (the dispatch sequence; PRED_EXEC xcc_mask << 24;
   COPY_DATA dst_sel 2) and autogen/am/pm4_nv.py (COPY_DATA sel values, ACQUIRE_MEM GCR_CNTL 19 bits).
+* Cache control: GPUOpen-Drivers/pal src/core/hw/gfxip/gfx9/gfx9CmdUtil.h (Gfx9TcCacheOpConversionTable) and
+  gfx9CmdUtil.cpp (Gfx10CalcAcquireMemGcrCntl: each TcCacheOp and SQ K$/I$ flag as GCR bits),
+  gfx9_plus_merged_f32_mec_pm4_packets.h and gfx12_merged_f32_mec_pm4_packets.h (cache_policy and temporal
+  enums); Mesa src/amd/common/ac_cmdbuf.c and radeonsi si_barrier.c / radv radv_cs.c (gfx9: the allowed TC
+  combinations; gfx10+: INV_ICACHE -> GLI_INV(ALL), INV_SCACHE -> GLK_INV|GL1_INV, INV_VCACHE -> GLV_INV|GL1_INV,
+  INV_L2 -> GL2_INV|GL2_WB, WB_L2 -> GL2_WB, metadata -> GLM_INV|GLM_WB, "GLM doesn't support WB alone");
+  torvalds/linux gfx_v9_0.c / gfx_v10_0.c emit_mem_sync (one patch, the same sync in both spellings),
+  gfx_v9_0.c emit_fence (TC_WB_ONLY: EOP_TC_NC_ACTION_EN | EOP_TC_WB_ACTION_EN), gfx_v10_0.c / gfx_v11_0.c
+  emit_fence ("GLM_INV must be set with GLM_WB"), gfx_v12_0.c emit_fence (GL2_WB only).
 """
 
 from __future__ import annotations
@@ -38,15 +73,16 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 from kfdtrace.driver import registers as regs
-from kfdtrace.driver.packets import Addr, Dialect, Field, Packet, PacketDef, PacketError, Tail
+from kfdtrace.driver.packets import Addr, CacheControl, CacheRow, Dialect, Field, Packet, PacketDef, PacketError, Tail
 from kfdtrace.driver.registers import SH_START, UCONFIG_START, RegisterTable
 from kfdtrace.driver.sdma import PollFunc as WaitFunc
 
-__all__ = ["DIALECTS", "GFX9", "GFX10", "GFX11", "GFX12", "OPCODE", "TYPE", "CopySel", "DataSel", "EventIndex",
-           "EventType", "IntSel", "Opcode", "Pm4Dialect", "WaitFunc", "WriteDst", "header"]
+__all__ = ["CACHE", "DEFAULTS", "DIALECTS", "GFX9", "GFX10", "GFX11", "GFX12", "OPCODE", "REQUESTS", "TYPE", "Cache",
+           "CopySel", "DataSel", "EventIndex", "EventType", "IntSel", "Opcode", "Pm4Dialect", "WaitFunc", "WriteDst",
+           "header"]
 
 TYPE = Field("type", 0, 30, 2)
 OPCODE = Field("opcode", 0, 8, 8)
@@ -176,8 +212,8 @@ _BASE = (
                 ("tc_action_ena", 23), ("cb_action_ena", 25), ("db_action_ena", 26), ("sh_kcache_action_ena", 27),
                 ("sh_kcache_vol_action_ena", 28), ("sh_icache_action_ena", 29), ("sh_kcache_wb_action_ena", 30),
                 ("engine_sel", 31)),
-         Field("coher_size", 2, 0, 56), Field("coher_base", 4, 0, 56), Field("poll_interval", 6, 0, 16),
-         droppable=True),
+         Field("coher_size", 2, 0, 56, saturates=True), Field("coher_base", 4, 0, 56),
+         Field("poll_interval", 6, 0, 16), droppable=True),
     # The address is written only when data_sel says so; with data_sel 3/4 it gets a clock (volatile), not `data`.
     # int_ctxid is the interrupt's context id: the KFD event id (tinygrad AMDComputeQueue.signal writes the
     # event id to the event mailbox and raises the interrupt with ctxid = event id). Bit 28 is EOP_EXEC.
@@ -234,17 +270,25 @@ class Pm4Dialect(Dialect):
     """A PM4 dialect: its packet table and its compute register table (which names SET_*_REG payloads)."""
 
     def __init__(self, name: str, defs: Iterable[PacketDef], registers: RegisterTable):
+        """`name` also picks the dialect's rows of CACHE; its defaults are DEFAULTS and REQUESTS written with them."""
         self.registers = registers
         named = []
         for d in defs:
             if d.name in _BANKS and d.tail is not None:
                 d = d.with_fields(tail=replace(d.tail, registers=getattr(registers, _BANKS[d.name][0])))
             named.append(d)
-        super().__init__(name, named)
+        cache = CacheControl(CACHE[name])
+        defaults = {packet: dict(values) for packet, values in DEFAULTS.items()}
+        for packet, actions in REQUESTS.items():
+            asked = cache.write(packet, actions)
+            if asked is None:
+                raise ValueError(f"{name}: {packet} cannot ask {', '.join(actions)}")
+            defaults[packet] = {**defaults.get(packet, {}), **{f: v for f, v in asked.items() if v}}
+        super().__init__(name, named, defaults=defaults, cache=cache)
 
     def derive(self, name: str, *, registers: RegisterTable | None = None, **changes) -> Pm4Dialect:
         """Like `Dialect.derive`; `registers` replaces the register table."""
-        base = super().derive(name, **changes)
+        base = super().derive(name, cache=CacheControl(CACHE[name]), **changes)
         return Pm4Dialect(name, base.defs, registers or self.registers)
 
     def set_sh_reg(self, **values: int) -> bytes:
@@ -330,8 +374,116 @@ _GCR_RELEASE = (  # RELEASE_MEM GCR bits in dword 1 (nvd.h PACKET3_RELEASE_MEM_G
 _GFX9_RELEASE_CACHE = ("tcl1_vol_action_ena", "tc_vol_action_ena", "tc_wb_action_ena", "tcl1_action_ena",
                        "tc_action_ena", "tc_nc_action_ena", "tc_wc_action_ena", "tc_md_action_ena")
 # Dword 1 (CP_COHER_CNTL on gfx9) is reserved in the MEC form; base/size still in 256-byte units.
-_ACQUIRE_GFX10 = _pkt("ACQUIRE_MEM", 8, Field("coher_size", 2, 0, 40), Field("coher_base", 4, 0, 56),
+_ACQUIRE_GFX10 = _pkt("ACQUIRE_MEM", 8, Field("coher_size", 2, 0, 40, saturates=True), Field("coher_base", 4, 0, 56),
                       Field("poll_interval", 6, 0, 16), *_GCR_ACQUIRE, droppable=True)
+
+
+# --- cache control -----------------------------------------------------------------------------------------
+class Cache(StrEnum):
+    """Generation-independent cache actions a packet asks (PAL's TcCacheOp and SQ cache flags, Mesa's barrier
+    flags); CACHE says which field values ask them in each dialect."""
+
+    L2_WB = "write back L2"
+    L2_INV = "invalidate L2"
+    L2_METADATA = "write back and invalidate L2 metadata"
+    VMEM_INV = "invalidate vector L0/L1"
+    SMEM_INV = "invalidate scalar cache"
+    SMEM_WB = "write back scalar cache"
+    ICACHE_INV = "invalidate instruction cache"
+
+
+def _tc(metadata: str) -> tuple[CacheRow, ...]:
+    """gfx9's TC operations; `metadata` names the TC_MD bit (RELEASE_MEM tc_md_action_ena, ACQUIRE_MEM
+    tc_inv_metadata_action_ena). Each row is a PAL TcCacheOp: its gfx9 bits (Gfx9TcCacheOpConversionTable) ask
+    what its gfx10 bits (Gfx10CalcAcquireMemGcrCntl) ask."""
+    return (
+        # WbInvL1L2 = TC_WB|TC_ACTION -> GL2_WB|GL2_INV|GLM_INV|GL1_INV|GLV_INV (Mesa: "TC | TC_WB = writeback &
+        # invalidate L2 & L1"; "All operations that invalidate L2 also seem to invalidate metadata")
+        ({"tc_action_ena": 1, "tc_wb_action_ena": 1}, (Cache.L2_WB, Cache.L2_INV, Cache.L2_METADATA, Cache.VMEM_INV)),
+        # WbInvL2Nc = TC_WB|TC_ACTION|TC_NC -> GL2_WB|GL2_INV
+        ({"tc_action_ena": 1, "tc_wb_action_ena": 1, "tc_nc_action_ena": 1}, (Cache.L2_WB, Cache.L2_INV)),
+        # WbL2Nc = TC_WB|TC_NC -> GL2_WB (Mesa WB_L2: "WB doesn't work without NC"; the kernel's TC_WB_ONLY fence)
+        ({"tc_wb_action_ena": 1, "tc_nc_action_ena": 1}, (Cache.L2_WB,)),
+        ({"tc_wb_action_ena": 1, "tc_wc_action_ena": 1}, (Cache.L2_WB,)),  # WbL2Wc -> GL2_WB
+        # InvL2Md = TC_ACTION|TC_INV_METADATA -> GLM_INV (Mesa: "TC | TC_MD = writeback & invalidate L2 metadata")
+        ({"tc_action_ena": 1, metadata: 1}, (Cache.L2_METADATA,)),
+        # InvL2Nc = TC_ACTION|TC_NC -> GL2_INV, and GLM_INV: PAL's case runs on into InvL2Md's
+        ({"tc_action_ena": 1, "tc_nc_action_ena": 1}, (Cache.L2_INV, Cache.L2_METADATA)),
+        ({"tcl1_action_ena": 1}, (Cache.VMEM_INV,)),  # InvL1 = TCL1_ACTION -> GLV_INV|GL1_INV (Mesa INV_VCACHE)
+    )
+
+
+# The shader caches an ACQUIRE_MEM also names: PAL's invSqK$, flushSqK$, invSqI$ flags (CP_COHER_CNTL on gfx9,
+# GCR_CNTL from gfx10).
+_SQ_GFX9: tuple[CacheRow, ...] = (
+    ({"sh_kcache_action_ena": 1}, (Cache.SMEM_INV,)),
+    ({"sh_kcache_wb_action_ena": 1}, (Cache.SMEM_WB,)),
+    ({"sh_icache_action_ena": 1}, (Cache.ICACHE_INV,)),
+)
+_GCR: tuple[CacheRow, ...] = (  # RELEASE_MEM and ACQUIRE_MEM from gfx10 (the same names in both, nvd.h)
+    ({"gl2_wb": 1}, (Cache.L2_WB,)),  # Mesa WB_L2 -> GL2_WB; PAL WbL2Nc
+    ({"gl2_inv": 1}, (Cache.L2_INV,)),  # Mesa INV_L2 -> GL2_INV|GL2_WB
+    # Mesa: "GLM doesn't support WB alone. If WB is set, INV must be set too"; the kernel's gfx10/11 emit_fence
+    # "GLM_INV | /* must be set with GLM_WB */"
+    ({"glm_wb": 1, "glm_inv": 1}, (Cache.L2_METADATA,)),
+    ({"glm_inv": 1}, (Cache.L2_METADATA,)),  # PAL InvL2Md: GLM_INV alone ("L2MD is write-through")
+    ({"glv_inv": 1, "gl1_inv": 1}, (Cache.VMEM_INV,)),  # Mesa INV_VCACHE -> GL1_INV|GLV_INV; PAL InvL1
+)
+_SQ_GCR: tuple[CacheRow, ...] = (
+    ({"glk_inv": 1, "gl1_inv": 1}, (Cache.SMEM_INV,)),  # Mesa INV_SCACHE -> GL1_INV|GLK_INV
+    ({"glk_inv": 1}, (Cache.SMEM_INV,)),  # PAL invSqK$ -> GLK_INV
+    ({"glk_wb": 1}, (Cache.SMEM_WB,)),  # PAL flushSqK$ -> GLK_WB
+    ({"gli_inv": 1}, (Cache.ICACHE_INV,)),  # Mesa INV_ICACHE -> GLI_INV(V_586_GLI_ALL = 1); PAL invSqI$
+)
+_GLK_RELEASE: tuple[CacheRow, ...] = (({"glk_inv": 1}, (Cache.SMEM_INV,)),)  # gfx11's RELEASE_MEM glk_inv (PAL)
+_GLV_GFX12: tuple[CacheRow, ...] = (({"glv_inv": 1}, (Cache.VMEM_INV,)),)  # Mesa: no GL1_INV from gfx12
+
+# Cache policies by value (PAL MEC packet enums): LRU 0 and STREAM 1 on gfx9, NOA 2 and BYPASS 3 from gfx10;
+# gfx12's `temporal` RT 0, NT 1, HT 2, LU 3. 0 is every side's default and asks nothing.
+_POLICY_GFX9 = {1: "stream"}
+_POLICY_GFX10 = {1: "stream", 2: "no-allocate", 3: "bypass"}
+_TEMPORAL = {1: "non-temporal", 2: "high-temporal", 3: "last-use"}
+
+
+def _policies(values: Mapping[int, str], field: str) -> dict[str, tuple[CacheRow, ...]]:
+    """Per packet, the rows of its policy field(s) named `field` (COPY_DATA: src_ and dst_`field`)."""
+    def rows(name: str, what: str = "") -> tuple[CacheRow, ...]:
+        return tuple(({name: v}, (f"{what}L2 policy {policy}",)) for v, policy in values.items())
+    one = rows(field)
+    return {"RELEASE_MEM": one, "WAIT_REG_MEM": one, "WRITE_DATA": one, "INDIRECT_BUFFER": one,
+            "COPY_DATA": rows(f"src_{field}", "source ") + rows(f"dst_{field}", "destination ")}
+
+
+def _rows(policies: Mapping[str, tuple[CacheRow, ...]],
+          **packets: tuple[CacheRow, ...]) -> dict[str, tuple[CacheRow, ...]]:
+    """The policy rows, with each named packet's own rows first."""
+    return {**policies, **{p: rows + policies.get(p, ()) for p, rows in packets.items()}}
+
+
+# Per dialect and packet: which field values ask which cache actions (see the module docstring).
+CACHE: dict[str, dict[str, tuple[CacheRow, ...]]] = {
+    "gfx9": _rows(_policies(_POLICY_GFX9, "cache_policy"), RELEASE_MEM=_tc("tc_md_action_ena"),
+                  ACQUIRE_MEM=_tc("tc_inv_metadata_action_ena") + _SQ_GFX9),
+    "gfx10": _rows(_policies(_POLICY_GFX10, "cache_policy"), RELEASE_MEM=_GCR, ACQUIRE_MEM=_GCR + _SQ_GCR),
+    "gfx11": _rows(_policies(_POLICY_GFX10, "cache_policy"), RELEASE_MEM=_GCR + _GLK_RELEASE,
+                   ACQUIRE_MEM=_GCR + _SQ_GCR),
+    "gfx12": _rows(_policies(_TEMPORAL, "temporal"), RELEASE_MEM=_GCR + _GLK_RELEASE + _GLV_GFX12,
+                   ACQUIRE_MEM=_GCR + _SQ_GCR + _GLV_GFX12),
+}
+
+# Values every packet of that name starts from where the dialect has the field (ComputeQueue's helpers; a
+# replay's translation for fields only its target has): RELEASE_MEM the end-of-pipe event, its GCR operations
+# in sequence (the kernel's emit_fence sets GCR_SEQ); INDIRECT_BUFFER the kernel's INDIRECT_BUFFER_VALID;
+# WAIT_REG_MEM the kernel's poll interval.
+DEFAULTS: dict[str, dict[str, int]] = {
+    "RELEASE_MEM": {"event_type": EventType.CACHE_FLUSH_AND_INV_TS_EVENT, "event_index": EventIndex.END_OF_PIPE,
+                    "seq": 1},
+    "INDIRECT_BUFFER": {"valid": 1},
+    "WAIT_REG_MEM": {"poll_interval": 4},
+}
+# The cache actions a packet of that name asks unless told otherwise: a RELEASE_MEM writes L2 back, so what
+# the GPU wrote before it is in memory when its write lands.
+REQUESTS: dict[str, tuple[Cache, ...]] = {"RELEASE_MEM": (Cache.L2_WB,)}
 
 GFX9 = Pm4Dialect("gfx9", _BASE, regs.GFX9)
 
@@ -348,7 +500,7 @@ GFX10 = GFX9.derive(
 GFX11 = GFX10.derive(
     "gfx11", registers=regs.GFX11,
     fields={
-        "ACQUIRE_MEM": [Field("coher_size", 2, 0, 56)],  # coher_size_hi is 24 bits again
+        "ACQUIRE_MEM": [Field("coher_size", 2, 0, 56, saturates=True)],  # coher_size_hi is 24 bits again
         "RELEASE_MEM": _bits(1, ("wait_sync", 7), ("glk_inv", 30)),
         "EVENT_WRITE": [Field("samp_plst_cntr_mode", 1, 29, 2)],
     },

@@ -149,7 +149,12 @@ _BASE = (
     _pkt("DUMMY_TRAP", 16, 0, Field("int_context", 1, 0, 28)),
 )
 
-SDMA4_4 = Dialect("sdma4.4", _BASE)
+# Values the kernel always gives a field where a dialect has it: SDMA 5+ fences are written uncached
+# (sdma_v5_0/v6_0/v7_0 emit_fence: MTYPE(3)) so the CPU sees them at once. The driver's queues and replay's
+# translator both start every packet from these (every dialect's `defaults`).
+DEFAULTS: dict[str, dict[str, int]] = {"FENCE": {"mtype": 3}}
+
+SDMA4_4 = Dialect("sdma4.4", _BASE, defaults=DEFAULTS)
 
 # --- SDMA 5.2 (navi10_sdma_pkt_open.h) ---------------------------------------------------------------------
 # GCR_REQ: base/limit VAs are 128-byte aligned 48-bit addresses sharing dwords with the 19-bit gcr_control,
@@ -214,13 +219,6 @@ SDMA7 = SDMA6.derive(
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (SDMA4_4, SDMA5, SDMA6, SDMA7)}
 
 
-# Values the kernel always gives a field where a dialect has it: SDMA 5+ fences are written uncached
-# (sdma_v5_0/v6_0/v7_0 emit_fence: MTYPE(3)) so the CPU sees them at once. The driver's queues and replay's
-# translator both start every packet from these.
-DEFAULTS: dict[str, dict[str, int]] = {"FENCE": {"mtype": 3}}
-
-
 def defaults(dialect: Dialect, name: str) -> dict[str, int]:
-    """The DEFAULTS of packet `name` that exist in `dialect`."""
-    fields = dialect[name].field_names
-    return {k: v for k, v in DEFAULTS.get(name, {}).items() if k in fields}
+    """The DEFAULTS of packet `name` that exist in `dialect` (its `defaults`)."""
+    return dialect.defaults[name]

@@ -3,9 +3,12 @@ the target's.
 
 Relocation follows the packet tables' Addr tags and every other meaning their tags (`PacketDef.split`,
 `.droppable`, `.event_field`, `.indirect`), so no packet is named here. What differs between dialects is data:
-field sets (a field the target lacks must hold 0 or the kernel's default, else the packet cannot be
-translated), count widths and per-family copy limits (packets with a byte count are split), and cache
-maintenance that older engines do not have (dropped, and said so).
+field sets (a field the target lacks must hold 0 or the dialect's default, `Dialect.defaults`, else the packet
+cannot be translated; a field only the target has gets the target's default), count widths and per-family copy
+limits (packets with a byte count are split; a `saturates` size at its largest stays "all"), cache maintenance
+that older engines do not have (dropped, and said so), and the bits that ask the caches for work
+(`Dialect.cache`): where the two dialects' tables for a packet differ, the actions the recorded bits ask are
+written in the target's bits, and a bit no row covers, or an action the target cannot ask exactly, is refused.
 
 Speed: a packet seen before, with the same bytes, is not translated again. Any other packet whose translation
 is the common case (no split, every value fitting the target, no indirect buffer) goes straight from its dwords
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from kfdtrace.driver.packets import (
     Checker,
     Dialect,
+    Field,
     Packet,
     PacketDef,
     PacketError,
@@ -37,7 +41,6 @@ from kfdtrace.driver.packets import (
     dword_unpacker,
 )
 from kfdtrace.driver.ranges import RangeMap
-from kfdtrace.driver.sdma import DEFAULTS, defaults
 
 Rewrite = Callable[[dict[str, int], str], dict[str, int]]  # (recorded fields, where) -> fields to replace
 CACHED_PACKETS = 1 << 16  # distinct translated packets a translation cache keeps
@@ -157,6 +160,8 @@ class _Plan:
     limit: int | None  # bytes one packet may move on the target (packets with a byte count are split to it)
     rewrites: tuple[Rewrite, ...]  # values that mean more than their layout: an event id, an indirect buffer
     cacheable: bool  # its translation depends on its bytes, the relocation and its event id alone (no IB)
+    cache: bool  # the two dialects' cache tables differ: the target's cache fields are written from the actions
+    saturating: tuple[str, ...]  # sizes of other widths whose largest value means all (made the target's largest)
 
 
 _DROP = object()  # the plan of a packet the target does without
@@ -463,7 +468,14 @@ class Translator:
                 raise ReplayError(f"{where}: {p.name}.{name}={f[name]:#x} has no {self.dst.name} equivalent")
         fields = self._moved(p, where, f | plan.add if plan.add else dict(f))  # page-granular moves keep widths
         for rewrite in plan.rewrites:
-            fields.update(rewrite(f, where))
+            rewritten = rewrite(f, where)
+            plan.dst._validate(rewritten)  # an event id the target's field cannot hold, say
+            fields.update(rewritten)
+        if plan.cache:
+            fields.update(self._cache(p, where))
+        for n in plan.saturating:
+            if f[n] == p.defn[n].mask or f[n] > plan.dst[n].mask:
+                fields[n] = plan.dst[n].mask
         if plan.narrower and not split:
             plan.dst._validate({n: fields[n] for n in plan.narrower})
         payload = self._tail(p, plan.dst, fields, where)
@@ -472,12 +484,35 @@ class Translator:
         parts = self._split(fields, plan.split, plan.limit)
         return [Packet(plan.dst, 0, part, payload).encode() for part in parts]
 
+    def _cache(self, p: Packet, where: str) -> dict[str, int]:
+        """The target's cache fields asking the actions the recorded packet's ask (both dialects' `cache` tables)."""
+        src, dst = self.src.cache, self.dst.cache
+        actions, stray = src.read(p.name, p.fields)
+        if stray:
+            raise ReplayError(f"{where}: {p.name}.{stray[0]}={p.fields[stray[0]]:#x} at byte {p.offset:#x} asks "
+                              f"no cache action the {self.src.name} table knows: it has no {self.dst.name} "
+                              f"equivalent")
+        values = dst.write(p.name, actions)
+        if values is None:
+            alone = sorted(a for a in actions if dst.write(p.name, (a,)) is None)
+            failed = alone or sorted(actions)
+            asking = [n for v, a in src.rows(p.name) if a & set(failed) and all(p.fields[k] == x for k, x in v.items())
+                      for n in v]
+            raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x}: {', '.join(dict.fromkeys(asking))} ask "
+                              f"{', '.join(failed)}, which {self.dst.name}'s {p.name} cannot ask"
+                              f"{'' if alone else ' without asking more'}")
+        return values
+
     def _tail(self, p: Packet, dst: PacketDef, fields: dict[str, int], where: str) -> bytes:
-        """The packet's tail as the target's form holds it: as recorded where both forms have the same tail;
-        else the dwords the target's count asks for (sdma7's COPY_LINEAR has a DCC word exactly when CPV is
-        set, sdma6's never), zero where the recording has none, and any recorded dword beyond them refused
-        unless it is 0 (the target has no place for it)."""
+        """The packet's tail as the target's form holds it: as recorded where both forms have the same tail or
+        both counts only frame the packet (PM4's header count, set here to the target form's: gfx9's ACQUIRE_MEM
+        is 7 dwords, gfx10's 8); else the dwords the target's count asks for (sdma7's COPY_LINEAR has a DCC word
+        exactly when CPV is set, sdma6's never), zero where the recording has none, and any recorded dword beyond
+        them refused unless it is 0 (the target has no place for it)."""
         if p.defn.tail == dst.tail:
+            return p.payload
+        if p.defn.tail is not None and p.defn.tail.quiet and dst.tail is not None and dst.tail.quiet:
+            fields[dst.tail.count] = len(p.payload) // 4 - dst.tail.bias
             return p.payload
         want = 0 if dst.tail is None else 4 * (fields.get(dst.tail.count, 0) + dst.tail.bias)
         if any(p.payload[want:]):
@@ -492,23 +527,27 @@ class Translator:
             self._plans[d] = _DROP
         else:
             t = self.dst[d.name]
-            target, defaults_ = set(t.field_names), DEFAULTS.get(d.name, {})
-            keep = tuple(n for n in d.field_names if n in target)
+            cache = self.src.cache.rows(d.name) != self.dst.cache.rows(d.name)
+            # the cache fields, when mapped, are neither refused nor defaulted: _cache writes them
+            mapped = set(self.src.cache.fields(d.name) + self.dst.cache.fields(d.name)) if cache else set()
+            ours, theirs = self.src.defaults.get(d.name, {}), self.dst.defaults.get(d.name, {})
+            keep = tuple(n for n in d.field_names if n in t.field_names)
+            saturating = tuple(n for n in keep if isinstance(d[n], Field) and d[n].saturates and t[n].mask != d[n].mask)
             limit = None if t.split is None else min(self.max_copy, t[t.split[0]].mask + 1)
             self._plans[d] = plan = _Plan(
-                t, tuple((n, defaults_.get(n, 0)) for n in d.field_names if n not in target),
-                {n: defaults(self.dst, d.name).get(n, 0) for n in t.field_names if n not in d.field_names},
-                tuple(n for n in keep if t[n].mask < d[n].mask), t.split, limit, self._rewrites(d),
-                d.indirect is None and d not in self._dispatching)
+                t, tuple((n, ours.get(n, 0)) for n in d.field_names if n not in t.field_names and n not in mapped),
+                {n: theirs.get(n, 0) for n in t.field_names if n not in d.field_names and n not in mapped},
+                tuple(n for n in keep if t[n].mask < d[n].mask and n not in saturating), t.split, limit,
+                self._rewrites(d), d.indirect is None and d not in self._dispatching, cache, saturating)
             self._compile(d, plan)
         return self._plans[d]
 
     def _compile(self, d: PacketDef, plan: _Plan) -> None:
         """The plan's common case -- no split, every value fitting, no indirect buffer, the same tail in both
-        forms -- generated from the two tables, straight from the packet's dwords to the target's (the general way
-        is taken for the rest)."""
+        forms, no cache fields to map nor sizes to saturate -- generated from the two tables, straight from the
+        packet's dwords to the target's (the general way is taken for the rest)."""
         below = {} if plan.limit is None else {plan.split[0]: plan.limit}
-        if not plan.cacheable or any(n not in d.field_names for n in below):
+        if not plan.cacheable or plan.cache or plan.saturating or any(n not in d.field_names for n in below):
             return
         fast = d.transcoder(plan.dst, keep=self.same, allowed=dict(plan.lacking), defaults=plan.add, below=below,
                             mapped=d.event_field)
