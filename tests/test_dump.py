@@ -263,3 +263,25 @@ def test_a_malformed_header_gpu_list_is_no_traceback(gpus, tmp_path):
     res = run("dump", path)
     assert "Traceback" not in res.output and res.exception is None or isinstance(res.exception, SystemExit)
     assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("target, aql", [("gfx1100", False), ("gfx942", True)])
+def test_buffers_writes_each_dispatch_s_kernel_arguments_and_known_inputs(target, aql, tmp_path):
+    """A dispatch's inputs are its kernel arguments and the buffers its pointer arguments point into (where the
+    trace knows them whole): vector_add reads a and b; c is never known (the GPU writes it)."""
+    from tests.test_compute_capture import N, vector_add
+
+    path = str(tmp_path / "c.kfdtrace")
+    vas = vector_add(path, target, aql)
+    out = tmp_path / "bufs"
+    assert run("dump", path, "--buffers", str(out)).exit_code == 0
+    inputs = sorted(f for f in os.listdir(out) if ".in." in f)
+    dispatches = sorted({f.split(".in.")[0] for f in inputs})
+    assert len(dispatches) == 2
+    kernargs_name = "q.kernargs_vector_add.bin"
+    for k, d in enumerate(dispatches):
+        named = {f.split(".", 3)[3] for f in inputs if f.startswith(d)}
+        # c is an input of the second: the checkpoint after the first made its contents known
+        assert named == {"a.bin", "b.bin", kernargs_name} | ({"c.bin"} if k else set()), named
+        kernargs = (out / next(f for f in inputs if f.startswith(d) and f.endswith(kernargs_name))).read_bytes()
+        assert kernargs.startswith(struct.pack("<QQQI", vas["a"], vas["b"], vas["c"], N))

@@ -16,7 +16,10 @@ from typing import Any
 
 import msgspec
 
-from kfdtrace.driver.packets import Packet
+from kfdtrace.driver.kernargs import KernargError, pointers
+from kfdtrace.driver.packets import Packet, PacketError
+from kfdtrace.replay.compute import DispatchReader, RecordedKernels
+from kfdtrace.replay.translate import ReplayError, carries_dispatch
 from kfdtrace.traces import records as R
 from kfdtrace.traces.contents import KnownMemory, chunk_size, is_semaphores
 from kfdtrace.traces.format import Record, TraceError, TraceReader
@@ -94,6 +97,9 @@ class Dumper:
         self._chunk = chunk_size(trace)
         # with --buffers, what each buffer holds as the records go, for the inputs of each packet
         self.memory = KnownMemory(self.state, self._chunk) if buffers is not None else None
+        # with --buffers, the kernels loaded and each queue's dispatches, for the inputs of each dispatch
+        self.kernels = RecordedKernels()
+        self.readers: dict[int, DispatchReader] = {}
         if buffers is not None:
             os.makedirs(buffers, exist_ok=True)
 
@@ -131,6 +137,8 @@ class Dumper:
                 and (self._types is None or r.type in self._types) \
                 and (sel.queue is None or r.type not in QUEUE_TYPES or r.fields.get("queue") == sel.queue)
             if self.memory is not None:
+                if r.type == R.CODE_OBJECT:
+                    self._loaded(r)
                 if chosen and sub is not None and self.memory.understood(sub):
                     self._inputs(r.n, sub)
                 else:
@@ -219,7 +227,7 @@ class Dumper:
         assert self.memory is not None
         done: set[int] = set()
         for i, p in enumerate(sub.packets):
-            for addr in reads(p):
+            for addr in reads(p) + self._dispatch_inputs(sub, p):
                 hit = self.memory.at(addr)
                 if hit is None or hit[0].va in done or is_semaphores(hit[0]):
                     continue
@@ -228,6 +236,42 @@ class Dumper:
                     done.add(hit[0].va)
                     self._write_blobs(n, f"in.{i}", hit[0].label, keys, hit[0].size)
             self.memory.wrote(sub, p)
+
+    def _loaded(self, r: Record) -> None:
+        try:
+            self.kernels.loaded(r.fields, self.trace.blob(r.fields["key"]), f"record {r.n}")
+        except (ReplayError, TraceError):
+            pass  # its dispatches' inputs are not written
+
+    def _dispatch_inputs(self, sub: Submission, p: Packet) -> list[int]:
+        """For a packet that launches a kernel, the addresses of its kernel arguments and of its pointer arguments,
+        whose buffers are its inputs; [] for other packets, or when the kernel or its arguments are not known."""
+        if not carries_dispatch(p.defn) or sub.queue is None or sub.queue.dialect is None:
+            return []
+        reader = self.readers.get(sub.queue.queue)
+        if reader is None:
+            reader = self.readers[sub.queue.queue] = DispatchReader(sub.queue.dialect, self.kernels, self._known)
+        try:
+            d = reader.dispatch(p, f"submission {sub.number}")
+            if d is None:
+                return []
+            data = reader.kernargs(d, f"submission {sub.number}")
+            return [d.kernargs] + [ptr.value for ptr in pointers(d.kernel.kernel.metadata, data) if ptr.value]
+        except (ReplayError, PacketError, KernargError):
+            return []
+
+    def _known(self, va: int, size: int) -> bytes | None:
+        """The `size` bytes at `va` where the trace knows their buffer's contents whole."""
+        assert self.memory is not None
+        hit = self.memory.at(va)
+        keys = hit[1].whole(hit[0]) if hit is not None else None
+        if keys is None or va + size > hit[0].va + hit[0].size:
+            return None
+        try:
+            data = b"".join(self.trace.blob(k) for k in keys)
+        except TraceError:
+            return None
+        return data[va - hit[0].va:va - hit[0].va + size]
 
     def _write_blobs(self, n: int, what: str, name: str, keys: list[bytes], size: int) -> None:
         """The bytes `keys` hold, as one file named by record, what and buffer; a missing blob, a size the
