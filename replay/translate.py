@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kfdtrace.driver.packets import (
@@ -102,6 +102,15 @@ class Relocation:
         self._moved -= hit is not None and hit[2] != 0
         self._last = self._before = (0, 0, 0)
         self.version += 1
+
+    def find(self, addr: int) -> tuple[int, int] | None:
+        """(recorded start, size) of the range holding `addr`."""
+        hit = self._ranges.find(addr)
+        return None if hit is None else hit[:2]
+
+    def first_held(self, addrs: Sequence[int]) -> int | None:
+        """The index of the first of `addrs` some recorded range holds (RangeMap.first_held)."""
+        return self._ranges.first_held(addrs)
 
     def move(self, addr: int) -> int | None:
         start, end, delta = last = self._last
