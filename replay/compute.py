@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 from kfdtrace.driver.aql import AQL, PACKET_SIZE
 from kfdtrace.driver.code_object import CodeObject, Kernel, load
 from kfdtrace.driver.code_object_errors import CodeObjectError
-from kfdtrace.driver.kernargs import KernargError, Launch, PointerOutsideBuffers, pointers, repack
 from kfdtrace.driver.packets import Dialect, Packet
 from kfdtrace.driver.pm4 import Pm4Dialect
 from kfdtrace.replay.translate import OutsideBuffers, ReplayError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # kernargs (and numpy) load with the first dispatch: SDMA replays start without them
     from kfdtrace.driver.aql_queue import AqlQueue
+    from kfdtrace.driver.kernargs import Launch
     from kfdtrace.driver.memory import Buffer
     from kfdtrace.driver.program import LoadedKernel
 
@@ -104,6 +104,8 @@ class DispatchReader:
         return None
 
     def _aql(self, p: Packet, where: str) -> Dispatch:
+        from kfdtrace.driver.kernargs import Launch
+
         f = p.fields
         descriptor, kernargs = (f[n] for n in p.defn.kernel)
         kernel = self._known(self.kernels.by_descriptor.get(descriptor), f"kernel descriptor {descriptor:#x}", p, where)
@@ -113,6 +115,8 @@ class DispatchReader:
         return Dispatch(kernel, launch, kernargs, f["group_segment_size"], p)
 
     def _pm4(self, p: Packet, where: str) -> Dispatch:
+        from kfdtrace.driver.kernargs import Launch
+
         if p.name != "DISPATCH_DIRECT":
             raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x}: only DISPATCH_DIRECT is replayed (its "
                               f"workgroup counts are in memory the replay cannot follow yet)")
@@ -178,6 +182,8 @@ class DispatchReader:
 
     def check_pointers(self, d: Dispatch, where: str, move: Callable[[int], int | None]) -> list[int]:
         """The non-null pointer arguments of `d`; OutsideBuffers when one lies in no recorded buffer."""
+        from kfdtrace.driver.kernargs import PointerOutsideBuffers, pointers
+
         meta = d.kernel.kernel.metadata
         out = []
         for ptr in pointers(meta, self.kernargs(d, where)):
@@ -192,6 +198,8 @@ class DispatchReader:
 def relaunch(d: Dispatch, data: bytes, kernel: LoadedKernel, move: Callable[[int], int | None],
              where: str) -> tuple[Launch, object]:
     """The launch and the kernel arguments of `d` rewritten for `kernel` (the target's build of it)."""
+    from kfdtrace.driver.kernargs import KernargError, repack
+
     try:
         return d.launch, repack(d.kernel.kernel.metadata, data, kernel.kernel.metadata, d.launch,
                                 d.group_segment_size, move)

@@ -16,7 +16,6 @@ from typing import Any
 
 import msgspec
 
-from kfdtrace.driver.kernargs import KernargError, pointers
 from kfdtrace.driver.packets import Packet, PacketError
 from kfdtrace.replay.compute import DispatchReader, RecordedKernels
 from kfdtrace.replay.translate import ReplayError, carries_dispatch
@@ -248,6 +247,8 @@ class Dumper:
         whose buffers are its inputs; [] for other packets, or when the kernel or its arguments are not known."""
         if not carries_dispatch(p.defn) or sub.queue is None or sub.queue.dialect is None:
             return []
+        from kfdtrace.driver.kernargs import KernargError, pointers  # numpy with it: only for dispatches
+
         reader = self.readers.get(sub.queue.queue)
         if reader is None:
             reader = self.readers[sub.queue.queue] = DispatchReader(sub.queue.dialect, self.kernels, self._known)
