@@ -1031,6 +1031,10 @@ class Dialect:
             payload = bytes(data[end:end + extra])
         return Packet(d, offset, fields, payload, raw)
 
+    def definition(self, header: int) -> PacketDef | None:
+        """The definition a packet whose first dword is `header` has (None: no packet of this dialect)."""
+        return self._index.get(header & self._key_mask)
+
     def read(self, data: bytes, offset: int = 0) -> tuple[PacketDef, tuple[int, ...], bytes, int]:
         """(definition, fixed part's dwords, tail bytes, size in bytes) of the packet at byte `offset`: what
         `decode` finds, without making a Packet (a fixed-size packet is one lookup and one unpack). Raises as

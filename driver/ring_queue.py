@@ -256,6 +256,18 @@ class RingQueue:
     def idle(self) -> bool:
         return self.rptr >= self._rung
 
+    @property
+    def waiting(self) -> bool:
+        """Whether the engine stands at a packet that waits on memory (the `wait` tag: a poll), holding work it
+        is not doing; one dword of the ring at the read pointer tells (for an engine whose read pointer runs
+        ahead of the packet it executes, a guess)."""
+        ptr = self.rptr
+        if ptr >= self._rung:
+            return False
+        at = ptr % self.ring_size
+        d = self.dialect.definition(int.from_bytes(self._ring_bytes[at:at + 4], "little"))
+        return d is not None and d.wait is not None
+
     def packet_at(self, ptr: int) -> Packet | None:
         """Decode the packet the ring holds at byte pointer `ptr` (None when it cannot be decoded)."""
         size = self.ring_size

@@ -233,6 +233,12 @@ class AqlRing:
     def idle(self) -> bool:
         return self.queue.idle
 
+    @property
+    def waiting(self) -> bool:
+        """Whether the processor stands at a barrier packet (which waits on its dependency signals)."""
+        p = None if self.queue.idle else self.queue.packet_at(self.queue.read_index)
+        return p is not None and any(s.role == "dependency" for s in AQL.signals[p.name])
+
     def emit(self, data: bytes) -> None:
         self._pending.append(data)
 

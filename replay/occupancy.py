@@ -4,8 +4,9 @@ at once (the overlap the trace's engines achieved).
 Method: a background thread samples every watched queue's `idle` and read pointer each PERIOD s (a few memory
 loads per queue: the engine's read pointer against the last write pointer rung; no lock the replay or the
 engines take), and each sample's state is held until the next sample. Busy means the queue holds work it has
-not consumed, which includes standing at a packet that waits on a semaphore: overlap is an upper bound on
-engines executing at once (a queue waiting for another's signal counts as busy alongside it).
+not consumed and does not stand at a packet that waits (its `waiting`: a poll at the read pointer, from the
+packet tables' `wait` tag, or an AQL barrier): a queue waiting for another's signal is not doing work, and its
+time so is `waiting_s`. Overlap is the share of the run with two or more queues busy so.
 
 Resolution: a span shorter than the time between two samples may be missed, or counted as a whole period; each
 busy time is good to about one period per interval. A span that starts and ends between two samples at which
@@ -58,9 +59,11 @@ class QueueBusy:
     label: str
     busy_s: float = 0.0
     intervals: int = 0  # busy spans: seen busy, or idle at two samples with the read pointer moved between them
+    waiting_s: float = 0.0  # holding work but standing at a packet that waits (on another queue, say)
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "busy_s": self.busy_s, "intervals": self.intervals}
+        return {"label": self.label, "busy_s": self.busy_s, "waiting_s": self.waiting_s,
+                "intervals": self.intervals}
 
 
 @dataclass
@@ -103,6 +106,7 @@ class Sampler:
         self._watched: tuple[_Watch, ...] = ()
         self._tracks: dict[str, QueueBusy] = {}
         self._busy: set[QueueBusy] = set()  # those busy at the last sample
+        self._waiting: set[QueueBusy] = set()  # those standing at a wait at the last sample
         self._then: float | None = None  # when the last sample was taken
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -126,12 +130,12 @@ class Sampler:
         """Credit the time since the last sample to what was busy then, and read what is busy now."""
         cost = time.perf_counter()
         now = self._clock()
-        busy = set()
+        busy, waiting = set(), set()
         with self._lock:
             for w in self._watched:
                 rptr = w.queue.rptr
                 if not w.queue.idle:
-                    busy.add(w.track)
+                    (waiting if getattr(w.queue, "waiting", False) else busy).add(w.track)
                 elif rptr != w.rptr and w.track not in self._busy:
                     w.track.intervals += 1  # a span between two samples: no busy time is credited for it
                 w.rptr = rptr
@@ -141,13 +145,15 @@ class Sampler:
             occ.seconds += dt
             for track in self._busy:
                 track.busy_s += dt
+            for track in self._waiting:
+                track.waiting_s += dt
             if self._busy:
                 occ.any_s += dt
                 if len(self._busy) > 1:
                     occ.overlap_s += dt
         for track in busy - self._busy:
             track.intervals += 1
-        self._busy, self._then = busy, now
+        self._busy, self._waiting, self._then = busy, waiting, now
         occ.samples += 1
         occ.sampler_s += time.perf_counter() - cost
 

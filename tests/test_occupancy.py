@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -147,13 +148,16 @@ def overlap_trace(tmp_path_factory):
 
 
 def check_occupancy(loops: list[list[dict]]) -> None:
-    """Each loop's instance names the trace's 3 queues, each busy for a while, and sane fractions."""
+    """Each loop's instance names the trace's 3 queues, each with work, and sane fractions: the kernel's queue
+    busy; the copy out waits for it (its copy may take less than a sample); copy in may run within its doorbell
+    call, busy and waiting for no sample."""
     assert len(loops) == 2
     for (run,) in loops:
         occ = run["occupancy"]
         assert sorted(q["label"] for q in occ["queues"]) == ["queue 0 (sdma)", "queue 1 (pm4)", "queue 2 (sdma)"]
-        for q in occ["queues"]:  # copy in may run within its doorbell call: busy for no sample
-            assert q["intervals"] >= 1 and (q["busy_s"] > 0 or q["label"] == "queue 0 (sdma)"), q
+        queues = {q["label"]: q for q in occ["queues"]}
+        assert all(q["intervals"] >= 1 or q["waiting_s"] > 0 for q in queues.values()), queues
+        assert queues["queue 1 (pm4)"]["busy_s"] > 0 and queues["queue 2 (sdma)"]["waiting_s"] > 0, queues
         assert 0 <= occ["overlap"] <= occ["busy_any"] <= 1
         assert occ["seconds"] > 0
 
@@ -171,3 +175,64 @@ def test_the_cli_prints_the_occupancy_in_its_json(overlap_trace):
     out = replay(overlap_trace, "--json", "--emulate-recorded", "--loop", "2")
     assert out.returncode == EXIT_OK, out.stderr
     check_occupancy(json.loads(out.stdout)["loops"])
+
+
+class WaitingQueue(FakeQueue):
+    """A fake queue that stands at a wait during the spans in `waits` (inside its busy spans)."""
+
+    def __init__(self, clock: list[float], busy: list[tuple[float, float]], waits: list[tuple[float, float]]):
+        super().__init__(clock, busy)
+        self.waits = waits
+
+    @property
+    def waiting(self) -> bool:
+        return any(a <= self.clock[0] < b for a, b in self.waits)
+
+
+def test_a_queue_standing_at_a_wait_is_not_busy_and_makes_no_overlap():
+    clock = [0.0]
+    sampler = Sampler(clock=lambda: clock[0])
+    sampler.watch("queue 0 (pm4)", FakeQueue(clock, [(2, 6)]))
+    sampler.watch("queue 1 (sdma)", WaitingQueue(clock, [(1, 7)], [(1, 6)]))  # waits for queue 0, then copies
+    run_schedule(sampler, clock, 8)
+    occ = sampler.occupancy
+    assert [(q.label, q.busy_s, q.waiting_s) for q in occ.queues] == [("queue 0 (pm4)", 4, 0),
+                                                                      ("queue 1 (sdma)", 1, 5)]
+    assert occ.overlap == 0 and occ.busy_any == pytest.approx(5 / 8)
+
+
+def test_a_ring_queue_says_it_waits_at_a_poll():
+    """RingQueue.waiting reads the packet at the read pointer through the tables: a poll is a wait."""
+    from kfdtrace.driver import System
+
+    with System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        sem = system.semaphore("gate")
+        q = gpu.sdma_queue(name="waits")
+        q.wait(sem, 1).submit()
+        deadline = time.monotonic() + 10
+        while not q.waiting and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert q.waiting and not q.idle
+        sem.signal(1)
+        q.sync(timeout=10)
+        assert q.idle and not q.waiting
+
+
+def test_an_aql_queue_waits_at_a_barrier():
+    from kfdtrace.driver import System
+    from kfdtrace.driver.aql_queue import HsaSignal
+    from kfdtrace.replay.compute import AqlRing
+
+    with System.open(emulate="gfx942") as system:
+        q = system.devices[0].aql_queue(name="waits")
+        ring, dep = AqlRing(q, 10.0), HsaSignal(system, 1, name="dep")
+        q.barrier_and([dep])
+        deadline = time.monotonic() + 10
+        while not ring.waiting and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert ring.waiting and not ring.idle
+        dep.signal(0)
+        q.sync(timeout=10)
+        assert ring.idle and not ring.waiting
+        dep.free()
