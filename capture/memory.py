@@ -1,9 +1,10 @@
 """Buffers as the recorder knows them, and their contents recorded chunk by chunk.
 
 A chunk of `chunk` bytes (aligned to its buffer's start) is recorded, as a content-addressed blob and a `mem`
-record, when its content differs from what was last recorded for it. Checkpoints hash the same chunks. Chunks
-are hashed where they lie in the buffer's memory, and copied only to be stored: a checkpoint of a buffer whose
-content was already recorded is one hashing pass over it (XXH3, about as fast as copying it once).
+record, when its content differs from what was last recorded for it; a write into a kernel-argument buffer is
+recorded as the bytes written (`record_exact`), as small as the dispatch's arguments. Checkpoints hash the same
+chunks. Chunks are hashed where they lie in the buffer's memory, and copied only to be stored: a checkpoint of a
+buffer whose content was already recorded is one hashing pass over it (XXH3, about as fast as copying it once).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from kfdtrace.capture.trace_file import TraceFile
 from kfdtrace.traces import records as R
 from kfdtrace.traces.format import blob_key
 
-TRACKED_ROLES = frozenset({"user", "kernargs"})
+KERNARGS = "kernargs"  # the role of the buffers kernel arguments are written into (a queue's arena)
+TRACKED_ROLES = frozenset({"user", KERNARGS})
 
 
 @dataclass(eq=False)
@@ -80,6 +82,19 @@ class MemoryRecorder:
             key = buf.keys[i] = self._stored(data)
             self.payload_bytes += len(data)
             self.trace.record(R.MEM, va=buf.va + i * self.chunk, size=len(data), key=key)
+
+    def record_exact(self, buf: TrackedBuffer, offset: int, size: int) -> None:
+        """`mem` records of exactly [offset, offset+size) of `buf`, one per chunk it spans (no record is larger than a
+        chunk): for a small write into a large buffer, such as a dispatch's kernel arguments into a queue's arena,
+        whose chunks would otherwise be recorded whole on each write."""
+        c, end = self.chunk, min(offset + size, buf.size)
+        while offset < end:
+            stop = min(end, (offset // c + 1) * c)
+            data = ctypes.string_at(buf.cpu + offset, stop - offset)
+            buf.keys.pop(offset // c, None)  # the chunk as last recorded whole is not what it holds now
+            self.payload_bytes += len(data)
+            self.trace.record(R.MEM, va=buf.va + offset, size=len(data), key=self.trace.blob(data, blob_key(data)))
+            offset = stop
 
     def checkpoint_entry(self, buf: TrackedBuffer) -> dict | None:
         """The checkpoint entry of a buffer whose content changed since it was last recorded (its new chunks

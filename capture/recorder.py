@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from kfdtrace.capture.completion import Completion, QueueProgress
 from kfdtrace.capture.dispatches import ANYTHING, Dispatches
-from kfdtrace.capture.memory import MemoryRecorder, TrackedBuffer
+from kfdtrace.capture.memory import KERNARGS, MemoryRecorder, TrackedBuffer
 from kfdtrace.capture.submissions import Analyzer, Facts, Plan
 from kfdtrace.capture.trace_file import TraceFile
 from kfdtrace.driver import kfd_ioctl as K
@@ -185,7 +185,8 @@ class RecordingSyscalls:
         self.written: set[TrackedBuffer] = set()  # buffers with GPU writes not yet hashed
         self.cpu_set_events: set[int] = set()  # events the CPU set since they were last waited for
         self.layout = 0  # changes whenever a buffer comes, goes or changes what is tracked of it
-        self._unlearnt: list[tuple[TrackedQueue, int, bytes]] = []  # submissions not looked into: (queue, base, ring)
+        # submissions not looked into: (queue, base, ring, plan, inner facts, the addresses its dispatches may write)
+        self._unlearnt: list[tuple[TrackedQueue, int, bytes, Plan, Facts | None, list[tuple[int, int]] | None]] = []
         self._dialects = dialects  # gpu_id -> {"sdma": dialect name, "pm4": dialect name}, of every GPU
 
     # -- the boundary -------------------------------------------------------------------------------
@@ -406,7 +407,10 @@ class RecordingSyscalls:
                 self.rec.record(R.NOTE, text=f"queue {q.queue_id}: undecodable ring bytes: {exc}")
             else:
                 self.rec.count_packets(q.dialect, plan)
-                self._unlearnt.append((q, q.wptr, ring, plan, inner))
+                # the dispatches' kernel arguments are read now, at the doorbell: their slice of the queue's arena is
+                # written over once the engine is past them, perhaps before the submission is looked into
+                dispatched = self.dispatches.writes(q.queue_id, q.dialect, ring, self._read) if plan.dispatching else []
+                self._unlearnt.append((q, q.wptr, ring, plan, inner, dispatched))
                 if len(self._unlearnt) >= LEARN_BATCH or self.exposed or self.rec.tracking == "scan":
                     self._learn_pending()  # with raw views, what the submission reads is recorded before it
         q.wptr, q.rung = end, value
@@ -418,8 +422,8 @@ class RecordingSyscalls:
         if not self._unlearnt:
             return
         batch, self._unlearnt = self._unlearnt, []
-        for q, base, ring, plan, inner in batch:
-            self._learn(q, base, ring, plan, inner)
+        for q, base, ring, plan, inner, dispatched in batch:
+            self._learn(q, base, ring, plan, inner, dispatched)
 
     def _changed_layout(self) -> None:
         """Buffers come, go or change: resolve the submissions so far against the buffers as they were."""
@@ -443,7 +447,8 @@ class RecordingSyscalls:
                 last[buf] = pos
         return [(pos, buf) for buf, pos in last.items()]
 
-    def _learn(self, q: TrackedQueue, base: int, ring: bytes, plan: Plan, inner: Facts | None) -> None:
+    def _learn(self, q: TrackedQueue, base: int, ring: bytes, plan: Plan, inner: Facts | None,
+               dispatched: list[tuple[int, int]] | None) -> None:
         progress = q.progress
         signals, waits, traps, written, referenced = plan.facts(ring, base)
         resolved = plan.resolved  # which of the buffers the writes land in, as they are now
@@ -456,8 +461,10 @@ class RecordingSyscalls:
             waits += [(base + p, a, v) for p, a, v in inner.waits]
             traps += [(base + p, e) for p, e in inner.traps]
             referenced = (*referenced, *inner.referenced)
-        if plan.dispatching:
-            writes = writes + self._dispatch_writes(q, ring)
+        if dispatched is ANYTHING:  # a kernel, or its arguments, that cannot be read
+            writes = writes + [(len(ring), b) for b in self.buffers.values() if b.tracked]
+        elif dispatched:
+            writes = writes + self._tracked_writes(dispatched)
         if plan.completing:
             for p in q.dialect.iter_packets(ring):
                 # only a barrier packet's completion says the packets before it completed (HSA: it began after
@@ -473,13 +480,6 @@ class RecordingSyscalls:
             for buf in {self.by_va.get(a) for a in referenced}:
                 if buf is not None and buf.tracked and (scan or buf.exposed):
                     self.memory.record(buf, 0, buf.size)
-
-    def _dispatch_writes(self, q: TrackedQueue, ring: bytes) -> list[tuple[int, TrackedBuffer]]:
-        """What the kernels `ring` dispatches may write; every tracked buffer when one of them cannot be told."""
-        found = self.dispatches.writes(q.queue_id, q.dialect, ring, self._read)
-        if found is ANYTHING:
-            return [(len(ring), b) for b in self.buffers.values() if b.tracked]
-        return self._tracked_writes(found)
 
     # -- checkpoints --------------------------------------------------------------------------------
     def _checkpoint(self, wait: dict) -> None:
@@ -525,9 +525,13 @@ class RecordingSyscalls:
 
     def _note_cpu_write(self, va: int, size: int) -> None:
         buf = self.by_va.get(va)
-        if buf is not None and buf.tracked:
-            self._learn_pending()  # submitted indirect buffers are read before the CPU writes over them
-            self.memory.record(buf, va - buf.va, size, force=bool(buf.writes))
+        if buf is None or not buf.tracked:
+            return
+        if buf.role == KERNARGS:  # a dispatch's slice of its queue's arena: the bytes written, nothing around them
+            self.memory.record_exact(buf, va - buf.va, size)
+            return
+        self._learn_pending()  # submitted indirect buffers are read before the CPU writes over them
+        self.memory.record(buf, va - buf.va, size, force=bool(buf.writes))
 
     def _note_cpu_view(self, va: int) -> None:
         buf = self.by_va.get(va)

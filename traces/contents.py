@@ -1,11 +1,13 @@
 """What a trace tells of each live buffer's bytes at the record reached: the chunks its CPU writes and
-checkpoints recorded (as blob keys), or why they are unknown — the GPU wrote the buffer since, and no
-checkpoint of it followed. The driver's semaphore buffers are the exception: their words are what packets
-and the CPU signal, followed by whoever needs them, never "unknown".
+checkpoints recorded (as blob keys; a write into a kernel-argument buffer is recorded as the bytes written, which
+may overlap an earlier one, so they are kept in the order they were recorded), or why they are unknown — the GPU
+wrote the buffer since, and no checkpoint of it followed. The driver's semaphore buffers are the exception: their
+words are what packets and the CPU signal, followed by whoever needs them, never "unknown".
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kfdtrace.driver.packets import Packet
@@ -22,7 +24,7 @@ def is_semaphores(buf: BufferInfo | None) -> bool:
 
 @dataclass
 class Contents:
-    chunks: dict[int, tuple[int, bytes]] = field(default_factory=dict)  # va -> (size, blob key)
+    chunks: dict[int, tuple[int, bytes]] = field(default_factory=dict)  # va -> (size, blob key), in recorded order
     unknown: str | None = None  # "submission 12 on queue 1 (consumer) wrote it"
 
     def whole(self, buf: BufferInfo) -> list[bytes] | None:
@@ -36,6 +38,22 @@ class Contents:
             keys.append(key)
             at += size
         return keys if at >= buf.va + buf.size else None
+
+    def read(self, va: int, size: int, blob: Callable[[bytes], bytes]) -> bytes | None:
+        """The `size` bytes at `va` when the writes recorded cover them all (the later write where two overlap);
+        `blob` gives a key's bytes."""
+        if self.unknown:
+            return None
+        out, known = bytearray(size), bytearray(size)
+        for at, (n, key) in self.chunks.items():
+            lo, hi = max(at, va), min(at + n, va + size)
+            if lo < hi:
+                data = blob(key)
+                if len(data) < hi - at:
+                    return None
+                out[lo - va:hi - va] = data[lo - at:hi - at]
+                known[lo - va:hi - va] = b"\1" * (hi - lo)
+        return bytes(out) if all(known) else None
 
 
 class KnownMemory:
@@ -59,6 +77,7 @@ class KnownMemory:
         elif r.type == R.MEM:
             hit = self.at(f["va"])
             if hit is not None:
+                hit[1].chunks.pop(f["va"], None)  # the latest write last
                 hit[1].chunks[f["va"]] = (f["size"], f["key"])
         elif r.type == R.CHECKPOINT and self.chunk:
             self._checkpoint(f, self.chunk)

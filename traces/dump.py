@@ -222,11 +222,16 @@ class Dumper:
     # -- --buffers ---------------------------------------------------------------------------------
     def _inputs(self, n: int, sub: Submission) -> None:
         """Write what each packet of doorbell record `n` reads, where the trace knows it whole (a buffer the GPU
-        wrote since its last checkpoint is not known), once per buffer; then note what the packet writes."""
+        wrote since its last checkpoint is not known), once per buffer, and a dispatch's kernel arguments alone
+        (a slice of the buffer they are in, a queue's arena); then note what the packet writes."""
         assert self.memory is not None
         done: set[int] = set()
         for i, p in enumerate(sub.packets):
-            for addr in reads(p) + self._dispatch_inputs(sub, p):
+            kernargs, pointed = self._dispatch_inputs(sub, p)
+            if kernargs is not None and (hit := self.memory.at(kernargs[0])) is not None:
+                done.add(hit[0].va)
+                self._write_file(n, f"in.{i}", hit[0].label, kernargs[1])
+            for addr in reads(p) + pointed:
                 hit = self.memory.at(addr)
                 if hit is None or hit[0].va in done or is_semaphores(hit[0]):
                     continue
@@ -242,11 +247,12 @@ class Dumper:
         except (ReplayError, TraceError):
             pass  # its dispatches' inputs are not written
 
-    def _dispatch_inputs(self, sub: Submission, p: Packet) -> list[int]:
-        """For a packet that launches a kernel, the addresses of its kernel arguments and of its pointer arguments,
-        whose buffers are its inputs; [] for other packets, or when the kernel or its arguments are not known."""
+    def _dispatch_inputs(self, sub: Submission, p: Packet) -> tuple[tuple[int, bytes] | None, list[int]]:
+        """For a packet that launches a kernel, the address and bytes of its kernel arguments, and the addresses of
+        its pointer arguments, whose buffers are its inputs; (None, []) for other packets, or when the kernel or
+        its arguments are not known."""
         if not carries_dispatch(p.defn) or sub.queue is None or sub.queue.dialect is None:
-            return []
+            return None, []
         from kfdtrace.driver.kernargs import KernargError, pointers  # numpy with it: only for dispatches
 
         reader = self.readers.get(sub.queue.queue)
@@ -255,31 +261,27 @@ class Dumper:
         try:
             d = reader.dispatch(p, f"submission {sub.number}")
             if d is None:
-                return []
+                return None, []
             data = reader.kernargs(d, f"submission {sub.number}")
-            return [d.kernargs] + [ptr.value for ptr in pointers(d.kernel.kernel.metadata, data) if ptr.value]
+            return (d.kernargs, data), [ptr.value for ptr in pointers(d.kernel.kernel.metadata, data) if ptr.value]
         except (ReplayError, PacketError, KernargError):
-            return []
+            return None, []
 
     def _known(self, va: int, size: int) -> bytes | None:
-        """The `size` bytes at `va` where the trace knows their buffer's contents whole."""
+        """The `size` bytes at `va` where the trace knows them (recorded writes, not overwritten by the GPU since)."""
         assert self.memory is not None
         hit = self.memory.at(va)
-        keys = hit[1].whole(hit[0]) if hit is not None else None
-        if keys is None or va + size > hit[0].va + hit[0].size:
+        if hit is None or va + size > hit[0].va + hit[0].size:
             return None
         try:
-            data = b"".join(self.trace.blob(k) for k in keys)
+            return hit[1].read(va, size, self.trace.blob)
         except TraceError:
             return None
-        return data[va - hit[0].va:va - hit[0].va + size]
 
     def _write_blobs(self, n: int, what: str, name: str, keys: list[bytes], size: int) -> None:
         """The bytes `keys` hold, as one file named by record, what and buffer; a missing blob, a size the
         keys cannot hold or the MAX_BUFFER_BYTES limit is an error."""
-        if self.written + size > MAX_BUFFER_BYTES:
-            raise DumpError(f"--buffers: would write more than {MAX_BUFFER_BYTES >> 30} GiB (record {n}); "
-                            "dump a range with --submits")
+        self._check_limit(n, size)
         data = bytearray()
         for key in keys:
             data += self.trace.blob(key)
@@ -287,11 +289,21 @@ class Dumper:
                 break
         if len(data) < size or (self._chunk and len(keys) != -(-size // self._chunk)):
             raise DumpError(f"record {n} ({what}): its {len(keys)} chunks do not make {size} bytes (corrupt trace)")
+        self._write_file(n, what, name, bytes(data[:size]))
+
+    def _check_limit(self, n: int, size: int) -> None:
+        if self.written + size > MAX_BUFFER_BYTES:
+            raise DumpError(f"--buffers: would write more than {MAX_BUFFER_BYTES >> 30} GiB (record {n}); "
+                            "dump a range with --submits")
+
+    def _write_file(self, n: int, what: str, name: str, data: bytes) -> None:
+        """`data` as one file named by record, what and buffer (the MAX_BUFFER_BYTES limit is an error)."""
+        self._check_limit(n, len(data))
         safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", name)[:80]
         path = os.path.join(self.buffers_dir, f"{n:08d}.{what}.{safe}.bin")
         with open(path, "wb") as out:
-            out.write(data[:size])
-        self.written += size
+            out.write(data)
+        self.written += len(data)
 
 
 _EXTRA: dict[str, Callable[[Dumper, Record, dict], None]] = {

@@ -169,7 +169,7 @@ def _write(trace: TraceReader, prefix: _Prefix, start: Record, records, w: Trace
             continue
         if contents.unknown:
             continue
-        for at, (size, key) in sorted(contents.chunks.items()):
+        for at, (size, key) in contents.chunks.items():  # in recorded order: a later write may overlap one before
             out.record(R.MEM, {"t": t0, "tid": tid, "va": at, "size": size, "key": key})
             chunks += 1
     for addr in sorted(a for a in prefix.words if a % 8 == 0 and is_semaphores(prefix.state.buffer_at(a))):
