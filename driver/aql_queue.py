@@ -15,8 +15,9 @@ mailbox and event id are those of a KFD signal event, so the packet processor's 
 waiters: `wait` sleeps on the event, and re-reads the value only when woken (or at long intervals, as a
 guard for several waiters on one auto-reset event). A CPU `signal` stores the value, then sets the event
 (ROCR's InterruptSignal). `dispatch(kernel, grid, block, *args)` runs a kernel of a loaded program as one
-KERNEL_DISPATCH packet (kfdtrace.driver.aql.dispatch_packet), its kernel arguments in a GTT buffer freed once the
-packet is released, and scratch set up in amd_queue_t when the kernel needs it.
+KERNEL_DISPATCH packet (kfdtrace.driver.aql.dispatch_packet), its kernel arguments in a slice of the queue's
+kernel-argument arena (driver/kernarg_pool.py) returned once the packet is released, and scratch set up in
+amd_queue_t when the kernel needs it.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from kfdtrace.driver.aql import (
 from kfdtrace.driver.dispatch import Scratch
 from kfdtrace.driver.errors import DeviceError, WaitTimeout
 from kfdtrace.driver.families import queue_sizes
+from kfdtrace.driver.kernarg_pool import KernargMemory, KernargPool, KernargSlice
 from kfdtrace.driver.kernargs import Kernargs, Launch, pack
 from kfdtrace.driver.memory import PAGE, Buffer
 from kfdtrace.driver.packets import Packet
@@ -151,8 +153,9 @@ class AqlQueue:
         self._lock = threading.Lock()  # the atomic add on write_dispatch_id
         # buffers packets use (kernargs, outgrown scratch): (index of the last packet using it, buffer), freed
         # once the processor has released that packet
-        self._held: deque[tuple[int, Buffer]] = deque()
+        self._held: deque[tuple[int, Buffer | KernargSlice]] = deque()
         self.scratch = Scratch(device, self.label)
+        self.kernarg_pool = KernargPool(device, self.label, self._release_held)  # allocated by the first dispatch
         try:
             self.ring = self._alloc(packets * PACKET_SIZE, "gtt", "ring", uncached=True, role="ring")
             self.ring.write(AQL.build("INVALID") * packets)
@@ -256,7 +259,8 @@ class AqlQueue:
                  completion: HsaSignal | int = 0) -> int:
         """Run `kernel` over `grid` work-items (1-3 dimensions) in workgroups of `block`, with `args` in the
         kernel's order (buffers, numpy or Python scalars, kernargs.Local(nbytes)), as one KERNEL_DISPATCH; the
-        packet's index. The kernel arguments live in a GTT buffer freed once the packet is released."""
+        packet's index. The kernel arguments live in a slice of the kernel-argument arena returned once the packet
+        is released."""
         if kernel.program.device is not self.device:
             raise ValueError(f"{kernel.name} is loaded on {kernel.program.device}, not on this queue's {self.device}")
         self._release_held()
@@ -272,14 +276,14 @@ class AqlQueue:
         return index
 
     def launch(self, kernel: LoadedKernel, launch: Launch, args: Kernargs,
-               completion: int = 0) -> tuple[Packet, Buffer]:
-        """The KERNEL_DISPATCH packet of `kernel` with packed kernel arguments, and the GTT buffer holding them
-        (the caller frees it once the packet is released); scratch grows to what the kernel needs."""
+               completion: int = 0) -> tuple[Packet, KernargMemory]:
+        """The KERNEL_DISPATCH packet of `kernel` with packed kernel arguments, and the slice of the
+        kernel-argument arena holding them (the caller frees it once the packet is released); scratch grows to
+        what the kernel needs."""
         kd = kernel.kernel.descriptor
         if kd.enable_private_segment or kd.private_segment_fixed_size:
             self._ensure_scratch(kd.private_segment_fixed_size)
-        mem = self.device.alloc(max(len(args.data), 1), "gtt", name=f"{self.label}.kernargs {kernel.name}",
-                                role="kernargs")
+        mem = self.kernarg_pool.alloc(len(args.data), args.align, kernel.name)
         try:
             mem.write(args.data)
         except BaseException:
@@ -381,6 +385,7 @@ class AqlQueue:
         while self._held:
             self._held.popleft()[1].free()
         self.scratch.free()
+        self.kernarg_pool.free()
 
 
 def _h(signal: HsaSignal | int) -> int:

@@ -9,7 +9,8 @@ On a node with several XCCs (gfx942) every XCC executes the queue's packets; the
 theirs on XCC 0 only (PRED_EXEC), so a signal follows the writes before it on the same XCC. Waits run on every
 XCC. `dispatch(kernel, grid, block, *args)` runs a kernel of a loaded program (device.load): the dispatch
 registers and DISPATCH_DIRECT (driver/dispatch.py), with the kernel arguments and a copy of its AQL dispatch
-packet in a GTT buffer the queue frees once the engine is past the dispatch.
+packet in a slice of the queue's kernel-argument arena (driver/kernarg_pool.py), returned once the engine is past
+the dispatch.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.dispatch import PACKET_BYTES, Scratch, dispatch_values, pm4_dispatch, user_sgprs
 from kfdtrace.driver.families import queue_sizes
+from kfdtrace.driver.kernarg_pool import KernargPool
 from kfdtrace.driver.kernargs import Kernargs, Launch, pack
 from kfdtrace.driver.memory import Buffer
 from kfdtrace.driver.pm4 import DIALECTS, CopySel, DataSel, IntSel, WaitFunc, WriteDst
@@ -52,6 +54,7 @@ class ComputeQueue(RingQueue):
         self.num_xcc = props.get("num_xcc") or 1
         self.sizes = sizes = queue_sizes(props)
         self.scratch = Scratch(device, self.label)  # grown by the first dispatch that needs it
+        self.kernarg_pool = KernargPool(device, self.label, self._reclaim)  # allocated by the first dispatch
         self._dispatches = 0
         try:
             self.eop = self._context(sizes.eop_buffer_size, "eop")
@@ -70,9 +73,15 @@ class ComputeQueue(RingQueue):
         self._buffers.append(buf)
         return buf
 
+    def _reclaim(self) -> None:
+        """Free what the engine is past now, not at the next submission (the kernel-argument arena asks when full)."""
+        with self._lock:
+            self._release_held()
+
     def _free_buffers(self) -> None:
         super()._free_buffers()
         self.scratch.free()
+        self.kernarg_pool.free()
 
     # -- packets ------------------------------------------------------------------------------------
     def set_sh_reg(self, **values: int) -> ComputeQueue:
@@ -141,15 +150,14 @@ class ComputeQueue(RingQueue):
 
     def launch(self, kernel: LoadedKernel, launch: Launch, args: Kernargs) -> bytes:
         """The packets of one dispatch of `kernel` with packed kernel arguments, to emit next: the arguments
-        and a copy of its AQL dispatch packet go into a GTT buffer held until the engine is past them, and
-        scratch grows to what the kernel needs."""
+        and a copy of its AQL dispatch packet go into a slice of the kernel-argument arena held until the engine
+        is past them, and scratch grows to what the kernel needs."""
         kd = kernel.kernel.descriptor
         scratch = None
         if kd.enable_private_segment or kd.private_segment_fixed_size:
             scratch = self.scratch.ensure(kd.private_segment_fixed_size, self.hold)
         at = -(-len(args.data) // PACKET_BYTES) * PACKET_BYTES  # the dispatch packet, 64-byte aligned after them
-        mem = self.device.alloc(at + PACKET_BYTES, "gtt", name=f"{self.label}.kernargs {kernel.name}",
-                                role="kernargs")
+        mem = self.kernarg_pool.alloc(at + PACKET_BYTES, max(args.align, PACKET_BYTES), kernel.name)
         self.hold(mem)
         self._dispatches += 1
         values, packet = dispatch_values(kernel, launch, args, mem.va, mem.va + at, scratch, self._dispatches)

@@ -126,16 +126,16 @@ def test_a_missing_code_object_is_refused_naming_every_kernel_and_target(traces)
 
 
 def edit_kernargs(src: str, dst: str, edit) -> None:
-    """Copy the trace, passing each kernel argument buffer's CPU write through `edit`."""
-    roles: dict[int, str] = {}
+    """Copy the trace, passing each CPU write into a kernel argument buffer (a queue's arena) through `edit`."""
+    kernargs: list[range] = []
 
     def one(rec, r, w):
         f = dict(rec.fields)
-        if rec.type == R.BUFFER:
-            roles[f["va"]] = f["role"]
+        if rec.type == R.BUFFER and f["role"] == "kernargs":
+            kernargs.append(range(f["va"], f["va"] + f["size"]))
         elif rec.type == R.CODE_OBJECT:
             w.blob(r.blob(f["key"]))
-        elif rec.type == R.MEM and roles.get(f["va"]) == "kernargs":
+        elif rec.type == R.MEM and any(f["va"] in k for k in kernargs):
             f["key"] = w.blob(edit(r.blob(f["key"])))
         return f
     rewrite(src, dst, one)

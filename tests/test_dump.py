@@ -278,7 +278,7 @@ def test_buffers_writes_each_dispatch_s_kernel_arguments_and_known_inputs(target
     inputs = sorted(f for f in os.listdir(out) if ".in." in f)
     dispatches = sorted({f.split(".in.")[0] for f in inputs})
     assert len(dispatches) == 2
-    kernargs_name = "q.kernargs_vector_add.bin"
+    kernargs_name = "q.kernargs.bin"  # the dispatch's slice of the queue's kernel-argument arena
     for k, d in enumerate(dispatches):
         named = {f.split(".", 3)[3] for f in inputs if f.startswith(d)}
         # c is an input of the second: the checkpoint after the first made its contents known
