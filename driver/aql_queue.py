@@ -296,7 +296,7 @@ class AqlQueue:
     def _ensure_scratch(self, private_segment_size: int) -> None:
         """Scratch for the processor to hand out (amd_queue_t's scratch fields, as tinygrad fills them); an
         outgrown area is freed once the packets before are released."""
-        area = self.scratch.ensure(private_segment_size, self._retire)
+        area = self.scratch.ensure(private_segment_size, self.hold)
         q, family = self.amd_queue, self.device.target.family
         q.scratch_backing_memory_location = area.base()
         q.scratch_backing_memory_byte_size = area.buffer.size
@@ -304,7 +304,8 @@ class AqlQueue:
         q.compute_tmpring_size = area.tmpring(self.pm4_dialect.registers, family.gfx_major)
         q.scratch_resource_descriptor[:] = area.resource(family.gfx_major, 64)  # the CP sets the index stride
 
-    def _retire(self, buffer: Buffer) -> None:
+    def hold(self, buffer: Buffer | KernargSlice) -> None:
+        """Free `buffer` once the processor has released the last packet submitted so far."""
         with self._lock:
             self._held.append((self.write_index - 1, buffer))
 

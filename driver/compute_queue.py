@@ -19,9 +19,9 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from kfdtrace.driver import kfd_ioctl as K
-from kfdtrace.driver.dispatch import PACKET_BYTES, Scratch, dispatch_values, pm4_dispatch, user_sgprs
+from kfdtrace.driver.dispatch import Scratch, pm4_launch
 from kfdtrace.driver.families import queue_sizes
-from kfdtrace.driver.kernarg_pool import KernargPool
+from kfdtrace.driver.kernarg_pool import KernargMemory, KernargPool
 from kfdtrace.driver.kernargs import Kernargs, Launch, pack
 from kfdtrace.driver.memory import Buffer
 from kfdtrace.driver.pm4 import DIALECTS, CopySel, DataSel, IntSel, WaitFunc, WriteDst
@@ -156,13 +156,13 @@ class ComputeQueue(RingQueue):
         scratch = None
         if kd.enable_private_segment or kd.private_segment_fixed_size:
             scratch = self.scratch.ensure(kd.private_segment_fixed_size, self.hold)
-        at = -(-len(args.data) // PACKET_BYTES) * PACKET_BYTES  # the dispatch packet, 64-byte aligned after them
-        mem = self.kernarg_pool.alloc(at + PACKET_BYTES, max(args.align, PACKET_BYTES), kernel.name)
-        self.hold(mem)
+
+        def kernarg(size: int, align: int) -> KernargMemory:
+            mem = self.kernarg_pool.alloc(size, align, kernel.name)
+            self.hold(mem)
+            return mem
         self._dispatches += 1
-        values, packet = dispatch_values(kernel, launch, args, mem.va, mem.va + at, scratch, self._dispatches)
-        mem.write(args.data + bytes(at - len(args.data)) + packet)
-        return pm4_dispatch(self.dialect, kernel, launch, args, user_sgprs(kd, values), scratch, self.num_xcc)
+        return pm4_launch(self.dialect, kernel, launch, args, scratch, kernarg, self._dispatches, self.num_xcc)
 
     def wait(self, sem: Semaphore, value: int) -> ComputeQueue:
         """GPU wait until the semaphore reaches `value`, on the word Semaphore.wait_word names: its high dword

@@ -20,11 +20,12 @@ from kfdtrace.driver.pm4 import EventIndex, EventType, Pm4Dialect
 from kfdtrace.driver.registers import RegisterTable
 
 if TYPE_CHECKING:
+    from kfdtrace.driver.kernarg_pool import KernargMemory
     from kfdtrace.driver.program import LoadedKernel
     from kfdtrace.driver.system import Device
 
-__all__ = ["PACKET_BYTES", "Scratch", "ScratchArea", "dispatch_values", "pm4_dispatch", "scratch_resource",
-           "user_sgprs"]
+__all__ = ["PACKET_BYTES", "Scratch", "ScratchArea", "dispatch_values", "pm4_dispatch", "pm4_launch",
+           "scratch_resource", "user_sgprs"]
 
 PACKET_BYTES = 64  # the hsa_kernel_dispatch_packet_t a kernel's dispatch pointer points at
 SCRATCH_LANES = 64  # scratch is sized for wave64 lanes whatever the wave size (as tinygrad sizes it)
@@ -139,6 +140,18 @@ def dispatch_values(kernel: LoadedKernel, launch: Launch, args: Kernargs, kernar
         "private_segment_size": kd.private_segment_fixed_size,
     }
     return values, packet
+
+
+def pm4_launch(dialect: Pm4Dialect, kernel: LoadedKernel, launch: Launch, args: Kernargs, scratch: ScratchArea | None,
+               kernarg: Callable[[int, int], KernargMemory], dispatch_id: int, num_xcc: int) -> bytes:
+    """The PM4 packets of one dispatch with packed kernel arguments: the arguments, then a copy of the AQL
+    dispatch packet 64-byte aligned after them, go into the memory `kernarg(size, align)` gives (the caller keeps
+    it until the engine is past the packets)."""
+    at = -(-len(args.data) // PACKET_BYTES) * PACKET_BYTES
+    mem = kernarg(at + PACKET_BYTES, max(args.align, PACKET_BYTES))
+    values, packet = dispatch_values(kernel, launch, args, mem.va, mem.va + at, scratch, dispatch_id)
+    mem.write(args.data + bytes(at - len(args.data)) + packet)
+    return pm4_dispatch(dialect, kernel, launch, args, user_sgprs(kernel.kernel.descriptor, values), scratch, num_xcc)
 
 
 def pm4_dispatch(dialect: Pm4Dialect, kernel: LoadedKernel, launch: Launch, args: Kernargs,
