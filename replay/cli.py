@@ -101,6 +101,9 @@ def check_options(emulate: str | None, emulate_from: str | None, emulate_recorde
 @click.option("--code-objects", metavar="DIR", type=click.Path(file_okay=False),
               help="Per-target builds of the recorded code objects, named <name>.<gfx>.co, for targets the "
                    "recorded objects do not fit.")
+@click.option("--queue-type", type=click.Choice(["recorded", "aql", "pm4"]), default="recorded", show_default=True,
+              help="The queues compute work replays on: as recorded, or PM4 queues' work on AQL queues (aql); "
+                   "pm4 refuses AQL queues (their completion signals need the packet processor).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--timeline", metavar="OUT", type=click.Path(dir_okay=False),
               help="Write a timeline of the replay, with the times it took, for ui.perfetto.dev "
@@ -108,7 +111,7 @@ def check_options(emulate: str | None, emulate_from: str | None, emulate_recorde
 @click.option("--debug", is_flag=True, help="Show the traceback of an internal error.")
 @click.version_option(package_name="kfdtrace")
 def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, concurrent, verify, relocate,
-         timeout, max_memory, code_object, code_objects, as_json, timeline, debug) -> None:
+         timeout, max_memory, code_object, code_objects, queue_type, as_json, timeline, debug) -> None:
     """Replay TRACE on this machine's GPUs (or emulated ones) and say whether it did the same thing.
 
     \b
@@ -130,7 +133,8 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
             objects = parse_code_object_options(list(code_object), code_objects)
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
-        options = Options(relocate=relocate, timeout=timeout, verify=verify, gpu_map=mapping, code_objects=objects)
+        options = Options(relocate=relocate, timeout=timeout, verify=verify, gpu_map=mapping, code_objects=objects,
+                          queue_type=None if queue_type == "recorded" else queue_type)
         with TerminalProgress("replay") as progress, trace_of(trace) as path:
             report = replay_trace(path, options, emulate=emulate, emulate_from=emulate_from,
                                   emulate_recorded=emulate_recorded, device=device, loops=loop,

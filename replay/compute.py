@@ -27,6 +27,7 @@ from kfdtrace.replay.translate import OutsideBuffers, ReplayError
 
 if TYPE_CHECKING:  # kernargs (and numpy) load with the first dispatch: SDMA replays start without them
     from kfdtrace.driver.aql_queue import AqlQueue
+    from kfdtrace.driver.kernarg_pool import KernargMemory
     from kfdtrace.driver.kernargs import Launch
     from kfdtrace.driver.memory import Buffer
     from kfdtrace.driver.program import LoadedKernel
@@ -259,3 +260,47 @@ class AqlRing:
 
     def destroy(self) -> None:
         self.queue.destroy()
+
+
+class Pm4OnAql(AqlRing):
+    """A recorded PM4 queue replayed on an AQL queue (--queue-type aql): each submission's packets, translated for
+    the target's PM4 dialect, run from an indirect buffer one PM4-IB packet calls, its barrier bit set, so the
+    submissions run in order as on a ring; dispatches are the target's PM4 dispatches (pm4_launch), their
+    scratch and kernel arguments the AQL queue's."""
+
+    def __init__(self, queue: AqlQueue, timeout: float):
+        super().__init__(queue, timeout)
+        self.dialect = queue.pm4_dialect  # what the translator writes, and indirect buffers are padded with
+        self._dispatches = 0
+        self._held: list[KernargMemory] = []  # what the next submission's packets use
+
+    @property
+    def waiting(self) -> bool:
+        return False  # a wait inside an indirect buffer does not show at the AQL read index
+
+    def submit(self) -> None:
+        data, self._pending = b"".join(self._pending), []
+        if not data:
+            return
+        q = self.queue
+        ib = q.device.alloc(max(len(data), 4096), "gtt", name=f"{q.label} PM4 IB", role="replay indirect buffer")
+        ib.write(data)
+        q.pm4(ib, len(data))
+        for buffer in [ib, *self._held]:  # until the processor has released the PM4-IB packet
+            q.hold(buffer)
+        self._held = []
+
+    def launch(self, kernel: LoadedKernel, launch: Launch, args) -> bytes:
+        """The target's PM4 packets of one dispatch, to emit next (as ComputeQueue.launch gives them)."""
+        from kfdtrace.driver.dispatch import pm4_launch
+
+        q, kd = self.queue, kernel.kernel.descriptor
+        scratch = None
+        if kd.enable_private_segment or kd.private_segment_fixed_size:
+            scratch = q.scratch.ensure(kd.private_segment_fixed_size, q.hold)
+
+        def kernarg(size: int, align: int) -> KernargMemory:
+            self._held.append(mem := q.kernarg_pool.alloc(size, align, kernel.name))
+            return mem
+        self._dispatches += 1
+        return pm4_launch(self.dialect, kernel, launch, args, scratch, kernarg, self._dispatches, q.num_xcc)

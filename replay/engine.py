@@ -34,7 +34,7 @@ from kfdtrace.driver.sdma_queue import ENGINE_KINDS
 from kfdtrace.driver.signals import POLL_SLICE_MS, Event, Semaphore
 from kfdtrace.driver.system import Device, System
 from kfdtrace.replay.code_objects import CodeObjectOptions, check_options, choose, missing_message
-from kfdtrace.replay.compute import AqlRing, DispatchReader, RecordedKernels, relaunch
+from kfdtrace.replay.compute import AqlRing, DispatchReader, Pm4OnAql, RecordedKernels, relaunch
 from kfdtrace.replay.occupancy import Occupancy, Sampler, queue_label
 from kfdtrace.replay.translate import OutsideBuffers, Relocation, ReplayError, TranslationCache, Translator
 from kfdtrace.traces import records as R
@@ -93,6 +93,7 @@ class Options:
     gpu_map: dict[int, int] | None = None  # recorded GPU index -> target device index
     timed: bool = False  # note when each record was done (Result.times), for a timeline of the replay
     code_objects: CodeObjectOptions | None = None  # objects given for targets the recorded ones do not fit
+    queue_type: str | None = None  # "aql": PM4 compute queues replay on AQL queues (None: as recorded)
 
 
 @dataclass
@@ -204,18 +205,21 @@ def device_map(trace: TraceReader, system: System, gpu_map: dict[int, int] | Non
     return out
 
 
-def survey(trace: TraceReader, devices: dict[int, Device], code_objects: CodeObjectOptions | None = None) -> Survey:
+def survey(trace: TraceReader, devices: dict[int, Device], code_objects: CodeObjectOptions | None = None,
+           queue_type: str | None = None) -> Survey:
     """Read the trace once: translate every submission with the recorded addresses (ReplayError for anything
     the target cannot run, before anything is submitted: a kernel no code object for the target holds, a kernel
     argument pointing outside every buffer) and work out what the replay will need."""
-    return _Surveyor(trace, devices, code_objects).run()
+    return _Surveyor(trace, devices, code_objects, queue_type).run()
 
 
 class _Surveyor:
     """The first pass, one `_on_<type>` per record type."""
 
-    def __init__(self, trace: TraceReader, devices: dict[int, Device], code_objects: CodeObjectOptions | None):
+    def __init__(self, trace: TraceReader, devices: dict[int, Device], code_objects: CodeObjectOptions | None,
+                 queue_type: str | None = None):
         self.trace, self.devices, self.code_objects = trace, devices, code_objects or CodeObjectOptions()
+        self.queue_type = queue_type
         self.s = Survey(chunk_size(trace))
         self.kernels = RecordedKernels()
         self.code: dict[int, tuple[dict, Device]] = {}  # recorded code object va -> (its record's fields, device)
@@ -319,6 +323,10 @@ class _Surveyor:
             raise ReplayError(f"queue {f['queue']} is an AQL queue recorded by format {self.trace.version[0]}."
                               f"{self.trace.version[1]}, which does not record its signals' initial values: "
                               f"re-record it with this kfdtrace")
+        if f["type"] == K.QueueType.COMPUTE_AQL and self.queue_type == "pm4":
+            raise ReplayError(f"queue {f['queue']} is an AQL queue, which --queue-type pm4 cannot replay: an AQL "
+                              f"packet's completion signal is decremented by the packet processor, and no PM4 "
+                              f"packet kfdtrace builds can decrement memory; replay it on an AQL queue")
         cache = TranslationCache() if len(self.s.caches) < SHARED_CACHES else None
         if cache is not None:
             self.s.caches[r.n] = cache
@@ -711,7 +719,9 @@ class Instance:
         dev = self.devices[f["gpu"]]
         name = f"replay q{f['queue']}"
         with recorded_arguments(r):
-            if f["type"] == K.QueueType.COMPUTE:
+            if f["type"] == K.QueueType.COMPUTE and self.options.queue_type == "aql":
+                q = Pm4OnAql(dev.aql_queue(name=name), self.options.timeout)
+            elif f["type"] == K.QueueType.COMPUTE:
                 q = dev.compute_queue(ring_size=f["ring_size"], name=name)
             elif f["type"] == K.QueueType.COMPUTE_AQL:
                 q = AqlRing(dev.aql_queue(packets=f["ring_size"] // len(AQL.build("INVALID")), name=name),
@@ -762,7 +772,7 @@ class Instance:
             raise ReplayError(f"{where}: no code object for {rq.queue.device.target.name} holds {d.kernel.name}")
         kernel = program.kernel(d.kernel.name)
         launch, args = relaunch(d, reader.kernargs(d, where), kernel, self.relocation.move, where)
-        if isinstance(rq.queue, AqlRing):
+        if d.packet.defn.kernel is not None:  # an AQL dispatch packet, on an AQL queue
             out, mem = rq.queue.launch(kernel, launch, args, d.packet, lambda a: self._moved(a, where))
             rq.new_ibs.append(mem)
             return out

@@ -166,7 +166,7 @@ def replay_trace(path: str, options: Options, *, emulate: str | None = None, emu
                 options.gpu_map = {i: device for i in range(len(gpus))}
             devices = device_map(trace, system, options.gpu_map)
             progress("checking every submission")
-            s = survey(trace, devices, options.code_objects)
+            s = survey(trace, devices, options.code_objects, options.queue_type)
             if not s.submissions:
                 raise BadInput(f"{path} holds no submissions: nothing to replay")
             check_resources(s, system, concurrent, default_max_memory() if max_memory is None else max_memory)

@@ -249,3 +249,26 @@ def test_the_overlap_example_stresses_two_gpus_in_loops_and_moves_across_familie
                 ["(pm4)", "(pm4)", "(sdma)", "(sdma)", "(sdma)", "(sdma)"]
     report = replay_trace(overlap_example, per_target(tmp_path), emulate="gfx1100,gfx1201")
     assert report.status == EXIT_OK, report.lines()
+
+
+@pytest.mark.parametrize("family", ["gfx942", "gfx1201"])
+def test_a_pm4_trace_replays_on_aql_queues(corpus_traces, family, tmp_path):
+    """--queue-type aql: every corpus kernel recorded on a PM4 queue runs from PM4-IB packets on an AQL queue,
+    in order, and verifies."""
+    options = per_target(tmp_path)
+    options.queue_type = "aql"
+    report = replay_trace(corpus_traces["gfx1100"], options, emulate=family)
+    assert report.status == EXIT_OK, report.lines()
+    assert report.loops[0][0].verified >= len(CASES)
+    assert [q["label"] for q in report.to_dict()["loops"][0][0]["occupancy"]["queues"]] == ["queue 0 (pm4)"]
+
+
+def test_the_overlap_example_replays_its_compute_on_aql_queues(overlap_example):
+    report = replay_trace(overlap_example, Options(queue_type="aql"), emulate_recorded=True, concurrent=2)
+    assert report.status == EXIT_OK, report.lines()
+
+
+def test_an_aql_trace_is_refused_on_pm4_queues_before_submission(traces):
+    res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", traces["aql-gfx942"], "--emulate-recorded",
+                          "--queue-type", "pm4"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 3 and "AQL queue, which --queue-type pm4 cannot replay" in res.stderr
