@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from kfdtrace.driver.aql import AQL, PACKET_SIZE
 from kfdtrace.driver.code_object import CodeObject, Kernel, load
 from kfdtrace.driver.code_object_errors import CodeObjectError
 from kfdtrace.driver.packets import Dialect, Packet
 from kfdtrace.driver.pm4 import Pm4Dialect
-from kfdtrace.replay.translate import OutsideBuffers, ReplayError
+from kfdtrace.replay.translate import OutsideBuffers, ReplayError, carries_dispatch
 
 if TYPE_CHECKING:  # kernargs (and numpy) load with the first dispatch: SDMA replays start without them
     from kfdtrace.driver.aql_queue import AqlQueue
@@ -304,3 +304,54 @@ class Pm4OnAql(AqlRing):
             return mem
         self._dispatches += 1
         return pm4_launch(self.dialect, kernel, launch, args, scratch, kernarg, self._dispatches, q.num_xcc)
+
+
+READ_ONLY = frozenset({"read_only"})  # metadata .access / .actual_access of a pointer a kernel never writes
+
+
+class DispatchAccess:
+    """What a trace's dispatches read and may write, for the tools that follow a trace (dump, trim): a
+    dispatch reads its kernel arguments and the buffers its pointer arguments point into, and may write those not
+    const or read-only (the code object's metadata). Kernels come from the code_object records given to `loaded`;
+    each queue's PM4 register writes are followed packet by packet, so every packet of every submission is to be
+    shown to `of`, in order."""
+
+    def __init__(self, read: ReadMemory):
+        self.kernels = RecordedKernels()
+        self.read = read
+        self._readers: dict[int, DispatchReader] = {}
+
+    def loaded(self, f: dict, data: bytes, where: str) -> None:
+        """A code_object record's fields and bytes (an object that does not load leaves its kernels unknown)."""
+        try:
+            self.kernels.loaded(f, data, where)
+        except ReplayError:
+            self.kernels.unloaded(f["va"])
+
+    def of(self, queue: int, dialect: Dialect, p: Packet, where: str) -> Access | None:
+        """What the dispatch `p` launches on recorded queue `queue` reads and may write; None for a packet that
+        launches none. ReplayError (or KernargError) when its kernel or arguments are unknown."""
+        from kfdtrace.driver.kernargs import pointers
+
+        if not carries_dispatch(p.defn):
+            return None
+        reader = self._readers.get(queue)
+        if reader is None:
+            reader = self._readers[queue] = DispatchReader(dialect, self.kernels, self.read)
+        d = reader.dispatch(p, where)
+        if d is None:
+            return None
+        data = reader.kernargs(d, where)
+        args = [a for a in pointers(d.kernel.kernel.metadata, data) if a.value]
+        return Access((d.kernargs, data) if d.kernargs else None, [a.value for a in args],
+                      [a.value for a in args if not a.arg.is_const and (a.arg.actual_access or a.arg.access)
+                       not in READ_ONLY])
+
+
+class Access(NamedTuple):
+    """What a dispatch reads and may write: its kernel arguments (address and bytes), and the addresses its pointer
+    arguments hold: all of them read, those not const or read-only written."""
+
+    kernargs: tuple[int, bytes] | None
+    reads: list[int]
+    writes: list[int]

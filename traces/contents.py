@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kfdtrace.driver.packets import Packet
+from kfdtrace.driver.packets import Packet, PacketError
+from kfdtrace.replay.compute import Access, DispatchAccess
+from kfdtrace.replay.translate import ReplayError
 from kfdtrace.traces import records as R
-from kfdtrace.traces.format import Record, TraceReader
+from kfdtrace.traces.format import Record, TraceError, TraceReader
 from kfdtrace.traces.walk import BufferInfo, Submission, TraceState
 
 SEMAPHORES = "semaphores"  # the role of the driver's semaphore buffers (driver/system.py)
+SIGNAL = "signal"  # the role of an AQL signal's buffer, an amd_signal_t (driver/aql_queue.py HsaSignal)
 
 
 def is_semaphores(buf: BufferInfo | None) -> bool:
@@ -59,9 +62,12 @@ class Contents:
 class KnownMemory:
     """Follows `state` (call `apply` after `state.apply` of each record) to know each live buffer's contents."""
 
-    def __init__(self, state: TraceState, chunk: int | None):
-        self.state, self.chunk = state, chunk
+    def __init__(self, state: TraceState, chunk: int | None, blob: Callable[[bytes], bytes] | None = None):
+        """`blob` (a trace's blob lookup), when given, lets it follow dispatches too: what each kernel may write,
+        from its code object and its recorded kernel arguments."""
+        self.state, self.chunk, self.blob = state, chunk, blob
         self.contents: dict[int, Contents] = {}  # buffer va -> what it holds
+        self.dispatches = DispatchAccess(self._read) if blob is not None else None
 
     def at(self, addr: int) -> tuple[BufferInfo, Contents] | None:
         """The live buffer holding `addr` and what is known of it."""
@@ -81,8 +87,33 @@ class KnownMemory:
                 hit[1].chunks[f["va"]] = (f["size"], f["key"])
         elif r.type == R.CHECKPOINT and self.chunk:
             self._checkpoint(f, self.chunk)
+        elif r.type == R.CODE_OBJECT and self.dispatches is not None:
+            try:
+                self.dispatches.loaded(f, self.blob(f["key"]), f"record {r.n}")
+            except TraceError:
+                pass  # its kernels stay unknown: their dispatches may write anything
         elif sub is not None:
             self._submitted(sub)
+
+    def _read(self, va: int, size: int) -> bytes | None:
+        hit = self.at(va)
+        if hit is None or va + size > hit[0].va + hit[0].size:
+            return None
+        try:
+            return hit[1].read(va, size, self.blob)
+        except TraceError:
+            return None
+
+    def access(self, sub: Submission, p: Packet) -> Access | str | None:
+        """What the dispatch packet `p` of `sub` launches reads and may write (None: it launches none, or
+        dispatches are not followed); a string saying why when that is not known (it may write anything)."""
+        if self.dispatches is None or sub.queue is None or sub.queue.dialect is None:
+            return None
+        where = f"submission {sub.number}"
+        try:
+            return self.dispatches.of(sub.queue.queue, sub.queue.dialect, p, where)
+        except (ReplayError, PacketError, ValueError) as exc:  # KernargError is a ValueError
+            return f"{where} ran a dispatch whose writes are unknown ({exc})"
 
     def _checkpoint(self, f: dict, chunk: int) -> None:
         in_flight = {b["va"] for b in f["in_flight"] or ()}
@@ -103,16 +134,22 @@ class KnownMemory:
                     contents.unknown = why
             return
         for p in sub.packets:
-            self.wrote(sub, p)
+            self.wrote(sub, p, self.access(sub, p))
 
     def understood(self, sub: Submission) -> bool:
         """Whether every packet of `sub` was read (none undecodable, unrecorded or calling an indirect buffer),
         so that `wrote` can be told packet by packet."""
         return not sub.error and all(p.defn.indirect is None for p in sub.packets)
 
-    def wrote(self, sub: Submission, p: Packet) -> None:
-        """Packet `p` of `sub` ran: what it writes is no longer known."""
-        for addr in p.written_addresses():
+    def wrote(self, sub: Submission, p: Packet, access: Access | str | None = None) -> None:
+        """Packet `p` of `sub` ran: what it writes is no longer known (with `access`, what `access` says the
+        dispatch it launches may write: everything, when it is a string saying why)."""
+        if isinstance(access, str):
+            for va, contents in self.contents.items():
+                if not is_semaphores(self.state.buffer_at(va)):
+                    contents.unknown = access
+            return
+        for addr in p.written_addresses() + (access.writes if access else []):
             hit = self.at(addr)
             if hit is not None and not is_semaphores(hit[0]):
                 hit[1].unknown = f"submission {sub.number} on {sub.queue.label if sub.queue else 'an unknown queue'} " \

@@ -16,9 +16,7 @@ from typing import Any
 
 import msgspec
 
-from kfdtrace.driver.packets import Packet, PacketError
-from kfdtrace.replay.compute import DispatchReader, RecordedKernels
-from kfdtrace.replay.translate import ReplayError, carries_dispatch
+from kfdtrace.driver.packets import Packet
 from kfdtrace.traces import records as R
 from kfdtrace.traces.contents import KnownMemory, chunk_size, is_semaphores
 from kfdtrace.traces.format import Record, TraceError, TraceReader
@@ -95,10 +93,7 @@ class Dumper:
         self._types = selection.types()
         self._chunk = chunk_size(trace)
         # with --buffers, what each buffer holds as the records go, for the inputs of each packet
-        self.memory = KnownMemory(self.state, self._chunk) if buffers is not None else None
-        # with --buffers, the kernels loaded and each queue's dispatches, for the inputs of each dispatch
-        self.kernels = RecordedKernels()
-        self.readers: dict[int, DispatchReader] = {}
+        self.memory = KnownMemory(self.state, self._chunk, trace.blob) if buffers is not None else None
         if buffers is not None:
             os.makedirs(buffers, exist_ok=True)
 
@@ -136,8 +131,6 @@ class Dumper:
                 and (self._types is None or r.type in self._types) \
                 and (sel.queue is None or r.type not in QUEUE_TYPES or r.fields.get("queue") == sel.queue)
             if self.memory is not None:
-                if r.type == R.CODE_OBJECT:
-                    self._loaded(r)
                 if chosen and sub is not None and self.memory.understood(sub):
                     self._inputs(r.n, sub)
                 else:
@@ -227,11 +220,12 @@ class Dumper:
         assert self.memory is not None
         done: set[int] = set()
         for i, p in enumerate(sub.packets):
-            kernargs, pointed = self._dispatch_inputs(sub, p)
-            if kernargs is not None and (hit := self.memory.at(kernargs[0])) is not None:
+            access = self.memory.access(sub, p)
+            dispatch = access if access is not None and not isinstance(access, str) else None
+            if dispatch is not None and dispatch.kernargs and (hit := self.memory.at(dispatch.kernargs[0])):
                 done.add(hit[0].va)
-                self._write_file(n, f"in.{i}", hit[0].label, kernargs[1])
-            for addr in reads(p) + pointed:
+                self._write_file(n, f"in.{i}", hit[0].label, dispatch.kernargs[1])
+            for addr in reads(p) + (dispatch.reads if dispatch else []):
                 hit = self.memory.at(addr)
                 if hit is None or hit[0].va in done or is_semaphores(hit[0]):
                     continue
@@ -239,44 +233,7 @@ class Dumper:
                 if keys is not None:
                     done.add(hit[0].va)
                     self._write_blobs(n, f"in.{i}", hit[0].label, keys, hit[0].size)
-            self.memory.wrote(sub, p)
-
-    def _loaded(self, r: Record) -> None:
-        try:
-            self.kernels.loaded(r.fields, self.trace.blob(r.fields["key"]), f"record {r.n}")
-        except (ReplayError, TraceError):
-            pass  # its dispatches' inputs are not written
-
-    def _dispatch_inputs(self, sub: Submission, p: Packet) -> tuple[tuple[int, bytes] | None, list[int]]:
-        """For a packet that launches a kernel, the address and bytes of its kernel arguments, and the addresses of
-        its pointer arguments, whose buffers are its inputs; (None, []) for other packets, or when the kernel or
-        its arguments are not known."""
-        if not carries_dispatch(p.defn) or sub.queue is None or sub.queue.dialect is None:
-            return None, []
-        from kfdtrace.driver.kernargs import KernargError, pointers  # numpy with it: only for dispatches
-
-        reader = self.readers.get(sub.queue.queue)
-        if reader is None:
-            reader = self.readers[sub.queue.queue] = DispatchReader(sub.queue.dialect, self.kernels, self._known)
-        try:
-            d = reader.dispatch(p, f"submission {sub.number}")
-            if d is None:
-                return None, []
-            data = reader.kernargs(d, f"submission {sub.number}")
-            return (d.kernargs, data), [ptr.value for ptr in pointers(d.kernel.kernel.metadata, data) if ptr.value]
-        except (ReplayError, PacketError, KernargError):
-            return None, []
-
-    def _known(self, va: int, size: int) -> bytes | None:
-        """The `size` bytes at `va` where the trace knows them (recorded writes, not overwritten by the GPU since)."""
-        assert self.memory is not None
-        hit = self.memory.at(va)
-        if hit is None or va + size > hit[0].va + hit[0].size:
-            return None
-        try:
-            return hit[1].read(va, size, self.trace.blob)
-        except TraceError:
-            return None
+            self.memory.wrote(sub, p, access)
 
     def _write_blobs(self, n: int, what: str, name: str, keys: list[bytes], size: int) -> None:
         """The bytes `keys` hold, as one file named by record, what and buffer; a missing blob, a size the
