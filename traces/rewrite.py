@@ -36,6 +36,8 @@ class TraceCopy:
         if type_ == R.MEM:
             fields["key"] = self.key(fields["key"]) if data is None else self.w.blob(data)
             self.payload += fields["size"]
+        elif type_ == R.CODE_OBJECT:
+            fields["key"] = self.key(fields["key"])
         elif type_ == R.CHECKPOINT:
             fields["buffers"] = [{**b, "keys": [self.key(k) for k in b["keys"]]} for b in fields["buffers"]]
         t = fields.get("t")
