@@ -38,6 +38,7 @@ from kfdtrace.replay.compute import AqlRing, DispatchReader, Pm4OnAql, RecordedK
 from kfdtrace.replay.occupancy import Occupancy, Sampler, queue_label
 from kfdtrace.replay.translate import OutsideBuffers, Relocation, ReplayError, TranslationCache, Translator
 from kfdtrace.traces import records as R
+from kfdtrace.traces.contents import SIGNAL
 from kfdtrace.traces.format import Record, TraceError, TraceReader
 
 EXIT_OK, EXIT_DIVERGED, EXIT_HANG, EXIT_UNSUPPORTED, EXIT_BAD_INPUT, EXIT_INTERNAL = range(6)
@@ -56,7 +57,6 @@ QUEUE_DIALECTS: dict[int, tuple[dict[str, Dialect], Callable[[Device], str]]] = 
     K.QueueType.COMPUTE_AQL: ({AQL.name: AQL}, lambda dev: AQL.name),
 }
 CODE = "code"  # the role of a code object's buffer: a replay loads the object for its target instead
-SIGNAL = "signal"  # the role of an AQL signal's buffer (an amd_signal_t)
 AQL_SIGNALS_SINCE = (2, 2)  # the format version from which an AQL signal's initial value is recorded
 REPLAYED_EVENTS = frozenset({K.EventType.SIGNAL})  # the replay's System makes its own exception events
 SHARED_CACHES = 16  # queues whose survey translations the run reuses (each cache is bounded on its own)

@@ -159,3 +159,36 @@ def test_reconstructed_vram_the_cpu_could_not_see_becomes_public(tmp_path):
         written = {names.get(m.fields["va"] & ~0xFFF) for m in r.records(["mem"])}
     assert allocs["stage1"] & K.AllocMemFlags.PUBLIC and "stage1" in written  # what the consumer copies
     assert not allocs["stage0"] & K.AllocMemFlags.PUBLIC  # never written before the range: left as it was
+
+
+@pytest.mark.parametrize("target, aql, elsewhere", [("gfx942", True, "gfx1100"), ("gfx1100", False, "gfx90a")])
+def test_every_range_of_a_compute_trace_replays_here_and_on_another_family_or_is_refused(target, aql, elsewhere,
+                                                                                         tmp_path):
+    """Kernels in trimmed traces: the code objects live at the start come along, an AQL signal starts at the
+    value its CPU store and the completions before left, and a buffer a dispatch wrote before the range (its
+    non-const pointer arguments) is unknown there until a checkpoint."""
+    from kfdtrace.driver.kernels.build import BUILT
+    from kfdtrace.replay.code_objects import parse_code_object_options
+
+    from .test_compute_capture import vector_add
+
+    path, out = str(tmp_path / "c.kfdtrace"), str(tmp_path / "t.kfdtrace")
+    vector_add(path, target, aql)
+    with TraceReader(path) as r:
+        n = r.submissions
+    made, refused = 0, 0
+    for a, b in ranges(n):
+        with TraceReader(path) as r:
+            try:
+                trim(r, out, a, b)
+            except TrimRefused as exc:
+                assert "trim from" in str(exc) and "wrote it" in str(exc), str(exc)
+                refused += 1
+                continue
+        made += 1
+        assert replay_trace(out, Options(timeout=10), emulate_recorded=True).status == EXIT_OK, (a, b)
+        options = Options(timeout=10, code_objects=parse_code_object_options([], str(BUILT)))
+        assert replay_trace(out, options, emulate=elsewhere).status == EXIT_OK, (a, b)
+        os.unlink(out)
+    # AQL: the barrier of a sync alone checkpoints what the dispatch before it wrote, which is unknown there
+    assert made >= 3 and refused >= aql

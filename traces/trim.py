@@ -21,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.aql import AmdSignal
 from kfdtrace.traces import records as R
-from kfdtrace.traces.contents import KnownMemory, chunk_size, is_semaphores
+from kfdtrace.traces.contents import SIGNAL, KnownMemory, chunk_size, is_semaphores
 from kfdtrace.traces.format import Record, TraceError, TraceReader, TraceWriter
 from kfdtrace.traces.rewrite import TraceCopy
 from kfdtrace.traces.semaphores import semaphore_facts
@@ -66,11 +67,13 @@ class _Prefix:
         if chunk is None:
             raise TraceError(f"{trace.path}: the header has no chunk size: it cannot be trimmed")
         self.state = TraceState(trace.header)
-        self.memory = KnownMemory(self.state, chunk)
+        self.memory = KnownMemory(self.state, chunk, trace.blob)  # dispatches' writes followed too
         self.kept: dict[tuple[str, int], list[Record]] = {}  # (kind, id) -> its setup records
         self.threads: list[Record] = []
         self.words: dict[int, int] = {}  # semaphore dword address -> value last written
         self.names: dict[int, str | None] = {}  # semaphore address -> the name a cpu_signal gave it
+        # an AQL signal's value address -> its value: the CPU's last store, less the completions since
+        self.aql_signals: dict[int, int] = {}
 
     def apply(self, r: Record) -> Submission | None:
         f = r.fields
@@ -82,6 +85,10 @@ class _Prefix:
             if r.type == R.BUFFER and f["handle"] is None:
                 key = next((k for k, recs in self.kept.items() if recs[0].fields.get("va") == f["va"]), key)
             self.kept.setdefault(key, []).append(r)
+        elif r.type == R.CODE_OBJECT:  # lives with the buffer its image is in
+            key = next((k for k, recs in self.kept.items() if recs[0].fields.get("va") == f["va"]), None)
+            if key is not None:
+                self.kept[key].append(r)
         elif r.type in TEARDOWN:
             kind, name = TEARDOWN[r.type]
             self.kept.pop((kind, f[name]), None)
@@ -95,7 +102,14 @@ class _Prefix:
                 d = p.defn
                 if d.signal is not None and d.signal[0] in p.addresses():
                     self.words[p.fields[d.signal[0]]] = p.fields[d.signal[1]] & 0xFFFFFFFF
+                if d.completion is not None and p.fields[d.completion[0]]:  # the packet decrements its signal
+                    value = p.fields[d.completion[0]] + AmdSignal.value.offset
+                    if value in self.aql_signals:
+                        self.aql_signals[value] -= 1
         elif r.type == R.CPU_SIGNAL:
+            buf = self.state.buffer_at(f["addr"])
+            if buf is not None and buf.role == SIGNAL:
+                self.aql_signals[f["addr"]] = f["value"]
             self.words[f["addr"]], self.words[f["addr"] + 4] = f["value"] & 0xFFFFFFFF, f["value"] >> 32
             self.names[f["addr"]] = f["name"]
         self.memory.apply(r, sub)
@@ -172,8 +186,10 @@ def _write(trace: TraceReader, prefix: _Prefix, start: Record, records, w: Trace
         for at, (size, key) in contents.chunks.items():  # in recorded order: a later write may overlap one before
             out.record(R.MEM, {"t": t0, "tid": tid, "va": at, "size": size, "key": key})
             chunks += 1
-    for addr in sorted(a for a in prefix.words if a % 8 == 0 and is_semaphores(prefix.state.buffer_at(a))):
-        value = prefix.words[addr] | prefix.words.get(addr + 4, 0) << 32
+    values = {a: prefix.words[a] | prefix.words.get(a + 4, 0) << 32 for a in prefix.words
+              if a % 8 == 0 and is_semaphores(prefix.state.buffer_at(a))}
+    values |= {a: v for a, v in prefix.aql_signals.items() if prefix.state.buffer_at(a) is not None and v >= 0}
+    for addr, value in sorted(values.items()):
         out.record(R.CPU_SIGNAL, {"t": t0, "tid": tid, "addr": addr, "value": value,
                                   "name": prefix.names.get(addr)})
         semaphores += 1
@@ -200,6 +216,8 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int) -
             break
         sub = state.apply(rec)
         f = rec.fields
+        if rec.type in (R.MEM, R.CODE_OBJECT):
+            prefix.memory.apply(rec, None)  # for the kernel arguments and kernels of the range's dispatches
         if sub is not None:
             _check_reads(prefix, sub, written)
             _signals_and_waits(prefix, sub, rec.n, signals, waits)
@@ -269,9 +287,12 @@ def _understood(sub: Submission, where: str) -> None:
 def _check_reads(prefix: _Prefix, sub: Submission, written: set[int]) -> None:
     _understood(sub, "in the range")
     for p in sub.packets:
-        for addr in reads(p):
+        access = prefix.memory.access(sub, p)
+        if isinstance(access, str):
+            raise TrimRefused(f"{access}: trim cannot tell what it reads and writes")
+        for addr in reads(p) + (access.reads if access else []):
             _check_known(prefix, addr, written, f"submission {sub.number} ({p.name})")
-        for addr in p.written_addresses():
+        for addr in p.written_addresses() + (access.writes if access else []):
             buf = prefix.state.buffer_at(addr)
             if buf is not None:
                 written.add(buf.va)
