@@ -343,14 +343,16 @@ class DispatchAccess:
             return None
         data = reader.kernargs(d, where)
         args = [a for a in pointers(d.kernel.kernel.metadata, data) if a.value]
-        return Access((d.kernargs, data) if d.kernargs else None, [a.value for a in args],
-                      [a.value for a in args if not a.arg.is_const and (a.arg.actual_access or a.arg.access)
-                       not in READ_ONLY])
+        writes = [a.value for a in args
+                  if not a.arg.is_const and (a.arg.actual_access or a.arg.access) not in READ_ONLY]
+        return Access((d.kernargs, data) if d.kernargs else None,
+                      [d.kernargs] * bool(d.kernargs) + [a.value for a in args], writes)
 
 
 class Access(NamedTuple):
-    """What a dispatch reads and may write: its kernel arguments (address and bytes), and the addresses its pointer
-    arguments hold: all of them read, those not const or read-only written."""
+    """What a dispatch reads and may write: its kernel arguments (address and bytes), the addresses it reads (the
+    kernel arguments' and those its pointer arguments hold), and those it may write (the pointers not const or
+    read-only)."""
 
     kernargs: tuple[int, bytes] | None
     reads: list[int]

@@ -91,3 +91,17 @@ def test_the_report_as_json(tmp_path):
     res = CliRunner().invoke(kfdtrace_cli, ["redact", SAMPLES[0], "-o", str(tmp_path / "r.kfdtrace"), "--json"])
     report = json.loads(res.output)
     assert res.exit_code == 0 and any("command line" in x for x in report["removed"]) and report["kept"]
+
+
+@pytest.mark.parametrize("target, aql", [("gfx942", True), ("gfx1100", False)])
+def test_a_redacted_compute_trace_keeps_what_its_kernels_read_and_replays(target, aql, tmp_path):
+    """A dispatch reads its kernel arguments and the buffers its pointer arguments point into: redact keeps
+    them all (filling them made the kernel read garbage pointers)."""
+    from .test_compute_capture import vector_add
+
+    path, out = str(tmp_path / "c.kfdtrace"), str(tmp_path / "r.kfdtrace")
+    vector_add(path, target, aql)
+    with TraceReader(path) as r:
+        report = redact(r, out)
+    assert any("0 CPU-written chunks nothing reads" in line for line in report.lines()), report.lines()
+    assert replay_trace(out, Options(), emulate_recorded=True).status == EXIT_OK

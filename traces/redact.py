@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from kfdtrace.traces import records as R
+from kfdtrace.traces.contents import KnownMemory, chunk_size
 from kfdtrace.traces.format import TraceReader, TraceWriter
 from kfdtrace.traces.rewrite import TraceCopy
 from kfdtrace.traces.walk import TraceState
@@ -81,22 +82,31 @@ def _paths(text: str) -> tuple[str, int]:
 
 def _needed(trace: TraceReader) -> set[int]:
     """The alloc record numbers of buffers whose contents the replay depends on: read by a packet (an address
-    it holds and does not write, an indirect buffer's included) or hashed by a checkpoint."""
+    it holds and does not write, an indirect buffer's included), by a dispatch (its kernel arguments and the
+    buffers its pointer arguments point into), or hashed by a checkpoint."""
     state, owner, needed = TraceState(trace.header), {}, set()  # owner: buffer va -> its alloc record number
+    memory = KnownMemory(state, chunk_size(trace), trace.blob)  # the kernel arguments dispatches are read from
     for r in R.checked(trace.records()):
         sub = state.apply(r)
         if r.type == R.ALLOC:
             owner[r.fields["va"]] = r.n
         elif r.type == R.CHECKPOINT:
             needed.update(owner[b.va] for e in r.fields["buffers"] if (b := state.buffer_at(e["va"])) and b.va in owner)
-        elif sub is not None:
-            for p in sub.packets:
-                for name, addr in p.addresses().items():
-                    b = state.buffer_at(addr)
-                    if b is not None and b.va in owner and name not in p.defn.written_fields:
-                        needed.add(owner[b.va])
-            if sub.error:  # packets it holds that were not read could read anything
+        if sub is None:
+            memory.apply(r, None)
+            continue
+        for p in sub.packets:
+            access = memory.access(sub, p)
+            if isinstance(access, str):  # a kernel not known could read anything
                 needed.update(owner.values())
+                continue
+            read = [a for name, a in p.addresses().items() if name not in p.defn.written_fields]
+            for addr in read + (access.reads if access else []):
+                b = state.buffer_at(addr)
+                if b is not None and b.va in owner:
+                    needed.add(owner[b.va])
+        if sub.error:  # packets it holds that were not read could read anything
+            needed.update(owner.values())
     return needed
 
 
