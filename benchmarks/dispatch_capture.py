@@ -19,31 +19,18 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
 
+from capture_overhead import run  # noqa: E402
 from many_dispatches import dispatches  # noqa: E402
 
-from kfdtrace.capture import record  # noqa: E402
 from kfdtrace.driver import System  # noqa: E402
 from kfdtrace.traces.format import BLOBS, RECORDS, TraceReader  # noqa: E402
 
 TARGET = 1.15  # CPU with capture / without
-
-
-def run(workload: Callable[[System], None], emulate: str, trace: str | None) -> tuple[float, float]:
-    """(CPU seconds of the whole process, wall seconds) of one run of `workload`, recorded into `trace`."""
-    c0, t0 = time.process_time(), time.perf_counter()
-    if trace is None:
-        with System.open(emulate=emulate) as system:
-            workload(system)
-    else:
-        with record(trace), System.open(emulate=emulate) as system:
-            workload(system)
-    return time.process_time() - c0, time.perf_counter() - t0
 
 
 def spread(values: list[float], fmt: str = ".3f", scale: float = 1.0) -> str:

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from timing import paired_cpu
 
 from kfdtrace.replay.engine import Instance, Options, _Surveyor, device_map, handled, survey
 from kfdtrace.replay.session import open_target
@@ -128,16 +129,6 @@ def translation_rows(name: str, n: int, runs: list[dict[str, float]]) -> list[tu
             (name, "whole run, wall (kernels executed)", rates("run"), "")]
 
 
-def cpu_seconds(argv: list[str], env: dict[str, str]) -> float:
-    """CPU (user + system) of one child process running `argv` to a successful end."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    if done.returncode:
-        raise SystemExit(f"{' '.join(argv)} failed with status {done.returncode}:\n{done.stderr.decode()[-2000:]}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-
-
 def spread(values: list[float], fmt: str = ".3f") -> str:
     return " / ".join(f"{v:{fmt}}" for v in (min(values), statistics.median(values), max(values)))
 
@@ -168,11 +159,7 @@ def main() -> None:
             rows += translation_rows(name, n, runs)
             # 2. whole replay against the plain workload, each its own process
             replay = [sys.executable, "-m", "kfdtrace.replay.cli", trace, "--emulate-recorded"]
-            cpu_seconds(workload, env), cpu_seconds(replay, env)  # warm-up
-            plain, replayed = [], []
-            for _ in range(args.runs):
-                plain.append(cpu_seconds(workload, env))
-                replayed.append(cpu_seconds(replay, env))
+            plain, replayed = paired_cpu(workload, replay, env, args.runs)
             pairs = [r / p for p, r in zip(plain, replayed, strict=True)]
             rows += [(name, "plain workload CPU (child process)", f"{spread(plain)} s", ""),
                      (name, "whole replay CPU (child process)", f"{spread(replayed)} s", ""),

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+
+from timing import paired_cpu
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLES = os.path.join(HERE, "..", "examples")
@@ -26,14 +27,6 @@ WORKLOADS = {  # name: (script and arguments, target ratio)
     "small_copies 2000x16 (64 B)": (["small_copies.py"], 1.0),
     "sdma_stress x5000": (["sdma_stress.py", "--rounds", "5000"], 0.8),
 }
-
-
-def cpu_seconds(argv: list[str], env: dict[str, str]) -> float:
-    """CPU (user + system) of one child process running `argv` to a successful end."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True, env=env)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def packets_of(trace: str) -> int:
@@ -63,11 +56,7 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "kfdtrace.capture.cli", "run", "-o", trace, *workload[1:]],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True, env=env)
             replay = [sys.executable, "-m", "kfdtrace.replay.cli", trace, "--emulate-recorded"]
-            cpu_seconds(workload, env), cpu_seconds(replay, env)  # warm-up
-            plain, replayed = [], []
-            for _ in range(args.runs):
-                plain.append(cpu_seconds(workload, env))
-                replayed.append(cpu_seconds(replay, env))
+            plain, replayed = paired_cpu(workload, replay, env, args.runs)
             pairs = [r / p for p, r in zip(plain, replayed, strict=True)]
             print(f"{name} on {args.emulate}: plain {spread(plain)}, replay {spread(replayed)} CPU; paired ratio "
                   f"{min(pairs):.2f} / {statistics.median(pairs):.2f} / {max(pairs):.2f}x (target <= {target}x); "

@@ -7,16 +7,14 @@ import json
 import threading
 import time
 
-import numpy as np
 import pytest
 
-from kfdtrace.capture import record
 from kfdtrace.driver import System
 from kfdtrace.driver import kfd_ioctl as K
-from kfdtrace.driver.kernels.device import corpus
 from kfdtrace.replay.engine import EXIT_OK, Options
 from kfdtrace.replay.occupancy import Sampler, queue_label
 from kfdtrace.replay.session import replay_trace
+from tests.test_compute_replay import overlap
 from tests.test_replay import replay
 
 
@@ -122,24 +120,6 @@ def test_the_thread_never_reads_a_queue_after_unwatch():
     assert 0 <= occ.overlap <= occ.busy_any <= 1
 
 
-def overlap(path: str, target: str) -> None:
-    """Record the overlap example's shape: SDMA copies in, a kernel between two semaphores, SDMA copies out."""
-    with record(path), System.open(emulate=target) as system:
-        gpu = system.devices[0]
-        kernel = corpus(gpu).kernel("collatz")
-        n = 256
-        copy_in, compute, copy_out = gpu.sdma_queue(name="in"), gpu.compute_queue(name="k"), gpu.sdma_queue(name="out")
-        host_in, host_out = gpu.alloc(n * 4, "gtt", name="in"), gpu.alloc(n * 4, "gtt", name="out")
-        stage, result = (gpu.alloc(n * 4, "vram", cpu_access=False, name=x) for x in ("stage", "result"))
-        staged, computed, drained = (system.semaphore(x) for x in ("staged", "computed", "drained"))
-        host_in.write(np.arange(1, n + 1, dtype=np.uint32))
-        copy_in.copy(stage, host_in, n * 4).signal(staged, 1).submit()
-        compute.wait(staged, 1).dispatch(kernel, (n,), (64,), stage, result, np.uint32(n)).signal(computed, 1).submit()
-        copy_out.wait(computed, 1).copy(host_out, result, n * 4).signal(drained, 1).submit()
-        drained.wait(1, timeout=120)
-        assert np.frombuffer(host_out.read(), np.uint32)[0] == 0  # collatz(1) takes no steps
-
-
 @pytest.fixture(scope="module")
 def overlap_trace(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("occupancy") / "overlap.kfdtrace")
@@ -201,26 +181,31 @@ def test_a_queue_standing_at_a_wait_is_not_busy_and_makes_no_overlap():
     assert occ.overlap == 0 and occ.busy_any == pytest.approx(5 / 8)
 
 
+def soon(condition, timeout: float = 10.0) -> bool:
+    """Whether `condition()` comes true within `timeout` s (an emulated engine reaches its packet on its own)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
 def test_a_ring_queue_says_it_waits_at_a_poll():
     """RingQueue.waiting reads the packet at the read pointer through the tables: a poll is a wait."""
-    from kfdtrace.driver import System
 
     with System.open(emulate="gfx942") as system:
         gpu = system.devices[0]
         sem = system.semaphore("gate")
         q = gpu.sdma_queue(name="waits")
         q.wait(sem, 1).submit()
-        deadline = time.monotonic() + 10
-        while not q.waiting and time.monotonic() < deadline:
-            time.sleep(0.001)
-        assert q.waiting and not q.idle
+        assert soon(lambda: q.waiting) and not q.idle
         sem.signal(1)
         q.sync(timeout=10)
         assert q.idle and not q.waiting
 
 
 def test_an_aql_queue_waits_at_a_barrier():
-    from kfdtrace.driver import System
     from kfdtrace.driver.aql_queue import HsaSignal
     from kfdtrace.replay.compute import AqlRing
 
@@ -228,10 +213,7 @@ def test_an_aql_queue_waits_at_a_barrier():
         q = system.devices[0].aql_queue(name="waits")
         ring, dep = AqlRing(q, 10.0), HsaSignal(system, 1, name="dep")
         q.barrier_and([dep])
-        deadline = time.monotonic() + 10
-        while not ring.waiting and time.monotonic() < deadline:
-            time.sleep(0.001)
-        assert ring.waiting and not ring.idle
+        assert soon(lambda: ring.waiting) and not ring.idle
         dep.signal(0)
         q.sync(timeout=10)
         assert ring.idle and not ring.waiting
