@@ -169,6 +169,17 @@ def _fail(as_json: bool, exc: Exception, debug: bool) -> None:
     sys.exit(status)
 
 
+def entry() -> None:
+    """The `replay` console script: `replay campaign ...` runs a campaign (a trace file named "campaign" is
+    given as ./campaign), anything else replays one trace."""
+    if sys.argv[1:2] == ["campaign"]:
+        from kfdtrace.replay.campaign import campaign
+
+        campaign(args=sys.argv[2:], prog_name="replay campaign")
+    else:
+        main()
+
+
 if __name__ == "__main__":
-    main()
+    entry()
 

@@ -1,0 +1,153 @@
+"""`replay campaign` on a local Ray cluster (one per module) whose emulated GPUs are custom resources."""
+
+from __future__ import annotations
+
+import _thread
+import glob
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from kfdtrace.replay.campaign import campaign, document, html_report, plan, replay_unit, run_campaign
+from kfdtrace.traces.format import TraceReader
+from tests.test_replay import SAMPLES, rewrite, sample
+
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[fleet]' (.ci/run does)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    ray.init(num_cpus=2, resources={"gfx942": 2, "gfx1100": 2}, log_to_driver=False, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+def hanging(path: str) -> str:
+    """ping_pong without its CPU signals: its first POLL_REGMEM waits for ever (as in test_replay)."""
+    rewrite(sample("ping_pong-gfx1100"), path, lambda rec, r, w: None if rec.type == "cpu_signal" else rec.fields)
+    return path
+
+
+def diverging(path: str) -> str:
+    """sdma_stress with a flipped byte in its last input (as in test_replay): a checkpoint differs."""
+    with TraceReader(sample("sdma_stress-gfx942")) as r:
+        source = next(b.fields["va"] for b in r.records({"buffer"}) if b.fields["name"] == "source")
+        last_input = [m.n for m in r.records({"mem"}) if m.fields["va"] == source][-2]
+
+    def flip(rec, reader, writer):
+        f = dict(rec.fields)
+        if rec.type == "mem" and rec.n == last_input:
+            data = bytearray(reader.blob(f["key"]))
+            data[100] ^= 0x01
+            f["key"] = writer.blob(bytes(data))
+        return f
+
+    rewrite(sample("sdma_stress-gfx942"), path, flip)
+    return path
+
+
+def replay_processes(name: str) -> list[int]:
+    """The pids of the replay subprocesses running the trace called `name`."""
+    pids = []
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(cmdline, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"kfdtrace.replay.cli" in argv and any(a.endswith(name.encode()) for a in argv):
+            pids.append(int(cmdline.split("/")[2]))
+    return pids
+
+
+def parent(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("PPid:"))
+
+
+def wait_for(find, seconds: float = 30.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = find()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_samples_a_hang_and_a_divergence_get_their_verdicts_in_json_and_html(tmp_path):
+    samples = sorted(glob.glob(os.path.join(SAMPLES, "*.kfdtrace")))
+    bad = [hanging(str(tmp_path / "hang.kfdtrace")), diverging(str(tmp_path / "diverge<b>&.kfdtrace"))]
+    out, page = tmp_path / "c.json", tmp_path / "c.html"
+    res = CliRunner().invoke(campaign, [*samples, *bad, "--timeout", "0.5", "--json", str(out), "--html", str(page)])
+    assert res.exit_code == 2, res.output  # the worst verdict: hang
+    doc = json.loads(out.read_text())
+    verdicts = {os.path.basename(r["trace"]): r["verdict"] for r in doc["results"]}
+    assert verdicts == {**{os.path.basename(s): "ok" for s in samples},
+                        "hang.kfdtrace": "hang", "diverge<b>&.kfdtrace": "diverged"}
+    by_name = {os.path.basename(r["trace"]): r for r in doc["results"]}
+    assert "POLL_REGMEM" in by_name["hang.kfdtrace"]["message"]
+    assert "buffer result" in by_name["diverge<b>&.kfdtrace"]["message"]
+    assert all(r["attempts"] == 1 and r["node"] and r["wall_s"] > 0 for r in doc["results"])
+    assert all(r["packets_per_s"] > 0 for r in doc["results"] if r["verdict"] == "ok")
+    assert by_name["peer_ring-2xgfx942.kfdtrace"]["target"] == "gfx942,gfx942"  # its two recorded GPUs
+    assert doc["status"] == 2 and not doc["interrupted"] and sum(n["tasks"] for n in doc["nodes"].values()) == 6
+    text = page.read_text()
+    assert "diverge&lt;b&gt;&amp;.kfdtrace" in text and "diverge<b>" not in text
+    assert "<h2>Nodes</h2>" in text and not any(tag in text for tag in ("<link", "<script", "<img"))  # self-contained
+    assert text.count('class="hang"') == 1 and text.count('class="diverged"') == 1
+
+
+def test_targets_loop_batches_and_an_infeasible_target():
+    units, blobs = plan([sample("ping_pong-gfx1100")], ["gfx942", "gfx90a"], loops=3, batch=2)
+    assert [(u.target, u.loops) for u in units] == [("gfx942", 2), ("gfx942", 1), ("gfx90a", 2), ("gfx90a", 1)]
+    rows, interrupted = run_campaign(units, blobs, timeout=2)
+    assert not interrupted and [r.verdict for r in rows] == ["ok", "ok", "cannot run", "cannot run"]
+    assert "gfx90a" in rows[2].message and rows[2].attempts == 0  # never submitted: no node offers gfx90a
+
+
+def test_a_trace_that_arrives_different_is_refused():
+    units, _ = plan([sample("ping_pong-gfx1100")], None, 1, 1)
+    row = replay_unit(units[0], b"not the trace", 2.0, 60.0, 1)
+    assert row.verdict == "bad input" and "sha256" in row.message
+
+
+def test_a_replay_stuck_past_the_task_timeout_is_killed_as_a_hang(tmp_path):
+    units, blobs = plan([hanging(str(tmp_path / "stuck.kfdtrace"))], None, 1, 1)
+    start = time.monotonic()
+    rows, _ = run_campaign(units, blobs, timeout=60, task_timeout=1.5)
+    assert rows[0].verdict == "hang" and "--task-timeout 1.5" in rows[0].message
+    assert time.monotonic() - start < 20
+
+
+def test_a_killed_worker_is_retried_and_reported(tmp_path):
+    units, blobs = plan([hanging(str(tmp_path / "killed.kfdtrace"))], None, 1, 1)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(out=run_campaign(units, blobs, timeout=3)))
+    thread.start()
+    replay_pid = wait_for(lambda: replay_processes("killed.kfdtrace"))[0]
+    os.kill(parent(replay_pid), signal.SIGKILL)  # the Ray worker running the task
+    thread.join(60)
+    rows, interrupted = result["out"]
+    assert not interrupted and rows[0].verdict == "hang" and rows[0].attempts == 2, rows
+
+
+def test_ctrl_c_cancels_and_the_partial_report_says_so(tmp_path):
+    units, blobs = plan([hanging(str(tmp_path / "cancelled.kfdtrace"))], None, 1, 1)
+
+    def interrupt() -> None:
+        wait_for(lambda: replay_processes("cancelled.kfdtrace"))
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt).start()
+    rows, interrupted = run_campaign(units, blobs, timeout=60)
+    assert interrupted and rows[0].verdict == "cancelled"
+    doc = document(rows, interrupted)
+    assert doc["interrupted"] and doc["results"][0]["status"] is None
+    assert "interrupted: partial" in html_report(doc)
+    wait_for(lambda: not replay_processes("cancelled.kfdtrace"), 15)  # the cancelled task killed its replay
