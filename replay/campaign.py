@@ -353,7 +353,11 @@ def campaign(traces, address, loops, batch, per_gpu, targets, timeout, task_time
     except Exception as exc:
         click.echo(f"replay campaign: error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
-    connect(address, units)
+    try:
+        connect(address, units)
+    except Exception as exc:  # whatever ray.init raises for an address it cannot join
+        click.echo(f"replay campaign: cannot join the Ray cluster {address or ''}: {exc}", err=True)
+        sys.exit(EXIT_UNSUPPORTED)
     rows, interrupted = run_campaign(units, blobs, per_gpu=per_gpu, timeout=timeout, task_timeout=task_timeout,
                                      retries=retries, shared=shared, on_row=lambda r: click.echo(row_line(r)))
     doc = document(rows, interrupted)

@@ -7,6 +7,8 @@ import glob
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -52,7 +54,8 @@ def diverging(path: str) -> str:
 
 
 def replay_processes(name: str) -> list[int]:
-    """The pids of the replay subprocesses running the trace called `name`."""
+    """The pids of the replay subprocesses (`replay TRACE --emulate ...`) the tasks run on the trace called
+    `name`."""
     pids = []
     for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
         try:
@@ -60,7 +63,7 @@ def replay_processes(name: str) -> list[int]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if b"kfdtrace.replay.cli" in argv and any(a.endswith(name.encode()) for a in argv):
+        if b"--emulate" in argv and any(a.endswith(name.encode()) for a in argv):
             pids.append(int(cmdline.split("/")[2]))
     return pids
 
@@ -151,3 +154,29 @@ def test_ctrl_c_cancels_and_the_partial_report_says_so(tmp_path):
     assert doc["interrupted"] and doc["results"][0]["status"] is None
     assert "interrupted: partial" in html_report(doc)
     wait_for(lambda: not replay_processes("cancelled.kfdtrace"), 15)  # the cancelled task killed its replay
+
+
+def test_shared_paths_are_read_in_place_and_checked():
+    units, blobs = plan([sample("sdma_stress-gfx942")], None, 1, 1)
+    rows, _ = run_campaign(units, {}, timeout=2, shared=True)
+    assert rows[0].verdict == "ok" and blobs  # nothing went through the object store
+
+
+def test_the_replay_command_runs_a_campaign_and_sigint_writes_the_partial_report(tmp_path):
+    trace = hanging(str(tmp_path / "sigint.kfdtrace"))
+    out, page = tmp_path / "c.json", tmp_path / "c.html"
+    proc = subprocess.Popen([sys.executable, "-m", "kfdtrace.replay.cli", "campaign", trace, "--ray", "local",
+                             "--timeout", "60", "--json", str(out), "--html", str(page)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: replay_processes("sigint.kfdtrace") or proc.poll() is not None, 60)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stdout + stderr
+    doc = json.loads(out.read_text())
+    assert doc["interrupted"] and [r["verdict"] for r in doc["results"]] == ["cancelled"]
+    assert "interrupted: partial" in page.read_text()
+    wait_for(lambda: not replay_processes("sigint.kfdtrace"), 15)
