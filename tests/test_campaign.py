@@ -15,7 +15,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from kfdtrace.replay.campaign import campaign, document, html_report, plan, replay_unit, run_campaign
+from kfdtrace.replay.campaign import campaign, demand, document, html_report, plan, replay_unit, run_campaign
 from kfdtrace.traces.format import TraceReader
 from tests.test_replay import SAMPLES, rewrite, sample
 
@@ -112,6 +112,13 @@ def test_targets_loop_batches_and_an_infeasible_target():
     rows, interrupted = run_campaign(units, blobs, timeout=2)
     assert not interrupted and [r.verdict for r in rows] == ["ok", "ok", "cannot run", "cannot run"]
     assert "gfx90a" in rows[2].message and rows[2].attempts == 0  # never submitted: no node offers gfx90a
+    assert demand("gfx942,gfx942", 1) == {"gfx942": 2} and demand("gfx942,gfx942", 4) == {"gfx942": 0.5}
+    assert demand("gfx942,gfx942,gfx942", 2) == {"gfx942": 2}  # Ray takes whole numbers above 1
+
+
+def test_an_unknown_target_is_bad_input_before_anything_runs():
+    res = CliRunner().invoke(campaign, [sample("ping_pong-gfx1100"), "--targets", "gfx942,gfx9999"])
+    assert res.exit_code == 4 and "gfx9999" in res.output
 
 
 def test_a_trace_that_arrives_different_is_refused():
