@@ -104,7 +104,8 @@ def feasible(need: dict[str, float], nodes: list[dict[str, float]]) -> bool:
 
 
 def outcome(code: int, stdout: str, stderr: str) -> tuple[int, str, float | None]:
-    """(status, first divergence, hang or error text, packets/s) from a `replay --json` run's exit and output."""
+    """(status, the first divergence, hang or error text, packets/s) from a `replay --json` run's exit status
+    and output."""
     try:
         report = json.loads(stdout)
     except ValueError:
@@ -211,16 +212,16 @@ def run_campaign(units: list[Unit], blobs: dict[str, bytes], *, per_gpu: int = 1
     nodes = node_resources()
     rows: list[Row] = [Row(u.trace, u.target, u.batch, u.loops, None) for u in units]
     pending = {}
-    for k, unit in enumerate(units):
-        need = demand(unit.target, per_gpu)
-        if not feasible(need, nodes):
-            rows[k].status = EXIT_UNSUPPORTED
-            rows[k].message = f"no node of the cluster offers the Ray resources {need}"
-            on_row(rows[k])
-            continue
-        ref = task.options(resources=need).remote(k, unit, None if shared else refs[unit.sha256], counter)
-        pending[ref] = k
     try:
+        for k, unit in enumerate(units):
+            need = demand(unit.target, per_gpu)
+            if not feasible(need, nodes):
+                rows[k].status = EXIT_UNSUPPORTED
+                rows[k].message = f"no node of the cluster offers the Ray resources {need}"
+                on_row(rows[k])
+                continue
+            ref = task.options(resources=need).remote(k, unit, None if shared else refs[unit.sha256], counter)
+            pending[ref] = k
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
             if not done:
