@@ -99,7 +99,8 @@ def test_samples_a_hang_and_a_divergence_get_their_verdicts_in_json_and_html(tmp
     assert all(r["attempts"] == 1 and r["node"] and r["wall_s"] > 0 for r in doc["results"])
     assert all(r["packets_per_s"] > 0 for r in doc["results"] if r["verdict"] == "ok")
     assert by_name["peer_ring-2xgfx942.kfdtrace"]["target"] == "gfx942,gfx942"  # its two recorded GPUs
-    assert doc["status"] == 2 and not doc["interrupted"] and sum(n["tasks"] for n in doc["nodes"].values()) == 6
+    assert doc["status"] == 2 and not doc["interrupted"]
+    assert sum(n["tasks"] for n in doc["nodes"].values()) == len(samples) + 2  # one task per trace
     text = page.read_text()
     assert "diverge&lt;b&gt;&amp;.kfdtrace" in text and "diverge<b>" not in text
     assert "<h2>Nodes</h2>" in text and not any(tag in text for tag in ("<link", "<script", "<img"))  # self-contained
