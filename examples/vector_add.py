@@ -2,7 +2,7 @@
 
 On a real GPU the hardware runs it; on the emulated GPU the ISA interpreter executes the same code.
 
-    python examples/vector_add.py [--n 1048576] [--aql]   (KFDTRACE_EMULATE=gfx1100 ...)
+    python examples/vector_add.py [--n 1048576] [--aql] [--bundle]   (KFDTRACE_EMULATE=gfx1100 ...)
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from kfdtrace.driver import System
+from kfdtrace.driver.kernels.build import BUILT
 from kfdtrace.driver.kernels.device import corpus
 
 
@@ -20,13 +21,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1 << 20)
     ap.add_argument("--aql", action="store_true", help="dispatch through an AQL queue instead of PM4")
+    ap.add_argument("--bundle", action="store_true",
+                    help="load the corpus's offload bundle (every target's build: its trace replays on every family)")
     args = ap.parse_args()
     n = args.n
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal(n, np.float32), rng.standard_normal(n, np.float32)
     with System.open() as system:
         gpu = system.devices[0]
-        kernel = corpus(gpu).kernel("vector_add")
+        program = gpu.load(BUILT / "corpus.hipfb") if args.bundle else corpus(gpu)
+        kernel = program.kernel("vector_add")
         bufs = [gpu.alloc(n * 4, "gtt", name=name) for name in ("a", "b", "c")]
         bufs[0].write(a)
         bufs[1].write(b)

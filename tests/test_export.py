@@ -31,6 +31,7 @@ SAMPLES = sorted(glob.glob(os.path.join(HERE, "..", "traces", "samples", "*.kfdt
 PING_PONG = next(p for p in SAMPLES if "ping_pong" in p)
 STRESS = next(p for p in SAMPLES if "sdma_stress" in p)
 PEER_RING = next(p for p in SAMPLES if "peer_ring" in p)
+VECTOR_ADD = next(p for p in SAMPLES if "vector_add" in p)
 # Regenerate after a deliberate change of the timeline (and read the diff):
 #   kfdtrace export traces/samples/ping_pong-gfx1100.kfdtrace --perfetto tests/data/golden/ping_pong.perfetto.json
 GOLDEN = os.path.join(HERE, "data", "golden", "ping_pong.perfetto.json")
@@ -44,6 +45,8 @@ EXPECTED = {
     STRESS: {"queues": ["queue 0 (producer) SDMA", "queue 1 (consumer) SDMA"], "flows": 34},
     # 6 hops: each waits hop >= step (5 above 0, signalled by the other GPU's queue), the CPU hop >= 6
     PEER_RING: {"queues": ["queue 0 (hop0) SDMA on GPU node 1", "queue 1 (hop1) SDMA on GPU node 2"], "flows": 6},
+    # one dispatch, then a barrier whose completion the CPU's signal wait sees (no semaphore: no arrows)
+    VECTOR_ADD: {"queues": ["queue 0 (vector add) COMPUTE_AQL"], "flows": 0},
 }
 
 

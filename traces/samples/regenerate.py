@@ -17,6 +17,8 @@ SAMPLES = {
     "sdma_stress-gfx942": ("sdma_stress.py", "gfx942", ["--rounds", "16", "--batch", "4", "--size", "4096"]),
     "peer_ring-2xgfx942": ("peer_ring.py", "gfx942,gfx942", ["--laps", "3", "--size", "16384"]),
     "ping_pong-gfx1100": ("ping_pong.py", "gfx1100", ["--rounds", "16"]),
+    # a kernel dispatch, from the multi-target bundle so that it replays on every family
+    "vector_add_aql-gfx942": ("vector_add.py", "gfx942", ["--n", "4096", "--aql", "--bundle"]),
 }
 
 
