@@ -24,9 +24,8 @@ from dataclasses import asdict, dataclass
 
 import click
 
-# replay's exit statuses (kfdtrace.replay.engine, not imported: `replay campaign --help` stays light)
-EXIT_OK, EXIT_DIVERGED, EXIT_HANG, EXIT_UNSUPPORTED, EXIT_BAD_INPUT, EXIT_INTERNAL = range(6)
-VERDICTS = ["ok", "diverged", "hang", "cannot run", "bad input", "internal"]  # by exit status; worst last
+from kfdtrace.replay.status import EXIT_BAD_INPUT, EXIT_HANG, EXIT_INTERNAL, EXIT_OK, EXIT_UNSUPPORTED, VERDICTS
+
 CANCELLED = "cancelled"
 PR_SET_PDEATHSIG = 1  # prctl: the replay is killed with the worker (a cancelled task, a killed worker)
 WAIT_S = 0.5  # the longest ray.wait, so that Ctrl-C is seen at once

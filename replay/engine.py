@@ -36,12 +36,19 @@ from kfdtrace.driver.system import Device, System
 from kfdtrace.replay.code_objects import CodeObjectOptions, check_options, choose, missing_message
 from kfdtrace.replay.compute import AqlRing, DispatchReader, Pm4OnAql, RecordedKernels, relaunch
 from kfdtrace.replay.occupancy import Occupancy, Sampler, queue_label
+from kfdtrace.replay.status import (  # noqa: F401 (the engine's API names them)
+    EXIT_BAD_INPUT,
+    EXIT_DIVERGED,
+    EXIT_HANG,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_UNSUPPORTED,
+)
 from kfdtrace.replay.translate import OutsideBuffers, Relocation, ReplayError, TranslationCache, Translator
 from kfdtrace.traces import records as R
 from kfdtrace.traces.contents import SIGNAL
 from kfdtrace.traces.format import Record, TraceError, TraceReader
 
-EXIT_OK, EXIT_DIVERGED, EXIT_HANG, EXIT_UNSUPPORTED, EXIT_BAD_INPUT, EXIT_INTERNAL = range(6)
 INTERNAL_ROLES = frozenset({"ring", "queue pointers", "event page"})  # the replayer's own queues have theirs
 # Where a domain's bytes live on the target (doorbell and MMIO pages are the device's, and not replayed).
 POOLS = {"vram": "VRAM", "gtt": "host", "userptr": "host"}
