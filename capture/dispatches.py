@@ -21,7 +21,6 @@ from kfdtrace.driver.packets import Dialect, Packet
 from kfdtrace.driver.pm4 import Pm4Dialect
 
 ReadMemory = Callable[[int, int], bytes | None]
-READ_ONLY = frozenset({"read_only"})
 ANYTHING = None  # what a dispatch writes when its kernel or its arguments cannot be read
 UNKNOWN = "(a kernel no loaded code object holds)"
 
@@ -94,8 +93,7 @@ def _pointers(kernel: Kernel | None, kernargs: int, read: ReadMemory) -> list[in
     if kernel is None:
         return ANYTHING
     args = kernel.metadata.args
-    writable = [a for a in args if a.value_kind == "global_buffer" and a.size == 8 and not a.is_const
-                and (a.actual_access or a.access) not in READ_ONLY]
+    writable = [a for a in args if a.value_kind == "global_buffer" and a.size == 8 and not a.read_only]
     if not writable:
         return []
     data = read(kernargs, kernel.metadata.kernarg_segment_size) if kernargs else None

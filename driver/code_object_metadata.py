@@ -76,6 +76,12 @@ class KernelArg:
     is_pipe: bool = False
 
     @property
+    def read_only(self) -> bool:
+        """A pointer the kernel never writes through: const, or read_only access in the metadata (the compiler's
+        .actual_access where it gives one)."""
+        return self.is_const or (self.actual_access or self.access) == "read_only"
+
+    @property
     def hidden(self) -> bool:
         """A hidden argument, which the runtime fills (block counts, group sizes, ...)."""
         return self.value_kind not in EXPLICIT_VALUE_KINDS

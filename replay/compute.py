@@ -306,7 +306,6 @@ class Pm4OnAql(AqlRing):
         return pm4_launch(self.dialect, kernel, launch, args, scratch, kernarg, self._dispatches, q.num_xcc)
 
 
-READ_ONLY = frozenset({"read_only"})  # metadata .access / .actual_access of a pointer a kernel never writes
 
 
 class DispatchAccess:
@@ -343,8 +342,7 @@ class DispatchAccess:
             return None
         data = reader.kernargs(d, where)
         args = [a for a in pointers(d.kernel.kernel.metadata, data) if a.value]
-        writes = [a.value for a in args
-                  if not a.arg.is_const and (a.arg.actual_access or a.arg.access) not in READ_ONLY]
+        writes = [a.value for a in args if not a.arg.read_only]
         return Access((d.kernargs, data) if d.kernargs else None,
                       [d.kernargs] * bool(d.kernargs) + [a.value for a in args], writes)
 
