@@ -25,6 +25,7 @@ from kfdtrace.driver.backend import ENV_EMULATE, ENV_EMULATE_FROM, wrapping
 from kfdtrace.driver.families import target_by_version
 from kfdtrace.driver.syscalls import KFD_DEVICE, Syscalls
 from kfdtrace.driver.topology import read_topology
+from kfdtrace.driver.visible import visible_gpus
 from kfdtrace.traces import records as R
 
 
@@ -45,10 +46,11 @@ def kfd_version(syscalls: Syscalls) -> list[int] | None:
 
 
 def system_header(syscalls: Syscalls) -> dict:
-    """What a trace says about the machine it was recorded on: host, KFD version, topology, GPU families."""
+    """What a trace says about the machine it was recorded on: host, KFD version, topology (every node), and
+    the GPUs the recorded program could use, in its device order (ROCR_/HIP_VISIBLE_DEVICES applied)."""
     topology = read_topology(syscalls)
     gpus = []
-    for node in topology.gpus:
+    for node in visible_gpus(topology.gpus, os.environ):
         t = target_by_version(node.gfx_target_version)
         gpus.append({"node": node.index, "gpu_id": node.gpu_id, "target": t.name, "family": t.family.name,
                      "sdma": t.family.sdma_dialect, "pm4": t.family.pm4_dialect})

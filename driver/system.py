@@ -42,6 +42,7 @@ from kfdtrace.driver.syscalls import (
     Syscalls,
 )
 from kfdtrace.driver.topology import Node, Topology, read_topology
+from kfdtrace.driver.visible import visibility, visible_gpus
 
 if TYPE_CHECKING:  # loaded when first used: SDMA work alone needs neither numpy nor the code-object loader
     from kfdtrace.driver.aql_queue import AqlQueue
@@ -158,7 +159,8 @@ class Device:
 
 
 class System:
-    """Every GPU the KFD topology lists, opened through one syscall backend."""
+    """Every GPU the KFD topology lists that ROCR_VISIBLE_DEVICES and HIP_VISIBLE_DEVICES leave visible
+    (driver/visible.py), in their order, opened through one syscall backend."""
 
     def __init__(self, syscalls: Syscalls):
         self.sys = syscalls
@@ -179,7 +181,11 @@ class System:
         self.topology: Topology = read_topology(self.sys)
         if not self.topology.gpus:
             raise DeviceError("the KFD topology lists no GPU node")
-        for i, node in enumerate(self.topology.gpus):
+        gpus = visible_gpus(self.topology.gpus, os.environ)
+        if not gpus:
+            raise DeviceError(f"the KFD topology lists {len(self.topology.gpus)} GPU node(s) but "
+                              f"{visibility(os.environ)} hides them all")
+        for i, node in enumerate(gpus):
             self.devices.append(Device(self, i, node))
         self._faults: list[str] = []
         self._sem_lock = threading.Lock()  # guards the semaphore pool and its free list

@@ -134,10 +134,12 @@ def _gib(n: int) -> str:
 @click.option("--sysfs", metavar="DIR", help="Only read a KFD topology tree copied from a machine (no GPU opened).")
 @user_errors
 def devices(emulate: str | None, emulate_from: str | None, sysfs: str | None) -> None:
-    """List the GPU nodes: node, gpu_id, target, family, VRAM, SDMA engines, backend."""
+    """List the GPU nodes: node, gpu_id, target, family, the device index a program gets (or "hidden" when
+    ROCR_VISIBLE_DEVICES / HIP_VISIBLE_DEVICES hide it), VRAM, SDMA engines, backend."""
     from kfdtrace.driver.backend import open_syscalls, topology_from_directory
     from kfdtrace.driver.families import target_by_version
     from kfdtrace.driver.topology import read_topology
+    from kfdtrace.driver.visible import visible_gpus
 
     check_backend(emulate, emulate_from)
     if sysfs:
@@ -145,10 +147,12 @@ def devices(emulate: str | None, emulate_from: str | None, sysfs: str | None) ->
     else:
         syscalls = open_syscalls(emulate, emulate_from)
         topology, backend = read_topology(syscalls), syscalls.name
-    rows = [("node", "gpu_id", "target", "family", "VRAM", "SDMA (xGMI)", "backend")]
+    device = {node.index: str(i) for i, node in enumerate(visible_gpus(topology.gpus, os.environ))}
+    rows = [("node", "gpu_id", "target", "family", "device", "VRAM", "SDMA (xGMI)", "backend")]
     for node in topology.gpus:
         target = target_by_version(node.gfx_target_version)
-        rows.append((str(node.index), f"{node.gpu_id:#06x}", target.name, target.family.name, _gib(node.vram_size),
+        rows.append((str(node.index), f"{node.gpu_id:#06x}", target.name, target.family.name,
+                     device.get(node.index, "hidden"), _gib(node.vram_size),
                      f"{node.num_sdma_engines} ({node.num_sdma_xgmi_engines})", backend))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
