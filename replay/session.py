@@ -39,6 +39,7 @@ class Report:
     packets: int
     loops: list[list[Result]] = field(default_factory=list)  # per loop, one result per concurrent instance
     notes: list[str] = field(default_factory=list)
+    target_gfx: list[str] = field(default_factory=list)  # each target device's gfx target, in device order
 
     @property
     def results(self) -> list[Result]:
@@ -51,7 +52,8 @@ class Report:
     def to_dict(self) -> dict:
         return {
             "trace": self.trace, "status": self.status, "recorded_on": self.recorded, "target": self.target,
-            "backend": self.backend, "submissions": self.submissions, "packets": self.packets,
+            "target_gfx": self.target_gfx, "backend": self.backend, "submissions": self.submissions,
+            "packets": self.packets,
             "loops": [[{"seconds": r.seconds, "submissions": r.submissions, "packets": r.packets,
                         "checkpoints": r.checkpoints, "verified": r.verified, "relocated_buffers": r.relocated,
                         "divergence": r.divergence.to_dict() if r.divergence else None,
@@ -138,12 +140,18 @@ def open_target(trace: TraceReader, emulate: str | None, emulate_from: str | Non
 
 
 def recorded_topology(trace: TraceReader) -> Topology:
-    """The topology the trace was recorded on; BadInput when its header holds none that can be read."""
+    """The topology the trace was recorded on, with the GPUs the program saw (its header's `gpus`: those
+    ROCR/HIP_VISIBLE_DEVICES left it, in its order) as its only GPUs; BadInput when its header holds none that
+    can be read."""
     try:
-        return Topology.from_dict(trace.header["topology"])
-    except Exception as exc:  # anything a malformed dict makes from_dict raise
+        topology = Topology.from_dict(trace.header["topology"])
+        by_id = {node.gpu_id: node for node in topology.gpus}
+        seen = [by_id[g["gpu_id"]] for g in trace.header["gpus"]]
+    except Exception as exc:  # anything a malformed dict makes from_dict raise, or a GPU it does not hold
         raise BadInput(f"{trace.path}: the header's topology cannot be read ({type(exc).__name__}: {exc}); "
                        f"use --emulate instead of --emulate-recorded") from None
+    topology.nodes = [node for node in topology.nodes if not node.is_gpu] + seen
+    return topology
 
 
 def replay_trace(path: str, options: Options, *, emulate: str | None = None, emulate_from: str | None = None,
@@ -172,7 +180,7 @@ def replay_trace(path: str, options: Options, *, emulate: str | None = None, emu
             check_resources(s, system, concurrent, default_max_memory() if max_memory is None else max_memory)
             report = Report(path, [g["target"] for g in gpus],
                             [f"{d}" for d in system.devices], system.backend, s.submissions, s.packets,
-                            notes=s.notes)
+                            notes=s.notes, target_gfx=[d.target.name for d in system.devices])
             if trace.recovered:
                 report.notes.append(trace.recovery_note)
             for i in range(loops):

@@ -139,6 +139,8 @@ def test_capture_header_lists_only_the_visible_gpu_and_the_trace_replays(tmp_pat
     report = replay_trace(path, Options(), emulate="gfx1201")
     assert report.status == EXIT_OK, report.lines()
     assert report.results[0].verified > 0
+    recorded = replay_trace(path, Options(), emulate_recorded=True)  # the GPU the program saw, not the machine
+    assert recorded.status == EXIT_OK and recorded.target_gfx == ["gfx1100"], recorded.lines()
 
 
 def test_devices_command_marks_hidden_gpus_and_rejects_a_bad_value():
