@@ -1,8 +1,11 @@
-"""`replay campaign`: replay many traces on many (emulated) GPUs as Ray tasks and gather one verdict.
+"""`replay campaign`: replay many traces on many GPUs, real or emulated, as Ray tasks and gather one verdict.
 
 One Ray task per (trace, target, loop batch). A task asks for a custom Ray resource named after its target
 (`{"gfx942": 1}` per recorded GPU, divided by --per-gpu), replays in a subprocess (`replay TRACE --emulate ...
---json`) it kills at --task-timeout, and returns one row. Ray is imported only here, when a campaign runs.
+--json`) it kills at --task-timeout, and returns one row. With --hardware a task also asks for Ray's own GPUs
+(`num_gpus`) and replays, without --emulate, on the ones Ray assigned it: the child sees only those
+(HIP_VISIBLE_DEVICES, which the driver honours as ROCm does), and a row whose GPUs are not of its target's
+family is reported as "cannot run". Ray is imported only here, when a campaign runs.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -57,6 +61,9 @@ class Row:
     node: str = ""
     host: str = ""
     attempts: int = 0
+    backend: str = ""  # what the replay ran on: "kfd" (the node's GPUs) or "emulated"
+    devices: str = ""  # the replay's target devices, e.g. "gpu0(gfx942, id 0x1234)"
+    gpus: str = ""  # with --hardware: the ids of the GPUs Ray assigned the task
 
     @property
     def verdict(self) -> str:
@@ -88,12 +95,14 @@ def plan(traces: list[str], targets: list[str] | None, loops: int, batch: int) -
     return units, blobs
 
 
-def demand(target: str, per_gpu: int) -> dict[str, float]:
-    """The Ray resources a unit asks for: one of its family's per recorded GPU, shared by `per_gpu` tasks
-    (Ray takes fractions only up to 1: more rounds up to whole GPUs)."""
-    need: dict[str, float] = {}
+def demand(target: str, per_gpu: int, hardware: bool = False) -> dict[str, float]:
+    """The Ray resources a unit asks for: one of its family's per recorded GPU, and with `hardware` as many of
+    Ray's own GPUs, shared by `per_gpu` tasks (Ray takes fractions only up to 1: more rounds up to whole GPUs)."""
+    need: dict[str, float] = {"GPU": 0} if hardware else {}
     for family in target.split(","):
         need[family] = need.get(family, 0) + 1
+        if hardware:
+            need["GPU"] += 1
     return {k: v / per_gpu if v / per_gpu <= 1 else math.ceil(v / per_gpu) for k, v in need.items()}
 
 
@@ -102,13 +111,18 @@ def feasible(need: dict[str, float], nodes: list[dict[str, float]]) -> bool:
     return any(all(node.get(k, 0) >= v for k, v in need.items()) for node in nodes)
 
 
-def outcome(code: int, stdout: str, stderr: str) -> tuple[int, str, float | None]:
-    """(status, the first divergence, hang or error text, packets/s) from a `replay --json` run's exit status
-    and output."""
+def parse_report(stdout: str) -> dict:
+    """A `replay --json` run's report ({} when it printed none)."""
     try:
         report = json.loads(stdout)
     except ValueError:
-        report = {}
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def outcome(code: int, report: dict, stderr: str) -> tuple[int, str, float | None]:
+    """(status, the first divergence, hang or error text, packets/s) from a `replay --json` run's exit status,
+    report and standard error."""
     if code not in range(len(VERDICTS)):
         tail = (stderr.strip().splitlines() or [f"exit status {code}"])[-1]
         return EXIT_INTERNAL, f"the replay died ({code}): {tail}", None
@@ -123,10 +137,23 @@ def outcome(code: int, stdout: str, stderr: str) -> tuple[int, str, float | None
     return code, message, rate
 
 
-def replay_unit(unit: Unit, data: bytes | None, timeout: float, task_timeout: float, attempt: int) -> Row:
+def wrong_gpus(unit: Unit, report: dict) -> str:
+    """Why the GPUs a --hardware replay ran on do not stand for the unit's target ("" when they do)."""
+    wanted = unit.target.split(",")
+    got = report.get("target_gfx") or []
+    if sorted(got[:len(wanted)]) == sorted(wanted):
+        return ""
+    return (f"Ray assigned GPUs {', '.join(map(str, got)) or 'none'}, not {unit.target}: give each node GPUs of one "
+            "family and advertise them as that family's resource too (ray start --num-gpus N "
+            "--resources '{\"gfx942\": N}')")
+
+
+def replay_unit(unit: Unit, data: bytes | None, timeout: float, task_timeout: float, attempt: int,
+                hardware: bool = False) -> Row:
     """Replay `unit` here, from `data` (its bytes through the object store) or, when None, its shared path;
     both are checked against the unit's sha256 first. The replay runs in a child process that dies with this
-    worker and is killed at `task_timeout` (a hang)."""
+    worker and is killed at `task_timeout` (a hang); emulated, or with `hardware` on the GPUs Ray assigned this
+    task (the only ones the child sees)."""
     import ray
 
     row = Row(unit.trace, unit.target, unit.batch, unit.loops, None, node=ray.get_runtime_context().get_node_id(),
@@ -144,22 +171,32 @@ def replay_unit(unit: Unit, data: bytes | None, timeout: float, task_timeout: fl
             row.status, row.message = EXIT_BAD_INPUT, f"the trace arrived with sha256 {arrived}, not {unit.sha256}"
             return row
         libc = ctypes.CDLL(None, use_errno=True)
-        argv = [sys.executable, "-m", "kfdtrace.replay.cli", path, "--emulate", unit.target, "--json",
-                "--loop", str(unit.loops), "--timeout", str(timeout)]
+        argv = [sys.executable, "-m", "kfdtrace.replay.cli", path, "--json", "--loop", str(unit.loops),
+                "--timeout", str(timeout)]
+        env = dict(os.environ)
+        if hardware:
+            row.gpus = env["HIP_VISIBLE_DEVICES"] = ",".join(map(str, ray.get_gpu_ids()))
+        else:
+            argv += ["--emulate", unit.target]
         try:
-            res = subprocess.run(argv, capture_output=True, text=True, timeout=task_timeout,
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=task_timeout, env=env,
                                  preexec_fn=lambda: libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL))
-            row.status, row.message, row.packets_per_s = outcome(res.returncode, res.stdout, res.stderr)
+            report = parse_report(res.stdout)
+            row.status, row.message, row.packets_per_s = outcome(res.returncode, report, res.stderr)
+            row.backend, row.devices = str(report.get("backend", "")), ", ".join(map(str, report.get("target", [])))
+            if hardware and report and (why := wrong_gpus(unit, report)):
+                row.status, row.message = EXIT_UNSUPPORTED, why
         except subprocess.TimeoutExpired:
             row.status, row.message = EXIT_HANG, f"killed after --task-timeout {task_timeout:g} s without a verdict"
     row.wall_s = time.monotonic() - start
     return row
 
 
-def connect(address: str | None, units: list[Unit]) -> None:
+def connect(address: str | None, units: list[Unit], hardware: bool = False) -> None:
     """Join the Ray cluster at `address` ("auto": the one this machine belongs to; "local", and None without
     RAY_ADDRESS: a new one here) unless this process has joined one. A new local cluster offers each family the
-    units use as many emulated GPUs as the widest unit needs."""
+    units use as many emulated GPUs as the widest unit needs; with `hardware`, this machine's GPUs: Ray GPUs,
+    and one resource of its family per GPU."""
     import ray
 
     if ray.is_initialized():
@@ -168,11 +205,27 @@ def connect(address: str | None, units: list[Unit]) -> None:
     if address != "local":
         ray.init(address=address, log_to_driver=False)
         return
+    if hardware:
+        families = local_gpus()
+        ray.init(address="local", num_gpus=len(families), resources=dict(Counter(families)), log_to_driver=False)
+        return
     gpus: dict[str, float] = {}
     for unit in units:
         for family, need in demand(unit.target, 1).items():
             gpus[family] = max(gpus.get(family, 0), need)
     ray.init(address="local", resources=gpus, log_to_driver=False)
+
+
+def local_gpus() -> list[str]:
+    """The gfx targets of the GPUs a program here sees (ROCR/HIP_VISIBLE_DEVICES applied), in order: the
+    emulated default's without a GPU."""
+    from kfdtrace.driver.backend import open_backend
+    from kfdtrace.driver.families import target_by_version
+    from kfdtrace.driver.topology import read_topology
+    from kfdtrace.driver.visible import visible_gpus
+
+    gpus = visible_gpus(read_topology(open_backend()).gpus, os.environ)
+    return [target_by_version(n.gfx_target_version).name for n in gpus]
 
 
 def node_resources() -> list[dict[str, float]]:
@@ -182,10 +235,11 @@ def node_resources() -> list[dict[str, float]]:
 
 
 def run_campaign(units: list[Unit], blobs: dict[str, bytes], *, per_gpu: int = 1, timeout: float = 10.0,
-                 task_timeout: float = 600.0, retries: int = 2, shared: bool = False,
+                 task_timeout: float = 600.0, retries: int = 2, shared: bool = False, hardware: bool = False,
                  on_row: Callable[[Row], None] = lambda row: None) -> tuple[list[Row], bool]:
     """Run every unit as a Ray task on the connected cluster: (one row per unit, in order; whether it was
-    interrupted). Ctrl-C cancels what is outstanding; their rows are cancelled (status None)."""
+    interrupted). Ctrl-C cancels what is outstanding; their rows are cancelled (status None). `hardware`:
+    on the GPUs Ray assigns each task, not emulated ones."""
     import ray
 
     @ray.remote(num_cpus=0)
@@ -204,7 +258,7 @@ def run_campaign(units: list[Unit], blobs: dict[str, bytes], *, per_gpu: int = 1
 
     @ray.remote(max_retries=retries, retry_exceptions=False)
     def task(k: int, unit: Unit, data: bytes | None, counter) -> Row:
-        return replay_unit(unit, data, timeout, task_timeout, ray.get(counter.start.remote(k)))
+        return replay_unit(unit, data, timeout, task_timeout, ray.get(counter.start.remote(k)), hardware)
 
     counter = Attempts.remote()
     refs = {} if shared else {digest: ray.put(data) for digest, data in blobs.items()}
@@ -213,13 +267,15 @@ def run_campaign(units: list[Unit], blobs: dict[str, bytes], *, per_gpu: int = 1
     pending = {}
     try:
         for k, unit in enumerate(units):
-            need = demand(unit.target, per_gpu)
+            need = demand(unit.target, per_gpu, hardware)
             if not feasible(need, nodes):
                 rows[k].status = EXIT_UNSUPPORTED
                 rows[k].message = f"no node of the cluster offers the Ray resources {need}"
                 on_row(rows[k])
                 continue
-            ref = task.options(resources=need).remote(k, unit, None if shared else refs[unit.sha256], counter)
+            gpus = need.pop("GPU", 0)
+            ref = task.options(resources=need, num_gpus=gpus).remote(k, unit, None if shared else refs[unit.sha256],
+                                                                     counter)
             pending[ref] = k
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
@@ -259,27 +315,63 @@ def nodes_summary(rows: list[Row]) -> dict[str, dict]:
     return out
 
 
+def traces_summary(rows: list[Row]) -> list[dict]:
+    """Per trace and target, over its loop batches: the worst verdict and its message, the loops run, the
+    loop-weighted packets/s of the batches that reported one, wall seconds and the nodes it ran on."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.trace, r.target), []).append(r)
+    out = []
+    for (trace, target), batch in groups.items():
+        done = [r for r in batch if r.status is not None]
+        bad = max(done, key=lambda r: r.status, default=None)
+        rated = [r for r in done if r.packets_per_s is not None]
+        weight = sum(r.loops for r in rated)
+        out.append({
+            "trace": trace, "target": target, "tasks": len(batch), "loops": sum(r.loops for r in done),
+            "verdict": CANCELLED if len(done) < len(batch) and (bad is None or bad.status == EXIT_OK)
+            else VERDICTS[bad.status if bad else EXIT_OK],
+            "message": bad.message if bad and bad.status else "",
+            "packets_per_s": sum(r.packets_per_s * r.loops for r in rated) / weight if weight else None,
+            "wall_s": sum(r.wall_s for r in batch), "nodes": len({r.node for r in done if r.node}),
+        })
+    return out
+
+
 def document(rows: list[Row], interrupted: bool) -> dict:
     """The campaign's JSON document."""
     return {"status": worst(rows), "verdict": VERDICTS[worst(rows)], "interrupted": interrupted,
-            "results": [asdict(r) | {"verdict": r.verdict} for r in rows], "nodes": nodes_summary(rows)}
+            "results": [asdict(r) | {"verdict": r.verdict} for r in rows], "traces": traces_summary(rows),
+            "nodes": nodes_summary(rows)}
 
 
 def rate(packets_per_s: float | None) -> str:
     return "" if packets_per_s is None else f"{packets_per_s:.0f}"
 
 
+def ran_on(row: dict) -> str:
+    """A result's devices and backend, and the Ray GPU ids it was given (--hardware)."""
+    text = f"{row['devices']} ({row['backend']})" if row["devices"] else row["backend"]
+    return text + (f" Ray GPUs {row['gpus']}" if row["gpus"] else "")
+
+
 def html_report(doc: dict) -> str:
     """One self-contained HTML page: the results table and the per-node summary (every string escaped)."""
     e = html.escape
     head = ["trace", "target", "batch", "loops", "verdict", "message", "packets/s", "wall s", "node", "host",
-            "attempts"]
+            "attempts", "ran on"]
     rows = "".join(
         f"<tr class=\"{e(r['verdict']).replace(' ', '-')}\"><td>{e(r['trace'])}</td><td>{e(r['target'])}</td>"
         f"<td>{r['batch']}</td><td>{r['loops']}</td><td>{e(r['verdict'])}</td><td>{e(r['message'])}</td>"
         f"<td>{rate(r['packets_per_s'])}</td><td>{r['wall_s']:.2f}</td>"
-        f"<td>{e(r['node'][:12])}</td><td>{e(r['host'])}</td><td>{r['attempts']}</td></tr>"
+        f"<td>{e(r['node'][:12])}</td><td>{e(r['host'])}</td><td>{r['attempts']}</td>"
+        f"<td>{e(ran_on(r))}</td></tr>"
         for r in doc["results"])
+    traces = "".join(
+        f"<tr class=\"{e(t['verdict']).replace(' ', '-')}\"><td>{e(t['trace'])}</td><td>{e(t['target'])}</td>"
+        f"<td>{t['tasks']}</td><td>{t['loops']}</td><td>{e(t['verdict'])}</td><td>{e(t['message'])}</td>"
+        f"<td>{rate(t['packets_per_s'])}</td><td>{t['wall_s']:.2f}</td><td>{t['nodes']}</td></tr>"
+        for t in doc["traces"])
     nodes = "".join(
         f"<tr><td>{e(node[:12])}</td><td>{e(n['host'])}</td><td>{n['tasks']}</td><td>{n['wall_s']:.2f}</td>"
         f"<td>{e(', '.join(f'{v}: {c}' for v, c in sorted(n['verdicts'].items())))}</td></tr>"
@@ -289,7 +381,9 @@ def html_report(doc: dict) -> str:
              "padding:2px 6px;text-align:left}.ok{background:#dfd}.diverged,.hang{background:#fdd}"
              ".cannot-run,.bad-input,.internal{background:#fcb}.cancelled{background:#eee}")
     return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{e(title)}</title><style>{style}</style>"
-            f"</head><body><h1>{e(title)}</h1><table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{rows}"
+            f"</head><body><h1>{e(title)}</h1><h2>Traces</h2><table><tr><th>trace</th><th>target</th><th>tasks</th>"
+            f"<th>loops</th><th>verdict</th><th>message</th><th>packets/s</th><th>wall s</th><th>nodes</th></tr>"
+            f"{traces}</table><h2>Tasks</h2><table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{rows}"
             f"</table><h2>Nodes</h2><table><tr><th>node</th><th>host</th><th>tasks</th><th>wall s</th>"
             f"<th>verdicts</th></tr>{nodes}</table></body></html>\n")
 
@@ -307,6 +401,7 @@ def row_line(row: Row) -> str:
     text = f"{row.verdict:<10} {row.trace} on {row.target} (batch {row.batch}, {row.loops} loop(s))"
     if row.node:
         text += f" {row.host} {row.wall_s:.2f} s" + (f" attempts {row.attempts}" if row.attempts > 1 else "")
+        text += f" Ray GPUs {row.gpus}" if row.gpus else ""
     return text + (f": {row.message}" if row.message else "")
 
 
@@ -327,13 +422,17 @@ def row_line(row: Row) -> str:
               help="Seconds after which a task's replay is killed and reported as a hang.")
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
               help="Times Ray retries a task whose worker or node died.")
+@click.option("--hardware", is_flag=True,
+              help="Replay on the nodes' own GPUs: each task also asks Ray for GPUs (num_gpus) and replays on "
+                   "those Ray assigned it, not emulated ones.")
 @click.option("--shared", is_flag=True,
               help="Workers read the traces at their paths (a shared file system) instead of the object store.")
 @click.option("--json", "json_out", metavar="OUT", type=click.Path(dir_okay=False), help="Write the JSON report.")
 @click.option("--html", "html_out", metavar="OUT", type=click.Path(dir_okay=False), help="Write the HTML report.")
-def campaign(traces, address, loops, batch, per_gpu, targets, timeout, task_timeout, retries, shared, json_out,
-             html_out) -> None:
-    """Replay TRACES on a Ray cluster's (emulated) GPUs, one task per trace, target and loop batch.
+def campaign(traces, address, loops, batch, per_gpu, targets, timeout, task_timeout, retries, hardware, shared,
+             json_out, html_out) -> None:
+    """Replay TRACES on a Ray cluster's GPUs (emulated, or its own with --hardware), one task per trace, target
+    and loop batch.
 
     \b
     Exit status: the worst verdict: 0 ok, 1 diverged, 2 hang, 3 cannot run, 4 bad input, 5 internal;
@@ -354,12 +453,13 @@ def campaign(traces, address, loops, batch, per_gpu, targets, timeout, task_time
         click.echo(f"replay campaign: error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
     try:
-        connect(address, units)
+        connect(address, units, hardware)
     except Exception as exc:  # whatever ray.init raises for an address it cannot join
         click.echo(f"replay campaign: cannot join the Ray cluster {address or ''}: {exc}", err=True)
         sys.exit(EXIT_UNSUPPORTED)
     rows, interrupted = run_campaign(units, blobs, per_gpu=per_gpu, timeout=timeout, task_timeout=task_timeout,
-                                     retries=retries, shared=shared, on_row=lambda r: click.echo(row_line(r)))
+                                     retries=retries, shared=shared, hardware=hardware,
+                                     on_row=lambda r: click.echo(row_line(r)))
     doc = document(rows, interrupted)
     write_reports(doc, json_out, html_out)
     click.echo(f"campaign: {len(rows)} task(s): {doc['verdict'].upper()}" + (" (interrupted)" if interrupted else ""))

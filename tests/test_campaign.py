@@ -22,9 +22,23 @@ from tests.test_replay import SAMPLES, rewrite, sample
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[fleet]' (.ci/run does)")
 
 
+NODE_GPUS = "gfx942,gfx942"  # what the node's own GPUs are, for --hardware: the emulated default stands for them
+
+
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
-    ray.init(num_cpus=2, resources={"gfx942": 2, "gfx1100": 2}, log_to_driver=False, include_dashboard=False)
+    # the node's workers inherit the environment the cluster starts with: without a GPU here, a replay without
+    # --emulate runs on the emulated default, KFDTRACE_EMULATE, which stands for the node's two GPUs
+    saved = os.environ.get("KFDTRACE_EMULATE")
+    os.environ["KFDTRACE_EMULATE"] = NODE_GPUS
+    try:
+        ray.init(num_cpus=2, num_gpus=2, resources={"gfx942": 2, "gfx1100": 2}, log_to_driver=False,
+                 include_dashboard=False)
+    finally:
+        if saved is None:
+            del os.environ["KFDTRACE_EMULATE"]
+        else:
+            os.environ["KFDTRACE_EMULATE"] = saved
     yield
     ray.shutdown()
 
@@ -103,8 +117,9 @@ def test_samples_a_hang_and_a_divergence_get_their_verdicts_in_json_and_html(tmp
     assert sum(n["tasks"] for n in doc["nodes"].values()) == len(samples) + 2  # one task per trace
     text = page.read_text()
     assert "diverge&lt;b&gt;&amp;.kfdtrace" in text and "diverge<b>" not in text
-    assert "<h2>Nodes</h2>" in text and not any(tag in text for tag in ("<link", "<script", "<img"))  # self-contained
-    assert text.count('class="hang"') == 1 and text.count('class="diverged"') == 1
+    assert "<h2>Traces</h2>" in text and "<h2>Nodes</h2>" in text
+    assert not any(tag in text for tag in ("<link", "<script", "<img"))  # self-contained
+    assert text.count('class="hang"') == 2 and text.count('class="diverged"') == 2  # its task and its trace
 
 
 def test_targets_loop_batches_and_an_infeasible_target():
@@ -115,6 +130,28 @@ def test_targets_loop_batches_and_an_infeasible_target():
     assert "gfx90a" in rows[2].message and rows[2].attempts == 0  # never submitted: no node offers gfx90a
     assert demand("gfx942,gfx942", 1) == {"gfx942": 2} and demand("gfx942,gfx942", 4) == {"gfx942": 0.5}
     assert demand("gfx942,gfx942,gfx942", 2) == {"gfx942": 2}  # Ray takes whole numbers above 1
+    assert demand("gfx942,gfx942", 4, hardware=True) == {"GPU": 0.5, "gfx942": 0.5}
+    traces = {t["target"]: t for t in document(rows, False)["traces"]}  # one line per trace and target
+    assert traces["gfx942"]["tasks"] == 2 and traces["gfx942"]["loops"] == 3 and traces["gfx942"]["verdict"] == "ok"
+    assert traces["gfx942"]["packets_per_s"] > 0 and traces["gfx942"]["nodes"] == 1
+    assert traces["gfx90a"]["verdict"] == "cannot run" and "gfx90a" in traces["gfx90a"]["message"]
+    assert traces["gfx90a"]["loops"] == 3 and traces["gfx90a"]["packets_per_s"] is None
+
+
+def test_hardware_replays_on_the_gpus_ray_assigned_each_task():
+    units, blobs = plan([sample("sdma_stress-gfx942")], None, loops=2, batch=1)
+    rows, _ = run_campaign(units, blobs, timeout=5, hardware=True)
+    assert [r.verdict for r in rows] == ["ok", "ok"], rows
+    assert all(r.backend == "emulated" and r.gpus in ("0", "1") for r in rows)  # Ray's GPU ids, one each
+    # the child saw only the GPU Ray gave it (HIP_VISIBLE_DEVICES): one device, not the node's two
+    assert all(r.devices.startswith("gpu0(gfx942") and "gpu1" not in r.devices for r in rows), rows
+    assert "Ray GPUs" in html_report(document(rows, False))
+
+
+def test_hardware_on_gpus_of_another_family_cannot_run():
+    units, blobs = plan([sample("ping_pong-gfx1100")], None, 1, 1)
+    rows, _ = run_campaign(units, blobs, timeout=5, hardware=True)  # the node says gfx1100 but its GPUs are gfx942
+    assert rows[0].verdict == "cannot run" and "not gfx1100" in rows[0].message and "--num-gpus" in rows[0].message
 
 
 def test_an_unknown_target_is_bad_input_before_anything_runs():
