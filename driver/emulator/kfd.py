@@ -191,6 +191,9 @@ class EmulatedMachine:
             target = target_by_version(node.gfx_target_version)
             self.gpus[node.gpu_id] = EmulatedGpu(node, target, GpuVm(node.gpu_id), node.vram_size)
         self.bos: dict[int, BufferObject] = {}
+        # the same buffers by mmap offset, and the userptr ones: mmap and munmap look there, not through them all
+        self.by_mmap_offset: dict[int, BufferObject] = {}
+        self.userptr_bos: dict[int, BufferObject] = {}
         self.events = EventTable()
         self.queues: dict[int, EmulatedQueue] = {}
         self.atomic_lock = threading.Lock()
@@ -257,6 +260,8 @@ class EmulatedMachine:
         for bo in self.bos.values():  # the process is gone: so is its memory, its VM and its events
             bo.release()
         self.bos.clear()
+        self.by_mmap_offset.clear()
+        self.userptr_bos.clear()
         for gpu in self.gpus.values():
             gpu.vm, gpu.vm_acquired, gpu.vram_used, gpu.doorbell_maps = GpuVm(gpu.gpu_id), False, 0, []
         self.system_mem_used = self.ttm_mem_used = 0
@@ -505,6 +510,9 @@ class EmulatedMachine:
         a.handle = handle
         if domain != K.AllocMemFlags.USERPTR:
             a.mmap_offset = bo.mmap_offset = BO_MMAP_BASE + (handle & 0xFFFFFFFF) * (1 << 24)
+            self.by_mmap_offset[bo.mmap_offset] = bo
+        if flags & K.AllocMemFlags.USERPTR:
+            self.userptr_bos[handle] = bo
 
     def _reserve_system_memory(self, domains: int, size: int) -> None:
         """ENOMEM when a GTT or userptr buffer of `size` bytes would pass the system or TTM limit."""
@@ -541,6 +549,8 @@ class EmulatedMachine:
         self._not_in_use(bo)
         _check(not bo.mapped_on, errno.EBUSY, f"buffer {bo.va:#x} is still mapped")
         del self.bos[a.handle]
+        self.by_mmap_offset.pop(bo.mmap_offset, None)
+        self.userptr_bos.pop(a.handle, None)
         if bo.is_vram:
             self.gpus[bo.gpu_id].vram_used -= bo.size
         self._charge_system_memory(memory_domain(bo.flags), -bo.size)
@@ -786,7 +796,7 @@ class EmulatedSyscalls(QuietAnnotations):
     def _device_mmap(self, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
         m = self.machine
         if fd in m.drm_fds:
-            bo = next((b for b in m.bos.values() if b.mmap_offset == offset), None)
+            bo = m.by_mmap_offset.get(offset)
             if bo is None or bo.memfd < 0 or length > bo.size:
                 raise OSError(errno.EINVAL, f"mmap offset {offset:#x}: no buffer of {length:#x} bytes there")
             return libc_mmap(addr, length, prot, flags | MAP_SHARED, bo.memfd, 0)
@@ -814,8 +824,8 @@ class EmulatedSyscalls(QuietAnnotations):
             for gpu in self.machine.gpus.values():
                 if addr in gpu.doorbell_maps:
                     gpu.doorbell_maps.remove(addr)
-            for bo in self.machine.bos.values():
-                if bo.flags & K.AllocMemFlags.USERPTR and bo.host < addr + length and addr < bo.host + bo.size:
+            for bo in self.machine.userptr_bos.values():
+                if bo.host < addr + length and addr < bo.host + bo.size:
                     bo.revoke()  # a userptr buffer's pages
             libc_munmap(addr, length)
 
