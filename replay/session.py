@@ -143,10 +143,11 @@ def recorded_topology(trace: TraceReader) -> Topology:
     """The topology the trace was recorded on, with the GPUs the program saw (its header's `gpus`: those
     ROCR/HIP_VISIBLE_DEVICES left it, in its order) as its only GPUs; BadInput when its header holds none that
     can be read."""
+    gpus = recorded_gpus(trace)  # checked first: BadInput naming a malformed field
     try:
         topology = Topology.from_dict(trace.header["topology"])
         by_id = {node.gpu_id: node for node in topology.gpus}
-        seen = [by_id[g["gpu_id"]] for g in trace.header["gpus"]]
+        seen = [by_id[g["gpu_id"]] for g in gpus]
     except Exception as exc:  # anything a malformed dict makes from_dict raise, or a GPU it does not hold
         raise BadInput(f"{trace.path}: the header's topology cannot be read ({type(exc).__name__}: {exc}); "
                        f"use --emulate instead of --emulate-recorded") from None

@@ -15,7 +15,16 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from kfdtrace.replay.campaign import campaign, demand, document, html_report, plan, replay_unit, run_campaign
+from kfdtrace.replay.campaign import (
+    campaign,
+    demand,
+    document,
+    html_report,
+    local_gpus,
+    plan,
+    replay_unit,
+    run_campaign,
+)
 from kfdtrace.traces.format import TraceReader
 from tests.test_replay import SAMPLES, rewrite, sample
 
@@ -146,6 +155,13 @@ def test_hardware_replays_on_the_gpus_ray_assigned_each_task():
     # the child saw only the GPU Ray gave it (HIP_VISIBLE_DEVICES): one device, not the node's two
     assert all(r.devices.startswith("gpu0(gfx942") and "gpu1" not in r.devices for r in rows), rows
     assert "Ray GPUs" in html_report(document(rows, False))
+
+
+def test_a_local_hardware_cluster_offers_the_gpus_a_program_here_sees(monkeypatch):
+    monkeypatch.setenv("KFDTRACE_EMULATE", "gfx942,gfx1100,gfx1100")  # without a GPU, the emulated default
+    assert local_gpus() == ["gfx942", "gfx1100", "gfx1100"]
+    monkeypatch.setenv("HIP_VISIBLE_DEVICES", "2,0")
+    assert local_gpus() == ["gfx1100", "gfx942"]  # what Ray's GPU ids will index
 
 
 def test_hardware_on_gpus_of_another_family_cannot_run():

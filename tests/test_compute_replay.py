@@ -240,14 +240,18 @@ def overlap_example(tmp_path_factory):
 
 
 def test_the_overlap_example_stresses_two_gpus_in_loops_and_moves_across_families(overlap_example, tmp_path):
-    report = replay_trace(overlap_example, Options(), emulate_recorded=True, loops=2, concurrent=2)
+    # each loop's one CPU wait covers every kernel of two instances on two emulated GPUs: about 7 s on an idle
+    # 2-core machine, close to the 10 s default wait, so a loaded machine would read it as a hang
+    report = replay_trace(overlap_example, Options(timeout=120), emulate_recorded=True, loops=2, concurrent=2)
     assert report.status == EXIT_OK, report.lines()
     for loop in report.to_dict()["loops"]:
         for instance in loop:
             assert instance["verified"] >= 4
             assert sorted(q["label"].split()[-1] for q in instance["occupancy"]["queues"]) == \
                 ["(pm4)", "(pm4)", "(sdma)", "(sdma)", "(sdma)", "(sdma)"]
-    report = replay_trace(overlap_example, per_target(tmp_path), emulate="gfx1100,gfx1201")
+    options = per_target(tmp_path)
+    options.timeout = 120
+    report = replay_trace(overlap_example, options, emulate="gfx1100,gfx1201")
     assert report.status == EXIT_OK, report.lines()
 
 
@@ -264,7 +268,7 @@ def test_a_pm4_trace_replays_on_aql_queues(corpus_traces, family, tmp_path):
 
 
 def test_the_overlap_example_replays_its_compute_on_aql_queues(overlap_example):
-    report = replay_trace(overlap_example, Options(queue_type="aql"), emulate_recorded=True, concurrent=2)
+    report = replay_trace(overlap_example, Options(queue_type="aql", timeout=120), emulate_recorded=True, concurrent=2)
     assert report.status == EXIT_OK, report.lines()
 
 

@@ -227,7 +227,7 @@ def test_a_malformed_header_is_bad_input(tmp_path, header, text):
 
 @pytest.mark.parametrize("header, options, text", [
     ({"gpus": 5}, ["--emulate", "gfx942", "--device", "0"], "the header has a malformed (int) 'gpus' field"),
-    ({"topology": 5}, ["--emulate-recorded"], "the header's topology cannot be read"),
+    ({"topology": 5}, ["--emulate-recorded"], "the header has a malformed (int) 'topology' field"),
     ({"topology": {"nodes": [{"properties": "x"}]}}, ["--emulate-recorded"], "the header's topology cannot be read"),
 ])
 def test_a_malformed_header_is_bad_input_with_any_target_option(tmp_path, header, options, text):
