@@ -279,10 +279,9 @@ def corrupt_payload(path, offset: int) -> None:
 def test_frames_outside_the_request_are_not_read(tmp_path):
     """A damaged frame before `start`, or without the wanted types, does not matter: it is never read."""
     path = tmp_path / "skip.kfdtrace"
-    with TraceWriter(str(path), {}, frame_bytes=1 << 20) as w:
+    with TraceWriter(str(path), {}, frame_bytes=1000) as w:
         for i in range(100):
-            w.record("early", i=i, pad=bytes(30))
-        w.flush()
+            w.record("early", i=i, pad=bytes(1000))  # a frame each
         for i in range(100):
             w.record("late", i=i)
     with TraceReader(str(path)) as r:
@@ -774,3 +773,138 @@ def test_a_process_that_exits_without_closing_its_writer_exits(tmp_path):
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
     with TraceReader(str(path)) as r:  # what the worker wrote before the exit, whole frames only
         assert r.recovered and [x.fields["i"] for x in r.records()] == list(range(r.record_count))
+
+
+# -- the journal: flushed records no full frame holds yet -------------------------------------------------
+def killed_writer(path, body: str) -> None:
+    """Run `body` with `w`, a TraceWriter on `path` with clock "t", in a child that SIGKILLs itself after."""
+    code = (f"import os, signal\nfrom kfdtrace.traces import format as F\n"
+            f"w = F.TraceWriter({str(path)!r}, {{'name': 'journal'}}, frame_bytes=1 << 20, clock='t')\n"
+            f"{textwrap.dedent(body)}\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", code], timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_flushes_leave_no_frames_and_a_kill_loses_no_flushed_record(tmp_path):
+    path = tmp_path / "journal.kfdtrace"
+    killed_writer(path, """
+        for i in range(60):
+            w.record("ioctl" if i % 3 else "note", t=1000 + 7 * i, i=i, pad=bytes(i))
+            if i % 3 == 2:
+                w.flush()  # the writer's flushes: twenty, none filling a frame
+        w.record("lost", t=5000)
+    """)
+    with TraceReader(str(path)) as r:
+        assert r.recovered and "(the last from the journal at byte " in r.recovery_note
+        got = [(x.n, x.type, x.fields) for x in r.records()]
+        journal = r.frames[0].offset
+    assert got == [(i, "ioctl" if i % 3 else "note", {"t": 1000 + 7 * i, "i": i, "pad": bytes(i)})
+                   for i in range(60)]  # every clock exact, each flush's first one included
+    assert journal % F.JOURNAL_PAGE == 0 and journal >= F.JOURNAL_GAP  # past the (no) frames, a gap on
+    assert len(r.frames) == 20  # one journal frame per flush
+
+
+def test_a_closed_trace_keeps_no_journal(tmp_path):
+    path = tmp_path / "closed.kfdtrace"
+    with TraceWriter(str(path), {}, clock="t") as w:
+        for i in range(50):
+            w.record("ioctl", t=i, i=i)
+            w.flush()
+    with TraceReader(str(path)) as r:
+        assert not r.recovered and [x.fields["i"] for x in r.records()] == list(range(50))
+        assert len(r.frames) == 1  # fifty flushes, one records frame
+    assert os.path.getsize(path) == w.stats["file_bytes"] < F.JOURNAL_GAP  # nothing past the footer
+
+
+def test_a_full_frame_drops_the_journal_it_holds(tmp_path):
+    path = tmp_path / "dropped.kfdtrace"
+    killed_writer(path, """
+        w.record("first", t=1)
+        w.flush()
+        w._hand_over()  # the pending frame, journaled record included, goes to the frames
+        w.flush()
+        w._out.wait()
+    """)
+    assert os.path.getsize(path) < F.JOURNAL_GAP  # the journal was cut off once a frame held its record
+    with TraceReader(str(path)) as r:
+        assert [x.fields for x in r.records()] == [{"t": 1}] and "journal" not in r.recovery_note
+
+
+def test_a_frame_that_would_reach_the_journal_moves_it_first_and_a_torn_one_loses_nothing(tmp_path):
+    """A blob frame bigger than the gap is written where the journal was: the journal is copied past it
+    first. The child's write(2) of that frame stops halfway, as a SIGKILL between pages can stop it."""
+    path = tmp_path / "torn.kfdtrace"
+    killed_writer(path, """
+        for i in range(10):
+            w.record("ioctl", t=i, i=i)
+            w.flush()
+        real_write = os.write
+        def torn(fd, data):  # the big frame's write(2) is cut short by a kill
+            if len(data) > F.JOURNAL_GAP:
+                real_write(fd, bytes(data)[:len(data) // 2])
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real_write(fd, data)
+        F.os.write = torn
+        w.blob(os.urandom(3 * F.JOURNAL_GAP))
+        w.flush()
+    """)
+    with TraceReader(str(path)) as r:
+        assert r.recovered and [x.fields["i"] for x in r.records()] == list(range(10))
+        assert r.frames[0].offset > 3 * F.JOURNAL_GAP  # the moved journal, past where the blob frame goes
+
+
+def test_a_damaged_journal_frame_ends_the_records_there(tmp_path):
+    path = tmp_path / "damaged.kfdtrace"
+    killed_writer(path, """
+        for i in range(6):
+            w.record("ioctl", t=i, i=i)
+            w.flush()
+    """)
+    with TraceReader(str(path)) as r:
+        third = r.frames[2].offset
+    corrupt_payload(path, third)
+    with TraceReader(str(path)) as r:
+        assert [x.fields["i"] for x in r.records()] == [0, 1]  # the two before it, and nothing made up
+        assert f"stopped at byte {third} (checksum mismatch" in r.recovery_note
+
+
+def test_journal_truncated_anywhere_recovers_its_whole_frames(tmp_path):
+    path = tmp_path / "cut.kfdtrace"
+    killed_writer(path, """
+        for i in range(8):
+            w.record("ioctl", t=i, i=i, pad=bytes(40))
+            w.flush()
+    """)
+    data = path.read_bytes()
+    with TraceReader(str(path)) as r:
+        ends = [f.offset + F.FRAME.size + r._frame_head(f.offset).stored for f in r.frames]
+    cut = tmp_path / "cutting.kfdtrace"
+    for n in range(ends[0] - F.FRAME.size - 1, len(data) + 1, 7):
+        cut.write_bytes(data[:n])
+        with TraceReader(str(cut)) as r:
+            assert [x.fields["i"] for x in r.records()] == list(range(sum(e <= n for e in ends)))
+
+
+def test_a_file_full_of_journal_lookalikes_is_searched_in_bounded_time(tmp_path, deadline):
+    """Past a broken frame, page after page of heads that look like the journal's first frame, each claiming
+    a payload of nearly 64 MiB with a wrong CRC: the reader reads a few of them, not all, and says so."""
+    path = tmp_path / "lookalikes.kfdtrace"
+    write(path, n=5, close=False)
+    data = bytearray(path.read_bytes())
+    end = len(data)
+    data += bytes(F._page_after(end) - end)
+    size = 60 << 20
+    head = F.FRAME.pack(F.FRAME_MAGIC, F.RECORDS, F.STORED, 0, size, size, 1, 5, 0)
+    with open(path, "wb") as f:
+        f.write(data)
+        for i in range(64):  # 64 lookalikes, one per page, in a sparse file of 64 MiB
+            f.seek(len(data) + i * F.JOURNAL_PAGE)
+            f.write(head)
+        f.truncate(len(data) + size + 64 * F.JOURNAL_PAGE)
+    reads = []
+    real = F.TraceReader._payload
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(F.TraceReader, "_payload", lambda self, at, h: (reads.append(at), real(self, at, h))[1])
+        with TraceReader(str(path)) as r:
+            assert r.record_count == 5 and "journal" not in r.recovery_note
+    assert len([a for a in reads if a >= len(data)]) == F.JOURNAL_CANDIDATES

@@ -5,7 +5,8 @@ index frame and a fixed-size footer. Each frame goes to the file with one write(
 process killed at any moment leaves every frame it flushed readable; without a footer the reader rebuilds
 the index by scanning the frames. The writer compresses and writes full frames on a background thread, in
 order (zstd and write(2) release the GIL), while the recording thread packs the next; flush() writes on the
-caller's thread and returns once everything is in the kernel.
+caller's thread and returns once everything is in the kernel: the blobs as a frame, the records no frame holds
+yet to the journal past the frames (JOURNAL_GAP), so that frequent flushes make no small frames.
 
 Traces are untrusted input: every length is checked against a bound before anything is allocated, decoding
 a frame counts each container once and each element once, up to max(MIN_FRAME_OBJECTS, stored bytes /
@@ -33,6 +34,7 @@ minor of a major it reads. 2.0 changed only the key function (1.0: SHA-256).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import hashlib
 import os
 import stat
@@ -49,7 +51,7 @@ import xxhash
 import zstandard
 
 FORMAT_MAJOR = 2
-FORMAT_MINOR = 2
+FORMAT_MINOR = 3  # 2.3: an unclosed file's last records may wait in a journal past its frames (FORMAT.md)
 
 MAGIC = b"KFDTRACE"
 FILE_HEADER = struct.Struct("<8sHHII")  # magic, major, minor, header length, crc32 of the header bytes
@@ -78,6 +80,14 @@ DEFAULT_SUBMISSION = "doorbell"
 MIN_FRAME_OBJECTS = 2 << 20  # containers and elements a frame's decoding may always make
 STORED_BYTES_PER_OBJECT = 4  # and one more per this many stored bytes
 PACK_ERRORS = (TypeError, ValueError, OverflowError, RecursionError)  # what packing unstorable data raises
+# Flushed records that no full frame holds yet wait in a journal: stored records frames written past the
+# file's frames, at the first page boundary JOURNAL_GAP or more beyond them (further when a frame about to be
+# written would reach it), and dropped once a frame holds them; close() leaves none. A reader recovering an
+# unclosed file looks for the journal's first frame at page boundaries up to JOURNAL_REACH past its last frame.
+JOURNAL_GAP = 64 << 10
+JOURNAL_PAGE = 4096
+JOURNAL_REACH = JOURNAL_GAP + MAX_FRAME_BYTES + 32 + 2 * JOURNAL_PAGE  # 32: a frame head
+JOURNAL_CANDIDATES = 4
 
 
 class TraceError(Exception):
@@ -209,22 +219,69 @@ class _Output:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self.journal_at: int | None = None  # where the journal starts (None: no record waits in one)
+        self.journal = bytearray()  # its frames as written: copied further on when a frame would reach it
+        self.journal_end = 0  # the number of the record after its last
 
     def append(self, data: bytes) -> None:
-        """Append all of `data`; on failure cut the file back to where it was, so a later write (after space
-        was freed, say) still leaves a readable file."""
+        """Append all of `data`; on failure cut the file back to where it was (the journal, if any, stays: it
+        lies beyond), so a later write (after space was freed, say) still leaves a readable file."""
         start, view = self.offset, memoryview(data)
         try:
             while view:
                 view = view[os.write(self.fd, view):]
         except OSError as exc:
             try:  # what part of it was written goes, and the next write goes where it was
-                os.ftruncate(self.fd, start)
+                if self.journal_at is None:
+                    os.ftruncate(self.fd, start)
                 os.lseek(self.fd, start, os.SEEK_SET)
             except OSError:
                 pass
             raise TraceError(f"{self.path}: write failed at byte {start}: {exc.strerror}") from None
         self.offset += len(data)
+
+    def _put(self, data: bytes | bytearray, offset: int) -> None:
+        """Write all of `data` at `offset` (the journal's writes: the file position stays at its end)."""
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.pwrite(self.fd, view, offset)
+                view, offset = view[n:], offset + n
+        except OSError as exc:
+            raise TraceError(f"{self.path}: write failed at byte {offset}: {exc.strerror}") from None
+
+    def journal_frame(self, parts: tuple[bytes | bytearray, ...], count: int, first: int) -> None:
+        """Write records `first`..`first + count - 1` (packed, a frame's payload) as a stored frame at the
+        journal's end, starting a journal past the frames if there is none."""
+        payload = b"".join(parts)
+        head = FRAME.pack(FRAME_MAGIC, RECORDS, STORED, 0, len(payload), len(payload), count, first, 0)[:-4]
+        data = head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+        if self.journal_at is None:
+            self.journal_at, self.journal = _page_after(self.offset + JOURNAL_GAP), bytearray()
+        self._put(data, self.journal_at + len(self.journal))  # a torn one is where the journal ends
+        self.journal += data
+        self.journal_end = first + count
+
+    def _clear_journal(self, n: int) -> None:
+        """Before writing `n` bytes at the file's end: if they would reach the journal, copy it further on
+        first, so that a write cut short leaves it whole somewhere."""
+        if self.journal_at is not None and self.offset + n > self.journal_at:
+            moved = _page_after(max(self.offset + n + JOURNAL_GAP, self.journal_at + len(self.journal)))
+            self._put(self.journal, moved)
+            self.journal_at = moved
+
+    def _drop_journal(self) -> None:
+        """The frames hold every record of the journal: cut it off."""
+        self.journal_at, self.journal = None, bytearray()
+        with contextlib.suppress(TraceError):  # left there, a reader sees it holds no record the frames do not
+            self.cut()
+
+    def cut(self) -> None:
+        """Cut the file at the end of its frames (whatever a journal left past them goes)."""
+        try:
+            os.ftruncate(self.fd, self.offset)
+        except OSError as exc:
+            raise TraceError(f"{self.path}: cannot cut the file at byte {self.offset}: {exc.strerror}") from None
 
     def frame(self, kind: int, parts: tuple[bytes | bytearray, ...], count: int, first: int) -> int:
         """Write one frame (zstd, or stored when that is not smaller); returns its offset."""
@@ -234,7 +291,10 @@ class _Output:
             payload, codec = raw, STORED
         head = FRAME.pack(FRAME_MAGIC, kind, codec, 0, len(payload), len(raw), count, first, 0)[:-4]
         offset = self.offset
+        self._clear_journal(FRAME.size + len(payload))
         self.append(head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload)
+        if self.journal_at is not None and kind == RECORDS and first + count >= self.journal_end:
+            self._drop_journal()
         n = self.counts
         n["frames"] += 1
         n["raw"] += len(raw)
@@ -367,6 +427,7 @@ class TraceWriter:
         self._closed = False
         self._buf = bytearray()  # packed records of the pending frame
         self._types: list[str] = []  # and their types
+        self._journaled = (0, 0, 0)  # of them, in the journal: (bytes, records, the clock base after them)
         self._first = 0  # number of the pending frame's first record
         self._blobs: list[list[bytes]] = []  # pending [key, data]
         self._blob_buf = 0  # their bytes, framing included
@@ -517,9 +578,33 @@ class TraceWriter:
         self._submissions += subs
         self._first += count
         job = RECORDS, (_array_header(count), self._buf), count, first
-        self._buf, self._types = bytearray(), []
+        self._buf, self._types, self._journaled = bytearray(), [], (0, 0, 0)
         self._clock_base = 0
         return job
+
+    def _journal(self) -> None:
+        """Write the pending records not yet in the journal to it, as a frame of their own: its first record
+        with a clock gets the clock's value, as a frame's first does, not its difference from the one before."""
+        at, n, base = self._journaled
+        packed = self._buf[at:]
+        if self._clock is not None and base:
+            packed = self._rebased(packed, base)
+        count = len(self._types) - n
+        self._out.journal_frame((_array_header(count), packed), count, self._first + n)
+        self._journaled = (len(self._buf), len(self._types), self._clock_base)
+
+    def _rebased(self, packed: bytes | bytearray, base: int) -> bytes | bytearray:
+        """`packed` records with `base` added to the first clock among them."""
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+        unpacker.feed(packed)
+        start = 0
+        for type_, fields in unpacker:
+            end = unpacker.tell()
+            if fields.get(self._clock).__class__ is int:
+                fields[self._clock] += base
+                return packed[:start] + self._encoder.encode((type_, fields)) + packed[end:]
+            start = end
+        return packed
 
     def _hand_over(self) -> None:
         """Hand the pending blobs, then the pending records, to the background thread as frames."""
@@ -529,9 +614,19 @@ class TraceWriter:
             self._out.submit(self._records_frame())
 
     def flush(self) -> None:
-        """Write what is buffered as whole frames now, blobs first (so every record's blobs precede it), after
-        the frames handed to the background thread. When this returns the frames are in the kernel: a SIGKILL
-        loses none of them (a power cut may). After a failed write, this is what tries again."""
+        """Write what is buffered now, after the frames handed to the background thread: the blobs as a frame,
+        then the records no frame holds yet to the journal (the pending frame goes on filling, so flushing
+        often costs no frames). When this returns they are in the kernel: a SIGKILL loses none of them (a power
+        cut may). After a failed write, this is what tries again."""
+        self._check_open()
+        self._out.drain()
+        if self._blobs:
+            self._out.write(self._blobs_frame())
+        if len(self._types) > self._journaled[1]:
+            self._journal()
+
+    def _write_pending(self) -> None:
+        """Write every buffered blob and record as frames now (the journal goes with them)."""
         self._check_open()
         self._out.drain()
         if self._blobs:
@@ -553,8 +648,9 @@ class TraceWriter:
             return
         self._packed(summary, "the summary")  # checked before anything is written: the caller may retry
         try:
-            self.flush()
+            self._write_pending()
             out = self._out
+            out.cut()  # the footer must end the file
             index = {"frames": [[out.offsets[i], *entry] for i, entry in enumerate(self._frames)],
                      "records": self._first, "submissions": self._submissions,
                      "submission_type": self.submission_type, "counts": dict(self._counts),
@@ -746,6 +842,7 @@ class TraceReader:
         self.frames, self._blobs, self.summary = [], {}, None
         totals: Counter[str] = Counter()
         offset, records, subs, why = self._data_start, 0, 0, "end of file"
+        journal = None  # where the journal was found
         while offset < self._size:
             try:
                 head = self._frame_head(offset)
@@ -758,12 +855,14 @@ class TraceReader:
                     raise FrameError(self.path, offset, f"starts at record {head.first}, not {records} "
                                                         "(corrupt trace)")
                 entry = self._scanned_entry(offset, head, raw, subs)
-            except FrameError as exc:
-                why = exc.reason
-                break
             except TraceError as exc:
-                why = str(exc).removeprefix(f"{self.path}: ")
-                break
+                why = exc.reason if isinstance(exc, FrameError) else str(exc).removeprefix(f"{self.path}: ")
+                found = None if journal is not None else self._find_journal(offset, records)
+                if found is None:
+                    break
+                offset = journal = found  # the flushed records no frame held yet
+                why = "end of file"
+                continue
             if entry is not None:
                 self.frames.append(entry)
                 if entry.kind == RECORDS:
@@ -777,7 +876,28 @@ class TraceReader:
         frames = sum(1 for f in self.frames if f.kind == RECORDS)
         state = f"trace index unusable ({damage})" if damage else "trace was not closed"
         self.recovery_note = (f"{state}: recovered {records} records in {frames} frames and {len(self._blobs)} "
-                              f"blobs, stopped at byte {offset} ({why})")
+                              f"blobs{f' (the last from the journal at byte {journal})' if journal else ''}, "
+                              f"stopped at byte {offset} ({why})")
+
+    def _find_journal(self, offset: int, records: int) -> int | None:
+        """Where the journal of a file whose frames stop at `offset` after `records` records starts: the first
+        page boundary within JOURNAL_REACH holding a whole stored records frame that starts at record `records`.
+        Of the heads that look right, at most JOURNAL_CANDIDATES have their payload read (a writer leaves two at
+        most: a journal and its copy), so a file full of such heads costs no more than a few frames."""
+        start, tried = _page_after(offset), 0
+        for at in range(start, min(self._size - FRAME.size, offset + JOURNAL_REACH) + 1, JOURNAL_PAGE):
+            magic, kind, codec, zero, _, _, _, first, _ = FRAME.unpack(self._read_at(at, FRAME.size))
+            if magic != FRAME_MAGIC or kind != RECORDS or codec != STORED or zero or first != records:
+                continue
+            tried += 1
+            try:
+                self._payload(at, self._frame_head(at))
+            except TraceError:
+                if tried == JOURNAL_CANDIDATES:
+                    return None
+                continue
+            return at
+        return None
 
     def _scanned_entry(self, offset: int, head: FrameHead, raw: bytes, subs: int) -> FrameInfo | None:
         """The index entry of a frame found by scanning (None for kinds this reader does not know)."""
@@ -949,6 +1069,11 @@ def _plain(obj: Any) -> Any:
         if isinstance(obj, plain):
             return plain(obj)
     raise TypeError(f"cannot pack a {type(obj).__name__}")
+
+
+def _page_after(offset: int) -> int:
+    """The first journal page boundary at or after `offset`."""
+    return -(-offset // JOURNAL_PAGE) * JOURNAL_PAGE
 
 
 def _array_header(n: int) -> bytes:
