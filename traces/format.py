@@ -254,8 +254,7 @@ class _Output:
         """Write records `first`..`first + count - 1` (packed, a frame's payload) as a stored frame at the
         journal's end, starting a journal past the frames if there is none."""
         payload = b"".join(parts)
-        head = FRAME.pack(FRAME_MAGIC, RECORDS, STORED, 0, len(payload), len(payload), count, first, 0)[:-4]
-        data = head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+        data = _framed(RECORDS, STORED, payload, len(payload), count, first)
         if self.journal_at is None:
             self.journal_at, self.journal = _page_after(self.offset + JOURNAL_GAP), bytearray()
         self._put(data, self.journal_at + len(self.journal))  # a torn one is where the journal ends
@@ -289,10 +288,10 @@ class _Output:
         payload, codec = (self._zstd.compress(raw), ZSTD) if len(raw) >= STORE_BELOW else (raw, STORED)
         if len(payload) >= len(raw):
             payload, codec = raw, STORED
-        head = FRAME.pack(FRAME_MAGIC, kind, codec, 0, len(payload), len(raw), count, first, 0)[:-4]
+        data = _framed(kind, codec, payload, len(raw), count, first)
         offset = self.offset
-        self._clear_journal(FRAME.size + len(payload))
-        self.append(head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload)
+        self._clear_journal(len(data))
+        self.append(data)
         if self.journal_at is not None and kind == RECORDS and first + count >= self.journal_end:
             self._drop_journal()
         n = self.counts
@@ -1069,6 +1068,12 @@ def _plain(obj: Any) -> Any:
         if isinstance(obj, plain):
             return plain(obj)
     raise TypeError(f"cannot pack a {type(obj).__name__}")
+
+
+def _framed(kind: int, codec: int, payload: bytes, raw: int, count: int, first: int) -> bytes:
+    """A frame as written: its head, the CRC32 of the head and the payload, then the payload."""
+    head = FRAME.pack(FRAME_MAGIC, kind, codec, 0, len(payload), raw, count, first, 0)[:-4]
+    return head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
 
 
 def _page_after(offset: int) -> int:
