@@ -98,11 +98,10 @@ def plan(traces: list[str], targets: list[str] | None, loops: int, batch: int) -
 def demand(target: str, per_gpu: int, hardware: bool = False) -> dict[str, float]:
     """The Ray resources a unit asks for: one of its family's per recorded GPU, and with `hardware` as many of
     Ray's own GPUs, shared by `per_gpu` tasks (Ray takes fractions only up to 1: more rounds up to whole GPUs)."""
-    need: dict[str, float] = {"GPU": 0} if hardware else {}
-    for family in target.split(","):
+    families = target.split(",")
+    need: dict[str, float] = {"GPU": len(families)} if hardware else {}
+    for family in families:
         need[family] = need.get(family, 0) + 1
-        if hardware:
-            need["GPU"] += 1
     return {k: v / per_gpu if v / per_gpu <= 1 else math.ceil(v / per_gpu) for k, v in need.items()}
 
 
@@ -156,6 +155,8 @@ def replay_unit(unit: Unit, data: bytes | None, timeout: float, task_timeout: fl
     task (the only ones the child sees)."""
     import ray
 
+    from kfdtrace.driver.visible import ENV_HIP_VISIBLE
+
     row = Row(unit.trace, unit.target, unit.batch, unit.loops, None, node=ray.get_runtime_context().get_node_id(),
               host=socket.gethostname(), attempts=attempt)
     start = time.monotonic()
@@ -175,7 +176,7 @@ def replay_unit(unit: Unit, data: bytes | None, timeout: float, task_timeout: fl
                 "--timeout", str(timeout)]
         env = dict(os.environ)
         if hardware:
-            row.gpus = env["HIP_VISIBLE_DEVICES"] = ",".join(map(str, ray.get_gpu_ids()))
+            row.gpus = env[ENV_HIP_VISIBLE] = ",".join(map(str, ray.get_gpu_ids()))
         else:
             argv += ["--emulate", unit.target]
         try:
