@@ -242,6 +242,7 @@ def run_campaign(units: list[Unit], blobs: dict[str, bytes], *, per_gpu: int = 1
     interrupted). Ctrl-C cancels what is outstanding; their rows are cancelled (status None). `hardware`:
     on the GPUs Ray assigns each task, not emulated ones."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     @ray.remote(num_cpus=0)
     class Attempts:
@@ -261,7 +262,9 @@ def run_campaign(units: list[Unit], blobs: dict[str, bytes], *, per_gpu: int = 1
     def task(k: int, unit: Unit, data: bytes | None, counter) -> Row:
         return replay_unit(unit, data, timeout, task_timeout, ray.get(counter.start.remote(k)), hardware)
 
-    counter = Attempts.remote()
+    # on this node: a node that dies with the campaign's tasks must not take their attempt counts with it
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    counter = Attempts.options(scheduling_strategy=here).remote()
     refs = {} if shared else {digest: ray.put(data) for digest, data in blobs.items()}
     nodes = node_resources()
     rows: list[Row] = [Row(u.trace, u.target, u.batch, u.loops, None) for u in units]
