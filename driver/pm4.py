@@ -95,6 +95,7 @@ class Opcode(IntEnum):
     NOP = 0x10
     DISPATCH_DIRECT = 0x15
     DISPATCH_INDIRECT = 0x16
+    ATOMIC_MEM = 0x1E
     PRED_EXEC = 0x23
     WRITE_DATA = 0x37
     WAIT_REG_MEM = 0x3C
@@ -105,6 +106,7 @@ class Opcode(IntEnum):
     ACQUIRE_MEM = 0x58
     SET_SH_REG = 0x76
     SET_UCONFIG_REG = 0x79
+    WAIT_REG_MEM64 = 0x93
 
 
 class EventType(IntEnum):
@@ -234,6 +236,21 @@ _BASE = (
          Addr("addr", 2, when=("mem_space", 1), polled=("reference", "mask", "function")),
          Field("reference", 4), Field("mask", 5), Field("poll_interval", 6, 0, 16),
          Field("optimize_ace_offload_mode", 6, 31, 1)),
+    # The same wait on a 64-bit word (mem_space 1 only: no register pair is named), as PAL's
+    # PM4_ME_WAIT_REG_MEM64 lays it out: reference and mask are 64 bits each.
+    _pkt("WAIT_REG_MEM64", 9,
+         Field("function", 1, 0, 3), Field("mem_space", 1, 4, 2), Field("operation", 1, 6, 2),
+         Field("engine_sel", 1, 8, 2), Field("cache_policy", 1, 25, 2),
+         Addr("addr", 2, align=3, when=("mem_space", 1), polled=("reference", "mask", "function")),
+         Field("reference", 4, 0, 64), Field("mask", 6, 0, 64), Field("poll_interval", 8, 0, 16),
+         Field("optimize_ace_offload_mode", 8, 31, 1)),
+    # A TC atomic on the word at addr (nvd.h PACKET3_ATOMIC_MEM__*; libdrm's amdgpu tests build it with
+    # PACKET3(PACKET3_ATOMIC_MEM, 7)): `atomic` is a TC_OP code (sdma.AtomicOp's 64-bit ones), `command` 0 a
+    # single pass, 1 looping until the compare is satisfied, every loop_interval clocks.
+    _pkt("ATOMIC_MEM", 9,
+         Field("atomic", 1, 0, 7), Field("command", 1, 8, 4), Field("cache_policy", 1, 25, 2),
+         Field("engine_sel", 1, 30, 2), Addr("addr", 2, align=3, written=True),
+         Field("src_data", 4, 0, 64), Field("cmp_data", 6, 0, 64), Field("loop_interval", 8, 0, 13)),
     # The data dwords are the tail; dst_sel 0 makes `dst` a register offset (bits 17:0).
     _pkt("WRITE_DATA", 4,
          Field("dst_sel", 1, 8, 4), Field("addr_incr", 1, 16, 1), Field("wr_confirm", 1, 20, 1),
@@ -450,7 +467,8 @@ def _policies(values: Mapping[int, str], field: str) -> dict[str, tuple[CacheRow
     def rows(name: str, what: str = "") -> tuple[CacheRow, ...]:
         return tuple(({name: v}, (f"{what}L2 policy {policy}",)) for v, policy in values.items())
     one = rows(field)
-    return {"RELEASE_MEM": one, "WAIT_REG_MEM": one, "WRITE_DATA": one, "INDIRECT_BUFFER": one,
+    return {"RELEASE_MEM": one, "WAIT_REG_MEM": one, "WAIT_REG_MEM64": one, "ATOMIC_MEM": one, "WRITE_DATA": one,
+            "INDIRECT_BUFFER": one,
             "COPY_DATA": rows(f"src_{field}", "source ") + rows(f"dst_{field}", "destination ")}
 
 
@@ -512,12 +530,15 @@ GFX12 = GFX11.derive(
     fields={
         "RELEASE_MEM": [Field("temporal", 1, 25, 2)],
         "WAIT_REG_MEM": [Field("temporal", 1, 25, 2)],
+        "WAIT_REG_MEM64": [Field("temporal", 1, 25, 2)],
+        "ATOMIC_MEM": [Field("temporal", 1, 25, 2)],
         "WRITE_DATA": [Field("mode", 1, 21, 1), Field("aid_id", 1, 23, 2), Field("temporal", 1, 25, 2)],
         "COPY_DATA": [Field("src_temporal", 1, 13, 2), Field("mode", 1, 21, 1), Field("aid_id", 1, 23, 2),
                       Field("dst_temporal", 1, 25, 2)],
         "INDIRECT_BUFFER": [Field("temporal", 3, 28, 2)],
     },
-    drop={"RELEASE_MEM": ["cache_policy"], "WAIT_REG_MEM": ["cache_policy"], "WRITE_DATA": ["cache_policy"],
+    drop={"RELEASE_MEM": ["cache_policy"], "WAIT_REG_MEM": ["cache_policy"], "WAIT_REG_MEM64": ["cache_policy"],
+          "ATOMIC_MEM": ["cache_policy"], "WRITE_DATA": ["cache_policy"],
           "COPY_DATA": ["src_cache_policy", "dst_cache_policy"], "INDIRECT_BUFFER": ["cache_policy"]},
 )
 

@@ -17,6 +17,7 @@ from kfdtrace.driver.families import queue_sizes
 from kfdtrace.driver.memory import PAGE
 from kfdtrace.driver.packets import MAX_IB_DEPTH
 from kfdtrace.driver.pm4 import CopySel, DataSel, IntSel, WaitFunc, WriteDst
+from kfdtrace.driver.sdma import AtomicOp
 from kfdtrace.driver.system import System
 from tests.emulated import FAMILIES, engine_of, u32
 
@@ -232,6 +233,35 @@ def test_release_mem_atomic_add_where_the_dialect_has_it(system):
         with pytest.raises(GpuFault, match="at: RELEASE_MEM"):
             q.sync(timeout=5)
         assert "data_sel=7 is not emulated" in engine_of(q).error
+
+
+def test_atomic_mem_changes_a_64_bit_word_and_wait_reg_mem64_compares_all_of_one(system):
+    q, buf = system.devices[0].compute_queue(), system.devices[0].alloc(PAGE, "gtt")
+    buf.write(struct.pack("<Q", 5))
+    target = (1 << 40) + 7  # the low dwords of the value and of the wait's reference agree: a 32-bit poll passes
+    q.packet("ATOMIC_MEM", atomic=AtomicOp.SUB64, addr=buf.va, src_data=6)  # 5 - 6: a borrow across the dword
+    q.packet("WAIT_REG_MEM64", function=WaitFunc.EQ, mem_space=1, addr=buf.va + 8, reference=target,
+             mask=(1 << 64) - 1)
+    q.packet("ATOMIC_MEM", atomic=AtomicOp.ADD64, addr=buf.va, src_data=1 << 33)
+    q.submit()
+    buf.write(struct.pack("<Q", 7), 8)
+    time.sleep(0.05)
+    assert struct.unpack("<Q", buf.read(0, 8))[0] == (1 << 64) - 1  # held at the wait: 7 is not 2**40 + 7
+    buf.write(struct.pack("<Q", target), 8)
+    q.sync(timeout=5)
+    assert struct.unpack("<Q", buf.read(0, 8))[0] == (1 << 33) - 1
+
+
+def test_atomic_mem_refuses_what_it_cannot_do(system):
+    dev = system.devices[0]
+    for fields, error in [(dict(atomic=0x08), "ATOMIC_MEM atomic=0x8 is not a 64-bit TC_OP the engine knows"),
+                          (dict(atomic=AtomicOp.CMPSWAP64, command=1), "ATOMIC_MEM command=1 (only 0, a single "
+                                                                        "pass) is emulated")]:
+        q, buf = dev.compute_queue(), dev.alloc(PAGE, "gtt")
+        q.packet("ATOMIC_MEM", addr=buf.va, **fields)
+        with pytest.raises(GpuFault, match="at: ATOMIC_MEM"):
+            q.sync(timeout=5)
+        assert engine_of(q).error.startswith(error)
 
 
 # -- faults and refusals --------------------------------------------------------------------------------

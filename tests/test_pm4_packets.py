@@ -98,6 +98,7 @@ def test_every_family_has_its_dialect() -> None:
 SIZES = {  # total dwords of each fixed form (soc15d.h / nvd.h / PAL MEC packet sizes)
     "SET_SH_REG": 2, "SET_UCONFIG_REG": 2, "RELEASE_MEM": 8, "WAIT_REG_MEM": 7, "WRITE_DATA": 4, "COPY_DATA": 6,
     "INDIRECT_BUFFER": 4, "EVENT_WRITE": 2, "DISPATCH_DIRECT": 5, "DISPATCH_INDIRECT": 4, "PRED_EXEC": 2,
+    "WAIT_REG_MEM64": 9, "ATOMIC_MEM": 9,  # libdrm's amdgpu tests: PACKET3(PACKET3_ATOMIC_MEM, 7)
 }
 
 
@@ -113,6 +114,23 @@ def test_headers_match_packet3(dialect: Dialect) -> None:
     assert dwords(dialect.build("NOP")) == [packet3(0x10, 0), 0]
     assert dwords(dialect.build("NOP", u32s(7, 8, 9))) == [packet3(0x10, 2), 7, 8, 9]
     assert dwords(dialect.build("DISPATCH_DIRECT", predicate=1))[0] == packet3(0x15, 3) | 1
+
+
+@pytest.mark.parametrize("dialect", ALL, ids=lambda d: d.name)
+def test_64_bit_atomic_and_wait_layouts(dialect: Dialect) -> None:
+    """ATOMIC_MEM as nvd.h's PACKET3_ATOMIC_MEM__* macros place its fields (ATOMIC bits 6:0, COMMAND 11:8, then
+    address, source and compare data lo/hi and the loop interval); WAIT_REG_MEM64 as WAIT_REG_MEM with 64-bit
+    reference and mask (PAL PM4_ME_WAIT_REG_MEM64)."""
+    atomic = dialect.build("ATOMIC_MEM", atomic=0x2F, command=1, addr=0x7F00_1234_5678, src_data=0x1_0000_0002,
+                           cmp_data=0x3_0000_0004, loop_interval=5)
+    assert dwords(atomic) == [packet3(0x1E, 7), 0x2F | 1 << 8, 0x1234_5678, 0x7F00, 2, 1, 4, 3, 5]
+    with pytest.raises(ValueError, match="8-byte aligned"):
+        dialect.build("ATOMIC_MEM", addr=0x1004)
+    wait = dialect.build("WAIT_REG_MEM64", function=3, mem_space=1, addr=0x7F00_0000_0008, reference=0x5_0000_0006,
+                         mask=(1 << 64) - 1, poll_interval=4)
+    assert dwords(wait) == [packet3(0x93, 7), 3 | 1 << 4, 8, 0x7F00, 6, 5, 0xFFFFFFFF, 0xFFFFFFFF, 4]
+    assert dialect.decode(wait).addresses() == {"addr": 0x7F00_0000_0008}
+    assert dialect.decode(dialect.build("WAIT_REG_MEM64", mem_space=0, addr=0x2E40)).addresses() == {}
 
 
 def test_one_dword_nop() -> None:
@@ -237,9 +255,11 @@ def test_tags(dialect: Dialect) -> None:
     assert dialect["PRED_EXEC"].skip_field == "exec_count"
     assert dialect["WRITE_DATA"].written_fields == ("dst",) and dialect["COPY_DATA"].written_fields == ("dst",)
     assert dialect["ACQUIRE_MEM"].droppable and not dialect["ACQUIRE_MEM"].address_fields
+    assert dialect["WAIT_REG_MEM64"].wait == ("addr", "reference", "mask", "function")
+    assert dialect["ATOMIC_MEM"].written_fields == ("addr",)
     tagged = {p.name for p in dialect if p.address_fields}
-    assert tagged == {"RELEASE_MEM", "WAIT_REG_MEM", "WRITE_DATA", "COPY_DATA", "INDIRECT_BUFFER",
-                      "DISPATCH_INDIRECT"}
+    assert tagged == {"RELEASE_MEM", "WAIT_REG_MEM", "WAIT_REG_MEM64", "ATOMIC_MEM", "WRITE_DATA", "COPY_DATA",
+                      "INDIRECT_BUFFER", "DISPATCH_INDIRECT"}
     for p in dialect:  # nothing but the event id is an event, nothing but PRED_EXEC skips
         assert (p.event_field is not None) == (p.name == "RELEASE_MEM")
         assert (p.skip_field is not None) == (p.name == "PRED_EXEC")

@@ -63,6 +63,7 @@ class CommandProcessor(RingEngine):
         handlers = {
             "NOP": self._nop, "SET_SH_REG": self._set_reg, "SET_UCONFIG_REG": self._set_reg,
             "WRITE_DATA": self._write_data, "COPY_DATA": self._copy_data, "WAIT_REG_MEM": self._wait_reg_mem,
+            "WAIT_REG_MEM64": self._wait_reg_mem, "ATOMIC_MEM": self._atomic_mem,
             "RELEASE_MEM": self._release_mem, "INDIRECT_BUFFER": self._indirect_buffer,
             "PRED_EXEC": self._pred_exec, "DISPATCH_DIRECT": self._dispatch, "DISPATCH_INDIRECT": self._dispatch,
             # Cache maintenance: the emulated GPU is coherent (engines read and write host memory directly), so
@@ -176,8 +177,13 @@ class CommandProcessor(RingEngine):
 
     def _wait_reg_mem(self, p: Packet) -> None:
         if p.fields["operation"]:
-            raise QueueError(f"WAIT_REG_MEM operation={p.fields['operation']} (only 0, wait) is emulated")
+            raise QueueError(f"{p.name} operation={p.fields['operation']} (only 0, wait) is emulated")
         self._poll(p)
+
+    def _atomic_mem(self, atomic: int, command: int, addr: int, src_data: int, cmp_data: int) -> None:
+        if command:
+            raise QueueError(f"ATOMIC_MEM command={command} (only 0, a single pass) is emulated")
+        self._atomic64("ATOMIC_MEM atomic", atomic, addr, src_data, cmp_data)
 
     def _release_mem(self, p: Packet) -> None:
         """End-of-pipe write of data, a clock or nothing; then, if int_sel asks, the interrupt that signals the

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from kfdtrace.driver.emulator.memory import GpuVm, VmFault
 from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet, PacketDef, PacketError
 from kfdtrace.driver.ring_queue import unwrapped
-from kfdtrace.driver.sdma import PollFunc
+from kfdtrace.driver.sdma import AtomicOp, PollFunc
 from kfdtrace.driver.syscalls import memory_view
 
 if TYPE_CHECKING:
@@ -50,6 +50,35 @@ COMPARE: dict[int, Callable[[int, int], bool]] = {
     PollFunc.GE: lambda v, r: v >= r,
     PollFunc.GT: lambda v, r: v > r,
 }
+
+_WORDS = {32: ctypes.c_uint32, 64: ctypes.c_uint64}  # a polled word by its mask's width
+_U64 = (1 << 64) - 1
+
+
+def _signed(x: int) -> int:
+    return x - (1 << 64) if x >> 63 else x
+
+
+# TC_OP semantics on the old value, the packet's src_data and cmp_data (SDMA's ATOMIC and PM4's ATOMIC_MEM name
+# the same codes). The _NORET codes change memory the same way (they only skip returning the old value), so both
+# share one entry.
+_ATOMIC_BY_NAME: dict[str, Callable[[int, int, int], int]] = {
+    "SWAP64": lambda old, src, cmp: src,
+    "CMPSWAP64": lambda old, src, cmp: src if old == cmp else old,
+    "ADD64": lambda old, src, cmp: old + src,
+    "SUB64": lambda old, src, cmp: old - src,
+    "SMIN64": lambda old, src, cmp: old if _signed(old) <= _signed(src) else src,
+    "UMIN64": lambda old, src, cmp: min(old, src),
+    "SMAX64": lambda old, src, cmp: old if _signed(old) >= _signed(src) else src,
+    "UMAX64": lambda old, src, cmp: max(old, src),
+    "AND64": lambda old, src, cmp: old & src,
+    "OR64": lambda old, src, cmp: old | src,
+    "XOR64": lambda old, src, cmp: old ^ src,
+    "INC64": lambda old, src, cmp: 0 if old >= src else old + 1,
+    "DEC64": lambda old, src, cmp: src if old == 0 or old > src else old - 1,
+}
+_ATOMICS = {op: _ATOMIC_BY_NAME[op.name.removesuffix("_NORET")] for op in AtomicOp}
+
 
 
 class QueueError(Exception):
@@ -106,9 +135,10 @@ class RingEngine:
                 d = dialect[name]
                 params = _operands(handler.__func__)  # handlers are the engine's own methods
                 self._steps[d] = _with_packet(d, handler) if params == ("p",) else d.caller(handler, params)
-        # definition -> whether the memory its `wait` tag names compares true now
+        # definition -> whether the memory its `wait` tag names compares true now (a word as wide as its mask)
         self._waits: dict[PacketDef, Step] = {
-            d: d.caller(functools.partial(self._compare, d.name, d.wait[3]), d.wait) for d in dialect if d.wait}
+            d: d.caller(functools.partial(self._compare, d.name, d.wait[3], _WORDS[d[d.wait[2]].width]), d.wait)
+            for d in dialect if d.wait}
         # definition -> whether a doorbell's caller may execute it (None: always; see _quickness)
         self._quick: dict[PacketDef, Step | None] = {d: self._quickness(d) for d in dialect}
         self._ib_depth = 0  # indirect buffers being executed, one inside the other
@@ -284,15 +314,26 @@ class RingEngine:
             self.machine.wait_memory_change(delay)
             delay = min(delay * 2, POLL_MAX_S)
 
-    def _compare(self, name: str, func_field: str, addr: int | None, ref: int, mask: int, func: int) -> bool:
-        """Whether the dword at `addr` a `name` packet polls compares true now (the operands its `wait` tag
+    def _compare(self, name: str, func_field: str, word: type[ctypes.c_uint32 | ctypes.c_uint64], addr: int | None,
+                 ref: int, mask: int, func: int) -> bool:
+        """Whether the `word` at `addr` a `name` packet polls compares true now (the operands its `wait` tag
         names; `addr` None: the packet polls a register)."""
         if addr is None:
             raise QueueError(f"{name} polling a register, not memory, is not emulated")
         compare = COMPARE.get(func)
         if compare is None:
             raise QueueError(f"{name} {func_field}={func} is reserved")
-        return compare(self._read32(addr) & mask, ref)
+        return compare(self.vm.load(addr, word) & mask, ref)
+
+    def _atomic64(self, what: str, code: int, addr: int, src: int, cmp: int) -> None:
+        """The 64-bit TC atomic `code` (an sdma.AtomicOp) on the word at addr; `what` names the packet's field."""
+        op = _ATOMICS.get(code)
+        if op is None:
+            raise QueueError(f"{what}={code:#x} is not a 64-bit TC_OP the engine knows")
+        with self.vm.access(addr, 8, write=True) as host, self.machine.atomic_lock:
+            target = ctypes.c_uint64.from_address(host)
+            target.value = op(target.value, src, cmp) & _U64
+        self.machine.memory_changed()
 
     def _interrupt(self, p: Packet) -> None:
         """The interrupt whose context carries a KFD event id (the packet's `event` tag)."""

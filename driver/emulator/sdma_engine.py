@@ -7,44 +7,17 @@ Packets are decoded with the same declarative definitions the driver builds them
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kfdtrace.driver.emulator.memory import GpuVm
 from kfdtrace.driver.emulator.ring_engine import QueueError, RingEngine
 from kfdtrace.driver.packets import Dialect, Packet
-from kfdtrace.driver.sdma import AtomicOp
 
 if TYPE_CHECKING:
     from kfdtrace.driver.emulator.kfd import EmulatedMachine
 
 INFINITE_RETRY = 0xFFF  # POLL_REGMEM retry_count that never gives up
 
-_U64 = (1 << 64) - 1
-
-
-def _signed(x: int) -> int:
-    return x - (1 << 64) if x >> 63 else x
-
-
-# TC_OP semantics on the old value, the packet's src_data and cmp_data. The _NORET codes change memory the
-# same way (they only skip returning the old value), so both share one entry.
-_ATOMIC_BY_NAME: dict[str, Callable[[int, int, int], int]] = {
-    "SWAP64": lambda old, src, cmp: src,
-    "CMPSWAP64": lambda old, src, cmp: src if old == cmp else old,
-    "ADD64": lambda old, src, cmp: old + src,
-    "SUB64": lambda old, src, cmp: old - src,
-    "SMIN64": lambda old, src, cmp: old if _signed(old) <= _signed(src) else src,
-    "UMIN64": lambda old, src, cmp: min(old, src),
-    "SMAX64": lambda old, src, cmp: old if _signed(old) >= _signed(src) else src,
-    "UMAX64": lambda old, src, cmp: max(old, src),
-    "AND64": lambda old, src, cmp: old & src,
-    "OR64": lambda old, src, cmp: old | src,
-    "XOR64": lambda old, src, cmp: old ^ src,
-    "INC64": lambda old, src, cmp: 0 if old >= src else old + 1,
-    "DEC64": lambda old, src, cmp: src if old == 0 or old > src else old - 1,
-}
-_ATOMICS = {op: _ATOMIC_BY_NAME[op.name.removesuffix("_NORET")] for op in AtomicOp}
 
 
 class SdmaEngine(RingEngine):
@@ -111,13 +84,7 @@ class SdmaEngine(RingEngine):
         self._poll(p)
 
     def _atomic(self, atomic_op: int, addr: int, src_data: int, cmp_data: int) -> None:
-        op = _ATOMICS.get(atomic_op)
-        if op is None:
-            raise QueueError(f"ATOMIC atomic_op={atomic_op:#x} is not a 64-bit TC_OP the engine knows")
-        with self.vm.access(addr, 8, write=True) as host, self.machine.atomic_lock:
-            target = ctypes.c_uint64.from_address(host)
-            target.value = op(target.value, src_data, cmp_data) & _U64
-        self.machine.memory_changed()
+        self._atomic64("ATOMIC atomic_op", atomic_op, addr, src_data, cmp_data)
 
     def _cond_exe(self, addr: int, reference: int, exec_count: int) -> int:
         """Execute the next exec_count dwords only if the dword at addr equals reference (the kernel's
