@@ -102,8 +102,8 @@ def check_options(emulate: str | None, emulate_from: str | None, emulate_recorde
               help="Per-target builds of the recorded code objects, named <name>.<gfx>.co, for targets the "
                    "recorded objects do not fit.")
 @click.option("--queue-type", type=click.Choice(["recorded", "aql", "pm4"]), default="recorded", show_default=True,
-              help="The queues compute work replays on: as recorded, or PM4 queues' work on AQL queues (aql); "
-                   "pm4 refuses AQL queues (their completion signals need the packet processor).")
+              help="The queues compute work replays on: as recorded, PM4 queues' work on AQL queues (aql), or AQL "
+                   "queues' packets as PM4 packets on PM4 queues (pm4).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--timeline", metavar="OUT", type=click.Path(dir_okay=False),
               help="Write a timeline of the replay, with the times it took, for ui.perfetto.dev "

@@ -14,19 +14,23 @@ arguments re-derived).
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from kfdtrace.driver.aql import AQL, PACKET_SIZE
+from kfdtrace.driver.aql import AQL, PACKET_SIZE, AmdSignal, FenceScope, SignalCondition
 from kfdtrace.driver.code_object import CodeObject, Kernel, load
 from kfdtrace.driver.code_object_errors import CodeObjectError
 from kfdtrace.driver.packets import Dialect, Packet
-from kfdtrace.driver.pm4 import Pm4Dialect
+from kfdtrace.driver.pm4 import Cache, DataSel, IntSel, Pm4Dialect, WaitFunc
+from kfdtrace.driver.sdma import AtomicOp
 from kfdtrace.replay.translate import OutsideBuffers, ReplayError, carries_dispatch
 
 if TYPE_CHECKING:  # kernargs (and numpy) load with the first dispatch: SDMA replays start without them
     from kfdtrace.driver.aql_queue import AqlQueue
+    from kfdtrace.driver.compute_queue import ComputeQueue
     from kfdtrace.driver.kernarg_pool import KernargMemory
     from kfdtrace.driver.kernargs import Launch
     from kfdtrace.driver.memory import Buffer
@@ -355,3 +359,141 @@ class Access(NamedTuple):
     kernargs: tuple[int, bytes] | None
     reads: list[int]
     writes: list[int]
+
+
+class AqlOnPm4:
+    """A recorded AQL queue replayed on a PM4 compute queue (--queue-type pm4): each recorded AQL packet becomes
+    the PM4 packets doing what the packet processor does with it (every packet goes to `convert`, the translator's
+    dispatcher), in order on one ring, each waiting for the one before (CS_PARTIAL_FLUSH ends a dispatch), so the
+    barrier bit always holds:
+
+    - KERNEL_DISPATCH: the target's PM4 dispatch (pm4_launch), its scratch and kernel arguments this queue's;
+    - BARRIER_AND, and BARRIER_OR with one dependency: a 64-bit wait (WAIT_REG_MEM64) for each dependency
+      signal's value to be 0;
+    - BARRIER_VALUE: the same wait on (value & mask) by its condition; LT and GTE compare signed, PM4 unsigned, so
+      they are taken only where the two agree (mask bit 63 clear, operand not negative);
+
+    then its completion: with a system-scope release, an L2 write-back the CP waits for (ACQUIRE_MEM); the
+    completion signal's value decremented (ATOMIC_MEM, TC_OP SUB64); and, when the signal has an event mailbox,
+    its event id written there with the interrupt that wakes its waiters (RELEASE_MEM), as the processor does
+    (emulator/aql.py). The mailbox and event id are read from the signal when the packet is translated (the
+    replay points each signal at its own event before it is used). `refusal` says which packets cannot be so
+    replayed; the survey asks it before anything is submitted."""
+
+    def __init__(self, queue: ComputeQueue, read: ReadMemory):
+        self.queue, self.read = queue, read
+        self.dialect = queue.dialect  # indirect buffers are padded with its NOPs
+        self._dispatches = 0
+
+    @property
+    def device(self):
+        return self.queue.device
+
+    @property
+    def wptr(self) -> int:
+        return self.queue.wptr
+
+    @property
+    def rptr(self) -> int:
+        return self.queue.rptr
+
+    @property
+    def idle(self) -> bool:
+        return self.queue.idle
+
+    def emit(self, data: bytes) -> None:
+        self.queue.emit(data)
+
+    def submit(self) -> None:
+        self.queue.submit()
+
+    def describe(self) -> str:
+        return self.queue.describe()
+
+    def destroy(self) -> None:
+        self.queue.destroy()
+
+    @staticmethod
+    def refusal(p: Packet) -> str | None:
+        """Why the AQL packet `p` cannot be replayed on a PM4 queue (None: it can)."""
+        f = p.fields
+        if p.name in ("BARRIER_AND", "KERNEL_DISPATCH"):
+            return None
+        if p.name == "BARRIER_OR":
+            waited = [h for h in AQL.dependencies(p) if h]
+            return None if len(waited) == 1 else \
+                f"BARRIER_OR with {len(waited)} dependency signals (a PM4 queue waits on one word at a time)"
+        if p.name == "BARRIER_VALUE":
+            if not f["signal"]:
+                return "BARRIER_VALUE without a signal"
+            if f["cond"] not in _WAIT_FUNCS:
+                return f"BARRIER_VALUE cond={f['cond']} is not a signal condition"
+            if f["cond"] in _SIGNED and (f["mask"] >> 63 or f["value"] >> 63):
+                return (f"BARRIER_VALUE {SignalCondition(f['cond']).name} on a value or mask with bit 63 set (a "
+                        f"signed comparison, where PM4's is unsigned)")
+            return None
+        return f"{p.name} (no PM4 form; replay it on an AQL queue)"
+
+    def convert(self, p: Packet, move: Callable[[int], int]) -> bytes:
+        """The PM4 packets of AQL packet `p` (not a dispatch: `launch` makes those), addresses moved by `move`."""
+        why = self.refusal(p)
+        if why is not None:
+            raise ReplayError(why)
+        f, build = p.fields, self.dialect.build
+        if p.name == "BARRIER_VALUE":
+            waits = [(f["signal"], f["value"], f["mask"], _WAIT_FUNCS[f["cond"]])]
+        else:
+            waits = [(h, 0, _ALL, WaitFunc.EQ) for h in AQL.dependencies(p) if h]
+        out = [build("WAIT_REG_MEM64", function=func, mem_space=1, addr=move(h) + _VALUE, reference=ref, mask=mask)
+               for h, ref, mask, func in waits]
+        return b"".join(out) + self._completion(p, move)
+
+    def launch(self, kernel: LoadedKernel, launch: Launch, args, packet: Packet,
+               move: Callable[[int], int]) -> tuple[bytes, KernargMemory]:
+        """The target's PM4 packets of a recorded KERNEL_DISPATCH `packet` and its completion, and the slice of the
+        kernel-argument arena they use (to free once the queue is past them)."""
+        from kfdtrace.driver.dispatch import pm4_launch
+
+        q, kd = self.queue, kernel.kernel.descriptor
+        scratch = None
+        if kd.enable_private_segment or kd.private_segment_fixed_size:
+            scratch = q.scratch.ensure(kd.private_segment_fixed_size, q.hold)
+        used: list[KernargMemory] = []
+
+        def kernarg(size: int, align: int) -> KernargMemory:
+            used.append(q.kernarg_pool.alloc(size, align, kernel.name))
+            return used[0]
+        self._dispatches += 1
+        out = pm4_launch(self.dialect, kernel, launch, args, scratch, kernarg, self._dispatches, q.num_xcc)
+        return out + self._completion(packet, move), used[0]
+
+    def _completion(self, p: Packet, move: Callable[[int], int]) -> bytes:
+        build, out = self.dialect.build, []
+        if p.fields["release_fence_scope"] == FenceScope.SYSTEM:
+            out.append(build("ACQUIRE_MEM", **self._write_back))
+        handle = AQL.completion(p)
+        if handle:
+            data = self.read(handle, ctypes.sizeof(AmdSignal))
+            if data is None:
+                raise ReplayError(f"{p.name}: its completion signal at {handle:#x} is not in a CPU-visible buffer")
+            signal = AmdSignal.from_buffer_copy(data)
+            out.append(build("ATOMIC_MEM", atomic=AtomicOp.SUB64, addr=move(handle) + _VALUE, src_data=1))
+            if signal.event_mailbox_ptr:
+                out.append(build("RELEASE_MEM", data_sel=DataSel.DATA32, addr=signal.event_mailbox_ptr,
+                                 data=signal.event_id, int_sel=IntSel.INTERRUPT_AFTER_WRITE_CONFIRM,
+                                 int_ctxid=signal.event_id))
+        return b"".join(out)
+
+    @functools.cached_property
+    def _write_back(self) -> dict[str, int]:
+        """ACQUIRE_MEM fields writing L2 back, over the whole address range."""
+        d = self.dialect
+        return {**d.cache.write("ACQUIRE_MEM", {Cache.L2_WB}), "coher_size": d["ACQUIRE_MEM"]["coher_size"].mask}
+
+
+_VALUE = AmdSignal.value.offset  # amd_signal_t's 64-bit value, which the processor decrements
+_ALL = (1 << 64) - 1
+# hsa_signal_condition_t -> the WAIT_REG_MEM64 function comparing so; LT and GTE are signed in HSA
+_WAIT_FUNCS = {SignalCondition.EQ: WaitFunc.EQ, SignalCondition.NE: WaitFunc.NE, SignalCondition.LT: WaitFunc.LT,
+               SignalCondition.GTE: WaitFunc.GE}
+_SIGNED = (SignalCondition.LT, SignalCondition.GTE)

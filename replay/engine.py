@@ -34,7 +34,7 @@ from kfdtrace.driver.sdma_queue import ENGINE_KINDS
 from kfdtrace.driver.signals import POLL_SLICE_MS, Event, Semaphore
 from kfdtrace.driver.system import Device, System
 from kfdtrace.replay.code_objects import CodeObjectOptions, check_options, choose, missing_message
-from kfdtrace.replay.compute import AqlRing, DispatchReader, Pm4OnAql, RecordedKernels, relaunch
+from kfdtrace.replay.compute import AqlOnPm4, AqlRing, DispatchReader, Pm4OnAql, RecordedKernels, relaunch
 from kfdtrace.replay.occupancy import Occupancy, Sampler, queue_label
 from kfdtrace.replay.status import (  # noqa: F401 (the engine's API names them)
     EXIT_BAD_INPUT,
@@ -100,7 +100,7 @@ class Options:
     gpu_map: dict[int, int] | None = None  # recorded GPU index -> target device index
     timed: bool = False  # note when each record was done (Result.times), for a timeline of the replay
     code_objects: CodeObjectOptions | None = None  # objects given for targets the recorded ones do not fit
-    queue_type: str | None = None  # "aql": PM4 compute queues replay on AQL queues (None: as recorded)
+    queue_type: str | None = None  # "aql" / "pm4": compute queues replay on queues of that kind (None: as recorded)
 
 
 @dataclass
@@ -330,10 +330,7 @@ class _Surveyor:
             raise ReplayError(f"queue {f['queue']} is an AQL queue recorded by format {self.trace.version[0]}."
                               f"{self.trace.version[1]}, which does not record its signals' initial values: "
                               f"re-record it with this kfdtrace")
-        if f["type"] == K.QueueType.COMPUTE_AQL and self.queue_type == "pm4":
-            raise ReplayError(f"queue {f['queue']} is an AQL queue, which --queue-type pm4 cannot replay: an AQL "
-                              f"packet's completion signal is decremented by the packet processor, and no PM4 "
-                              f"packet kfdtrace builds can decrement memory; replay it on an AQL queue")
+        on_pm4 = f["type"] == K.QueueType.COMPUTE_AQL and self.queue_type == "pm4"
         cache = TranslationCache() if len(self.s.caches) < SHARED_CACHES else None
         if cache is not None:
             self.s.caches[r.n] = cache
@@ -341,7 +338,8 @@ class _Surveyor:
             else None
         t = self.translators[f["queue"]] = _translator(
             f, self.devices, self.relocation, lambda e: e, cache=cache,
-            dispatch=None if reader is None else lambda p, where: self._dispatch(reader, p, where))
+            dispatch=None if reader is None else lambda p, where: self._dispatch(reader, p, where, on_pm4),
+            dispatch_all=on_pm4)
         t.calls = []  # the indirect buffers each submission calls, which the replay will copy
         slots = ("SDMA queues", self.devices[f["gpu"]].index) if reader is None else None
         self.rings[f["queue"]] = (f["ring_size"] + PAGE, slots)
@@ -350,9 +348,12 @@ class _Surveyor:
         if slots is not None:
             self._add(slots, 1)
 
-    def _dispatch(self, reader: DispatchReader, p: Packet, where: str) -> bytes:
+    def _dispatch(self, reader: DispatchReader, p: Packet, where: str, on_pm4: bool = False) -> bytes:
         """A recorded dispatch, checked: its kernel has a code object for the target, its pointer arguments lie in
-        recorded buffers."""
+        recorded buffers; `on_pm4`: an AQL packet that must have a PM4 form (AqlOnPm4.refusal)."""
+        why = AqlOnPm4.refusal(p) if on_pm4 else None
+        if why is not None:
+            raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x}: --queue-type pm4 cannot replay {why}")
         d = reader.dispatch(p, where)
         if d is not None:
             f, dev = self.code[d.kernel.obj]
@@ -489,13 +490,14 @@ def _dialects(q: dict) -> tuple[Dialect, Callable[[Device], str], dict[str, Dial
 
 
 def _translator(q: dict, devices: dict[int, Device], relocation: Relocation, event_id: Callable[[int], int],
-                indirect=None, cache: TranslationCache | None = None, dispatch=None) -> Translator:
+                indirect=None, cache: TranslationCache | None = None, dispatch=None,
+                dispatch_all: bool = False) -> Translator:
     src, target_dialect, dialects = _dialects(q)
     dev = devices.get(q["gpu"])
     if dev is None:
         raise ReplayError(f"queue {q['queue']} is on GPU {q['gpu']:#x}, which the trace's header does not list")
     return Translator(src, dialects[target_dialect(dev)], dev.target.sdma_max_copy, relocation, event_id, indirect,
-                      cache, dispatch)
+                      cache, dispatch, dispatch_all)
 
 
 def _page_up(n: int) -> int:
@@ -730,6 +732,8 @@ class Instance:
                 q = Pm4OnAql(dev.aql_queue(name=name), self.options.timeout)
             elif f["type"] == K.QueueType.COMPUTE:
                 q = dev.compute_queue(ring_size=f["ring_size"], name=name)
+            elif f["type"] == K.QueueType.COMPUTE_AQL and self.options.queue_type == "pm4":
+                q = AqlOnPm4(dev.compute_queue(name=name), self._read_recorded)
             elif f["type"] == K.QueueType.COMPUTE_AQL:
                 q = AqlRing(dev.aql_queue(packets=f["ring_size"] // len(AQL.build("INVALID")), name=name),
                             self.options.timeout)
@@ -742,7 +746,8 @@ class Instance:
             dispatch = lambda p, where: self._dispatch(rq, reader, p, where)  # noqa: E731
         rq.translator = _translator(f, self.devices, self.relocation, self._trap_event,
                                     lambda base, size, where: self._indirect(rq, base, size, where),
-                                    None if self.move_all else self.s.caches.get(r.n), dispatch)
+                                    None if self.move_all else self.s.caches.get(r.n), dispatch,
+                                    isinstance(q, AqlOnPm4))
         self.queues[f["queue"]] = rq
         self.sampler.watch(queue_label(f), q)
 
@@ -771,6 +776,8 @@ class Instance:
     def _dispatch(self, rq: ReplayQueue, reader: DispatchReader, p: Packet, where: str) -> bytes:
         """A recorded dispatch re-derived for the target: its kernel from the object loaded for it, its kernel
         arguments rewritten for that build."""
+        if isinstance(rq.queue, AqlOnPm4) and p.defn.kernel is None:
+            return rq.queue.convert(p, lambda a: self._moved(a, where))
         d = reader.dispatch(p, where)
         if d is None:
             return b""
@@ -779,7 +786,7 @@ class Instance:
             raise ReplayError(f"{where}: no code object for {rq.queue.device.target.name} holds {d.kernel.name}")
         kernel = program.kernel(d.kernel.name)
         launch, args = relaunch(d, reader.kernargs(d, where), kernel, self.relocation.move, where)
-        if d.packet.defn.kernel is not None:  # an AQL dispatch packet, on an AQL queue
+        if d.packet.defn.kernel is not None:  # an AQL dispatch packet, on an AQL queue or as PM4 packets
             out, mem = rq.queue.launch(kernel, launch, args, d.packet, lambda a: self._moved(a, where))
             rq.new_ibs.append(mem)
             return out

@@ -187,13 +187,15 @@ class Translator:
     def __init__(self, src: Dialect, dst: Dialect, max_copy: int, relocation: Relocation,
                  event_id: Callable[[int], int] = lambda e: e,
                  indirect: Callable[[int, int, str], tuple[int, int]] | None = None,
-                 cache: TranslationCache | None = None, dispatch: Callable[[Packet, str], bytes] | None = None):
+                 cache: TranslationCache | None = None, dispatch: Callable[[Packet, str], bytes] | None = None,
+                 dispatch_all: bool = False):
         """`event_id` maps a recorded event id (a packet's `event_field`) to the replay's; `indirect(address,
         dwords, where)` takes a recorded indirect buffer (a packet's `indirect` fields) and returns (address,
         dwords) of its translated copy (None: only relocated). `cache`: shared with another translator of the
         same queue (the survey's). `dispatch(packet, where)` gives the target's bytes for each packet that
         carries dispatch state (`carries_dispatch`: register writes, launches, kernel objects), which are then
-        never cached nor taken as they are."""
+        never cached nor taken as they are; with `dispatch_all`, for every packet (an AQL queue replayed on a PM4
+        one, whose packets all become others)."""
         self.src, self.dst, self.relocation = src, dst, relocation
         self.max_copy, self.event_id, self.indirect = max_copy, event_id, indirect
         self.same = src is dst
@@ -205,7 +207,8 @@ class Translator:
         self.packets = 0  # recorded packets translated
         self.calls: list[int] | None = None  # a list: the dwords of every indirect buffer called are added to it
         self.dispatch = dispatch
-        self._dispatching = frozenset(d for d in src if carries_dispatch(d)) if dispatch else frozenset()
+        self._dispatching = frozenset(d for d in src if dispatch_all or carries_dispatch(d)) if dispatch \
+            else frozenset()
         # what _span points out
         self._notable = frozenset(d for d in src if d.event_field or d.indirect) | self._dispatching
         self._checks: dict[PacketDef, Checker | None] = {}  # definition -> PacketDef.checker (None: none)

@@ -15,10 +15,13 @@ import pytest
 
 from kfdtrace.capture import record
 from kfdtrace.driver import System
+from kfdtrace.driver.aql import AQL, SignalCondition
+from kfdtrace.driver.aql_queue import HsaSignal
 from kfdtrace.driver.kernels.build import BUILT, object_path
 from kfdtrace.driver.kernels.device import corpus, run_case
 from kfdtrace.driver.kernels.reference import CASES
 from kfdtrace.replay.code_objects import parse_code_object_options
+from kfdtrace.replay.compute import AqlOnPm4
 from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_OK, Options
 from kfdtrace.replay.session import replay_trace
 from kfdtrace.replay.translate import OutsideBuffers, ReplayError
@@ -267,12 +270,84 @@ def test_a_pm4_trace_replays_on_aql_queues(corpus_traces, family, tmp_path):
     assert [q["label"] for q in report.to_dict()["loops"][0][0]["occupancy"]["queues"]] == ["queue 0 (pm4)"]
 
 
+@pytest.mark.parametrize("family", ["gfx90a", "gfx1100"])
+def test_an_aql_trace_replays_on_pm4_queues(corpus_traces, family, tmp_path):
+    """--queue-type pm4: every corpus kernel recorded on gfx942's AQL queue (multi-XCC) runs as PM4 packets on a PM4
+    queue, and verifies."""
+    options = per_target(tmp_path)
+    options.queue_type = "pm4"
+    report = replay_trace(corpus_traces["gfx942"], options, emulate=family)
+    assert report.status == EXIT_OK, report.lines()
+    assert report.loops[0][0].verified >= len(CASES)
+
+
 def test_the_overlap_example_replays_its_compute_on_aql_queues(overlap_example):
     report = replay_trace(overlap_example, Options(queue_type="aql", timeout=120), emulate_recorded=True, concurrent=2)
     assert report.status == EXIT_OK, report.lines()
 
 
-def test_an_aql_trace_is_refused_on_pm4_queues_before_submission(traces):
-    res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", traces["aql-gfx942"], "--emulate-recorded",
-                          "--queue-type", "pm4"], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 3 and "AQL queue, which --queue-type pm4 cannot replay" in res.stderr
+def barriers(path: str, target: str, two_deps: bool = False) -> None:
+    """Record two AQL queues ordered by barriers: `second` waits for the CPU's `go` (BARRIER_AND) and for `level`
+    to reach 3 (BARRIER_VALUE), then c = a + b signals `added`; `first` waits for it (BARRIER_OR; with `two_deps`,
+    for it or `done`), then d = c + b signals `done`, which the CPU waits for."""
+    with record(path), System.open(emulate=target) as system:
+        gpu = system.devices[0]
+        kernel = corpus(gpu).kernel("vector_add")
+        a, b, c, d = (gpu.alloc(N * 4, "gtt", name=name) for name in "abcd")
+        a.write(np.arange(N, dtype=np.float32))
+        b.write(np.full(N, 2, np.float32))
+        go, level, added, done = (HsaSignal(system, v, name=n) for n, v in (("go", 1), ("level", 0), ("added", 1),
+                                                                           ("done", 1)))
+        first, second = gpu.aql_queue(name="first"), gpu.aql_queue(name="second")
+        second.barrier_and([go])
+        second.barrier_value(level, 3, SignalCondition.GTE, mask=(1 << 63) - 1)  # signed and unsigned agree
+        second.dispatch(kernel, (N,), (64,), a, b, c, np.uint32(N), completion=added)
+        first.barrier_or([added, done] if two_deps else [added])  # done is 1 until this queue is done
+        first.dispatch(kernel, (N,), (64,), c, b, d, np.uint32(N), completion=done)
+        level.signal(3)
+        go.signal(0)
+        done.wait(0, timeout=120)
+        assert np.frombuffer(d.read(), np.float32)[N - 1] == N - 1 + 4
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_aql_queues_replay_on_pm4_queues(family, tmp_path, monkeypatch):
+    """--queue-type pm4: dispatches and barriers of two AQL queues become PM4 packets on PM4 queues (waits on the
+    64-bit signal values, completions decremented by ATOMIC_MEM with their events' interrupts), in order, and
+    verify on every family."""
+    path = str(tmp_path / "barriers.kfdtrace")
+    barriers(path, "gfx942")
+    converted = []
+    monkeypatch.setattr(AqlOnPm4, "convert", lambda self, p, move, real=AqlOnPm4.convert: converted.append(
+        p.name) or real(self, p, move))
+    options = per_target(tmp_path)
+    options.queue_type = "pm4"
+    report = replay_trace(path, options, emulate=family)
+    assert report.status == EXIT_OK, report.lines()
+    assert sorted(converted) == ["BARRIER_AND", "BARRIER_OR", "BARRIER_VALUE"]
+    assert report.loops[0][0].verified >= 1
+
+
+def test_what_has_no_pm4_form_is_refused_before_submission(tmp_path):
+    path = str(tmp_path / "or.kfdtrace")
+    barriers(path, "gfx942", two_deps=True)
+    res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path, "--emulate-recorded", "--queue-type",
+                          "pm4"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 3, res.stderr
+    assert "--queue-type pm4 cannot replay BARRIER_OR with 2 dependency signals" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("fields, why", [
+    (dict(cond=SignalCondition.LT, value=1 << 63), "BARRIER_VALUE LT on a value or mask with bit 63 set"),
+    (dict(cond=SignalCondition.GTE, mask=1 << 63), "BARRIER_VALUE GTE on a value or mask with bit 63 set"),
+    (dict(cond=7), "BARRIER_VALUE cond=7 is not a signal condition"),
+    (dict(signal=0), "BARRIER_VALUE without a signal"),
+])
+def test_barrier_values_pm4_cannot_compare_are_refused(fields, why):
+    p = AQL.packet("BARRIER_VALUE", **{"signal": 0x1000, "value": 3, "mask": (1 << 63) - 1,
+                                       "cond": SignalCondition.EQ, **fields})
+    assert AqlOnPm4.refusal(p).startswith(why)
+    assert AqlOnPm4.refusal(AQL.packet("BARRIER_VALUE", signal=0x1000, value=3, mask=(1 << 63) - 1,
+                                       cond=SignalCondition.GTE)) is None
+    assert AqlOnPm4.refusal(AQL.packet("AGENT_DISPATCH")) == "AGENT_DISPATCH (no PM4 form; replay it on an AQL queue)"
