@@ -461,11 +461,17 @@ class AqlOnPm4:
         used: list[KernargMemory] = []
 
         def kernarg(size: int, align: int) -> KernargMemory:
-            used.append(q.kernarg_pool.alloc(size, align, kernel.name))
-            return used[0]
+            used.append(mem := q.kernarg_pool.alloc(size, align, kernel.name))
+            return mem
         self._dispatches += 1
-        out = pm4_launch(self.dialect, kernel, launch, args, scratch, kernarg, self._dispatches, q.num_xcc)
-        return out + self._completion(packet, move), used[0]
+        try:
+            out = pm4_launch(self.dialect, kernel, launch, args, scratch, kernarg, self._dispatches, q.num_xcc)
+            out += self._completion(packet, move)
+        except BaseException:
+            for mem in used:
+                mem.free()
+            raise
+        return out, used[0]
 
     def _completion(self, p: Packet, move: Callable[[int], int]) -> bytes:
         build, out = self.dialect.build, []
