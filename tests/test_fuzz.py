@@ -16,7 +16,7 @@ import pytest
 from kfdtrace.driver.memory import ENV_GUARD_PAGES
 from tests.fuzz import campaign, mutate
 
-CASES_PER_SAMPLE = 30  # 90 cases, replay and every trace tool each, on 2 workers
+CASES_PER_SAMPLE = 30  # replay and every trace tool each, on 2 workers; one test per sample, so pytest -n spreads them
 SEED = 8
 WORKERS = 2
 
@@ -70,9 +70,10 @@ def test_unmutated_samples_replay_clean(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS and the emulator are Linux-only")
-def test_fuzzed_traces_never_crash_the_tools(tmp_path, monkeypatch):
+@pytest.mark.parametrize("sample", mutate.samples(), ids=os.path.basename)
+def test_fuzzed_traces_never_crash_the_tools(sample, tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_GUARD_PAGES, "1")  # an access past any replayed buffer faults at once
-    jobs = [(s, mutate.sample_targets(s), SEED * 1000 + i) for s in mutate.samples() for i in range(CASES_PER_SAMPLE)]
+    jobs = [(sample, mutate.sample_targets(sample), SEED * 1000 + i) for i in range(CASES_PER_SAMPLE)]
     with ThreadPoolExecutor(WORKERS) as pool:
         results = list(pool.map(lambda job: run_case(str(tmp_path), *job), jobs))
     failures = [line for result in results for line in result]
