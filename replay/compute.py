@@ -109,19 +109,14 @@ class DispatchReader:
         return None
 
     def _aql(self, p: Packet, where: str) -> Dispatch:
-        from kfdtrace.driver.kernargs import Launch
-
         f = p.fields
         descriptor, kernargs = (f[n] for n in p.defn.kernel)
         kernel = self._known(self.kernels.by_descriptor.get(descriptor), f"kernel descriptor {descriptor:#x}", p, where)
-        dims = f["dimensions"]
-        launch = Launch(tuple(f[f"grid_size_{a}"] for a in "xyz"), tuple(f[f"workgroup_size_{a}"] for a in "xyz"),
-                        dims)
+        launch = _launch(tuple(f[f"grid_size_{a}"] for a in "xyz"), tuple(f[f"workgroup_size_{a}"] for a in "xyz"),
+                         f["dimensions"], p, where)
         return Dispatch(kernel, launch, kernargs, f["group_segment_size"], p)
 
     def _pm4(self, p: Packet, where: str) -> Dispatch:
-        from kfdtrace.driver.kernargs import Launch
-
         if p.name != "DISPATCH_DIRECT":
             raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x}: only DISPATCH_DIRECT is replayed (its "
                               f"workgroup counts are in memory the replay cannot follow yet)")
@@ -144,7 +139,7 @@ class DispatchReader:
                      for g, b, t in zip(groups, block, threads, strict=True))
         kernargs = self._kernarg_pointer(kernel, where, p)
         dims = max([1] + [i + 1 for i in range(3) if grid[i] > 1 or block[i] > 1])
-        launch = Launch(grid, block, self._recorded_dims(kernel, kernargs) or dims)
+        launch = _launch(grid, block, self._recorded_dims(kernel, kernargs) or dims, p, where)
         return Dispatch(kernel, launch, kernargs, lds * kernel.kernel.descriptor.layout.lds_granule, p)
 
     def _kernarg_pointer(self, kernel: RecordedKernel, where: str, p: Packet) -> int:
@@ -198,6 +193,19 @@ class DispatchReader:
             if ptr.value:
                 out.append(ptr.value)
         return out
+
+
+def _launch(grid: tuple[int, ...], block: tuple[int, ...], dims: int, p: Packet, where: str) -> Launch:
+    """The recorded launch; ReplayError when no GPU could run it (a size of 0, dimensions outside 1..3)."""
+    from kfdtrace.driver.kernargs import KernargError, Launch
+
+    try:
+        Launch.of(grid, block)  # each size positive and within what a dispatch can ask
+    except KernargError as exc:
+        raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x}: {exc}") from None
+    if not 1 <= dims <= 3:
+        raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x}: a launch of {dims} dimensions (1 to 3)")
+    return Launch(grid, block, dims)
 
 
 def relaunch(d: Dispatch, data: bytes, kernel: LoadedKernel, move: Callable[[int], int | None],

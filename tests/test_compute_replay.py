@@ -5,6 +5,7 @@ dispatch state derived from its kernel descriptor; what cannot replay is refused
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -284,6 +285,25 @@ def test_an_aql_trace_replays_on_pm4_queues(corpus_traces, family, tmp_path):
 def test_the_overlap_example_replays_its_compute_on_aql_queues(overlap_example):
     report = replay_trace(overlap_example, Options(queue_type="aql", timeout=120), emulate_recorded=True, concurrent=2)
     assert report.status == EXIT_OK, report.lines()
+
+
+@pytest.mark.parametrize("fields, why", [(dict(grid_size_x=0), "grid (0, 1, 1): each dimension must be a whole "
+                                                                   "number of work-items"),
+                                         (dict(dimensions=0), "a launch of 0 dimensions (1 to 3)")])
+@pytest.mark.parametrize("queue_type", [None, "pm4"])
+def test_a_launch_no_gpu_runs_is_refused_before_submission(traces, tmp_path, fields, why, queue_type):
+    """Found by fuzzing --queue-type pm4: a KERNEL_DISPATCH of 0 work-items was an internal error (exit 5)."""
+    out = str(tmp_path / "zero.kfdtrace")
+
+    def edit(rec, r, w):
+        if rec.type == R.CODE_OBJECT:
+            w.blob(r.blob(rec.fields["key"]))
+        if rec.type == R.DOORBELL and AQL.decode(rec.fields["ring"]).name == "KERNEL_DISPATCH":
+            return {**rec.fields, "ring": AQL.decode(rec.fields["ring"]).replace(**fields).encode()}
+        return rec.fields
+    rewrite(traces["aql-gfx942"], out, edit)
+    with pytest.raises(ReplayError, match=re.escape(f"submission 0 (queue 0): KERNEL_DISPATCH at byte 0x0: {why}")):
+        replay_trace(out, Options(queue_type=queue_type), emulate_recorded=True)
 
 
 def barriers(path: str, target: str, two_deps: bool = False) -> None:
