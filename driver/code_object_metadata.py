@@ -7,6 +7,7 @@ llvm/docs/AMDGPUUsage.rst); amd-facts §7 and §11 list the keys and the v5 hidd
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -136,14 +137,15 @@ class KernelMetadata:
     kind: str = "normal"
     language: str | None = None
 
-    @property
+    @functools.cached_property
     def explicit_args(self) -> tuple[KernelArg, ...]:
         """The arguments a caller passes, in order."""
         return tuple(a for a in self.args if not a.hidden)
 
-    @property
-    def hidden_args(self) -> dict[str, KernelArg]:
-        """The hidden arguments by value_kind (hidden_block_count_x, hidden_group_size_x, ...)."""
+    @functools.cached_property
+    def hidden_args(self) -> Mapping[str, KernelArg]:
+        """The hidden arguments by value_kind (hidden_block_count_x, hidden_group_size_x, ...); read it, do not
+        change it (it is worked out once)."""
         return {a.value_kind: a for a in self.args if a.hidden}
 
     @classmethod

@@ -8,6 +8,7 @@ COMPUTE_USER_DATA_*, the workgroup size, then DISPATCH_DIRECT over the workgroup
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -157,7 +158,32 @@ def pm4_launch(dialect: Pm4Dialect, kernel: LoadedKernel, launch: Launch, args: 
 def pm4_dispatch(dialect: Pm4Dialect, kernel: LoadedKernel, launch: Launch, args: Kernargs,
                  sgprs: list[int], scratch: ScratchArea | None, num_xcc: int) -> bytes:
     """The PM4 packets of one dispatch (amd-facts §10), ending with a CS_PARTIAL_FLUSH so the packets after it
-    wait for the kernel."""
+    wait for the kernel. The packets around the user SGPRs are made once for what they depend on (a queue
+    dispatching a kernel again differs only in its SGPRs: the kernel argument and dispatch pointers)."""
+    kd = kernel.kernel.descriptor
+    scratch_key = None if scratch is None else (scratch.buffer.va, scratch.per_xcc, scratch.wave_bytes, scratch.waves)
+    key = (dialect, kernel.program.device.target.family.gfx_major, kernel.entry_address, kd.compute_pgm_rsrc1,
+           kd.compute_pgm_rsrc2, kd.compute_pgm_rsrc3, kd.wave_size, kd.lds_size_field(args.group_segment_size),
+           launch.grid, launch.block, scratch_key, num_xcc, len(sgprs))
+    parts = _AROUND_SGPRS.get(key)
+    if parts is None:
+        if len(_AROUND_SGPRS) >= MAX_AROUND_SGPRS:
+            _AROUND_SGPRS.clear()
+        parts = _AROUND_SGPRS[key] = _around_sgprs(dialect, kernel, launch, args, len(sgprs), scratch, num_xcc)
+    before, head, n, after = parts
+    return before + head + struct.pack(f"<{n}I", *sgprs[:n]) + after if n else before + after
+
+
+# (dialect, what of the kernel, launch and scratch the packets hold, SGPR count) -> the packets before the user
+# SGPRs, the user-data SET_SH_REG's first two dwords, how many SGPRs it writes, and the packets after them
+_AROUND_SGPRS: dict[tuple, tuple[bytes, bytes, int, bytes]] = {}
+MAX_AROUND_SGPRS = 256
+
+
+def _around_sgprs(dialect: Pm4Dialect, kernel: LoadedKernel, launch: Launch, args: Kernargs, n_sgprs: int,
+                  scratch: ScratchArea | None, num_xcc: int) -> tuple[bytes, bytes, int, bytes]:
+    """The PM4 packets of a dispatch before its user SGPRs, the head of the SET_SH_REG of `n_sgprs` of them (at
+    most the COMPUTE_USER_DATA registers there are) and how many that is, and the packets after them."""
     regs, kd = dialect.registers, kernel.kernel.descriptor
     family = kernel.program.device.target.family
     build = dialect.build
@@ -175,21 +201,21 @@ def pm4_dispatch(dialect: Pm4Dialect, kernel: LoadedKernel, launch: Launch, args
                 body = build("PRED_EXEC", exec_count=len(body) // 4, xcc_mask=1 << xcc) + body
             out.append(body)
     out.append(dialect.set_sh_reg(COMPUTE_RESTART_X=0, COMPUTE_RESTART_Y=0, COMPUTE_RESTART_Z=0))
-    if sgprs:
-        out.append(dialect.set_sh_reg(**{r.name: v for r, v in zip(regs.user_data, sgprs, strict=False)}))
-    out.append(dialect.set_sh_reg(COMPUTE_RESOURCE_LIMITS=0))
+    user_data = regs.user_data[:n_sgprs]
+    head = dialect.set_sh_reg(**dict.fromkeys((r.name for r in user_data), 0))[:8] if user_data else b""
+    after = [dialect.set_sh_reg(COMPUTE_RESOURCE_LIMITS=0)]
     threads = {f"COMPUTE_NUM_THREAD_{d}": regs[f"COMPUTE_NUM_THREAD_{d}"].encode(
         num_thread_full=b, num_thread_partial=g % b) for d, g, b in zip("XYZ", launch.grid, launch.block, strict=True)}
-    out.append(dialect.set_sh_reg(COMPUTE_START_X=0, COMPUTE_START_Y=0, COMPUTE_START_Z=0, **threads))
+    after.append(dialect.set_sh_reg(COMPUTE_START_X=0, COMPUTE_START_Y=0, COMPUTE_START_Z=0, **threads))
     partial = any(g % b for g, b in zip(launch.grid, launch.block, strict=True))
     initiator = {"compute_shader_en": 1, "force_start_at_000": 1, "partial_tg_en": int(partial)}
     if kd.wave_size == 32:
         initiator["cs_w32_en"] = 1  # gfx10+ only: the gfx9 register has no such field (and no wave32)
     groups = launch.groups
-    out.append(build("DISPATCH_DIRECT", dim_x=groups[0], dim_y=groups[1], dim_z=groups[2],
-                     dispatch_initiator=regs["COMPUTE_DISPATCH_INITIATOR"].encode(**initiator)))
-    out.append(build("EVENT_WRITE", event_type=EventType.CS_PARTIAL_FLUSH, event_index=EventIndex.CS_PARTIAL_FLUSH))
-    return b"".join(out)
+    after.append(build("DISPATCH_DIRECT", dim_x=groups[0], dim_y=groups[1], dim_z=groups[2],
+                       dispatch_initiator=regs["COMPUTE_DISPATCH_INITIATOR"].encode(**initiator)))
+    after.append(build("EVENT_WRITE", event_type=EventType.CS_PARTIAL_FLUSH, event_index=EventIndex.CS_PARTIAL_FLUSH))
+    return b"".join(out), head, len(user_data), b"".join(after)
 
 
 def _invalidate_shader_caches(dialect: Pm4Dialect) -> dict[str, int]:

@@ -242,3 +242,35 @@ def test_an_aql_queue_gets_scratch_for_a_kernel_that_needs_it(target):
         assert aq.scratch_backing_memory_byte_size == q.scratch.area.buffer.size
         assert aq.compute_tmpring_size != 0 and aq.max_cu_id > 0 and aq.max_wave_id > 0
         assert q.packet_at(index).private_segment_size == kd.private_segment_fixed_size
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_repeated_dispatch_is_the_dispatch_built_afresh(target, monkeypatch):
+    """pm4_dispatch makes the packets around the user SGPRs once per kernel, launch and scratch: a dispatch made
+    from them is byte for byte the one built from nothing, whatever its SGPRs (with and without scratch)."""
+    from kfdtrace.driver import dispatch as dispatch_module
+
+    with System.open(emulate=target) as system:
+        dev = system.devices[0]
+        program = dev.load(os.path.join(BUILT, f"corpus-{target}.co"))
+        q = dev.compute_queue()
+        for name, scratch in (("vector_add", None), ("mode_scratch", q.scratch.ensure(256, q.hold))):
+            kernel = program.kernel(name)
+            kd = kernel.kernel.descriptor
+            args = pack(kernel.kernel.metadata, [0] * len(kernel.kernel.metadata.explicit_args), Launch.of(96, 64))
+            for launch in (Launch.of(96, 64), Launch.of((64, 3), (32, 2))):
+                built = []
+                for seed in range(3):
+                    sgprs = [(seed * 0x9E3779B9 + i * 0x01000193) & 0xFFFFFFFF for i in range(kd.user_sgpr_count)]
+                    memo = dispatch_module.pm4_dispatch(q.dialect, kernel, launch, args, sgprs, scratch, q.num_xcc)
+                    monkeypatch.setattr(dispatch_module, "_AROUND_SGPRS", {})
+                    fresh = dispatch_module.pm4_dispatch(q.dialect, kernel, launch, args, sgprs, scratch, q.num_xcc)
+                    assert memo == fresh
+                    built.append(memo)
+                    names = {SH_START + i: n for i, n in q.dialect.registers.sh.items()}
+                    regs = {names[o]: v for p in q.dialect.iter_packets(memo) if p.name == "SET_SH_REG"
+                            for o, v in q.dialect.writes(p).items()}
+                    assert [regs[f"COMPUTE_USER_DATA_{i}"] for i in range(len(sgprs))] == sgprs
+                    user_data = zip(q.dialect.registers.user_data, sgprs, strict=False)
+                    assert q.dialect.set_sh_reg(**{r.name: v for r, v in user_data}) in memo  # as it was built
+                assert len(set(built)) == 3
