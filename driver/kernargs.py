@@ -18,6 +18,7 @@ A replay rewrites a recorded segment for the build of the same kernel it loads (
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -84,7 +85,7 @@ class Launch:
         g3, b3 = (*g, 1, 1)[:3], (*b, 1, 1)[:3]
         if not all(isinstance(x, int | np.integer) and 0 < x <= MAX_GRID for x in g3):
             raise KernargError(f"grid {g}: each dimension must be a whole number of work-items in 1..{MAX_GRID}")
-        if not all(isinstance(x, int | np.integer) and 0 < x for x in b3) or np.prod(b3) > MAX_BLOCK:
+        if not all(isinstance(x, int | np.integer) and 0 < x for x in b3) or math.prod(map(int, b3)) > MAX_BLOCK:
             raise KernargError(f"block {b}: each dimension must be positive and the workgroup at most "
                                f"{MAX_BLOCK} work-items")
         return cls(tuple(map(int, g3)), tuple(map(int, b3)), dims)
