@@ -348,6 +348,16 @@ def test_aql_queues_replay_on_pm4_queues(family, tmp_path, monkeypatch):
     assert report.loops[0][0].verified >= 1
 
 
+def test_aql_queues_on_pm4_queues_in_loops_and_on_moved_buffers(tmp_path):
+    """Each instance's completions reach its own signals and events: the mailbox and event id are read from the
+    replay's copy of the signal (moved, for the second instance)."""
+    path = str(tmp_path / "barriers.kfdtrace")
+    barriers(path, "gfx942")
+    report = replay_trace(path, Options(queue_type="pm4", timeout=120), emulate_recorded=True, loops=2, concurrent=2)
+    assert report.status == EXIT_OK, report.lines()
+    assert all(r.verified >= 1 for loop in report.loops for r in loop) and len(report.loops) == 2
+
+
 def test_what_has_no_pm4_form_is_refused_before_submission(tmp_path):
     path = str(tmp_path / "or.kfdtrace")
     barriers(path, "gfx942", two_deps=True)
