@@ -243,7 +243,6 @@ def repack(src: KernelMetadata, data: bytes, dst: KernelMetadata, launch: Launch
     out = bytearray(dst.kernarg_segment_size)
     lds = dst.group_segment_fixed_size
     for i, (was, arg) in enumerate(pairs):
-        where = _where(dst, i, arg)
         raw = data[was.offset:was.offset + was.size]
         if arg.value_kind == "global_buffer":
             recorded = Pointer(i, was, int.from_bytes(raw, "little"))
@@ -251,8 +250,8 @@ def repack(src: KernelMetadata, data: bytes, dst: KernelMetadata, launch: Launch
         elif arg.value_kind == "dynamic_shared_pointer":
             raw, lds = _lds_block(arg, lds, blocks[i])
         elif arg.value_kind != "by_value":
-            raise KernargError(f"{where}: {arg.value_kind} arguments are not supported")
-        _place(out, arg, raw, where)
+            raise KernargError(f"{_where(dst, i, arg)}: {arg.value_kind} arguments are not supported")
+        out[arg.offset:arg.offset + arg.size] = raw  # arg.size bytes, inside the segment (the metadata was checked)
     return _finish(dst, out, launch, lds, _moved_addresses(src, data, dst, move))
 
 
@@ -276,8 +275,10 @@ def _lds_block(arg: KernelArg, lds: int, nbytes: int) -> tuple[bytes, int]:
 def _finish(kernel: KernelMetadata, out: bytearray, launch: Launch, lds: int,
             addresses: Mapping[str, int] | None = None) -> Kernargs:
     """Fill `kernel`'s hidden arguments into `out` (those in `addresses` with its value, the rest from HIDDEN) for
-    a launch using `lds` bytes of LDS per workgroup."""
+    a launch using `lds` bytes of LDS per workgroup; `out` is the segment, which every argument lies inside
+    (code_object_metadata checked the metadata so)."""
     dynamic = lds - kernel.group_segment_fixed_size
+    addresses = addresses or {}
     for arg in kernel.args:
         if not arg.hidden:
             continue
@@ -285,8 +286,8 @@ def _finish(kernel: KernelMetadata, out: bytearray, launch: Launch, lds: int,
         if fill is None:
             raise KernargError(f"{kernel.name} needs hidden argument {arg.value_kind}, which kfdtrace does not "
                                f"provide")
-        value = (addresses or {}).get(arg.value_kind, fill(launch, dynamic))
-        _place(out, arg, value.to_bytes(arg.size, "little"), f"{kernel.name} {arg.value_kind}")
+        value = addresses[arg.value_kind] if arg.value_kind in addresses else fill(launch, dynamic)
+        out[arg.offset:arg.offset + arg.size] = value.to_bytes(arg.size, "little")
     return Kernargs(bytes(out), max(kernel.kernarg_segment_align, 16), lds, dynamic)
 
 
