@@ -379,9 +379,10 @@ class AqlOnPm4:
     - BARRIER_AND, and BARRIER_OR with one dependency: a 64-bit wait (WAIT_REG_MEM64) for each dependency
       signal's value to be 0;
     - BARRIER_VALUE: the same wait on (value & mask) by its condition; LT and GTE compare signed, PM4 unsigned, so
-      they are taken only where the two agree (mask bit 63 clear, operand not negative);
+      they are taken only where the two agree (mask bit 63 clear, operand not negative).
 
-    then its completion: with a system-scope release, an L2 write-back the CP waits for (ACQUIRE_MEM); the
+    An acquire fence needs nothing more: each dispatch starts by invalidating the shader caches (pm4_launch).
+    Then the packet's completion: with a system-scope release, an L2 write-back the CP waits for (ACQUIRE_MEM); the
     completion signal's value decremented (ATOMIC_MEM, TC_OP SUB64); and, when the signal has an event mailbox,
     its event id written there with the interrupt that wakes its waiters (RELEASE_MEM), as the processor does
     (emulator/aql.py). The mailbox and event id are read from the signal when the packet is translated (the
@@ -425,6 +426,9 @@ class AqlOnPm4:
     def refusal(p: Packet) -> str | None:
         """Why the AQL packet `p` cannot be replayed on a PM4 queue (None: it can)."""
         f = p.fields
+        for scope in ("acquire_fence_scope", "release_fence_scope"):
+            if f[scope] > FenceScope.SYSTEM:
+                return f"{p.name} {scope}={f[scope]} (not a fence scope)"
         if p.name in ("BARRIER_AND", "KERNEL_DISPATCH"):
             return None
         if p.name == "BARRIER_OR":

@@ -381,3 +381,5 @@ def test_barrier_values_pm4_cannot_compare_are_refused(fields, why):
     assert AqlOnPm4.refusal(AQL.packet("BARRIER_VALUE", signal=0x1000, value=3, mask=(1 << 63) - 1,
                                        cond=SignalCondition.GTE)) is None
     assert AqlOnPm4.refusal(AQL.packet("AGENT_DISPATCH")) == "AGENT_DISPATCH (no PM4 form; replay it on an AQL queue)"
+    assert AqlOnPm4.refusal(AQL.packet("BARRIER_AND", release_fence_scope=3)) == \
+        "BARRIER_AND release_fence_scope=3 (not a fence scope)"
