@@ -236,8 +236,8 @@ _BASE = (
          Addr("addr", 2, when=("mem_space", 1), polled=("reference", "mask", "function")),
          Field("reference", 4), Field("mask", 5), Field("poll_interval", 6, 0, 16),
          Field("optimize_ace_offload_mode", 6, 31, 1)),
-    # The same wait on a 64-bit word (mem_space 1 only: no register pair is named), as PAL's
-    # PM4_ME_WAIT_REG_MEM64 lays it out: reference and mask are 64 bits each.
+    # The same wait on a 64-bit word, as PAL's PM4_ME_WAIT_REG_MEM64 lays it out: reference and mask are 64 bits
+    # each; `addr` is memory with mem_space 1, as WAIT_REG_MEM's.
     _pkt("WAIT_REG_MEM64", 9,
          Field("function", 1, 0, 3), Field("mem_space", 1, 4, 2), Field("operation", 1, 6, 2),
          Field("engine_sel", 1, 8, 2), Field("cache_policy", 1, 25, 2),

@@ -80,7 +80,6 @@ _ATOMIC_BY_NAME: dict[str, Callable[[int, int, int], int]] = {
 _ATOMICS = {op: _ATOMIC_BY_NAME[op.name.removesuffix("_NORET")] for op in AtomicOp}
 
 
-
 class QueueError(Exception):
     """A packet the engine cannot execute; the queue stops on it."""
 
