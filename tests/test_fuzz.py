@@ -81,6 +81,26 @@ def test_fuzzed_traces_never_crash_the_tools(sample, tmp_path, monkeypatch):
     assert not failures, f"{len(failures)} of {ran} commands failed:\n" + "\n".join(failures)
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS and the emulator are Linux-only")
+def test_fuzzed_aql_traces_never_crash_a_replay_on_pm4_queues(tmp_path, monkeypatch):
+    """--queue-type pm4 turns every AQL packet into PM4 ones: the fuzzed compute sample through that path (found a
+    dispatch of 0 work-items that was an internal error)."""
+    monkeypatch.setenv(ENV_GUARD_PAGES, "1")
+    sample = os.path.join(mutate.SAMPLES_DIR, "vector_add_aql-gfx942.kfdtrace")
+
+    def case(seed: int) -> str | None:
+        trace = str(tmp_path / f"{seed}.kfdtrace")
+        what = mutate.make_case(sample, seed, trace)
+        argv = ["-m", "kfdtrace.replay.cli", trace, "--emulate", "gfx1100", "--queue-type", "pm4", "--timeout", "2"]
+        kind, status, stderr = campaign.run_cli(argv)
+        return None if kind == "clean" else \
+            f"{kind}: seed {seed} [{what}] status {status}: {campaign.last_line(stderr)}"
+    with ThreadPoolExecutor(WORKERS) as pool:
+        seeds = [0, *range(SEED * 1000, SEED * 1000 + CASES_PER_SAMPLE)]  # seed 0: the dispatch of 0 work-items
+        failures = [f for f in pool.map(case, seeds) if f]
+    assert not failures, "\n".join(failures)
+
+
 def test_a_buffer_record_without_its_name_replays(tmp_path):
     """Found by the fuzzer: replay read the optional name as r.fields['name'] (KeyError, exit 5)."""
     from tests.test_replay import rewrite
