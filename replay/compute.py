@@ -33,7 +33,6 @@ if TYPE_CHECKING:  # kernargs (and numpy) load with the first dispatch: SDMA rep
     from kfdtrace.driver.compute_queue import ComputeQueue
     from kfdtrace.driver.kernarg_pool import KernargMemory
     from kfdtrace.driver.kernargs import Launch
-    from kfdtrace.driver.memory import Buffer
     from kfdtrace.driver.program import LoadedKernel
 
 ReadMemory = Callable[[int, int], bytes | None]  # (recorded address, bytes) -> their recorded contents, if known
@@ -261,11 +260,11 @@ class AqlRing:
             self.queue.submit(data[at:at + PACKET_SIZE], self.timeout)
 
     def launch(self, kernel: LoadedKernel, launch: Launch, args, packet: Packet,
-               move: Callable[[int], int]) -> tuple[bytes, Buffer]:
+               move: Callable[[int], int]) -> tuple[bytes, list[KernargMemory]]:
         """A recorded KERNEL_DISPATCH `packet` for the target: its header and completion signal as recorded
-        (relocated), the rest the target's; and the buffer holding its kernel arguments."""
+        (relocated), the rest the target's; and what to free once the queue is past it (its kernel arguments)."""
         out, mem = self.queue.launch(kernel, launch, args, move(packet.fields["completion_signal"]))
-        return out.replace(**{n: packet.fields[n] for n in HEADER_FIELDS}).encode(), mem
+        return out.replace(**{n: packet.fields[n] for n in HEADER_FIELDS}).encode(), [mem]
 
     def describe(self) -> str:
         return self.queue.describe()
@@ -392,7 +391,6 @@ class AqlOnPm4:
     def __init__(self, queue: ComputeQueue, read: ReadMemory):
         self.queue, self.read = queue, read
         self.dialect = queue.dialect  # indirect buffers are padded with its NOPs
-        self._dispatches = 0
 
     @property
     def device(self):
@@ -461,29 +459,10 @@ class AqlOnPm4:
         return b"".join(out) + self._completion(p, move)
 
     def launch(self, kernel: LoadedKernel, launch: Launch, args, packet: Packet,
-               move: Callable[[int], int]) -> tuple[bytes, KernargMemory]:
-        """The target's PM4 packets of a recorded KERNEL_DISPATCH `packet` and its completion, and the slice of the
-        kernel-argument arena they use (to free once the queue is past them)."""
-        from kfdtrace.driver.dispatch import pm4_launch
-
-        q, kd = self.queue, kernel.kernel.descriptor
-        scratch = None
-        if kd.enable_private_segment or kd.private_segment_fixed_size:
-            scratch = q.scratch.ensure(kd.private_segment_fixed_size, q.hold)
-        used: list[KernargMemory] = []
-
-        def kernarg(size: int, align: int) -> KernargMemory:
-            used.append(mem := q.kernarg_pool.alloc(size, align, kernel.name))
-            return mem
-        self._dispatches += 1
-        try:
-            out = pm4_launch(self.dialect, kernel, launch, args, scratch, kernarg, self._dispatches, q.num_xcc)
-            out += self._completion(packet, move)
-        except BaseException:
-            for mem in used:
-                mem.free()
-            raise
-        return out, used[0]
+               move: Callable[[int], int]) -> tuple[bytes, list[KernargMemory]]:
+        """The target's PM4 packets of a recorded KERNEL_DISPATCH `packet` and its completion; nothing for the
+        caller to free (the compute queue holds the kernel arguments until its engine is past them)."""
+        return self.queue.launch(kernel, launch, args) + self._completion(packet, move), []
 
     def _completion(self, p: Packet, move: Callable[[int], int]) -> bytes:
         build, out = self.dialect.build, []

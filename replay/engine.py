@@ -787,8 +787,8 @@ class Instance:
         kernel = program.kernel(d.kernel.name)
         launch, args = relaunch(d, reader.kernargs(d, where), kernel, self.relocation.move, where)
         if d.packet.defn.kernel is not None:  # an AQL dispatch packet, on an AQL queue or as PM4 packets
-            out, mem = rq.queue.launch(kernel, launch, args, d.packet, lambda a: self._moved(a, where))
-            rq.new_ibs.append(mem)
+            out, held = rq.queue.launch(kernel, launch, args, d.packet, lambda a: self._moved(a, where))
+            rq.new_ibs += held
             return out
         return rq.queue.launch(kernel, launch, args)
 
