@@ -48,7 +48,7 @@ from kfdtrace.driver.aql import (
 from kfdtrace.driver.dispatch import Scratch
 from kfdtrace.driver.errors import DeviceError, WaitTimeout
 from kfdtrace.driver.families import queue_sizes
-from kfdtrace.driver.kernarg_pool import KernargMemory, KernargPool, KernargSlice
+from kfdtrace.driver.kernarg_pool import KernargMemory, KernargPool, KernargSlice, KernargSource
 from kfdtrace.driver.kernargs import Kernargs, Launch, pack
 from kfdtrace.driver.memory import PAGE, Buffer
 from kfdtrace.driver.packets import Packet
@@ -275,15 +275,16 @@ class AqlQueue:
             self._held.append((index, mem))
         return index
 
-    def launch(self, kernel: LoadedKernel, launch: Launch, args: Kernargs,
-               completion: int = 0) -> tuple[Packet, KernargMemory]:
+    def launch(self, kernel: LoadedKernel, launch: Launch, args: Kernargs, completion: int = 0,
+               kernarg: KernargSource | None = None) -> tuple[Packet, KernargMemory]:
         """The KERNEL_DISPATCH packet of `kernel` with packed kernel arguments, and the slice of the
-        kernel-argument arena holding them (the caller frees it once the packet is released); scratch grows to
-        what the kernel needs."""
+        kernel-argument arena holding them (or the memory `kernarg(size, align)` gives; the caller frees it once
+        the packet is released); scratch grows to what the kernel needs."""
         kd = kernel.kernel.descriptor
         if kd.enable_private_segment or kd.private_segment_fixed_size:
             self._ensure_scratch(kd.private_segment_fixed_size)
-        mem = self.kernarg_pool.alloc(len(args.data), args.align, kernel.name)
+        size = len(args.data)
+        mem = kernarg(size, args.align) if kernarg else self.kernarg_pool.alloc(size, args.align, kernel.name)
         try:
             mem.write(args.data)
         except BaseException:

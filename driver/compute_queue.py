@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.dispatch import Scratch, pm4_launch
 from kfdtrace.driver.families import queue_sizes
-from kfdtrace.driver.kernarg_pool import KernargMemory, KernargPool
+from kfdtrace.driver.kernarg_pool import KernargMemory, KernargPool, KernargSource
 from kfdtrace.driver.kernargs import Kernargs, Launch, pack
 from kfdtrace.driver.memory import Buffer
 from kfdtrace.driver.pm4 import DIALECTS, CopySel, DataSel, IntSel, WaitFunc, WriteDst
@@ -148,21 +148,24 @@ class ComputeQueue(RingQueue):
         launch = Launch.of(grid, block)
         return self.emit(self.launch(kernel, launch, pack(kernel.kernel.metadata, args, launch)))
 
-    def launch(self, kernel: LoadedKernel, launch: Launch, args: Kernargs) -> bytes:
+    def launch(self, kernel: LoadedKernel, launch: Launch, args: Kernargs,
+               kernarg: KernargSource | None = None) -> bytes:
         """The packets of one dispatch of `kernel` with packed kernel arguments, to emit next: the arguments
         and a copy of its AQL dispatch packet go into a slice of the kernel-argument arena held until the engine
-        is past them, and scratch grows to what the kernel needs."""
+        is past them (or into the memory `kernarg(size, align)` gives), and scratch grows to what the kernel
+        needs."""
         kd = kernel.kernel.descriptor
         scratch = None
         if kd.enable_private_segment or kd.private_segment_fixed_size:
             scratch = self.scratch.ensure(kd.private_segment_fixed_size, self.hold)
 
-        def kernarg(size: int, align: int) -> KernargMemory:
+        def held(size: int, align: int) -> KernargMemory:
             mem = self.kernarg_pool.alloc(size, align, kernel.name)
             self.hold(mem)
             return mem
         self._dispatches += 1
-        return pm4_launch(self.dialect, kernel, launch, args, scratch, kernarg, self._dispatches, self.num_xcc)
+        return pm4_launch(self.dialect, kernel, launch, args, scratch, kernarg or held, self._dispatches,
+                          self.num_xcc)
 
     def wait(self, sem: Semaphore, value: int) -> ComputeQueue:
         """GPU wait until the semaphore reaches `value`, on the word Semaphore.wait_word names: its high dword

@@ -60,6 +60,7 @@ class KernargSlice:
 
 
 KernargMemory = KernargSlice | Buffer  # where one dispatch's kernel arguments are
+KernargSource = Callable[[int, int], KernargMemory]  # (size, align) -> memory for one dispatch's kernel arguments
 
 
 class KernargPool:
