@@ -31,7 +31,7 @@ from kfdtrace.replay.translate import OutsideBuffers, ReplayError, carries_dispa
 if TYPE_CHECKING:  # kernargs (and numpy) load with the first dispatch: SDMA replays start without them
     from kfdtrace.driver.aql_queue import AqlQueue
     from kfdtrace.driver.compute_queue import ComputeQueue
-    from kfdtrace.driver.kernarg_pool import KernargMemory
+    from kfdtrace.driver.kernarg_pool import KernargMemory, KernargSource
     from kfdtrace.driver.kernargs import Launch
     from kfdtrace.driver.program import LoadedKernel
 
@@ -259,11 +259,12 @@ class AqlRing:
         for at in range(0, len(data), PACKET_SIZE):
             self.queue.submit(data[at:at + PACKET_SIZE], self.timeout)
 
-    def launch(self, kernel: LoadedKernel, launch: Launch, args, packet: Packet,
-               move: Callable[[int], int]) -> tuple[bytes, list[KernargMemory]]:
+    def launch(self, kernel: LoadedKernel, launch: Launch, args, packet: Packet, move: Callable[[int], int],
+               kernarg: KernargSource | None = None) -> tuple[bytes, list[KernargMemory]]:
         """A recorded KERNEL_DISPATCH `packet` for the target: its header and completion signal as recorded
-        (relocated), the rest the target's; and what to free once the queue is past it (its kernel arguments)."""
-        out, mem = self.queue.launch(kernel, launch, args, move(packet.fields["completion_signal"]))
+        (relocated), the rest the target's; and what to free once the queue is past it (its kernel arguments,
+        in the memory `kernarg(size, align)` gives, else the queue's)."""
+        out, mem = self.queue.launch(kernel, launch, args, move(packet.fields["completion_signal"]), kernarg)
         return out.replace(**{n: packet.fields[n] for n in HEADER_FIELDS}).encode(), [mem]
 
     def describe(self) -> str:
@@ -301,7 +302,7 @@ class Pm4OnAql(AqlRing):
             q.hold(buffer)
         self._held = []
 
-    def launch(self, kernel: LoadedKernel, launch: Launch, args) -> bytes:
+    def launch(self, kernel: LoadedKernel, launch: Launch, args, kernarg: KernargSource | None = None) -> bytes:
         """The target's PM4 packets of one dispatch, to emit next (as ComputeQueue.launch gives them)."""
         from kfdtrace.driver.dispatch import pm4_launch
 
@@ -310,11 +311,11 @@ class Pm4OnAql(AqlRing):
         if kd.enable_private_segment or kd.private_segment_fixed_size:
             scratch = q.scratch.ensure(kd.private_segment_fixed_size, q.hold)
 
-        def kernarg(size: int, align: int) -> KernargMemory:
+        def held(size: int, align: int) -> KernargMemory:
             self._held.append(mem := q.kernarg_pool.alloc(size, align, kernel.name))
             return mem
         self._dispatches += 1
-        return pm4_launch(self.dialect, kernel, launch, args, scratch, kernarg, self._dispatches, q.num_xcc)
+        return pm4_launch(self.dialect, kernel, launch, args, scratch, kernarg or held, self._dispatches, q.num_xcc)
 
 
 
@@ -458,11 +459,11 @@ class AqlOnPm4:
                for h, ref, mask, func in waits]
         return b"".join(out) + self._completion(p, move)
 
-    def launch(self, kernel: LoadedKernel, launch: Launch, args, packet: Packet,
-               move: Callable[[int], int]) -> tuple[bytes, list[KernargMemory]]:
+    def launch(self, kernel: LoadedKernel, launch: Launch, args, packet: Packet, move: Callable[[int], int],
+               kernarg: KernargSource | None = None) -> tuple[bytes, list[KernargMemory]]:
         """The target's PM4 packets of a recorded KERNEL_DISPATCH `packet` and its completion; nothing for the
         caller to free (the compute queue holds the kernel arguments until its engine is past them)."""
-        return self.queue.launch(kernel, launch, args) + self._completion(packet, move), []
+        return self.queue.launch(kernel, launch, args, kernarg) + self._completion(packet, move), []
 
     def _completion(self, p: Packet, move: Callable[[int], int]) -> bytes:
         build, out = self.dialect.build, []

@@ -19,6 +19,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.aql import AQL, CONDITIONS, AmdSignal, SignalCondition, SignalKind
@@ -32,9 +33,11 @@ from kfdtrace.driver.ring_queue import RingQueue
 from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.driver.sdma_queue import ENGINE_KINDS
 from kfdtrace.driver.signals import POLL_SLICE_MS, Event, Semaphore
+from kfdtrace.driver.syscalls import memory_view
 from kfdtrace.driver.system import Device, System
 from kfdtrace.replay.code_objects import CodeObjectOptions, check_options, choose, missing_message
-from kfdtrace.replay.compute import AqlOnPm4, AqlRing, DispatchReader, Pm4OnAql, RecordedKernels, relaunch
+from kfdtrace.replay.compute import AqlOnPm4, AqlRing, Dispatch, DispatchReader, Pm4OnAql, RecordedKernels, relaunch
+from kfdtrace.replay.dispatch_memo import DispatchMemo, KernargStore, Piece
 from kfdtrace.replay.occupancy import Occupancy, Sampler, queue_label
 from kfdtrace.replay.status import (  # noqa: F401 (the engine's API names them)
     EXIT_BAD_INPUT,
@@ -48,6 +51,11 @@ from kfdtrace.replay.translate import OutsideBuffers, Relocation, ReplayError, T
 from kfdtrace.traces import records as R
 from kfdtrace.traces.contents import SIGNAL
 from kfdtrace.traces.format import Record, TraceError, TraceReader
+
+if TYPE_CHECKING:  # kernargs (and numpy) load with the first dispatch
+    from kfdtrace.driver.kernarg_pool import KernargSource
+    from kfdtrace.driver.kernargs import Kernargs
+    from kfdtrace.driver.program import LoadedKernel
 
 INTERNAL_ROLES = frozenset({"ring", "queue pointers", "event page"})  # the replayer's own queues have theirs
 # Where a domain's bytes live on the target (doorbell and MMIO pages are the device's, and not replayed).
@@ -149,6 +157,7 @@ class Result:
     hang: str | None = None
     seconds: float = 0.0
     relocated: int = 0
+    cached: int = 0  # submissions launching kernels whose translation was taken from the memo (an earlier loop's)
     notes: list[str] = field(default_factory=list)
     times: dict[int, int] | None = None  # record number -> ns since the run began when it was done (Options.timed)
     occupancy: Occupancy | None = None  # how busy each queue was during the run
@@ -180,6 +189,14 @@ class Survey:
     # relocation hazards: recorded buffer -> why it must not move (a GPU-written address of it that a later
     # dispatch may follow)
     hazards: dict[int, str] = field(default_factory=dict)
+    # device index -> kernel-argument memory of the dispatches the caches keep whole (filled by the first instance
+    # of each loop, freed by `release` when the replay is done)
+    kernarg_stores: dict[int, KernargStore] = field(default_factory=dict)
+
+    def release(self) -> None:
+        """Free the memory the instances' cached dispatches point at (no instance runs any more)."""
+        for store in self.kernarg_stores.values():
+            store.free()
 
 
 def chunk_size(trace: TraceReader) -> int:
@@ -491,13 +508,13 @@ def _dialects(q: dict) -> tuple[Dialect, Callable[[Device], str], dict[str, Dial
 
 def _translator(q: dict, devices: dict[int, Device], relocation: Relocation, event_id: Callable[[int], int],
                 indirect=None, cache: TranslationCache | None = None, dispatch=None,
-                dispatch_all: bool = False) -> Translator:
+                dispatch_all: bool = False, memo: DispatchMemo | None = None) -> Translator:
     src, target_dialect, dialects = _dialects(q)
     dev = devices.get(q["gpu"])
     if dev is None:
         raise ReplayError(f"queue {q['queue']} is on GPU {q['gpu']:#x}, which the trace's header does not list")
     return Translator(src, dialects[target_dialect(dev)], dev.target.sdma_max_copy, relocation, event_id, indirect,
-                      cache, dispatch, dispatch_all)
+                      cache, dispatch, dispatch_all, memo)
 
 
 def _page_up(n: int) -> int:
@@ -557,6 +574,7 @@ class ReplayBuffer:
 
     buffer: Buffer
     role: str = "user"
+    view: memoryview | None = None  # its bytes, when the CPU sees them (valid while the buffer lives)
     volatile: bool = False  # a packet writes a GPU clock into it: never compared
     # the last packet writing it: (its submission, the submission's ring bytes, its offset there, their dialect)
     wrote: tuple[str, bytes, int, Dialect] | None = None
@@ -583,6 +601,7 @@ class ReplayQueue:
     # each freed once the queue has read past its submission; and those of the submission being translated
     ibs: deque[tuple[int, Buffer]] = field(default_factory=deque)
     new_ibs: list[Buffer] = field(default_factory=list)
+    memo: DispatchMemo | None = None  # what its translated dispatches depend on, for its translator's cache
 
     def reclaim(self) -> None:
         """Free the indirect buffer copies of the submissions the queue is done with."""
@@ -608,6 +627,9 @@ class Instance:
         self.kernels = RecordedKernels()
         self.code_gpus: dict[int, int] = {}  # recorded va of a code object's buffer -> its recorded GPU
         self.programs: dict[int, Program] = {}  # recorded va of a code object -> the object loaded for the target
+        # recorded va of a code object -> its key and where the target's object is loaded: what a kept
+        # translation of a dispatch of it depends on
+        self.loaded: dict[int, tuple[bytes, int]] = {}
         self.ib_depth = 0  # indirect buffers being followed now, each inside the one before
         self.wake = system.event()  # what TRAPs of a trace without event records signal
         self.wake_ids = [self.wake.id]  # the events a CPU wait on memory sleeps on
@@ -689,7 +711,8 @@ class Instance:
         with recorded_arguments(r):
             buf = self._alloc(dev, f, opts)
         self.relocation.add(f["va"], f["size"], buf.va)
-        self.buffers.add(f["va"], f["size"], rb := ReplayBuffer(buf, role))
+        view = None if buf.cpu is None else memory_view(buf.cpu, buf.size)
+        self.buffers.add(f["va"], f["size"], rb := ReplayBuffer(buf, role, view))
         self.handles[f["handle"]] = rb
         self.result.relocated += buf.va != f["va"]
 
@@ -714,6 +737,7 @@ class Instance:
 
     def _on_free(self, r: Record) -> None:
         program = self.programs.pop(r.fields["va"], None)
+        self.loaded.pop(r.fields["va"], None)
         if program is not None:
             self.kernels.unloaded(r.fields["va"])
             program.free()
@@ -741,13 +765,16 @@ class Instance:
                 q = dev.sdma_queue(ring_size=f["ring_size"], engine=self._engine(f, dev), name=name)
         rq = ReplayQueue(q, f"queue {f['queue']} (created at record {r.n})")
         dispatch = None
+        cache = None if self.move_all else self.s.caches.get(r.n)
         if f["type"] not in SDMA_KINDS:
             reader = DispatchReader(_dialects(f)[0], self.kernels, self._read_recorded)
             dispatch = lambda p, where: self._dispatch(rq, reader, p, where)  # noqa: E731
+            # an AQL queue on a PM4 one reads its signals' mailboxes as it translates: never kept
+            if cache is not None and not isinstance(q, AqlOnPm4):
+                rq.memo = DispatchMemo(reader.registers, self._read_recorded, self.loaded)
         rq.translator = _translator(f, self.devices, self.relocation, self._trap_event,
-                                    lambda base, size, where: self._indirect(rq, base, size, where),
-                                    None if self.move_all else self.s.caches.get(r.n), dispatch,
-                                    isinstance(q, AqlOnPm4))
+                                    lambda base, size, where: self._indirect(rq, base, size, where), cache, dispatch,
+                                    isinstance(q, AqlOnPm4), rq.memo)
         self.queues[f["queue"]] = rq
         self.sampler.watch(queue_label(f), q)
 
@@ -771,7 +798,8 @@ class Instance:
             old = self.programs.pop(f["va"], None)
             if old is not None:
                 old.free()
-            self.programs[f["va"]] = dev.load(data, f.get("name"))
+            program = self.programs[f["va"]] = dev.load(data, f.get("name"))
+            self.loaded[f["va"]] = (f["key"], program.buffer.va)
 
     def _dispatch(self, rq: ReplayQueue, reader: DispatchReader, p: Packet, where: str) -> bytes:
         """A recorded dispatch re-derived for the target: its kernel from the object loaded for it, its kernel
@@ -785,12 +813,37 @@ class Instance:
         if program is None or d.kernel.name not in program.code.kernels:
             raise ReplayError(f"{where}: no code object for {rq.queue.device.target.name} holds {d.kernel.name}")
         kernel = program.kernel(d.kernel.name)
-        launch, args = relaunch(d, reader.kernargs(d, where), kernel, self.relocation.move, where)
+        data = reader.kernargs(d, where)
+        launch, args = relaunch(d, data, kernel, self.relocation.move, where)
+        kernarg = self._kept_kernargs(rq, d, data, kernel, args)
         if d.packet.defn.kernel is not None:  # an AQL dispatch packet, on an AQL queue or as PM4 packets
-            out, held = rq.queue.launch(kernel, launch, args, d.packet, lambda a: self._moved(a, where))
+            out, held = rq.queue.launch(kernel, launch, args, d.packet, lambda a: self._moved(a, where), kernarg)
             rq.new_ibs += held
             return out
-        return rq.queue.launch(kernel, launch, args)
+        return rq.queue.launch(kernel, launch, args, kernarg)
+
+    def _kept_kernargs(self, rq: ReplayQueue, d: Dispatch, data: bytes, kernel: LoadedKernel,
+                       args: Kernargs) -> KernargSource | None:
+        """Where a dispatch the queue's memo may keep puts its kernel arguments (memory that lives as long as the
+        replay), the memo noting what the translation read; None (the queue's own memory) when there is no memo,
+        or it cannot keep this dispatch: one given scratch or a dispatch id, or the store is full."""
+        memo = rq.memo
+        if memo is None or not memo.recording:
+            return None
+        dev = rq.queue.device
+        store = self.s.kernarg_stores.get(dev.index)
+        if store is None:
+            store = self.s.kernarg_stores[dev.index] = KernargStore(dev)
+        kd = kernel.kernel.descriptor
+        if kd.enable_private_segment or kd.private_segment_fixed_size or \
+                any(name == "dispatch_id" for name, _ in kd.user_sgprs) or not store.fits(len(args.data), args.align):
+            memo.refuse()
+            return None
+        def kernarg(size: int, align: int) -> Piece:
+            piece = store.piece(size, align)
+            memo.note(d.kernargs, data, d.kernel.obj, piece)
+            return piece
+        return kernarg
 
     def _moved(self, addr: int, where: str) -> int:
         if not addr:
@@ -803,9 +856,9 @@ class Instance:
     def _read_recorded(self, va: int, size: int) -> bytes | None:
         """The `size` bytes at recorded address `va` as the replay holds them (None: not in a CPU-visible buffer)."""
         hit = self.buffers.find(va)
-        if hit is None or hit[2].buffer.cpu is None or va + size > hit[0] + hit[1]:
+        if hit is None or hit[2].view is None or va + size > hit[0] + hit[1]:
             return None
-        return hit[2].buffer.read(va - hit[0], size)
+        return hit[2].view[va - hit[0]:va - hit[0] + size].tobytes()
 
     def _on_queue_destroy(self, r: Record) -> None:
         rq = self.queues.get(r.fields["queue"])
@@ -831,9 +884,10 @@ class Instance:
         where = f"submission {self.result.submissions} on {rq.label}"
         t, ring, writes = rq.translator, f["ring"], []
         rq.reclaim()
-        counted = t.packets
+        counted, taken = t.packets, t.taken
         packets = t.ring(ring, where, writes)
         self.result.packets += t.packets - counted
+        self.result.cached += t.taken - taken
         start = end = 0
         for at, addresses, volatile in writes:
             for addr in addresses:

@@ -56,6 +56,7 @@ class Report:
             "packets": self.packets,
             "loops": [[{"seconds": r.seconds, "submissions": r.submissions, "packets": r.packets,
                         "checkpoints": r.checkpoints, "verified": r.verified, "relocated_buffers": r.relocated,
+                        "cached_submissions": r.cached,
                         "divergence": r.divergence.to_dict() if r.divergence else None,
                         "difference": r.difference, "hang": r.hang, "notes": r.notes,
                         "occupancy": r.occupancy.to_dict() if r.occupancy else None} for r in loop]
@@ -73,7 +74,9 @@ class Report:
             times = ", ".join(f"{r.seconds:.3f} s" for r in loop)
             out.append(f"loop {i + 1}: {times}; checkpoints {sum(r.verified for r in loop)} buffers verified "
                        f"at {sum(r.checkpoints for r in loop)} checkpoints; "
-                       f"{sum(r.relocated for r in loop)} buffers relocated")
+                       f"{sum(r.relocated for r in loop)} buffers relocated" + (
+                           f"; {cached} submissions launching kernels took the translation they had before"
+                           if (cached := sum(r.cached for r in loop)) else ""))
             out += occupancy_lines(i, loop)
         out += [f"note: {n}" for n in self.notes + sorted({n for r in results for n in r.notes})]
         first = next((r for r in results if r.status), None)
@@ -184,12 +187,16 @@ def replay_trace(path: str, options: Options, *, emulate: str | None = None, emu
                             notes=s.notes, target_gfx=[d.target.name for d in system.devices])
             if trace.recovered:
                 report.notes.append(trace.recovery_note)
-            for i in range(loops):
-                progress(f"loop {i + 1}/{loops}")
-                report.loops.append(run_instances(
-                    [Instance(readers[k], system, devices, s, options, move_all=k > 0) for k in range(concurrent)]))
-                if report.status:
-                    break
+            try:
+                for i in range(loops):
+                    progress(f"loop {i + 1}/{loops}")
+                    report.loops.append(run_instances(
+                        [Instance(readers[k], system, devices, s, options, move_all=k > 0)
+                         for k in range(concurrent)]))
+                    if report.status:
+                        break
+            finally:
+                s.release()
             if timeline is not None:
                 from kfdtrace.traces.export import export_perfetto
 
@@ -235,4 +242,7 @@ def contents_at(path: str, submission: int, vas: list[int], *, emulate: str | No
             devices = device_map(trace, system, None)
             s = survey(trace, devices)
             check_resources(s, system, 1, default_max_memory())
-            return Instance(trace, system, devices, s, Options(timeout=timeout)).contents_at(submission, vas)
+            try:
+                return Instance(trace, system, devices, s, Options(timeout=timeout)).contents_at(submission, vas)
+            finally:
+                s.release()

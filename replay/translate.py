@@ -29,6 +29,7 @@ import itertools
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kfdtrace.driver.packets import (
     Checker,
@@ -42,12 +43,19 @@ from kfdtrace.driver.packets import (
 )
 from kfdtrace.driver.ranges import RangeMap
 
+if TYPE_CHECKING:
+    from kfdtrace.replay.dispatch_memo import DispatchMemo
+
 Rewrite = Callable[[dict[str, int], str], dict[str, int]]  # (recorded fields, where) -> fields to replace
 CACHED_PACKETS = 1 << 16  # distinct translated packets a translation cache keeps
 # A submission length whose remembered layouts this many times in a row were not seen again stops being
 # remembered (a workload whose addresses move on every submission would only pay for the walk).
 FRUITLESS_LAYOUTS = 8
 WHOLE_BYTES = 8 << 20  # bytes of recorded submissions a translation cache remembers whole (see `whole`)
+DISPATCHED_BYTES = 32 << 20  # bytes of submissions launching kernels, and their translations, it remembers
+# translations it keeps of one such submission (the same bytes with other kernel arguments in memory: a recorded
+# kernel-argument arena reused)
+DISPATCHED_ALTERNATIVES = 4
 IDENTITY = "identity"  # the relocation state of a replay whose buffers all sit at their recorded addresses
 # a recorded packet that makes the GPU write memory: (byte offset in its submission, recorded addresses it
 # writes, whether a packet of its kind writes a clock)
@@ -149,11 +157,19 @@ class TranslationCache:
         # survey saw, the run finds with one lookup (up to WHOLE_BYTES of them; IDENTITY state only)
         self.whole: dict[bytes, tuple[int, tuple[Write, ...], tuple[EventMark, ...]]] = {}
         self.whole_bytes = 0
+        # recorded submission launching kernels -> its translations, the one taken or made last at the end, each
+        # (the translated bytes, packets, writes, (recorded, replay) event ids, the inputs its dispatches depended
+        # on: DispatchMemo.inputs), IDENTITY state only; the next loop finds them (up to DISPATCHED_BYTES)
+        self.dispatched: dict[bytes, list[tuple[bytes, int, tuple[Write, ...], tuple[tuple[int, int], ...],
+                                                tuple]]] = {}
+        self.dispatched_bytes = 0
 
     def entries_for(self, state: str | tuple[int, int]) -> dict:
         if state != self.state or len(self.entries) + len(self.heads) + len(self.unchanged) >= CACHED_PACKETS:
             self.entries, self.heads, self.unchanged, self.whole, self.state = {}, {}, {}, {}, state
             self.whole_bytes = 0
+        if state != IDENTITY and self.dispatched:
+            self.dispatched, self.dispatched_bytes = {}, 0
         return self.entries
 
 
@@ -188,14 +204,15 @@ class Translator:
                  event_id: Callable[[int], int] = lambda e: e,
                  indirect: Callable[[int, int, str], tuple[int, int]] | None = None,
                  cache: TranslationCache | None = None, dispatch: Callable[[Packet, str], bytes] | None = None,
-                 dispatch_all: bool = False):
+                 dispatch_all: bool = False, memo: DispatchMemo | None = None):
         """`event_id` maps a recorded event id (a packet's `event_field`) to the replay's; `indirect(address,
         dwords, where)` takes a recorded indirect buffer (a packet's `indirect` fields) and returns (address,
         dwords) of its translated copy (None: only relocated). `cache`: shared with another translator of the
         same queue (the survey's). `dispatch(packet, where)` gives the target's bytes for each packet that
         carries dispatch state (`carries_dispatch`: register writes, launches, kernel objects), which are then
         never cached nor taken as they are; with `dispatch_all`, for every packet (an AQL queue replayed on a PM4
-        one, whose packets all become others)."""
+        one, whose packets all become others). `memo`: what the dispatcher's translations depended on, so that
+        whole submissions launching kernels are kept in the cache and taken again while it holds."""
         self.src, self.dst, self.relocation = src, dst, relocation
         self.max_copy, self.event_id, self.indirect = max_copy, event_id, indirect
         self.same = src is dst
@@ -205,8 +222,9 @@ class Translator:
         self._fast: dict[PacketDef, Transcode] = {}
         self.cache = cache or TranslationCache()
         self.packets = 0  # recorded packets translated
+        self.taken = 0  # submissions launching kernels taken from the cache (`_dispatched`)
         self.calls: list[int] | None = None  # a list: the dwords of every indirect buffer called are added to it
-        self.dispatch = dispatch
+        self.dispatch, self.memo = dispatch, memo
         self._dispatching = frozenset(d for d in src if dispatch_all or carries_dispatch(d)) if dispatch \
             else frozenset()
         # what _span points out
@@ -217,8 +235,14 @@ class Translator:
         """The translated packets of `data` (one submission's ring bytes); `where` names it in errors. With
         `writes`, the recorded packets that write memory are added to it (read where the translation was)."""
         state = self.relocation.state
-        cache = self.cache.entries_for(state)
         data = bytes(data)
+        memo = self.memo if state == IDENTITY else None
+        if memo is not None:  # kept for the IDENTITY state alone, whatever the packets' cache holds
+            out = self._dispatched(data, writes)
+            if out is not None:
+                return out
+            memo.start()
+        cache = self.cache.entries_for(state)
         unchanged = self.same and state == IDENTITY
         if unchanged:
             out = self._unchanged(data, writes)
@@ -227,17 +251,59 @@ class Translator:
             if out is not None:
                 return out
         # the writes are gathered to be remembered with the submission, or when the caller wants them
-        done, wrote = self.packets, [] if writes is None and unchanged else writes
-        notable: list[tuple[int, PacketDef]] | None = [] if unchanged else None
+        done, wrote = self.packets, [] if writes is None and (unchanged or memo is not None) else writes
+        notable: list[tuple[int, PacketDef]] | None = [] if unchanged or memo is not None else None
         first = 0 if wrote is None else len(wrote)
         try:
             out = b"".join(self._span(data, 0, len(data), where, cache, wrote, notable))
         except PacketError as exc:
             raise ReplayError(f"{where}: {exc}") from None
-        if notable is not None and len(out) == len(data) and \
-                not any(d.indirect or d in self._dispatching for _, d in notable):
-            self._remember(data, out, self.packets - done, tuple(wrote[first:]), notable)
+        if notable is None or any(d.indirect for _, d in notable):
+            return out
+        if not any(d in self._dispatching for _, d in notable):
+            if unchanged and len(out) == len(data):
+                self._remember(data, out, self.packets - done, tuple(wrote[first:]), notable)
+        elif memo is not None:
+            inputs = memo.inputs()
+            if inputs is not None:
+                self._keep(data, out, self.packets - done, tuple(wrote[first:]), notable, inputs)
         return out
+
+    def _dispatched(self, data: bytes, writes: list[Write] | None) -> bytes | None:
+        """The translation of a submission launching kernels kept by `_keep`, if its event ids map as they did and
+        the memo finds its dispatches' inputs as they were (its writes then added to `writes`)."""
+        kept = self.cache.dispatched.get(data)
+        if kept is None:
+            return None
+        event_id, still = self.event_id, self.memo.still
+        for i, (out, packets, wrote, events, inputs) in enumerate(kept):
+            if (not events or all(event_id(recorded) == replay for recorded, replay in events)) and still(inputs):
+                if i < len(kept) - 1:  # the one after it is the likeliest next: a reused arena cycles
+                    kept[:] = kept[i + 1:] + kept[:i + 1]
+                self.taken += 1
+                self.packets += packets
+                if writes is not None:
+                    writes += wrote
+                return out
+        return None
+
+    def _keep(self, data: bytes, out: bytes, packets: int, wrote: tuple[Write, ...],
+              notable: list[tuple[int, PacketDef]], inputs: tuple) -> None:
+        """Remember a submission launching kernels with its translation, while there is room (in place of the
+        translation of it taken or made longest ago when it has DISPATCHED_ALTERNATIVES)."""
+        cache = self.cache
+        kept = cache.dispatched.get(data)
+        if kept is None:
+            if cache.dispatched_bytes + len(data) + len(out) > DISPATCHED_BYTES:
+                return
+            kept = cache.dispatched[data] = []
+            cache.dispatched_bytes += len(data)
+        if len(kept) == DISPATCHED_ALTERNATIVES:
+            cache.dispatched_bytes -= len(kept.pop(0)[0])
+        decode, event_id = self.src.decode, self.event_id
+        recorded = (decode(data, at).fields[d.event_field] for at, d in notable if d.event_field)
+        kept.append((out, packets, wrote, tuple((e, event_id(e)) for e in recorded), inputs))
+        cache.dispatched_bytes += len(out)
 
     def _unchanged(self, data: bytes, writes: list[Write] | None) -> bytes | None:
         """`data` translated, if it agrees in every dword that means more than a value with a submission

@@ -1,0 +1,175 @@
+"""Whole submissions that launch kernels, translated once and replayed again as they were: the next loop of a
+`replay --loop N` (and a submission the trace makes again with the same bytes) takes them from the memo instead of
+re-deriving every dispatch.
+
+A dispatch's translation depends on more than its submission's bytes: the registers the queue set before it, the
+kernel arguments in recorded memory, the code object loaded for the target and where, the relocation, the event
+ids and the kernel-argument memory it was given. The memo keeps a translation only while the buffers sit at their
+recorded addresses (the IDENTITY relocation), gives each cached dispatch kernel-argument memory of its own that
+lives as long as the memo (so the translated packets may point at it again), and takes a translation again only
+when every other input reads as it did. Dispatches it cannot vouch for are not kept: a kernel given a dispatch id
+(which differs every time) or scratch (whose memory belongs to the queue of the moment).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from kfdtrace.driver.memory import PAGE
+from kfdtrace.driver.syscalls import memory_view
+
+if TYPE_CHECKING:
+    from kfdtrace.driver.memory import Buffer
+    from kfdtrace.driver.system import Device
+
+STORE_BYTES = 16 << 20  # kernel-argument bytes one device's store lends to cached dispatches, at most
+STORE_BUFFER = 1 << 20  # the store grows by buffers of this size
+# what a dispatch's PM4 form asks beyond its kernel arguments: a copy of its AQL dispatch packet, 64-byte aligned
+# (driver/dispatch.py pm4_launch; not imported: that module loads numpy, which an SDMA replay does without)
+DISPATCH_PACKET_ROOM = 2 * 64
+SPAN_GAP = 512  # kernel arguments at most this far apart are read and compared as one span of memory
+
+
+class Piece:
+    """Kernel-argument memory of one cached dispatch (used as a KernargSlice is: `va`, `write`, `free`): `size`
+    bytes at `at` in a store buffer's `view`."""
+
+    __slots__ = ("va", "view", "at", "size")
+
+    def __init__(self, va: int, view: memoryview, at: int, size: int):
+        self.va, self.view, self.at, self.size = va, view, at, size
+
+    def write(self, data: bytes, offset: int = 0) -> None:
+        if offset < 0 or offset + len(data) > self.size:
+            raise ValueError(f"kernel-argument piece at {self.va:#x}: bytes [{offset:#x}, {offset + len(data):#x}) "
+                             f"are outside its {self.size:#x} bytes")
+        self.view[self.at + offset:self.at + offset + len(data)] = data
+
+    def free(self) -> None:
+        """Nothing: the store owns the memory until the replay ends."""
+
+
+def extents(pieces: tuple[Piece, ...]) -> tuple[tuple[memoryview, int, bytes], ...]:
+    """The bytes the pieces hold now, as (view, offset, bytes) of runs of pieces that follow each other in a
+    store buffer (a submission's dispatches cut theirs in order): what to write again before each reuse."""
+    runs: list[list] = []
+    for p in pieces:
+        if runs and runs[-1][0] is p.view and runs[-1][2] <= p.at <= runs[-1][2] + PAGE:
+            runs[-1][2] = max(runs[-1][2], p.at + p.size)
+        else:
+            runs.append([p.view, p.at, p.at + p.size])
+    return tuple((view, start, view[start:end].tobytes()) for view, start, end in runs)
+
+
+class KernargStore:
+    """Kernel-argument memory on one device for cached dispatches, cut in order and never given back before the
+    replay ends (`free`); at most STORE_BYTES (and one buffer more: the dispatch `fits` let through last may need
+    it)."""
+
+    def __init__(self, device: Device):
+        self.device = device
+        self.buffers: list[Buffer] = []
+        self._view: memoryview | None = None  # the last buffer's bytes
+        self._at = STORE_BUFFER  # bytes cut from the last buffer
+
+    def fits(self, size: int, align: int) -> bool:
+        """Whether the store lends memory to a dispatch of `size` bytes of kernel arguments aligned to `align` (the
+        PM4 form asks for a copy of the dispatch packet after them: pm4_launch)."""
+        return size + DISPATCH_PACKET_ROOM <= STORE_BUFFER and align <= PAGE and \
+            len(self.buffers) * STORE_BUFFER < STORE_BYTES
+
+    def piece(self, size: int, align: int) -> Piece:
+        """`size` bytes aligned to `align` (at most a buffer and a page: what `fits` lets through)."""
+        if size > STORE_BUFFER or align > PAGE:
+            raise ValueError(f"{size} bytes aligned to {align} do not fit the kernel-argument store")
+        at = -(-self._at // align) * align
+        if at + size > STORE_BUFFER:
+            buffer = self.device.alloc(STORE_BUFFER, "gtt", name="replay cached kernargs", role="kernargs")
+            self.buffers.append(buffer)
+            self._view, at = memory_view(buffer.cpu, STORE_BUFFER, writable=True), 0
+        self._at = at + size
+        return Piece(self.buffers[-1].va + at, self._view, at, size)
+
+    def free(self) -> None:
+        for buffer in self.buffers:
+            buffer.free()
+        self.buffers.clear()
+
+
+class DispatchMemo:
+    """What the dispatches of the submission being translated depended on (`start`, `note`, `refuse`, `inputs`),
+    and whether those inputs still hold (`still`), for one queue of one replay instance.
+
+    `registers` is the queue's register state as its dispatch reader follows it, `read(va, size)` reads recorded
+    memory as the replay holds it (None: no CPU-visible buffer holds it all), and `loaded` maps a recorded code
+    object's address to what identifies the object loaded for it (the replay's, updated as it loads)."""
+
+    def __init__(self, registers: dict[str, int], read: Callable[[int, int], bytes | None],
+                 loaded: dict[int, object]):
+        self.registers, self._read, self._loaded = registers, read, loaded
+        self._before: dict[str, int] | None = None
+        self._noted: list[tuple[int, bytes, int, Piece]] | None = None
+
+    @property
+    def recording(self) -> bool:
+        """Whether the dispatches being translated may be kept (none refused so far)."""
+        return self._noted is not None
+
+    def start(self) -> None:
+        self._before, self._noted = dict(self.registers), []
+
+    def note(self, va: int, data: bytes, obj: int, piece: Piece) -> None:
+        """One dispatch: the kernel arguments its translation read (`data`, at recorded address `va`), the recorded
+        code object of its kernel, and the memory its translated packets point at."""
+        if self._noted is not None:
+            self._noted.append((va, data, obj, piece))
+
+    def refuse(self) -> None:
+        """The submission's translation must not be kept."""
+        self._noted = None
+
+    def inputs(self) -> tuple | None:
+        """The inputs of the submission translated since `start` (its dispatches' kernel arguments read as spans
+        of memory, nearby ones together); None when it must not be kept."""
+        noted, self._noted = self._noted, None
+        if noted is None:
+            return None
+        spans: list[tuple[int, bytes]] = []
+        for va, data, _, _ in sorted(n for n in noted if n[1]):
+            last = spans[-1] if spans else None
+            if last is not None and va <= last[0] + len(last[1]) + SPAN_GAP:
+                merged = self._read(last[0], max(len(last[1]), va + len(data) - last[0]))
+                if merged is not None:
+                    spans[-1] = (last[0], merged)
+                    continue
+            spans.append((va, self._read(va, len(data))))
+        # each dispatch's arguments as the spans hold them now, else memory changed under the translation
+        for va, data, _, _ in noted:
+            if data and not any(at <= va and span[va - at:va - at + len(data)] == data for at, span in spans
+                                if span is not None):
+                return None
+        loaded, before = self._loaded, self._before
+        codes = tuple({obj: loaded.get(obj) for _, _, obj, _ in noted}.items())
+        after = None if self.registers == before else dict(self.registers)
+        return before, after, tuple(spans), codes, extents(tuple(n[3] for n in noted))
+
+    def still(self, inputs: tuple) -> bool:
+        """Whether `inputs` hold now; if so the queue's state is moved on as translating the submission would, and
+        each dispatch's kernel arguments are written again (a kernel may have written over its own)."""
+        before, after, spans, codes, written = inputs  # after: None when the registers stay as they were
+        registers, loaded, read = self.registers, self._loaded, self._read
+        if registers != before:
+            return False
+        for obj, code in codes:
+            if loaded.get(obj) != code:
+                return False
+        for va, data in spans:
+            if read(va, len(data)) != data:
+                return False
+        if after is not None:
+            registers.clear()
+            registers.update(after)
+        for view, at, data in written:  # the same bytes: harmless to a dispatch still reading them
+            view[at:at + len(data)] = data
+        return True

@@ -1,0 +1,174 @@
+"""Cached translation of dispatches (issue 13): a loop after the first takes each submission that launches kernels
+from the memo the first loop filled, and a submission is taken from it only while everything its translation read
+reads the same: the queue's registers, the kernel arguments in recorded memory, the code object loaded for it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kfdtrace.driver import System
+from kfdtrace.driver.kernargs import Launch, pack
+from kfdtrace.driver.kernels.build import BUILT, object_path
+from kfdtrace.driver.kernels.device import corpus
+from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_OK
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXAMPLE = os.path.join(HERE, "..", "examples", "many_dispatches.py")
+N = 256  # floats each dispatch adds
+
+
+def captured(tmp_path, *argv: str) -> str:
+    """A trace of a script recorded on an emulated gfx942 in a process of its own, as `capture run` records one:
+    a replay in a fresh process finds the recorded addresses free (the memo keeps translations only then)."""
+    path = str(tmp_path / "t.kfdtrace")
+    done = subprocess.run([sys.executable, "-m", "kfdtrace.capture.cli", "run", "-o", path, *argv],
+                          env={**os.environ, "KFDTRACE_EMULATE": "gfx942"}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return path
+
+
+def replayed(path: str, *argv: str, prelude: str = "") -> tuple[int, dict]:
+    """`replay PATH --json ARGV` in a process of its own (after the Python of `prelude`): its exit status and
+    report."""
+    code = f"{prelude}\nfrom kfdtrace.replay.cli import main\nmain()"
+    done = subprocess.run([sys.executable, "-c", code, path, "--json", *argv], capture_output=True, text=True)
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def cached(report: dict) -> list[int]:
+    """Each loop's submissions taken from the memo."""
+    return [loop[0]["cached_submissions"] for loop in report["loops"]]
+
+
+# the memo with one input not compared (as if it did not read it)
+BLIND_TO_KERNARGS = """
+from kfdtrace.replay.dispatch_memo import DispatchMemo
+inputs = DispatchMemo.inputs
+DispatchMemo.inputs = lambda self: None if (kept := inputs(self)) is None else (*kept[:2], (), *kept[3:])
+"""
+BLIND_TO_REGISTERS = """
+from kfdtrace.replay.dispatch_memo import DispatchMemo
+still = DispatchMemo.still
+DispatchMemo.still = lambda self, inputs: still(self, (dict(self.registers), *inputs[1:]))
+"""
+
+
+@pytest.mark.parametrize("aql", [False, True], ids=["pm4", "aql"])
+@pytest.mark.parametrize("emulate", [None, "gfx1100"], ids=["recorded", "gfx1100"])
+def test_every_loop_after_the_first_takes_its_dispatches_from_the_memo(tmp_path, aql, emulate):
+    # every dispatch's arguments differ
+    path = captured(tmp_path, EXAMPLE, "--dispatches", "24", "--batch", "4", "--sync", "8", *(["--aql"] if aql else []))
+    target = ["--emulate-recorded"]
+    if emulate:  # the corpus built for the target, as --code-objects DIR gives it
+        shutil.copy(object_path(emulate, BUILT, False), tmp_path / f"corpus.{emulate}.co")
+        target = ["--emulate", emulate, "--code-objects", str(tmp_path)]
+    status, report = replayed(path, *target, "--loop", "3")
+    assert status == EXIT_OK
+    assert all(loop[0]["verified"] and not loop[0]["relocated_buffers"] for loop in report["loops"])
+    launching = 24 if aql else 24 // 4  # every submission with a dispatch: one each on AQL, 4 on PM4
+    assert cached(report) == [0, launching, launching]
+
+
+def same_submission_thrice(system: System, aql: bool = False) -> None:
+    """Three dispatches of vector_add whose submissions are the same bytes (their kernel arguments in the same
+    memory) but whose arguments differ: they write c0, c1 and c2. (The last two also start from the same PM4
+    registers: those the one before set.)"""
+    gpu = system.devices[0]
+    kernel = corpus(gpu).kernel("vector_add")
+    a, b = (gpu.alloc(N * 4, "gtt", name=x) for x in "ab")
+    a.write(np.arange(N, dtype=np.float32))
+    b.write(np.full(N, 2, np.float32))
+    out = [gpu.alloc(N * 4, "gtt", name=f"c{i}") for i in range(3)]
+    kernargs = gpu.alloc(4096, "gtt", name="kernargs", role="kernargs")
+    q = gpu.aql_queue(name="q") if aql else gpu.compute_queue(name="q")
+    launch = Launch.of((N,), (64,))
+    for c in out:
+        args = pack(kernel.kernel.metadata, (a, b, c, np.uint32(N)), launch)
+        if aql:
+            packet, _ = q.launch(kernel, launch, args, kernarg=lambda size, align: kernargs)
+            q.submit(packet)
+        else:
+            q.emit(q.launch(kernel, launch, args, kernarg=lambda size, align: kernargs)).submit()
+        q.sync(timeout=120)
+    for c in out:
+        assert np.frombuffer(c.read(), np.float32)[N - 1] == N + 1
+    q.destroy()
+
+
+@pytest.mark.parametrize("aql", [False, True], ids=["pm4", "aql"])
+def test_a_submission_made_again_over_other_kernel_arguments_is_translated_again(tmp_path, aql):
+    path = captured(tmp_path, __file__, "same_submission_thrice", *(["aql"] if aql else []))
+    status, report = replayed(path, "--emulate-recorded", "--loop", "3")
+    assert status == EXIT_OK
+    # loops 2 and 3 take all three from the memo, each over the arguments it was made with
+    assert cached(report) == [0, 3, 3]
+    # a memo that did not compare the kernel arguments would replay an earlier dispatch again where the next came:
+    # c1 never written (or c2 on PM4, where the first dispatch starts from other registers than the next two)
+    status, report = replayed(path, "--emulate-recorded", prelude=BLIND_TO_KERNARGS)
+    assert status == EXIT_DIVERGED
+    assert report["loops"][0][0]["divergence"]["buffer"] == ("c1" if aql else "c2")
+
+
+def registers_then_launch(system: System) -> None:
+    """vector_add's registers in one submission, its DISPATCH_DIRECT in the next; then add_int's registers and the
+    same DISPATCH_DIRECT submission: only the registers set before tell the two launches apart."""
+    gpu = system.devices[0]
+    program = corpus(gpu)
+    a, b = (gpu.alloc(N * 4, "gtt", name=x) for x in "ab")
+    a.write(np.arange(N, dtype=np.float32))
+    b.write(np.full(N, 2, np.float32))
+    c = gpu.alloc(N * 4, "gtt", name="c")
+    q = gpu.compute_queue(name="q")
+    launch = Launch.of((N,), (64,))
+    for name in ("vector_add", "add_int"):
+        kernel = program.kernel(name)
+        packets = q.launch(kernel, launch, pack(kernel.kernel.metadata, (a, b, c, np.uint32(N)), launch))
+        at = next(at for at, _, d in q.dialect.spans(packets) if d.name == "DISPATCH_DIRECT")
+        q.emit(packets[:at]).submit()
+        q.emit(packets[at:]).submit()
+        q.sync(timeout=120)
+    q.destroy()
+
+
+def test_the_registers_set_before_a_launch_decide_whether_it_is_taken_from_the_memo(tmp_path):
+    path = captured(tmp_path, __file__, "registers_then_launch")
+    status, report = replayed(path, "--emulate-recorded", "--loop", "2")
+    assert status == EXIT_OK
+    assert cached(report) == [0, 4]  # each of the four submissions launching or setting up a launch
+    # a memo blind to the registers would launch vector_add again where add_int ran
+    assert replayed(path, "--emulate-recorded", prelude=BLIND_TO_REGISTERS)[0] == EXIT_DIVERGED
+
+
+def test_a_kernel_given_scratch_is_never_taken_from_the_memo(tmp_path):
+    path = captured(tmp_path, __file__, "scratch_dispatches")
+    status, report = replayed(path, "--emulate-recorded", "--loop", "2")
+    assert status == EXIT_OK
+    assert all(loop[0]["verified"] for loop in report["loops"])
+    assert cached(report) == [0, 0]
+
+
+def scratch_dispatches(system: System) -> None:
+    """Three dispatches of a kernel given scratch."""
+    gpu = system.devices[0]
+    kernel = corpus(gpu).kernel("mode_scratch")
+    assert kernel.kernel.descriptor.private_segment_fixed_size  # the kernel uses scratch
+    n = 64
+    values, out = gpu.alloc(n * 64, "gtt", name="values"), gpu.alloc(n * 4, "gtt", name="out")
+    values.write(np.arange(n * 64, dtype=np.uint8) % 7)
+    q = gpu.compute_queue(name="q")
+    for _ in range(3):
+        q.dispatch(kernel, (n,), (64,), values, out, np.uint32(n)).sync(timeout=120)
+    q.destroy()
+
+
+if __name__ == "__main__":  # a workload above, as `capture run` runs a script: its name, then "aql" or nothing
+    with System.open() as open_system:
+        globals()[sys.argv[1]](open_system, **({"aql": True} if "aql" in sys.argv[2:] else {}))
