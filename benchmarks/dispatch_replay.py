@@ -1,7 +1,7 @@
 """Replay of dispatch traces: translation throughput with kernel execution excluded, and the whole replay's CPU
 against the workload it replays, measured side by side in one run.
 
-    python benchmarks/dispatch_replay.py [--runs 3] [--dispatches 2000] [--emulate gfx942]
+    python benchmarks/dispatch_replay.py [--runs 3] [--dispatches 2000] [--loops 3] [--emulate gfx942]
 
 examples/many_dispatches.py (vector_add over 64 floats per dispatch; PM4 ten dispatches to a doorbell, AQL one) is
 recorded once on each queue kind. Then, for each trace:
@@ -10,12 +10,14 @@ recorded once on each queue kind. Then, for each trace:
    runs in a fresh system after one unmeasured run:
    - the survey (replay/engine.py `survey`): every submission translated with the recorded addresses and every
      dispatch checked (kernel, pointer arguments), nothing run; its record reading alone is also timed;
-   - the run's translation: an `Instance` replays the trace after the survey (so it finds the survey's cached
-     translations), and the time inside `Translator.ring` is summed: each dispatch re-derived for the target
-     (`Instance._dispatch`: kernel arguments repacked into a kernel-argument buffer it allocates), the other
-     packets from the cache. The emulated shader runs the kernels on the engines' threads meanwhile, so the
-     CPU of the translating thread is the figure (`time.thread_time`); its wall time, which includes waits for
-     the GIL while the shader runs, is printed beside it. Target: >= 200k dispatches/s with cached translation.
+   - the run's translation: --loops `Instance`s replay the trace one after the other after the survey, as
+     `replay --loop` does, and the time inside `Translator.ring` is summed for each. The first loop re-derives
+     each dispatch for the target (`Instance._dispatch`: kernel arguments repacked into memory it allocates) and
+     takes the other packets from the survey's cache; the loops after it take each submission that launches
+     kernels whole from the memo the first filled (replay/dispatch_memo.py), checking what it read. The
+     emulated shader runs the kernels on the engines' threads meanwhile, so the CPU of the translating thread is
+     the figure (`time.thread_time`); its wall time, which includes waits for the GIL while the shader runs, is
+     printed beside it. Target: >= 200k dispatches/s with cached translation (the loops after the first).
 2. The whole `replay TRACE --emulate-recorded` CPU against the plain workload's (no capture), each its own
    process, alternately (user + system of the child, after one unmeasured run of each), as
    benchmarks/replay_cpu.py does, with the paired ratios (no target is set for dispatch traces).
@@ -79,9 +81,10 @@ def dispatches_of(trace: TraceReader) -> int:
     return sum(((trace.summary or {}).get("kernels") or {}).values())
 
 
-def translation(path: str, timer: RingTimer) -> dict[str, float]:
-    """One replay of the trace in a fresh system: seconds of its survey, of reading the survey's records alone, and
-    of the run (whole, its translation's wall and CPU)."""
+def translation(path: str, timer: RingTimer, loops: int) -> dict[str, float]:
+    """One replay of the trace in `loops` loops in a fresh system: seconds of its survey, of reading the survey's
+    records alone, and of the first loop and of each later one (on average): whole, its translation's wall and
+    CPU."""
     with TraceReader(path) as trace:
         t0 = time.perf_counter()
         for _ in R.checked(trace.records(handled(_Surveyor))):
@@ -93,19 +96,29 @@ def translation(path: str, timer: RingTimer) -> dict[str, float]:
         t0 = time.perf_counter()
         s = survey(trace, devices, options.code_objects)
         surveyed = time.perf_counter() - t0
-        timer.reset()
-        timer.on = True
+        out = {"survey": surveyed, "reading": reading}
         try:
-            result = Instance(trace, system, devices, s, options).run()
+            for loop in range(loops):
+                timer.reset()
+                timer.on = True
+                try:
+                    result = Instance(trace, system, devices, s, options).run()
+                finally:
+                    timer.on = False
+                if result.status:
+                    raise SystemExit(f"replay of {path} failed (status {result.status}): "
+                                     f"{result.hang or result.difference} "
+                                     f"{result.divergence.describe() if result.divergence else ''}")
+                if timer.calls != s.submissions:
+                    raise SystemExit(f"{path}: {timer.calls} translations timed, {s.submissions} submissions")
+                if loop and not result.cached:
+                    raise SystemExit(f"{path}: loop {loop + 1} took no translation from the memo")
+                key = "first" if loop == 0 else "later"
+                for name, value in (("run", result.seconds), ("ring_wall", timer.wall), ("ring_cpu", timer.cpu)):
+                    out[f"{key}_{name}"] = out.get(f"{key}_{name}", 0.0) + value / (1 if loop == 0 else loops - 1)
         finally:
-            timer.on = False
-        if result.status:
-            raise SystemExit(f"replay of {path} failed (status {result.status}): {result.hang or result.difference} "
-                             f"{result.divergence.describe() if result.divergence else ''}")
-        if timer.calls != s.submissions:
-            raise SystemExit(f"{path}: {timer.calls} translations timed, {s.submissions} submissions")
-    return {"survey": surveyed, "reading": reading, "run": result.seconds,
-            "ring_wall": timer.wall, "ring_cpu": timer.cpu}
+            s.release()
+    return out
 
 
 def translation_rows(name: str, n: int, runs: list[dict[str, float]]) -> list[tuple[str, str, str, str]]:
@@ -120,13 +133,17 @@ def translation_rows(name: str, n: int, runs: list[dict[str, float]]) -> list[tu
         return f"{statistics.median(rate[key]) / TARGET:.3f}x of the target >= {TARGET:,}/s"
 
     def share(key: str, of: str) -> str:
-        return f"{statistics.median(per[key]) / statistics.median(per[of]):.0%} of the {of}'s time"
+        return f"{statistics.median(per[key]) / statistics.median(per[of]):.0%} of the {of.split('_')[-1]}'s time"
 
-    return [(name, "survey (translate + check, nothing run)", rates("survey"), goal("survey")),
-            (name, "  the survey's record reading alone", rates("reading"), share("reading", "survey")),
-            (name, "run's translation, thread CPU (cached)", rates("ring_cpu"), goal("ring_cpu")),
-            (name, "run's translation, wall (GIL shared)", rates("ring_wall"), share("ring_wall", "run")),
-            (name, "whole run, wall (kernels executed)", rates("run"), "")]
+    rows = [(name, "survey (translate + check, nothing run)", rates("survey"), goal("survey")),
+            (name, "  the survey's record reading alone", rates("reading"), share("reading", "survey"))]
+    for key, what in (("first", "first loop"), ("later", "later loops (cached)")):
+        if f"{key}_run" in per:
+            rows += [(name, f"{what}: translation, thread CPU", rates(f"{key}_ring_cpu"), goal(f"{key}_ring_cpu")),
+                     (name, f"{what}: translation, wall (GIL shared)", rates(f"{key}_ring_wall"),
+                      share(f"{key}_ring_wall", f"{key}_run")),
+                     (name, f"{what}: whole run, wall (kernels executed)", rates(f"{key}_run"), "")]
+    return rows
 
 
 def spread(values: list[float], fmt: str = ".3f") -> str:
@@ -137,6 +154,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dispatches", type=int, default=2000)
+    ap.add_argument("--loops", type=int, default=3, help="loops of each replay (the first fills the memo)")
     ap.add_argument("--emulate", default="gfx942")
     args = ap.parse_args()
     # Bytecode is cached, as it is for an installed package (see replay_cpu.py).
@@ -153,8 +171,8 @@ def main() -> None:
             with TraceReader(trace) as r:
                 n = dispatches_of(r)
             # 1. translation, in this process
-            translation(trace, timer)  # warm-up
-            runs = [translation(trace, timer) for _ in range(args.runs)]
+            translation(trace, timer, 1)  # warm-up
+            runs = [translation(trace, timer, args.loops) for _ in range(args.runs)]
             name = f"{queue} {n} dispatches"
             rows += translation_rows(name, n, runs)
             # 2. whole replay against the plain workload, each its own process
