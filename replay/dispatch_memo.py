@@ -98,8 +98,8 @@ class KernargStore:
 
 
 class DispatchMemo:
-    """What the dispatches of the submission being translated depended on (`start`, `note`, `refuse`, `inputs`),
-    and whether those inputs still hold (`still`), for one queue of one replay instance.
+    """What the dispatches of the submission being translated depended on (`start`, `read`, `note`, `refuse`,
+    `inputs`), and whether those inputs still hold (`still`), for one queue of one replay instance.
 
     `registers` is the queue's register state as its dispatch reader follows it, `read(va, size)` reads recorded
     memory as the replay holds it (None: no CPU-visible buffer holds it all), and `loaded` maps a recorded code
@@ -109,55 +109,66 @@ class DispatchMemo:
                  loaded: dict[int, object]):
         self.registers, self._read, self._loaded = registers, read, loaded
         self._before: dict[str, int] | None = None
-        self._noted: list[tuple[int, bytes, int, Piece]] | None = None
+        # while a translation is recorded: every read of recorded memory it made, (va, size, bytes or None)
+        self._reads: list[tuple[int, int, bytes | None]] | None = None
+        self._codes: dict[int, object] = {}  # recorded code object -> the loaded one, of its dispatches
+        self._pieces: list[Piece] = []  # the kernel-argument memory its packets point at
 
     @property
     def recording(self) -> bool:
         """Whether the dispatches being translated may be kept (none refused so far)."""
-        return self._noted is not None
+        return self._reads is not None
 
     def start(self) -> None:
-        self._before, self._noted = dict(self.registers), []
+        self._before, self._reads, self._codes, self._pieces = dict(self.registers), [], {}, []
 
-    def note(self, va: int, data: bytes, obj: int, piece: Piece) -> None:
-        """One dispatch: the kernel arguments its translation read (`data`, at recorded address `va`), the recorded
-        code object of its kernel, and the memory its translated packets point at."""
-        if self._noted is not None:
-            self._noted.append((va, data, obj, piece))
+    def read(self, va: int, size: int) -> bytes | None:
+        """`size` bytes of recorded memory at `va` as the replay holds them (None: no CPU-visible buffer holds them
+        all); what the translation being recorded reads through this is checked before its reuse."""
+        data = self._read(va, size)
+        if self._reads is not None:
+            self._reads.append((va, size, data))
+        return data
+
+    def note(self, obj: int, piece: Piece) -> None:
+        """A dispatch of a kernel of the recorded code object at `obj`, its kernel arguments in `piece`."""
+        if self._reads is not None:
+            self._codes[obj] = self._loaded.get(obj)
+            self._pieces.append(piece)
 
     def refuse(self) -> None:
         """The submission's translation must not be kept."""
-        self._noted = None
+        self._reads = None
 
     def inputs(self) -> tuple | None:
-        """The inputs of the submission translated since `start` (its dispatches' kernel arguments read as spans
-        of memory, nearby ones together); None when it must not be kept."""
-        noted, self._noted = self._noted, None
-        if noted is None:
+        """The inputs of the submission translated since `start` (its reads of memory as spans, nearby ones
+        together); None when it must not be kept."""
+        reads, self._reads = self._reads, None
+        if reads is None:
             return None
-        spans: list[tuple[int, bytes]] = []
-        for va, data, _, _ in sorted(n for n in noted if n[1]):
+        spans: list[tuple[int, bytes | None]] = []
+        for va, data in sorted((va, data) for va, _, data in reads if data):
             last = spans[-1] if spans else None
-            if last is not None and va <= last[0] + len(last[1]) + SPAN_GAP:
+            if last is not None and last[1] is not None and va <= last[0] + len(last[1]) + SPAN_GAP:
                 merged = self._read(last[0], max(len(last[1]), va + len(data) - last[0]))
                 if merged is not None:
                     spans[-1] = (last[0], merged)
                     continue
             spans.append((va, self._read(va, len(data))))
-        # each dispatch's arguments as the spans hold them now, else memory changed under the translation
-        for va, data, _, _ in noted:
-            if data and not any(at <= va and span[va - at:va - at + len(data)] == data for at, span in spans
-                                if span is not None):
+        # each read as the spans hold it now, else memory changed under the translation
+        for va, _, data in reads:
+            if data and not any(span is not None and at <= va and span[va - at:va - at + len(data)] == data
+                                for at, span in spans):
                 return None
-        loaded, before = self._loaded, self._before
-        codes = tuple({obj: loaded.get(obj) for _, _, obj, _ in noted}.items())
+        unread = tuple((va, size) for va, size, data in reads if data is None)  # must stay unreadable
+        before = self._before
         after = None if self.registers == before else dict(self.registers)
-        return before, after, tuple(spans), codes, extents(tuple(n[3] for n in noted))
+        return before, after, tuple(spans), unread, tuple(self._codes.items()), extents(tuple(self._pieces))
 
     def still(self, inputs: tuple) -> bool:
         """Whether `inputs` hold now; if so the queue's state is moved on as translating the submission would, and
         each dispatch's kernel arguments are written again (a kernel may have written over its own)."""
-        before, after, spans, codes, written = inputs  # after: None when the registers stay as they were
+        before, after, spans, unread, codes, written = inputs  # after: None when the registers stay as they were
         registers, loaded, read = self.registers, self._loaded, self._read
         if registers != before:
             return False
@@ -166,6 +177,9 @@ class DispatchMemo:
                 return False
         for va, data in spans:
             if read(va, len(data)) != data:
+                return False
+        for va, size in unread:
+            if read(va, size) is not None:
                 return False
         if after is not None:
             registers.clear()

@@ -769,9 +769,11 @@ class Instance:
         if f["type"] not in SDMA_KINDS:
             reader = DispatchReader(_dialects(f)[0], self.kernels, self._read_recorded)
             dispatch = lambda p, where: self._dispatch(rq, reader, p, where)  # noqa: E731
-            # an AQL queue on a PM4 one reads its signals' mailboxes as it translates: never kept
-            if cache is not None and not isinstance(q, AqlOnPm4):
+            if cache is not None:  # what a translation reads of memory (kernel arguments, signals) is noted
                 rq.memo = DispatchMemo(reader.registers, self._read_recorded, self.loaded)
+                reader.read = rq.memo.read
+                if isinstance(q, AqlOnPm4):
+                    q.read = rq.memo.read
         rq.translator = _translator(f, self.devices, self.relocation, self._trap_event,
                                     lambda base, size, where: self._indirect(rq, base, size, where), cache, dispatch,
                                     isinstance(q, AqlOnPm4), rq.memo)
@@ -813,20 +815,19 @@ class Instance:
         if program is None or d.kernel.name not in program.code.kernels:
             raise ReplayError(f"{where}: no code object for {rq.queue.device.target.name} holds {d.kernel.name}")
         kernel = program.kernel(d.kernel.name)
-        data = reader.kernargs(d, where)
-        launch, args = relaunch(d, data, kernel, self.relocation.move, where)
-        kernarg = self._kept_kernargs(rq, d, data, kernel, args)
+        launch, args = relaunch(d, reader.kernargs(d, where), kernel, self.relocation.move, where)
+        kernarg = self._kept_kernargs(rq, d, kernel, args)
         if d.packet.defn.kernel is not None:  # an AQL dispatch packet, on an AQL queue or as PM4 packets
             out, held = rq.queue.launch(kernel, launch, args, d.packet, lambda a: self._moved(a, where), kernarg)
             rq.new_ibs += held
             return out
         return rq.queue.launch(kernel, launch, args, kernarg)
 
-    def _kept_kernargs(self, rq: ReplayQueue, d: Dispatch, data: bytes, kernel: LoadedKernel,
+    def _kept_kernargs(self, rq: ReplayQueue, d: Dispatch, kernel: LoadedKernel,
                        args: Kernargs) -> KernargSource | None:
         """Where a dispatch the queue's memo may keep puts its kernel arguments (memory that lives as long as the
-        replay), the memo noting what the translation read; None (the queue's own memory) when there is no memo,
-        or it cannot keep this dispatch: one given scratch or a dispatch id, or the store is full."""
+        replay), the memo noting it and the code object; None (the queue's own memory) when there is no memo, or it
+        cannot keep this dispatch: one given scratch or a dispatch id, or the store is full."""
         memo = rq.memo
         if memo is None or not memo.recording:
             return None
@@ -839,9 +840,10 @@ class Instance:
                 any(name == "dispatch_id" for name, _ in kd.user_sgprs) or not store.fits(len(args.data), args.align):
             memo.refuse()
             return None
+
         def kernarg(size: int, align: int) -> Piece:
             piece = store.piece(size, align)
-            memo.note(d.kernargs, data, d.kernel.obj, piece)
+            memo.note(d.kernel.obj, piece)
             return piece
         return kernarg
 

@@ -61,20 +61,27 @@ DispatchMemo.still = lambda self, inputs: still(self, (dict(self.registers), *in
 """
 
 
-@pytest.mark.parametrize("aql", [False, True], ids=["pm4", "aql"])
+# (recorded queues, --queue-type, submissions the first loop and each later one take from the memo): every one with
+# a dispatch, one a dispatch on AQL, 4 dispatches on PM4; AQL on PM4 queues, whose every packet becomes PM4
+# packets, the barriers of the 4 syncs too, of which the last 3 are the bytes of the first again
+QUEUES = [("pm4", "recorded", 0, 6), ("aql", "recorded", 0, 24), ("pm4", "aql", 0, 6), ("aql", "pm4", 3, 28)]
+
+
+@pytest.mark.parametrize("queues, queue_type, first, later", QUEUES, ids=[f"{q}-on-{t}" for q, t, _, _ in QUEUES])
 @pytest.mark.parametrize("emulate", [None, "gfx1100"], ids=["recorded", "gfx1100"])
-def test_every_loop_after_the_first_takes_its_dispatches_from_the_memo(tmp_path, aql, emulate):
+def test_every_loop_after_the_first_takes_its_dispatches_from_the_memo(tmp_path, queues, queue_type, first, later,
+                                                                       emulate):
     # every dispatch's arguments differ
-    path = captured(tmp_path, EXAMPLE, "--dispatches", "24", "--batch", "4", "--sync", "8", *(["--aql"] if aql else []))
+    path = captured(tmp_path, EXAMPLE, "--dispatches", "24", "--batch", "4", "--sync", "8",
+                    *(["--aql"] if queues == "aql" else []))
     target = ["--emulate-recorded"]
     if emulate:  # the corpus built for the target, as --code-objects DIR gives it
         shutil.copy(object_path(emulate, BUILT, False), tmp_path / f"corpus.{emulate}.co")
         target = ["--emulate", emulate, "--code-objects", str(tmp_path)]
-    status, report = replayed(path, *target, "--loop", "3")
+    status, report = replayed(path, *target, "--queue-type", queue_type, "--loop", "3")
     assert status == EXIT_OK
     assert all(loop[0]["verified"] and not loop[0]["relocated_buffers"] for loop in report["loops"])
-    launching = 24 if aql else 24 // 4  # every submission with a dispatch: one each on AQL, 4 on PM4
-    assert cached(report) == [0, launching, launching]
+    assert cached(report) == [first, later, later]
 
 
 def same_submission_thrice(system: System, aql: bool = False) -> None:
