@@ -132,6 +132,11 @@ def _normpath(path: str) -> str:
     return posixpath.normpath("/" + path.lstrip("/"))
 
 
+# A properties file is one page (kfd_topology.c's sysfs show functions print into PAGE_SIZE): a bit list, "0," or
+# "1," an entry, has at most half as many entries.
+MAX_BIT_LIST = 2048
+
+
 def parse_properties(text: str) -> dict[str, int]:
     """Parse a KFD properties file ("key value" lines); blank and '#' lines are ignored.
 
@@ -254,13 +259,23 @@ class Node:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Node:
+        """The node `to_dict` gave (ValueError or TypeError for data no kernel's sysfs could hold)."""
         return cls(
             index=int(data["index"]),
             gpu_id=int(data["gpu_id"]),
             name=str(data["name"]),
-            properties={str(k): int(v) for k, v in data["properties"].items()},
-            **{sub: [{str(k): int(v) for k, v in p.items()} for p in data.get(sub, ())] for sub in _SUBDIRS},
+            properties=_properties(data["properties"]),
+            **{sub: [_properties(p) for p in data.get(sub, ())] for sub in _SUBDIRS},
         )
+
+
+def _properties(data: Mapping[str, Any]) -> dict[str, int]:
+    """A properties dict from plain data, its bit lists no longer than a properties file holds."""
+    props = {str(k): int(v) for k, v in data.items()}
+    for key, value in props.items():
+        if key.endswith(_BITS_SUFFIX) and not 0 <= value <= MAX_BIT_LIST:
+            raise ValueError(f"{key} is {value}: a properties file holds a bit list of at most {MAX_BIT_LIST}")
+    return props
 
 
 @dataclass

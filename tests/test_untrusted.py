@@ -3,6 +3,7 @@ quickly and in bounded memory, never with a traceback."""
 
 from __future__ import annotations
 
+import copy
 import os
 import struct
 import subprocess
@@ -234,6 +235,21 @@ def test_a_malformed_header_is_bad_input_with_any_target_option(tmp_path, header
     path = str(tmp_path / "t.kfdtrace")
     rewrite(PING_PONG, path, lambda rec, r, w: rec.fields, lambda h: {**h, **header})
     refused(replay(path, *options), 4, text)
+
+
+def test_a_recorded_bit_list_longer_than_a_sysfs_file_is_bad_input(tmp_path):
+    """Found by fuzzing: a cache's sibling_map_bits of 2**34 + 1 in the header had the emulated sysfs written out
+    as a list of that many bits (the process was killed for its memory)."""
+    path = str(tmp_path / "t.kfdtrace")
+
+    def huge(header: dict) -> dict:
+        topology = copy.deepcopy(header["topology"])
+        node = next(n for n in topology["nodes"] if n.get("caches"))
+        node["caches"][0]["sibling_map_bits"] = 2**34 + 1
+        return {**header, "topology": topology}
+    rewrite(PING_PONG, path, lambda rec, r, w: rec.fields, huge)
+    refused(replay(path, "--emulate-recorded"), 4, "sibling_map_bits is 17179869185: a properties file holds a "
+                                                   "bit list of at most 2048")
 
 
 def test_a_blob_that_does_not_match_its_key_is_bad_input_in_replay(tmp_path):
