@@ -26,7 +26,7 @@ def run_case(tmp: str, sample: str, targets: str, seed: int) -> list[str]:
     trace = os.path.join(tmp, f"{os.path.basename(sample)}-{seed}.kfdtrace")
     what = mutate.make_case(sample, seed, trace)
     failures = []
-    for argv in campaign.commands(trace, targets):
+    for argv in campaign.commands(trace, targets, recorded=campaign.on_recorded(seed)):
         kind, status, stderr = campaign.run_cli(argv)
         if kind != "clean":
             failures.append(f"{kind}: {os.path.basename(sample)}:{seed} [{what}] `python {' '.join(argv)}` "

@@ -2,12 +2,12 @@
 [--seed S] [--timeout SECONDS] [--keep DIR]
 
 Each case is one sample and one seed (tests/fuzz/mutate.py builds the mutated trace); `replay TRACE --emulate
-<the sample's GPUs> --timeout 2`, `kfdtrace info --check TRACE` and the trace tools (dump, dump --json --buffers,
-export --perfetto, diff, trim, redact: `commands`) each run in a child forked from this process
-(kfdtrace is imported once, so a case costs milliseconds, not an interpreter start), under an address-space
-limit and a wall-clock timeout. The table counts cases by their worst outcome: clean (exit 0-4, no traceback),
-traceback, exit 5 (internal error), hang, memory-limit hit, crash (a signal, or an exit status outside 0-5),
-with the first few examples of each non-clean kind: seed, mutation, the last line of stderr.
+<the sample's GPUs> --timeout 2` (--emulate-recorded for odd seeds), `kfdtrace info --check TRACE` and the trace
+tools (dump, dump --json --buffers, export --perfetto, diff, trim, redact: `commands`) each run in a child forked
+from this process (kfdtrace is imported once, so a case costs milliseconds, not an interpreter start), under an
+address-space limit and a wall-clock timeout. The table counts cases by their worst outcome: clean (exit 0-4, no
+traceback), traceback, exit 5 (internal error), hang, memory-limit hit, crash (a signal, or an exit status outside
+0-5), with the first few examples of each non-clean kind: seed, mutation, the last line of stderr.
 
 Reproduce one case: python -m tests.fuzz.campaign --repro SAMPLE:SEED (writes /tmp/fuzz-SAMPLE-SEED.kfdtrace
 and prints the commands to run on it).
@@ -36,13 +36,21 @@ KINDS = ("clean", "traceback", "exit 5", "hang", "memory", "crash")
 WORST = {k: i for i, k in enumerate(KINDS)}
 
 
-def commands(trace: str, targets: str, out: str | None = None) -> list[list[str]]:
-    """The argv (after `python`) of the commands a case runs: replay, and every trace tool (writing to paths
-    that start with `out`, by default next to the trace, removed with it)."""
+def on_recorded(seed: int) -> bool:
+    """Whether a case replays on the GPUs its header records (odd seeds: the header's topology is input too) or
+    on its sample's targets."""
+    return seed % 2 == 1
+
+
+def commands(trace: str, targets: str, out: str | None = None, recorded: bool = False) -> list[list[str]]:
+    """The argv (after `python`) of the commands a case runs: replay (on `targets`, or on the GPUs the trace
+    records), and every trace tool (writing to paths that start with `out`, by default next to the trace, removed
+    with it)."""
     out = out or trace + ".out"
     tools = [["dump", trace], ["dump", "--json", trace, "--buffers", out + ".d"], ["export", trace, "--perfetto", out],
              ["diff", trace, trace], ["trim", trace, "-s", "0..", "-o", out + ".t"], ["redact", trace, "-o", out]]
-    return [["-m", "kfdtrace.replay.cli", trace, "--emulate", targets, "--timeout", "2"],
+    target = ["--emulate-recorded"] if recorded else ["--emulate", targets]
+    return [["-m", "kfdtrace.replay.cli", trace, *target, "--timeout", "2"],
             ["-m", "kfdtrace", "info", "--check", trace], *(["-m", "kfdtrace", *t] for t in tools)]
 
 
@@ -135,7 +143,7 @@ def run_campaign(cases: int, jobs: int, seed: int, timeout: float, limit: int, k
 
     def launch(case: int, k: int) -> None:
         sample, case_seed, trace, _ = meta[case]
-        argv = commands(trace, targets[sample])[k]
+        argv = commands(trace, targets[sample], recorded=on_recorded(case_seed))[k]
         err = os.path.join(work, f"{case}.{k}.err")
         pid = os.fork()
         if pid == 0:
@@ -234,7 +242,7 @@ def repro(spec: str) -> None:
     sample = next(s for s in mutate.samples() if os.path.basename(s) in (name, name + ".kfdtrace"))
     out = f"/tmp/fuzz-{os.path.basename(sample).removesuffix('.kfdtrace')}-{seed}.kfdtrace"
     print(mutate.make_case(sample, int(seed), out))
-    for argv in commands(out, mutate.sample_targets(sample)):
+    for argv in commands(out, mutate.sample_targets(sample), recorded=on_recorded(int(seed))):
         print("python " + " ".join(argv))
 
 
