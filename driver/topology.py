@@ -270,10 +270,12 @@ class Node:
 
 
 def _properties(data: Mapping[str, Any]) -> dict[str, int]:
-    """A properties dict from plain data, its bit lists no longer than a properties file holds."""
+    """A properties dict from plain data: unsigned values, bit lists no longer than a properties file holds."""
     props = {str(k): int(v) for k, v in data.items()}
     for key, value in props.items():
-        if key.endswith(_BITS_SUFFIX) and not 0 <= value <= MAX_BIT_LIST:
+        if value < 0:
+            raise ValueError(f"{key} is {value}: properties are unsigned")
+        if key.endswith(_BITS_SUFFIX) and value > MAX_BIT_LIST:
             raise ValueError(f"{key} is {value}: a properties file holds a bit list of at most {MAX_BIT_LIST}")
     return props
 

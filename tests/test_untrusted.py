@@ -237,19 +237,23 @@ def test_a_malformed_header_is_bad_input_with_any_target_option(tmp_path, header
     refused(replay(path, *options), 4, text)
 
 
-def test_a_recorded_bit_list_longer_than_a_sysfs_file_is_bad_input(tmp_path):
-    """Found by fuzzing: a cache's sibling_map_bits of 2**34 + 1 in the header had the emulated sysfs written out
-    as a list of that many bits (the process was killed for its memory)."""
+@pytest.mark.parametrize("entries, key, value, text", [
+    # a cache's sibling map that long had the emulated sysfs written out bit by bit (the process was killed)
+    ("caches", "sibling_map_bits", 2**34 + 1, "sibling_map_bits is 17179869185: a properties file holds a bit list "
+                                              "of at most 2048"),
+    ("io_links", "max_bandwidth", -1, "max_bandwidth is -1: properties are unsigned"),  # was an internal error
+])
+def test_a_recorded_property_no_sysfs_file_holds_is_bad_input(tmp_path, entries, key, value, text):
+    """Found by fuzzing the header's topology (replay --emulate-recorded)."""
     path = str(tmp_path / "t.kfdtrace")
 
-    def huge(header: dict) -> dict:
+    def changed(header: dict) -> dict:
         topology = copy.deepcopy(header["topology"])
-        node = next(n for n in topology["nodes"] if n.get("caches"))
-        node["caches"][0]["sibling_map_bits"] = 2**34 + 1
+        node = next(n for n in topology["nodes"] if n.get(entries))
+        node[entries][0][key] = value
         return {**header, "topology": topology}
-    rewrite(PING_PONG, path, lambda rec, r, w: rec.fields, huge)
-    refused(replay(path, "--emulate-recorded"), 4, "sibling_map_bits is 17179869185: a properties file holds a "
-                                                   "bit list of at most 2048")
+    rewrite(PING_PONG, path, lambda rec, r, w: rec.fields, changed)
+    refused(replay(path, "--emulate-recorded"), 4, text)
 
 
 def test_a_blob_that_does_not_match_its_key_is_bad_input_in_replay(tmp_path):
