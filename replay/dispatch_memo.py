@@ -13,6 +13,7 @@ when every other input reads as it did. Dispatches it cannot vouch for are not k
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -155,11 +156,13 @@ class DispatchMemo:
                     spans[-1] = (last[0], merged)
                     continue
             spans.append((va, self._read(va, len(data))))
-        # each read as the spans hold it now, else memory changed under the translation
+        # each read as the span holding it holds it now, else memory changed under the translation
+        starts = [at for at, _ in spans]
         for va, _, data in reads:
-            if data and not any(span is not None and at <= va and span[va - at:va - at + len(data)] == data
-                                for at, span in spans):
-                return None
+            if data:
+                at, span = spans[bisect.bisect_right(starts, va) - 1]
+                if span is None or span[va - at:va - at + len(data)] != data:
+                    return None
         unread = tuple((va, size) for va, size, data in reads if data is None)  # must stay unreadable
         before = self._before
         after = None if self.registers == before else dict(self.registers)
