@@ -157,7 +157,7 @@ class Result:
     hang: str | None = None
     seconds: float = 0.0
     relocated: int = 0
-    cached: int = 0  # submissions launching kernels whose translation was taken from the memo (an earlier loop's)
+    cached: int = 0  # submissions launching kernels whose translation came from the dispatch memo
     notes: list[str] = field(default_factory=list)
     times: dict[int, int] | None = None  # record number -> ns since the run began when it was done (Options.timed)
     occupancy: Occupancy | None = None  # how busy each queue was during the run
