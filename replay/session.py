@@ -75,7 +75,7 @@ class Report:
             out.append(f"loop {i + 1}: {times}; checkpoints {sum(r.verified for r in loop)} buffers verified "
                        f"at {sum(r.checkpoints for r in loop)} checkpoints; "
                        f"{sum(r.relocated for r in loop)} buffers relocated" + (
-                           f"; {cached} submissions launching kernels took the translation they had before"
+                           f"; {cached} submissions launching kernels reused an earlier translation"
                            if (cached := sum(r.cached for r in loop)) else ""))
             out += occupancy_lines(i, loop)
         out += [f"note: {n}" for n in self.notes + sorted({n for r in results for n in r.notes})]
