@@ -278,8 +278,9 @@ class AqlQueue:
     def launch(self, kernel: LoadedKernel, launch: Launch, args: Kernargs, completion: int = 0,
                kernarg: KernargSource | None = None) -> tuple[Packet, KernargMemory]:
         """The KERNEL_DISPATCH packet of `kernel` with packed kernel arguments, and the slice of the
-        kernel-argument arena holding them (or the memory `kernarg(size, align)` gives; the caller frees it once
-        the packet is released); scratch grows to what the kernel needs."""
+        kernel-argument arena holding them (or the memory `kernarg(size, align)` gives, in a buffer of role
+        "kernargs" for a replay to follow it; the caller frees it once the packet is released); scratch grows to
+        what the kernel needs."""
         kd = kernel.kernel.descriptor
         if kd.enable_private_segment or kd.private_segment_fixed_size:
             self._ensure_scratch(kd.private_segment_fixed_size)

@@ -152,8 +152,8 @@ class ComputeQueue(RingQueue):
                kernarg: KernargSource | None = None) -> bytes:
         """The packets of one dispatch of `kernel` with packed kernel arguments, to emit next: the arguments
         and a copy of its AQL dispatch packet go into a slice of the kernel-argument arena held until the engine
-        is past them (or into the memory `kernarg(size, align)` gives), and scratch grows to what the kernel
-        needs."""
+        is past them (or into the memory `kernarg(size, align)` gives: a replay follows kernel arguments in buffers
+        of role "kernargs"), and scratch grows to what the kernel needs."""
         kd = kernel.kernel.descriptor
         scratch = None
         if kd.enable_private_segment or kd.private_segment_fixed_size:
