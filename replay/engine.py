@@ -255,6 +255,7 @@ class _Surveyor:
         self.holders: dict[int, tuple[int, int, str]] = {}
         # recorded kernel argument buffers, with what the CPU wrote into them (None: nothing yet)
         self.kernarg_buffers: RangeMap[bytearray | None] = RangeMap()
+        self.dispatching = ""  # the packet whose dispatch is being checked
         self.relocation = Relocation()
         self.translators: dict[int, Translator] = {}
         self.unnamed: dict[int, Record] = {}  # va -> its alloc, until its buffer record (or another) comes
@@ -371,6 +372,7 @@ class _Surveyor:
         why = AqlOnPm4.refusal(p) if on_pm4 else None
         if why is not None:
             raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x}: --queue-type pm4 cannot replay {why}")
+        self.dispatching = f"{where}: {p.name} at byte {p.offset:#x}"  # what _kernargs names when it refuses
         d = reader.dispatch(p, where)
         if d is not None:
             f, dev = self.code[d.kernel.obj]
@@ -414,8 +416,14 @@ class _Surveyor:
                     break
 
     def _kernargs(self, va: int, size: int) -> bytes | None:
-        """The recorded kernel arguments at `va`, from the CPU writes into kernel argument buffers."""
+        """The recorded kernel arguments at `va`, from the CPU writes into kernel argument buffers (ReplayError for
+        arguments in another buffer: their writes are not followed)."""
         hit = self.kernarg_buffers.find(va)
+        held = self.relocation.find(va) if hit is None else None
+        if held is not None:
+            raise ReplayError(f"{self.dispatching}: its kernel arguments at {va:#x} lie in buffer "
+                              f"{self._name(held[0])}, which is not of role kernargs: replay follows the CPU's "
+                              f"writes of kernel arguments in those alone")
         if hit is None or hit[2] is None or va + size > hit[0] + hit[1]:
             return None
         return bytes(hit[2][va - hit[0]:va - hit[0] + size])

@@ -17,7 +17,7 @@ from kfdtrace.driver import System
 from kfdtrace.driver.kernargs import Launch, pack
 from kfdtrace.driver.kernels.build import BUILT, object_path
 from kfdtrace.driver.kernels.device import corpus
-from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_OK
+from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_OK, EXIT_UNSUPPORTED
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLE = os.path.join(HERE, "..", "examples", "many_dispatches.py")
@@ -84,7 +84,7 @@ def test_every_loop_after_the_first_takes_its_dispatches_from_the_memo(tmp_path,
     assert cached(report) == [first, later, later]
 
 
-def same_submission_thrice(system: System, aql: bool = False) -> None:
+def same_submission_thrice(system: System, aql: bool = False, role: str = "kernargs") -> None:
     """Three dispatches of vector_add whose submissions are the same bytes (their kernel arguments in the same
     memory) but whose arguments differ: they write c0, c1 and c2. (The last two also start from the same PM4
     registers: those the one before set.)"""
@@ -94,7 +94,7 @@ def same_submission_thrice(system: System, aql: bool = False) -> None:
     a.write(np.arange(N, dtype=np.float32))
     b.write(np.full(N, 2, np.float32))
     out = [gpu.alloc(N * 4, "gtt", name=f"c{i}") for i in range(3)]
-    kernargs = gpu.alloc(4096, "gtt", name="kernargs", role="kernargs")
+    kernargs = gpu.alloc(4096, "gtt", name="kernargs", role=role)
     q = gpu.aql_queue(name="q") if aql else gpu.compute_queue(name="q")
     launch = Launch.of((N,), (64,))
     for c in out:
@@ -122,6 +122,15 @@ def test_a_submission_made_again_over_other_kernel_arguments_is_translated_again
     status, report = replayed(path, "--emulate-recorded", prelude=BLIND_TO_KERNARGS)
     assert status == EXIT_DIVERGED
     assert report["loops"][0][0]["divergence"]["buffer"] == ("c1" if aql else "c2")
+
+
+def test_kernel_arguments_in_a_buffer_of_another_role_are_refused_naming_it(tmp_path):
+    """The survey follows the CPU's writes of kernel arguments in buffers of role kernargs alone (a program's own
+    buffer given to `launch(kernarg=...)` is not one)."""
+    path = captured(tmp_path, __file__, "same_submission_thrice", "role=user")
+    status, report = replayed(path, "--emulate-recorded")
+    assert status == EXIT_UNSUPPORTED
+    assert "lie in buffer kernargs, which is not of role kernargs" in report["error"]
 
 
 def registers_then_launch(system: System) -> None:
@@ -176,6 +185,7 @@ def scratch_dispatches(system: System) -> None:
     q.destroy()
 
 
-if __name__ == "__main__":  # a workload above, as `capture run` runs a script: its name, then "aql" or nothing
+if __name__ == "__main__":  # a workload above, as `capture run` runs a script: its name, then "aql", "role=R"
     with System.open() as open_system:
-        globals()[sys.argv[1]](open_system, **({"aql": True} if "aql" in sys.argv[2:] else {}))
+        options = dict(a.partition("=")[::2] for a in sys.argv[2:])
+        globals()[sys.argv[1]](open_system, **{k: v or True for k, v in options.items()})
