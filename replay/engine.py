@@ -317,7 +317,7 @@ class _Surveyor:
 
     def _on_buffer(self, r: Record) -> None:
         """Name the allocation; another thread's records may have come between the two (then it was counted
-        as the program's own: an internal buffer is taken back out)."""
+        as the program's own: an internal buffer is taken back out, a kernel argument buffer is followed)."""
         va, role = r.fields["va"], r.fields["role"]
         alloc = self.allocs.get(va)
         if alloc is None:
@@ -325,9 +325,12 @@ class _Surveyor:
         self.s.names[alloc.n] = (r.fields.get("name"), role)
         if self.unnamed.pop(va, None) is not None:
             self._count(alloc, role)
-        elif role in INTERNAL_ROLES and va in self.live:
+            return
+        if role in INTERNAL_ROLES and va in self.live:
             pool, n = self.live.pop(va)
             self.use[pool] -= n
+        if role == "kernargs" and va in self.placed and self.kernarg_buffers.find(va) is None:
+            self.kernarg_buffers.add(va, alloc.fields["size"], None)
 
     def _on_free(self, r: Record) -> None:
         self.allocs.pop(r.fields["va"], None)

@@ -10,6 +10,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -23,10 +24,11 @@ from kfdtrace.driver.kernels.device import corpus, run_case
 from kfdtrace.driver.kernels.reference import CASES
 from kfdtrace.replay.code_objects import parse_code_object_options
 from kfdtrace.replay.compute import AqlOnPm4
-from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_OK, Options
+from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_OK, Options, _Surveyor, handled
 from kfdtrace.replay.session import replay_trace
 from kfdtrace.replay.translate import OutsideBuffers, ReplayError
 from kfdtrace.traces import records as R
+from kfdtrace.traces.format import TraceReader
 from tests.test_replay import rewrite
 
 N = 1000  # not a multiple of the workgroup: the last group is partial
@@ -127,6 +129,33 @@ def test_moved_buffers_get_moved_kernel_arguments(traces, tmp_path):
 def test_a_missing_code_object_is_refused_naming_every_kernel_and_target(traces):
     with pytest.raises(ReplayError, match=r"gfx1030.*vector_add|vector_add.*gfx1030"):
         replay_trace(traces["pm4-gfx1100"], Options(), emulate="gfx1030")
+
+
+@pytest.mark.parametrize("name", ["pm4-gfx1100", "aql-gfx942"])
+def test_a_kernel_argument_buffer_named_after_another_threads_record_is_followed(traces, name, tmp_path):
+    """A thread's alloc and the buffer record naming it may have another thread's records between them: here the
+    record the survey reads before each kernel argument buffer's alloc comes after the alloc instead."""
+    read = handled(_Surveyor) - {R.BUFFER}
+    with TraceReader(traces[name]) as r:
+        recs = [rec for rec in r.records(read | {R.BUFFER})]
+    kernargs = {rec.fields["va"] for rec in recs if rec.type == R.BUFFER and rec.fields["role"] == "kernargs"}
+    allocs = [i for i, rec in enumerate(recs) if rec.type == R.ALLOC and rec.fields["va"] in kernargs]
+    moved = {recs[i - 1].n: recs[i].n for i in allocs if recs[i - 1].type != R.BUFFER}
+    assert len(moved) == len(allocs) >= 1
+    held: dict[int, tuple] = {}
+    later = str(tmp_path / "later.kfdtrace")
+
+    def delay(rec, r, w):
+        if rec.type == R.CODE_OBJECT:
+            w.blob(r.blob(rec.fields["key"]))
+        if rec.n in moved:
+            held[moved[rec.n]] = (rec.type, rec.fields)
+            return None
+        return [(rec.type, rec.fields)] + ([held.pop(rec.n)] if rec.n in held else [])
+    rewrite(traces[name], later, delay)
+    report = replay_trace(later, per_target(tmp_path), emulate="gfx1201")
+    assert report.status == EXIT_OK, report.lines()
+    assert report.results[0].verified >= 2
 
 
 def edit_kernargs(src: str, dst: str, edit) -> None:
@@ -230,6 +259,85 @@ def test_the_overlap_trace_is_a_stress_loop_verified_every_loop(traces):
         for instance in loop:
             occupancy = instance["occupancy"]
             assert len(occupancy["queues"]) == 3 and 0 <= occupancy["overlap"] <= occupancy["busy_any"] <= 1
+
+
+def threaded(path: str, target: str, rounds: int = 12) -> None:
+    """Record three threads at once: add_int on a PM4 queue (inputs rewritten each round), saxpy on an AQL queue
+    (a new scalar each dispatch, waited for every third), and SDMA copies between buffers each made and freed
+    in its round; each thread checks what it got. Their records interleave as the threads ran."""
+    n, failures = 256, []
+
+    def pm4(gpu, kernel):
+        q = gpu.compute_queue(name="pm4 thread")
+        a, b, c = (gpu.alloc(n * 4, "gtt", name=f"pm4 {x}") for x in "abc")
+        for r in range(rounds):
+            av, bv = np.arange(n, dtype=np.int32) * (r + 1), np.full(n, r, np.int32)
+            a.write(av)
+            b.write(bv)
+            q.dispatch(kernel, (n,), (64,), a, b, c, np.uint32(n)).submit()
+            q.sync(timeout=120)
+            if not (np.frombuffer(c.read(), np.int32) == av + bv).all():
+                failures.append(f"add_int round {r}")
+        q.destroy()
+
+    def aql(gpu, kernel):
+        q = gpu.aql_queue(name="aql thread")
+        x, y = gpu.alloc(n * 4, "gtt", name="aql x"), gpu.alloc(n * 4, "gtt", name="aql y")
+        xv, expect = np.linspace(0, 1, n, dtype=np.float32), np.zeros(n, np.float32)
+        x.write(xv)
+        y.write(expect)
+        for r in range(rounds):
+            q.dispatch(kernel, (n,), (64,), np.float32(r / 2), x, y, np.uint32(n))
+            expect = np.float32(r / 2) * xv + expect
+            if r % 3 == 2:
+                q.sync(timeout=120)
+        q.sync(timeout=120)
+        if not np.allclose(np.frombuffer(y.read(), np.float32), expect):
+            failures.append("saxpy")
+        q.destroy()
+
+    def guarded(fn, *args):
+        try:
+            fn(*args)
+        except BaseException as exc:  # reported by the test's thread
+            failures.append(repr(exc))
+
+    with record(path), System.open(emulate=target) as system:
+        gpu = system.devices[0]
+        program = corpus(gpu)
+        threads = [threading.Thread(target=guarded, args=(pm4, gpu, program.kernel("add_int"))),
+                   threading.Thread(target=guarded, args=(aql, gpu, program.kernel("saxpy")))]
+        for t in threads:
+            t.start()
+        copies = gpu.sdma_queue(name="copies")
+        for r in range(rounds):
+            src, dst = (gpu.alloc(4096 * (r % 3 + 1), "gtt", name=f"{x} {r}") for x in ("src", "dst"))
+            data = bytes((r * 7 + i) & 0xFF for i in range(src.size))
+            src.write(data)
+            copies.copy(dst, src, src.size).sync(timeout=120)
+            if dst.read() != data:
+                failures.append(f"copy {r}")
+            src.free()
+            dst.free()
+        for t in threads:
+            t.join()
+    assert not failures, failures
+
+
+@pytest.fixture(scope="module")
+def threaded_trace(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("threaded") / "threaded.kfdtrace")
+    threaded(path, "gfx1100")
+    return path
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_threads_dispatching_and_copying_at_once_replay_on_every_family(threaded_trace, family, tmp_path):
+    """A workload not shaped for the replayer: its threads' allocations, namings, writes and submissions
+    interleave as they ran; it replays and verifies in loops of two instances at once on every family."""
+    report = replay_trace(threaded_trace, per_target(tmp_path), emulate=family, loops=2, concurrent=2)
+    assert report.status == EXIT_OK, report.lines()
+    assert all(r.verified >= 24 and r.submissions == report.submissions for loop in report.loops for r in loop)
 
 
 @pytest.fixture(scope="module")
