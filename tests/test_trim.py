@@ -192,3 +192,17 @@ def test_every_range_of_a_compute_trace_replays_here_and_on_another_family_or_is
         os.unlink(out)
     # AQL: the barrier of a sync alone checkpoints what the dispatch before it wrote, which is unknown there
     assert made >= 3 and refused >= aql
+
+
+def test_a_range_whose_dispatch_has_its_kernel_arguments_in_a_buffer_made_in_the_range_replays(tmp_path):
+    """The overlap shape: a copy is submitted before the compute queue's first dispatch makes its kernel argument
+    buffer, so a range from the copy on follows the CPU's writes into a buffer the range itself makes."""
+    from .test_compute_replay import overlap
+
+    path, out = str(tmp_path / "o.kfdtrace"), str(tmp_path / "t.kfdtrace")
+    overlap(path, "gfx1100")
+    with TraceReader(path) as r:
+        last = r.submissions - 1
+        trim(r, out, 0, last)
+    report = replay_trace(out, Options(timeout=30), emulate_recorded=True)
+    assert report.status == EXIT_OK and report.results[0].submissions == last + 1, report.lines()

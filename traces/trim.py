@@ -216,8 +216,9 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int) -
             break
         sub = state.apply(rec)
         f = rec.fields
-        if rec.type in (R.MEM, R.CODE_OBJECT):
-            prefix.memory.apply(rec, None)  # for the kernel arguments and kernels of the range's dispatches
+        if rec.type in (R.ALLOC, R.FREE, R.MEM, R.CODE_OBJECT):
+            # for the kernel arguments and kernels of the range's dispatches, in buffers made before it or in it
+            prefix.memory.apply(rec, None)
         if sub is not None:
             _check_reads(prefix, sub, written)
             _signals_and_waits(prefix, sub, rec.n, signals, waits)
