@@ -65,10 +65,16 @@ def test_a_packet_pointing_outside_its_buffer_shrinks_to_one_submission(tmp_path
 def test_a_missing_signal_that_hangs_shrinks_to_a_few_submissions(tmp_path):
     """The last round's consumer never signals `drained`: the CPU's final wait hangs (exit 2)."""
     bad, out = faulty(tmp_path, 30, lambda p, raw: b"" if p.name == "FENCE" else raw, 59), str(tmp_path / "m.kfdtrace")
+    said: list[str] = []
     with TraceReader(bad) as r:
-        report = minimize(r, out, command_test(REPLAY, "waited", 60), jobs=2)
+        report = minimize(r, out, command_test(REPLAY, "waited", 60), jobs=2, progress=said.append)
     assert report.before["submissions"] == 60 and report.after["submissions"] <= 5
     assert command_test(REPLAY, "waited", 60)(out) == 2
+    # where it stands, before each round of candidates: what is left of each pass, and the tries so far
+    left = [int(text.split()[0]) for text in said if " submissions left" in text]
+    assert left[0] == 60 and left == sorted(left, reverse=True) and left[-1] >= report.after["submissions"]
+    assert any(" packets left" in text for text in said) and any(" CPU writes left" in text for text in said)
+    assert said[-1].endswith(" s") and int(said[-1].split(" tries")[0].split()[-1]) < report.tries
 
 
 @pytest.mark.parametrize("needed", [{3}, {0, 63}, {5, 6, 40}])

@@ -171,24 +171,26 @@ def minimize(trace: TraceReader, out: str, outcome: Callable[[str], int | str], 
                 os.unlink(path)
             return seen[key]
 
-        def tester(build: Callable[[list[Item]], tuple[frozenset[int], dict[int, set[int]] | None]]):
+        def tester(what: str, build: Callable[[list[Item]], tuple[frozenset[int], dict[int, set[int]] | None]]):
             def reproduces(candidates: list[list[Item]]) -> int | None:
                 nonlocal tries
+                left = len({x for c in candidates for x in c})
+                progress(f"{left} {what} left, trying {len(candidates)} cuts; {tries} tries in "
+                         f"{time.perf_counter() - t0:.0f} s")
                 tries += len(candidates)
                 found = list(pool.map(lambda kc: attempt(*build(kc[1]), kc[0]), enumerate(candidates)))
                 return next((i for i, ok in enumerate(found) if ok), None)
             return reproduces
 
         everything = {n for n, _ in m.submissions()}
-        progress(f"{len(everything)} submissions")
-        subs = ddmin(m.submissions(), tester(lambda c: (frozenset(everything - {n for n, _ in c}), None)))
+        subs = ddmin(m.submissions(), tester("submissions",
+                                             lambda c: (frozenset(everything - {n for n, _ in c}), None)))
         drop = frozenset(everything - {n for n, _ in subs})
-        progress(f"{len(subs)} submissions left; their packets")
-        packets = ddmin(m.packets(subs), tester(lambda c: (drop, _by_record(c))))
+        packets = ddmin(m.packets(subs), tester("packets", lambda c: (drop, _by_record(c))))
         kept_packets = _by_record(packets)
         mems = {n for n, _ in m.memory()}
-        progress(f"{len(packets)} packets left; the CPU writes")
-        kept_mem = ddmin(m.memory(), tester(lambda c: (drop | (mems - {n for n, _ in c}), kept_packets)))
+        kept_mem = ddmin(m.memory(), tester("CPU writes",
+                                            lambda c: (drop | (mems - {n for n, _ in c}), kept_packets)))
         final_drop = set(drop | (mems - {n for n, _ in kept_mem}))
         pool.shutdown()
         after = m.write(out, final_drop, kept_packets)
