@@ -1,6 +1,6 @@
-"""Which buffers a kernel dispatch may write: every global pointer among its kernel arguments (all of them unless
-the code object's metadata says the argument is const or read-only), read from the kernel arguments as the CPU
-wrote them.
+"""Which buffers a kernel dispatch takes and may write: every global pointer among its kernel arguments (it may
+write through all of them unless the code object's metadata says the argument is const or read-only), read from
+the kernel arguments as the CPU wrote them.
 
 The kernel is the one whose descriptor a packet names (the `kernel` tag: AQL's KERNEL_DISPATCH), or the one
 whose entry point the queue's COMPUTE_PGM registers hold when a packet launches it (the `launches` tag: PM4's
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from kfdtrace.driver.code_object import Kernel, load
 from kfdtrace.driver.code_object_errors import CodeObjectError
@@ -21,8 +22,17 @@ from kfdtrace.driver.packets import Dialect, Packet
 from kfdtrace.driver.pm4 import Pm4Dialect
 
 ReadMemory = Callable[[int, int], bytes | None]
-ANYTHING = None  # what a dispatch writes when its kernel or its arguments cannot be read
+ANYTHING = None  # what a dispatch takes and writes when its kernel or its arguments cannot be read
 UNKNOWN = "(a kernel no loaded code object holds)"
+
+
+@dataclass(frozen=True)
+class Pointers:
+    """The global pointers the dispatches of a submission take: `writes`, (position where the dispatch ends,
+    address) of each they may write through, positions from the start of the ring bytes; `taken`, every one."""
+
+    writes: tuple[tuple[int, int], ...] = ()
+    taken: tuple[int, ...] = ()
 
 
 class Dispatches:
@@ -44,30 +54,32 @@ class Dispatches:
             self.by_descriptor[va + k.descriptor_offset] = k
             self.by_entry[va + k.entry_offset] = k
 
-    def writes(self, queue: int, dialect: Dialect, ring: bytes, read: ReadMemory) -> list[tuple[int, int]] | None:
-        """(position where the dispatch ends, address) of each pointer a dispatch in `ring` may write through,
-        positions from the start of `ring`; ANYTHING when a dispatch there may write any buffer."""
+    def pointers(self, queue: int, dialect: Dialect, ring: bytes, read: ReadMemory) -> Pointers | None:
+        """The pointers the dispatches in `ring` take; ANYTHING when one of them may take any buffer."""
         regs = self.registers.setdefault(queue, {})
-        out: list[tuple[int, int]] = []
+        writes: list[tuple[int, int]] = []
+        taken: list[int] = []
         for p in dialect.iter_packets(ring):
             d, end = p.defn, p.offset + p.size
             if d.tail is not None and d.tail.registers:
                 regs.update(p.registers())
-            elif d.kernel is not None:
+                continue
+            if d.kernel is not None:
                 kernel = self._count(self.by_descriptor.get(p.fields[d.kernel[0]]))
-                pointers = _pointers(kernel, p.fields[d.kernel[1]], read)
-                if pointers is ANYTHING:
-                    return ANYTHING
-                out += [(end, a) for a in pointers]
+                found = _pointers(kernel, p.fields[d.kernel[1]], read)
             elif d.launch_field is not None:
-                pointers = self._launched(p, dialect, regs, read)
-                if pointers is ANYTHING:
-                    return ANYTHING
-                out += [(end, a) for a in pointers]
-        return out
+                found = self._launched(p, dialect, regs, read)
+            else:
+                continue
+            if found is ANYTHING:
+                return ANYTHING
+            writes += [(end, a) for a in found[0]]
+            taken += found[1]
+        return Pointers(tuple(writes), tuple(taken))
 
-    def _launched(self, p: Packet, dialect: Dialect, regs: dict[str, int], read: ReadMemory) -> list[int] | None:
-        """The pointers the kernel the registers set up may write through (a PM4 dispatch)."""
+    def _launched(self, p: Packet, dialect: Dialect, regs: dict[str, int],
+                  read: ReadMemory) -> tuple[list[int], list[int]] | None:
+        """The pointers the kernel the registers set up may write through, and all it takes (a PM4 dispatch)."""
         entry = dialect.entry(regs) if isinstance(dialect, Pm4Dialect) else None
         kernel = self.by_entry.get(entry) if entry is not None else None
         if self._count(kernel) is None:
@@ -81,23 +93,22 @@ class Dispatches:
                     return ANYTHING
                 return _pointers(kernel, words[0] | words[1] << 32, read)
             at += count
-        return []  # no kernel arguments: it writes through none
+        return [], []  # no kernel arguments: it takes no pointer
 
     def _count(self, kernel: Kernel | None) -> Kernel | None:
         self.counts[kernel.name if kernel is not None else UNKNOWN] += 1
         return kernel
 
 
-def _pointers(kernel: Kernel | None, kernargs: int, read: ReadMemory) -> list[int] | None:
-    """The global pointers among `kernel`'s arguments at `kernargs` it may write through."""
+def _pointers(kernel: Kernel | None, kernargs: int, read: ReadMemory) -> tuple[list[int], list[int]] | None:
+    """The global pointers among `kernel`'s arguments at `kernargs` it may write through, and all of them."""
     if kernel is None:
         return ANYTHING
-    args = kernel.metadata.args
-    writable = [a for a in args if a.value_kind == "global_buffer" and a.size == 8 and not a.read_only]
-    if not writable:
-        return []
+    pointers = [a for a in kernel.metadata.args if a.value_kind == "global_buffer" and a.size == 8]
+    if not pointers:
+        return [], []
     data = read(kernargs, kernel.metadata.kernarg_segment_size) if kernargs else None
     if data is None:
         return ANYTHING
-    return [v for a in writable if a.offset + 8 <= len(data) and (v := int.from_bytes(data[a.offset:a.offset + 8],
-                                                                                         "little"))]
+    values = [(a, int.from_bytes(data[a.offset:a.offset + 8], "little")) for a in pointers if a.offset + 8 <= len(data)]
+    return [v for a, v in values if v and not a.read_only], [v for _, v in values if v]

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kfdtrace.capture.completion import Completion, QueueProgress
-from kfdtrace.capture.dispatches import ANYTHING, Dispatches
+from kfdtrace.capture.dispatches import ANYTHING, Dispatches, Pointers
 from kfdtrace.capture.memory import KERNARGS, MemoryRecorder, TrackedBuffer
 from kfdtrace.capture.submissions import Analyzer, Facts, Plan
 from kfdtrace.capture.trace_file import TraceFile
@@ -48,6 +48,7 @@ DEFAULT_CHUNK = 16 << 10  # measured: see capture/README.md
 # changes what they would tell, rather than one by one on the submission path (measured: capture overhead
 # 1.33x -> 1.24x on benchmarks/capture_overhead.py).
 SIGNAL_VALUE = AmdSignal.value.offset  # where an amd_signal_t holds its value
+NO_POINTERS = Pointers()  # what a submission launching no kernel takes
 LEARN_BATCH = 256
 FOLD_PLANS = 4096  # plans counted by their submissions before those counts are folded into packet counts
 TRACKING_MODES = ("auto", "scan")
@@ -185,8 +186,8 @@ class RecordingSyscalls:
         self.written: set[TrackedBuffer] = set()  # buffers with GPU writes not yet hashed
         self.cpu_set_events: set[int] = set()  # events the CPU set since they were last waited for
         self.layout = 0  # changes whenever a buffer comes, goes or changes what is tracked of it
-        # submissions not looked into: (queue, base, ring, plan, inner facts, the addresses its dispatches may write)
-        self._unlearnt: list[tuple[TrackedQueue, int, bytes, Plan, Facts | None, list[tuple[int, int]] | None]] = []
+        # submissions not looked into: (queue, base, ring, plan, inner facts, the pointers its dispatches take)
+        self._unlearnt: list[tuple[TrackedQueue, int, bytes, Plan, Facts | None, Pointers | None]] = []
         self._dialects = dialects  # gpu_id -> {"sdma": dialect name, "pm4": dialect name}, of every GPU
 
     # -- the boundary -------------------------------------------------------------------------------
@@ -409,7 +410,8 @@ class RecordingSyscalls:
                 self.rec.count_packets(q.dialect, plan)
                 # the dispatches' kernel arguments are read now, at the doorbell: their slice of the queue's arena is
                 # written over once the engine is past them, perhaps before the submission is looked into
-                dispatched = self.dispatches.writes(q.queue_id, q.dialect, ring, self._read) if plan.dispatching else []
+                dispatched = self.dispatches.pointers(q.queue_id, q.dialect, ring, self._read) if plan.dispatching \
+                    else NO_POINTERS
                 self._unlearnt.append((q, q.wptr, ring, plan, inner, dispatched))
                 if len(self._unlearnt) >= LEARN_BATCH or self.exposed or self.rec.tracking == "scan":
                     self._learn_pending()  # with raw views, what the submission reads is recorded before it
@@ -448,9 +450,12 @@ class RecordingSyscalls:
         return [(pos, buf) for buf, pos in last.items()]
 
     def _learn(self, q: TrackedQueue, base: int, ring: bytes, plan: Plan, inner: Facts | None,
-               dispatched: list[tuple[int, int]] | None) -> None:
+               dispatched: Pointers | None) -> None:
         progress = q.progress
         signals, waits, traps, written, referenced = plan.facts(ring, base)
+        if self.exposed or self.rec.tracking == "scan":  # what the CPU wrote that the submission reads, before it
+            self._scan_exposed(None if dispatched is ANYTHING else
+                               [*referenced, *dispatched.taken, *(inner.referenced if inner is not None else ())])
         resolved = plan.resolved  # which of the buffers the writes land in, as they are now
         if resolved is None or resolved[0] != self.layout or resolved[1] != written:
             resolved = plan.resolved = (self.layout, written, self._tracked_writes(written))
@@ -463,8 +468,8 @@ class RecordingSyscalls:
             referenced = (*referenced, *inner.referenced)
         if dispatched is ANYTHING:  # a kernel, or its arguments, that cannot be read
             writes = writes + [(len(ring), b) for b in self.buffers.values() if b.tracked]
-        elif dispatched:
-            writes = writes + self._tracked_writes(dispatched)
+        elif dispatched.writes:
+            writes = writes + self._tracked_writes(dispatched.writes)
         if plan.completing:
             for p in q.dialect.iter_packets(ring):
                 # only a barrier packet's completion says the packets before it completed (HSA: it began after
@@ -475,11 +480,6 @@ class RecordingSyscalls:
             buf.writes[progress] = base + pos  # positions only grow: the last write is the one to wait for
             self.written.add(buf)
         self.completion.submitted(progress, signals, waits, traps)
-        scan = self.rec.tracking == "scan"
-        if scan or self.exposed:
-            for buf in {self.by_va.get(a) for a in referenced}:
-                if buf is not None and buf.tracked and (scan or buf.exposed):
-                    self.memory.record(buf, 0, buf.size)
 
     # -- checkpoints --------------------------------------------------------------------------------
     def _checkpoint(self, wait: dict) -> None:
@@ -536,11 +536,17 @@ class RecordingSyscalls:
     def _note_cpu_view(self, va: int) -> None:
         buf = self.by_va.get(va)
         if buf is not None:
+            self._learn_pending()  # the submissions before it were made without raw views
             buf.exposed = self.exposed = True
 
-    def _scan_exposed(self) -> None:
-        for buf in self.buffers.values():
-            if buf.tracked and (buf.exposed or self.rec.tracking == "scan"):
+    def _scan_exposed(self, addresses: list[int] | None = None) -> None:
+        """Record what the CPU wrote through raw views (into any buffer, with tracking "scan") in the buffers
+        holding `addresses` (None: in every buffer). A buffer the GPU may still be writing is left out: what
+        changed there is the GPU's, hashed by the checkpoint of the wait that completes it."""
+        scan = self.rec.tracking == "scan"
+        bufs = self.buffers.values() if addresses is None else {self.by_va.get(a) for a in addresses} - {None}
+        for buf in bufs:
+            if buf.tracked and (buf.exposed or scan) and not (buf.writes and not buf.complete()):
                 self.memory.record(buf, 0, buf.size)
 
     def _note_cpu_signal(self, addr: int, value: int, name: str | None) -> None:

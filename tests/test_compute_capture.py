@@ -143,10 +143,11 @@ def test_a_dispatch_of_a_kernel_capture_cannot_read_may_write_anything(tmp_path,
     (kd,) = [va for va, k in d.by_descriptor.items() if k.name == "vector_add"]
     args = struct.pack("<QQQI", 0xA000, 0xB000, 0xC000, N)
     ring = AQL.build("KERNEL_DISPATCH", kernel_object=kd, kernarg_address=0x5000)
-    assert d.writes(0, AQL, ring, lambda a, n: args if a == 0x5000 else None) == [(64, 0xC000)]  # a, b are const
-    assert d.writes(0, AQL, ring, lambda a, n: None) is ANYTHING  # its arguments unreadable
+    found = d.pointers(0, AQL, ring, lambda a, n: args if a == 0x5000 else None)
+    assert found.writes == ((64, 0xC000),) and found.taken == (0xA000, 0xB000, 0xC000)  # a, b are const
+    assert d.pointers(0, AQL, ring, lambda a, n: None) is ANYTHING  # its arguments unreadable
     other = AQL.build("KERNEL_DISPATCH", kernel_object=kd + 0x40000, kernarg_address=0x5000)
-    assert d.writes(0, AQL, other, lambda a, n: args) is ANYTHING  # a kernel no code object holds
+    assert d.pointers(0, AQL, other, lambda a, n: args) is ANYTHING  # a kernel no code object holds
 
     monkeypatch.setattr(Dispatches, "loaded", lambda self, va, data, target: None)
     path = str(tmp_path / "c.kfdtrace")
@@ -211,9 +212,9 @@ def test_a_pm4_dispatch_s_kernel_and_arguments_come_from_its_registers(target, t
             elif rec.fields["ring"]:
                 ring = f["ring"]
                 break
-    found = d.writes(0, dialect, ring, lambda a, n: memory.get(a, b"")[:n] or None)
+    found = d.pointers(0, dialect, ring, lambda a, n: memory.get(a, b"")[:n] or None)
     end = next(p.offset + p.size for p in dialect.iter_packets(ring) if p.defn.launch_field)
-    assert found == [(end, vas["c"])]
+    assert found.writes == ((end, vas["c"]),) and found.taken == (vas["a"], vas["b"], vas["c"])
 
 
 @pytest.mark.parametrize("aql", [False, True])
@@ -246,3 +247,58 @@ def test_a_register_packet_says_which_registers_it_sets():
     assert p.registers() == {"COMPUTE_PGM_LO": 0x1234, "COMPUTE_PGM_HI": 0x56}
     assert d.registers.join("COMPUTE_PGM", p.registers()) == (0x56 << 32 | 0x1234) << 8
     assert d.decode(d.build("NOP")).registers() == {}
+
+
+@pytest.mark.parametrize("aql", [False, True])
+def test_inputs_written_through_numpy_views_by_another_thread_are_recorded_before_the_dispatch(aql, tmp_path):
+    """A producer thread fills inputs through raw views (no driver call sees the writes) and hands them to the
+    thread that dispatches on them; the CPU reads each output through a view too. Each input is recorded before
+    the doorbell of the dispatch that reads it (its pointer arguments are looked through, not only the packet's
+    own addresses); each output is the GPU's, checkpointed after its wait and never recorded as a CPU write."""
+    import queue
+    import threading
+
+    from kfdtrace.replay.engine import EXIT_OK, Options
+    from kfdtrace.replay.session import replay_trace
+
+    path, n, rounds = str(tmp_path / "v.kfdtrace"), 256, 6
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        kernel = corpus(gpu).kernel("vector_add")
+        xs = [gpu.alloc(n * 4, "gtt", name=f"x{i}") for i in range(2)]
+        outs = [gpu.alloc(n * 4, "gtt", name=f"out{i}") for i in range(2)]
+        ones = gpu.alloc(n * 4, "gtt", name="ones")
+        ones.numpy("float32")[:] = 1.0
+        handoff, free = queue.Queue(), queue.Queue()
+        for i in range(2):
+            free.put(i)
+
+        def producer():
+            for r in range(rounds):
+                i = free.get()
+                xs[i].numpy("float32")[:] = np.arange(n, dtype=np.float32) * r
+                handoff.put((r, i))
+
+        thread = threading.Thread(target=producer)
+        thread.start()
+        q = gpu.aql_queue(name="q") if aql else gpu.compute_queue(name="q")
+        for _ in range(rounds):
+            r, i = handoff.get()
+            q.dispatch(kernel, (n,), (64,), xs[i], ones, outs[i], np.uint32(n))
+            if not aql:
+                q.submit()
+            q.sync(timeout=120)
+            assert (outs[i].numpy("float32") == np.arange(n, dtype=np.float32) * r + 1).all()
+            free.put(i)
+        thread.join()
+        names = {b.va: b.name for b in (*xs, *outs, ones)}
+    with TraceReader(path) as tr:
+        recs = list(tr.records([R.MEM, R.DOORBELL, R.CHECKPOINT]))
+    first_dispatch = next(k for k, rec in enumerate(recs) if rec.type == R.DOORBELL and rec.fields["ring"])
+    written = [names.get(rec.fields["va"]) for rec in recs if rec.type == R.MEM]
+    assert {"x0", "ones"} <= {names.get(rec.fields["va"]) for rec in recs[:first_dispatch] if rec.type == R.MEM}
+    assert not {"out0", "out1"} & set(written)
+    checkpoints = [b["name"] for rec in recs if rec.type == R.CHECKPOINT for b in rec.fields["buffers"]]
+    assert len(checkpoints) == rounds and set(checkpoints) == {"out0", "out1"}
+    report = replay_trace(path, Options(), emulate_recorded=True)
+    assert report.status == EXIT_OK and report.results[0].verified == rounds, report.lines()
