@@ -48,6 +48,10 @@ class TrackedBuffer:
         """Every GPU write to it that the recorder saw is known to have finished."""
         return all(q.complete(pos) for q, pos in self.writes.items())
 
+    def may_be_written(self) -> bool:
+        """A queue still there may be writing it: no wait has shown its writes there complete."""
+        return any(not q.complete(pos) and not q.destroyed for q, pos in self.writes.items())
+
 
 class MemoryRecorder:
     """Records buffer contents into the trace in chunks, deduplicated by content."""

@@ -331,6 +331,7 @@ class RecordingSyscalls:
     def _after_destroy_queue(self, a) -> None:
         q = self.queues.pop(a.queue_id, None)
         if q is not None:
+            q.progress.destroyed = True
             del self.doorbells[(q.gpu_id, q.doorbell_offset)]
             self.rung.clear()
             rptr = self._read(q.rptr_va, 8)
@@ -541,12 +542,12 @@ class RecordingSyscalls:
 
     def _scan_exposed(self, addresses: list[int] | None = None) -> None:
         """Record what the CPU wrote through raw views (into any buffer, with tracking "scan") in the buffers
-        holding `addresses` (None: in every buffer). A buffer the GPU may still be writing is left out: what
+        holding `addresses` (None: in every buffer). A buffer a queue may still be writing is left out: what
         changed there is the GPU's, hashed by the checkpoint of the wait that completes it."""
         scan = self.rec.tracking == "scan"
         bufs = self.buffers.values() if addresses is None else {self.by_va.get(a) for a in addresses} - {None}
         for buf in bufs:
-            if buf.tracked and (buf.exposed or scan) and not (buf.writes and not buf.complete()):
+            if buf.tracked and (buf.exposed or scan) and not buf.may_be_written():
                 self.memory.record(buf, 0, buf.size)
 
     def _note_cpu_signal(self, addr: int, value: int, name: str | None) -> None:

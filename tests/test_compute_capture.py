@@ -302,3 +302,19 @@ def test_inputs_written_through_numpy_views_by_another_thread_are_recorded_befor
     assert len(checkpoints) == rounds and set(checkpoints) == {"out0", "out1"}
     report = replay_trace(path, Options(), emulate_recorded=True)
     assert report.status == EXIT_OK and report.results[0].verified == rounds, report.lines()
+
+
+def test_a_buffer_is_left_out_of_view_scans_while_a_queue_still_there_may_be_writing_it():
+    """Not known complete: left out (what changed is the GPU's). Known complete, or its queue destroyed (nothing
+    of it runs any more): looked through again, so a later write through a view is recorded."""
+    from kfdtrace.capture.completion import QueueProgress
+    from kfdtrace.capture.memory import TrackedBuffer
+
+    buf = TrackedBuffer(handle=1, gpu_id=1, va=0x10000, size=4096, domain="gtt", flags=0, mmap_offset=0)
+    q = QueueProgress("q")
+    buf.writes[q] = 256
+    assert buf.may_be_written()
+    q.done = 256
+    assert not buf.may_be_written()
+    q.done, q.destroyed = 0, True
+    assert not buf.may_be_written() and not buf.complete()  # still not hashed as complete: nothing proved it
