@@ -318,3 +318,31 @@ def test_a_buffer_is_left_out_of_view_scans_while_a_queue_still_there_may_be_wri
     assert not buf.may_be_written()
     q.done, q.destroyed = 0, True
     assert not buf.may_be_written() and not buf.complete()  # still not hashed as complete: nothing proved it
+
+
+@pytest.mark.parametrize("aql", [False, True])
+def test_with_tracking_scan_inputs_written_through_raw_pointers_are_recorded_before_the_dispatch(aql, tmp_path):
+    """--tracking scan: the buffers a dispatch's pointer arguments point into are compared before its doorbell,
+    so inputs the program wrote through `buf.cpu` (no driver call, no view) are in the trace before it."""
+    import ctypes
+
+    from kfdtrace.replay.engine import EXIT_OK, Options
+    from kfdtrace.replay.session import replay_trace
+
+    path, n = str(tmp_path / "raw.kfdtrace"), 256
+    with record(path, tracking="scan"), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        kernel = corpus(gpu).kernel("add_int")
+        a, b, c = (gpu.alloc(n * 4, "gtt", name=x) for x in "abc")
+        q = gpu.aql_queue(name="q") if aql else gpu.compute_queue(name="q")
+        for r in range(3):
+            av, bv = np.arange(n, dtype=np.int32) * (r + 2), np.full(n, r, np.int32)
+            ctypes.memmove(a.cpu, av.tobytes(), n * 4)
+            ctypes.memmove(b.cpu, bv.tobytes(), n * 4)
+            q.dispatch(kernel, (n,), (64,), a, b, c, np.uint32(n))
+            if not aql:
+                q.submit()
+            q.sync(timeout=120)
+            assert (np.frombuffer(c.read(), np.int32) == av + bv).all()
+    report = replay_trace(path, Options(), emulate_recorded=True)
+    assert report.status == EXIT_OK and report.results[0].verified == 3, report.lines()
