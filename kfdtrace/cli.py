@@ -281,25 +281,40 @@ def diff(a: str, b: str, as_json: bool) -> None:
 @click.option("--reconstruct", is_flag=True, help="Find the contents the trace lacks at A by replaying it up to "
               "A (on the recorded GPUs, emulated, or those of --emulate).")
 @click.option("--emulate", metavar="TARGETS", help="With --reconstruct: replay on these emulated GPUs.")
+@click.option("--code-object", "code_object", multiple=True, metavar="NAME_OR_HASH=PATH",
+              help="With --reconstruct on other targets: a code object to load in place of the recorded one "
+                   "(as replay takes it); repeatable.")
+@click.option("--code-objects", metavar="DIR", type=click.Path(file_okay=False),
+              help="With --reconstruct on other targets: their builds of the recorded code objects, named "
+                   "<name>.<gfx>.co (as replay takes them).")
 @json_option
 @user_errors
-def trim(trace: str, submits: str, output: str, reconstruct: bool, emulate: str | None, as_json: bool) -> None:
+def trim(trace: str, submits: str, output: str, reconstruct: bool, emulate: str | None,
+         code_object: tuple[str, ...], code_objects: str | None, as_json: bool) -> None:
     """A standalone trace of submissions A..B: what was live at A, recreated with its known contents, then the
     range. Refused, saying why, when the range reads memory whose contents at A the trace does not hold."""
     from kfdtrace.traces.dump import parse_range
     from kfdtrace.traces.format import TraceReader
+    from kfdtrace.traces.trim import TrimRefused
     from kfdtrace.traces.trim import trim as trim_trace
 
     first, last = parse_range(submits)
     with TraceReader(trace) as r:
         rebuild = None
         if reconstruct:
+            from kfdtrace.replay.code_objects import parse_code_object_options
+            from kfdtrace.replay.engine import BadInput
             from kfdtrace.replay.session import contents_at
+            from kfdtrace.replay.translate import ReplayError
 
             check_backend(emulate, None)
+            objects = parse_code_object_options(list(code_object), code_objects)
 
             def rebuild(vas: list[int]) -> dict[int, bytes]:
-                return contents_at(trace, first, vas, emulate=emulate)
+                try:
+                    return contents_at(trace, first, vas, emulate=emulate, code_objects=objects)
+                except (ReplayError, BadInput) as exc:
+                    raise TrimRefused(f"--reconstruct: {exc}") from None
 
         show_report(trim_trace(r, output, first, min(last, r.submissions - 1), rebuild), as_json, f"{output}: ")
 

@@ -679,15 +679,32 @@ class Instance:
     def contents_at(self, submission: int, vas: list[int]) -> dict[int, bytes]:
         """Run the trace up to its submission `submission` (not made), wait for every queue to drain, and read
         the buffers recorded at `vas` as they are then (through a copy into host memory when the CPU cannot see
-        one); WaitTimeout if a queue does not drain. The instance is torn down after."""
+        one). WaitTimeout if a queue does not drain; ReplayError if one stands still before finishing the
+        submissions made to it (it waits for what later records signal): memory read then would not be what
+        those submissions leave, and a range starting there cannot hold the rest of them. The instance is torn
+        down after."""
+        ends: dict[int, list[tuple[int, int]]] = {}  # queue -> (submission, the replay's write pointer after it)
         try:
             done = 0
             for r in R.checked(self.trace.records(handled(Instance))):
                 if r.type == R.DOORBELL and done == submission:
                     break
-                done += r.type == R.DOORBELL
                 getattr(self, f"_on_{r.type}")(r)
+                if r.type == R.DOORBELL:
+                    rq = self.queues.get(r.fields["queue"])
+                    if rq is not None:
+                        ends.setdefault(r.fields["queue"], []).append((done, rq.queue.wptr))
+                    done += 1
             self._settle_all(f"reconstructing the memory at submission {submission}")
+            for queue, rq in self.queues.items():
+                if not rq.queue.idle:
+                    rptr = rq.queue.rptr
+                    unfinished = next((n for n, end in ends.get(queue, ()) if end > rptr), None)
+                    raise ReplayError(
+                        f"reconstructing the memory at submission {submission}: {rq.label} stands still in "
+                        f"submission {unfinished}, waiting for what later records signal ({rq.queue.describe()}); a "
+                        f"range starting after it cannot hold the rest of it: start it at submission {unfinished} "
+                        "or earlier")
             return {va: self._read_whole(va) for va in vas if self.buffers.find(va) is not None}
         finally:
             self._teardown()

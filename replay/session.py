@@ -13,6 +13,7 @@ from kfdtrace.driver.backend import open_syscalls
 from kfdtrace.driver.errors import KfdTraceError
 from kfdtrace.driver.system import System
 from kfdtrace.driver.topology import Topology
+from kfdtrace.replay.code_objects import CodeObjectOptions
 from kfdtrace.replay.engine import (
     BadInput,
     Instance,
@@ -231,18 +232,20 @@ def run_instances(instances: list[Instance]) -> list[Result]:
 
 
 def contents_at(path: str, submission: int, vas: list[int], *, emulate: str | None = None,
-                timeout: float = 10.0) -> dict[int, bytes]:
+                timeout: float = 10.0, code_objects: CodeObjectOptions | None = None) -> dict[int, bytes]:
     """The contents of the buffers recorded at `vas` when the trace at `path` makes its submission `submission`,
-    found by replaying it that far (on the GPUs it was recorded on, emulated, unless `emulate` names others).
-    ReplayError or BadInput when it cannot replay; WaitTimeout when it hangs on the way."""
+    found by replaying it that far (on the GPUs it was recorded on, emulated, unless `emulate` names others,
+    with `code_objects` for their targets). ReplayError or BadInput when it cannot replay, or a queue stands
+    still in a submission before that one; WaitTimeout when it hangs on the way."""
+    options = Options(timeout=timeout, code_objects=code_objects)
     with TraceReader(path) as trace:
         with bad_input():
             system = open_target(trace, emulate, None, emulate is None)
         with system:
             devices = device_map(trace, system, None)
-            s = survey(trace, devices)
+            s = survey(trace, devices, options.code_objects)
             check_resources(s, system, 1, default_max_memory())
             try:
-                return Instance(trace, system, devices, s, Options(timeout=timeout)).contents_at(submission, vas)
+                return Instance(trace, system, devices, s, options).contents_at(submission, vas)
             finally:
                 s.release()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -14,6 +15,7 @@ from kfdtrace.driver import System
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.replay.engine import EXIT_OK, Options
 from kfdtrace.replay.session import replay_trace
+from kfdtrace.replay.translate import ReplayError
 from kfdtrace.traces.format import TraceReader
 from kfdtrace.traces.records import HEADER, SUMMARY, check_map, checked
 from kfdtrace.traces.trim import TrimRefused, trim
@@ -137,9 +139,10 @@ def test_with_reconstruct_every_range_that_would_not_hang_replays_and_verifies(n
         with TraceReader(path) as r:
             try:
                 report = trim(r, out, a, b, lambda vas, a=a: contents_at(path, a, vas))
-            except TrimRefused as exc:
-                # unknown contents are reconstructed, not refused: what is left is a range that needs work outside it
-                assert "would hang" in str(exc) or "still running" in str(exc), str(exc)
+            except (TrimRefused, ReplayError) as exc:
+                # unknown contents are reconstructed, not refused: what is left is a range that needs work outside it,
+                # or a range starting while a queue stands still in a submission before it
+                assert any(x in str(exc) for x in ("would hang", "still running", "stands still")), str(exc)
                 continue
         made += 1
         restored += report.restored_chunks
@@ -206,3 +209,74 @@ def test_a_range_whose_dispatch_has_its_kernel_arguments_in_a_buffer_made_in_the
         trim(r, out, 0, last)
     report = replay_trace(out, Options(timeout=30), emulate_recorded=True)
     assert report.status == EXIT_OK and report.results[0].submissions == last + 1, report.lines()
+
+
+def gated_pipeline(path: str, rounds: int = 2) -> None:
+    """Two AQL queues: the producer waits at a BARRIER_VALUE for a gate the CPU opens only after both queues'
+    submissions of the round are made, then adds a and b into c (decrementing `done_a`); the consumer's
+    BARRIER_AND waits for `done_a`, then adds c and d into e."""
+    from kfdtrace.driver.aql import SignalCondition
+    from kfdtrace.driver.aql_queue import HsaSignal
+    from kfdtrace.driver.kernels.device import corpus
+
+    n = 256
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        kernel = corpus(gpu).kernel("vector_add")
+        producer, consumer = gpu.aql_queue(name="producer"), gpu.aql_queue(name="consumer")
+        a, b, c, d, e = (gpu.alloc(n * 4, "gtt", name=x) for x in "abcde")
+        gate, done_a, done_b = (HsaSignal(system, v, name) for v, name in ((0, "gate"), (1, "done_a"), (1, "done_b")))
+        d.write(np.full(n, 0.25, np.float32))
+        for r in range(1, rounds + 1):
+            a.write(np.arange(n, dtype=np.float32) * r)
+            b.write(np.full(n, float(r), np.float32))
+            done_a.signal(1)
+            done_b.signal(1)
+            producer.barrier_value(gate, r, SignalCondition.GTE)
+            producer.dispatch(kernel, (n,), (64,), a, b, c, np.uint32(n), completion=done_a)
+            consumer.barrier_and([done_a])
+            consumer.dispatch(kernel, (n,), (64,), c, d, e, np.uint32(n), completion=done_b)
+            gate.signal(r)
+            done_b.wait(0, timeout=60)
+            assert np.frombuffer(e.read(), np.float32)[3] == 3 * r + r + 0.25
+        for q in (producer, consumer):
+            q.sync(timeout=60)
+            q.destroy()
+
+
+def test_reconstruct_refuses_a_range_starting_while_a_queue_stands_still_in_a_submission_before_it(tmp_path):
+    """Trimmed from the consumer's BARRIER_AND on, the range would lack the producer's dispatch held behind the
+    gate, and its AQL signal would read as completed: the consumer would add what c held before that dispatch and
+    the replay of a correct program would diverge. Reconstruction says which submission to start at instead."""
+    from kfdtrace.replay.session import contents_at
+
+    path, out = str(tmp_path / "g.kfdtrace"), str(tmp_path / "t.kfdtrace")
+    gated_pipeline(path)
+    with TraceReader(path) as r:
+        last = r.submissions - 1
+    for first in (2, 6):  # each round's BARRIER_AND: the producer stands still at the round's BARRIER_VALUE
+        with TraceReader(path) as r, pytest.raises(ReplayError, match=f"stands still in submission {first - 2}, "):
+            trim(r, out, first, last, lambda vas, first=first: contents_at(path, first, vas))
+        assert not os.path.exists(out)
+    res = CliRunner().invoke(kfdtrace_cli, ["trim", path, "-s", f"6..{last}", "-o", out, "--reconstruct"])
+    assert res.exit_code == 1 and res.output.count("\n") == 1 and "start it at submission 4 or earlier" in res.output
+    for first in (0, 4):  # where it says to start: the range holds the gate's wait, and replays
+        res = CliRunner().invoke(kfdtrace_cli, ["trim", path, "-s", f"{first}..{last}", "-o", out, "--reconstruct"])
+        assert res.exit_code == 0, res.output
+        report = replay_trace(out, Options(timeout=30), emulate_recorded=True)
+        assert report.status == EXIT_OK, report.lines()
+        os.unlink(out)
+
+
+def test_reconstruct_on_another_family_takes_its_code_objects_and_says_which_it_lacks(tmp_path):
+    from kfdtrace.driver.kernels.build import BUILT
+
+    path, out = str(tmp_path / "g.kfdtrace"), str(tmp_path / "t.kfdtrace")
+    gated_pipeline(path, rounds=1)
+    args = ["trim", path, "-s", "4..5", "-o", out, "--reconstruct", "--emulate", "gfx1100"]
+    res = CliRunner().invoke(kfdtrace_cli, args)
+    assert res.exit_code == 1 and res.output.count("\n") == 1, res.output
+    assert "no code object for gfx1100: kernel vector_add" in res.output and not os.path.exists(out)
+    res = CliRunner().invoke(kfdtrace_cli, [*args, "--code-objects", str(BUILT)])
+    assert res.exit_code == 0, res.output
+    assert replay_trace(out, Options(timeout=30), emulate_recorded=True).status == EXIT_OK
