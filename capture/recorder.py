@@ -50,6 +50,7 @@ DEFAULT_CHUNK = 16 << 10  # measured: see capture/README.md
 SIGNAL_VALUE = AmdSignal.value.offset  # where an amd_signal_t holds its value
 NO_POINTERS = Pointers()  # what a submission launching no kernel takes
 LEARN_BATCH = 256
+RESOLVED_PER_PLAN = 16  # sets of written addresses whose buffers a plan keeps, for the buffer layout of the moment
 FOLD_PLANS = 4096  # plans counted by their submissions before those counts are folded into packet counts
 TRACKING_MODES = ("auto", "scan")
 
@@ -458,9 +459,14 @@ class RecordingSyscalls:
             self._scan_exposed(None if dispatched is ANYTHING else
                                [*referenced, *dispatched.taken, *(inner.referenced if inner is not None else ())])
         resolved = plan.resolved  # which of the buffers the writes land in, as they are now
-        if resolved is None or resolved[0] != self.layout or resolved[1] != written:
-            resolved = plan.resolved = (self.layout, written, self._tracked_writes(written))
-        writes = resolved[2]
+        if resolved is None or resolved[0] != self.layout:
+            resolved = plan.resolved = (self.layout, {})
+        known = resolved[1]  # by the addresses written: double buffering alternates between a few
+        writes = known.get(written)
+        if writes is None:
+            if len(known) >= RESOLVED_PER_PLAN:
+                known.clear()
+            writes = known[written] = self._tracked_writes(written)
         if inner is not None:
             writes = writes + self._tracked_writes(inner.written)
             signals += [(base + p, a, v) for p, a, v in inner.signals]
