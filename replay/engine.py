@@ -1171,15 +1171,18 @@ class Instance:
             delay = min(delay * 2, 1e-3)
 
     def _settle_all(self, why: str, quiet: float = 0.05) -> None:
-        """Wait until every queue has drained or stood still for `quiet` s (waiting at a packet for what later
-        records signal: as the recording stood when it made the next record); WaitTimeout after --timeout."""
+        """Wait until every queue has drained or stands at a packet that waits on memory, unmoved for `quiet` s
+        (waiting for what later records signal: as the recording stood when it made the next record). A queue
+        whose read pointer stays put at any other packet is still working (a long kernel, a big copy) and is
+        waited for; WaitTimeout after --timeout."""
         deadline, since, last = time.monotonic() + self.options.timeout, time.monotonic(), None
         while not all(rq.queue.idle for rq in self.queues.values()):
             self.system.raise_gpu_faults()
             where = tuple(rq.queue.rptr for rq in self.queues.values())
             if where != last:
                 since, last = time.monotonic(), where
-            elif time.monotonic() - since >= quiet:
+            elif time.monotonic() - since >= quiet and all(rq.queue.idle or rq.queue.waiting
+                                                            for rq in self.queues.values()):
                 return
             if time.monotonic() > deadline:
                 raise WaitTimeout(f"the queues still moved after {self.options.timeout:g} s ({why}); "

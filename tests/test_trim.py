@@ -280,3 +280,31 @@ def test_reconstruct_on_another_family_takes_its_code_objects_and_says_which_it_
     res = CliRunner().invoke(kfdtrace_cli, [*args, "--code-objects", str(BUILT)])
     assert res.exit_code == 0, res.output
     assert replay_trace(out, Options(timeout=30), emulate_recorded=True).status == EXIT_OK
+
+
+def test_reconstruct_waits_for_a_kernel_still_running_where_the_range_starts(tmp_path):
+    """An emulated kernel runs for tenths of a second with its queue's read pointer unmoved: reconstruction must
+    not take that for a queue waiting on what later records signal. It read the kernel's output before it was
+    written and the semaphore signalled after it as not yet signalled, so this range was refused as one that
+    would hang (and one the range's own waits did not catch would have copied what VRAM held before)."""
+    from kfdtrace.driver.kernels.device import corpus
+    from kfdtrace.replay.session import contents_at
+
+    path, out, n = str(tmp_path / "k.kfdtrace"), str(tmp_path / "t.kfdtrace"), 256
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        kernel = corpus(gpu).kernel("mode_scratch")  # a private array in scratch: slow to emulate
+        values, modes = gpu.alloc(n * 64, "gtt", name="values"), gpu.alloc(n * 4, "vram", name="modes")
+        result = gpu.alloc(n * 4, "gtt", name="result")
+        values.write(np.tile(np.arange(64, dtype=np.uint8) // 3 + 1, n))  # each row's mode: 1
+        ready, copied = system.semaphore("ready"), system.semaphore("copied")
+        compute, sdma = gpu.compute_queue(name="compute"), gpu.sdma_queue(name="sdma")
+        compute.dispatch(kernel, (n,), (64,), values, modes, np.uint32(n))
+        compute.signal(ready, 1).submit()
+        sdma.wait(ready, 1).copy(result, modes, n * 4).signal(copied, 1).submit()
+        copied.wait(1, timeout=60)
+        assert (np.frombuffer(result.read(), np.uint32) == 1).all()
+    with TraceReader(path) as r:
+        trim(r, out, 1, 1, lambda vas: contents_at(path, 1, vas))
+    report = replay_trace(out, Options(timeout=30), emulate_recorded=True)
+    assert report.status == EXIT_OK, report.lines()
