@@ -54,6 +54,7 @@ from kfdtrace.driver.memory import PAGE, Buffer
 from kfdtrace.driver.packets import Packet
 from kfdtrace.driver.pm4 import DIALECTS as PM4_DIALECTS
 from kfdtrace.driver.signals import Semaphore
+from kfdtrace.driver.syscalls import memory_view
 
 if TYPE_CHECKING:
     from kfdtrace.driver.program import LoadedKernel
@@ -159,6 +160,8 @@ class AqlQueue:
         try:
             self.ring = self._alloc(packets * PACKET_SIZE, "gtt", "ring", uncached=True, role="ring")
             self.ring.write(AQL.build("INVALID") * packets)
+            # packets are copied in through a memoryview, keeping the GIL (see memory.GIL_COPY_BYTES)
+            self._ring_bytes = memory_view(self.ring.cpu, packets * PACKET_SIZE, writable=True)
             self.amd_queue_buffer = self._alloc(PAGE, "gtt", "amd_queue", uncached=True, role="queue pointers")
             self.amd_queue = AmdQueue.from_address(self.amd_queue_buffer.cpu_addr(0))
             self.eop = self._alloc(sizes.eop_buffer_size, "vram", "eop", cpu_access=False)
@@ -236,9 +239,10 @@ class AqlQueue:
             index = self.amd_queue.write_dispatch_id
             self.amd_queue.write_dispatch_id = index + 1
         self._wait_for_slot(index, timeout)
-        slot = self.ring.cpu_addr(index % self.size * PACKET_SIZE)
-        ctypes.memmove(slot + 4, data[4:], PACKET_SIZE - 4)
-        ctypes.c_uint32.from_address(slot).value = struct.unpack_from("<I", data)[0]  # header and setup last
+        at = index % self.size * PACKET_SIZE
+        self._ring_bytes[at + 4:at + PACKET_SIZE] = data[4:]
+        header = ctypes.c_uint32.from_address(self.ring.cpu + at)
+        header.value = struct.unpack_from("<I", data)[0]  # header and setup last
         self.device.sys.doorbell_store(self.doorbell, index)
         return index
 

@@ -21,6 +21,7 @@ from kfdtrace.driver.syscalls import (
     PROT_NONE,
     PROT_READ,
     PROT_WRITE,
+    memory_view,
 )
 
 if TYPE_CHECKING:
@@ -47,6 +48,10 @@ DOMAINS: dict[str, int] = {
 # page of remapped MMIO (HDP flush).
 FIXED_SIZES = {"doorbell": 0x2000, "mmio": PAGE}
 CPU_MAPPABLE = ("vram", "gtt")
+# CPU writes up to this size copy through a memoryview, keeping the GIL: a foreign call (ctypes.memmove) hands
+# it to whichever thread wants it, such as an emulated engine running a kernel, and waits up to the interpreter's
+# switch interval (5 ms) to get it back. Larger copies release it, so that other threads run meanwhile.
+GIL_COPY_BYTES = 64 << 10
 
 
 def _align(x: int, a: int) -> int:
@@ -101,13 +106,14 @@ class Buffer:
     def write(self, data: bytes | bytearray | memoryview | np.ndarray, offset: int = 0) -> None:
         numpy = sys.modules.get("numpy")  # loaded by whoever made an array: the driver itself never needs it
         if numpy is not None and isinstance(data, numpy.ndarray):
-            data = numpy.ascontiguousarray(data)
-            src, n = data.ctypes.data, data.nbytes
+            src = numpy.ascontiguousarray(data).reshape(-1).view(numpy.uint8)
         else:
             src = data if isinstance(data, bytes) else bytes(memoryview(data).cast("B"))
-            n = len(src)
-        offset, n = self._span(offset, n)
-        ctypes.memmove(self.cpu_addr(offset), src, n)
+        offset, n = self._span(offset, len(src))
+        if n <= GIL_COPY_BYTES:
+            memory_view(self.cpu_addr(offset), n, writable=True)[:] = src
+        else:
+            ctypes.memmove(self.cpu_addr(offset), src if isinstance(src, bytes) else src.ctypes.data, n)
         self.device.sys.annotate("cpu_write", va=self.va + offset, size=n)
 
     def fill(self, byte: int, offset: int = 0, size: int | None = None) -> None:
