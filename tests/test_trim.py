@@ -308,3 +308,50 @@ def test_reconstruct_waits_for_a_kernel_still_running_where_the_range_starts(tmp
         trim(r, out, 1, 1, lambda vas: contents_at(path, 1, vas))
     report = replay_trace(out, Options(timeout=30), emulate_recorded=True)
     assert report.status == EXIT_OK, report.lines()
+
+
+def slot_reuse(path: str, wait: bool) -> None:
+    """Four rounds, each with a semaphore made anew in the slot the last one freed (the pool resets it to 0): a
+    copy signals it, and the CPU waits for it (`wait`) before freeing it, or frees it at once."""
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        src, dst, out = (gpu.alloc(4096, "gtt", name=name) for name in ("src", "dst", "out"))
+        q, other = gpu.sdma_queue(name="q"), gpu.sdma_queue(name="other")
+        for r in range(4):
+            done = system.semaphore("done")
+            src.write(bytes([r + 1]) * 4096)
+            q.copy(dst, src, 4096).signal(done, 1).submit()
+            other.copy(out, src, 4096).submit()  # the range's start: the reset of the next round falls in it
+            if wait:
+                done.wait(1)
+                assert dst.read(0, 1) == bytes([r + 1])
+            done.free()
+        q.sync()
+        other.sync()
+
+
+def test_a_range_where_the_cpu_resets_a_reused_semaphore_slot_replays(tmp_path):
+    """The CPU sets the new semaphore to 0 below what the last round signalled: that is a reset, not a sign
+    that the last round's copy was still running, when a CPU wait showed its signal landed."""
+    path, out = str(tmp_path / "s.kfdtrace"), str(tmp_path / "t.kfdtrace")
+    slot_reuse(path, wait=True)
+    from kfdtrace.replay.session import contents_at
+
+    with TraceReader(path) as r:
+        n = r.submissions
+    for first in range(1, n):  # from the odd ones on, the CPU's wait in the range shows the signal landed
+        with TraceReader(path) as r:  # reconstructed: a range from `other`'s copy on checkpoints what `q` wrote
+            trim(r, out, first, n - 1, lambda vas, first=first: contents_at(path, first, vas))
+        report = replay_trace(out, Options(timeout=10), emulate_recorded=True)
+        assert report.status == EXIT_OK and report.results[0].submissions == n - first, report.lines()
+        os.unlink(out)
+
+
+def test_a_reset_of_a_semaphore_whose_last_signaller_may_still_run_is_refused(tmp_path):
+    """The same, but nothing waited for the copy before its semaphore was freed and made again: whether its
+    signal lands before or after that reset the trace cannot tell, nor the range without it."""
+    path, out = str(tmp_path / "s.kfdtrace"), str(tmp_path / "t.kfdtrace")
+    slot_reuse(path, wait=False)
+    for first in (1, 3, 5):  # each round's copy on `other`: the semaphore of `q`'s copy before is made again
+        with TraceReader(path) as r, pytest.raises(TrimRefused, match="were still running when the range starts"):
+            trim(r, out, first, r.submissions - 1)

@@ -58,6 +58,64 @@ class TrimReport:
                 f"start: {self.restored_chunks} memory chunks, {self.restored_semaphores} semaphores"]
 
 
+class Landed:
+    """Which semaphore signals are known to have landed, record by record: a CPU wait that saw a semaphore
+    reach a value shows the submission that signalled it that far completed, and those before it on its queue
+    (a queue runs its submissions in order); a queue destroyed lands nothing more. A queue is (its id, which
+    queue of that id), as ids are reused; a semaphore is the address of its 64-bit value."""
+
+    def __init__(self) -> None:
+        self.lives: dict[int, int] = {}  # queue id -> which queue of that id, counting all queues made
+        self.made = 0
+        self.ended: set[tuple[int, int]] = set()
+        self.complete: dict[tuple[int, int], int] = {}  # queue -> its last submission known to have completed
+        # semaphore -> (queue, submission, value) of each signal made of it, in order; where in that list the
+        # signals since the CPU last set it lower (a reset: a new semaphore in a reused slot, say) start; and
+        # (the highest value signalled since that reset, the highest the CPU stored)
+        self.signallers: dict[int, list[tuple[tuple[int, int], int, int]]] = {}
+        self.since_reset: dict[int, int] = {}
+        self.peak: dict[int, tuple[int, int]] = {}
+
+    def apply(self, r: Record, sub: Submission | None) -> None:
+        f = r.fields
+        if sub is not None and sub.queue is not None:
+            queue = (sub.queue.queue, self.lives.get(sub.queue.queue, 0))
+            for _, addr, value in semaphore_facts(sub.packets)[0]:
+                self.signallers.setdefault(addr, []).append((queue, sub.number, value))
+                peak, cpu = self.peak.get(addr, (0, 0))
+                self.peak[addr] = (max(peak, value), cpu)
+        elif r.type == R.QUEUE:
+            self.lives[f["queue"]], self.made = self.made, self.made + 1
+        elif r.type == R.QUEUE_DESTROY:
+            self.ended.add((f["queue"], self.lives.get(f["queue"], 0)))
+        elif r.type == R.CPU_SIGNAL:
+            peak, cpu = self.peak.get(f["addr"], (0, 0))
+            if f["value"] < peak:  # a reset: the signals before it no longer tell what a wait sees
+                self.since_reset[f["addr"]] = len(self.signallers.get(f["addr"], ()))
+                peak = cpu = 0
+            self.peak[f["addr"]] = (max(peak, f["value"]), max(cpu, f["value"]))
+        elif r.type == R.CPU_WAIT and f["ok"]:
+            self._observed(f["addr"], f["value"])
+
+    def _observed(self, addr: int, value: int) -> None:
+        """The CPU saw `addr` reach `value`: when one queue signalled it that far since its reset, and the CPU
+        did not, the first of that queue's submissions to signal as much had completed."""
+        if self.peak.get(addr, (0, 0))[1] >= value:
+            return
+        first: dict[tuple[int, int], int] = {}
+        for queue, number, signalled in self.signallers.get(addr, [])[self.since_reset.get(addr, 0):]:
+            if signalled >= value:
+                first.setdefault(queue, number)
+        if len(first) == 1:
+            ((queue, number),) = first.items()
+            self.complete[queue] = max(self.complete.get(queue, -1), number)
+
+    def settled(self, addr: int, before: int) -> bool:
+        """Whether every signal of `addr` by a submission before submission `before` is known to have landed."""
+        return all(queue in self.ended or number <= self.complete.get(queue, -1)
+                   for queue, number, _ in self.signallers.get(addr, ()) if number < before)
+
+
 class _Prefix:
     """Follows the records before A: what lives, what its memory holds, what the semaphores read."""
 
@@ -74,6 +132,7 @@ class _Prefix:
         self.names: dict[int, str | None] = {}  # semaphore address -> the name a cpu_signal gave it
         # an AQL signal's value address -> its value: the CPU's last store, less the completions since
         self.aql_signals: dict[int, int] = {}
+        self.landed = Landed()  # which semaphore signals are known to have landed
 
     def apply(self, r: Record) -> Submission | None:
         f = r.fields
@@ -112,6 +171,7 @@ class _Prefix:
                 self.aql_signals[f["addr"]] = f["value"]
             self.words[f["addr"]], self.words[f["addr"] + 4] = f["value"] & 0xFFFFFFFF, f["value"] >> 32
             self.names[f["addr"]] = f["name"]
+        self.landed.apply(r, sub)
         self.memory.apply(r, sub)
         return sub
 
@@ -209,6 +269,7 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int) -
     """Copy the records from `start` to those before submission last+1, refusing a read of unknown memory and
     a wait that nothing can satisfy."""
     state, written = prefix.state, set()  # buffers (by va) the range has written or made so far
+    first = state.submissions
     signals: Signals = {addr: [(None, -1, v)] for addr, v in _values(prefix.words).items()}
     waits: list[Wait] = []
     for rec in itertools.chain((start,), records):
@@ -221,18 +282,19 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int) -
             prefix.memory.apply(rec, None)
         if sub is not None:
             _check_reads(prefix, sub, written)
-            _signals_and_waits(prefix, sub, rec.n, signals, waits)
+            _signals_and_waits(prefix, sub, rec.n, signals, waits, first)
         elif rec.type == R.ALLOC:
             written.add(f["va"])
         elif rec.type == R.CHECKPOINT:
             for entry in f["buffers"]:
                 _check_known(prefix, entry["va"], written, f"the checkpoint at record {rec.n}")
         elif rec.type == R.CPU_SIGNAL:
-            _check_monotonic(prefix, f"the CPU signal at record {rec.n}", f["addr"], f["value"], signals)
+            _check_monotonic(prefix, f"the CPU signal at record {rec.n}", f["addr"], f["value"], signals, first)
             signals.setdefault(f["addr"], []).append((None, rec.n << 20, f["value"]))
         elif rec.type == R.CPU_WAIT and f["ok"]:
             waits.append((f"the CPU wait at record {rec.n} (on {state.where(f['addr']) or 'no buffer'})", None,
                           rec.n << 20, f["addr"], f["value"]))
+        prefix.landed.apply(rec, sub)
         out.record(rec.type, rec.fields, sub)
     for what, queue, order, addr, ref in waits:
         # a queue's poll sees what its own queue signalled before it, anything other queues or the CPU signal
@@ -254,24 +316,28 @@ def _values(words: dict[int, int]) -> dict[int, int]:
     return out
 
 
-def _check_monotonic(prefix: _Prefix, what: str, addr: int, value: int, signals: Signals) -> None:
+def _check_monotonic(prefix: _Prefix, what: str, addr: int, value: int, signals: Signals, first: int) -> None:
     """A semaphore only grows: a signal in the range below what the range's start restores means the restored
-    value came from submissions still running at the start (their later signals): the range needs them."""
+    value came from submissions still running at the start (their later signals): the range needs them. Unless
+    every signal of it made before the range (submission `first`) is known to have landed by now (a wait saw
+    it): then it is a reset (a semaphore made again in a reused slot, say)."""
     before = next((v for q, o, v in signals.get(addr, ()) if o < 0), None)
-    if before is not None and value < before and is_semaphores(prefix.state.buffer_at(addr)):
+    if before is not None and value < before and is_semaphores(prefix.state.buffer_at(addr)) and \
+            not prefix.landed.settled(addr, first):
         raise TrimRefused(f"{what} signals {prefix.state.where(addr) or hex(addr)} = {value:#x}, below the {before:#x} "
                           f"the submissions before the range signal: some of those were still running when the range "
                           f"starts, and the range needs them; start it earlier")
 
 
-def _signals_and_waits(prefix: _Prefix, sub: Submission, n: int, signals: Signals, waits: list[Wait]) -> None:
+def _signals_and_waits(prefix: _Prefix, sub: Submission, n: int, signals: Signals, waits: list[Wait],
+                       first: int) -> None:
     """Note what `sub` (record `n`) signals and the polls it makes that wait for memory to reach a value, each
     with its queue and its order."""
     queue = sub.queue.queue if sub.queue is not None else None
     signalled, waited = semaphore_facts(sub.packets)
     for i, addr, value in signalled:
         _check_monotonic(prefix, f"submission {sub.number} ({sub.packets[i].name} at +{sub.packets[i].offset:#x})",
-                         addr, value, signals)
+                         addr, value, signals, first)
         signals.setdefault(addr, []).append((queue, n << 20 | i, value))
     for i, addr, ref in waited:
         p = sub.packets[i]
