@@ -172,18 +172,20 @@ class DispatchMemo:
         """Whether `inputs` hold now; if so the queue's state is moved on as translating the submission would, and
         each dispatch's kernel arguments are written again (a kernel may have written over its own)."""
         before, after, spans, unread, codes, written = inputs  # after: None when the registers stay as they were
-        registers, loaded, read = self.registers, self._loaded, self._read
+        registers, read = self.registers, self._read
         if registers != before:
             return False
+        loaded = self._loaded
         for obj, code in codes:
             if loaded.get(obj) != code:
                 return False
         for va, data in spans:
             if read(va, len(data)) != data:
                 return False
-        for va, size in unread:
-            if read(va, size) is not None:
-                return False
+        if unread:
+            for va, size in unread:
+                if read(va, size) is not None:
+                    return False
         if after is not None:
             registers.clear()
             registers.update(after)

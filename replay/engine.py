@@ -886,9 +886,14 @@ class Instance:
     def _read_recorded(self, va: int, size: int) -> bytes | None:
         """The `size` bytes at recorded address `va` as the replay holds them (None: not in a CPU-visible buffer)."""
         hit = self.buffers.find(va)
-        if hit is None or hit[2].view is None or va + size > hit[0] + hit[1]:
+        if hit is None:
             return None
-        return hit[2].view[va - hit[0]:va - hit[0] + size].tobytes()
+        start, length, rb = hit
+        at = va - start
+        view = rb.view
+        if view is None or at + size > length:
+            return None
+        return view[at:at + size].tobytes()
 
     def _on_queue_destroy(self, r: Record) -> None:
         rq = self.queues.get(r.fields["queue"])

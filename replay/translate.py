@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -62,6 +63,9 @@ IDENTITY = "identity"  # the relocation state of a replay whose buffers all sit 
 Write = tuple[int, tuple[int, ...], bool]
 # a recorded packet with an event id: (its byte offset in the submission, its definition, the recorded id)
 EventMark = tuple[int, PacketDef, int]
+# a kept translation of a submission launching kernels: (the translated bytes, packets, writes, (recorded, replay)
+# event ids, the inputs its dispatches depended on: DispatchMemo.inputs)
+Kept = tuple[bytes, int, tuple[Write, ...], tuple[tuple[int, int], ...], tuple]
 
 
 def carries_dispatch(d: PacketDef) -> bool:
@@ -157,11 +161,9 @@ class TranslationCache:
         # survey saw, the run finds with one lookup (up to WHOLE_BYTES of them; IDENTITY state only)
         self.whole: dict[bytes, tuple[int, tuple[Write, ...], tuple[EventMark, ...]]] = {}
         self.whole_bytes = 0
-        # recorded submission launching kernels -> its translations, the one taken or made last at the end, each
-        # (the translated bytes, packets, writes, (recorded, replay) event ids, the inputs its dispatches depended
-        # on: DispatchMemo.inputs), IDENTITY state only; the next loop finds them (up to DISPATCHED_BYTES)
-        self.dispatched: dict[bytes, list[tuple[bytes, int, tuple[Write, ...], tuple[tuple[int, int], ...],
-                                                tuple]]] = {}
+        # recorded submission launching kernels -> its translations, the one taken or made last at the end,
+        # IDENTITY state only; the next loop finds them (up to DISPATCHED_BYTES)
+        self.dispatched: dict[bytes, deque[Kept]] = {}
         self.dispatched_bytes = 0
 
     def entries_for(self, state: str | tuple[int, int]) -> dict:
@@ -238,8 +240,8 @@ class Translator:
         data = bytes(data)
         memo = self.memo if state == IDENTITY else None
         if memo is not None:  # kept for the IDENTITY state alone, whatever the packets' cache holds
-            out = self._dispatched(data, writes)
-            if out is not None:
+            kept = self.cache.dispatched.get(data)
+            if kept is not None and (out := self._dispatched(kept, writes)) is not None:
                 return out
             memo.start()
         cache = self.cache.entries_for(state)
@@ -269,17 +271,14 @@ class Translator:
                 self._keep(data, out, self.packets - done, tuple(wrote[first:]), notable, inputs)
         return out
 
-    def _dispatched(self, data: bytes, writes: list[Write] | None) -> bytes | None:
-        """The translation of a submission launching kernels kept by `_keep`, if its event ids map as they did and
-        the memo finds its dispatches' inputs as they were (its writes then added to `writes`)."""
-        kept = self.cache.dispatched.get(data)
-        if kept is None:
-            return None
+    def _dispatched(self, kept: deque[Kept], writes: list[Write] | None) -> bytes | None:
+        """The translation of a submission launching kernels among those `_keep` kept of its bytes, if its event
+        ids map as they did and the memo finds its dispatches' inputs as they were (its writes then added to
+        `writes`)."""
         event_id, still = self.event_id, self.memo.still
         for i, (out, packets, wrote, events, inputs) in enumerate(kept):
             if (not events or all(event_id(recorded) == replay for recorded, replay in events)) and still(inputs):
-                if i < len(kept) - 1:  # the one after it is the likeliest next: a reused arena cycles
-                    kept[:] = kept[i + 1:] + kept[:i + 1]
+                kept.rotate(-1 - i)  # the one after it is the likeliest next: a reused arena cycles
                 self.taken += 1
                 self.packets += packets
                 if writes is not None:
@@ -296,10 +295,10 @@ class Translator:
         if kept is None:
             if cache.dispatched_bytes + len(data) + len(out) > DISPATCHED_BYTES:
                 return
-            kept = cache.dispatched[data] = []
+            kept = cache.dispatched[data] = deque()
             cache.dispatched_bytes += len(data)
         if len(kept) == DISPATCHED_ALTERNATIVES:
-            cache.dispatched_bytes -= len(kept.pop(0)[0])
+            cache.dispatched_bytes -= len(kept.popleft()[0])
         decode, event_id = self.src.decode, self.event_id
         recorded = (decode(data, at).fields[d.event_field] for at, d in notable if d.event_field)
         kept.append((out, packets, wrote, tuple((e, event_id(e)) for e in recorded), inputs))
