@@ -11,6 +11,11 @@ cannot see), has no known contents at A. If the range reads such a buffer before
 it, the trim is refused with what wrote it: trim from an earlier submission, or from after a checkpoint; or
 `reconstruct` the contents the trace lacks by replaying it up to A (those buffers get a CPU mapping in the
 trimmed trace, VRAM the CPU could not see becoming PUBLIC, as their contents are restored by CPU writes).
+
+A semaphore only grows, so a signal in the range below the value restored at the start is refused as a sign
+that the submissions before it were still running there, unless every signal of it before the range is known
+to have landed (a CPU wait saw it, or its queue is gone): then it is a reset, as when a freed semaphore's pool
+slot is made again.
 """
 
 from __future__ import annotations
