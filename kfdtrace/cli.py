@@ -330,9 +330,13 @@ def trim(trace: str, submits: str, output: str, reconstruct: bool, emulate: str 
               help="Candidates run side by side.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
               help="Seconds one run of the command may take (a run that takes longer does not reproduce).")
+@click.option("--confirm", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Runs in a row the command must fail the same way on a candidate to keep it (and on the "
+                   "original and the result): a failure that depends on timing would otherwise shrink to a trace "
+                   "that fails only sometimes.")
 @json_option
 @user_errors
-def minimize(trace: str, until: str, output: str, match: str | None, jobs: int, timeout: float,
+def minimize(trace: str, until: str, output: str, match: str | None, jobs: int, timeout: float, confirm: int,
              as_json: bool) -> None:
     """The smallest trace on which CMD still exits as it does on TRACE: delta debugging over submissions, then
     their packets, then CPU writes."""
@@ -342,7 +346,7 @@ def minimize(trace: str, until: str, output: str, match: str | None, jobs: int, 
 
     outcome = command_test(until, match, timeout)
     with TraceReader(trace) as r, TerminalProgress("minimize") as progress:
-        report = minimize_trace(r, output, outcome, jobs, progress.update)
+        report = minimize_trace(r, output, outcome, jobs, progress.update, confirm)
     show_report(report, as_json, f"{output}: ")
 
 

@@ -13,7 +13,7 @@ from kfdtrace.cli import main as kfdtrace_cli
 from kfdtrace.driver import System
 from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.traces.format import TraceReader
-from kfdtrace.traces.minimize import command_test, ddmin, minimize
+from kfdtrace.traces.minimize import MinimizeError, command_test, ddmin, minimize
 
 from .test_replay import rewrite
 
@@ -99,3 +99,60 @@ def test_the_cli_reports_and_refuses_in_one_line(tmp_path):
         res = CliRunner().invoke(kfdtrace_cli, ["minimize", *args])
         assert res.exit_code == 1 and text in res.output and len(res.output.splitlines()) == 1, res.output
     assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("confirm", [2, 3])
+def test_a_cut_that_makes_the_failure_depend_on_timing_is_kept_out(confirm, tmp_path):
+    """Submission 20 stands for a barrier whose cut opens a race: without it the failure shows on every other
+    run only (a candidate kept on one run shrank a gated AQL pipeline's hang to a trace that diverged half the
+    time). `confirm` runs in a row keep the barrier, and each run is counted."""
+    from .test_replay import sample
+
+    def doorbells(path: str) -> frozenset[int]:
+        with TraceReader(path) as r:
+            return frozenset(rec.fields["t"] for rec in r.records(["doorbell"]))
+
+    path, out = sample("sdma_stress-gfx942"), str(tmp_path / "m.kfdtrace")
+    every = sorted(doorbells(path))
+    failing, barrier = every[25], every[20]
+    calls: dict[frozenset[int], int] = {}
+
+    def outcome(candidate: str) -> int:
+        kept = doorbells(candidate)
+        calls[kept] = calls.get(kept, 0) + 1
+        if failing not in kept:
+            return 0
+        return 2 if barrier in kept or calls[kept] % 2 else 0  # the race: fails on odd runs only
+
+    with TraceReader(path) as r:
+        report = minimize(r, out, outcome, confirm=confirm)
+    assert {failing, barrier} <= doorbells(out)
+    assert report.runs == sum(calls.values()) and report.runs >= report.tries
+    assert f"({report.runs} runs of the command)" in report.lines()[0]
+
+
+def test_a_command_that_fails_only_sometimes_on_the_original_is_refused(tmp_path):
+    from .test_replay import sample
+
+    results = iter([2, 0, 2])
+    with TraceReader(sample("sdma_stress-gfx942")) as r, pytest.raises(MinimizeError, match="reproduces every time"):
+        minimize(r, str(tmp_path / "m.kfdtrace"), lambda path: next(results))
+
+
+def test_a_result_that_stops_failing_is_reported_and_kept(tmp_path):
+    """Each kept cut failed `confirm` runs in a row, yet the result then passes: the user is told the failure
+    depends on timing, and what to do, and gets the trace."""
+    from .test_replay import sample
+
+    path, out = sample("sdma_stress-gfx942"), str(tmp_path / "m.kfdtrace")
+    calls: dict[bytes, int] = {}
+
+    def outcome(candidate: str) -> int:
+        with TraceReader(candidate) as r:
+            kept = b"".join(rec.fields["ring"] for rec in r.records(["doorbell"]))
+        calls[kept] = calls.get(kept, 0) + 1
+        return 2 if calls[kept] <= 2 else 0  # a failure that wears off on the third run of the same trace
+
+    with TraceReader(path) as r, pytest.raises(MinimizeError, match=r"in run 1 of 2: the failure depends on timing"):
+        minimize(r, out, outcome, confirm=2)
+    assert os.path.exists(out)

@@ -5,11 +5,14 @@ the CPU writes (`mem` records). Every candidate is a valid trace: a dropped subm
 a dropped packet's bytes are cut from its submission's ring bytes (the doorbell values that follow move back
 by them), a dropped CPU write's record goes; every other record stays. A candidate reproduces when the command
 exits with the status it gave on the original trace (and, with `match`, prints a match), the same test `--until`
-names; candidates of one round run side by side (`jobs`).
+names; candidates of one round run side by side (`jobs`). A failure that depends on timing (a race the cuts
+opened, say) would shrink to a trace that reproduces only sometimes: a candidate is kept only when the command
+reproduces on it `confirm` runs in a row, as it must on the original and on the result.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shlex
@@ -38,13 +41,14 @@ class MinimizeError(TraceError):
 class MinimizeReport:
     before: dict[str, int]
     after: dict[str, int]
-    tries: int
+    tries: int  # candidates tried
+    runs: int  # runs of the command
     seconds: float
 
     def lines(self) -> list[str]:
         ratios = ", ".join(f"{k} {self.before[k]} -> {self.after[k]} ({self.after[k] / max(1, self.before[k]):.1%})"
                            for k in self.before)
-        return [f"{ratios}; {self.tries} tries in {self.seconds:.1f} s"]
+        return [f"{ratios}; {self.tries} tries ({self.runs} runs of the command) in {self.seconds:.1f} s"]
 
 
 class Minimizer:
@@ -150,15 +154,32 @@ def command_test(until: str, match: str | None, timeout: float) -> Callable[[str
 
 
 def minimize(trace: TraceReader, out: str, outcome: Callable[[str], int | str], jobs: int = 1,
-             progress: Callable[[str], None] = lambda text: None) -> MinimizeReport:
-    """Write to `out` the smallest trace found whose `outcome` is the original's."""
+             progress: Callable[[str], None] = lambda text: None, confirm: int = 3) -> MinimizeReport:
+    """Write to `out` the smallest trace found whose `outcome` is the original's, `confirm` runs in a row."""
+    if confirm < 1:
+        raise ValueError(f"confirm must be at least 1, not {confirm}")
     t0 = time.perf_counter()
     m = Minimizer(trace)
+    runs = itertools.count(1)  # next() is atomic: the pool's threads share it
+
+    def outcomes(path: str) -> list[int | str]:
+        """The command's outcome on `path`, `confirm` times (fewer: up to the first that is not the first's)."""
+        got = [outcome(path)]
+        next(runs)
+        while len(got) < confirm and got[-1] == got[0]:
+            got.append(outcome(path))
+            next(runs)
+        return got
+
     with tempfile.TemporaryDirectory(prefix="kfdtrace-minimize-") as tmp:
         before = m.write(os.path.join(tmp, "original.kfdtrace"), set())
-        expected = outcome(os.path.join(tmp, "original.kfdtrace"))
+        first = outcomes(os.path.join(tmp, "original.kfdtrace"))
+        expected = first[0]
         if expected in ("timeout", "no match"):
             raise MinimizeError(f"the command gives {expected!r} on the original trace: nothing to keep")
+        if len(set(first)) > 1:
+            raise MinimizeError(f"the command gives {first[0]!r}, then {first[-1]!r} on the original trace: minimize "
+                                f"needs a failure that reproduces every time (a longer replay --timeout, say)")
         tries, seen = 1, {}
         pool = ThreadPoolExecutor(max_workers=max(1, jobs))
 
@@ -167,7 +188,8 @@ def minimize(trace: TraceReader, out: str, outcome: Callable[[str], int | str], 
             if key not in seen:
                 path = os.path.join(tmp, f"c{k}.kfdtrace")
                 m.write(path, set(drop), packets)
-                seen[key] = outcome(path) == expected
+                got = outcomes(path)
+                seen[key] = len(got) == confirm and set(got) == {expected}
                 os.unlink(path)
             return seen[key]
 
@@ -194,10 +216,13 @@ def minimize(trace: TraceReader, out: str, outcome: Callable[[str], int | str], 
         final_drop = set(drop | (mems - {n for n, _ in kept_mem}))
         pool.shutdown()
         after = m.write(out, final_drop, kept_packets)
-        if outcome(out) != expected:
-            raise MinimizeError("the minimized trace no longer reproduces (the command is not deterministic?); "
-                                f"kept it at {out}")
-        return MinimizeReport(before, after, tries + 1, time.perf_counter() - t0)
+        last = outcomes(out)
+        miss = next((i for i, got in enumerate(last) if got != expected), None)
+        if miss is not None:
+            raise MinimizeError(f"the minimized trace gave {last[miss]!r}, not {expected!r}, in run {miss + 1} of "
+                                f"{confirm}: the failure depends on timing there; kept it at {out} (minimize again "
+                                f"with a larger --confirm: each cut kept must then fail that many runs in a row)")
+        return MinimizeReport(before, after, tries + 1, next(runs) - 1, time.perf_counter() - t0)
 
 
 def _value_at(sub: Submission, end: int) -> int:
