@@ -50,7 +50,7 @@ class Program:
     """One code object loaded on one device (a bundle gives the device's entry); free() releases its memory."""
 
     def __init__(self, device: Device, source: bytes | bytearray | memoryview | str | PathLike,
-                 name: str | None = None):
+                 name: str | None = None, *, va: int | None = None):
         self.device = device
         data = bytes(source) if isinstance(source, bytes | bytearray | memoryview) else Path(source).read_bytes()
         self.code: CodeObject = load(data, device.target.name)  # CodeObjectError names what does not fit
@@ -58,7 +58,7 @@ class Program:
         if self.code.image_align > PAGE:  # buffers of HUGE bytes or more start on a HUGE boundary
             size = max(size, HUGE)
         label = name or f"code object ({', '.join(self.code.kernels)})"
-        self.buffer: Buffer = device.alloc(size, "vram", executable=True, name=label, role="code")
+        self.buffer: Buffer = device.alloc(size, "vram", executable=True, name=label, role="code", va=va)
         try:
             self.buffer.write(self.code.image(self.buffer.va))
         except BaseException:

@@ -104,11 +104,13 @@ class Device:
 
         return AqlQueue(self, DEFAULT_PACKETS if packets is None else packets, name)
 
-    def load(self, source: bytes | bytearray | memoryview | str | os.PathLike, name: str | None = None) -> Program:
-        """Load a code object (or the entry of an offload bundle for this GPU) into executable memory here."""
+    def load(self, source: bytes | bytearray | memoryview | str | os.PathLike, name: str | None = None, *,
+             va: int | None = None) -> Program:
+        """Load a code object (or the entry of an offload bundle for this GPU) into executable memory here (at GPU
+        address `va` if given: AddressInUse when it is taken)."""
         from kfdtrace.driver.program import Program
 
-        return Program(self, source, name)
+        return Program(self, source, name, va=va)
 
     def doorbell_page(self) -> int:
         """CPU address of this process's doorbell slice on this GPU (mapped once)."""

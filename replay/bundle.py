@@ -15,16 +15,17 @@ import io
 import json
 import os
 import re
-import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import zstandard
 
-from kfdtrace.traces.dump import to_json
 from kfdtrace.traces.format import MAGIC, TraceError, TraceReader
-from kfdtrace.traces.info import describe
+
+if TYPE_CHECKING:
+    import tarfile
 
 TRACE, MACHINE, REPLAY, REPORT = "trace.kfdtrace", "machine.json", "replay.json", "REPORT.md"
 MEMBERS = (TRACE, MACHINE, REPLAY, REPORT)
@@ -88,6 +89,7 @@ def verdict(report: dict) -> str:
 
 def report_md(trace_path: str, original: str, replayed: dict) -> str:
     """REPORT.md: what the trace is, and what replaying it here did, with the first hang or divergence."""
+    from kfdtrace.traces.info import describe  # here: see bundle()
     lines = [f"# kfdtrace bug report: {os.path.basename(original)}", "", "## The trace", "", "```",
              *describe(trace_path), "```", "", f"## Replay on the machine that made this bundle: {verdict(replayed)}",
              ""]
@@ -114,6 +116,10 @@ def bundle(trace_path: str, out: str, *, emulate: str | None = None, timeout: fl
     """Write the bundle of the trace at `trace_path` to `out`. `prepare(src, dst)`, if given, writes the trace
     to put in it (trimmed or redacted); `timeout`: the replay's, for a wait; `cap`: the most bytes the bundle
     may take."""
+    import tarfile  # here, like to_json: `replay` reads traces through this module, and starts faster without them
+
+    from kfdtrace.traces.dump import to_json
+
     with tempfile.TemporaryDirectory(prefix="kfdtrace-bundle-") as tmp:
         path = trace_path
         if prepare is not None:
@@ -219,6 +225,8 @@ def check(path: str) -> dict[str, int]:
 def unbundle(path: str, dest: str) -> dict[str, str]:
     """Check the bundle at `path`, then extract its members into the directory `dest` (made if missing; no
     member may exist there yet); their paths by name."""
+    import tarfile  # here: see bundle()
+
     sizes = check(path)
     os.makedirs(dest, exist_ok=True)
     for name in sizes:

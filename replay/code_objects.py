@@ -20,11 +20,13 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kfdtrace.driver.code_object import CodeObject, load
 from kfdtrace.driver.code_object_bundle import entries, is_bundle, select
 from kfdtrace.driver.code_object_errors import BadCodeObject, CodeObjectError
+
+if TYPE_CHECKING:  # pyelftools loads with the first code object: a replay without kernels starts without it
+    from kfdtrace.driver.code_object import CodeObject
 
 __all__ = ["Choice", "CodeObjectOptions", "GivenObject", "check_kernels", "check_options", "choose", "missing_message",
            "parse_code_object_options"]
@@ -111,9 +113,9 @@ def choose(recorded: bytes, fields: Mapping[str, Any], target: str, options: Cod
     """The code object to load for the recorded one (`recorded`, its bytes; `fields`, its `code_object` record) on
     a device of `target` ("gfx1100"), by the module's precedence; None when none loads there."""
     for g in options.given:
-        if g.selects(fields) and isinstance(code := _loaded(g.data, target), CodeObject):
+        if g.selects(fields) and not isinstance(code := _loaded(g.data, target), str):
             return Choice(g.data, code, g.option)
-    if isinstance(code := _loaded(recorded, target), CodeObject):
+    if not isinstance(code := _loaded(recorded, target), str):
         if is_bundle(recorded) and _processor(fields["target"]) != _processor(target):
             return Choice(select(recorded, target), code, "recorded bundle")
         return Choice(recorded, code, "recorded")
@@ -157,6 +159,8 @@ def missing_message(target: str, missing: Sequence[tuple[Mapping[str, Any], Sequ
 
 def _check_code_object(data: bytes) -> None:
     """CodeObjectError unless `data` is an ELF code object or an offload bundle of them."""
+    from kfdtrace.driver.code_object import CodeObject
+
     if not is_bundle(data):
         CodeObject.parse(data)
         return
@@ -169,6 +173,8 @@ def _check_code_object(data: bytes) -> None:
 
 def _loaded(data: bytes, target: str) -> CodeObject | str:
     """The code object `data` gives on `target`, or why it gives none."""
+    from kfdtrace.driver.code_object import load
+
     try:
         return load(data, target)
     except CodeObjectError as e:

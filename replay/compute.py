@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from kfdtrace.driver.aql import AQL, PACKET_SIZE, AmdSignal, FenceScope, SignalCondition
-from kfdtrace.driver.code_object import CodeObject, Kernel, load
 from kfdtrace.driver.code_object_errors import CodeObjectError
 from kfdtrace.driver.packets import Dialect, Packet
 from kfdtrace.driver.pm4 import Cache, DataSel, IntSel, Pm4Dialect, WaitFunc
@@ -30,6 +29,7 @@ from kfdtrace.replay.translate import OutsideBuffers, ReplayError, carries_dispa
 
 if TYPE_CHECKING:  # kernargs (and numpy) load with the first dispatch: SDMA replays start without them
     from kfdtrace.driver.aql_queue import AqlQueue
+    from kfdtrace.driver.code_object import CodeObject, Kernel
     from kfdtrace.driver.compute_queue import ComputeQueue
     from kfdtrace.driver.kernarg_pool import KernargMemory, KernargSource
     from kfdtrace.driver.kernargs import Launch
@@ -69,6 +69,8 @@ class RecordedKernels:
 
     def loaded(self, f: dict, data: bytes, where: str) -> CodeObject:
         """A code_object record's fields and its bytes: its kernels are known from now on."""
+        from kfdtrace.driver.code_object import load  # here: a replay without kernels starts without pyelftools
+
         try:
             obj = load(data, f["target"].split(":")[0])
         except (CodeObjectError, ValueError) as exc:

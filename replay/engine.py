@@ -27,7 +27,6 @@ from kfdtrace.driver.errors import AddressInUse, DeviceError, GpuFault, WaitTime
 from kfdtrace.driver.memory import PAGE, Buffer
 from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet
 from kfdtrace.driver.pm4 import DIALECTS as PM4_DIALECTS
-from kfdtrace.driver.program import Program
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.ring_queue import RingQueue
 from kfdtrace.driver.sdma import DIALECTS
@@ -55,7 +54,7 @@ from kfdtrace.traces.format import Record, TraceError, TraceReader
 if TYPE_CHECKING:  # kernargs (and numpy) load with the first dispatch
     from kfdtrace.driver.kernarg_pool import KernargSource
     from kfdtrace.driver.kernargs import Kernargs
-    from kfdtrace.driver.program import LoadedKernel
+    from kfdtrace.driver.program import LoadedKernel, Program
 
 INTERNAL_ROLES = frozenset({"ring", "queue pointers", "event page"})  # the replayer's own queues have theirs
 # Where a domain's bytes live on the target (doorbell and MMIO pages are the device's, and not replayed).
@@ -192,6 +191,9 @@ class Survey:
     # device index -> kernel-argument memory of the dispatches the caches keep whole (filled by the first instance
     # of each loop, freed by `release` when the replay is done)
     kernarg_stores: dict[int, KernargStore] = field(default_factory=dict)
+    # (recorded code object address, gpu) -> where the last instance loaded the object for it: the next loads it
+    # there again when it can, so that the dispatches the caches keep whole (which point at it) are taken again
+    program_vas: dict[tuple[int, int], int] = field(default_factory=dict)
 
     def release(self) -> None:
         """Free the memory the instances' cached dispatches point at (no instance runs any more)."""
@@ -828,8 +830,21 @@ class Instance:
             old = self.programs.pop(f["va"], None)
             if old is not None:
                 old.free()
-            program = self.programs[f["va"]] = dev.load(data, f.get("name"))
+            program = self.programs[f["va"]] = self._load(dev, data, f.get("name"), (f["va"], gpu))
             self.loaded[f["va"]] = (f["key"], program.buffer.va)
+
+    def _load(self, dev: Device, data: bytes, name: str | None, where: tuple[int, int]) -> Program:
+        """The code object loaded on `dev`, where an earlier instance loaded it for the same recorded one if that
+        range is free (the address space a loop finds depends on what the Python process mapped meanwhile)."""
+        last = self.s.program_vas.get(where)
+        program = None
+        if last is not None:
+            with contextlib.suppress(AddressInUse):
+                program = dev.load(data, name, va=last)
+        if program is None:
+            program = dev.load(data, name)
+        self.s.program_vas[where] = program.buffer.va
+        return program
 
     def _dispatch(self, rq: ReplayQueue, reader: DispatchReader, p: Packet, where: str) -> bytes:
         """A recorded dispatch re-derived for the target: its kernel from the object loaded for it, its kernel

@@ -8,6 +8,8 @@ import sys
 from kfdtrace.driver.emulator.boards import emulated_topology
 from kfdtrace.driver.topology import dump_to_directory
 
+from .test_replay import sample
+
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kfdtrace", *args], capture_output=True, text=True, timeout=300,
@@ -334,6 +336,24 @@ def test_sdma_work_and_replay_start_without_numpy_or_the_isa_interpreter():
         "    assert not loaded, loaded\n"
         "    d.compute_queue()\n"
         "    assert 'numpy' in sys.modules and 'kfdtrace.driver.emulator.shader.interpreter' in sys.modules\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_replaying_an_sdma_trace_loads_no_code_object_reader_nor_bundle_machinery():
+    """`replay` of a trace without kernels starts without pyelftools (the code-object reader: a tenth of a
+    second here) or tarfile and the dump machinery (bundles): a replay of a small trace was mostly start-up."""
+    script = (
+        "import runpy, sys\n"
+        f"sys.argv = ['replay', {sample('sdma_stress-gfx942')!r}, '--emulate-recorded']\n"
+        "try:\n"
+        "    runpy.run_module('kfdtrace.replay.cli', run_name='__main__')\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('elftools', 'tarfile', 'numpy')\n"
+        "               or m in ('kfdtrace.driver.code_object', 'kfdtrace.traces.dump'))\n"
+        "assert not heavy, heavy\n"
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
