@@ -101,6 +101,17 @@ def backend_options(fn: Callable) -> Callable:
     return click.option("--emulate", metavar="TARGETS", help=EMULATE_HELP)(fn)
 
 
+def code_object_options(fn: Callable) -> Callable:
+    """--code-object / --code-objects: builds of the recorded code objects for targets they do not fit (replay,
+    and trim --reconstruct)."""
+    fn = click.option("--code-objects", metavar="DIR", type=click.Path(file_okay=False),
+                      help="Per-target builds of the recorded code objects, named <name>.<gfx>.co, for targets the "
+                           "recorded objects do not fit.")(fn)
+    return click.option("--code-object", "code_object", multiple=True, metavar="NAME_OR_HASH=PATH",
+                        help="A code object (or offload bundle) to load in place of the recorded one NAME_OR_HASH "
+                             "names (its name, or 8+ hex digits of its key); repeatable.")(fn)
+
+
 def json_option(fn: Callable) -> Callable:
     """--json, for the commands whose output is data."""
     return click.option("--json", "as_json", is_flag=True, help="The report as one JSON document.")(fn)
@@ -281,12 +292,7 @@ def diff(a: str, b: str, as_json: bool) -> None:
 @click.option("--reconstruct", is_flag=True, help="Find the contents the trace lacks at A by replaying it up to "
               "A (on the recorded GPUs, emulated, or those of --emulate).")
 @click.option("--emulate", metavar="TARGETS", help="With --reconstruct: replay on these emulated GPUs.")
-@click.option("--code-object", "code_object", multiple=True, metavar="NAME_OR_HASH=PATH",
-              help="With --reconstruct on other targets: a code object to load in place of the recorded one "
-                   "(as replay takes it); repeatable.")
-@click.option("--code-objects", metavar="DIR", type=click.Path(file_okay=False),
-              help="With --reconstruct on other targets: their builds of the recorded code objects, named "
-                   "<name>.<gfx>.co (as replay takes them).")
+@code_object_options
 @json_option
 @user_errors
 def trim(trace: str, submits: str, output: str, reconstruct: bool, emulate: str | None,

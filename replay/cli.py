@@ -19,7 +19,7 @@ import traceback
 
 import click
 
-from kfdtrace.cli import TerminalProgress, backend_options, check_backend
+from kfdtrace.cli import TerminalProgress, backend_options, check_backend, code_object_options
 
 # The replay engine (and the driver, numpy) load when a replay runs, not for --help or a bad option.
 
@@ -95,12 +95,7 @@ def check_options(emulate: str | None, emulate_from: str | None, emulate_recorde
 @click.option("--max-memory", metavar="SIZE",
               help="Host memory the trace's GTT and userptr buffers may take at their peak, x --concurrent "
                    "(bytes, or K/M/G) [default: half of MemAvailable].")
-@click.option("--code-object", "code_object", multiple=True, metavar="NAME_OR_HASH=PATH",
-              help="A code object (or offload bundle) to load in place of the recorded one NAME_OR_HASH names "
-                   "(its name, or 8+ hex digits of its key); repeatable.")
-@click.option("--code-objects", metavar="DIR", type=click.Path(file_okay=False),
-              help="Per-target builds of the recorded code objects, named <name>.<gfx>.co, for targets the "
-                   "recorded objects do not fit.")
+@code_object_options
 @click.option("--queue-type", type=click.Choice(["recorded", "aql", "pm4"]), default="recorded", show_default=True,
               help="The queues compute work replays on: as recorded, PM4 queues' work on AQL queues (aql), or AQL "
                    "queues' packets as PM4 packets on PM4 queues (pm4).")
