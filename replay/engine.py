@@ -701,7 +701,7 @@ class Instance:
             for queue, rq in self.queues.items():
                 if not rq.queue.idle:
                     rptr = rq.queue.rptr
-                    unfinished = next((n for n, end in ends.get(queue, ()) if end > rptr), None)
+                    unfinished = next((n for n, end in ends.get(queue, ()) if end > rptr), 0)
                     raise ReplayError(
                         f"reconstructing the memory at submission {submission}: {rq.label} stands still in "
                         f"submission {unfinished}, waiting for what later records signal ({rq.queue.describe()}); a "
@@ -1205,7 +1205,7 @@ class Instance:
                                                             for rq in self.queues.values()):
                 return
             if time.monotonic() > deadline:
-                raise WaitTimeout(f"the queues still moved after {self.options.timeout:g} s ({why}); "
+                raise WaitTimeout(f"the queues did not settle within {self.options.timeout:g} s ({why}); "
                                   f"{self._queue_report()}")
             time.sleep(0.002)
 
