@@ -29,7 +29,8 @@ class TraceFile:
 
     def __init__(self, path: str, header: dict):
         self.path = path
-        self.writer = TraceWriter(path, header, clock="t")
+        # a queue's ring bytes change little from one doorbell to the next: stored as differences (FORMAT.md)
+        self.writer = TraceWriter(path, header, clock="t", delta=("ring", "queue"))
         self._record_fields = self.writer.record_fields
         # each record type as a plain str: the writer takes a str subclass only after a slower check
         self._plain = {t: str(t) for t in R.RECORD_TYPES.values()}

@@ -29,17 +29,18 @@ def test_each_major_has_its_key_function():
     data = bytes(range(256)) * 100
     assert F.KEY_FUNCTIONS[1](data) == sha256_key(data)
     assert F.KEY_FUNCTIONS[2](data) == xxhash.xxh3_128(data).digest() and len(F.KEY_FUNCTIONS[2](data)) == 16
-    assert F.FORMAT_MAJOR == 2 and F.blob_key(data) == F.KEY_FUNCTIONS[2](data)
+    assert F.KEY_FUNCTIONS[3] is F.KEY_FUNCTIONS[2]  # 3.0 changed how ring bytes are stored, not the keys
+    assert F.FORMAT_MAJOR == 3 and F.blob_key(data) == F.KEY_FUNCTIONS[3](data)
     assert F.blob_key(memoryview(data)[100:300]) == F.blob_key(data[100:300])  # any buffer, no copy needed
 
 
-def test_a_written_trace_is_2_x_and_keyed_with_xxh3(tmp_path):
+def test_a_written_trace_is_3_x_and_keyed_with_xxh3(tmp_path):
     path = str(tmp_path / "k.kfdtrace")
     with TraceWriter(path, {}) as w:
         key = w.blob(b"content" * 1000)
     assert key == xxhash.xxh3_128_digest(b"content" * 1000)
     with TraceReader(path) as r:
-        assert r.version == (2, F.FORMAT_MINOR) and r.blob_key is F.KEY_FUNCTIONS[2]
+        assert r.version == (3, F.FORMAT_MINOR) and r.blob_key is F.KEY_FUNCTIONS[3]
         assert r.blob(key) == b"content" * 1000
 
 
@@ -74,16 +75,16 @@ def test_a_1_x_trace_replays_verified():
 
 
 def test_an_unknown_major_is_refused_in_one_line(tmp_path):
-    path = tmp_path / "v3.kfdtrace"
+    path = tmp_path / "v4.kfdtrace"
     with TraceWriter(str(path), {}) as w:
         w.record("note", i=1)
     data = bytearray(path.read_bytes())
-    data[8:10] = (3).to_bytes(2, "little")
+    data[8:10] = (4).to_bytes(2, "little")
     path.write_bytes(bytes(data))
     with pytest.raises(TraceError) as exc:
         TraceReader(str(path))
-    assert str(exc.value) == (f"{path}: is trace format 3.{F.FORMAT_MINOR}; this kfdtrace reads formats 1.x and 2.x: "
-                              "upgrade kfdtrace")
+    assert str(exc.value) == (f"{path}: is trace format 4.{F.FORMAT_MINOR}; this kfdtrace reads formats 1.x, 2.x "
+                              "and 3.x: upgrade kfdtrace")
 
 
 # -- capture hashes chunks where they lie -------------------------------------------------------------------

@@ -259,6 +259,83 @@ def test_a_clock_field_is_stored_as_differences_within_a_frame_and_read_back_who
         assert stored[0] >= times[0] and all(0 < t < 37 * 80 for t in stored[1:]), stored
 
 
+def rings(n: int, seed: int = 5) -> list[tuple[str, dict]]:
+    """Doorbells of a few queues (nil included), each ring a counter and an address that move, with other
+    records and the cases stored as they are (an empty ring, a bool or str queue, a ring that is not a bin)."""
+    rnd, out = random.Random(seed), []
+    for i in range(n):
+        q = rnd.choice([0, 1, 7, None])
+        words = [0x10 + q if q is not None else 0, i, 0x7F00_0000_1000 + 64 * (i % 5), rnd.randrange(1 << 64)]
+        ring = b"".join(w.to_bytes(8, "little") for w in words[: rnd.choice([2, 3, 4])])
+        out.append(("doorbell", {"t": 1000 + 9 * i, "queue": q, "value": 8 * i, "ring": ring}))
+        if i % 11 == 0:
+            out.append(("ioctl", {"t": 1001 + 9 * i, "ring": ring, "queue": q}))  # not a submission
+        if i % 17 == 0:
+            out.append(("doorbell", {"queue": [True, "a", 1.0, None][i % 4], "ring": ring}))
+            out.append(("doorbell", {"queue": q, "ring": [b"", "text", 5, None][i % 4]}))
+    return out
+
+
+def stored_rings(r: TraceReader) -> list[list]:
+    """Each records frame's doorbell rings as stored."""
+    return [[f.get("ring") for t, f in msgpack.unpackb(r._payload(e.offset, r._frame_head(e.offset)))
+             if t == "doorbell"] for e in r.frames if e.kind == F.RECORDS]
+
+
+def test_a_delta_field_is_stored_as_differences_within_a_frame_and_read_back_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(F, "MAX_RECORD_BYTES", 6000)
+    path = tmp_path / "delta.kfdtrace"
+    want = rings(400)
+    want.insert(200, ("doorbell", {"t": 5000, "queue": 1, "ring": bytes(range(256)) * 20}))  # its own frame
+    with TraceWriter(str(path), {}, frame_bytes=2000, clock="t", delta=("ring", "queue")) as w:
+        for i, (t, f) in enumerate(want):
+            if i % 3 == 0:  # any bin is a bin: what the reader gets back is bytes
+                f = {**f, "ring": bytearray(f["ring"])} if type(f["ring"]) is bytes else f
+            w.record_fields(t, f)
+    with TraceReader(str(path)) as r:
+        assert r.delta == ("ring", "queue") and F.DELTA_KEY not in r.header and r.version == (3, F.FORMAT_MINOR)
+        got = [(x.type, x.fields) for x in r.records()]
+        stored = stored_rings(r)
+    assert got == want
+    assert len(stored) > 10 and [len(x) for x in stored].count(1) >= 1  # the big one alone
+    assert bytes(range(256)) * 20 in [x[0] for x in stored]  # whole, as a frame's first is
+    # a queue's later ring of the same length differs in its counter and address only: mostly zeros stored
+    zeros = [x.count(0) / len(x) for frame in stored for x in frame if type(x) is bytes and len(x) == 32]
+    assert sum(z > 0.6 for z in zeros) > len(zeros) / 2
+
+
+def test_a_ring_moved_to_a_frame_of_its_own_is_stored_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(F, "MAX_RECORD_BYTES", 2500)
+    path = tmp_path / "moved.kfdtrace"
+    ring = bytes(range(200)) * 6
+    later = (int.from_bytes(ring, "little") + 12345).to_bytes(len(ring), "little")
+    want = [("doorbell", {"queue": 3, "ring": ring}), ("note", {"pad": bytes(300)}),
+            ("doorbell", {"queue": 3, "ring": later})]  # 2 x 1200 + 300 > 2500: the last goes on its own
+    with TraceWriter(str(path), {}, frame_bytes=2000, delta=("ring", "queue")) as w:
+        for t, f in want:
+            w.record_fields(t, f)
+    with TraceReader(str(path)) as r:
+        assert [(x.type, x.fields) for x in r.records()] == want
+        assert [f.count for f in r.frames if f.kind == F.RECORDS] == [2, 1] and stored_rings(r)[1] == [later]
+
+
+def test_a_delta_field_needs_format_3_and_two_strs(tmp_path):
+    def header(**keys) -> bytes:
+        raw = msgpack.packb({"kfdtrace.submission_type": "doorbell", **keys})
+        return F.FILE_HEADER.pack(F.MAGIC, 3, 0, len(raw), zlib.crc32(raw)) + raw
+    path = tmp_path / "h.kfdtrace"
+    for keys, major in [({F.DELTA_KEY: "ring", F.DELTA_BY_KEY: "queue"}, 2), ({F.DELTA_KEY: "ring"}, 3),
+                        ({F.DELTA_KEY: "ring", F.DELTA_BY_KEY: 5}, 3)]:
+        data = bytearray(header(**keys))
+        data[8:10] = major.to_bytes(2, "little")
+        path.write_bytes(bytes(data))
+        with pytest.raises(TraceError, match=r"h.kfdtrace: the header's delta field is not two strs of format 3.x "
+                                             r"\(corrupt trace\)$"):
+            TraceReader(str(path))
+    with pytest.raises(ValueError, match="two different field names"):
+        TraceWriter(str(path), {}, clock="t", delta=("t", "queue"))
+
+
 # -- filtering --------------------------------------------------------------------------------------------
 def test_records_by_type_and_start(tmp_path):
     path = tmp_path / "c.kfdtrace"
@@ -578,12 +655,12 @@ def patch_version(path, major: int, minor: int) -> None:
 def test_a_newer_major_is_refused_naming_both_versions(tmp_path):
     path = tmp_path / "v.kfdtrace"
     write(path, n=3)
-    patch_version(path, 3, 0)
-    with pytest.raises(TraceError, match=r"v.kfdtrace: is trace format 3\.0; this kfdtrace reads formats 1\.x and "
-                                         r"2\.x: upgrade kfdtrace$"):
+    patch_version(path, 4, 0)
+    with pytest.raises(TraceError, match=r"v.kfdtrace: is trace format 4\.0; this kfdtrace reads formats 1\.x, 2\.x "
+                                         r"and 3\.x: upgrade kfdtrace$"):
         TraceReader(str(path))
     patch_version(path, 0, 9)
-    with pytest.raises(TraceError, match=r"format 0\.9; this kfdtrace reads formats 1\.x and 2\.x$"):
+    with pytest.raises(TraceError, match=r"format 0\.9; this kfdtrace reads formats 1\.x, 2\.x and 3\.x$"):
         TraceReader(str(path))
 
 
@@ -680,20 +757,22 @@ def test_frames_written_in_the_background_are_the_frames_written_in_line(tmp_pat
 
 def test_the_callers_fields_are_left_as_they_were(tmp_path):
     path = tmp_path / "f.kfdtrace"
-    with TraceWriter(str(path), {}, clock="t") as w:
-        fields = {"t": 5_000, "data": [1, 2]}
+    with TraceWriter(str(path), {}, clock="t", delta=("ring", "q"), submission_type="a") as w:
+        fields = {"t": 5_000, "data": [1, 2], "ring": b"\x01\x02"}
         w.record_fields("a", fields)
-        assert fields == {"t": 5_000, "data": [1, 2]}
+        assert fields == {"t": 5_000, "data": [1, 2], "ring": b"\x01\x02"}
         fields["t"], fields["data"][0] = 7_000, 9  # reused by the caller: the record is already packed
         w.record_fields("a", fields)
-        bad = {"t": 9_000, "x": object()}
+        assert fields["ring"] == b"\x01\x02"
+        bad = {"t": 9_000, "x": object(), "ring": b"\x05\x06"}
         with pytest.raises(TraceError, match="cannot store a 'a' record"):
             w.record_fields("a", bad)
-        assert bad["t"] == 9_000 and list(bad) == ["t", "x"]
-        w.record_fields("a", {"t": 9_500})
+        assert bad["t"] == 9_000 and bad["ring"] == b"\x05\x06" and list(bad) == ["t", "x", "ring"]
+        w.record_fields("a", {"t": 9_500, "ring": b"\x03\x02"})  # the refused record is no link in the chain
     with TraceReader(str(path)) as r:
-        assert [x.fields for x in r.records()] == [{"t": 5_000, "data": [1, 2]}, {"t": 7_000, "data": [9, 2]},
-                                                   {"t": 9_500}]
+        assert [x.fields for x in r.records()] == [{"t": 5_000, "data": [1, 2], "ring": b"\x01\x02"},
+                                                   {"t": 7_000, "data": [9, 2], "ring": b"\x01\x02"},
+                                                   {"t": 9_500, "ring": b"\x03\x02"}]
 
 
 def writer_threads(but: frozenset[threading.Thread] = frozenset()) -> list[threading.Thread]:
@@ -776,10 +855,11 @@ def test_a_process_that_exits_without_closing_its_writer_exits(tmp_path):
 
 
 # -- the journal: flushed records no full frame holds yet -------------------------------------------------
-def killed_writer(path, body: str) -> None:
+def killed_writer(path, body: str, frame_bytes: int = 1 << 20, delta: tuple[str, str] | None = None) -> None:
     """Run `body` with `w`, a TraceWriter on `path` with clock "t", in a child that SIGKILLs itself after."""
     code = (f"import os, signal\nfrom kfdtrace.traces import format as F\n"
-            f"w = F.TraceWriter({str(path)!r}, {{'name': 'journal'}}, frame_bytes=1 << 20, clock='t')\n"
+            f"w = F.TraceWriter({str(path)!r}, {{'name': 'journal'}}, frame_bytes={frame_bytes}, clock='t', "
+            f"delta={delta!r})\n"
             f"{textwrap.dedent(body)}\nos.kill(os.getpid(), signal.SIGKILL)\n")
     proc = subprocess.run([sys.executable, "-c", code], timeout=60)
     assert proc.returncode == -signal.SIGKILL
@@ -802,6 +882,25 @@ def test_flushes_leave_no_frames_and_a_kill_loses_no_flushed_record(tmp_path):
                    for i in range(60)]  # every clock exact, each flush's first one included
     assert journal % F.JOURNAL_PAGE == 0 and journal >= F.JOURNAL_GAP  # past the (no) frames, a gap on
     assert len(r.frames) == 20  # one journal frame per flush
+
+
+def test_a_kill_after_any_flush_loses_no_flushed_ring(tmp_path):
+    """Journal frames start their own chains of differences: a ring whose previous one lies in the frames (or
+    an earlier journal frame) is whole in the journal, whatever flush the writer died after."""
+    want = rings(150, seed=9)
+    for stop in (1, 2, 5, 40, 77, len(want)):
+        path = tmp_path / f"j{stop}.kfdtrace"
+        killed_writer(path, f"""
+            import sys
+            sys.path.insert(0, {os.path.dirname(__file__)!r})
+            from test_trace_format import rings
+            for i, (t, f) in enumerate(rings(150, seed=9)[:{stop}]):
+                w.record_fields(t, f)
+                if i % 4 == 1 or i == {stop} - 1:
+                    w.flush()
+        """, frame_bytes=3000, delta=("ring", "queue"))
+        with TraceReader(str(path)) as r:
+            assert [(x.type, x.fields) for x in r.records()] == want[:stop], stop
 
 
 def test_a_closed_trace_keeps_no_journal(tmp_path):

@@ -16,7 +16,7 @@ bins and hashes, which do not compress), every frame head and payload is covered
 checked against its key when read, the index is checked against the frames, msgpack extension types are
 refused, nothing in a file is ever executed, and every error is one `TraceError` line.
 
-Blob keys are the file's: XXH3-128 in format 2.x, SHA-256's first 16 bytes in 1.x (`KEY_FUNCTIONS`; a reader's
+Blob keys are the file's: XXH3-128 in formats 2.x and 3.x, SHA-256's first 16 bytes in 1.x (`KEY_FUNCTIONS`; a reader's
 `blob_key` is its file's, and replay verifies checkpoints with it). XXH3 is not cryptographic: keys name and
 deduplicate content and, with the CRCs, catch corruption; a matching key makes nothing trusted.
 
@@ -28,7 +28,8 @@ values, dataclasses as maps, sets as arrays): callers record plain data, which r
 Version policy: FORMAT_MAJOR changes when an existing byte layout, codec, hash or meaning changes (readers
 read the majors they know, each by its rules, and refuse others); FORMAT_MINOR changes for additions an older
 reader can ignore: record types, record fields, header and index keys, frame kinds. A reader accepts every
-minor of a major it reads. 2.0 changed only the key function (1.0: SHA-256).
+minor of a major it reads. 2.0 changed the key function (1.0: SHA-256) and added the clock field; 3.0 added
+the delta field, which changes what a submission's ring bytes mean as stored.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ import msgpack
 import xxhash
 import zstandard
 
-FORMAT_MAJOR = 2
-FORMAT_MINOR = 3  # 2.3: an unclosed file's last records may wait in a journal past its frames (FORMAT.md)
+FORMAT_MAJOR = 3
+FORMAT_MINOR = 0  # 3.0: submissions' ring bytes stored as differences within a frame (FORMAT.md)
 
 MAGIC = b"KFDTRACE"
 FILE_HEADER = struct.Struct("<8sHHII")  # magic, major, minor, header length, crc32 of the header bytes
@@ -76,6 +77,9 @@ MAX_RECORD_BYTES = MAX_FRAME_BYTES - 5  # room for the frame's array header
 SUBMISSION_KEY = "kfdtrace.submission_type"  # header keys starting "kfdtrace." belong to the format
 # the record field holding a clock: stored as the difference from the previous record's in the frame
 CLOCK_KEY = "kfdtrace.clock_field"
+# a bin field of submissions stored as the difference from the frame's previous one with the same key field
+# and length (3.0)
+DELTA_KEY, DELTA_BY_KEY = "kfdtrace.delta_field", "kfdtrace.delta_key"
 DEFAULT_SUBMISSION = "doorbell"
 MIN_FRAME_OBJECTS = 2 << 20  # containers and elements a frame's decoding may always make
 STORED_BYTES_PER_OBJECT = 4  # and one more per this many stored bytes
@@ -138,11 +142,12 @@ def _sha256_key(data: bytes) -> bytes:
 
 
 # The blob key function of each major this reader reads (the one content hash of a file: blob keys, checkpoint
-# chunk keys). Not cryptographic in 2.x: keys find and deduplicate content, and with the frame CRCs catch
+# chunk keys). Not cryptographic from 2.x on: keys find and deduplicate content, and with the frame CRCs catch
 # corruption; nothing in a trace is trusted because its key matches.
 KEY_FUNCTIONS: dict[int, Callable[[Any], bytes]] = {
     1: _sha256_key,  # the first 16 bytes of SHA-256
     2: xxhash.xxh3_128_digest,  # XXH3-128, its canonical (big-endian) 16 bytes: ~10x faster
+    3: xxhash.xxh3_128_digest,
 }
 blob_key = KEY_FUNCTIONS[FORMAT_MAJOR]  # the key of `data` (bytes or any buffer) in the files this module writes
 
@@ -400,17 +405,29 @@ class TraceWriter:
     writes them (after space was freed, say): no record reported as recorded is lost from a file that closes."""
 
     def __init__(self, path: str, header: dict, *, level: int = 3, frame_bytes: int = 256 << 10,
-                 submission_type: str = DEFAULT_SUBMISSION, clock: str | None = None):
+                 submission_type: str = DEFAULT_SUBMISSION, clock: str | None = None,
+                 delta: tuple[str, str] | None = None):
         """`clock`: the name of a record field holding a time that grows from record to record (int); it is
-        stored as the difference from the previous record's in the frame, which compresses to a few bits."""
+        stored as the difference from the previous record's in the frame, which compresses to a few bits.
+        `delta`: (field, key) of submissions: a bin field stored as its difference from the same field of the
+        frame's previous submission with the same `key` field (an int, or nil) and the same length (a queue's
+        ring bytes: counters and addresses move a little from one submission to the next)."""
         if not 0 < frame_bytes <= MAX_RECORD_BYTES:
             raise ValueError(f"frame_bytes must be in 1..{MAX_RECORD_BYTES}, not {frame_bytes}")
         if not isinstance(header, dict) or not isinstance(submission_type, str):
             raise TypeError("header must be a dict and submission_type a str")
+        if delta is not None and not (len(delta) == 2 and all(isinstance(x, str) for x in delta)
+                                      and clock not in delta and delta[0] != delta[1]):
+            raise ValueError(f"delta must be two different field names, neither the clock, not {delta!r}")
         self.path, self.frame_bytes, self.submission_type = path, frame_bytes, submission_type
         self._clock, self._clock_base = clock, 0  # the clock of the frame's last record that has one
         if clock is not None:
             header = {**header, CLOCK_KEY: clock}
+        self._delta, self._delta_type = delta, submission_type if delta is not None else None
+        self._delta_field, self._delta_key = delta or (None, None)
+        self._chained: dict[Slot, int] = {}  # each slot's last value in the frame (delta)
+        if delta is not None:
+            header = {**header, DELTA_KEY: delta[0], DELTA_BY_KEY: delta[1]}
         import msgspec.msgpack  # the writer's alone: readers (`kfdtrace info`) start faster without it
 
         self._encoder = msgspec.msgpack.Encoder(enc_hook=_plain)
@@ -426,7 +443,8 @@ class TraceWriter:
         self._closed = False
         self._buf = bytearray()  # packed records of the pending frame
         self._types: list[str] = []  # and their types
-        self._journaled = (0, 0, 0)  # of them, in the journal: (bytes, records, the clock base after them)
+        # of them, in the journal: (bytes, records, the clock base and the delta slots after them)
+        self._journaled: tuple[int, int, int, dict[Slot, int]] = (0, 0, 0, {})
         self._first = 0  # number of the pending frame's first record
         self._blobs: list[list[bytes]] = []  # pending [key, data]
         self._blob_buf = 0  # their bytes, framing included
@@ -482,16 +500,37 @@ class TraceWriter:
         start = len(buf)
         clock = self._clock
         t = fields.get(clock) if clock is not None else None
+        if t.__class__ is not int:
+            t = None
+        found = delta_slot(fields, self._delta_field, self._delta_key) if type == self._delta_type else None
         try:
-            if t.__class__ is int:
-                fields[clock] = t - self._clock_base  # type: ignore[index]
+            if t is None and found is None:
+                self._encode_into((type, fields), buf, -1)
+            else:  # the stored values in place while packing, then back
+                field = given = None
+                if t is not None:
+                    fields[clock] = t - self._clock_base  # type: ignore[index]
+                if found is not None:
+                    slot, data = found
+                    value = int.from_bytes(data, "little")
+                    before = self._chained.get(slot)
+                    if before is not None:
+                        step = value - before
+                        if step < 0:
+                            step += 1 << 8 * slot[1]
+                        field = self._delta_field
+                        given, fields[field] = fields[field], step.to_bytes(slot[1], "little")
                 try:
                     self._encode_into((type, fields), buf, -1)
                 finally:
-                    fields[clock] = t  # type: ignore[index]
-                self._clock_base = t
-            else:
-                self._encode_into((type, fields), buf, -1)
+                    if t is not None:
+                        fields[clock] = t  # type: ignore[index]
+                    if field is not None:
+                        fields[field] = given
+                if t is not None:
+                    self._clock_base = t
+                if found is not None:
+                    self._chained[slot] = value
         except PACK_ERRORS as exc:
             del buf[start:]  # what was packed of it
             raise TraceError(f"{self.path}: cannot store a {type!r} record: {_one_line(exc)}") from None
@@ -517,16 +556,13 @@ class TraceWriter:
             return
         record, type = bytes(self._buf[-last:]), self._types.pop()
         del self._buf[-last:]
-        base = self._clock_base
+        base, chained = self._clock_base, self._chained
         self._hand_over()
         if last > MAX_RECORD_BYTES:
             raise TraceError(f"{self.path}: a {type!r} record of {last} bytes exceeds the {MAX_FRAME_BYTES}-byte "
                              "frame limit")
-        if self._clock is not None:  # it now starts a frame: its clock counts from 0, not from the record before
-            _, fields = msgpack.unpackb(record, raw=False, strict_map_key=False)
-            if fields.get(self._clock).__class__ is int:
-                fields[self._clock] = base  # its own clock: it set the base when it was packed
-                record = self._encoder.encode((type, fields))
+        if self._clock is not None or self._delta is not None:
+            record = self._on_its_own(record, type, base, chained)
         self._buf += record
         self._types.append(type)
         self._hand_over()
@@ -557,6 +593,18 @@ class TraceWriter:
         return key
 
     # frames -------------------------------------------------------------------------------------------
+    def _on_its_own(self, record: bytes, type: str, base: int, chained: dict[Slot, int]) -> bytes:
+        """The packed last record of a frame, as the first of a frame of its own: its clock and delta field
+        hold their values, not differences (`base` and `chained` are its frame's after it)."""
+        _, fields = msgpack.unpackb(record, raw=False, strict_map_key=False)
+        if self._clock is not None and fields.get(self._clock).__class__ is int:
+            fields[self._clock] = base  # it set the base when it was packed
+        found = delta_slot(fields, self._delta_field, self._delta_key) if type == self._delta_type else None
+        if found is not None:
+            slot = found[0]
+            fields[self._delta_field] = chained[slot].to_bytes(slot[1], "little")
+        return self._encoder.encode((type, fields))
+
     def _blobs_frame(self) -> _Job:
         """The pending blobs as a frame to write (they are no longer pending)."""
         blobs, number = self._blobs, len(self._frames)
@@ -577,33 +625,43 @@ class TraceWriter:
         self._submissions += subs
         self._first += count
         job = RECORDS, (_array_header(count), self._buf), count, first
-        self._buf, self._types, self._journaled = bytearray(), [], (0, 0, 0)
-        self._clock_base = 0
+        self._buf, self._types, self._journaled = bytearray(), [], (0, 0, 0, {})
+        self._clock_base, self._chained = 0, {}
         return job
 
     def _journal(self) -> None:
         """Write the pending records not yet in the journal to it, as a frame of their own: its first record
-        with a clock gets the clock's value, as a frame's first does, not its difference from the one before."""
-        at, n, base = self._journaled
+        with a clock, and its first submission of each delta slot, get their values, as a frame's first do,
+        not their differences from the ones before."""
+        at, n, base, chained = self._journaled
         packed = self._buf[at:]
-        if self._clock is not None and base:
-            packed = self._rebased(packed, base)
+        if base or chained:
+            packed = self._rebased(packed, base, chained)
         count = len(self._types) - n
         self._out.journal_frame((_array_header(count), packed), count, self._first + n)
-        self._journaled = (len(self._buf), len(self._types), self._clock_base)
+        self._journaled = (len(self._buf), len(self._types), self._clock_base, dict(self._chained))
 
-    def _rebased(self, packed: bytes | bytearray, base: int) -> bytes | bytearray:
-        """`packed` records with `base` added to the first clock among them."""
+    def _rebased(self, packed: bytes | bytearray, base: int, chained: dict[Slot, int]) -> bytes | bytearray:
+        """`packed` records with `base` added to the first clock among them, and each slot's value in
+        `chained` to the first delta field of that slot among them."""
         unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
         unpacker.feed(packed)
-        start = 0
+        records, seen = [], set()
         for type_, fields in unpacker:
-            end = unpacker.tell()
-            if fields.get(self._clock).__class__ is int:
+            if base and fields.get(self._clock).__class__ is int:
                 fields[self._clock] += base
-                return packed[:start] + self._encoder.encode((type_, fields)) + packed[end:]
-            start = end
-        return packed
+                base = 0
+            found = delta_slot(fields, self._delta_field, self._delta_key) if chained and type_ == self._delta_type \
+                else None
+            if found is not None and found[0] not in seen:
+                (slot, data), field = found, self._delta_field
+                seen.add(slot)
+                if slot in chained:
+                    n = slot[1]
+                    fields[field] = ((int.from_bytes(data, "little") + chained[slot]) & ((1 << 8 * n) - 1)).to_bytes(
+                        n, "little")
+            records.append((type_, fields))
+        return b"".join(self._encoder.encode(r) for r in records)
 
     def _hand_over(self) -> None:
         """Hand the pending blobs, then the pending records, to the background thread as frames."""
@@ -756,7 +814,8 @@ class TraceReader:
         if magic != MAGIC:
             raise self._fail("not a kfdtrace file (bad magic)")
         if major not in KEY_FUNCTIONS:
-            readable = " and ".join(f"{m}.x" for m in KEY_FUNCTIONS)
+            *older, newest = (f"{m}.x" for m in KEY_FUNCTIONS)
+            readable = f"{', '.join(older)} and {newest}"
             advice = ": upgrade kfdtrace" if major > FORMAT_MAJOR else ""
             raise self._fail(f"is trace format {major}.{minor}; this kfdtrace reads formats {readable}{advice}")
         if length > min(MAX_HEADER_BYTES, self._size - FILE_HEADER.size):
@@ -774,6 +833,10 @@ class TraceReader:
         if clock is not None and not isinstance(clock, str):
             raise self._fail("the header's clock field is not a str (corrupt trace)")
         self.clock: str | None = clock  # the record field stored as differences (None: no such field)
+        delta = header.pop(DELTA_KEY, None), header.pop(DELTA_BY_KEY, None)
+        if delta != (None, None) and (major < 3 or not all(isinstance(x, str) for x in delta)):
+            raise self._fail("the header's delta field is not two strs of format 3.x (corrupt trace)")
+        self.delta: tuple[str, str] | None = delta if delta != (None, None) else None  # type: ignore[assignment]
         self.version: tuple[int, int] = (major, minor)
         self.blob_key: Callable[[Any], bytes] = KEY_FUNCTIONS[major]  # this file's: check blobs and checkpoints with it
         self.header: dict = header
@@ -968,6 +1031,7 @@ class TraceReader:
         if type(payload) is not list or len(payload) != head.count:
             raise FrameError(self.path, offset, "the records do not match the frame head (corrupt trace)")
         clock, t = self.clock, 0  # a clock is stored as the difference from the frame's record before
+        delta, submission, chained = self.delta, self.submission_type, {}
         for r in payload:
             if not (type(r) is list and len(r) == 2 and type(r[0]) is str and type(r[1]) is dict):
                 raise FrameError(self.path, offset, "a record is not [type, fields] (corrupt trace)")
@@ -976,6 +1040,16 @@ class TraceReader:
                 step = fields.get(clock)
                 if type(step) is int:
                     t = fields[clock] = t + step
+            if delta is not None and r[0] == submission and (found := delta_slot(r[1], *delta)) is not None:
+                slot, data = found
+                value = int.from_bytes(data, "little")
+                before = chained.get(slot)
+                if before is not None:
+                    value += before
+                    if value >> 8 * slot[1]:
+                        value -= 1 << 8 * slot[1]
+                    r[1][delta[0]] = value.to_bytes(slot[1], "little")
+                chained[slot] = value
         return payload
 
     def _blob_list(self, raw: bytes, offset: int, head: FrameHead) -> list:
@@ -1059,6 +1133,25 @@ class TraceReader:
                         raise FrameError(self.path, entry.offset, f"blob {key.hex()} does not match its content "
                                                                   "(corrupt trace)")
         return len(self.frames)
+
+
+Slot = tuple[int | None, int]  # a delta field's chain in a frame: its key field's value and its length
+
+
+def delta_slot(fields: dict, field: str, key: str) -> tuple[Slot, bytes] | None:
+    """Where a submission's delta `field` chains, and its bytes; None when it is stored as it is: it is not a
+    non-empty bin, or the `key` field is neither an int nor nil (FORMAT.md, Records)."""
+    data = fields.get(field)
+    if data.__class__ is not bytes:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            return None
+        data = bytes(data)  # as packed: a bin
+    by = fields.get(key)
+    if by.__class__ is not int and by is not None:
+        if not isinstance(by, int) or isinstance(by, bool):
+            return None
+        by = int(by)  # as packed
+    return ((by, len(data)), data) if data else None
 
 
 def _plain(obj: Any) -> Any:

@@ -83,7 +83,7 @@ class Minimizer:
     def write(self, path: str, drop: set[int], packets: dict[int, set[int]] | None = None) -> dict[str, int]:
         """A candidate: the trace without the records `drop` names, each doorbell of `packets` holding only the
         packets it lists; its records, submissions and packets."""
-        with TraceWriter(path, self.trace.header, clock=self.trace.clock,
+        with TraceWriter(path, self.trace.header, clock=self.trace.clock, delta=self.trace.delta,
                          submission_type=self.trace.submission_type) as w:
             out, wptr = TraceCopy(self.trace, w), {}
             for r in self.records:

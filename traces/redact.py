@@ -115,7 +115,7 @@ def redact(trace: TraceReader, out: str, keep_data: bool = False) -> RedactRepor
     report = RedactReport()
     needed = set() if keep_data else _needed(trace)
     filled = kept = paths = 0
-    with TraceWriter(out, redact_header(trace.header, report), clock=trace.clock,
+    with TraceWriter(out, redact_header(trace.header, report), clock=trace.clock, delta=trace.delta,
                      submission_type=trace.submission_type) as w:
         copy, state, owner = TraceCopy(trace, w), TraceState(trace.header), {}
         for r in R.checked(trace.records()):

@@ -216,7 +216,7 @@ def trim(trace: TraceReader, out: str, first: int, last: int, reconstruct: Recon
             prefix.memory.contents[va].unknown = None
     header = {**trace.header, "name": f"{trace.header.get('name') or os.path.basename(trace.path)} "
                                       f"submissions {first}..{last}"}  # and a note record says where from
-    w = TraceWriter(out, header, clock=trace.clock, submission_type=trace.submission_type)
+    w = TraceWriter(out, header, clock=trace.clock, delta=trace.delta, submission_type=trace.submission_type)
     try:
         report = _write(trace, prefix, start, records, w, first, last, restored)
     except BaseException:
