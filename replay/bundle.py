@@ -34,6 +34,7 @@ MAX_MEMBER_BYTES = 4 << 30
 MAX_BUNDLE_BYTES = 8 << 30  # what an unbundle extracts at most, all members together
 DEFAULT_CAP = 100 << 20  # what `bundle` writes at most unless told otherwise
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+OCTAL = re.compile(rb"[0-7]{1,12}")
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
@@ -178,11 +179,8 @@ def _header(block: bytes, path: str) -> tuple[str, int]:
     """The name and size of a POSIX ustar header block that stands for a plain regular file; BundleError for
     anything else (links, directories, pax or GNU extensions, a bad checksum)."""
     checksum = sum(block[:148]) + 8 * 32 + sum(block[156:])
-    try:
-        recorded, size = int(block[148:156].strip(b"\0 "), 8), int(block[124:136].strip(b"\0 "), 8)
-    except ValueError:
-        raise BundleError(f"{path}: a member header is not a tar header (nothing was extracted)") from None
-    if recorded != checksum or block[257:262] != b"ustar":
+    recorded, size = _octal(block[148:156]), _octal(block[124:136])
+    if recorded != checksum or size is None or block[257:262] != b"ustar":
         raise BundleError(f"{path}: a member header is not a tar header (nothing was extracted)")
     name = block[:100].rstrip(b"\0").decode("ascii", "replace")
     if block[156:157] not in (b"0", b"\0"):
@@ -191,6 +189,12 @@ def _header(block: bytes, path: str) -> tuple[str, int]:
     if block[345:500].strip(b"\0") or not NAME.fullmatch(name):
         raise BundleError(f"{path}: member {name[:80]!r} is not a plain file name (nothing was extracted)")
     return name, size
+
+
+def _octal(field: bytes) -> int | None:
+    """A tar header's number: octal digits only (int(x, 8) would take a sign, which no tar writes)."""
+    digits = field.strip(b"\0 ")
+    return int(digits, 8) if OCTAL.fullmatch(digits) else None
 
 
 def check(path: str) -> dict[str, int]:

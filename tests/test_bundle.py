@@ -104,7 +104,8 @@ def hostile(path: str, entries: list[tuple[tarfile.TarInfo, bytes]], fmt=tarfile
     return path
 
 
-def entry(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE, link: str = "", size: int | None = None):
+def entry(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE, link: str = "",
+          size: int | bytes | None = None):
     info = tarfile.TarInfo(name)
     info.type, info.linkname = kind, link
     info.size = len(data) if size is None and kind == tarfile.REGTYPE else (size or 0)
@@ -123,17 +124,31 @@ HOSTILE = {
     "many": ([entry(f"m{i}", b"x") for i in range(B.MAX_MEMBERS + 1)], "more than"),
     "no trace": ([entry("REPORT.md", b"hi")], "holds no trace.kfdtrace"),
     "huge": ([entry(B.TRACE, b"", size=B.MAX_MEMBER_BYTES + 1)], "over the limits"),
+    # a size tarfile would read as -513 or -1: the count of bytes left never reached 0
+    "negative size": ([entry(B.TRACE, b"", size=b"-0001001")], "not a tar header"),
+    "minus one": ([entry(B.TRACE, b"", size=b"-1")], "not a tar header"),
 }
+
+
+def header_only(path: str, info: tarfile.TarInfo) -> str:
+    """A bundle of one member header, claiming `info.size` (an int, or the raw bytes of the size field), and no
+    data behind it."""
+    size = info.size
+    info.size = size if isinstance(size, int) else 0
+    block = bytearray(info.tobuf(tarfile.USTAR_FORMAT))
+    if not isinstance(size, int):
+        block[124:136] = size.ljust(11, b" ") + b"\0"
+        block[148:156] = b" " * 8
+        block[148:156] = f"{sum(block):06o}\0 ".encode()
+    open(path, "wb").write(zstandard.ZstdCompressor().compress(bytes(block) + bytes(1024)))
+    return path
 
 
 @pytest.mark.parametrize("case", HOSTILE, ids=list(HOSTILE))
 def test_a_hostile_bundle_is_refused_before_anything_is_extracted(case, tmp_path):
     entries, text = HOSTILE[case]
-    if case == "huge":  # a header that claims more than the limit, with no data behind it
-        path = str(tmp_path / "b.tar.zst")
-        info, _ = entries[0]
-        block = info.tobuf(tarfile.USTAR_FORMAT)
-        open(path, "wb").write(zstandard.ZstdCompressor().compress(block + bytes(1024)))
+    if case in ("huge", "negative size", "minus one"):
+        path = header_only(str(tmp_path / "b.tar.zst"), entries[0][0])
     else:
         path = hostile(str(tmp_path / "b.tar.zst"), entries)
     dest = tmp_path / "out"
