@@ -546,6 +546,55 @@ def test_a_bad_index_behind_a_good_footer_is_rebuilt(tmp_path):
             assert r.recovered and r.recovery_note.startswith("trace index unusable") and r.record_count == 30
 
 
+def test_an_index_that_lies_is_rebuilt_and_fails_verification(tmp_path):
+    """Index lies the frames give away: a frame listed twice (verify() would read it once per entry), a blob
+    key that is an int (bytes(2**40) would allocate it), a blob position past its frame, totals by type that
+    differ from the frames'. Each trace reads from its frames; verify() (info --check) calls it corrupt."""
+    path = tmp_path / "lie.kfdtrace"
+    write(path, n=30, blob_every=10)
+    at = F.FOOTER.unpack(path.read_bytes()[-F.FOOTER.size:])[1]
+    with TraceReader(str(path)) as r:
+        index = msgpack.unpackb(r._payload(at, r._frame_head(at)), strict_map_key=False)
+        blob_frame = next(f.offset for f in r.frames if f.kind == F.BLOBS)
+    unclose(path)
+    data = path.read_bytes()
+    key = next(iter(index["blobs"]))
+    lies = {"a frame twice": {**index, "frames": index["frames"] + index["frames"][-1:]},
+            "an int key": {**index, "blobs": {**index["blobs"], 1 << 40: [blob_frame, 0]}},
+            "a position past the frame": {**index, "blobs": {**index["blobs"], key: [blob_frame, 99]}},
+            "counts by type": {**index, "counts": {**index["counts"], "doorbell": 1 << 62}}}
+    for lie, bad in lies.items():
+        path.write_bytes(closed_file(data, bad))
+        with TraceReader(str(path)) as r:
+            assert r.recovered and r.record_count == 30 and r.recovery_note.startswith("trace index unusable"), lie
+            assert [x.n for x in r.records()] == list(range(30))
+            with pytest.raises(TraceError, match=r"lie.kfdtrace: trace index unusable \(malformed index: .*\) "
+                                                 r"\(corrupt trace\)$"):
+                r.verify()
+    path.write_bytes(closed_file(data, index))  # the truth
+    with TraceReader(str(path)) as r:
+        assert not r.recovered and r.verify() == len(index["frames"])
+
+
+def test_a_trace_read_up_to_a_damaged_frame_fails_verification(tmp_path):
+    path = tmp_path / "d.kfdtrace"
+    write(path, n=40, frame_bytes=300, blob_every=15)
+    _, spans = frame_spans(path)
+    victim = [s for s in spans if s[2] == F.BLOBS][1]
+    corrupt_payload(path, victim[0])
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1  # and the footer: the index is not read, the frames are scanned up to the damaged one
+    path.write_bytes(bytes(data))
+    with TraceReader(str(path)) as r:
+        assert r.recovered and len(list(r.records())) > 0
+        with pytest.raises(TraceError, match=f"frame at byte {victim[0]}: checksum mismatch \\(corrupt trace\\)$"):
+            r.verify()
+    unclose_written = tmp_path / "killed.kfdtrace"  # what a kill leaves is no damage
+    write(unclose_written, n=40, frame_bytes=300, close=False)
+    with TraceReader(str(unclose_written)) as r:
+        assert r.recovered and r.damage is None and r.verify() > 0
+
+
 def test_killed_while_writing_the_footer_keeps_the_summary(tmp_path):
     path = tmp_path / "sum.kfdtrace"
     write(path, n=30)

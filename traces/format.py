@@ -750,6 +750,7 @@ class TraceReader:
             self._size = os.fstat(self._fd).st_size
             self._read_header()
             self.recovered, self.recovery_note = False, ""
+            self.damage: str | None = None  # why a recovered trace is corrupt (an index or a frame damaged)
             damage = self._read_index()
             if damage is not None:
                 self._scan(damage)
@@ -868,29 +869,34 @@ class TraceReader:
     def _load_index(self, index: dict, end: int) -> None:
         """Take the index's tables, checking their types and that the frames follow each other (raises
         KeyError, TypeError or ValueError)."""
-        frames, records, subs = [], 0, 0
+        frames, records, subs, totals, after = [], 0, 0, Counter(), self._data_start - 1
         for entry in index["frames"]:
             offset, kind, first, count, counts, lo, hi = entry[:7]  # a newer minor may add more
             frame = FrameInfo(_uint(offset), _uint(kind), _uint(first), _uint(count), _counts(counts), _opt(lo),
                               _opt(hi))
-            if not self._data_start <= offset < end:
-                raise ValueError(f"a frame entry at byte {offset} is outside the frames")
+            if not after < offset < end:  # each frame once, in file order
+                raise ValueError(f"a frame entry at byte {offset} is outside the frames, or out of order")
+            after = offset
             if kind == RECORDS:
                 n = frame.counts.get(self.submission_type, 0)
                 if first != records or (lo, hi) != ((subs, subs + n - 1) if n else (None, None)):
                     raise ValueError(f"the frame entry at byte {offset} does not follow the one before")
                 records, subs = records + count, subs + n
+                totals.update(frame.counts)
             frames.append(frame)
+        blob_frames = {f.offset: f.count for f in frames if f.kind == BLOBS}
         blobs = {}
         for key, where in index["blobs"].items():
             if where is not None:
                 offset, position = where
-                blobs[bytes(key)] = (_uint(offset), _uint(position))
+                if type(key) is not bytes or len(key) != KEY_BYTES or _uint(position) >= blob_frames.get(offset, 0):
+                    raise ValueError("a blob entry is not a key in a blobs frame the index lists")
+                blobs[key] = (_uint(offset), position)
         summary = index.get("summary")
         if summary is not None and not isinstance(summary, dict):
             raise TypeError("the summary is not a map")
-        if (index["records"], index["submissions"]) != (records, subs):
-            raise ValueError("the record or submission totals differ from the frames'")
+        if (index["records"], index["submissions"]) != (records, subs) or _counts(index["counts"]) != totals:
+            raise ValueError("the record, submission or type totals differ from the frames'")
         self.frames, self._blobs, self.summary = frames, blobs, summary
         self.record_count, self.submissions, self.counts = records, subs, _counts(index["counts"])
         self._index_submissions()
@@ -935,6 +941,10 @@ class TraceReader:
         self.record_count, self.submissions, self.counts = records, subs, dict(totals)
         self._index_submissions()
         self.recovered = True
+        if not why.startswith(("end of file", "truncated frame", "an index frame")):  # not what a kill leaves
+            self.damage = f"frame at byte {offset}: {why}"
+        elif damage:
+            self.damage = f"trace index unusable ({damage})"
         frames = sum(1 for f in self.frames if f.kind == RECORDS)
         state = f"trace index unusable ({damage})" if damage else "trace was not closed"
         self.recovery_note = (f"{state}: recovered {records} records in {frames} frames and {len(self._blobs)} "
@@ -1120,7 +1130,11 @@ class TraceReader:
 
     def verify(self) -> int:
         """Read and check every indexed frame: CRCs, sizes, structure, record counts against the index, blob
-        contents against their keys. Returns the number of frames checked."""
+        contents against their keys; a recovered trace whose frames stop at a damaged one is corrupt, though
+        it reads as far as it goes. Returns the number of frames checked."""
+        if self.damage is not None:
+            corrupt = "" if self.damage.endswith("(corrupt trace)") else " (corrupt trace)"
+            raise self._fail(self.damage + corrupt)
         for entry in self.frames:
             head, raw = self._frame(entry)
             if entry.kind == RECORDS:
