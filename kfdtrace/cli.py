@@ -13,7 +13,8 @@ import click
 
 from kfdtrace.driver.code_object_errors import CodeObjectError
 from kfdtrace.driver.errors import KfdTraceError
-from kfdtrace.traces.format import TraceError
+from kfdtrace.traces.format import TraceError, TraceReader
+from kfdtrace.traces.printable import one_line
 
 EMULATE_HELP = "Emulate these GPUs (e.g. gfx942,gfx1100) instead of using /dev/kfd; also KFDTRACE_EMULATE."
 EMULATE_FROM_HELP = "Emulate exactly the GPUs of a KFD topology tree copied from another machine."
@@ -22,8 +23,18 @@ EMULATE_FROM_HELP = "Emulate exactly the GPUs of a KFD topology tree copied from
 def fail(message: object, status: int) -> None:
     """One line on stderr, "<program>: error: <message>", then exit with `status`."""
     program = click.get_current_context().find_root().info_name
-    click.echo(f"{program}: error: {message}".replace("\n", " "), err=True)
+    click.echo(f"{program}: error: {one_line(message)}", err=True)
     sys.exit(status)
+
+
+def read_trace(path: str) -> TraceReader:
+    """The trace at `path`, opened for a tool; a trace read only as far as it goes (not closed, or damaged)
+    says so in one line on stderr, so that what the tool makes of it is not taken for the whole."""
+    reader = TraceReader(path)
+    if reader.recovered:
+        program = click.get_current_context().find_root().info_name
+        click.echo(f"{program}: warning: {one_line(reader.recovery_note)}", err=True)
+    return reader
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -231,10 +242,9 @@ def dump(trace: str, queue: int | None, submits: str | None, kinds: tuple[str, .
          as_json: bool) -> None:
     """Every record of a trace decoded, in stream order: ioctls by field, packets by name, buffers by name."""
     from kfdtrace.traces.dump import Selection, dump, parse_range
-    from kfdtrace.traces.format import TraceReader
 
     selection = Selection(parse_range(submits) if submits is not None else None, queue, frozenset(kinds) or None)
-    with TraceReader(trace) as r:
+    with read_trace(trace) as r:
         write = sys.stdout.write
         dump(r, lambda line: write(line + "\n"), selection, as_json, buffers)
 
@@ -247,11 +257,10 @@ def dump(trace: str, queue: int | None, submits: str | None, kinds: tuple[str, .
 def export(trace: str, jsonl: str | None, perfetto: str | None) -> None:
     """Write a trace's records as JSON Lines, or as a timeline for ui.perfetto.dev."""
     from kfdtrace.traces.export import export_jsonl, export_perfetto
-    from kfdtrace.traces.format import TraceReader
 
     if (jsonl is None) == (perfetto is None):
         raise ValueError("give one of --jsonl OUT and --perfetto OUT")
-    with TraceReader(trace) as r:
+    with read_trace(trace) as r:
         if jsonl is not None:
             with click.open_file(jsonl, "w") as out:
                 export_jsonl(r, out)
@@ -269,10 +278,9 @@ def diff(a: str, b: str, as_json: bool) -> None:
     import json
 
     from kfdtrace.traces.diff import diff_traces
-    from kfdtrace.traces.format import TraceReader
 
     try:
-        with TraceReader(a) as ra, TraceReader(b) as rb:
+        with TraceReader(a) as ra, TraceReader(b) as rb:  # the differences say which was recovered
             result = diff_traces(ra, rb)
     except (TraceError, ValueError, OSError) as exc:
         fail(exc, 2)
@@ -300,12 +308,11 @@ def trim(trace: str, submits: str, output: str, reconstruct: bool, emulate: str 
     """A standalone trace of submissions A..B: what was live at A, recreated with its known contents, then the
     range. Refused, saying why, when the range reads memory whose contents at A the trace does not hold."""
     from kfdtrace.traces.dump import parse_range
-    from kfdtrace.traces.format import TraceReader
     from kfdtrace.traces.trim import TrimRefused
     from kfdtrace.traces.trim import trim as trim_trace
 
     first, last = parse_range(submits)
-    with TraceReader(trace) as r:
+    with read_trace(trace) as r:
         rebuild = None
         if reconstruct:
             from kfdtrace.replay.code_objects import parse_code_object_options
@@ -346,12 +353,11 @@ def minimize(trace: str, until: str, output: str, match: str | None, jobs: int, 
              as_json: bool) -> None:
     """The smallest trace on which CMD still exits as it does on TRACE: delta debugging over submissions, then
     their packets, then CPU writes."""
-    from kfdtrace.traces.format import TraceReader
     from kfdtrace.traces.minimize import command_test
     from kfdtrace.traces.minimize import minimize as minimize_trace
 
     outcome = command_test(until, match, timeout)
-    with TraceReader(trace) as r, TerminalProgress("minimize") as progress:
+    with read_trace(trace) as r, TerminalProgress("minimize") as progress:
         report = minimize_trace(r, output, outcome, jobs, progress.update, confirm)
     show_report(report, as_json, f"{output}: ")
 
@@ -366,12 +372,11 @@ def minimize(trace: str, until: str, output: str, match: str | None, jobs: int, 
 def redact(trace: str, output: str, keep_data: bool, as_json: bool) -> None:
     """A copy fit to attach to a public report: no command line, host names, paths or unneeded data; says what
     was removed and what was kept."""
-    from kfdtrace.traces.format import TraceReader
     from kfdtrace.traces.redact import redact as redact_trace
 
     if os.path.abspath(output) == os.path.abspath(trace):
         raise ValueError("the redacted trace must go to another file")
-    with TraceReader(trace) as r:
+    with read_trace(trace) as r:
         show_report(redact_trace(r, output, keep_data), as_json, f"{output}: ")
 
 
@@ -393,7 +398,6 @@ def bundle(trace: str, output: str, submits: str | None, redacted: bool, emulate
     """A bug report in one file: the trace, the recording machine, the replay report here and a REPORT.md."""
     from kfdtrace.replay.bundle import bundle as make_bundle
     from kfdtrace.traces.dump import parse_range
-    from kfdtrace.traces.format import TraceReader
     from kfdtrace.traces.redact import redact as redact_trace
     from kfdtrace.traces.trim import trim as trim_trace
 

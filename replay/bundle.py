@@ -55,6 +55,8 @@ class BundleReport:
 
 def is_bundle(path: str) -> bool:
     """Whether the file at `path` starts as a bundle (a zstd frame), not as a trace."""
+    if not os.path.isfile(path):  # reading a FIFO would wait for a writer
+        return False
     try:
         with open(path, "rb") as f:
             return f.read(4) == ZSTD_MAGIC
@@ -202,6 +204,8 @@ def check(path: str) -> dict[str, int]:
     name, a regular file, within the size limits, no name twice, at most MAX_MEMBERS, and a trace among them.
     Read block by block, before tarfile sees it; nothing is written."""
     sizes: dict[str, int] = {}
+    if not os.path.isfile(path):
+        raise BundleError(f"{path}: not a regular file")
     try:
         with _stream(path) as stream:
             while True:

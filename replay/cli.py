@@ -20,6 +20,7 @@ import traceback
 import click
 
 from kfdtrace.cli import TerminalProgress, backend_options, check_backend, code_object_options
+from kfdtrace.traces.printable import one_line
 
 # The replay engine (and the driver, numpy) load when a replay runs, not for --help or a bad option.
 
@@ -150,12 +151,11 @@ def _fail(as_json: bool, exc: Exception, debug: bool) -> None:
     from kfdtrace.replay.engine import EXIT_INTERNAL
 
     status, kind = next(((s, k) for types, s, k in failures() if isinstance(exc, types)), (EXIT_INTERNAL, None))
-    message = exc.message if isinstance(exc, click.BadParameter) else str(exc)
+    message = one_line(exc.message if isinstance(exc, click.BadParameter) else exc)  # names from the trace
     if kind is None:
         if debug:
             traceback.print_exc()
-        message = f"{type(exc).__name__}: {message}".replace("\n", " ")
-        line = f"replay: internal error: {message} (please report; --debug shows the traceback)"
+        line = f"replay: internal error: {type(exc).__name__}: {message} (please report; --debug shows the traceback)"
     else:
         line = f"replay: {kind}: {message}"
     if as_json:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # kernargs (and numpy) load with the first dispatch: SDMA rep
     from kfdtrace.driver.kernarg_pool import KernargMemory, KernargSource
     from kfdtrace.driver.kernargs import Launch
     from kfdtrace.driver.program import LoadedKernel
+    from kfdtrace.traces.walk import QueueInfo
 
 ReadMemory = Callable[[int, int], bytes | None]  # (recorded address, bytes) -> their recorded contents, if known
 HEADER_FIELDS = ("barrier", "acquire_fence_scope", "release_fence_scope")  # an AQL packet's own, kept as recorded
@@ -332,7 +333,9 @@ class DispatchAccess:
     def __init__(self, read: ReadMemory):
         self.kernels = RecordedKernels()
         self.read = read
-        self._readers: dict[int, DispatchReader] = {}
+        # each queue's reader (a queue id comes back for another queue, maybe of another dialect): by the
+        # queue's QueueInfo, which the entry keeps alive
+        self._readers: dict[int, tuple[QueueInfo, DispatchReader]] = {}
 
     def loaded(self, f: dict, data: bytes, where: str) -> None:
         """A code_object record's fields and bytes (an object that does not load leaves its kernels unknown)."""
@@ -341,16 +344,20 @@ class DispatchAccess:
         except ReplayError:
             self.kernels.unloaded(f["va"])
 
-    def of(self, queue: int, dialect: Dialect, p: Packet, where: str) -> Access | None:
+    def of(self, queue: QueueInfo, p: Packet, where: str) -> Access | None:
         """What the dispatch `p` launches on recorded queue `queue` reads and may write; None for a packet that
         launches none. ReplayError (or KernargError) when its kernel or arguments are unknown."""
         from kfdtrace.driver.kernargs import pointers
 
         if not carries_dispatch(p.defn):
             return None
-        reader = self._readers.get(queue)
-        if reader is None:
-            reader = self._readers[queue] = DispatchReader(dialect, self.kernels, self.read)
+        known = self._readers.get(id(queue))
+        if known is not None and known[0] is queue:
+            reader = known[1]
+        else:
+            assert queue.dialect is not None
+            reader = DispatchReader(queue.dialect, self.kernels, self.read)
+            self._readers[id(queue)] = queue, reader
         d = reader.dispatch(p, where)
         if d is None:
             return None

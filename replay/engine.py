@@ -482,7 +482,11 @@ class _Surveyor:
             raise ReplayError(f"submission {self.s.submissions}: doorbell of unknown queue {f['queue']}")
         packets, calls = t.packets, t.calls
         calls.clear()
-        t.ring(f["ring"], f"submission {self.s.submissions} (queue {f['queue']})")  # ReplayError for bad packets
+        where = f"submission {self.s.submissions} (queue {f['queue']})"
+        if len(f["ring"]) > self.rings[f["queue"]][0] - PAGE:  # more than the ring held unconsumed at once
+            raise ReplayError(f"{where}: {len(f['ring'])} bytes of packets in a {self.rings[f['queue']][0] - PAGE}"
+                              f"-byte ring (corrupt trace)")
+        t.ring(f["ring"], where)  # ReplayError for bad packets
         self.s.packets += t.packets - packets
         self.s.submissions += 1
         # The replay copies each indirect buffer a submission calls (nested ones are not seen here), and frees
@@ -1067,7 +1071,7 @@ class Instance:
     def _timed_out_when_recorded(self, what: str, recorded: float, wait: Callable[[float], bool]) -> None:
         """A wait the recording timed out on: the same hang is the expected outcome, completing is a difference.
         Either way the replay stops here: what follows is the program's error handling."""
-        limit = min(recorded, self.options.timeout)
+        limit = min(recorded, self.options.timeout) if recorded >= 0 else self.options.timeout  # NaN: not >= 0
         if wait(limit):
             self.result.difference = (f"{what} completed in the replay, but timed out after {recorded:g} s in "
                                       f"the recording")

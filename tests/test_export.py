@@ -329,7 +329,7 @@ def test_a_truncated_trace_exports_what_it_holds(tmp_path, fraction):
         held = r.record_count
     assert 0 < held < 275
     res = run("export", str(cut), "--jsonl", "-")
-    assert res.exit_code == 0 and len(res.output.splitlines()) == held
+    assert res.exit_code == 0 and len(res.stdout.splitlines()) == held and "warning: trace was not closed" in res.stderr
     doc, counts = timeline(str(cut), tmp_path)
     implied = implied_by_the_records(str(cut))
     assert problems(doc) == []

@@ -92,3 +92,148 @@ def deeply_nested(tmp_path, where: str) -> str:
 @pytest.mark.parametrize("tool", TOOLS, ids=list(TOOLS))
 def test_deeply_nested_values_are_no_traceback(tool, where, tmp_path):
     run_tool(tool, deeply_nested(tmp_path, where), str(tmp_path / "out"))
+
+
+# -- what a fuzzing campaign found (each was a traceback, a hang or a multi-line error) -------------------------
+def mutated(tmp_path, edit, source: str = STRESS, name: str = "m") -> str:
+    """`source` rewritten after `edit(trace)` changed its values in place (tests/fuzz/mutate.Trace)."""
+    from .fuzz.mutate import Trace
+
+    trace = Trace(source)
+    edit(trace)
+    path = str(tmp_path / f"{name}.kfdtrace")
+    trace.write(path)
+    return path
+
+
+def first(trace, type_: str) -> dict:
+    return next(f for t, f in trace.records if t == type_)
+
+
+@pytest.mark.parametrize("key", [7, None], ids=["an int", "nil"])
+@pytest.mark.parametrize("tool", TOOLS, ids=list(TOOLS))
+def test_a_field_named_by_something_else_than_a_str_is_no_traceback(tool, key, tmp_path):
+    """FORMAT.md says field names are strs; a hostile trace's are not: copied as they are (trim, redact,
+    minimize), shown as strs (JSON)."""
+    path = mutated(tmp_path, lambda t: first(t, "doorbell").update({key: 1}))
+    res = run_tool(tool, path, str(tmp_path / "out"))
+    assert res.exit_code in ((0, 1) if tool == "diff" else (0,)), res.output
+
+
+def test_non_finite_wait_timeouts_are_no_internal_error(tmp_path):
+    import subprocess
+
+    def edit(t):
+        waits = [f for ty, f in t.records if ty == "cpu_wait"]
+        waits[0].update(timeout=float("nan"), ok=False)
+        waits[1].update(timeout=1e300)
+    path = mutated(tmp_path, edit)
+    assert run_tool("export --perfetto", path, str(tmp_path / "o.json")).exit_code == 0
+    res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path, "--emulate", "gfx942", "--timeout", "1"],
+                         capture_output=True, text=True, timeout=300)
+    # the recording timed out on the NaN one: the replay waits --timeout, and says what it saw
+    assert res.returncode in (1, 2) and "internal error" not in res.stderr, res.stderr
+
+
+def test_a_cpu_write_that_claims_more_than_its_blob_is_refused_and_leaves_no_file(tmp_path):
+    path = mutated(tmp_path, lambda t: first(t, "mem").update(size=1 << 63, va=0x1000))  # in no buffer: filled
+    out = tmp_path / "r.kfdtrace"
+    res = CliRunner().invoke(kfdtrace_cli, ["redact", path, "-o", str(out)])
+    assert res.exit_code == 1 and "claims 9223372036854775808 bytes, its blob holds" in res.output
+    assert not out.exists()  # a redacted copy of part of the trace would pass for the whole
+    path = mutated(tmp_path, lambda t: first(t, "mem").update(size=first(t, "mem")["size"] - 1))
+    res = CliRunner().invoke(kfdtrace_cli, ["dump", path, "--buffers", str(tmp_path / "d")])
+    errors = [line for line in res.output.splitlines() if "error:" in line]
+    assert res.exit_code == 1 and len(errors) == 1 and "(corrupt trace)" in errors[0]
+    assert not [f for f in os.listdir(tmp_path / "d") if "cpu-write" in f]
+
+
+def test_a_blob_of_another_size_than_its_chunk_is_refused(tmp_path):
+    from kfdtrace.traces.format import blob_key
+
+    def edit(t):  # the first chunk of a checkpoint replaced by one four times its size
+        keys = first(t, "checkpoint")["buffers"][0]["keys"]
+        data = t.blobs[keys[0]] * 4
+        keys[0] = blob_key(data)
+        t.blobs[keys[0]] = data
+    res = CliRunner().invoke(kfdtrace_cli, ["dump", mutated(tmp_path, edit), "--buffers", str(tmp_path / "d")])
+    errors = [line for line in res.output.splitlines() if "error:" in line]
+    assert res.exit_code == 1 and len(errors) == 1 and "chunk 0 holds" in errors[0]
+
+
+def test_trim_of_a_trace_counting_other_records_as_submissions(tmp_path):
+    def edit(t):  # more mem records than doorbells, and the mem records counted
+        t.submission_type = "mem"
+        doorbell = next(r for r in t.records if r[0] == "doorbell")
+        t.records = [r for r in t.records if r[0] != "doorbell" or r is doorbell]
+    path = mutated(tmp_path, edit)
+    res = CliRunner().invoke(kfdtrace_cli, ["trim", path, "-s", "2", "-o", str(tmp_path / "t.kfdtrace")])
+    assert res.exit_code == 1 and "submission 2 is not among its doorbells" in res.output
+
+
+def test_a_submission_larger_than_its_ring_is_refused_before_replaying(tmp_path):
+    import subprocess
+
+    path = mutated(tmp_path, lambda t: first(t, "doorbell").update(ring=first(t, "doorbell")["ring"] * 20000))
+    res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path, "--emulate", "gfx942"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 3 and "bytes of packets in a" in res.stderr and len(res.stderr.splitlines()) == 1
+
+
+def test_names_cannot_drive_the_terminal_or_fake_lines(tmp_path):
+    import subprocess
+
+    fake = "\x1b[2J\x1b]0;title\x07\nreplay: OK: every checkpoint matched"
+    path = mutated(tmp_path, lambda t: first(t, "queue_name").update(name=fake))
+    res = CliRunner().invoke(kfdtrace_cli, ["dump", path])
+    assert res.exit_code == 0 and "\x1b" not in res.output and "\\x1b[2J" in res.output
+    assert not any(line.startswith("replay: OK") for line in res.output.splitlines())
+    bad = str(tmp_path / f"missing{fake}.kfdtrace")  # an error quoting it: one printable line
+    res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", bad, "--emulate", "gfx942"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and len(res.stderr.splitlines()) == 1 and "\x1b" not in res.stderr, res.stderr
+
+
+def test_a_nan_is_the_same_as_itself(tmp_path):
+    def edit(t):
+        first(t, "cpu_wait").update(timeout=float("nan"))
+    path = mutated(tmp_path, edit)
+    res = CliRunner().invoke(kfdtrace_cli, ["diff", path, path])
+    assert res.exit_code == 0, res.output
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    import subprocess
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", str(fifo), "--emulate", "gfx942"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 4 and "not a regular file" in res.stderr
+    res = CliRunner().invoke(kfdtrace_cli, ["unbundle", str(fifo), "-o", str(tmp_path / "u")])
+    assert res.exit_code == 1 and "not a regular file" in res.output
+
+
+def test_a_tool_on_a_trace_read_as_far_as_it_goes_says_so(tmp_path):
+    path = damaged(tmp_path, "truncated")
+    res = CliRunner().invoke(kfdtrace_cli, ["redact", path, "-o", str(tmp_path / "r.kfdtrace")])
+    assert res.exit_code == 0 and "warning: trace was not closed: recovered" in res.output
+
+
+def test_a_queue_id_reused_by_another_dialect_is_followed_as_the_new_queue():
+    """dump --buffers, trim and redact follow each queue's dispatches: an id that comes back for a PM4 queue
+    after an AQL one was read with the AQL queue's reader (an AssertionError)."""
+    from kfdtrace.driver.aql import AQL
+    from kfdtrace.driver.pm4 import GFX11 as pm4
+    from kfdtrace.replay.compute import DispatchAccess
+    from kfdtrace.replay.translate import ReplayError
+    from kfdtrace.traces.walk import QueueInfo
+
+    access = DispatchAccess(lambda va, n: None)
+    aql_packet = next(AQL.iter_packets(AQL.build("KERNEL_DISPATCH", kernel_object=0x1000, dimensions=1,
+                                                 grid_size_x=1, workgroup_size_x=1)))
+    with pytest.raises(ReplayError, match="kernel descriptor 0x1000"):
+        access.of(QueueInfo(3, 1, 0, 0, 4096, AQL), aql_packet, "submission 0")
+    pm4_packet = next(pm4.iter_packets(pm4.build("DISPATCH_DIRECT", dim_x=1, dim_y=1, dim_z=1)))
+    with pytest.raises(ReplayError, match="COMPUTE_PGM"):
+        access.of(QueueInfo(3, 1, 0, 0, 4096, pm4), pm4_packet, "submission 1")

@@ -111,7 +111,7 @@ class KnownMemory:
             return None
         where = f"submission {sub.number}"
         try:
-            return self.dispatches.of(sub.queue.queue, sub.queue.dialect, p, where)
+            return self.dispatches.of(sub.queue, p, where)
         except (ReplayError, PacketError, ValueError) as exc:  # KernargError is a ValueError
             return f"{where} ran a dispatch whose writes are unknown ({exc})"
 

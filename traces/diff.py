@@ -93,6 +93,8 @@ def plain(value: Any, depth: int = 0) -> Any:
         return [plain(v, depth + 1) for v in value]
     if type(value) is dict:
         return {str(k): plain(v, depth + 1) for k, v in value.items()}
+    if type(value) is float and value != value:
+        return "NaN"  # which equals itself: a trace is the same as itself
     return value
 
 

@@ -20,6 +20,7 @@ from kfdtrace.driver.packets import Packet
 from kfdtrace.traces import records as R
 from kfdtrace.traces.contents import KnownMemory, chunk_size, is_semaphores
 from kfdtrace.traces.format import Record, TraceError, TraceReader
+from kfdtrace.traces.printable import printable
 from kfdtrace.traces.walk import Submission, TraceState, ioctl_args, ioctl_entry, reads
 
 # The --kind groups, by record type; types no group names are "other".
@@ -140,7 +141,8 @@ class Dumper:
 
     def entry(self, r: Record, sub: Submission | None) -> dict:
         f = r.fields
-        e: dict[str, Any] = {"n": r.n, "record": r.type, **{k: _plain(v) for k, v in f.items()}}
+        e: dict[str, Any] = {"n": r.n, "record": r.type,
+                             **{k if type(k) is str else str(k): _plain(v) for k, v in f.items()}}
         extra = _EXTRA.get(r.type)
         if extra is not None:
             extra(self, r, e)
@@ -236,17 +238,27 @@ class Dumper:
             self.memory.wrote(sub, p, access)
 
     def _write_blobs(self, n: int, what: str, name: str, keys: list[bytes], size: int) -> None:
-        """The bytes `keys` hold, as one file named by record, what and buffer; a missing blob, a size the
-        keys cannot hold or the MAX_BUFFER_BYTES limit is an error."""
+        """The bytes `keys` hold, as one file named by record, what and buffer, written a blob at a time: each
+        must be the piece of the `size` bytes it stands for (one key: all of them; more: the trace's chunk size,
+        the last one the rest). A missing blob, one of another size or the MAX_BUFFER_BYTES limit is an
+        error, and leaves no file."""
         self._check_limit(n, size)
-        data = bytearray()
-        for key in keys:
-            data += self.trace.blob(key)
-            if len(data) > size:
-                break
-        if len(data) < size or (self._chunk and len(keys) != -(-size // self._chunk)):
+        chunk = self._chunk or size
+        if len(keys) != (1 if len(keys) == 1 else -(-size // chunk)):
             raise DumpError(f"record {n} ({what}): its {len(keys)} chunks do not make {size} bytes (corrupt trace)")
-        self._write_file(n, what, name, bytes(data[:size]))
+        path = self._path(n, what, name)
+        try:
+            with open(path, "wb") as out:
+                for i, key in enumerate(keys):
+                    data = self.trace.blob(key)
+                    if len(data) != (size if len(keys) == 1 else min(chunk, size - i * chunk)):
+                        raise DumpError(f"record {n} ({what}): chunk {i} holds {len(data)} bytes, not the "
+                                        f"{min(chunk, size - i * chunk)} of {size} it stands for (corrupt trace)")
+                    out.write(data)
+        except BaseException:
+            os.unlink(path)
+            raise
+        self.written += size
 
     def _check_limit(self, n: int, size: int) -> None:
         if self.written + size > MAX_BUFFER_BYTES:
@@ -256,11 +268,14 @@ class Dumper:
     def _write_file(self, n: int, what: str, name: str, data: bytes) -> None:
         """`data` as one file named by record, what and buffer (the MAX_BUFFER_BYTES limit is an error)."""
         self._check_limit(n, len(data))
-        safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", name)[:80]
-        path = os.path.join(self.buffers_dir, f"{n:08d}.{what}.{safe}.bin")
-        with open(path, "wb") as out:
+        with open(self._path(n, what, name), "wb") as out:
             out.write(data)
         self.written += len(data)
+
+    def _path(self, n: int, what: str, name: str) -> str:
+        assert self.buffers_dir is not None
+        safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", name)[:80]
+        return os.path.join(self.buffers_dir, f"{n:08d}.{what}.{safe}.bin")
 
 
 _EXTRA: dict[str, Callable[[Dumper, Record, dict], None]] = {
@@ -339,5 +354,5 @@ def dump(trace: TraceReader, write: Callable[[str], None], selection: Selection 
     for lines in dumper.lines():
         n += 1
         for line in lines:
-            write(line)
+            write(printable(line))  # names and notes are the trace's
     return n

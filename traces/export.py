@@ -136,7 +136,8 @@ def _number(v: int) -> str:
 
 
 def _timeout_ns(timeout: float) -> int | None:
-    return int(timeout * 1e9) if math.isfinite(timeout) and timeout > 0 else None
+    ns = timeout * 1e9  # 1e300 s is finite, its nanoseconds are not
+    return int(ns) if math.isfinite(ns) and ns > 0 else None
 
 
 # -- following the records -------------------------------------------------------------------------------------

@@ -10,12 +10,14 @@ names the program gave its buffers, queues and threads.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from dataclasses import dataclass, field
 
 from kfdtrace.traces import records as R
 from kfdtrace.traces.contents import KnownMemory, chunk_size
-from kfdtrace.traces.format import TraceReader, TraceWriter
+from kfdtrace.traces.format import Record, TraceReader, TraceWriter
 from kfdtrace.traces.rewrite import TraceCopy
 from kfdtrace.traces.walk import TraceState
 
@@ -110,33 +112,47 @@ def _needed(trace: TraceReader) -> set[int]:
     return needed
 
 
+def _size(trace: TraceReader, r: Record) -> int:
+    """The size of the CPU write `r` (a `mem` record), which its blob must hold exactly (not what the record
+    claims alone: a hostile one claims 2**63 bytes)."""
+    size = len(trace.blob(r.fields["key"]))
+    if size != r.fields["size"]:
+        raise ValueError(f"record {r.n} (mem) claims {r.fields['size']} bytes, its blob holds {size} (corrupt trace)")
+    return size
+
+
 def redact(trace: TraceReader, out: str, keep_data: bool = False) -> RedactReport:
     """Write the redacted copy of `trace` to `out`; what was removed and what was kept."""
     report = RedactReport()
     needed = set() if keep_data else _needed(trace)
     filled = kept = paths = 0
-    with TraceWriter(out, redact_header(trace.header, report), clock=trace.clock, delta=trace.delta,
-                     submission_type=trace.submission_type) as w:
-        copy, state, owner = TraceCopy(trace, w), TraceState(trace.header), {}
-        for r in R.checked(trace.records()):
-            sub = state.apply(r)
-            if r.type == R.ALLOC:
-                owner[r.fields["va"]] = r.n
-            if r.type == R.MEM and not keep_data:
-                b = state.buffer_at(r.fields["va"])
-                if b is not None and owner.get(b.va) in needed:
-                    kept += 1
-                else:
-                    copy.record(r.type, r.fields, data=fill(r.fields["size"]))
-                    filled += 1
+    try:
+        with TraceWriter(out, redact_header(trace.header, report), clock=trace.clock, delta=trace.delta,
+                         submission_type=trace.submission_type) as w:
+            copy, state, owner = TraceCopy(trace, w), TraceState(trace.header), {}
+            for r in R.checked(trace.records()):
+                sub = state.apply(r)
+                if r.type == R.ALLOC:
+                    owner[r.fields["va"]] = r.n
+                if r.type == R.MEM and not keep_data:
+                    b = state.buffer_at(r.fields["va"])
+                    if b is not None and owner.get(b.va) in needed:
+                        kept += 1
+                    else:
+                        copy.record(r.type, r.fields, data=fill(_size(trace, r)))
+                        filled += 1
+                        continue
+                elif r.type == R.NOTE:
+                    text, n = _paths(r.fields["text"])
+                    paths += n
+                    copy.record(r.type, {**r.fields, "text": text})
                     continue
-            elif r.type == R.NOTE:
-                text, n = _paths(r.fields["text"])
-                paths += n
-                copy.record(r.type, {**r.fields, "text": text})
-                continue
-            copy.record(r.type, r.fields, sub)
-        w.close(copy.summary())
+                copy.record(r.type, r.fields, sub)
+            w.close(copy.summary())
+    except BaseException:
+        with contextlib.suppress(OSError):  # a redacted copy of part of a trace would pass for the whole
+            os.unlink(out)
+        raise
     if paths:
         report.removed.append(f"{paths} file paths in notes")
     if keep_data:

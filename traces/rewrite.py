@@ -47,7 +47,7 @@ class TraceCopy:
         if sub is not None and sub.queue is not None and sub.queue.dialect is not None:
             self.packets.update(f"{sub.queue.dialect.name}:{p.name}" for p in sub.packets)
         self.counts[type_] += 1
-        self.w.record(type_, **fields)
+        self.w.record_fields(type_, fields)  # fields named by any key a trace may hold (not only strs)
 
     def summary(self) -> dict:
         """The summary capture would write for these records (the writer's figures as of before the index)."""

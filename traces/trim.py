@@ -201,7 +201,9 @@ def trim(trace: TraceReader, out: str, first: int, last: int, reconstruct: Recon
             start = r
             break
         prefix.apply(r)
-    assert start is not None  # the index counts `first` submissions before it
+    if start is None:  # the index counted submissions of another type, or more than the frames hold
+        raise ValueError(f"{trace.path}: submission {first} is not among its doorbells (the index counts "
+                         f"{trace.submissions} submissions of type {trace.submission_type!r}: corrupt trace)")
     restored: dict[int, bytes] = {}
     if reconstruct is not None:
         semaphores = [b.va for b in prefix.state.buffers.values() if is_semaphores(b)]

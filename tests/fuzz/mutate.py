@@ -72,8 +72,8 @@ class Trace:
                 w.blob(data, key)
             for type_, fields in self.records:
                 try:
-                    w.record(type_, **fields)
-                except (F.TraceError, TypeError):
+                    w.record_fields(type_, fields)  # fields named by anything msgpack packs, not only strs
+                except F.TraceError:
                     pass
             w.close(self.summary)
 
