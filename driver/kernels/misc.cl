@@ -119,3 +119,14 @@ __kernel void grid_info(__global uint *out) {
     }
     o[15] = get_work_dim();
 }
+
+/* each work-group reverses its 64 values through LDS: clang folds tmp[63 - l] into a base of -4*l and
+   offset:252, an address that exists only once the sum wraps at 32 bits */
+__kernel void reverse_local(__global const uint *in, __global uint *out) {
+    __local uint tmp[64];
+    uint l = get_local_id(0);
+    size_t g = get_group_id(0) * 64;
+    tmp[l] = in[g + l];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    out[g + l] = tmp[63u - l];
+}

@@ -243,6 +243,10 @@ def _divmod(v: Values) -> dict[str, np.ndarray]:
     return {"q": q, "r": r, "uq": ua // ub, "ur": ua % ub, "lq": lq, "lr": lr}
 
 
+def _reverse_local(v: Values) -> dict[str, np.ndarray]:
+    return {"out": v["in"].reshape(-1, 64)[:, ::-1].reshape(-1)}
+
+
 def _collatz(v: Values) -> dict[str, np.ndarray]:
     x = v["start"].astype(np.uint64)
     steps = np.zeros(x.shape, np.uint32)
@@ -586,6 +590,8 @@ def _cases() -> tuple[Case, ...]:
              (200,), (64,), _crc),
         Case("grid_info", "misc", (Out("out", u32, (10 * 6 * 3, 16)),),
              (10, 6, 3), (4, 4, 2), _grid_info((10, 6, 3), (4, 4, 2))),
+        Case("reverse_local", "misc", (In("in", u32, (256,), ints(0, 2**32)), Out("out", u32, (256,))),
+             (256,), (64,), _reverse_local),
         # ---- written after the interpreter, to try it on code it was not built around ------------------------
         Case("softmax_rows", "numeric", (In("x", f32, (7, 300), floats(-8, 8)), Out("y", f32, (7, 300)),
                                          Scalar("cols", u32, 300)),

@@ -576,6 +576,13 @@ class MemoryOps:
         idx = np.flatnonzero(w.exec.ravel())
         return idx, addr(w).reshape(-1)[idx].astype(np.int64)
 
+    @staticmethod
+    def _ds_address(a: np.ndarray, offset: int) -> np.ndarray:
+        """A DS instruction's LDS address: ADDR VGPR + OFFSET in 32 bits. LLVM folds tmp[63 - l] into a base of
+        -4*l with offset:252 (AMDGPUISelDAGToDAG.cpp isDSOffsetLegal: only gfx6 keeps such a base unfolded): the
+        sum wraps."""
+        return (a + offset) & 0xFFFFFFFF
+
     def _ds_load(self, ins: Instruction, addr: Callable, offsets: tuple, size: int, signed: bool, regs: Regs):
         n = ins.fields["vdst"]
         per = max(1, size // 4)
@@ -587,7 +594,7 @@ class MemoryOps:
             if not len(idx):
                 return
             for k, off in enumerate(offsets):
-                data = memory._lds_read(w, idx, a + off, size)
+                data = memory._lds_read(w, idx, memory._ds_address(a, off), size)
                 w.scatter_lanes(n + k * per, idx, _extend(data, size, signed) if size < 4 else _dwords(data))
         return run
 
@@ -604,7 +611,7 @@ class MemoryOps:
                 return
             for s, off in zip(sources, offsets, strict=True):
                 words = w.gather_lanes(s, per, idx)
-                memory._lds_write(w, idx, a + off, words.view(u8).reshape(len(idx), -1)[:, :size])
+                memory._lds_write(w, idx, memory._ds_address(a, off), words.view(u8).reshape(len(idx), -1)[:, :size])
         return run
 
     def _ds_atomic(self, ins: Instruction, addr: Callable, offset: int, op: str, size: int, regs: Regs):
@@ -631,7 +638,7 @@ class MemoryOps:
                 operands.append(value(w, data1, idx))
                 if cmp_first:
                     operands.reverse()
-            old = memory._lds_atomic(w, idx, a + offset, size, fn, operands)
+            old = memory._lds_atomic(w, idx, memory._ds_address(a, offset), size, fn, operands)
             if ret is not None:
                 w.scatter_lanes(ret, idx, old.view(u32).reshape(len(idx), words))
         return run
