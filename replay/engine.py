@@ -583,6 +583,16 @@ def check_resources(s: Survey, system: System, instances: int, max_memory: int) 
 
 
 # -- the second pass -------------------------------------------------------------------------------------
+CLOCK_BYTES = 8  # what a packet writing a GPU clock writes (a 64-bit counter)
+
+
+def _masked(data: bytes, clocks: list[int]) -> bytes:
+    """`data` with CLOCK_BYTES zeroed at each offset of `clocks` (which may start before it or run past it)."""
+    out = bytearray(data)
+    for at in clocks:
+        out[max(at, 0):at + CLOCK_BYTES] = bytes(len(out[max(at, 0):at + CLOCK_BYTES]))
+    return bytes(out)
+
 
 
 @dataclass(eq=False)
@@ -592,7 +602,8 @@ class ReplayBuffer:
     buffer: Buffer
     role: str = "user"
     view: memoryview | None = None  # its bytes, when the CPU sees them (valid while the buffer lives)
-    volatile: bool = False  # a packet writes a GPU clock into it: never compared
+    # where packets may write a GPU clock into it (offsets of CLOCK_BYTES each): masked when compared
+    volatile: set[int] = field(default_factory=set)
     # the last packet writing it: (its submission, the submission's ring bytes, its offset there, their dialect)
     wrote: tuple[str, bytes, int, Dialect] | None = None
 
@@ -952,7 +963,8 @@ class Instance:
                         continue
                     start, end, rb = hit[0], hit[0] + hit[1], hit[2]
                 rb.wrote = (where, ring, at, t.src)
-                rb.volatile |= volatile  # GPU clocks differ on every run
+                if volatile:  # GPU clocks differ on every run
+                    rb.volatile.add(addr - start)
         if packets:
             rq.queue.emit(packets)
         rq.queue.submit()
@@ -1148,7 +1160,7 @@ class Instance:
         in_flight = {b["va"] for b in r.fields.get("in_flight") or ()}  # GPU writes not known complete yet
         for entry in r.fields["buffers"]:
             hit = self.buffers.find(entry["va"])
-            if entry["va"] in in_flight or hit is None or hit[2].volatile or hit[2].buffer.cpu is None:
+            if entry["va"] in in_flight or hit is None or hit[2].buffer.cpu is None:
                 continue
             if (hit[0], len(entry["keys"])) != (entry["va"], -(-entry["size"] // self.s.chunk)) or \
                     entry["size"] > hit[1]:
@@ -1167,10 +1179,16 @@ class Instance:
         memory = memoryview((ctypes.c_char * size).from_address(rb.buffer.cpu_addr(0))).cast("B")
         for i, key in enumerate(entry["keys"]):
             lo = i * chunk
-            if self.trace.blob_key(memory[lo:lo + chunk]) != key:
-                actual = bytes(memory[lo:lo + chunk])
-                return Divergence(self.result.checkpoints, entry.get("name") or f"@{entry['va']:#x}", entry["va"], lo,
-                                  len(actual), self._blob(key), actual, rb.writer)
+            clocks = [at - lo for at in rb.volatile if lo - CLOCK_BYTES < at < lo + chunk] if rb.volatile else None
+            if clocks:  # compared with the clocks' bytes masked, in what was recorded and what is there
+                expected, actual = self._blob(key), bytes(memory[lo:lo + chunk])
+                if expected is not None and _masked(expected, clocks) == _masked(actual, clocks):
+                    continue
+            elif self.trace.blob_key(memory[lo:lo + chunk]) == key:
+                continue
+            actual = bytes(memory[lo:lo + chunk])
+            return Divergence(self.result.checkpoints, entry.get("name") or f"@{entry['va']:#x}", entry["va"], lo,
+                              len(actual), self._blob(key), actual, rb.writer)
         return None
 
     def _blob(self, key: bytes) -> bytes | None:
