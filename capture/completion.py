@@ -11,7 +11,9 @@ to know about one queue. It advances only on evidence:
 * a queue complete past one of its own GPU waits had that wait satisfied: the same rule as a CPU wait, in
   turn (this is how completion flows along semaphore chains);
 * a CPU wait saw an AQL signal at 0 or below: when one packet alone is pending that decrements it (its
-  completion signal), that packet completed.
+  completion signal), that packet completed;
+* a queue complete past a BARRIER_AND saw each of its dependency signals at 0: the same rule, in turn (a
+  GPU wait of value None).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ class QueueProgress:
 
 
 Signal = tuple[int, int, int]  # (end position in its queue's stream, address, value)
-Wait = tuple[int, int, int]  # (end position, address, value the memory reached: >= value)
+Wait = tuple[int, int, int | None]  # (end position, address, value the memory reached: >= value; None: an AQL
+# signal's value reached 0)
 
 
 class Completion:
@@ -88,6 +91,9 @@ class Completion:
         work = [(addr, value)]
         while work:
             addr, value = work.pop()
+            if value is None:  # a barrier passed an AQL signal at 0
+                self.reached_zero(addr)
+                continue
             pending = self._signals.get(addr)
             if not pending:
                 continue

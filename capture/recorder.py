@@ -33,7 +33,7 @@ from kfdtrace.capture.memory import KERNARGS, MemoryRecorder, TrackedBuffer
 from kfdtrace.capture.submissions import Analyzer, Facts, Plan
 from kfdtrace.capture.trace_file import TraceFile
 from kfdtrace.driver import kfd_ioctl as K
-from kfdtrace.driver.aql import AmdSignal
+from kfdtrace.driver.aql import AQL, AmdSignal
 from kfdtrace.driver.memory import DOMAINS
 from kfdtrace.driver.packets import Dialect, PacketDef, PacketError
 from kfdtrace.driver.ranges import RangeMap
@@ -481,8 +481,11 @@ class RecordingSyscalls:
             for p in q.dialect.iter_packets(ring):
                 # only a barrier packet's completion says the packets before it completed (HSA: it began after
                 # them); the field holds the signal's handle, and a wait reads its value, SIGNAL_VALUE bytes in
+                end = base + p.offset + p.size
                 if p.defn.completion and p.fields[p.defn.completion[1]] and (signal := p.fields[p.defn.completion[0]]):
-                    self.completion.decrements(progress, base + p.offset + p.size, signal + SIGNAL_VALUE)
+                    self.completion.decrements(progress, end, signal + SIGNAL_VALUE)
+                if q.dialect is AQL and (settled := AQL.settled(p)):  # a BARRIER_AND passed them at 0
+                    waits = [*waits, *((end, h + SIGNAL_VALUE, None) for h in settled)]
         for pos, buf in writes:
             buf.writes[progress] = base + pos  # positions only grow: the last write is the one to wait for
             self.written.add(buf)

@@ -103,16 +103,19 @@ class QueueProperties(IntEnum):
 @dataclass(frozen=True)
 class Signal(Addr):
     """An hsa_signal_t handle: the address of an amd_signal_t, 0 for none. `role` "completion": the processor
-    decrements its value when the packet completes (tag `written`); "dependency": the packet waits on it."""
+    decrements its value when the packet completes (tag `written`); "dependency": the packet waits on it.
+    `settled`: the packet completes only once this signal is at 0, so its completion shows it was."""
 
     role: str = "completion"
+    settled: bool = False
 
 
 TYPE = Field("type", 0, 0, 8)
 FORMAT = Field("amd_format", 0, 16, 8)
 _HEADER = (Field("barrier", 0, 8, 1), Field("acquire_fence_scope", 0, 9, 2), Field("release_fence_scope", 0, 11, 2))
 _COMPLETION = Signal("completion_signal", 14, written=True, completes="barrier")
-_DEPENDENCIES = tuple(Signal(f"dep_signal{i}", 2 + 2 * i, role="dependency") for i in range(5))
+def _dependencies(settled: bool) -> tuple[Signal, ...]:
+    return tuple(Signal(f"dep_signal{i}", 2 + 2 * i, role="dependency", settled=settled) for i in range(5))
 
 
 def _pkt(name: str, type_: PacketType, *fields: Field | Addr, amd_format: AmdFormat | None = None) -> PacketDef:
@@ -131,14 +134,14 @@ _DEFS = (
          Field("private_segment_size", 6), Field("group_segment_size", 7),
          Addr("kernel_object", 8, kernel="kernarg_address"), Addr("kernarg_address", 10), _COMPLETION),
     # Complete once every non-zero dependency signal is 0 (a zero handle counts as satisfied).
-    _pkt("BARRIER_AND", PacketType.BARRIER_AND, *_DEPENDENCIES, _COMPLETION),
+    _pkt("BARRIER_AND", PacketType.BARRIER_AND, *_dependencies(settled=True), _COMPLETION),
     # A function the agent runs: the emulator refuses it; declared so its addresses are tagged.
     _pkt("AGENT_DISPATCH", PacketType.AGENT_DISPATCH,
          Field("agent_type", 0, 16, 16), Addr("return_address", 2, written=True),
          Field("arg0", 4, 0, 64), Field("arg1", 6, 0, 64), Field("arg2", 8, 0, 64), Field("arg3", 10, 0, 64),
          _COMPLETION),
     # Complete once any non-zero dependency signal is 0 (a zero handle counts as not satisfied).
-    _pkt("BARRIER_OR", PacketType.BARRIER_OR, *_DEPENDENCIES, _COMPLETION),
+    _pkt("BARRIER_OR", PacketType.BARRIER_OR, *_dependencies(settled=False), _COMPLETION),
     # amd_aql_pm4_ib: dwords 1..4 hold one PM4 INDIRECT_BUFFER packet (header, ib_base, size and control bits
     # as the device's PM4 dialect defines them), then dw_cnt_remain = 0xA (the 10 dwords after it).
     _pkt("PM4_IB", PacketType.VENDOR_SPECIFIC,
@@ -183,6 +186,10 @@ class AqlDialect(Dialect):
     def dependencies(self, packet: Packet) -> list[int]:
         """The dependency signal handles of a packet, in table order (zeros included)."""
         return [packet.fields[s.name] for s in self.signals[packet.name] if s.role == "dependency"]
+
+    def settled(self, packet: Packet) -> list[int]:
+        """The signal handles the packet's completion shows were at 0 (BARRIER_AND's non-zero dependencies)."""
+        return [h for s in self.signals[packet.name] if s.settled and (h := packet.fields[s.name])]
 
 
 AQL = AqlDialect("aql", _DEFS)

@@ -190,6 +190,49 @@ def test_an_aql_signal_at_zero_completes_only_what_it_proves():
     assert d.completion == ("completion_signal", "barrier") and SIGNAL_VALUE == 8
 
 
+def test_a_barrier_and_that_completed_saw_its_dependencies_at_zero():
+    """Queue B's BARRIER_AND waits on queue A's completion signal; once B is known complete past it (its own
+    completion signal seen at 0), A's packet completed too."""
+    from kfdtrace.capture.completion import Completion, QueueProgress
+
+    c, a, b = Completion(), QueueProgress("A"), QueueProgress("B")
+    c.decrements(a, 64, 0x1008)  # A's dispatch decrements its signal
+    c.submitted(b, [], [(64, 0x1008, None)], [])  # B's barrier passes once that signal is at 0
+    c.decrements(b, 64, 0x2008)  # and decrements its own
+    c.reached_zero(0x2008)
+    assert (b.done, a.done) == (64, 64)
+
+
+@pytest.mark.parametrize("target", ["gfx942", "gfx1100"])
+def test_a_cpu_write_after_a_barrier_chain_across_queues_is_recorded(target, tmp_path):
+    """A's dispatch writes c (completion a_done); B's BARRIER_AND waits on a_done (completion b_done); the CPU
+    waits on b_done, then rewrites c through a view. c was still taken for in flight, so the rewrite went
+    unrecorded and the replay diverged on a correct program."""
+    from kfdtrace.driver.aql_queue import HsaSignal
+    from kfdtrace.replay.engine import EXIT_OK, Options
+    from kfdtrace.replay.session import replay_trace
+
+    path = str(tmp_path / "chain.kfdtrace")
+    with record(path), System.open(emulate=target) as system:
+        gpu = system.devices[0]
+        kernel = corpus(gpu).kernel("vector_add")
+        a, b, c, out = (gpu.alloc(N * 4, "gtt", name=name) for name in ("a", "b", "c", "out"))
+        a.write(np.arange(N, dtype=np.float32))
+        b.write(np.ones(N, np.float32))
+        qa, qb, copy = gpu.aql_queue(name="A"), gpu.aql_queue(name="B"), gpu.sdma_queue(name="copy")
+        a_done, b_done, copied = HsaSignal(system, 1, "a_done"), HsaSignal(system, 1, "b_done"), \
+            system.semaphore("copied")
+        qa.dispatch(kernel, (N,), (64,), a, b, c, np.uint32(N), completion=a_done)
+        qb.barrier_and([a_done], completion=b_done)
+        b_done.wait(0, timeout=120)
+        c.numpy(np.float32)[:] *= 3  # the CPU's own rewrite, which nothing but the recorder's tracking sees
+        copy.copy(out, c, N * 4).signal(copied, 1).submit()
+        copied.wait(1, timeout=120)
+        assert np.frombuffer(out.read(), np.float32)[5] == 18.0
+    report = replay_trace(path, Options(), emulate=target)
+    assert report.status == EXIT_OK and report.results[0].verified >= 1, report.lines()
+
+
 @pytest.mark.parametrize("target", ["gfx942", "gfx1201"])
 def test_a_pm4_dispatch_s_kernel_and_arguments_come_from_its_registers(target, tmp_path):
     """Read back from a recorded PM4 submission: COMPUTE_PGM names the kernel, the user SGPR the descriptor
