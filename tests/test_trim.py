@@ -355,3 +355,54 @@ def test_a_reset_of_a_semaphore_whose_last_signaller_may_still_run_is_refused(tm
     for first in (1, 3, 5):  # each round's copy on `other`: the semaphore of `q`'s copy before is made again
         with TraceReader(path) as r, pytest.raises(TrimRefused, match="were still running when the range starts"):
             trim(r, out, first, r.submissions - 1)
+
+
+def vram_round_trip(path: str, fill: int, size: int = 64 << 10) -> None:
+    """Submission 0 copies src into vram (never checkpointed: the CPU cannot see it); submission 1 fills `fill`
+    bytes of vram from its start, then copies all of vram back."""
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        src, back = gpu.alloc(size, "gtt", name="src"), gpu.alloc(size, "gtt", name="back")
+        vram = gpu.alloc(size, "vram", cpu_access=False, name="vram")
+        src.write(bytes(range(256)) * (size // 256))
+        qa, qb, a, b = gpu.sdma_queue(name="in"), gpu.sdma_queue(name="out"), system.semaphore("a"), \
+            system.semaphore("b")
+        qa.copy(vram, src, size).signal(a, 1).submit()
+        qb.wait(a, 1).fill(vram, 0xA5A5A5A5, fill).copy(back, vram, size).signal(b, 1).submit()
+        b.wait(1, timeout=60)
+
+
+@pytest.mark.parametrize("fill", [4096, 64 << 10], ids=["part", "all"])
+def test_a_range_that_writes_part_of_unknown_memory_still_cannot_read_the_rest(fill, tmp_path):
+    """A write in the range makes known only the bytes its byte count covers: a 4 KiB fill of vram left the rest
+    of it unknown (trim used to take the whole buffer as written, and the trimmed trace diverged); a fill of
+    all of it makes the copy after it trimmable."""
+    path, out = str(tmp_path / "v.kfdtrace"), str(tmp_path / "t.kfdtrace")
+    vram_round_trip(path, fill)
+    with TraceReader(path) as r:
+        if fill < 64 << 10:
+            with pytest.raises(TrimRefused, match=r"submission 1 \(COPY_LINEAR\) reads vram .* unknown"):
+                trim(r, out, 1, 1)
+            return
+        trim(r, out, 1, 1)
+    report = replay_trace(out, Options(timeout=10), emulate_recorded=True)
+    assert report.status == EXIT_OK and report.results[0].verified >= 1, report.lines()
+
+
+def test_a_range_waiting_on_an_event_nothing_in_it_sets_is_refused(tmp_path):
+    path, out = str(tmp_path / "e.kfdtrace"), str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        b = gpu.alloc(4096, "gtt", name="b")
+        q1, q2 = gpu.sdma_queue(name="q1"), gpu.sdma_queue(name="q2")
+        ev, s = system.event(auto_reset=False), system.semaphore("s")
+        q1.trap(ev.id).submit()  # submission 0 sets the event
+        q2.fill(b, 0x22222222, 4096).signal(s, 1).submit()
+        ev.wait(timeout=5)
+        s.wait(1)
+    with TraceReader(path) as r:
+        with pytest.raises(TrimRefused, match=r"on event \d+ saw it set, and nothing in the range sets it"):
+            trim(r, out, 1, 1)
+        trim(r, out, 0, 1)
+    report = replay_trace(out, Options(timeout=10), emulate_recorded=True)
+    assert report.status == EXIT_OK, report.lines()

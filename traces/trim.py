@@ -27,12 +27,13 @@ from dataclasses import dataclass
 
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.aql import AmdSignal
+from kfdtrace.driver.packets import Packet
 from kfdtrace.traces import records as R
 from kfdtrace.traces.contents import SIGNAL, KnownMemory, chunk_size, is_semaphores
 from kfdtrace.traces.format import Record, TraceError, TraceReader, TraceWriter
 from kfdtrace.traces.rewrite import TraceCopy
 from kfdtrace.traces.semaphores import semaphore_facts
-from kfdtrace.traces.walk import Submission, TraceState, reads
+from kfdtrace.traces.walk import Submission, TraceState
 
 # records that set up an object, kept before A while it lives, and those that end it: type -> (kind of object,
 # the field naming it)
@@ -275,10 +276,11 @@ Wait = tuple[str, int | None, int, int, int]  # (what, queue or None for the CPU
 def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int) -> None:
     """Copy the records from `start` to those before submission last+1, refusing a read of unknown memory and
     a wait that nothing can satisfy."""
-    state, written = prefix.state, set()  # buffers (by va) the range has written or made so far
+    state, written = prefix.state, Written()  # what the range has made and written so far
     first = state.submissions
     signals: Signals = {addr: [(None, -1, v)] for addr, v in _values(prefix.words).items()}
     waits: list[Wait] = []
+    events: set[int] = set()  # KFD events the range sets (a packet's interrupt, or the CPU)
     for rec in itertools.chain((start,), records):
         if rec.type == R.DOORBELL and state.submissions > last:
             break
@@ -290,8 +292,15 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int) -
         if sub is not None:
             _check_reads(prefix, sub, written)
             _signals_and_waits(prefix, sub, rec.n, signals, waits, first)
+            events.update(p.fields[p.defn.event_field] for p in sub.packets if p.defn.event_field)
+        elif rec.type == R.EVENT_SET:
+            events.add(f["event"])
+        elif rec.type == R.EVENT_WAIT and f["ok"] and f["event"] not in events:
+            raise TrimRefused(f"the CPU wait at record {rec.n} on event {f['event']} saw it set, and nothing in the "
+                              f"range sets it before: the range would hang without the submission that does; start "
+                              f"it earlier")
         elif rec.type == R.ALLOC:
-            written.add(f["va"])
+            written.made.add(f["va"])
         elif rec.type == R.CHECKPOINT:
             for entry in f["buffers"]:
                 _check_known(prefix, entry["va"], written, f"the checkpoint at record {rec.n}")
@@ -358,26 +367,61 @@ def _understood(sub: Submission, where: str) -> None:
         raise TrimRefused(f"submission {sub.number} {where}: {sub.error}; trim cannot tell what it reads and writes")
 
 
-def _check_reads(prefix: _Prefix, sub: Submission, written: set[int]) -> None:
+class Written:
+    """What the range has made (buffers allocated in it, by va) and written: the byte spans of the packets that
+    say how many bytes they move (a table's byte_count field), per buffer. A write of unknown extent (a kernel's,
+    a packet's without a count) makes nothing known: it may have written part of the buffer only."""
+
+    def __init__(self) -> None:
+        self.made: set[int] = set()
+        self.spans: dict[int, list[tuple[int, int]]] = {}  # buffer va -> [(start, end)] written, merged
+
+    def add(self, va: int, lo: int, hi: int) -> None:
+        spans = sorted([*self.spans.get(va, ()), (lo, hi)])
+        merged = [spans[0]]
+        for a, b in spans[1:]:
+            if a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+            else:
+                merged.append((a, b))
+        self.spans[va] = merged
+
+    def covers(self, va: int, lo: int, hi: int) -> bool:
+        return any(a <= lo and hi <= b for a, b in self.spans.get(va, ()))
+
+
+def _extents(p: Packet, fields: list[str]) -> dict[int, int | None]:
+    """Address -> the bytes the packet moves through it (None: not known) for its address `fields`."""
+    held = p.addresses()
+    moved = p.fields[p.defn.split[0]] + 1 if p.defn.split else None
+    advancing = p.defn.split[1] if p.defn.split else ()
+    return {held[n]: moved if n in advancing else None for n in fields if n in held}
+
+
+def _check_reads(prefix: _Prefix, sub: Submission, written: Written) -> None:
     _understood(sub, "in the range")
     for p in sub.packets:
         access = prefix.memory.access(sub, p)
         if isinstance(access, str):
             raise TrimRefused(f"{access}: trim cannot tell what it reads and writes")
-        for addr in reads(p) + (access.reads if access else []):
-            _check_known(prefix, addr, written, f"submission {sub.number} ({p.name})")
-        for addr in p.written_addresses() + (access.writes if access else []):
+        read = _extents(p, [n for n in p.addresses() if n not in p.defn.written_fields])
+        for addr in [*read, *(access.reads if access else [])]:
+            _check_known(prefix, addr, written, f"submission {sub.number} ({p.name})", read.get(addr))
+        for addr, size in _extents(p, list(p.defn.written_fields)).items():
             buf = prefix.state.buffer_at(addr)
-            if buf is not None:
-                written.add(buf.va)
+            if buf is not None and size is not None:
+                written.add(buf.va, addr, addr + size)
 
 
-def _check_known(prefix: _Prefix, addr: int, written: set[int], what: str) -> None:
+def _check_known(prefix: _Prefix, addr: int, written: Written, what: str, size: int | None = None) -> None:
+    """TrimRefused if the `size` bytes at `addr` (None: its whole buffer) are unknown at the range's start and the
+    range has not written them itself."""
     buf = prefix.state.buffer_at(addr)
-    if buf is None or buf.va in written or is_semaphores(buf):
+    if buf is None or buf.va in written.made or is_semaphores(buf):
         return
+    lo, hi = (addr, addr + size) if size is not None else (buf.va, buf.va + buf.size)
     contents = prefix.memory.contents.get(buf.va)
-    if contents is not None and contents.unknown:
+    if contents is not None and contents.unknown and not written.covers(buf.va, lo, hi):
         raise TrimRefused(f"{what} reads {buf.label} at {addr:#x}, whose contents at the range's start are "
                           f"unknown ({contents.unknown}, and no checkpoint of it followed): trim from an earlier "
                           f"submission, or from one after a checkpoint of {buf.label}")
