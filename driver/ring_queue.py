@@ -121,10 +121,21 @@ class RingQueue:
         return self.dialect.build(name, payload, **({**defaults, **fields} if defaults else fields))
 
     def emit(self, data: bytes) -> Self:
-        """Append packets already encoded in this queue's dialect; they go on the ring as one unit."""
+        """Append packets already encoded in this queue's dialect; they go on the ring as one unit, or, when they
+        would take more than half the ring, as units cut between packets (the engine runs the first ones while
+        the rest wait for room): a replay's translation may be longer than the recorded ring held at once."""
         if not data or len(data) % 4:
             raise ValueError(f"packets are whole dwords: {len(data)} bytes is not a positive multiple of 4")
-        self._pending.packets.append(bytes(data))
+        limit = self.ring_size // 2
+        if len(data) <= limit:
+            self._pending.packets.append(bytes(data))
+            return self
+        start = 0
+        for pos, size, _ in self.dialect.spans(data):
+            if pos > start and pos + size - start > limit:
+                self._pending.packets.append(bytes(data[start:pos]))
+                start = pos
+        self._pending.packets.append(bytes(data[start:]))
         return self
 
     def discard(self) -> list[bytes]:

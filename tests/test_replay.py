@@ -382,3 +382,20 @@ def test_a_clock_in_a_buffer_masks_its_bytes_not_the_buffer(tmp_path, target):
     rewrite(path, bad, change)
     report = replay_trace(bad, Options(), emulate=target)
     assert report.status == EXIT_DIVERGED and "buffer out" in " ".join(report.lines()), report.lines()
+
+
+def test_a_submission_whose_translation_outgrows_the_ring_goes_in_pieces(tmp_path):
+    """60 copies of 8 MiB + 4 KiB in one submission on a 4 KiB ring: one packet each on RDNA3 (1.7 KiB of ring),
+    three each where a packet copies at most 4 MiB (CDNA3): 5 KiB of packets that the replay's ring takes in
+    units cut between packets (it used to be an internal error)."""
+    path, size = str(tmp_path / "big.kfdtrace"), (8 << 20) + 4096
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        src, dst = gpu.alloc(size, "gtt", name="src"), gpu.alloc(size, "gtt", name="dst")
+        src.write(bytes(range(256)) * (size // 256))
+        q = gpu.sdma_queue(ring_size=4096, max_copy=gpu.target.sdma_copy_limit, name="small")  # RDNA3's: 1 GiB
+        for _ in range(60):
+            q.copy(dst, src, size)
+        q.sync(timeout=120)
+    report = replay_trace(path, Options(timeout=60), emulate="gfx942")
+    assert report.status == EXIT_OK and report.results[0].verified >= 1, report.lines()
