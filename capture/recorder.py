@@ -20,6 +20,7 @@ through raw pointers. See capture/README.md for the measured trade-off.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
@@ -40,7 +41,7 @@ from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.ring_queue import unwrapped
 from kfdtrace.driver.syscalls import KFD_DEVICE, Syscalls, memory_view
 from kfdtrace.traces import records as R
-from kfdtrace.traces.format import blob_key
+from kfdtrace.traces.format import TraceError, blob_key
 from kfdtrace.traces.walk import queue_dialect
 
 DEFAULT_CHUNK = 16 << 10  # measured: see capture/README.md
@@ -156,7 +157,9 @@ class Recorder:
             if self._final is None:
                 for wrapped in self._wrapped:  # submissions the workload left unlearnt: counted in the summary
                     wrapped._learn_pending()
-                summary = self.summary(status)  # flushes: the writer's figures below are final but for the index
+                summary = self.summary(status)
+                with contextlib.suppress(TraceError):  # a write that fails is trace.close's to report
+                    self.trace.writer.write_frames()  # the writer's figures below are final but for the index
                 summary.update({f"trace_{k}": v for k, v in self.trace.stats.items()})
                 self.trace.close(summary)
                 self._final = {**summary, "trace_file_bytes": self.trace.stats["file_bytes"]}

@@ -406,3 +406,18 @@ def test_a_range_waiting_on_an_event_nothing_in_it_sets_is_refused(tmp_path):
         trim(r, out, 0, 1)
     report = replay_trace(out, Options(timeout=10), emulate_recorded=True)
     assert report.status == EXIT_OK, report.lines()
+
+
+def test_a_trimmed_trace_s_summary_counts_its_frames(tmp_path):
+    """The writer's figures in the summary are taken once every frame but the index is written: a small trim
+    said '0 frames, compression 0.0x', and 'workload exit status None'."""
+    from kfdtrace.traces.info import describe
+
+    out = str(tmp_path / "t.kfdtrace")
+    with TraceReader(sample("sdma_stress-gfx942")) as r:
+        trim(r, out, 0, 1)
+    with TraceReader(out) as t:
+        s = t.summary
+        assert s["trace_frames"] == sum(1 for f in t.frames) and s["trace_raw_bytes"] > s["trace_compressed_bytes"] > 0
+    text = "\n".join(describe(out))
+    assert " 0 frames" not in text and "exit status None" not in text

@@ -682,8 +682,9 @@ class TraceWriter:
         if len(self._types) > self._journaled[1]:
             self._journal()
 
-    def _write_pending(self) -> None:
-        """Write every buffered blob and record as frames now (the journal goes with them)."""
+    def write_frames(self) -> None:
+        """Write every buffered blob and record as frames now (the journal goes with them): before taking
+        `stats` for a summary, so that they count every frame but the index."""
         self._check_open()
         self._out.drain()
         if self._blobs:
@@ -705,7 +706,7 @@ class TraceWriter:
             return
         self._packed(summary, "the summary")  # checked before anything is written: the caller may retry
         try:
-            self._write_pending()
+            self.write_frames()
             out = self._out
             out.cut()  # the footer must end the file
             index = {"frames": [[out.offsets[i], *entry] for i, entry in enumerate(self._frames)],

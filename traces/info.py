@@ -25,7 +25,9 @@ def format_packets(packets: dict[str, int]) -> list[str]:
 
 def format_summary(s: dict) -> list[str]:
     """The lines of a recording's summary (a Recorder.close() result, or a trace's stored summary)."""
-    lines = [f"duration {s['duration_ns'] / 1e9:.3f} s, workload exit status {s.get('exit_status')}",
+    status = s.get("exit_status")
+    lines = [f"duration {s['duration_ns'] / 1e9:.3f} s" + (f", workload exit status {status}" if status is not None
+                                                            else ""),
              f"{s['ioctls']} ioctls, {s['submissions']} submissions, {s['checkpoints']} checkpoints, "
              f"{s['buffers']} buffers"]
     packets = s.get("packets") or {}

@@ -51,6 +51,7 @@ class TraceCopy:
 
     def summary(self) -> dict:
         """The summary capture would write for these records (the writer's figures as of before the index)."""
+        self.w.write_frames()
         c = self.counts
         return {"duration_ns": (self.last_t - self.first_t) if self.first_t is not None else 0,
                 "ioctls": c[R.IOCTL], "submissions": c[R.DOORBELL], "checkpoints": c[R.CHECKPOINT],
