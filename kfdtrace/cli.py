@@ -391,18 +391,21 @@ def redact(trace: str, output: str, keep_data: bool, as_json: bool) -> None:
               help="Seconds a wait of the replay may take (hang).")
 @click.option("--max-size", type=click.IntRange(min=1), default=100, show_default=True, metavar="MB",
               help="The most the bundle may take.")
+@code_object_options
 @json_option
 @user_errors
 def bundle(trace: str, output: str, submits: str | None, redacted: bool, emulate: str | None, timeout: float,
-           max_size: int, as_json: bool) -> None:
+           max_size: int, code_object: tuple[str, ...], code_objects: str | None, as_json: bool) -> None:
     """A bug report in one file: the trace, the recording machine, the replay report here and a REPORT.md."""
     from kfdtrace.replay.bundle import bundle as make_bundle
+    from kfdtrace.replay.code_objects import parse_code_object_options
     from kfdtrace.traces.dump import parse_range
     from kfdtrace.traces.redact import redact as redact_trace
     from kfdtrace.traces.trim import trim as trim_trace
 
     check_backend(emulate, None)
     span = parse_range(submits) if submits is not None else None
+    objects = parse_code_object_options(list(code_object), code_objects)
 
     def prepare(src: str, dst: str) -> None:
         """The trace to bundle: trimmed, then redacted, as asked."""
@@ -419,7 +422,7 @@ def bundle(trace: str, output: str, submits: str | None, redacted: bool, emulate
     steps = span is not None or redacted
 
     show_report(make_bundle(trace, output, emulate=emulate, timeout=timeout, cap=max_size << 20,
-                            prepare=prepare if steps else None), as_json)
+                            prepare=prepare if steps else None, code_objects=objects), as_json)
 
 
 @main.command()

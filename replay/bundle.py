@@ -27,6 +27,8 @@ from kfdtrace.traces.format import MAGIC, TraceError, TraceReader
 if TYPE_CHECKING:
     import tarfile
 
+    from kfdtrace.replay.code_objects import CodeObjectOptions
+
 TRACE, MACHINE, REPLAY, REPORT = "trace.kfdtrace", "machine.json", "replay.json", "REPORT.md"
 MEMBERS = (TRACE, MACHINE, REPLAY, REPORT)
 MAX_MEMBERS = 16
@@ -69,14 +71,16 @@ def machine(trace: TraceReader) -> dict:
     return {k: trace.header.get(k) for k in ("backend", "host", "kfd_version", "gpus", "topology")}
 
 
-def replay_report(path: str, emulate: str | None, timeout: float) -> dict:
-    """`replay --json` of the trace at `path` here: the report, or the status and one-line error it fails with."""
+def replay_report(path: str, emulate: str | None, timeout: float,
+                  code_objects: CodeObjectOptions | None = None) -> dict:
+    """`replay --json` of the trace at `path` here (with `code_objects` for targets the recorded ones do not fit):
+    the report, or the status and one-line error it fails with."""
     from kfdtrace.replay.cli import failures
     from kfdtrace.replay.engine import EXIT_INTERNAL, Options
     from kfdtrace.replay.session import replay_trace
 
     try:
-        return replay_trace(path, Options(timeout=timeout), emulate=emulate).to_dict()
+        return replay_trace(path, Options(timeout=timeout, code_objects=code_objects), emulate=emulate).to_dict()
     except Exception as exc:
         status, kind = next(((s, k) for types, s, k in failures() if isinstance(exc, types)),
                             (EXIT_INTERNAL, "internal error"))
@@ -115,10 +119,11 @@ def report_md(trace_path: str, original: str, replayed: dict) -> str:
 
 
 def bundle(trace_path: str, out: str, *, emulate: str | None = None, timeout: float = 10.0, cap: int = DEFAULT_CAP,
-           prepare: Callable[[str, str], None] | None = None) -> BundleReport:
+           prepare: Callable[[str, str], None] | None = None,
+           code_objects: CodeObjectOptions | None = None) -> BundleReport:
     """Write the bundle of the trace at `trace_path` to `out`. `prepare(src, dst)`, if given, writes the trace
     to put in it (trimmed or redacted); `timeout`: the replay's, for a wait; `cap`: the most bytes the bundle
-    may take."""
+    may take; `code_objects`: the replay's builds of the recorded code objects for other targets."""
     import tarfile  # here, like to_json: `replay` reads traces through this module, and starts faster without them
 
     from kfdtrace.traces.dump import to_json
@@ -130,7 +135,7 @@ def bundle(trace_path: str, out: str, *, emulate: str | None = None, timeout: fl
             prepare(trace_path, path)
         with TraceReader(path) as r:
             about = machine(r)
-        replayed = replay_report(path, emulate, timeout)
+        replayed = replay_report(path, emulate, timeout, code_objects)
         members = {MACHINE: json.dumps(json.loads(to_json(about)), indent=1).encode(),  # bounded depth, bytes in hex
                    REPLAY: json.dumps(replayed, indent=1).encode(),
                    REPORT: report_md(path, trace_path, replayed).encode()}

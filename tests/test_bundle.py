@@ -86,6 +86,22 @@ def test_a_hang_is_reported_with_the_packet_each_queue_stopped_at(tmp_path):
     assert replay(out, "--timeout", "0.3").returncode == 2
 
 
+def test_a_compute_trace_bundled_for_another_family_takes_its_code_objects(tmp_path):
+    """The replay a bundle runs needs builds of the recorded code objects for another target, as replay does."""
+    from kfdtrace.driver.kernels.build import BUILT
+
+    from .test_compute_capture import vector_add
+
+    path, out = str(tmp_path / "v.kfdtrace"), str(tmp_path / "b.tar.zst")
+    vector_add(path, "gfx942", aql=True)
+    res = run("bundle", path, "-o", out, "--emulate", "gfx1100")
+    assert res.exit_code == 0 and "CANNOT REPLAY HERE" in res.output, res.output
+    os.unlink(out)
+    res = run("bundle", path, "-o", out, "--emulate", "gfx1100", "--code-objects", str(BUILT))
+    assert res.exit_code == 0 and "replay here: OK" in res.output, res.output
+    assert json.loads(members(out)["replay.json"])["status"] == 0
+
+
 def test_the_size_cap_leaves_nothing_behind(tmp_path):
     out = str(tmp_path / "big.tar.zst")
     with pytest.raises(B.BundleError, match="over the 1000-byte cap: trim the trace"):
