@@ -156,3 +156,29 @@ def test_a_result_that_stops_failing_is_reported_and_kept(tmp_path):
     with TraceReader(path) as r, pytest.raises(MinimizeError, match=r"in run 1 of 2: the failure depends on timing"):
         minimize(r, out, outcome, confirm=2)
     assert os.path.exists(out)
+
+
+def test_a_candidate_does_not_verify_what_its_dropped_writes_wrote(tmp_path):
+    """A candidate without the packets (or CPU writes) that wrote a buffer would fail its later checkpoints of
+    that buffer, a failure of its own that minimize took for the original's: those entries go with them, and a
+    dropped dispatch (which may write any buffer) takes every later entry."""
+    from kfdtrace.traces.minimize import Minimizer
+
+    from .test_replay import sample
+
+    def entries(path: str, after: int = -1) -> set[int]:
+        with TraceReader(path) as t:
+            return {b["va"] for c in t.records({"checkpoint"}) if c.n > after for b in c.fields["buffers"]}
+
+    src, out = sample("sdma_stress-gfx942"), str(tmp_path / "c.kfdtrace")
+    with TraceReader(src) as r:
+        m = Minimizer(r)
+        checked = entries(src)
+        n, wrote = next((n, w) for n, ws in m.writes.items() if n in m.subs for w in ws if w and w & checked)
+        m.write(out, {n})
+    assert not wrote & entries(out) and entries(out) == checked - wrote, (wrote, checked)
+    with TraceReader(src) as r:
+        m = Minimizer(r)
+        m.writes[n] = [None]  # as if it were a dispatch
+        m.write(out, {n})
+    assert entries(src, after=n) and entries(out, after=n) == set()

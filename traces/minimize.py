@@ -3,7 +3,9 @@
 Three passes, each over what the one before kept: the submissions, then the packets of each submission, then
 the CPU writes (`mem` records). Every candidate is a valid trace: a dropped submission's doorbell record goes,
 a dropped packet's bytes are cut from its submission's ring bytes (the doorbell values that follow move back
-by them), a dropped CPU write's record goes; every other record stays. A candidate reproduces when the command
+by them), a dropped CPU write's record goes; every other record stays, but for what checkpoints verify: a
+buffer that a dropped packet or CPU write wrote is no longer verified (a dispatch dropped: no buffer is), or the
+candidate would fail on contents it cannot make, a failure of its own. A candidate reproduces when the command
 exits with the status it gave on the original trace (and, with `match`, prints a match), the same test `--until`
 names; candidates of one round run side by side (`jobs`). A failure that depends on timing (a race the cuts
 opened, say) would shrink to a trace that reproduces only sometimes: a candidate is kept only when the command
@@ -24,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.replay.translate import carries_dispatch
 from kfdtrace.traces import records as R
 from kfdtrace.traces.format import Record, TraceError, TraceReader, TraceWriter
 from kfdtrace.traces.rewrite import TraceCopy
@@ -62,6 +65,9 @@ class Minimizer:
         state = TraceState(trace.header)
         self.records: list[Record] = []
         self.subs: dict[int, Submission] = {}  # doorbell record number -> what it submitted
+        # what each doorbell's packets (by index) and each CPU write (one) wrote: the buffers, by va; None for a
+        # dispatch (its kernel may write any)
+        self.writes: dict[int, list[set[int] | None]] = {}
         for r in R.checked(trace.records()):
             sub = state.apply(r)
             if sub is not None:
@@ -69,6 +75,11 @@ class Minimizer:
                     raise MinimizeError(f"{trace.path}: submission {sub.number} cannot be cut into packets: "
                                         f"{sub.error}")
                 self.subs[r.n] = sub
+                self.writes[r.n] = [None if carries_dispatch(p.defn) else
+                                    {b.va for a in p.written_addresses() if (b := state.buffer_at(a)) is not None}
+                                    for p in sub.packets]
+            elif r.type == R.MEM and (b := state.buffer_at(r.fields["va"])) is not None:
+                self.writes[r.n] = [{b.va}]
             self.records.append(r)
 
     def submissions(self) -> list[Item]:
@@ -86,12 +97,20 @@ class Minimizer:
         with TraceWriter(path, self.trace.header, clock=self.trace.clock, delta=self.trace.delta,
                          submission_type=self.trace.submission_type) as w:
             out, wptr = TraceCopy(self.trace, w), {}
+            unverified: set[int] | None = set()  # buffers a dropped write wrote (None: any buffer)
             for r in self.records:
+                if r.n in drop or (packets is not None and r.n in self.subs):
+                    unverified = self._dropped(r.n, drop, packets, unverified)
                 if r.n in drop:
                     continue
                 sub = self.subs.get(r.n)
                 if sub is None:
-                    out.record(r.type, r.fields)
+                    if r.type == R.CHECKPOINT and unverified != set():
+                        verified = [b for b in r.fields["buffers"]
+                                    if unverified is not None and b["va"] not in unverified]
+                        out.record(r.type, {**r.fields, "buffers": verified})
+                    else:
+                        out.record(r.type, r.fields)
                     continue
                 kept = sub.packets if packets is None else [p for i, p in enumerate(sub.packets)
                                                             if i in packets.get(r.n, ())]
@@ -106,6 +125,20 @@ class Minimizer:
             w.close(out.summary())
         return {"records": sum(out.counts.values()), "submissions": out.counts[R.DOORBELL],
                 "packets": sum(out.packets.values()), "bytes": os.path.getsize(path)}
+
+
+    def _dropped(self, n: int, drop: set[int], packets: dict[int, set[int]] | None,
+                 unverified: set[int] | None) -> set[int] | None:
+        """`unverified` with what record `n`'s dropped packets (all of them when it is dropped) or CPU write
+        wrote."""
+        keep = () if n in drop or packets is None else packets.get(n, ())
+        for i, wrote in enumerate(self.writes.get(n, ())):
+            if i not in keep:
+                if wrote is None:
+                    return None
+                if unverified is not None:
+                    unverified |= wrote
+        return unverified
 
 
 def ddmin(items: list[Item], reproduces: Callable[[list[list[Item]]], int | None]) -> list[Item]:
