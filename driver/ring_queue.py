@@ -48,6 +48,11 @@ def unwrapped(ring: memoryview, start: int, n: int) -> bytes:
     return ring[first:].tobytes() + ring[:first + n - size].tobytes()
 
 
+def valid_ring_size(size: int) -> bool:
+    """Whether a ring of `size` bytes is one a queue takes: a power of two of at least 1024 bytes."""
+    return size >= 1024 and not size & (size - 1)
+
+
 class RingQueue:
     """One ring of packets in `dialect`. Subclasses set `kind` (labels), `pointer_unit` (bytes per unit of the
     read/write pointers and the doorbell value), `defaults` (field values every packet of a name starts from,
@@ -58,7 +63,7 @@ class RingQueue:
     defaults: Mapping[str, Mapping[str, int]] = {}
 
     def __init__(self, device: Device, dialect: Dialect, ring_size: int, name: str | None):
-        if ring_size < 1024 or ring_size & (ring_size - 1):
+        if not valid_ring_size(ring_size):
             raise ValueError(f"ring size {ring_size} must be a power of two of at least 1024 bytes")
         self.device, self.dialect, self.name, self.ring_size = device, dialect, name, ring_size
         self.queue_id: int | None = None

@@ -28,7 +28,7 @@ from kfdtrace.driver.memory import PAGE, Buffer
 from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet
 from kfdtrace.driver.pm4 import DIALECTS as PM4_DIALECTS
 from kfdtrace.driver.ranges import RangeMap
-from kfdtrace.driver.ring_queue import RingQueue
+from kfdtrace.driver.ring_queue import RingQueue, valid_ring_size
 from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.driver.sdma_queue import ENGINE_KINDS
 from kfdtrace.driver.signals import POLL_SLICE_MS, Event, Semaphore
@@ -483,9 +483,9 @@ class _Surveyor:
         packets, calls = t.packets, t.calls
         calls.clear()
         where = f"submission {self.s.submissions} (queue {f['queue']})"
-        if len(f["ring"]) > self.rings[f["queue"]][0] - PAGE:  # more than the ring held unconsumed at once
-            raise ReplayError(f"{where}: {len(f['ring'])} bytes of packets in a {self.rings[f['queue']][0] - PAGE}"
-                              f"-byte ring (corrupt trace)")
+        size = self.rings[f["queue"]][0] - PAGE
+        if len(f["ring"]) > size and valid_ring_size(size):  # more than the ring held unconsumed at once
+            raise BadInput(f"{where}: {len(f['ring'])} bytes of packets in a {size}-byte ring (corrupt trace)")
         t.ring(f["ring"], where)  # ReplayError for bad packets
         self.s.packets += t.packets - packets
         self.s.submissions += 1

@@ -177,7 +177,7 @@ def test_a_submission_larger_than_its_ring_is_refused_before_replaying(tmp_path)
     path = mutated(tmp_path, lambda t: first(t, "doorbell").update(ring=first(t, "doorbell")["ring"] * 20000))
     res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path, "--emulate", "gfx942"],
                          capture_output=True, text=True, timeout=300)
-    assert res.returncode == 3 and "bytes of packets in a" in res.stderr and len(res.stderr.splitlines()) == 1
+    assert res.returncode == 4 and "bytes of packets in a" in res.stderr and len(res.stderr.splitlines()) == 1
 
 
 def test_names_cannot_drive_the_terminal_or_fake_lines(tmp_path):
