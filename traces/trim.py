@@ -190,7 +190,9 @@ def trim(trace: TraceReader, out: str, first: int, last: int, reconstruct: Recon
     `reconstruct`, if given, finds the contents the trace does not hold (by replaying up to the range)."""
     if not trace.submissions:
         raise ValueError(f"{trace.path} holds no submissions: nothing to trim")
-    if not 0 <= first <= last < trace.submissions:
+    if not 0 <= first < trace.submissions:
+        raise ValueError(f"submission {first}: the trace has submissions 0..{trace.submissions - 1}")
+    if not first <= last < trace.submissions:
         raise ValueError(f"submissions {first}..{last}: the trace has submissions 0..{trace.submissions - 1}")
     if os.path.abspath(out) == os.path.abspath(trace.path):
         raise ValueError("the trimmed trace must go to another file")
