@@ -515,11 +515,9 @@ class TraceWriter:
                     value = int.from_bytes(data, "little")
                     before = self._chained.get(slot)
                     if before is not None:
-                        step = value - before
-                        if step < 0:
-                            step += 1 << 8 * slot[1]
                         field = self._delta_field
-                        given, fields[field] = fields[field], step.to_bytes(slot[1], "little")
+                        given, fields[field] = fields[field], ((value - before) % (1 << 8 * slot[1])).to_bytes(
+                            slot[1], "little")
                 try:
                     self._encode_into((type, fields), buf, -1)
                 finally:
@@ -654,12 +652,10 @@ class TraceWriter:
             found = delta_slot(fields, self._delta_field, self._delta_key) if chained and type_ == self._delta_type \
                 else None
             if found is not None and found[0] not in seen:
-                (slot, data), field = found, self._delta_field
+                slot, data = found
                 seen.add(slot)
                 if slot in chained:
-                    n = slot[1]
-                    fields[field] = ((int.from_bytes(data, "little") + chained[slot]) & ((1 << 8 * n) - 1)).to_bytes(
-                        n, "little")
+                    fields[self._delta_field] = _undone(data, chained[slot]).to_bytes(slot[1], "little")
             records.append((type_, fields))
         return b"".join(self._encoder.encode(r) for r in records)
 
@@ -1053,12 +1049,9 @@ class TraceReader:
                     t = fields[clock] = t + step
             if delta is not None and r[0] == submission and (found := delta_slot(r[1], *delta)) is not None:
                 slot, data = found
-                value = int.from_bytes(data, "little")
                 before = chained.get(slot)
+                value = int.from_bytes(data, "little") if before is None else _undone(data, before)
                 if before is not None:
-                    value += before
-                    if value >> 8 * slot[1]:
-                        value -= 1 << 8 * slot[1]
                     r[1][delta[0]] = value.to_bytes(slot[1], "little")
                 chained[slot] = value
         return payload
@@ -1167,6 +1160,11 @@ def delta_slot(fields: dict, field: str, key: str) -> tuple[Slot, bytes] | None:
             return None
         by = int(by)  # as packed
     return ((by, len(data)), data) if data else None
+
+
+def _undone(stored: bytes, before: int) -> int:
+    """A delta field's value: what is `stored` (its difference) plus the slot's value `before`, modulo 2^(8n)."""
+    return (int.from_bytes(stored, "little") + before) % (1 << 8 * len(stored))
 
 
 def _plain(obj: Any) -> Any:
