@@ -245,6 +245,9 @@ def dump(trace: str, queue: int | None, submits: str | None, kinds: tuple[str, .
 
     selection = Selection(parse_range(submits) if submits is not None else None, queue, frozenset(kinds) or None)
     with read_trace(trace) as r:
+        if selection.submits is not None and selection.submits[0] >= r.submissions:
+            raise ValueError(f"submission {selection.submits[0]}: the trace has "
+                             + (f"submissions 0..{r.submissions - 1}" if r.submissions else "none"))
         write = sys.stdout.write
         dump(r, lambda line: write(line + "\n"), selection, as_json, buffers)
 

@@ -113,6 +113,14 @@ def test_a_bad_range_is_one_line(text):
     assert res.exit_code == 1 and "submission range" in res.output and len(res.output.splitlines()) == 1
 
 
+def test_a_range_past_the_end_is_one_line_not_nothing():
+    with TraceReader(STRESS) as r:
+        n = r.submissions
+    res = run("dump", STRESS, "--submits", f"{n}..{n + 10}")
+    assert res.exit_code == 1 and f"submission {n}: the trace has submissions 0..{n - 1}" in res.output
+    assert run("dump", STRESS, "--submits", f"{n - 1}..{n + 10}").exit_code == 0  # an end past it is the end
+
+
 def test_buffers_writes_each_checkpoint_cpu_write_and_known_input(tmp_path):
     out = tmp_path / "bufs"
     assert run("dump", STRESS, "--buffers", str(out)).exit_code == 0
