@@ -590,7 +590,8 @@ def _masked(data: bytes, clocks: list[int]) -> bytes:
     """`data` with CLOCK_BYTES zeroed at each offset of `clocks` (which may start before it or run past it)."""
     out = bytearray(data)
     for at in clocks:
-        out[max(at, 0):at + CLOCK_BYTES] = bytes(len(out[max(at, 0):at + CLOCK_BYTES]))
+        lo, hi = max(at, 0), min(at + CLOCK_BYTES, len(out))
+        out[lo:hi] = bytes(hi - lo)
     return bytes(out)
 
 

@@ -243,17 +243,17 @@ class Dumper:
         the last one the rest). A missing blob, one of another size or the MAX_BUFFER_BYTES limit is an
         error, and leaves no file."""
         self._check_limit(n, size)
-        chunk = self._chunk or size
-        if len(keys) != (1 if len(keys) == 1 else -(-size // chunk)):
+        chunk = size if len(keys) == 1 else self._chunk or size  # what each piece holds but the last
+        if len(keys) != 1 and len(keys) != -(-size // max(chunk, 1)):
             raise DumpError(f"record {n} ({what}): its {len(keys)} chunks do not make {size} bytes (corrupt trace)")
         path = self._path(n, what, name)
         try:
             with open(path, "wb") as out:
                 for i, key in enumerate(keys):
-                    data = self.trace.blob(key)
-                    if len(data) != (size if len(keys) == 1 else min(chunk, size - i * chunk)):
-                        raise DumpError(f"record {n} ({what}): chunk {i} holds {len(data)} bytes, not the "
-                                        f"{min(chunk, size - i * chunk)} of {size} it stands for (corrupt trace)")
+                    data, want = self.trace.blob(key), min(chunk, size - i * chunk)
+                    if len(data) != want:
+                        raise DumpError(f"record {n} ({what}): chunk {i} holds {len(data)} bytes, not the {want} "
+                                        f"of {size} it stands for (corrupt trace)")
                     out.write(data)
         except BaseException:
             os.unlink(path)
