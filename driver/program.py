@@ -57,7 +57,9 @@ class Program:
         size = -(-self.code.image_size // PAGE) * PAGE
         if self.code.image_align > PAGE:  # buffers of HUGE bytes or more start on a HUGE boundary
             size = max(size, HUGE)
-        label = name or f"code object ({', '.join(self.code.kernels)})"
+        kernels = list(self.code.kernels)
+        held = ", ".join(kernels) if len(kernels) <= 3 else f"{kernels[0]} and {len(kernels) - 1} more"
+        label = name or f"code object ({held})"
         self.buffer: Buffer = device.alloc(size, "vram", executable=True, name=label, role="code", va=va)
         try:
             self.buffer.write(self.code.image(self.buffer.va))

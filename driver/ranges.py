@@ -53,15 +53,19 @@ class RangeMap(Generic[T]):
 
     def first_held(self, addrs: Sequence[int]) -> int | None:
         """The index of the first of `addrs` (an array of unsigned 64-bit values, say) some range holds."""
+        held = self.held(addrs)
+        return int(held[0]) if len(held) else None
+
+    def held(self, addrs: Sequence[int]) -> Sequence[int]:
+        """The indexes of the `addrs` (an array of unsigned 64-bit values, say) some range holds, in order."""
         import numpy as np
 
         if not self._starts:
-            return None
+            return np.empty(0, np.int64)
         starts, ends = np.array(self._starts, np.uint64), np.array(self._ends, np.uint64)
         words = np.asarray(addrs, np.uint64)
         i = np.searchsorted(starts, words, side="right").astype(np.int64) - 1
-        held = np.flatnonzero((i >= 0) & (words < ends[np.maximum(i, 0)]))
-        return int(held[0]) if len(held) else None
+        return np.flatnonzero((i >= 0) & (words < ends[np.maximum(i, 0)]))
 
     def get(self, addr: int) -> T | None:
         """The value of the range holding `addr`."""

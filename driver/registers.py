@@ -108,6 +108,7 @@ class RegisterTable:
                     raise ValueError(f"{name}: {r.name}.{f.name} (bits {f.shift}..{f.shift + f.width - 1}) "
                                      f"leaves the dword or overlaps another field")
                 used |= bits
+        self.names: Mapping[int, str] = MappingProxyType(by_offset)  # absolute dword offset -> register name
         # SET_SH_REG / SET_UCONFIG_REG index -> register name (what the packet printer shows)
         self.sh: Mapping[int, str] = MappingProxyType(
             {o - SH_START: n for o, n in by_offset.items() if SH_START <= o < SH_END})

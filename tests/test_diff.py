@@ -316,3 +316,81 @@ def test_a_bad_trace_is_one_line_and_status_2(base, tmp_path, make):
         assert res.exception is None or isinstance(res.exception, SystemExit)
         lines = res.output.splitlines()
         assert len(lines) == 1 and lines[0].startswith("kfdtrace: error: ") and "Traceback" not in res.output
+
+
+def vector_add(path: str, target: str, aql: bool, *, moved: bool = False, args: tuple[int, int, int] = (0, 1, 2),
+               n: int = 1024, polls: int = 0) -> str:
+    """Record a vector add (kernel arguments: three buffers' addresses, then n). `moved`: an unused buffer
+    first, which moves every buffer, the code object and the kernel arguments; `args`: which buffers the
+    kernel takes, in order; `polls`: event waits that time out first."""
+    from kfdtrace.driver.errors import WaitTimeout
+    from kfdtrace.driver.kernels.device import corpus
+
+    with record(path), System.open(emulate=target) as system:
+        gpu = system.devices[0]
+        # (unused buffers of the sizes the others take: the emulator's GTT buffers are host mmaps, and a freed
+        # one's address is taken again)
+        fillers = [gpu.alloc(size, "gtt") for size in (1 << 20, *[1024 * 4] * 8)] if moved else []
+        event = system.event()
+        for _ in range(polls):
+            with pytest.raises(WaitTimeout):
+                event.wait(timeout=0.001)
+        kernel = corpus(gpu).kernel("vector_add")
+        bufs = [gpu.alloc(1024 * 4, "gtt", name=name) for name in ("a", "b", "c")]
+        bufs[0].write(np.arange(1024, dtype=np.float32))
+        bufs[1].write(np.ones(1024, np.float32))
+        q = gpu.aql_queue(name="q") if aql else gpu.compute_queue(name="q")
+        q.dispatch(kernel, (1024,), (64,), *(bufs[i] for i in args), np.uint32(n))
+        q.sync(timeout=120)
+        del fillers
+    return path
+
+
+@pytest.fixture(scope="module", params=[("gfx1100", False), ("gfx942", True)], ids=["pm4", "aql"])
+def kernel_trace(request, tmp_path_factory) -> tuple[str, str, bool]:
+    target, aql = request.param
+    return vector_add(str(tmp_path_factory.mktemp("k") / "base.kfdtrace"), target, aql), target, aql
+
+
+def test_kernel_arguments_and_dispatch_registers_compare_by_the_buffers_they_point_into(kernel_trace, tmp_path):
+    """Every address moves (B has one buffer more, first): the kernel arguments' pointers, a PM4 queue's
+    COMPUTE_PGM and kernel argument pointer registers, an AQL packet's kernel and argument addresses all name
+    the same buffers, so only the extra buffer differs."""
+    base, target, aql = kernel_trace
+    moved = vector_add(str(tmp_path / "moved.kfdtrace"), target, aql, moved=True)
+    with TraceReader(base) as ra, TraceReader(moved) as rb:
+        named = [{r.fields["name"]: r.fields["va"] for r in t.records([R.BUFFER])} for t in (ra, rb)]
+    assert all(named[0][k] != named[1][k] for k in "abc")
+    result = diff(base, moved)
+    t = result.tallies
+    assert (t["packet"].compared, t["packet"].differ, t["mem"].differ, t["checkpoint"].differ) == \
+        (t["packet"].compared, 0, 0, 0) and t["packet"].compared > 0
+    assert t["buffer"].only == [0, 9] and result.first.text.startswith("B has ")
+
+
+def test_a_kernel_argument_pointing_into_another_buffer_is_named(kernel_trace, tmp_path):
+    base, target, aql = kernel_trace
+    swapped = vector_add(str(tmp_path / "swapped.kfdtrace"), target, aql, args=(1, 0, 2))
+    first = diff(base, swapped).first
+    assert first.kind == "mem" and first.field == "pointers", first.text
+    assert first.a[:2] == ["+0x0 a+0x0", "+0x8 b+0x0"] and first.b[:2] == ["+0x0 b+0x0", "+0x8 a+0x0"]
+
+
+def test_a_kernel_argument_of_another_value_is_a_difference(kernel_trace, tmp_path):
+    base, target, aql = kernel_trace
+    first = diff(base, vector_add(str(tmp_path / "n.kfdtrace"), target, aql, n=1000)).first
+    assert first.kind == "mem" and first.field == "key" and first.a != first.b, first.text
+
+
+def test_waits_that_timed_out_are_counted_not_compared(base, tmp_path):
+    """How many times a program's wait times out before it is done is timing, not what it asked."""
+    a = vector_add(str(tmp_path / "a.kfdtrace"), "gfx1100", False, polls=3)
+    b = vector_add(str(tmp_path / "b.kfdtrace"), "gfx1100", False)
+    result = diff(a, b)
+    assert not result.differs, result.lines()
+    # each timed-out event wait is an ioctl and an event_wait record; q.sync may poll a few more times
+    assert result.polls[0] >= 6 + result.polls[1] - 2 and result.polls[0] >= 6
+    line = ("  waits that timed out, as ioctls and as CPU wait records (not compared: how many is timing): "
+            f"A {result.polls[0]}, B {result.polls[1]}")
+    assert line in result.lines()
+    assert run(a, b).exit_code == 0

@@ -295,3 +295,24 @@ def test_buffers_writes_each_dispatch_s_kernel_arguments_and_known_inputs(target
         assert named == {"a.bin", "b.bin", kernargs_name} | ({"c.bin"} if k else set()), named
         kernargs = (out / next(f for f in inputs if f.startswith(d) and f.endswith(kernargs_name))).read_bytes()
         assert kernargs.startswith(struct.pack("<QQQI", vas["a"], vas["b"], vas["c"], N))
+
+
+def test_a_pm4_dispatch_s_code_and_argument_registers_are_annotated(tmp_path):
+    """COMPUTE_PGM holds the kernel's entry point (as va >> 8, across two registers) and a pair of
+    COMPUTE_USER_DATA registers the kernel arguments' address: each is named like any packet address."""
+    from tests.test_compute_capture import vector_add
+
+    path = str(tmp_path / "c.kfdtrace")
+    vector_add(path, "gfx1100", False)
+    res = run("dump", path, "--kind", "packet")
+    assert res.exit_code == 0, res.output
+    pgm = [line for line in res.output.splitlines() if "COMPUTE_PGM_LO=" in line]
+    args = [line for line in res.output.splitlines() if "COMPUTE_USER_DATA_0=" in line]
+    assert len(pgm) == len(args) == 2
+    assert all(line.endswith("'s code)") and " (COMPUTE_PGM=0x" in line and "kernel vector_add's code" in line
+               for line in pgm), pgm
+    assert all(" (COMPUTE_USER_DATA_0..1=0x" in line and " q.kernargs+0x" in line for line in args), args
+    packets = [p for e in json_lines(path, "--kind", "packet") for p in e["packets"]]
+    held = [a for p in packets for a in (p.get("addresses") or {}).items() if a[0].startswith("COMPUTE_")]
+    assert [(k, v["where"].split("+")[0]) for k, v in held] == \
+        [("COMPUTE_PGM", "kernel vector_add's code"), ("COMPUTE_USER_DATA_0..1", "q.kernargs")] * 2

@@ -10,6 +10,14 @@ its own `TraceState`, and every value is compared in a normalised form:
   by `#k`, its place in allocation order, when it has none; 0 stays 0, any other address is `outside`;
 * an ioctl field the IDENTITY table names as a handle is the buffer it names, a GPU id is the GPU's place in
   the trace header, and pointers, offsets, fds, pids and clocks are not compared;
+* a register-writing packet's values are compared by register, and the addresses its registers hold (the
+  dialect's address registers such as COMPUTE_PGM, a pointer in two consecutive COMPUTE_USER_DATA registers)
+  as addresses;
+* memory contents (a CPU write, a checkpoint's chunk) are compared by blob key, unless aligned 8-byte words in
+  them hold addresses inside live buffers (kernel arguments, pointer tables): then by a digest of the bytes
+  with those words zeroed, and where each of them points;
+* a wait that timed out (a program polling: an ioctl that ended with wait_result TIMEOUT, a CPU wait record
+  that is not ok) is counted, not compared: how many of them a run makes is timing;
 * buffers are matched by allocation order and compared by name, role, size, domain, GPU and flags; queues by
   creation order, and submissions per queue.
 
@@ -33,10 +41,19 @@ from difflib import SequenceMatcher
 from functools import cached_property, lru_cache
 from typing import Any
 
-from kfdtrace.driver.packets import Packet
+from kfdtrace.driver.packets import Dialect, Packet, PacketError
+from kfdtrace.driver.pm4 import Pm4Dialect
 from kfdtrace.traces import records as R
-from kfdtrace.traces.format import Record, TraceReader
-from kfdtrace.traces.walk import MAX_PENDING_IOCTLS, BufferInfo, Submission, TraceState, ioctl_args, ioctl_entry
+from kfdtrace.traces.format import Record, TraceError, TraceReader
+from kfdtrace.traces.walk import (
+    MAX_PENDING_IOCTLS,
+    BufferInfo,
+    Submission,
+    TraceState,
+    ioctl_args,
+    ioctl_entry,
+    register_pointers,
+)
 
 MAX_AHEAD = 4096  # items one trace may have waiting in a stream for the other before the stream is given up
 MAX_DEPTH = 16  # nested lists and maps in a compared value (a checkpoint's wait) beyond which it is not looked into
@@ -55,6 +72,8 @@ IDENTITY: dict[str, str] = {
 OUTSIDE = "outside"  # an address outside every live buffer
 NAMING = frozenset({R.BUFFER, R.QUEUE_NAME})  # records that name what the record before them made
 UNCOMPARED = frozenset({R.THREAD, R.NOTE, R.BACKEND})  # record types whose numbers may differ
+POLLED = ("wait_result", "TIMEOUT")  # an ioctl ending with this field value polled: how many is timing
+BUFFER_MAP = frozenset({R.ALLOC, R.FREE, R.BUFFER})  # records that change where addresses land and their names
 GROUPS: dict[str, str] = {  # kind -> what its items are called
     "ioctl": "ioctls", "buffer": "buffers", "queue": "queues", "submission": "submissions", "packet": "packets",
     "mem": "mem chunks", "checkpoint": "checkpoints", "sync": "sync records",
@@ -194,6 +213,7 @@ class DiffResult:
     tallies: dict[str, Tally]
     counts: tuple[dict[str, int], dict[str, int]]  # records by type in A, in B
     recovered: tuple[str | None, str | None]  # why A, B were read by recovery (not closed, damaged index)
+    polls: tuple[int, int]  # waits that timed out in A, in B (Side.polls): counted, not compared
     others: list[Difference]  # differences outside the streams: the header, record counts, streams given up
 
     @property
@@ -211,6 +231,9 @@ class DiffResult:
                    + ("; by type: " + ", ".join(f"{t} A {ca.get(t, 0)} B {cb.get(t, 0)}" for t in types)
                       if types else ", the same number of each type"))
         out += [f"  {t.line(GROUPS[k])}" for k, t in self.tallies.items()]
+        if any(self.polls):
+            out.append(f"  waits that timed out, as ioctls and as CPU wait records (not compared: how many is "
+                       f"timing): A {self.polls[0]}, B {self.polls[1]}")
         seen = [t.first for t in self.tallies.values() if t.first] + self.others
         if len(seen) > 1:
             out.append("first difference of each kind:")
@@ -222,6 +245,7 @@ class DiffResult:
                 "first": self.first.to_dict() if self.first else None,
                 "records": {"a": dict(self.counts[0]), "b": dict(self.counts[1])},
                 "recovered": {"a": self.recovered[0], "b": self.recovered[1]},
+                "timed_out_waits": {"a": self.polls[0], "b": self.polls[1]},
                 "kinds": {k: t.to_dict() for k, t in self.tallies.items()},
                 "others": [d.to_dict() for d in self.others]}
 
@@ -233,12 +257,15 @@ class Side:
     def __init__(self, reader: TraceReader):
         header = R.check_map(f"{reader.path}: the header", reader.header, R.HEADER)
         self.path = reader.path
+        self.reader = reader
         self.recovered = reader.recovery_note if reader.recovered else None
         self.targets = [g["target"] for g in header.get("gpus") or ()]
         self.gpu_index = {g["gpu_id"]: i for i, g in enumerate(header.get("gpus") or ())}
         self.state = TraceState(header)
         self.records: Iterator[Record] = R.checked(reader.records())
         self.counts: Counter[str] = Counter()
+        self.polled: Counter[str] = Counter()  # records of waits that timed out, by type
+        self.contents: dict[tuple[bytes, int], tuple[Any, list[str]]] = {}  # content(), while the buffers stay
         self.done = False
         self.handles: dict[int, int] = {}  # handle of a live buffer -> its place in allocation order
         self.allocs = 0
@@ -261,12 +288,23 @@ class Side:
             self.counts[r.type] += 1
             if self.deferred and r.type not in NAMING:
                 self._flush()
+            if r.type in BUFFER_MAP or len(self.contents) > 4096:
+                self.contents.clear()
             sub = self.state.apply(r)
             make = _MAKERS.get(r.type)
             if make is not None:
                 make(self, r, sub)
         out, self.ready = self.ready, []
         return out
+
+    def compared(self, kind: str) -> int:
+        """How many records of this type are compared (an ioctl and its end for each poll are not)."""
+        return self.counts[kind] - self.polled[kind]
+
+    @property
+    def polls(self) -> int:
+        """How many waits timed out: ioctls, and CPU wait records (a CPU wait on an event is both)."""
+        return sum(n for kind, n in self.polled.items() if kind != R.IOCTL_END)
 
     def _flush(self) -> None:
         self.ready += [(key, make()) for key, make in self.deferred]
@@ -329,12 +367,61 @@ class Side:
         f = r.fields
         return [(k, self.value(k, f[k])) for k in R.RECORD_TYPES[r.type].fields if k not in R.COMMON]
 
-    def packet(self, p: Packet) -> Fields:
+    def packet(self, p: Packet, dialect: Dialect | None) -> Fields:
         held = p.addresses()
         out = [("packet", p.name), *((k, self.where(v) if k in held else v) for k, v in p.fields.items())]
-        if p.payload:
+        registers = self.registers(p, dialect) if isinstance(dialect, Pm4Dialect) and p.payload else None
+        if registers is not None:
+            out += registers
+        elif p.payload:
             out.append(("payload", p.payload.hex()))
         return tuple(out)
+
+    def registers(self, p: Packet, dialect: Pm4Dialect) -> list[tuple[str, Any]] | None:
+        """The registers packet `p` writes by name, those holding an address normalised; None for a packet that
+        writes none."""
+        try:
+            values: dict[int, Any] = dict(dialect.writes(p))
+        except PacketError:
+            return None
+        for what, va, (first, *rest) in register_pointers(dialect, p, self.state.by_va.find):
+            values[first.offset] = self.where(va)
+            values.update({r.offset: f"(part of {what})" for r in rest})
+        names = dialect.registers.names
+        return [(names.get(o, f"register {o:#x}"), v) for o, v in values.items()]
+
+    def content(self, key: bytes, va: int) -> tuple[Any, list[str]]:
+        """What a memory chunk at `va` holds, as compared: (its blob key, []), or, when aligned 8-byte words in
+        it hold addresses inside live buffers, (a digest of it with those words zeroed, where each of them
+        points: '+0x8 out+0x0'). A blob the trace lacks is compared by its key."""
+        if type(key) is not bytes:
+            return plain(key), []
+        known = self.contents.get((key, va % 8))
+        if known is None:
+            known = self.contents[(key, va % 8)] = self._content(key, va)
+        return known
+
+    def _content(self, key: bytes, va: int) -> tuple[Any, list[str]]:
+        import hashlib
+
+        import numpy as np
+
+        try:
+            data = self.reader.blob(key)
+        except TraceError:
+            return key.hex(), []
+        skip = -va % 8
+        words = np.frombuffer(data, np.uint64, (len(data) - skip) // 8, skip) if len(data) >= skip else ()
+        held = self.state.by_va.held(words)
+        if not len(held):
+            return key.hex(), []
+        zeroed = bytearray(data)
+        pointers = []
+        for i in held.tolist():
+            at = skip + 8 * i
+            zeroed[at:at + 8] = bytes(8)
+            pointers.append(f"+{at:#x} {self.where(int(words[i]))}")
+        return hashlib.blake2b(zeroed, digest_size=16).hexdigest(), pointers
 
     # -- records -> items -----------------------------------------------------------------------------
     def _emit(self, key: Key, n: int, label: str, fields: list[tuple[str, Any]],
@@ -373,6 +460,9 @@ class Side:
         else:
             fields += [("ended", True), ("ret", end["ret"]), ("errno", end["errno"])]
             after = ioctl_args(b.request, end["data"]) if end["data"] is not None else None
+            if after is not None and after.get(POLLED[0]) == POLLED[1]:
+                self.polled.update((R.IOCTL, R.IOCTL_END))
+                return
             if after is not None:
                 before = ioctl_args(b.request, b.data) or {}
                 fields += self.flat({k: v for k, v in after.items() if before.get(k) != v}, "out ")
@@ -429,10 +519,15 @@ class Side:
         self._number(key)
         self._emit(key, r.n, f"submission {sub.number} ({where})",
                    [("bytes", len(r.fields["ring"])), ("wptr", r.fields["value"]), ("error", sub.error)],
-                   tuple(self.packet(p) for p in sub.packets))
+                   tuple(self.packet(p, q.dialect if q is not None else None) for p in sub.packets))
 
     def _mem(self, r: Record, sub: Submission | None) -> None:
+        f = r.fields
         fields = self.by_table(r)
+        key, pointers = self.content(f["key"], f["va"])
+        fields = [(k, key if k == "key" else v) for k, v in fields]
+        if pointers:
+            fields.append(("pointers", pointers))
         self._emit(MEMS, r.n, f"mem {self._number(MEMS)} ({fields[0][1]})", fields)
 
     def _checkpoint(self, r: Record, sub: Submission | None) -> None:
@@ -441,11 +536,18 @@ class Side:
         # by buffer name: capture lists them in VA order, which is where buffers happened to land
         for at, e in sorted(((f"buffer {self.where(e['va'])}", e) for e in f["buffers"]), key=lambda x: x[0]):
             fields += [(f"{at} size", e["size"]), (f"{at} chunks", len(e["keys"]))]
-            fields += [(f"{at} chunk {j}", key.hex()) for j, key in enumerate(e["keys"])]
+            for j, key in enumerate(e["keys"]):
+                digest, pointers = self.content(key, e["va"])  # chunks are whole pages: as aligned as va
+                fields.append((f"{at} chunk {j}", digest))
+                if pointers:
+                    fields.append((f"{at} chunk {j} pointers", pointers))
         fields.append(("in flight", sorted(str(self.where(x["va"])) for x in f["in_flight"] or ())))
         self._emit(CHECKPOINTS, r.n, f"checkpoint {self._number(CHECKPOINTS)}", fields)
 
     def _sync(self, r: Record, sub: Submission | None) -> None:
+        if r.fields.get("ok") is False:
+            self.polled[r.type] += 1
+            return
         self._emit(SYNCS, r.n, f"sync {self._number(SYNCS)} ({r.type})", [("record", r.type), *self.by_table(r)])
 
 
@@ -701,7 +803,7 @@ class Differ:
             self.others.insert(0, Difference("header", f"GPUs: A {', '.join(a.targets) or 'none'}, "
                                                        f"B {', '.join(b.targets) or 'none'}", a=a.targets, b=b.targets))
         for t in sorted((a.counts.keys() | b.counts.keys()) - UNCOMPARED):
-            if a.counts[t] != b.counts[t]:
+            if a.compared(t) != b.compared(t):
                 self.others.append(Difference("records", f"{t} records: A {a.counts[t]}, B {b.counts[t]}",
                                               field=t, a=a.counts[t], b=b.counts[t]))
                 break
@@ -711,7 +813,7 @@ class Differ:
         first = min(found, key=lambda d: d.order) if found else None
         a, b = self.sides
         return DiffResult(a.path, b.path, first, self.tallies, (dict(a.counts), dict(b.counts)),
-                          (a.recovered, b.recovered), self.others)
+                          (a.recovered, b.recovered), (a.polls, b.polls), self.others)
 
 
 def _one_side(i: int, n: int) -> tuple[int | None, int | None]:

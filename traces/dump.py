@@ -16,12 +16,12 @@ from typing import Any
 
 import msgspec
 
-from kfdtrace.driver.packets import Packet
+from kfdtrace.driver.packets import Dialect, Packet
 from kfdtrace.traces import records as R
 from kfdtrace.traces.contents import KnownMemory, chunk_size, is_semaphores
 from kfdtrace.traces.format import Record, TraceError, TraceReader
 from kfdtrace.traces.printable import printable
-from kfdtrace.traces.walk import Submission, TraceState, ioctl_args, ioctl_entry, reads
+from kfdtrace.traces.walk import Submission, TraceState, ioctl_args, ioctl_entry, reads, register_pointers
 
 # The --kind groups, by record type; types no group names are "other".
 KINDS: dict[str, frozenset[str]] = {
@@ -117,7 +117,10 @@ class Dumper:
             yield [f"#{r.n:<7} {f['t'] / 1e6:11.3f} ms [{f['tid']}] doorbell submission {sub.number}"
                    f"{' ' + q.name if q.name else ''} queue={f['queue']} value={_value(f['value'])}",
                    *[f"    @{base + p.offset:#07x} {p.show(where)}"
-                     + (f" (kernel {launches[i]})" if i in launches else "") for i, p in enumerate(sub.packets)]]
+                     + (f" (kernel {launches[i]})" if i in launches else "")
+                     + "".join(f" ({what}={va:#_x} {where(va) or 'outside every buffer'})"
+                               for what, va, _ in register_pointers(q.dialect, p, self.state.by_va.find))
+                     for i, p in enumerate(sub.packets)]]
 
     def selected(self) -> Iterator[tuple[Record, Submission | None]]:
         """The selected records, each with what it submitted when it is a doorbell."""
@@ -199,15 +202,16 @@ class Dumper:
         if sub.queue is not None:
             e["queue_name"] = sub.queue.name
             e["start"] = sub.base
-        e["packets"] = [self._packet(p, sub.base) for p in sub.packets]
+        e["packets"] = [self._packet(p, sub.base, sub.queue.dialect if sub.queue else None) for p in sub.packets]
         for i, name in sub.launches.items():
             e["packets"][i]["kernel"] = name
         if sub.error:
             e["error"] = sub.error
 
-    def _packet(self, p: Packet, base: int) -> dict:
+    def _packet(self, p: Packet, base: int, dialect: Dialect | None) -> dict:
         out: dict[str, Any] = {"at": base + p.offset, "name": p.name, "fields": p.fields}
         held = p.addresses()
+        held.update((what, va) for what, va, _ in register_pointers(dialect, p, self.state.by_va.find))
         if held:
             out["addresses"] = {k: {"addr": v, "where": self.state.where(v)} for k, v in held.items()}
         if p.payload:

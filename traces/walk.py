@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from kfdtrace.driver.packets import Dialect, Packet, PacketError
 from kfdtrace.driver.pm4 import DIALECTS as PM4_DIALECTS
 from kfdtrace.driver.pm4 import Pm4Dialect
 from kfdtrace.driver.ranges import RangeMap
+from kfdtrace.driver.registers import Register
 from kfdtrace.driver.sdma import DIALECTS as SDMA_DIALECTS
 from kfdtrace.traces.format import Record
 
@@ -181,8 +182,8 @@ class TraceState:
         return self.by_va.get(addr)
 
     def where(self, addr: int) -> str | None:
-        """'name+0x2000' for an address inside a live buffer ('kernel NAME' for a kernel descriptor's), else
-        None."""
+        """'name+0x2000' for an address inside a live buffer ('kernel NAME' for a kernel descriptor's, "kernel
+        NAME's code" for its entry point), else None."""
         try:
             return self._named[addr]
         except KeyError:
@@ -191,6 +192,8 @@ class TraceState:
         named = None if hit is None else f"{hit[2].label}+{addr - hit[0]:#x}"
         if addr in self.kernels:
             named = f"kernel {self.kernels[addr]}"
+        elif addr in self.entries:
+            named = f"kernel {self.entries[addr]}'s code"
         if len(self._named) >= MAX_NAMED:
             self._named.clear()
         self._named[addr] = named
@@ -290,6 +293,32 @@ class TraceState:
                 out[i] = "a kernel no COMPUTE_PGM register names" if entry is None else \
                     self.entries.get(entry, "a kernel no code object holds")
         return out
+
+
+def register_pointers(dialect: Dialect | None, p: Packet,
+                      holds: Callable[[int], object]) -> list[tuple[str, int, tuple[Register, ...]]]:
+    """The addresses a register-writing packet holds, as (what, address, its registers, low part first): the
+    dialect's address registers it writes whole (COMPUTE_PGM), and each pair of consecutive COMPUTE_USER_DATA
+    registers it writes whose 64-bit value `holds` (lands in a live buffer: the user SGPRs carry pointers such as
+    the kernel arguments', but which pairs do depends on the kernel's descriptor)."""
+    if not isinstance(dialect, Pm4Dialect) or not p.payload or p.defn.tail is None or not p.defn.tail.registers:
+        return []
+    try:
+        writes = dialect.writes(p)
+        found = dialect.register_addresses(p)
+    except PacketError:  # it writes no registers, or only part of an address
+        return []
+    table = dialect.registers
+    out = [(address, va, table.addresses[address]) for address, va in found.items()]
+    pairs, i = table.user_data, 0
+    while i + 1 < len(pairs):
+        lo, hi = pairs[i], pairs[i + 1]
+        va = writes[lo.offset] | writes[hi.offset] << 32 if lo.offset in writes and hi.offset in writes else 0
+        if va and holds(va):
+            out.append((f"{lo.name}..{i + 1}", va, (lo, hi)))
+            i += 1
+        i += 1
+    return out
 
 
 def reads(p: Packet) -> list[int]:
