@@ -28,9 +28,12 @@ from dataclasses import asdict, dataclass
 
 import click
 
+from kfdtrace.cli import code_object_options
 from kfdtrace.replay.status import EXIT_BAD_INPUT, EXIT_HANG, EXIT_INTERNAL, EXIT_OK, EXIT_UNSUPPORTED, VERDICTS
 
 CANCELLED = "cancelled"
+MAX_OBJECT_BYTES = 1 << 30  # code objects a campaign sends its workers, in all
+OBJECT_SUFFIXES = (".co", ".hipfb")  # the files of a --code-objects folder a replay may look for
 PR_SET_PDEATHSIG = 1  # prctl: the replay is killed with the worker (a cancelled task, a killed worker)
 WAIT_S = 0.5  # the longest ray.wait, so that Ctrl-C is seen at once
 
@@ -44,6 +47,54 @@ class Unit:
     target: str  # the --emulate spec, one family per recorded GPU, e.g. gfx942,gfx942
     batch: int
     loops: int
+
+
+@dataclass(frozen=True)
+class CodeObjects:
+    """The code objects a campaign gives each replay (--code-object, and the code objects of a --code-objects
+    folder), as bytes: they travel to the workers with the tasks, as the traces do."""
+
+    given: tuple[tuple[str, str, bytes], ...] = ()  # (NAME_OR_HASH, file name, bytes) of each --code-object
+    folder: tuple[tuple[str, bytes], ...] | None = None  # (file name, bytes) of the folder's code objects
+
+    @classmethod
+    def read(cls, pairs: list[str], directory: str | None) -> CodeObjects:
+        """The options' files, checked as `replay` checks them; ValueError naming what is wrong."""
+        from kfdtrace.replay.code_objects import parse_code_object_options
+
+        options = parse_code_object_options(pairs, directory)
+        given = tuple((g.selector, os.path.basename(g.path), g.data) for g in options.given)
+        folder = None
+        if directory is not None:
+            folder = []
+            for name in sorted(os.listdir(directory)):
+                path = os.path.join(directory, name)
+                if name.endswith(OBJECT_SUFFIXES) and os.path.isfile(path):
+                    with open(path, "rb") as f:
+                        folder.append((name, f.read()))
+            folder = tuple(folder)
+        total = sum(len(d) for *_, d in given) + sum(len(d) for _, d in folder or ())
+        if total > MAX_OBJECT_BYTES:
+            raise ValueError(f"the code objects given come to {total} bytes, more than the {MAX_OBJECT_BYTES} a "
+                             f"campaign sends its workers: give only those the traces need")
+        return cls(given, folder)
+
+    def options(self, tmp: str) -> list[str]:
+        """Write the objects into the folder `tmp`; the replay options that give them."""
+        argv = []
+        for i, (selector, name, data) in enumerate(self.given):
+            path = os.path.join(tmp, f"given-{i}-{name}")
+            with open(path, "wb") as f:
+                f.write(data)
+            argv += ["--code-object", f"{selector}={path}"]
+        if self.folder is not None:
+            folder = os.path.join(tmp, "code-objects")
+            os.mkdir(folder)
+            for name, data in self.folder:
+                with open(os.path.join(folder, name), "wb") as f:
+                    f.write(data)
+            argv += ["--code-objects", folder]
+        return argv
 
 
 @dataclass
@@ -148,11 +199,11 @@ def wrong_gpus(unit: Unit, report: dict) -> str:
 
 
 def replay_unit(unit: Unit, data: bytes | None, timeout: float, task_timeout: float, attempt: int,
-                hardware: bool = False) -> Row:
+                hardware: bool = False, objects: CodeObjects = CodeObjects()) -> Row:
     """Replay `unit` here, from `data` (its bytes through the object store) or, when None, its shared path;
     both are checked against the unit's sha256 first. The replay runs in a child process that dies with this
     worker and is killed at `task_timeout` (a hang); emulated, or with `hardware` on the GPUs Ray assigned this
-    task (the only ones the child sees)."""
+    task (the only ones the child sees); given the code objects `objects`."""
     import ray
 
     from kfdtrace.driver.visible import ENV_HIP_VISIBLE
@@ -173,7 +224,7 @@ def replay_unit(unit: Unit, data: bytes | None, timeout: float, task_timeout: fl
             return row
         libc = ctypes.CDLL(None, use_errno=True)
         argv = [sys.executable, "-m", "kfdtrace.replay.cli", path, "--json", "--loop", str(unit.loops),
-                "--timeout", str(timeout)]
+                "--timeout", str(timeout), *objects.options(tmp)]
         env = dict(os.environ)
         if hardware:
             row.gpus = env[ENV_HIP_VISIBLE] = ",".join(map(str, ray.get_gpu_ids()))
@@ -237,10 +288,11 @@ def node_resources() -> list[dict[str, float]]:
 
 def run_campaign(units: list[Unit], blobs: dict[str, bytes], *, per_gpu: int = 1, timeout: float = 10.0,
                  task_timeout: float = 600.0, retries: int = 2, shared: bool = False, hardware: bool = False,
+                 objects: CodeObjects = CodeObjects(),
                  on_row: Callable[[Row], None] = lambda row: None) -> tuple[list[Row], bool]:
     """Run every unit as a Ray task on the connected cluster: (one row per unit, in order; whether it was
     interrupted). Ctrl-C cancels what is outstanding; their rows are cancelled (status None). `hardware`:
-    on the GPUs Ray assigns each task, not emulated ones."""
+    on the GPUs Ray assigns each task, not emulated ones; `objects`: the code objects every replay is given."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -259,13 +311,14 @@ def run_campaign(units: list[Unit], blobs: dict[str, bytes], *, per_gpu: int = 1
             return self.counts.get(k, 0)
 
     @ray.remote(max_retries=retries, retry_exceptions=False)
-    def task(k: int, unit: Unit, data: bytes | None, counter) -> Row:
-        return replay_unit(unit, data, timeout, task_timeout, ray.get(counter.start.remote(k)), hardware)
+    def task(k: int, unit: Unit, data: bytes | None, counter, given: CodeObjects) -> Row:
+        return replay_unit(unit, data, timeout, task_timeout, ray.get(counter.start.remote(k)), hardware, given)
 
     # on this node: a node that dies with the campaign's tasks must not take their attempt counts with it
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     counter = Attempts.options(scheduling_strategy=here).remote()
     refs = {} if shared else {digest: ray.put(data) for digest, data in blobs.items()}
+    objects_ref = ray.put(objects)
     nodes = node_resources()
     rows: list[Row] = [Row(u.trace, u.target, u.batch, u.loops, None) for u in units]
     pending = {}
@@ -279,7 +332,7 @@ def run_campaign(units: list[Unit], blobs: dict[str, bytes], *, per_gpu: int = 1
                 continue
             gpus = need.pop("GPU", 0)
             ref = task.options(resources=need, num_gpus=gpus).remote(k, unit, None if shared else refs[unit.sha256],
-                                                                     counter)
+                                                                     counter, objects_ref)
             pending[ref] = k
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
@@ -431,10 +484,11 @@ def row_line(row: Row) -> str:
                    "those Ray assigned it, not emulated ones.")
 @click.option("--shared", is_flag=True,
               help="Workers read the traces at their paths (a shared file system) instead of the object store.")
+@code_object_options
 @click.option("--json", "json_out", metavar="OUT", type=click.Path(dir_okay=False), help="Write the JSON report.")
 @click.option("--html", "html_out", metavar="OUT", type=click.Path(dir_okay=False), help="Write the HTML report.")
 def campaign(traces, address, loops, batch, per_gpu, targets, timeout, task_timeout, retries, hardware, shared,
-             json_out, html_out) -> None:
+             code_object, code_objects, json_out, html_out) -> None:
     """Replay TRACES on a Ray cluster's GPUs (emulated, or its own with --hardware), one task per trace, target
     and loop batch.
 
@@ -453,6 +507,7 @@ def campaign(traces, address, loops, batch, per_gpu, targets, timeout, task_time
         for target in targets.split(",") if targets else []:
             check_backend(target, None)
         units, blobs = plan(list(traces), targets.split(",") if targets else None, loops, batch or loops)
+        objects = CodeObjects.read(list(code_object), code_objects)
     except Exception as exc:
         click.echo(f"replay campaign: error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
@@ -462,7 +517,7 @@ def campaign(traces, address, loops, batch, per_gpu, targets, timeout, task_time
         click.echo(f"replay campaign: cannot join the Ray cluster {address or ''}: {exc}", err=True)
         sys.exit(EXIT_UNSUPPORTED)
     rows, interrupted = run_campaign(units, blobs, per_gpu=per_gpu, timeout=timeout, task_timeout=task_timeout,
-                                     retries=retries, shared=shared, hardware=hardware,
+                                     retries=retries, shared=shared, hardware=hardware, objects=objects,
                                      on_row=lambda r: click.echo(row_line(r)))
     doc = document(rows, interrupted)
     write_reports(doc, json_out, html_out)

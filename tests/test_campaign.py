@@ -242,3 +242,34 @@ def test_the_replay_command_runs_a_campaign_and_sigint_writes_the_partial_report
     assert doc["interrupted"] and [r["verdict"] for r in doc["results"]] == ["cancelled"]
     assert "interrupted: partial" in page.read_text()
     wait_for(lambda: not replay_processes("sigint.kfdtrace"), 15)
+
+
+def test_code_objects_travel_to_the_workers_with_the_tasks(tmp_path):
+    """A vector add recorded on gfx942 with its plain ELF cannot run on gfx1100 until a gfx1100 build is given
+    (--code-objects, or --code-object); the files are read once and reach the replays through Ray, so the folder
+    may be gone by the time a task runs."""
+    import shutil
+
+    from kfdtrace.replay.campaign import CodeObjects
+    from tests.test_code_objects_replay import CORPUS_1100
+    from tests.test_compute_capture import vector_add
+
+    trace = str(tmp_path / "va.kfdtrace")
+    vector_add(trace, "gfx942", aql=True)
+    units, blobs = plan([trace], ["gfx1100"], 1, 1)
+    rows, _ = run_campaign(units, blobs, timeout=30)
+    assert rows[0].verdict == "cannot run" and "corpus.gfx1100.co" in rows[0].message, rows[0].message
+    folder = tmp_path / "builds"
+    folder.mkdir()
+    shutil.copy(CORPUS_1100, folder / "corpus.gfx1100.co")
+    (folder / "notes.txt").write_text("not sent")
+    objects = CodeObjects.read([], str(folder))
+    assert [name for name, _ in objects.folder] == ["corpus.gfx1100.co"]
+    shutil.rmtree(folder)
+    rows, _ = run_campaign(units, blobs, timeout=30, objects=objects)
+    assert rows[0].verdict == "ok", rows[0].message
+    given = CodeObjects.read([f"corpus={CORPUS_1100}"], None)
+    rows, _ = run_campaign(units, blobs, timeout=30, objects=given)
+    assert rows[0].verdict == "ok", rows[0].message
+    res = CliRunner().invoke(campaign, [trace, "--targets", "gfx1100", "--code-object", f"corpus={trace}"])
+    assert res.exit_code == 4 and "is not a code object" in res.output, res.output
