@@ -45,8 +45,8 @@ EXPECTED = {
     STRESS: {"queues": ["queue 0 (producer) SDMA", "queue 1 (consumer) SDMA"], "flows": 34},
     # 6 hops: each waits hop >= step (5 above 0, signalled by the other GPU's queue), the CPU hop >= 6
     PEER_RING: {"queues": ["queue 0 (hop0) SDMA on GPU node 1", "queue 1 (hop1) SDMA on GPU node 2"], "flows": 6},
-    # one dispatch, then a barrier whose completion the CPU's signal wait sees (no semaphore: no arrows)
-    VECTOR_ADD: {"queues": ["queue 0 (vector add) COMPUTE_AQL"], "flows": 0},
+    # one dispatch, then a barrier whose completion signal the CPU's signal wait sees at 0
+    VECTOR_ADD: {"queues": ["queue 0 (vector add) COMPUTE_AQL"], "flows": 1},
 }
 
 
@@ -73,7 +73,14 @@ def of_phase(doc: dict, ph: str) -> list[dict]:
 def implied_by_the_records(path: str) -> dict[str, int]:
     """What the trace's records imply, worked out apart from export: slices (submissions, packets, CPU waits and
     signals), instants, and flows (the waits for a value above 0 that some signal satisfied), the packets'
-    signals and waits read by capture's submission analyser."""
+    signals and waits read by capture's submission analyser; and, for AQL signals, one flow from each packet that
+    decrements a signal (since the CPU last set it) to each BARRIER_AND after it and each CPU wait that saw the
+    signal at 0."""
+    from kfdtrace.driver.aql import AQL, AmdSignal
+
+    value = AmdSignal.value.offset
+    decrements: dict[int, int] = {}  # AQL signal value address -> packets decrementing it
+    aql_flows = 0
     analyzer, dialects = Analyzer(), {}
     signals: dict[int, list[tuple[int, int]]] = {}  # address -> [(value, record number)]
     gpu_waits, cpu_waits = [], []
@@ -91,9 +98,17 @@ def implied_by_the_records(path: str) -> dict[str, int]:
                 gpu_waits += [(addr, value) for _, addr, value in waits if value]
                 n["slices"] += 1 + sum(plan.packets.values())
                 n["instants"] += 1
+                for p in AQL.iter_packets(f["ring"]) if dialects[f["queue"]] is AQL else ():
+                    aql_flows += sum(decrements.get(h + value, 0) for h in AQL.settled(p))
+                    if AQL.completion(p):
+                        decrements[AQL.completion(p) + value] = decrements.get(AQL.completion(p) + value, 0) + 1
             elif rec.type == "cpu_signal":
                 signals.setdefault(f["addr"], []).append((f["value"], rec.n))
+                decrements.pop(f["addr"], None)
                 n["slices"] += 1
+            elif rec.type == "signal_wait":
+                n["slices"] += 1
+                aql_flows += decrements.get(f["addr"], 0) if f["ok"] and f["seen"] <= 0 else 0
             elif rec.type in ("cpu_wait", "event_wait"):
                 n["slices"] += 1
                 if rec.type == "cpu_wait" and f["ok"] and f["value"]:
@@ -101,7 +116,8 @@ def implied_by_the_records(path: str) -> dict[str, int]:
             elif rec.type in ("checkpoint", "event_set", "event_reset", "note"):
                 n["instants"] += 1
     n["flows"] = sum(any(v >= want for v, _ in signals.get(addr, ())) for addr, want in gpu_waits) + \
-        sum(any(v >= want and at < when for v, at in signals.get(addr, ())) for addr, want, when in cpu_waits)
+        sum(any(v >= want and at < when for v, at in signals.get(addr, ())) for addr, want, when in cpu_waits) + \
+        aql_flows
     return n
 
 
@@ -153,23 +169,27 @@ def end(x: dict) -> int:
 
 
 def enclosing(doc: dict, e: dict) -> dict:
-    """The innermost slice holding event `e` on its track."""
+    """The innermost slice holding event `e` on its track (a packet, not its submission, when they coincide)."""
     held = [x for x in of_phase(doc, "X") if (x["pid"], x["tid"]) == (e["pid"], e["tid"])
             and ns(x["ts"]) <= ns(e["ts"]) <= end(x)]
-    return min(held, key=lambda x: x["dur"])
+    return min(held, key=lambda x: (x["dur"], x["name"].startswith("submission ")))
 
 
 @pytest.mark.parametrize("path", SAMPLES, ids=os.path.basename)
 def test_a_wait_ends_after_its_signal_and_a_signal_packet_is_a_signal(path, tmp_path):
     """The layout rule: a waiting packet ends no earlier than the signal it needed; each arrow starts at a
-    packet the tables tag as signalling (or a CPU signal) and ends at one tagged as waiting (or a CPU wait)."""
+    packet the tables tag as signalling (a FENCE, an AQL packet with a completion signal, or a CPU signal) and
+    ends at one tagged as waiting (POLL_REGMEM, an AQL BARRIER_AND, or a CPU wait)."""
+    from kfdtrace.driver.aql import AQL
+
+    completing = {d.name for d in AQL.defs if any(s.role == "completion" for s in AQL.signals[d.name])}
     doc, _ = timeline(path, tmp_path)
     starts = {e["id"]: e for e in of_phase(doc, "s")}
     for f in of_phase(doc, "f"):
         src, dst = enclosing(doc, starts[f["id"]]), enclosing(doc, f)
         assert end(src) <= end(dst)
-        assert src["name"] == "FENCE" or src["name"].startswith("signal "), src
-        assert dst["name"] == "POLL_REGMEM" or dst["name"].startswith("wait "), dst
+        assert src["name"] in {"FENCE", *completing} or src["name"].startswith("signal "), src
+        assert dst["name"] in ("POLL_REGMEM", "BARRIER_AND") or dst["name"].startswith("wait "), dst
 
 
 @pytest.mark.parametrize("path", SAMPLES, ids=os.path.basename)
@@ -419,3 +439,39 @@ def test_replay_draws_the_same_timeline_with_its_own_times(family, tmp_path):
                           if e.get("name", "").startswith("doorbell")]
     assert len(doorbells) == len(recorded_doorbells) == 32 and doorbells != recorded_doorbells
     assert doorbells == sorted(doorbells)
+
+
+def test_aql_signals_join_a_dispatch_to_the_barrier_and_cpu_wait_after_it(tmp_path):
+    """Queue A's dispatch decrements a_done; queue B's BARRIER_AND waits for a_done at 0 and decrements b_done;
+    the CPU waits for b_done at 0: an arrow from the dispatch to the barrier, one from the barrier to the CPU
+    wait, and the barrier ends after the dispatch."""
+    import numpy as np
+
+    from kfdtrace.capture import record
+    from kfdtrace.driver import System
+    from kfdtrace.driver.aql_queue import HsaSignal
+    from kfdtrace.driver.kernels.device import corpus
+
+    path = str(tmp_path / "chain.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        kernel = corpus(gpu).kernel("vector_add")
+        a, b, c = (gpu.alloc(4096, "gtt", name=name) for name in "abc")
+        qa, qb = gpu.aql_queue(name="A"), gpu.aql_queue(name="B")
+        a_done, b_done = HsaSignal(system, 1, "a_done"), HsaSignal(system, 1, "b_done")
+        qa.dispatch(kernel, (1024,), (64,), a, b, c, np.uint32(1024), completion=a_done)
+        qb.barrier_and([a_done], completion=b_done)
+        b_done.wait(0, timeout=120)
+    doc, counts = timeline(path, tmp_path)
+    assert problems(doc) == [] and counts["flows"] == implied_by_the_records(path)["flows"] == 2
+    starts = {e["id"]: e for e in of_phase(doc, "s")}
+    threads = named(doc, "thread_name")
+    arrows = sorted((threads[(s["pid"], s["tid"])], enclosing(doc, s)["name"], threads[(f["pid"], f["tid"])],
+                     enclosing(doc, f)["name"], f["name"].split(" (")[0])
+                    for f in of_phase(doc, "f") for s in [starts[f["id"]]])
+    assert arrows == [
+        ("queue 0 (A) COMPUTE_AQL", "KERNEL_DISPATCH", "queue 1 (B) COMPUTE_AQL", "BARRIER_AND", "a_done"),
+        ("queue 1 (B) COMPUTE_AQL", "BARRIER_AND", "MainThread (thread 0)",
+         "wait signal b_done (signal b_done+0x8) EQ 0", "b_done")], arrows
+    for f in of_phase(doc, "f"):
+        assert end(enclosing(doc, starts[f["id"]])) <= end(enclosing(doc, f))

@@ -4,7 +4,7 @@ trace-event format (the JSON Object Format) that ui.perfetto.dev and chrome://tr
 The timeline has two processes. "GPU queues" has a track per queue that submitted (``queue 0 (producer)
 SDMA``): each submission is a slice holding one slice per packet, named by the packet tables, its fields in
 args as `dump --json` shows them (addresses named by buffer). "CPU threads" has a track per recording thread:
-its waits on semaphores and KFD events are slices, its semaphore signals short slices, its doorbells, event
+its waits on semaphores, AQL signals and KFD events are slices, its semaphore signals short slices, its doorbells, event
 sets, checkpoints and notes instants. Flow arrows join each semaphore wait, a GPU packet's or a CPU wait's, to
 the signal that satisfied it, a GPU packet's or the CPU's.
 
@@ -32,6 +32,12 @@ took it there), the earliest such; a CPU wait only by a signal recorded before i
 moving an address backwards starts a new life of it (a semaphore slot reused): waits match signals of their
 own life. A wait for 0 waits for nothing and gets no arrow, nor does a CPU wait that timed out.
 
+AQL signals count down: each packet with a completion signal decrements it as it completes. A BARRIER_AND
+completes once its dependency signals are at 0, so it gets an arrow from each packet submitted before it that
+decrements one of them (since the CPU last set the signal, the last MAX_DECREMENTS), and ends after them; so
+does a CPU wait on a signal that saw it at 0 or below. A BARRIER_OR or BARRIER_VALUE, and a CPU wait for
+another value, need some value, not every decrement, and get no arrows.
+
 The timeline is held in memory before it is written: more than MAX_EVENTS events is refused (TraceError).
 """
 
@@ -48,6 +54,7 @@ from typing import TextIO
 
 import msgspec
 
+from kfdtrace.driver.aql import AQL, AmdSignal, SignalCondition
 from kfdtrace.traces import records as R
 from kfdtrace.traces.dump import Dumper, dump
 from kfdtrace.traces.format import Record, TraceError, TraceReader
@@ -58,6 +65,8 @@ MAX_EVENTS = 1 << 18  # trace events a timeline may hold (about 1.2 KB each unti
 PACKET_NS = 1000  # how long a packet is drawn when nothing says otherwise
 CPU_SIGNAL_NS = 1000  # how long a CPU signal is drawn, at most
 MAX_NAMES = 64  # buffers a checkpoint's instant names
+MAX_DECREMENTS = 64  # packets remembered per AQL signal as decrementing it (the last ones submitted)
+SIGNAL_VALUE = AmdSignal.value.offset  # where an amd_signal_t holds its value (a handle is its address)
 MAX_THREADS = 1 << 16  # threads without a track whose last time is remembered
 CPU_PID, GPU_PID = 1, 2
 TIMING = (f"GPU times are not recorded: packets run in queue order from their doorbell, {PACKET_NS} ns each, a "
@@ -96,7 +105,7 @@ class Slice:
     start: int = 0
     end: int | None = None
     doorbell: int = 0  # a GPU packet: when its submission's doorbell rang
-    after: Slice | None = None  # a GPU packet: the signal (a packet's or a CPU signal's) its wait needed
+    after: list[Slice] = field(default_factory=list)  # a GPU packet: the signals its waits needed (packets', CPU's)
     upper: int | None = None  # a GPU packet: a CPU wait saw its signal at this time
 
     def point(self) -> int:
@@ -157,6 +166,7 @@ class Timeline:
         self.lives: dict[int, Life] = {}
         self.gpu_waits: list[tuple[Life, int, Slice, str]] = []  # matched once every signal is known
         self.names: dict[int, str] = {}  # semaphore names the CPU's signals gave, by address
+        self.decrements: dict[int, list[Slice]] = {}  # AQL signal value address -> packets decrementing it
         self.clock = 0  # the last time a record had
         self.cursor: dict[int | None, int] = {}  # each thread's last time
         self.count = 0  # events so far
@@ -224,6 +234,23 @@ class Timeline:
             if value:
                 self._grow(2, r)
                 self.gpu_waits.append((self._life(addr), value, track.ops[first + i], self._label(addr)))
+        if sub.queue.dialect is AQL:
+            self._aql_signals(r, sub, track.ops[first:])
+
+    def _aql_signals(self, r: Record, sub: Submission, ops: list[Slice]) -> None:
+        """A packet decrements its completion signal as it completes; a BARRIER_AND completes once its
+        dependency signals are at 0: after the packets submitted before it that decrement them."""
+        for p, op in zip(sub.packets, ops, strict=False):
+            for handle in AQL.settled(p):
+                sources = [s for s in self.decrements.get(handle + SIGNAL_VALUE, ()) if s is not op]
+                self._grow(2 * len(sources), r)
+                op.after += sources
+                self.flows += [(s, op, self._label(handle + SIGNAL_VALUE)) for s in sources]
+            handle = AQL.completion(p)
+            if handle:
+                pending = self.decrements.setdefault(handle + SIGNAL_VALUE, [])
+                pending.append(op)
+                del pending[:-MAX_DECREMENTS]
 
     def _cpu_signal(self, r: Record, sub: Submission | None, prev: int | None, now: int) -> None:
         f = r.fields
@@ -232,6 +259,7 @@ class Timeline:
         start = now - CPU_SIGNAL_NS if prev is None else max(prev, now - CPU_SIGNAL_NS)
         s = self._slice(r, start, now, f"signal {self._label(f['addr'])} = {_number(f['value'])}")
         self._signal(f["addr"], f["value"], s, reset=True)
+        self.decrements.pop(f["addr"], None)  # an AQL signal set anew: what decremented it before is done with
 
     def _cpu_wait(self, r: Record, sub: Submission | None, prev: int | None, now: int) -> None:
         f = r.fields
@@ -242,7 +270,26 @@ class Timeline:
         if source is None:
             return
         self._grow(2, r)
-        self.flows.append((source, s, self._label(f["addr"])))
+        self._returned(source, s, now, f["addr"])
+
+    def _signal_wait(self, r: Record, sub: Submission | None, prev: int | None, now: int) -> None:
+        """A CPU wait on an AQL signal; one that saw it at 0 or below came after every packet decrementing it."""
+        f = r.fields
+        try:
+            condition = SignalCondition(f["condition"]).name
+        except ValueError:
+            condition = f"condition {f['condition']}"
+        name = f"wait signal {self._label(f['addr'])} {condition} {f['value']}" + ("" if f["ok"] else " (timed out)")
+        s = self._slice(r, self._wait_start(prev, now, f["timeout"]), now, name)
+        if f["ok"] and f["seen"] <= 0:
+            sources = self.decrements.get(f["addr"], ())
+            self._grow(2 * len(sources), r)
+            for source in sources:
+                self._returned(source, s, now, f["addr"])
+
+    def _returned(self, source: Slice, wait: Slice, now: int, addr: int) -> None:
+        """CPU wait `wait`, returned at `now`, saw the signal at `addr` that `source` made."""
+        self.flows.append((source, wait, self._label(addr)))
         if source.end is None:  # a GPU packet: its signal had landed when the wait returned
             source.upper = now - 1 if source.upper is None else min(source.upper, now - 1)
 
@@ -301,7 +348,7 @@ class Timeline:
         for life, value, op, label in self.gpu_waits:
             source = life.satisfier(value)
             if source is not None and source is not op:
-                op.after = source
+                op.after.append(source)
                 self.flows.append((source, op, label))
         queues = [t for t in self.tracks if t.queue is not None]
         for t in queues:
@@ -319,8 +366,9 @@ def _place(op: Slice, prev_end: int | None) -> None:
     end = start + PACKET_NS
     if op.upper is not None:
         end = max(start, min(end, op.upper))
-    if op.after is not None and op.after.end is not None:
-        end = max(end, op.after.end)
+    for before in op.after:
+        if before.end is not None:
+            end = max(end, before.end)
     op.start, op.end = start, end
 
 
@@ -333,7 +381,7 @@ def lay_out(queues: list[Track]) -> None:
     while todo or blocked:
         if not todo:  # a cycle: let the earliest blocked packet go
             waiting = min((q.ops[at[q]] for qs in blocked.values() for q in qs), key=lambda op: op.doorbell)
-            waiting.after = None
+            waiting.after = []
             for qs in blocked.values():
                 if waiting.track in qs:
                     qs.remove(waiting.track)
@@ -344,8 +392,9 @@ def lay_out(queues: list[Track]) -> None:
         ops, i = q.ops, at[q]
         while i < len(ops):
             op = ops[i]
-            if op.after is not None and op.after.end is None and op.after.track is not q:
-                blocked.setdefault(op.after, []).append(q)
+            unplaced = next((b for b in op.after if b.end is None and b.track is not q), None)
+            if unplaced is not None:
+                blocked.setdefault(unplaced, []).append(q)
                 break
             _place(op, ops[i - 1].end if i else None)
             i += 1
@@ -357,6 +406,7 @@ _ON = {
     R.DOORBELL: Timeline._doorbell,
     R.CPU_SIGNAL: Timeline._cpu_signal,
     R.CPU_WAIT: Timeline._cpu_wait,
+    R.SIGNAL_WAIT: Timeline._signal_wait,
     R.EVENT_WAIT: Timeline._event_wait,
     R.EVENT_SET: Timeline._mark,
     R.EVENT_RESET: Timeline._mark,
