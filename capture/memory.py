@@ -20,6 +20,19 @@ from kfdtrace.traces.format import blob_key
 
 KERNARGS = "kernargs"  # the role of the buffers kernel arguments are written into (a queue's arena)
 TRACKED_ROLES = frozenset({"user", KERNARGS})
+MAX_RUNS = 64  # runs of writes kept per buffer between checkpoints (the oldest are forgotten)
+
+
+@dataclass(eq=False)
+class WriteRun:
+    """Writes one queue made to a buffer with no other queue's in between, from the packet ending at `first` to
+    the one ending at `last` of its stream; `known`: how far the CPU knew each queue that wrote the buffer
+    before complete when it submitted the first of them."""
+
+    queue: QueueProgress
+    first: int
+    last: int
+    known: dict[QueueProgress, int]
 
 
 @dataclass(eq=False)
@@ -36,6 +49,8 @@ class TrackedBuffer:
     role: str = "user"
     exposed: bool = False  # a raw CPU view exists: writes may bypass the driver
     writes: dict[QueueProgress, int] = field(default_factory=dict)  # GPU writes not yet hashed: queue -> position
+    runs: list[WriteRun] = field(default_factory=list)  # the same writes, queue by queue, in submission order
+    racy: str | None = None  # why what the GPU wrote here depends on timing (a race), until the CPU rewrites it
     keys: dict[int, bytes] = field(default_factory=dict)  # chunk index -> key of the content last recorded
 
     @property
@@ -47,6 +62,17 @@ class TrackedBuffer:
     def complete(self) -> bool:
         """Every GPU write to it that the recorder saw is known to have finished."""
         return all(q.complete(pos) for q, pos in self.writes.items())
+
+    def wrote(self, queue: QueueProgress, first: int, last: int) -> None:
+        """`queue` writes it from its packet ending at `first` to the one ending at `last`."""
+        self.writes[queue] = last  # positions only grow: the last write is the one to wait for
+        runs = self.runs
+        if runs and runs[-1].queue is queue:
+            runs[-1].last = last
+            return
+        runs.append(WriteRun(queue, first, last, {r.queue: r.queue.done for r in runs if r.queue is not queue}))
+        if len(runs) > MAX_RUNS:
+            del runs[0]
 
     def may_be_written(self) -> bool:
         """A queue still there may be writing it: no wait has shown its writes there complete."""

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from kfdtrace.capture.completion import Completion, QueueProgress
 from kfdtrace.capture.dispatches import ANYTHING, Dispatches, Pointers
 from kfdtrace.capture.memory import KERNARGS, MemoryRecorder, TrackedBuffer
+from kfdtrace.capture.ordering import Ordering
 from kfdtrace.capture.submissions import Analyzer, Facts, Plan
 from kfdtrace.capture.trace_file import TraceFile
 from kfdtrace.driver import kfd_ioctl as K
@@ -187,6 +188,8 @@ class RecordingSyscalls:
         self.analyzer = Analyzer()
         self.dispatches = Dispatches(recorder.kernels)
         self.completion = Completion()
+        self.ordering = Ordering()
+        self.racy: set[TrackedBuffer] = set()  # buffers whose contents a race between queues decided
         self.written: set[TrackedBuffer] = set()  # buffers with GPU writes not yet hashed
         self.cpu_set_events: set[int] = set()  # events the CPU set since they were last waited for
         self.layout = 0  # changes whenever a buffer comes, goes or changes what is tracked of it
@@ -305,6 +308,7 @@ class RecordingSyscalls:
             self._changed_layout()
             self.by_va.remove(buf.va)
             self.written.discard(buf)
+            self.racy.discard(buf)
             self._forget_rings()
             self.rec.record(R.FREE, handle=a.handle, va=buf.va)
 
@@ -437,9 +441,10 @@ class RecordingSyscalls:
         self._learn_pending()
         self.layout += 1
 
-    def _tracked_writes(self, written: Iterable[tuple[int, int]]) -> list[tuple[int, TrackedBuffer]]:
-        """(position of the last write, buffer) of each tracked buffer that `written` (position, address) pairs,
-        in stream order, land in."""
+    def _tracked_writes(self, written: Iterable[tuple[int, int]]) -> list[tuple[int, int, TrackedBuffer]]:
+        """(position of the first write, of the last, buffer) of each tracked buffer that `written` (position,
+        address) pairs, in stream order, land in."""
+        first: dict[TrackedBuffer, int] = {}
         last: dict[TrackedBuffer, int] = {}
         get, buf, start, end = self.by_va.get, None, 0, 0
         for pos, addr in written:
@@ -451,8 +456,9 @@ class RecordingSyscalls:
                 start, end = found.va, found.va + found.size
                 buf = found if found.tracked else None
             if buf is not None:
+                first.setdefault(buf, pos)
                 last[buf] = pos
-        return [(pos, buf) for buf, pos in last.items()]
+        return [(first[buf], pos, buf) for buf, pos in last.items()]
 
     def _learn(self, q: TrackedQueue, base: int, ring: bytes, plan: Plan, inner: Facts | None,
                dispatched: Pointers | None) -> None:
@@ -477,42 +483,85 @@ class RecordingSyscalls:
             traps += [(base + p, e) for p, e in inner.traps]
             referenced = (*referenced, *inner.referenced)
         if dispatched is ANYTHING:  # a kernel, or its arguments, that cannot be read
-            writes = writes + [(len(ring), b) for b in self.buffers.values() if b.tracked]
+            writes = writes + [(0, len(ring), b) for b in self.buffers.values() if b.tracked]
         elif dispatched.writes:
             writes = writes + self._tracked_writes(dispatched.writes)
+        decrements, partial = [], set()  # AQL signals the packets decrement; those of packets without a barrier
         if plan.completing:
             for p in q.dialect.iter_packets(ring):
                 # only a barrier packet's completion says the packets before it completed (HSA: it began after
                 # them); the field holds the signal's handle, and a wait reads its value, SIGNAL_VALUE bytes in
                 end = base + p.offset + p.size
-                if p.defn.completion and p.fields[p.defn.completion[1]] and (signal := p.fields[p.defn.completion[0]]):
-                    self.completion.decrements(progress, end, signal + SIGNAL_VALUE)
+                if p.defn.completion and (signal := p.fields[p.defn.completion[0]]):
+                    decrements.append((end, signal + SIGNAL_VALUE, None))
+                    if p.fields[p.defn.completion[1]]:
+                        self.completion.decrements(progress, end, signal + SIGNAL_VALUE)
+                    else:
+                        partial.add(end)
                 if q.dialect is AQL and (settled := AQL.settled(p)):  # a BARRIER_AND passed them at 0
                     waits = [*waits, *((end, h + SIGNAL_VALUE, None) for h in settled)]
-        for pos, buf in writes:
-            buf.writes[progress] = base + pos  # positions only grow: the last write is the one to wait for
+        if self.racy and writes:  # what is computed from a race's bytes differs as they do
+            read = {a for _, a in written}
+            source = self._racy_source([*(a for a in referenced if a not in read),
+                                        *(dispatched.taken if dispatched not in (None, ANYTHING) else ())])
+            for _, _, buf in writes if source is not None else ():
+                if buf.racy is None:
+                    buf.racy = f"{q.progress.name} wrote it from {source}"
+                    self.racy.add(buf)
+        for first, last, buf in writes:
+            buf.wrote(progress, base + first, base + last)
             self.written.add(buf)
         self.completion.submitted(progress, signals, waits, traps)
+        self.ordering.submitted(progress, signals + decrements, waits, frozenset(partial))
+
+    def _racy_source(self, addresses: list[int]) -> str | None:
+        """The name of the first buffer holding one of `addresses` whose contents a race decided, if any."""
+        for a in addresses:
+            buf = self.by_va.get(a)
+            if buf is not None and buf.racy is not None:
+                return buf.name or f"the buffer at {buf.va:#x}"
+        return None
+
+    def _race(self, buf: TrackedBuffer) -> str | None:
+        """Why what the GPU wrote to `buf` since its last checkpoint depends on timing: two queues wrote it, and
+        neither what the CPU knew when it submitted them nor the GPU's waits order one's writes before the
+        other's (None when nothing says so)."""
+        runs = buf.runs
+        for i, b in enumerate(runs):
+            for a in runs[:i]:
+                if a.queue is b.queue or b.known.get(a.queue, -1) >= a.last or \
+                        self.ordering.before(a.queue, a.last, b.queue, b.first) or \
+                        self.ordering.before(b.queue, b.last, a.queue, a.first):
+                    continue
+                return f"{a.queue.name} and {b.queue.name} wrote it with nothing ordering their writes"
+        return None
 
     # -- checkpoints --------------------------------------------------------------------------------
     def _checkpoint(self, wait: dict) -> None:
         """What the GPU wrote, as the CPU reads it now: every CPU-readable user buffer with GPU writes known
         complete whose content is not what was last recorded for it. Buffers with writes still in flight are
         named and left for a later checkpoint. Buffers the GPU only reads are never hashed here."""
-        entries, in_flight = [], []
+        entries, in_flight, racy = [], [], []
         self._learn_pending()
         for buf in sorted(self.written, key=lambda b: b.va):
             if not buf.complete():
                 in_flight.append({"va": buf.va, "name": buf.name})
                 continue
+            race = buf.racy or self._race(buf)
             buf.writes.clear()
+            buf.runs.clear()
             self.written.discard(buf)
+            if race is not None:
+                buf.racy = race
+                self.racy.add(buf)
+                racy.append({"va": buf.va, "name": buf.name, "why": race})
+                continue
             entry = self.memory.checkpoint_entry(buf)
             if entry is not None:
                 entries.append(entry)
-        if entries or in_flight:
+        if entries or in_flight or racy:
             self.rec.checkpoints += 1
-            self.rec.record(R.CHECKPOINT, wait=wait, buffers=entries, in_flight=in_flight)
+            self.rec.record(R.CHECKPOINT, wait=wait, buffers=entries, in_flight=in_flight, racy=racy or None)
 
     # -- what the driver tells us (annotations) -----------------------------------------------------
     def _note_buffer(self, va: int, name: str | None, role: str, size: int | None = None) -> None:
@@ -545,6 +594,9 @@ class RecordingSyscalls:
             return
         self._learn_pending()  # submitted indirect buffers are read before the CPU writes over them
         self.memory.record(buf, va - buf.va, size, force=bool(buf.writes))
+        if buf.racy is not None and va == buf.va and size >= buf.size and not buf.may_be_written():
+            buf.racy = None  # the CPU rewrote all of it: no byte of the race is left
+            self.racy.discard(buf)
 
     def _note_cpu_view(self, va: int) -> None:
         buf = self.by_va.get(va)
@@ -565,9 +617,11 @@ class RecordingSyscalls:
     def _note_cpu_signal(self, addr: int, value: int, name: str | None) -> None:
         self._scan_exposed()  # what the CPU wrote before releasing a waiting queue
         old = self._read(addr, 8)
-        if old is not None and value < int.from_bytes(old, "little"):
-            self._learn_pending()  # the signals before the reset belong to the earlier life
+        backwards = old is not None and value < int.from_bytes(old, "little")
+        self._learn_pending()  # the signals before belong to the earlier life when it begins a new one
+        if backwards:
             self.completion.reset(addr)
+        self.ordering.cpu_store(addr, backwards)
         self.rec.record(R.CPU_SIGNAL, addr=addr, value=value, name=name)
 
     def _note_cpu_wait(self, addr: int, value: int, timeout: float, ok: bool) -> None:

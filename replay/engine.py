@@ -151,6 +151,7 @@ class Result:
     packets: int = 0
     checkpoints: int = 0
     verified: int = 0
+    racy: int = 0  # buffers a checkpoint did not hash: a race between queues decided them when recorded
     divergence: Divergence | None = None
     difference: str | None = None  # a difference that is not a buffer's (a wait the recording timed out on)
     hang: str | None = None
@@ -1156,6 +1157,12 @@ class Instance:
     # -- checkpoints and queues ---------------------------------------------------------------------
     def _on_checkpoint(self, r: Record) -> None:
         self.result.checkpoints += 1
+        racy = r.fields.get("racy") or ()
+        if racy and not self.result.racy:
+            first = racy[0]
+            self.result.notes.append(f"checkpoints leave out buffers whose contents a race between queues decided "
+                                     f"when recorded, first {first['name'] or hex(first['va'])}: {first['why']}")
+        self.result.racy += len(racy)
         if not self.options.verify:
             return
         in_flight = {b["va"] for b in r.fields.get("in_flight") or ()}  # GPU writes not known complete yet

@@ -56,7 +56,8 @@ class Report:
             "target_gfx": self.target_gfx, "backend": self.backend, "submissions": self.submissions,
             "packets": self.packets,
             "loops": [[{"seconds": r.seconds, "submissions": r.submissions, "packets": r.packets,
-                        "checkpoints": r.checkpoints, "verified": r.verified, "relocated_buffers": r.relocated,
+                        "checkpoints": r.checkpoints, "verified": r.verified, "racy": r.racy,
+                        "relocated_buffers": r.relocated,
                         "cached_submissions": r.cached,
                         "divergence": r.divergence.to_dict() if r.divergence else None,
                         "difference": r.difference, "hang": r.hang, "notes": r.notes,
@@ -74,8 +75,9 @@ class Report:
         for i, loop in enumerate(self.loops):
             times = ", ".join(f"{r.seconds:.3f} s" for r in loop)
             out.append(f"loop {i + 1}: {times}; checkpoints {sum(r.verified for r in loop)} buffers verified "
-                       f"at {sum(r.checkpoints for r in loop)} checkpoints; "
-                       f"{sum(r.relocated for r in loop)} buffers relocated" + (
+                       f"at {sum(r.checkpoints for r in loop)} checkpoints"
+                       + (f" ({racy} left out: a race decided them)" if (racy := sum(r.racy for r in loop)) else "")
+                       + f"; {sum(r.relocated for r in loop)} buffers relocated" + (
                            f"; {cached} submissions launching kernels reused an earlier translation"
                            if (cached := sum(r.cached for r in loop)) else ""))
             out += occupancy_lines(i, loop)

@@ -542,6 +542,7 @@ class Side:
                 if pointers:
                     fields.append((f"{at} chunk {j} pointers", pointers))
         fields.append(("in flight", sorted(str(self.where(x["va"])) for x in f["in_flight"] or ())))
+        fields.append(("racy", sorted(str(self.where(x["va"])) for x in f["racy"] or ())))
         self._emit(CHECKPOINTS, r.n, f"checkpoint {self._number(CHECKPOINTS)}", fields)
 
     def _sync(self, r: Record, sub: Submission | None) -> None:

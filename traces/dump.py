@@ -296,7 +296,7 @@ _EXTRA: dict[str, Callable[[Dumper, Record, dict], None]] = {
 
 # -- text -----------------------------------------------------------------------------------------------
 _SKIP = frozenset({"n", "record", "t", "tid", "args", "packets", "where", "data", "ring", "buffers", "submission",
-                   "queue_name", "start", "error", "in_flight"})
+                   "queue_name", "start", "error", "in_flight", "racy"})
 
 
 def _value(v: Any, depth: int = 0) -> str:
@@ -331,6 +331,8 @@ def text(e: dict) -> list[str]:
                      f"chunks={len(b['keys'])}")
     for b in e.get("in_flight") or ():
         lines.append(f"    in flight: {b.get('name') or hex(b['va'])}")
+    for b in e.get("racy") or ():
+        lines.append(f"    left out, a race decided it: {b.get('name') or hex(b['va'])} ({b['why']})")
     if e.get("error"):
         lines.append(f"    ({e['error']})")
     return lines

@@ -52,7 +52,7 @@ import xxhash
 import zstandard
 
 FORMAT_MAJOR = 3
-FORMAT_MINOR = 0  # 3.0: submissions' ring bytes stored as differences within a frame (FORMAT.md)
+FORMAT_MINOR = 1  # 3.1: checkpoints' `racy` field (FORMAT.md)
 
 MAGIC = b"KFDTRACE"
 FILE_HEADER = struct.Struct("<8sHHII")  # magic, major, minor, header length, crc32 of the header bytes

@@ -176,7 +176,8 @@ EVENT_SET = RecordType("event_set", event=INT)
 EVENT_RESET = RecordType("event_reset", event=INT)
 EVENT_WAIT = RecordType("event_wait", event=INT, **WAIT)
 CHECKPOINT = RecordType("checkpoint", wait=DICT, buffers=list_of(map_of(CHECKPOINTED)),
-                        in_flight=optional(list_of(map_of({"va": u64, "name": optional(STR)}))))
+                        in_flight=optional(list_of(map_of({"va": u64, "name": optional(STR)}))),
+                        racy=optional(list_of(map_of({"va": u64, "name": optional(STR), "why": STR}))))
 # a code object loaded into GPU memory: its bytes as given (an ELF, or an offload bundle), where its image lies,
 # its target, each kernel's descriptor and first instruction's addresses, and what a replay calls it (2.2)
 CODE_OBJECT = RecordType("code_object", va=u64, size=u64, key=blob_key, target=STR, kernels=str_map_of(u64),

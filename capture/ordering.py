@@ -1,0 +1,82 @@
+"""Which GPU work the GPU's own waits order before which: what tells a program's race between queues (two
+queues writing one buffer with nothing ordering the writes) from writes a semaphore chain orders.
+
+Work of queue A up to position `pa` of its stream comes before queue B runs the packet ending at `pb` when a
+wait earlier in B's stream was satisfied by a signal A made at `pa` or later, or, in turn, by a signal of a
+queue whose own earlier wait such a signal satisfied (a chain). The rules are capture/completion.py's:
+
+* a wait for a semaphore to reach `v` passed after every signal of it with a value up to `v` (timeline
+  semaphores only move forward);
+* an AQL BARRIER_AND passed after every packet that decrements its dependency signals; a decrementing packet's
+  completion shows the packets before it in its queue completed only when it has the barrier bit (HSA);
+* a queue runs its packets in order, so a signal shows its queue complete up to it.
+
+What the CPU knew complete when it submitted (the other way work is ordered) is Completion's to tell; this
+keeps the history of signals and waits that a later checkpoint asks about, MAX_HISTORY of each per address
+and per queue.
+"""
+
+from __future__ import annotations
+
+from kfdtrace.capture.completion import QueueProgress
+
+MAX_HISTORY = 4096  # signals kept per semaphore life, waits per queue (the oldest are forgotten)
+
+Signal = tuple[int, int, int | None]  # (end position, address, value; None: an AQL signal's decrement)
+Wait = tuple[int, int, int | None]  # (end position, address, value reached; None: an AQL signal at 0)
+
+
+class Ordering:
+    """Every queue's GPU waits and every semaphore's signals so far, to ask what comes before what."""
+
+    def __init__(self) -> None:
+        self._lives: dict[int, int] = {}  # address -> how many times the CPU set it anew
+        # (address, life) -> (value, queue, position, whether it shows everything before it in its queue ran)
+        self._signals: dict[tuple[int, int], list[tuple[int | None, QueueProgress, int, bool]]] = {}
+        self._waits: dict[QueueProgress, list[tuple[int, int, int | None, int]]] = {}  # (pos, addr, value, life)
+
+    def submitted(self, queue: QueueProgress, signals: list[Signal], waits: list[Wait],
+                  partial: frozenset[int] = frozenset()) -> None:
+        """One submission's signals and waits, in stream order; `partial`: positions of signals that show only
+        their own packet complete (AQL decrements without the barrier bit)."""
+        lives = self._lives
+        for pos, addr, value in signals:
+            held = self._signals.setdefault((addr, lives.get(addr, 0)), [])
+            held.append((value, queue, pos, pos not in partial))
+            if len(held) > MAX_HISTORY:
+                del held[: len(held) - MAX_HISTORY // 2]
+        if waits:
+            held_waits = self._waits.setdefault(queue, [])
+            held_waits += [(pos, addr, value, lives.get(addr, 0)) for pos, addr, value in waits]
+            if len(held_waits) > MAX_HISTORY:
+                del held_waits[: len(held_waits) - MAX_HISTORY // 2]
+
+    def cpu_store(self, addr: int, backwards: bool) -> None:
+        """The CPU wrote the semaphore or AQL signal at `addr`: moving it backwards, or setting an AQL signal
+        packets decrement, begins a new life that later waits match against."""
+        life = self._lives.get(addr, 0)
+        if backwards or any(v is None for v, *_ in self._signals.get((addr, life), ())):
+            self._lives[addr] = life + 1
+            self._signals.pop((addr, life), None)
+
+    def before(self, a: QueueProgress, pa: int, b: QueueProgress, pb: int) -> bool:
+        """Whether the GPU's waits show queue `a` complete up to `pa` before queue `b` ran its packet ending at
+        `pb`."""
+        if a is b:
+            return pa <= pb
+        reached = {b: pb}  # queue -> the furthest packet of it known to run before b's
+        todo = [(b, pb)]
+        while todo:
+            q, p = todo.pop()
+            for wpos, addr, value, life in self._waits.get(q, ()):
+                if wpos >= p:
+                    break
+                for svalue, sq, spos, whole in self._signals.get((addr, life), ()):
+                    if sq is q or not (svalue is None if value is None else svalue is not None and svalue <= value):
+                        continue
+                    if sq is a and (spos == pa or whole and spos >= pa):
+                        return True
+                    if spos > reached.get(sq, -1):
+                        reached[sq] = spos
+                        todo.append((sq, spos))
+        return False

@@ -1,0 +1,144 @@
+"""A program's own race between queues (two queues writing one buffer with nothing ordering the writes) is told
+apart from writes that the CPU or the GPU's waits order: a racy buffer is left out of checkpoints and named, so a
+replay is not called diverged for a race the recording could have lost as well."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kfdtrace.capture import record
+from kfdtrace.capture.completion import QueueProgress
+from kfdtrace.capture.ordering import Ordering
+from kfdtrace.driver import System
+from kfdtrace.replay.engine import EXIT_OK, Options
+from kfdtrace.replay.session import replay_trace
+from kfdtrace.traces.format import TraceReader
+
+
+def checkpoints(path: str) -> list[dict]:
+    with TraceReader(path) as r:
+        return [rec.fields for rec in r.records({"checkpoint"})]
+
+
+def racy(path: str) -> list[tuple[str, str]]:
+    return [(b["name"], b["why"]) for c in checkpoints(path) for b in c["racy"] or ()]
+
+
+def hashed(path: str) -> list[str]:
+    return [b["name"] for c in checkpoints(path) for b in c["buffers"]]
+
+
+def fences(path: str, order: str, target: str = "gfx1100") -> str:
+    """Queues A and B each FENCE their letter into the first word of `shared`, then the CPU waits for both.
+    `order`: "none" (a race), "semaphore" (B waits for A's signal first), "cpu" (the CPU waits for A before
+    submitting B), "chain" (B waits for C, which waits for A)."""
+    with record(path), System.open(emulate=target) as system:
+        gpu = system.devices[0]
+        shared = gpu.alloc(4096, "gtt", name="shared")
+        qa, qb, qc = gpu.sdma_queue(name="A"), gpu.sdma_queue(name="B"), gpu.sdma_queue(name="C")
+        a, b, c = system.semaphore("a"), system.semaphore("b"), system.semaphore("c")
+        if order == "semaphore":
+            qb.wait(a, 1)
+        elif order == "chain":
+            qc.wait(a, 1).signal(c, 1).submit()
+            qb.wait(c, 1)
+        qb.fence(shared, 0xB).signal(b, 1)
+        qa.fence(shared, 0xA).signal(a, 1).submit()
+        if order == "cpu":
+            a.wait(1)
+        qb.submit()
+        b.wait(1)
+        a.wait(1)
+    return path
+
+
+@pytest.mark.parametrize("order", ["semaphore", "cpu", "chain"])
+def test_writes_the_cpu_or_the_gpu_orders_are_hashed(order, tmp_path):
+    path = fences(str(tmp_path / "t.kfdtrace"), order)
+    assert racy(path) == [] and set(hashed(path)) == {"shared"}
+
+
+def test_unordered_writes_are_left_out_named_and_replay_says_so(tmp_path):
+    path = fences(str(tmp_path / "t.kfdtrace"), "none")
+    assert racy(path) == [("shared", "A and B wrote it with nothing ordering their writes")]
+    assert "shared" not in hashed(path)
+    report = replay_trace(path, Options(), emulate="gfx942")
+    assert report.status == EXIT_OK and report.results[0].racy == 1
+    assert any("(1 left out: a race decided them)" in line for line in report.lines())
+    assert any(line.startswith("note: checkpoints leave out buffers whose contents a race between queues decided")
+               and "first shared: A and B wrote it" in line for line in report.lines())
+    assert report.to_dict()["loops"][0][0]["racy"] == 1
+
+
+def test_a_racy_buffer_stays_racy_and_taints_what_is_copied_from_it_until_the_cpu_rewrites_it(tmp_path):
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        shared, out, later = (gpu.alloc(4096, "gtt", name=n) for n in ("shared", "out", "later"))
+        qa, qb = gpu.sdma_queue(name="A"), gpu.sdma_queue(name="B")
+        a, b = system.semaphore("a"), system.semaphore("b")
+        qa.fence(shared, 0xA).signal(a, 1).submit()
+        qb.fence(shared, 0xB).signal(b, 1).submit()
+        a.wait(1)  # checkpoint 1: B may still be writing shared
+        b.wait(1)  # checkpoint 2: shared is racy
+        qa.fence(shared, 0xC, offset=64).copy(out, shared, 4096).signal(a, 2).submit()
+        a.wait(2)  # checkpoint 3: shared still racy (its first word is the race's), out computed from it
+        shared.write(np.zeros(4096, np.uint8))  # the CPU rewrites all of it
+        qa.fence(shared, 0xD).copy(later, shared, 4096).signal(a, 3).submit()
+        a.wait(3)  # checkpoint 4: both hashed
+    got = checkpoints(path)
+    assert [[b["name"] for b in c["racy"] or ()] for c in got] == [[], ["shared"], ["out", "shared"], []]
+    assert [b["name"] for b in got[0]["in_flight"]] == ["shared"]
+    assert [b["why"] for b in got[2]["racy"]] == ["A wrote it from shared",
+                                                 "A and B wrote it with nothing ordering their writes"]
+    assert sorted(b["name"] for b in got[3]["buffers"]) == ["later", "shared"]
+    assert replay_trace(path, Options(), emulate="gfx1100").status == EXIT_OK
+
+
+@pytest.mark.parametrize("barrier", [False, True])
+def test_aql_dispatches_on_two_queues_race_unless_a_barrier_orders_them(barrier, tmp_path):
+    """Queue B's dispatch writes c as queue A's does: a race, unless B first waits in a BARRIER_AND for the
+    signal A's dispatch decrements."""
+    from kfdtrace.driver.aql_queue import HsaSignal
+    from kfdtrace.driver.kernels.device import corpus
+
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        kernel = corpus(gpu).kernel("vector_add")
+        x, y, c = (gpu.alloc(4096, "gtt", name=n) for n in ("x", "y", "c"))
+        x.write(np.ones(1024, np.float32))
+        qa, qb = gpu.aql_queue(name="A"), gpu.aql_queue(name="B")
+        a_done, b_done = HsaSignal(system, 1, "a_done"), HsaSignal(system, 1, "b_done")
+        qa.dispatch(kernel, (1024,), (64,), x, y, c, np.uint32(1024), completion=a_done)
+        if barrier:
+            qb.barrier_and([a_done])
+        qb.dispatch(kernel, (1024,), (64,), x, x, c, np.uint32(1024), completion=b_done)
+        b_done.wait(0, timeout=120)
+        a_done.wait(0, timeout=120)
+    assert racy(path) == ([] if barrier else [("c", "A and B wrote it with nothing ordering their writes")])
+    assert ("c" in hashed(path)) == barrier
+
+
+def test_ordering_follows_chains_lives_and_partial_completions():
+    a, b, c = QueueProgress("a"), QueueProgress("b"), QueueProgress("c")
+    o = Ordering()
+    o.submitted(a, [(100, 0x10, 5)], [])  # a signals 0x10 = 5 at 100
+    o.submitted(c, [(50, 0x20, 1)], [(40, 0x10, 5)])  # c waits 0x10 >= 5, then signals 0x20 = 1
+    o.submitted(b, [], [(30, 0x20, 1)])  # b waits 0x20 >= 1 before 30
+    assert o.before(a, 100, b, 60) and o.before(a, 90, b, 31)  # through c
+    assert not o.before(a, 101, b, 60)  # a's work after its signal
+    assert not o.before(a, 100, b, 30)  # b's packet ending at 30 is the wait itself
+    assert not o.before(b, 10, a, 200)  # nothing orders b before a
+    assert o.before(a, 5, a, 6) and not o.before(a, 6, a, 5)  # one queue runs in order
+    d = QueueProgress("d")
+    o.submitted(d, [], [(300, 0x10, 4)])  # waits for less than a signalled: the 5 is not shown to have landed
+    assert not o.before(a, 100, d, 400)
+    o.cpu_store(0x30, backwards=False)
+    o.submitted(a, [(500, 0x30, None)], [], partial=frozenset({500}))  # a dispatch without the barrier bit
+    o.submitted(c, [], [(600, 0x30, None)])  # a BARRIER_AND on its signal
+    assert o.before(a, 500, c, 700) and not o.before(a, 400, c, 700)  # only the decrementing packet itself
+    o.cpu_store(0x30, backwards=False)  # the CPU sets the AQL signal anew: the next barrier waits on a new life
+    o.submitted(b, [], [(900, 0x30, None)])
+    assert not o.before(a, 500, b, 1000)
