@@ -172,7 +172,7 @@ class RecordingSyscalls:
 
     def __init__(self, recorder: Recorder, inner: Syscalls, dialects: dict[int, dict]):
         self.rec, self.inner = recorder, inner
-        self.name = inner.name
+        self.name, self.vram_in_host = inner.name, inner.vram_in_host
         self.lock = recorder.trace.lock
         self.memory = recorder.memory
         self.files: dict[int, str] = {}  # device fds -> path
