@@ -26,12 +26,14 @@ MAX_RUNS = 64  # runs of writes kept per buffer between checkpoints (the oldest 
 @dataclass(eq=False)
 class WriteRun:
     """Writes one queue made to a buffer with no other queue's in between, from the packet ending at `first` to
-    the one ending at `last` of its stream; `known`: how far the CPU knew each queue that wrote the buffer
-    before complete when it submitted the first of them."""
+    the one ending at `last` of its stream, within bytes [lo, hi) of the buffer; `known`: how far the CPU knew
+    each queue that wrote the buffer before complete when it submitted the first of them."""
 
     queue: QueueProgress
     first: int
     last: int
+    lo: int
+    hi: int
     known: dict[QueueProgress, int]
 
 
@@ -63,14 +65,16 @@ class TrackedBuffer:
         """Every GPU write to it that the recorder saw is known to have finished."""
         return all(q.complete(pos) for q, pos in self.writes.items())
 
-    def wrote(self, queue: QueueProgress, first: int, last: int) -> None:
-        """`queue` writes it from its packet ending at `first` to the one ending at `last`."""
+    def wrote(self, queue: QueueProgress, first: int, last: int, lo: int, hi: int) -> None:
+        """`queue` writes bytes [lo, hi) of it, from its packet ending at `first` to the one ending at `last`."""
         self.writes[queue] = last  # positions only grow: the last write is the one to wait for
         runs = self.runs
         if runs and runs[-1].queue is queue:
-            runs[-1].last = last
+            run = runs[-1]
+            run.last, run.lo, run.hi = last, min(run.lo, lo), max(run.hi, hi)
             return
-        runs.append(WriteRun(queue, first, last, {r.queue: r.queue.done for r in runs if r.queue is not queue}))
+        runs.append(WriteRun(queue, first, last, lo, hi,
+                             {r.queue: r.queue.done for r in runs if r.queue is not queue}))
         if len(runs) > MAX_RUNS:
             del runs[0]
 

@@ -55,6 +55,7 @@ LEARN_BATCH = 256
 RESOLVED_PER_PLAN = 16  # sets of written addresses whose buffers a plan keeps, for the buffer layout of the moment
 FOLD_PLANS = 4096  # plans counted by their submissions before those counts are folded into packet counts
 TRACKING_MODES = ("auto", "scan")
+BufferWrites = tuple[int, int, int, int, TrackedBuffer]  # a submission's writes to a buffer: first, last, lo, hi
 
 
 @functools.cache
@@ -441,13 +442,15 @@ class RecordingSyscalls:
         self._learn_pending()
         self.layout += 1
 
-    def _tracked_writes(self, written: Iterable[tuple[int, int]]) -> list[tuple[int, int, TrackedBuffer]]:
-        """(position of the first write, of the last, buffer) of each tracked buffer that `written` (position,
-        address) pairs, in stream order, land in."""
+    def _tracked_writes(self, written: Iterable[tuple[int, int, int]]) -> list[BufferWrites]:
+        """(position of the first write, of the last, the bytes [lo, hi) of the buffer they cover, buffer) of each
+        tracked buffer that `written` (position, address, bytes: 0 when unknown, taken as to the buffer's end)
+        triples, in stream order, land in."""
         first: dict[TrackedBuffer, int] = {}
         last: dict[TrackedBuffer, int] = {}
+        span: dict[TrackedBuffer, tuple[int, int]] = {}
         get, buf, start, end = self.by_va.get, None, 0, 0
-        for pos, addr in written:
+        for pos, addr, n in written:
             if not start <= addr < end:  # most writes of a submission land in the buffer the one before did
                 found = get(addr)
                 if found is None:
@@ -458,7 +461,10 @@ class RecordingSyscalls:
             if buf is not None:
                 first.setdefault(buf, pos)
                 last[buf] = pos
-        return [(first[buf], pos, buf) for buf, pos in last.items()]
+                lo, hi = addr - start, min(addr - start + n, buf.size) if n else buf.size
+                was = span.get(buf)
+                span[buf] = (lo, hi) if was is None else (min(was[0], lo), max(was[1], hi))
+        return [(first[buf], pos, *span[buf], buf) for buf, pos in last.items()]
 
     def _learn(self, q: TrackedQueue, base: int, ring: bytes, plan: Plan, inner: Facts | None,
                dispatched: Pointers | None) -> None:
@@ -483,9 +489,9 @@ class RecordingSyscalls:
             traps += [(base + p, e) for p, e in inner.traps]
             referenced = (*referenced, *inner.referenced)
         if dispatched is ANYTHING:  # a kernel, or its arguments, that cannot be read
-            writes = writes + [(0, len(ring), b) for b in self.buffers.values() if b.tracked]
-        elif dispatched.writes:
-            writes = writes + self._tracked_writes(dispatched.writes)
+            writes = writes + [(0, len(ring), 0, b.size, b) for b in self.buffers.values() if b.tracked]
+        elif dispatched.writes:  # how much of a buffer a kernel writes is not known
+            writes = writes + self._tracked_writes((pos, a, 0) for pos, a in dispatched.writes)
         decrements, partial = [], set()  # AQL signals the packets decrement; those of packets without a barrier
         if plan.completing:
             for p in q.dialect.iter_packets(ring):
@@ -501,15 +507,15 @@ class RecordingSyscalls:
                 if q.dialect is AQL and (settled := AQL.settled(p)):  # a BARRIER_AND passed them at 0
                     waits = [*waits, *((end, h + SIGNAL_VALUE, None) for h in settled)]
         if self.racy and writes:  # what is computed from a race's bytes differs as they do
-            read = {a for _, a in written}
+            read = {a for _, a, _ in written}
             source = self._racy_source([*(a for a in referenced if a not in read),
                                         *(dispatched.taken if dispatched not in (None, ANYTHING) else ())])
-            for _, _, buf in writes if source is not None else ():
+            for *_, buf in writes if source is not None else ():
                 if buf.racy is None:
                     buf.racy = f"{q.progress.name} wrote it from {source}"
                     self.racy.add(buf)
-        for first, last, buf in writes:
-            buf.wrote(progress, base + first, base + last)
+        for first, last, lo, hi, buf in writes:
+            buf.wrote(progress, base + first, base + last, lo, hi)
             self.written.add(buf)
         self.completion.submitted(progress, signals, waits, traps)
         self.ordering.submitted(progress, signals + decrements, waits, frozenset(partial))
@@ -523,13 +529,13 @@ class RecordingSyscalls:
         return None
 
     def _race(self, buf: TrackedBuffer) -> str | None:
-        """Why what the GPU wrote to `buf` since its last checkpoint depends on timing: two queues wrote it, and
-        neither what the CPU knew when it submitted them nor the GPU's waits order one's writes before the
-        other's (None when nothing says so)."""
+        """Why what the GPU wrote to `buf` since its last checkpoint depends on timing: two queues wrote bytes of
+        it that overlap, and neither what the CPU knew when it submitted them nor the GPU's waits order one's
+        writes before the other's (None when nothing says so)."""
         runs = buf.runs
         for i, b in enumerate(runs):
             for a in runs[:i]:
-                if a.queue is b.queue or b.known.get(a.queue, -1) >= a.last or \
+                if a.queue is b.queue or a.hi <= b.lo or b.hi <= a.lo or b.known.get(a.queue, -1) >= a.last or \
                         self.ordering.before(a.queue, a.last, b.queue, b.first) or \
                         self.ordering.before(b.queue, b.last, a.queue, a.first):
                     continue

@@ -26,14 +26,14 @@ MAX_PLANS = 1 << 14  # shapes whose plan is kept
 
 ReadMemory = Callable[[int, int], bytes | None]  # (address, bytes) -> the bytes, None when not CPU-readable
 Part = tuple[int, int, int, int]  # (dword of the submission, shift, mask, bit in the value)
-Written = tuple[tuple[int, int], ...]  # (position, address the GPU writes)
+Written = tuple[tuple[int, int, int], ...]  # (position, address the GPU writes, bytes from there: 0 when unknown)
 
 
 @dataclass
 class Facts:
     """What packets do; positions are where a packet ends, from the start of its submission."""
 
-    written: list[tuple[int, int]] = field(default_factory=list)  # (position, address the GPU writes)
+    written: list[tuple[int, int, int]] = field(default_factory=list)  # as in Written
     referenced: list[int] = field(default_factory=list)  # every address a packet points at
     signals: list[Signal] = field(default_factory=list)
     waits: list[Wait] = field(default_factory=list)
@@ -53,7 +53,7 @@ def _expr(parts: tuple[Part, ...]) -> str:
 class Plan:
     """A submission shape's facts as one generated function of the submission's dwords. `facts(ring, base)`
     gives the signals, waits and TRAPs positioned in the queue's stream (`base` is where the submission
-    starts), and the written (position, address) pairs and referenced addresses. `resolved` is the
+    starts), and the written (position, address, bytes) triples and referenced addresses. `resolved` is the
     recorder's to cache which of its buffers the writes land in."""
 
     __slots__ = ("values", "compute", "packets", "resolved", "dispatching", "completing")
@@ -102,7 +102,10 @@ class _Builder:
             addresses[n] = f"a{len(self.binds)}"
             self.binds.append(f"    a{len(self.binds)} = {self.value(p, n)}\n")
         self.referenced += addresses.values()
-        self.written += (f"({pos}, {addresses[n]})" for n in d.written_fields if n in addresses)
+        # how many bytes a write covers is known where the table counts the bytes a packet moves through it
+        moved = f"({self.value(p, d.split[0])}) + 1" if d.split else "0"
+        self.written += (f"({pos}, {addresses[n]}, {moved if d.split and n in d.split[1] else 0})"
+                         for n in d.written_fields if n in addresses)
         if d.signal is not None and d.signal[0] in addresses:
             self.signals.append((pos, addresses[d.signal[0]], self.value(p, d.signal[1])))  # a dword, or 64 bits
         if d.wait is not None and d.wait[0] in addresses:
@@ -197,7 +200,7 @@ class Analyzer:
             if q.defn.indirect is not None:
                 self._indirect(dialect, q, pos, out, read, depth + 1)
         signals, waits, traps, written, referenced = builder.plan(len(data) // 4).facts(data, 0)
-        out.written += ((pos, a) for _, a in written)
+        out.written += ((pos, a, n) for _, a, n in written)
         out.referenced += referenced
         out.signals += ((pos, a, v) for _, a, v in signals)
         out.waits += ((pos, a, v) for _, a, v in waits)

@@ -47,7 +47,7 @@ def test_plans_pair_dword_signals_and_waits_into_64_bit_values():
         assert waits == [(0x1000 + ends[1], sem, value)]
         assert signals == [(0x1000 + ends[4], sem + 8, value)]
         assert traps == [(0x1000 + ends[5], 42)]
-        assert (ends[2], out + 256) in written
+        assert (ends[2], out + 256, 256) in written  # COPY_LINEAR's count: bytes - 1
         assert {sem, sem + 4, out, out + 256} <= set(referenced)
 
 
@@ -95,7 +95,7 @@ def test_a_plan_serves_every_submission_of_its_shape_with_that_submission_s_addr
     plan, _ = analyzer.analyse(d, ring(0x5500_0004_0000), lambda a, n: None)
     assert plan is first  # same packets, new addresses: the shape's plan
     signals, _, _, written, referenced = plan.facts(ring(0x5500_0004_0000), 0)
-    assert [a for _, a in written] == [0x5500_0004_1000, 0x5500_0004_2000, 0x5500_0004_2004]
+    assert [a for _, a, _ in written] == [0x5500_0004_1000, 0x5500_0004_2000, 0x5500_0004_2004]
     end = len(ring(0))
     assert signals == [(end, 0x5500_0004_2000, 7 << 32)]  # the two dwords paired into one 64-bit value
     assert referenced[:2] == (0x5500_0004_0000, 0x5500_0004_1000)
@@ -140,7 +140,7 @@ def test_a_tail_count_is_part_of_the_shape():
     assert plans[0] is not plans[1] and len(analyzer._plans) == 2  # both remembered
     for cpv, plan in plans.items():
         written = plan.facts(ring(cpv), 0)[3]
-        assert written == ((28 + 4 * cpv, 0x20000), (44 + 4 * cpv, 0x30000))
+        assert written == ((28 + 4 * cpv, 0x20000, 64), (44 + 4 * cpv, 0x30000, 0))  # a FENCE says no count
 
 
 def test_completion_flows_along_a_semaphore_chain():

@@ -142,3 +142,26 @@ def test_ordering_follows_chains_lives_and_partial_completions():
     o.cpu_store(0x30, backwards=False)  # the CPU sets the AQL signal anew: the next barrier waits on a new life
     o.submitted(b, [], [(900, 0x30, None)])
     assert not o.before(a, 500, b, 1000)
+
+
+def test_two_queues_writing_their_own_halves_of_a_buffer_do_not_race(tmp_path):
+    """A copy split across two SDMA queues into one buffer: the bytes each writes (its COPY_LINEAR's count) do
+    not overlap, so nothing needs ordering; a third copy over both halves, unordered, is a race."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        src, dst = gpu.alloc(1 << 16, "gtt", name="src"), gpu.alloc(1 << 16, "gtt", name="dst")
+        src.write(np.arange(1 << 14, dtype=np.uint32))
+        qa, qb, qc = gpu.sdma_queue(name="A"), gpu.sdma_queue(name="B"), gpu.sdma_queue(name="C")
+        a, b, c = system.semaphore("a"), system.semaphore("b"), system.semaphore("c")
+        qa.copy(dst, src, 1 << 15).signal(a, 1).submit()
+        qb.copy(dst, src, 1 << 15, dst_offset=1 << 15, src_offset=1 << 15).signal(b, 1).submit()
+        a.wait(1)
+        b.wait(1)
+        qa.copy(dst, src, 1 << 15, dst_offset=1 << 14).signal(a, 2).submit()
+        qc.copy(dst, src, 1 << 15).signal(c, 1).submit()
+        a.wait(2)
+        c.wait(1)
+    got = checkpoints(path)
+    assert [b["name"] for b in got[1]["buffers"]] == ["dst"] and not got[1]["racy"]
+    assert [b["name"] for b in got[-1]["racy"]] == ["dst"]
