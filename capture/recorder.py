@@ -53,6 +53,7 @@ SIGNAL_VALUE = AmdSignal.value.offset  # where an amd_signal_t holds its value
 NO_POINTERS = Pointers()  # what a submission launching no kernel takes
 LEARN_BATCH = 256
 RESOLVED_PER_PLAN = 16  # sets of written addresses whose buffers a plan keeps, for the buffer layout of the moment
+MAX_RACES = 16  # racy buffers the summary names
 FOLD_PLANS = 4096  # plans counted by their submissions before those counts are folded into packet counts
 TRACKING_MODES = ("auto", "scan")
 BufferWrites = tuple[int, int, int, int, TrackedBuffer]  # a submission's writes to a buffer: first, last, lo, hi
@@ -108,6 +109,7 @@ class Recorder:
         self._packets: dict[Dialect, Counter[PacketDef]] = {}
         self.undecodable = 0  # submissions whose bytes are no packets
         self.kernels: Counter[str] = Counter()  # kernel name -> dispatches of it
+        self.races: dict[str, str] = {}  # buffers a race between queues decided (the first MAX_RACES) -> why
         self._wrapped: list[RecordingSyscalls] = []
         self._final: dict | None = None
 
@@ -129,6 +131,7 @@ class Recorder:
             "packets": self.packet_counts(), "buffers": self.buffers_seen, "checkpoints": self.checkpoints,
             "payload_bytes": self.memory.payload_bytes, "exit_status": status,
             **({"kernels": dict(self.kernels)} if self.kernels else {}),
+            **({"racy": [f"{name}: {why}" for name, why in self.races.items()]} if self.races else {}),
         }
 
     def packet_counts(self) -> dict[str, int]:
@@ -560,6 +563,9 @@ class RecordingSyscalls:
             if race is not None:
                 buf.racy = race
                 self.racy.add(buf)
+                name = buf.name or f"the buffer at {buf.va:#x}"
+                if len(self.rec.races) < MAX_RACES:
+                    self.rec.races.setdefault(name, race)
                 racy.append({"va": buf.va, "name": buf.name, "why": race})
                 continue
             entry = self.memory.checkpoint_entry(buf)

@@ -57,12 +57,20 @@ def fences(path: str, order: str, target: str = "gfx1100") -> str:
 def test_writes_the_cpu_or_the_gpu_orders_are_hashed(order, tmp_path):
     path = fences(str(tmp_path / "t.kfdtrace"), order)
     assert racy(path) == [] and set(hashed(path)) == {"shared"}
+    with TraceReader(path) as r:
+        assert "racy" not in r.summary
 
 
 def test_unordered_writes_are_left_out_named_and_replay_says_so(tmp_path):
     path = fences(str(tmp_path / "t.kfdtrace"), "none")
     assert racy(path) == [("shared", "A and B wrote it with nothing ordering their writes")]
     assert "shared" not in hashed(path)
+    with TraceReader(path) as r:
+        assert r.summary["racy"] == ["shared: A and B wrote it with nothing ordering their writes"]
+    from kfdtrace.traces.info import format_summary
+
+    assert "left out of checkpoints, decided by a race between queues: shared: A and B wrote it with nothing " \
+        "ordering their writes" in format_summary(r.summary)
     report = replay_trace(path, Options(), emulate="gfx942")
     assert report.status == EXIT_OK and report.results[0].racy == 1
     assert any("(1 left out: a race decided them)" in line for line in report.lines())

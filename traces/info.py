@@ -36,6 +36,8 @@ def format_summary(s: dict) -> list[str]:
     if s.get("kernels"):
         lines.append("kernels dispatched: " + ", ".join(f"{k} {n}" for k, n in sorted(s["kernels"].items(),
                                                                                      key=lambda x: -x[1])))
+    if s.get("racy"):
+        lines.append("left out of checkpoints, decided by a race between queues: " + "; ".join(s["racy"]))
     lines.append(f"CPU-write payload {_mb(s['payload_bytes'])}")
     if "trace_file_bytes" in s:
         raw, packed = s["trace_raw_bytes"], max(1, s["trace_compressed_bytes"])
