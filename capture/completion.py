@@ -31,6 +31,7 @@ class QueueProgress:
     name: str
     done: int = 0
     destroyed: bool = False  # nothing of it runs any more (complete or not)
+    ended: int | None = None  # how many submissions the recorder had learnt when it was destroyed
     waits: deque[tuple[int, int, int]] = field(default_factory=deque)  # (end position, address, value)
     traps: deque[tuple[int, int]] = field(default_factory=deque)  # (end position, event id)
 

@@ -29,10 +29,12 @@ UNKNOWN = "(a kernel no loaded code object holds)"
 @dataclass(frozen=True)
 class Pointers:
     """The global pointers the dispatches of a submission take: `writes`, (position where the dispatch ends,
-    address) of each they may write through, positions from the start of the ring bytes; `taken`, every one."""
+    address) of each they may write through, positions from the start of the ring bytes; `taken`, every one;
+    `reads`, (position, address) of every one (a kernel may read through any)."""
 
     writes: tuple[tuple[int, int], ...] = ()
     taken: tuple[int, ...] = ()
+    reads: tuple[tuple[int, int], ...] = ()
 
 
 class Dispatches:
@@ -59,6 +61,7 @@ class Dispatches:
         regs = self.registers.setdefault(queue, {})
         writes: list[tuple[int, int]] = []
         taken: list[int] = []
+        reads: list[tuple[int, int]] = []
         for p in dialect.iter_packets(ring):
             d, end = p.defn, p.offset + p.size
             if d.tail is not None and d.tail.registers:
@@ -75,7 +78,8 @@ class Dispatches:
                 return ANYTHING
             writes += [(end, a) for a in found[0]]
             taken += found[1]
-        return Pointers(tuple(writes), tuple(taken))
+            reads += [(end, a) for a in found[1]]
+        return Pointers(tuple(writes), tuple(taken), tuple(reads))
 
     def _launched(self, p: Packet, dialect: Dialect, regs: dict[str, int],
                   read: ReadMemory) -> tuple[list[int], list[int]] | None:

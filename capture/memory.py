@@ -20,21 +20,24 @@ from kfdtrace.traces.format import blob_key
 
 KERNARGS = "kernargs"  # the role of the buffers kernel arguments are written into (a queue's arena)
 TRACKED_ROLES = frozenset({"user", KERNARGS})
-MAX_RUNS = 64  # runs of writes kept per buffer between checkpoints (the oldest are forgotten)
+MAX_RUNS = 64  # runs of writes, of reads, kept per buffer between checkpoints (the oldest are forgotten)
 
 
 @dataclass(eq=False)
-class WriteRun:
-    """Writes one queue made to a buffer with no other queue's in between, from the packet ending at `first` to
-    the one ending at `last` of its stream, within bytes [lo, hi) of the buffer; `known`: how far the CPU knew
-    each queue that wrote the buffer before complete when it submitted the first of them."""
+class Run:
+    """Accesses one queue made to a buffer (writes, or reads) with no other queue's in between, from the packet
+    ending at `first` to the one ending at `last` of its stream, within bytes [lo, hi) of the buffer. `seq`: how
+    many submissions the recorder had learnt before the first; `known`: how far the CPU knew each live queue
+    complete when it submitted the first; `outputs`: the buffers the reading submissions wrote."""
 
     queue: QueueProgress
     first: int
     last: int
     lo: int
     hi: int
+    seq: int
     known: dict[QueueProgress, int]
+    outputs: set[TrackedBuffer] = field(default_factory=set)
 
 
 @dataclass(eq=False)
@@ -51,7 +54,9 @@ class TrackedBuffer:
     role: str = "user"
     exposed: bool = False  # a raw CPU view exists: writes may bypass the driver
     writes: dict[QueueProgress, int] = field(default_factory=dict)  # GPU writes not yet hashed: queue -> position
-    runs: list[WriteRun] = field(default_factory=list)  # the same writes, queue by queue, in submission order
+    runs: list[Run] = field(default_factory=list)  # the same writes, queue by queue, in submission order
+    reads: list[Run] = field(default_factory=list)  # GPU reads of it not known complete at its last checkpoint
+    sources: list[tuple[TrackedBuffer, Run]] = field(default_factory=list)  # reads whose submissions wrote it
     racy: str | None = None  # why what the GPU wrote here depends on timing (a race), until the CPU rewrites it
     keys: dict[int, bytes] = field(default_factory=dict)  # chunk index -> key of the content last recorded
 
@@ -64,19 +69,6 @@ class TrackedBuffer:
     def complete(self) -> bool:
         """Every GPU write to it that the recorder saw is known to have finished."""
         return all(q.complete(pos) for q, pos in self.writes.items())
-
-    def wrote(self, queue: QueueProgress, first: int, last: int, lo: int, hi: int) -> None:
-        """`queue` writes bytes [lo, hi) of it, from its packet ending at `first` to the one ending at `last`."""
-        self.writes[queue] = last  # positions only grow: the last write is the one to wait for
-        runs = self.runs
-        if runs and runs[-1].queue is queue:
-            run = runs[-1]
-            run.last, run.lo, run.hi = last, min(run.lo, lo), max(run.hi, hi)
-            return
-        runs.append(WriteRun(queue, first, last, lo, hi,
-                             {r.queue: r.queue.done for r in runs if r.queue is not queue}))
-        if len(runs) > MAX_RUNS:
-            del runs[0]
 
     def may_be_written(self) -> bool:
         """A queue still there may be writing it: no wait has shown its writes there complete."""

@@ -5,7 +5,8 @@ mmap/munmap of the device files, every doorbell with the ring bytes written sinc
 CPU's writes to memory the GPU reads (content-addressed chunks), semaphore and event activity, and at each CPU
 wait that returns, a checkpoint: hashes of the buffers the GPU wrote that are known complete then
 (capture/completion.py says how that is known); buffers with GPU writes still in flight are listed as such
-and hashed at a later checkpoint.
+and hashed at a later checkpoint, and buffers a race between queues decided are listed as racy and never hashed
+(capture/ordering.py, capture/README.md).
 
 Threads: a workload may use the driver from several threads. Each boundary call records under the trace's
 lock (the ioctl itself runs outside it), so the records form one total order consistent with every
@@ -20,17 +21,18 @@ through raw pointers. See capture/README.md for the measured trade-off.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ctypes
 import functools
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from kfdtrace.capture.completion import Completion, QueueProgress
 from kfdtrace.capture.dispatches import ANYTHING, Dispatches, Pointers
-from kfdtrace.capture.memory import KERNARGS, MemoryRecorder, TrackedBuffer
+from kfdtrace.capture.memory import KERNARGS, MAX_RUNS, MemoryRecorder, Run, TrackedBuffer
 from kfdtrace.capture.ordering import Ordering
 from kfdtrace.capture.submissions import Analyzer, Facts, Plan
 from kfdtrace.capture.trace_file import TraceFile
@@ -56,7 +58,7 @@ RESOLVED_PER_PLAN = 16  # sets of written addresses whose buffers a plan keeps, 
 MAX_RACES = 16  # racy buffers the summary names
 FOLD_PLANS = 4096  # plans counted by their submissions before those counts are folded into packet counts
 TRACKING_MODES = ("auto", "scan")
-BufferWrites = tuple[int, int, int, int, TrackedBuffer]  # a submission's writes to a buffer: first, last, lo, hi
+Accesses = tuple[int, int, int, int, TrackedBuffer]  # a submission's writes (reads) of a buffer: first, last, lo, hi
 
 
 @functools.cache
@@ -194,6 +196,8 @@ class RecordingSyscalls:
         self.completion = Completion()
         self.ordering = Ordering()
         self.racy: set[TrackedBuffer] = set()  # buffers whose contents a race between queues decided
+        self.learnt = 0  # submissions learnt so far
+        self.waited: dict[QueueProgress, int] = {}  # where each queue's last GPU wait learnt ends
         self.written: set[TrackedBuffer] = set()  # buffers with GPU writes not yet hashed
         self.cpu_set_events: set[int] = set()  # events the CPU set since they were last waited for
         self.layout = 0  # changes whenever a buffer comes, goes or changes what is tracked of it
@@ -343,7 +347,8 @@ class RecordingSyscalls:
     def _after_destroy_queue(self, a) -> None:
         q = self.queues.pop(a.queue_id, None)
         if q is not None:
-            q.progress.destroyed = True
+            self._learn_pending()
+            q.progress.destroyed, q.progress.ended = True, self.learnt
             del self.doorbells[(q.gpu_id, q.doorbell_offset)]
             self.rung.clear()
             rptr = self._read(q.rptr_va, 8)
@@ -445,16 +450,15 @@ class RecordingSyscalls:
         self._learn_pending()
         self.layout += 1
 
-    def _tracked_writes(self, written: Iterable[tuple[int, int, int]]) -> list[BufferWrites]:
-        """(position of the first write, of the last, the bytes [lo, hi) of the buffer they cover, buffer) of each
-        tracked buffer that `written` (position, address, bytes: 0 when unknown, taken as to the buffer's end)
-        triples, in stream order, land in."""
-        first: dict[TrackedBuffer, int] = {}
-        last: dict[TrackedBuffer, int] = {}
-        span: dict[TrackedBuffer, tuple[int, int]] = {}
+    def _accesses(self, accesses: Iterable[tuple[int, int, int]], cuts: tuple[int, ...] = ()) -> list[Accesses]:
+        """(position of the first access, of the last, the bytes [lo, hi) of the buffer they cover, buffer) of
+        each tracked buffer that `accesses` (position, address, bytes: 0 when unknown, taken as to the buffer's
+        end), in stream order, land in: one for each stretch between the submission's GPU waits (`cuts`: the
+        positions where they end, in order), which order what comes after them differently."""
+        spans: dict[tuple[TrackedBuffer, int], list[int]] = {}  # (buffer, stretch) -> [first, last, lo, hi]
         get, buf, start, end = self.by_va.get, None, 0, 0
-        for pos, addr, n in written:
-            if not start <= addr < end:  # most writes of a submission land in the buffer the one before did
+        for pos, addr, n in accesses:
+            if not start <= addr < end:  # most accesses of a submission land in the buffer the one before did
                 found = get(addr)
                 if found is None:
                     start = end = 0
@@ -462,39 +466,28 @@ class RecordingSyscalls:
                 start, end = found.va, found.va + found.size
                 buf = found if found.tracked else None
             if buf is not None:
-                first.setdefault(buf, pos)
-                last[buf] = pos
                 lo, hi = addr - start, min(addr - start + n, buf.size) if n else buf.size
-                was = span.get(buf)
-                span[buf] = (lo, hi) if was is None else (min(was[0], lo), max(was[1], hi))
-        return [(first[buf], pos, *span[buf], buf) for buf, pos in last.items()]
+                key = (buf, bisect.bisect_left(cuts, pos) if cuts else 0)
+                was = spans.get(key)
+                if was is None:
+                    spans[key] = [pos, pos, lo, hi]
+                else:
+                    was[1], was[2], was[3] = pos, min(was[2], lo), max(was[3], hi)
+        return [(first, last, lo, hi, buf) for (buf, _), (first, last, lo, hi) in spans.items()]
 
     def _learn(self, q: TrackedQueue, base: int, ring: bytes, plan: Plan, inner: Facts | None,
                dispatched: Pointers | None) -> None:
         progress = q.progress
-        signals, waits, traps, written, referenced = plan.facts(ring, base)
+        signals, waits, traps, written, referenced, read = plan.facts(ring, base)
         if self.exposed or self.rec.tracking == "scan":  # what the CPU wrote that the submission reads, before it
             self._scan_exposed(None if dispatched is ANYTHING else
                                [*referenced, *dispatched.taken, *(inner.referenced if inner is not None else ())])
-        resolved = plan.resolved  # which of the buffers the writes land in, as they are now
-        if resolved is None or resolved[0] != self.layout:
-            resolved = plan.resolved = (self.layout, {})
-        known = resolved[1]  # by the addresses written: double buffering alternates between a few
-        writes = known.get(written)
-        if writes is None:
-            if len(known) >= RESOLVED_PER_PLAN:
-                known.clear()
-            writes = known[written] = self._tracked_writes(written)
         if inner is not None:
-            writes = writes + self._tracked_writes(inner.written)
+            read = (*read, *inner.read)
             signals += [(base + p, a, v) for p, a, v in inner.signals]
             waits += [(base + p, a, v) for p, a, v in inner.waits]
             traps += [(base + p, e) for p, e in inner.traps]
             referenced = (*referenced, *inner.referenced)
-        if dispatched is ANYTHING:  # a kernel, or its arguments, that cannot be read
-            writes = writes + [(0, len(ring), 0, b.size, b) for b in self.buffers.values() if b.tracked]
-        elif dispatched.writes:  # how much of a buffer a kernel writes is not known
-            writes = writes + self._tracked_writes((pos, a, 0) for pos, a in dispatched.writes)
         decrements, partial = [], set()  # AQL signals the packets decrement; those of packets without a barrier
         if plan.completing:
             for p in q.dialect.iter_packets(ring):
@@ -509,41 +502,130 @@ class RecordingSyscalls:
                         partial.add(end)
                 if q.dialect is AQL and (settled := AQL.settled(p)):  # a BARRIER_AND passed them at 0
                     waits = [*waits, *((end, h + SIGNAL_VALUE, None) for h in settled)]
-        if self.racy and writes:  # what is computed from a race's bytes differs as they do
-            read = {a for _, a, _ in written}
-            source = self._racy_source([*(a for a in referenced if a not in read),
-                                        *(dispatched.taken if dispatched not in (None, ANYTHING) else ())])
-            for *_, buf in writes if source is not None else ():
-                if buf.racy is None:
-                    buf.racy = f"{q.progress.name} wrote it from {source}"
-                    self.racy.add(buf)
-        for first, last, lo, hi, buf in writes:
-            buf.wrote(progress, base + first, base + last, lo, hi)
+        cuts = tuple(sorted(pos - base for pos, _, _ in waits))
+        resolved = plan.resolved  # which of the buffers the writes land in, as they are now
+        if resolved is None or resolved[0] != self.layout:
+            resolved = plan.resolved = (self.layout, {})
+        known = resolved[1]  # by the addresses written: double buffering alternates between a few
+        writes = known.get((written, cuts))
+        if writes is None:
+            if len(known) >= RESOLVED_PER_PLAN:
+                known.clear()
+            writes = known[(written, cuts)] = self._accesses(written, cuts)
+        if inner is not None:
+            writes = writes + self._accesses(inner.written, cuts)
+        if dispatched is ANYTHING:  # a kernel, or its arguments, that cannot be read
+            writes = writes + [(0, len(ring), 0, b.size, b) for b in self.buffers.values() if b.tracked]
+        elif dispatched.writes:  # how much of a buffer a kernel writes is not known
+            writes = writes + self._accesses(((pos, a, 0) for pos, a in dispatched.writes), cuts)
+        reads: list[Accesses] = []
+        if writes:  # the reads that gave what the submission wrote
+            if dispatched is not None and dispatched is not ANYTHING and dispatched.reads:
+                read = (*read, *((pos, a, 0) for pos, a in dispatched.reads))
+            reads = self._accesses(sorted(read), cuts)
+            if dispatched is ANYTHING:
+                reads += [(0, len(ring), 0, b.size, b) for b in self.buffers.values() if b.tracked]
+        self.learnt += 1
+        snapshot: list[dict[QueueProgress, int]] = []
+
+        def known() -> dict[QueueProgress, int]:
+            """How far the CPU knows each live queue complete as it submitted this (taken once, when needed)."""
+            if not snapshot:
+                snapshot.append({t.progress: t.progress.done for t in self.queues.values()})
+            return snapshot[0]
+
+        waited = [base + c for c in cuts]
+        before = self.waited.get(progress, -1)
+
+        def barrier(pos: int) -> int:
+            """Where the queue's last GPU wait before `pos` ends."""
+            i = bisect.bisect_left(waited, pos)
+            return waited[i - 1] if i else before
+
+        for first, last, lo, hi, buf in sorted(writes, key=lambda w: w[0]):
+            buf.writes[progress] = max(buf.writes.get(progress, 0), base + last)  # the last one to wait for
+            self._run(buf.runs, progress, base + first, base + last, lo, hi, barrier(base + first), known)
             self.written.add(buf)
+        if waited:
+            self.waited[progress] = waited[-1]
+        outputs = {buf for *_, buf in writes}
+        for first, last, lo, hi, buf in reads:  # which reads gave what the submission wrote
+            run = self._run(buf.reads, progress, base + first, base + last, lo, hi, barrier(base + first), known)
+            run.outputs |= outputs
+            if buf.racy is not None:  # what is computed from a race's bytes differs as they do
+                for out in outputs:
+                    self._mark(out, f"{progress.name} wrote it from {self._label(buf)}")
+            for out in outputs:
+                if not out.sources or out.sources[-1][1] is not run:
+                    out.sources.append((buf, run))
+                    del out.sources[:-MAX_RUNS]
         self.completion.submitted(progress, signals, waits, traps)
         self.ordering.submitted(progress, signals + decrements, waits, frozenset(partial))
 
-    def _racy_source(self, addresses: list[int]) -> str | None:
-        """The name of the first buffer holding one of `addresses` whose contents a race decided, if any."""
-        for a in addresses:
-            buf = self.by_va.get(a)
-            if buf is not None and buf.racy is not None:
-                return buf.name or f"the buffer at {buf.va:#x}"
+    def _run(self, runs: list[Run], queue: QueueProgress, first: int, last: int, lo: int, hi: int, barrier: int,
+             known: Callable[[], dict[QueueProgress, int]]) -> Run:
+        """Add accesses of `queue` to a buffer's `runs`: to the last run when it is the same queue's with no GPU
+        wait between (`barrier`: where the queue's last wait before them ends)."""
+        if runs and runs[-1].queue is queue and barrier < runs[-1].last:
+            run = runs[-1]
+            run.last, run.lo, run.hi = max(run.last, last), min(run.lo, lo), max(run.hi, hi)
+            return run
+        run = Run(queue, first, last, lo, hi, self.learnt, known())
+        runs.append(run)
+        if len(runs) > MAX_RUNS:
+            del runs[0]
+        return run
+
+    @staticmethod
+    def _label(buf: TrackedBuffer) -> str:
+        return buf.name or f"the buffer at {buf.va:#x}"
+
+    def _mark(self, buf: TrackedBuffer, why: str) -> None:
+        """What the GPU wrote to `buf` depends on timing, for the reason `why` (the first reason stays)."""
+        if buf.racy is None:
+            buf.racy = why
+            self.racy.add(buf)
+
+    def _ordered(self, x: Run, y: Run) -> bool:
+        """Whether the accesses of runs x and y (of two queues) are ordered one way or the other: the later
+        submitted after the CPU knew the earlier complete (or its queue destroyed), or the GPU's waits order
+        them."""
+        a, b = (x, y) if x.seq <= y.seq else (y, x)
+        ended = a.queue.ended
+        return (ended is not None and ended <= b.seq) or b.known.get(a.queue, -1) >= a.last or \
+            self.ordering.before(a.queue, a.last, b.queue, b.first) or \
+            self.ordering.before(b.queue, b.last, a.queue, a.first)
+
+    def _unordered(self, run: Run, others: list[Run]) -> Run | None:
+        """The first of `others` (runs of one buffer) of another queue, overlapping `run`'s bytes, that nothing
+        orders with it."""
+        for other in others:
+            if other.queue is not run.queue and other.lo < run.hi and run.lo < other.hi and \
+                    not self._ordered(run, other):
+                return other
         return None
 
-    def _race(self, buf: TrackedBuffer) -> str | None:
-        """Why what the GPU wrote to `buf` since its last checkpoint depends on timing: two queues wrote bytes of
-        it that overlap, and neither what the CPU knew when it submitted them nor the GPU's waits order one's
-        writes before the other's (None when nothing says so)."""
-        runs = buf.runs
-        for i, b in enumerate(runs):
-            for a in runs[:i]:
-                if a.queue is b.queue or a.hi <= b.lo or b.hi <= a.lo or b.known.get(a.queue, -1) >= a.last or \
-                        self.ordering.before(a.queue, a.last, b.queue, b.first) or \
-                        self.ordering.before(b.queue, b.last, a.queue, a.first):
-                    continue
-                return f"{a.queue.name} and {b.queue.name} wrote it with nothing ordering their writes"
-        return None
+    def _races(self, buf: TrackedBuffer) -> None:
+        """Mark what a race decided among what the GPU wrote to `buf` (complete) since its last checkpoint and
+        what the GPU wrote from it: two queues' writes that overlap with nothing ordering them; a read of it and
+        another queue's write to the same bytes with nothing ordering them (what the reading submissions wrote
+        then depends on which came first)."""
+        for i, b in enumerate(buf.runs):
+            a = self._unordered(b, buf.runs[:i])
+            if a is not None:
+                self._mark(buf, f"{a.queue.name} and {b.queue.name} wrote it with nothing ordering their writes")
+                break
+        for r in buf.reads:
+            w = self._unordered(r, buf.runs)
+            if w is not None:
+                for out in r.outputs:
+                    self._mark(out, f"{r.queue.name} wrote it from {self._label(buf)}, which {w.queue.name} wrote "
+                                    f"with nothing ordering the two")
+        for src, r in buf.sources:
+            w = self._unordered(r, src.runs)
+            if w is not None:
+                self._mark(buf, f"{r.queue.name} wrote it from {self._label(src)}, which {w.queue.name} wrote "
+                                f"with nothing ordering the two")
 
     # -- checkpoints --------------------------------------------------------------------------------
     def _checkpoint(self, wait: dict) -> None:
@@ -552,20 +634,24 @@ class RecordingSyscalls:
         named and left for a later checkpoint. Buffers the GPU only reads are never hashed here."""
         entries, in_flight, racy = [], [], []
         self._learn_pending()
+        done = []
         for buf in sorted(self.written, key=lambda b: b.va):
-            if not buf.complete():
+            if buf.complete():
+                done.append(buf)
+            else:
                 in_flight.append({"va": buf.va, "name": buf.name})
-                continue
-            race = buf.racy or self._race(buf)
+        for buf in done:  # every race found before anything is hashed: one may decide another buffer
+            self._races(buf)
+        for buf in done:
             buf.writes.clear()
             buf.runs.clear()
+            buf.sources.clear()
+            buf.reads[:] = [r for r in buf.reads if r.queue.ended is None and not r.queue.complete(r.last)]
             self.written.discard(buf)
+            race = buf.racy
             if race is not None:
-                buf.racy = race
-                self.racy.add(buf)
-                name = buf.name or f"the buffer at {buf.va:#x}"
                 if len(self.rec.races) < MAX_RACES:
-                    self.rec.races.setdefault(name, race)
+                    self.rec.races.setdefault(self._label(buf), race)
                 racy.append({"va": buf.va, "name": buf.name, "why": race})
                 continue
             entry = self.memory.checkpoint_entry(buf)

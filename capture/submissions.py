@@ -27,6 +27,7 @@ MAX_PLANS = 1 << 14  # shapes whose plan is kept
 ReadMemory = Callable[[int, int], bytes | None]  # (address, bytes) -> the bytes, None when not CPU-readable
 Part = tuple[int, int, int, int]  # (dword of the submission, shift, mask, bit in the value)
 Written = tuple[tuple[int, int, int], ...]  # (position, address the GPU writes, bytes from there: 0 when unknown)
+Read = tuple[tuple[int, int, int], ...]  # (position, address the GPU reads, bytes from there: 0 when unknown)
 
 
 @dataclass
@@ -34,6 +35,7 @@ class Facts:
     """What packets do; positions are where a packet ends, from the start of its submission."""
 
     written: list[tuple[int, int, int]] = field(default_factory=list)  # as in Written
+    read: list[tuple[int, int, int]] = field(default_factory=list)  # as in Read
     referenced: list[int] = field(default_factory=list)  # every address a packet points at
     signals: list[Signal] = field(default_factory=list)
     waits: list[Wait] = field(default_factory=list)
@@ -53,8 +55,8 @@ def _expr(parts: tuple[Part, ...]) -> str:
 class Plan:
     """A submission shape's facts as one generated function of the submission's dwords. `facts(ring, base)`
     gives the signals, waits and TRAPs positioned in the queue's stream (`base` is where the submission
-    starts), and the written (position, address, bytes) triples and referenced addresses. `resolved` is the
-    recorder's to cache which of its buffers the writes land in."""
+    starts), the written (position, address, bytes) triples, the referenced addresses, and the read triples.
+    `resolved` is the recorder's to cache which of its buffers the writes land in."""
 
     __slots__ = ("values", "compute", "packets", "resolved", "dispatching", "completing")
 
@@ -67,7 +69,7 @@ class Plan:
         self.completing = any(d.completion for d in packets)  # it decrements an AQL signal on completion
 
     def facts(self, ring: bytes, base: int) -> tuple[list[Signal], list[Wait], list[tuple[int, int]], Written,
-                                                     tuple[int, ...]]:
+                                                     tuple[int, ...], Read]:
         return self.compute(self.values.unpack_from(ring), base)
 
 
@@ -81,6 +83,7 @@ class _Builder:
         self.packets: list[PacketDef] = []
         self.binds: list[str] = []  # statements binding each address to a local, computed once
         self.written: list[str] = []
+        self.read: list[str] = []
         self.referenced: list[str] = []
         self.signals: list[tuple[int, str, str]] = []  # (position, address local, value expression)
         self.waits: list[tuple[int, str, str, str]] = []  # (position, address local, reference, whether >=)
@@ -104,8 +107,9 @@ class _Builder:
         self.referenced += addresses.values()
         # how many bytes a write covers is known where the table counts the bytes a packet moves through it
         moved = f"({self.value(p, d.split[0])}) + 1" if d.split else "0"
-        self.written += (f"({pos}, {addresses[n]}, {moved if d.split and n in d.split[1] else 0})"
-                         for n in d.written_fields if n in addresses)
+        for n, a in addresses.items():
+            access = f"({pos}, {a}, {moved if d.split and n in d.split[1] else 0})"
+            (self.written if n in d.written_fields else self.read).append(access)
         if d.signal is not None and d.signal[0] in addresses:
             self.signals.append((pos, addresses[d.signal[0]], self.value(p, d.signal[1])))  # a dword, or 64 bits
         if d.wait is not None and d.wait[0] in addresses:
@@ -147,7 +151,8 @@ class _Builder:
         """The plan of a submission of `dwords` dwords holding the packets added."""
         source = (f"def compute(v, base):\n{''.join(self.binds)}"
                   f"    return ({self._signals()}, {self._waits()}, [{', '.join(self.traps)}], "
-                  f"({''.join(w + ', ' for w in self.written)}), ({''.join(a + ', ' for a in self.referenced)}))\n")
+                  f"({''.join(w + ', ' for w in self.written)}), ({''.join(a + ', ' for a in self.referenced)}), "
+                  f"({''.join(r + ', ' for r in self.read)}))\n")
         code = _CODE.get(source)
         if code is None:
             code = _CODE[source] = compile(source, "<submission plan>", "exec")  # generated from the tables
@@ -199,8 +204,9 @@ class Analyzer:
             builder.add(q)
             if q.defn.indirect is not None:
                 self._indirect(dialect, q, pos, out, read, depth + 1)
-        signals, waits, traps, written, referenced = builder.plan(len(data) // 4).facts(data, 0)
+        signals, waits, traps, written, referenced, read = builder.plan(len(data) // 4).facts(data, 0)
         out.written += ((pos, a, n) for _, a, n in written)
+        out.read += ((pos, a, n) for _, a, n in read)
         out.referenced += referenced
         out.signals += ((pos, a, v) for _, a, v in signals)
         out.waits += ((pos, a, v) for _, a, v in waits)

@@ -42,7 +42,7 @@ def test_plans_pair_dword_signals_and_waits_into_64_bit_values():
     ends = [p.offset + p.size for p in d.iter_packets(ring)]
     for _ in range(2):  # the second time from the cached plan
         plan, inner = analyzer.analyse(d, ring, lambda a, n: None)
-        signals, waits, traps, written, referenced = plan.facts(ring, 0x1000)
+        signals, waits, traps, written, referenced, _ = plan.facts(ring, 0x1000)
         assert inner is None
         assert waits == [(0x1000 + ends[1], sem, value)]
         assert signals == [(0x1000 + ends[4], sem + 8, value)]
@@ -78,7 +78,7 @@ def test_a_plan_pairs_as_the_general_pairing_does_for_any_addresses(kinds, data)
         got, _ = analyzer.analyse(d, ring, lambda a, n: None)
         assert plan is None or got is plan
         plan = got
-        signals, waits, _, _, _ = plan.facts(ring, 0)
+        signals, waits, *_ = plan.facts(ring, 0)
         assert signals == pair_signals(raw_signals) and waits == pair_waits(raw_waits)
 
 
@@ -94,7 +94,7 @@ def test_a_plan_serves_every_submission_of_its_shape_with_that_submission_s_addr
     first, _ = analyzer.analyse(d, ring(0x7F00_0000_0000), lambda a, n: None)
     plan, _ = analyzer.analyse(d, ring(0x5500_0004_0000), lambda a, n: None)
     assert plan is first  # same packets, new addresses: the shape's plan
-    signals, _, _, written, referenced = plan.facts(ring(0x5500_0004_0000), 0)
+    signals, _, _, written, referenced, _ = plan.facts(ring(0x5500_0004_0000), 0)
     assert [a for _, a, _ in written] == [0x5500_0004_1000, 0x5500_0004_2000, 0x5500_0004_2004]
     end = len(ring(0))
     assert signals == [(end, 0x5500_0004_2000, 7 << 32)]  # the two dwords paired into one 64-bit value
@@ -303,4 +303,4 @@ def test_a_submission_of_padding_alone_has_no_facts():
     ring = d.build("NOP", count=7)  # what a queue rings when only the wrap padding fits before back-pressure
     for _ in range(2):
         plan, inner = Analyzer().analyse(d, ring, lambda a, n: None)
-        assert (plan.facts(ring, 64), inner) == (([], [], [], (), ()), None)
+        assert (plan.facts(ring, 64), inner) == (([], [], [], (), (), ()), None)

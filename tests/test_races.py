@@ -173,3 +173,92 @@ def test_two_queues_writing_their_own_halves_of_a_buffer_do_not_race(tmp_path):
     got = checkpoints(path)
     assert [b["name"] for b in got[1]["buffers"]] == ["dst"] and not got[1]["racy"]
     assert [b["name"] for b in got[-1]["racy"]] == ["dst"]
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_a_copy_of_what_another_queue_writes_races_without_a_semaphore_between(ordered, tmp_path):
+    """Producer A fills `mid`; consumer B copies `mid` to `out`. Without B waiting for A's signal, what `out`
+    holds depends on which ran first: `out` is left out (`mid` itself has one writer and is hashed)."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        mid, out = gpu.alloc(1 << 16, "gtt", name="mid"), gpu.alloc(1 << 16, "gtt", name="out")
+        qa, qb = gpu.sdma_queue(name="A"), gpu.sdma_queue(name="B")
+        a, b = system.semaphore("a"), system.semaphore("b")
+        qa.fill(mid, 0x5A5A5A5A, 1 << 16).signal(a, 1).submit()
+        if ordered:
+            qb.wait(a, 1)
+        qb.copy(out, mid, 1 << 16).signal(b, 1).submit()
+        b.wait(1)
+        a.wait(1)
+    if ordered:
+        assert racy(path) == [] and set(hashed(path)) == {"mid", "out"}
+    else:
+        assert racy(path) == [("out", "B wrote it from mid, which A wrote with nothing ordering the two")]
+        assert hashed(path) == ["mid"]
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_a_write_after_an_unordered_read_of_the_same_bytes_races(ordered, tmp_path):
+    """B copies `mid` (the CPU's) to `out`, then A overwrites `mid`: unless the CPU saw B's copy complete before
+    it submitted A's fill, B may have copied either."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        mid, out = gpu.alloc(1 << 16, "gtt", name="mid"), gpu.alloc(1 << 16, "gtt", name="out")
+        mid.write(np.ones(1 << 14, np.uint32))
+        qa, qb = gpu.sdma_queue(name="A"), gpu.sdma_queue(name="B")
+        a, b = system.semaphore("a"), system.semaphore("b")
+        qb.copy(out, mid, 1 << 16).signal(b, 1).submit()
+        if ordered:
+            b.wait(1)
+        qa.fill(mid, 0, 1 << 16).signal(a, 1).submit()
+        a.wait(1)
+        b.wait(1)
+    assert racy(path) == ([] if ordered else
+                          [("out", "B wrote it from mid, which A wrote with nothing ordering the two")])
+
+
+def test_accesses_one_submission_orders_by_its_waits_are_not_a_race(tmp_path):
+    """Two queues pass a buffer back and forth, each lap waiting for the other's signal, every lap of a queue in
+    one submission: the waits between its copies order each against the other queue's (no run of accesses
+    spans a wait)."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        x, y = gpu.alloc(4096, "gtt", name="x"), gpu.alloc(4096, "gtt", name="y")
+        x.write(np.arange(1024, dtype=np.uint32))
+        queues = gpu.sdma_queue(name="A"), gpu.sdma_queue(name="B")
+        hop = system.semaphore("hop")
+        step = 0
+        for _ in range(8):
+            for i, (dst, src) in enumerate(((y, x), (x, y))):
+                queues[i].wait(hop, step).copy(dst, src, 4096).signal(hop, step + 1)
+                step += 1
+        for q in queues:
+            q.submit()
+        hop.wait(step)
+    assert racy(path) == [] and hashed(path) == ["y"]  # x came back as the CPU wrote it: nothing new to hash
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_a_kernel_reading_what_a_copy_engine_writes_races_unless_ordered(ordered, tmp_path):
+    """An SDMA queue fills `x` while a kernel adds `x` and `y` into `c`: unless the CPU saw the fill complete
+    before it dispatched, `c` depends on which ran first."""
+    from kfdtrace.driver.kernels.device import corpus
+
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        kernel = corpus(gpu).kernel("vector_add")
+        x, y, c = (gpu.alloc(4096, "gtt", name=n) for n in ("x", "y", "c"))
+        copier, compute = gpu.sdma_queue(name="copier"), gpu.compute_queue(name="compute")
+        filled = system.semaphore("filled")
+        copier.fill(x, 0x3F800000, 4096).signal(filled, 1).submit()  # 1.0f
+        if ordered:
+            filled.wait(1)
+        compute.dispatch(kernel, (1024,), (64,), x, y, c, np.uint32(1024))
+        compute.sync(timeout=120)
+        filled.wait(1)
+    assert racy(path) == ([] if ordered else
+                          [("c", "compute wrote it from x, which copier wrote with nothing ordering the two")])
