@@ -178,7 +178,7 @@ class RecordingSyscalls:
 
     def __init__(self, recorder: Recorder, inner: Syscalls, dialects: dict[int, dict]):
         self.rec, self.inner = recorder, inner
-        self.name, self.vram_in_host = inner.name, inner.vram_in_host
+        self.name = inner.name
         self.lock = recorder.trace.lock
         self.memory = recorder.memory
         self.files: dict[int, str] = {}  # device fds -> path

@@ -25,7 +25,6 @@ class Syscalls(Protocol):
     """What the driver may ask of the kernel. Errors are raised as OSError with the kernel's errno."""
 
     name: str
-    vram_in_host: bool  # device memory is this machine's memory (an emulated GPU's): it counts against the host's
 
     def open(self, path: str, flags: int = os.O_RDWR | os.O_CLOEXEC) -> int: ...
 
@@ -99,7 +98,6 @@ class RealSyscalls(QuietAnnotations):
     """The real kernel: libc open/ioctl/mmap/munmap on /dev/kfd and the DRM render nodes."""
 
     name = "kfd"
-    vram_in_host = False
 
     def open(self, path: str, flags: int = os.O_RDWR | os.O_CLOEXEC) -> int:
         return os.open(path, flags)

@@ -94,8 +94,8 @@ def check_options(emulate: str | None, emulate_from: str | None, emulate_recorde
 @click.option("--relocate", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds a wait may take (hang).")
 @click.option("--max-memory", metavar="SIZE",
-              help="Host memory the trace's GTT and userptr buffers (and, on an emulated GPU, its VRAM) may take "
-                   "at their peak, x --concurrent (bytes, or K/M/G) [default: half of MemAvailable].")
+              help="Host memory the trace's GTT and userptr buffers may take at their peak, x --concurrent "
+                   "(bytes, or K/M/G) [default: half of MemAvailable].")
 @code_object_options
 @click.option("--queue-type", type=click.Choice(["recorded", "aql", "pm4"]), default="recorded", show_default=True,
               help="The queues compute work replays on: as recorded, PM4 queues' work on AQL queues (aql), or AQL "

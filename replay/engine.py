@@ -555,8 +555,7 @@ def _sdma_slots(dev: Device) -> int:
 POOL_TEXT: dict[str, tuple[str, str, Callable[[int], str]]] = {
     "VRAM": ("the trace needs {need} of VRAM", "the target has {have} free", _size),
     "SDMA queues": ("the trace needs {need} SDMA queues", "the target has {have} queue slots", str),
-    "host": ("the trace needs {need} of host memory (GTT and userptr buffers, and an emulated GPU's VRAM)",
-             "--max-memory allows {have}", _size),
+    "host": ("the trace needs {need} of host memory (GTT and userptr buffers)", "--max-memory allows {have}", _size),
     "events": ("the trace needs {need} KFD signal events", "a process can have {have}", str),
 }
 # per-GPU pool -> what a target device has of it
@@ -566,15 +565,11 @@ DEVICE_LIMITS: dict[str, Callable[[Device], int]] = {"VRAM": Device.free_vram, "
 def check_resources(s: Survey, system: System, instances: int, max_memory: int) -> None:
     """ReplayError, with the figures, when the trace's peak use times `instances` (what the replayer makes per
     queue and instance included) exceeds a target GPU's free VRAM or SDMA queue slots, `max_memory` bytes of
-    host memory (its GTT and userptr buffers, whole: a fill can touch all of one; and its VRAM on a backend whose
-    VRAM is host memory, the emulated GPU's) or the KFD's signal events."""
+    host memory (its GTT and userptr buffers, whole: a fill can touch all of one) or the KFD's signal events."""
     times = f" (x{instances} instances)" if instances > 1 else ""
     have = {HOST: max_memory, EVENTS: K.KFD_SIGNAL_EVENT_LIMIT}
-    peaks = dict(s.peaks)
-    if system.sys.vram_in_host:  # each pool's peak, added up: no less than what they ever held at once
-        peaks[HOST] = peaks.get(HOST, 0) + sum(n for (pool, _), n in s.peaks.items() if pool == "VRAM")
     short = []
-    for pool, peak in sorted(peaks.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+    for pool, peak in sorted(s.peaks.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
         need = (peak + (pool == EVENTS)) * instances  # each instance has an event of its own
         dev = None if pool[1] is None else system.devices[pool[1]]
         limit = have[pool] if dev is None else DEVICE_LIMITS[pool[0]](dev)

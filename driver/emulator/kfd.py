@@ -743,7 +743,6 @@ class EmulatedSyscalls(QuietAnnotations):
     """The emulated GPU's side of the syscall boundary."""
 
     name = "emulated"
-    vram_in_host = True  # every buffer is a memfd of this machine's
 
     def __init__(self, machine: EmulatedMachine):
         self.machine = machine
