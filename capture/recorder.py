@@ -456,23 +456,32 @@ class RecordingSyscalls:
         end), in stream order, land in: one for each stretch between the submission's GPU waits (`cuts`: the
         positions where they end, in order), which order what comes after them differently."""
         spans: dict[tuple[TrackedBuffer, int], list[int]] = {}  # (buffer, stretch) -> [first, last, lo, hi]
-        get, buf, start, end = self.by_va.get, None, 0, 0
+        get, buf, start, end, size = self.by_va.get, None, 0, 0, 0
+        span, stretch = None, 0  # the span the access before went to, and its stretch
         for pos, addr, n in accesses:
             if not start <= addr < end:  # most accesses of a submission land in the buffer the one before did
                 found = get(addr)
+                span = None
                 if found is None:
                     start = end = 0
                     continue
-                start, end = found.va, found.va + found.size
+                start, end, size = found.va, found.va + found.size, found.size
                 buf = found if found.tracked else None
-            if buf is not None:
-                lo, hi = addr - start, min(addr - start + n, buf.size) if n else buf.size
-                key = (buf, bisect.bisect_left(cuts, pos) if cuts else 0)
-                was = spans.get(key)
-                if was is None:
-                    spans[key] = [pos, pos, lo, hi]
-                else:
-                    was[1], was[2], was[3] = pos, min(was[2], lo), max(was[3], hi)
+            if buf is None:
+                continue
+            lo = addr - start
+            hi = lo + n if n and lo + n < size else size
+            at = bisect.bisect_left(cuts, pos) if cuts else 0
+            if span is None or at != stretch:
+                span, stretch = spans.get((buf, at)), at
+                if span is None:
+                    span = spans[(buf, at)] = [pos, pos, lo, hi]
+                    continue
+            span[1] = pos
+            if lo < span[2]:
+                span[2] = lo
+            if hi > span[3]:
+                span[3] = hi
         return [(first, last, lo, hi, buf) for (buf, _), (first, last, lo, hi) in spans.items()]
 
     def _learn(self, q: TrackedQueue, base: int, ring: bytes, plan: Plan, inner: Facts | None,
