@@ -262,3 +262,28 @@ def test_a_kernel_reading_what_a_copy_engine_writes_races_unless_ordered(ordered
         filled.wait(1)
     assert racy(path) == ([] if ordered else
                           [("c", "compute wrote it from x, which copier wrote with nothing ordering the two")])
+
+
+def test_dump_diff_and_export_show_what_a_race_left_out(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from kfdtrace.cli import main as kfdtrace_cli
+
+    path = fences(str(tmp_path / "t.kfdtrace"), "none")
+    run = CliRunner().invoke
+    text = run(kfdtrace_cli, ["dump", path]).output
+    assert "    left out, a race decided it: shared (A and B wrote it with nothing ordering their writes)" in text
+    entries = [json.loads(line) for line in run(kfdtrace_cli, ["dump", "--json", path]).output.splitlines()]
+    assert [b["name"] for e in entries if e["record"] == "checkpoint" for b in e["racy"] or ()] == ["shared"]
+    out = tmp_path / "t.json"
+    assert run(kfdtrace_cli, ["export", path, "--perfetto", str(out)]).exit_code == 0
+    marks = [e for e in json.loads(out.read_text())["traceEvents"] if e["name"] == "checkpoint"]
+    assert [m["args"].get("racy") for m in marks][-1] == ["shared"]
+    other = fences(str(tmp_path / "u.kfdtrace"), "semaphore")
+    from kfdtrace.traces.diff import diff_traces
+
+    with TraceReader(path) as a, TraceReader(other) as b:
+        result = diff_traces(a, b)
+    assert result.tallies["checkpoint"].differ >= 1

@@ -306,6 +306,8 @@ class Timeline:
         e = self.dumper.entry(r, None)  # its buffers by name, not their chunks' keys (thousands for a large one)
         names = [b.get("name") or b.get("where") or f"{b['va']:#x}" for b in e["buffers"]]
         args = {"n": r.n, "wait": e["wait"], "buffers": names[:MAX_NAMES], "more_buffers": len(names[MAX_NAMES:])}
+        if e.get("racy"):  # left out: a race between queues decided them
+            args["racy"] = [b.get("name") or f"{b['va']:#x}" for b in e["racy"][:MAX_NAMES]]
         self._instant(r, now, "checkpoint", args)
 
     # -- helpers ---------------------------------------------------------------------------------------------
