@@ -56,13 +56,14 @@ class Dispatches:
             self.by_descriptor[va + k.descriptor_offset] = k
             self.by_entry[va + k.entry_offset] = k
 
-    def pointers(self, queue: int, dialect: Dialect, ring: bytes, read: ReadMemory) -> Pointers | None:
-        """The pointers the dispatches in `ring` take; ANYTHING when one of them may take any buffer."""
+    def pointers(self, queue: int, dialect: Dialect, packets: list[Packet], read: ReadMemory) -> Pointers | None:
+        """The pointers the dispatches among a submission's `packets` take; ANYTHING when one of them may take any
+        buffer."""
         regs = self.registers.setdefault(queue, {})
         writes: list[tuple[int, int]] = []
         taken: list[int] = []
         reads: list[tuple[int, int]] = []
-        for p in dialect.iter_packets(ring):
+        for p in packets:
             d, end = p.defn, p.offset + p.size
             if d.tail is not None and d.tail.registers:
                 regs.update(p.registers())

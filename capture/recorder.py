@@ -39,7 +39,7 @@ from kfdtrace.capture.trace_file import TraceFile
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.aql import AQL, AmdSignal
 from kfdtrace.driver.memory import DOMAINS
-from kfdtrace.driver.packets import Dialect, PacketDef, PacketError
+from kfdtrace.driver.packets import Dialect, Packet, PacketDef, PacketError
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.ring_queue import unwrapped
 from kfdtrace.driver.syscalls import KFD_DEVICE, Syscalls, memory_view
@@ -201,8 +201,10 @@ class RecordingSyscalls:
         self.written: set[TrackedBuffer] = set()  # buffers with GPU writes not yet hashed
         self.cpu_set_events: set[int] = set()  # events the CPU set since they were last waited for
         self.layout = 0  # changes whenever a buffer comes, goes or changes what is tracked of it
-        # submissions not looked into: (queue, base, ring, plan, inner facts, the pointers its dispatches take)
-        self._unlearnt: list[tuple[TrackedQueue, int, bytes, Plan, Facts | None, Pointers | None]] = []
+        # submissions not looked into: (queue, base, ring, plan, inner facts, the pointers its dispatches take, its
+        # packets when decoded)
+        self._unlearnt: list[tuple[TrackedQueue, int, bytes, Plan, Facts | None, Pointers | None,
+                                   list[Packet] | None]] = []
         self._dialects = dialects  # gpu_id -> {"sdma": dialect name, "pm4": dialect name}, of every GPU
 
     # -- the boundary -------------------------------------------------------------------------------
@@ -428,9 +430,10 @@ class RecordingSyscalls:
                 self.rec.count_packets(q.dialect, plan)
                 # the dispatches' kernel arguments are read now, at the doorbell: their slice of the queue's arena is
                 # written over once the engine is past them, perhaps before the submission is looked into
-                dispatched = self.dispatches.pointers(q.queue_id, q.dialect, ring, self._read) if plan.dispatching \
-                    else NO_POINTERS
-                self._unlearnt.append((q, q.wptr, ring, plan, inner, dispatched))
+                packets = list(q.dialect.iter_packets(ring)) if plan.dispatching or plan.completing else None
+                dispatched = self.dispatches.pointers(q.queue_id, q.dialect, packets, self._read) \
+                    if plan.dispatching else NO_POINTERS
+                self._unlearnt.append((q, q.wptr, ring, plan, inner, dispatched, packets))
                 if len(self._unlearnt) >= LEARN_BATCH or self.exposed or self.rec.tracking == "scan":
                     self._learn_pending()  # with raw views, what the submission reads is recorded before it
         q.wptr, q.rung = end, value
@@ -442,8 +445,8 @@ class RecordingSyscalls:
         if not self._unlearnt:
             return
         batch, self._unlearnt = self._unlearnt, []
-        for q, base, ring, plan, inner, dispatched in batch:
-            self._learn(q, base, ring, plan, inner, dispatched)
+        for q, base, ring, plan, inner, dispatched, packets in batch:
+            self._learn(q, base, ring, plan, inner, dispatched, packets)
 
     def _changed_layout(self) -> None:
         """Buffers come, go or change: resolve the submissions so far against the buffers as they were."""
@@ -485,7 +488,8 @@ class RecordingSyscalls:
         return [(first, last, lo, hi, buf) for (buf, _), (first, last, lo, hi) in spans.items()]
 
     def _learn(self, q: TrackedQueue, base: int, ring: bytes, plan: Plan, inner: Facts | None,
-               dispatched: Pointers | None) -> None:
+               dispatched: Pointers | None, packets: list[Packet] | None) -> None:
+        """What one submission does (its `packets` decoded when its plan dispatches or completes AQL signals)."""
         progress = q.progress
         signals, waits, traps, written, referenced, read = plan.facts(ring, base)
         if self.exposed or self.rec.tracking == "scan":  # what the CPU wrote that the submission reads, before it
@@ -499,7 +503,7 @@ class RecordingSyscalls:
             referenced = (*referenced, *inner.referenced)
         decrements, partial = [], set()  # AQL signals the packets decrement; those of packets without a barrier
         if plan.completing:
-            for p in q.dialect.iter_packets(ring):
+            for p in packets or ():
                 # only a barrier packet's completion says the packets before it completed (HSA: it began after
                 # them); the field holds the signal's handle, and a wait reads its value, SIGNAL_VALUE bytes in
                 end = base + p.offset + p.size

@@ -143,11 +143,13 @@ def test_a_dispatch_of_a_kernel_capture_cannot_read_may_write_anything(tmp_path,
     (kd,) = [va for va, k in d.by_descriptor.items() if k.name == "vector_add"]
     args = struct.pack("<QQQI", 0xA000, 0xB000, 0xC000, N)
     ring = AQL.build("KERNEL_DISPATCH", kernel_object=kd, kernarg_address=0x5000)
-    found = d.pointers(0, AQL, ring, lambda a, n: args if a == 0x5000 else None)
+    packets = list(AQL.iter_packets(ring))
+    found = d.pointers(0, AQL, packets, lambda a, n: args if a == 0x5000 else None)
     assert found.writes == ((64, 0xC000),) and found.taken == (0xA000, 0xB000, 0xC000)  # a, b are const
-    assert d.pointers(0, AQL, ring, lambda a, n: None) is ANYTHING  # its arguments unreadable
+    assert found.reads == ((64, 0xA000), (64, 0xB000), (64, 0xC000))  # a kernel may read through any
+    assert d.pointers(0, AQL, packets, lambda a, n: None) is ANYTHING  # its arguments unreadable
     other = AQL.build("KERNEL_DISPATCH", kernel_object=kd + 0x40000, kernarg_address=0x5000)
-    assert d.pointers(0, AQL, other, lambda a, n: args) is ANYTHING  # a kernel no code object holds
+    assert d.pointers(0, AQL, list(AQL.iter_packets(other)), lambda a, n: args) is ANYTHING  # no code object holds it
 
     monkeypatch.setattr(Dispatches, "loaded", lambda self, va, data, target: None)
     path = str(tmp_path / "c.kfdtrace")
@@ -255,7 +257,7 @@ def test_a_pm4_dispatch_s_kernel_and_arguments_come_from_its_registers(target, t
             elif rec.fields["ring"]:
                 ring = f["ring"]
                 break
-    found = d.pointers(0, dialect, ring, lambda a, n: memory.get(a, b"")[:n] or None)
+    found = d.pointers(0, dialect, list(dialect.iter_packets(ring)), lambda a, n: memory.get(a, b"")[:n] or None)
     end = next(p.offset + p.size for p in dialect.iter_packets(ring) if p.defn.launch_field)
     assert found.writes == ((end, vas["c"]),) and found.taken == (vas["a"], vas["b"], vas["c"])
 
