@@ -104,18 +104,21 @@ class QueueProperties(IntEnum):
 class Signal(Addr):
     """An hsa_signal_t handle: the address of an amd_signal_t, 0 for none. `role` "completion": the processor
     decrements its value when the packet completes (tag `written`); "dependency": the packet waits on it.
-    `settled`: the packet completes only once this signal is at 0, so its completion shows it was."""
+    `settled`: the packet completes only once this signal is at 0, so its completion shows it was; `any_of`: the
+    packet completes once one of its signals so tagged is at 0 (so with one of them given, once that one is)."""
 
     role: str = "completion"
     settled: bool = False
+    any_of: bool = False
 
 
 TYPE = Field("type", 0, 0, 8)
 FORMAT = Field("amd_format", 0, 16, 8)
 _HEADER = (Field("barrier", 0, 8, 1), Field("acquire_fence_scope", 0, 9, 2), Field("release_fence_scope", 0, 11, 2))
 _COMPLETION = Signal("completion_signal", 14, written=True, completes="barrier")
-def _dependencies(settled: bool) -> tuple[Signal, ...]:
-    return tuple(Signal(f"dep_signal{i}", 2 + 2 * i, role="dependency", settled=settled) for i in range(5))
+def _dependencies(settled: bool = False, any_of: bool = False) -> tuple[Signal, ...]:
+    return tuple(Signal(f"dep_signal{i}", 2 + 2 * i, role="dependency", settled=settled, any_of=any_of)
+                 for i in range(5))
 
 
 def _pkt(name: str, type_: PacketType, *fields: Field | Addr, amd_format: AmdFormat | None = None) -> PacketDef:
@@ -141,7 +144,7 @@ _DEFS = (
          Field("arg0", 4, 0, 64), Field("arg1", 6, 0, 64), Field("arg2", 8, 0, 64), Field("arg3", 10, 0, 64),
          _COMPLETION),
     # Complete once any non-zero dependency signal is 0 (a zero handle counts as not satisfied).
-    _pkt("BARRIER_OR", PacketType.BARRIER_OR, *_dependencies(settled=False), _COMPLETION),
+    _pkt("BARRIER_OR", PacketType.BARRIER_OR, *_dependencies(any_of=True), _COMPLETION),
     # amd_aql_pm4_ib: dwords 1..4 hold one PM4 INDIRECT_BUFFER packet (header, ib_base, size and control bits
     # as the device's PM4 dialect defines them), then dw_cnt_remain = 0xA (the 10 dwords after it).
     _pkt("PM4_IB", PacketType.VENDOR_SPECIFIC,
@@ -188,8 +191,11 @@ class AqlDialect(Dialect):
         return [packet.fields[s.name] for s in self.signals[packet.name] if s.role == "dependency"]
 
     def settled(self, packet: Packet) -> list[int]:
-        """The signal handles the packet's completion shows were at 0 (BARRIER_AND's non-zero dependencies)."""
-        return [h for s in self.signals[packet.name] if s.settled and (h := packet.fields[s.name])]
+        """The signal handles the packet's completion shows were at 0: BARRIER_AND's non-zero dependencies, and
+        BARRIER_OR's when it has only one."""
+        signals, fields = self.signals[packet.name], packet.fields
+        some = [h for s in signals if s.any_of and (h := fields[s.name])]
+        return [h for s in signals if s.settled and (h := fields[s.name])] + (some if len(some) == 1 else [])
 
 
 AQL = AqlDialect("aql", _DEFS)

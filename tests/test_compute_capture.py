@@ -205,6 +205,16 @@ def test_a_barrier_and_that_completed_saw_its_dependencies_at_zero():
     assert (b.done, a.done) == (64, 64)
 
 
+def test_a_barrier_or_shows_its_one_dependency_at_zero_and_of_several_none():
+    from kfdtrace.driver.aql import AQL
+
+    assert AQL.settled(AQL.decode(AQL.build("BARRIER_OR", dep_signal2=0x3000))) == [0x3000]
+    assert AQL.settled(AQL.decode(AQL.build("BARRIER_OR", dep_signal0=0x3000, dep_signal1=0x4000))) == []
+    assert AQL.settled(AQL.decode(AQL.build("BARRIER_AND", dep_signal0=0x3000, dep_signal1=0x4000))) == \
+        [0x3000, 0x4000]
+    assert AQL.settled(AQL.decode(AQL.build("BARRIER_VALUE", signal=0x3000, value=0, cond=0))) == []
+
+
 @pytest.mark.parametrize("target", ["gfx942", "gfx1100"])
 def test_a_cpu_write_after_a_barrier_chain_across_queues_is_recorded(target, tmp_path):
     """A's dispatch writes c (completion a_done); B's BARRIER_AND waits on a_done (completion b_done); the CPU
