@@ -90,7 +90,8 @@ def per_target(tmp_path) -> Options:
     """--code-objects DIR holding the corpus built for every target, named <name>.<gfx>.co."""
     for family in FAMILIES:
         shutil.copy(object_path(family, BUILT, False), tmp_path / f"corpus.{family}.co")
-    return Options(code_objects=parse_code_object_options([], str(tmp_path)))
+    # the corpus's longest kernels take seconds in the emulator on a loaded machine: no wait of theirs is a hang
+    return Options(code_objects=parse_code_object_options([], str(tmp_path)), timeout=120)
 
 
 @pytest.mark.parametrize("name", ["pm4-gfx1100", "pm4-gfx942", "aql-gfx942", "overlap-gfx90a"])

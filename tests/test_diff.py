@@ -394,3 +394,27 @@ def test_waits_that_timed_out_are_counted_not_compared(base, tmp_path):
             f"A {result.polls[0]}, B {result.polls[1]}")
     assert line in result.lines()
     assert run(a, b).exit_code == 0
+
+
+def test_a_different_code_object_is_a_difference(tmp_path):
+    """The same kernel from the plain ELF and from the offload bundle: the dispatches agree, the code objects do
+    not (and replay on another family tells them apart)."""
+    from kfdtrace.driver.kernels.build import BUILT, BUNDLE, object_path
+
+    def run(path: str, source: str) -> str:
+        with record(path), System.open(emulate="gfx1100") as system:
+            gpu = system.devices[0]
+            kernel = gpu.load(source).kernel("vector_add")
+            a, b, c = (gpu.alloc(4096, "gtt", name=n) for n in "abc")
+            q = gpu.compute_queue(name="q")
+            q.dispatch(kernel, (1024,), (64,), a, b, c, np.uint32(1024))
+            q.sync(timeout=120)
+        return path
+
+    elf = run(str(tmp_path / "elf.kfdtrace"), str(object_path("gfx1100", BUILT, False)))
+    bundle = run(str(tmp_path / "bundle.kfdtrace"), str(BUILT / BUNDLE))
+    result = diff(elf, bundle)
+    assert result.first.kind == "code_object" and result.first.field == "key", result.lines()
+    assert result.tallies["code_object"].compared == 1 and result.tallies["code_object"].differ == 1
+    assert any(line.startswith("  code objects: 1 compared, 1 differ") for line in result.lines())
+    assert not diff(elf, elf).differs

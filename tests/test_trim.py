@@ -421,3 +421,98 @@ def test_a_trimmed_trace_s_summary_counts_its_frames(tmp_path):
         assert s["trace_frames"] == sum(1 for f in t.frames) and s["trace_raw_bytes"] > s["trace_compressed_bytes"] > 0
     text = "\n".join(describe(out))
     assert " 0 frames" not in text and "exit status None" not in text
+
+
+def realloc(path: str, rounds: int = 5) -> None:
+    """An AQL queue adds a new buffer into `acc` each round, then the CPU syncs; the round's buffers and the sync's
+    signal are freed, so later buffers take their addresses."""
+    from kfdtrace.driver.kernels.device import corpus
+
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        kernel = corpus(gpu).kernel("add_int")
+        q = gpu.aql_queue(name="re")
+        acc = gpu.alloc(4096 * 4, "gtt", name="acc")
+        acc.write(np.zeros(4096, np.int32))
+        for r in range(rounds):
+            n = 1024 * (1 + r % 3)
+            x = gpu.alloc(n * 4, "gtt", name=f"x{r}")
+            y = gpu.alloc(n * 4, "vram" if r % 2 else "gtt", name=f"y{r}")
+            x.write(np.arange(n, dtype=np.int32) * (r + 1))
+            y.fill(0)
+            q.dispatch(kernel, (n,), (64,), x, acc, acc, np.uint32(n))
+            q.sync()
+            x.free()
+            y.free()
+
+
+def test_a_freed_signal_s_value_is_not_restored_into_the_buffer_that_took_its_address(tmp_path):
+    """The sync signal of a round is freed and the next round's input takes its address: the range's start must
+    restore the input's contents, not the dead signal's value over them."""
+    path = str(tmp_path / "re.kfdtrace")
+    realloc(path)
+    with TraceReader(path) as r:
+        n = r.submissions
+    replayed = 0
+    for first in range(1, n):
+        out = str(tmp_path / f"t{first}.kfdtrace")
+        try:
+            trim(TraceReader(path), out, first, min(first + 1, n - 1))
+        except TrimRefused:
+            continue
+        report = replay_trace(out, Options(timeout=120), emulate="gfx942")
+        assert report.status == EXIT_OK, (first, report.lines())
+        replayed += 1
+    assert replayed >= 3
+
+
+def test_reconstructed_contents_are_the_buffer_s_own_bytes_not_its_pages(tmp_path):
+    """A 1 KiB buffer the GPU writes between syncs: --reconstruct restores 1 KiB of it (the allocation is a page),
+    which dump --buffers then takes as the buffer's contents."""
+    from kfdtrace.driver.kernels.device import corpus
+
+    path = str(tmp_path / "k.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        kernel = corpus(gpu).kernel("add_int")
+        one = gpu.alloc(1024, "gtt", name="one")
+        one.write(np.ones(256, np.int32))
+        q = gpu.compute_queue(name="q")
+        for _ in range(4):
+            q.dispatch(kernel, (256,), (64,), one, one, one, np.uint32(256)).submit()
+        q.sync()
+    out = str(tmp_path / "t.kfdtrace")
+    res = CliRunner().invoke(kfdtrace_cli, ["trim", path, "-s", "2..3", "-o", out, "--reconstruct"])
+    assert res.exit_code == 0, res.output
+    with TraceReader(out) as r:
+        va = next(rec.fields["va"] for rec in r.records({"buffer"}) if rec.fields["name"] == "one")
+        sizes = [rec.fields["size"] for rec in r.records({"mem"}) if rec.fields["va"] == va]
+    assert sizes == [1024]
+    assert CliRunner().invoke(kfdtrace_cli, ["dump", out, "--buffers", str(tmp_path / "b")]).exit_code == 0
+    assert replay_trace(out, Options(timeout=120), emulate="gfx942").status == EXIT_OK
+
+
+def test_a_timed_out_wait_whose_signal_a_queue_held_up_before_the_range_is_refused(tmp_path):
+    """The queue stands still in submission 2 on a semaphore only the CPU signals later; the CPU's sync times out,
+    then it signals. A range after the stall holds the sync's signal but not what held it up: refused, as the
+    trimmed trace could not time out there."""
+    from kfdtrace.driver.errors import WaitTimeout
+
+    path = str(tmp_path / "h.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        buf = gpu.alloc(4096, "gtt", name="buf")
+        q, never, done = gpu.sdma_queue(name="h"), system.semaphore("never"), system.semaphore("done")
+        for i in range(5):
+            if i == 2:
+                q.wait(never, 1)
+            q.fill(buf, i, 4096).submit()
+        q.signal(done, 1).submit()
+        with pytest.raises(WaitTimeout):
+            done.wait(1, timeout=0.5)
+        never.signal(1)
+        done.wait(1)
+    with pytest.raises(TrimRefused, match=r"^the CPU wait at record \d+ \(on semaphores\+0x[0-9a-f]+\) timed out "
+                                          r"in the recording, but queue \d+ signals 0x1 in the range behind its own "
+                                          r"work before the range, which had not completed"):
+        trim(TraceReader(path), str(tmp_path / "t.kfdtrace"), 5, 5)

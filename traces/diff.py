@@ -76,7 +76,7 @@ POLLED = ("wait_result", "TIMEOUT")  # an ioctl ending with this field value pol
 BUFFER_MAP = frozenset({R.ALLOC, R.FREE, R.BUFFER})  # records that change where addresses land and their names
 GROUPS: dict[str, str] = {  # kind -> what its items are called
     "ioctl": "ioctls", "buffer": "buffers", "queue": "queues", "submission": "submissions", "packet": "packets",
-    "mem": "mem chunks", "checkpoint": "checkpoints", "sync": "sync records",
+    "mem": "mem chunks", "checkpoint": "checkpoints", "sync": "sync records", "code_object": "code objects",
 }
 # what an open, close, mmap or munmap is compared by (not its fd, offset or address: every run has its own)
 SYSCALLS = {R.OPEN: ("path", "flags"), R.CLOSE: ("path",), R.MMAP: ("path", "length", "prot", "flags"),
@@ -545,6 +545,13 @@ class Side:
         fields.append(("racy", sorted(str(self.where(x["va"])) for x in f["racy"] or ())))
         self._emit(CHECKPOINTS, r.n, f"checkpoint {self._number(CHECKPOINTS)}", fields)
 
+    def _code_object(self, r: Record, sub: Submission | None) -> None:
+        """A loaded code object: compared by its bytes (blob key), target, name and kernels."""
+        f = r.fields
+        fields = [("name", f["name"]), ("target", f["target"]), ("key", plain(f["key"])), ("size", f["size"]),
+                  ("kernels", sorted(f["kernels"])), ("loaded at", self.where(f["va"]))]
+        self._emit(CODE_OBJECTS, r.n, f"code object {self._number(CODE_OBJECTS)} ({f['name'] or 'unnamed'})", fields)
+
     def _sync(self, r: Record, sub: Submission | None) -> None:
         if r.fields.get("ok") is False:
             self.polled[r.type] += 1
@@ -574,6 +581,7 @@ QUEUES: Key = ("queue", None)
 MEMS: Key = ("mem", None)
 CHECKPOINTS: Key = ("checkpoint", None)
 SYNCS: Key = ("sync", None)
+CODE_OBJECTS: Key = ("code_object", None)
 _MAKERS: dict[str, Callable[[Side, Record, Submission | None], None]] = {
     R.OPEN: Side._syscall, R.CLOSE: Side._syscall, R.MMAP: Side._syscall, R.MUNMAP: Side._syscall,
     R.IOCTL: Side._ioctl, R.IOCTL_END: Side._ioctl_end,
@@ -582,6 +590,7 @@ _MAKERS: dict[str, Callable[[Side, Record, Submission | None], None]] = {
     R.DOORBELL: Side._doorbell,
     R.MEM: Side._mem,
     R.CHECKPOINT: Side._checkpoint,
+    R.CODE_OBJECT: Side._code_object,
     **{t: Side._sync for t in SYNC},
 }
 

@@ -116,6 +116,11 @@ class Landed:
             ((queue, number),) = first.items()
             self.complete[queue] = max(self.complete.get(queue, -1), number)
 
+    def done(self, queue: int, number: int) -> bool:
+        """Whether submission `number` of the live queue `queue` is known complete (or its queue destroyed)."""
+        life = (queue, self.lives.get(queue, 0))
+        return life in self.ended or number <= self.complete.get(life, -1)
+
     def settled(self, addr: int, before: int) -> bool:
         """Whether every signal of `addr` by a submission before submission `before` is known to have landed."""
         return all(queue in self.ended or number <= self.complete.get(queue, -1)
@@ -139,6 +144,12 @@ class _Prefix:
         # an AQL signal's value address -> its value: the CPU's last store, less the completions since
         self.aql_signals: dict[int, int] = {}
         self.landed = Landed()  # which semaphore signals are known to have landed
+        self.last: dict[int, int] = {}  # queue id -> its last submission
+
+    def behind(self, queue: int) -> bool:
+        """Whether submissions of `queue` before the range are not known complete."""
+        last = self.last.get(queue)
+        return last is not None and not self.landed.done(queue, last)
 
     def apply(self, r: Record) -> Submission | None:
         f = r.fields
@@ -157,9 +168,15 @@ class _Prefix:
         elif r.type in TEARDOWN:
             kind, name = TEARDOWN[r.type]
             self.kept.pop((kind, f[name]), None)
+        if r.type == R.FREE and (buf := self.state.buffers.get(f["handle"])) is not None:
+            for held in (self.words, self.names, self.aql_signals):  # a buffer taking its place holds none of them
+                for addr in [a for a in held if buf.va <= a < buf.va + buf.size]:
+                    del held[addr]
         sub = self.state.apply(r)
         if sub is not None:
             _understood(sub, "before the range")
+            if sub.queue is not None:
+                self.last[sub.queue.queue] = sub.number
             if any(p.defn.indirect is not None for p in sub.packets):
                 raise TrimRefused(f"submission {sub.number} calls an indirect buffer before the range: trim cannot "
                                   "follow what it writes; trim from an earlier submission")
@@ -212,6 +229,10 @@ def trim(trace: TraceReader, out: str, first: int, last: int, reconstruct: Recon
         semaphores = [b.va for b in prefix.state.buffers.values() if is_semaphores(b)]
         unknown = [va for va, c in prefix.memory.contents.items() if c.unknown]
         restored = reconstruct(unknown + semaphores) if unknown or semaphores else {}
+        for va, data in restored.items():  # the buffer's own bytes, not the pages the allocation rounded it to
+            buf = prefix.state.buffer_at(va)
+            if buf is not None:
+                restored[va] = data[:buf.size]
         for va in semaphores:  # as the replay left them there, not as if every submission before had completed
             if va in restored:
                 data = restored.pop(va)
@@ -312,6 +333,11 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int) -
         elif rec.type == R.CPU_WAIT and f["ok"]:
             waits.append((f"the CPU wait at record {rec.n} (on {state.where(f['addr']) or 'no buffer'})", None,
                           rec.n << 20, f["addr"], f["value"]))
+        elif rec.type == R.CPU_WAIT and (why := _held_up(prefix, signals.get(f["addr"], ()), f["value"],
+                                                           rec.n << 20)):
+            raise TrimRefused(f"the CPU wait at record {rec.n} (on {state.where(f['addr']) or hex(f['addr'])}) timed "
+                              f"out in the recording, but {why}: the trimmed trace could not time out there; start "
+                              f"the range before what held it up")
         prefix.landed.apply(rec, sub)
         out.record(rec.type, rec.fields, sub)
     for what, queue, order, addr, ref in waits:
@@ -345,6 +371,21 @@ def _check_monotonic(prefix: _Prefix, what: str, addr: int, value: int, signals:
         raise TrimRefused(f"{what} signals {prefix.state.where(addr) or hex(addr)} = {value:#x}, below the {before:#x} "
                           f"the submissions before the range signal: some of those were still running when the range "
                           f"starts, and the range needs them; start it earlier")
+
+
+def _held_up(prefix: _Prefix, signals: list[tuple[int | None, int, int]], ref: int, order: int) -> str | None:
+    """Why a CPU wait for `ref` before `order` that timed out in the recording would not in the trimmed trace: a
+    value that satisfies it comes from before the range (restored at the range's start), or from a queue whose
+    work before the range may not have completed (what held the signal up is not in the range)."""
+    for queue, at, value in signals:
+        if value < ref or at >= order:
+            continue
+        if at < 0:
+            return f"the range's start restores it to {value:#x} from a signal before the range that had not landed"
+        if queue is not None and prefix.behind(queue):
+            return f"queue {queue} signals {value:#x} in the range behind its own work before the range, which " \
+                   f"had not completed"
+    return None
 
 
 def _signals_and_waits(prefix: _Prefix, sub: Submission, n: int, signals: Signals, waits: list[Wait],
