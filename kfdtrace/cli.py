@@ -431,7 +431,7 @@ def bundle(trace: str, output: str, submits: str | None, redacted: bool, emulate
 @main.command()
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(dir_okay=False))
 @click.option("--output", "-o", "dest", metavar="DIR", type=click.Path(file_okay=False),
-              help="Where to put its files [default: BUNDLE without .tar.zst].")
+              help="Where to put its files [default: BUNDLE with .d for .tar.zst].")
 @user_errors
 def unbundle(bundle_path: str, dest: str | None) -> None:
     """Check every member of a bundle (names, types, sizes), then extract them."""

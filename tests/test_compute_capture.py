@@ -78,9 +78,10 @@ def test_dump_names_the_kernel_each_aql_dispatch_runs(tmp_path):
     path = str(tmp_path / "c.kfdtrace")
     vector_add(path, "gfx1100", aql=True)
     res = CliRunner().invoke(kfdtrace_cli, ["dump", path, "--json", "-k", "packet"])
-    named = [p["addresses"]["kernel_object"]["where"] for line in res.output.splitlines()
-             for p in json.loads(line)["packets"] if p["name"] == "KERNEL_DISPATCH"]
-    assert named == ["kernel vector_add"] * 2
+    dispatches = [p for line in res.output.splitlines() for p in json.loads(line)["packets"]
+                  if p["name"] == "KERNEL_DISPATCH"]
+    assert [p["addresses"]["kernel_object"]["where"] for p in dispatches] == ["kernel vector_add"] * 2
+    assert [p["kernel"] for p in dispatches] == ["vector_add"] * 2  # as a PM4 dispatch says it
     assert "(kernel vector_add)" in CliRunner().invoke(kfdtrace_cli, ["dump", path]).output
 
 

@@ -278,11 +278,13 @@ class TraceState:
         return Submission(number, q, base, packets, error, self._launched(q, packets))
 
     def _launched(self, q: QueueInfo, packets: list[Packet]) -> dict[int, str]:
-        """The kernel each PM4 packet that launches one runs (by packet index): the one at the address the
-        queue's COMPUTE_PGM registers hold, as the packets before it set them."""
+        """The kernel each packet that launches one runs (by packet index): the one whose descriptor an AQL
+        dispatch names, or for PM4 the one at the address the queue's COMPUTE_PGM registers hold, as the packets
+        before it set them."""
         dialect = q.dialect
         if not isinstance(dialect, Pm4Dialect):
-            return {}
+            return {i: self.kernels.get(p.fields[p.defn.kernel[0]], "a kernel no code object holds")
+                    for i, p in enumerate(packets) if p.defn.kernel is not None}
         regs, out = self.registers.setdefault(q.queue, {}), {}
         for i, p in enumerate(packets):
             d = p.defn
