@@ -20,7 +20,7 @@ from kfdtrace.traces.format import blob_key
 
 KERNARGS = "kernargs"  # the role of the buffers kernel arguments are written into (a queue's arena)
 TRACKED_ROLES = frozenset({"user", KERNARGS})
-MAX_RUNS = 64  # runs of writes, of reads, kept per buffer between checkpoints (the oldest are forgotten)
+MAX_RUNS = 16  # runs of writes, of reads, kept per buffer between checkpoints (the oldest are forgotten)
 
 
 @dataclass(eq=False)

@@ -13,14 +13,19 @@ queue whose own earlier wait such a signal satisfied (a chain). The rules are ca
 
 What the CPU knew complete when it submitted (the other way work is ordered) is Completion's to tell; this
 keeps the history of signals and waits that a later checkpoint asks about, MAX_HISTORY of each per address
-and per queue.
+and per queue. A search looks at the latest waits and signals first (where a chain of one queue handing work
+to the next is found at once) and gives up after MAX_STEPS signals looked at, or when `budget` (what the
+caller lets all its searches look at) runs out: the answer is then None, not known.
 """
 
 from __future__ import annotations
 
+import bisect
+
 from kfdtrace.capture.completion import QueueProgress
 
 MAX_HISTORY = 4096  # signals kept per semaphore life, waits per queue (the oldest are forgotten)
+MAX_STEPS = 4096  # signals one search looks at before it gives up
 
 Signal = tuple[int, int, int | None]  # (end position, address, value; None: an AQL signal's decrement)
 Wait = tuple[int, int, int | None]  # (end position, address, value reached; None: an AQL signal at 0)
@@ -34,6 +39,7 @@ class Ordering:
         # (address, life) -> (value, queue, position, whether it shows everything before it in its queue ran)
         self._signals: dict[tuple[int, int], list[tuple[int | None, QueueProgress, int, bool]]] = {}
         self._waits: dict[QueueProgress, list[tuple[int, int, int | None, int]]] = {}  # (pos, addr, value, life)
+        self.budget = 1 << 62  # signals the searches may still look at, in all
 
     def submitted(self, queue: QueueProgress, signals: list[Signal], waits: list[Wait],
                   partial: frozenset[int] = frozenset()) -> None:
@@ -59,19 +65,30 @@ class Ordering:
             self._lives[addr] = life + 1
             self._signals.pop((addr, life), None)
 
-    def before(self, a: QueueProgress, pa: int, b: QueueProgress, pb: int) -> bool:
+    def before(self, a: QueueProgress, pa: int, b: QueueProgress, pb: int) -> bool | None:
         """Whether the GPU's waits show queue `a` complete up to `pa` before queue `b` ran its packet ending at
-        `pb`."""
+        `pb` (None: not found within the signals the search may look at)."""
         if a is b:
             return pa <= pb
+        allowed = min(MAX_STEPS, self.budget)
+        try:
+            return self._search(a, pa, b, pb, allowed)
+        finally:
+            self.budget -= allowed - max(self._left, 0)
+
+    def _search(self, a: QueueProgress, pa: int, b: QueueProgress, pb: int, steps: int) -> bool | None:
+        self._left = steps
         reached = {b: pb}  # queue -> the furthest packet of it known to run before b's
         todo = [(b, pb)]
         while todo:
             q, p = todo.pop()
-            for wpos, addr, value, life in self._waits.get(q, ()):
-                if wpos >= p:
-                    break
-                for svalue, sq, spos, whole in self._signals.get((addr, life), ()):
+            waits = self._waits.get(q, ())
+            for i in range(bisect.bisect_left(waits, (p,)) - 1, -1, -1):  # the latest first
+                _, addr, value, life = waits[i]
+                for svalue, sq, spos, whole in reversed(self._signals.get((addr, life), ())):
+                    self._left -= 1
+                    if self._left < 0:
+                        return None
                     if sq is q or not (svalue is None if value is None else svalue is not None and svalue <= value):
                         continue
                     if sq is a and (spos == pa or whole and spos >= pa):

@@ -56,6 +56,7 @@ NO_POINTERS = Pointers()  # what a submission launching no kernel takes
 LEARN_BATCH = 256
 RESOLVED_PER_PLAN = 16  # sets of written addresses whose buffers a plan keeps, for the buffer layout of the moment
 MAX_RACES = 16  # racy buffers the summary names
+SEARCH_BUDGET = 1 << 20  # signals one checkpoint's ordering searches may look at, in all (ordering.py)
 FOLD_PLANS = 4096  # plans counted by their submissions before those counts are folded into packet counts
 TRACKING_MODES = ("auto", "scan")
 Accesses = tuple[int, int, int, int, TrackedBuffer]  # a submission's writes (reads) of a buffer: first, last, lo, hi
@@ -605,9 +606,11 @@ class RecordingSyscalls:
         them."""
         a, b = (x, y) if x.seq <= y.seq else (y, x)
         ended = a.queue.ended
-        return (ended is not None and ended <= b.seq) or b.known.get(a.queue, -1) >= a.last or \
-            self.ordering.before(a.queue, a.last, b.queue, b.first) or \
-            self.ordering.before(b.queue, b.last, a.queue, a.first)
+        if (ended is not None and ended <= b.seq) or b.known.get(a.queue, -1) >= a.last:
+            return True
+        forward = self.ordering.before(a.queue, a.last, b.queue, b.first)
+        # a search given up is no evidence of a race: only what is shown unordered is called one
+        return forward is not False or self.ordering.before(b.queue, b.last, a.queue, a.first) is not False
 
     def _unordered(self, run: Run, others: list[Run]) -> Run | None:
         """The first of `others` (runs of one buffer) of another queue, overlapping `run`'s bytes, that nothing
@@ -653,6 +656,7 @@ class RecordingSyscalls:
                 done.append(buf)
             else:
                 in_flight.append({"va": buf.va, "name": buf.name})
+        self.ordering.budget = SEARCH_BUDGET
         for buf in done:  # every race found before anything is hashed: one may decide another buffer
             self._races(buf)
         for buf in done:

@@ -287,3 +287,45 @@ def test_dump_diff_and_export_show_what_a_race_left_out(tmp_path):
     with TraceReader(path) as a, TraceReader(other) as b:
         result = diff_traces(a, b)
     assert result.tallies["checkpoint"].differ >= 1
+
+
+def test_a_long_gpu_only_hand_off_between_queues_is_ordered_in_few_steps(tmp_path, monkeypatch):
+    """Two queues pass a buffer back and forth 300 times with the CPU waiting only at the end: every access is
+    ordered by the semaphore, and the searches the one checkpoint makes find that among the latest waits and
+    signals (they once read the whole history, each: minutes of CPU for 500 rounds)."""
+    from kfdtrace.capture.memory import MAX_RUNS
+
+    looked: list[int] = []
+    search = Ordering._search
+
+    def counted(self, a, pa, b, pb, steps):
+        try:
+            return search(self, a, pa, b, pb, steps)
+        finally:
+            looked.append(steps - max(self._left, 0))
+
+    monkeypatch.setattr(Ordering, "_search", counted)
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        x, y = gpu.alloc(4096, "gtt", name="x"), gpu.alloc(4096, "gtt", name="y")
+        x.write(np.arange(1024, dtype=np.uint32))
+        qa, qb = gpu.sdma_queue(name="A"), gpu.sdma_queue(name="B")
+        hop = system.semaphore("hop")
+        for step in range(0, 600, 2):
+            qa.wait(hop, step).copy(y, x, 4096).signal(hop, step + 1).submit()
+            qb.wait(hop, step + 1).copy(x, y, 4096).signal(hop, step + 2).submit()
+        hop.wait(600, timeout=120)
+    assert racy(path) == [] and "y" in hashed(path)
+    assert 0 < len(looked) <= 2 * 2 * MAX_RUNS * MAX_RUNS  # two buffers, both directions, runs of reads x writes
+    assert max(looked) <= 64, sorted(looked)[-5:]  # the hand-off is among the latest signals, not 600 back
+
+
+def test_a_search_that_runs_out_is_no_evidence_of_a_race():
+    a, b = QueueProgress("a"), QueueProgress("b")
+    o = Ordering()
+    o.submitted(a, [(100, 0x10, 1)], [])
+    o.submitted(b, [], [(50, 0x10, 1)])
+    assert o.before(a, 100, b, 60) is True
+    o.budget = 0
+    assert o.before(a, 100, b, 60) is None and o.before(a, 5, a, 6) is True
