@@ -533,7 +533,9 @@ class RecordingSyscalls:
         elif dispatched.writes:  # how much of a buffer a kernel writes is not known
             writes = writes + self._accesses(((pos, a, 0) for pos, a in dispatched.writes), cuts)
         reads: list[Accesses] = []
-        if writes and len(self.queues) > 1:  # the reads that gave what the submission wrote (one queue: no race)
+        # the reads that gave what the submission wrote: a lone queue races with nothing, but what it computes
+        # from a race's bytes is as racy as they are
+        if writes and (len(self.queues) > 1 or self.racy):
             if dispatched is not None and dispatched is not ANYTHING and dispatched.reads:
                 read = (*read, *((pos, a, 0) for pos, a in dispatched.reads))
             reads = self._accesses(sorted(read), cuts)

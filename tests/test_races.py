@@ -329,3 +329,21 @@ def test_a_search_that_runs_out_is_no_evidence_of_a_race():
     assert o.before(a, 100, b, 60) is True
     o.budget = 0
     assert o.before(a, 100, b, 60) is None and o.before(a, 5, a, 6) is True
+
+
+def test_what_a_lone_queue_computes_from_a_race_is_racy(tmp_path):
+    """A and B race on `shared`; B is destroyed; A, alone now, copies `shared` to `out`: `out` is as racy."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        shared, out = gpu.alloc(4096, "gtt", name="shared"), gpu.alloc(4096, "gtt", name="out")
+        qa, qb = gpu.sdma_queue(name="A"), gpu.sdma_queue(name="B")
+        a, b = system.semaphore("a"), system.semaphore("b")
+        qa.fence(shared, 0xA).signal(a, 1).submit()
+        qb.fence(shared, 0xB).signal(b, 1).submit()
+        a.wait(1)
+        b.wait(1)
+        qb.destroy()
+        qa.copy(out, shared, 4096).signal(a, 2).submit()
+        a.wait(2)
+    assert ("out", "A wrote it from shared") in racy(path)
