@@ -29,12 +29,16 @@ UNKNOWN = "(a kernel no loaded code object holds)"
 @dataclass(frozen=True)
 class Pointers:
     """The global pointers the dispatches of a submission take: `writes`, (position where the dispatch ends,
-    address) of each they may write through, positions from the start of the ring bytes; `taken`, every one;
-    `reads`, (position, address) of every one (a kernel may read through any)."""
+    address) of each they may write through, positions from the start of the ring bytes; `reads`, the same of
+    every one (a kernel may read through any)."""
 
     writes: tuple[tuple[int, int], ...] = ()
-    taken: tuple[int, ...] = ()
     reads: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def taken(self) -> tuple[int, ...]:
+        """The address of every pointer taken."""
+        return tuple(a for _, a in self.reads)
 
 
 class Dispatches:
@@ -61,7 +65,6 @@ class Dispatches:
         buffer."""
         regs = self.registers.setdefault(queue, {})
         writes: list[tuple[int, int]] = []
-        taken: list[int] = []
         reads: list[tuple[int, int]] = []
         for p in packets:
             d, end = p.defn, p.offset + p.size
@@ -78,9 +81,8 @@ class Dispatches:
             if found is ANYTHING:
                 return ANYTHING
             writes += [(end, a) for a in found[0]]
-            taken += found[1]
             reads += [(end, a) for a in found[1]]
-        return Pointers(tuple(writes), tuple(taken), tuple(reads))
+        return Pointers(tuple(writes), tuple(reads))
 
     def _launched(self, p: Packet, dialect: Dialect, regs: dict[str, int],
                   read: ReadMemory) -> tuple[list[int], list[int]] | None:

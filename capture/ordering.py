@@ -71,13 +71,12 @@ class Ordering:
         if a is b:
             return pa <= pb
         allowed = min(MAX_STEPS, self.budget)
-        try:
-            return self._search(a, pa, b, pb, allowed)
-        finally:
-            self.budget -= allowed - max(self._left, 0)
+        found, left = self._search(a, pa, b, pb, allowed)
+        self.budget -= allowed - left
+        return found
 
-    def _search(self, a: QueueProgress, pa: int, b: QueueProgress, pb: int, steps: int) -> bool | None:
-        self._left = steps
+    def _search(self, a: QueueProgress, pa: int, b: QueueProgress, pb: int, steps: int) -> tuple[bool | None, int]:
+        """(the answer, the steps left of `steps`)."""
         reached = {b: pb}  # queue -> the furthest packet of it known to run before b's
         todo = [(b, pb)]
         while todo:
@@ -86,14 +85,14 @@ class Ordering:
             for i in range(bisect.bisect_left(waits, (p,)) - 1, -1, -1):  # the latest first
                 _, addr, value, life = waits[i]
                 for svalue, sq, spos, whole in reversed(self._signals.get((addr, life), ())):
-                    self._left -= 1
-                    if self._left < 0:
-                        return None
+                    steps -= 1
+                    if steps < 0:
+                        return None, 0
                     if sq is q or not (svalue is None if value is None else svalue is not None and svalue <= value):
                         continue
                     if sq is a and (spos == pa or whole and spos >= pa):
-                        return True
+                        return True, steps
                     if spos > reached.get(sq, -1):
                         reached[sq] = spos
                         todo.append((sq, spos))
-        return False
+        return False, steps
