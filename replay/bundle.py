@@ -4,8 +4,10 @@
 A bundle is a tar archive compressed with zstd (`.tar.zst`), of regular files with plain names (MEMBERS):
 the trace, the recording machine (the trace header's host, KFD version, topology and GPUs), the replay report
 on the machine that made the bundle (`replay --json`), and REPORT.md, which says in words what happened and,
-for a hang or a divergence, where. Bundles are untrusted input: names, types, sizes and counts are checked
-against the limits below before anything is extracted.
+for a hang or a divergence, where. The code objects the bundle's replay was given for other targets come along
+as `<name>.<gfx>.co` or `<name>.hipfb`, which `replay BUNDLE` takes as its --code-objects folder. Bundles are
+untrusted input: names, types, sizes and counts are checked against the limits below before anything is
+extracted.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import zstandard
 
+from kfdtrace.traces import records as R
 from kfdtrace.traces.format import MAGIC, TraceError, TraceReader
 
 if TYPE_CHECKING:
@@ -31,7 +34,8 @@ if TYPE_CHECKING:
 
 TRACE, MACHINE, REPLAY, REPORT = "trace.kfdtrace", "machine.json", "replay.json", "REPORT.md"
 MEMBERS = (TRACE, MACHINE, REPLAY, REPORT)
-MAX_MEMBERS = 16
+MAX_MEMBERS = 64  # the four above and code objects
+CODE_OBJECT_FILE = re.compile(r"(?P<name>.+?)(\.gfx[0-9a-z]+)?\.co|(?P<bundle>.+)\.hipfb")  # code_objects._folder_files
 MAX_MEMBER_BYTES = 4 << 30
 MAX_BUNDLE_BYTES = 8 << 30  # what an unbundle extracts at most, all members together
 DEFAULT_CAP = 100 << 20  # what `bundle` writes at most unless told otherwise
@@ -94,12 +98,61 @@ def verdict(report: dict) -> str:
     return VERDICTS.get(report.get("status"), f"status {report.get('status')}")
 
 
-def report_md(trace_path: str, original: str, replayed: dict) -> str:
-    """REPORT.md: what the trace is, and what replaying it here did, with the first hang or divergence."""
+def code_object_members(trace: TraceReader, options: CodeObjectOptions | None, cap: int) -> dict[str, bytes]:
+    """The code objects given to the bundle's replay, as members a replay of the bundle finds in its --code-objects
+    folder: a --code-object as `<name>.<gfx>.co` (an offload bundle as `<name>.hipfb`), `<name>` being the recorded
+    object it stands for, then the files of the --code-objects folder that stand for a recorded object on some
+    target. Recorded objects without a name that can be a member's are left out; BundleError past `cap` bytes."""
+    if options is None:
+        return {}
+    from kfdtrace.driver.code_object import CodeObject
+    from kfdtrace.driver.code_object_bundle import is_bundle as is_offload_bundle
+
+    recorded = [r.fields for r in trace.records([R.CODE_OBJECT])]
+    names = {f["name"] for f in recorded if NAME.fullmatch(f.get("name") or "") and f["name"] not in MEMBERS}
+    out: dict[str, bytes] = {}
+
+    def room(size: int) -> None:
+        if len(MEMBERS) + len(out) >= MAX_MEMBERS or sum(map(len, out.values())) + size > cap:
+            raise BundleError(f"the code objects given take more than the bundle holds ({MAX_MEMBERS - len(MEMBERS)} "
+                              f"files, {cap} bytes): give only those for the targets the report is about")
+
+    def add(member: str, data: bytes) -> None:
+        if member not in out:
+            room(len(data))
+            out[member] = data
+
+    for g in options.given:
+        for name in sorted(n for n in names if any(g.selects(f) and f.get("name") == n for f in recorded)):
+            if is_offload_bundle(g.data):
+                add(f"{name}.hipfb", g.data)
+            else:
+                add(f"{name}.{CodeObject.parse(g.data).target_id.processor}.co", g.data)
+    if options.directory is not None:
+        for member in sorted(os.listdir(options.directory)):
+            m = CODE_OBJECT_FILE.fullmatch(member)
+            path = os.path.join(options.directory, member)
+            if m and (m["name"] or m["bundle"]) in names and NAME.fullmatch(member) and os.path.isfile(path) and \
+                    member not in out:
+                room(os.path.getsize(path))
+                with open(path, "rb") as f:
+                    add(member, f.read(cap + 1))
+    return out
+
+
+def report_md(trace_path: str, original: str, replayed: dict, how: str = "", objects: Sequence[str] = ()) -> str:
+    """REPORT.md: what the trace is, and what replaying it here did (`how`: the replay's options), with the first
+    hang or divergence; `objects`, the code objects bundled."""
     from kfdtrace.traces.info import describe  # here: see bundle()
+    target = ", ".join(replayed.get("target") or ())
     lines = [f"# kfdtrace bug report: {os.path.basename(original)}", "", "## The trace", "", "```",
              *describe(trace_path), "```", "", f"## Replay on the machine that made this bundle: {verdict(replayed)}",
              ""]
+    if target:
+        lines += [f"Replayed on {replayed.get('backend') or 'this machine'}: {target}{how}.", ""]
+    if objects:
+        lines += ["Code objects given to the replay, in this bundle (`replay` of the bundle takes them as its "
+                  "--code-objects folder):", "", *(f"- {name}" for name in objects), ""]
     if "error" in replayed:
         lines += ["```", replayed["error"], "```"]
     for i, loop in enumerate(replayed.get("loops") or ()):
@@ -113,7 +166,8 @@ def report_md(trace_path: str, original: str, replayed: dict) -> str:
                           json.dumps(d, indent=1), "```"]
             if result.get("difference"):
                 lines += [f"Loop {i + 1}: {result['difference']}"]
-    lines += ["", "## Reproduce", "", "```", f"replay {TRACE}            # or: replay this-bundle.tar.zst",
+    folder = " --code-objects ." if objects else ""
+    lines += ["", "## Reproduce", "", "```", f"replay {TRACE}{folder}            # or: replay this-bundle.tar.zst",
               f"kfdtrace dump {TRACE} | less", "```", ""]
     return "\n".join(lines)
 
@@ -135,10 +189,13 @@ def bundle(trace_path: str, out: str, *, emulate: str | None = None, timeout: fl
             prepare(trace_path, path)
         with TraceReader(path) as r:
             about = machine(r)
+            objects = code_object_members(r, code_objects, cap)
         replayed = replay_report(path, emulate, timeout, code_objects)
+        how = f" ({f'--emulate {emulate}, ' if emulate else ''}--timeout {timeout:g})"
         members = {MACHINE: json.dumps(json.loads(to_json(about)), indent=1).encode(),  # bounded depth, bytes in hex
                    REPLAY: json.dumps(replayed, indent=1).encode(),
-                   REPORT: report_md(path, trace_path, replayed).encode()}
+                   REPORT: report_md(path, trace_path, replayed, how, list(objects)).encode(),
+                   **objects}
         partial = out + ".partial"
         try:
             with open(partial, "wb") as f, zstandard.ZstdCompressor(level=10).stream_writer(f) as z, \
@@ -263,15 +320,21 @@ def unbundle(path: str, dest: str) -> dict[str, str]:
     return out
 
 
+class Unpacked(NamedTuple):
+    trace: str
+    code_objects: str | None  # the folder of the code objects a bundle holds (None: it holds none)
+
+
 @contextlib.contextmanager
-def trace_of(path: str) -> Iterator[str]:
-    """The path of the trace at `path`, or of the trace in the bundle at `path` (checked, then extracted into a
-    temporary directory for as long as the context lasts)."""
+def trace_of(path: str) -> Iterator[Unpacked]:
+    """The path of the trace at `path`, or of the trace in the bundle at `path` with the folder of the code objects
+    it holds (checked, then extracted into a temporary directory for as long as the context lasts)."""
     if not is_bundle(path):
-        yield path
+        yield Unpacked(path, None)
         return
     with tempfile.TemporaryDirectory(prefix="kfdtrace-unbundle-") as tmp:
-        yield unbundle(path, tmp)[TRACE]
+        files = unbundle(path, tmp)
+        yield Unpacked(files[TRACE], tmp if any(CODE_OBJECT_FILE.fullmatch(n) for n in files) else None)
 
 
 assert MAGIC != ZSTD_MAGIC  # a trace and a bundle are told apart by their first bytes

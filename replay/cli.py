@@ -131,7 +131,9 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
             raise click.BadParameter(str(exc)) from None
         options = Options(relocate=relocate, timeout=timeout, verify=verify, gpu_map=mapping, code_objects=objects,
                           queue_type=None if queue_type == "recorded" else queue_type)
-        with TerminalProgress("replay") as progress, trace_of(trace) as path:
+        with TerminalProgress("replay") as progress, trace_of(trace) as (path, bundled):
+            if bundled is not None and code_objects is None:  # a bundle's code objects, unless others are given
+                options.code_objects = parse_code_object_options(list(code_object), bundled)
             report = replay_trace(path, options, emulate=emulate, emulate_from=emulate_from,
                                   emulate_recorded=emulate_recorded, device=device, loops=loop,
                                   concurrent=concurrent, max_memory=memory_limit, progress=progress.update,

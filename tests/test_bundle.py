@@ -99,7 +99,40 @@ def test_a_compute_trace_bundled_for_another_family_takes_its_code_objects(tmp_p
     os.unlink(out)
     res = run("bundle", path, "-o", out, "--emulate", "gfx1100", "--code-objects", str(BUILT))
     assert res.exit_code == 0 and "replay here: OK" in res.output, res.output
-    assert json.loads(members(out)["replay.json"])["status"] == 0
+    got = members(out)
+    assert json.loads(got["replay.json"])["status"] == 0
+    # the folder's file standing for the recorded object `corpus` comes along; the others there do not
+    assert sorted(got) == sorted([*B.MEMBERS, "corpus.hipfb"])
+    assert got["corpus.hipfb"] == (BUILT / "corpus.hipfb").read_bytes()
+    report = got[B.REPORT].decode()
+    assert "Replayed on emulated: gpu0(gfx1100" in report and "(--emulate gfx1100, --timeout 10)" in report, report
+    assert "- corpus.hipfb" in report and "replay trace.kfdtrace --code-objects ." in report, report
+    # replaying the bundle on another family takes its code objects, unless the user gives a folder of their own
+    done = replay(out, "--emulate", "gfx1201")
+    assert done.returncode == 0 and "OK" in done.stdout, done.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert replay(out, "--emulate", "gfx1201", "--code-objects", str(empty)).returncode == 3
+
+
+def test_a_bundle_takes_a_code_object_given_by_name(tmp_path):
+    """--code-object NAME=ELF goes in as <name>.<gfx>.co, which a replay of the bundle on that target loads."""
+    from kfdtrace.driver.kernels.build import BUILT
+
+    from .test_compute_capture import vector_add
+
+    path, out = str(tmp_path / "v.kfdtrace"), str(tmp_path / "b.tar.zst")
+    vector_add(path, "gfx942", aql=True)
+    elf = BUILT / "corpus-gfx1030.co"
+    res = run("bundle", path, "-o", out, "--emulate", "gfx1030", "--code-object", f"corpus={elf}")
+    assert res.exit_code == 0 and "replay here: OK" in res.output, res.output
+    got = members(out)
+    assert got["corpus.gfx1030.co"] == elf.read_bytes() and len(got) == len(B.MEMBERS) + 1
+    dest = tmp_path / "x"
+    assert run("unbundle", out, "-o", str(dest)).exit_code == 0
+    assert (dest / "corpus.gfx1030.co").read_bytes() == elf.read_bytes()
+    assert replay(out, "--emulate", "gfx1030").returncode == 0
+    assert replay(out, "--emulate", "gfx90a").returncode == 3  # a gfx1030 build runs on no other family
 
 
 def test_the_size_cap_leaves_nothing_behind(tmp_path):
