@@ -917,15 +917,12 @@ class Instance:
 
     def _read_recorded(self, va: int, size: int) -> bytes | None:
         """The `size` bytes at recorded address `va` as the replay holds them (None: not in a CPU-visible buffer)."""
-        hit = self.buffers.find(va)
+        hit = self.buffers.within(va, size)
         if hit is None:
             return None
-        start, length, rb = hit
-        at = va - start
+        rb, at = hit
         view = rb.view
-        if view is None or at + size > length:
-            return None
-        return view[at:at + size].tobytes()
+        return None if view is None else view[at:at + size].tobytes()
 
     def _on_queue_destroy(self, r: Record) -> None:
         rq = self.queues.get(r.fields["queue"])
