@@ -169,6 +169,7 @@ def test_different_cpu_data_is_a_mem_chunk_difference(base, tmp_path):
     first = result.first
     assert first.kind == "mem" and first.field == "key" and first.what == "mem 0 (src+0x0)"
     assert first.a != first.b and len(first.a) == 32
+    assert first.detail.startswith("first differing byte +0x"), first.text
     assert result.tallies["mem"].differ == 1 and result.tallies["submission"].differ == 0
     assert result.tallies["checkpoint"].differ >= 1
     assert "chunk 0" in result.tallies["checkpoint"].first.field
@@ -380,6 +381,10 @@ def test_a_kernel_argument_of_another_value_is_a_difference(kernel_trace, tmp_pa
     base, target, aql = kernel_trace
     first = diff(base, vector_add(str(tmp_path / "n.kfdtrace"), target, aql, n=1000)).first
     assert first.kind == "mem" and first.field == "key" and first.a != first.b, first.text
+    # n, the fourth argument, after three pointers (which differ in value, not in the buffers they name)
+    assert first.detail == "first differing byte +0x18: A 00 04 00 00 00 00 00 00, B e8 03 00 00 00 00 00 00", \
+        first.text
+    assert f"; {first.detail} (records" in first.text
 
 
 def test_waits_that_timed_out_are_counted_not_compared(base, tmp_path):

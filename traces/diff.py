@@ -15,7 +15,8 @@ its own `TraceState`, and every value is compared in a normalised form:
   as addresses;
 * memory contents (a CPU write, a checkpoint's chunk) are compared by blob key, unless aligned 8-byte words in
   them hold addresses inside live buffers (kernel arguments, pointer tables): then by a digest of the bytes
-  with those words zeroed, and where each of them points;
+  with those words zeroed, and where each of them points; the first CPU write that differs says where its
+  bytes part ('first differing byte +0x18: A 00 04 .., B e8 03 ..': a kernel's by-value argument, say);
 * a wait that timed out (a program polling: an ioctl that ended with wait_result TIMEOUT, a CPU wait record
   that is not ok) is counted, not compared: how many of them a run makes is timing;
 * buffers are matched by allocation order and compared by name, role, size, domain, GPU and flags; queues by
@@ -136,6 +137,7 @@ class Item:
     label: str  # 'submission 17 (queue 1 consumer)', 'ioctl 12 ALLOC_MEMORY_OF_GPU'
     fields: Fields
     packets: tuple[Fields, ...] = ()
+    data: Callable[[], bytes | None] | None = None  # a memory chunk's bytes as compared (not compared themselves)
 
     def same(self, other: Item) -> bool:
         return self.fields == other.fields and self.packets == other.packets
@@ -164,6 +166,7 @@ class Difference:
     field: str | None = None  # what in it: 'packet 3 COPY_LINEAR field count'
     a: Any = None
     b: Any = None
+    detail: str | None = None  # where two chunks' bytes part: 'first differing byte +0x18: A 00 10 .., B e8 03 ..'
 
     @property
     def order(self) -> float:
@@ -175,7 +178,7 @@ class Difference:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "text": self.text, "what": self.what, "field": self.field, "a": self.a,
-                "b": self.b, "a_record": self.a_record, "b_record": self.b_record}
+                "b": self.b, "a_record": self.a_record, "b_record": self.b_record, "detail": self.detail}
 
 
 @dataclass
@@ -265,7 +268,8 @@ class Side:
         self.records: Iterator[Record] = R.checked(reader.records())
         self.counts: Counter[str] = Counter()
         self.polled: Counter[str] = Counter()  # records of waits that timed out, by type
-        self.contents: dict[tuple[bytes, int], tuple[Any, list[str]]] = {}  # content(), while the buffers stay
+        # content(), while the buffers stay
+        self.contents: dict[tuple[bytes, int], tuple[Any, list[str], tuple[int, ...]]] = {}
         self.done = False
         self.handles: dict[int, int] = {}  # handle of a live buffer -> its place in allocation order
         self.allocs = 0
@@ -390,18 +394,33 @@ class Side:
         names = dialect.registers.names
         return [(names.get(o, f"register {o:#x}"), v) for o, v in values.items()]
 
-    def content(self, key: bytes, va: int) -> tuple[Any, list[str]]:
+    def content(self, key: bytes, va: int) -> tuple[Any, list[str], Callable[[], bytes | None] | None]:
         """What a memory chunk at `va` holds, as compared: (its blob key, []), or, when aligned 8-byte words in
         it hold addresses inside live buffers, (a digest of it with those words zeroed, where each of them
-        points: '+0x8 out+0x0'). A blob the trace lacks is compared by its key."""
+        points: '+0x8 out+0x0'); then its bytes as compared, read when asked. A blob the trace lacks is compared
+        by its key."""
         if type(key) is not bytes:
-            return plain(key), []
+            return plain(key), [], None
         known = self.contents.get((key, va % 8))
         if known is None:
             known = self.contents[(key, va % 8)] = self._content(key, va)
-        return known
+        compared, pointers, zeroed = known
+        return compared, pointers, lambda: self._zeroed(key, zeroed)
 
-    def _content(self, key: bytes, va: int) -> tuple[Any, list[str]]:
+    def _zeroed(self, key: bytes, offsets: tuple[int, ...]) -> bytes | None:
+        """The blob `key` with the 8-byte words at `offsets` zeroed; None when the trace lacks it."""
+        try:
+            data = self.reader.blob(key)
+        except TraceError:
+            return None
+        if not offsets:
+            return data
+        zeroed = bytearray(data)
+        for at in offsets:
+            zeroed[at:at + 8] = bytes(8)
+        return bytes(zeroed)
+
+    def _content(self, key: bytes, va: int) -> tuple[Any, list[str], tuple[int, ...]]:
         import hashlib
 
         import numpy as np
@@ -409,19 +428,15 @@ class Side:
         try:
             data = self.reader.blob(key)
         except TraceError:
-            return key.hex(), []
+            return key.hex(), [], ()
         skip = -va % 8
         words = np.frombuffer(data, np.uint64, (len(data) - skip) // 8, skip) if len(data) >= skip else ()
         held = self.state.by_va.held(words)
         if not len(held):
-            return key.hex(), []
-        zeroed = bytearray(data)
-        pointers = []
-        for i in held.tolist():
-            at = skip + 8 * i
-            zeroed[at:at + 8] = bytes(8)
-            pointers.append(f"+{at:#x} {self.where(int(words[i]))}")
-        return hashlib.blake2b(zeroed, digest_size=16).hexdigest(), pointers
+            return key.hex(), [], ()
+        offsets = tuple(skip + 8 * i for i in held.tolist())
+        pointers = [f"+{at:#x} {self.where(int(words[i]))}" for at, i in zip(offsets, held.tolist(), strict=True)]
+        return hashlib.blake2b(self._zeroed(key, offsets), digest_size=16).hexdigest(), pointers, offsets
 
     # -- records -> items -----------------------------------------------------------------------------
     def _emit(self, key: Key, n: int, label: str, fields: list[tuple[str, Any]],
@@ -524,11 +539,11 @@ class Side:
     def _mem(self, r: Record, sub: Submission | None) -> None:
         f = r.fields
         fields = self.by_table(r)
-        key, pointers = self.content(f["key"], f["va"])
+        key, pointers, data = self.content(f["key"], f["va"])
         fields = [(k, key if k == "key" else v) for k, v in fields]
         if pointers:
             fields.append(("pointers", pointers))
-        self._emit(MEMS, r.n, f"mem {self._number(MEMS)} ({fields[0][1]})", fields)
+        self.ready.append((MEMS, Item(r.n, f"mem {self._number(MEMS)} ({fields[0][1]})", tuple(fields), (), data)))
 
     def _checkpoint(self, r: Record, sub: Submission | None) -> None:
         f = r.fields
@@ -537,7 +552,7 @@ class Side:
         for at, e in sorted(((f"buffer {self.where(e['va'])}", e) for e in f["buffers"]), key=lambda x: x[0]):
             fields += [(f"{at} size", e["size"]), (f"{at} chunks", len(e["keys"]))]
             for j, key in enumerate(e["keys"]):
-                digest, pointers = self.content(key, e["va"])  # chunks are whole pages: as aligned as va
+                digest, pointers, _ = self.content(key, e["va"])  # chunks are whole pages: as aligned as va
                 fields.append((f"{at} chunk {j}", digest))
                 if pointers:
                     fields.append((f"{at} chunk {j} pointers", pointers))
@@ -604,6 +619,26 @@ def noun(key: Key, n: int = 2) -> str:
     if kind == "submission":
         return f"{word} on " + ("unknown queues" if queue is None else f"queue {queue}")
     return word
+
+
+PARTED_WORD = 8  # bytes `parted` shows of each side
+
+
+def parted(a: bytes | None, b: bytes | None) -> str | None:
+    """Where two chunks' bytes first differ, with the aligned 8 bytes around it on each side: 'first differing
+    byte +0x18: A 00 10 00 00 00 00 00 00, B e8 03 00 00 00 00 00 00' (None: a chunk's bytes are unknown)."""
+    if a is None or b is None:
+        return None
+    import numpy as np
+
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(np.frombuffer(a, np.uint8, n) != np.frombuffer(b, np.uint8, n))
+    at = int(differ[0]) if len(differ) else n
+    if at == len(a) == len(b):
+        return None
+    start = at - at % PARTED_WORD
+    return (f"first differing byte +{at:#x}: A {a[start:start + PARTED_WORD].hex(' ') or '(ends)'}, "
+            f"B {b[start:start + PARTED_WORD].hex(' ') or '(ends)'}")
 
 
 def first_field(a: Fields, b: Fields) -> tuple[str, Any, Any] | None:
@@ -739,8 +774,14 @@ class Differ:
         t.differ += 1
         name, va, vb = found
         what = a.label if a.label == b.label else f"{a.label} (B: {b.label})"
-        self._note(kind, Difference(kind, f"{what}, {name}: A {show(va)}, B {show(vb)} (records A#{a.n}, B#{b.n})",
-                                    a.n, b.n, what, name, va, vb))
+        d = Difference(kind, f"{what}, {name}: A {show(va)}, B {show(vb)} (records A#{a.n}, B#{b.n})", a.n, b.n,
+                       what, name, va, vb)
+        if name == "key" and a.data is not None and b.data is not None and \
+                (t.first is None or d.order < t.first.order):
+            d.detail = parted(a.data(), b.data())
+            if d.detail:
+                d.text = d.text.replace(" (records", f"; {d.detail} (records", 1)
+        self._note(kind, d)
 
     def _packets(self, a: Item, b: Item) -> tuple[str, Any, Any] | None:
         """Tally two submissions' packets; the first difference among them."""
