@@ -70,6 +70,7 @@ def test_a_range_reading_memory_the_gpu_wrote_before_it_is_refused(tmp_path):
     with TraceReader(sample("sdma_stress-gfx942")) as r, pytest.raises(TrimRefused) as e:
         trim(r, str(tmp_path / "t.kfdtrace"), 1, 1)  # the consumer copies the stage the producer just filled
     assert "reads stage1" in str(e.value) and "submission 0 on queue 0 (producer) wrote it" in str(e.value)
+    assert "or give --reconstruct to replay up to the range's start" in str(e.value)
 
 
 def test_a_range_whose_wait_is_signalled_only_after_it_is_refused(tmp_path):

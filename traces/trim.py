@@ -467,4 +467,5 @@ def _check_known(prefix: _Prefix, addr: int, written: Written, what: str, size: 
     if contents is not None and contents.unknown and not written.covers(buf.va, lo, hi):
         raise TrimRefused(f"{what} reads {buf.label} at {addr:#x}, whose contents at the range's start are "
                           f"unknown ({contents.unknown}, and no checkpoint of it followed): trim from an earlier "
-                          f"submission, or from one after a checkpoint of {buf.label}")
+                          f"submission, or from one after a checkpoint of {buf.label}, or give --reconstruct to "
+                          f"replay up to the range's start and take what it holds there")
