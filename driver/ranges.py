@@ -51,13 +51,6 @@ class RangeMap(Generic[T]):
             return self._starts[i], self._ends[i] - self._starts[i], self._values[i]
         return None
 
-    def within(self, addr: int, size: int) -> tuple[T, int] | None:
-        """(value, offset of `addr` in its range) of the range holding all of [addr, addr + size)."""
-        i = bisect.bisect_right(self._starts, addr) - 1
-        if i >= 0 and addr < self._ends[i] and addr + size <= self._ends[i]:
-            return self._values[i], addr - self._starts[i]
-        return None
-
     def first_held(self, addrs: Sequence[int]) -> int | None:
         """The index of the first of `addrs` (an array of unsigned 64-bit values, say) some range holds."""
         held = self.held(addrs)

@@ -166,19 +166,17 @@ class DispatchMemo:
         unread = tuple((va, size) for va, size, data in reads if data is None)  # must stay unreadable
         before = self._before
         after = None if self.registers == before else dict(self.registers)
-        return before, after, tuple(spans), unread, tuple(self._codes.items()), extents(tuple(self._pieces))
+        return before, after, tuple(spans), unread, tuple(self._codes), tuple(self._codes.values()), \
+            extents(tuple(self._pieces))
 
     def still(self, inputs: tuple) -> bool:
         """Whether `inputs` hold now; if so the queue's state is moved on as translating the submission would, and
         each dispatch's kernel arguments are written again (a kernel may have written over its own)."""
-        before, after, spans, unread, codes, written = inputs  # after: None when the registers stay as they were
+        # after: None when the registers stay as they were; objs and codes: the recorded code objects and theirs
+        before, after, spans, unread, objs, codes, written = inputs
         registers, read = self.registers, self._read
-        if registers != before:
+        if registers != before or tuple(map(self._loaded.get, objs)) != codes:
             return False
-        loaded = self._loaded
-        for obj, code in codes:
-            if loaded.get(obj) != code:
-                return False
         for va, data in spans:
             if read(va, len(data)) != data:
                 return False

@@ -651,6 +651,9 @@ class Instance:
         self.move_all = move_all or options.relocate == "always"
         self.relocation = Relocation()
         self.buffers: RangeMap[ReplayBuffer] = RangeMap()  # recorded ranges -> their replays
+        # the recorded range _read_recorded read last (start, end, its view): kernel arguments are read again and
+        # again from one buffer (forgotten when a buffer goes)
+        self._read_last: tuple[int, int, memoryview | None] = (0, 0, None)
         self.handles: dict[int, ReplayBuffer] = {}  # recorded handle -> its buffer's replay
         self.queues: dict[int, ReplayQueue] = {}  # recorded queue id -> its replay
         self.events: dict[int, tuple[int, Event]] = {}  # recorded event id -> (its event record, replay event)
@@ -790,6 +793,7 @@ class Instance:
             program.free()
         rb = self.handles.pop(r.fields["handle"], None)
         if rb is not None:
+            self._read_last = (0, 0, None)
             self.buffers.remove(r.fields["va"])
             self.relocation.remove(r.fields["va"])
             rb.buffer.free()
@@ -917,12 +921,15 @@ class Instance:
 
     def _read_recorded(self, va: int, size: int) -> bytes | None:
         """The `size` bytes at recorded address `va` as the replay holds them (None: not in a CPU-visible buffer)."""
-        hit = self.buffers.within(va, size)
-        if hit is None:
-            return None
-        rb, at = hit
-        view = rb.view
-        return None if view is None else view[at:at + size].tobytes()
+        start, end, view = self._read_last
+        if not start <= va < va + size <= end:
+            hit = self.buffers.find(va)
+            if hit is None:
+                return None
+            start, end, view = self._read_last = hit[0], hit[0] + hit[1], hit[2].view
+            if va + size > end:
+                return None
+        return None if view is None else view[va - start:va - start + size].tobytes()
 
     def _on_queue_destroy(self, r: Record) -> None:
         rq = self.queues.get(r.fields["queue"])

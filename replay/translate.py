@@ -93,25 +93,25 @@ class Relocation:
         # (start, end, delta) of the ranges the last two lookups hit: a copy's packets point into two buffers
         self._last = self._before = (0, 0, 0)
         self.version = 0  # changes whenever a range comes or goes: translations made before may be stale
-        self._moved = 0  # ranges whose replay address is not their recorded one
+        self.moved = 0  # ranges whose replay address is not their recorded one
         self._serial = next(_RELOCATIONS)  # versions of two relocations are not comparable: states carry this
 
     @property
     def state(self) -> str | tuple[int, int]:
         """What translations depend on: IDENTITY while every range sits at its recorded address (the same for
         any relocation at any such moment), else this relocation's version."""
-        return (self._serial, self.version) if self._moved else IDENTITY
+        return (self._serial, self.version) if self.moved else IDENTITY
 
     def add(self, recorded: int, size: int, replay: int) -> None:
         if not self._ranges.add(recorded, size, replay - recorded):
             raise ReplayError(f"recorded buffers overlap at {recorded:#x}")
-        self._moved += replay != recorded
+        self.moved += replay != recorded
         self.version += 1
 
     def remove(self, recorded: int) -> None:
         hit = self._ranges.find(recorded)
         self._ranges.remove(recorded)
-        self._moved -= hit is not None and hit[2] != 0
+        self.moved -= hit is not None and hit[2] != 0
         self._last = self._before = (0, 0, 0)
         self.version += 1
 
@@ -236,14 +236,14 @@ class Translator:
     def ring(self, data: bytes, where: str, writes: list[Write] | None = None) -> bytes:
         """The translated packets of `data` (one submission's ring bytes); `where` names it in errors. With
         `writes`, the recorded packets that write memory are added to it (read where the translation was)."""
-        state = self.relocation.state
         data = bytes(data)
-        memo = self.memo if state == IDENTITY else None
+        memo = self.memo if not self.relocation.moved else None
         if memo is not None:  # kept for the IDENTITY state alone, whatever the packets' cache holds
             kept = self.cache.dispatched.get(data)
             if kept is not None and (out := self._dispatched(kept, writes)) is not None:
                 return out
             memo.start()
+        state = self.relocation.state
         cache = self.cache.entries_for(state)
         unchanged = self.same and state == IDENTITY
         if unchanged:

@@ -14,10 +14,3 @@ def test_add_find_remove_and_overlaps():
     assert [v for _, _, v in m] == ["a", "between", "b"] and len(m) == 3
     assert m.remove(0x2000) == "between" and m.remove(0x2000) is None and m.get(0x2000) is None
 
-
-def test_within_holds_a_whole_span_in_one_range():
-    m: RangeMap[str] = RangeMap()
-    assert m.add(0x1000, 0x1000, "a") and m.add(0x2000, 0x1000, "b")
-    assert m.within(0x1800, 0x800) == ("a", 0x800) and m.within(0x2000, 1) == ("b", 0)
-    assert m.within(0x1800, 0x801) is None  # runs into the next range: not one range's
-    assert m.within(0x3000, 1) is None and m.within(0xFFF, 2) is None and m.within(0x3000, 0) is None
