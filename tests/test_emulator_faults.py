@@ -132,6 +132,28 @@ def test_a_load_or_store_racing_a_free_faults_instead_of_touching_freed_memory()
     assert bo.memfd == -1
 
 
+def test_a_small_copy_racing_a_free_faults_instead_of_touching_freed_memory():
+    """A copy of up to GIL_COPY_BYTES takes no lock either (the slice assignment holds the GIL): one that found
+    its buffers just before a free released one faults, naming the side that went."""
+    vm = GpuVm(1)
+    a, b = (BufferObject.create(i, 1, 0x100000 * i, 4096, 0, is_vram=False) for i in (1, 2))
+    for bo in (a, b):
+        vm.map(bo)
+    a.view[:8] = b"kfdtrace"
+    vm.copy(b.va, a.va, 64)
+    assert bytes(b.view[:8]) == b"kfdtrace"
+    b.release()  # the free's second half, as if it ran between the lookup and the copy
+    with pytest.raises(VmFault, match="write of 64 bytes"):
+        vm.copy(b.va, a.va, 64)
+    b.freed = False  # the check passed before the free: the released view still refuses
+    with pytest.raises(VmFault, match="write of 64 bytes"):
+        vm.copy(b.va, a.va, 64)
+    a.release()
+    with pytest.raises(VmFault, match="read of 64 bytes"):
+        vm.copy(b.va, a.va, 64)
+    assert a.memfd == b.memfd == -1
+
+
 def test_an_unmapped_buffer_is_not_found_again_however_recently_it_was_used():
     import ctypes
 

@@ -213,17 +213,22 @@ class GpuVm:
         kept until it ends, even if one is freed meanwhile. VmFault as access() raises it."""
         a = self._covering(src, n, False)
         b = self._covering(dst, n, True)
+        if n <= GIL_COPY_BYTES:  # no take(), as for load() and store(): the copy holds the GIL throughout
+            try:
+                if not a.freed and not b.freed:
+                    to, at = dst - b.va, src - a.va
+                    b.view[to:to + n] = a.view[at:at + n]
+                    return
+            except ValueError:  # a view released by a free since the lookup
+                pass
+            raise VmFault(self.gpu_id, src, n, False) if a.freed else VmFault(self.gpu_id, dst, n, True)
         if not a.take():
             raise VmFault(self.gpu_id, src, n, False)
         try:
             if not b.take():
                 raise VmFault(self.gpu_id, dst, n, True)
             try:
-                if n <= GIL_COPY_BYTES:
-                    to, at = dst - b.va, src - a.va
-                    b.view[to:to + n] = a.view[at:at + n]
-                else:
-                    ctypes.memmove(b.host + (dst - b.va), a.host + (src - a.va), n)
+                ctypes.memmove(b.host + (dst - b.va), a.host + (src - a.va), n)
             finally:
                 b.let_go()
         finally:
