@@ -3,11 +3,12 @@ minimize, redact, bundle, unbundle)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import click
 
@@ -27,14 +28,26 @@ def fail(message: object, status: int) -> None:
     sys.exit(status)
 
 
-def read_trace(path: str) -> TraceReader:
-    """The trace at `path`, opened for a tool; a trace read only as far as it goes (not closed, or damaged)
-    says so in one line on stderr, so that what the tool makes of it is not taken for the whole."""
-    reader = TraceReader(path)
-    if reader.recovered:
-        program = click.get_current_context().find_root().info_name
-        click.echo(f"{program}: warning: {one_line(reader.recovery_note)}", err=True)
-    return reader
+@contextlib.contextmanager
+def trace_file(path: str) -> Iterator[str]:
+    """The path of the trace at `path`, or of the trace in the bundle at `path` (checked, then extracted for as
+    long as the context lasts): every tool reads a bug report's bundle as it reads its trace."""
+    from kfdtrace.replay.bundle import trace_of
+
+    with trace_of(path) as unpacked:
+        yield unpacked.trace
+
+
+@contextlib.contextmanager
+def read_trace(path: str) -> Iterator[TraceReader]:
+    """The trace at `path` (or in the bundle at `path`), opened for a tool; a trace read only as far as it goes
+    (not closed, or damaged) says so in one line on stderr, so that what the tool makes of it is not taken for
+    the whole."""
+    with trace_file(path) as file, TraceReader(file) as reader:
+        if reader.recovered:
+            program = click.get_current_context().find_root().info_name
+            click.echo(f"{program}: warning: {one_line(reader.recovery_note)}", err=True)
+        yield reader
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -215,16 +228,17 @@ def disasm(code_object: str, kernel: str | None, target: str | None) -> None:
 @user_errors
 def info(trace: str, check: bool, as_json: bool) -> None:
     """Summarise a trace from its header and index: machine, GPUs, counts, sizes."""
-    if as_json:
-        from kfdtrace.traces.dump import to_json
-        from kfdtrace.traces.info import facts
+    with trace_file(trace) as file:
+        if as_json:
+            from kfdtrace.traces.dump import to_json
+            from kfdtrace.traces.info import facts
 
-        click.echo(to_json(facts(trace, check)))
-        return
-    from kfdtrace.traces.info import describe
+            click.echo(to_json(facts(file, check, shown=trace)))
+            return
+        from kfdtrace.traces.info import describe
 
-    for line in describe(trace, check):
-        click.echo(line)
+        for line in describe(file, check, shown=trace):
+            click.echo(line)
 
 
 @main.command()
@@ -283,8 +297,9 @@ def diff(a: str, b: str, as_json: bool) -> None:
     from kfdtrace.traces.diff import diff_traces
 
     try:
-        with TraceReader(a) as ra, TraceReader(b) as rb:  # the differences say which was recovered
-            result = diff_traces(ra, rb)
+        with trace_file(a) as fa, trace_file(b) as fb, TraceReader(fa) as ra, TraceReader(fb) as rb:
+            result = diff_traces(ra, rb)  # the differences say which was recovered
+        result.a, result.b = a, b  # a bundle's name, not the trace's extracted from it
     except (TraceError, ValueError, OSError) as exc:
         fail(exc, 2)
     if as_json:
@@ -424,8 +439,9 @@ def bundle(trace: str, output: str, submits: str | None, redacted: bool, emulate
 
     steps = span is not None or redacted
 
-    show_report(make_bundle(trace, output, emulate=emulate, timeout=timeout, cap=max_size << 20,
-                            prepare=prepare if steps else None, code_objects=objects), as_json)
+    with trace_file(trace) as file:  # a bundle's trace is bundled again (trimmed or redacted, say)
+        show_report(make_bundle(file, output, emulate=emulate, timeout=timeout, cap=max_size << 20,
+                                prepare=prepare if steps else None, code_objects=objects), as_json)
 
 
 @main.command()

@@ -54,6 +54,28 @@ def test_a_bundle_holds_the_trace_machine_replay_and_report(name, tmp_path):
     assert done.returncode == 0 and "OK" in done.stdout, done.stderr
 
 
+def test_every_trace_tool_reads_a_bundle_as_its_trace(tmp_path):
+    out = str(tmp_path / "report.tar.zst")
+    assert run("bundle", STRESS, "-o", out, "--emulate", "gfx942").exit_code == 0
+    res = run("info", out)
+    assert res.exit_code == 0 and res.output.startswith(f"{out}: kfdtrace trace format"), res.output
+    assert json.loads(run("info", "--json", out).output)["path"] == out
+    dumped = run("dump", out, "-k", "packet").output
+    assert dumped == run("dump", STRESS, "-k", "packet").output and "COPY_LINEAR" in dumped
+    res = run("diff", out, STRESS)
+    assert res.exit_code == 0 and res.output.startswith(f"A: {out} (") and "no difference" in res.output, res.output
+    trimmed = str(tmp_path / "t.kfdtrace")
+    assert run("trim", out, "-s", "0..0", "-o", trimmed).exit_code == 0
+    assert run("export", out, "--jsonl", str(tmp_path / "x.jsonl")).exit_code == 0
+    again = str(tmp_path / "again.tar.zst")  # a bundle bundled again, redacted
+    res = run("bundle", out, "-o", again, "--redact", "--emulate", "gfx942")
+    assert res.exit_code == 0 and "replay here: OK" in res.output, res.output
+    bad = tmp_path / "bad.tar.zst"
+    bad.write_bytes(B.ZSTD_MAGIC + b"not a frame")
+    res = run("info", str(bad))
+    assert res.exit_code == 1 and res.output.count("\n") == 1 and "not a bundle" in res.output, res.output
+
+
 def test_a_trimmed_redacted_bundle(tmp_path):
     out, dest = str(tmp_path / "r.tar.zst"), str(tmp_path / "x")
     res = run("bundle", STRESS, "-o", out, "--submits", "4..9", "--redact", "--emulate", "gfx1100")

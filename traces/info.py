@@ -62,12 +62,13 @@ def _header_lines(h: dict) -> list[str]:
     return lines
 
 
-def facts(path: str, check: bool = False) -> dict:
+def facts(path: str, check: bool = False, shown: str | None = None) -> dict:
     """What `kfdtrace info` tells, as data: the header, the summary and the index's counts, read without
     decoding the records (`check`: also read and verify every frame, and check every record against the record
-    table). Header and summary are checked against their tables; bytes in them stay bytes."""
+    table). Header and summary are checked against their tables; bytes in them stay bytes. `shown`: the path to
+    give for it (a bundle's, for the trace extracted from it)."""
     with TraceReader(path) as r:
-        out = {"path": path, "format": f"{r.version[0]}.{r.version[1]}",
+        out = {"path": shown or path, "format": f"{r.version[0]}.{r.version[1]}",
                "header": R.check_map(f"{path}: the header", r.header, R.HEADER),
                "recovered": r.recovered, "recovery_note": r.recovery_note or None,
                "summary": R.check_map(f"{path}: the summary", r.summary, R.SUMMARY) if r.summary else None,
@@ -78,11 +79,11 @@ def facts(path: str, check: bool = False) -> dict:
         return out
 
 
-def describe(path: str, check: bool = False) -> list[str]:
+def describe(path: str, check: bool = False, shown: str | None = None) -> list[str]:
     """`kfdtrace info`: `facts` in a few lines."""
-    f = facts(path, check)
+    f = facts(path, check, shown)
     h = f["header"]
-    lines = [f"{path}: kfdtrace trace format {f['format']}, written by kfdtrace {h.get('kfdtrace_version')}"]
+    lines = [f"{f['path']}: kfdtrace trace format {f['format']}, written by kfdtrace {h.get('kfdtrace_version')}"]
     lines += _header_lines(h)
     if f["recovered"]:
         lines.append(f"RECOVERED: {f['recovery_note']}")
