@@ -3,9 +3,11 @@
 A queue executes its packets in order, so "complete up to byte `done` of the queue's stream" is all there is
 to know about one queue. It advances only on evidence:
 
-* a CPU wait that returned saw a semaphore reach a value: every GPU signal of that semaphore with a value
-  at most that one has landed (timeline semaphores only move forward), so each signalling queue is complete
-  up to the signal;
+* a CPU wait that returned saw a semaphore reach a value: every GPU signal of that semaphore with a lower
+  value has landed (timeline semaphores only move forward), so each signalling queue is complete up to the
+  signal; so has the signal of that very value when one queue alone gave it in the semaphore's life (its
+  earliest signal of it) and it was not reached before: two queues signalling 1, or a queue signalling 1
+  where the CPU had already seen or stored 1, leave which signal was seen unknown;
 * a CPU wait on a KFD event returned: a TRAP carrying that event ran; when only one queue has such TRAPs
   pending, its earliest is complete;
 * a queue complete past one of its own GPU waits had that wait satisfied: the same rule as a CPU wait, in
@@ -22,6 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 MAX_SIGNALS_PER_ADDRESS = 4096  # beyond this the oldest unconfirmed signals are forgotten (they stay unknown)
+MANY = "many"  # a value several queues (or the CPU, or a queue after the value was reached) gave: whose was seen?
 
 
 @dataclass(eq=False)
@@ -50,6 +53,10 @@ class Completion:
     def __init__(self) -> None:
         self._signals: dict[int, list[tuple[int, QueueProgress, int]]] = {}  # address -> [(value, queue, pos)]
         self._decrements: dict[int, list[tuple[QueueProgress, int]]] = {}  # AQL signal -> [(queue, pos)]
+        # address -> value -> who first gave it in the address's life: (queue, position) when one queue alone
+        # did and the value was not reached before, else MANY; values below the last seen are forgotten
+        self._givers: dict[int, dict[int, tuple[QueueProgress, int] | str]] = {}
+        self._reached: dict[int, int] = {}  # address -> the highest value known reached in its life
 
     def decrements(self, queue: QueueProgress, pos: int, addr: int) -> None:
         """The packet ending at `pos` of `queue` decrements the AQL signal at `addr` once it completes."""
@@ -77,15 +84,43 @@ class Completion:
             elif len(pending) >= MAX_SIGNALS_PER_ADDRESS:
                 pending[:] = [s for s in pending if not s[1].complete(s[2])][-MAX_SIGNALS_PER_ADDRESS // 2:]
             pending.append((value, queue, pos))
+            self._gave(addr, value, (queue, pos))
         if waits:
             queue.waits.extend(waits)
         if traps:
             queue.traps.extend(traps)
 
-    def reset(self, addr: int) -> None:
-        """The CPU moved the memory at `addr` backwards (a semaphore slot reused): the GPU signals pending
-        there belong to its earlier life and say nothing about the new one."""
-        self._signals.pop(addr, None)
+    def stored(self, addr: int, value: int, backwards: bool) -> None:
+        """The CPU stored `value` at `addr`. Moving it backwards (a semaphore slot reused) begins a new life: the
+        GPU signals pending there belong to the earlier one and say nothing about it."""
+        if backwards:
+            for held in (self._signals, self._givers, self._reached):
+                held.pop(addr, None)
+        self._gave(addr, value, MANY)  # seeing it says nothing of a GPU signal of it
+        self._reach(addr, value)
+
+    def _gave(self, addr: int, value: int, giver: tuple[QueueProgress, int] | str) -> None:
+        givers = self._givers.get(addr)
+        if givers is None:
+            givers = self._givers[addr] = {}
+        elif len(givers) >= MAX_SIGNALS_PER_ADDRESS:  # forgotten values count as reached: whoever gives them
+            self._reach(addr, max(givers))
+        before = givers.get(value)
+        if value <= self._reached.get(addr, -1) or before is MANY or before is not None and (
+                giver is MANY or before[0] is not giver[0]):
+            giver = MANY
+        elif before is not None:
+            return  # the same queue again: its earliest signal of the value stays the one a sight of it shows
+        givers[value] = giver
+
+    def _reach(self, addr: int, value: int) -> None:
+        """`addr` is known to have reached `value`: later signals of it or less show nothing when seen."""
+        if value > self._reached.get(addr, -1):
+            self._reached[addr] = value
+            givers = self._givers.get(addr)
+            if givers:
+                for v in [v for v in givers if v < value]:
+                    del givers[v]
 
     def observed(self, addr: int, value: int) -> None:
         """Memory at `addr` was seen at `value` or more."""
@@ -96,12 +131,14 @@ class Completion:
                 self.reached_zero(addr)
                 continue
             pending = self._signals.get(addr)
+            seen = self._givers.get(addr, {}).get(value)
+            self._reach(addr, value)
             if not pending:
                 continue
             keep = []
             for signal in pending:
                 v, queue, pos = signal
-                if v <= value:
+                if v < value or v == value and seen == (queue, pos):
                     work += self._advance(queue, pos)
                 elif not queue.complete(pos):
                     keep.append(signal)

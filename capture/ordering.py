@@ -5,8 +5,10 @@ Work of queue A up to position `pa` of its stream comes before queue B runs the 
 wait earlier in B's stream was satisfied by a signal A made at `pa` or later, or, in turn, by a signal of a
 queue whose own earlier wait such a signal satisfied (a chain). The rules are capture/completion.py's:
 
-* a wait for a semaphore to reach `v` passed after every signal of it with a value up to `v` (timeline
-  semaphores only move forward);
+* a wait for a semaphore to reach `v` passed after every signal of it with a lower value (timeline
+  semaphores only move forward), and after the signal of `v` itself when one queue alone gave `v` in the
+  semaphore's life (its earliest signal of it) and the CPU did not store it: with two givers, the wait may
+  have seen either;
 * an AQL BARRIER_AND passed after every packet that decrements its dependency signals; a decrementing packet's
   completion shows the packets before it in its queue completed only when it has the barrier bit (HSA);
 * a queue runs its packets in order, so a signal shows its queue complete up to it.
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import bisect
 
-from kfdtrace.capture.completion import QueueProgress
+from kfdtrace.capture.completion import MANY, QueueProgress
 
 MAX_HISTORY = 4096  # signals kept per semaphore life, waits per queue (the oldest are forgotten)
 MAX_STEPS = 4096  # signals one search looks at before it gives up
@@ -39,6 +41,10 @@ class Ordering:
         # (address, life) -> (value, queue, position, whether it shows everything before it in its queue ran)
         self._signals: dict[tuple[int, int], list[tuple[int | None, QueueProgress, int, bool]]] = {}
         self._waits: dict[QueueProgress, list[tuple[int, int, int | None, int]]] = {}  # (pos, addr, value, life)
+        # (address, life) -> value -> who first gave it: (queue, position) when one queue alone did, else MANY
+        # (the CPU, or several queues); below `_floor`'s value, everyone (values forgotten past MAX_HISTORY)
+        self._givers: dict[tuple[int, int], dict[int, tuple[QueueProgress, int] | str]] = {}
+        self._floor: dict[tuple[int, int], int] = {}
         self.budget = 1 << 62  # signals the searches may still look at, in all
 
     def submitted(self, queue: QueueProgress, signals: list[Signal], waits: list[Wait],
@@ -47,23 +53,40 @@ class Ordering:
         their own packet complete (AQL decrements without the barrier bit)."""
         lives = self._lives
         for pos, addr, value in signals:
-            held = self._signals.setdefault((addr, lives.get(addr, 0)), [])
+            key = (addr, lives.get(addr, 0))
+            held = self._signals.setdefault(key, [])
             held.append((value, queue, pos, pos not in partial))
             if len(held) > MAX_HISTORY:
                 del held[: len(held) - MAX_HISTORY // 2]
+            if value is not None:
+                self._gave(key, value, (queue, pos))
         if waits:
             held_waits = self._waits.setdefault(queue, [])
             held_waits += [(pos, addr, value, lives.get(addr, 0)) for pos, addr, value in waits]
             if len(held_waits) > MAX_HISTORY:
                 del held_waits[: len(held_waits) - MAX_HISTORY // 2]
 
-    def cpu_store(self, addr: int, backwards: bool) -> None:
-        """The CPU wrote the semaphore or AQL signal at `addr`: moving it backwards, or setting an AQL signal
-        packets decrement, begins a new life that later waits match against."""
+    def cpu_store(self, addr: int, value: int, backwards: bool) -> None:
+        """The CPU wrote `value` to the semaphore or AQL signal at `addr`: moving it backwards, or setting an AQL
+        signal packets decrement, begins a new life that later waits match against."""
         life = self._lives.get(addr, 0)
         if backwards or any(v is None for v, *_ in self._signals.get((addr, life), ())):
-            self._lives[addr] = life + 1
-            self._signals.pop((addr, life), None)
+            self._lives[addr] = life = life + 1
+            self._signals.pop((addr, life - 1), None)
+            self._givers.pop((addr, life - 1), None)
+            self._floor.pop((addr, life - 1), None)
+        self._gave((addr, life), value, MANY)  # a wait that saw it may have seen the CPU's
+
+    def _gave(self, key: tuple[int, int], value: int, giver: tuple[QueueProgress, int] | str) -> None:
+        givers = self._givers.setdefault(key, {})
+        if len(givers) >= MAX_HISTORY:
+            self._floor[key] = max(givers)
+            givers.clear()
+        before = givers.get(value)
+        if before is None and value > self._floor.get(key, -1):
+            givers[value] = giver
+        elif before is not MANY and (before is None or giver is MANY or before[0] is not giver[0]):
+            givers[value] = MANY  # (the same queue again: its earliest signal of it stays the one a wait shows)
 
     def before(self, a: QueueProgress, pa: int, b: QueueProgress, pb: int) -> bool | None:
         """Whether the GPU's waits show queue `a` complete up to `pa` before queue `b` ran its packet ending at
@@ -84,11 +107,13 @@ class Ordering:
             waits = self._waits.get(q, ())
             for i in range(bisect.bisect_left(waits, (p,)) - 1, -1, -1):  # the latest first
                 _, addr, value, life = waits[i]
+                seen = self._givers.get((addr, life), {}).get(value)  # who gave the value itself
                 for svalue, sq, spos, whole in reversed(self._signals.get((addr, life), ())):
                     steps -= 1
                     if steps < 0:
                         return None, 0
-                    if sq is q or not (svalue is None if value is None else svalue is not None and svalue <= value):
+                    if sq is q or not (svalue is None if value is None else svalue is not None and (
+                            svalue < value or svalue == value and seen == (sq, spos))):
                         continue
                     if sq is a and (spos == pa or whole and spos >= pa):
                         return True, steps

@@ -736,9 +736,8 @@ class RecordingSyscalls:
         old = self._read(addr, 8)
         backwards = old is not None and value < int.from_bytes(old, "little")
         self._learn_pending()  # the signals before belong to the earlier life when it begins a new one
-        if backwards:
-            self.completion.reset(addr)
-        self.ordering.cpu_store(addr, backwards)
+        self.completion.stored(addr, value, backwards)
+        self.ordering.cpu_store(addr, value, backwards)
         self.rec.record(R.CPU_SIGNAL, addr=addr, value=value, name=name)
 
     def _note_cpu_wait(self, addr: int, value: int, timeout: float, ok: bool) -> None:

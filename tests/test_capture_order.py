@@ -156,10 +156,42 @@ def test_completion_flows_along_a_semaphore_chain():
 def test_a_reset_address_forgets_the_signals_of_its_earlier_life():
     c, old, new = Completion(), QueueProgress("old"), QueueProgress("new")
     c.submitted(old, [(100, 0xA000, 1)], [], [])
-    c.reset(0xA000)  # the slot is handed to a new semaphore, reset to 0 by the CPU
+    c.stored(0xA000, 0, backwards=True)  # the slot is handed to a new semaphore, reset to 0 by the CPU
     c.submitted(new, [(40, 0xA000, 1)], [], [])
     c.observed(0xA000, 1)
     assert (old.done, new.done) == (0, 40)
+
+
+def test_a_value_two_queues_signal_shows_neither_complete_when_seen():
+    """Two producers signal ready=1: seeing 1 tells that one of them landed, not which (helper 33's w07)."""
+    c, a, b = Completion(), QueueProgress("a"), QueueProgress("b")
+    c.submitted(b, [(100, 0xA000, 1)], [], [])
+    c.submitted(a, [(50, 0xA000, 1)], [], [])
+    c.observed(0xA000, 1)
+    assert (a.done, b.done) == (0, 0)
+    c.observed(0xA000, 2)  # a higher value: both landed before it (timeline semaphores move forward)
+    assert (a.done, b.done) == (50, 100)
+
+
+def test_a_value_signalled_again_after_it_was_reached_shows_nothing_when_seen():
+    c, a = Completion(), QueueProgress("a")
+    c.submitted(a, [(10, 0xA000, 1)], [], [])
+    c.observed(0xA000, 1)
+    assert a.done == 10
+    c.submitted(a, [(90, 0xA000, 1)], [], [])  # 1 again: the semaphore already holds it (helper 33's w06)
+    c.observed(0xA000, 1)
+    assert a.done == 10
+    c.stored(0xB000, 5, backwards=False)  # the CPU stores 5, then a queue signals 5 too
+    c.submitted(a, [(120, 0xB000, 5)], [], [])
+    c.observed(0xB000, 5)
+    assert a.done == 10
+
+
+def test_one_queue_signalling_a_value_twice_shows_its_first_signal_when_seen():
+    c, a = Completion(), QueueProgress("a")
+    c.submitted(a, [(10, 0xA000, 1), (30, 0xA000, 1)], [], [])
+    c.observed(0xA000, 1)
+    assert a.done == 10
 
 
 def test_event_wait_completes_the_only_queue_with_that_trap():

@@ -143,13 +143,39 @@ def test_ordering_follows_chains_lives_and_partial_completions():
     d = QueueProgress("d")
     o.submitted(d, [], [(300, 0x10, 4)])  # waits for less than a signalled: the 5 is not shown to have landed
     assert not o.before(a, 100, d, 400)
-    o.cpu_store(0x30, backwards=False)
+    o.cpu_store(0x30, 1, backwards=False)
     o.submitted(a, [(500, 0x30, None)], [], partial=frozenset({500}))  # a dispatch without the barrier bit
     o.submitted(c, [], [(600, 0x30, None)])  # a BARRIER_AND on its signal
     assert o.before(a, 500, c, 700) and not o.before(a, 400, c, 700)  # only the decrementing packet itself
-    o.cpu_store(0x30, backwards=False)  # the CPU sets the AQL signal anew: the next barrier waits on a new life
+    o.cpu_store(0x30, 1, backwards=False)  # the CPU sets the AQL signal anew: the next barrier waits on a new life
     o.submitted(b, [], [(900, 0x30, None)])
     assert not o.before(a, 500, b, 1000)
+
+
+def test_a_wait_for_a_value_two_givers_gave_is_ordered_after_neither():
+    """Two queues signal 1 (or the CPU stores it and a queue signals it): a wait for 1 may have seen either."""
+    a, b, c = QueueProgress("a"), QueueProgress("b"), QueueProgress("c")
+    o = Ordering()
+    o.submitted(a, [(100, 0x10, 1)], [])
+    o.submitted(b, [(200, 0x10, 1)], [])
+    o.submitted(c, [], [(30, 0x10, 1)])
+    assert not o.before(a, 100, c, 40) and not o.before(b, 200, c, 40)
+    o.submitted(c, [], [(60, 0x10, 2)])  # 2 was never signalled: a wait that saw it saw both 1s land before
+    assert o.before(a, 100, c, 70) and o.before(b, 200, c, 70)
+    o.cpu_store(0x20, 3, backwards=False)
+    o.submitted(a, [(300, 0x20, 3)], [])
+    o.submitted(c, [], [(80, 0x20, 3)])
+    assert not o.before(a, 300, c, 90)
+
+
+def test_a_queue_signalling_a_value_again_orders_a_wait_after_its_first_signal_only():
+    """helper 33's w06: the semaphore holds 1 already when its queue signals 1 again after more work."""
+    a, b = QueueProgress("a"), QueueProgress("b")
+    o = Ordering()
+    o.submitted(a, [(10, 0x10, 1)], [])
+    o.submitted(b, [], [(20, 0x10, 1)])
+    o.submitted(a, [(90, 0x10, 1)], [])
+    assert o.before(a, 10, b, 30) and not o.before(a, 90, b, 30) and not o.before(a, 11, b, 30)
 
 
 def test_two_queues_writing_their_own_halves_of_a_buffer_do_not_race(tmp_path):
