@@ -45,7 +45,7 @@ from kfdtrace.driver.ring_queue import unwrapped
 from kfdtrace.driver.syscalls import KFD_DEVICE, Syscalls, memory_view
 from kfdtrace.traces import records as R
 from kfdtrace.traces.format import TraceError, blob_key
-from kfdtrace.traces.walk import queue_dialect
+from kfdtrace.traces.walk import indirect_dialect, queue_dialect
 
 DEFAULT_CHUNK = 16 << 10  # measured: see capture/README.md
 # Submissions are looked into in batches, at the next CPU wait (when the GPU is idle) or before anything that
@@ -87,6 +87,7 @@ class TrackedQueue:
     doorbell_offset: int
     dialect: Dialect | None
     progress: QueueProgress
+    ib_dialect: Dialect | None = None  # what its indirect buffers hold (an AQL queue's PM4-IB: the GPU's PM4)
     name: str | None = None
     wptr: int = 0  # where its stream's next submission starts (bytes: kfd_ioctl.doorbell_end of the last value)
     rung: int = 0  # the value its doorbell was last rung with
@@ -336,11 +337,12 @@ class RecordingSyscalls:
         self.gpus[a.gpu_id] = self._dialects.get(a.gpu_id, {})
 
     def _after_create_queue(self, a) -> None:
-        dialect = queue_dialect(a.queue_type, self.gpus.get(a.gpu_id, {}))
+        gpu = self.gpus.get(a.gpu_id, {})
+        dialect = queue_dialect(a.queue_type, gpu)
         ring_size = max(a.ring_size, K.KFD_MIN_QUEUE_RING_SIZE)
         q = TrackedQueue(a.queue_id, a.gpu_id, a.queue_type, a.ring_base_address, ring_size, a.read_pointer_address,
                          a.doorbell_offset & (K.KFD_DOORBELL_PROCESS_SLICE - 1), dialect,
-                         QueueProgress(f"queue {a.queue_id}"))
+                         QueueProgress(f"queue {a.queue_id}"), dialect and indirect_dialect(dialect, gpu))
         self.queues[a.queue_id] = self.doorbells[(q.gpu_id, q.doorbell_offset)] = q
         self.rec.record(R.QUEUE, queue=a.queue_id, gpu=a.gpu_id, type=a.queue_type, ring=a.ring_base_address,
                         ring_size=ring_size, rptr=a.read_pointer_address, wptr=a.write_pointer_address,
@@ -423,7 +425,7 @@ class RecordingSyscalls:
         ring = self._ring_bytes(q, q.wptr, end) if q.dialect else b""
         if q.dialect is not None:
             try:
-                plan, inner = self.analyzer.analyse(q.dialect, ring, self._read)
+                plan, inner = self.analyzer.analyse(q.dialect, ring, self._read, q.ib_dialect)
             except (PacketError, ValueError) as exc:  # what the packets do cannot be told: record them anyway
                 self.rec.undecodable += 1
                 self.rec.record(R.NOTE, text=f"queue {q.queue_id}: undecodable ring bytes: {exc}")

@@ -171,10 +171,12 @@ class Analyzer:
         self._shapes: dict[tuple[Dialect, int], dict[str, struct.Struct]] = {}  # (dialect, length) -> shapes
         self._plans: dict[tuple[struct.Struct, tuple[int, ...]], Plan] = {}
 
-    def analyse(self, dialect: Dialect, ring: bytes, read: ReadMemory) -> tuple[Plan, Facts | None]:
+    def analyse(self, dialect: Dialect, ring: bytes, read: ReadMemory,
+                ib_dialect: Dialect | None = None) -> tuple[Plan, Facts | None]:
         """The plan of `ring` (a submission's bytes), and the facts of the indirect buffers its packets point
         at (None when there are none), positioned from the submission's start; raises PacketError on bytes
-        that are no packets."""
+        that are no packets. `ib_dialect`: what the indirect buffers hold (None: `dialect`; an unknown one when
+        the queue's differs: they are not followed)."""
         plans = self._plans
         for shape in self._shapes.get((dialect, len(ring)), _NONE).values():
             plan = plans.get((shape, shape.unpack_from(ring)))
@@ -186,7 +188,7 @@ class Analyzer:
             builder.add(p)
             if p.defn.indirect is not None:
                 inner = inner or Facts()
-                self._indirect(dialect, p, p.offset + p.size, inner, read, 1)
+                self._indirect(ib_dialect or dialect, p, p.offset + p.size, inner, read, 1)
         plan = builder.plan(len(ring) // 4)
         if all(p.defn.indirect is None for p in packets):  # the shape fixes every offset (tail counts included)
             self._remember(dialect, ring, packets, plan)

@@ -46,10 +46,11 @@ from kfdtrace.replay.status import (  # noqa: F401 (the engine's API names them)
     EXIT_OK,
     EXIT_UNSUPPORTED,
 )
-from kfdtrace.replay.translate import OutsideBuffers, Relocation, ReplayError, TranslationCache, Translator
+from kfdtrace.replay.translate import OutsideBuffers, Relocation, ReplayError, TranslationCache, Translator, Write
 from kfdtrace.traces import records as R
 from kfdtrace.traces.contents import SIGNAL
 from kfdtrace.traces.format import Record, TraceError, TraceReader
+from kfdtrace.traces.walk import indirect_dialect
 
 if TYPE_CHECKING:  # kernargs (and numpy) load with the first dispatch
     from kfdtrace.driver.kernarg_pool import KernargSource
@@ -535,6 +536,13 @@ def _translator(q: dict, devices: dict[int, Device], relocation: Relocation, eve
                       cache, dispatch, dispatch_all, memo)
 
 
+def _ib_dispatch(p: Packet, where: str) -> bytes:
+    """The dispatch state a packet of an AQL queue's PM4-IB carries: refused (replay re-derives dispatches from the
+    AQL packets that launch them; a kernel launched from a PM4-IB has none)."""
+    raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x} sets up or launches a kernel from an AQL queue's "
+                      f"PM4 indirect buffer, which replay cannot re-derive for the target")
+
+
 def _page_up(n: int) -> int:
     return max(PAGE, -(-n // PAGE) * PAGE)
 
@@ -626,6 +634,7 @@ class ReplayQueue:
     queue: RingQueue | AqlRing
     label: str  # the recorded queue id and the record that created it
     translator: Translator | None = None
+    ib_translator: Translator | None = None  # its indirect buffers' (an AQL queue's PM4-IB holds PM4 packets)
     rung: int = 0  # the write pointer the recording rang last
     # translated copies of the indirect buffers its submissions call: (write pointer after the submission, copy),
     # each freed once the queue has read past its submission; and those of the submission being translated
@@ -825,11 +834,23 @@ class Instance:
                 reader.read = rq.memo.read
                 if isinstance(q, AqlOnPm4):
                     q.read = rq.memo.read
-        rq.translator = _translator(f, self.devices, self.relocation, self._trap_event,
-                                    lambda base, size, where: self._indirect(rq, base, size, where), cache, dispatch,
+        indirect = lambda base, size, where: self._indirect(rq, base, size, where)  # noqa: E731
+        rq.translator = _translator(f, self.devices, self.relocation, self._trap_event, indirect, cache, dispatch,
                                     isinstance(q, AqlOnPm4), rq.memo)
+        rq.ib_translator = rq.translator
+        ib = indirect_dialect(rq.translator.src, self._recorded_gpu(f["gpu"]))
+        if ib is not rq.translator.src:  # translated as a PM4 queue's packets on the same GPU are
+            if ib is None:
+                raise ReplayError(f"{rq.label}: the trace's header does not say which packets its GPU's indirect "
+                                  f"buffers hold")
+            rq.ib_translator = _translator({**f, "type": K.QueueType.COMPUTE, "dialect": ib.name}, self.devices,
+                                           self.relocation, self._trap_event, indirect, dispatch=_ib_dispatch)
         self.queues[f["queue"]] = rq
         self.sampler.watch(queue_label(f), q)
+
+    def _recorded_gpu(self, gpu_id: int) -> dict:
+        """The trace header's entry for the GPU `gpu_id` (its target and packet dialects)."""
+        return next((g for g in self.trace.header.get("gpus") or () if g.get("gpu_id") == gpu_id), {})
 
     def _engine(self, f: dict, dev: Device) -> str:
         engine = SDMA_KINDS.get(f["type"], "sdma")
@@ -959,6 +980,19 @@ class Instance:
         packets = t.ring(ring, where, writes)
         self.result.packets += t.packets - counted
         self.result.cached += t.taken - taken
+        self._wrote(writes, where, ring, t.src)
+        if packets:
+            rq.queue.emit(packets)
+        rq.queue.submit()
+        if rq.new_ibs:
+            rq.ibs.extend((rq.queue.wptr, ib) for ib in rq.new_ibs)
+            rq.new_ibs.clear()
+        rq.rung = f["value"]
+        self.result.submissions += 1
+
+    def _wrote(self, writes: list[Write], where: str, ring: bytes, src: Dialect) -> None:
+        """Note in each buffer the packets of `ring` (`where`, in `src`) that write it last, and which of its bytes
+        they fill with a GPU clock."""
         start = end = 0
         for at, addresses, volatile in writes:
             for addr in addresses:
@@ -968,17 +1002,9 @@ class Instance:
                         start = end = 0
                         continue
                     start, end, rb = hit[0], hit[0] + hit[1], hit[2]
-                rb.wrote = (where, ring, at, t.src)
+                rb.wrote = (where, ring, at, src)
                 if volatile:  # GPU clocks differ on every run
                     rb.volatile.add(addr - start)
-        if packets:
-            rq.queue.emit(packets)
-        rq.queue.submit()
-        if rq.new_ibs:
-            rq.ibs.extend((rq.queue.wptr, ib) for ib in rq.new_ibs)
-            rq.new_ibs.clear()
-        rq.rung = f["value"]
-        self.result.submissions += 1
 
     def _indirect(self, rq: ReplayQueue, base: int, size: int, where: str) -> tuple[int, int]:
         """An indirect buffer, followed: its packets (the recorded ones, written by the replayed CPU writes)
@@ -991,11 +1017,13 @@ class Instance:
             raise BadInput(f"{where}: indirect buffers chain more than {MAX_IB_DEPTH} deep at {base:#x} (one "
                            f"points at itself or at one it is in?)")
         self.ib_depth += 1
+        t, at, writes = rq.ib_translator, f"{where} indirect buffer at {base:#x}", []
         try:
-            translated = rq.translator.ring(recorded, f"{where} indirect buffer at {base:#x}")
+            translated = t.ring(recorded, at, writes)
         finally:
             self.ib_depth -= 1
-        nop = rq.queue.dialect.build("NOP")
+        self._wrote(writes, at, recorded, t.src)  # what the IB's packets write, clocks included
+        nop = t.dst.build("NOP")
         translated += nop * ((-len(translated) // 4) % 8)  # an IB ends on an 8-dword boundary
         ib = rq.queue.device.alloc(max(len(translated), 4096), "gtt", name=f"{where} IB",
                                    role="replay indirect buffer")

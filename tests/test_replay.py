@@ -17,6 +17,7 @@ from kfdtrace.driver import System
 from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_HANG, EXIT_OK, EXIT_UNSUPPORTED, Options
 from kfdtrace.replay.session import replay_trace
+from kfdtrace.replay.translate import ReplayError
 from kfdtrace.traces.format import TraceReader, TraceWriter
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "traces", "samples")
@@ -211,6 +212,67 @@ def test_indirect_buffers_are_followed_and_retargeted(tmp_path):
         report = replay_trace(path, Options(relocate=relocate), emulate=target)
         assert report.status == EXIT_OK, report.lines()
         assert report.results[0].verified >= 1
+
+
+def test_a_clock_inside_an_indirect_buffer_is_masked_as_on_the_ring(tmp_path):
+    """helper 33's w12: a PM4 timestamp in an indirect buffer made every replay DIVERGE at the clock's bytes."""
+    path = str(tmp_path / "ibclock.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        builder, q = gpu.compute_queue(name="builder"), gpu.compute_queue(name="q")
+        out, ib = gpu.alloc(4096, "gtt", name="out"), gpu.alloc(4096, "gtt", name="ib")
+        body = b"".join(builder.write_data(out, b"\x5a" * 8).timestamp(out, offset=8).discard())
+        ib.write(body)
+        q.indirect(ib, len(body)).sync()
+    for target in ("gfx1100", "gfx942", "gfx1201"):
+        report = replay_trace(path, Options(), emulate=target)
+        assert report.status == EXIT_OK and report.results[0].verified >= 1, report.lines()
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["aql-only", "also-on-pm4"])
+def test_an_aql_queues_pm4_indirect_buffer_is_followed_as_pm4(tmp_path, shared):
+    """helper 33's w13: capture and replay decoded an AQL queue's PM4-IB as AQL packets (undecodable, then
+    'cannot replay here'); what it holds is the GPU's PM4 dialect (AqlDialect.indirect_dialect)."""
+    from kfdtrace.driver.aql import SignalCondition
+    from kfdtrace.driver.aql_queue import HsaSignal
+
+    path = str(tmp_path / "aqlib.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        builder = gpu.compute_queue(name="builder")
+        src, out, ib = (gpu.alloc(4096, "gtt", name=n) for n in ("src", "out", "ib"))
+        src.write(bytes(range(256)) * 16)
+        body = b"".join(builder.copy_data(out, src, size=8, src_offset=16).timestamp(out, offset=64).discard())
+        ib.write(body)
+        if shared:
+            gpu.compute_queue(name="pm4").indirect(ib, len(body)).sync()
+        aq, done = gpu.aql_queue(name="aq"), HsaSignal(system, 1, "done")
+        aq.pm4(ib, len(body), completion=done)
+        done.wait(0, SignalCondition.EQ)
+    with TraceReader(path) as r:
+        assert not list(r.records(["note"]))  # no 'undecodable ring bytes'
+    for target in ("gfx1100", "gfx90a", "gfx1201"):
+        report = replay_trace(path, Options(), emulate=target)
+        assert report.status == EXIT_OK and report.results[0].verified >= 1, report.lines()
+
+
+def test_a_kernel_launched_from_an_aql_queues_pm4_indirect_buffer_is_refused(tmp_path):
+    from kfdtrace.driver.aql import SignalCondition
+    from kfdtrace.driver.aql_queue import HsaSignal
+    from kfdtrace.driver.pm4 import DIALECTS as PM4
+
+    path = str(tmp_path / "aqlibreg.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        ib = gpu.alloc(4096, "gtt", name="ib")
+        body = PM4["gfx9"].build("SET_SH_REG", b"\0" * 4, reg_offset=0x20C) + PM4["gfx9"].build("NOP")
+        ib.write(body)
+        aq, done = gpu.aql_queue(name="aq"), HsaSignal(system, 1, "done")
+        aq.pm4(ib, len(body), completion=done)
+        done.wait(0, SignalCondition.EQ)
+    with pytest.raises(ReplayError, match="SET_SH_REG at byte 0x0 sets up or launches a kernel from an AQL queue's "
+                                          "PM4 indirect buffer"):
+        replay_trace(path, Options(), emulate="gfx942")
 
 
 def test_indirect_buffer_copies_are_freed_once_the_queue_is_past_them(tmp_path, monkeypatch):

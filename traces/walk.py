@@ -96,6 +96,17 @@ def queue_dialect(queue_type: int, gpu: dict) -> Dialect | None:
     return AQL if queue_type == K.QueueType.COMPUTE_AQL else None
 
 
+def indirect_dialect(dialect: Dialect, gpu: dict) -> Dialect | None:
+    """The dialect of what an indirect buffer of a queue speaking `dialect` holds, on a GPU whose header entry is
+    `gpu`: the queue's own, or the GPU's of the kind the dialect names (`AqlDialect.indirect_dialect`: an AQL
+    PM4-IB runs PM4)."""
+    kind = getattr(dialect, "indirect_dialect", None)
+    if kind is None:
+        return dialect
+    name = gpu.get(kind)
+    return {"pm4": PM4_DIALECTS, "sdma": SDMA_DIALECTS}[kind].get(name) if isinstance(name, str) else None
+
+
 def ioctl_entry(request: int) -> K.Ioctl | None:
     """The table entry of a KFD or DRM ioctl request, or None."""
     try:
