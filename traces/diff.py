@@ -18,7 +18,9 @@ its own `TraceState`, and every value is compared in a normalised form:
   with those words zeroed, and where each of them points; the first CPU write that differs says where its
   bytes part ('first differing byte +0x18: A 00 04 .., B e8 03 ..': a kernel's by-value argument, say);
 * a wait that timed out (a program polling: an ioctl that ended with wait_result TIMEOUT, a CPU wait record
-  that is not ok) is counted, not compared: how many of them a run makes is timing;
+  that is not ok) and an ioctl that sleeps (the table's `blocking` ones, WAIT_EVENTS: a semaphore wait sleeps
+  as often as the GPU's signals wake it) are counted, not compared: how many of them a run makes is timing; what the
+  program waited for is in its CPU wait records, which are compared;
 * buffers are matched by allocation order and compared by name, role, size, domain, GPU and flags; queues by
   creation order, and submissions per queue.
 
@@ -216,7 +218,7 @@ class DiffResult:
     tallies: dict[str, Tally]
     counts: tuple[dict[str, int], dict[str, int]]  # records by type in A, in B
     recovered: tuple[str | None, str | None]  # why A, B were read by recovery (not closed, damaged index)
-    polls: tuple[int, int]  # waits that timed out in A, in B (Side.polls): counted, not compared
+    polls: tuple[int, int]  # waits that slept or timed out in A, in B (Side.polls): counted, not compared
     others: list[Difference]  # differences outside the streams: the header, record counts, streams given up
 
     @property
@@ -235,8 +237,8 @@ class DiffResult:
                       if types else ", the same number of each type"))
         out += [f"  {t.line(GROUPS[k])}" for k, t in self.tallies.items()]
         if any(self.polls):
-            out.append(f"  waits that timed out, as ioctls and as CPU wait records (not compared: how many is "
-                       f"timing): A {self.polls[0]}, B {self.polls[1]}")
+            out.append(f"  waits that slept or timed out, as ioctls and as CPU wait records (not compared: how many "
+                       f"is timing): A {self.polls[0]}, B {self.polls[1]}")
         seen = [t.first for t in self.tallies.values() if t.first] + self.others
         if len(seen) > 1:
             out.append("first difference of each kind:")
@@ -267,7 +269,7 @@ class Side:
         self.state = TraceState(header)
         self.records: Iterator[Record] = R.checked(reader.records())
         self.counts: Counter[str] = Counter()
-        self.polled: Counter[str] = Counter()  # records of waits that timed out, by type
+        self.polled: Counter[str] = Counter()  # records of waits that slept or timed out, by type
         # content(), while the buffers stay
         self.contents: dict[tuple[bytes, int], tuple[Any, list[str], tuple[int, ...]]] = {}
         self.done = False
@@ -307,7 +309,7 @@ class Side:
 
     @property
     def polls(self) -> int:
-        """How many waits timed out: ioctls, and CPU wait records (a CPU wait on an event is both)."""
+        """How many waits slept or timed out: ioctls, and CPU wait records (a CPU wait on an event is both)."""
         return sum(n for kind, n in self.polled.items() if kind != R.IOCTL_END)
 
     def _flush(self) -> None:
@@ -475,7 +477,8 @@ class Side:
         else:
             fields += [("ended", True), ("ret", end["ret"]), ("errno", end["errno"])]
             after = ioctl_args(b.request, end["data"]) if end["data"] is not None else None
-            if after is not None and after.get(POLLED[0]) == POLLED[1]:
+            sleeps = getattr(ioctl_entry(b.request), "blocking", False)  # DRM's table says nothing of it
+            if sleeps or after is not None and after.get(POLLED[0]) == POLLED[1]:
                 self.polled.update((R.IOCTL, R.IOCTL_END))
                 return
             if after is not None:
