@@ -159,6 +159,8 @@ class Result:
     seconds: float = 0.0
     relocated: int = 0
     cached: int = 0  # submissions launching kernels whose translation came from the dispatch memo
+    # queues destroyed with work pending, as the recording destroyed them (not drained: neither were they then)
+    left: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     times: dict[int, int] | None = None  # record number -> ns since the run began when it was done (Options.timed)
     occupancy: Occupancy | None = None  # how busy each queue was during the run
@@ -846,7 +848,7 @@ class Instance:
             rq.ib_translator = _translator({**f, "type": K.QueueType.COMPUTE, "dialect": ib.name}, self.devices,
                                            self.relocation, self._trap_event, indirect, dispatch=_ib_dispatch)
         self.queues[f["queue"]] = rq
-        self.sampler.watch(queue_label(f), q)
+        self.sampler.watch(queue_label(f, self.options.queue_type if f["type"] not in SDMA_KINDS else None), q)
 
     def _recorded_gpu(self, gpu_id: int) -> dict:
         """The trace header's entry for the GPU `gpu_id` (its target and packet dialects)."""
@@ -962,6 +964,8 @@ class Instance:
                             f"drained it, so it is expected to")
         elif rptr >= (rq.rung if r.fields.get("wptr") is None else r.fields["wptr"]):
             self._drain(rq, f"it is destroyed at record {r.n}, and the recording had drained it")
+        elif not rq.queue.idle:
+            self.result.left.append(rq.label)
         del self.queues[r.fields["queue"]]
         self.sampler.unwatch(rq.queue)
         rq.queue.destroy()

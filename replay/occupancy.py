@@ -47,9 +47,11 @@ class Busy(Protocol):
     def rptr(self) -> int: ...  # monotonic: how far the engine has read
 
 
-def queue_label(queue: dict) -> str:
-    """How a recorded queue (a queue record's fields) is named: its id and its kind."""
-    return f"queue {queue['queue']} ({KINDS.get(queue['type'], 'sdma')})"
+def queue_label(queue: dict, replayed_on: str | None = None) -> str:
+    """How a recorded queue (a queue record's fields) is named: its id and its kind, and the kind it replays on
+    when --queue-type changed it ('queue 0 (aql on pm4)')."""
+    kind = KINDS.get(queue["type"], "sdma")
+    return f"queue {queue['queue']} ({kind}{f' on {replayed_on}' if replayed_on not in (None, kind) else ''})"
 
 
 @dataclass(eq=False)

@@ -59,6 +59,7 @@ class Report:
                         "checkpoints": r.checkpoints, "verified": r.verified, "racy": r.racy,
                         "relocated_buffers": r.relocated,
                         "cached_submissions": r.cached,
+                        "left_with_work": r.left,
                         "divergence": r.divergence.to_dict() if r.divergence else None,
                         "difference": r.difference, "hang": r.hang, "notes": r.notes,
                         "occupancy": r.occupancy.to_dict() if r.occupancy else None} for r in loop]
@@ -83,7 +84,12 @@ class Report:
             out += occupancy_lines(i, loop)
         out += [f"note: {n}" for n in self.notes + sorted({n for r in results for n in r.notes})]
         first = next((r for r in results if r.status), None)
-        if first is None:
+        left = sorted({label for r in results for label in r.left})
+        if first is None and left:
+            out.append(f"OK: every checkpoint matched; {len(left)} queue(s) still had work when destroyed, as in the "
+                       f"recording ({', '.join(left[:3])}{', ...' if len(left) > 3 else ''}); every other submission "
+                       f"completed and every other queue drained")
+        elif first is None:
             out.append("OK: every submission completed, every queue drained and every checkpoint matched")
         elif first.divergence:
             out.append(f"DIVERGED: {first.divergence.describe()}")

@@ -377,7 +377,7 @@ def test_a_pm4_trace_replays_on_aql_queues(corpus_traces, family, tmp_path):
     report = replay_trace(corpus_traces["gfx1100"], options, emulate=family)
     assert report.status == EXIT_OK, report.lines()
     assert report.loops[0][0].verified >= len(CASES)
-    assert [q["label"] for q in report.to_dict()["loops"][0][0]["occupancy"]["queues"]] == ["queue 0 (pm4)"]
+    assert [q["label"] for q in report.to_dict()["loops"][0][0]["occupancy"]["queues"]] == ["queue 0 (pm4 on aql)"]
 
 
 @pytest.mark.parametrize("family", ["gfx90a", "gfx1100"])

@@ -98,6 +98,9 @@ def test_a_recorded_id_and_kind_name_one_track_across_recreations():
     assert (track.label, track.busy_s, track.intervals) == ("queue 3 (sdma)", 2, 2)
     assert queue_label({"queue": 1, "type": K.QueueType.COMPUTE}) == "queue 1 (pm4)"
     assert queue_label({"queue": 0, "type": K.QueueType.COMPUTE_AQL}) == "queue 0 (aql)"
+    # replayed on the other kind of queue (--queue-type), as helper 33 asked: the label says so
+    assert queue_label({"queue": 0, "type": K.QueueType.COMPUTE_AQL}, "pm4") == "queue 0 (aql on pm4)"
+    assert queue_label({"queue": 0, "type": K.QueueType.COMPUTE_AQL}, "aql") == "queue 0 (aql)"
 
 
 def test_the_thread_never_reads_a_queue_after_unwatch():

@@ -275,6 +275,25 @@ def test_a_kernel_launched_from_an_aql_queues_pm4_indirect_buffer_is_refused(tmp
         replay_trace(path, Options(), emulate="gfx942")
 
 
+def test_queues_destroyed_with_work_as_recorded_are_named_not_said_drained(tmp_path):
+    """A program that destroys a queue still waiting on a semaphore nobody signals (helper 33's w09): the replay
+    is OK, as the recording too left it, but says so rather than 'every queue drained'."""
+    path = str(tmp_path / "left.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        stuck, q = gpu.sdma_queue(name="stuck"), gpu.sdma_queue(name="q")
+        out = gpu.alloc(4096, "gtt", name="out")
+        stuck.wait(system.semaphore("never"), 1).fill(out, 1, 4096).submit()
+        q.fill(out, 2, 4096).sync()
+        stuck.destroy()
+    report = replay_trace(path, Options(), emulate="gfx942")
+    left = report.results[0].left
+    assert report.status == EXIT_OK and len(left) == 1 and left[0].startswith("queue 0 "), report.lines()
+    assert "1 queue(s) still had work when destroyed, as in the recording" in report.lines()[-1]
+    assert "every queue drained" not in report.lines()[-1]
+    assert report.to_dict()["loops"][0][0]["left_with_work"] == left
+
+
 def test_indirect_buffer_copies_are_freed_once_the_queue_is_past_them(tmp_path, monkeypatch):
     """The replay's translated copy of each called indirect buffer goes once its submission is done: a long
     trace of IB submissions holds a couple at a time, not one per submission."""

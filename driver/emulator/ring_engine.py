@@ -218,7 +218,8 @@ class RingEngine:
                 pos += size
                 self._set_rptr(self.rptr + size)
         except Exception as exc:  # an unsupported or malformed packet stops the queue, as on hardware
-            self._stop_on(exc, self._describe(stream, pos))
+            if not self._stop:  # else the queue's destroy stopped it (a kernel it ran gives up): no error
+                self._stop_on(exc, self._describe(stream, pos))
         return False
 
     def _stop_on(self, exc: Exception, what: str) -> None:
