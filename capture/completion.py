@@ -9,7 +9,9 @@ to know about one queue. It advances only on evidence:
   earliest signal of it) and it was not reached before: two queues signalling 1, or a queue signalling 1
   where the CPU had already seen or stored 1, leave which signal was seen unknown;
 * a CPU wait on a KFD event returned: a TRAP carrying that event ran; when only one queue has such TRAPs
-  pending, its earliest is complete;
+  pending, its earliest is complete -- unless the event may have been set otherwise: by a TRAP already known
+  complete, or by the CPU, whose setting no wait has taken since (an auto-reset event's wait takes it; a
+  manual-reset event stays set until the CPU resets it);
 * a queue complete past one of its own GPU waits had that wait satisfied: the same rule as a CPU wait, in
   turn (this is how completion flows along semaphore chains);
 * a CPU wait saw an AQL signal at 0 or below: when one packet alone is pending that decrements it (its
@@ -57,6 +59,8 @@ class Completion:
         # did and the value was not reached before, else MANY; values below the last seen are forgotten
         self._givers: dict[int, dict[int, tuple[QueueProgress, int] | str]] = {}
         self._reached: dict[int, int] = {}  # address -> the highest value known reached in its life
+        self._manual: set[int] = set()  # KFD events that stay set until the CPU resets them (not auto-reset)
+        self._set: set[int] = set()  # events that may be set by what is known (a complete TRAP, the CPU) untaken
 
     def decrements(self, queue: QueueProgress, pos: int, addr: int) -> None:
         """The packet ending at `pos` of `queue` decrements the AQL signal at `addr` once it completes."""
@@ -144,19 +148,31 @@ class Completion:
                     keep.append(signal)
             self._signals[addr] = keep
 
-    def event_fired(self, event_id: int, queues: list[QueueProgress]) -> None:
-        """A wait on KFD event `event_id` returned: if one queue alone has TRAPs of it pending, the earliest
-        of them ran."""
-        holders = [q for q in queues if any(e == event_id for _, e in q.traps)]
-        if len(holders) != 1:
-            return
-        queue = holders[0]
-        pos = next(p for p, e in queue.traps if e == event_id)
-        for addr, value in self._advance(queue, pos):
-            self.observed(addr, value)
+    def event_created(self, event_id: int, auto_reset: bool) -> None:
+        self._set.discard(event_id)
+        (self._manual.discard if auto_reset else self._manual.add)(event_id)
 
-    @staticmethod
-    def _advance(queue: QueueProgress, pos: int) -> list[tuple[int, int]]:
+    def event_set(self, event_id: int) -> None:
+        """The event is set (by the CPU, or by a TRAP known complete): a wait that returns may have seen that."""
+        self._set.add(event_id)
+
+    def event_reset(self, event_id: int) -> None:
+        self._set.discard(event_id)
+
+    def event_fired(self, event_id: int, queues: list[QueueProgress]) -> None:
+        """A wait on KFD event `event_id` returned: if nothing known set it, and one queue alone has TRAPs of it
+        pending, the earliest of them ran. An auto-reset event's wait takes what set it."""
+        if event_id not in self._set:
+            holders = [q for q in queues if any(e == event_id for _, e in q.traps)]
+            if len(holders) == 1:
+                queue = holders[0]
+                pos = next(p for p, e in queue.traps if e == event_id)
+                for addr, value in self._advance(queue, pos):
+                    self.observed(addr, value)
+        if event_id not in self._manual:
+            self._set.discard(event_id)
+
+    def _advance(self, queue: QueueProgress, pos: int) -> list[tuple[int, int]]:
         """The queue is complete up to `pos`: the (address, value) of the GPU waits that passed on the way."""
         if pos <= queue.done:
             return []
@@ -166,5 +182,5 @@ class Completion:
             _, addr, value = queue.waits.popleft()
             passed.append((addr, value))
         while queue.traps and queue.traps[0][0] <= pos:
-            queue.traps.popleft()
+            self._set.add(queue.traps.popleft()[1])  # it ran: its event may be set still, for a wait to take
         return passed

@@ -201,7 +201,6 @@ class RecordingSyscalls:
         self.learnt = 0  # submissions learnt so far
         self.waited: dict[QueueProgress, int] = {}  # where each queue's last GPU wait learnt ends
         self.written: set[TrackedBuffer] = set()  # buffers with GPU writes not yet hashed
-        self.cpu_set_events: set[int] = set()  # events the CPU set since they were last waited for
         self.layout = 0  # changes whenever a buffer comes, goes or changes what is tracked of it
         # submissions not looked into: (queue, base, ring, plan, inner facts, the pointers its dispatches take, its
         # packets when decoded)
@@ -361,17 +360,18 @@ class RecordingSyscalls:
                             rptr=None if rptr is None else int.from_bytes(rptr, "little"))
 
     def _after_create_event(self, a) -> None:
+        self.completion.event_created(a.event_id, bool(a.auto_reset))
         self.rec.record(R.EVENT, event=a.event_id, type=a.event_type, auto_reset=bool(a.auto_reset))
 
     def _after_destroy_event(self, a) -> None:
-        self.cpu_set_events.discard(a.event_id)
         self.rec.record(R.EVENT_DESTROY, event=a.event_id)
 
     def _after_set_event(self, a) -> None:
-        self.cpu_set_events.add(a.event_id)
+        self.completion.event_set(a.event_id)
         self.rec.record(R.EVENT_SET, event=a.event_id)
 
     def _after_reset_event(self, a) -> None:
+        self.completion.event_reset(a.event_id)
         self.rec.record(R.EVENT_RESET, event=a.event_id)
 
     def _note_mapping(self, fd: int, offset: int, addr: int) -> None:
@@ -763,8 +763,5 @@ class RecordingSyscalls:
         self.rec.record(R.EVENT_WAIT, **wait)
         if ok:
             self._learn_pending()
-            if event in self.cpu_set_events:  # the CPU may have set it: no TRAP is known to have run
-                self.cpu_set_events.discard(event)
-            else:
-                self.completion.event_fired(event, [q.progress for q in self.queues.values()])
+            self.completion.event_fired(event, [q.progress for q in self.queues.values()])
             self._checkpoint(wait)

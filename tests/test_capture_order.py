@@ -205,6 +205,40 @@ def test_event_wait_completes_the_only_queue_with_that_trap():
     assert (q1.done, q2.done) == (50, 0)
 
 
+def test_a_manual_reset_event_waited_again_shows_nothing_new():
+    """helper 34's w01: a manual-reset event stays set, so its second wait returned at once, yet counted as the
+    second TRAP having run."""
+    c, q = Completion(), QueueProgress("q")
+    c.event_created(7, auto_reset=False)
+    c.submitted(q, [], [], [(50, 7), (90, 7)])
+    c.event_fired(7, [q])
+    assert q.done == 50
+    c.event_fired(7, [q])  # still set since the first TRAP: no evidence of the second
+    assert q.done == 50
+    c.event_reset(7)
+    c.event_fired(7, [q])
+    assert q.done == 90
+
+
+def test_an_event_a_complete_trap_or_the_cpu_set_may_answer_the_next_wait():
+    """helper 34's w02: the first TRAP was known complete by a semaphore, and the wait its setting answered was
+    credited to the second."""
+    c, q = Completion(), QueueProgress("q")
+    c.event_created(7, auto_reset=True)
+    c.submitted(q, [(20, 0xA000, 1)], [], [(10, 7), (90, 7)])
+    c.observed(0xA000, 1)  # complete past the first TRAP, whose setting no wait has taken
+    assert q.done == 20
+    c.event_fired(7, [q])  # took the first TRAP's setting
+    assert q.done == 20
+    c.event_fired(7, [q])  # an auto-reset event: this one needed another TRAP
+    assert q.done == 90
+    c.event_created(8, auto_reset=True)
+    c.event_set(8)  # set by the CPU
+    c.submitted(q, [], [], [(120, 8)])
+    c.event_fired(8, [q])
+    assert q.done == 90
+
+
 def test_a_buffer_another_queue_is_still_writing_is_in_flight_at_the_wait(tmp_path):
     path = str(tmp_path / "inflight.kfdtrace")
     with record(path), System.open(emulate="gfx942") as system:
