@@ -188,14 +188,17 @@ class Analyzer:
             builder.add(p)
             if p.defn.indirect is not None:
                 inner = inner or Facts()
-                self._indirect(ib_dialect or dialect, p, p.offset + p.size, inner, read, 1)
+                self._indirect(ib_dialect or dialect, p, p.offset, p.offset + p.size, inner, read, 1)
         plan = builder.plan(len(ring) // 4)
         if all(p.defn.indirect is None for p in packets):  # the shape fixes every offset (tail counts included)
             self._remember(dialect, ring, packets, plan)
         return plan, inner
 
-    def _indirect(self, dialect: Dialect, p: Packet, pos: int, out: Facts, read: ReadMemory, depth: int) -> None:
-        """Add the facts of the indirect buffer `p` points at, all at `pos` (where `p` ends in the ring)."""
+    def _indirect(self, dialect: Dialect, p: Packet, start: int, pos: int, out: Facts, read: ReadMemory,
+                  depth: int) -> None:
+        """Add the facts of the indirect buffer `p` points at: its accesses and waits at `pos` (where the packet
+        that called it from the ring ends), its signals and TRAPs at `start` (where that packet starts): seeing
+        one shows the queue complete up to the call, not through it (the IB's later packets may still run)."""
         addr_field, size_field = p.defn.indirect
         base = p.addresses().get(addr_field)
         data = read(base, p.fields[size_field] * 4) if base else None
@@ -205,14 +208,14 @@ class Analyzer:
         for q in dialect.iter_packets(data):
             builder.add(q)
             if q.defn.indirect is not None:
-                self._indirect(dialect, q, pos, out, read, depth + 1)
+                self._indirect(dialect, q, start, pos, out, read, depth + 1)
         signals, waits, traps, written, referenced, read = builder.plan(len(data) // 4).facts(data, 0)
         out.written += ((pos, a, n) for _, a, n in written)
         out.read += ((pos, a, n) for _, a, n in read)
         out.referenced += referenced
-        out.signals += ((pos, a, v) for _, a, v in signals)
+        out.signals += ((start, a, v) for _, a, v in signals)
         out.waits += ((pos, a, v) for _, a, v in waits)
-        out.traps += ((pos, e) for _, e in traps)
+        out.traps += ((start, e) for _, e in traps)
 
     def _remember(self, dialect: Dialect, ring: bytes, packets: list[Packet], plan: Plan) -> None:
         if len(self._plans) >= MAX_PLANS:

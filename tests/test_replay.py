@@ -214,6 +214,45 @@ def test_indirect_buffers_are_followed_and_retargeted(tmp_path):
         assert report.results[0].verified >= 1
 
 
+@pytest.mark.parametrize("queue", ["sdma", "pm4"])
+def test_a_signal_inside_an_indirect_buffer_shows_its_queue_complete_up_to_the_call_only(tmp_path, queue):
+    """helper 34's w05: a semaphore signal at the start of an IB was taken to show the whole IB complete, so the
+    CPU's wait for it checkpointed a buffer the rest of the IB was still filling (DIVERGED on every family)."""
+    from kfdtrace.capture.submissions import Analyzer
+
+    size = 32 << 20
+    path = str(tmp_path / "ibsignal.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        x, ib = gpu.alloc(size, "gtt", name="x"), gpu.alloc(4096, "gtt", name="ib")
+        sem, done = system.semaphore("sem"), system.semaphore("done")
+        if queue == "sdma":
+            q = gpu.sdma_queue(name="q")
+            body = b"".join(q.signal(sem, 1).fill(x, 0x5A5A5A5A, size).discard())
+            body += q.dialect.build("NOP") * ((-len(body) // 4) % 8)
+            ib.write(body)
+            q.packet("INDIRECT", ib_base=ib.va, ib_size=len(body) // 4).signal(done, 1).submit()
+        else:
+            gate, q, filler = system.semaphore("gate"), gpu.compute_queue(name="q"), gpu.sdma_queue(name="f")
+            body = b"".join(q.signal(sem, 1).wait(gate, 1).discard())
+            ib.write(body)
+            q.indirect(ib, len(body)).signal(done, 1).submit()
+            filler.fill(x, 0x5A5A5A5A, size).signal(gate, 1).submit()
+        sem.wait(1)
+        done.wait(1)
+        ring = q.dialect.build("NOP")  # the facts of a ring calling the IB: its signals at the call's start
+        called = q.dialect.build("INDIRECT", ib_base=ib.va, ib_size=len(body) // 4) if queue == "sdma" else \
+            q.dialect.build("INDIRECT_BUFFER", ib_base=ib.va, ib_size=len(body) // 4, valid=1)
+        _, facts = Analyzer().analyse(q.dialect, ring + called, lambda va, n: ib.read(va - ib.va, n))
+        assert {pos for pos, _, _ in facts.signals} == {len(ring)} and facts.written
+    with TraceReader(path) as r:
+        first = next(r.records(["checkpoint"]))
+        assert "x" not in [b["name"] for b in first.fields["buffers"]]  # still being filled at sem.wait(1)
+    for target in ("gfx942", "gfx1100"):
+        report = replay_trace(path, Options(), emulate=target)
+        assert report.status == EXIT_OK, report.lines()
+
+
 def test_a_clock_inside_an_indirect_buffer_is_masked_as_on_the_ring(tmp_path):
     """helper 33's w12: a PM4 timestamp in an indirect buffer made every replay DIVERGE at the clock's bytes."""
     path = str(tmp_path / "ibclock.kfdtrace")
