@@ -517,3 +517,36 @@ def test_a_timed_out_wait_whose_signal_a_queue_held_up_before_the_range_is_refus
                                           r"in the recording, but queue \d+ signals 0x1 in the range behind its own "
                                           r"work before the range, which had not completed"):
         trim(TraceReader(path), str(tmp_path / "t.kfdtrace"), 5, 5)
+
+
+def test_signals_inside_indirect_buffers_count_for_the_ranges_waits(tmp_path):
+    """helper 34's w04/w05: a semaphore signalled from an indirect buffer (SDMA INDIRECT, and a PM4 IB calling
+    another) made trim refuse even the whole trace: 'nothing signals it in the range'."""
+    path = str(tmp_path / "ib.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        out, ib, inner, outer = (gpu.alloc(4096, "gtt", name=n) for n in ("out", "ib", "inner", "outer"))
+        sem, pm4sem = system.semaphore("sem"), system.semaphore("pm4sem")
+        q, cq = gpu.sdma_queue(name="q"), gpu.compute_queue(name="cq")
+        for r in range(1, 4):
+            body = b"".join(q.fill(out, r, 4096).signal(sem, r).discard())
+            body += q.dialect.build("NOP") * ((-len(body) // 4) % 8)
+            ib.write(body)
+            q.packet("INDIRECT", ib_base=ib.va, ib_size=len(body) // 4).submit()
+            sem.wait(r)
+        nested = b"".join(cq.write_data(out, b"\x77" * 8, offset=64).signal(pm4sem, 1).discard())
+        inner.write(nested)
+        calling = b"".join(cq.indirect(inner, len(nested)).discard())
+        outer.write(calling)
+        cq.indirect(outer, len(calling)).submit()
+        pm4sem.wait(1)
+    with TraceReader(path) as r:
+        n = r.submissions
+    for last in (0, 1, n - 1):
+        out_path = str(tmp_path / f"t{last}.kfdtrace")
+        with TraceReader(path) as r:
+            trim(r, out_path, 0, last)
+        report = replay_trace(out_path, Options(), emulate="gfx942")
+        assert report.status == EXIT_OK, (last, report.lines())
+    with TraceReader(path) as r, pytest.raises(TrimRefused, match="calls an indirect buffer before the range"):
+        trim(r, str(tmp_path / "late.kfdtrace"), 1, 2)  # what an IB before wrote is not followed (yet)

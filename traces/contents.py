@@ -67,7 +67,7 @@ class KnownMemory:
         from its code object and its recorded kernel arguments."""
         self.state, self.chunk, self.blob = state, chunk, blob
         self.contents: dict[int, Contents] = {}  # buffer va -> what it holds
-        self.dispatches = DispatchAccess(self._read) if blob is not None else None
+        self.dispatches = DispatchAccess(self.read) if blob is not None else None
 
     def at(self, addr: int) -> tuple[BufferInfo, Contents] | None:
         """The live buffer holding `addr` and what is known of it."""
@@ -95,7 +95,8 @@ class KnownMemory:
         elif sub is not None:
             self._submitted(sub)
 
-    def _read(self, va: int, size: int) -> bytes | None:
+    def read(self, va: int, size: int) -> bytes | None:
+        """The `size` bytes at `va` as the trace knows them (None: unknown, or not in one live buffer)."""
         hit = self.at(va)
         if hit is None or va + size > hit[0].va + hit[0].size:
             return None

@@ -27,13 +27,13 @@ from dataclasses import dataclass
 
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.aql import AmdSignal
-from kfdtrace.driver.packets import Packet
+from kfdtrace.driver.packets import MAX_IB_DEPTH, Packet, PacketError
 from kfdtrace.traces import records as R
 from kfdtrace.traces.contents import SIGNAL, KnownMemory, chunk_size, is_semaphores
 from kfdtrace.traces.format import Record, TraceError, TraceReader, TraceWriter
 from kfdtrace.traces.rewrite import TraceCopy
 from kfdtrace.traces.semaphores import semaphore_facts
-from kfdtrace.traces.walk import Submission, TraceState
+from kfdtrace.traces.walk import Submission, TraceState, indirect_dialect
 
 # records that set up an object, kept before A while it lives, and those that end it: type -> (kind of object,
 # the field naming it)
@@ -393,15 +393,37 @@ def _signals_and_waits(prefix: _Prefix, sub: Submission, n: int, signals: Signal
     """Note what `sub` (record `n`) signals and the polls it makes that wait for memory to reach a value, each
     with its queue and its order."""
     queue = sub.queue.queue if sub.queue is not None else None
-    signalled, waited = semaphore_facts(sub.packets)
-    for i, addr, value in signalled:
-        _check_monotonic(prefix, f"submission {sub.number} ({sub.packets[i].name} at +{sub.packets[i].offset:#x})",
-                         addr, value, signals, first)
-        signals.setdefault(addr, []).append((queue, n << 20 | i, value))
-    for i, addr, ref in waited:
-        p = sub.packets[i]
-        waits.append((f"submission {sub.number} ({p.name} at +{p.offset:#x} on {prefix.state.where(addr)})", queue,
-                      n << 20 | i, addr, ref))
+    calls = {i: _called(prefix, sub, p) for i, p in enumerate(sub.packets) if p.defn.indirect is not None}
+    for i, packets in [(None, sub.packets), *calls.items()]:  # the ring's, then each indirect buffer's by its call
+        signalled, waited = semaphore_facts(packets)
+        for j, addr, value in signalled:
+            at = j if i is None else i
+            _check_monotonic(prefix, f"submission {sub.number} ({sub.packets[at].name} at "
+                                     f"+{sub.packets[at].offset:#x})", addr, value, signals, first)
+            signals.setdefault(addr, []).append((queue, n << 20 | at, value))
+        for j, addr, ref in waited:
+            p = sub.packets[j if i is None else i]
+            waits.append((f"submission {sub.number} ({p.name} at +{p.offset:#x} on {prefix.state.where(addr)})",
+                          queue, n << 20 | (j if i is None else i), addr, ref))
+
+
+def _called(prefix: _Prefix, sub: Submission, p: Packet, depth: int = 1) -> list[Packet]:
+    """The packets of the indirect buffer `p` calls (and of those they call in turn), as the CPU wrote them;
+    TrimRefused when the trace does not hold them."""
+    addr_field, size_field = p.defn.indirect
+    base = p.addresses().get(addr_field)
+    data = prefix.memory.read(base, p.fields[size_field] * 4) if base else None
+    dialect = indirect_dialect(sub.queue.dialect, prefix.state.gpus.get(sub.queue.gpu, {})) \
+        if sub.queue is not None and sub.queue.dialect is not None else None
+    if data is None or dialect is None or depth > MAX_IB_DEPTH:
+        raise TrimRefused(f"submission {sub.number} calls an indirect buffer at {base or 0:#x} whose packets trim "
+                          f"does not know (not written by the CPU as the trace holds it): start the range elsewhere")
+    try:
+        packets = list(dialect.iter_packets(data))
+    except PacketError as exc:
+        raise TrimRefused(f"submission {sub.number} calls an indirect buffer at {base:#x} that holds no packets "
+                          f"({exc})") from None
+    return [*packets, *(q for c in packets if c.defn.indirect is not None for q in _called(prefix, sub, c, depth + 1))]
 
 
 def _understood(sub: Submission, where: str) -> None:
