@@ -275,9 +275,10 @@ def check(path: str) -> dict[str, int]:
                 if block == bytes(512):
                     break
                 name, size = _header(block, path)
-                if name in sizes or len(sizes) >= MAX_MEMBERS:
-                    raise BundleError(f"{path}: member {name!r} comes twice, or there are more than {MAX_MEMBERS} "
-                                      f"members (nothing was extracted)")
+                if name in sizes:
+                    raise BundleError(f"{path}: member {name!r} comes twice (nothing was extracted)")
+                if len(sizes) >= MAX_MEMBERS:
+                    raise BundleError(f"{path}: more than {MAX_MEMBERS} members (nothing was extracted)")
                 if size > MAX_MEMBER_BYTES or sum(sizes.values()) + size > MAX_BUNDLE_BYTES:
                     raise BundleError(f"{path}: member {name!r} of {size} bytes is over the limits (nothing was "
                                       f"extracted)")

@@ -192,7 +192,7 @@ HOSTILE = {
     "hardlink": ([entry(B.TRACE, kind=tarfile.LNKTYPE, link="/etc/passwd")], "not a regular file"),
     "directory": ([entry("d", kind=tarfile.DIRTYPE)], "not a regular file"),
     "twice": ([entry(B.TRACE, TRACE_BYTES), entry(B.TRACE, TRACE_BYTES)], "comes twice"),
-    "many": ([entry(f"m{i}", b"x") for i in range(B.MAX_MEMBERS + 1)], "more than"),
+    "many": ([entry(f"m{i}", b"x") for i in range(B.MAX_MEMBERS + 1)], f"more than {B.MAX_MEMBERS} members"),
     "no trace": ([entry("REPORT.md", b"hi")], "holds no trace.kfdtrace"),
     "huge": ([entry(B.TRACE, b"", size=B.MAX_MEMBER_BYTES + 1)], "over the limits"),
     # a size tarfile would read as -513 or -1: the count of bytes left never reached 0

@@ -453,3 +453,34 @@ def test_a_different_code_object_is_a_difference(tmp_path):
     assert result.tallies["code_object"].compared == 1 and result.tallies["code_object"].differ == 1
     assert any(line.startswith("  code objects: 1 compared, 1 differ") for line in result.lines())
     assert not diff(elf, elf).differs
+
+
+def ib_and_clock(path: str, moved: bool = False, value: int = 5) -> str:
+    """An SDMA queue running an indirect buffer the CPU wrote (packets with addresses in it), and GPU clocks in
+    a checkpointed buffer (SDMA's and PM4's timestamps)."""
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        fillers = [gpu.alloc(size, "gtt") for size in (1 << 20, *[4096] * 8)] if moved else []
+        out, ib = gpu.alloc(4096, "gtt", name="out"), gpu.alloc(4096, "gtt", name="ib")
+        q = gpu.sdma_queue(name="q")
+        body = b"".join(q.fill(out, value, 64).timestamp(out, offset=64).discard())
+        body += q.dialect.build("NOP") * ((-len(body) // 4) % 8)
+        ib.write(body)
+        q.packet("INDIRECT", ib_base=ib.va, ib_size=len(body) // 4).timestamp(out, offset=128).sync()
+        gpu.compute_queue().timestamp(out, offset=256).sync()
+        del fillers
+    return path
+
+
+def test_clocks_and_an_indirect_buffers_addresses_are_no_difference(tmp_path):
+    """helper 34: two recordings of one workload differed by the GPU clocks in a checkpointed buffer, and by the
+    addresses in the packets of an indirect buffer the CPU wrote (dword-aligned, unlike kernel arguments)."""
+    a = ib_and_clock(str(tmp_path / "a.kfdtrace"))
+    b = ib_and_clock(str(tmp_path / "b.kfdtrace"), moved=True)
+    with TraceReader(a) as ra, TraceReader(b) as rb:
+        assert [m.fields["va"] for m in ra.records(["alloc"])] != [m.fields["va"] for m in rb.records(["alloc"])]
+    result = diff(a, b)
+    assert result.tallies["mem"].differ == 0 and result.tallies["checkpoint"].differ == 0, result.lines()
+    assert result.tallies["checkpoint"].compared >= 2
+    other = diff(a, ib_and_clock(str(tmp_path / "c.kfdtrace"), value=6))  # what the IB fills, beside the clocks
+    assert other.tallies["mem"].differ == 1 and other.tallies["checkpoint"].differ >= 1, other.lines()

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kfdtrace.driver.packets import Packet, PacketError
+from kfdtrace.driver.packets import MAX_IB_DEPTH, Packet, PacketError
 from kfdtrace.replay.compute import Access, DispatchAccess
 from kfdtrace.replay.translate import ReplayError
 from kfdtrace.traces import records as R
 from kfdtrace.traces.format import Record, TraceError, TraceReader
-from kfdtrace.traces.walk import BufferInfo, Submission, TraceState
+from kfdtrace.traces.walk import BufferInfo, Submission, TraceState, indirect_dialect
 
 SEMAPHORES = "semaphores"  # the role of the driver's semaphore buffers (driver/system.py)
 SIGNAL = "signal"  # the role of an AQL signal's buffer, an amd_signal_t (driver/aql_queue.py HsaSignal)
@@ -161,3 +161,22 @@ def chunk_size(trace: TraceReader) -> int | None:
     """The trace's chunk size (its header's), None when it has none that makes sense."""
     chunk = trace.header.get("chunk_size")
     return chunk if type(chunk) is int and chunk > 0 else None
+
+
+def called(memory: KnownMemory, state: TraceState, sub: Submission, p: Packet, depth: int = 1) -> list[Packet]:
+    """The packets of the indirect buffer packet `p` of `sub` calls, and of those they call in turn, as `memory`
+    knows them (the CPU wrote them), in the dialect the queue's indirect buffers hold; ValueError when it does
+    not know them or they are no packets."""
+    addr_field, size_field = p.defn.indirect
+    base = p.addresses().get(addr_field)
+    data = memory.read(base, p.fields[size_field] * 4) if base else None
+    q = sub.queue
+    dialect = indirect_dialect(q.dialect, state.gpus.get(q.gpu, {})) if q is not None and q.dialect else None
+    if data is None or dialect is None or depth > MAX_IB_DEPTH:
+        raise ValueError(f"it calls an indirect buffer at {base or 0:#x} whose packets the trace does not hold")
+    try:
+        packets = list(dialect.iter_packets(data))
+    except PacketError as exc:
+        raise ValueError(f"it calls an indirect buffer at {base:#x} that holds no packets ({exc})") from None
+    return [*packets, *(x for c in packets if c.defn.indirect is not None
+                        for x in called(memory, state, sub, c, depth + 1))]

@@ -15,8 +15,11 @@ its own `TraceState`, and every value is compared in a normalised form:
   as addresses;
 * memory contents (a CPU write, a checkpoint's chunk) are compared by blob key, unless aligned 8-byte words in
   them hold addresses inside live buffers (kernel arguments, pointer tables): then by a digest of the bytes
-  with those words zeroed, and where each of them points; the first CPU write that differs says where its
+  with those words zeroed, and where each of them points (dword-aligned ones too: the addresses in the packets
+  of an indirect buffer the CPU wrote); the first CPU write that differs says where its
   bytes part ('first differing byte +0x18: A 00 04 .., B e8 03 ..': a kernel's by-value argument, say);
+* a GPU clock a packet wrote (the tables' volatile addresses: a timestamp) is zeroed in the checkpoint chunk
+  holding it;
 * a wait that timed out (a program polling: an ioctl that ended with wait_result TIMEOUT, a CPU wait record
   that is not ok) and an ioctl that sleeps (the table's `blocking` ones, WAIT_EVENTS: a semaphore wait sleeps
   as often as the GPU's signals wake it) are counted, not compared: how many of them a run makes is timing; what the
@@ -36,6 +39,7 @@ stream is no longer compared, and the result says so.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -47,6 +51,7 @@ from typing import Any
 from kfdtrace.driver.packets import Dialect, Packet, PacketError
 from kfdtrace.driver.pm4 import Pm4Dialect
 from kfdtrace.traces import records as R
+from kfdtrace.traces.contents import KnownMemory, called, chunk_size
 from kfdtrace.traces.format import Record, TraceError, TraceReader
 from kfdtrace.traces.walk import (
     MAX_PENDING_IOCTLS,
@@ -75,6 +80,8 @@ IDENTITY: dict[str, str] = {
 OUTSIDE = "outside"  # an address outside every live buffer
 NAMING = frozenset({R.BUFFER, R.QUEUE_NAME})  # records that name what the record before them made
 UNCOMPARED = frozenset({R.THREAD, R.NOTE, R.BACKEND})  # record types whose numbers may differ
+CLOCK_BYTES = 8  # what a packet writing a GPU clock writes there
+MEMORY_RECORDS = frozenset({R.ALLOC, R.FREE, R.MEM})  # what tells the indirect buffers the CPU wrote
 POLLED = ("wait_result", "TIMEOUT")  # an ioctl ending with this field value polled: how many is timing
 BUFFER_MAP = frozenset({R.ALLOC, R.FREE, R.BUFFER})  # records that change where addresses land and their names
 GROUPS: dict[str, str] = {  # kind -> what its items are called
@@ -271,7 +278,10 @@ class Side:
         self.counts: Counter[str] = Counter()
         self.polled: Counter[str] = Counter()  # records of waits that slept or timed out, by type
         # content(), while the buffers stay
-        self.contents: dict[tuple[bytes, int], tuple[Any, list[str], tuple[int, ...]]] = {}
+        self.contents: dict[tuple[bytes, int, tuple[int, ...]], tuple[Any, list[str], tuple[int, ...]]] = {}
+        self.clocks: dict[int, set[int]] = {}  # buffer va -> offsets of the GPU clocks packets wrote in it
+        self.chunk = chunk_size(reader) or 0  # bytes of each checkpointed chunk
+        self.memory = KnownMemory(self.state, self.chunk, reader.blob)  # what the CPU wrote: indirect buffers
         self.done = False
         self.handles: dict[int, int] = {}  # handle of a live buffer -> its place in allocation order
         self.allocs = 0
@@ -297,6 +307,8 @@ class Side:
             if r.type in BUFFER_MAP or len(self.contents) > 4096:
                 self.contents.clear()
             sub = self.state.apply(r)
+            if r.type in MEMORY_RECORDS:
+                self.memory.apply(r, None)
             make = _MAKERS.get(r.type)
             if make is not None:
                 make(self, r, sub)
@@ -396,16 +408,17 @@ class Side:
         names = dialect.registers.names
         return [(names.get(o, f"register {o:#x}"), v) for o, v in values.items()]
 
-    def content(self, key: bytes, va: int) -> tuple[Any, list[str], Callable[[], bytes | None] | None]:
+    def content(self, key: bytes, va: int, clocks: tuple[int, ...] = ()) -> tuple[Any, list[str],
+                                                                                   Callable[[], bytes | None] | None]:
         """What a memory chunk at `va` holds, as compared: (its blob key, []), or, when aligned 8-byte words in
-        it hold addresses inside live buffers, (a digest of it with those words zeroed, where each of them
-        points: '+0x8 out+0x0'); then its bytes as compared, read when asked. A blob the trace lacks is compared
-        by its key."""
+        it hold addresses inside live buffers or GPU clocks (at `clocks`), (a digest of it with those words
+        zeroed, where each address points: '+0x8 out+0x0'); then its bytes as compared, read when asked. A blob
+        the trace lacks is compared by its key."""
         if type(key) is not bytes:
             return plain(key), [], None
-        known = self.contents.get((key, va % 8))
+        known = self.contents.get((key, va % 8, clocks))
         if known is None:
-            known = self.contents[(key, va % 8)] = self._content(key, va)
+            known = self.contents[(key, va % 8, clocks)] = self._content(key, va, clocks)
         compared, pointers, zeroed = known
         return compared, pointers, lambda: self._zeroed(key, zeroed)
 
@@ -422,7 +435,7 @@ class Side:
             zeroed[at:at + 8] = bytes(8)
         return bytes(zeroed)
 
-    def _content(self, key: bytes, va: int) -> tuple[Any, list[str], tuple[int, ...]]:
+    def _content(self, key: bytes, va: int, clocks: tuple[int, ...]) -> tuple[Any, list[str], tuple[int, ...]]:
         import hashlib
 
         import numpy as np
@@ -431,13 +444,17 @@ class Side:
             data = self.reader.blob(key)
         except TraceError:
             return key.hex(), [], ()
-        skip = -va % 8
-        words = np.frombuffer(data, np.uint64, (len(data) - skip) // 8, skip) if len(data) >= skip else ()
-        held = self.state.by_va.held(words)
-        if not len(held):
+        found: dict[int, int] = {}  # offset -> the address there
+        for skip in (-va % 8, (4 - va) % 8):  # 8-byte aligned words, then dword-aligned ones (packets' addresses)
+            words = np.frombuffer(data, np.uint64, (len(data) - skip) // 8, skip) if len(data) >= skip + 8 else ()
+            for i in self.state.by_va.held(words).tolist():
+                at = skip + 8 * i
+                if at - 4 not in found:  # not the high half of one found already
+                    found[at] = int(words[i])
+        if not found and not clocks:
             return key.hex(), [], ()
-        offsets = tuple(skip + 8 * i for i in held.tolist())
-        pointers = [f"+{at:#x} {self.where(int(words[i]))}" for at, i in zip(offsets, held.tolist(), strict=True)]
+        pointers = [f"+{at:#x} {self.where(found[at])}" for at in sorted(found)]
+        offsets = tuple(sorted({*found, *clocks}))
         return hashlib.blake2b(self._zeroed(key, offsets), digest_size=16).hexdigest(), pointers, offsets
 
     # -- records -> items -----------------------------------------------------------------------------
@@ -506,6 +523,7 @@ class Side:
 
     def _free(self, r: Record, sub: Submission | None) -> None:
         self.handles.pop(r.fields["handle"], None)
+        self.clocks.pop(r.fields["va"], None)
 
     def _queue(self, r: Record, sub: Submission | None) -> None:
         f = r.fields
@@ -535,6 +553,16 @@ class Side:
         key = ("submission", order)
         where = "unknown queue" if order is None else f"queue {order}" + (f" {q.name}" if q.name else "")
         self._number(key)
+        ran = list(sub.packets)
+        for p in sub.packets:
+            if p.defn.indirect is not None:
+                with contextlib.suppress(ValueError):  # what an IB the trace does not hold wrote is not masked
+                    ran += called(self.memory, self.state, sub, p)
+        for p in ran:
+            if p.defn.volatile and p.volatile:  # a GPU clock differs on every run: masked in checkpoints
+                for addr in p.written_addresses():
+                    if (buf := self.state.buffer_at(addr)) is not None:
+                        self.clocks.setdefault(buf.va, set()).add(addr - buf.va)
         self._emit(key, r.n, f"submission {sub.number} ({where})",
                    [("bytes", len(r.fields["ring"])), ("wptr", r.fields["value"]), ("error", sub.error)],
                    tuple(self.packet(p, q.dialect if q is not None else None) for p in sub.packets))
@@ -554,8 +582,11 @@ class Side:
         # by buffer name: capture lists them in VA order, which is where buffers happened to land
         for at, e in sorted(((f"buffer {self.where(e['va'])}", e) for e in f["buffers"]), key=lambda x: x[0]):
             fields += [(f"{at} size", e["size"]), (f"{at} chunks", len(e["keys"]))]
+            held = self.clocks.get(e["va"], ())
             for j, key in enumerate(e["keys"]):
-                digest, pointers, _ = self.content(key, e["va"])  # chunks are whole pages: as aligned as va
+                lo = j * self.chunk
+                clocks = tuple(sorted(o - lo for o in held if lo <= o and o + CLOCK_BYTES <= lo + self.chunk))
+                digest, pointers, _ = self.content(key, e["va"], clocks)  # chunks are whole pages: aligned as va
                 fields.append((f"{at} chunk {j}", digest))
                 if pointers:
                     fields.append((f"{at} chunk {j} pointers", pointers))

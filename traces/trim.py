@@ -27,13 +27,13 @@ from dataclasses import dataclass
 
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.aql import AmdSignal
-from kfdtrace.driver.packets import MAX_IB_DEPTH, Packet, PacketError
+from kfdtrace.driver.packets import Packet
 from kfdtrace.traces import records as R
-from kfdtrace.traces.contents import SIGNAL, KnownMemory, chunk_size, is_semaphores
+from kfdtrace.traces.contents import SIGNAL, KnownMemory, called, chunk_size, is_semaphores
 from kfdtrace.traces.format import Record, TraceError, TraceReader, TraceWriter
 from kfdtrace.traces.rewrite import TraceCopy
 from kfdtrace.traces.semaphores import semaphore_facts
-from kfdtrace.traces.walk import Submission, TraceState, indirect_dialect
+from kfdtrace.traces.walk import Submission, TraceState
 
 # records that set up an object, kept before A while it lives, and those that end it: type -> (kind of object,
 # the field naming it)
@@ -407,23 +407,13 @@ def _signals_and_waits(prefix: _Prefix, sub: Submission, n: int, signals: Signal
                           queue, n << 20 | (j if i is None else i), addr, ref))
 
 
-def _called(prefix: _Prefix, sub: Submission, p: Packet, depth: int = 1) -> list[Packet]:
-    """The packets of the indirect buffer `p` calls (and of those they call in turn), as the CPU wrote them;
-    TrimRefused when the trace does not hold them."""
-    addr_field, size_field = p.defn.indirect
-    base = p.addresses().get(addr_field)
-    data = prefix.memory.read(base, p.fields[size_field] * 4) if base else None
-    dialect = indirect_dialect(sub.queue.dialect, prefix.state.gpus.get(sub.queue.gpu, {})) \
-        if sub.queue is not None and sub.queue.dialect is not None else None
-    if data is None or dialect is None or depth > MAX_IB_DEPTH:
-        raise TrimRefused(f"submission {sub.number} calls an indirect buffer at {base or 0:#x} whose packets trim "
-                          f"does not know (not written by the CPU as the trace holds it): start the range elsewhere")
+def _called(prefix: _Prefix, sub: Submission, p: Packet) -> list[Packet]:
+    """The packets of the indirect buffer `p` calls (and of those they call), as the CPU wrote them; TrimRefused
+    when the trace does not hold them."""
     try:
-        packets = list(dialect.iter_packets(data))
-    except PacketError as exc:
-        raise TrimRefused(f"submission {sub.number} calls an indirect buffer at {base:#x} that holds no packets "
-                          f"({exc})") from None
-    return [*packets, *(q for c in packets if c.defn.indirect is not None for q in _called(prefix, sub, c, depth + 1))]
+        return called(prefix.memory, prefix.state, sub, p)
+    except ValueError as exc:
+        raise TrimRefused(f"submission {sub.number}: {exc}: start the range elsewhere") from None
 
 
 def _understood(sub: Submission, where: str) -> None:
