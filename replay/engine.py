@@ -1230,9 +1230,11 @@ class Instance:
                     continue
             elif self.trace.blob_key(memory[lo:lo + chunk]) == key:
                 continue
-            actual = bytes(memory[lo:lo + chunk])
+            actual, expected = bytes(memory[lo:lo + chunk]), self._blob(key)
+            if clocks and expected is not None:  # as compared: where they part is not at a clock
+                actual, expected = _masked(actual, clocks), _masked(expected, clocks)
             return Divergence(self.result.checkpoints, entry.get("name") or f"@{entry['va']:#x}", entry["va"], lo,
-                              len(actual), self._blob(key), actual, rb.writer)
+                              len(actual), expected, actual, rb.writer)
         return None
 
     def _blob(self, key: bytes) -> bytes | None:
