@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import traceback
 
@@ -115,6 +116,7 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
     2 hang (a wait timed out, a queue did not drain, the GPU stopped a queue); 3 cannot replay on this
     target (nothing submitted); 4 bad input; 5 internal error (please report; --debug shows the traceback).
     """
+    extracted: dict[str, str] = {}  # a bundle's temporary folder -> how messages name it
     try:
         from kfdtrace.replay.bundle import trace_of
         from kfdtrace.replay.code_objects import parse_code_object_options
@@ -133,13 +135,14 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
                           queue_type=None if queue_type == "recorded" else queue_type)
         with TerminalProgress("replay") as progress, trace_of(trace) as (path, bundled):
             if bundled is not None and code_objects is None:  # a bundle's code objects, unless others are given
+                extracted[bundled + os.sep] = f"{trace} member "
                 options.code_objects = parse_code_object_options(list(code_object), bundled)
             report = replay_trace(path, options, emulate=emulate, emulate_from=emulate_from,
                                   emulate_recorded=emulate_recorded, device=device, loops=loop,
                                   concurrent=concurrent, max_memory=memory_limit, progress=progress.update,
                                   timeline=timeline)
     except Exception as exc:
-        _fail(as_json, exc, debug)
+        _fail(as_json, exc, debug, extracted)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -148,12 +151,15 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
     sys.exit(report.status)
 
 
-def _fail(as_json: bool, exc: Exception, debug: bool) -> None:
-    """One line on stderr (and the JSON report's status) for `exc`, then exit with its status."""
+def _fail(as_json: bool, exc: Exception, debug: bool, renamed: dict[str, str] | None = None) -> None:
+    """One line on stderr (and the JSON report's status) for `exc`, then exit with its status; `renamed`: paths
+    in the message to name otherwise (a bundle's temporary folder, gone by now, by the bundle)."""
     from kfdtrace.replay.engine import EXIT_INTERNAL
 
     status, kind = next(((s, k) for types, s, k in failures() if isinstance(exc, types)), (EXIT_INTERNAL, None))
     message = one_line(exc.message if isinstance(exc, click.BadParameter) else exc)  # names from the trace
+    for path, name in (renamed or {}).items():
+        message = message.replace(path, name)
     if kind is None:
         if debug:
             traceback.print_exc()

@@ -137,6 +137,19 @@ def test_a_compute_trace_bundled_for_another_family_takes_its_code_objects(tmp_p
     assert replay(out, "--emulate", "gfx1201", "--code-objects", str(empty)).returncode == 3
 
 
+def test_a_code_object_in_a_bundle_that_does_not_fit_is_named_as_the_bundles_member(tmp_path):
+    """helper 34: a bundle holding a garbage corpus.gfx1100.co was refused naming a temporary folder gone by then."""
+    from .test_compute_capture import vector_add
+
+    path, out = str(tmp_path / "v.kfdtrace"), str(tmp_path / "b.tar.zst")
+    vector_add(path, "gfx942", aql=True)
+    hostile(out, [entry(B.TRACE, open(path, "rb").read()), entry("corpus.gfx1100.co", b"garbage")])
+    done = replay(out, "--emulate", "gfx1100")
+    assert done.returncode == 3 and f"{out} member corpus.gfx1100.co does not fit (not an ELF file" in done.stderr, \
+        done.stderr
+    assert "kfdtrace-unbundle" not in done.stderr
+
+
 def test_a_bundle_takes_a_code_object_given_by_name(tmp_path):
     """--code-object NAME=ELF goes in as <name>.<gfx>.co, which a replay of the bundle on that target loads."""
     from kfdtrace.driver.kernels.build import BUILT
