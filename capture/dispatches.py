@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from kfdtrace.driver.code_object import Kernel, load
 from kfdtrace.driver.code_object_errors import CodeObjectError
@@ -41,12 +42,32 @@ class Pointers:
         return tuple(a for _, a in self.reads)
 
 
+class Loaded(NamedTuple):
+    """A kernel of a loaded code object, with what its dispatches' arguments are read for, worked out once (a kernel
+    has a score of hidden arguments to pass over): its kernarg segment's size, and the (offset, read-only) of each
+    global pointer argument."""
+
+    kernel: Kernel
+    kernarg_size: int
+    pointers: tuple[tuple[int, bool], ...]
+
+    @property
+    def name(self) -> str:
+        return self.kernel.name
+
+    @classmethod
+    def of(cls, kernel: Kernel) -> Loaded:
+        args = kernel.metadata.args
+        return cls(kernel, kernel.metadata.kernarg_segment_size,
+                   tuple((a.offset, a.read_only) for a in args if a.value_kind == "global_buffer" and a.size == 8))
+
+
 class Dispatches:
     """The kernels loaded so far, and each queue's SH registers as its packets set them."""
 
     def __init__(self, counts: Counter[str] | None = None) -> None:
-        self.by_descriptor: dict[int, Kernel] = {}
-        self.by_entry: dict[int, Kernel] = {}
+        self.by_descriptor: dict[int, Loaded] = {}
+        self.by_entry: dict[int, Loaded] = {}
         self.registers: dict[int, dict[str, int]] = {}  # queue id -> SH register name -> value
         self.counts: Counter[str] = Counter() if counts is None else counts  # dispatches by kernel name
 
@@ -57,8 +78,7 @@ class Dispatches:
         except (CodeObjectError, ValueError):
             return  # its dispatches will say they may write anything
         for k in obj.kernels.values():
-            self.by_descriptor[va + k.descriptor_offset] = k
-            self.by_entry[va + k.entry_offset] = k
+            self.by_descriptor[va + k.descriptor_offset] = self.by_entry[va + k.entry_offset] = Loaded.of(k)
 
     def pointers(self, queue: int, dialect: Dialect, packets: list[Packet], read: ReadMemory) -> Pointers | None:
         """The pointers the dispatches among a submission's `packets` take; ANYTHING when one of them may take any
@@ -93,7 +113,7 @@ class Dispatches:
             return ANYTHING
         table = dialect.registers
         at = 0
-        for name, count in kernel.descriptor.user_sgprs:
+        for name, count in kernel.kernel.descriptor.user_sgprs:
             if name == "kernarg_segment_ptr":
                 words = [regs.get(r.name) for r in table.user_data[at:at + 2]]
                 if len(words) < 2 or None in words:
@@ -102,20 +122,20 @@ class Dispatches:
             at += count
         return [], []  # no kernel arguments: it takes no pointer
 
-    def _count(self, kernel: Kernel | None) -> Kernel | None:
+    def _count(self, kernel: Loaded | None) -> Loaded | None:
         self.counts[kernel.name if kernel is not None else UNKNOWN] += 1
         return kernel
 
 
-def _pointers(kernel: Kernel | None, kernargs: int, read: ReadMemory) -> tuple[list[int], list[int]] | None:
+def _pointers(kernel: Loaded | None, kernargs: int, read: ReadMemory) -> tuple[list[int], list[int]] | None:
     """The global pointers among `kernel`'s arguments at `kernargs` it may write through, and all of them."""
     if kernel is None:
         return ANYTHING
-    pointers = [a for a in kernel.metadata.args if a.value_kind == "global_buffer" and a.size == 8]
-    if not pointers:
+    if not kernel.pointers:
         return [], []
-    data = read(kernargs, kernel.metadata.kernarg_segment_size) if kernargs else None
+    data = read(kernargs, kernel.kernarg_size) if kernargs else None
     if data is None:
         return ANYTHING
-    values = [(a, int.from_bytes(data[a.offset:a.offset + 8], "little")) for a in pointers if a.offset + 8 <= len(data)]
-    return [v for a, v in values if v and not a.read_only], [v for _, v in values if v]
+    values = [(int.from_bytes(data[at:at + 8], "little"), read_only) for at, read_only in kernel.pointers
+              if at + 8 <= len(data)]
+    return [v for v, read_only in values if v and not read_only], [v for v, _ in values if v]
