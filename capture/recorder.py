@@ -25,6 +25,7 @@ import bisect
 import contextlib
 import ctypes
 import functools
+import operator
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -461,8 +462,21 @@ class RecordingSyscalls:
         each tracked buffer that `accesses` (position, address, bytes: 0 when unknown, taken as to the buffer's
         end), in stream order, land in: one for each stretch between the submission's GPU waits (`cuts`: the
         positions where they end, in order), which order what comes after them differently."""
+        get = self.by_va.get
+        if type(accesses) is not tuple and type(accesses) is not list:
+            accesses = tuple(accesses)
+        if len(accesses) > 1:  # all in one buffer and one stretch, as a submission's copies mostly are: in C
+            positions, addrs, sizes = zip(*accesses, strict=True)
+            low, high = min(addrs), max(addrs)
+            found = get(low)
+            if found is not None and high < found.va + found.size and \
+                    (not cuts or bisect.bisect_left(cuts, positions[0]) == bisect.bisect_left(cuts, positions[-1])):
+                if not found.tracked:
+                    return []
+                hi = found.size if 0 in sizes else min(max(map(operator.add, addrs, sizes)) - found.va, found.size)
+                return [(positions[0], positions[-1], low - found.va, hi, found)]
         spans: dict[tuple[TrackedBuffer, int], list[int]] = {}  # (buffer, stretch) -> [first, last, lo, hi]
-        get, buf, start, end, size = self.by_va.get, None, 0, 0, 0
+        buf, start, end, size = None, 0, 0, 0
         span, stretch = None, 0  # the span the access before went to, and its stretch
         for pos, addr, n in accesses:
             if not start <= addr < end:  # most accesses of a submission land in the buffer the one before did

@@ -3,19 +3,27 @@ events, threads, large CPU writes, and queue lifecycles."""
 
 from __future__ import annotations
 
+import bisect
 import threading
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kfdtrace.capture import record
 from kfdtrace.capture.completion import Completion, QueueProgress
+from kfdtrace.capture.memory import TrackedBuffer
+from kfdtrace.capture.recorder import RecordingSyscalls
 from kfdtrace.capture.submissions import Analyzer
 from kfdtrace.driver import System
+from kfdtrace.driver.pm4 import DIALECTS as PM4_DIALECTS
+from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DIALECTS, PollFunc
 from kfdtrace.traces.format import TraceReader
 from kfdtrace.traces.semaphores import pair_signals, pair_waits
+from tests.test_sdma_packets import _values
 
 
 def records(path, *types):
@@ -80,6 +88,35 @@ def test_a_plan_pairs_as_the_general_pairing_does_for_any_addresses(kinds, data)
         plan = got
         signals, waits, *_ = plan.facts(ring, 0)
         assert signals == pair_signals(raw_signals) and waits == pair_waits(raw_waits)
+
+
+def _wide_wait(d) -> bool:
+    """A packet waiting for a reference of more than 32 bits (WAIT_REG_MEM64), which plans refuse."""
+    return d.wait is not None and sum(m.bit_length() for _, _, m, _ in d.parts(d.wait[1])) > 32
+
+
+PLANNED = [d for d in [*DIALECTS.values(), *PM4_DIALECTS.values()] if any(p.address_fields for p in d)]
+
+
+@pytest.mark.parametrize("dialect", PLANNED, ids=[d.name for d in PLANNED])
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_a_plan_finds_the_addresses_decoding_finds(dialect, data):
+    """Whatever packets a submission holds (every definition with addresses, any field values), its plan gives
+    the addresses decoding its packets gives, in order, written and read alike (plans read 64-bit addresses whole
+    where they can, and dword by dword where not)."""
+    defs = [d for d in dialect if d.address_fields and d.indirect is None and not _wide_wait(d)]
+    ring = b""
+    for defn in data.draw(st.lists(st.sampled_from(defs), min_size=1, max_size=4)):
+        fields, payload = _values(data.draw, defn)
+        ring += dialect.build(defn.name, payload, **fields)
+    packets = list(dialect.iter_packets(ring))
+    for _ in range(2):  # the second time from the cached plan
+        plan, _ = Analyzer().analyse(dialect, ring, lambda a, n: None)
+        _, _, _, written, referenced, read = plan.facts(ring, 0)
+        assert list(referenced) == [a for p in packets for a in p.addresses().values()]
+        assert sorted(a for _, a, _ in (*written, *read)) == sorted(referenced)
+        assert {a for _, a, _ in written} == {a for p in packets for a in p.written_addresses()}
 
 
 def test_a_plan_serves_every_submission_of_its_shape_with_that_submission_s_addresses():
@@ -370,3 +407,34 @@ def test_a_submission_of_padding_alone_has_no_facts():
     for _ in range(2):
         plan, inner = Analyzer().analyse(d, ring, lambda a, n: None)
         assert (plan.facts(ring, 64), inner) == (([], [], [], (), (), ()), None)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_accesses_gather_into_one_span_per_buffer_and_stretch(data):
+    """What a submission's accesses cover of each buffer, between its GPU waits: the first and last position, the
+    lowest and highest byte (to the buffer's end when the size is unknown); accesses outside every tracked buffer
+    count for nothing. (The recorder takes accesses all in one buffer and stretch at once.)"""
+    by_va: RangeMap = RangeMap()
+    bufs = []
+    for i, (size, tracked) in enumerate(data.draw(st.lists(st.tuples(st.integers(1, 3).map(lambda k: k * 256),
+                                                                      st.booleans()), min_size=1, max_size=3))):
+        buf = TrackedBuffer(i, 1, 0x10000 * (i + 1), size, "gtt", 0, 0, cpu=0x10000 if tracked else None)
+        by_va.add(buf.va, buf.size, buf)
+        bufs.append(buf)
+    addresses = st.one_of(*(st.integers(b.va - 16, b.va + b.size + 16) for b in bufs))
+    accesses = data.draw(st.lists(st.tuples(addresses, st.sampled_from([0, 4, 64, 512])), max_size=8))
+    accesses = [(8 * (i + 1), a, n) for i, (a, n) in enumerate(accesses)]
+    cuts = tuple(sorted(data.draw(st.sets(st.integers(0, 80), max_size=2))))
+    expected: dict = {}
+    for pos, addr, n in accesses:
+        buf = by_va.get(addr)
+        if buf is None or not buf.tracked:
+            continue
+        lo = addr - buf.va
+        hi = min(lo + n, buf.size) if n else buf.size
+        span = expected.setdefault((buf.handle, bisect.bisect_left(cuts, pos)), [pos, pos, lo, hi])
+        span[1:] = [pos, min(span[2], lo), max(span[3], hi)]
+    got = RecordingSyscalls._accesses(SimpleNamespace(by_va=by_va), tuple(accesses), cuts)
+    assert sorted((first, last, lo, hi, buf.handle) for first, last, lo, hi, buf in got) == \
+        sorted((*span, handle) for (handle, _), span in expected.items())
