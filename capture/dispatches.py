@@ -36,11 +36,6 @@ class Pointers:
     writes: tuple[tuple[int, int], ...] = ()
     reads: tuple[tuple[int, int], ...] = ()
 
-    @property
-    def taken(self) -> tuple[int, ...]:
-        """The address of every pointer taken."""
-        return tuple(a for _, a in self.reads)
-
 
 class Loaded(NamedTuple):
     """A kernel of a loaded code object, with what its dispatches' arguments are read for, worked out once (a kernel

@@ -509,9 +509,13 @@ class RecordingSyscalls:
         """What one submission does (its `packets` decoded when its plan dispatches or completes AQL signals)."""
         progress = q.progress
         signals, waits, traps, written, referenced, read = plan.facts(ring, base)
+        # a kernel reads what it can name: through its pointer arguments, and through addresses passed by value or
+        # kept in memory; an indirect buffer's dispatches are not followed (their kernels take anything)
+        launches = plan.dispatching or (inner is not None and inner.dispatching)
+        if inner is not None and inner.dispatching:
+            dispatched = ANYTHING
         if self.exposed or self.rec.tracking == "scan":  # what the CPU wrote that the submission reads, before it
-            self._scan_exposed(None if dispatched is ANYTHING else
-                               [*referenced, *dispatched.taken, *(inner.referenced if inner is not None else ())])
+            self._scan_exposed(None if launches else [*referenced, *(inner.referenced if inner is not None else ())])
         if inner is not None:
             read = (*read, *inner.read)
             signals += [(base + p, a, v) for p, a, v in inner.signals]

@@ -41,6 +41,7 @@ class Facts:
     signals: list[Signal] = field(default_factory=list)
     waits: list[Wait] = field(default_factory=list)
     traps: list[tuple[int, int]] = field(default_factory=list)  # (position, event id)
+    dispatching: bool = False  # they launch kernels (or set up a launch), which may take any buffer they can name
 
 
 _TOKEN = re.compile(r"\$([QD])(\d+)\$")
@@ -251,7 +252,9 @@ class Analyzer:
             builder.add(q)
             if q.defn.indirect is not None:
                 self._indirect(dialect, q, start, pos, out, read, depth + 1)
-        signals, waits, traps, written, referenced, read = builder.plan(len(data) // 4).facts(data, 0)
+        plan = builder.plan(len(data) // 4)
+        out.dispatching |= plan.dispatching
+        signals, waits, traps, written, referenced, read = plan.facts(data, 0)
         out.written += ((pos, a, n) for _, a, n in written)
         out.read += ((pos, a, n) for _, a, n in read)
         out.referenced += referenced

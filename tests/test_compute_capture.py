@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
 
 import numpy as np
 import pytest
@@ -14,10 +15,15 @@ from kfdtrace.capture import record
 from kfdtrace.cli import main as kfdtrace_cli
 from kfdtrace.driver import System
 from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.kernargs import Launch, pack
 from kfdtrace.driver.kernels.build import BUILT, object_path
 from kfdtrace.driver.kernels.device import corpus
+from kfdtrace.replay.engine import EXIT_OK, Options
+from kfdtrace.replay.session import contents_at, replay_trace
 from kfdtrace.traces import records as R
 from kfdtrace.traces.format import TraceReader
+from kfdtrace.traces.redact import redact
+from kfdtrace.traces.trim import TrimRefused, trim
 from kfdtrace.traces.walk import TraceState
 
 N = 1024
@@ -146,7 +152,7 @@ def test_a_dispatch_of_a_kernel_capture_cannot_read_may_write_anything(tmp_path,
     ring = AQL.build("KERNEL_DISPATCH", kernel_object=kd, kernarg_address=0x5000)
     packets = list(AQL.iter_packets(ring))
     found = d.pointers(0, AQL, packets, lambda a, n: args if a == 0x5000 else None)
-    assert found.writes == ((64, 0xC000),) and found.taken == (0xA000, 0xB000, 0xC000)  # a, b are const
+    assert found.writes == ((64, 0xC000),)  # a, b are const
     assert found.reads == ((64, 0xA000), (64, 0xB000), (64, 0xC000))  # a kernel may read through any
     assert d.pointers(0, AQL, packets, lambda a, n: None) is ANYTHING  # its arguments unreadable
     other = AQL.build("KERNEL_DISPATCH", kernel_object=kd + 0x40000, kernarg_address=0x5000)
@@ -270,7 +276,7 @@ def test_a_pm4_dispatch_s_kernel_and_arguments_come_from_its_registers(target, t
                 break
     found = d.pointers(0, dialect, list(dialect.iter_packets(ring)), lambda a, n: memory.get(a, b"")[:n] or None)
     end = next(p.offset + p.size for p in dialect.iter_packets(ring) if p.defn.launch_field)
-    assert found.writes == ((end, vas["c"]),) and found.taken == (vas["a"], vas["b"], vas["c"])
+    assert found.writes == ((end, vas["c"]),) and found.reads == tuple((end, vas[x]) for x in "abc")
 
 
 @pytest.mark.parametrize("aql", [False, True])
@@ -402,3 +408,113 @@ def test_with_tracking_scan_inputs_written_through_raw_pointers_are_recorded_bef
             assert (np.frombuffer(c.read(), np.int32) == av + bv).all()
     report = replay_trace(path, Options(), emulate_recorded=True)
     assert report.status == EXIT_OK and report.results[0].verified == 3, report.lines()
+
+
+# a kernel reading through an address it is given by value, not as a pointer argument
+BY_VALUE = """
+__kernel void add_one_at(__global uint *out, ulong src, uint n) {
+    uint i = __builtin_amdgcn_workgroup_id_x() * 64 + __builtin_amdgcn_workitem_id_x();
+    if (i < n) out[i] = ((__global const uint *)src)[i] + 1;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def by_value_object(tmp_path_factory) -> str:
+    """BY_VALUE built for gfx942 by clang."""
+    out = tmp_path_factory.mktemp("by_value")
+    (out / "k.cl").write_text(BY_VALUE)
+    subprocess.run(["clang-19", "-x", "cl", "-target", "amdgcn-amd-amdhsa", "-mcpu=gfx942", "-nogpulib", "-O2", "-c",
+                    str(out / "k.cl"), "-o", str(out / "k.o")], check=True, capture_output=True)
+    subprocess.run(["ld.lld-19", "-shared", str(out / "k.o"), "-o", str(out / "k.co")], check=True,
+                   capture_output=True)
+    return str(out / "k.co")
+
+
+@pytest.mark.parametrize("tracking", ["auto", "scan"])
+def test_what_the_cpu_wrote_through_a_view_is_recorded_for_a_kernel_reading_it_by_a_by_value_address(
+        by_value_object, tracking, tmp_path):
+    """A kernel may read any buffer whose address it can name (passed by value here, or kept in memory): what the CPU
+    wrote there through a raw view before a dispatch is recorded, so that a replay computes what the workload did."""
+    path = str(tmp_path / "t.kfdtrace")
+    n = 256
+    with record(path, tracking=tracking), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        kernel = gpu.load(by_value_object).kernel("add_one_at")
+        src, out = gpu.alloc(n * 4, "gtt", name="src"), gpu.alloc(n * 4, "gtt", name="out")
+        view = src.numpy(np.uint32)
+        q = gpu.compute_queue(name="q")
+        for r in range(3):
+            view[:] = np.arange(n, dtype=np.uint32) * (r + 2)
+            q.dispatch(kernel, (n,), (64,), out, np.uint64(src.va), np.uint32(n))
+            q.sync(timeout=120)
+            assert (np.frombuffer(out.read(), np.uint32) == np.arange(n, dtype=np.uint32) * (r + 2) + 1).all()
+    report = replay_trace(path, Options(), emulate_recorded=True)
+    assert report.status == EXIT_OK and report.loops[0][0].verified >= 3, report.lines()
+
+
+def test_a_dispatch_inside_an_indirect_buffer_is_taken_to_write_every_buffer(tmp_path):
+    """The recorder does not follow the dispatches an indirect buffer holds: their kernels may write any buffer, so
+    the checkpoint after them hashes every buffer, and a replay verifies what the kernel wrote."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        add = corpus(gpu).kernel("add_int")
+        a, b, c = (gpu.alloc(N * 4, "gtt", name=x) for x in "abc")
+        a.write(np.arange(N, dtype=np.int32))
+        b.write(np.full(N, 5, np.int32))
+        q = gpu.compute_queue(name="q")
+        launch = Launch.of((N,), (64,))
+        body = q.launch(add, launch, pack(add.kernel.metadata, (a, b, c, np.uint32(N)), launch))
+        ib = gpu.alloc(4096, "gtt", name="ib")
+        ib.write(body)
+        q.indirect(ib, len(body)).submit()
+        q.sync(timeout=120)
+        assert (np.frombuffer(c.read(), np.int32) == np.arange(N) + 5).all()
+    with TraceReader(path) as trace:
+        checkpoints = [r for r in trace.records({R.CHECKPOINT}) if r.fields["buffers"]]
+    assert "c" in {b["name"] for r in checkpoints for b in r.fields["buffers"]}
+    report = replay_trace(path, Options(), emulate_recorded=True)
+    assert report.status == EXIT_OK and report.loops[0][0].verified >= 1, report.lines()
+
+
+def by_value_reads(path: str, kernel_object: str, gpu_written: bool) -> None:
+    """Record `add_one_at` reading `src` through the address it is given by value: src written by the CPU, or
+    (`gpu_written`) by an SDMA copy the kernel's queue waits for, with no checkpoint of src between."""
+    n = 256
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        kernel = gpu.load(kernel_object).kernel("add_one_at")
+        src, out, staging = (gpu.alloc(n * 4, "gtt", name=x) for x in ("src", "out", "staging"))
+        (staging if gpu_written else src).write(np.arange(n, dtype=np.uint32) * 3)
+        q, copier = gpu.compute_queue(name="q"), gpu.sdma_queue(name="copier")
+        if gpu_written:  # ordered by a semaphore the GPU waits for: no CPU wait, no checkpoint
+            copied = system.semaphore("copied")
+            copier.copy(src, staging, n * 4).signal(copied, 1).submit()
+            q.wait(copied, 1)
+        q.dispatch(kernel, (n,), (64,), out, np.uint64(src.va), np.uint32(n))
+        q.sync(timeout=120)
+        assert (np.frombuffer(out.read(), np.uint32) == np.arange(n, dtype=np.uint32) * 3 + 1).all()
+
+
+def test_redact_keeps_what_a_kernel_reads_by_a_by_value_address(by_value_object, tmp_path):
+    path, out = str(tmp_path / "t.kfdtrace"), str(tmp_path / "r.kfdtrace")
+    by_value_reads(path, by_value_object, gpu_written=False)
+    with TraceReader(path) as r:
+        redact(r, out)
+    report = replay_trace(out, Options(), emulate_recorded=True)
+    assert report.status == EXIT_OK and report.loops[0][0].verified >= 1, report.lines()
+
+
+def test_trim_refuses_a_range_whose_kernel_may_read_a_buffer_of_unknown_contents(by_value_object, tmp_path):
+    """src was written by the GPU and never checkpointed before the range: the range's kernel reads it by an address
+    passed by value, so trim refuses (pointing to --reconstruct), and with --reconstruct the trimmed trace verifies."""
+    path, out = str(tmp_path / "t.kfdtrace"), str(tmp_path / "r.kfdtrace")
+    by_value_reads(path, by_value_object, gpu_written=True)
+    with TraceReader(path) as r:
+        last = r.submissions - 1
+        with pytest.raises(TrimRefused, match=r"may read any buffer it can name, reads src .*--reconstruct"):
+            trim(r, out, last, last)
+        trim(r, out, last, last, lambda vas: contents_at(path, last, vas))
+    report = replay_trace(out, Options(), emulate_recorded=True)
+    assert report.status == EXIT_OK and report.loops[0][0].verified >= 1, report.lines()

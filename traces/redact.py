@@ -84,8 +84,9 @@ def _paths(text: str) -> tuple[str, int]:
 
 def _needed(trace: TraceReader) -> set[int]:
     """The alloc record numbers of buffers whose contents the replay depends on: read by a packet (an address
-    it holds and does not write, an indirect buffer's included), by a dispatch (its kernel arguments and the
-    buffers its pointer arguments point into), or hashed by a checkpoint."""
+    it holds and does not write, an indirect buffer's included), by a dispatch (any buffer live then: a kernel
+    reads through addresses it is given by value or finds in memory, not only through its pointer arguments), or
+    hashed by a checkpoint."""
     state, owner, needed = TraceState(trace.header), {}, set()  # owner: buffer va -> its alloc record number
     memory = KnownMemory(state, chunk_size(trace), trace.blob)  # the kernel arguments dispatches are read from
     for r in R.checked(trace.records()):
@@ -101,6 +102,9 @@ def _needed(trace: TraceReader) -> set[int]:
             access = memory.access(sub, p)
             if isinstance(access, str):  # a kernel not known could read anything
                 needed.update(owner.values())
+                continue
+            if access is not None:  # a kernel reads what it can name: addresses passed by value or kept in memory too
+                needed.update(owner[b.va] for b in state.buffers.values() if b.va in owner)
                 continue
             read = [a for name, a in p.addresses().items() if name not in p.defn.written_fields]
             for addr in read + (access.reads if access else []):

@@ -460,8 +460,12 @@ def _check_reads(prefix: _Prefix, sub: Submission, written: Written) -> None:
         if isinstance(access, str):
             raise TrimRefused(f"{access}: trim cannot tell what it reads and writes")
         read = _extents(p, [n for n in p.addresses() if n not in p.defn.written_fields])
-        for addr in [*read, *(access.reads if access else [])]:
+        for addr in read:
             _check_known(prefix, addr, written, f"submission {sub.number} ({p.name})", read.get(addr))
+        if access is not None:  # a kernel reads what it can name, through addresses passed by value or kept in memory
+            for buf in list(prefix.state.buffers.values()):
+                _check_known(prefix, buf.va, written, f"the kernel submission {sub.number} launches ({p.name}), which "
+                                                      f"may read any buffer it can name,")
         for addr, size in _extents(p, list(p.defn.written_fields)).items():
             buf = prefix.state.buffer_at(addr)
             if buf is not None and size is not None:
