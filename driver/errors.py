@@ -1,5 +1,9 @@
 """The driver's exceptions: each message says what happened and what to look at."""
 
+# The emulated GPU logs what stops a queue to EMULATOR_LOG; a record with the attribute NOT_EMULATED set names
+# something the emulator does not do (its limit, not a fault of the program's), which a GpuFault cannot say.
+EMULATOR_LOG, NOT_EMULATED = "kfdtrace.emulator", "not_emulated"
+
 
 class KfdTraceError(Exception):
     """Base of every error kfdtrace reports to a user."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.aql import AQL, CONDITIONS, AmdSignal, SignalCondition, SignalKind
-from kfdtrace.driver.errors import AddressInUse, DeviceError, GpuFault, WaitTimeout
+from kfdtrace.driver.errors import EMULATOR_LOG, NOT_EMULATED, AddressInUse, DeviceError, GpuFault, WaitTimeout
 from kfdtrace.driver.memory import PAGE, Buffer
 from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet
 from kfdtrace.driver.pm4 import DIALECTS as PM4_DIALECTS
@@ -653,6 +654,25 @@ class ReplayQueue:
         return [b for _, b in self.ibs] + self.new_ibs
 
 
+@contextlib.contextmanager
+def emulator_limits() -> Iterator[list[str]]:
+    """The messages of what the emulated GPU stopped a queue on for not doing it (driver/errors.py NOT_EMULATED),
+    as it logs them meanwhile."""
+    found: list[str] = []
+
+    class Limits(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if getattr(record, NOT_EMULATED, False):
+                found.append(record.getMessage())
+
+    handler, log = Limits(), logging.getLogger(EMULATOR_LOG)
+    log.addHandler(handler)
+    try:
+        yield found
+    finally:
+        log.removeHandler(handler)
+
+
 class Instance:
     """One replay of the trace on an open System, with its own buffers, queues, events and address map."""
 
@@ -690,16 +710,20 @@ class Instance:
         times = self.result.times = {} if self.options.timed else None
         self.sampler.start()
         try:
-            for r in R.checked(self.trace.records(handled(Instance))):
-                getattr(self, f"_on_{r.type}")(r)
-                if times is not None:
-                    times[r.n] = int((time.perf_counter() - t0) * 1e9)
-                if self.result.status:
-                    break
-            else:
-                self._drain_all("the trace ends")
-        except (WaitTimeout, GpuFault) as exc:
-            self.result.hang = str(exc)
+            with emulator_limits() as limits:
+                try:
+                    for r in R.checked(self.trace.records(handled(Instance))):
+                        getattr(self, f"_on_{r.type}")(r)
+                        if times is not None:
+                            times[r.n] = int((time.perf_counter() - t0) * 1e9)
+                        if self.result.status:
+                            break
+                    else:
+                        self._drain_all("the trace ends")
+                except (WaitTimeout, GpuFault) as exc:
+                    if limits:  # not a hang of the program's: the emulated GPU stopped where it cannot go on
+                        raise TargetRefused(f"the emulated GPU does not do what the trace asks: {limits[0]}") from None
+                    self.result.hang = str(exc)
         except DeviceError as exc:
             raise TargetRefused(f"record {r.n if r else 0} ({r.type if r else 'start'}): the target refused "
                                 f"it: {exc}") from exc

@@ -24,7 +24,7 @@ from kfdtrace.driver.kernels.device import corpus, run_case
 from kfdtrace.driver.kernels.reference import CASES
 from kfdtrace.replay.code_objects import parse_code_object_options
 from kfdtrace.replay.compute import AqlOnPm4
-from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_OK, Options, _Surveyor, handled
+from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_OK, Options, TargetRefused, _Surveyor, handled
 from kfdtrace.replay.session import replay_trace
 from kfdtrace.replay.translate import OutsideBuffers, ReplayError
 from kfdtrace.traces import records as R
@@ -492,3 +492,14 @@ def test_barrier_values_pm4_cannot_compare_are_refused(fields, why):
     assert AqlOnPm4.refusal(AQL.packet("AGENT_DISPATCH")) == "AGENT_DISPATCH (no PM4 form; replay it on an AQL queue)"
     assert AqlOnPm4.refusal(AQL.packet("BARRIER_AND", release_fence_scope=3)) == \
         "BARRIER_AND release_fence_scope=3 (not a fence scope)"
+
+
+def test_an_instruction_the_emulator_does_not_execute_is_cannot_replay_here_not_a_hang(traces, monkeypatch):
+    """A kernel stopping on an instruction the emulated GPU does not execute is the emulator's limit, not a hang of
+    the program's: the replay says what and where (exit 3), and no VM fault is reported for it."""
+    from kfdtrace.driver.emulator.shader import alu
+
+    monkeypatch.delitem(alu.VALU, "v_add_f32")
+    with pytest.raises(TargetRefused, match=r"the emulated GPU does not do what the trace asks: gfx942: "
+                                            r"v_add_f32\S* at PC 0x[0-9a-f]+ .*is not emulated"):
+        replay_trace(traces["aql-gfx942"], Options(timeout=20), emulate_recorded=True)

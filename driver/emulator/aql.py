@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from kfdtrace.driver.aql import AQL, CONDITIONS, PACKET_SIZE, AmdQueue, AmdSignal, FenceScope, pm4_ib_body
 from kfdtrace.driver.emulator.cp import CommandProcessor
 from kfdtrace.driver.emulator.memory import GpuVm
-from kfdtrace.driver.emulator.ring_engine import POLL_MAX_S, POLL_MIN_S, QueueError
+from kfdtrace.driver.emulator.ring_engine import POLL_MAX_S, POLL_MIN_S, NotEmulated, QueueError
 from kfdtrace.driver.families import Family
 from kfdtrace.driver.packets import Packet
 from kfdtrace.driver.pm4 import Pm4Dialect
@@ -186,4 +186,4 @@ class AqlProcessor(CommandProcessor):
                              self.queue_va, self.num_xcc))
 
     def _agent_dispatch(self, p: Packet) -> None:
-        raise QueueError(f"agent dispatch packets are not emulated: {p} at {self.where()}")
+        raise NotEmulated(f"agent dispatch packets are not emulated: {p} at {self.where()}")

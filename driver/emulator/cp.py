@@ -22,7 +22,7 @@ import time
 from typing import TYPE_CHECKING
 
 from kfdtrace.driver.emulator.memory import GpuVm
-from kfdtrace.driver.emulator.ring_engine import QueueError, RingEngine
+from kfdtrace.driver.emulator.ring_engine import NotEmulated, QueueError, RingEngine
 from kfdtrace.driver.families import Family
 from kfdtrace.driver.packets import Packet, PacketDef
 from kfdtrace.driver.pm4 import CopySel, DataSel, IntSel, Pm4Dialect, WriteDst
@@ -144,7 +144,7 @@ class CommandProcessor(RingEngine):
                 data = data[-4:]
             self._write(f["dst"], data)
         else:
-            raise QueueError(f"WRITE_DATA dst_sel={sel} (only register and memory) is not emulated")
+            raise NotEmulated(f"WRITE_DATA dst_sel={sel} (only register and memory) is not emulated")
 
     def _copy_data(self, p: Packet) -> None:
         f = p.fields
@@ -163,7 +163,7 @@ class CommandProcessor(RingEngine):
         elif src_sel == CopySel.SYSTEM_CLOCK:
             value = time.monotonic_ns()  # what GET_CLOCK_COUNTERS reports as the system clock
         else:
-            raise QueueError(f"COPY_DATA src_sel={src_sel} is not emulated")
+            raise NotEmulated(f"COPY_DATA src_sel={src_sel} is not emulated")
         value &= (1 << 8 * size) - 1
         if dst_sel == CopySel.REGISTER:
             reg = f["dst"] & _REG_MASK
@@ -173,7 +173,7 @@ class CommandProcessor(RingEngine):
         elif dst_sel in _MEMORY_DST:
             self._write(f["dst"], value.to_bytes(size, "little"))
         else:
-            raise QueueError(f"COPY_DATA dst_sel={dst_sel} is not emulated")
+            raise NotEmulated(f"COPY_DATA dst_sel={dst_sel} is not emulated")
 
     def _wait_reg_mem(self, p: Packet) -> None:
         if p.fields["operation"]:
@@ -191,7 +191,7 @@ class CommandProcessor(RingEngine):
         f = p.fields
         sel, int_sel = f["data_sel"], f["int_sel"]
         if int_sel not in _INTERRUPTS and int_sel not in _NO_INTERRUPT:
-            raise QueueError(f"RELEASE_MEM int_sel={int_sel} (a conditional interrupt) is not emulated")
+            raise NotEmulated(f"RELEASE_MEM int_sel={int_sel} (a conditional interrupt) is not emulated")
         if sel == DataSel.DATA32:
             self._write(f["addr"], (f["data"] & 0xFFFFFFFF).to_bytes(4, "little"))
         elif sel in (DataSel.DATA64, DataSel.GPU_CLOCK, DataSel.SYSTEM_CLOCK):
@@ -206,7 +206,7 @@ class CommandProcessor(RingEngine):
                 target.value = (target.value + f["data"]) & 0xFFFFFFFF
             self.machine.memory_changed()
         elif sel != DataSel.NONE:
-            raise QueueError(f"RELEASE_MEM data_sel={sel} is not emulated")
+            raise NotEmulated(f"RELEASE_MEM data_sel={sel} is not emulated")
         if int_sel in _INTERRUPTS:
             self._interrupt(p)
 

@@ -31,6 +31,7 @@ from kfdtrace.driver.emulator.events import EventTable
 from kfdtrace.driver.emulator.memory import LDS_APERTURE, PAGE, SCRATCH_APERTURE, BufferObject, GpuVm, VmFault
 from kfdtrace.driver.emulator.ring_engine import RingEngine
 from kfdtrace.driver.emulator.sdma_engine import SdmaEngine
+from kfdtrace.driver.errors import EMULATOR_LOG
 from kfdtrace.driver.families import Target, queue_sizes, target_by_version
 from kfdtrace.driver.memory import DOMAINS
 from kfdtrace.driver.pm4 import DIALECTS as PM4_DIALECTS
@@ -47,7 +48,7 @@ from kfdtrace.driver.syscalls import (
 )
 from kfdtrace.driver.topology import HEAP_TYPE_SYSTEM, DictSysfs, Node, Topology, write_sysfs_tree
 
-log = logging.getLogger("kfdtrace.emulator")
+log = logging.getLogger(EMULATOR_LOG)
 
 DOORBELL_SLICE = K.KFD_DOORBELL_PROCESS_SLICE
 DRM_CLASS = "/sys/class/drm"

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kfdtrace.driver.emulator.memory import GpuVm, VmFault
+from kfdtrace.driver.errors import EMULATOR_LOG, NOT_EMULATED
 from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet, PacketDef, PacketError
 from kfdtrace.driver.ring_queue import unwrapped
 from kfdtrace.driver.sdma import AtomicOp, PollFunc
@@ -35,7 +36,7 @@ from kfdtrace.driver.syscalls import memory_view
 if TYPE_CHECKING:
     from kfdtrace.driver.emulator.kfd import EmulatedMachine
 
-log = logging.getLogger("kfdtrace.emulator")
+log = logging.getLogger(EMULATOR_LOG)
 
 POLL_MIN_S, POLL_MAX_S = 20e-6, 1e-3  # back-off bounds while a poll waits on memory only the CPU may write
 INLINE_BYTES = 64 << 10  # the largest copy or fill the doorbell's caller executes itself
@@ -82,6 +83,12 @@ _ATOMICS = {op: _ATOMIC_BY_NAME[op.name.removesuffix("_NORET")] for op in Atomic
 
 class QueueError(Exception):
     """A packet the engine cannot execute; the queue stops on it."""
+
+
+class NotEmulated(QueueError):
+    """What stopped the queue is something the emulated GPU does not do (a packet, a field's value, an instruction):
+    a limit of the emulator's, not a fault of the program's. It is logged with the record attribute NOT_EMULATED
+    set, which a replay on the emulator reports as "cannot replay here" rather than a hang."""
 
 
 Step = Callable[[tuple[int, ...], bytes], "int | bool | None"]  # (fixed-part dwords, tail bytes) -> result
@@ -229,7 +236,7 @@ class RingEngine:
             self._fail(f"{exc} by {what}")
             self.machine.report_vm_fault(exc)
         else:
-            self._fail(f"{exc} ({what})")
+            self._fail(f"{exc} ({what})", isinstance(exc, NotEmulated))
             self.machine.report_queue_error(self.vm.gpu_id)
 
     def _quickness(self, d: PacketDef) -> Step | None:
@@ -254,9 +261,9 @@ class RingEngine:
         except PacketError:
             return where
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, not_emulated: bool = False) -> None:
         self.error = message
-        log.error("%s", message)
+        log.error("%s", message, extra={NOT_EMULATED: not_emulated})
 
     def _ring_bytes(self, start: int, end: int) -> bytes:
         """The ring's bytes from pointer `start` to `end`, unwrapped."""
@@ -319,7 +326,7 @@ class RingEngine:
         """Whether the `word` at `addr` a `name` packet polls compares true now (the operands its `wait` tag
         names; `addr` None: the packet polls a register)."""
         if addr is None:
-            raise QueueError(f"{name} polling a register, not memory, is not emulated")
+            raise NotEmulated(f"{name} polling a register, not memory, is not emulated")
         compare = COMPARE.get(func)
         if compare is None:
             raise QueueError(f"{name} {func_field}={func} is reserved")

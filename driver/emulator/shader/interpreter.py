@@ -28,7 +28,7 @@ import numpy as np
 
 from kfdtrace.driver.emulator.launch import KernelLaunch
 from kfdtrace.driver.emulator.memory import GpuVm
-from kfdtrace.driver.emulator.ring_engine import QueueError
+from kfdtrace.driver.emulator.ring_engine import NotEmulated, QueueError
 from kfdtrace.driver.emulator.shader.compile import Step, Unsupported, compile_instruction
 from kfdtrace.driver.emulator.shader.control import Flow
 from kfdtrace.driver.emulator.shader.memory_ops import Chunk, MemoryOps, VirtualMemory
@@ -50,7 +50,11 @@ _ENDED = np.iinfo(np.int64).max  # the barrier count of a wave that has ended: i
 
 
 class KernelFault(QueueError):
-    """A kernel stopped: an instruction the emulator does not execute, or a barrier no wave can pass."""
+    """A kernel stopped: an instruction it cannot execute, or a barrier no wave can pass."""
+
+
+class InstructionNotEmulated(KernelFault, NotEmulated):
+    """A kernel stopped on an instruction (or a form of one) the emulated GPU does not execute."""
 
 
 def run_dispatch(launch: KernelLaunch, vm: GpuVm, machine: EmulatedMachine,
@@ -250,15 +254,19 @@ class Interpreter:
             raise KernelFault(f"{self.target}: undecodable instruction at PC {pc:#x}: {exc}") from None
         try:
             step = compile_instruction(ins, pc, self.regs, self.memory)
-        except Unsupported as exc:
-            raise self._fault(ins, pc, str(exc), code[:ins.size]) from None
+        except Unsupported as exc:  # the emulator's limit, not a fault of the kernel's: no memory exception
+            raise InstructionNotEmulated(self._where(ins, pc, str(exc), code[:ins.size])) from None
         self.code.put(key, step)
         return step
 
-    def _fault(self, ins, pc: int, why: str, raw: bytes | None = None) -> KernelFault:
+    def _fault(self, ins, pc: int, why: str) -> KernelFault:
         self.machine.report_memory_exception(self.vm.gpu_id, pc)
+        return KernelFault(self._where(ins, pc, why))
+
+    def _where(self, ins, pc: int, why: str, raw: bytes | None = None) -> str:
+        """`why` the instruction `ins` at `pc` stopped the kernel, with its words."""
         if raw is None:
             with self.vm.access(pc, ins.size) as host:
                 raw = ctypes.string_at(host, ins.size)
         words = " ".join(f"{int.from_bytes(raw[i:i + 4], 'little'):08x}" for i in range(0, len(raw), 4))
-        return KernelFault(f"{self.target}: {ins.mnemonic} at PC {pc:#x} (words {words}): {why}")
+        return f"{self.target}: {ins.mnemonic} at PC {pc:#x} (words {words}): {why}"
