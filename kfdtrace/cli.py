@@ -50,6 +50,16 @@ def read_trace(path: str) -> Iterator[TraceReader]:
         yield reader
 
 
+def another_file(output: str, trace: str, what: str) -> None:
+    """ValueError when `output` names the file `trace` names (the same path, or a link to it): writing it would
+    destroy what is being read."""
+    same = os.path.abspath(output) == os.path.abspath(trace)
+    with contextlib.suppress(OSError):  # an output that does not exist yet is no input
+        same = same or os.path.samefile(output, trace)
+    if same:
+        raise ValueError(f"{what} must go to another file than {trace}, which it reads")
+
+
 def user_errors(fn: Callable) -> Callable:
     """Turn the errors a user can act on into one line on stderr and exit status 1, never a traceback."""
 
@@ -277,6 +287,8 @@ def export(trace: str, jsonl: str | None, perfetto: str | None) -> None:
 
     if (jsonl is None) == (perfetto is None):
         raise ValueError("give one of --jsonl OUT and --perfetto OUT")
+    if jsonl != "-":
+        another_file(jsonl or perfetto, trace, "the export")
     with read_trace(trace) as r:
         if jsonl is not None:
             with click.open_file(jsonl, "w") as out:
@@ -330,6 +342,7 @@ def trim(trace: str, submits: str, output: str, reconstruct: bool, emulate: str 
     from kfdtrace.traces.trim import trim as trim_trace
 
     first, last = parse_range(submits)
+    another_file(output, trace, "the trimmed trace")
     with read_trace(trace) as r:
         rebuild = None
         if reconstruct:
@@ -374,6 +387,7 @@ def minimize(trace: str, until: str, output: str, match: str | None, jobs: int, 
     from kfdtrace.traces.minimize import command_test
     from kfdtrace.traces.minimize import minimize as minimize_trace
 
+    another_file(output, trace, "the minimized trace")
     outcome = command_test(until, match, timeout)
     with read_trace(trace) as r, TerminalProgress("minimize") as progress:
         report = minimize_trace(r, output, outcome, jobs, progress.update, confirm)
@@ -392,8 +406,7 @@ def redact(trace: str, output: str, keep_data: bool, as_json: bool) -> None:
     was removed and what was kept."""
     from kfdtrace.traces.redact import redact as redact_trace
 
-    if os.path.abspath(output) == os.path.abspath(trace):
-        raise ValueError("the redacted trace must go to another file")
+    another_file(output, trace, "the redacted trace")
     with read_trace(trace) as r:
         show_report(redact_trace(r, output, keep_data), as_json, f"{output}: ")
 
@@ -422,6 +435,7 @@ def bundle(trace: str, output: str, submits: str | None, redacted: bool, emulate
     from kfdtrace.traces.trim import trim as trim_trace
 
     check_backend(emulate, None)
+    another_file(output, trace, "the bundle")
     span = parse_range(submits) if submits is not None else None
     objects = parse_code_object_options(list(code_object), code_objects)
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from kfdtrace.driver.emulator.boards import emulated_topology
 from kfdtrace.driver.topology import dump_to_directory
@@ -357,3 +361,29 @@ def test_replaying_an_sdma_trace_loads_no_code_object_reader_nor_bundle_machiner
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize("link", ["symlink", "hardlink", "same"])
+@pytest.mark.parametrize("command", [["trim", "-s", "0..1"], ["redact"], ["bundle"], ["export", "--perfetto"],
+                                     ["minimize", "--until", "true {trace}"]])
+def test_a_tool_never_writes_over_the_trace_it_reads(command, link, tmp_path):
+    """An output that names the input (itself, or through a symbolic or hard link) is refused before anything is
+    written: the trace being read is left whole."""
+    from click.testing import CliRunner
+
+    from kfdtrace.cli import main
+
+    trace = tmp_path / "t.kfdtrace"
+    shutil.copy(sample("sdma_stress-gfx942"), trace)
+    before = trace.read_bytes()
+    out = tmp_path / "out"
+    if link == "symlink":
+        out.symlink_to(trace)
+    elif link == "hardlink":
+        os.link(trace, out)
+    else:
+        out = trace
+    flag = [] if command[-1] == "--perfetto" else ["-o"]
+    result = CliRunner().invoke(main, [command[0], str(trace), *command[1:], *flag, str(out)])
+    assert result.exit_code != 0 and "must go to another file than" in result.output, result.output
+    assert trace.read_bytes() == before
