@@ -1221,7 +1221,7 @@ class Instance:
         if racy and not self.result.racy:
             first = racy[0]
             self.result.notes.append(f"checkpoints leave out buffers whose contents a race between queues decided "
-                                     f"when recorded, first {first['name'] or hex(first['va'])}: {first['why']}")
+                                     f"when recorded, first {first.get('name') or hex(first['va'])}: {first['why']}")
         self.result.racy += len(racy)
         if not self.options.verify:
             return

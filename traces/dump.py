@@ -194,7 +194,7 @@ class Dumper:
             if where:
                 out["where"] = where
             if self.buffers_dir is not None:
-                self._write_blobs(r.n, "checkpoint", entry["name"] or where or f"{entry['va']:#x}", entry["keys"],
+                self._write_blobs(r.n, "checkpoint", entry.get("name") or where or f"{entry['va']:#x}", entry["keys"],
                                   entry["size"])
 
     def _submission(self, sub: Submission, e: dict) -> None:

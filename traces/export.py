@@ -206,6 +206,8 @@ class Timeline:
         return track
 
     def add(self, r: Record, sub: Submission | None) -> None:
+        if r.type not in R.RECORD_TYPES:  # a newer writer's: readers pass over it (FORMAT.md), its fields unchecked
+            return
         prev, now = self._time(r)
         on = _ON.get(r.type)
         if on is not None:

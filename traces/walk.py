@@ -285,6 +285,9 @@ class TraceState:
                               f"its packets are not in the trace (a {q.kind} queue's were not recorded)")
         if q.dialect is None:
             return Submission(number, q, base, [], f"no packet dialect is known for a {q.kind} queue")
+        if len(ring) > q.ring_size:  # decoding it would cost time and memory no real submission can ask for
+            return Submission(number, q, base, [], f"{len(ring)} bytes of packets in a {q.ring_size}-byte ring "
+                                                   f"(corrupt trace)")
         packets, error = decode_all(q.dialect, ring)
         return Submission(number, q, base, packets, error, self._launched(q, packets))
 
