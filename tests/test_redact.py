@@ -73,7 +73,37 @@ def test_paths_in_notes_go_and_device_paths_stay(tmp_path):
         (note,) = [n.fields["text"] for n in r.records(["note"])]
         assert r.header["host"] == {"kernel": "6.8"} and r.header["command"] is None
     assert note == "loaded <path> for /dev/kfd and /dev/dri/renderD128"
-    assert "removed: host facts: node" in report.lines() and "removed: 1 file paths in notes" in report.lines()
+    assert "removed: host facts: node" in report.lines()
+    assert "removed: 1 file paths (in notes, and of files the workload opened)" in report.lines()
+
+
+def test_what_kfdtrace_does_not_know_or_names_a_host_or_a_file_goes(tmp_path):
+    """Header entries kfdtrace does not know (another writer's: it cannot tell what they hold), a path given as the
+    trace's name, a backend record's host names and hardware ids, and the paths of files the workload opened (not
+    the devices) all go: nothing of them is left in the file."""
+    src, out = str(tmp_path / "n.kfdtrace"), str(tmp_path / "r.kfdtrace")
+    header = {"name": "/home/alice/bugs/alice-laptop.corp", "env": {"AWS_SECRET": "hunter2"}, "cwd": "/home/alice",
+              "argv": ["--password", "hunter2"], "hostname": "alice-laptop.corp", "host": {"kernel": "6.8"}}
+    with TraceWriter(src, header) as w:
+        w.record("backend", backend="emulated", host={"hostname": "alice-laptop.corp", "kernel": "6.8"}, gpus=[],
+                 topology={"nodes": [{"properties": {"unique_id": 123456789}}]})
+        w.record("open", path="/home/alice/private/db.sqlite", flags=0, fd=9)
+        w.record("open", path="/dev/kfd", flags=0, fd=3)
+        w.record("close", fd=9, path="/home/alice/private/db.sqlite")
+        w.close({})
+    with TraceReader(src) as r:
+        report = redact(r, out)
+    with TraceReader(out) as r:
+        everything = repr((r.header, [(x.type, x.fields) for x in r.records()]))
+        for secret in ("hunter2", "alice", "AWS_SECRET", "123456789", "db.sqlite"):
+            assert secret not in everything
+        assert sorted(r.header) == ["host", "name"] and r.header["name"] == "<path>"
+        (backend,) = r.records(["backend"])
+        assert backend.fields["host"] == {"kernel": "6.8"}
+        assert backend.fields["topology"]["nodes"][0]["properties"]["unique_id"] == 0
+        assert [o.fields["path"] for o in r.records(["open"])] == ["<path>", "/dev/kfd"]
+    assert "removed: header entries kfdtrace does not know (it cannot tell what they hold): argv, cwd, env, " \
+           "hostname" in report.lines()
 
 
 def test_redact_refuses_to_overwrite_its_source_and_bad_input_is_one_line(tmp_path):

@@ -26,12 +26,19 @@ TOPOLOGY_IDS = ("unique_id", "hive_id")  # node properties that identify a part 
 FILL = b"kfdtrace redacted "
 PATH = re.compile(r"(?<![\w.-])/(?:[\w.+@-]+/)*[\w.+@-]+")  # an absolute file path inside a text
 DEVICES = re.compile(r"/dev/(kfd|dri/\w+)$")
+FILES = (R.OPEN, R.CLOSE, R.MMAP, R.MUNMAP)  # records naming a file the workload opened: device paths stay
 
 
 @dataclass
 class RedactReport:
     removed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+
+    def note(self, where: list[str], line: str) -> None:
+        """Add `line` to `where` (removed or kept) unless it is there already (a backend record repeats the
+        header's machine)."""
+        if line not in where:
+            where.append(line)
 
     def lines(self) -> list[str]:
         return [*(f"removed: {x}" for x in self.removed), *(f"kept: {x}" for x in self.kept)]
@@ -42,17 +49,33 @@ def fill(size: int) -> bytes:
 
 
 def redact_header(header: dict, report: RedactReport) -> dict:
-    h = dict(header)
+    """The header with what kfdtrace knows it holds (records.HEADER) alone, redacted."""
+    h = {k: v for k, v in header.items() if k in R.HEADER}
+    unknown = sorted(str(k) for k in header if k not in R.HEADER)
+    if unknown:
+        report.note(report.removed, f"header entries kfdtrace does not know (it cannot tell what they hold): "
+                                    f"{', '.join(unknown)}")
     if h.get("command"):
         report.removed.append(f"the command line ({len(h['command'])} arguments)")
         h["command"] = None
+    if isinstance(h.get("name"), str):
+        h["name"], paths = _paths(h["name"])
+        if paths:
+            report.removed.append("the file path in the trace's name")
+    return redact_machine(h, report)
+
+
+def redact_machine(h: dict, report: RedactReport) -> dict:
+    """The header's (or a `backend` record's) machine description without host names and hardware ids."""
+    h = dict(h)
     host = h.get("host")
     if isinstance(host, dict):
         gone = sorted(str(k) for k in host if k not in HOST_KEPT)
         h["host"] = {k: v for k, v in host.items() if k in HOST_KEPT}
         if gone:
-            report.removed.append(f"host facts: {', '.join(gone)}")
-        report.kept.append(f"host {', '.join(k for k in HOST_KEPT if k in h['host'])} (replay and triage use them)")
+            report.note(report.removed, f"host facts: {', '.join(gone)}")
+        report.note(report.kept, f"host {', '.join(k for k in HOST_KEPT if k in h['host'])} (replay and triage use "
+                                 f"them)")
     topology = h.get("topology")
     if isinstance(topology, dict) and isinstance(topology.get("nodes"), list):
         ids = 0
@@ -65,7 +88,7 @@ def redact_header(header: dict, report: RedactReport) -> dict:
             nodes.append(node)
         h["topology"] = {**topology, "nodes": nodes}
         if ids:
-            report.removed.append(f"{ids} hardware ids from the topology ({', '.join(TOPOLOGY_IDS)})")
+            report.note(report.removed, f"hardware ids from the topology ({', '.join(TOPOLOGY_IDS)})")
     return h
 
 
@@ -151,6 +174,14 @@ def redact(trace: TraceReader, out: str, keep_data: bool = False) -> RedactRepor
                     paths += n
                     copy.record(r.type, {**r.fields, "text": text})
                     continue
+                elif r.type == R.BACKEND:
+                    copy.record(r.type, redact_machine(r.fields, report))
+                    continue
+                elif r.type in FILES and isinstance(r.fields["path"], str):
+                    path, n = _paths(r.fields["path"])
+                    paths += n
+                    copy.record(r.type, {**r.fields, "path": path}, sub)
+                    continue
                 copy.record(r.type, r.fields, sub)
             w.close(copy.summary())
     except BaseException:
@@ -158,7 +189,7 @@ def redact(trace: TraceReader, out: str, keep_data: bool = False) -> RedactRepor
             os.unlink(out)
         raise
     if paths:
-        report.removed.append(f"{paths} file paths in notes")
+        report.removed.append(f"{paths} file paths (in notes, and of files the workload opened)")
     if keep_data:
         report.kept.append("every CPU write's contents (--keep-data)")
     else:
