@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from kfdtrace.driver.code_object_bundle import entries, is_bundle, select
@@ -49,9 +49,10 @@ class GivenObject:
     def option(self) -> str:
         return f"--code-object {self.selector}={self.path}"
 
-    def selects(self, fields: Mapping[str, Any]) -> bool:
-        """Whether this option names the object of the `code_object` record `fields`."""
-        if fields.get("name") == self.selector:
+    def selects(self, fields: Mapping[str, Any], ambiguous: frozenset[str] = frozenset()) -> bool:
+        """Whether this option names the object of the `code_object` record `fields` (a name that `ambiguous`
+        holds, several objects' name, names none of them)."""
+        if fields.get("name") == self.selector and self.selector not in ambiguous:
             return True
         return bool(HASH_PREFIX.fullmatch(self.selector)) and fields["key"].hex().startswith(self.selector.lower())
 
@@ -62,6 +63,16 @@ class CodeObjectOptions:
 
     given: tuple[GivenObject, ...] = ()
     directory: str | None = None
+    ambiguous: frozenset[str] = frozenset()  # names several recorded objects (of other contents) go by
+
+    def for_records(self, records: Iterable[Mapping[str, Any]]) -> CodeObjectOptions:
+        """These options for a trace recording the objects of the `code_object` records `records`: a name two of
+        them go by (two builds named k.co, say) selects neither, as an option or as a file of the folder."""
+        keys: dict[str, set[bytes]] = {}
+        for f in records:
+            if f.get("name"):
+                keys.setdefault(f["name"], set()).add(f["key"])
+        return replace(self, ambiguous=frozenset(n for n, k in keys.items() if len(k) > 1))
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,11 @@ def check_options(options: CodeObjectOptions, records: Iterable[Mapping[str, Any
     listing those there are: a misspelt name would otherwise be ignored."""
     records = list(records)
     for g in options.given:
+        if g.selector in options.ambiguous:
+            named = sorted({_key(f) for f in records if f.get("name") == g.selector})
+            keys = [f"--code-object {k}=PATH" for k in named]
+            raise ValueError(f"{g.option}: {len(keys)} recorded code objects of other contents are named "
+                             f"{g.selector!r}; give each by its key instead: {_and(keys)}")
         if not any(g.selects(f) for f in records):
             have = ", ".join(_object(f) for f in records) or "none"
             raise ValueError(f"{g.option}: no recorded code object is named {g.selector!r} or has a key starting "
@@ -113,7 +129,7 @@ def choose(recorded: bytes, fields: Mapping[str, Any], target: str, options: Cod
     """The code object to load for the recorded one (`recorded`, its bytes; `fields`, its `code_object` record) on
     a device of `target` ("gfx1100"), by the module's precedence; None when none loads there."""
     for g in options.given:
-        if g.selects(fields) and not isinstance(code := _loaded(g.data, target), str):
+        if g.selects(fields, options.ambiguous) and not isinstance(code := _loaded(g.data, target), str):
             return Choice(g.data, code, g.option)
     if not isinstance(code := _loaded(recorded, target), str):
         if is_bundle(recorded) and _processor(fields["target"]) != _processor(target):
@@ -141,14 +157,14 @@ def missing_message(target: str, missing: Sequence[tuple[Mapping[str, Any], Sequ
     for fields, kernels in missing:
         noun = "kernel" if len(kernels) == 1 else "kernels"
         needs.append(f"{noun} {', '.join(kernels)} (recorded for {fields['target']} in {_object(fields)})")
-        name = fields.get("name")
+        name = fields.get("name") if fields.get("name") not in options.ambiguous else None  # by its key, then
         option = f"--code-object {name or _key(fields)}=PATH"
         if option not in give:
             give.append(option)
         if name and _plain(name) and f"{name}.{processor}.co" not in files:
             files.append(f"{name}.{processor}.co")
         tried += [f"{g.option} does not fit ({why})" for g in options.given
-                  if g.selects(fields) and isinstance(why := _loaded(g.data, target), str)]
+                  if g.selects(fields, options.ambiguous) and isinstance(why := _loaded(g.data, target), str)]
         tried += [f"{p} does not fit ({why})" for p in _folder_files(fields, target, options)
                   if isinstance(why := _loaded_file(p, target), str)]
     verb = "needs" if len(needs) == 1 and len(missing[0][1]) == 1 else "need"
@@ -196,7 +212,7 @@ def _folder_files(fields: Mapping[str, Any], target: str, options: CodeObjectOpt
     """The files of the --code-objects folder that may stand for the recorded object, by precedence: those there
     are of `<name>.<gfx>.co`, `<name>.hipfb`, `<name>.co`."""
     name = fields.get("name")
-    if options.directory is None or not name or not _plain(name):
+    if options.directory is None or not name or not _plain(name) or name in options.ambiguous:
         return []
     names = (f"{name}.{_processor(target)}.co", f"{name}.hipfb", f"{name}.co")
     return [p for n in names if os.path.isfile(p := os.path.join(options.directory, n))]

@@ -249,7 +249,9 @@ class _Surveyor:
 
     def __init__(self, trace: TraceReader, devices: dict[int, Device], code_objects: CodeObjectOptions | None,
                  queue_type: str | None = None):
-        self.trace, self.devices, self.code_objects = trace, devices, code_objects or CodeObjectOptions()
+        self.trace, self.devices = trace, devices
+        self.code_objects = (code_objects or CodeObjectOptions()).for_records(
+            r.fields for r in R.checked(trace.records({R.CODE_OBJECT})))
         self.queue_type = queue_type
         self.s = Survey(chunk_size(trace))
         self.kernels = RecordedKernels()

@@ -163,3 +163,28 @@ def test_check_kernels_names_the_kernels_an_object_lacks() -> None:
     chosen = choose(data, fields, "gfx942", NONE)
     assert chosen is not None and check_kernels([*fields["kernels"], "no_such_kernel"], chosen.code) == [
         "no_such_kernel"]
+
+
+def test_a_name_two_recorded_objects_go_by_selects_neither(tmp_path: Path) -> None:
+    """Two builds of other contents recorded under one name (k.co from two folders, say): the name, as an option or
+    as a file of the folder, would give both the same object, and the wrong kernel would run. It selects neither:
+    the refusal asks for each by its key, which does select it."""
+    data, a = record(CORPUS_942, name="k")
+    other = CORPUS_942.read_bytes() + b"\0" * 64  # the same code, other contents: another key
+    b = {**a, "key": blob_key(other)}
+    (tmp_path / "k.gfx1100.co").write_bytes(CORPUS_1100.read_bytes())
+    options = parse_code_object_options([], str(tmp_path)).for_records([a, b])
+    assert options.ambiguous == {"k"}
+    assert choose(data, a, "gfx1100", options) is None  # the folder's k.gfx1100.co is no longer taken for it
+    message = missing_message("gfx1100", [(a, ["vector_add"]), (b, ["vector_add"])], options)
+    assert f"give --code-object {a['key'].hex()[:8]}=PATH and --code-object {b['key'].hex()[:8]}=PATH" in message
+    assert "k.gfx1100.co" not in message
+    by_name = parse_code_object_options([f"k={CORPUS_1100}"], None).for_records([a, b])
+    with pytest.raises(ValueError, match=r"2 recorded code objects of other contents are named 'k'; give each by "
+                                         r"its key instead: --code-object [0-9a-f]{8}=PATH and"):
+        check_options(by_name, [a, b])
+    by_key = parse_code_object_options([f"{a['key'].hex()[:8]}={CORPUS_1100}"], None).for_records([a, b])
+    check_options(by_key, [a, b])
+    assert choose(data, a, "gfx1100", by_key).source.startswith("--code-object") and \
+        choose(data, b, "gfx1100", by_key) is None
+    assert parse_code_object_options([], str(tmp_path)).for_records([a, a]).ambiguous == frozenset()  # same object
