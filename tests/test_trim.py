@@ -550,3 +550,57 @@ def test_signals_inside_indirect_buffers_count_for_the_ranges_waits(tmp_path):
         assert report.status == EXIT_OK, (last, report.lines())
     with TraceReader(path) as r, pytest.raises(TrimRefused, match="calls an indirect buffer before the range"):
         trim(r, str(tmp_path / "late.kfdtrace"), 1, 2)  # what an IB before wrote is not followed (yet)
+
+
+def test_a_write_a_cond_exe_may_skip_makes_nothing_known(tmp_path):
+    """A CONST_FILL under a COND_EXE that skips it (found by helper 36): the copy after it reads what X held at the
+    range's start, which the trace does not know (VRAM the CPU cannot see): refused, where it used to be taken
+    as written by the fill, and the trimmed trace diverged."""
+    path, out = str(tmp_path / "w.kfdtrace"), str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        x = gpu.alloc(4096, "vram", name="X", cpu_access=False)
+        z, flag = gpu.alloc(4096, "gtt", name="Z"), gpu.alloc(4096, "gtt", name="flag")
+        flag.write(bytes(4))
+        q, done = gpu.sdma_queue(), system.semaphore("done")
+        q.fill(x, 0xAAAAAAAA, 4096).signal(done, 1).submit()
+        done.wait(1)
+        fill = q.dialect.build("CONST_FILL", dst=x.va, data=0xCCCCCCCC, count=4095, fillsize=2)
+        q.emit(q.dialect.build("COND_EXE", addr=flag.va, reference=1, exec_count=len(fill) // 4) + fill)
+        q.copy(z, x, 4096).signal(done, 2).submit()
+        done.wait(2)
+        assert z.read()[:4] == b"\xaa" * 4
+    with TraceReader(path) as r, pytest.raises(TrimRefused, match=r"reads X at .* unknown"):
+        trim(r, out, 1, 1)
+
+
+def test_another_queue_s_write_counts_for_a_read_only_once_a_wait_orders_them(tmp_path):
+    """Queue b fills X after waiting for a semaphore queue a signals after reading X: recorded before a's read,
+    b's fill runs after it, so the range does not know what a read (found by helper 36). Where a waits for what
+    b signalled after its fill instead, the fill counts, and the trimmed range replays."""
+    path, out = str(tmp_path / "w.kfdtrace"), str(tmp_path / "t.kfdtrace")
+    for ordered in (False, True):
+        with record(path), System.open(emulate="gfx942") as system:
+            gpu = system.devices[0]
+            x = gpu.alloc(4096, "vram", name="X", cpu_access=False)
+            y = gpu.alloc(4096, "gtt", name="Y")
+            qa, qb = gpu.sdma_queue(name="qa"), gpu.sdma_queue(name="qb")
+            d0, s, d1 = system.semaphore("d0"), system.semaphore("s"), system.semaphore("d1")
+            qa.fill(x, 0xAAAAAAAA, 4096).signal(d0, 1).submit()
+            d0.wait(1)
+            if ordered:  # b fills, then signals s; a waits for s, then copies
+                qb.wait(d0, 1).fill(x, 0xBBBBBBBB, 4096).signal(s, 1).submit()
+                qa.wait(s, 1).copy(y, x, 4096).signal(d1, 1).submit()
+            else:  # b waits for s, which a signals after its copy
+                qb.wait(s, 1).fill(x, 0xBBBBBBBB, 4096).signal(d1, 1).submit()
+                qa.copy(y, x, 4096).signal(s, 1).submit()
+            d1.wait(1)
+            assert y.read()[:4] == (b"\xbb" if ordered else b"\xaa") * 4
+        with TraceReader(path) as r:
+            if not ordered:
+                with pytest.raises(TrimRefused, match=r"reads X at .* unknown"):
+                    trim(r, out, 1, 2)
+                continue
+            trim(r, out, 1, 2)
+        report = replay_trace(out, Options(timeout=20), emulate_recorded=True)
+        assert report.status == EXIT_OK and report.results[0].verified > 0, report.lines()

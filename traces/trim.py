@@ -420,27 +420,65 @@ def _understood(sub: Submission, where: str) -> None:
         raise TrimRefused(f"submission {sub.number} {where}: {sub.error}; trim cannot tell what it reads and writes")
 
 
+MAX_RELEASES = 64  # signals of an address whose writes a trim remembers (Written.release)
+
+
 class Written:
     """What the range has made (buffers allocated in it, by va) and written: the byte spans of the packets that
-    say how many bytes they move (a table's byte_count field), per buffer. A write of unknown extent (a kernel's,
-    a packet's without a count) makes nothing known: it may have written part of the buffer only."""
+    say how many bytes they move (a table's byte_count field), per buffer and writing queue. A write of unknown
+    extent (a kernel's, a packet's without a count) makes nothing known: it may have written part of the buffer
+    only. A write a packet may skip (under COND_EXE or PRED_EXEC) is none.
+
+    A write precedes what its own queue reads after it. Whether it precedes another queue's read is not told by
+    the order of the records: the writing queue may wait for that read (a semaphore the reader signals after it).
+    So a queue's writes count for every queue's reads only until it waits on the GPU in the range; after, they
+    count for another queue's reads once that queue waited for a value the writer signalled after them (`release`,
+    `acquire`: what the writer had, its own writes and those it acquired, as it signalled)."""
 
     def __init__(self) -> None:
         self.made: set[int] = set()
-        self.spans: dict[int, list[tuple[int, int]]] = {}  # buffer va -> [(start, end)] written, merged
+        self.free: dict[int, list[tuple[int, int]]] = {}  # buffer va -> [(start, end)] written before any wait
+        self.seen: dict[int, dict[int, list[tuple[int, int]]]] = {}  # queue -> buffer va -> spans it knows written
+        self.held: set[int] = set()  # queues that waited on the GPU in the range
+        self.released: dict[int, list[tuple[int, dict[int, list[tuple[int, int]]]]]] = {}  # address -> (value, spans)
 
-    def add(self, va: int, lo: int, hi: int) -> None:
-        spans = sorted([*self.spans.get(va, ()), (lo, hi)])
-        merged = [spans[0]]
-        for a, b in spans[1:]:
-            if a <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
-            else:
-                merged.append((a, b))
-        self.spans[va] = merged
+    def add(self, va: int, lo: int, hi: int, queue: int) -> None:
+        spans = self.free if queue not in self.held else self.seen.setdefault(queue, {})
+        spans[va] = _merged([*spans.get(va, ()), (lo, hi)])
 
-    def covers(self, va: int, lo: int, hi: int) -> bool:
-        return any(a <= lo and hi <= b for a, b in self.spans.get(va, ()))
+    def release(self, queue: int, addr: int, value: int) -> None:
+        """`queue` signalled `value` at `addr`: what it knows written is written for whoever waits for it."""
+        self.released.setdefault(addr, []).append((value, dict(self.seen.get(queue, {}))))
+        del self.released[addr][:-MAX_RELEASES]  # forgetting the oldest only makes less known
+
+    def acquire(self, queue: int, addr: int, value: int) -> None:
+        """`queue` waited until `addr` reached `value`: it knows what the signals of values up to it released."""
+        self.held.add(queue)
+        seen = self.seen.setdefault(queue, {})
+        for signalled, spans in self.released.get(addr, ()):
+            if signalled <= value:
+                for va, ss in spans.items():
+                    seen[va] = _merged([*seen.get(va, ()), *ss])
+
+    def covers(self, va: int, lo: int, hi: int, queue: int | None = None) -> bool:
+        """Whether the range wrote [lo, hi) of the buffer at `va` before `queue` reads it (None: before the CPU
+        reads it at a checkpoint, when the writes it hashes are complete)."""
+        known = [*self.free.get(va, ())]
+        for q, spans in self.seen.items():
+            if queue is None or q == queue:
+                known += spans.get(va, ())
+        return any(a <= lo and hi <= b for a, b in _merged(known))
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """`spans` sorted, those that touch as one."""
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    return merged
 
 
 def _extents(p: Packet, fields: list[str]) -> dict[int, int | None]:
@@ -453,24 +491,44 @@ def _extents(p: Packet, fields: list[str]) -> dict[int, int | None]:
 
 def _check_reads(prefix: _Prefix, sub: Submission, written: Written) -> None:
     _understood(sub, "in the range")
-    for p in sub.packets:
+    queue = sub.queue.queue
+    skipped, skipper = 0, None  # where the packets a COND_EXE or PRED_EXEC may skip end, and that packet's address
+    signalled, waited = semaphore_facts(sub.packets)
+    signals = {i: (addr, value) for i, addr, value in signalled}
+    waits = {i: (addr, ref) for i, addr, ref in waited}
+    for i, p in enumerate(sub.packets):
+        skips = p.offset < skipped  # nothing it does is sure to happen: its writes, signals and waits count for none
+        if i in signals and not skips:
+            written.release(queue, *signals[i])
         access = prefix.memory.access(sub, p)
         if isinstance(access, str):
             raise TrimRefused(f"{access}: trim cannot tell what it reads and writes")
         read = _extents(p, [n for n in p.addresses() if n not in p.defn.written_fields])
         for addr in read:
-            _check_known(prefix, addr, written, f"submission {sub.number} ({p.name})", read.get(addr))
+            _check_known(prefix, addr, written, f"submission {sub.number} ({p.name})", read.get(addr), queue)
         if access is not None:  # a kernel reads what it can name, through addresses passed by value or kept in memory
             for buf in list(prefix.state.buffers.values()):
                 _check_known(prefix, buf.va, written, f"the kernel submission {sub.number} launches ({p.name}), which "
-                                                      f"may read any buffer it can name,")
+                                                      f"may read any buffer it can name,", None, queue)
+        if p.defn.wait is not None:
+            written.held.add(queue)
+        # a 64-bit wait polls the low dword under a COND_EXE on the high one, which skips it once memory went past
+        # the value (driver/signals.py): either way memory reached it
+        if i in waits and (not skips or skipper == waits[i][0] + 4):
+            written.acquire(queue, *waits[i])
+        if skips:
+            continue
+        if p.defn.skip_field is not None:
+            skipped = max(skipped, p.offset + p.size + 4 * p.fields[p.defn.skip_field])
+            skipper = next(iter(p.addresses().values()), None)
         for addr, size in _extents(p, list(p.defn.written_fields)).items():
             buf = prefix.state.buffer_at(addr)
             if buf is not None and size is not None:
-                written.add(buf.va, addr, addr + size)
+                written.add(buf.va, addr, addr + size, queue)
 
 
-def _check_known(prefix: _Prefix, addr: int, written: Written, what: str, size: int | None = None) -> None:
+def _check_known(prefix: _Prefix, addr: int, written: Written, what: str, size: int | None = None,
+                 queue: int | None = None) -> None:
     """TrimRefused if the `size` bytes at `addr` (None: its whole buffer) are unknown at the range's start and the
     range has not written them itself."""
     buf = prefix.state.buffer_at(addr)
@@ -478,7 +536,7 @@ def _check_known(prefix: _Prefix, addr: int, written: Written, what: str, size: 
         return
     lo, hi = (addr, addr + size) if size is not None else (buf.va, buf.va + buf.size)
     contents = prefix.memory.contents.get(buf.va)
-    if contents is not None and contents.unknown and not written.covers(buf.va, lo, hi):
+    if contents is not None and contents.unknown and not written.covers(buf.va, lo, hi, queue):
         raise TrimRefused(f"{what} reads {buf.label} at {addr:#x}, whose contents at the range's start are "
                           f"unknown ({contents.unknown}, and no checkpoint of it followed): trim from an earlier "
                           f"submission, or from one after a checkpoint of {buf.label}, or give --reconstruct to "
