@@ -272,6 +272,7 @@ class _Surveyor:
         self.placed: set[int] = set()  # recorded vas of the buffers packets may address
         self.live: dict[int, tuple[Pool, int]] = {}  # recorded va -> (pool, bytes) of the buffers replayed
         self.rings: dict[int, tuple[int, Pool]] = {}  # recorded queue id -> (ring and pointer bytes, its slots)
+        self.wptrs: dict[int, tuple[int, int]] = {}  # recorded queue id -> (its type, its write pointer as recorded)
         self.use: Counter[Pool] = Counter()
         self.events: dict[int, int] = {}  # recorded event id -> its event record
         self.ib_copies: dict[int, int] = {}  # recorded queue id -> bytes of its last submission's IB copies
@@ -373,6 +374,7 @@ class _Surveyor:
         t.calls = []  # the indirect buffers each submission calls, which the replay will copy
         slots = ("SDMA queues", self.devices[f["gpu"]].index) if reader is None else None
         self.rings[f["queue"]] = (f["ring_size"] + PAGE, slots)
+        self.wptrs[f["queue"]] = (f["type"], f["wptr"])
         self._add(HOST, f["ring_size"] + PAGE)  # the replayer's own ring and pointers, in GTT
         self._add(EVENTS, 1)  # and its queue's semaphore's event
         if slots is not None:
@@ -485,11 +487,18 @@ class _Surveyor:
         if f["queue"] is None:
             return
         t = self.translators.get(f["queue"])
-        if t is None:
-            raise ReplayError(f"submission {self.s.submissions}: doorbell of unknown queue {f['queue']}")
+        if t is None or f["queue"] not in self.rings:
+            raise BadInput(f"record {r.n} (doorbell): queue {f['queue']} is not there (never created, or destroyed) "
+                           f"(corrupt trace)")
         packets, calls = t.packets, t.calls
         calls.clear()
         where = f"submission {self.s.submissions} (queue {f['queue']})"
+        kind, base = self.wptrs[f["queue"]]
+        end = K.doorbell_end(kind, f["value"])
+        self.wptrs[f["queue"]] = (kind, end)
+        if not f["ring"] and end != base:
+            raise ReplayError(f"{where}: its packets are not in the trace (the recording could not read the queue's "
+                              f"ring): a replay cannot make it")
         size = self.rings[f["queue"]][0] - PAGE
         if len(f["ring"]) > size and valid_ring_size(size):  # more than the ring held unconsumed at once
             raise BadInput(f"{where}: {len(f['ring'])} bytes of packets in a {size}-byte ring (corrupt trace)")
@@ -1230,7 +1239,10 @@ class Instance:
         in_flight = {b["va"] for b in r.fields.get("in_flight") or ()}  # GPU writes not known complete yet
         for entry in r.fields["buffers"]:
             hit = self.buffers.find(entry["va"])
-            if entry["va"] in in_flight or hit is None or hit[2].buffer.cpu is None:
+            if hit is None:  # a checkpoint hashes live buffers only
+                raise BadInput(f"record {r.n} (checkpoint): no buffer is allocated at {entry['va']:#x}, where it has "
+                               f"an entry (corrupt trace)")
+            if entry["va"] in in_flight or hit[2].buffer.cpu is None:
                 continue
             if (hit[0], len(entry["keys"])) != (entry["va"], -(-entry["size"] // self.s.chunk)) or \
                     entry["size"] > hit[1]:

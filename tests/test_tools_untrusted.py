@@ -271,3 +271,27 @@ def test_checkpoint_entries_without_their_optional_names_replay(tmp_path):
     report = replay_trace(path, Options(), emulate="gfx942")
     assert report.status == 0 and any("first 0x1: x" in n for n in report.loops[0][0].notes), report.lines()
     assert run_tool("dump --json --buffers", path, str(tmp_path / "o")).exit_code == 0
+
+
+@pytest.mark.parametrize("how", ["checkpoint of no buffer", "doorbell without its packets", "doorbell of no queue"])
+def test_replay_says_what_it_cannot_replay_rather_than_ok(how, tmp_path):
+    """A checkpoint entry where no buffer lies, a doorbell whose packets the trace lacks, and a doorbell of a queue
+    no record made used to be passed over, and the replay said OK (found by helper 36): a damaged trace is
+    corrupt (exit 4), packets the recording could not read cannot be replayed (exit 3)."""
+    import subprocess
+
+    def edit(t):
+        if how == "checkpoint of no buffer":
+            for entry in first(t, "checkpoint")["buffers"]:
+                entry["va"] = 0x5000
+        elif how == "doorbell without its packets":
+            first(t, "doorbell")["ring"] = b""
+        else:
+            first(t, "doorbell")["queue"] = 77
+    res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", mutated(tmp_path, edit), "--emulate", "gfx942"],
+                         capture_output=True, text=True, timeout=300)
+    expected = {"checkpoint of no buffer": (4, "no buffer is allocated at 0x5000"),
+                "doorbell without its packets": (3, "its packets are not in the trace"),
+                "doorbell of no queue": (4, "queue 77 is not there")}[how]
+    assert (res.returncode, expected[1] in res.stderr, len(res.stderr.splitlines())) == (expected[0], True, 1), \
+        res.stderr
