@@ -1082,6 +1082,9 @@ class Instance:
 
     def _on_mem(self, r: Record) -> None:
         data = self.trace.blob(r.fields["key"])
+        if len(data) != r.fields["size"]:
+            raise BadInput(f"record {r.n} (mem): it claims {r.fields['size']} bytes, its blob holds {len(data)} "
+                           f"(corrupt trace)")
         buf, off = self._target(r, r.fields["va"], len(data))
         buf.write(data, off)
 

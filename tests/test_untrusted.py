@@ -195,10 +195,18 @@ def test_a_cpu_write_running_past_its_buffer_is_refused(tmp_path):
 
     def at_end(f, reader, writer):
         va, size = buffer_of(reader, f["va"])
-        f["va"], f["key"] = va + size - 4, writer.blob(b"\x01" * 16)
+        f["va"], f["key"], f["size"] = va + size - 4, writer.blob(b"\x01" * 16), 16
 
     rewrite(PING_PONG, path, edit_first("mem", at_end))
     refused(replay(path), 4, "run past the end of the buffer")
+
+
+@pytest.mark.parametrize("size", [-4096, 1 << 62, 4 * 4096], ids=["negative", "huge", "4x"])
+def test_a_cpu_write_claiming_another_size_than_its_blob_is_refused(size, tmp_path):
+    """Found by helper 36: the record's size was passed over (the blob's taken), and the replay said OK."""
+    path = str(tmp_path / "t.kfdtrace")
+    rewrite(PING_PONG, path, edit_first("mem", lambda f, reader, writer: f.update(size=size)))
+    refused(replay(path), 4, f"it claims {size} bytes, its blob holds")
 
 
 @pytest.mark.parametrize("type_, change, text", [
