@@ -35,7 +35,13 @@ def trace_file(path: str) -> Iterator[str]:
     from kfdtrace.replay.bundle import trace_of
 
     with trace_of(path) as unpacked:
-        yield unpacked.trace
+        if unpacked.trace == path:
+            yield path
+            return
+        try:
+            yield unpacked.trace
+        except TraceError as exc:  # named by the bundle, not by the temporary folder it was extracted into
+            raise TraceError(str(exc).replace(os.path.dirname(unpacked.trace) + os.sep, f"{path} member ")) from None
 
 
 @contextlib.contextmanager

@@ -268,6 +268,8 @@ def check(path: str) -> dict[str, int]:
     sizes: dict[str, int] = {}
     if not os.path.isfile(path):
         raise BundleError(f"{path}: not a regular file")
+    if not os.path.getsize(path):
+        raise BundleError(f"{path}: an empty file, not a bundle")
     try:
         with _stream(path) as stream:
             while True:
@@ -275,6 +277,9 @@ def check(path: str) -> dict[str, int]:
                 if block == bytes(512):
                     break
                 name, size = _header(block, path)
+                if name not in MEMBERS and not CODE_OBJECT_FILE.fullmatch(name):
+                    raise BundleError(f"{path}: member {name!r} is none a bundle holds ({', '.join(MEMBERS)}, and "
+                                      f"code objects <name>.<gfx>.co or <name>.hipfb; nothing was extracted)")
                 if name in sizes:
                     raise BundleError(f"{path}: member {name!r} comes twice (nothing was extracted)")
                 if len(sizes) >= MAX_MEMBERS:

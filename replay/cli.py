@@ -134,8 +134,9 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
         options = Options(relocate=relocate, timeout=timeout, verify=verify, gpu_map=mapping, code_objects=objects,
                           queue_type=None if queue_type == "recorded" else queue_type)
         with TerminalProgress("replay") as progress, trace_of(trace) as (path, bundled):
+            if path != trace:  # a bundle's, extracted into a temporary folder
+                extracted[os.path.dirname(path) + os.sep] = f"{trace} member "
             if bundled is not None and code_objects is None:  # a bundle's code objects, unless others are given
-                extracted[bundled + os.sep] = f"{trace} member "
                 options.code_objects = parse_code_object_options(list(code_object), bundled)
             report = replay_trace(path, options, emulate=emulate, emulate_from=emulate_from,
                                   emulate_recorded=emulate_recorded, device=device, loops=loop,

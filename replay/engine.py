@@ -209,9 +209,11 @@ class Survey:
 def chunk_size(trace: TraceReader) -> int:
     """The checkpoint chunk size the trace's header gives (capture always writes it)."""
     chunk = trace.header.get("chunk_size")
-    if not isinstance(chunk, int) or chunk <= 0:
+    if not isinstance(chunk, int):
         raise BadInput(f"{trace.path}: the header gives no chunk_size, so its checkpoints cannot be read: "
                        f"re-record it with capture")
+    if chunk <= 0:
+        raise BadInput(f"{trace.path}: the header's chunk_size {chunk} is no size (corrupt trace)")
     return chunk
 
 

@@ -205,7 +205,9 @@ HOSTILE = {
     "hardlink": ([entry(B.TRACE, kind=tarfile.LNKTYPE, link="/etc/passwd")], "not a regular file"),
     "directory": ([entry("d", kind=tarfile.DIRTYPE)], "not a regular file"),
     "twice": ([entry(B.TRACE, TRACE_BYTES), entry(B.TRACE, TRACE_BYTES)], "comes twice"),
-    "many": ([entry(f"m{i}", b"x") for i in range(B.MAX_MEMBERS + 1)], f"more than {B.MAX_MEMBERS} members"),
+    "many": ([entry(f"m{i}.gfx942.co", b"x") for i in range(B.MAX_MEMBERS + 1)], f"more than {B.MAX_MEMBERS} members"),
+    # found by helper 36: extracted, though no bundle holds one
+    "unknown": ([entry("evil.sh", b"x"), entry(B.TRACE, TRACE_BYTES)], "member 'evil.sh' is none a bundle holds"),
     "no trace": ([entry("REPORT.md", b"hi")], "holds no trace.kfdtrace"),
     "huge": ([entry(B.TRACE, b"", size=B.MAX_MEMBER_BYTES + 1)], "over the limits"),
     # a size tarfile would read as -513 or -1: the count of bytes left never reached 0
@@ -259,6 +261,13 @@ def test_garbage_and_truncated_bundles_are_one_line(data, tmp_path):
     assert res.exit_code == 1 and len(res.output.splitlines()) == 1 and "Traceback" not in res.output
 
 
+def test_an_empty_file_is_no_bundle(tmp_path):
+    path = tmp_path / "e.tar.zst"
+    path.write_bytes(b"")
+    res = run("unbundle", str(path), "-o", str(tmp_path / "o"))
+    assert res.exit_code == 1 and res.output.strip().endswith(f"error: {path}: an empty file, not a bundle")
+
+
 def test_unbundle_never_overwrites(tmp_path):
     out, dest = str(tmp_path / "r.tar.zst"), tmp_path / "d"
     assert run("bundle", STRESS, "-o", out).exit_code == 0
@@ -272,3 +281,16 @@ def test_the_report_as_json(tmp_path):
     res = run("bundle", STRESS, "-o", str(tmp_path / "b.tar.zst"), "--json")
     report = json.loads(res.output)
     assert res.exit_code == 0 and report["status"] == 0 and report["verdict"] == "OK" and report["size"] > 0
+
+
+@pytest.mark.parametrize("tool", ["replay", "info"])
+def test_a_damaged_trace_in_a_bundle_is_named_as_the_bundles_member(tool, tmp_path):
+    """Found by helper 36: errors named the temporary folder the bundle was extracted into, gone by then."""
+    out = str(tmp_path / "b.tar.zst")
+    hostile(out, [entry(B.TRACE, b"garbage" * 10)])
+    if tool == "replay":
+        message = replay(out, "--emulate", "gfx942").stderr
+    else:
+        message = run("info", out).output
+    assert f"{out} member trace.kfdtrace: not a kfdtrace file" in message and "kfdtrace-unbundle" not in message, \
+        message

@@ -227,6 +227,7 @@ def test_a_malformed_record_is_bad_input(tmp_path, type_, change, text):
     ({"gpus": 5}, "the header has a malformed (int) 'gpus' field"),
     ({"chunk_size": 4096.0}, "the header has a malformed (float) 'chunk_size' field"),
     ({"chunk_size": None}, "gives no chunk_size"),
+    ({"chunk_size": -1}, "the header's chunk_size -1 is no size"),
 ])
 def test_a_malformed_header_is_bad_input(tmp_path, header, text):
     path = str(tmp_path / "t.kfdtrace")
