@@ -266,6 +266,7 @@ class _Surveyor:
         self.holders: dict[int, tuple[int, int, str]] = {}
         # recorded kernel argument buffers, with what the CPU wrote into them (None: nothing yet)
         self.kernarg_buffers: RangeMap[bytearray | None] = RangeMap()
+        self.kernarg_writers: dict[int, str] = {}  # kernel argument buffer -> the first dispatch taking a pointer to it
         self.dispatching = ""  # the packet whose dispatch is being checked
         self.relocation = Relocation()
         self.translators: dict[int, Translator] = {}
@@ -350,6 +351,7 @@ class _Surveyor:
         self.code.pop(r.fields["va"], None)
         if self.kernarg_buffers.find(r.fields["va"]) is not None:
             self.kernarg_buffers.remove(r.fields["va"])
+            self.kernarg_writers.pop(r.fields["va"], None)
         if r.fields["va"] in self.placed:
             self.placed.remove(r.fields["va"])
             self.relocation.remove(r.fields["va"])
@@ -397,6 +399,8 @@ class _Surveyor:
                 objects.setdefault(d.kernel.obj, (f, set()))[1].add(d.kernel.name)
             for ptr in reader.check_pointers(d, where, self.relocation.move):
                 start = self.relocation.find(ptr)[0]
+                if self.kernarg_buffers.find(ptr) is not None:  # a kernel may write other dispatches' arguments
+                    self.kernarg_writers.setdefault(start, f"{where} ({d.kernel.name})")
                 held = self.holders.pop(start, None)
                 if held is not None:
                     offset, value, writer = held
@@ -440,6 +444,11 @@ class _Surveyor:
             raise ReplayError(f"{self.dispatching}: its kernel arguments at {va:#x} lie in buffer "
                               f"{self._name(held[0])}, which is not of role kernargs: replay follows the CPU's "
                               f"writes of kernel arguments in those alone")
+        if hit is not None and hit[0] in self.kernarg_writers:
+            raise ReplayError(f"{self.dispatching}: its kernel arguments at {va:#x} lie in buffer "
+                              f"{self._name(hit[0])}, which the kernel of {self.kernarg_writers[hit[0]]} takes a "
+                              f"pointer to: replay derives kernel arguments from what the CPU wrote there, when it "
+                              f"submits, and cannot follow what a kernel writes")
         if hit is None or hit[2] is None or va + size > hit[0] + hit[1]:
             return None
         return bytes(hit[2][va - hit[0]:va - hit[0] + size])

@@ -19,6 +19,7 @@ from kfdtrace.capture import record
 from kfdtrace.driver import System
 from kfdtrace.driver.aql import AQL, SignalCondition
 from kfdtrace.driver.aql_queue import HsaSignal
+from kfdtrace.driver.kernargs import Launch, pack
 from kfdtrace.driver.kernels.build import BUILT, object_path
 from kfdtrace.driver.kernels.device import corpus, run_case
 from kfdtrace.driver.kernels.reference import CASES
@@ -503,3 +504,46 @@ def test_an_instruction_the_emulator_does_not_execute_is_cannot_replay_here_not_
     with pytest.raises(TargetRefused, match=r"the emulated GPU does not do what the trace asks: gfx942: "
                                             r"v_add_f32\S* at PC 0x[0-9a-f]+ .*is not emulated"):
         replay_trace(traces["aql-gfx942"], Options(timeout=20), emulate_recorded=True)
+
+
+class _At:
+    """Kernel argument memory at `offset` of a buffer of role kernargs (a program's own kernarg buffer)."""
+
+    def __init__(self, buffer, offset: int):
+        self.buffer, self.va, self.offset = buffer, buffer.va + offset, offset
+
+    def write(self, data: bytes) -> None:
+        self.buffer.write(data, self.offset)
+
+    def free(self) -> None:
+        pass
+
+
+def test_kernel_arguments_a_kernel_may_write_are_refused_not_replayed_stale(tmp_path):
+    """A kernel given a pointer into a kernel argument buffer may write the arguments of a dispatch after it (found
+    by helper 35): the replay, which derives them from the CPU's writes when it submits, refuses (exit 3) rather
+    than run that dispatch with the arguments the CPU wrote, and diverge."""
+    path = str(tmp_path / "k.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        program = corpus(gpu)
+        add, copy = program.kernel("vector_add"), program.kernel("memcpy_uint4")
+        kbuf = gpu.alloc(4096, "gtt", name="kbuf", role="kernargs")
+        a, b, c, staging = (gpu.alloc(N * 4, "gtt", name=x) for x in ("a", "b", "c", "staging"))
+        a.write(np.arange(N, dtype=np.float32))
+        b.write(np.ones(N, np.float32))
+        q = gpu.aql_queue(name="q")
+        launch = Launch.of((N,), (64,))
+        second, _ = q.launch(add, launch, pack(add.kernel.metadata, (a, b, b, np.uint32(N)), launch),
+                             kernarg=lambda size, align: _At(kbuf, 1024))
+        staging.write(struct.pack("<QQ", b.va, c.va))  # the second dispatch's b and c: it writes c, not b
+        one = Launch.of((1,), (1,))
+        first, _ = q.launch(copy, one, pack(copy.kernel.metadata, (staging, kbuf.va + 1024 + 8, np.uint32(1)), one),
+                            kernarg=lambda size, align: _At(kbuf, 0))
+        q.submit(first)
+        q.submit(second)
+        q.sync(timeout=120)
+        assert (np.frombuffer(c.read(), np.float32) == np.arange(N, dtype=np.float32) + 1).all()
+    with pytest.raises(ReplayError, match=r"its kernel arguments at 0x[0-9a-f]+ lie in buffer kbuf, which the kernel "
+                                          r"of submission 0 .*\(memcpy_uint4\) takes a pointer to"):
+        replay_trace(path, Options(), emulate_recorded=True)
