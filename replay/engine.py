@@ -411,7 +411,26 @@ class _Surveyor:
                             f"(in buffer {self._name(pointee[0])}), written by {writer}, and {where} gives "
                             f"{d.kernel.name} a pointer to it: the address cannot follow its buffer if it moves"))
                 self.dispatched[start] = f"{where} ({d.kernel.name})"
+            self._by_value_addresses(reader, d, where)
         return b""
+
+    def _by_value_addresses(self, reader: DispatchReader, d: Dispatch, where: str) -> None:
+        """Note a relocation hazard for each address of a recorded buffer a dispatch passes by value (an integer
+        argument, a pointer inside a struct): kernel arguments are relocated where the metadata says they hold a
+        pointer, and these would keep the recorded address when the buffer moves."""
+        data = reader.kernargs(d, where) or b""
+        for i, arg in enumerate(d.kernel.kernel.metadata.args):
+            if arg.value_kind != "by_value" or arg.size < 8:
+                continue
+            for at in range(-(-arg.offset // 8) * 8, min(arg.offset + arg.size, len(data)) - 7, 8):
+                value = int.from_bytes(data[at:at + 8], "little")
+                held = self.relocation.find(value) if value else None
+                if held is not None:
+                    self.s.hazards.setdefault(held[0], (
+                        f"relocation hazard: {where} gives {d.kernel.name} argument {i}"
+                        f"{f' ({arg.name})' if arg.name else ''} by value, holding address {value:#x} (in buffer "
+                        f"{self._name(held[0])}): an address passed by value cannot follow its buffer if it moves"))
+                    return
 
     def _name(self, va: int) -> str:
         alloc = self.allocs.get(va)

@@ -20,6 +20,7 @@ from kfdtrace.driver.kernels.build import BUILT, object_path
 from kfdtrace.driver.kernels.device import corpus
 from kfdtrace.replay.engine import EXIT_OK, Options
 from kfdtrace.replay.session import contents_at, replay_trace
+from kfdtrace.replay.translate import ReplayError
 from kfdtrace.traces import records as R
 from kfdtrace.traces.format import TraceReader
 from kfdtrace.traces.redact import redact
@@ -518,3 +519,15 @@ def test_trim_refuses_a_range_whose_kernel_may_read_a_buffer_of_unknown_contents
         trim(r, out, last, last, lambda vas: contents_at(path, last, vas))
     report = replay_trace(out, Options(), emulate_recorded=True)
     assert report.status == EXIT_OK and report.loops[0][0].verified >= 1, report.lines()
+
+
+def test_an_address_passed_by_value_is_a_relocation_hazard_only_when_buffers_move(by_value_object, tmp_path):
+    """Found by helper 35: moved buffers (--relocate always, --concurrent) left the by-value address pointing at the
+    recorded place, and the kernel faulted (a HANG verdict). It is a relocation hazard, refused before submission
+    when buffers must move; in place the trace replays exactly."""
+    path = str(tmp_path / "t.kfdtrace")
+    by_value_reads(path, by_value_object, gpu_written=False)
+    assert replay_trace(path, Options(), emulate_recorded=True).status == EXIT_OK
+    with pytest.raises(ReplayError, match=r"relocation hazard: .* gives add_one_at argument 1 by value, "
+                                          r"holding address 0x[0-9a-f]+ \(in buffer src\)"):
+        replay_trace(path, Options(relocate="always"), emulate_recorded=True)
