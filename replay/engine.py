@@ -267,6 +267,8 @@ class _Surveyor:
         # recorded kernel argument buffers, with what the CPU wrote into them (None: nothing yet)
         self.kernarg_buffers: RangeMap[bytearray | None] = RangeMap()
         self.kernarg_writers: dict[int, str] = {}  # kernel argument buffer -> the first dispatch taking a pointer to it
+        # buffer -> address -> (blob key, record) of the CPU writes there no dispatch was given a pointer to since
+        self.cpu_writes: dict[int, dict[int, tuple[bytes, int]]] = {}
         self.dispatching = ""  # the packet whose dispatch is being checked
         self.relocation = Relocation()
         self.translators: dict[int, Translator] = {}
@@ -352,6 +354,7 @@ class _Surveyor:
         if self.kernarg_buffers.find(r.fields["va"]) is not None:
             self.kernarg_buffers.remove(r.fields["va"])
             self.kernarg_writers.pop(r.fields["va"], None)
+        self.cpu_writes.pop(r.fields["va"], None)
         if r.fields["va"] in self.placed:
             self.placed.remove(r.fields["va"])
             self.relocation.remove(r.fields["va"])
@@ -399,6 +402,7 @@ class _Surveyor:
                 objects.setdefault(d.kernel.obj, (f, set()))[1].add(d.kernel.name)
             for ptr in reader.check_pointers(d, where, self.relocation.move):
                 start = self.relocation.find(ptr)[0]
+                self._cpu_written_addresses(start)
                 if self.kernarg_buffers.find(ptr) is not None:  # a kernel may write other dispatches' arguments
                     self.kernarg_writers.setdefault(start, f"{where} ({d.kernel.name})")
                 held = self.holders.pop(start, None)
@@ -454,6 +458,22 @@ class _Surveyor:
                     self.holders[entry["va"]] = (i * self.s.chunk + 8 * at, words[at], writer)
                     break
 
+    def _cpu_written_addresses(self, start: int) -> None:
+        """Look for addresses of recorded buffers in what the CPU wrote into the buffer at `start` since a dispatch
+        was last given a pointer to it (a pointer table a kernel will chase), as _on_checkpoint does in what
+        dispatches wrote."""
+        for va, (key, n) in sorted(self.cpu_writes.pop(start, {}).items()):
+            if start in self.holders:
+                return
+            try:
+                data = self.trace.blob(key)
+            except TraceError:
+                continue
+            words = memoryview(data)[:len(data) // 8 * 8].cast("Q") if va % 8 == 0 else ()
+            at = self.relocation.first_held(words) if len(words) else None
+            if at is not None:
+                self.holders[start] = (va - start + 8 * at, words[at], f"the CPU write at record {n}")
+
     def _kernargs(self, va: int, size: int) -> bytes | None:
         """The recorded kernel arguments at `va`, from the CPU writes into kernel argument buffers (ReplayError for
         arguments in another buffer: their writes are not followed)."""
@@ -473,8 +493,11 @@ class _Surveyor:
         return bytes(hit[2][va - hit[0]:va - hit[0] + size])
 
     def _on_mem(self, r: Record) -> None:
-        """Follow what the CPU writes into kernel argument buffers (small: they are read back whole)."""
+        """Follow what the CPU writes into kernel argument buffers (small: they are read back whole), and note
+        where it writes into the others (_cpu_written_addresses)."""
         hit = self.kernarg_buffers.find(r.fields["va"])
+        if hit is None and (held := self.relocation.find(r.fields["va"])) is not None:
+            self.cpu_writes.setdefault(held[0], {})[r.fields["va"]] = (r.fields["key"], r.n)
         if hit is not None:
             start, size, contents = hit
             if contents is None:

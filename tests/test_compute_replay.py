@@ -193,14 +193,16 @@ def test_a_changed_scalar_argument_diverges(traces, tmp_path):
 
 
 def pointer_table(path: str, target: str) -> None:
-    """Record a kernel copying a table of GPU addresses (into `data`), then a kernel reading that table."""
+    """Record a kernel computing a table of GPU addresses (into `data`) from words that are none (the address with
+    its high half one more, and -1 to add there), then a kernel reading that table."""
     with record(path), System.open(emulate=target) as system:
         gpu = system.devices[0]
-        memcpy = corpus(gpu).kernel("memcpy_uint4")
-        data, src, table, out = (gpu.alloc(4096, "gtt", name=n) for n in ("data", "src", "table", "out"))
-        src.write(struct.pack("<QQ", data.va, data.va + 64))
+        add, memcpy = corpus(gpu).kernel("add_int"), corpus(gpu).kernel("memcpy_uint4")
+        data, a, b, table, out = (gpu.alloc(4096, "gtt", name=n) for n in ("data", "a", "b", "table", "out"))
+        a.write(np.array([data.va & 0xFFFFFFFF, (data.va >> 32) + 1] * 2, np.uint32))
+        b.write(np.array([0, -1] * 2, np.int32))
         q = gpu.compute_queue(name="q")
-        q.dispatch(memcpy, (1,), (1,), src, table, np.uint32(1))
+        q.dispatch(add, (4,), (4,), a, b, table, np.uint32(4))
         q.sync(timeout=120)
         q.dispatch(memcpy, (1,), (1,), table, out, np.uint32(1))
         q.sync(timeout=120)
@@ -213,7 +215,7 @@ def test_a_gpu_written_address_is_a_relocation_hazard_only_when_buffers_move(tmp
     report = replay_trace(path, Options(), emulate_recorded=True)
     assert report.status == EXIT_OK and report.loops[0][0].verified >= 2, report.lines()
     with pytest.raises(ReplayError, match=r"relocation hazard: buffer table\+0x0 holds GPU address 0x[0-9a-f]+ "
-                                          r"\(in buffer data\), written by submission \d+ .*\(memcpy_uint4\)"
+                                          r"\(in buffer data\), written by submission \d+ .*\(add_int\)"
                                           r".*gives memcpy_uint4"):
         replay_trace(path, Options(relocate="always"), emulate_recorded=True)
 
@@ -547,3 +549,22 @@ def test_kernel_arguments_a_kernel_may_write_are_refused_not_replayed_stale(tmp_
     with pytest.raises(ReplayError, match=r"its kernel arguments at 0x[0-9a-f]+ lie in buffer kbuf, which the kernel "
                                           r"of submission 0 .*\(memcpy_uint4\) takes a pointer to"):
         replay_trace(path, Options(), emulate_recorded=True)
+
+
+def test_a_cpu_written_address_a_kernel_is_given_is_a_relocation_hazard_only_when_buffers_move(tmp_path):
+    """Found by helper 35: a pointer table the CPU wrote, which a kernel chases, kept the recorded addresses when
+    buffers moved (a VM fault and a HANG verdict, or an instance reading another's buffers)."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        memcpy = corpus(gpu).kernel("memcpy_uint4")
+        data, table, out = (gpu.alloc(4096, "gtt", name=n) for n in ("data", "table", "out"))
+        table.write(struct.pack("<QQ", data.va, data.va + 64))
+        q = gpu.compute_queue(name="q")
+        q.dispatch(memcpy, (1,), (1,), table, out, np.uint32(1))
+        q.sync(timeout=120)
+    assert replay_trace(path, Options(), emulate_recorded=True).status == EXIT_OK
+    with pytest.raises(ReplayError, match=r"relocation hazard: buffer table\+0x0 holds GPU address 0x[0-9a-f]+ "
+                                          r"\(in buffer data\), written by the CPU write at record \d+, and "
+                                          r"submission 0 .* gives memcpy_uint4 a pointer to it"):
+        replay_trace(path, Options(relocate="always"), emulate_recorded=True)
