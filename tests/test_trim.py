@@ -574,33 +574,36 @@ def test_a_write_a_cond_exe_may_skip_makes_nothing_known(tmp_path):
         trim(r, out, 1, 1)
 
 
-def test_another_queue_s_write_counts_for_a_read_only_once_a_wait_orders_them(tmp_path):
+@pytest.mark.parametrize("order", ["none", "gpu", "cpu"])
+def test_another_queue_s_write_counts_for_a_read_only_once_a_wait_orders_them(order, tmp_path):
     """Queue b fills X after waiting for a semaphore queue a signals after reading X: recorded before a's read,
     b's fill runs after it, so the range does not know what a read (found by helper 36). Where a waits for what
-    b signalled after its fill instead, the fill counts, and the trimmed range replays."""
+    b signalled after its fill (a GPU wait), or the CPU did before submitting a's read, the fill counts, and the
+    trimmed range replays."""
     path, out = str(tmp_path / "w.kfdtrace"), str(tmp_path / "t.kfdtrace")
-    for ordered in (False, True):
-        with record(path), System.open(emulate="gfx942") as system:
-            gpu = system.devices[0]
-            x = gpu.alloc(4096, "vram", name="X", cpu_access=False)
-            y = gpu.alloc(4096, "gtt", name="Y")
-            qa, qb = gpu.sdma_queue(name="qa"), gpu.sdma_queue(name="qb")
-            d0, s, d1 = system.semaphore("d0"), system.semaphore("s"), system.semaphore("d1")
-            qa.fill(x, 0xAAAAAAAA, 4096).signal(d0, 1).submit()
-            d0.wait(1)
-            if ordered:  # b fills, then signals s; a waits for s, then copies
-                qb.wait(d0, 1).fill(x, 0xBBBBBBBB, 4096).signal(s, 1).submit()
-                qa.wait(s, 1).copy(y, x, 4096).signal(d1, 1).submit()
-            else:  # b waits for s, which a signals after its copy
-                qb.wait(s, 1).fill(x, 0xBBBBBBBB, 4096).signal(d1, 1).submit()
-                qa.copy(y, x, 4096).signal(s, 1).submit()
-            d1.wait(1)
-            assert y.read()[:4] == (b"\xbb" if ordered else b"\xaa") * 4
-        with TraceReader(path) as r:
-            if not ordered:
-                with pytest.raises(TrimRefused, match=r"reads X at .* unknown"):
-                    trim(r, out, 1, 2)
-                continue
-            trim(r, out, 1, 2)
-        report = replay_trace(out, Options(timeout=20), emulate_recorded=True)
-        assert report.status == EXIT_OK and report.results[0].verified > 0, report.lines()
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        x = gpu.alloc(4096, "vram", name="X", cpu_access=False)
+        y = gpu.alloc(4096, "gtt", name="Y")
+        qa, qb = gpu.sdma_queue(name="qa"), gpu.sdma_queue(name="qb")
+        d0, s, d1 = system.semaphore("d0"), system.semaphore("s"), system.semaphore("d1")
+        qa.fill(x, 0xAAAAAAAA, 4096).signal(d0, 1).submit()
+        d0.wait(1)
+        if order == "none":  # b waits for s, which a signals after its copy
+            qb.wait(s, 1).fill(x, 0xBBBBBBBB, 4096).signal(d1, 1).submit()
+            qa.copy(y, x, 4096).signal(s, 1).submit()
+        else:  # b fills, then signals s; a waits for s on the GPU, or the CPU waits before submitting a's copy
+            qb.wait(d0, 1).fill(x, 0xBBBBBBBB, 4096).signal(s, 1).submit()
+            if order == "cpu":
+                s.wait(1)
+            (qa.wait(s, 1) if order == "gpu" else qa).copy(y, x, 4096).signal(d1, 1).submit()
+        d1.wait(1)
+        assert y.read()[:4] == (b"\xaa" if order == "none" else b"\xbb") * 4
+    with TraceReader(path) as r:
+        if order == "none":
+            with pytest.raises(TrimRefused, match=r"reads X at .* unknown"):
+                trim(r, out, 1, 2)
+            return
+        trim(r, out, 1, 2)
+    report = replay_trace(out, Options(timeout=20), emulate_recorded=True)
+    assert report.status == EXIT_OK and report.results[0].verified > 0, report.lines()

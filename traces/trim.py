@@ -329,6 +329,7 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int) -
             _check_monotonic(prefix, f"the CPU signal at record {rec.n}", f["addr"], f["value"], signals, first)
             signals.setdefault(f["addr"], []).append((None, rec.n << 20, f["value"]))
         elif rec.type == R.CPU_WAIT and f["ok"]:
+            written.acquire(None, f["addr"], f["value"])
             waits.append((f"the CPU wait at record {rec.n} (on {state.where(f['addr']) or 'no buffer'})", None,
                           rec.n << 20, f["addr"], f["value"]))
         elif rec.type == R.CPU_WAIT and (why := _held_up(prefix, signals.get(f["addr"], ()), f["value"],
@@ -451,10 +452,12 @@ class Written:
         self.released.setdefault(addr, []).append((value, dict(self.seen.get(queue, {}))))
         del self.released[addr][:-MAX_RELEASES]  # forgetting the oldest only makes less known
 
-    def acquire(self, queue: int, addr: int, value: int) -> None:
-        """`queue` waited until `addr` reached `value`: it knows what the signals of values up to it released."""
-        self.held.add(queue)
-        seen = self.seen.setdefault(queue, {})
+    def acquire(self, queue: int | None, addr: int, value: int) -> None:
+        """`queue` waited until `addr` reached `value`: it knows what the signals of values up to it released. None:
+        the CPU did, and every queue submitted to after knows it."""
+        if queue is not None:
+            self.held.add(queue)
+        seen = self.free if queue is None else self.seen.setdefault(queue, {})
         for signalled, spans in self.released.get(addr, ()):
             if signalled <= value:
                 for va, ss in spans.items():
