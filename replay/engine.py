@@ -448,14 +448,9 @@ class _Surveyor:
             if writer is None or entry["va"] in self.holders:
                 continue
             for i, key in enumerate(entry["keys"]):
-                try:
-                    data = self.trace.blob(key)
-                except TraceError:
-                    continue
-                words = memoryview(data)[:len(data) // 8 * 8].cast("Q")
-                at = self.relocation.first_held(words)
-                if at is not None:
-                    self.holders[entry["va"]] = (i * self.s.chunk + 8 * at, words[at], writer)
+                found = self._held_word(key)
+                if found is not None:
+                    self.holders[entry["va"]] = (i * self.s.chunk + found[0], found[1], writer)
                     break
 
     def _cpu_written_addresses(self, start: int) -> None:
@@ -465,14 +460,20 @@ class _Surveyor:
         for va, (key, n) in sorted(self.cpu_writes.pop(start, {}).items()):
             if start in self.holders:
                 return
-            try:
-                data = self.trace.blob(key)
-            except TraceError:
-                continue
-            words = memoryview(data)[:len(data) // 8 * 8].cast("Q") if va % 8 == 0 else ()
-            at = self.relocation.first_held(words) if len(words) else None
-            if at is not None:
-                self.holders[start] = (va - start + 8 * at, words[at], f"the CPU write at record {n}")
+            found = self._held_word(key) if va % 8 == 0 else None
+            if found is not None:
+                self.holders[start] = (va - start + found[0], found[1], f"the CPU write at record {n}")
+
+    def _held_word(self, key: bytes) -> tuple[int, int] | None:
+        """(byte offset, value) of the first 8-byte word of the blob `key` that is the address of a recorded
+        buffer (None: none is, or the trace lacks the blob)."""
+        try:
+            data = self.trace.blob(key)
+        except TraceError:
+            return None
+        words = memoryview(data)[:len(data) // 8 * 8].cast("Q")
+        at = self.relocation.first_held(words) if len(words) else None
+        return None if at is None else (8 * at, words[at])
 
     def _kernargs(self, va: int, size: int) -> bytes | None:
         """The recorded kernel arguments at `va`, from the CPU writes into kernel argument buffers (ReplayError for
