@@ -511,9 +511,9 @@ class RecordingSyscalls:
         signals, waits, traps, written, referenced, read = plan.facts(ring, base)
         # a kernel reads what it can name: through its pointer arguments, and through addresses passed by value or
         # kept in memory; an indirect buffer's dispatches are not followed (their kernels take anything)
-        launches = plan.dispatching or (inner is not None and inner.dispatching)
         if inner is not None and inner.dispatching:
             dispatched = ANYTHING
+        launches = plan.dispatching or dispatched is ANYTHING
         if self.exposed or self.rec.tracking == "scan":  # what the CPU wrote that the submission reads, before it
             self._scan_exposed(None if launches else [*referenced, *(inner.referenced if inner is not None else ())])
         if inner is not None:
