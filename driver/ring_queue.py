@@ -53,6 +53,29 @@ def valid_ring_size(size: int) -> bool:
     return size >= 1024 and not size & (size - 1)
 
 
+def ring_units(dialect: Dialect, data: bytes, ring_size: int) -> list[bytes]:
+    """`data` (whole packets) as the units `RingQueue.emit` puts on a ring of `ring_size` bytes, each contiguous on
+    the ring: all of it when it takes at most half the ring, else pieces cut between packets, but never between a
+    conditional packet and the dwords it may skip (the NOPs padding a unit to the ring's end would be skipped in
+    their place). ValueError when a unit cannot fit the ring."""
+    if not data or len(data) % 4:
+        raise ValueError(f"packets are whole dwords: {len(data)} bytes is not a positive multiple of 4")
+    limit, units, start, governed = ring_size // 2, [], 0, 0  # governed: where the dwords skipped so far end
+    if len(data) > limit:
+        for pos, size, d in dialect.spans(data):
+            if start < pos and governed <= pos and pos + size - start > limit:
+                units.append(bytes(data[start:pos]))
+                start = pos
+            if d.skip_field is not None:
+                governed = max(governed, pos + size + 4 * dialect.decode(data, pos).fields[d.skip_field])
+    units.append(bytes(data[start:]))
+    for unit in units:
+        if len(unit) >= ring_size:  # a dword of the ring stays free (_reserve)
+            raise ValueError(f"{len(unit)} bytes of packets that must lie on the ring in one piece (a packet, or a "
+                             f"conditional with the packets it may skip) do not fit a {ring_size}-byte ring")
+    return units
+
+
 class RingQueue:
     """One ring of packets in `dialect`. Subclasses set `kind` (labels), `pointer_unit` (bytes per unit of the
     read/write pointers and the doorbell value), `defaults` (field values every packet of a name starts from,
@@ -129,18 +152,10 @@ class RingQueue:
         """Append packets already encoded in this queue's dialect; they go on the ring as one unit, or, when they
         would take more than half the ring, as units cut between packets (the engine runs the first ones while
         the rest wait for room): a replay's translation may be longer than the recorded ring held at once."""
-        if not data or len(data) % 4:
-            raise ValueError(f"packets are whole dwords: {len(data)} bytes is not a positive multiple of 4")
-        limit = self.ring_size // 2
-        if len(data) <= limit:
+        if len(data) <= self.ring_size // 2 and data and not len(data) % 4:
             self._pending.packets.append(bytes(data))
-            return self
-        start = 0
-        for pos, size, _ in self.dialect.spans(data):
-            if pos > start and pos + size - start > limit:
-                self._pending.packets.append(bytes(data[start:pos]))
-                start = pos
-        self._pending.packets.append(bytes(data[start:]))
+        else:
+            self._pending.packets += ring_units(self.dialect, data, self.ring_size)
         return self
 
     def discard(self) -> list[bytes]:
@@ -216,7 +231,7 @@ class RingQueue:
 
     def _put(self, packet: bytes) -> None:
         size = self.ring_size
-        if len(packet) > size:
+        if len(packet) >= size:  # a dword stays free (_reserve)
             raise ValueError(f"a {len(packet)}-byte packet does not fit a {size}-byte ring")
         pos = self.wptr % size
         if pos + len(packet) > size:  # never split a packet over the wrap: pad to the ring's end with NOPs

@@ -29,7 +29,7 @@ from kfdtrace.driver.memory import PAGE, Buffer
 from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet
 from kfdtrace.driver.pm4 import DIALECTS as PM4_DIALECTS
 from kfdtrace.driver.ranges import RangeMap
-from kfdtrace.driver.ring_queue import RingQueue, valid_ring_size
+from kfdtrace.driver.ring_queue import RingQueue, ring_units, valid_ring_size
 from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.driver.sdma_queue import ENGINE_KINDS
 from kfdtrace.driver.signals import POLL_SLICE_MS, Event, Semaphore
@@ -277,6 +277,7 @@ class _Surveyor:
         self.placed: set[int] = set()  # recorded vas of the buffers packets may address
         self.live: dict[int, tuple[Pool, int]] = {}  # recorded va -> (pool, bytes) of the buffers replayed
         self.rings: dict[int, tuple[int, Pool]] = {}  # recorded queue id -> (ring and pointer bytes, its slots)
+        self.units: dict[int, int] = {}  # recorded queue id -> the size of the ring its packets go on as units
         self.wptrs: dict[int, tuple[int, int]] = {}  # recorded queue id -> (its type, its write pointer as recorded)
         self.use: Counter[Pool] = Counter()
         self.events: dict[int, int] = {}  # recorded event id -> its event record
@@ -381,6 +382,8 @@ class _Surveyor:
         t.calls = []  # the indirect buffers each submission calls, which the replay will copy
         slots = ("SDMA queues", self.devices[f["gpu"]].index) if reader is None else None
         self.rings[f["queue"]] = (f["ring_size"] + PAGE, slots)
+        if f["type"] in SDMA_KINDS or (f["type"] == K.QueueType.COMPUTE and self.queue_type != "aql"):
+            self.units[f["queue"]] = f["ring_size"]  # the replay's queue has a ring of this size too
         self.wptrs[f["queue"]] = (f["type"], f["wptr"])
         self._add(HOST, f["ring_size"] + PAGE)  # the replayer's own ring and pointers, in GTT
         self._add(EVENTS, 1)  # and its queue's semaphore's event
@@ -556,7 +559,13 @@ class _Surveyor:
         size = self.rings[f["queue"]][0] - PAGE
         if len(f["ring"]) > size and valid_ring_size(size):  # more than the ring held unconsumed at once
             raise BadInput(f"{where}: {len(f['ring'])} bytes of packets in a {size}-byte ring (corrupt trace)")
-        t.ring(f["ring"], where)  # ReplayError for bad packets
+        out = t.ring(f["ring"], where)  # ReplayError for bad packets
+        ring = self.units.get(f["queue"])
+        if ring is not None and len(out) > ring // 2:
+            try:
+                ring_units(t.dst, out, ring)
+            except ValueError as exc:
+                raise ReplayError(f"{where}: {exc}") from None
         self.s.packets += t.packets - packets
         self.s.submissions += 1
         # The replay copies each indirect buffer a submission calls (nested ones are not seen here), and frees
@@ -1075,7 +1084,10 @@ class Instance:
         self.result.cached += t.taken - taken
         self._wrote(writes, where, ring, t.src)
         if packets:
-            rq.queue.emit(packets)
+            try:
+                rq.queue.emit(packets)
+            except ValueError as exc:  # packets that cannot lie on the ring as the engine must read them
+                raise ReplayError(f"{where}: {exc}") from None
         rq.queue.submit()
         if rq.new_ibs:
             rq.ibs.extend((rq.queue.wptr, ib) for ib in rq.new_ibs)

@@ -490,7 +490,13 @@ class Translator:
         head = self.cache.heads.get(key)
         if head is None:
             (head,) = self.packet(p, where)
-            head = self.cache.heads[key] = self.dst.decode(head).replace(**{skip: len(governed) // 4}).encode()
+            head = self.dst.decode(head)
+            most = head.defn[skip].mask
+            if len(governed) // 4 > most:
+                raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x} governs {p.fields[skip]} dwords, which "
+                                  f"translate to {len(governed) // 4} for this target: more than its {skip} holds "
+                                  f"({most})")
+            head = self.cache.heads[key] = head.replace(**{skip: len(governed) // 4}).encode()
         out += [head, governed]
         return inner_end
 

@@ -336,6 +336,25 @@ def test_emit_appends_encoded_packets(system):
         q.emit(b"\0\0\0")
 
 
+def test_emit_never_cuts_between_a_conditional_and_what_it_may_skip(system):
+    """A submission of more than half the ring goes on it in units; the NOPs padding a unit to the ring's end must
+    not fall in the dwords a COND_EXE skips, or the packet it governs runs in their place."""
+    dev = system.devices[0]
+    q, out, flag = dev.sdma_queue(ring_size=4096), dev.alloc(4096, "gtt"), dev.alloc(4096, "gtt")
+    for i in range(127):  # the ring's write pointer at 2032
+        q.fence(out, i, offset=64)
+    q.sync()
+    build = q.dialect.build
+    fences = b"".join(build("FENCE", addr=out.va + 64, data=i) for i in range(126))
+    skipped = build("FENCE", addr=out.va, data=0xBAD)
+    cond = build("COND_EXE", addr=flag.va, reference=1, exec_count=len(skipped) // 4)  # flag holds 0: skip
+    # 2036 bytes up to the skipped fence: cut there, the next unit would not fit before the ring's end
+    q.emit(fences + cond + skipped + build("FENCE", addr=out.va + 4, data=0x600D)).sync()
+    assert out.read(0, 8) == bytes(4) + (0x600D).to_bytes(4, "little")
+    with pytest.raises(ValueError, match="in one piece .* do not fit a 4096-byte ring"):
+        q.emit(build("COND_EXE", addr=flag.va, reference=1, exec_count=1024) + fences * 2 + fences[:64])
+
+
 def test_event_wait_is_announced_to_recorders(emulated):
     system = emulated("gfx1100")
     seen = []

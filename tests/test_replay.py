@@ -386,6 +386,38 @@ def test_a_conditional_governs_the_same_packets_after_translation():
     assert (cond.addr, moved.src, moved.dst) == (0x58000, 0x50000, 0x50100)
 
 
+def test_a_conditional_whose_translation_outgrows_its_count_is_refused():
+    from kfdtrace.replay.translate import Relocation, Translator
+
+    src, dst = DIALECTS["sdma6"], DIALECTS["sdma4.4"]
+    relocation = Relocation()
+    relocation.add(0x10000, 1 << 24, 0x10000)
+    copies = src.build("COPY_LINEAR", count=(4 << 20) + 3, src=0x10000, dst=0x810000) * 1200  # 2 each on sdma4.4
+    ring = src.build("COND_EXE", addr=0x18000, reference=1, exec_count=len(copies) // 4) + copies
+    with pytest.raises(ReplayError, match=r"COND_EXE at byte 0x0 governs 8400 dwords, which translate to 16800 "
+                                          r"for this target: more than its exec_count holds \(16383\)"):
+        Translator(src, dst, 1 << 22, relocation).ring(ring, "submission 0")
+
+
+def test_a_conditional_and_what_it_governs_too_long_for_the_ring_are_refused_before_submission(tmp_path):
+    """Once translated, a COND_EXE and the copies it governs (split at the target's limit) take more than the
+    ring: they cannot go on it in one piece, so nothing is submitted."""
+    path, size = str(tmp_path / "cond.kfdtrace"), (4 << 20) + 4
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        src, dst, flag = (gpu.alloc(n, "gtt", name=name) for n, name in ((size, "src"), (size, "dst"), (4, "flag")))
+        q = gpu.sdma_queue(ring_size=4096, max_copy=8 << 20, name="small")
+        q.packet("COND_EXE", addr=flag.va, reference=1, exec_count=7 * 100)  # the flag holds 0: skipped
+        for _ in range(100):
+            q.copy(dst, src, size)
+        q.sync()
+    res = replay(path, "--emulate", "gfx942")
+    assert res.returncode == EXIT_UNSUPPORTED, res.stdout + res.stderr
+    assert "submission 0 (queue 0): 5620 bytes of packets that must lie on the ring in one piece (a packet, or a " \
+           "conditional with the packets it may skip) do not fit a 4096-byte ring" in res.stderr, res.stderr
+    assert "loop 1" not in res.stdout  # nothing ran
+
+
 def test_a_repeated_packet_is_translated_once_while_its_relocation_and_event_stay():
     from kfdtrace.replay.translate import Relocation, Translator
 
