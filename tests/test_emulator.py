@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import logging
 import threading
 import time
 
@@ -11,6 +12,7 @@ import pytest
 
 from kfdtrace.driver import DeviceError, GpuFault
 from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.errors import EMULATOR_LOG, NOT_EMULATED
 from kfdtrace.driver.memory import PAGE
 from kfdtrace.driver.sdma import defaults
 from tests.emulated import engine_of
@@ -167,6 +169,37 @@ def test_cond_exe_runs_or_skips_what_it_governs(emulated, target):
         q.emit(q.dialect.build("COND_EXE", addr=flag.va, reference=reference, exec_count=len(fence) // 4) + fence)
     q.fence(out, 0xCC, offset=8).sync(timeout=5)
     assert [int.from_bytes(out.read(4 * i, 4), "little") for i in range(3)] == [0xA0, 0, 0xCC]
+
+
+@pytest.mark.parametrize("target, kind, name, fields, error, limit", [
+    ("gfx942", "sdma", "SEM", {"signal": 1}, "the emulated SDMA engine does not execute SEM", True),
+    ("gfx942", "sdma", "TIMESTAMP_GET", {}, "the emulated SDMA engine does not execute TIMESTAMP_GET", True),
+    ("gfx942", "sdma", "POLL_REGMEM", {"mem_poll": 1, "func": 3, "retry_count": 5, "ref": 1, "mask": 1},
+     "POLL_REGMEM retry_count=0x5 (only 0xfff) is emulated", True),
+    ("gfx942", "sdma", "POLL_REGMEM", {"mem_poll": 1, "func": 7, "retry_count": 0xFFF}, "POLL_REGMEM func=7 is "
+     "reserved", False),
+    ("gfx942", "sdma", "ATOMIC", {"atomic_op": 0x7F}, "ATOMIC atomic_op=0x7f is not one of the 64-bit TC_OPs", True),
+    ("gfx942", "sdma", "COPY_LINEAR", {"count": 3, "src_sw": 1}, "COPY_LINEAR src_sw=1 (byte swapping) is not "
+     "emulated", True),
+    ("gfx1100", "sdma", "CONST_FILL", {"count": 3, "sw": 2}, "CONST_FILL sw=2 (byte swapping) is not emulated", True),
+    ("gfx1100", "sdma", "WRITE_LINEAR", {"sw": 1}, "WRITE_LINEAR sw=1 (byte swapping) is not emulated", True),
+    ("gfx1100", "compute", "WAIT_REG_MEM", {"operation": 1, "function": 3, "mem_space": 1},
+     "WAIT_REG_MEM operation=1 (only 0, wait) is emulated", True),
+    ("gfx942", "compute", "ATOMIC_MEM", {"command": 1}, "ATOMIC_MEM command=1 (only 0, a single pass) is emulated",
+     True),
+])
+def test_what_the_emulator_does_not_do_is_its_limit_not_a_fault(emulated, caplog, target, kind, name, fields, error,
+                                                               limit):
+    """A packet the hardware runs but the emulated engine does not stops the queue logged as NOT_EMULATED (a replay
+    then says "cannot replay here"); a packet no hardware runs stops it as the program's fault."""
+    dev = emulated(target).devices[0]
+    q, buf = getattr(dev, f"{kind}_queue")(), dev.alloc(PAGE, "gtt")
+    addresses = {f: buf.va for f in q.dialect[name].address_fields}
+    q.packet(name, payload=bytes(4) if name == "WRITE_LINEAR" else b"", **{**addresses, **fields})
+    with caplog.at_level(logging.ERROR, EMULATOR_LOG), pytest.raises(GpuFault, match="stopped a queue"):
+        q.sync(timeout=5)
+    assert engine_of(q).error.startswith(error), engine_of(q).error
+    assert [getattr(r, NOT_EMULATED, False) for r in caplog.records if error in r.getMessage()] == [limit]
 
 
 def test_unknown_opcode_is_a_named_error(emulated):

@@ -22,7 +22,7 @@ import time
 from typing import TYPE_CHECKING
 
 from kfdtrace.driver.emulator.memory import GpuVm
-from kfdtrace.driver.emulator.ring_engine import NotEmulated, QueueError, RingEngine
+from kfdtrace.driver.emulator.ring_engine import NotEmulated, RingEngine
 from kfdtrace.driver.families import Family
 from kfdtrace.driver.packets import Packet, PacketDef
 from kfdtrace.driver.pm4 import CopySel, DataSel, IntSel, Pm4Dialect, WriteDst
@@ -110,8 +110,8 @@ class CommandProcessor(RingEngine):
 
     def _indirect_buffer(self, p: Packet) -> None:
         if p.fields["chain"]:
-            raise QueueError("INDIRECT_BUFFER with chain=1 (replacing the rest of the current buffer) is not "
-                             "emulated")
+            raise NotEmulated("INDIRECT_BUFFER with chain=1 (replacing the rest of the current buffer) is not "
+                              "emulated")
         try:
             self._indirect(p)
         finally:  # a PRED_EXEC inside the buffer governs nothing past its end
@@ -177,12 +177,12 @@ class CommandProcessor(RingEngine):
 
     def _wait_reg_mem(self, p: Packet) -> None:
         if p.fields["operation"]:
-            raise QueueError(f"{p.name} operation={p.fields['operation']} (only 0, wait) is emulated")
+            raise NotEmulated(f"{p.name} operation={p.fields['operation']} (only 0, wait) is emulated")
         self._poll(p)
 
     def _atomic_mem(self, atomic: int, command: int, addr: int, src_data: int, cmp_data: int) -> None:
         if command:
-            raise QueueError(f"ATOMIC_MEM command={command} (only 0, a single pass) is emulated")
+            raise NotEmulated(f"ATOMIC_MEM command={command} (only 0, a single pass) is emulated")
         self._atomic64("ATOMIC_MEM atomic", atomic, addr, src_data, cmp_data)
 
     def _release_mem(self, p: Packet) -> None:

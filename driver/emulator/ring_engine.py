@@ -99,9 +99,11 @@ def _never(raw: tuple[int, ...], payload: bytes) -> bool:
 
 
 @functools.cache
-def _operands(method: Callable) -> tuple[str, ...]:
-    """The parameters of a handler method after `self`: the fields it reads, or ("p",) for the packet."""
-    return tuple(inspect.signature(method).parameters)[1:]
+def _operands(method: Callable, d: PacketDef) -> tuple[str, ...]:
+    """The parameters of a handler method after `self`: the fields it reads, or ("p",) for the packet. A field
+    with a default value is left out where `d` has no such field (a version without it)."""
+    params = list(inspect.signature(method).parameters.values())[1:]
+    return tuple(p.name for p in params if p.default is inspect.Parameter.empty or p.name in d.field_names)
 
 
 def _with_packet(d: PacketDef, fn: Callable[[Packet], int | bool | None]) -> Step:
@@ -139,7 +141,7 @@ class RingEngine:
         for name, handler in handlers.items():
             if name in dialect:
                 d = dialect[name]
-                params = _operands(handler.__func__)  # handlers are the engine's own methods
+                params = _operands(handler.__func__, d)  # handlers are the engine's own methods
                 self._steps[d] = _with_packet(d, handler) if params == ("p",) else d.caller(handler, params)
         # definition -> whether the memory its `wait` tag names compares true now (a word as wide as its mask)
         self._waits: dict[PacketDef, Step] = {
@@ -285,7 +287,7 @@ class RingEngine:
         following packets it makes the engine skip (a conditional)."""
         step = self._steps.get(d)
         if step is None:
-            raise QueueError(f"the emulated {self.kind} engine does not execute {d.name}")
+            raise NotEmulated(f"the emulated {self.kind} engine does not execute {d.name}")
         return step(raw, payload) or 0
 
     # -- what the tags say ------------------------------------------------------------------------------
@@ -336,7 +338,7 @@ class RingEngine:
         """The 64-bit TC atomic `code` (an sdma.AtomicOp) on the word at addr; `what` names the packet's field."""
         op = _ATOMICS.get(code)
         if op is None:
-            raise QueueError(f"{what}={code:#x} is not a 64-bit TC_OP the engine knows")
+            raise NotEmulated(f"{what}={code:#x} is not one of the 64-bit TC_OPs the emulated engine executes")
         with self.vm.access(addr, 8, write=True) as host, self.machine.atomic_lock:
             target = ctypes.c_uint64.from_address(host)
             target.value = op(target.value, src, cmp) & _U64

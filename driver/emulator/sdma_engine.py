@@ -10,7 +10,7 @@ import ctypes
 from typing import TYPE_CHECKING
 
 from kfdtrace.driver.emulator.memory import GpuVm
-from kfdtrace.driver.emulator.ring_engine import QueueError, RingEngine
+from kfdtrace.driver.emulator.ring_engine import NotEmulated, QueueError, RingEngine
 from kfdtrace.driver.packets import Dialect, Packet
 
 if TYPE_CHECKING:
@@ -50,16 +50,19 @@ class SdmaEngine(RingEngine):
                              f"count this GPU's SDMA engine takes (at most {1 << self.count_bits:#x} bytes)")
         return count + 1
 
-    def _copy_linear(self, count: int, src: int, dst: int) -> None:
+    def _copy_linear(self, count: int, src: int, dst: int, src_sw: int, dst_sw: int) -> None:
+        _unswapped("COPY_LINEAR", src_sw=src_sw, dst_sw=dst_sw)
         n = self._byte_count("COPY_LINEAR", count)
         # A copy under way finishes on the memory it started with, even if a buffer is freed meanwhile.
         self.vm.copy(dst, src, n)
         self.machine.memory_changed()
 
-    def _write_linear(self, dst: int, payload: bytes) -> None:
+    def _write_linear(self, dst: int, payload: bytes, sw: int) -> None:
+        _unswapped("WRITE_LINEAR", sw=sw)
         self._write(dst, payload)
 
-    def _const_fill(self, dst: int, data: int, count: int, fillsize: int) -> None:
+    def _const_fill(self, dst: int, data: int, count: int, fillsize: int, sw: int = 0) -> None:
+        _unswapped("CONST_FILL", sw=sw)  # sdma7's has no swap field
         n = self._byte_count("CONST_FILL", count)
         pattern = data.to_bytes(4, "little")
         with self.vm.access(dst, n, write=True) as host:
@@ -79,8 +82,8 @@ class SdmaEngine(RingEngine):
 
     def _poll_regmem(self, p: Packet) -> None:
         if p.fields["retry_count"] != INFINITE_RETRY:
-            raise QueueError(f"POLL_REGMEM retry_count={p.fields['retry_count']:#x} (only {INFINITE_RETRY:#x}) "
-                             f"is emulated")
+            raise NotEmulated(f"POLL_REGMEM retry_count={p.fields['retry_count']:#x} (only {INFINITE_RETRY:#x}) "
+                              f"is emulated")
         self._poll(p)
 
     def _atomic(self, atomic_op: int, addr: int, src_data: int, cmp_data: int) -> None:
@@ -90,6 +93,13 @@ class SdmaEngine(RingEngine):
         """Execute the next exec_count dwords only if the dword at addr equals reference (the kernel's
         sdma_v5_0_ring_init_cond_exec uses it so); otherwise skip them."""
         return 0 if self._read32(addr) == reference else 4 * exec_count
+
+
+def _unswapped(packet: str, **swaps: int) -> None:
+    """NotEmulated for a packet asking the engine to swap bytes (an endian swap field not 0)."""
+    asked = [f"{name}={value}" for name, value in swaps.items() if value]
+    if asked:
+        raise NotEmulated(f"{packet} {' '.join(asked)} (byte swapping) is not emulated")
 
 
 def _fill_pattern(dst: int, pattern: bytes, n: int) -> None:
