@@ -760,26 +760,32 @@ class RecordingSyscalls:
         self.ordering.cpu_store(addr, value, backwards)
         self.rec.record(R.CPU_SIGNAL, addr=addr, value=value, name=name)
 
-    def _note_cpu_wait(self, addr: int, value: int, timeout: float, ok: bool) -> None:
+    def _note_cpu_wait(self, addr: int, value: int, timeout: float, ok: bool, fault: str | None = None) -> None:
         wait = {"addr": addr, "value": value, "timeout": timeout, "ok": ok}
-        self.rec.record(R.CPU_WAIT, **wait)
+        self.rec.record(R.CPU_WAIT, **wait, **_fault(fault))
         if ok:
             self._learn_pending()
             self.completion.observed(addr, value)
             self._checkpoint(wait)
 
-    def _note_signal_wait(self, addr: int, value: int, condition: int, seen: int, timeout: float, ok: bool) -> None:
+    def _note_signal_wait(self, addr: int, value: int, condition: int, seen: int, timeout: float, ok: bool,
+                          fault: str | None = None) -> None:
         wait = {"addr": addr, "value": value, "condition": condition, "seen": seen, "timeout": timeout, "ok": ok}
-        self.rec.record(R.SIGNAL_WAIT, **wait)
+        self.rec.record(R.SIGNAL_WAIT, **wait, **_fault(fault))
         if ok and seen <= 0:
             self._learn_pending()
             self.completion.reached_zero(addr)
             self._checkpoint(wait)
 
-    def _note_cpu_event_wait(self, event: int, timeout: float, ok: bool) -> None:
+    def _note_cpu_event_wait(self, event: int, timeout: float, ok: bool, fault: str | None = None) -> None:
         wait = {"event": event, "timeout": timeout, "ok": ok}
-        self.rec.record(R.EVENT_WAIT, **wait)
+        self.rec.record(R.EVENT_WAIT, **wait, **_fault(fault))
         if ok:
             self._learn_pending()
             self.completion.event_fired(event, [q.progress for q in self.queues.values()])
             self._checkpoint(wait)
+
+
+def _fault(fault: str | None) -> dict[str, str]:
+    """A wait record's `fault` field: only in the records of waits a GPU fault ended."""
+    return {} if fault is None else {"fault": fault}

@@ -113,7 +113,7 @@ class HsaSignal:
         wait = {"addr": self.handle + AmdSignal.value.offset, "value": value, "condition": int(condition),
                 "timeout": timeout}
         while not compare(seen := self._signal.value, value):
-            self.system.raise_gpu_faults()
+            self.system.raise_gpu_faults(("signal_wait", {**wait, "seen": seen}))
             left = deadline - time.monotonic()
             if left <= 0:
                 self.system.sys.annotate("signal_wait", **wait, seen=seen, ok=False)

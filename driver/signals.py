@@ -102,8 +102,9 @@ class Semaphore:
         GpuFault if a GPU stopped a queue meanwhile."""
         self._check_mapped()
         deadline = time.monotonic() + timeout
+        wait = ("cpu_wait", {"addr": self.addr, "value": value, "timeout": timeout})
         while self._word.value < value:
-            self.system.raise_gpu_faults()
+            self.system.raise_gpu_faults(wait)
             left = deadline - time.monotonic()
             if left <= 0:
                 self.system.sys.annotate("cpu_wait", addr=self.addr, value=value, timeout=timeout, ok=False)
@@ -136,7 +137,10 @@ class Event:
         self.system.kfd.ioctl("RESET_EVENT", event_id=self.id)
 
     def wait(self, timeout: float = 10.0) -> None:
+        """Block until the event is signaled; raises WaitTimeout, or GpuFault if a GPU stopped a queue (whose
+        fault event ends the wait too)."""
         ok = self.system.wait_events([self.id], int(timeout * 1000))
+        self.system.raise_gpu_faults(("cpu_event_wait", {"event": self.id, "timeout": timeout}))
         self.system.sys.annotate("cpu_event_wait", event=self.id, timeout=timeout, ok=ok)
         if not ok:
             raise WaitTimeout(f"event {self.id} was not signaled within {timeout:g} s; "

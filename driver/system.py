@@ -289,9 +289,14 @@ class System:
             self._faults.append("; ".join(found + stopped))
         return True
 
-    def raise_gpu_faults(self) -> None:
+    def raise_gpu_faults(self, wait: tuple[str, dict] | None = None) -> None:
+        """GpuFault if a GPU stopped a queue. `wait`: the annotation (kind, fields) of the CPU wait the fault ends,
+        announced first as failed on it (`ok` false, `fault` the message), so a recording says why it ended."""
         if self._faults:
-            raise GpuFault("; ".join(self._faults))
+            fault = "; ".join(self._faults)
+            if wait is not None:
+                self.sys.annotate(wait[0], **wait[1], ok=False, fault=fault)
+            raise GpuFault(fault)
 
     def queue_report(self) -> str:
         queues = [q.describe() for d in self.devices for q in d.live_queues()]

@@ -20,7 +20,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.aql import AQL, CONDITIONS, AmdSignal, SignalCondition, SignalKind
@@ -1063,6 +1063,8 @@ class Instance:
         elif rptr >= (rq.rung if r.fields.get("wptr") is None else r.fields["wptr"]):
             self._drain(rq, f"it is destroyed at record {r.n}, and the recording had drained it")
         elif not rq.queue.idle:
+            # left with work as recorded, if the replay's stands where the recording's did, not stopped by the GPU
+            self._settle_all(f"{rq.label} is destroyed at record {r.n}", queues=[rq])
             self.result.left.append(rq.label)
         del self.queues[r.fields["queue"]]
         self.sampler.unwatch(rq.queue)
@@ -1191,7 +1193,7 @@ class Instance:
         def wait(timeout: float) -> bool:
             return self._wait_until(lambda: compare(word.value, f["value"]), timeout)
         if not f["ok"]:
-            self._timed_out_when_recorded(what, f["timeout"], wait)
+            self._failed_when_recorded(what, f, wait)
         elif not wait(self.options.timeout):
             raise WaitTimeout(f"the replay waited {self.options.timeout:g} s in {what}, which is {word.value}; "
                               f"{self._queue_report()}")
@@ -1201,7 +1203,7 @@ class Instance:
         sem = self._semaphore(r)
         what = f"the wait for {f['value']} at {f['addr']:#x} ({sem.buffer.label}+{sem.offset:#x})"
         if not f["ok"]:
-            self._timed_out_when_recorded(what, f["timeout"], lambda t: self._wait_value(sem, f["value"], t))
+            self._failed_when_recorded(what, f, lambda t: self._wait_value(sem, f["value"], t))
         elif not self._wait_value(sem, f["value"], self.options.timeout):
             raise WaitTimeout(f"the replay waited {self.options.timeout:g} s in {what}, which is {sem.value}; "
                               f"{self._queue_report()}")
@@ -1222,9 +1224,22 @@ class Instance:
             self.system.wait_events(self.wake_ids, max(1, min(POLL_SLICE_MS, int(left * 1000))))
         return True
 
-    def _timed_out_when_recorded(self, what: str, recorded: float, wait: Callable[[float], bool]) -> None:
-        """A wait the recording timed out on: the same hang is the expected outcome, completing is a difference.
-        Either way the replay stops here: what follows is the program's error handling."""
+    def _failed_when_recorded(self, what: str, f: dict[str, Any], wait: Callable[[float], bool]) -> None:
+        """A wait the recording timed out on, or a GPU fault ended (`fault`): the same hang or fault is the
+        expected outcome, completing is a difference. Either way the replay stops here: what follows is the
+        program's error handling."""
+        recorded, fault = f["timeout"], f.get("fault")
+        if fault is not None:
+            try:
+                if wait(self.options.timeout):
+                    self.result.difference = (f"{what} completed in the replay, but a GPU fault ended it in the "
+                                              f"recording: {fault}")
+                else:
+                    self.result.hang = (f"{what} did not complete within {self.options.timeout:g} s; a GPU fault "
+                                        f"ended it in the recording ({fault}); {self._queue_report()}")
+            except GpuFault as exc:
+                raise GpuFault(f"{exc}; the recording's GPU stopped a queue at the same wait: {fault}") from None
+            return
         limit = min(recorded, self.options.timeout) if recorded >= 0 else self.options.timeout  # NaN: not >= 0
         if wait(limit):
             self.result.difference = (f"{what} completed in the replay, but timed out after {recorded:g} s in "
@@ -1277,7 +1292,7 @@ class Instance:
         ev = self._event(r)
         what = f"the wait for event {f['event']} (replayed as {ev.id})"
         if not f["ok"]:
-            self._timed_out_when_recorded(what, f["timeout"], lambda t: self._wait_event(ev, t))
+            self._failed_when_recorded(what, f, lambda t: self._wait_event(ev, t))
         elif not self._wait_event(ev, self.options.timeout):
             raise WaitTimeout(f"the replay waited {self.options.timeout:g} s in {what}, which the recording saw "
                               f"signaled; {self._queue_report()}")
@@ -1365,24 +1380,24 @@ class Instance:
             time.sleep(delay)
             delay = min(delay * 2, 1e-3)
 
-    def _settle_all(self, why: str, quiet: float = 0.05) -> None:
-        """Wait until every queue has drained or stands at a packet that waits on memory, unmoved for `quiet` s
-        (waiting for what later records signal: as the recording stood when it made the next record). A queue
-        whose read pointer stays put at any other packet is still working (a long kernel, a big copy) and is
-        waited for; WaitTimeout after --timeout."""
+    def _settle_all(self, why: str, quiet: float = 0.05, queues: list[ReplayQueue] | None = None) -> None:
+        """Wait until every queue (of `queues`) has drained or stands at a packet that waits on memory, unmoved
+        for `quiet` s (waiting for what later records signal: as the recording stood when it made the next
+        record). A queue whose read pointer stays put at any other packet is still working (a long kernel, a big
+        copy) and is waited for, unless the GPU stopped it (GpuFault); WaitTimeout after --timeout."""
+        queues = list(self.queues.values()) if queues is None else queues
         deadline, since, last = time.monotonic() + self.options.timeout, time.monotonic(), None
-        while not all(rq.queue.idle for rq in self.queues.values()):
+        while not all(rq.queue.idle for rq in queues):
             self.system.raise_gpu_faults()
-            where = tuple(rq.queue.rptr for rq in self.queues.values())
+            where = tuple(rq.queue.rptr for rq in queues)
             if where != last:
                 since, last = time.monotonic(), where
-            elif time.monotonic() - since >= quiet and all(rq.queue.idle or rq.queue.waiting
-                                                            for rq in self.queues.values()):
+            elif time.monotonic() - since >= quiet and all(rq.queue.idle or rq.queue.waiting for rq in queues):
                 return
             if time.monotonic() > deadline:
                 raise WaitTimeout(f"the queues did not settle within {self.options.timeout:g} s ({why}); "
                                   f"{self._queue_report()}")
-            time.sleep(0.002)
+            self.system.wait_events([], 2)  # a sleep that notes a GPU fault's event
 
     def _drain_all(self, why: str) -> None:
         for rq in self.queues.values():

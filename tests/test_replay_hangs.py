@@ -8,7 +8,8 @@ import pytest
 
 from kfdtrace.capture import record
 from kfdtrace.driver import System
-from kfdtrace.driver.errors import WaitTimeout
+from kfdtrace.driver.aql_queue import HsaSignal
+from kfdtrace.driver.errors import GpuFault, WaitTimeout
 from kfdtrace.replay.engine import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_HANG, EXIT_OK, BadInput, Options
 from kfdtrace.replay.session import replay_trace
 from kfdtrace.traces.format import TraceReader
@@ -145,6 +146,72 @@ def test_queue_the_recording_left_stuck_is_destroyed_without_waiting(tmp_path):
     report = replay_trace(path, Options(timeout=5), emulate="gfx1100")
     assert report.status == EXIT_OK, report.lines()
     assert time.monotonic() - t0 < 3
+
+
+def _faulted(path: str, wait: str) -> None:
+    """A copy reading 4 KiB past the end of its source: the GPU stops the queue, and the CPU's wait (`wait`:
+    on a semaphore, an event or an AQL signal) ends in a GpuFault, recorded as such."""
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        src, dst = gpu.alloc(4096, "gtt", name="src"), gpu.alloc(8192, "gtt", name="dst")
+        q = gpu.sdma_queue(name="q").copy(dst.va, src.va, 8192)
+        if wait == "semaphore":
+            done = system.semaphore("done")
+            q.signal(done, 1).submit()
+            ends = lambda: done.wait(1, timeout=5)  # noqa: E731
+        elif wait == "event":
+            event = system.event()
+            q.trap(event.id).submit()
+            ends = lambda: event.wait(timeout=5)  # noqa: E731
+        else:
+            signal = HsaSignal(system, 1, "never")  # nothing decrements it: the fault ends the wait
+            q.submit()
+            ends = lambda: signal.wait(0, timeout=5)  # noqa: E731
+        with pytest.raises(GpuFault, match="VM fault"):
+            ends()
+
+
+@pytest.mark.parametrize("wait", ["semaphore", "event", "signal"])
+def test_a_wait_a_gpu_fault_ended_replays_as_the_same_fault(tmp_path, wait):
+    path = str(tmp_path / "fault.kfdtrace")
+    _faulted(path, wait)
+    with TraceReader(path) as r:
+        (ended,) = [w.fields for w in r.records({"cpu_wait", "event_wait", "signal_wait"})]
+    assert not ended["ok"] and "VM fault at address" in ended["fault"], ended
+    for target in ("gfx942", "gfx1100"):
+        res = replay(path, "--emulate", target, "--timeout", "5")
+        assert res.returncode == EXIT_HANG, res.stdout + res.stderr
+        hang = res.stdout.splitlines()[-1]
+        assert hang.startswith("HANG:") and "VM fault" in hang and "COPY_LINEAR" in hang, hang
+        assert "the recording's GPU stopped a queue at the same wait" in hang, hang
+
+
+def test_a_queue_a_fault_stopped_is_a_hang_though_the_recording_left_it_with_work(tmp_path):
+    """A trace without the wait's record (as kfdtrace before 3.2 wrote it): the queue is destroyed with work left,
+    as recorded, but the replay's GPU stopped it; that is no match."""
+    path, bare = str(tmp_path / "fault.kfdtrace"), str(tmp_path / "bare.kfdtrace")
+    _faulted(path, "semaphore")
+    rewrite(path, bare, lambda rec, reader, writer: None if rec.type == "cpu_wait" else rec.fields)
+    res = replay(bare, "--emulate", "gfx1100", "--timeout", "5")
+    assert res.returncode == EXIT_HANG, res.stdout + res.stderr
+    assert "VM fault" in res.stdout.splitlines()[-1] and "still had work" not in res.stdout
+
+
+def test_replay_completing_a_wait_a_gpu_fault_ended_is_a_difference(tmp_path):
+    """The copy is cut to the source's size: the replay's queue completes what the recording's faulted on."""
+    path, fixed = str(tmp_path / "fault.kfdtrace"), str(tmp_path / "fixed.kfdtrace")
+    _faulted(path, "semaphore")
+
+    def shorten(rec, reader, writer):
+        if rec.type == "doorbell" and rec.fields["ring"]:
+            ring = bytearray(rec.fields["ring"])
+            ring[4:8] = (4095).to_bytes(4, "little")  # the first packet: the copy's count, bytes - 1
+            return {**rec.fields, "ring": bytes(ring)}
+        return rec.fields
+    rewrite(path, fixed, shorten)
+    res = replay(fixed, "--emulate", "gfx942", "--timeout", "5")
+    assert res.returncode == EXIT_DIVERGED, res.stdout + res.stderr
+    assert "completed in the replay, but a GPU fault ended it in the recording" in res.stdout + res.stderr
 
 
 def test_trace_with_no_submissions_is_bad_input(tmp_path):

@@ -52,7 +52,7 @@ import xxhash
 import zstandard
 
 FORMAT_MAJOR = 3
-FORMAT_MINOR = 1  # 3.1: checkpoints' `racy` field (FORMAT.md)
+FORMAT_MINOR = 2  # 3.2: wait records' `fault` field (FORMAT.md)
 
 MAGIC = b"KFDTRACE"
 FILE_HEADER = struct.Struct("<8sHHII")  # magic, major, minor, header length, crc32 of the header bytes

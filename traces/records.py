@@ -143,7 +143,8 @@ SUMMARY = {
     **{f"trace_{k}": INT for k in ("records", "submissions", "frames", "raw_bytes", "compressed_bytes", "blobs",
                                    "blob_bytes", "dedup_hits", "file_bytes")},
 }
-WAIT = {"timeout": NUM, "ok": BOOL}
+# `fault`: the wait ended because a GPU stopped a queue (what the driver said); `ok` is false then
+WAIT = {"timeout": NUM, "ok": BOOL, "fault": optional(STR)}  # fault: 3.2
 CHECKPOINTED = {"va": u64, "size": u64, "name": optional(STR), "keys": list_of(blob_key), "hash": optional(BIN)}
 
 THREAD = RecordType("thread", tid=INT, name=STR)
