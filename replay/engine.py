@@ -561,7 +561,7 @@ class _Surveyor:
             raise BadInput(f"{where}: {len(f['ring'])} bytes of packets in a {size}-byte ring (corrupt trace)")
         out = t.ring(f["ring"], where)  # ReplayError for bad packets
         ring = self.units.get(f["queue"])
-        if ring is not None and len(out) > ring // 2:
+        if ring is not None and len(out) > ring // 2 and valid_ring_size(ring):  # else the queue's creation refuses
             try:
                 ring_units(t.dst, out, ring)
             except ValueError as exc:
