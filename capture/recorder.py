@@ -236,15 +236,24 @@ class RecordingSyscalls:
         try:
             ret = self.inner.ioctl(fd, request, arg)
         except OSError as exc:
-            rec.record(R.IOCTL_END, seq=seq, ret=-1, errno=exc.errno, data=None)
+            # the kernel copies the struct back on failure too: it may say what part was done
+            raw_out = b"" if arg is None else ctypes.string_at(ctypes.addressof(arg), len(raw_in))
+            with self.lock:
+                rec.record(R.IOCTL_END, seq=seq, ret=-1, errno=exc.errno, data=raw_out)
+                if after is not None and fd in self.files and K.BY_NAME[name].partial:
+                    self._after(name, after, raw_out)
             raise
         raw_out = b"" if arg is None else ctypes.string_at(ctypes.addressof(arg), len(raw_in))
         with self.lock:
             rec.record(R.IOCTL_END, seq=seq, ret=ret, errno=0, data=raw_out)
             if after is not None and fd in self.files:
-                entry = K.BY_NAME[name]
-                getattr(self, after)(entry.struct.from_buffer_copy(raw_out.ljust(ctypes.sizeof(entry.struct), b"\0")))
+                self._after(name, after, raw_out)
         return ret
+
+    def _after(self, name: str, after: str, raw_out: bytes) -> None:
+        """Call the `after` method of ioctl `name` with the struct it returned."""
+        entry = K.BY_NAME[name]
+        getattr(self, after)(entry.struct.from_buffer_copy(raw_out.ljust(ctypes.sizeof(entry.struct), b"\0")))
 
     def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
         with self.lock:
@@ -328,10 +337,12 @@ class RecordingSyscalls:
         return list((ctypes.c_uint32 * a.n_devices).from_address(a.device_ids_array_ptr)) if a.n_devices else []
 
     def _after_map_memory_to_gpu(self, a) -> None:
-        self.rec.record(R.MAP, handle=a.handle, gpus=self._gpu_list(a)[: a.n_success])
+        if a.n_success:  # a failed call may have mapped some (MAP_MEMORY_TO_GPU is `partial`)
+            self.rec.record(R.MAP, handle=a.handle, gpus=self._gpu_list(a)[: a.n_success])
 
     def _after_unmap_memory_from_gpu(self, a) -> None:
-        self.rec.record(R.UNMAP, handle=a.handle, gpus=self._gpu_list(a)[: a.n_success])
+        if a.n_success:
+            self.rec.record(R.UNMAP, handle=a.handle, gpus=self._gpu_list(a)[: a.n_success])
 
     def _after_acquire_vm(self, a) -> None:
         self.gpus[a.gpu_id] = self._dialects.get(a.gpu_id, {})

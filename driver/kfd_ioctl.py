@@ -1196,6 +1196,9 @@ class Ioctl:
     struct: type[ctypes.Structure] | None
     since: tuple[int, int]  # interface version that introduced it; (1, 0) = predates the changelog
     blocking: bool = False  # may sleep in the kernel: callers must not hold locks others need meanwhile
+    # a call that fails may have done part of its work, which its struct (copied back whatever the result:
+    # kfd_chardev.c kfd_ioctl) tells: n_success devices mapped or unmapped
+    partial: bool = False
     base: int = AMDKFD_IOCTL_BASE  # the type byte: 'K' for KFD, 'd' for DRM (kfdtrace.driver.drm_ioctl)
 
     @property
@@ -1236,8 +1239,8 @@ IOCTLS: tuple[Ioctl, ...] = (
     Ioctl("ACQUIRE_VM", 0x15, _W, kfd_ioctl_acquire_vm_args, _V0),
     Ioctl("ALLOC_MEMORY_OF_GPU", 0x16, _RW, kfd_ioctl_alloc_memory_of_gpu_args, _V0),
     Ioctl("FREE_MEMORY_OF_GPU", 0x17, _W, kfd_ioctl_free_memory_of_gpu_args, _V0),
-    Ioctl("MAP_MEMORY_TO_GPU", 0x18, _RW, kfd_ioctl_map_memory_to_gpu_args, _V0),
-    Ioctl("UNMAP_MEMORY_FROM_GPU", 0x19, _RW, kfd_ioctl_unmap_memory_from_gpu_args, _V0),
+    Ioctl("MAP_MEMORY_TO_GPU", 0x18, _RW, kfd_ioctl_map_memory_to_gpu_args, _V0, partial=True),
+    Ioctl("UNMAP_MEMORY_FROM_GPU", 0x19, _RW, kfd_ioctl_unmap_memory_from_gpu_args, _V0, partial=True),
     Ioctl("SET_CU_MASK", 0x1A, _W, kfd_ioctl_set_cu_mask_args, _V0),
     Ioctl("GET_QUEUE_WAVE_STATE", 0x1B, _RW, kfd_ioctl_get_queue_wave_state_args, _V0),
     Ioctl("GET_DMABUF_INFO", 0x1C, _RW, kfd_ioctl_get_dmabuf_info_args, _V0),

@@ -352,3 +352,38 @@ def test_a_buffer_whose_cpu_mapping_went_is_never_read_for_the_trace(tmp_path):
     with TraceReader(path) as r:
         hashed = [b["name"] for c in r.records(["checkpoint"]) for b in c.fields["buffers"]]
     assert hashed == ["kept"]
+
+
+def test_a_map_that_fails_part_way_records_the_gpus_it_mapped(tmp_path):
+    """MAP_MEMORY_TO_GPU on [a GPU, an id of none] maps on the first, then fails with EINVAL; the kernel copies
+    the struct back anyway (n_success 1). The trace says so, and its replay maps there too, so the copy the
+    second GPU makes replays (it was a VM fault: HANG)."""
+    import ctypes
+    import errno
+
+    from kfdtrace.driver.errors import DeviceError
+    from kfdtrace.replay.engine import EXIT_OK, Options
+    from kfdtrace.replay.session import replay_trace
+
+    path = str(tmp_path / "partial.kfdtrace")
+    with record(path), System.open(emulate="gfx942,gfx942") as system:
+        gpu0, gpu1 = system.devices
+        src, dst = gpu0.alloc(4096, "gtt", name="src"), gpu0.alloc(4096, "gtt", name="dst")
+        src.write(b"Z" * 4096)
+        ids = (ctypes.c_uint32 * 2)(gpu1.gpu_id, 0xBAD)
+        for b in (src, dst):
+            args = K.BY_NAME["MAP_MEMORY_TO_GPU"].struct(handle=b.handle, device_ids_array_ptr=ctypes.addressof(ids),
+                                                         n_devices=2)
+            with pytest.raises(DeviceError) as err:
+                system.kfd.ioctl("MAP_MEMORY_TO_GPU", args)
+            assert err.value.errno == errno.EINVAL and args.n_success == 1
+        done = system.semaphore("done")
+        gpu1.sdma_queue().copy(dst.va, src.va, 4096).signal(done, 1).submit()
+        done.wait(1)
+        assert dst.read(0, 4) == b"ZZZZ"
+    with TraceReader(path) as r:
+        assert [m.fields["gpus"] for m in r.records({"map"})][-2:] == [[gpu1.gpu_id]] * 2
+        failed = [e.fields for e in r.records({"ioctl_end"}) if e.fields["errno"] == errno.EINVAL]
+        assert len(failed) == 2 and all(len(f["data"]) == ctypes.sizeof(args) for f in failed)
+    report = replay_trace(path, Options(timeout=10), emulate="gfx942,gfx942")
+    assert report.status == EXIT_OK, report.lines()

@@ -325,15 +325,17 @@ class EmulatedMachine:
         if handler is None:
             log.warning("the emulated GPU does not model AMDKFD_IOC_%s", entry.name)
             raise KfdError(errno.EOPNOTSUPP, f"AMDKFD_IOC_{entry.name} is not emulated")
-        if entry.blocking:
-            ret = handler(args)  # must not hold the process lock while it sleeps
-        else:
-            with self.lock:
-                self.caller_fd = fd
-                ret = handler(args)
-        if usize and entry.direction & K.IocDir.READ:
-            _check(arg_addr is not None, errno.EFAULT, "null ioctl argument")
-            ctypes.memmove(arg_addr, kbuf, usize)
+        try:
+            if entry.blocking:
+                ret = handler(args)  # must not hold the process lock while it sleeps
+            else:
+                with self.lock:
+                    self.caller_fd = fd
+                    ret = handler(args)
+        finally:  # the struct goes back whatever the handler returned (kfd_chardev.c kfd_ioctl)
+            if usize and entry.direction & K.IocDir.READ:
+                _check(arg_addr is not None, errno.EFAULT, "null ioctl argument")
+                ctypes.memmove(arg_addr, kbuf, usize)
         return ret or 0
 
     def drm_ioctl(self, gpu: EmulatedGpu, request: int, arg_addr: int | None) -> int:
