@@ -47,6 +47,7 @@ class Semaphore:
         self._biased = ctypes.c_uint64.from_address(buffer.cpu_addr(offset + 8)) if pooled else None
         self.system, self.buffer, self.offset, self.name = system, buffer, offset, name
         self.event_id, self._pooled = event_id, pooled
+        self.freed = False  # a pooled one's slot and event were given back: it cannot be used again
         if pooled:
             self.signal(0)  # a reused slot holds its last user's value: reset through signal, so a replay does too
 
@@ -72,12 +73,16 @@ class Semaphore:
         return self._word.value
 
     def _check_mapped(self) -> None:
-        """Its memory is still there (reading a freed pool would touch unmapped memory)."""
+        """It was not freed, and its memory is still there (reading a freed pool would touch unmapped memory)."""
+        if self.freed:
+            raise DeviceError(f"semaphore {self.label} was freed: its slot may be another semaphore's now")
         if self.buffer.cpu is None:
             raise DeviceError(f"semaphore {self.label}: its buffer {self.buffer.label} was freed (system closed?)")
 
     def words(self, value: int) -> list[tuple[int, int]]:
         """(address, 64-bit value) of each word a signal of `value` stores: the biased copy, then the value."""
+        if self.freed:
+            self._check_mapped()
         words = [(self.addr, value)]
         if self._biased is not None:
             words.insert(0, (self.addr + 8, (value + BIAS) & (2**64 - 1)))
@@ -86,6 +91,8 @@ class Semaphore:
     def wait_word(self, value: int) -> tuple[int, int]:
         """(address, value) a GPU wait for `value` polls: the word where the target's low dword is in the lower
         half of its range (see the module docstring)."""
+        if self.freed:
+            self._check_mapped()
         if self._biased is not None and value & BIAS:
             return self.addr + 8, (value + BIAS) & (2**64 - 1)
         return self.addr, value
@@ -118,7 +125,7 @@ class Semaphore:
         self.system.sys.annotate("cpu_wait", addr=self.addr, value=value, timeout=timeout, ok=True)
 
     def free(self) -> None:
-        """Give a pooled semaphore's slot and event back to the system."""
+        """Give a pooled semaphore's slot and event back to the system (once: freeing it again does nothing)."""
         if self._pooled:
             self.system.release_semaphore(self)
 

@@ -233,11 +233,14 @@ class System:
         return Semaphore(self, pool, offset, self.create_signal_event(), name, pooled=True)
 
     def release_semaphore(self, sem: Semaphore) -> None:
-        """Give a pool semaphore's slot and event back."""
+        """Give a pool semaphore's slot and event back, once."""
+        with self._sem_lock:
+            if sem.freed:
+                return
+            sem.freed = True
+            self._sem_free.append(sem.offset)
         if sem.event_id is not None:
             self.kfd.ioctl("DESTROY_EVENT", event_id=sem.event_id)
-        with self._sem_lock:
-            self._sem_free.append(sem.offset)
 
     def event(self, auto_reset: bool = True) -> Event:
         return Event(self, auto_reset)

@@ -326,6 +326,25 @@ def test_semaphore_view_is_bounds_checked(emulated):
         Semaphore.view(system, dev.alloc(4096, "vram", cpu_access=False), 0)
 
 
+def test_a_freed_semaphore_is_freed_once_and_used_never(system):
+    """Freeing twice gave the slot and event back twice, so two later semaphores shared them: a wait on one
+    returned on the other's signal."""
+    a = system.semaphore("a")
+    a.free()
+    b = system.semaphore("b")
+    a.free()  # nothing: a's slot is b's now
+    c = system.semaphore("c")
+    assert len({a.addr, b.addr, c.addr}) == 2 and b.addr != c.addr and b.event_id != c.event_id
+    c.signal(1)
+    assert b.value == 0
+    q = system.devices[0].sdma_queue()
+    for use in (lambda: a.signal(1), lambda: a.wait(1, timeout=0.1), lambda: a.value, lambda: q.signal(a, 1),
+                lambda: q.wait(a, 1)):
+        with pytest.raises(DeviceError, match="semaphore 'a' was freed"):
+            use()
+    q.discard()
+
+
 def test_emit_appends_encoded_packets(system):
     dev = system.devices[0]
     q, buf = dev.sdma_queue(), dev.alloc(4096, "gtt")
