@@ -434,6 +434,11 @@ class RecordingSyscalls:
         """A doorbell: note which buffers its packets write and what they signal and wait for, record what
         the CPU wrote that they read when raw views exist (or tracking is "scan"), then the ring bytes."""
         end = K.doorbell_end(q.type, value)
+        if not 0 <= end - q.wptr <= q.ring_size:  # what the engine does then is no packet of the program's
+            self.rec.record(R.NOTE, text=f"queue {q.queue_id}: the doorbell moves the write pointer from {q.wptr:#x} "
+                                         f"to {end:#x}, {_stray(end - q.wptr, q.ring_size)}: a GPU stops the queue")
+            self.rec.record(R.DOORBELL, queue=q.queue_id, value=value, ring=b"")
+            return
         ring = self._ring_bytes(q, q.wptr, end) if q.dialect else b""
         if q.dialect is not None:
             try:
@@ -800,3 +805,8 @@ class RecordingSyscalls:
 def _fault(fault: str | None) -> dict[str, str]:
     """A wait record's `fault` field: only in the records of waits a GPU fault ended."""
     return {} if fault is None else {"fault": fault}
+
+
+def _stray(moved: int, ring_size: int) -> str:
+    """Why a doorbell moving a queue's write pointer by `moved` bytes submits nothing an engine can run."""
+    return "backwards" if moved < 0 else f"more than its {ring_size}-byte ring ahead"

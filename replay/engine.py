@@ -553,10 +553,11 @@ class _Surveyor:
         kind, base = self.wptrs[f["queue"]]
         end = K.doorbell_end(kind, f["value"])
         self.wptrs[f["queue"]] = (kind, end)
-        if not f["ring"] and end != base:
-            raise ReplayError(f"{where}: its packets are not in the trace (the recording could not read the queue's "
-                              f"ring): a replay cannot make it")
         size = self.rings[f["queue"]][0] - PAGE
+        if not f["ring"] and end != base:
+            why = "the recording could not read the queue's ring" if 0 < end - base <= size else \
+                f"its doorbell moved the write pointer from {base:#x} to {end:#x}, where a GPU stops the queue"
+            raise ReplayError(f"{where}: its packets are not in the trace ({why}): a replay cannot make it")
         if len(f["ring"]) > size and valid_ring_size(size):  # more than the ring held unconsumed at once
             raise BadInput(f"{where}: {len(f['ring'])} bytes of packets in a {size}-byte ring (corrupt trace)")
         out = t.ring(f["ring"], where)  # ReplayError for bad packets

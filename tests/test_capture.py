@@ -387,3 +387,33 @@ def test_a_map_that_fails_part_way_records_the_gpus_it_mapped(tmp_path):
         assert len(failed) == 2 and all(len(f["data"]) == ctypes.sizeof(args) for f in failed)
     report = replay_trace(path, Options(timeout=10), emulate="gfx942,gfx942")
     assert report.status == EXIT_OK, report.lines()
+
+
+@pytest.mark.parametrize("stray", ["back", "past the ring"])
+def test_a_stray_doorbell_is_noted_and_never_taken_for_packets(tmp_path, stray):
+    """A doorbell moving the write pointer backwards, or more than a ring ahead, submits nothing a GPU runs: the
+    trace says so, keeps the packets the next doorbell submits as they were written, and replay names it."""
+    import subprocess
+    import sys
+
+    from kfdtrace.driver.errors import GpuFault
+
+    path = str(tmp_path / "stray.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q, out = gpu.sdma_queue(ring_size=4096), gpu.alloc(4096, "gtt", name="out")
+        q.fence(out, 1).sync()
+        wptr = q.wptr
+        system.sys.doorbell_store(q.doorbell, 0 if stray == "back" else wptr + 8192)
+        with pytest.raises(GpuFault):
+            q.fence(out, 2).sync(timeout=5)
+    with TraceReader(path) as r:
+        notes = [n.fields["text"] for n in r.records({"note"})]
+        rings = [d.fields["ring"] for d in r.records({"doorbell"})]
+    moved = "backwards" if stray == "back" else "more than its 4096-byte ring ahead"
+    assert any(f"the doorbell moves the write pointer from {wptr:#x}" in n and moved in n for n in notes), notes
+    assert rings[-2] == b"" and DIALECTS["sdma4.4"].decode(rings[-1]).name == "FENCE"  # not the earlier packets again
+    res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path, "--emulate", "gfx942"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert f"its doorbell moved the write pointer from {wptr:#x}" in res.stderr, res.stderr

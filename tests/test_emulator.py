@@ -202,6 +202,18 @@ def test_what_the_emulator_does_not_do_is_its_limit_not_a_fault(emulated, caplog
     assert [getattr(r, NOT_EMULATED, False) for r in caplog.records if error in r.getMessage()] == [limit]
 
 
+def test_a_doorbell_behind_the_read_pointer_stops_the_queue(emulated):
+    """The engine would run the ring's stale bytes around to it (it used to ignore it, silently)."""
+    dev = emulated("gfx942").devices[0]
+    q, out = dev.sdma_queue(name="back"), dev.alloc(PAGE, "gtt")
+    q.fence(out, 1).sync(timeout=5)
+    dev.sys.doorbell_store(q.doorbell, 0)
+    with pytest.raises(GpuFault, match="stopped a queue"):
+        q.fence(out, 2).sync(timeout=5)
+    assert engine_of(q).error.startswith("the doorbell moved the write pointer to 0x0, behind the read pointer")
+    assert out.read(0, 4) == (1).to_bytes(4, "little")
+
+
 def test_unknown_opcode_is_a_named_error(emulated):
     system = emulated("gfx90a")
     q = system.devices[0].sdma_queue(name="garbage")

@@ -165,11 +165,17 @@ class RingEngine:
         """The doorbell: `wptr` in pointer units. Runs the new packets in the caller's thread while they are
         quick, if the engine is idle (see the module docstring)."""
         with self._kick_lock:
-            self.doorbell = wptr * self.pointer_unit
-            if self._busy or self._stop or self.error:
-                self._kick.notify()
-                return
-            self._busy = True
+            behind = wptr * self.pointer_unit < self.rptr and not (self.error or self._stop)
+            if not behind:
+                self.doorbell = wptr * self.pointer_unit
+                if self._busy or self._stop or self.error:
+                    self._kick.notify()
+                    return
+                self._busy = True
+        if behind:  # the engine would run the stale bytes around the ring back to it
+            self._stop_on(QueueError(f"the doorbell moved the write pointer to {wptr * self.pointer_unit:#x}, behind "
+                                     f"the read pointer"), self.where())
+            return
         self._drain(inline=True)
 
     def stop(self) -> None:
