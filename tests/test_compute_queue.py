@@ -254,7 +254,8 @@ def test_atomic_mem_changes_a_64_bit_word_and_wait_reg_mem64_compares_all_of_one
 
 def test_atomic_mem_refuses_what_it_cannot_do(system):
     dev = system.devices[0]
-    for fields, error in [(dict(atomic=0x08), "ATOMIC_MEM atomic=0x8 is not one of the 64-bit TC_OPs the emulated engine executes"),
+    for fields, error in [(dict(atomic=0x08), "ATOMIC_MEM atomic=0x8 is not one of the 64-bit TC_OPs the emulated "
+                                              "engine executes"),
                           (dict(atomic=AtomicOp.CMPSWAP64, command=1), "ATOMIC_MEM command=1 (only 0, a single "
                                                                         "pass) is emulated")]:
         q, buf = dev.compute_queue(), dev.alloc(PAGE, "gtt")

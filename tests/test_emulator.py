@@ -214,6 +214,27 @@ def test_a_doorbell_behind_the_read_pointer_stops_the_queue(emulated):
     assert out.read(0, 4) == (1).to_bytes(4, "little")
 
 
+@pytest.mark.parametrize("kind, name, offset, fields, n", [
+    ("sdma", "FENCE", 1, {"data": 7}, 4),
+    ("sdma", "ATOMIC", 4, {"atomic_op": 47, "src_data": 1}, 8),  # ADD64 on a dword boundary only
+    ("sdma", "POLL_REGMEM", 2, {"mem_poll": 1, "func": 3, "ref": 0, "mask": 1, "retry_count": 0xFFF}, 4),
+    ("sdma", "WRITE_LINEAR", 2, {}, 4),
+    ("compute", "WRITE_DATA", 2, {"dst_sel": 5}, 4),
+])
+def test_a_memory_packet_at_an_unaligned_address_stops_the_queue(emulated, kind, name, offset, fields, n):
+    """The engines read and write whole dwords (qwords for 64-bit atomics): bytes written at an address the kernel
+    never emits are no result of a GPU's."""
+    dev = emulated("gfx942").devices[0]
+    q, buf = getattr(dev, f"{kind}_queue")(), dev.alloc(PAGE, "gtt")
+    address = next(iter(q.dialect[name].address_fields))
+    payload = bytes(4) if name in ("WRITE_LINEAR", "WRITE_DATA") else b""
+    q.packet(name, payload=payload, **{address: buf.va + offset, **fields})
+    with pytest.raises(GpuFault, match="stopped a queue"):
+        q.sync(timeout=5)
+    assert engine_of(q).error.startswith(f"address {buf.va + offset:#x} is not {n}-byte aligned")
+    assert buf.read(0, 16) == bytes(16)
+
+
 def test_unknown_opcode_is_a_named_error(emulated):
     system = emulated("gfx90a")
     q = system.devices[0].sdma_queue(name="garbage")

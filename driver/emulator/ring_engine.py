@@ -106,6 +106,15 @@ def _operands(method: Callable, d: PacketDef) -> tuple[str, ...]:
     return tuple(p.name for p in params if p.default is inspect.Parameter.empty or p.name in d.field_names)
 
 
+def aligned(va: int, n: int) -> int:
+    """`va`, if it is `n`-byte aligned; else QueueError. An engine's memory packets write, read and poll whole
+    dwords (64-bit atomics whole qwords): what one does at an address the kernel never emits (sdma_v4_0.c
+    emit_fence: BUG_ON(addr & 0x3)) is no result the emulator can vouch for."""
+    if va % n:
+        raise QueueError(f"address {va:#x} is not {n}-byte aligned, as the packet's {n}-byte accesses must be")
+    return va
+
+
 def _with_packet(d: PacketDef, fn: Callable[[Packet], int | bool | None]) -> Step:
     """A step calling `fn` with the packet made from its dwords (its offset counts from the packet itself)."""
     return lambda raw, payload: fn(Packet(d, 0, None, payload, raw))
@@ -338,14 +347,14 @@ class RingEngine:
         compare = COMPARE.get(func)
         if compare is None:
             raise QueueError(f"{name} {func_field}={func} is reserved")
-        return compare(self.vm.load(addr, word) & mask, ref)
+        return compare(self.vm.load(aligned(addr, ctypes.sizeof(word)), word) & mask, ref)
 
     def _atomic64(self, what: str, code: int, addr: int, src: int, cmp: int) -> None:
         """The 64-bit TC atomic `code` (an sdma.AtomicOp) on the word at addr; `what` names the packet's field."""
         op = _ATOMICS.get(code)
         if op is None:
             raise NotEmulated(f"{what}={code:#x} is not one of the 64-bit TC_OPs the emulated engine executes")
-        with self.vm.access(addr, 8, write=True) as host, self.machine.atomic_lock:
+        with self.vm.access(aligned(addr, 8), 8, write=True) as host, self.machine.atomic_lock:
             target = ctypes.c_uint64.from_address(host)
             target.value = op(target.value, src, cmp) & _U64
         self.machine.memory_changed()
@@ -356,10 +365,10 @@ class RingEngine:
 
     def _read32(self, va: int) -> int:
         """The dword at GPU address va."""
-        return self.vm.load(va, ctypes.c_uint32)
+        return self.vm.load(aligned(va, 4), ctypes.c_uint32)
 
     def _write(self, va: int, data: bytes) -> None:
-        """Write bytes at GPU address va, and wake the engines polling memory."""
-        with self.vm.access(va, len(data), write=True) as dst:
+        """Write bytes at GPU address va (dword-aligned), and wake the engines polling memory."""
+        with self.vm.access(aligned(va, 4), len(data), write=True) as dst:
             ctypes.memmove(dst, data, len(data))
         self.machine.memory_changed()

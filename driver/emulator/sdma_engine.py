@@ -10,7 +10,7 @@ import ctypes
 from typing import TYPE_CHECKING
 
 from kfdtrace.driver.emulator.memory import GpuVm
-from kfdtrace.driver.emulator.ring_engine import NotEmulated, QueueError, RingEngine
+from kfdtrace.driver.emulator.ring_engine import NotEmulated, QueueError, RingEngine, aligned
 from kfdtrace.driver.packets import Dialect, Packet
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ class SdmaEngine(RingEngine):
         self.machine.memory_changed()
 
     def _fence(self, addr: int, data: int) -> None:
-        self.vm.store(addr, ctypes.c_uint32, data)
+        self.vm.store(aligned(addr, 4), ctypes.c_uint32, data)
         self.machine.memory_changed()
 
     def _timestamp(self, addr: int) -> None:
