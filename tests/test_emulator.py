@@ -235,6 +235,33 @@ def test_a_memory_packet_at_an_unaligned_address_stops_the_queue(emulated, kind,
     assert buf.read(0, 16) == bytes(16)
 
 
+@pytest.mark.parametrize("prot, expected", [(None, errno.EFAULT), ("r", errno.EFAULT), ("rw", 0)])
+def test_a_userptr_of_host_memory_not_mapped_writable_is_efault(emulated, prot, expected):
+    """amdgpu_ttm_tt_get_user_pages takes every page writable; the emulator took any page-aligned address, and
+    the GPU's first access to it killed the process."""
+    import mmap
+
+    from kfdtrace.driver.syscalls import libc_mmap, libc_munmap
+
+    system = emulated("gfx942")
+    dev = system.devices[0]
+    host = libc_mmap(0, PAGE, mmap.PROT_READ | (mmap.PROT_WRITE if prot == "rw" else 0),
+                     mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+    if prot is None:
+        libc_munmap(host, PAGE)
+    try:
+        alloc = lambda: system.kfd.ioctl("ALLOC_MEMORY_OF_GPU", va_addr=0x1_0000_0000, size=PAGE,  # noqa: E731
+                                         mmap_offset=host, gpu_id=dev.gpu_id,
+                                         flags=K.AllocMemFlags.USERPTR | K.AllocMemFlags.WRITABLE)
+        if expected:
+            assert _errno_of(alloc) == expected
+        else:
+            system.kfd.ioctl("FREE_MEMORY_OF_GPU", handle=alloc().handle)
+    finally:
+        if prot is not None:
+            libc_munmap(host, PAGE)
+
+
 def test_unknown_opcode_is_a_named_error(emulated):
     system = emulated("gfx90a")
     q = system.devices[0].sdma_queue(name="garbage")

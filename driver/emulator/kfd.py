@@ -496,6 +496,9 @@ class EmulatedMachine:
         if is_vram:
             _check(gpu.vram_used + a.size <= gpu.vram_size, errno.ENOMEM,
                    f"{a.size:#x} bytes of VRAM asked, {gpu.vram_size - gpu.vram_used:#x} free")
+        if flags & K.AllocMemFlags.USERPTR:  # init_user_pages: get_user_pages wants them all, writable
+            _check(_user_pages_writable(a.mmap_offset, a.size), errno.EFAULT,
+                   f"host memory [{a.mmap_offset:#x}, {a.mmap_offset + a.size:#x}) is not all mapped writable")
         self._reserve_system_memory(domain, a.size)
         handle = (a.gpu_id << 32) | self._next_bo
         if domain == K.AllocMemFlags.USERPTR:
@@ -861,3 +864,20 @@ class EmulatedSyscalls(QuietAnnotations):
 
     def list_sysfs(self, path: str) -> list[str]:
         return self.machine.sysfs.list_sysfs(path)
+
+
+def _user_pages_writable(start: int, size: int) -> bool:
+    """Whether this process maps all of [start, start + size) readable and writable (/proc/self/maps): what
+    amdgpu_ttm_tt_get_user_pages needs of a userptr's pages, EFAULT otherwise."""
+    end = start
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            span, perms = line.split(None, 2)[:2]
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            if lo <= end < hi:
+                if not perms.startswith("rw"):
+                    return False
+                end = hi
+                if end >= start + size:
+                    return True
+    return False
