@@ -24,6 +24,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import ctypes
+import errno
 import functools
 import operator
 import os
@@ -108,6 +109,7 @@ class Recorder:
         self.memory = MemoryRecorder(self.trace, chunk_size)
         self.record = self.trace.record  # record(type, **fields) -> its number
         self.ioctls = self.buffers_seen = self.checkpoints = 0
+        self.failed_ioctls: Counter[str] = Counter()  # "NAME ERRNO" -> ioctls that failed so
         # the summary's packet counts, kept as submissions are recorded: submissions by (dialect, plan), folded
         # into packets by dialect and definition when the summary asks or many plans were seen
         self._uses: dict[tuple[Dialect, Plan], int] = {}
@@ -137,6 +139,7 @@ class Recorder:
             "payload_bytes": self.memory.payload_bytes, "exit_status": status,
             **({"kernels": dict(self.kernels)} if self.kernels else {}),
             **({"racy": [f"{name}: {why}" for name, why in self.races.items()]} if self.races else {}),
+            **({"failed_ioctls": dict(self.failed_ioctls)} if self.failed_ioctls else {}),
         }
 
     def packet_counts(self) -> dict[str, int]:
@@ -240,6 +243,7 @@ class RecordingSyscalls:
             raw_out = b"" if arg is None else ctypes.string_at(ctypes.addressof(arg), len(raw_in))
             with self.lock:
                 rec.record(R.IOCTL_END, seq=seq, ret=-1, errno=exc.errno, data=raw_out)
+                rec.failed_ioctls[f"{name or hex(request)} {errno.errorcode.get(exc.errno, exc.errno)}"] += 1
                 if after is not None and fd in self.files and K.BY_NAME[name].partial:
                     self._after(name, after, raw_out)
             raise

@@ -135,6 +135,7 @@ class Buffer:
 
     def map_to(self, *devices: Device) -> None:
         """Map the buffer into the GPU VA space of more GPUs (peer access)."""
+        _devices(devices)
         with self._lock:
             new = [d for d in devices if d not in self.mapped_on]
             if not new:
@@ -145,6 +146,7 @@ class Buffer:
             self.mapped_on.extend(new)
 
     def unmap_from(self, *devices: Device) -> None:
+        _devices(devices)
         with self._lock:
             self._unmap_from(devices)
 
@@ -247,3 +249,10 @@ def allocate(device: Device, size: int, domain: str = "vram", *, cpu_access: boo
         buf.free()
         raise
     return buf
+
+
+def _devices(devices: tuple) -> None:
+    """TypeError unless each of `devices` is a Device (what map_to and unmap_from take)."""
+    for d in devices:
+        if not hasattr(d, "gpu_id") or not hasattr(d, "kfd"):
+            raise TypeError(f"buffers map to Devices (system.devices[i]), not {d!r}")

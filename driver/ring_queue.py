@@ -145,7 +145,7 @@ class RingQueue:
 
     def _build(self, name: str, payload: bytes = b"", **fields: int) -> bytes:
         """One packet's bytes, the kind's defaults first."""
-        defaults = self._defaults[name]
+        defaults = self._defaults.get(name)  # an unknown name: the dialect says so
         return self.dialect.build(name, payload, **({**defaults, **fields} if defaults else fields))
 
     def emit(self, data: bytes) -> Self:

@@ -662,6 +662,8 @@ def check_resources(s: Survey, system: System, instances: int, max_memory: int) 
         if need <= limit:
             continue
         needs, has, figure = POOL_TEXT[pool[0]]
+        if figure(need) == figure(limit):  # rounded alike: the bytes say which is more
+            figure = "{:,} bytes".format
         where = "" if dev is None else f"GPU {dev.index} ({dev.target.name}): "
         short.append(f"{where}{needs.format(need=figure(need))} at its peak{times}, "
                      f"{has.format(have=figure(limit))}")
@@ -1118,8 +1120,12 @@ class Instance:
         """An indirect buffer, followed: its packets (the recorded ones, written by the replayed CPU writes)
         translated like the ring's, into a buffer of the replay's own; its (address, dwords)."""
         hit = self.buffers.find(base)
-        if hit is None or hit[2].buffer.cpu is None or base + size * 4 > hit[0] + hit[1]:
+        if hit is None or hit[2].buffer.cpu is None:
             raise ReplayError(f"{where}: indirect buffer {base:#x}+{size * 4:#x} is not in a CPU-visible buffer")
+        if base + size * 4 > hit[0] + hit[1]:
+            past = base + size * 4 - hit[0] - hit[1]
+            raise ReplayError(f"{where}: indirect buffer {base:#x}+{size * 4:#x} runs {past:#x} bytes past the end of "
+                              f"{hit[2].buffer.label}")
         recorded = hit[2].buffer.read(base - hit[0], size * 4)
         if self.ib_depth >= MAX_IB_DEPTH:
             raise BadInput(f"{where}: indirect buffers chain more than {MAX_IB_DEPTH} deep at {base:#x} (one "

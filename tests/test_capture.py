@@ -385,6 +385,9 @@ def test_a_map_that_fails_part_way_records_the_gpus_it_mapped(tmp_path):
         assert [m.fields["gpus"] for m in r.records({"map"})][-2:] == [[gpu1.gpu_id]] * 2
         failed = [e.fields for e in r.records({"ioctl_end"}) if e.fields["errno"] == errno.EINVAL]
         assert len(failed) == 2 and all(len(f["data"]) == ctypes.sizeof(args) for f in failed)
+        assert r.summary["failed_ioctls"]["MAP_MEMORY_TO_GPU EINVAL"] == 2
+    info = subprocess.run([sys.executable, "-m", "kfdtrace", "info", path], capture_output=True, text=True)
+    assert "MAP_MEMORY_TO_GPU EINVAL x2" in info.stdout.split("failed ioctls: ")[1], info.stdout + info.stderr
     report = replay_trace(path, Options(timeout=10), emulate="gfx942,gfx942")
     assert report.status == EXIT_OK, report.lines()
 

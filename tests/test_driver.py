@@ -345,6 +345,14 @@ def test_a_freed_semaphore_is_freed_once_and_used_never(system):
     q.discard()
 
 
+def test_a_wrong_device_or_packet_name_is_named(system):
+    dev = system.devices[0]
+    with pytest.raises(TypeError, match=r"buffers map to Devices \(system.devices\[i\]\), not 'x'"):
+        dev.alloc(4096, "gtt").map_to("x")
+    with pytest.raises(KeyError, match="has no packet 'BOGUS'"):
+        dev.sdma_queue().packet("BOGUS")
+
+
 def test_emit_appends_encoded_packets(system):
     dev = system.devices[0]
     q, buf = dev.sdma_queue(), dev.alloc(4096, "gtt")

@@ -214,6 +214,21 @@ def test_indirect_buffers_are_followed_and_retargeted(tmp_path):
         assert report.results[0].verified >= 1
 
 
+def test_an_indirect_buffer_running_past_its_buffer_is_named_so(tmp_path):
+    from kfdtrace.driver.errors import GpuFault
+
+    path = str(tmp_path / "ib.kfdtrace")
+    with record(path), System.open(emulate="gfx1201") as system:
+        gpu = system.devices[0]
+        q, ib = gpu.sdma_queue(), gpu.alloc(4096, "gtt", name="ib")
+        ib.write(q.dialect.build("NOP") * 8, 4096 - 32)
+        with pytest.raises(GpuFault):
+            q.packet("INDIRECT", ib_base=ib.va + 4096 - 32, ib_size=64).sync(timeout=5)
+    res = replay(path, "--emulate", "gfx1201")
+    assert res.returncode == EXIT_UNSUPPORTED, res.stdout + res.stderr
+    assert f"indirect buffer {ib.va + 4096 - 32:#x}+0x100 runs 0xe0 bytes past the end of ib" in res.stderr, res.stderr
+
+
 @pytest.mark.parametrize("queue", ["sdma", "pm4"])
 def test_a_signal_inside_an_indirect_buffer_shows_its_queue_complete_up_to_the_call_only(tmp_path, queue):
     """helper 34's w05: a semaphore signal at the start of an IB was taken to show the whole IB complete, so the

@@ -72,6 +72,15 @@ def test_peak_is_what_is_live_at_once(tmp_path):
         replay_trace(together, Options(), emulate="gfx1100")
 
 
+def test_figures_that_round_alike_are_given_in_bytes(tmp_path):
+    """All of the VRAM, where a little of it is not free: "needs 24.0 GiB ... has 24.0 GiB" said nothing."""
+    whole = with_buffers(sample("ping_pong-gfx1100"), str(tmp_path / "whole.kfdtrace"),
+                         [("alloc", 1, 24 * GIB, 0, "vram"), ("free", 1, 0, 0, "")])
+    with pytest.raises(ReplayError, match=r"needs 25,769,803,776 bytes of VRAM at its peak, the target has "
+                                          r"25,\d{3},\d{3},\d{3} bytes free"):
+        replay_trace(whole, Options(), emulate="gfx1100")
+
+
 def test_host_peak_counts_the_indirect_buffer_copies_held_at_once(tmp_path):
     """The survey counts the replay's copy of each called indirect buffer until the queue's next submission:
     six small calls hold one page at a time, and one large call among them its own pages, not a sum."""

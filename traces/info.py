@@ -30,6 +30,8 @@ def format_summary(s: dict) -> list[str]:
                                                             else ""),
              f"{s['ioctls']} ioctls, {s['submissions']} submissions, {s['checkpoints']} checkpoints, "
              f"{s['buffers']} buffers"]
+    if s.get("failed_ioctls"):
+        lines.append("failed ioctls: " + ", ".join(f"{what} x{n}" for what, n in sorted(s["failed_ioctls"].items())))
     packets = s.get("packets") or {}
     lines.append(f"{sum(packets.values())} packets" + (":" if packets else ""))
     lines += [f"  {line}" for line in format_packets(packets)]
