@@ -196,14 +196,18 @@ class Survey:
     # device index -> kernel-argument memory of the dispatches the caches keep whole (filled by the first instance
     # of each loop, freed by `release` when the replay is done)
     kernarg_stores: dict[int, KernargStore] = field(default_factory=dict)
-    # (recorded code object address, gpu) -> where the last instance loaded the object for it: the next loads it
-    # there again when it can, so that the dispatches the caches keep whole (which point at it) are taken again
-    program_vas: dict[tuple[int, int], int] = field(default_factory=dict)
+    # (code object key, target, device index) -> the object loaded for them, which every instance runs (code is
+    # only read): each loop finds it where the last did, so the dispatches the caches keep whole are taken again
+    programs: dict[tuple[bytes, str, int], Program] = field(default_factory=dict)
 
     def release(self) -> None:
-        """Free the memory the instances' cached dispatches point at (no instance runs any more)."""
+        """Free the memory the instances' cached dispatches point at, and the objects they ran (no instance runs
+        any more)."""
         for store in self.kernarg_stores.values():
             store.free()
+        for program in self.programs.values():
+            program.free()
+        self.programs.clear()
 
 
 def chunk_size(trace: TraceReader) -> int:
@@ -900,9 +904,8 @@ class Instance:
     def _on_free(self, r: Record) -> None:
         program = self.programs.pop(r.fields["va"], None)
         self.loaded.pop(r.fields["va"], None)
-        if program is not None:
+        if program is not None:  # the survey's to free
             self.kernels.unloaded(r.fields["va"])
-            program.free()
         rb = self.handles.pop(r.fields["handle"], None)
         if rb is not None:
             self._read_last = (0, 0, None)
@@ -972,24 +975,12 @@ class Instance:
         self.kernels.loaded(f, self.trace.blob(f["key"]), f"record {r.n} (code_object)")
         data = self.s.objects.get((f["key"], dev.target.name))
         if data is not None:  # else no dispatch runs it (the survey said so otherwise)
-            old = self.programs.pop(f["va"], None)
-            if old is not None:
-                old.free()
-            program = self.programs[f["va"]] = self._load(dev, data, f.get("name"), (f["va"], gpu))
+            loaded = (f["key"], dev.target.name, dev.index)
+            program = self.s.programs.get(loaded)
+            if program is None:
+                program = self.s.programs[loaded] = dev.load(data, f.get("name"))
+            self.programs[f["va"]] = program
             self.loaded[f["va"]] = (f["key"], program.buffer.va)
-
-    def _load(self, dev: Device, data: bytes, name: str | None, where: tuple[int, int]) -> Program:
-        """The code object loaded on `dev`, where an earlier instance loaded it for the same recorded one if that
-        range is free (the address space a loop finds depends on what the Python process mapped meanwhile)."""
-        last = self.s.program_vas.get(where)
-        program = None
-        if last is not None:
-            with contextlib.suppress(AddressInUse):
-                program = dev.load(data, name, va=last)
-        if program is None:
-            program = dev.load(data, name)
-        self.s.program_vas[where] = program.buffer.va
-        return program
 
     def _dispatch(self, rq: ReplayQueue, reader: DispatchReader, p: Packet, where: str) -> bytes:
         """A recorded dispatch re-derived for the target: its kernel from the object loaded for it, its kernel
@@ -1413,7 +1404,6 @@ class Instance:
     def _teardown(self) -> None:
         """Best effort, like Device.close: what the kernel refuses here it reclaims with the process."""
         closers = [rq.queue.destroy for rq in self.queues.values()] + [rb.buffer.free for _, _, rb in self.buffers]
-        closers += [program.free for program in self.programs.values()]
         closers += [ib.free for rq in self.queues.values() for ib in rq.copies()]
         closers += [ev.destroy for _, ev in self.events.values()]
         for close in [*closers, self.wake.destroy]:  # queues first: they pin their buffers
