@@ -166,17 +166,19 @@ class DispatchMemo:
         unread = tuple((va, size) for va, size, data in reads if data is None)  # must stay unreadable
         before = self._before
         after = None if self.registers == before else dict(self.registers)
-        return before, after, tuple(spans), unread, tuple(self._codes), tuple(self._codes.values()), \
-            extents(tuple(self._pieces))
+        return before, after, tuple(spans), unread, tuple(self._codes.items()), extents(tuple(self._pieces))
 
     def still(self, inputs: tuple) -> bool:
         """Whether `inputs` hold now; if so the queue's state is moved on as translating the submission would, and
         each dispatch's kernel arguments are written again (a kernel may have written over its own)."""
-        # after: None when the registers stay as they were; objs and codes: the recorded code objects and theirs
-        before, after, spans, unread, objs, codes, written = inputs
-        registers, read = self.registers, self._read
-        if registers != before or tuple(map(self._loaded.get, objs)) != codes:
+        # after: None when the registers stay as they were; codes: (recorded code object, the one loaded for it)
+        before, after, spans, unread, codes, written = inputs
+        registers, read, loaded = self.registers, self._read, self._loaded
+        if registers != before:
             return False
+        for obj, code in codes:
+            if loaded.get(obj) != code:
+                return False
         for va, data in spans:
             if read(va, len(data)) != data:
                 return False
