@@ -13,13 +13,14 @@ buffer, and says so.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from kfdtrace.capture.submissions import KERNEL, REGISTERS, Step
 from kfdtrace.driver.code_object import Kernel, load
 from kfdtrace.driver.code_object_errors import CodeObjectError
-from kfdtrace.driver.packets import Dialect, Packet
+from kfdtrace.driver.packets import Dialect
 from kfdtrace.driver.pm4 import Pm4Dialect
 
 ReadMemory = Callable[[int, int], bytes | None]
@@ -75,32 +76,27 @@ class Dispatches:
         for k in obj.kernels.values():
             self.by_descriptor[va + k.descriptor_offset] = self.by_entry[va + k.entry_offset] = Loaded.of(k)
 
-    def pointers(self, queue: int, dialect: Dialect, packets: list[Packet], read: ReadMemory) -> Pointers | None:
-        """The pointers the dispatches among a submission's `packets` take; ANYTHING when one of them may take any
-        buffer."""
+    def pointers(self, queue: int, dialect: Dialect, steps: Iterable[Step], read: ReadMemory) -> Pointers | None:
+        """The pointers the dispatches among a submission's `steps` (Plan.steps) take; ANYTHING when one of them may
+        take any buffer."""
         regs = self.registers.setdefault(queue, {})
         writes: list[tuple[int, int]] = []
         reads: list[tuple[int, int]] = []
-        for p in packets:
-            d, end = p.defn, p.offset + p.size
-            if d.tail is not None and d.tail.registers:
-                regs.update(p.registers())
+        for end, what, a, b in steps:
+            if what == REGISTERS:
+                regs.update(zip(a, b, strict=True))
                 continue
-            if d.kernel is not None:
-                kernel = self._count(self.by_descriptor.get(p.fields[d.kernel[0]]))
-                found = _pointers(kernel, p.fields[d.kernel[1]], read)
-            elif d.launch_field is not None:
-                found = self._launched(p, dialect, regs, read)
+            if what == KERNEL:
+                found = _pointers(self._count(self.by_descriptor.get(a)), b, read)
             else:
-                continue
+                found = self._launched(dialect, regs, read)
             if found is ANYTHING:
                 return ANYTHING
             writes += [(end, a) for a in found[0]]
             reads += [(end, a) for a in found[1]]
         return Pointers(tuple(writes), tuple(reads))
 
-    def _launched(self, p: Packet, dialect: Dialect, regs: dict[str, int],
-                  read: ReadMemory) -> tuple[list[int], list[int]] | None:
+    def _launched(self, dialect: Dialect, regs: dict[str, int], read: ReadMemory) -> tuple[list[int], list[int]] | None:
         """The pointers the kernel the registers set up may write through, and all it takes (a PM4 dispatch)."""
         entry = dialect.entry(regs) if isinstance(dialect, Pm4Dialect) else None
         kernel = self.by_entry.get(entry) if entry is not None else None

@@ -454,8 +454,8 @@ class RecordingSyscalls:
                 self.rec.count_packets(q.dialect, plan)
                 # the dispatches' kernel arguments are read now, at the doorbell: their slice of the queue's arena is
                 # written over once the engine is past them, perhaps before the submission is looked into
-                packets = list(q.dialect.iter_packets(ring)) if plan.dispatching or plan.completing else None
-                dispatched = self.dispatches.pointers(q.queue_id, q.dialect, packets, self._read) \
+                packets = list(q.dialect.iter_packets(ring)) if plan.completing else None
+                dispatched = self.dispatches.pointers(q.queue_id, q.dialect, plan.steps(ring), self._read) \
                     if plan.dispatching else NO_POINTERS
                 self._unlearnt.append((q, q.wptr, ring, plan, inner, dispatched, packets))
                 if len(self._unlearnt) >= LEARN_BATCH or self.exposed or self.rec.tracking == "scan":

@@ -18,6 +18,7 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kfdtrace.capture.completion import Signal, Wait
 from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet, PacketDef, dword_unpacker
@@ -29,6 +30,10 @@ ReadMemory = Callable[[int, int], bytes | None]  # (address, bytes) -> the bytes
 Part = tuple[int, int, int, int]  # (dword of the submission, shift, mask, bit in the value)
 Written = tuple[tuple[int, int, int], ...]  # (position, address the GPU writes, bytes from there: 0 when unknown)
 Read = tuple[tuple[int, int, int], ...]  # (position, address the GPU reads, bytes from there: 0 when unknown)
+# Plan.steps: (position, what, a, b): registers set (names, values), a KERNEL dispatch (descriptor address, kernel
+# arguments' address), a LAUNCH of what the registers set up
+REGISTERS, KERNEL, LAUNCH = 0, 1, 2
+Step = tuple[int, int, Any, Any]
 
 
 @dataclass
@@ -97,10 +102,12 @@ class Plan:
     starts), the written (position, address, bytes) triples, the referenced addresses, and the read triples.
     `resolved` is the recorder's to cache which of its buffers the writes land in."""
 
-    __slots__ = ("values", "compute", "packets", "resolved", "dispatching", "completing")
+    __slots__ = ("values", "compute", "packets", "resolved", "dispatching", "completing", "_steps")
 
-    def __init__(self, values: struct.Struct, compute: Callable, packets: Counter[PacketDef]):
+    def __init__(self, values: struct.Struct, compute: Callable, packets: Counter[PacketDef],
+                 steps: tuple[struct.Struct, Callable] | None = None):
         self.values, self.compute, self.packets = values, compute, packets  # packets: how many of each kind
+        self._steps = steps
         self.resolved: object = None
         # it dispatches a kernel, or sets the registers a later dispatch reads (capture/dispatches.py)
         self.dispatching = any(d.kernel or d.launch_field or (d.tail is not None and d.tail.registers)
@@ -110,6 +117,15 @@ class Plan:
     def facts(self, ring: bytes, base: int) -> tuple[list[Signal], list[Wait], list[tuple[int, int]], Written,
                                                      tuple[int, ...], Read]:
         return self.compute(self.values.unpack_from(ring), base)
+
+    def steps(self, ring: bytes) -> tuple[Step, ...]:
+        """What the submission's packets do to a kernel dispatch, in order (capture/dispatches.py reads them):
+        (end, REGISTERS, names, values) for registers set, (end, KERNEL, descriptor, kernel arguments) for a
+        dispatch naming its kernel, (end, LAUNCH, 0, 0) for one launching what the registers set up."""
+        if self._steps is None:
+            return ()
+        values, steps = self._steps
+        return steps(values.unpack_from(ring))
 
 
 _CODE: dict[str, object] = {}  # generated source -> its compiled code: plans of the same shape share it
@@ -127,6 +143,7 @@ class _Builder:
         self.signals: list[tuple[int, str, str]] = []  # (position, address local, value expression)
         self.waits: list[tuple[int, str, str, str]] = []  # (position, address local, reference, whether >=)
         self.traps: list[str] = []
+        self.steps: list[str] = []  # Plan.steps
 
     def value(self, p: Packet, name: str, limit: int = 64) -> str:
         """An expression for field `name` of packet `p` over `v`, the submission's dwords."""
@@ -160,6 +177,23 @@ class _Builder:
             self.waits.append((pos, addresses[addr], self.value(p, ref, 32), ok))
         if d.event_field is not None:
             self.traps.append(f"(base + {pos}, {self.value(p, d.event_field)})")
+        self._step(p, pos)
+
+    def _step(self, p: Packet, pos: int) -> None:
+        """The packet's Plan.step, if it sets registers or dispatches a kernel (what its shape fixes: the registers'
+        names, where their values lie)."""
+        d = p.defn
+        if d.tail is not None and d.tail.registers:
+            first, names = p.fields[d.tail.first], d.tail.registers
+            at = (p.offset + p.size - len(p.payload)) // 4
+            named = [(names[first + i], at + i) for i in range(len(p.payload) // 4) if first + i in names]
+            if named:
+                self.steps.append(f"({pos}, {REGISTERS}, {tuple(n for n, _ in named)!r}, "
+                                  f"({''.join(f'$D{w}$, ' for _, w in named)}))")
+        elif d.kernel is not None:
+            self.steps.append(f"({pos}, {KERNEL}, {self.value(p, d.kernel[0])}, {self.value(p, d.kernel[1])})")
+        elif d.launch_field is not None:
+            self.steps.append(f"({pos}, {LAUNCH}, 0, 0)")
 
     def _signals(self) -> str:
         """An expression for the submission's signals, 64-bit pairs put together: straight when the dword
@@ -201,7 +235,19 @@ class _Builder:
             code = _CODE[source] = compile(source, "<submission plan>", "exec")  # generated from the tables
         ns = {"_REACHED": REACHED, "_pair_signals": pair_signals, "_pair_waits": pair_waits}
         exec(code, ns)
-        return Plan(values, ns["compute"], Counter(self.packets))
+        return Plan(values, ns["compute"], Counter(self.packets), self._steps(dwords))
+
+    def _steps(self, dwords: int) -> tuple[struct.Struct, Callable] | None:
+        """Plan.steps's unpacking and function, for a plan with steps."""
+        if not self.steps:
+            return None
+        source, values = _unpacking(f"def steps(v):\n    return ({''.join(s + ', ' for s in self.steps)})\n", dwords)
+        code = _CODE.get(source)
+        if code is None:
+            code = _CODE[source] = compile(source, "<submission steps>", "exec")
+        ns: dict = {}
+        exec(code, ns)
+        return values, ns["steps"]
 
 
 _NONE: dict = {}
@@ -277,6 +323,8 @@ def _shape_words(d: PacketDef) -> set[int]:
     """The dwords of a packet that decide what its fields mean and where the next packet starts: its header,
     the fields that decide which hold an address, and its tail's count."""
     words = {0} if d.tail is None else {0, *(w for w, _, _, _ in d.parts(d.tail.count))}
+    if d.tail is not None and d.tail.registers:  # which registers it sets (Plan.steps names them)
+        words.update(w for w, _, _, _ in d.parts(d.tail.first))
     for _, condition in d.address_conditions:
         if condition is not None:
             words.update(w for w, _, _, _ in d.parts(condition[0]))

@@ -139,6 +139,14 @@ def test_a_pm4_kernel_s_output_is_checkpointed_once_complete_and_its_const_input
     assert np.array_equal(np.frombuffer(got["c"][:N * 4], np.float32), np.arange(N, dtype=np.float32) + 1)
 
 
+
+def steps(dialect, ring: bytes) -> tuple:
+    """What a submission's packets do to kernel dispatches, as capture reads them: its plan's steps."""
+    from kfdtrace.capture.submissions import Analyzer
+
+    return Analyzer().analyse(dialect, ring, lambda a, n: None)[0].steps(ring)
+
+
 def test_a_dispatch_of_a_kernel_capture_cannot_read_may_write_anything(tmp_path, monkeypatch):
     """A code object capture could not parse: its dispatch may write every tracked buffer, which are hashed
     (those that changed) once the queue is known past it, never earlier; the output is still right."""
@@ -151,13 +159,12 @@ def test_a_dispatch_of_a_kernel_capture_cannot_read_may_write_anything(tmp_path,
     (kd,) = [va for va, k in d.by_descriptor.items() if k.name == "vector_add"]
     args = struct.pack("<QQQI", 0xA000, 0xB000, 0xC000, N)
     ring = AQL.build("KERNEL_DISPATCH", kernel_object=kd, kernarg_address=0x5000)
-    packets = list(AQL.iter_packets(ring))
-    found = d.pointers(0, AQL, packets, lambda a, n: args if a == 0x5000 else None)
+    found = d.pointers(0, AQL, steps(AQL, ring), lambda a, n: args if a == 0x5000 else None)
     assert found.writes == ((64, 0xC000),)  # a, b are const
     assert found.reads == ((64, 0xA000), (64, 0xB000), (64, 0xC000))  # a kernel may read through any
-    assert d.pointers(0, AQL, packets, lambda a, n: None) is ANYTHING  # its arguments unreadable
+    assert d.pointers(0, AQL, steps(AQL, ring), lambda a, n: None) is ANYTHING  # its arguments unreadable
     other = AQL.build("KERNEL_DISPATCH", kernel_object=kd + 0x40000, kernarg_address=0x5000)
-    assert d.pointers(0, AQL, list(AQL.iter_packets(other)), lambda a, n: args) is ANYTHING  # no code object holds it
+    assert d.pointers(0, AQL, steps(AQL, other), lambda a, n: args) is ANYTHING  # no code object holds it
 
     monkeypatch.setattr(Dispatches, "loaded", lambda self, va, data, target: None)
     path = str(tmp_path / "c.kfdtrace")
@@ -275,7 +282,7 @@ def test_a_pm4_dispatch_s_kernel_and_arguments_come_from_its_registers(target, t
             elif rec.fields["ring"]:
                 ring = f["ring"]
                 break
-    found = d.pointers(0, dialect, list(dialect.iter_packets(ring)), lambda a, n: memory.get(a, b"")[:n] or None)
+    found = d.pointers(0, dialect, steps(dialect, ring), lambda a, n: memory.get(a, b"")[:n] or None)
     end = next(p.offset + p.size for p in dialect.iter_packets(ring) if p.defn.launch_field)
     assert found.writes == ((end, vas["c"]),) and found.reads == tuple((end, vas[x]) for x in "abc")
 
