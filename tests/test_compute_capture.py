@@ -147,6 +147,21 @@ def steps(dialect, ring: bytes) -> tuple:
     return Analyzer().analyse(dialect, ring, lambda a, n: None)[0].steps(ring)
 
 
+
+def test_a_plan_names_the_registers_each_shape_sets():
+    """Two submissions alike but for which registers they set are two shapes: a plan's steps name the registers."""
+    from kfdtrace.capture.submissions import REGISTERS, Analyzer
+    from kfdtrace.driver.pm4 import DIALECTS as PM4
+
+    dialect, analyzer = PM4["gfx11"], Analyzer()
+    pgm = dialect.set_sh_reg(COMPUTE_PGM_LO=0x1234, COMPUTE_PGM_HI=0x56)
+    user = dialect.set_sh_reg(COMPUTE_USER_DATA_0=0x789A, COMPUTE_USER_DATA_1=0xBC)
+    for ring, names, values in ((pgm, ("COMPUTE_PGM_LO", "COMPUTE_PGM_HI"), (0x1234, 0x56)),
+                                (user, ("COMPUTE_USER_DATA_0", "COMPUTE_USER_DATA_1"), (0x789A, 0xBC))):
+        assert analyzer.analyse(dialect, ring, lambda a, n: None)[0].steps(ring) == ((len(ring), REGISTERS, names,
+                                                                                    values),)
+
+
 def test_a_dispatch_of_a_kernel_capture_cannot_read_may_write_anything(tmp_path, monkeypatch):
     """A code object capture could not parse: its dispatch may write every tracked buffer, which are hashed
     (those that changed) once the queue is known past it, never earlier; the output is still right."""
