@@ -99,6 +99,8 @@ def run(emulate, emulate_from, output, name, module, chunk_size, tracking, targe
         with contextlib.suppress(CaptureFailed):
             session.close(1)  # the index, should there be room for it
         fail(exc, 1)
+    if not summary:  # a fork's child ends here: the parent writes the trace
+        sys.exit(status)
     click.echo(f"capture: wrote {output}", err=True)
     for line in format_summary(summary):
         click.echo(f"  {line}", err=True)

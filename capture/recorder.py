@@ -28,6 +28,7 @@ import errno
 import functools
 import operator
 import os
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -108,6 +109,9 @@ class Recorder:
         self.trace = TraceFile(path, {**header, "chunk_size": chunk_size, "tracking": tracking})
         self.memory = MemoryRecorder(self.trace, chunk_size)
         self.record = self.trace.record  # record(type, **fields) -> its number
+        self.forked = False  # this is a fork's child, which records nothing (the parent records on)
+        hook = weakref.WeakMethod(self._in_child)
+        os.register_at_fork(after_in_child=lambda: (child := hook()) is not None and child())
         self.ioctls = self.buffers_seen = self.checkpoints = 0
         self.failed_ioctls: Counter[str] = Counter()  # "NAME ERRNO" -> ioctls that failed so
         # the summary's packet counts, kept as submissions are recorded: submissions by (dialect, plan), folded
@@ -163,8 +167,20 @@ class Recorder:
                 counts[d] += k * n
         self._uses.clear()
 
+    def _in_child(self) -> None:
+        """A fork's child: what it asks of the GPU is not the recorded process's (a KFD file serves only the
+        process that opened it: kfd_ioctl gives any other EBADF), so it records nothing."""
+        self.forked = True
+        self.trace.forked()
+        self.record = self.trace.record
+        for wrapped in self._wrapped:
+            wrapped.lock = self.trace.lock
+
     def close(self, status: int | None = None) -> dict:
-        """Write the index with the summary (the writer's figures included); returns the summary."""
+        """Write the index with the summary (the writer's figures included); returns the summary ({} in a fork's
+        child, which writes nothing)."""
+        if self.forked:
+            return {}
         self.trace.stop_flushing()
         with self.trace.lock:
             if self._final is None:

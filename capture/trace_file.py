@@ -66,6 +66,16 @@ class TraceFile:
     def now(self) -> int:
         return time.monotonic_ns() - self.t0
 
+    def forked(self) -> None:
+        """In a fork's child: write nothing, ever (the file and its frames are the parent's). Its lock is new: a
+        thread of the parent's may have held the old one at the fork, and no thread but the forking one runs on
+        in the child."""
+        self.lock = threading.RLock()
+        self.record = lambda type_, /, **fields: -1  # type: ignore[method-assign]
+        self.blob = lambda data, key: key  # type: ignore[method-assign]
+        self.flush = self.flush_blobs = self.stop_flushing = lambda: None  # type: ignore[method-assign]
+        self.close = lambda summary: None  # type: ignore[method-assign]
+
     def _new_tid(self) -> int:
         """A tid for the calling thread, named by a `thread` record (call under the lock)."""
         tid = self._local.tid = self._threads

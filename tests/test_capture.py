@@ -420,3 +420,40 @@ def test_a_stray_doorbell_is_noted_and_never_taken_for_packets(tmp_path, stray):
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 3, res.stdout + res.stderr
     assert f"its doorbell moved the write pointer from {wptr:#x}" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("child_ends", ["os._exit(0)", "sys.exit(0)", "pass"])
+def test_a_fork_s_child_writes_nothing_and_gets_ebadf_from_the_parent_s_kfd(tmp_path, child_ends):
+    """The child inherited the writer and the file: its first ioctl's flush wrote over the parent's frames, and its
+    exit wrote a second index, so everything recorded was lost. A KFD file serves only the process that opened
+    it (kfd_ioctl: EBADF); the child records nothing."""
+    script = tmp_path / "fork.py"
+    script.write_text(textwrap.dedent(f"""
+        import errno, os, sys
+        from kfdtrace.driver import DeviceError, System
+        with System.open() as s:
+            g = s.devices[0]
+            q, a, b = g.sdma_queue(), g.alloc(4096, "gtt", name="a"), g.alloc(4096, "gtt", name="b")
+            done = s.semaphore("done")
+            for i in range(1, 7):
+                if i == 4 and os.fork() == 0:
+                    try:
+                        g.alloc(4096, "gtt", name="child")
+                    except DeviceError as exc:
+                        print("child:", errno.errorcode[exc.errno])
+                    {child_ends}
+                    break
+                if i == 4:
+                    os.wait()
+                a.write(bytes([i]) * 4096)
+                q.copy(b, a, 4096).signal(done, i).submit()
+                done.wait(i)
+    """))
+    path = str(tmp_path / "fork.kfdtrace")
+    done = capture("run", "--emulate", "gfx942", "-o", path, str(script))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("child: EBADF") == 1 and done.stderr.count("capture: wrote") == 1, done.stderr
+    with TraceReader(path) as r:
+        assert r.summary["submissions"] == 6 and not r.recovered
+    res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path], capture_output=True, text=True)
+    assert res.returncode == 0 and "6 checkpoints" in res.stdout, res.stdout + res.stderr

@@ -186,6 +186,7 @@ class EmulatedMachine:
 
     def __init__(self, topology: Topology):
         self.topology = topology
+        self.pid = os.getpid()  # the process whose KFD this is
         self.sysfs = DictSysfs({**write_sysfs_tree(topology), **ip_discovery_files(topology)})
         self.gpus: dict[int, EmulatedGpu] = {}
         for node in topology.gpus:
@@ -312,6 +313,8 @@ class EmulatedMachine:
     def ioctl(self, request: int, arg_addr: int | None, fd: int = -1) -> int:
         """kfd_ioctl(): the entry is found by _IOC_NR alone (ENOTTY outside the table; the type byte is not
         looked at), and the copy direction is the table's, not the caller's ("Do not trust userspace")."""
+        _check(os.getpid() == self.pid, errno.EBADF, "the KFD file was opened by another process (a fork's child "
+               "inherits it, but kfd_ioctl serves only the process that opened it)")
         entry = K.BY_NR.get(K.ioc_nr(request))
         _check(entry is not None, errno.ENOTTY, f"ioctl nr {K.ioc_nr(request):#04x} is not a KFD ioctl")
         usize = K.ioc_size(request)
