@@ -14,7 +14,7 @@ import sys
 import click
 
 from kfdtrace.capture.recorder import DEFAULT_CHUNK, TRACKING_MODES
-from kfdtrace.capture.session import Session, capture_workload
+from kfdtrace.capture.session import Session, capture_workload, interrupts_between_records
 from kfdtrace.capture.trace_file import CaptureFailed
 from kfdtrace.cli import TerminalProgress, backend_options, check_backend, fail, user_errors
 from kfdtrace.traces.info import format_summary
@@ -91,10 +91,11 @@ def run(emulate, emulate_from, output, name, module, chunk_size, tracking, targe
     argv = ["capture", *sys.argv[1:]]  # the command as typed, options included
     session = Session(output, name=name, argv=argv, chunk_size=chunk_size, tracking=tracking)
     try:
-        with TerminalProgress("capture", lambda: progress_text(session)):
-            status = capture_workload(session, target, list(args), module=module, emulate=emulate,
-                                      emulate_from=emulate_from)
-        summary = session.close(status)
+        with interrupts_between_records(session):
+            with TerminalProgress("capture", lambda: progress_text(session)):
+                status = capture_workload(session, target, list(args), module=module, emulate=emulate,
+                                          emulate_from=emulate_from)
+            summary = session.close(status)
     except CaptureFailed as exc:
         with contextlib.suppress(CaptureFailed):
             session.close(1)  # the index, should there be room for it

@@ -110,6 +110,7 @@ class Recorder:
         self.memory = MemoryRecorder(self.trace, chunk_size)
         self.record = self.trace.record  # record(type, **fields) -> its number
         self.forked = False  # this is a fork's child, which records nothing (the parent records on)
+        self.closing = False  # close() began
         hook = weakref.WeakMethod(self._in_child)
         os.register_at_fork(after_in_child=lambda: (child := hook()) is not None and child())
         self.ioctls = self.buffers_seen = self.checkpoints = 0
@@ -181,6 +182,7 @@ class Recorder:
         child, which writes nothing)."""
         if self.forked:
             return {}
+        self.closing = True
         self.trace.stop_flushing()
         with self.trace.lock:
             if self._final is None:

@@ -11,6 +11,7 @@ import datetime
 import os
 import platform
 import runpy
+import signal
 import sys
 import threading
 import traceback
@@ -27,6 +28,8 @@ from kfdtrace.driver.syscalls import KFD_DEVICE, Syscalls
 from kfdtrace.driver.topology import read_topology
 from kfdtrace.driver.visible import visible_gpus
 from kfdtrace.traces import records as R
+
+INTERRUPT_AGAIN_S = 0.005  # a Ctrl-C that came while a record was being written is delivered again after this
 
 
 def kfd_version(syscalls: Syscalls) -> list[int] | None:
@@ -150,6 +153,37 @@ def run_workload(target: str, args: list[str], *, module: bool) -> int:
         return 1
     finally:
         sys.argv = saved_argv
+
+
+@contextmanager
+def interrupts_between_records(session: Session) -> Iterator[None]:
+    """Ctrl-C (SIGINT) interrupts the workload as usual, but never while this thread writes to the trace (holds
+    its lock): a KeyboardInterrupt there would leave the writer's bookkeeping half done and the trace unreadable.
+    It is delivered again every few ms until the thread is out; once the recording closes, it is ignored (the
+    close ends soon, and cutting it short would lose the index)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous, main = signal.getsignal(signal.SIGINT), threading.get_ident()
+
+    def handler(signum: int, frame: object) -> None:
+        recorder = session.recorder
+        if recorder is not None and recorder.closing:
+            return
+        if recorder is not None and recorder.trace.lock._is_owned():  # RLock's own test, as Condition uses it
+            threading.Timer(INTERRUPT_AGAIN_S, signal.pthread_kill, (main, signal.SIGINT)).start()
+            return
+        if previous is signal.SIG_IGN:
+            return
+        if callable(previous):
+            previous(signum, frame)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def capture_workload(session: Session, target: str, args: list[str], *, module: bool, emulate: str | None,
