@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from kfdtrace.capture.completion import Completion, QueueProgress
+from kfdtrace.capture.completion import Completion, QueueProgress, Wait
 from kfdtrace.capture.dispatches import ANYTHING, Dispatches, Pointers
 from kfdtrace.capture.memory import KERNARGS, MAX_RUNS, MemoryRecorder, Run, TrackedBuffer
 from kfdtrace.capture.ordering import Ordering
@@ -57,6 +57,7 @@ DEFAULT_CHUNK = 16 << 10  # measured: see capture/README.md
 SIGNAL_VALUE = AmdSignal.value.offset  # where an amd_signal_t holds its value
 NO_POINTERS = Pointers()  # what a submission launching no kernel takes
 LEARN_BATCH = 256
+MAX_POLLED = 256  # polled words a CPU wait looks at (the latest)
 RESOLVED_PER_PLAN = 16  # sets of written addresses whose buffers a plan keeps, for the buffer layout of the moment
 MAX_RACES = 16  # racy buffers the summary names
 SEARCH_BUDGET = 1 << 20  # signals one checkpoint's ordering searches may look at, in all (ordering.py)
@@ -215,6 +216,9 @@ class RecordingSyscalls:
         self.mappings: dict[int, tuple[int, int]] = {}  # CPU address -> (fd, length) of device mappings
         self.gpus: dict[int, dict] = {}  # gpu_id -> its header entry's dialect names, once its VM is acquired
         self.exposed = False  # some buffer has a raw CPU view: submissions must be looked through
+        # addresses GPU waits poll, while raw views exist: a store the CPU makes there through one releases a queue
+        # with no submission or CPU signal after it to show it (an ordered set, the last MAX_POLLED)
+        self._polled: dict[int, None] = {}
         self.analyzer = Analyzer()
         self.dispatches = Dispatches(recorder.kernels)
         self.completion = Completion()
@@ -575,6 +579,8 @@ class RecordingSyscalls:
                 if q.dialect is AQL and (settled := AQL.settled(p)):  # a BARRIER_AND passed them at 0
                     waits = [*waits, *((end, h + SIGNAL_VALUE, None) for h in settled)]
         cuts = tuple(sorted(pos - base for pos, _, _ in waits))
+        if waits:
+            self._poll(waits)
         resolved = plan.resolved  # which of the buffers the writes land in, as they are now
         if resolved is None or resolved[0] != self.layout:
             resolved = plan.resolved = (self.layout, {})
@@ -789,6 +795,27 @@ class RecordingSyscalls:
             if buf.tracked and (buf.exposed or scan) and not buf.may_be_written():
                 self.memory.record(buf, 0, buf.size)
 
+    def _poll(self, waits: list[Wait]) -> None:
+        """Note the words in the program's buffers that GPU waits poll (a view made later may store there)."""
+        by_va, polled = self.by_va, self._polled
+        for _, a, _ in waits:
+            buf = by_va.get(a)
+            if buf is not None and buf.tracked:
+                polled[a] = None
+        while len(polled) > MAX_POLLED:
+            del polled[next(iter(polled))]
+
+    def _scan_polled(self) -> None:
+        """Record what the CPU wrote through raw views to the words GPU waits poll (the chunks holding them), before
+        a CPU wait: such a store may be what released the queue the CPU waits for."""
+        scan = self.rec.tracking == "scan"
+        if not self._polled or not (self.exposed or scan):
+            return
+        for a in self._polled:
+            buf = self.by_va.get(a)
+            if buf is not None and buf.tracked and (buf.exposed or scan) and not buf.may_be_written():
+                self.memory.record(buf, a - buf.va, 8)
+
     def _note_cpu_signal(self, addr: int, value: int, name: str | None) -> None:
         self._scan_exposed()  # what the CPU wrote before releasing a waiting queue
         old = self._read(addr, 8)
@@ -799,6 +826,7 @@ class RecordingSyscalls:
         self.rec.record(R.CPU_SIGNAL, addr=addr, value=value, name=name)
 
     def _note_cpu_wait(self, addr: int, value: int, timeout: float, ok: bool, fault: str | None = None) -> None:
+        self._scan_polled()
         wait = {"addr": addr, "value": value, "timeout": timeout, "ok": ok}
         self.rec.record(R.CPU_WAIT, **wait, **_fault(fault))
         if ok:
@@ -808,6 +836,7 @@ class RecordingSyscalls:
 
     def _note_signal_wait(self, addr: int, value: int, condition: int, seen: int, timeout: float, ok: bool,
                           fault: str | None = None) -> None:
+        self._scan_polled()
         wait = {"addr": addr, "value": value, "condition": condition, "seen": seen, "timeout": timeout, "ok": ok}
         self.rec.record(R.SIGNAL_WAIT, **wait, **_fault(fault))
         if ok and seen <= 0:
@@ -816,6 +845,7 @@ class RecordingSyscalls:
             self._checkpoint(wait)
 
     def _note_cpu_event_wait(self, event: int, timeout: float, ok: bool, fault: str | None = None) -> None:
+        self._scan_polled()
         wait = {"event": event, "timeout": timeout, "ok": ok}
         self.rec.record(R.EVENT_WAIT, **wait, **_fault(fault))
         if ok:

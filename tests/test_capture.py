@@ -487,3 +487,33 @@ def test_ctrl_c_waits_until_the_record_being_written_is_whole():
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)  # ignored
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("tracking", ["auto", "scan"])
+def test_a_store_through_a_view_that_releases_a_gpu_wait_is_recorded(tmp_path, tracking):
+    """No submission or CPU signal followed the store: the trace lacked it, and the replay's queue waited for ever
+    (HANG). The words GPU waits poll are looked at before each CPU wait."""
+    import time
+
+    import numpy as np
+
+    from kfdtrace.driver.signals import Semaphore
+    from kfdtrace.replay.engine import EXIT_OK, Options
+    from kfdtrace.replay.session import replay_trace
+
+    path = str(tmp_path / "flag.kfdtrace")
+    with record(path, tracking=tracking), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q, flags = gpu.sdma_queue(), gpu.alloc(4096, "gtt", name="flags")
+        src, dst = gpu.alloc(4096, "gtt", name="src"), gpu.alloc(4096, "gtt", name="dst")
+        src.write(b"S" * 4096)
+        done = system.semaphore("done")
+        q.wait(Semaphore.view(system, flags, 8, name="flag"), 1).copy(dst, src, 4096).signal(done, 1).submit()
+        time.sleep(0.02)
+        flags.numpy(np.uint64)[1] = 1  # the view made after the submission, and stored through at once
+        done.wait(1)
+    with TraceReader(path) as r:
+        flagged = [m.fields for m in r.records({"mem"}) if m.fields["va"] <= flags.va + 8 < m.fields["va"] + 4096]
+        assert flagged and r.blob(flagged[-1]["key"])[8 + flags.va - flagged[-1]["va"]] == 1
+    report = replay_trace(path, Options(timeout=5), emulate="gfx942")
+    assert report.status == EXIT_OK, report.lines()
