@@ -1025,6 +1025,24 @@ def test_a_damaged_journal_frame_ends_the_records_there(tmp_path):
         assert f"stopped at byte {third} (checksum mismatch" in r.recovery_note
 
 
+def test_what_a_kill_leaves_past_the_journal_is_no_damage(tmp_path):
+    """A journal moved further on, then the kill: zeros past it, and a torn copy. Readers took it for a recovered
+    trace, but `info --check` called it corrupt."""
+    path = tmp_path / "moved.kfdtrace"
+    killed_writer(path, """
+        for i in range(6):
+            w.record("ioctl", t=i, i=i)
+            w.flush()
+    """)
+    with TraceReader(str(path)) as r:
+        journal = r.frames[0].offset
+    data = path.read_bytes()
+    path.write_bytes(data + bytes(2 * F.JOURNAL_PAGE) + data[journal:journal + (len(data) - journal) // 2])
+    with TraceReader(str(path)) as r:
+        assert r.recovered and r.damage is None, r.recovery_note
+        assert [x.fields["i"] for x in r.records()] == list(range(6))
+
+
 def test_journal_truncated_anywhere_recovers_its_whole_frames(tmp_path):
     path = tmp_path / "cut.kfdtrace"
     killed_writer(path, """

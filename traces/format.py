@@ -938,7 +938,9 @@ class TraceReader:
         self.record_count, self.submissions, self.counts = records, subs, dict(totals)
         self._index_submissions()
         self.recovered = True
-        if not why.startswith(("end of file", "truncated frame", "an index frame")):  # not what a kill leaves
+        # not what a kill leaves: past the journal a kill may leave anything (zeros before a torn copy of it, moved
+        # further on by _clear_journal)
+        if journal is None and not why.startswith(("end of file", "truncated frame", "an index frame")):
             self.damage = f"frame at byte {offset}: {why}"
         elif damage:
             self.damage = f"trace index unusable ({damage})"
