@@ -146,7 +146,12 @@ class Recorder:
             **({"kernels": dict(self.kernels)} if self.kernels else {}),
             **({"racy": [f"{name}: {why}" for name, why in self.races.items()]} if self.races else {}),
             **({"failed_ioctls": dict(self.failed_ioctls)} if self.failed_ioctls else {}),
+            **({"undrained": undrained} if (undrained := self._undrained()) else {}),
         }
+
+    def _undrained(self) -> list[int]:
+        """The queues still alive with work left, as the workload ends: a replay need not drain them either."""
+        return sorted(q for wrapped in self._wrapped for q in wrapped.undrained())
 
     def packet_counts(self) -> dict[str, int]:
         """'dialect:NAME' -> packets submitted so far ("undecodable": submissions whose bytes are no packets)."""
@@ -396,6 +401,15 @@ class RecordingSyscalls:
             rptr = self._read(q.rptr_va, 8)
             self.rec.record(R.QUEUE_DESTROY, queue=a.queue_id, wptr=q.rung,
                             rptr=None if rptr is None else int.from_bytes(rptr, "little"))
+
+    def undrained(self) -> list[int]:
+        """The ids of the queues still alive whose read pointer is short of their last doorbell."""
+        out = []
+        for q in self.queues.values():
+            rptr = self._read(q.rptr_va, 8)
+            if rptr is not None and int.from_bytes(rptr, "little") < q.rung:
+                out.append(q.queue_id)
+        return out
 
     def _after_create_event(self, a) -> None:
         self.completion.event_created(a.event_id, bool(a.auto_reset))

@@ -800,7 +800,9 @@ class Instance:
                         if self.result.status:
                             break
                     else:
-                        self._drain_all("the trace ends")
+                        self._drain_all("the trace ends" if not self.trace.recovered else
+                                        "the trace ends where the recording was cut short, which does not say "
+                                        "whether its queues drained")
                 except (WaitTimeout, GpuFault) as exc:
                     if limits:  # not a hang of the program's: the emulated GPU stopped where it cannot go on
                         raise TargetRefused(f"the emulated GPU does not do what the trace asks: {limits[0]}") from None
@@ -1398,8 +1400,15 @@ class Instance:
             self.system.wait_events([], 2)  # a sleep that notes a GPU fault's event
 
     def _drain_all(self, why: str) -> None:
-        for rq in self.queues.values():
-            self._drain(rq, why)
+        """Drain every queue at the trace's end, but those the recording ended with work left in (its summary's
+        `undrained`): those may stand still, as the recording's did, unless the GPU stopped them."""
+        undrained = set((self.trace.summary or {}).get("undrained") or ())
+        for queue, rq in self.queues.items():
+            if queue in undrained and not rq.queue.idle:
+                self._settle_all(f"{rq.label} at the trace's end", queues=[rq])
+                self.result.left.append(f"{rq.label}, at the recording's end")
+            else:
+                self._drain(rq, why)
 
     def _teardown(self) -> None:
         """Best effort, like Device.close: what the kernel refuses here it reclaims with the process."""

@@ -86,9 +86,9 @@ class Report:
         first = next((r for r in results if r.status), None)
         left = sorted({label for r in results for label in r.left})
         if first is None and left:
-            out.append(f"OK: every checkpoint matched; {len(left)} queue(s) still had work when destroyed, as in the "
-                       f"recording ({', '.join(left[:3])}{', ...' if len(left) > 3 else ''}); every other submission "
-                       f"completed and every other queue drained")
+            out.append(f"OK: every checkpoint matched; {len(left)} queue(s) still had work when destroyed or at the "
+                       f"end, as in the recording ({', '.join(left[:3])}{', ...' if len(left) > 3 else ''}); every "
+                       f"other submission completed and every other queue drained")
         elif first is None:
             out.append("OK: every submission completed, every queue drained and every checkpoint matched")
         elif first.divergence:

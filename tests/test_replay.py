@@ -343,7 +343,7 @@ def test_queues_destroyed_with_work_as_recorded_are_named_not_said_drained(tmp_p
     report = replay_trace(path, Options(), emulate="gfx942")
     left = report.results[0].left
     assert report.status == EXIT_OK and len(left) == 1 and left[0].startswith("queue 0 "), report.lines()
-    assert "1 queue(s) still had work when destroyed, as in the recording" in report.lines()[-1]
+    assert "1 queue(s) still had work when destroyed or at the end, as in the recording" in report.lines()[-1]
     assert "every queue drained" not in report.lines()[-1]
     assert report.to_dict()["loops"][0][0]["left_with_work"] == left
 

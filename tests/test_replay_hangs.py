@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -12,7 +15,7 @@ from kfdtrace.driver.aql_queue import HsaSignal
 from kfdtrace.driver.errors import GpuFault, WaitTimeout
 from kfdtrace.replay.engine import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_HANG, EXIT_OK, BadInput, Options
 from kfdtrace.replay.session import replay_trace
-from kfdtrace.traces.format import TraceReader
+from kfdtrace.traces.format import TraceError, TraceReader
 from tests.test_replay import replay, rewrite, sample
 
 RECORDED_TIMEOUT = 0.3
@@ -125,6 +128,49 @@ def test_queue_never_destroyed_must_drain_by_the_end(tmp_path):
     path = _stuck_responder(str(tmp_path / "stuck.kfdtrace"), killed=True)
     report = replay_trace(path, Options(timeout=0.3), emulate="gfx1100")
     assert report.status == EXIT_HANG and "the trace ends" in report.results[0].hang
+
+
+def test_a_queue_the_recording_ended_with_work_left_in_may_stand_still_at_the_end(tmp_path):
+    """The program ends with a queue waiting for a semaphore nobody signals, and never destroys it: the same
+    verdict as when it destroys it (it was HANG: the end of the trace asked every queue to drain). Killed there,
+    the recording cannot say whether its queues drained: HANG, saying so."""
+    script = tmp_path / "left.py"
+    script.write_text(
+        "import sys, time\n"
+        "from kfdtrace.driver import System\n"
+        "system = System.open()\n"
+        "gpu = system.devices[0]\n"
+        "a, b = gpu.alloc(4096, 'gtt', name='a'), gpu.alloc(4096, 'gtt', name='b')\n"
+        "q, never, done = gpu.sdma_queue(), system.semaphore('never'), system.semaphore('done')\n"
+        "q.copy(b, a, 4096).signal(done, 1).submit()\n"
+        "done.wait(1)\n"
+        "q.wait(never, 1).copy(b, a, 4096).signal(done, 2).submit()\n"
+        "time.sleep(float(sys.argv[1]))\n")
+    ended, killed = str(tmp_path / "ended.kfdtrace"), str(tmp_path / "killed.kfdtrace")
+    env = {**os.environ, "KFDTRACE_EMULATE": "gfx942"}
+    capture = [sys.executable, "-m", "kfdtrace.capture.cli", "run"]
+    assert subprocess.run([*capture, "-o", ended, str(script), "0"], env=env, capture_output=True).returncode == 0
+    with TraceReader(ended) as r:
+        assert r.summary["undrained"] == [0]
+    report = replay_trace(ended, Options(timeout=2), emulate="gfx942")
+    assert report.status == EXIT_OK and "still had work when destroyed or at the end" in report.lines()[-1]
+    assert "at the recording's end" in report.lines()[-1]
+    proc = subprocess.Popen([*capture, "-o", killed, str(script), "60"], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _flushed_doorbells(killed, 2):
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    report = replay_trace(killed, Options(timeout=0.5), emulate="gfx942")
+    assert report.status == EXIT_HANG and "where the recording was cut short" in report.results[0].hang
+
+
+def _flushed_doorbells(path: str, n: int) -> bool:
+    try:
+        with TraceReader(path) as r:
+            return sum(1 for _ in r.records({"doorbell"})) >= n
+    except TraceError:  # not a trace yet
+        return False
 
 
 def _last_doorbell(path: str) -> int:

@@ -140,6 +140,7 @@ SUMMARY = {
     "kernels": optional(str_map_of(INT)),  # dispatches by kernel name (2.1)
     "racy": optional(list_of(STR)),  # "buffer: why" of the buffers checkpoints left out for a race (3.1)
     "failed_ioctls": optional(str_map_of(INT)),  # "NAME ERRNO" -> ioctls that failed so (3.2)
+    "undrained": optional(list_of(INT)),  # queues alive at the recording's end with work left (3.2)
     # the trace writer's figures (TraceWriter.stats)
     **{f"trace_{k}": INT for k in ("records", "submissions", "frames", "raw_bytes", "compressed_bytes", "blobs",
                                    "blob_bytes", "dedup_hits", "file_bytes")},
