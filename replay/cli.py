@@ -93,7 +93,8 @@ def check_options(emulate: str | None, emulate_from: str | None, emulate_recorde
               help="Run K independent instances at once, on separate buffers and queues.")
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Compare the checkpoints.")
 @click.option("--relocate", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True)
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds a wait may take (hang).")
+@click.option("--timeout", type=float, default=10.0, show_default=True,
+              help="Seconds a wait may take (hang); one that took longer when recorded may take 4 times as long.")
 @click.option("--max-memory", metavar="SIZE",
               help="Host memory the trace's GTT and userptr buffers may take at their peak, x --concurrent "
                    "(bytes, or K/M/G) [default: half of MemAvailable].")

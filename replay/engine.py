@@ -76,6 +76,7 @@ CODE = "code"  # the role of a code object's buffer: a replay loads the object f
 AQL_SIGNALS_SINCE = (2, 2)  # the format version from which an AQL signal's initial value is recorded
 REPLAYED_EVENTS = frozenset({K.EventType.SIGNAL})  # the replay's System makes its own exception events
 SHARED_CACHES = 16  # queues whose survey translations the run reuses (each cache is bounded on its own)
+WAIT_SLACK = 4  # a wait the recording saw complete may take this many times as long in a replay before a hang
 
 
 def handled(cls: type) -> frozenset[str]:
@@ -772,6 +773,7 @@ class Instance:
         self.kernels = RecordedKernels()
         self.code_gpus: dict[int, int] = {}  # recorded va of a code object's buffer -> its recorded GPU
         self.programs: dict[int, Program] = {}  # recorded va of a code object -> the object loaded for the target
+        self._thread_t: dict[int | None, int] = {}  # recorded thread -> the time of its last submission or wait
         # recorded va of a code object -> its key and where the target's object is loaded: what a kept
         # translation of a dispatch of it depends on
         self.loaded: dict[int, tuple[bytes, int]] = {}
@@ -1074,6 +1076,8 @@ class Instance:
         if rq is None:
             return
         where = f"submission {self.result.submissions} on {rq.label}"
+        if f.get("t") is not None:
+            self._thread_t[f.get("tid")] = f["t"]
         t, ring, writes = rq.translator, f["ring"], []
         rq.reclaim()
         counted, taken = t.packets, t.taken
@@ -1194,8 +1198,8 @@ class Instance:
             return self._wait_until(lambda: compare(word.value, f["value"]), timeout)
         if not f["ok"]:
             self._failed_when_recorded(what, f, wait)
-        elif not wait(self.options.timeout):
-            raise WaitTimeout(f"the replay waited {self.options.timeout:g} s in {what}, which is {word.value}; "
+        elif not wait(limit := self._limit(r)):
+            raise WaitTimeout(f"the replay waited {limit:g} s in {what}, which is {word.value}; "
                               f"{self._queue_report()}")
 
     def _on_cpu_wait(self, r: Record) -> None:
@@ -1204,9 +1208,19 @@ class Instance:
         what = f"the wait for {f['value']} at {f['addr']:#x} ({sem.buffer.label}+{sem.offset:#x})"
         if not f["ok"]:
             self._failed_when_recorded(what, f, lambda t: self._wait_value(sem, f["value"], t))
-        elif not self._wait_value(sem, f["value"], self.options.timeout):
-            raise WaitTimeout(f"the replay waited {self.options.timeout:g} s in {what}, which is {sem.value}; "
+        elif not self._wait_value(sem, f["value"], limit := self._limit(r)):
+            raise WaitTimeout(f"the replay waited {limit:g} s in {what}, which is {sem.value}; "
                               f"{self._queue_report()}")
+
+    def _limit(self, r: Record) -> float:
+        """How long the replay waits in a wait the recording saw complete: --timeout, or WAIT_SLACK times what the
+        recording's took if that is longer (a big copy, a long kernel). What it took is told by the time since the
+        thread's last submission or wait the replay follows (so maybe more: a longer limit, never a false hang)."""
+        t, tid = r.fields.get("t"), r.fields.get("tid")
+        if t is None:
+            return self.options.timeout
+        took, self._thread_t[tid] = t - self._thread_t.get(tid, t), t
+        return max(self.options.timeout, WAIT_SLACK * took / 1e9)
 
     def _wait_value(self, sem: Semaphore, value: int, timeout: float) -> bool:
         """Whether the semaphore reached `value` within `timeout` s (sleeping on the events that wake CPU waits
@@ -1293,8 +1307,8 @@ class Instance:
         what = f"the wait for event {f['event']} (replayed as {ev.id})"
         if not f["ok"]:
             self._failed_when_recorded(what, f, lambda t: self._wait_event(ev, t))
-        elif not self._wait_event(ev, self.options.timeout):
-            raise WaitTimeout(f"the replay waited {self.options.timeout:g} s in {what}, which the recording saw "
+        elif not self._wait_event(ev, limit := self._limit(r)):
+            raise WaitTimeout(f"the replay waited {limit:g} s in {what}, which the recording saw "
                               f"signaled; {self._queue_report()}")
 
     def _wait_event(self, ev: Event, timeout: float) -> bool:

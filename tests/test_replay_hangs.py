@@ -165,6 +165,28 @@ def test_a_queue_the_recording_ended_with_work_left_in_may_stand_still_at_the_en
     assert report.status == EXIT_HANG and "where the recording was cut short" in report.results[0].hang
 
 
+def test_a_wait_that_took_long_in_the_recording_may_take_long_in_the_replay(tmp_path):
+    """A big copy the recording waited 2 s for: --timeout alone made its replay a HANG wherever the copy took
+    longer than that; the replay waits WAIT_SLACK times what the recording's wait took."""
+    path, slow = str(tmp_path / "copy.kfdtrace"), str(tmp_path / "slow.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        a, b = gpu.alloc(32 << 20, "gtt", name="a"), gpu.alloc(32 << 20, "gtt", name="b")
+        done = system.semaphore("done")
+        gpu.sdma_queue().copy(b, a, 32 << 20).signal(done, 1).submit()
+        done.wait(1)
+    with TraceReader(path) as r:
+        waited = next(w.fields for w in r.records({"cpu_wait"}))
+        rung = max(d.fields["t"] for d in r.records({"doorbell"}) if d.fields["t"] <= waited["t"])
+    quick = str(tmp_path / "quick.kfdtrace")
+    for out, t in ((quick, rung), (slow, waited["t"] + 2_000_000_000)):  # the wait returned at once, or 2 s later
+        rewrite(path, out, lambda rec, reader, writer, t=t: {**rec.fields, "t": t} if rec.type == "cpu_wait"
+                else rec.fields)
+    assert replay_trace(quick, Options(timeout=0.001), emulate="gfx942").status == EXIT_HANG  # the copy is longer
+    report = replay_trace(slow, Options(timeout=0.001), emulate="gfx942")
+    assert report.status == EXIT_OK, report.lines()
+
+
 def _flushed_doorbells(path: str, n: int) -> bool:
     try:
         with TraceReader(path) as r:
