@@ -56,9 +56,12 @@ def read_trace(path: str) -> Iterator[TraceReader]:
         yield reader
 
 
-def another_file(output: str, trace: str, what: str) -> None:
+def another_file(output: str, trace: str, what: str, *, regular: bool = True) -> None:
     """ValueError when `output` names the file `trace` names (the same path, or a link to it): writing it would
-    destroy what is being read."""
+    destroy what is being read; or, with `regular`, when it is something other than a regular file (a device, a
+    pipe, a folder): a trace is written by seeking and cut to size, and a failed one removed."""
+    if regular and os.path.lexists(output) and not os.path.isfile(output):
+        raise ValueError(f"{what} goes to a file: {output} is not a regular file")
     same = os.path.abspath(output) == os.path.abspath(trace)
     with contextlib.suppress(OSError):  # an output that does not exist yet is no input
         same = same or os.path.samefile(output, trace)
@@ -294,7 +297,7 @@ def export(trace: str, jsonl: str | None, perfetto: str | None) -> None:
     if (jsonl is None) == (perfetto is None):
         raise ValueError("give one of --jsonl OUT and --perfetto OUT")
     if jsonl != "-":
-        another_file(jsonl or perfetto, trace, "the export")
+        another_file(jsonl or perfetto, trace, "the export", regular=False)  # streamed: a pipe will do
     with read_trace(trace) as r:
         if jsonl is not None:
             with click.open_file(jsonl, "w") as out:

@@ -387,3 +387,20 @@ def test_a_tool_never_writes_over_the_trace_it_reads(command, link, tmp_path):
     result = CliRunner().invoke(main, [command[0], str(trace), *command[1:], *flag, str(out)])
     assert result.exit_code != 0 and "must go to another file than" in result.output, result.output
     assert trace.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", [["redact"], ["trim", "--submits", "0..2"],
+                                     ["minimize", "--until", "false {trace}"], ["bundle"]],
+                         ids=["redact", "trim", "minimize", "bundle"])
+def test_a_trace_tool_never_writes_to_nor_removes_what_is_not_a_regular_file(tmp_path, command):
+    """`redact -o /dev/null` cut the device short, failed, and unlinked it: the machine lost /dev/null (campaign
+    39). An output that exists and is no regular file (here a FIFO) is refused before anything is written."""
+    from click.testing import CliRunner
+
+    from kfdtrace.cli import main
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    result = CliRunner().invoke(main, [command[0], sample("sdma_stress-gfx942"), *command[1:], "-o", str(fifo)])
+    assert result.exit_code != 0 and f"{fifo} is not a regular file" in result.output, result.output
+    assert fifo.is_fifo()

@@ -186,7 +186,8 @@ def redact(trace: TraceReader, out: str, keep_data: bool = False) -> RedactRepor
             w.close(copy.summary())
     except BaseException:
         with contextlib.suppress(OSError):  # a redacted copy of part of a trace would pass for the whole
-            os.unlink(out)
+            if os.path.isfile(out):
+                os.unlink(out)
         raise
     if paths:
         report.removed.append(f"{paths} file paths (in notes, and of files the workload opened)")

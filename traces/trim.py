@@ -245,7 +245,8 @@ def trim(trace: TraceReader, out: str, first: int, last: int, reconstruct: Recon
         report = _write(trace, prefix, start, records, w, first, last, restored)
     except BaseException:
         w.close()
-        os.unlink(out)
+        if os.path.isfile(out):  # a part would pass for the whole range
+            os.unlink(out)
         raise
     return report
 
