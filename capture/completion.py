@@ -59,21 +59,31 @@ class Completion:
         # did and the value was not reached before, else MANY; values below the last seen are forgotten
         self._givers: dict[int, dict[int, tuple[QueueProgress, int] | str]] = {}
         self._reached: dict[int, int] = {}  # address -> the highest value known reached in its life
+        # AQL signal -> [the value the CPU last stored, the decrements submitted since], while no GPU stored to it
+        self._armed: dict[int, list[int]] = {}
         self._manual: set[int] = set()  # KFD events that stay set until the CPU resets them (not auto-reset)
         self._set: set[int] = set()  # events that may be set by what is known (a complete TRAP, the CPU) untaken
 
-    def decrements(self, queue: QueueProgress, pos: int, addr: int) -> None:
-        """The packet ending at `pos` of `queue` decrements the AQL signal at `addr` once it completes."""
-        pending = [d for d in self._decrements.get(addr, ()) if not d[0].complete(d[1])]
-        self._decrements[addr] = pending[-MAX_SIGNALS_PER_ADDRESS:] + [(queue, pos)]
+    def decrements(self, queue: QueueProgress, pos: int, addr: int, shows: bool = True) -> None:
+        """The packet ending at `pos` of `queue` decrements the AQL signal at `addr` once it completes; `shows`:
+        its completion shows its queue complete up to it (HSA: a packet with the barrier bit)."""
+        armed = self._armed.get(addr)
+        if armed is not None:
+            armed[1] += 1
+        if shows:
+            pending = [d for d in self._decrements.get(addr, ()) if not d[0].complete(d[1])]
+            self._decrements[addr] = pending[-MAX_SIGNALS_PER_ADDRESS:] + [(queue, pos)]
 
     def reached_zero(self, addr: int) -> None:
         """The AQL signal at `addr` was seen at 0 or below: if one packet alone was pending that decrements it,
-        that packet completed (with several, which of them did is not known)."""
+        that packet completed; and so did all of them when as many were submitted since the CPU stored its value
+        as that value counts down (with more, which of them did is not known)."""
         pending = [d for d in self._decrements.pop(addr, ()) if not d[0].complete(d[1])]
-        if len(pending) == 1:
-            for waited in self._advance(*pending[0]):
-                self.observed(*waited)
+        armed = self._armed.get(addr)
+        if len(pending) == 1 or pending and armed is not None and armed[1] == armed[0]:
+            for d in pending:
+                for waited in self._advance(*d):
+                    self.observed(*waited)
         elif pending:
             self._decrements[addr] = pending
 
@@ -89,6 +99,7 @@ class Completion:
                 pending[:] = [s for s in pending if not s[1].complete(s[2])][-MAX_SIGNALS_PER_ADDRESS // 2:]
             pending.append((value, queue, pos))
             self._gave(addr, value, (queue, pos))
+            self._armed.pop(addr, None)  # a GPU store: how far the value counted down is not known
         if waits:
             queue.waits.extend(waits)
         if traps:
@@ -102,6 +113,7 @@ class Completion:
                 held.pop(addr, None)
         self._gave(addr, value, MANY)  # seeing it says nothing of a GPU signal of it
         self._reach(addr, value)
+        self._armed[addr] = [value, 0]
 
     def _gave(self, addr: int, value: int, giver: tuple[QueueProgress, int] | str) -> None:
         givers = self._givers.get(addr)

@@ -586,12 +586,14 @@ class RecordingSyscalls:
                 end = base + p.offset + p.size
                 if p.defn.completion and (signal := p.fields[p.defn.completion[0]]):
                     decrements.append((end, signal + SIGNAL_VALUE, None))
-                    if p.fields[p.defn.completion[1]]:
-                        self.completion.decrements(progress, end, signal + SIGNAL_VALUE)
-                    else:
+                    shows = bool(p.fields[p.defn.completion[1]])
+                    self.completion.decrements(progress, end, signal + SIGNAL_VALUE, shows)
+                    if not shows:
                         partial.add(end)
                 if q.dialect is AQL and (settled := AQL.settled(p)):  # a BARRIER_AND passed them at 0
                     waits = [*waits, *((end, h + SIGNAL_VALUE, None) for h in settled)]
+                if q.dialect is AQL and (reached := AQL.reached(p)):  # a BARRIER_VALUE passed them at a value
+                    waits = [*waits, *((end, h + SIGNAL_VALUE, v) for h, v in reached)]
         cuts = tuple(sorted(pos - base for pos, _, _ in waits))
         if waits:
             self._poll(waits)

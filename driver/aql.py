@@ -105,11 +105,13 @@ class Signal(Addr):
     """An hsa_signal_t handle: the address of an amd_signal_t, 0 for none. `role` "completion": the processor
     decrements its value when the packet completes (tag `written`); "dependency": the packet waits on it.
     `settled`: the packet completes only once this signal is at 0, so its completion shows it was; `any_of`: the
-    packet completes once one of its signals so tagged is at 0 (so with one of them given, once that one is)."""
+    packet completes once one of its signals so tagged is at 0 (so with one of them given, once that one is);
+    `compared`: (operand, mask, condition) fields: the packet completes once (value & mask) `condition` operand."""
 
     role: str = "completion"
     settled: bool = False
     any_of: bool = False
+    compared: tuple[str, str, str] | None = None
 
 
 TYPE = Field("type", 0, 0, 8)
@@ -153,7 +155,8 @@ _DEFS = (
          amd_format=AmdFormat.PM4_IB),
     # hsa_amd_barrier_value_packet_t: complete once (signal.value & mask) `cond` value (64-bit, signed).
     _pkt("BARRIER_VALUE", PacketType.VENDOR_SPECIFIC,
-         Signal("signal", 2, role="dependency"), Field("value", 4, 0, 64), Field("mask", 6, 0, 64),
+         Signal("signal", 2, role="dependency", compared=("value", "mask", "cond")),
+         Field("value", 4, 0, 64), Field("mask", 6, 0, 64),
          Field("cond", 8), _COMPLETION,
          amd_format=AmdFormat.BARRIER_VALUE),
 )
@@ -196,6 +199,18 @@ class AqlDialect(Dialect):
         signals, fields = self.signals[packet.name], packet.fields
         some = [h for s in signals if s.any_of and (h := fields[s.name])]
         return [h for s in signals if s.settled and (h := fields[s.name])] + (some if len(some) == 1 else [])
+
+    def reached(self, packet: Packet) -> list[tuple[int, int]]:
+        """(signal handle, value) of each signal the packet's completion shows reached a value: compared whole
+        (mask all ones) for GTE or EQ, a wait for a value as a POLL_REGMEM's is (BARRIER_VALUE); value None for EQ
+        0, a wait for the signal at 0 as a BARRIER_AND's is."""
+        fields, out = packet.fields, []
+        for s in self.signals[packet.name]:
+            if s.compared is not None and (h := fields[s.name]):
+                operand, mask, condition = (fields[f] for f in s.compared)
+                if mask == (1 << 64) - 1 and condition in (SignalCondition.GTE, SignalCondition.EQ):
+                    out.append((h, None if condition == SignalCondition.EQ and operand == 0 else operand))
+        return out
 
 
 AQL = AqlDialect("aql", _DEFS)

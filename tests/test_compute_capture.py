@@ -553,3 +553,58 @@ def test_an_address_passed_by_value_is_a_relocation_hazard_only_when_buffers_mov
     with pytest.raises(ReplayError, match=r"relocation hazard: .* gives add_one_at argument 1 by value, "
                                           r"holding address 0x[0-9a-f]+ \(in buffer src\)"):
         replay_trace(path, Options(relocate="always"), emulate_recorded=True)
+
+
+def test_a_barrier_value_orders_what_it_waits_for_before_what_follows(tmp_path):
+    """SDMA stages a kernel's input and signals an HSA signal as a timeline semaphore; the AQL queue waits for it
+    with BARRIER_VALUE (GTE 1) before the dispatch. Capture took the kernel's read for a race with the copy, so
+    `c` was left out of every checkpoint and a corrupt input replayed OK."""
+    from kfdtrace.driver.aql import SignalCondition
+    from kfdtrace.driver.aql_queue import HsaSignal
+
+    n, path = 64, str(tmp_path / "bv.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        kernel = corpus(gpu).kernel("vector_add")
+        q, sdma = gpu.aql_queue(), gpu.sdma_queue()
+        staged, done = HsaSignal(system, 0, "staged"), HsaSignal(system, 1, "done")
+        host, a = gpu.alloc(n * 4, "gtt", name="host"), gpu.alloc(n * 4, "vram", name="a")
+        b, c = gpu.alloc(n * 4, "gtt", name="b"), gpu.alloc(n * 4, "gtt", name="c")
+        host.write(np.arange(n, dtype=np.float32))
+        b.write(np.ones(n, dtype=np.float32))
+        sdma.copy(a, host, n * 4).signal(staged.semaphore(), 1).submit()
+        q.barrier_value(staged, 1, SignalCondition.GTE)
+        q.dispatch(kernel, n, 64, a, b, c, np.uint32(n), completion=done)
+        done.wait(0, timeout=60)
+        assert list(c.numpy(np.float32)[:3]) == [1, 2, 3]
+    with TraceReader(path) as r:
+        assert not r.summary.get("racy"), r.summary.get("racy")
+        assert any(e["name"] == "c" for cp in r.records({"checkpoint"}) for e in cp.fields["buffers"])
+    assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
+
+
+def test_a_signal_counted_down_by_as_many_dispatches_as_it_started_at_shows_them_all_complete(tmp_path):
+    """Two dispatches on two queues share a completion signal the CPU set to 2; at 0 both have run, so the CPU's
+    edit of one's output through a view afterwards is the CPU's: it was taken for the GPU's, left out of the
+    trace, and the replay of the next kernel reading it DIVERGED."""
+    from kfdtrace.driver.aql_queue import HsaSignal
+
+    n, path = 64, str(tmp_path / "countdown.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        kernel = corpus(gpu).kernel("vector_add")
+        q1, q2 = gpu.aql_queue(), gpu.aql_queue()
+        a, b = gpu.alloc(n * 4, "gtt", name="a"), gpu.alloc(n * 4, "gtt", name="b")
+        c1, c2, out = (gpu.alloc(n * 4, "gtt", name=x) for x in ("c1", "c2", "out"))
+        a.write(np.arange(n, dtype=np.float32))
+        b.write(np.ones(n, dtype=np.float32))
+        both, done = HsaSignal(system, 2, "both"), HsaSignal(system, 1, "done")
+        q1.dispatch(kernel, n, 64, a, b, c1, np.uint32(n), completion=both)
+        q2.dispatch(kernel, n, 64, a, b, c2, np.uint32(n), completion=both)
+        both.wait(0, timeout=60)
+        c1.numpy(np.float32)[:] *= 3  # the CPU's edit, after both completed
+        q1.dispatch(kernel, n, 64, c1, b, out, np.uint32(n), completion=done)
+        done.wait(0, timeout=60)
+        assert list(out.numpy(np.float32)[:3]) == [4, 7, 10]
+    report = replay_trace(path, Options(), emulate="gfx942")
+    assert report.status == EXIT_OK, report.lines()
