@@ -152,6 +152,34 @@ def test_with_reconstruct_every_range_that_would_not_hang_replays_and_verifies(n
     assert made >= n // 2 and (restored > 0 or n == 1)  # a one-submission trace has nothing before to restore
 
 
+def test_an_aql_signal_a_queue_stored_to_starts_a_reconstructed_range_at_that_value(tmp_path):
+    """SDMA signals an HSA signal as a timeline semaphore (1), and the range starts at the BARRIER_VALUE waiting
+    for it: the trimmed trace restored the signal as the replay left it, then set it to the CPU's 0 again, and
+    its replay hung there (campaign 39)."""
+    from kfdtrace.driver.aql import SignalCondition
+    from kfdtrace.driver.aql_queue import HsaSignal
+    from kfdtrace.driver.kernels.device import corpus
+    from kfdtrace.replay.session import contents_at
+
+    n, path, out = 64, str(tmp_path / "bv.kfdtrace"), str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q, sdma = gpu.aql_queue(), gpu.sdma_queue()
+        staged, done = HsaSignal(system, 0, "staged"), HsaSignal(system, 1, "done")
+        a, b, c = (gpu.alloc(n * 4, "gtt", name=x) for x in "abc")
+        a.write(np.arange(n, dtype=np.float32))
+        b.write(np.ones(n, dtype=np.float32))
+        sdma.signal(staged.semaphore(), 1).submit()
+        q.barrier_value(staged, 1, SignalCondition.GTE)
+        q.dispatch(corpus(gpu).kernel("vector_add"), n, 64, a, b, c, np.uint32(n), completion=done)
+        done.wait(0, timeout=60)
+    with TraceReader(path) as r:
+        trim(r, out, 1, 2, lambda vas: contents_at(path, 1, vas))
+    with TraceReader(out) as r:
+        assert [s.fields["value"] for s in r.records({"cpu_signal"}) if s.fields["name"] == "staged"] == [1]
+    assert replay_trace(out, Options(timeout=5), emulate="gfx942").status == EXIT_OK
+
+
 def test_reconstructed_vram_the_cpu_could_not_see_becomes_public(tmp_path):
     out = str(tmp_path / "t.kfdtrace")
     res = CliRunner().invoke(kfdtrace_cli, ["trim", sample("sdma_stress-gfx942"), "-s", "1..1", "-o", out,

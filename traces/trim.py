@@ -236,8 +236,10 @@ def trim(trace: TraceReader, out: str, first: int, last: int, reconstruct: Recon
                 data = restored.pop(va)
                 for addr in [a for a in prefix.words if 0 <= a - va <= len(data) - 4]:
                     prefix.words[addr] = int.from_bytes(data[addr - va:addr - va + 4], "little")
-        for va in restored:
+        for va, data in restored.items():
             prefix.memory.contents[va].unknown = None
+            for addr in [a for a in prefix.aql_signals if 0 <= a - va <= len(data) - 8]:  # a signal's value too
+                prefix.aql_signals[addr] = int.from_bytes(data[addr - va:addr - va + 8], "little", signed=True)
     header = {**trace.header, "name": f"{trace.header.get('name') or os.path.basename(trace.path)} "
                                       f"submissions {first}..{last}"}  # and a note record says where from
     w = TraceWriter(out, header, clock=trace.clock, delta=trace.delta, submission_type=trace.submission_type)
