@@ -28,7 +28,8 @@ class Run:
     """Accesses one queue made to a buffer (writes, or reads) with no other queue's in between, from the packet
     ending at `first` to the one ending at `last` of its stream, within bytes [lo, hi) of the buffer. `seq`: how
     many submissions the recorder had learnt before the first; `known`: how far the CPU knew each live queue
-    complete when it submitted the first; `outputs`: the buffers the reading submissions wrote."""
+    complete when it submitted the first; `outputs`: the buffers the reading submissions wrote; `after`: how far
+    other queues were shown complete before its first packet ran (it still waited for a value nobody had given)."""
 
     queue: QueueProgress
     first: int
@@ -38,6 +39,7 @@ class Run:
     seq: int
     known: dict[QueueProgress, int]
     outputs: set[TrackedBuffer] = field(default_factory=set)
+    after: dict[QueueProgress, int] = field(default_factory=dict)
 
 
 @dataclass(eq=False)

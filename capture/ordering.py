@@ -88,6 +88,22 @@ class Ordering:
         elif before is not MANY and (before is None or giver is MANY or before[0] is not giver[0]):
             givers[value] = MANY  # (the same queue again: its earliest signal of it stays the one a wait shows)
 
+    def blocked(self, q: QueueProgress, pos: int) -> int | None:
+        """The address of a wait of queue `q` before its packets from `pos` on, not known passed, for a semaphore
+        value nobody has given (no CPU store of it or more, no submitted signal) in the semaphore's present life:
+        as far as signals tell, `q` cannot have run them yet. None when there is none."""
+        waits = self._waits.get(q, ())
+        for i in range(bisect.bisect_right(waits, (pos, 1 << 64)) - 1, -1, -1):
+            wpos, addr, value, life = waits[i]
+            if q.complete(wpos):
+                return None
+            if value is None or life != self._lives.get(addr, 0):
+                continue
+            given = max(self._givers.get((addr, life), {0: None}), default=0)
+            if max(given, self._floor.get((addr, life), -1)) < value:
+                return addr
+        return None
+
     def before(self, a: QueueProgress, pa: int, b: QueueProgress, pb: int) -> bool | None:
         """Whether the GPU's waits show queue `a` complete up to `pa` before queue `b` ran its packet ending at
         `pb` (None: not found within the signals the search may look at)."""

@@ -690,9 +690,26 @@ class RecordingSyscalls:
         ended = a.queue.ended
         if (ended is not None and ended <= b.seq) or b.known.get(a.queue, -1) >= a.last:
             return True
+        # one complete while the other's queue still waits, before it, for a value nobody gave: the other comes
+        # after, which stays so once the value is given
+        for done, waiting in ((a, b), (b, a)):
+            if waiting.after.get(done.queue, -1) >= done.last:
+                return True
+            if done.queue.complete(done.last) and self._blocked(waiting.queue, waiting.first):
+                waiting.after[done.queue] = done.last
+                return True
         forward = self.ordering.before(a.queue, a.last, b.queue, b.first)
         # a search given up is no evidence of a race: only what is shown unordered is called one
         return forward is not False or self.ordering.before(b.queue, b.last, a.queue, a.first) is not False
+
+    def _blocked(self, queue: QueueProgress, pos: int) -> bool:
+        """Whether `queue` still waits, before `pos`, for a semaphore value nobody gave, in memory the CPU can only
+        signal (no raw view of it: a store through one is no signal the ordering sees)."""
+        addr = self.ordering.blocked(queue, pos)
+        if addr is None:
+            return False
+        buf = self.by_va.get(addr)
+        return buf is None or not (buf.exposed or self.rec.tracking == "scan")
 
     def _unordered(self, run: Run, others: list[Run]) -> Run | None:
         """The first of `others` (runs of one buffer) of another queue, overlapping `run`'s bytes, that nothing

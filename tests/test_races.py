@@ -11,6 +11,7 @@ from kfdtrace.capture import record
 from kfdtrace.capture.completion import QueueProgress
 from kfdtrace.capture.ordering import Ordering
 from kfdtrace.driver import System
+from kfdtrace.driver.signals import Semaphore
 from kfdtrace.replay.engine import EXIT_OK, Options
 from kfdtrace.replay.session import replay_trace
 from kfdtrace.traces.format import TraceReader
@@ -372,3 +373,37 @@ def test_what_a_lone_queue_computes_from_a_race_is_racy(tmp_path):
         qa.copy(out, shared, 4096).signal(a, 2).submit()
         a.wait(2)
     assert ("out", "A wrote it from shared") in racy(path)
+
+
+@pytest.mark.parametrize("released", ["by the CPU", "by a view"])
+def test_a_write_still_waiting_for_a_value_nobody_gave_comes_after_a_read_seen_complete(released, tmp_path):
+    """A's write of `x` waits for `go`; B reads `x` into `out`; the CPU sees the read complete, then gives `go`.
+    Judged at the read's checkpoint, before `go` existed, the two were taken for a race, and `out` stayed racy
+    (campaign 40: 90% of a race-free pipeline's checkpoints). A flag the CPU may store through a raw view is no
+    signal the recorder sees: there the race stays a race."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        x, inp, out = (gpu.alloc(4096, "gtt", name=n) for n in ("x", "in", "out"))
+        x.write(b"A" * 4096)
+        inp.write(b"B" * 4096)
+        writer, reader = gpu.sdma_queue(name="writer"), gpu.sdma_queue(name="reader")
+        wrote, read = system.semaphore("wrote"), system.semaphore("read")
+        if released == "by the CPU":
+            go = system.semaphore("go")
+        else:
+            flags = gpu.alloc(4096, "gtt", name="flags")
+            go = Semaphore.view(system, flags, 0, name="go")
+            flags.numpy(np.uint64)  # a raw view exists
+        writer.wait(go, 1).copy(x, inp, 4096).signal(wrote, 1).submit()
+        reader.copy(out, x, 4096).signal(read, 1).submit()
+        read.wait(1)
+        go.signal(1)
+        wrote.wait(1)
+        for r in range(2, 4):  # the CPU orders the later reads
+            reader.copy(out, x, 4096).signal(read, r).submit()
+            read.wait(r)
+        assert out.read(0, 4) == b"BBBB"
+    assert set(racy(path)) == (set() if released == "by the CPU" else
+                               {("out", "reader wrote it from x, which writer wrote with nothing ordering the two")})
+    assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
