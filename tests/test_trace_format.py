@@ -1010,13 +1010,18 @@ def test_a_frame_that_would_reach_the_journal_moves_it_first_and_a_torn_one_lose
         assert r.frames[0].offset > 3 * F.JOURNAL_GAP  # the moved journal, past where the blob frame goes
 
 
-def test_a_damaged_journal_frame_ends_the_records_there(tmp_path):
-    path = tmp_path / "damaged.kfdtrace"
+def killed_after_six_flushes(path) -> None:
+    """A writer killed after six records, each flushed on its own: a journal of six frames."""
     killed_writer(path, """
         for i in range(6):
             w.record("ioctl", t=i, i=i)
             w.flush()
     """)
+
+
+def test_a_damaged_journal_frame_ends_the_records_there(tmp_path):
+    path = tmp_path / "damaged.kfdtrace"
+    killed_after_six_flushes(path)
     with TraceReader(str(path)) as r:
         third = r.frames[2].offset
     corrupt_payload(path, third)
@@ -1029,11 +1034,7 @@ def test_what_a_kill_leaves_past_the_journal_is_no_damage(tmp_path):
     """A journal moved further on, then the kill: zeros past it, and a torn copy. Readers took it for a recovered
     trace, but `info --check` called it corrupt."""
     path = tmp_path / "moved.kfdtrace"
-    killed_writer(path, """
-        for i in range(6):
-            w.record("ioctl", t=i, i=i)
-            w.flush()
-    """)
+    killed_after_six_flushes(path)
     with TraceReader(str(path)) as r:
         journal = r.frames[0].offset
     data = path.read_bytes()
