@@ -51,18 +51,21 @@ class SdmaEngine(RingEngine):
         return count + 1
 
     def _copy_linear(self, count: int, src: int, dst: int, src_sw: int, dst_sw: int) -> None:
-        _unswapped("COPY_LINEAR", src_sw=src_sw, dst_sw=dst_sw)
+        if src_sw or dst_sw:
+            _refuse_swap("COPY_LINEAR", src_sw=src_sw, dst_sw=dst_sw)
         n = self._byte_count("COPY_LINEAR", count)
         # A copy under way finishes on the memory it started with, even if a buffer is freed meanwhile.
         self.vm.copy(dst, src, n)
         self.machine.memory_changed()
 
     def _write_linear(self, dst: int, payload: bytes, sw: int) -> None:
-        _unswapped("WRITE_LINEAR", sw=sw)
+        if sw:
+            _refuse_swap("WRITE_LINEAR", sw=sw)
         self._write(dst, payload)
 
     def _const_fill(self, dst: int, data: int, count: int, fillsize: int, sw: int = 0) -> None:
-        _unswapped("CONST_FILL", sw=sw)  # sdma7's has no swap field
+        if sw:  # (sdma7's has no swap field: 0)
+            _refuse_swap("CONST_FILL", sw=sw)
         n = self._byte_count("CONST_FILL", count)
         pattern = data.to_bytes(4, "little")
         with self.vm.access(dst, n, write=True) as host:
@@ -95,11 +98,10 @@ class SdmaEngine(RingEngine):
         return 0 if self._read32(addr) == reference else 4 * exec_count
 
 
-def _unswapped(packet: str, **swaps: int) -> None:
-    """NotEmulated for a packet asking the engine to swap bytes (an endian swap field not 0)."""
-    asked = [f"{name}={value}" for name, value in swaps.items() if value]
-    if asked:
-        raise NotEmulated(f"{packet} {' '.join(asked)} (byte swapping) is not emulated")
+def _refuse_swap(packet: str, **swaps: int) -> None:
+    """NotEmulated for a packet asking the engine to swap bytes (endian swap fields not all 0)."""
+    asked = " ".join(f"{name}={value}" for name, value in swaps.items() if value)
+    raise NotEmulated(f"{packet} {asked} (byte swapping) is not emulated")
 
 
 def _fill_pattern(dst: int, pattern: bytes, n: int) -> None:
