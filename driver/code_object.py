@@ -471,10 +471,18 @@ def _relocation(rel: Relocation_, has_addend: bool, symtab: SymbolTableSection |
 
 def load(source: bytes | bytearray | memoryview | str | PathLike, target: str) -> CodeObject:
     """A code object for the device `target` from bytes or a file: an ELF code object (its target checked) or a
-    clang offload bundle (the device's entry picked)."""
+    clang offload bundle (the device's entry picked). The same bytes for the same target give the same object,
+    parsed once (a CodeObject does not change): the driver loads it, then a recorder reads it again."""
     data = bytes(source) if isinstance(source, bytes | bytearray | memoryview) else Path(source).read_bytes()
-    if is_bundle(data):
-        data = select(data, target)
-    obj = CodeObject.parse(data)
-    obj.check_target(target)
+    obj = _PARSED.get((data, target))
+    if obj is None:
+        obj = CodeObject.parse(select(data, target) if is_bundle(data) else data)
+        obj.check_target(target)
+        if len(_PARSED) >= PARSED_KEPT:
+            _PARSED.clear()  # (threads may load at once: a clear is one step)
+        _PARSED[(data, target)] = obj
     return obj
+
+
+PARSED_KEPT = 16  # code objects load() keeps parsed
+_PARSED: dict[tuple[bytes, str], CodeObject] = {}

@@ -146,6 +146,16 @@ def test_wrong_target_names_both() -> None:
     assert load(FIXTURES / "args-gfx1100.co", "gfx1100").target.name == "gfx1100"
 
 
+def test_the_same_bytes_for_the_same_target_are_parsed_once() -> None:
+    """The driver loads an object, then a recorder reads the same bytes again (46 ms a parse): one object."""
+    data = fixture("args-gfx1100.co")
+    assert load(data, "gfx1100") is load(bytearray(data), "gfx1100")
+    with pytest.raises(WrongTarget):  # a target it does not fit is checked, never remembered
+        load(data, "gfx942")
+    with pytest.raises(WrongTarget):
+        load(data, "gfx942")
+
+
 def test_unsupported_processor() -> None:
     data = _with_flags(fixture("lut-gfx942.co"), 0x530)  # gfx908 (MI100)
     with pytest.raises(WrongTarget, match=r"does not support \(EF_AMDGPU_MACH 0x30\); supported: gfx90a, gfx942"):
