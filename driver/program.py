@@ -50,7 +50,7 @@ class Program:
     """One code object loaded on one device (a bundle gives the device's entry); free() releases its memory."""
 
     def __init__(self, device: Device, source: bytes | bytearray | memoryview | str | PathLike,
-                 name: str | None = None, *, va: int | None = None):
+                 name: str | None = None):
         self.device = device
         data = bytes(source) if isinstance(source, bytes | bytearray | memoryview) else Path(source).read_bytes()
         self.code: CodeObject = load(data, device.target.name)  # CodeObjectError names what does not fit
@@ -60,7 +60,7 @@ class Program:
         kernels = list(self.code.kernels)
         held = ", ".join(kernels) if len(kernels) <= 3 else f"{kernels[0]} and {len(kernels) - 1} more"
         label = name or f"code object ({held})"
-        self.buffer: Buffer = device.alloc(size, "vram", executable=True, name=label, role="code", va=va)
+        self.buffer: Buffer = device.alloc(size, "vram", executable=True, name=label, role="code")
         try:
             self.buffer.write(self.code.image(self.buffer.va))
         except BaseException:

@@ -104,13 +104,11 @@ class Device:
 
         return AqlQueue(self, DEFAULT_PACKETS if packets is None else packets, name)
 
-    def load(self, source: bytes | bytearray | memoryview | str | os.PathLike, name: str | None = None, *,
-             va: int | None = None) -> Program:
-        """Load a code object (or the entry of an offload bundle for this GPU) into executable memory here (at GPU
-        address `va` if given: AddressInUse when it is taken)."""
+    def load(self, source: bytes | bytearray | memoryview | str | os.PathLike, name: str | None = None) -> Program:
+        """Load a code object (or the entry of an offload bundle for this GPU) into executable memory here."""
         from kfdtrace.driver.program import Program
 
-        return Program(self, source, name, va=va)
+        return Program(self, source, name)
 
     def doorbell_page(self) -> int:
         """CPU address of this process's doorbell slice on this GPU (mapped once)."""
