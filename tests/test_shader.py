@@ -19,7 +19,7 @@ import pytest
 
 from kfdtrace.driver import GpuFault, System
 from kfdtrace.driver.code_object import CodeObject
-from kfdtrace.driver.emulator.shader.alu import VALU
+from kfdtrace.driver.emulator.shader.alu import SALU, VALU
 from kfdtrace.driver.emulator.shader.compile import Unsupported, compile_instruction
 from kfdtrace.driver.emulator.shader.memory_ops import ATOMICS, MemoryOps, atomic, atomic_op
 from kfdtrace.driver.emulator.shader.operands import Regs
@@ -257,3 +257,25 @@ def test_alu_entries_the_corpus_does_not_reach_compute_what_the_isa_says():
     trio = [np.array([3, -7, 5], np.int32), np.array([-1, 2, 5], np.int32), np.array([0, 9, -5], np.int32)]
     assert list(VALU["v_med3_i32"].fn(*trio)) == [0, 2, 5] and list(VALU["v_min3_i32"].fn(*trio)) == [-1, -7, -5]
     assert list(VALU["v_max3_f32"].fn(*(t.astype(f32) for t in trio))) == [3.0, 9.0, 5.0]
+
+
+def test_scalar_entries_the_corpus_does_not_reach_compute_what_the_isa_says():
+    """64-bit bit fields, leading sign bits and gfx12's scalar float compares (SCC out)."""
+    u32, u64 = np.uint32, np.uint64
+    wide = np.array([0xF123456789ABCDEF, 0x0123456789ABCDEF, 5], u64)
+    field = np.array([40 | 24 << 16, 7 | 40 << 16, 0 | 0 << 16], u32)  # offset | width << 16
+    value, scc = SALU["s_bfe_u64"].fn(wide, field)
+    assert value.tolist() == [0xF12345, 0x8ACF13579B, 0] and scc.tolist() == [True, True, False]
+    value, _ = SALU["s_bfe_i64"].fn(wide, field)
+    assert value.tolist() == [0xF12345 - (1 << 24), 0x8ACF13579B - (1 << 40), 0]
+    value, _ = SALU["s_bfe_i32"].fn(np.array([0x9ABCDEF1, 0x0ABCDEF1], u32), np.array([24 | 5 << 16] * 2, u32))
+    assert value.tolist() == [-6, 10]
+    signs = np.array([0x40000000, 0x20000000, 0, -1, -2, 1], np.int32)
+    assert SALU["s_cls_i32"].fn(signs).tolist() == [1, 2, 0xFFFFFFFF, 0xFFFFFFFF, 31, 31]
+    f32 = np.float32
+    a, b = np.array([1.0, np.nan, 2.0], f32), np.array([2.0, 1.0, 2.0], f32)
+    assert SALU["s_cmp_lt_f32"].fn(a, b).tolist() == [True, False, False]
+    assert SALU["s_cmp_nge_f32"].fn(a, b).tolist() == [True, True, False]  # unordered is "not >="
+    assert SALU["s_cmp_u_f32"].fn(a, b).tolist() == [False, True, False]
+    assert SALU["s_fmamk_f32"].fn(a, f32(3), b).tolist()[::2] == [5.0, 8.0]  # S0 * K + S1
+    assert SALU["s_min_num_f32"].fn(a, b).tolist() == [1.0, 1.0, 2.0]  # a NaN loses to a number

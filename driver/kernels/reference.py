@@ -613,6 +613,11 @@ def _cases() -> tuple[Case, ...]:
         Case("float_rounding", "numeric", (In("a", f32, (400,), floats(-50, 50)), Out("o", f32, (400,)),
                                            Out("oi", i32, (400,)), Scalar("n", u32, 400)),
              (400,), (64,), _float_rounding, tolerance={"o": F32}),
+        # a * b is exact for these, so a fused multiply-add rounds as the separate steps do
+        Case("uniform_math", "numeric", (Out("o", f32, (256,)), Out("oi", u32, (256,)), Out("ol", "uint64", (256,)),
+                                         Scalar("a", f32, 2.5), Scalar("b", f32, -3.25),
+                                         Scalar("bits", u32, 0x9ABCDEF1), Scalar("wide", "uint64", 0xF123456789ABCDEF)),
+             (256,), (64,), _uniform_math),
     ]
     return tuple(cases)
 
@@ -635,6 +640,21 @@ def _narrow_ints(v: Values) -> dict[str, np.ndarray]:
     total = (a >> 3) * c + np.where(a < 0, -c, c) + _popcount(bits.astype(np.uint32)) + \
         _clz((c + 1).astype(np.uint32)) + rotated
     return {"out": (total & 0xFFFFFFFF).astype(np.uint32).view(np.int32)}
+
+
+def _uniform_math(v: Values) -> dict[str, np.ndarray]:
+    f32 = np.float32
+    a, b, bits, wide = f32(v["a"]), f32(v["b"]), int(v["bits"]), int(v["wide"])
+    s = a * b + f32(1.5)
+    t = np.trunc(s) + np.floor(a) + np.ceil(b) + np.rint(a * f32(3))
+    m = np.fmin(a, b) + np.fmax(a, s)
+    i = np.arange(256)
+    out = ((t if a < b else m) + (t if b < a else m) * f32(2)) * (i + 1).astype(f32)
+    low = ((bits << 3 & 0xFFFFFFFF) >> 27) - (32 if bits << 3 & 0x80000000 else 0)  # bits 24..28, signed
+    wide_field = (wide << 5 & (1 << 64) - 1) >> 40  # bits 35..58, signed
+    wide_field -= (1 << 24) if wide_field & 1 << 23 else 0
+    return {"o": out.astype(f32), "oi": ((low + (bits >> 9 & 0x3FF) + i) & 0xFFFFFFFF).astype(np.uint32),
+            "ol": ((wide_field & (1 << 64) - 1) ^ (wide >> 7 & 0xFFFFFFFFFF) ^ i.astype(object)).astype(np.uint64)}
 
 
 def _float_rounding(v: Values) -> dict[str, np.ndarray]:

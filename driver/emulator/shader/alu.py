@@ -132,6 +132,28 @@ def _bfe_u32(a, off, width):
     return ((a >> (off & 31)) & ((u64(1) << w.astype(u64)) - u64(1)).astype(u32)).astype(u32)
 
 
+def _bfe_i32(a, off, width):
+    """The field of _bfe_u32 sign-extended from its top bit (0 for width 0)."""
+    shift = (32 - (width & 31)) % 32
+    return np.where((width & 31) == 0, i32(0), (_bfe_u32(a, off, width) << shift).view(i32) >> shift.astype(i32))
+
+
+def _bfe_u64(a, off, width):
+    w = (width & 63).astype(u64)
+    return (a >> (off & 63).astype(u64)) & ((u64(1) << w) - u64(1))
+
+
+def _bfe_i64(a, off, width):
+    shift = ((64 - (width & 63)) % 64).astype(u64)
+    return np.where((width & 63) == 0, i64(0), (_bfe_u64(a, off, width) << shift).view(i64) >> shift.astype(i64))
+
+
+def _sbfe(field: Callable, bits: int) -> Callable:
+    """S_BFE_*: the field at offset S1[4:0] (S1[5:0] for 64 bits) of S1[22:16] bits, with SCC = result != 0. The
+    width is taken modulo the operand's bits, as for V_BFE (compilers emit no wider field)."""
+    return _nz(lambda a, b: field(a, b & (bits - 1), b >> 16 & 0x7F))
+
+
 def _alignbit(a, b, c):
     return ((a.astype(u64) << u64(32) | b) >> (c & 31).astype(u64)).astype(u32)
 
@@ -299,9 +321,7 @@ VALU: dict[str, AluOp] = {
     "v_lshl_add_u64": V("u64 u32 u64", "u64", lambda a, b, c: (a << (b & 7).astype(u64)) + c),
     "v_alignbit_b32": V("u32 u32 u32", "u32", _alignbit),
     "v_bfe_u32": V("u32 u32 u32", "u32", _bfe_u32),
-    "v_bfe_i32": V("u32 u32 u32", "i32", lambda a, o, w: np.where(
-        (w & 31) == 0, i32(0), (_bfe_u32(a, o, w) << (32 - (w & 31)) % 32).view(i32) >> ((32 - (w & 31)) % 32).astype(
-            i32))),
+    "v_bfe_i32": V("u32 u32 u32", "i32", _bfe_i32),
     "v_bfi_b32": V("u32 u32 u32", "u32", lambda m, a, b: (m & a) | (~m & b)),
     "v_bfrev_b32": V("u32", "u32", _brev32),
     "v_bcnt_u32_b32": V("u32 u32", "u32", lambda a, b: _popcount(a) + b),
@@ -484,19 +504,32 @@ SALU: dict[str, AluOp] = {
     "s_ashr_i64": S("i64 u32", "i64", _nz(lambda a, b: a >> (b & 63).astype(i64)), scc_out=True),
     "s_bfm_b32": S("u32 u32", "u32", lambda a, b: (((u64(1) << (a & 31).astype(u64)) - u64(1)).astype(u32)
                                                   << (b & 31))),
-    "s_bfe_u32": S("u32 u32", "u32", _nz(lambda a, b: _bfe_u32(a, b & 31, b >> 16 & 0x7F)), scc_out=True),
+    "s_bfe_u32": S("u32 u32", "u32", _sbfe(_bfe_u32, 32), scc_out=True),
+    "s_bfe_i32": S("u32 u32", "i32", _sbfe(_bfe_i32, 32), scc_out=True),
+    "s_bfe_u64": S("u64 u32", "u64", _sbfe(_bfe_u64, 64), scc_out=True),
+    "s_bfe_i64": S("u64 u32", "i64", _sbfe(_bfe_i64, 64), scc_out=True),
     "s_brev_b32": S("u32", "u32", _brev32),
     "s_bcnt1_i32_b32": S("u32", "u32", _nz(_popcount), scc_out=True),
     "s_bcnt1_i32_b64": S("u64", "u32", _nz(_popcount), scc_out=True),
     "s_ff1_i32_b32": S("u32", "u32", lambda a: _ctz(a, 32)),
     "s_ff1_i32_b64": S("u64", "u32", lambda a: _ctz(a, 64)),
     "s_flbit_i32_b32": S("u32", "u32", lambda a: _clz(a, 32)),
+    # leading bits equal to the sign bit, itself included; -1 for 0 and -1 (RDNA3 ISA S_CLS_I32 pseudocode)
+    "s_flbit_i32": S("i32", "u32", lambda a: _clz((a ^ (a >> 31)).view(u32), 32)),
     "s_cvt_f32_u32": S("u32", "f32", lambda a: a.astype(f32)),
     "s_cvt_f32_i32": S("i32", "f32", lambda a: a.astype(f32)),
     "s_cvt_u32_f32": S("f32", "u32", _sat(0.0, 2.0**32 - 1, u32)),
     "s_cvt_i32_f32": S("f32", "i32", _sat(-2.0**31, 2.0**31 - 1, i32)),
     "s_mul_f32": S("f32 f32", "f32", np.multiply), "s_add_f32": S("f32 f32", "f32", np.add),
     "s_sub_f32": S("f32 f32", "f32", np.subtract), "s_fmac_f32": S("f32 f32 f32", "f32", _fma, acc=True),
+    "s_fmaak_f32": S("f32 f32 f32", "f32", _fma), "s_fmamk_f32": S("f32 f32 f32", "f32", lambda a, k, b: _fma(a, k, b)),
+    "s_min_num_f32": S("f32 f32", "f32", np.fmin), "s_max_num_f32": S("f32 f32", "f32", np.fmax),
+    "s_trunc_f32": S("f32", "f32", np.trunc), "s_floor_f32": S("f32", "f32", np.floor),
+    "s_ceil_f32": S("f32", "f32", np.ceil), "s_rndne_f32": S("f32", "f32", np.rint),
+    "s_cvt_f32_f16": S("f16", "f32", lambda a: a.astype(f32)),
+    # gfx12's scalar float compares: SCC as the VOPC compare of the same condition gives a lane
+    **{f"s_cmp_{cond}_f32": S("f32 f32", None, _FLOAT_CONDS[cond], scc_out=True)
+       for cond in ("eq", "ge", "gt", "le", "lg", "lt", "neq", "nge", "ngt", "nle", "nlg", "nlt", "o", "u")},
 }
 for _w in ("32", "64"):
     _t = f"u{_w}"
@@ -521,6 +554,7 @@ _SALU_ALIASES = {
     "s_add_co_u32": "s_add_u32", "s_sub_co_u32": "s_sub_u32", "s_add_co_ci_u32": "s_addc_u32",
     "s_sub_co_ci_u32": "s_subb_u32", "s_add_co_i32": "s_add_i32", "s_sub_co_i32": "s_sub_i32",
     "s_ctz_i32_b32": "s_ff1_i32_b32", "s_ctz_i32_b64": "s_ff1_i32_b64", "s_clz_i32_u32": "s_flbit_i32_b32",
+    "s_cls_i32": "s_flbit_i32",
     **{f"s_{new}_b{w}": f"s_{old}_b{w}" for w in ("32", "64") for new, old in (("and_not1", "andn2"),
                                                                              ("or_not1", "orn2"))},
     **{f"s_{new}_saveexec_b{w}": f"s_{old}_saveexec_b{w}" for w in ("32", "64")
