@@ -113,6 +113,23 @@ def test_an_instruction_the_emulator_does_not_execute_stops_the_dispatch_naming_
 
 
 @pytest.mark.parametrize("target", FAMILIES)
+def test_an_instruction_in_its_dpp_form_stops_the_dispatch_as_not_emulated(target, caplog):
+    """src0 0xFA says a DPP dword follows: a valid instruction the decoder does not take apart, not a bad one."""
+    with System.open(emulate=target) as system:
+        dev = system.devices[0]
+        program = corpus(dev)
+        k = program.kernel("vector_add")
+        word = _vop1(target, "v_mov_b32_e32", 1, 0xFA) + struct.pack("<I", 0xFF0111 << 8 | 1)  # row_shr:1, v1
+        program.buffer.write(word, k.entry_address - program.buffer.va)
+        case = next(c for c in CASES if c.kernel == "vector_add")
+        with caplog.at_level(logging.ERROR, "kfdtrace.emulator"), pytest.raises(GpuFault) as fault:
+            run_case(dev, program, case, case.inputs(), "aql", timeout=30)
+        assert f"v_mov_b32_e32 at PC {k.entry_address:#x}" in caplog.text
+        assert "its DPP form is not emulated" in caplog.text
+        assert "stopped a queue" in str(fault.value) and "VM fault" not in str(fault.value)
+
+
+@pytest.mark.parametrize("target", FAMILIES)
 def test_a_kernel_reading_past_its_buffer_is_a_vm_fault(target, caplog):
     with System.open(emulate=target) as system:
         dev = system.devices[0]
@@ -279,3 +296,20 @@ def test_scalar_entries_the_corpus_does_not_reach_compute_what_the_isa_says():
     assert SALU["s_cmp_u_f32"].fn(a, b).tolist() == [False, True, False]
     assert SALU["s_fmamk_f32"].fn(a, f32(3), b).tolist()[::2] == [5.0, 8.0]  # S0 * K + S1
     assert SALU["s_min_num_f32"].fn(a, b).tolist() == [1.0, 1.0, 2.0]  # a NaN loses to a number
+    assert SALU["s_brev_b64"].fn(np.array([1, 0xFFFFFFFF], u64)).tolist() == [1 << 63, 0xFFFFFFFF << 32]
+    assert SALU["s_clz_i32_u64"].fn(np.array([1, 0, 1 << 40], u64)).tolist() == [63, 0xFFFFFFFF, 23]
+    assert SALU["s_cls_i32_i64"].fn(np.array([1, -1, -2], np.int64)).tolist() == [63, 0xFFFFFFFF, 63]
+    assert SALU["s_bitset1_b32"].fn(np.array([3, 35], u32), np.array([0, 1], u32)).tolist() == [8, 9]  # S0[4:0]
+    assert SALU["s_bitset0_b64"].fn(np.array([40], u32), np.array([2**64 - 1], u64)).tolist() == [2**64 - 1 - 2**40]
+
+
+def test_vector_entries_the_corpus_does_not_reach_compute_what_the_isa_says():
+    """Median-like pairs, 24-bit and 16-bit multiply-adds, sign-bit counts and f64 rounding."""
+    i32, f32, f64 = np.int32, np.float32, np.float64
+    assert VALU["v_maxmin_f32"].fn(f32([1, 5]), f32([3, 2]), f32([2, 9])).tolist() == [2, 5]  # min(max(a, b), c)
+    assert VALU["v_minmax_i32"].fn(i32([1, 5]), i32([3, 2]), i32([2, -9])).tolist() == [2, 2]  # max(min(a, b), c)
+    assert VALU["v_mad_i32_i24"].fn(i32([0xFFFFFF, 3]), i32([2, -4]), i32([1, 1])).tolist() == [-1, -11]
+    assert VALU["v_mad_u16"].fn(*(np.uint16([x]) for x in (300, 300, 7))).tolist() == [(90000 + 7) % 65536]
+    assert VALU["v_cls_i32"].fn(i32([1, -1, 0x40000000])).tolist() == [31, 0xFFFFFFFF, 1]
+    assert VALU["v_fract_f64"].fn(f64([-1e-300, 1.25])).tolist() == [1 - 2**-53, 0.25]
+    assert VALU["v_rndne_f64"].fn(f64([2.5, -3.5])).tolist() == [2.0, -4.0]

@@ -25,7 +25,7 @@ from typing import Any
 from .encodings import TARGETS, Encoding, encodings_for
 from .operands import constant_text, literal_text, reg_range
 
-__all__ = ["DecodeError", "IMM_FORMATS", "Instruction", "decode", "render_imm", "sreg_names"]
+__all__ = ["DecodeError", "IMM_FORMATS", "Instruction", "NotDecoded", "decode", "render_imm", "sreg_names"]
 
 HERE = Path(__file__).resolve().parent
 
@@ -34,8 +34,21 @@ class DecodeError(ValueError):
     """Bytes that are no valid instruction of the target."""
 
 
+class NotDecoded(DecodeError):
+    """A valid instruction in a form this decoder does not take apart (`form`: "DPP")."""
+
+    def __init__(self, message: str, mnemonic: str, form: str):
+        super().__init__(message)
+        self.mnemonic, self.form = mnemonic, form
+
+
 class _BadOperand(Exception):
     pass
+
+
+# VOP1/VOP2/VOPC's src0 values that say a second dword of DPP controls follows (LLVM SIDefines.h DPP_DPP8 0xE9,
+# DPP_DPP8FI 0xEA, DPP 0xFA; GFX9 has DPP alone)
+_DPP_SRC0 = {"gfx9": frozenset((0xFA,)), "gfx10+": frozenset((0xE9, 0xEA, 0xFA))}
 
 
 @dataclass(frozen=True)
@@ -244,6 +257,10 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
             raise DecodeError(f"{target}: invalid {entry['m']} ({enc.name}) at offset {offset:#x}: "
                               f"{name}={by[name].get(value)}, words {_words(raw)}")
     mnemonic, items = entry["m"], entry["o"]
+    if enc.name in ("VOP1", "VOP2", "VOPC") and \
+            by["src0"].get(value) in _DPP_SRC0["gfx9" if target.startswith("gfx9") else "gfx10+"]:
+        raise NotDecoded(f"{target}: {mnemonic} in its DPP form (src0 {by['src0'].get(value):#x}) at offset "
+                         f"{offset:#x} is not decoded, words {_words(raw)}", mnemonic, "DPP")
     for names, vals, m, alt_items in entry.get("alt", ()):
         if all(by[n].get(value) == v for n, v in zip(names, vals, strict=True)):
             mnemonic, items = m, alt_items

@@ -79,3 +79,29 @@ __kernel void uniform_math(__global float *o, __global uint *oi, __global ulong 
     oi[i] = (uint)(((int)(bits << 3)) >> 27) + (bits >> 9 & 0x3FF) + (uint)i;
     ol[i] = (ulong)(((long)(wide << 5)) >> 40) ^ ((wide >> 7) & 0xFFFFFFFFFFul) ^ (ulong)i;
 }
+
+/* Floating point at its edges: fused multiply-adds rounded once (a double's division and square root are built from
+   them), IEEE divisions of the largest and smallest operands (v_div_scale, v_div_fmas), the clamp output modifier
+   given a NaN (fmin(fmax(x, 0), 1) compiles to it), and fract just below an integer. */
+__kernel void float_edges(__global const double *d, __global double *dfma, __global double *dq, __global double *droot,
+                          __global const float *f, __global float *ffma, __global float *fq, __global float *fclamp,
+                          __global float *ffract) {
+    size_t i = get_global_id(0);
+    dfma[i] = __builtin_fma(d[3 * i], d[3 * i + 1], d[3 * i + 2]);
+    dq[i] = d[3 * i] / d[3 * i + 1];
+    droot[i] = __builtin_sqrt(d[3 * i + 2]);
+    ffma[i] = __builtin_fmaf(f[3 * i], f[3 * i + 1], f[3 * i + 2]);
+    fq[i] = f[3 * i] / f[3 * i + 1];
+    fclamp[i] = fmin(fmax(f[3 * i + 2], 0.0f), 1.0f);
+    ffract[i] = fract_below_one(f[3 * i + 2]);
+}
+
+/* Saturating integer arithmetic: the clamp bit of v_add/v_sub (and their signed and no-carry forms). */
+__kernel void saturating(__global const uint *a, __global const uint *b, __global uint *uadd, __global uint *usub,
+                         __global int *sadd, __global int *ssub) {
+    size_t i = get_global_id(0);
+    uadd[i] = __builtin_elementwise_add_sat(a[i], b[i]);
+    usub[i] = __builtin_elementwise_sub_sat(a[i], b[i]);
+    sadd[i] = __builtin_elementwise_add_sat((int)a[i], (int)b[i]);
+    ssub[i] = __builtin_elementwise_sub_sat((int)a[i], (int)b[i]);
+}

@@ -154,6 +154,8 @@ INLINE uint atomic_inc_wrap(volatile uint *p, uint limit) {
 INLINE uint atomic_dec_wrap(volatile uint *p, uint limit) {
     return __builtin_amdgcn_atomic_dec32((uint *)p, limit, __ATOMIC_RELAXED, "agent");
 }
+/* x - floor(x), never 1: the hardware's v_fract_f32 (the largest float below 1 where the difference rounds up) */
+INLINE float fract_below_one(float x) { return __builtin_amdgcn_fractf(x); }
 #else
 INLINE uint atomic_inc_wrap(volatile uint *p, uint limit) {
     uint old = *p, seen;
@@ -165,6 +167,7 @@ INLINE uint atomic_dec_wrap(volatile uint *p, uint limit) {
     do old = atomic_cmpxchg(p, seen = old, old == 0 || old > limit ? limit : old - 1); while (old != seen);
     return old;
 }
+INLINE float fract_below_one(float x) { return x != x ? x : __builtin_fminf(x - __builtin_floorf(x), 0x1.fffffep-1f); }
 #endif
 
 #endif

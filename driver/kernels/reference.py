@@ -22,9 +22,11 @@ by a `check` function on the properties that hold in every order; everything els
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -73,6 +75,11 @@ def nonzero_ints(lo: int, hi: int) -> Init:
         v = rng.integers(lo, hi, shape, dtype=np.int64)
         return np.where(v == 0, 1, v).astype(dtype)
     return init
+
+
+def given(*values: float) -> Init:
+    """These values, in order (the buffer's size)."""
+    return lambda rng, shape, dtype: np.array(values, dtype).reshape(shape)
 
 
 # -- arguments ---------------------------------------------------------------------------------------------
@@ -618,6 +625,15 @@ def _cases() -> tuple[Case, ...]:
                                          Scalar("a", f32, 2.5), Scalar("b", f32, -3.25),
                                          Scalar("bits", u32, 0x9ABCDEF1), Scalar("wide", "uint64", 0xF123456789ABCDEF)),
              (256,), (64,), _uniform_math),
+        Case("float_edges", "numeric", (In("d", "float64", (24,), given(*EDGE_DOUBLES)), Out("dfma", "float64", (8,)),
+                                        Out("dq", "float64", (8,)), Out("droot", "float64", (8,)),
+                                        In("f", f32, (24,), given(*EDGE_FLOATS)), Out("ffma", f32, (8,)),
+                                        Out("fq", f32, (8,)), Out("fclamp", f32, (8,)), Out("ffract", f32, (8,))),
+             (8,), (8,), _float_edges),
+        Case("saturating", "numeric", (In("a", u32, (256,), ints(0, 2**32)), In("b", u32, (256,), ints(0, 2**32)),
+                                       Out("uadd", u32, (256,)), Out("usub", u32, (256,)), Out("sadd", i32, (256,)),
+                                       Out("ssub", i32, (256,))),
+             (256,), (64,), _saturating),
     ]
     return tuple(cases)
 
@@ -640,6 +656,56 @@ def _narrow_ints(v: Values) -> dict[str, np.ndarray]:
     total = (a >> 3) * c + np.where(a < 0, -c, c) + _popcount(bits.astype(np.uint32)) + \
         _clz((c + 1).astype(np.uint32)) + rotated
     return {"out": (total & 0xFFFFFFFF).astype(np.uint32).view(np.int32)}
+
+
+_DMAX, _FMAX = float(np.finfo(np.float64).max), float(np.finfo(np.float32).max)
+# (a, b, c) triples: fma(a, b, c), a / b and sqrt(c) of each
+EDGE_DOUBLES = (1 + 2**-30, 1 - 2**-30, -1.0,  3.0, 1 / 3, -1.0,  _DMAX, -1.0, _DMAX,
+                1e10, 5.56e-309, 0.011655526139132347,  1e-300, 1e300, -1.0,  2.0, 3.0, 2.0,  -0.0, 5.0, -0.0,
+                1e308, 2.0, -1e308)
+# fma(a, b, c), a / b, and clamp to [0, 1] and fract of c
+EDGE_FLOATS = (1 + 2**-12, 1 + 2**-12, 2**-80,  _FMAX, -1.0, float("nan"),  2.0, _FMAX, -1e-10,
+               1.0, 1.469368e-39, -1e-30,  1e30, 1e-10, 1.25,  -7.0, 3.0, -0.25,  3.0, 7.0, 0.5,  1e-37, 1e37, 2.0)
+
+
+def _round_once(exact: Fraction, dtype: type) -> float:
+    """`exact` (not 0) rounded once to `dtype`: to nearest, ties to even."""
+    info = np.finfo(dtype)
+    top = abs(exact.numerator).bit_length() - exact.denominator.bit_length()  # 2**top <= |exact| < 2**(top + 2)
+    top += Fraction(2) ** (top + 1) <= abs(exact)
+    quantum = Fraction(2) ** (max(top, int(info.minexp)) - int(info.nmant))
+    value = round(exact / quantum) * quantum  # round() of a Fraction: half to even
+    return dtype(math.copysign(math.inf, exact)) if abs(value) > Fraction(float(info.max)) else dtype(float(value))
+
+
+def _float_edges(v: Values) -> dict[str, np.ndarray]:
+    d, f = v["d"].reshape(8, 3), v["f"].reshape(8, 3)
+    out: dict[str, list] = {k: [] for k in ("dfma", "ffma")}
+    for rows, key, dtype in ((d, "dfma", np.float64), (f, "ffma", np.float32)):
+        for a, b, c in rows.tolist():
+            if not all(math.isfinite(x) for x in (a, b, c)):
+                with np.errstate(all="ignore"):
+                    out[key].append(dtype(a) * dtype(b) + dtype(c))
+                continue
+            exact = Fraction(a) * Fraction(b) + Fraction(c)
+            if exact == 0:  # -0 only for a sum of two -0 (IEEE 754)
+                out[key].append(dtype(a) * dtype(b) + dtype(c) if a * b == 0 and c == 0 else dtype(0))
+            else:
+                out[key].append(_round_once(exact, dtype))
+    with np.errstate(all="ignore"):
+        c = f[:, 2]
+        return {"dfma": np.array(out["dfma"], np.float64), "dq": d[:, 0] / d[:, 1], "droot": np.sqrt(d[:, 2]),
+                "ffma": np.array(out["ffma"], np.float32), "fq": f[:, 0] / f[:, 1],
+                "fclamp": np.where(np.isnan(c), np.float32(0), np.clip(c, np.float32(0), np.float32(1))),
+                "ffract": np.minimum(c - np.floor(c), np.nextafter(np.float32(1), np.float32(0)))}
+
+
+def _saturating(v: Values) -> dict[str, np.ndarray]:
+    a, b = v["a"].astype(np.int64), v["b"].astype(np.int64)
+    sa, sb = v["a"].view(np.int32).astype(np.int64), v["b"].view(np.int32).astype(np.int64)
+    return {"uadd": np.minimum(a + b, 2**32 - 1).astype(np.uint32), "usub": np.maximum(a - b, 0).astype(np.uint32),
+            "sadd": np.clip(sa + sb, -2**31, 2**31 - 1).astype(np.int32),
+            "ssub": np.clip(sa - sb, -2**31, 2**31 - 1).astype(np.int32)}
 
 
 def _uniform_math(v: Values) -> dict[str, np.ndarray]:

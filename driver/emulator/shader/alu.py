@@ -81,6 +81,12 @@ def _clz(x, bits: int):
     return np.where(x == 0, u32(0xFFFFFFFF), n.astype(u32)).astype(u32)
 
 
+def _cls(x, bits: int):
+    """Leading bits equal to the sign bit, itself included; -1 (all ones) for 0 and -1 (RDNA3 ISA S_CLS_I32)."""
+    x = np.asarray(x)
+    return _clz((x ^ (x >> (bits - 1))).view(u64 if bits == 64 else u32), bits)
+
+
 _REV8 = np.array([int(f"{i:08b}"[::-1], 2) for i in range(256)], u8)
 
 
@@ -88,6 +94,11 @@ def _brev32(x):
     x = np.ascontiguousarray(np.asarray(x, u32))
     return _REV8[x.view(u8)].view(u32)[..., ::-1].copy().reshape(x.shape) if x.ndim == 0 else \
         _REV8[x.view(u8).reshape(x.shape + (4,))][..., ::-1].copy().view(u32).reshape(x.shape)
+
+
+def _brev64(x):
+    x = np.asarray(x, u64)
+    return _brev32((x & u64(0xFFFFFFFF)).astype(u32)).astype(u64) << u64(32) | _brev32((x >> u64(32)).astype(u32))
 
 
 def _cvt_int(x, lo: float, hi: float, dtype):
@@ -177,7 +188,9 @@ def _div_scale(x, den, num):
         ed, en = _exponent(den), _exponent(num)
         rcp_denorm = _is_denorm(np.asarray(1.0 / den.astype(f64)))
         quot = (num / den).astype(x.dtype)
-        quot_denorm = _is_denorm(quot)
+        # a quotient below the normal range: denormal, or so small it rounds to 0 (else a tiny numerator scales
+        # both operands up, and a large denominator overflows)
+        quot_denorm = _is_denorm(quot) | ((quot == 0) & (num != 0))
         out = np.array(np.broadcast_to(x, np.broadcast(x, den, num).shape), x.dtype)
         vcc = np.zeros(out.shape, bool)
         up, down = np.ldexp(out, scale).astype(x.dtype), np.ldexp(out, -scale).astype(x.dtype)
@@ -198,9 +211,15 @@ def _div_scale(x, den, num):
 
 
 def _div_fmas(a, b, c, vcc):
-    """V_DIV_FMAS: fma, times 2**32 (f32) or 2**64 (f64) in lanes whose VCC is set (RDNA3 ISA pseudocode)."""
-    r = _fma(a, b, c)
-    return np.where(vcc, np.ldexp(r, 64 if r.dtype == f64 else 32).astype(r.dtype), r)
+    """V_DIV_FMAS: fma, scaled back in lanes whose VCC is set by what V_DIV_SCALE scaled the operands by: 2**64
+    (f32) or 2**128 (f64), up when c's exponent is past the middle of its range, down otherwise. The RDNA3 ISA
+    guide's pseudocode scales by 2**32 (2**64) always, which undoes no V_DIV_SCALE: divisions of large or tiny
+    operands came out wrong by that factor. This is tinygrad's correction of the pseudocode (its
+    _apply_pseudocode_fixes), checked by such divisions (tests/test_shader.py)."""
+    r = fma(a, b, c)
+    scale, middle = (128, 1023) if r.dtype == f64 else (64, 127)
+    up = _exponent(np.asarray(c, r.dtype)) > middle
+    return np.where(vcc, np.ldexp(r, np.where(up, scale, -scale)).astype(r.dtype), r)
 
 
 def _div_fixup(q, den, num):
@@ -221,12 +240,42 @@ def _div_fixup(q, den, num):
     return out.astype(q.dtype)
 
 
-def _fma(a, b, c):
-    """Fused multiply-add: f32 through f64 (the product of two f32 is exact in f64, the sum rounds once more,
-    which differs from a true fused result only in double-rounding corner cases); f64 as numpy computes."""
-    if np.asarray(a).dtype == f32:
-        return (a.astype(f64) * b + c).astype(f32)
-    return a * b + c
+def fma(a, b, c):
+    """Fused multiply-add, rounded once. f16 and f32: their product is exact in f64, and its sum with c is
+    rounded to odd there (the error of the rounded sum is exact: TwoSum), which the rounding to the narrower type
+    then rounds as the exact value would be (Boldo and Melquiond, "Emulation of FMA and correctly rounded sums:
+    proved algorithms using rounding to odd", 2008). f64: exactly, in integers, where the operands are finite."""
+    dtype = np.result_type(a, b, c)
+    if dtype == f64:
+        return _fma64(a, b, c)
+    with np.errstate(all="ignore"):
+        p = np.asarray(a, f64) * np.asarray(b, f64)
+        z = np.asarray(c, f64)
+        s = p + z
+        t = s - p
+        err = (p - (s - t)) + (z - t)
+        even = (s.view(u64) & u64(1)) == 0
+        odd = np.nextafter(s, np.where(err > 0, np.inf, -np.inf))
+        s = np.where((err != 0) & np.isfinite(err) & even, odd, s)
+    return s.astype(dtype)
+
+
+def _fma64(a, b, c):
+    a, b, c = np.broadcast_arrays(np.asarray(a, f64), np.asarray(b, f64), np.asarray(c, f64))
+    with np.errstate(all="ignore"):
+        out = np.array(a * b + c)  # the answer where an operand is not finite, and for a sum of zeros
+    for i in map(tuple, np.argwhere(np.isfinite(a) & np.isfinite(b) & np.isfinite(c))):
+        (n1, d1), (n2, d2), (n3, d3) = (float(x[i]).as_integer_ratio() for x in (a, b, c))
+        num = n1 * n2 * d3 + n3 * d1 * d2
+        if num == 0:
+            if n1 * n2 != 0 or n3 != 0:  # an exact cancellation is +0
+                out[i] = 0.0
+            continue
+        try:
+            out[i] = num / (d1 * d2 * d3)  # int division rounds once, to nearest even, subnormals included
+        except OverflowError:
+            out[i] = np.inf if num > 0 else -np.inf
+    return out
 
 
 def _class(x, mask):
@@ -277,6 +326,7 @@ VALU: dict[str, AluOp] = {
     "v_add_u32": V("u32 u32", "u32", lambda a, b: a + b),
     "v_sub_u32": V("u32 u32", "u32", lambda a, b: a - b),
     "v_subrev_u32": V("u32 u32", "u32", lambda a, b: b - a),
+    "v_add_i32": V("i32 i32", "i32", lambda a, b: a + b), "v_sub_i32": V("i32 i32", "i32", lambda a, b: a - b),
     "v_add_co_u32": V("u32 u32", "u32", _add_co, mask_out=True),
     "v_sub_co_u32": V("u32 u32", "u32", _sub_co, mask_out=True),
     "v_subrev_co_u32": V("u32 u32", "u32", lambda a, b: _sub_co(b, a), mask_out=True),
@@ -292,6 +342,9 @@ VALU: dict[str, AluOp] = {
                                                              >> u64(32)).astype(u32)),
     "v_mul_i32_i24": V("i32 i32", "i32", lambda a, b: (a << 8 >> 8) * (b << 8 >> 8)),
     "v_mad_u32_u24": V("u32 u32 u32", "u32", lambda a, b, c: (a & 0xFFFFFF) * (b & 0xFFFFFF) + c),
+    "v_mad_i32_i24": V("i32 i32 i32", "i32", lambda a, b, c: (a << 8 >> 8) * (b << 8 >> 8) + c),
+    "v_mad_u16": V("u16 u16 u16", "u16", lambda a, b, c: a * b + c),
+    "v_mad_legacy_u16": V("u16 u16 u16", "u16", lambda a, b, c: a * b + c),
     "v_mad_u64_u32": V("u32 u32 u64", "u64", _mad_u64_u32, mask_out=True),
     "v_mad_i64_i32": V("i32 i32 i64", "i64", _mad_i64_i32, mask_out=True),
     "v_max_u32": V("u32 u32", "u32", np.maximum), "v_min_u32": V("u32 u32", "u32", np.minimum),
@@ -326,19 +379,22 @@ VALU: dict[str, AluOp] = {
     "v_bfrev_b32": V("u32", "u32", _brev32),
     "v_bcnt_u32_b32": V("u32 u32", "u32", lambda a, b: _popcount(a) + b),
     "v_ffbh_u32": V("u32", "u32", lambda a: _clz(a, 32)),
+    "v_ffbh_i32": V("i32", "u32", lambda a: _cls(a, 32)),
     "v_ffbl_b32": V("u32", "u32", lambda a: _ctz(a, 32)),
     # 16-bit integer
     "v_add_u16": V("u16 u16", "u16", lambda a, b: a + b),
     "v_sub_u16": V("u16 u16", "u16", lambda a, b: a - b),
+    "v_subrev_u16": V("u16 u16", "u16", lambda a, b: b - a),
+    "v_add_i16": V("i16 i16", "i16", lambda a, b: a + b), "v_sub_i16": V("i16 i16", "i16", lambda a, b: a - b),
     "v_mul_lo_u16": V("u16 u16", "u16", lambda a, b: a * b),
     # float
     "v_add_f32": V("f32 f32", "f32", np.add), "v_sub_f32": V("f32 f32", "f32", np.subtract),
     "v_subrev_f32": V("f32 f32", "f32", lambda a, b: b - a), "v_mul_f32": V("f32 f32", "f32", np.multiply),
     "v_max_f32": V("f32 f32", "f32", np.fmax), "v_min_f32": V("f32 f32", "f32", np.fmin),
-    "v_fma_f32": V("f32 f32 f32", "f32", _fma),
-    "v_fmac_f32": V("f32 f32 f32", "f32", _fma, acc=True),
-    "v_fmamk_f32": V("f32 f32 f32", "f32", lambda a, k, b: _fma(a, k, b)),
-    "v_fmaak_f32": V("f32 f32 f32", "f32", _fma),
+    "v_fma_f32": V("f32 f32 f32", "f32", fma),
+    "v_fmac_f32": V("f32 f32 f32", "f32", fma, acc=True),
+    "v_fmamk_f32": V("f32 f32 f32", "f32", lambda a, k, b: fma(a, k, b)),
+    "v_fmaak_f32": V("f32 f32 f32", "f32", fma),
     "v_mad_f32": V("f32 f32 f32", "f32", lambda a, b, c: a * b + c),  # not fused: the product rounds first
     "v_madmk_f32": V("f32 f32 f32", "f32", lambda a, k, b: a * k + b),
     "v_madak_f32": V("f32 f32 f32", "f32", lambda a, b, k: a * b + k),
@@ -349,7 +405,8 @@ VALU: dict[str, AluOp] = {
     "v_rcp_f32": V("f32", "f32", lambda a: f32(1) / a), "v_rcp_iflag_f32": V("f32", "f32", lambda a: f32(1) / a),
     "v_rndne_f32": V("f32", "f32", np.rint), "v_trunc_f32": V("f32", "f32", np.trunc),
     "v_floor_f32": V("f32", "f32", np.floor), "v_ceil_f32": V("f32", "f32", np.ceil),
-    "v_fract_f32": V("f32", "f32", lambda a: a - np.floor(a)),
+    # V_FRACT: below 1 always: a tiny negative source gives the largest value under 1, not 1 (LLVM folds it so)
+    "v_fract_f32": V("f32", "f32", lambda a: np.minimum(a - np.floor(a), np.nextafter(f32(1), f32(0)))),
     # frexp: inf and NaN give themselves and exponent 0 (ISA pseudocode); zero and denormals as C's frexp
     "v_frexp_mant_f32": V("f32", "f32", lambda a: np.where(np.isfinite(a), np.frexp(a)[0], a).astype(f32)),
     "v_frexp_exp_i32_f32": V("f32", "i32", lambda a: np.where(np.isfinite(a), np.frexp(a)[1], 0).astype(i32)),
@@ -368,8 +425,7 @@ VALU: dict[str, AluOp] = {
     "v_mul_f16": V("f16 f16", "f16", np.multiply), "v_add_f16": V("f16 f16", "f16", np.add),
     "v_sub_f16": V("f16 f16", "f16", np.subtract), "v_subrev_f16": V("f16 f16", "f16", lambda a, b: b - a),
     "v_max_f16": V("f16 f16", "f16", np.fmax), "v_min_f16": V("f16 f16", "f16", np.fmin),
-    "v_fma_f16": V("f16 f16 f16", "f16", lambda a, b, c: (a.astype(f64) * b + c).astype(f16)),
-    "v_fmac_f16": V("f16 f16 f16", "f16", lambda a, b, c: (a.astype(f64) * b + c).astype(f16), acc=True),
+    "v_fma_f16": V("f16 f16 f16", "f16", fma), "v_fmac_f16": V("f16 f16 f16", "f16", fma, acc=True),
     "v_ldexp_f16": V("f16 i16", "f16", lambda a, e: np.ldexp(a.astype(f32), e.astype(i32)).astype(f16)),
     "v_sqrt_f16": V("f16", "f16", np.sqrt), "v_rcp_f16": V("f16", "f16", lambda a: f16(1) / a),
     "v_rsq_f16": V("f16", "f16", lambda a: (1 / np.sqrt(a.astype(f32))).astype(f16)),
@@ -386,17 +442,25 @@ VALU: dict[str, AluOp] = {
        (("f32", (np.fmin, np.fmax)), ("i32", (np.minimum, np.maximum)), ("u32", (np.minimum, np.maximum)))
        for op, fn in (("min", lambda a, b, c, lo=lo: lo(lo(a, b), c)), ("max", lambda a, b, c, hi=hi: hi(hi(a, b), c)),
                       ("med", lambda a, b, c, lo=lo, hi=hi: hi(lo(a, b), lo(hi(a, b), c))))},
+    # V_MAXMIN: min(max(S0, S1), S2); V_MINMAX: max(min(S0, S1), S2)
+    **{f"v_{name}_{ty}": V(f"{ty} {ty} {ty}", ty, lambda a, b, c, f=first, g=second: g(f(a, b), c)) for ty, (lo, hi) in
+       (("f32", (np.fmin, np.fmax)), ("f16", (np.fmin, np.fmax)), ("i32", (np.minimum, np.maximum)),
+        ("u32", (np.minimum, np.maximum)))
+       for name, first, second in (("maxmin", hi, lo), ("minmax", lo, hi))},
     "v_div_scale_f32": V("f32 f32 f32", "f32", _div_scale, mask_out=True),
     "v_div_fmas_f32": V("f32 f32 f32", "f32", _div_fmas, mask_in=True),
     "v_div_fixup_f32": V("f32 f32 f32", "f32", _div_fixup),
     # double
     "v_add_f64": V("f64 f64", "f64", np.add), "v_mul_f64": V("f64 f64", "f64", np.multiply),
     "v_max_f64": V("f64 f64", "f64", np.fmax), "v_min_f64": V("f64 f64", "f64", np.fmin),
-    "v_fma_f64": V("f64 f64 f64", "f64", _fma),
-    "v_fmac_f64": V("f64 f64 f64", "f64", _fma, acc=True),
+    "v_fma_f64": V("f64 f64 f64", "f64", fma),
+    "v_fmac_f64": V("f64 f64 f64", "f64", fma, acc=True),
     "v_ldexp_f64": V("f64 i32", "f64", lambda a, e: np.ldexp(a, np.clip(e, -5000, 5000))),
     "v_rcp_f64": V("f64", "f64", lambda a: 1.0 / a), "v_rsq_f64": V("f64", "f64", lambda a: 1.0 / np.sqrt(a)),
     "v_sqrt_f64": V("f64", "f64", np.sqrt),
+    "v_rndne_f64": V("f64", "f64", np.rint), "v_trunc_f64": V("f64", "f64", np.trunc),
+    "v_floor_f64": V("f64", "f64", np.floor), "v_ceil_f64": V("f64", "f64", np.ceil),
+    "v_fract_f64": V("f64", "f64", lambda a: np.minimum(a - np.floor(a), np.nextafter(f64(1), f64(0)))),
     "v_div_scale_f64": V("f64 f64 f64", "f64", _div_scale, mask_out=True),
     "v_div_fmas_f64": V("f64 f64 f64", "f64", _div_fmas, mask_in=True),
     "v_div_fixup_f64": V("f64 f64 f64", "f64", _div_fixup),
@@ -434,8 +498,11 @@ for _ty in ("f32", "f64"):
 _VALU_ALIASES = {  # gfx10+/gfx12 names of the operations above
     "v_add_nc_u32": "v_add_u32", "v_sub_nc_u32": "v_sub_u32", "v_subrev_nc_u32": "v_subrev_u32",
     "v_add_co_ci_u32": "v_addc_co_u32", "v_sub_co_ci_u32": "v_subb_co_u32", "v_subrev_co_ci_u32": "v_subbrev_co_u32",
-    "v_add_nc_u16": "v_add_u16", "v_sub_nc_u16": "v_sub_u16",
-    "v_clz_i32_u32": "v_ffbh_u32", "v_ctz_i32_b32": "v_ffbl_b32",
+    "v_add_nc_u16": "v_add_u16", "v_sub_nc_u16": "v_sub_u16", "v_add_nc_i16": "v_add_i16", "v_sub_nc_i16": "v_sub_i16",
+    "v_add_nc_i32": "v_add_i32", "v_sub_nc_i32": "v_sub_i32",
+    "v_clz_i32_u32": "v_ffbh_u32", "v_cls_i32": "v_ffbh_i32",
+    "v_maxmin_num_f32": "v_maxmin_f32", "v_minmax_num_f32": "v_minmax_f32", "v_maxmin_num_f16": "v_maxmin_f16",
+    "v_minmax_num_f16": "v_minmax_f16", "v_ctz_i32_b32": "v_ffbl_b32",
     "v_mad_co_u64_u32": "v_mad_u64_u32", "v_mad_co_i64_i32": "v_mad_i64_i32", "v_max_num_f32": "v_max_f32",
     "v_min_num_f32": "v_min_f32", "v_max_num_f64": "v_max_f64", "v_min_num_f64": "v_min_f64",
     "v_max_num_f16": "v_max_f16", "v_min_num_f16": "v_min_f16", "v_min3_num_f32": "v_min3_f32",
@@ -443,6 +510,26 @@ _VALU_ALIASES = {  # gfx10+/gfx12 names of the operations above
     "v_mul_lo_u32_u24": "v_mul_u32_u24",
 }
 VALU.update({new: VALU[old] for new, old in _VALU_ALIASES.items()})
+
+
+# The clamp bit on integer arithmetic saturates: the exact result, limited to the destination type's range (ISA
+# guides, VOP3 CLAMP). The operations it is emulated for, by their wrapping entries above; others are refused.
+_WRAPPING = tuple(VALU[f"v_{op}_{ty}"] for op in ("add", "sub", "subrev") for ty in ("u32", "i32", "u16", "i16")
+                  if f"v_{op}_{ty}" in VALU)
+
+
+def saturates(op: AluOp) -> bool:
+    """Whether clamp on `op` (or an alias of it) is emulated."""
+    return any(op is w for w in _WRAPPING)
+
+
+def saturated(fn: Callable, dtype: type) -> Callable:
+    """`fn` computed on 64-bit integers, its result clipped to `dtype`'s range."""
+    info = np.iinfo(dtype)
+
+    def op(*args):
+        return np.clip(fn(*(np.asarray(a).astype(i64) for a in args)), info.min, info.max).astype(dtype)
+    return op
 
 
 def S(ins: str, out: str | None, fn: Callable, **flags) -> AluOp:  # noqa: N802
@@ -515,14 +602,22 @@ SALU: dict[str, AluOp] = {
     "s_ff1_i32_b64": S("u64", "u32", lambda a: _ctz(a, 64)),
     "s_flbit_i32_b32": S("u32", "u32", lambda a: _clz(a, 32)),
     # leading bits equal to the sign bit, itself included; -1 for 0 and -1 (RDNA3 ISA S_CLS_I32 pseudocode)
-    "s_flbit_i32": S("i32", "u32", lambda a: _clz((a ^ (a >> 31)).view(u32), 32)),
+    "s_flbit_i32": S("i32", "u32", lambda a: _cls(a, 32)),
+    "s_flbit_i32_b64": S("u64", "u32", lambda a: _clz(a, 64)),
+    "s_flbit_i32_i64": S("i64", "u32", lambda a: _cls(a, 64)),
+    "s_brev_b64": S("u64", "u64", _brev64),
+    # S_BITSET0/1: the bit S0[4:0] (S0[5:0]) of the destination cleared or set, the rest kept
+    "s_bitset0_b32": S("u32 u32", "u32", lambda b, d: d & ~(u32(1) << (b & 31)), acc=True),
+    "s_bitset1_b32": S("u32 u32", "u32", lambda b, d: d | u32(1) << (b & 31), acc=True),
+    "s_bitset0_b64": S("u32 u64", "u64", lambda b, d: d & ~(u64(1) << (b & 63).astype(u64)), acc=True),
+    "s_bitset1_b64": S("u32 u64", "u64", lambda b, d: d | u64(1) << (b & 63).astype(u64), acc=True),
     "s_cvt_f32_u32": S("u32", "f32", lambda a: a.astype(f32)),
     "s_cvt_f32_i32": S("i32", "f32", lambda a: a.astype(f32)),
     "s_cvt_u32_f32": S("f32", "u32", _sat(0.0, 2.0**32 - 1, u32)),
     "s_cvt_i32_f32": S("f32", "i32", _sat(-2.0**31, 2.0**31 - 1, i32)),
     "s_mul_f32": S("f32 f32", "f32", np.multiply), "s_add_f32": S("f32 f32", "f32", np.add),
-    "s_sub_f32": S("f32 f32", "f32", np.subtract), "s_fmac_f32": S("f32 f32 f32", "f32", _fma, acc=True),
-    "s_fmaak_f32": S("f32 f32 f32", "f32", _fma), "s_fmamk_f32": S("f32 f32 f32", "f32", lambda a, k, b: _fma(a, k, b)),
+    "s_sub_f32": S("f32 f32", "f32", np.subtract), "s_fmac_f32": S("f32 f32 f32", "f32", fma, acc=True),
+    "s_fmaak_f32": S("f32 f32 f32", "f32", fma), "s_fmamk_f32": S("f32 f32 f32", "f32", lambda a, k, b: fma(a, k, b)),
     "s_min_num_f32": S("f32 f32", "f32", np.fmin), "s_max_num_f32": S("f32 f32", "f32", np.fmax),
     "s_trunc_f32": S("f32", "f32", np.trunc), "s_floor_f32": S("f32", "f32", np.floor),
     "s_ceil_f32": S("f32", "f32", np.ceil), "s_rndne_f32": S("f32", "f32", np.rint),
@@ -554,7 +649,8 @@ _SALU_ALIASES = {
     "s_add_co_u32": "s_add_u32", "s_sub_co_u32": "s_sub_u32", "s_add_co_ci_u32": "s_addc_u32",
     "s_sub_co_ci_u32": "s_subb_u32", "s_add_co_i32": "s_add_i32", "s_sub_co_i32": "s_sub_i32",
     "s_ctz_i32_b32": "s_ff1_i32_b32", "s_ctz_i32_b64": "s_ff1_i32_b64", "s_clz_i32_u32": "s_flbit_i32_b32",
-    "s_cls_i32": "s_flbit_i32",
+    "s_cls_i32": "s_flbit_i32", "s_cls_i32_i64": "s_flbit_i32_i64", "s_clz_i32_u64": "s_flbit_i32_b64",
+    "s_addk_co_i32": "s_addk_i32",
     **{f"s_{new}_b{w}": f"s_{old}_b{w}" for w in ("32", "64") for new, old in (("and_not1", "andn2"),
                                                                              ("or_not1", "orn2"))},
     **{f"s_{new}_saveexec_b{w}": f"s_{old}_saveexec_b{w}" for w in ("32", "64")

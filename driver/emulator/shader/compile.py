@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kfdtrace.driver.emulator.shader.alu import SALU, TYPES, VALU, AluOp, Type
+from kfdtrace.driver.emulator.shader.alu import SALU, TYPES, VALU, AluOp, Type, fma, saturated, saturates
 from kfdtrace.driver.emulator.shader.control import CONTROL
 from kfdtrace.driver.emulator.shader.operands import VCC, OperandError, Reader, Regs
 from kfdtrace.driver.emulator.shader.waves import EXEC, Waves
@@ -142,7 +142,9 @@ def _valu(ins: Instruction, op: AluOp, regs: Regs, operands: tuple) -> tuple[Cal
     fn = op.fn
     clamp, omod = f.get("clamp", 0), _OMOD.get(f.get("omod", 0))
     if (clamp or omod) and not (out and out.float):
-        raise Unsupported(f"{ins.mnemonic}: clamp/omod on an integer result is not emulated")
+        if omod or not saturates(op):
+            raise Unsupported(f"{ins.mnemonic}: clamp/omod on an integer result is not emulated")
+        fn = saturated(op.fn, out.dtype)
     sdwa = ins.encoding.endswith("_SDWA")
 
     def compute(w: Waves):
@@ -160,8 +162,8 @@ def _valu(ins: Instruction, op: AluOp, regs: Regs, operands: tuple) -> tuple[Cal
         n = _field_value(ins, value_dest[1])
         high = bool(out.bits == 16 and f.get("opsel", 0) >> 3 & 1)
         write_value = _sdwa_writer(ins, n, out, regs) if sdwa else regs.vector_writer(n, out, high)
-        if clamp or omod:
-            write_value = _float_post(write_value, out, clamp, omod)
+        if (clamp or omod) and out.float:  # an integer's clamp saturated it already
+            write_value = _float_post(write_value, out, clamp, omod, regs.dx10_clamp)
     write_mask = _mask_writer(ins, op, mask_dest, regs)
 
     def commit(w: Waves, result) -> None:
@@ -289,13 +291,16 @@ def _sdwa_writer(ins: Instruction, n: int, ty: Type, regs: Regs) -> Callable:
     return write
 
 
-def _float_post(write: Callable, ty: Type, clamp: int, omod: float | None) -> Callable:
+def _float_post(write: Callable, ty: Type, clamp: int, omod: float | None, nan_to_zero: bool) -> Callable:
+    """Output modifiers: omod's scale, then clamp to [0, 1] (NaN to 0 with DX10_CLAMP)."""
     def post(w: Waves, value: np.ndarray) -> None:
         v = np.asarray(value, ty.dtype)
         if omod is not None:
             v = (v * ty.dtype(omod)).astype(ty.dtype)
         if clamp:
             v = np.clip(v, ty.dtype(0), ty.dtype(1))
+            if nan_to_zero:
+                v = np.where(np.isnan(v), ty.dtype(0), v)
         write(w, v)
     return post
 
@@ -303,10 +308,10 @@ def _float_post(write: Callable, ty: Type, clamp: int, omod: float | None) -> Ca
 # VOP3P: packed operations on the two halves of each source (16-bit halves, or the two dwords of a pair for the
 # CDNA packed-f32 ops). OPSEL picks the half each source gives the low result, OPSEL_HI the half for the high.
 _PACKED = {
-    "v_pk_fma_f32": ("f32", lambda a, b, c: (a.astype(np.float64) * b + c).astype(np.float32)),
+    "v_pk_fma_f32": ("f32", fma),
     "v_pk_mul_f32": ("f32", np.multiply), "v_pk_add_f32": ("f32", np.add),
     "v_pk_add_f16": ("f16", np.add), "v_pk_mul_f16": ("f16", np.multiply),
-    "v_pk_fma_f16": ("f16", lambda a, b, c: (a.astype(np.float64) * b + c).astype(np.float16)),
+    "v_pk_fma_f16": ("f16", fma),
     "v_pk_add_u16": ("u16", np.add), "v_pk_sub_u16": ("u16", np.subtract),
 }
 

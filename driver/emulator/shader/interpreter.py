@@ -34,7 +34,7 @@ from kfdtrace.driver.emulator.shader.control import Flow
 from kfdtrace.driver.emulator.shader.memory_ops import Chunk, MemoryOps, VirtualMemory
 from kfdtrace.driver.emulator.shader.operands import OperandError, Regs
 from kfdtrace.driver.emulator.shader.waves import SGPR_ROWS, Waves
-from kfdtrace.driver.isa import DecodeError, decode
+from kfdtrace.driver.isa import DecodeError, NotDecoded, decode
 from kfdtrace.driver.isa.decoder import sreg_names
 from kfdtrace.driver.kernel_descriptor import layout_for
 
@@ -104,12 +104,16 @@ class Interpreter:
         self.code = code if code is not None else CodeCache(vm, machine)
         family = launch.family
         self.target = family.isa
-        vgprs = ((launch.rsrc1 & 0x3F) + 1) * layout_for(family).vgpr_granule[launch.wave_size]
+        layout = layout_for(family)
+        vgprs = ((launch.rsrc1 & 0x3F) + 1) * layout.vgpr_granule[launch.wave_size]
         if launch.rsrc1 >> 12 & 0xF:  # FLOAT_ROUND_MODE_32 / _16_64 other than round to nearest even
             raise KernelFault(f"{self.target}: a kernel whose float round mode is not round-to-nearest-even "
                               f"(COMPUTE_PGM_RSRC1 {launch.rsrc1:#x}) is not emulated")
-        self.regs = Regs.of(sreg_names(self.target), vgprs, launch.wave_size, layout_for(family).architected_sgprs,
-                            launch.rsrc1)
+        # RSRC1.DX10_CLAMP (b21) up to gfx11; gfx12 has no such bit, and LLVM compiles for it as if it were set (its
+        # mode defaults: DX10Clamp on; a NaN clamped is 0, which its fold of fmin(fmax(x, 0), 1) into clamp needs)
+        dx10_clamp = bool(launch.rsrc1 >> 21 & 1) if "dx10_clamp" in layout.field_word else True
+        self.regs = Regs.of(sreg_names(self.target), vgprs, launch.wave_size, layout.architected_sgprs,
+                            launch.rsrc1, dx10_clamp)
         self.memory = self.code.memory_ops(launch.wave_size, family.gfx_major, launch.architected_scratch)
         self.steps: dict[int, Step] = {}  # this dispatch's: by PC alone
 
@@ -249,6 +253,10 @@ class Interpreter:
             return step
         try:
             ins = decode(code, 0, self.target)
+        except NotDecoded as exc:  # a valid instruction: the emulator's limit, not the kernel's fault
+            words = f"{int.from_bytes(code[:4], 'little'):08x}"
+            raise InstructionNotEmulated(f"{self.target}: {exc.mnemonic} at PC {pc:#x} (words {words} ...): its "
+                                         f"{exc.form} form is not emulated") from None
         except DecodeError as exc:
             self.machine.report_memory_exception(self.vm.gpu_id, pc)
             raise KernelFault(f"{self.target}: undecodable instruction at PC {pc:#x}: {exc}") from None

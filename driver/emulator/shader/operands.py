@@ -79,17 +79,18 @@ class Regs:
     ttmps: frozenset[int] = frozenset()  # trap temporaries the hardware sets for a kernel (GFX12: ttmp7-9)
     flush_in: frozenset[int] = frozenset()  # float widths whose denormal sources read as 0 (RSRC1 FLOAT_DENORM_MODE)
     flush_out: frozenset[int] = frozenset()  # float widths whose denormal results are written as 0
+    dx10_clamp: bool = True  # the clamp output modifier makes NaN 0
 
     @classmethod
     def of(cls, sreg_names: list[str | None], vgprs: int, lanes: int, architected_sgprs: bool = False,
-           rsrc1: int = DENORMALS_KEPT) -> Regs:
+           rsrc1: int = DENORMALS_KEPT, dx10_clamp: bool = True) -> Regs:
         """`rsrc1`: COMPUTE_PGM_RSRC1, whose FLOAT_DENORM_MODE_32 (b17:16) and _16_64 (b19:18) say which
         denormals are flushed: 0 sources and results, 1 sources, 2 results, 3 none (AMDGPUUsage)."""
         ttmps = frozenset((115, 116, 117)) if architected_sgprs else frozenset()
         modes = {32: rsrc1 >> 16 & 3, 16: rsrc1 >> 18 & 3, 64: rsrc1 >> 18 & 3}
         return cls(sreg_names.index("m0"), sreg_names.index("null"), vgprs, lanes, ttmps,
                    frozenset(b for b, m in modes.items() if m in (0, 1)),
-                   frozenset(b for b, m in modes.items() if m in (0, 2)))
+                   frozenset(b for b, m in modes.items() if m in (0, 2)), dx10_clamp)
 
     # -- reading ------------------------------------------------------------------------------------
     def source(self, value: int, ty: Type, vector: bool, literal: int | None = None, high: bool = False) -> Reader:
