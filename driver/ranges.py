@@ -51,21 +51,24 @@ class RangeMap(Generic[T]):
             return self._starts[i], self._ends[i] - self._starts[i], self._values[i]
         return None
 
-    def first_held(self, addrs: Sequence[int]) -> int | None:
-        """The index of the first of `addrs` (an array of unsigned 64-bit values, say) some range holds."""
-        held = self.held(addrs)
+    def first_held(self, addrs: Sequence[int], ends: bool = False) -> int | None:
+        """The index of the first of `addrs` (an array of unsigned 64-bit values, say) some range holds (`ends`:
+        or ends at)."""
+        held = self.held(addrs, ends)
         return int(held[0]) if len(held) else None
 
-    def held(self, addrs: Sequence[int]) -> Sequence[int]:
-        """The indexes of the `addrs` (an array of unsigned 64-bit values, say) some range holds, in order."""
+    def held(self, addrs: Sequence[int], ends: bool = False) -> Sequence[int]:
+        """The indexes of the `addrs` (an array of unsigned 64-bit values, say) some range holds, in order (`ends`:
+        an address just past a range counts as held, as C's one-past-the-end pointer points into its array)."""
         import numpy as np
 
         if not self._starts:
             return np.empty(0, np.int64)
-        starts, ends = np.array(self._starts, np.uint64), np.array(self._ends, np.uint64)
+        starts, limits = np.array(self._starts, np.uint64), np.array(self._ends, np.uint64)
         words = np.asarray(addrs, np.uint64)
         i = np.searchsorted(starts, words, side="right").astype(np.int64) - 1
-        return np.flatnonzero((i >= 0) & (words < ends[np.maximum(i, 0)]))
+        limit = limits[np.maximum(i, 0)]
+        return np.flatnonzero((i >= 0) & ((words <= limit) if ends else (words < limit)))
 
     def get(self, addr: int) -> T | None:
         """The value of the range holding `addr`."""

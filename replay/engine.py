@@ -269,6 +269,8 @@ class _Surveyor:
         self.dispatched: dict[int, str] = {}  # buffer -> the last dispatch given a pointer into it
         # buffer -> (offset, value) of a GPU address a checkpoint found in it, and the dispatch that wrote it
         self.holders: dict[int, tuple[int, int, str]] = {}
+        # recorded buffer -> the hazard a checkpoint holding its address is, when no more telling one is found
+        self.checkpoint_hazards: dict[int, str] = {}
         # recorded kernel argument buffers, with what the CPU wrote into them (None: nothing yet)
         self.kernarg_buffers: RangeMap[bytearray | None] = RangeMap()
         self.kernarg_writers: dict[int, str] = {}  # kernel argument buffer -> the first dispatch taking a pointer to it
@@ -294,6 +296,8 @@ class _Surveyor:
                 self._settle()
             getattr(self, f"_on_{r.type}")(r)
         self._settle()
+        for va, why in self.checkpoint_hazards.items():
+            self.s.hazards.setdefault(va, why)
         for t in self.translators.values():
             self.s.notes += t.dropped
         try:
@@ -416,7 +420,7 @@ class _Surveyor:
                 held = self.holders.pop(start, None)
                 if held is not None:
                     offset, value, writer = held
-                    pointee = self.relocation.find(value)
+                    pointee = self.relocation.pointee(value)
                     if pointee is not None:
                         self.s.hazards.setdefault(pointee[0], (
                             f"relocation hazard: buffer {self._name(start)}+{offset:#x} holds GPU address {value:#x} "
@@ -436,7 +440,7 @@ class _Surveyor:
                 continue
             for at in range(-(-arg.offset // 8) * 8, min(arg.offset + arg.size, len(data)) - 7, 8):
                 value = int.from_bytes(data[at:at + 8], "little")
-                held = self.relocation.find(value) if value else None
+                held = self.relocation.pointee(value) if value else None
                 if held is not None:
                     self.s.hazards.setdefault(held[0], (
                         f"relocation hazard: {where} gives {d.kernel.name} argument {i}"
@@ -450,7 +454,9 @@ class _Surveyor:
         return name or f"@{va:#x}"
 
     def _on_checkpoint(self, r: Record) -> None:
-        """Look for GPU addresses in what dispatches wrote (a checkpoint's contents): pointer chasing."""
+        """Look for GPU addresses in what dispatches wrote (a checkpoint's contents): pointer chasing. Such a
+        checkpoint is itself a hazard: a kernel computes addresses from the pointers it is given, so with the
+        buffer they point into moved it writes other values than the recording's, and the checkpoint differs."""
         for entry in r.fields["buffers"]:
             writer = self.dispatched.get(entry["va"])
             if writer is None or entry["va"] in self.holders:
@@ -458,7 +464,14 @@ class _Surveyor:
             for i, key in enumerate(entry["keys"]):
                 found = self._held_word(key)
                 if found is not None:
-                    self.holders[entry["va"]] = (i * self.s.chunk + found[0], found[1], writer)
+                    offset, value = i * self.s.chunk + found[0], found[1]
+                    self.holders[entry["va"]] = (offset, value, writer)
+                    pointee = self.relocation.pointee(value)
+                    self.checkpoint_hazards.setdefault(pointee[0], (
+                        f"relocation hazard: the checkpoint at record {r.n} finds GPU address {value:#x} (in buffer "
+                        f"{self._name(pointee[0])}) in buffer {self._name(entry['va'])}+{offset:#x}, which {writer} "
+                        f"may have written: with that buffer moved, a kernel writes its new address there and the "
+                        f"checkpoint cannot match"))
                     break
 
     def _cpu_written_addresses(self, start: int) -> None:

@@ -121,8 +121,13 @@ class Relocation:
         return None if hit is None else hit[:2]
 
     def first_held(self, addrs: Sequence[int]) -> int | None:
-        """The index of the first of `addrs` some recorded range holds (RangeMap.first_held)."""
-        return self._ranges.first_held(addrs)
+        """The index of the first of `addrs` that is an address in a recorded range or just past its end (a C end
+        pointer: RangeMap.held)."""
+        return self._ranges.first_held(addrs, ends=True)
+
+    def pointee(self, addr: int) -> tuple[int, int, int] | None:
+        """find() of the range `addr` points into: the one holding it, else the one it is just past the end of."""
+        return self._ranges.find(addr) or (self._ranges.find(addr - 1) if addr else None)
 
     def move(self, addr: int) -> int | None:
         start, end, delta = last = self._last

@@ -220,6 +220,50 @@ def test_a_gpu_written_address_is_a_relocation_hazard_only_when_buffers_move(tmp
         replay_trace(path, Options(relocate="always"), emulate_recorded=True)
 
 
+def test_a_kernel_writing_addresses_the_cpu_reads_back_is_a_relocation_hazard_only_when_buffers_move(tmp_path):
+    """Found by helper 42: a kernel computing addresses from a relocated pointer writes other values than the
+    recording's when buffers move, and the checkpoint of them gave DIVERGED on a faithful replay."""
+    path = str(tmp_path / "stored.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        add = corpus(gpu).kernel("add_int")
+        data, a, b, table = (gpu.alloc(4096, "gtt", name=n) for n in ("data", "a", "b", "table"))
+        a.write(np.array([data.va & 0xFFFFFFFF, (data.va >> 32) + 1], np.uint32))
+        b.write(np.array([0, -1], np.int32))
+        q = gpu.compute_queue(name="q")
+        q.dispatch(add, (2,), (2,), a, b, table, np.uint32(2))
+        q.sync(timeout=120)
+        assert struct.unpack_from("<Q", table.read(0, 8))[0] == data.va
+    report = replay_trace(path, Options(), emulate_recorded=True)
+    assert report.status == EXIT_OK and report.loops[0][0].verified >= 1, report.lines()
+    with pytest.raises(ReplayError, match=r"relocation hazard: the checkpoint at record \d+ finds GPU address "
+                                          r"0x[0-9a-f]+ \(in buffer data\) in buffer table\+0x0, which submission 0 "
+                                          r".*\(add_int\) may have written"):
+        replay_trace(path, Options(relocate="always"), emulate_recorded=True)
+
+
+def test_an_end_pointer_a_kernel_is_given_is_a_relocation_hazard(tmp_path):
+    """Found by helper 42: the address just past a buffer (C's end pointer, `p < end`) was taken for no address
+    when no buffer followed, so it kept its recorded value when buffers moved (DIVERGED)."""
+    path = str(tmp_path / "end.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        memcpy = corpus(gpu).kernel("memcpy_uint4")
+        gap = gpu.alloc(4096, "gtt", name="gap")
+        data, table, out = (gpu.alloc(4096, "gtt", name=n) for n in ("data", "table", "out"))
+        end = data.va + data.size
+        gap.free()  # whatever lay past data (or nothing) is no buffer of the trace's at the end address
+        assert all(not b.va <= end < b.va + b.size for b in (table, out))
+        table.write(struct.pack("<QQ", end, end))
+        q = gpu.compute_queue(name="q")
+        q.dispatch(memcpy, (1,), (1,), table, out, np.uint32(1))
+        q.sync(timeout=120)
+    assert replay_trace(path, Options(), emulate_recorded=True).status == EXIT_OK
+    with pytest.raises(ReplayError, match=r"relocation hazard: buffer table\+0x0 holds GPU address 0x[0-9a-f]+ "
+                                          r"\(in buffer data\)"):
+        replay_trace(path, Options(relocate="always"), emulate_recorded=True)
+
+
 def record_corpus(path: str, target: str, queue: str) -> None:
     """Record every corpus kernel run through `queue` ("pm4" or "aql"), each checked against numpy."""
     with record(path), System.open(emulate=target) as system:

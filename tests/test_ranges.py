@@ -14,3 +14,13 @@ def test_add_find_remove_and_overlaps():
     assert [v for _, _, v in m] == ["a", "between", "b"] and len(m) == 3
     assert m.remove(0x2000) == "between" and m.remove(0x2000) is None and m.get(0x2000) is None
 
+
+
+def test_held_words_and_end_pointers():
+    m: RangeMap[str] = RangeMap()
+    m.add(0x1000, 0x1000, "a")
+    m.add(0x3000, 0x1000, "b")
+    words = [0x0FFF, 0x1000, 0x2000, 0x2FFF, 0x3FFF, 0x4000, 0]
+    assert list(m.held(words)) == [1, 4]
+    assert list(m.held(words, ends=True)) == [1, 2, 4, 5]  # just past a range: a C end pointer into it
+    assert m.first_held([0x2000], ends=True) == 0 and m.first_held([0x2000]) is None
