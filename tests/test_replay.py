@@ -15,8 +15,8 @@ import pytest
 from kfdtrace.capture import record
 from kfdtrace.driver import System
 from kfdtrace.driver.sdma import DIALECTS
-from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_HANG, EXIT_OK, EXIT_UNSUPPORTED, Options
-from kfdtrace.replay.session import replay_trace
+from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_HANG, EXIT_OK, EXIT_UNSUPPORTED, Options, Result
+from kfdtrace.replay.session import Report, replay_trace
 from kfdtrace.replay.translate import ReplayError
 from kfdtrace.traces.format import TraceReader, TraceWriter
 
@@ -571,3 +571,17 @@ def test_a_submission_whose_translation_outgrows_the_ring_goes_in_pieces(tmp_pat
         q.sync(timeout=120)
     report = replay_trace(path, Options(timeout=60), emulate="gfx942")
     assert report.status == EXIT_OK and report.results[0].verified >= 1, report.lines()
+
+
+def test_an_ok_verdict_says_when_no_checkpoint_compared_any_memory():
+    """Found by helper 42: a trace whose kernels wrote only where capture could not tell (through pointers read
+    from memory) has no checkpoint of it, and its replay said "every checkpoint matched" of none at all."""
+    def verdict(verified: int, left: list[str]) -> str:
+        report = Report("t.kfdtrace", ["gfx942"], ["gfx942"], "emulated", 1, 1,
+                        loops=[[Result(checkpoints=verified, verified=verified, left=left)]])
+        return report.lines()[-1]
+    assert verdict(3, []) == "OK: every submission completed, every queue drained and every checkpoint matched"
+    assert verdict(0, []) == ("OK: every submission completed, every queue drained and no checkpoint compared any "
+                              "memory (the recording checked none of what the GPU wrote)")
+    assert verdict(0, ["q0"]).startswith("OK: no checkpoint compared any memory (the recording checked none of what "
+                                         "the GPU wrote); 1 queue(s) still had work")
