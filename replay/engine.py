@@ -427,8 +427,25 @@ class _Surveyor:
                             f"(in buffer {self._name(pointee[0])}), written by {writer}, and {where} gives "
                             f"{d.kernel.name} a pointer to it: the address cannot follow its buffer if it moves"))
                 self.dispatched[start] = f"{where} ({d.kernel.name})"
+            self._copied_tables(f"{where} ({d.kernel.name})")
             self._by_value_addresses(reader, d, where)
         return b""
+
+    def _copied_tables(self, dispatch: str) -> None:
+        """Note a relocation hazard for each address of a recorded buffer the CPU wrote into a buffer the kernel
+        is not given: a copy of it (by SDMA, say) may reach the kernel, which the survey does not follow."""
+        for start in list(self.cpu_writes):
+            self._cpu_written_addresses(start)
+            held = self.holders.get(start)
+            if held is None or not held[2].startswith("the CPU"):
+                continue
+            offset, value, writer = held
+            pointee = self.relocation.pointee(value)
+            if pointee is not None:
+                self.s.hazards.setdefault(pointee[0], (
+                    f"relocation hazard: buffer {self._name(start)}+{offset:#x} holds GPU address {value:#x} (in "
+                    f"buffer {self._name(pointee[0])}), written by {writer}, before {dispatch} runs: a copy of it "
+                    f"may reach the kernel, and the address cannot follow its buffer if it moves"))
 
     def _by_value_addresses(self, reader: DispatchReader, d: Dispatch, where: str) -> None:
         """Note a relocation hazard for each address of a recorded buffer a dispatch passes by value (an integer
@@ -462,7 +479,7 @@ class _Surveyor:
             if writer is None or entry["va"] in self.holders:
                 continue
             for i, key in enumerate(entry["keys"]):
-                found = self._held_word(key)
+                found = self._held_word(key, entry["va"] + i * self.s.chunk)
                 if found is not None:
                     offset, value = i * self.s.chunk + found[0], found[1]
                     self.holders[entry["va"]] = (offset, value, writer)
@@ -481,20 +498,28 @@ class _Surveyor:
         for va, (key, n) in sorted(self.cpu_writes.pop(start, {}).items()):
             if start in self.holders:
                 return
-            found = self._held_word(key) if va % 8 == 0 else None
+            found = self._held_word(key, va)
             if found is not None:
                 self.holders[start] = (va - start + found[0], found[1], f"the CPU write at record {n}")
 
-    def _held_word(self, key: bytes) -> tuple[int, int] | None:
-        """(byte offset, value) of the first 8-byte word of the blob `key` that is the address of a recorded
-        buffer (None: none is, or the trace lacks the blob)."""
+    def _held_word(self, key: bytes, va: int = 0) -> tuple[int, int] | None:
+        """(byte offset, value) of the first 8-byte word of the blob `key` (whose bytes lie at `va`) that is the
+        address of a recorded buffer: words 8-byte aligned in memory, or 4 (a packed struct's); None: none is, or
+        the trace lacks the blob."""
         try:
             data = self.trace.blob(key)
         except TraceError:
             return None
-        words = memoryview(data)[:len(data) // 8 * 8].cast("Q")
-        at = self.relocation.first_held(words) if len(words) else None
-        return None if at is None else (8 * at, words[at])
+        found = []
+        for skew in (0, 4):
+            first = (skew - va) % 8
+            if first % 4 or len(data) < first + 8:
+                continue
+            words = memoryview(data)[first:first + (len(data) - first) // 8 * 8].cast("Q")
+            at = self.relocation.first_held(words)
+            if at is not None:
+                found.append((first + 8 * at, words[at]))
+        return min(found, default=None)
 
     def _kernargs(self, va: int, size: int) -> bytes | None:
         """The recorded kernel arguments at `va`, from the CPU writes into kernel argument buffers (ReplayError for

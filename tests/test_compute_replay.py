@@ -264,6 +264,33 @@ def test_an_end_pointer_a_kernel_is_given_is_a_relocation_hazard(tmp_path):
         replay_trace(path, Options(relocate="always"), emulate_recorded=True)
 
 
+@pytest.mark.parametrize("how", ["copied", "packed"])
+def test_a_pointer_table_copied_to_a_kernel_or_packed_is_a_relocation_hazard(how, tmp_path):
+    """Found by helper 42: a table the CPU wrote that reached the kernel through an SDMA copy, or held a pointer
+    at a 4-byte offset (a packed struct), was not seen, and a replay with buffers moved faulted (HANG)."""
+    path = str(tmp_path / f"{how}.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        memcpy = corpus(gpu).kernel("memcpy_uint4")
+        data, staging, table, out = (gpu.alloc(4096, "gtt", name=n) for n in ("data", "staging", "table", "out"))
+        if how == "copied":
+            staging.write(struct.pack("<QQ", data.va, data.va + 64))
+            sdma = gpu.sdma_queue(name="s")
+            sdma.copy(table, staging, 16).submit()
+            sdma.sync(timeout=120)
+        else:
+            table.write(struct.pack("<IQI", 7, data.va, 0))  # an address 4 bytes in
+        q = gpu.compute_queue(name="q")
+        q.dispatch(memcpy, (1,), (1,), table, out, np.uint32(1))
+        q.sync(timeout=120)
+    assert replay_trace(path, Options(), emulate_recorded=True).status == EXIT_OK
+    why = (r"buffer staging\+0x0 holds GPU address 0x[0-9a-f]+ \(in buffer data\), written by the CPU write at "
+           r"record \d+, before submission \d+ .*\(memcpy_uint4\) runs: a copy of it may reach the kernel"
+           if how == "copied" else r"buffer table\+0x4 holds GPU address 0x[0-9a-f]+ \(in buffer data\)")
+    with pytest.raises(ReplayError, match=f"relocation hazard: {why}"):
+        replay_trace(path, Options(relocate="always"), emulate_recorded=True)
+
+
 def record_corpus(path: str, target: str, queue: str) -> None:
     """Record every corpus kernel run through `queue` ("pm4" or "aql"), each checked against numpy."""
     with record(path), System.open(emulate=target) as system:
