@@ -13,13 +13,14 @@ import subprocess
 import sys
 import threading
 from collections import Counter
+from fractions import Fraction
 
 import numpy as np
 import pytest
 
 from kfdtrace.driver import GpuFault, System
 from kfdtrace.driver.code_object import CodeObject
-from kfdtrace.driver.emulator.shader.alu import SALU, VALU
+from kfdtrace.driver.emulator.shader.alu import SALU, VALU, fma
 from kfdtrace.driver.emulator.shader.compile import Unsupported, compile_instruction
 from kfdtrace.driver.emulator.shader.memory_ops import ATOMICS, MemoryOps, atomic, atomic_op
 from kfdtrace.driver.emulator.shader.operands import Regs
@@ -32,7 +33,7 @@ from kfdtrace.driver.isa.encodings import encodings_for
 from kfdtrace.driver.kernel_descriptor import layout_for
 from kfdtrace.driver.kernels.build import BUILT, WAVE64_TARGETS, object_path
 from kfdtrace.driver.kernels.device import QUEUES, corpus, kernel_arguments, run_case
-from kfdtrace.driver.kernels.reference import CASES, sized
+from kfdtrace.driver.kernels.reference import CASES, round_once, sized
 from tests.emulated import FAMILIES, engine_of
 
 BUILDS = [(t, False) for t in FAMILIES] + [(t, True) for t in WAVE64_TARGETS]  # RDNA: wave32 and wave64 builds
@@ -301,6 +302,27 @@ def test_scalar_entries_the_corpus_does_not_reach_compute_what_the_isa_says():
     assert SALU["s_cls_i32_i64"].fn(np.array([1, -1, -2], np.int64)).tolist() == [63, 0xFFFFFFFF, 63]
     assert SALU["s_bitset1_b32"].fn(np.array([3, 35], u32), np.array([0, 1], u32)).tolist() == [8, 9]  # S0[4:0]
     assert SALU["s_bitset0_b64"].fn(np.array([40], u32), np.array([2**64 - 1], u64)).tolist() == [2**64 - 1 - 2**40]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_fused_multiply_adds_round_once(dtype):
+    """Against the exact sum rounded once: products cancelled by the addend, addends a tiny nudge past a product
+    (the f64 sum then lies halfway between two values of the type: rounding twice went wrong), results below the
+    normal range."""
+    rng = np.random.default_rng(7)
+    span = 60 if dtype is np.float32 else 8
+    with np.errstate(all="ignore"):
+        for trial in range(1500):
+            a, b = (dtype(rng.standard_normal() * 2.0 ** rng.integers(-span, span)) for _ in range(2))
+            c = [dtype(-(float(a) * float(b)) * (1 + 2.0 ** -rng.integers(5, 30))),
+                 dtype(2.0 ** (np.floor(np.log2(abs(float(a) * float(b)) + 1e-300)) - 40)),
+                 dtype(rng.standard_normal() * 2.0 ** rng.integers(-2 * span, span))][trial % 3]
+            if not all(np.isfinite(x) for x in (a, b, c)):
+                continue
+            exact = Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))
+            want = round_once(exact, dtype) if exact else dtype(float(a) * float(b) + float(c))
+            got = fma(np.array([a]), np.array([b]), np.array([c]))[0]
+            assert got == want and np.signbit(got) == np.signbit(want), (a, b, c, got, want)
 
 
 def test_vector_entries_the_corpus_does_not_reach_compute_what_the_isa_says():

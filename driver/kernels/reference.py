@@ -668,14 +668,15 @@ EDGE_FLOATS = (1 + 2**-12, 1 + 2**-12, 2**-80,  _FMAX, -1.0, float("nan"),  2.0,
                1.0, 1.469368e-39, -1e-30,  1e30, 1e-10, 1.25,  -7.0, 3.0, -0.25,  3.0, 7.0, 0.5,  1e-37, 1e37, 2.0)
 
 
-def _round_once(exact: Fraction, dtype: type) -> float:
+def round_once(exact: Fraction, dtype: type) -> float:
     """`exact` (not 0) rounded once to `dtype`: to nearest, ties to even."""
     info = np.finfo(dtype)
     top = abs(exact.numerator).bit_length() - exact.denominator.bit_length()  # 2**top <= |exact| < 2**(top + 2)
     top += Fraction(2) ** (top + 1) <= abs(exact)
     quantum = Fraction(2) ** (max(top, int(info.minexp)) - int(info.nmant))
     value = round(exact / quantum) * quantum  # round() of a Fraction: half to even
-    return dtype(math.copysign(math.inf, exact)) if abs(value) > Fraction(float(info.max)) else dtype(float(value))
+    # (a value that rounds to 0 keeps its sign: -0)
+    return dtype(math.copysign(math.inf if abs(value) > Fraction(float(info.max)) else float(value), exact))
 
 
 def _float_edges(v: Values) -> dict[str, np.ndarray]:
@@ -691,7 +692,7 @@ def _float_edges(v: Values) -> dict[str, np.ndarray]:
             if exact == 0:  # -0 only for a sum of two -0 (IEEE 754)
                 out[key].append(dtype(a) * dtype(b) + dtype(c) if a * b == 0 and c == 0 else dtype(0))
             else:
-                out[key].append(_round_once(exact, dtype))
+                out[key].append(round_once(exact, dtype))
     with np.errstate(all="ignore"):
         c = f[:, 2]
         return {"dfma": np.array(out["dfma"], np.float64), "dq": d[:, 0] / d[:, 1], "droot": np.sqrt(d[:, 2]),

@@ -252,12 +252,17 @@ def fma(a, b, c):
         p = np.asarray(a, f64) * np.asarray(b, f64)
         z = np.asarray(c, f64)
         s = p + z
-        t = s - p
-        err = (p - (s - t)) + (z - t)
-        even = (s.view(u64) & u64(1)) == 0
-        odd = np.nextafter(s, np.where(err > 0, np.inf, -np.inf))
-        s = np.where((err != 0) & np.isfinite(err) & even, odd, s)
-    return s.astype(dtype)
+        # the two roundings differ from one only where the f64 sum lies exactly halfway between two values of
+        # the narrower type, or below its normal range (whose steps are not the mantissa's): round those to odd
+        drop = 52 - np.finfo(dtype).nmant
+        halfway = (s.view(u64) & u64((1 << drop) - 1)) == u64(1 << (drop - 1))
+        if (halfway | (np.abs(s) < np.finfo(dtype).tiny)).any():
+            t = s - p
+            err = (p - (s - t)) + (z - t)
+            even = (s.view(u64) & u64(1)) == 0
+            odd = np.nextafter(s, np.where(err > 0, np.inf, -np.inf))
+            s = np.where((err != 0) & np.isfinite(err) & even, odd, s)
+        return s.astype(dtype)
 
 
 def _fma64(a, b, c):
