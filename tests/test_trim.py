@@ -20,7 +20,7 @@ from kfdtrace.traces.format import TraceReader
 from kfdtrace.traces.records import HEADER, SUMMARY, check_map, checked
 from kfdtrace.traces.trim import TrimRefused, trim
 
-from .test_replay import FAMILIES, gpu_count, sample
+from .test_replay import FAMILIES, gpu_count, rewrite, sample
 
 SAMPLES = ["sdma_stress-gfx942", "peer_ring-2xgfx942", "ping_pong-gfx1100"]
 
@@ -634,4 +634,22 @@ def test_another_queue_s_write_counts_for_a_read_only_once_a_wait_orders_them(or
             return
         trim(r, out, 1, 2)
     report = replay_trace(out, Options(timeout=20), emulate_recorded=True)
+    assert report.status == EXIT_OK and report.results[0].verified > 0, report.lines()
+
+
+def test_a_range_holding_a_store_to_a_doorbell_of_no_known_queue_is_trimmed(tmp_path):
+    """Found by helper 41: such a record (queue None) in the range made trim fail with a traceback."""
+    stray, out = str(tmp_path / "stray.kfdtrace"), str(tmp_path / "t.kfdtrace")
+    seen = []
+
+    def add_stray(rec, r, w):
+        if rec.type != "doorbell":
+            return dict(rec.fields)
+        seen.append(rec.n)
+        extra = {**rec.fields, "queue": None, "addr": 0x7F00_DEAD_0000, "value": 8, "ring": b""}
+        return [(rec.type, dict(rec.fields))] + ([(rec.type, extra)] if len(seen) == 22 else [])
+    rewrite(sample("sdma_stress-gfx942"), stray, add_stray)
+    with TraceReader(stray) as r:
+        trim(r, out, 20, r.submissions - 1)
+    report = replay_trace(out, Options(), emulate_recorded=True)
     assert report.status == EXIT_OK and report.results[0].verified > 0, report.lines()
