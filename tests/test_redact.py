@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import glob
 import os
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -135,3 +137,31 @@ def test_a_redacted_compute_trace_keeps_what_its_kernels_read_and_replays(target
         report = redact(r, out)
     assert any("0 CPU-written chunks nothing reads" in line for line in report.lines()), report.lines()
     assert replay_trace(out, Options(), emulate_recorded=True).status == EXIT_OK
+
+
+def test_a_redacted_trace_keeps_what_its_summary_says_of_the_records(tmp_path):
+    """Found by helper 41: redact wrote a fresh summary without the workload's exit status; without its list of
+    queues left with work at the end either, a replay of the redacted trace would call it a HANG where the
+    original's is OK."""
+    script = tmp_path / "left.py"
+    script.write_text(
+        "import sys\n"
+        "from kfdtrace.driver import System\n"
+        "system = System.open()\n"
+        "gpu = system.devices[0]\n"
+        "a, b = gpu.alloc(4096, 'gtt', name='a'), gpu.alloc(4096, 'gtt', name='b')\n"
+        "q, never, done = gpu.sdma_queue(), system.semaphore('never'), system.semaphore('done')\n"
+        "q.copy(b, a, 4096).signal(done, 1).submit()\n"
+        "done.wait(1)\n"
+        "q.wait(never, 1).copy(b, a, 4096).signal(done, 2).submit()\n"
+        "sys.exit(3)\n")
+    path, out = str(tmp_path / "t.kfdtrace"), str(tmp_path / "r.kfdtrace")
+    env = {**os.environ, "KFDTRACE_EMULATE": "gfx942"}
+    subprocess.run([sys.executable, "-m", "kfdtrace.capture.cli", "run", "-o", path, str(script)], env=env,
+                   capture_output=True)
+    with TraceReader(path) as r:
+        redact(r, out)
+    with TraceReader(path) as a, TraceReader(out) as b:
+        assert a.summary["exit_status"] == 3 and a.summary["undrained"] == [0]
+        assert {k: b.summary.get(k) for k in ("exit_status", "undrained")} == {"exit_status": 3, "undrained": [0]}
+    assert replay_trace(out, Options(timeout=2), emulate="gfx942").status == EXIT_OK

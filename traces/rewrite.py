@@ -49,11 +49,14 @@ class TraceCopy:
         self.counts[type_] += 1
         self.w.record_fields(type_, fields)  # fields named by any key a trace may hold (not only strs)
 
-    def summary(self) -> dict:
-        """The summary capture would write for these records (the writer's figures as of before the index)."""
+    def summary(self, keep: tuple[str, ...] = ()) -> dict:
+        """The summary capture would write for these records (the writer's figures as of before the index), with
+        the source summary's `keep` fields, which still hold of them, as they were."""
         self.w.write_frames()
         c = self.counts
+        source = self.trace.summary or {}
         return {"duration_ns": (self.last_t - self.first_t) if self.first_t is not None else 0,
                 "ioctls": c[R.IOCTL], "submissions": c[R.DOORBELL], "checkpoints": c[R.CHECKPOINT],
                 "buffers": c[R.ALLOC], "packets": dict(self.packets), "payload_bytes": self.payload,
-                "exit_status": None, **{f"trace_{k}": v for k, v in self.w.stats.items()}}
+                "exit_status": None, **{k: source[k] for k in keep if k in source},
+                **{f"trace_{k}": v for k, v in self.w.stats.items()}}
