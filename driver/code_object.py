@@ -43,7 +43,8 @@ from kfdtrace.driver.code_object_metadata import KernelMetadata, Metadata, parse
 from kfdtrace.driver.families import TARGETS, Target, UnsupportedTarget, target_by_name
 from kfdtrace.driver.kernel_descriptor import DESCRIPTOR_SIZE, KernelDescriptor, layout_for
 
-__all__ = ["MACH", "RELOCATIONS", "CodeObject", "CodeObjectError", "Kernel", "Relocation", "load"]
+__all__ = ["MACH", "RELOCATIONS", "CodeObject", "CodeObjectError", "Kernel", "Relocation", "load",
+           "without_debug_info"]
 
 ELF_MAGIC = b"\x7fELF"
 EM_AMDGPU = 224
@@ -240,6 +241,23 @@ class CodeObject:
         relocations = _relocations(sections, data, loadable)
         return cls(target=target, target_id=target_id, version=version, metadata=metadata, kernels=kernels,
                    loadable=loadable, relocations=relocations)
+
+
+def without_debug_info(data: bytes) -> tuple[bytes, int]:
+    """`data` with the contents of its DWARF sections (.debug_*, never loaded) zeroed: the build's paths and
+    source file names go, the code and its metadata stay; and how many bytes were zeroed. BadCodeObject for an ELF
+    file whose section headers cannot be read."""
+    out = bytearray(data)
+    zeroed = 0
+    with _reading("section headers"):
+        for sec in ELFFile(io.BytesIO(bytes(data))).iter_sections():
+            if not sec.name.startswith(".debug") or sec["sh_flags"] & 2 or sec["sh_type"] == "SHT_NOBITS":  # SHF_ALLOC
+                continue
+            start, size = sec["sh_offset"], sec["sh_size"]
+            _need_bytes(start + size, len(data), f"section {sec.name}")
+            out[start:start + size] = bytes(size)
+            zeroed += size
+    return bytes(out), zeroed
 
 
 def _check_header(data: bytes) -> tuple[TargetId, int]:

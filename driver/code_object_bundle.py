@@ -62,11 +62,13 @@ class TargetId:
 
 @dataclass(frozen=True)
 class BundleEntry:
-    """One bundled file: its id as written, the AMDGPU target id (None for the host or another triple), bytes."""
+    """One bundled file: its id as written, the AMDGPU target id (None for the host or another triple), bytes, and
+    where they start in the bundle."""
 
     id: str
     target: TargetId | None
     data: bytes
+    offset: int
 
 
 def is_bundle(data: bytes) -> bool:
@@ -113,7 +115,7 @@ def entries(data: bytes) -> list[BundleEntry]:
         if offset > len(data) or size > len(data) - offset:
             raise BadCodeObject(f"offload bundle entry {bundle_id!r}: bytes {offset}..{offset + size} run past "
                                 f"the end of the {len(data)}-byte file")
-        out.append(BundleEntry(bundle_id, _target_of(bundle_id), bytes(data[offset:offset + size])))
+        out.append(BundleEntry(bundle_id, _target_of(bundle_id), bytes(data[offset:offset + size]), offset))
     return out
 
 

@@ -464,7 +464,8 @@ def bundle(trace: str, output: str, submits: str | None, redacted: bool, emulate
 
     with trace_file(trace) as file:  # a bundle's trace is bundled again (trimmed or redacted, say)
         show_report(make_bundle(file, output, emulate=emulate, timeout=timeout, cap=max_size << 20,
-                                prepare=prepare if steps else None, code_objects=objects), as_json)
+                                prepare=prepare if steps else None, code_objects=objects, redacted=redacted),
+                    as_json)
 
 
 @main.command()

@@ -140,14 +140,34 @@ def code_object_members(trace: TraceReader, options: CodeObjectOptions | None, c
     return out
 
 
-def report_md(trace_path: str, original: str, replayed: dict, how: str = "", objects: Sequence[str] = ()) -> str:
+def _without_debug_info(data: bytes) -> bytes:
+    """A bundled code object (or offload bundle: each of its code objects) without its debug information."""
+    from kfdtrace.driver.code_object import CodeObjectError, without_debug_info
+    from kfdtrace.driver.code_object_bundle import entries
+    from kfdtrace.driver.code_object_bundle import is_bundle as is_offload_bundle
+
+    try:
+        if not is_offload_bundle(data):
+            return without_debug_info(data)[0]
+        out = bytearray(data)
+        for e in entries(data):
+            if e.target is not None:  # the host's entry is empty
+                out[e.offset:e.offset + len(e.data)] = without_debug_info(e.data)[0]
+        return bytes(out)
+    except CodeObjectError as exc:
+        raise BundleError(f"--redact: a code object given cannot be read to take its debug information out: "
+                          f"{exc}") from None
+
+
+def report_md(trace_path: str, replayed: dict, how: str = "", objects: Sequence[str] = ()) -> str:
     """REPORT.md: what the trace is, and what replaying it here did (`how`: the replay's options), with the first
-    hang or divergence; `objects`, the code objects bundled."""
+    hang or divergence; `objects`, the code objects bundled. The trace is named as the bundle names it (its
+    file's own name and folder say where the reporter keeps it: a redacted bundle would carry them)."""
     from kfdtrace.traces.info import describe  # here: see bundle()
     target = ", ".join(replayed.get("target") or ())
-    lines = [f"# kfdtrace bug report: {os.path.basename(original)}", "", "## The trace", "", "```",
-             *describe(trace_path), "```", "", f"## Replay on the machine that made this bundle: {verdict(replayed)}",
-             ""]
+    lines = ["# kfdtrace bug report", "", "## The trace", "", "```",
+             *(line.replace(trace_path, TRACE) for line in describe(trace_path)), "```", "",
+             f"## Replay on the machine that made this bundle: {verdict(replayed)}", ""]
     if target:
         lines += [f"Replayed on {replayed.get('backend') or 'this machine'}: {target}{how}.", ""]
     if objects:
@@ -173,11 +193,12 @@ def report_md(trace_path: str, original: str, replayed: dict, how: str = "", obj
 
 
 def bundle(trace_path: str, out: str, *, emulate: str | None = None, timeout: float = 10.0, cap: int = DEFAULT_CAP,
-           prepare: Callable[[str, str], None] | None = None,
-           code_objects: CodeObjectOptions | None = None) -> BundleReport:
+           prepare: Callable[[str, str], None] | None = None, code_objects: CodeObjectOptions | None = None,
+           redacted: bool = False) -> BundleReport:
     """Write the bundle of the trace at `trace_path` to `out`. `prepare(src, dst)`, if given, writes the trace
     to put in it (trimmed or redacted); `timeout`: the replay's, for a wait; `cap`: the most bytes the bundle
-    may take; `code_objects`: the replay's builds of the recorded code objects for other targets."""
+    may take; `code_objects`: the replay's builds of the recorded code objects for other targets (`redacted`:
+    without their debug information, as redact leaves the recorded ones)."""
     import tarfile  # here, like to_json: `replay` reads traces through this module, and starts faster without them
 
     from kfdtrace.traces.dump import to_json
@@ -190,11 +211,14 @@ def bundle(trace_path: str, out: str, *, emulate: str | None = None, timeout: fl
         with TraceReader(path) as r:
             about = machine(r)
             objects = code_object_members(r, code_objects, cap)
+        if redacted:
+            objects = {name: _without_debug_info(data) for name, data in objects.items()}
         replayed = replay_report(path, emulate, timeout, code_objects)
+        replayed["trace"] = TRACE  # not the folder it was replayed from
         how = f" ({f'--emulate {emulate}, ' if emulate else ''}--timeout {timeout:g})"
         members = {MACHINE: json.dumps(json.loads(to_json(about)), indent=1).encode(),  # bounded depth, bytes in hex
                    REPLAY: json.dumps(replayed, indent=1).encode(),
-                   REPORT: report_md(path, trace_path, replayed, how, list(objects)).encode(),
+                   REPORT: report_md(path, replayed, how, list(objects)).encode(),
                    **objects}
         partial = out + ".partial"
         try:

@@ -294,3 +294,28 @@ def test_a_damaged_trace_in_a_bundle_is_named_as_the_bundles_member(tool, tmp_pa
         message = run("info", out).output
     assert f"{out} member trace.kfdtrace: not a kfdtrace file" in message and "kfdtrace-unbundle" not in message, \
         message
+
+
+def test_a_redacted_bundle_names_no_file_or_folder_of_the_reporters(tmp_path):
+    """Found by helper 41: REPORT.md carried the trace's file name and replay.json the bundler's temporary
+    folder; the code objects given to the replay kept their debug information (the build's folder)."""
+    import shutil
+
+    from .test_compute_capture import vector_add
+    from .test_redact import debug_build
+
+    private = tmp_path / "alice_bug_report"
+    private.mkdir()
+    path, out = str(private / "alice_bug.kfdtrace"), str(tmp_path / "b.tar.zst")
+    vector_add(path, "gfx942", aql=True)
+    objects = tmp_path / "objects"
+    objects.mkdir()
+    for target in ("gfx1100",):
+        shutil.copy(debug_build(tmp_path, target), objects / f"corpus.{target}.co")
+    res = run("bundle", path, "-o", out, "--redact", "--emulate", "gfx942", "--code-objects", str(objects))
+    assert res.exit_code == 0, res.output
+    got = members(out)
+    for name, data in got.items():
+        for secret in (b"alice", b"kfdtrace-bundle-", str(tmp_path).encode()):
+            assert secret not in data, (name, secret)
+    assert json.loads(got[B.REPLAY])["trace"] == B.TRACE and "corpus.gfx1100.co" in got, sorted(got)

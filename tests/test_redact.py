@@ -165,3 +165,44 @@ def test_a_redacted_trace_keeps_what_its_summary_says_of_the_records(tmp_path):
         assert a.summary["exit_status"] == 3 and a.summary["undrained"] == [0]
         assert {k: b.summary.get(k) for k in ("exit_status", "undrained")} == {"exit_status": 3, "undrained": [0]}
     assert replay_trace(out, Options(timeout=2), emulate="gfx942").status == EXIT_OK
+
+
+DEBUG_KERNEL = "__kernel void add_one(__global uint *p) { p[__builtin_amdgcn_workitem_id_x()] += 1; }\n"
+
+
+def debug_build(folder, target: str) -> str:
+    """DEBUG_KERNEL built with -g from a folder whose name a reporter would not publish: DWARF holds its path."""
+    src = folder / "alice-secret-project"
+    src.mkdir(exist_ok=True)
+    (src / "k.cl").write_text(DEBUG_KERNEL)
+    subprocess.run(["clang-19", "-x", "cl", "-target", "amdgcn-amd-amdhsa", f"-mcpu={target}", "-nogpulib", "-g",
+                    "-O2", "-c", "k.cl", "-o", "k.o"], cwd=src, check=True, capture_output=True)
+    subprocess.run(["ld.lld-19", "-shared", "k.o", "-o", f"k.{target}.co"], cwd=src, check=True, capture_output=True)
+    return str(src / f"k.{target}.co")
+
+
+def test_the_debug_information_of_code_objects_goes_and_the_kernels_still_run(tmp_path):
+    """Found by helper 41: a code object built with -g carries the build's folder (DWARF comp_dir) into the
+    redacted trace, and the report said nothing of code objects."""
+    import numpy as np
+
+    path, out = str(tmp_path / "t.kfdtrace"), str(tmp_path / "r.kfdtrace")
+    co = debug_build(tmp_path, "gfx942")
+    assert b"alice-secret-project" in open(co, "rb").read()
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        kernel = gpu.load(co).kernel("add_one")
+        buf = gpu.alloc(256, "gtt", name="b")
+        buf.write(np.arange(64, dtype=np.uint32))
+        q = gpu.compute_queue(name="q")
+        q.dispatch(kernel, (64,), (64,), buf)
+        q.sync(timeout=60)
+        assert (np.frombuffer(buf.read(), np.uint32) == np.arange(64) + 1).all()
+    with TraceReader(path) as r:
+        report = redact(r, out)
+    assert any("the debug information of 1 code objects" in line for line in report.removed), report.removed
+    with TraceReader(out) as r:
+        blobs = [r.blob(c.fields["key"]) for c in r.records(["code_object"])]
+    assert blobs and all(b"alice-secret-project" not in b for b in blobs)
+    result = replay_trace(out, Options(), emulate_recorded=True)
+    assert result.status == EXIT_OK and result.results[0].verified > 0, result.lines()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 from kfdtrace.traces import records as R
@@ -153,6 +154,7 @@ def redact(trace: TraceReader, out: str, keep_data: bool = False) -> RedactRepor
     report = RedactReport()
     needed = set() if keep_data else _needed(trace)
     filled = kept = paths = 0
+    debug: Counter[bool | None] = Counter()  # code objects with debug information zeroed, without, unreadable
     try:
         with TraceWriter(out, redact_header(trace.header, report), clock=trace.clock, delta=trace.delta,
                          submission_type=trace.submission_type) as w:
@@ -176,6 +178,11 @@ def redact(trace: TraceReader, out: str, keep_data: bool = False) -> RedactRepor
                     continue
                 elif r.type == R.BACKEND:
                     copy.record(r.type, redact_machine(r.fields, report))
+                    continue
+                elif r.type == R.CODE_OBJECT:
+                    data, n = _without_debug_info(trace.blob(r.fields["key"]))
+                    debug[n > 0 if n is not None else None] += 1
+                    copy.record(r.type, r.fields, data=data if n else None)
                     continue
                 elif r.type in FILES and isinstance(r.fields["path"], str):
                     path, n = _paths(r.fields["path"])
@@ -201,5 +208,22 @@ def redact(trace: TraceReader, out: str, keep_data: bool = False) -> RedactRepor
         if kept:
             report.kept.append(f"the contents of {kept} CPU-written chunks the GPU reads or a checkpoint verifies "
                                "(the replay depends on them)")
-    report.kept.append("device paths, and the names the program gave its buffers, queues and threads")
+    if debug[True]:
+        report.removed.append(f"the debug information of {debug[True]} code objects (the build's paths and source "
+                              f"file names; their code and metadata are kept, and their hashes change)")
+    if debug[None]:
+        report.kept.append(f"{debug[None]} code objects as they were: their ELF section headers cannot be read, so "
+                           f"whatever debug information they hold stays")
+    report.kept.append("device paths, the names the program gave its buffers, queues and threads, and the kernels' "
+                       "names")
     return report
+
+
+def _without_debug_info(data: bytes) -> tuple[bytes, int | None]:
+    """A code object without its DWARF contents (zeroed bytes: driver/code_object.py); n None: unreadable."""
+    from kfdtrace.driver.code_object import CodeObjectError, without_debug_info
+
+    try:
+        return without_debug_info(data)
+    except CodeObjectError:
+        return data, None

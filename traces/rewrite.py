@@ -31,13 +31,13 @@ class TraceCopy:
 
     def record(self, type_: str, fields: dict, sub: Submission | None = None, data: bytes | None = None) -> None:
         """Write a record (its blobs copied); `sub`: what a doorbell submitted, for the packet counts; `data`: a
-        `mem` record's new contents."""
+        `mem` record's, or a code object's, new contents."""
         fields = dict(fields)
         if type_ == R.MEM:
             fields["key"] = self.key(fields["key"]) if data is None else self.w.blob(data)
             self.payload += fields["size"]
         elif type_ == R.CODE_OBJECT:
-            fields["key"] = self.key(fields["key"])
+            fields["key"] = self.key(fields["key"]) if data is None else self.w.blob(data)
         elif type_ == R.CHECKPOINT:
             fields["buffers"] = [{**b, "keys": [self.key(k) for k in b["keys"]]} for b in fields["buffers"]]
         t = fields.get("t")
