@@ -228,7 +228,10 @@ def test_normalisation_table():
         ["address"] * 5
     assert [D.identity(n) for n in ("handle", "gpu_id", "drm_fd", "mmap_offset", "gpu_clock_counter")] == \
         ["handle", "gpu", "fd", "offset", "clock"]
-    assert [D.identity(n) for n in ("size", "flags", "queue_type", "event_id", "count")] == [None] * 5
+    assert [D.identity(n) for n in ("size", "flags", "queue_type", "engine", "count")] == [None] * 5
+    # numbered by the kernel over every thread: by their place among their thread's, or not at all
+    assert [D.identity(n) for n in ("event_id", "event", "queue_id", "event_slot_index")] == \
+        ["event", "event", "queue id", "event slot"]
 
 
 def test_other_gpus_are_the_first_difference():
@@ -484,3 +487,59 @@ def test_clocks_and_an_indirect_buffers_addresses_are_no_difference(tmp_path):
     assert result.tallies["checkpoint"].compared >= 2
     other = diff(a, ib_and_clock(str(tmp_path / "c.kfdtrace"), value=6))  # what the IB fills, beside the clocks
     assert other.tallies["mem"].differ == 1 and other.tallies["checkpoint"].differ >= 1, other.lines()
+
+
+def two_threads(path: str, first: str, kernel: str = "add_int") -> None:
+    """Two threads, `first` of them (a or b) allocating, writing and dispatching before the other starts: the
+    same program, its threads interleaved one way or the other. (What the process makes once, or hands out from a
+    shared pool, goes to whichever thread asks first, and differs: the main thread makes those here.)"""
+    import threading
+
+    from kfdtrace.driver.kernels.device import corpus
+
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        program = corpus(gpu)
+        warm = gpu.alloc(4096, "gtt", name="warm")  # the pools a process makes once, made by the first thread
+        q = gpu.compute_queue(name="warm.q")
+        q.dispatch(program.kernel("add_int"), (64,), (64,), warm, warm, warm, np.uint32(64))
+        q.sync(timeout=60)
+        turn = {"a": threading.Event(), "b": threading.Event()}
+        # queues are made here: slots of pools the process shares (semaphores) go in the order threads ask
+        queues = {name: gpu.compute_queue(name=f"{name}.q") for name in turn}
+
+        def work(name: str, other: str) -> None:
+            turn[name].wait(30)
+            src, dst = gpu.alloc(4096, "gtt", name=f"{name}.src"), gpu.alloc(4096, "gtt", name=f"{name}.dst")
+            src.write(np.arange(1024, dtype=np.int32))
+            q = queues[name]
+            q.dispatch(program.kernel(kernel if name == "b" else "add_int"), (1024,), (64,), src, src, dst,
+                       np.uint32(1024))
+            q.sync(timeout=60)
+            dst.read()
+            turn[other].set()
+
+        threads = [threading.Thread(target=work, args=("a", "b"), name="worker a"),
+                   threading.Thread(target=work, args=("b", "a"), name="worker b")]
+        for t in threads:
+            t.start()
+        turn[first].set()
+        for t in threads:
+            t.join()
+
+
+def test_threads_interleaved_otherwise_are_no_difference_and_a_changed_kernel_is_named(tmp_path):
+    """Found by helper 41: buffers were matched in the order of their allocations over all threads, which the
+    scheduler decides; two captures of one program with two threads differed about one run in three. Each
+    thread's records now form streams of their own."""
+    ab, ba, changed = (str(tmp_path / f"{n}.kfdtrace") for n in ("ab", "ba", "changed"))
+    two_threads(ab, "a")
+    two_threads(ba, "b")
+    with TraceReader(ab) as r:
+        order = [b.fields["name"] for b in r.records(["buffer"]) if b.fields["name"].endswith(".src")]
+    assert order == ["a.src", "b.src"]
+    result = diff(ab, ba)
+    assert result.first is None, result.first
+    two_threads(changed, "b", kernel="vector_add")
+    line = first_line(run(ab, changed).output)
+    assert "the descriptor of kernel add_int" in line and "the descriptor of kernel vector_add" in line, line

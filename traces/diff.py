@@ -7,9 +7,11 @@ its own `TraceState`, and every value is compared in a normalised form:
 
 * an address (a packet field the tables tag as one, a record's `va`/`addr`, an ioctl field named like an
   address or any ioctl field whose value lands in a buffer) is `buffer+offset`, the buffer by its name, or
-  by `#k`, its place in allocation order, when it has none; 0 stays 0, any other address is `outside`;
+  by `#k`, its place in its thread's allocation order, when it has none; 0 stays 0, any other address is
+  `outside`;
 * an ioctl field the IDENTITY table names as a handle is the buffer it names, a GPU id is the GPU's place in
-  the trace header, and pointers, offsets, fds, pids and clocks are not compared;
+  the trace header, an event its place among its thread's events, and pointers, offsets, fds, pids, clocks,
+  queue ids and event slots are not compared;
 * a register-writing packet's values are compared by register, and the addresses its registers hold (the
   dialect's address registers such as COMPUTE_PGM, a pointer in two consecutive COMPUTE_USER_DATA registers)
   as addresses;
@@ -25,7 +27,10 @@ its own `TraceState`, and every value is compared in a normalised form:
   as often as the GPU's signals wake it) are counted, not compared: how many of them a run makes is timing; what the
   program waited for is in its CPU wait records, which are compared;
 * buffers are matched by allocation order and compared by name, role, size, domain, GPU and flags; queues by
-  creation order, and submissions per queue.
+  creation order, and submissions per queue;
+* each thread's records form streams of their own (threads by name: the first thread's, then each other's), as
+  threads interleave otherwise on every run. What the process makes once, or hands out of a pool the threads
+  share (a semaphore slot), goes to whichever thread asks first, and does differ when another does.
 
 Each kind of item (ioctls, each with what its end changed, and the opens, mmaps and closes around them;
 buffers; queues; the submissions of each queue; CPU writes; checkpoints; sync records) is compared in stream
@@ -76,6 +81,10 @@ IDENTITY: dict[str, str] = {
     "gpu_id": "gpu", "gpuid": "gpu",
     "mmap_offset": "offset", "event_page_offset": "offset", "doorbell_offset": "offset",
     "_fd": "fd", "pid": "pid", "_clock_counter": "clock", "available": "amount",
+    # numbered by the kernel in creation order over every thread: which thread got which is scheduling. A queue is
+    # compared by its own record; an event by its place among its thread's (its `event` record names it)
+    "queue_id": "queue id", "event_id": "event", "event_trigger_data": "event", "event": "event",
+    "event_slot_index": "event slot",
 }
 OUTSIDE = "outside"  # an address outside every live buffer
 NAMING = frozenset({R.BUFFER, R.QUEUE_NAME})  # records that name what the record before them made
@@ -93,12 +102,16 @@ SYSCALLS = {R.OPEN: ("path", "flags"), R.CLOSE: ("path",), R.MMAP: ("path", "len
             R.MUNMAP: ("path", "length")}
 # kinds whose items may come in another order without meaning anything else: freeing a program's buffers in
 # another order (capture's own System.close frees from a set) reorders their ioctls, and nothing more. Buffers
-# are not reorderable (allocation order is how they are matched), nor submissions, CPU writes and signals.
+# are not reorderable (their thread's allocation order is how they are matched), nor submissions, CPU writes and
+# signals.
 REORDERABLE = frozenset({"ioctl"})
 SYNC = (R.CPU_SIGNAL, R.CPU_WAIT, R.EVENT, R.EVENT_DESTROY, R.EVENT_SET, R.EVENT_RESET, R.EVENT_WAIT)
 
 Fields = tuple[tuple[str, Any], ...]  # (name, normalised value), in a fixed order
-Key = tuple[str, int | None]  # a stream: (kind, queue ordinal for submissions)
+# a stream: (kind, None), or (kind, the name of the thread whose records it holds) for a thread but the first, or
+# ("submission", the queue's creation ordinal, or (its thread's name, its ordinal there)): threads interleave
+# differently on every run, and each thread's own records come in its order
+Key = tuple[str, int | str | tuple[str, int] | None]
 SIDES = ("A", "B")
 
 
@@ -283,9 +296,15 @@ class Side:
         self.chunk = chunk_size(reader) or 0  # bytes of each checkpointed chunk
         self.memory = KnownMemory(self.state, self.chunk, reader.blob)  # what the CPU wrote: indirect buffers
         self.done = False
-        self.handles: dict[int, int] = {}  # handle of a live buffer -> its place in allocation order
-        self.allocs = 0
-        self.queue_order: dict[int, int] = {}  # live queue id -> its place in creation order
+        self.handles: dict[int, str] = {}  # handle of a live buffer -> its place in its thread's allocation order
+        self.queue_order: dict[int, int | tuple[str, int]] = {}  # live queue id -> its place in creation order
+        self.queue_keys: dict[int, Key] = {}  # live queue id -> the stream of its creating thread
+        self.threads: dict[int, str] = {}  # thread id -> its name
+        self.events: dict[int, str] = {}  # live event id -> 'event 2' (of its thread, if not the first's)
+        # a loaded code object's kernel descriptors and entry points: address -> the kernel's name, by object va
+        self.kernel_at: dict[int, str] = {}
+        self.kernels_of: dict[int, list[int]] = {}
+        self.first_thread: str | None = None
         self.numbers: Counter[Key] = Counter()  # items so far per stream
         self.deferred: list[tuple[Key, Callable[[], Item]]] = []  # items waiting for the records that name them
         self.begun: dict[int, Begun] = {}  # ioctls begun and not ended, by seq
@@ -333,6 +352,11 @@ class Side:
         self.numbers[key] = k + 1
         return k
 
+    def _threaded(self, key: Key, r: Record) -> Key:
+        """The stream of `key`'s kind for the thread that made `r` (the first thread's is `key` itself)."""
+        name = self.threads.get(r.fields.get("tid"))
+        return key if name is None or name == self.first_thread else (key[0], name)
+
     # -- normalising ----------------------------------------------------------------------------------
     def buffer_name(self, buf: BufferInfo) -> str:
         return buf.name or f"#{self.handles.get(buf.handle, '?')}"
@@ -341,6 +365,9 @@ class Side:
         """An address as 'buffer+0x10' (0 as 0, any other address outside every buffer as OUTSIDE)."""
         if addr == 0:
             return 0
+        kernel = self.kernel_at.get(addr)
+        if kernel is not None:
+            return kernel
         hit = self.state.by_va.find(addr)
         return OUTSIDE if hit is None else f"{self.buffer_name(hit[2])}+{addr - hit[0]:#x}"
 
@@ -351,6 +378,10 @@ class Side:
         how = identity(name)
         if how is None:
             return self.where(v) if v and self.state.by_va.find(v) is not None else v
+        if how in ("queue id", "event slot"):  # 0 is one too
+            return f"a {how}"
+        if how == "event":
+            return self.events.get(v, "an event id")
         if v == 0:
             return 0
         if how == "address":
@@ -464,6 +495,8 @@ class Side:
 
     def _syscall(self, r: Record, sub: Submission | None) -> None:
         f = r.fields
+        # in one stream whatever the thread: a mapping the process makes once (the event page) is made by whichever
+        # thread needs it first
         self._number(IOCTLS)
         self._emit(IOCTLS, r.n, f"{r.type} {f['path'] or ''}".rstrip(), [(k, f[k]) for k in SYSCALLS[r.type]])
 
@@ -475,14 +508,15 @@ class Side:
         fields = [("name", name), *(self.flat(args) if args is not None else [("bytes", len(f["data"]))])]
         if f["seq"] in self.begun or len(self.begun) >= MAX_PENDING_IOCTLS:
             self._ended(self.begun.pop(f["seq"] if f["seq"] in self.begun else next(iter(self.begun))), None)
-        self.begun[f["seq"]] = Begun(r.n, name, fields, f["request"], f["data"])
+        self.begun[f["seq"]] = Begun(r.n, name, fields, f["request"], f["data"], self._threaded(IOCTLS, r))
 
     def _ioctl_end(self, r: Record, sub: Submission | None) -> None:
         f = r.fields
         begun = self.begun.pop(f["seq"], None)
         if begun is None:
-            self._number(IOCTLS)
-            self._emit(IOCTLS, r.n, "the end of an ioctl not begun", [("ret", f["ret"]), ("errno", f["errno"])])
+            key = self._threaded(IOCTLS, r)
+            self._number(key)
+            self._emit(key, r.n, "the end of an ioctl not begun", [("ret", f["ret"]), ("errno", f["errno"])])
         else:
             self._ended(begun, f)
 
@@ -500,58 +534,70 @@ class Side:
                 return
             if after is not None:
                 before = ioctl_args(b.request, b.data) or {}
-                fields += self.flat({k: v for k, v in after.items() if before.get(k) != v}, "out ")
-        self._emit(IOCTLS, b.n, f"ioctl {self._number(IOCTLS)} {b.name}", fields)
+                was = dict(self.flat(before))  # compared as normalised: a queue id the call set is no value
+                fields += [(f"out {k}", v) for k, v in self.flat(after) if was.get(k) != v]
+        self._emit(b.key, b.n, f"ioctl {self._number(b.key)} {b.name}", fields)
 
     def _alloc(self, r: Record, sub: Submission | None) -> None:
         f = r.fields
         buf = self.state.buffers.get(f["handle"])
+        key = self._threaded(BUFFERS, r)
+        k = self._number(key)
+        ordinal = str(k) if key[1] is None else f"{key[1]}:{k}"
         if buf is not None and buf.va == f["va"]:
-            self.handles[f["handle"]] = self.allocs
+            self.handles[f["handle"]] = ordinal
         else:
             buf = None  # refused: it overlaps a live buffer
-        self.allocs += 1
-        k = self._number(BUFFERS)
 
         def item() -> Item:  # once the `buffer` record after it has named it
             name, role, size = (buf.name, buf.role, buf.size) if buf is not None else (None, "user", f["size"])
             fields = [("name", name), ("role", role), ("size", size), ("domain", f["domain"]),
                       ("gpu", self.value("gpu_id", f["gpu"])), ("flags", f["flags"])]
-            return Item(r.n, f"buffer {k} ({name or 'unnamed'})", tuple(fields))
+            return Item(r.n, f"buffer {ordinal} ({name or 'unnamed'})", tuple(fields))
 
-        self.deferred.append((BUFFERS, item))
+        self.deferred.append((key, item))
+
+    def _thread(self, r: Record, sub: Submission | None) -> None:
+        self.threads[r.fields["tid"]] = r.fields["name"]
+        if self.first_thread is None:
+            self.first_thread = r.fields["name"]
 
     def _free(self, r: Record, sub: Submission | None) -> None:
         self.handles.pop(r.fields["handle"], None)
+        for addr in self.kernels_of.pop(r.fields["va"], ()):
+            self.kernel_at.pop(addr, None)
         self.clocks.pop(r.fields["va"], None)
 
     def _queue(self, r: Record, sub: Submission | None) -> None:
         f = r.fields
-        order = self.queue_order[f["queue"]] = self._number(QUEUES)
+        key = self.queue_keys[f["queue"]] = self._threaded(QUEUES, r)
+        k = self._number(key)
+        order = self.queue_order[f["queue"]] = k if key[1] is None else (key[1], k)
         q = self.state.queues[f["queue"]]
         fields = [("type", q.kind), ("gpu", self.value("gpu_id", f["gpu"])), ("engine", f["engine"]),
                   ("ring", self.where(f["ring"])), ("ring_size", f["ring_size"]),
                   ("dialect", q.dialect.name if q.dialect is not None else None)]
 
         def item() -> Item:  # once the `queue_name` record after it has named it
-            return Item(r.n, f"queue {order}" + (f" ({q.name})" if q.name else ""), (*fields, ("name", q.name)))
+            return Item(r.n, _queue(order) + (f" ({q.name})" if q.name else ""), (*fields, ("name", q.name)))
 
-        self.deferred.append((QUEUES, item))
+        self.deferred.append((key, item))
 
     def _queue_destroy(self, r: Record, sub: Submission | None) -> None:
         """Where its pointers stood (rptr short of wptr: it had not drained)."""
         f = r.fields
         order = self.queue_order.pop(f["queue"], None)
-        self._number(QUEUES)
-        label = "the end of an unknown queue" if order is None else f"the end of queue {order}"
-        self._emit(QUEUES, r.n, label, [("destroyed", order), ("wptr", f["wptr"]), ("rptr", f["rptr"])])
+        key = self.queue_keys.pop(f["queue"], QUEUES)
+        self._number(key)
+        label = "the end of an unknown queue" if order is None else f"the end of {_queue(order)}"
+        self._emit(key, r.n, label, [("destroyed", order), ("wptr", f["wptr"]), ("rptr", f["rptr"])])
 
     def _doorbell(self, r: Record, sub: Submission | None) -> None:
         assert sub is not None
         q = sub.queue
         order = self.queue_order.get(q.queue) if q is not None else None
         key = ("submission", order)
-        where = "unknown queue" if order is None else f"queue {order}" + (f" {q.name}" if q.name else "")
+        where = "unknown queue" if order is None else _queue(order) + (f" {q.name}" if q.name else "")
         self._number(key)
         ran = list(sub.packets)
         for p in sub.packets:
@@ -574,7 +620,8 @@ class Side:
         fields = [(k, key if k == "key" else v) for k, v in fields]
         if pointers:
             fields.append(("pointers", pointers))
-        self.ready.append((MEMS, Item(r.n, f"mem {self._number(MEMS)} ({fields[0][1]})", tuple(fields), (), data)))
+        key = self._threaded(MEMS, r)
+        self.ready.append((key, Item(r.n, f"mem {self._number(key)} ({fields[0][1]})", tuple(fields), (), data)))
 
     def _checkpoint(self, r: Record, sub: Submission | None) -> None:
         f = r.fields
@@ -590,38 +637,55 @@ class Side:
                 fields.append((f"{at} chunk {j}", digest))
                 if pointers:
                     fields.append((f"{at} chunk {j} pointers", pointers))
-        fields.append(("in flight", sorted(str(self.where(x["va"])) for x in f["in_flight"] or ())))
+        # (not which buffers another queue was still writing then: that is timing, as how long a wait slept)
         fields.append(("racy", sorted(str(self.where(x["va"])) for x in f["racy"] or ())))
-        self._emit(CHECKPOINTS, r.n, f"checkpoint {self._number(CHECKPOINTS)}", fields)
+        key = self._threaded(CHECKPOINTS, r)
+        self._emit(key, r.n, f"checkpoint {self._number(key)}", fields)
 
     def _code_object(self, r: Record, sub: Submission | None) -> None:
         """A loaded code object: compared by its bytes (blob key), target, name and kernels."""
         f = r.fields
+        named = {**{va: f"the descriptor of kernel {k}" for k, va in f["kernels"].items()},
+                 **{va: f"the code of kernel {k}" for k, va in (f.get("entries") or {}).items()}}
+        self.kernel_at.update(named)
+        self.kernels_of.setdefault(f["va"], []).extend(named)
         fields = [("name", f["name"]), ("target", f["target"]), ("key", plain(f["key"])), ("size", f["size"]),
                   ("kernels", sorted(f["kernels"])), ("loaded at", self.where(f["va"]))]
-        self._emit(CODE_OBJECTS, r.n, f"code object {self._number(CODE_OBJECTS)} ({f['name'] or 'unnamed'})", fields)
+        key = self._threaded(CODE_OBJECTS, r)
+        self._emit(key, r.n, f"code object {self._number(key)} ({f['name'] or 'unnamed'})", fields)
 
     def _sync(self, r: Record, sub: Submission | None) -> None:
         if r.fields.get("ok") is False:
             self.polled[r.type] += 1
             return
-        self._emit(SYNCS, r.n, f"sync {self._number(SYNCS)} ({r.type})", [("record", r.type), *self.by_table(r)])
+        key = self._threaded(SYNCS, r)
+        if r.type == R.EVENT:
+            k = self._number(("event", key[1]))
+            self.events[r.fields["event"]] = f"event {k}" if key[1] is None else f"event {k} of {key[1]}"
+        self._emit(key, r.n, f"sync {self._number(key)} ({r.type})", [("record", r.type), *self.by_table(r)])
 
 
 @dataclass
 class Begun:
-    """An ioctl whose end has not been read yet: its record, name, normalised arguments and argument bytes."""
+    """An ioctl whose end has not been read yet: its record, name, normalised arguments and argument bytes, and
+    the stream of the thread that made it."""
 
     n: int
     name: str
     fields: list[tuple[str, Any]]
     request: int
     data: bytes
+    key: Key
 
 
 def _ioctl_name(request: int, recorded: str | None) -> str:
     entry = ioctl_entry(request)
     return entry.name if entry is not None else recorded or f"request {request:#x}"
+
+
+def _queue(order: int | tuple[str, int]) -> str:
+    """'queue 1', or 'queue 0 of Thread-1 (worker)' for a queue another thread than the first made."""
+    return f"queue {order}" if isinstance(order, int) else f"queue {order[1]} of {order[0]}"
 
 
 IOCTLS: Key = ("ioctl", None)
@@ -634,7 +698,7 @@ CODE_OBJECTS: Key = ("code_object", None)
 _MAKERS: dict[str, Callable[[Side, Record, Submission | None], None]] = {
     R.OPEN: Side._syscall, R.CLOSE: Side._syscall, R.MMAP: Side._syscall, R.MUNMAP: Side._syscall,
     R.IOCTL: Side._ioctl, R.IOCTL_END: Side._ioctl_end,
-    R.ALLOC: Side._alloc, R.FREE: Side._free,
+    R.ALLOC: Side._alloc, R.FREE: Side._free, R.THREAD: Side._thread,
     R.QUEUE: Side._queue, R.QUEUE_DESTROY: Side._queue_destroy,
     R.DOORBELL: Side._doorbell,
     R.MEM: Side._mem,
