@@ -171,6 +171,7 @@ class Tail:
     in field `first`; `registers` names them by index (the printer shows NAME=value).
     `wrap`: count + bias is taken modulo the count field's range (PM4's NOP: count 0x3FFF means no body, the
     one-dword pad Mesa calls PKT3_NOP_PAD).
+    `written`: the tail is data the GPU writes at this address field (a write packet's inline data).
     """
 
     count: str
@@ -179,6 +180,7 @@ class Tail:
     wrap: bool = False
     first: str | None = None
     registers: Mapping[int, str] | None = field(default=None, compare=False, hash=False)
+    written: str | None = None
 
 
 def _parts(f: Field | Addr) -> list[tuple[int, int, int, int]]:
@@ -334,6 +336,9 @@ class PacketDef:
             raise ValueError(f"{self.name}: tail count field {self.tail.count!r} is not a field")
         if self.tail and self.tail.first is not None and self.tail.first not in self._by_name:
             raise ValueError(f"{self.name}: tail first-register field {self.tail.first!r} is not a field")
+        if self.tail and self.tail.written is not None and \
+                not isinstance(self._by_name.get(self.tail.written), Addr):
+            raise ValueError(f"{self.name}: the tail is written at {self.tail.written!r}, which is no address field")
 
     def _check_tags(self) -> None:
         """Every field a tag names exists (and, but for `when`, holds a plain value); written values need

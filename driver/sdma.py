@@ -111,7 +111,7 @@ _BASE = (
     _pkt("WRITE_LINEAR", 2, 0,
          Field("encrypt", 0, 16, 1), Field("tmz", 0, 18, 1),
          Addr("dst", 1, written=True), Field("count", 3, 0, 20), Field("sw", 3, 24, 2),
-         tail=Tail("count", 1)),
+         tail=Tail("count", 1, written="dst")),
     # The kernel aligns ib_base to 32 bytes and pads IBs to 8 dwords; the field itself is a full address.
     _pkt("INDIRECT", 4, 0,
          Field("vmid", 0, 16, 4), Addr("ib_base", 1, indirect="ib_size"), Field("ib_size", 3, 0, 20),

@@ -26,7 +26,7 @@ from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.aql import AQL, CONDITIONS, AmdSignal, SignalCondition, SignalKind
 from kfdtrace.driver.errors import EMULATOR_LOG, NOT_EMULATED, AddressInUse, DeviceError, GpuFault, WaitTimeout
 from kfdtrace.driver.memory import PAGE, Buffer
-from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet
+from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet, PacketError
 from kfdtrace.driver.pm4 import DIALECTS as PM4_DIALECTS
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.ring_queue import RingQueue, ring_units, valid_ring_size
@@ -271,6 +271,7 @@ class _Surveyor:
         self.holders: dict[int, tuple[int, int, str]] = {}
         # recorded buffer -> the hazard a checkpoint holding its address is, when no more telling one is found
         self.checkpoint_hazards: dict[int, str] = {}
+        self.cpu_made: set[int] = set()  # holders whose addresses the CPU wrote there, or a packet inline
         # recorded kernel argument buffers, with what the CPU wrote into them (None: nothing yet)
         self.kernarg_buffers: RangeMap[bytearray | None] = RangeMap()
         self.kernarg_writers: dict[int, str] = {}  # kernel argument buffer -> the first dispatch taking a pointer to it
@@ -432,12 +433,15 @@ class _Surveyor:
         return b""
 
     def _copied_tables(self, dispatch: str) -> None:
-        """Note a relocation hazard for each address of a recorded buffer the CPU wrote into a buffer the kernel
-        is not given: a copy of it (by SDMA, say) may reach the kernel, which the survey does not follow."""
+        """Note a relocation hazard for each address of a recorded buffer the CPU wrote (or a packet wrote inline)
+        into a buffer the kernel is not given: a copy of it (by SDMA, say) may reach the kernel, which the survey
+        does not follow."""
         for start in list(self.cpu_writes):
             self._cpu_written_addresses(start)
+        for start in list(self.cpu_made):
             held = self.holders.get(start)
-            if held is None or not held[2].startswith("the CPU"):
+            if held is None:
+                self.cpu_made.discard(start)
                 continue
             offset, value, writer = held
             pointee = self.relocation.pointee(value)
@@ -501,15 +505,37 @@ class _Surveyor:
             found = self._held_word(key, va)
             if found is not None:
                 self.holders[start] = (va - start + found[0], found[1], f"the CPU write at record {n}")
+                self.cpu_made.add(start)
+
+    def _inline_tables(self, dialect: Dialect, ring: bytes, where: str) -> None:
+        """Note the addresses of recorded buffers that packets write inline (an SDMA WRITE_LINEAR's data, a PM4
+        WRITE_DATA's: the tables' `Tail.written`) as the CPU's writes are noted: a pointer table a kernel chases."""
+        try:
+            packets = list(dialect.iter_packets(ring))
+        except PacketError:  # the translation says what is wrong with them
+            return
+        for p in packets:
+            field = p.defn.tail.written if p.defn.tail is not None else None
+            dst = p.addresses().get(field) if field is not None else None
+            hit = self.relocation.find(dst) if dst is not None else None
+            if hit is None or hit[0] in self.holders:
+                continue
+            found = self._held_in(p.payload, dst)
+            if found is not None:
+                self.holders[hit[0]] = (dst - hit[0] + found[0], found[1], f"the {p.name} packet of {where}")
+                self.cpu_made.add(hit[0])
 
     def _held_word(self, key: bytes, va: int = 0) -> tuple[int, int] | None:
-        """(byte offset, value) of the first 8-byte word of the blob `key` (whose bytes lie at `va`) that is the
-        address of a recorded buffer: words 8-byte aligned in memory, or 4 (a packed struct's); None: none is, or
-        the trace lacks the blob."""
+        """_held_in of the blob `key` (None: the trace lacks it)."""
         try:
             data = self.trace.blob(key)
         except TraceError:
             return None
+        return self._held_in(data, va)
+
+    def _held_in(self, data: bytes, va: int) -> tuple[int, int] | None:
+        """(byte offset, value) of the first 8-byte word of `data` (whose bytes lie at `va`) that is the address of
+        a recorded buffer: words 8-byte aligned in memory, or 4 (a packed struct's); None: none is."""
         found = []
         for skew in (0, 4):
             first = (skew - va) % 8
@@ -603,6 +629,8 @@ class _Surveyor:
             raise ReplayError(f"{where}: its packets are not in the trace ({why}): a replay cannot make it")
         if len(f["ring"]) > size and valid_ring_size(size):  # more than the ring held unconsumed at once
             raise BadInput(f"{where}: {len(f['ring'])} bytes of packets in a {size}-byte ring (corrupt trace)")
+        if self.code:  # kernels may run: a table of addresses a packet writes inline may reach one (of this one)
+            self._inline_tables(t.src, f["ring"], where)
         out = t.ring(f["ring"], where)  # ReplayError for bad packets
         ring = self.units.get(f["queue"])
         if ring is not None and len(out) > ring // 2 and valid_ring_size(ring):  # else the queue's creation refuses

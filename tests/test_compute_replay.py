@@ -264,29 +264,40 @@ def test_an_end_pointer_a_kernel_is_given_is_a_relocation_hazard(tmp_path):
         replay_trace(path, Options(relocate="always"), emulate_recorded=True)
 
 
-@pytest.mark.parametrize("how", ["copied", "packed"])
+@pytest.mark.parametrize("how", ["copied", "packed", "sdma write", "pm4 write"])
 def test_a_pointer_table_copied_to_a_kernel_or_packed_is_a_relocation_hazard(how, tmp_path):
-    """Found by helper 42: a table the CPU wrote that reached the kernel through an SDMA copy, or held a pointer
-    at a 4-byte offset (a packed struct), was not seen, and a replay with buffers moved faulted (HANG)."""
+    """Found by helper 42: a table the CPU wrote that reached the kernel through an SDMA copy, held a pointer at
+    a 4-byte offset (a packed struct), or that a packet wrote inline (SDMA WRITE_LINEAR, PM4 WRITE_DATA in the
+    submission of the dispatch), was not seen, and a replay with buffers moved faulted (HANG)."""
     path = str(tmp_path / f"{how}.kfdtrace")
     with record(path), System.open(emulate="gfx942") as system:
         gpu = system.devices[0]
         memcpy = corpus(gpu).kernel("memcpy_uint4")
         data, staging, table, out = (gpu.alloc(4096, "gtt", name=n) for n in ("data", "staging", "table", "out"))
-        if how == "copied":
-            staging.write(struct.pack("<QQ", data.va, data.va + 64))
-            sdma = gpu.sdma_queue(name="s")
-            sdma.copy(table, staging, 16).submit()
-            sdma.sync(timeout=120)
-        else:
-            table.write(struct.pack("<IQI", 7, data.va, 0))  # an address 4 bytes in
         q = gpu.compute_queue(name="q")
+        if how in ("copied", "sdma write"):
+            sdma = gpu.sdma_queue(name="s")
+            if how == "copied":
+                staging.write(struct.pack("<QQ", data.va, data.va + 64))
+                sdma.copy(table, staging, 16).submit()
+            else:
+                sdma.write_data(table, struct.pack("<QQ", data.va, data.va + 64)).submit()
+            sdma.sync(timeout=120)
+        elif how == "packed":
+            table.write(struct.pack("<IQI", 7, data.va, 0))  # an address 4 bytes in
+        else:
+            q.write_data(table, struct.pack("<QQ", data.va, data.va + 64))
         q.dispatch(memcpy, (1,), (1,), table, out, np.uint32(1))
         q.sync(timeout=120)
     assert replay_trace(path, Options(), emulate_recorded=True).status == EXIT_OK
-    why = (r"buffer staging\+0x0 holds GPU address 0x[0-9a-f]+ \(in buffer data\), written by the CPU write at "
-           r"record \d+, before submission \d+ .*\(memcpy_uint4\) runs: a copy of it may reach the kernel"
-           if how == "copied" else r"buffer table\+0x4 holds GPU address 0x[0-9a-f]+ \(in buffer data\)")
+    why = {"copied": r"buffer staging\+0x0 holds GPU address 0x[0-9a-f]+ \(in buffer data\), written by the CPU "
+                     r"write at record \d+, before submission \d+ .*\(memcpy_uint4\) runs: a copy of it may reach "
+                     r"the kernel",
+           "packed": r"buffer table\+0x4 holds GPU address 0x[0-9a-f]+ \(in buffer data\)",
+           "sdma write": r"buffer table\+0x0 holds GPU address 0x[0-9a-f]+ \(in buffer data\), written by the "
+                         r"WRITE_LINEAR packet of submission 0",
+           "pm4 write": r"buffer table\+0x0 holds GPU address 0x[0-9a-f]+ \(in buffer data\), written by the "
+                        r"WRITE_DATA packet of submission 0 .*, and submission 0 .* gives memcpy_uint4"}[how]
     with pytest.raises(ReplayError, match=f"relocation hazard: {why}"):
         replay_trace(path, Options(relocate="always"), emulate_recorded=True)
 
