@@ -68,16 +68,17 @@ __kernel void float_rounding(__global const float *a, __global float *o, __globa
 }
 
 /* Math on by-value arguments alone is uniform: the compiler keeps it in scalar registers (on gfx12 with its scalar
-   float instructions, s_fmaak_f32, s_trunc_f32, s_cmp_lt_f32 ...), and takes bit fields with s_bfe_i32/u64/i64. */
+   float instructions, s_fmaak_f32, s_trunc_f32, s_cmp_lt_f32 ..., and v_s_sqrt_f32, v_s_rcp_f32 for a square root
+   and a 64-bit division), and takes bit fields with s_bfe_i32/u64/i64. */
 __kernel void uniform_math(__global float *o, __global uint *oi, __global ulong *ol, float a, float b, uint bits,
                            ulong wide) {
     size_t i = get_global_id(0);
     float s = a * b + 1.5f;
     float t = __builtin_truncf(s) + __builtin_floorf(a) + __builtin_ceilf(b) + __builtin_rintf(a * 3.0f);
     float m = fmin(a, b) + fmax(a, s);
-    o[i] = ((a < b ? t : m) + (b < a ? t : m) * 2.0f) * (float)(i + 1);
+    o[i] = ((a < b ? t : m) + (b < a ? t : m) * 2.0f + __builtin_sqrtf(a * a * 4.0f)) * (float)(i + 1);
     oi[i] = (uint)(((int)(bits << 3)) >> 27) + (bits >> 9 & 0x3FF) + (uint)i;
-    ol[i] = (ulong)(((long)(wide << 5)) >> 40) ^ ((wide >> 7) & 0xFFFFFFFFFFul) ^ (ulong)i;
+    ol[i] = (ulong)(((long)(wide << 5)) >> 40) ^ ((wide >> 7) & 0xFFFFFFFFFFul) ^ (wide / ((ulong)bits | 1)) ^ (ulong)i;
 }
 
 /* Floating point at its edges: fused multiply-adds rounded once (a double's division and square root are built from

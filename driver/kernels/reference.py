@@ -716,12 +716,13 @@ def _uniform_math(v: Values) -> dict[str, np.ndarray]:
     t = np.trunc(s) + np.floor(a) + np.ceil(b) + np.rint(a * f32(3))
     m = np.fmin(a, b) + np.fmax(a, s)
     i = np.arange(256)
-    out = ((t if a < b else m) + (t if b < a else m) * f32(2)) * (i + 1).astype(f32)
+    out = ((t if a < b else m) + (t if b < a else m) * f32(2) + np.sqrt(a * a * f32(4))) * (i + 1).astype(f32)
     low = ((bits << 3 & 0xFFFFFFFF) >> 27) - (32 if bits << 3 & 0x80000000 else 0)  # bits 24..28, signed
     wide_field = (wide << 5 & (1 << 64) - 1) >> 40  # bits 35..58, signed
     wide_field -= (1 << 24) if wide_field & 1 << 23 else 0
     return {"o": out.astype(f32), "oi": ((low + (bits >> 9 & 0x3FF) + i) & 0xFFFFFFFF).astype(np.uint32),
-            "ol": ((wide_field & (1 << 64) - 1) ^ (wide >> 7 & 0xFFFFFFFFFF) ^ i.astype(object)).astype(np.uint64)}
+            "ol": ((wide_field & (1 << 64) - 1) ^ (wide >> 7 & 0xFFFFFFFFFF) ^ wide // (bits | 1) ^
+                   i.astype(object)).astype(np.uint64)}
 
 
 def _float_rounding(v: Values) -> dict[str, np.ndarray]:

@@ -627,6 +627,9 @@ SALU: dict[str, AluOp] = {
     "s_trunc_f32": S("f32", "f32", np.trunc), "s_floor_f32": S("f32", "f32", np.floor),
     "s_ceil_f32": S("f32", "f32", np.ceil), "s_rndne_f32": S("f32", "f32", np.rint),
     "s_cvt_f32_f16": S("f16", "f32", lambda a: a.astype(f32)),
+    # gfx12's transcendental operations on a uniform value, VOP3-encoded with an SGPR destination: as their VALU
+    # forms (the f16 ones leave a register's upper half unknown to us, and stay refused)
+    **{f"v_s_{op}_f32": S("f32", "f32", VALU[f"v_{op}_f32"].fn) for op in ("exp", "log", "rcp", "rsq", "sqrt")},
     # gfx12's scalar float compares: SCC as the VOPC compare of the same condition gives a lane
     **{f"s_cmp_{cond}_f32": S("f32 f32", None, _FLOAT_CONDS[cond], scc_out=True)
        for cond in ("eq", "ge", "gt", "le", "lg", "lt", "neq", "nge", "ngt", "nle", "nlg", "nlt", "o", "u")},

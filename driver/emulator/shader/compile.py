@@ -69,6 +69,10 @@ def compile_instruction(ins: Instruction, pc: int, regs: Regs, memory) -> Step:
             run = _packed(ins, name, regs)
         elif ins.encoding in _SALU_ENCODINGS and name in SALU:
             run = _salu(ins, SALU[name], regs)
+        elif ins.encoding == "VOP3" and name in SALU:  # gfx12's v_s_*: a uniform value into an SGPR
+            if any(ins.fields.get(m) for m in ("abs", "neg", "clamp", "omod")):
+                raise Unsupported(f"{ins.mnemonic}: input or output modifiers are not emulated")
+            run = _salu(ins, SALU[name], regs)
         else:
             run = memory.compile(ins, name, regs)
     except OperandError as exc:
