@@ -272,6 +272,7 @@ class _Surveyor:
         # recorded buffer -> the hazard a checkpoint holding its address is, when no more telling one is found
         self.checkpoint_hazards: dict[int, str] = {}
         self.cpu_made: set[int] = set()  # holders whose addresses the CPU wrote there, or a packet inline
+        self.copy_hazards: dict[int, str] = {}  # the same for a table some copy may carry to a kernel
         # recorded kernel argument buffers, with what the CPU wrote into them (None: nothing yet)
         self.kernarg_buffers: RangeMap[bytearray | None] = RangeMap()
         self.kernarg_writers: dict[int, str] = {}  # kernel argument buffer -> the first dispatch taking a pointer to it
@@ -297,7 +298,7 @@ class _Surveyor:
                 self._settle()
             getattr(self, f"_on_{r.type}")(r)
         self._settle()
-        for va, why in self.checkpoint_hazards.items():
+        for va, why in [*self.copy_hazards.items(), *self.checkpoint_hazards.items()]:
             self.s.hazards.setdefault(va, why)
         for t in self.translators.values():
             self.s.notes += t.dropped
@@ -439,14 +440,14 @@ class _Surveyor:
         for start in list(self.cpu_writes):
             self._cpu_written_addresses(start)
         for start in list(self.cpu_made):
+            self.cpu_made.discard(start)  # once: whichever kernel runs after it
             held = self.holders.get(start)
             if held is None:
-                self.cpu_made.discard(start)
                 continue
             offset, value, writer = held
             pointee = self.relocation.pointee(value)
             if pointee is not None:
-                self.s.hazards.setdefault(pointee[0], (
+                self.copy_hazards.setdefault(pointee[0], (
                     f"relocation hazard: buffer {self._name(start)}+{offset:#x} holds GPU address {value:#x} (in "
                     f"buffer {self._name(pointee[0])}), written by {writer}, before {dispatch} runs: a copy of it "
                     f"may reach the kernel, and the address cannot follow its buffer if it moves"))
