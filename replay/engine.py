@@ -125,13 +125,25 @@ class Divergence:
     writer: str | None  # the submission and packet that last wrote the buffer
 
     def describe(self) -> str:
-        text = (f"checkpoint {self.checkpoint}: buffer {self.buffer} differs in bytes "
-                f"[{self.offset:#x}, {self.offset + self.length:#x})")
+        at = self._differing()
+        text = (f"checkpoint {self.checkpoint}: buffer {self.buffer} differs in bytes [{at[0]:#x}, {at[1]:#x})" +
+                (f" of its chunk [{self.offset:#x}, {self.offset + self.length:#x})" if at[1] - at[0] < self.length
+                 else ""))
         if self.expected is not None:
             text += "; " + self._first_difference(self.expected)
         if self.writer:
             text += f"; it appeared after {self.writer}"
         return text
+
+    def _differing(self) -> tuple[int, int]:
+        """The bytes from the first that differs to the last, as offsets in the buffer (the whole chunk when the
+        recorded content is not known)."""
+        expected, actual = self.expected, self.actual
+        if expected is None or len(expected) != len(actual) or expected == actual:
+            return self.offset, self.offset + self.length
+        first = next(i for i, (a, b) in enumerate(zip(expected, actual, strict=True)) if a != b)
+        last = next(i for i in range(len(actual) - 1, -1, -1) if expected[i] != actual[i])
+        return self.offset + first, self.offset + last + 1
 
     def _first_difference(self, expected: bytes) -> str:
         """Where the recorded content and the replay's first differ (the content may not be the hashed one)."""

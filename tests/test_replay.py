@@ -585,3 +585,15 @@ def test_an_ok_verdict_says_when_no_checkpoint_compared_any_memory():
                               "memory (the recording checked none of what the GPU wrote)")
     assert verdict(0, ["q0"]).startswith("OK: no checkpoint compared any memory (the recording checked none of what "
                                          "the GPU wrote); 1 queue(s) still had work")
+
+
+def test_a_divergence_names_the_bytes_that_differ_within_the_chunk():
+    """Found by helper 41: one differing dword was reported as the whole compared chunk."""
+    from kfdtrace.replay.engine import Divergence
+
+    one = Divergence(1, "C", 0x1000, 0x100, 0x100, bytes(256), bytes(8) + b"\x01\x02" + bytes(246), None)
+    assert one.describe().startswith("checkpoint 1: buffer C differs in bytes [0x108, 0x10a) of its chunk "
+                                     "[0x100, 0x200); first at +0x108")
+    unknown = Divergence(1, "C", 0x1000, 0x100, 0x100, None, bytes(256), "submission 3")
+    assert unknown.describe() == ("checkpoint 1: buffer C differs in bytes [0x100, 0x200); it appeared after "
+                                  "submission 3")
