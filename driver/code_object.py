@@ -50,7 +50,7 @@ ELF_MAGIC = b"\x7fELF"
 EM_AMDGPU = 224
 ELFOSABI_AMDGPU_HSA = 64
 ET_DYN = 3
-PF_X = 1
+PF_X, PF_W = 1, 2  # ELF segment flags
 NT_AMDGPU_METADATA = 32
 # e_ident[EI_ABIVERSION] -> code object version (ELFABIVERSION_AMDGPU_HSA_V4..V6); 0 and 1 are v2 and v3.
 ABI_VERSIONS = MappingProxyType({2: 4, 3: 5, 4: 6})
@@ -172,7 +172,8 @@ class CodeObject:
     """A parsed AMDGPU code object. Build with `CodeObject.parse(data)` or `load(data, target)`."""
 
     def __init__(self, *, target: Target, target_id: TargetId, version: int, metadata: Metadata,
-                 kernels: dict[str, Kernel], loadable: _Loadable, relocations: tuple[Relocation, ...]):
+                 kernels: dict[str, Kernel], loadable: _Loadable, relocations: tuple[Relocation, ...],
+                 writable: bool = False):
         self.target = target  # the families.Target (gfx942 ...)
         self.target_id = target_id  # processor and xnack/sramecc settings from e_flags
         self.version = version  # code object version: 4, 5 or 6
@@ -182,6 +183,9 @@ class CodeObject:
         self.image_size = loadable.size  # bytes of the image: the end of the highest PT_LOAD segment
         self.image_align = loadable.align  # the base passed to image() must be a multiple of this
         self.relocations = relocations
+        # kernels may write the image (program-scope globals in .data/.bss): writable PT_LOAD bytes outside the
+        # GNU_RELRO range (.dynamic, which only the loader writes)
+        self.writable = writable
 
     def __repr__(self) -> str:
         return f"<CodeObject v{self.version} {self.target_id} kernels={list(self.kernels)}>"
@@ -239,8 +243,11 @@ class CodeObject:
         symbols = _defined_symbols(sections, data)
         kernels = {k.name: _kernel(k, target, symbols, loadable) for k in metadata.kernels}
         relocations = _relocations(sections, data, loadable)
+        relro = [(h["p_vaddr"], h["p_vaddr"] + h["p_memsz"]) for h in headers if h["p_type"] == "PT_GNU_RELRO"]
+        writable = any(seg.flags & PF_W and not any(lo <= seg.vaddr and seg.vaddr + seg.memsz <= hi for lo, hi in relro)
+                       for seg in loadable.segments)
         return cls(target=target, target_id=target_id, version=version, metadata=metadata, kernels=kernels,
-                   loadable=loadable, relocations=relocations)
+                   loadable=loadable, relocations=relocations, writable=writable)
 
 
 def without_debug_info(data: bytes) -> tuple[bytes, int]:

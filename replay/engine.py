@@ -209,8 +209,9 @@ class Survey:
     # device index -> kernel-argument memory of the dispatches the caches keep whole (filled by the first instance
     # of each loop, freed by `release` when the replay is done)
     kernarg_stores: dict[int, KernargStore] = field(default_factory=dict)
-    # (code object key, target, device index) -> the object loaded for them, which every instance runs (code is
-    # only read): each loop finds it where the last did, so the dispatches the caches keep whole are taken again
+    # (code object key, target, device index) -> the object loaded for them, which every instance runs when its
+    # image is only read: each loop finds it where the last did, so the dispatches the caches keep whole are taken
+    # again. An image kernels may write (program-scope globals) is each instance's own, loaded afresh.
     programs: dict[tuple[bytes, str, int], Program] = field(default_factory=dict)
 
     def release(self) -> None:
@@ -852,6 +853,7 @@ class Instance:
         self.kernels = RecordedKernels()
         self.code_gpus: dict[int, int] = {}  # recorded va of a code object's buffer -> its recorded GPU
         self.programs: dict[int, Program] = {}  # recorded va of a code object -> the object loaded for the target
+        self.own_programs: list[Program] = []  # those loaded for this instance alone (Survey.programs)
         self._thread_t: dict[int | None, int] = {}  # recorded thread -> the time of its last submission or wait
         # recorded va of a code object -> its key and where the target's object is loaded: what a kept
         # translation of a dispatch of it depends on
@@ -987,8 +989,11 @@ class Instance:
     def _on_free(self, r: Record) -> None:
         program = self.programs.pop(r.fields["va"], None)
         self.loaded.pop(r.fields["va"], None)
-        if program is not None:  # the survey's to free
+        if program is not None:  # the survey's to free, or this instance's
             self.kernels.unloaded(r.fields["va"])
+            if program in self.own_programs:
+                self.own_programs.remove(program)
+                program.free()
         rb = self.handles.pop(r.fields["handle"], None)
         if rb is not None:
             self._read_last = (0, 0, None)
@@ -1061,7 +1066,11 @@ class Instance:
             loaded = (f["key"], dev.target.name, dev.index)
             program = self.s.programs.get(loaded)
             if program is None:
-                program = self.s.programs[loaded] = dev.load(data, f.get("name"))
+                program = dev.load(data, f.get("name"))
+                if program.code.writable:  # its globals start as the recording's did, in every loop and instance
+                    self.own_programs.append(program)
+                else:
+                    self.s.programs[loaded] = program
             self.programs[f["va"]] = program
             self.loaded[f["va"]] = (f["key"], program.buffer.va)
 
@@ -1507,7 +1516,7 @@ class Instance:
         """Best effort, like Device.close: what the kernel refuses here it reclaims with the process."""
         closers = [rq.queue.destroy for rq in self.queues.values()] + [rb.buffer.free for _, _, rb in self.buffers]
         closers += [ib.free for rq in self.queues.values() for ib in rq.copies()]
-        closers += [ev.destroy for _, ev in self.events.values()]
+        closers += [ev.destroy for _, ev in self.events.values()] + [p.free for p in self.own_programs]
         for close in [*closers, self.wake.destroy]:  # queues first: they pin their buffers
             with contextlib.suppress(DeviceError):
                 close()

@@ -650,3 +650,37 @@ def test_a_cpu_written_address_a_kernel_is_given_is_a_relocation_hazard_only_whe
                                           r"\(in buffer data\), written by the CPU write at record \d+, and "
                                           r"submission 0 .* gives memcpy_uint4 a pointer to it"):
         replay_trace(path, Options(relocate="always"), emulate_recorded=True)
+
+
+GLOBALS = """
+__global int table[64];
+__kernel void bump(__global int *out) {
+    int i = __builtin_amdgcn_workitem_id_x();
+    table[i] += i + 1;
+    out[i] = table[i];
+}
+"""
+
+
+def test_a_kernel_changing_program_globals_replays_the_same_in_every_loop_and_instance(tmp_path):
+    """Found by helper 44: the loops and instances of a replay shared one loaded code object, whose .bss a
+    kernel changes: the second loop started from the first one's globals (DIVERGED on a faithful trace), and two
+    instances raced on them."""
+    src, obj, path = tmp_path / "g.cl", tmp_path / "g.co", str(tmp_path / "g.kfdtrace")
+    src.write_text(GLOBALS)
+    subprocess.run(["clang-19", "-x", "cl", "-cl-std=CL2.0", "-target", "amdgcn-amd-amdhsa", "-mcpu=gfx942",
+                    "-nogpulib", "-O2", "-c", str(src), "-o", str(tmp_path / "g.o")], check=True, capture_output=True)
+    subprocess.run(["ld.lld-19", "-shared", str(tmp_path / "g.o"), "-o", str(obj)], check=True, capture_output=True)
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        program = gpu.load(str(obj))
+        assert program.code.writable
+        out = gpu.alloc(256, "gtt", name="out")
+        q = gpu.compute_queue(name="q")
+        q.dispatch(program.kernel("bump"), (64,), (64,), out)
+        q.sync(timeout=60)
+        assert (np.frombuffer(out.read(), np.int32) == np.arange(64) + 1).all()
+    for how in (Options(), Options(relocate="always")):
+        report = replay_trace(path, how, emulate_recorded=True, loops=3, concurrent=2)
+        assert report.status == EXIT_OK, report.lines()
+        assert all(r.verified == 1 for r in report.results) and len(report.results) == 6
