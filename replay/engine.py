@@ -286,6 +286,7 @@ class _Surveyor:
         self.checkpoint_hazards: dict[int, str] = {}
         self.cpu_made: set[int] = set()  # holders whose addresses the CPU wrote there, or a packet inline
         self.copy_hazards: dict[int, str] = {}  # the same for a table some copy may carry to a kernel
+        self.gpu_read: set[int] = set()  # buffers a packet has read data from (a copy's source), not as commands
         # recorded kernel argument buffers, with what the CPU wrote into them (None: nothing yet)
         self.kernarg_buffers: RangeMap[bytearray | None] = RangeMap()
         self.kernarg_writers: dict[int, str] = {}  # kernel argument buffer -> the first dispatch taking a pointer to it
@@ -448,11 +449,12 @@ class _Surveyor:
 
     def _copied_tables(self, dispatch: str) -> None:
         """Note a relocation hazard for each address of a recorded buffer the CPU wrote (or a packet wrote inline)
-        into a buffer the kernel is not given: a copy of it (by SDMA, say) may reach the kernel, which the survey
-        does not follow."""
+        into a buffer the kernel is not given, which a packet has read as data since: a copy of it (by SDMA, say)
+        may reach the kernel, which the survey does not follow. (Not one only the CPU reads, nor an indirect
+        buffer, whose addresses the replay relocates.)"""
         for start in list(self.cpu_writes):
             self._cpu_written_addresses(start)
-        for start in list(self.cpu_made):
+        for start in list(self.cpu_made & self.gpu_read):
             self.cpu_made.discard(start)  # once: whichever kernel runs after it
             held = self.holders.get(start)
             if held is None:
@@ -521,15 +523,22 @@ class _Surveyor:
                 self.holders[start] = (va - start + found[0], found[1], f"the CPU write at record {n}")
                 self.cpu_made.add(start)
 
-    def _inline_tables(self, dialect: Dialect, ring: bytes, where: str) -> None:
-        """Note the addresses of recorded buffers that packets write inline (an SDMA WRITE_LINEAR's data, a PM4
-        WRITE_DATA's: the tables' `Tail.written`) as the CPU's writes are noted: a pointer table a kernel chases."""
+    def _data_packets(self, dialect: Dialect, ring: bytes, where: str) -> None:
+        """Note the buffers the packets read data from (`gpu_read`), and the addresses of recorded buffers that
+        they write inline (an SDMA WRITE_LINEAR's data, a PM4 WRITE_DATA's: the tables' `Tail.written`) as the
+        CPU's writes are noted: a pointer table a kernel chases."""
         try:
             packets = list(dialect.iter_packets(ring))
         except PacketError:  # the translation says what is wrong with them
             return
         for p in packets:
-            field = p.defn.tail.written if p.defn.tail is not None else None
+            d = p.defn
+            for name, addr in p.addresses().items():
+                a = d[name]
+                if name not in d.written_fields and a.touches and a.indirect is None and a.kernel is None and \
+                        (hit := self.relocation.find(addr)) is not None:
+                    self.gpu_read.add(hit[0])
+            field = d.tail.written if d.tail is not None else None
             dst = p.addresses().get(field) if field is not None else None
             hit = self.relocation.find(dst) if dst is not None else None
             if hit is None or hit[0] in self.holders:
@@ -644,7 +653,7 @@ class _Surveyor:
         if len(f["ring"]) > size and valid_ring_size(size):  # more than the ring held unconsumed at once
             raise BadInput(f"{where}: {len(f['ring'])} bytes of packets in a {size}-byte ring (corrupt trace)")
         if self.code:  # kernels may run: a table of addresses a packet writes inline may reach one (of this one)
-            self._inline_tables(t.src, f["ring"], where)
+            self._data_packets(t.src, f["ring"], where)
         out = t.ring(f["ring"], where)  # ReplayError for bad packets
         ring = self.units.get(f["queue"])
         if ring is not None and len(out) > ring // 2 and valid_ring_size(ring):  # else the queue's creation refuses

@@ -684,3 +684,32 @@ def test_a_kernel_changing_program_globals_replays_the_same_in_every_loop_and_in
         report = replay_trace(path, how, emulate_recorded=True, loops=3, concurrent=2)
         assert report.status == EXIT_OK, report.lines()
         assert all(r.verified == 1 for r in report.results) and len(report.results) == 6
+
+
+@pytest.mark.parametrize("how", ["indirect buffer", "bookkeeping"])
+def test_addresses_the_cpu_keeps_for_itself_or_in_an_indirect_buffer_are_no_hazard(how, tmp_path):
+    """Found by helper 44: every CPU-written address was taken for a table a copy may carry to a kernel, so a
+    command buffer built in memory (whose addresses the replay relocates) or the CPU's own bookkeeping in GPU
+    memory refused any replay with buffers moved. A table counts only once a packet reads it as data."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        add = corpus(gpu).kernel("add_int")
+        a, b, c, flag, ib = (gpu.alloc(4096, "gtt", name=n) for n in ("a", "b", "c", "flag", "ib"))
+        a.write(np.arange(64, dtype=np.int32))
+        q = gpu.compute_queue(name="q")
+        if how == "indirect buffer":
+            builder = gpu.compute_queue(name="builder")
+            builder.write_data(b, np.full(64, 2, np.int32).tobytes())
+            builder.copy_data(flag, b, size=4)
+            body = b"".join(builder.discard())
+            ib.write(body)
+            q.indirect(ib, len(body))
+        else:
+            b.write(np.full(64, 2, np.int32))
+            flag.write(struct.pack("<QQ", a.va, c.va))  # where the CPU keeps its buffers: no packet reads it
+        q.dispatch(add, (64,), (64,), a, b, c, np.uint32(64))
+        q.sync(timeout=60)
+        assert (np.frombuffer(c.read(0, 256), np.int32) == np.arange(64) + 2).all()
+    report = replay_trace(path, Options(relocate="always"), emulate_recorded=True)
+    assert report.status == EXIT_OK and report.results[0].relocated > 0, report.lines()
