@@ -34,4 +34,8 @@ class WaitTimeout(KfdTraceError, TimeoutError):
 
 
 class GpuFault(KfdTraceError):
-    """The GPU stopped a queue: a VM fault or a packet it could not execute."""
+    """The GPU stopped a queue: a VM fault (at `va`, the first one's) or a packet it could not execute."""
+
+    def __init__(self, message: str, va: int | None = None):
+        super().__init__(message)
+        self.va = va

@@ -188,6 +188,7 @@ class System:
         for i, node in enumerate(gpus):
             self.devices.append(Device(self, i, node))
         self._faults: list[str] = []
+        self._fault_va: int | None = None  # where the first VM fault was
         self._sem_lock = threading.Lock()  # guards the semaphore pool and its free list
         self._sem_pool: Buffer | None = None
         self._sem_free: list[int] = []
@@ -283,6 +284,8 @@ class System:
         found = []
         if mem.gpu_id:
             found.append(f"GPU {mem.gpu_id:#x} VM fault at address {mem.va:#x}")
+            if self._fault_va is None:
+                self._fault_va = mem.va
         if hw.gpu_id:
             found.append(f"GPU {hw.gpu_id:#x} stopped a queue")
         if found:
@@ -297,7 +300,7 @@ class System:
             fault = "; ".join(self._faults)
             if wait is not None:
                 self.sys.annotate(wait[0], **wait[1], ok=False, fault=fault)
-            raise GpuFault(fault)
+            raise GpuFault(fault, self._fault_va)
 
     def queue_report(self) -> str:
         queues = [q.describe() for d in self.devices for q in d.live_queues()]

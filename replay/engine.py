@@ -475,15 +475,15 @@ class _Surveyor:
         for i, arg in enumerate(d.kernel.kernel.metadata.args):
             if arg.value_kind != "by_value" or arg.size < 8:
                 continue
-            for at in range(-(-arg.offset // 8) * 8, min(arg.offset + arg.size, len(data)) - 7, 8):
-                value = int.from_bytes(data[at:at + 8], "little")
-                held = self.relocation.pointee(value) if value else None
-                if held is not None:
-                    self.s.hazards.setdefault(held[0], (
-                        f"relocation hazard: {where} gives {d.kernel.name} argument {i}"
-                        f"{f' ({arg.name})' if arg.name else ''} by value, holding address {value:#x} (in buffer "
-                        f"{self._name(held[0])}): an address passed by value cannot follow its buffer if it moves"))
-                    return
+            # words as a packed struct may hold them too: 4-byte aligned (the segment is 16-byte aligned)
+            found = self._held_in(data[arg.offset:arg.offset + arg.size], arg.offset)
+            held = self.relocation.pointee(found[1]) if found is not None else None
+            if held is not None:
+                self.s.hazards.setdefault(held[0], (
+                    f"relocation hazard: {where} gives {d.kernel.name} argument {i}"
+                    f"{f' ({arg.name})' if arg.name else ''} by value, holding address {found[1]:#x} (in buffer "
+                    f"{self._name(held[0])}): an address passed by value cannot follow its buffer if it moves"))
+                return
 
     def _name(self, va: int) -> str:
         alloc = self.allocs.get(va)
@@ -898,6 +898,8 @@ class Instance:
                 except (WaitTimeout, GpuFault) as exc:
                     if limits:  # not a hang of the program's: the emulated GPU stopped where it cannot go on
                         raise TargetRefused(f"the emulated GPU does not do what the trace asks: {limits[0]}") from None
+                    if isinstance(exc, GpuFault) and exc.va is not None:
+                        self._unrelocated(exc.va)
                     self.result.hang = str(exc)
         except DeviceError as exc:
             raise TargetRefused(f"record {r.n if r else 0} ({r.type if r else 'start'}): the target refused "
@@ -907,6 +909,20 @@ class Instance:
             self.result.occupancy = self.sampler.stop()
             self._teardown()
         return self.result
+
+    def _unrelocated(self, va: int) -> None:
+        """ReplayError when the GPU faulted at the recorded address of a buffer this replay moved: an address of it
+        in a form the survey does not read (split in halves, tagged, kept by an offset) reached the GPU as
+        recorded, and no hazard was found for it. A fault there in the recording could not be (it was mapped)."""
+        hit = self.relocation.pointee(va)
+        if hit is None or not hit[2]:
+            return
+        rb = self.buffers.get(hit[0])
+        name = (rb.buffer.name if rb is not None else None) or f"@{hit[0]:#x}"
+        raise ReplayError(f"the GPU faulted at {va:#x}, the recorded address of buffer {name}+{va - hit[0]:#x}, which "
+                          f"lies at {va + hit[2]:#x} in this replay: an address of it reached the GPU as recorded, in "
+                          f"a form the survey cannot tell for one (a relocation hazard); replay one instance with "
+                          f"--relocate auto on a target where the buffers keep their addresses")
 
     def contents_at(self, submission: int, vas: list[int]) -> dict[int, bytes]:
         """Run the trace up to its submission `submission` (not made), wait for every queue to drain, and read
