@@ -524,20 +524,27 @@ class _Surveyor:
                 self.cpu_made.add(start)
 
     def _data_packets(self, dialect: Dialect, ring: bytes, where: str) -> None:
-        """Note the buffers the packets read data from (`gpu_read`), and the addresses of recorded buffers that
-        they write inline (an SDMA WRITE_LINEAR's data, a PM4 WRITE_DATA's: the tables' `Tail.written`) as the
-        CPU's writes are noted: a pointer table a kernel chases."""
+        """Note the buffers the packets read data from (`gpu_read`), what they copy of what kernels wrote (as
+        kernels' writes: `dispatched`), and the addresses of recorded buffers that they write inline (an SDMA
+        WRITE_LINEAR's data, a PM4 WRITE_DATA's: the tables' `Tail.written`) as the CPU's writes are noted: a
+        pointer table a kernel chases."""
         try:
             packets = list(dialect.iter_packets(ring))
         except PacketError:  # the translation says what is wrong with them
             return
         for p in packets:
             d = p.defn
-            for name, addr in p.addresses().items():
+            copied = None  # a buffer a kernel may have written, which the packet reads: what it writes may hold
+            for name, addr in p.addresses().items():  # the addresses the kernel wrote, for a checkpoint to find
                 a = d[name]
                 if name not in d.written_fields and a.touches and a.indirect is None and a.kernel is None and \
                         (hit := self.relocation.find(addr)) is not None:
                     self.gpu_read.add(hit[0])
+                    copied = copied or self.dispatched.get(hit[0])
+            if copied is not None:
+                for addr in p.written_addresses():
+                    if (hit := self.relocation.find(addr)) is not None:
+                        self.dispatched.setdefault(hit[0], f"{copied}, copied by the {p.name} packet of {where}")
             field = d.tail.written if d.tail is not None else None
             dst = p.addresses().get(field) if field is not None else None
             hit = self.relocation.find(dst) if dst is not None else None

@@ -747,3 +747,29 @@ def test_a_fault_at_a_moved_buffers_recorded_address_is_a_relocation_hazard(tmp_
     assert done.returncode == 3, done.stdout + done.stderr
     assert re.search(r"the GPU faulted at 0x[0-9a-f]+, the recorded address of buffer data\+0x0, which lies at "
                      r"0x[0-9a-f]+ in this replay: .* \(a relocation hazard\)", done.stderr), done.stderr
+
+
+def test_addresses_a_kernel_wrote_that_a_copy_carries_to_a_checkpoint_are_a_relocation_hazard(tmp_path):
+    """Found by helper 44: only the buffers a kernel was given were looked into, so its addresses, copied by SDMA
+    into a buffer the CPU then read, gave DIVERGED on a faithful replay with buffers moved."""
+    path = str(tmp_path / "copied.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        add = corpus(gpu).kernel("add_int")
+        data, a, b, zero, table, seen = (gpu.alloc(4096, "gtt", name=n)
+                                         for n in ("data", "a", "b", "zero", "table", "seen"))
+        a.write(np.array([data.va & 0xFFFFFFFF, (data.va >> 32) + 1], np.uint32))
+        b.write(np.array([0, -1], np.int32))
+        q, sdma = gpu.compute_queue(name="q"), gpu.sdma_queue(name="s")
+        made, copied = system.semaphore("made"), system.semaphore("copied")
+        q.dispatch(add, (2,), (2,), a, b, table, np.uint32(2)).signal(made, 1).submit()
+        sdma.wait(made, 1).copy(seen, table, 16).signal(copied, 1).submit()
+        # the table is written over before the CPU looks: only the copy holds the addresses then
+        q.wait(copied, 1).dispatch(add, (2,), (2,), zero, zero, table, np.uint32(2)).submit()
+        q.sync(timeout=60)
+        assert struct.unpack_from("<Q", seen.read(0, 8))[0] == data.va
+    assert replay_trace(path, Options(), emulate_recorded=True).status == EXIT_OK
+    with pytest.raises(ReplayError, match=r"relocation hazard: the checkpoint at record \d+ finds GPU address "
+                                          r"0x[0-9a-f]+ \(in buffer data\) in buffer seen\+0x0, which .*\(add_int\), "
+                                          r"copied by the COPY_LINEAR packet of submission"):
+        replay_trace(path, Options(relocate="always"), emulate_recorded=True)
