@@ -1251,6 +1251,13 @@ class Instance:
         t, at, writes = rq.ib_translator, f"{where} indirect buffer at {base:#x}", []
         try:
             translated = t.ring(recorded, at, writes)
+        except ReplayError:
+            if any(recorded):
+                raise
+            raise ReplayError(f"{at}: it holds no packets yet when the replay translates the submission (its "
+                              f"{size * 4} bytes are zeros): the GPU writes them (a kernel or packet of this "
+                              f"submission, or one still running), and a replay cannot translate packets the GPU "
+                              f"builds") from None
         finally:
             self.ib_depth -= 1
         self._wrote(writes, at, recorded, t.src)  # what the IB's packets write, clocks included

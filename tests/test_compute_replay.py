@@ -773,3 +773,27 @@ def test_addresses_a_kernel_wrote_that_a_copy_carries_to_a_checkpoint_are_a_relo
                                           r"0x[0-9a-f]+ \(in buffer data\) in buffer seen\+0x0, which .*\(add_int\), "
                                           r"copied by the COPY_LINEAR packet of submission"):
         replay_trace(path, Options(relocate="always"), emulate_recorded=True)
+
+
+def test_an_indirect_buffer_a_kernel_writes_before_it_runs_is_refused_saying_so(tmp_path):
+    """Found by helper 44: a kernel copying a command buffer into place in the submission that calls it was
+    refused as 'unknown packet type=0x0': the replay translates the IB before the kernel has written it."""
+    path = str(tmp_path / "built.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        memcpy = corpus(gpu).kernel("memcpy_uint4")
+        b, staging, ib = (gpu.alloc(4096, "gtt", name=n) for n in ("b", "staging", "ib"))
+        builder = gpu.compute_queue(name="builder")
+        builder.write_data(b, np.full(4, 7, np.uint32).tobytes())
+        packets = b"".join(builder.discard())
+        body = packets + bytes(-len(packets) % 16)  # whole uint4s to copy
+        staging.write(body)
+        q, copied = gpu.compute_queue(name="q"), system.semaphore("copied")
+        q.dispatch(memcpy, (len(body) // 16,), (len(body) // 16,), staging, ib, np.uint32(len(body) // 16))
+        q.signal(copied, 1).wait(copied, 1)  # the kernel done, in the queue: no CPU wait between
+        q.indirect(ib, len(packets))
+        q.sync(timeout=60)
+        assert (np.frombuffer(b.read(0, 16), np.uint32) == 7).all()
+    with pytest.raises(ReplayError, match=r"indirect buffer at 0x[0-9a-f]+: it holds no packets yet when the replay "
+                                          r"translates the submission .*: the GPU writes them"):
+        replay_trace(path, Options(), emulate_recorded=True)
