@@ -18,7 +18,7 @@ import ctypes
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -312,6 +312,7 @@ class _Surveyor:
                 self._settle()
             getattr(self, f"_on_{r.type}")(r)
         self._settle()
+        self._late_tables({*self.cpu_writes, *self.cpu_made})
         for va, why in [*self.copy_hazards.items(), *self.checkpoint_hazards.items()]:
             self.s.hazards.setdefault(va, why)
         for t in self.translators.values():
@@ -374,6 +375,7 @@ class _Surveyor:
             self.kernarg_buffers.add(va, alloc.fields["size"], None)
 
     def _on_free(self, r: Record) -> None:
+        self._late_tables([r.fields["va"]])
         self.allocs.pop(r.fields["va"], None)
         self.kernels.unloaded(r.fields["va"])
         self.code.pop(r.fields["va"], None)
@@ -466,6 +468,23 @@ class _Surveyor:
                     f"relocation hazard: buffer {self._name(start)}+{offset:#x} holds GPU address {value:#x} (in "
                     f"buffer {self._name(pointee[0])}), written by {writer}, before {dispatch} runs: a copy of it "
                     f"may reach the kernel, and the address cannot follow its buffer if it moves"))
+
+    def _late_tables(self, starts: Iterable[int]) -> None:
+        """As those buffers go (or the trace ends): a table of addresses the CPU (or a packet) wrote into one after
+        the last dispatch record, which a kernel was given or a packet reads, may still reach a kernel submitted
+        before it (one waiting on a barrier for it)."""
+        for start in starts:
+            self._cpu_written_addresses(start)
+        for start in sorted(self.cpu_made & (self.gpu_read | self.dispatched.keys()) & set(starts)):
+            if start not in self.holders:  # a kernel given it found it already
+                continue
+            offset, value, writer = self.holders[start]
+            pointee = self.relocation.pointee(value)
+            if pointee is not None:
+                self.copy_hazards.setdefault(pointee[0], (
+                    f"relocation hazard: buffer {self._name(start)}+{offset:#x} holds GPU address {value:#x} (in "
+                    f"buffer {self._name(pointee[0])}), written by {writer}, after the dispatches that may read it "
+                    f"were submitted (one may wait for it): the address cannot follow its buffer if it moves"))
 
     def _by_value_addresses(self, reader: DispatchReader, d: Dispatch, where: str) -> None:
         """Note a relocation hazard for each address of a recorded buffer a dispatch passes by value (an integer

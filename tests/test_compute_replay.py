@@ -797,3 +797,26 @@ def test_an_indirect_buffer_a_kernel_writes_before_it_runs_is_refused_saying_so(
     with pytest.raises(ReplayError, match=r"indirect buffer at 0x[0-9a-f]+: it holds no packets yet when the replay "
                                           r"translates the submission .*: the GPU writes them"):
         replay_trace(path, Options(), emulate_recorded=True)
+
+
+def test_a_pointer_table_written_after_the_dispatch_that_waits_for_it_is_a_relocation_hazard(tmp_path):
+    """Found by helper 44: a kernel submitted behind a barrier, its table written by the CPU after the dispatch's
+    record, was seen by no later dispatch: HANG with buffers moved, and an OK by luck with two instances (the
+    second read the first's buffers)."""
+    path = str(tmp_path / "late.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        memcpy = corpus(gpu).kernel("memcpy_uint4")
+        data, table, out = (gpu.alloc(4096, "gtt", name=n) for n in ("data", "table", "out"))
+        go = HsaSignal(system, 1, name="go")
+        q = gpu.aql_queue(name="q")
+        q.barrier_and([go])
+        q.dispatch(memcpy, (1,), (1,), table, out, np.uint32(1))
+        table.write(struct.pack("<QQ", data.va, data.va + 64))
+        go.signal(0)
+        q.sync(timeout=60)
+    assert replay_trace(path, Options(), emulate_recorded=True).status == EXIT_OK
+    with pytest.raises(ReplayError, match=r"relocation hazard: buffer table\+0x0 holds GPU address 0x[0-9a-f]+ "
+                                          r"\(in buffer data\), written by the CPU write at record \d+, after the "
+                                          r"dispatches that may read it were submitted"):
+        replay_trace(path, Options(), emulate_recorded=True, concurrent=2)
