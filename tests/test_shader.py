@@ -214,13 +214,18 @@ def test_a_kernel_that_never_ends_is_stopped_when_its_queue_goes(target, caplog)
 
 
 @pytest.mark.parametrize("target", ["gfx90a", "gfx1100"])
-def test_denormals_are_flushed_as_the_descriptors_float_mode_says(target):
-    """FLOAT_DENORM_MODE_32 3 keeps f32 denormals, 0 flushes them (patched into the descriptor AQL reads)."""
+@pytest.mark.parametrize("a", [1e-39, 5e-39])
+def test_denormals_are_flushed_as_the_descriptors_float_mode_says(target, a):
+    """FLOAT_DENORM_MODE_32 (patched into the descriptor AQL reads): 3 keeps f32 denormals, 0 flushes sources and
+    results, 1 results alone, 2 sources alone (helper 45 found 1 and 2 swapped). A denormal plus 0 is a denormal
+    result; plus the least normal, a normal one."""
     case = next(c for c in CASES if c.kernel == "vector_add")
     values = case.inputs()
-    values["a"][:] = np.float32(1e-39)  # denormal
-    values["b"][:] = np.float32(0)
-    for mode, want in ((3, np.float32(1e-39)), (0, np.float32(0))):
+    tiny = np.float32(0 if a == 1e-39 else np.finfo(np.float32).tiny)
+    values["a"][:] = np.float32(a)  # denormal
+    values["b"][:] = tiny
+    kept, flushed_in, flushed_out = np.float32(a) + tiny, tiny, tiny if tiny else np.float32(0)
+    for mode, want in ((3, kept), (0, flushed_in), (1, flushed_out if not tiny else kept), (2, flushed_in)):
         with System.open(emulate=target) as system:
             dev = system.devices[0]
             program = corpus(dev)

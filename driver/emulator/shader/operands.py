@@ -85,12 +85,14 @@ class Regs:
     def of(cls, sreg_names: list[str | None], vgprs: int, lanes: int, architected_sgprs: bool = False,
            rsrc1: int = DENORMALS_KEPT, dx10_clamp: bool = True) -> Regs:
         """`rsrc1`: COMPUTE_PGM_RSRC1, whose FLOAT_DENORM_MODE_32 (b17:16) and _16_64 (b19:18) say which
-        denormals are flushed: 0 sources and results, 1 sources, 2 results, 3 none (AMDGPUUsage)."""
+        denormals are flushed: 0 sources and results, 1 results, 2 sources, 3 none (LLVM SIDefines.h
+        FP_DENORM_FLUSH_IN_FLUSH_OUT, FLUSH_OUT, FLUSH_IN, FLUSH_NONE; AMDGPUUsage's FLOAT_DENORM_MODE_FLUSH_DST 1,
+        FLUSH_SRC 2)."""
         ttmps = frozenset((115, 116, 117)) if architected_sgprs else frozenset()
         modes = {32: rsrc1 >> 16 & 3, 16: rsrc1 >> 18 & 3, 64: rsrc1 >> 18 & 3}
         return cls(sreg_names.index("m0"), sreg_names.index("null"), vgprs, lanes, ttmps,
-                   frozenset(b for b, m in modes.items() if m in (0, 1)),
-                   frozenset(b for b, m in modes.items() if m in (0, 2)), dx10_clamp)
+                   frozenset(b for b, m in modes.items() if m in (0, 2)),
+                   frozenset(b for b, m in modes.items() if m in (0, 1)), dx10_clamp)
 
     # -- reading ------------------------------------------------------------------------------------
     def source(self, value: int, ty: Type, vector: bool, literal: int | None = None, high: bool = False) -> Reader:
