@@ -106,3 +106,15 @@ __kernel void saturating(__global const uint *a, __global const uint *b, __globa
     sadd[i] = __builtin_elementwise_add_sat((int)a[i], (int)b[i]);
     ssub[i] = __builtin_elementwise_sub_sat((int)a[i], (int)b[i]);
 }
+
+typedef half half2 __attribute__((ext_vector_type(2)));
+typedef ushort ushort2 __attribute__((ext_vector_type(2)));
+
+/* Packed (VOP3P) halves: max, a product clamped to [0, 1] (the clamp modifier), a saturating add, a shift. */
+__kernel void packed_halves(__global const half2 *a, __global const half2 *b, __global half2 *mx, __global half2 *cl,
+                            __global const ushort2 *u, __global const ushort2 *v, __global ushort2 *us) {
+    size_t i = get_global_id(0);
+    mx[i] = __builtin_elementwise_max(a[i], b[i]);
+    cl[i] = __builtin_elementwise_min(__builtin_elementwise_max(a[i] * b[i], (half2)0.0h), (half2)1.0h);
+    us[i] = __builtin_elementwise_add_sat(u[i], v[i]) ^ (v[i] >> (u[i] & (ushort)7));
+}

@@ -631,6 +631,14 @@ def _cases() -> tuple[Case, ...]:
                                         Out("ffma", f32, (10,)), Out("fq", f32, (10,)), Out("fclamp", f32, (10,)),
                                         Out("ffract", f32, (10,))),
              (10,), (10,), _float_edges),
+        Case("packed_halves", "numeric", (In("a", "float16", (128, 2), floats(-3, 3), vector=2),
+                                          In("b", "float16", (128, 2), floats(-3, 3), vector=2),
+                                          Out("mx", "float16", (128, 2), vector=2),
+                                          Out("cl", "float16", (128, 2), vector=2),
+                                          In("u", "uint16", (128, 2), ints(0, 2**16), vector=2),
+                                          In("v", "uint16", (128, 2), ints(0, 2**16), vector=2),
+                                          Out("us", "uint16", (128, 2), vector=2)),
+             (128,), (64,), _packed_halves),
         Case("saturating", "numeric", (In("a", u32, (256,), ints(0, 2**32)), In("b", u32, (256,), ints(0, 2**32)),
                                        Out("uadd", u32, (256,)), Out("usub", u32, (256,)), Out("sadd", i32, (256,)),
                                        Out("ssub", i32, (256,))),
@@ -701,6 +709,14 @@ def _float_edges(v: Values) -> dict[str, np.ndarray]:
                 "ffma": np.array(out["ffma"], np.float32), "fq": f[:, 0] / f[:, 1],
                 "fclamp": np.where(np.isnan(c), np.float32(0), np.clip(c, np.float32(0), np.float32(1))),
                 "ffract": np.minimum(c - np.floor(c), np.nextafter(np.float32(1), np.float32(0)))}
+
+
+def _packed_halves(v: Values) -> dict[str, np.ndarray]:
+    a, b = v["a"], v["b"]
+    product = (a.astype(np.float32) * b).astype(np.float16)  # rounds as the f16 multiply does: one rounding
+    u, w = v["u"].astype(np.int64), v["v"].astype(np.int64)
+    return {"mx": np.fmax(a, b), "cl": np.clip(product, np.float16(0), np.float16(1)),
+            "us": (np.minimum(u + w, 0xFFFF) ^ (w >> (u & 7))).astype(np.uint16)}
 
 
 def _saturating(v: Values) -> dict[str, np.ndarray]:

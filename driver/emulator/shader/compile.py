@@ -21,7 +21,7 @@ import numpy as np
 
 from kfdtrace.driver.emulator.shader.alu import SALU, TYPES, VALU, AluOp, Type, fma, saturated, saturates
 from kfdtrace.driver.emulator.shader.control import CONTROL
-from kfdtrace.driver.emulator.shader.operands import VCC, OperandError, Reader, Regs
+from kfdtrace.driver.emulator.shader.operands import VCC, OperandError, Reader, Regs, flush_denormals
 from kfdtrace.driver.emulator.shader.waves import EXEC, Waves
 from kfdtrace.driver.isa import Instruction
 
@@ -317,7 +317,18 @@ _PACKED = {
     "v_pk_add_f16": ("f16", np.add), "v_pk_mul_f16": ("f16", np.multiply),
     "v_pk_fma_f16": ("f16", fma),
     "v_pk_add_u16": ("u16", np.add), "v_pk_sub_u16": ("u16", np.subtract),
+    "v_pk_add_i16": ("i16", np.add), "v_pk_sub_i16": ("i16", np.subtract),
+    "v_pk_mul_lo_u16": ("u16", np.multiply),
+    "v_pk_max_f16": ("f16", np.fmax), "v_pk_min_f16": ("f16", np.fmin),
+    "v_pk_max_num_f16": ("f16", np.fmax), "v_pk_min_num_f16": ("f16", np.fmin),
+    "v_pk_max_u16": ("u16", np.maximum), "v_pk_min_u16": ("u16", np.minimum),
+    "v_pk_max_i16": ("i16", np.maximum), "v_pk_min_i16": ("i16", np.minimum),
+    # the shift amount is the first source's low 4 bits (REV: the value shifted is the second)
+    "v_pk_lshlrev_b16": ("u16", lambda a, b: b << (a & 15)), "v_pk_lshrrev_b16": ("u16", lambda a, b: b >> (a & 15)),
+    "v_pk_ashrrev_i16": ("i16", lambda a, b: b >> (a & 15)),
 }
+# clamp saturates these integer halves
+_PACKED_SATURATING = frozenset({"v_pk_add_u16", "v_pk_sub_u16", "v_pk_add_i16", "v_pk_sub_i16"})
 
 
 def _packed(ins: Instruction, name: str, regs: Regs) -> Run | None:
@@ -339,6 +350,18 @@ def _packed(ins: Instruction, name: str, regs: Regs) -> Run | None:
         return None
     tyname, fn = _PACKED[name]
     ty = TYPES[tyname]
+    clamp = f.get("clamp", 0)
+    if clamp and not ty.float:
+        if name not in _PACKED_SATURATING:
+            raise Unsupported(f"{ins.mnemonic}: clamp on an integer result is not emulated")
+        fn = saturated(fn, ty.dtype)
+    # the float mode's denormal flushing, and the output modifier, half by half as for an unpacked operation
+    flush_in, flush_out = ty.float and ty.bits in regs.flush_in, ty.float and ty.bits in regs.flush_out
+    post = None
+    if clamp and ty.float:
+        def post(v):
+            v = np.clip(v, ty.dtype(0), ty.dtype(1))
+            return np.where(np.isnan(v), ty.dtype(0), v) if regs.dx10_clamp else v
     half_bits = ty.bits
     whole = TYPES["u64"] if half_bits == 32 else TYPES["u32"]
     udt = np.uint64 if half_bits == 32 else np.uint32
@@ -353,12 +376,20 @@ def _packed(ins: Instruction, name: str, regs: Regs) -> Run | None:
 
     def half(v, hi: int, neg: int):
         h = ((v >> udt(half_bits * hi)) & hmask).astype(hdt).view(ty.dtype)
+        if flush_in:
+            h = flush_denormals(h)
         return -h if neg and ty.float else h
+
+    def result(values):
+        out = fn(*values)
+        if post is not None:
+            out = post(np.asarray(out, ty.dtype))
+        return flush_denormals(np.asarray(out, ty.dtype)) if flush_out else out
 
     def run(w: Waves) -> None:
         vals = [r(w) for r in readers]
-        lo = fn(*(half(v, s, n) for v, s, n in zip(vals, sel_lo, neg_lo, strict=True)))
-        hi = fn(*(half(v, s, n) for v, s, n in zip(vals, sel_hi, neg_hi, strict=True)))
+        lo = result([half(v, s, n) for v, s, n in zip(vals, sel_lo, neg_lo, strict=True)])
+        hi = result([half(v, s, n) for v, s, n in zip(vals, sel_hi, neg_hi, strict=True)])
         lo_bits = np.asarray(lo, ty.dtype).view(hdt).astype(udt)
         hi_bits = np.asarray(hi, ty.dtype).view(hdt).astype(udt)
         write(w, lo_bits | hi_bits << udt(half_bits))
