@@ -189,7 +189,7 @@ def _div_scale(x, den, num):
     t = x.dtype.type
     with np.errstate(all="ignore"):
         ed, en = _exponent(den), _exponent(num)
-        rcp_denorm = _is_denorm(np.asarray(1.0 / den.astype(f64)))
+        rcp_denorm = _is_denorm(np.asarray(1.0 / den.astype(f64)).astype(x.dtype))  # in the operands' type
         quot = (num / den).astype(x.dtype)
         # a quotient below the normal range: denormal, or so small it rounds to 0 (else a tiny numerator scales
         # both operands up, and a large denominator overflows)
@@ -218,10 +218,10 @@ def _div_fmas(a, b, c, vcc):
     guide's pseudocode scales by 2**32 (2**64) always, which undoes no V_DIV_SCALE: divisions of large or tiny
     operands came out wrong by that factor. This is tinygrad's correction of the pseudocode (its
     _apply_pseudocode_fixes), checked by such divisions (tests/test_shader.py)."""
-    r = fma(a, b, c)
-    scale, middle = (128, 1023) if r.dtype == f64 else (64, 127)
-    up = _exponent(np.asarray(c, r.dtype)) > middle
-    return np.where(vcc, np.ldexp(r, np.where(up, scale, -scale)).astype(r.dtype), r)
+    dtype = np.result_type(a, b, c)
+    scale, middle = (128, 1023) if dtype == f64 else (64, 127)
+    up = _exponent(np.asarray(c, dtype)) > middle
+    return fma(a, b, c, np.where(vcc, np.where(up, scale, -scale), 0))  # scaled before its one rounding
 
 
 def _div_fixup(q, den, num):
@@ -242,44 +242,48 @@ def _div_fixup(q, den, num):
     return out.astype(q.dtype)
 
 
-def fma(a, b, c):
-    """Fused multiply-add, rounded once. f16 and f32: their product is exact in f64, and its sum with c is
-    rounded to odd there (the error of the rounded sum is exact: TwoSum), which the rounding to the narrower type
-    then rounds as the exact value would be (Boldo and Melquiond, "Emulation of FMA and correctly rounded sums:
-    proved algorithms using rounding to odd", 2008). f64: exactly, in integers, where the operands are finite."""
+def fma(a, b, c, scale=0):
+    """Fused multiply-add, times 2**scale (an int, or one per lane: V_DIV_FMAS), rounded once. f16 and f32: their
+    product is exact in f64, and its sum with c is rounded to odd there (the error of the rounded sum is exact:
+    TwoSum; a power of two scales both exactly), which the rounding to the narrower type then rounds as the exact
+    value would be (Boldo and Melquiond, "Emulation of FMA and correctly rounded sums: proved algorithms using
+    rounding to odd", 2008). f64: exactly, in integers, where the operands are finite."""
     dtype = np.result_type(a, b, c)
     if dtype == f64:
-        return _fma64(a, b, c)
+        return _fma64(a, b, c, scale)
     with np.errstate(all="ignore"):
         p = np.asarray(a, f64) * np.asarray(b, f64)
         z = np.asarray(c, f64)
         s = p + z
+        scaled = np.ldexp(s, scale) if np.any(scale) else s
         # the two roundings differ from one only where the f64 sum lies exactly halfway between two values of
         # the narrower type, or below its normal range (whose steps are not the mantissa's): round those to odd
         drop = 52 - np.finfo(dtype).nmant
-        halfway = (s.view(u64) & u64((1 << drop) - 1)) == u64(1 << (drop - 1))
-        if (halfway | (np.abs(s) < np.finfo(dtype).tiny)).any():
+        halfway = (scaled.view(u64) & u64((1 << drop) - 1)) == u64(1 << (drop - 1))
+        if (halfway | (np.abs(scaled) < np.finfo(dtype).tiny)).any():
             t = s - p
             err = (p - (s - t)) + (z - t)
-            even = (s.view(u64) & u64(1)) == 0
-            odd = np.nextafter(s, np.where(err > 0, np.inf, -np.inf))
-            s = np.where((err != 0) & np.isfinite(err) & even, odd, s)
-        return s.astype(dtype)
+            even = (scaled.view(u64) & u64(1)) == 0
+            odd = np.nextafter(scaled, np.where(err > 0, np.inf, -np.inf))
+            scaled = np.where((err != 0) & np.isfinite(err) & even, odd, scaled)
+        return scaled.astype(dtype)
 
 
-def _fma64(a, b, c):
-    a, b, c = np.broadcast_arrays(np.asarray(a, f64), np.asarray(b, f64), np.asarray(c, f64))
+def _fma64(a, b, c, scale=0):
+    a, b, c, scale = np.broadcast_arrays(np.asarray(a, f64), np.asarray(b, f64), np.asarray(c, f64),
+                                         np.asarray(scale, i64))
     with np.errstate(all="ignore"):
-        out = np.array(a * b + c)  # the answer where an operand is not finite, and for a sum of zeros
+        out = np.array(np.ldexp(a * b + c, scale))  # where an operand is not finite, and for a sum of zeros
     for i in map(tuple, np.argwhere(np.isfinite(a) & np.isfinite(b) & np.isfinite(c))):
         (n1, d1), (n2, d2), (n3, d3) = (float(x[i]).as_integer_ratio() for x in (a, b, c))
-        num = n1 * n2 * d3 + n3 * d1 * d2
+        num, den, e = n1 * n2 * d3 + n3 * d1 * d2, d1 * d2 * d3, int(scale[i])
         if num == 0:
             if n1 * n2 != 0 or n3 != 0:  # an exact cancellation is +0
                 out[i] = 0.0
             continue
+        num, den = (num << e, den) if e >= 0 else (num, den << -e)
         try:
-            out[i] = num / (d1 * d2 * d3)  # int division rounds once, to nearest even, subnormals included
+            out[i] = num / den  # int division rounds once, to nearest even, subnormals included
         except OverflowError:
             out[i] = np.inf if num > 0 else -np.inf
     return out
