@@ -312,7 +312,8 @@ class _Surveyor:
                 self._settle()
             getattr(self, f"_on_{r.type}")(r)
         self._settle()
-        self._late_tables({*self.cpu_writes, *self.cpu_made})
+        if self.dispatched:
+            self._late_tables({*self.cpu_writes, *self.cpu_made})
         for va, why in [*self.copy_hazards.items(), *self.checkpoint_hazards.items()]:
             self.s.hazards.setdefault(va, why)
         for t in self.translators.values():
@@ -375,7 +376,8 @@ class _Surveyor:
             self.kernarg_buffers.add(va, alloc.fields["size"], None)
 
     def _on_free(self, r: Record) -> None:
-        self._late_tables([r.fields["va"]])
+        if self.dispatched:  # kernels ran: one may still wait for a table written into it since
+            self._late_tables([r.fields["va"]])
         self.allocs.pop(r.fields["va"], None)
         self.kernels.unloaded(r.fields["va"])
         self.code.pop(r.fields["va"], None)
