@@ -460,16 +460,20 @@ class _Surveyor:
             self._cpu_written_addresses(start)
         for start in list(self.cpu_made & self.gpu_read):
             self.cpu_made.discard(start)  # once: whichever kernel runs after it
-            held = self.holders.get(start)
-            if held is None:
-                continue
-            offset, value, writer = held
-            pointee = self.relocation.pointee(value)
-            if pointee is not None:
-                self.copy_hazards.setdefault(pointee[0], (
-                    f"relocation hazard: buffer {self._name(start)}+{offset:#x} holds GPU address {value:#x} (in "
-                    f"buffer {self._name(pointee[0])}), written by {writer}, before {dispatch} runs: a copy of it "
-                    f"may reach the kernel, and the address cannot follow its buffer if it moves"))
+            self._table_hazard(start, f"before {dispatch} runs: a copy of it may reach the kernel")
+
+    def _table_hazard(self, start: int, when: str) -> None:
+        """Note the hazard of the table of addresses the buffer at `start` holds (`holders`), `when` said of it."""
+        held = self.holders.get(start)
+        if held is None:  # a kernel given it found it already
+            return
+        offset, value, writer = held
+        pointee = self.relocation.pointee(value)
+        if pointee is not None:
+            self.copy_hazards.setdefault(pointee[0], (
+                f"relocation hazard: buffer {self._name(start)}+{offset:#x} holds GPU address {value:#x} (in buffer "
+                f"{self._name(pointee[0])}), written by {writer}, {when}, and the address cannot follow its buffer "
+                f"if it moves"))
 
     def _late_tables(self, starts: Iterable[int]) -> None:
         """As those buffers go (or the trace ends): a table of addresses the CPU (or a packet) wrote into one after
@@ -478,15 +482,7 @@ class _Surveyor:
         for start in starts:
             self._cpu_written_addresses(start)
         for start in sorted(self.cpu_made & (self.gpu_read | self.dispatched.keys()) & set(starts)):
-            if start not in self.holders:  # a kernel given it found it already
-                continue
-            offset, value, writer = self.holders[start]
-            pointee = self.relocation.pointee(value)
-            if pointee is not None:
-                self.copy_hazards.setdefault(pointee[0], (
-                    f"relocation hazard: buffer {self._name(start)}+{offset:#x} holds GPU address {value:#x} (in "
-                    f"buffer {self._name(pointee[0])}), written by {writer}, after the dispatches that may read it "
-                    f"were submitted (one may wait for it): the address cannot follow its buffer if it moves"))
+            self._table_hazard(start, "after the dispatches that may read it were submitted (one may wait for it)")
 
     def _by_value_addresses(self, reader: DispatchReader, d: Dispatch, where: str) -> None:
         """Note a relocation hazard for each address of a recorded buffer a dispatch passes by value (an integer

@@ -143,21 +143,13 @@ def test_a_redacted_trace_keeps_what_its_summary_says_of_the_records(tmp_path):
     """Found by helper 41: redact wrote a fresh summary without the workload's exit status; without its list of
     queues left with work at the end either, a replay of the redacted trace would call it a HANG where the
     original's is OK."""
+    from .test_replay_hangs import LEFT_WITH_WORK
+
     script = tmp_path / "left.py"
-    script.write_text(
-        "import sys\n"
-        "from kfdtrace.driver import System\n"
-        "system = System.open()\n"
-        "gpu = system.devices[0]\n"
-        "a, b = gpu.alloc(4096, 'gtt', name='a'), gpu.alloc(4096, 'gtt', name='b')\n"
-        "q, never, done = gpu.sdma_queue(), system.semaphore('never'), system.semaphore('done')\n"
-        "q.copy(b, a, 4096).signal(done, 1).submit()\n"
-        "done.wait(1)\n"
-        "q.wait(never, 1).copy(b, a, 4096).signal(done, 2).submit()\n"
-        "sys.exit(3)\n")
+    script.write_text(LEFT_WITH_WORK)
     path, out = str(tmp_path / "t.kfdtrace"), str(tmp_path / "r.kfdtrace")
     env = {**os.environ, "KFDTRACE_EMULATE": "gfx942"}
-    subprocess.run([sys.executable, "-m", "kfdtrace.capture.cli", "run", "-o", path, str(script)], env=env,
+    subprocess.run([sys.executable, "-m", "kfdtrace.capture.cli", "run", "-o", path, str(script), "0", "3"], env=env,
                    capture_output=True)
     with TraceReader(path) as r:
         redact(r, out)

@@ -130,22 +130,28 @@ def test_queue_never_destroyed_must_drain_by_the_end(tmp_path):
     assert report.status == EXIT_HANG and "the trace ends" in report.results[0].hang
 
 
+# A program ending with a queue waiting for a semaphore nobody signals, never destroying it: it sleeps argv[1]
+# seconds first, and exits with status argv[2]
+LEFT_WITH_WORK = (
+    "import sys, time\n"
+    "from kfdtrace.driver import System\n"
+    "system = System.open()\n"
+    "gpu = system.devices[0]\n"
+    "a, b = gpu.alloc(4096, 'gtt', name='a'), gpu.alloc(4096, 'gtt', name='b')\n"
+    "q, never, done = gpu.sdma_queue(), system.semaphore('never'), system.semaphore('done')\n"
+    "q.copy(b, a, 4096).signal(done, 1).submit()\n"
+    "done.wait(1)\n"
+    "q.wait(never, 1).copy(b, a, 4096).signal(done, 2).submit()\n"
+    "time.sleep(float(sys.argv[1]))\n"
+    "sys.exit(int(sys.argv[2]) if len(sys.argv) > 2 else 0)\n")
+
+
 def test_a_queue_the_recording_ended_with_work_left_in_may_stand_still_at_the_end(tmp_path):
     """The program ends with a queue waiting for a semaphore nobody signals, and never destroys it: the same
     verdict as when it destroys it (it was HANG: the end of the trace asked every queue to drain). Killed there,
     the recording cannot say whether its queues drained: HANG, saying so."""
     script = tmp_path / "left.py"
-    script.write_text(
-        "import sys, time\n"
-        "from kfdtrace.driver import System\n"
-        "system = System.open()\n"
-        "gpu = system.devices[0]\n"
-        "a, b = gpu.alloc(4096, 'gtt', name='a'), gpu.alloc(4096, 'gtt', name='b')\n"
-        "q, never, done = gpu.sdma_queue(), system.semaphore('never'), system.semaphore('done')\n"
-        "q.copy(b, a, 4096).signal(done, 1).submit()\n"
-        "done.wait(1)\n"
-        "q.wait(never, 1).copy(b, a, 4096).signal(done, 2).submit()\n"
-        "time.sleep(float(sys.argv[1]))\n")
+    script.write_text(LEFT_WITH_WORK)
     ended, killed = str(tmp_path / "ended.kfdtrace"), str(tmp_path / "killed.kfdtrace")
     env = {**os.environ, "KFDTRACE_EMULATE": "gfx942"}
     capture = [sys.executable, "-m", "kfdtrace.capture.cli", "run"]
