@@ -217,7 +217,7 @@ def _div_fmas(a, b, c, vcc):
     (f32) or 2**128 (f64), up when c's exponent is past the middle of its range, down otherwise. The RDNA3 ISA
     guide's pseudocode scales by 2**32 (2**64) always, which undoes no V_DIV_SCALE: divisions of large or tiny
     operands came out wrong by that factor. This is tinygrad's correction of the pseudocode (its
-    _apply_pseudocode_fixes), checked by such divisions (tests/test_shader.py)."""
+    _apply_pseudocode_fixes), checked by such divisions (the corpus's float_edges)."""
     dtype = np.result_type(a, b, c)
     scale, middle = (128, 1023) if dtype == f64 else (64, 127)
     up = _exponent(np.asarray(c, dtype)) > middle
