@@ -30,7 +30,7 @@ from elftools.elf.relocation import Relocation as Relocation_
 from elftools.elf.sections import Section, SymbolTableSection
 from elftools.elf.segments import Segment
 
-from kfdtrace.driver.code_object_bundle import TargetId, is_bundle, select
+from kfdtrace.driver.code_object_bundle import TargetId, entries, is_bundle, select
 from kfdtrace.driver.code_object_errors import (
     BadCodeObject,
     BadMetadata,
@@ -251,9 +251,20 @@ class CodeObject:
 
 
 def without_debug_info(data: bytes) -> tuple[bytes, int]:
-    """`data` with the contents of its DWARF sections (.debug_*, never loaded) zeroed: the build's paths and
-    source file names go, the code and its metadata stay; and how many bytes were zeroed. BadCodeObject for an ELF
-    file whose section headers cannot be read."""
+    """`data` (a code object, or an offload bundle: each of its code objects) with the contents of its DWARF
+    sections (.debug_*, never loaded) zeroed: the build's paths and source file names go, the code and its metadata
+    stay; and how many bytes were zeroed. BadCodeObject for an ELF file whose section headers cannot be read."""
+    if not is_bundle(data):
+        return _elf_without_debug_info(data)
+    out, zeroed = bytearray(data), 0
+    for e in entries(data):
+        if e.target is not None:  # the host's entry is empty
+            out[e.offset:e.offset + len(e.data)], n = _elf_without_debug_info(e.data)
+            zeroed += n
+    return bytes(out), zeroed
+
+
+def _elf_without_debug_info(data: bytes) -> tuple[bytes, int]:
     out = bytearray(data)
     zeroed = 0
     with _reading("section headers"):

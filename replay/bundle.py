@@ -141,19 +141,11 @@ def code_object_members(trace: TraceReader, options: CodeObjectOptions | None, c
 
 
 def _without_debug_info(data: bytes) -> bytes:
-    """A bundled code object (or offload bundle: each of its code objects) without its debug information."""
+    """A bundled code object (or offload bundle) without its debug information."""
     from kfdtrace.driver.code_object import CodeObjectError, without_debug_info
-    from kfdtrace.driver.code_object_bundle import entries
-    from kfdtrace.driver.code_object_bundle import is_bundle as is_offload_bundle
 
     try:
-        if not is_offload_bundle(data):
-            return without_debug_info(data)[0]
-        out = bytearray(data)
-        for e in entries(data):
-            if e.target is not None:  # the host's entry is empty
-                out[e.offset:e.offset + len(e.data)] = without_debug_info(e.data)[0]
-        return bytes(out)
+        return without_debug_info(data)[0]
     except CodeObjectError as exc:
         raise BundleError(f"--redact: a code object given cannot be read to take its debug information out: "
                           f"{exc}") from None

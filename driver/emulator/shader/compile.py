@@ -301,12 +301,14 @@ def _float_post(write: Callable, ty: Type, clamp: int, omod: float | None, nan_t
         v = np.asarray(value, ty.dtype)
         if omod is not None:
             v = (v * ty.dtype(omod)).astype(ty.dtype)
-        if clamp:
-            v = np.clip(v, ty.dtype(0), ty.dtype(1))
-            if nan_to_zero:
-                v = np.where(np.isnan(v), ty.dtype(0), v)
-        write(w, v)
+        write(w, _clamped(v, ty, nan_to_zero) if clamp else v)
     return post
+
+
+def _clamped(v: np.ndarray, ty: Type, nan_to_zero: bool) -> np.ndarray:
+    """The clamp output modifier on a float result: [0, 1], NaN to 0 with DX10_CLAMP."""
+    v = np.clip(v, ty.dtype(0), ty.dtype(1))
+    return np.where(np.isnan(v), ty.dtype(0), v) if nan_to_zero else v
 
 
 # VOP3P: packed operations on the two halves of each source (16-bit halves, or the two dwords of a pair for the
@@ -357,11 +359,7 @@ def _packed(ins: Instruction, name: str, regs: Regs) -> Run | None:
         fn = saturated(fn, ty.dtype)
     # the float mode's denormal flushing, and the output modifier, half by half as for an unpacked operation
     flush_in, flush_out = ty.float and ty.bits in regs.flush_in, ty.float and ty.bits in regs.flush_out
-    post = None
-    if clamp and ty.float:
-        def post(v):
-            v = np.clip(v, ty.dtype(0), ty.dtype(1))
-            return np.where(np.isnan(v), ty.dtype(0), v) if regs.dx10_clamp else v
+    float_clamp = bool(clamp) and ty.float
     half_bits = ty.bits
     whole = TYPES["u64"] if half_bits == 32 else TYPES["u32"]
     udt = np.uint64 if half_bits == 32 else np.uint32
@@ -382,8 +380,8 @@ def _packed(ins: Instruction, name: str, regs: Regs) -> Run | None:
 
     def result(values):
         out = fn(*values)
-        if post is not None:
-            out = post(np.asarray(out, ty.dtype))
+        if float_clamp:
+            out = _clamped(np.asarray(out, ty.dtype), ty, regs.dx10_clamp)
         return flush_denormals(np.asarray(out, ty.dtype)) if flush_out else out
 
     def run(w: Waves) -> None:
