@@ -52,7 +52,7 @@ class Piece:
 
 
 def extents(pieces: tuple[Piece, ...]) -> tuple[tuple[memoryview, int, bytes], ...]:
-    """The bytes the pieces hold now, as (view, offset, bytes) of runs of pieces that follow each other in a
+    """The bytes the pieces hold now, as (view, start, end, bytes) of runs of pieces that follow each other in a
     store buffer (a submission's dispatches cut theirs in order): what to write again before each reuse."""
     runs: list[list] = []
     for p in pieces:
@@ -60,7 +60,7 @@ def extents(pieces: tuple[Piece, ...]) -> tuple[tuple[memoryview, int, bytes], .
             runs[-1][2] = max(runs[-1][2], p.at + p.size)
         else:
             runs.append([p.view, p.at, p.at + p.size])
-    return tuple((view, start, view[start:end].tobytes()) for view, start, end in runs)
+    return tuple((view, start, end, view[start:end].tobytes()) for view, start, end in runs)
 
 
 class KernargStore:
@@ -173,12 +173,14 @@ class DispatchMemo:
         each dispatch's kernel arguments are written again (a kernel may have written over its own)."""
         # after: None when the registers stay as they were; codes: (recorded code object, the one loaded for it)
         before, after, spans, unread, codes, written = inputs
-        registers, read, loaded = self.registers, self._read, self._loaded
+        registers = self.registers
         if registers != before:
             return False
+        loaded = self._loaded
         for obj, code in codes:
             if loaded.get(obj) != code:
                 return False
+        read = self._read
         for va, data in spans:
             if read(va, len(data)) != data:
                 return False
@@ -189,6 +191,6 @@ class DispatchMemo:
         if after is not None:
             registers.clear()
             registers.update(after)
-        for view, at, data in written:  # the same bytes: harmless to a dispatch still reading them
-            view[at:at + len(data)] = data
+        for view, start, end, data in written:  # the same bytes: harmless to a dispatch still reading them
+            view[start:end] = data
         return True

@@ -1177,15 +1177,14 @@ class Instance:
 
     def _read_recorded(self, va: int, size: int) -> bytes | None:
         """The `size` bytes at recorded address `va` as the replay holds them (None: not in a CPU-visible buffer)."""
-        start, end, view = self._read_last
-        if not start <= va < va + size <= end:
+        start, end, view = self._read_last  # a CPU-visible buffer's (view not None), or (0, 0, None)
+        if not (start <= va and va + size <= end and size):
             hit = self.buffers.find(va)
-            if hit is None:
+            if hit is None or hit[2].view is None or va + size > hit[0] + hit[1]:
                 return None
             start, end, view = self._read_last = hit[0], hit[0] + hit[1], hit[2].view
-            if va + size > end:
-                return None
-        return None if view is None else view[va - start:va - start + size].tobytes()
+        va -= start
+        return view[va:va + size].tobytes()
 
     def _on_queue_destroy(self, r: Record) -> None:
         rq = self.queues.get(r.fields["queue"])

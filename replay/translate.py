@@ -241,13 +241,17 @@ class Translator:
     def ring(self, data: bytes, where: str, writes: list[Write] | None = None) -> bytes:
         """The translated packets of `data` (one submission's ring bytes); `where` names it in errors. With
         `writes`, the recorded packets that write memory are added to it (read where the translation was)."""
-        data = bytes(data)
-        memo = self.memo if not self.relocation.moved else None
+        if data.__class__ is not bytes:
+            data = bytes(data)
+        memo = self.memo
         if memo is not None:  # kept for the IDENTITY state alone, whatever the packets' cache holds
-            kept = self.cache.dispatched.get(data)
-            if kept is not None and (out := self._dispatched(kept, writes)) is not None:
-                return out
-            memo.start()
+            if self.relocation.moved:
+                memo = None
+            else:
+                kept = self.cache.dispatched.get(data)
+                if kept is not None and (out := self._dispatched(kept, writes)) is not None:
+                    return out
+                memo.start()
         state = self.relocation.state
         cache = self.cache.entries_for(state)
         unchanged = self.same and state == IDENTITY
@@ -280,9 +284,9 @@ class Translator:
         """The translation of a submission launching kernels among those `_keep` kept of its bytes, if its event
         ids map as they did and the memo finds its dispatches' inputs as they were (its writes then added to
         `writes`)."""
-        event_id, still = self.event_id, self.memo.still
+        still = self.memo.still
         for i, (out, packets, wrote, events, inputs) in enumerate(kept):
-            if (not events or all(event_id(recorded) == replay for recorded, replay in events)) and still(inputs):
+            if (not events or self._same_events(events)) and still(inputs):
                 kept.rotate(-1 - i)  # the one after it is the likeliest next: a reused arena cycles
                 self.taken += 1
                 self.packets += packets
@@ -290,6 +294,11 @@ class Translator:
                     writes += wrote
                 return out
         return None
+
+    def _same_events(self, events: tuple[tuple[int, int], ...]) -> bool:
+        """Whether each recorded event id maps to the replay's as it did."""
+        event_id = self.event_id
+        return all(event_id(recorded) == replay for recorded, replay in events)
 
     def _keep(self, data: bytes, out: bytes, packets: int, wrote: tuple[Write, ...],
               notable: list[tuple[int, PacketDef]], inputs: tuple) -> None:
