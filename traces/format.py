@@ -641,14 +641,19 @@ class TraceWriter:
 
     def _rebased(self, packed: bytes | bytearray, base: int, chained: dict[Slot, int]) -> bytes | bytearray:
         """`packed` records with `base` added to the first clock among them, and each slot's value in
-        `chained` to the first delta field of that slot among them."""
+        `chained` to the first delta field of that slot among them. Only those records are packed again: the
+        rest are copied, and reading stops once every value is placed (a flush's journal pays for a few
+        records, not for all those since the last)."""
         unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
         unpacker.feed(packed)
-        records, seen = [], set()
+        parts: list[bytes | bytearray] = []
+        start = kept = 0  # where the record read starts; bytes [kept, start) are copied as they are
+        seen: set[Slot] = set()
         for type_, fields in unpacker:
+            end, changed = unpacker.tell(), False
             if base and fields.get(self._clock).__class__ is int:
                 fields[self._clock] += base
-                base = 0
+                base, changed = 0, True
             found = delta_slot(fields, self._delta_field, self._delta_key) if chained and type_ == self._delta_type \
                 else None
             if found is not None and found[0] not in seen:
@@ -656,8 +661,15 @@ class TraceWriter:
                 seen.add(slot)
                 if slot in chained:
                     fields[self._delta_field] = _undone(data, chained[slot]).to_bytes(slot[1], "little")
-            records.append((type_, fields))
-        return b"".join(self._encoder.encode(r) for r in records)
+                    changed = True
+            if changed:
+                parts += (packed[kept:start], self._encoder.encode((type_, fields)))
+                kept = end
+            start = end
+            if not base and seen >= chained.keys():
+                break
+        parts.append(packed[kept:])
+        return b"".join(parts)
 
     def _hand_over(self) -> None:
         """Hand the pending blobs, then the pending records, to the background thread as frames."""
