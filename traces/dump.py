@@ -117,7 +117,7 @@ class Dumper:
             yield [f"#{r.n:<7} {f['t'] / 1e6:11.3f} ms [{f['tid']}] doorbell submission {sub.number}"
                    f"{' ' + q.name if q.name else ''} queue={f['queue']} value={_value(f['value'])}",
                    *[f"    @{base + p.offset:#07x} {p.show(where)}"
-                     + (f" (kernel {launches[i]})" if i in launches else "")
+                     + (f"  [runs {launches[i]}]" if i in launches else "")  # not an address's name
                      + "".join(f" ({what}={va:#_x} {where(va) or 'outside every buffer'})"
                                for what, va, _ in register_pointers(q.dialect, p, self.state.by_va.find))
                      for i, p in enumerate(sub.packets)]]
