@@ -282,6 +282,16 @@ def test_alu_entries_the_corpus_does_not_reach_compute_what_the_isa_says():
     assert list(VALU["v_max3_f32"].fn(*(t.astype(f32) for t in trio))) == [3.0, 9.0, 5.0]
 
 
+def test_scalar_min_and_max_set_scc_only_when_the_first_source_wins_strictly():
+    """S_MIN: SCC = S0 < S1; S_MAX: SCC = S0 > S1 (ISA pseudocode): equal sources give SCC 0."""
+    for name, want in (("s_min_u32", [True, False, False]), ("s_max_u32", [False, False, True]),
+                       ("s_min_i32", [True, False, False]), ("s_max_i32", [False, False, True])):
+        kind = np.uint32 if name.endswith("u32") else np.int32
+        value, scc = SALU[name].fn(np.array([1, 5, 9], kind), np.array([5, 5, 5], kind))
+        assert scc.tolist() == want, name
+        assert value.tolist() == ([1, 5, 5] if "min" in name else [5, 5, 9]), name
+
+
 def test_scalar_entries_the_corpus_does_not_reach_compute_what_the_isa_says():
     """64-bit bit fields, leading sign bits and gfx12's scalar float compares (SCC out)."""
     u32, u64 = np.uint32, np.uint64

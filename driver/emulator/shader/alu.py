@@ -565,8 +565,10 @@ def _ssub(a, b):
     return r, ((a ^ b) & (a ^ r)) < 0
 
 
-def _min(fn: Callable) -> Callable:
-    return lambda a, b: (fn(a, b), fn(a, b) == a)  # SCC: the first source was selected
+def _chosen(fn: Callable, first: Callable) -> Callable:
+    """S_MIN/S_MAX: the result, and SCC = `first(S0, S1)` (S0 < S1 for min, S0 > S1 for max, per the ISA's
+    pseudocode: equal sources give SCC 0)."""
+    return lambda a, b: (fn(a, b), first(a, b))
 
 
 SALU: dict[str, AluOp] = {
@@ -587,10 +589,10 @@ SALU: dict[str, AluOp] = {
     "s_mul_i32": S("i32 i32", "i32", np.multiply),
     "s_mul_hi_u32": S("u32 u32", "u32", lambda a, b: (a.astype(u64) * b >> u64(32)).astype(u32)),
     "s_mul_hi_i32": S("i32 i32", "i32", lambda a, b: (a.astype(i64) * b >> 32).astype(i32)),
-    "s_min_i32": S("i32 i32", "i32", _min(np.minimum), scc_out=True),
-    "s_min_u32": S("u32 u32", "u32", _min(np.minimum), scc_out=True),
-    "s_max_i32": S("i32 i32", "i32", _min(np.maximum), scc_out=True),
-    "s_max_u32": S("u32 u32", "u32", _min(np.maximum), scc_out=True),
+    "s_min_i32": S("i32 i32", "i32", _chosen(np.minimum, np.less), scc_out=True),
+    "s_min_u32": S("u32 u32", "u32", _chosen(np.minimum, np.less), scc_out=True),
+    "s_max_i32": S("i32 i32", "i32", _chosen(np.maximum, np.greater), scc_out=True),
+    "s_max_u32": S("u32 u32", "u32", _chosen(np.maximum, np.greater), scc_out=True),
     "s_abs_i32": S("i32", "i32", _nz(np.abs), scc_out=True),
     "s_sext_i32_i8": S("u32", "i32", lambda a: (a & 0xFF).astype(u8).view(np.int8).astype(i32)),
     "s_sext_i32_i16": S("u32", "i32", lambda a: (a & 0xFFFF).astype(u16).view(i16).astype(i32)),
