@@ -282,6 +282,17 @@ def test_alu_entries_the_corpus_does_not_reach_compute_what_the_isa_says():
     assert list(VALU["v_max3_f32"].fn(*(t.astype(f32) for t in trio))) == [3.0, 9.0, 5.0]
 
 
+def test_float_atomic_min_and_max_compare_floats_not_bit_patterns():
+    """ds_min_f32, global_atomic_min_f64 and the like are float operations (the parse once took min_f32 for the
+    unsigned min of the bits, wrong for negative values)."""
+    for name, key, size in (("min_f32", "min_f", 4), ("max_f64", "max_f", 8), ("fmin", "min_f", 4),
+                            ("min_num_f32", "min_f", 4), ("min_u32", "umin", 4), ("max_i64", "smax", 8)):
+        assert atomic_op(name) == (key, size), name
+    old, src = np.array([1.0, -1.0], np.float32).view(np.uint32), np.array([-2.0, 2.0], np.float32).view(np.uint32)
+    assert ATOMICS["min_f"](old, src).view(np.float32).tolist() == [-2.0, -1.0]
+    assert ATOMICS["max_f"](old, src).view(np.float32).tolist() == [1.0, 2.0]
+
+
 def test_scalar_min_and_max_set_scc_only_when_the_first_source_wins_strictly():
     """S_MIN: SCC = S0 < S1; S_MAX: SCC = S0 > S1 (ISA pseudocode): equal sources give SCC 0."""
     for name, want in (("s_min_u32", [True, False, False]), ("s_max_u32", [False, False, True]),

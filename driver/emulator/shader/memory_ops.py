@@ -82,7 +82,7 @@ _ATOMIC_ALIASES = {  # the names each generation spells the same operation with
     "min_i": "smin", "max_i": "smax", "min_u": "umin", "max_u": "umax", "inc_u": "inc", "dec_u": "dec",
     "add_u": "add", "sub_u": "sub", "rsub_u": "rsub", "and_b": "and", "or_b": "or", "xor_b": "xor", "swap_b": "swap",
     "cmpswap_b": "cmpswap", "min": "umin", "max": "umax", "fmin": "min_f", "fmax": "max_f", "add_f": "add_f",
-    "min_num_f": "min_f", "max_num_f": "max_f",
+    "min_num_f": "min_f", "max_num_f": "max_f", "min_f": "min_f", "max_f": "max_f",  # min_f32: not min (unsigned)
 }
 _ATOMIC_NAME = re.compile(r"^(?P<op>[a-z_]+?)(?:_(?P<ty>[uibf])(?P<bits>32|64)|_x2)?$")
 
