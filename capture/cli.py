@@ -16,7 +16,7 @@ import click
 from kfdtrace.capture.recorder import DEFAULT_CHUNK, TRACKING_MODES
 from kfdtrace.capture.session import Session, capture_workload, interrupts_between_records
 from kfdtrace.capture.trace_file import CaptureFailed
-from kfdtrace.cli import TerminalProgress, backend_options, check_backend, fail, user_errors
+from kfdtrace.cli import TerminalProgress, backend_options, check_backend, check_output, fail, user_errors
 from kfdtrace.traces.info import format_summary
 
 
@@ -32,22 +32,6 @@ def default_output(target: str, module: bool) -> str:
     return f"{stem}-{datetime.datetime.now():%Y%m%d-%H%M%S}.kfdtrace"
 
 
-def check_output(path: str) -> None:
-    """Refuse an output the trace cannot be written to (missing folder, a folder, a full device, no
-    permission) with a one-line ValueError, before the workload runs; a file made for the check is removed."""
-    existed = os.path.lexists(path)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)  # a FIFO: no hang
-        try:
-            os.write(fd, b"\0")  # the trace replaces this byte; /dev/full and the like refuse it
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        if not existed and os.path.isfile(path):
-            os.remove(path)
-        raise ValueError(f"-o {path}: cannot write the trace there: {exc.strerror}") from None
-
-
 def check_run(target: str, module: bool, output: str, chunk_size: int, emulate: str | None,
               emulate_from: str | None) -> None:
     """Everything `capture run` can refuse before running the workload; ValueError with one line."""
@@ -56,7 +40,7 @@ def check_run(target: str, module: bool, output: str, chunk_size: int, emulate: 
     if chunk_size < 4096 or chunk_size & (chunk_size - 1):
         raise ValueError(f"--chunk-size {chunk_size}: give a power of two of at least 4096")
     check_backend(emulate, emulate_from)
-    check_output(output)
+    check_output("-o", output, "the trace")
 
 
 def progress_text(session: Session) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -83,6 +84,25 @@ def user_errors(fn: Callable) -> Callable:
             fail(exc, 1)
 
     return wrapper
+
+
+def check_output(option: str, path: str, what: str) -> None:
+    """Refuse an output file `what` cannot be written to (a missing folder, a folder, a full device, no
+    permission) with a one-line ValueError, before the work that makes it runs. A file the check made is
+    removed, and an existing regular file is left as it is."""
+    existed = os.path.lexists(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)  # a FIFO: no hang
+        try:
+            if not existed or not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.write(fd, b"\0")  # /dev/full and the like refuse it
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise ValueError(f"{option} {path}: cannot write {what} there: {exc.strerror}") from None
+    finally:
+        if not existed and os.path.isfile(path):
+            os.remove(path)
 
 
 def check_backend(emulate: str | None, emulate_from: str | None) -> None:

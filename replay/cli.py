@@ -20,7 +20,7 @@ import traceback
 
 import click
 
-from kfdtrace.cli import TerminalProgress, backend_options, check_backend, code_object_options
+from kfdtrace.cli import TerminalProgress, backend_options, check_backend, check_output, code_object_options
 from kfdtrace.traces.printable import one_line
 
 # The replay engine (and the driver, numpy) load when a replay runs, not for --help or a bad option.
@@ -82,7 +82,19 @@ def check_options(emulate: str | None, emulate_from: str | None, emulate_recorde
         raise click.BadParameter(str(exc)) from None
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+class _Command(click.Command):
+    """click's usage errors (an unknown option, a value of the wrong type) exit 4, bad input, as the options this
+    command checks itself do: click's own 2 is replay's status for a hang."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            exc.exit_code = 4  # EXIT_BAD_INPUT (replay.engine, not loaded for a bad option)
+            raise
+
+
+@click.command(cls=_Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("trace", metavar="TRACE|BUNDLE", type=click.Path(dir_okay=False))
 @backend_options
 @click.option("--emulate-recorded", is_flag=True, help="Emulate exactly the GPUs the trace was recorded on.")
@@ -128,6 +140,11 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
         memory_limit = parse_size(max_memory)
         check_options(emulate, emulate_from, emulate_recorded, device, mapping, loop, concurrent, relocate,
                       timeout)
+        if timeline is not None:  # refused now, not after the replay
+            try:
+                check_output("--timeline", timeline, "the timeline")
+            except ValueError as exc:
+                raise click.BadParameter(str(exc)) from None
         try:
             objects = parse_code_object_options(list(code_object), code_objects)
         except ValueError as exc:

@@ -212,8 +212,11 @@ def replay_trace(path: str, options: Options, *, emulate: str | None = None, emu
             if timeline is not None:
                 from kfdtrace.traces.export import export_perfetto
 
-                export_perfetto(trace, timeline, times=report.loops[0][0].times or {},
-                                source=f"kfdtrace replay on {', '.join(report.target)}")
+                try:
+                    export_perfetto(trace, timeline, times=report.loops[0][0].times or {},
+                                    source=f"kfdtrace replay on {', '.join(report.target)}")
+                except OSError as exc:  # checked before the replay, but a disk fills: the verdict stands
+                    report.notes.append(f"the timeline was not written: {timeline}: {exc.strerror}")
             return report
     finally:
         for r in readers:

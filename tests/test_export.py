@@ -441,6 +441,29 @@ def test_replay_draws_the_same_timeline_with_its_own_times(family, tmp_path):
     assert doorbells == sorted(doorbells)
 
 
+def test_replay_refuses_a_timeline_it_cannot_write_before_replaying(tmp_path):
+    """A --timeline in a missing folder is bad input (4, one line) before anything runs, not an internal error
+    after the whole replay; an existing file it could write is left as it was until the replay writes it."""
+    res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", STRESS, "--emulate-recorded", "--timeline",
+                          str(tmp_path / "missing" / "t.json")], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 4 and res.stdout == ""
+    assert res.stderr.splitlines() == [f"replay: error: --timeline {tmp_path / 'missing' / 't.json'}: cannot write "
+                                       "the timeline there: No such file or directory"]
+    res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", STRESS, "--emulate-recorded", "--timeline",
+                          str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 4 and "is a directory" in res.stderr  # click's check; its usage errors exit 4 too
+
+
+def test_the_output_check_leaves_no_file_and_no_changed_one(tmp_path):
+    from kfdtrace.cli import check_output
+
+    new, old = tmp_path / "new.json", tmp_path / "old.json"
+    old.write_bytes(b"kept")
+    check_output("--timeline", str(new), "the timeline")
+    check_output("--timeline", str(old), "the timeline")
+    assert not new.exists() and old.read_bytes() == b"kept"
+
+
 def test_aql_signals_join_a_dispatch_to_the_barrier_and_cpu_wait_after_it(tmp_path):
     """Queue A's dispatch decrements a_done; queue B's BARRIER_AND waits for a_done at 0 and decrements b_done;
     the CPU waits for b_done at 0: an arrow from the dispatch to the barrier, one from the barrier to the CPU

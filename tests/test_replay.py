@@ -180,6 +180,11 @@ def test_bad_trace_and_options_give_one_line(tmp_path):
     assert res.returncode == 4 and "0:1,1:0" in res.stderr
     res = replay(sample("ping_pong-gfx1100"), "--relocate", "never", "--concurrent", "2")
     assert res.returncode == 4 and "only one instance" in res.stderr
+    # click's own usage errors are bad input too (its 2 would read as a hang to a script)
+    trace = sample("ping_pong-gfx1100")
+    for args in ((trace, "--bogus"), (trace, "--loop", "many"), (str(tmp_path),), ()):
+        res = replay(*args)
+        assert res.returncode == 4 and "Traceback" not in res.stderr, (args, res.stderr)
 
 
 def test_replay_of_a_fresh_recording_across_dialects(tmp_path):
