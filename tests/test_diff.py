@@ -380,6 +380,33 @@ def test_a_kernel_argument_pointing_into_another_buffer_is_named(kernel_trace, t
     assert first.a[:2] == ["+0x0 a+0x0", "+0x8 b+0x0"] and first.b[:2] == ["+0x0 b+0x0", "+0x8 a+0x0"]
 
 
+def test_a_kernel_argument_pointing_outside_every_buffer_shows_its_value(kernel_trace, tmp_path):
+    """B's first kernel argument no longer lands in a buffer: the difference names A's buffer and B's value at
+    that pointer, not the bytes compared (A's pointer zeroed there, B's plain word)."""
+    base, _, _ = kernel_trace
+    out, wild = str(tmp_path / "wild.kfdtrace"), None
+    with TraceReader(base) as r:
+        w, named = TraceWriter(out, r.header), {}
+        for rec in R.checked(r.records()):
+            f = dict(rec.fields)
+            keys = [f["key"]] if rec.type in (R.MEM, R.CODE_OBJECT) else \
+                [k for b in f.get("buffers") or () for k in b["keys"]] if rec.type == R.CHECKPOINT else []
+            for key in keys:
+                w.blob(r.blob(key), key)
+            if rec.type == R.BUFFER:
+                named[f["name"]] = f["va"]
+            data = r.blob(f["key"]) if rec.type == R.MEM else b""
+            if wild is None and "a" in named and data[:8] == named["a"].to_bytes(8, "little"):
+                wild = named["a"] | 1 << 56  # its top byte set: in no buffer
+                f["key"] = w.blob(wild.to_bytes(8, "little") + data[8:])
+            w.record(rec.type, **f)
+        w.close()
+    assert wild is not None
+    first = diff(base, out).first
+    assert first.kind == "mem" and first.field == "key", first.text
+    assert first.detail == f"first differing pointer +0x0: A a+0x0, B {wild:#x}", first.text
+
+
 def test_a_kernel_argument_of_another_value_is_a_difference(kernel_trace, tmp_path):
     base, target, aql = kernel_trace
     first = diff(base, vector_add(str(tmp_path / "n.kfdtrace"), target, aql, n=1000)).first

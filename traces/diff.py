@@ -739,6 +739,26 @@ def parted(a: bytes | None, b: bytes | None) -> str | None:
             f"B {b[start:start + PARTED_WORD].hex(' ') or '(ends)'}")
 
 
+def pointed(a: Item, b: Item) -> str | None:
+    """Where two chunks' pointers first differ, when they do: 'first differing pointer +0x0: A dev_a+0x0, B
+    0x1007fb3e92b6000' (a word one side holds as no pointer is its value; the bytes `parted` compares have each
+    side's pointers zeroed, so a pointer against a plain word would show as zeros)."""
+    ours = [{int(at, 16): where for at, where in (p.split(" ", 1) for p in dict(item.fields).get("pointers", ()))}
+            for item in (a, b)]
+    if ours[0] == ours[1]:
+        return None
+    at = min(o for o in {*ours[0], *ours[1]} if ours[0].get(o) != ours[1].get(o))
+    sides = []
+    for item, held in zip((a, b), ours, strict=True):
+        if at in held:
+            sides.append(held[at])
+            continue
+        data = item.data() if item.data is not None else None
+        word = data[at:at + 8] if data is not None else b""
+        sides.append(f"{int.from_bytes(word, 'little'):#x}" if len(word) == 8 else "(ends)")
+    return f"first differing pointer +{at:#x}: A {sides[0]}, B {sides[1]}"
+
+
 def first_field(a: Fields, b: Fields) -> tuple[str, Any, Any] | None:
     """(name, value in A, value in B) of the first field that differs; a field one lacks has value None."""
     for (na, va), (nb, vb) in zip(a, b, strict=False):
@@ -876,7 +896,7 @@ class Differ:
                        what, name, va, vb)
         if name == "key" and a.data is not None and b.data is not None and \
                 (t.first is None or d.order < t.first.order):
-            d.detail = parted(a.data(), b.data())
+            d.detail = pointed(a, b) or parted(a.data(), b.data())
             if d.detail:
                 d.text = d.text.replace(" (records", f"; {d.detail} (records", 1)
         self._note(kind, d)
