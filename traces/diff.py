@@ -19,7 +19,8 @@ its own `TraceState`, and every value is compared in a normalised form:
   them hold addresses inside live buffers (kernel arguments, pointer tables): then by a digest of the bytes
   with those words zeroed, and where each of them points (dword-aligned ones too: the addresses in the packets
   of an indirect buffer the CPU wrote); the first CPU write that differs says where its
-  bytes part ('first differing byte +0x18: A 00 04 .., B e8 03 ..': a kernel's by-value argument, say);
+  bytes part ('first differing byte +0x18: A 00 04 .., B e8 03 ..': a kernel's by-value argument, say), or
+  which pointer differs first ('first differing pointer +0x0: A a+0x0, B 0x1007f..': one in no buffer);
 * a GPU clock a packet wrote (the tables' volatile addresses: a timestamp) is zeroed in the checkpoint chunk
   holding it;
 * a wait that timed out (a program polling: an ioctl that ended with wait_result TIMEOUT, a CPU wait record
