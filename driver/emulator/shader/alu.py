@@ -566,8 +566,9 @@ def _ssub(a, b):
 
 
 def _chosen(fn: Callable, first: Callable) -> Callable:
-    """S_MIN/S_MAX: the result, and SCC = `first(S0, S1)` (S0 < S1 for min, S0 > S1 for max, per the ISA's
-    pseudocode: equal sources give SCC 0)."""
+    """S_MIN/S_MAX: the result, and SCC = `first(S0, S1)`: S0 < S1 for min (the ISA's pseudocode), S0 > S1 for
+    max, where the manuals write >= but hardware sets SCC 0 for equal sources (tinygrad's emulator's errata
+    table, checked on hardware: "hardware sets SCC only on STRICT inequality for S_MAX")."""
     return lambda a, b: (fn(a, b), first(a, b))
 
 
