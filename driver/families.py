@@ -50,10 +50,14 @@ class Family:
     # kfd_process_queue_manager.c pqm_update_mqd: GC 10.0 up to 12.1 group CUs in WGPs, so a queue's CU mask must
     # enable them in adjacent pairs.
     cu_pairs: bool = False
+    # A VALU result of 16 bits written to a VGPR's low half zeroes the high half on gfx9 (the legacy behaviour; the
+    # F16 MAC and MADAK/MADMK forms, which keep it, are not emulated); from gfx10 every 16-bit instruction keeps
+    # it (LLVM GCNSubtarget::zeroesHigh16BitsOfDest, "mostly derived from experimentation").
+    valu16_zeroes_high: bool = False
 
 
-CDNA2 = Family("CDNA2", 9, 64, "sdma4.4", "gfx9", isa="gfx90a", sdma_count_bits=30)
-CDNA3 = Family("CDNA3", 9, 64, "sdma4.4", "gfx9", isa="gfx942")
+CDNA2 = Family("CDNA2", 9, 64, "sdma4.4", "gfx9", isa="gfx90a", sdma_count_bits=30, valu16_zeroes_high=True)
+CDNA3 = Family("CDNA3", 9, 64, "sdma4.4", "gfx9", isa="gfx942", valu16_zeroes_high=True)
 RDNA2 = Family("RDNA2", 10, 32, "sdma5", "gfx10", packed_workitem_ids=False, isa="gfx1030", sdma_count_bits=30,
                cu_pairs=True)
 RDNA3 = Family("RDNA3", 11, 32, "sdma6", "gfx11", isa="gfx1100", sdma_count_bits=30, cu_pairs=True)

@@ -113,7 +113,7 @@ class Interpreter:
         # mode defaults: DX10Clamp on; a NaN clamped is 0, which its fold of fmin(fmax(x, 0), 1) into clamp needs)
         dx10_clamp = bool(launch.rsrc1 >> 21 & 1) if "dx10_clamp" in layout.field_word else True
         self.regs = Regs.of(sreg_names(self.target), vgprs, launch.wave_size, layout.architected_sgprs,
-                            launch.rsrc1, dx10_clamp)
+                            launch.rsrc1, dx10_clamp, family.valu16_zeroes_high)
         self.memory = self.code.memory_ops(launch.wave_size, family.gfx_major, launch.architected_scratch)
         self.steps: dict[int, Step] = {}  # this dispatch's: by PC alone
 

@@ -320,7 +320,9 @@ class MemoryOps:
                     p = p + v(w).astype(np.int64)
                 if s is not None:
                     p = p + s(w).astype(np.int64)
-                return self._private(w, scratch(w), np.broadcast_to(p, w.exec.shape))
+                # a 32-bit sum: LLVM folds a constant into the offset and leaves the VGPR negative (0 - 4 * i with
+                # offset:396 for big[99 - i]), as it does for DS addresses
+                return self._private(w, scratch(w), np.broadcast_to(p & 0xFFFFFFFF, w.exec.shape))
             return private
         if v is None:
             raise OperandError(f"{ins.mnemonic} without an address VGPR")
@@ -389,8 +391,8 @@ class MemoryOps:
             offset = np.zeros((w.count, self.lanes), np.int64) + inst
             if idxen:
                 index = index + (vv if vaddr[2] == 1 else vv[0])
-            if offen:
-                offset = offset + (vv if vaddr[2] == 1 or not idxen else vv[1])
+            if offen:  # in 32 bits, as for scratch_* (a negative VGPR with a positive offset: _flat_address)
+                offset = (offset + (vv if vaddr[2] == 1 or not idxen else vv[1])) & 0xFFFFFFFF
             index = index + add_tid * lanes
             swizzled = base + ((index // index_stride) * stride + (offset // element) * element) * index_stride + \
                 (index % index_stride) * element + offset % element

@@ -80,10 +80,11 @@ class Regs:
     flush_in: frozenset[int] = frozenset()  # float widths whose denormal sources read as 0 (RSRC1 FLOAT_DENORM_MODE)
     flush_out: frozenset[int] = frozenset()  # float widths whose denormal results are written as 0
     dx10_clamp: bool = True  # the clamp output modifier makes NaN 0
+    zero_high16: bool = True  # a 16-bit VALU result zeroes its VGPR's high half (Family.valu16_zeroes_high)
 
     @classmethod
     def of(cls, sreg_names: list[str | None], vgprs: int, lanes: int, architected_sgprs: bool = False,
-           rsrc1: int = DENORMALS_KEPT, dx10_clamp: bool = True) -> Regs:
+           rsrc1: int = DENORMALS_KEPT, dx10_clamp: bool = True, zero_high16: bool = True) -> Regs:
         """`rsrc1`: COMPUTE_PGM_RSRC1, whose FLOAT_DENORM_MODE_32 (b17:16) and _16_64 (b19:18) say which
         denormals are flushed: 0 sources and results, 1 results, 2 sources, 3 none (LLVM SIDefines.h
         FP_DENORM_FLUSH_IN_FLUSH_OUT, FLUSH_OUT, FLUSH_IN, FLUSH_NONE; AMDGPUUsage's FLOAT_DENORM_MODE_FLUSH_DST 1,
@@ -92,7 +93,7 @@ class Regs:
         modes = {32: rsrc1 >> 16 & 3, 16: rsrc1 >> 18 & 3, 64: rsrc1 >> 18 & 3}
         return cls(sreg_names.index("m0"), sreg_names.index("null"), vgprs, lanes, ttmps,
                    frozenset(b for b, m in modes.items() if m in (0, 2)),
-                   frozenset(b for b, m in modes.items() if m in (0, 1)), dx10_clamp)
+                   frozenset(b for b, m in modes.items() if m in (0, 1)), dx10_clamp, zero_high16)
 
     # -- reading ------------------------------------------------------------------------------------
     def source(self, value: int, ty: Type, vector: bool, literal: int | None = None, high: bool = False) -> Reader:
@@ -203,7 +204,9 @@ class Regs:
         return write32
 
     def vector_writer(self, n: int, ty: Type, high: bool = False) -> Callable[[Waves, np.ndarray], None]:
-        """Store a result of type `ty` into VGPRs n.. under EXEC (16-bit results into one half, the other kept)."""
+        """Store a result of type `ty` into VGPRs n.. under EXEC. A 16-bit result goes to the low half (with op_sel,
+        `high`: the high half, the low one kept); the high half is zeroed where the family's VALU does so
+        (`zero_high16`), else kept."""
         if ty.float and ty.bits in self.flush_out:
             write = self._vector_writer(n, ty, high)
             return lambda w, value: write(w, flush_denormals(np.asarray(value, ty.dtype)))
@@ -220,9 +223,14 @@ class Regs:
                 w.write_v(n + 1, (u >> np.uint64(32)).astype(np.uint32))
             return write64
         self.check_vgprs(n, 1)
-        if ty.bits == 16:  # the low half zero-extended (gfx9+ 16-bit VALU results); with op_sel, the high half
-            if not high:
+        if ty.bits == 16:
+            if not high and self.zero_high16:
                 return lambda w, value: w.write_v(n, np.asarray(value, ty.dtype).view(np.uint16).astype(np.uint32))
+            if not high:
+                def write_low(w: Waves, value: np.ndarray) -> None:
+                    half = np.asarray(value, ty.dtype).view(np.uint16).astype(np.uint32)
+                    w.write_v(n, (w.v[n] & np.uint32(0xFFFF0000)) | half)
+                return write_low
 
             def write_high(w: Waves, value: np.ndarray) -> None:
                 half = np.asarray(value, ty.dtype).view(np.uint16).astype(np.uint32) << np.uint32(16)
