@@ -432,3 +432,50 @@ def test_a_16_bit_result_keeps_the_high_half_from_gfx10_and_zeroes_it_on_gfx9(ta
               np.uint32(1000), np.uint32(1))
     lanes = np.arange(64, dtype=np.uint32)
     assert add.tolist() == [int(x) for x in ((1001 + lanes) | (0 if gfx9 else 0xAAAA0000))]
+
+
+ORDINARY = r"""
+__kernel void k(__global uint* out, __global const uint* in, uint flag) {
+  uint i = __builtin_amdgcn_workitem_id_x();
+  uint a = in[i], b = in[(i + 1) & 63], c = in[(i + 7) & 63];
+  out[8 * i + 0] = (a ^ b) + c;
+  out[8 * i + 1] = (a > b ? a - b : b - a) + c;
+  long p = (long)(char)a * (long)(short)b;
+  out[8 * i + 2] = (uint)(p >> 32);
+  out[8 * i + 3] = as_uint(as_short2(a) >> as_short2(b & 0x000F000Fu));
+  uchar4 ua = as_uchar4(a), ub = as_uchar4(b);
+  char4 sa = as_char4(a), sb = as_char4(b);
+  out[8 * i + 4] = as_uint(ua > ub ? ua : ub);
+  out[8 * i + 5] = as_uint(sa < sb ? sa : sb);
+  out[8 * i + 6] = (flag & 4) ? a : c;
+  out[8 * i + 7] = (uint)((((ulong)a << 32) | b) >> ((c & 3) * 8));
+}"""
+
+
+def ordinary_reference(values: np.ndarray, flag: int) -> list[int]:
+    out = []
+    for i in range(64):
+        a, b, c = (int(values[j]) for j in (i, (i + 1) & 63, (i + 7) & 63))
+        s8 = lambda x: (x & 0xFF) - ((x & 0x80) << 1)  # noqa: E731
+        s16 = lambda x: (x & 0xFFFF) - ((x & 0x8000) << 1)  # noqa: E731
+        halves = [s16(a >> 16 * h) >> (b >> 16 * h & 15) & 0xFFFF for h in (0, 1)]
+        ubytes = [max(a >> 8 * k & 0xFF, b >> 8 * k & 0xFF) for k in range(4)]
+        sbytes = [min(s8(a >> 8 * k), s8(b >> 8 * k)) & 0xFF for k in range(4)]
+        out += [((a ^ b) + c) & 0xFFFFFFFF, (abs(a - b) + c) & 0xFFFFFFFF, (s8(a) * s16(b) >> 32) & 0xFFFFFFFF,
+                halves[0] | halves[1] << 16, sum(x << 8 * k for k, x in enumerate(ubytes)),
+                sum(x << 8 * k for k, x in enumerate(sbytes)), a if flag & 4 else c,
+                ((a << 32 | b) >> 8 * (c & 3)) & 0xFFFFFFFF]
+    return out
+
+
+@pytest.mark.parametrize("target", FAMILIES)
+def test_ordinary_integer_code_compiles_to_instructions_the_emulator_runs(target, tmp_path):
+    """(a ^ b) + c is v_xad_u32, |a - b| + c v_sad_u32, a byte times a short's high half v_mul_hi_i32_i24 (SDWA on
+    gfx9), short2 shifts v_ashrrev_i16, char4 min/max v_min_i16/v_max_u16 (SDWA on gfx9), a uniform flag test
+    s_bitcmp0_b32: each computes what C says."""
+    values = np.random.default_rng(5).integers(0, 1 << 32, 64, dtype=np.uint64).astype(np.uint32)
+    values[:4] = [0x80, 0x7F, 0xFFFF8000, 0]  # sign edges
+    code = built(tmp_path, ORDINARY, target)
+    for flag in (4, 3):
+        out = ran(target, code, "k", 512, values, np.uint32(flag))
+        assert out.tolist() == ordinary_reference(values, flag), flag

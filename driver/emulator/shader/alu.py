@@ -354,6 +354,10 @@ VALU: dict[str, AluOp] = {
     "v_mul_i32_i24": V("i32 i32", "i32", lambda a, b: (a << 8 >> 8) * (b << 8 >> 8)),
     "v_mad_u32_u24": V("u32 u32 u32", "u32", lambda a, b, c: (a & 0xFFFFFF) * (b & 0xFFFFFF) + c),
     "v_mad_i32_i24": V("i32 i32 i32", "i32", lambda a, b, c: (a << 8 >> 8) * (b << 8 >> 8) + c),
+    "v_mul_hi_i32_i24": V("i32 i32", "i32", lambda a, b: ((a << 8 >> 8).astype(i64) * (b << 8 >> 8) >> 32)
+                          .astype(i32)),
+    "v_xad_u32": V("u32 u32 u32", "u32", lambda a, b, c: (a ^ b) + c),
+    "v_sad_u32": V("u32 u32 u32", "u32", lambda a, b, c: np.where(a > b, a - b, b - a) + c),
     "v_mad_u16": V("u16 u16 u16", "u16", lambda a, b, c: a * b + c),
     "v_mad_legacy_u16": V("u16 u16 u16", "u16", lambda a, b, c: a * b + c),
     "v_mad_u64_u32": V("u32 u32 u64", "u64", _mad_u64_u32, mask_out=True),
@@ -384,6 +388,8 @@ VALU: dict[str, AluOp] = {
     "v_add_lshl_u32": V("u32 u32 u32", "u32", lambda a, b, c: (a + b) << (c & 31)),
     "v_lshl_add_u64": V("u64 u32 u64", "u64", lambda a, b, c: (a << (b & 7).astype(u64)) + c),
     "v_alignbit_b32": V("u32 u32 u32", "u32", _alignbit),
+    "v_alignbyte_b32": V("u32 u32 u32", "u32", lambda a, b, c: ((a.astype(u64) << u64(32) | b)
+                                                                 >> (8 * (c & 3)).astype(u64)).astype(u32)),
     "v_bfe_u32": V("u32 u32 u32", "u32", _bfe_u32),
     "v_bfe_i32": V("u32 u32 u32", "i32", _bfe_i32),
     "v_bfi_b32": V("u32 u32 u32", "u32", lambda m, a, b: (m & a) | (~m & b)),
@@ -398,6 +404,9 @@ VALU: dict[str, AluOp] = {
     "v_subrev_u16": V("u16 u16", "u16", lambda a, b: b - a),
     "v_add_i16": V("i16 i16", "i16", lambda a, b: a + b), "v_sub_i16": V("i16 i16", "i16", lambda a, b: a - b),
     "v_mul_lo_u16": V("u16 u16", "u16", lambda a, b: a * b),
+    "v_ashrrev_i16": V("u16 i16", "i16", lambda a, b: b >> (a & 15).astype(i16)),
+    "v_max_u16": V("u16 u16", "u16", np.maximum), "v_min_u16": V("u16 u16", "u16", np.minimum),
+    "v_max_i16": V("i16 i16", "i16", np.maximum), "v_min_i16": V("i16 i16", "i16", np.minimum),
     # float
     "v_add_f32": V("f32 f32", "f32", np.add), "v_sub_f32": V("f32 f32", "f32", np.subtract),
     "v_subrev_f32": V("f32 f32", "f32", lambda a, b: b - a), "v_mul_f32": V("f32 f32", "f32", np.multiply),
@@ -622,6 +631,10 @@ SALU: dict[str, AluOp] = {
     "s_brev_b64": S("u64", "u64", _brev64),
     # S_BITSET0/1: the bit S0[4:0] (S0[5:0]) of the destination cleared or set, the rest kept
     "s_bitset0_b32": S("u32 u32", "u32", lambda b, d: d & ~(u32(1) << (b & 31)), acc=True),
+    "s_bitcmp0_b32": S("u32 u32", None, lambda a, b: (a >> (b & 31) & 1) == 0, scc_out=True),
+    "s_bitcmp1_b32": S("u32 u32", None, lambda a, b: (a >> (b & 31) & 1) == 1, scc_out=True),
+    "s_bitcmp0_b64": S("u64 u32", None, lambda a, b: (a >> (b & 63).astype(u64) & u64(1)) == 0, scc_out=True),
+    "s_bitcmp1_b64": S("u64 u32", None, lambda a, b: (a >> (b & 63).astype(u64) & u64(1)) == 1, scc_out=True),
     "s_bitset1_b32": S("u32 u32", "u32", lambda b, d: d | u32(1) << (b & 31), acc=True),
     "s_bitset0_b64": S("u32 u64", "u64", lambda b, d: d & ~(u64(1) << (b & 63).astype(u64)), acc=True),
     "s_bitset1_b64": S("u32 u64", "u64", lambda b, d: d | u64(1) << (b & 63).astype(u64), acc=True),
