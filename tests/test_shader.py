@@ -448,6 +448,7 @@ __kernel void k(__global uint* out, __global const uint* in, uint flag) {
   out[8 * i + 4] = as_uint(ua > ub ? ua : ub);
   out[8 * i + 5] = as_uint(sa < sb ? sa : sb);
   out[8 * i + 6] = (flag & 4) ? a : c;
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);  /* gfx90a: buffer_wbl2, buffer_invl2 */
   out[8 * i + 7] = (uint)((((ulong)a << 32) | b) >> ((c & 3) * 8));
 }"""
 
@@ -472,10 +473,29 @@ def ordinary_reference(values: np.ndarray, flag: int) -> list[int]:
 def test_ordinary_integer_code_compiles_to_instructions_the_emulator_runs(target, tmp_path):
     """(a ^ b) + c is v_xad_u32, |a - b| + c v_sad_u32, a byte times a short's high half v_mul_hi_i32_i24 (SDWA on
     gfx9), short2 shifts v_ashrrev_i16, char4 min/max v_min_i16/v_max_u16 (SDWA on gfx9), a uniform flag test
-    s_bitcmp0_b32: each computes what C says."""
+    s_bitcmp0_b32: each computes what C says; a sequentially consistent fence's cache instructions pass."""
     values = np.random.default_rng(5).integers(0, 1 << 32, 64, dtype=np.uint64).astype(np.uint32)
     values[:4] = [0x80, 0x7F, 0xFFFF8000, 0]  # sign edges
     code = built(tmp_path, ORDINARY, target)
     for flag in (4, 3):
         out = ran(target, code, "k", 512, values, np.uint32(flag))
         assert out.tolist() == ordinary_reference(values, flag), flag
+
+
+WRITELANE = r"""
+__kernel void k(__global uint* out, uint x) {
+  uint i = __builtin_amdgcn_workitem_id_x();
+  uint d = i;
+  __asm__ volatile("v_writelane_b32 %0, %1, 37" : "+v"(d) : "s"(x));  /* gfx9: one SGPR on the constant bus */
+  out[i] = d;
+}"""
+
+
+@pytest.mark.parametrize("target", FAMILIES)
+def test_writelane_sets_one_lane_of_each_wave(target, tmp_path):
+    """v_writelane_b32 (how a call saves SGPRs in a VGPR): lane 37 of a wave of 64, lane 37 % 32 of each wave of
+    32; the other lanes keep their values."""
+    out = ran(target, built(tmp_path, WRITELANE, target), "k", 64, np.uint32(0xC0FFEE))
+    lanes = target_by_name(target).family.wave_size
+    want = [0xC0FFEE if i % lanes == 37 % lanes else i for i in range(64)]
+    assert out.tolist() == want

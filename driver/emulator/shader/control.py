@@ -1,7 +1,7 @@
 """Program flow and the instructions that only wait: branches, s_endpgm, barriers, s_getpc/s_setpc, the
-cross-lane moves to SGPRs (v_readlane, v_readfirstlane), and the waits and hints that have nothing to do on an
-emulated GPU whose memory operations complete before the next instruction (s_waitcnt, s_wait_*, s_nop,
-s_clause, s_delay_alu, cache invalidations).
+cross-lane moves between SGPRs and lanes (v_readlane, v_readfirstlane, v_writelane), and the waits and hints
+that have nothing to do on an emulated GPU whose memory operations complete before the next instruction
+(s_waitcnt, s_wait_*, s_nop, s_clause, s_delay_alu, cache invalidations).
 
 A step returns None (fall through), an int (every wave jumps there), an array of per-wave next PCs (the waves
 go different ways: the interpreter splits them), or one of the `Flow` markers (END, BARRIER, SIGNAL, WAIT).
@@ -113,6 +113,22 @@ def _readlane(ins: Instruction, pc: int, nxt: int, regs: Regs):
     return run
 
 
+def _writelane(ins: Instruction, pc: int, nxt: int, regs: Regs):
+    """v_writelane_b32 vdst, ssrc, lane: the scalar into that one lane of the VGPR (lane from an SGPR or constant,
+    modulo the wave size), whatever EXEC holds (how a function saves SGPRs in a VGPR's lanes)."""
+    f = ins.fields
+    value = regs.source(f["src0"], TYPES["u32"], False, ins.literal)
+    lane = regs.source(f["src1"], TYPES["u32"], False, ins.literal)
+    n = f["vdst"]
+    regs.check_vgprs(n, 1)
+    mask = regs.lanes - 1
+
+    def run(w: Waves) -> None:
+        rows = np.arange(w.count)
+        w.v[n][rows, np.broadcast_to(lane(w), (w.count,)) & mask] = np.broadcast_to(value(w), (w.count,))
+    return run
+
+
 def _readfirstlane(ins: Instruction, pc: int, nxt: int, regs: Regs):
     """v_readfirstlane_b32 sdst, src: the first active lane's value (lane 0 when EXEC is empty)."""
     f = ins.fields
@@ -150,6 +166,7 @@ CONTROL: dict[str, Factory] = {
     "s_swappc_b64": _setpc,
     "v_readlane_b32": _readlane,
     "v_readfirstlane_b32": _readfirstlane,
+    "v_writelane_b32": _writelane,
     "s_sendmsg": _sendmsg,
     **{name: _nothing for name in (
         "s_nop", "s_waitcnt", "s_waitcnt_vscnt", "s_waitcnt_vmcnt", "s_waitcnt_expcnt", "s_waitcnt_lgkmcnt",
@@ -159,5 +176,6 @@ CONTROL: dict[str, Factory] = {
         "s_wait_storecnt_dscnt", "s_wait_idle",
         # caches: the emulated GPU reads and writes memory directly, so there is nothing to invalidate or write back
         "buffer_gl0_inv", "buffer_gl1_inv", "buffer_wbinvl1", "buffer_wbinvl1_vol", "buffer_wbl2", "buffer_inv",
+        "buffer_invl2",
         "global_inv", "global_wb", "global_wbinv", "s_dcache_inv", "s_dcache_wb", "s_icache_inv")},
 }
