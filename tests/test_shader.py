@@ -499,3 +499,22 @@ def test_writelane_sets_one_lane_of_each_wave(target, tmp_path):
     lanes = target_by_name(target).family.wave_size
     want = [0xC0FFEE if i % lanes == 37 % lanes else i for i in range(64)]
     assert out.tolist() == want
+
+
+PRIVATE_THROUGH_A_CALL = r"""
+__attribute__((noinline)) void fill(uint* p, uint n, uint v) { for (uint k = 0; k < n; k++) p[k] = v + k; }
+__kernel void k(__global uint* out, uint n) {
+  uint i = __builtin_amdgcn_workitem_id_x();
+  uint priv[16];
+  fill(priv, n, i * 100);
+  out[i] = priv[n - 1] + priv[0];
+}"""
+
+
+@pytest.mark.parametrize("target", FAMILIES)
+def test_a_call_fills_private_memory_through_a_generic_pointer(target, tmp_path):
+    """A function called with a pointer to the caller's private array stores through it as a flat address in the
+    private aperture: gfx9 keeps FLAT_SCRATCH in SGPRs, gfx10's prologue sets it with s_setreg, later targets have
+    it set up (the call saves SGPRs with v_writelane)."""
+    out = ran(target, built(tmp_path, PRIVATE_THROUGH_A_CALL, target), "k", 64, np.uint32(9))
+    assert out.tolist() == [200 * i + 8 for i in range(64)]

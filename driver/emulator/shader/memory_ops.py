@@ -234,6 +234,10 @@ def _extend(data: np.ndarray, size: int, signed: bool) -> np.ndarray:
     return words[:, None]
 
 
+# gfx10's hardware registers holding FLAT_SCRATCH: id -> which half (LLVM SIDefines.h ID_FLAT_SCR_LO 20, _HI 21)
+FLAT_SCR_HWREGS = {20: 0, 21: 1}
+
+
 class MemoryOps:
     """Compiles memory instructions against one dispatch's memory: its GPU VM and the current chunk's LDS."""
 
@@ -251,7 +255,28 @@ class MemoryOps:
             return self._ds(ins, name, regs)
         if prefix in ("global", "flat", "scratch", "buffer"):
             return self._vmem(ins, name, prefix, regs)
+        if name in ("s_setreg_b32", "s_setreg_imm32_b32"):
+            return self._set_flat_scratch(ins, regs)
         return None
+
+    def _set_flat_scratch(self, ins: Instruction, regs: Regs):
+        """s_setreg of FLAT_SCRATCH's halves: a gfx10 kernel's prologue sets them, and flat accesses to the private
+        aperture go through them (gfx9 keeps FLAT_SCRATCH in SGPRs, later targets have it set up). A setreg of any
+        other hardware register (MODE, say) is refused."""
+        simm = ins.fields["simm16"]
+        hwreg, offset, size = simm & 0x3F, simm >> 6 & 0x1F, (simm >> 11 & 0x1F) + 1
+        if self.architected_scratch or self.gfx_major < 10 or hwreg not in FLAT_SCR_HWREGS:
+            raise OperandError(f"{ins.text}: s_setreg of hardware register {hwreg} is not emulated (only gfx10's "
+                               "FLAT_SCRATCH halves are)")
+        value = regs.source(255, TYPES["u32"], False, ins.literal) if ins.mnemonic.startswith("s_setreg_imm32") \
+            else regs.sgpr(ins.fields["sdst"], 1, False)
+        shift = u64(32 * FLAT_SCR_HWREGS[hwreg] + offset)
+        mask = u64((1 << size) - 1) << shift
+
+        def run(w: Waves) -> None:
+            bits = (np.broadcast_to(value(w), (w.count,)).astype(u64) << shift) & mask
+            w.flat_scratch = (w.flat_scratch & ~mask) | bits
+        return run
 
     # -- scalar loads ----------------------------------------------------------------------------------
     def _smem(self, ins: Instruction, name: str, regs: Regs):
@@ -351,7 +376,7 @@ class MemoryOps:
         return generic
 
     def _scratch_base(self, regs: Regs) -> Callable[[Waves], np.ndarray]:
-        if self.architected_scratch:
+        if self.architected_scratch or self.gfx_major >= 10:  # set up, or set by s_setreg (_set_flat_scratch)
             return lambda w: w.flat_scratch
         return lambda w: w.s[102].astype(u64) | w.s[103].astype(u64) << u64(32)  # gfx9's FLAT_SCRATCH SGPR pair
 
