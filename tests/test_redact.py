@@ -41,6 +41,25 @@ def test_a_redacted_sample_has_no_command_and_replays(path, tmp_path):
     assert report.status == EXIT_OK and report.results[0].verified > 0, report.lines()
 
 
+def test_data_only_an_indirect_buffers_packets_read_is_kept(tmp_path):
+    """A copy inside an indirect buffer the CPU wrote reads `src`: its data stays (it was filled, and the replay
+    diverged at the checkpoint of the copy's destination)."""
+    path, out = str(tmp_path / "w.kfdtrace"), str(tmp_path / "r.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        src, dst, ib = (gpu.alloc(4096, "gtt", name=n) for n in ("src", "dst", "ib"))
+        src.write(SECRET[:4096])
+        q = gpu.sdma_queue()
+        body = b"".join(q.copy(dst, src, 4096).discard())
+        ib.write(body + q.dialect.build("NOP") * ((-len(body) // 4) % 8))
+        q.packet("INDIRECT", ib_base=ib.va, ib_size=-(-len(body) // 32) * 8).sync()
+        assert dst.read() == SECRET[:4096]
+    with TraceReader(path) as r:
+        redact(r, out)
+    assert contents(out)["src"] == SECRET[:4096]
+    assert replay_trace(out, Options(), emulate_recorded=True).status == EXIT_OK
+
+
 def test_data_nothing_depends_on_is_filled_and_data_the_gpu_reads_is_kept(tmp_path):
     path, out = str(tmp_path / "w.kfdtrace"), str(tmp_path / "r.kfdtrace")
     with record(path), System.open(emulate="gfx1100") as system:

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from kfdtrace.traces import records as R
-from kfdtrace.traces.contents import KnownMemory, chunk_size
+from kfdtrace.traces.contents import KnownMemory, called, chunk_size
 from kfdtrace.traces.format import Record, TraceReader, TraceWriter
 from kfdtrace.traces.rewrite import TraceCopy
 from kfdtrace.traces.walk import TraceState
@@ -108,9 +108,9 @@ def _paths(text: str) -> tuple[str, int]:
 
 def _needed(trace: TraceReader) -> set[int]:
     """The alloc record numbers of buffers whose contents the replay depends on: read by a packet (an address
-    it holds and does not write, an indirect buffer's included), by a dispatch (any buffer live then: a kernel
-    reads through addresses it is given by value or finds in memory, not only through its pointer arguments), or
-    hashed by a checkpoint."""
+    it holds and does not write, in an indirect buffer it calls too), by a dispatch (any buffer live then: a
+    kernel reads through addresses it is given by value or finds in memory, not only through its pointer
+    arguments), or hashed by a checkpoint."""
     state, owner, needed = TraceState(trace.header), {}, set()  # owner: buffer va -> its alloc record number
     memory = KnownMemory(state, chunk_size(trace), trace.blob)  # the kernel arguments dispatches are read from
     for r in R.checked(trace.records()):
@@ -122,7 +122,13 @@ def _needed(trace: TraceReader) -> set[int]:
         if sub is None:
             memory.apply(r, None)
             continue
-        for p in sub.packets:
+        try:  # with the packets of the indirect buffers they call, which read memory too
+            packets = [x for p in sub.packets
+                       for x in ([p, *called(memory, state, sub, p)] if p.defn.indirect is not None else [p])]
+        except ValueError:  # an indirect buffer the trace does not hold could read anything
+            needed.update(owner.values())
+            continue
+        for p in packets:
             access = memory.access(sub, p)
             if isinstance(access, str):  # a kernel not known could read anything
                 needed.update(owner.values())
