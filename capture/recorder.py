@@ -28,6 +28,7 @@ import errno
 import functools
 import operator
 import os
+import threading
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -67,17 +68,19 @@ Accesses = tuple[int, int, int, int, TrackedBuffer]  # a submission's writes (re
 
 
 @functools.cache
-def request_info(request: int) -> tuple[str | None, int, str | None, bool]:
+def request_info(request: int) -> tuple[str | None, int, str | None, bool, bool]:
     """The table name of an ioctl request (None when unknown), the size of its argument, the name of the
-    RecordingSyscalls method that learns from its result (None when there is none), and whether it blocks
+    RecordingSyscalls method that learns from its result (None when there is none), whether it blocks
     (its "about to" record is then left to the flusher: blocking ioctls are the most frequent ones of a
-    synchronising workload, and buffered blobs are written before them instead, while the workload waits)."""
+    synchronising workload, and buffered blobs are written before them instead, while the workload waits), and
+    whether it takes or gives back ids the kernel hands out again (Ioctl.reuses)."""
     try:
         entry = K.lookup(request)
     except KeyError:
-        return None, K.ioc_size(request), None, False
+        return None, K.ioc_size(request), None, False, False
     after = f"_after_{entry.name.lower()}"
-    return entry.name, K.ioc_size(request), after if hasattr(RecordingSyscalls, after) else None, entry.blocking
+    return entry.name, K.ioc_size(request), after if hasattr(RecordingSyscalls, after) else None, entry.blocking, \
+        entry.reuses
 
 
 @dataclass(eq=False)
@@ -210,6 +213,7 @@ class RecordingSyscalls:
         self.rec, self.inner = recorder, inner
         self.name = inner.name
         self.lock = recorder.trace.lock
+        self.reusing = threading.RLock()  # held around the ioctls that take or give back ids (Ioctl.reuses)
         self.memory = recorder.memory
         self.files: dict[int, str] = {}  # device fds -> path
         self.buffers: dict[int, TrackedBuffer] = {}  # handle -> buffer
@@ -253,8 +257,14 @@ class RecordingSyscalls:
         self.inner.close(fd)
 
     def ioctl(self, fd: int, request: int, arg) -> int:
+        if request_info(request)[4]:  # ordered with the others that take or give back ids, records included:
+            with self.reusing:  # else a thread's QUEUE of an id could come before another's QUEUE_DESTROY of it
+                return self._ioctl(fd, request, arg)
+        return self._ioctl(fd, request, arg)
+
+    def _ioctl(self, fd: int, request: int, arg) -> int:
         rec = self.rec
-        name, size, after, blocking = request_info(request)
+        name, size, after, blocking, _ = request_info(request)
         raw_in = b"" if arg is None else ctypes.string_at(ctypes.addressof(arg), min(size, ctypes.sizeof(arg)))
         with self.lock:
             seq = rec.next_ioctl()

@@ -1199,6 +1199,9 @@ class Ioctl:
     # a call that fails may have done part of its work, which its struct (copied back whatever the result:
     # kfd_chardev.c kfd_ioctl) tells: n_success devices mapped or unmapped
     partial: bool = False
+    # takes or gives back something the kernel hands out again (a queue id, an event id, a buffer's handle and
+    # address: kfd_chardev.c): another thread's call may get what this one gave back as soon as it returns
+    reuses: bool = False
     base: int = AMDKFD_IOCTL_BASE  # the type byte: 'K' for KFD, 'd' for DRM (kfdtrace.driver.drm_ioctl)
 
     @property
@@ -1217,14 +1220,14 @@ _V0 = (1, 0)  # all of 0x01..0x1E predate the header's changelog ("1.1 - initial
 
 IOCTLS: tuple[Ioctl, ...] = (
     Ioctl("GET_VERSION", 0x01, _R, kfd_ioctl_get_version_args, _V0),
-    Ioctl("CREATE_QUEUE", 0x02, _RW, kfd_ioctl_create_queue_args, _V0),
-    Ioctl("DESTROY_QUEUE", 0x03, _RW, kfd_ioctl_destroy_queue_args, _V0),
+    Ioctl("CREATE_QUEUE", 0x02, _RW, kfd_ioctl_create_queue_args, _V0, reuses=True),
+    Ioctl("DESTROY_QUEUE", 0x03, _RW, kfd_ioctl_destroy_queue_args, _V0, reuses=True),
     Ioctl("SET_MEMORY_POLICY", 0x04, _W, kfd_ioctl_set_memory_policy_args, _V0),
     Ioctl("GET_CLOCK_COUNTERS", 0x05, _RW, kfd_ioctl_get_clock_counters_args, _V0),
     Ioctl("GET_PROCESS_APERTURES", 0x06, _R, kfd_ioctl_get_process_apertures_args, _V0),
     Ioctl("UPDATE_QUEUE", 0x07, _W, kfd_ioctl_update_queue_args, _V0),
-    Ioctl("CREATE_EVENT", 0x08, _RW, kfd_ioctl_create_event_args, _V0),
-    Ioctl("DESTROY_EVENT", 0x09, _W, kfd_ioctl_destroy_event_args, _V0),
+    Ioctl("CREATE_EVENT", 0x08, _RW, kfd_ioctl_create_event_args, _V0, reuses=True),
+    Ioctl("DESTROY_EVENT", 0x09, _W, kfd_ioctl_destroy_event_args, _V0, reuses=True),
     Ioctl("SET_EVENT", 0x0A, _W, kfd_ioctl_set_event_args, _V0),
     Ioctl("RESET_EVENT", 0x0B, _W, kfd_ioctl_reset_event_args, _V0),
     Ioctl("WAIT_EVENTS", 0x0C, _RW, kfd_ioctl_wait_events_args, _V0, blocking=True),
@@ -1237,14 +1240,14 @@ IOCTLS: tuple[Ioctl, ...] = (
     Ioctl("SET_TRAP_HANDLER", 0x13, _W, kfd_ioctl_set_trap_handler_args, _V0),
     Ioctl("GET_PROCESS_APERTURES_NEW", 0x14, _RW, kfd_ioctl_get_process_apertures_new_args, _V0),
     Ioctl("ACQUIRE_VM", 0x15, _W, kfd_ioctl_acquire_vm_args, _V0),
-    Ioctl("ALLOC_MEMORY_OF_GPU", 0x16, _RW, kfd_ioctl_alloc_memory_of_gpu_args, _V0),
-    Ioctl("FREE_MEMORY_OF_GPU", 0x17, _W, kfd_ioctl_free_memory_of_gpu_args, _V0),
+    Ioctl("ALLOC_MEMORY_OF_GPU", 0x16, _RW, kfd_ioctl_alloc_memory_of_gpu_args, _V0, reuses=True),
+    Ioctl("FREE_MEMORY_OF_GPU", 0x17, _W, kfd_ioctl_free_memory_of_gpu_args, _V0, reuses=True),
     Ioctl("MAP_MEMORY_TO_GPU", 0x18, _RW, kfd_ioctl_map_memory_to_gpu_args, _V0, partial=True),
     Ioctl("UNMAP_MEMORY_FROM_GPU", 0x19, _RW, kfd_ioctl_unmap_memory_from_gpu_args, _V0, partial=True),
     Ioctl("SET_CU_MASK", 0x1A, _W, kfd_ioctl_set_cu_mask_args, _V0),
     Ioctl("GET_QUEUE_WAVE_STATE", 0x1B, _RW, kfd_ioctl_get_queue_wave_state_args, _V0),
     Ioctl("GET_DMABUF_INFO", 0x1C, _RW, kfd_ioctl_get_dmabuf_info_args, _V0),
-    Ioctl("IMPORT_DMABUF", 0x1D, _RW, kfd_ioctl_import_dmabuf_args, _V0),
+    Ioctl("IMPORT_DMABUF", 0x1D, _RW, kfd_ioctl_import_dmabuf_args, _V0, reuses=True),
     Ioctl("ALLOC_QUEUE_GWS", 0x1E, _RW, kfd_ioctl_alloc_queue_gws_args, _V0),
     Ioctl("SMI_EVENTS", 0x1F, _RW, kfd_ioctl_smi_events_args, (1, 3)),
     Ioctl("SVM", 0x20, _RW, kfd_ioctl_svm_args, (1, 5)),

@@ -438,3 +438,50 @@ def test_accesses_gather_into_one_span_per_buffer_and_stretch(data):
     got = RecordingSyscalls._accesses(SimpleNamespace(by_va=by_va), tuple(accesses), cuts)
     assert sorted((first, last, lo, hi, buf.handle) for first, last, lo, hi, buf in got) == \
         sorted((*span, handle) for (handle, _), span in expected.items())
+
+
+def test_ids_one_thread_gives_back_and_another_takes_are_recorded_in_that_order(tmp_path):
+    """Threads create, use and destroy queues and events over and over: the kernel hands a destroyed id to the
+    next creator at once, and the trace must say so in that order (a thread's `queue` of an id once came before
+    another's `queue_destroy` of it, its doorbells then fell to no queue, and the replay hung or refused)."""
+    import sys
+
+    from kfdtrace.replay.engine import EXIT_OK, Options
+    from kfdtrace.replay.session import replay_trace
+
+    path = str(tmp_path / "ids.kfdtrace")
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switches as a loaded machine's
+    try:
+        with record(path), System.open(emulate="gfx942") as system:
+            gpu = system.devices[0]
+
+            def work(k: int) -> None:
+                a, b = gpu.alloc(4096, "gtt", name=f"a{k}"), gpu.alloc(4096, "gtt", name=f"b{k}")
+                s = system.semaphore(f"s{k}")
+                for r in range(1, 16):
+                    q, event = gpu.sdma_queue(name=f"q{k}.{r}", ring_size=4096), system.event()
+                    a.write(np.full(1024, k * 1000 + r, np.uint32))
+                    q.copy(b, a, 4096).signal(s, r).submit()
+                    s.wait(r, 10)
+                    q.destroy()
+                    event.destroy()
+
+            threads = [threading.Thread(target=work, args=(k,)) for k in range(5)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    finally:
+        sys.setswitchinterval(before)
+    live: dict[str, set[int]] = {"queue": set(), "event": set()}
+    for rec in records(path, "queue", "queue_destroy", "event", "event_destroy", "doorbell"):
+        kind = rec.type.removesuffix("_destroy")
+        if rec.type == "doorbell":
+            assert rec.fields["queue"] in live["queue"], rec.n
+        elif rec.type.endswith("_destroy"):
+            live[kind].remove(rec.fields[kind])
+        else:
+            assert rec.fields[kind] not in live[kind], rec.n  # given back before it is taken again
+            live[kind].add(rec.fields[kind])
+    assert replay_trace(path, Options(timeout=10), emulate_recorded=True).status == EXIT_OK
