@@ -20,7 +20,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.aql import AQL, CONDITIONS, AmdSignal, SignalCondition, SignalKind
@@ -197,6 +197,9 @@ class Survey:
     notes: list[str] = field(default_factory=list)
     names: dict[int, tuple[str | None, str]] = field(default_factory=dict)  # alloc record -> (name, role)
     waited: set[int] = field(default_factory=set)  # event records some event_wait waits on
+    # waits the recording timed out on that its thread went on to wait again for, and saw complete (a poll loop
+    # with a timeout): the timeout was the program's way of waiting, not a hang
+    retried: set[int] = field(default_factory=set)
     peaks: Counter[Pool] = field(default_factory=Counter)  # the most bytes one instance holds at once
     # queue record -> the survey's translations of its packets, for the first instance to find (up to
     # SHARED_CACHES queues: each holds up to CACHED_PACKETS translations)
@@ -293,6 +296,8 @@ class _Surveyor:
         # buffer -> address -> (blob key, record) of the CPU writes there no dispatch was given a pointer to since
         self.cpu_writes: dict[int, dict[int, tuple[bytes, int]]] = {}
         self.dispatching = ""  # the packet whose dispatch is being checked
+        # (thread, wait record type, what it waits on) -> (record, value) of the waits that timed out since
+        self.timed_out: dict[tuple[int | None, str, int], list[tuple[int, int]]] = {}
         self.relocation = Relocation()
         self.translators: dict[int, Translator] = {}
         self.unnamed: dict[int, Record] = {}  # va -> its alloc, until its buffer record (or another) comes
@@ -710,6 +715,22 @@ class _Surveyor:
         created = self.events.get(r.fields["event"])
         if created is not None:
             self.s.waited.add(created)
+        self._wait(r, r.fields["event"], 0)
+
+    def _on_cpu_wait(self, r: Record) -> None:
+        self._wait(r, r.fields["addr"], r.fields["value"])
+
+    def _on_signal_wait(self, r: Record) -> None:
+        self._wait(r, r.fields["addr"], 0)
+
+    def _wait(self, r: Record, what: int, value: int) -> None:
+        """Note a wait (on `what`, for `value` or more): one that timed out waits for a later one of its thread on
+        the same thing to complete, which makes it retried (Survey.retried)."""
+        key = (r.fields["tid"], r.type, what)
+        if not r.fields["ok"] and r.fields.get("fault") is None:
+            self.timed_out.setdefault(key, []).append((r.n, value))
+        elif r.fields["ok"] and key in self.timed_out:
+            self.s.retried.update(n for n, v in self.timed_out.pop(key) if v <= value)
 
 
 def _dialects(q: dict) -> tuple[Dialect, Callable[[Device], str], dict[str, Dialect]]:
@@ -1340,7 +1361,7 @@ class Instance:
         def wait(timeout: float) -> bool:
             return self._wait_until(lambda: compare(word.value, f["value"]), timeout)
         if not f["ok"]:
-            self._failed_when_recorded(what, f, wait)
+            self._failed_when_recorded(r, what, wait)
         elif not wait(limit := self._limit(r)):
             raise WaitTimeout(f"the replay waited {limit:g} s in {what}, which is {word.value}; "
                               f"{self._queue_report()}")
@@ -1350,7 +1371,7 @@ class Instance:
         sem = self._semaphore(r)
         what = f"the wait for {f['value']} at {f['addr']:#x} ({sem.buffer.label}+{sem.offset:#x})"
         if not f["ok"]:
-            self._failed_when_recorded(what, f, lambda t: self._wait_value(sem, f["value"], t))
+            self._failed_when_recorded(r, what, lambda t: self._wait_value(sem, f["value"], t))
         elif not self._wait_value(sem, f["value"], limit := self._limit(r)):
             raise WaitTimeout(f"the replay waited {limit:g} s in {what}, which is {sem.value}; "
                               f"{self._queue_report()}")
@@ -1381,11 +1402,16 @@ class Instance:
             self.system.wait_events(self.wake_ids, max(1, min(POLL_SLICE_MS, int(left * 1000))))
         return True
 
-    def _failed_when_recorded(self, what: str, f: dict[str, Any], wait: Callable[[float], bool]) -> None:
+    def _failed_when_recorded(self, r: Record, what: str, wait: Callable[[float], bool]) -> None:
         """A wait the recording timed out on, or a GPU fault ended (`fault`): the same hang or fault is the
         expected outcome, completing is a difference. Either way the replay stops here: what follows is the
-        program's error handling."""
+        program's error handling. But a timeout its thread went on to wait again after (Survey.retried: a poll
+        loop) is waited out as recorded, whatever it comes to, and the replay goes on."""
+        f = r.fields
         recorded, fault = f["timeout"], f.get("fault")
+        if r.n in self.s.retried:
+            wait(min(recorded, self.options.timeout) if recorded >= 0 else 0)
+            return
         if fault is not None:
             try:
                 if wait(self.options.timeout):
@@ -1449,7 +1475,7 @@ class Instance:
         ev = self._event(r)
         what = f"the wait for event {f['event']} (replayed as {ev.id})"
         if not f["ok"]:
-            self._failed_when_recorded(what, f, lambda t: self._wait_event(ev, t))
+            self._failed_when_recorded(r, what, lambda t: self._wait_event(ev, t))
         elif not self._wait_event(ev, limit := self._limit(r)):
             raise WaitTimeout(f"the replay waited {limit:g} s in {what}, which the recording saw "
                               f"signaled; {self._queue_report()}")

@@ -305,3 +305,28 @@ def test_trace_without_a_chunk_size_is_bad_input(tmp_path):
     res = replay(bare, "--emulate", "gfx1100")
     assert res.returncode == EXIT_BAD_INPUT and "chunk_size" in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("family", ["gfx942", "gfx1100"])
+def test_a_wait_the_program_retried_after_its_timeout_is_no_hang(family, tmp_path):
+    """A poll loop: the CPU waits with a short timeout until a long fill completes. The recording's timed-out
+    tries are followed by the try that completed, so they are the program's way of waiting: the replay goes on
+    (it stopped at the first with HANG), and a wait that timed out with no try after it stays a hang."""
+    path = str(tmp_path / "poll.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        big, out = gpu.alloc(64 << 20, "gtt", name="big"), gpu.alloc(4096, "gtt", name="out")
+        q, s = gpu.sdma_queue(name="q"), system.semaphore("s")
+        q.fill(big, 0x12345678, 64 << 20).signal(s, 1).submit()
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                s.wait(1, timeout=0.001)
+                break
+            except WaitTimeout:
+                pass
+        q.copy(out, big, 4096).sync()  # after the loop: the replay must get here and verify it
+    assert tries > 1
+    report = replay_trace(path, Options(), emulate=family)
+    assert report.status == EXIT_OK and report.results[0].verified > 0, report.lines()
