@@ -125,8 +125,8 @@ def test_non_finite_wait_timeouts_are_no_internal_error(tmp_path):
 
     def edit(t):
         waits = [f for ty, f in t.records if ty == "cpu_wait"]
-        waits[0].update(timeout=float("nan"), ok=False)
-        waits[1].update(timeout=1e300)
+        waits[-1].update(timeout=float("nan"), ok=False)  # the last: no later wait makes it a retried one
+        waits[0].update(timeout=1e300)
     path = mutated(tmp_path, edit)
     assert run_tool("export --perfetto", path, str(tmp_path / "o.json")).exit_code == 0
     res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path, "--emulate", "gfx942", "--timeout", "1"],
