@@ -124,17 +124,15 @@ class MemoryRecorder:
             self.trace.record(R.MEM, va=buf.va + offset, size=len(data), key=self.trace.blob(data, blob_key(data)))
             offset = stop
 
-    def checkpoint_entry(self, buf: TrackedBuffer) -> dict | None:
-        """The checkpoint entry of a buffer whose content changed since it was last recorded (its new chunks
-        stored as blobs, so a replay can show what it expected); None when unchanged."""
-        keys, changed = [], False
+    def checkpoint_entry(self, buf: TrackedBuffer) -> dict:
+        """The checkpoint entry of a buffer the GPU wrote (its chunks not stored yet stored as blobs, so a replay
+        can show what it expected). A buffer whose bytes the GPU left as they were has one too: a copy of what
+        is there already, or zeros over fresh memory, are writes the replay must verify as well."""
+        keys = []
         for i, data in self._chunks(buf, 0, buf.size):
             key = blob_key(data)
             if buf.keys.get(i) != key:
                 key = buf.keys[i] = self._stored(data)
-                changed = True
             keys.append(key)
-        if not changed:
-            return None
         return {"va": buf.va, "size": buf.size, "name": buf.name, "keys": keys,
                 "hash": blob_key(b"".join(keys))}

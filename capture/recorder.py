@@ -755,8 +755,8 @@ class RecordingSyscalls:
     # -- checkpoints --------------------------------------------------------------------------------
     def _checkpoint(self, wait: dict) -> None:
         """What the GPU wrote, as the CPU reads it now: every CPU-readable user buffer with GPU writes known
-        complete whose content is not what was last recorded for it. Buffers with writes still in flight are
-        named and left for a later checkpoint. Buffers the GPU only reads are never hashed here."""
+        complete (whether or not they changed its bytes). Buffers with writes still in flight are named and left
+        for a later checkpoint. Buffers the GPU only reads are never hashed here."""
         entries, in_flight, racy = [], [], []
         self._learn_pending()
         done = []
@@ -780,9 +780,7 @@ class RecordingSyscalls:
                     self.rec.races.setdefault(self._label(buf), race)
                 racy.append({"va": buf.va, "name": buf.name, "why": race})
                 continue
-            entry = self.memory.checkpoint_entry(buf)
-            if entry is not None:
-                entries.append(entry)
+            entries.append(self.memory.checkpoint_entry(buf))
         if entries or in_flight or racy:
             self.rec.checkpoints += 1
             self.rec.record(R.CHECKPOINT, wait=wait, buffers=entries, in_flight=in_flight, racy=racy or None)

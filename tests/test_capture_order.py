@@ -485,3 +485,35 @@ def test_ids_one_thread_gives_back_and_another_takes_are_recorded_in_that_order(
             assert rec.fields[kind] not in live[kind], rec.n  # given back before it is taken again
             live[kind].add(rec.fields[kind])
     assert replay_trace(path, Options(timeout=10), emulate_recorded=True).status == EXIT_OK
+
+
+def test_gpu_writes_that_leave_the_bytes_as_they_were_are_checkpointed(tmp_path):
+    """A copy of what a buffer holds already, and zeros filled over fresh (zero) memory, change no byte: the
+    checkpoint hashes them all the same, so a replay whose GPU writes otherwise diverges (they were left out,
+    and the replay said OK whatever it wrote there)."""
+    from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_OK, Options
+    from kfdtrace.replay.session import replay_trace
+    from kfdtrace.traces.format import TraceWriter
+    from kfdtrace.traces.rewrite import TraceCopy
+
+    path = str(tmp_path / "same.kfdtrace")
+    data = np.arange(1024, dtype=np.uint32)
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        src, dst, fresh = (gpu.alloc(4096, "gtt", name=n) for n in ("src", "dst", "fresh"))
+        src.write(data)
+        dst.write(data)
+        gpu.sdma_queue().copy(dst, src, 4096).fill(fresh, 0, 4096).sync()
+    hashed = [b["name"] for c in records(path, "checkpoint") for b in c.fields["buffers"]]
+    assert sorted(hashed) == ["dst", "fresh"]
+    assert replay_trace(path, Options(), emulate_recorded=True).status == EXIT_OK
+    edited = str(tmp_path / "edited.kfdtrace")  # src as the CPU wrote it, one word changed: dst differs
+    with TraceReader(path) as r, TraceWriter(edited, r.header, clock=r.clock, delta=r.delta,
+                                             submission_type=r.submission_type) as w:
+        copy = TraceCopy(r, w)
+        for rec in r.records():
+            changed = rec.type == "mem" and rec.n == min(m.n for m in r.records(["mem"]))
+            copy.record(rec.type, dict(rec.fields), data=(b"\xff" * 4 + r.blob(rec.fields["key"])[4:]) if changed
+                        else None)
+        w.close(copy.summary())
+    assert replay_trace(edited, Options(), emulate_recorded=True).status == EXIT_DIVERGED

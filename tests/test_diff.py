@@ -133,7 +133,8 @@ def test_every_address_moved_is_no_difference(base, tmp_path):
     assert all(x != y for x, y in rings)
     result = diff(base, moved)
     assert not result.differs, result.lines()
-    assert result.tallies["packet"].compared == 18 and result.tallies["checkpoint"].compared == 1
+    # a checkpoint a round: the second and third copies leave dst as the first did, and are verified all the same
+    assert result.tallies["packet"].compared == 18 and result.tallies["checkpoint"].compared == 3
 
 
 def test_buffers_moved_by_an_extra_buffer_leave_packets_the_same(base, tmp_path):
