@@ -95,7 +95,8 @@ def test_the_cli_reports_and_refuses_in_one_line(tmp_path):
     out = str(tmp_path / "m.kfdtrace")
     for args, text in (([bad, "--until", "true", "-o", out], "never names {trace}"),
                        ([bad, "--until", "no-such-program-x {trace}", "-o", out], "cannot run"),
-                       ([bad, "--until", REPLAY, "--match", "nothing like this", "-o", out], "'no match'")):
+                       ([bad, "--until", REPLAY, "--match", "nothing like this", "-o", out], "'no match'"),
+                       ([bad, "--until", REPLAY, "--match", "(", "-o", out], "is no regular expression")):
         res = CliRunner().invoke(kfdtrace_cli, ["minimize", *args])
         assert res.exit_code == 1 and text in res.output and len(res.output.splitlines()) == 1, res.output
     assert not os.path.exists(out)

@@ -169,7 +169,10 @@ def command_test(until: str, match: str | None, timeout: float) -> Callable[[str
     argv = shlex.split(until)
     if not any("{trace}" in a for a in argv):
         raise ValueError(f"--until {until!r} never names {{trace}}: the candidate would not be what it runs")
-    pattern = re.compile(match) if match is not None else None
+    try:
+        pattern = re.compile(match) if match is not None else None
+    except re.error as exc:
+        raise ValueError(f"--match {match!r} is no regular expression: {exc}") from None
 
     def run(path: str) -> int | str:
         try:
