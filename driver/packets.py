@@ -512,7 +512,7 @@ class PacketDef:
         nowhere stays), the `mapped` field replaced by `remap(value)`, the other fields the target has copied,
         those only the target has set to `defaults` (else 0); `keep`: bits no field declares keep their value.
         It returns (bytes, (mapped value, new value) or (), (`Packet.written_addresses()` as a tuple,
-        `volatile`) or None when it writes nothing), or None for a packet the caller must take the general
+        `Packet.volatile`) or None when it writes nothing), or None for a packet the caller must take the general
         way: a field the target lacks holding neither 0 nor its `allowed` value, a `below` field at or past its
         bound, an address `move` finds nowhere, a value that does not fit the target's field.
         None instead of a function: an address's `when` names another address (moved in table order)."""
@@ -541,14 +541,21 @@ class PacketDef:
         words = target._words(values, "d", taken)
         tail = " + payload" if self.tail is not None else ""
         reads = [_read(self[a]) for a, c in self._written_tests]
-        wrote = ("None" if not reads else f"(({', '.join(reads)},), {self.volatile})"
-                 if all(c is None for _, c in self._written_tests) else f"(tuple(w), {self.volatile}) if w else None")
+        clock = self._clock_expression()
+        wrote = ("None" if not reads else f"(({', '.join(reads)},), {clock})"
+                 if all(c is None for _, c in self._written_tests) else f"(tuple(w), {clock}) if w else None")
         src = (f"def transcode(raw, payload, move, remap):\n{_unpack('d', self.size, 'raw')}{''.join(body)}"
                f"{self._written_list() if wrote.startswith('(tuple') else ''}"
                f"    return _pack({', '.join(words)}){tail}, {'(e, m)' if mapped else '()'}, {wrote}\n")
         ns: dict[str, Any] = {"_pack": target._struct.pack}
         exec(compile(src, f"<transcode {self.name}>", "exec"), ns)  # source generated from the tables alone
         return ns["transcode"]
+
+    def _clock_expression(self) -> str:
+        """A Python expression of the dwords `d0..` telling whether this packet writes a clock (`Packet.volatile`):
+        a RELEASE_MEM writes one only with the data_sel that selects it, its `data` otherwise."""
+        tests = [("True" if c is None else f"{_read(self[c[0]])} in {_among(c[1])}") for _, c in self._volatile_tests]
+        return " or ".join(tests) if tests else "False"
 
     def checker(self, below: Mapping[str, int] | None = None) -> Checker | None:
         """A generated function telling whether the packet at byte `at` of `data` stays as it is when relocated
@@ -570,8 +577,9 @@ class PacketDef:
                         f"        if {stays}:\n            return False\n")
         reads = [_read(self[a]) for a, c in self._written_tests]
         unconditional = all(c is None for _, c in self._written_tests)
-        wrote = ("None" if not reads else f"(({', '.join(reads)},), {self.volatile})" if unconditional
-                 else f"(tuple(w), {self.volatile}) if w else None")
+        clock = self._clock_expression()
+        wrote = ("None" if not reads else f"(({', '.join(reads)},), {clock})" if unconditional
+                 else f"(tuple(w), {clock}) if w else None")
         src = (f"def check(data, at, move):\n{_unpack('d', self.size, '_unpack_from(data, at)')}{''.join(body)}"
                f"{self._written_list() if not unconditional else ''}    return {wrote}\n")
         ns: dict[str, Any] = {"_unpack_from": self._struct.unpack_from}

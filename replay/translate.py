@@ -464,7 +464,7 @@ class Translator:
                 if p is None:
                     p = decode(data, at)
                 written = tuple(p.written_addresses()) if d.written_fields else ()
-                wrote = (written, d.volatile) if written else None
+                wrote = (written, p.volatile) if written else None
                 if writes is not None and wrote:
                     writes.append((at, *wrote))
                 parts = self.packet(p, where)

@@ -245,6 +245,33 @@ def test_dispatch_packets() -> None:
             d.build("DISPATCH_INDIRECT", addr=0x1002)
 
 
+@pytest.mark.parametrize("dialect", ALL, ids=lambda d: d.name)
+def test_only_a_packet_that_selects_a_clock_writes_one_on_every_path(dialect: Dialect) -> None:
+    """RELEASE_MEM writes a clock only with data_sel 3/4, COPY_DATA only from src_sel GPU/SYSTEM_CLOCK: a
+    translation's writes say so per packet, on the general path (RELEASE_MEM, which maps an event id) and on
+    the generated ones (COPY_DATA's checker and transcoder). They said so of every such packet, and a replay
+    masked the data a RELEASE_MEM wrote, whatever it was."""
+    from kfdtrace.replay.translate import Relocation, Translator
+
+    for sel, clock in ((DataSel.DATA64, False), (DataSel.DATA32, False), (DataSel.GPU_CLOCK, True)):
+        data = dialect.build("RELEASE_MEM", event_type=EventType.CACHE_FLUSH_AND_INV_TS_EVENT, event_index=5,
+                             data_sel=sel, int_sel=0, addr=0x1000, data=0x3E8)
+        assert dialect.decode(data).volatile is clock
+        writes: list = []
+        relocation = Relocation()
+        relocation.add(0x1000, 4096, 0x1000)  # a buffer where it was recorded
+        Translator(dialect, dialect, 1 << 22, relocation).ring(data, "test", writes)
+        assert writes == [(0, (0x1000,), clock)], sel
+    copy = dialect["COPY_DATA"]
+    transcode = copy.transcoder(copy)
+    for sel, clock in ((CopySel.IMMEDIATE, False), (CopySel.GPU_CLOCK, True)):
+        data = dialect.build("COPY_DATA", src_sel=sel, dst_sel=WriteDst.MEMORY, count_sel=1, src=0x5, dst=0x2000)
+        p = dialect.decode(data)
+        assert p.volatile is clock
+        assert copy.checker()(data, 0, lambda a: a) == ((0x2000,), clock)
+        assert transcode(p._raw, p.payload, lambda a: a, None)[2] == ((0x2000,), clock)
+
+
 # --- meanings: tags ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dialect", ALL, ids=lambda d: d.name)
 def test_tags(dialect: Dialect) -> None:
