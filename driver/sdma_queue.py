@@ -51,9 +51,11 @@ class SdmaQueue(RingQueue):
     # -- packets ------------------------------------------------------------------------------------
     def copy(self, dst: Destination, src: Destination, size: int, *, dst_offset: int = 0,
              src_offset: int = 0) -> SdmaQueue:
-        """Copy `size` bytes, split into COPY_LINEAR packets of at most the family's maximum."""
+        """Copy `size` bytes, split into COPY_LINEAR packets of at most the family's maximum: the last first when
+        the destination starts inside the source, above it, so that overlapping ranges copy as memmove does."""
         dst_va, src_va = self._va(dst, dst_offset, size), self._va(src, src_offset, size)
-        for done in range(0, size, self.max_copy):
+        pieces = range(0, size, self.max_copy)
+        for done in reversed(pieces) if src_va < dst_va < src_va + size else pieces:
             n = min(self.max_copy, size - done)
             self.packet("COPY_LINEAR", count=n - 1, src=src_va + done, dst=dst_va + done)
         return self

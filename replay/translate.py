@@ -578,7 +578,7 @@ class Translator:
         payload = self._tail(p, plan.dst, fields, where)
         if not split:
             return [Packet(plan.dst, 0, fields, payload).encode()]
-        parts = self._split(fields, plan.split, plan.limit)
+        parts = self._split(fields, plan.split, plan.limit, plan.dst.written_fields)
         return [Packet(plan.dst, 0, part, payload).encode() for part in parts]
 
     def _cache(self, p: Packet, where: str) -> dict[str, int]:
@@ -686,12 +686,18 @@ class Translator:
         return tuple(out)
 
     @staticmethod
-    def _split(fields: dict[str, int], split: tuple[str, tuple[str, ...]], limit: int) -> list[dict[str, int]]:
-        """`fields` as parts moving at most `limit` bytes each, their addresses advanced past the parts before."""
+    def _split(fields: dict[str, int], split: tuple[str, tuple[str, ...]], limit: int,
+               written: tuple[str, ...]) -> list[dict[str, int]]:
+        """`fields` as parts moving at most `limit` bytes each, their addresses advanced past the parts before;
+        the last part first when a `written` address lies inside the range it copies from, above its start (a
+        copy one packet made as memmove does: forward, the first part would overwrite what a later one reads)."""
         (count, advancing), total, parts = split, fields[split[0]] + 1, []
         for done in range(0, total, limit):
             part = {**fields, count: min(limit, total - done) - 1}
             for addr in advancing:
                 part[addr] = fields[addr] + done
             parts.append(part)
+        reads = [fields[a] for a in advancing if a not in written]
+        if any(r < fields[w] < r + total for w in advancing if w in written for r in reads):
+            parts.reverse()
         return parts

@@ -602,3 +602,26 @@ def test_a_divergence_names_the_bytes_that_differ_within_the_chunk():
     unknown = Divergence(1, "C", 0x1000, 0x100, 0x100, None, bytes(256), "submission 3")
     assert unknown.describe() == ("checkpoint 1: buffer C differs in bytes [0x100, 0x200); it appeared after "
                                   "submission 3")
+
+
+@pytest.mark.parametrize("one_packet", [False, True])
+def test_an_overlapping_copy_larger_than_a_packet_moves_as_memmove_does(one_packet, tmp_path):
+    """A 6 MiB copy within one buffer to 4 KiB above its source: split into packets (by the driver, or by the
+    replay where the recording's queue took it in one), the last goes first, else the first overwrites what a
+    later one reads (the replay diverged even on the recorded family)."""
+    import numpy as np
+
+    path, size = str(tmp_path / "overlap.kfdtrace"), 6 << 20
+    data = np.random.default_rng(3).integers(0, 256, size + (1 << 20), dtype=np.uint8)
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        buf = gpu.alloc(size + (1 << 20), "gtt", name="buf")
+        buf.write(data)
+        q = gpu.sdma_queue(max_copy=(1 << 30) if one_packet else None)
+        q.copy(buf, buf, size, dst_offset=4096).sync()
+        want = data.copy()
+        want[4096:4096 + size] = data[:size]
+        assert np.array_equal(buf.numpy(), want)
+    for how in ({"emulate_recorded": True}, {"emulate": "gfx1201"}):
+        report = replay_trace(path, Options(), **how)
+        assert report.status == EXIT_OK and report.results[0].verified > 0, report.lines()
