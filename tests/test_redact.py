@@ -99,8 +99,8 @@ def test_paths_in_notes_go_and_device_paths_stay(tmp_path):
 
 
 def test_what_kfdtrace_does_not_know_or_names_a_host_or_a_file_goes(tmp_path):
-    """Header entries kfdtrace does not know (another writer's: it cannot tell what they hold), a path given as the
-    trace's name, a backend record's host names and hardware ids, and the paths of files the workload opened (not
+    """Header entries kfdtrace does not know (another writer's: it cannot tell what they hold), the trace's name
+    (here a path), a backend record's host names and hardware ids, and the paths of files the workload opened (not
     the devices) all go: nothing of them is left in the file."""
     src, out = str(tmp_path / "n.kfdtrace"), str(tmp_path / "r.kfdtrace")
     header = {"name": "/home/alice/bugs/alice-laptop.corp", "env": {"AWS_SECRET": "hunter2"}, "cwd": "/home/alice",
@@ -118,7 +118,7 @@ def test_what_kfdtrace_does_not_know_or_names_a_host_or_a_file_goes(tmp_path):
         everything = repr((r.header, [(x.type, x.fields) for x in r.records()]))
         for secret in ("hunter2", "alice", "AWS_SECRET", "123456789", "db.sqlite"):
             assert secret not in everything
-        assert sorted(r.header) == ["host", "name"] and r.header["name"] == "<path>"
+        assert sorted(r.header) == ["host", "name"] and r.header["name"] is None
         (backend,) = r.records(["backend"])
         assert backend.fields["host"] == {"kernel": "6.8"}
         assert backend.fields["topology"]["nodes"][0]["properties"]["unique_id"] == 0

@@ -1,9 +1,9 @@
 """`kfdtrace redact`: a copy of a trace fit to attach to a public bug report.
 
-What goes: the command line (it names files and arguments), host facts beyond kernel, machine, system and
-Python versions (HOST_KEPT), file paths in notes, the topology's unique ids; and, unless `keep_data`, the
-contents of CPU writes that nothing the replay checks depends on: those to buffers no packet reads and no
-checkpoint hashes, replaced by a deterministic fill of the same size. What stays, and is said: the contents
+What goes: the command line (it names files and arguments), the trace's name, host facts beyond kernel,
+machine, system and Python versions (HOST_KEPT), file paths in notes, the topology's unique ids; and, unless
+`keep_data`, the contents of CPU writes that nothing the replay checks depends on: those to buffers no packet
+reads and no checkpoint hashes, replaced by a deterministic fill of the same size. What stays, and is said: the contents
 the GPU reads or the checkpoints verify (replacing them would make the replay differ), device paths, and the
 names the program gave its buffers, queues and threads.
 """
@@ -59,10 +59,9 @@ def redact_header(header: dict, report: RedactReport) -> dict:
     if h.get("command"):
         report.removed.append(f"the command line ({len(h['command'])} arguments)")
         h["command"] = None
-    if isinstance(h.get("name"), str):
-        h["name"], paths = _paths(h["name"])
-        if paths:
-            report.removed.append("the file path in the trace's name")
+    if h.get("name"):  # the program's or the trace file's name, or the one given to capture: it may say whose
+        report.removed.append("the trace's name")
+        h["name"] = None
     return redact_machine(h, report)
 
 
