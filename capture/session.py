@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -96,7 +97,8 @@ class Session:
 @contextmanager
 def record(path: str, *, name: str | None = None, chunk_size: int = DEFAULT_CHUNK, tracking: str = "auto",
            argv: list[str] | None = None) -> Iterator[Session]:
-    """Record everything the code in the block asks of the GPU into `path`."""
+    """Record everything the code in the block asks of the GPU into `path` (of the GPUs opened inside it: a
+    System opened before the block is not seen, and a block that opens none warns that it recorded nothing)."""
     session = Session(path, name=name, argv=argv if argv is not None else list(sys.argv),
                       chunk_size=chunk_size, tracking=tracking)
     status = 0
@@ -107,7 +109,12 @@ def record(path: str, *, name: str | None = None, chunk_size: int = DEFAULT_CHUN
         status = 1
         raise
     finally:
+        opened = session.recorder is not None
         session.summary = session.close(status)
+        if not opened and not status:
+            warnings.warn(f"record({path!r}): no GPU was opened inside the block, so the trace holds nothing (a "
+                          "System opened before it is not recorded: open it inside `with record(...)`)",
+                          RuntimeWarning, stacklevel=3)
 
 
 @contextmanager

@@ -517,3 +517,21 @@ def test_a_store_through_a_view_that_releases_a_gpu_wait_is_recorded(tmp_path, t
         assert flagged and r.blob(flagged[-1]["key"])[8 + flags.va - flagged[-1]["va"]] == 1
     report = replay_trace(path, Options(timeout=5), emulate="gfx942")
     assert report.status == EXIT_OK, report.lines()
+
+
+def test_a_record_block_that_opens_no_gpu_warns_that_it_recorded_nothing(tmp_path):
+    """A System opened before `with record(...)` is not recorded: the block's work went unseen, and the empty
+    trace came with no word of it."""
+    import warnings
+
+    from kfdtrace.capture import record
+    from kfdtrace.driver import System
+
+    with System.open(emulate="gfx942") as system:
+        with pytest.warns(RuntimeWarning, match="no GPU was opened inside the block"):
+            with record(str(tmp_path / "empty.kfdtrace")):
+                system.devices[0].alloc(4096, "gtt").free()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with record(str(tmp_path / "full.kfdtrace")), System.open(emulate="gfx942") as system:
+            system.devices[0].alloc(4096, "gtt").free()
