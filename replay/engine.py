@@ -77,6 +77,9 @@ AQL_SIGNALS_SINCE = (2, 2)  # the format version from which an AQL signal's init
 REPLAYED_EVENTS = frozenset({K.EventType.SIGNAL})  # the replay's System makes its own exception events
 SHARED_CACHES = 16  # queues whose survey translations the run reuses (each cache is bounded on its own)
 WAIT_SLACK = 4  # a wait the recording saw complete may take this many times as long in a replay before a hang
+# timed-out waits the survey follows (pending and retried, each): beyond, a timeout counts as the hang it was
+# taken for (a trace is untrusted: millions of them must not cost the memory of millions)
+MAX_RETRIES = 1 << 16
 
 
 def handled(cls: type) -> frozenset[str]:
@@ -298,6 +301,7 @@ class _Surveyor:
         self.dispatching = ""  # the packet whose dispatch is being checked
         # (thread, wait record type, what it waits on) -> (record, value) of the waits that timed out since
         self.timed_out: dict[tuple[int | None, str, int], list[tuple[int, int]]] = {}
+        self.pending_retries = 0  # the waits timed_out holds
         self.relocation = Relocation()
         self.translators: dict[int, Translator] = {}
         self.unnamed: dict[int, Record] = {}  # va -> its alloc, until its buffer record (or another) comes
@@ -728,9 +732,14 @@ class _Surveyor:
         the same thing to complete, which makes it retried (Survey.retried)."""
         key = (r.fields["tid"], r.type, what)
         if not r.fields["ok"] and r.fields.get("fault") is None:
-            self.timed_out.setdefault(key, []).append((r.n, value))
+            if self.pending_retries < MAX_RETRIES:
+                self.timed_out.setdefault(key, []).append((r.n, value))
+                self.pending_retries += 1
         elif r.fields["ok"] and key in self.timed_out:
-            self.s.retried.update(n for n, v in self.timed_out.pop(key) if v <= value)
+            waits = self.timed_out.pop(key)
+            self.pending_retries -= len(waits)
+            if len(self.s.retried) < MAX_RETRIES:
+                self.s.retried.update(n for n, v in waits if v <= value)
 
 
 def _dialects(q: dict) -> tuple[Dialect, Callable[[Device], str], dict[str, Dialect]]:
