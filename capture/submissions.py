@@ -166,8 +166,11 @@ class _Builder:
         if d.split:
             moved = f"n{len(self.binds)}"
             self.binds.append(f"    {moved} = ({self.value(p, d.split[0])}) + 1\n")
+        # and where it writes a signal's value: as many bytes as the value field holds (a FENCE's dword)
+        signal = d.signal is not None and -(-sum(m.bit_length() for _, _, m, _ in d.parts(d.signal[1])) // 8)
         for n, a in addresses.items():
-            access = f"({pos}, {a}, {moved if d.split and n in d.split[1] else 0})"
+            size = moved if d.split and n in d.split[1] else signal if signal and n == d.signal[0] else 0
+            access = f"({pos}, {a}, {size})"
             (self.written if n in d.written_fields else self.read).append(access)
         if d.signal is not None and d.signal[0] in addresses:
             self.signals.append((pos, addresses[d.signal[0]], self.value(p, d.signal[1])))  # a dword, or 64 bits

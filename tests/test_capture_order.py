@@ -177,7 +177,7 @@ def test_a_tail_count_is_part_of_the_shape():
     assert plans[0] is not plans[1] and len(analyzer._plans) == 2  # both remembered
     for cpv, plan in plans.items():
         written = plan.facts(ring(cpv), 0)[3]
-        assert written == ((28 + 4 * cpv, 0x20000, 64), (44 + 4 * cpv, 0x30000, 0))  # a FENCE says no count
+        assert written == ((28 + 4 * cpv, 0x20000, 64), (44 + 4 * cpv, 0x30000, 4))  # a FENCE writes its dword
 
 
 def test_completion_flows_along_a_semaphore_chain():

@@ -407,3 +407,23 @@ def test_a_write_still_waiting_for_a_value_nobody_gave_comes_after_a_read_seen_c
     assert set(racy(path)) == (set() if released == "by the CPU" else
                                {("out", "reader wrote it from x, which writer wrote with nothing ordering the two")})
     assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
+
+
+def test_fences_of_two_queues_into_words_far_apart_are_no_race(tmp_path):
+    """A FENCE writes its dword, not its buffer from its address on: two queues fencing words 4 KiB apart do
+    not race (the buffer was taken as racy, and the checkpoints of every later write to it left it out)."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        res, src = gpu.alloc(8192, "gtt", name="res"), gpu.alloc(4096, "gtt", name="src")
+        qa, qb = gpu.sdma_queue(name="A"), gpu.sdma_queue(name="B")
+        sa, sb = system.semaphore("sa"), system.semaphore("sb")
+        qa.fence(res, 0x1111, offset=0).submit()
+        qb.fence(res, 0x2222, offset=4096).signal(sb, 1).submit()
+        qa.signal(sa, 1).submit()
+        sa.wait(1)
+        sb.wait(1)
+        src.write(np.full(1024, 7, np.uint32))
+        qa.copy(res, src, 4096, dst_offset=4096).signal(sa, 2).submit()
+        sa.wait(2)
+    assert racy(path) == [] and hashed(path).count("res") == 2
