@@ -121,8 +121,9 @@ def test_a_checkpoint_stores_only_the_chunks_that_changed(memory):
     first = recorder.checkpoint_entry(buf)
     assert first["keys"] == [F.blob_key(host.raw[lo:lo + CHUNK]) for lo in range(0, buf.size, CHUNK)]
     assert first["hash"] == F.blob_key(b"".join(first["keys"]))
-    assert recorder.checkpoint_entry(buf) is None  # unchanged: hashed, nothing stored
     stored = recorder.trace.stats["blobs"]
+    assert recorder.checkpoint_entry(buf) == first  # unchanged: the same entry (the GPU's write verified), ...
+    assert recorder.trace.stats["blobs"] == stored  # ... and nothing stored again
     ctypes.memset(ctypes.addressof(host) + 2 * CHUNK + 7, 0xAB, 3)
     second = recorder.checkpoint_entry(buf)
     assert [i for i, (a, b) in enumerate(zip(first["keys"], second["keys"], strict=True)) if a != b] == [2]
