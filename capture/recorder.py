@@ -257,14 +257,15 @@ class RecordingSyscalls:
         self.inner.close(fd)
 
     def ioctl(self, fd: int, request: int, arg) -> int:
-        if request_info(request)[4]:  # ordered with the others that take or give back ids, records included:
-            with self.reusing:  # else a thread's QUEUE of an id could come before another's QUEUE_DESTROY of it
-                return self._ioctl(fd, request, arg)
-        return self._ioctl(fd, request, arg)
+        info = request_info(request)
+        if info[4]:  # ordered with the others that take or give back ids, records included: else a thread's
+            with self.reusing:  # QUEUE of an id could come before another's QUEUE_DESTROY of it
+                return self._ioctl(fd, request, arg, info)
+        return self._ioctl(fd, request, arg, info)
 
-    def _ioctl(self, fd: int, request: int, arg) -> int:
+    def _ioctl(self, fd: int, request: int, arg, info: tuple[str | None, int, str | None, bool, bool]) -> int:
         rec = self.rec
-        name, size, after, blocking, _ = request_info(request)
+        name, size, after, blocking, _ = info
         raw_in = b"" if arg is None else ctypes.string_at(ctypes.addressof(arg), min(size, ctypes.sizeof(arg)))
         with self.lock:
             seq = rec.next_ioctl()
