@@ -223,7 +223,9 @@ class RingEngine:
         finally:
             with self._kick_lock:
                 self._busy = False
-                if handing_off:  # wake the engine's thread for the rest, or stop() waiting for us
+                # wake the engine's thread for the rest, or stop() waiting for us: it may have come after the loop
+                # saw no stop, and be waiting now
+                if handing_off or self._stop:
                     self._kick.notify_all()
 
     def _execute_to(self, wptr: int, inline: bool) -> bool:
