@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import stat
 import sys
 import threading
@@ -122,6 +123,20 @@ def check_backend(emulate: str | None, emulate_from: str | None) -> None:
             raise ValueError(f"{ENV_EMULATE}: {exc}") from None
     if emulate_from is not None:
         topology_from_directory(emulate_from)
+
+
+@contextlib.contextmanager
+def terminated_as_interrupt() -> Iterator[None]:
+    """Within: SIGTERM (a timeout(1), a CI job's end) interrupts as Ctrl-C does, so what the command started is
+    stopped and its temporary files removed on the way out."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 class TerminalProgress:
@@ -413,12 +428,12 @@ def minimize(trace: str, until: str, output: str, match: str | None, jobs: int, 
              as_json: bool) -> None:
     """The smallest trace on which CMD still exits as it does on TRACE: delta debugging over submissions, then
     their packets, then CPU writes."""
-    from kfdtrace.traces.minimize import command_test
+    from kfdtrace.traces.minimize import CommandTest
     from kfdtrace.traces.minimize import minimize as minimize_trace
 
     another_file(output, trace, "the minimized trace")
-    outcome = command_test(until, match, timeout)
-    with read_trace(trace) as r, TerminalProgress("minimize") as progress:
+    outcome = CommandTest(until, match, timeout)
+    with read_trace(trace) as r, TerminalProgress("minimize") as progress, terminated_as_interrupt():
         report = minimize_trace(r, output, outcome, jobs, progress.update, confirm)
     show_report(report, as_json, f"{output}: ")
 

@@ -13,7 +13,7 @@ from kfdtrace.cli import main as kfdtrace_cli
 from kfdtrace.driver import System
 from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.traces.format import TraceReader
-from kfdtrace.traces.minimize import MinimizeError, command_test, ddmin, minimize
+from kfdtrace.traces.minimize import CommandTest, MinimizeError, ddmin, minimize
 
 from .test_replay import rewrite
 
@@ -54,7 +54,7 @@ def test_a_packet_pointing_outside_its_buffer_shrinks_to_one_submission(tmp_path
 
     bad, out = faulty(tmp_path, 260, stray, 301), str(tmp_path / "min.kfdtrace")
     with TraceReader(bad) as r:
-        report = minimize(r, out, command_test(REPLAY, "in no recorded buffer", 60), jobs=2)
+        report = minimize(r, out, CommandTest(REPLAY, "in no recorded buffer", 60), jobs=2)
     assert report.before["submissions"] == 520 and report.after["submissions"] <= 5
     assert report.after["packets"] == 1 and report.after["bytes"] < report.before["bytes"]
     with TraceReader(out) as r:
@@ -67,9 +67,9 @@ def test_a_missing_signal_that_hangs_shrinks_to_a_few_submissions(tmp_path):
     bad, out = faulty(tmp_path, 30, lambda p, raw: b"" if p.name == "FENCE" else raw, 59), str(tmp_path / "m.kfdtrace")
     said: list[str] = []
     with TraceReader(bad) as r:
-        report = minimize(r, out, command_test(REPLAY, "waited", 60), jobs=2, progress=said.append)
+        report = minimize(r, out, CommandTest(REPLAY, "waited", 60), jobs=2, progress=said.append)
     assert report.before["submissions"] == 60 and report.after["submissions"] <= 5
-    assert command_test(REPLAY, "waited", 60)(out) == 2
+    assert CommandTest(REPLAY, "waited", 60)(out) == 2
     # where it stands, before each round of candidates: what is left of each pass, and the tries so far
     left = [int(text.split()[0]) for text in said if " submissions left" in text]
     assert left[0] == 60 and left == sorted(left, reverse=True) and left[-1] >= report.after["submissions"]
@@ -183,3 +183,29 @@ def test_a_candidate_does_not_verify_what_its_dropped_writes_wrote(tmp_path):
         m.writes[n] = [None]  # as if it were a dispatch
         m.write(out, {n})
     assert entries(src, after=n) and entries(out, after=n) == set()
+
+
+def test_a_terminated_minimize_stops_its_command_and_removes_its_files(tmp_path):
+    """Campaign 48: SIGTERM (a timeout, a CI job's end) left the temporary folder of candidates and the command
+    under way running."""
+    import signal
+    import subprocess
+    import time
+
+    trace, pids, tmp = str(tmp_path / "s.kfdtrace"), tmp_path / "pids", tmp_path / "tmp"
+    tmp.mkdir()
+    with record(trace), System.open(emulate="gfx942") as system:
+        stress(system, 4, 4096)
+    until = f"sh -c 'echo $$ >> {pids}; sleep 60' {{trace}}"
+    run = subprocess.Popen([sys.executable, "-m", "kfdtrace", "minimize", trace, "--until", until, "-o",
+                            str(tmp_path / "out.kfdtrace"), "--timeout", "120"], env={**os.environ, "TMPDIR": str(tmp)},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not pids.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    run.communicate(timeout=30)
+    assert run.returncode != 0 and os.listdir(tmp) == []
+    for pid in map(int, pids.read_text().split()):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -14,12 +14,15 @@ reproduces on it `confirm` runs in a row, as it must on the original and on the 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
 import shlex
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -163,35 +166,68 @@ def ddmin(items: list[Item], reproduces: Callable[[list[list[Item]]], int | None
     return items
 
 
-def command_test(until: str, match: str | None, timeout: float) -> Callable[[str], int | str]:
+class CommandTest:
     """The outcome of running `until` ({trace} replaced by a candidate's path): its exit status, or 'timeout',
-    or 'no match' when `match` (a regular expression) is not in what it printed."""
-    argv = shlex.split(until)
-    if not any("{trace}" in a for a in argv):
-        raise ValueError(f"--until {until!r} never names {{trace}}: the candidate would not be what it runs")
-    try:
-        pattern = re.compile(match) if match is not None else None
-    except re.error as exc:
-        raise ValueError(f"--match {match!r} is no regular expression: {exc}") from None
+    or 'no match' when `match` (a regular expression) is not in what it printed. `stop` kills the runs under
+    way (each in a process group of its own, with whatever it started) and refuses new ones."""
 
-    def run(path: str) -> int | str:
+    def __init__(self, until: str, match: str | None, timeout: float):
+        self.argv = shlex.split(until)
+        if not any("{trace}" in a for a in self.argv):
+            raise ValueError(f"--until {until!r} never names {{trace}}: the candidate would not be what it runs")
         try:
-            done = subprocess.run([a.replace("{trace}", path) for a in argv], capture_output=True, text=True,
-                                  timeout=timeout, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            return "timeout"
-        except OSError as exc:
-            raise ValueError(f"--until: cannot run {argv[0]!r}: {exc.strerror}") from None
-        if pattern is not None and not pattern.search(done.stdout + done.stderr):
-            return "no match"
-        return done.returncode
+            self.pattern = re.compile(match) if match is not None else None
+        except re.error as exc:
+            raise ValueError(f"--match {match!r} is no regular expression: {exc}") from None
+        self.timeout = timeout
+        self._running: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+        self._stopped = False
 
-    return run
+    def __call__(self, path: str) -> int | str:
+        with self._lock:
+            if self._stopped:
+                raise MinimizeError("minimize was stopped")
+            try:
+                run = subprocess.Popen([a.replace("{trace}", path) for a in self.argv], stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                       start_new_session=True)
+            except OSError as exc:
+                raise ValueError(f"--until: cannot run {self.argv[0]!r}: {exc.strerror}") from None
+            self._running.add(run)
+        try:
+            out, err = run.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            _kill(run)
+            return "timeout"
+        except BaseException:  # interrupted while it runs
+            _kill(run)
+            raise
+        finally:
+            with self._lock:
+                self._running.discard(run)
+        if self.pattern is not None and not self.pattern.search(out + err):
+            return "no match"
+        return run.returncode
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            for run in self._running:
+                _kill(run)
+
+
+def _kill(run: subprocess.Popen) -> None:
+    """Kill a run's process group and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(run.pid, signal.SIGKILL)
+    run.communicate()
 
 
 def minimize(trace: TraceReader, out: str, outcome: Callable[[str], int | str], jobs: int = 1,
              progress: Callable[[str], None] = lambda text: None, confirm: int = 3) -> MinimizeReport:
-    """Write to `out` the smallest trace found whose `outcome` is the original's, `confirm` runs in a row."""
+    """Write to `out` the smallest trace found whose `outcome` is the original's, `confirm` runs in a row. When
+    it is interrupted, `outcome`'s runs under way are stopped (a CommandTest's) before its files are removed."""
     if confirm < 1:
         raise ValueError(f"confirm must be at least 1, not {confirm}")
     t0 = time.perf_counter()
@@ -207,58 +243,68 @@ def minimize(trace: TraceReader, out: str, outcome: Callable[[str], int | str], 
             next(runs)
         return got
 
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
     with tempfile.TemporaryDirectory(prefix="kfdtrace-minimize-") as tmp:
-        before = m.write(os.path.join(tmp, "original.kfdtrace"), set())
-        first = outcomes(os.path.join(tmp, "original.kfdtrace"))
-        expected = first[0]
-        if expected in ("timeout", "no match"):
-            raise MinimizeError(f"the command gives {expected!r} on the original trace: nothing to keep")
-        if len(set(first)) > 1:
-            raise MinimizeError(f"the command gives {first[0]!r}, then {first[-1]!r} on the original trace: minimize "
-                                f"needs a failure that reproduces every time (a longer replay --timeout, say)")
-        tries, seen = 1, {}
-        pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+        try:
+            before = m.write(os.path.join(tmp, "original.kfdtrace"), set())
+            first = outcomes(os.path.join(tmp, "original.kfdtrace"))
+            expected = first[0]
+            if expected in ("timeout", "no match"):
+                raise MinimizeError(f"the command gives {expected!r} on the original trace: nothing to keep")
+            if len(set(first)) > 1:
+                raise MinimizeError(f"the command gives {first[0]!r}, then {first[-1]!r} on the original trace: "
+                                    f"minimize needs a failure that reproduces every time (a longer replay "
+                                    f"--timeout, say)")
+            tries, seen = 1, {}
 
-        def attempt(drop: frozenset[int], packets: dict[int, set[int]] | None, k: int) -> bool:
-            key = (drop, None if packets is None else frozenset((n, frozenset(v)) for n, v in packets.items()))
-            if key not in seen:
-                path = os.path.join(tmp, f"c{k}.kfdtrace")
-                m.write(path, set(drop), packets)
-                got = outcomes(path)
-                seen[key] = len(got) == confirm and set(got) == {expected}
-                os.unlink(path)
-            return seen[key]
+            def attempt(drop: frozenset[int], packets: dict[int, set[int]] | None, k: int) -> bool:
+                key = (drop, None if packets is None else frozenset((n, frozenset(v)) for n, v in packets.items()))
+                if key not in seen:
+                    path = os.path.join(tmp, f"c{k}.kfdtrace")
+                    m.write(path, set(drop), packets)
+                    got = outcomes(path)
+                    seen[key] = len(got) == confirm and set(got) == {expected}
+                    os.unlink(path)
+                return seen[key]
 
-        def tester(what: str, build: Callable[[list[Item]], tuple[frozenset[int], dict[int, set[int]] | None]]):
-            def reproduces(candidates: list[list[Item]]) -> int | None:
-                nonlocal tries
-                left = len({x for c in candidates for x in c})
-                progress(f"{left} {what} left, trying {len(candidates)} cuts; {tries} tries in "
-                         f"{time.perf_counter() - t0:.0f} s")
-                tries += len(candidates)
-                found = list(pool.map(lambda kc: attempt(*build(kc[1]), kc[0]), enumerate(candidates)))
-                return next((i for i, ok in enumerate(found) if ok), None)
-            return reproduces
+            Build = Callable[[list[Item]], tuple[frozenset[int], dict[int, set[int]] | None]]
 
-        everything = {n for n, _ in m.submissions()}
-        subs = ddmin(m.submissions(), tester("submissions",
-                                             lambda c: (frozenset(everything - {n for n, _ in c}), None)))
-        drop = frozenset(everything - {n for n, _ in subs})
-        packets = ddmin(m.packets(subs), tester("packets", lambda c: (drop, _by_record(c))))
-        kept_packets = _by_record(packets)
-        mems = {n for n, _ in m.memory()}
-        kept_mem = ddmin(m.memory(), tester("CPU writes",
-                                            lambda c: (drop | (mems - {n for n, _ in c}), kept_packets)))
-        final_drop = set(drop | (mems - {n for n, _ in kept_mem}))
-        pool.shutdown()
-        after = m.write(out, final_drop, kept_packets)
-        last = outcomes(out)
-        miss = next((i for i, got in enumerate(last) if got != expected), None)
-        if miss is not None:
-            raise MinimizeError(f"the minimized trace gave {last[miss]!r}, not {expected!r}, in run {miss + 1} of "
-                                f"{confirm}: the failure depends on timing there; kept it at {out} (minimize again "
-                                f"with a larger --confirm: each cut kept must then fail that many runs in a row)")
-        return MinimizeReport(before, after, tries + 1, next(runs) - 1, time.perf_counter() - t0)
+            def tester(what: str, build: Build):
+                def reproduces(candidates: list[list[Item]]) -> int | None:
+                    nonlocal tries
+                    left = len({x for c in candidates for x in c})
+                    progress(f"{left} {what} left, trying {len(candidates)} cuts; {tries} tries in "
+                             f"{time.perf_counter() - t0:.0f} s")
+                    tries += len(candidates)
+                    found = list(pool.map(lambda kc: attempt(*build(kc[1]), kc[0]), enumerate(candidates)))
+                    return next((i for i, ok in enumerate(found) if ok), None)
+                return reproduces
+
+            everything = {n for n, _ in m.submissions()}
+            subs = ddmin(m.submissions(), tester("submissions",
+                                                 lambda c: (frozenset(everything - {n for n, _ in c}), None)))
+            drop = frozenset(everything - {n for n, _ in subs})
+            packets = ddmin(m.packets(subs), tester("packets", lambda c: (drop, _by_record(c))))
+            kept_packets = _by_record(packets)
+            mems = {n for n, _ in m.memory()}
+            kept_mem = ddmin(m.memory(), tester("CPU writes",
+                                                lambda c: (drop | (mems - {n for n, _ in c}), kept_packets)))
+            final_drop = set(drop | (mems - {n for n, _ in kept_mem}))
+            pool.shutdown()
+            after = m.write(out, final_drop, kept_packets)
+            last = outcomes(out)
+            miss = next((i for i, got in enumerate(last) if got != expected), None)
+            if miss is not None:
+                raise MinimizeError(f"the minimized trace gave {last[miss]!r}, not {expected!r}, in run {miss + 1} "
+                                    f"of {confirm}: the failure depends on timing there; kept it at {out} (minimize "
+                                    f"again with a larger --confirm: each cut kept must then fail that many runs in "
+                                    f"a row)")
+            return MinimizeReport(before, after, tries + 1, next(runs) - 1, time.perf_counter() - t0)
+        except BaseException:  # interrupted (or failed): nothing left running, no candidate written, then
+            if isinstance(outcome, CommandTest):
+                outcome.stop()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _value_at(sub: Submission, end: int) -> int:
