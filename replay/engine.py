@@ -821,13 +821,14 @@ def check_resources(s: Survey, system: System, instances: int, max_memory: int) 
 
 # -- the second pass -------------------------------------------------------------------------------------
 CLOCK_BYTES = 8  # what a packet writing a GPU clock writes (a 64-bit counter)
+MASKED = 4  # clock bytes are masked a dword at a time: a later write of other data unmasks the dwords it starts in
 
 
 def _masked(data: bytes, clocks: list[int]) -> bytes:
-    """`data` with CLOCK_BYTES zeroed at each offset of `clocks` (which may start before it or run past it)."""
+    """`data` with MASKED bytes zeroed at each offset of `clocks` (which may start before it or run past it)."""
     out = bytearray(data)
     for at in clocks:
-        lo, hi = max(at, 0), min(at + CLOCK_BYTES, len(out))
+        lo, hi = max(at, 0), min(at + MASKED, len(out))
         out[lo:hi] = bytes(hi - lo)
     return bytes(out)
 
@@ -840,10 +841,11 @@ class ReplayBuffer:
     buffer: Buffer
     role: str = "user"
     view: memoryview | None = None  # its bytes, when the CPU sees them (valid while the buffer lives)
-    # where packets may write a GPU clock into it (offsets of CLOCK_BYTES each): masked when compared
+    # the dwords where packets wrote a GPU clock that no other write started in since (offsets): masked when compared
     volatile: set[int] = field(default_factory=set)
     # the last packet writing it: (its submission, the submission's ring bytes, its offset there, their dialect)
     wrote: tuple[str, bytes, int, Dialect] | None = None
+    gpu_last: bool = False  # the GPU wrote it since the CPU last did (what it holds is not the trace's)
 
     @property
     def writer(self) -> str | None:
@@ -869,6 +871,7 @@ class ReplayQueue:
     ibs: deque[tuple[int, Buffer]] = field(default_factory=deque)
     new_ibs: list[Buffer] = field(default_factory=list)
     memo: DispatchMemo | None = None  # what its translated dispatches depend on, for its translator's cache
+    writes: list[Write] = field(default_factory=list)  # the writes of the submission being translated, so far
 
     def reclaim(self) -> None:
         """Free the indirect buffer copies of the submissions the queue is done with."""
@@ -1245,6 +1248,7 @@ class Instance:
         if f.get("t") is not None:
             self._thread_t[f.get("tid")] = f["t"]
         t, ring, writes = rq.translator, f["ring"], []
+        rq.writes = writes
         rq.reclaim()
         counted, taken = t.packets, t.taken
         packets = t.ring(ring, where, writes)
@@ -1275,9 +1279,12 @@ class Instance:
                         start = end = 0
                         continue
                     start, end, rb = hit[0], hit[0] + hit[1], hit[2]
-                rb.wrote = (where, ring, at, src)
+                rb.wrote, rb.gpu_last = (where, ring, at, src), True
+                dword = (addr - start) & ~3
                 if volatile:  # GPU clocks differ on every run
-                    rb.volatile.add(addr - start)
+                    rb.volatile.update(range(dword, addr - start + CLOCK_BYTES, MASKED))
+                elif rb.volatile:  # a write of other data over a clock (at least a dword of it): compared again
+                    rb.volatile.discard(dword)
 
     def _indirect(self, rq: ReplayQueue, base: int, size: int, where: str) -> tuple[int, int]:
         """An indirect buffer, followed: its packets (the recorded ones, written by the replayed CPU writes)
@@ -1289,7 +1296,12 @@ class Instance:
             past = base + size * 4 - hit[0] - hit[1]
             raise ReplayError(f"{where}: indirect buffer {base:#x}+{size * 4:#x} runs {past:#x} bytes past the end of "
                               f"{hit[2].buffer.label}")
-        recorded = hit[2].buffer.read(base - hit[0], size * 4)
+        rb, lo, hi = hit[2], hit[0], hit[0] + hit[1]
+        if rb.gpu_last or any(lo <= a < hi for _, addresses, _ in rq.writes for a in addresses):
+            raise ReplayError(f"{where}: indirect buffer {base:#x}+{size * 4:#x} lies in {rb.buffer.label}, which the "
+                              f"GPU writes before it runs (after the CPU last wrote it): the packets it then holds "
+                              f"are not in the trace, and a replay cannot translate packets the GPU builds")
+        recorded = rb.buffer.read(base - lo, size * 4)
         if self.ib_depth >= MAX_IB_DEPTH:
             raise BadInput(f"{where}: indirect buffers chain more than {MAX_IB_DEPTH} deep at {base:#x} (one "
                            f"points at itself or at one it is in?)")
@@ -1332,6 +1344,7 @@ class Instance:
                            f"(corrupt trace)")
         buf, off = self._target(r, r.fields["va"], len(data))
         buf.write(data, off)
+        self.buffers.find(r.fields["va"])[2].gpu_last = False
 
     def _semaphore(self, r: Record) -> Semaphore:
         addr = r.fields["addr"]
@@ -1513,6 +1526,8 @@ class Instance:
         if not self.options.verify:
             return
         in_flight = {b["va"] for b in r.fields.get("in_flight") or ()}  # GPU writes not known complete yet
+        if why := R.checkpoint_problem(r, self.trace.blob_key):
+            raise BadInput(why)
         for entry in r.fields["buffers"]:
             hit = self.buffers.find(entry["va"])
             if hit is None:  # a checkpoint hashes live buffers only
@@ -1528,6 +1543,7 @@ class Instance:
             if self.result.divergence:
                 return
             self.result.verified += 1
+            hit[2].gpu_last = False  # what the GPU wrote there is what the trace holds
 
     def _compare(self, rb: ReplayBuffer, entry: dict) -> Divergence | None:
         """The first chunk whose content differs from the entry's key, hashed where it lies (copied only if it
@@ -1537,7 +1553,7 @@ class Instance:
         memory = memoryview((ctypes.c_char * size).from_address(rb.buffer.cpu_addr(0))).cast("B")
         for i, key in enumerate(entry["keys"]):
             lo = i * chunk
-            clocks = [at - lo for at in rb.volatile if lo - CLOCK_BYTES < at < lo + chunk] if rb.volatile else None
+            clocks = [at - lo for at in rb.volatile if lo - MASKED < at < lo + chunk] if rb.volatile else None
             if clocks:  # compared with the clocks' bytes masked, in what was recorded and what is there
                 expected, actual = self._blob(key), bytes(memory[lo:lo + chunk])
                 if expected is not None and _masked(expected, clocks) == _masked(actual, clocks):

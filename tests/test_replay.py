@@ -18,7 +18,7 @@ from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_HANG, EXIT_OK, EXIT_UNSUPPORTED, Options, Result
 from kfdtrace.replay.session import Report, replay_trace
 from kfdtrace.replay.translate import ReplayError
-from kfdtrace.traces.format import TraceReader, TraceWriter
+from kfdtrace.traces.format import TraceReader, TraceWriter, blob_key
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "traces", "samples")
 FAMILIES = ["gfx90a", "gfx942", "gfx1030", "gfx1100", "gfx1201"]
@@ -217,6 +217,34 @@ def test_indirect_buffers_are_followed_and_retargeted(tmp_path):
         report = replay_trace(path, Options(relocate=relocate), emulate=target)
         assert report.status == EXIT_OK, report.lines()
         assert report.results[0].verified >= 1
+
+
+@pytest.mark.parametrize("when", ["same submission", "earlier submission", "rewritten by the cpu"])
+def test_an_indirect_buffer_the_gpu_wrote_since_the_cpu_did_is_refused(tmp_path, when):
+    """Campaign 47's bug07: a copy puts packets B over packets A in the IB buffer, then INDIRECT runs it. The GPU ran
+    B; the replay translated A, the CPU's, and said DIVERGED. It is refused, unless a checkpoint verified what the
+    GPU wrote there (the trace's, then) or the CPU rewrote it since."""
+    path = str(tmp_path / "ib.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q, d = gpu.sdma_queue(), gpu.sdma_queue().dialect
+        out, ib, staged = (gpu.alloc(4096, "gtt", name=n) for n in ("out", "ib", "staged"))
+        a, b = (d.build("FENCE", addr=out.va, data=v) + d.build("NOP") * 4 for v in (0xA, 0xB))
+        ib.write(a)
+        staged.write(b)
+        q.copy(ib, staged, len(b))
+        if when != "same submission":
+            q.sync()
+        if when == "rewritten by the cpu":
+            ib.write(b)
+        q.packet("INDIRECT", ib_base=ib.va, ib_size=len(b) // 4).sync()
+        assert out.read(0, 4) == (0xB).to_bytes(4, "little")
+    if when != "same submission":
+        assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
+    else:
+        with pytest.raises(ReplayError, match=r"indirect buffer 0x[0-9a-f]+\+0x20 lies in ib, which the GPU "
+                                              r"writes before it runs .*packets the GPU builds"):
+            replay_trace(path, Options(), emulate="gfx942")
 
 
 def test_an_indirect_buffer_running_past_its_buffer_is_named_so(tmp_path):
@@ -552,6 +580,7 @@ def test_a_clock_in_a_buffer_masks_its_bytes_not_the_buffer(tmp_path, target):
                     data = bytearray(reader.blob(b["keys"][0]))
                     data[200] ^= 1
                     b["keys"] = [writer.blob(bytes(data)), *b["keys"][1:]]
+                    b["hash"] = blob_key(b"".join(b["keys"]))
         return f
 
     rewrite(path, bad, change)
@@ -559,6 +588,27 @@ def test_a_clock_in_a_buffer_masks_its_bytes_not_the_buffer(tmp_path, target):
     assert report.status == EXIT_DIVERGED and "buffer out" in " ".join(report.lines()), report.lines()
     # where they part is the changed byte, not the clock at +0x64 before it, which differs on every run
     assert "first at +0xc8:" in report.lines()[-1], report.lines()
+
+
+def test_a_clock_slot_written_over_with_a_value_is_compared_again(tmp_path):
+    """Campaign 47's bug14: a timestamp into a results slot, then a FENCE of 0x5555 into the slot's low dword: its
+    mask hid the FENCE, so a replay fencing another value there said OK. The clock's high dword stays masked."""
+    path, bad = str(tmp_path / "slot.kfdtrace"), str(tmp_path / "bad.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        res = gpu.alloc(4096, "gtt", name="results")
+        gpu.sdma_queue().timestamp(res, offset=8).fence(res, 0x5555, offset=8).sync()
+    assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
+
+    def change(rec, reader, writer):  # the FENCE writes 0x5556
+        f = dict(rec.fields)
+        if rec.type == "doorbell":
+            f["ring"] = f["ring"].replace((0x5555).to_bytes(4, "little"), (0x5556).to_bytes(4, "little"))
+        return f
+
+    rewrite(path, bad, change)
+    report = replay_trace(bad, Options(), emulate="gfx942")
+    assert report.status == EXIT_DIVERGED and "first at +0x8:" in report.lines()[-1], report.lines()
 
 
 def test_a_submission_whose_translation_outgrows_the_ring_goes_in_pieces(tmp_path):

@@ -13,7 +13,7 @@ from kfdtrace.driver.errors import WaitTimeout
 from kfdtrace.driver.topology import read_topology
 from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_HANG, EXIT_OK, Options
 from kfdtrace.replay.session import replay_trace
-from kfdtrace.traces.format import TraceReader
+from kfdtrace.traces.format import TraceReader, blob_key
 from tests.test_replay import rewrite, sample, sample_names
 
 
@@ -95,7 +95,8 @@ def _corrupt_expectation(src: str, dst: str, name: str, handle_from: str | None 
                 if b["name"] == name:
                     data = bytearray(reader.blob(b["keys"][0]))
                     data[7] ^= 0xFF
-                    b = {**b, "keys": [writer.blob(bytes(data)), *b["keys"][1:]]}
+                    keys = [writer.blob(bytes(data)), *b["keys"][1:]]
+                    b = {**b, "keys": keys, "hash": blob_key(b"".join(keys))}
                 entries.append(b)
             f["buffers"] = entries
         return f

@@ -277,6 +277,27 @@ def test_a_blob_that_does_not_match_its_key_is_bad_input_in_replay(tmp_path):
     refused(replay(path), 4, "does not match its content (corrupt trace)")
 
 
+def test_a_checkpoint_entry_whose_hash_does_not_match_its_keys_is_corrupt(tmp_path):
+    """Campaign 47's bug16: the entry's `hash` went unread, so an edited one replayed OK and passed `info --check`."""
+    path = str(tmp_path / "t.kfdtrace")
+
+    done = []
+
+    def flip(rec, reader, writer):
+        f = dict(rec.fields)
+        if rec.type == "checkpoint" and f["buffers"] and not done:
+            f["buffers"] = [dict(b) for b in f["buffers"]]
+            f["buffers"][0]["hash"] = bytes([f["buffers"][0]["hash"][0] ^ 1]) + f["buffers"][0]["hash"][1:]
+            done.append(rec.n)
+        return f
+
+    rewrite(PING_PONG, path, flip)
+    refused(replay(path), 4, "does not match the entry's keys (corrupt trace)")
+    res = subprocess.run([sys.executable, "-m", "kfdtrace", "info", "--check", path], capture_output=True, text=True,
+                         timeout=60)
+    refused(res, 1, "does not match the entry's keys (corrupt trace)")
+
+
 def info(path: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kfdtrace", "info", path], capture_output=True, text=True,
                           timeout=60)

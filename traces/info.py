@@ -77,8 +77,19 @@ def facts(path: str, check: bool = False, shown: str | None = None) -> dict:
                "records": r.record_count, "submissions": r.submissions,
                "counts": dict(sorted(r.counts.items(), key=lambda x: -x[1])), "file_bytes": os.path.getsize(path)}
         if check:
-            out["checked"] = {"frames": r.verify(), "records": sum(1 for _ in R.checked(r.records()))}
+            out["checked"] = {"frames": r.verify(), "records": _checked(r)}
         return out
+
+
+def _checked(r: TraceReader) -> int:
+    """How many records `r` holds, each checked against the record table (and a checkpoint's entries against
+    their keys); MalformedRecord at the first that is not."""
+    n = 0
+    for rec in R.checked(r.records()):
+        if rec.type == R.CHECKPOINT and (why := R.checkpoint_problem(rec, r.blob_key)):
+            raise R.MalformedRecord(why)
+        n += 1
+    return n
 
 
 def describe(path: str, check: bool = False, shown: str | None = None) -> list[str]:

@@ -231,6 +231,16 @@ def checked(records: Iterable[Record], strict: bool = False) -> Iterator[Record]
         yield r if not strict and (t is None or t.ok(r.fields)) else check(r, strict)
 
 
+def checkpoint_problem(r: Record, blob_key: Callable[[bytes], bytes]) -> str | None:
+    """What is wrong with a checkpoint record's entries beyond their fields' types (an entry's `hash` is the key
+    of its chunk keys put together), or None."""
+    for entry in r.fields["buffers"]:
+        if entry.get("hash") is not None and entry["hash"] != blob_key(b"".join(entry["keys"])):
+            return f"record {r.n} (checkpoint): the hash of its entry for the buffer at {entry['va']:#x} does not " \
+                   f"match the entry's keys (corrupt trace)"
+    return None
+
+
 def check_map(what: str, fields: dict, table: dict[str, Check]) -> dict:
     """`fields` (a trace's header or summary) if it is what `table` says, else MalformedRecord."""
     why = "is not a map" if type(fields) is not dict else problem(fields, table)
