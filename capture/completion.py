@@ -3,17 +3,20 @@
 A queue executes its packets in order, so "complete up to byte `done` of the queue's stream" is all there is
 to know about one queue. It advances only on evidence:
 
-* a CPU wait that returned saw a semaphore reach a value: every GPU signal of that semaphore with a lower
-  value has landed (timeline semaphores only move forward), so each signalling queue is complete up to the
-  signal; so has the signal of that very value when one queue alone gave it in the semaphore's life (its
-  earliest signal of it) and it was not reached before: two queues signalling 1, or a queue signalling 1
-  where the CPU had already seen or stored 1, leave which signal was seen unknown;
+* a CPU wait that returned saw a semaphore at a value or more: some write of such a value landed. Memory
+  holds what was written last, not the highest value ever written (two queues may signal one semaphore in
+  either order), so this tells something only when the writes of that value or more that can have been seen
+  are GPU signals of one queue alone: that queue is complete up to the earliest of them (it runs in order). A
+  CPU store of such a value may be what the wait saw; so may each of two queues' signals, unless one of them
+  can only land after the sighting (`later`: it sits behind a GPU wait for a value nobody gave yet, or behind
+  one that only the waiting queue's own later work satisfies);
 * a CPU wait on a KFD event returned: a TRAP carrying that event ran; when only one queue has such TRAPs
   pending, its earliest is complete -- unless the event may have been set otherwise: by a TRAP already known
   complete, or by the CPU, whose setting no wait has taken since (an auto-reset event's wait takes it; a
   manual-reset event stays set until the CPU resets it);
 * a queue complete past one of its own GPU waits had that wait satisfied: the same rule as a CPU wait, in
-  turn (this is how completion flows along semaphore chains);
+  turn, where the queue's own signals after the wait cannot be what it saw (this is how completion flows
+  along semaphore chains);
 * a CPU wait saw an AQL signal at 0 or below: when one packet alone is pending that decrements it (its
   completion signal), that packet completed;
 * a queue complete past a BARRIER_AND saw each of its dependency signals at 0: the same rule, in turn (a
@@ -23,10 +26,10 @@ to know about one queue. It advances only on evidence:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-MAX_SIGNALS_PER_ADDRESS = 4096  # beyond this the oldest unconfirmed signals are forgotten (they stay unknown)
-MANY = "many"  # a value several queues (or the CPU, or a queue after the value was reached) gave: whose was seen?
+MAX_SIGNALS_PER_ADDRESS = 4096  # beyond this the oldest signals are forgotten (counted as maybe landed)
 
 
 @dataclass(eq=False)
@@ -49,16 +52,29 @@ Wait = tuple[int, int, int | None]  # (end position, address, value the memory r
 # signal's value reached 0)
 
 
-class Completion:
-    """Every queue's known-complete position, advanced by observations."""
+Seen = tuple[int, int | None, QueueProgress | None, int]  # (address, value; waiter and its position, if a GPU wait)
 
-    def __init__(self) -> None:
-        self._signals: dict[int, list[tuple[int, QueueProgress, int]]] = {}  # address -> [(value, queue, pos)]
-        self._decrements: dict[int, list[tuple[QueueProgress, int]]] = {}  # AQL signal -> [(queue, pos)]
-        # address -> value -> who first gave it in the address's life: (queue, position) when one queue alone
-        # did and the value was not reached before, else MANY; values below the last seen are forgotten
-        self._givers: dict[int, dict[int, tuple[QueueProgress, int] | str]] = {}
-        self._reached: dict[int, int] = {}  # address -> the highest value known reached in its life
+
+# whether the signal ending at `pos` of `queue` can only land after a sighting: a GPU wait of `waiter` ending at
+# `at` passed (waiter None: a CPU wait returning now)
+Later = Callable[[QueueProgress | None, int, QueueProgress, int], bool]
+
+
+class Completion:
+    """Every queue's known-complete position, advanced by observations. `later` tells signals that cannot be what
+    a sighting saw, as far as the GPU's own waits show (capture/ordering.py)."""
+
+    def __init__(self, later: Later = lambda waiter, at, queue, pos: False) -> None:
+        self.later = later
+        # address -> its GPU signals in its present life, landed or not: [(value, queue, position, the highest
+        # value of it and the signals before it)]
+        self._signals: dict[int, list[tuple[int, QueueProgress, int, int]]] = {}
+        # address -> the highest value of the writes no longer held one by one that may be what it holds: the
+        # CPU's stores in its present life, signals known landed, signals forgotten (those in any life)
+        self._top: dict[int, int] = {}
+        self._forgotten: dict[int, int] = {}
+        # AQL signal -> the packets that decrement it, not known complete: [(queue, pos, whether it shows its queue's)]
+        self._decrements: dict[int, list[tuple[QueueProgress, int, bool]]] = {}
         # AQL signal -> [the value the CPU last stored, the decrements submitted since], while no GPU stored to it
         self._armed: dict[int, list[int]] = {}
         self._manual: set[int] = set()  # KFD events that stay set until the CPU resets them (not auto-reset)
@@ -70,35 +86,47 @@ class Completion:
         armed = self._armed.get(addr)
         if armed is not None:
             armed[1] += 1
-        if shows:
-            pending = [d for d in self._decrements.get(addr, ()) if not d[0].complete(d[1])]
-            self._decrements[addr] = pending[-MAX_SIGNALS_PER_ADDRESS:] + [(queue, pos)]
+        pending = [d for d in self._decrements.get(addr, ()) if not d[0].complete(d[1])]
+        self._decrements[addr] = pending[-MAX_SIGNALS_PER_ADDRESS:] + [(queue, pos, shows)]
+        if len(pending) > MAX_SIGNALS_PER_ADDRESS:
+            self._armed.pop(addr, None)  # which of the forgotten ones are still pending is not known
 
     def reached_zero(self, addr: int) -> None:
+        """A CPU wait saw the AQL signal at `addr` at 0 or below."""
+        self._run(self._zero(addr))
+
+    def _zero(self, addr: int) -> list[Seen]:
         """The AQL signal at `addr` was seen at 0 or below: if one packet alone was pending that decrements it,
         that packet completed; and so did all of them when as many were submitted since the CPU stored its value
-        as that value counts down (with more, which of them did is not known)."""
+        as that value counts down (none pending from before the store; with more, which of them did is not
+        known). The GPU waits passed on the way, by the packets whose completion shows their queue's."""
         pending = [d for d in self._decrements.pop(addr, ()) if not d[0].complete(d[1])]
         armed = self._armed.get(addr)
+        passed: list[Seen] = []
         if len(pending) == 1 or pending and armed is not None and armed[1] == armed[0]:
-            for d in pending:
-                for waited in self._advance(*d):
-                    self.observed(*waited)
+            for queue, pos, shows in pending:
+                if shows:
+                    passed += self._advance(queue, pos)
         elif pending:
             self._decrements[addr] = pending
+        return passed
 
     def submitted(self, queue: QueueProgress, signals: list[Signal], waits: list[Wait],
                   traps: list[tuple[int, int]]) -> None:
         """The completion facts of one submission, in stream order."""
         by_addr = self._signals
         for pos, addr, value in signals:
-            pending = by_addr.get(addr)
-            if pending is None:
-                pending = by_addr[addr] = []
-            elif len(pending) >= MAX_SIGNALS_PER_ADDRESS:
-                pending[:] = [s for s in pending if not s[1].complete(s[2])][-MAX_SIGNALS_PER_ADDRESS // 2:]
-            pending.append((value, queue, pos))
-            self._gave(addr, value, (queue, pos))
+            held = by_addr.get(addr)
+            if held is None:
+                held = by_addr[addr] = []
+            elif len(held) >= MAX_SIGNALS_PER_ADDRESS:
+                self._settle(addr, held)
+                if len(held) >= MAX_SIGNALS_PER_ADDRESS // 2:
+                    forgotten = held[len(held) // 2 - 1][3]
+                    del held[:len(held) // 2]
+                    self._forgotten[addr] = max(self._forgotten.get(addr, -1), forgotten)
+                    self._top[addr] = max(self._top.get(addr, -1), forgotten)
+            held.append((value, queue, pos, max(value, held[-1][3]) if held else value))
             self._armed.pop(addr, None)  # a GPU store: how far the value counted down is not known
         if waits:
             queue.waits.extend(waits)
@@ -107,58 +135,64 @@ class Completion:
 
     def stored(self, addr: int, value: int, backwards: bool) -> None:
         """The CPU stored `value` at `addr`. Moving it backwards (a semaphore slot reused) begins a new life: the
-        GPU signals pending there belong to the earlier one and say nothing about it."""
+        writes known landed before are overwritten; the GPU signals still pending may land after it."""
         if backwards:
-            for held in (self._signals, self._givers, self._reached):
-                held.pop(addr, None)
-        self._gave(addr, value, MANY)  # seeing it says nothing of a GPU signal of it
-        self._reach(addr, value)
-        self._armed[addr] = [value, 0]
+            held = self._signals.get(addr)
+            if held:
+                self._settle(addr, held)
+            self._top[addr] = max(value, self._forgotten.get(addr, -1))
+        else:
+            self._top[addr] = max(value, self._top.get(addr, -1))
+        if any(not q.complete(pos) for q, pos, _ in self._decrements.get(addr, ())):
+            self._armed.pop(addr, None)  # a decrement submitted before may take it down as well: not counted
+        else:
+            self._armed[addr] = [value, 0]
 
-    def _gave(self, addr: int, value: int, giver: tuple[QueueProgress, int] | str) -> None:
-        givers = self._givers.get(addr)
-        if givers is None:
-            givers = self._givers[addr] = {}
-        elif len(givers) >= MAX_SIGNALS_PER_ADDRESS:  # forgotten values count as reached: whoever gives them
-            self._reach(addr, max(givers))
-        before = givers.get(value)
-        if value <= self._reached.get(addr, -1) or before is MANY or before is not None and (
-                giver is MANY or before[0] is not giver[0]):
-            giver = MANY
-        elif before is not None:
-            return  # the same queue again: its earliest signal of the value stays the one a sight of it shows
-        givers[value] = giver
+    def highest(self, addr: int) -> int:
+        """The highest value given at `addr` in its present life, that the recorder knows of (-1: none)."""
+        held = self._signals.get(addr)
+        return max(self._top.get(addr, -1), held[-1][3] if held else -1)
 
-    def _reach(self, addr: int, value: int) -> None:
-        """`addr` is known to have reached `value`: later signals of it or less show nothing when seen."""
-        if value > self._reached.get(addr, -1):
-            self._reached[addr] = value
-            givers = self._givers.get(addr)
-            if givers:
-                for v in [v for v in givers if v < value]:
-                    del givers[v]
+    def _settle(self, addr: int, held: list[tuple[int, QueueProgress, int, int]]) -> None:
+        """Fold the signals known landed into `_top`: only between observations, when no GPU wait still to be
+        looked at may tell its own queue's later signals apart from earlier ones."""
+        top, most = self._top.get(addr, -1), -1
+        keep = []
+        for value, queue, pos, _ in held:
+            if queue.complete(pos):
+                top = max(top, value)
+            else:
+                most = max(most, value)
+                keep.append((value, queue, pos, most))
+        held[:] = keep
+        self._top[addr] = top
 
     def observed(self, addr: int, value: int) -> None:
-        """Memory at `addr` was seen at `value` or more."""
-        work = [(addr, value)]
+        """A CPU wait saw memory at `addr` at `value` or more."""
+        held = self._signals.get(addr)
+        if held:
+            self._settle(addr, held)
+        self._run([(addr, value, None, 0)])
+
+    def _run(self, work: list[Seen]) -> None:
+        """Learn from each sighting in `work`, and from the GPU waits each one shows passed, in turn."""
         while work:
-            addr, value = work.pop()
+            addr, value, waiter, at = work.pop()
             if value is None:  # a barrier passed an AQL signal at 0
-                self.reached_zero(addr)
+                work += self._zero(addr)
                 continue
-            pending = self._signals.get(addr)
-            seen = self._givers.get(addr, {}).get(value)
-            self._reach(addr, value)
-            if not pending:
+            if self._top.get(addr, -1) >= value:
                 continue
-            keep = []
-            for signal in pending:
-                v, queue, pos = signal
-                if v < value or v == value and seen == (queue, pos):
-                    work += self._advance(queue, pos)
-                elif not queue.complete(pos):
-                    keep.append(signal)
-            self._signals[addr] = keep
+            earliest: dict[QueueProgress, int] = {}  # each queue's earliest signal it may have seen
+            for v, queue, pos, most in reversed(self._signals.get(addr, ())):  # the latest first
+                if most < value:
+                    break  # none before it gives the value
+                if v >= value and not (queue is waiter and pos > at):  # the waiter's own after it: not seen
+                    earliest[queue] = pos
+            if len(earliest) > 1:  # a signal that can only land after the sighting is not what it saw
+                earliest = {q: pos for q, pos in earliest.items() if not self.later(waiter, at, q, pos)}
+            if len(earliest) == 1:
+                work += self._advance(*next(iter(earliest.items())))
 
     def event_created(self, event_id: int, auto_reset: bool) -> None:
         self._set.discard(event_id)
@@ -179,20 +213,19 @@ class Completion:
             if len(holders) == 1:
                 queue = holders[0]
                 pos = next(p for p, e in queue.traps if e == event_id)
-                for addr, value in self._advance(queue, pos):
-                    self.observed(addr, value)
+                self._run(self._advance(queue, pos))
         if event_id not in self._manual:
             self._set.discard(event_id)
 
-    def _advance(self, queue: QueueProgress, pos: int) -> list[tuple[int, int]]:
-        """The queue is complete up to `pos`: the (address, value) of the GPU waits that passed on the way."""
+    def _advance(self, queue: QueueProgress, pos: int) -> list[Seen]:
+        """The queue is complete up to `pos`: the GPU waits that passed on the way."""
         if pos <= queue.done:
             return []
         queue.done = pos
         passed = []
         while queue.waits and queue.waits[0][0] <= pos:
-            _, addr, value = queue.waits.popleft()
-            passed.append((addr, value))
+            at, addr, value = queue.waits.popleft()
+            passed.append((addr, value, queue, at))
         while queue.traps and queue.traps[0][0] <= pos:
             self._set.add(queue.traps.popleft()[1])  # it ran: its event may be set still, for a wait to take
         return passed

@@ -10,7 +10,7 @@ buffer whose content was already recorded is one hashing pass over it (XXH3, abo
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 
 from kfdtrace.capture.completion import QueueProgress
@@ -56,6 +56,8 @@ class TrackedBuffer:
     role: str = "user"
     exposed: bool = False  # a raw CPU view exists: writes may bypass the driver
     writes: dict[QueueProgress, int] = field(default_factory=dict)  # GPU writes not yet hashed: queue -> position
+    extents: dict[QueueProgress, tuple[int, int]] = field(default_factory=dict)  # and the bytes [lo, hi) they span
+    words: set[int] = field(default_factory=set)  # the words in it that GPU waits poll or GPU signals write
     runs: list[Run] = field(default_factory=list)  # the same writes, queue by queue, in submission order
     reads: list[Run] = field(default_factory=list)  # GPU reads of it not known complete at its last checkpoint
     sources: list[tuple[TrackedBuffer, Run]] = field(default_factory=list)  # reads whose submissions wrote it
@@ -75,6 +77,17 @@ class TrackedBuffer:
     def may_be_written(self) -> bool:
         """A queue still there may be writing it: no wait has shown its writes there complete."""
         return any(not q.complete(pos) and not q.destroyed for q, pos in self.writes.items())
+
+    def busy(self) -> list[tuple[int, int]]:
+        """The bytes [lo, hi) that queues still there may be writing (each queue's writes not shown complete, as one
+        span)."""
+        return [self.extents[q] for q, pos in self.writes.items() if not q.complete(pos) and not q.destroyed]
+
+    def wrote(self, queue: QueueProgress, pos: int, lo: int, hi: int) -> None:
+        """`queue` writes bytes [lo, hi) of it with the packet ending at `pos` of its stream."""
+        self.writes[queue] = max(self.writes.get(queue, 0), pos)
+        was = self.extents.get(queue)
+        self.extents[queue] = (lo, hi) if was is None else (min(was[0], lo), max(was[1], hi))
 
 
 class MemoryRecorder:
@@ -101,15 +114,23 @@ class MemoryRecorder:
         data = bytes(chunk)
         return self.trace.blob(data, blob_key(data))
 
-    def record(self, buf: TrackedBuffer, offset: int, size: int, force: bool = False) -> None:
+    def record(self, buf: TrackedBuffer, offset: int, size: int, force: bool = False,
+               skip: Container[int] = ()) -> int:
         """`mem` records for the chunks of [offset, offset+size) whose content differs from what was last
-        recorded (all of them with `force`)."""
+        recorded (all of them with `force`), but those whose index is in `skip`; how many."""
+        n = 0
         for i, data in self._chunks(buf, offset, size):
-            if not force and buf.keys.get(i) == blob_key(data):
+            if i in skip or not force and buf.keys.get(i) == blob_key(data):
                 continue
             key = buf.keys[i] = self._stored(data)
             self.payload_bytes += len(data)
             self.trace.record(R.MEM, va=buf.va + i * self.chunk, size=len(data), key=key)
+            n += 1
+        return n
+
+    def changed(self, buf: TrackedBuffer, offset: int, size: int) -> bool:
+        """Whether a chunk of [offset, offset+size) differs from what was last recorded."""
+        return any(buf.keys.get(i) != blob_key(data) for i, data in self._chunks(buf, offset, size))
 
     def record_exact(self, buf: TrackedBuffer, offset: int, size: int) -> None:
         """`mem` records of exactly [offset, offset+size) of `buf`, one per chunk it spans (no record is larger than a

@@ -5,10 +5,10 @@ Work of queue A up to position `pa` of its stream comes before queue B runs the 
 wait earlier in B's stream was satisfied by a signal A made at `pa` or later, or, in turn, by a signal of a
 queue whose own earlier wait such a signal satisfied (a chain). The rules are capture/completion.py's:
 
-* a wait for a semaphore to reach `v` passed after every signal of it with a lower value (timeline
-  semaphores only move forward), and after the signal of `v` itself when one queue alone gave `v` in the
-  semaphore's life (its earliest signal of it) and the CPU did not store it: with two givers, the wait may
-  have seen either;
+* a wait for a semaphore to reach `v` saw some write of `v` or more: when the writes of such values that it
+  can have seen (not its own queue's later signals) are signals of one queue alone, and the CPU stored no such
+  value in the semaphore's life, it passed after the earliest of them. Memory holds the last write, not the
+  highest: two queues may signal one semaphore in either order, so a lower value says nothing;
 * an AQL BARRIER_AND passed after every packet that decrements its dependency signals; a decrementing packet's
   completion shows the packets before it in its queue completed only when it has the barrier bit (HSA);
 * a queue runs its packets in order, so a signal shows its queue complete up to it.
@@ -23,12 +23,15 @@ caller lets all its searches look at) runs out: the answer is then None, not kno
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 
-from kfdtrace.capture.completion import MANY, QueueProgress
+from kfdtrace.capture.completion import QueueProgress
 
 MAX_HISTORY = 4096  # signals kept per semaphore life, waits per queue (the oldest are forgotten)
 MAX_STEPS = 4096  # signals one search looks at before it gives up
+MAX_DEPTH = 4  # queues a wait blocked behind another's wait is followed through
 
+Held = tuple[int | None, QueueProgress, int, bool, int]
 Signal = tuple[int, int, int | None]  # (end position, address, value; None: an AQL signal's decrement)
 Wait = tuple[int, int, int | None]  # (end position, address, value reached; None: an AQL signal at 0)
 
@@ -36,16 +39,20 @@ Wait = tuple[int, int, int | None]  # (end position, address, value reached; Non
 class Ordering:
     """Every queue's GPU waits and every semaphore's signals so far, to ask what comes before what."""
 
-    def __init__(self) -> None:
+    def __init__(self, unseen: Callable[[int], bool] = lambda addr: False) -> None:
+        self.unseen = unseen  # whether the CPU may store at an address unseen (through a raw view)
         self._lives: dict[int, int] = {}  # address -> how many times the CPU set it anew
-        # (address, life) -> (value, queue, position, whether it shows everything before it in its queue ran)
-        self._signals: dict[tuple[int, int], list[tuple[int | None, QueueProgress, int, bool]]] = {}
+        # (address, life) -> [(value, queue, position, whether it shows everything before it in its queue ran,
+        # the highest value of it and the signals before it)]
+        self._signals: dict[tuple[int, int], list[Held]] = {}
         self._waits: dict[QueueProgress, list[tuple[int, int, int | None, int]]] = {}  # (pos, addr, value, life)
-        # (address, life) -> value -> who first gave it: (queue, position) when one queue alone did, else MANY
-        # (the CPU, or several queues); below `_floor`'s value, everyone (values forgotten past MAX_HISTORY)
-        self._givers: dict[tuple[int, int], dict[int, tuple[QueueProgress, int] | str]] = {}
-        self._floor: dict[tuple[int, int], int] = {}
+        # (address, life) -> the highest value the CPU stored in it, or of a signal forgotten past MAX_HISTORY
+        self._unheld: dict[tuple[int, int], int] = {}
+        self._most: dict[tuple[int, int], int] = {}  # (address, life) -> the highest value anybody gave
+        self._forgotten: dict[int, int] = {}  # address -> the highest value of a signal forgotten, in any life
+        self._unknown: set[tuple[int, int]] = set()  # AQL signal lives that decrements of the one before may end
         self.budget = 1 << 62  # signals the searches may still look at, in all
+        self._nested = False  # a search is running inside another's
 
     def submitted(self, queue: QueueProgress, signals: list[Signal], waits: list[Wait],
                   partial: frozenset[int] = frozenset()) -> None:
@@ -55,11 +62,16 @@ class Ordering:
         for pos, addr, value in signals:
             key = (addr, lives.get(addr, 0))
             held = self._signals.setdefault(key, [])
-            held.append((value, queue, pos, pos not in partial))
+            most = held[-1][4] if held else -1
+            held.append((value, queue, pos, pos not in partial, most if value is None or value < most else value))
             if len(held) > MAX_HISTORY:
+                forgotten = [v for v, *_ in held[: len(held) - MAX_HISTORY // 2] if v is not None]
+                if forgotten:
+                    self._unheld[key] = max(self._unheld.get(key, -1), *forgotten)
+                    self._forgotten[addr] = max(self._forgotten.get(addr, -1), *forgotten)
                 del held[: len(held) - MAX_HISTORY // 2]
-            if value is not None:
-                self._gave(key, value, (queue, pos))
+            if value is not None and value > self._most.get(key, -1):
+                self._most[key] = value
         if waits:
             held_waits = self._waits.setdefault(queue, [])
             held_waits += [(pos, addr, value, lives.get(addr, 0)) for pos, addr, value in waits]
@@ -68,39 +80,51 @@ class Ordering:
 
     def cpu_store(self, addr: int, value: int, backwards: bool) -> None:
         """The CPU wrote `value` to the semaphore or AQL signal at `addr`: moving it backwards, or setting an AQL
-        signal packets decrement, begins a new life that later waits match against."""
+        signal packets decrement, begins a new life that later waits match against. The signals of the life
+        before that are not known complete may still land in the new one: a semaphore's stay among its signals;
+        an AQL signal's leave its barriers unordered (which decrements took it to 0 is not known)."""
         life = self._lives.get(addr, 0)
-        if backwards or any(v is None for v, *_ in self._signals.get((addr, life), ())):
+        held = self._signals.get((addr, life), ())
+        if backwards or any(v is None for v, *_ in held):
             self._lives[addr] = life = life + 1
-            self._signals.pop((addr, life - 1), None)
-            self._givers.pop((addr, life - 1), None)
-            self._floor.pop((addr, life - 1), None)
-        self._gave((addr, life), value, MANY)  # a wait that saw it may have seen the CPU's
+            for kept in (self._signals, self._unheld, self._most):
+                kept.pop((addr, life - 1), None)
+            self._unknown.discard((addr, life - 1))
+            pending = [s for s in held if not s[1].complete(s[2])]
+            if any(v is None for v, *_ in pending):
+                self._unknown.add((addr, life))
+            most = -1
+            for v, q, pos, whole, _ in pending:
+                most = most if v is None or v < most else v
+                self._signals.setdefault((addr, life), []).append((v, q, pos, whole, most))
+            if most >= 0:
+                self._most[(addr, life)] = most
+        key = (addr, life)
+        self._unheld[key] = max(value, self._forgotten.get(addr, -1), self._unheld.get(key, -1))
+        self._most[key] = max(value, self._most.get(key, -1))
 
-    def _gave(self, key: tuple[int, int], value: int, giver: tuple[QueueProgress, int] | str) -> None:
-        givers = self._givers.setdefault(key, {})
-        if len(givers) >= MAX_HISTORY:
-            self._floor[key] = max(givers)
-            givers.clear()
-        before = givers.get(value)
-        if before is None and value > self._floor.get(key, -1):
-            givers[value] = giver
-        elif before is not MANY and (before is None or giver is MANY or before[0] is not giver[0]):
-            givers[value] = MANY  # (the same queue again: its earliest signal of it stays the one a wait shows)
-
-    def blocked(self, q: QueueProgress, pos: int) -> int | None:
+    def blocked(self, q: QueueProgress, pos: int, depth: int = 0) -> int | None:
         """The address of a wait of queue `q` before its packets from `pos` on, not known passed, for a semaphore
-        value nobody has given (no CPU store of it or more, no submitted signal) in the semaphore's present life:
-        as far as signals tell, `q` cannot have run them yet. None when there is none."""
+        value nobody can have given yet in the semaphore's present life, in memory the CPU cannot store to unseen:
+        no CPU store of it or more, and every signal of it or more either `q`'s own after the wait or blocked in
+        turn (MAX_DEPTH deep). As far as signals tell, `q` cannot have run them yet. None when there is none."""
         waits = self._waits.get(q, ())
         for i in range(bisect.bisect_right(waits, (pos, 1 << 64)) - 1, -1, -1):
             wpos, addr, value, life = waits[i]
             if q.complete(wpos):
                 return None
-            if value is None or life != self._lives.get(addr, 0):
+            if value is None or life != self._lives.get(addr, 0) or self.unseen(addr):
                 continue
-            given = max(self._givers.get((addr, life), {0: None}), default=0)
-            if max(given, self._floor.get((addr, life), -1)) < value:
+            if self._unheld.get((addr, life), -1) >= value:
+                continue
+            for svalue, sq, spos, _, most in reversed(self._signals.get((addr, life), ())):
+                if most < value:
+                    return addr  # nobody else gives it
+                if svalue is None or svalue < value or sq is q and spos > wpos:
+                    continue
+                if depth >= MAX_DEPTH or self.blocked(sq, spos, depth + 1) is None:
+                    break  # a signal that may have landed gives it
+            else:
                 return addr
         return None
 
@@ -122,18 +146,77 @@ class Ordering:
             q, p = todo.pop()
             waits = self._waits.get(q, ())
             for i in range(bisect.bisect_left(waits, (p,)) - 1, -1, -1):  # the latest first
-                _, addr, value, life = waits[i]
-                seen = self._givers.get((addr, life), {}).get(value)  # who gave the value itself
-                for svalue, sq, spos, whole in reversed(self._signals.get((addr, life), ())):
-                    steps -= 1
-                    if steps < 0:
-                        return None, 0
-                    if sq is q or not (svalue is None if value is None else svalue is not None and (
-                            svalue < value or svalue == value and seen == (sq, spos))):
-                        continue
+                wpos, addr, value, life = waits[i]
+                held = self._signals.get((addr, life), ())
+                if value is None and (addr, life) in self._unknown:
+                    looked, givers = 1, []
+                elif value is None:  # every decrement of an AQL signal came before a barrier saw it at 0
+                    looked = len(held)
+                    givers = [(sq, spos, whole) for svalue, sq, spos, whole, _ in held
+                              if svalue is None and sq is not q]
+                else:
+                    looked, givers = self._giver(q, wpos, value, held, self._unheld.get((addr, life), -1), steps)
+                steps -= looked + 1
+                if steps < 0:
+                    return None, 0
+                for sq, spos, whole in reversed(givers):
                     if sq is a and (spos == pa or whole and spos >= pa):
                         return True, steps
                     if spos > reached.get(sq, -1):
                         reached[sq] = spos
                         todo.append((sq, spos))
         return False, steps
+
+    def _giver(self, q: QueueProgress, at: int, value: int, held: list[Held], unheld: int,
+               steps: int) -> tuple[int, list[tuple[QueueProgress, int, bool]]]:
+        """The signal that queue `q`'s wait at `at` for a semaphore to reach `value` passed after: the earliest of
+        the writes it can have seen, when they are one other queue's signals alone (`held`, the semaphore's signals
+        in its life; `unheld`, the highest value of the others), leaving out signals that can only land after the
+        wait passed. [] when that is not known; with how many steps it took of `steps` (signals looked at)."""
+        if unheld >= value:
+            return 0, []  # it may have seen the CPU's store, or a signal no longer held
+        earliest: dict[QueueProgress, tuple[int, bool]] = {}
+        looked = 0
+        for svalue, sq, spos, whole, most in reversed(held):
+            looked += 1
+            if most < value:
+                break  # none before it gives the value
+            if svalue is None or svalue < value or sq is q and spos > at:
+                continue
+            if sq is q:
+                return looked, []  # it may have seen its own earlier signal
+            earliest[sq] = (spos, whole)
+        if len(earliest) > 1:
+            for sq, (spos, _) in list(earliest.items()):
+                later, left = self._later(q, at, sq, spos, steps - looked)
+                looked = steps - left
+                if later:
+                    del earliest[sq]
+        if len(earliest) != 1:
+            return looked, []  # it may have seen either of two queues' (or nobody's known)
+        sq, (spos, whole) = next(iter(earliest.items()))
+        return looked, [(sq, spos, whole)]
+
+    def later(self, waiter: QueueProgress | None, at: int, q: QueueProgress, pos: int) -> bool:
+        """Whether the signal ending at `pos` of `q` can only land after `waiter`'s GPU wait ending at `at` passed
+        (`waiter` None: after now): `q` waits before it for a value nobody gave yet, or for one only the waiter's
+        work after that wait gives (as far as a search within the budget finds)."""
+        if waiter is None:
+            return self.blocked(q, pos) is not None
+        allowed = min(MAX_STEPS, self.budget)
+        later, left = self._later(waiter, at, q, pos, allowed)
+        self.budget -= allowed - left
+        return later
+
+    def _later(self, waiter: QueueProgress, at: int, q: QueueProgress, pos: int, steps: int) -> tuple[bool, int]:
+        """`later`, and the steps left of `steps`; a search inside a search does not look further."""
+        if self.blocked(q, pos) is not None:
+            return True, steps
+        if self._nested or steps <= 0:
+            return False, steps
+        self._nested = True
+        try:
+            found, left = self._search(waiter, at + 1, q, pos, steps)
+        finally:
+            self._nested = False
+        return found is True, left

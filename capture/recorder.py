@@ -225,13 +225,16 @@ class RecordingSyscalls:
         self.mappings: dict[int, tuple[int, int]] = {}  # CPU address -> (fd, length) of device mappings
         self.gpus: dict[int, dict] = {}  # gpu_id -> its header entry's dialect names, once its VM is acquired
         self.exposed = False  # some buffer has a raw CPU view: submissions must be looked through
-        # addresses GPU waits poll, while raw views exist: a store the CPU makes there through one releases a queue
-        # with no submission or CPU signal after it to show it (an ordered set, the last MAX_POLLED)
-        self._polled: dict[int, None] = {}
+        # addresses GPU waits poll: a store there releases a queue, which may read anything the CPU wrote before
+        # through raw views; one the CPU makes through a view has no submission or CPU signal after it to show it
+        # (an ordered set, the last MAX_POLLED)
+        # (and the value last seen of the ones whose chunk a queue is writing elsewhere: see _word_changed)
+        self._polled: dict[int, bytes | None] = {}
+        self._words: dict[int, None] = {}  # every word GPU waits poll or GPU signals write, noted in its buffer
         self.analyzer = Analyzer()
         self.dispatches = Dispatches(recorder.kernels)
-        self.completion = Completion()
-        self.ordering = Ordering()
+        self.ordering = Ordering(self._unseen)
+        self.completion = Completion(self.ordering.later)
         self.racy: set[TrackedBuffer] = set()  # buffers whose contents a race between queues decided
         self.learnt = 0  # submissions learnt so far
         self.waited: dict[QueueProgress, int] = {}  # where each queue's last GPU wait learnt ends
@@ -523,6 +526,7 @@ class RecordingSyscalls:
         """Buffers come, go or change: resolve the submissions so far against the buffers as they were."""
         self._learn_pending()
         self.layout += 1
+        self._words.clear()  # each found again in the buffer that now holds it
 
     def _accesses(self, accesses: Iterable[tuple[int, int, int]], cuts: tuple[int, ...] = ()) -> list[Accesses]:
         """(position of the first access, of the last, the bytes [lo, hi) of the buffer they cover, buffer) of
@@ -581,14 +585,16 @@ class RecordingSyscalls:
         if inner is not None and inner.dispatching:
             dispatched = ANYTHING
         launches = plan.dispatching or dispatched is ANYTHING
-        if self.exposed or self.rec.tracking == "scan":  # what the CPU wrote that the submission reads, before it
-            self._scan_exposed(None if launches else [*referenced, *(inner.referenced if inner is not None else ())])
         if inner is not None:
             read = (*read, *inner.read)
             signals += [(base + p, a, v) for p, a, v in inner.signals]
             waits += [(base + p, a, v) for p, a, v in inner.waits]
             traps += [(base + p, e) for p, e in inner.traps]
             referenced = (*referenced, *inner.referenced)
+        if self.exposed or self.rec.tracking == "scan":  # what the CPU wrote that the submission reads, before it;
+            # everything, when it signals a word a GPU wait polls: the queue it releases may read anything
+            releases = self._polled and any(a in self._polled for _, a, _ in signals)
+            self._scan_exposed(None if launches or releases else list(referenced))
         decrements, partial = [], set()  # AQL signals the packets decrement; those of packets without a barrier
         if plan.completing:
             for p in packets or ():
@@ -608,6 +614,13 @@ class RecordingSyscalls:
         cuts = tuple(sorted(pos - base for pos, _, _ in waits))
         if waits:
             self._poll(waits)
+        words = self._words
+        for _, a, _ in (*signals, *waits):
+            if a not in words:
+                words[a] = None
+                buf = self.by_va.get(a)
+                if buf is not None and buf.tracked:
+                    buf.words.add(a)
         resolved = plan.resolved  # which of the buffers the writes land in, as they are now
         if resolved is None or resolved[0] != self.layout:
             resolved = plan.resolved = (self.layout, {})
@@ -650,7 +663,7 @@ class RecordingSyscalls:
             return waited[i - 1] if i else before
 
         for first, last, lo, hi, buf in sorted(writes, key=lambda w: w[0]):
-            buf.writes[progress] = max(buf.writes.get(progress, 0), base + last)  # the last one to wait for
+            buf.wrote(progress, base + last, lo, hi)  # the last one to wait for
             self._run(buf.runs, progress, base + first, base + last, lo, hi, barrier(base + first), known)
             self.written.add(buf)
         if waited:
@@ -706,21 +719,17 @@ class RecordingSyscalls:
         for done, waiting in ((a, b), (b, a)):
             if waiting.after.get(done.queue, -1) >= done.last:
                 return True
-            if done.queue.complete(done.last) and self._blocked(waiting.queue, waiting.first):
+            if done.queue.complete(done.last) and self.ordering.blocked(waiting.queue, waiting.first) is not None:
                 waiting.after[done.queue] = done.last
                 return True
         forward = self.ordering.before(a.queue, a.last, b.queue, b.first)
         # a search given up is no evidence of a race: only what is shown unordered is called one
         return forward is not False or self.ordering.before(b.queue, b.last, a.queue, a.first) is not False
 
-    def _blocked(self, queue: QueueProgress, pos: int) -> bool:
-        """Whether `queue` still waits, before `pos`, for a semaphore value nobody gave, in memory the CPU can only
-        signal (no raw view of it: a store through one is no signal the ordering sees)."""
-        addr = self.ordering.blocked(queue, pos)
-        if addr is None:
-            return False
+    def _unseen(self, addr: int) -> bool:
+        """Whether the CPU may store at `addr` unseen: through a raw view of a buffer there."""
         buf = self.by_va.get(addr)
-        return buf is None or not (buf.exposed or self.rec.tracking == "scan")
+        return buf is not None and (buf.exposed or self.rec.tracking == "scan")
 
     def _unordered(self, run: Run, others: list[Run]) -> Run | None:
         """The first of `others` (runs of one buffer) of another queue, overlapping `run`'s bytes, that nothing
@@ -771,6 +780,7 @@ class RecordingSyscalls:
             self._races(buf)
         for buf in done:
             buf.writes.clear()
+            buf.extents.clear()
             buf.runs.clear()
             buf.sources.clear()
             buf.reads[:] = [r for r in buf.reads if r.queue.ended is None and not r.queue.complete(r.last)]
@@ -816,7 +826,12 @@ class RecordingSyscalls:
             self.memory.record_exact(buf, va - buf.va, size)
             return
         self._learn_pending()  # submitted indirect buffers are read before the CPU writes over them
+        if self._polled and self._releases(va, size):
+            self._scan_exposed()  # what the CPU wrote through views before the store that releases a queue
         self.memory.record(buf, va - buf.va, size, force=bool(buf.writes))
+        for a in buf.words:
+            if va <= a < va + size:
+                self._cpu_stored(buf, a)
         if buf.racy is not None and va == buf.va and size >= buf.size and not buf.may_be_written():
             buf.racy = None  # the CPU rewrote all of it: no byte of the race is left
             self.racy.discard(buf)
@@ -829,34 +844,91 @@ class RecordingSyscalls:
 
     def _scan_exposed(self, addresses: list[int] | None = None) -> None:
         """Record what the CPU wrote through raw views (into any buffer, with tracking "scan") in the buffers
-        holding `addresses` (None: in every buffer). A buffer a queue may still be writing is left out: what
-        changed there is the GPU's, hashed by the checkpoint of the wait that completes it."""
-        scan = self.rec.tracking == "scan"
+        holding `addresses` (None: in every buffer, the words GPU waits poll last: a store there may release a
+        queue, which must find what the CPU wrote before it in place). Chunks a queue may still be writing are
+        left out: what changed there is the GPU's, hashed by the checkpoint of the wait that completes it."""
+        scan, chunk = self.rec.tracking == "scan", self.memory.chunk
         bufs = self.buffers.values() if addresses is None else {self.by_va.get(a) for a in addresses} - {None}
+        polled: dict[TrackedBuffer, list[int]] = {}
+        if addresses is None:
+            for a in self._polled:
+                buf = self.by_va.get(a)
+                if buf is not None:
+                    polled.setdefault(buf, []).append(a)
+        last = []
         for buf in bufs:
-            if buf.tracked and (buf.exposed or scan) and not buf.may_be_written():
-                self.memory.record(buf, 0, buf.size)
+            if not (buf.tracked and (buf.exposed or scan)):
+                continue
+            busy = {i for lo, hi in buf.busy() for i in range(lo // chunk, -(-hi // chunk))}
+            words = polled.get(buf, ())
+            self.memory.record(buf, 0, buf.size, skip=busy | {(a - buf.va) // chunk for a in words})
+            last += [(buf, a, busy) for a in words]
+        recorded: set[tuple[TrackedBuffer, int]] = set()  # the chunks of polled words that changed
+        for buf, a, busy in last:
+            i = (a - buf.va) // chunk
+            if i not in busy:
+                if self.memory.record(buf, a - buf.va, 1):
+                    recorded.add((buf, i))
+                elif (buf, i) not in recorded:
+                    continue
+            elif self._word_changed(buf, a):  # its chunk is being written elsewhere: the word alone
+                self.memory.record_exact(buf, a - buf.va, _word(buf, a))
+            else:
+                continue
+            self._cpu_stored(buf, a)
+
+    def _word_changed(self, buf: TrackedBuffer, a: int) -> bool:
+        """Whether the word at `a` that a GPU wait polls, in a chunk a queue may be writing elsewhere, holds
+        another value than when last looked at, and no queue may be writing the word itself."""
+        n = _word(buf, a)
+        lo = a - buf.va
+        if any(b_lo < lo + n and lo < b_hi for b_lo, b_hi in buf.busy()):
+            return False
+        now = ctypes.string_at(buf.cpu + lo, n)
+        if self._polled.get(a) == now:
+            return False
+        self._polled[a] = now
+        return True
+
+    def _cpu_stored(self, buf: TrackedBuffer, a: int) -> None:
+        """The CPU stored to the word at `a` of `buf`, which GPU waits poll or GPU signals write: a value it holds
+        may be the CPU's, not a signal's (moving it below what was given there begins a new life)."""
+        value = int.from_bytes(ctypes.string_at(buf.cpu + a - buf.va, _word(buf, a)), "little")
+        backwards = value < self.completion.highest(a)
+        self.completion.stored(a, value, backwards)
+        self.ordering.cpu_store(a, value, backwards)
+
+    def _releases(self, va: int, size: int) -> bool:
+        """Whether a CPU store to [va, va+size) may release a queue (a GPU wait polls a word there) while raw
+        views may hold CPU writes not recorded yet."""
+        return (self.exposed or self.rec.tracking == "scan") and any(va <= a < va + size for a in self._polled)
 
     def _poll(self, waits: list[Wait]) -> None:
-        """Note the words in the program's buffers that GPU waits poll (a view made later may store there)."""
-        by_va, polled = self.by_va, self._polled
+        """Note the words that GPU waits poll."""
+        polled = self._polled
         for _, a, _ in waits:
-            buf = by_va.get(a)
-            if buf is not None and buf.tracked:
+            if a not in polled:
                 polled[a] = None
         while len(polled) > MAX_POLLED:
             del polled[next(iter(polled))]
 
     def _scan_polled(self) -> None:
-        """Record what the CPU wrote through raw views to the words GPU waits poll (the chunks holding them), before
-        a CPU wait: such a store may be what released the queue the CPU waits for."""
+        """Before a CPU wait: when the CPU wrote through a raw view to a word a GPU wait polls, that store may be
+        what released the queue the CPU waits for; record it, after what the CPU wrote through views before."""
         scan = self.rec.tracking == "scan"
         if not self._polled or not (self.exposed or scan):
             return
+        chunk = self.memory.chunk
         for a in self._polled:
             buf = self.by_va.get(a)
-            if buf is not None and buf.tracked and (buf.exposed or scan) and not buf.may_be_written():
-                self.memory.record(buf, a - buf.va, 8)
+            if buf is None or not (buf.tracked and (buf.exposed or scan)):
+                continue
+            busy = buf.busy()
+            free = not any(lo // chunk <= (a - buf.va) // chunk < -(-hi // chunk) for lo, hi in busy)
+            if free and self.memory.changed(buf, a - buf.va, 8) or not free and self._word_changed(buf, a):
+                self._polled[a] = None  # recorded by the scan
+                self._scan_exposed()
+                return
 
     def _note_cpu_signal(self, addr: int, value: int, name: str | None) -> None:
         self._scan_exposed()  # what the CPU wrote before releasing a waiting queue
@@ -873,6 +945,9 @@ class RecordingSyscalls:
         self.rec.record(R.CPU_WAIT, **wait, **_fault(fault))
         if ok:
             self._learn_pending()
+            buf = self.by_va.get(addr)
+            if buf is not None and buf.tracked and (buf.exposed or self.rec.tracking == "scan"):
+                self._cpu_stored(buf, addr)  # what it holds may be a store through a raw view
             self.completion.observed(addr, value)
             self._checkpoint(wait)
 
@@ -894,6 +969,11 @@ class RecordingSyscalls:
             self._learn_pending()
             self.completion.event_fired(event, [q.progress for q in self.queues.values()])
             self._checkpoint(wait)
+
+
+def _word(buf: TrackedBuffer, a: int) -> int:
+    """How many bytes of the 64-bit word at `a` lie in `buf` (a 32-bit semaphore may end it)."""
+    return min(8, buf.va + buf.size - a)
 
 
 def _fault(fault: str | None) -> dict[str, str]:

@@ -519,6 +519,46 @@ def test_a_store_through_a_view_that_releases_a_gpu_wait_is_recorded(tmp_path, t
     assert report.status == EXIT_OK, report.lines()
 
 
+@pytest.mark.parametrize("release", ["view", "write", "queue", "cpu"])
+def test_data_written_through_a_view_before_the_store_that_releases_a_gpu_wait_is_recorded_before_it(
+        tmp_path, release):
+    """Campaign 47's bug02 and bug02b: the CPU fills `src` through a view, then releases a queue whose copy reads
+    it: by a store to the polled flag (through a view, or `write`), by another queue's signal, or by a CPU signal.
+    Only the flag was recorded (or nothing), and the replay copied the old data."""
+    import numpy as np
+
+    from kfdtrace.driver.signals import Semaphore
+    from kfdtrace.replay.engine import EXIT_OK, Options
+    from kfdtrace.replay.session import replay_trace
+
+    path = str(tmp_path / "release.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        flags = gpu.alloc(4096, "gtt", name="flags")
+        src, dst = gpu.alloc(8192, "gtt", name="src"), gpu.alloc(8192, "gtt", name="dst")
+        q, other, done = gpu.sdma_queue(), gpu.sdma_queue(), system.semaphore("done")
+        go = Semaphore.view(system, flags, 64, name="go") if release in ("view", "write") else system.semaphore("go")
+        q.wait(go, 1).copy(dst, src, 8192).signal(done, 1).submit()
+        src.numpy(np.uint32)[:] = 7
+        if release == "view":
+            flags.numpy(np.uint64)[8] = 1
+        elif release == "write":
+            flags.write((1).to_bytes(8, "little"), offset=64)
+        elif release == "queue":
+            other.signal(go, 1).submit()
+        else:
+            go.signal(1)
+        done.wait(1)
+        assert (dst.numpy(np.uint32) == 7).all()
+    with TraceReader(path) as r:
+        mems = [(m.n, m.fields["va"]) for m in r.records({"mem"})]
+    data = max(i for i, va in mems if va == src.va)
+    if release in ("view", "write"):
+        assert data < max(i for i, va in mems if va == flags.va)  # the data is in place before the flag is set
+    report = replay_trace(path, Options(timeout=5), emulate="gfx942")
+    assert report.status == EXIT_OK, report.lines()
+
+
 def test_a_record_block_that_opens_no_gpu_warns_that_it_recorded_nothing(tmp_path):
     """A System opened before `with record(...)` is not recorded: the block's work went unseen, and the empty
     trace came with no word of it."""

@@ -184,19 +184,60 @@ def test_completion_flows_along_a_semaphore_chain():
     c, q1, q2 = Completion(), QueueProgress("q1"), QueueProgress("q2")
     c.submitted(q1, [(100, 0xA000, 3)], [], [])
     c.submitted(q2, [(300, 0xB000, 9)], [(200, 0xA000, 3)], [])
-    c.observed(0xB000, 8)  # not yet the value q2 signals
+    c.observed(0xB000, 10)  # a value nobody signals: whatever wrote it is not known
     assert (q1.done, q2.done) == (0, 0)
-    c.observed(0xB000, 9)
+    c.observed(0xB000, 8)  # 8 or more: only q2's 9 gives that
     assert (q1.done, q2.done) == (100, 300)
+
+
+def test_a_queue_waiting_on_a_semaphore_it_signals_after_the_wait_learns_from_the_others():
+    """q2 waits for 1, then signals 2 on the same semaphore: its own 2 came after its wait, which saw q1's 1."""
+    c, q1, q2 = Completion(), QueueProgress("q1"), QueueProgress("q2")
+    c.submitted(q1, [(100, 0xA000, 1)], [], [])
+    c.submitted(q2, [(300, 0xA000, 2)], [(200, 0xA000, 1)], [])
+    c.observed(0xA000, 2)
+    assert (q1.done, q2.done) == (100, 300)
+
+
+def test_a_queue_waiting_for_a_value_it_signalled_itself_shows_nothing_of_the_others():
+    c, q1, q2 = Completion(), QueueProgress("q1"), QueueProgress("q2")
+    c.submitted(q1, [(100, 0xA000, 1)], [], [])
+    c.submitted(q2, [(150, 0xA000, 5), (300, 0xB000, 1)], [(200, 0xA000, 1)], [])
+    c.observed(0xB000, 1)
+    assert (q1.done, q2.done) == (0, 300)
+
+
+def test_a_lower_value_signalled_by_another_queue_is_not_shown_landed_by_a_higher_one():
+    """Campaign 47's bug03: A fills a big buffer and signals 1, B signals 2 unordered; seeing 2 says nothing of A
+    (its 1 may land after, moving the semaphore back)."""
+    c, a, b = Completion(), QueueProgress("a"), QueueProgress("b")
+    c.submitted(a, [(100, 0xA000, 1)], [], [])
+    c.submitted(b, [(40, 0xA000, 2)], [], [])
+    c.observed(0xA000, 2)
+    assert (a.done, b.done) == (0, 40)
+    c.stored(0xA000, 5, backwards=False)  # the CPU signals ahead, then waits for less: it may see its own 5
+    c.submitted(a, [(200, 0xA000, 3)], [], [])
+    c.observed(0xA000, 4)
+    assert a.done == 0
 
 
 def test_a_reset_address_forgets_the_signals_of_its_earlier_life():
     c, old, new = Completion(), QueueProgress("old"), QueueProgress("new")
     c.submitted(old, [(100, 0xA000, 1)], [], [])
+    c.observed(0xA000, 1)
     c.stored(0xA000, 0, backwards=True)  # the slot is handed to a new semaphore, reset to 0 by the CPU
     c.submitted(new, [(40, 0xA000, 1)], [], [])
     c.observed(0xA000, 1)
-    assert (old.done, new.done) == (0, 40)
+    assert (old.done, new.done) == (100, 40)
+
+
+def test_a_signal_still_pending_when_its_address_is_reset_may_be_what_a_later_wait_sees():
+    c, old, new = Completion(), QueueProgress("old"), QueueProgress("new")
+    c.submitted(old, [(100, 0xA000, 1)], [], [])
+    c.stored(0xA000, 0, backwards=True)  # old's signal may land after the reset
+    c.submitted(new, [(40, 0xA000, 1)], [], [])
+    c.observed(0xA000, 1)
+    assert (old.done, new.done) == (0, 0)
 
 
 def test_a_value_two_queues_signal_shows_neither_complete_when_seen():
@@ -206,8 +247,8 @@ def test_a_value_two_queues_signal_shows_neither_complete_when_seen():
     c.submitted(a, [(50, 0xA000, 1)], [], [])
     c.observed(0xA000, 1)
     assert (a.done, b.done) == (0, 0)
-    c.observed(0xA000, 2)  # a higher value: both landed before it (timeline semaphores move forward)
-    assert (a.done, b.done) == (50, 100)
+    c.observed(0xA000, 2)  # nobody signals 2: which wrote it is not known (nor that the 1s landed)
+    assert (a.done, b.done) == (0, 0)
 
 
 def test_a_value_signalled_again_after_it_was_reached_shows_nothing_when_seen():
@@ -229,6 +270,22 @@ def test_one_queue_signalling_a_value_twice_shows_its_first_signal_when_seen():
     c.submitted(a, [(10, 0xA000, 1), (30, 0xA000, 1)], [], [])
     c.observed(0xA000, 1)
     assert a.done == 10
+
+
+def test_an_aql_signal_set_again_while_an_earlier_decrement_is_pending_counts_none():
+    """Campaign 49's bug03: x's packet decrementing s is pending when the CPU sets s to 1 and y submits one more;
+    s at 0 may be x's doing or y's, yet the count since the store (1 of 1) took every pending one complete."""
+    c, x, y = Completion(), QueueProgress("x"), QueueProgress("y")
+    c.decrements(x, 100, 0xA000)
+    c.stored(0xA000, 1, backwards=False)
+    c.decrements(y, 50, 0xA000)
+    c.reached_zero(0xA000)
+    assert (x.done, y.done) == (0, 0)
+    c.stored(0xB000, 1, backwards=False)  # nothing pending there: the one decrement since is what took it to 0
+    c.decrements(y, 80, 0xB000)
+    c.decrements(x, 120, 0xB000, shows=False)
+    c.reached_zero(0xB000)  # two pending, one of them without the barrier bit: which one did is not known
+    assert (x.done, y.done) == (0, 0)
 
 
 def test_event_wait_completes_the_only_queue_with_that_trap():
@@ -292,6 +349,88 @@ def test_a_buffer_another_queue_is_still_writing_is_in_flight_at_the_wait(tmp_pa
     first, second = records(path, "checkpoint")
     assert checkpoint_names(first) == (["small"], ["big"])
     assert checkpoint_names(second) == (["big"], [])
+
+
+@pytest.mark.parametrize("ahead", ["queue", "cpu"])
+def test_a_higher_value_on_a_shared_semaphore_does_not_show_a_lower_signal_landed(ahead, tmp_path):
+    """Campaign 47's bug03 and bug03b: queue a fills and signals 1 (or 3); queue b signals 2 (or the CPU 5) with
+    nothing ordering the two; the CPU waits for 2 (or 4). Seeing that says nothing of a's fill: its signal may
+    land later and move the semaphore back. It used to be hashed half written."""
+    path = str(tmp_path / "shared.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        big, small, src = (gpu.alloc(n, "gtt", name=name) for n, name in
+                           ((8 << 20, "big"), (4096, "small"), (4096, "src")))
+        src.write(b"\x5a" * 4096)
+        qa, qb = gpu.sdma_queue(name="a"), gpu.sdma_queue(name="b")
+        shared, done = system.semaphore("shared"), system.semaphore("done")
+        qa.fill(big, 0x01020304, 8 << 20).signal(shared, 1 if ahead == "queue" else 3).submit()
+        if ahead == "queue":
+            qb.copy(small, src, 4096).signal(shared, 2).submit()
+            shared.wait(2)
+        else:
+            shared.signal(5)
+            shared.wait(4)
+        qa.signal(done, 1).submit()
+        done.wait(1)
+    first, second = records(path, "checkpoint")
+    assert checkpoint_names(first) == (["small"] if ahead == "queue" else [], ["big"])
+    assert checkpoint_names(second)[0] == ["big"]
+
+
+@pytest.mark.parametrize("store", ["write", "view"])
+def test_a_cpu_store_to_a_semaphore_word_in_a_buffer_may_be_what_a_wait_saw(store, tmp_path):
+    """Campaign 49's bug01: a queue fills and then signals a semaphore over a word of a user buffer; the CPU stores
+    that word itself (`write`, or through a view), so its wait returns at once. The wait was taken for the
+    queue's signal, and the fill hashed half done."""
+    from kfdtrace.driver.signals import Semaphore
+
+    path = str(tmp_path / "store.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        big, words = gpu.alloc(8 << 20, "gtt", name="big"), gpu.alloc(4096, "gtt", name="words")
+        flag, done = Semaphore.view(system, words, 0, name="flag"), system.semaphore("done")
+        q = gpu.sdma_queue()
+        q.fill(big, 0x01020304, 8 << 20).signal(flag, 1).submit()
+        if store == "write":
+            words.write((1).to_bytes(8, "little"))
+        else:
+            words.numpy(np.uint64)[0] = 1
+        flag.wait(1)
+        q.signal(done, 1).submit()
+        done.wait(1)
+    first, *_ = records(path, "checkpoint")
+    assert "big" in checkpoint_names(first)[1]
+
+
+def test_view_writes_beside_a_queues_pending_writes_in_one_buffer_are_recorded(tmp_path):
+    """Campaign 49's bug05 and bug07: a queue fills a buffer's upper half while the CPU writes its lower half
+    through a view and another queue copies that out; and a mailbox whose go flag the CPU sets through a view
+    while the queue waiting for it is to FENCE into the same chunk. Buffers a queue may still be writing were
+    left out of view scans whole: the copy replayed zeros, the mailbox hung."""
+    from kfdtrace.driver.signals import Semaphore
+    from kfdtrace.replay.engine import EXIT_OK, Options
+    from kfdtrace.replay.session import replay_trace
+
+    path, half = str(tmp_path / "halves.kfdtrace"), 4 << 20
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        d, out, box = gpu.alloc(2 * half, "gtt", name="d"), gpu.alloc(half, "gtt", name="out"), \
+            gpu.alloc(4096, "gtt", name="mailbox")
+        filler, copier, done, copied = gpu.sdma_queue(), gpu.sdma_queue(), system.semaphore("done"), \
+            system.semaphore("copied")
+        filler.fill(d, 0x77777777, half, offset=half).signal(done, 1).submit()
+        d.numpy(np.uint32)[: half // 4] = 5
+        copier.copy(out, d, half).signal(copied, 1).submit()
+        copied.wait(1)
+        assert (out.numpy(np.uint32) == 5).all()
+        go, v = Semaphore.view(system, box, 0, name="go"), box.numpy(np.uint32)
+        copier.wait(go, 1).fence(box, 0xC0FFEE, offset=64).signal(copied, 2).submit()
+        v[0] = 1
+        copied.wait(2, timeout=10)
+        done.wait(1)
+    report = replay_trace(path, Options(timeout=5), emulate="gfx942")
+    assert report.status == EXIT_OK and report.results[0].verified >= 3, report.lines()
 
 
 def test_completion_follows_semaphore_chains_and_values_past_2_32(tmp_path):

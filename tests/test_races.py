@@ -142,8 +142,10 @@ def test_ordering_follows_chains_lives_and_partial_completions():
     assert not o.before(b, 10, a, 200)  # nothing orders b before a
     assert o.before(a, 5, a, 6) and not o.before(a, 6, a, 5)  # one queue runs in order
     d = QueueProgress("d")
-    o.submitted(d, [], [(300, 0x10, 4)])  # waits for less than a signalled: the 5 is not shown to have landed
+    o.submitted(d, [], [(300, 0x10, 6)])  # waits for more than anybody signals: what it saw is not known
     assert not o.before(a, 100, d, 400)
+    o.submitted(d, [], [(450, 0x10, 4)])  # 4 or more: only a's 5 gives it
+    assert o.before(a, 100, d, 460)
     o.cpu_store(0x30, 1, backwards=False)
     o.submitted(a, [(500, 0x30, None)], [], partial=frozenset({500}))  # a dispatch without the barrier bit
     o.submitted(c, [], [(600, 0x30, None)])  # a BARRIER_AND on its signal
@@ -151,6 +153,71 @@ def test_ordering_follows_chains_lives_and_partial_completions():
     o.cpu_store(0x30, 1, backwards=False)  # the CPU sets the AQL signal anew: the next barrier waits on a new life
     o.submitted(b, [], [(900, 0x30, None)])
     assert not o.before(a, 500, b, 1000)
+
+
+def test_a_signal_pending_when_the_cpu_resets_its_semaphore_may_release_a_wait_after():
+    """Campaign 49's bug04: a's signal of 1 is still pending when the CPU resets the semaphore to 0; c's wait for 1
+    may see a's or b's, so it is ordered after neither (the reset used to forget a's)."""
+    a, b, c = QueueProgress("a"), QueueProgress("b"), QueueProgress("c")
+    o = Ordering()
+    o.cpu_store(0x10, 5, backwards=False)
+    o.submitted(a, [(100, 0x10, 1)], [])
+    o.cpu_store(0x10, 0, backwards=True)
+    o.submitted(c, [], [(30, 0x10, 1)])
+    o.submitted(b, [(200, 0x10, 1)], [])
+    assert not o.before(b, 200, c, 40) and not o.before(a, 100, c, 40)
+
+
+def test_a_queue_released_by_a_cpu_write_of_its_flag_races_with_a_later_writer(tmp_path):
+    """Campaign 49's bug02: b waits for a flag word, then copies src; the CPU releases it with `write` (not a
+    signal), then a fills src. Nothing orders b's read before a's write: out2 is racy (it was hashed, the wait
+    taken as still blocked on a value nobody gave)."""
+    from kfdtrace.driver.signals import Semaphore
+
+    path = str(tmp_path / "flag.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        flag, src, out2 = (gpu.alloc(n, "gtt", name=x) for n, x in ((4096, "flag"), (1 << 20, "src"),
+                                                                     (1 << 20, "out2")))
+        fs = Semaphore.view(system, flag, 0, name="flag")
+        qa, qb, a, b = gpu.sdma_queue(), gpu.sdma_queue(), system.semaphore("a"), system.semaphore("b")
+        qb.wait(fs, 1).copy(out2, src, 1 << 20).signal(b, 1).submit()
+        flag.write((1).to_bytes(8, "little"))
+        qa.fill(src, 0x5A5A1234, 1 << 20).signal(a, 1).submit()
+        a.wait(1)
+        b.wait(1)
+    assert "out2" in [name for name, _ in racy(path)]
+
+
+@pytest.mark.parametrize("relay", [False, True])
+def test_signals_that_can_only_land_later_are_not_what_a_wait_saw(relay, tmp_path):
+    """Campaign 49's bug06 and bug08, one timeline semaphore. Chain: q1 fills X and signals 1, q2 waits for 1,
+    copies X to Y and signals 2, q3 waits for 2, copies Y to Z and signals 3: q3's 3 comes after q2's wait, so
+    that wait saw q1's 1. Relay: the relay waits for 2 (only the CPU gives it, later) before signalling 3, so the
+    CPU's wait for 1 saw the producer's 1. Both were taken for either of two queues' signals: X never verified,
+    Y or Z called racy."""
+    path, n = str(tmp_path / "timeline.kfdtrace"), 1 << 20
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        x, y, z = (gpu.alloc(n, "gtt", name=name) for name in "XYZ")
+        q1, q2, q3 = (gpu.sdma_queue() for _ in range(3))
+        s, done = system.semaphore("timeline"), system.semaphore("done")
+        if relay:
+            q3.wait(s, 3).copy(z, x, n).signal(done, 1).submit()
+            q2.wait(s, 2).signal(s, 3).submit()
+            q1.fill(x, 0x600DF00D, n).signal(s, 1).submit()
+            s.wait(1)
+            s.signal(2)
+            done.wait(1)
+        else:
+            q1.fill(x, 0x600DF00D, n).signal(s, 1).submit()
+            q2.wait(s, 1).copy(y, x, n).signal(s, 2).submit()
+            q3.wait(s, 2).copy(z, y, n).signal(s, 3).submit()
+            s.wait(3)
+    assert racy(path) == []
+    assert sorted(hashed(path)) == (["X", "Z"] if relay else ["X", "Y", "Z"])
+    if relay:
+        assert checkpoints(path)[0]["buffers"][0]["name"] == "X"  # known complete at the CPU's wait for 1
 
 
 def test_a_wait_for_a_value_two_givers_gave_is_ordered_after_neither():
@@ -161,8 +228,8 @@ def test_a_wait_for_a_value_two_givers_gave_is_ordered_after_neither():
     o.submitted(b, [(200, 0x10, 1)], [])
     o.submitted(c, [], [(30, 0x10, 1)])
     assert not o.before(a, 100, c, 40) and not o.before(b, 200, c, 40)
-    o.submitted(c, [], [(60, 0x10, 2)])  # 2 was never signalled: a wait that saw it saw both 1s land before
-    assert o.before(a, 100, c, 70) and o.before(b, 200, c, 70)
+    o.submitted(c, [], [(60, 0x10, 2)])  # 2 was never signalled: what the wait saw is not known
+    assert not o.before(a, 100, c, 70) and not o.before(b, 200, c, 70)
     o.cpu_store(0x20, 3, backwards=False)
     o.submitted(a, [(300, 0x20, 3)], [])
     o.submitted(c, [], [(80, 0x20, 3)])
