@@ -518,3 +518,26 @@ def test_a_call_fills_private_memory_through_a_generic_pointer(target, tmp_path)
     it set up (the call saves SGPRs with v_writelane)."""
     out = ran(target, built(tmp_path, PRIVATE_THROUGH_A_CALL, target), "k", 64, np.uint32(9))
     assert out.tolist() == [200 * i + 8 for i in range(64)]
+
+
+PACKED_CONSTANTS = r"""
+__kernel void k(__global float* out, __global const float2* f, __global const half2* h) {
+  uint i = __builtin_amdgcn_workitem_id_x();
+  float2 y = f[i] * 0.5f, z = f[i] * 2.0f + 1.0f;
+  half2 x = h[i] * (half)0.5f + (half)2.0f;
+  out[6 * i] = y.x; out[6 * i + 1] = y.y; out[6 * i + 2] = z.x; out[6 * i + 3] = z.y;
+  out[6 * i + 4] = (float)x.x; out[6 * i + 5] = (float)x.y;
+}"""
+
+
+@pytest.mark.parametrize("target", FAMILIES)
+def test_a_float_inline_constant_of_a_packed_operation_is_one_element(target, tmp_path):
+    """Campaign 50: v_pk_mul_f32 ..., 0.5 op_sel_hi:[1,0] (gfx9) and v_pk_mul_f16 ..., 0.5 multiplied by 0: the
+    constant was read as a whole 64- or 32-bit value (the double's or the float's bits), whose low element,
+    the one op_sel picks for both lanes, is 0. It is one element of the operation's type, in the low half."""
+    f = (np.arange(128, dtype=np.float32) * 0.75 - 20).reshape(64, 2)
+    h = (np.arange(128, dtype=np.float16) * np.float16(0.25) - np.float16(8)).reshape(64, 2)
+    out = ran(target, built(tmp_path, "#pragma OPENCL EXTENSION cl_khr_fp16 : enable\n" + PACKED_CONSTANTS, target),
+              "k", 6 * 64, f, h).view(np.float32).reshape(64, 6)
+    assert np.array_equal(out[:, 0:2], f * 0.5) and np.array_equal(out[:, 2:4], f * 2 + 1)
+    assert np.array_equal(out[:, 4:6], (h * np.float16(0.5) + np.float16(2)).astype(np.float32))

@@ -21,7 +21,15 @@ import numpy as np
 
 from kfdtrace.driver.emulator.shader.alu import SALU, TYPES, VALU, AluOp, Type, fma, saturated, saturates
 from kfdtrace.driver.emulator.shader.control import CONTROL
-from kfdtrace.driver.emulator.shader.operands import VCC, OperandError, Reader, Regs, flush_denormals
+from kfdtrace.driver.emulator.shader.operands import (
+    FLOAT_CONSTANTS,
+    VCC,
+    OperandError,
+    Reader,
+    Regs,
+    constant,
+    flush_denormals,
+)
 from kfdtrace.driver.emulator.shader.waves import EXEC, Waves
 from kfdtrace.driver.isa import Instruction
 
@@ -363,7 +371,8 @@ def _packed(ins: Instruction, name: str, regs: Regs) -> Run | None:
     half_bits = ty.bits
     whole = TYPES["u64"] if half_bits == 32 else TYPES["u32"]
     udt = np.uint64 if half_bits == 32 else np.uint32
-    readers = [regs.source(f[it[1]] + (256 if it[3] == "vgpr" else 0), whole, True, ins.literal) for it in srcs]
+    readers = [_packed_source(regs, f[it[1]] + (256 if it[3] == "vgpr" else 0), whole, ty, ins.literal)
+               for it in srcs]
     sel_lo = [f["opsel"] >> i & 1 for i in range(len(readers))]
     sel_hi = [f["opsel_hi"] >> i & 1 for i in range(len(readers))]
     neg_lo = [f["neg"] >> i & 1 for i in range(len(readers))]
@@ -392,6 +401,17 @@ def _packed(ins: Instruction, name: str, regs: Regs) -> Run | None:
         hi_bits = np.asarray(hi, ty.dtype).view(hdt).astype(udt)
         write(w, lo_bits | hi_bits << udt(half_bits))
     return run
+
+
+def _packed_source(regs: Regs, value: int, whole: Type, half: Type, literal: int | None) -> Reader:
+    """A packed operation's source, both halves. A float inline constant is one element of the operation's
+    type, in the low half, zero above it (LLVM's getInlineEncodingV216: 0.5 is 0x00003800 for a v2f16 operand;
+    the compiler selects the low half for both lanes with op_sel_hi); an integer one is sign-extended across
+    the whole, as for any operand."""
+    if half.float and value in FLOAT_CONSTANTS:
+        bits = whole.dtype(constant(value, half))
+        return lambda w: bits
+    return regs.source(value, whole, True, literal)
 
 
 # -- scalar ALU -------------------------------------------------------------------------------------------

@@ -43,6 +43,9 @@ def _float_bits(value: float, bits: int) -> int:
     return int.from_bytes(struct.pack(fmt, value), "little")
 
 
+FLOAT_CONSTANTS = range(240, 249)  # source values of the float inline constants (0.5 .. -4.0, then 1/(2*pi))
+
+
 def constant(value: int, ty: Type) -> int | None:
     """The bits an inline constant source value (128..208, 240..248) reads as for an operand of type `ty`."""
     mask = (1 << ty.bits) - 1
