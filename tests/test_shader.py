@@ -541,3 +541,34 @@ def test_a_float_inline_constant_of_a_packed_operation_is_one_element(target, tm
               "k", 6 * 64, f, h).view(np.float32).reshape(64, 6)
     assert np.array_equal(out[:, 0:2], f * 0.5) and np.array_equal(out[:, 2:4], f * 2 + 1)
     assert np.array_equal(out[:, 4:6], (h * np.float16(0.5) + np.float16(2)).astype(np.float32))
+
+
+BYTE_COMPARE_EXIT = r"""
+__kernel void k(__global uint* out, __global const uint* in) {
+  uint i = __builtin_amdgcn_workitem_id_x();
+  uint v = in[i], priv[24], acc = 0;
+  for (uint k = 0; k < 24; k++) priv[k] = v * (k + 1) ^ k;
+  for (uint k = 0; k < 24; k++) {
+    acc += priv[(v + k * 7) % 24];
+    if ((acc & 0xff) == 0x5a) break;
+  }
+  out[i] = acc;
+}"""
+
+
+@pytest.mark.parametrize("target", FAMILIES)
+def test_an_sdwa_compare_into_a_high_sgpr_pair_runs(target, tmp_path):
+    """Campaign 50: v_cmp_ne_u32_sdwa s[36:37], v1, s34 src0_sel:BYTE_0 (gfx9, gfx10) was refused as 'clamp not
+    emulated': VOPC SDWA has no clamp bit there; bit 45 is SDST's bit 5."""
+    values = np.array([i * 2654435761 & 0xFFFFFFFF for i in range(64)], np.uint32)
+
+    def expect(v: int) -> int:
+        priv = [(v * (k + 1) ^ k) & 0xFFFFFFFF for k in range(24)]
+        acc = 0
+        for k in range(24):
+            acc = (acc + priv[(v + k * 7) % 24]) & 0xFFFFFFFF
+            if acc & 0xFF == 0x5A:
+                break
+        return acc
+    out = ran(target, built(tmp_path, BYTE_COMPARE_EXIT, target), "k", 64, values)
+    assert out.tolist() == [expect(v) for v in values.tolist()]

@@ -118,7 +118,7 @@ _VOP1_SDWA = Encoding("VOP1_SDWA", 0xFE000000, 0x7E000000, 8, (
 _VOP2_SDWA = Encoding("VOP2_SDWA", 0x80000000, 0x00000000, 8, (
     F("op", 25, 6, "op"), F("vdst", 17, 8, "vgpr"), *_SDWA_SRCS, *_SDWA_SRC1, *_SDWA_TAIL), when=("src0", 0xF9))
 _VOPC_SDWA = Encoding("VOPC_SDWA", 0xFE000000, 0x7C000000, 8, (
-    F("op", 17, 8, "op"), F("sdst", 40, 7, "sreg"), F("sd", 47), *_SDWA_SRCS, *_SDWA_SRC1, F("clamp", 45),
+    F("op", 17, 8, "op"), F("sdst", 40, 7, "sreg"), F("sd", 47), *_SDWA_SRCS, *_SDWA_SRC1,
     F("src0_sel", 48, 3, "imm"), F("src1_sel", 56, 3, "imm")), when=("src0", 0xF9))
 _SDWA = (_VOP1_SDWA, _VOP2_SDWA, _VOPC_SDWA)
 
