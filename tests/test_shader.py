@@ -572,3 +572,98 @@ def test_an_sdwa_compare_into_a_high_sgpr_pair_runs(target, tmp_path):
         return acc
     out = ran(target, built(tmp_path, BYTE_COMPARE_EXIT, target), "k", 64, values)
     assert out.tolist() == [expect(v) for v in values.tolist()]
+
+
+D16_HALVES = r"""
+typedef short short2 __attribute__((ext_vector_type(2)));
+__kernel void ustore(__global uint* out, __global const uchar* a, __global const short* s, __global const uint* idx) {
+  __global uchar* o = (__global uchar*)out; uint i = __builtin_amdgcn_workitem_id_x();
+  o[i] = a[i] + a[i + 1] * 2;
+  o[i + 256] = (uchar)((a[i] * 7 + 3) / 5);
+}
+__kernel void gather(__global uint* out, __global const uchar* a, __global const short* s, __global const uint* idx) {
+  __global short2* o = (__global short2*)out; uint i = __builtin_amdgcn_workitem_id_x();
+  o[i] = (short2)(s[idx[i]], s[idx[i + 1]]);
+}
+__kernel void lds(__global uint* out, __global const uchar* a, __global const short* s, __global const uint* idx) {
+  __local short ls[128]; uint i = __builtin_amdgcn_workitem_id_x();
+  ls[i] = s[i]; ls[i + 64] = s[i + 64];
+  __builtin_amdgcn_fence(__ATOMIC_RELEASE, "workgroup");
+  __builtin_amdgcn_s_barrier();
+  __builtin_amdgcn_fence(__ATOMIC_ACQUIRE, "workgroup");
+  uint j = (i * 37 + 11) & 63;
+  out[i] = __builtin_bit_cast(uint, (short2)(ls[j], ls[j + 64]));
+}"""
+
+
+@pytest.mark.parametrize("target", FAMILIES)
+def test_d16_loads_and_stores_move_one_half_of_a_vgpr(target, tmp_path):
+    """Campaign 50: plain char and short code compiles to global_store_byte_d16_hi, global_load_short_d16_hi and
+    ds_read_u16_d16_hi (d16_hi_b8, d16_hi_b16, ds_load_u16_d16_hi on gfx11+), which were not emulated. A D16
+    load writes one half of its VGPR and keeps the other; a D16_HI store stores the high half."""
+    code = built(tmp_path, D16_HALVES, target)
+    listing = subprocess.run(["llvm-objdump-19", "-d", code], capture_output=True, text=True, check=True).stdout
+    assert "d16_hi" in listing
+    a = (np.arange(65) * 37 % 256).astype(np.uint8)
+    s = (np.arange(128) * 977 - 30000).astype(np.int16)
+    idx = (np.arange(65) * 13 % 64).astype(np.uint32)
+    stored = np.zeros(512, np.uint8)
+    stored[:64] = (a[:64].astype(int) + a[1:].astype(int) * 2) & 0xFF
+    stored[256:320] = ((a[:64].astype(int) * 7 + 3) // 5) & 0xFF
+    assert ran(target, code, "ustore", 128, a, s, idx).view(np.uint8).tolist() == stored.tolist()
+    pairs = np.stack([s[idx[:64]], s[idx[1:]]], 1).reshape(-1)
+    assert ran(target, code, "gather", 64, a, s, idx).view(np.int16).tolist() == pairs.tolist()
+    j = (np.arange(64) * 37 + 11) & 63
+    assert ran(target, code, "lds", 64, a, s, idx).view(np.int16).tolist() == \
+        np.stack([s[j], s[j + 64]], 1).reshape(-1).tolist()
+
+
+HALF_MATH = r"""
+#pragma OPENCL EXTENSION cl_khr_fp16 : enable
+typedef short short4 __attribute__((ext_vector_type(4)));
+#define I __builtin_amdgcn_workitem_id_x()
+#define ARGS __global const float* a, __global const short4* s, __global const half* h
+__kernel void pack(__global half* o, ARGS) { uint i = I; o[2*i] = (half)a[2*i]; o[2*i+1] = (half)a[2*i+1]; }
+__kernel void fmaak(__global half* o, ARGS) { uint i = I; o[i] = __builtin_fmaf16(h[i], h[i], (half)1.5f); }
+__kernel void fmamk(__global half* o, ARGS) { uint i = I; o[i] = (half)2.5f * h[i] + h[i+64]; }
+__kernel void mix(__global float* o, ARGS) { uint i = I; o[i] = __builtin_fmaf((float)h[i], a[i], (float)h[i+1]); }
+__kernel void mixlo(__global half* o, ARGS) { uint i = I; o[i] = (half)(a[i] * (float)h[i] + a[i+1]); }
+__kernel void hdiv(__global half* o, ARGS) { uint i = I; o[i] = h[i] / h[i+64]; }
+__kernel void pkmad(__global short4* o, ARGS) { uint i = I; o[i] = s[i] * s[i+64] + (short4)(1, 2, 3, 4); }
+__kernel void mixhi(__global half2* o, ARGS) {
+  uint i = I; o[i] = (half2)((half)(a[i] * (float)h[i] + a[i+1]), (half)(a[i+2] * (float)h[i+1] - a[i]));
+}
+__kernel void mixabs(__global float* o, ARGS) {
+  uint i = I; o[i] = __builtin_fmaf(-__builtin_fabsf((float)h[i]), a[i], (float)h[i+1]);
+}
+"""
+
+
+@pytest.mark.parametrize("target", FAMILIES)
+def test_half_and_short_vector_code_runs(target, tmp_path):
+    """Campaign 50: one line of half or short4 C each compiles to an instruction that was not emulated:
+    v_pack_b32_f16, v_fmaak_f16, v_fmamk_f16, v_fma_mix_f32 (with -|x|), v_fma_mixlo_f16 and v_fma_mixhi_f16
+    (and v_div_fixup_f16 in a half division), v_pk_mad_u16. Each result is numpy's, bit for bit."""
+    a = (np.arange(129) / 3 - 20).astype(np.float32)
+    h = (np.arange(129) / 8 - 7.9).astype(np.float16)
+    s = (np.arange(512) * 37 - 9000).astype(np.int16).reshape(128, 4)
+    ea, eh = (np.arange(129) % 16 / 8).astype(np.float32), (np.arange(129) % 13 / 8 - 1).astype(np.float16)
+    wide, f16, f32 = np.float64, np.float16, np.float32
+    want = {
+        "pack": a[:128].astype(f16),
+        "fmaak": (h[:64].astype(wide) ** 2 + 1.5).astype(f16),
+        "fmamk": (2.5 * h[:64].astype(wide) + h[64:128]).astype(f16),
+        "mix": (h[:64].astype(wide) * a[:64] + h[1:65]).astype(f32),
+        "mixlo": (a[:64].astype(wide) * h[:64] + a[1:65]).astype(f16),
+        "hdiv": (h[:64].astype(wide) / h[64:128]).astype(f16),
+        "pkmad": (s[:64].astype(np.int64) * s[64:128] + [1, 2, 3, 4]).astype(np.int16).ravel(),
+        # gfx9 computes it as v_pk_fma_f32 and two conversions: inputs whose results are exact in f16 alike
+        "mixhi": np.stack([ea[:64].astype(wide) * eh[:64] + ea[1:65],
+                           ea[2:66].astype(wide) * eh[1:65] - ea[:64]], 1).astype(f16).ravel(),
+        "mixabs": (-np.abs(h[:64].astype(wide)) * a[:64] + h[1:65]).astype(f32),
+    }
+    code = built(tmp_path, HALF_MATH, target)
+    for kernel, expected in want.items():
+        got = ran(target, code, kernel, expected.nbytes // 4, *((ea, s, eh) if kernel == "mixhi" else (a, s, h)))
+        got = got.view(expected.dtype)
+        assert np.array_equal(got, expected), (kernel, got[:4], expected[:4])

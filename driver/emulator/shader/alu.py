@@ -242,13 +242,14 @@ def _div_fixup(q, den, num):
     return out.astype(q.dtype)
 
 
-def fma(a, b, c, scale=0):
-    """Fused multiply-add, times 2**scale (an int, or one per lane: V_DIV_FMAS), rounded once. f16 and f32: their
+def fma(a, b, c, scale=0, dtype=None):
+    """Fused multiply-add, times 2**scale (an int, or one per lane: V_DIV_FMAS), rounded once to `dtype` (the
+    operands' type unless given: V_FMA_MIXLO_F16 rounds f32 operands' to f16). f16 and f32: their
     product is exact in f64, and its sum with c is rounded to odd there (the error of the rounded sum is exact:
     TwoSum; a power of two scales both exactly), which the rounding to the narrower type then rounds as the exact
     value would be (Boldo and Melquiond, "Emulation of FMA and correctly rounded sums: proved algorithms using
     rounding to odd", 2008). f64: exactly, in integers, where the operands are finite."""
-    dtype = np.result_type(a, b, c)
+    dtype = np.result_type(a, b, c) if dtype is None else np.dtype(dtype)
     if dtype == f64:
         return _fma64(a, b, c, scale)
     with np.errstate(all="ignore"):
@@ -446,6 +447,11 @@ VALU: dict[str, AluOp] = {
     "v_sub_f16": V("f16 f16", "f16", np.subtract), "v_subrev_f16": V("f16 f16", "f16", lambda a, b: b - a),
     "v_max_f16": V("f16 f16", "f16", np.fmax), "v_min_f16": V("f16 f16", "f16", np.fmin),
     "v_fma_f16": V("f16 f16 f16", "f16", fma), "v_fmac_f16": V("f16 f16 f16", "f16", fma, acc=True),
+    "v_fmamk_f16": V("f16 f16 f16", "f16", lambda a, k, b: fma(a, k, b)),
+    "v_fmaak_f16": V("f16 f16 f16", "f16", fma),
+    "v_div_fixup_f16": V("f16 f16 f16", "f16", _div_fixup),
+    # D = {S1.f16, S0.f16}: the low half S0's
+    "v_pack_b32_f16": V("f16 f16", "u32", lambda a, b: a.view(u16).astype(u32) | b.view(u16).astype(u32) << u32(16)),
     "v_ldexp_f16": V("f16 i16", "f16", lambda a, e: np.ldexp(a.astype(f32), e.astype(i32)).astype(f16)),
     "v_sqrt_f16": V("f16", "f16", np.sqrt), "v_rcp_f16": V("f16", "f16", lambda a: f16(1) / a),
     "v_rsq_f16": V("f16", "f16", lambda a: (1 / np.sqrt(a.astype(f32))).astype(f16)),

@@ -74,7 +74,7 @@ def compile_instruction(ins: Instruction, pc: int, regs: Regs, memory) -> Step:
         elif ins.encoding in _VALU_ENCODINGS and name in VALU:
             run = _single(_valu(ins, VALU[name], regs, ins.operands))
         elif ins.encoding == "VOP3P":
-            run = _packed(ins, name, regs)
+            run = _mix(ins, name, regs) if name in _MIX else _packed(ins, name, regs)
         elif ins.encoding in _SALU_ENCODINGS and name in SALU:
             run = _salu(ins, SALU[name], regs)
         elif ins.encoding == "VOP3" and name in SALU:  # gfx12's v_s_*: a uniform value into an SGPR
@@ -329,6 +329,7 @@ _PACKED = {
     "v_pk_add_u16": ("u16", np.add), "v_pk_sub_u16": ("u16", np.subtract),
     "v_pk_add_i16": ("i16", np.add), "v_pk_sub_i16": ("i16", np.subtract),
     "v_pk_mul_lo_u16": ("u16", np.multiply),
+    "v_pk_mad_u16": ("u16", lambda a, b, c: a * b + c), "v_pk_mad_i16": ("i16", lambda a, b, c: a * b + c),
     "v_pk_max_f16": ("f16", np.fmax), "v_pk_min_f16": ("f16", np.fmin),
     "v_pk_max_num_f16": ("f16", np.fmax), "v_pk_min_num_f16": ("f16", np.fmin),
     "v_pk_max_u16": ("u16", np.maximum), "v_pk_min_u16": ("u16", np.minimum),
@@ -400,6 +401,53 @@ def _packed(ins: Instruction, name: str, regs: Regs) -> Run | None:
         lo_bits = np.asarray(lo, ty.dtype).view(hdt).astype(udt)
         hi_bits = np.asarray(hi, ty.dtype).view(hdt).astype(udt)
         write(w, lo_bits | hi_bits << udt(half_bits))
+    return run
+
+
+# V_FMA_MIX*: an f32 fma of sources each f32, or f16 (OPSEL_HI set; OPSEL picks its half) widened; NEG negates
+# and NEG_HI takes the absolute value (LLVM's VOP3P mix operand modifiers). MIX_F32 writes f32; MIXLO and MIXHI
+# round once to f16, into one half of the destination, keeping the other.
+_MIX = {"v_fma_mix_f32": None, "v_fma_mixlo_f16": False, "v_fma_mixhi_f16": True,
+        "v_mad_mix_f32": None, "v_mad_mixlo_f16": False, "v_mad_mixhi_f16": True}
+
+
+def _mix(ins: Instruction, name: str, regs: Regs) -> Run:
+    f = ins.fields
+    srcs = [item for item in ins.operands if item[0] == "r" and item[1] != "vdst"]
+    f16, f32, u32 = TYPES["f16"], TYPES["f32"], TYPES["u32"]
+    halves = [f["opsel_hi"] >> i & 1 for i in range(3)]
+    readers = [_packed_source(regs, f[it[1]] + (256 if it[3] == "vgpr" else 0), u32, f16 if half else f32,
+                              ins.literal) for it, half in zip(srcs, halves, strict=True)]
+    sel, neg, absolute = ([f[k] >> i & 1 for i in range(3)] for k in ("opsel", "neg", "neg_hi"))
+    into = _MIX[name]
+    out = f32 if into is None else f16
+    dst, clamp = f["vdst"], f.get("clamp", 0)
+    old = regs.source(256 + dst, u32, True)
+    write = regs.vector_writer(dst, u32)
+
+    def operand(raw: np.ndarray, i: int) -> np.ndarray:
+        raw = np.asarray(raw, np.uint32)
+        if halves[i]:
+            v = (raw >> np.uint32(16 * sel[i])).astype(np.uint16).view(np.float16)
+            v = flush_denormals(v) if 16 in regs.flush_in else v
+        else:
+            v = flush_denormals(raw.view(np.float32)) if 32 in regs.flush_in else raw.view(np.float32)
+        v = np.abs(v) if absolute[i] else v
+        return (-v if neg[i] else v).astype(np.float32)
+
+    def run(w: Waves) -> None:
+        value = fma(*(operand(r(w), i) for i, r in enumerate(readers)), dtype=out.dtype)
+        if clamp:
+            value = _clamped(value, out, regs.dx10_clamp)
+        if out.bits in regs.flush_out:
+            value = flush_denormals(value)
+        if into is None:
+            write(w, value.view(np.uint32))
+            return
+        bits = value.view(np.uint16).astype(np.uint32)
+        kept = np.asarray(old(w), np.uint32)
+        write(w, (kept & np.uint32(0xFFFF)) | bits << np.uint32(16) if into else
+              (kept & np.uint32(0xFFFF0000)) | bits)
     return run
 
 

@@ -47,6 +47,21 @@ WIDTHS = {
 }
 
 
+_D16 = re.compile(r"(?:(?P<a>[a-z0-9]+)_d16(?P<ahi>_hi)?|d16(?P<bhi>_hi)?_(?P<b>[a-z0-9]+))")
+
+
+def d16_width(part: str) -> tuple[int, bool, bool] | None:
+    """(bytes, sign-extended, into the high half) of a D16 access's name part: short_d16_hi, ubyte_d16 (GFX9/10),
+    d16_hi_b16, d16_u8 (GFX11+), u16_d16_hi (DS); None when it is none. A D16 load writes the 16-bit half it
+    names of its VGPR and keeps the other (LLVM's d16PreservesUnusedBits); a D16_HI store stores the high half
+    (bits 23:16 for a byte)."""
+    m = _D16.fullmatch(part)
+    if m is None or (m["a"] or m["b"]) not in WIDTHS:
+        return None
+    size, signed = WIDTHS[m["a"] or m["b"]]
+    return size, signed, bool(m["ahi"] or m["bhi"])
+
+
 def _inc(old, src):
     return np.where(old >= src, old.dtype.type(0), old + old.dtype.type(1))
 
@@ -225,6 +240,12 @@ def _dwords(data: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(data).view(u32)
 
 
+def _into_half(old: np.ndarray, words: np.ndarray, high: bool) -> np.ndarray:
+    """(N, 1) VGPR dwords `old` with the low 16 bits of `words` in their high half (or their low half)."""
+    value = words & u32(0xFFFF)
+    return (old & u32(0xFFFF)) | value << u32(16) if high else (old & u32(0xFFFF0000)) | value
+
+
 def _extend(data: np.ndarray, size: int, signed: bool) -> np.ndarray:
     """A sub-dword load zero- or sign-extended to one dword per lane."""
     words = _dwords(data)[:, 0]
@@ -318,6 +339,11 @@ class MemoryOps:
             return self._load(ins, address, *WIDTHS[rest], regs)
         if kind == "store" and rest in WIDTHS:
             return self._store(ins, address, WIDTHS[rest][0], regs)
+        if kind in ("load", "store") and (d16 := d16_width(rest)) is not None:
+            size, signed, high = d16
+            if kind == "load":
+                return self._load(ins, address, size, signed, regs, high)
+            return self._store(ins, address, size, regs, high)
         if kind == "atomic":
             op = atomic_op(rest)
             return None if op is None else self._atomic(ins, address, *op, regs)
@@ -456,7 +482,9 @@ class MemoryOps:
             stride = np.broadcast_to(stride, w.exec.shape).ravel()[idx]
         return idx, a, special, stride
 
-    def _load(self, ins: Instruction, address: Callable, size: int, signed: bool, regs: Regs):
+    def _load(self, ins: Instruction, address: Callable, size: int, signed: bool, regs: Regs,
+              half: bool | None = None):
+        """A load into VGPRs (`half`: a D16 load into the high half if True, the low one if False)."""
         n = self._data_vgprs(ins, ("vdst", "vdata"), max(1, size // 4), regs)
         memory = self
 
@@ -465,10 +493,12 @@ class MemoryOps:
             if not len(idx):
                 return
             data = memory._read(w, idx, a, special, size, stride)
-            w.scatter_lanes(n, idx, _extend(data, size, signed) if size < 4 else _dwords(data))
+            words = _extend(data, size, signed) if size < 4 else _dwords(data)
+            w.scatter_lanes(n, idx, words if half is None else _into_half(w.gather_lanes(n, 1, idx), words, half))
         return run
 
-    def _store(self, ins: Instruction, address: Callable, size: int, regs: Regs):
+    def _store(self, ins: Instruction, address: Callable, size: int, regs: Regs, high: bool = False):
+        """A store from VGPRs (`high`: a D16_HI store, of the high half)."""
         dwords = max(1, size // 4)
         n = self._data_vgprs(ins, ("data", "vsrc", "vdata"), dwords, regs)
         memory = self
@@ -477,7 +507,7 @@ class MemoryOps:
             idx, a, special, stride = memory._lanes(w, address)
             if not len(idx):
                 return
-            words = w.gather_lanes(n, dwords, idx)
+            words = w.gather_lanes(n, dwords, idx) >> u32(16 if high else 0)
             memory._write(w, idx, a, special, words.view(u8).reshape(len(idx), -1)[:, :size], stride)
         return run
 
@@ -583,6 +613,12 @@ class MemoryOps:
             return self._permute(ins, body, regs)
         addr = regs.vgpr(f["addr"]) if self._operand(ins, "addr") else None
         m = re.fullmatch(r"(read|load|write|store)(2st64|2|_2addr_stride64|_2addr)?_(\w+)", body)
+        d16 = None if m is None or m[3] in WIDTHS or m[2] else d16_width(m[3])
+        if d16 is not None:
+            size, signed, high = d16
+            if m[1] in ("read", "load"):
+                return self._ds_load(ins, addr, (f["offset"],), size, signed, regs, high)
+            return self._ds_store(ins, addr, (f["offset"],), size, regs, high)
         if m is not None and m[3] in WIDTHS:
             kind, pair, (size, signed) = m[1], m[2], WIDTHS[m[3]]
             if pair:
@@ -610,7 +646,10 @@ class MemoryOps:
         sum wraps."""
         return (a + offset) & 0xFFFFFFFF
 
-    def _ds_load(self, ins: Instruction, addr: Callable, offsets: tuple, size: int, signed: bool, regs: Regs):
+    def _ds_load(self, ins: Instruction, addr: Callable, offsets: tuple, size: int, signed: bool, regs: Regs,
+                 half: bool | None = None):
+        """An LDS load into VGPRs, one per offset (`half`: a D16 load into the high half if True, the low one if
+        False)."""
         n = ins.fields["vdst"]
         per = max(1, size // 4)
         regs.check_vgprs(n, per * len(offsets))
@@ -622,10 +661,14 @@ class MemoryOps:
                 return
             for k, off in enumerate(offsets):
                 data = memory._lds_read(w, idx, memory._ds_address(a, off), size)
-                w.scatter_lanes(n + k * per, idx, _extend(data, size, signed) if size < 4 else _dwords(data))
+                words = _extend(data, size, signed) if size < 4 else _dwords(data)
+                if half is not None:
+                    words = _into_half(w.gather_lanes(n + k * per, 1, idx), words, half)
+                w.scatter_lanes(n + k * per, idx, words)
         return run
 
-    def _ds_store(self, ins: Instruction, addr: Callable, offsets: tuple, size: int, regs: Regs):
+    def _ds_store(self, ins: Instruction, addr: Callable, offsets: tuple, size: int, regs: Regs, high: bool = False):
+        """An LDS store from VGPRs, one per offset (`high`: a D16_HI store, of the high half)."""
         per = max(1, size // 4)
         sources = [ins.fields["data0"], ins.fields["data1"]][:len(offsets)]
         for s in sources:
@@ -637,7 +680,7 @@ class MemoryOps:
             if not len(idx):
                 return
             for s, off in zip(sources, offsets, strict=True):
-                words = w.gather_lanes(s, per, idx)
+                words = w.gather_lanes(s, per, idx) >> u32(16 if high else 0)
                 memory._lds_write(w, idx, memory._ds_address(a, off), words.view(u8).reshape(len(idx), -1)[:, :size])
         return run
 
