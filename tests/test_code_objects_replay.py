@@ -141,10 +141,24 @@ def test_bad_option_syntax(pair: str) -> None:
 
 
 def test_missing_files_and_folders(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"--code-object corpus=.*nope\.co: cannot read .*nope\.co: No such file"):
+    with pytest.raises(ValueError, match=r"--code-object corpus=.*nope\.co: cannot read it: No such file"):
         parse_code_object_options([f"corpus={tmp_path / 'nope.co'}"], None)
     with pytest.raises(ValueError, match=r"--code-objects .*nowhere: no such folder"):
         parse_code_object_options([], str(tmp_path / "nowhere"))
+
+
+def test_a_code_object_file_is_read_in_bounded_memory(tmp_path: Path) -> None:
+    """Campaign 50: --code-object k=/dev/zero ran out of memory, and a 3 GiB sparse file was read whole before it
+    was found no ELF file."""
+    with pytest.raises(ValueError, match=r"--code-object corpus=/dev/zero: cannot read it: not a "
+                                         r"regular file"):
+        parse_code_object_options(["corpus=/dev/zero"], None)
+    huge = tmp_path / "huge.co"
+    with huge.open("wb") as f:
+        f.truncate((1 << 30) + 1)  # sparse: no disk taken
+    with pytest.raises(ValueError, match=r"huge\.co: cannot read it: 1073741825 bytes, more than a code object "
+                                         r"may be \(1073741824\)"):
+        parse_code_object_options([f"corpus={huge}"], None)
 
 
 @pytest.mark.parametrize("content", [b"hello, not an ELF", b"__CLANG_OFFLOAD_BUNDLE__" + bytes(8)])
