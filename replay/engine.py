@@ -935,6 +935,11 @@ class Instance:
         if self.s.hazards and self.move_all:
             raise ReplayError(f"{next(iter(self.s.hazards.values()))}; replay one instance with --relocate auto "
                               f"on a target where the buffers keep their addresses")
+        if self.s.hazards:
+            why = next(iter(self.s.hazards.values())).removeprefix("relocation hazard: ")
+            self.result.notes.append(f"kernels may write through addresses they find in memory or take by value, "
+                                     f"which the recording does not count as written: what they write there is not "
+                                     f"verified (first: {why})")
         t0 = time.perf_counter()
         r = None
         times = self.result.times = {} if self.options.timed else None

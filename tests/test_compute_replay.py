@@ -259,7 +259,11 @@ def test_an_end_pointer_a_kernel_is_given_is_a_relocation_hazard(tmp_path):
         q = gpu.compute_queue(name="q")
         q.dispatch(memcpy, (1,), (1,), table, out, np.uint32(1))
         q.sync(timeout=120)
-    assert replay_trace(path, Options(), emulate_recorded=True).status == EXIT_OK
+    report = replay_trace(path, Options(), emulate_recorded=True)
+    # campaign 50: what a kernel writes through such an address goes unverified; an OK says so
+    assert report.status == EXIT_OK and any(
+        "what they write there is not verified (first: buffer table+0x0 holds GPU address" in n
+        for n in report.results[0].notes), report.lines()
     with pytest.raises(ReplayError, match=r"relocation hazard: buffer table\+0x0 holds GPU address 0x[0-9a-f]+ "
                                           r"\(in buffer data\)"):
         replay_trace(path, Options(relocate="always"), emulate_recorded=True)
@@ -646,7 +650,11 @@ def test_a_cpu_written_address_a_kernel_is_given_is_a_relocation_hazard_only_whe
         q = gpu.compute_queue(name="q")
         q.dispatch(memcpy, (1,), (1,), table, out, np.uint32(1))
         q.sync(timeout=120)
-    assert replay_trace(path, Options(), emulate_recorded=True).status == EXIT_OK
+    report = replay_trace(path, Options(), emulate_recorded=True)
+    # campaign 50: what a kernel writes through such an address goes unverified; an OK says so
+    assert report.status == EXIT_OK and any(
+        "what they write there is not verified (first: buffer table+0x0 holds GPU address" in n
+        for n in report.results[0].notes), report.lines()
     with pytest.raises(ReplayError, match=r"relocation hazard: buffer table\+0x0 holds GPU address 0x[0-9a-f]+ "
                                           r"\(in buffer data\), written by the CPU write at record \d+, and "
                                           r"submission 0 .* gives memcpy_uint4 a pointer to it"):
