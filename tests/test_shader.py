@@ -667,3 +667,44 @@ def test_half_and_short_vector_code_runs(target, tmp_path):
         got = ran(target, code, kernel, expected.nbytes // 4, *((ea, s, eh) if kernel == "mixhi" else (a, s, h)))
         got = got.view(expected.dtype)
         assert np.array_equal(got, expected), (kernel, got[:4], expected[:4])
+
+
+BYTE_SUMS = r"""
+__kernel void k(__global uint* out, __global const uint* a, __global const uint* b) {
+  uint i = __builtin_amdgcn_workitem_id_x();
+  uint x = a[i], y = b[i];
+  out[6*i] = __builtin_amdgcn_sad_u8(x, y, i);
+  out[6*i+1] = __builtin_amdgcn_msad_u8(x, y, i);
+  out[6*i+2] = __builtin_amdgcn_lerp(x, y, i * 0x01010101u);
+  out[6*i+3] = __builtin_amdgcn_sad_hi_u8(x, y, i);
+  out[6*i+4] = __builtin_amdgcn_sad_u16(x, y, i);
+#ifdef DOT
+  out[6*i+5] = __builtin_amdgcn_sdot4(x, y, (int)i, false);
+#endif
+}"""
+
+
+@pytest.mark.parametrize("target", FAMILIES)
+def test_byte_sums_of_differences_averages_and_dot_products(target, tmp_path):
+    """Campaign 46: v_sad_u8, v_msad_u8, v_lerp_u8, v_sad_hi_u8, v_sad_u16 (every family) and v_dot4c_i32_i8
+    (__builtin_amdgcn_sdot4 where the target has it) were not emulated."""
+    dot = target in ("gfx90a", "gfx942", "gfx1030")
+    a = np.array([(i * 2654435761) & 0xFFFFFFFF for i in range(64)], np.uint32)
+    b = np.array([(i * 40503 * 40503 + 0x00FF0080) & 0xFFFFFFFF for i in range(64)], np.uint32)
+    b[::7] &= 0xFF00FF00  # zero reference bytes, which MSAD skips
+    out = ran(target, built(tmp_path, ("#define DOT\n" if dot else "") + BYTE_SUMS, target), "k", 6 * 64, a, b)
+
+    def parts(v: int, bits: int) -> list[int]:
+        return [(v >> k) & ((1 << bits) - 1) for k in range(0, 32, bits)]
+
+    for i, (x, y) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
+        sad8 = sum(abs(p - q) for p, q in zip(parts(x, 8), parts(y, 8), strict=True))
+        msad = sum(abs(p - q) for p, q in zip(parts(x, 8), parts(y, 8), strict=True) if q)
+        lerp = sum(((p + q + (i & 1)) >> 1) << (8 * k) for k, (p, q) in enumerate(zip(parts(x, 8), parts(y, 8),
+                                                                                        strict=True)))
+        sad16 = sum(abs(p - q) for p, q in zip(parts(x, 16), parts(y, 16), strict=True))
+        want = [sad8 + i, msad + i, lerp, ((sad8 << 16) + i) & 0xFFFFFFFF, sad16 + i]
+        if dot:
+            s8 = [p - 256 if p > 127 else p for p in parts(x, 8)], [q - 256 if q > 127 else q for q in parts(y, 8)]
+            want.append((sum(p * q for p, q in zip(*s8, strict=True)) + i) & 0xFFFFFFFF)
+        assert out[6 * i:6 * i + len(want)].tolist() == want, i

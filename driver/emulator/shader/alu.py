@@ -242,6 +242,35 @@ def _div_fixup(q, den, num):
     return out.astype(q.dtype)
 
 
+def _parts(v, bits: int) -> list:
+    """The unsigned `bits`-wide fields of u32 `v`, lowest first."""
+    mask = u32((1 << bits) - 1)
+    return [(v >> u32(k)) & mask for k in range(0, 32, bits)]
+
+
+def _sad(a, b, bits: int, masked: bool = False):
+    total = u32(0)
+    for x, y in zip(_parts(a, bits), _parts(b, bits), strict=True):
+        diff = np.where(x > y, x - y, y - x)
+        total = total + (np.where(y == 0, u32(0), diff) if masked else diff)
+    return total.astype(u32)
+
+
+def _lerp(a, b, c):
+    out = u32(0)
+    for k, (x, y, z) in enumerate(zip(_parts(a, 8), _parts(b, 8), _parts(c, 8), strict=True)):
+        out = out | ((x + y + (z & u32(1))) >> u32(1)) << u32(8 * k)
+    return out.astype(u32)
+
+
+def _dot4(a, b):
+    """The sum of the products of the signed bytes of a and b, in 32 bits."""
+    total = np.zeros(np.broadcast(a, b).shape, i32)
+    for x, y in zip(_parts(a, 8), _parts(b, 8), strict=True):
+        total = total + x.astype(np.int8).astype(i32) * y.astype(np.int8).astype(i32)
+    return total
+
+
 def fma(a, b, c, scale=0, dtype=None):
     """Fused multiply-add, times 2**scale (an int, or one per lane: V_DIV_FMAS), rounded once to `dtype` (the
     operands' type unless given: V_FMA_MIXLO_F16 rounds f32 operands' to f16). f16 and f32: their
@@ -359,6 +388,15 @@ VALU: dict[str, AluOp] = {
                           .astype(i32)),
     "v_xad_u32": V("u32 u32 u32", "u32", lambda a, b, c: (a ^ b) + c),
     "v_sad_u32": V("u32 u32 u32", "u32", lambda a, b, c: np.where(a > b, a - b, b - a) + c),
+    # the byte and half sums of absolute differences, and the byte average (RDNA3 ISA pseudocode; MSAD skips
+    # the bytes where S1, the reference, is 0)
+    "v_sad_u8": V("u32 u32 u32", "u32", lambda a, b, c: _sad(a, b, 8) + c),
+    "v_sad_hi_u8": V("u32 u32 u32", "u32", lambda a, b, c: (_sad(a, b, 8) << u32(16)) + c),
+    "v_sad_u16": V("u32 u32 u32", "u32", lambda a, b, c: _sad(a, b, 16) + c),
+    "v_msad_u8": V("u32 u32 u32", "u32", lambda a, b, c: _sad(a, b, 8, masked=True) + c),
+    "v_lerp_u8": V("u32 u32 u32", "u32", lambda a, b, c: _lerp(a, b, c)),
+    # the signed byte dot product added to D (gfx9/gfx10's VOP2 form of __builtin_amdgcn_sdot4)
+    "v_dot4c_i32_i8": V("u32 u32 i32", "i32", lambda a, b, c: c + _dot4(a, b), acc=True),
     "v_mad_u16": V("u16 u16 u16", "u16", lambda a, b, c: a * b + c),
     "v_mad_legacy_u16": V("u16 u16 u16", "u16", lambda a, b, c: a * b + c),
     "v_mad_u64_u32": V("u32 u32 u64", "u64", _mad_u64_u32, mask_out=True),
