@@ -352,8 +352,9 @@ class _Surveyor:
         pool = POOLS.get(f["domain"])
         if pool is None:
             return
-        self.relocation.add(f["va"], f["size"], f["va"])
-        self.placed.add(f["va"])
+        if role not in INTERNAL_ROLES:  # as the replay's own relocation: the translations it makes are shared
+            self.relocation.add(f["va"], f["size"], f["va"])
+            self.placed.add(f["va"])
         if role == "kernargs":
             self.kernarg_buffers.add(f["va"], f["size"], None)
         if role not in INTERNAL_ROLES:

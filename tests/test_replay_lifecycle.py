@@ -3,6 +3,9 @@ instance, concurrent instances isolated, and the target opened through open_sysc
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from kfdtrace.capture import record
@@ -205,3 +208,26 @@ def test_open_syscalls_emulates_a_given_topology():
     assert [n.gpu_id for n in read_topology(syscalls).gpus] == [n.gpu_id for n in topology.gpus]
     with pytest.raises(ValueError, match="give one of"):
         open_syscalls("gfx942", topology=topology)
+
+
+def test_a_packet_writing_a_queues_own_pointers_is_refused_not_a_vm_fault(tmp_path):
+    """Campaign 47's bug17: a copy into a freed buffer's address, which the driver had reused for a queue's
+    pointers page: the recording wrote there, the replay (whose queues keep theirs elsewhere) took the survey's
+    translation and faulted: a HANG verdict for a recording that did not fault. It is refused."""
+    path = str(tmp_path / "ptrs.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        src, gone = gpu.alloc(4096, "gtt", name="src"), gpu.alloc(4096, "gtt", name="gone")
+        addr = gone.va
+        src.write(bytes(range(256)) * 16)
+        gone.free()
+        bad, s = gpu.sdma_queue(name="bad"), system.semaphore("s")
+        assert bad.ptrs.va == addr  # the freed address, reused for the queue's pointers
+        bad.copy(addr, src, 4096).signal(s, 1).submit()
+        s.wait(1, 5)
+    # in a process of its own, where the buffers keep their recorded addresses and the survey's translations are
+    # taken (in this one they move, and the replay translates afresh)
+    done = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path, "--emulate-recorded"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3 and "COPY_LINEAR at byte 0x0: dst=" in done.stderr and \
+        "is in no recorded buffer; refusing to submit it" in done.stderr, done.stdout + done.stderr
