@@ -385,6 +385,9 @@ def trim(trace: str, submits: str, output: str, reconstruct: bool, emulate: str 
     from kfdtrace.traces.trim import TrimRefused
     from kfdtrace.traces.trim import trim as trim_trace
 
+    if not reconstruct and (emulate or code_object or code_objects):
+        fail("--emulate, --code-object and --code-objects say how --reconstruct replays; without it nothing is "
+             "replayed", 1)
     first, last = parse_range(submits)
     another_file(output, trace, "the trimmed trace")
     with read_trace(trace) as r:

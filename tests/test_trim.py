@@ -104,7 +104,8 @@ def test_the_cli_trims_and_refuses_in_one_line(tmp_path):
     assert res.exit_code == 0 and "6 submissions" in res.output, res.output
     for args, text in ((["-s", "1..1"], "contents at the range's start are unknown"),
                        (["-s", "40..41"], "the trace has submissions 0..31"),
-                       (["-s", "x"], "submission range")):
+                       (["-s", "x"], "submission range"),
+                       (["-s", "4..9", "--emulate", "gfx1100"], "say how --reconstruct replays")):
         res = CliRunner().invoke(kfdtrace_cli, ["trim", sample("sdma_stress-gfx942"), *args, "-o", out])
         assert res.exit_code == 1 and text in res.output and len(res.output.splitlines()) == 1, res.output
 
