@@ -23,15 +23,19 @@ caller lets all its searches look at) runs out: the answer is then None, not kno
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Callable
+from operator import itemgetter
 
 from kfdtrace.capture.completion import QueueProgress
 
 MAX_HISTORY = 4096  # signals kept per semaphore life, waits per queue (the oldest are forgotten)
 MAX_STEPS = 4096  # signals one search looks at before it gives up
-MAX_DEPTH = 4  # queues a wait blocked behind another's wait is followed through
+MAX_WAITS_BACK = 2  # waits before a packet that may hold it back, looked at (the latest)
+MAX_DEPTH = 6  # queues a packet held back behind another's wait is followed through
 
 Held = tuple[int | None, QueueProgress, int, bool, int]
+_most = itemgetter(4)  # a held signal's highest value of it and the signals before it
 Signal = tuple[int, int, int | None]  # (end position, address, value; None: an AQL signal's decrement)
 Wait = tuple[int, int, int | None]  # (end position, address, value reached; None: an AQL signal at 0)
 
@@ -49,21 +53,28 @@ class Ordering:
         # (address, life) -> the highest value the CPU stored in it, or of a signal forgotten past MAX_HISTORY
         self._unheld: dict[tuple[int, int], int] = {}
         self._most: dict[tuple[int, int], int] = {}  # (address, life) -> the highest value anybody gave
+        self._signallers: dict[tuple[int, int], set[QueueProgress]] = {}  # (address, life) -> the queues signalling
         self._forgotten: dict[int, int] = {}  # address -> the highest value of a signal forgotten, in any life
         self._unknown: set[tuple[int, int]] = set()  # AQL signal lives that decrements of the one before may end
         self.budget = 1 << 62  # signals the searches may still look at, in all
-        self._nested = False  # a search is running inside another's
+        # (waiter, its wait's end, queue, packet end) -> whether the packet is held back until the wait passed, as
+        # found since signals and waits last changed (what completion learns since does not change it)
+        self._known: dict[tuple[QueueProgress, int, QueueProgress, int], bool] = {}
+        self._found: dict[tuple[QueueProgress, int], list] = {}  # and (queue, its wait's end) -> what _giver found
 
     def submitted(self, queue: QueueProgress, signals: list[Signal], waits: list[Wait],
                   partial: frozenset[int] = frozenset()) -> None:
         """One submission's signals and waits, in stream order; `partial`: positions of signals that show only
         their own packet complete (AQL decrements without the barrier bit)."""
+        self._known.clear()
+        self._found.clear()
         lives = self._lives
         for pos, addr, value in signals:
             key = (addr, lives.get(addr, 0))
             held = self._signals.setdefault(key, [])
             most = held[-1][4] if held else -1
             held.append((value, queue, pos, pos not in partial, most if value is None or value < most else value))
+            self._signallers.setdefault(key, set()).add(queue)
             if len(held) > MAX_HISTORY:
                 forgotten = [v for v, *_ in held[: len(held) - MAX_HISTORY // 2] if v is not None]
                 if forgotten:
@@ -83,11 +94,13 @@ class Ordering:
         signal packets decrement, begins a new life that later waits match against. The signals of the life
         before that are not known complete may still land in the new one: a semaphore's stay among its signals;
         an AQL signal's leave its barriers unordered (which decrements took it to 0 is not known)."""
+        self._known.clear()
+        self._found.clear()
         life = self._lives.get(addr, 0)
         held = self._signals.get((addr, life), ())
         if backwards or any(v is None for v, *_ in held):
             self._lives[addr] = life = life + 1
-            for kept in (self._signals, self._unheld, self._most):
+            for kept in (self._signals, self._unheld, self._most, self._signallers):
                 kept.pop((addr, life - 1), None)
             self._unknown.discard((addr, life - 1))
             pending = [s for s in held if not s[1].complete(s[2])]
@@ -97,36 +110,82 @@ class Ordering:
             for v, q, pos, whole, _ in pending:
                 most = most if v is None or v < most else v
                 self._signals.setdefault((addr, life), []).append((v, q, pos, whole, most))
+                self._signallers.setdefault((addr, life), set()).add(q)
             if most >= 0:
                 self._most[(addr, life)] = most
         key = (addr, life)
         self._unheld[key] = max(value, self._forgotten.get(addr, -1), self._unheld.get(key, -1))
         self._most[key] = max(value, self._most.get(key, -1))
 
-    def blocked(self, q: QueueProgress, pos: int, depth: int = 0) -> int | None:
-        """The address of a wait of queue `q` before its packets from `pos` on, not known passed, for a semaphore
-        value nobody can have given yet in the semaphore's present life, in memory the CPU cannot store to unseen:
-        no CPU store of it or more, and every signal of it or more either `q`'s own after the wait or blocked in
-        turn (MAX_DEPTH deep). As far as signals tell, `q` cannot have run them yet. None when there is none."""
+    def blocked(self, q: QueueProgress, pos: int) -> bool:
+        """Whether queue `q` still waits, before its packets from `pos` on, for a semaphore value nobody can have
+        given yet (`_held_back`): as far as signals tell, `q` cannot have run them yet."""
+        return self._bounded(None, 0, q, pos)
+
+    def later(self, waiter: QueueProgress | None, at: int, q: QueueProgress, pos: int) -> bool:
+        """Whether the signal ending at `pos` of `q` can only land after `waiter`'s GPU wait ending at `at` passed
+        (`waiter` None: after now)."""
+        return self._bounded(waiter, at, q, pos)
+
+    def _bounded(self, waiter: QueueProgress | None, at: int, q: QueueProgress, pos: int) -> bool:
+        """_held_back within MAX_STEPS of the budget (charged for what it looked at)."""
+        allowed = min(MAX_STEPS, self.budget)
+        held, left = self._held_back(q, pos, waiter, at, allowed, set(), set())
+        self.budget -= allowed - left
+        return held
+
+    def _held_back(self, q: QueueProgress, pos: int, waiter: QueueProgress | None, at: int, steps: int,
+                   free: set[tuple[QueueProgress, int]], visiting: set[tuple[QueueProgress, int]]
+                   ) -> tuple[bool, int]:
+        """Whether `q` cannot have run its packet ending at `pos` before `waiter`'s wait ending at `at` passed
+        (`waiter` None: before now), and the steps left of `steps`: a wait of `q` before it, not known passed,
+        in memory the CPU cannot store to unseen, for a value of which there is no CPU store, and every signal
+        either `q`'s own after that wait, the waiter's own after its wait, or held back in turn. Signals that
+        only hold each other back (a cycle) cannot come first. Running out of steps answers False, as does
+        `free` (the packets found not held back in this context: their answer does not rest on a cycle's), as
+        does following more than MAX_DEPTH queues."""
+        key = (q, pos)
+        if key in visiting:
+            return True, steps
+        if key in free or len(visiting) >= MAX_DEPTH:
+            return False, steps
+        if not visiting and waiter is not None and (known := self._known.get((waiter, at, q, pos))) is not None:
+            return known, steps
+        visiting.add(key)
+        held = False
         waits = self._waits.get(q, ())
-        for i in range(bisect.bisect_right(waits, (pos, 1 << 64)) - 1, -1, -1):
+        last = bisect.bisect_right(waits, (pos, 1 << 64))
+        for i in range(last - 1, max(last - MAX_WAITS_BACK, 0) - 1, -1):  # the latest waits before it
             wpos, addr, value, life = waits[i]
-            if q.complete(wpos):
-                return None
-            if value is None or life != self._lives.get(addr, 0) or self.unseen(addr):
+            steps -= 1
+            if waiter is None and q.complete(wpos):
+                break  # it passed, and those before it (when is what a waiter's question asks: looked into)
+            if value is None or life != self._lives.get(addr, 0) or self._unheld.get((addr, life), -1) >= value \
+                    or self.unseen(addr):
                 continue
-            if self._unheld.get((addr, life), -1) >= value:
-                continue
-            for svalue, sq, spos, _, most in reversed(self._signals.get((addr, life), ())):
-                if most < value:
-                    return addr  # nobody else gives it
-                if svalue is None or svalue < value or sq is q and spos > wpos:
+            held = True
+            given = self._signals.get((addr, life), ())
+            # from the first that gives the value or more (`most` only grows), the earliest first: the likeliest to
+            # be what it saw, found not held back at once
+            for svalue, sq, spos, _, _ in itertools.islice(given, bisect.bisect_left(given, value, key=_most), None):
+                steps -= 1
+                if svalue is None or svalue < value or sq is q and spos > wpos or \
+                        sq is waiter and spos > at:
                     continue
-                if depth >= MAX_DEPTH or self.blocked(sq, spos, depth + 1) is None:
-                    break  # a signal that may have landed gives it
-            else:
-                return addr
-        return None
+                if steps <= 0:
+                    held = False
+                    break
+                held, steps = self._held_back(sq, spos, waiter, at, steps, free, visiting)
+                if not held:
+                    break  # a signal that may have landed first gives it
+            if held:
+                break
+        visiting.discard(key)
+        if not held:
+            free.add(key)
+        if not visiting and waiter is not None:
+            self._known[(waiter, at, q, pos)] = held
+        return held, steps
 
     def before(self, a: QueueProgress, pa: int, b: QueueProgress, pb: int) -> bool | None:
         """Whether the GPU's waits show queue `a` complete up to `pa` before queue `b` ran its packet ending at
@@ -141,11 +200,17 @@ class Ordering:
     def _search(self, a: QueueProgress, pa: int, b: QueueProgress, pb: int, steps: int) -> tuple[bool | None, int]:
         """(the answer, the steps left of `steps`)."""
         reached = {b: pb}  # queue -> the furthest packet of it known to run before b's
+        looked_below: dict[QueueProgress, int] = {}  # queue -> the position below which its waits were looked at
         todo = [(b, pb)]
         while todo:
             q, p = todo.pop()
             waits = self._waits.get(q, ())
-            for i in range(bisect.bisect_left(waits, (p,)) - 1, -1, -1):  # the latest first
+            below = looked_below.get(q, -1)
+            if p <= below:
+                continue
+            looked_below[q] = p
+            stop = bisect.bisect_left(waits, (below,)) if below >= 0 else 0
+            for i in range(bisect.bisect_left(waits, (p,)) - 1, stop - 1, -1):  # the latest first
                 wpos, addr, value, life = waits[i]
                 held = self._signals.get((addr, life), ())
                 if value is None and (addr, life) in self._unknown:
@@ -154,8 +219,13 @@ class Ordering:
                     looked = len(held)
                     givers = [(sq, spos, whole) for svalue, sq, spos, whole, _ in held
                               if svalue is None and sq is not q]
+                elif (q, wpos) in self._found:
+                    looked, givers = 1, self._found[(q, wpos)]
                 else:
-                    looked, givers = self._giver(q, wpos, value, held, self._unheld.get((addr, life), -1), steps)
+                    looked, givers = self._giver(q, wpos, value, held, self._unheld.get((addr, life), -1),
+                                                 self._signallers.get((addr, life), set()), steps)
+                    if looked < steps:  # found within the steps: the same for any search until things change
+                        self._found[(q, wpos)] = givers
                 steps -= looked + 1
                 if steps < 0:
                     return None, 0
@@ -168,27 +238,32 @@ class Ordering:
         return False, steps
 
     def _giver(self, q: QueueProgress, at: int, value: int, held: list[Held], unheld: int,
-               steps: int) -> tuple[int, list[tuple[QueueProgress, int, bool]]]:
+               signallers: set[QueueProgress], steps: int) -> tuple[int, list[tuple[QueueProgress, int, bool]]]:
         """The signal that queue `q`'s wait at `at` for a semaphore to reach `value` passed after: the earliest of
         the writes it can have seen, when they are one other queue's signals alone (`held`, the semaphore's signals
-        in its life; `unheld`, the highest value of the others), leaving out signals that can only land after the
-        wait passed. [] when that is not known; with how many steps it took of `steps` (signals looked at)."""
+        in its life, by `signallers`; `unheld`, the highest value of the others), leaving out signals that can only
+        land after the wait passed. [] when that is not known; with how many steps it took of `steps`."""
         if unheld >= value:
             return 0, []  # it may have seen the CPU's store, or a signal no longer held
         earliest: dict[QueueProgress, tuple[int, bool]] = {}
+        seen: set[QueueProgress] = set()  # the queues whose earliest signal of the value or more was found
         looked = 0
-        for svalue, sq, spos, whole, most in reversed(held):
+        # from the first signal giving the value or more (`most` only grows), in order: each queue's earliest
+        for svalue, sq, spos, whole, _ in itertools.islice(held, bisect.bisect_left(held, value, key=_most), None):
             looked += 1
-            if most < value:
-                break  # none before it gives the value
-            if svalue is None or svalue < value or sq is q and spos > at:
+            if sq in seen or svalue is None or svalue < value:
                 continue
-            if sq is q:
-                return looked, []  # it may have seen its own earlier signal
-            earliest[sq] = (spos, whole)
+            seen.add(sq)
+            if sq is not q:
+                earliest[sq] = (spos, whole)
+            elif spos <= at:
+                return looked, []  # it may have seen its own earlier signal (its later ones it cannot have)
+            if len(seen) == len(signallers):
+                break  # every queue that signals it is found
         if len(earliest) > 1:
+            free: set[tuple[QueueProgress, int]] = set()
             for sq, (spos, _) in list(earliest.items()):
-                later, left = self._later(q, at, sq, spos, steps - looked)
+                later, left = self._held_back(sq, spos, q, at, steps - looked, free, set())
                 looked = steps - left
                 if later:
                     del earliest[sq]
@@ -196,27 +271,3 @@ class Ordering:
             return looked, []  # it may have seen either of two queues' (or nobody's known)
         sq, (spos, whole) = next(iter(earliest.items()))
         return looked, [(sq, spos, whole)]
-
-    def later(self, waiter: QueueProgress | None, at: int, q: QueueProgress, pos: int) -> bool:
-        """Whether the signal ending at `pos` of `q` can only land after `waiter`'s GPU wait ending at `at` passed
-        (`waiter` None: after now): `q` waits before it for a value nobody gave yet, or for one only the waiter's
-        work after that wait gives (as far as a search within the budget finds)."""
-        if waiter is None:
-            return self.blocked(q, pos) is not None
-        allowed = min(MAX_STEPS, self.budget)
-        later, left = self._later(waiter, at, q, pos, allowed)
-        self.budget -= allowed - left
-        return later
-
-    def _later(self, waiter: QueueProgress, at: int, q: QueueProgress, pos: int, steps: int) -> tuple[bool, int]:
-        """`later`, and the steps left of `steps`; a search inside a search does not look further."""
-        if self.blocked(q, pos) is not None:
-            return True, steps
-        if self._nested or steps <= 0:
-            return False, steps
-        self._nested = True
-        try:
-            found, left = self._search(waiter, at + 1, q, pos, steps)
-        finally:
-            self._nested = False
-        return found is True, left

@@ -58,7 +58,9 @@ DEFAULT_CHUNK = 16 << 10  # measured: see capture/README.md
 SIGNAL_VALUE = AmdSignal.value.offset  # where an amd_signal_t holds its value
 NO_POINTERS = Pointers()  # what a submission launching no kernel takes
 LEARN_BATCH = 256
-MAX_POLLED = 256  # polled words a CPU wait looks at (the latest)
+ANY_VALUE = 1 << 64  # what a word a copy or a kernel wrote may hold, for completion and ordering: anything
+MAX_POLLED = 256
+MAX_DATA_WORDS = 4096  # polled words a CPU wait looks at (the latest)
 RESOLVED_PER_PLAN = 16  # sets of written addresses whose buffers a plan keeps, for the buffer layout of the moment
 MAX_RACES = 16  # racy buffers the summary names
 SEARCH_BUDGET = 1 << 20  # signals one checkpoint's ordering searches may look at, in all (ordering.py)
@@ -231,6 +233,9 @@ class RecordingSyscalls:
         # (and the value last seen of the ones whose chunk a queue is writing elsewhere: see _word_changed)
         self._polled: dict[int, bytes | None] = {}
         self._words: dict[int, None] = {}  # every word GPU waits poll or GPU signals write, noted in its buffer
+        # those of them in the program's buffers, which other writes may reach (kept when buffers change: a word
+        # of a buffer gone taken for one is no harm; the last MAX_DATA_WORDS)
+        self._data_words: dict[int, None] = {}
         self.analyzer = Analyzer()
         self.dispatches = Dispatches(recorder.kernels)
         self.ordering = Ordering(self._unseen)
@@ -621,6 +626,11 @@ class RecordingSyscalls:
                 buf = self.by_va.get(a)
                 if buf is not None and buf.tracked:
                     buf.words.add(a)
+                    self._data_words[a] = None
+                    if len(self._data_words) > MAX_DATA_WORDS:
+                        del self._data_words[next(iter(self._data_words))]
+        if self._data_words:
+            self._overwritten(base, written, signals, inner, dispatched)
         resolved = plan.resolved  # which of the buffers the writes land in, as they are now
         if resolved is None or resolved[0] != self.layout:
             resolved = plan.resolved = (self.layout, {})
@@ -640,6 +650,9 @@ class RecordingSyscalls:
         # the reads that gave what the submission wrote: a lone queue races with nothing, but what it computes
         # from a race's bytes is as racy as they are
         if writes and (len(self.queues) > 1 or self.racy):
+            if waits:  # what a GPU wait reads of its semaphore (polls, a COND_EXE on its high dword) is no data:
+                polled = {w for _, a, _ in waits for w in (a, a + 4)}  # it waits until it sees what it wants
+                read = tuple(r for r in read if r[1] not in polled)
             if dispatched is not None and dispatched is not ANYTHING and dispatched.reads:
                 read = (*read, *((pos, a, 0) for pos, a in dispatched.reads))
             reads = self._accesses(sorted(read), cuts)
@@ -719,12 +732,32 @@ class RecordingSyscalls:
         for done, waiting in ((a, b), (b, a)):
             if waiting.after.get(done.queue, -1) >= done.last:
                 return True
-            if done.queue.complete(done.last) and self.ordering.blocked(waiting.queue, waiting.first) is not None:
+            if done.queue.complete(done.last) and self.ordering.blocked(waiting.queue, waiting.first):
                 waiting.after[done.queue] = done.last
                 return True
         forward = self.ordering.before(a.queue, a.last, b.queue, b.first)
         # a search given up is no evidence of a race: only what is shown unordered is called one
         return forward is not False or self.ordering.before(b.queue, b.last, a.queue, a.first) is not False
+
+    def _overwritten(self, base: int, written: tuple, signals: list, inner: Facts | None,
+                     dispatched: Pointers | None) -> None:
+        """A submission's GPU writes other than its signals (a copy, a fill, a kernel's) that reach a word GPU
+        waits poll or signals write: its value is not known from then on, and a wait may see anything there."""
+        # a signal's 64-bit value is written by packets (a FENCE pair) into its 8 bytes
+        given = {w for _, a, _ in (*signals, *(inner.signals if inner is not None else ())) for w in range(a, a + 8, 4)}
+        data = [(a, n) for _, a, n in (*written, *(inner.written if inner is not None else ()))
+                if not (a in given and 0 < n <= 8)]
+        if dispatched is ANYTHING:
+            data += [(b.va, b.size) for b in self.buffers.values() if b.tracked]
+        elif dispatched is not None:
+            data += [(a, 0) for _, a in dispatched.writes]  # as far as the kernel likes: to its buffer's end
+        for a, n in data:
+            if n == 0:
+                buf = self.by_va.get(a)
+                n = buf.va + buf.size - a if buf is not None else 1
+            for w in [w for w in self._data_words if a <= w < a + n]:
+                self.completion.stored(w, ANY_VALUE, False)
+                self.ordering.cpu_store(w, ANY_VALUE, False)
 
     def _unseen(self, addr: int) -> bool:
         """Whether the CPU may store at `addr` unseen: through a raw view of a buffer there."""
