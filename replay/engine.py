@@ -316,7 +316,9 @@ class _Surveyor:
         self.ib_copies: dict[int, int] = {}  # recorded queue id -> bytes of its last submission's IB copies
 
     def run(self) -> Survey:
-        for r in R.checked(self.trace.records(handled(_Surveyor))):
+        wanted = handled(_Surveyor)
+        # every frame read: checked against the index's counts, so that a lying index hides no record from a run
+        for r in R.checked(r for r in self.trace.records() if r.type in wanted):
             if self.unnamed and r.type != R.BUFFER:
                 self._settle()
             getattr(self, f"_on_{r.type}")(r)
@@ -1539,8 +1541,10 @@ class Instance:
             if hit is None:  # a checkpoint hashes live buffers only
                 raise BadInput(f"record {r.n} (checkpoint): no buffer is allocated at {entry['va']:#x}, where it has "
                                f"an entry (corrupt trace)")
-            if entry["va"] in in_flight or hit[2].buffer.cpu is None:
-                continue
+            if entry["va"] in in_flight or hit[2].buffer.cpu is None:  # a recorder hashes neither
+                why = "lists it in flight as well" if entry["va"] in in_flight else "the CPU cannot read the buffer"
+                raise BadInput(f"record {r.n} (checkpoint): it has an entry for the buffer at {entry['va']:#x}, but "
+                               f"{why} (corrupt trace)")
             if (hit[0], len(entry["keys"])) != (entry["va"], -(-entry["size"] // self.s.chunk)) or \
                     entry["size"] > hit[1]:
                 raise BadInput(f"record {r.n} (checkpoint): its entry for the buffer at {entry['va']:#x} does not "

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from kfdtrace.capture import record
 from kfdtrace.driver import System
+from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.packets import MAX_IB_DEPTH
 from kfdtrace.replay.engine import Divergence
 from kfdtrace.traces import format as F
@@ -296,6 +297,43 @@ def test_a_checkpoint_entry_whose_hash_does_not_match_its_keys_is_corrupt(tmp_pa
     res = subprocess.run([sys.executable, "-m", "kfdtrace", "info", "--check", path], capture_output=True, text=True,
                          timeout=60)
     refused(res, 1, "does not match the entry's keys (corrupt trace)")
+
+
+def test_an_index_hiding_a_frames_checkpoint_is_corrupt_not_a_frame_skipped(tmp_path):
+    """Campaign 52: an index whose counts for a frame leave its checkpoint out made replay skip the frame (it
+    reads the types it handles) and verify nothing there: OK for a trace edited to diverge. Every frame read is
+    checked against its counts, and the survey reads them all."""
+    with TraceReader(PING_PONG) as r:
+        victim = next(i for i, e in enumerate(r.frames) if e.counts.get("checkpoint"))
+        e = r.frames[victim]
+        r.frames[victim] = e._replace(counts={t: n for t, n in e.counts.items() if t != "checkpoint"})
+        assert not any(rec.type == "checkpoint" and rec.n >= e.first and rec.n < e.first + e.count
+                       for rec in r.records({"checkpoint"}))  # what the skip hides
+        with pytest.raises(TraceError, match=r"record counts differ from the index \(corrupt trace\)"):
+            list(r.records())
+
+
+@pytest.mark.parametrize("how", ["in flight", "not CPU-visible"])
+def test_a_checkpoint_entry_a_recorder_cannot_make_is_corrupt(tmp_path, how):
+    """Campaign 52: an entry for a buffer the same checkpoint lists in flight, or one in VRAM the CPU cannot read,
+    was passed over: a trace edited to diverge there replayed OK."""
+    path = str(tmp_path / "t.kfdtrace")
+    with TraceReader(PING_PONG) as r:  # the first checkpoint's first buffer
+        first = next(c.fields["buffers"][0] for c in r.records({"checkpoint"}) if c.fields["buffers"])
+    marked = []
+
+    def edit(rec, reader, writer):
+        f = dict(rec.fields)
+        if how == "in flight" and rec.type == "checkpoint" and f["buffers"] and not marked:
+            marked.append(rec.n)
+            f["in_flight"] = [*f["in_flight"], {"va": first["va"], "name": first["name"]}]
+        if how != "in flight" and rec.type == "alloc" and f["va"] == first["va"]:
+            f.update(domain="vram", flags=K.AllocMemFlags.VRAM | K.AllocMemFlags.WRITABLE)
+        return f
+
+    rewrite(PING_PONG, path, edit)
+    refused(replay(path), 4, "in flight as well (corrupt trace)" if how == "in flight" else
+            "but the CPU cannot read the buffer (corrupt trace)")
 
 
 def info(path: str) -> subprocess.CompletedProcess:

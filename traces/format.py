@@ -1090,7 +1090,9 @@ class TraceReader:
     # public reading -----------------------------------------------------------------------------------
     def records(self, types: Iterable[str] | None = None, start: int = 0) -> Iterator[Record]:
         """Records numbered `start` on (only those of `types`, if given), one frame in memory at a time;
-        frames before `start` or without a wanted type are skipped unread."""
+        frames before `start` or without a wanted type, as the index counts them, are skipped unread. Each
+        frame read is checked against the index's counts of it (FrameError): reading every frame (`types`
+        None) is what no index can hide records from."""
         wanted = None if types is None else frozenset(types)
         for entry in self.frames:
             if entry.kind != RECORDS or entry.first + entry.count <= start:
@@ -1099,7 +1101,10 @@ class TraceReader:
                 continue
             head, raw = self._frame(entry)
             first = entry.first
-            for i, (type_, fields) in enumerate(self._record_list(raw, entry.offset, head)):
+            records = self._record_list(raw, entry.offset, head)
+            if Counter(t for t, _ in records) != Counter(entry.counts):
+                raise FrameError(self.path, entry.offset, "record counts differ from the index (corrupt trace)")
+            for i, (type_, fields) in enumerate(records):
                 if (wanted is None or type_ in wanted) and first + i >= start:
                     yield Record(first + i, type_, fields)
 
