@@ -77,6 +77,7 @@ AQL_SIGNALS_SINCE = (2, 2)  # the format version from which an AQL signal's init
 REPLAYED_EVENTS = frozenset({K.EventType.SIGNAL})  # the replay's System makes its own exception events
 SHARED_CACHES = 16  # queues whose survey translations the run reuses (each cache is bounded on its own)
 WAIT_SLACK = 4  # a wait the recording saw complete may take this many times as long in a replay before a hang
+MAX_WAIT_LIMIT = 3600.0  # seconds a wait may take beyond --timeout for what the recording's took
 # timed-out waits the survey follows (pending and retried, each): beyond, a timeout counts as the hang it was
 # taken for (a trace is untrusted: millions of them must not cost the memory of millions)
 MAX_RETRIES = 1 << 16
@@ -1414,7 +1415,12 @@ class Instance:
         if t is None:
             return self.options.timeout
         took, self._thread_t[tid] = t - self._thread_t.get(tid, t), t
-        return max(self.options.timeout, WAIT_SLACK * took / 1e9)
+        # the times are the trace's, which may lie: at most WAIT_SLACK times the recorded wait's own timeout
+        # (it completed within it), and an hour (--timeout, when longer)
+        cap = MAX_WAIT_LIMIT
+        if isinstance(given := r.fields.get("timeout"), (int, float)) and 0 <= given < cap:
+            cap = WAIT_SLACK * given
+        return max(self.options.timeout, min(WAIT_SLACK * took / 1e9, cap))
 
     def _wait_value(self, sem: Semaphore, value: int, timeout: float) -> bool:
         """Whether the semaphore reached `value` within `timeout` s (sleeping on the events that wake CPU waits

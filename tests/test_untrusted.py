@@ -336,6 +336,25 @@ def test_a_checkpoint_entry_a_recorder_cannot_make_is_corrupt(tmp_path, how):
             "but the CPU cannot read the buffer (corrupt trace)")
 
 
+def test_a_wait_made_long_by_the_traces_own_times_is_bounded(tmp_path):
+    """Campaign 52: a wait's limit comes from how long the recording took, told by the records' times: moved 2**62
+    ns on, an unreachable wait waited ~580 years. It is bounded by the recorded wait's own timeout (4x)."""
+    path, shifted = str(tmp_path / "t.kfdtrace"), []
+
+    def edit(rec, reader, writer):
+        f = dict(rec.fields)
+        if rec.type == "cpu_wait" and not shifted:
+            shifted.append(rec.n)
+            f.update(value=0xDEADBEEF, timeout=0.25)
+        if shifted and f.get("t") is not None:
+            f["t"] += 1 << 62
+        return f
+
+    rewrite(PING_PONG, path, edit)
+    res = replay(path, "--emulate-recorded", "--timeout", "0.1")  # the limit used is in the verdict
+    assert res.returncode == 2 and "HANG: the replay waited 1 s" in res.stdout + res.stderr, res.stdout + res.stderr
+
+
 def info(path: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kfdtrace", "info", path], capture_output=True, text=True,
                           timeout=60)
