@@ -217,6 +217,8 @@ def test_a_cpu_write_claiming_another_size_than_its_blob_is_refused(size, tmp_pa
     ("cpu_signal", lambda f, r, w: f.update(value=-1), "(cpu_signal) has a malformed (int) 'value' field"),
     ("checkpoint", lambda f, r, w: f.update(buffers=[{"va": 0, "size": 0, "keys": [3]}]),
      "(checkpoint) has a malformed (list) 'buffers' field"),
+    # campaign 52: an OverflowError (internal error) in replay, a traceback in diff and trim --reconstruct
+    ("alloc", lambda f, r, w: f.update(va=(1 << 64) - 4096), "(alloc) runs past the end of the 64-bit address space"),
 ])
 def test_a_malformed_record_is_bad_input(tmp_path, type_, change, text):
     path = str(tmp_path / "t.kfdtrace")

@@ -84,11 +84,14 @@ class RecordType(str):
 
     fields: dict[str, Check]
     ok: Callable[[dict], bool]
+    rule: tuple[Callable[[dict], bool], str] | None  # a check across its fields, and what it says when it fails
 
-    def __new__(cls, name: str, /, **fields: Check) -> RecordType:
+    def __new__(cls, name: str, /, rule: tuple[Callable[[dict], bool], str] | None = None,
+                **fields: Check) -> RecordType:
         self = super().__new__(cls, name)
-        self.fields = {**COMMON, **fields}
-        self.ok = _checker(self.fields)
+        self.fields, self.rule = {**COMMON, **fields}, rule
+        typed = _checker(self.fields)
+        self.ok = typed if rule is None else (lambda f, holds=rule[0]: typed(f) and holds(f))
         return self
 
 
@@ -156,7 +159,8 @@ IOCTL = RecordType("ioctl", seq=INT, fd=INT, request=u64, name=optional(STR), da
 IOCTL_END = RecordType("ioctl_end", seq=INT, ret=INT, errno=INT, data=optional(BIN))
 MMAP = RecordType("mmap", path=STR, fd=INT, offset=u64, addr=u64, length=u64, prot=INT, flags=INT)
 MUNMAP = RecordType("munmap", path=optional(STR), addr=u64, length=u64)
-ALLOC = RecordType("alloc", handle=u64, gpu=INT, va=u64, size=u64, domain=STR, flags=u64, cpu=optional(u64))
+ALLOC = RecordType("alloc", handle=u64, gpu=INT, va=u64, size=u64, domain=STR, flags=u64, cpu=optional(u64),
+                   rule=(lambda f: f["va"] + f["size"] <= 1 << 64, "runs past the end of the 64-bit address space"))
 BUFFER = RecordType("buffer", handle=optional(u64), va=u64, name=optional(STR), role=STR, size=optional(u64))
 MAP = RecordType("map", handle=u64, gpus=list_of(INT))
 UNMAP = RecordType("unmap", handle=u64, gpus=list_of(INT))
@@ -218,6 +222,8 @@ def check(r: Record, strict: bool = False) -> Record:
         return r
     why = "is of a type the record table does not know" if t is None and strict else \
         None if t is None else problem(r.fields, t.fields, strict)
+    if why is None and t is not None and t.rule is not None and not t.rule[0](r.fields):
+        why = t.rule[1]
     if why:
         raise MalformedRecord(f"record {r.n} ({r.type}) {why} (corrupt trace)")
     return r
