@@ -78,6 +78,7 @@ REPLAYED_EVENTS = frozenset({K.EventType.SIGNAL})  # the replay's System makes i
 SHARED_CACHES = 16  # queues whose survey translations the run reuses (each cache is bounded on its own)
 WAIT_SLACK = 4  # a wait the recording saw complete may take this many times as long in a replay before a hang
 MAX_WAIT_LIMIT = 3600.0  # seconds a wait may take beyond --timeout for what the recording's took
+MAX_IB_COPY_BYTES = 64 << 20  # translated indirect buffer copies one submission may make
 # timed-out waits the survey follows (pending and retried, each): beyond, a timeout counts as the hang it was
 # taken for (a trace is untrusted: millions of them must not cost the memory of millions)
 MAX_RETRIES = 1 << 16
@@ -929,6 +930,7 @@ class Instance:
         # translation of a dispatch of it depends on
         self.loaded: dict[int, tuple[bytes, int]] = {}
         self.ib_depth = 0  # indirect buffers being followed now, each inside the one before
+        self.ib_bytes = 0  # bytes of indirect buffer copies the submission being translated made so far
         self.wake = system.event()  # what TRAPs of a trace without event records signal
         self.wake_ids = [self.wake.id]  # the events a CPU wait on memory sleeps on
         self.result = Result()
@@ -1257,7 +1259,7 @@ class Instance:
         if f.get("t") is not None:
             self._thread_t[f.get("tid")] = f["t"]
         t, ring, writes = rq.translator, f["ring"], []
-        rq.writes = writes
+        rq.writes, self.ib_bytes = writes, 0
         rq.reclaim()
         counted, taken = t.packets, t.taken
         packets = t.ring(ring, where, writes)
@@ -1330,6 +1332,10 @@ class Instance:
         self._wrote(writes, at, recorded, t.src)  # what the IB's packets write, clocks included
         nop = t.dst.build("NOP")
         translated += nop * ((-len(translated) // 4) % 8)  # an IB ends on an 8-dword boundary
+        self.ib_bytes += max(len(translated), 4096)
+        if self.ib_bytes > MAX_IB_COPY_BYTES:  # each call is a copy: nested calls multiply them
+            raise ReplayError(f"{at}: the submission's indirect buffers, as called (nested calls copy theirs each "
+                              f"time), take more than {MAX_IB_COPY_BYTES >> 20} MiB of copies")
         ib = rq.queue.device.alloc(max(len(translated), 4096), "gtt", name=f"{where} IB",
                                    role="replay indirect buffer")
         ib.write(translated)

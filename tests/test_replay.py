@@ -247,6 +247,27 @@ def test_an_indirect_buffer_the_gpu_wrote_since_the_cpu_did_is_refused(tmp_path,
             replay_trace(path, Options(), emulate="gfx942")
 
 
+def test_indirect_buffer_copies_of_a_submission_are_bounded(tmp_path, monkeypatch):
+    """Campaign 52: IBs calling IBs 256 x 256 times (3 deep) made as many copies, 3 GB before an mmap failed,
+    --max-memory notwithstanding. A submission's copies are bounded (MAX_IB_COPY_BYTES, lowered here)."""
+    from kfdtrace.replay import engine
+
+    path = str(tmp_path / "ibs.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q = gpu.sdma_queue()
+        out, ib = gpu.alloc(4096, "gtt", name="out"), gpu.alloc(4096, "gtt", name="ib")
+        body = q.dialect.build("FENCE", addr=out.va, data=7) + q.dialect.build("NOP") * 4
+        ib.write(body)
+        for _ in range(3):
+            q.packet("INDIRECT", ib_base=ib.va, ib_size=len(body) // 4)
+        q.sync()
+    assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
+    monkeypatch.setattr(engine, "MAX_IB_COPY_BYTES", 2 * 4096)
+    with pytest.raises(ReplayError, match=r"the submission's indirect buffers, as called .* take more than \d+ MiB"):
+        replay_trace(path, Options(), emulate="gfx942")
+
+
 def test_an_indirect_buffer_running_past_its_buffer_is_named_so(tmp_path):
     from kfdtrace.driver.errors import GpuFault
 
