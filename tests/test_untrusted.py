@@ -173,6 +173,12 @@ def edit_first(type_: str, change) -> callable:
     return edit
 
 
+def edited_record(path: str) -> int:
+    """The number of the first mem record of `path` (the one edit_first("mem", ...) changed)."""
+    with TraceReader(path) as r:
+        return next(m.n for m in r.records({"mem"}))
+
+
 def buffer_of(reader: TraceReader, addr: int) -> tuple[int, int]:
     """(va, size) of the recorded allocation holding `addr`."""
     return next((a.fields["va"], a.fields["size"]) for a in reader.records({"alloc"})
@@ -200,6 +206,12 @@ def test_a_cpu_write_running_past_its_buffer_is_refused(tmp_path):
 
     rewrite(PING_PONG, path, edit_first("mem", at_end))
     refused(replay(path), 4, "run past the end of the buffer")
+    # campaign 52: dump --buffers wrote each such record's blob (one 16 MiB blob named by many: 321 MB) unchecked
+    out = tmp_path / "dumped"
+    res = subprocess.run([sys.executable, "-m", "kfdtrace", "dump", path, "--buffers", str(out)], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 1 and "are not inside one buffer (corrupt trace)" in res.stderr, res.stderr
+    assert not [f for f in os.listdir(out) if "cpu-write" in f and f.startswith(f"{edited_record(path):08d}")]
 
 
 @pytest.mark.parametrize("size", [-4096, 1 << 62, 4 * 4096], ids=["negative", "huge", "4x"])

@@ -185,8 +185,12 @@ class Dumper:
     def _mem(self, r: Record, e: dict) -> None:
         self._named_va(r, e)
         if self.buffers_dir is not None:
-            self._write_blobs(r.n, "cpu-write", e.get("where") or f"{r.fields['va']:#x}", [r.fields["key"]],
-                              r.fields["size"])
+            va, size = r.fields["va"], r.fields["size"]
+            buf = self.state.buffer_at(va)
+            if buf is None or va + size > buf.va + buf.size:  # one blob named by many records: written each time
+                raise DumpError(f"record {r.n} (mem): bytes [{va:#x}, {va + size:#x}) are not inside one buffer "
+                                f"(corrupt trace)")
+            self._write_blobs(r.n, "cpu-write", e.get("where") or f"{va:#x}", [r.fields["key"]], size)
 
     def _checkpoint(self, r: Record, e: dict) -> None:
         for entry, out in zip(r.fields["buffers"], e["buffers"], strict=True):
