@@ -250,7 +250,9 @@ class RingEngine:
 
     def _stop_on(self, exc: Exception, what: str) -> None:
         """Stop the queue on the packet `what` names: a VM fault raises the memory exception event, anything
-        else the hardware exception event."""
+        else the hardware exception event. A queue being destroyed (a kernel it ran, cut short) says nothing."""
+        if self._stop:
+            return
         if isinstance(exc, VmFault):
             self._fail(f"{exc} by {what}")
             self.machine.report_vm_fault(exc)
