@@ -87,6 +87,8 @@ class Report:
         left = sorted({label for r in results for label in r.left})
         # OK says what was compared: with no buffer verified, only that the GPU did not hang
         matched = "every checkpoint matched" if any(r.verified for r in results) else \
+            "no checkpoint compared any memory (this replay's CPU reads none of what they hold)" \
+            if any(r.unread for r in results) else \
             "no checkpoint compared any memory (the recording checked none of what the GPU wrote)"
         if first is None and left:
             out.append(f"OK: {matched}; {len(left)} queue(s) still had work when destroyed or at the "
