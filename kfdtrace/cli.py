@@ -316,6 +316,9 @@ def dump(trace: str, queue: int | None, submits: str | None, kinds: tuple[str, .
         if selection.submits is not None and selection.submits[0] >= r.submissions:
             raise ValueError(f"submission {selection.submits[0]}: the trace has "
                              + (f"submissions 0..{r.submissions - 1}" if r.submissions else "none"))
+        if queue is not None and queue not in (ids := {q.fields.get("queue") for q in r.records({"queue"})}):
+            raise ValueError(f"--queue {queue}: the trace has "
+                             + (f"queues {', '.join(map(str, sorted(ids)))}" if ids else "no queue"))
         write = sys.stdout.write
         dump(r, lambda line: write(line + "\n"), selection, as_json, buffers)
 

@@ -107,6 +107,13 @@ def test_parse_range(text, expected):
     assert parse_range(text) == expected
 
 
+def test_a_queue_the_trace_lacks_is_one_line():
+    """Campaign 48: --queue 99 dumped every record but the queues', as if the trace had that queue."""
+    res = run("dump", STRESS, "--queue", "99")
+    assert res.exit_code == 1 and "--queue 99: the trace has queues 0, 1" in res.output, res.output
+    assert len(res.output.splitlines()) == 1
+
+
 @pytest.mark.parametrize("text", ["", "..", "5..2", "a..b", "-1..3"])
 def test_a_bad_range_is_one_line(text):
     res = run("dump", STRESS, "--submits", text)
