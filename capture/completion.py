@@ -17,8 +17,8 @@ to know about one queue. It advances only on evidence:
 * a queue complete past one of its own GPU waits had that wait satisfied: the same rule as a CPU wait, in
   turn, where the queue's own signals after the wait cannot be what it saw (this is how completion flows
   along semaphore chains);
-* a CPU wait saw an AQL signal at 0 or below: when one packet alone is pending that decrements it (its
-  completion signal), that packet completed;
+* a CPU wait saw an AQL signal at 0 or below: when the CPU set it to n above 0 and n packets that decrement
+  it (their completion signal) were submitted since, none pending from before, they completed;
 * a queue complete past a BARRIER_AND saw each of its dependency signals at 0: the same rule, in turn (a
   GPU wait of value None).
 """
@@ -96,14 +96,16 @@ class Completion:
         self._run(self._zero(addr))
 
     def _zero(self, addr: int) -> list[Seen]:
-        """The AQL signal at `addr` was seen at 0 or below: if one packet alone was pending that decrements it,
-        that packet completed; and so did all of them when as many were submitted since the CPU stored its value
-        as that value counts down (none pending from before the store; with more, which of them did is not
-        known). The GPU waits passed on the way, by the packets whose completion shows their queue's."""
+        """The AQL signal at `addr` was seen at 0 or below: the packets decrementing it completed when as many
+        were submitted since the CPU stored its value, above 0, as that value counts down (none pending from
+        before the store; with more, which of them did is not known; with the value at 0 or below already, or
+        not known, none needed to). The GPU waits passed on the way, by the packets whose completion shows
+        their queue's."""
         pending = [d for d in self._decrements.pop(addr, ()) if not d[0].complete(d[1])]
         armed = self._armed.get(addr)
         passed: list[Seen] = []
-        if len(pending) == 1 or pending and armed is not None and armed[1] == armed[0]:
+        # only decrements from a value the CPU set above 0 can be what brought it there
+        if pending and armed is not None and armed[1] == armed[0] > 0:
             for queue, pos, shows in pending:
                 if shows:
                     passed += self._advance(queue, pos)

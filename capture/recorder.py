@@ -415,6 +415,8 @@ class RecordingSyscalls:
         if q is not None:
             self._learn_pending()
             q.progress.destroyed, q.progress.ended = True, self.learnt
+            for _, event in q.progress.traps:  # they may have run: a later wait may see what they set
+                self.completion.event_set(event)
             del self.doorbells[(q.gpu_id, q.doorbell_offset)]
             self.rung.clear()
             rptr = self._read(q.rptr_va, 8)
@@ -626,6 +628,8 @@ class RecordingSyscalls:
                 buf = self.by_va.get(a)
                 if buf is not None and buf.tracked:
                     buf.words.add(a)
+                    if a not in self._data_words:
+                        self._first_use(buf, a)
                     self._data_words[a] = None
                     if len(self._data_words) > MAX_DATA_WORDS:
                         del self._data_words[next(iter(self._data_words))]
@@ -738,6 +742,16 @@ class RecordingSyscalls:
         forward = self.ordering.before(a.queue, a.last, b.queue, b.first)
         # a search given up is no evidence of a race: only what is shown unordered is called one
         return forward is not False or self.ordering.before(b.queue, b.last, a.queue, a.first) is not False
+
+    def _first_use(self, buf: TrackedBuffer, a: int) -> None:
+        """A word of the program's buffer is first used as a semaphore: what it holds may be the CPU's (a write
+        before), and a GPU write no signal made may still be on its way (a copy submitted before)."""
+        lo = a - buf.va
+        if any(b_lo < lo + _word(buf, a) and lo < b_hi for b_lo, b_hi in buf.busy()):
+            self.completion.stored(a, ANY_VALUE, False)
+            self.ordering.cpu_store(a, ANY_VALUE, False)
+        else:
+            self._cpu_stored(buf, a)
 
     def _overwritten(self, base: int, written: tuple, signals: list, inner: Facts | None,
                      dispatched: Pointers | None) -> None:

@@ -433,6 +433,52 @@ def test_view_writes_beside_a_queues_pending_writes_in_one_buffer_are_recorded(t
     assert report.status == EXIT_OK and report.results[0].verified >= 3, report.lines()
 
 
+def test_an_event_a_destroyed_queues_trap_may_have_set_shows_no_other_queue(tmp_path):
+    """Campaign 53's bug01: q1 TRAPs the event, nobody takes it, q1 is destroyed; q2 copies and TRAPs it too. The
+    CPU's wait may return on q1's: it shows nothing of q2 (destroyed queues' TRAPs were forgotten)."""
+    path = str(tmp_path / "ev.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        ev, s1, d2 = system.event(), system.semaphore("s1"), system.semaphore("d2")
+        x, dst, src = (gpu.alloc(n, "gtt", name=name) for n, name in ((4096, "x"), (1 << 20, "dst"), (1 << 20, "src")))
+        q1 = gpu.sdma_queue()
+        q1.fill(x, 1, 4096).signal(s1, 1).trap(ev.id).submit()
+        s1.wait(1)
+        q1.destroy()  # its TRAP may have run: nothing the recorder saw tells
+        q2 = gpu.sdma_queue()
+        q2.copy(dst, src, 1 << 20).trap(ev.id).signal(d2, 1).submit()
+        ev.wait(timeout=10)
+        d2.wait(1)
+    event_checkpoint = next(c for c in records(path, "checkpoint") if "event" in c.fields["wait"])
+    assert "dst" not in checkpoint_names(event_checkpoint)[0]
+
+
+@pytest.mark.parametrize("before", ["gpu copy", "cpu write"])
+def test_a_word_written_before_its_first_use_as_a_semaphore_may_be_what_a_wait_sees(before, tmp_path):
+    """Campaign 53's bug02: a copy (or a CPU write) put 1 in a word before any wait or signal used it; a queue
+    then copies dst and signals the word 1. The CPU's wait for 1 may have seen the earlier write: dst was
+    hashed half copied."""
+    from kfdtrace.driver.signals import Semaphore
+
+    path = str(tmp_path / "word.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        flags, one = gpu.alloc(4096, "gtt", name="flags"), gpu.alloc(4096, "gtt", name="one")
+        dst, src = gpu.alloc(1 << 20, "gtt", name="dst"), gpu.alloc(1 << 20, "gtt", name="src")
+        one.write((1).to_bytes(8, "little"))
+        flag, done = Semaphore.view(system, flags, 0, name="flag"), system.semaphore("done")
+        q1, q2 = gpu.sdma_queue(), gpu.sdma_queue()
+        if before == "gpu copy":
+            q1.copy(flags, one, 8).submit()
+        else:
+            flags.write((1).to_bytes(8, "little"))
+        q2.copy(dst, src, 1 << 20).signal(flag, 1).signal(done, 1).submit()
+        flag.wait(1, timeout=10)
+        done.wait(1)
+    first = records(path, "checkpoint")[0]
+    assert "dst" not in checkpoint_names(first)[0]
+
+
 def test_completion_follows_semaphore_chains_and_values_past_2_32(tmp_path):
     path = str(tmp_path / "chain.kfdtrace")
     base = (1 << 32) - 2

@@ -204,20 +204,29 @@ def test_an_aql_kernel_s_output_is_checkpointed_once_a_barrier_after_it_complete
 
 
 def test_an_aql_signal_at_zero_completes_only_what_it_proves():
-    """One pending barrier packet decrementing the signal: its queue is complete up to it. Two pending: which
-    one completed is not known, and nothing advances; a packet without the barrier bit is never taken as
-    completing the packets before it."""
+    """One pending barrier packet decrementing the signal the CPU set to 1: its queue is complete up to it. Two
+    pending: which one completed is not known, and nothing advances; nor when the signal was at 0 already, or
+    its value unknown."""
     from kfdtrace.capture.completion import Completion, QueueProgress
     from kfdtrace.capture.recorder import SIGNAL_VALUE
     from kfdtrace.driver.aql import AQL
 
     c, q = Completion(), QueueProgress("q")
+    c.stored(0x1008, 1, backwards=False)  # the CPU sets the signal to 1
     c.decrements(q, 128, 0x1008)
     c.reached_zero(0x1008)
     assert q.done == 128
+    c.stored(0x2008, 1, backwards=False)
     c.decrements(q, 256, 0x2008)
     c.decrements(q, 320, 0x2008)
     c.reached_zero(0x2008)
+    assert q.done == 128
+    c.stored(0x3008, 0, backwards=False)  # campaign 53: set to 0, it was at 0 before the packet ran
+    c.decrements(q, 400, 0x3008)
+    c.reached_zero(0x3008)
+    assert q.done == 128
+    c.decrements(q, 500, 0x4008)  # never set by the CPU: from what value it counted down is not known
+    c.reached_zero(0x4008)
     assert q.done == 128
     d = AQL["BARRIER_AND"]
     assert d.completion == ("completion_signal", "barrier") and SIGNAL_VALUE == 8
@@ -229,6 +238,8 @@ def test_a_barrier_and_that_completed_saw_its_dependencies_at_zero():
     from kfdtrace.capture.completion import Completion, QueueProgress
 
     c, a, b = Completion(), QueueProgress("A"), QueueProgress("B")
+    c.stored(0x1008, 1, backwards=False)  # each signal set to 1 by the CPU
+    c.stored(0x2008, 1, backwards=False)
     c.decrements(a, 64, 0x1008)  # A's dispatch decrements its signal
     c.submitted(b, [], [(64, 0x1008, None)], [])  # B's barrier passes once that signal is at 0
     c.decrements(b, 64, 0x2008)  # and decrements its own
