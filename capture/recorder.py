@@ -59,8 +59,9 @@ SIGNAL_VALUE = AmdSignal.value.offset  # where an amd_signal_t holds its value
 NO_POINTERS = Pointers()  # what a submission launching no kernel takes
 LEARN_BATCH = 256
 ANY_VALUE = 1 << 64  # what a word a copy or a kernel wrote may hold, for completion and ordering: anything
-MAX_POLLED = 256
-MAX_DATA_WORDS = 4096  # polled words a CPU wait looks at (the latest)
+MAX_POLLED = 256  # polled words a CPU wait looks at (the latest)
+MAX_DATA_WORDS = 4096  # words of the program's buffers used as semaphores, kept (the latest)
+PENDING_WAITS = 64  # a queue's GPU waits not known passed a signal is matched against (with more: it may release)
 RESOLVED_PER_PLAN = 16  # sets of written addresses whose buffers a plan keeps, for the buffer layout of the moment
 MAX_RACES = 16  # racy buffers the summary names
 SEARCH_BUDGET = 1 << 20  # signals one checkpoint's ordering searches may look at, in all (ordering.py)
@@ -600,7 +601,7 @@ class RecordingSyscalls:
             referenced = (*referenced, *inner.referenced)
         if self.exposed or self.rec.tracking == "scan":  # what the CPU wrote that the submission reads, before it;
             # everything, when it signals a word a GPU wait polls: the queue it releases may read anything
-            releases = self._polled and any(a in self._polled for _, a, _ in signals)
+            releases = self._polled and self._releases_a_queue(q, {a for _, a, _ in signals if a in self._polled})
             self._scan_exposed(None if launches or releases else list(referenced))
         decrements, partial = [], set()  # AQL signals the packets decrement; those of packets without a barrier
         if plan.completing:
@@ -742,6 +743,19 @@ class RecordingSyscalls:
         forward = self.ordering.before(a.queue, a.last, b.queue, b.first)
         # a search given up is no evidence of a race: only what is shown unordered is called one
         return forward is not False or self.ordering.before(b.queue, b.last, a.queue, a.first) is not False
+
+    def _releases_a_queue(self, q: TrackedQueue, signalled: set[int]) -> bool:
+        """Whether a signal of `signalled` may release another queue's GPU wait not known passed (its latest
+        PENDING_WAITS looked at: with more, it may)."""
+        if not signalled:
+            return False
+        for other in self.queues.values():
+            waits = other.progress.waits
+            if other is q or not waits:
+                continue
+            if len(waits) > PENDING_WAITS or any(a in signalled for _, a, _ in waits):
+                return True
+        return False
 
     def _first_use(self, buf: TrackedBuffer, a: int) -> None:
         """A word of the program's buffer is first used as a semaphore: what it holds may be the CPU's (a write
