@@ -1343,7 +1343,7 @@ class Instance:
         rq.new_ibs.append(ib)
         return ib.va, len(translated) // 4
 
-    def _target(self, r: Record, va: int, size: int) -> tuple[Buffer, int]:
+    def _target(self, r: Record, va: int, size: int) -> tuple[ReplayBuffer, int]:
         """The replay buffer and offset of the `size` recorded bytes at `va` that record `r` writes or reads."""
         hit = self.buffers.find(va)
         if hit is None or hit[2].buffer.cpu is None:
@@ -1351,23 +1351,23 @@ class Instance:
         if va + size > hit[0] + hit[1]:
             raise BadInput(f"record {r.n} ({r.type}): bytes [{va:#x}, {va + size:#x}) run past the end of the "
                            f"buffer at {hit[0]:#x}+{hit[1]:#x} (corrupt trace)")
-        return hit[2].buffer, va - hit[0]
+        return hit[2], va - hit[0]
 
     def _on_mem(self, r: Record) -> None:
         data = self.trace.blob(r.fields["key"])
         if len(data) != r.fields["size"]:
             raise BadInput(f"record {r.n} (mem): it claims {r.fields['size']} bytes, its blob holds {len(data)} "
                            f"(corrupt trace)")
-        buf, off = self._target(r, r.fields["va"], len(data))
-        buf.write(data, off)
-        self.buffers.find(r.fields["va"])[2].gpu_last = False
+        rb, off = self._target(r, r.fields["va"], len(data))
+        rb.buffer.write(data, off)
+        rb.gpu_last = False
 
     def _semaphore(self, r: Record) -> Semaphore:
         addr = r.fields["addr"]
         if addr % 8:
             raise BadInput(f"record {r.n} ({r.type}): a semaphore at {addr:#x} is not 8-byte aligned (corrupt trace)")
-        buf, off = self._target(r, addr, 8)
-        return Semaphore.view(self.system, buf, off)
+        rb, off = self._target(r, addr, 8)
+        return Semaphore.view(self.system, rb.buffer, off)
 
     def _on_cpu_signal(self, r: Record) -> None:
         sem = self._semaphore(r)
@@ -1387,13 +1387,13 @@ class Instance:
 
     def _on_signal_wait(self, r: Record) -> None:
         f = r.fields
-        buf, off = self._target(r, f["addr"], 8)
+        rb, off = self._target(r, f["addr"], 8)
         try:
             condition = SignalCondition(f["condition"])
         except ValueError:
             raise BadInput(f"record {r.n} (signal_wait): condition {f['condition']} is no HSA signal condition "
                            f"(corrupt trace)") from None
-        word, compare = ctypes.c_int64.from_address(buf.cpu_addr(off)), CONDITIONS[condition]
+        word, compare = ctypes.c_int64.from_address(rb.buffer.cpu_addr(off)), CONDITIONS[condition]
         what = f"the wait for the AQL signal at {f['addr']:#x} to be {condition.name} {f['value']}"
 
         def wait(timeout: float) -> bool:
