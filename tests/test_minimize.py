@@ -185,6 +185,33 @@ def test_a_candidate_does_not_verify_what_its_dropped_writes_wrote(tmp_path):
     assert entries(src, after=n) and entries(out, after=n) == set()
 
 
+def test_an_interrupt_while_the_command_starts_loses_no_run(tmp_path, monkeypatch):
+    """CI: a SIGTERM landing after the command had started but before `Popen` returned lost the only handle on
+    it, so it ran on after minimize had stopped."""
+    import signal
+    import subprocess
+
+    from kfdtrace.cli import terminated_as_interrupt
+
+    started, real = [], subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real(*args, **kwargs))
+        signal.raise_signal(signal.SIGTERM)  # handled here, before Popen returns
+        return started[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    test = CommandTest("sh -c 'sleep 60' {trace}", None, 120)
+    try:
+        with terminated_as_interrupt(), pytest.raises(KeyboardInterrupt):
+            test(str(tmp_path / "t.kfdtrace"))
+        test.stop()
+        assert started[0].poll() == -signal.SIGKILL
+    finally:
+        started[0].kill()
+        started[0].communicate()
+
+
 def test_a_terminated_minimize_stops_its_command_and_removes_its_files(tmp_path):
     """Campaign 48: SIGTERM (a timeout, a CI job's end) left the temporary folder of candidates and the command
     under way running."""

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -185,7 +185,7 @@ class CommandTest:
         self._stopped = False
 
     def __call__(self, path: str) -> int | str:
-        with self._lock:
+        with self._lock, _interrupts_deferred():
             if self._stopped:
                 raise MinimizeError("minimize was stopped")
             try:
@@ -215,6 +215,24 @@ class CommandTest:
             self._stopped = True
             for run in self._running:
                 _kill(run)
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Within, on the main thread: Ctrl-C or SIGTERM waits till the end. An interrupt raised between the child's
+    start and `Popen` returning would lose the only handle that can kill it (and its process group)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals' handlers run on the main thread only
+        return
+    got: list[int] = []
+    before = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        for s in got:
+            signal.raise_signal(s)
 
 
 def _kill(run: subprocess.Popen) -> None:
