@@ -179,7 +179,11 @@ class _Builder:
             ok = f"({self.value(p, mask)}) == {FULL_MASK:#x} and ({self.value(p, func)}) in _REACHED"
             self.waits.append((pos, addresses[addr], self.value(p, ref, 32), ok))
         if d.event_field is not None:
-            self.traps.append(f"(base + {pos}, {self.value(p, d.event_field)})")
+            trap = f"(base + {pos}, {self.value(p, d.event_field)})"
+            if d.event_when is not None:  # raised only under some values of another field
+                field, values = d.event_when
+                trap = f"*(({trap},) if ({self.value(p, field)}) in {tuple(sorted(values))!r} else ())"
+            self.traps.append(trap)
         self._step(p, pos)
 
     def _step(self, p: Packet, pos: int) -> None:

@@ -21,6 +21,8 @@ never switch on packet names. Each tag gives a `PacketDef` attribute, computed o
 * `Addr(value="data")` -- the GPU writes that field's dword there, a completion point: `.signal`;
 * `Addr(polled=(ref, mask, func))` -- the packet waits on the dword there: `.wait`;
 * `Field(event=True)` -- the field carries a KFD event id the packet's interrupt signals: `.event_field`;
+  `event=(field, (v1, ...))` when only those values of another field raise the interrupt (RELEASE_MEM's
+  int_sel): `.event_when`; `PacketDef.event_of(fields)` gives the id a packet raises, or None;
 * `Field(skips=True)` -- the field counts dwords of the packets that follow, which the packet may make the
   engine skip (a conditional): `.skip_field`;
 * `Field(saturates=True)` -- a size whose largest value means "all of it" (a cache range over all of memory): a
@@ -101,10 +103,16 @@ class Field:
     shift: int = 0
     width: int = 32
     byte_count: bool = False  # holds bytes-1 moved by the packet (split at this count)
-    event: bool = False  # carries the KFD event id the packet's interrupt signals
+    # carries the KFD event id the packet's interrupt signals; (field, (v1, ...)): raised only while that field
+    # has one of those values (RELEASE_MEM's int_sel)
+    event: bool | tuple[str, tuple[int, ...]] = False
     skips: bool = False  # counts dwords of the following packets, which the packet may skip
     launches: bool = False  # starts the kernel the queue's SH registers set up (a PM4 dispatch's initiator)
     saturates: bool = False  # a size whose largest value means all: translated, it becomes the target's largest
+
+    def _named(self) -> tuple[tuple[str, str], ...]:
+        """(tag, field name) for every other field of the packet this field's tags name."""
+        return (("event", self.event[0]),) if isinstance(self.event, tuple) else ()
 
     def _span(self) -> tuple[int, int, int]:  # (first bit, end bit, bit that is value bit 0), packet-absolute
         start = self.dword * 32 + self.shift
@@ -296,6 +304,13 @@ class PacketDef:
         address: the bits it holds in place, above its alignment)."""
         return self._parts_of[name]
 
+    def event_of(self, fields: Mapping[str, int]) -> int | None:
+        """The KFD event id a packet of these `fields` raises its interrupt with; None when it raises none."""
+        if self.event_field is None or self.event_when is not None and fields[self.event_when[0]] not in \
+                self.event_when[1]:
+            return None
+        return fields[self.event_field]
+
     def put(self, buf: bytearray, offset: int, name: str, value: int) -> None:
         """Set field `name` of the packet of this definition at byte `offset` of `buf` to `value`, every other bit
         as it is; validated like `build` (ValueError naming the field)."""
@@ -344,14 +359,14 @@ class PacketDef:
         """Every field a tag names exists (and, but for `when`, holds a plain value); written values need
         `written`; advancing addresses need a byte count."""
         for f in self.fields:
-            if not isinstance(f, Addr):
-                continue
             for tag, n in f._named():
                 if n not in self._by_name:
                     raise ValueError(f"{self.name}.{f.name}: {tag} names unknown field {n!r} "
                                      f"(fields: {', '.join(self.field_names)})")
                 if tag != "when" and isinstance(self._by_name[n], Addr):
                     raise ValueError(f"{self.name}.{f.name}: {tag} names address {n!r}, not a value field")
+            if not isinstance(f, Addr):
+                continue
             if (f.volatile or f.value) and not f.written:
                 raise ValueError(f"{self.name}.{f.name}: volatile or value tag on an address not tagged written")
             if f.advances and not any(isinstance(g, Field) and g.byte_count for g in self.fields):
@@ -388,6 +403,9 @@ class PacketDef:
             "polled", [(f.name, *f.polled) for f in addrs if f.polled])
         # the field carrying the KFD event id the packet's interrupt signals
         self.event_field: str | None = self._one("event", [f.name for f in values if f.event])
+        # (field, values): the interrupt is raised only while that field has one of them
+        self.event_when: tuple[str, frozenset[int]] | None = next(
+            ((f.event[0], frozenset(map(int, f.event[1]))) for f in values if isinstance(f.event, tuple)), None)
         # (descriptor address, kernel arguments address) of a packet that dispatches a kernel it names (AQL)
         self.kernel: tuple[str, str] | None = self._one("kernel", [(f.name, f.kernel) for f in addrs if f.kernel])
         # the field of a packet that starts the kernel the queue's registers set up (PM4)
@@ -402,8 +420,8 @@ class PacketDef:
         # of this definition that agree on these dwords mean the same to a relocation or a translation.
         meant = {self.split[0] if self.split else None, self.event_field, self.skip_field,
                  self.tail.count if self.tail else None}
-        for f in addrs:
-            meant.update(n for tag, n in f._named() if tag in ("when", "volatile", "indirect"))
+        for f in self.fields:
+            meant.update(n for tag, n in f._named() if tag in ("when", "volatile", "indirect", "event"))
         self.meaning_words: tuple[int, ...] = tuple(sorted(
             {w for f in (*self.header, *addrs, *(self._by_name[n] for n in meant if n)) for w, *_ in _parts(f)}))
 

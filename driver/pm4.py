@@ -228,7 +228,8 @@ _BASE = (
          Field("dst_sel", 2, 16, 2), Field("int_sel", 2, 24, 3), Field("data_sel", 2, 29, 3),
          Addr("addr", 3, align=2, written=True, value="data", when=("data_sel", _RELEASE_WRITES),
               volatile=("data_sel", _CLOCKS)),
-         Field("data", 5, 0, 64), Field("int_ctxid", 7, event=True)),
+         Field("data", 5, 0, 64),
+         Field("int_ctxid", 7, event=("int_sel", (IntSel.INTERRUPT, IntSel.INTERRUPT_AFTER_WRITE_CONFIRM)))),
     # mem_space 0: `addr` is a register (bits 17:0; the high dword the second register of wr_wait_wr_reg).
     _pkt("WAIT_REG_MEM", 7,
          Field("function", 1, 0, 3), Field("mem_space", 1, 4, 2), Field("operation", 1, 6, 2),

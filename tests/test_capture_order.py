@@ -19,6 +19,7 @@ from kfdtrace.capture.recorder import RecordingSyscalls
 from kfdtrace.capture.submissions import Analyzer
 from kfdtrace.driver import System
 from kfdtrace.driver.pm4 import DIALECTS as PM4_DIALECTS
+from kfdtrace.driver.pm4 import DataSel, EventIndex, EventType, IntSel
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DIALECTS, PollFunc
 from kfdtrace.traces.format import TraceReader
@@ -57,6 +58,20 @@ def test_plans_pair_dword_signals_and_waits_into_64_bit_values():
         assert traps == [(0x1000 + ends[5], 42)]
         assert (ends[2], out + 256, 256) in written  # COPY_LINEAR's count: bytes - 1
         assert {sem, sem + 4, out, out + 256} <= set(referenced)
+
+
+def test_a_release_mem_is_a_trap_only_when_it_raises_the_interrupt():
+    """A RELEASE_MEM with no interrupt (int_sel NONE, or data only) was taken for a TRAP of its int_ctxid, so a CPU
+    wait on that event could be credited to a packet that never set it."""
+    d = PM4_DIALECTS["gfx11"]
+    analyzer = Analyzer()
+    for int_sel in [*IntSel, *IntSel]:  # one shape: the second round from the cached plan, as other int_sels
+        ring = d.build("RELEASE_MEM", event_type=EventType.CACHE_FLUSH_AND_INV_TS_EVENT,
+                       event_index=EventIndex.END_OF_PIPE, data_sel=DataSel.DATA32, int_sel=int_sel, addr=0x10000,
+                       data=1, int_ctxid=7)
+        plan, _ = analyzer.analyse(d, ring, lambda a, n: None)
+        raises = int_sel in (IntSel.INTERRUPT, IntSel.INTERRUPT_AFTER_WRITE_CONFIRM)
+        assert plan.facts(ring, 0)[2] == ([(len(ring), 7)] if raises else []), int_sel
 
 
 @settings(max_examples=60, deadline=None)

@@ -179,6 +179,9 @@ def test_signal_wakes_a_cpu_wait_through_the_kfd_event(system, monkeypatch):
     sem.wait(5, timeout=5)
     assert (sem.event_id, True) in fired  # a wait ended by the interrupt, not by its time slice
     ev = system.event()
+    for quiet in (IntSel.NONE, IntSel.DATA_AFTER_WRITE_CONFIRM):  # no interrupt, whatever int_ctxid holds
+        q.packet("RELEASE_MEM", int_sel=quiet, int_ctxid=ev.id).sync()
+    assert not system.wait_events([ev.id], 0)
     q.packet("RELEASE_MEM", int_sel=IntSel.INTERRUPT, int_ctxid=ev.id).submit()
     ev.wait(timeout=5)  # an interrupt alone: no memory to poll
 

@@ -216,7 +216,8 @@ def test_tinygrad_dispatch_sequence_decodes() -> None:
     assert (sig.glv_inv, sig.gl1_inv, sig.gl2_inv, sig.glm_wb, sig.glm_inv, sig.gl2_wb, sig.seq) == (1,) * 7
     assert sig.data_sel == DataSel.DATA32 and sig.int_sel == IntSel.NONE
     assert sig.written_addresses() == [SIGNAL] and sig.defn.signal == ("addr", "data") and sig.data == 5
-    assert irq.int_sel == IntSel.INTERRUPT_AFTER_WRITE_CONFIRM and irq.fields[irq.defn.event_field] == EVENT_ID
+    assert irq.int_sel == IntSel.INTERRUPT_AFTER_WRITE_CONFIRM and irq.defn.event_of(irq.fields) == EVENT_ID
+    assert sig.defn.event_of(sig.fields) is None  # int_sel NONE: its int_ctxid raises nothing
     assert irq.addr == MAILBOX and irq.data == EVENT_ID
     assert b"".join(p.encode() for p in got) == stream
 

@@ -316,7 +316,7 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int) -
         if sub is not None:
             _check_reads(prefix, sub, written)
             _signals_and_waits(prefix, sub, rec.n, signals, waits, first)
-            events.update(p.fields[p.defn.event_field] for p in sub.packets if p.defn.event_field)
+            events.update(e for p in sub.packets if (e := p.defn.event_of(p.fields)) is not None)
         elif rec.type == R.EVENT_SET:
             events.add(f["event"])
         elif rec.type == R.EVENT_WAIT and f["ok"] and f["event"] not in events:

@@ -33,8 +33,7 @@ if TYPE_CHECKING:
 
 _MEMORY_DST = (WriteDst.TC_L2, WriteDst.MEMORY)  # WRITE_DATA / COPY_DATA destinations that are memory
 _MEMORY_SRC = (CopySel.MEMORY, CopySel.TC_L2)
-_INTERRUPTS = (IntSel.INTERRUPT, IntSel.INTERRUPT_AFTER_WRITE_CONFIRM)
-_NO_INTERRUPT = (IntSel.NONE, IntSel.DATA_AFTER_WRITE_CONFIRM)
+_INT_SELS = frozenset(IntSel)  # the table's event tag says which raise the interrupt
 _REG_MASK = 0x3FFFF  # a register operand is a dword offset in bits 17:0 of the address dwords (soc15d.h)
 
 
@@ -190,7 +189,7 @@ class CommandProcessor(RingEngine):
         KFD event in int_ctxid (as SDMA's TRAP). Earlier work is done: the CP executes in order."""
         f = p.fields
         sel, int_sel = f["data_sel"], f["int_sel"]
-        if int_sel not in _INTERRUPTS and int_sel not in _NO_INTERRUPT:
+        if int_sel not in _INT_SELS:
             raise NotEmulated(f"RELEASE_MEM int_sel={int_sel} (a conditional interrupt) is not emulated")
         if sel == DataSel.DATA32:
             self._write(f["addr"], (f["data"] & 0xFFFFFFFF).to_bytes(4, "little"))
@@ -207,8 +206,7 @@ class CommandProcessor(RingEngine):
             self.machine.memory_changed()
         elif sel != DataSel.NONE:
             raise NotEmulated(f"RELEASE_MEM data_sel={sel} is not emulated")
-        if int_sel in _INTERRUPTS:
-            self._interrupt(p)
+        self._interrupt(p)
 
     def _dispatch(self, p: Packet) -> None:
         f = p.fields

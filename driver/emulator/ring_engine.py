@@ -364,8 +364,10 @@ class RingEngine:
         self.machine.memory_changed()
 
     def _interrupt(self, p: Packet) -> None:
-        """The interrupt whose context carries a KFD event id (the packet's `event` tag)."""
-        self.machine.trap(p.fields[p.defn.event_field])
+        """The interrupt whose context carries a KFD event id (the packet's `event` tag), if the packet raises one."""
+        event = p.defn.event_of(p.fields)
+        if event is not None:
+            self.machine.trap(event)
 
     def _read32(self, va: int) -> int:
         """The dword at GPU address va."""
