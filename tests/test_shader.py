@@ -363,6 +363,24 @@ def test_vector_entries_the_corpus_does_not_reach_compute_what_the_isa_says():
     assert VALU["v_rndne_f64"].fn(f64([2.5, -3.5])).tolist() == [2.0, -4.0]
 
 
+def test_a_median_with_a_nan_source_is_the_least_of_the_others():
+    """Campaign 54: fmed3(1, 5, NaN) gave 5. The ISA guide's V_MED3_F32: any NaN source gives V_MIN3 of the three
+    (which skips NaNs); LLVM folds fmed3(x, y, NaN) to minnum(x, y) the same way."""
+    nan, f32 = np.float32(np.nan), np.float32
+    got = VALU["v_med3_f32"].fn(f32([1, 5, nan, 1, 3]), f32([5, 1, 2, nan, 1]), f32([nan, nan, 7, 0, 2]))
+    assert got.tolist() == [1, 1, 2, 0, 2]
+    assert np.isnan(VALU["v_med3_f32"].fn(f32([nan]), f32([nan]), f32([nan]))[0])
+
+
+def test_a_division_fixup_of_a_nan_quotient_of_ordinary_operands_overflows():
+    """Campaign 54: 1e160 / 5e-324 came out NaN: the Newton step past the top of the range is inf - inf, which
+    V_DIV_FIXUP turns into the signed overflow. NaN operands, 0/0 and inf/inf stay NaN."""
+    f64, nan, inf = np.float64, np.nan, np.inf
+    got = VALU["v_div_fixup_f64"].fn(f64([nan, nan, 2.0, nan, nan, nan]), f64([5e-324, -1e-320, 4.0, 0.0, inf, nan]),
+                                     f64([1e160, 1e300, 8.0, 0.0, -inf, 1.0]))
+    assert got[:3].tolist() == [inf, -inf, 2.0] and np.isnan(got[3:]).all()
+
+
 # -- code clang-19 makes of small sources, run where it was built for ------------------------------------------
 def built(tmp_path, source: str, target: str) -> str:
     """`source` (OpenCL C) compiled and linked for `target`: the code object's path."""

@@ -625,12 +625,12 @@ def _cases() -> tuple[Case, ...]:
                                          Scalar("a", f32, 2.5), Scalar("b", f32, -3.25),
                                          Scalar("bits", u32, 0x9ABCDEF1), Scalar("wide", "uint64", 0xF123456789ABCDEF)),
              (256,), (64,), _uniform_math),
-        Case("float_edges", "numeric", (In("d", "float64", (36,), given(*EDGE_DOUBLES)),
-                                        Out("dfma", "float64", (12,)), Out("dq", "float64", (12,)),
-                                        Out("droot", "float64", (12,)), In("f", f32, (36,), given(*EDGE_FLOATS)),
-                                        Out("ffma", f32, (12,)), Out("fq", f32, (12,)), Out("fclamp", f32, (12,)),
-                                        Out("ffract", f32, (12,))),
-             (12,), (12,), _float_edges),
+        Case("float_edges", "numeric", (In("d", "float64", (42,), given(*EDGE_DOUBLES)),
+                                        Out("dfma", "float64", (14,)), Out("dq", "float64", (14,)),
+                                        Out("droot", "float64", (14,)), In("f", f32, (42,), given(*EDGE_FLOATS)),
+                                        Out("ffma", f32, (14,)), Out("fq", f32, (14,)), Out("fclamp", f32, (14,)),
+                                        Out("ffract", f32, (14,))),
+             (14,), (14,), _float_edges),
         Case("packed_halves", "numeric", (In("a", "float16", (128, 2), floats(-3, 3), vector=2),
                                           In("b", "float16", (128, 2), floats(-3, 3), vector=2),
                                           Out("mx", "float16", (128, 2), vector=2),
@@ -672,11 +672,12 @@ _DMAX, _FMAX = float(np.finfo(np.float64).max), float(np.finfo(np.float32).max)
 EDGE_DOUBLES = (1 + 2**-30, 1 - 2**-30, -1.0,  3.0, 1 / 3, -1.0,  _DMAX, -1.0, _DMAX,
                 1e10, 5.56e-309, 0.011655526139132347,  1e-300, 1e300, -1.0,  2.0, 3.0, 2.0,  -0.0, 5.0, -0.0,
                 1e308, 2.0, -1e308,  -0.5, _DMAX, 2.0,  2.5e-308, 1e308, 9.0,  6.665543448164645e-308, 3.0, 4.0,
-                1e-300, 7.0, 0.5)
+                1e-300, 7.0, 0.5,  1e160, 5e-324, 1.0,  -1e300, 1e-320, 4.0)
 # fma(a, b, c), a / b, and clamp to [0, 1] and fract of c
 EDGE_FLOATS = (1 + 2**-12, 1 + 2**-12, 2**-80,  _FMAX, -1.0, float("nan"),  2.0, _FMAX, -1e-10,
                1.0, 1.469368e-39, -1e-30,  1e30, 1e-10, 1.25,  -7.0, 3.0, -0.25,  3.0, 7.0, 0.5,  1e-37, 1e37, 2.0,
-               -0.5, _FMAX, 0.75,  1e-30, _FMAX, 3.0,  1.1754944e-38, 1.5, 0.25,  2147483648.0, _FMAX, 1.5)
+               -0.5, _FMAX, 0.75,  1e-30, _FMAX, 3.0,  1.1754944e-38, 1.5, 0.25,  2147483648.0, _FMAX, 1.5,
+               1e20, 1e-45, 0.5,  -1e30, 1e-40, 2.0)
 
 
 def round_once(exact: Fraction, dtype: type) -> float:

@@ -212,6 +212,13 @@ def _div_scale(x, den, num):
     return out, vcc
 
 
+def _med3_f(a, b, c):
+    """V_MED3_F32: the median; with a NaN source, V_MIN3 of the three, the least of the others (the ISA guide's
+    pseudocode; LLVM folds fmed3(x, y, NaN) to minnum(x, y) as well)."""
+    med = np.fmax(np.fmin(a, b), np.fmin(np.fmax(a, b), c))
+    return np.where(np.isnan(a) | np.isnan(b) | np.isnan(c), np.fmin(np.fmin(a, b), c), med)
+
+
 def _div_fmas(a, b, c, vcc):
     """V_DIV_FMAS: fma, scaled back in lanes whose VCC is set by what V_DIV_SCALE scaled the operands by: 2**64
     (f32) or 2**128 (f64), up when c's exponent is past the middle of its range, down otherwise. The RDNA3 ISA
@@ -225,14 +232,17 @@ def _div_fmas(a, b, c, vcc):
 
 
 def _div_fixup(q, den, num):
-    """V_DIV_FIXUP: the quotient's special cases (RDNA3 ISA pseudocode)."""
+    """V_DIV_FIXUP: the quotient's special cases (RDNA3 ISA pseudocode). A NaN quotient of operands that are no
+    special case is an overflow: a denormal denominator under a quotient past the range makes the Newton step
+    inf - inf (1e160 / 5e-324 came out NaN). The pseudocode passes the NaN on; tinygrad's correction of it
+    (_apply_pseudocode_fixes) gives +-OVERFLOW, inf when rounding to nearest."""
     t = q.dtype.type
     with np.errstate(all="ignore"):
         sign = np.signbit(den) ^ np.signbit(num)
         inf = np.where(sign, t(-np.inf), t(np.inf))
         zero = np.where(sign, t(-0.0), t(0.0))
         nan = t(np.nan)
-        out = np.where(sign, -np.abs(q), np.abs(q))
+        out = np.where(np.isnan(q), inf, np.where(sign, -np.abs(q), np.abs(q)))
         out = np.where((np.abs(den) == np.inf) | (num == 0), zero, out)
         out = np.where((den == 0) | (np.abs(num) == np.inf), inf, out)
         out = np.where((np.abs(den) == np.inf) & (np.abs(num) == np.inf), nan, out)
@@ -505,7 +515,8 @@ VALU: dict[str, AluOp] = {
     **{f"v_{op}3_{ty}": V(f"{ty} {ty} {ty}", ty, fn) for ty, (lo, hi) in
        (("f32", (np.fmin, np.fmax)), ("i32", (np.minimum, np.maximum)), ("u32", (np.minimum, np.maximum)))
        for op, fn in (("min", lambda a, b, c, lo=lo: lo(lo(a, b), c)), ("max", lambda a, b, c, hi=hi: hi(hi(a, b), c)),
-                      ("med", lambda a, b, c, lo=lo, hi=hi: hi(lo(a, b), lo(hi(a, b), c))))},
+                      ("med", _med3_f if ty == "f32" else
+                       lambda a, b, c, lo=lo, hi=hi: hi(lo(a, b), lo(hi(a, b), c))))},
     # V_MAXMIN: min(max(S0, S1), S2); V_MINMAX: max(min(S0, S1), S2)
     **{f"v_{name}_{ty}": V(f"{ty} {ty} {ty}", ty, lambda a, b, c, f=first, g=second: g(f(a, b), c)) for ty, (lo, hi) in
        (("f32", (np.fmin, np.fmax)), ("f16", (np.fmin, np.fmax)), ("i32", (np.minimum, np.maximum)),
