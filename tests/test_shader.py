@@ -372,6 +372,20 @@ def test_a_median_with_a_nan_source_is_the_least_of_the_others():
     assert np.isnan(VALU["v_med3_f32"].fn(f32([nan]), f32([nan]), f32([nan]))[0])
 
 
+def test_packing_conversions_saturate_and_round_toward_zero():
+    """Campaign 54 found these unsupported: two values as the halves of a dword, the first low."""
+    f32, u32, i32 = np.float32, np.uint32, np.int32
+    assert VALU["v_cvt_pk_u16_u32"].fn(u32([7, 0x10000]), u32([0xFFFFFFFF, 0xFFFF])).tolist() == \
+        [0xFFFF0007, 0xFFFFFFFF]
+    assert VALU["v_cvt_pk_i16_i32"].fn(i32([-1, 40000]), i32([-40000, 5])).tolist() == [0x8000FFFF, 0x00057FFF]
+    # toward zero: 1 + 2**-11 + 2**-12 (nearest would be 1 + 2**-10) is 1; past the range, the largest half
+    got = VALU["v_cvt_pkrtz_f16_f32"].fn(f32([1 + 2**-11 + 2**-12, 70000.0, -1e-8]), f32([-(1 + 2**-10), -np.inf, 0.5]))
+    halves = [(int(w) & 0xFFFF, int(w) >> 16) for w in got]
+    assert [tuple(float(np.uint16(h).view(np.float16)) for h in pair) for pair in halves] == \
+        [(1.0, -(1 + 2**-10)), (65504.0, -np.inf), (-0.0, 0.5)]
+    assert halves[2][0] == 0x8000  # -1e-8 toward zero: -0
+
+
 def test_a_division_fixup_of_a_nan_quotient_of_ordinary_operands_overflows():
     """Campaign 54: 1e160 / 5e-324 came out NaN: the Newton step past the top of the range is inf - inf, which
     V_DIV_FIXUP turns into the signed overflow. NaN operands, 0/0 and inf/inf stay NaN."""

@@ -360,6 +360,20 @@ def _perm(a, b, sel):
     return out
 
 
+def _pack16(lo, hi):
+    """Two 16-bit values (their low bits) as the halves of a dword, `lo` low."""
+    return (np.asarray(lo).astype(u32) & u32(0xFFFF)) | np.asarray(hi).astype(u32) << u32(16)
+
+
+def _f16_toward_zero(x):
+    """f32 to f16 rounded toward zero: the nearest, one step back toward zero where it rounded away (a finite
+    value past the range gives the largest half, not inf)."""
+    with np.errstate(all="ignore"):
+        near = x.astype(f16)
+        away = np.abs(near.astype(f64)) > np.abs(x.astype(f64))  # false for NaN
+        return np.where(away, np.nextafter(near, f16(0)), near)
+
+
 def _sat(lo, hi, dtype):
     return lambda x: _cvt_int(x, lo, hi, dtype)
 
@@ -499,7 +513,13 @@ VALU: dict[str, AluOp] = {
     "v_fmaak_f16": V("f16 f16 f16", "f16", fma),
     "v_div_fixup_f16": V("f16 f16 f16", "f16", _div_fixup),
     # D = {S1.f16, S0.f16}: the low half S0's
-    "v_pack_b32_f16": V("f16 f16", "u32", lambda a, b: a.view(u16).astype(u32) | b.view(u16).astype(u32) << u32(16)),
+    "v_pack_b32_f16": V("f16 f16", "u32", lambda a, b: _pack16(a.view(u16), b.view(u16))),
+    # two 32-bit values packed as 16-bit halves, the first low: saturated, or f16 rounded toward zero
+    "v_cvt_pk_u16_u32": V("u32 u32", "u32", lambda a, b: _pack16(np.minimum(a, 0xFFFF), np.minimum(b, 0xFFFF))),
+    "v_cvt_pk_i16_i32": V("i32 i32", "u32", lambda a, b: _pack16(*(np.clip(x, -2**15, 2**15 - 1).astype(i16).view(u16)
+                                                                  for x in (a, b)))),
+    "v_cvt_pkrtz_f16_f32": V("f32 f32", "u32", lambda a, b: _pack16(_f16_toward_zero(a).view(u16),
+                                                                     _f16_toward_zero(b).view(u16))),
     "v_ldexp_f16": V("f16 i16", "f16", lambda a, e: np.ldexp(a.astype(f32), e.astype(i32)).astype(f16)),
     "v_sqrt_f16": V("f16", "f16", np.sqrt), "v_rcp_f16": V("f16", "f16", lambda a: f16(1) / a),
     "v_rsq_f16": V("f16", "f16", lambda a: (1 / np.sqrt(a.astype(f32))).astype(f16)),
@@ -581,7 +601,7 @@ _VALU_ALIASES = {  # gfx10+/gfx12 names of the operations above
     "v_mad_co_u64_u32": "v_mad_u64_u32", "v_mad_co_i64_i32": "v_mad_i64_i32", "v_max_num_f32": "v_max_f32",
     "v_min_num_f32": "v_min_f32", "v_max_num_f64": "v_max_f64", "v_min_num_f64": "v_min_f64",
     "v_max_num_f16": "v_max_f16", "v_min_num_f16": "v_min_f16", "v_min3_num_f32": "v_min3_f32",
-    "v_max3_num_f32": "v_max3_f32", "v_med3_num_f32": "v_med3_f32",
+    "v_max3_num_f32": "v_max3_f32", "v_med3_num_f32": "v_med3_f32", "v_cvt_pk_rtz_f16_f32": "v_cvt_pkrtz_f16_f32",
     "v_mul_lo_u32_u24": "v_mul_u32_u24",
 }
 VALU.update({new: VALU[old] for new, old in _VALU_ALIASES.items()})
