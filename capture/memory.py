@@ -21,12 +21,14 @@ from kfdtrace.traces.format import blob_key
 KERNARGS = "kernargs"  # the role of the buffers kernel arguments are written into (a queue's arena)
 TRACKED_ROLES = frozenset({"user", KERNARGS})
 MAX_RUNS = 16  # runs of writes, of reads, kept per buffer between checkpoints (the oldest are forgotten)
+MAX_SPANS = 16  # byte ranges a run keeps apart (a queue writing a few fields of a buffer, another the others)
 
 
 @dataclass(eq=False)
 class Run:
     """Accesses one queue made to a buffer (writes, or reads) with no other queue's in between, from the packet
-    ending at `first` to the one ending at `last` of its stream, within bytes [lo, hi) of the buffer. `seq`: how
+    ending at `first` to the one ending at `last` of its stream, over the byte ranges [lo, hi) of the buffer in
+    `spans` (at most MAX_SPANS: more are merged into one covering them all). `seq`: how
     many submissions the recorder had learnt before the first; `known`: how far the CPU knew each live queue
     complete when it submitted the first; `outputs`: the buffers the reading submissions wrote; `after`: how far
     other queues were shown complete before its first packet ran (it still waited for a value nobody had given)."""
@@ -34,12 +36,26 @@ class Run:
     queue: QueueProgress
     first: int
     last: int
-    lo: int
-    hi: int
+    spans: list[tuple[int, int]]
     seq: int
     known: dict[QueueProgress, int]
     outputs: set[TrackedBuffer] = field(default_factory=set)
     after: dict[QueueProgress, int] = field(default_factory=dict)
+
+    def cover(self, lo: int, hi: int) -> None:
+        """Add bytes [lo, hi) to those the run accessed."""
+        spans = self.spans
+        a, b = spans[-1]
+        if lo <= b and a <= hi:  # overlaps or touches the last range: the common case of a run of one
+            spans[-1] = (min(a, lo), max(b, hi))
+        elif len(spans) < MAX_SPANS:
+            spans.append((lo, hi))
+        else:
+            spans[:] = [(min(lo, *(a for a, _ in spans)), max(hi, *(b for _, b in spans)))]
+
+    def overlaps(self, other: Run) -> bool:
+        """Whether the two runs accessed some byte in common."""
+        return any(a < d and c < b for a, b in self.spans for c, d in other.spans)
 
 
 @dataclass(eq=False)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from kfdtrace.capture.completion import Completion, QueueProgress, Wait
 from kfdtrace.capture.dispatches import ANYTHING, Dispatches, Pointers
-from kfdtrace.capture.memory import KERNARGS, MAX_RUNS, MemoryRecorder, Run, TrackedBuffer
+from kfdtrace.capture.memory import KERNARGS, MAX_RUNS, MAX_SPANS, MemoryRecorder, Run, TrackedBuffer
 from kfdtrace.capture.ordering import Ordering
 from kfdtrace.capture.submissions import Analyzer, Facts, Plan
 from kfdtrace.capture.trace_file import TraceFile
@@ -68,6 +68,21 @@ SEARCH_BUDGET = 1 << 20  # signals one checkpoint's ordering searches may look a
 FOLD_PLANS = 4096  # plans counted by their submissions before those counts are folded into packet counts
 TRACKING_MODES = ("auto", "scan")
 Accesses = tuple[int, int, int, int, TrackedBuffer]  # a submission's writes (reads) of a buffer: first, last, lo, hi
+
+
+def _pieces(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    """Byte ranges [lo, hi) merged where they overlap or touch, each within `size`: a submission's accesses of a
+    buffer as the parts they cover apart (one covering them all beyond MAX_SPANS), so that another queue's
+    accesses between them are no race with them."""
+    merged: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    if len(merged) > MAX_SPANS:
+        return [(merged[0][0], min(max(hi for _, hi in merged), size))]
+    return [(lo, min(hi, size)) for lo, hi in merged]
 
 
 @functools.cache
@@ -552,9 +567,17 @@ class RecordingSyscalls:
                     (not cuts or bisect.bisect_left(cuts, positions[0]) == bisect.bisect_left(cuts, positions[-1])):
                 if not found.tracked:
                     return []
-                hi = found.size if 0 in sizes else min(max(map(operator.add, addrs, sizes)) - found.va, found.size)
-                return [(positions[0], positions[-1], low - found.va, hi, found)]
-        spans: dict[tuple[TrackedBuffer, int], list[int]] = {}  # (buffer, stretch) -> [first, last, lo, hi]
+                lo, end = low - found.va, max(map(operator.add, addrs, sizes)) - found.va
+                if 0 in sizes:
+                    return [(positions[0], positions[-1], lo, found.size, found)]
+                # as many bytes as they span: no gap between them, as a submission's copies mostly leave (or overlaps
+                # hide one: taken whole, which may see a race that is none, never miss one)
+                if end <= found.size and sum(sizes) >= end - lo:
+                    return [(positions[0], positions[-1], lo, end, found)]
+                ranges = [(a - found.va, a - found.va + n) for a, n in zip(addrs, sizes, strict=True)]
+                return [(positions[0], positions[-1], a, b, found) for a, b in _pieces(ranges, found.size)]
+        # (buffer, stretch) -> [first, last, lo, hi, bytes accessed, their ranges]
+        spans: dict[tuple[TrackedBuffer, int], list] = {}
         buf, start, end, size = None, 0, 0, 0
         span, stretch = None, 0  # the span the access before went to, and its stretch
         for pos, addr, n in accesses:
@@ -574,14 +597,17 @@ class RecordingSyscalls:
             if span is None or at != stretch:
                 span, stretch = spans.get((buf, at)), at
                 if span is None:
-                    span = spans[(buf, at)] = [pos, pos, lo, hi]
+                    span = spans[(buf, at)] = [pos, pos, lo, hi, hi - lo, [(lo, hi)]]
                     continue
             span[1] = pos
             if lo < span[2]:
                 span[2] = lo
             if hi > span[3]:
                 span[3] = hi
-        return [(first, last, lo, hi, buf) for (buf, _), (first, last, lo, hi) in spans.items()]
+            span[4] += hi - lo
+            span[5].append((lo, hi))
+        return [(first, last, a, b, buf) for (buf, _), (first, last, lo, hi, total, ranges) in spans.items()
+                for a, b in (((lo, hi),) if total >= hi - lo else _pieces(ranges, buf.size))]
 
     def _learn(self, q: TrackedQueue, base: int, ring: bytes, plan: Plan, inner: Facts | None,
                dispatched: Pointers | None, packets: list[Packet] | None) -> None:
@@ -706,9 +732,10 @@ class RecordingSyscalls:
         wait between (`barrier`: where the queue's last wait before them ends)."""
         if runs and runs[-1].queue is queue and barrier < runs[-1].last:
             run = runs[-1]
-            run.last, run.lo, run.hi = max(run.last, last), min(run.lo, lo), max(run.hi, hi)
+            run.last = max(run.last, last)
+            run.cover(lo, hi)
             return run
-        run = Run(queue, first, last, lo, hi, self.learnt, known())
+        run = Run(queue, first, last, [(lo, hi)], self.learnt, known())
         runs.append(run)
         if len(runs) > MAX_RUNS:
             del runs[0]
@@ -796,8 +823,7 @@ class RecordingSyscalls:
         """The first of `others` (runs of one buffer) of another queue, overlapping `run`'s bytes, that nothing
         orders with it."""
         for other in others:
-            if other.queue is not run.queue and other.lo < run.hi and run.lo < other.hi and \
-                    not self._ordered(run, other):
+            if other.queue is not run.queue and run.overlaps(other) and not self._ordered(run, other):
                 return other
         return None
 

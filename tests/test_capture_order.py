@@ -611,10 +611,12 @@ def test_a_submission_of_padding_alone_has_no_facts():
 
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
-def test_accesses_gather_into_one_span_per_buffer_and_stretch(data):
-    """What a submission's accesses cover of each buffer, between its GPU waits: the first and last position, the
-    lowest and highest byte (to the buffer's end when the size is unknown); accesses outside every tracked buffer
-    count for nothing. (The recorder takes accesses all in one buffer and stretch at once.)"""
+def test_accesses_gather_into_the_parts_they_cover_per_buffer_and_stretch(data):
+    """What a submission's accesses cover of each buffer, between its GPU waits: the first and last position, and
+    the bytes (to the buffer's end when the size is unknown) as the parts they cover apart, every byte accessed
+    in one, none beyond the lowest and highest; exactly those parts when no two accesses overlap (overlaps may
+    merge them, up to one span); accesses outside every tracked buffer count for nothing. (The recorder takes
+    accesses all in one buffer and stretch at once.)"""
     by_va: RangeMap = RangeMap()
     bufs = []
     for i, (size, tracked) in enumerate(data.draw(st.lists(st.tuples(st.integers(1, 3).map(lambda k: k * 256),
@@ -633,11 +635,24 @@ def test_accesses_gather_into_one_span_per_buffer_and_stretch(data):
             continue
         lo = addr - buf.va
         hi = min(lo + n, buf.size) if n else buf.size
-        span = expected.setdefault((buf.handle, bisect.bisect_left(cuts, pos)), [pos, pos, lo, hi])
-        span[1:] = [pos, min(span[2], lo), max(span[3], hi)]
-    got = RecordingSyscalls._accesses(SimpleNamespace(by_va=by_va), tuple(accesses), cuts)
-    assert sorted((first, last, lo, hi, buf.handle) for first, last, lo, hi, buf in got) == \
-        sorted((*span, handle) for (handle, _), span in expected.items())
+        span = expected.setdefault((buf.handle, bisect.bisect_left(cuts, pos)), [pos, pos, []])
+        span[1] = pos
+        span[2].append((lo, hi))
+    got: dict = {}
+    for first, last, lo, hi, buf in RecordingSyscalls._accesses(SimpleNamespace(by_va=by_va), tuple(accesses), cuts):
+        got.setdefault((buf.handle, first, last), []).append((lo, hi))
+    assert sorted(got) == sorted((handle, first, last) for (handle, _), (first, last, _) in expected.items())
+
+    def covered(ranges):
+        return {b for lo, hi in ranges for b in range(lo, hi)}
+
+    for (handle, _), (first, last, ranges) in expected.items():
+        parts = sorted(got[(handle, first, last)])
+        assert covered(ranges) <= covered(parts) and all(a < b for a, b in parts)
+        assert min(lo for lo, _ in ranges) == parts[0][0] and max(hi for _, hi in ranges) == max(b for _, b in parts)
+        assert all(b < c for (_, b), (c, _) in zip(parts, parts[1:], strict=False))  # apart, in order
+        if sum(hi - lo for lo, hi in ranges) == len(covered(ranges)):  # no two overlap: exactly what they cover
+            assert covered(parts) == covered(ranges)
 
 
 def test_ids_one_thread_gives_back_and_another_takes_are_recorded_in_that_order(tmp_path):

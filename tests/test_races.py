@@ -476,6 +476,31 @@ def test_a_write_still_waiting_for_a_value_nobody_gave_comes_after_a_read_seen_c
     assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
 
 
+@pytest.mark.parametrize("alone", [False, True])
+@pytest.mark.parametrize("between", [False, True])
+def test_a_queue_writing_apart_around_another_queues_bytes_is_no_race(between, alone, tmp_path):
+    """Campaign 55: a queue copying to the start and the end of a buffer, another to its middle, were taken as a
+    race (one queue's accesses were one span from the first byte to the last), so the buffer was never verified.
+    Unordered writes over the same bytes still are a race. `alone`: the copies without the signal, whose write
+    lands in another buffer."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        src, out = gpu.alloc(4096, "gtt", name="src"), gpu.alloc(64 << 10, "gtt", name="out")
+        src.write(b"\x05" * 4096)
+        qa, qb = gpu.sdma_queue(name="A"), gpu.sdma_queue(name="B")
+        a, b = system.semaphore("a"), system.semaphore("b")
+        qa.copy(out, src, 256).copy(out, src, 256, dst_offset=32 << 10)
+        if alone:
+            qa.submit()
+        qa.signal(a, 1).submit()
+        qb.copy(out, src, 256, dst_offset=(16 << 10) if between else (32 << 10) + 128).signal(b, 1).submit()
+        a.wait(1)
+        b.wait(1)
+    assert (racy(path), hashed(path)) == (([], ["out"]) if between else ([("out", "A and B wrote it with nothing "
+                                                                                   "ordering their writes")], []))
+
+
 def test_fences_of_two_queues_into_words_far_apart_are_no_race(tmp_path):
     """A FENCE writes its dword, not its buffer from its address on: two queues fencing words 4 KiB apart do
     not race (the buffer was taken as racy, and the checkpoints of every later write to it left it out)."""
