@@ -60,7 +60,8 @@ class Ordering:
         # (waiter, its wait's end, queue, packet end) -> whether the packet is held back until the wait passed, as
         # found since signals and waits last changed (what completion learns since does not change it)
         self._known: dict[tuple[QueueProgress, int, QueueProgress, int], bool] = {}
-        self._found: dict[tuple[QueueProgress, int], list] = {}  # and (queue, its wait's end) -> what _giver found
+        # and (queue, its wait's end) -> what _giver found
+        self._found: dict[tuple[QueueProgress, int], list | None] = {}
 
     def submitted(self, queue: QueueProgress, signals: list[Signal], waits: list[Wait],
                   partial: frozenset[int] = frozenset()) -> None:
@@ -128,31 +129,34 @@ class Ordering:
         return self._bounded(waiter, at, q, pos)
 
     def _bounded(self, waiter: QueueProgress | None, at: int, q: QueueProgress, pos: int) -> bool:
-        """_held_back within MAX_STEPS of the budget (charged for what it looked at)."""
+        """Whether _held_back, within MAX_STEPS of the budget (charged for what it looked at), found it held back
+        (not when it could not tell)."""
         allowed = min(MAX_STEPS, self.budget)
         held, left = self._held_back(q, pos, waiter, at, allowed, set(), set())
         self.budget -= allowed - left
-        return held
+        return held is True
 
     def _held_back(self, q: QueueProgress, pos: int, waiter: QueueProgress | None, at: int, steps: int,
                    free: set[tuple[QueueProgress, int]], visiting: set[tuple[QueueProgress, int]]
-                   ) -> tuple[bool, int]:
+                   ) -> tuple[bool | None, int]:
         """Whether `q` cannot have run its packet ending at `pos` before `waiter`'s wait ending at `at` passed
         (`waiter` None: before now), and the steps left of `steps`: a wait of `q` before it, not known passed,
         in memory the CPU cannot store to unseen, for a value of which there is no CPU store, and every signal
         either `q`'s own after that wait, the waiter's own after its wait, or held back in turn. Signals that
-        only hold each other back (a cycle) cannot come first. Running out of steps answers False, as does
-        `free` (the packets found not held back in this context: their answer does not rest on a cycle's), as
-        does following more than MAX_DEPTH queues."""
+        only hold each other back (a cycle) cannot come first; `free` holds the packets found not held back in
+        this context (their answer does not rest on a cycle's). None: not known, when the steps run out or the
+        answer rests on a packet more than MAX_DEPTH queues away."""
         key = (q, pos)
         if key in visiting:
             return True, steps
-        if key in free or len(visiting) >= MAX_DEPTH:
+        if key in free:
             return False, steps
+        if len(visiting) >= MAX_DEPTH:
+            return None, steps
         if not visiting and waiter is not None and (known := self._known.get((waiter, at, q, pos))) is not None:
             return known, steps
         visiting.add(key)
-        held = False
+        held: bool | None = False
         waits = self._waits.get(q, ())
         last = bisect.bisect_right(waits, (pos, 1 << 64))
         for i in range(last - 1, max(last - MAX_WAITS_BACK, 0) - 1, -1):  # the latest waits before it
@@ -163,7 +167,7 @@ class Ordering:
             if value is None or life != self._lives.get(addr, 0) or self._unheld.get((addr, life), -1) >= value \
                     or self.unseen(addr):
                 continue
-            held = True
+            this: bool | None = True  # the wait holds it back, unless a signal that may have landed first gives it
             given = self._signals.get((addr, life), ())
             # from the first that gives the value or more (`most` only grows), the earliest first: the likeliest to
             # be what it saw, found not held back at once
@@ -173,17 +177,23 @@ class Ordering:
                         sq is waiter and spos > at:
                     continue
                 if steps <= 0:
-                    held = False
+                    this = None
                     break
-                held, steps = self._held_back(sq, spos, waiter, at, steps, free, visiting)
-                if not held:
-                    break  # a signal that may have landed first gives it
-            if held:
+                found, steps = self._held_back(sq, spos, waiter, at, steps, free, visiting)
+                if found is False:
+                    this = False
+                    break
+                if found is None:
+                    this = None  # a later signal found free still answers
+            if this:
+                held = True
                 break
+            if this is None:
+                held = None
         visiting.discard(key)
-        if not held:
+        if held is False:
             free.add(key)
-        if not visiting and waiter is not None:
+        if not visiting and waiter is not None and held is not None:
             self._known[(waiter, at, q, pos)] = held
         return held, steps
 
@@ -200,6 +210,7 @@ class Ordering:
     def _search(self, a: QueueProgress, pa: int, b: QueueProgress, pb: int, steps: int) -> tuple[bool | None, int]:
         """(the answer, the steps left of `steps`)."""
         reached = {b: pb}  # queue -> the furthest packet of it known to run before b's
+        unknown = False  # a wait looked at whose giver could not be told
         looked_below: dict[QueueProgress, int] = {}  # queue -> the position below which its waits were looked at
         todo = [(b, pb)]
         while todo:
@@ -229,20 +240,25 @@ class Ordering:
                 steps -= looked + 1
                 if steps < 0:
                     return None, 0
+                if givers is None:  # which signal it saw is not known: nor is what this wait orders
+                    unknown = True
+                    continue
                 for sq, spos, whole in reversed(givers):
                     if sq is a and (spos == pa or whole and spos >= pa):
                         return True, steps
                     if spos > reached.get(sq, -1):
                         reached[sq] = spos
                         todo.append((sq, spos))
-        return False, steps
+        return (None if unknown else False), steps
 
     def _giver(self, q: QueueProgress, at: int, value: int, held: list[Held], unheld: int,
-               signallers: set[QueueProgress], steps: int) -> tuple[int, list[tuple[QueueProgress, int, bool]]]:
+               signallers: set[QueueProgress], steps: int
+               ) -> tuple[int, list[tuple[QueueProgress, int, bool]] | None]:
         """The signal that queue `q`'s wait at `at` for a semaphore to reach `value` passed after: the earliest of
         the writes it can have seen, when they are one other queue's signals alone (`held`, the semaphore's signals
         in its life, by `signallers`; `unheld`, the highest value of the others), leaving out signals that can only
-        land after the wait passed. [] when that is not known; with how many steps it took of `steps`."""
+        land after the wait passed. [] when it may have seen more than one, None when whether a signal can only
+        land later is not known; with how many steps it took of `steps`."""
         if unheld >= value:
             return 0, []  # it may have seen the CPU's store, or a signal no longer held
         earliest: dict[QueueProgress, tuple[int, bool]] = {}
@@ -260,6 +276,7 @@ class Ordering:
                 return looked, []  # it may have seen its own earlier signal (its later ones it cannot have)
             if len(seen) == len(signallers):
                 break  # every queue that signals it is found
+        unknown = False
         if len(earliest) > 1:
             free: set[tuple[QueueProgress, int]] = set()
             for sq, (spos, _) in list(earliest.items()):
@@ -267,7 +284,8 @@ class Ordering:
                 looked = steps - left
                 if later:
                     del earliest[sq]
+                unknown |= later is None
         if len(earliest) != 1:
-            return looked, []  # it may have seen either of two queues' (or nobody's known)
+            return looked, None if unknown else []  # it may have seen either of two queues' (or nobody's known)
         sq, (spos, whole) = next(iter(earliest.items()))
         return looked, [(sq, spos, whole)]

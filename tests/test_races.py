@@ -424,6 +424,29 @@ def test_a_search_that_runs_out_is_no_evidence_of_a_race():
     assert o.before(a, 100, b, 60) is None and o.before(a, 5, a, 6) is True
 
 
+@pytest.mark.parametrize("laps", [3, 5])
+def test_a_ring_of_queues_on_one_timeline_is_ordered_however_deep_the_search(laps, tmp_path):
+    """Campaign 55: three queues handing a buffer round over one timeline, 4 laps or more: telling which signal a
+    wait saw went past MAX_DEPTH queues, which answered "not held back", so the hand-offs were taken as unordered
+    and every slot as racy (nothing verified). Not knowing is no evidence of a race."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        slots = [gpu.alloc(4096, "gtt", name=f"slot{i}") for i in range(3)]
+        queues = [gpu.sdma_queue(name=f"hop{i}") for i in range(3)]
+        hop = system.semaphore("hop")
+        slots[0].write(bytes(range(256)) * 16)
+        step = 0
+        for _ in range(laps):
+            for i, q in enumerate(queues):
+                q.wait(hop, step).copy(slots[(i + 1) % 3], slots[i], 4096).signal(hop, step + 1)
+                step += 1
+        for q in queues:
+            q.submit()
+        hop.wait(step)
+    assert racy(path) == [] and sorted(hashed(path)) == ["slot0", "slot1", "slot2"]
+
+
 def test_what_a_lone_queue_computes_from_a_race_is_racy(tmp_path):
     """A and B race on `shared`; B is destroyed; A, alone now, copies `shared` to `out`: `out` is as racy."""
     path = str(tmp_path / "t.kfdtrace")
