@@ -139,12 +139,16 @@ class Device:
         with self._lock:
             return list(self.queues)
 
-    def close(self) -> None:
-        """Destroy the queues and free the buffers this driver made, then close the render node. Best effort:
-        what the kernel refuses here (say, a buffer a hand-made queue still uses) it reclaims with the process."""
+    def destroy_queues(self) -> None:
+        """Destroy the queues still live on this device (best effort, as `close`)."""
         for q in self.live_queues():
             with contextlib.suppress(DeviceError):
                 q.destroy()
+
+    def close(self) -> None:
+        """Destroy the queues and free the buffers this driver made, then close the render node. Best effort:
+        what the kernel refuses here (say, a buffer a hand-made queue still uses) it reclaims with the process."""
+        self.destroy_queues()
         with self._lock:
             buffers = list(self.buffers)
         for b in reversed(buffers):
@@ -307,6 +311,10 @@ class System:
         return "queues: " + ("; ".join(queues) if queues else "none")
 
     def close(self) -> None:
+        """Every device's queues destroyed before any device frees its buffers: a queue of one GPU may still poll
+        memory another's hold (the semaphores live on the first)."""
+        for d in self.devices:
+            d.destroy_queues()
         for d in self.devices:
             d.close()
         self.devices = []

@@ -402,6 +402,25 @@ def test_queues_destroyed_with_work_as_recorded_are_named_not_said_drained(tmp_p
     assert report.to_dict()["loops"][0][0]["left_with_work"] == left
 
 
+def test_a_queue_left_waiting_on_a_second_gpu_at_the_end_stands_still_in_the_replay(tmp_path):
+    """Campaign 55: closing the first GPU freed the semaphores, which live on it, before the second GPU's queue
+    still polling one was destroyed: the recording's queue faulted unseen, the replay's said HANG."""
+    path = str(tmp_path / "left.kfdtrace")
+    with record(path), System.open(emulate="gfx942,gfx942") as system:
+        gpu = system.devices[1]
+        stuck, q = gpu.sdma_queue(name="stuck"), gpu.sdma_queue(name="q")
+        out = gpu.alloc(4096, "gtt", name="out")
+        stuck.wait(system.semaphore("never"), 1).fill(out, 1, 4).submit()
+        q.fill(out, 2, 4096).sync()
+    with TraceReader(path) as r:
+        records = list(r.records({"buffer", "queue_destroy", "free"}))
+    pool = next(rec.fields["va"] for rec in records if rec.type == "buffer" and rec.fields["name"] == "semaphores")
+    freed = next(rec.n for rec in records if rec.type == "free" and rec.fields["va"] == pool)
+    assert [rec.n < freed for rec in records if rec.type == "queue_destroy"] == [True, True]
+    report = replay_trace(path, Options(), emulate="gfx942,gfx942")
+    assert report.status == EXIT_OK and len(report.results[0].left) == 1, report.lines()
+
+
 def test_indirect_buffer_copies_are_freed_once_the_queue_is_past_them(tmp_path, monkeypatch):
     """The replay's translated copy of each called indirect buffer goes once its submission is done: a long
     trace of IB submissions holds a couple at a time, not one per submission."""
