@@ -785,6 +785,27 @@ class Packet:
         f = self.fields
         return [f[n] for n, cond in self.defn._written_tests if cond is None or f[cond[0]] in cond[1]]
 
+    def written_ranges(self) -> list[tuple[int, int | None]]:
+        """(address, bytes the GPU writes from it) of each address `written_addresses` lists, the bytes as the table
+        counts them: a byte count for the addresses that advance with it, a signal's value field, a clock's 8, a
+        written tail's payload; None where it does not."""
+        d, f = self.defn, self.fields
+        out: list[tuple[int, int | None]] = []
+        for n, cond in d._written_tests:
+            if cond is not None and f[cond[0]] not in cond[1]:
+                continue
+            size: int | None = None
+            if d.split is not None and n in d.split[1]:
+                size = f[d.split[0]] + 1
+            elif d.signal is not None and n == d.signal[0]:
+                size = -(-sum(m.bit_length() for _, _, m, _ in d.parts(d.signal[1])) // 8)
+            elif n in d.volatile_fields:
+                size = 8
+            elif d.tail is not None and d.tail.written == n:
+                size = len(self.payload)
+            out.append((f[n], size))
+        return out
+
     @property
     def dwords(self) -> tuple[int, ...]:
         """The fixed part's dwords, as the packet encodes (its changed fields included)."""

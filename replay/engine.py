@@ -127,7 +127,7 @@ class Divergence:
     length: int
     expected: bytes | None
     actual: bytes
-    writer: str | None  # the submission and packet that last wrote the buffer
+    writer: str | None  # the submission and packet that last wrote the first byte that differs
 
     def describe(self) -> str:
         at = self._differing()
@@ -139,6 +139,11 @@ class Divergence:
         if self.writer:
             text += f"; it appeared after {self.writer}"
         return text
+
+    def first_differing(self) -> int:
+        """The offset in the buffer of the first byte that differs (the chunk's start when the recorded content is
+        not known)."""
+        return self._differing()[0]
 
     def _differing(self) -> tuple[int, int]:
         """The bytes from the first that differs to the last, as offsets in the buffer (the whole chunk when the
@@ -827,6 +832,7 @@ def check_resources(s: Survey, system: System, instances: int, max_memory: int) 
 
 # -- the second pass -------------------------------------------------------------------------------------
 CLOCK_BYTES = 8  # what a packet writing a GPU clock writes (a 64-bit counter)
+WRITERS = 8  # packets writing a buffer each replay buffer keeps, the latest: a divergence names the one that wrote it
 MASKED = 4  # clock bytes are masked a dword at a time: a later write of other data unmasks the dwords it starts in
 
 
@@ -849,18 +855,23 @@ class ReplayBuffer:
     view: memoryview | None = None  # its bytes, when the CPU sees them (valid while the buffer lives)
     # the dwords where packets wrote a GPU clock that no other write started in since (offsets): masked when compared
     volatile: set[int] = field(default_factory=set)
-    # the last packet writing it: (its submission, the submission's ring bytes, its offset there, their dialect)
-    wrote: tuple[str, bytes, int, Dialect] | None = None
+    # the last WRITERS packets writing it, the latest last: (its submission, the submission's ring bytes, its offset
+    # there, their dialect)
+    wrote: deque[tuple[str, bytes, int, Dialect]] = field(default_factory=lambda: deque(maxlen=WRITERS))
     gpu_last: bool = False  # the GPU wrote it since the CPU last did (what it holds is not the trace's)
 
-    @property
-    def writer(self) -> str | None:
-        """The submission and packet that last wrote it (found and formatted only when a report names it)."""
-        if self.wrote is None:
+    def writer(self, addr: int) -> str | None:
+        """The submission and packet that last wrote the recorded address `addr` in it, as the table counts the bytes a
+        packet writes (else the last that wrote it at all); found and formatted only when a report names it."""
+        if not self.wrote:
             return None
-        where, ring, at, dialect = self.wrote
+        def covers(w: tuple[str, bytes, int, Dialect]) -> bool:
+            return any(a <= addr and (n is None or addr < a + n) for a, n in w[3].decode(w[1], w[2]).written_ranges())
+
+        where, ring, at, dialect = next((w for w in reversed(self.wrote) if covers(w)), self.wrote[-1])
+        p = dialect.decode(ring, at)
         i = sum(1 for start, _, _ in dialect.spans(ring) if start < at)
-        return f"{where} packet {i}: {dialect.decode(ring, at)}"
+        return f"{where} packet {i}: {p}"
 
 
 @dataclass(eq=False)
@@ -1291,7 +1302,10 @@ class Instance:
                         start = end = 0
                         continue
                     start, end, rb = hit[0], hit[0] + hit[1], hit[2]
-                rb.wrote, rb.gpu_last = (where, ring, at, src), True
+                wrote = rb.wrote
+                if not wrote or wrote[-1][2] != at or wrote[-1][1] is not ring:  # a packet writing twice: once
+                    wrote.append((where, ring, at, src))
+                rb.gpu_last = True
                 dword = (addr - start) & ~3
                 if volatile:  # GPU clocks differ on every run
                     rb.volatile.update(range(dword, addr - start + CLOCK_BYTES, MASKED))
@@ -1591,8 +1605,10 @@ class Instance:
             actual, expected = bytes(memory[lo:lo + chunk]), self._blob(key)
             if clocks and expected is not None:  # as compared: where they part is not at a clock
                 actual, expected = _masked(actual, clocks), _masked(expected, clocks)
-            return Divergence(self.result.checkpoints, entry.get("name") or f"@{entry['va']:#x}", entry["va"], lo,
-                              len(actual), expected, actual, rb.writer)
+            found = Divergence(self.result.checkpoints, entry.get("name") or f"@{entry['va']:#x}", entry["va"], lo,
+                               len(actual), expected, actual, None)
+            found.writer = rb.writer(entry["va"] + found.first_differing())
+            return found
         return None
 
     def _blob(self, key: bytes) -> bytes | None:

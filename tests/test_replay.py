@@ -134,6 +134,32 @@ def test_corrupted_blob_is_a_divergence_naming_the_buffer(tmp_path):
     assert str(list(DIALECTS["sdma4.4"].iter_packets(ring))[int(writer[2])]) == writer[3]
 
 
+def test_a_divergence_names_the_packet_that_wrote_the_byte_not_the_last_to_write_the_buffer(tmp_path):
+    """Campaign 55: a copy over a buffer, then a FENCE into its third dword; an input corrupted at byte 0x64: the
+    report blamed the FENCE, the buffer's last writer."""
+    path, bad = str(tmp_path / "t.kfdtrace"), str(tmp_path / "bad.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q, s = gpu.sdma_queue(name="q"), system.semaphore("s")
+        src, dst = gpu.alloc(4096, "gtt", name="src"), gpu.alloc(4096, "gtt", name="dst")
+        src.write(bytes(range(256)) * 16)
+        q.copy(dst, src, 4096).fence(dst, 0xFEEDFACE, offset=8).signal(s, 1).submit()
+        s.wait(1)
+
+    def flip(rec, reader, writer):
+        f = dict(rec.fields)
+        if rec.type == "mem":
+            data = bytearray(reader.blob(f["key"]))
+            data[0x64] ^= 0xFF
+            f["key"] = writer.blob(bytes(data))
+        return f
+
+    rewrite(path, bad, flip)
+    result = replay_trace(bad, Options(), emulate="gfx942").results[0]
+    assert result.divergence.writer.startswith("submission 0 on queue 0") and \
+        " packet 0: COPY_LINEAR" in result.divergence.writer, result.divergence.describe()
+
+
 def test_missing_signal_is_a_hang_with_the_decoded_packet(tmp_path):
     bad = str(tmp_path / "hang.kfdtrace")
     rewrite(sample("ping_pong-gfx1100"), bad, lambda rec, r, w: None if rec.type == "cpu_signal" else rec.fields)

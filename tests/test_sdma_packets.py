@@ -572,3 +572,12 @@ def test_put_sets_one_field_in_place() -> None:
         assert p.fields["int_context"] == 0xABCDE and buf[:8] == before[:8]
         with pytest.raises(ValueError, match="int_context=0x10000000 does not fit"):
             d.put(buf, 4, "int_context", 1 << 28)
+
+
+def test_written_ranges_count_the_bytes_the_table_says_a_packet_writes():
+    d = DIALECTS["sdma6"]
+    copy = d.decode(d.build("COPY_LINEAR", count=255, src=0x1000, dst=0x2000))
+    fence = d.decode(d.build("FENCE", addr=0x3000, data=7))
+    stamp = d.decode(d.build("TIMESTAMP_GET", addr=0x4000))
+    assert (copy.written_ranges(), fence.written_ranges(), stamp.written_ranges()) == \
+        ([(0x2000, 256)], [(0x3000, 4)], [(0x4000, 8)])
