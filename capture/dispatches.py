@@ -1,6 +1,7 @@
 """Which buffers a kernel dispatch takes and may write: every global pointer among its kernel arguments (it may
 write through all of them unless the code object's metadata says the argument is const or read-only), read from
-the kernel arguments as the CPU wrote them.
+the kernel arguments as the CPU wrote them; and the 8-byte words of its by-value arguments (a struct may hold
+pointers), which the recorder takes as addresses where they land in a buffer.
 
 The kernel is the one whose descriptor a packet names (the `kernel` tag: AQL's KERNEL_DISPATCH), or the one
 whose entry point the queue's COMPUTE_PGM registers hold when a packet launches it (the `launches` tag: PM4's
@@ -24,6 +25,7 @@ from kfdtrace.driver.packets import Dialect
 from kfdtrace.driver.pm4 import Pm4Dialect
 
 ReadMemory = Callable[[int, int], bytes | None]
+Taken = tuple[list[int], list[int], list[int]]  # a dispatch's pointers it may write through, all, by-value words
 ANYTHING = None  # what a dispatch takes and writes when its kernel or its arguments cannot be read
 UNKNOWN = "(a kernel no loaded code object holds)"
 
@@ -32,20 +34,22 @@ UNKNOWN = "(a kernel no loaded code object holds)"
 class Pointers:
     """The global pointers the dispatches of a submission take: `writes`, (position where the dispatch ends,
     address) of each they may write through, positions from the start of the ring bytes; `reads`, the same of
-    every one (a kernel may read through any)."""
+    every one (a kernel may read through any); `values`, the same of the words of its by-value arguments."""
 
     writes: tuple[tuple[int, int], ...] = ()
     reads: tuple[tuple[int, int], ...] = ()
+    values: tuple[tuple[int, int], ...] = ()
 
 
 class Loaded(NamedTuple):
     """A kernel of a loaded code object, with what its dispatches' arguments are read for, worked out once (a kernel
-    has a score of hidden arguments to pass over): its kernarg segment's size, and the (offset, read-only) of each
-    global pointer argument."""
+    has a score of hidden arguments to pass over): its kernarg segment's size, the (offset, read-only) of each
+    global pointer argument, and the offsets of the 8-byte aligned words of its by-value arguments."""
 
     kernel: Kernel
     kernarg_size: int
     pointers: tuple[tuple[int, bool], ...]
+    words: tuple[int, ...]
 
     @property
     def name(self) -> str:
@@ -55,7 +59,9 @@ class Loaded(NamedTuple):
     def of(cls, kernel: Kernel) -> Loaded:
         args = kernel.metadata.args
         return cls(kernel, kernel.metadata.kernarg_segment_size,
-                   tuple((a.offset, a.read_only) for a in args if a.value_kind == "global_buffer" and a.size == 8))
+                   tuple((a.offset, a.read_only) for a in args if a.value_kind == "global_buffer" and a.size == 8),
+                   tuple(at for a in args if a.value_kind == "by_value"
+                         for at in range(-(-a.offset // 8) * 8, a.offset + a.size - 7, 8)))
 
 
 class Dispatches:
@@ -82,6 +88,7 @@ class Dispatches:
         regs = self.registers.setdefault(queue, {})
         writes: list[tuple[int, int]] = []
         reads: list[tuple[int, int]] = []
+        values: list[tuple[int, int]] = []
         for end, what, a, b in steps:
             if what == REGISTERS:
                 regs.update(zip(a, b, strict=True))
@@ -94,9 +101,10 @@ class Dispatches:
                 return ANYTHING
             writes += [(end, a) for a in found[0]]
             reads += [(end, a) for a in found[1]]
-        return Pointers(tuple(writes), tuple(reads))
+            values += [(end, a) for a in found[2]]
+        return Pointers(tuple(writes), tuple(reads), tuple(values))
 
-    def _launched(self, dialect: Dialect, regs: dict[str, int], read: ReadMemory) -> tuple[list[int], list[int]] | None:
+    def _launched(self, dialect: Dialect, regs: dict[str, int], read: ReadMemory) -> Taken | None:
         """The pointers the kernel the registers set up may write through, and all it takes (a PM4 dispatch)."""
         entry = dialect.entry(regs) if isinstance(dialect, Pm4Dialect) else None
         kernel = self.by_entry.get(entry) if entry is not None else None
@@ -111,22 +119,25 @@ class Dispatches:
                     return ANYTHING
                 return _pointers(kernel, words[0] | words[1] << 32, read)
             at += count
-        return [], []  # no kernel arguments: it takes no pointer
+        return [], [], []  # no kernel arguments: it takes no pointer
 
     def _count(self, kernel: Loaded | None) -> Loaded | None:
         self.counts[kernel.name if kernel is not None else UNKNOWN] += 1
         return kernel
 
 
-def _pointers(kernel: Loaded | None, kernargs: int, read: ReadMemory) -> tuple[list[int], list[int]] | None:
-    """The global pointers among `kernel`'s arguments at `kernargs` it may write through, and all of them."""
+def _pointers(kernel: Loaded | None, kernargs: int, read: ReadMemory) -> Taken | None:
+    """The global pointers among `kernel`'s arguments at `kernargs` it may write through, all of them, and the
+    words of its by-value arguments (but zeros)."""
     if kernel is None:
         return ANYTHING
-    if not kernel.pointers:
-        return [], []
+    if not kernel.pointers and not kernel.words:
+        return [], [], []
     data = read(kernargs, kernel.kernarg_size) if kernargs else None
     if data is None:
         return ANYTHING
-    values = [(int.from_bytes(data[at:at + 8], "little"), read_only) for at, read_only in kernel.pointers
-              if at + 8 <= len(data)]
-    return [v for v, read_only in values if v and not read_only], [v for v, _ in values if v]
+    pointers = [(int.from_bytes(data[at:at + 8], "little"), read_only) for at, read_only in kernel.pointers
+                if at + 8 <= len(data)]
+    words = [int.from_bytes(data[at:at + 8], "little") for at in kernel.words if at + 8 <= len(data)]
+    return [v for v, read_only in pointers if v and not read_only], [v for v, _ in pointers if v], \
+        [v for v in words if v]

@@ -65,6 +65,8 @@ PENDING_WAITS = 64  # a queue's GPU waits not known passed a signal is matched a
 RESOLVED_PER_PLAN = 16  # sets of written addresses whose buffers a plan keeps, for the buffer layout of the moment
 MAX_RACES = 16  # racy buffers the summary names
 SEARCH_BUDGET = 1 << 20  # signals one checkpoint's ordering searches may look at, in all (ordering.py)
+MAX_HELD = 256  # buffers a checkpoint follows from what dispatches in flight take (_held)
+POINTER_SCAN = 1 << 20  # bytes of a buffer looked at for the addresses of others it holds
 FOLD_PLANS = 4096  # plans counted by their submissions before those counts are folded into packet counts
 TRACKING_MODES = ("auto", "scan")
 Accesses = tuple[int, int, int, int, TrackedBuffer]  # a submission's writes (reads) of a buffer: first, last, lo, hi
@@ -260,6 +262,9 @@ class RecordingSyscalls:
         self.learnt = 0  # submissions learnt so far
         self.waited: dict[QueueProgress, int] = {}  # where each queue's last GPU wait learnt ends
         self.written: set[TrackedBuffer] = set()  # buffers with GPU writes not yet hashed
+        # queue -> buffer -> the end of its latest dispatch that took the buffer (a pointer argument, a by-value
+        # word), not known complete: what it writes beyond what its arguments say is not known (_held)
+        self._taken: dict[QueueProgress, dict[TrackedBuffer, int]] = {}
         self.layout = 0  # changes whenever a buffer comes, goes or changes what is tracked of it
         # submissions not looked into: (queue, base, ring, plan, inner facts, the pointers its dispatches take, its
         # packets when decoded)
@@ -675,8 +680,11 @@ class RecordingSyscalls:
             writes = writes + self._accesses(inner.written, cuts)
         if dispatched is ANYTHING:  # a kernel, or its arguments, that cannot be read
             writes = writes + [(0, len(ring), 0, b.size, b) for b in self.buffers.values() if b.tracked]
-        elif dispatched.writes:  # how much of a buffer a kernel writes is not known
-            writes = writes + self._accesses(((pos, a, 0) for pos, a in dispatched.writes), cuts)
+        else:
+            if dispatched.writes:  # how much of a buffer a kernel writes is not known
+                writes = writes + self._accesses(((pos, a, 0) for pos, a in dispatched.writes), cuts)
+            if dispatched.reads or dispatched.values:
+                self._take(progress, base, dispatched)
         reads: list[Accesses] = []
         # the reads that gave what the submission wrote: a lone queue races with nothing, but what it computes
         # from a race's bytes is as racy as they are
@@ -725,6 +733,51 @@ class RecordingSyscalls:
                     del out.sources[:-MAX_RUNS]
         self.completion.submitted(progress, signals, waits, traps)
         self.ordering.submitted(progress, signals + decrements, waits, frozenset(partial))
+
+    def _take(self, queue: QueueProgress, base: int, dispatched: Pointers) -> None:
+        """Note the buffers the submission's dispatches take (by a pointer argument, or a by-value word that lands
+        in one) till they are known complete."""
+        taken = self._taken.setdefault(queue, {})
+        get = self.by_va.get
+        for pos, addr in (*dispatched.reads, *dispatched.values):
+            buf = get(addr)
+            if buf is not None and buf.tracked:
+                taken[buf] = base + pos
+
+    def _held(self) -> set[TrackedBuffer]:
+        """The buffers dispatches not known complete may write beyond what their arguments say: what they take
+        (through a const pointer too: C may cast it away), and the buffers whose addresses those hold, in turn
+        (MAX_HELD of them): a checkpoint leaves them in flight."""
+        todo: list[TrackedBuffer] = []
+        for queue, taken in list(self._taken.items()):
+            for buf, pos in list(taken.items()):
+                if queue.destroyed or queue.complete(pos) or self.buffers.get(buf.handle) is not buf:
+                    del taken[buf]
+                else:
+                    todo.append(buf)
+            if not taken:
+                del self._taken[queue]
+        held: set[TrackedBuffer] = set()
+        tracked = [(b.va, b.va + b.size) for b in self.buffers.values() if b.tracked]
+        span = (min(a for a, _ in tracked), max(b for _, b in tracked)) if tracked else (0, 0)
+        while todo and len(held) < MAX_HELD:
+            buf = todo.pop()
+            if buf not in held:
+                held.add(buf)
+                todo += self._pointed_at(buf, *span)
+        return held | set(todo)
+
+    def _pointed_at(self, buf: TrackedBuffer, lo: int, hi: int) -> list[TrackedBuffer]:
+        """The tracked buffers (all within [lo, hi)) whose addresses `buf` holds (8-byte aligned), as the CPU
+        reads it now; those of its first POINTER_SCAN bytes."""
+        import numpy as np  # loaded already: dispatches ran
+
+        size = min(buf.size, POINTER_SCAN) // 8 * 8
+        if buf.cpu is None or not size:
+            return []
+        words = np.frombuffer((ctypes.c_char * size).from_address(buf.cpu), np.uint64)
+        found = np.unique(words[(words >= lo) & (words < hi)])[:MAX_HELD]
+        return [b for b in map(self.by_va.get, found.tolist()) if b is not None and b.tracked]
 
     def _run(self, runs: list[Run], queue: QueueProgress, first: int, last: int, lo: int, hi: int, barrier: int,
              known: Callable[[], dict[QueueProgress, int]]) -> Run:
@@ -857,8 +910,9 @@ class RecordingSyscalls:
         entries, in_flight, racy = [], [], []
         self._learn_pending()
         done = []
+        held = self._held() if self._taken else ()
         for buf in sorted(self.written, key=lambda b: b.va):
-            if buf.complete():
+            if buf.complete() and buf not in held:
                 done.append(buf)
             else:
                 in_flight.append({"va": buf.va, "name": buf.name})

@@ -620,3 +620,40 @@ def test_a_signal_counted_down_by_as_many_dispatches_as_it_started_at_shows_them
         assert list(out.numpy(np.float32)[:3]) == [4, 7, 10]
     report = replay_trace(path, Options(), emulate="gfx942")
     assert report.status == EXIT_OK, report.lines()
+
+
+BEYOND_ARGUMENTS = r"""
+kernel void through_table(global int * global *table) { table[0][__builtin_amdgcn_workitem_id_x()] = 5; }
+kernel void by_address(ulong addr) { ((global int *)addr)[__builtin_amdgcn_workitem_id_x()] = 5; }
+kernel void through_const(const global int *c) { ((global int *)c)[__builtin_amdgcn_workitem_id_x()] = 5; }
+"""
+
+
+@pytest.mark.parametrize("how", ["through_table", "by_address", "through_const"])
+def test_a_buffer_a_kernel_in_flight_may_write_beyond_its_arguments_is_not_hashed(how, tmp_path):
+    """Campaign 56: a kernel writes y through an address kept in a table, passed by value, or a const pointer
+    cast; another queue's copy into y's other half completes and the CPU waits for it alone: y was hashed with
+    the kernel's writes in it, which the replay, its kernel still running, did not have (a false DIVERGED). Until
+    the kernel is known complete, y is in flight; after, its bytes are checked."""
+    (tmp_path / "k.cl").write_text(BEYOND_ARGUMENTS)
+    subprocess.run(["clang-19", "-x", "cl", "-cl-std=CL2.0", "-target", "amdgcn-amd-amdhsa", "-mcpu=gfx942",
+                    "-nogpulib", "-O2", "-c", str(tmp_path / "k.cl"), "-o", str(tmp_path / "k.o")], check=True)
+    subprocess.run(["ld.lld-19", "-shared", str(tmp_path / "k.o"), "-o", str(tmp_path / "k.co")], check=True)
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        y, src, table = (gpu.alloc(4096, "gtt", name=n) for n in ("y", "src", "table"))
+        src.write(b"\x77" * 4096)
+        table.write(struct.pack("<Q", y.va))
+        arg = {"through_table": table, "by_address": np.uint64(y.va), "through_const": y}[how]
+        qa, qb, done = gpu.compute_queue(name="A"), gpu.sdma_queue(name="B"), system.semaphore("done")
+        qa.dispatch(gpu.load(str(tmp_path / "k.co")).kernel(how), (64,), (64,), arg).submit()
+        qb.copy(y, src, 2048, dst_offset=2048).signal(done, 1).submit()
+        done.wait(1)
+        qa.sync()
+    with TraceReader(path) as r:
+        marks = [({b["name"] for b in c.fields["buffers"]}, {b["name"] for b in c.fields["in_flight"]})
+                 for c in r.records([R.CHECKPOINT])]
+    assert ("y" in marks[0][1] and "y" not in marks[0][0]) and "y" in marks[-1][0], marks
+    assert checkpointed(path)["y"] == struct.pack("<64i", *[5] * 64) + bytes(1792) + b"\x77" * 2048
+    assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
