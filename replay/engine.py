@@ -396,8 +396,8 @@ class _Surveyor:
             self.kernarg_buffers.add(va, alloc.fields["size"], None)
 
     def _on_free(self, r: Record) -> None:
-        if self.dispatched:  # kernels ran: one may still wait for a table written into it since
-            self._late_tables([r.fields["va"]])
+        if self.dispatched:  # kernels ran: one may still wait for a table written since, into this buffer or
+            self._late_tables({*self.cpu_writes, *self.cpu_made})  # pointing at it (found while it is here)
         self.allocs.pop(r.fields["va"], None)
         self.kernels.unloaded(r.fields["va"])
         self.code.pop(r.fields["va"], None)
@@ -496,9 +496,9 @@ class _Surveyor:
                 f"if it moves"))
 
     def _late_tables(self, starts: Iterable[int]) -> None:
-        """As those buffers go (or the trace ends): a table of addresses the CPU (or a packet) wrote into one after
-        the last dispatch record, which a kernel was given or a packet reads, may still reach a kernel submitted
-        before it (one waiting on a barrier for it)."""
+        """As a buffer goes (or the trace ends): a table of addresses the CPU (or a packet) wrote into one of those
+        after the last dispatch record, which a kernel was given or a packet reads, may still reach a kernel
+        submitted before it (one waiting on a barrier for it)."""
         for start in starts:
             self._cpu_written_addresses(start)
         for start in sorted(self.cpu_made & (self.gpu_read | self.dispatched.keys()) & set(starts)):

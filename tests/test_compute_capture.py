@@ -626,6 +626,7 @@ BEYOND_ARGUMENTS = r"""
 kernel void through_table(global int * global *table) { table[0][__builtin_amdgcn_workitem_id_x()] = 5; }
 kernel void by_address(ulong addr) { ((global int *)addr)[__builtin_amdgcn_workitem_id_x()] = 5; }
 kernel void through_const(const global int *c) { ((global int *)c)[__builtin_amdgcn_workitem_id_x()] = 5; }
+kernel void through_const_table(global int * const global *table) { table[0][__builtin_amdgcn_workitem_id_x()] = 5; }
 """
 
 
@@ -657,3 +658,29 @@ def test_a_buffer_a_kernel_in_flight_may_write_beyond_its_arguments_is_not_hashe
     assert ("y" in marks[0][1] and "y" not in marks[0][0]) and "y" in marks[-1][0], marks
     assert checkpointed(path)["y"] == struct.pack("<64i", *[5] * 64) + bytes(1792) + b"\x77" * 2048
     assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
+
+
+def test_a_pointer_table_written_after_the_dispatch_its_queue_waits_to_run_is_a_relocation_hazard(tmp_path):
+    """Campaign 56: the CPU wrote the table a gated dispatch chases after submitting it, then freed the buffers it
+    points at before the table: the table was looked into as it went, when its pointees were gone, so a replay
+    with buffers moved ran instead of refusing."""
+    (tmp_path / "k.cl").write_text(BEYOND_ARGUMENTS)
+    subprocess.run(["clang-19", "-x", "cl", "-cl-std=CL2.0", "-target", "amdgcn-amd-amdhsa", "-mcpu=gfx942",
+                    "-nogpulib", "-O2", "-c", str(tmp_path / "k.cl"), "-o", str(tmp_path / "k.o")], check=True)
+    subprocess.run(["ld.lld-19", "-shared", str(tmp_path / "k.o"), "-o", str(tmp_path / "k.co")], check=True)
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        table, y = gpu.alloc(4096, "gtt", name="table"), gpu.alloc(4096, "gtt", name="y")
+        go, q = system.semaphore("go"), gpu.compute_queue(name="q")
+        q.wait(go, 1).dispatch(gpu.load(str(tmp_path / "k.co")).kernel("through_const_table"), (64,), (64,), table)
+        q.submit()
+        table.write(struct.pack("<Q", y.va))  # after the submission, before the kernel can run
+        go.signal(1)
+        q.sync()
+        y.free()  # before the table
+    assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
+    with pytest.raises(ReplayError, match=r"relocation hazard: buffer table\+0x0 holds GPU address 0x[0-9a-f]+ "
+                                          r"\(in buffer y\), written by the CPU write at record \d+, after the "
+                                          r"dispatches that may read it were submitted"):
+        replay_trace(path, Options(relocate="always"), emulate="gfx942")
