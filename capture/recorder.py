@@ -572,14 +572,14 @@ class RecordingSyscalls:
                     (not cuts or bisect.bisect_left(cuts, positions[0]) == bisect.bisect_left(cuts, positions[-1])):
                 if not found.tracked:
                     return []
-                lo, end = low - found.va, max(map(operator.add, addrs, sizes)) - found.va
-                if 0 in sizes:
-                    return [(positions[0], positions[-1], lo, found.size, found)]
-                # as many bytes as they span: no gap between them, as a submission's copies mostly leave (or overlaps
-                # hide one: taken whole, which may see a race that is none, never miss one)
-                if end <= found.size and sum(sizes) >= end - lo:
-                    return [(positions[0], positions[-1], lo, end, found)]
-                ranges = [(a - found.va, a - found.va + n) for a, n in zip(addrs, sizes, strict=True)]
+                if 0 not in sizes:  # (a size of 0 is not known: to the buffer's end)
+                    lo, end = low - found.va, max(map(operator.add, addrs, sizes)) - found.va
+                    # as many bytes as they span: no gap between them, as a submission's copies mostly leave (or
+                    # overlaps hide one: taken whole, which may see a race that is none, never miss one)
+                    if end <= found.size and sum(sizes) >= end - lo:
+                        return [(positions[0], positions[-1], lo, end, found)]
+                ranges = [(a - found.va, a - found.va + n if n else found.size)
+                          for a, n in zip(addrs, sizes, strict=True)]
                 return [(positions[0], positions[-1], a, b, found) for a, b in _pieces(ranges, found.size)]
         # (buffer, stretch) -> [first, last, lo, hi, bytes accessed, their ranges]
         spans: dict[tuple[TrackedBuffer, int], list] = {}
