@@ -285,9 +285,9 @@ class AqlQueue:
         kernel-argument arena holding them (or the memory `kernarg(size, align)` gives, in a buffer of role
         "kernargs" for a replay to follow it; the caller frees it once the packet is released); scratch grows to
         what the kernel needs."""
-        kd = kernel.kernel.descriptor
-        if kd.enable_private_segment or kd.private_segment_fixed_size:
-            self._ensure_scratch(kd.private_segment_fixed_size)
+        scratch = kernel.kernel.scratch
+        if scratch is not None:
+            self._ensure_scratch(scratch)
         size = len(args.data)
         mem = kernarg(size, args.align) if kernarg else self.kernarg_pool.alloc(size, args.align, kernel.name)
         try:
@@ -296,7 +296,7 @@ class AqlQueue:
             mem.free()
             raise
         return dispatch_packet(kernel.descriptor_address, launch.grid[:launch.dims], launch.block[:launch.dims],
-                               mem.va, private_segment_size=kd.private_segment_fixed_size,
+                               mem.va, private_segment_size=scratch or 0,
                                group_segment_size=args.group_segment_size, completion_signal=completion), mem
 
     def _ensure_scratch(self, private_segment_size: int) -> None:

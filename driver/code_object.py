@@ -52,6 +52,9 @@ ELFOSABI_AMDGPU_HSA = 64
 ET_DYN = 3
 PF_X, PF_W = 1, 2  # ELF segment flags
 NT_AMDGPU_METADATA = 32
+# Stack bytes a work-item gets beyond the fixed size when its kernel's stack is dynamic (.uses_dynamic_stack: an
+# indirect call or recursion, whose depth LLVM leaves to the runtime): CUDA's default thread stack, 1 KiB.
+DYNAMIC_STACK = 1024
 # e_ident[EI_ABIVERSION] -> code object version (ELFABIVERSION_AMDGPU_HSA_V4..V6); 0 and 1 are v2 and v3.
 ABI_VERSIONS = MappingProxyType({2: 4, 3: 5, 4: 6})
 EF_AMDGPU_MACH = 0x0FF
@@ -129,6 +132,14 @@ class Kernel:
     # (descriptor kernarg_preload_spec_length > 0) a CP that preloads starts 256 bytes later (AMDGPUUsage).
     entry_offset: int
     code_size: int  # bytes of machine code (the kernel's function symbol's size; 0 if it has none)
+
+    @property
+    def scratch(self) -> int | None:
+        """Bytes of scratch each work-item needs, None when it needs none: the descriptor's fixed size, and
+        DYNAMIC_STACK more when the metadata says its stack is dynamic."""
+        kd = self.descriptor
+        size = kd.private_segment_fixed_size + (DYNAMIC_STACK if self.metadata.uses_dynamic_stack else 0)
+        return size if kd.enable_private_segment or size else None
 
 
 @dataclass(frozen=True)

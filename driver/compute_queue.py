@@ -154,10 +154,8 @@ class ComputeQueue(RingQueue):
         and a copy of its AQL dispatch packet go into a slice of the kernel-argument arena held until the engine
         is past them (or into the memory `kernarg(size, align)` gives: a replay follows kernel arguments in buffers
         of role "kernargs"), and scratch grows to what the kernel needs."""
-        kd = kernel.kernel.descriptor
-        scratch = None
-        if kd.enable_private_segment or kd.private_segment_fixed_size:
-            scratch = self.scratch.ensure(kd.private_segment_fixed_size, self.hold)
+        size = kernel.kernel.scratch
+        scratch = None if size is None else self.scratch.ensure(size, self.hold)
 
         def held(size: int, align: int) -> KernargMemory:
             mem = self.kernarg_pool.alloc(size, align, kernel.name)

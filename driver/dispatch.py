@@ -83,7 +83,7 @@ class Scratch:
         scratch slot of every CU of every XCC)."""
         props, major = self.device.node.properties, self.device.target.family.gfx_major
         unit = SCRATCH_UNIT[major]
-        per_lane = -(-private_segment_size // (unit // SCRATCH_LANES)) * (unit // SCRATCH_LANES)
+        per_lane = max(1, -(-private_segment_size // (unit // SCRATCH_LANES))) * (unit // SCRATCH_LANES)
         if self.area is not None and per_lane <= self._per_lane:
             return self.area
         xccs = props.get("num_xcc") or 1
@@ -133,12 +133,12 @@ def dispatch_values(kernel: LoadedKernel, launch: Launch, args: Kernargs, kernar
     base = scratch.base() if scratch else 0
     resource = scratch_resource(base, family.gfx_major, kd.wave_size)
     packet = dispatch_packet(kernel.descriptor_address, launch.grid[:launch.dims], launch.block[:launch.dims],
-                             kernarg_va, private_segment_size=kd.private_segment_fixed_size,
+                             kernarg_va, private_segment_size=kernel.kernel.scratch or 0,
                              group_segment_size=args.group_segment_size).encode()
     values: dict[str, int | tuple[int, ...]] = {
         "private_segment_buffer": resource, "dispatch_ptr": packet_va, "queue_ptr": 0,
         "kernarg_segment_ptr": kernarg_va, "dispatch_id": dispatch_id, "flat_scratch_init": base,
-        "private_segment_size": kd.private_segment_fixed_size,
+        "private_segment_size": kernel.kernel.scratch or 0,
     }
     return values, packet
 

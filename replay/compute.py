@@ -309,10 +309,8 @@ class Pm4OnAql(AqlRing):
         """The target's PM4 packets of one dispatch, to emit next (as ComputeQueue.launch gives them)."""
         from kfdtrace.driver.dispatch import pm4_launch
 
-        q, kd = self.queue, kernel.kernel.descriptor
-        scratch = None
-        if kd.enable_private_segment or kd.private_segment_fixed_size:
-            scratch = q.scratch.ensure(kd.private_segment_fixed_size, q.hold)
+        q, size = self.queue, kernel.kernel.scratch
+        scratch = None if size is None else q.scratch.ensure(size, q.hold)
 
         def held(size: int, align: int) -> KernargMemory:
             self._held.append(mem := q.kernarg_pool.alloc(size, align, kernel.name))

@@ -1211,9 +1211,9 @@ class Instance:
         store = self.s.kernarg_stores.get(dev.index)
         if store is None:
             store = self.s.kernarg_stores[dev.index] = KernargStore(dev)
-        kd = kernel.kernel.descriptor
-        if kd.enable_private_segment or kd.private_segment_fixed_size or \
-                any(name == "dispatch_id" for name, _ in kd.user_sgprs) or not store.fits(len(args.data), args.align):
+        sgprs = kernel.kernel.descriptor.user_sgprs
+        if kernel.kernel.scratch is not None or any(name == "dispatch_id" for name, _ in sgprs) or \
+                not store.fits(len(args.data), args.align):
             memo.refuse()
             return None
 

@@ -425,6 +425,49 @@ def ran(target: str, code: str, kernel: str, out_words: int, *args: np.ndarray |
         return np.frombuffer(out.read(), np.uint32).copy()
 
 
+INDIRECT_CALLS = r"""
+#pragma OPENCL EXTENSION __cl_clang_function_pointers : enable
+typedef uint (*fn_t)(uint);
+__attribute__((noinline)) uint f0(uint x) { volatile uint a[16]; for (int j = 0; j < 16; j++) a[j] = 0xBAD0u + j;
+                                            return a[x & 15] * 0 + x * 3; }
+__attribute__((noinline)) uint f1(uint x) { volatile uint a[16]; for (int j = 0; j < 16; j++) a[j] = 0xBAD1u + j;
+                                            return a[x & 15] * 0 + (x ^ 5); }
+__kernel void k(__global uint* out, __global const uint* in) {
+  uint i = __builtin_amdgcn_workitem_id_x(), v = in[i];
+  volatile uint mine[4];
+  for (int j = 0; j < 4; j++) mine[j] = v + j;
+  fn_t fs[2] = {f0, f1};
+  out[2 * i] = fs[v & 1](v);
+  out[2 * i + 1] = mine[0] + mine[1] + mine[2] + mine[3];
+}
+__kernel void bare(__global uint* out, __global const uint* in) {
+  uint i = __builtin_amdgcn_workitem_id_x();
+  fn_t fs[2] = {f0, f1};
+  out[2 * i] = fs[in[i] & 1](in[i]);
+  out[2 * i + 1] = 4 * in[i] + 6;
+}
+"""
+
+
+@pytest.mark.parametrize("kernel", ["k", "bare"])
+@pytest.mark.parametrize("target", ["gfx942", "gfx1100"])
+def test_a_kernel_whose_stack_is_dynamic_gets_one_beyond_its_fixed_frame(target, kernel, tmp_path):
+    """Campaign 58: a kernel calling through a function pointer (.uses_dynamic_stack) got only its own frame of
+    scratch: the callee's frames ran into the next wave's (wrong results), or, with no frame of its own, the
+    dispatch failed allocating 0 bytes."""
+    src, obj, co = tmp_path / "k.cl", tmp_path / "k.o", tmp_path / "k.co"
+    src.write_text(INDIRECT_CALLS)
+    subprocess.run(["clang-19", "-x", "cl", "-cl-std=CL2.0", "-Xclang", "-cl-ext=+__cl_clang_function_pointers",
+                    "-target", "amdgcn-amd-amdhsa", f"-mcpu={target}", "-nogpulib", "-O2", "-c", str(src), "-o",
+                    str(obj)], check=True, capture_output=True)
+    subprocess.run(["ld.lld-19", "-shared", str(obj), "-o", str(co)], check=True, capture_output=True)
+    assert CodeObject.parse(co.read_bytes()).kernels[kernel].metadata.uses_dynamic_stack
+    values = np.arange(64, dtype=np.uint32) * 7 + 1
+    got = ran(target, str(co), kernel, 128, values)
+    assert got[0::2].tolist() == np.where(values & 1, values ^ 5, values * 3).tolist()
+    assert got[1::2].tolist() == (4 * values + 6).tolist()
+
+
 PRIVATE_FROM_THE_END = r"""
 __kernel void k(__global uint* out, __global const uint* in) {
   uint i = __builtin_amdgcn_workitem_id_x();
