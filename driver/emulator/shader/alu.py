@@ -213,8 +213,8 @@ def _div_scale(x, den, num):
 
 
 def _med3_f(a, b, c):
-    """V_MED3_F32: the median; with a NaN source, V_MIN3 of the three, the least of the others (the ISA guide's
-    pseudocode; LLVM folds fmed3(x, y, NaN) to minnum(x, y) as well)."""
+    """V_MED3_F32 (and F16): the median; with a NaN source, V_MIN3 of the three, the least of the others (the ISA
+    guide's pseudocode; LLVM folds fmed3(x, y, NaN) to minnum(x, y) as well)."""
     med = np.fmax(np.fmin(a, b), np.fmin(np.fmax(a, b), c))
     return np.where(np.isnan(a) | np.isnan(b) | np.isnan(c), np.fmin(np.fmin(a, b), c), med)
 
@@ -533,9 +533,10 @@ VALU: dict[str, AluOp] = {
     "v_cvt_i16_f16": V("f16", "i16", _sat(-2.0**15, 2.0**15 - 1, i16)),
     # three-operand minimum, maximum and median
     **{f"v_{op}3_{ty}": V(f"{ty} {ty} {ty}", ty, fn) for ty, (lo, hi) in
-       (("f32", (np.fmin, np.fmax)), ("i32", (np.minimum, np.maximum)), ("u32", (np.minimum, np.maximum)))
+       (("f32", (np.fmin, np.fmax)), ("f16", (np.fmin, np.fmax)), ("i32", (np.minimum, np.maximum)),
+        ("u32", (np.minimum, np.maximum)))
        for op, fn in (("min", lambda a, b, c, lo=lo: lo(lo(a, b), c)), ("max", lambda a, b, c, hi=hi: hi(hi(a, b), c)),
-                      ("med", _med3_f if ty == "f32" else
+                      ("med", _med3_f if ty[0] == "f" else
                        lambda a, b, c, lo=lo, hi=hi: hi(lo(a, b), lo(hi(a, b), c))))},
     # V_MAXMIN: min(max(S0, S1), S2); V_MINMAX: max(min(S0, S1), S2)
     **{f"v_{name}_{ty}": V(f"{ty} {ty} {ty}", ty, lambda a, b, c, f=first, g=second: g(f(a, b), c)) for ty, (lo, hi) in
@@ -601,6 +602,7 @@ _VALU_ALIASES = {  # gfx10+/gfx12 names of the operations above
     "v_mad_co_u64_u32": "v_mad_u64_u32", "v_mad_co_i64_i32": "v_mad_i64_i32", "v_max_num_f32": "v_max_f32",
     "v_min_num_f32": "v_min_f32", "v_max_num_f64": "v_max_f64", "v_min_num_f64": "v_min_f64",
     "v_max_num_f16": "v_max_f16", "v_min_num_f16": "v_min_f16", "v_min3_num_f32": "v_min3_f32",
+    "v_min3_num_f16": "v_min3_f16", "v_max3_num_f16": "v_max3_f16", "v_med3_num_f16": "v_med3_f16",
     "v_max3_num_f32": "v_max3_f32", "v_med3_num_f32": "v_med3_f32", "v_cvt_pk_rtz_f16_f32": "v_cvt_pkrtz_f16_f32",
     "v_mul_lo_u32_u24": "v_mul_u32_u24",
 }
