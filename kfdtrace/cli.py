@@ -17,7 +17,7 @@ import click
 from kfdtrace.driver.code_object_errors import CodeObjectError
 from kfdtrace.driver.errors import KfdTraceError
 from kfdtrace.traces.format import TraceError, TraceReader
-from kfdtrace.traces.printable import one_line
+from kfdtrace.traces.printable import one_line, printable
 
 EMULATE_HELP = "Emulate these GPUs (e.g. gfx942,gfx1100) instead of using /dev/kfd; also KFDTRACE_EMULATE."
 EMULATE_FROM_HELP = "Emulate exactly the GPUs of a KFD topology tree copied from another machine."
@@ -205,7 +205,7 @@ def show_report(report, as_json: bool, prefix: str = "") -> None:
         click.echo(to_json(dataclasses.asdict(report)))
     else:
         for line in report.lines():
-            click.echo(f"{prefix}{line}")
+            click.echo(printable(f"{prefix}{line}"))  # names, notes and paths are the trace's
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -272,7 +272,7 @@ def disasm(code_object: str, kernel: str | None, target: str | None) -> None:
     from kfdtrace.driver.disasm import disassemble, read_code_object
 
     for line in disassemble(read_code_object(code_object, target), kernel):
-        click.echo(line)
+        click.echo(printable(line))  # kernel names are the code object's
 
 
 @main.command()
@@ -292,7 +292,7 @@ def info(trace: str, check: bool, as_json: bool) -> None:
         from kfdtrace.traces.info import describe
 
         for line in describe(file, check, shown=trace):
-            click.echo(line)
+            click.echo(printable(line))  # names, host and command are the trace's
 
 
 @main.command()
@@ -365,7 +365,7 @@ def diff(a: str, b: str, as_json: bool) -> None:
         click.echo(json.dumps(result.to_dict(), indent=1))
     else:
         for line in result.lines():
-            click.echo(line)
+            click.echo(printable(line))  # names are the traces'
     sys.exit(1 if result.differs else 0)
 
 
@@ -520,4 +520,4 @@ def unbundle(bundle_path: str, dest: str | None) -> None:
 
     dest = dest or bundle_path.removesuffix(".zst").removesuffix(".tar") + ".d"
     for path in extract(bundle_path, dest).values():
-        click.echo(path)
+        click.echo(printable(path))

@@ -21,7 +21,7 @@ import traceback
 import click
 
 from kfdtrace.cli import TerminalProgress, backend_options, check_backend, check_output, code_object_options
-from kfdtrace.traces.printable import one_line
+from kfdtrace.traces.printable import one_line, printable
 
 # The replay engine (and the driver, numpy) load when a replay runs, not for --help or a bad option.
 
@@ -166,7 +166,7 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         for line in report.lines():
-            click.echo(line)
+            click.echo(printable(line))  # names, notes and paths are the trace's
     sys.exit(report.status)
 
 

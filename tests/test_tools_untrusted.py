@@ -194,6 +194,32 @@ def test_names_cannot_drive_the_terminal_or_fake_lines(tmp_path):
     assert res.returncode != 0 and len(res.stderr.splitlines()) == 1 and "\x1b" not in res.stderr, res.stderr
 
 
+def test_info_diff_and_replay_reports_cannot_drive_the_terminal(tmp_path):
+    """Campaign 57: info, diff and replay's verdicts and notes quoted the trace's names, host and checkpoint
+    entries raw: a name could clear the screen or fake a second line (an OK after a DIVERGED)."""
+    import subprocess
+
+    fake = "\x1b[2J\x1b]0;title\x07\nOK: every checkpoint matched"
+
+    def edit(trace):
+        trace.header.update(name=fake, command=[fake], host={"kernel": fake})
+        for type_, fields in trace.records:
+            if type_ in ("buffer", "queue_name"):
+                fields["name"] = fake
+        entry = next(f for t, f in trace.records if t == "checkpoint" and f["buffers"])["buffers"][0]
+        entry.update(name=fake, keys=list(reversed(entry["keys"])) if len(entry["keys"]) > 1 else [b"\0" * 16])
+
+    path = mutated(tmp_path, edit)
+    for args in (["info", path], ["diff", path, STRESS]):
+        res = CliRunner().invoke(kfdtrace_cli, args)
+        assert res.exit_code in (0, 1) and "\x1b" not in res.output and "\\x1b[2J" in res.output, res.output
+        assert not any(line.startswith("OK") for line in res.output.splitlines()), res.output
+    res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path, "--emulate", "gfx942"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "\x1b" not in res.stdout + res.stderr, res.stdout + res.stderr
+    assert not any(line.startswith("OK") for line in res.stdout.splitlines()), res.stdout
+
+
 def test_a_nan_is_the_same_as_itself(tmp_path):
     def edit(t):
         first(t, "cpu_wait").update(timeout=float("nan"))
