@@ -313,6 +313,27 @@ def test_a_checkpoint_entry_whose_hash_does_not_match_its_keys_is_corrupt(tmp_pa
     refused(res, 1, "does not match the entry's keys (corrupt trace)")
 
 
+@pytest.mark.parametrize("how", ["of no bytes", "twice"])
+def test_a_checkpoint_entry_of_no_bytes_or_twice_is_corrupt(how, tmp_path):
+    """Campaign 57: entries cut to no bytes counted as buffers verified ("every checkpoint matched" with not a
+    byte compared), and an entry repeated counted again."""
+    path = str(tmp_path / "t.kfdtrace")
+
+    def edit(rec, reader, writer):
+        f = dict(rec.fields)
+        if rec.type == "checkpoint" and f["buffers"]:
+            f["buffers"] = [{**b, "size": 0, "keys": [], "hash": None} for b in f["buffers"]] if how == "of no bytes" \
+                else f["buffers"] * 2
+        return f
+
+    rewrite(PING_PONG, path, edit)
+    why = "an entry of no bytes" if how == "of no bytes" else "a second entry"
+    refused(replay(path), 4, f"{why} for the buffer at 0x")
+    res = subprocess.run([sys.executable, "-m", "kfdtrace", "info", "--check", path], capture_output=True, text=True,
+                         timeout=60)
+    refused(res, 1, f"{why} for the buffer at 0x")
+
+
 def test_an_index_hiding_a_frames_checkpoint_is_corrupt_not_a_frame_skipped(tmp_path):
     """Campaign 52: an index whose counts for a frame leave its checkpoint out made replay skip the frame (it
     reads the types it handles) and verify nothing there: OK for a trace edited to diverge. Every frame read is

@@ -239,8 +239,13 @@ def checked(records: Iterable[Record], strict: bool = False) -> Iterator[Record]
 
 def checkpoint_problem(r: Record, blob_key: Callable[[bytes], bytes]) -> str | None:
     """What is wrong with a checkpoint record's entries beyond their fields' types (an entry's `hash` is the key
-    of its chunk keys put together), or None."""
+    of its chunk keys put together; a recorder hashes a buffer, of one byte or more, once a checkpoint), or None."""
+    seen: set[int] = set()
     for entry in r.fields["buffers"]:
+        if entry["size"] == 0 or entry["va"] in seen:
+            return f"record {r.n} (checkpoint): {'an entry of no bytes' if entry['size'] == 0 else 'a second entry'} " \
+                   f"for the buffer at {entry['va']:#x} (corrupt trace)"
+        seen.add(entry["va"])
         if entry.get("hash") is not None and entry["hash"] != blob_key(b"".join(entry["keys"])):
             return f"record {r.n} (checkpoint): the hash of its entry for the buffer at {entry['va']:#x} does not " \
                    f"match the entry's keys (corrupt trace)"
