@@ -658,7 +658,12 @@ class _Surveyor:
             raise BadInput(f"record {r.n} (code_object): no buffer was allocated at {f['va']:#x} (corrupt trace)")
         dev = self.devices[alloc.fields["gpu"]]
         data = self.trace.blob(f["key"])
-        self.kernels.loaded(f, data, f"record {r.n} (code_object)")
+        obj = self.kernels.loaded(f, data, f"record {r.n} (code_object)")
+        for name, descriptor in f["kernels"].items():  # where the recording found them, in the object it names
+            kernel = obj.kernels.get(name)
+            if kernel is None or f["va"] + kernel.descriptor_offset != descriptor:
+                raise BadInput(f"record {r.n} (code_object): its kernel {name!r} at {descriptor:#x} is not where its "
+                               f"code object for {f['target']} loaded at {f['va']:#x} puts it (corrupt trace)")
         self.code[f["va"]] = (f, dev)
         self.code_records.append(f)
         if (f["key"], dev.target.name) not in self.s.objects:

@@ -53,7 +53,7 @@ def rewrite(src: str, dst: str, edit, header=lambda h: h) -> None:
         for rec in r.records():
             out = edit(rec, r, w)
             for type_, fields in [(rec.type, out)] if isinstance(out, dict) else out or []:
-                keys = [fields["key"]] if type_ == "mem" else \
+                keys = [fields["key"]] if type_ in ("mem", "code_object") else \
                     [k for b in fields["buffers"] for k in b["keys"]] if type_ == "checkpoint" else []
                 for key in set(keys) - copied:
                     try:

@@ -25,7 +25,7 @@ from kfdtrace.replay.engine import Divergence
 from kfdtrace.traces import format as F
 from kfdtrace.traces.format import TraceError, TraceReader, TraceWriter
 
-from .test_replay import rewrite
+from .test_replay import rewrite, sample
 
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "traces", "samples", "sdma_stress-gfx942.kfdtrace")
 EMPTY_ARRAYS = (64 << 20) - 64  # a field of 1-byte empty arrays filling a frame: 64M objects from a few KB
@@ -332,6 +332,19 @@ def test_a_checkpoint_entry_of_no_bytes_or_twice_is_corrupt(how, tmp_path):
     res = subprocess.run([sys.executable, "-m", "kfdtrace", "info", "--check", path], capture_output=True, text=True,
                          timeout=60)
     refused(res, 1, f"{why} for the buffer at 0x")
+
+
+def test_a_code_object_record_naming_another_target_than_its_kernels_are_in_is_corrupt(tmp_path):
+    """Campaign 57: a code_object record of a bundle, its target edited to the other build's: replay took that
+    build's kernel descriptors, ran another kernel than the recording and said DIVERGED. The record's own map of
+    kernels to descriptor addresses is checked against the object it names."""
+    path = str(tmp_path / "t.kfdtrace")
+
+    def edit(rec, reader, writer):
+        return {**rec.fields, "target": "gfx1100"} if rec.type == "code_object" else rec.fields
+
+    rewrite(sample("vector_add_aql-gfx942"), path, edit)
+    refused(replay(path), 4, "is not where its code object for gfx1100 loaded at 0x")
 
 
 def test_an_index_hiding_a_frames_checkpoint_is_corrupt_not_a_frame_skipped(tmp_path):
