@@ -38,6 +38,10 @@ MAX_MEMBERS = 64  # the four above and code objects
 CODE_OBJECT_FILE = re.compile(r"(?P<name>.+?)(\.gfx[0-9a-z]+)?\.co|(?P<bundle>.+)\.hipfb")  # code_objects._folder_files
 MAX_MEMBER_BYTES = 4 << 30
 MAX_BUNDLE_BYTES = 8 << 30  # what an unbundle extracts at most, all members together
+# and at most this many times the bundle's own bytes (beyond the first MIN_ALLOWANCE): the trace inside is
+# compressed already and code objects shrink a few times, so more is a compression bomb
+MAX_RATIO = 64
+MIN_ALLOWANCE = 256 << 20
 DEFAULT_CAP = 100 << 20  # what `bundle` writes at most unless told otherwise
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 OCTAL = re.compile(rb"[0-7]{1,12}")
@@ -286,6 +290,7 @@ def check(path: str) -> dict[str, int]:
         raise BundleError(f"{path}: not a regular file")
     if not os.path.getsize(path):
         raise BundleError(f"{path}: an empty file, not a bundle")
+    allowance = min(MAX_BUNDLE_BYTES, max(MIN_ALLOWANCE, MAX_RATIO * os.path.getsize(path)))
     try:
         with _stream(path) as stream:
             while True:
@@ -303,6 +308,9 @@ def check(path: str) -> dict[str, int]:
                 if size > MAX_MEMBER_BYTES or sum(sizes.values()) + size > MAX_BUNDLE_BYTES:
                     raise BundleError(f"{path}: member {name!r} of {size} bytes is over the limits (nothing was "
                                       f"extracted)")
+                if sum(sizes.values()) + size > allowance:
+                    raise BundleError(f"{path}: member {name!r} of {size} bytes makes the bundle unpack to over "
+                                      f"{MAX_RATIO} times its own size (a compression bomb? nothing was extracted)")
                 sizes[name] = size
                 left = -(-size // 512) * 512
                 while left:

@@ -210,6 +210,8 @@ HOSTILE = {
     "unknown": ([entry("evil.sh", b"x"), entry(B.TRACE, TRACE_BYTES)], "member 'evil.sh' is none a bundle holds"),
     "no trace": ([entry("REPORT.md", b"hi")], "holds no trace.kfdtrace"),
     "huge": ([entry(B.TRACE, b"", size=B.MAX_MEMBER_BYTES + 1)], "over the limits"),
+    # campaign 57: gigabytes of zeros in a small bundle were unpacked (twice) before the replay began
+    "bomb": ([entry("c.gfx1100.co", b"", size=B.MIN_ALLOWANCE + 1)], "(a compression bomb? nothing was extracted)"),
     # a size tarfile would read as -513 or -1: the count of bytes left never reached 0
     "negative size": ([entry(B.TRACE, b"", size=b"-0001001")], "not a tar header"),
     "minus one": ([entry(B.TRACE, b"", size=b"-1")], "not a tar header"),
@@ -233,7 +235,7 @@ def header_only(path: str, info: tarfile.TarInfo) -> str:
 @pytest.mark.parametrize("case", HOSTILE, ids=list(HOSTILE))
 def test_a_hostile_bundle_is_refused_before_anything_is_extracted(case, tmp_path):
     entries, text = HOSTILE[case]
-    if case in ("huge", "negative size", "minus one"):
+    if case in ("huge", "bomb", "negative size", "minus one"):
         path = header_only(str(tmp_path / "b.tar.zst"), entries[0][0])
     else:
         path = hostile(str(tmp_path / "b.tar.zst"), entries)
