@@ -147,7 +147,7 @@ class Ordering:
         this context (their answer does not rest on a cycle's). None: not known, when the steps run out or the
         answer rests on a packet more than MAX_DEPTH queues away."""
         key = (q, pos)
-        if key in visiting:
+        if key in visiting or q is waiter and pos > at:  # (a queue runs in order: nothing after its wait first)
             return True, steps
         if key in free:
             return False, steps
@@ -197,17 +197,20 @@ class Ordering:
             self._known[(waiter, at, q, pos)] = held
         return held, steps
 
-    def before(self, a: QueueProgress, pa: int, b: QueueProgress, pb: int) -> bool | None:
+    def before(self, a: QueueProgress, pa: int, b: QueueProgress, pb: int,
+               known: dict[QueueProgress, int] | None = None) -> bool | None:
         """Whether the GPU's waits show queue `a` complete up to `pa` before queue `b` ran its packet ending at
-        `pb` (None: not found within the signals the search may look at)."""
+        `pb` (None: not found within the signals the search may look at). `known`: how far the CPU knew each queue
+        complete when it submitted `a`'s packet: a wait passed by then cannot have seen it, nor what follows it."""
         if a is b:
             return pa <= pb
         allowed = min(MAX_STEPS, self.budget)
-        found, left = self._search(a, pa, b, pb, allowed)
+        found, left = self._search(a, pa, b, pb, allowed, known or {})
         self.budget -= allowed - left
         return found
 
-    def _search(self, a: QueueProgress, pa: int, b: QueueProgress, pb: int, steps: int) -> tuple[bool | None, int]:
+    def _search(self, a: QueueProgress, pa: int, b: QueueProgress, pb: int, steps: int,
+                known: dict[QueueProgress, int]) -> tuple[bool | None, int]:
         """(the answer, the steps left of `steps`)."""
         reached = {b: pb}  # queue -> the furthest packet of it known to run before b's
         unknown = False  # a wait looked at whose giver could not be told
@@ -220,7 +223,7 @@ class Ordering:
             if p <= below:
                 continue
             looked_below[q] = p
-            stop = bisect.bisect_left(waits, (below,)) if below >= 0 else 0
+            stop = bisect.bisect_left(waits, (max(below, known.get(q, -1) + 1),))
             for i in range(bisect.bisect_left(waits, (p,)) - 1, stop - 1, -1):  # the latest first
                 wpos, addr, value, life = waits[i]
                 held = self._signals.get((addr, life), ())

@@ -67,6 +67,7 @@ MAX_RACES = 16  # racy buffers the summary names
 SEARCH_BUDGET = 1 << 20  # signals one checkpoint's ordering searches may look at, in all (ordering.py)
 MAX_HELD = 256  # buffers a checkpoint follows from what dispatches in flight take (_held)
 POINTER_SCAN = 1 << 20  # bytes of a buffer looked at for the addresses of others it holds
+SCAN_BUDGET = 16 << 20  # bytes one checkpoint looks at so (beyond, every buffer counts as held)
 FOLD_PLANS = 4096  # plans counted by their submissions before those counts are folded into packet counts
 TRACKING_MODES = ("auto", "scan")
 Accesses = tuple[int, int, int, int, TrackedBuffer]  # a submission's writes (reads) of a buffer: first, last, lo, hi
@@ -681,8 +682,8 @@ class RecordingSyscalls:
         if dispatched is ANYTHING:  # a kernel, or its arguments, that cannot be read
             writes = writes + [(0, len(ring), 0, b.size, b) for b in self.buffers.values() if b.tracked]
         else:
-            if dispatched.writes:  # how much of a buffer a kernel writes is not known
-                writes = writes + self._accesses(((pos, a, 0) for pos, a in dispatched.writes), cuts)
+            if dispatched.writes:  # which bytes of a buffer a kernel writes is not known
+                writes = writes + self._accesses(((pos, self._start(a), 0) for pos, a in dispatched.writes), cuts)
             if dispatched.reads or dispatched.values:
                 self._take(progress, base, dispatched)
         reads: list[Accesses] = []
@@ -693,7 +694,7 @@ class RecordingSyscalls:
                 polled = {w for _, a, _ in waits for w in (a, a + 4)}  # it waits until it sees what it wants
                 read = tuple(r for r in read if r[1] not in polled)
             if dispatched is not None and dispatched is not ANYTHING and dispatched.reads:
-                read = (*read, *((pos, a, 0) for pos, a in dispatched.reads))
+                read = (*read, *((pos, self._start(a), 0) for pos, a in dispatched.reads))
             reads = self._accesses(sorted(read), cuts)
             if dispatched is ANYTHING:
                 reads += [(0, len(ring), 0, b.size, b) for b in self.buffers.values() if b.tracked]
@@ -734,6 +735,12 @@ class RecordingSyscalls:
         self.completion.submitted(progress, signals, waits, traps)
         self.ordering.submitted(progress, signals + decrements, waits, frozenset(partial))
 
+    def _start(self, addr: int) -> int:
+        """Where the buffer holding `addr` starts (`addr` when none does): a kernel given a pointer into a buffer
+        may index back from it as well as on (a stencil's halo)."""
+        buf = self.by_va.get(addr)
+        return addr if buf is None else buf.va
+
     def _take(self, queue: QueueProgress, base: int, dispatched: Pointers) -> None:
         """Note the buffers the submission's dispatches take (by a pointer argument, or a by-value word that lands
         in one) till they are known complete."""
@@ -744,10 +751,11 @@ class RecordingSyscalls:
             if buf is not None and buf.tracked:
                 taken[buf] = base + pos
 
-    def _held(self) -> set[TrackedBuffer]:
+    def _held(self) -> set[TrackedBuffer] | None:
         """The buffers dispatches not known complete may write beyond what their arguments say: what they take
         (through a const pointer too: C may cast it away), and the buffers whose addresses those hold, in turn
-        (MAX_HELD of them): a checkpoint leaves them in flight."""
+        (MAX_HELD of them): a checkpoint leaves them in flight. None (any buffer) when telling would scan more than
+        SCAN_BUDGET bytes."""
         todo: list[TrackedBuffer] = []
         for queue, taken in list(self._taken.items()):
             for buf, pos in list(taken.items()):
@@ -760,10 +768,14 @@ class RecordingSyscalls:
         held: set[TrackedBuffer] = set()
         tracked = [(b.va, b.va + b.size) for b in self.buffers.values() if b.tracked]
         span = (min(a for a, _ in tracked), max(b for _, b in tracked)) if tracked else (0, 0)
+        budget = SCAN_BUDGET
         while todo and len(held) < MAX_HELD:
             buf = todo.pop()
             if buf not in held:
                 held.add(buf)
+                budget -= min(buf.size, POINTER_SCAN)
+                if budget < 0:
+                    return None
                 todo += self._pointed_at(buf, *span)
         return held | set(todo)
 
@@ -820,9 +832,9 @@ class RecordingSyscalls:
             if done.queue.complete(done.last) and self.ordering.blocked(waiting.queue, waiting.first):
                 waiting.after[done.queue] = done.last
                 return True
-        forward = self.ordering.before(a.queue, a.last, b.queue, b.first)
-        # a search given up is no evidence of a race: only what is shown unordered is called one
-        return forward is not False or self.ordering.before(b.queue, b.last, a.queue, a.first) is not False
+        # only an order shown is one: a search that cannot tell leaves the bytes to timing as far as it knows
+        return self.ordering.before(a.queue, a.last, b.queue, b.first, a.known) is True or \
+            self.ordering.before(b.queue, b.last, a.queue, a.first, b.known) is True
 
     def _releases_a_queue(self, q: TrackedQueue, signalled: set[int]) -> bool:
         """Whether a signal of `signalled` may release another queue's GPU wait not known passed (its latest
@@ -858,7 +870,7 @@ class RecordingSyscalls:
         if dispatched is ANYTHING:
             data += [(b.va, b.size) for b in self.buffers.values() if b.tracked]
         elif dispatched is not None:
-            data += [(a, 0) for _, a in dispatched.writes]  # as far as the kernel likes: to its buffer's end
+            data += [(self._start(a), 0) for _, a in dispatched.writes]  # all of its buffer: it may index back
         for a, n in data:
             if n == 0:
                 buf = self.by_va.get(a)
@@ -910,9 +922,10 @@ class RecordingSyscalls:
         entries, in_flight, racy = [], [], []
         self._learn_pending()
         done = []
-        held = self._held() if self._taken else ()
+        complete = {buf for buf in self.written if buf.complete()}
+        held = self._held() if self._taken and complete else ()  # (only what could be hashed asks)
         for buf in sorted(self.written, key=lambda b: b.va):
-            if buf.complete() and buf not in held:
+            if buf in complete and held is not None and buf not in held:
                 done.append(buf)
             else:
                 in_flight.append({"va": buf.va, "name": buf.name})

@@ -684,3 +684,49 @@ def test_a_pointer_table_written_after_the_dispatch_its_queue_waits_to_run_is_a_
                                           r"\(in buffer y\), written by the CPU write at record \d+, after the "
                                           r"dispatches that may read it were submitted"):
         replay_trace(path, Options(relocate="always"), emulate="gfx942")
+
+
+def test_a_kernel_writing_below_its_pointer_argument_races_with_a_copy_there(tmp_path):
+    """Campaign 59: a kernel given X + 2048 writing p[-1 - i] (a stencil's halo) was taken to write X from 2048
+    on, so another queue's unordered copy into X[1024, 2048) was no race, and X was hashed."""
+    (tmp_path / "k.cl").write_text("kernel void back(global int *p) { "
+                                   "p[-1 - (int)__builtin_amdgcn_workitem_id_x()] = 12; }")
+    subprocess.run(["clang-19", "-x", "cl", "-cl-std=CL2.0", "-target", "amdgcn-amd-amdhsa", "-mcpu=gfx942",
+                    "-nogpulib", "-O2", "-c", str(tmp_path / "k.cl"), "-o", str(tmp_path / "k.o")], check=True)
+    subprocess.run(["ld.lld-19", "-shared", str(tmp_path / "k.o"), "-o", str(tmp_path / "k.co")], check=True)
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        x, src = gpu.alloc(4096, "gtt", name="X"), gpu.alloc(4096, "gtt", name="src")
+        qk, qb = gpu.compute_queue(name="K"), gpu.sdma_queue(name="B")
+        a, b = system.semaphore("a"), system.semaphore("b")
+        qk.dispatch(gpu.load(str(tmp_path / "k.co")).kernel("back"), (64,), (64,), x.va + 2048).signal(a, 1).submit()
+        qb.copy(x, src, 1024, dst_offset=1024).signal(b, 1).submit()
+        a.wait(1)
+        b.wait(1)
+    with TraceReader(path) as r:
+        racy = [e["name"] for c in r.records([R.CHECKPOINT]) for e in c.fields["racy"] or ()]
+    assert racy == ["X"]
+
+
+def test_an_address_passed_as_two_32_bit_halves_is_held_while_its_kernel_runs(tmp_path):
+    """Campaign 59: the words of a kernel's by-value arguments were looked at one argument at a time, so an
+    address passed as (uint lo, uint hi) was not among what its dispatch takes, and y was hashed mid-kernel."""
+    (tmp_path / "k.cl").write_text("kernel void halves(uint lo, uint hi) { ((global int *)(((ulong)hi << 32) | lo))"
+                                   "[__builtin_amdgcn_workitem_id_x()] = 5; }")
+    subprocess.run(["clang-19", "-x", "cl", "-cl-std=CL2.0", "-target", "amdgcn-amd-amdhsa", "-mcpu=gfx942",
+                    "-nogpulib", "-O2", "-c", str(tmp_path / "k.cl"), "-o", str(tmp_path / "k.o")], check=True)
+    subprocess.run(["ld.lld-19", "-shared", str(tmp_path / "k.o"), "-o", str(tmp_path / "k.co")], check=True)
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        y, src = gpu.alloc(4096, "gtt", name="y"), gpu.alloc(4096, "gtt", name="src")
+        qa, qb, done = gpu.compute_queue(name="A"), gpu.sdma_queue(name="B"), system.semaphore("done")
+        qa.dispatch(gpu.load(str(tmp_path / "k.co")).kernel("halves"), (64,), (64,), np.uint32(y.va & 0xFFFFFFFF),
+                    np.uint32(y.va >> 32)).submit()
+        qb.copy(y, src, 2048, dst_offset=2048).signal(done, 1).submit()
+        done.wait(1)
+        qa.sync()
+    with TraceReader(path) as r:
+        first = next(r.records([R.CHECKPOINT])).fields
+    assert "y" in {b["name"] for b in first["in_flight"]} and "y" not in {b["name"] for b in first["buffers"]}
