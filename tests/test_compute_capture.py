@@ -622,6 +622,15 @@ def test_a_signal_counted_down_by_as_many_dispatches_as_it_started_at_shows_them
     assert report.status == EXIT_OK, report.lines()
 
 
+def built(tmp_path, source: str) -> str:
+    """`source` (OpenCL C) built for gfx942 by clang: the code object's path."""
+    (tmp_path / "k.cl").write_text(source)
+    subprocess.run(["clang-19", "-x", "cl", "-cl-std=CL2.0", "-target", "amdgcn-amd-amdhsa", "-mcpu=gfx942",
+                    "-nogpulib", "-O2", "-c", str(tmp_path / "k.cl"), "-o", str(tmp_path / "k.o")], check=True)
+    subprocess.run(["ld.lld-19", "-shared", str(tmp_path / "k.o"), "-o", str(tmp_path / "k.co")], check=True)
+    return str(tmp_path / "k.co")
+
+
 BEYOND_ARGUMENTS = r"""
 kernel void through_table(global int * global *table) { table[0][__builtin_amdgcn_workitem_id_x()] = 5; }
 kernel void by_address(ulong addr) { ((global int *)addr)[__builtin_amdgcn_workitem_id_x()] = 5; }
@@ -636,10 +645,7 @@ def test_a_buffer_a_kernel_in_flight_may_write_beyond_its_arguments_is_not_hashe
     cast; another queue's copy into y's other half completes and the CPU waits for it alone: y was hashed with
     the kernel's writes in it, which the replay, its kernel still running, did not have (a false DIVERGED). Until
     the kernel is known complete, y is in flight; after, its bytes are checked."""
-    (tmp_path / "k.cl").write_text(BEYOND_ARGUMENTS)
-    subprocess.run(["clang-19", "-x", "cl", "-cl-std=CL2.0", "-target", "amdgcn-amd-amdhsa", "-mcpu=gfx942",
-                    "-nogpulib", "-O2", "-c", str(tmp_path / "k.cl"), "-o", str(tmp_path / "k.o")], check=True)
-    subprocess.run(["ld.lld-19", "-shared", str(tmp_path / "k.o"), "-o", str(tmp_path / "k.co")], check=True)
+    code = built(tmp_path, BEYOND_ARGUMENTS)
     path = str(tmp_path / "t.kfdtrace")
     with record(path), System.open(emulate="gfx942") as system:
         gpu = system.devices[0]
@@ -648,7 +654,7 @@ def test_a_buffer_a_kernel_in_flight_may_write_beyond_its_arguments_is_not_hashe
         table.write(struct.pack("<Q", y.va))
         arg = {"through_table": table, "by_address": np.uint64(y.va), "through_const": y}[how]
         qa, qb, done = gpu.compute_queue(name="A"), gpu.sdma_queue(name="B"), system.semaphore("done")
-        qa.dispatch(gpu.load(str(tmp_path / "k.co")).kernel(how), (64,), (64,), arg).submit()
+        qa.dispatch(gpu.load(code).kernel(how), (64,), (64,), arg).submit()
         qb.copy(y, src, 2048, dst_offset=2048).signal(done, 1).submit()
         done.wait(1)
         qa.sync()
@@ -664,16 +670,13 @@ def test_a_pointer_table_written_after_the_dispatch_its_queue_waits_to_run_is_a_
     """Campaign 56: the CPU wrote the table a gated dispatch chases after submitting it, then freed the buffers it
     points at before the table: the table was looked into as it went, when its pointees were gone, so a replay
     with buffers moved ran instead of refusing."""
-    (tmp_path / "k.cl").write_text(BEYOND_ARGUMENTS)
-    subprocess.run(["clang-19", "-x", "cl", "-cl-std=CL2.0", "-target", "amdgcn-amd-amdhsa", "-mcpu=gfx942",
-                    "-nogpulib", "-O2", "-c", str(tmp_path / "k.cl"), "-o", str(tmp_path / "k.o")], check=True)
-    subprocess.run(["ld.lld-19", "-shared", str(tmp_path / "k.o"), "-o", str(tmp_path / "k.co")], check=True)
+    code = built(tmp_path, BEYOND_ARGUMENTS)
     path = str(tmp_path / "t.kfdtrace")
     with record(path), System.open(emulate="gfx942") as system:
         gpu = system.devices[0]
         table, y = gpu.alloc(4096, "gtt", name="table"), gpu.alloc(4096, "gtt", name="y")
         go, q = system.semaphore("go"), gpu.compute_queue(name="q")
-        q.wait(go, 1).dispatch(gpu.load(str(tmp_path / "k.co")).kernel("through_const_table"), (64,), (64,), table)
+        q.wait(go, 1).dispatch(gpu.load(code).kernel("through_const_table"), (64,), (64,), table)
         q.submit()
         table.write(struct.pack("<Q", y.va))  # after the submission, before the kernel can run
         go.signal(1)
@@ -689,18 +692,14 @@ def test_a_pointer_table_written_after_the_dispatch_its_queue_waits_to_run_is_a_
 def test_a_kernel_writing_below_its_pointer_argument_races_with_a_copy_there(tmp_path):
     """Campaign 59: a kernel given X + 2048 writing p[-1 - i] (a stencil's halo) was taken to write X from 2048
     on, so another queue's unordered copy into X[1024, 2048) was no race, and X was hashed."""
-    (tmp_path / "k.cl").write_text("kernel void back(global int *p) { "
-                                   "p[-1 - (int)__builtin_amdgcn_workitem_id_x()] = 12; }")
-    subprocess.run(["clang-19", "-x", "cl", "-cl-std=CL2.0", "-target", "amdgcn-amd-amdhsa", "-mcpu=gfx942",
-                    "-nogpulib", "-O2", "-c", str(tmp_path / "k.cl"), "-o", str(tmp_path / "k.o")], check=True)
-    subprocess.run(["ld.lld-19", "-shared", str(tmp_path / "k.o"), "-o", str(tmp_path / "k.co")], check=True)
+    code = built(tmp_path, "kernel void back(global int *p) { p[-1 - (int)__builtin_amdgcn_workitem_id_x()] = 12; }")
     path = str(tmp_path / "t.kfdtrace")
     with record(path), System.open(emulate="gfx942") as system:
         gpu = system.devices[0]
         x, src = gpu.alloc(4096, "gtt", name="X"), gpu.alloc(4096, "gtt", name="src")
         qk, qb = gpu.compute_queue(name="K"), gpu.sdma_queue(name="B")
         a, b = system.semaphore("a"), system.semaphore("b")
-        qk.dispatch(gpu.load(str(tmp_path / "k.co")).kernel("back"), (64,), (64,), x.va + 2048).signal(a, 1).submit()
+        qk.dispatch(gpu.load(code).kernel("back"), (64,), (64,), x.va + 2048).signal(a, 1).submit()
         qb.copy(x, src, 1024, dst_offset=1024).signal(b, 1).submit()
         a.wait(1)
         b.wait(1)
@@ -712,17 +711,14 @@ def test_a_kernel_writing_below_its_pointer_argument_races_with_a_copy_there(tmp
 def test_an_address_passed_as_two_32_bit_halves_is_held_while_its_kernel_runs(tmp_path):
     """Campaign 59: the words of a kernel's by-value arguments were looked at one argument at a time, so an
     address passed as (uint lo, uint hi) was not among what its dispatch takes, and y was hashed mid-kernel."""
-    (tmp_path / "k.cl").write_text("kernel void halves(uint lo, uint hi) { ((global int *)(((ulong)hi << 32) | lo))"
-                                   "[__builtin_amdgcn_workitem_id_x()] = 5; }")
-    subprocess.run(["clang-19", "-x", "cl", "-cl-std=CL2.0", "-target", "amdgcn-amd-amdhsa", "-mcpu=gfx942",
-                    "-nogpulib", "-O2", "-c", str(tmp_path / "k.cl"), "-o", str(tmp_path / "k.o")], check=True)
-    subprocess.run(["ld.lld-19", "-shared", str(tmp_path / "k.o"), "-o", str(tmp_path / "k.co")], check=True)
+    code = built(tmp_path, "kernel void halves(uint lo, uint hi) { ((global int *)(((ulong)hi << 32) | lo))"
+                           "[__builtin_amdgcn_workitem_id_x()] = 5; }")
     path = str(tmp_path / "t.kfdtrace")
     with record(path), System.open(emulate="gfx942") as system:
         gpu = system.devices[0]
         y, src = gpu.alloc(4096, "gtt", name="y"), gpu.alloc(4096, "gtt", name="src")
         qa, qb, done = gpu.compute_queue(name="A"), gpu.sdma_queue(name="B"), system.semaphore("done")
-        qa.dispatch(gpu.load(str(tmp_path / "k.co")).kernel("halves"), (64,), (64,), np.uint32(y.va & 0xFFFFFFFF),
+        qa.dispatch(gpu.load(code).kernel("halves"), (64,), (64,), np.uint32(y.va & 0xFFFFFFFF),
                     np.uint32(y.va >> 32)).submit()
         qb.copy(y, src, 2048, dst_offset=2048).signal(done, 1).submit()
         done.wait(1)
