@@ -79,6 +79,27 @@ def test_a_range_whose_wait_is_signalled_only_after_it_is_refused(tmp_path):
     assert "would hang" in str(e.value) and "semaphores+0x" in str(e.value)
 
 
+def test_a_range_whose_only_signal_of_a_value_waits_behind_a_value_from_after_it_is_refused(tmp_path):
+    """Campaign 60: queue A waits for hop >= 2, which only queue B signals, after its own wait for hop >= 1,
+    which only a submission after the range gives: trim took B's signal as coming, and the range hung."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        qa, qb, qc = gpu.sdma_queue(name="A"), gpu.sdma_queue(name="B"), gpu.sdma_queue(name="C")
+        hop = system.semaphore("hop")
+        qa.wait(hop, 2).submit()
+        qb.wait(hop, 1).signal(hop, 2).submit()
+        qc.signal(hop, 1).submit()
+        hop.wait(2)
+    with TraceReader(path) as r, pytest.raises(TrimRefused, match=r"submission 0 \(POLL_REGMEM at \+0x[0-9a-f]+ "
+                                                                  r"on .*\) waits for 0x[0-9a-f]+ to reach 0x2, "
+                                                                  r"which nothing signals in the range"):
+        trim(r, str(tmp_path / "out.kfdtrace"), 0, 1)
+    with TraceReader(path) as r:
+        trim(r, str(tmp_path / "out.kfdtrace"), 0, 2)
+    assert replay_trace(str(tmp_path / "out.kfdtrace"), Options(), emulate="gfx942").status == EXIT_OK
+
+
 def test_contents_restored_from_a_checkpoint_let_a_later_range_read_gpu_written_memory(tmp_path):
     """The GPU fills `a`; a checkpoint records it; the range copies `a` on: `a`'s contents come from the
     checkpoint, and the range's own checkpoint verifies them."""

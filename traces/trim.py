@@ -342,13 +342,47 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int) -
                               f"the range before what held it up")
         prefix.landed.apply(rec, sub)
         out.record(rec.type, rec.fields, sub)
-    for what, queue, order, addr, ref in waits:
-        # a queue's poll sees what its own queue signalled before it, anything other queues or the CPU signal
-        # (queues run side by side); the CPU's wait sees what was signalled before it
-        if not any(v >= ref for q, o, v in signals.get(addr, ()) if o < order or (queue is not None and q != queue)):
-            raise TrimRefused(f"{what} waits for {addr:#x} to reach {ref:#x}, which nothing signals in the range (or "
-                              f"restores at its start) where that wait could see it: the range would hang without "
-                              f"the submission that signals it; extend the range, or start it earlier")
+    stuck = _unreached(signals, waits)
+    if stuck is not None:
+        what, _, _, addr, ref = stuck
+        raise TrimRefused(f"{what} waits for {addr:#x} to reach {ref:#x}, which nothing signals in the range (or "
+                          f"restores at its start) where that wait could see it: the range would hang without "
+                          f"the submission that signals it; extend the range, or start it earlier")
+
+
+def _unreached(signals: Signals, waits: list[Wait]) -> Wait | None:
+    """The first wait of the range that no signal it can see satisfies, None when each is. A queue's poll sees
+    what its own queue signalled before it, and what other queues or the CPU signal (queues run side by side),
+    but a queue's signal counts only once every wait before it in its queue is satisfied (one behind a wait
+    for a value only a signal outside the range gives never comes); the CPU's wait sees what was signalled before
+    it (the CPU's own signals, of threads side by side, are taken as given)."""
+    by_queue: dict[int, list[Wait]] = {}
+    for w in sorted(waits, key=lambda w: w[2]):
+        if w[1] is not None:
+            by_queue.setdefault(w[1], []).append(w)
+    passed = {q: 0 for q in by_queue}  # queue -> how many of its waits are known satisfied, in its order
+
+    def counts(q: int | None, o: int) -> bool:
+        """Whether a signal of queue `q` at order `o` can come: the CPU's, or one before the queue's first wait
+        not known satisfied."""
+        queued = by_queue.get(q) if q is not None else None
+        return not queued or passed[q] == len(queued) or o < queued[passed[q]][2]
+
+    def satisfied(w: Wait) -> bool:
+        _, queue, order, addr, ref = w
+        return any(v >= ref and (o < order or (queue is not None and q != queue)) and counts(q, o)
+                   for q, o, v in signals.get(addr, ()))
+
+    moved = True
+    while moved:  # each round, every queue passes the waits it can: the signals behind them come
+        moved = False
+        for q, queued in by_queue.items():
+            while passed[q] < len(queued) and satisfied(queued[passed[q]]):
+                passed[q] += 1
+                moved = True
+    stuck = [queued[passed[q]] for q, queued in by_queue.items() if passed[q] < len(queued)]
+    stuck += [w for w in waits if w[1] is None and not satisfied(w)]
+    return min(stuck, key=lambda w: w[2], default=None)
 
 
 def _values(words: dict[int, int]) -> dict[int, int]:
