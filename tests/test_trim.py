@@ -100,6 +100,25 @@ def test_a_range_whose_only_signal_of_a_value_waits_behind_a_value_from_after_it
     assert replay_trace(str(tmp_path / "out.kfdtrace"), Options(), emulate="gfx942").status == EXIT_OK
 
 
+def test_a_reconstructed_range_waiting_on_a_producer_that_writes_on_after_its_signal_is_refused(tmp_path):
+    """Campaign 60: a range waiting for a value a submission before it signalled lap by lap, rewriting what the
+    range copies after each signal: reconstructed as if that submission had completed at the range's start, the
+    range copied its last lap's bytes, not the first's, and the trimmed trace said DIVERGED."""
+    from kfdtrace.replay.session import contents_at
+
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        data, out = gpu.alloc(4096, "vram", cpu_access=False, name="data"), gpu.alloc(4096, "gtt", name="out")
+        producer, consumer, s = gpu.sdma_queue(name="P"), gpu.sdma_queue(name="C"), system.semaphore("s")
+        producer.fill(data, 1, 4096).signal(s, 1).fill(data, 2, 4096).signal(s, 2).submit()
+        consumer.wait(s, 1).copy(out, data, 4096).submit()
+        s.wait(2)
+        consumer.sync()
+    with TraceReader(path) as r, pytest.raises(TrimRefused, match="signals and then writes more"):
+        trim(r, str(tmp_path / "out.kfdtrace"), 1, 1, lambda vas: contents_at(path, 1, vas))
+
+
 def test_contents_restored_from_a_checkpoint_let_a_later_range_read_gpu_written_memory(tmp_path):
     """The GPU fills `a`; a checkpoint records it; the range copies `a` on: `a`'s contents come from the
     checkpoint, and the range's own checkpoint verifies them."""

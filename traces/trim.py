@@ -75,10 +75,11 @@ class Landed:
         self.made = 0
         self.ended: set[tuple[int, int]] = set()
         self.complete: dict[tuple[int, int], int] = {}  # queue -> its last submission known to have completed
-        # semaphore -> (queue, submission, value) of each signal made of it, in order; where in that list the
+        # semaphore -> (queue, submission, value, whether its submission writes memory after it) of each signal made
+        # of it, in order; where in that list the
         # signals since the CPU last set it lower (a reset: a new semaphore in a reused slot, say) start; and
         # (the highest value signalled since that reset, the highest the CPU stored)
-        self.signallers: dict[int, list[tuple[tuple[int, int], int, int]]] = {}
+        self.signallers: dict[int, list[tuple[tuple[int, int], int, int, bool]]] = {}
         self.since_reset: dict[int, int] = {}
         self.peak: dict[int, tuple[int, int]] = {}
 
@@ -86,8 +87,9 @@ class Landed:
         f = r.fields
         if sub is not None and sub.queue is not None:
             queue = (sub.queue.queue, self.lives.get(sub.queue.queue, 0))
-            for _, addr, value in semaphore_facts(sub.packets)[0]:
-                self.signallers.setdefault(addr, []).append((queue, sub.number, value))
+            for j, addr, value in semaphore_facts(sub.packets)[0]:
+                then = any(p.defn.signal is None and p.written_addresses() for p in sub.packets[j + 1:])
+                self.signallers.setdefault(addr, []).append((queue, sub.number, value, then))
                 peak, cpu = self.peak.get(addr, (0, 0))
                 self.peak[addr] = (max(peak, value), cpu)
         elif r.type == R.QUEUE:
@@ -109,7 +111,7 @@ class Landed:
         if self.peak.get(addr, (0, 0))[1] >= value:
             return
         first: dict[tuple[int, int], int] = {}
-        for queue, number, signalled in self.signallers.get(addr, [])[self.since_reset.get(addr, 0):]:
+        for queue, number, signalled, _ in self.signallers.get(addr, [])[self.since_reset.get(addr, 0):]:
             if signalled >= value:
                 first.setdefault(queue, number)
         if len(first) == 1:
@@ -121,10 +123,20 @@ class Landed:
         life = (queue, self.lives.get(queue, 0))
         return life in self.ended or number <= self.complete.get(life, -1)
 
+    def rewriting(self, before: int) -> dict[int, int]:
+        """Semaphore -> the highest value a submission before submission `before`, not known to have landed, signals
+        it and then writes memory (a producer rewriting what a waiter then reads), as known now."""
+        out: dict[int, int] = {}
+        for addr, signals in self.signallers.items():
+            for queue, number, value, then in signals[self.since_reset.get(addr, 0):]:
+                if then and number < before and not (queue in self.ended or number <= self.complete.get(queue, -1)):
+                    out[addr] = max(out.get(addr, 0), value)
+        return out
+
     def settled(self, addr: int, before: int) -> bool:
         """Whether every signal of `addr` by a submission before submission `before` is known to have landed."""
         return all(queue in self.ended or number <= self.complete.get(queue, -1)
-                   for queue, number, _ in self.signallers.get(addr, ()) if number < before)
+                   for queue, number, _, _ in self.signallers.get(addr, ()) if number < before)
 
 
 class _Prefix:
@@ -287,7 +299,7 @@ def _write(trace: TraceReader, prefix: _Prefix, start: Record, records, w: Trace
         semaphores += 1
     out.record(R.NOTE, {"t": t0, "text": f"trimmed from {trace.path}: submissions {first}..{last}, record {start.n} "
                                          f"on; the records before restore what was live and known there"})
-    _range(prefix, start, records, out, last)
+    _range(prefix, start, records, out, last, bool(restored))
     w.close(out.summary())
     return TrimReport(sum(out.counts.values()), out.counts[R.DOORBELL], sum(out.packets.values()), chunks,
                       semaphores)
@@ -297,12 +309,15 @@ Signals = dict[int, list[tuple[int | None, int, int]]]  # address -> (queue or N
 Wait = tuple[str, int | None, int, int, int]  # (what, queue or None for the CPU, order, address, value to reach)
 
 
-def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int) -> None:
+def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int, reconstructed: bool) -> None:
     """Copy the records from `start` to those before submission last+1, refusing a read of unknown memory and
-    a wait that nothing can satisfy."""
+    a wait that nothing can satisfy; with memory `reconstructed` (as if every submission before the range had
+    completed at its start), a wait the range's start satisfies that submissions still running then did."""
     state, written = prefix.state, Written()  # what the range has made and written so far
     first = state.submissions
     signals: Signals = {addr: [(None, -1, v)] for addr, v in _values(prefix.words).items()}
+    rewriting = prefix.landed.rewriting(first) if reconstructed else {}
+
     waits: list[Wait] = []
     events: set[int] = set()  # KFD events the range sets (a packet's interrupt, or the CPU)
     for rec in itertools.chain((start,), records):
@@ -342,6 +357,12 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int) -
                               f"the range before what held it up")
         prefix.landed.apply(rec, sub)
         out.record(rec.type, rec.fields, sub)
+    for what, _, _, addr, ref in waits:
+        if 0 < ref <= rewriting.get(addr, 0):
+            raise TrimRefused(f"{what} waits for {addr:#x} to reach {ref:#x}, which a submission before the range, "
+                              f"not complete at its start, signals and then writes more: the recording's range read "
+                              f"what it wrote by then, the reconstructed one what it wrote in the end; start the range "
+                              f"earlier")
     stuck = _unreached(signals, waits)
     if stuck is not None:
         what, _, _, addr, ref = stuck
