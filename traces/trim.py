@@ -15,7 +15,11 @@ trimmed trace, VRAM the CPU could not see becoming PUBLIC, as their contents are
 A semaphore only grows, so a signal in the range below the value restored at the start is refused as a sign
 that the submissions before it were still running there, unless every signal of it before the range is known
 to have landed (a CPU wait saw it, or its queue is gone): then it is a reset, as when a freed semaphore's pool
-slot is made again.
+slot is made again. A wait in the range must be satisfiable in it: by a value restored at the start, by the
+CPU, or by a signal whose own queue's waits before it are (passed queue by queue). Reconstructed contents are
+those of every submission before A completed: a range waiting for a value that a submission before it, not
+known complete at A, signals and then writes on after is refused (the recording's range read what it had
+written by then).
 """
 
 from __future__ import annotations
