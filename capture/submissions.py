@@ -166,8 +166,8 @@ class _Builder:
         if d.split:
             moved = f"n{len(self.binds)}"
             self.binds.append(f"    {moved} = ({self.value(p, d.split[0])}) + 1\n")
-        # and where it writes a signal's value: as many bytes as the value field holds (a FENCE's dword)
-        signal = d.signal is not None and -(-sum(m.bit_length() for _, _, m, _ in d.parts(d.signal[1])) // 8)
+        # and where it writes a signal's value
+        signal = d.signal_bytes
         for n, a in addresses.items():
             size = moved if d.split and n in d.split[1] else signal if signal and n == d.signal[0] else 0
             access = f"({pos}, {a}, {size})"

@@ -398,6 +398,8 @@ class PacketDef:
             None if count is None else (count, tuple(f.name for f in addrs if f.advances)))
         # (address field, value field): the GPU writes the value's dword there (a fence)
         self.signal: tuple[str, str] | None = self._one("value", [(f.name, f.value) for f in addrs if f.value])
+        # the bytes a signal writes there: as many as its value field holds (a FENCE's dword)
+        self.signal_bytes: int = -(-self._by_name[self.signal[1]].width // 8) if self.signal else 0
         # (address field, ref, mask, func): the packet waits until (dword & mask) compares with ref by func
         self.wait: tuple[str, str, str, str] | None = self._one(
             "polled", [(f.name, *f.polled) for f in addrs if f.polled])
@@ -798,7 +800,7 @@ class Packet:
             if d.split is not None and n in d.split[1]:
                 size = f[d.split[0]] + 1
             elif d.signal is not None and n == d.signal[0]:
-                size = -(-sum(m.bit_length() for _, _, m, _ in d.parts(d.signal[1])) // 8)
+                size = d.signal_bytes
             elif n in d.volatile_fields:
                 size = 8
             elif d.tail is not None and d.tail.written == n:

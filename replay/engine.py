@@ -870,6 +870,7 @@ class ReplayBuffer:
         packet writes (else the last that wrote it at all); found and formatted only when a report names it."""
         if not self.wrote:
             return None
+
         def covers(w: tuple[str, bytes, int, Dialect]) -> bool:
             return any(a <= addr and (n is None or addr < a + n) for a, n in w[3].decode(w[1], w[2]).written_ranges())
 
