@@ -264,8 +264,9 @@ class RecordingSyscalls:
         self.waited: dict[QueueProgress, int] = {}  # where each queue's last GPU wait learnt ends
         self.written: set[TrackedBuffer] = set()  # buffers with GPU writes not yet hashed
         # queue -> buffer -> the end of its latest dispatch that took the buffer (a pointer argument, a by-value
-        # word), not known complete: what it writes beyond what its arguments say is not known (_held)
-        self._taken: dict[QueueProgress, dict[TrackedBuffer, int]] = {}
+        # word), not known complete, and whether one took it by value: what it writes beyond what its arguments
+        # say is not known (_held, _taken_done)
+        self._taken: dict[QueueProgress, dict[TrackedBuffer, tuple[int, bool]]] = {}
         self.layout = 0  # changes whenever a buffer comes, goes or changes what is tracked of it
         # submissions not looked into: (queue, base, ring, plan, inner facts, the pointers its dispatches take, its
         # packets when decoded)
@@ -746,28 +747,48 @@ class RecordingSyscalls:
         in one) till they are known complete."""
         taken = self._taken.setdefault(queue, {})
         get = self.by_va.get
-        for pos, addr in (*dispatched.reads, *dispatched.values):
-            buf = get(addr)
-            if buf is not None and buf.tracked:
-                taken[buf] = base + pos
+        for by_value, pointers in ((False, dispatched.reads), (True, dispatched.values)):
+            for pos, addr in pointers:
+                buf = get(addr)
+                if buf is not None and buf.tracked:
+                    taken[buf] = (base + pos, by_value or taken.get(buf, (0, False))[1])
+
+    def _taken_done(self) -> None:
+        """Forget what dispatches known complete took, and count as written (to be hashed once nothing may write
+        them) the buffers they may have written beyond their pointer arguments: those they took by value, and those
+        whose addresses the buffers they took hold (8-byte aligned, as the CPU reads them now; SCAN_BUDGET bytes
+        looked at). A destroyed queue's dispatches are forgotten alone: whether they ran is not known."""
+        found: list[TrackedBuffer] = []
+        scanned: list[TrackedBuffer] = []
+        for queue, taken in list(self._taken.items()):
+            for buf, (pos, by_value) in list(taken.items()):
+                live = self.buffers.get(buf.handle) is buf
+                if queue.destroyed or queue.complete(pos) or not live:
+                    del taken[buf]
+                    if live and not queue.destroyed:
+                        scanned.append(buf)
+                        if by_value:
+                            found.append(buf)
+            if not taken:
+                del self._taken[queue]
+        if scanned:
+            span = self._tracked_span()
+            budget = SCAN_BUDGET
+            for buf in dict.fromkeys(scanned):
+                budget -= min(buf.size, POINTER_SCAN)
+                if budget < 0:
+                    break
+                found += self._pointed_at(buf, *span)
+        self.written.update(found)
 
     def _held(self) -> set[TrackedBuffer] | None:
         """The buffers dispatches not known complete may write beyond what their arguments say: what they take
         (through a const pointer too: C may cast it away), and the buffers whose addresses those hold, in turn
         (MAX_HELD of them): a checkpoint leaves them in flight. None (any buffer) when telling would scan more than
         SCAN_BUDGET bytes."""
-        todo: list[TrackedBuffer] = []
-        for queue, taken in list(self._taken.items()):
-            for buf, pos in list(taken.items()):
-                if queue.destroyed or queue.complete(pos) or self.buffers.get(buf.handle) is not buf:
-                    del taken[buf]
-                else:
-                    todo.append(buf)
-            if not taken:
-                del self._taken[queue]
+        todo = [buf for taken in self._taken.values() for buf in taken]  # (_taken_done left those not complete)
         held: set[TrackedBuffer] = set()
-        tracked = [(b.va, b.va + b.size) for b in self.buffers.values() if b.tracked]
-        span = (min(a for a, _ in tracked), max(b for _, b in tracked)) if tracked else (0, 0)
+        span = self._tracked_span()
         budget = SCAN_BUDGET
         while todo and len(held) < MAX_HELD:
             buf = todo.pop()
@@ -778,6 +799,11 @@ class RecordingSyscalls:
                     return None
                 todo += self._pointed_at(buf, *span)
         return held | set(todo)
+
+    def _tracked_span(self) -> tuple[int, int]:
+        """The addresses from the lowest tracked buffer's to the end of the highest."""
+        tracked = [(b.va, b.va + b.size) for b in self.buffers.values() if b.tracked]
+        return (min(a for a, _ in tracked), max(b for _, b in tracked)) if tracked else (0, 0)
 
     def _pointed_at(self, buf: TrackedBuffer, lo: int, hi: int) -> list[TrackedBuffer]:
         """The tracked buffers (all within [lo, hi)) whose addresses `buf` holds (8-byte aligned), as the CPU
@@ -921,6 +947,8 @@ class RecordingSyscalls:
         for a later checkpoint. Buffers the GPU only reads are never hashed here."""
         entries, in_flight, racy = [], [], []
         self._learn_pending()
+        if self._taken:
+            self._taken_done()
         done = []
         complete = {buf for buf in self.written if buf.complete()}
         held = self._held() if self._taken and complete else ()  # (only what could be hashed asks)

@@ -666,6 +666,23 @@ def test_a_buffer_a_kernel_in_flight_may_write_beyond_its_arguments_is_not_hashe
     assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
 
 
+@pytest.mark.parametrize("how", ["through_table", "by_address", "through_const_table"])
+def test_a_buffer_a_finished_kernel_may_have_written_beyond_its_arguments_is_hashed(how, tmp_path):
+    """Campaign 62: y, written only by a kernel through an address kept in a table or passed by value, was held
+    while the kernel ran but never hashed after: a trace whose kernel argument was changed replayed OK. Once the
+    kernel is known complete, what it took by value and what the buffers it took point at are checked."""
+    code = built(tmp_path, BEYOND_ARGUMENTS)
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        y, table = (gpu.alloc(4096, "gtt", name=n) for n in ("y", "table"))
+        table.write(struct.pack("<Q", y.va))
+        arg = table if how != "by_address" else np.uint64(y.va)
+        gpu.compute_queue(name="A").dispatch(gpu.load(code).kernel(how), (64,), (64,), arg).sync()
+    assert checkpointed(path)["y"] == struct.pack("<64i", *[5] * 64) + bytes(3840)
+    assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
+
+
 def test_a_pointer_table_written_after_the_dispatch_its_queue_waits_to_run_is_a_relocation_hazard(tmp_path):
     """Campaign 56: the CPU wrote the table a gated dispatch chases after submitting it, then freed the buffers it
     points at before the table: the table was looked into as it went, when its pointees were gone, so a replay
