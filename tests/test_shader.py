@@ -269,6 +269,8 @@ def test_alu_entries_the_corpus_does_not_reach_compute_what_the_isa_says():
     assert VALU["v_sin_f32"].fn(np.array([0.25], f32))[0] == 1.0  # revolutions: sin(pi / 2)
     assert list(VALU["v_cvt_flr_i32_f32"].fn(np.array([-1.5, 2.7], f32))) == [-2, 2]
     assert list(VALU["v_cvt_rpi_i32_f32"].fn(np.array([-1.5, 2.5], f32))) == [-1, 3]
+    assert VALU["v_cvt_floor_i32_f32"] is VALU["v_cvt_flr_i32_f32"]  # gfx11's names (campaign 61)
+    assert VALU["v_cvt_nearest_i32_f32"] is VALU["v_cvt_rpi_i32_f32"]
     assert VALU["v_cvt_f32_ubyte2"].fn(np.array([0x00AB0000], u32))[0] == 171.0
     a, b = np.array([0x8899AABB], u32), np.array([0x11223344], u32)
     assert VALU["v_perm_b32"].fn(a, b, np.array([0x0C0D0704], u32))[0] == 0x00FF88BB
@@ -314,6 +316,16 @@ def test_scalar_entries_the_corpus_does_not_reach_compute_what_the_isa_says():
     assert value.tolist() == [0xF12345 - (1 << 24), 0x8ACF13579B - (1 << 40), 0]
     value, _ = SALU["s_bfe_i32"].fn(np.array([0x9ABCDEF1, 0x0ABCDEF1], u32), np.array([24 | 5 << 16] * 2, u32))
     assert value.tolist() == [-6, 10]
+    # a signed field reaching past the top bit takes the sign there (campaign 61: V_BFE_I32 shifted logically)
+    value, _ = SALU["s_bfe_i32"].fn(np.array([0x80000000, 0xF2DAB0AE], u32), np.array([6 | 28 << 16, 26 | 30 << 16], u32))
+    assert value.tolist() == [-(1 << 25), -4]
+    assert VALU["v_bfe_i32"].fn(np.array([0x80000000, 0x7FFFFFFF], u32), np.array([6, 6], u32),
+                                np.array([28, 28], u32)).tolist() == [-(1 << 25), (1 << 25) - 1]
+    value, _ = SALU["s_bfe_i64"].fn(np.array([1 << 63], u64), np.array([60 | 10 << 16], u32))
+    assert value.tolist() == [-8]
+    a, b = np.array([0x11112222], u32), np.array([0x33334444], u32)  # campaign 61: uniform ushort2 code
+    assert [SALU[f"s_pack_{h}_b32_b16"].fn(a, b).tolist() for h in ("ll", "lh", "hh", "hl")] == \
+        [[0x44442222], [0x33332222], [0x33331111], [0x44441111]]
     signs = np.array([0x40000000, 0x20000000, 0, -1, -2, 1], np.int32)
     assert SALU["s_cls_i32"].fn(signs).tolist() == [1, 2, 0xFFFFFFFF, 0xFFFFFFFF, 31, 31]
     f32 = np.float32

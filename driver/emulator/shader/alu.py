@@ -144,9 +144,11 @@ def _bfe_u32(a, off, width):
 
 
 def _bfe_i32(a, off, width):
-    """The field of _bfe_u32 sign-extended from its top bit (0 for width 0)."""
-    shift = (32 - (width & 31)) % 32
-    return np.where((width & 31) == 0, i32(0), (_bfe_u32(a, off, width) << shift).view(i32) >> shift.astype(i32))
+    """The field sign-extended from its top bit (0 for width 0); a field reaching past bit 31 takes S0's sign
+    there (ISA pseudocode: tmp = (S0.i32 >> offset) & mask, an arithmetic shift)."""
+    shift = ((32 - (width & 31)) % 32).astype(u32)
+    field = (a.view(i32) >> (off & 31).astype(i32)).view(u32) << shift
+    return np.where((width & 31) == 0, i32(0), field.view(i32) >> shift.astype(i32))
 
 
 def _bfe_u64(a, off, width):
@@ -156,7 +158,8 @@ def _bfe_u64(a, off, width):
 
 def _bfe_i64(a, off, width):
     shift = ((64 - (width & 63)) % 64).astype(u64)
-    return np.where((width & 63) == 0, i64(0), (_bfe_u64(a, off, width) << shift).view(i64) >> shift.astype(i64))
+    field = (a.view(i64) >> (off & 63).astype(i64)).view(u64) << shift
+    return np.where((width & 63) == 0, i64(0), field.view(i64) >> shift.astype(i64))
 
 
 def _sbfe(field: Callable, bits: int) -> Callable:
@@ -604,7 +607,8 @@ _VALU_ALIASES = {  # gfx10+/gfx12 names of the operations above
     "v_max_num_f16": "v_max_f16", "v_min_num_f16": "v_min_f16", "v_min3_num_f32": "v_min3_f32",
     "v_min3_num_f16": "v_min3_f16", "v_max3_num_f16": "v_max3_f16", "v_med3_num_f16": "v_med3_f16",
     "v_max3_num_f32": "v_max3_f32", "v_med3_num_f32": "v_med3_f32", "v_cvt_pk_rtz_f16_f32": "v_cvt_pkrtz_f16_f32",
-    "v_mul_lo_u32_u24": "v_mul_u32_u24",
+    "v_mul_lo_u32_u24": "v_mul_u32_u24", "v_cvt_floor_i32_f32": "v_cvt_flr_i32_f32",
+    "v_cvt_nearest_i32_f32": "v_cvt_rpi_i32_f32",
 }
 VALU.update({new: VALU[old] for new, old in _VALU_ALIASES.items()})
 
@@ -676,6 +680,11 @@ SALU: dict[str, AluOp] = {
     "s_mul_i32": S("i32 i32", "i32", np.multiply),
     "s_mul_hi_u32": S("u32 u32", "u32", lambda a, b: (a.astype(u64) * b >> u64(32)).astype(u32)),
     "s_mul_hi_i32": S("i32 i32", "i32", lambda a, b: (a.astype(i64) * b >> 32).astype(i32)),
+    # D = {S1 half, S0 half}: l the low 16 bits, h the high (ISA pseudocode; s_pack_hl is gfx11's)
+    "s_pack_ll_b32_b16": S("u32 u32", "u32", lambda a, b: _pack16(a & 0xFFFF, b & 0xFFFF)),
+    "s_pack_lh_b32_b16": S("u32 u32", "u32", lambda a, b: _pack16(a & 0xFFFF, b >> 16)),
+    "s_pack_hh_b32_b16": S("u32 u32", "u32", lambda a, b: _pack16(a >> 16, b >> 16)),
+    "s_pack_hl_b32_b16": S("u32 u32", "u32", lambda a, b: _pack16(a >> 16, b & 0xFFFF)),
     "s_min_i32": S("i32 i32", "i32", _chosen(np.minimum, np.less), scc_out=True),
     "s_min_u32": S("u32 u32", "u32", _chosen(np.minimum, np.less), scc_out=True),
     "s_max_i32": S("i32 i32", "i32", _chosen(np.maximum, np.greater), scc_out=True),
