@@ -89,6 +89,10 @@ class Layout:
             words[word] = (*kept, *new.values())
         return replace(self, name=name, words=words, **changes)
 
+    def value(self, name: str, word: str, raw: int) -> int | None:
+        """Field `name` of descriptor word `word` whose bits are `raw`; None when the layout has no such field."""
+        return next((f.get(raw) for f in self.words[word] if f.name == name), None)
+
     def decode(self, values: Mapping[str, int]) -> dict[str, int]:
         """Every named field of the words in `values` (word name -> raw value)."""
         return {f.name: f.get(values[word]) for word in WORDS for f in self.words[word]}
@@ -196,6 +200,12 @@ LAYOUTS: Mapping[str, Layout] = MappingProxyType(
     {"CDNA2": GFX90A, "CDNA3": GFX942, "RDNA2": GFX10, "RDNA3": GFX11, "RDNA4": GFX12})
 
 
+def accum_offset(granulated: int) -> int:
+    """The first AccVGPR's number in the unified register file, from GRANULATED_ACCUM_OFFSET (.amdhsa_accum_offset
+    is (granulated + 1) * 4)."""
+    return (granulated + 1) * 4
+
+
 def layout_for(family: Family) -> Layout:
     """The descriptor layout of a family."""
     return LAYOUTS[family.name]
@@ -281,7 +291,7 @@ class KernelDescriptor:
     def accum_offset(self) -> int | None:
         """First AccVGPR in the unified register file (gfx90a/gfx942), else None."""
         g = self.fields.get("granulated_accum_offset")
-        return None if g is None else (g + 1) * 4
+        return None if g is None else accum_offset(g)
 
     @property
     def enable_private_segment(self) -> bool:

@@ -317,7 +317,8 @@ def test_scalar_entries_the_corpus_does_not_reach_compute_what_the_isa_says():
     value, _ = SALU["s_bfe_i32"].fn(np.array([0x9ABCDEF1, 0x0ABCDEF1], u32), np.array([24 | 5 << 16] * 2, u32))
     assert value.tolist() == [-6, 10]
     # a signed field reaching past the top bit takes the sign there (campaign 61: V_BFE_I32 shifted logically)
-    value, _ = SALU["s_bfe_i32"].fn(np.array([0x80000000, 0xF2DAB0AE], u32), np.array([6 | 28 << 16, 26 | 30 << 16], u32))
+    value, _ = SALU["s_bfe_i32"].fn(np.array([0x80000000, 0xF2DAB0AE], u32),
+                                    np.array([6 | 28 << 16, 26 | 30 << 16], u32))
     assert value.tolist() == [-(1 << 25), -4]
     assert VALU["v_bfe_i32"].fn(np.array([0x80000000, 0x7FFFFFFF], u32), np.array([6, 6], u32),
                                 np.array([28, 28], u32)).tolist() == [-(1 << 25), (1 << 25) - 1]
@@ -413,12 +414,12 @@ def test_a_division_fixup_of_a_nan_quotient_of_ordinary_operands_overflows():
 
 
 # -- code clang-19 makes of small sources, run where it was built for ------------------------------------------
-def built(tmp_path, source: str, target: str) -> str:
+def built(tmp_path, source: str, target: str, optimisation: str = "-O2") -> str:
     """`source` (OpenCL C) compiled and linked for `target`: the code object's path."""
     src, obj, co = tmp_path / f"k-{target}.cl", tmp_path / f"k-{target}.o", tmp_path / f"k-{target}.co"
     src.write_text(source)
     subprocess.run(["clang-19", "-x", "cl", "-cl-std=CL2.0", "-target", "amdgcn-amd-amdhsa", f"-mcpu={target}",
-                    "-nogpulib", "-O2", "-c", str(src), "-o", str(obj)], check=True, capture_output=True)
+                    "-nogpulib", optimisation, "-c", str(src), "-o", str(obj)], check=True, capture_output=True)
     subprocess.run(["ld.lld-19", "-shared", str(obj), "-o", str(co)], check=True, capture_output=True)
     return str(co)
 
@@ -800,3 +801,37 @@ def test_byte_sums_of_differences_averages_and_dot_products(target, tmp_path):
             s8 = [p - 256 if p > 127 else p for p in parts(x, 8)], [q - 256 if q > 127 else q for q in parts(y, 8)]
             want.append((sum(p * q for p, q in zip(*s8, strict=True)) + i) & 0xFFFFFFFF)
         assert out[6 * i:6 * i + len(want)].tolist() == want, i
+
+
+UNOPTIMISED = r"""
+kernel void k(global int *out, global const int *a, int n) {
+    int i = __builtin_amdgcn_workitem_id_x();
+    int s = 0;
+    for (int j = 0; j < n; j++) { if ((a[i] + j) & 1) s += a[i] * j; else s -= j; }
+    out[i] = s;
+}
+"""
+
+
+@pytest.mark.parametrize("target", ["gfx90a", "gfx942"])
+def test_unoptimised_code_spilling_vgprs_to_accvgprs_runs(target, tmp_path):
+    """Campaign 61: at -O0, clang keeps VGPRs across a branch in AccVGPRs (v_accvgpr_write/read), which are the
+    unified register file's VGPRs from the descriptor's ACCUM_OFFSET on."""
+    code = built(tmp_path, UNOPTIMISED, target, "-O0")
+    listing = subprocess.run(["llvm-objdump-19", "-d", code], capture_output=True, text=True, check=True).stdout
+    assert "v_accvgpr_write_b32" in listing and "v_accvgpr_read_b32" in listing
+    a = np.arange(64, dtype=np.int32) * 3 - 50
+    out = ran(target, code, "k", 64, a, np.int32(7))
+    assert out.view(np.int32).tolist() == [sum(x * j if (x + j) & 1 else -j for j in range(7)) for x in a.tolist()]
+
+
+def test_a_memory_instruction_into_accvgprs_is_reported_not_emulated():
+    """gfx90a's memory instructions may load into AccVGPRs (the acc bit); those are refused, not run as if into
+    VGPRs. The words are llvm-mc-19's for `global_load_dword a1, v[2:3], off`."""
+    ins = decode(bytes([0x00, 0x80, 0x50, 0xDC, 0x02, 0x00, 0xFF, 0x01]), 0, "gfx90a")
+    assert ins.text.startswith("global_load_dword a1")
+    family = target_by_name("gfx90a").family
+    regs = Regs.of(sreg_names("gfx90a"), 512, 64, accum_offset=256)
+    memory = MemoryOps(None, 64, family.gfx_major, layout_for(family).architected_flat_scratch)
+    with pytest.raises(Unsupported, match="global_load_dword into or from AccVGPRs is not emulated"):
+        compile_instruction(ins, 0, regs, memory)

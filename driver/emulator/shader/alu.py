@@ -388,6 +388,10 @@ def V(ins: str, out: str | None, fn: Callable, **flags) -> AluOp:  # noqa: N802
 VALU: dict[str, AluOp] = {
     # moves and selects
     "v_mov_b32": V("u32", "u32", lambda a: a),
+    # to, from and between AccVGPRs (gfx90a/gfx942; VOP3P but mov_b32's VOP1); compilers spill VGPRs to them
+    "v_accvgpr_write_b32": V("u32", "u32", lambda a: a),
+    "v_accvgpr_read_b32": V("u32", "u32", lambda a: a),
+    "v_accvgpr_mov_b32": V("u32", "u32", lambda a: a),
     "v_mov_b64": V("u64", "u64", lambda a: a),
     "v_cndmask_b32": V("u32 u32", "u32", lambda a, b, m: np.where(m, b, a), mask_in=True),
     # 32-bit integer arithmetic

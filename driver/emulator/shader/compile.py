@@ -38,6 +38,7 @@ __all__ = ["Step", "Unsupported", "base_name", "compile_instruction"]
 Run = Callable[[Waves], object]
 _SUFFIX = re.compile(r"_(e32|e64|sdwa|dpp)$")
 _VALU_ENCODINGS = frozenset(("VOP1", "VOP2", "VOPC", "VOP3", "VOP1_SDWA", "VOP2_SDWA", "VOPC_SDWA"))
+_ACC_MOVES = frozenset(("v_accvgpr_read_b32", "v_accvgpr_write_b32"))  # VOP3P, without packed operands
 _SALU_ENCODINGS = frozenset(("SOP1", "SOP2", "SOPC", "SOPK"))
 _DESTS = frozenset(("vdst", "sdst", "vdstx", "vdsty", "sdata"))
 _MASK_TEXT = frozenset(("vcc", "vcc_lo"))
@@ -71,7 +72,7 @@ def compile_instruction(ins: Instruction, pc: int, regs: Regs, memory) -> Step:
             run = _vopd(ins, regs)
         elif name in CONTROL:
             run = CONTROL[name](ins, pc, nxt, regs)
-        elif ins.encoding in _VALU_ENCODINGS and name in VALU:
+        elif (ins.encoding in _VALU_ENCODINGS or name in _ACC_MOVES) and name in VALU:
             run = _single(_valu(ins, VALU[name], regs, ins.operands))
         elif ins.encoding == "VOP3P":
             run = _mix(ins, name, regs) if name in _MIX else _packed(ins, name, regs)
@@ -145,7 +146,7 @@ def _valu(ins: Instruction, op: AluOp, regs: Regs, operands: tuple) -> tuple[Cal
     # VOP3b (a value and a carry or VCC out) keeps SDST where VOP3a has ABS: it has no abs modifier
     vop3b = op.mask_out and op.out is not None
     readers = [_vsource(ins, item, TYPES[ty], regs, vop3b) for item, ty in zip(sources, op.ins, strict=False)]
-    value_dest = next((d for d in dests if d[0] == "r" and d[3] in ("vgpr", "vdsty")), None)
+    value_dest = next((d for d in dests if d[0] == "r" and d[3] in ("vgpr", "vdsty", "agpr")), None)
     mask_dest = next((d for d in dests if d is not value_dest), None)
     if op.acc:
         readers.append(regs.source(256 + _field_value(ins, value_dest[1]), TYPES[op.ins[-1]], True))
@@ -172,6 +173,8 @@ def _valu(ins: Instruction, op: AluOp, regs: Regs, operands: tuple) -> tuple[Cal
         if value_dest is None:
             raise Unsupported(f"{ins.mnemonic}: no destination VGPR")
         n = _field_value(ins, value_dest[1])
+        if value_dest[3] == "agpr":
+            n = regs.agpr(n)
         high = bool(out.bits == 16 and f.get("opsel", 0) >> 3 & 1)
         write_value = _sdwa_writer(ins, n, out, regs) if sdwa else regs.vector_writer(n, out, high)
         if (clamp or omod) and out.float:  # an integer's clamp saturated it already
@@ -232,6 +235,8 @@ def _vsource(ins: Instruction, item: tuple, ty: Type, regs: Regs, vop3b: bool = 
     value = f[field]
     if kind == "vgpr":
         value += 256
+    if kind == "agpr":
+        return regs.vgpr(regs.agpr(value - 256 if value >= 256 else value))
     if kind == "sdwa":
         return _sdwa_source(ins, field, value, ty, regs)
     high = bool(ty.bits == 16 and index is not None and f.get("opsel", 0) >> index & 1)

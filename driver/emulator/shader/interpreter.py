@@ -36,7 +36,7 @@ from kfdtrace.driver.emulator.shader.operands import OperandError, Regs
 from kfdtrace.driver.emulator.shader.waves import SGPR_ROWS, Waves
 from kfdtrace.driver.isa import DecodeError, NotDecoded, decode
 from kfdtrace.driver.isa.decoder import sreg_names
-from kfdtrace.driver.kernel_descriptor import layout_for
+from kfdtrace.driver.kernel_descriptor import accum_offset, layout_for
 
 if TYPE_CHECKING:
     from kfdtrace.driver.emulator.kfd import EmulatedMachine
@@ -112,8 +112,10 @@ class Interpreter:
         # RSRC1.DX10_CLAMP (b21) up to gfx11; gfx12 has no such bit, and LLVM compiles for it as if it were set (its
         # mode defaults: DX10Clamp on; a NaN clamped is 0, which its fold of fmin(fmax(x, 0), 1) into clamp needs)
         dx10_clamp = bool(launch.rsrc1 >> 21 & 1) if "dx10_clamp" in layout.field_word else True
+        accum = layout.value("granulated_accum_offset", "compute_pgm_rsrc3", launch.rsrc3)
         self.regs = Regs.of(sreg_names(self.target), vgprs, launch.wave_size, layout.architected_sgprs,
-                            launch.rsrc1, dx10_clamp, family.valu16_zeroes_high)
+                            launch.rsrc1, dx10_clamp, family.valu16_zeroes_high,
+                            None if accum is None else accum_offset(accum))
         self.memory = self.code.memory_ops(launch.wave_size, family.gfx_major, launch.architected_scratch)
         self.steps: dict[int, Step] = {}  # this dispatch's: by PC alone
 

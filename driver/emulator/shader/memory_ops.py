@@ -270,6 +270,8 @@ class MemoryOps:
 
     def compile(self, ins: Instruction, name: str, regs: Regs):
         prefix = name.split("_", 1)[0]
+        if any(item[0] == "r" and item[3] == "agpr" for item in ins.operands):
+            raise OperandError(f"{ins.mnemonic} into or from AccVGPRs is not emulated")
         if ins.encoding == "SMEM":
             return self._smem(ins, name, regs)
         if prefix == "ds":

@@ -84,10 +84,12 @@ class Regs:
     flush_out: frozenset[int] = frozenset()  # float widths whose denormal results are written as 0
     dx10_clamp: bool = True  # the clamp output modifier makes NaN 0
     zero_high16: bool = True  # a 16-bit VALU result zeroes its VGPR's high half (Family.valu16_zeroes_high)
+    accum_offset: int | None = None  # the unified VGPR file's first AccVGPR (gfx90a/gfx942), else None
 
     @classmethod
     def of(cls, sreg_names: list[str | None], vgprs: int, lanes: int, architected_sgprs: bool = False,
-           rsrc1: int = DENORMALS_KEPT, dx10_clamp: bool = True, zero_high16: bool = True) -> Regs:
+           rsrc1: int = DENORMALS_KEPT, dx10_clamp: bool = True, zero_high16: bool = True,
+           accum_offset: int | None = None) -> Regs:
         """`rsrc1`: COMPUTE_PGM_RSRC1, whose FLOAT_DENORM_MODE_32 (b17:16) and _16_64 (b19:18) say which
         denormals are flushed: 0 sources and results, 1 results, 2 sources, 3 none (LLVM SIDefines.h
         FP_DENORM_FLUSH_IN_FLUSH_OUT, FLUSH_OUT, FLUSH_IN, FLUSH_NONE; AMDGPUUsage's FLOAT_DENORM_MODE_FLUSH_DST 1,
@@ -96,7 +98,7 @@ class Regs:
         modes = {32: rsrc1 >> 16 & 3, 16: rsrc1 >> 18 & 3, 64: rsrc1 >> 18 & 3}
         return cls(sreg_names.index("m0"), sreg_names.index("null"), vgprs, lanes, ttmps,
                    frozenset(b for b, m in modes.items() if m in (0, 2)),
-                   frozenset(b for b, m in modes.items() if m in (0, 1)), dx10_clamp, zero_high16)
+                   frozenset(b for b, m in modes.items() if m in (0, 1)), dx10_clamp, zero_high16, accum_offset)
 
     # -- reading ------------------------------------------------------------------------------------
     def source(self, value: int, ty: Type, vector: bool, literal: int | None = None, high: bool = False) -> Reader:
@@ -167,6 +169,13 @@ class Regs:
         if words == 2:
             return lambda w: w.v[n].astype(np.uint64) | w.v[n + 1].astype(np.uint64) << np.uint64(32)
         return lambda w: w.v[n]
+
+    def agpr(self, n: int) -> int:
+        """The VGPR that AccVGPR a<n> is: gfx90a and gfx942 have one register file, whose AccVGPRs follow the
+        architected VGPRs from ACCUM_OFFSET on (AMDGPUUsage .amdhsa_accum_offset; COMPUTE_PGM_RSRC3)."""
+        if self.accum_offset is None:
+            raise OperandError(f"a{n}: the target has no AccVGPRs")
+        return self.accum_offset + n
 
     def check_vgprs(self, n: int, count: int) -> None:
         if n + count > self.vgprs:
