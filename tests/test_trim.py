@@ -119,6 +119,33 @@ def test_a_reconstructed_range_waiting_on_a_producer_that_writes_on_after_its_si
         trim(r, str(tmp_path / "out.kfdtrace"), 1, 1, lambda vas: contents_at(path, 1, vas))
 
 
+def test_a_queue_destroyed_standing_at_a_wait_as_recorded_does_not_make_its_range_hang(tmp_path):
+    """Campaign 62: a queue waits on a semaphore nothing signals and is destroyed so, as the replay allows; trim
+    refused every range holding it. Its id, given again to the next queue, names another queue: that queue's wait
+    for what nothing in the range signals is still refused."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        never, s, late = system.semaphore("never"), system.semaphore("s"), system.semaphore("late")
+        a, b = gpu.alloc(4096, "gtt", name="a"), gpu.alloc(4096, "gtt", name="b")
+        doomed = gpu.sdma_queue(name="doomed")
+        doomed.wait(never, 1).fill(a, 0x11111111, 4096).submit()
+        doomed.destroy()
+        q = gpu.sdma_queue(name="q")
+        b.write(b"x" * 4096)
+        q.wait(late, 1).copy(a, b, 4096).signal(s, 1).submit()
+        gpu.sdma_queue(name="late").signal(late, 1).submit()
+        s.wait(1)
+    with TraceReader(path) as r:
+        queues = [rec.fields["queue"] for rec in r.records(["queue"])]
+    assert queues[0] == queues[1]  # the id is given again
+    with TraceReader(path) as r:
+        trim(r, str(tmp_path / "out.kfdtrace"), 0, 2)
+    assert replay_trace(str(tmp_path / "out.kfdtrace"), Options(), emulate="gfx942").status == EXIT_OK
+    with TraceReader(path) as r, pytest.raises(TrimRefused, match=r"submission 1 .* which nothing signals"):
+        trim(r, str(tmp_path / "out.kfdtrace"), 0, 1)
+
+
 def test_contents_restored_from_a_checkpoint_let_a_later_range_read_gpu_written_memory(tmp_path):
     """The GPU fills `a`; a checkpoint records it; the range copies `a` on: `a`'s contents come from the
     checkpoint, and the range's own checkpoint verifies them."""

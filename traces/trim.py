@@ -16,7 +16,9 @@ A semaphore only grows, so a signal in the range below the value restored at the
 that the submissions before it were still running there, unless every signal of it before the range is known
 to have landed (a CPU wait saw it, or its queue is gone): then it is a reset, as when a freed semaphore's pool
 slot is made again. A wait in the range must be satisfiable in it: by a value restored at the start, by the
-CPU, or by a signal whose own queue's waits before it are (passed queue by queue). Reconstructed contents are
+CPU, or by a signal whose own queue's waits before it are (passed queue by queue), unless its queue is
+destroyed in the range with work the recording left undone (it may stand at the wait, as the replay lets it).
+Reconstructed contents are
 those of every submission before A completed: a range waiting for a value that a submission before it, not
 known complete at A, signals and then writes on after is refused (the recording's range read what it had
 written by then).
@@ -24,6 +26,7 @@ written by then).
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 from collections.abc import Callable
@@ -323,6 +326,8 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int, r
     rewriting = prefix.landed.rewriting(first) if reconstructed else {}
 
     waits: list[Wait] = []
+    # queue -> the orders of its destroys in the range, each with whether the recording left it work undone
+    ends: dict[int, list[tuple[int, bool]]] = {}
     events: set[int] = set()  # KFD events the range sets (a packet's interrupt, or the CPU)
     for rec in itertools.chain((start,), records):
         if rec.type == R.DOORBELL and state.submissions > last:
@@ -344,6 +349,9 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int, r
                               f"it earlier")
         elif rec.type == R.ALLOC:
             written.made.add(f["va"])
+        elif rec.type == R.QUEUE_DESTROY:
+            undone = f["rptr"] is not None and f["wptr"] is not None and f["rptr"] < f["wptr"]
+            ends.setdefault(f["queue"], []).append((rec.n << 20, undone))
         elif rec.type == R.CHECKPOINT:
             for entry in f["buffers"]:
                 _check_known(prefix, entry["va"], written, f"the checkpoint at record {rec.n}")
@@ -367,7 +375,7 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int, r
                               f"not complete at its start, signals and then writes more: the recording's range read "
                               f"what it wrote by then, the reconstructed one what it wrote in the end; start the range "
                               f"earlier")
-    stuck = _unreached(signals, waits)
+    stuck = _unreached(signals, waits, ends)
     if stuck is not None:
         what, _, _, addr, ref = stuck
         raise TrimRefused(f"{what} waits for {addr:#x} to reach {ref:#x}, which nothing signals in the range (or "
@@ -375,23 +383,29 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int, r
                           f"the submission that signals it; extend the range, or start it earlier")
 
 
-def _unreached(signals: Signals, waits: list[Wait]) -> Wait | None:
+def _unreached(signals: Signals, waits: list[Wait], ends: dict[int, list[tuple[int, bool]]]) -> Wait | None:
     """The first wait of the range that no signal it can see satisfies, None when each is. A queue's poll sees
     what its own queue signalled before it, and what other queues or the CPU signal (queues run side by side),
     but a queue's signal counts only once every wait before it in its queue is satisfied (one behind a wait
     for a value only a signal outside the range gives never comes); the CPU's wait sees what was signalled before
-    it (the CPU's own signals, of threads side by side, are taken as given)."""
-    by_queue: dict[int, list[Wait]] = {}
+    it (the CPU's own signals, of threads side by side, are taken as given). A queue destroyed in the range (at
+    the orders `ends` gives) with work the recording left undone may stand at a wait: the replay lets it."""
+    def life(q: int, o: int) -> tuple[int, int]:
+        """The queue id `q` as it was at order `o`: the ids of destroyed queues are given again."""
+        return q, bisect.bisect(ends.get(q, ()), (o, True))
+
+    by_queue: dict[tuple[int, int], list[Wait]] = {}
     for w in sorted(waits, key=lambda w: w[2]):
         if w[1] is not None:
-            by_queue.setdefault(w[1], []).append(w)
+            by_queue.setdefault(life(w[1], w[2]), []).append(w)
     passed = {q: 0 for q in by_queue}  # queue -> how many of its waits are known satisfied, in its order
 
     def counts(q: int | None, o: int) -> bool:
         """Whether a signal of queue `q` at order `o` can come: the CPU's, or one before the queue's first wait
         not known satisfied."""
-        queued = by_queue.get(q) if q is not None else None
-        return not queued or passed[q] == len(queued) or o < queued[passed[q]][2]
+        key = life(q, o) if q is not None else None
+        queued = by_queue.get(key) if key is not None else None
+        return not queued or passed[key] == len(queued) or o < queued[passed[key]][2]
 
     def satisfied(w: Wait) -> bool:
         _, queue, order, addr, ref = w
@@ -405,7 +419,8 @@ def _unreached(signals: Signals, waits: list[Wait]) -> Wait | None:
             while passed[q] < len(queued) and satisfied(queued[passed[q]]):
                 passed[q] += 1
                 moved = True
-    stuck = [queued[passed[q]] for q, queued in by_queue.items() if passed[q] < len(queued)]
+    left = {(q, i) for q, orders in ends.items() for i, (_, undone) in enumerate(orders) if undone}
+    stuck = [queued[passed[q]] for q, queued in by_queue.items() if passed[q] < len(queued) and q not in left]
     stuck += [w for w in waits if w[1] is None and not satisfied(w)]
     return min(stuck, key=lambda w: w[2], default=None)
 
