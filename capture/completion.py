@@ -40,11 +40,18 @@ class QueueProgress:
     done: int = 0
     destroyed: bool = False  # nothing of it runs any more (complete or not)
     ended: int | None = None  # how many submissions the recorder had learnt when it was destroyed
+    stopped: int | None = None  # destroyed: the position it had run to (its read pointer), when known
+    stood: bool = False  # destroyed standing at a packet that waits on memory: nothing after `stopped` ran
     waits: deque[tuple[int, int, int]] = field(default_factory=deque)  # (end position, address, value)
     traps: deque[tuple[int, int]] = field(default_factory=deque)  # (end position, event id)
 
     def complete(self, position: int) -> bool:
         return self.done >= position
+
+    def settled(self, position: int) -> bool:
+        """Whether the packet ending at `position` is known to have run, or known never to run: its queue was
+        destroyed before reaching it, standing at a wait (as a replay lets a destroyed queue stand)."""
+        return self.done >= position or (self.stopped is not None and (self.stopped >= position or self.stood))
 
 
 Signal = tuple[int, int, int]  # (end position in its queue's stream, address, value)

@@ -87,8 +87,8 @@ class TrackedBuffer:
         return self.role in TRACKED_ROLES and self.cpu is not None
 
     def complete(self) -> bool:
-        """Every GPU write to it that the recorder saw is known to have finished."""
-        return all(q.complete(pos) for q, pos in self.writes.items())
+        """Every GPU write to it that the recorder saw is known to have finished, or never to come."""
+        return all(q.settled(pos) for q, pos in self.writes.items())
 
     def may_be_written(self) -> bool:
         """A queue still there may be writing it: no wait has shown its writes there complete."""

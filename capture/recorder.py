@@ -443,8 +443,22 @@ class RecordingSyscalls:
             del self.doorbells[(q.gpu_id, q.doorbell_offset)]
             self.rung.clear()
             rptr = self._read(q.rptr_va, 8)
+            if rptr is not None:
+                self._stopped(q, int.from_bytes(rptr, "little"))
             self.rec.record(R.QUEUE_DESTROY, queue=a.queue_id, wptr=q.rung,
                             rptr=None if rptr is None else int.from_bytes(rptr, "little"))
+
+    def _stopped(self, q: TrackedQueue, rptr: int) -> None:
+        """Where a destroyed queue stopped, by the read pointer its engine reported (in the doorbell's units,
+        monotonic or within the ring: read back from the last doorbell, which it is never ahead of), and whether
+        it stood at a packet that waits on memory there."""
+        unit = K.DOORBELL_UNITS.get(q.type, (1, 0))[0]
+        at = q.wptr - (q.wptr // unit - rptr) % (q.ring_size // unit) * unit
+        q.progress.stopped = at
+        if at < q.wptr and q.dialect is not None:
+            head = self._ring_bytes(q, at, at + 4)
+            d = q.dialect.definition(int.from_bytes(head, "little")) if len(head) == 4 else None
+            q.progress.stood = d is not None and d.wait is not None
 
     def undrained(self) -> list[int]:
         """The ids of the queues still alive whose read pointer is short of their last doorbell."""

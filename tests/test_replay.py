@@ -13,12 +13,15 @@ from unittest import mock
 import pytest
 
 from kfdtrace.capture import record
+from kfdtrace.capture.completion import QueueProgress
 from kfdtrace.driver import System
 from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_HANG, EXIT_OK, EXIT_UNSUPPORTED, Options, Result
 from kfdtrace.replay.session import Report, replay_trace
 from kfdtrace.replay.translate import ReplayError
 from kfdtrace.traces.format import TraceReader, TraceWriter, blob_key
+
+from .test_compute_capture import checkpointed
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "traces", "samples")
 FAMILIES = ["gfx90a", "gfx942", "gfx1030", "gfx1100", "gfx1201"]
@@ -426,6 +429,37 @@ def test_queues_destroyed_with_work_as_recorded_are_named_not_said_drained(tmp_p
     assert "1 queue(s) still had work when destroyed or at the end, as in the recording" in report.lines()[-1]
     assert "every queue drained" not in report.lines()[-1]
     assert report.to_dict()["loops"][0][0]["left_with_work"] == left
+
+
+def test_a_buffer_a_queue_destroyed_at_a_wait_never_wrote_is_verified_again(tmp_path):
+    """Campaign 62: a queue destroyed standing at a wait, its fill into `a` never run, left `a` in flight for good,
+    so nothing later written there was checked (a changed input replayed OK). The fill never comes: `a` is hashed
+    once the copy into it is known complete."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        never, s = system.semaphore("never"), system.semaphore("s")
+        a, b = gpu.alloc(4096, "gtt", name="a"), gpu.alloc(4096, "gtt", name="b")
+        doomed = gpu.sdma_queue(name="doomed")
+        doomed.wait(never, 1).fill(a, 0x11111111, 4096).submit()
+        doomed.destroy()
+        b.write(b"\x07" * 4096)
+        gpu.sdma_queue(name="q").copy(a, b, 4096).signal(s, 1).submit()
+        s.wait(1)
+    with TraceReader(path) as r:
+        stop = next(r.records(["queue_destroy"])).fields
+    assert stop["wptr"] - stop["rptr"] == 20 + 24  # the poll did not pass: the read pointer stays on it
+    assert checkpointed(path)["a"] == b"\x07" * 4096
+    assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
+
+
+def test_a_destroyed_queue_s_writes_are_settled_only_where_it_had_run_or_stood_waiting():
+    """What a queue destroyed with work left wrote is final where it had run (its read pointer), and beyond only
+    when it stood at a wait; stopped in the middle of other work, what it wrote beyond is not known."""
+    mid = QueueProgress("mid", destroyed=True, stopped=100)
+    waiting = QueueProgress("waiting", destroyed=True, stopped=100, stood=True)
+    assert mid.settled(100) and not mid.settled(120) and waiting.settled(120)
+    assert not QueueProgress("alive", done=50).settled(60)
 
 
 def test_a_queue_left_waiting_on_a_second_gpu_at_the_end_stands_still_in_the_replay(tmp_path):

@@ -85,6 +85,10 @@ class QueueError(Exception):
     """A packet the engine cannot execute; the queue stops on it."""
 
 
+class QueueStopped(QueueError):
+    """A packet cut short by its queue's destroy: it did not complete."""
+
+
 class NotEmulated(QueueError):
     """What stopped the queue is something the emulated GPU does not do (a packet, a field's value, an instruction):
     a limit of the emulator's, not a fault of the program's. It is logged with the record attribute NOT_EMULATED
@@ -337,8 +341,8 @@ class RingEngine:
         polled, raw, payload = self._waits[p.defn], p.dwords, p.payload
         delay = POLL_MIN_S
         while not polled(raw, payload):  # looked up every time: the buffer may be freed
-            if self._stop:
-                return
+            if self._stop:  # the queue's destroy: the wait did not pass, its read pointer stays on it
+                raise QueueStopped(f"{p.name} at {self.where()} still waited when its queue was destroyed")
             self.machine.wait_memory_change(delay)
             delay = min(delay * 2, POLL_MAX_S)
 
