@@ -835,3 +835,16 @@ def test_a_memory_instruction_into_accvgprs_is_reported_not_emulated():
     memory = MemoryOps(None, 64, family.gfx_major, layout_for(family).architected_flat_scratch)
     with pytest.raises(Unsupported, match="global_load_dword into or from AccVGPRs is not emulated"):
         compile_instruction(ins, 0, regs, memory)
+
+
+def test_gfx12_uniform_float_operations_take_abs_and_neg_modifiers(tmp_path):
+    """Campaign 61: gfx12's v_s_rsq_f32 of |x| stopped the dispatch (its VOP3 encoding's input modifiers)."""
+    source = r"""
+    kernel void k(global float *out, float x, float y) {
+        out[__builtin_amdgcn_workitem_id_x()] = __builtin_amdgcn_rsqf(__builtin_fabsf(x)) + __builtin_sqrtf(-y);
+    }
+    """
+    code = built(tmp_path, source, "gfx1201")
+    listing = subprocess.run(["llvm-objdump-19", "-d", code], capture_output=True, text=True, check=True).stdout
+    assert "v_s_rsq_f32" in listing and "|s" in listing
+    assert ran("gfx1201", code, "k", 64, np.float32(-4.0), np.float32(-9.0)).view(np.float32).tolist() == [3.5] * 64

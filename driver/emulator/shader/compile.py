@@ -79,8 +79,8 @@ def compile_instruction(ins: Instruction, pc: int, regs: Regs, memory) -> Step:
         elif ins.encoding in _SALU_ENCODINGS and name in SALU:
             run = _salu(ins, SALU[name], regs)
         elif ins.encoding == "VOP3" and name in SALU:  # gfx12's v_s_*: a uniform value into an SGPR
-            if any(ins.fields.get(m) for m in ("abs", "neg", "clamp", "omod")):
-                raise Unsupported(f"{ins.mnemonic}: input or output modifiers are not emulated")
+            if any(ins.fields.get(m) for m in ("clamp", "omod")):
+                raise Unsupported(f"{ins.mnemonic}: output modifiers are not emulated")
             run = _salu(ins, SALU[name], regs)
         else:
             run = memory.compile(ins, name, regs)
@@ -243,8 +243,13 @@ def _vsource(ins: Instruction, item: tuple, ty: Type, regs: Regs, vop3b: bool = 
     reader = regs.source(value, ty, True, ins.literal, high)
     if index is None:
         return reader
-    absolute = f.get("abs", 0) >> index & 1 if ins.encoding == "VOP3" and not vop3b else 0
-    negate = f.get("neg", 0) >> index & 1 if ins.encoding == "VOP3" else 0
+    return _modified(ins, reader, index, ty, vop3b)
+
+
+def _modified(ins: Instruction, reader: Reader, index: int, ty: Type, vop3b: bool = False) -> Reader:
+    """Source `index` of a VOP3 instruction with its abs and neg modifiers applied (floats only)."""
+    absolute = ins.fields.get("abs", 0) >> index & 1 if ins.encoding == "VOP3" and not vop3b else 0
+    negate = ins.fields.get("neg", 0) >> index & 1 if ins.encoding == "VOP3" else 0
     if (absolute or negate) and not ty.float:
         raise Unsupported(f"{ins.mnemonic}: abs/neg on a source read as {ty.name} is not emulated")
     if absolute and negate:
@@ -481,7 +486,8 @@ def _salu(ins: Instruction, op: AluOp, regs: Regs) -> Run:
             c = np.array(f[item[1]], np.uint16).view(np.int16 if tyname == "i16" else np.uint16)[()]
             readers.append(lambda w, c=c: c)
         else:
-            readers.append(regs.source(255 if item[0] == "l" else f[item[1]], ty, False, ins.literal))
+            reader = regs.source(255 if item[0] == "l" else f[item[1]], ty, False, ins.literal)
+            readers.append(_modified(ins, reader, len(readers), ty))  # gfx12's v_s_* (VOP3) have abs and neg
     out_ty = TYPES[op.out] if op.out else None
     if op.acc:
         readers.append(regs.source(f[dest[1]], TYPES[op.ins[-1]], False))
