@@ -236,7 +236,7 @@ def repack(src: KernelMetadata, data: bytes, dst: KernelMetadata, launch: Launch
     recorded buffer holds it), scalars copied, dynamic __local blocks (their sizes recovered from the recorded
     offsets and `group_segment_size`, the dispatch's LDS bytes) and hidden arguments laid out for `dst` and `launch`.
     """
-    pairs = _matched(src, dst)
+    pairs = matched(src, dst)
     _check_launch(dst, launch)
     data = _recorded(src, data)
     blocks = _lds_sizes(src, data, group_segment_size)
@@ -296,7 +296,7 @@ def _describe(arg: KernelArg) -> str:
     return f"{arg.name or 'unnamed'}: {kind} of {arg.size} bytes"
 
 
-def _matched(src: KernelMetadata, dst: KernelMetadata) -> list[tuple[KernelArg, KernelArg]]:
+def matched(src: KernelMetadata, dst: KernelMetadata) -> list[tuple[KernelArg, KernelArg]]:
     """The explicit arguments of two builds of a kernel paired by position; KernargError unless each pair has the
     same kind and size."""
     a, b = src.explicit_args, dst.explicit_args

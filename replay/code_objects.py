@@ -6,7 +6,7 @@ the bundle's entry for the device, or an object the user gives:
 
     options = parse_code_object_options(["corpus=build/corpus.gfx1100.co"], "build/")   # --code-object, --code-objects
     choice = choose(recorded_bytes, record_fields, "gfx1100", options)                  # None: nothing fits
-    lacking = check_kernels(dispatched_kernel_names, choice.code)
+    why = unfit(kernel_name, recorded_metadata, choice.code)                          # None: it runs the kernel
 
 Precedence: a --code-object naming the object (a user may replace it even on its own target), then the recorded
 object or its bundle's entry for the device, then `<name>.<gfx>.co`, `<name>.hipfb` or `<name>.co` in the
@@ -28,9 +28,10 @@ from kfdtrace.driver.code_object_errors import BadCodeObject, CodeObjectError
 
 if TYPE_CHECKING:  # pyelftools loads with the first code object: a replay without kernels starts without it
     from kfdtrace.driver.code_object import CodeObject
+    from kfdtrace.driver.code_object_metadata import KernelMetadata
 
-__all__ = ["Choice", "CodeObjectOptions", "GivenObject", "check_kernels", "check_options", "choose", "missing_message",
-           "parse_code_object_options"]
+__all__ = ["Choice", "CodeObjectOptions", "GivenObject", "check_options", "choose", "missing_message",
+           "parse_code_object_options", "unfit", "unfit_message"]
 
 HASH_PREFIX = re.compile(r"[0-9a-fA-F]{8,32}")  # 8 or more hex digits of a blob key (16 bytes: 32 digits)
 SHOWN_DIGITS = 8  # hex digits of a key a message shows
@@ -142,9 +143,25 @@ def choose(recorded: bytes, fields: Mapping[str, Any], target: str, options: Cod
     return None
 
 
-def check_kernels(kernels: Iterable[str], chosen: CodeObject) -> list[str]:
-    """The kernels of `kernels` (those a replay dispatches) that `chosen` lacks."""
-    return [k for k in kernels if k not in chosen.kernels]
+def unfit(name: str, recorded: KernelMetadata, chosen: CodeObject) -> str | None:
+    """Why `chosen` cannot run the dispatches of kernel `name` recorded with `recorded`'s arguments: it lacks the
+    kernel, or the kernel's arguments differ in kind or size; None when it can."""
+    from kfdtrace.driver.kernargs import KernargError, matched
+
+    kernel = chosen.kernels.get(name)
+    if kernel is None:
+        return f"it holds no kernel {name} (it holds {_and(sorted(chosen.kernels)) if chosen.kernels else 'none'})"
+    try:
+        matched(recorded, kernel.metadata)
+    except KernargError as exc:
+        return str(exc)
+    return None
+
+
+def unfit_message(target: str, fields: Mapping[str, Any], source: str, why: str) -> str:
+    """One line refusing a replay on `target` whose object for the recorded one (`fields`) from `source` does not
+    fit a dispatch (`why`, from `unfit`)."""
+    return f"the code object for {target} in place of {_object(fields)} ({source}) does not fit: {why}"
 
 
 def missing_message(target: str, missing: Sequence[tuple[Mapping[str, Any], Sequence[str]]],

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from kfdtrace.driver.aql import AQL, PACKET_SIZE, AmdSignal, FenceScope, SignalCondition
 from kfdtrace.driver.code_object_errors import CodeObjectError
-from kfdtrace.driver.packets import Dialect, Packet
+from kfdtrace.driver.packets import Dialect, Packet, PacketError
 from kfdtrace.driver.pm4 import Cache, DataSel, IntSel, Pm4Dialect, WaitFunc
 from kfdtrace.driver.sdma import AtomicOp
 from kfdtrace.replay.translate import OutsideBuffers, ReplayError, carries_dispatch
@@ -139,30 +139,52 @@ class DispatchReader:
         block = tuple(t["num_thread_full"] for t in threads)
         grid = tuple((g - 1) * b + t["num_thread_partial"] if t["num_thread_partial"] else g * b
                      for g, b, t in zip(groups, block, threads, strict=True))
-        kernargs = self._kernarg_pointer(kernel, where, p)
-        dims = max([1] + [i + 1 for i in range(3) if grid[i] > 1 or block[i] > 1])
-        launch = _launch(grid, block, self._recorded_dims(kernel, kernargs) or dims, p, where)
-        return Dispatch(kernel, launch, kernargs, lds * kernel.kernel.descriptor.layout.lds_granule, p)
+        kernargs = self._user_pointer(kernel, "kernarg_segment_ptr", where, p)
+        # what the dispatch asked for beyond what the registers say: its dimensions, its LDS bytes (RSRC2 holds
+        # them rounded up to the granule), from the AQL packet its dispatch_ptr names, else its hidden arguments
+        packet = self._dispatch_packet(kernel, where, p)
+        asked = packet["dimensions"] if packet is not None else self._recorded(kernel, kernargs, "hidden_grid_dims")
+        dims = asked if asked is not None and 1 <= asked <= 3 else \
+            max([1] + [i + 1 for i in range(3) if grid[i] > 1 or block[i] > 1])
+        granule = kernel.kernel.descriptor.layout.lds_granule
+        total = lds * granule
+        dynamic = self._recorded(kernel, kernargs, "hidden_dynamic_lds_size")
+        asked = packet["group_segment_size"] if packet is not None else None if dynamic is None else \
+            kernel.kernel.metadata.group_segment_fixed_size + dynamic
+        if asked is not None and total - granule < asked <= total:
+            total = asked
+        return Dispatch(kernel, _launch(grid, block, dims, p, where), kernargs, total, p)
 
-    def _kernarg_pointer(self, kernel: RecordedKernel, where: str, p: Packet) -> int:
-        """The kernarg_segment_ptr user SGPRs of the registers set (0 when the kernel takes no arguments)."""
+    def _user_pointer(self, kernel: RecordedKernel, name: str, where: str, p: Packet) -> int:
+        """The pointer in the user SGPRs `name` of the registers set (0 when the kernel's descriptor does not enable
+        them)."""
         at = 0
-        for name, count in kernel.kernel.descriptor.user_sgprs:
-            if name == "kernarg_segment_ptr":
+        for sgprs, count in kernel.kernel.descriptor.user_sgprs:
+            if sgprs == name:
                 words = [self.registers.get(r.name) for r in self.dialect.registers.user_data[at:at + 2]]
                 if None in words or len(words) < 2:
                     raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x} launches {kernel.name} without its "
-                                      f"kernel argument pointer in COMPUTE_USER_DATA_{at}..{at + 1}")
+                                      f"{name} in COMPUTE_USER_DATA_{at}..{at + 1}")
                 return words[0] | words[1] << 32
             at += count
         return 0
 
-    def _recorded_dims(self, kernel: RecordedKernel, kernargs: int) -> int | None:
-        """The launch's dimensions as the recorded kernel arguments' hidden_grid_dims give them (PM4 holds none)."""
-        arg = next((a for a in kernel.kernel.metadata.args if a.value_kind == "hidden_grid_dims"), None)
+    def _dispatch_packet(self, kernel: RecordedKernel, where: str, p: Packet) -> dict[str, int] | None:
+        """The fields of the AQL dispatch packet the kernel's dispatch_ptr user SGPRs point at, when it takes one
+        and the trace holds it."""
+        va = self._user_pointer(kernel, "dispatch_ptr", where, p)
+        data = self.read(va, PACKET_SIZE) if va else None
+        try:
+            packet = AQL.decode(data) if data is not None else None
+        except PacketError:
+            return None
+        return packet.fields if packet is not None and packet.name == "KERNEL_DISPATCH" else None
+
+    def _recorded(self, kernel: RecordedKernel, kernargs: int, kind: str) -> int | None:
+        """The recorded kernel arguments' hidden argument `kind`, when the kernel takes it and the trace holds it."""
+        arg = kernel.kernel.metadata.hidden_args.get(kind)
         data = self.read(kernargs + arg.offset, arg.size) if arg is not None and kernargs else None
-        dims = int.from_bytes(data, "little") if data else 0
-        return dims if 1 <= dims <= 3 else None
+        return int.from_bytes(data, "little") if data else None
 
     @staticmethod
     def _known(kernel: RecordedKernel | None, what: str, p: Packet, where: str) -> RecordedKernel:

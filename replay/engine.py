@@ -35,7 +35,7 @@ from kfdtrace.driver.sdma_queue import ENGINE_KINDS
 from kfdtrace.driver.signals import POLL_SLICE_MS, Event, Semaphore
 from kfdtrace.driver.syscalls import memory_view
 from kfdtrace.driver.system import Device, System
-from kfdtrace.replay.code_objects import CodeObjectOptions, check_options, choose, missing_message
+from kfdtrace.replay.code_objects import CodeObjectOptions, check_options, choose, missing_message, unfit, unfit_message
 from kfdtrace.replay.compute import AqlOnPm4, AqlRing, Dispatch, DispatchReader, Pm4OnAql, RecordedKernels, relaunch
 from kfdtrace.replay.dispatch_memo import DispatchMemo, KernargStore, Piece
 from kfdtrace.replay.occupancy import Occupancy, Sampler, queue_label
@@ -54,6 +54,7 @@ from kfdtrace.traces.format import Record, TraceError, TraceReader
 from kfdtrace.traces.walk import indirect_dialect
 
 if TYPE_CHECKING:  # kernargs (and numpy) load with the first dispatch
+    from kfdtrace.driver.code_object import CodeObject
     from kfdtrace.driver.kernarg_pool import KernargSource
     from kfdtrace.driver.kernargs import Kernargs
     from kfdtrace.driver.program import LoadedKernel, Program
@@ -293,6 +294,10 @@ class _Surveyor:
         self.code_records: list[dict] = []  # every code_object record's fields
         # target -> recorded code object va -> (its record's fields, the kernels run without an object for target)
         self.missing: dict[str, dict[int, tuple[dict, set[str]]]] = {}
+        # (recorded object's key, target) -> the object chosen for it there, and where it came from
+        self.chosen: dict[tuple[bytes, str], tuple[CodeObject, str]] = {}
+        # (recorded object's key, target, kernel) dispatched -> why the object chosen cannot run it (None: it can)
+        self.unfit: dict[tuple[bytes, str, str], str | None] = {}
         self.dispatched: dict[int, str] = {}  # buffer -> the last dispatch given a pointer into it
         # buffer -> (offset, value) of a GPU address a checkpoint found in it, and the dispatch that wrote it
         self.holders: dict[int, tuple[int, int, str]] = {}
@@ -345,6 +350,9 @@ class _Surveyor:
             raise ReplayError("; ".join(
                 missing_message(target, [(f, sorted(kernels)) for f, kernels in objects.values()], self.code_objects)
                 for target, objects in self.missing.items()))
+        unfit = [why for why in self.unfit.values() if why is not None]
+        if unfit:
+            raise ReplayError("; ".join(unfit))
         return self.s
 
     def _add(self, key: Pool, n: int) -> None:
@@ -449,9 +457,14 @@ class _Surveyor:
         d = reader.dispatch(p, where)
         if d is not None:
             f, dev = self.code[d.kernel.obj]
-            if (f["key"], dev.target.name) not in self.s.objects:
-                objects = self.missing.setdefault(dev.target.name, {})
+            target = dev.target.name
+            if (f["key"], target) not in self.s.objects:
+                objects = self.missing.setdefault(target, {})
                 objects.setdefault(d.kernel.obj, (f, set()))[1].add(d.kernel.name)
+            elif (f["key"], target, d.kernel.name) not in self.unfit:  # checked once a kernel and target
+                chosen, source = self.chosen[(f["key"], target)]
+                why = unfit(d.kernel.name, d.kernel.kernel.metadata, chosen)
+                self.unfit[(f["key"], target, d.kernel.name)] = why and unfit_message(target, f, source, why)
             for ptr in reader.check_pointers(d, where, self.relocation.move):
                 start = self.relocation.find(ptr)[0]
                 self._cpu_written_addresses(start)
@@ -670,6 +683,7 @@ class _Surveyor:
             choice = choose(data, f, dev.target.name, self.code_objects)
             if choice is not None:
                 self.s.objects[(f["key"], dev.target.name)] = choice.data
+                self.chosen[(f["key"], dev.target.name)] = (choice.code, choice.source)
 
     def _on_queue_destroy(self, r: Record) -> None:
         self.use[HOST] -= self.ib_copies.pop(r.fields["queue"], 0)

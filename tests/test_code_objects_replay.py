@@ -13,11 +13,11 @@ from kfdtrace.driver.code_object import load
 from kfdtrace.driver.code_object_bundle import select
 from kfdtrace.replay.code_objects import (
     CodeObjectOptions,
-    check_kernels,
     check_options,
     choose,
     missing_message,
     parse_code_object_options,
+    unfit,
 )
 from kfdtrace.traces.format import blob_key
 
@@ -170,13 +170,16 @@ def test_a_file_that_is_not_a_code_object(tmp_path: Path, content: bytes) -> Non
         parse_code_object_options([f"corpus={path}"], None)
 
 
-def test_check_kernels_names_the_kernels_an_object_lacks() -> None:
+def test_unfit_names_a_kernel_an_object_lacks_or_whose_arguments_differ() -> None:
     data, fields = record(CORPUS_942)
-    other = load((HERE / "fixtures" / "code_objects" / "args-gfx1100.co").read_bytes(), "gfx1100")
-    assert check_kernels(["vector_add", "collatz"], other) == ["vector_add", "collatz"]
     chosen = choose(data, fields, "gfx942", NONE)
-    assert chosen is not None and check_kernels([*fields["kernels"], "no_such_kernel"], chosen.code) == [
-        "no_such_kernel"]
+    assert chosen is not None
+    vector_add = chosen.code.kernels["vector_add"].metadata
+    assert unfit("vector_add", vector_add, chosen.code) is None
+    other = load((HERE / "fixtures" / "code_objects" / "args-gfx1100.co").read_bytes(), "gfx1100")
+    assert unfit("vector_add", vector_add, other).startswith("it holds no kernel vector_add (it holds ")
+    (name, kernel), *_ = other.kernels.items()
+    assert unfit(name, vector_add, other) is not None  # another kernel's arguments under its name
 
 
 def test_a_name_two_recorded_objects_go_by_selects_neither(tmp_path: Path) -> None:

@@ -25,8 +25,17 @@ from kfdtrace.driver.kernels.device import corpus, run_case
 from kfdtrace.driver.kernels.reference import CASES
 from kfdtrace.replay.code_objects import parse_code_object_options
 from kfdtrace.replay.compute import AqlOnPm4
-from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_OK, Options, TargetRefused, _Surveyor, handled
-from kfdtrace.replay.session import replay_trace
+from kfdtrace.replay.engine import (
+    EXIT_DIVERGED,
+    EXIT_OK,
+    Options,
+    TargetRefused,
+    _Surveyor,
+    device_map,
+    handled,
+    survey,
+)
+from kfdtrace.replay.session import open_target, replay_trace
 from kfdtrace.replay.translate import OutsideBuffers, ReplayError
 from kfdtrace.traces import records as R
 from kfdtrace.traces.format import TraceReader
@@ -131,6 +140,26 @@ def test_moved_buffers_get_moved_kernel_arguments(traces, tmp_path):
 def test_a_missing_code_object_is_refused_naming_every_kernel_and_target(traces):
     with pytest.raises(ReplayError, match=r"gfx1030.*vector_add|vector_add.*gfx1030"):
         replay_trace(traces["pm4-gfx1100"], Options(), emulate="gfx1030")
+
+
+@pytest.mark.parametrize(("source", "why"), [
+    ("kernel void other(global int *x) { x[0] = 1; }", r"it holds no kernel vector_add \(it holds other\)"),
+    ("kernel void vector_add(global float *a, global float *b, global float *c, ulong n) { c[0] = a[0] + b[0]; }",
+     r"vector_add argument 3 differs between the builds: recorded .*uint.*; loaded for the replay .*ulong")])
+def test_a_given_object_that_cannot_run_a_dispatched_kernel_is_refused_before_submission(traces, source, why,
+                                                                                          tmp_path):
+    """Campaign 63: a build for the target lacking a dispatched kernel, or taking other arguments, was refused only
+    when its first dispatch came, after the submissions before it had run."""
+    (tmp_path / "k.cl").write_text(source)
+    subprocess.run(["clang-19", "-x", "cl", "-cl-std=CL2.0", "-target", "amdgcn-amd-amdhsa", "-mcpu=gfx1030",
+                    "-nogpulib", "-O2", "-c", str(tmp_path / "k.cl"), "-o", str(tmp_path / "k.o")], check=True)
+    subprocess.run(["ld.lld-19", "-shared", str(tmp_path / "k.o"), "-o", str(tmp_path / "corpus.gfx1030.co")],
+                   check=True)
+    options = Options(code_objects=parse_code_object_options([], str(tmp_path)))
+    with TraceReader(traces["pm4-gfx1100"]) as trace, open_target(trace, "gfx1030", None, False) as system:
+        with pytest.raises(ReplayError, match=r"^the code object for gfx1030 in place of object 'corpus' .*"
+                                              r"corpus.gfx1030.co\) does not fit: " + why):
+            survey(trace, device_map(trace, system, None), options.code_objects)
 
 
 @pytest.mark.parametrize("name", ["pm4-gfx1100", "aql-gfx942"])
@@ -829,3 +858,48 @@ def test_a_pointer_table_written_after_the_dispatch_that_waits_for_it_is_a_reloc
                                           r"\(in buffer data\), written by the CPU write at record \d+, after the "
                                           r"dispatches that may read it were submitted"):
         replay_trace(path, Options(), emulate_recorded=True, concurrent=2)
+
+
+DISPATCH_ASKED = r"""
+kernel void k(global uint *out, local uint *dyn) {
+    constant uint *p = (constant uint *)__builtin_amdgcn_dispatch_ptr();
+    uint i = __builtin_amdgcn_workitem_id_x();
+    dyn[i] = i;
+    if (i == 0) { out[0] = p[0] >> 16; out[1] = p[7]; }  /* setup's dimensions, group_segment_size */
+#ifdef V5
+    if (i == 0) out[2] = ((constant uint *)__builtin_amdgcn_implicitarg_ptr())[30];  /* hidden_dynamic_lds_size */
+#endif
+    out[3 + i] = dyn[63 - i];
+}
+"""
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_a_pm4_dispatch_s_dimensions_and_lds_bytes_replay_as_asked_not_as_the_registers_round_them(version,
+                                                                                                   tmp_path):
+    """Campaign 63: a PM4 dispatch of (64, 1) with 260 bytes of dynamic LDS replayed as 1-D (a v4 kernel has no
+    hidden_grid_dims) with 512 bytes (RSRC2's LDS_SIZE is in granules): a kernel reading its dispatch packet or
+    hidden_dynamic_lds_size saw other values, a false DIVERGED. The replay takes them from the dispatch packet the
+    kernel's dispatch_ptr names, else from the hidden arguments, on every family."""
+    from kfdtrace.driver.kernargs import Local
+
+    codes = {}
+    for target in ("gfx942", "gfx1100"):
+        (tmp_path / "k.cl").write_text(DISPATCH_ASKED)
+        subprocess.run(["clang-19", "-x", "cl", "-cl-std=CL2.0", "-target", "amdgcn-amd-amdhsa", f"-mcpu={target}",
+                        f"-mcode-object-version={version}", *(["-DV5"] if version == 5 else []), "-nogpulib", "-O2",
+                        "-c", str(tmp_path / "k.cl"), "-o", str(tmp_path / "k.o")], check=True)
+        codes[target] = str(tmp_path / f"k.{target}.co")
+        subprocess.run(["ld.lld-19", "-shared", str(tmp_path / "k.o"), "-o", codes[target]], check=True)
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        out = gpu.alloc(4096, "gtt", name="out")
+        q = gpu.compute_queue(name="pm4")
+        q.dispatch(gpu.load(codes["gfx942"]).kernel("k"), (64, 1), (64, 1), out, Local(260)).sync(timeout=60)
+        got = np.frombuffer(out.read(0, 4 * 67), np.uint32)
+    assert got[:2].tolist() == [2, 260] and got[2] == (260 if version == 5 else 0)
+    assert got[3:].tolist() == list(range(63, -1, -1))
+    for family in ("gfx942", "gfx1100"):
+        options = Options(code_objects=parse_code_object_options([], str(tmp_path)))
+        assert replay_trace(path, options, emulate=family).status == EXIT_OK, family
