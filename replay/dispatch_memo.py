@@ -141,9 +141,9 @@ class DispatchMemo:
         """The submission's translation must not be kept."""
         self._reads = None
 
-    def inputs(self) -> tuple | None:
-        """The inputs of the submission translated since `start` (its reads of memory as spans, nearby ones
-        together); None when it must not be kept."""
+    def inputs(self) -> Callable[[DispatchMemo], bool] | None:
+        """Whether the inputs of the submission translated since `start` (its reads of memory as spans, nearby
+        ones together) hold again, as `still` tells for a queue's memo; None when it must not be kept."""
         reads, self._reads = self._reads, None
         if reads is None:
             return None
@@ -166,7 +166,26 @@ class DispatchMemo:
         unread = tuple((va, size) for va, size, data in reads if data is None)  # must stay unreadable
         before = self._before
         after = None if self.registers == before else dict(self.registers)
-        return before, after, tuple(spans), unread, tuple(self._codes.items()), extents(tuple(self._pieces))
+        return self._check(before, after, tuple(spans), unread, tuple(self._codes.items()),
+                           extents(tuple(self._pieces)))
+
+    @staticmethod
+    def _check(before: dict[str, int], after: dict[str, int] | None, spans: tuple, unread: tuple, codes: tuple,
+               written: tuple) -> Callable[[DispatchMemo], bool]:
+        """`still` of these inputs, as one function; written out for the common shape (an AQL dispatch's: its
+        kernel arguments read as one span, one code object, the registers as they were, one extent written)."""
+        if after is None and not unread and len(spans) == len(codes) == len(written) == 1:
+            ((va, data),), ((obj, code),), ((view, start, end, again),) = spans, codes, written
+            size = len(data)
+
+            def still(memo: DispatchMemo) -> bool:
+                if memo.registers != before or memo._loaded.get(obj) != code or memo._read(va, size) != data:
+                    return False
+                view[start:end] = again
+                return True
+            return still
+        inputs = (before, after, spans, unread, codes, written)
+        return lambda memo: memo.still(inputs)
 
     def still(self, inputs: tuple) -> bool:
         """Whether `inputs` hold now; if so the queue's state is moved on as translating the submission would, and

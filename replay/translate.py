@@ -64,8 +64,8 @@ Write = tuple[int, tuple[int, ...], bool]
 # a recorded packet with an event id: (its byte offset in the submission, its definition, the recorded id)
 EventMark = tuple[int, PacketDef, int]
 # a kept translation of a submission launching kernels: (the translated bytes, packets, writes, (recorded, replay)
-# event ids, the inputs its dispatches depended on: DispatchMemo.inputs)
-Kept = tuple[bytes, int, tuple[Write, ...], tuple[tuple[int, int], ...], tuple]
+# event ids, whether the inputs its dispatches depended on hold for a queue's memo: DispatchMemo.inputs)
+Kept = tuple[bytes, int, tuple[Write, ...], tuple[tuple[int, int], ...], Callable[["DispatchMemo"], bool]]
 
 
 def carries_dispatch(d: PacketDef) -> bool:
@@ -275,19 +275,20 @@ class Translator:
             if unchanged and len(out) == len(data):
                 self._remember(data, out, self.packets - done, tuple(wrote[first:]), notable)
         elif memo is not None:
-            inputs = memo.inputs()
-            if inputs is not None:
-                self._keep(data, out, self.packets - done, tuple(wrote[first:]), notable, inputs)
+            holds = memo.inputs()
+            if holds is not None:
+                self._keep(data, out, self.packets - done, tuple(wrote[first:]), notable, holds)
         return out
 
     def _dispatched(self, kept: deque[Kept], writes: list[Write] | None) -> bytes | None:
         """The translation of a submission launching kernels among those `_keep` kept of its bytes, if its event
         ids map as they did and the memo finds its dispatches' inputs as they were (its writes then added to
         `writes`)."""
-        still = self.memo.still
-        for i, (out, packets, wrote, events, inputs) in enumerate(kept):
-            if (not events or self._same_events(events)) and still(inputs):
-                kept.rotate(-1 - i)  # the one after it is the likeliest next: a reused arena cycles
+        memo = self.memo
+        for i, (out, packets, wrote, events, holds) in enumerate(kept):
+            if (not events or self._same_events(events)) and holds(memo):
+                if len(kept) > 1:
+                    kept.rotate(-1 - i)  # the one after it is the likeliest next: a reused arena cycles
                 self.taken += 1
                 self.packets += packets
                 if writes is not None:
@@ -301,7 +302,7 @@ class Translator:
         return all(event_id(recorded) == replay for recorded, replay in events)
 
     def _keep(self, data: bytes, out: bytes, packets: int, wrote: tuple[Write, ...],
-              notable: list[tuple[int, PacketDef]], inputs: tuple) -> None:
+              notable: list[tuple[int, PacketDef]], holds: Callable[[DispatchMemo], bool]) -> None:
         """Remember a submission launching kernels with its translation, while there is room (in place of the
         translation of it taken or made longest ago when it has DISPATCHED_ALTERNATIVES)."""
         cache = self.cache
@@ -315,7 +316,7 @@ class Translator:
             cache.dispatched_bytes -= len(kept.popleft()[0])
         decode, event_id = self.src.decode, self.event_id
         recorded = (decode(data, at).fields[d.event_field] for at, d in notable if d.event_field)
-        kept.append((out, packets, wrote, tuple((e, event_id(e)) for e in recorded), inputs))
+        kept.append((out, packets, wrote, tuple((e, event_id(e)) for e in recorded), holds))
         cache.dispatched_bytes += len(out)
 
     def _unchanged(self, data: bytes, writes: list[Write] | None) -> bytes | None:

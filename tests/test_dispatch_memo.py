@@ -49,15 +49,16 @@ def cached(report: dict) -> list[int]:
 
 
 # the memo with one input not compared (as if it did not read it)
+# memos that do not compare the kernel arguments, or the registers (each inputs checked by the general `still`)
 BLIND_TO_KERNARGS = """
 from kfdtrace.replay.dispatch_memo import DispatchMemo
-inputs = DispatchMemo.inputs
-DispatchMemo.inputs = lambda self: None if (kept := inputs(self)) is None else (*kept[:2], (), *kept[3:])
+DispatchMemo._check = staticmethod(lambda before, after, spans, *rest: lambda memo: DispatchMemo.still(
+    memo, (before, after, (), *rest)))
 """
 BLIND_TO_REGISTERS = """
 from kfdtrace.replay.dispatch_memo import DispatchMemo
-still = DispatchMemo.still
-DispatchMemo.still = lambda self, inputs: still(self, (dict(self.registers), *inputs[1:]))
+DispatchMemo._check = staticmethod(lambda before, *rest: lambda memo: DispatchMemo.still(
+    memo, (dict(memo.registers), *rest)))
 """
 
 
