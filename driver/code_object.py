@@ -449,6 +449,9 @@ def _kernel(md: KernelMetadata, target: Target, symbols: Mapping[str, tuple[int,
     _agree(md, kd)
     code = symbols.get(md.name)
     code_size = code[1] if code and code[0] == entry and code[2] == "STT_FUNC" else 0
+    if code_size and not loadable.at(entry, code_size, executable=True, in_file=True):
+        raise BadCodeObject(f"{where}: its code symbol claims {code_size:#x} bytes from entry point {entry:#x}, "
+                            f"past the executable segment holding it")
     return Kernel(md.name, md, kd, kd_off, entry, code_size)
 
 

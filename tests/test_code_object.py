@@ -595,6 +595,8 @@ BAD = [
     ("descriptor reserved", lambda d: _patch(d, _kd_file(d) + 30, "B", 1), BadCodeObject, "reserved bytes"),
     ("entry misaligned", lambda d: _patch(d, _kd_file(d) + 16, "<q", 0x1184), BadCodeObject,
      "entry point .* is not a 256-byte aligned address in an executable segment"),
+    ("code symbol too big", lambda d: _patch(d, _symbol(d, "lut") + 16, "<Q", 1 << 62), BadCodeObject,
+     r"kernel 'lut': its code symbol claims 0x4000000000000000 bytes .* past the executable segment"),
     ("GOT relocation", lambda d: _patch(d, _rela(d) + 8, "<Q", 7), BadCodeObject, r"type 7 \(R_AMDGPU_GOTPCREL\)"),
     ("relocation outside", lambda d: _patch(d, _rela(d), "<Q", 0x10_0000), BadCodeObject,
      "outside the loaded segments"),
@@ -609,6 +611,13 @@ def _kd_file(data: bytes) -> int:
 
 def _elf(data: bytes) -> ELFFile:
     return ELFFile(io.BytesIO(data))
+
+
+def _symbol(data: bytes, name: str) -> int:
+    """The file offset of the dynamic symbol `name` (st_size is 16 bytes into it)."""
+    table = _elf(data).get_section_by_name(".dynsym")
+    index = next(i for i, sym in enumerate(table.iter_symbols()) if sym.name == name)
+    return table["sh_offset"] + index * table["sh_entsize"]
 
 
 def _rela(data: bytes) -> int:
