@@ -441,7 +441,7 @@ class _Surveyor:
         self.rings[f["queue"]] = (f["ring_size"] + PAGE, slots)
         if f["type"] in SDMA_KINDS or (f["type"] == K.QueueType.COMPUTE and self.queue_type != "aql"):
             self.units[f["queue"]] = f["ring_size"]  # the replay's queue has a ring of this size too
-        self.wptrs[f["queue"]] = (f["type"], f["wptr"])
+        self.wptrs[f["queue"]] = (f["type"], 0)  # the stream position its packets start at
         self._add(HOST, f["ring_size"] + PAGE)  # the replayer's own ring and pointers, in GTT
         self._add(EVENTS, 1)  # and its queue's semaphore's event
         if slots is not None:
@@ -677,6 +677,10 @@ class _Surveyor:
             if kernel is None or f["va"] + kernel.descriptor_offset != descriptor:
                 raise BadInput(f"record {r.n} (code_object): its kernel {name!r} at {descriptor:#x} is not where its "
                                f"code object for {f['target']} loaded at {f['va']:#x} puts it (corrupt trace)")
+        if not obj.image_size <= f["size"] <= alloc.fields["size"]:
+            raise BadInput(f"record {r.n} (code_object): its {obj.image_size:#x}-byte image, in {f['size']:#x} bytes "
+                           f"as it says, does not fit the {alloc.fields['size']:#x}-byte buffer allocated at "
+                           f"{f['va']:#x} (corrupt trace)")
         self.code[f["va"]] = (f, dev)
         self.code_records.append(f)
         if (f["key"], dev.target.name) not in self.s.objects:

@@ -347,6 +347,25 @@ def test_a_code_object_record_naming_another_target_than_its_kernels_are_in_is_c
     refused(replay(path), 4, "is not where its code object for gfx1100 loaded at 0x")
 
 
+@pytest.mark.parametrize("size", [1 << 63, 0x10])
+def test_a_code_object_that_cannot_lie_in_its_buffer_is_corrupt(size, tmp_path):
+    """Campaign 64: the code object's buffer cut to a page and the record's size to 2^63 (or 16 bytes): its image
+    and kernel descriptors lay outside every buffer, and replay said OK."""
+    path = str(tmp_path / "t.kfdtrace")
+    with TraceReader(sample("vector_add_aql-gfx942")) as r:
+        va = next(rec.fields["va"] for rec in r.records(["code_object"]))
+
+    def edit(rec, reader, writer):
+        if rec.type == "code_object":
+            return {**rec.fields, "size": size}
+        if rec.type in ("alloc", "buffer") and rec.fields["va"] == va:
+            return {**rec.fields, "size": 0x1000}
+        return rec.fields
+
+    rewrite(sample("vector_add_aql-gfx942"), path, edit)
+    refused(replay(path), 4, "-byte image, in 0x")
+
+
 def test_an_index_hiding_a_frames_checkpoint_is_corrupt_not_a_frame_skipped(tmp_path):
     """Campaign 52: an index whose counts for a frame leave its checkpoint out made replay skip the frame (it
     reads the types it handles) and verify nothing there: OK for a trace edited to diverge. Every frame read is
