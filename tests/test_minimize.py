@@ -12,6 +12,8 @@ from kfdtrace.capture import record
 from kfdtrace.cli import main as kfdtrace_cli
 from kfdtrace.driver import System
 from kfdtrace.driver.sdma import DIALECTS
+from kfdtrace.replay.engine import EXIT_OK, Options
+from kfdtrace.replay.session import replay_trace
 from kfdtrace.traces.format import TraceReader
 from kfdtrace.traces.minimize import CommandTest, MinimizeError, ddmin, minimize
 
@@ -183,6 +185,31 @@ def test_a_candidate_does_not_verify_what_its_dropped_writes_wrote(tmp_path):
         m.writes[n] = [None]  # as if it were a dispatch
         m.write(out, {n})
     assert entries(src, after=n) and entries(out, after=n) == set()
+
+
+def test_what_a_kept_packet_makes_of_a_dropped_packets_output_is_not_verified(tmp_path):
+    """Campaign 65: copy src->mid, then mid->out. The candidate without the first copy stopped verifying mid but
+    still verified out, which the second copy fills from mid, and failed on it (a failure of its own, which a
+    real minimize shrank to)."""
+    from kfdtrace.traces.minimize import Minimizer
+
+    path, out = str(tmp_path / "t.kfdtrace"), str(tmp_path / "c.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q, s = gpu.sdma_queue(name="q"), system.semaphore("s")
+        src, mid, dst = (gpu.alloc(4096, "gtt", name=n) for n in ("src", "mid", "out"))
+        src.write(bytes(range(256)) * 16)
+        q.copy(mid, src, 4096).signal(s, 1).submit()
+        q.copy(dst, mid, 4096).signal(s, 2).submit()
+        s.wait(2)
+    with TraceReader(path) as r:
+        m = Minimizer(r)
+        first = min(m.subs)
+        m.write(out, set(), {n: set(range(len(sub.packets))) - ({0} if n == first else set())
+                             for n, sub in m.subs.items()})
+    with TraceReader(out) as r:
+        assert [b["name"] for c in r.records({"checkpoint"}) for b in c.fields["buffers"]] == []
+    assert replay_trace(out, Options(), emulate="gfx942").status == EXIT_OK
 
 
 def test_an_interrupt_while_the_command_starts_loses_no_run(tmp_path, monkeypatch):

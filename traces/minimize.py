@@ -4,8 +4,9 @@ Three passes, each over what the one before kept: the submissions, then the pack
 the CPU writes (`mem` records). Every candidate is a valid trace: a dropped submission's doorbell record goes,
 a dropped packet's bytes are cut from its submission's ring bytes (the doorbell values that follow move back
 by them), a dropped CPU write's record goes; every other record stays, but for what checkpoints verify: a
-buffer that a dropped packet or CPU write wrote is no longer verified (a dispatch dropped: no buffer is), or the
-candidate would fail on contents it cannot make, a failure of its own. A candidate reproduces when the command
+buffer that a dropped packet or CPU write wrote is no longer verified (a dispatch dropped: no buffer is), nor is
+one a kept packet writes after reading an unverified one (a kernel kept then: no buffer is), or the candidate
+would fail on contents it cannot make, a failure of its own. A candidate reproduces when the command
 exits with the status it gave on the original trace (and, with `match`, prints a match), the same test `--until`
 names; candidates of one round run side by side (`jobs`). A failure that depends on timing (a race the cuts
 opened, say) would shrink to a trace that reproduces only sometimes: a candidate is kept only when the command
@@ -33,7 +34,7 @@ from kfdtrace.replay.translate import carries_dispatch
 from kfdtrace.traces import records as R
 from kfdtrace.traces.format import Record, TraceError, TraceReader, TraceWriter
 from kfdtrace.traces.rewrite import TraceCopy
-from kfdtrace.traces.walk import Submission, TraceState
+from kfdtrace.traces.walk import Submission, TraceState, reads
 
 MAX_RECORDS = 2_000_000  # records a trace to minimize may hold (they are kept in memory): trim bigger ones first
 Item = tuple[int, int]  # (record number, packet index; -1 for the whole record)
@@ -71,6 +72,7 @@ class Minimizer:
         # what each doorbell's packets (by index) and each CPU write (one) wrote: the buffers, by va; None for a
         # dispatch (its kernel may write any)
         self.writes: dict[int, list[set[int] | None]] = {}
+        self.reads: dict[int, list[set[int]]] = {}  # the buffers, by va, each doorbell's packets read
         for r in R.checked(trace.records()):
             sub = state.apply(r)
             if sub is not None:
@@ -81,6 +83,8 @@ class Minimizer:
                 self.writes[r.n] = [None if carries_dispatch(p.defn) else
                                     {b.va for a in p.written_addresses() if (b := state.buffer_at(a)) is not None}
                                     for p in sub.packets]
+                self.reads[r.n] = [{b.va for a in reads(p) if (b := state.buffer_at(a)) is not None}
+                                   for p in sub.packets]
             elif r.type == R.MEM and (b := state.buffer_at(r.fields["va"])) is not None:
                 self.writes[r.n] = [{b.va}]
             self.records.append(r)
@@ -115,10 +119,12 @@ class Minimizer:
                     else:
                         out.record(r.type, r.fields)
                     continue
-                kept = sub.packets if packets is None else [p for i, p in enumerate(sub.packets)
-                                                            if i in packets.get(r.n, ())]
+                indices = range(len(sub.packets)) if packets is None else sorted(packets.get(r.n, ()))
+                kept = [sub.packets[i] for i in indices]
                 if packets is not None and not kept:
                     continue
+                if unverified:  # what a kept packet makes of unverified bytes is unverified too
+                    unverified = self._tainted(r.n, indices, unverified)
                 ring = b"".join(r.fields["ring"][p.offset:p.offset + p.size] for p in kept)
                 q = r.fields["queue"]
                 wptr[q] = wptr.get(q, sub.base) + len(ring)  # bytes; the doorbell value says it in its units
@@ -141,6 +147,18 @@ class Minimizer:
                     return None
                 if unverified is not None:
                     unverified |= wrote
+        return unverified
+
+
+    def _tainted(self, n: int, kept: Sequence[int], unverified: set[int]) -> set[int] | None:
+        """`unverified` with what the kept packets `kept` of doorbell `n` write after reading an unverified buffer
+        (None: any buffer, when a kernel runs, which may read anything)."""
+        for i in kept:
+            wrote = self.writes[n][i]
+            if wrote is None:
+                return None
+            if self.reads[n][i] & unverified:
+                unverified |= wrote
         return unverified
 
 
