@@ -449,12 +449,9 @@ class RecordingSyscalls:
                             rptr=None if rptr is None else int.from_bytes(rptr, "little"))
 
     def _stopped(self, q: TrackedQueue, rptr: int) -> None:
-        """Where a destroyed queue stopped, by the read pointer its engine reported (in the doorbell's units,
-        monotonic or within the ring: read back from the last doorbell, which it is never ahead of), and whether
-        it stood at a packet that waits on memory there."""
-        unit = K.DOORBELL_UNITS.get(q.type, (1, 0))[0]
-        at = q.wptr - (q.wptr // unit - rptr) % (q.ring_size // unit) * unit
-        q.progress.stopped = at
+        """Where a destroyed queue stopped, by the read pointer its engine reported, and whether it stood at a
+        packet that waits on memory there."""
+        at = q.progress.stopped = K.read_end(q.type, rptr, q.wptr, q.ring_size)
         if at < q.wptr and q.dialect is not None:
             head = self._ring_bytes(q, at, at + 4)
             d = q.dialect.definition(int.from_bytes(head, "little")) if len(head) == 4 else None
@@ -465,7 +462,7 @@ class RecordingSyscalls:
         out = []
         for q in self.queues.values():
             rptr = self._read(q.rptr_va, 8)
-            if rptr is not None and int.from_bytes(rptr, "little") < q.rung:
+            if rptr is not None and K.read_end(q.type, int.from_bytes(rptr, "little"), q.wptr, q.ring_size) < q.wptr:
                 out.append(q.queue_id)
         return out
 

@@ -112,6 +112,14 @@ def doorbell_end(queue_type: int, value: int) -> int:
     unit, past = DOORBELL_UNITS.get(queue_type, (1, 0))
     return (value + past) * unit
 
+
+def read_end(queue_type: int, rptr: int, end: int, ring_size: int) -> int:
+    """The byte position in a queue's stream up to which its engine has read, by the read pointer it reports in
+    the doorbell's units (monotonic, or within the ring: a CP's; an AQL queue's counts the packets read), read
+    back from `end`, where the packets written end, which the engine is never past (nor a ring behind)."""
+    unit = DOORBELL_UNITS.get(queue_type, (1, 0))[0]
+    return end - (end // unit - rptr) % max(1, ring_size // unit) * unit
+
 KFD_MAX_QUEUE_PERCENTAGE = 100
 KFD_MAX_QUEUE_PRIORITY = 15
 KFD_MIN_QUEUE_RING_SIZE = 1024  # smaller ring sizes are clamped up to this, not rejected

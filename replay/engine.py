@@ -907,6 +907,8 @@ class ReplayQueue:
     translator: Translator | None = None
     ib_translator: Translator | None = None  # its indirect buffers' (an AQL queue's PM4-IB holds PM4 packets)
     rung: int = 0  # the write pointer the recording rang last
+    kind: int = 0  # the recorded queue's type and ring size
+    ring_size: int = 0
     # translated copies of the indirect buffers its submissions call: (write pointer after the submission, copy),
     # each freed once the queue has read past its submission; and those of the submission being translated
     ibs: deque[tuple[int, Buffer]] = field(default_factory=deque)
@@ -1146,7 +1148,7 @@ class Instance:
                             self.options.timeout)
             else:
                 q = dev.sdma_queue(ring_size=f["ring_size"], engine=self._engine(f, dev), name=name)
-        rq = ReplayQueue(q, f"queue {f['queue']} (created at record {r.n})")
+        rq = ReplayQueue(q, f"queue {f['queue']} (created at record {r.n})", kind=f["type"], ring_size=f["ring_size"])
         dispatch = None
         cache = None if self.move_all else self.s.caches.get(r.n)
         if f["type"] not in SDMA_KINDS:
@@ -1271,10 +1273,11 @@ class Instance:
         if rq is None:
             return
         rptr = r.fields.get("rptr")  # the recorded queue's read pointer at its destroy (newer traces)
+        end = K.doorbell_end(rq.kind, rq.rung if r.fields.get("wptr") is None else r.fields["wptr"])
         if rptr is None:
             self._drain(rq, f"it is destroyed at record {r.n}; the trace does not say whether the recording had "
                             f"drained it, so it is expected to")
-        elif rptr >= (rq.rung if r.fields.get("wptr") is None else r.fields["wptr"]):
+        elif K.read_end(rq.kind, rptr, end, rq.ring_size) >= end:
             self._drain(rq, f"it is destroyed at record {r.n}, and the recording had drained it")
         elif not rq.queue.idle:
             # left with work as recorded, if the replay's stands where the recording's did, not stopped by the GPU

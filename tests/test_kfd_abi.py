@@ -377,3 +377,16 @@ def test_create_process_is_the_upstream_amdkfd_io_0x27(tmp_path: Path) -> None:
     entry = k.BY_NAME["CREATE_PROCESS"]
     assert entry.request == code and entry.struct is None and entry.since == (1, 19)
     assert k.AMDKFD_COMMAND_END == 0x28 and k.KFD_IOCTL_MINOR_VERSION >= 19
+
+
+def test_read_pointers_are_positions_in_each_queue_kind_s_units():
+    """SDMA reports bytes, monotonic; a CP a dword offset within its ring; an AQL queue the packets it has read,
+    while its doorbell names the last packet written: each read back from where the packets written end."""
+    from kfdtrace.driver import kfd_ioctl as K
+
+    sdma, pm4, aql = K.QueueType.SDMA, K.QueueType.COMPUTE, K.QueueType.COMPUTE_AQL
+    assert K.read_end(sdma, 4000, 5000, 4096) == 4000
+    end = K.doorbell_end(pm4, 1250)  # 1250 dwords written into a 1 KiB ring: read pointers 226 and 220
+    assert (end, K.read_end(pm4, 1250 % 256, end, 1024), K.read_end(pm4, 220, end, 1024)) == (5000, 5000, 4976)
+    end = K.doorbell_end(aql, 3)  # packets 0..3 written: 3 read is one short, 4 all
+    assert (end, K.read_end(aql, 3, end, 4096), K.read_end(aql, 4, end, 4096)) == (256, 192, 256)

@@ -462,6 +462,21 @@ def test_a_destroyed_queue_s_writes_are_settled_only_where_it_had_run_or_stood_w
     assert not QueueProgress("alive", done=50).settled(60)
 
 
+def test_an_aql_queue_destroyed_at_a_barrier_nothing_releases_stands_still_in_the_replay_too(tmp_path):
+    """An AQL queue's read pointer counts the packets read and its doorbell names the last one written: compared
+    as they were, a queue destroyed at its only packet, a BARRIER_AND on a signal nothing decrements, counted as
+    drained, and the replay waited for it to drain and said HANG."""
+    from kfdtrace.driver.aql_queue import HsaSignal
+
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        q = system.devices[0].aql_queue(name="a")
+        q.barrier_and([HsaSignal(system, 1, name="never")])
+        q.destroy()
+    report = replay_trace(path, Options(), emulate="gfx942")
+    assert report.status == EXIT_OK and len(report.results[0].left) == 1, report.lines()
+
+
 def test_a_queue_left_waiting_on_a_second_gpu_at_the_end_stands_still_in_the_replay(tmp_path):
     """Campaign 55: closing the first GPU freed the semaphores, which live on it, before the second GPU's queue
     still polling one was destroyed: the recording's queue faulted unseen, the replay's said HANG."""

@@ -332,6 +332,7 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int, r
     for rec in itertools.chain((start,), records):
         if rec.type == R.DOORBELL and state.submissions > last:
             break
+        destroyed = state.queues.get(rec.fields["queue"]) if rec.type == R.QUEUE_DESTROY else None
         sub = state.apply(rec)
         f = rec.fields
         if rec.type in (R.ALLOC, R.FREE, R.MEM, R.CODE_OBJECT):
@@ -350,7 +351,9 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int, r
         elif rec.type == R.ALLOC:
             written.made.add(f["va"])
         elif rec.type == R.QUEUE_DESTROY:
-            undone = f["rptr"] is not None and f["wptr"] is not None and f["rptr"] < f["wptr"]
+            undone = destroyed is not None and f["rptr"] is not None and f["wptr"] is not None and \
+                K.read_end(destroyed.type, f["rptr"], end := K.doorbell_end(destroyed.type, f["wptr"]),
+                           destroyed.ring_size) < end
             ends.setdefault(f["queue"], []).append((rec.n << 20, undone))
         elif rec.type == R.CHECKPOINT:
             for entry in f["buffers"]:
