@@ -1441,7 +1441,7 @@ class Instance:
             return self._wait_until(lambda: compare(word.value, f["value"]), timeout)
         if not f["ok"]:
             self._failed_when_recorded(r, what, wait)
-        elif not wait(limit := self._limit(r)):
+        elif not self._patiently(wait, limit := self._limit(r)):
             raise WaitTimeout(f"the replay waited {limit:g} s in {what}, which is {word.value}; "
                               f"{self._queue_report()}")
 
@@ -1451,7 +1451,7 @@ class Instance:
         what = f"the wait for {f['value']} at {f['addr']:#x} ({sem.buffer.label}+{sem.offset:#x})"
         if not f["ok"]:
             self._failed_when_recorded(r, what, lambda t: self._wait_value(sem, f["value"], t))
-        elif not self._wait_value(sem, f["value"], limit := self._limit(r)):
+        elif not self._patiently(lambda t: self._wait_value(sem, f["value"], t), limit := self._limit(r)):
             raise WaitTimeout(f"the replay waited {limit:g} s in {what}, which is {sem.value}; "
                               f"{self._queue_report()}")
 
@@ -1469,6 +1469,22 @@ class Instance:
         if isinstance(given := r.fields.get("timeout"), (int, float)) and 0 <= given < cap:
             cap = WAIT_SLACK * given
         return max(self.options.timeout, min(WAIT_SLACK * took / 1e9, cap))
+
+    def _patiently(self, wait: Callable[[float], bool], limit: float) -> bool:
+        """`wait(limit)` for a wait the recording saw complete, again for as long as some queue of the instance
+        moved on meanwhile: a replay slower than the recording (a loaded machine, instances side by side) is no
+        hang while its queues still run. Not for waits the recording timed out on: those take the time they took."""
+        where = self._progress()
+        while not wait(limit):
+            moved = self._progress()
+            if moved == where:
+                return False
+            where = moved
+        return True
+
+    def _progress(self) -> tuple[int, ...]:
+        """How far each of the instance's queues has read."""
+        return tuple(rq.queue.rptr for rq in self.queues.values())
 
     def _wait_value(self, sem: Semaphore, value: int, timeout: float) -> bool:
         """Whether the semaphore reached `value` within `timeout` s (sleeping on the events that wake CPU waits
@@ -1560,7 +1576,7 @@ class Instance:
         what = f"the wait for event {f['event']} (replayed as {ev.id})"
         if not f["ok"]:
             self._failed_when_recorded(r, what, lambda t: self._wait_event(ev, t))
-        elif not self._wait_event(ev, limit := self._limit(r)):
+        elif not self._patiently(lambda t: self._wait_event(ev, t), limit := self._limit(r)):
             raise WaitTimeout(f"the replay waited {limit:g} s in {what}, which the recording saw "
                               f"signaled; {self._queue_report()}")
 
@@ -1649,13 +1665,16 @@ class Instance:
         return "queues: " + ("; ".join(queues) if queues else "none")
 
     def _drain(self, rq: ReplayQueue, why: str) -> None:
-        """Wait until the queue has executed everything submitted to it; WaitTimeout (a hang) after --timeout."""
-        deadline, delay = time.monotonic() + self.options.timeout, 20e-6
+        """Wait until the queue has executed everything submitted to it; WaitTimeout (a hang) after --timeout
+        in which none of the instance's queues moved on."""
+        deadline, delay, where = time.monotonic() + self.options.timeout, 20e-6, self._progress()
         while not rq.queue.idle:
             self.system.raise_gpu_faults()
             if time.monotonic() > deadline:
-                raise WaitTimeout(f"{rq.label} did not drain within {self.options.timeout:g} s ({why}); "
-                                  f"{self._queue_report()}")
+                if (moved := self._progress()) == where:
+                    raise WaitTimeout(f"{rq.label} did not drain within {self.options.timeout:g} s ({why}); "
+                                      f"{self._queue_report()}")
+                deadline, where = time.monotonic() + self.options.timeout, moved
             time.sleep(delay)
             delay = min(delay * 2, 1e-3)
 
@@ -1663,9 +1682,11 @@ class Instance:
         """Wait until every queue (of `queues`) has drained or stands at a packet that waits on memory, unmoved
         for `quiet` s (waiting for what later records signal: as the recording stood when it made the next
         record). A queue whose read pointer stays put at any other packet is still working (a long kernel, a big
-        copy) and is waited for, unless the GPU stopped it (GpuFault); WaitTimeout after --timeout."""
+        copy) and is waited for, unless the GPU stopped it (GpuFault); WaitTimeout after --timeout in which none
+        of the instance's queues moved on."""
         queues = list(self.queues.values()) if queues is None else queues
         deadline, since, last = time.monotonic() + self.options.timeout, time.monotonic(), None
+        progress = self._progress()
         while not all(rq.queue.idle for rq in queues):
             self.system.raise_gpu_faults()
             where = tuple(rq.queue.rptr for rq in queues)
@@ -1674,8 +1695,10 @@ class Instance:
             elif time.monotonic() - since >= quiet and all(rq.queue.idle or rq.queue.waiting for rq in queues):
                 return
             if time.monotonic() > deadline:
-                raise WaitTimeout(f"the queues did not settle within {self.options.timeout:g} s ({why}); "
-                                  f"{self._queue_report()}")
+                if (moved := self._progress()) == progress:
+                    raise WaitTimeout(f"the queues did not settle within {self.options.timeout:g} s ({why}); "
+                                      f"{self._queue_report()}")
+                deadline, progress = time.monotonic() + self.options.timeout, moved
             self.system.wait_events([], 2)  # a sleep that notes a GPU fault's event
 
     def _drain_all(self, why: str) -> None:

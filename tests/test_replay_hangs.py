@@ -206,6 +206,31 @@ def _last_doorbell(path: str) -> int:
         return [d.fields["value"] for d in r.records({"doorbell"})][-1]
 
 
+@pytest.mark.parametrize("end", ["wait", "destroy"])
+def test_queues_still_moving_past_the_timeout_are_no_hang(end, tmp_path):
+    """Campaign 66: long copies the CPU saw finish by polling memory (no recorded wait), then a wait that took no
+    time in the recording, or the queue's destroy: replayed slower than --timeout, the replay said HANG while the
+    copies still ran. A wait or drain ends in a hang only after --timeout in which no queue moved on."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q1, q2 = gpu.sdma_queue(name="long"), gpu.sdma_queue(name="tiny")
+        a, b = (gpu.alloc(8 << 20, "vram", cpu_access=False, name=n) for n in "ab")
+        out, done = gpu.alloc(4096, "gtt", name="out"), system.semaphore("done")
+        for _ in range(200):
+            q1.copy(b, a, 8 << 20)
+        q1.fence(out, 1).signal(done, 1).submit()
+        while int.from_bytes(out.read(0, 4), "little") != 1:  # not a recorded wait
+            time.sleep(0.001)
+        if end == "wait":
+            q2.fill(out, 2, 4, offset=64).submit()
+            done.wait(1)
+        else:
+            q1.destroy()
+    report = replay_trace(path, Options(timeout=0.02), emulate="gfx942")
+    assert report.status == EXIT_OK, report.lines()
+
+
 def test_queue_the_recording_had_drained_must_drain(tmp_path):
     rung = _last_doorbell(sample("ping_pong-gfx1100"))
     path = _stuck_responder(str(tmp_path / "drained.kfdtrace"), lambda f: {**f, "rptr": rung})
