@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
 import traceback
 
@@ -127,9 +128,11 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
     \b
     Exit status: 0 ok; 1 diverged (a checkpoint, or a wait the recording timed out on completed);
     2 hang (a wait timed out, a queue did not drain, the GPU stopped a queue); 3 cannot replay on this
-    target (nothing submitted); 4 bad input; 5 internal error (please report; --debug shows the traceback).
+    target (nothing submitted); 4 bad input; 5 internal error (please report; --debug shows the traceback);
+    130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
     """
     extracted: dict[str, str] = {}  # a bundle's temporary folder -> how messages name it
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         from kfdtrace.replay.bundle import trace_of
         from kfdtrace.replay.code_objects import parse_code_object_options
@@ -160,6 +163,10 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
                                   emulate_recorded=emulate_recorded, device=device, loops=loop,
                                   concurrent=concurrent, max_memory=memory_limit, progress=progress.update,
                                   timeline=timeline)
+    except Terminated:
+        _stopped(as_json, "terminated", 128 + signal.SIGTERM)
+    except KeyboardInterrupt:
+        _stopped(as_json, "interrupted", 128 + signal.SIGINT)
     except Exception as exc:
         _fail(as_json, exc, debug, extracted)
     if as_json:
@@ -168,6 +175,23 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
         for line in report.lines():
             click.echo(printable(line))  # names, notes and paths are the trace's
     sys.exit(report.status)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the main thread is, as Ctrl-C raises KeyboardInterrupt."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _stopped(as_json: bool, how: str, status: int) -> None:
+    """One line saying the replay was stopped before its verdict (no status of the table is one), then exit."""
+    line = f"replay: {how} before the replay ended: no verdict"
+    if as_json:
+        click.echo(json.dumps({"status": status, "error": line}))
+    click.echo(line, err=True)
+    sys.exit(status)
 
 
 def _fail(as_json: bool, exc: Exception, debug: bool, renamed: dict[str, str] | None = None) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -102,6 +103,10 @@ def recorded_arguments(r: Record) -> Iterator[None]:
         yield
     except ValueError as exc:
         raise BadInput(f"record {r.n} ({r.type}): {exc} (corrupt trace)") from None
+
+
+class Halted(BaseException):
+    """The instance was told to stop (`Instance.halt`): another on the same replay was interrupted."""
 
 
 class TargetRefused(ReplayError):
@@ -971,6 +976,7 @@ class Instance:
         self.ib_bytes = 0  # bytes of indirect buffer copies the submission being translated made so far
         self.wake = system.event()  # what TRAPs of a trace without event records signal
         self.wake_ids = [self.wake.id]  # the events a CPU wait on memory sleeps on
+        self.halt = threading.Event()  # set: stop at the next record or the next look of a wait (Halted)
         self.result = Result()
         self.sampler = Sampler()
 
@@ -992,6 +998,8 @@ class Instance:
             with emulator_limits() as limits:
                 try:
                     for r in R.checked(self.trace.records(handled(Instance))):
+                        if self.halt.is_set():
+                            raise Halted
                         getattr(self, f"_on_{r.type}")(r)
                         if times is not None:
                             times[r.n] = int((time.perf_counter() - t0) * 1e9)
@@ -1482,6 +1490,10 @@ class Instance:
             where = moved
         return True
 
+    def _halted(self) -> None:
+        if self.halt.is_set():
+            raise Halted
+
     def _progress(self) -> tuple[int, ...]:
         """How far each of the instance's queues has read."""
         return tuple(rq.queue.rptr for rq in self.queues.values())
@@ -1495,6 +1507,7 @@ class Instance:
         """Whether `done()` came true within `timeout` s, sleeping as _wait_value says."""
         deadline = time.monotonic() + timeout
         while not done():
+            self._halted()
             self.system.raise_gpu_faults()
             left = deadline - time.monotonic()
             if left <= 0:
@@ -1584,10 +1597,11 @@ class Instance:
         """Whether the event fired within `timeout` s; GpuFault if a GPU stopped a queue meanwhile."""
         deadline = time.monotonic() + timeout
         while True:
+            self._halted()
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            fired = self.system.wait_events([ev.id], max(1, int(left * 1000)))
+            fired = self.system.wait_events([ev.id], max(1, min(POLL_SLICE_MS, int(left * 1000))))
             self.system.raise_gpu_faults()
             if fired:
                 return True
@@ -1669,6 +1683,7 @@ class Instance:
         in which none of the instance's queues moved on."""
         deadline, delay, where = time.monotonic() + self.options.timeout, 20e-6, self._progress()
         while not rq.queue.idle:
+            self._halted()
             self.system.raise_gpu_faults()
             if time.monotonic() > deadline:
                 if (moved := self._progress()) == where:
@@ -1688,6 +1703,7 @@ class Instance:
         deadline, since, last = time.monotonic() + self.options.timeout, time.monotonic(), None
         progress = self._progress()
         while not all(rq.queue.idle for rq in queues):
+            self._halted()
             self.system.raise_gpu_faults()
             where = tuple(rq.queue.rptr for rq in queues)
             if where != last:

@@ -238,9 +238,18 @@ def run_instances(instances: list[Instance]) -> list[Result]:
     threads = [threading.Thread(target=one, args=(k,), name=f"replay instance {k}") for k in range(1, len(instances))]
     for t in threads:
         t.start()
-    one(0)
-    for t in threads:
-        t.join()
+    try:
+        one(0)
+        if isinstance(results[0], BaseException) and not isinstance(results[0], Exception):  # Ctrl-C, SIGTERM
+            raise results[0]
+        for t in threads:
+            t.join()
+    except BaseException:
+        for instance in instances:  # the others stop at their next record or look of a wait
+            instance.halt.set()
+        for t in threads:
+            t.join()
+        raise
     failed = next((r for r in results if isinstance(r, BaseException)), None)
     if failed is not None:
         raise failed

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -229,6 +231,32 @@ def test_queues_still_moving_past_the_timeout_are_no_hang(end, tmp_path):
             q1.destroy()
     report = replay_trace(path, Options(timeout=0.02), emulate="gfx942")
     assert report.status == EXIT_OK, report.lines()
+
+
+@pytest.mark.parametrize(("signum", "status", "how"), [(signal.SIGINT, 130, "interrupted"),
+                                                       (signal.SIGTERM, 143, "terminated")])
+def test_an_interrupted_replay_says_so_in_one_line_and_stops_every_instance(signum, status, how, tmp_path):
+    """Campaign 66: Ctrl-C exited with 1, replay's DIVERGED status, and click's 'Aborted!' (SIGTERM with no word),
+    and only once every other instance had waited out its own wait. Instances side by side stop at their next
+    look."""
+    path = str(tmp_path / "t.kfdtrace")
+
+    def unreachable(rec, reader, writer):  # the first CPU wait waits for a value nothing gives
+        if rec.type == "cpu_wait" and not getattr(unreachable, "done", False):
+            unreachable.done = True
+            return {**rec.fields, "value": 1 << 62}
+        return rec.fields
+
+    rewrite(sample("sdma_stress-gfx942"), path, unreachable)
+    run = subprocess.Popen([sys.executable, "-m", "kfdtrace.replay.cli", path, "--concurrent", "3", "--timeout",
+                            "600", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(3)  # well into the wait
+    run.send_signal(signum)
+    out, err = run.communicate(timeout=60)  # not the 600 s the wait would take
+    line = f"replay: {how} before the replay ended: no verdict"
+    assert run.returncode == status and err == line + "\n", err
+    assert json.loads(out) == {"status": status, "error": line}
 
 
 def test_queue_the_recording_had_drained_must_drain(tmp_path):
