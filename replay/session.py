@@ -41,6 +41,7 @@ class Report:
     loops: list[list[Result]] = field(default_factory=list)  # per loop, one result per concurrent instance
     notes: list[str] = field(default_factory=list)
     target_gfx: list[str] = field(default_factory=list)  # each target device's gfx target, in device order
+    asked: int = 1  # loops asked for (the replay stops after the first that fails)
 
     @property
     def results(self) -> list[Result]:
@@ -72,7 +73,9 @@ class Report:
         out = [f"replay {self.trace}: recorded on {', '.join(self.recorded)}; "
                f"target {', '.join(self.target)} ({self.backend})",
                f"{self.submissions} submissions, {self.packets} packets per run; {len(self.loops)} loop(s) x "
-               f"{len(self.loops[0]) if self.loops else 0} instance(s)"]
+               f"{len(self.loops[0]) if self.loops else 0} instance(s)"
+               + (f" (of {self.asked} loops asked: the replay stops after a loop that fails)"
+                  if len(self.loops) < self.asked else "")]
         for i, loop in enumerate(self.loops):
             times = ", ".join(f"{r.seconds:.3f} s" for r in loop)
             out.append(f"loop {i + 1}: {times}; checkpoints {sum(r.verified for r in loop)} buffers verified "
@@ -83,7 +86,9 @@ class Report:
                            if (cached := sum(r.cached for r in loop)) else ""))
             out += occupancy_lines(i, loop)
         out += [f"note: {n}" for n in self.notes + sorted({n for r in results for n in r.notes})]
-        first = next((r for r in results if r.status), None)
+        first, where = next(((r, f" in loop {i + 1}, instance {k + 1}" if len(results) > 1 else "")
+                             for i, loop in enumerate(self.loops) for k, r in enumerate(loop) if r.status),
+                            (None, ""))
         left = sorted({label for r in results for label in r.left})
         # OK says what was compared: with no buffer verified, only that the GPU did not hang
         matched = "every checkpoint matched" if any(r.verified for r in results) else \
@@ -97,11 +102,11 @@ class Report:
         elif first is None:
             out.append(f"OK: every submission completed, every queue drained and {matched}")
         elif first.divergence:
-            out.append(f"DIVERGED: {first.divergence.describe()}")
+            out.append(f"DIVERGED{where}: {first.divergence.describe()}")
         elif first.difference:
-            out.append(f"DIVERGED: {first.difference}")
+            out.append(f"DIVERGED{where}: {first.difference}")
         else:
-            out.append(f"HANG: {first.hang}")
+            out.append(f"HANG{where}: {first.hang}")
         return out
 
 
@@ -198,7 +203,7 @@ def replay_trace(path: str, options: Options, *, emulate: str | None = None, emu
             check_resources(s, system, concurrent, default_max_memory() if max_memory is None else max_memory)
             report = Report(path, [g["target"] for g in gpus],
                             [f"{d}" for d in system.devices], system.backend, s.submissions, s.packets,
-                            notes=s.notes, target_gfx=[d.target.name for d in system.devices])
+                            notes=s.notes, target_gfx=[d.target.name for d in system.devices], asked=loops)
             if trace.recovered:
                 report.notes.append(trace.recovery_note)
             try:

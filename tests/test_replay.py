@@ -124,6 +124,11 @@ def test_corrupted_blob_is_a_divergence_naming_the_buffer(tmp_path):
         return f
 
     rewrite(sample("sdma_stress-gfx942"), bad, flip)
+    # in loops side by side, the verdict says which failed first and that the loops after it were not run
+    res = replay(bad, "--emulate", "gfx942", "--loop", "3", "--concurrent", "2")
+    assert res.returncode == EXIT_DIVERGED, res.stdout + res.stderr
+    assert "1 loop(s) x 2 instance(s) (of 3 loops asked: the replay stops after a loop that fails)" in res.stdout
+    assert res.stdout.splitlines()[-1].startswith("DIVERGED in loop 1, instance 1: checkpoint "), res.stdout
     res = replay(bad, "--emulate", "gfx942")
     assert res.returncode == EXIT_DIVERGED, res.stdout + res.stderr
     # result is the CPU-readable buffer the corrupted input reaches (the stages and sink have no CPU mapping)
