@@ -1675,8 +1675,11 @@ class Instance:
             return None
 
     def _queue_report(self) -> str:
-        queues = [rq.queue.describe() for rq in self.queues.values()]
-        return "queues: " + ("; ".join(queues) if queues else "none")
+        """Each queue by its recorded name, then as the replay's engine stands (its addresses the replay's own,
+        which differ from the recording's for buffers it moved)."""
+        queues = [f"{rq.label}: {rq.queue.describe()}" for rq in self.queues.values()]
+        moved = " (addresses as this replay placed its buffers)" if self.result.relocated else ""
+        return f"queues{moved}: " + ("; ".join(queues) if queues else "none")
 
     def _drain(self, rq: ReplayQueue, why: str) -> None:
         """Wait until the queue has executed everything submitted to it; WaitTimeout (a hang) after --timeout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -124,6 +125,8 @@ def test_queue_stuck_with_no_wait_after_it_is_a_hang(tmp_path):
     assert res.returncode == EXIT_HANG, res.stdout + res.stderr
     hang = res.stdout.splitlines()[-1]
     assert "did not drain within 0.3 s" in hang and "destroyed at record" in hang and "POLL_REGMEM" in hang
+    # each queue by its recorded name first (campaign 66: only the replay's own "replay q0" was there)
+    assert re.search(r"queues: queue \d+ \(created at record \d+\): queue replay q\d+ \(id \d+\) rptr=", hang), hang
 
 
 def test_queue_never_destroyed_must_drain_by_the_end(tmp_path):
