@@ -1676,10 +1676,26 @@ class Instance:
 
     def _queue_report(self) -> str:
         """Each queue by its recorded name, then as the replay's engine stands (its addresses the replay's own,
-        which differ from the recording's for buffers it moved)."""
-        queues = [f"{rq.label}: {rq.queue.describe()}" for rq in self.queues.values()]
+        which differ from the recording's for buffers it moved: those of the packet it stands at are named)."""
+        queues = [f"{rq.label}: {rq.queue.describe()}{self._recorded_names(rq)}" for rq in self.queues.values()]
         moved = " (addresses as this replay placed its buffers)" if self.result.relocated else ""
         return f"queues{moved}: " + ("; ".join(queues) if queues else "none")
+
+    def _recorded_names(self, rq: ReplayQueue) -> str:
+        """The recorded buffers the addresses of the packet a queue stands at lie in, when the replay moved them."""
+        packet_at = getattr(rq.queue, "packet_at", None)
+        if not self.result.relocated or packet_at is None or rq.queue.idle:
+            return ""
+        p = packet_at(rq.queue.rptr)
+        names = []
+        for name, addr in (p.addresses().items() if p is not None else ()):
+            hit = next(((va, rb) for va, size, rb in self.buffers if rb.buffer.va <= addr < rb.buffer.va + size),
+                       None)
+            if hit is not None:
+                va, rb = hit
+                names.append(f"{name} {addr:#x} is {rb.buffer.label}+{addr - rb.buffer.va:#x}, recorded at "
+                             f"{va + addr - rb.buffer.va:#x}")
+        return f" ({'; '.join(names)})" if names else ""
 
     def _drain(self, rq: ReplayQueue, why: str) -> None:
         """Wait until the queue has executed everything submitted to it; WaitTimeout (a hang) after --timeout

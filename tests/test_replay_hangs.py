@@ -129,6 +129,24 @@ def test_queue_stuck_with_no_wait_after_it_is_a_hang(tmp_path):
     assert re.search(r"queues: queue \d+ \(created at record \d+\): queue replay q\d+ \(id \d+\) rptr=", hang), hang
 
 
+def test_a_hang_of_moved_buffers_names_the_stuck_packets_addresses_as_recorded(tmp_path):
+    """Campaign 66: relocated, the packets a HANG report showed polled addresses in no recorded buffer."""
+    path = str(tmp_path / "t.kfdtrace")
+
+    def unreachable(rec, reader, writer):  # the first CPU wait waits for a value nothing gives
+        if rec.type == "cpu_wait" and not getattr(unreachable, "done", False):
+            unreachable.done = True
+            return {**rec.fields, "value": 1 << 62}
+        return rec.fields
+
+    rewrite(sample("ping_pong-gfx1100"), path, unreachable)
+    report = replay_trace(path, Options(relocate="always", timeout=0.3), emulate="gfx1100")
+    hang = report.lines()[-1]
+    assert report.status == EXIT_HANG and "queues (addresses as this replay placed its buffers): " in hang, hang
+    named = r"at: POLL_REGMEM .* \(addr 0x[0-9a-f]+ is [\w ]+\+0x[0-9a-f]+, recorded at 0x[0-9a-f]+\)"
+    assert re.search(named, hang), hang
+
+
 def test_queue_never_destroyed_must_drain_by_the_end(tmp_path):
     path = _stuck_responder(str(tmp_path / "stuck.kfdtrace"), killed=True)
     report = replay_trace(path, Options(timeout=0.3), emulate="gfx1100")
