@@ -129,17 +129,24 @@ def test_queue_stuck_with_no_wait_after_it_is_a_hang(tmp_path):
     assert re.search(r"queues: queue \d+ \(created at record \d+\): queue replay q\d+ \(id \d+\) rptr=", hang), hang
 
 
+def unreachable(src: str, dst: str) -> None:
+    """`src` copied to `dst` with its first CPU wait waiting for a value nothing gives."""
+    edited = []
+
+    def edit(rec, reader, writer):
+        if rec.type == "cpu_wait" and not edited:
+            edited.append(rec.n)
+            return {**rec.fields, "value": 1 << 62}
+        return rec.fields
+
+    rewrite(src, dst, edit)
+
+
 def test_a_hang_of_moved_buffers_names_the_stuck_packets_addresses_as_recorded(tmp_path):
     """Campaign 66: relocated, the packets a HANG report showed polled addresses in no recorded buffer."""
     path = str(tmp_path / "t.kfdtrace")
 
-    def unreachable(rec, reader, writer):  # the first CPU wait waits for a value nothing gives
-        if rec.type == "cpu_wait" and not getattr(unreachable, "done", False):
-            unreachable.done = True
-            return {**rec.fields, "value": 1 << 62}
-        return rec.fields
-
-    rewrite(sample("ping_pong-gfx1100"), path, unreachable)
+    unreachable(sample("ping_pong-gfx1100"), path)
     report = replay_trace(path, Options(relocate="always", timeout=0.3), emulate="gfx1100")
     hang = report.lines()[-1]
     assert report.status == EXIT_HANG and "queues (addresses as this replay placed its buffers): " in hang, hang
@@ -262,13 +269,7 @@ def test_an_interrupted_replay_says_so_in_one_line_and_stops_every_instance(sign
     look."""
     path = str(tmp_path / "t.kfdtrace")
 
-    def unreachable(rec, reader, writer):  # the first CPU wait waits for a value nothing gives
-        if rec.type == "cpu_wait" and not getattr(unreachable, "done", False):
-            unreachable.done = True
-            return {**rec.fields, "value": 1 << 62}
-        return rec.fields
-
-    rewrite(sample("sdma_stress-gfx942"), path, unreachable)
+    unreachable(sample("sdma_stress-gfx942"), path)
     run = subprocess.Popen([sys.executable, "-m", "kfdtrace.replay.cli", path, "--concurrent", "3", "--timeout",
                             "600", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
