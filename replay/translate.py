@@ -229,7 +229,7 @@ class Translator:
         self._fast: dict[PacketDef, Transcode] = {}
         self.cache = cache or TranslationCache()
         self.packets = 0  # recorded packets translated
-        self.taken = 0  # submissions launching kernels taken from the cache (`_dispatched`)
+        self.taken = 0  # submissions launching kernels taken from the cache (`ring`)
         self.calls: list[int] | None = None  # a list: the dwords of every indirect buffer called are added to it
         self.dispatch, self.memo = dispatch, memo
         self._dispatching = frozenset(d for d in src if dispatch_all or carries_dispatch(d)) if dispatch \
@@ -249,8 +249,20 @@ class Translator:
                 memo = None
             else:
                 kept = self.cache.dispatched.get(data)
-                if kept is not None and (out := self._dispatched(kept, writes)) is not None:
-                    return out
+                if kept is not None:
+                    # the translation of a submission launching kernels that `_keep` kept, if its event ids map
+                    # as they did and the memo finds its dispatches' inputs as they were (written out here: the
+                    # hot path of `replay --loop` over dispatches)
+                    for k in kept:
+                        out, packets, wrote, events, holds = k
+                        if (not events or self._same_events(events)) and holds(memo):
+                            if len(kept) > 1:  # the one after it is the likeliest next: a reused arena cycles
+                                kept.rotate(-1 - kept.index(k))
+                            self.taken += 1
+                            self.packets += packets
+                            if writes is not None:
+                                writes += wrote
+                            return out
                 memo.start()
         state = self.relocation.state
         cache = self.cache.entries_for(state)
@@ -279,22 +291,6 @@ class Translator:
             if holds is not None:
                 self._keep(data, out, self.packets - done, tuple(wrote[first:]), notable, holds)
         return out
-
-    def _dispatched(self, kept: deque[Kept], writes: list[Write] | None) -> bytes | None:
-        """The translation of a submission launching kernels among those `_keep` kept of its bytes, if its event
-        ids map as they did and the memo finds its dispatches' inputs as they were (its writes then added to
-        `writes`)."""
-        memo = self.memo
-        for i, (out, packets, wrote, events, holds) in enumerate(kept):
-            if (not events or self._same_events(events)) and holds(memo):
-                if len(kept) > 1:
-                    kept.rotate(-1 - i)  # the one after it is the likeliest next: a reused arena cycles
-                self.taken += 1
-                self.packets += packets
-                if writes is not None:
-                    writes += wrote
-                return out
-        return None
 
     def _same_events(self, events: tuple[tuple[int, int], ...]) -> bool:
         """Whether each recorded event id maps to the replay's as it did."""
