@@ -241,6 +241,13 @@ def test_corpus_exercises_what_the_issue_lists(target):
     missing = [f for f, pattern in ISA_FEATURES.items() if not any(re.match(pattern, m) for m in found)]
     assert not missing, f"{target}: no instruction for {missing}"
     assert "s_getpc_b64" in build.mnemonics(build.object_path(target), "crc32_rows")  # .rodata, PC-relative
+    # campaign 70: a private array indexed at run time lives in VGPRs moved through M0 on RDNA; sqrt(fabs(x))
+    # selects |x| with v_cndmask's abs input modifier everywhere
+    if target in build.WAVE64_TARGETS:
+        assert "v_movreld_b32_e32" in build.mnemonics(build.object_path(target), "indexed_private")
+    text = build._run([build._tool("objdump"), "-d", "--disassemble-symbols=root_of_magnitude",
+                       str(build.object_path(target))])
+    assert re.search(r"v_cndmask_b32_e64 v\d+, \|v\d+\|", text)
 
 
 # -- reference table ---------------------------------------------------------------------------------------

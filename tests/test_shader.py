@@ -848,3 +848,38 @@ def test_gfx12_uniform_float_operations_take_abs_and_neg_modifiers(tmp_path):
     listing = subprocess.run(["llvm-objdump-19", "-d", code], capture_output=True, text=True, check=True).stdout
     assert "v_s_rsq_f32" in listing and "|s" in listing
     assert ran("gfx1201", code, "k", 64, np.float32(-4.0), np.float32(-9.0)).view(np.float32).tolist() == [3.5] * 64
+
+
+def test_moves_between_vgprs_indexed_by_m0_read_and_write_where_m0_points():
+    """Campaign 70: a private array indexed at run time is kept in VGPRs on RDNA and written with v_movreld, which
+    was not emulated. The words are llvm-mc-19's for gfx1100 (`v_movrels_b32 v1, v4`, `v_movreld_b32 v2, v5`,
+    `v_movrelsd_b32 v3, v4`, `v_movrelsd_2_b32 v3, v4`); M0 differs between the two waves, and lane 1 is off."""
+    from kfdtrace.driver.emulator.shader.operands import OperandError
+    from kfdtrace.driver.emulator.shader.waves import SGPR_ROWS, Waves
+    family = target_by_name("gfx1100").family
+    regs = Regs.of(sreg_names("gfx1100"), 16, 32)
+    memory = MemoryOps(None, 32, family.gfx_major, layout_for(family).architected_flat_scratch)
+
+    def ran(words: bytes, m0: list[int]) -> np.ndarray:
+        v = np.arange(16 * 2 * 32, dtype=np.uint32).reshape(16, 2, 32)
+        s = np.zeros((SGPR_ROWS, 2), np.uint32)
+        s[regs.m0] = m0
+        lanes = np.ones((2, 32), bool)
+        lanes[:, 1] = False
+        w = Waves(0, np.arange(2), s, v, np.zeros(2, bool), lanes, np.zeros(2, np.uint64))
+        compile_instruction(decode(words, 0, "gfx1100"), 0, regs, memory).run(w)
+        return v
+
+    before = np.arange(16 * 2 * 32, dtype=np.uint32).reshape(16, 2, 32)
+    v = ran(bytes([0x04, 0x87, 0x02, 0x7E]), [0, 3])  # v1 = v[4 + M0]
+    assert (v[1, 0, 2:] == before[4, 0, 2:]).all() and (v[1, 1, 2:] == before[7, 1, 2:]).all()
+    assert v[1, 0, 1] == before[1, 0, 1]  # an inactive lane keeps its value
+    v = ran(bytes([0x05, 0x85, 0x04, 0x7E]), [1, 6])  # v[2 + M0] = v5
+    assert (v[3, 0, 2:] == before[5, 0, 2:]).all() and (v[8, 1, 2:] == before[5, 1, 2:]).all()
+    assert (v[2] == before[2]).all() and v[3, 0, 1] == before[3, 0, 1]
+    v = ran(bytes([0x04, 0x89, 0x06, 0x7E]), [2, 2])  # v[3 + M0] = v[4 + M0]
+    assert (v[5, :, 2:] == before[6, :, 2:]).all()
+    v = ran(bytes([0x04, 0x91, 0x06, 0x7E]), [(3 << 16) | 1, (3 << 16) | 1])  # v[3 + M0[25:16]] = v[4 + M0[9:0]]
+    assert (v[6, :, 2:] == before[5, :, 2:]).all() and (v[3] == before[3]).all()
+    with pytest.raises(OperandError, match=r"v2 \+ M0 = v16 is beyond the 16 VGPRs"):
+        ran(bytes([0x05, 0x85, 0x04, 0x7E]), [1, 14])

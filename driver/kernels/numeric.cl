@@ -118,3 +118,19 @@ __kernel void packed_halves(__global const half2 *a, __global const half2 *b, __
     cl[i] = __builtin_elementwise_min(__builtin_elementwise_max(a[i] * b[i], (half2)0.0h), (half2)1.0h);
     us[i] = __builtin_elementwise_add_sat(u[i], v[i]) ^ (v[i] >> (u[i] & (ushort)7));
 }
+
+/* A private array indexed at run time: RDNA keeps it in VGPRs and writes it through M0 (v_movreld). */
+__kernel void indexed_private(__global const int *idx, __global double *out) {
+    size_t i = get_global_id(0);
+    double d[13];
+    for (int k = 0; k < 13; k++)
+        d[k] = (double)i / (k + 1);
+    out[i] = d[idx[i] % 13];
+}
+
+/* The square root of a magnitude: a correctly rounded sqrt scales its operand, and selects |x| with v_cndmask's abs
+   input modifier. */
+__kernel void root_of_magnitude(__global const float *x, __global float *y) {
+    size_t i = get_global_id(0);
+    y[i] = __builtin_sqrtf(__builtin_fabsf(x[i]));
+}

@@ -643,6 +643,10 @@ def _cases() -> tuple[Case, ...]:
                                        Out("uadd", u32, (256,)), Out("usub", u32, (256,)), Out("sadd", i32, (256,)),
                                        Out("ssub", i32, (256,))),
              (256,), (64,), _saturating),
+        Case("indexed_private", "numeric", (In("idx", i32, (128,), ints(0, 1000)), Out("out", "float64", (128,))),
+             (128,), (64,), lambda v: {"out": np.arange(128) / (v["idx"] % 13 + 1.0)}),
+        Case("root_of_magnitude", "numeric", (In("x", f32, (42,), given(*EDGE_FLOATS)), Out("y", f32, (42,))),
+             (42,), (42,), lambda v: {"y": np.sqrt(np.abs(v["x"]))}),
     ]
     return tuple(cases)
 

@@ -32,6 +32,7 @@ class Type:
     dtype: type
     bits: int
     float: bool
+    sign_modifiers: bool = False  # raw bits whose VOP3 abs/neg clear/flip the top bit, as a float's sign (b32)
 
 
 TYPES = {t.name: t for t in (
@@ -39,7 +40,8 @@ TYPES = {t.name: t for t in (
     Type("u64", u64, 64, False), Type("i64", i64, 64, False), Type("f64", f64, 64, True),
     Type("u16", u16, 16, False), Type("i16", i16, 16, False), Type("f16", f16, 16, True),
 )}
-TYPES["b32"], TYPES["b64"], TYPES["b16"] = TYPES["u32"], TYPES["u64"], TYPES["u16"]
+TYPES["b32"] = Type("b32", u32, 32, False, sign_modifiers=True)
+TYPES["b64"], TYPES["b16"] = TYPES["u64"], TYPES["u16"]
 
 
 @dataclass(frozen=True)
@@ -393,7 +395,8 @@ VALU: dict[str, AluOp] = {
     "v_accvgpr_read_b32": V("u32", "u32", lambda a: a),
     "v_accvgpr_mov_b32": V("u32", "u32", lambda a: a),
     "v_mov_b64": V("u64", "u64", lambda a: a),
-    "v_cndmask_b32": V("u32 u32", "u32", lambda a, b, m: np.where(m, b, a), mask_in=True),
+    # LLVM gives v_cndmask_b32_e64 float input modifiers (sqrt(fabs(x)) selects |x|): b32 sources
+    "v_cndmask_b32": V("b32 b32", "u32", lambda a, b, m: np.where(m, b, a), mask_in=True),
     # 32-bit integer arithmetic
     "v_add_u32": V("u32 u32", "u32", lambda a, b: a + b),
     "v_sub_u32": V("u32 u32", "u32", lambda a, b: a - b),

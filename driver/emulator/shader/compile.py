@@ -247,9 +247,14 @@ def _vsource(ins: Instruction, item: tuple, ty: Type, regs: Regs, vop3b: bool = 
 
 
 def _modified(ins: Instruction, reader: Reader, index: int, ty: Type, vop3b: bool = False) -> Reader:
-    """Source `index` of a VOP3 instruction with its abs and neg modifiers applied (floats only)."""
+    """Source `index` of a VOP3 instruction with its abs and neg modifiers applied (floats, and the sign bit of
+    b32 sources)."""
     absolute = ins.fields.get("abs", 0) >> index & 1 if ins.encoding == "VOP3" and not vop3b else 0
     negate = ins.fields.get("neg", 0) >> index & 1 if ins.encoding == "VOP3" else 0
+    if (absolute or negate) and ty.sign_modifiers:
+        sign = ty.dtype(1 << (ty.bits - 1))
+        keep, flip = ty.dtype(~sign if absolute else ~ty.dtype(0)), sign if negate else ty.dtype(0)
+        return lambda w: reader(w) & keep ^ flip
     if (absolute or negate) and not ty.float:
         raise Unsupported(f"{ins.mnemonic}: abs/neg on a source read as {ty.name} is not emulated")
     if absolute and negate:

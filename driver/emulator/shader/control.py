@@ -141,6 +141,40 @@ def _readfirstlane(ins: Instruction, pc: int, nxt: int, regs: Regs):
     return run
 
 
+def _movrel(source: int | None, dest: int | None) -> Factory:
+    """A move between VGPRs indexed by M0: the source VGPR's number plus M0's bits [`source`:+10] (None: no index;
+    32: all of M0), the destination's likewise, in the lanes EXEC enables (RDNA3/RDNA4 ISA pseudocode:
+    V_MOVRELS_B32 reads VGPR[SRC0 + M0], V_MOVRELD_B32 writes VGPR[VDST + M0], V_MOVRELSD_B32 both,
+    V_MOVRELSD_2_B32 reads at M0[9:0] and writes at M0[25:16]). An index past the VGPRs the kernel's descriptor
+    allocates is the kernel's fault here (the ISA guides leave it undefined)."""
+    def factory(ins: Instruction, pc: int, nxt: int, regs: Regs):
+        f = ins.fields
+        if any(f.get(k) for k in ("abs", "neg", "clamp", "omod", "opsel")):
+            raise OperandError(f"{ins.mnemonic} with output or input modifiers is not emulated")
+        if source is not None and f["src0"] < 256:
+            raise OperandError(f"{ins.mnemonic} of a non-VGPR source")
+        value = regs.source(f["src0"], TYPES["u32"], True, ins.literal) if source is None else None
+        src, dst = f["src0"] - 256, f["vdst"]
+        regs.check_vgprs(src if source is not None else dst, 1)
+        regs.check_vgprs(dst, 1)
+
+        def index(w: Waves, first: int, bits: int | None) -> np.ndarray:
+            m0 = w.s[regs.m0].astype(np.int64)
+            n = first + (m0 if bits == 32 else m0 >> bits & 0x3FF)
+            if (n >= regs.vgprs).any():
+                raise OperandError(f"{ins.mnemonic}: v{first} + M0 = v{int(n.max())} is beyond the {regs.vgprs} "
+                                   "VGPRs the kernel descriptor allocates")
+            return n
+
+        def run(w: Waves) -> None:
+            rows = np.arange(w.count)
+            got = w.v[index(w, src, source), rows] if source is not None else np.broadcast_to(value(w), w.exec.shape)
+            at = index(w, dst, dest) if dest is not None else np.full(w.count, dst)
+            w.v[at, rows] = np.where(w.exec, got, w.v[at, rows])
+        return run
+    return factory
+
+
 def _sendmsg(ins: Instruction, pc: int, nxt: int, regs: Regs):
     # gfx11+ kernels end with s_sendmsg sendmsg(MSG_DEALLOC_VGPRS) (id 3): a hint. Other messages go to the SPI
     # or the host (interrupts, GS) and are not emulated.
@@ -167,6 +201,10 @@ CONTROL: dict[str, Factory] = {
     "v_readlane_b32": _readlane,
     "v_readfirstlane_b32": _readfirstlane,
     "v_writelane_b32": _writelane,
+    "v_movrels_b32": _movrel(32, None),
+    "v_movreld_b32": _movrel(None, 32),
+    "v_movrelsd_b32": _movrel(32, 32),
+    "v_movrelsd_2_b32": _movrel(0, 16),
     "s_sendmsg": _sendmsg,
     **{name: _nothing for name in (
         "s_nop", "s_waitcnt", "s_waitcnt_vscnt", "s_waitcnt_vmcnt", "s_waitcnt_expcnt", "s_waitcnt_lgkmcnt",
