@@ -79,6 +79,7 @@ class TrackedBuffer:
     sources: list[tuple[TrackedBuffer, Run]] = field(default_factory=list)  # reads whose submissions wrote it
     racy: str | None = None  # why what the GPU wrote here depends on timing (a race), until the CPU rewrites it
     keys: dict[int, bytes] = field(default_factory=dict)  # chunk index -> key of the content last recorded
+    keyed: dict[QueueProgress, int] = field(default_factory=dict)  # writes shown complete whose chunks `keys` hold
 
     @property
     def tracked(self) -> bool:
@@ -130,19 +131,26 @@ class MemoryRecorder:
         data = bytes(chunk)
         return self.trace.blob(data, blob_key(data))
 
-    def record(self, buf: TrackedBuffer, offset: int, size: int, force: bool = False,
-               skip: Container[int] = ()) -> int:
+    def record(self, buf: TrackedBuffer, offset: int, size: int, skip: Container[int] = ()) -> int:
         """`mem` records for the chunks of [offset, offset+size) whose content differs from what was last
-        recorded (all of them with `force`), but those whose index is in `skip`; how many."""
+        recorded, but those whose index is in `skip`; how many."""
         n = 0
         for i, data in self._chunks(buf, offset, size):
-            if i in skip or not force and buf.keys.get(i) == blob_key(data):
+            if i in skip or buf.keys.get(i) == blob_key(data):
                 continue
             key = buf.keys[i] = self._stored(data)
             self.payload_bytes += len(data)
             self.trace.record(R.MEM, va=buf.va + i * self.chunk, size=len(data), key=key)
             n += 1
         return n
+
+    def rekey(self, buf: TrackedBuffer, offset: int, size: int, skip: Container[int] = ()) -> None:
+        """Take the chunks of [offset, offset+size) as they are now for what was last recorded (their blobs stored,
+        no `mem` record), but those whose index is in `skip`: a queue's finished writes, so that a later
+        comparison finds only what the CPU writes after them."""
+        for i, data in self._chunks(buf, offset, size):
+            if i not in skip and buf.keys.get(i) != blob_key(data):
+                buf.keys[i] = self._stored(data)
 
     def changed(self, buf: TrackedBuffer, offset: int, size: int) -> bool:
         """Whether a chunk of [offset, offset+size) differs from what was last recorded."""

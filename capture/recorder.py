@@ -968,12 +968,14 @@ class RecordingSyscalls:
                 done.append(buf)
             else:
                 in_flight.append({"va": buf.va, "name": buf.name})
+                self._key_finished(buf)
         self.ordering.budget = SEARCH_BUDGET
         for buf in done:  # every race found before anything is hashed: one may decide another buffer
             self._races(buf)
         for buf in done:
             buf.writes.clear()
             buf.extents.clear()
+            buf.keyed.clear()
             buf.runs.clear()
             buf.sources.clear()
             buf.reads[:] = [r for r in buf.reads if r.queue.ended is None and not r.queue.complete(r.last)]
@@ -988,6 +990,21 @@ class RecordingSyscalls:
         if entries or in_flight or racy:
             self.rec.checkpoints += 1
             self.rec.record(R.CHECKPOINT, wait=wait, buffers=entries, in_flight=in_flight, racy=racy or None)
+
+    def _key_finished(self, buf: TrackedBuffer) -> None:
+        """The chunks of a buffer left in flight that queues shown complete wrote (once a completion), as they
+        left them, for what was last recorded: a later comparison with raw views then finds only what the CPU
+        writes after them (campaign 67: their results were recorded as CPU writes, which a replay puts back
+        over whatever its GPU wrote). Chunks another queue may still be writing are left."""
+        if not buf.tracked:
+            return
+        chunk, busy = self.memory.chunk, buf.busy()
+        skip = {i for lo, hi in busy for i in range(lo // chunk, -(-hi // chunk))}
+        for q, pos in buf.writes.items():
+            if q.complete(pos) and buf.keyed.get(q) != pos:
+                lo, hi = buf.extents[q]
+                self.memory.rekey(buf, lo, hi - lo, skip)
+                buf.keyed[q] = pos
 
     # -- what the driver tells us (annotations) -----------------------------------------------------
     def _note_buffer(self, va: int, name: str | None, role: str, size: int | None = None) -> None:
@@ -1021,7 +1038,10 @@ class RecordingSyscalls:
         self._learn_pending()  # submitted indirect buffers are read before the CPU writes over them
         if self._polled and self._releases(va, size):
             self._scan_exposed()  # what the CPU wrote through views before the store that releases a queue
-        self.memory.record(buf, va - buf.va, size, force=bool(buf.writes))
+        if buf.writes:  # the GPU wrote or writes here: the bytes the CPU wrote, not its chunks as they are now
+            self.memory.record_exact(buf, va - buf.va, size)
+        else:
+            self.memory.record(buf, va - buf.va, size)
         for a in buf.words:
             if va <= a < va + size:
                 self._cpu_stored(buf, a)

@@ -366,6 +366,52 @@ def test_a_buffer_another_queue_is_still_writing_is_in_flight_at_the_wait(tmp_pa
     assert checkpoint_names(second) == (["big"], [])
 
 
+def test_a_finished_queue_s_writes_to_a_buffer_left_in_flight_are_not_taken_for_the_cpu_s(tmp_path):
+    """Campaign 67: queue b fills the second half of a viewed buffer and is not waited for; queue a fills the
+    first half, and after the wait for it, a's next submission had the buffer compared with what was last
+    recorded: a's fill became `mem` records, which a replay puts back over whatever its GPU wrote (a trace with
+    that fill's value changed replayed OK)."""
+    path = str(tmp_path / "halves.kfdtrace")
+    n = 1 << 20
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        qa, qb = gpu.sdma_queue(name="a"), gpu.sdma_queue(name="b")
+        big, out = gpu.alloc(n, "gtt", name="big"), gpu.alloc(n // 2, "gtt", name="out")
+        big.numpy()  # a raw view: compared before each submission that uses it
+        sa, sb = system.semaphore("a"), system.semaphore("b")
+        qb.fill(big, 0x55555555, n // 2, offset=n // 2).signal(sb, 1).submit()
+        qa.fill(big, 0xDEADBEEF, n // 2).signal(sa, 1).submit()
+        sa.wait(1)
+        qa.copy(out, big, n // 2).signal(sa, 2).submit()
+        sa.wait(2)
+        sb.wait(1)
+        view = big.numpy()
+        view[:4] = 7  # a CPU write after both: found and recorded
+        qa.copy(out, big, 4).signal(sa, 3).submit()
+        sa.wait(3)
+    big_va = next(r.fields["va"] for r in records(path, "buffer") if r.fields["name"] == "big")
+    after = records(path, "mem", "checkpoint")
+    after = after[next(i for i, r in enumerate(after) if r.type == "checkpoint"):]  # once the fills were submitted
+    assert [(r.fields["va"] - big_va, r.fields["size"]) for r in after
+            if r.type == "mem" and big_va <= r.fields["va"] < big_va + n] == [(0, 16384)]
+
+
+def test_a_cpu_write_into_a_chunk_a_queue_is_writing_is_recorded_as_the_bytes_written(tmp_path):
+    """Campaign 67: `Buffer.write` of 4 bytes next to an unwaited fill's tail recorded the whole chunk as the CPU
+    saw it, the fill's bytes not yet landed as zeros, and a replay wrote those zeros back over its own fill."""
+    path = str(tmp_path / "tail.kfdtrace")
+    n = 128 << 10
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q, x, s = gpu.sdma_queue(), gpu.alloc(n, "gtt", name="x"), system.semaphore("s")
+        q.fill(x, 0x11111111, n - 8).signal(s, 1).submit()
+        x.write(b"\xab" * 4, n - 4)
+        s.wait(1)
+    x_va = next(r.fields["va"] for r in records(path, "buffer") if r.fields["name"] == "x")
+    assert [(m.fields["va"] - x_va, m.fields["size"]) for m in records(path, "mem")
+            if x_va <= m.fields["va"] < x_va + n] == [(n - 4, 4)]
+
+
 @pytest.mark.parametrize("ahead", ["queue", "cpu"])
 def test_a_higher_value_on_a_shared_semaphore_does_not_show_a_lower_signal_landed(ahead, tmp_path):
     """Campaign 47's bug03 and bug03b: queue a fills and signals 1 (or 3); queue b signals 2 (or the CPU 5) with
