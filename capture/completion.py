@@ -25,11 +25,15 @@ to know about one queue. It advances only on evidence:
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
+from operator import itemgetter
 
 MAX_SIGNALS_PER_ADDRESS = 4096  # beyond this the oldest signals are forgotten (counted as maybe landed)
+_most = itemgetter(3)  # of a held signal: the highest value of it and the signals before it
 
 
 @dataclass(eq=False)
@@ -76,6 +80,7 @@ class Completion:
         # address -> its GPU signals in its present life, landed or not: [(value, queue, position, the highest
         # value of it and the signals before it)]
         self._signals: dict[int, list[tuple[int, QueueProgress, int, int]]] = {}
+        self._signallers: dict[int, set[QueueProgress]] = {}  # address -> the queues of its signals held (or more)
         # address -> the highest value of the writes no longer held one by one that may be what it holds: the
         # CPU's stores in its present life, signals known landed, signals forgotten (those in any life)
         self._top: dict[int, int] = {}
@@ -128,6 +133,9 @@ class Completion:
             held = by_addr.get(addr)
             if held is None:
                 held = by_addr[addr] = []
+                self._signallers[addr] = {queue}
+            elif queue not in (signallers := self._signallers[addr]):
+                signallers.add(queue)
             elif len(held) >= MAX_SIGNALS_PER_ADDRESS:
                 self._settle(addr, held)
                 if len(held) >= MAX_SIGNALS_PER_ADDRESS // 2:
@@ -174,6 +182,7 @@ class Completion:
                 most = max(most, value)
                 keep.append((value, queue, pos, most))
         held[:] = keep
+        self._signallers[addr] = {queue for _, queue, _, _ in keep}
         self._top[addr] = top
 
     def observed(self, addr: int, value: int) -> None:
@@ -193,11 +202,19 @@ class Completion:
             if self._top.get(addr, -1) >= value:
                 continue
             earliest: dict[QueueProgress, int] = {}  # each queue's earliest signal it may have seen
-            for v, queue, pos, most in reversed(self._signals.get(addr, ())):  # the latest first
-                if most < value:
-                    break  # none before it gives the value
-                if v >= value and not (queue is waiter and pos > at):  # the waiter's own after it: not seen
-                    earliest[queue] = pos
+            held = self._signals.get(addr)
+            if held:
+                # from the first signal whose value, or one before it, gives the value (none before it does),
+                # each queue's first signal of the value or more: its earliest, as a queue's signals are held in
+                # its stream's order; the waiter's own after it cannot be what it saw, nor its later ones
+                everyone, decided = self._signallers[addr], set()
+                for v, queue, pos, _ in islice(held, bisect_left(held, value, key=_most), None):
+                    if v >= value and queue not in decided:
+                        decided.add(queue)
+                        if not (queue is waiter and pos > at):
+                            earliest[queue] = pos
+                        if len(decided) == len(everyone):
+                            break
             if len(earliest) > 1:  # a signal that can only land after the sighting is not what it saw
                 earliest = {q: pos for q, pos in earliest.items() if not self.later(waiter, at, q, pos)}
             if len(earliest) == 1:
