@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import importlib.util
 import os
 import sys
 
@@ -16,7 +17,7 @@ import click
 from kfdtrace.capture.recorder import DEFAULT_CHUNK, TRACKING_MODES
 from kfdtrace.capture.session import Session, capture_workload, interrupts_between_records
 from kfdtrace.capture.trace_file import CaptureFailed
-from kfdtrace.cli import TerminalProgress, backend_options, check_backend, check_output, fail, user_errors
+from kfdtrace.cli import TerminalProgress, another_file, backend_options, check_backend, check_output, fail, user_errors
 from kfdtrace.traces.info import format_summary
 
 
@@ -37,10 +38,23 @@ def check_run(target: str, module: bool, output: str, chunk_size: int, emulate: 
     """Everything `capture run` can refuse before running the workload; ValueError with one line."""
     if not module and not os.path.isfile(target):
         raise ValueError(f"{target}: no such workload script")
+    if module and not _findable(target.partition(".")[0]):
+        raise ValueError(f"{target}: no such module (-m)")
+    if not module:
+        another_file(output, target, "the trace", regular=False)  # never over the workload
     if chunk_size < 4096 or chunk_size & (chunk_size - 1):
         raise ValueError(f"--chunk-size {chunk_size}: give a power of two of at least 4096")
     check_backend(emulate, emulate_from)
     check_output("-o", output, "the trace")
+
+
+def _findable(top: str) -> bool:
+    """Whether a top-level module or package of that name can be imported: found without importing anything
+    (a package's own modules are looked for once it runs, recorded)."""
+    try:
+        return bool(top) and importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def progress_text(session: Session) -> str | None:

@@ -15,6 +15,8 @@ the EF_AMDGPU_MACH values are the ones clang-19 writes (tests check them against
 from __future__ import annotations
 
 import io
+import os
+import stat
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -43,10 +45,11 @@ from kfdtrace.driver.code_object_metadata import KernelMetadata, Metadata, parse
 from kfdtrace.driver.families import TARGETS, Target, UnsupportedTarget, target_by_name
 from kfdtrace.driver.kernel_descriptor import DESCRIPTOR_SIZE, KernelDescriptor, layout_for
 
-__all__ = ["MACH", "RELOCATIONS", "CodeObject", "CodeObjectError", "Kernel", "Relocation", "load",
-           "without_debug_info"]
+__all__ = ["MACH", "MAX_FILE_BYTES", "RELOCATIONS", "CodeObject", "CodeObjectError", "Kernel", "Relocation", "load",
+           "read_file", "without_debug_info"]
 
 ELF_MAGIC = b"\x7fELF"
+MAX_FILE_BYTES = 1 << 30  # a code object file given on the command line (a trace's blobs are smaller)
 EM_AMDGPU = 224
 ELFOSABI_AMDGPU_HSA = 64
 ET_DYN = 3
@@ -78,6 +81,26 @@ MAX_ALIGN = 2 << 20  # a segment alignment above this (a huge page) is refused: 
 ENTRY_ALIGN = 256
 _PYELFTOOLS_ERRORS = (ELFError, ConstructError, struct.error, ValueError, OverflowError)  # seek past 2**63
 _M32, _M64 = (1 << 32) - 1, (1 << 64) - 1
+
+
+def read_file(path: str) -> bytes:
+    """The bytes of a code object file, read in bounded memory and without blocking; CodeObjectError ("cannot read
+    it: ...") when it is no regular file (/dev/zero, a pipe), is larger than MAX_FILE_BYTES or cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once, to be refused
+    except OSError as e:
+        raise CodeObjectError(f"cannot read it: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CodeObjectError("cannot read it: not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise CodeObjectError(f"cannot read it: {st.st_size} bytes, more than a code object may be "
+                                  f"({MAX_FILE_BYTES})")
+        try:
+            return f.read(MAX_FILE_BYTES + 1)[:MAX_FILE_BYTES]
+        except OSError as e:
+            raise CodeObjectError(f"cannot read it: {e.strerror or e}") from None
 
 
 @dataclass(frozen=True)

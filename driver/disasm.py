@@ -4,9 +4,8 @@ disassembled by kfdtrace's own decoder (driver/isa), in the form llvm-objdump-19
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
-from kfdtrace.driver.code_object import CodeObject, Kernel
+from kfdtrace.driver.code_object import CodeObject, Kernel, read_file
 from kfdtrace.driver.code_object_bundle import entries, is_bundle, select
 from kfdtrace.driver.code_object_errors import CodeObjectError
 from kfdtrace.driver.isa.decoder import DecodeError, decode
@@ -16,8 +15,8 @@ __all__ = ["disassemble", "read_code_object"]
 
 def read_code_object(path: str, target: str | None) -> CodeObject:
     """The code object in `path`; from a bundle, the entry for `target` (required when it holds several)."""
-    data = Path(path).read_bytes()
     try:
+        data = read_file(path)
         if is_bundle(data):
             if target is None:
                 targets = sorted({e.target.processor for e in entries(data) if e.target is not None})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import signal
 import stat
@@ -71,6 +72,19 @@ def another_file(output: str, trace: str, what: str, *, regular: bool = True) ->
         raise ValueError(f"{what} must go to another file than {trace}, which it reads")
 
 
+class Seconds(click.FloatRange):
+    """A finite number of seconds in a range: click's FloatRange lets inf and nan through, which a subprocess
+    timeout or a wait cannot take."""
+
+    name = "seconds"
+
+    def convert(self, value, param, ctx):
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return seconds
+
+
 def user_errors(fn: Callable) -> Callable:
     """Turn the errors a user can act on into one line on stderr and exit status 1, never a traceback."""
 
@@ -83,6 +97,12 @@ def user_errors(fn: Callable) -> Callable:
             sys.exit(1)
         except (KfdTraceError, TraceError, CodeObjectError, ValueError, OSError) as exc:
             fail(exc, 1)
+        except KeyboardInterrupt as exc:  # Ctrl-C (130), or SIGTERM within terminated_as_interrupt (143)
+            terminated = isinstance(exc, Terminated)
+            how, signum = ("terminated", signal.SIGTERM) if terminated else ("interrupted", signal.SIGINT)
+            program = click.get_current_context().find_root().info_name
+            click.echo(f"{program}: {how}{f'; {one_line(exc)}' if str(exc) else ''}", err=True)
+            sys.exit(128 + signum)
 
     return wrapper
 
@@ -125,12 +145,16 @@ def check_backend(emulate: str | None, emulate_from: str | None) -> None:
         topology_from_directory(emulate_from)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, as `terminated_as_interrupt` raises it."""
+
+
 @contextlib.contextmanager
 def terminated_as_interrupt() -> Iterator[None]:
-    """Within: SIGTERM (a timeout(1), a CI job's end) interrupts as Ctrl-C does, so what the command started is
-    stopped and its temporary files removed on the way out."""
+    """Within: SIGTERM (a timeout(1), a CI job's end) interrupts as Ctrl-C does (`Terminated`), so what the
+    command started is stopped and its temporary files removed on the way out."""
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
 
     before = signal.signal(signal.SIGTERM, interrupt)
     try:
@@ -422,7 +446,7 @@ def trim(trace: str, submits: str, output: str, reconstruct: bool, emulate: str 
 @click.option("--match", metavar="REGEX", help="Also require this in the command's output (the same failure).")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Candidates run side by side.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
+@click.option("--timeout", type=Seconds(min=0.1), default=120.0, show_default=True,
               help="Seconds one run of the command may take (a run that takes longer does not reproduce).")
 @click.option("--confirm", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Runs in a row the command must fail the same way on a candidate to keep it (and on the "
@@ -468,7 +492,7 @@ def redact(trace: str, output: str, keep_data: bool, as_json: bool) -> None:
 @click.option("--submits", "-s", metavar="A..B", help="Put only these submissions in (kfdtrace trim).")
 @click.option("--redact", "redacted", is_flag=True, help="Put the redacted trace in (kfdtrace redact).")
 @click.option("--emulate", metavar="TARGETS", help="Replay on these emulated GPUs instead of this machine's.")
-@click.option("--timeout", type=click.FloatRange(min=0.01), default=10.0, show_default=True,
+@click.option("--timeout", type=Seconds(min=0.01), default=10.0, show_default=True,
               help="Seconds a wait of the replay may take (hang).")
 @click.option("--max-size", type=click.IntRange(min=1), default=100, show_default=True, metavar="MB",
               help="The most the bundle may take.")

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 
 import click
 
-from kfdtrace.cli import code_object_options
+from kfdtrace.cli import Seconds, code_object_options
 from kfdtrace.replay.status import EXIT_BAD_INPUT, EXIT_HANG, EXIT_INTERNAL, EXIT_OK, EXIT_UNSUPPORTED, VERDICTS
 
 CANCELLED = "cancelled"
@@ -473,9 +473,9 @@ def row_line(row: Row) -> str:
 @click.option("--per-gpu", type=click.IntRange(min=1), default=1, show_default=True,
               help="Tasks sharing one GPU at a time.")
 @click.option("--targets", help="Families to replay on, e.g. gfx942,gfx1100 [default: each trace's recorded ones].")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+@click.option("--timeout", type=Seconds(min=0, min_open=True), default=10.0, show_default=True,
               help="Seconds a replay's wait may take (hang).")
-@click.option("--task-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
+@click.option("--task-timeout", type=Seconds(min=0, min_open=True), default=600.0, show_default=True,
               help="Seconds after which a task's replay is killed and reported as a hang.")
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
               help="Times Ray retries a task whose worker or node died.")

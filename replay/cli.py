@@ -21,7 +21,14 @@ import traceback
 
 import click
 
-from kfdtrace.cli import TerminalProgress, backend_options, check_backend, check_output, code_object_options
+from kfdtrace.cli import (
+    TerminalProgress,
+    another_file,
+    backend_options,
+    check_backend,
+    check_output,
+    code_object_options,
+)
 from kfdtrace.traces.printable import one_line, printable
 
 # The replay engine (and the driver, numpy) load when a replay runs, not for --help or a bad option.
@@ -146,6 +153,7 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
         if timeline is not None:  # refused now, not after the replay
             try:
                 check_output("--timeline", timeline, "the timeline")
+                another_file(timeline, trace, "the timeline", regular=False)
             except ValueError as exc:
                 raise click.BadParameter(str(exc)) from None
         try:
@@ -169,11 +177,17 @@ def main(trace, emulate, emulate_from, emulate_recorded, device, gpu_map, loop, 
         _stopped(as_json, "interrupted", 128 + signal.SIGINT)
     except Exception as exc:
         _fail(as_json, exc, debug, extracted)
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        for line in report.lines():
-            click.echo(printable(line))  # names, notes and paths are the trace's
+    try:
+        if as_json:
+            click.echo(json.dumps(report.to_dict(), indent=2))
+        else:
+            for line in report.lines():
+                click.echo(printable(line))  # names, notes and paths are the trace's
+        sys.stdout.flush()
+    except OSError as exc:  # a full disk, a closed pipe: the status still tells the verdict
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        click.echo(f"replay: the report was not written: {exc.strerror or exc}; the exit status is its verdict "
+                   f"({report.status})", err=True)
     sys.exit(report.status)
 
 

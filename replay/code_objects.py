@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -35,7 +34,6 @@ __all__ = ["Choice", "CodeObjectOptions", "GivenObject", "check_options", "choos
 
 HASH_PREFIX = re.compile(r"[0-9a-fA-F]{8,32}")  # 8 or more hex digits of a blob key (16 bytes: 32 digits)
 SHOWN_DIGITS = 8  # hex digits of a key a message shows
-MAX_CODE_OBJECT_BYTES = 1 << 30  # a code object file given on the command line (a trace's blobs are smaller)
 USAGE = ("give NAME_OR_HASH=PATH: a recorded code object's name or 8 or more hex digits of its key, then an ELF "
          "code object or an offload bundle")
 
@@ -215,18 +213,13 @@ def _loaded(data: bytes, target: str) -> CodeObject | str:
 
 
 def _read(path: str) -> bytes | str:
-    """The bytes of a code object file, or why they are not read: it is no regular file, or larger than
-    MAX_CODE_OBJECT_BYTES (read in bounded memory: /dev/zero or a huge sparse file is refused, not read)."""
+    """The bytes of a code object file, or why they are not read (`code_object.read_file`)."""
+    from kfdtrace.driver.code_object import read_file
+
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                return "cannot read it: not a regular file"
-            if st.st_size > MAX_CODE_OBJECT_BYTES:
-                return f"cannot read it: {st.st_size} bytes, more than a code object may be ({MAX_CODE_OBJECT_BYTES})"
-            return f.read(MAX_CODE_OBJECT_BYTES + 1)[:MAX_CODE_OBJECT_BYTES]
-    except OSError as e:
-        return f"cannot read it: {e.strerror or e}"
+        return read_file(path)
+    except CodeObjectError as e:
+        return str(e)
 
 
 def _loaded_file(path: str, target: str) -> tuple[bytes, CodeObject] | str:

@@ -186,7 +186,7 @@ def replay_trace(path: str, options: Options, *, emulate: str | None = None, emu
     BadInput (or TraceError) when there is nothing sound to replay. `timeline`: where to write the first
     instance's timeline, as `kfdtrace export --perfetto` draws the recording's, with the times the replay took."""
     options.timed = timeline is not None
-    readers = [TraceReader(path) for _ in range(concurrent)]
+    readers = [TraceReader(path)]  # the others once the trace is known to fit `concurrent` times
     try:
         trace = readers[0]
         with bad_input():
@@ -201,6 +201,7 @@ def replay_trace(path: str, options: Options, *, emulate: str | None = None, emu
             if not s.submissions:
                 raise BadInput(f"{path} holds no submissions: nothing to replay")
             check_resources(s, system, concurrent, default_max_memory() if max_memory is None else max_memory)
+            readers += [TraceReader(path) for _ in range(concurrent - 1)]
             report = Report(path, [g["target"] for g in gpus],
                             [f"{d}" for d in system.devices], system.backend, s.submissions, s.packets,
                             notes=s.notes, target_gfx=[d.target.name for d in system.devices], asked=loops)

@@ -404,3 +404,70 @@ def test_a_trace_tool_never_writes_to_nor_removes_what_is_not_a_regular_file(tmp
     result = CliRunner().invoke(main, [command[0], sample("sdma_stress-gfx942"), *command[1:], "-o", str(fifo)])
     assert result.exit_code != 0 and f"{fifo} is not a regular file" in result.output, result.output
     assert fifo.is_fifo()
+
+
+def test_replay_never_writes_its_timeline_over_the_trace(tmp_path):
+    """Campaign 68: `replay T --timeline T` wrote the timeline's JSON over the trace it replayed."""
+    trace = tmp_path / "t.kfdtrace"
+    shutil.copy(sample("sdma_stress-gfx942"), trace)
+    before = trace.read_bytes()
+    out = _replay(str(trace), "--emulate", "gfx942", "--timeline", str(trace))
+    assert out.returncode == 4
+    _one_line_error(out, "replay: error: the timeline must go to another file than")
+    assert trace.read_bytes() == before
+
+
+def test_capture_never_writes_over_its_workload_and_refuses_a_missing_module(tmp_path):
+    """Campaign 68: `capture run -o job.py job.py` replaced the script with the trace; `-m missing` printed a
+    traceback and wrote an empty trace."""
+    script, marker = _marker_workload(tmp_path)
+    source = open(script).read()
+    out = _capture("-o", script, script)
+    assert out.returncode == 2 and not os.path.exists(marker) and open(script).read() == source
+    _one_line_error(out, "capture: error: the trace must go to another file than")
+    trace = tmp_path / "m.kfdtrace"
+    for module in ("no_such_module_kfdtrace", ".relative", ""):
+        out = _capture("-o", str(trace), "-m", module)
+        assert out.returncode == 2, (module, out.stderr)
+        _one_line_error(out, "capture: error:", "no such module (-m)")
+        assert not trace.exists()
+
+
+def test_replay_checks_what_concurrent_instances_need_before_opening_them():
+    """Campaign 68: `--concurrent 20000` opened a trace reader per instance (740 MB, then "Too many open files",
+    exit 4) before saying the target cannot hold that many."""
+    out = _replay(sample("sdma_stress-gfx942"), "--emulate", "gfx942", "--concurrent", "100000")
+    assert out.returncode == 3
+    _one_line_error(out, "replay: cannot replay here:", "x100000 instances")
+
+
+@pytest.mark.parametrize("path", ["/dev/zero", "fifo"])
+def test_disasm_reads_only_a_regular_file(path, tmp_path):
+    """Campaign 68: `disasm /dev/zero` grew without bound and `disasm FIFO` blocked for ever."""
+    if path == "fifo":
+        path = str(tmp_path / "fifo.co")
+        os.mkfifo(path)
+    _one_line_error(run("disasm", path), f"kfdtrace: error: {path}: cannot read it: not a regular file")
+
+
+@pytest.mark.parametrize("value", ["inf", "nan"])
+@pytest.mark.parametrize("command", [["minimize", "--until", "false {trace}", "-o", "OUT"], ["bundle", "-o", "OUT"]])
+def test_timeouts_of_the_trace_tools_are_finite(command, value, tmp_path):
+    """Campaign 68: `minimize --timeout inf` ended in a traceback, and `bundle --timeout nan` wrote a bundle
+    whose report said INTERNAL ERROR for a trace that hangs."""
+    args = [a.replace("OUT", str(tmp_path / "out")) for a in command]
+    out = run(args[0], sample("sdma_stress-gfx942"), *args[1:], "--timeout", value)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"Invalid value for '--timeout': '{value}' is not a finite number of seconds" in out.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_report_that_cannot_be_written_leaves_the_verdict_as_the_exit_status():
+    """Campaign 68: `replay ... > /dev/full` ended in a traceback and exit 1, which reads as DIVERGED."""
+    with open("/dev/full", "w") as full:
+        out = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", sample("sdma_stress-gfx942"), "--emulate",
+                              "gfx942", "--json"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert out.returncode == 0
+    assert out.stderr.splitlines() == ["replay: the report was not written: No space left on device; the exit status "
+                                       "is its verdict (0)"]

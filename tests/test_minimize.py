@@ -263,3 +263,28 @@ def test_a_terminated_minimize_stops_its_command_and_removes_its_files(tmp_path)
     for pid in map(int, pids.read_text().split()):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_an_interrupted_minimize_keeps_the_smallest_trace_that_reproduced(tmp_path):
+    """Campaign 68: Ctrl-C or SIGTERM printed click's "Aborted!", exited 1 and threw away every cut already
+    verified; and stopping a run another thread was reaping could fail with EBADF."""
+    import signal
+    import subprocess
+    import time
+
+    trace, runs, out = str(tmp_path / "s.kfdtrace"), tmp_path / "runs", tmp_path / "out.kfdtrace"
+    with record(trace), System.open(emulate="gfx942") as system:
+        stress(system, 8, 4096)
+    until = f"sh -c 'echo x >> {runs}; sleep 0.2; exit 1' {{trace}}"
+    run = subprocess.Popen([sys.executable, "-m", "kfdtrace", "minimize", trace, "--until", until, "-o", str(out),
+                            "--confirm", "1", "-j", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while (not runs.exists() or len(runs.read_text().split()) < 5) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=30)
+    assert run.returncode == 128 + signal.SIGTERM
+    assert len(err.splitlines()) == 1 and err.endswith(f"kfdtrace: terminated; the smallest trace found so far (it "
+                                                       f"gave 1 1 times in a row) is at {out}\n")
+    with TraceReader(str(out)) as r, TraceReader(trace) as whole:
+        assert sum(1 for _ in r.records({"doorbell"})) < sum(1 for _ in whole.records({"doorbell"}))

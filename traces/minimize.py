@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import os
 import re
 import shlex
@@ -203,36 +204,42 @@ class CommandTest:
         self._stopped = False
 
     def __call__(self, path: str) -> int | str:
-        with self._lock, _interrupts_deferred():
-            if self._stopped:
-                raise MinimizeError("minimize was stopped")
-            try:
-                run = subprocess.Popen([a.replace("{trace}", path) for a in self.argv], stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                                       start_new_session=True)
-            except OSError as exc:
-                raise ValueError(f"--until: cannot run {self.argv[0]!r}: {exc.strerror}") from None
-            self._running.add(run)
+        run = None
         try:
+            with self._lock, _interrupts_deferred():
+                if self._stopped:
+                    raise MinimizeError("minimize was stopped")
+                try:
+                    run = subprocess.Popen([a.replace("{trace}", path) for a in self.argv], stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                           start_new_session=True)
+                except OSError as exc:
+                    raise ValueError(f"--until: cannot run {self.argv[0]!r}: {exc.strerror}") from None
+                self._running.add(run)
             out, err = run.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
             _kill(run)
             return "timeout"
-        except BaseException:  # interrupted while it runs
-            _kill(run)
+        except BaseException:  # interrupted as it starts or runs: this thread, which reads its pipes, reaps it
+            if run is not None:
+                _kill(run)
             raise
         finally:
-            with self._lock:
-                self._running.discard(run)
+            if run is not None:
+                with self._lock:
+                    self._running.discard(run)
         if self.pattern is not None and not self.pattern.search(out + err):
             return "no match"
         return run.returncode
 
     def stop(self) -> None:
+        """Kill the runs under way (each thread waiting for its own reaps it: two reading one run's pipes at
+        once fail) and start no more."""
         with self._lock:
             self._stopped = True
             for run in self._running:
-                _kill(run)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(run.pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -280,6 +287,7 @@ def minimize(trace: TraceReader, out: str, outcome: Callable[[str], int | str], 
         return got
 
     pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    smallest = _Smallest()
     with tempfile.TemporaryDirectory(prefix="kfdtrace-minimize-") as tmp:
         try:
             before = m.write(os.path.join(tmp, "original.kfdtrace"), set())
@@ -301,6 +309,8 @@ def minimize(trace: TraceReader, out: str, outcome: Callable[[str], int | str], 
                     got = outcomes(path)
                     seen[key] = len(got) == confirm and set(got) == {expected}
                     os.unlink(path)
+                    if seen[key]:
+                        smallest.offer(drop, packets)
                 return seen[key]
 
             Build = Callable[[list[Item]], tuple[frozenset[int], dict[int, set[int]] | None]]
@@ -336,11 +346,34 @@ def minimize(trace: TraceReader, out: str, outcome: Callable[[str], int | str], 
                                     f"again with a larger --confirm: each cut kept must then fail that many runs in "
                                     f"a row)")
             return MinimizeReport(before, after, tries + 1, next(runs) - 1, time.perf_counter() - t0)
-        except BaseException:  # interrupted (or failed): nothing left running, no candidate written, then
+        except BaseException as exc:  # interrupted (or failed): nothing left running, no candidate written, then
             if isinstance(outcome, CommandTest):
                 outcome.stop()
             pool.shutdown(wait=True, cancel_futures=True)
+            if isinstance(exc, KeyboardInterrupt) and smallest.drop is not None:  # what it found is kept
+                m.write(out, set(smallest.drop), smallest.packets)
+                raise type(exc)(f"the smallest trace found so far (it gave {expected!r} {confirm} times in a row) "
+                                f"is at {out}") from None
             raise
+
+
+class _Smallest:
+    """The smallest candidate that reproduced so far (most records dropped, then fewest packets kept), offered
+    from the pool's threads."""
+
+    def __init__(self) -> None:
+        self.drop: frozenset[int] | None = None
+        self.packets: dict[int, set[int]] | None = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _size(drop: frozenset[int], packets: dict[int, set[int]] | None) -> tuple[int, float]:
+        return -len(drop), math.inf if packets is None else sum(map(len, packets.values()))
+
+    def offer(self, drop: frozenset[int], packets: dict[int, set[int]] | None) -> None:
+        with self._lock:
+            if self.drop is None or self._size(drop, packets) < self._size(self.drop, self.packets):
+                self.drop, self.packets = drop, packets
 
 
 def _value_at(sub: Submission, end: int) -> int:
