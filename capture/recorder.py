@@ -445,6 +445,8 @@ class RecordingSyscalls:
             rptr = self._read(q.rptr_va, 8)
             if rptr is not None:
                 self._stopped(q, int.from_bytes(rptr, "little"))
+            for buf in [b for b in self.written if q.progress in b.writes]:  # nothing it wrote changes any more
+                self._key_finished(buf)
             self.rec.record(R.QUEUE_DESTROY, queue=a.queue_id, wptr=q.rung,
                             rptr=None if rptr is None else int.from_bytes(rptr, "little"))
 
@@ -973,6 +975,7 @@ class RecordingSyscalls:
         for buf in done:  # every race found before anything is hashed: one may decide another buffer
             self._races(buf)
         for buf in done:
+            self._cpu_changes(buf)
             buf.writes.clear()
             buf.extents.clear()
             buf.keyed.clear()
@@ -992,19 +995,35 @@ class RecordingSyscalls:
             self.rec.record(R.CHECKPOINT, wait=wait, buffers=entries, in_flight=in_flight, racy=racy or None)
 
     def _key_finished(self, buf: TrackedBuffer) -> None:
-        """The chunks of a buffer left in flight that queues shown complete wrote (once a completion), as they
-        left them, for what was last recorded: a later comparison with raw views then finds only what the CPU
-        writes after them (campaign 67: their results were recorded as CPU writes, which a replay puts back
-        over whatever its GPU wrote). Chunks another queue may still be writing are left."""
+        """The chunks of a buffer not hashed yet that queues shown complete, or destroyed, wrote (once a
+        completion), as they left them, for what was last recorded: a later comparison with raw views then finds
+        only what the CPU writes after them (campaigns 67 and 71: their results were recorded as CPU writes,
+        which a replay puts back over whatever its GPU wrote). Chunks another queue may still be writing are left;
+        what the CPU changed outside every queue's span is recorded first."""
         if not buf.tracked:
             return
-        chunk, busy = self.memory.chunk, buf.busy()
-        skip = {i for lo, hi in busy for i in range(lo // chunk, -(-hi // chunk))}
-        for q, pos in buf.writes.items():
-            if q.complete(pos) and buf.keyed.get(q) != pos:
-                lo, hi = buf.extents[q]
-                self.memory.rekey(buf, lo, hi - lo, skip)
-                buf.keyed[q] = pos
+        finished = [(q, pos) for q, pos in buf.writes.items() if (q.complete(pos) or q.destroyed)
+                    and buf.keyed.get(q) != pos]
+        if not finished:
+            return
+        self._cpu_changes(buf)
+        skip = self._chunks_of(buf.busy())
+        for q, pos in finished:
+            lo, hi = buf.extents[q]
+            self.memory.rekey(buf, lo, hi - lo, skip)
+            buf.keyed[q] = pos
+
+    def _chunks_of(self, spans: Iterable[tuple[int, int]]) -> set[int]:
+        """The indexes of the chunks that byte spans [lo, hi) touch."""
+        chunk = self.memory.chunk
+        return {i for lo, hi in spans for i in range(lo // chunk, -(-hi // chunk))}
+
+    def _cpu_changes(self, buf: TrackedBuffer) -> None:
+        """Record what the CPU changed through raw views in the chunks of a buffer that no GPU write not hashed
+        yet spans, before those writes are hashed or keyed (campaign 71: a view write made before the wait was
+        hashed with the GPU's results and never recorded, and a replay diverged)."""
+        if buf.tracked and (buf.exposed or self.rec.tracking == "scan"):
+            self.memory.record(buf, 0, buf.size, skip=self._chunks_of(buf.extents.values()))
 
     # -- what the driver tells us (annotations) -----------------------------------------------------
     def _note_buffer(self, va: int, name: str | None, role: str, size: int | None = None) -> None:
@@ -1040,6 +1059,9 @@ class RecordingSyscalls:
             self._scan_exposed()  # what the CPU wrote through views before the store that releases a queue
         if buf.writes:  # the GPU wrote or writes here: the bytes the CPU wrote, not its chunks as they are now
             self.memory.record_exact(buf, va - buf.va, size)
+            # the chunks no queue may still be writing hold what was recorded and these bytes (`_note_cpu_writing`
+            # recorded what views changed before)
+            self.memory.rekey(buf, va - buf.va, size, skip=self._chunks_of(buf.busy()))
         else:
             self.memory.record(buf, va - buf.va, size)
         for a in buf.words:
@@ -1048,6 +1070,15 @@ class RecordingSyscalls:
         if buf.racy is not None and va == buf.va and size >= buf.size and not buf.may_be_written():
             buf.racy = None  # the CPU rewrote all of it: no byte of the race is left
             self.racy.discard(buf)
+
+    def _note_cpu_writing(self, va: int, size: int) -> None:
+        """`Buffer.write`/`fill` is about to write [va, va+size): into a buffer with raw views and GPU writes not
+        hashed yet, what views changed in the chunks it touches is recorded first, so that the chunks can be
+        taken as known once the write is recorded exactly."""
+        buf = self.by_va.get(va)
+        if buf is not None and buf.writes and buf.tracked and buf.role != KERNARGS and \
+                (buf.exposed or self.rec.tracking == "scan"):
+            self.memory.record(buf, va - buf.va, size, skip=self._chunks_of(buf.busy()))
 
     def _note_cpu_view(self, va: int) -> None:
         buf = self.by_va.get(va)

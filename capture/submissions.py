@@ -166,10 +166,12 @@ class _Builder:
         if d.split:
             moved = f"n{len(self.binds)}"
             self.binds.append(f"    {moved} = ({self.value(p, d.split[0])}) + 1\n")
-        # and where it writes a signal's value
+        # where it writes a signal's value, or its inline data (the tail's length is the shape's)
         signal = d.signal_bytes
+        inline = d.tail.written if d.tail is not None else None
         for n, a in addresses.items():
-            size = moved if d.split and n in d.split[1] else signal if signal and n == d.signal[0] else 0
+            size = (moved if d.split and n in d.split[1] else signal if signal and n == d.signal[0]
+                    else len(p.payload) if n == inline else 0)
             access = f"({pos}, {a}, {size})"
             (self.written if n in d.written_fields else self.read).append(access)
         if d.signal is not None and d.signal[0] in addresses:

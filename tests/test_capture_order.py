@@ -412,6 +412,100 @@ def test_a_cpu_write_into_a_chunk_a_queue_is_writing_is_recorded_as_the_bytes_wr
             if x_va <= m.fields["va"] < x_va + n] == [(n - 4, 4)]
 
 
+def cpu_writes_after_the_first_doorbell(path: str, name: str) -> list[tuple[int, int]]:
+    """(offset, size) of the `mem` records in buffer `name` after the trace's first doorbell."""
+    buf = next(r.fields for r in records(path, "buffer") if r.fields["name"] == name)
+    rest = records(path, "mem", "doorbell")
+    rest = rest[next(i for i, r in enumerate(rest) if r.type == "doorbell"):]
+    return [(r.fields["va"] - buf["va"], r.fields["size"]) for r in rest
+            if r.type == "mem" and buf["va"] <= r.fields["va"] < buf["va"] + buf["size"]]
+
+
+C = 16 << 10  # the default chunk
+
+
+def test_a_cpu_write_into_a_chunk_a_finished_queue_wrote_keeps_its_results_out_of_cpu_writes(tmp_path):
+    """Campaign 71: after a finished queue's chunk was keyed (another queue still writing the buffer), a
+    `Buffer.write` there dropped the key, so the next view comparison recorded the queue's copy as a CPU write."""
+    path = str(tmp_path / "keyed.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        qa, qb, qc = (gpu.sdma_queue(name=n) for n in "abc")
+        big, src, out = gpu.alloc(4 * C, "gtt", name="big"), gpu.alloc(C, "gtt"), gpu.alloc(C, "gtt")
+        src.write(bytes(range(256)) * (C // 256))
+        view = big.numpy()
+        sa, sb, sc, gate = (system.semaphore(n) for n in ("a", "b", "c", "gate"))
+        qb.wait(gate, 1).fill(big, 0x55555555, C, offset=2 * C).signal(sb, 1).submit()
+        qa.copy(big, src, C).signal(sa, 1).submit()
+        sa.wait(1)
+        view[C + 9] = 9  # through the view, in a chunk the next write touches: recorded before that write
+        big.write(b"\x01\x02\x03\x04", C - 2)
+        qc.copy(out, big, 64, src_offset=C).signal(sc, 1).submit()
+        sc.wait(1)
+        gate.signal(1)
+        sb.wait(1)
+    assert cpu_writes_after_the_first_doorbell(path, "big") == [(C, C), (C - 2, 2), (C, 2)]
+
+
+def test_a_destroyed_queue_s_writes_are_not_taken_for_the_cpu_s(tmp_path):
+    """Campaign 71: a queue seen idle and destroyed, no wait shown its copy complete: the next submission's view
+    comparison recorded the copy as a CPU write."""
+    import time
+
+    path = str(tmp_path / "destroyed.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        qa, qc = gpu.sdma_queue(name="a"), gpu.sdma_queue(name="c")
+        big, src, out = gpu.alloc(2 * C, "gtt", name="big"), gpu.alloc(C, "gtt"), gpu.alloc(C, "gtt")
+        src.write(bytes(range(256)) * (C // 256))
+        big.numpy()
+        sc = system.semaphore("c")
+        qa.copy(big, src, C).submit()
+        while not qa.idle:
+            time.sleep(0.01)
+        qa.destroy()
+        qc.copy(out, big, 64, src_offset=C).signal(sc, 1).submit()
+        sc.wait(1)
+    assert cpu_writes_after_the_first_doorbell(path, "big") == []
+
+
+@pytest.mark.parametrize("wait", ["semaphore", "event"])
+def test_a_view_write_before_the_wait_that_hashes_its_buffer_is_recorded(wait, tmp_path):
+    """Campaign 71: a CPU write through a view into a chunk no queue writes, made after the last submission and
+    before the wait whose checkpoint hashed the buffer, was hashed as the GPU's and never recorded."""
+    path = str(tmp_path / "before.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q, big = gpu.sdma_queue(), gpu.alloc(4 * C, "gtt", name="big")
+        view = big.numpy()
+        done = system.semaphore("done") if wait == "semaphore" else system.event()
+        q.fill(big, 0x11111111, C)
+        (q.signal(done, 1) if wait == "semaphore" else q.trap(done.id)).submit()
+        view[2 * C:2 * C + 16] = 7
+        done.wait(1) if wait == "semaphore" else done.wait()
+    assert cpu_writes_after_the_first_doorbell(path, "big") == [(2 * C, C)]
+
+
+@pytest.mark.parametrize("queue", ["sdma", "pm4"])
+def test_an_inline_write_spans_its_data_not_the_rest_of_its_buffer(queue, tmp_path):
+    """Campaign 71: WRITE_LINEAR and WRITE_DATA were taken to write from their address to the buffer's end, so a
+    view write far past their 16 bytes was left out of comparisons as the GPU's, and never recorded."""
+    path = str(tmp_path / "inline.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        w, other = gpu.compute_queue() if queue == "pm4" else gpu.sdma_queue(), gpu.sdma_queue()
+        buf, out = gpu.alloc(4 * C, "gtt", name="buf"), gpu.alloc(4096, "gtt")
+        view = buf.numpy()
+        gate, s, t = system.semaphore("gate"), system.semaphore("s"), system.semaphore("t")
+        w.wait(gate, 1).write_data(buf, b"\xde\xc0" * 8).signal(s, 1).submit()
+        view[3 * C + 5] = 9
+        other.copy(out, buf, 64, src_offset=3 * C).signal(t, 1).submit()
+        t.wait(1)
+        gate.signal(1)
+        s.wait(1)
+    assert cpu_writes_after_the_first_doorbell(path, "buf")[:1] == [(3 * C, C)]
+
+
 @pytest.mark.parametrize("ahead", ["queue", "cpu"])
 def test_a_higher_value_on_a_shared_semaphore_does_not_show_a_lower_signal_landed(ahead, tmp_path):
     """Campaign 47's bug03 and bug03b: queue a fills and signals 1 (or 3); queue b signals 2 (or the CPU 5) with
