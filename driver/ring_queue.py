@@ -299,6 +299,16 @@ class RingQueue:
         d = self.dialect.definition(int.from_bytes(self._ring_bytes[at:at + 4], "little"))
         return d is not None and d.wait is not None
 
+    def packets(self, start: int, end: int) -> list[Packet]:
+        """The packets the ring holds from byte pointer `start` up to `end` (within a ring of each other), as far
+        as they decode."""
+        size = self.ring_size
+        raw, at = self.ring.read(0, size) * 2, start % size  # unwrapped
+        try:
+            return list(self.dialect.iter_packets(raw[at:at + min(end - start, size)]))
+        except ValueError:
+            return []
+
     def packet_at(self, ptr: int) -> Packet | None:
         """Decode the packet the ring holds at byte pointer `ptr` (None when it cannot be decoded)."""
         size = self.ring_size

@@ -84,6 +84,7 @@ MAX_IB_COPY_BYTES = 64 << 20  # translated indirect buffer copies one submission
 # timed-out waits the survey follows (pending and retried, each): beyond, a timeout counts as the hang it was
 # taken for (a trace is untrusted: millions of them must not cost the memory of millions)
 MAX_RETRIES = 1 << 16
+RECENT_RING_BYTES = 4 << 20  # recorded ring bytes a queue keeps of its latest submissions (where a destroy stood)
 
 
 def handled(cls: type) -> frozenset[str]:
@@ -920,6 +921,17 @@ class ReplayQueue:
     new_ibs: list[Buffer] = field(default_factory=list)
     memo: DispatchMemo | None = None  # what its translated dispatches depend on, for its translator's cache
     writes: list[Write] = field(default_factory=list)  # the writes of the submission being translated, so far
+    # its latest submissions, while they hold at most RECENT_RING_BYTES: (doorbell values before and after, write
+    # pointer of the replay's before and after, the recorded ring bytes), to find where a destroy stood
+    recent: deque[tuple[int, int, int, int, bytes]] = field(default_factory=deque)
+    recent_bytes: int = 0
+
+    def keep(self, before: int, after: int, start: int, ring: bytes) -> None:
+        """Note a submission's recorded and replayed extent (`recent`)."""
+        self.recent.append((before, after, start, self.queue.wptr, ring))
+        self.recent_bytes += len(ring)
+        while self.recent_bytes > RECENT_RING_BYTES and len(self.recent) > 1:
+            self.recent_bytes -= len(self.recent.popleft()[4])
 
     def reclaim(self) -> None:
         """Free the indirect buffer copies of the submissions the queue is done with."""
@@ -953,8 +965,11 @@ class Instance:
     """One replay of the trace on an open System, with its own buffers, queues, events and address map."""
 
     def __init__(self, trace: TraceReader, system: System, devices: dict[int, Device], s: Survey,
-                 options: Options, move_all: bool = False):
+                 options: Options, move_all: bool = False, side_by_side: int = 1):
+        """`side_by_side`: the instances replaying at once (this one included), which share the machine: a wait
+        the recording saw complete may take that many times longer."""
         self.trace, self.system, self.devices, self.s, self.options = trace, system, devices, s, options
+        self.slack = WAIT_SLACK * side_by_side
         self.move_all = move_all or options.relocate == "always"
         self.relocation = Relocation()
         self.buffers: RangeMap[ReplayBuffer] = RangeMap()  # recorded ranges -> their replays
@@ -1289,7 +1304,8 @@ class Instance:
             self._drain(rq, f"it is destroyed at record {r.n}, and the recording had drained it")
         elif not rq.queue.idle:
             # left with work as recorded, if the replay's stands where the recording's did, not stopped by the GPU
-            self._settle_all(f"{rq.label} is destroyed at record {r.n}", queues=[rq])
+            behind = self._behind(rq, K.read_end(rq.kind, rptr, end, rq.ring_size))
+            self._settle_all(f"{rq.label} is destroyed at record {r.n}", queues=[rq], behind=behind)
             self.result.left.append(rq.label)
         del self.queues[r.fields["queue"]]
         self.sampler.unwatch(rq.queue)
@@ -1313,6 +1329,7 @@ class Instance:
         self.result.packets += t.packets - counted
         self.result.cached += t.taken - taken
         self._wrote(writes, where, ring, t.src)
+        start = rq.queue.wptr
         if packets:
             try:
                 rq.queue.emit(packets)
@@ -1322,6 +1339,7 @@ class Instance:
         if rq.new_ibs:
             rq.ibs.extend((rq.queue.wptr, ib) for ib in rq.new_ibs)
             rq.new_ibs.clear()
+        rq.keep(rq.rung, f["value"], start, ring)
         rq.rung = f["value"]
         self.result.submissions += 1
 
@@ -1465,8 +1483,9 @@ class Instance:
 
     def _limit(self, r: Record) -> float:
         """How long the replay waits in a wait the recording saw complete: --timeout, or WAIT_SLACK times what the
-        recording's took if that is longer (a big copy, a long kernel). What it took is told by the time since the
-        thread's last submission or wait the replay follows (so maybe more: a longer limit, never a false hang)."""
+        recording's took, times the instances side by side, if that is longer (a big copy, a long kernel, which
+        runs no faster than its read pointer moves). What it took is told by the time since the thread's last
+        submission or wait the replay follows (so maybe more: a longer limit, never a false hang)."""
         t, tid = r.fields.get("t"), r.fields.get("tid")
         if t is None:
             return self.options.timeout
@@ -1475,8 +1494,8 @@ class Instance:
         # (it completed within it), and an hour (--timeout, when longer)
         cap = MAX_WAIT_LIMIT
         if isinstance(given := r.fields.get("timeout"), (int, float)) and 0 <= given < cap:
-            cap = WAIT_SLACK * given
-        return max(self.options.timeout, min(WAIT_SLACK * took / 1e9, cap))
+            cap = self.slack * given
+        return max(self.options.timeout, min(self.slack * took / 1e9, cap))
 
     def _patiently(self, wait: Callable[[float], bool], limit: float) -> bool:
         """`wait(limit)` for a wait the recording saw complete, again for as long as some queue of the instance
@@ -1712,12 +1731,40 @@ class Instance:
             time.sleep(delay)
             delay = min(delay * 2, 1e-3)
 
-    def _settle_all(self, why: str, quiet: float = 0.05, queues: list[ReplayQueue] | None = None) -> None:
+    def _behind(self, rq: ReplayQueue, stood: int) -> Callable[[ReplayQueue], bool] | None:
+        """For a ring queue the recording destroyed standing at the wait at byte `stood` of its stream: whether the
+        replay's, standing at a wait, stands at an earlier one (campaign 72: a queue still at the first of two
+        waits was destroyed there, before a copy the recording's had made). The replay's submission of the
+        recorded one holding `stood` ends with as many waits as follow `stood` in the recording, the one there
+        included; its waits are the recorded ones translated (NOP pads between them where the ring wraps). None:
+        not known (not a ring, or the submission is too far back)."""
+        if not isinstance(rq.queue, RingQueue) or rq.translator is None:
+            return None
+        hit = next(((lo, start, end, ring) for before, after, start, end, ring in reversed(rq.recent)
+                    if (lo := K.doorbell_end(rq.kind, before)) <= stood < K.doorbell_end(rq.kind, after)), None)
+        if hit is None:
+            return None
+        lo, start, end, ring = hit
+        try:
+            packets = [p for p in rq.translator.src.iter_packets(ring) if p.offset >= stood - lo]
+        except PacketError:
+            return None
+        if not packets or packets[0].offset != stood - lo or packets[0].defn.wait is None:
+            return None  # not where a wait starts: the recorder would not have said it stood there
+        ahead = sum(p.defn.wait is not None for p in packets)
+
+        def behind(q: ReplayQueue) -> bool:
+            at = q.queue.rptr
+            return at < start or (at < end and sum(p.defn.wait is not None for p in q.queue.packets(at, end)) > ahead)
+        return behind
+
+    def _settle_all(self, why: str, quiet: float = 0.05, queues: list[ReplayQueue] | None = None,
+                    behind: Callable[[ReplayQueue], bool] | None = None) -> None:
         """Wait until every queue (of `queues`) has drained or stands at a packet that waits on memory, unmoved
         for `quiet` s (waiting for what later records signal: as the recording stood when it made the next
-        record). A queue whose read pointer stays put at any other packet is still working (a long kernel, a big
-        copy) and is waited for, unless the GPU stopped it (GpuFault); WaitTimeout after --timeout in which none
-        of the instance's queues moved on."""
+        record), and not `behind` where the recording's stood. A queue whose read pointer stays put at any other
+        packet is still working (a long kernel, a big copy) and is waited for, unless the GPU stopped it
+        (GpuFault); WaitTimeout after --timeout in which none of the instance's queues moved on."""
         queues = list(self.queues.values()) if queues is None else queues
         deadline, since, last = time.monotonic() + self.options.timeout, time.monotonic(), None
         progress = self._progress()
@@ -1727,7 +1774,8 @@ class Instance:
             where = tuple(rq.queue.rptr for rq in queues)
             if where != last:
                 since, last = time.monotonic(), where
-            elif time.monotonic() - since >= quiet and all(rq.queue.idle or rq.queue.waiting for rq in queues):
+            elif time.monotonic() - since >= quiet and all(rq.queue.idle or rq.queue.waiting and not
+                                                           (behind and behind(rq)) for rq in queues):
                 return
             if time.monotonic() > deadline:
                 if (moved := self._progress()) == progress:

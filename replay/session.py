@@ -211,7 +211,7 @@ def replay_trace(path: str, options: Options, *, emulate: str | None = None, emu
                 for i in range(loops):
                     progress(f"loop {i + 1}/{loops}")
                     report.loops.append(run_instances(
-                        [Instance(readers[k], system, devices, s, options, move_all=k > 0)
+                        [Instance(readers[k], system, devices, s, options, move_all=k > 0, side_by_side=concurrent)
                          for k in range(concurrent)]))
                     if report.status:
                         break

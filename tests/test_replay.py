@@ -458,6 +458,36 @@ def test_a_buffer_a_queue_destroyed_at_a_wait_never_wrote_is_verified_again(tmp_
     assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
 
 
+def test_a_queue_destroyed_at_its_second_wait_is_destroyed_there_in_the_replay_too(tmp_path):
+    """Campaign 72: a queue that waits for a kernel, copies, then waits for what never comes was destroyed at that
+    second wait; the replay, its kernel slower, destroyed it while it still stood at the first, before the copy
+    that a later checkpoint hashed, and said DIVERGED."""
+    import time
+
+    import numpy as np
+
+    from kfdtrace.driver.kernels.device import corpus
+
+    path, n = str(tmp_path / "t.kfdtrace"), 4096
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        p, x = gpu.compute_queue(name="p"), gpu.sdma_queue(name="x")
+        inp, res = gpu.alloc(n * 4, "gtt", name="in"), gpu.alloc(n * 4, "gtt", name="res")
+        src, dst = gpu.alloc(4096, "gtt", name="src"), gpu.alloc(4096, "gtt", name="dst")
+        inp.write(np.random.default_rng(1).integers(1, 1 << 20, n, dtype=np.uint32))
+        src.write(bytes(range(256)) * 16)
+        s, never, done = system.semaphore("s"), system.semaphore("never"), system.semaphore("done")
+        x.wait(s, 1).copy(dst, src, 4096).wait(never, 1).submit()
+        p.dispatch(corpus(gpu).kernel("collatz"), (n,), (64,), inp, res, np.uint32(n)).signal(s, 1) \
+            .signal(done, 1).submit()
+        while not x.waiting or dst.read(0, 16) != src.read(0, 16):  # the CPU looks: no record says it
+            time.sleep(0.01)
+        x.destroy()
+        done.wait(1, timeout=120)
+    assert "dst" in checkpointed(path)
+    assert replay_trace(path, Options(timeout=60), emulate="gfx942").status == EXIT_OK
+
+
 def test_a_destroyed_queue_s_writes_are_settled_only_where_it_had_run_or_stood_waiting():
     """What a queue destroyed with work left wrote is final where it had run (its read pointer), and beyond only
     when it stood at a wait; stopped in the middle of other work, what it wrote beyond is not known."""
@@ -795,3 +825,25 @@ def test_an_overlapping_copy_larger_than_a_packet_moves_as_memmove_does(one_pack
     for how in ({"emulate_recorded": True}, {"emulate": "gfx1201"}):
         report = replay_trace(path, Options(), **how)
         assert report.status == EXIT_OK and report.results[0].verified > 0, report.lines()
+
+
+def test_a_wait_may_take_longer_the_more_instances_replay_side_by_side():
+    """Campaign 72: four instances of a trace whose kernel took 2 s each ran it four times slower (the emulated
+    GPU shares the CPU), past four times the recorded wait, and an honest trace said HANG. The slack a recorded
+    wait gets grows with the instances side by side."""
+    from types import SimpleNamespace
+
+    from kfdtrace.replay.engine import Instance, device_map, survey
+    from kfdtrace.replay.session import open_target
+
+    with TraceReader(sample("sdma_stress-gfx942")) as trace, open_target(trace, "gfx942", None, False) as system:
+        devices = device_map(trace, system, None)
+        s = survey(trace, devices, None)
+        try:
+            one, three = (Instance(trace, system, devices, s, Options(timeout=1), side_by_side=k) for k in (1, 3))
+            wait = SimpleNamespace(fields={"t": 2_000_000_000, "tid": 7, "timeout": 60})
+            for instance in (one, three):
+                instance._thread_t[7] = 0
+            assert one._limit(wait) == 8 and three._limit(wait) == 24
+        finally:
+            s.release()
