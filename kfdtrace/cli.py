@@ -434,7 +434,7 @@ def trim(trace: str, submits: str, output: str, reconstruct: bool, emulate: str 
                 except (ReplayError, BadInput) as exc:
                     raise TrimRefused(f"--reconstruct: {exc}") from None
 
-        show_report(trim_trace(r, output, first, min(last, r.submissions - 1), rebuild), as_json, f"{output}: ")
+        show_report(trim_trace(r, output, first, last, rebuild), as_json, f"{output}: ")
 
 
 @main.command()
@@ -517,7 +517,7 @@ def bundle(trace: str, output: str, submits: str | None, redacted: bool, emulate
         """The trace to bundle: trimmed, then redacted, as asked."""
         if span is not None:
             with TraceReader(src) as r:
-                trim_trace(r, dst + ".trimmed", span[0], min(span[1], r.submissions - 1))
+                trim_trace(r, dst + ".trimmed", span[0], span[1])
             src = dst + ".trimmed"
         if redacted:
             with TraceReader(src) as r:

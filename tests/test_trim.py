@@ -169,8 +169,11 @@ def test_the_cli_trims_and_refuses_in_one_line(tmp_path):
     out = str(tmp_path / "t.kfdtrace")
     res = CliRunner().invoke(kfdtrace_cli, ["trim", sample("sdma_stress-gfx942"), "-s", "4..9", "-o", out])
     assert res.exit_code == 0 and "6 submissions" in res.output, res.output
+    res = CliRunner().invoke(kfdtrace_cli, ["trim", sample("sdma_stress-gfx942"), "-s", "4..", "-o", out])
+    assert res.exit_code == 0 and "28 submissions" in res.output, res.output  # to the end
     for args, text in ((["-s", "1..1"], "contents at the range's start are unknown"),
                        (["-s", "40..41"], "the trace has submissions 0..31"),
+                       (["-s", "4..99999"], "submissions 4..99999: the trace has submissions 0..31"),  # campaign 69
                        (["-s", "x"], "submission range"),
                        (["-s", "4..9", "--emulate", "gfx1100"], "say how --reconstruct replays")):
         res = CliRunner().invoke(kfdtrace_cli, ["trim", sample("sdma_stress-gfx942"), *args, "-o", out])

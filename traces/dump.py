@@ -57,13 +57,16 @@ class Selection:
         return None if self.kinds is None else frozenset().union(*(KINDS[k] for k in self.kinds))
 
 
+OPEN_END = 1 << 63  # the last of a range 'A..': up to the trace's last submission
+
+
 def parse_range(text: str) -> tuple[int, int]:
-    """'A..B' (inclusive), 'A..' or '..B', or 'A' alone, as (first, last)."""
+    """'A..B' (inclusive), 'A..' (last OPEN_END) or '..B', or 'A' alone, as (first, last)."""
     m = re.fullmatch(r"\s*(\d*)\s*(\.\.)?\s*(\d*)\s*", text)
     if not m or not (m[1] or m[3]) or (not m[2] and not m[1]):
         raise ValueError(f"submission range {text!r}: give A..B, A.., ..B or A (submission numbers from 0)")
     first = int(m[1]) if m[1] else 0
-    last = (int(m[3]) if m[3] else (1 << 63)) if m[2] else first
+    last = (int(m[3]) if m[3] else OPEN_END) if m[2] else first
     if last < first:
         raise ValueError(f"submission range {text!r}: {last} is before {first}")
     return first, last
@@ -125,7 +128,7 @@ class Dumper:
     def selected(self) -> Iterator[tuple[Record, Submission | None]]:
         """The selected records, each with what it submitted when it is a doorbell."""
         sel, state = self.sel, self.state
-        first, last = sel.submits or (0, 1 << 63)
+        first, last = sel.submits or (0, OPEN_END)
         for r in R.checked(self.trace.records()):
             before = state.submissions  # submissions before this record
             sub = state.apply(r)

@@ -37,6 +37,7 @@ from kfdtrace.driver.aql import AmdSignal
 from kfdtrace.driver.packets import Packet
 from kfdtrace.traces import records as R
 from kfdtrace.traces.contents import SIGNAL, KnownMemory, called, chunk_size, is_semaphores
+from kfdtrace.traces.dump import OPEN_END
 from kfdtrace.traces.format import Record, TraceError, TraceReader, TraceWriter
 from kfdtrace.traces.rewrite import TraceCopy
 from kfdtrace.traces.semaphores import semaphore_facts
@@ -222,10 +223,13 @@ Reconstruct = Callable[[list[int]], dict[int, bytes]]  # buffer vas -> their con
 
 
 def trim(trace: TraceReader, out: str, first: int, last: int, reconstruct: Reconstruct | None = None) -> TrimReport:
-    """Write submissions `first`..`last` (inclusive, from 0) of `trace` as a standalone trace at `out`.
-    `reconstruct`, if given, finds the contents the trace does not hold (by replaying up to the range)."""
+    """Write submissions `first`..`last` (inclusive, from 0; last OPEN_END: to the end) of `trace` as a standalone
+    trace at `out`. `reconstruct`, if given, finds the contents the trace does not hold (by replaying up to the
+    range)."""
     if not trace.submissions:
         raise ValueError(f"{trace.path} holds no submissions: nothing to trim")
+    if last == OPEN_END:
+        last = trace.submissions - 1
     if not 0 <= first < trace.submissions:
         raise ValueError(f"submission {first}: the trace has submissions 0..{trace.submissions - 1}")
     if not first <= last < trace.submissions:
