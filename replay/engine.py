@@ -265,10 +265,13 @@ def device_map(trace: TraceReader, system: System, gpu_map: dict[int, int] | Non
     """Recorded gpu_id -> target device: recorded GPU i onto target device gpu_map[i] (default: i)."""
     recorded = [g["gpu_id"] for g in recorded_gpus(trace)]
     mapping = gpu_map if gpu_map is not None else {i: i for i in range(len(recorded))}
+    if unknown := sorted(set(mapping) - set(range(len(recorded)))):  # a typo, not a GPU to leave out
+        raise BadInput(f"--gpu-map names recorded GPU {unknown[0]}; the trace has {len(recorded)} "
+                       f"(0..{len(recorded) - 1})")
     out = {}
     for i, gpu_id in enumerate(recorded):
         if i not in mapping:
-            raise ReplayError(f"--gpu-map does not say where recorded GPU {i} goes")
+            raise BadInput(f"--gpu-map does not say where recorded GPU {i} goes")
         j = mapping[i]
         if not 0 <= j < len(system.devices):
             raise ReplayError(f"the trace uses {len(recorded)} GPU(s); target device {j} does not exist here "

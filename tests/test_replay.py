@@ -107,6 +107,16 @@ def test_too_few_gpus_is_refused():
     assert ok.returncode == EXIT_OK, ok.stdout + ok.stderr
 
 
+@pytest.mark.parametrize("mapping, message", [
+    ("0:1", "--gpu-map does not say where recorded GPU 1 goes"),
+    ("0:1,1:0,2:0", "--gpu-map names recorded GPU 2; the trace has 2 (0..1)")])
+def test_a_gpu_map_must_name_exactly_the_recorded_gpus(mapping, message):
+    """Campaign 72: an entry for a GPU the trace does not have was ignored, and a missing one was exit 3 (the
+    target) where a bad option is exit 4."""
+    res = replay(sample("peer_ring-2xgfx942"), "--emulate", "gfx942,gfx942", "--gpu-map", mapping)
+    assert res.returncode == 4 and res.stderr.strip() == f"replay: error: {message}", res.stderr
+
+
 def test_corrupted_blob_is_a_divergence_naming_the_buffer(tmp_path):
     bad = str(tmp_path / "bad.kfdtrace")
     with TraceReader(sample("sdma_stress-gfx942")) as r:
