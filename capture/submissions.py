@@ -178,8 +178,13 @@ class _Builder:
             self.signals.append((pos, addresses[d.signal[0]], self.value(p, d.signal[1])))  # a dword, or 64 bits
         if d.wait is not None and d.wait[0] in addresses:
             addr, ref, mask, func = d.wait
-            ok = f"({self.value(p, mask)}) == {FULL_MASK:#x} and ({self.value(p, func)}) in _REACHED"
-            self.waits.append((pos, addresses[addr], self.value(p, ref, 32), ok))
+            a, wide = addresses[addr], d[mask].width > 32
+            ok = f"({self.value(p, mask)}) == {(1 << d[mask].width) - 1:#x} and ({self.value(p, func)}) in _REACHED"
+            if wide:  # WAIT_REG_MEM64: as the high and low dword polls that pairing puts together again
+                self.waits += [(pos, f"{a} + 4", f"({self.value(p, ref)}) >> 32", ok),
+                               (pos, a, f"({self.value(p, ref)}) & {FULL_MASK:#x}", ok)]
+            else:
+                self.waits.append((pos, a, self.value(p, ref, 32), ok))
         if d.event_field is not None:
             trap = f"(base + {pos}, {self.value(p, d.event_field)})"
             if d.event_when is not None:  # raised only under some values of another field

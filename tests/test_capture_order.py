@@ -23,7 +23,7 @@ from kfdtrace.driver.pm4 import DataSel, EventIndex, EventType, IntSel
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DIALECTS, PollFunc
 from kfdtrace.traces.format import TraceReader
-from kfdtrace.traces.semaphores import pair_signals, pair_waits
+from kfdtrace.traces.semaphores import pair_signals, pair_waits, semaphore_facts
 from tests.test_sdma_packets import _values
 
 
@@ -58,6 +58,20 @@ def test_plans_pair_dword_signals_and_waits_into_64_bit_values():
         assert traps == [(0x1000 + ends[5], 42)]
         assert (ends[2], out + 256, 256) in written  # COPY_LINEAR's count: bytes - 1
         assert {sem, sem + 4, out, out + 256} <= set(referenced)
+
+
+def test_a_64_bit_wait_tells_the_value_memory_reached_as_a_pair_of_polls_does():
+    """Campaign 73: WAIT_REG_MEM64's 64-bit reference made the plan refuse the submission as undecodable, so
+    nothing it wrote was ever checkpointed."""
+    d = PM4_DIALECTS["gfx11"]
+    sem, value = 0x10000, (3 << 32) + 5
+    ring = b"".join([d.build("WAIT_REG_MEM64", function=5, mem_space=1, addr=sem, reference=value,
+                             mask=(1 << 64) - 1),
+                     d.build("WAIT_REG_MEM64", function=5, mem_space=1, addr=sem + 8, reference=value, mask=1)])
+    end = next(iter(d.iter_packets(ring))).size
+    plan, _ = Analyzer().analyse(d, ring, lambda a, n: None)
+    assert plan.facts(ring, 0)[1] == [(end, sem, value)]  # the second compares one bit: it tells nothing
+    assert semaphore_facts(list(d.iter_packets(ring)))[1] == [(0, sem, value)]
 
 
 def test_a_release_mem_is_a_trap_only_when_it_raises_the_interrupt():

@@ -60,5 +60,9 @@ def semaphore_facts(packets: list[Packet]) -> tuple[list[Signal], list[Wait]]:
             signals.append((i, held[d.signal[0]], f[d.signal[1]]))
         if d.wait is not None and d.wait[0] in held:
             addr, ref, mask, func = d.wait
-            waits.append((i, held[addr], f[ref], f[mask] == FULL_MASK and f[func] in REACHED))
+            ok = f[mask] == (1 << d[mask].width) - 1 and f[func] in REACHED
+            if d[mask].width > 32:  # a 64-bit wait (WAIT_REG_MEM64): as its high and low dword polls
+                waits += [(i, held[addr] + 4, f[ref] >> 32, ok), (i, held[addr], f[ref] & FULL_MASK, ok)]
+            else:
+                waits.append((i, held[addr], f[ref], ok))
     return pair_signals(signals), pair_waits(waits)
