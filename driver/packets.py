@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import itertools
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -606,11 +606,13 @@ class PacketDef:
         exec(compile(src, f"<check {self.name}>", "exec"), ns)  # source generated from the table alone
         return ns["check"]
 
-    def caller(self, fn: Callable[..., Any], names: Sequence[str]) -> Callable[[tuple[int, ...], bytes], Any]:
+    def caller(self, fn: Callable[..., Any], names: Sequence[str],
+               keywords: Collection[str] = ()) -> Callable[[tuple[int, ...], bytes], Any]:
         """A generated function of a packet's fixed-part dwords and tail bytes (as `Dialect.read` gives them)
-        calling `fn` with the values of the fields `names`, in that order: an address whose `when` condition
-        does not hold passes None, as `Packet.addresses()` leaves it out; the name "payload" passes the tail's
-        bytes. No Packet or field dict is made: an emulated engine's handler gets its operands straight."""
+        calling `fn` with the values of the fields `names`, in that order (those in `keywords` by name): an
+        address whose `when` condition does not hold passes None, as `Packet.addresses()` leaves it out; the name
+        "payload" passes the tail's bytes. No Packet or field dict is made: an emulated engine's handler gets its
+        operands straight."""
         missing = [n for n in names if n != "payload" and n not in self._by_name]
         if missing:
             raise ValueError(f"{self.name} has no field {missing[0]!r} (fields: {', '.join(self.field_names)})")
@@ -624,7 +626,7 @@ class PacketDef:
                 return _read(self[n])
             return f"({_read(self[n])} if {_read(self[cond[0]])} in {_among(cond[1])} else None)"
 
-        args = ", ".join(arg(n) for n in names)
+        args = ", ".join(f"{n}={arg(n)}" if n in keywords else arg(n) for n in names)
         src = f"def call(raw, payload):\n{_unpack('d', self.size, 'raw')}    return _fn({args})\n"
         code = _CALLS.get(src)  # every queue's engine asks for the same few: compiled once, bound to each
         if code is None:

@@ -101,9 +101,10 @@ _BASE = (
     _pkt("NOP", 0, 0, Field("count", 0, 16, 14), tail=Tail("count")),
     # count is BYTES - 1. The header masks it to 22 bits; ROCR (max 0x3fffffff on gfx90a and gfx10.3+)
     # gives 30 bits; the per-family maximum copy size is family data, not packet layout.
-    # Header bit 27 (broadcast) selects a different 9-dword packet and is not modelled here.
+    # Header bit 27 (broadcast) makes it the 9-dword COPY_BROADCAST_LINEAR (a second destination after dst), whose
+    # layout is not modelled here: declared so that it is shown, carried over and refused by the emulated engine.
     _pkt("COPY_LINEAR", 1, 0,
-         Field("encrypt", 0, 16, 1), Field("tmz", 0, 18, 1),
+         Field("encrypt", 0, 16, 1), Field("tmz", 0, 18, 1), Field("broadcast", 0, 27, 1),
          Field("count", 1, 0, 30, byte_count=True),
          Field("dst_sw", 2, 16, 2), Field("src_sw", 2, 24, 2),
          Addr("src", 3, advances=True), Addr("dst", 5, written=True, advances=True)),

@@ -182,6 +182,12 @@ def test_cond_exe_runs_or_skips_what_it_governs(emulated, target):
     ("gfx942", "sdma", "COPY_LINEAR", {"count": 3, "src_sw": 1}, "COPY_LINEAR src_sw=1 (byte swapping) is not "
      "emulated", True),
     ("gfx1100", "sdma", "CONST_FILL", {"count": 3, "sw": 2}, "CONST_FILL sw=2 (byte swapping) is not emulated", True),
+    # campaign 73: these ran as a plain copy or fill
+    ("gfx942", "sdma", "COPY_LINEAR", {"count": 3, "broadcast": 1}, "COPY_LINEAR broadcast=1 (COPY_BROADCAST_LINEAR, "
+     "two destinations) is not emulated", True),
+    ("gfx1201", "sdma", "CONST_FILL", {"count": 3, "compress": 1}, "CONST_FILL compress=1 is not emulated", True),
+    ("gfx1201", "sdma", "COPY_LINEAR", {"count": 3, "cpv": 1, "payload": (0x30C003F).to_bytes(4, "little")},
+     "COPY_LINEAR with DCC word 0x30c003f (compression) is not emulated", True),
     ("gfx1100", "sdma", "WRITE_LINEAR", {"sw": 1}, "WRITE_LINEAR sw=1 (byte swapping) is not emulated", True),
     ("gfx1100", "compute", "WAIT_REG_MEM", {"operation": 1, "function": 3, "mem_space": 1},
      "WAIT_REG_MEM operation=1 (only 0, wait) is emulated", True),
@@ -195,7 +201,9 @@ def test_what_the_emulator_does_not_do_is_its_limit_not_a_fault(emulated, caplog
     dev = emulated(target).devices[0]
     q, buf = getattr(dev, f"{kind}_queue")(), dev.alloc(PAGE, "gtt")
     addresses = {f: buf.va for f in q.dialect[name].address_fields}
-    q.packet(name, payload=bytes(4) if name == "WRITE_LINEAR" else b"", **{**addresses, **fields})
+    fields = dict(fields)
+    payload = fields.pop("payload", bytes(4) if name == "WRITE_LINEAR" else b"")
+    q.packet(name, payload=payload, **{**addresses, **fields})
     with caplog.at_level(logging.ERROR, EMULATOR_LOG), pytest.raises(GpuFault, match="stopped a queue"):
         q.sync(timeout=5)
     assert engine_of(q).error.startswith(error), engine_of(q).error

@@ -50,9 +50,15 @@ class SdmaEngine(RingEngine):
                              f"count this GPU's SDMA engine takes (at most {1 << self.count_bits:#x} bytes)")
         return count + 1
 
-    def _copy_linear(self, count: int, src: int, dst: int, src_sw: int, dst_sw: int) -> None:
+    def _copy_linear(self, count: int, src: int, dst: int, src_sw: int, dst_sw: int, broadcast: int,
+                     payload: bytes) -> None:
         if src_sw or dst_sw:
             _refuse_swap("COPY_LINEAR", src_sw=src_sw, dst_sw=dst_sw)
+        if broadcast:
+            raise NotEmulated("COPY_LINEAR broadcast=1 (COPY_BROADCAST_LINEAR, two destinations) is not emulated")
+        if any(payload):  # sdma7's DCC word (with CPV): 0 asks for no compression (sdma_v7_0_emit_copy_buffer)
+            raise NotEmulated(f"COPY_LINEAR with DCC word {int.from_bytes(payload[:4], 'little'):#x} (compression) "
+                              f"is not emulated")
         n = self._byte_count("COPY_LINEAR", count)
         # A copy under way finishes on the memory it started with, even if a buffer is freed meanwhile.
         self.vm.copy(dst, src, n)
@@ -63,9 +69,11 @@ class SdmaEngine(RingEngine):
             _refuse_swap("WRITE_LINEAR", sw=sw)
         self._write(dst, payload)
 
-    def _const_fill(self, dst: int, data: int, count: int, fillsize: int, sw: int = 0) -> None:
+    def _const_fill(self, dst: int, data: int, count: int, fillsize: int, sw: int = 0, compress: int = 0) -> None:
         if sw:  # (sdma7's has no swap field: 0)
             _refuse_swap("CONST_FILL", sw=sw)
+        if compress:  # (sdma7's only)
+            raise NotEmulated("CONST_FILL compress=1 is not emulated")
         n = self._byte_count("CONST_FILL", count)
         pattern = data.to_bytes(4, "little")
         with self.vm.access(dst, n, write=True) as host:
