@@ -194,6 +194,9 @@ class _Plan:
     cacheable: bool  # its translation depends on its bytes, the relocation and its event id alone (no IB)
     cache: bool  # the two dialects' cache tables differ: the target's cache fields are written from the actions
     saturating: tuple[str, ...]  # sizes of other widths whose largest value means all (made the target's largest)
+    # (address, field, values): where the field holds one of the values, the source's packet writes or reads the
+    # address and the target's does not (its table's `when` leaves them out): refused
+    unaddressed: tuple[tuple[str, str, frozenset[int]], ...] = ()
 
 
 _DROP = object()  # the plan of a packet the target does without
@@ -202,6 +205,19 @@ _UNSET = object()
 
 class _Outside(Exception):
     pass
+
+
+def _unaddressed(d: PacketDef, t: PacketDef) -> tuple[tuple[str, str, frozenset[int]], ...]:
+    """(address, field, values) of `d`'s addresses that the same values of `t`'s fields leave no address: a value
+    only the source's table tags (campaign 73: gfx10.3's RELEASE_MEM data_sel=7, an atomic add, has no gfx9
+    form, and went to gfx9 as a packet it does not define)."""
+    ours, theirs = dict(d._addr_tests), dict(t._addr_tests)
+    out = []
+    for n, cond in ours.items():
+        if n in theirs and (their := theirs[n]) is not None and cond is not None and cond[0] == their[0]:
+            if extra := cond[1] - their[1]:
+                out.append((n, cond[0], frozenset(extra)))
+    return tuple(out)
 
 
 class Translator:
@@ -560,6 +576,10 @@ class Translator:
         for name, allowed in plan.lacking:
             if f[name] and f[name] != allowed:
                 raise ReplayError(f"{where}: {p.name}.{name}={f[name]:#x} has no {self.dst.name} equivalent")
+        for address, name, values in plan.unaddressed:
+            if f[name] in values:
+                raise ReplayError(f"{where}: {p.name}.{name}={f[name]:#x} has no {self.dst.name} equivalent (there "
+                                  f"it does not use {address})")
         fields = self._moved(p, where, f | plan.add if plan.add else dict(f))  # page-granular moves keep widths
         for rewrite in plan.rewrites:
             rewritten = rewrite(f, where)
@@ -632,7 +652,8 @@ class Translator:
                 t, tuple((n, ours.get(n, 0)) for n in d.field_names if n not in t.field_names and n not in mapped),
                 {n: theirs.get(n, 0) for n in t.field_names if n not in d.field_names and n not in mapped},
                 tuple(n for n in keep if t[n].mask < d[n].mask and n not in saturating), t.split, limit,
-                self._rewrites(d), d.indirect is None and d not in self._dispatching, cache, saturating)
+                self._rewrites(d), d.indirect is None and d not in self._dispatching, cache, saturating,
+                _unaddressed(d, t))
             self._compile(d, plan)
         return self._plans[d]
 
@@ -641,7 +662,8 @@ class Translator:
         forms, no cache fields to map nor sizes to saturate -- generated from the two tables, straight from the
         packet's dwords to the target's (the general way is taken for the rest)."""
         below = {} if plan.limit is None else {plan.split[0]: plan.limit}
-        if not plan.cacheable or plan.cache or plan.saturating or any(n not in d.field_names for n in below):
+        if not plan.cacheable or plan.cache or plan.saturating or plan.unaddressed or \
+                any(n not in d.field_names for n in below):
             return
         fast = d.transcoder(plan.dst, keep=self.same, allowed=dict(plan.lacking), defaults=plan.add, below=below,
                             mapped=d.event_field)

@@ -207,6 +207,17 @@ def test_what_the_target_cannot_ask_is_refused(src: str, dst: str, fields: dict[
         translator(src, dst).ring(ring, "w")
 
 
+@pytest.mark.parametrize("src", ["gfx10", "gfx11", "gfx12"])
+def test_a_value_only_the_source_writes_an_address_with_is_refused(src: str) -> None:
+    """Campaign 73: RELEASE_MEM data_sel=7 (an atomic add, from gfx10.3) went to gfx9, which does not define it,
+    its address left as it was."""
+    ring = DIALECTS[src].build("RELEASE_MEM", addr=BUFFER, data_sel=7)
+    with pytest.raises(ReplayError, match=r"w: RELEASE_MEM.data_sel=0x7 has no gfx9 equivalent \(there it does not "
+                                          r"use addr\)"):
+        translator(src, "gfx9").ring(ring, "w")
+    assert translator(src, "gfx11").ring(ring, "w")  # a target that has it takes it
+
+
 @pytest.mark.parametrize(("src", "dst"), [("gfx9", "gfx11"), ("gfx11", "gfx9"), ("gfx10", "gfx11")])
 def test_a_policy_both_sides_name_is_carried(src: str, dst: str) -> None:
     s, d = DIALECTS[src], DIALECTS[dst]
