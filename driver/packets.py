@@ -27,6 +27,7 @@ never switch on packet names. Each tag gives a `PacketDef` attribute, computed o
   engine skip (a conditional): `.skip_field`;
 * `Field(saturates=True)` -- a size whose largest value means "all of it" (a cache range over all of memory): a
   translation gives such a value, and any value past the target field's range, the target's largest;
+* `Field(xccs=True)` -- a mask of the XCCs that run what the packet governs: `.xcc_field`;
 * `PacketDef(droppable=True)` -- cache maintenance a target without the packet may drop.
 
 A `Dialect` also says what its packets mean where the layout alone does not: `defaults`, the values every packet
@@ -109,6 +110,7 @@ class Field:
     skips: bool = False  # counts dwords of the following packets, which the packet may skip
     launches: bool = False  # starts the kernel the queue's SH registers set up (a PM4 dispatch's initiator)
     saturates: bool = False  # a size whose largest value means all: translated, it becomes the target's largest
+    xccs: bool = False  # selects XCCs by bit (PRED_EXEC's xcc_mask): translated for the target's XCC count
 
     def _named(self) -> tuple[tuple[str, str], ...]:
         """(tag, field name) for every other field of the packet this field's tags name."""
@@ -417,10 +419,12 @@ class PacketDef:
                                                                           if f.completes])
         # the field counting the dwords of following packets the packet may make the engine skip
         self.skip_field: str | None = self._one("skips", [f.name for f in values if f.skips])
+        # the field selecting the XCCs that run what the packet governs
+        self.xcc_field: str | None = self._one("xccs", [f.name for f in values if f.xccs])
         # the dwords of the fixed part holding anything but plain values: the header, addresses and the fields
         # deciding what they are, byte, skip and tail counts, event ids and indirect buffer sizes. Two packets
         # of this definition that agree on these dwords mean the same to a relocation or a translation.
-        meant = {self.split[0] if self.split else None, self.event_field, self.skip_field,
+        meant = {self.split[0] if self.split else None, self.event_field, self.skip_field, self.xcc_field,
                  self.tail.count if self.tail else None}
         for f in self.fields:
             meant.update(n for tag, n in f._named() if tag in ("when", "volatile", "indirect", "event"))

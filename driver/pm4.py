@@ -280,7 +280,7 @@ _BASE = (
     # (The gfx ring's form takes an offset from a SET_BASE instead.)
     _pkt("DISPATCH_INDIRECT", 4, Addr("addr", 1, align=2), Field("dispatch_initiator", 3, launches=True)),
     # Runs the next exec_count dwords only on the XCCs in xcc_mask (VIRTUAL_XCC_ID_SELECT; gfx942).
-    _pkt("PRED_EXEC", 2, Field("exec_count", 1, 0, 14, skips=True), Field("xcc_mask", 1, 24, 8)),
+    _pkt("PRED_EXEC", 2, Field("exec_count", 1, 0, 14, skips=True), Field("xcc_mask", 1, 24, 8, xccs=True)),
 )
 
 

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -210,6 +210,7 @@ class Survey:
     """What the first pass found; every instance reads it, none changes it."""
 
     chunk: int  # bytes per checkpointed chunk
+    xccs: dict[int, int] = field(default_factory=dict)  # recorded gpu_id -> its XCC count, where the header says
     submissions: int = 0
     packets: int = 0
     notes: list[str] = field(default_factory=list)
@@ -261,6 +262,19 @@ def recorded_gpus(trace: TraceReader) -> list[dict]:
     return R.check_map(f"{trace.path}: the header", trace.header, R.HEADER).get("gpus") or []
 
 
+def recorded_xccs(trace: TraceReader) -> dict[int, int]:
+    """Recorded gpu_id -> the XCC count its node in the header's topology gives (none when it cannot be read)."""
+    nodes = (trace.header.get("topology") or {}).get("nodes") if isinstance(trace.header.get("topology"), dict) \
+        else None
+    out = {}
+    for node in nodes if isinstance(nodes, list) else ():
+        props = node.get("properties") if isinstance(node, dict) else None
+        if isinstance(props, dict) and type(node.get("gpu_id")) is int and node["gpu_id"]:
+            count = props.get("num_xcc")
+            out[node["gpu_id"]] = count if type(count) is int and 1 <= count <= 64 else 1
+    return out
+
+
 def device_map(trace: TraceReader, system: System, gpu_map: dict[int, int] | None) -> dict[int, Device]:
     """Recorded gpu_id -> target device: recorded GPU i onto target device gpu_map[i] (default: i)."""
     recorded = [g["gpu_id"] for g in recorded_gpus(trace)]
@@ -297,7 +311,7 @@ class _Surveyor:
         self.code_objects = (code_objects or CodeObjectOptions()).for_records(
             r.fields for r in R.checked(trace.records({R.CODE_OBJECT})))
         self.queue_type = queue_type
-        self.s = Survey(chunk_size(trace))
+        self.s = Survey(chunk_size(trace), recorded_xccs(trace))
         self.kernels = RecordedKernels()
         self.code: dict[int, tuple[dict, Device]] = {}  # recorded code object va -> (its record's fields, device)
         self.code_records: list[dict] = []  # every code_object record's fields
@@ -444,7 +458,7 @@ class _Surveyor:
         t = self.translators[f["queue"]] = _translator(
             f, self.devices, self.relocation, lambda e: e, cache=cache,
             dispatch=None if reader is None else lambda p, where: self._dispatch(reader, p, where, on_pm4),
-            dispatch_all=on_pm4)
+            dispatch_all=on_pm4, xccs=self.s.xccs)
         t.calls = []  # the indirect buffers each submission calls, which the replay will copy
         slots = ("SDMA queues", self.devices[f["gpu"]].index) if reader is None else None
         self.rings[f["queue"]] = (f["ring_size"] + PAGE, slots)
@@ -796,13 +810,16 @@ def _dialects(q: dict) -> tuple[Dialect, Callable[[Device], str], dict[str, Dial
 
 def _translator(q: dict, devices: dict[int, Device], relocation: Relocation, event_id: Callable[[int], int],
                 indirect=None, cache: TranslationCache | None = None, dispatch=None,
-                dispatch_all: bool = False, memo: DispatchMemo | None = None) -> Translator:
+                dispatch_all: bool = False, memo: DispatchMemo | None = None,
+                xccs: Mapping[int, int] | None = None) -> Translator:
+    """`xccs`: recorded gpu_id -> XCC count (`recorded_xccs`; a GPU it lacks: as many as the target's)."""
     src, target_dialect, dialects = _dialects(q)
     dev = devices.get(q["gpu"])
     if dev is None:
         raise ReplayError(f"queue {q['queue']} is on GPU {q['gpu']:#x}, which the trace's header does not list")
+    theirs = dev.node.num_xcc
     return Translator(src, dialects[target_dialect(dev)], dev.target.sdma_max_copy, relocation, event_id, indirect,
-                      cache, dispatch, dispatch_all, memo)
+                      cache, dispatch, dispatch_all, memo, ((xccs or {}).get(q["gpu"], theirs), theirs))
 
 
 def _ib_dispatch(p: Packet, where: str) -> bytes:
@@ -1187,7 +1204,7 @@ class Instance:
                     q.read = rq.memo.read
         indirect = lambda base, size, where: self._indirect(rq, base, size, where)  # noqa: E731
         rq.translator = _translator(f, self.devices, self.relocation, self._trap_event, indirect, cache, dispatch,
-                                    isinstance(q, AqlOnPm4), rq.memo)
+                                    isinstance(q, AqlOnPm4), rq.memo, self.s.xccs)
         rq.ib_translator = rq.translator
         ib = indirect_dialect(rq.translator.src, self._recorded_gpu(f["gpu"]))
         if ib is not rq.translator.src:  # translated as a PM4 queue's packets on the same GPU are
@@ -1195,7 +1212,8 @@ class Instance:
                 raise ReplayError(f"{rq.label}: the trace's header does not say which packets its GPU's indirect "
                                   f"buffers hold")
             rq.ib_translator = _translator({**f, "type": K.QueueType.COMPUTE, "dialect": ib.name}, self.devices,
-                                           self.relocation, self._trap_event, indirect, dispatch=_ib_dispatch)
+                                           self.relocation, self._trap_event, indirect, dispatch=_ib_dispatch,
+                                           xccs=self.s.xccs)
         self.queues[f["queue"]] = rq
         self.sampler.watch(queue_label(f, self.options.queue_type if f["type"] not in SDMA_KINDS else None), q)
 

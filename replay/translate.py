@@ -227,7 +227,7 @@ class Translator:
                  event_id: Callable[[int], int] = lambda e: e,
                  indirect: Callable[[int, int, str], tuple[int, int]] | None = None,
                  cache: TranslationCache | None = None, dispatch: Callable[[Packet, str], bytes] | None = None,
-                 dispatch_all: bool = False, memo: DispatchMemo | None = None):
+                 dispatch_all: bool = False, memo: DispatchMemo | None = None, xccs: tuple[int, int] = (1, 1)):
         """`event_id` maps a recorded event id (a packet's `event_field`) to the replay's; `indirect(address,
         dwords, where)` takes a recorded indirect buffer (a packet's `indirect` fields) and returns (address,
         dwords) of its translated copy (None: only relocated). `cache`: shared with another translator of the
@@ -235,10 +235,12 @@ class Translator:
         carries dispatch state (`carries_dispatch`: register writes, launches, kernel objects), which are then
         never cached nor taken as they are; with `dispatch_all`, for every packet (an AQL queue replayed on a PM4
         one, whose packets all become others). `memo`: what the dispatcher's translations depended on, so that
-        whole submissions launching kernels are kept in the cache and taken again while it holds."""
+        whole submissions launching kernels are kept in the cache and taken again while it holds. `xccs`: the
+        recorded GPU's XCC count and the target's, for the masks that select XCCs (PRED_EXEC)."""
         self.src, self.dst, self.relocation = src, dst, relocation
         self.max_copy, self.event_id, self.indirect = max_copy, event_id, indirect
-        self.same = src is dst
+        # the same dialect on the same number of XCCs: packets stay as they are, but for their addresses
+        self.same = src is dst and (xccs[0] == xccs[1] or all(d.xcc_field is None for d in src))
         self.dropped: list[str] = []
         self._plans: dict[PacketDef, _Plan | object] = {}
         # definition -> the generated translation of its packets as decoded (None back: take the general way)
@@ -248,6 +250,7 @@ class Translator:
         self.taken = 0  # submissions launching kernels taken from the cache (`ring`)
         self.calls: list[int] | None = None  # a list: the dwords of every indirect buffer called are added to it
         self.dispatch, self.memo = dispatch, memo
+        self.xccs = xccs
         self._dispatching = frozenset(d for d in src if dispatch_all or carries_dispatch(d)) if dispatch \
             else frozenset()
         # what _span points out
@@ -663,7 +666,7 @@ class Translator:
         packet's dwords to the target's (the general way is taken for the rest)."""
         below = {} if plan.limit is None else {plan.split[0]: plan.limit}
         if not plan.cacheable or plan.cache or plan.saturating or plan.unaddressed or \
-                any(n not in d.field_names for n in below):
+                d.xcc_field is not None and self.xccs[0] != self.xccs[1] or any(n not in d.field_names for n in below):
             return
         fast = d.transcoder(plan.dst, keep=self.same, allowed=dict(plan.lacking), defaults=plan.add, below=below,
                             mapped=d.event_field)
@@ -702,7 +705,25 @@ class Translator:
         if d.indirect is not None and self.indirect is not None:
             (base, size), indirect = d.indirect, self.indirect
             out.append(lambda f, where: dict(zip((base, size), indirect(f[base], f[size], where), strict=True)))
+        if d.xcc_field is not None and self.xccs[0] != self.xccs[1]:
+            mask = d.xcc_field
+            out.append(lambda f, where: {mask: self._xcc_mask(d.name, mask, f[mask], where)})
         return tuple(out)
+
+    def _xcc_mask(self, name: str, field: str, mask: int, where: str) -> int:
+        """An XCC mask for the target's XCC count: one selecting only XCCs the target has stays (the driver runs
+        memory writes on XCC 0 alone); all of the recorded GPU's become all of the target's; one selecting an
+        XCC the target lacks, and not all, is refused, as a stream run per XCC has no equivalent there
+        (campaign 73: gfx942's PRED_EXEC of XCC 1 was skipped on one-XCC targets)."""
+        ours, theirs = self.xccs
+        selected = mask & ((1 << ours) - 1)
+        if selected < 1 << theirs:
+            return selected
+        if selected == (1 << ours) - 1:
+            return (1 << theirs) - 1
+        raise ReplayError(f"{where}: {name}.{field}={mask:#x} runs what it governs on XCC(s) "
+                          f"{', '.join(str(x) for x in range(ours) if selected >> x & 1)} of the recorded GPU's "
+                          f"{ours}; this target has {theirs}, where a stream run per XCC has no equivalent")
 
     @staticmethod
     def _split(fields: dict[str, int], split: tuple[str, tuple[str, ...]], limit: int,

@@ -207,6 +207,27 @@ def test_what_the_target_cannot_ask_is_refused(src: str, dst: str, fields: dict[
         translator(src, dst).ring(ring, "w")
 
 
+@pytest.mark.parametrize(("mask", "xccs", "becomes"), [(0x1, (8, 1), 0x1), (0xFF, (8, 1), 0x1), (0x1, (1, 8), 0x1),
+                                                    (0x3, (8, 2), 0x3), (0xFF, (8, 2), 0x3), (0x2, (8, 1), None),
+                                                    (0x3, (8, 1), None)])
+def test_an_xcc_mask_is_translated_for_the_target_s_xccs(mask: int, xccs: tuple[int, int], becomes: int | None) -> None:
+    """Campaign 73: gfx942's PRED_EXEC of XCC 1 alone went unchanged to one-XCC targets, which skipped what it
+    governs (a write the recording made), and a replay said DIVERGED."""
+    d = DIALECTS["gfx9"]
+    governed = d.build("WRITE_DATA", bytes(4), dst_sel=5, dst=BUFFER)
+    ring = d.build("PRED_EXEC", exec_count=len(governed) // 4, xcc_mask=mask) + governed
+    relocation = Relocation()
+    relocation.add(BUFFER, SIZE, BUFFER)
+    t = Translator(d, d, 1 << 22, relocation, xccs=xccs)
+    if becomes is None:
+        with pytest.raises(ReplayError, match=rf"w: PRED_EXEC.xcc_mask={mask:#x} runs what it governs on XCC\(s\) "
+                                              rf".* of the recorded GPU's 8; this target has 1"):
+            t.ring(ring, "w")
+    else:
+        out = t.ring(ring, "w")
+        assert d.decode(out).fields["xcc_mask"] == becomes and out[-len(governed):] == governed
+
+
 @pytest.mark.parametrize("src", ["gfx10", "gfx11", "gfx12"])
 def test_a_value_only_the_source_writes_an_address_with_is_refused(src: str) -> None:
     """Campaign 73: RELEASE_MEM data_sel=7 (an atomic add, from gfx10.3) went to gfx9, which does not define it,
