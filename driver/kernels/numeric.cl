@@ -122,10 +122,13 @@ __kernel void packed_halves(__global const half2 *a, __global const half2 *b, __
 /* A private array indexed at run time: RDNA keeps it in VGPRs and writes it through M0 (v_movreld). */
 __kernel void indexed_private(__global const int *idx, __global double *out) {
     size_t i = get_global_id(0);
-    double d[13];
-    for (int k = 0; k < 13; k++)
-        d[k] = (double)i / (k + 1);
-    out[i] = d[idx[i] % 13];
+    double d[16];
+    for (int k = 0; k < 16; k++)
+        d[k] = (double)(i + k) / (k + 1);
+    int j = idx[i];
+    d[j & 15] = 0.5 * d[(j >> 4) & 15];
+    out[2 * i] = d[(j >> 8) & 15];
+    out[2 * i + 1] = d[(j >> 12) & 15];
 }
 
 /* The square root of a magnitude: a correctly rounded sqrt scales its operand, and selects |x| with v_cndmask's abs

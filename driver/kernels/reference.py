@@ -643,8 +643,8 @@ def _cases() -> tuple[Case, ...]:
                                        Out("uadd", u32, (256,)), Out("usub", u32, (256,)), Out("sadd", i32, (256,)),
                                        Out("ssub", i32, (256,))),
              (256,), (64,), _saturating),
-        Case("indexed_private", "numeric", (In("idx", i32, (128,), ints(0, 1000)), Out("out", "float64", (128,))),
-             (128,), (64,), lambda v: {"out": np.arange(128) / (v["idx"] % 13 + 1.0)}),
+        Case("indexed_private", "numeric", (In("idx", i32, (128,), ints(0, 1 << 16)), Out("out", "float64", (256,))),
+             (128,), (64,), _indexed_private),
         Case("root_of_magnitude", "numeric", (In("x", f32, (42,), given(*EDGE_FLOATS)), Out("y", f32, (42,))),
              (42,), (42,), lambda v: {"y": np.sqrt(np.abs(v["x"]))}),
     ]
@@ -723,6 +723,15 @@ def _packed_halves(v: Values) -> dict[str, np.ndarray]:
     u, w = v["u"].astype(np.int64), v["v"].astype(np.int64)
     return {"mx": np.fmax(a, b), "cl": np.clip(product, np.float16(0), np.float16(1)),
             "us": (np.minimum(u + w, 0xFFFF) ^ (w >> (u & 7))).astype(np.uint16)}
+
+
+def _indexed_private(v: Values) -> dict[str, np.ndarray]:
+    out = []
+    for i, j in enumerate(v["idx"].tolist()):
+        d = [(i + k) / (k + 1) for k in range(16)]
+        d[j & 15] = 0.5 * d[(j >> 4) & 15]
+        out += [d[(j >> 8) & 15], d[(j >> 12) & 15]]
+    return {"out": np.array(out)}
 
 
 def _saturating(v: Values) -> dict[str, np.ndarray]:
