@@ -245,8 +245,14 @@ def allocate(device: Device, size: int, domain: str = "vram", *, cpu_access: boo
         if domain == "userptr":
             buf.cpu = va
         elif domain in CPU_MAPPABLE and cpu_access:
-            buf.cpu = sys.mmap(va, alloc_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
-                               device.drm_fd, out.mmap_offset)
+            try:
+                buf.cpu = sys.mmap(va, alloc_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+                                   device.drm_fd, out.mmap_offset)
+            except OSError as exc:  # ENOMEM: the process's mappings at their limit (vm.max_map_count), say
+                raise OutOfMemory(f"{buf.label}: cannot map it for the CPU ({exc.strerror}): this process holds "
+                                  f"more mappings than the machine allows (vm.max_map_count)"
+                                  if exc.errno == errno.ENOMEM else
+                                  f"{buf.label}: cannot map it for the CPU ({exc.strerror})", exc.errno) from None
     except Exception:
         buf.free()
         raise

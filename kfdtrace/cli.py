@@ -17,6 +17,7 @@ import click
 
 from kfdtrace.driver.code_object_errors import CodeObjectError
 from kfdtrace.driver.errors import KfdTraceError
+from kfdtrace.traces import records as R
 from kfdtrace.traces.format import TraceError, TraceReader
 from kfdtrace.traces.printable import one_line, printable
 
@@ -48,14 +49,17 @@ def trace_file(path: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def read_trace(path: str) -> Iterator[TraceReader]:
+def read_trace(path: str, *, header: bool = True) -> Iterator[TraceReader]:
     """The trace at `path` (or in the bundle at `path`), opened for a tool; a trace read only as far as it goes
     (not closed, or damaged) says so in one line on stderr, so that what the tool makes of it is not taken for
-    the whole."""
+    the whole. `header`: refuse one whose header is not what the format says (the tools that copy or lay it out;
+    `dump` shows the records of a trace whatever its header holds)."""
     with trace_file(path) as file, TraceReader(file) as reader:
         if reader.recovered:
             program = click.get_current_context().find_root().info_name
             click.echo(f"{program}: warning: {one_line(reader.recovery_note)}", err=True)
+        if header:  # campaign 74: a field nested 1000 deep ended export and trim in a RecursionError
+            R.check_map(f"{path}: the header", reader.header, R.HEADER)
         yield reader
 
 
@@ -336,7 +340,7 @@ def dump(trace: str, queue: int | None, submits: str | None, kinds: tuple[str, .
     from kfdtrace.traces.dump import Selection, dump, parse_range
 
     selection = Selection(parse_range(submits) if submits is not None else None, queue, frozenset(kinds) or None)
-    with read_trace(trace) as r:
+    with read_trace(trace, header=False) as r:
         if selection.submits is not None and selection.submits[0] >= r.submissions:
             raise ValueError(f"submission {selection.submits[0]}: the trace has "
                              + (f"submissions 0..{r.submissions - 1}" if r.submissions else "none"))

@@ -298,7 +298,10 @@ def survey(trace: TraceReader, devices: dict[int, Device], code_objects: CodeObj
            queue_type: str | None = None) -> Survey:
     """Read the trace once: translate every submission with the recorded addresses (ReplayError for anything
     the target cannot run, before anything is submitted: a kernel no code object for the target holds, a kernel
-    argument pointing outside every buffer) and work out what the replay will need."""
+    argument pointing outside every buffer) and work out what the replay will need. A summary other than the
+    format says is a corrupt trace (MalformedRecord), as for `kfdtrace info`."""
+    if trace.summary:
+        R.check_map(f"{trace.path}: the summary", trace.summary, R.SUMMARY)  # campaign 74: `undrained` nested
     return _Surveyor(trace, devices, code_objects, queue_type).run()
 
 
@@ -342,6 +345,7 @@ class _Surveyor:
         self.translators: dict[int, Translator] = {}
         self.unnamed: dict[int, Record] = {}  # va -> its alloc, until its buffer record (or another) comes
         self.allocs: dict[int, Record] = {}  # va -> the alloc of the buffer there now
+        self.handles: dict[int, Record] = {}  # handle -> the alloc of the buffer not freed that has it
         self.placed: set[int] = set()  # recorded vas of the buffers packets may address
         self.live: dict[int, tuple[Pool, int]] = {}  # recorded va -> (pool, bytes) of the buffers replayed
         self.rings: dict[int, tuple[int, Pool]] = {}  # recorded queue id -> (ring and pointer bytes, its slots)
@@ -407,7 +411,11 @@ class _Surveyor:
         if r.fields["gpu"] not in self.devices:
             raise ReplayError(f"buffer at {r.fields['va']:#x} is on GPU {r.fields['gpu']:#x}, which the trace's "
                               f"header does not list")
-        self.unnamed[r.fields["va"]] = self.allocs[r.fields["va"]] = r
+        if (other := self.handles.get(r.fields["handle"])) is not None:  # campaign 74
+            raise BadInput(f"record {r.n} (alloc): handle {r.fields['handle']:#x} is that of the buffer record "
+                           f"{other.n} allocated, which is not freed: the kernel never gives a handle twice "
+                           f"(corrupt trace)")
+        self.unnamed[r.fields["va"]] = self.allocs[r.fields["va"]] = self.handles[r.fields["handle"]] = r
 
     def _on_buffer(self, r: Record) -> None:
         """Name the allocation; another thread's records may have come between the two (then it was counted
@@ -429,7 +437,9 @@ class _Surveyor:
     def _on_free(self, r: Record) -> None:
         if self.dispatched:  # kernels ran: one may still wait for a table written since, into this buffer or
             self._late_tables({*self.cpu_writes, *self.cpu_made})  # pointing at it (found while it is here)
-        self.allocs.pop(r.fields["va"], None)
+        freed = self.allocs.pop(r.fields["va"], None)
+        if freed is not None:
+            self.handles.pop(freed.fields["handle"], None)
         self.kernels.unloaded(r.fields["va"])
         self.code.pop(r.fields["va"], None)
         if self.kernarg_buffers.find(r.fields["va"]) is not None:
@@ -445,6 +455,9 @@ class _Surveyor:
 
     def _on_queue(self, r: Record) -> None:
         f = r.fields
+        if f["queue"] in self.rings:  # campaign 74: the first was left unwatched, stuck and faulted, and OK said
+            raise BadInput(f"record {r.n} (queue): queue {f['queue']} is created again while the queue of that id "
+                           f"is not destroyed: the kernel never gives a live queue's id twice (corrupt trace)")
         if f["type"] == K.QueueType.COMPUTE_AQL and self.trace.version < AQL_SIGNALS_SINCE:
             raise ReplayError(f"queue {f['queue']} is an AQL queue recorded by format {self.trace.version[0]}."
                               f"{self.trace.version[1]}, which does not record its signals' initial values: "

@@ -429,3 +429,26 @@ def test_a_destroyed_queue_or_signal_still_shows_itself():
         rptr = sdma.rptr
         sdma.destroy(), aql.destroy(), signal.free()
     assert f"rptr={rptr:#x}" in repr(sdma) and "read=0 write=0" in repr(aql) and "value=7" in repr(signal)
+
+
+def test_a_cpu_mapping_the_process_cannot_have_is_out_of_memory_and_frees_the_buffer(monkeypatch):
+    """Campaign 74: with the process at vm.max_map_count, the CPU mapping of a new buffer failed with a bare
+    OSError, which a replay took for an internal error."""
+    import errno
+    import mmap
+
+    with System.open(emulate="gfx942") as system:
+        dev = system.devices[0]
+        real = dev.sys.mmap
+
+        def mmap_(addr, length, prot, flags, fd, offset):
+            if flags & mmap.MAP_SHARED:
+                raise OSError(errno.ENOMEM, "Cannot allocate memory")
+            return real(addr, length, prot, flags, fd, offset)
+
+        before = len(dev.buffers)
+        monkeypatch.setattr(dev.sys, "mmap", mmap_)
+        with pytest.raises(OutOfMemory, match=r"cannot map it for the CPU \(Cannot allocate memory\): this process "
+                                              r"holds more mappings than the machine allows"):
+            dev.alloc(4096, "gtt", name="one too many")
+        assert len(dev.buffers) == before

@@ -516,3 +516,65 @@ def test_replay_with_guard_pages_touches_nothing_past_its_buffers(name):
                          capture_output=True, text=True, timeout=120,
                          env={**os.environ, "KFDTRACE_GUARD_PAGES": "1"})
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("kind, text", [
+    ("queue", "(queue): queue 0 is created again while the queue of that id is not destroyed"),
+    ("alloc", "(alloc): handle 0x"),
+])
+def test_a_live_queue_id_or_buffer_handle_given_twice_is_a_corrupt_trace(tmp_path, kind, text):
+    """Campaign 74: a second queue record for a live queue's id left the first unwatched (stuck, faulted) and the
+    replay said OK; a second alloc of a live handle went unremarked. The kernel never gives either twice."""
+    path = str(tmp_path / "twice.kfdtrace")
+    done = []
+
+    def edit(rec, reader, writer):
+        if rec.type == kind and not done:
+            done.append(rec)
+            twin = dict(rec.fields)
+            if kind == "alloc":
+                twin["va"] += 1 << 30  # elsewhere, the same handle
+            return [(rec.type, rec.fields), (rec.type, twin)]
+        return rec.fields
+
+    rewrite(SAMPLE, path, edit)
+    refused(replay(path), 4, text)
+
+
+@pytest.mark.parametrize("summary, text", [
+    ({"undrained": [[0]]}, "the summary has a malformed (list) 'undrained' field"),
+    ({"submissions": "x"}, "the summary has a malformed (str) 'submissions' field"),
+])
+def test_replay_refuses_a_malformed_summary_as_info_does(tmp_path, summary, text):
+    """Campaign 74: replay read `undrained: [[0]]` as a set of queue ids and ended in an internal error."""
+    path = str(tmp_path / "t.kfdtrace")
+    rewrite(SAMPLE, path, lambda rec, reader, writer: rec.fields)
+    with TraceReader(path) as r:
+        header, records, summary_was = dict(r.header), [(x.type, x.fields) for x in r.records()], dict(r.summary)
+    bad = str(tmp_path / "bad.kfdtrace")
+    with TraceReader(path) as r, TraceWriter(bad, header) as w:
+        for x in r.records():
+            keys = [x.fields["key"]] if x.type in ("mem", "code_object") else \
+                [k for b in x.fields["buffers"] for k in b["keys"]] if x.type == "checkpoint" else []
+            for key in keys:
+                w.blob(r.blob(key))
+            w.record(x.type, **x.fields)
+        w.close({**summary_was, **summary})
+    assert records
+    refused(replay(bad), 4, text)
+    refused(info(bad), 1, text)
+
+
+def test_the_trace_tools_refuse_a_header_field_nested_too_deep(tmp_path):
+    """Campaign 74: a header `name` nested 1000 lists deep made `export --perfetto` and `trim` end in a
+    RecursionError traceback; the tools that copy or lay out the header check it as `info` does (here 50 deep,
+    as deep as the writer still stores; `dump` shows the records whatever the header holds)."""
+    path = str(tmp_path / "deep.kfdtrace")
+    deep: list = []
+    for _ in range(50):
+        deep = [deep]
+    rewrite(SAMPLE, path, lambda rec, reader, writer: rec.fields, header=lambda h: {**h, "name": deep})
+    for args in (["export", path, "--perfetto", str(tmp_path / "t.json")], ["trim", path, "-s", "0..3", "-o",
+                 str(tmp_path / "t.kfdtrace")], ["redact", path, "-o", str(tmp_path / "r.kfdtrace")]):
+        res = subprocess.run([sys.executable, "-m", "kfdtrace", *args], capture_output=True, text=True, timeout=120)
+        refused(res, 1, "the header has a malformed (list) 'name' field")
