@@ -10,7 +10,7 @@ buffer whose content was already recorded is one hashing pass over it (XXH3, abo
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
 
 from kfdtrace.capture.completion import QueueProgress
@@ -155,6 +155,22 @@ class MemoryRecorder:
     def changed(self, buf: TrackedBuffer, offset: int, size: int) -> bool:
         """Whether a chunk of [offset, offset+size) differs from what was last recorded."""
         return any(buf.keys.get(i) != blob_key(data) for i, data in self._chunks(buf, offset, size))
+
+    def record_given(self, buf: TrackedBuffer, offset: int, size: int, piece: Callable[[int, int], bytes]) -> None:
+        """`mem` records of [offset, offset+size) of `buf` as the CPU is about to write it, `piece(lo, hi)` giving
+        bytes [lo, hi) of what it writes (from `offset`), one per chunk it spans; a whole chunk already recorded
+        as it will be is left out. Recorded before the store, no wait the store releases comes before them."""
+        c, end, start = self.chunk, min(offset + size, buf.size), offset
+        while offset < end:
+            stop = min(end, (offset // c + 1) * c)
+            data = piece(offset - start, stop - start)
+            key = blob_key(data)
+            whole = offset % c == 0 and (stop % c == 0 or stop == buf.size)
+            if not (whole and buf.keys.get(offset // c) == key):
+                buf.keys.pop(offset // c, None)  # the chunk as last recorded whole is not what it will hold
+                self.payload_bytes += len(data)
+                self.trace.record(R.MEM, va=buf.va + offset, size=len(data), key=self.trace.blob(data, key))
+            offset = stop
 
     def record_exact(self, buf: TrackedBuffer, offset: int, size: int) -> None:
         """`mem` records of exactly [offset, offset+size) of `buf`, one per chunk it spans (no record is larger than a

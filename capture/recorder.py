@@ -88,20 +88,24 @@ def _pieces(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
     return [(lo, min(hi, size)) for lo, hi in merged]
 
 
+Info = tuple[str | None, int, str | None, bool, bool, str | None]
+
+
 @functools.cache
-def request_info(request: int) -> tuple[str | None, int, str | None, bool, bool]:
+def request_info(request: int) -> Info:
     """The table name of an ioctl request (None when unknown), the size of its argument, the name of the
     RecordingSyscalls method that learns from its result (None when there is none), whether it blocks
     (its "about to" record is then left to the flusher: blocking ioctls are the most frequent ones of a
-    synchronising workload, and buffered blobs are written before them instead, while the workload waits), and
-    whether it takes or gives back ids the kernel hands out again (Ioctl.reuses)."""
+    synchronising workload, and buffered blobs are written before them instead, while the workload waits),
+    whether it takes or gives back ids the kernel hands out again (Ioctl.reuses), and the name of the method
+    that learns from its argument before it is made (None when there is none)."""
     try:
         entry = K.lookup(request)
     except KeyError:
-        return None, K.ioc_size(request), None, False, False
-    after = f"_after_{entry.name.lower()}"
+        return None, K.ioc_size(request), None, False, False, None
+    after, before = f"_after_{entry.name.lower()}", f"_before_{entry.name.lower()}"
     return entry.name, K.ioc_size(request), after if hasattr(RecordingSyscalls, after) else None, entry.blocking, \
-        entry.reuses
+        entry.reuses, before if hasattr(RecordingSyscalls, before) else None
 
 
 @dataclass(eq=False)
@@ -294,13 +298,15 @@ class RecordingSyscalls:
                 return self._ioctl(fd, request, arg, info)
         return self._ioctl(fd, request, arg, info)
 
-    def _ioctl(self, fd: int, request: int, arg, info: tuple[str | None, int, str | None, bool, bool]) -> int:
+    def _ioctl(self, fd: int, request: int, arg, info: Info) -> int:
         rec = self.rec
-        name, size, after, blocking, _ = info
+        name, size, after, blocking, _, before = info
         raw_in = b"" if arg is None else ctypes.string_at(ctypes.addressof(arg), min(size, ctypes.sizeof(arg)))
         with self.lock:
             seq = rec.next_ioctl()
             rec.record(R.IOCTL, seq=seq, fd=fd, request=request, name=name, data=raw_in)
+            if before is not None and fd in self.files:
+                self._after(name, before, raw_in)
             if blocking:
                 rec.trace.flush_blobs()
             else:
@@ -324,7 +330,7 @@ class RecordingSyscalls:
         return ret
 
     def _after(self, name: str, after: str, raw_out: bytes) -> None:
-        """Call the `after` method of ioctl `name` with the struct it returned."""
+        """Call the `after` (or `before`) method of ioctl `name` with the struct it returned (or was given)."""
         entry = K.BY_NAME[name]
         getattr(self, after)(entry.struct.from_buffer_copy(raw_out.ljust(ctypes.sizeof(entry.struct), b"\0")))
 
@@ -475,7 +481,9 @@ class RecordingSyscalls:
     def _after_destroy_event(self, a) -> None:
         self.rec.record(R.EVENT_DESTROY, event=a.event_id)
 
-    def _after_set_event(self, a) -> None:
+    def _before_set_event(self, a) -> None:
+        """Before the call: a thread its setting wakes records its wait only after this (campaign 76: the wait, and
+        a checkpoint taking the event for a queue's TRAP, came first)."""
         self.completion.event_set(a.event_id)
         self.rec.record(R.EVENT_SET, event=a.event_id)
 
@@ -1047,38 +1055,41 @@ class RecordingSyscalls:
             q.name = q.progress.name = name
             self.rec.record(R.QUEUE_NAME, queue=queue_id, name=name)
 
-    def _note_cpu_write(self, va: int, size: int) -> None:
+    def _note_cpu_writing(self, va: int, size: int, data: object = None, fill: int | None = None) -> None:
+        """`Buffer.write` (`data`, bytes-like) or `Buffer.fill` (the byte `fill`) is about to store to
+        [va, va+size): recorded now, exactly, so that no wait the store releases in another thread is recorded
+        before it (campaign 76), after what raw views changed that it may release or overwrite; its stores to words
+        GPU waits poll or GPU signals write are noted too. `_note_cpu_write` follows the store."""
         buf = self.by_va.get(va)
         if buf is None or not buf.tracked:
             return
+        given = memoryview(data).cast("B") if data is not None else None
+        chunk = bytes([fill or 0]) * min(size, self.memory.chunk) if data is None else b""
+        piece = (lambda lo, hi: bytes(given[lo:hi])) if given is not None else (lambda lo, hi: chunk[:hi - lo])
         if buf.role == KERNARGS:  # a dispatch's slice of its queue's arena: the bytes written, nothing around them
-            self.memory.record_exact(buf, va - buf.va, size)
+            self.memory.record_given(buf, va - buf.va, size, piece)
             return
         self._learn_pending()  # submitted indirect buffers are read before the CPU writes over them
         if self._polled and self._releases(va, size):
             self._scan_exposed()  # what the CPU wrote through views before the store that releases a queue
-        if buf.writes:  # the GPU wrote or writes here: the bytes the CPU wrote, not its chunks as they are now
-            self.memory.record_exact(buf, va - buf.va, size)
-            # the chunks no queue may still be writing hold what was recorded and these bytes (`_note_cpu_writing`
-            # recorded what views changed before)
-            self.memory.rekey(buf, va - buf.va, size, skip=self._chunks_of(buf.busy()))
-        else:
-            self.memory.record(buf, va - buf.va, size)
+        elif buf.writes and (buf.exposed or self.rec.tracking == "scan"):
+            # what views changed in the chunks it touches, so that those can be taken as known after it
+            self.memory.record(buf, va - buf.va, size, skip=self._chunks_of(buf.busy()))
+        self.memory.record_given(buf, va - buf.va, size, piece)
         for a in buf.words:
             if va <= a < va + size:
-                self._cpu_stored(buf, a)
+                self._cpu_stored(buf, a, (va, size, piece))
+
+    def _note_cpu_write(self, va: int, size: int) -> None:
+        """The store `_note_cpu_writing` recorded is made: the chunks it touched that no queue may still be
+        writing hold what was recorded and these bytes."""
+        buf = self.by_va.get(va)
+        if buf is None or not buf.tracked or buf.role == KERNARGS:
+            return
+        self.memory.rekey(buf, va - buf.va, size, skip=self._chunks_of(buf.busy()))
         if buf.racy is not None and va == buf.va and size >= buf.size and not buf.may_be_written():
             buf.racy = None  # the CPU rewrote all of it: no byte of the race is left
             self.racy.discard(buf)
-
-    def _note_cpu_writing(self, va: int, size: int) -> None:
-        """`Buffer.write`/`fill` is about to write [va, va+size): into a buffer with raw views and GPU writes not
-        hashed yet, what views changed in the chunks it touches is recorded first, so that the chunks can be
-        taken as known once the write is recorded exactly."""
-        buf = self.by_va.get(va)
-        if buf is not None and buf.writes and buf.tracked and buf.role != KERNARGS and \
-                (buf.exposed or self.rec.tracking == "scan"):
-            self.memory.record(buf, va - buf.va, size, skip=self._chunks_of(buf.busy()))
 
     def _note_cpu_view(self, va: int) -> None:
         buf = self.by_va.get(va)
@@ -1134,10 +1145,18 @@ class RecordingSyscalls:
         self._polled[a] = now
         return True
 
-    def _cpu_stored(self, buf: TrackedBuffer, a: int) -> None:
+    def _cpu_stored(self, buf: TrackedBuffer, a: int,
+                    given: tuple[int, int, Callable[[int, int], bytes]] | None = None) -> None:
         """The CPU stored to the word at `a` of `buf`, which GPU waits poll or GPU signals write: a value it holds
-        may be the CPU's, not a signal's (moving it below what was given there begins a new life)."""
-        value = int.from_bytes(ctypes.string_at(buf.cpu + a - buf.va, _word(buf, a)), "little")
+        may be the CPU's, not a signal's (moving it below what was given there begins a new life). `given`: the
+        store is about to be made, of `size` bytes from `start` that piece(lo, hi) gives, over what is there."""
+        n = _word(buf, a)
+        word = bytearray(ctypes.string_at(buf.cpu + a - buf.va, n))
+        if given is not None:
+            start, size, piece = given
+            lo, hi = max(a, start), min(a + n, start + size)
+            word[lo - a:hi - a] = piece(lo - start, hi - start)
+        value = int.from_bytes(word, "little")
         backwards = value < self.completion.highest(a)
         self.completion.stored(a, value, backwards)
         self.ordering.cpu_store(a, value, backwards)

@@ -110,7 +110,7 @@ class Buffer:
         else:
             src = data if isinstance(data, bytes) else bytes(memoryview(data).cast("B"))
         offset, n = self._span(offset, len(src))
-        self.device.sys.annotate("cpu_writing", va=self.va + offset, size=n)
+        self.device.sys.annotate("cpu_writing", va=self.va + offset, size=n, data=src)
         if n <= GIL_COPY_BYTES:
             memory_view(self.cpu_addr(offset), n, writable=True)[:] = src
         else:
@@ -119,7 +119,7 @@ class Buffer:
 
     def fill(self, byte: int, offset: int = 0, size: int | None = None) -> None:
         offset, size = self._span(offset, size)
-        self.device.sys.annotate("cpu_writing", va=self.va + offset, size=size)
+        self.device.sys.annotate("cpu_writing", va=self.va + offset, size=size, fill=byte)
         ctypes.memset(self.cpu_addr(offset), byte, size)
         self.device.sys.annotate("cpu_write", va=self.va + offset, size=size)
 

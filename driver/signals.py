@@ -93,8 +93,10 @@ class Semaphore:
         half of its range (see the module docstring)."""
         if self.freed:
             self._check_mapped()
-        if self._biased is not None and value & BIAS:
-            return self.addr + 8, (value + BIAS) & (2**64 - 1)
+        # (a target within BIAS of 2**64 stays on the value's word: its biased copy would wrap below the biased
+        # word, and the timeline cannot pass a multiple of 2**32 beyond it anyway; campaign 76)
+        if self._biased is not None and value & BIAS and value + BIAS < 2**64:
+            return self.addr + 8, value + BIAS
         return self.addr, value
 
     def signal(self, value: int) -> None:

@@ -886,3 +886,33 @@ def test_gpu_writes_that_leave_the_bytes_as_they_were_are_checkpointed(tmp_path)
                         else None)
         w.close(copy.summary())
     assert replay_trace(edited, Options(), emulate_recorded=True).status == EXIT_DIVERGED
+
+
+def test_a_cpu_store_and_an_event_set_are_recorded_before_they_are_made(tmp_path, monkeypatch):
+    """Campaign 76: `Buffer.write`'s bytes were recorded after the store, and an event's set after SET_EVENT
+    returned, so a wait either released in another thread (and the checkpoint after it) could come first in the
+    trace: the replay waited for what came later, and said HANG."""
+    import kfdtrace.driver.memory as memory
+
+    path, seen = str(tmp_path / "before.kfdtrace"), []
+    with record(path) as session, System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        buf, event = gpu.alloc(4096, "gtt", name="buf"), system.event()
+        real = memory.memory_view
+
+        def view(addr, n, writable=False):
+            seen.append(session.recorder.trace.stats["records"])  # how many records the store finds written
+            return real(addr, n, writable)
+
+        monkeypatch.setattr(memory, "memory_view", view)
+        buf.write(b"\x07" * 8, offset=16)
+        monkeypatch.setattr(memory, "memory_view", real)
+        event.set()
+        event.wait()
+    with TraceReader(path) as r:
+        va = next(x.fields["va"] for x in r.records({"buffer"}) if x.fields["name"] == "buf")
+        mem = next(x for x in r.records({"mem"}) if x.fields["va"] == va + 16)
+        kinds = [(x.type, x.fields.get("name")) for x in r.records({"ioctl", "ioctl_end", "event_set"})]
+    assert mem.fields["size"] == 8 and mem.n < seen[0]
+    at = kinds.index(("ioctl", "SET_EVENT"))
+    assert kinds[at + 1] == ("event_set", None) and kinds[at + 2][0] == "ioctl_end"

@@ -146,6 +146,20 @@ def test_semaphore_64bit_gpu_wait_across_dword(system):
     done.wait(1, timeout=5)
 
 
+@pytest.mark.parametrize("target", [2**64 - 1, 2**64 - (1 << 31)])
+def test_a_gpu_wait_for_a_value_near_the_top_of_the_timeline_waits(system, target):
+    """Campaign 76: a target within 2**31 of 2**64 was polled on the biased word, whose copy of it wrapped to a
+    small number the word already held: the wait passed at once."""
+    dev = system.devices[0]
+    q = dev.sdma_queue()
+    sem, done = system.semaphore(), system.semaphore()
+    q.wait(sem, target).signal(done, 1).submit()
+    with pytest.raises(WaitTimeout):
+        done.wait(1, timeout=0.05)
+    sem.signal(target)
+    done.wait(1, timeout=5)
+
+
 def test_wait_timeout_names_queue_pointers(system):
     dev = system.devices[0]
     q = dev.sdma_queue(name="stuck")
