@@ -1027,11 +1027,13 @@ class RecordingSyscalls:
         return {i for lo, hi in spans for i in range(lo // chunk, -(-hi // chunk))}
 
     def _cpu_changes(self, buf: TrackedBuffer) -> None:
-        """Record what the CPU changed through raw views in the chunks of a buffer that no GPU write not hashed
-        yet spans, before those writes are hashed or keyed (campaign 71: a view write made before the wait was
-        hashed with the GPU's results and never recorded, and a replay diverged)."""
+        """Record what the CPU changed through raw views in the chunks of a buffer that no GPU write spans whose
+        chunks are neither hashed nor keyed yet, before those are hashed or keyed (campaign 71: a view write made before
+        the wait was hashed with the GPU's results and never recorded, and a replay diverged; campaign 75: so was
+        one into a chunk a finished queue's writes had been keyed in)."""
         if buf.tracked and (buf.exposed or self.rec.tracking == "scan"):
-            self.memory.record(buf, 0, buf.size, skip=self._chunks_of(buf.extents.values()))
+            unknown = (buf.extents[q] for q, pos in buf.writes.items() if buf.keyed.get(q) != pos)
+            self.memory.record(buf, 0, buf.size, skip=self._chunks_of(unknown))
 
     # -- what the driver tells us (annotations) -----------------------------------------------------
     def _note_buffer(self, va: int, name: str | None, role: str, size: int | None = None) -> None:

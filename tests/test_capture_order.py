@@ -483,6 +483,35 @@ def test_a_destroyed_queue_s_writes_are_not_taken_for_the_cpu_s(tmp_path):
     assert cpu_writes_after_the_first_doorbell(path, "big") == []
 
 
+@pytest.mark.parametrize("finished", ["waited", "destroyed"])
+def test_a_view_write_into_a_finished_queue_s_keyed_chunk_is_recorded(finished, tmp_path):
+    """Campaign 75: once a finished (or destroyed) queue's chunk was keyed, a view write into it, made before the
+    wait that hashed the buffer, was left out as if the GPU's, and the honest trace replayed DIVERGED."""
+    import time
+
+    path = str(tmp_path / "keyed.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        qa, qb = gpu.sdma_queue(name="a"), gpu.sdma_queue(name="b")
+        big = gpu.alloc(4 * C, "gtt", name="big")
+        view = big.numpy()
+        sa, sb = system.semaphore("a"), system.semaphore("b")
+        qb.fill(big, 0x22222222, 64, offset=3 * C).signal(sb, 1).submit()  # no wait shows it done till the end
+        qa.fill(big, 0x11111111, 64).signal(sa, 1).submit()
+        if finished == "waited":
+            sa.wait(1)
+        else:
+            while not qa.idle:
+                time.sleep(0.01)
+            qa.destroy()
+        view[100:116] = 7  # then no submission nor CPU signal compares the buffer: the wait's checkpoint must
+        sb.wait(1)
+    assert (0, C) in cpu_writes_after_the_first_doorbell(path, "big")
+    from kfdtrace.replay.engine import EXIT_OK, Options
+    from kfdtrace.replay.session import replay_trace
+    assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
+
+
 @pytest.mark.parametrize("wait", ["semaphore", "event"])
 def test_a_view_write_before_the_wait_that_hashes_its_buffer_is_recorded(wait, tmp_path):
     """Campaign 71: a CPU write through a view into a chunk no queue writes, made after the last submission and
