@@ -167,9 +167,12 @@ class MemoryRecorder:
             key = blob_key(data)
             whole = offset % c == 0 and (stop % c == 0 or stop == buf.size)
             if not (whole and buf.keys.get(offset // c) == key):
-                buf.keys.pop(offset // c, None)  # the chunk as last recorded whole is not what it will hold
                 self.payload_bytes += len(data)
                 self.trace.record(R.MEM, va=buf.va + offset, size=len(data), key=self.trace.blob(data, key))
+                if whole:
+                    buf.keys[offset // c] = key
+                else:  # the chunk as last recorded whole is not what it will hold
+                    buf.keys.pop(offset // c, None)
             offset = stop
 
     def record_exact(self, buf: TrackedBuffer, offset: int, size: int) -> None:

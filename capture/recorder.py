@@ -306,7 +306,7 @@ class RecordingSyscalls:
             seq = rec.next_ioctl()
             rec.record(R.IOCTL, seq=seq, fd=fd, request=request, name=name, data=raw_in)
             if before is not None and fd in self.files:
-                self._after(name, before, raw_in)
+                self._hook(name, before, raw_in)
             if blocking:
                 rec.trace.flush_blobs()
             else:
@@ -320,19 +320,19 @@ class RecordingSyscalls:
                 rec.record(R.IOCTL_END, seq=seq, ret=-1, errno=exc.errno, data=raw_out)
                 rec.failed_ioctls[f"{name or hex(request)} {errno.errorcode.get(exc.errno, exc.errno)}"] += 1
                 if after is not None and fd in self.files and K.BY_NAME[name].partial:
-                    self._after(name, after, raw_out)
+                    self._hook(name, after, raw_out)
             raise
         raw_out = b"" if arg is None else ctypes.string_at(ctypes.addressof(arg), len(raw_in))
         with self.lock:
             rec.record(R.IOCTL_END, seq=seq, ret=ret, errno=0, data=raw_out)
             if after is not None and fd in self.files:
-                self._after(name, after, raw_out)
+                self._hook(name, after, raw_out)
         return ret
 
-    def _after(self, name: str, after: str, raw_out: bytes) -> None:
-        """Call the `after` (or `before`) method of ioctl `name` with the struct it returned (or was given)."""
+    def _hook(self, name: str, method: str, raw: bytes) -> None:
+        """Call `method` (ioctl `name`'s `after` or `before` hook) with the struct it returned or was given."""
         entry = K.BY_NAME[name]
-        getattr(self, after)(entry.struct.from_buffer_copy(raw_out.ljust(ctypes.sizeof(entry.struct), b"\0")))
+        getattr(self, method)(entry.struct.from_buffer_copy(raw.ljust(ctypes.sizeof(entry.struct), b"\0")))
 
     def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int, offset: int) -> int:
         with self.lock:
@@ -1083,12 +1083,14 @@ class RecordingSyscalls:
                 self._cpu_stored(buf, a, (va, size, piece))
 
     def _note_cpu_write(self, va: int, size: int) -> None:
-        """The store `_note_cpu_writing` recorded is made: the chunks it touched that no queue may still be
-        writing hold what was recorded and these bytes."""
+        """The store `_note_cpu_writing` recorded is made: in a buffer views may write, the chunks it partly
+        wrote that no queue may still be writing hold what was recorded and these bytes (what later comparisons
+        start from)."""
         buf = self.by_va.get(va)
         if buf is None or not buf.tracked or buf.role == KERNARGS:
             return
-        self.memory.rekey(buf, va - buf.va, size, skip=self._chunks_of(buf.busy()))
+        if buf.exposed or self.rec.tracking == "scan":
+            self.memory.rekey(buf, va - buf.va, size, skip=self._chunks_of(buf.busy()))
         if buf.racy is not None and va == buf.va and size >= buf.size and not buf.may_be_written():
             buf.racy = None  # the CPU rewrote all of it: no byte of the race is left
             self.racy.discard(buf)
