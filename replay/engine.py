@@ -264,8 +264,8 @@ def recorded_gpus(trace: TraceReader) -> list[dict]:
 
 def recorded_xccs(trace: TraceReader) -> dict[int, int]:
     """Recorded gpu_id -> the XCC count its node in the header's topology gives (none when it cannot be read)."""
-    nodes = (trace.header.get("topology") or {}).get("nodes") if isinstance(trace.header.get("topology"), dict) \
-        else None
+    topology = trace.header.get("topology")
+    nodes = topology.get("nodes") if isinstance(topology, dict) else None
     out = {}
     for node in nodes if isinstance(nodes, list) else ():
         props = node.get("properties") if isinstance(node, dict) else None

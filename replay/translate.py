@@ -665,8 +665,8 @@ class Translator:
         forms, no cache fields to map nor sizes to saturate -- generated from the two tables, straight from the
         packet's dwords to the target's (the general way is taken for the rest)."""
         below = {} if plan.limit is None else {plan.split[0]: plan.limit}
-        if not plan.cacheable or plan.cache or plan.saturating or plan.unaddressed or \
-                d.xcc_field is not None and self.xccs[0] != self.xccs[1] or any(n not in d.field_names for n in below):
+        if not plan.cacheable or plan.cache or plan.saturating or plan.unaddressed or self._remaps_xccs(d) or \
+                any(n not in d.field_names for n in below):
             return
         fast = d.transcoder(plan.dst, keep=self.same, allowed=dict(plan.lacking), defaults=plan.add, below=below,
                             mapped=d.event_field)
@@ -705,10 +705,14 @@ class Translator:
         if d.indirect is not None and self.indirect is not None:
             (base, size), indirect = d.indirect, self.indirect
             out.append(lambda f, where: dict(zip((base, size), indirect(f[base], f[size], where), strict=True)))
-        if d.xcc_field is not None and self.xccs[0] != self.xccs[1]:
+        if self._remaps_xccs(d):
             mask = d.xcc_field
             out.append(lambda f, where: {mask: self._xcc_mask(d.name, mask, f[mask], where)})
         return tuple(out)
+
+    def _remaps_xccs(self, d: PacketDef) -> bool:
+        """Whether packets of `d` select XCCs, which the target has another number of."""
+        return d.xcc_field is not None and self.xccs[0] != self.xccs[1]
 
     def _xcc_mask(self, name: str, field: str, mask: int, where: str) -> int:
         """An XCC mask for the target's XCC count: one selecting only XCCs the target has stays (the driver runs
