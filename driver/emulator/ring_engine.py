@@ -103,22 +103,15 @@ def _never(raw: tuple[int, ...], payload: bytes) -> bool:
 
 
 @functools.cache
-def _operands(method: Callable, d: PacketDef) -> tuple[str, ...]:
-    """The parameters of a handler method after `self`: the fields it reads, or ("p",) for the packet. A field
-    with a default value is left out where `d` has no such field (a version without it); those after one left
-    out are passed by name (`_by_name`)."""
+def _operands(method: Callable, d: PacketDef) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The parameters of a handler method after `self`: the fields it reads, or ("p",) for the packet; and those
+    of them to pass by name. A field with a default value is left out where `d` has no such field (a version
+    without it); those after one left out are passed by name, as by position they would bind to it (campaign 73:
+    sdma7's CONST_FILL `compress` reached the handler as v6's `sw`)."""
     params = list(inspect.signature(method).parameters.values())[1:]
-    return tuple(p.name for p in params if p.default is inspect.Parameter.empty or p.name in d.field_names)
-
-
-@functools.cache
-def _by_name(method: Callable, d: PacketDef) -> frozenset[str]:
-    """The operands of `_operands` that follow a parameter left out: passed by position, they would bind to it
-    (campaign 73: sdma7's CONST_FILL `compress` reached the handler as v6's `sw`)."""
-    names = [p.name for p in list(inspect.signature(method).parameters.values())[1:]]
-    kept = _operands(method, d)
-    skipped = next((i for i, n in enumerate(names) if n not in kept), len(names))
-    return frozenset(n for n in names[skipped:] if n in kept)
+    kept = [p.name for p in params if p.default is inspect.Parameter.empty or p.name in d.field_names]
+    skipped = next((i for i, p in enumerate(params) if p.name not in kept), len(params))
+    return tuple(kept), frozenset(p.name for p in params[skipped:] if p.name in kept)
 
 
 def aligned(va: int, n: int) -> int:
@@ -165,9 +158,8 @@ class RingEngine:
         for name, handler in handlers.items():
             if name in dialect:
                 d = dialect[name]
-                params = _operands(handler.__func__, d)  # handlers are the engine's own methods
-                self._steps[d] = _with_packet(d, handler) if params == ("p",) else \
-                    d.caller(handler, params, _by_name(handler.__func__, d))
+                params, keywords = _operands(handler.__func__, d)  # handlers are the engine's own methods
+                self._steps[d] = _with_packet(d, handler) if params == ("p",) else d.caller(handler, params, keywords)
         # definition -> whether the memory its `wait` tag names compares true now (a word as wide as its mask)
         self._waits: dict[PacketDef, Step] = {
             d: d.caller(functools.partial(self._compare, d.name, d.wait[3], _WORDS[d[d.wait[2]].width]), d.wait)

@@ -155,8 +155,9 @@ def _movrel(source: int | None, dest: int | None) -> Factory:
             raise OperandError(f"{ins.mnemonic} of a non-VGPR source")
         value = regs.source(f["src0"], TYPES["u32"], True, ins.literal) if source is None else None
         src, dst = f["src0"] - 256, f["vdst"]
-        regs.check_vgprs(src if source is not None else dst, 1)
         regs.check_vgprs(dst, 1)
+        if source is not None:
+            regs.check_vgprs(src, 1)
 
         def index(w: Waves, first: int, bits: int | None) -> np.ndarray:
             m0 = w.s[regs.m0].astype(np.int64)
