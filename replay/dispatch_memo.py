@@ -14,14 +14,16 @@ when every other input reads as it did. Dispatches it cannot vouch for are not k
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, NamedTuple, TypeVar
 
 from kfdtrace.driver.memory import PAGE
 from kfdtrace.driver.syscalls import memory_view
 
 if TYPE_CHECKING:
     from kfdtrace.driver.memory import Buffer
+    from kfdtrace.driver.ranges import RangeMap
     from kfdtrace.driver.system import Device
 
 STORE_BYTES = 16 << 20  # kernel-argument bytes one device's store lends to cached dispatches, at most
@@ -30,6 +32,8 @@ STORE_BUFFER = 1 << 20  # the store grows by buffers of this size
 # (driver/dispatch.py pm4_launch; not imported: that module loads numpy, which an SDMA replay does without)
 DISPATCH_PACKET_ROOM = 2 * 64
 SPAN_GAP = 512  # kernel arguments at most this far apart are read and compared as one span of memory
+T = TypeVar("T")
+Events = tuple[tuple[int, int], ...]  # (recorded event id, the replay's) a translation put in its packets
 
 
 class Piece:
@@ -61,6 +65,33 @@ def extents(pieces: tuple[Piece, ...]) -> tuple[tuple[memoryview, int, bytes], .
         else:
             runs.append([p.view, p.at, p.at + p.size])
     return tuple((view, start, end, view[start:end].tobytes()) for view, start, end in runs)
+
+
+class RecordedMemory:
+    """Memory at recorded addresses as the replay holds it: `buffers` maps recorded ranges to objects whose `view`
+    is their CPU-visible bytes (None: not CPU-visible). The range read last is kept (`last`: start, end, view):
+    kernel arguments are read again and again from one buffer."""
+
+    __slots__ = ("buffers", "last")
+
+    def __init__(self, buffers: RangeMap):
+        self.buffers = buffers
+        self.last: tuple[int, int, memoryview | None] = (0, 0, None)
+
+    def read(self, va: int, size: int) -> bytes | None:
+        """The `size` bytes at recorded address `va` (None: not all in one CPU-visible buffer)."""
+        start, end, view = self.last
+        if not (start <= va and va + size <= end and size):
+            hit = self.buffers.find(va)
+            if hit is None or hit[2].view is None or va + size > hit[0] + hit[1]:
+                return None
+            start, end, view = self.last = hit[0], hit[0] + hit[1], hit[2].view
+        va -= start
+        return view[va:va + size].tobytes()
+
+    def forget(self) -> None:
+        """A buffer went: the range read last may be gone with it."""
+        self.last = (0, 0, None)
 
 
 class KernargStore:
@@ -98,17 +129,27 @@ class KernargStore:
         self.buffers.clear()
 
 
+class Inputs(NamedTuple):
+    """What the translation of a submission launching kernels depended on."""
+
+    before: dict[str, int]  # the queue's registers before it
+    after: dict[str, int] | None  # and after it (None: as they were)
+    spans: tuple[tuple[int, bytes], ...]  # recorded memory it read: (va, the bytes)
+    unread: tuple[tuple[int, int], ...]  # (va, size) it found in no CPU-visible buffer, which must stay so
+    codes: tuple[tuple[int, object], ...]  # (recorded code object, the one loaded for it)
+    written: tuple[tuple[memoryview, int, int, bytes], ...]  # its kernel arguments (`extents`)
+
+
 class DispatchMemo:
     """What the dispatches of the submission being translated depended on (`start`, `read`, `note`, `refuse`,
     `inputs`), and whether those inputs still hold (`still`), for one queue of one replay instance.
 
-    `registers` is the queue's register state as its dispatch reader follows it, `read(va, size)` reads recorded
-    memory as the replay holds it (None: no CPU-visible buffer holds it all), and `loaded` maps a recorded code
-    object's address to what identifies the object loaded for it (the replay's, updated as it loads)."""
+    `registers` is the queue's register state as its dispatch reader follows it, `memory` the recorded memory as
+    the replay holds it, and `loaded` maps a recorded code object's address to what identifies the object loaded
+    for it (the replay's, updated as it loads)."""
 
-    def __init__(self, registers: dict[str, int], read: Callable[[int, int], bytes | None],
-                 loaded: dict[int, object]):
-        self.registers, self._read, self._loaded = registers, read, loaded
+    def __init__(self, registers: dict[str, int], memory: RecordedMemory, loaded: dict[int, object]):
+        self.registers, self._memory, self._read, self._loaded = registers, memory, memory.read, loaded
         self._before: dict[str, int] | None = None
         # while a translation is recorded: every read of recorded memory it made, (va, size, bytes or None)
         self._reads: list[tuple[int, int, bytes | None]] | None = None
@@ -141,9 +182,9 @@ class DispatchMemo:
         """The submission's translation must not be kept."""
         self._reads = None
 
-    def inputs(self) -> Callable[[DispatchMemo], bool] | None:
-        """Whether the inputs of the submission translated since `start` (its reads of memory as spans, nearby
-        ones together) hold again, as `still` tells for a queue's memo; None when it must not be kept."""
+    def inputs(self) -> Inputs | None:
+        """The inputs of the submission translated since `start` (its reads of memory as spans, nearby ones
+        together), for `still`; None when it must not be kept."""
         reads, self._reads = self._reads, None
         if reads is None:
             return None
@@ -166,31 +207,11 @@ class DispatchMemo:
         unread = tuple((va, size) for va, size, data in reads if data is None)  # must stay unreadable
         before = self._before
         after = None if self.registers == before else dict(self.registers)
-        return self._check(before, after, tuple(spans), unread, tuple(self._codes.items()),
-                           extents(tuple(self._pieces)))
+        return Inputs(before, after, tuple(spans), unread, tuple(self._codes.items()), extents(tuple(self._pieces)))
 
-    @staticmethod
-    def _check(before: dict[str, int], after: dict[str, int] | None, spans: tuple, unread: tuple, codes: tuple,
-               written: tuple) -> Callable[[DispatchMemo], bool]:
-        """`still` of these inputs, as one function; written out for the common shape (an AQL dispatch's: its
-        kernel arguments read as one span, one code object, the registers as they were, one extent written)."""
-        if after is None and not unread and len(spans) == len(codes) == len(written) == 1:
-            ((va, data),), ((obj, code),), ((view, start, end, again),) = spans, codes, written
-            size = len(data)
-
-            def still(memo: DispatchMemo) -> bool:
-                if memo.registers != before or memo._loaded.get(obj) != code or memo._read(va, size) != data:
-                    return False
-                view[start:end] = again
-                return True
-            return still
-        inputs = (before, after, spans, unread, codes, written)
-        return lambda memo: memo.still(inputs)
-
-    def still(self, inputs: tuple) -> bool:
+    def still(self, inputs: Inputs) -> bool:
         """Whether `inputs` hold now; if so the queue's state is moved on as translating the submission would, and
         each dispatch's kernel arguments are written again (a kernel may have written over its own)."""
-        # after: None when the registers stay as they were; codes: (recorded code object, the one loaded for it)
         before, after, spans, unread, codes, written = inputs
         registers = self.registers
         if registers != before:
@@ -213,3 +234,71 @@ class DispatchMemo:
         for view, start, end, data in written:  # the same bytes: harmless to a dispatch still reading them
             view[start:end] = data
         return True
+
+
+class Kept(Generic[T]):
+    """The translations kept of one submission's bytes (`add`; at most `limit`, the one kept longest ago pushed
+    out), each with the inputs it depended on and the event ids it mapped. `take(memo, same_events)` gives the one
+    whose inputs hold now for a queue's memo and whose event ids still map (`same_events`), the queue moved on as
+    translating it would (`DispatchMemo.still`), or None.
+
+    Alternatives are the same bytes translated over other memory: a kernel-argument arena reused. While each read
+    one span of memory, the same, with one code object and no register changed (an AQL dispatch's shape), `take`
+    finds the one for what that span holds with one read; otherwise it tries each in turn, the one after the one
+    taken last first."""
+
+    __slots__ = ("limit", "order", "take")
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.order: deque[tuple[T, Events, Inputs]] = deque()
+        self.take: Callable[[DispatchMemo, Callable[[Events], bool]], T | None] = self._tried
+
+    def add(self, translation: T, events: Events, inputs: Inputs) -> T | None:
+        """Keep `translation`; the one pushed out for it, if any."""
+        out = self.order.popleft()[0] if len(self.order) == self.limit else None
+        self.order.append((translation, events, inputs))
+        self.take = self._keyed() or self._tried
+        return out
+
+    def _tried(self, memo: DispatchMemo, same_events: Callable[[Events], bool]) -> T | None:
+        order = self.order
+        for kept in order:
+            translation, events, inputs = kept
+            if (not events or same_events(events)) and memo.still(inputs):
+                order.rotate(-1 - order.index(kept))
+                return translation
+        return None
+
+    def _keyed(self) -> Callable[[DispatchMemo, Callable[[Events], bool]], T | None] | None:
+        """`take` for alternatives of the AQL dispatch's shape that read the same span after the same registers,
+        of the same code objects, by what the span holds (of two made over the same bytes, the one kept last)."""
+        order = self.order
+        first = order[0][2]
+        if len(first.spans) != 1 or len(first.codes) != 1:
+            return None
+        ((va, data),), ((obj, code),), before = first.spans, first.codes, first.before
+        size = len(data)
+        if not all(len(i.spans) == 1 and i.spans[0][0] == va and len(i.spans[0][1]) == size and i.after is None
+                   and not i.unread and i.before == before and i.codes == first.codes and len(i.written) == 1
+                   for _, _, i in order):
+            return None
+        stop = va + size
+        found = {}
+        for translation, events, inputs in order:
+            ((view, start, end, again),) = inputs.written
+            found[inputs.spans[0][1]] = (translation, events, view[start:end], again)
+
+        def take(memo: DispatchMemo, same_events: Callable[[Events], bool]) -> T | None:
+            if memo.registers != before or memo._loaded.get(obj) != code:
+                return None
+            low, high, view = memo._memory.last  # RecordedMemory.read, written out: the hot path of --loop
+            hit = found.get(view[va - low:stop - low].tobytes() if low <= va and stop <= high else memo._read(va, size))
+            if hit is None:
+                return None
+            translation, events, arguments, again = hit
+            if events and not same_events(events):
+                return None
+            arguments[:] = again
+            return translation
+        return take

@@ -38,7 +38,7 @@ from kfdtrace.driver.syscalls import memory_view
 from kfdtrace.driver.system import Device, System
 from kfdtrace.replay.code_objects import CodeObjectOptions, check_options, choose, missing_message, unfit, unfit_message
 from kfdtrace.replay.compute import AqlOnPm4, AqlRing, Dispatch, DispatchReader, Pm4OnAql, RecordedKernels, relaunch
-from kfdtrace.replay.dispatch_memo import DispatchMemo, KernargStore, Piece
+from kfdtrace.replay.dispatch_memo import DispatchMemo, KernargStore, Piece, RecordedMemory
 from kfdtrace.replay.occupancy import Occupancy, Sampler, queue_label
 from kfdtrace.replay.status import (  # noqa: F401 (the engine's API names them)
     EXIT_BAD_INPUT,
@@ -1006,9 +1006,7 @@ class Instance:
         self.move_all = move_all or options.relocate == "always"
         self.relocation = Relocation()
         self.buffers: RangeMap[ReplayBuffer] = RangeMap()  # recorded ranges -> their replays
-        # the recorded range _read_recorded read last (start, end, its view): kernel arguments are read again and
-        # again from one buffer (forgotten when a buffer goes)
-        self._read_last: tuple[int, int, memoryview | None] = (0, 0, None)
+        self.recorded = RecordedMemory(self.buffers)
         self.handles: dict[int, ReplayBuffer] = {}  # recorded handle -> its buffer's replay
         self.queues: dict[int, ReplayQueue] = {}  # recorded queue id -> its replay
         self.events: dict[int, tuple[int, Event]] = {}  # recorded event id -> (its event record, replay event)
@@ -1183,7 +1181,7 @@ class Instance:
                 program.free()
         rb = self.handles.pop(r.fields["handle"], None)
         if rb is not None:
-            self._read_last = (0, 0, None)
+            self.recorded.forget()
             self.buffers.remove(r.fields["va"])
             self.relocation.remove(r.fields["va"])
             rb.buffer.free()
@@ -1198,7 +1196,7 @@ class Instance:
             elif f["type"] == K.QueueType.COMPUTE:
                 q = dev.compute_queue(ring_size=f["ring_size"], name=name)
             elif f["type"] == K.QueueType.COMPUTE_AQL and self.options.queue_type == "pm4":
-                q = AqlOnPm4(dev.compute_queue(name=name), self._read_recorded)
+                q = AqlOnPm4(dev.compute_queue(name=name), self.recorded.read)
             elif f["type"] == K.QueueType.COMPUTE_AQL:
                 q = AqlRing(dev.aql_queue(packets=f["ring_size"] // len(AQL.build("INVALID")), name=name),
                             self.options.timeout)
@@ -1208,10 +1206,10 @@ class Instance:
         dispatch = None
         cache = None if self.move_all else self.s.caches.get(r.n)
         if f["type"] not in SDMA_KINDS:
-            reader = DispatchReader(_dialects(f)[0], self.kernels, self._read_recorded)
+            reader = DispatchReader(_dialects(f)[0], self.kernels, self.recorded.read)
             dispatch = lambda p, where: self._dispatch(rq, reader, p, where)  # noqa: E731
             if cache is not None:  # what a translation reads of memory (kernel arguments, signals) is noted
-                rq.memo = DispatchMemo(reader.registers, self._read_recorded, self.loaded)
+                rq.memo = DispatchMemo(reader.registers, self.recorded, self.loaded)
                 reader.read = rq.memo.read
                 if isinstance(q, AqlOnPm4):
                     q.read = rq.memo.read
@@ -1313,17 +1311,6 @@ class Instance:
         if new is None:
             raise OutsideBuffers(f"{where}: {addr:#x} is in no recorded buffer; refusing to submit it")
         return new
-
-    def _read_recorded(self, va: int, size: int) -> bytes | None:
-        """The `size` bytes at recorded address `va` as the replay holds them (None: not in a CPU-visible buffer)."""
-        start, end, view = self._read_last  # a CPU-visible buffer's (view not None), or (0, 0, None)
-        if not (start <= va and va + size <= end and size):
-            hit = self.buffers.find(va)
-            if hit is None or hit[2].view is None or va + size > hit[0] + hit[1]:
-                return None
-            start, end, view = self._read_last = hit[0], hit[0] + hit[1], hit[2].view
-        va -= start
-        return view[va:va + size].tobytes()
 
     def _on_queue_destroy(self, r: Record) -> None:
         rq = self.queues.get(r.fields["queue"])

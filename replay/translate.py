@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import itertools
 import struct
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -43,6 +42,7 @@ from kfdtrace.driver.packets import (
     dword_unpacker,
 )
 from kfdtrace.driver.ranges import RangeMap
+from kfdtrace.replay.dispatch_memo import Events, Inputs, Kept
 
 if TYPE_CHECKING:
     from kfdtrace.replay.dispatch_memo import DispatchMemo
@@ -63,9 +63,8 @@ IDENTITY = "identity"  # the relocation state of a replay whose buffers all sit 
 Write = tuple[int, tuple[int, ...], bool]
 # a recorded packet with an event id: (its byte offset in the submission, its definition, the recorded id)
 EventMark = tuple[int, PacketDef, int]
-# a kept translation of a submission launching kernels: (the translated bytes, packets, writes, (recorded, replay)
-# event ids, whether the inputs its dispatches depended on hold for a queue's memo: DispatchMemo.inputs)
-Kept = tuple[bytes, int, tuple[Write, ...], tuple[tuple[int, int], ...], Callable[["DispatchMemo"], bool]]
+# a kept translation of a submission launching kernels: (the translated bytes, packets, writes)
+Dispatched = tuple[bytes, int, tuple[Write, ...]]
 
 
 def carries_dispatch(d: PacketDef) -> bool:
@@ -168,7 +167,7 @@ class TranslationCache:
         self.whole_bytes = 0
         # recorded submission launching kernels -> its translations, the one taken or made last at the end,
         # IDENTITY state only; the next loop finds them (up to DISPATCHED_BYTES)
-        self.dispatched: dict[bytes, deque[Kept]] = {}
+        self.dispatched: dict[bytes, Kept[Dispatched]] = {}
         self.dispatched_bytes = 0
 
     def entries_for(self, state: str | tuple[int, int]) -> dict:
@@ -239,6 +238,10 @@ class Translator:
         recorded GPU's XCC count and the target's, for the masks that select XCCs (PRED_EXEC)."""
         self.src, self.dst, self.relocation = src, dst, relocation
         self.max_copy, self.event_id, self.indirect = max_copy, event_id, indirect
+        # whether each (recorded, replay) event id pair maps as it did (a function made once: a kept translation's
+        # check is the hot path of `replay --loop`)
+        self.same_events: Callable[[Events], bool] = lambda events: all(
+            event_id(recorded) == replay for recorded, replay in events)
         # the same dialect on the same number of XCCs: packets stay as they are, but for their addresses
         self.same = src is dst and (xccs[0] == xccs[1] or all(d.xcc_field is None for d in src))
         self.dropped: list[str] = []
@@ -270,18 +273,16 @@ class Translator:
                 kept = self.cache.dispatched.get(data)
                 if kept is not None:
                     # the translation of a submission launching kernels that `_keep` kept, if its event ids map
-                    # as they did and the memo finds its dispatches' inputs as they were (written out here: the
-                    # hot path of `replay --loop` over dispatches)
-                    for k in kept:
-                        out, packets, wrote, events, holds = k
-                        if (not events or self._same_events(events)) and holds(memo):
-                            if len(kept) > 1:  # the one after it is the likeliest next: a reused arena cycles
-                                kept.rotate(-1 - kept.index(k))
-                            self.taken += 1
-                            self.packets += packets
-                            if writes is not None:
-                                writes += wrote
-                            return out
+                    # as they did and the memo finds its dispatches' inputs as they were (the hot path of
+                    # `replay --loop` over dispatches)
+                    hit = kept.take(memo, self.same_events)
+                    if hit is not None:
+                        out, packets, wrote = hit
+                        self.taken += 1
+                        self.packets += packets
+                        if writes is not None:
+                            writes += wrote
+                        return out
                 memo.start()
         state = self.relocation.state
         cache = self.cache.entries_for(state)
@@ -306,33 +307,26 @@ class Translator:
             if unchanged and len(out) == len(data):
                 self._remember(data, out, self.packets - done, tuple(wrote[first:]), notable)
         elif memo is not None:
-            holds = memo.inputs()
-            if holds is not None:
-                self._keep(data, out, self.packets - done, tuple(wrote[first:]), notable, holds)
+            inputs = memo.inputs()
+            if inputs is not None:
+                self._keep(data, out, self.packets - done, tuple(wrote[first:]), notable, inputs)
         return out
 
-    def _same_events(self, events: tuple[tuple[int, int], ...]) -> bool:
-        """Whether each recorded event id maps to the replay's as it did."""
-        event_id = self.event_id
-        return all(event_id(recorded) == replay for recorded, replay in events)
-
     def _keep(self, data: bytes, out: bytes, packets: int, wrote: tuple[Write, ...],
-              notable: list[tuple[int, PacketDef]], holds: Callable[[DispatchMemo], bool]) -> None:
+              notable: list[tuple[int, PacketDef]], inputs: Inputs) -> None:
         """Remember a submission launching kernels with its translation, while there is room (in place of the
-        translation of it taken or made longest ago when it has DISPATCHED_ALTERNATIVES)."""
+        translation of it kept longest ago when it has DISPATCHED_ALTERNATIVES)."""
         cache = self.cache
         kept = cache.dispatched.get(data)
         if kept is None:
             if cache.dispatched_bytes + len(data) + len(out) > DISPATCHED_BYTES:
                 return
-            kept = cache.dispatched[data] = deque()
+            kept = cache.dispatched[data] = Kept(DISPATCHED_ALTERNATIVES)
             cache.dispatched_bytes += len(data)
-        if len(kept) == DISPATCHED_ALTERNATIVES:
-            cache.dispatched_bytes -= len(kept.popleft()[0])
         decode, event_id = self.src.decode, self.event_id
         recorded = (decode(data, at).fields[d.event_field] for at, d in notable if d.event_field)
-        kept.append((out, packets, wrote, tuple((e, event_id(e)) for e in recorded), holds))
-        cache.dispatched_bytes += len(out)
+        pushed = kept.add((out, packets, wrote), tuple((e, event_id(e)) for e in recorded), inputs)
+        cache.dispatched_bytes += len(out) - (0 if pushed is None else len(pushed[0]))
 
     def _unchanged(self, data: bytes, writes: list[Write] | None) -> bytes | None:
         """`data` translated, if it agrees in every dword that means more than a value with a submission

@@ -17,6 +17,8 @@ from kfdtrace.driver import System
 from kfdtrace.driver.kernargs import Launch, pack
 from kfdtrace.driver.kernels.build import BUILT, object_path
 from kfdtrace.driver.kernels.device import corpus
+from kfdtrace.driver.ranges import RangeMap
+from kfdtrace.replay.dispatch_memo import DispatchMemo, Inputs, Kept, RecordedMemory
 from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_OK, EXIT_UNSUPPORTED
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,17 +50,23 @@ def cached(report: dict) -> list[int]:
     return [loop[0]["cached_submissions"] for loop in report["loops"]]
 
 
-# the memo with one input not compared (as if it did not read it)
-# memos that do not compare the kernel arguments, or the registers (each inputs checked by the general `still`)
+# memos that do not compare the kernel arguments (as if the translation had read none), or the registers (as if
+# they were whatever they are when it is taken again)
 BLIND_TO_KERNARGS = """
 from kfdtrace.replay.dispatch_memo import DispatchMemo
-DispatchMemo._check = staticmethod(lambda before, after, spans, *rest: lambda memo: DispatchMemo.still(
-    memo, (before, after, (), *rest)))
+inputs = DispatchMemo.inputs
+DispatchMemo.inputs = lambda memo: (lambda i: i and i._replace(spans=()))(inputs(memo))
 """
 BLIND_TO_REGISTERS = """
 from kfdtrace.replay.dispatch_memo import DispatchMemo
-DispatchMemo._check = staticmethod(lambda before, *rest: lambda memo: DispatchMemo.still(
-    memo, (dict(memo.registers), *rest)))
+class Anything(dict):
+    __hash__ = None
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+inputs = DispatchMemo.inputs
+DispatchMemo.inputs = lambda memo: (lambda i: i and i._replace(before=Anything()))(inputs(memo))
 """
 
 
@@ -184,6 +192,81 @@ def scratch_dispatches(system: System) -> None:
     for _ in range(3):
         q.dispatch(kernel, (n,), (64,), values, out, np.uint32(n)).sync(timeout=120)
     q.destroy()
+
+
+class Held:
+    """A recorded buffer as the replay holds it (what RecordedMemory reads: `view`)."""
+
+    def __init__(self, size: int):
+        self.view = memoryview(bytearray(size))
+
+
+ARGS = 0x10100  # recorded kernel arguments the kept translations read
+CODE = 0x90000  # their recorded code object
+
+
+def kept_three(memo_registers: dict[str, int]) -> tuple[Kept[str], DispatchMemo, Held, memoryview]:
+    """Three translations of one submission over three different kernel arguments (16 bytes of 1s, 2s or 3s at
+    ARGS), each with its own kernel-argument piece in `pieces` (16 bytes of "a", "b" or "c"), and the memo of a
+    queue whose registers are `memo_registers`."""
+    held, pieces = Held(0x1000), memoryview(bytearray(48))
+    buffers: RangeMap[Held] = RangeMap()
+    buffers.add(0x10000, 0x1000, held)
+    memo = DispatchMemo(memo_registers, RecordedMemory(buffers), {CODE: ("key", 0x5000)})
+    kept: Kept[str] = Kept(4)
+    for i, name in enumerate("abc"):
+        inputs = Inputs({}, None, ((ARGS, bytes([i + 1]) * 16),), (), ((CODE, ("key", 0x5000)),),
+                        ((pieces, 16 * i, 16 * i + 16, name.encode() * 16),))
+        assert kept.add(name, (), inputs) is None
+    return kept, memo, held, pieces
+
+
+def always(events) -> bool:
+    return True
+
+
+def test_the_kept_translation_taken_is_the_one_made_over_the_memory_as_it_is_now():
+    kept, memo, held, pieces = kept_three({})
+    pieces[:] = bytes(48)  # a kernel wrote over its arguments: taking a translation writes them again
+    for i, name in reversed(list(enumerate("abc"))):
+        held.view[0x100:0x110] = bytes([i + 1]) * 16
+        assert kept.take(memo, always) == name
+        assert pieces[16 * i:16 * i + 16] == name.encode() * 16
+    held.view[0x100:0x110] = bytes([4]) * 16  # arguments no translation was made over
+    assert kept.take(memo, always) is None
+    held.view[0x100:0x110] = bytes([2]) * 16
+    assert kept.take(memo, lambda events: False) == "b"  # no event ids in it: none to map
+    memo._loaded[CODE] = ("key", 0x6000)  # the code object loaded elsewhere
+    assert kept.take(memo, always) is None
+    memo._loaded[CODE] = ("key", 0x5000)
+    memo.registers["COMPUTE_PGM_LO"] = 1  # the queue's registers are not those it was made after
+    assert kept.take(memo, always) is None
+
+
+@pytest.mark.parametrize("shape", ["registers changed", "two spans", "another span"])
+def test_alternatives_of_other_shapes_are_each_tried_as_well(shape):
+    kept, memo, held, pieces = kept_three({})
+    before = Inputs({}, None, ((ARGS, bytes([5]) * 16),), (), ((CODE, ("key", 0x5000)),),
+                    ((pieces, 0, 16, b"d" * 16),))
+    inputs = {"registers changed": before._replace(after={"COMPUTE_PGM_LO": 7}),
+              "two spans": before._replace(spans=((ARGS, bytes([5]) * 16), (ARGS + 0x800, bytes(8)))),
+              "another span": before._replace(spans=((ARGS + 0x10, bytes([5]) * 16),))}[shape]
+    assert kept.add("d", (), inputs) is None
+    for at, value, name in ((ARGS, 2, "b"), (ARGS, 3, "c"), (inputs.spans[0][0], 5, "d")):
+        held.view[:] = bytes(0x1000)
+        held.view[at - 0x10000:at - 0x10000 + 16] = bytes([value]) * 16
+        assert kept.take(memo, always) == name
+    assert memo.registers == {"COMPUTE_PGM_LO": 7} if shape == "registers changed" else not memo.registers
+    assert kept.add("e", (), inputs) == "a"  # the fifth pushes out the one kept longest ago
+
+
+def test_a_kept_translation_whose_event_ids_map_otherwise_is_not_taken():
+    kept, memo, held, _ = kept_three({})
+    held.view[0x100:0x110] = bytes([1]) * 16
+    # made again over the same inputs, where "a"'s event ids had not mapped: it stands for both
+    kept.add("with event", ((3, 3),), kept.order[0][2])
+    assert kept.take(memo, lambda events: False) is None
+    assert kept.take(memo, always) == "with event"
 
 
 if __name__ == "__main__":  # a workload above, as `capture run` runs a script: its name, then "aql", "role=R"
