@@ -498,3 +498,21 @@ def test_aql_signals_join_a_dispatch_to_the_barrier_and_cpu_wait_after_it(tmp_pa
          "wait signal b_done (signal b_done+0x8) EQ 0", "b_done")], arrows
     for f in of_phase(doc, "f"):
         assert end(enclosing(doc, starts[f["id"]])) <= end(enclosing(doc, f))
+
+
+def test_a_queue_id_used_again_gets_a_track_of_its_own_named_apart(tmp_path):
+    from kfdtrace.capture import record
+    from kfdtrace.driver import System
+
+    path = str(tmp_path / "again.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        buf = gpu.alloc(4096, "gtt", name="b")
+        for value in (1, 2):
+            q = gpu.sdma_queue(name="twice")
+            q.fill(buf, value, 4096).sync()
+            q.destroy()
+    doc, _ = timeline(path, tmp_path)
+    assert problems(doc) == []
+    queues = sorted(name for (pid, _), name in named(doc, "thread_name").items() if pid == export.GPU_PID)
+    assert queues == ["queue 0 (twice) SDMA #1", "queue 0 (twice) SDMA #2"]

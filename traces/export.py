@@ -2,7 +2,7 @@
 trace-event format (the JSON Object Format) that ui.perfetto.dev and chrome://tracing open.
 
 The timeline has two processes. "GPU queues" has a track per queue that submitted (``queue 0 (producer)
-SDMA``): each submission is a slice holding one slice per packet, named by the packet tables, its fields in
+SDMA``; ``#1``, ``#2`` after the names of queues whose id the trace used again): each submission is a slice holding one slice per packet, named by the packet tables, its fields in
 args as `dump --json` shows them (addresses named by buffer). "CPU threads" has a track per recording thread:
 its waits on semaphores, AQL signals and KFD events are slices, its semaphore signals short slices, its doorbells, event
 sets, checkpoints and notes instants. Flow arrows join each semaphore wait, a GPU packet's or a CPU wait's, to
@@ -47,7 +47,7 @@ import itertools
 import math
 import sys
 from bisect import bisect_left, bisect_right
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TextIO
@@ -442,8 +442,14 @@ def _track_name(tl: Timeline, t: Track) -> str:
 def _metadata(tl: Timeline) -> Iterator[dict]:
     yield {"name": "process_name", "ph": "M", "pid": CPU_PID, "tid": 0, "args": {"name": "CPU threads"}}
     yield {"name": "process_name", "ph": "M", "pid": GPU_PID, "tid": 0, "args": {"name": "GPU queues"}}
-    for t in tl.tracks:
-        yield {"name": "thread_name", "ph": "M", "pid": t.pid, "tid": t.tid, "args": {"name": _track_name(tl, t)}}
+    names = [_track_name(tl, t) for t in tl.tracks]
+    alike = Counter(names)
+    seen: Counter[str] = Counter()
+    for t, name in zip(tl.tracks, names, strict=True):
+        if alike[name] > 1:  # a queue id used again after its queue's destroy: tracks in order of first submission
+            seen[name] += 1
+            name = f"{name} #{seen[name]}"
+        yield {"name": "thread_name", "ph": "M", "pid": t.pid, "tid": t.tid, "args": {"name": name}}
 
 
 def _slices(tl: Timeline) -> Iterator[tuple]:
