@@ -883,3 +883,61 @@ def test_moves_between_vgprs_indexed_by_m0_read_and_write_where_m0_points():
     assert (v[6, :, 2:] == before[5, :, 2:]).all() and (v[3] == before[3]).all()
     with pytest.raises(OperandError, match=r"v2 \+ M0 = v16 is beyond the 16 VGPRs"):
         ran(bytes([0x05, 0x85, 0x04, 0x7E]), [1, 14])
+
+
+SIGNED_ZEROS = r"""
+#pragma OPENCL EXTENSION cl_khr_fp64 : enable
+__kernel void k(__global uint* out, __global const float* a, __global const float* b, __global const double* c,
+                __global const double* d, __global const uint* w) {
+  uint i = __builtin_amdgcn_workitem_id_x();
+  out[6 * i] = as_uint(__builtin_fminf(a[i], b[i]));
+  out[6 * i + 1] = as_uint(__builtin_fmaxf(a[i], b[i]));
+  out[6 * i + 2] = (uint)(as_ulong(__builtin_fmin(c[i], d[i])) >> 32);
+  out[6 * i + 3] = (uint)(as_ulong(__builtin_fmax(c[i], d[i])) >> 32);
+  out[6 * i + 4] = as_uint(__builtin_fminf(__builtin_fminf(a[i], b[i]), 1.0f + a[i] * 0.0f));  /* v_min3 */
+  uint mask;
+  __asm__("v_bfm_b32 %0, %1, %2" : "=v"(mask) : "v"(w[i] >> 8), "v"(w[i]));  /* what unoptimised masks compile to */
+  out[6 * i + 5] = mask;
+}"""
+
+
+@pytest.mark.parametrize("target", FAMILIES)
+def test_min_and_max_order_minus_zero_below_plus_zero_and_bfm_makes_a_mask(target, tmp_path):
+    """Campaign 78: V_MIN/V_MAX compare with -0.0 < +0.0 (the RDNA3 ISA guide's LT_NEG_ZERO, "differs from
+    IEEE"), whichever source holds which zero; numpy's fmin gave the first. V_BFM_B32 was not emulated."""
+    a = np.array([0.0, -0.0] * 32, np.float32)  # lanes alternate (+0, -0) and (-0, +0)
+    widths = np.arange(64, dtype=np.uint32) % 33
+    w = (widths << 8) | (np.arange(64, dtype=np.uint32) * 7 % 32)
+    out = ran(target, built(tmp_path, SIGNED_ZEROS, target), "k", 6 * 64, a, -a, a.astype(np.float64),
+              -a.astype(np.float64), w).reshape(64, 6)
+    assert (out[:, :5] == [0x80000000, 0, 0x80000000, 0, 0x80000000]).all()
+    masks = [((1 << (int(x) >> 8 & 31)) - 1) << (int(x) & 31) & 0xFFFFFFFF for x in w]
+    assert out[:, 5].tolist() == masks
+
+
+def test_every_float_minimum_and_maximum_orders_minus_zero_below_plus_zero():
+    """Each float min/max entry (two and three sources, med3, maxmin/minmax, the _num names, the scalar _num forms,
+    the packed halves) on every arrangement of +0.0 and -0.0, against a reference ordering -0.0 below +0.0."""
+    import itertools
+
+    from kfdtrace.driver.emulator.shader.compile import _PACKED
+
+    def order(x: float) -> tuple[float, bool]:
+        return x, not np.signbit(x)
+
+    lo, hi = (lambda *v: min(v, key=order)), (lambda *v: max(v, key=order))
+    reference = {"min": lo, "max": hi, "min3": lo, "max3": hi, "med3": lambda *v: sorted(v, key=order)[1],
+                 "maxmin": lambda a, b, c: lo(hi(a, b), c), "minmax": lambda a, b, c: hi(lo(a, b), c)}
+    entries = [(name, VALU[name].fn, name.split("_")[1], name[-3:]) for name in VALU
+               if name.split("_")[1] in reference and name.endswith(("_f16", "_f32", "_f64"))]
+    entries += [(name, SALU[name].fn, name.split("_")[1], "f32") for name in ("s_min_num_f32", "s_max_num_f32")]
+    entries += [(name, _PACKED[name][1], name.split("_")[2], "f16") for name in _PACKED
+                if name.split("_")[2] in ("min", "max") and name.endswith("f16")]
+    assert len(entries) >= 36
+    for name, fn, op, ty in entries:
+        t = {"f16": np.float16, "f32": np.float32, "f64": np.float64}[ty]
+        n = 3 if op in ("min3", "max3", "med3", "maxmin", "minmax") else 2
+        lanes = list(itertools.product((0.0, -0.0), repeat=n))
+        got = fn(*(np.array(column, t) for column in zip(*lanes, strict=True)))
+        want = [np.signbit(reference[op](*lane)) for lane in lanes]
+        assert np.signbit(got).tolist() == want, name

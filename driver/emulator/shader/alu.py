@@ -140,6 +140,11 @@ def _subb(a, b, c):
     return (a.astype(u64) - t).astype(u32), t > a
 
 
+def _bfm(width, offset):
+    """S_BFM_B32, V_BFM_B32: a mask of `width` ones from bit `offset` (each its low 5 bits)."""
+    return ((u64(1) << (width & 31).astype(u64)) - u64(1)).astype(u32) << (offset & 31)
+
+
 def _bfe_u32(a, off, width):
     w = width & 31
     return ((a >> (off & 31)) & ((u64(1) << w.astype(u64)) - u64(1)).astype(u32)).astype(u32)
@@ -217,11 +222,22 @@ def _div_scale(x, den, num):
     return out, vcc
 
 
+def min_f(a, b):
+    """V_MIN_F32 (F16, F64): the lesser, a NaN source ignored, and -0.0 below +0.0 (the RDNA3 ISA guide's
+    pseudocode, LT_NEG_ZERO: "differs from IEEE"; numpy's fmin gives either zero by position)."""
+    return np.where(a == b, np.where(np.signbit(a), a, b), np.fmin(a, b))
+
+
+def max_f(a, b):
+    """V_MAX_F32 (F16, F64): the greater, a NaN source ignored, and +0.0 above -0.0 (GT_NEG_ZERO)."""
+    return np.where(a == b, np.where(np.signbit(a), b, a), np.fmax(a, b))
+
+
 def _med3_f(a, b, c):
     """V_MED3_F32 (and F16): the median; with a NaN source, V_MIN3 of the three, the least of the others (the ISA
     guide's pseudocode; LLVM folds fmed3(x, y, NaN) to minnum(x, y) as well)."""
-    med = np.fmax(np.fmin(a, b), np.fmin(np.fmax(a, b), c))
-    return np.where(np.isnan(a) | np.isnan(b) | np.isnan(c), np.fmin(np.fmin(a, b), c), med)
+    med = max_f(min_f(a, b), min_f(max_f(a, b), c))
+    return np.where(np.isnan(a) | np.isnan(b) | np.isnan(c), min_f(min_f(a, b), c), med)
 
 
 def _div_fmas(a, b, c, vcc):
@@ -464,6 +480,7 @@ VALU: dict[str, AluOp] = {
     "v_alignbyte_b32": V("u32 u32 u32", "u32", lambda a, b, c: ((a.astype(u64) << u64(32) | b)
                                                                  >> (8 * (c & 3)).astype(u64)).astype(u32)),
     "v_bfe_u32": V("u32 u32 u32", "u32", _bfe_u32),
+    "v_bfm_b32": V("u32 u32", "u32", _bfm),
     "v_bfe_i32": V("u32 u32 u32", "i32", _bfe_i32),
     "v_bfi_b32": V("u32 u32 u32", "u32", lambda m, a, b: (m & a) | (~m & b)),
     "v_bfrev_b32": V("u32", "u32", _brev32),
@@ -483,7 +500,7 @@ VALU: dict[str, AluOp] = {
     # float
     "v_add_f32": V("f32 f32", "f32", np.add), "v_sub_f32": V("f32 f32", "f32", np.subtract),
     "v_subrev_f32": V("f32 f32", "f32", lambda a, b: b - a), "v_mul_f32": V("f32 f32", "f32", np.multiply),
-    "v_max_f32": V("f32 f32", "f32", np.fmax), "v_min_f32": V("f32 f32", "f32", np.fmin),
+    "v_max_f32": V("f32 f32", "f32", max_f), "v_min_f32": V("f32 f32", "f32", min_f),
     "v_fma_f32": V("f32 f32 f32", "f32", fma),
     "v_fmac_f32": V("f32 f32 f32", "f32", fma, acc=True),
     "v_fmamk_f32": V("f32 f32 f32", "f32", lambda a, k, b: fma(a, k, b)),
@@ -517,7 +534,7 @@ VALU: dict[str, AluOp] = {
     # 16-bit float
     "v_mul_f16": V("f16 f16", "f16", np.multiply), "v_add_f16": V("f16 f16", "f16", np.add),
     "v_sub_f16": V("f16 f16", "f16", np.subtract), "v_subrev_f16": V("f16 f16", "f16", lambda a, b: b - a),
-    "v_max_f16": V("f16 f16", "f16", np.fmax), "v_min_f16": V("f16 f16", "f16", np.fmin),
+    "v_max_f16": V("f16 f16", "f16", max_f), "v_min_f16": V("f16 f16", "f16", min_f),
     "v_fma_f16": V("f16 f16 f16", "f16", fma), "v_fmac_f16": V("f16 f16 f16", "f16", fma, acc=True),
     "v_fmamk_f16": V("f16 f16 f16", "f16", lambda a, k, b: fma(a, k, b)),
     "v_fmaak_f16": V("f16 f16 f16", "f16", fma),
@@ -543,14 +560,14 @@ VALU: dict[str, AluOp] = {
     "v_cvt_i16_f16": V("f16", "i16", _sat(-2.0**15, 2.0**15 - 1, i16)),
     # three-operand minimum, maximum and median
     **{f"v_{op}3_{ty}": V(f"{ty} {ty} {ty}", ty, fn) for ty, (lo, hi) in
-       (("f32", (np.fmin, np.fmax)), ("f16", (np.fmin, np.fmax)), ("i32", (np.minimum, np.maximum)),
+       (("f32", (min_f, max_f)), ("f16", (min_f, max_f)), ("i32", (np.minimum, np.maximum)),
         ("u32", (np.minimum, np.maximum)))
        for op, fn in (("min", lambda a, b, c, lo=lo: lo(lo(a, b), c)), ("max", lambda a, b, c, hi=hi: hi(hi(a, b), c)),
                       ("med", _med3_f if ty[0] == "f" else
                        lambda a, b, c, lo=lo, hi=hi: hi(lo(a, b), lo(hi(a, b), c))))},
     # V_MAXMIN: min(max(S0, S1), S2); V_MINMAX: max(min(S0, S1), S2)
     **{f"v_{name}_{ty}": V(f"{ty} {ty} {ty}", ty, lambda a, b, c, f=first, g=second: g(f(a, b), c)) for ty, (lo, hi) in
-       (("f32", (np.fmin, np.fmax)), ("f16", (np.fmin, np.fmax)), ("i32", (np.minimum, np.maximum)),
+       (("f32", (min_f, max_f)), ("f16", (min_f, max_f)), ("i32", (np.minimum, np.maximum)),
         ("u32", (np.minimum, np.maximum)))
        for name, first, second in (("maxmin", hi, lo), ("minmax", lo, hi))},
     "v_div_scale_f32": V("f32 f32 f32", "f32", _div_scale, mask_out=True),
@@ -558,7 +575,7 @@ VALU: dict[str, AluOp] = {
     "v_div_fixup_f32": V("f32 f32 f32", "f32", _div_fixup),
     # double
     "v_add_f64": V("f64 f64", "f64", np.add), "v_mul_f64": V("f64 f64", "f64", np.multiply),
-    "v_max_f64": V("f64 f64", "f64", np.fmax), "v_min_f64": V("f64 f64", "f64", np.fmin),
+    "v_max_f64": V("f64 f64", "f64", max_f), "v_min_f64": V("f64 f64", "f64", min_f),
     "v_fma_f64": V("f64 f64 f64", "f64", fma),
     "v_fmac_f64": V("f64 f64 f64", "f64", fma, acc=True),
     "v_ldexp_f64": V("f64 i32", "f64", lambda a, e: np.ldexp(a, np.clip(e, -5000, 5000))),
@@ -705,8 +722,7 @@ SALU: dict[str, AluOp] = {
     "s_lshl_b64": S("u64 u32", "u64", _nz(lambda a, b: a << (b & 63).astype(u64)), scc_out=True),
     "s_lshr_b64": S("u64 u32", "u64", _nz(lambda a, b: a >> (b & 63).astype(u64)), scc_out=True),
     "s_ashr_i64": S("i64 u32", "i64", _nz(lambda a, b: a >> (b & 63).astype(i64)), scc_out=True),
-    "s_bfm_b32": S("u32 u32", "u32", lambda a, b: (((u64(1) << (a & 31).astype(u64)) - u64(1)).astype(u32)
-                                                  << (b & 31))),
+    "s_bfm_b32": S("u32 u32", "u32", _bfm),
     "s_bfe_u32": S("u32 u32", "u32", _sbfe(_bfe_u32, 32), scc_out=True),
     "s_bfe_i32": S("u32 u32", "i32", _sbfe(_bfe_i32, 32), scc_out=True),
     "s_bfe_u64": S("u64 u32", "u64", _sbfe(_bfe_u64, 64), scc_out=True),
@@ -738,7 +754,7 @@ SALU: dict[str, AluOp] = {
     "s_mul_f32": S("f32 f32", "f32", np.multiply), "s_add_f32": S("f32 f32", "f32", np.add),
     "s_sub_f32": S("f32 f32", "f32", np.subtract), "s_fmac_f32": S("f32 f32 f32", "f32", fma, acc=True),
     "s_fmaak_f32": S("f32 f32 f32", "f32", fma), "s_fmamk_f32": S("f32 f32 f32", "f32", lambda a, k, b: fma(a, k, b)),
-    "s_min_num_f32": S("f32 f32", "f32", np.fmin), "s_max_num_f32": S("f32 f32", "f32", np.fmax),
+    "s_min_num_f32": S("f32 f32", "f32", min_f), "s_max_num_f32": S("f32 f32", "f32", max_f),
     "s_trunc_f32": S("f32", "f32", np.trunc), "s_floor_f32": S("f32", "f32", np.floor),
     "s_ceil_f32": S("f32", "f32", np.ceil), "s_rndne_f32": S("f32", "f32", np.rint),
     "s_cvt_f32_f16": S("f16", "f32", lambda a: a.astype(f32)),

@@ -19,7 +19,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kfdtrace.driver.emulator.shader.alu import SALU, TYPES, VALU, AluOp, Type, fma, saturated, saturates
+from kfdtrace.driver.emulator.shader.alu import (
+    SALU,
+    TYPES,
+    VALU,
+    AluOp,
+    Type,
+    fma,
+    max_f,
+    min_f,
+    saturated,
+    saturates,
+)
 from kfdtrace.driver.emulator.shader.control import CONTROL
 from kfdtrace.driver.emulator.shader.operands import (
     FLOAT_CONSTANTS,
@@ -345,8 +356,8 @@ _PACKED = {
     "v_pk_add_i16": ("i16", np.add), "v_pk_sub_i16": ("i16", np.subtract),
     "v_pk_mul_lo_u16": ("u16", np.multiply),
     "v_pk_mad_u16": ("u16", lambda a, b, c: a * b + c), "v_pk_mad_i16": ("i16", lambda a, b, c: a * b + c),
-    "v_pk_max_f16": ("f16", np.fmax), "v_pk_min_f16": ("f16", np.fmin),
-    "v_pk_max_num_f16": ("f16", np.fmax), "v_pk_min_num_f16": ("f16", np.fmin),
+    "v_pk_max_f16": ("f16", max_f), "v_pk_min_f16": ("f16", min_f),
+    "v_pk_max_num_f16": ("f16", max_f), "v_pk_min_num_f16": ("f16", min_f),
     "v_pk_max_u16": ("u16", np.maximum), "v_pk_min_u16": ("u16", np.minimum),
     "v_pk_max_i16": ("i16", np.maximum), "v_pk_min_i16": ("i16", np.minimum),
     # the shift amount is the first source's low 4 bits (REV: the value shifted is the second)
