@@ -1,12 +1,13 @@
 """`kfdtrace export`: a trace's records as JSON Lines (what `dump --json` gives), or as a timeline in the Chrome
 trace-event format (the JSON Object Format) that ui.perfetto.dev and chrome://tracing open.
 
-The timeline has two processes. "GPU queues" has a track per queue that submitted (``queue 0 (producer)
-SDMA``; ``#1``, ``#2`` after the names of queues whose id the trace used again): each submission is a slice holding one slice per packet, named by the packet tables, its fields in
-args as `dump --json` shows them (addresses named by buffer). "CPU threads" has a track per recording thread:
-its waits on semaphores, AQL signals and KFD events are slices, its semaphore signals short slices, its doorbells, event
-sets, checkpoints and notes instants. Flow arrows join each semaphore wait, a GPU packet's or a CPU wait's, to
-the signal that satisfied it, a GPU packet's or the CPU's.
+The timeline has two processes. "GPU queues" has a track per queue that submitted (``queue 0 (producer) SDMA``;
+``#1``, ``#2`` after the names of queues whose id the trace used again): each submission is a slice holding one
+slice per packet, named by the packet tables, its fields in args as `dump --json` shows them (addresses named by
+buffer). "CPU threads" has a track per recording thread: its waits on semaphores, AQL signals and KFD events are
+slices, its semaphore signals short slices, its doorbells, event sets, checkpoints and notes instants. Flow arrows
+join each semaphore wait, a GPU packet's or a CPU wait's, to the signal that satisfied it, a GPU packet's or the
+CPU's.
 
 Timing. A trace records when the CPU did things, never when the GPU did: the GPU side is laid out from the
 CPU's evidence. A queue runs its packets in order, each from when the queue reaches it (its doorbell, or the
