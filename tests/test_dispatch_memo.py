@@ -238,17 +238,6 @@ def launched(q, kernel, launch, args, memory) -> None:
         q.emit(q.launch(kernel, launch, args, kernarg=lambda size, align: memory)).submit()
 
 
-def one_kernel(system: System, code: str, name: str):
-    """The kernel `name` of CHANGING_ARGUMENTS built for the first GPU (in `code`), a kernargs buffer, a zeroed output
-    of 64 words and a launch of 64 work-items."""
-    gpu = system.devices[0]
-    kernel = gpu.load(os.path.join(code, f"k.{gpu.target.name}.co"), "k").kernel(name)
-    arguments = gpu.alloc(4096, "gtt", name="kernargs", role="kernargs")
-    out = gpu.alloc(64 * 4, "gtt", name="out")
-    out.write(bytes(256))
-    return kernel, arguments, out, Launch.of((64,), (64,))
-
-
 def late_arguments(system: System, aql: bool = False, code: str = "") -> None:
     """The queue waits before a dispatch of `acc`; the CPU writes the arguments it runs with (v=7) after the doorbell
     (at which they held v=1), then lets the queue go: the GPU reads them as the CPU left them."""
@@ -256,7 +245,11 @@ def late_arguments(system: System, aql: bool = False, code: str = "") -> None:
     from kfdtrace.driver.aql_queue import HsaSignal
 
     gpu = system.devices[0]
-    kernel, arguments, out, launch = one_kernel(system, code, "acc")
+    kernel = gpu.load(os.path.join(code, f"k.{gpu.target.name}.co"), "k").kernel("acc")
+    arguments = gpu.alloc(4096, "gtt", name="kernargs", role="kernargs")
+    out = gpu.alloc(64 * 4, "gtt", name="out")
+    out.write(bytes(256))
+    launch = Launch.of((64,), (64,))
     go = HsaSignal(system, 1, name="go") if aql else system.semaphore("go")
     q = gpu.aql_queue(name="q") if aql else gpu.compute_queue(name="q")
     if aql:
@@ -275,7 +268,11 @@ def late_arguments(system: System, aql: bool = False, code: str = "") -> None:
 def own_arguments(system: System, aql: bool = False, code: str = "") -> None:
     """Three dispatches of `own` from the same arguments, written once: each runs with those the one before left."""
     gpu = system.devices[0]
-    kernel, arguments, out, launch = one_kernel(system, code, "own")
+    kernel = gpu.load(os.path.join(code, f"k.{gpu.target.name}.co"), "k").kernel("own")
+    arguments = gpu.alloc(4096, "gtt", name="kernargs", role="kernargs")
+    out = gpu.alloc(64 * 4, "gtt", name="out")
+    out.write(bytes(256))
+    launch = Launch.of((64,), (64,))
     args = pack(kernel.kernel.metadata, (out, np.uint32(1), np.uint32(3)), launch)
     q = gpu.aql_queue(name="q") if aql else gpu.compute_queue(name="q")
     for i in range(3):
