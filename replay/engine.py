@@ -38,7 +38,7 @@ from kfdtrace.driver.syscalls import memory_view
 from kfdtrace.driver.system import Device, System
 from kfdtrace.replay.code_objects import CodeObjectOptions, check_options, choose, missing_message, unfit, unfit_message
 from kfdtrace.replay.compute import AqlOnPm4, AqlRing, Dispatch, DispatchReader, Pm4OnAql, RecordedKernels, relaunch
-from kfdtrace.replay.dispatch_memo import DispatchMemo, InPlace, KernargStore, NotInPlace, Piece, RecordedMemory
+from kfdtrace.replay.dispatch_memo import DispatchMemo, KernargStore, Piece, RecordedMemory
 from kfdtrace.replay.occupancy import Occupancy, Sampler, queue_label
 from kfdtrace.replay.status import (  # noqa: F401 (the engine's API names them)
     EXIT_BAD_INPUT,
@@ -57,7 +57,7 @@ from kfdtrace.traces.walk import indirect_dialect
 if TYPE_CHECKING:  # kernargs (and numpy) load with the first dispatch
     from kfdtrace.driver.code_object import CodeObject
     from kfdtrace.driver.kernarg_pool import KernargSource
-    from kfdtrace.driver.kernargs import Kernargs, Launch
+    from kfdtrace.driver.kernargs import Kernargs
     from kfdtrace.driver.program import LoadedKernel, Program
 
 INTERNAL_ROLES = frozenset({"ring", "queue pointers", "event page"})  # the replayer's own queues have theirs
@@ -953,10 +953,6 @@ class ReplayQueue:
     ibs: deque[tuple[int, Buffer]] = field(default_factory=deque)
     new_ibs: list[Buffer] = field(default_factory=list)
     memo: DispatchMemo | None = None  # what its translated dispatches depend on, for its translator's cache
-    # the recorded kernel arguments of its dispatches given a copy of them, (recorded address, bytes, the dispatch),
-    # with the write pointer after their submission, till the queue has read past it; and the submission's so far
-    copied: deque[tuple[int, int, int, str]] = field(default_factory=deque)
-    new_copied: list[tuple[int, int, str]] = field(default_factory=list)
     writes: list[Write] = field(default_factory=list)  # the writes of the submission being translated, so far
     # its latest submissions, while they hold at most RECENT_RING_BYTES: (doorbell values before and after, write
     # pointer of the replay's before and after, the recorded ring bytes), to find where a destroy stood
@@ -971,12 +967,9 @@ class ReplayQueue:
             self.recent_bytes -= len(self.recent.popleft()[4])
 
     def reclaim(self) -> None:
-        """Free the indirect buffer copies of the submissions the queue is done with, and forget their dispatches'
-        copied kernel arguments."""
+        """Free the indirect buffer copies of the submissions the queue is done with."""
         while self.ibs and self.ibs[0][0] <= self.queue.rptr:
             self.ibs.popleft()[1].free()
-        while self.copied and self.copied[0][0] <= self.queue.rptr:
-            self.copied.popleft()
 
     def copies(self) -> list[Buffer]:
         return [b for _, b in self.ibs] + self.new_ibs
@@ -1280,47 +1273,12 @@ class Instance:
             raise ReplayError(f"{where}: no code object for {rq.queue.device.target.name} holds {d.kernel.name}")
         kernel = program.kernel(d.kernel.name)
         launch, args = relaunch(d, reader.kernargs(d, where), kernel, self.relocation.move, where)
-        in_place = self._in_place(rq, d, kernel, args)
-        if in_place is not None:
-            try:
-                out = self._launch(rq, d, kernel, launch, args, in_place, where)
-            except NotInPlace:
-                pass
-            else:
-                if rq.memo is not None and self._keepable(rq, kernel, args):
-                    rq.memo.note(d.kernel.obj, None)
-                return out
-        if d.kernargs:  # what the CPU writes there before the queue runs it cannot reach it (_late_arguments)
-            rq.new_copied.append((d.kernargs, d.kernel.kernel.metadata.kernarg_segment_size,
-                                  f"{where}: {d.packet.name} at byte {d.packet.offset:#x} ({d.kernel.name})"))
-        return self._launch(rq, d, kernel, launch, args, self._kept_kernargs(rq, d, kernel, args), where)
-
-    def _launch(self, rq: ReplayQueue, d: Dispatch, kernel: LoadedKernel, launch: Launch, args: Kernargs,
-                kernarg: KernargSource | None, where: str) -> bytes:
+        kernarg = self._kept_kernargs(rq, d, kernel, args)
         if d.packet.defn.kernel is not None:  # an AQL dispatch packet, on an AQL queue or as PM4 packets
             out, held = rq.queue.launch(kernel, launch, args, d.packet, lambda a: self._moved(a, where), kernarg)
             rq.new_ibs += held
             return out
         return rq.queue.launch(kernel, launch, args, kernarg)
-
-    def _in_place(self, rq: ReplayQueue, d: Dispatch, kernel: LoadedKernel, args: Kernargs) -> KernargSource | None:
-        """Kernel-argument memory at the dispatch's recorded address, in the replay's buffer there, when it sits
-        where it was recorded (InPlace: the arguments must be there, and for a kernel that reads its dispatch
-        packet, the copy of it a PM4 launch puts after them); None where the queue converts packets."""
-        va = d.kernargs
-        if not va or isinstance(rq.queue, AqlOnPm4 | Pm4OnAql) or self.relocation.move(va) != va:
-            return None
-        hit = self.buffers.find(va)
-        if hit is None or hit[2].view is None:
-            return None
-        start, size, rb = hit
-        reads_packet = any(name == "dispatch_ptr" for name, _ in kernel.kernel.descriptor.user_sgprs)
-
-        def kernarg(n: int, align: int) -> InPlace:
-            if va % align or va + n > start + size:
-                raise NotInPlace
-            return InPlace(va, rb.view, va - start, n, n if reads_packet else len(args.data))
-        return kernarg
 
     def _kept_kernargs(self, rq: ReplayQueue, d: Dispatch, kernel: LoadedKernel,
                        args: Kernargs) -> KernargSource | None:
@@ -1328,13 +1286,15 @@ class Instance:
         replay), the memo noting it and the code object; None (the queue's own memory) when there is no memo, or it
         cannot keep this dispatch: one given scratch or a dispatch id, or the store is full."""
         memo = rq.memo
-        if memo is None or not self._keepable(rq, kernel, args):
+        if memo is None or not memo.recording:
             return None
         dev = rq.queue.device
         store = self.s.kernarg_stores.get(dev.index)
         if store is None:
             store = self.s.kernarg_stores[dev.index] = KernargStore(dev)
-        if not store.fits(len(args.data), args.align):
+        sgprs = kernel.kernel.descriptor.user_sgprs
+        if kernel.kernel.scratch is not None or any(name == "dispatch_id" for name, _ in sgprs) or \
+                not store.fits(len(args.data), args.align):
             memo.refuse()
             return None
 
@@ -1343,19 +1303,6 @@ class Instance:
             memo.note(d.kernel.obj, piece)
             return piece
         return kernarg
-
-    @staticmethod
-    def _keepable(rq: ReplayQueue, kernel: LoadedKernel, args: Kernargs) -> bool:
-        """Whether the queue's memo may keep the submission with a dispatch of `kernel` (refused if not: one given
-        scratch, whose memory is the queue's of the moment, or a dispatch id, which differs every time)."""
-        memo = rq.memo
-        if memo is None or not memo.recording:
-            return False
-        sgprs = kernel.kernel.descriptor.user_sgprs
-        if kernel.kernel.scratch is not None or any(name == "dispatch_id" for name, _ in sgprs):
-            memo.refuse()
-            return False
-        return True
 
     def _moved(self, addr: int, where: str) -> int:
         if not addr:
@@ -1413,9 +1360,6 @@ class Instance:
         if rq.new_ibs:
             rq.ibs.extend((rq.queue.wptr, ib) for ib in rq.new_ibs)
             rq.new_ibs.clear()
-        if rq.new_copied:
-            rq.copied.extend((rq.queue.wptr, *copied) for copied in rq.new_copied)
-            rq.new_copied.clear()
         rq.keep(rq.rung, f["value"], start, ring)
         rq.rung = f["value"]
         self.result.submissions += 1
@@ -1503,23 +1447,8 @@ class Instance:
             raise BadInput(f"record {r.n} (mem): it claims {r.fields['size']} bytes, its blob holds {len(data)} "
                            f"(corrupt trace)")
         rb, off = self._target(r, r.fields["va"], len(data))
-        self._late_arguments(r, r.fields["va"], len(data))
         rb.buffer.write(data, off)
         rb.gpu_last = False
-
-    def _late_arguments(self, r: Record, va: int, size: int) -> None:
-        """Refuse a CPU write into the recorded kernel arguments of a dispatch given a copy of them that its queue
-        has not run yet: the recorded GPU read what the write left (a GPU wait holding the queue till the CPU let
-        it go), the copy was taken at the doorbell. Arguments in place (InPlace) take the write as recorded."""
-        for rq in self.queues.values():
-            rq.reclaim()
-            for _, at, n, dispatch in rq.copied:
-                if at < va + size and va < at + n:
-                    raise ReplayError(
-                        f"record {r.n} (mem) writes the kernel arguments of {dispatch} after its doorbell, before its "
-                        f"queue ran it; the replay gave it a copy taken at the doorbell (its buffers moved, another "
-                        f"kind of queue, or arguments that differ for the target), which cannot see the write. Replay "
-                        f"with the buffers in place (no --relocate always, one instance) on the recorded kind of queue")
 
     def _semaphore(self, r: Record) -> Semaphore:
         addr = r.fields["addr"]
