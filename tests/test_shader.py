@@ -941,3 +941,50 @@ def test_every_float_minimum_and_maximum_orders_minus_zero_below_plus_zero():
         got = fn(*(np.array(column, t) for column in zip(*lanes, strict=True)))
         want = [np.signbit(reference[op](*lane)) for lane in lanes]
         assert np.signbit(got).tolist() == want, name
+
+
+SPINNING = r"""
+/* workgroup g waits for workgroup g-1's flag, then publishes its own (decoupled look-back); lane 0 only */
+__kernel void chain(__global atomic_uint *flag, __global uint *out) {
+  uint g = __builtin_amdgcn_workgroup_id_x(), prev = 0;
+  if (__builtin_amdgcn_workitem_id_x() == 0) {
+    if (g > 0)
+      while ((prev = __opencl_atomic_load(&flag[g - 1], __ATOMIC_ACQUIRE, __OPENCL_MEMORY_SCOPE_DEVICE)) == 0) {}
+    out[g] = prev;
+    __opencl_atomic_store(&flag[g], prev + g + 1, __ATOMIC_RELEASE, __OPENCL_MEMORY_SCOPE_DEVICE);
+  }
+}
+/* one workgroup of two waves: the second waits for an LDS flag the first sets after it */
+__kernel void handoff(__global uint *out) {
+  __local atomic_uint flag;
+  uint lid = __builtin_amdgcn_workitem_id_x(), ws = __builtin_amdgcn_wavefrontsize();
+  if (lid == 0) __opencl_atomic_store(&flag, 0u, __ATOMIC_RELAXED, __OPENCL_MEMORY_SCOPE_WORK_GROUP);
+  __builtin_amdgcn_fence(__ATOMIC_RELEASE, "workgroup");
+  __builtin_amdgcn_s_barrier();
+  __builtin_amdgcn_fence(__ATOMIC_ACQUIRE, "workgroup");
+  uint got = 0;
+  if (lid == ws)
+    while ((got = __opencl_atomic_load(&flag, __ATOMIC_ACQUIRE, __OPENCL_MEMORY_SCOPE_WORK_GROUP)) == 0) {}
+  if (lid == 0) __opencl_atomic_store(&flag, 42u, __ATOMIC_RELEASE, __OPENCL_MEMORY_SCOPE_WORK_GROUP);
+  out[lid] = got;
+}"""
+
+
+@pytest.mark.parametrize("target", FAMILIES)
+def test_a_wave_spinning_on_a_flag_lets_the_wave_that_sets_it_run(target, tmp_path):
+    """Campaign 81: the interpreter ran the set of waves with the lowest PC until it passed another's, and a spin
+    loop below the PC of the wave that would set its flag never did: the dispatch ran forever. A loop that goes
+    round SPIN_TURNS times now gives the other sets a turn."""
+    code = built(tmp_path, SPINNING, target)
+    with System.open(emulate=target) as system:
+        gpu = system.devices[0]
+        program, ws = gpu.load(code), (64 if target.startswith("gfx9") else 32)
+        q = gpu.compute_queue()
+        flag, out = gpu.alloc(16, "gtt", name="flag"), gpu.alloc(8 * ws, "gtt", name="out")
+        flag.write(bytes(16))
+        out.write(bytes(8 * ws))
+        q.dispatch(program.kernel("chain"), (4 * ws,), (ws,), flag, out).sync(timeout=60)  # 4 workgroups, 1 wave each
+        assert np.frombuffer(flag.read(), np.uint32).tolist() == [1, 3, 6, 10]
+        q.dispatch(program.kernel("handoff"), (2 * ws,), (2 * ws,), out).sync(timeout=60)
+        assert np.frombuffer(out.read(), np.uint32)[ws] == 42
+        q.destroy()

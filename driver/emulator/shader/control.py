@@ -28,6 +28,7 @@ class Flow(enum.Enum):
     SIGNAL = "s_barrier_signal"
     WAIT = "s_barrier_wait"
     YIELD = "yield"  # the interpreter's own: another set of waves is behind this one
+    SPIN = "spin"  # the interpreter's own: a loop went round SPIN_TURNS times while other sets wait their turn
 
 
 Factory = Callable[[Instruction, int, int, Regs], Callable[[Waves], object]]

@@ -4,9 +4,11 @@ together, instruction by instruction, with numpy across all their lanes.
 Workgroups run in chunks of about `CHUNK_LANES` lanes (fewer for kernels with many VGPRs, and bounded by the
 scratch slots an XCC has). The
 waves of a chunk start as one lockstep set; a scalar branch that goes different ways for different waves
-splits the set, and the interpreter always runs the set with the lowest PC, so sets that took different paths
+splits the set, and the interpreter runs the set with the lowest PC, so sets that took different paths
 meet again at the join and merge (the usual SIMT reconvergence). Lane divergence inside a wave needs nothing
-of this: EXEC masks it, as on the hardware.
+of this: EXEC masks it, as on the hardware. A set whose loop goes round SPIN_TURNS times while others wait
+gives them a turn first (campaign 81: a wave spinning on a flag another wave sets, below that wave's PC, ran
+forever; on the hardware both run).
 
 Barriers count per wave: s_barrier (and gfx12's s_barrier_signal) adds one to the wave's count; a wave waiting
 (s_barrier, s_barrier_wait) goes on when every wave of its workgroup that has not ended has signalled as often.
@@ -46,6 +48,7 @@ __all__ = ["CHUNK_LANES", "CodeCache", "KernelFault", "KernelStopped", "run_disp
 CHUNK_LANES = 1 << 18
 CHUNK_VGPR_BYTES = 256 << 20  # a chunk's VGPRs stay within this: kernels with many VGPRs run fewer lanes at once
 _MAX_INSTRUCTION = 16  # bytes: a 12-byte encoding and a literal
+SPIN_TURNS = 64  # backward jumps a set makes before the other sets get a turn
 _ENDED = np.iinfo(np.int64).max  # the barrier count of a wave that has ended: it never holds a barrier up
 
 
@@ -146,14 +149,16 @@ class Interpreter:
         ids = np.arange(nw)
         sets = [Waves(launch.entry, ids, s, v, np.zeros(nw, bool), st.live.copy(), st.flat_scratch)]
         parked: list[Waves] = []
+        spun: Waves | None = None  # the set whose loop last went round SPIN_TURNS times: the others go first
         while sets or parked:
             self._check_stopped(min((x.pc for x in sets), default=launch.entry))
             if not sets:
                 sets = self._release(parked)
-            w = min(sets, key=lambda x: x.pc)
+            w = min((x for x in sets if x is not spun), key=lambda x: x.pc, default=spun)
             sets.remove(w)
             others = {x.pc: x for x in sets}
-            outcome = self._advance(w, others)
+            outcome = self._advance(w, others, min((pc for pc, x in others.items() if x is not spun), default=None))
+            spun = None
             if outcome is None:  # met another set at its PC
                 others[w.pc].merge(w)
                 continue
@@ -166,7 +171,9 @@ class Interpreter:
                     flow = flow[flow != pc]
                 w.pc = int(flow[0])
                 self._add(sets, w)
-            elif flow is Flow.YIELD:
+            elif flow is Flow.YIELD or flow is Flow.SPIN:
+                if flow is Flow.SPIN:
+                    spun = w
                 self._add(sets, w)
             else:  # a barrier: signal (s_barrier, s_barrier_signal), then wait (s_barrier, s_barrier_wait)
                 if flow in (Flow.BARRIER, Flow.SIGNAL):
@@ -217,11 +224,11 @@ class Interpreter:
                               f"(before PC {w.pc:#x}) that the rest of the group never reaches")
         return sets
 
-    def _advance(self, w: Waves, others: dict[int, Waves]):
+    def _advance(self, w: Waves, others: dict[int, Waves], lowest: int | None):
         """Run `w` until it ends, branches apart, reaches a barrier, or (when other sets exist) meets one of them
-        (None) or passes the lowest of them (YIELD)."""
+        (None), passes `lowest` (YIELD), or jumps back SPIN_TURNS times (SPIN)."""
         steps = self.steps
-        lowest = min(others) if others else None
+        turns = SPIN_TURNS
         while True:
             step = steps.get(w.pc)
             if step is None:
@@ -233,14 +240,19 @@ class Interpreter:
             if r is None:
                 w.pc = step.next
             elif type(r) is int:  # a jump: where loops turn, so where a queue being destroyed is noticed
+                if r <= w.pc and others:
+                    turns -= 1
+                    if not turns:
+                        w.pc = r
+                        return Flow.SPIN, step
                 w.pc = r
                 self._check_stopped(w.pc)
             else:
                 return r, step
-            if lowest is not None:
+            if others:
                 if w.pc in others:
                     return None
-                if w.pc > lowest:
+                if lowest is not None and w.pc > lowest:
                     return Flow.YIELD, step
 
     # -- code ------------------------------------------------------------------------------------------
