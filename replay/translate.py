@@ -29,7 +29,6 @@ import itertools
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from kfdtrace.driver.packets import (
     Checker,
@@ -42,10 +41,7 @@ from kfdtrace.driver.packets import (
     dword_unpacker,
 )
 from kfdtrace.driver.ranges import RangeMap
-from kfdtrace.replay.dispatch_memo import Events, Inputs, Kept
-
-if TYPE_CHECKING:
-    from kfdtrace.replay.dispatch_memo import DispatchMemo
+from kfdtrace.replay.dispatch_memo import DispatchMemo, Events, Inputs, Kept
 
 Rewrite = Callable[[dict[str, int], str], dict[str, int]]  # (recorded fields, where) -> fields to replace
 CACHED_PACKETS = 1 << 16  # distinct translated packets a translation cache keeps
@@ -165,8 +161,8 @@ class TranslationCache:
         # survey saw, the run finds with one lookup (up to WHOLE_BYTES of them; IDENTITY state only)
         self.whole: dict[bytes, tuple[int, tuple[Write, ...], tuple[EventMark, ...]]] = {}
         self.whole_bytes = 0
-        # recorded submission launching kernels -> its translations, the one taken or made last at the end,
-        # IDENTITY state only; the next loop finds them (up to DISPATCHED_BYTES)
+        # recorded submission launching kernels -> its translations (each with what it read), IDENTITY state only;
+        # the next loop finds them (up to DISPATCHED_BYTES)
         self.dispatched: dict[bytes, Kept[Dispatched]] = {}
         self.dispatched_bytes = 0
 
