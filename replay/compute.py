@@ -276,6 +276,11 @@ class AqlRing:
         p = None if self.queue.idle else self.queue.packet_at(self.queue.read_index)
         return p is not None and any(s.role == "dependency" for s in AQL.signals[p.name])
 
+    def packets(self, start: int, end: int) -> list[Packet]:
+        """The packets the queue holds from index `start` up to `end` (none when one does not decode)."""
+        found = [self.queue.packet_at(i) for i in range(start, end)]
+        return [] if None in found else found
+
     def emit(self, data: bytes) -> None:
         self._pending.append(data)
 
@@ -437,6 +442,13 @@ class AqlOnPm4:
     @property
     def idle(self) -> bool:
         return self.queue.idle
+
+    @property
+    def waiting(self) -> bool:
+        return self.queue.waiting
+
+    def packets(self, start: int, end: int) -> list[Packet]:
+        return self.queue.packets(start, end)
 
     def emit(self, data: bytes) -> None:
         self.queue.emit(data)

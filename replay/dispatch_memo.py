@@ -5,10 +5,11 @@ re-deriving every dispatch.
 A dispatch's translation depends on more than its submission's bytes: the registers the queue set before it, the
 kernel arguments in recorded memory, the code object loaded for the target and where, the relocation, the event
 ids and the kernel-argument memory it was given. The memo keeps a translation only while the buffers sit at their
-recorded addresses (the IDENTITY relocation), gives each cached dispatch kernel-argument memory of its own that
-lives as long as the memo (so the translated packets may point at it again), and takes a translation again only
-when every other input reads as it did. Dispatches it cannot vouch for are not kept: a kernel given a dispatch id
-(which differs every time) or scratch (whose memory belongs to the queue of the moment).
+recorded addresses (the IDENTITY relocation), gives each cached dispatch whose arguments are not in place
+(InPlace) kernel-argument memory of its own that lives as long as the memo (so the translated packets may point
+at it again), and takes a translation again only when every other input reads as it did. Dispatches it cannot
+vouch for are not kept: a kernel given a dispatch id (which differs every time) or scratch (whose memory belongs
+to the queue of the moment).
 """
 
 from __future__ import annotations
@@ -53,6 +54,34 @@ class Piece:
 
     def free(self) -> None:
         """Nothing: the store owns the memory until the replay ends."""
+
+
+class NotInPlace(Exception):
+    """The kernel arguments rewritten for the target are not the bytes the recorded address holds."""
+
+
+class InPlace:
+    """Kernel-argument memory that is the recording's own (used as a KernargSlice is): `size` bytes of a replay
+    buffer's `view` at `at`, which sits at the recorded address `va`. A dispatch whose arguments, rewritten for the
+    target, are the bytes already there (the same build, nothing moved) is given them where they are, and reads them
+    when it runs as the recorded dispatch did: after CPU writes that a GPU wait orders after its doorbell, and after
+    a kernel wrote its own (campaign 77; a copy made at the doorbell missed both). Writing other bytes than those
+    there in the first `used` raises NotInPlace (the caller copies them elsewhere instead); what a write puts after
+    them (the copy of the AQL packet a PM4 launch puts there, for a kernel that reads its dispatch packet) the kernel
+    does not read, and stays as recorded."""
+
+    __slots__ = ("va", "view", "at", "size", "used")
+
+    def __init__(self, va: int, view: memoryview, at: int, size: int, used: int):
+        self.va, self.view, self.at, self.size, self.used = va, view, at, size, used
+
+    def write(self, data: bytes, offset: int = 0) -> None:
+        start, n = self.at + offset, min(len(data), self.used - offset)
+        if offset < 0 or offset + len(data) > self.size or self.view[start:start + n] != data[:n]:
+            raise NotInPlace
+
+    def free(self) -> None:
+        """Nothing: the memory is the replayed program's."""
 
 
 def extents(pieces: tuple[Piece, ...]) -> tuple[tuple[memoryview, int, bytes], ...]:
@@ -155,6 +184,7 @@ class DispatchMemo:
         self._reads: list[tuple[int, int, bytes | None]] | None = None
         self._codes: dict[int, object] = {}  # recorded code object -> the loaded one, of its dispatches
         self._pieces: list[Piece] = []  # the kernel-argument memory its packets point at
+        self.copies = 0  # translations taken again whose dispatches have copies of their kernel arguments (Piece)
 
     @property
     def recording(self) -> bool:
@@ -172,11 +202,13 @@ class DispatchMemo:
             self._reads.append((va, size, data))
         return data
 
-    def note(self, obj: int, piece: Piece) -> None:
-        """A dispatch of a kernel of the recorded code object at `obj`, its kernel arguments in `piece`."""
+    def note(self, obj: int, piece: Piece | None) -> None:
+        """A dispatch of a kernel of the recorded code object at `obj`, its kernel arguments in `piece` (None: in
+        place, InPlace)."""
         if self._reads is not None:
             self._codes[obj] = self._loaded.get(obj)
-            self._pieces.append(piece)
+            if piece is not None:
+                self._pieces.append(piece)
 
     def refuse(self) -> None:
         """The submission's translation must not be kept."""
@@ -231,8 +263,10 @@ class DispatchMemo:
         if after is not None:
             registers.clear()
             registers.update(after)
-        for view, start, end, data in written:  # the same bytes: harmless to a dispatch still reading them
-            view[start:end] = data
+        if written:
+            self.copies += 1
+            for view, start, end, data in written:  # the same bytes: harmless to a dispatch still reading them
+                view[start:end] = data
         return True
 
 
@@ -280,14 +314,17 @@ class Kept(Generic[T]):
         ((va, data),), ((obj, code),), before = first.spans, first.codes, first.before
         size = len(data)
         if not all(len(i.spans) == 1 and i.spans[0][0] == va and len(i.spans[0][1]) == size and i.after is None
-                   and not i.unread and i.before == before and i.codes == first.codes and len(i.written) == 1
+                   and not i.unread and i.before == before and i.codes == first.codes and len(i.written) <= 1
                    for _, _, i in order):
             return None
         stop = va + size
         found = {}
         for translation, events, inputs in order:
-            ((view, start, end, again),) = inputs.written
-            found[inputs.spans[0][1]] = (translation, events, view[start:end], again)
+            arguments, again = None, b""
+            if inputs.written:  # the kernel arguments to write again (none: they are in place)
+                ((view, start, end, again),) = inputs.written
+                arguments = view[start:end]
+            found[inputs.spans[0][1]] = (translation, events, arguments, again)
 
         def take(memo: DispatchMemo, same_events: Callable[[Events], bool]) -> T | None:
             if memo.registers != before or memo._loaded.get(obj) != code:
@@ -299,6 +336,8 @@ class Kept(Generic[T]):
             translation, events, arguments, again = hit
             if events and not same_events(events):
                 return None
-            arguments[:] = again
+            if arguments is not None:
+                arguments[:] = again
+                memo.copies += 1
             return translation
         return take

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import threading
 import time
@@ -36,9 +37,10 @@ from kfdtrace.driver.sdma_queue import ENGINE_KINDS
 from kfdtrace.driver.signals import POLL_SLICE_MS, Event, Semaphore
 from kfdtrace.driver.syscalls import memory_view
 from kfdtrace.driver.system import Device, System
+from kfdtrace.replay.argument_spans import ArgumentSpans, Dispatched, Late, LateCursor
 from kfdtrace.replay.code_objects import CodeObjectOptions, check_options, choose, missing_message, unfit, unfit_message
 from kfdtrace.replay.compute import AqlOnPm4, AqlRing, Dispatch, DispatchReader, Pm4OnAql, RecordedKernels, relaunch
-from kfdtrace.replay.dispatch_memo import DispatchMemo, KernargStore, Piece, RecordedMemory
+from kfdtrace.replay.dispatch_memo import DispatchMemo, InPlace, KernargStore, NotInPlace, Piece, RecordedMemory
 from kfdtrace.replay.occupancy import Occupancy, Sampler, queue_label
 from kfdtrace.replay.status import (  # noqa: F401 (the engine's API names them)
     EXIT_BAD_INPUT,
@@ -57,7 +59,7 @@ from kfdtrace.traces.walk import indirect_dialect
 if TYPE_CHECKING:  # kernargs (and numpy) load with the first dispatch
     from kfdtrace.driver.code_object import CodeObject
     from kfdtrace.driver.kernarg_pool import KernargSource
-    from kfdtrace.driver.kernargs import Kernargs
+    from kfdtrace.driver.kernargs import Kernargs, Launch
     from kfdtrace.driver.program import LoadedKernel, Program
 
 INTERNAL_ROLES = frozenset({"ring", "queue pointers", "event page"})  # the replayer's own queues have theirs
@@ -228,6 +230,9 @@ class Survey:
     # relocation hazards: recorded buffer -> why it must not move (a GPU-written address of it that a later
     # dispatch may follow)
     hazards: dict[int, str] = field(default_factory=dict)
+    # the CPU writes, frees and doorbells that land in the kernel arguments of dispatches submitted before them
+    # (the replay holds them back till those ran: argument_spans.py)
+    late: Late = field(default_factory=Late)
     # device index -> kernel-argument memory of the dispatches the caches keep whole (filled by the first instance
     # of each loop, freed by `release` when the replay is done)
     kernarg_stores: dict[int, KernargStore] = field(default_factory=dict)
@@ -335,6 +340,8 @@ class _Surveyor:
         # recorded kernel argument buffers, with what the CPU wrote into them (None: nothing yet)
         self.kernarg_buffers: RangeMap[bytearray | None] = RangeMap()
         self.kernarg_writers: dict[int, str] = {}  # kernel argument buffer -> the first dispatch taking a pointer to it
+        self.spans = ArgumentSpans()  # where the dispatches so far read their kernel arguments
+        self.submitted: list[tuple[int, int]] = []  # (va, size) of the kernel arguments of the submission's dispatches
         # buffer -> address -> (blob key, record) of the CPU writes there no dispatch was given a pointer to since
         self.cpu_writes: dict[int, dict[int, tuple[bytes, int]]] = {}
         self.dispatching = ""  # the packet whose dispatch is being checked
@@ -363,6 +370,7 @@ class _Surveyor:
                 self._settle()
             getattr(self, f"_on_{r.type}")(r)
         self._settle()
+        self.s.late.done()
         if self.dispatched:
             self._late_tables({*self.cpu_writes, *self.cpu_made})
         for va, why in [*self.copy_hazards.items(), *self.checkpoint_hazards.items()]:
@@ -442,7 +450,9 @@ class _Surveyor:
             self.handles.pop(freed.fields["handle"], None)
         self.kernels.unloaded(r.fields["va"])
         self.code.pop(r.fields["va"], None)
-        if self.kernarg_buffers.find(r.fields["va"]) is not None:
+        if (hit := self.kernarg_buffers.find(r.fields["va"])) is not None:
+            self._late(r, hit[0], hit[1])
+            self.spans.drop(hit[0], hit[1])
             self.kernarg_buffers.remove(r.fields["va"])
             self.kernarg_writers.pop(r.fields["va"], None)
         self.cpu_writes.pop(r.fields["va"], None)
@@ -492,6 +502,8 @@ class _Surveyor:
         self.dispatching = f"{where}: {p.name} at byte {p.offset:#x}"  # what _kernargs names when it refuses
         d = reader.dispatch(p, where)
         if d is not None:
+            if d.kernargs:
+                self.submitted.append((d.kernargs, d.kernel.kernel.metadata.kernarg_segment_size))
             f, dev = self.code[d.kernel.obj]
             target = dev.target.name
             if (f["key"], target) not in self.s.objects:
@@ -609,17 +621,21 @@ class _Surveyor:
                 self.holders[start] = (va - start + found[0], found[1], f"the CPU write at record {n}")
                 self.cpu_made.add(start)
 
-    def _data_packets(self, dialect: Dialect, ring: bytes, where: str) -> None:
+    def _data_packets(self, r: Record, dialect: Dialect, ring: bytes, where: str) -> None:
         """Note the buffers the packets read data from (`gpu_read`), what they copy of what kernels wrote (as
-        kernels' writes: `dispatched`), and the addresses of recorded buffers that they write inline (an SDMA
-        WRITE_LINEAR's data, a PM4 WRITE_DATA's: the tables' `Tail.written`) as the CPU's writes are noted: a
-        pointer table a kernel chases."""
+        kernels' writes: `dispatched`), the addresses of recorded buffers that they write inline (an SDMA
+        WRITE_LINEAR's data, a PM4 WRITE_DATA's: the tables' `Tail.written`) as the CPU's writes are noted (a
+        pointer table a kernel chases), and what they write of earlier dispatches' kernel arguments (`_late`)."""
         try:
             packets = list(dialect.iter_packets(ring))
         except PacketError:  # the translation says what is wrong with them
             return
         for p in packets:
             d = p.defn
+            if self.spans.pages:
+                for addr, n in p.written_ranges():
+                    if self.kernarg_buffers.find(addr) is not None:
+                        self._late(r, addr, n or 8)
             copied = None  # a buffer a kernel may have written, which the packet reads: what it writes may hold
             for name, addr in p.addresses().items():  # the addresses the kernel wrote, for a checkpoint to find
                 a = d[name]
@@ -688,6 +704,7 @@ class _Surveyor:
         if hit is None and (held := self.relocation.find(r.fields["va"])) is not None:
             self.cpu_writes.setdefault(held[0], {})[r.fields["va"]] = (r.fields["key"], r.n)
         if hit is not None:
+            self._late(r, r.fields["va"], r.fields["size"])
             start, size, contents = hit
             if contents is None:
                 contents = bytearray(size)
@@ -699,6 +716,12 @@ class _Surveyor:
                 raise BadInput(f"record {r.n} (mem): {len(data)} bytes at {r.fields['va']:#x} run past the end of "
                                f"the buffer at {start:#x}+{size:#x} (corrupt trace)")
             contents[at:at + len(data)] = data
+
+    def _late(self, r: Record, va: int, size: int) -> None:
+        """Note a CPU write or free of bytes [va, va + size) that lands in dispatches' kernel arguments."""
+        found = self.spans.hits(va, size)
+        if found:
+            self.s.late.add(r.n, found)
 
     def _on_code_object(self, r: Record) -> None:
         f = r.fields
@@ -756,8 +779,12 @@ class _Surveyor:
         if len(f["ring"]) > size and valid_ring_size(size):  # more than the ring held unconsumed at once
             raise BadInput(f"{where}: {len(f['ring'])} bytes of packets in a {size}-byte ring (corrupt trace)")
         if self.code:  # kernels may run: a table of addresses a packet writes inline may reach one (of this one)
-            self._data_packets(t.src, f["ring"], where)
+            self._data_packets(r, t.src, f["ring"], where)
+        self.submitted.clear()
         out = t.ring(f["ring"], where)  # ReplayError for bad packets
+        n = len(self.submitted)
+        for j, (va, size) in enumerate(self.submitted):  # counted after it: dispatches in indirect buffers are not
+            self.spans.add(f["queue"], va, size, r.n, None if calls else n - 1 - j)
         ring = self.units.get(f["queue"])
         if ring is not None and len(out) > ring // 2 and valid_ring_size(ring):  # else the queue's creation refuses
             try:
@@ -1019,6 +1046,12 @@ class Instance:
         # translation of a dispatch of it depends on
         self.loaded: dict[int, tuple[bytes, int]] = {}
         self.ib_depth = 0  # indirect buffers being followed now, each inside the one before
+        self.copies = 0  # dispatches given a copy of their kernel arguments by _dispatch (the memos count theirs)
+        # doorbell record whose kernel arguments a later CPU write or free lands in (Survey.late) -> its submission's
+        # (queue, the write pointers before and after it, whether a dispatch of it has a copy, where), till its
+        # queue ran it
+        self.late: dict[int, tuple[ReplayQueue, int, int, bool, str]] = {}
+        self.lateness = LateCursor(s.late)  # where this replay stands in Survey.late
         self.ib_bytes = 0  # bytes of indirect buffer copies the submission being translated made so far
         self.wake = system.event()  # what TRAPs of a trace without event records signal
         self.wake_ids = [self.wake.id]  # the events a CPU wait on memory sleeps on
@@ -1172,6 +1205,8 @@ class Instance:
             rb.buffer.map_to(*(self.devices[g] for g in r.fields["gpus"] if g in self.devices))
 
     def _on_free(self, r: Record) -> None:
+        if r.n >= self.lateness.next:
+            self._hold(r, self.lateness.hits(r.n))
         program = self.programs.pop(r.fields["va"], None)
         self.loaded.pop(r.fields["va"], None)
         if program is not None:  # the survey's to free, or this instance's
@@ -1273,12 +1308,62 @@ class Instance:
             raise ReplayError(f"{where}: no code object for {rq.queue.device.target.name} holds {d.kernel.name}")
         kernel = program.kernel(d.kernel.name)
         launch, args = relaunch(d, reader.kernargs(d, where), kernel, self.relocation.move, where)
-        kernarg = self._kept_kernargs(rq, d, kernel, args)
+        in_place = self._in_place(rq, d, kernel, args)
+        if in_place is not None:
+            try:
+                out = self._launch(rq, d, kernel, launch, args, in_place, where)
+            except NotInPlace:
+                pass
+            else:
+                if rq.memo is not None and self._keepable(rq, kernel, args):
+                    rq.memo.note(d.kernel.obj, None)
+                return out
+        if d.kernargs:
+            self._copy(rq, d, where)
+        return self._launch(rq, d, kernel, launch, args, self._kept_kernargs(rq, d, kernel, args), where)
+
+    def _copy(self, rq: ReplayQueue, d: Dispatch, where: str) -> None:
+        """Count a dispatch given a copy of its kernel arguments taken now (`copies`: _hold refuses a CPU write into
+        them while its queue stands before it); refuse one whose arguments a packet writes after the CPU last did
+        (this submission's before it, or one still to run), which the copy cannot hold."""
+        self.copies += 1
+        hit = self.buffers.find(d.kernargs)
+        if hit is None:
+            return
+        lo, hi, rb = hit[0], hit[0] + hit[1], hit[2]
+        if rb.gpu_last or any(lo <= a < hi for _, addresses, _ in rq.writes for a in addresses):
+            raise ReplayError(f"{where}: {d.packet.name} at byte {d.packet.offset:#x} ({d.kernel.name}) reads its "
+                              f"kernel arguments from {rb.buffer.label}, which the GPU writes after the CPU last did; "
+                              f"the replay must copy them at the doorbell (its buffers moved, another kind of queue, "
+                              f"or arguments that differ for the target), before the GPU wrote them. Replay with the "
+                              f"buffers in place (no --relocate always, one instance) on the recorded kind of queue")
+
+    def _launch(self, rq: ReplayQueue, d: Dispatch, kernel: LoadedKernel, launch: Launch, args: Kernargs,
+                kernarg: KernargSource | None, where: str) -> bytes:
         if d.packet.defn.kernel is not None:  # an AQL dispatch packet, on an AQL queue or as PM4 packets
             out, held = rq.queue.launch(kernel, launch, args, d.packet, lambda a: self._moved(a, where), kernarg)
             rq.new_ibs += held
             return out
         return rq.queue.launch(kernel, launch, args, kernarg)
+
+    def _in_place(self, rq: ReplayQueue, d: Dispatch, kernel: LoadedKernel, args: Kernargs) -> KernargSource | None:
+        """Kernel-argument memory at the dispatch's recorded address, in the replay's buffer there, when it sits
+        where it was recorded (InPlace: the arguments must be there, and for a kernel that reads its dispatch
+        packet, the copy of it a PM4 launch puts after them); None where the queue converts packets."""
+        va = d.kernargs
+        if not va or isinstance(rq.queue, AqlOnPm4 | Pm4OnAql) or self.relocation.move(va) != va:
+            return None
+        hit = self.buffers.find(va)
+        if hit is None or hit[2].view is None:
+            return None
+        start, size, rb = hit
+        reads_packet = any(name == "dispatch_ptr" for name, _ in kernel.kernel.descriptor.user_sgprs)
+
+        def kernarg(n: int, align: int) -> InPlace:
+            if va % align or va + n > start + size:
+                raise NotInPlace
+            return InPlace(va, rb.view, va - start, n, n if reads_packet else len(args.data))
+        return kernarg
 
     def _kept_kernargs(self, rq: ReplayQueue, d: Dispatch, kernel: LoadedKernel,
                        args: Kernargs) -> KernargSource | None:
@@ -1286,15 +1371,13 @@ class Instance:
         replay), the memo noting it and the code object; None (the queue's own memory) when there is no memo, or it
         cannot keep this dispatch: one given scratch or a dispatch id, or the store is full."""
         memo = rq.memo
-        if memo is None or not memo.recording:
+        if memo is None or not self._keepable(rq, kernel, args):
             return None
         dev = rq.queue.device
         store = self.s.kernarg_stores.get(dev.index)
         if store is None:
             store = self.s.kernarg_stores[dev.index] = KernargStore(dev)
-        sgprs = kernel.kernel.descriptor.user_sgprs
-        if kernel.kernel.scratch is not None or any(name == "dispatch_id" for name, _ in sgprs) or \
-                not store.fits(len(args.data), args.align):
+        if not store.fits(len(args.data), args.align):
             memo.refuse()
             return None
 
@@ -1303,6 +1386,19 @@ class Instance:
             memo.note(d.kernel.obj, piece)
             return piece
         return kernarg
+
+    @staticmethod
+    def _keepable(rq: ReplayQueue, kernel: LoadedKernel, args: Kernargs) -> bool:
+        """Whether the queue's memo may keep the submission with a dispatch of `kernel` (refused if not: one given
+        scratch, whose memory is the queue's of the moment, or a dispatch id, which differs every time)."""
+        memo = rq.memo
+        if memo is None or not memo.recording:
+            return False
+        sgprs = kernel.kernel.descriptor.user_sgprs
+        if kernel.kernel.scratch is not None or any(name == "dispatch_id" for name, _ in sgprs):
+            memo.refuse()
+            return False
+        return True
 
     def _moved(self, addr: int, where: str) -> int:
         if not addr:
@@ -1346,6 +1442,10 @@ class Instance:
         rq.writes, self.ib_bytes = writes, 0
         rq.reclaim()
         counted, taken = t.packets, t.taken
+        if r.n >= self.lateness.next:  # its packets may write the kernel arguments of dispatches submitted before
+            self._hold(r, self.lateness.hits(r.n))
+        late = r.n >= self.lateness.next_doorbell and self.lateness.flagged(r.n)
+        copies = self._copies(rq) if late else 0
         packets = t.ring(ring, where, writes)
         self.result.packets += t.packets - counted
         self.result.cached += t.taken - taken
@@ -1363,6 +1463,61 @@ class Instance:
         rq.keep(rq.rung, f["value"], start, ring)
         rq.rung = f["value"]
         self.result.submissions += 1
+        if late:
+            self.late[r.n] = (rq, start, rq.queue.wptr, self._copies(rq) != copies, where)
+
+    def _copies(self, rq: ReplayQueue) -> int:
+        """Dispatches given a copy of their kernel arguments so far, of this instance and of the queue's memo."""
+        return self.copies + (rq.memo.copies if rq.memo is not None else 0)
+
+    def _hold(self, r: Record, hits: list[Dispatched]) -> None:
+        """Before a CPU write or free `r` that lands in the recorded kernel arguments of dispatches submitted before
+        (`hits`: Survey.late), wait until their queues ran them (as the recording's had: its CPU waited for them,
+        though perhaps by polling what the trace does not hold), or until every queue stands at a wait or idles,
+        or none moved on for --timeout (as the recording's stood: the write comes before the dispatches read their
+        arguments). Arguments in place take the write then; a copy taken at the doorbell cannot, and the replay
+        refuses it. A doorbell's packets that write them (`r` a doorbell) are ordered by the GPU's waits as
+        recorded: only copies are looked at."""
+        for queue, doorbell, after in hits:
+            entry = self.late.get(doorbell)
+            if entry is None or r.type == R.DOORBELL and not entry[3]:
+                continue
+            rq, start, end, copied, where = entry
+            if self.queues.get(queue) is not rq:  # destroyed since: it ran what it was going to
+                del self.late[doorbell]
+                continue
+            hidden = isinstance(rq.queue, Pm4OnAql)  # its dispatches and waits are in indirect buffers
+            ran = functools.partial(self._ran, rq, start, end, None if hidden else after)
+            if hidden:  # whether it stands at a wait does not show: given --timeout to run them
+                self._wait_until(ran, self.options.timeout)
+            elif not ran():
+                try:
+                    self._settle_all(f"record {r.n} ({r.type}) lands in the kernel arguments of {where}", until=ran)
+                except WaitTimeout:  # a kernel before them that runs till the CPU goes on (one polling memory)
+                    pass
+            if ran():
+                del self.late[doorbell]
+            elif copied:
+                stands = f"and its queue had not run it after {self.options.timeout:g} s" if hidden else \
+                    "while its queue stands at a wait before it"
+                raise ReplayError(
+                    f"record {r.n} ({r.type}) changes the kernel arguments of a dispatch of {where} after its "
+                    f"doorbell, {stands}; the replay gave it a copy taken at the "
+                    f"doorbell (its buffers moved, another kind of queue, or arguments that differ for the target), "
+                    f"which cannot see the change. Replay with the buffers in place (no --relocate always, one "
+                    f"instance) on the recorded kind of queue")
+
+    @staticmethod
+    def _ran(rq: ReplayQueue, start: int, end: int, after: int | None) -> bool:
+        """Whether the queue read past the dispatch of its submission from `start` to `end` that `after` more
+        dispatches follow in it (None: past the whole submission)."""
+        at = rq.queue.rptr
+        if at >= end:
+            return True
+        if after is None or at < start:
+            return False
+        left = rq.queue.packets(at, end)  # none: not read (past the ring's size, or not decoded)
+        return bool(left) and sum(p.defn.kernel is not None or p.defn.launch_field is not None for p in left) <= after
 
     def _wrote(self, writes: list[Write], where: str, ring: bytes, src: Dialect) -> None:
         """Note in each buffer the packets of `ring` (`where`, in `src`) that write it last, and which of its bytes
@@ -1447,6 +1602,8 @@ class Instance:
             raise BadInput(f"record {r.n} (mem): it claims {r.fields['size']} bytes, its blob holds {len(data)} "
                            f"(corrupt trace)")
         rb, off = self._target(r, r.fields["va"], len(data))
+        if r.n >= self.lateness.next:
+            self._hold(r, self.lateness.hits(r.n))
         rb.buffer.write(data, off)
         rb.gpu_last = False
 
@@ -1780,16 +1937,19 @@ class Instance:
         return behind
 
     def _settle_all(self, why: str, quiet: float = 0.05, queues: list[ReplayQueue] | None = None,
-                    behind: Callable[[ReplayQueue], bool] | None = None) -> None:
+                    behind: Callable[[ReplayQueue], bool] | None = None,
+                    until: Callable[[], bool] | None = None) -> None:
         """Wait until every queue (of `queues`) has drained or stands at a packet that waits on memory, unmoved
         for `quiet` s (waiting for what later records signal: as the recording stood when it made the next
-        record), and not `behind` where the recording's stood. A queue whose read pointer stays put at any other
-        packet is still working (a long kernel, a big copy) and is waited for, unless the GPU stopped it
-        (GpuFault); WaitTimeout after --timeout in which none of the instance's queues moved on."""
+        record), and not `behind` where the recording's stood; or `until()` comes true. A queue whose read pointer
+        stays put at any other packet is still working (a long kernel, a big copy) and is waited for, unless the
+        GPU stopped it (GpuFault); WaitTimeout after --timeout in which none of the instance's queues moved on."""
         queues = list(self.queues.values()) if queues is None else queues
         deadline, since, last = time.monotonic() + self.options.timeout, time.monotonic(), None
         progress = self._progress()
         while not all(rq.queue.idle for rq in queues):
+            if until is not None and until():
+                return
             self._halted()
             self.system.raise_gpu_faults()
             where = tuple(rq.queue.rptr for rq in queues)
