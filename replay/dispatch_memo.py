@@ -167,6 +167,7 @@ class Inputs(NamedTuple):
     unread: tuple[tuple[int, int], ...]  # (va, size) it found in no CPU-visible buffer, which must stay so
     codes: tuple[tuple[int, object], ...]  # (recorded code object, the one loaded for it)
     written: tuple[tuple[memoryview, int, int, bytes], ...]  # its kernel arguments (`extents`)
+    copied: tuple[bool, ...] = ()  # for each dispatch, whether it reads a copy of its recorded kernel arguments
 
 
 class DispatchMemo:
@@ -184,7 +185,8 @@ class DispatchMemo:
         self._reads: list[tuple[int, int, bytes | None]] | None = None
         self._codes: dict[int, object] = {}  # recorded code object -> the loaded one, of its dispatches
         self._pieces: list[Piece] = []  # the kernel-argument memory its packets point at
-        self.copies = 0  # translations taken again whose dispatches have copies of their kernel arguments (Piece)
+        self._copied: list[bool] = []  # Inputs.copied
+        self.copied: tuple[bool, ...] = ()  # Inputs.copied of the translation taken last
 
     @property
     def recording(self) -> bool:
@@ -192,7 +194,7 @@ class DispatchMemo:
         return self._reads is not None
 
     def start(self) -> None:
-        self._before, self._reads, self._codes, self._pieces = dict(self.registers), [], {}, []
+        self._before, self._reads, self._codes, self._pieces, self._copied = dict(self.registers), [], {}, [], []
 
     def read(self, va: int, size: int) -> bytes | None:
         """`size` bytes of recorded memory at `va` as the replay holds them (None: no CPU-visible buffer holds them
@@ -202,11 +204,12 @@ class DispatchMemo:
             self._reads.append((va, size, data))
         return data
 
-    def note(self, obj: int, piece: Piece | None) -> None:
+    def note(self, obj: int, piece: Piece | None, copied: bool) -> None:
         """A dispatch of a kernel of the recorded code object at `obj`, its kernel arguments in `piece` (None: in
-        place, InPlace)."""
+        place, InPlace), `copied` from recorded ones."""
         if self._reads is not None:
             self._codes[obj] = self._loaded.get(obj)
+            self._copied.append(copied)
             if piece is not None:
                 self._pieces.append(piece)
 
@@ -239,12 +242,13 @@ class DispatchMemo:
         unread = tuple((va, size) for va, size, data in reads if data is None)  # must stay unreadable
         before = self._before
         after = None if self.registers == before else dict(self.registers)
-        return Inputs(before, after, tuple(spans), unread, tuple(self._codes.items()), extents(tuple(self._pieces)))
+        return Inputs(before, after, tuple(spans), unread, tuple(self._codes.items()), extents(tuple(self._pieces)),
+                      tuple(self._copied))
 
     def still(self, inputs: Inputs) -> bool:
         """Whether `inputs` hold now; if so the queue's state is moved on as translating the submission would, and
         each dispatch's kernel arguments are written again (a kernel may have written over its own)."""
-        before, after, spans, unread, codes, written = inputs
+        before, after, spans, unread, codes, written, copied = inputs
         registers = self.registers
         if registers != before:
             return False
@@ -263,10 +267,9 @@ class DispatchMemo:
         if after is not None:
             registers.clear()
             registers.update(after)
-        if written:
-            self.copies += 1
-            for view, start, end, data in written:  # the same bytes: harmless to a dispatch still reading them
-                view[start:end] = data
+        for view, start, end, data in written:  # the same bytes: harmless to a dispatch still reading them
+            view[start:end] = data
+        self.copied = copied
         return True
 
 
@@ -324,7 +327,7 @@ class Kept(Generic[T]):
             if inputs.written:  # the kernel arguments to write again (none: they are in place)
                 ((view, start, end, again),) = inputs.written
                 arguments = view[start:end]
-            found[inputs.spans[0][1]] = (translation, events, arguments, again)
+            found[inputs.spans[0][1]] = (translation, events, arguments, again, inputs.copied)
 
         def take(memo: DispatchMemo, same_events: Callable[[Events], bool]) -> T | None:
             if memo.registers != before or memo._loaded.get(obj) != code:
@@ -333,11 +336,11 @@ class Kept(Generic[T]):
             hit = found.get(view[va - low:stop - low].tobytes() if low <= va and stop <= high else memo._read(va, size))
             if hit is None:
                 return None
-            translation, events, arguments, again = hit
+            translation, events, arguments, again, copied = hit
             if events and not same_events(events):
                 return None
             if arguments is not None:
                 arguments[:] = again
-                memo.copies += 1
+            memo.copied = copied
             return translation
         return take

@@ -87,6 +87,10 @@ MAX_IB_COPY_BYTES = 64 << 20  # translated indirect buffer copies one submission
 # taken for (a trace is untrusted: millions of them must not cost the memory of millions)
 MAX_RETRIES = 1 << 16
 RECENT_RING_BYTES = 4 << 20  # recorded ring bytes a queue keeps of its latest submissions (where a destroy stood)
+# how long every queue must stand still at a wait before a held-back write into kernel arguments goes ahead
+# (Instance._hold): a polling engine sees memory change within its poll interval, at most 1 ms emulated
+# (driver/emulator/ring_engine.py POLL_MAX_S); a GPU writer wakes it at once
+HOLD_QUIET = 0.005
 
 
 def handled(cls: type) -> frozenset[str]:
@@ -341,7 +345,8 @@ class _Surveyor:
         self.kernarg_buffers: RangeMap[bytearray | None] = RangeMap()
         self.kernarg_writers: dict[int, str] = {}  # kernel argument buffer -> the first dispatch taking a pointer to it
         self.spans = ArgumentSpans()  # where the dispatches so far read their kernel arguments
-        self.submitted: list[tuple[int, int]] = []  # (va, size) of the kernel arguments of the submission's dispatches
+        # (va, size) of the kernel arguments of the submission's dispatches on its ring (va 0: none)
+        self.submitted: list[tuple[int, int]] = []
         # buffer -> address -> (blob key, record) of the CPU writes there no dispatch was given a pointer to since
         self.cpu_writes: dict[int, dict[int, tuple[bytes, int]]] = {}
         self.dispatching = ""  # the packet whose dispatch is being checked
@@ -502,8 +507,7 @@ class _Surveyor:
         self.dispatching = f"{where}: {p.name} at byte {p.offset:#x}"  # what _kernargs names when it refuses
         d = reader.dispatch(p, where)
         if d is not None:
-            if d.kernargs:
-                self.submitted.append((d.kernargs, d.kernel.kernel.metadata.kernarg_segment_size))
+            self.submitted.append((d.kernargs, d.kernel.kernel.metadata.kernarg_segment_size))
             f, dev = self.code[d.kernel.obj]
             target = dev.target.name
             if (f["key"], target) not in self.s.objects:
@@ -782,9 +786,10 @@ class _Surveyor:
             self._data_packets(r, t.src, f["ring"], where)
         self.submitted.clear()
         out = t.ring(f["ring"], where)  # ReplayError for bad packets
-        n = len(self.submitted)
-        for j, (va, size) in enumerate(self.submitted):  # counted after it: dispatches in indirect buffers are not
-            self.spans.add(f["queue"], va, size, r.n, None if calls else n - 1 - j)
+        n = len(self.submitted)  # on the ring: the replay follows those in indirect buffers itself (Instance.ib_spans)
+        for j, (va, size) in enumerate(self.submitted):
+            if va:
+                self.spans.add(f["queue"], va, size, r.n, n - 1 - j)
         ring = self.units.get(f["queue"])
         if ring is not None and len(out) > ring // 2 and valid_ring_size(ring):  # else the queue's creation refuses
             try:
@@ -1046,12 +1051,19 @@ class Instance:
         # translation of a dispatch of it depends on
         self.loaded: dict[int, tuple[bytes, int]] = {}
         self.ib_depth = 0  # indirect buffers being followed now, each inside the one before
-        self.copies = 0  # dispatches given a copy of their kernel arguments by _dispatch (the memos count theirs)
         # doorbell record whose kernel arguments a later CPU write or free lands in (Survey.late) -> its submission's
-        # (queue, the write pointers before and after it, whether a dispatch of it has a copy, where), till its
-        # queue ran it
-        self.late: dict[int, tuple[ReplayQueue, int, int, bool, str]] = {}
+        # (queue, the write pointers before and after it, whether each dispatch on its ring reads a copy of its
+        # recorded arguments, whether one in an indirect buffer does, where), till its queue ran it
+        self.late: dict[int, tuple[ReplayQueue, int, int, tuple[bool, ...], bool, str]] = {}
         self.lateness = LateCursor(s.late)  # where this replay stands in Survey.late
+        # of the submission being translated: (recorded queue, doorbell record), and whether each dispatch on its
+        # ring reads a copy of its recorded kernel arguments, and whether one in an indirect buffer does
+        self.doorbell: tuple[int, int] = (0, 0)
+        self.dispatched: list[bool] = []
+        self.ib_copied = False
+        self.ib_dispatches = 0  # dispatches with kernel arguments in indirect buffers so far
+        self.ib_spans = ArgumentSpans()  # where dispatches in indirect buffers read their arguments (_dispatched)
+        self.stood: tuple[int, tuple[int, ...]] | None = None  # (record, _progress) of the last hold that settled
         self.ib_bytes = 0  # bytes of indirect buffer copies the submission being translated made so far
         self.wake = system.event()  # what TRAPs of a trace without event records signal
         self.wake_ids = [self.wake.id]  # the events a CPU wait on memory sleeps on
@@ -1205,8 +1217,12 @@ class Instance:
             rb.buffer.map_to(*(self.devices[g] for g in r.fields["gpus"] if g in self.devices))
 
     def _on_free(self, r: Record) -> None:
-        if r.n >= self.lateness.next:
-            self._hold(r, self.lateness.hits(r.n))
+        hits = self.lateness.hits(r.n) if r.n >= self.lateness.next else []
+        if self.ib_spans.pages and (hit := self.buffers.find(r.fields["va"])) is not None:
+            hits += self.ib_spans.hits(hit[0], hit[1])
+            self.ib_spans.drop(hit[0], hit[1])
+        if hits:
+            self._hold(r, hits)
         program = self.programs.pop(r.fields["va"], None)
         self.loaded.pop(r.fields["va"], None)
         if program is not None:  # the survey's to free, or this instance's
@@ -1316,17 +1332,30 @@ class Instance:
                 pass
             else:
                 if rq.memo is not None and self._keepable(rq, kernel, args):
-                    rq.memo.note(d.kernel.obj, None)
+                    rq.memo.note(d.kernel.obj, None, False)
+                self._dispatched(rq, d, False)
                 return out
         if d.kernargs:
             self._copy(rq, d, where)
+        self._dispatched(rq, d, bool(d.kernargs))
         return self._launch(rq, d, kernel, launch, args, self._kept_kernargs(rq, d, kernel, args), where)
 
+    def _dispatched(self, rq: ReplayQueue, d: Dispatch, copied: bool) -> None:
+        """Note a dispatch of the submission being translated, `copied`: given a copy of its recorded kernel
+        arguments (`dispatched`), and where one in an indirect buffer reads them (`ib_spans`: the survey does not
+        follow indirect buffers)."""
+        if not self.ib_depth:
+            self.dispatched.append(copied)
+            return
+        self.ib_copied |= copied
+        if d.kernargs:
+            self.ib_dispatches += 1
+            queue, doorbell = self.doorbell
+            self.ib_spans.add(queue, d.kernargs, d.kernel.kernel.metadata.kernarg_segment_size, doorbell, None)
+
     def _copy(self, rq: ReplayQueue, d: Dispatch, where: str) -> None:
-        """Count a dispatch given a copy of its kernel arguments taken now (`copies`: _hold refuses a CPU write into
-        them while its queue stands before it); refuse one whose arguments a packet writes after the CPU last did
-        (this submission's before it, or one still to run), which the copy cannot hold."""
-        self.copies += 1
+        """Refuse a dispatch given a copy of its kernel arguments taken now whose arguments a packet writes after
+        the CPU last did (this submission's before it, or one still to run), which the copy cannot hold."""
         hit = self.buffers.find(d.kernargs)
         if hit is None:
             return
@@ -1383,7 +1412,7 @@ class Instance:
 
         def kernarg(size: int, align: int) -> Piece:
             piece = store.piece(size, align)
-            memo.note(d.kernel.obj, piece)
+            memo.note(d.kernel.obj, piece, bool(d.kernargs))
             return piece
         return kernarg
 
@@ -1445,7 +1474,8 @@ class Instance:
         if r.n >= self.lateness.next:  # its packets may write the kernel arguments of dispatches submitted before
             self._hold(r, self.lateness.hits(r.n))
         late = r.n >= self.lateness.next_doorbell and self.lateness.flagged(r.n)
-        copies = self._copies(rq) if late else 0
+        self.doorbell, self.ib_copied, ib_dispatches = (f["queue"], r.n), False, self.ib_dispatches
+        self.dispatched.clear()
         packets = t.ring(ring, where, writes)
         self.result.packets += t.packets - counted
         self.result.cached += t.taken - taken
@@ -1463,12 +1493,9 @@ class Instance:
         rq.keep(rq.rung, f["value"], start, ring)
         rq.rung = f["value"]
         self.result.submissions += 1
-        if late:
-            self.late[r.n] = (rq, start, rq.queue.wptr, self._copies(rq) != copies, where)
-
-    def _copies(self, rq: ReplayQueue) -> int:
-        """Dispatches given a copy of their kernel arguments so far, of this instance and of the queue's memo."""
-        return self.copies + (rq.memo.copies if rq.memo is not None else 0)
+        if late or self.ib_dispatches != ib_dispatches:
+            copied = rq.memo.copied if t.taken != taken and rq.memo is not None else tuple(self.dispatched)
+            self.late[r.n] = (rq, start, rq.queue.wptr, copied, self.ib_copied, where)
 
     def _hold(self, r: Record, hits: list[Dispatched]) -> None:
         """Before a CPU write or free `r` that lands in the recorded kernel arguments of dispatches submitted before
@@ -1480,9 +1507,13 @@ class Instance:
         recorded: only copies are looked at."""
         for queue, doorbell, after in hits:
             entry = self.late.get(doorbell)
-            if entry is None or r.type == R.DOORBELL and not entry[3]:
+            if entry is None:
                 continue
-            rq, start, end, copied, where = entry
+            rq, start, end, flags, ib_copied, where = entry
+            copied = ib_copied if after is None else flags[len(flags) - 1 - after] if after < len(flags) else \
+                any(flags)
+            if r.type == R.DOORBELL and not copied:
+                continue
             if self.queues.get(queue) is not rq:  # destroyed since: it ran what it was going to
                 del self.late[doorbell]
                 continue
@@ -1490,11 +1521,14 @@ class Instance:
             ran = functools.partial(self._ran, rq, start, end, None if hidden else after)
             if hidden:  # whether it stands at a wait does not show: given --timeout to run them
                 self._wait_until(ran, self.options.timeout)
-            elif not ran():
+            elif not ran() and not self._still_standing(r.n):
                 try:
-                    self._settle_all(f"record {r.n} ({r.type}) lands in the kernel arguments of {where}", until=ran)
+                    self._settle_all(f"record {r.n} ({r.type}) lands in the kernel arguments of {where}", HOLD_QUIET,
+                                     until=ran)
                 except WaitTimeout:  # a kernel before them that runs till the CPU goes on (one polling memory)
                     pass
+                if not ran():
+                    self.stood = (r.n, self._progress())
             if ran():
                 del self.late[doorbell]
             elif copied:
@@ -1506,6 +1540,13 @@ class Instance:
                     f"doorbell (its buffers moved, another kind of queue, or arguments that differ for the target), "
                     f"which cannot see the change. Replay with the buffers in place (no --relocate always, one "
                     f"instance) on the recorded kind of queue")
+
+    def _still_standing(self, n: int) -> bool:
+        """Whether the queues stand where a hold at the record before `n` (a CPU write held back as well) found them
+        standing, none moved since: as many writes into one dispatch's arguments wait once."""
+        stood = self.stood
+        return stood is not None and stood[0] in (n - 1, n) and stood[1] == self._progress() and \
+            all(rq.queue.idle or rq.queue.waiting for rq in self.queues.values())
 
     @staticmethod
     def _ran(rq: ReplayQueue, start: int, end: int, after: int | None) -> bool:
@@ -1602,8 +1643,11 @@ class Instance:
             raise BadInput(f"record {r.n} (mem): it claims {r.fields['size']} bytes, its blob holds {len(data)} "
                            f"(corrupt trace)")
         rb, off = self._target(r, r.fields["va"], len(data))
-        if r.n >= self.lateness.next:
-            self._hold(r, self.lateness.hits(r.n))
+        hits = self.lateness.hits(r.n) if r.n >= self.lateness.next else []
+        if self.ib_spans.pages:
+            hits += self.ib_spans.hits(r.fields["va"], len(data))
+        if hits:
+            self._hold(r, hits)
         rb.buffer.write(data, off)
         rb.gpu_last = False
 

@@ -32,7 +32,8 @@ __kernel void own(__global uint* out, uint v, uint m) {  /* writes v + 100 over 
   out[i] = out[i] * m + v + i;
   __constant uint* args = (__constant uint*)__builtin_amdgcn_kernarg_segment_ptr();
   if (i == 0) ((__global uint*)(ulong)args)[2] = v + 100;
-}"""
+}
+__kernel void none() { }"""
 
 
 class ArgumentsAt:
@@ -175,6 +176,73 @@ def polled(system: System, aql: bool = False, code: str = "", free: bool = False
     q.destroy()
 
 
+def indirect(system: System, code: str = "", late: bool = False) -> None:
+    """Dispatches of `acc` in indirect buffers, their arguments at one address: (late) one behind a wait, its
+    arguments written after the doorbell (v 1 -> 7); else six, the CPU rewriting the arguments for the next once the
+    read pointer is past the one before."""
+    gpu = system.devices[0]
+    kernel = gpu.load(os.path.join(code, f"k.{gpu.target.name}.co"), "k").kernel("acc")
+    arguments = gpu.alloc(4096, "gtt", name="kernargs", role="kernargs")
+    out = gpu.alloc(64 * 4, "gtt", name="out")
+    out.write(bytes(256))
+    launch = Launch.of((64,), (64,))
+    q, builder = gpu.compute_queue(name="q"), gpu.compute_queue(name="builder")
+    go = system.semaphore("go")
+    for i in range(1 if late else 6):
+        args = pack(kernel.kernel.metadata, (out, np.uint32(i + 1), np.uint32(3)), launch)
+        kernarg = functools.partial(lambda at, size, align: at, ArgumentsAt(arguments))
+        builder.emit(q.launch(kernel, launch, args, kernarg=kernarg))
+        body = b"".join(builder.discard())
+        ib = gpu.alloc(4096, "gtt", name=f"ib{i}")
+        ib.write(body)
+        if late:
+            q.wait(go, 1)
+        end = q.indirect(ib, len(body)).submit()
+        if late:
+            arguments.write(pack(kernel.kernel.metadata, (out, np.uint32(7), np.uint32(3)), launch).data)
+            go.signal(1)
+        while q.rptr < end:
+            time.sleep(0.0005)
+    q.sync(timeout=120)
+    if late:
+        assert np.frombuffer(out.read(), np.uint32)[:2].tolist() == [7, 8]
+    q.destroy()
+    builder.destroy()
+
+
+def beside_a_wait(system: System, code: str = "", first: bool = False) -> None:
+    """One submission [`none` (no arguments), wait, `acc`] whose `acc` arguments the CPU writes after the doorbell;
+    or (first) [`acc`, signal, wait, `none`], the CPU rewriting `acc`'s arguments once the signal says it ran, for
+    one more `acc` after."""
+    gpu = system.devices[0]
+    program = gpu.load(os.path.join(code, f"k.{gpu.target.name}.co"), "k")
+    acc, none = program.kernel("acc"), program.kernel("none")
+    arguments = gpu.alloc(4096, "gtt", name="kernargs", role="kernargs")
+    out = gpu.alloc(64 * 4, "gtt", name="out")
+    out.write(bytes(256))
+    launch = Launch.of((64,), (64,))
+    q, go, done = gpu.compute_queue(name="q"), system.semaphore("go"), system.semaphore("done")
+    nothing = pack(none.kernel.metadata, (), launch)
+    kernarg = functools.partial(lambda at, size, align: at, ArgumentsAt(arguments))
+    if not first:
+        q.emit(q.launch(none, launch, nothing)).wait(go, 1)
+    q.emit(q.launch(acc, launch, pack(acc.kernel.metadata, (out, np.uint32(1), np.uint32(3)), launch),
+                    kernarg=kernarg))
+    if first:
+        q.signal(done, 1).wait(go, 1).emit(q.launch(none, launch, nothing))
+    q.submit()
+    if first:
+        done.wait(1, 120)
+    arguments.write(pack(acc.kernel.metadata, (out, np.uint32(7), np.uint32(3)), launch).data)
+    go.signal(1)
+    if first:
+        launched(q, acc, launch, pack(acc.kernel.metadata, (out, np.uint32(7), np.uint32(3)), launch),
+                 ArgumentsAt(arguments, write=False))
+    q.sync(timeout=120)
+    assert np.frombuffer(out.read(), np.uint32)[0] == (7 if not first else 10)
+    q.destroy()
+
+
 def built_kernels(tmp_path) -> None:
     from tests.test_shader import built
 
@@ -210,6 +278,33 @@ def test_kernel_arguments_rewritten_or_freed_once_the_queue_ran_them_replay_ever
         status, report = replayed(path, "--emulate-recorded", *how)
         assert status == EXIT_OK, (how, report)
         assert all(instance["verified"] for loop in report["loops"] for instance in loop)
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_dispatches_in_indirect_buffers_are_held_for_and_refused_as_copies_like_those_on_the_ring(tmp_path, late):
+    """Campaign 82: the survey does not follow indirect buffers, so their dispatches' arguments had no hold (the
+    replay's CPU rewrote them before the queue ran them: DIVERGED) and no refusal as copies. The replay notes where
+    they read them as it translates them."""
+    built_kernels(tmp_path)
+    path = captured(tmp_path, __file__, "indirect", f"code={tmp_path}", *(["late"] if late else []))
+    status, report = replayed(path, "--emulate-recorded", "--loop", "2")
+    assert status == EXIT_OK, report
+    status, report = replayed(path, "--emulate-recorded", "--relocate", "always")
+    if late:
+        assert status == EXIT_UNSUPPORTED and "changes the kernel arguments" in report["error"], report
+    else:
+        assert status == EXIT_OK, report
+
+
+@pytest.mark.parametrize("first", [False, True])
+def test_a_kernel_without_arguments_beside_a_late_write_counts_neither_as_copied_nor_unrun(tmp_path, first):
+    """Campaign 82: a dispatch without arguments took memo memory, and made its submission count as copied on the
+    next loop (false exit 3); and counted apart from those with arguments, it made one that ran look unrun."""
+    built_kernels(tmp_path)
+    path = captured(tmp_path, __file__, "beside_a_wait", f"code={tmp_path}", *(["first"] if first else []))
+    for how in (["--loop", "2"], *([["--relocate", "always"], ["--concurrent", "2"]] if first else [])):
+        status, report = replayed(path, "--emulate-recorded", *how)
+        assert status == EXIT_OK, (how, report)
 
 
 def test_argument_spans_find_the_dispatches_a_range_lands_in():
