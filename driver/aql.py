@@ -81,6 +81,12 @@ CONDITIONS: dict[SignalCondition, Callable[[int, int], bool]] = {
 }
 
 
+def signed64(x: int) -> int:
+    """The low 64 bits of `x` as a signed value (hsa_signal_value_t)."""
+    x &= (1 << 64) - 1
+    return x - (1 << 64) if x >> 63 else x
+
+
 class SignalKind(IntEnum):
     """amd_hsa_signal.h `amd_signal_kind_t`."""
 
@@ -192,6 +198,32 @@ class AqlDialect(Dialect):
     def dependencies(self, packet: Packet) -> list[int]:
         """The dependency signal handles of a packet, in table order (zeros included)."""
         return [packet.fields[s.name] for s in self.signals[packet.name] if s.role == "dependency"]
+
+    def passes(self, packet: Packet, value: Callable[[int], int | None]) -> bool | None:
+        """Whether a packet's dependency signals let it complete now, each one's value read by `value(handle)`:
+        every non-zero `settled` one at 0 (BARRIER_AND), some non-zero `any_of` one at 0 (BARRIER_OR), a `compared`
+        one's (value & mask) against the operand by the condition, both signed (BARRIER_VALUE); None where a value
+        cannot be read. ValueError for a condition hsa.h does not define."""
+        fields, every, some, any_of = packet.fields, [], [], False
+        for s in self.signals[packet.name]:
+            if s.role != "dependency":
+                continue
+            any_of |= s.any_of
+            handle = fields[s.name]
+            if not handle and s.compared is None:
+                continue
+            v = value(handle)
+            if v is None:
+                return None
+            if s.compared is None:
+                (some if s.any_of else every).append(v == 0)
+                continue
+            operand, mask, condition = (fields[f] for f in s.compared)
+            compare = CONDITIONS.get(condition)
+            if compare is None:
+                raise ValueError(f"{packet.name} {s.compared[2]}={condition} is not a signal condition (0..3)")
+            every.append(compare(signed64(v & mask), signed64(operand)))
+        return all(every) and (any(some) or not any_of)
 
     def settled(self, packet: Packet) -> list[int]:
         """The signal handles the packet's completion shows were at 0: BARRIER_AND's non-zero dependencies, and

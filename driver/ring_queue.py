@@ -13,12 +13,13 @@ import ctypes
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Self
 
 from kfdtrace.driver.errors import DeviceError, WaitTimeout
 from kfdtrace.driver.memory import PAGE, Buffer
 from kfdtrace.driver.packets import Dialect, Packet
+from kfdtrace.driver.sdma import poll_passes
 from kfdtrace.driver.signals import Semaphore
 from kfdtrace.driver.syscalls import memory_view
 
@@ -298,6 +299,13 @@ class RingQueue:
         at = ptr % self.ring_size
         d = self.dialect.definition(int.from_bytes(self._ring_bytes[at:at + 4], "little"))
         return d is not None and d.wait is not None
+
+    def blocked(self, load: Callable[[int, int], int | None]) -> bool:
+        """Whether the engine stands at a wait whose polled memory, read by `load(address, bytes)`, does not pass
+        now (a wait that passes, the engine not yet polled again, holds it for a moment only); a wait whose memory
+        cannot be read counts as blocked."""
+        p = self.packet_at(self.rptr) if self.waiting else None
+        return p is not None and poll_passes(p, load) is not True
 
     def packets(self, start: int, end: int) -> list[Packet]:
         """The packets the ring holds from byte pointer `start` up to `end` (within a ring of each other), as far

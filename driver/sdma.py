@@ -29,9 +29,10 @@ Sources read (facts only; this file is written from them, not copied):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import IntEnum
 
-from kfdtrace.driver.packets import Addr, Dialect, Field, PacketDef, Tail
+from kfdtrace.driver.packets import Addr, Dialect, Field, Packet, PacketDef, Tail
 
 __all__ = [
     "DIALECTS", "SDMA4_4", "SDMA5", "SDMA6", "SDMA7", "AtomicOp", "PollFunc", "OP", "SUB_OP",
@@ -52,6 +53,29 @@ class PollFunc(IntEnum):
     NE = 4
     GE = 5
     GT = 6
+
+
+# What each code means: compare(value & mask, ref). SDMA POLL_REGMEM `func` and PM4 WAIT_REG_MEM `function` share
+# them (pm4.WaitFunc is PollFunc).
+POLL_COMPARE: dict[int, Callable[[int, int], bool]] = {
+    PollFunc.ALWAYS: lambda v, r: True,
+    PollFunc.LT: lambda v, r: v < r,
+    PollFunc.LE: lambda v, r: v <= r,
+    PollFunc.EQ: lambda v, r: v == r,
+    PollFunc.NE: lambda v, r: v != r,
+    PollFunc.GE: lambda v, r: v >= r,
+    PollFunc.GT: lambda v, r: v > r,
+}
+
+
+def poll_passes(p: Packet, load: Callable[[int, int], int | None]) -> bool | None:
+    """Whether the memory a packet's `wait` tag polls compares true now, the word as wide as its mask read by
+    `load(address, bytes)`; None where that cannot tell (a word it cannot read, a reserved function)."""
+    addr, ref, mask, func = p.defn.wait
+    compare = POLL_COMPARE.get(p.fields[func])
+    at = p.addresses().get(addr)
+    value = None if compare is None or at is None else load(at, p.defn[mask].width // 8)
+    return None if value is None else compare(value & p.fields[mask], p.fields[ref])
 
 
 class AtomicOp(IntEnum):

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
-from kfdtrace.driver.aql import AQL, PACKET_SIZE, AmdSignal, FenceScope, SignalCondition
+from kfdtrace.driver.aql import AQL, PACKET_SIZE, AmdSignal, FenceScope, SignalCondition, signed64
 from kfdtrace.driver.code_object_errors import CodeObjectError
 from kfdtrace.driver.packets import Dialect, Packet, PacketError
 from kfdtrace.driver.pm4 import Cache, DataSel, IntSel, Pm4Dialect, WaitFunc
@@ -276,6 +276,22 @@ class AqlRing:
         p = None if self.queue.idle else self.queue.packet_at(self.queue.read_index)
         return p is not None and any(s.role == "dependency" for s in AQL.signals[p.name])
 
+    def blocked(self, load: Callable[[int, int], int | None]) -> bool:
+        """Whether the processor stands at a barrier packet whose dependency signals, read by `load(address,
+        bytes)`, do not let it complete now (AqlDialect.passes; unreadable ones count as blocking)."""
+        p = self.queue.packet_at(self.queue.read_index) if self.waiting else None
+        if p is None:
+            return False
+        offset = AmdSignal.value.offset
+
+        def value(handle: int) -> int | None:
+            v = load(handle + offset, 8)
+            return None if v is None else signed64(v)
+        try:
+            return AQL.passes(p, value) is not True
+        except ValueError:  # a condition hsa.h does not define: the processor stops the queue on it
+            return False
+
     def packets(self, start: int, end: int) -> list[Packet]:
         """The packets the queue holds from index `start` up to `end` (none when one does not decode)."""
         found = [self.queue.packet_at(i) for i in range(start, end)]
@@ -446,6 +462,9 @@ class AqlOnPm4:
     @property
     def waiting(self) -> bool:
         return self.queue.waiting
+
+    def blocked(self, load: Callable[[int, int], int | None]) -> bool:
+        return self.queue.blocked(load)
 
     def packets(self, start: int, end: int) -> list[Packet]:
         return self.queue.packets(start, end)

@@ -87,9 +87,8 @@ MAX_IB_COPY_BYTES = 64 << 20  # translated indirect buffer copies one submission
 # taken for (a trace is untrusted: millions of them must not cost the memory of millions)
 MAX_RETRIES = 1 << 16
 RECENT_RING_BYTES = 4 << 20  # recorded ring bytes a queue keeps of its latest submissions (where a destroy stood)
-# how long every queue must stand still at a wait before a held-back write into kernel arguments goes ahead
-# (Instance._hold): a polling engine sees memory change within its poll interval, at most 1 ms emulated
-# (driver/emulator/ring_engine.py POLL_MAX_S); a GPU writer wakes it at once
+# how long every queue must stand still at a wait that does not pass before a held-back write into kernel
+# arguments goes ahead (Instance._hold): what could let it pass is the CPU's, or a queue that is not standing
 HOLD_QUIET = 0.005
 
 
@@ -990,6 +989,8 @@ class ReplayQueue:
     # pointer of the replay's before and after, the recorded ring bytes), to find where a destroy stood
     recent: deque[tuple[int, int, int, int, bytes]] = field(default_factory=deque)
     recent_bytes: int = 0
+    # (write pointer after it, doorbell record) of its submissions in Instance.late, for it to forget once run
+    late: deque[tuple[int, int]] = field(default_factory=deque)
 
     def keep(self, before: int, after: int, start: int, ring: bytes) -> None:
         """Note a submission's recorded and replayed extent (`recent`)."""
@@ -1051,6 +1052,7 @@ class Instance:
         # translation of a dispatch of it depends on
         self.loaded: dict[int, tuple[bytes, int]] = {}
         self.ib_depth = 0  # indirect buffers being followed now, each inside the one before
+        self.ib_writes: list[list[Write]] = []  # the writes of the packets of each, so far
         # doorbell record whose kernel arguments a later CPU write or free lands in (Survey.late) -> its submission's
         # (queue, the write pointers before and after it, whether each dispatch on its ring reads a copy of its
         # recorded arguments, whether one in an indirect buffer does, where), till its queue ran it
@@ -1360,7 +1362,8 @@ class Instance:
         if hit is None:
             return
         lo, hi, rb = hit[0], hit[0] + hit[1], hit[2]
-        if rb.gpu_last or any(lo <= a < hi for _, addresses, _ in rq.writes for a in addresses):
+        if rb.gpu_last or any(lo <= a < hi for writes in (rq.writes, *self.ib_writes) for _, addresses, _ in writes
+                              for a in addresses):
             raise ReplayError(f"{where}: {d.packet.name} at byte {d.packet.offset:#x} ({d.kernel.name}) reads its "
                               f"kernel arguments from {rb.buffer.label}, which the GPU writes after the CPU last did; "
                               f"the replay must copy them at the doorbell (its buffers moved, another kind of queue, "
@@ -1493,9 +1496,12 @@ class Instance:
         rq.keep(rq.rung, f["value"], start, ring)
         rq.rung = f["value"]
         self.result.submissions += 1
+        while rq.late and rq.late[0][0] <= rq.queue.rptr:  # run: what lands in their arguments now may go ahead
+            self.late.pop(rq.late.popleft()[1], None)
         if late or self.ib_dispatches != ib_dispatches:
             copied = rq.memo.copied if t.taken != taken and rq.memo is not None else tuple(self.dispatched)
             self.late[r.n] = (rq, start, rq.queue.wptr, copied, self.ib_copied, where)
+            rq.late.append((rq.queue.wptr, r.n))
 
     def _hold(self, r: Record, hits: list[Dispatched]) -> None:
         """Before a CPU write or free `r` that lands in the recorded kernel arguments of dispatches submitted before
@@ -1546,7 +1552,16 @@ class Instance:
         standing, none moved since: as many writes into one dispatch's arguments wait once."""
         stood = self.stood
         return stood is not None and stood[0] in (n - 1, n) and stood[1] == self._progress() and \
-            all(rq.queue.idle or rq.queue.waiting for rq in self.queues.values())
+            all(rq.queue.idle or rq.queue.blocked(self._load) for rq in self.queues.values())
+
+    def _load(self, va: int, size: int) -> int | None:
+        """The `size`-byte little-endian word at the replay's address `va` (where a queue's wait polls), in a
+        CPU-visible buffer of the replay (None: in none)."""
+        for _, _, rb in self.buffers:
+            view, start = rb.view, rb.buffer.va
+            if view is not None and start <= va and va + size <= start + len(view):
+                return int.from_bytes(view[va - start:va - start + size], "little")
+        return None
 
     @staticmethod
     def _ran(rq: ReplayQueue, start: int, end: int, after: int | None) -> bool:
@@ -1603,6 +1618,7 @@ class Instance:
                            f"points at itself or at one it is in?)")
         self.ib_depth += 1
         t, at, writes = rq.ib_translator, f"{where} indirect buffer at {base:#x}", []
+        self.ib_writes.append(writes)
         try:
             translated = t.ring(recorded, at, writes)
         except ReplayError:
@@ -1614,6 +1630,7 @@ class Instance:
                               f"builds") from None
         finally:
             self.ib_depth -= 1
+            self.ib_writes.pop()
         self._wrote(writes, at, recorded, t.src)  # what the IB's packets write, clocks included
         nop = t.dst.build("NOP")
         translated += nop * ((-len(translated) // 4) % 8)  # an IB ends on an 8-dword boundary
@@ -1983,9 +2000,10 @@ class Instance:
     def _settle_all(self, why: str, quiet: float = 0.05, queues: list[ReplayQueue] | None = None,
                     behind: Callable[[ReplayQueue], bool] | None = None,
                     until: Callable[[], bool] | None = None) -> None:
-        """Wait until every queue (of `queues`) has drained or stands at a packet that waits on memory, unmoved
-        for `quiet` s (waiting for what later records signal: as the recording stood when it made the next
-        record), and not `behind` where the recording's stood; or `until()` comes true. A queue whose read pointer
+        """Wait until every queue (of `queues`) has drained or stands at a packet that waits on memory which does
+        not pass now (`blocked`), unmoved for `quiet` s (waiting for what later records signal: as the recording
+        stood when it made the next record), and not `behind` where the recording's stood; or `until()` comes
+        true. A queue whose read pointer
         stays put at any other packet is still working (a long kernel, a big copy) and is waited for, unless the
         GPU stopped it (GpuFault); WaitTimeout after --timeout in which none of the instance's queues moved on."""
         queues = list(self.queues.values()) if queues is None else queues
@@ -1999,7 +2017,7 @@ class Instance:
             where = tuple(rq.queue.rptr for rq in queues)
             if where != last:
                 since, last = time.monotonic(), where
-            elif time.monotonic() - since >= quiet and all(rq.queue.idle or rq.queue.waiting and not
+            elif time.monotonic() - since >= quiet and all(rq.queue.idle or rq.queue.blocked(self._load) and not
                                                            (behind and behind(rq)) for rq in queues):
                 return
             if time.monotonic() > deadline:

@@ -427,3 +427,22 @@ def test_a_queue_destroyed_while_its_kernel_runs_logs_no_error(caplog):
         q.dispatch(corpus(gpu).kernel("vector_add"), (1 << 20,), (64,), x, y, c, np.uint32(1 << 20))
         q.destroy()  # long before the kernel is done
     assert not [r for r in caplog.records if "stopped while its kernel ran" in r.getMessage()]
+
+
+def test_a_barrier_packet_passes_by_what_its_dependency_signals_hold():
+    """AqlDialect.passes, which the emulated processor polls and a replay asks whether a queue is held: BARRIER_AND's
+    non-zero dependencies all at 0, BARRIER_OR's some, BARRIER_VALUE's (value & mask) by its condition, signed."""
+    values = {0x1000: 0, 0x2000: 5, 0x3000: -3}
+    both = AQL.packet("BARRIER_AND", dep_signal0=0x1000, dep_signal1=0x2000)
+    assert AQL.passes(both, values.get) is False
+    assert AQL.passes(AQL.packet("BARRIER_AND", dep_signal0=0x1000), values.get) is True
+    assert AQL.passes(AQL.packet("BARRIER_OR", dep_signal0=0x2000, dep_signal1=0x1000), values.get) is True
+    assert AQL.passes(AQL.packet("BARRIER_OR"), values.get) is False  # no signal to reach 0: never
+    assert AQL.passes(AQL.packet("BARRIER_AND", dep_signal0=0x4000), values.get) is None  # unreadable
+
+    def below(mask: int = (1 << 64) - 1, cond: int = SignalCondition.LT):
+        return AQL.packet("BARRIER_VALUE", signal=0x3000, value=(1 << 64) - 2, mask=mask, cond=cond)
+    assert AQL.passes(below(), values.get) is True  # -3 < -2, signed
+    assert AQL.passes(below(mask=0xff), values.get) is False  # 0xfd
+    with pytest.raises(ValueError, match="cond=7 is not a signal condition"):
+        AQL.passes(below(cond=7), values.get)

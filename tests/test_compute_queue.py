@@ -382,3 +382,26 @@ def test_threads_submit_to_one_compute_queue(system):
     words = buf.numpy("<u4")
     assert [tuple(words[2 * t:2 * t + 2]) for t in range(4)] == [(t, 39) for t in range(4)]
     assert list(words[64:68]) == [39] * 4  # each copy ran after its own thread's write
+
+
+def test_a_queue_at_a_wait_is_blocked_only_while_the_memory_it_polls_does_not_pass():
+    """RingQueue.blocked, which a replay asks before it takes the queues for standing: a wait whose memory passes
+    already (the engine yet to poll it again) holds the queue for a moment only; memory it cannot read counts as
+    blocking."""
+    with System.open(emulate="gfx942") as system:
+        q, sem = system.devices[0].compute_queue(), system.semaphore()
+        buffer = sem.buffer
+
+        def load(va: int, size: int) -> int | None:
+            at = va - buffer.va
+            return int.from_bytes(buffer.read(at, size), "little") if 0 <= at <= buffer.size - size else None
+        q.wait(sem, 1).submit()
+        deadline = time.monotonic() + 30
+        while not q.waiting and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert q.waiting and q.blocked(load)
+        assert not q.blocked(lambda va, size: 1) and q.blocked(lambda va, size: None)
+        sem.signal(1)
+        q.sync(timeout=30)
+        assert not q.blocked(load)
+        q.destroy()

@@ -123,7 +123,8 @@ def test_kernel_arguments_that_change_after_the_doorbell_are_read_when_the_dispa
 
 def gpu_written(system: System, code: str = "", how: str = "data") -> None:
     """The GPU writes a dispatch's argument v (1 -> 7) after its doorbell, before it runs: a WRITE_DATA ahead of it
-    in the same PM4 submission (how=data), or an SDMA copy that the compute queue waits for (how=sdma)."""
+    in the same PM4 submission (how=data) or indirect buffer (how=indirect), or an SDMA copy that the compute queue
+    waits for (how=sdma)."""
     gpu = system.devices[0]
     kernel = gpu.load(os.path.join(code, f"k.{gpu.target.name}.co"), "k").kernel("acc")
     arguments = gpu.alloc(4096, "gtt", name="kernargs", role="kernargs")
@@ -135,6 +136,16 @@ def gpu_written(system: System, code: str = "", how: str = "data") -> None:
     if how == "data":
         q.write_data(arguments, np.uint32(7).tobytes(), offset=8)
         launched(q, kernel, launch, old, ArgumentsAt(arguments))
+    elif how == "indirect":  # the two packets in an indirect buffer
+        builder = gpu.compute_queue(name="builder")
+        builder.write_data(arguments, np.uint32(7).tobytes(), offset=8)
+        builder.emit(q.launch(kernel, launch, old, kernarg=functools.partial(lambda at, size, align: at,
+                                                                             ArgumentsAt(arguments))))
+        body = b"".join(builder.discard())
+        ib = gpu.alloc(4096, "gtt", name="ib")
+        ib.write(body)
+        q.indirect(ib, len(body)).submit()
+        builder.destroy()
     else:
         source = gpu.alloc(4096, "gtt", name="source")
         source.write(np.uint32(7).tobytes())
@@ -250,7 +261,7 @@ def built_kernels(tmp_path) -> None:
         shutil.copy(built(tmp_path, CHANGING_ARGUMENTS, target), tmp_path / f"k.{target}.co")
 
 
-@pytest.mark.parametrize("how", ["data", "sdma"])
+@pytest.mark.parametrize("how", ["data", "indirect", "sdma"])
 def test_kernel_arguments_a_packet_writes_after_the_doorbell_are_read_in_place_and_refused_as_a_copy(tmp_path, how):
     """Campaign 80: a WRITE_DATA or an SDMA copy that writes a dispatch's arguments after its doorbell reaches the
     dispatch reading them in place; a copy taken at the doorbell could not hold it: refused, not DIVERGED."""

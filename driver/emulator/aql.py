@@ -25,7 +25,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from kfdtrace.driver.aql import AQL, CONDITIONS, PACKET_SIZE, AmdQueue, AmdSignal, FenceScope, pm4_ib_body
+from kfdtrace.driver.aql import AQL, PACKET_SIZE, AmdQueue, AmdSignal, FenceScope, pm4_ib_body, signed64
 from kfdtrace.driver.emulator.cp import CommandProcessor
 from kfdtrace.driver.emulator.memory import GpuVm
 from kfdtrace.driver.emulator.ring_engine import POLL_MAX_S, POLL_MIN_S, NotEmulated, QueueError
@@ -41,11 +41,6 @@ _I64 = struct.Struct("<q")
 _SCOPES = frozenset(FenceScope)
 
 
-def _signed(x: int) -> int:
-    x &= (1 << 64) - 1
-    return x - (1 << 64) if x >> 63 else x
-
-
 class AqlProcessor(CommandProcessor):
     """The packet processor of one user-mode AQL queue. Its read pointer counts packets (64 bytes)."""
 
@@ -59,7 +54,7 @@ class AqlProcessor(CommandProcessor):
         self.queue_va = rptr_va - AmdQueue.read_dispatch_id.offset  # KFD's read pointer is in amd_queue_t
         self.announced = 0  # packets the doorbells have announced: the highest index rung + 1
         self.aql_handlers: dict[str, Callable[[Packet], None]] = {
-            "BARRIER_AND": self._barrier_and, "BARRIER_OR": self._barrier_or, "BARRIER_VALUE": self._barrier_value,
+            "BARRIER_AND": self._barrier, "BARRIER_OR": self._barrier, "BARRIER_VALUE": self._barrier,
             "PM4_IB": self._pm4_ib, "KERNEL_DISPATCH": self._kernel_dispatch, "AGENT_DISPATCH": self._agent_dispatch,
         }
         super().__init__(machine, vm, pm4, queue_id, ring_va, ring_size, rptr_va, num_xcc, family)
@@ -127,7 +122,7 @@ class AqlProcessor(CommandProcessor):
         if handle:
             with self.vm.access(handle, ctypes.sizeof(AmdSignal), write=True) as host, self.machine.atomic_lock:
                 signal = AmdSignal.from_address(host)
-                signal.value = _signed(signal.value - 1)
+                signal.value = signed64(signal.value - 1)
                 mailbox, event_id = signal.event_mailbox_ptr, signal.event_id
             self.machine.memory_changed()
             if mailbox:
@@ -152,23 +147,15 @@ class AqlProcessor(CommandProcessor):
             self.machine.wait_memory_change(delay)
             delay = min(delay * 2, POLL_MAX_S)
 
-    def _barrier_and(self, p: Packet) -> None:
-        """Every non-zero dependency signal observed at 0 (a zero handle counts as satisfied)."""
-        handles = [h for h in AQL.dependencies(p) if h]
-        self._wait_until(lambda: all(self._signal_value(h) == 0 for h in handles))
-
-    def _barrier_or(self, p: Packet) -> None:
-        """Some non-zero dependency signal observed at 0 (a zero handle counts as not satisfied)."""
-        handles = [h for h in AQL.dependencies(p) if h]
-        self._wait_until(lambda: any(self._signal_value(h) == 0 for h in handles))
-
-    def _barrier_value(self, p: Packet) -> None:
-        f = p.fields
-        compare = CONDITIONS.get(f["cond"])  # on (signal.value & mask) and value, both signed 64-bit
-        if compare is None:
-            raise QueueError(f"BARRIER_VALUE cond={f['cond']} is not a signal condition (0..3)")
-        (handle,), value, mask = AQL.dependencies(p), _signed(f["value"]), f["mask"]
-        self._wait_until(lambda: compare(_signed(self._signal_value(handle) & mask), value))
+    def _barrier(self, p: Packet) -> None:
+        """Poll until the packet's dependency signals let it complete (AqlDialect.passes: BARRIER_AND, BARRIER_OR,
+        BARRIER_VALUE)."""
+        def done() -> bool:
+            try:
+                return bool(AQL.passes(p, self._signal_value))
+            except ValueError as exc:
+                raise QueueError(str(exc)) from None
+        self._wait_until(done)
 
     def _pm4_ib(self, p: Packet) -> None:
         """Run the PM4 INDIRECT_BUFFER the packet holds on this command processor."""

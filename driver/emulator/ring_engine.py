@@ -30,7 +30,7 @@ from kfdtrace.driver.emulator.memory import GpuVm, VmFault
 from kfdtrace.driver.errors import EMULATOR_LOG, NOT_EMULATED
 from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet, PacketDef, PacketError
 from kfdtrace.driver.ring_queue import unwrapped
-from kfdtrace.driver.sdma import AtomicOp, PollFunc
+from kfdtrace.driver.sdma import POLL_COMPARE, AtomicOp
 from kfdtrace.driver.syscalls import memory_view
 
 if TYPE_CHECKING:
@@ -40,17 +40,6 @@ log = logging.getLogger(EMULATOR_LOG)
 
 POLL_MIN_S, POLL_MAX_S = 20e-6, 1e-3  # back-off bounds while a poll waits on memory only the CPU may write
 INLINE_BYTES = 64 << 10  # the largest copy or fill the doorbell's caller executes itself
-
-# SDMA POLL_REGMEM `func` and PM4 WAIT_REG_MEM `function` share these codes (pm4.WaitFunc is sdma.PollFunc).
-COMPARE: dict[int, Callable[[int, int], bool]] = {
-    PollFunc.ALWAYS: lambda v, r: True,
-    PollFunc.LT: lambda v, r: v < r,
-    PollFunc.LE: lambda v, r: v <= r,
-    PollFunc.EQ: lambda v, r: v == r,
-    PollFunc.NE: lambda v, r: v != r,
-    PollFunc.GE: lambda v, r: v >= r,
-    PollFunc.GT: lambda v, r: v > r,
-}
 
 _WORDS = {32: ctypes.c_uint32, 64: ctypes.c_uint64}  # a polled word by its mask's width
 _U64 = (1 << 64) - 1
@@ -356,7 +345,7 @@ class RingEngine:
         names; `addr` None: the packet polls a register)."""
         if addr is None:
             raise NotEmulated(f"{name} polling a register, not memory, is not emulated")
-        compare = COMPARE.get(func)
+        compare = POLL_COMPARE.get(func)
         if compare is None:
             raise QueueError(f"{name} {func_field}={func} is reserved")
         return compare(self.vm.load(aligned(addr, ctypes.sizeof(word)), word) & mask, ref)
