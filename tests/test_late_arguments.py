@@ -59,18 +59,24 @@ def launched(q, kernel, launch, args, memory) -> None:
         q.emit(q.launch(kernel, launch, args, kernarg=lambda size, align: memory)).submit()
 
 
+def set_up(system: System, code: str, *names: str) -> tuple:
+    """The first GPU, the kernels `names` of the code object in `code`, a kernargs buffer, a zeroed `out` of 64 words
+    and a launch of 64 threads."""
+    gpu = system.devices[0]
+    program = gpu.load(os.path.join(code, f"k.{gpu.target.name}.co"), "k")
+    arguments = gpu.alloc(4096, "gtt", name="kernargs", role="kernargs")
+    out = gpu.alloc(64 * 4, "gtt", name="out")
+    out.write(bytes(256))
+    return gpu, *(program.kernel(name) for name in names), arguments, out, Launch.of((64,), (64,))
+
+
 def late_arguments(system: System, aql: bool = False, code: str = "") -> None:
     """The queue waits before a dispatch of `acc`; the CPU writes the arguments it runs with (v=7) after the doorbell
     (at which they held v=1), then lets the queue go: the GPU reads them as the CPU left them."""
     from kfdtrace.driver.aql import SignalCondition
     from kfdtrace.driver.aql_queue import HsaSignal
 
-    gpu = system.devices[0]
-    kernel = gpu.load(os.path.join(code, f"k.{gpu.target.name}.co"), "k").kernel("acc")
-    arguments = gpu.alloc(4096, "gtt", name="kernargs", role="kernargs")
-    out = gpu.alloc(64 * 4, "gtt", name="out")
-    out.write(bytes(256))
-    launch = Launch.of((64,), (64,))
+    gpu, kernel, arguments, out, launch = set_up(system, code, "acc")
     go = HsaSignal(system, 1, name="go") if aql else system.semaphore("go")
     q = gpu.aql_queue(name="q") if aql else gpu.compute_queue(name="q")
     if aql:
@@ -88,12 +94,7 @@ def late_arguments(system: System, aql: bool = False, code: str = "") -> None:
 
 def own_arguments(system: System, aql: bool = False, code: str = "") -> None:
     """Three dispatches of `own` from the same arguments, written once: each runs with those the one before left."""
-    gpu = system.devices[0]
-    kernel = gpu.load(os.path.join(code, f"k.{gpu.target.name}.co"), "k").kernel("own")
-    arguments = gpu.alloc(4096, "gtt", name="kernargs", role="kernargs")
-    out = gpu.alloc(64 * 4, "gtt", name="out")
-    out.write(bytes(256))
-    launch = Launch.of((64,), (64,))
+    gpu, kernel, arguments, out, launch = set_up(system, code, "own")
     args = pack(kernel.kernel.metadata, (out, np.uint32(1), np.uint32(3)), launch)
     q = gpu.aql_queue(name="q") if aql else gpu.compute_queue(name="q")
     for i in range(3):
@@ -125,12 +126,7 @@ def gpu_written(system: System, code: str = "", how: str = "data") -> None:
     """The GPU writes a dispatch's argument v (1 -> 7) after its doorbell, before it runs: a WRITE_DATA ahead of it
     in the same PM4 submission (how=data) or indirect buffer (how=indirect), or an SDMA copy that the compute queue
     waits for (how=sdma)."""
-    gpu = system.devices[0]
-    kernel = gpu.load(os.path.join(code, f"k.{gpu.target.name}.co"), "k").kernel("acc")
-    arguments = gpu.alloc(4096, "gtt", name="kernargs", role="kernargs")
-    out = gpu.alloc(64 * 4, "gtt", name="out")
-    out.write(bytes(256))
-    launch = Launch.of((64,), (64,))
+    gpu, kernel, arguments, out, launch = set_up(system, code, "acc")
     old = pack(kernel.kernel.metadata, (out, np.uint32(1), np.uint32(3)), launch)
     q = gpu.compute_queue(name="q")
     if how == "data":
@@ -163,13 +159,8 @@ def gpu_written(system: System, code: str = "", how: str = "data") -> None:
 def polled(system: System, aql: bool = False, code: str = "", free: bool = False) -> None:
     """Each dispatch's arguments in a kernargs buffer that the CPU rewrites for the next (or frees, `free`) as soon as
     the queue's read pointer is past it, as runtimes do: no signal or event wait is recorded."""
-    gpu = system.devices[0]
-    kernel = gpu.load(os.path.join(code, f"k.{gpu.target.name}.co"), "k").kernel("acc")
-    out = gpu.alloc(64 * 4, "gtt", name="out")
-    out.write(bytes(256))
-    launch = Launch.of((64,), (64,))
+    gpu, kernel, arguments, out, launch = set_up(system, code, "acc")
     q = gpu.aql_queue(name="q") if aql else gpu.compute_queue(name="q")
-    arguments = None
     for i in range(12):
         arguments = arguments or gpu.alloc(4096, "gtt", name="kernargs", role="kernargs")
         args = pack(kernel.kernel.metadata, (out, np.uint32(i + 1), np.uint32(3)), launch)
@@ -191,12 +182,7 @@ def indirect(system: System, code: str = "", late: bool = False) -> None:
     """Dispatches of `acc` in indirect buffers, their arguments at one address: (late) one behind a wait, its
     arguments written after the doorbell (v 1 -> 7); else six, the CPU rewriting the arguments for the next once the
     read pointer is past the one before."""
-    gpu = system.devices[0]
-    kernel = gpu.load(os.path.join(code, f"k.{gpu.target.name}.co"), "k").kernel("acc")
-    arguments = gpu.alloc(4096, "gtt", name="kernargs", role="kernargs")
-    out = gpu.alloc(64 * 4, "gtt", name="out")
-    out.write(bytes(256))
-    launch = Launch.of((64,), (64,))
+    gpu, kernel, arguments, out, launch = set_up(system, code, "acc")
     q, builder = gpu.compute_queue(name="q"), gpu.compute_queue(name="builder")
     go = system.semaphore("go")
     for i in range(1 if late else 6):
@@ -225,13 +211,7 @@ def beside_a_wait(system: System, code: str = "", first: bool = False) -> None:
     """One submission [`none` (no arguments), wait, `acc`] whose `acc` arguments the CPU writes after the doorbell;
     or (first) [`acc`, signal, wait, `none`], the CPU rewriting `acc`'s arguments once the signal says it ran, for
     one more `acc` after."""
-    gpu = system.devices[0]
-    program = gpu.load(os.path.join(code, f"k.{gpu.target.name}.co"), "k")
-    acc, none = program.kernel("acc"), program.kernel("none")
-    arguments = gpu.alloc(4096, "gtt", name="kernargs", role="kernargs")
-    out = gpu.alloc(64 * 4, "gtt", name="out")
-    out.write(bytes(256))
-    launch = Launch.of((64,), (64,))
+    gpu, acc, none, arguments, out, launch = set_up(system, code, "acc", "none")
     q, go, done = gpu.compute_queue(name="q"), system.semaphore("go"), system.semaphore("done")
     nothing = pack(none.kernel.metadata, (), launch)
     kernarg = functools.partial(lambda at, size, align: at, ArgumentsAt(arguments))
