@@ -1204,7 +1204,8 @@ class RecordingSyscalls:
         self._learn_pending()  # the signals before belong to the earlier life when it begins a new one
         self.completion.stored(addr, value, backwards)
         self.ordering.cpu_store(addr, value, backwards)
-        self.rec.record(R.CPU_SIGNAL, addr=addr, value=value, name=name)
+        # the 64-bit word stored: an HSA signal's value is signed (hsa_signal_value_t), the record's field is not
+        self.rec.record(R.CPU_SIGNAL, addr=addr, value=value & (1 << 64) - 1, name=name)
 
     def _note_cpu_wait(self, addr: int, value: int, timeout: float, ok: bool, fault: str | None = None) -> None:
         self._scan_polled()

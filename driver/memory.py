@@ -104,8 +104,11 @@ class Buffer:
         return ctypes.string_at(self.cpu_addr(offset), size)
 
     def write(self, data: bytes | bytearray | memoryview | np.ndarray, offset: int = 0) -> None:
-        numpy = sys.modules.get("numpy")  # loaded by whoever made an array: the driver itself never needs it
-        if numpy is not None and isinstance(data, numpy.ndarray):
+        # loaded by whoever made an array: the driver itself never needs it. Another thread may be importing it
+        # now (campaign 84: a replay's --concurrent instances), the module there but its names not yet
+        ndarray = getattr(sys.modules.get("numpy"), "ndarray", ())
+        if isinstance(data, ndarray):
+            numpy = sys.modules["numpy"]
             src = numpy.ascontiguousarray(data).reshape(-1).view(numpy.uint8)
         else:
             src = data if isinstance(data, bytes) else bytes(memoryview(data).cast("B"))

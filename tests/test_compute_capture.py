@@ -622,6 +622,31 @@ def test_a_signal_counted_down_by_as_many_dispatches_as_it_started_at_shows_them
     assert report.status == EXIT_OK, report.lines()
 
 
+def test_a_negative_signal_value_is_recorded_as_the_word_stored_and_replays(tmp_path):
+    """Campaign 84: an HSA signal's value is signed; the CPU setting one to -1 was recorded as -1, which the record's
+    u64 field refused: an honest trace read as corrupt (exit 4)."""
+    from kfdtrace.driver.aql import SignalCondition
+    from kfdtrace.driver.aql_queue import HsaSignal
+
+    n, path = 64, str(tmp_path / "negative.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        kernel = corpus(gpu).kernel("vector_add")
+        q = gpu.aql_queue()
+        a, b, c = (gpu.alloc(n * 4, "gtt", name=x) for x in "abc")
+        a.write(np.arange(n, dtype=np.float32))
+        b.write(np.ones(n, dtype=np.float32))
+        gate, done = HsaSignal(system, -1, "gate"), HsaSignal(system, 1, "done")
+        q.barrier_value(gate, 0, SignalCondition.GTE)
+        q.dispatch(kernel, n, 64, a, b, c, np.uint32(n), completion=done)
+        gate.signal(0)
+        done.wait(0, timeout=60)
+    with TraceReader(path) as r:
+        stored = [s.fields["value"] for s in R.checked(r.records({R.CPU_SIGNAL}))]
+    assert (1 << 64) - 1 in stored  # -1, as the 64-bit word the CPU stored
+    assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
+
+
 def built(tmp_path, source: str) -> str:
     """`source` (OpenCL C) built for gfx942 by clang: the code object's path."""
     (tmp_path / "k.cl").write_text(source)

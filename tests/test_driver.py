@@ -466,3 +466,15 @@ def test_a_cpu_mapping_the_process_cannot_have_is_out_of_memory_and_frees_the_bu
                                               r"holds more mappings than the machine allows"):
             dev.alloc(4096, "gtt", name="one too many")
         assert len(dev.buffers) == before
+
+
+def test_a_buffer_write_while_another_thread_is_importing_numpy(monkeypatch):
+    """Campaign 84: a write looked up numpy.ndarray in a module another thread had begun to import (a replay's
+    --concurrent instances): AttributeError. A module without its names yet holds no array to write."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "numpy", types.ModuleType("numpy"))  # as sys.modules has it mid-import
+    with System.open(emulate="gfx942") as system:
+        buffer = system.devices[0].alloc(4096, "gtt")
+        buffer.write(b"\x01\x02", 8)
+        assert buffer.read(8, 2) == b"\x01\x02"
