@@ -468,6 +468,56 @@ def test_a_buffer_a_queue_destroyed_at_a_wait_never_wrote_is_verified_again(tmp_
     assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
 
 
+def test_an_aql_queue_destroyed_at_its_second_barrier_is_destroyed_there_in_the_replay_too(tmp_path):
+    """Campaign 84: campaign 72's case on an AQL queue, which `_behind` did not look at: A [barrier on B's kernel,
+    a kernel writing `out`, a barrier never met] was destroyed at the second barrier; the replay destroyed it at the
+    first, its kernel never run, and the checkpoint of `out` said DIVERGED."""
+    import time
+
+    import numpy as np
+
+    from kfdtrace.driver.aql_queue import HsaSignal
+    from kfdtrace.driver.kernels.device import corpus
+
+    path, n = str(tmp_path / "t.kfdtrace"), 4096
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        kernels = corpus(gpu)
+        a, b = gpu.aql_queue(name="a"), gpu.aql_queue(name="b")
+        inp, res = gpu.alloc(n * 4, "gtt", name="in"), gpu.alloc(n * 4, "gtt", name="res")
+        x, y, out = (gpu.alloc(64 * 4, "gtt", name=name) for name in ("x", "y", "out"))
+        inp.write(np.random.default_rng(1).integers(1, 1 << 20, n, dtype=np.uint32))
+        x.write(np.arange(64, dtype=np.float32))
+        y.write(np.ones(64, dtype=np.float32))
+        ran, never = HsaSignal(system, 1, "ran"), HsaSignal(system, 1, "never")
+        a.barrier_and([ran])
+        a.dispatch(kernels.kernel("vector_add"), 64, 64, x, y, out, np.uint32(64))
+        a.barrier_and([never])
+        b.dispatch(kernels.kernel("collatz"), (n,), (64,), inp, res, np.uint32(n), completion=ran)
+        while a.read_index < 2:  # the CPU looks: no record says it
+            time.sleep(0.01)
+        a.destroy()
+        b.sync(timeout=120)
+    assert "out" in checkpointed(path)
+    assert replay_trace(path, Options(timeout=60), emulate="gfx942").status == EXIT_OK
+
+
+def test_a_pm4_queue_destroyed_at_a_wait_replays_on_an_aql_queue(tmp_path):
+    """Campaign 84: on an AQL queue (--queue-type aql) a PM4 wait runs inside an indirect buffer, where the queue
+    does not show it stands; its destroy waited for it to stand, and said HANG. Unmoved for --timeout, it stands."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q, never = gpu.compute_queue(name="q"), system.semaphore("never")
+        out = gpu.alloc(4096, "gtt", name="out")
+        q.write_data(out, b"\x05" * 8).wait(never, 1).write_data(out, b"\x06" * 8).submit()
+        while not q.waiting:
+            pass
+        q.destroy()
+    report = replay_trace(path, Options(timeout=1, queue_type="aql"), emulate="gfx942")
+    assert report.status == EXIT_OK and len(report.results[0].left) == 1, report.lines()
+
+
 def test_a_queue_destroyed_at_its_second_wait_is_destroyed_there_in_the_replay_too(tmp_path):
     """Campaign 72: a queue that waits for a kernel, copies, then waits for what never comes was destroyed at that
     second wait; the replay, its kernel slower, destroyed it while it still stood at the first, before the copy
