@@ -510,14 +510,19 @@ class AqlOnPm4:
         why = self.refusal(p)
         if why is not None:
             raise ReplayError(why)
-        f, build = p.fields, self.dialect.build
-        if p.name == "BARRIER_VALUE":
-            waits = [(f["signal"], f["value"], f["mask"], _WAIT_FUNCS[f["cond"]])]
-        else:
-            waits = [(h, 0, _ALL, WaitFunc.EQ) for h in AQL.dependencies(p) if h]
+        build = self.dialect.build
         out = [build("WAIT_REG_MEM64", function=func, mem_space=1, addr=move(h) + _VALUE, reference=ref, mask=mask)
-               for h, ref, mask, func in waits]
+               for h, ref, mask, func in self.waits(p)]
         return b"".join(out) + self._completion(p, move)
+
+    @staticmethod
+    def waits(p: Packet) -> list[tuple[int, int, int, int]]:
+        """The waits of AQL packet `p`'s PM4 form, each a WAIT_REG_MEM64 on (signal handle, reference, mask,
+        function): one for each dependency of a barrier, one for BARRIER_VALUE's condition, none for a dispatch."""
+        f = p.fields
+        if p.name == "BARRIER_VALUE":
+            return [(f["signal"], f["value"], f["mask"], _WAIT_FUNCS[f["cond"]])]
+        return [(h, 0, _ALL, WaitFunc.EQ) for h in AQL.dependencies(p) if h]
 
     def launch(self, kernel: LoadedKernel, launch: Launch, args, packet: Packet, move: Callable[[int], int],
                kernarg: KernargSource | None = None) -> tuple[bytes, list[KernargMemory]]:

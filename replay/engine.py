@@ -1985,7 +1985,7 @@ class Instance:
         waits are the recorded ones translated (NOP pads between them where the ring wraps). None: not known
         (another kind of queue, or the submission is too far back)."""
         aql = type(rq.queue) is AqlRing
-        if not (aql or isinstance(rq.queue, RingQueue)) or rq.translator is None:
+        if not (aql or isinstance(rq.queue, RingQueue | AqlOnPm4)) or rq.translator is None:
             return None
         hit = next(((lo, start, end, ring) for before, after, start, end, ring in reversed(rq.recent)
                     if (lo := K.doorbell_end(rq.kind, before)) <= stood < K.doorbell_end(rq.kind, after)), None)
@@ -1995,13 +1995,15 @@ class Instance:
         if aql:
             index = start + (stood - lo) // PACKET_SIZE
             return lambda q: q.queue.rptr < index
+        waits: Callable[[Packet], int] = (lambda p: len(AqlOnPm4.waits(p))) if isinstance(rq.queue, AqlOnPm4) else \
+            (lambda p: p.defn.wait is not None)  # how many waits the replay's form of a recorded packet has
         try:
             packets = [p for p in rq.translator.src.iter_packets(ring) if p.offset >= stood - lo]
         except PacketError:
             return None
-        if not packets or packets[0].offset != stood - lo or packets[0].defn.wait is None:
+        if not packets or packets[0].offset != stood - lo or not waits(packets[0]):
             return None  # not where a wait starts: the recorder would not have said it stood there
-        ahead = sum(p.defn.wait is not None for p in packets)
+        ahead = sum(waits(p) for p in packets)
 
         def behind(q: ReplayQueue) -> bool:
             at = q.queue.rptr

@@ -468,10 +468,12 @@ def test_a_buffer_a_queue_destroyed_at_a_wait_never_wrote_is_verified_again(tmp_
     assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
 
 
-def test_an_aql_queue_destroyed_at_its_second_barrier_is_destroyed_there_in_the_replay_too(tmp_path):
-    """Campaign 84: campaign 72's case on an AQL queue, which `_behind` did not look at: A [barrier on B's kernel,
-    a kernel writing `out`, a barrier never met] was destroyed at the second barrier; the replay destroyed it at the
-    first, its kernel never run, and the checkpoint of `out` said DIVERGED."""
+@pytest.mark.parametrize("queue_type", [None, "pm4"])
+def test_an_aql_queue_destroyed_at_its_second_barrier_is_destroyed_there_in_the_replay_too(tmp_path, queue_type):
+    """Campaigns 84 and 85: campaign 72's case on an AQL queue, which `_behind` did not look at, replayed as such
+    or as PM4 packets: A [barrier on B's kernel, a kernel writing `out`, a barrier never met] was destroyed at the
+    second barrier; the replay destroyed it at the first, its kernel never run, and the checkpoint of `out` said
+    DIVERGED."""
     import time
 
     import numpy as np
@@ -499,7 +501,7 @@ def test_an_aql_queue_destroyed_at_its_second_barrier_is_destroyed_there_in_the_
         a.destroy()
         b.sync(timeout=120)
     assert "out" in checkpointed(path)
-    assert replay_trace(path, Options(timeout=60), emulate="gfx942").status == EXIT_OK
+    assert replay_trace(path, Options(timeout=60, queue_type=queue_type), emulate="gfx942").status == EXIT_OK
 
 
 def test_a_pm4_queue_destroyed_at_a_wait_replays_on_an_aql_queue(tmp_path):
