@@ -976,7 +976,9 @@ class ReplayQueue:
     label: str  # the recorded queue id and the record that created it
     translator: Translator | None = None
     ib_translator: Translator | None = None  # its indirect buffers' (an AQL queue's PM4-IB holds PM4 packets)
-    rung: int = 0  # the write pointer the recording rang last
+    # the stream position (bytes) up to which the recording's doorbells said packets are written: 0 before the
+    # first (an AQL doorbell of 0 already says packet 0 is: campaign 86)
+    written: int = 0
     kind: int = 0  # the recorded queue's type and ring size
     ring_size: int = 0
     # translated copies of the indirect buffers its submissions call: (write pointer after the submission, copy),
@@ -985,8 +987,8 @@ class ReplayQueue:
     new_ibs: list[Buffer] = field(default_factory=list)
     memo: DispatchMemo | None = None  # what its translated dispatches depend on, for its translator's cache
     writes: list[Write] = field(default_factory=list)  # the writes of the submission being translated, so far
-    # its latest submissions, while they hold at most RECENT_RING_BYTES: (doorbell values before and after, write
-    # pointer of the replay's before and after, the recorded ring bytes), to find where a destroy stood
+    # its latest submissions, while they hold at most RECENT_RING_BYTES: (recorded stream positions before and
+    # after, write pointer of the replay's before and after, the recorded ring bytes), to find where a destroy stood
     recent: deque[tuple[int, int, int, int, bytes]] = field(default_factory=deque)
     recent_bytes: int = 0
     # (write pointer after it, doorbell record) of its submissions in Instance.late, for it to forget once run
@@ -1445,7 +1447,7 @@ class Instance:
         if rq is None:
             return
         rptr = r.fields.get("rptr")  # the recorded queue's read pointer at its destroy (newer traces)
-        end = K.doorbell_end(rq.kind, rq.rung if r.fields.get("wptr") is None else r.fields["wptr"])
+        end = rq.written if r.fields.get("wptr") is None else K.doorbell_end(rq.kind, r.fields["wptr"])
         if rptr is None:
             self._drain(rq, f"it is destroyed at record {r.n}; the trace does not say whether the recording had "
                             f"drained it, so it is expected to")
@@ -1499,8 +1501,9 @@ class Instance:
         if rq.new_ibs:
             rq.ibs.extend((rq.queue.wptr, ib) for ib in rq.new_ibs)
             rq.new_ibs.clear()
-        rq.keep(rq.rung, f["value"], start, ring)
-        rq.rung = f["value"]
+        written = K.doorbell_end(rq.kind, f["value"])
+        rq.keep(rq.written, written, start, ring)
+        rq.written = written
         self.result.submissions += 1
         while rq.late and rq.late[0][0] <= rq.queue.rptr:  # run: what lands in their arguments now may go ahead
             self.late.pop(rq.late.popleft()[1], None)
@@ -1987,8 +1990,8 @@ class Instance:
         aql = type(rq.queue) is AqlRing
         if not (aql or isinstance(rq.queue, RingQueue | AqlOnPm4)) or rq.translator is None:
             return None
-        hit = next(((lo, start, end, ring) for before, after, start, end, ring in reversed(rq.recent)
-                    if (lo := K.doorbell_end(rq.kind, before)) <= stood < K.doorbell_end(rq.kind, after)), None)
+        hit = next(((lo, start, end, ring) for lo, after, start, end, ring in reversed(rq.recent)
+                    if lo <= stood < after), None)
         if hit is None:
             return None
         lo, start, end, ring = hit

@@ -504,6 +504,43 @@ def test_an_aql_queue_destroyed_at_its_second_barrier_is_destroyed_there_in_the_
     assert replay_trace(path, Options(timeout=60, queue_type=queue_type), emulate="gfx942").status == EXIT_OK
 
 
+@pytest.mark.parametrize("queue_type", [None, "pm4"])
+def test_an_aql_queue_destroyed_at_a_barrier_of_its_first_doorbell_is_destroyed_there(tmp_path, queue_type):
+    """Campaign 86: a first doorbell's packets were placed one packet late (an AQL doorbell of 0 already says packet
+    0 is written), so a queue destroyed at the second barrier of its first doorbell was destroyed at the first, and
+    that barrier's completion signal, which the CPU waited for, never came: HANG."""
+    import ctypes
+    import struct
+    import time
+
+    import numpy as np
+
+    from kfdtrace.driver.aql import AQL
+    from kfdtrace.driver.aql_queue import FULL_FENCES, HsaSignal
+    from kfdtrace.driver.kernels.device import corpus
+
+    path, n = str(tmp_path / "t.kfdtrace"), 4096
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        a, b = gpu.aql_queue(name="a"), gpu.aql_queue(name="b")
+        inp, res = gpu.alloc(n * 4, "gtt", name="in"), gpu.alloc(n * 4, "gtt", name="res")
+        inp.write(np.random.default_rng(1).integers(1, 1 << 20, n, dtype=np.uint32))
+        ran, passed, never = HsaSignal(system, 1, "ran"), HsaSignal(system, 1, "passed"), HsaSignal(system, 1, "never")
+        first = AQL.packet("BARRIER_AND", **FULL_FENCES, dep_signal0=ran.handle, completion_signal=passed.handle)
+        data = first.encode()  # put on the ring as the producer protocol does, the doorbell left to the next packet
+        a.amd_queue.write_dispatch_id = 1
+        a.ring.write(data[4:], 4)
+        ctypes.c_uint32.from_address(a.ring.cpu).value = struct.unpack_from("<I", data)[0]
+        a.submit(AQL.packet("BARRIER_AND", **FULL_FENCES, dep_signal0=never.handle))
+        b.dispatch(corpus(gpu).kernel("collatz"), (n,), (64,), inp, res, np.uint32(n), completion=ran)
+        while a.read_index < 1:  # the CPU looks: no record says it
+            time.sleep(0.01)
+        a.destroy()
+        passed.wait(0, timeout=120)
+        b.sync(timeout=120)
+    assert replay_trace(path, Options(timeout=60, queue_type=queue_type), emulate="gfx942").status == EXIT_OK
+
+
 def test_a_pm4_queue_destroyed_at_a_wait_replays_on_an_aql_queue(tmp_path):
     """Campaign 84: on an AQL queue (--queue-type aql) a PM4 wait runs inside an indirect buffer, where the queue
     does not show it stands; its destroy waited for it to stand, and said HANG. Unmoved for --timeout, it stands."""
