@@ -1456,12 +1456,13 @@ class Instance:
         elif not rq.queue.idle:
             # left with work as recorded, if the replay's stands where the recording's did, not stopped by the GPU
             behind = self._behind(rq, K.read_end(rq.kind, rptr, end, rq.ring_size))
-            try:
-                self._settle_all(f"{rq.label} is destroyed at record {r.n}", queues=[rq], behind=behind)
+            try:  # given as long as a wait the recording saw complete (a long kernel before the wait: campaign 86)
+                self._settle_all(f"{rq.label} is destroyed at record {r.n}", queues=[rq], behind=behind,
+                                 timeout=self._limit(r))
             except WaitTimeout:
                 if not isinstance(rq.queue, Pm4OnAql):
                     raise
-                # a wait inside its indirect buffers does not show (Pm4OnAql.waiting): unmoved for --timeout, it
+                # a wait inside its indirect buffers does not show (Pm4OnAql.waiting): unmoved that long, it
                 # stands, as the recording's did (what it left undone, a checkpoint compares)
             self.result.left.append(rq.label)
         del self.queues[r.fields["queue"]]
@@ -2015,15 +2016,17 @@ class Instance:
 
     def _settle_all(self, why: str, quiet: float = 0.05, queues: list[ReplayQueue] | None = None,
                     behind: Callable[[ReplayQueue], bool] | None = None,
-                    until: Callable[[], bool] | None = None) -> None:
+                    until: Callable[[], bool] | None = None, timeout: float | None = None) -> None:
         """Wait until every queue (of `queues`) has drained or stands at a packet that waits on memory which does
         not pass now (`blocked`), unmoved for `quiet` s (waiting for what later records signal: as the recording
         stood when it made the next record), and not `behind` where the recording's stood; or `until()` comes
         true. A queue whose read pointer
         stays put at any other packet is still working (a long kernel, a big copy) and is waited for, unless the
-        GPU stopped it (GpuFault); WaitTimeout after --timeout in which none of the instance's queues moved on."""
+        GPU stopped it (GpuFault); WaitTimeout after `timeout` (else --timeout) in which none of the instance's
+        queues moved on."""
         queues = list(self.queues.values()) if queues is None else queues
-        deadline, since, last = time.monotonic() + self.options.timeout, time.monotonic(), None
+        timeout = self.options.timeout if timeout is None else timeout
+        deadline, since, last = time.monotonic() + timeout, time.monotonic(), None
         progress = self._progress()
         while not all(rq.queue.idle for rq in queues):
             if until is not None and until():
@@ -2038,9 +2041,9 @@ class Instance:
                 return
             if time.monotonic() > deadline:
                 if (moved := self._progress()) == progress:
-                    raise WaitTimeout(f"the queues did not settle within {self.options.timeout:g} s ({why}); "
+                    raise WaitTimeout(f"the queues did not settle within {timeout:g} s ({why}); "
                                       f"{self._queue_report()}")
-                deadline, progress = time.monotonic() + self.options.timeout, moved
+                deadline, progress = time.monotonic() + timeout, moved
             self.system.wait_events([], 2)  # a sleep that notes a GPU fault's event
 
     def _drain_all(self, why: str) -> None:

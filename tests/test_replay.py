@@ -541,6 +541,37 @@ def test_an_aql_queue_destroyed_at_a_barrier_of_its_first_doorbell_is_destroyed_
     assert replay_trace(path, Options(timeout=60, queue_type=queue_type), emulate="gfx942").status == EXIT_OK
 
 
+@pytest.mark.parametrize("queue_type", [None, "aql"])
+def test_a_queue_destroyed_at_a_wait_after_a_long_kernel_is_given_the_time_the_recording_took(tmp_path, queue_type):
+    """Campaign 86: the destroy of a queue that stood at a wait after a kernel was given --timeout to get there: a
+    longer kernel said HANG, and on an AQL queue (where the wait does not show) was cut off mid-kernel: DIVERGED."""
+    import time
+
+    import numpy as np
+
+    from kfdtrace.driver.kernels.device import corpus
+
+    path, n = str(tmp_path / "t.kfdtrace"), 1 << 20
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        x, y, out = (gpu.alloc(n * 4, "gtt", name=name) for name in ("x", "y", "out"))
+        x.write(np.arange(n, dtype=np.float32))
+        y.write(np.ones(n, dtype=np.float32))
+        q, never = gpu.compute_queue(name="q"), system.semaphore("never")
+        began = time.monotonic()
+        q.dispatch(corpus(gpu).kernel("vector_add"), (n,), (64,), x, y, out, np.uint32(n)).wait(never, 1).submit()
+        while not q.waiting:
+            time.sleep(0.01)
+        took = time.monotonic() - began
+        q.destroy()
+        s, done = gpu.sdma_queue(name="s"), system.semaphore("done")
+        s.signal(done, 1).submit()
+        done.wait(1)  # a checkpoint: `out` as the kernel left it
+    assert took > 0.2 and "out" in checkpointed(path)  # the kernel outlasts the replay's --timeout
+    report = replay_trace(path, Options(timeout=0.1, queue_type=queue_type), emulate="gfx942")
+    assert report.status == EXIT_OK, report.lines()
+
+
 def test_a_pm4_queue_destroyed_at_a_wait_replays_on_an_aql_queue(tmp_path):
     """Campaign 84: on an AQL queue (--queue-type aql) a PM4 wait runs inside an indirect buffer, where the queue
     does not show it stands; its destroy waited for it to stand, and said HANG. Unmoved for --timeout, it stands."""
