@@ -1986,8 +1986,9 @@ class Instance:
         waits was destroyed there, before a copy the recording's had made). On an AQL queue the replay's packets
         are the recorded ones, one for one (campaign 84). On a ring, the replay's submission of the recorded one
         holding `stood` ends with as many waits as follow `stood` in the recording, the one there included; its
-        waits are the recorded ones translated (NOP pads between them where the ring wraps). None: not known
-        (another kind of queue, or the submission is too far back)."""
+        waits are the recorded ones translated (NOP pads between them where the ring wraps), or the waits of the
+        recorded AQL packets' PM4 form (AqlOnPm4.waits; campaign 85). None: not known (a PM4 queue on an AQL
+        queue, or the submission is too far back)."""
         aql = type(rq.queue) is AqlRing
         if not (aql or isinstance(rq.queue, RingQueue | AqlOnPm4)) or rq.translator is None:
             return None
