@@ -384,10 +384,25 @@ class RecordingSyscalls:
 
     def annotate(self, kind: str, **fields) -> None:
         handler = getattr(self, f"_note_{kind}", None)
-        if handler is not None:
-            with self.lock:
+        if kind == "cpu_writing":  # the lock is held till the store is made, its "cpu_write" (campaign 87: another
+            self.lock.acquire()  # thread's checkpoint hashed the bytes before a large store the trace gives before it)
+            try:
                 handler(**fields)
-        self.inner.annotate(kind, **fields)
+                self.inner.annotate(kind, **fields)
+            except BaseException:
+                self.lock.release()
+                raise
+        elif kind == "cpu_write":
+            try:
+                handler(**fields)
+                self.inner.annotate(kind, **fields)
+            finally:
+                self.lock.release()
+        else:
+            if handler is not None:
+                with self.lock:
+                    handler(**fields)
+            self.inner.annotate(kind, **fields)
 
     # -- what ioctls tell us ------------------------------------------------------------------------
     def _after_alloc_memory_of_gpu(self, a) -> None:
@@ -983,7 +998,7 @@ class RecordingSyscalls:
         for buf in done:  # every race found before anything is hashed: one may decide another buffer
             self._races(buf)
         for buf in done:
-            self._cpu_changes(buf)
+            fresh = self._cpu_changes(buf)
             buf.writes.clear()
             buf.extents.clear()
             buf.keyed.clear()
@@ -997,7 +1012,7 @@ class RecordingSyscalls:
                     self.rec.races.setdefault(self._label(buf), race)
                 racy.append({"va": buf.va, "name": buf.name, "why": race})
                 continue
-            entries.append(self.memory.checkpoint_entry(buf))
+            entries.append(self.memory.checkpoint_entry(buf, fresh))
         if entries or in_flight or racy:
             self.rec.checkpoints += 1
             self.rec.record(R.CHECKPOINT, wait=wait, buffers=entries, in_flight=in_flight, racy=racy or None)
@@ -1026,14 +1041,18 @@ class RecordingSyscalls:
         chunk = self.memory.chunk
         return {i for lo, hi in spans for i in range(lo // chunk, -(-hi // chunk))}
 
-    def _cpu_changes(self, buf: TrackedBuffer) -> None:
+    def _cpu_changes(self, buf: TrackedBuffer) -> set[int] | None:
         """Record what the CPU changed through raw views in the chunks of a buffer that no GPU write spans whose
         chunks are neither hashed nor keyed yet, before those are hashed or keyed (campaign 71: a view write made before
         the wait was hashed with the GPU's results and never recorded, and a replay diverged; campaign 75: so was
-        one into a chunk a finished queue's writes had been keyed in)."""
+        one into a chunk a finished queue's writes had been keyed in). The indexes of the chunks left out (None:
+        none compared): the others hold what was just recorded."""
         if buf.tracked and (buf.exposed or self.rec.tracking == "scan"):
             unknown = (buf.extents[q] for q, pos in buf.writes.items() if buf.keyed.get(q) != pos)
-            self.memory.record(buf, 0, buf.size, skip=self._chunks_of(unknown))
+            skip = self._chunks_of(unknown)
+            self.memory.record(buf, 0, buf.size, skip=skip)
+            return skip
+        return None
 
     # -- what the driver tells us (annotations) -----------------------------------------------------
     def _note_buffer(self, va: int, name: str | None, role: str, size: int | None = None) -> None:

@@ -114,17 +114,21 @@ class Buffer:
             src = data if isinstance(data, bytes) else bytes(memoryview(data).cast("B"))
         offset, n = self._span(offset, len(src))
         self.device.sys.annotate("cpu_writing", va=self.va + offset, size=n, data=src)
-        if n <= GIL_COPY_BYTES:
-            memory_view(self.cpu_addr(offset), n, writable=True)[:] = src
-        else:
-            ctypes.memmove(self.cpu_addr(offset), src if isinstance(src, bytes) else src.ctypes.data, n)
-        self.device.sys.annotate("cpu_write", va=self.va + offset, size=n)
+        try:
+            if n <= GIL_COPY_BYTES:
+                memory_view(self.cpu_addr(offset), n, writable=True)[:] = src
+            else:
+                ctypes.memmove(self.cpu_addr(offset), src if isinstance(src, bytes) else src.ctypes.data, n)
+        finally:
+            self.device.sys.annotate("cpu_write", va=self.va + offset, size=n)
 
     def fill(self, byte: int, offset: int = 0, size: int | None = None) -> None:
         offset, size = self._span(offset, size)
         self.device.sys.annotate("cpu_writing", va=self.va + offset, size=size, fill=byte)
-        ctypes.memset(self.cpu_addr(offset), byte, size)
-        self.device.sys.annotate("cpu_write", va=self.va + offset, size=size)
+        try:
+            ctypes.memset(self.cpu_addr(offset), byte, size)
+        finally:
+            self.device.sys.annotate("cpu_write", va=self.va + offset, size=size)
 
     def numpy(self, dtype: np.dtype | type | str = "uint8") -> np.ndarray:
         """A zero-copy numpy view of the whole buffer. Writes through it bypass the driver, so a recorder

@@ -45,7 +45,8 @@ class Syscalls(Protocol):
 
     def annotate(self, kind: str, **fields) -> None:
         """What the driver knows that no syscall says (a buffer's name, a CPU write, a semaphore signal).
-        The backends ignore it; capture records it in order with the syscalls."""
+        The backends ignore it; capture records it in order with the syscalls. A CPU store is told twice,
+        "cpu_writing" before and "cpu_write" after, always both: capture holds its lock between them."""
 
 
 class QuietAnnotations:

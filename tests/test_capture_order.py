@@ -22,6 +22,8 @@ from kfdtrace.driver.pm4 import DIALECTS as PM4_DIALECTS
 from kfdtrace.driver.pm4 import DataSel, EventIndex, EventType, IntSel
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DIALECTS, PollFunc
+from kfdtrace.replay.engine import EXIT_OK, Options
+from kfdtrace.replay.session import replay_trace
 from kfdtrace.traces.format import TraceReader
 from kfdtrace.traces.semaphores import pair_signals, pair_waits, semaphore_facts
 from tests.test_sdma_packets import _values
@@ -527,6 +529,76 @@ def test_a_view_write_before_the_wait_that_hashes_its_buffer_is_recorded(wait, t
         view[2 * C:2 * C + 16] = 7
         done.wait(1) if wait == "semaphore" else done.wait()
     assert cpu_writes_after_the_first_doorbell(path, "big") == [(2 * C, C)]
+
+
+def test_a_view_write_between_a_checkpoint_s_comparison_and_its_hash_is_not_hashed(tmp_path, monkeypatch):
+    """Campaign 87: a checkpoint compared the chunks of a buffer no queue writes, recorded what views changed there,
+    then read them again to hash them: another thread's view write in between was hashed, no record gave it, and
+    the honest trace replayed DIVERGED. (The write is made at that moment here, as the other thread's landed.)"""
+    from kfdtrace.capture.memory import MemoryRecorder
+
+    hashing = MemoryRecorder.checkpoint_entry
+
+    def meanwhile(self, buf, *args):
+        if buf.name == "big":
+            view[:16] = 5
+        return hashing(self, buf, *args)
+
+    monkeypatch.setattr(MemoryRecorder, "checkpoint_entry", meanwhile)
+    path = str(tmp_path / "meanwhile.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q, big = gpu.sdma_queue(), gpu.alloc(4 * C, "gtt", name="big")
+        view = big.numpy()
+        done = system.semaphore("done")
+        q.fill(big, 0x11111111, 64, offset=2 * C).signal(done, 1).submit()
+        done.wait(1)
+    assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
+
+
+def test_a_checkpoint_waits_for_a_store_another_thread_has_recorded(tmp_path, monkeypatch):
+    """Campaign 87: `Buffer.write` records its bytes, then stores them (a large store without the GIL); a wait's
+    checkpoint in another thread between the two hashed the bytes from before the store, which the trace gives
+    before the checkpoint, and the honest trace replayed DIVERGED. The recorder now holds its lock till the store
+    is made. (Here the store lets a checkpoint in for half a second, as another thread's could come.)"""
+    import ctypes
+
+    from kfdtrace.capture.memory import MemoryRecorder
+    from kfdtrace.driver import memory
+
+    storing, hashed = threading.Event(), threading.Event()
+
+    class SlowStores:
+        def __getattr__(self, name):
+            return getattr(ctypes, name)
+
+        @staticmethod
+        def memmove(dst, src, n):
+            storing.set()
+            hashed.wait(0.5)
+            return ctypes.memmove(dst, src, n)
+
+    hashing = MemoryRecorder.checkpoint_entry
+
+    def noted(self, buf, *args):
+        entry = hashing(self, buf, *args)
+        hashed.set()
+        return entry
+
+    monkeypatch.setattr(memory, "ctypes", SlowStores())
+    monkeypatch.setattr(MemoryRecorder, "checkpoint_entry", noted)
+    path = str(tmp_path / "store.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q, shared = gpu.sdma_queue(), gpu.alloc(16 * C, "gtt", name="shared")
+        done = system.semaphore("done")
+        q.fill(shared, 0x11111111, 64, offset=12 * C).signal(done, 1).submit()
+        writer = threading.Thread(target=shared.write, args=(b"\x07" * (8 * C),))
+        writer.start()
+        storing.wait(10)
+        done.wait(1)
+        writer.join()
+    assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
 
 
 @pytest.mark.parametrize("queue", ["sdma", "pm4"])
