@@ -243,6 +243,10 @@ class Survey:
     # image is only read: each loop finds it where the last did, so the dispatches the caches keep whole are taken
     # again. An image kernels may write (program-scope globals) is each instance's own, loaded afresh.
     programs: dict[tuple[bytes, str, int], Program] = field(default_factory=dict)
+    # code_object records whose object each instance loads for itself, and frees where the recording freed it: a
+    # GPU fault was recorded after that free, which a dispatch still queued may have met running from it (campaign
+    # 87: a shared object stayed loaded, the kernel ran, and the recorded fault replayed DIVERGED)
+    unshared: set[int] = field(default_factory=set)
 
     def release(self) -> None:
         """Free the memory the instances' cached dispatches point at, and the objects they ran (no instance runs
@@ -326,6 +330,8 @@ class _Surveyor:
         self.kernels = RecordedKernels()
         self.code: dict[int, tuple[dict, Device]] = {}  # recorded code object va -> (its record's fields, device)
         self.code_records: list[dict] = []  # every code_object record's fields
+        self.code_at: dict[int, int] = {}  # recorded code object va -> its code_object record
+        self.freed_code: list[int] = []  # the code_object records of objects freed since the last recorded fault
         # target -> recorded code object va -> (its record's fields, the kernels run without an object for target)
         self.missing: dict[str, dict[int, tuple[dict, set[str]]]] = {}
         # (recorded object's key, target) -> the object chosen for it there, and where it came from
@@ -454,6 +460,8 @@ class _Surveyor:
             self.handles.pop(freed.fields["handle"], None)
         self.kernels.unloaded(r.fields["va"])
         self.code.pop(r.fields["va"], None)
+        if (loaded := self.code_at.pop(r.fields["va"], None)) is not None:
+            self.freed_code.append(loaded)
         if (hit := self.kernarg_buffers.find(r.fields["va"])) is not None:
             self._late(r, hit[0], hit[1])
             self.spans.drop(hit[0], hit[1])
@@ -744,6 +752,7 @@ class _Surveyor:
                            f"as it says, does not fit the {alloc.fields['size']:#x}-byte buffer allocated at "
                            f"{f['va']:#x} (corrupt trace)")
         self.code[f["va"]] = (f, dev)
+        self.code_at[f["va"]] = r.n
         self.code_records.append(f)
         if (f["key"], dev.target.name) not in self.s.objects:
             choice = choose(data, f, dev.target.name, self.code_objects)
@@ -832,6 +841,9 @@ class _Surveyor:
         """Note a wait (on `what`, for `value` or more): one that timed out waits for a later one of its thread on
         the same thing to complete, which makes it retried (Survey.retried)."""
         key = (r.fields["tid"], r.type, what)
+        if r.fields.get("fault") is not None:
+            self.s.unshared.update(self.freed_code)
+            self.freed_code.clear()
         if not r.fields["ok"] and r.fields.get("fault") is None:
             if self.pending_retries < MAX_RETRIES:
                 self.timed_out.setdefault(key, []).append((r.n, value))
@@ -1305,11 +1317,12 @@ class Instance:
         data = self.s.objects.get((f["key"], dev.target.name))
         if data is not None:  # else no dispatch runs it (the survey said so otherwise)
             loaded = (f["key"], dev.target.name, dev.index)
-            program = self.s.programs.get(loaded)
+            own = r.n in self.s.unshared
+            program = None if own else self.s.programs.get(loaded)
             if program is None:
                 program = dev.load(data, f.get("name"))
-                if program.code.writable:  # its globals start as the recording's did, in every loop and instance
-                    self.own_programs.append(program)
+                if program.code.writable or own:  # its globals start as the recording's did, in every loop and
+                    self.own_programs.append(program)  # instance; or it is freed under a dispatch (Survey.unshared)
                 else:
                     self.s.programs[loaded] = program
             self.programs[f["va"]] = program

@@ -335,6 +335,34 @@ def test_a_wait_a_gpu_fault_ended_replays_as_the_same_fault(tmp_path, wait):
         assert "the recording's GPU stopped a queue at the same wait" in hang, hang
 
 
+def test_a_dispatch_running_after_its_code_object_was_freed_replays_as_the_same_fault(tmp_path):
+    """Campaign 87: a dispatch waits on a semaphore the CPU signals after freeing the kernel's code object, so
+    the GPU reads the freed object and faults. The replay kept the object loaded for every loop to share, ran
+    the kernel, and said DIVERGED; an object freed before a recorded fault is now each loop's own and freed where
+    the recording freed it."""
+    import numpy as np
+
+    from kfdtrace.driver.kernels.build import BUILT
+
+    path = str(tmp_path / "freed.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        program = gpu.load(BUILT / "corpus.hipfb")  # every family's build: a replay on gfx1100 needs it
+        bufs = [gpu.alloc(256, "gtt", name=name) for name in "abc"]
+        go, done = system.semaphore("go"), system.semaphore("done")
+        q = gpu.compute_queue(name="q")
+        q.wait(go, 1).dispatch(program.kernel("vector_add"), (64,), (64,), *bufs, np.uint32(64)).signal(done, 1)
+        q.submit()
+        program.free()
+        go.signal(1)
+        with pytest.raises(GpuFault, match="VM fault"):
+            done.wait(1, timeout=30)
+    for args in (("--emulate", "gfx942"), ("--emulate", "gfx1100"), ("--emulate", "gfx942", "--loop", "2")):
+        res = replay(path, *args, "--timeout", "5")
+        assert res.returncode == EXIT_HANG, res.stdout + res.stderr
+        assert "the recording's GPU stopped a queue at the same wait" in res.stdout, res.stdout
+
+
 def test_a_queue_a_fault_stopped_is_a_hang_though_the_recording_left_it_with_work(tmp_path):
     """A trace without the wait's record (as kfdtrace before 3.2 wrote it): the queue is destroyed with work left,
     as recorded, but the replay's GPU stopped it; that is no match."""
