@@ -11,11 +11,12 @@ import datetime
 import importlib.util
 import os
 import sys
+import threading
 
 import click
 
 from kfdtrace.capture.recorder import DEFAULT_CHUNK, TRACKING_MODES
-from kfdtrace.capture.session import Session, capture_workload, interrupts_between_records
+from kfdtrace.capture.session import Session, capture_workload, signals_between_records
 from kfdtrace.capture.trace_file import CaptureFailed
 from kfdtrace.cli import TerminalProgress, another_file, backend_options, check_backend, check_output, fail, user_errors
 from kfdtrace.traces.info import format_summary
@@ -65,6 +66,13 @@ def progress_text(session: Session) -> str | None:
     return f"{s['records']} records, {s['submissions']} submissions, {s['file_bytes'] / 1e6:.1f} MB"
 
 
+def _quiet_capture_failures(args: threading.ExceptHookArgs, shown=threading.excepthook) -> None:
+    """threading.excepthook: a workload thread stopped because the trace cannot be written (or the recording
+    ended) says nothing; capture says why once, as it ends (campaign 88: a traceback for each thread)."""
+    if args.exc_type is None or not issubclass(args.exc_type, CaptureFailed):
+        shown(args)
+
+
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @backend_options
 @click.option("-o", "--output", metavar="FILE", help="Trace to write (default: <workload>-<timestamp>.kfdtrace).")
@@ -87,9 +95,10 @@ def run(emulate, emulate_from, output, name, module, chunk_size, tracking, targe
     except ValueError as exc:
         fail(exc, 2)
     argv = ["capture", *sys.argv[1:]]  # the command as typed, options included
+    threading.excepthook = _quiet_capture_failures
     session = Session(output, name=name, argv=argv, chunk_size=chunk_size, tracking=tracking)
     try:
-        with interrupts_between_records(session):
+        with signals_between_records(session):
             with TerminalProgress("capture", lambda: progress_text(session)):
                 status = capture_workload(session, target, list(args), module=module, emulate=emulate,
                                           emulate_from=emulate_from)

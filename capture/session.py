@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 import platform
@@ -16,7 +17,7 @@ import sys
 import threading
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from kfdtrace import __version__
@@ -134,14 +135,32 @@ def _environment(updates: dict[str, str | None]) -> Iterator[None]:
 
 
 def run_workload(target: str, args: list[str], *, module: bool) -> int:
-    """Run a script (or `-m` module) in this process as `__main__`; its exit status, never an exception."""
+    """Run a script (or `-m` module) in this process as `__main__`, then what the interpreter runs when its main
+    thread ends (the wait for its other non-daemon threads, the atexit handlers: campaign 88 found their GPU work
+    missing from the trace); its exit status, never an exception."""
     saved_argv = sys.argv
     sys.argv = [target, *args]
     try:
-        if module:
-            runpy.run_module(target, run_name="__main__", alter_sys=True)
-        else:
-            runpy.run_path(target, run_name="__main__")
+        status = _status(lambda: runpy.run_module(target, run_name="__main__", alter_sys=True) if module
+                         else runpy.run_path(target, run_name="__main__"))
+        ended = _status(_interpreter_exit)
+    finally:
+        sys.argv = saved_argv
+    return status or ended
+
+
+def _interpreter_exit() -> None:
+    """What Python does after a script's main thread: the threading module's exit hooks (concurrent.futures
+    stops its workers there), a join of every non-daemon thread, then the atexit handlers."""
+    threading._shutdown()  # type: ignore[attr-defined]  # the interpreter's own step; it has no public name
+    atexit._run_exitfuncs()
+
+
+def _status(call: Callable[[], object]) -> int:
+    """The exit status `call` gives the workload: 0, SystemExit's, 130 on Ctrl-C, 1 with the traceback for any
+    other error of the workload's own. CaptureFailed (the recording's failure) goes on."""
+    try:
+        call()
         return 0
     except SystemExit as exc:
         code = exc.code
@@ -154,43 +173,57 @@ def run_workload(target: str, args: list[str], *, module: bool) -> int:
     except KeyboardInterrupt:
         return 130
     except CaptureFailed:
-        raise  # the recording's failure, not the workload's
+        raise
     except BaseException:
         traceback.print_exc()  # the workload's own error: its traceback is what its author needs
         return 1
-    finally:
-        sys.argv = saved_argv
 
 
 @contextmanager
-def interrupts_between_records(session: Session) -> Iterator[None]:
-    """Ctrl-C (SIGINT) interrupts the workload as usual, but never while this thread writes to the trace (holds
-    its lock): a KeyboardInterrupt there would leave the writer's bookkeeping half done and the trace unreadable.
-    It is delivered again every few ms until the thread is out; once the recording closes, it is ignored (the
-    close ends soon, and cutting it short would lose the index)."""
+def signals_between_records(session: Session) -> Iterator[None]:
+    """Ctrl-C (SIGINT), and every signal the workload gives a handler of its own (a SIGALRM time limit, say),
+    interrupt the workload as usual, but never while this thread writes to the trace (holds its lock): an
+    exception raised there would leave the writer's bookkeeping half done and the trace unreadable (campaign 88:
+    a SIGALRM handler's did, and capture said it wrote the trace). Such a signal is delivered again every few ms
+    until the thread is out; once the recording closes, it is ignored (the workload is over, and cutting the
+    close short would lose the index). `signal.signal` and `signal.getsignal` are the workload's as it knows
+    them: they take and give its own handlers."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous, main = signal.getsignal(signal.SIGINT), threading.get_ident()
+    main, install, installed = threading.get_ident(), signal.signal, signal.getsignal
+    theirs: dict[int, Callable] = {}  # signal -> the workload's handler behind ours
 
-    def handler(signum: int, frame: object) -> None:
+    def between_records(signum: int, frame: object) -> object:
         recorder = session.recorder
         if recorder is not None and recorder.closing:
-            return
+            return None
         if recorder is not None and recorder.trace.lock._is_owned():  # RLock's own test, as Condition uses it
-            threading.Timer(INTERRUPT_AGAIN_S, signal.pthread_kill, (main, signal.SIGINT)).start()
-            return
-        if previous is signal.SIG_IGN:
-            return
-        if callable(previous):
-            previous(signum, frame)
-        raise KeyboardInterrupt
+            threading.Timer(INTERRUPT_AGAIN_S, signal.pthread_kill, (main, signum)).start()
+            return None
+        return theirs[signum](signum, frame)
 
-    signal.signal(signal.SIGINT, handler)
+    def set_handler(signum: int, handler: object) -> object:
+        before = get_handler(signum)
+        install(signum, between_records if callable(handler) else handler)
+        if callable(handler):
+            theirs[signum] = handler
+        else:
+            theirs.pop(signum, None)
+        return before
+
+    def get_handler(signum: int) -> object:
+        return theirs.get(signum) or installed(signum)
+
+    previous = installed(signal.SIGINT)
+    if callable(previous):  # (not when Ctrl-C is ignored, as for a job started in the background)
+        set_handler(signal.SIGINT, previous)
+    signal.signal, signal.getsignal = set_handler, get_handler
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal, signal.getsignal = install, installed
+        install(signal.SIGINT, previous)
 
 
 def capture_workload(session: Session, target: str, args: list[str], *, module: bool, emulate: str | None,

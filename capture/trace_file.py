@@ -58,6 +58,10 @@ class TraceFile:
                     return
 
     def _failed(self, exc: TraceError) -> CaptureFailed:
+        if self._closed and self.failure is None:  # a thread the workload left running as it ended (a daemon)
+            return CaptureFailed(f"{self.path}: the recording has ended (the workload's main thread, its other "
+                                 f"non-daemon threads and its atexit handlers are done): a daemon thread's GPU work "
+                                 f"after that is not recorded")
         if self.failure is None:
             self.failure = (f"{exc}: the workload was stopped there; the trace keeps everything written before "
                             f"(it reads as a recovered trace)")

@@ -468,11 +468,11 @@ def test_ctrl_c_waits_until_the_record_being_written_is_whole():
     import time
     from types import SimpleNamespace
 
-    from kfdtrace.capture.session import interrupts_between_records
+    from kfdtrace.capture.session import signals_between_records
 
     recorder = SimpleNamespace(trace=SimpleNamespace(lock=threading.RLock()), closing=False)
     session = SimpleNamespace(recorder=recorder)
-    with interrupts_between_records(session):
+    with signals_between_records(session):
         held = [False]  # whether the interrupt came while the lock was held (then held[0] stays True)
         with pytest.raises(KeyboardInterrupt):
             with recorder.trace.lock:
@@ -488,6 +488,79 @@ def test_ctrl_c_waits_until_the_record_being_written_is_whole():
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)  # ignored
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_workload_s_own_signal_handler_runs_between_records():
+    """Campaign 88: a SIGALRM handler of the workload's raised inside the writer's bookkeeping and left a trace
+    nothing could read, which capture said it wrote. The workload's handlers now run as Ctrl-C does, out of the
+    trace's lock, and not once the recording closes; `signal.getsignal` gives them back as the workload set them."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from kfdtrace.capture.session import signals_between_records
+
+    recorder = SimpleNamespace(trace=SimpleNamespace(lock=threading.RLock()), closing=False)
+    session = SimpleNamespace(recorder=recorder)
+    held: list[bool] = []  # for each run of the handler: whether the trace's lock was held
+
+    def alarm(signum, frame):
+        held.append(recorder.trace.lock._is_owned())
+        raise TimeoutError("time is up")
+
+    installed = signal.signal
+    with signals_between_records(session):
+        assert signal.signal(signal.SIGUSR1, alarm) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGUSR1) is alarm
+        with pytest.raises(TimeoutError):
+            with recorder.trace.lock:
+                os.kill(os.getpid(), signal.SIGUSR1)
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < 0.1:  # bytecodes run, and the handler with them: nothing raised
+                    pass
+            time.sleep(1)
+        assert held == [False]
+        recorder.closing = True
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.05)  # ignored
+        assert held == [False]
+        assert signal.signal(signal.SIGUSR1, signal.SIG_DFL) is alarm
+    assert signal.signal is installed and signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+
+
+def test_threads_and_atexit_handlers_after_the_main_thread_are_recorded(tmp_path):
+    """Campaign 88: capture closed the trace as soon as the workload's main thread returned, so a non-daemon
+    thread still working (and an atexit handler) lost its GPU work with a traceback, and the trace replayed OK
+    without it. Capture now ends as the interpreter does: threads joined, then atexit handlers, then the trace."""
+    script = tmp_path / "late.py"
+    script.write_text(textwrap.dedent("""
+        import atexit, threading, time
+        from kfdtrace.driver import System
+        system = System.open()
+        gpu = system.devices[0]
+        src, dst, q = gpu.alloc(4096, "gtt", name="src"), gpu.alloc(4096, "gtt", name="dst"), gpu.sdma_queue()
+
+        def late():
+            time.sleep(0.2)  # the main thread has returned by now
+            for i in range(3):
+                src.write(bytes([i + 1]) * 4096)
+                q.copy(dst, src, 4096).sync()
+
+        def at_exit():
+            src.write(bytes([9]) * 4096)
+            q.copy(dst, src, 4096).sync()
+            system.close()
+
+        atexit.register(at_exit)
+        threading.Thread(target=late).start()
+    """))
+    path = str(tmp_path / "late.kfdtrace")
+    done = capture("run", "--emulate", "gfx942", "-o", path, str(script))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    with TraceReader(path) as r:
+        assert r.summary["submissions"] == 4 and not r.recovered, r.summary
+    res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
 
 
 @pytest.mark.parametrize("tracking", ["auto", "scan"])

@@ -287,9 +287,11 @@ def test_capture_refuses_bad_command_lines_before_running_the_workload(tmp_path)
     assert os.path.exists(marker) and os.path.getsize(good) > 0
 
 
-def test_capture_that_cannot_write_its_trace_stops_the_workload_with_one_line(tmp_path):
+@pytest.mark.parametrize("threads", [0, 2])
+def test_capture_that_cannot_write_its_trace_stops_the_workload_with_one_line(threads, tmp_path):
     """A file-size limit stands in for a full disk: the write fails mid-workload (EFBIG instead of ENOSPC).
-    The workload's buffers stay under the limit (the emulator's memfds are files too)."""
+    The workload's buffers stay under the limit (the emulator's memfds are files too). Threads stopped so say
+    nothing of it (campaign 88: a traceback each): capture says why, once."""
     import os
     import resource
     import signal
@@ -299,15 +301,20 @@ def test_capture_that_cannot_write_its_trace_stops_the_workload_with_one_line(tm
     path, limit = str(tmp_path / "t.kfdtrace"), 3 << 20
     workload = tmp_path / "w.py"
     workload.write_text(
-        "import os\n"
+        "import os, threading\n"
         "from kfdtrace.driver import System\n"
         "with System.open() as system:\n"
         "    gpu = system.devices[0]\n"
-        "    src, dst, q = gpu.alloc(1 << 20, 'gtt'), gpu.alloc(1 << 20, 'gtt'), gpu.sdma_queue()\n"
-        "    for i in range(20):  # 20 MiB of incompressible CPU writes to record\n"
-        "        src.write(os.urandom(1 << 20))\n"
-        "        q.copy(dst, src, 1 << 20).sync()\n"
-        "    print('finished')\n")
+        "    def work():\n"
+        "        src, dst, q = gpu.alloc(1 << 20, 'gtt'), gpu.alloc(1 << 20, 'gtt'), gpu.sdma_queue()\n"
+        "        for i in range(20):  # 20 MiB of incompressible CPU writes to record\n"
+        "            src.write(os.urandom(1 << 20))\n"
+        "            q.copy(dst, src, 1 << 20).sync()\n"
+        f"    workers = [threading.Thread(target=work) for _ in range({threads})]\n"
+        "    for w in workers: w.start()\n"
+        "    for w in workers: w.join()\n"
+        "    if not workers: work()\n"
+        "print('finished')  # not once the recording failed: the System's close is stopped too\n")
 
     def small_files() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
