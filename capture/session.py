@@ -138,14 +138,16 @@ def run_workload(target: str, args: list[str], *, module: bool) -> int:
     """Run a script (or `-m` module) in this process as `__main__`, then what the interpreter runs when its main
     thread ends (the wait for its other non-daemon threads, the atexit handlers: campaign 88 found their GPU work
     missing from the trace); its exit status, never an exception."""
-    saved_argv = sys.argv
+    saved_argv, saved_path = sys.argv, list(sys.path)
     sys.argv = [target, *args]
+    # what `python script.py` (`python -m`) puts first: the script's folder (the current one), for its imports
+    sys.path.insert(0, os.getcwd() if module else os.path.dirname(os.path.abspath(target)))
     try:
         status = _status(lambda: runpy.run_module(target, run_name="__main__", alter_sys=True) if module
                          else runpy.run_path(target, run_name="__main__"))
         ended = _status(_interpreter_exit)
     finally:
-        sys.argv = saved_argv
+        sys.argv, sys.path[:] = saved_argv, saved_path
     return status or ended
 
 

@@ -490,6 +490,16 @@ def test_ctrl_c_waits_until_the_record_being_written_is_whole():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_workload_imports_what_lies_beside_it(tmp_path):
+    """Campaign 89: `capture run sub/w.py` did not put sub/ first on sys.path as `python sub/w.py` does, so the
+    script's import of its sibling failed."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "helper.py").write_text("VALUE = 7\n")
+    (tmp_path / "sub" / "w.py").write_text("import sys\nfrom helper import VALUE\nsys.exit(VALUE)\n")
+    done = capture("run", "--emulate", "gfx942", "-o", str(tmp_path / "w.kfdtrace"), "sub/w.py", cwd=tmp_path)
+    assert done.returncode == 7, done.stderr
+
+
 def test_a_workload_s_own_signal_handler_runs_between_records():
     """Campaign 88: a SIGALRM handler of the workload's raised inside the writer's bookkeeping and left a trace
     nothing could read, which capture said it wrote. The workload's handlers now run as Ctrl-C does, out of the
