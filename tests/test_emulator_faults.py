@@ -194,3 +194,37 @@ def test_unmapping_a_userptr_buffers_pages_waits_for_the_access_under_way():
     assert revoked.is_set()
     with pytest.raises(VmFault):
         vm.access(0x10000, 8)
+
+
+@pytest.mark.parametrize("executable", [False, True])
+def test_code_runs_only_from_memory_allocated_executable(executable):
+    """Campaign 89: the emulated GPU ran code copied into a buffer allocated without EXECUTABLE. KFD maps such a
+    buffer without execute permission (amdgpu_amdkfd_gpuvm.c) and the gfxhub faults the fetch. The dispatch waits
+    while the object's bytes move to a new buffer at the same address, executable or not."""
+    out = _run(f"""
+        import numpy as np
+        from kfdtrace.driver import GpuFault, System
+        from kfdtrace.driver.kernels.device import corpus
+        with System.open(emulate="gfx942") as system:
+            gpu = system.devices[0]
+            program = corpus(gpu)
+            a, b, c = (gpu.alloc(256, "gtt") for _ in range(3))
+            a.write(np.ones(64, np.float32)); b.write(np.ones(64, np.float32))
+            go, done = system.semaphore("go"), system.semaphore("done")
+            q = gpu.compute_queue()
+            q.wait(go, 1).dispatch(program.kernel("vector_add"), (64,), (64,), a, b, c, np.uint32(64))
+            q.signal(done, 1).submit()
+            va, size, image = program.buffer.va, program.buffer.size, program.buffer.read()
+            program.free()
+            gpu.alloc(size, "vram", va=va, executable={executable}).write(image)
+            go.signal(1)
+            try:
+                done.wait(1, timeout=60)
+                print("ran:", np.frombuffer(c.read(0, 8), np.float32))
+            except GpuFault as exc:
+                print("fault:", exc)
+    """, timeout=120)
+    if executable:
+        assert out.startswith("ran: [2. 2.]"), out
+    else:
+        assert out.startswith("fault:") and "VM fault" in out, out

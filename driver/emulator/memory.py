@@ -47,10 +47,10 @@ LDS_APERTURE, SCRATCH_APERTURE = 1 << 48, 2 << 48
 class VmFault(Exception):
     """A GPU access to an address no buffer is mapped at, as the kernel would report it."""
 
-    def __init__(self, gpu_id: int, va: int, length: int, write: bool):
+    def __init__(self, gpu_id: int, va: int, length: int, write: bool, why: str = "no buffer mapped there"):
         self.gpu_id, self.va, self.length, self.write = gpu_id, va, length, write
         kind = "write" if write else "read"
-        super().__init__(f"GPU {gpu_id:#x} VM fault: {kind} of {length} bytes at {va:#x} (no buffer mapped there)")
+        super().__init__(f"GPU {gpu_id:#x} VM fault: {kind} of {length} bytes at {va:#x} ({why})")
 
 
 @dataclass(eq=False)

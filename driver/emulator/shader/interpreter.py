@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kfdtrace.driver.emulator.launch import KernelLaunch
-from kfdtrace.driver.emulator.memory import GpuVm
+from kfdtrace.driver.emulator.memory import GpuVm, VmFault
 from kfdtrace.driver.emulator.ring_engine import NotEmulated, QueueError
 from kfdtrace.driver.emulator.shader.compile import Step, Unsupported, compile_instruction
 from kfdtrace.driver.emulator.shader.control import Flow
@@ -39,6 +39,7 @@ from kfdtrace.driver.emulator.shader.waves import SGPR_ROWS, Waves
 from kfdtrace.driver.isa import DecodeError, NotDecoded, decode
 from kfdtrace.driver.isa.decoder import sreg_names
 from kfdtrace.driver.kernel_descriptor import accum_offset, layout_for
+from kfdtrace.driver.kfd_ioctl import AllocMemFlags
 
 if TYPE_CHECKING:
     from kfdtrace.driver.emulator.kfd import EmulatedMachine
@@ -258,6 +259,10 @@ class Interpreter:
     # -- code ------------------------------------------------------------------------------------------
     def _compile(self, pc: int) -> Step:
         bo = self.vm.lookup(pc)
+        if bo is not None and not bo.flags & AllocMemFlags.EXECUTABLE:
+            # KFD maps a buffer executable only when allocated so (amdgpu_amdkfd_gpuvm.c: AMDGPU_VM_PAGE_EXECUTABLE),
+            # and gfxhub enables execute-protection faults for its VMIDs (campaign 89: code copied into plain VRAM ran)
+            raise VmFault(self.vm.gpu_id, pc, 4, False, "an instruction fetch from memory not allocated executable")
         n = min(_MAX_INSTRUCTION, bo.va + bo.size - pc) if bo is not None else 4
         with self.vm.access(pc, n) as host:  # a PC outside every buffer is a VM fault
             code = ctypes.string_at(host, n)
