@@ -261,6 +261,7 @@ class RecordingSyscalls:
         self._data_words: dict[int, None] = {}
         self.analyzer = Analyzer()
         self.dispatches = Dispatches(recorder.kernels)
+        self.loaded: set[int] = set()  # the buffers code objects were loaded into (noted once their image is in)
         self.ordering = Ordering(self._unseen)
         self.completion = Completion(self.ordering.later)
         self.racy: set[TrackedBuffer] = set()  # buffers whose contents a race between queues decided
@@ -424,6 +425,7 @@ class RecordingSyscalls:
             self.by_va.remove(buf.va)
             self.written.discard(buf)
             self.racy.discard(buf)
+            self.loaded.discard(buf.va)
             self._forget_rings()
             self.rec.record(R.FREE, handle=a.handle, va=buf.va)
 
@@ -1067,6 +1069,7 @@ class RecordingSyscalls:
     def _note_code_object(self, va: int, size: int, data: bytes, target: str, kernels: dict[str, int],
                           entries: dict[str, int], name: str | None = None) -> None:
         self.dispatches.loaded(va, data, target)
+        self.loaded.add(va)
         self.rec.record(R.CODE_OBJECT, va=va, size=size, key=self.rec.trace.blob(data, blob_key(data)), target=target,
                         kernels=kernels, entries=entries, name=name)
 
@@ -1082,12 +1085,13 @@ class RecordingSyscalls:
         before it (campaign 76), after what raw views changed that it may release or overwrite; its stores to words
         GPU waits poll or GPU signals write are noted too. `_note_cpu_write` follows the store."""
         buf = self.by_va.get(va)
-        if buf is None or not buf.tracked:
+        if buf is None or not (buf.tracked or buf.va in self.loaded):
             return
         given = memoryview(data).cast("B") if data is not None else None
         chunk = bytes([fill or 0]) * min(size, self.memory.chunk) if data is None else b""
         piece = (lambda lo, hi: bytes(given[lo:hi])) if given is not None else (lambda lo, hi: chunk[:hi - lo])
-        if buf.role == KERNARGS:  # a dispatch's slice of its queue's arena: the bytes written, nothing around them
+        if buf.role == KERNARGS or not buf.tracked:  # a dispatch's slice of its queue's arena, or a code object's
+            # globals (campaign 89: a replay must see them to refuse them): the bytes written, nothing around them
             self.memory.record_given(buf, va - buf.va, size, piece)
             return
         self._learn_pending()  # submitted indirect buffers are read before the CPU writes over them

@@ -53,9 +53,10 @@ class PointerOutsideBuffers(KernargError):
     """A recorded pointer argument that lies in no recorded buffer: a replay cannot tell where it should point."""
 
     @classmethod
-    def of(cls, kernel: KernelMetadata, pointer: Pointer) -> PointerOutsideBuffers:
-        return cls(f"{_where(kernel, pointer.index, pointer.arg)}: {pointer.value:#x} points outside every recorded "
-                   f"buffer")
+    def of(cls, kernel: KernelMetadata, pointer: Pointer, why: str = "outside every recorded buffer") -> \
+            PointerOutsideBuffers:
+        """The error for `pointer`, which points `why` ("outside every recorded buffer", or where it does)."""
+        return cls(f"{_where(kernel, pointer.index, pointer.arg)}: {pointer.value:#x} points {why}")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from kfdtrace.driver.code_object_errors import CodeObjectError
 from kfdtrace.driver.packets import Dialect, Packet, PacketError
 from kfdtrace.driver.pm4 import Cache, DataSel, IntSel, Pm4Dialect, WaitFunc
 from kfdtrace.driver.sdma import AtomicOp
-from kfdtrace.replay.translate import OutsideBuffers, ReplayError, carries_dispatch
+from kfdtrace.replay.translate import OutsideBuffers, Relocation, ReplayError, carries_dispatch
 
 if TYPE_CHECKING:  # kernargs (and numpy) load with the first dispatch: SDMA replays start without them
     from kfdtrace.driver.aql_queue import AqlQueue
@@ -204,16 +204,18 @@ class DispatchReader:
                               f"are not in a buffer the trace recorded the contents of")
         return data
 
-    def check_pointers(self, d: Dispatch, where: str, move: Callable[[int], int | None]) -> list[int]:
-        """The non-null pointer arguments of `d`; OutsideBuffers when one lies in no recorded buffer."""
+    def check_pointers(self, d: Dispatch, where: str, relocation: Relocation) -> list[int]:
+        """The non-null pointer arguments of `d`; OutsideBuffers when one lies where no address moves (in no
+        recorded buffer)."""
         from kfdtrace.driver.kernargs import PointerOutsideBuffers, pointers
 
         meta = d.kernel.kernel.metadata
         out = []
         for ptr in pointers(meta, self.kernargs(d, where)):
-            if ptr.value and move(ptr.value) is None:
+            if ptr.value and relocation.move(ptr.value) is None:
+                why = relocation.unplaced(ptr.value) or "outside every recorded buffer"
                 raise OutsideBuffers(f"{where}: {d.packet.name} at byte {d.packet.offset:#x}: "
-                                     f"{PointerOutsideBuffers.of(meta, ptr)}; refusing to submit it")
+                                     f"{PointerOutsideBuffers.of(meta, ptr, why)}; refusing to submit it")
             if ptr.value:
                 out.append(ptr.value)
         return out

@@ -258,6 +258,13 @@ class Survey:
         self.programs.clear()
 
 
+def _in_code(f: dict) -> str:
+    """What is said of an address in the memory of the code object its code_object record `f` loaded."""
+    name = f" {f['name']!r}" if f.get("name") else ""
+    return (f"in the memory of the code object{name} loaded at {f['va']:#x} (its global variables): a replay loads the "
+            f"object for its target where it can, and follows no address into it")
+
+
 def chunk_size(trace: TraceReader) -> int:
     """The checkpoint chunk size the trace's header gives (capture always writes it)."""
     chunk = trace.header.get("chunk_size")
@@ -415,8 +422,8 @@ class _Surveyor:
         pool = POOLS.get(f["domain"])
         if pool is None:
             return
-        if role not in INTERNAL_ROLES:  # as the replay's own relocation: the translations it makes are shared
-            self.relocation.add(f["va"], f["size"], f["va"])
+        if role not in INTERNAL_ROLES and role != CODE:  # as the replay's own relocation: the translations it
+            self.relocation.add(f["va"], f["size"], f["va"])  # makes are shared (a code object's: _on_code_object)
             self.placed.add(f["va"])
         if role == "kernargs":
             self.kernarg_buffers.add(f["va"], f["size"], None)
@@ -462,6 +469,7 @@ class _Surveyor:
         self.code.pop(r.fields["va"], None)
         if (loaded := self.code_at.pop(r.fields["va"], None)) is not None:
             self.freed_code.append(loaded)
+            self.relocation.remove(r.fields["va"])
         if (hit := self.kernarg_buffers.find(r.fields["va"])) is not None:
             self._late(r, hit[0], hit[1])
             self.spans.drop(hit[0], hit[1])
@@ -524,7 +532,7 @@ class _Surveyor:
                 chosen, source = self.chosen[(f["key"], target)]
                 why = unfit(d.kernel.name, d.kernel.kernel.metadata, chosen)
                 self.unfit[(f["key"], target, d.kernel.name)] = why and unfit_message(target, f, source, why)
-            for ptr in reader.check_pointers(d, where, self.relocation.move):
+            for ptr in reader.check_pointers(d, where, self.relocation):
                 start = self.relocation.find(ptr)[0]
                 self._cpu_written_addresses(start)
                 if self.kernarg_buffers.find(ptr) is not None:  # a kernel may write other dispatches' arguments
@@ -711,6 +719,9 @@ class _Surveyor:
     def _on_mem(self, r: Record) -> None:
         """Follow what the CPU writes into kernel argument buffers (small: they are read back whole), and note
         where it writes into the others (_cpu_written_addresses)."""
+        if (why := self.relocation.unplaced(r.fields["va"])) is not None:
+            raise ReplayError(f"record {r.n} (mem): the CPU wrote {r.fields['size']} bytes at {r.fields['va']:#x}, "
+                              f"which is {why}; refusing to replay it")
         hit = self.kernarg_buffers.find(r.fields["va"])
         if hit is None and (held := self.relocation.find(r.fields["va"])) is not None:
             self.cpu_writes.setdefault(held[0], {})[r.fields["va"]] = (r.fields["key"], r.n)
@@ -754,6 +765,10 @@ class _Surveyor:
         self.code[f["va"]] = (f, dev)
         self.code_at[f["va"]] = r.n
         self.code_records.append(f)
+        if f["va"] in self.placed:  # counted as the program's own buffer: its record came late
+            self.placed.remove(f["va"])
+            self.relocation.remove(f["va"])
+        self.relocation.unplace(f["va"], alloc.fields["size"], _in_code(f))
         if (f["key"], dev.target.name) not in self.s.objects:
             choice = choose(data, f, dev.target.name, self.code_objects)
             if choice is not None:
@@ -1452,7 +1467,8 @@ class Instance:
             return 0
         new = self.relocation.move(addr)
         if new is None:
-            raise OutsideBuffers(f"{where}: {addr:#x} is in no recorded buffer; refusing to submit it")
+            raise OutsideBuffers(f"{where}: {addr:#x} is {self.relocation.unplaced(addr) or 'in no recorded buffer'}; "
+                                 f"refusing to submit it")
         return new
 
     def _on_queue_destroy(self, r: Record) -> None:

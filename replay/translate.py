@@ -85,6 +85,7 @@ class Relocation:
 
     def __init__(self) -> None:
         self._ranges: RangeMap[int] = RangeMap()
+        self._unplaced: RangeMap[str] = RangeMap()  # recorded ranges addresses cannot move into, and why
         # (start, end, delta) of the ranges the last two lookups hit: a copy's packets point into two buffers
         self._last = self._before = (0, 0, 0)
         self.version = 0  # changes whenever a range comes or goes: translations made before may be stale
@@ -103,7 +104,19 @@ class Relocation:
         self.moved += replay != recorded
         self.version += 1
 
+    def unplace(self, recorded: int, size: int, why: str) -> None:
+        """Addresses in [recorded, recorded+size) move nowhere: `why` says so where one is refused."""
+        self._unplaced.add(recorded, size, why)
+
+    def unplaced(self, addr: int) -> str | None:
+        """What `unplace` said of the range holding `addr` (None: no such range)."""
+        hit = self._unplaced.find(addr)
+        return None if hit is None else hit[2]
+
     def remove(self, recorded: int) -> None:
+        if self._unplaced.find(recorded) is not None:
+            self._unplaced.remove(recorded)
+            return
         hit = self._ranges.find(recorded)
         self._ranges.remove(recorded)
         self.moved -= hit is not None and hit[2] != 0
@@ -540,8 +553,9 @@ class Translator:
             if new is None:
                 if field in p.defn.range_fields:
                     continue  # a cache range outside every buffer (often all of memory): it stays as it is
-                raise OutsideBuffers(f"{where}: {p.name} at byte {p.offset:#x}: {field}={addr:#x} is in no "
-                                     f"recorded buffer; refusing to submit it")
+                raise OutsideBuffers(f"{where}: {p.name} at byte {p.offset:#x}: {field}={addr:#x} is "
+                                     f"{self.relocation.unplaced(addr) or 'in no recorded buffer'}; refusing to submit "
+                                     f"it")
             moved[field] = new
         return moved
 

@@ -724,6 +724,48 @@ def test_a_kernel_changing_program_globals_replays_the_same_in_every_loop_and_in
         assert all(r.verified == 1 for r in report.results) and len(report.results) == 6
 
 
+GLOBAL_POINTER = GLOBALS + """
+__kernel void pointer(__global int *out, __global int *from) {
+    int i = __builtin_amdgcn_workitem_id_x();
+    out[i] = from[i];
+}
+"""
+
+
+@pytest.mark.parametrize("how", ["copy from", "copy to", "cpu write", "kernel pointer"])
+def test_an_address_in_a_code_objects_globals_is_refused_before_submitting(how, tmp_path):
+    """Campaign 89: a copy from or into a program-scope global (hipMemcpyFromSymbol, ToSymbol) passed the survey
+    and hung at a VM fault, a CPU write into one was not recorded (DIVERGED), and a kernel given a global's
+    address was refused as pointing outside every buffer. A replay loads each object for its target elsewhere and
+    follows no address into it: it says so, before submitting anything, and capture records such CPU writes."""
+    src, obj, path = tmp_path / "g.cl", tmp_path / "g.co", str(tmp_path / "g.kfdtrace")
+    src.write_text(GLOBAL_POINTER)
+    subprocess.run(["clang-19", "-x", "cl", "-cl-std=CL2.0", "-target", "amdgcn-amd-amdhsa", "-mcpu=gfx942",
+                    "-nogpulib", "-O2", "-c", str(src), "-o", str(tmp_path / "g.o")], check=True, capture_output=True)
+    subprocess.run(["ld.lld-19", "-shared", str(tmp_path / "g.o"), "-o", str(obj)], check=True, capture_output=True)
+    nm = subprocess.run(["llvm-nm-19", str(obj)], capture_output=True, text=True, check=True).stdout
+    offset = next(int(line.split()[0], 16) for line in nm.splitlines() if line.endswith(" table"))
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        program = gpu.load(str(obj), name="globals")
+        table = program.buffer.va + offset
+        out, data = gpu.alloc(256, "gtt", name="out"), gpu.alloc(256, "gtt", name="data")
+        q, s = gpu.compute_queue(name="q"), gpu.sdma_queue(name="s")
+        if how == "copy from":
+            s.copy(data, table, 256).sync(30)
+        elif how == "copy to":
+            s.copy(table, data, 256).sync(30)
+        elif how == "cpu write":
+            program.buffer.write(np.arange(64, dtype=np.int32).tobytes(), offset)
+        else:
+            q.dispatch(program.kernel("pointer"), (64,), (64,), out, table)
+        q.dispatch(program.kernel("bump"), (64,), (64,), out)
+        q.sync(timeout=60)
+    with pytest.raises(ReplayError, match=r"0x[0-9a-f]+,? (which is|is|points) in the memory of the code object "
+                                          r"'globals' loaded at 0x[0-9a-f]+ \(its global variables\)"):
+        replay_trace(path, Options(), emulate_recorded=True)
+
+
 @pytest.mark.parametrize("how", ["indirect buffer", "bookkeeping"])
 def test_addresses_the_cpu_keeps_for_itself_or_in_an_indirect_buffer_are_no_hazard(how, tmp_path):
     """Found by helper 44: every CPU-written address was taken for a table a copy may carry to a kernel, so a
