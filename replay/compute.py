@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # kernargs (and numpy) load with the first dispatch: SDMA rep
     from kfdtrace.traces.walk import QueueInfo
 
 ReadMemory = Callable[[int, int], bytes | None]  # (recorded address, bytes) -> their recorded contents, if known
+FREED_KERNELS = 4096  # kernel addresses of freed objects remembered, for what a refusal says
 HEADER_FIELDS = ("barrier", "acquire_fence_scope", "release_fence_scope")  # an AQL packet's own, kept as recorded
 
 
@@ -67,6 +68,9 @@ class RecordedKernels:
         self.by_descriptor: dict[int, RecordedKernel] = {}
         self.by_entry: dict[int, RecordedKernel] = {}
         self.objects: dict[int, CodeObject] = {}  # recorded va -> the object as recorded
+        # descriptor and entry addresses of the kernels of objects freed since -> what they were (the latest
+        # FREED_KERNELS), for what a refusal of a dispatch of one says
+        self.freed: dict[int, str] = {}
 
     def loaded(self, f: dict, data: bytes, where: str) -> CodeObject:
         """A code_object record's fields and its bytes: its kernels are known from now on."""
@@ -83,14 +87,29 @@ class RecordedKernels:
             rk = RecordedKernel(name, k, f["va"])
             self.by_descriptor[f["va"] + k.descriptor_offset] = rk
             self.by_entry[f["va"] + k.entry_offset] = rk
+            self.freed.pop(f["va"] + k.descriptor_offset, None)
+            self.freed.pop(f["va"] + k.entry_offset, None)
         return obj
 
     def unloaded(self, va: int) -> None:
         obj = self.objects.pop(va, None)
         if obj is not None:
-            for k in obj.kernels.values():
+            for name, k in obj.kernels.items():
                 self.by_descriptor.pop(va + k.descriptor_offset, None)
                 self.by_entry.pop(va + k.entry_offset, None)
+                for at in (va + k.descriptor_offset, va + k.entry_offset):
+                    self.freed[at] = f"{name} of the code object loaded at {va:#x}, which was freed before"
+                    if len(self.freed) > FREED_KERNELS:
+                        del self.freed[next(iter(self.freed))]
+
+    def unknown(self, what: str, at: int | None) -> str:
+        """What is said of a dispatch of the kernel `what` ("kernel descriptor", "kernel entry") at `at` (None: the
+        registers give none) that no loaded object holds."""
+        if at is None:
+            return f"the {what} COMPUTE_PGM holds, which no code object the trace loaded holds"
+        freed = self.freed.get(at)
+        return f"{what} {at:#x}, which no code object the trace loaded holds" if freed is None else \
+            f"{what} {at:#x}: {freed} (a GPU runs it from freed memory, and faults there; a replay cannot re-derive it)"
 
 
 class DispatchReader:
@@ -113,7 +132,7 @@ class DispatchReader:
     def _aql(self, p: Packet, where: str) -> Dispatch:
         f = p.fields
         descriptor, kernargs = (f[n] for n in p.defn.kernel)
-        kernel = self._known(self.kernels.by_descriptor.get(descriptor), f"kernel descriptor {descriptor:#x}", p, where)
+        kernel = self._known(self.kernels.by_descriptor.get(descriptor), "kernel descriptor", descriptor, p, where)
         launch = _launch(tuple(f[f"grid_size_{a}"] for a in "xyz"), tuple(f[f"workgroup_size_{a}"] for a in "xyz"),
                          f["dimensions"], p, where)
         return Dispatch(kernel, launch, kernargs, f["group_segment_size"], p)
@@ -125,8 +144,7 @@ class DispatchReader:
         dialect = self.dialect
         assert isinstance(dialect, Pm4Dialect)
         entry = dialect.entry(self.registers)
-        kernel = self._known(self.kernels.by_entry.get(entry) if entry is not None else None,
-                             "the kernel entry COMPUTE_PGM holds" if entry is None else f"kernel entry {entry:#x}",
+        kernel = self._known(self.kernels.by_entry.get(entry) if entry is not None else None, "kernel entry", entry,
                              p, where)
         table, regs = dialect.registers, self.registers
         try:
@@ -186,11 +204,10 @@ class DispatchReader:
         data = self.read(kernargs + arg.offset, arg.size) if arg is not None and kernargs else None
         return int.from_bytes(data, "little") if data else None
 
-    @staticmethod
-    def _known(kernel: RecordedKernel | None, what: str, p: Packet, where: str) -> RecordedKernel:
+    def _known(self, kernel: RecordedKernel | None, what: str, at: int | None, p: Packet, where: str) -> RecordedKernel:
+        """`kernel`, the one the packet runs at address `at` (its `what`); ReplayError when no object holds one."""
         if kernel is None:
-            raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x} runs {what}, which no code object the trace "
-                              f"loaded holds")
+            raise ReplayError(f"{where}: {p.name} at byte {p.offset:#x} runs {self.kernels.unknown(what, at)}")
         return kernel
 
     def kernargs(self, d: Dispatch, where: str) -> bytes:

@@ -363,6 +363,31 @@ def test_a_dispatch_running_after_its_code_object_was_freed_replays_as_the_same_
         assert "the recording's GPU stopped a queue at the same wait" in res.stdout, res.stdout
 
 
+def test_a_dispatch_of_a_freed_code_object_is_refused_naming_the_free(tmp_path):
+    """Campaign 89: a dispatch submitted after its kernel's code object was freed faults in the recording; the
+    replay cannot re-derive it, and said that no code object the trace loaded holds the kernel: it now says
+    which object held it, and that it was freed."""
+    import numpy as np
+
+    from kfdtrace.driver.kernels.device import corpus
+    from kfdtrace.replay.translate import ReplayError
+
+    path = str(tmp_path / "stale.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        program = corpus(gpu)
+        kernel = program.kernel("vector_add")
+        bufs = [gpu.alloc(256, "gtt", name=name) for name in "abc"]
+        program.free()
+        q = gpu.aql_queue(name="q")
+        with pytest.raises(GpuFault, match="VM fault"):
+            q.dispatch(kernel, (64,), (64,), *bufs, np.uint32(64))
+            q.sync(timeout=30)
+    with pytest.raises(ReplayError, match=r"runs kernel descriptor 0x[0-9a-f]+: vector_add of the code object loaded "
+                                          r"at 0x[0-9a-f]+, which was freed before"):
+        replay_trace(path, Options(timeout=5), emulate="gfx942")
+
+
 def test_a_queue_a_fault_stopped_is_a_hang_though_the_recording_left_it_with_work(tmp_path):
     """A trace without the wait's record (as kfdtrace before 3.2 wrote it): the queue is destroyed with work left,
     as recorded, but the replay's GPU stopped it; that is no match."""
