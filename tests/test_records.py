@@ -94,6 +94,25 @@ def test_info_check_names_a_malformed_record(tmp_path):
     assert res.exit_code == 0 and "records are well-formed" in res.output, res.output
 
 
+@pytest.mark.parametrize("where", ["mem", "checkpoint"])
+def test_info_check_names_a_record_whose_blob_the_trace_lacks(where, tmp_path):
+    """Campaign 88: a trace whose mem record named a blob it lacked passed `info --check`; replay refused it."""
+    bad, lost = str(tmp_path / "bad.kfdtrace"), b"\x5a" * 16
+
+    def edit(rec, r, w):
+        if rec.type == where == "mem":
+            return {**rec.fields, "key": lost}
+        if rec.type == where == "checkpoint" and rec.fields["buffers"]:
+            first, *rest = rec.fields["buffers"]
+            return {**rec.fields, "buffers": [{**first, "keys": [lost, *first["keys"][1:]], "hash": None}, *rest]}
+        return rec.fields
+
+    rewrite(SAMPLE, bad, edit)
+    res = CliRunner().invoke(kfdtrace_cli, ["info", "--check", bad])
+    assert res.exit_code != 0 and "Traceback" not in res.output, res.output
+    assert f"names blob {lost.hex()}, which the trace lacks (corrupt trace)" in res.output, res.output
+
+
 def test_info_names_a_malformed_summary_field(tmp_path):
     bad = str(tmp_path / "bad.kfdtrace")
     with TraceReader(SAMPLE) as r, TraceWriter(bad, r.header) as w:

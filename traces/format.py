@@ -1116,6 +1116,10 @@ class TraceReader:
         entry = self._sub_frames[bisect.bisect_right(self._sub_starts, k) - 1]
         return self.records(types, entry.first)
 
+    def has_blob(self, key: bytes) -> bool:
+        """Whether the trace's index holds a blob under `key` (not read)."""
+        return key in self._blobs
+
     def blob(self, key: bytes) -> bytes:
         """The data stored under `key`, checked against it (the last blob frame read stays decompressed)."""
         if type(key) is not bytes or len(key) != KEY_BYTES:

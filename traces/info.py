@@ -86,8 +86,12 @@ def _checked(r: TraceReader) -> int:
     their keys); MalformedRecord at the first that is not."""
     n = 0
     for rec in R.checked(r.records()):
-        if rec.type == R.CHECKPOINT and (why := R.checkpoint_problem(rec, r.blob_key)):
+        if rec.type == R.CHECKPOINT and (why := R.checkpoint_problem(rec, r.blob_key, r.has_blob)):
             raise R.MalformedRecord(why)
+        for name in R.RECORD_TYPES[rec.type].blobs:  # campaign 88: a trace naming a lost blob passed the check
+            if not r.has_blob(key := rec.fields[name]):
+                raise R.MalformedRecord(f"record {rec.n} ({rec.type}): its {name} names blob {key.hex()}, which the "
+                                        f"trace lacks (corrupt trace)")
         n += 1
     return n
 

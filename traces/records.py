@@ -83,6 +83,7 @@ class RecordType(str):
     readers check every record."""
 
     fields: dict[str, Check]
+    blobs: tuple[str, ...]  # the fields that name a blob by its key
     ok: Callable[[dict], bool]
     rule: tuple[Callable[[dict], bool], str] | None  # a check across its fields, and what it says when it fails
 
@@ -90,6 +91,7 @@ class RecordType(str):
                 **fields: Check) -> RecordType:
         self = super().__new__(cls, name)
         self.fields, self.rule = {**COMMON, **fields}, rule
+        self.blobs = tuple(name for name, check in self.fields.items() if check is blob_key)
         typed = _checker(self.fields)
         self.ok = typed if rule is None else (lambda f, holds=rule[0]: typed(f) and holds(f))
         return self
@@ -237,11 +239,16 @@ def checked(records: Iterable[Record], strict: bool = False) -> Iterator[Record]
         yield r if not strict and (t is None or t.ok(r.fields)) else check(r, strict)
 
 
-def checkpoint_problem(r: Record, blob_key: Callable[[bytes], bytes]) -> str | None:
+def checkpoint_problem(r: Record, blob_key: Callable[[bytes], bytes],
+                       has_blob: Callable[[bytes], bool] = lambda key: True) -> str | None:
     """What is wrong with a checkpoint record's entries beyond their fields' types (an entry's `hash` is the key
-    of its chunk keys put together; a recorder hashes a buffer, of one byte or more, once a checkpoint), or None."""
+    of its chunk keys put together; a recorder hashes a buffer, of one byte or more, once a checkpoint; with
+    `has_blob`, each chunk's blob is there), or None."""
     seen: set[int] = set()
     for entry in r.fields["buffers"]:
+        if (lost := next((k for k in entry["keys"] if not has_blob(k)), None)) is not None:
+            return f"record {r.n} (checkpoint): its entry for the buffer at {entry['va']:#x} names blob " \
+                   f"{lost.hex()}, which the trace lacks (corrupt trace)"
         if entry["size"] == 0 or entry["va"] in seen:
             return f"record {r.n} (checkpoint): {'an entry of no bytes' if entry['size'] == 0 else 'a second entry'} " \
                    f"for the buffer at {entry['va']:#x} (corrupt trace)"
