@@ -206,12 +206,20 @@ def signals_between_records(session: Session) -> Iterator[None]:
         return theirs[signum](signum, frame)
 
     def set_handler(signum: int, handler: object) -> object:
-        before = get_handler(signum)
-        install(signum, between_records if callable(handler) else handler)
-        if callable(handler):
-            theirs[signum] = handler
-        else:
+        before, was = get_handler(signum), theirs.get(signum)
+        if not callable(handler):
+            install(signum, handler)  # (raising as Python's does: another thread, a signal none may handle)
             theirs.pop(signum, None)
+            return before
+        theirs[signum] = handler  # first: the signal may come as soon as ours is installed
+        try:
+            install(signum, between_records)
+        except BaseException:
+            if was is None:
+                del theirs[signum]
+            else:
+                theirs[signum] = was
+            raise
         return before
 
     def get_handler(signum: int) -> object:

@@ -522,6 +522,9 @@ def test_a_workload_s_own_signal_handler_runs_between_records():
     with signals_between_records(session):
         assert signal.signal(signal.SIGUSR1, alarm) is signal.SIG_DFL
         assert signal.getsignal(signal.SIGUSR1) is alarm
+        with pytest.raises(OSError):  # as Python's own refuses it
+            signal.signal(signal.SIGKILL, alarm)
+        assert signal.getsignal(signal.SIGKILL) is signal.SIG_DFL
         with pytest.raises(TimeoutError):
             with recorder.trace.lock:
                 os.kill(os.getpid(), signal.SIGUSR1)
