@@ -17,6 +17,7 @@ import sys
 import threading
 import traceback
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -31,7 +32,8 @@ from kfdtrace.driver.topology import read_topology
 from kfdtrace.driver.visible import visible_gpus
 from kfdtrace.traces import records as R
 
-INTERRUPT_AGAIN_S = 0.005  # a Ctrl-C that came while a record was being written is delivered again after this
+RESEND = signal.SIGRTMAX  # capture run's own signal: a workload's handler deferred out of a record runs through it
+RESEND_WAIT_S = 1.0  # the trace's lock is held this long at most for the main thread to begin what was deferred
 
 
 def kfd_version(syscalls: Syscalls) -> list[int] | None:
@@ -181,59 +183,108 @@ def _status(call: Callable[[], object]) -> int:
         return 1
 
 
-@contextmanager
-def signals_between_records(session: Session) -> Iterator[None]:
-    """Ctrl-C (SIGINT), and every signal the workload gives a handler of its own (a SIGALRM time limit, say),
-    interrupt the workload as usual, but never while this thread writes to the trace (holds its lock): an
-    exception raised there would leave the writer's bookkeeping half done and the trace unreadable (campaign 88:
-    a SIGALRM handler's did, and capture said it wrote the trace). Such a signal is delivered again every few ms
-    until the thread is out; once the recording closes, it is ignored (the workload is over, and cutting the
-    close short would lose the index). `signal.signal` and `signal.getsignal` are the workload's as it knows
-    them: they take and give its own handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    main, install, installed = threading.get_ident(), signal.signal, signal.getsignal
-    theirs: dict[int, Callable] = {}  # signal -> the workload's handler behind ours
+class _Signals:
+    """The workload's signal handlers (Ctrl-C's too), each run as its signal comes but never while the main thread
+    writes to the trace (holds its lock): an exception raised there would leave the writer's bookkeeping half done
+    and the trace unreadable (campaign 88: a SIGALRM handler's did, and capture said it wrote the trace). A signal
+    that comes then is run once the thread is out, through RESEND, a signal of capture's own (campaign 90: sending
+    the signal itself again called a default handler the workload had put back meanwhile, and a wakeup fd saw the
+    signal many times). Once the recording closes, the workload's signals are ignored (it is over, and cutting
+    the close short would lose the index)."""
 
-    def between_records(signum: int, frame: object) -> object:
-        recorder = session.recorder
+    def __init__(self, session: Session):
+        self.session, self.main = session, threading.get_ident()
+        self.install, self.installed = signal.signal, signal.getsignal
+        self.theirs: dict[int, Callable] = {}  # signal -> the workload's handler behind `handle`
+        self.deferred: deque[tuple[Callable, int, object]] = deque()  # (its handler, the signal, its frame)
+        self.started = threading.Event()  # the main thread began to run what was deferred
+
+    def handle(self, signum: int, frame: object) -> object:
+        """The handler of every signal the workload handles."""
+        recorder = self.session.recorder
         if recorder is not None and recorder.closing:
             return None
+        handler = self.theirs[signum]
         if recorder is not None and recorder.trace.lock._is_owned():  # RLock's own test, as Condition uses it
-            threading.Timer(INTERRUPT_AGAIN_S, signal.pthread_kill, (main, signum)).start()
+            self.deferred.append((handler, signum, frame))
+            self._later()
             return None
-        return theirs[signum](signum, frame)
+        return handler(signum, frame)
 
-    def set_handler(signum: int, handler: object) -> object:
-        before, was = get_handler(signum), theirs.get(signum)
+    def _later(self) -> None:
+        threading.Thread(target=self._resend, name="capture-signal", daemon=True).start()
+
+    def _resend(self) -> None:
+        """Once the main thread is out of every record, have it run what was deferred, holding the trace's lock
+        till it begins (then it cannot be back in a record)."""
+        recorder = self.session.recorder
+        if recorder is None:
+            return
+        with recorder.trace.lock:
+            self.started.clear()
+            signal.pthread_kill(self.main, RESEND)
+            self.started.wait(RESEND_WAIT_S)
+
+    def run_deferred(self, signum: int, frame: object) -> None:
+        """RESEND's handler: the handlers deferred, in the order their signals came."""
+        self.started.set()
+        recorder = self.session.recorder
+        if recorder is not None and recorder.trace.lock._is_owned():  # (the wait above ran out)
+            self._later()
+            return
+        while self.deferred:
+            handler, deferred, at = self.deferred.popleft()
+            try:
+                handler(deferred, at)
+            except BaseException:
+                if self.deferred:
+                    self._later()
+                raise
+
+    def set(self, signum: int, handler: object) -> object:
+        """signal.signal as the workload calls it: its handler behind `handle`; the one it had before back."""
+        if signum == RESEND:
+            raise ValueError(f"signal {signum} is capture run's own")
+        before, was = self.get(signum), self.theirs.get(signum)
         if not callable(handler):
-            install(signum, handler)  # (raising as Python's does: another thread, a signal none may handle)
-            theirs.pop(signum, None)
+            self.install(signum, handler)  # (raising as Python's does: another thread, a signal none may handle)
+            self.theirs.pop(signum, None)
             return before
-        theirs[signum] = handler  # first: the signal may come as soon as ours is installed
+        self.theirs[signum] = handler  # first: the signal may come as soon as `handle` is installed
         try:
-            install(signum, between_records)
+            self.install(signum, self.handle)
         except BaseException:
             if was is None:
-                del theirs[signum]
+                del self.theirs[signum]
             else:
-                theirs[signum] = was
+                self.theirs[signum] = was
             raise
         return before
 
-    def get_handler(signum: int) -> object:
-        return theirs.get(signum) or installed(signum)
+    def get(self, signum: int) -> object:
+        """signal.getsignal as the workload calls it: its own handler."""
+        return self.theirs.get(signum) or self.installed(signum)
 
-    previous = installed(signal.SIGINT)
+
+@contextmanager
+def signals_between_records(session: Session) -> Iterator[None]:
+    """The workload's signals are run between records (_Signals) while it runs in this (the main) thread;
+    `signal.signal` and `signal.getsignal` take and give its own handlers meanwhile."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = _Signals(session)
+    previous = signal.getsignal(signal.SIGINT)
     if callable(previous):  # (not when Ctrl-C is ignored, as for a job started in the background)
-        set_handler(signal.SIGINT, previous)
-    signal.signal, signal.getsignal = set_handler, get_handler
+        signals.set(signal.SIGINT, previous)
+    resend = signal.signal(RESEND, signals.run_deferred)
+    signal.signal, signal.getsignal = signals.set, signals.get
     try:
         yield
     finally:
-        signal.signal, signal.getsignal = install, installed
-        install(signal.SIGINT, previous)
+        signal.signal, signal.getsignal = signals.install, signals.installed
+        signal.signal(signal.SIGINT, previous)
+        signal.signal(RESEND, resend)
 
 
 def capture_workload(session: Session, target: str, args: list[str], *, module: bool, emulate: str | None,

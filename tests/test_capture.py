@@ -533,11 +533,25 @@ def test_a_workload_s_own_signal_handler_runs_between_records():
                     pass
             time.sleep(1)
         assert held == [False]
+        # campaign 90: the signal was sent again, and killed the process once the workload had put the default
+        # handler back; the handler it had when the signal came runs, once
+        with pytest.raises(TimeoutError):
+            with recorder.trace.lock:
+                os.kill(os.getpid(), signal.SIGUSR1)
+                t0 = time.monotonic()
+                while time.monotonic() - t0 < 0.1:
+                    pass
+                assert signal.signal(signal.SIGUSR1, signal.SIG_DFL) is alarm
+            time.sleep(1)
+        assert held == [False, False]
+        signal.signal(signal.SIGUSR1, alarm)
         recorder.closing = True
         os.kill(os.getpid(), signal.SIGUSR1)
         time.sleep(0.05)  # ignored
-        assert held == [False]
+        assert held == [False, False]
         assert signal.signal(signal.SIGUSR1, signal.SIG_DFL) is alarm
+        with pytest.raises(ValueError, match="capture run's own"):
+            signal.signal(signal.SIGRTMAX, alarm)
     assert signal.signal is installed and signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
 
 
