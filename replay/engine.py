@@ -65,6 +65,7 @@ if TYPE_CHECKING:  # kernargs (and numpy) load with the first dispatch
 INTERNAL_ROLES = frozenset({"ring", "queue pointers", "event page"})  # the replayer's own queues have theirs
 # Where a domain's bytes live on the target (doorbell and MMIO pages are the device's, and not replayed).
 POOLS = {"vram": "VRAM", "gtt": "host", "userptr": "host"}
+FOLLOWED_BYTES = 64 << 20  # the largest buffer of another role than kernargs whose CPU writes the survey follows
 Pool = tuple[str, int | None]  # ("VRAM", target device index) or HOST
 HOST: Pool = ("host", None)
 EVENTS: Pool = ("events", None)  # KFD signal events, a per-process limit
@@ -362,6 +363,7 @@ class _Surveyor:
         # buffer -> address -> (blob key, record) of the CPU writes there no dispatch was given a pointer to since
         self.cpu_writes: dict[int, dict[int, tuple[bytes, int]]] = {}
         self.dispatching = ""  # the packet whose dispatch is being checked
+        self.now = 0  # the record being surveyed
         # (thread, wait record type, what it waits on) -> (record, value) of the waits that timed out since
         self.timed_out: dict[tuple[int | None, str, int], list[tuple[int, int]]] = {}
         self.pending_retries = 0  # the waits timed_out holds
@@ -385,6 +387,7 @@ class _Surveyor:
         for r in R.checked(r for r in self.trace.records() if r.type in wanted):
             if self.unnamed and r.type != R.BUFFER:
                 self._settle()
+            self.now = r.n
             getattr(self, f"_on_{r.type}")(r)
         self._settle()
         self.s.late.done()
@@ -702,11 +705,8 @@ class _Surveyor:
         """The recorded kernel arguments at `va`, from the CPU writes into kernel argument buffers (ReplayError for
         arguments in another buffer: their writes are not followed)."""
         hit = self.kernarg_buffers.find(va)
-        held = self.relocation.find(va) if hit is None else None
-        if held is not None:
-            raise ReplayError(f"{self.dispatching}: its kernel arguments at {va:#x} lie in buffer "
-                              f"{self._name(held[0])}, which is not of role kernargs: replay follows the CPU's "
-                              f"writes of kernel arguments in those alone")
+        if hit is None and (held := self.relocation.find(va)) is not None:
+            hit = self._follow(va, *held)
         if hit is not None and hit[0] in self.kernarg_writers:
             raise ReplayError(f"{self.dispatching}: its kernel arguments at {va:#x} lie in buffer "
                               f"{self._name(hit[0])}, which the kernel of {self.kernarg_writers[hit[0]]} takes a "
@@ -715,6 +715,32 @@ class _Surveyor:
         if hit is None or hit[2] is None or va + size > hit[0] + hit[1]:
             return None
         return bytes(hit[2][va - hit[0]:va - hit[0] + size])
+
+    def _follow(self, va: int, start: int, size: int) -> tuple[int, int, bytearray]:
+        """A buffer of the program's own that holds the kernel arguments at `va` (a runtime's ring of them, as ROCr
+        and tinygrad keep: campaign 91), followed from now on as a kernargs buffer is: what the CPU wrote there so
+        far is read again from the trace."""
+        if size > FOLLOWED_BYTES:
+            raise ReplayError(f"{self.dispatching}: its kernel arguments at {va:#x} lie in buffer {self._name(start)} "
+                              f"of {size:#x} bytes: replay follows the CPU's writes of kernel arguments in buffers of "
+                              f"role kernargs, and in others of {FOLLOWED_BYTES >> 20} MiB at most")
+        contents = bytearray(size)
+        for r in self.trace.records({R.MEM}, self.allocs[start].n):  # (each checked as the survey passed it)
+            if r.n >= self.now:
+                break
+            at = r.fields["va"] - start
+            if 0 <= at < size:
+                data = self.trace.blob(r.fields["key"])
+                if at + len(data) > size:
+                    raise BadInput(f"record {r.n} (mem): {len(data)} bytes at {r.fields['va']:#x} run past the end "
+                                   f"of the buffer at {start:#x}+{size:#x} (corrupt trace)")
+                contents[at:at + len(data)] = data
+        self.kernarg_buffers.add(start, size, contents)
+        # the addresses the CPU wrote there are kernel arguments, relocated as such: no table a kernel may chase
+        self.cpu_writes.pop(start, None)
+        self.holders.pop(start, None)
+        self.cpu_made.discard(start)
+        return start, size, contents
 
     def _on_mem(self, r: Record) -> None:
         """Follow what the CPU writes into kernel argument buffers (small: they are read back whole), and note

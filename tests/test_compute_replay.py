@@ -766,6 +766,47 @@ def test_an_address_in_a_code_objects_globals_is_refused_before_submitting(how, 
         replay_trace(path, Options(), emulate_recorded=True)
 
 
+def test_kernel_arguments_a_runtime_writes_into_a_buffer_of_its_own_are_followed(tmp_path):
+    """Campaign 91: a runtime keeping kernel arguments in an ordinary buffer of its own (as ROCr and tinygrad do)
+    was refused on every family, the recorded one too: only buffers of role kernargs were followed. Such a buffer
+    is followed from the first dispatch whose arguments lie in it, its CPU writes so far read again; what the CPU
+    wrote there is kernel arguments, relocated as such, not a table of addresses a kernel may chase."""
+    from kfdtrace.driver.aql import dispatch_packet
+    from kfdtrace.driver.kernargs import Launch, pack
+
+    path, edited = str(tmp_path / "ring.kfdtrace"), str(tmp_path / "edited.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        kernel = gpu.load(BUILT / "corpus.hipfb").kernel("vector_add")
+        a, b, c, d = (gpu.alloc(256, "gtt", name=name) for name in "abcd")
+        a.write(np.arange(64, dtype=np.float32))
+        b.write(np.ones(64, np.float32))
+        ring = gpu.alloc(4096, "gtt", name="ring")  # a buffer of role user, as a runtime allocates one
+        q = gpu.aql_queue(name="q")
+        for slot, (x, y) in enumerate(((a, c), (c, d))):  # c = a + b, then d = c + b
+            args = pack(kernel.kernel.metadata, [x, b, y, np.uint32(64)], Launch.of((64,), (64,)))
+            ring.write(args.data, 512 * slot)
+            q.submit(dispatch_packet(kernel.descriptor_address, (64,), (64,), ring.va + 512 * slot))
+            q.sync(timeout=60)
+        assert (np.frombuffer(d.read(), np.float32) == np.arange(64) + 2).all()
+    for how in (Options(), Options(relocate="always")):
+        for target in ("gfx942", "gfx1100"):
+            report = replay_trace(path, how, emulate=target)
+            assert report.status == EXIT_OK, (target, report.lines())
+    with TraceReader(path) as r:
+        ring_va = next(rec.fields["va"] for rec in r.records({"buffer"}) if rec.fields["name"] == "ring")
+
+    def half(rec, reader, writer):  # the second dispatch's by-value n: 32 of d's 64 floats
+        if rec.type == "mem" and rec.fields["va"] == ring_va + 512:
+            data = bytearray(reader.blob(rec.fields["key"]))
+            data[24:28] = (32).to_bytes(4, "little")
+            return {**rec.fields, "key": writer.blob(bytes(data))}
+        return rec.fields
+
+    rewrite(path, edited, half)
+    assert replay_trace(edited, Options(), emulate="gfx942").status == EXIT_DIVERGED
+
+
 @pytest.mark.parametrize("how", ["indirect buffer", "bookkeeping"])
 def test_addresses_the_cpu_keeps_for_itself_or_in_an_indirect_buffer_are_no_hazard(how, tmp_path):
     """Found by helper 44: every CPU-written address was taken for a table a copy may carry to a kernel, so a
