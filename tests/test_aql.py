@@ -20,6 +20,7 @@ from kfdtrace.driver.aql import (
     FenceScope,
     HsaQueue,
     PacketType,
+    QueueProperties,
     SignalCondition,
     header,
     pm4_ib_packet,
@@ -291,6 +292,27 @@ def test_barrier_value(system, start, value, condition, mask, then):
     assert done.value == 1
     sig.signal(then)
     done.wait(0, timeout=10)
+
+
+@pytest.mark.parametrize("profiling", [False, True])
+def test_a_profiling_queue_stamps_each_completion_signal_with_the_gpu_clock(system, profiling):
+    """Campaign 91: with amd_queue_t's ENABLE_PROFILING set, the CP writes the GPU clock as a packet begins and as
+    it completes into its completion signal's start_ts and end_ts (ROCR Queue::SetProfiling); the emulated
+    processor left them 0. Without the property they stay as they were."""
+    q = system.devices[0].aql_queue()
+    if profiling:
+        q.amd_queue.queue_properties |= QueueProperties.ENABLE_PROFILING
+    gate, first, second = HsaSignal(system, 1, "gate"), HsaSignal(system, 1, "first"), HsaSignal(system, 1, "second")
+    q.barrier_and([gate], completion=first)
+    q.barrier_and([0], completion=second)
+    gate.signal(0)
+    second.wait(0, timeout=10)
+    stamps = [(s._signal.start_ts, s._signal.end_ts) for s in (first, second)]
+    if profiling:
+        (a, b), (c, d) = stamps
+        assert 0 < a <= b <= c <= d, stamps
+    else:
+        assert stamps == [(0, 0), (0, 0)]
 
 
 def test_a_completion_signal_wakes_a_cpu_wait_through_its_event(system, monkeypatch):

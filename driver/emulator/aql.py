@@ -25,7 +25,16 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from kfdtrace.driver.aql import AQL, PACKET_SIZE, AmdQueue, AmdSignal, FenceScope, pm4_ib_body, signed64
+from kfdtrace.driver.aql import (
+    AQL,
+    PACKET_SIZE,
+    AmdQueue,
+    AmdSignal,
+    FenceScope,
+    QueueProperties,
+    pm4_ib_body,
+    signed64,
+)
 from kfdtrace.driver.emulator.cp import CommandProcessor
 from kfdtrace.driver.emulator.memory import GpuVm
 from kfdtrace.driver.emulator.ring_engine import POLL_MAX_S, POLL_MIN_S, NotEmulated, QueueError
@@ -112,16 +121,27 @@ class AqlProcessor(CommandProcessor):
         for scope in ("acquire_fence_scope", "release_fence_scope"):
             if f[scope] not in _SCOPES:
                 raise QueueError(f"{p.name} {scope}={f[scope]} is not a fence scope (0..2)")
+        start = self.machine.gpu_clock() if AQL.completion(p) and self._profiling() else None
         self.aql_handlers[p.name](p)
         if not self._stop:
-            self._complete(p)
+            self._complete(p, start)
 
-    def _complete(self, p: Packet) -> None:
-        """Signal the packet's completion signal, release its slot, advance read_dispatch_id."""
+    def _profiling(self) -> bool:
+        """Whether amd_queue_t.queue_properties asks for ENABLE_PROFILING: then the CP writes the GPU clock as a
+        packet begins and as it completes into its completion signal's start_ts and end_ts (amd_hsa_queue.h; ROCR
+        Queue::SetProfiling, read by hsa_amd_profiling_get_dispatch_time; campaign 91 found them left 0)."""
+        with self.vm.access(self.queue_va + AmdQueue.queue_properties.offset, 4) as host:
+            return bool(ctypes.c_uint32.from_address(host).value & QueueProperties.ENABLE_PROFILING)
+
+    def _complete(self, p: Packet, start: int | None = None) -> None:
+        """Signal the packet's completion signal (its timestamps first, when `start` is when it began), release
+        its slot, advance read_dispatch_id."""
         handle = AQL.completion(p)
         if handle:
             with self.vm.access(handle, ctypes.sizeof(AmdSignal), write=True) as host, self.machine.atomic_lock:
                 signal = AmdSignal.from_address(host)
+                if start is not None:
+                    signal.start_ts, signal.end_ts = start, self.machine.gpu_clock()
                 signal.value = signed64(signal.value - 1)
                 mailbox, event_id = signal.event_mailbox_ptr, signal.event_id
             self.machine.memory_changed()
