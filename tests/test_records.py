@@ -113,6 +113,16 @@ def test_info_check_names_a_record_whose_blob_the_trace_lacks(where, tmp_path):
     assert f"names blob {lost.hex()}, which the trace lacks (corrupt trace)" in res.output, res.output
 
 
+def test_info_check_passes_a_record_type_it_does_not_know(tmp_path):
+    """A type of a later format is read unchecked (R.check), its fields too: the fuzzer found the blob check
+    looking its fields up in the table."""
+    later = str(tmp_path / "later.kfdtrace")
+    rewrite(SAMPLE, later, lambda rec, r, w: [(rec.type, rec.fields), ("future_type", {"x": 1})]
+            if rec.type == "doorbell" else rec.fields)
+    res = CliRunner().invoke(kfdtrace_cli, ["info", "--check", later])
+    assert res.exit_code == 0 and "records are well-formed" in res.output, res.output
+
+
 def test_info_names_a_malformed_summary_field(tmp_path):
     bad = str(tmp_path / "bad.kfdtrace")
     with TraceReader(SAMPLE) as r, TraceWriter(bad, r.header) as w:

@@ -88,7 +88,8 @@ def _checked(r: TraceReader) -> int:
     for rec in R.checked(r.records()):
         if rec.type == R.CHECKPOINT and (why := R.checkpoint_problem(rec, r.blob_key, r.has_blob)):
             raise R.MalformedRecord(why)
-        for name in R.RECORD_TYPES[rec.type].blobs:  # campaign 88: a trace naming a lost blob passed the check
+        known = R.RECORD_TYPES.get(rec.type)  # (a type of a later format passes unchecked)
+        for name in known.blobs if known is not None else ():  # campaign 88: a lost blob named passed the check
             if not r.has_blob(key := rec.fields[name]):
                 raise R.MalformedRecord(f"record {rec.n} ({rec.type}): its {name} names blob {key.hex()}, which the "
                                         f"trace lacks (corrupt trace)")
