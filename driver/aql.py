@@ -184,6 +184,9 @@ class AqlDialect(Dialect):
     (the PM4-IB packet's) holds -- PM4 packets in the dialect of the device's family (Family.pm4_dialect)."""
 
     indirect_dialect = "pm4"
+    # (offset, bytes) from a written completion signal's handle that a profiling queue fills with GPU clocks:
+    # amd_signal_t start_ts and end_ts (amd_queue_t ENABLE_PROFILING; ROCR Queue::SetProfiling)
+    clocked = (32, 16)
 
     def __init__(self, name: str, defs: tuple[PacketDef, ...]):
         super().__init__(name, defs)

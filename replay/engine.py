@@ -1644,6 +1644,7 @@ class Instance:
         """Note in each buffer the packets of `ring` (`where`, in `src`) that write it last, and which of its bytes
         they fill with a GPU clock."""
         start = end = 0
+        clocked = getattr(src, "clocked", None)  # AQL: a completion signal's timestamps, when its queue profiles
         for at, addresses, volatile in writes:
             for addr in addresses:
                 if not start <= addr < end:  # most writes land in the buffer the one before did
@@ -1661,6 +1662,8 @@ class Instance:
                     rb.volatile.update(range(dword, addr - start + CLOCK_BYTES, MASKED))
                 elif rb.volatile:  # a write of other data over a clock (at least a dword of it): compared again
                     rb.volatile.discard(dword)
+                if clocked is not None:
+                    rb.volatile.update(range(addr - start + clocked[0], addr - start + sum(clocked), MASKED))
 
     def _indirect(self, rq: ReplayQueue, base: int, size: int, where: str) -> tuple[int, int]:
         """An indirect buffer, followed: its packets (the recorded ones, written by the replayed CPU writes)

@@ -807,6 +807,33 @@ def test_kernel_arguments_a_runtime_writes_into_a_buffer_of_its_own_are_followed
     assert replay_trace(edited, Options(), emulate="gfx942").status == EXIT_DIVERGED
 
 
+def test_the_timestamps_a_profiling_queue_writes_into_a_completion_signal_are_clocks(tmp_path):
+    """Campaign 92: a profiling AQL queue's completion signal, kept in a buffer of the program's own, got the GPU
+    clock in start_ts/end_ts (53f5a8a), and its checkpoint compared them: every replay said DIVERGED. A completion
+    signal's timestamps are masked as a clock packet's are."""
+    from kfdtrace.driver.aql import QueueProperties, dispatch_packet
+    from kfdtrace.driver.kernargs import Launch, pack
+
+    path = str(tmp_path / "profiled.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        kernel = gpu.load(BUILT / "corpus.hipfb").kernel("vector_add")
+        a, b, c = (gpu.alloc(256, "gtt", name=name) for name in "abc")
+        q = gpu.aql_queue(name="q")
+        q.amd_queue.queue_properties |= QueueProperties.ENABLE_PROFILING
+        args = gpu.alloc(4096, "gtt", name="args", role="kernargs")
+        args.write(pack(kernel.kernel.metadata, [a, b, c, np.uint32(64)], Launch.of((64,), (64,))).data)
+        signals = gpu.alloc(4096, "gtt", name="signals")
+        words = signals.numpy().view(np.int64)
+        words[0:8] = [1, 1, 0, 0, 0, 0, 0, 0]  # amd_signal_t: kind USER, value 1
+        q.submit(dispatch_packet(kernel.descriptor_address, (64,), (64,), args.va, completion_signal=signals.va))
+        q.sync(timeout=60)
+        assert words[1] == 0 and 0 < words[4] <= words[5]
+    for how in (Options(), Options(relocate="always"), Options(queue_type="pm4")):
+        report = replay_trace(path, how, emulate_recorded=True)
+        assert report.status == EXIT_OK, report.lines()
+
+
 @pytest.mark.parametrize("how", ["indirect buffer", "bookkeeping"])
 def test_addresses_the_cpu_keeps_for_itself_or_in_an_indirect_buffer_are_no_hazard(how, tmp_path):
     """Found by helper 44: every CPU-written address was taken for a table a copy may carry to a kernel, so a
