@@ -33,7 +33,7 @@ from kfdtrace.driver.visible import visible_gpus
 from kfdtrace.traces import records as R
 
 RESEND = signal.SIGRTMAX  # capture run's own signal: a workload's handler deferred out of a record runs through it
-RESEND_WAIT_S = 1.0  # the trace's lock is held this long at most for the main thread to begin what was deferred
+RESEND_WAIT_S = 0.05  # the trace's lock is held this long at most for the main thread to begin what was deferred
 
 
 def kfd_version(syscalls: Syscalls) -> list[int] | None:
@@ -187,10 +187,12 @@ class _Signals:
     """The workload's signal handlers (Ctrl-C's too), each run as its signal comes but never while the main thread
     writes to the trace (holds its lock): an exception raised there would leave the writer's bookkeeping half done
     and the trace unreadable (campaign 88: a SIGALRM handler's did, and capture said it wrote the trace). A signal
-    that comes then is run once the thread is out, through RESEND, a signal of capture's own (campaign 90: sending
-    the signal itself again called a default handler the workload had put back meanwhile, and a wakeup fd saw the
-    signal many times). Once the recording closes, the workload's signals are ignored (it is over, and cutting
-    the close short would lose the index)."""
+    that comes then is queued, and a helper thread, woken through a pipe (all a signal handler may safely do),
+    waits for the lock and has the main thread run the queue through RESEND, a signal of capture's own (campaign
+    90: sending the signal itself again called a default handler the workload had put back meanwhile, and a
+    wakeup fd saw it many times; campaign 92: a thread started per signal, in the handler, nested without end
+    under a burst). Once the recording closes, the workload's signals are ignored (it is over, and cutting the
+    close short would lose the index)."""
 
     def __init__(self, session: Session):
         self.session, self.main = session, threading.get_ident()
@@ -198,6 +200,10 @@ class _Signals:
         self.theirs: dict[int, Callable] = {}  # signal -> the workload's handler behind `handle`
         self.deferred: deque[tuple[Callable, int, object]] = deque()  # (its handler, the signal, its frame)
         self.started = threading.Event()  # the main thread began to run what was deferred
+        self._woken, self._wake = os.pipe()
+        os.set_blocking(self._wake, False)
+        self._helper = threading.Thread(target=self._resend, name="capture-signals", daemon=True)
+        self._helper.start()
 
     def handle(self, signum: int, frame: object) -> object:
         """The handler of every signal the workload handles."""
@@ -212,24 +218,33 @@ class _Signals:
         return handler(signum, frame)
 
     def _later(self) -> None:
-        threading.Thread(target=self._resend, name="capture-signal", daemon=True).start()
+        try:
+            os.write(self._wake, b"\0")
+        except OSError:  # the pipe is full: the helper is woken already (or gone, with the recording)
+            pass
 
     def _resend(self) -> None:
-        """Once the main thread is out of every record, have it run what was deferred, holding the trace's lock
-        till it begins (then it cannot be back in a record)."""
-        recorder = self.session.recorder
-        if recorder is None:
-            return
-        with recorder.trace.lock:
-            self.started.clear()
-            signal.pthread_kill(self.main, RESEND)
-            self.started.wait(RESEND_WAIT_S)
+        """The helper: at each wake, once the main thread is out of every record, has it run what was deferred,
+        holding the trace's lock till it begins (then it cannot be back in a record)."""
+        while os.read(self._woken, 4096):
+            recorder = self.session.recorder
+            if recorder is None:
+                continue
+            with recorder.trace.lock:
+                if recorder.closing or not self.deferred:
+                    continue
+                self.started.clear()
+                signal.pthread_kill(self.main, RESEND)
+                self.started.wait(RESEND_WAIT_S)
 
     def run_deferred(self, signum: int, frame: object) -> None:
         """RESEND's handler: the handlers deferred, in the order their signals came."""
         self.started.set()
         recorder = self.session.recorder
-        if recorder is not None and recorder.trace.lock._is_owned():  # (the wait above ran out)
+        if recorder is not None and recorder.closing:
+            self.deferred.clear()
+            return
+        if recorder is not None and recorder.trace.lock._is_owned():  # (the helper's wait ran out)
             self._later()
             return
         while self.deferred:
@@ -240,6 +255,13 @@ class _Signals:
                 if self.deferred:
                     self._later()
                 raise
+
+    def close(self) -> None:
+        """Stop the helper."""
+        os.close(self._wake)  # its read gives b"": it ends
+        self._helper.join(RESEND_WAIT_S * 20)
+        if not self._helper.is_alive():
+            os.close(self._woken)
 
     def set(self, signum: int, handler: object) -> object:
         """signal.signal as the workload calls it: its handler behind `handle`; the one it had before back."""
@@ -284,6 +306,7 @@ def signals_between_records(session: Session) -> Iterator[None]:
     finally:
         signal.signal, signal.getsignal = signals.install, signals.installed
         signal.signal(signal.SIGINT, previous)
+        signals.close()
         signal.signal(RESEND, resend)
 
 

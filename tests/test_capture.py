@@ -555,6 +555,34 @@ def test_a_workload_s_own_signal_handler_runs_between_records():
     assert signal.signal is installed and signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
 
 
+def test_a_burst_of_signals_during_long_stores_runs_the_handler_between_records(tmp_path):
+    """Campaign 92: a SIGALRM every 200 µs during 8 MiB stores (each holds the trace's lock) started a thread per
+    signal from inside the handler; under the burst they nested without end (RecursionError), hung, or killed
+    capture with its own signal. One helper, woken through a pipe, now runs what was deferred."""
+    script = tmp_path / "burst.py"
+    script.write_text(textwrap.dedent("""
+        import signal, sys
+        from kfdtrace.driver import System
+        ran = [0]
+        signal.signal(signal.SIGALRM, lambda s, f: ran.__setitem__(0, ran[0] + 1))
+        signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
+        with System.open() as system:
+            gpu = system.devices[0]
+            big, out, q = gpu.alloc(8 << 20, "gtt", name="big"), gpu.alloc(4096, "gtt", name="out"), gpu.sdma_queue()
+            for i in range(3):
+                big.write(bytes([i + 1]) * (8 << 20))
+                q.copy(out, big, 4096).sync()
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        print("ran", ran[0] > 0)
+    """))
+    path = str(tmp_path / "burst.kfdtrace")
+    done = capture("run", "--emulate", "gfx942", "-o", path, str(script))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.strip() == "ran True" and done.stderr.count("capture: wrote") == 1, done.stdout + done.stderr
+    res = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
 def test_threads_and_atexit_handlers_after_the_main_thread_are_recorded(tmp_path):
     """Campaign 88: capture closed the trace as soon as the workload's main thread returned, so a non-daemon
     thread still working (and an atexit handler) lost its GPU work with a traceback, and the trace replayed OK
