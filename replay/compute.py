@@ -221,9 +221,9 @@ class DispatchReader:
                               f"are not in a buffer the trace recorded the contents of")
         return data
 
-    def check_pointers(self, d: Dispatch, where: str, relocation: Relocation) -> list[int]:
-        """The non-null pointer arguments of `d`; OutsideBuffers when one lies where no address moves (in no
-        recorded buffer)."""
+    def check_pointers(self, d: Dispatch, where: str, relocation: Relocation) -> list[tuple[int, bool]]:
+        """The non-null pointer arguments of `d`, each with whether the kernel only reads through it; OutsideBuffers
+        when one lies where no address moves (in no recorded buffer)."""
         from kfdtrace.driver.kernargs import PointerOutsideBuffers, pointers
 
         meta = d.kernel.kernel.metadata
@@ -234,7 +234,7 @@ class DispatchReader:
                 raise OutsideBuffers(f"{where}: {d.packet.name} at byte {d.packet.offset:#x}: "
                                      f"{PointerOutsideBuffers.of(meta, ptr, why)}; refusing to submit it")
             if ptr.value:
-                out.append(ptr.value)
+                out.append((ptr.value, ptr.arg.read_only))
         return out
 
 

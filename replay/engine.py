@@ -535,11 +535,11 @@ class _Surveyor:
                 chosen, source = self.chosen[(f["key"], target)]
                 why = unfit(d.kernel.name, d.kernel.kernel.metadata, chosen)
                 self.unfit[(f["key"], target, d.kernel.name)] = why and unfit_message(target, f, source, why)
-            for ptr in reader.check_pointers(d, where, self.relocation):
+            for ptr, read_only in reader.check_pointers(d, where, self.relocation):
                 start = self.relocation.find(ptr)[0]
                 self._cpu_written_addresses(start)
-                if self.kernarg_buffers.find(ptr) is not None:  # a kernel may write other dispatches' arguments
-                    self.kernarg_writers.setdefault(start, f"{where} ({d.kernel.name})")
+                if not read_only and self.kernarg_buffers.find(ptr) is not None:  # a kernel may write other
+                    self.kernarg_writers.setdefault(start, f"{where} ({d.kernel.name})")  # dispatches' arguments
                 held = self.holders.pop(start, None)
                 if held is not None:
                     offset, value, writer = held

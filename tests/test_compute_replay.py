@@ -807,6 +807,31 @@ def test_kernel_arguments_a_runtime_writes_into_a_buffer_of_its_own_are_followed
     assert replay_trace(edited, Options(), emulate="gfx942").status == EXIT_DIVERGED
 
 
+def test_a_kernel_reading_data_in_a_kernel_argument_buffer_is_no_writer_of_arguments(tmp_path):
+    """Campaign 92: a kernel given a const pointer into the buffer a runtime keeps kernel arguments in was taken
+    for one that may write them, and the dispatches after it were refused, on the recorded family too."""
+    from kfdtrace.driver.aql import dispatch_packet
+    from kfdtrace.driver.kernargs import Launch, pack
+
+    path = str(tmp_path / "reads.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        kernel = gpu.load(BUILT / "corpus.hipfb").kernel("vector_add")
+        b, c = gpu.alloc(256, "gtt", name="b"), gpu.alloc(256, "gtt", name="c")
+        b.write(np.ones(64, np.float32))
+        ring = gpu.alloc(4096, "gtt", name="ring")
+        ring.write(np.arange(64, dtype=np.float32).tobytes(), 2048)  # data beside the arguments
+        q = gpu.aql_queue(name="q")
+        for slot in range(3):  # c = ring's data + b: vector_add's a is const float *
+            args = pack(kernel.kernel.metadata, [ring.va + 2048, b, c, np.uint32(64)], Launch.of((64,), (64,)))
+            ring.write(args.data, 512 * slot)
+            q.submit(dispatch_packet(kernel.descriptor_address, (64,), (64,), ring.va + 512 * slot))
+            q.sync(timeout=60)
+        assert (np.frombuffer(c.read(), np.float32) == np.arange(64) + 1).all()
+    report = replay_trace(path, Options(), emulate_recorded=True)
+    assert report.status == EXIT_OK, report.lines()
+
+
 def test_the_timestamps_a_profiling_queue_writes_into_a_completion_signal_are_clocks(tmp_path):
     """Campaign 92: a profiling AQL queue's completion signal, kept in a buffer of the program's own, got the GPU
     clock in start_ts/end_ts (53f5a8a), and its checkpoint compared them: every replay said DIVERGED. A completion
