@@ -978,6 +978,10 @@ class Dialect:
     keeps those it has); `cache`: what its field values ask of the caches.
     """
 
+    # (offset, bytes) from each address a packet writes that the engine may also fill with GPU clocks (None: none;
+    # AQL's completion signals: AqlDialect)
+    clocked: tuple[int, int] | None = None
+
     def __init__(self, name: str, defs: Iterable[PacketDef], *,
                  defaults: Mapping[str, Mapping[str, int]] | None = None, cache: CacheControl | None = None):
         self.name = name

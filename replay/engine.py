@@ -1644,7 +1644,7 @@ class Instance:
         """Note in each buffer the packets of `ring` (`where`, in `src`) that write it last, and which of its bytes
         they fill with a GPU clock."""
         start = end = 0
-        clocked = getattr(src, "clocked", None)  # AQL: a completion signal's timestamps, when its queue profiles
+        clocked = src.clocked  # AQL: a completion signal's timestamps, when its queue profiles
         for at, addresses, volatile in writes:
             for addr in addresses:
                 if not start <= addr < end:  # most writes land in the buffer the one before did
