@@ -105,8 +105,10 @@ class _Command(click.Command):
 @click.command(cls=_Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("trace", metavar="TRACE|BUNDLE", type=click.Path(dir_okay=False))
 @backend_options
-@click.option("--emulate-recorded", is_flag=True, help="Emulate exactly the GPUs the trace was recorded on.")
-@click.option("--device", type=int, help="Replay every recorded GPU's work on this target device.")
+@click.option("--emulate-recorded", is_flag=True,
+              help="Emulate exactly the GPUs the trace was recorded on, each recorded GPU's work on its own.")
+@click.option("--device", type=int, help="Replay every recorded GPU's work on this target device (so one GPU's "
+              "memory that another could not reach, as recorded, it reaches here).")
 @click.option("--gpu-map", help="Recorded GPU index to target device index, e.g. 0:1,1:0.")
 @click.option("--loop", type=int, default=1, show_default=True, help="Replay N times, from fresh inputs each time.")
 @click.option("--concurrent", type=int, default=1, show_default=True,

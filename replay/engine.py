@@ -295,9 +295,15 @@ def recorded_xccs(trace: TraceReader) -> dict[int, int]:
     return out
 
 
-def device_map(trace: TraceReader, system: System, gpu_map: dict[int, int] | None) -> dict[int, Device]:
-    """Recorded gpu_id -> target device: recorded GPU i onto target device gpu_map[i] (default: i)."""
+def device_map(trace: TraceReader, system: System, gpu_map: dict[int, int] | None,
+               by_id: bool = False) -> dict[int, Device]:
+    """Recorded gpu_id -> target device: recorded GPU i onto target device gpu_map[i] (default: i; with `by_id`,
+    the device of its gpu_id where the target has them all, as the recorded topology emulated does: the
+    program's order, which ROCR_VISIBLE_DEVICES may have changed, is not the nodes' that the target lists)."""
     recorded = [g["gpu_id"] for g in recorded_gpus(trace)]
+    index = {d.gpu_id: d.index for d in system.devices}
+    if gpu_map is None and by_id and set(recorded) <= index.keys():
+        gpu_map = {i: index[gpu_id] for i, gpu_id in enumerate(recorded)}
     mapping = gpu_map if gpu_map is not None else {i: i for i in range(len(recorded))}
     if unknown := sorted(set(mapping) - set(range(len(recorded)))):  # a typo, not a GPU to leave out
         raise BadInput(f"--gpu-map names recorded GPU {unknown[0]}; the trace has {len(recorded)} "
@@ -485,6 +491,13 @@ class _Surveyor:
         gone = self.live.pop(r.fields["va"], None)
         if gone is not None:
             self.use[gone[0]] -= gone[1]
+
+    def _on_map(self, r: Record) -> None:
+        if unknown := [g for g in r.fields["gpus"] if g not in self.devices]:
+            raise ReplayError(f"record {r.n} ({r.type} of buffer handle {r.fields['handle']:#x}) names GPU "
+                              f"{unknown[0]:#x}, which the trace's header does not list")
+
+    _on_unmap = _on_map
 
     def _on_queue(self, r: Record) -> None:
         f = r.fields
@@ -1005,6 +1018,7 @@ class ReplayBuffer:
     # there, their dialect)
     wrote: deque[tuple[str, bytes, int, Dialect]] = field(default_factory=lambda: deque(maxlen=WRITERS))
     gpu_last: bool = False  # the GPU wrote it since the CPU last did (what it holds is not the trace's)
+    gpus: set[int] = field(default_factory=set)  # the recorded GPUs it is mapped to (its own from the start)
 
     def writer(self, addr: int) -> str | None:
         """The submission and packet that last wrote the recorded address `addr` in it, as the table counts the bytes a
@@ -1250,7 +1264,7 @@ class Instance:
             buf = self._alloc(dev, f, opts)
         self.relocation.add(f["va"], f["size"], buf.va)
         view = None if buf.cpu is None else memory_view(buf.cpu, buf.size)
-        self.buffers.add(f["va"], f["size"], rb := ReplayBuffer(buf, role, view))
+        self.buffers.add(f["va"], f["size"], rb := ReplayBuffer(buf, role, view, gpus={f["gpu"]}))
         self.handles[f["handle"]] = rb
         self.result.relocated += buf.va != f["va"]
 
@@ -1271,7 +1285,18 @@ class Instance:
     def _on_map(self, r: Record) -> None:
         rb = self.handles.get(r.fields["handle"])
         if rb is not None:
+            rb.gpus.update(r.fields["gpus"])
             rb.buffer.map_to(*(self.devices[g] for g in r.fields["gpus"] if g in self.devices))
+
+    def _on_unmap(self, r: Record) -> None:
+        """Unmapped from the target devices of those GPUs, but those another recorded GPU still mapped goes to
+        (--device, --gpu-map may put several on one): a GPU's access after it faults, as the recording's did
+        (campaign 95)."""
+        rb = self.handles.get(r.fields["handle"])
+        if rb is not None:
+            rb.gpus.difference_update(r.fields["gpus"])
+            kept = {self.devices[g] for g in rb.gpus if g in self.devices}
+            rb.buffer.unmap_from(*{self.devices[g] for g in r.fields["gpus"] if g in self.devices} - kept)
 
     def _on_free(self, r: Record) -> None:
         hits = self.lateness.hits(r.n) if r.n >= self.lateness.next else []

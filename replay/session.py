@@ -195,7 +195,7 @@ def replay_trace(path: str, options: Options, *, emulate: str | None = None, emu
             gpus = recorded_gpus(trace)
             if device is not None:
                 options.gpu_map = {i: device for i in range(len(gpus))}
-            devices = device_map(trace, system, options.gpu_map)
+            devices = device_map(trace, system, options.gpu_map, by_id=emulate_recorded)
             progress("checking every submission")
             s = survey(trace, devices, options.code_objects, options.queue_type)
             if not s.submissions:
@@ -273,7 +273,7 @@ def contents_at(path: str, submission: int, vas: list[int], *, emulate: str | No
         with bad_input():
             system = open_target(trace, emulate, None, emulate is None)
         with system:
-            devices = device_map(trace, system, None)
+            devices = device_map(trace, system, None, by_id=emulate is None)
             s = survey(trace, devices, options.code_objects)
             check_resources(s, system, 1, default_max_memory())
             try:

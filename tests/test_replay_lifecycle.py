@@ -12,9 +12,9 @@ from kfdtrace.capture import record
 from kfdtrace.driver import System
 from kfdtrace.driver.backend import open_syscalls, wrapping
 from kfdtrace.driver.emulator.boards import emulated_topology
-from kfdtrace.driver.errors import WaitTimeout
+from kfdtrace.driver.errors import GpuFault, WaitTimeout
 from kfdtrace.driver.topology import read_topology
-from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_HANG, EXIT_OK, Options
+from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_HANG, EXIT_OK, Options, ReplayError
 from kfdtrace.replay.session import replay_trace
 from kfdtrace.traces.format import TraceReader, blob_key
 from tests.test_replay import rewrite, sample, sample_names
@@ -231,3 +231,73 @@ def test_a_packet_writing_a_queues_own_pointers_is_refused_not_a_vm_fault(tmp_pa
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 3 and "COPY_LINEAR at byte 0x0: dst=" in done.stderr and \
         "is in no recorded buffer; refusing to submit it" in done.stderr, done.stdout + done.stderr
+
+
+def _peer_read_after_unmap(path: str, then_remap: bool) -> str:
+    """GPU 1's SDMA reads a buffer of GPU 0's that was mapped to GPU 1 and then unmapped from it (its raw address:
+    the driver's own check passed by); with `then_remap` mapped again first. What the wait for the copy saw."""
+    with record(path), System.open(emulate="gfx942,gfx942") as system:
+        g0, g1 = system.devices
+        shared = g0.alloc(65536, "vram", name="shared", map_to=(g1,))
+        out = g1.alloc(65536, "gtt", name="out")
+        shared.write(b"\x5a" * 65536)
+        shared.unmap_from(g1)
+        if then_remap:
+            shared.map_to(g1)
+        done = system.semaphore("done")
+        g1.sdma_queue(name="peer").copy(out, shared.va, 65536).signal(done, 1).submit()
+        try:
+            done.wait(1, timeout=5)
+        except GpuFault as exc:
+            return str(exc)
+        return "copied" if out.read(0, 4) == b"\x5a" * 4 else "differs"
+
+
+@pytest.mark.parametrize("then_remap", [False, True])
+def test_a_buffer_unmapped_from_a_gpu_faults_its_access_there_as_recorded(tmp_path, then_remap):
+    """Campaign 95: replay had no handler for `unmap` records, so the peer read that faulted in the recording
+    completed in the replay (DIVERGED on an honest trace)."""
+    path = str(tmp_path / "unmapped.kfdtrace")
+    seen = _peer_read_after_unmap(path, then_remap)
+    assert seen == "copied" if then_remap else "VM fault" in seen
+    report = replay_trace(path, Options(timeout=5), emulate_recorded=True)
+    assert report.status == (EXIT_OK if then_remap else EXIT_HANG), report.lines()
+    if not then_remap:
+        assert "the recording's GPU stopped a queue at the same wait" in "\n".join(report.lines())
+
+
+def test_an_unmap_keeps_a_target_device_another_recorded_gpu_still_maps(tmp_path):
+    """With both recorded GPUs on one device (--device 0), GPU 1's unmap leaves the buffer mapped there for GPU 0's
+    own copy after it (and GPU 1's copy before it reads it)."""
+    path = str(tmp_path / "merged.kfdtrace")
+    with record(path), System.open(emulate="gfx942,gfx942") as system:
+        g0, g1 = system.devices
+        shared = g0.alloc(4096, "vram", name="shared", map_to=(g1,))
+        out0, out1 = g0.alloc(4096, "gtt", name="out0"), g1.alloc(4096, "gtt", name="out1")
+        shared.write(bytes(range(256)) * 16)
+        g1.sdma_queue(name="peer").copy(out1, shared, 4096).sync()
+        shared.unmap_from(g1)
+        g0.sdma_queue(name="own").copy(out0, shared, 4096).sync()
+        assert out0.read() == out1.read() == bytes(range(256)) * 16
+    report = replay_trace(path, Options(timeout=5), emulate="gfx1100", device=0)
+    assert report.status == EXIT_OK, report.lines()
+    assert report.results[0].verified >= 2
+
+
+@pytest.mark.parametrize("kind", ["map", "unmap"])
+def test_a_map_or_unmap_naming_a_gpu_the_header_lacks_is_refused(tmp_path, kind):
+    """Campaign 95: a `map` record naming an unknown GPU was dropped silently (an `alloc` naming one is refused)."""
+    src, path = str(tmp_path / "both.kfdtrace"), str(tmp_path / f"bad-{kind}.kfdtrace")
+    _peer_read_after_unmap(src, then_remap=True)
+    edited = []
+
+    def edit(rec, r, w):
+        if rec.type != kind or edited:
+            return rec.fields
+        edited.append(rec.n)
+        return {**rec.fields, "gpus": [0x1234]}
+    rewrite(src, path, edit)
+    assert edited
+    with pytest.raises(ReplayError, match=rf"record {edited[0]} \({kind} of buffer handle 0x[0-9a-f]+\) names GPU "
+                                          r"0x1234, which the trace's header does not list"):
+        replay_trace(path, Options(timeout=5), emulate="gfx942,gfx942")

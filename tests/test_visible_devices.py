@@ -10,7 +10,8 @@ from kfdtrace.driver.emulator.boards import emulated_topology
 from kfdtrace.driver.errors import DeviceError
 from kfdtrace.driver.topology import Node
 from kfdtrace.driver.visible import VISIBILITY_VARIABLES, gpu_uuid, visible_gpus
-from kfdtrace.replay.engine import EXIT_OK, Options
+from kfdtrace.replay import session
+from kfdtrace.replay.engine import EXIT_OK, Options, device_map
 from kfdtrace.replay.session import replay_trace
 from kfdtrace.traces.format import TraceReader
 
@@ -156,3 +157,26 @@ def test_devices_command_marks_hidden_gpus_and_rejects_a_bad_value():
         ("gfx942", "0"), ("gfx1100", "hidden"), ("gfx90a", "hidden")]
     out = CliRunner().invoke(main, args, env={"HIP_VISIBLE_DEVICES": "7"})
     assert out.exit_code == 1 and "HIP_VISIBLE_DEVICES=7: index 7 is out of range" in out.output
+
+
+def test_the_recorded_topology_runs_each_recorded_gpu_on_its_own_node(tmp_path, monkeypatch):
+    """Campaign 95: ROCR_VISIBLE_DEVICES had reordered the GPUs, and --emulate-recorded, whose target lists them
+    in node order, put recorded GPU 0's work on the first node (a kernel built for it then had no code object)."""
+    path = str(tmp_path / "reordered.kfdtrace")
+    monkeypatch.setenv("ROCR_VISIBLE_DEVICES", "2,1")
+    with record(path), System.open(emulate=",".join(MACHINE)) as system:
+        recorded = [(gpu.gpu_id, gpu.target.name) for gpu in system.devices]
+        for gpu in system.devices:
+            gpu.sdma_queue().fill(gpu.alloc(4096, "gtt", name=f"out{gpu.index}"), gpu.index + 1, 4096).sync()
+    monkeypatch.delenv("ROCR_VISIBLE_DEVICES")
+    mapped = []
+
+    def spy(*args, **kwargs):
+        mapped.append(devices := device_map(*args, **kwargs))
+        return devices
+    monkeypatch.setattr(session, "device_map", spy)
+    report = replay_trace(path, Options(), emulate_recorded=True)
+    assert report.status == EXIT_OK, report.lines()
+    assert recorded == [(GPUS[2].gpu_id, "gfx90a"), (GPUS[1].gpu_id, "gfx1100")]
+    assert [(gpu_id, mapped[0][gpu_id].gpu_id, mapped[0][gpu_id].target.name) for gpu_id, _ in recorded] == \
+        [(gpu_id, gpu_id, name) for gpu_id, name in recorded]
