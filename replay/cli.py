@@ -49,10 +49,16 @@ def parse_gpu_map(text: str | None) -> dict[int, int] | None:
     if not text:
         return None
     try:
-        pairs = [item.split(":") for item in text.split(",")]
-        return {int(a): int(b) for a, b in pairs}
+        pairs = [(int(a), int(b)) for a, b in (item.split(":") for item in text.split(","))]
     except ValueError:
         raise click.BadParameter(f"{text!r}: expected recorded:target pairs such as 0:1,1:0") from None
+    mapping = dict(pairs)
+    if len(mapping) < len(pairs):  # campaign 95: the last of them won
+        twice = next(a for i, (a, _) in enumerate(pairs) if a in dict(pairs[:i]))
+        raise click.BadParameter(f"--gpu-map {text!r} says twice where recorded GPU {twice} goes")
+    if min(mapping.keys() | mapping.values()) < 0:
+        raise click.BadParameter(f"--gpu-map {text!r}: GPU indices count from 0")
+    return mapping
 
 
 SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -74,6 +80,8 @@ def check_options(emulate: str | None, emulate_from: str | None, emulate_recorde
     """Refuse contradictory or out-of-range options with click.BadParameter (exit 4), before anything runs."""
     if device is not None and mapping is not None:
         raise click.BadParameter("give --device or --gpu-map, not both")
+    if device is not None and device < 0:
+        raise click.BadParameter(f"--device {device}: target devices count from 0")
     if sum((emulate is not None, emulate_from is not None, emulate_recorded)) > 1:
         raise click.BadParameter("give one of --emulate, --emulate-from, --emulate-recorded")
     if loop < 1 or concurrent < 1:

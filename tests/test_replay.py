@@ -109,10 +109,12 @@ def test_too_few_gpus_is_refused():
 
 @pytest.mark.parametrize("mapping, message", [
     ("0:1", "--gpu-map does not say where recorded GPU 1 goes"),
-    ("0:1,1:0,2:0", "--gpu-map names recorded GPU 2; the trace has 2 (0..1)")])
+    ("0:1,1:0,2:0", "--gpu-map names recorded GPU 2; the trace has 2 (0..1)"),
+    ("0:0,0:1,1:1", "--gpu-map '0:0,0:1,1:1' says twice where recorded GPU 0 goes"),
+    ("0:-1,1:0", "--gpu-map '0:-1,1:0': GPU indices count from 0")])
 def test_a_gpu_map_must_name_exactly_the_recorded_gpus(mapping, message):
     """Campaign 72: an entry for a GPU the trace does not have was ignored, and a missing one was exit 3 (the
-    target) where a bad option is exit 4."""
+    target) where a bad option is exit 4. Campaign 95: of an entry given twice, the last won."""
     res = replay(sample("peer_ring-2xgfx942"), "--emulate", "gfx942,gfx942", "--gpu-map", mapping)
     assert res.returncode == 4 and res.stderr.strip() == f"replay: error: {message}", res.stderr
 
@@ -222,6 +224,8 @@ def test_bad_trace_and_options_give_one_line(tmp_path):
     assert res.returncode == 4 and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
     res = replay(sample("ping_pong-gfx1100"), "--gpu-map", "zero")
     assert res.returncode == 4 and "0:1,1:0" in res.stderr
+    res = replay(sample("ping_pong-gfx1100"), "--device", "-1")
+    assert res.returncode == 4 and res.stderr.strip() == "replay: error: --device -1: target devices count from 0"
     res = replay(sample("ping_pong-gfx1100"), "--relocate", "never", "--concurrent", "2")
     assert res.returncode == 4 and "only one instance" in res.stderr
     # click's own usage errors are bad input too (its 2 would read as a hang to a script)
