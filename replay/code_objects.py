@@ -68,12 +68,14 @@ class CodeObjectOptions:
 
     def for_records(self, records: Iterable[Mapping[str, Any]]) -> CodeObjectOptions:
         """These options for a trace recording the objects of the `code_object` records `records`: a name two of
-        them go by (two builds named k.co, say) selects neither, as an option or as a file of the folder."""
-        keys: dict[str, set[bytes]] = {}
+        them for one processor go by (two builds named k.co, say) selects neither, as an option or as a file of
+        the folder. Objects of one name for different processors (a program built for each GPU of a mixed
+        machine: campaign 95) are taken for builds of one program, as `<name>.<gfx>.co` files are."""
+        keys: dict[tuple[str, str], set[bytes]] = {}
         for f in records:
             if f.get("name"):
-                keys.setdefault(f["name"], set()).add(f["key"])
-        return replace(self, ambiguous=frozenset(n for n, k in keys.items() if len(k) > 1))
+                keys.setdefault((f["name"], _processor(str(f.get("target")))), set()).add(f["key"])
+        return replace(self, ambiguous=frozenset(n for (n, _), k in keys.items() if len(k) > 1))
 
 
 @dataclass(frozen=True)

@@ -205,3 +205,15 @@ def test_a_name_two_recorded_objects_go_by_selects_neither(tmp_path: Path) -> No
     assert choose(data, a, "gfx1100", by_key).source.startswith("--code-object") and \
         choose(data, b, "gfx1100", by_key) is None
     assert parse_code_object_options([], str(tmp_path)).for_records([a, a]).ambiguous == frozenset()  # same object
+
+
+def test_one_name_recorded_for_two_processors_is_one_programs_builds(tmp_path: Path) -> None:
+    """Campaign 95: a program built for each GPU of a mixed machine (corpus.co for gfx942, and for gfx1100) left
+    two objects of one name; the name was taken as ambiguous, and the folder's per-target builds were never used."""
+    data_942, a = record(CORPUS_942, name="corpus")
+    data_1100, b = record(CORPUS_1100, "gfx1100", name="corpus")
+    (tmp_path / "corpus.gfx1201.co").write_bytes(BUNDLE.read_bytes())
+    options = parse_code_object_options([], str(tmp_path)).for_records([a, b])
+    assert options.ambiguous == frozenset()
+    for data, fields in ((data_942, a), (data_1100, b)):
+        assert choose(data, fields, "gfx1201", options).source.endswith("corpus.gfx1201.co")
