@@ -249,7 +249,12 @@ class AqlDialect(Dialect):
 
 
 AQL = AqlDialect("aql", _DEFS)
-_INVALID_HEADER = struct.unpack_from("<H", AQL.build("INVALID"))[0]
+
+
+def unassigned(packet: bytes) -> bool:
+    """Whether the 64-byte AQL packet `packet` holds an INVALID header, which marks a slot no packet was assigned
+    to: the packet processor waits there until the type changes (HSA), for good if nothing changes it."""
+    return packet[0] == PacketType.INVALID
 
 
 def header(type_: PacketType, *, barrier: bool = True, acquire: FenceScope = FenceScope.SYSTEM,

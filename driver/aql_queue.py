@@ -38,12 +38,12 @@ from kfdtrace.driver.aql import (
     PACKET_SIZE,
     AmdQueue,
     AmdSignal,
-    PacketType,
     QueueProperties,
     SignalCondition,
     SignalKind,
     dispatch_packet,
     pm4_ib_packet,
+    unassigned,
 )
 from kfdtrace.driver.dispatch import Scratch
 from kfdtrace.driver.errors import DeviceError, WaitTimeout
@@ -231,7 +231,7 @@ class AqlQueue:
         data = packet.encode() if isinstance(packet, Packet) else bytes(packet)
         if len(data) != PACKET_SIZE:
             raise ValueError(f"an AQL packet is {PACKET_SIZE} bytes, not {len(data)}")
-        if data[0] == PacketType.INVALID:
+        if unassigned(data):
             raise ValueError("an INVALID packet would never be processed: the queue would wait on it for good")
         if self.queue_id is None:
             raise DeviceError(f"queue {self.label} was destroyed; make a new one with device.aql_queue()")

@@ -1038,3 +1038,23 @@ def test_a_pm4_dispatch_s_dimensions_and_lds_bytes_replay_as_asked_not_as_the_re
     for family in ("gfx942", "gfx1100"):
         options = Options(code_objects=parse_code_object_options([], str(tmp_path)))
         assert replay_trace(path, options, emulate=family).status == EXIT_OK, family
+
+
+def test_an_aql_slot_still_invalid_at_its_doorbell_is_refused_before_submitting(tmp_path):
+    """Campaign 96: a recorded AQL packet whose header is INVALID (the program wrote it after ringing) reached the
+    driver's queue, whose check made an internal error (exit 5) after the packets before it had run."""
+    src, path = str(tmp_path / "aql.kfdtrace"), str(tmp_path / "invalid.kfdtrace")
+    vector_add(src, "gfx942", aql=True)
+    edited = []
+
+    def edit(rec, r, w):
+        if rec.type != "doorbell" or not rec.fields["ring"] or edited:
+            return rec.fields
+        edited.append(rec.n)
+        return {**rec.fields, "ring": bytes([1]) + rec.fields["ring"][1:]}  # header type 1: INVALID
+    rewrite(src, path, edit)
+    assert edited
+    for queue_type in (None, "pm4"):
+        with pytest.raises(ReplayError, match=r"submission 0 \(queue \d+\): the AQL packet at byte 0x0 is INVALID "
+                                              r"\(a slot no packet was assigned to\) as its doorbell rang"):
+            replay_trace(path, Options(timeout=5, queue_type=queue_type), emulate="gfx942")
