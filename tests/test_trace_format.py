@@ -1086,3 +1086,45 @@ def test_a_file_full_of_journal_lookalikes_is_searched_in_bounded_time(tmp_path,
         with TraceReader(str(path)) as r:
             assert r.record_count == 5 and "journal" not in r.recovery_note
     assert len([a for a in reads if a >= len(data)]) == F.JOURNAL_CANDIDATES
+
+
+def test_an_index_leaving_out_frames_or_misplacing_blobs_fails_verification(tmp_path):
+    """Campaign 96: an index that left out the last records frame (its totals made to agree) made every tool read
+    a shorter trace, and `info --check` passed it; so did one that left out a blobs frame in the middle, and one
+    that sent a blob key to another blob's place. The first is rebuilt from the frames on open; each fails
+    verify()."""
+    path = tmp_path / "out.kfdtrace"
+    write(path, n=60, frame_bytes=300, blob_every=10)
+    at = F.FOOTER.unpack(path.read_bytes()[-F.FOOTER.size:])[1]
+    with TraceReader(str(path)) as r:
+        index = msgpack.unpackb(r._payload(at, r._frame_head(at)), strict_map_key=False)
+    unclose(path)
+    data = path.read_bytes()
+    *_, last = index["frames"]
+    assert last[1] == F.RECORDS
+    shorter = {**index, "frames": index["frames"][:-1], "records": index["records"] - last[3],
+               "counts": {t: n - last[4].get(t, 0) for t, n in index["counts"].items() if n - last[4].get(t, 0)}}
+    path.write_bytes(closed_file(data, shorter))
+    with TraceReader(str(path)) as r:
+        assert r.recovered and r.recovery_note.startswith("trace index unusable (malformed index: the frames it "
+                                                          "lists do not run up to it)")
+        assert [x.n for x in r.records()] == list(range(60))
+        with pytest.raises(TraceError, match=r"\(corrupt trace\)$"):
+            r.verify()
+    middle = next(e for e in index["frames"][1:-1] if e[1] == F.BLOBS)
+    keys = [k for k, (offset, _) in index["blobs"].items() if offset == middle[0]]
+    first, second = list(index["blobs"])[:2]
+    swapped = {**index["blobs"], first: index["blobs"][second], second: index["blobs"][first]}
+    lies = {"a blobs frame left out": ({**index, "frames": [e for e in index["frames"] if e is not middle],
+                                        "blobs": {k: v for k, v in index["blobs"].items() if k not in keys}},
+                                       rf"frame at byte {middle[0]}: a frame the index does not list"),
+            "two blobs swapped": ({**index, "blobs": swapped}, f"the index places blob {first.hex()} where it is not")}
+    for lie, (bad, message) in lies.items():
+        path.write_bytes(closed_file(data, bad))
+        with TraceReader(str(path)) as r:
+            assert not r.recovered, lie
+            with pytest.raises(TraceError, match=rf"{message} \(corrupt trace\)$"):
+                r.verify()
+    path.write_bytes(closed_file(data, index))  # the truth
+    with TraceReader(str(path)) as r:
+        assert not r.recovered and r.verify() == len(index["frames"])

@@ -893,6 +893,19 @@ class TraceReader:
                 records, subs = records + count, subs + n
                 totals.update(frame.counts)
             frames.append(frame)
+        # the last frame listed ends where the index begins: an index leaving out the frames after it would make
+        # every tool read a shorter trace (campaign 96; `verify` checks that each frame ends where the next begins).
+        # A damaged head there is left for the read of that frame to name.
+        reach = self._data_start
+        if frames:
+            try:
+                head = self._frame_head(frames[-1].offset)
+                self._stored(frames[-1].offset, head)
+                reach = frames[-1].offset + FRAME.size + head.stored
+            except FrameError:
+                reach = end
+        if frames and frames[0].offset != self._data_start or reach != end:
+            raise ValueError("the frames it lists do not run up to it")
         blob_frames = {f.offset: f.count for f in frames if f.kind == BLOBS}
         blobs = {}
         for key, where in index["blobs"].items():
@@ -1027,12 +1040,17 @@ class TraceReader:
             raise FrameError(self.path, offset, f"truncated frame ({have} of {head.stored} bytes)")
         return head
 
-    def _payload(self, offset: int, head: FrameHead) -> bytes:
-        """The frame's raw payload: CRC verified, decompressed into at most the declared size."""
+    def _stored(self, offset: int, head: FrameHead) -> bytes:
+        """The frame's payload as stored, CRC verified."""
         data = self._read_at(offset, FRAME.size + head.stored)
         stored = data[FRAME.size:]
         if zlib.crc32(stored, zlib.crc32(data[:FRAME.size - 4])) != head.crc:
             raise FrameError(self.path, offset, "checksum mismatch (corrupt trace)")
+        return stored
+
+    def _payload(self, offset: int, head: FrameHead) -> bytes:
+        """The frame's raw payload: CRC verified, decompressed into at most the declared size."""
+        stored = self._stored(offset, head)
         if head.codec == STORED:
             return stored
         try:
@@ -1152,17 +1170,24 @@ class TraceReader:
         if self.damage is not None:
             corrupt = "" if self.damage.endswith("(corrupt trace)") else " (corrupt trace)"
             raise self._fail(self.damage + corrupt)
+        at, placed = self._data_start, {}  # where the next frame begins; where each blob is
         for entry in self.frames:
             head, raw = self._frame(entry)
+            if entry.offset != at:
+                raise FrameError(self.path, at, "a frame the index does not list (corrupt trace)")
+            at += FRAME.size + head.stored
             if entry.kind == RECORDS:
                 counts = Counter(t for t, _ in self._record_list(raw, entry.offset, head))
                 if counts != Counter(entry.counts):
                     raise FrameError(self.path, entry.offset, "record counts differ from the index (corrupt trace)")
             elif entry.kind == BLOBS:
-                for key, data in self._blob_list(raw, entry.offset, head):
+                for i, (key, data) in enumerate(self._blob_list(raw, entry.offset, head)):
                     if self.blob_key(data) != key:
                         raise FrameError(self.path, entry.offset, f"blob {key.hex()} does not match its content "
                                                                   "(corrupt trace)")
+                    placed[key] = (entry.offset, i)
+        if wrong := next((key for key, where in self._blobs.items() if placed.get(key) != where), None):
+            raise self._fail(f"the index places blob {wrong.hex()} where it is not (corrupt trace)")
         return len(self.frames)
 
 
