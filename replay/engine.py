@@ -471,9 +471,12 @@ class _Surveyor:
     def _on_free(self, r: Record) -> None:
         if self.dispatched:  # kernels ran: one may still wait for a table written since, into this buffer or
             self._late_tables({*self.cpu_writes, *self.cpu_made})  # pointing at it (found while it is here)
-        freed = self.allocs.pop(r.fields["va"], None)
-        if freed is not None:
-            self.handles.pop(freed.fields["handle"], None)
+        freed = self.allocs.get(r.fields["va"])
+        if freed is None or freed.fields["handle"] != r.fields["handle"]:  # campaign 96
+            raise BadInput(f"record {r.n} (free): no buffer of handle {r.fields['handle']:#x} is allocated at "
+                           f"{r.fields['va']:#x} (corrupt trace)")
+        del self.allocs[r.fields["va"]]
+        self.handles.pop(freed.fields["handle"], None)
         self.kernels.unloaded(r.fields["va"])
         self.code.pop(r.fields["va"], None)
         if (loaded := self.code_at.pop(r.fields["va"], None)) is not None:
@@ -815,13 +818,15 @@ class _Surveyor:
                 self.chosen[(f["key"], dev.target.name)] = (choice.code, choice.source)
 
     def _on_queue_destroy(self, r: Record) -> None:
+        if r.fields["queue"] not in self.rings:  # campaign 96
+            raise BadInput(f"record {r.n} (queue_destroy): queue {r.fields['queue']} is not there (never created, or "
+                           f"destroyed) (corrupt trace)")
         self.use[HOST] -= self.ib_copies.pop(r.fields["queue"], 0)
-        if r.fields["queue"] in self.rings:
-            ring, slots = self.rings.pop(r.fields["queue"])
-            self.use[HOST] -= ring
-            self.use[EVENTS] -= 1
-            if slots is not None:
-                self.use[slots] -= 1
+        ring, slots = self.rings.pop(r.fields["queue"])
+        self.use[HOST] -= ring
+        self.use[EVENTS] -= 1
+        if slots is not None:
+            self.use[slots] -= 1
 
     def _on_doorbell(self, r: Record) -> None:
         f = r.fields

@@ -14,7 +14,7 @@ from kfdtrace.driver.backend import open_syscalls, wrapping
 from kfdtrace.driver.emulator.boards import emulated_topology
 from kfdtrace.driver.errors import GpuFault, WaitTimeout
 from kfdtrace.driver.topology import read_topology
-from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_HANG, EXIT_OK, Options, ReplayError
+from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_HANG, EXIT_OK, BadInput, Options, ReplayError
 from kfdtrace.replay.session import replay_trace
 from kfdtrace.traces.format import TraceReader, blob_key
 from tests.test_replay import rewrite, sample, sample_names
@@ -301,3 +301,35 @@ def test_a_map_or_unmap_naming_a_gpu_the_header_lacks_is_refused(tmp_path, kind)
     with pytest.raises(ReplayError, match=rf"record {edited[0]} \({kind} of buffer handle 0x[0-9a-f]+\) names GPU "
                                           r"0x1234, which the trace's header does not list"):
         replay_trace(path, Options(timeout=5), emulate="gfx942,gfx942")
+
+
+_NO_BUFFER = r"record \d+ \(free\): no buffer of handle 0x[0-9a-f]+ is allocated at 0x[0-9a-f]+ \(corrupt trace\)"
+
+
+@pytest.mark.parametrize("lie, message", [
+    ("free twice", _NO_BUFFER),
+    ("free first", _NO_BUFFER),
+    ("destroy twice", r"record \d+ \(queue_destroy\): queue \d+ is not there \(never created, or destroyed\) "
+                      r"\(corrupt trace\)")])
+def test_a_free_or_queue_destroy_of_what_is_not_there_is_a_corrupt_trace(tmp_path, lie, message):
+    """Campaign 96: a free recorded twice, or before its alloc, and a queue destroyed twice, replayed OK (capture
+    records neither: the kernel refuses them), where a doorbell of a queue not there is a corrupt trace."""
+    src, path = sample("sdma_stress-gfx942"), str(tmp_path / "lie.kfdtrace")
+    with TraceReader(src) as r:
+        first_free = next(rec for rec in r.records(["free"]))
+    done = []
+
+    def edit(rec, r, w):
+        if done:
+            return rec.fields
+        if lie == "free first" and rec.type == "alloc" and rec.fields["va"] == first_free.fields["va"]:
+            done.append(rec.n)
+            return [("free", first_free.fields), ("alloc", rec.fields)]
+        if lie == "free twice" and rec.n == first_free.n or lie == "destroy twice" and rec.type == "queue_destroy":
+            done.append(rec.n)
+            return [(rec.type, rec.fields)] * 2
+        return rec.fields
+    rewrite(src, path, edit)
+    assert done
+    with pytest.raises(BadInput, match=message):
+        replay_trace(path, Options(timeout=5), emulate="gfx942")
