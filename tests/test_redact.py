@@ -87,15 +87,20 @@ def test_paths_in_notes_go_and_device_paths_stay(tmp_path):
     header = {"command": ["run", "/home/alice/secret/work.py"], "host": {"kernel": "6.8", "node": "alice-pc"}}
     with TraceWriter(src, header) as w:
         w.record("note", text="loaded /home/alice/secret/k.co for /dev/kfd and /dev/dri/renderD128")
+        # campaign 94: trim's note names the trace it cut as it was given, relative paths too
+        w.record("note", text="trimmed from runs/acme/crash.kfdtrace: submissions 0..0, record 42 (t=0)")
+        w.record("note", text="trimmed from crash.tar.zst: submissions 1..2, record 7 (t=0)")
         w.close({})
     with TraceReader(src) as r:
         report = redact(r, out)
     with TraceReader(out) as r:
-        (note,) = [n.fields["text"] for n in r.records(["note"])]
+        notes = [n.fields["text"] for n in r.records(["note"])]
         assert r.header["host"] == {"kernel": "6.8"} and r.header["command"] is None
-    assert note == "loaded <path> for /dev/kfd and /dev/dri/renderD128"
+    assert notes == ["loaded <path> for /dev/kfd and /dev/dri/renderD128",
+                     "trimmed from <path>: submissions 0..0, record 42 (t=0)",
+                     "trimmed from <path>: submissions 1..2, record 7 (t=0)"]
     assert "removed: host facts: node" in report.lines()
-    assert "removed: 1 file paths (in notes, and of files the workload opened)" in report.lines()
+    assert "removed: 3 file paths (in notes, and of files the workload opened)" in report.lines()
 
 
 def test_what_kfdtrace_does_not_know_or_names_a_host_or_a_file_goes(tmp_path):

@@ -25,7 +25,10 @@ from kfdtrace.traces.walk import TraceState
 HOST_KEPT = ("kernel", "machine", "system", "python")
 TOPOLOGY_IDS = ("unique_id", "hive_id")  # node properties that identify a part (serial-like), not its kind
 FILL = b"kfdtrace redacted "
-PATH = re.compile(r"(?<![\w.-])/(?:[\w.+@-]+/)*[\w.+@-]+")  # an absolute file path inside a text
+# a file path inside a text: absolute, relative through a folder ("runs/acme.kfdtrace", as trim's note gives the
+# trace it cut: campaign 94), or a trace's or bundle's own name
+PATH = re.compile(r"(?<![\w.+@/-])(?:/(?:[\w.+@-]+/)*[\w.+@-]+|(?:[\w.+@-]+/)+[\w.+@-]+"
+                  r"|[\w.+@-]+\.(?:kfdtrace|tar\.zst))")
 DEVICES = re.compile(r"/dev/(kfd|dri/\w+)$")
 FILES = (R.OPEN, R.CLOSE, R.MMAP, R.MUNMAP)  # records naming a file the workload opened: device paths stay
 
