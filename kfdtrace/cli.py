@@ -12,6 +12,7 @@ import stat
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,6 +21,9 @@ from kfdtrace.driver.errors import KfdTraceError
 from kfdtrace.traces import records as R
 from kfdtrace.traces.format import TraceError, TraceReader
 from kfdtrace.traces.printable import one_line, printable
+
+if TYPE_CHECKING:
+    from kfdtrace.replay.bundle import Unpacked
 
 EMULATE_HELP = "Emulate these GPUs (e.g. gfx942,gfx1100) instead of using /dev/kfd; also KFDTRACE_EMULATE."
 EMULATE_FROM_HELP = "Emulate exactly the GPUs of a KFD topology tree copied from another machine."
@@ -33,19 +37,27 @@ def fail(message: object, status: int) -> None:
 
 
 @contextlib.contextmanager
-def trace_file(path: str) -> Iterator[str]:
-    """The path of the trace at `path`, or of the trace in the bundle at `path` (checked, then extracted for as
-    long as the context lasts): every tool reads a bug report's bundle as it reads its trace."""
+def unpacked(path: str) -> Iterator[Unpacked]:
+    """The trace at `path`, or the trace in the bundle at `path` with the folder of the code objects it holds
+    (checked, then extracted for as long as the context lasts): every tool reads a bug report's bundle as it reads
+    its trace."""
     from kfdtrace.replay.bundle import trace_of
 
-    with trace_of(path) as unpacked:
-        if unpacked.trace == path:
-            yield path
+    with trace_of(path) as found:
+        if found.trace == path:
+            yield found
             return
         try:
-            yield unpacked.trace
+            yield found
         except TraceError as exc:  # named by the bundle, not by the temporary folder it was extracted into
-            raise TraceError(str(exc).replace(os.path.dirname(unpacked.trace) + os.sep, f"{path} member ")) from None
+            raise TraceError(str(exc).replace(os.path.dirname(found.trace) + os.sep, f"{path} member ")) from None
+
+
+@contextlib.contextmanager
+def trace_file(path: str) -> Iterator[str]:
+    """The path of the trace at `path`, or of the trace in the bundle at `path` (as `unpacked`)."""
+    with unpacked(path) as found:
+        yield found.trace
 
 
 @contextlib.contextmanager
@@ -421,7 +433,7 @@ def trim(trace: str, submits: str, output: str, reconstruct: bool, emulate: str 
              "replayed", 1)
     first, last = parse_range(submits)
     another_file(output, trace, "the trimmed trace")
-    with read_trace(trace) as r:
+    with unpacked(trace) as found, read_trace(found.trace) as r:
         rebuild = None
         if reconstruct:
             from kfdtrace.replay.code_objects import parse_code_object_options
@@ -430,11 +442,13 @@ def trim(trace: str, submits: str, output: str, reconstruct: bool, emulate: str 
             from kfdtrace.replay.translate import ReplayError
 
             check_backend(emulate, None)
-            objects = parse_code_object_options(list(code_object), code_objects)
+            # a bundle's code objects, unless others are given, as `replay BUNDLE` takes them (campaign 94: the
+            # replay read the bundle's path as a trace)
+            objects = parse_code_object_options(list(code_object), code_objects or found.code_objects)
 
             def rebuild(vas: list[int]) -> dict[int, bytes]:
                 try:
-                    return contents_at(trace, first, vas, emulate=emulate, code_objects=objects)
+                    return contents_at(found.trace, first, vas, emulate=emulate, code_objects=objects)
                 except (ReplayError, BadInput) as exc:
                     raise TrimRefused(f"--reconstruct: {exc}") from None
 
@@ -531,8 +545,10 @@ def bundle(trace: str, output: str, submits: str | None, redacted: bool, emulate
 
     steps = span is not None or redacted
 
-    with trace_file(trace) as file:  # a bundle's trace is bundled again (trimmed or redacted, say)
-        show_report(make_bundle(file, output, emulate=emulate, timeout=timeout, cap=max_size << 20,
+    with unpacked(trace) as found:  # a bundle's trace is bundled again (trimmed or redacted, say), with its code
+        if found.code_objects is not None and code_objects is None:  # objects (campaign 94), unless others are given
+            objects = parse_code_object_options(list(code_object), found.code_objects)
+        show_report(make_bundle(found.trace, output, emulate=emulate, timeout=timeout, cap=max_size << 20,
                                 prepare=prepare if steps else None, code_objects=objects, redacted=redacted),
                     as_json)
 

@@ -135,6 +135,16 @@ def test_a_compute_trace_bundled_for_another_family_takes_its_code_objects(tmp_p
     empty = tmp_path / "empty"
     empty.mkdir()
     assert replay(out, "--emulate", "gfx1201", "--code-objects", str(empty)).returncode == 3
+    # campaign 94: a bundle bundled again (to redact it) kept none of its code objects, and trim --reconstruct
+    # read the bundle's path as a trace
+    again = str(tmp_path / "again.tar.zst")
+    res = run("bundle", out, "-o", again, "--redact", "--emulate", "gfx1201")
+    assert res.exit_code == 0 and "replay here: OK" in res.output, res.output
+    assert "corpus.hipfb" in members(again)
+    trimmed = str(tmp_path / "t.kfdtrace")
+    res = run("trim", out, "-s", "1..1", "--reconstruct", "--emulate", "gfx1201", "-o", trimmed)
+    assert res.exit_code == 0, res.output
+    assert replay(trimmed, "--emulate", "gfx1201", "--code-objects", str(BUILT)).returncode == 0
 
 
 def test_a_code_object_in_a_bundle_that_does_not_fit_is_named_as_the_bundles_member(tmp_path):
