@@ -814,6 +814,18 @@ class Packet:
             out.append((f[n], size))
         return out
 
+    def copied(self) -> tuple[int, int, int] | None:
+        """(source, destination, bytes) of a packet copying memory to memory, as its table tells it: one address it
+        reads and one it writes advance with its byte count (`split`); None for any other packet."""
+        d = self.defn
+        if d.split is None:
+            return None
+        read = [n for n in d.split[1] if n not in d.written_fields]
+        written = [n for n in d.split[1] if n in d.written_fields]
+        if len(read) != 1 or len(written) != 1 or self.fields[written[0]] not in self.written_addresses():
+            return None
+        return self.fields[read[0]], self.fields[written[0]], self.fields[d.split[0]] + 1
+
     @property
     def dwords(self) -> tuple[int, ...]:
         """The fixed part's dwords, as the packet encodes (its changed fields included)."""

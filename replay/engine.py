@@ -1148,6 +1148,7 @@ class Instance:
         self.ib_spans = ArgumentSpans()  # where dispatches in indirect buffers read their arguments (_dispatched)
         self.stood: tuple[int, tuple[int, ...]] | None = None  # (record, _progress) of the last hold that settled
         self.ib_bytes = 0  # bytes of indirect buffer copies the submission being translated made so far
+        self.clocks = False  # some packet wrote a GPU clock: copies may carry it (_copied_clocks)
         self.wake = system.event()  # what TRAPs of a trace without event records signal
         self.wake_ids = [self.wake.id]  # the events a CPU wait on memory sleeps on
         self.halt = threading.Event()  # set: stop at the next record or the next look of a wait (Halted)
@@ -1697,10 +1698,27 @@ class Instance:
                 dword = (addr - start) & ~3
                 if volatile:  # GPU clocks differ on every run
                     rb.volatile.update(range(dword, addr - start + CLOCK_BYTES, MASKED))
+                    self.clocks = True
                 elif rb.volatile:  # a write of other data over a clock (at least a dword of it): compared again
                     rb.volatile.discard(dword)
                 if clocked is not None:
                     rb.volatile.update(range(addr - start + clocked[0], addr - start + sum(clocked), MASKED))
+                    self.clocks = True
+                if self.clocks and not volatile:
+                    self._copied_clocks(ring, at, src, addr, rb, start)
+
+    def _copied_clocks(self, ring: bytes, at: int, src: Dialect, addr: int, rb: ReplayBuffer, start: int) -> None:
+        """Mask in `rb` (at `start`) the clocks the packet at `at` of `ring` copies to `addr` from where packets
+        wrote them (a profiler's timestamps copied out of VRAM: campaign 93 left them compared, DIVERGED)."""
+        try:
+            copied = src.decode(ring, at).copied()
+        except PacketError:
+            return
+        if copied is None or copied[1] != addr or (hit := self.buffers.find(copied[0])) is None or not hit[2].volatile:
+            return
+        lo, n, delta = copied[0] - hit[0], copied[2], addr - start - (copied[0] - hit[0])
+        for clock in [c for c in hit[2].volatile if lo - MASKED < c < lo + n]:
+            rb.volatile.update(range((clock + delta) & ~3, clock + delta + MASKED, MASKED))
 
     def _indirect(self, rq: ReplayQueue, base: int, size: int, where: str) -> tuple[int, int]:
         """An indirect buffer, followed: its packets (the recorded ones, written by the replayed CPU writes)

@@ -979,3 +979,40 @@ def test_a_wait_may_take_longer_the_more_instances_replay_side_by_side():
             assert one._limit(wait) == 8 and three._limit(wait) == 24
         finally:
             s.release()
+
+
+def test_clocks_a_copy_carries_out_of_vram_are_masked_where_they_land(tmp_path):
+    """Campaign 93 (left then): a profiler's timestamps written into VRAM, copied out beside data to a buffer the
+    CPU reads, were compared as data there (DIVERGED on every replay). A copy carries the masks of the clocks
+    it copies (by the packet tables: one address read and one written advance with its byte count); the data
+    beside them is compared still."""
+    path, bad = str(tmp_path / "copied.kfdtrace"), str(tmp_path / "bad.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        stamps = gpu.alloc(4096, "vram", cpu_access=False, name="stamps")
+        data, out = gpu.alloc(4096, "gtt", name="data"), gpu.alloc(4096, "gtt", name="out")
+        data.write(bytes(range(256)) * 16)
+        q = gpu.sdma_queue()
+        q.copy(stamps, data, 4096)
+        for i in range(4):
+            q.timestamp(stamps, offset=64 + 16 * i)
+        q.copy(out, stamps, 256, dst_offset=4).sync()  # the clocks land 4 bytes on from where they were
+    for target, relocate in (("gfx942", "auto"), ("gfx1100", "always")):
+        report = replay_trace(path, Options(relocate=relocate), emulate=target)
+        assert report.status == EXIT_OK and report.results[0].verified >= 1, report.lines()
+
+    def change(rec, reader, writer):  # what the checkpoint expects of out: a data byte between two clocks
+        f = dict(rec.fields)
+        if rec.type == "checkpoint" and any(b["name"] == "out" for b in f["buffers"]):
+            f["buffers"] = [dict(b) for b in f["buffers"]]
+            for b in f["buffers"]:
+                if b["name"] == "out":
+                    changed = bytearray(reader.blob(b["keys"][0]))
+                    changed[4 + 64 + 8 + 3] ^= 1  # after the first clock (at +0x44), before the second (+0x54)
+                    b["keys"] = [writer.blob(bytes(changed)), *b["keys"][1:]]
+                    b["hash"] = blob_key(b"".join(b["keys"]))
+        return f
+
+    rewrite(path, bad, change)
+    report = replay_trace(bad, Options(), emulate="gfx942")
+    assert report.status == EXIT_DIVERGED and "first at +0x4f:" in report.lines()[-1], report.lines()

@@ -581,3 +581,13 @@ def test_written_ranges_count_the_bytes_the_table_says_a_packet_writes():
     stamp = d.decode(d.build("TIMESTAMP_GET", addr=0x4000))
     assert (copy.written_ranges(), fence.written_ranges(), stamp.written_ranges()) == \
         ([(0x2000, 256)], [(0x3000, 4)], [(0x4000, 8)])
+
+
+@pytest.mark.parametrize("dialect", ALL, ids=lambda d: d.name)
+def test_a_copy_says_what_it_copies_and_nothing_else_does(dialect: Dialect) -> None:
+    """Packet.copied, from the tables alone: COPY_LINEAR reads one address and writes one, both advancing with its
+    byte count; a fill advances a written address alone."""
+    copy_ = dialect.decode(dialect.build("COPY_LINEAR", count=4095, src=0x7F00_0000_1000, dst=0x7F00_0002_0004))
+    assert copy_.copied() == (0x7F00_0000_1000, 0x7F00_0002_0004, 4096)
+    assert dialect.decode(dialect.build("CONST_FILL", dst=0x1000, data=7, count=63)).copied() is None
+    assert dialect.decode(dialect.build("FENCE", addr=0x1000, data=1)).copied() is None
