@@ -50,12 +50,17 @@ def check_run(target: str, module: bool, output: str, chunk_size: int, emulate: 
 
 
 def _findable(top: str) -> bool:
-    """Whether a top-level module or package of that name can be imported: found without importing anything
-    (a package's own modules are looked for once it runs, recorded)."""
+    """Whether a top-level module or package of that name can be imported as the workload will be: from the
+    current folder first, as `python -m` does (campaign 98: the `capture` script's own folder stood there), found
+    without importing anything (a package's own modules are looked for once it runs, recorded)."""
+    saved = list(sys.path)
+    sys.path.insert(0, os.getcwd())
     try:
         return bool(top) and importlib.util.find_spec(top) is not None
     except (ImportError, ValueError):
         return False
+    finally:
+        sys.path[:] = saved
 
 
 def progress_text(session: Session) -> str | None:

@@ -252,6 +252,23 @@ def test_capture_run_module(tmp_path):
     assert "job done" in res.stdout and records(str(out), "doorbell")
 
 
+def test_capture_script_runs_a_module_of_the_current_folder(tmp_path):
+    """Campaign 98: the `capture` console script refused `-m` of a package in the current folder (as `python -m`
+    finds it), looking for it before the folder was on the path."""
+    pkg = tmp_path / "here"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "job.py").write_text("from kfdtrace.driver import System\nfrom . import __name__ as parent\n"
+                                "with System.open() as s:\n    s.devices[0].sdma_queue().sync()\n"
+                                "print('job of', parent)\n")
+    script = os.path.join(os.path.dirname(sys.executable), "capture")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([script, "run", "--emulate", "gfx1030", "-o", "m.kfdtrace", "-m", "here.job"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "job of here" in res.stdout and records(str(tmp_path / "m.kfdtrace"), "doorbell")
+
+
 @pytest.mark.parametrize("body, status", [("raise RuntimeError('boom')", 1), ("raise SystemExit(3)", 3)])
 def test_failing_workload_leaves_a_complete_trace(tmp_path, body, status):
     script = tmp_path / "fail.py"
