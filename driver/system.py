@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import threading
 from typing import TYPE_CHECKING
@@ -70,7 +71,17 @@ class Device:
             self.drm_fd = self.sys.open(path, os.O_RDWR | os.O_CLOEXEC)
         except OSError as exc:
             raise DeviceError(f"cannot open {path} for GPU {self.gpu_id:#x}: {exc.strerror}", exc.errno) from None
-        self.kfd.ioctl("ACQUIRE_VM", drm_fd=self.drm_fd, gpu_id=self.gpu_id)
+        try:
+            self.kfd.ioctl("ACQUIRE_VM", drm_fd=self.drm_fd, gpu_id=self.gpu_id)
+        except DeviceError as exc:
+            self.sys.close(self.drm_fd)
+            if exc.errno != errno.EBUSY:
+                raise
+            # kfd_ioctl_acquire_vm: the kernel keeps the render-node file of a process's first ACQUIRE_VM until the
+            # process ends, closed or not, and refuses any other (campaign 98)
+            raise DeviceError(f"GPU {self.gpu_id:#x}: this process already opened it (a System, closed or not): "
+                              f"the kernel keeps a process's GPU state until it exits; open the GPUs once and "
+                              f"use that System", errno.EBUSY) from None
 
     def __repr__(self) -> str:
         return f"gpu{self.index}({self.target.name}, id {self.gpu_id:#x})"

@@ -495,6 +495,14 @@ class _Surveyor:
         if gone is not None:
             self.use[gone[0]] -= gone[1]
 
+    def _on_backend(self, r: Record) -> None:
+        """Campaign 98: the records after it mix two machines' handles, queue ids and events (each emulated System
+        its own; on a real one the kernel keeps one KFD process, and a second System's ACQUIRE_VM is EBUSY)."""
+        gpus = ", ".join(str(g.get("target")) for g in r.fields.get("gpus") or [] if isinstance(g, dict))
+        raise ReplayError(f"record {r.n} (backend): the program opened a second {r.fields.get('backend')} backend "
+                          f"({gpus or 'no GPUs'}) beside the one the trace's header describes; a replay replays the "
+                          f"work of one: open the GPUs once (one System) in the recorded program")
+
     def _on_map(self, r: Record) -> None:
         if unknown := [g for g in r.fields["gpus"] if g not in self.devices]:
             raise ReplayError(f"record {r.n} ({r.type} of buffer handle {r.fields['handle']:#x}) names GPU "

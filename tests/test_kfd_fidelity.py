@@ -358,3 +358,29 @@ def test_the_engine_takes_only_the_familys_count_width(emulated, caplog, target,
             q.sync(timeout=10)
         assert "exceeds the 22-bit count this GPU's SDMA engine takes (at most 0x400000 bytes)" in caplog.text
         assert dst.read(0, 4) == b"\0" * 4
+
+
+def test_a_vm_comes_from_one_render_node_file_till_the_process_ends():
+    """kfd_ioctl_acquire_vm: again through the same file is 0, through another EBUSY, even once the first is closed
+    (the kernel holds it: kfd_process_destroy_pdds puts it). So a second System of one process cannot open the
+    GPUs, which the driver says plainly (campaign 98)."""
+    from kfdtrace.driver.backend import open_syscalls
+    from kfdtrace.driver.system import System
+
+    syscalls = open_syscalls(emulate="gfx942")
+    first = System(syscalls)
+    try:
+        gpu = first.devices[0]
+        minor = gpu.node.properties.get("drm_render_minor", 128)
+        other = syscalls.open(f"/dev/dri/renderD{minor}")
+        assert _errno_of(lambda: first.kfd.ioctl("ACQUIRE_VM", drm_fd=other, gpu_id=gpu.gpu_id)) == errno.EBUSY
+        first.kfd.ioctl("ACQUIRE_VM", drm_fd=gpu.drm_fd, gpu_id=gpu.gpu_id)  # the same file: nothing happens
+        syscalls.close(gpu.drm_fd)
+        gpu.drm_fd = -1
+        assert _errno_of(lambda: first.kfd.ioctl("ACQUIRE_VM", drm_fd=other, gpu_id=gpu.gpu_id)) == errno.EBUSY
+        syscalls.close(other)
+        with pytest.raises(DeviceError, match=r"GPU 0x[0-9a-f]+: this process already opened it \(a System, closed "
+                                              r"or not\): the kernel keeps a process's GPU state until it exits"):
+            System(syscalls)
+    finally:
+        first.close()

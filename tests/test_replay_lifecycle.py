@@ -333,3 +333,18 @@ def test_a_free_or_queue_destroy_of_what_is_not_there_is_a_corrupt_trace(tmp_pat
     assert done
     with pytest.raises(BadInput, match=message):
         replay_trace(path, Options(timeout=5), emulate="gfx942")
+
+
+def test_a_trace_of_a_second_backend_is_refused_naming_it(tmp_path):
+    """Campaign 98: a program that opened the GPUs twice (each emulated System its own machine, whose handles start
+    over) replayed as a corrupt trace ('a handle given twice'), and one opening other GPUs the second time as a
+    trace this target cannot run. The records after the second backend mix two machines' handles."""
+    path = str(tmp_path / "twice.kfdtrace")
+    with record(path):
+        for target in ("gfx942", "gfx1100"):
+            with System.open(emulate=target) as system:
+                gpu = system.devices[0]
+                gpu.sdma_queue().fill(gpu.alloc(4096, "gtt", name="out"), 7, 4096).sync()
+    with pytest.raises(ReplayError, match=r"record \d+ \(backend\): the program opened a second emulated backend "
+                                          r"\(gfx1100\) beside the one the trace's header describes"):
+        replay_trace(path, Options(timeout=5), emulate="gfx942")

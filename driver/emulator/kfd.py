@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import itertools
 import logging
 import os
 import threading
@@ -161,6 +162,7 @@ class EmulatedGpu:
     vram_size: int
     vram_used: int = 0
     vm_acquired: bool = False
+    vm_file: int | None = None  # the render-node file ACQUIRE_VM took (the kernel holds it till the process ends)
     doorbell_maps: list[int] = field(default_factory=list)
     doorbells: dict[int, EmulatedQueue] = field(default_factory=dict)  # offset in the slice -> queue
     xnack: bool = False
@@ -206,6 +208,8 @@ class EmulatedMachine:
         self._event_page: int | None = None
         self._t0 = time.monotonic_ns()
         self.drm_fds: dict[int, EmulatedGpu] = {}
+        self.drm_files: dict[int, int] = {}  # render-node fd -> its file (a number never given twice)
+        self.files = itertools.count(1)
         self.caller_fd = -1  # the /dev/kfd descriptor of the ioctl being answered (under the process lock)
         self.secondary_fds: set[int] = set()  # /dev/kfd descriptors that CREATE_PROCESS gave a secondary process
         self.max_system_mem, self.max_ttm_mem = system_memory_limits(system_ram(topology))
@@ -266,6 +270,7 @@ class EmulatedMachine:
         self.userptr_bos.clear()
         for gpu in self.gpus.values():
             gpu.vm, gpu.vm_acquired, gpu.vram_used, gpu.doorbell_maps = GpuVm(gpu.gpu_id), False, 0, []
+            gpu.vm_file = None
         self.system_mem_used = self.ttm_mem_used = 0
         self.events = EventTable()
         self._event_page = None
@@ -401,9 +406,14 @@ class EmulatedMachine:
         pass
 
     def ioctl_acquire_vm(self, a) -> None:
+        """kfd_ioctl_acquire_vm: the process's VM on a GPU comes from one render-node file, which the kernel holds
+        until the process ends (closing the fd does not give it back): another file is EBUSY, the same one 0."""
         gpu = self.gpu(a.gpu_id)
         _check(self.drm_fds.get(a.drm_fd) is gpu, errno.EINVAL, f"fd {a.drm_fd} is not this GPU's render node")
-        gpu.vm_acquired = True
+        file = self.drm_files[a.drm_fd]
+        _check(gpu.vm_file in (None, file), errno.EBUSY,
+               f"GPU {a.gpu_id:#x} has a VM from another render-node file of this process")
+        gpu.vm_acquired, gpu.vm_file = True, file
 
     def _apertures(self, out, n: int) -> int:
         for ap, gpu in zip(out, list(self.gpus.values())[:n], strict=False):
@@ -771,6 +781,7 @@ class EmulatedSyscalls(QuietAnnotations):
                 self._kfd_fds.add(fd)
             else:
                 self.machine.drm_fds[fd] = gpu
+                self.machine.drm_files[fd] = next(self.machine.files)
         return fd
 
     def close(self, fd: int) -> None:
@@ -778,6 +789,7 @@ class EmulatedSyscalls(QuietAnnotations):
         with m.lock:
             self._kfd_fds.discard(fd)
             m.drm_fds.pop(fd, None)
+            m.drm_files.pop(fd, None)
             if not self._kfd_fds and not m.drm_fds:
                 m.shutdown()
         os.close(fd)
