@@ -17,6 +17,7 @@ from kfdtrace.replay.engine import EXIT_OK, Options
 from kfdtrace.replay.session import replay_trace
 from kfdtrace.traces.format import TraceReader, TraceWriter
 from kfdtrace.traces.redact import fill, redact
+from kfdtrace.traces.trim import NOTE
 
 SAMPLES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "traces", "samples", "*.kfdtrace")))
 SECRET = b"the program's secret input " * 200
@@ -87,9 +88,10 @@ def test_paths_in_notes_go_and_device_paths_stay(tmp_path):
     header = {"command": ["run", "/home/alice/secret/work.py"], "host": {"kernel": "6.8", "node": "alice-pc"}}
     with TraceWriter(src, header) as w:
         w.record("note", text="loaded /home/alice/secret/k.co for /dev/kfd and /dev/dri/renderD128")
-        # campaign 94: trim's note names the trace it cut as it was given, relative paths too
-        w.record("note", text="trimmed from runs/acme/crash.kfdtrace: submissions 0..0, record 42 (t=0)")
-        w.record("note", text="trimmed from crash.tar.zst: submissions 1..2, record 7 (t=0)")
+        # campaigns 94 and 97: trim's note names the trace it cut as it was given: relative, with spaces, any name
+        w.record("note", text=NOTE.format(path="runs/acme/crash.kfdtrace", first=0, last=0, record=42))
+        w.record("note", text=NOTE.format(path="/x/Project Falcon/acme crash dump", first=1, last=2, record=7))
+        w.record("note", text=r"saw file:///home/alice/a.kfdtrace and C:\Users\alice\b.tar.zst and crash.tar.zst")
         w.close({})
     with TraceReader(src) as r:
         report = redact(r, out)
@@ -97,10 +99,11 @@ def test_paths_in_notes_go_and_device_paths_stay(tmp_path):
         notes = [n.fields["text"] for n in r.records(["note"])]
         assert r.header["host"] == {"kernel": "6.8"} and r.header["command"] is None
     assert notes == ["loaded <path> for /dev/kfd and /dev/dri/renderD128",
-                     "trimmed from <path>: submissions 0..0, record 42 (t=0)",
-                     "trimmed from <path>: submissions 1..2, record 7 (t=0)"]
+                     NOTE.format(path="<path>", first=0, last=0, record=42),
+                     NOTE.format(path="<path>", first=1, last=2, record=7),
+                     "saw file:<path> and <path> and <path>"]
     assert "removed: host facts: node" in report.lines()
-    assert "removed: 3 file paths (in notes, and of files the workload opened)" in report.lines()
+    assert "removed: 6 file paths (in notes, and of files the workload opened)" in report.lines()
 
 
 def test_what_kfdtrace_does_not_know_or_names_a_host_or_a_file_goes(tmp_path):

@@ -20,15 +20,16 @@ from kfdtrace.traces import records as R
 from kfdtrace.traces.contents import KnownMemory, called, chunk_size
 from kfdtrace.traces.format import Record, TraceReader, TraceWriter
 from kfdtrace.traces.rewrite import TraceCopy
+from kfdtrace.traces.trim import NOTE_SOURCE
 from kfdtrace.traces.walk import TraceState
 
 HOST_KEPT = ("kernel", "machine", "system", "python")
 TOPOLOGY_IDS = ("unique_id", "hive_id")  # node properties that identify a part (serial-like), not its kind
 FILL = b"kfdtrace redacted "
-# a file path inside a text: absolute, relative through a folder ("runs/acme.kfdtrace", as trim's note gives the
-# trace it cut: campaign 94), or a trace's or bundle's own name
-PATH = re.compile(r"(?<![\w.+@/-])(?:/(?:[\w.+@-]+/)*[\w.+@-]+|(?:[\w.+@-]+/)+[\w.+@-]+"
-                  r"|[\w.+@-]+\.(?:kfdtrace|tar\.zst))")
+# a file path inside a text: absolute (a file:// URL's too), relative through a folder ("runs/acme.kfdtrace":
+# campaign 94), a Windows one, or a trace's or bundle's own name
+PATH = re.compile(r"(?<![\w.+@-])(?:/+(?:[\w.+@-]+/)*[\w.+@-]+|(?:[\w.+@-]+/)+[\w.+@-]+"
+                  r"|[A-Za-z]:\\(?:[^\\\s]+\\)*[^\\\s]+|[\w.+@-]+\.(?i:kfdtrace|tar\.zst))")
 DEVICES = re.compile(r"/dev/(kfd|dri/\w+)$")
 FILES = (R.OPEN, R.CLOSE, R.MMAP, R.MUNMAP)  # records naming a file the workload opened: device paths stay
 
@@ -180,8 +181,9 @@ def redact(trace: TraceReader, out: str, keep_data: bool = False) -> RedactRepor
                         filled += 1
                         continue
                 elif r.type == R.NOTE:
-                    text, n = _paths(r.fields["text"])
-                    paths += n
+                    text, trimmed = NOTE_SOURCE.subn("<path>", r.fields["text"])  # trim's source, spaces and all
+                    text, n = _paths(text)
+                    paths += n + trimmed
                     copy.record(r.type, {**r.fields, "text": text})
                     continue
                 elif r.type == R.BACKEND:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,6 +50,11 @@ SETUP = {R.ALLOC: ("buffer", "handle"), R.BUFFER: ("buffer", "handle"), R.MAP: (
          R.CPU_MAP: ("buffer", "handle"), R.QUEUE: ("queue", "queue"), R.QUEUE_NAME: ("queue", "queue"),
          R.EVENT: ("event", "event")}
 TEARDOWN = {R.FREE: ("buffer", "handle"), R.QUEUE_DESTROY: ("queue", "queue"), R.EVENT_DESTROY: ("event", "event")}
+
+# what a trimmed trace says of where it comes from (`redact` finds the path in it whatever it holds: spaces too)
+NOTE = ("trimmed from {path}: submissions {first}..{last}, record {record} on; the records before restore what was "
+        "live and known there")
+NOTE_SOURCE = re.compile(r"(?<=^trimmed from ).*(?=: submissions \d+\.\.\d+, record \d+ on; )")
 
 
 # alloc flags under which the CPU sees a buffer (VRAM without PUBLIC is the GPU's alone)
@@ -308,8 +314,7 @@ def _write(trace: TraceReader, prefix: _Prefix, start: Record, records, w: Trace
         out.record(R.CPU_SIGNAL, {"t": t0, "tid": tid, "addr": addr, "value": value,
                                   "name": prefix.names.get(addr)})
         semaphores += 1
-    out.record(R.NOTE, {"t": t0, "text": f"trimmed from {trace.path}: submissions {first}..{last}, record {start.n} "
-                                         f"on; the records before restore what was live and known there"})
+    out.record(R.NOTE, {"t": t0, "text": NOTE.format(path=trace.path, first=first, last=last, record=start.n)})
     _range(prefix, start, records, out, last, bool(restored))
     w.close(out.summary())
     return TrimReport(sum(out.counts.values()), out.counts[R.DOORBELL], sum(out.packets.values()), chunks,
