@@ -348,3 +348,19 @@ def test_a_trace_of_a_second_backend_is_refused_naming_it(tmp_path):
     with pytest.raises(ReplayError, match=r"record \d+ \(backend\): the program opened a second emulated backend "
                                           r"\(gfx1100\) beside the one the trace's header describes"):
         replay_trace(path, Options(timeout=5), emulate="gfx942")
+
+
+def test_a_buffer_mapped_to_two_recorded_gpus_on_one_target_device_frees(tmp_path):
+    """Campaign 97: with recorded GPUs 1 and 2 on target device 1 (--gpu-map), a buffer mapped to both was mapped
+    there twice over (Buffer.map_to took the device twice), so its free unmapped it twice, which the kernel
+    refuses."""
+    path = str(tmp_path / "three.kfdtrace")
+    with record(path), System.open(emulate="gfx942,gfx942,gfx942") as system:
+        g0, g1, g2 = system.devices
+        shared = g0.alloc(4096, "vram", name="shared", map_to=(g1, g2))
+        out = g2.alloc(4096, "gtt", name="out")
+        shared.write(bytes(range(256)) * 16)
+        g2.sdma_queue().copy(out, shared, 4096).sync()
+        shared.free()
+    report = replay_trace(path, Options(timeout=5, gpu_map={0: 0, 1: 1, 2: 1}), emulate="gfx942,gfx942")
+    assert report.status == EXIT_OK and report.results[0].verified >= 1, report.lines()
