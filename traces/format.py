@@ -1170,10 +1170,12 @@ class TraceReader:
         if self.damage is not None:
             corrupt = "" if self.damage.endswith("(corrupt trace)") else " (corrupt trace)"
             raise self._fail(self.damage + corrupt)
-        at, placed = self._data_start, {}  # where the next frame begins; where each blob is
+        # where the next frame begins, and where each blob is: what an index says (a recovered trace's frames are
+        # those found, the journal's past a gap: campaign 97)
+        at, placed, indexed = self._data_start, {}, not self.recovered
         for entry in self.frames:
             head, raw = self._frame(entry)
-            if entry.offset != at:
+            if indexed and entry.offset != at:
                 raise FrameError(self.path, at, "a frame the index does not list (corrupt trace)")
             at += FRAME.size + head.stored
             if entry.kind == RECORDS:
@@ -1186,7 +1188,7 @@ class TraceReader:
                         raise FrameError(self.path, entry.offset, f"blob {key.hex()} does not match its content "
                                                                   "(corrupt trace)")
                     placed[key] = (entry.offset, i)
-        if wrong := next((key for key, where in self._blobs.items() if placed.get(key) != where), None):
+        if indexed and (wrong := next((key for key, where in self._blobs.items() if placed.get(key) != where), None)):
             raise self._fail(f"the index places blob {wrong.hex()} where it is not (corrupt trace)")
         return len(self.frames)
 
