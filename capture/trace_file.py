@@ -58,10 +58,11 @@ class TraceFile:
                     return
 
     def _failed(self, exc: TraceError) -> CaptureFailed:
-        if self._closed and self.failure is None:  # a thread the workload left running as it ended (a daemon)
-            return CaptureFailed(f"{self.path}: the recording has ended (the workload's main thread, its other "
-                                 f"non-daemon threads and its atexit handlers are done): a daemon thread's GPU work "
-                                 f"after that is not recorded")
+        if self._closed and self.failure is None:  # a System used after its `record()` block, or a daemon thread
+            return CaptureFailed(f"{self.path}: the recording has ended (its `with record(...)` block is over; under "
+                                 f"`capture run`, the workload's main thread, other non-daemon threads and atexit "
+                                 f"handlers are done): GPU work through a System it recorded is not recorded after "
+                                 f"that; use a System opened anew")
         if self.failure is None:
             self.failure = (f"{exc}: the workload was stopped there; the trace keeps everything written before "
                             f"(it reads as a recovered trace)")

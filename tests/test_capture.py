@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -722,3 +723,22 @@ def test_a_record_block_that_opens_no_gpu_warns_that_it_recorded_nothing(tmp_pat
         warnings.simplefilter("error")
         with record(str(tmp_path / "full.kfdtrace")), System.open(emulate="gfx942") as system:
             system.devices[0].alloc(4096, "gtt").free()
+
+
+def test_a_system_used_after_its_record_block_says_the_block_ended(tmp_path):
+    """Campaign 98: the error spoke of `capture run`'s daemon threads to a program whose `record()` block was over."""
+    from kfdtrace.capture.trace_file import CaptureFailed
+
+    path = str(tmp_path / "block.kfdtrace")
+    with record(path):
+        system = System.open(emulate="gfx942")
+        gpu = system.devices[0]
+        gpu.sdma_queue().fill(gpu.alloc(4096, "gtt", name="out"), 1, 4096).sync()
+    with pytest.raises(CaptureFailed, match=r"block\.kfdtrace: the recording has ended \(its `with record\(\.\.\.\)` "
+                                            r"block is over;.*\): GPU work through a System it recorded is not "
+                                            r"recorded after that; use a System opened anew"):
+        gpu.sdma_queue()
+    with TraceReader(path) as r:
+        assert not r.recovered and r.summary["submissions"] == 1
+    with contextlib.suppress(CaptureFailed):
+        system.close()
