@@ -1,3 +1,3 @@
-from kfdtrace.cli import main
+from kfdtrace.entry import kfdtrace
 
-main()
+kfdtrace()

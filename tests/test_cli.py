@@ -478,3 +478,39 @@ def test_a_report_that_cannot_be_written_leaves_the_verdict_as_the_exit_status()
     assert out.returncode == 0
     assert out.stderr.splitlines() == ["replay: the report was not written: No space left on device; the exit status "
                                        "is its verdict (0)"]
+
+
+@pytest.mark.parametrize("how, status, line", [
+    ("raise KeyboardInterrupt", 130, "replay: interrupted before the replay ended: no verdict"),
+    ("import os, signal, time\nos.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(5)", 143,
+     "replay: terminated before the replay ended: no verdict")])
+def test_a_signal_while_a_command_loads_ends_it_in_one_line(tmp_path, monkeypatch, capsys, how, status, line):
+    """Campaign 99: Ctrl-C or SIGTERM in replay's first tenths of a second (its modules loading, before its own
+    handlers) ended it with a traceback, or silently, and no --json object. The console scripts load each command
+    with both handled (kfdtrace/entry.py)."""
+    import json
+    import signal
+
+    from kfdtrace import entry
+
+    (tmp_path / "loading.py").write_text(how + "\ndef entry():\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["replay", "t.kfdtrace", "--json"])
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as done:
+            entry._run("loading:entry", entry._replay_stopped, keep_sigterm=True)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    out, err = capsys.readouterr()
+    assert done.value.code == status and err == line + "\n"
+    assert json.loads(out) == {"status": status, "error": line}
+
+
+def test_the_console_scripts_are_the_entry_modules():
+    """What pyproject.toml installs: each script loads its command through kfdtrace.entry."""
+    import tomllib
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml"), "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    assert scripts == {name: f"kfdtrace.entry:{name}" for name in ("kfdtrace", "capture", "replay")}
