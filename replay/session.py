@@ -55,9 +55,9 @@ class Report:
         return {
             "trace": self.trace, "status": self.status, "recorded_on": self.recorded, "target": self.target,
             "target_gfx": self.target_gfx, "backend": self.backend, "submissions": self.submissions,
-            "packets": self.packets,
-            "loops": [[{"seconds": r.seconds, "submissions": r.submissions, "packets": r.packets,
-                        "checkpoints": r.checkpoints, "verified": r.verified, "racy": r.racy,
+            "packets": self.packets, "loops_asked": self.asked,  # the replay stops after a loop that fails
+            "loops": [[{"status": r.status, "seconds": r.seconds, "submissions": r.submissions, "packets": r.packets,
+                        "checkpoints": r.checkpoints, "verified": r.verified, "racy": r.racy, "unread": r.unread,
                         "relocated_buffers": r.relocated,
                         "cached_submissions": r.cached,
                         "left_with_work": r.left,

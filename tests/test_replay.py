@@ -141,6 +141,12 @@ def test_corrupted_blob_is_a_divergence_naming_the_buffer(tmp_path):
     assert res.returncode == EXIT_DIVERGED, res.stdout + res.stderr
     assert "1 loop(s) x 2 instance(s) (of 3 loops asked: the replay stops after a loop that fails)" in res.stdout
     assert res.stdout.splitlines()[-1].startswith("DIVERGED in loop 1, instance 1: checkpoint "), res.stdout
+    # campaign 99: the same in --json, for a fleet's script: the loops asked, and each instance's status
+    res = replay(bad, "--emulate", "gfx942", "--loop", "3", "--concurrent", "2", "--json")
+    report = json.loads(res.stdout)
+    assert report["status"] == EXIT_DIVERGED and report["loops_asked"] == 3 and len(report["loops"]) == 1
+    assert [r["status"] for r in report["loops"][0]] == [EXIT_DIVERGED] * 2
+    assert all(r["unread"] == 0 for r in report["loops"][0])
     res = replay(bad, "--emulate", "gfx942")
     assert res.returncode == EXIT_DIVERGED, res.stdout + res.stderr
     # result is the CPU-readable buffer the corrupted input reaches (the stages and sink have no CPU mapping)
