@@ -1012,17 +1012,33 @@ def check_resources(s: Survey, system: System, instances: int, max_memory: int) 
 # -- the second pass -------------------------------------------------------------------------------------
 CLOCK_BYTES = 8  # what a packet writing a GPU clock writes (a 64-bit counter)
 WRITERS = 8  # packets writing a buffer each replay buffer keeps, the latest: a divergence names the one that wrote it
-MASKED = 4  # clock bytes are masked a dword at a time: a later write of other data unmasks the dwords it starts in
+
+
+def _unmask(rb: ReplayBuffer, lo: int, hi: int) -> None:
+    """Bytes [lo, hi) of `rb` hold other data than a clock now (a write of any size: its marks are looked at)."""
+    rb.volatile.difference_update([c for c in rb.volatile if lo <= c < hi])
 
 
 def _masked(data: bytes, clocks: list[int]) -> bytes:
-    """`data` with MASKED bytes zeroed at each offset of `clocks` (which may start before it or run past it)."""
+    """`data` with the byte at each offset of `clocks` zeroed (those outside it are left out)."""
     out = bytearray(data)
     for at in clocks:
-        lo, hi = max(at, 0), min(at + MASKED, len(out))
-        out[lo:hi] = bytes(hi - lo)
+        if 0 <= at < len(out):
+            out[at] = 0
     return bytes(out)
 
+
+
+@dataclass
+class Writes:
+    """The writes of the packets of a ring or an indirect buffer (`ring`, named `where`, in `src`) as translated so
+    far, `noted` of them taken by Instance._wrote."""
+
+    writes: list[Write]
+    ring: bytes
+    where: str
+    src: Dialect
+    noted: int = 0
 
 
 @dataclass(eq=False)
@@ -1032,7 +1048,8 @@ class ReplayBuffer:
     buffer: Buffer
     role: str = "user"
     view: memoryview | None = None  # its bytes, when the CPU sees them (valid while the buffer lives)
-    # the dwords where packets wrote a GPU clock that no other write started in since (offsets): masked when compared
+    # the bytes packets filled with a GPU clock (or copied one to) that no other write covered since (offsets):
+    # masked when compared
     volatile: set[int] = field(default_factory=set)
     # the last WRITERS packets writing it, the latest last: (its submission, the submission's ring bytes, its offset
     # there, their dialect)
@@ -1141,7 +1158,7 @@ class Instance:
         # translation of a dispatch of it depends on
         self.loaded: dict[int, tuple[bytes, int]] = {}
         self.ib_depth = 0  # indirect buffers being followed now, each inside the one before
-        self.ib_writes: list[list[Write]] = []  # the writes of the packets of each, so far
+        self.levels: list[Writes] = []  # the ring being translated, then each indirect buffer it calls, nested
         # doorbell record whose kernel arguments a later CPU write or free lands in (Survey.late) -> its submission's
         # (queue, the write pointers before and after it, whether each dispatch on its ring reads a copy of its
         # recorded arguments, whether one in an indirect buffer does, where), till its queue ran it
@@ -1464,7 +1481,7 @@ class Instance:
         if hit is None:
             return
         lo, hi, rb = hit[0], hit[0] + hit[1], hit[2]
-        if rb.gpu_last or any(lo <= a < hi for writes in (rq.writes, *self.ib_writes) for _, addresses, _ in writes
+        if rb.gpu_last or any(lo <= a < hi for level in self.levels for _, addresses, _ in level.writes
                               for a in addresses):
             raise ReplayError(f"{where}: {d.packet.name} at byte {d.packet.offset:#x} ({d.kernel.name}) reads its "
                               f"kernel arguments from {rb.buffer.label}, which the GPU writes after the CPU last did; "
@@ -1589,10 +1606,14 @@ class Instance:
         late = r.n >= self.lateness.next_doorbell and self.lateness.flagged(r.n)
         self.doorbell, self.ib_copied, ib_dispatches = (f["queue"], r.n), False, self.ib_dispatches
         self.dispatched.clear()
-        packets = t.ring(ring, where, writes)
+        self.levels.append(level := Writes(writes, ring, where, t.src))
+        try:
+            packets = t.ring(ring, where, writes)
+        finally:
+            self.levels.pop()
         self.result.packets += t.packets - counted
         self.result.cached += t.taken - taken
-        self._wrote(writes, where, ring, t.src)
+        self._noted(level)
         start = rq.queue.wptr
         if packets:
             try:
@@ -1686,6 +1707,11 @@ class Instance:
         left = rq.queue.packets(at, end)  # none: not read (past the ring's size, or not decoded)
         return bool(left) and sum(p.defn.kernel is not None or p.defn.launch_field is not None for p in left) <= after
 
+    def _noted(self, level: Writes) -> None:
+        """`_wrote` the writes of a ring or indirect buffer's packets translated since it was last called for it."""
+        self._wrote(level.writes[level.noted:], level.where, level.ring, level.src)
+        level.noted = len(level.writes)
+
     def _wrote(self, writes: list[Write], where: str, ring: bytes, src: Dialect) -> None:
         """Note in each buffer the packets of `ring` (`where`, in `src`) that write it last, and which of its bytes
         they fill with a GPU clock."""
@@ -1703,30 +1729,32 @@ class Instance:
                 if not wrote or wrote[-1][2] != at or wrote[-1][1] is not ring:  # a packet writing twice: once
                     wrote.append((where, ring, at, src))
                 rb.gpu_last = True
-                dword = (addr - start) & ~3
                 if volatile:  # GPU clocks differ on every run
-                    rb.volatile.update(range(dword, addr - start + CLOCK_BYTES, MASKED))
+                    rb.volatile.update(range(addr - start, addr - start + CLOCK_BYTES))
                     self.clocks = True
-                elif rb.volatile:  # a write of other data over a clock (at least a dword of it): compared again
-                    rb.volatile.discard(dword)
+                elif self.clocks:  # other data over a clock is compared again; a copy carries the clocks it copies
+                    self._clocks_over(ring, at, src, addr, rb, start)
                 if clocked is not None:
-                    rb.volatile.update(range(addr - start + clocked[0], addr - start + sum(clocked), MASKED))
+                    rb.volatile.update(range(addr - start + clocked[0], addr - start + sum(clocked)))
                     self.clocks = True
-                if self.clocks and not volatile:
-                    self._copied_clocks(ring, at, src, addr, rb, start)
 
-    def _copied_clocks(self, ring: bytes, at: int, src: Dialect, addr: int, rb: ReplayBuffer, start: int) -> None:
-        """Mask in `rb` (at `start`) the clocks the packet at `at` of `ring` copies to `addr` from where packets
-        wrote them (a profiler's timestamps copied out of VRAM: campaign 93 left them compared, DIVERGED)."""
+    def _clocks_over(self, ring: bytes, at: int, src: Dialect, addr: int, rb: ReplayBuffer, start: int) -> None:
+        """Once some packet wrote a GPU clock: the packet at `at` of `ring` writing other data at `addr` (in `rb`,
+        at `start`) unmasks the bytes it covers (as far as its table counts them: a dword when it does not), and
+        masks those it copies a clock to from where it lies (a profiler's timestamps copied out of VRAM: campaign 93
+        left them compared, DIVERGED)."""
         try:
-            copied = src.decode(ring, at).copied()
+            p = src.decode(ring, at)
         except PacketError:
             return
+        off = addr - start
+        if rb.volatile:
+            _unmask(rb, off, off + (next((n for a, n in p.written_ranges() if a == addr), None) or 4))
+        copied = p.copied()
         if copied is None or copied[1] != addr or (hit := self.buffers.find(copied[0])) is None or not hit[2].volatile:
             return
-        lo, n, delta = copied[0] - hit[0], copied[2], addr - start - (copied[0] - hit[0])
-        for clock in [c for c in hit[2].volatile if lo - MASKED < c < lo + n]:
-            rb.volatile.update(range((clock + delta) & ~3, clock + delta + MASKED, MASKED))
+        lo, n = copied[0] - hit[0], copied[2]
+        rb.volatile.update(c - lo + off for c in hit[2].volatile if lo <= c < lo + n)
 
     def _indirect(self, rq: ReplayQueue, base: int, size: int, where: str) -> tuple[int, int]:
         """An indirect buffer, followed: its packets (the recorded ones, written by the replayed CPU writes)
@@ -1749,7 +1777,8 @@ class Instance:
                            f"points at itself or at one it is in?)")
         self.ib_depth += 1
         t, at, writes = rq.ib_translator, f"{where} indirect buffer at {base:#x}", []
-        self.ib_writes.append(writes)
+        self._noted(self.levels[-1])  # what the packets before it wrote, first: a copy in it may take their clocks
+        self.levels.append(level := Writes(writes, recorded, at, t.src))
         try:
             translated = t.ring(recorded, at, writes)
         except ReplayError:
@@ -1761,8 +1790,8 @@ class Instance:
                               f"builds") from None
         finally:
             self.ib_depth -= 1
-            self.ib_writes.pop()
-        self._wrote(writes, at, recorded, t.src)  # what the IB's packets write, clocks included
+            self.levels.pop()
+        self._noted(level)  # what the IB's packets write, clocks included
         nop = t.dst.build("NOP")
         translated += nop * ((-len(translated) // 4) % 8)  # an IB ends on an 8-dword boundary
         self.ib_bytes += max(len(translated), 4096)
@@ -1798,6 +1827,8 @@ class Instance:
             self._hold(r, hits)
         rb.buffer.write(data, off)
         rb.gpu_last = False
+        if rb.volatile:  # no clock is where the CPU wrote
+            _unmask(rb, off, off + len(data))
 
     def _semaphore(self, r: Record) -> Semaphore:
         addr = r.fields["addr"]
@@ -2041,7 +2072,7 @@ class Instance:
         memory = memoryview((ctypes.c_char * size).from_address(rb.buffer.cpu_addr(0))).cast("B")
         for i, key in enumerate(entry["keys"]):
             lo = i * chunk
-            clocks = [at - lo for at in rb.volatile if lo - MASKED < at < lo + chunk] if rb.volatile else None
+            clocks = [at - lo for at in rb.volatile if lo <= at < lo + chunk] if rb.volatile else None
             if clocks:  # compared with the clocks' bytes masked, in what was recorded and what is there
                 expected, actual = self._blob(key), bytes(memory[lo:lo + chunk])
                 if expected is not None and _masked(expected, clocks) == _masked(actual, clocks):

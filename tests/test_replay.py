@@ -1022,3 +1022,61 @@ def test_clocks_a_copy_carries_out_of_vram_are_masked_where_they_land(tmp_path):
     rewrite(path, bad, change)
     report = replay_trace(bad, Options(), emulate="gfx942")
     assert report.status == EXIT_DIVERGED and "first at +0x4f:" in report.lines()[-1], report.lines()
+
+
+def _flip_checkpoint(path: str, bad: str, name: str, at: int) -> None:
+    """`path` rewritten into `bad` with byte `at` of what its last checkpoint of buffer `name` expects flipped."""
+    with TraceReader(path) as r:
+        last = max(c.n for c in r.records(["checkpoint"]) if any(b["name"] == name for b in c.fields["buffers"]))
+
+    def change(rec, reader, writer):
+        f = dict(rec.fields)
+        if rec.n == last:
+            f["buffers"] = [dict(b) for b in f["buffers"]]
+            for b in f["buffers"]:
+                if b["name"] == name:
+                    changed = bytearray(reader.blob(b["keys"][0]))
+                    changed[at] ^= 0xFF
+                    b["keys"] = [writer.blob(bytes(changed)), *b["keys"][1:]]
+                    b["hash"] = blob_key(b"".join(b["keys"]))
+        return f
+    rewrite(path, bad, change)
+
+
+@pytest.mark.parametrize("case", ["unaligned", "cpu over the clock", "fill over the copy", "copy in an IB"])
+def test_copied_clocks_mask_their_own_bytes_and_no_others(tmp_path, case):
+    """Campaign 101, on e86e17a: a clock copied to an unaligned offset masked whole dwords, CPU data beside it too; a
+    clock the CPU (or a fill) wrote over stayed masked, and a copy carried that mask onto data; a copy in an
+    indirect buffer did not see a clock the ring wrote before it (DIVERGED on an honest trace). Masks are bytes,
+    a write unmasks all it covers, and a ring's writes before an indirect buffer are taken before the buffer's."""
+    path, bad = str(tmp_path / "t.kfdtrace"), str(tmp_path / "bad.kfdtrace")
+    data = bytes(range(1, 65))
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        stamps = gpu.alloc(4096, "gtt", name="stamps") if case == "cpu over the clock" else \
+            gpu.alloc(4096, "vram", cpu_access=False, name="stamps")
+        out = gpu.alloc(4096, "gtt", name="out")
+        out.write(bytes(64))
+        q = gpu.sdma_queue()
+        if case == "unaligned":  # the clock lands at out+2..9; bytes 0, 1, 10, 11 are the CPU's
+            out.write(data)
+            q.timestamp(stamps, offset=16).copy(out, stamps, 8, dst_offset=2, src_offset=16).sync()
+        elif case == "cpu over the clock":
+            q.timestamp(stamps, offset=16).sync()
+            stamps.write(data)  # the data, not the clock, reaches out
+            q.copy(out, stamps, 64).sync()
+        elif case == "fill over the copy":
+            q.timestamp(stamps, offset=16).copy(out, stamps, 64).fill(out, 0x22222222, 64).sync()
+        else:
+            ib = gpu.alloc(4096, "gtt", name="ib")
+            body = q.dialect.build("COPY_LINEAR", count=63, src=stamps.va, dst=out.va)
+            ib.write(body + q.dialect.build("NOP") * ((-len(body) // 4) % 8))
+            q.timestamp(stamps, offset=16).packet("INDIRECT", ib_base=ib.va, ib_size=8).sync()
+    for target, relocate in (("gfx942", "auto"), ("gfx1100", "always")):
+        report = replay_trace(path, Options(relocate=relocate), emulate=target)
+        assert report.status == EXIT_OK and report.results[0].verified >= 1, (target, report.lines())
+    if case != "copy in an IB":  # a byte of data where a clock is not (any more): changed, it must be found
+        flip = 10 if case == "unaligned" else 16
+        _flip_checkpoint(path, bad, "out", flip)
+        report = replay_trace(bad, Options(), emulate="gfx942")
+        assert report.status == EXIT_DIVERGED and f"first at +{flip:#x}:" in report.lines()[-1], report.lines()
