@@ -1743,6 +1743,10 @@ class Instance:
         at `start`) unmasks the bytes it covers (as far as its table counts them: a dword when it does not), and
         masks those it copies a clock to from where it lies (a profiler's timestamps copied out of VRAM: campaign 93
         left them compared, DIVERGED)."""
+        if not rb.volatile:  # nothing to unmask: decoded only if it may copy (most writes are of no copy)
+            d = src.definition(int.from_bytes(ring[at:at + 4], "little"))
+            if d is None or d.split is None or len(d.split[1]) < 2:
+                return
         try:
             p = src.decode(ring, at)
         except PacketError:
