@@ -508,7 +508,13 @@ class _Surveyor:
             raise ReplayError(f"record {r.n} ({r.type} of buffer handle {r.fields['handle']:#x}) names GPU "
                               f"{unknown[0]:#x}, which the trace's header does not list")
 
-    _on_unmap = _on_map
+    def _on_unmap(self, r: Record) -> None:
+        """As a free (Buffer.free unmaps first): one that takes dispatches' kernel arguments from the GPU waits
+        until their queues ran them."""
+        self._on_map(r)
+        alloc = self.handles.get(r.fields["handle"])
+        if alloc is not None and (hit := self.kernarg_buffers.find(alloc.fields["va"])) is not None:
+            self._late(r, hit[0], hit[1])
 
     def _on_queue(self, r: Record) -> None:
         f = r.fields
@@ -1329,7 +1335,9 @@ class Instance:
     def _on_unmap(self, r: Record) -> None:
         """Unmapped from the target devices of those GPUs, but those another recorded GPU still mapped goes to
         (--device, --gpu-map may put several on one): a GPU's access after it faults, as the recording's did
-        (campaign 95)."""
+        (campaign 95). Held as a free is, where it takes kernel arguments away (the survey says where)."""
+        if r.n >= self.lateness.next and (hits := self.lateness.hits(r.n)):
+            self._hold(r, hits)
         rb = self.handles.get(r.fields["handle"])
         if rb is not None:
             rb.gpus.difference_update(r.fields["gpus"])

@@ -733,7 +733,9 @@ def test_a_system_used_after_its_record_block_says_the_block_ended(tmp_path):
     with record(path):
         system = System.open(emulate="gfx942")
         gpu = system.devices[0]
-        gpu.sdma_queue().fill(gpu.alloc(4096, "gtt", name="out"), 1, 4096).sync()
+        q = gpu.sdma_queue()
+        q.fill(gpu.alloc(4096, "gtt", name="out"), 1, 4096).sync()
+        q.destroy()  # its engine's thread ends (what is left, close() cannot free once the recording ended)
     with pytest.raises(CaptureFailed, match=r"block\.kfdtrace: the recording has ended \(its `with record\(\.\.\.\)` "
                                             r"block is over;.*\): GPU work through a System it recorded is not "
                                             r"recorded after that; use a System opened anew"):
