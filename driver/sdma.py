@@ -55,6 +55,10 @@ class PollFunc(IntEnum):
     GT = 6
 
 
+# CONST_FILL `fillsize` of a 32-bit pattern, the fill the kernel (amdgpu emit_fill_buffer) and Mesa emit
+FILL_DWORDS = 2
+
+
 # What each code means: compare(value & mask, ref). SDMA POLL_REGMEM `func` and PM4 WAIT_REG_MEM `function` share
 # them (pm4.WaitFunc is PollFunc).
 POLL_COMPARE: dict[int, Callable[[int, int], bool]] = {
@@ -160,7 +164,7 @@ _BASE = (
          Field("loop", 0, 16, 1), Field("tmz", 0, 18, 1), Field("atomic_op", 0, 25, 7),
          Addr("addr", 1, written=True), Field("src_data", 3, 0, 64), Field("cmp_data", 5, 0, 64),
          Field("loop_interval", 7, 0, 13)),
-    # count is BYTES - 1 here too; fillsize 2 = dword pattern.
+    # count is BYTES - 1 here too; fillsize FILL_DWORDS: a dword pattern.
     _pkt("CONST_FILL", 11, 0,
          Field("sw", 0, 16, 2), Field("fillsize", 0, 30, 2),
          Addr("dst", 1, written=True, advances=True), Field("data", 3), Field("count", 4, 0, 22, byte_count=True)),

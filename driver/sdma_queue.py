@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.ring_queue import DEFAULT_RING, WRITE_CHUNK, Destination, RingQueue
-from kfdtrace.driver.sdma import DEFAULTS, DIALECTS, PollFunc
+from kfdtrace.driver.sdma import DEFAULTS, DIALECTS, FILL_DWORDS, PollFunc
 from kfdtrace.driver.signals import Semaphore
 
 if TYPE_CHECKING:
@@ -61,13 +61,15 @@ class SdmaQueue(RingQueue):
         return self
 
     def fill(self, dst: Destination, value: int, size: int, *, offset: int = 0) -> SdmaQueue:
-        """Fill `size` bytes (a multiple of 4) with a repeated 32-bit value."""
+        """Fill `size` bytes (a multiple of 4, at a dword-aligned address) with a repeated 32-bit value."""
         if size % 4:
             raise ValueError(f"CONST_FILL fills whole dwords: {size} is not a multiple of 4")
         va = self._va(dst, offset, size)
+        if va % 4:
+            raise ValueError(f"CONST_FILL fills whole dwords: address {va:#x} is not 4-byte aligned")
         for done in range(0, size, self.max_fill):
             n = min(self.max_fill, size - done)
-            self.packet("CONST_FILL", dst=va + done, data=value & 0xFFFFFFFF, count=n - 1, fillsize=2)
+            self.packet("CONST_FILL", dst=va + done, data=value & 0xFFFFFFFF, count=n - 1, fillsize=FILL_DWORDS)
         return self
 
     def write_data(self, dst: Destination, data: bytes, *, offset: int = 0) -> SdmaQueue:

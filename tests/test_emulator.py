@@ -227,6 +227,7 @@ def test_a_doorbell_behind_the_read_pointer_stops_the_queue(emulated):
     ("sdma", "ATOMIC", 4, {"atomic_op": 47, "src_data": 1}, 8),  # ADD64 on a dword boundary only
     ("sdma", "POLL_REGMEM", 2, {"mem_poll": 1, "func": 3, "ref": 0, "mask": 1, "retry_count": 0xFFF}, 4),
     ("sdma", "WRITE_LINEAR", 2, {}, 4),
+    ("sdma", "CONST_FILL", 2, {"data": 7, "count": 7, "fillsize": 2}, 4),  # campaign 100: it filled 8 bytes from +2
     ("compute", "WRITE_DATA", 2, {"dst_sel": 5}, 4),
 ])
 def test_a_memory_packet_at_an_unaligned_address_stops_the_queue(emulated, kind, name, offset, fields, n):
@@ -241,6 +242,20 @@ def test_a_memory_packet_at_an_unaligned_address_stops_the_queue(emulated, kind,
         q.sync(timeout=5)
     assert engine_of(q).error.startswith(f"address {buf.va + offset:#x} is not {n}-byte aligned")
     assert buf.read(0, 16) == bytes(16)
+
+
+def test_a_dword_fill_of_bytes_not_whole_dwords_stops_the_queue_and_the_driver_refuses_one(emulated):
+    """Campaign 100: CONST_FILL of dwords (count in bytes) filled 7 bytes exactly; SdmaQueue.fill took an unaligned
+    offset."""
+    dev = emulated("gfx942").devices[0]
+    q, buf = dev.sdma_queue(), dev.alloc(PAGE, "gtt")
+    q.packet("CONST_FILL", dst=buf.va, data=0xAABBCCDD, count=6, fillsize=2)
+    with pytest.raises(GpuFault, match="stopped a queue"):
+        q.sync(timeout=5)
+    assert engine_of(q).error.startswith("CONST_FILL of dwords: 7 bytes is not a whole number of dwords")
+    assert buf.read(0, 16) == bytes(16)
+    with pytest.raises(ValueError, match=r"CONST_FILL fills whole dwords: address 0x[0-9a-f]+2 is not 4-byte aligned"):
+        dev.sdma_queue().fill(buf, 1, 8, offset=2)
 
 
 @pytest.mark.parametrize("prot, expected", [(None, errno.EFAULT), ("r", errno.EFAULT), ("rw", 0)])

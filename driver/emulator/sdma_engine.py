@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from kfdtrace.driver.emulator.memory import GpuVm
 from kfdtrace.driver.emulator.ring_engine import NotEmulated, QueueError, RingEngine, aligned
 from kfdtrace.driver.packets import Dialect, Packet
+from kfdtrace.driver.sdma import FILL_DWORDS
 
 if TYPE_CHECKING:
     from kfdtrace.driver.emulator.kfd import EmulatedMachine
@@ -75,6 +76,10 @@ class SdmaEngine(RingEngine):
         if compress:  # (sdma7's only)
             raise NotEmulated("CONST_FILL compress=1 is not emulated")
         n = self._byte_count("CONST_FILL", count)
+        if fillsize == FILL_DWORDS:  # the kernel's and Mesa's fill: count in bytes, "even if the fill is done in
+            aligned(dst, 4)  # dwords" (Mesa); one starting or ending mid-dword is no result the emulator vouches for
+            if n % 4:
+                raise QueueError(f"CONST_FILL of dwords: {n} bytes is not a whole number of dwords")
         pattern = data.to_bytes(4, "little")
         with self.vm.access(dst, n, write=True) as host:
             if fillsize == 0 or pattern == pattern[:1] * 4:
