@@ -1146,3 +1146,33 @@ def test_a_killed_writers_frames_and_journal_pass_the_full_check(tmp_path):
         assert r.recovered and r.damage is None and "journal" in r.recovery_note, r.recovery_note
         assert len(r.frames) > 2 and r.verify() == len(r.frames)
         assert [x.fields["i"] for x in r.records()] == list(range(200))
+
+
+def test_a_trace_that_changes_while_it_is_read_says_so_not_that_it_is_corrupt(tmp_path):
+    """Campaign 101: `info --check` (or a replay) of a trace its capture was still writing sometimes said 'corrupt
+    trace': the writer had moved its journal on and written a frame where the reader found it."""
+    path = tmp_path / "live.kfdtrace"
+    killed_writer(path, """
+        for i in range(200):
+            w.record("ioctl", t=i, i=i, pad=bytes(40))
+        w.flush()
+    """, frame_bytes=2048)
+    with TraceReader(str(path)) as r:
+        assert r.recovered and len(r.frames) > 2
+        victim = r.frames[1].offset
+        with open(path, "r+b") as f:  # what the writer does: another frame where this one was, the file grown
+            f.seek(victim)
+            f.write(b"\xff" * 64)
+            f.seek(0, os.SEEK_END)
+            f.write(bytes(4096))
+        with pytest.raises(TraceError, match=r"live\.kfdtrace: it changed while it was read \(is its capture still "
+                                             r"writing it\?\)"):
+            r.verify()
+    with TraceReader(str(path)) as r:
+        assert r.damage is not None  # opened after the change: what it holds now is damaged
+        with pytest.raises(TraceError, match=r"\(corrupt trace\)"):
+            r.verify()
+        with open(path, "ab") as f:  # and the file changes again: the damage found may be the writer's move
+            f.write(bytes(4096))
+        with pytest.raises(TraceError, match=r"it changed while it was read"):
+            r.verify()

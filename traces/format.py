@@ -747,6 +747,10 @@ class TraceWriter:
 
 
 # -- reading ----------------------------------------------------------------------------------------------
+READS_OF_A_MOVING_TRACE = 3  # a damaged trace whose file changes while it is scanned is read again, this often
+MOVED = "it changed while it was read (is its capture still writing it?): read it again once the capture has ended"
+
+
 class TraceReader:
     """Reads a trace through its index, or through an index rebuilt by scanning when the trace was not closed
     (then `recovered` is True and `recovery_note` says what was found)."""
@@ -756,13 +760,17 @@ class TraceReader:
         self._fd = self._open(path)
         self._cache: tuple[int, list] | None = None
         try:
-            self._size = os.fstat(self._fd).st_size
-            self._read_header()
-            self.recovered, self.recovery_note = False, ""
-            self.damage: str | None = None  # why a recovered trace is corrupt (an index or a frame damaged)
-            damage = self._read_index()
-            if damage is not None:
-                self._scan(damage)
+            for _ in range(READS_OF_A_MOVING_TRACE):  # a capture still writing it may move what a scan found
+                st = os.fstat(self._fd)
+                self._size, self._stamp = st.st_size, (st.st_size, st.st_mtime_ns)
+                self._read_header()
+                self.recovered, self.recovery_note = False, ""
+                self.damage: str | None = None  # why a recovered trace is corrupt (an index or a frame damaged)
+                damage = self._read_index()
+                if damage is not None:
+                    self._scan(damage)
+                if self.damage is None or not self._moved():
+                    break
         except BaseException:
             self.close()
             raise
@@ -1100,10 +1108,28 @@ class TraceReader:
 
     def _frame(self, entry: FrameInfo) -> tuple[FrameHead, bytes]:
         """Head and raw payload of an indexed frame, the head checked against the index entry."""
-        head = self._frame_head(entry.offset)
-        if (head.kind, head.count, head.first) != (entry.kind, entry.count, entry.first):
-            raise FrameError(self.path, entry.offset, "the frame does not match the index (corrupt trace)")
-        return head, self._payload(entry.offset, head)
+        with self._unless_moved():
+            head = self._frame_head(entry.offset)
+            if (head.kind, head.count, head.first) != (entry.kind, entry.count, entry.first):
+                raise FrameError(self.path, entry.offset, "the frame does not match the index (corrupt trace)")
+            return head, self._payload(entry.offset, head)
+
+    @contextlib.contextmanager
+    def _unless_moved(self) -> Iterator[None]:
+        """A frame of a recovered trace that no longer reads as it did, in a file that changed since it was opened,
+        is said to have moved, not to be corrupt: a capture still writing the trace moves its journal on and
+        writes frames where it was (campaign 101)."""
+        try:
+            yield
+        except TraceError:
+            if self.recovered and self._moved():
+                raise self._fail(MOVED) from None
+            raise
+
+    def _moved(self) -> bool:
+        """Whether the file changed since this reader last took its size (to read it from the start)."""
+        st = os.fstat(self._fd) if self._fd >= 0 else None
+        return st is not None and (st.st_size, st.st_mtime_ns) != self._stamp
 
     # public reading -----------------------------------------------------------------------------------
     def records(self, types: Iterable[str] | None = None, start: int = 0) -> Iterator[Record]:
@@ -1147,10 +1173,11 @@ class TraceReader:
             raise self._fail(f"no blob {key.hex()} in this trace")
         offset, i = where
         if self._cache is None or self._cache[0] != offset:
-            head = self._frame_head(offset)
-            if head.kind != BLOBS:
-                raise FrameError(self.path, offset, "the index points at a frame without blobs (corrupt trace)")
-            self._cache = (offset, self._blob_list(self._payload(offset, head), offset, head))
+            with self._unless_moved():
+                head = self._frame_head(offset)
+                if head.kind != BLOBS:
+                    raise FrameError(self.path, offset, "the index points at a frame without blobs (corrupt trace)")
+                self._cache = (offset, self._blob_list(self._payload(offset, head), offset, head))
         blobs = self._cache[1]
         if not 0 <= i < len(blobs) or blobs[i][0] != key:
             raise self._fail(f"blob {key.hex()}: the index points at the wrong place (corrupt trace)")
@@ -1168,6 +1195,8 @@ class TraceReader:
         contents against their keys; a recovered trace whose frames stop at a damaged one is corrupt, though
         it reads as far as it goes. Returns the number of frames checked."""
         if self.damage is not None:
+            if self._moved():  # damage found in a file that is still changing, read over and over
+                raise self._fail(MOVED)
             corrupt = "" if self.damage.endswith("(corrupt trace)") else " (corrupt trace)"
             raise self._fail(self.damage + corrupt)
         # where the next frame begins, and where each blob is: what an index says (a recovered trace's frames are
