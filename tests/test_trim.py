@@ -732,3 +732,25 @@ def test_a_range_holding_a_store_to_a_doorbell_of_no_known_queue_is_trimmed(tmp_
         trim(r, out, 20, r.submissions - 1)
     report = replay_trace(out, Options(), emulate_recorded=True)
     assert report.status == EXIT_OK and report.results[0].verified > 0, report.lines()
+
+
+def test_a_reconstructed_buffer_holding_a_clock_written_before_the_range_is_refused(tmp_path):
+    """Campaign 103: a timestamp into VRAM, copied out in the range (a profiler's): --reconstruct restored the
+    replay's clock, which the range copied and its checkpoint compared as data with the recording's (DIVERGED on an
+    honest trimmed trace). The range from the timestamp on trims and replays."""
+    from kfdtrace.replay.session import contents_at
+
+    path, out = str(tmp_path / "t.kfdtrace"), str(tmp_path / "out.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        stamps, host = gpu.alloc(4096, "vram", cpu_access=False, name="stamps"), gpu.alloc(4096, "gtt", name="host")
+        q = gpu.sdma_queue()
+        q.timestamp(stamps).sync()
+        q.copy(host, stamps, 64).sync()
+    with TraceReader(path) as r, pytest.raises(TrimRefused, match=r"submission 0 wrote a GPU clock into stamps at "
+                                                                  r"0x[0-9a-f]+ before the range: --reconstruct would "
+                                                                  r"restore the replay's clock there"):
+        trim(r, out, 1, 1, lambda vas: contents_at(path, 1, vas))
+    with TraceReader(path) as r:
+        trim(r, out, 0, 1, lambda vas: contents_at(path, 0, vas))
+    assert replay_trace(out, Options(timeout=5), emulate="gfx1100").status == EXIT_OK

@@ -171,6 +171,7 @@ class _Prefix:
         self.aql_signals: dict[int, int] = {}
         self.landed = Landed()  # which semaphore signals are known to have landed
         self.last: dict[int, int] = {}  # queue id -> its last submission
+        self.clocks: dict[int, int] = {}  # address a packet wrote a GPU clock to -> its submission
 
     def behind(self, queue: int) -> bool:
         """Whether submissions of `queue` before the range are not known complete."""
@@ -195,7 +196,8 @@ class _Prefix:
             kind, name = TEARDOWN[r.type]
             self.kept.pop((kind, f[name]), None)
         if r.type == R.FREE and (buf := self.state.buffers.get(f["handle"])) is not None:
-            for held in (self.words, self.names, self.aql_signals):  # a buffer taking its place holds none of them
+            # a buffer taking its place holds none of them
+            for held in (self.words, self.names, self.aql_signals, self.clocks):
                 for addr in [a for a in held if buf.va <= a < buf.va + buf.size]:
                     del held[addr]
         sub = self.state.apply(r)
@@ -208,6 +210,8 @@ class _Prefix:
                                   "follow what it writes; trim from an earlier submission")
             for p in sub.packets:
                 d = p.defn
+                if p.volatile:
+                    self.clocks.update((a, sub.number) for a in p.written_addresses())
                 if d.signal is not None and d.signal[0] in p.addresses():
                     self.words[p.fields[d.signal[0]]] = p.fields[d.signal[1]] & 0xFFFFFFFF
                 if d.completion is not None and p.fields[d.completion[0]]:  # the packet decrements its signal
@@ -255,6 +259,7 @@ def trim(trace: TraceReader, out: str, first: int, last: int, reconstruct: Recon
     if reconstruct is not None:
         semaphores = [b.va for b in prefix.state.buffers.values() if is_semaphores(b)]
         unknown = [va for va, c in prefix.memory.contents.items() if c.unknown]
+        _no_clocks(prefix, unknown)
         restored = reconstruct(unknown + semaphores) if unknown or semaphores else {}
         for va, data in restored.items():  # the buffer's own bytes, not the pages the allocation rounded it to
             buf = prefix.state.buffer_at(va)
@@ -280,6 +285,18 @@ def trim(trace: TraceReader, out: str, first: int, last: int, reconstruct: Recon
             os.unlink(out)
         raise
     return report
+
+
+def _no_clocks(prefix: _Prefix, vas: list[int]) -> None:
+    """TrimRefused if a packet before the range wrote a GPU clock into one of the buffers at `vas`: their contents
+    replayed up to the range hold the replay's clocks, which the range's copies and checkpoints would compare as
+    data with the recording's (campaign 103)."""
+    for addr, number in prefix.clocks.items():
+        buf = prefix.state.buffer_at(addr)
+        if buf is not None and buf.va in vas:
+            raise TrimRefused(f"submission {number} wrote a GPU clock into {buf.label} at {addr:#x} before the "
+                              f"range: --reconstruct would restore the replay's clock there, where the recording's had "
+                              f"another; trim from submission {number} or earlier")
 
 
 def _write(trace: TraceReader, prefix: _Prefix, start: Record, records, w: TraceWriter, first: int,
