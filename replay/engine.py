@@ -445,6 +445,9 @@ class _Surveyor:
         if r.fields["gpu"] not in self.devices:
             raise ReplayError(f"buffer at {r.fields['va']:#x} is on GPU {r.fields['gpu']:#x}, which the trace's "
                               f"header does not list")
+        if r.fields["va"] % PAGE:  # (the kernel gives none: refused here, before its free's check meets it)
+            raise BadInput(f"record {r.n} (alloc): buffer address {r.fields['va']:#x} is not page aligned "
+                           f"(corrupt trace)")
         if (other := self.handles.get(r.fields["handle"])) is not None:  # campaign 74
             raise BadInput(f"record {r.n} (alloc): handle {r.fields['handle']:#x} is that of the buffer record "
                            f"{other.n} allocated, which is not freed: the kernel never gives a handle twice "
