@@ -19,19 +19,48 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def _run(command: str, stopped: Callable[[str, int], None], *, keep_sigterm: bool) -> None:
-    """Load the `module:function` `command` and run it; `keep_sigterm`: leave SIGTERM raising until the command
-    installs its own handler (replay's does first thing), else give it back its default once loaded."""
+    """Load the `module:function` `command` (a click command, or a function taking `standalone_mode` as one does)
+    and run it; `keep_sigterm`: leave SIGTERM raising until the command installs its own handler (replay's does
+    first thing), else give it back its default once loaded. Click's own ending of a Ctrl-C ("Aborted!", status
+    1) is this one's, as is its ending of a bad option."""
     before = signal.signal(signal.SIGTERM, _terminated)
     try:
         module, function = command.split(":")
         run = getattr(importlib.import_module(module), function)
         if not keep_sigterm:
             signal.signal(signal.SIGTERM, before)
-        run()
-    except _Terminated:
-        stopped("terminated", 128 + signal.SIGTERM)
-    except KeyboardInterrupt:
-        stopped("interrupted", 128 + signal.SIGINT)
+        import click
+
+        try:
+            status = run(standalone_mode=False)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        how = _interruption(exc)
+        if how is None:
+            raise
+        stopped(*how)
+    sys.exit(status if isinstance(status, int) else 0)
+
+
+def _interruption(exc: BaseException) -> tuple[str, int] | None:
+    """How a Ctrl-C or SIGTERM among the causes of `exc` ended the program (one raised in a class's __set_name__
+    comes wrapped in a RuntimeError: campaign 102; click wraps a Ctrl-C in Abort), or None."""
+    import click
+
+    seen: BaseException | None = exc
+    for _ in range(16):
+        if seen is None:
+            return None
+        if isinstance(seen, _Terminated):
+            return "terminated", 128 + signal.SIGTERM
+        if isinstance(seen, KeyboardInterrupt | click.Abort):
+            return "interrupted", 128 + signal.SIGINT
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _said(program: str) -> Callable[[str, int], None]:

@@ -239,15 +239,14 @@ def _fail(as_json: bool, exc: Exception, debug: bool, renamed: dict[str, str] | 
     sys.exit(status)
 
 
-def entry() -> None:
+def entry(standalone_mode: bool = True) -> object:
     """The `replay` console script: `replay campaign ...` runs a campaign (a trace file named "campaign" is
-    given as ./campaign), anything else replays one trace."""
+    given as ./campaign), anything else replays one trace (`standalone_mode` as click's)."""
     if sys.argv[1:2] == ["campaign"]:
         from kfdtrace.replay.campaign import campaign
 
-        campaign(args=sys.argv[2:], prog_name="replay campaign")
-    else:
-        main()
+        return campaign(args=sys.argv[2:], prog_name="replay campaign", standalone_mode=standalone_mode)
+    return main(standalone_mode=standalone_mode)
 
 
 if __name__ == "__main__":
