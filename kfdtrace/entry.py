@@ -82,7 +82,7 @@ def _replay_stopped(how: str, status: int) -> None:
 
 
 def kfdtrace() -> None:
-    _run("kfdtrace.cli:main", _said("kfdtrace"), keep_sigterm=False)
+    _run("kfdtrace.cli:main", _said("kfdtrace"), keep_sigterm=True)
 
 
 def capture() -> None:

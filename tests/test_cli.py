@@ -517,9 +517,34 @@ def test_a_signal_while_a_command_loads_ends_it_in_one_line(tmp_path, monkeypatc
 
 
 def test_the_console_scripts_are_the_entry_modules():
-    """What pyproject.toml installs: each script loads its command through kfdtrace.entry."""
+    """What pyproject.toml installs: each script loads its command through kfdtrace.entry; `kfdtrace` keeps
+    SIGTERM raising throughout, as `replay` does (its commands end in one line)."""
+    import inspect
     import tomllib
+
+    from kfdtrace import entry
 
     with open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml"), "rb") as f:
         scripts = tomllib.load(f)["project"]["scripts"]
     assert scripts == {name: f"kfdtrace.entry:{name}" for name in ("kfdtrace", "capture", "replay")}
+    assert "keep_sigterm=True" in inspect.getsource(entry.kfdtrace)
+
+
+def test_a_sigterm_while_a_kfdtrace_tool_runs_ends_it_in_one_line(tmp_path, monkeypatch, capsys):
+    """Campaign 102: the README says the tools exit 143 with one line when terminated; a SIGTERM after loading
+    killed them silently (`dump`, `info`, `trim`: only `minimize` took it over)."""
+    import signal
+
+    from kfdtrace import entry
+
+    (tmp_path / "running.py").write_text(
+        "import os, signal, time\ndef main(standalone_mode):\n    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(5)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as done:
+            entry._run("running:main", entry._said("kfdtrace"), keep_sigterm=True)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert done.value.code == 143 and capsys.readouterr().err == "kfdtrace: terminated\n"
