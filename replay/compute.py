@@ -60,6 +60,11 @@ class Dispatch:
     group_segment_size: int  # LDS bytes of each workgroup, static and dynamic
     packet: Packet  # the packet that launched it
 
+    @property
+    def arguments(self) -> tuple[int, int]:
+        """Its recorded kernel arguments: (address, bytes)."""
+        return self.kernargs, self.kernel.kernel.metadata.kernarg_segment_size
+
 
 class RecordedKernels:
     """The kernels of the code objects a trace has loaded so far, by descriptor and by entry address."""

@@ -168,6 +168,7 @@ class Inputs(NamedTuple):
     codes: tuple[tuple[int, object], ...]  # (recorded code object, the one loaded for it)
     written: tuple[tuple[memoryview, int, int, bytes], ...]  # its kernel arguments (`extents`)
     copied: tuple[bool, ...] = ()  # for each dispatch, whether it reads a copy of its recorded kernel arguments
+    arguments: tuple[tuple[int, int], ...] = ()  # for each dispatch, its recorded kernel arguments (va, bytes)
 
 
 class DispatchMemo:
@@ -186,7 +187,9 @@ class DispatchMemo:
         self._codes: dict[int, object] = {}  # recorded code object -> the loaded one, of its dispatches
         self._pieces: list[Piece] = []  # the kernel-argument memory its packets point at
         self._copied: list[bool] = []  # Inputs.copied
+        self._arguments: list[tuple[int, int]] = []  # Inputs.arguments
         self.copied: tuple[bool, ...] = ()  # Inputs.copied of the translation taken last
+        self.arguments: tuple[tuple[int, int], ...] = ()  # and its Inputs.arguments
 
     @property
     def recording(self) -> bool:
@@ -194,7 +197,8 @@ class DispatchMemo:
         return self._reads is not None
 
     def start(self) -> None:
-        self._before, self._reads, self._codes, self._pieces, self._copied = dict(self.registers), [], {}, [], []
+        self._before, self._reads, self._codes, self._pieces = dict(self.registers), [], {}, []
+        self._copied, self._arguments = [], []
 
     def read(self, va: int, size: int) -> bytes | None:
         """`size` bytes of recorded memory at `va` as the replay holds them (None: no CPU-visible buffer holds them
@@ -204,12 +208,13 @@ class DispatchMemo:
             self._reads.append((va, size, data))
         return data
 
-    def note(self, obj: int, piece: Piece | None, copied: bool) -> None:
+    def note(self, obj: int, piece: Piece | None, copied: bool, arguments: tuple[int, int]) -> None:
         """A dispatch of a kernel of the recorded code object at `obj`, its kernel arguments in `piece` (None: in
-        place, InPlace), `copied` from recorded ones."""
+        place, InPlace), `copied` from the recorded ones at `arguments` (va, bytes)."""
         if self._reads is not None:
             self._codes[obj] = self._loaded.get(obj)
             self._copied.append(copied)
+            self._arguments.append(arguments)
             if piece is not None:
                 self._pieces.append(piece)
 
@@ -243,12 +248,12 @@ class DispatchMemo:
         before = self._before
         after = None if self.registers == before else dict(self.registers)
         return Inputs(before, after, tuple(spans), unread, tuple(self._codes.items()), extents(tuple(self._pieces)),
-                      tuple(self._copied))
+                      tuple(self._copied), tuple(self._arguments))
 
     def still(self, inputs: Inputs) -> bool:
         """Whether `inputs` hold now; if so the queue's state is moved on as translating the submission would, and
         each dispatch's kernel arguments are written again (a kernel may have written over its own)."""
-        before, after, spans, unread, codes, written, copied = inputs
+        before, after, spans, unread, codes, written, copied, arguments = inputs
         registers = self.registers
         if registers != before:
             return False
@@ -269,7 +274,7 @@ class DispatchMemo:
             registers.update(after)
         for view, start, end, data in written:  # the same bytes: harmless to a dispatch still reading them
             view[start:end] = data
-        self.copied = copied
+        self.copied, self.arguments = copied, arguments
         return True
 
 
@@ -327,7 +332,7 @@ class Kept(Generic[T]):
             if inputs.written:  # the kernel arguments to write again (none: they are in place)
                 ((view, start, end, again),) = inputs.written
                 arguments = view[start:end]
-            found[inputs.spans[0][1]] = (translation, events, arguments, again, inputs.copied)
+            found[inputs.spans[0][1]] = (translation, events, arguments, again, inputs.copied, inputs.arguments)
 
         def take(memo: DispatchMemo, same_events: Callable[[Events], bool]) -> T | None:
             if memo.registers != before or memo._loaded.get(obj) != code:
@@ -336,11 +341,11 @@ class Kept(Generic[T]):
             hit = found.get(view[va - low:stop - low].tobytes() if low <= va and stop <= high else memo._read(va, size))
             if hit is None:
                 return None
-            translation, events, arguments, again, copied = hit
+            translation, events, arguments, again, copied, dispatched = hit
             if events and not same_events(events):
                 return None
             if arguments is not None:
                 arguments[:] = again
-            memo.copied = copied
+            memo.copied, memo.arguments = copied, dispatched
             return translation
         return take

@@ -1065,6 +1065,7 @@ class ReplayBuffer:
     wrote: deque[tuple[str, bytes, int, Dialect]] = field(default_factory=lambda: deque(maxlen=WRITERS))
     gpu_last: bool = False  # the GPU wrote it since the CPU last did (what it holds is not the trace's)
     gpus: set[int] = field(default_factory=set)  # the recorded GPUs it is mapped to (its own from the start)
+    va: int = 0  # its recorded address
 
     def writer(self, addr: int) -> str | None:
         """The submission and packet that last wrote the recorded address `addr` in it, as the table counts the bytes a
@@ -1311,7 +1312,7 @@ class Instance:
             buf = self._alloc(dev, f, opts)
         self.relocation.add(f["va"], f["size"], buf.va)
         view = None if buf.cpu is None else memory_view(buf.cpu, buf.size)
-        self.buffers.add(f["va"], f["size"], rb := ReplayBuffer(buf, role, view, gpus={f["gpu"]}))
+        self.buffers.add(f["va"], f["size"], rb := ReplayBuffer(buf, role, view, gpus={f["gpu"]}, va=f["va"]))
         self.handles[f["handle"]] = rb
         self.result.relocated += buf.va != f["va"]
 
@@ -1338,10 +1339,14 @@ class Instance:
     def _on_unmap(self, r: Record) -> None:
         """Unmapped from the target devices of those GPUs, but those another recorded GPU still mapped goes to
         (--device, --gpu-map may put several on one): a GPU's access after it faults, as the recording's did
-        (campaign 95). Held as a free is, where it takes kernel arguments away (the survey says where)."""
-        if r.n >= self.lateness.next and (hits := self.lateness.hits(r.n)):
-            self._hold(r, hits)
+        (campaign 95). Held as a free is, where it takes kernel arguments away (the survey says where, and
+        `ib_spans` for dispatches in indirect buffers)."""
+        hits = self.lateness.hits(r.n) if r.n >= self.lateness.next else []
         rb = self.handles.get(r.fields["handle"])
+        if rb is not None and self.ib_spans.pages and (hit := self.buffers.find(rb.va)) is not None:
+            hits += self.ib_spans.hits(hit[0], hit[1])
+        if hits:
+            self._hold(r, hits)
         if rb is not None:
             rb.gpus.difference_update(r.fields["gpus"])
             kept = {self.devices[g] for g in rb.gpus if g in self.devices}
@@ -1464,26 +1469,26 @@ class Instance:
                 pass
             else:
                 if rq.memo is not None and self._keepable(rq, kernel, args):
-                    rq.memo.note(d.kernel.obj, None, False)
-                self._dispatched(rq, d, False)
+                    rq.memo.note(d.kernel.obj, None, False, d.arguments)
+                self._dispatched(False, d.arguments)
                 return out
         if d.kernargs:
             self._copy(rq, d, where)
-        self._dispatched(rq, d, bool(d.kernargs))
+        self._dispatched(bool(d.kernargs), d.arguments)
         return self._launch(rq, d, kernel, launch, args, self._kept_kernargs(rq, d, kernel, args), where)
 
-    def _dispatched(self, rq: ReplayQueue, d: Dispatch, copied: bool) -> None:
+    def _dispatched(self, copied: bool, arguments: tuple[int, int]) -> None:
         """Note a dispatch of the submission being translated, `copied`: given a copy of its recorded kernel
         arguments (`dispatched`), and where one in an indirect buffer reads them (`ib_spans`: the survey does not
-        follow indirect buffers)."""
+        follow indirect buffers), `arguments` (va, bytes; va 0: none)."""
         if not self.ib_depth:
             self.dispatched.append(copied)
             return
         self.ib_copied |= copied
-        if d.kernargs:
+        if arguments[0]:
             self.ib_dispatches += 1
             queue, doorbell = self.doorbell
-            self.ib_spans.add(queue, d.kernargs, d.kernel.kernel.metadata.kernarg_segment_size, doorbell, None)
+            self.ib_spans.add(queue, *arguments, doorbell, None)
 
     def _copy(self, rq: ReplayQueue, d: Dispatch, where: str) -> None:
         """Refuse a dispatch given a copy of its kernel arguments taken now whose arguments a packet writes after
@@ -1545,7 +1550,7 @@ class Instance:
 
         def kernarg(size: int, align: int) -> Piece:
             piece = store.piece(size, align)
-            memo.note(d.kernel.obj, piece, bool(d.kernargs))
+            memo.note(d.kernel.obj, piece, bool(d.kernargs), d.arguments)
             return piece
         return kernarg
 
@@ -1794,8 +1799,12 @@ class Instance:
         t, at, writes = rq.ib_translator, f"{where} indirect buffer at {base:#x}", []
         self._noted(self.levels[-1])  # what the packets before it wrote, first: a copy in it may take their clocks
         self.levels.append(level := Writes(writes, recorded, at, t.src))
+        taken = t.taken
         try:
             translated = t.ring(recorded, at, writes)
+            if t.taken != taken:  # from the memo: its dispatches noted as translating them would
+                for copied, span in zip(rq.memo.copied, rq.memo.arguments, strict=True):
+                    self._dispatched(copied, span)
         except ReplayError:
             if any(recorded):
                 raise

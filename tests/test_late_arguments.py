@@ -178,14 +178,16 @@ def polled(system: System, aql: bool = False, code: str = "", free: bool = False
     q.destroy()
 
 
-def indirect(system: System, code: str = "", late: bool = False) -> None:
+def indirect(system: System, code: str = "", late: bool = False, unmap: bool = False) -> None:
     """Dispatches of `acc` in indirect buffers, their arguments at one address: (late) one behind a wait, its
     arguments written after the doorbell (v 1 -> 7); else six, the CPU rewriting the arguments for the next once the
-    read pointer is past the one before."""
+    read pointer is past the one before (or, `unmap`, giving each its own buffer, unmapped from the GPU then)."""
     gpu, kernel, arguments, out, launch = set_up(system, code, "acc")
     q, builder = gpu.compute_queue(name="q"), gpu.compute_queue(name="builder")
     go = system.semaphore("go")
     for i in range(1 if late else 6):
+        if unmap:
+            arguments = gpu.alloc(4096, "gtt", name=f"kernargs{i}", role="kernargs")
         args = pack(kernel.kernel.metadata, (out, np.uint32(i + 1), np.uint32(3)), launch)
         kernarg = functools.partial(lambda at, size, align: at, ArgumentsAt(arguments))
         builder.emit(q.launch(kernel, launch, args, kernarg=kernarg))
@@ -200,6 +202,8 @@ def indirect(system: System, code: str = "", late: bool = False) -> None:
             go.signal(1)
         while q.rptr < end:
             time.sleep(0.0005)
+        if unmap:
+            arguments.unmap_from(gpu)
     q.sync(timeout=120)
     if late:
         assert np.frombuffer(out.read(), np.uint32)[:2].tolist() == [7, 8]
@@ -285,6 +289,18 @@ def test_dispatches_in_indirect_buffers_are_held_for_and_refused_as_copies_like_
         assert status == EXIT_UNSUPPORTED and "changes the kernel arguments" in report["error"], report
     else:
         assert status == EXIT_OK, report
+
+
+def test_an_unmap_of_the_arguments_of_dispatches_in_indirect_buffers_is_held_until_they_ran(tmp_path):
+    """An unmap that takes the kernel arguments of dispatches in indirect buffers from the GPU waits, as a free does,
+    until the queue ran them (the replay's CPU is ahead of its queue: unmapped before, they faulted: a false HANG or
+    DIVERGED)."""
+    built_kernels(tmp_path)
+    path = captured(tmp_path, __file__, "indirect", f"code={tmp_path}", "unmap")
+    for how in (["--loop", "2"], ["--relocate", "always"]):
+        status, report = replayed(path, "--emulate-recorded", *how)
+        assert status == EXIT_OK, (how, report)
+        assert all(instance["verified"] for loop in report["loops"] for instance in loop)
 
 
 @pytest.mark.parametrize("first", [False, True])
