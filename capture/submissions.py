@@ -169,9 +169,13 @@ class _Builder:
         # where it writes a signal's value, or its inline data (the tail's length is the shape's)
         signal = d.signal_bytes
         inline = d.tail.written if d.tail is not None else None
+        if inline is not None and d.tail.one_addr is not None:  # every dword to one address while it is set
+            inline_size = f"({min(4, len(p.payload))} if ({self.value(p, d.tail.one_addr)}) else {len(p.payload)})"
+        else:
+            inline_size = str(len(p.payload))
         for n, a in addresses.items():
             size = (moved if d.split and n in d.split[1] else signal if signal and n == d.signal[0]
-                    else len(p.payload) if n == inline else 0)
+                    else inline_size if n == inline else 0)
             access = f"({pos}, {a}, {size})"
             (self.written if n in d.written_fields else self.read).append(access)
         if d.signal is not None and d.signal[0] in addresses:

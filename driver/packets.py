@@ -182,6 +182,8 @@ class Tail:
     `wrap`: count + bias is taken modulo the count field's range (PM4's NOP: count 0x3FFF means no body, the
     one-dword pad Mesa calls PKT3_NOP_PAD).
     `written`: the tail is data the GPU writes at this address field (a write packet's inline data).
+    `one_addr`: while this field is set, every dword of the written tail goes to that one address, the last one
+    staying there (`Packet.inline`).
     """
 
     count: str
@@ -191,6 +193,7 @@ class Tail:
     first: str | None = None
     registers: Mapping[int, str] | None = field(default=None, compare=False, hash=False)
     written: str | None = None
+    one_addr: str | None = None
 
 
 def _parts(f: Field | Addr) -> list[tuple[int, int, int, int]]:
@@ -810,9 +813,15 @@ class Packet:
             elif n in d.volatile_fields:
                 size = 8
             elif d.tail is not None and d.tail.written == n:
-                size = len(self.payload)
+                size = len(self.inline())
             out.append((f[n], size))
         return out
+
+    def inline(self) -> bytes:
+        """The bytes a written tail leaves at its address: the payload, or its last dword when every dword goes to
+        that one address (`Tail.one_addr`)."""
+        one = self.defn.tail.one_addr if self.defn.tail is not None else None
+        return self.payload[-4:] if one is not None and self.fields[one] else self.payload
 
     def copied(self) -> tuple[int, int, int] | None:
         """(source, destination, bytes) of a packet copying memory to memory, as its table tells it: one address it

@@ -257,7 +257,7 @@ _BASE = (
          Field("dst_sel", 1, 8, 4), Field("addr_incr", 1, 16, 1), Field("wr_confirm", 1, 20, 1),
          Field("cache_policy", 1, 25, 2),
          Addr("dst", 2, written=True, when=("dst_sel", _MEM_WRITE_DST)),
-         tail=Tail("count", -2, quiet=True, written="dst")),
+         tail=Tail("count", -2, quiet=True, written="dst", one_addr="addr_incr")),
     # src holds a register offset, an immediate (src_sel 5) or a memory address; dst a register or memory.
     _pkt("COPY_DATA", 6,
          Field("src_sel", 1, 0, 4), Field("dst_sel", 1, 8, 4), Field("src_cache_policy", 1, 13, 2),

@@ -707,7 +707,7 @@ class _Surveyor:
             hit = self.relocation.find(dst) if dst is not None else None
             if hit is None or hit[0] in self.holders:
                 continue
-            found = self._held_in(p.payload, dst)
+            found = self._held_in(p.inline(), dst)
             if found is not None:
                 self.holders[hit[0]] = (dst - hit[0] + found[0], found[1], f"the {p.name} packet of {where}")
                 self.cpu_made.add(hit[0])

@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 from unittest import mock
@@ -15,6 +16,8 @@ import pytest
 from kfdtrace.capture import record
 from kfdtrace.capture.completion import QueueProgress
 from kfdtrace.driver import System
+from kfdtrace.driver.pm4 import GFX9 as PM4_GFX9
+from kfdtrace.driver.pm4 import DataSel
 from kfdtrace.driver.sdma import DIALECTS
 from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_HANG, EXIT_OK, EXIT_UNSUPPORTED, Options, Result
 from kfdtrace.replay.session import Report, replay_trace
@@ -897,6 +900,27 @@ def test_a_clock_slot_written_over_with_a_value_is_compared_again(tmp_path):
     rewrite(path, bad, change)
     report = replay_trace(bad, Options(), emulate="gfx942")
     assert report.status == EXIT_DIVERGED and "first at +0x8:" in report.lines()[-1], report.lines()
+
+
+def test_a_write_to_one_address_unmasks_only_the_dword_it_leaves(tmp_path):
+    """Campaign 107: a WRITE_DATA with WR_ONE_ADDR (addr_incr) puts every dword at its one address, but the replay
+    took it to write its whole payload: it unmasked the GPU clock after that address (a false DIVERGED)."""
+    path = str(tmp_path / "one.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q, out = gpu.compute_queue(), gpu.alloc(4096, "gtt", name="out")
+        out.write(bytes(64))
+        q.packet("RELEASE_MEM", data_sel=DataSel.GPU_CLOCK, addr=out.va + 8)
+        q.packet("WRITE_DATA", struct.pack("<3I", 0xA, 0xB, 0xC), dst_sel=5, addr_incr=1, dst=out.va + 4)
+        q.sync()
+        assert out.read(0, 8) == bytes(4) + struct.pack("<I", 0xC)
+    for target in ("gfx942", "gfx1100"):
+        report = replay_trace(path, Options(relocate="always"), emulate=target)
+        assert report.status == EXIT_OK and report.results[0].verified >= 1, report.lines()
+    with TraceReader(path) as r:
+        ring = next(d.fields["ring"] for d in r.records(["doorbell"]) if d.fields["ring"])
+    packet = [p for p in PM4_GFX9.iter_packets(ring) if p.name == "WRITE_DATA"][0]
+    assert packet.written_ranges() == [(packet.fields["dst"], 4)] and packet.inline() == struct.pack("<I", 0xC)
 
 
 def test_a_submission_whose_translation_outgrows_the_ring_goes_in_pieces(tmp_path):

@@ -139,9 +139,7 @@ class CommandProcessor(RingEngine):
             for i, (value,) in enumerate(struct.iter_unpack("<I", data)):
                 self._store_register(reg if f["addr_incr"] else reg + i, value)
         elif sel in _MEMORY_DST:
-            if f["addr_incr"]:  # WR_ONE_ADDR: every dword to the same address, the last one stays
-                data = data[-4:]
-            self._write(f["dst"], data)
+            self._write(f["dst"], p.inline())  # WR_ONE_ADDR: every dword to one address, the last one stays
         else:
             raise NotEmulated(f"WRITE_DATA dst_sel={sel} (only register and memory) is not emulated")
 
