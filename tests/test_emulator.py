@@ -14,6 +14,7 @@ from kfdtrace.driver import DeviceError, GpuFault
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.errors import EMULATOR_LOG, NOT_EMULATED
 from kfdtrace.driver.memory import PAGE
+from kfdtrace.driver.pm4 import CopySel, DataSel
 from kfdtrace.driver.sdma import defaults
 from tests.emulated import engine_of
 
@@ -229,6 +230,11 @@ def test_a_doorbell_behind_the_read_pointer_stops_the_queue(emulated):
     ("sdma", "WRITE_LINEAR", 2, {}, 4),
     ("sdma", "CONST_FILL", 2, {"data": 7, "count": 7, "fillsize": 2}, 4),  # campaign 100: it filled 8 bytes from +2
     ("compute", "WRITE_DATA", 2, {"dst_sel": 5}, 4),
+    # campaign 107: the address fields drop the low bits (soc15d.h COPY_DATA, kfd_pm4_headers_ai.h RELEASE_MEM)
+    ("compute", "COPY_DATA", 1, {"src_sel": CopySel.TC_L2, "dst_sel": CopySel.TC_L2}, 4),
+    ("compute", "COPY_DATA", 4, {"src_sel": CopySel.TC_L2, "dst_sel": CopySel.TC_L2, "count_sel": 1}, 8),
+    ("compute", "RELEASE_MEM", 4, {"data_sel": DataSel.DATA64, "data": 5}, 8),
+    ("compute", "RELEASE_MEM", 4, {"data_sel": DataSel.GPU_CLOCK}, 8),
 ])
 def test_a_memory_packet_at_an_unaligned_address_stops_the_queue(emulated, kind, name, offset, fields, n):
     """The engines read and write whole dwords (qwords for 64-bit atomics): bytes written at an address the kernel

@@ -22,7 +22,7 @@ import time
 from typing import TYPE_CHECKING
 
 from kfdtrace.driver.emulator.memory import GpuVm
-from kfdtrace.driver.emulator.ring_engine import NotEmulated, RingEngine
+from kfdtrace.driver.emulator.ring_engine import NotEmulated, RingEngine, aligned
 from kfdtrace.driver.families import Family
 from kfdtrace.driver.packets import Packet, PacketDef
 from kfdtrace.driver.pm4 import CopySel, DataSel, IntSel, Pm4Dialect, WriteDst
@@ -147,8 +147,10 @@ class CommandProcessor(RingEngine):
         f = p.fields
         size = 8 if f["count_sel"] else 4
         src_sel, dst_sel = f["src_sel"], f["dst_sel"]
+        # a 64-bit copy's addresses are 8-byte aligned, a 32-bit one's 4 (the low bits are not in the packet:
+        # soc15d.h PACKET3_COPY_DATA src/dst 32b_addr_lo bits 31:2, 64b_addr_lo bits 31:3)
         if src_sel in _MEMORY_SRC:
-            with self.vm.access(f["src"], size) as host:
+            with self.vm.access(aligned(f["src"], size), size) as host:
                 value = int.from_bytes(ctypes.string_at(host, size), "little")
         elif src_sel == CopySel.IMMEDIATE:
             value = f["src"]
@@ -168,7 +170,7 @@ class CommandProcessor(RingEngine):
             if size == 8:
                 self._store_register(reg + 1, value >> 32)
         elif dst_sel in _MEMORY_DST:
-            self._write(f["dst"], value.to_bytes(size, "little"))
+            self._write(aligned(f["dst"], size), value.to_bytes(size, "little"))
         else:
             raise NotEmulated(f"COPY_DATA dst_sel={dst_sel} is not emulated")
 
@@ -194,7 +196,8 @@ class CommandProcessor(RingEngine):
         elif sel in (DataSel.DATA64, DataSel.GPU_CLOCK, DataSel.SYSTEM_CLOCK):
             value = {DataSel.DATA64: f["data"], DataSel.GPU_CLOCK: self.machine.gpu_clock(),
                      DataSel.SYSTEM_CLOCK: time.monotonic_ns()}[sel]
-            with self.vm.access(f["addr"], 8, write=True) as host:
+            # 64 bits go to an 8-byte aligned address (kfd_pm4_headers_ai.h RELEASE_MEM address_lo_64b: bits 31:3)
+            with self.vm.access(aligned(f["addr"], 8), 8, write=True) as host:
                 ctypes.c_uint64.from_address(host).value = value  # one 8-byte store: readers never see half
             self.machine.memory_changed()
         elif sel == DataSel.ATOMIC_ADD32 and "addr" in p.addresses():  # gfx10.3+ only: the table says where
