@@ -250,6 +250,18 @@ def test_a_memory_packet_at_an_unaligned_address_stops_the_queue(emulated, kind,
     assert buf.read(0, 16) == bytes(16)
 
 
+def test_a_conditional_skipping_past_the_write_pointer_stops_the_queue(emulated):
+    """Campaign 107: a false COND_EXE skipping more dwords than were submitted after it put the read pointer past the
+    write pointer, and the next doorbell, moving forward, was said to go behind the read pointer."""
+    dev = emulated("gfx942").devices[0]
+    q, flag, out = dev.sdma_queue(), dev.alloc(PAGE, "gtt"), dev.alloc(PAGE, "gtt")
+    q.packet("COND_EXE", addr=flag.va, reference=1, exec_count=64).fence(out, 1)
+    with pytest.raises(GpuFault, match="stopped a queue"):
+        q.sync(timeout=5)
+    assert engine_of(q).error.startswith("it skips 0x100 bytes after it, past the write pointer ("), engine_of(q).error
+    assert q.rptr <= q.wptr and out.read(0, 4) == bytes(4)
+
+
 def test_a_dword_fill_of_bytes_not_whole_dwords_stops_the_queue_and_the_driver_refuses_one(emulated):
     """Campaign 100: CONST_FILL of dwords (count in bytes) filled 7 bytes exactly; SdmaQueue.fill took an unaligned
     offset."""

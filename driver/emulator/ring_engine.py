@@ -237,8 +237,12 @@ class RingEngine:
                     test = quick[d]
                     if test is not None and not test(raw, payload):
                         return True
-                size += self._execute_raw(d, raw, payload, size)
-                pos += size
+                skip = self._execute_raw(d, raw, payload, size)
+                if pos + size + skip > len(stream):
+                    after = len(stream) - pos - size
+                    raise QueueError(f"it skips {skip:#x} bytes after it, past the write pointer ({after:#x} bytes "
+                                     f"were submitted after it): what the engine would skip is not there yet")
+                pos += size + skip
                 self._set_rptr(self.rptr + size)
         except Exception as exc:  # an unsupported or malformed packet stops the queue, as on hardware
             if not self._stop:  # else the queue's destroy stopped it (a kernel it ran gives up): no error
