@@ -115,9 +115,12 @@ class ComputeQueue(RingQueue):
                                          dst=self._va(dst, dst_offset, size)))
 
     def timestamp(self, dst: Destination, *, offset: int = 0) -> ComputeQueue:
-        """Write the 64-bit GPU clock (COPY_DATA from the clock)."""
+        """Write the 64-bit GPU clock (COPY_DATA from the clock) at an 8-byte aligned address."""
+        va = self._va(dst, offset, 8)
+        if va % 8:  # a 64-bit COPY_DATA's dst_64b_addr_lo holds bits 31:3 (soc15d.h)
+            raise ValueError(f"a timestamp goes to an 8-byte aligned address: {va:#x} is not")
         return self._on_xcc0(self._build("COPY_DATA", src_sel=CopySel.GPU_CLOCK, dst_sel=CopySel.TC_L2,
-                                         count_sel=1, wr_confirm=1, dst=self._va(dst, offset, 8)))
+                                         count_sel=1, wr_confirm=1, dst=va))
 
     def indirect(self, ib: Destination, size: int, *, offset: int = 0) -> ComputeQueue:
         """Execute `size` bytes of packets of this dialect held in memory (INDIRECT_BUFFER), then go on."""
