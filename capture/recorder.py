@@ -26,6 +26,7 @@ import contextlib
 import ctypes
 import errno
 import functools
+import itertools
 import operator
 import os
 import threading
@@ -610,22 +611,25 @@ class RecordingSyscalls:
             found = get(low)
             if found is not None and high < found.va + found.size and \
                     (not cuts or bisect.bisect_left(cuts, positions[0]) == bisect.bisect_left(cuts, positions[-1])):
-                if not found.tracked:
-                    return []
-                if 0 not in sizes:  # (a size of 0 is not known: to the buffer's end)
-                    lo, end = low - found.va, max(map(operator.add, addrs, sizes)) - found.va
+                end = max(map(operator.add, addrs, sizes)) - found.va
+                if end <= found.size:  # (else one runs on into the next buffer: taken below)
+                    if not found.tracked:
+                        return []
+                    lo = low - found.va
                     # as many bytes as they span: no gap between them, as a submission's copies mostly leave (or
-                    # overlaps hide one: taken whole, which may see a race that is none, never miss one)
-                    if end <= found.size and sum(sizes) >= end - lo:
+                    # overlaps hide one: taken whole, which may see a race that is none, never miss one); a size of
+                    # 0 is not known: to the buffer's end
+                    if 0 not in sizes and sum(sizes) >= end - lo:
                         return [(positions[0], positions[-1], lo, end, found)]
-                ranges = [(a - found.va, a - found.va + n if n else found.size)
-                          for a, n in zip(addrs, sizes, strict=True)]
-                return [(positions[0], positions[-1], a, b, found) for a, b in _pieces(ranges, found.size)]
+                    ranges = [(a - found.va, a - found.va + n if n else found.size)
+                              for a, n in zip(addrs, sizes, strict=True)]
+                    return [(positions[0], positions[-1], a, b, found) for a, b in _pieces(ranges, found.size)]
         # (buffer, stretch) -> [first, last, lo, hi, bytes accessed, their ranges]
         spans: dict[tuple[TrackedBuffer, int], list] = {}
         buf, start, end, size = None, 0, 0, 0
         span, stretch = None, 0  # the span the access before went to, and its stretch
-        for pos, addr, n in accesses:
+        over: list[tuple[int, int, int]] = []  # what runs on past the end of a buffer, into the next one (taken
+        for pos, addr, n in itertools.chain(accesses, over):  # after the others, as the list grows)
             if not start <= addr < end:  # most accesses of a submission land in the buffer the one before did
                 found = get(addr)
                 span = None
@@ -634,6 +638,8 @@ class RecordingSyscalls:
                     continue
                 start, end, size = found.va, found.va + found.size, found.size
                 buf = found if found.tracked else None
+            if n and addr + n > end:  # the GPU's page tables translate page by page: it reaches the next buffer
+                over.append((pos, end, addr + n - end))
             if buf is None:
                 continue
             lo = addr - start
@@ -644,7 +650,10 @@ class RecordingSyscalls:
                 if span is None:
                     span = spans[(buf, at)] = [pos, pos, lo, hi, hi - lo, [(lo, hi)]]
                     continue
-            span[1] = pos
+            if pos > span[1]:
+                span[1] = pos
+            elif pos < span[0]:  # (a part running on from a buffer, taken after the accesses that followed it)
+                span[0] = pos
             if lo < span[2]:
                 span[2] = lo
             if hi > span[3]:

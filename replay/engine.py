@@ -1224,6 +1224,7 @@ class Instance:
                         raise TargetRefused(f"the emulated GPU does not do what the trace asks: {limits[0]}") from None
                     if isinstance(exc, GpuFault) and exc.va is not None:
                         self._unrelocated(exc.va)
+                        self._parted(exc.va)
                     self.result.hang = str(exc)
         except DeviceError as exc:
             raise TargetRefused(f"record {r.n if r else 0} ({r.type if r else 'start'}): the target refused "
@@ -1247,6 +1248,20 @@ class Instance:
                           f"lies at {va + hit[2]:#x} in this replay: an address of it reached the GPU as recorded, in "
                           f"a form the survey cannot tell for one (a relocation hazard); replay one instance with "
                           f"--relocate auto on a target where the buffers keep their addresses")
+
+    def _parted(self, va: int) -> None:
+        """ReplayError when the GPU faulted at the end of a buffer of this replay whose recorded buffer had another
+        right after it: an access (a copy, say) ran on from one into the other, as the GPU's page tables let it, and
+        the replay did not keep them back to back. A fault there in the recording could not be (it was mapped)."""
+        for start, size, rb in self.buffers:
+            if rb.buffer.va + rb.buffer.size == va and (after := self.buffers.find(start + size)) is not None and \
+                    after[2].buffer.va != va:
+                names = [(b.buffer.name or f"@{at:#x}") for at, b in ((start, rb), (after[0], after[2]))]
+                raise ReplayError(f"the GPU faulted at {va:#x}, just past the end of buffer {names[0]} in this "
+                                  f"replay: in the recording buffer {names[1]} lay right after it, and an access ran "
+                                  f"on from one into the other; the replay keeps them so only at their recorded "
+                                  f"addresses: replay one instance with --relocate auto on a target where the buffers "
+                                  f"keep their addresses")
 
     def contents_at(self, submission: int, vas: list[int]) -> dict[int, bytes]:
         """Run the trace up to its submission `submission` (not made), wait for every queue to drain, and read

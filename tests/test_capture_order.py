@@ -870,13 +870,15 @@ def test_accesses_gather_into_the_parts_they_cover_per_buffer_and_stretch(data):
     """What a submission's accesses cover of each buffer, between its GPU waits: the first and last position, and
     the bytes (to the buffer's end when the size is unknown) as the parts they cover apart, every byte accessed
     in one, none beyond the lowest and highest; exactly those parts when no two accesses overlap (overlaps may
-    merge them, up to one span); accesses outside every tracked buffer count for nothing. (The recorder takes
-    accesses all in one buffer and stretch at once.)"""
+    merge them, up to one span); accesses outside every tracked buffer count for nothing; one running past its
+    buffer's end goes on into a buffer right after it (campaign 107: the GPU's page tables translate page by page).
+    (The recorder takes accesses all in one buffer and stretch at once.)"""
     by_va: RangeMap = RangeMap()
     bufs = []
-    for i, (size, tracked) in enumerate(data.draw(st.lists(st.tuples(st.integers(1, 3).map(lambda k: k * 256),
-                                                                      st.booleans()), min_size=1, max_size=3))):
-        buf = TrackedBuffer(i, 1, 0x10000 * (i + 1), size, "gtt", 0, 0, cpu=0x10000 if tracked else None)
+    for i, (size, tracked, after) in enumerate(data.draw(st.lists(st.tuples(
+            st.integers(1, 3).map(lambda k: k * 256), st.booleans(), st.booleans()), min_size=1, max_size=3))):
+        va = bufs[-1].va + bufs[-1].size if bufs and after else 0x10000 * (i + 1)
+        buf = TrackedBuffer(i, 1, va, size, "gtt", 0, 0, cpu=0x10000 if tracked else None)
         by_va.add(buf.va, buf.size, buf)
         bufs.append(buf)
     addresses = st.one_of(*(st.integers(b.va - 16, b.va + b.size + 16) for b in bufs))
@@ -885,14 +887,16 @@ def test_accesses_gather_into_the_parts_they_cover_per_buffer_and_stretch(data):
     cuts = tuple(sorted(data.draw(st.sets(st.integers(0, 80), max_size=2))))
     expected: dict = {}
     for pos, addr, n in accesses:
-        buf = by_va.get(addr)
-        if buf is None or not buf.tracked:
-            continue
-        lo = addr - buf.va
-        hi = min(lo + n, buf.size) if n else buf.size
-        span = expected.setdefault((buf.handle, bisect.bisect_left(cuts, pos)), [pos, pos, []])
-        span[1] = pos
-        span[2].append((lo, hi))
+        while (buf := by_va.get(addr)) is not None:
+            lo = addr - buf.va
+            hi = min(lo + n, buf.size) if n else buf.size
+            if buf.tracked:
+                span = expected.setdefault((buf.handle, bisect.bisect_left(cuts, pos)), [pos, pos, []])
+                span[1] = max(span[1], pos)
+                span[2].append((lo, hi))
+            if not n or lo + n <= buf.size:
+                break
+            addr, n = buf.va + buf.size, lo + n - buf.size
     got: dict = {}
     for first, last, lo, hi, buf in RecordingSyscalls._accesses(SimpleNamespace(by_va=by_va), tuple(accesses), cuts):
         got.setdefault((buf.handle, first, last), []).append((lo, hi))

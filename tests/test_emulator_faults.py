@@ -111,6 +111,26 @@ def test_copies_are_memmoves_whatever_their_size_and_overlap(n, shift):
         bo.release()
 
 
+def test_a_copy_runs_on_from_one_buffer_into_the_one_mapped_right_after_it():
+    """Campaigns 105 and 107: GPUVM translates page by page, so a copy from the end of one buffer into the next
+    mapped back to back reaches both (the emulator faulted at the second's first byte); a gap still faults, at the
+    first byte no buffer holds, overlap moves as memmove does."""
+    vm = GpuVm(1)
+    a, b, c = (BufferObject.create(i, 1, va, 4096, 0, is_vram=False) for i, va in
+               ((1, 0x10000), (2, 0x11000), (3, 0x20000)))
+    for bo in (a, b, c):
+        vm.map(bo)
+    a.view[:], b.view[:], c.view[:] = b"\x11" * 4096, b"\x22" * 4096, b"\x33" * 4096
+    vm.copy(c.va, a.va + 4088, 16)
+    assert bytes(c.view[:16]) == b"\x11" * 8 + b"\x22" * 8
+    vm.copy(a.va + 4092, c.va + 64, 8)
+    assert bytes(a.view[4092:]) == b"\x33" * 4 and bytes(b.view[:8]) == b"\x33" * 4 + b"\x22" * 4
+    vm.copy(a.va + 4090, a.va + 4088, 8)  # overlapping, across the boundary
+    assert bytes(a.view[4088:]) + bytes(b.view[:4]) == b"\x11" * 6 + b"\x33" * 6
+    with pytest.raises(VmFault, match=f"read of 8 bytes at {b.va + 4096:#x}"):
+        vm.copy(c.va, b.va + 4088, 16)  # nothing is mapped after b
+
+
 def test_a_load_or_store_racing_a_free_faults_instead_of_touching_freed_memory():
     """Loads and stores take no lock: one that passed the freed check just before the free released the
     buffer finds its view released (and its memory unmapped) and faults."""

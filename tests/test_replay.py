@@ -25,6 +25,7 @@ from kfdtrace.replay.translate import ReplayError
 from kfdtrace.traces.format import TraceReader, TraceWriter, blob_key
 
 from .test_compute_capture import checkpointed
+from .test_dispatch_memo import replayed
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "traces", "samples")
 FAMILIES = ["gfx90a", "gfx942", "gfx1030", "gfx1100", "gfx1201"]
@@ -923,6 +924,31 @@ def test_a_write_to_one_address_unmasks_only_the_dword_it_leaves(tmp_path):
         ring = next(d.fields["ring"] for d in r.records(["doorbell"]) if d.fields["ring"])
     packet = [p for p in PM4_GFX9.iter_packets(ring) if p.name == "WRITE_DATA"][0]
     assert packet.written_ranges() == [(packet.fields["dst"], 4)] and packet.inline() == struct.pack("<I", 0xC)
+
+
+def test_a_copy_across_two_buffers_back_to_back_is_recorded_and_replays_in_place_only(tmp_path):
+    """Campaigns 105 and 107: a copy running from the end of one buffer into the one mapped right after it writes
+    both (the capture took it to write the first alone, which no checkpoint then compared); moved apart, the
+    replay's copy faults past the first, which is no hang of the program's: exit 3, naming both."""
+    path = str(tmp_path / "span.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        probe = gpu.alloc(2 * 4096, "gtt")
+        base = probe.va
+        probe.free()
+        a, b = gpu.alloc(4096, "gtt", va=base, name="A"), gpu.alloc(4096, "gtt", va=base + 4096, name="B")
+        c = gpu.alloc(4096, "gtt", name="C")
+        c.write(b"\x33" * 4096)
+        gpu.sdma_queue().copy(a.va + 4096 - 8, c.va, 16).sync()
+        assert a.read(4088, 8) + b.read(0, 8) == b"\x33" * 16
+    with TraceReader(path) as r:
+        last = [c.fields for c in r.records(["checkpoint"])][-1]
+    assert {"A", "B"} <= {b["name"] for b in last["buffers"]}
+    status, report = replayed(path, "--emulate-recorded")  # a process of its own: the addresses are free there
+    assert status == EXIT_OK and report["loops"][0][0]["verified"] >= 2, report
+    with pytest.raises(ReplayError, match="just past the end of buffer A in this replay: in the recording buffer B "
+                                          "lay right after it"):
+        replay_trace(path, Options(relocate="always"), emulate="gfx942")
 
 
 def test_a_submission_whose_translation_outgrows_the_ring_goes_in_pieces(tmp_path):

@@ -210,9 +210,14 @@ class GpuVm:
 
     def copy(self, dst: int, src: int, n: int) -> None:
         """Copy n bytes from GPU address src to dst (memmove: they may overlap); both buffers' host memory is
-        kept until it ends, even if one is freed meanwhile. VmFault as access() raises it."""
-        a = self._covering(src, n, False)
-        b = self._covering(dst, n, True)
+        kept until it ends, even if one is freed meanwhile. Either range may run from one buffer into the next
+        mapped right after it (`_run`). VmFault as access() raises it."""
+        try:
+            a = self._covering(src, n, False)
+            b = self._covering(dst, n, True)
+        except VmFault:
+            self._copy_run(dst, src, n)
+            return
         if n <= GIL_COPY_BYTES:  # no take(), as for load() and store(): the copy holds the GIL throughout
             try:
                 if not a.freed and not b.freed:
@@ -233,6 +238,42 @@ class GpuVm:
                 b.let_go()
         finally:
             a.let_go()
+
+    def _copy_run(self, dst: int, src: int, n: int) -> None:
+        """`copy` of ranges that one buffer does not hold: read whole, then written, buffer by buffer."""
+        data = bytearray()
+        for bo, at, size in self._run(src, n, False):
+            data += self._piece(bo, at, size, False)
+        done = 0
+        for bo, at, size in self._run(dst, n, True):
+            self._piece(bo, at, size, True, bytes(data[done:done + size]))
+            done += size
+
+    def _piece(self, bo: BufferObject, at: int, size: int, write: bool, data: bytes = b"") -> bytes:
+        """Bytes [at, at + size) of `bo` read, or written with `data`; VmFault if it was freed meanwhile."""
+        if bo.take():
+            try:
+                if write:
+                    ctypes.memmove(bo.host + at, data, size)
+                    return b""
+                return ctypes.string_at(bo.host + at, size)
+            finally:
+                bo.let_go()
+        raise VmFault(self.gpu_id, bo.va + at, size, write)
+
+    def _run(self, va: int, length: int, write: bool) -> list[tuple[BufferObject, int, int]]:
+        """(buffer, offset, bytes) of the mapped buffers holding [va, va+length) one after the other: the GPU's page
+        tables translate page by page (amdgpu_vm), so an access runs on from one buffer into the one mapped right
+        after it. VmFault at the first byte none holds."""
+        out, at, end = [], va, va + length
+        while at < end:
+            bo = self.lookup(at)
+            if bo is None:
+                raise VmFault(self.gpu_id, at, end - at, write)
+            size = min(end, bo.va + bo.size) - at
+            out.append((bo, at - bo.va, size))
+            at += size
+        return out
 
     def load(self, va: int, word: type[ctypes._SimpleCData]) -> int:
         """The `word` (ctypes.c_uint32, c_uint64) at va; VmFault as access() raises it.
