@@ -23,6 +23,7 @@ from kfdtrace.traces.records import HEADER, SUMMARY, check_map, checked
 from kfdtrace.traces.trim import TrimRefused, trim
 
 from .test_replay import FAMILIES, gpu_count, rewrite, sample
+from .test_replay_hangs import LEFT_WITH_WORK
 
 SAMPLES = ["sdma_stress-gfx942", "peer_ring-2xgfx942", "ping_pong-gfx1100"]
 
@@ -146,6 +147,25 @@ def test_a_queue_destroyed_standing_at_a_wait_as_recorded_does_not_make_its_rang
     assert replay_trace(str(tmp_path / "out.kfdtrace"), Options(), emulate="gfx942").status == EXIT_OK
     with TraceReader(path) as r, pytest.raises(TrimRefused, match=r"submission 1 .* which nothing signals"):
         trim(r, str(tmp_path / "out.kfdtrace"), 0, 1)
+
+
+def test_a_range_to_the_end_keeps_the_queues_the_recording_left_with_work(tmp_path):
+    """Campaign 104: a queue alive at the recording's end standing at a wait nothing signals (the summary's
+    `undrained`): trim refused every range holding that wait, and one it took lost `undrained` (its replay: HANG)."""
+    script = tmp_path / "left.py"
+    script.write_text(LEFT_WITH_WORK)
+    path, out = str(tmp_path / "left.kfdtrace"), str(tmp_path / "out.kfdtrace")
+    done = subprocess.run([sys.executable, "-m", "kfdtrace.capture.cli", "run", "-o", path, str(script), "0"],
+                          env={**os.environ, "KFDTRACE_EMULATE": "gfx942"}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for first in (0, 1):
+        with TraceReader(path) as r:
+            assert r.summary["undrained"] == [0] and r.summary["submissions"] == 2
+            trim(r, out, first, 1)
+        with TraceReader(out) as r:
+            assert r.summary["undrained"] == [0]
+        report = replay_trace(out, Options(timeout=2), emulate="gfx942")
+        assert report.status == EXIT_OK and "at the recording's end" in report.lines()[-1], report.lines()
 
 
 def test_contents_restored_from_a_checkpoint_let_a_later_range_read_gpu_written_memory(tmp_path):

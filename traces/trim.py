@@ -332,8 +332,9 @@ def _write(trace: TraceReader, prefix: _Prefix, start: Record, records, w: Trace
                                   "name": prefix.names.get(addr)})
         semaphores += 1
     out.record(R.NOTE, {"t": t0, "text": NOTE.format(path=trace.path, first=first, last=last, record=start.n)})
-    _range(prefix, start, records, out, last, bool(restored))
-    w.close(out.summary())
+    undrained = (trace.summary or {}).get("undrained") or []
+    to_end = _range(prefix, start, records, out, last, bool(restored), undrained)
+    w.close(out.summary(keep=("undrained",) if to_end else ()))  # the queues a replay lets stand at the end
     return TrimReport(sum(out.counts.values()), out.counts[R.DOORBELL], sum(out.packets.values()), chunks,
                       semaphores)
 
@@ -342,10 +343,12 @@ Signals = dict[int, list[tuple[int | None, int, int]]]  # address -> (queue or N
 Wait = tuple[str, int | None, int, int, int]  # (what, queue or None for the CPU, order, address, value to reach)
 
 
-def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int, reconstructed: bool) -> None:
+def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int, reconstructed: bool,
+           undrained: list[int]) -> bool:
     """Copy the records from `start` to those before submission last+1, refusing a read of unknown memory and
     a wait that nothing can satisfy; with memory `reconstructed` (as if every submission before the range had
-    completed at its start), a wait the range's start satisfies that submissions still running then did."""
+    completed at its start), a wait the range's start satisfies that submissions still running then did. Whether
+    the range runs to the trace's end, where the queues `undrained` (the summary's) may stand at a wait."""
     state, written = prefix.state, Written()  # what the range has made and written so far
     first = state.submissions
     signals: Signals = {addr: [(None, -1, v)] for addr, v in _values(prefix.words).items()}
@@ -355,8 +358,10 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int, r
     # queue -> the orders of its destroys in the range, each with whether the recording left it work undone
     ends: dict[int, list[tuple[int, bool]]] = {}
     events: set[int] = set()  # KFD events the range sets (a packet's interrupt, or the CPU)
+    to_end = True
     for rec in itertools.chain((start,), records):
         if rec.type == R.DOORBELL and state.submissions > last:
+            to_end = False
             break
         destroyed = state.queues.get(rec.fields["queue"]) if rec.type == R.QUEUE_DESTROY else None
         sub = state.apply(rec)
@@ -398,6 +403,9 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int, r
                               f"the range before what held it up")
         prefix.landed.apply(rec, sub)
         out.record(rec.type, rec.fields, sub)
+    if to_end:  # left with work at the recording's end: a replay lets them stand (queues destroyed with work do)
+        for queue in undrained:
+            ends.setdefault(queue, []).append((1 << 62, True))
     for what, _, _, addr, ref in waits:
         if 0 < ref <= rewriting.get(addr, 0):
             raise TrimRefused(f"{what} waits for {addr:#x} to reach {ref:#x}, which a submission before the range, "
@@ -410,6 +418,7 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int, r
         raise TrimRefused(f"{what} waits for {addr:#x} to reach {ref:#x}, which nothing signals in the range (or "
                           f"restores at its start) where that wait could see it: the range would hang without "
                           f"the submission that signals it; extend the range, or start it earlier")
+    return to_end
 
 
 def _unreached(signals: Signals, waits: list[Wait], ends: dict[int, list[tuple[int, bool]]]) -> Wait | None:
