@@ -783,20 +783,25 @@ class RecordingSyscalls:
         self.completion.submitted(progress, signals, waits, traps)
         self.ordering.submitted(progress, signals + decrements, waits, frozenset(partial))
 
+    def _pointee(self, addr: int) -> TrackedBuffer | None:
+        """The buffer a pointer points into: the one holding it, else the one it is just past the end of (C's end
+        pointer, which a kernel indexes back from)."""
+        get = self.by_va.get
+        return get(addr) or (get(addr - 1) if addr else None)
+
     def _start(self, addr: int) -> int:
-        """Where the buffer holding `addr` starts (`addr` when none does): a kernel given a pointer into a buffer
+        """Where the buffer `addr` points into starts (`addr` when none does): a kernel given a pointer into a buffer
         may index back from it as well as on (a stencil's halo)."""
-        buf = self.by_va.get(addr)
+        buf = self._pointee(addr)
         return addr if buf is None else buf.va
 
     def _take(self, queue: QueueProgress, base: int, dispatched: Pointers) -> None:
         """Note the buffers the submission's dispatches take (by a pointer argument, or a by-value word that lands
         in one) till they are known complete."""
         taken = self._taken.setdefault(queue, {})
-        get = self.by_va.get
         for by_value, pointers in ((False, dispatched.reads), (True, dispatched.values)):
             for pos, addr in pointers:
-                buf = get(addr)
+                buf = self._pointee(addr)
                 if buf is not None and buf.tracked:
                     taken[buf] = (base + pos, by_value or taken.get(buf, (0, False))[1])
 

@@ -234,7 +234,7 @@ class DispatchReader:
         meta = d.kernel.kernel.metadata
         out = []
         for ptr in pointers(meta, self.kernargs(d, where)):
-            if ptr.value and relocation.move(ptr.value) is None:
+            if ptr.value and relocation.move_pointer(ptr.value) is None:
                 why = relocation.unplaced(ptr.value) or "outside every recorded buffer"
                 raise OutsideBuffers(f"{where}: {d.packet.name} at byte {d.packet.offset:#x}: "
                                      f"{PointerOutsideBuffers.of(meta, ptr, why)}; refusing to submit it")

@@ -569,7 +569,7 @@ class _Surveyor:
                 why = unfit(d.kernel.name, d.kernel.kernel.metadata, chosen)
                 self.unfit[(f["key"], target, d.kernel.name)] = why and unfit_message(target, f, source, why)
             for ptr, read_only in reader.check_pointers(d, where, self.relocation):
-                start = self.relocation.find(ptr)[0]
+                start = self.relocation.pointee(ptr)[0]  # (C's end pointer points into the buffer it ends)
                 self._cpu_written_addresses(start)
                 if not read_only and self.kernarg_buffers.find(ptr) is not None:  # a kernel may write other
                     self.kernarg_writers.setdefault(start, f"{where} ({d.kernel.name})")  # dispatches' arguments
@@ -1475,7 +1475,7 @@ class Instance:
         if program is None or d.kernel.name not in program.code.kernels:
             raise ReplayError(f"{where}: no code object for {rq.queue.device.target.name} holds {d.kernel.name}")
         kernel = program.kernel(d.kernel.name)
-        launch, args = relaunch(d, reader.kernargs(d, where), kernel, self.relocation.move, where)
+        launch, args = relaunch(d, reader.kernargs(d, where), kernel, self.relocation.move_pointer, where)
         in_place = self._in_place(rq, d, kernel, args)
         if in_place is not None:
             try:

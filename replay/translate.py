@@ -137,6 +137,13 @@ class Relocation:
         """find() of the range `addr` points into: the one holding it, else the one it is just past the end of."""
         return self._ranges.find(addr) or (self._ranges.find(addr - 1) if addr else None)
 
+    def move_pointer(self, addr: int) -> int | None:
+        """move() of a pointer, which may be C's end pointer, just past its range's end (a kernel indexing back)."""
+        new = self.move(addr)
+        if new is None and addr and (below := self.move(addr - 1)) is not None:
+            return below + 1
+        return new
+
     def move(self, addr: int) -> int | None:
         start, end, delta = last = self._last
         if start <= addr < end:

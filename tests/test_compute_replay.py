@@ -1058,3 +1058,36 @@ def test_an_aql_slot_still_invalid_at_its_doorbell_is_refused_before_submitting(
         with pytest.raises(ReplayError, match=r"submission 0 \(queue \d+\): the AQL packet at byte 0x0 is INVALID "
                                               r"\(a slot no packet was assigned to\) as its doorbell rang"):
             replay_trace(path, Options(timeout=5, queue_type=queue_type), emulate="gfx942")
+
+
+END_POINTER = r"""
+kernel void rev(global int *end, global const int *in, int n) {   /* end[-1 - i] = in[i] + 100 */
+  int i = __builtin_amdgcn_workgroup_id_x() * 64 + __builtin_amdgcn_workitem_id_x();
+  if (i < n) end[-1 - i] = in[i] + 100;
+}"""
+
+
+def test_a_pointer_argument_just_past_its_buffer_points_into_that_buffer(tmp_path):
+    """Campaign 106: C's end pointer (a buffer of whole pages + its size) as a kernel's pointer argument lay in no
+    buffer: capture took the kernel to write nothing (its results, read through a view, became a CPU write) and a
+    replay refused it even where it was recorded; moved, it points just past the buffer's new place."""
+    from tests.test_shader import built
+
+    path, n = str(tmp_path / "end.kfdtrace"), 1024
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        rev = gpu.load(built(tmp_path, END_POINTER, "gfx942")).kernel("rev")
+        inp, out = gpu.alloc(n * 4, "gtt", name="in"), gpu.alloc(n * 4, "gtt", name="out")
+        view = out.numpy()
+        inp.write(np.arange(n, dtype=np.int32))
+        q = gpu.aql_queue()
+        q.dispatch(rev, (n,), (64,), out.va + n * 4, inp, np.int32(n))
+        q.sync(timeout=60)
+        assert (np.frombuffer(view, np.int32) == np.arange(n)[::-1] + 100).all()
+    result = (np.arange(n, dtype=np.int32)[::-1] + 100).tobytes()
+    with TraceReader(path) as r:
+        assert any(b["name"] == "out" for c in r.records(["checkpoint"]) for b in c.fields["buffers"])
+        assert not any(r.blob(m.fields["key"]) == result for m in r.records(["mem"]))  # the GPU's, not the CPU's
+    for relocate in ("auto", "always"):
+        report = replay_trace(path, Options(relocate=relocate), emulate="gfx942")
+        assert report.status == EXIT_OK and report.results[0].verified >= 1, report.lines()
