@@ -60,14 +60,7 @@ class Loaded(NamedTuple):
         args = kernel.metadata.args
         return cls(kernel, kernel.metadata.kernarg_segment_size,
                    tuple((a.offset, a.read_only) for a in args if a.value_kind == "global_buffer" and a.size == 8),
-                   _words(args))
-
-
-def _words(args) -> tuple[int, ...]:
-    """The offsets of the 8-byte aligned words of the kernel argument segment that by-value arguments fill, each
-    of one or of several (a 64-bit address may come as two 32-bit halves)."""
-    filled = {at for a in args if a.value_kind == "by_value" for at in range(a.offset, a.offset + a.size)}
-    return tuple(at for at in range(0, max(filled, default=-1) + 1, 8) if all(at + i in filled for i in range(8)))
+                   kernel.metadata.by_value_words)
 
 
 class Dispatches:

@@ -143,6 +143,13 @@ class KernelMetadata:
         return tuple(a for a in self.args if not a.hidden)
 
     @functools.cached_property
+    def by_value_words(self) -> tuple[int, ...]:
+        """The offsets of the 8-byte aligned words of the kernarg segment that by-value arguments fill, each of one
+        or of several (a 64-bit address may come as two 32-bit halves)."""
+        filled = {at for a in self.args if a.value_kind == "by_value" for at in range(a.offset, a.offset + a.size)}
+        return tuple(at for at in range(0, max(filled, default=-1) + 1, 8) if all(at + i in filled for i in range(8)))
+
+    @functools.cached_property
     def hidden_args(self) -> Mapping[str, KernelArg]:
         """The hidden arguments by value_kind (hidden_block_count_x, hidden_group_size_x, ...); read it, do not
         change it (it is worked out once)."""

@@ -625,18 +625,30 @@ class _Surveyor:
         argument, a pointer inside a struct): kernel arguments are relocated where the metadata says they hold a
         pointer, and these would keep the recorded address when the buffer moves."""
         data = reader.kernargs(d, where) or b""
-        for i, arg in enumerate(d.kernel.kernel.metadata.args):
+        meta = d.kernel.kernel.metadata
+        for i, arg in enumerate(meta.args):
             if arg.value_kind != "by_value" or arg.size < 8:
                 continue
             # words as a packed struct may hold them too: 4-byte aligned (the segment is 16-byte aligned)
             found = self._held_in(data[arg.offset:arg.offset + arg.size], arg.offset)
             held = self.relocation.pointee(found[1]) if found is not None else None
             if held is not None:
-                self.s.hazards.setdefault(held[0], (
-                    f"relocation hazard: {where} gives {d.kernel.name} argument {i}"
-                    f"{f' ({arg.name})' if arg.name else ''} by value, holding address {found[1]:#x} (in buffer "
-                    f"{self._name(held[0])}): an address passed by value cannot follow its buffer if it moves"))
+                self._by_value_hazard(held[0], where, d, f"argument {i}{f' ({arg.name})' if arg.name else ''}",
+                                      found[1])
                 return
+        for at in meta.by_value_words:  # an address in two 32-bit halves, as capture reads them (campaign 106)
+            value = int.from_bytes(data[at:at + 8], "little")
+            held = self.relocation.pointee(value) if value else None
+            if held is not None:
+                args = [i for i, a in enumerate(meta.args) if a.value_kind == "by_value" and a.offset < at + 8 and
+                        at < a.offset + a.size]
+                self._by_value_hazard(held[0], where, d, f"arguments {', '.join(map(str, args))}", value)
+                return
+
+    def _by_value_hazard(self, start: int, where: str, d: Dispatch, what: str, value: int) -> None:
+        self.s.hazards.setdefault(start, (
+            f"relocation hazard: {where} gives {d.kernel.name} {what} by value, holding address {value:#x} (in "
+            f"buffer {self._name(start)}): an address passed by value cannot follow its buffer if it moves"))
 
     def _name(self, va: int) -> str:
         alloc = self.allocs.get(va)

@@ -567,6 +567,34 @@ def test_an_address_passed_by_value_is_a_relocation_hazard_only_when_buffers_mov
         replay_trace(path, Options(relocate="always"), emulate_recorded=True)
 
 
+def test_an_address_passed_by_value_in_two_halves_is_a_relocation_hazard_too(tmp_path):
+    """Campaign 106: capture takes two 32-bit by-value arguments filling one 8-byte word for an address, the survey
+    did not: moved (--concurrent 2), the kernel wrote through the recorded address into the other instance's buffer
+    (DIVERGED). Refused before submission now, as the address in one argument is."""
+    from tests.test_shader import built
+
+    source = """
+    __kernel void bump(__global uint *out, uint lo, uint hi, uint n) {
+        __global uint *p = (__global uint *)(((ulong)hi << 32) | lo);
+        uint i = __builtin_amdgcn_workgroup_id_x() * 64 + __builtin_amdgcn_workitem_id_x();
+        if (i < n) { out[i] = p[i] + 1; p[i] += 1000; }
+    }"""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        bump = gpu.load(built(tmp_path, source, "gfx942")).kernel("bump")
+        src, out = gpu.alloc(256, "gtt", name="src"), gpu.alloc(256, "gtt", name="out")
+        src.write(np.arange(64, dtype=np.uint32))
+        q = gpu.aql_queue()
+        q.dispatch(bump, (64,), (64,), out, np.uint32(src.va & 0xFFFFFFFF), np.uint32(src.va >> 32), np.uint32(64))
+        q.sync(timeout=60)
+        assert (np.frombuffer(src.read(), np.uint32) == np.arange(64) + 1000).all()
+    for how in ({"options": Options(relocate="always")}, {"options": Options(), "concurrent": 2}):
+        with pytest.raises(ReplayError, match=r"relocation hazard: .* gives bump arguments 1, 2 by value, holding "
+                                              r"address 0x[0-9a-f]+ \(in buffer src\)"):
+            replay_trace(path, **how, emulate="gfx942")
+
+
 def test_a_barrier_value_orders_what_it_waits_for_before_what_follows(tmp_path):
     """SDMA stages a kernel's input and signals an HSA signal as a timeline semaphore; the AQL queue waits for it
     with BARRIER_VALUE (GTE 1) before the dispatch. Capture took the kernel's read for a race with the copy, so
