@@ -21,6 +21,7 @@ from typing import NamedTuple
 from kfdtrace.capture.submissions import KERNEL, REGISTERS, Step
 from kfdtrace.driver.code_object import Kernel, load
 from kfdtrace.driver.code_object_errors import CodeObjectError
+from kfdtrace.driver.code_object_metadata import ADDRESS_HIDDEN
 from kfdtrace.driver.packets import Dialect
 from kfdtrace.driver.pm4 import Pm4Dialect
 
@@ -28,6 +29,7 @@ ReadMemory = Callable[[int, int], bytes | None]
 Taken = tuple[list[int], list[int], list[int]]  # a dispatch's pointers it may write through, all, by-value words
 ANYTHING = None  # what a dispatch takes and writes when its kernel or its arguments cannot be read
 UNKNOWN = "(a kernel no loaded code object holds)"
+POINTER_KINDS = ADDRESS_HIDDEN | {"global_buffer"}  # the arguments a kernel may read and write through
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class Loaded(NamedTuple):
 
     kernel: Kernel
     kernarg_size: int
-    pointers: tuple[tuple[int, bool], ...]
+    pointers: tuple[tuple[int, bool], ...]  # the hidden arguments holding an address too, as writable (campaign 106)
     words: tuple[int, ...]
 
     @property
@@ -59,7 +61,8 @@ class Loaded(NamedTuple):
     def of(cls, kernel: Kernel) -> Loaded:
         args = kernel.metadata.args
         return cls(kernel, kernel.metadata.kernarg_segment_size,
-                   tuple((a.offset, a.read_only) for a in args if a.value_kind == "global_buffer" and a.size == 8),
+                   tuple((a.offset, a.read_only and a.value_kind == "global_buffer") for a in args
+                         if a.value_kind in POINTER_KINDS and a.size == 8),
                    kernel.metadata.by_value_words)
 
 

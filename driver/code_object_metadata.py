@@ -58,6 +58,13 @@ def _int_list(d: Mapping[str, Any], key: str, n: int, where: str) -> tuple[int, 
     return tuple(v)
 
 
+# The hidden arguments that hold an address: a replay moves their recorded values (kernargs.HIDDEN gives them as
+# null), and capture takes a dispatch to write through them (a printf buffer, say).
+ADDRESS_HIDDEN = frozenset({
+    "hidden_printf_buffer", "hidden_hostcall_buffer", "hidden_heap_v1", "hidden_default_queue",
+    "hidden_completion_action", "hidden_multigrid_sync_arg", "hidden_queue_ptr", "hidden_private_base",
+    "hidden_shared_base"})
+
 @dataclass(frozen=True)
 class KernelArg:
     """One kernel argument: where it goes in the kernarg segment and what it holds."""

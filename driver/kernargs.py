@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kfdtrace.driver.code_object_metadata import KernelArg, KernelMetadata
+from kfdtrace.driver.code_object_metadata import ADDRESS_HIDDEN, KernelArg, KernelMetadata
 
 __all__ = ["ADDRESS_HIDDEN", "HIDDEN", "KernargError", "Kernargs", "Launch", "Local", "Pointer",
            "PointerOutsideBuffers", "pack", "pointers", "repack"]
@@ -147,11 +147,6 @@ HIDDEN: dict[str, Callable[[Launch, int], int]] = {
         "hidden_default_queue", "hidden_completion_action", "hidden_private_base", "hidden_shared_base",
         "hidden_queue_ptr"), _zero),
 }
-# The hidden arguments that hold an address: a replay moves their recorded values (HIDDEN gives them as null).
-ADDRESS_HIDDEN = frozenset({
-    "hidden_printf_buffer", "hidden_hostcall_buffer", "hidden_heap_v1", "hidden_default_queue",
-    "hidden_completion_action", "hidden_multigrid_sync_arg", "hidden_queue_ptr", "hidden_private_base",
-    "hidden_shared_base"})
 _FLOATS = {2: "<e", 4: "<f", 8: "<d"}
 FLOAT_TYPES = frozenset({"half", "float", "double"})  # metadata .type_name of the floating-point scalars
 INT_TYPES = frozenset({"char", "uchar", "short", "ushort", "int", "uint", "long", "ulong", "bool", "size_t"})

@@ -595,6 +595,28 @@ def test_an_address_passed_by_value_in_two_halves_is_a_relocation_hazard_too(tmp
             replay_trace(path, **how, emulate="gfx942")
 
 
+def test_a_hidden_argument_holding_an_address_is_taken_as_a_pointer_the_kernel_writes_through(tmp_path):
+    """Campaign 106: a kernel writing through its hidden printf buffer (filled as a runtime fills it) wrote a buffer
+    no checkpoint compared; capture takes the hidden arguments that hold addresses as it takes pointer arguments."""
+    from kfdtrace.capture.dispatches import Loaded
+    from kfdtrace.driver.code_object import load
+    from tests.test_shader import built
+
+    source = """
+    int printf(__constant const char *fmt, ...);
+    __attribute__((noinline)) global char *__printf_alloc(uint bytes) {
+        constant char *ia = (constant char *)__builtin_amdgcn_implicitarg_ptr();
+        global uint *pb = *(global uint * constant *)(ia + 72);
+        return pb ? (global char *)pb + 8 : 0;
+    }
+    kernel void pf(global const int *in, int v) { if (v) printf("v=%d\\n", in[0] + v); }"""
+    with open(built(tmp_path, source, "gfx942"), "rb") as f:
+        kernel = load(f.read(), "gfx942").kernels["pf"]
+    loaded = Loaded.of(kernel)
+    printf = kernel.metadata.hidden_args["hidden_printf_buffer"].offset
+    assert (printf, False) in loaded.pointers and (0, True) in loaded.pointers  # `in` stays read-only
+
+
 def test_a_barrier_value_orders_what_it_waits_for_before_what_follows(tmp_path):
     """SDMA stages a kernel's input and signals an HSA signal as a timeline semaphore; the AQL queue waits for it
     with BARRIER_VALUE (GTE 1) before the dispatch. Capture took the kernel's read for a race with the copy, so
