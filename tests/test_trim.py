@@ -168,6 +168,29 @@ def test_a_range_to_the_end_keeps_the_queues_the_recording_left_with_work(tmp_pa
         assert report.status == EXIT_OK and "at the recording's end" in report.lines()[-1], report.lines()
 
 
+def test_a_semaphore_signalled_behind_a_wait_the_range_releases_is_not_restored(tmp_path):
+    """Campaign 104: queue A waits for sem2 then signals sem1 (submission 0), C waits for sem1 then fills `out`
+    (1), B fills `out` then signals sem2 (2): B's fill comes first. Trimmed from 1, sem1 was restored as 1 though
+    A still stood at its wait then: C no longer waited, its fill came first (DIVERGED). The range needs submission
+    0: refused; from 0 it replays."""
+    path, out = str(tmp_path / "chain.kfdtrace"), str(tmp_path / "out.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        qa, qb, qc = gpu.sdma_queue(name="A"), gpu.sdma_queue(name="B"), gpu.sdma_queue(name="C")
+        buf = gpu.alloc(4096, "gtt", name="out")
+        sem1, sem2, sem3 = system.semaphore("sem1"), system.semaphore("sem2"), system.semaphore("sem3")
+        qa.wait(sem2, 1).signal(sem1, 1).submit()
+        qc.wait(sem1, 1).fill(buf, 0xCCCCCCCC, 256).signal(sem3, 1).submit()
+        qb.fill(buf, 0xBBBBBBBB, 256).signal(sem2, 1).submit()
+        sem3.wait(1, 10)
+        assert buf.read(0, 4) == bytes([0xCC]) * 4
+    with TraceReader(path) as r, pytest.raises(TrimRefused, match=r"submission 1 .* which nothing signals"):
+        trim(r, out, 1, 2)
+    with TraceReader(path) as r:
+        trim(r, out, 0, 2)
+    assert replay_trace(out, Options(), emulate="gfx942").status == EXIT_OK
+
+
 def test_contents_restored_from_a_checkpoint_let_a_later_range_read_gpu_written_memory(tmp_path):
     """The GPU fills `a`; a checkpoint records it; the range copies `a` on: `a`'s contents come from the
     checkpoint, and the range's own checkpoint verifies them."""

@@ -30,6 +30,7 @@ import bisect
 import itertools
 import os
 import re
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -171,7 +172,37 @@ class _Prefix:
         self.aql_signals: dict[int, int] = {}
         self.landed = Landed()  # which semaphore signals are known to have landed
         self.last: dict[int, int] = {}  # queue id -> its last submission
+        # queue -> its submissions' semaphore waits and signals in order, (number, [(packet, wait?, address, value)]),
+        # till known complete; the (queue, number, packet) of the signal each semaphore got last (None: the CPU's):
+        # `unlanded`
+        self.facts: dict[int, deque[tuple[int, list[tuple[int, bool, int, int]]]]] = {}
+        self.writer: dict[int, tuple[int, int, int] | None] = {}
+        self.seen: dict[int, int] = {}  # semaphore -> the value a CPU wait saw it reach, or the CPU signalled, last
         self.clocks: dict[int, int] = {}  # address a packet wrote a GPU clock to -> its submission
+
+    def unlanded(self) -> list[int]:
+        """The semaphores whose last signal before the range comes behind a wait of its queue that nothing before
+        the range is known to pass (the queue stood there at the range's start, say, till the range signalled):
+        that value had not landed at the start (campaign 104). Waits pass on what the CPU signalled or saw, what
+        submissions known complete signalled, and what the others signal before their own first such wait."""
+        self._fold()
+        queues = {q: [(number, *e) for number, events in subs for e in events] for q, subs in self.facts.items()}
+        seen = dict(self.seen)
+        passed = dict.fromkeys(queues, 0)  # queue -> how many of its events are known to come
+        moved = True
+        while moved:
+            moved = False
+            for queue, events in queues.items():
+                while passed[queue] < len(events):
+                    _, _, wait, addr, value = events[passed[queue]]
+                    if wait and seen.get(addr, 0) < value:
+                        break
+                    if not wait:
+                        seen[addr] = max(seen.get(addr, 0), value)
+                    passed[queue] += 1
+                    moved = True
+        stuck = {q: {(n, i) for n, i, *_ in events[passed[q]:]} for q, events in queues.items()}
+        return [a for a, w in self.writer.items() if w is not None and (w[1], w[2]) in stuck.get(w[0], ())]
 
     def behind(self, queue: int) -> bool:
         """Whether submissions of `queue` before the range are not known complete."""
@@ -197,7 +228,7 @@ class _Prefix:
             self.kept.pop((kind, f[name]), None)
         if r.type == R.FREE and (buf := self.state.buffers.get(f["handle"])) is not None:
             # a buffer taking its place holds none of them
-            for held in (self.words, self.names, self.aql_signals, self.clocks):
+            for held in (self.words, self.names, self.aql_signals, self.clocks, self.writer, self.seen):
                 for addr in [a for a in held if buf.va <= a < buf.va + buf.size]:
                     del held[addr]
         sub = self.state.apply(r)
@@ -208,6 +239,11 @@ class _Prefix:
             if any(p.defn.indirect is not None for p in sub.packets):
                 raise TrimRefused(f"submission {sub.number} calls an indirect buffer before the range: trim cannot "
                                   "follow what it writes; trim from an earlier submission")
+            signalled, waited = semaphore_facts(sub.packets)
+            if sub.queue is not None and (signalled or waited):
+                self.facts.setdefault(sub.queue.queue, deque()).append((sub.number, sorted(
+                    [(i, False, a, v) for i, a, v in signalled] + [(i, True, a, v) for i, a, v in waited])))
+                self.writer.update((a, (sub.queue.queue, sub.number, i)) for i, a, _ in signalled)
             for p in sub.packets:
                 d = p.defn
                 if p.volatile:
@@ -224,9 +260,22 @@ class _Prefix:
                 self.aql_signals[f["addr"]] = f["value"]
             self.words[f["addr"]], self.words[f["addr"] + 4] = f["value"] & 0xFFFFFFFF, f["value"] >> 32
             self.names[f["addr"]] = f["name"]
+            self.writer[f["addr"]], self.seen[f["addr"]] = None, f["value"]
+        elif r.type == R.CPU_WAIT and f["ok"]:
+            self.seen[f["addr"]] = max(self.seen.get(f["addr"], 0), f["value"])
         self.landed.apply(r, sub)
+        if r.type in (R.CPU_WAIT, R.EVENT_WAIT, R.QUEUE_DESTROY):  # submissions known complete since
+            self._fold()
         self.memory.apply(r, sub)
         return sub
+
+    def _fold(self) -> None:
+        """Take what the submissions known complete signalled as seen, and forget them."""
+        for queue, subs in self.facts.items():
+            while subs and self.landed.done(queue, subs[0][0]):
+                for _, wait, addr, value in subs.popleft()[1]:
+                    if not wait:
+                        self.seen[addr] = max(self.seen.get(addr, 0), value)
 
 
 Reconstruct = Callable[[list[int]], dict[int, bytes]]  # buffer vas -> their contents at the range's start
@@ -256,7 +305,11 @@ def trim(trace: TraceReader, out: str, first: int, last: int, reconstruct: Recon
         raise ValueError(f"{trace.path}: submission {first} is not among its doorbells (the index counts "
                          f"{trace.submissions} submissions of type {trace.submission_type!r}: corrupt trace)")
     restored: dict[int, bytes] = {}
-    if reconstruct is not None:
+    if reconstruct is None:  # a semaphore whose last signal had not landed is not restored: the range may not need it
+        for addr in prefix.unlanded():
+            prefix.words.pop(addr, None)
+            prefix.words.pop(addr + 4, None)
+    else:
         semaphores = [b.va for b in prefix.state.buffers.values() if is_semaphores(b)]
         unknown = [va for va, c in prefix.memory.contents.items() if c.unknown]
         _no_clocks(prefix, unknown)
