@@ -571,3 +571,53 @@ def test_threads_interleaved_otherwise_are_no_difference_and_a_changed_kernel_is
     two_threads(changed, "b", kernel="vector_add")
     line = first_line(run(ab, changed).output)
     assert "the descriptor of kernel add_int" in line and "the descriptor of kernel vector_add" in line, line
+
+
+def trapping_threads(path: str, first: str, destroy: bool, other_event: bool = False) -> None:
+    """Two threads, `first` of them before the other: each makes a KFD event, TRAPs it on its own SDMA queue and
+    waits for it, then (`destroy`) destroys it, so the other's event may take its id again; `other_event`: b's
+    TRAP raises a's event instead of its own."""
+    import threading
+
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        bufs = {n: gpu.alloc(4096, "gtt", name=f"{n}.buf") for n in "ab"}
+        queues = {n: gpu.sdma_queue(name=f"{n}.q") for n in "ab"}
+        turn = {"a": threading.Event(), "b": threading.Event()}
+        events = {}
+
+        def work(name: str, other: str) -> None:
+            turn[name].wait(30)
+            ev = events[name] = system.event()
+            raised = events["a"] if other_event and name == "b" else ev
+            queues[name].fill(bufs[name], 7, 64).trap(raised.id).submit()
+            raised.wait(10)
+            if destroy:
+                ev.destroy()
+            turn[other].set()
+
+        threads = [threading.Thread(target=work, args=(n, o), name=f"worker {n}") for n, o in (("a", "b"), ("b", "a"))]
+        for t in threads:
+            t.start()
+        turn[first].set()
+        for t in threads:
+            t.join()
+        for q in queues.values():
+            q.destroy()
+
+
+@pytest.mark.parametrize("destroy", [False, True])
+def test_an_event_a_packet_raises_compares_by_its_place_among_its_threads_events(tmp_path, destroy):
+    """Campaign 104: a TRAP's event id was compared as a number (the threads taking ids in the other order made it
+    a difference), and an id given again after a destroy was named as the destroyed event. Raising another event
+    is a difference."""
+    ab, ba = str(tmp_path / "ab.kfdtrace"), str(tmp_path / "ba.kfdtrace")
+    trapping_threads(ab, "a", destroy)
+    trapping_threads(ba, "b", destroy)
+    result = diff(ab, ba)
+    assert result.first is None, result.lines()
+    if not destroy:
+        other = str(tmp_path / "other.kfdtrace")
+        trapping_threads(other, "a", destroy, other_event=True)
+        line = first_line(run(ab, other).output)
+        assert "TRAP field int_context: A event 0 of worker b, B event 0 of worker a" in line, line

@@ -419,7 +419,9 @@ class Side:
 
     def packet(self, p: Packet, dialect: Dialect | None) -> Fields:
         held = p.addresses()
-        out = [("packet", p.name), *((k, self.where(v) if k in held else v) for k, v in p.fields.items())]
+        event = p.defn.event_field if p.defn.event_of(p.fields) is not None else None  # by its place (campaign 104)
+        out = [("packet", p.name), *((k, self.where(v) if k in held else self.value("event", v) if k == event else v)
+                                     for k, v in p.fields.items())]
         registers = self.registers(p, dialect) if isinstance(dialect, Pm4Dialect) and p.payload else None
         if registers is not None:
             out += registers
@@ -664,6 +666,8 @@ class Side:
             k = self._number(("event", key[1]))
             self.events[r.fields["event"]] = f"event {k}" if key[1] is None else f"event {k} of {key[1]}"
         self._emit(key, r.n, f"sync {self._number(key)} ({r.type})", [("record", r.type), *self.by_table(r)])
+        if r.type == R.EVENT_DESTROY:  # its id may be given again: to another event (campaign 104)
+            self.events.pop(r.fields["event"], None)
 
 
 @dataclass
