@@ -273,6 +273,8 @@ class RecordingSyscalls:
         # word), not known complete, and whether one took it by value: what it writes beyond what its arguments
         # say is not known (_held, _taken_done)
         self._taken: dict[QueueProgress, dict[TrackedBuffer, tuple[int, bool]]] = {}
+        # freed buffers' ranges with the GPU writes still to come into them, (va, end, queue -> position): `_adopt`
+        self.orphans: list[tuple[int, int, dict[QueueProgress, int]]] = []
         self.layout = 0  # changes whenever a buffer comes, goes or changes what is tracked of it
         # submissions not looked into: (queue, base, ring, plan, inner facts, the pointers its dispatches take, its
         # packets when decoded)
@@ -415,14 +417,33 @@ class RecordingSyscalls:
         self._changed_layout()
         self.buffers[a.handle] = buf
         self.by_va.add(buf.va, buf.size, buf)
+        self._adopt(buf)
         self.rec.buffers_seen += 1
         self.rec.record(R.ALLOC, handle=a.handle, gpu=a.gpu_id, va=a.va_addr, size=a.size, domain=domain,
                         flags=a.flags, cpu=buf.cpu)
+
+    def _adopt(self, buf: TrackedBuffer) -> None:
+        """A buffer made where one freed with GPU writes still to come lay: they land in it (the GPU's page tables
+        give the address to whichever buffer is mapped there when the packet runs; campaign 105)."""
+        kept = []
+        for va, end, pending in self.orphans:
+            pending = {q: pos for q, pos in pending.items() if not q.destroyed and not q.complete(pos)}
+            if pending and va < buf.va + buf.size and buf.va < end:
+                lo, hi = max(va, buf.va) - buf.va, min(end, buf.va + buf.size) - buf.va
+                for q, pos in pending.items():
+                    buf.wrote(q, pos, lo, hi)
+                self.written.add(buf)
+            if pending:
+                kept.append((va, end, pending))
+        self.orphans = kept
 
     def _after_free_memory_of_gpu(self, a) -> None:
         buf = self.buffers.pop(a.handle, None)
         if buf is not None:
             self._changed_layout()
+            pending = {q: pos for q, pos in buf.writes.items() if not q.destroyed and not q.complete(pos)}
+            if pending:  # what they write lands in a buffer made there before they run (_adopt)
+                self.orphans.append((buf.va, buf.va + buf.size, pending))
             self.by_va.remove(buf.va)
             self.written.discard(buf)
             self.racy.discard(buf)

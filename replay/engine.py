@@ -1169,6 +1169,9 @@ class Instance:
         self.buffers: RangeMap[ReplayBuffer] = RangeMap()  # recorded ranges -> their replays
         self.recorded = RecordedMemory(self.buffers)
         self.handles: dict[int, ReplayBuffer] = {}  # recorded handle -> its buffer's replay
+        # recorded address of a freed buffer -> (where its replay was, bytes, its name): a buffer made at that
+        # recorded address goes there too where it can, as packets submitted before the free reach it (campaign 105)
+        self.vacated: dict[int, tuple[int, int, str]] = {}
         self.queues: dict[int, ReplayQueue] = {}  # recorded queue id -> its replay
         self.events: dict[int, tuple[int, Event]] = {}  # recorded event id -> (its event record, replay event)
         self.kernels = RecordedKernels()
@@ -1235,8 +1238,9 @@ class Instance:
                     if limits:  # not a hang of the program's: the emulated GPU stopped where it cannot go on
                         raise TargetRefused(f"the emulated GPU does not do what the trace asks: {limits[0]}") from None
                     if isinstance(exc, GpuFault) and exc.va is not None:
-                        self._unrelocated(exc.va)
                         self._parted(exc.va)
+                        self._reused(exc.va)
+                        self._unrelocated(exc.va)
                     self.result.hang = str(exc)
         except DeviceError as exc:
             raise TargetRefused(f"record {r.n if r else 0} ({r.type if r else 'start'}): the target refused "
@@ -1260,6 +1264,19 @@ class Instance:
                           f"lies at {va + hit[2]:#x} in this replay: an address of it reached the GPU as recorded, in "
                           f"a form the survey cannot tell for one (a relocation hazard); replay one instance with "
                           f"--relocate auto on a target where the buffers keep their addresses")
+
+    def _reused(self, va: int) -> None:
+        """ReplayError when the GPU faulted in the memory of a buffer this replay freed whose recorded address another
+        buffer took since: packets submitted before the free reached that one in the recording, and the replay could
+        not put it where it had put the freed one. A fault there in the recording could not be (it was mapped)."""
+        for recorded, (at, size, label) in self.vacated.items():
+            hit = self.buffers.find(recorded) if at <= va < at + size else None
+            if hit is not None and hit[2].buffer.va != at:
+                raise ReplayError(f"the GPU faulted at {va:#x}, in the memory of {label}, which this replay freed: "
+                                  f"packets submitted before the free ran after {hit[2].buffer.label} took its "
+                                  f"recorded address {recorded:#x}, and reached that one in the recording; the replay "
+                                  f"could not put it where it had put the freed one: replay one instance with "
+                                  f"--relocate auto on a target where the buffers keep their addresses")
 
     def _parted(self, va: int) -> None:
         """ReplayError when the GPU faulted at the end of a buffer of this replay whose recorded buffer had another
@@ -1344,7 +1361,12 @@ class Instance:
         self.result.relocated += buf.va != f["va"]
 
     def _alloc(self, dev: Device, f: dict, opts: dict) -> Buffer:
-        """The replay of a recorded allocation: at its recorded address when it may and can go there."""
+        """The replay of a recorded allocation: at its recorded address when it may and can go there, else where
+        the replay put the freed buffer that had that address, where it can."""
+        vacated = self.vacated.pop(f["va"], None)
+        if vacated is not None and (self.move_all or vacated[0] != f["va"]):
+            with contextlib.suppress(AddressInUse):
+                return dev.alloc(f["size"], f["domain"], va=vacated[0], **opts)
         if not self.move_all:
             try:
                 return dev.alloc(f["size"], f["domain"], va=f["va"], **opts)
@@ -1395,6 +1417,7 @@ class Instance:
                 program.free()
         rb = self.handles.pop(r.fields["handle"], None)
         if rb is not None:
+            self.vacated[r.fields["va"]] = (rb.buffer.va, rb.buffer.size, rb.buffer.label)
             self.recorded.forget()
             self.buffers.remove(r.fields["va"])
             self.relocation.remove(r.fields["va"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -16,10 +17,11 @@ import pytest
 from kfdtrace.capture import record
 from kfdtrace.capture.completion import QueueProgress
 from kfdtrace.driver import System
+from kfdtrace.driver.errors import AddressInUse
 from kfdtrace.driver.pm4 import GFX9 as PM4_GFX9
 from kfdtrace.driver.pm4 import DataSel
 from kfdtrace.driver.sdma import DIALECTS
-from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_HANG, EXIT_OK, EXIT_UNSUPPORTED, Options, Result
+from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_HANG, EXIT_OK, EXIT_UNSUPPORTED, Instance, Options, Result
 from kfdtrace.replay.session import Report, replay_trace
 from kfdtrace.replay.translate import ReplayError
 from kfdtrace.traces.format import TraceReader, TraceWriter, blob_key
@@ -926,7 +928,7 @@ def test_a_write_to_one_address_unmasks_only_the_dword_it_leaves(tmp_path):
     assert packet.written_ranges() == [(packet.fields["dst"], 4)] and packet.inline() == struct.pack("<I", 0xC)
 
 
-def test_a_copy_across_two_buffers_back_to_back_is_recorded_and_replays_in_place_only(tmp_path):
+def test_a_copy_across_two_buffers_back_to_back_is_recorded_and_replays_in_place_only(tmp_path, monkeypatch):
     """Campaigns 105 and 107: a copy running from the end of one buffer into the one mapped right after it writes
     both (the capture took it to write the first alone, which no checkpoint then compared); moved apart, the
     replay's copy faults past the first, which is no hang of the program's: exit 3, naming both."""
@@ -946,6 +948,15 @@ def test_a_copy_across_two_buffers_back_to_back_is_recorded_and_replays_in_place
     assert {"A", "B"} <= {b["name"] for b in last["buffers"]}
     status, report = replayed(path, "--emulate-recorded")  # a process of its own: the addresses are free there
     assert status == EXIT_OK and report["loops"][0][0]["verified"] >= 2, report
+    alloc = Instance._alloc
+
+    def apart(self, dev, f, opts):  # nothing goes right after a buffer: a spacer the GPU does not map is there
+        buf = alloc(self, dev, f, opts)
+        with contextlib.suppress(AddressInUse):
+            dev.alloc(4096, "gtt", va=buf.va + buf.size, name="spacer").unmap_from(dev)
+        return buf
+
+    monkeypatch.setattr(Instance, "_alloc", apart)
     with pytest.raises(ReplayError, match="just past the end of buffer A in this replay: in the recording buffer B "
                                           "lay right after it"):
         replay_trace(path, Options(relocate="always"), emulate="gfx942")

@@ -14,7 +14,7 @@ from kfdtrace.driver.backend import open_syscalls, wrapping
 from kfdtrace.driver.emulator.boards import emulated_topology
 from kfdtrace.driver.errors import GpuFault, WaitTimeout
 from kfdtrace.driver.topology import read_topology
-from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_HANG, EXIT_OK, BadInput, Options, ReplayError
+from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_HANG, EXIT_OK, BadInput, Instance, Options, ReplayError
 from kfdtrace.replay.session import replay_trace
 from kfdtrace.traces.format import TraceReader, blob_key
 from tests.test_replay import rewrite, sample, sample_names
@@ -364,3 +364,41 @@ def test_a_buffer_mapped_to_two_recorded_gpus_on_one_target_device_frees(tmp_pat
         shared.free()
     report = replay_trace(path, Options(timeout=5, gpu_map={0: 0, 1: 1, 2: 1}), emulate="gfx942,gfx942")
     assert report.status == EXIT_OK and report.results[0].verified >= 1, report.lines()
+
+
+def reallocated(path: str) -> None:
+    """A copy queued behind a wait reads `a` and writes `out`; the program frees `a` and `out`, makes `b` and `got`
+    at their addresses and writes `b`, then releases the wait: the GPU reads `b` and writes `got`."""
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q, go, done = gpu.sdma_queue(name="q"), system.semaphore("go"), system.semaphore("done")
+        a, out = gpu.alloc(65536, "gtt", name="a"), gpu.alloc(8192, "gtt", name="out")
+        a.write(b"A" * 65536)
+        q.wait(go, 1).copy(out, a, 4096).signal(done, 1).submit()
+        va, to = a.va, out.va
+        a.free()  # each made again at once: a thread's stack may take a hole left longer
+        b = gpu.alloc(8192, "gtt", name="b", va=va)
+        out.free()
+        got = gpu.alloc(8192, "gtt", name="got", va=to)
+        b.write(b"B" * 8192)
+        go.signal(1)
+        done.wait(1)
+        assert got.read(0, 4096) == b"B" * 4096
+
+
+def test_packets_queued_before_a_free_reach_the_buffer_made_at_its_address(tmp_path, monkeypatch):
+    """Campaign 105: capture took the copy to write the freed `out` (no checkpoint compared `got`, which it wrote),
+    and a replay moving buffers translated the copy to the freed buffers' places: a VM fault, HANG. A buffer made at
+    a freed one's recorded address goes where the replay put that one; where it cannot, the fault there says why
+    (exit 3)."""
+    path = str(tmp_path / "realloc.kfdtrace")
+    reallocated(path)
+    with TraceReader(path) as r:
+        assert any(b["name"] == "got" for c in r.records(["checkpoint"]) for b in c.fields["buffers"])
+    for relocate in ("auto", "always"):
+        report = replay_trace(path, Options(relocate=relocate), emulate="gfx942")
+        assert report.status == EXIT_OK and report.results[0].verified >= 1, report.lines()
+    monkeypatch.setattr(Instance, "_alloc", lambda self, dev, f, opts: dev.alloc(f["size"], f["domain"], **opts))
+    with pytest.raises(ReplayError, match=r"in the memory of .*, which this replay freed: packets submitted before "
+                                          r"the free ran after .* took its recorded address"):
+        replay_trace(path, Options(relocate="always"), emulate="gfx942")
