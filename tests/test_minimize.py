@@ -288,3 +288,31 @@ def test_an_interrupted_minimize_keeps_the_smallest_trace_that_reproduced(tmp_pa
                                                        f"gave 1 1 times in a row) is at {out}\n")
     with TraceReader(str(out)) as r, TraceReader(trace) as whole:
         assert sum(1 for _ in r.records({"doorbell"})) < sum(1 for _ in whole.records({"doorbell"}))
+
+
+def test_a_candidate_cutting_a_packet_a_conditional_governs_cuts_its_count_too(tmp_path):
+    """Campaign 104: the PRED_EXEC that keeps a multi-XCC signal's RELEASE_MEMs on one XCC kept its count of 16 dwords
+    when one of them was cut: the candidate was no packet stream (exit 3), which could pass for the failure."""
+    import numpy as np
+
+    from kfdtrace.driver.kernels.device import corpus
+    from kfdtrace.traces.minimize import Minimizer
+
+    path, cut = str(tmp_path / "pm4.kfdtrace"), str(tmp_path / "cut.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q, sem = gpu.compute_queue(name="pm4"), system.semaphore("sem")
+        a, b, c = (gpu.alloc(256, "gtt", name=n) for n in "abc")
+        a.write(np.ones(64, np.float32))
+        b.write(np.ones(64, np.float32))
+        q.dispatch(corpus(gpu).kernel("vector_add"), (64,), (64,), a, b, c, np.uint32(64)).signal(sem, 1).submit()
+        sem.wait(1, 30)
+    with TraceReader(path) as r:
+        m = Minimizer(r)
+        [(n, _)] = m.submissions()
+        names = [p.name for p in m.subs[n].packets]
+        governed = names.index("PRED_EXEC") + 1
+        assert names[governed] == "RELEASE_MEM"
+        m.write(cut, set(), {n: set(range(len(names))) - {governed}})
+    report = replay_trace(cut, Options(timeout=5), emulate="gfx942")
+    assert report.status == EXIT_OK, report.lines()

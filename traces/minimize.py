@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from kfdtrace.driver import kfd_ioctl as K
+from kfdtrace.driver.packets import Packet
 from kfdtrace.replay.translate import carries_dispatch
 from kfdtrace.traces import records as R
 from kfdtrace.traces.format import Record, TraceError, TraceReader, TraceWriter
@@ -126,7 +127,8 @@ class Minimizer:
                     continue
                 if unverified:  # what a kept packet makes of unverified bytes is unverified too
                     unverified = self._tainted(r.n, indices, unverified)
-                ring = b"".join(r.fields["ring"][p.offset:p.offset + p.size] for p in kept)
+                ring = b"".join(self._packet(r.fields["ring"], p, kept if packets is not None else None)
+                                for p in kept)
                 q = r.fields["queue"]
                 wptr[q] = wptr.get(q, sub.base) + len(ring)  # bytes; the doorbell value says it in its units
                 value = r.fields["value"] if packets is None else _value_at(sub, wptr[q])
@@ -136,6 +138,19 @@ class Minimizer:
         return {"records": sum(out.counts.values()), "submissions": out.counts[R.DOORBELL],
                 "packets": sum(out.packets.values()), "bytes": os.path.getsize(path)}
 
+
+    @staticmethod
+    def _packet(ring: bytes, p: Packet, kept: list[Packet] | None) -> bytes:
+        """The bytes of packet `p` of `ring`; a conditional's count of the dwords it governs cut to those of the
+        `kept` packets (campaign 104: a candidate cutting a packet a PRED_EXEC governs was no packet stream)."""
+        raw = ring[p.offset:p.offset + p.size]
+        if kept is None or p.defn.skip_field is None:
+            return raw
+        end = p.offset + p.size + 4 * p.fields[p.defn.skip_field]
+        governed = sum(q.size for q in kept if p.offset + p.size <= q.offset < end)
+        out = bytearray(raw)
+        p.defn.put(out, 0, p.defn.skip_field, governed // 4)
+        return bytes(out)
 
     def _dropped(self, n: int, drop: set[int], packets: dict[int, set[int]] | None,
                  unverified: set[int] | None) -> set[int] | None:
