@@ -222,6 +222,8 @@ class Recorder:
         with self.trace.lock:
             if self._final is None:
                 for wrapped in self._wrapped:  # submissions the workload left unlearnt: counted in the summary
+                    if wrapped.queues:  # and a store through a view releasing one of the queues left (campaign 108)
+                        wrapped._scan_polled()
                     wrapped._learn_pending()
                 summary = self.summary(status)
                 with contextlib.suppress(TraceError):  # a write that fails is trace.close's to report
@@ -481,6 +483,7 @@ class RecordingSyscalls:
     def _after_destroy_queue(self, a) -> None:
         q = self.queues.pop(a.queue_id, None)
         if q is not None:
+            self._scan_polled()  # a store through a view that released it, which no CPU wait followed (campaign 108)
             self._learn_pending()
             q.progress.destroyed, q.progress.ended = True, self.learnt
             for _, event in q.progress.traps:  # they may have run: a later wait may see what they set
@@ -1132,8 +1135,9 @@ class RecordingSyscalls:
         self._learn_pending()  # submitted indirect buffers are read before the CPU writes over them
         if self._polled and self._releases(va, size):
             self._scan_exposed()  # what the CPU wrote through views before the store that releases a queue
-        elif buf.writes and (buf.exposed or self.rec.tracking == "scan"):
-            # what views changed in the chunks it touches, so that those can be taken as known after it
+        elif buf.exposed or self.rec.tracking == "scan":
+            # what views changed in the chunks it touches, so that those can be taken as known after it (the rekey
+            # after the store takes them whole: a view's write there was lost, campaign 108)
             self.memory.record(buf, va - buf.va, size, skip=self._chunks_of(buf.busy()))
         self.memory.record_given(buf, va - buf.va, size, piece)
         for a in buf.words:

@@ -123,6 +123,9 @@ class Buffer:
             self.device.sys.annotate("cpu_write", va=self.va + offset, size=n)
 
     def fill(self, byte: int, offset: int = 0, size: int | None = None) -> None:
+        """Set `size` bytes from `offset` (to the end by default) to `byte` (0..255)."""
+        if not 0 <= byte <= 0xFF:  # memset would take its low byte, and a recorder the whole (campaign 108)
+            raise ValueError(f"{self.label}: fill byte {byte} is not in 0..255")
         offset, size = self._span(offset, size)
         self.device.sys.annotate("cpu_writing", va=self.va + offset, size=size, fill=byte)
         try:

@@ -744,3 +744,55 @@ def test_a_system_used_after_its_record_block_says_the_block_ended(tmp_path):
         assert not r.recovered and r.summary["submissions"] == 1
     with contextlib.suppress(CaptureFailed):
         system.close()
+
+
+@pytest.mark.parametrize("tracking", ["auto", "scan"])
+def test_a_view_write_beside_a_buffer_write_in_one_chunk_is_recorded(tmp_path, tracking):
+    """Campaign 108: bytes written through a numpy view, then a Buffer.write elsewhere in the same chunk: the write
+    took the chunk as it was after it for recorded, and the view's bytes were in no record (DIVERGED)."""
+    from kfdtrace.replay.engine import EXIT_OK, Options
+    from kfdtrace.replay.session import replay_trace
+
+    path = str(tmp_path / "view.kfdtrace")
+    with record(path, tracking=tracking), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        x, y = gpu.alloc(4096, "gtt", name="x"), gpu.alloc(4096, "gtt", name="y")
+        x.numpy()[0:10] = 0x11
+        x.write(b"\x22" * 100, 100)
+        gpu.sdma_queue().copy(y, x, 4096).sync()
+        assert y.read(0, 4) == b"\x11" * 4
+        with pytest.raises(ValueError, match="fill byte -1 is not in 0..255"):  # as without a recorder
+            x.fill(-1)
+    report = replay_trace(path, Options(), emulate="gfx942")
+    assert report.status == EXIT_OK and report.results[0].verified >= 1, report.lines()
+
+
+@pytest.mark.parametrize("tracking", ["auto", "scan"])
+def test_a_store_through_a_view_releasing_a_queue_no_cpu_wait_follows_is_recorded(tmp_path, tracking):
+    """Campaign 108: the CPU writes a copy's input and the word its queue polls through views, then destroys the
+    queue without a CPU wait: polled words were compared only before CPU waits, so the trace held neither store,
+    and its replay stood at the wait (a false HANG)."""
+    import time
+
+    from kfdtrace.driver.signals import Semaphore
+    from kfdtrace.replay.engine import EXIT_OK, Options
+    from kfdtrace.replay.session import replay_trace
+
+    path = str(tmp_path / "gate.kfdtrace")
+    with record(path, tracking=tracking), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        x, y, flag = (gpu.alloc(4096, "gtt", name=n) for n in ("x", "y", "flag"))
+        gate = Semaphore.view(system, flag, 0, name="gate")
+        words, xv = flag.numpy("uint64"), x.numpy()
+        q = gpu.sdma_queue(name="q")
+        q.wait(gate, 1).copy(y, x, 4096).submit()
+        xv[:] = 0x5A
+        words[0] = 1
+        deadline = time.monotonic() + 30
+        while y.read(0, 1) != b"\x5a" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        q.destroy()
+    with TraceReader(path) as r:
+        assert any(rec.type == "mem" for rec in r.records(["mem"]) if rec.fields["size"] >= 4096)
+    report = replay_trace(path, Options(timeout=5), emulate="gfx942")
+    assert report.status == EXIT_OK, report.lines()
