@@ -86,9 +86,12 @@ class Report:
                            if (cached := sum(r.cached for r in loop)) else ""))
             out += occupancy_lines(i, loop)
         out += [f"note: {n}" for n in self.notes + sorted({n for r in results for n in r.notes})]
-        first, where = next(((r, f" in loop {i + 1}, instance {k + 1}" if len(results) > 1 else "")
-                             for i, loop in enumerate(self.loops) for k, r in enumerate(loop) if r.status),
-                            (None, ""))
+        failed = [(r, f" in loop {i + 1}, instance {k + 1}" if len(results) > 1 else "")
+                  for i, loop in enumerate(self.loops) for k, r in enumerate(loop) if r.status]
+        # the verdict is the exit status's, the worst of the instances' (campaign 109: a divergence named first
+        # hid a hang the exit status said); the others' are said before it
+        first, where = next((f for f in failed if f[0].status == self.status), (None, ""))
+        out += [f"also {_verdict(r, at)}" for r, at in failed if r.status != self.status]
         left = sorted({label for r in results for label in r.left})
         # OK says what was compared: with no buffer verified, only that the GPU did not hang
         matched = "every checkpoint matched" if any(r.verified for r in results) else \
@@ -101,13 +104,18 @@ class Report:
                        f"other submission completed and every other queue drained")
         elif first is None:
             out.append(f"OK: every submission completed, every queue drained and {matched}")
-        elif first.divergence:
-            out.append(f"DIVERGED{where}: {first.divergence.describe()}")
-        elif first.difference:
-            out.append(f"DIVERGED{where}: {first.difference}")
         else:
-            out.append(f"HANG{where}: {first.hang}")
+            out.append(_verdict(first, where))
         return out
+
+
+def _verdict(r: Result, where: str) -> str:
+    """The verdict line of an instance that failed (`where`: in which loop and instance)."""
+    if r.divergence:
+        return f"DIVERGED{where}: {r.divergence.describe()}"
+    if r.difference:
+        return f"DIVERGED{where}: {r.difference}"
+    return f"HANG{where}: {r.hang}"
 
 
 def occupancy_lines(i: int, loop: list[Result]) -> list[str]:

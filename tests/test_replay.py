@@ -979,6 +979,16 @@ def test_a_submission_whose_translation_outgrows_the_ring_goes_in_pieces(tmp_pat
     assert report.status == EXIT_OK and report.results[0].verified >= 1, report.lines()
 
 
+def test_the_verdict_line_is_the_exit_status_s_and_the_other_failures_are_said_before_it():
+    """Campaign 109: with --concurrent, instance 1 diverged and instance 2 hung: the exit status said HANG (the
+    worst), the verdict line DIVERGED of instance 1, and the hang was nowhere in the text."""
+    report = Report("t.kfdtrace", ["gfx942"], ["gfx942"], "emulated", 1, 1,
+                    loops=[[Result(difference="a wait completed"), Result(hang="queue 0 did not drain")]])
+    assert report.status == EXIT_HANG
+    assert report.lines()[-1] == "HANG in loop 1, instance 2: queue 0 did not drain"
+    assert report.lines()[-2] == "also DIVERGED in loop 1, instance 1: a wait completed"
+
+
 def test_an_ok_verdict_says_when_no_checkpoint_compared_any_memory():
     """Found by helper 42: a trace whose kernels wrote only where capture could not tell (through pointers read
     from memory) has no checkpoint of it, and its replay said "every checkpoint matched" of none at all."""
