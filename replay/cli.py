@@ -100,13 +100,16 @@ def check_options(emulate: str | None, emulate_from: str | None, emulate_recorde
 
 class _Command(click.Command):
     """click's usage errors (an unknown option, a value of the wrong type) exit 4, bad input, as the options this
-    command checks itself do: click's own 2 is replay's status for a hang."""
+    command checks itself do (click's own 2 is replay's status for a hang), with the JSON error under --json."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        given = list(args)  # (the parser takes them from the list)
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as exc:
             exc.exit_code = 4  # EXIT_BAD_INPUT (replay.engine, not loaded for a bad option)
+            if "--json" in given:  # the report as data, as for the options this command checks (campaign 109)
+                click.echo(json.dumps({"status": 4, "error": f"replay: error: {one_line(exc.format_message())}"}))
             raise
 
 

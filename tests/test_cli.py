@@ -548,3 +548,16 @@ def test_a_sigterm_while_a_kfdtrace_tool_runs_ends_it_in_one_line(tmp_path, monk
     finally:
         signal.signal(signal.SIGTERM, before)
     assert done.value.code == 143 and capsys.readouterr().err == "kfdtrace: terminated\n"
+
+
+@pytest.mark.parametrize("bad", [["--device", "x"], ["--loop", "x"], ["--bogus"]])
+def test_replay_usage_errors_under_json_print_the_json_error_too(bad):
+    """Campaign 109: click's own usage errors (a value of the wrong type, an unknown option) exited 4 with nothing
+    on stdout under --json, where the options replay checks itself give the JSON error object."""
+    import json
+
+    done = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", sample("sdma_stress-gfx942"), "--json", *bad],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 4, done.stderr
+    report = json.loads(done.stdout)
+    assert report["status"] == 4 and report["error"].startswith("replay: error: "), report
