@@ -539,7 +539,8 @@ class _Surveyor:
             dispatch=None if reader is None else lambda p, where: self._dispatch(reader, p, where, on_pm4),
             dispatch_all=on_pm4, xccs=self.s.xccs)
         t.calls = []  # the indirect buffers each submission calls, which the replay will copy
-        slots = ("SDMA queues", self.devices[f["gpu"]].index) if reader is None else None
+        dev = self.devices[f["gpu"]]
+        slots = (_slot_pool(sdma_engine(f, dev)[0], dev), dev.index) if reader is None else None
         self.rings[f["queue"]] = (f["ring_size"] + PAGE, slots)
         if f["type"] in SDMA_KINDS or (f["type"] == K.QueueType.COMPUTE and self.queue_type != "aql"):
             self.units[f["queue"]] = f["ring_size"]  # the replay's queue has a ring of this size too
@@ -991,20 +992,45 @@ def _size(n: int) -> str:
     return f"{n / 1024:.1f} KiB"
 
 
-def _sdma_slots(dev: Device) -> int:
-    n = dev.node.num_sdma_engines + dev.node.num_sdma_xgmi_engines
-    return n * dev.node.properties.get("num_sdma_queues_per_engine", 8)
+def sdma_engine(f: dict, dev: Device) -> tuple[str | int, str | None]:
+    """The engine the recorded SDMA queue `f` replays on, on `dev` (as SdmaQueue takes it), and a note when it is
+    not the kind recorded: the recorded engine id where `dev` has that engine (campaign 109), an xGMI engine where
+    it has one, else a PCIe one."""
+    if f["type"] == K.QueueType.SDMA_BY_ENG_ID:
+        if 0 <= f["engine"] < dev.node.num_sdma_engines + dev.node.num_sdma_xgmi_engines:
+            return f["engine"], None
+        return "sdma", f"queue {f['queue']}: {dev} has no SDMA engine {f['engine']}; using a PCIe one"
+    engine = SDMA_KINDS.get(f["type"], "sdma")
+    if engine == "xgmi" and not dev.node.num_sdma_xgmi_engines:
+        return "sdma", f"queue {f['queue']}: no xGMI SDMA engine on {dev}; using a PCIe one"
+    return engine, None
+
+
+def _slot_pool(engine: str | int, dev: Device) -> str:
+    """The pool of queue slots a queue on `engine` takes (KFD's allocate_sdma_queue: a plain SDMA queue goes on the
+    PCIe engines, an xGMI one on the xGMI engines, one by engine id on that engine)."""
+    pcie = engine == "sdma" or isinstance(engine, int) and engine < dev.node.num_sdma_engines
+    return "SDMA queues" if pcie else "xGMI SDMA queues"
+
+
+def _slots_of(engines: Callable[[Device], int]) -> Callable[[Device], int]:
+    return lambda dev: engines(dev) * dev.node.properties.get("num_sdma_queues_per_engine", 8)
 
 
 # pool -> (what the trace needs, what the target has, how a figure reads)
 POOL_TEXT: dict[str, tuple[str, str, Callable[[int], str]]] = {
     "VRAM": ("the trace needs {need} of VRAM", "the target has {have} free", _size),
-    "SDMA queues": ("the trace needs {need} SDMA queues", "the target has {have} queue slots", str),
+    "SDMA queues": ("the trace needs {need} SDMA queues on PCIe engines", "the target has {have} queue slots",
+                    str),
+    "xGMI SDMA queues": ("the trace needs {need} SDMA queues on xGMI engines", "the target has {have} queue slots",
+                         str),
     "host": ("the trace needs {need} of host memory (GTT and userptr buffers)", "--max-memory allows {have}", _size),
     "events": ("the trace needs {need} KFD signal events", "a process can have {have}", str),
 }
 # per-GPU pool -> what a target device has of it
-DEVICE_LIMITS: dict[str, Callable[[Device], int]] = {"VRAM": Device.free_vram, "SDMA queues": _sdma_slots}
+DEVICE_LIMITS: dict[str, Callable[[Device], int]] = {
+    "VRAM": Device.free_vram, "SDMA queues": _slots_of(lambda dev: dev.node.num_sdma_engines),
+    "xGMI SDMA queues": _slots_of(lambda dev: dev.node.num_sdma_xgmi_engines)}
 
 
 def check_resources(s: Survey, system: System, instances: int, max_memory: int) -> None:
@@ -1469,11 +1495,10 @@ class Instance:
         """The trace header's entry for the GPU `gpu_id` (its target and packet dialects)."""
         return next((g for g in self.trace.header.get("gpus") or () if g.get("gpu_id") == gpu_id), {})
 
-    def _engine(self, f: dict, dev: Device) -> str:
-        engine = SDMA_KINDS.get(f["type"], "sdma")
-        if engine == "xgmi" and not dev.node.num_sdma_xgmi_engines:
-            engine = "sdma"
-            self.result.notes.append(f"queue {f['queue']}: no xGMI SDMA engine on {dev}; using a PCIe one")
+    def _engine(self, f: dict, dev: Device) -> str | int:
+        engine, note = sdma_engine(f, dev)
+        if note is not None:
+            self.result.notes.append(note)
         return engine
 
     def _on_code_object(self, r: Record) -> None:

@@ -8,6 +8,8 @@ import re
 
 import pytest
 
+from kfdtrace.capture import record
+from kfdtrace.driver import System
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.replay import session
 from kfdtrace.replay.engine import EXIT_BAD_INPUT, EXIT_OK, EXIT_UNSUPPORTED, Options
@@ -187,8 +189,8 @@ def test_more_queues_than_the_target_has_sdma_slots_is_refused():
     """sdma_stress keeps two queues; an RX 7900 XTX has 2 SDMA engines of 6 queues each."""
     report = replay_trace(sample("sdma_stress-gfx942"), Options(), emulate="gfx1100", concurrent=6)
     assert report.status == EXIT_OK, report.lines()
-    with pytest.raises(ReplayError, match=r"^GPU 0 \(gfx1100\): the trace needs 14 SDMA queues at its peak "
-                                          r"\(x7 instances\), the target has 12 queue slots$"):
+    with pytest.raises(ReplayError, match=r"^GPU 0 \(gfx1100\): the trace needs 14 SDMA queues on PCIe engines "
+                                          r"at its peak \(x7 instances\), the target has 12 queue slots$"):
         replay_trace(sample("sdma_stress-gfx942"), Options(), emulate="gfx1100", concurrent=7)
 
 
@@ -232,3 +234,33 @@ def test_a_buffer_beyond_the_address_space_limit_is_out_of_memory_not_a_crash():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "refused: no room for" in out.stdout and "ulimit -v" in out.stdout
+
+
+def test_plain_sdma_queues_count_against_the_pcie_engines_slots_alone():
+    """Campaign 109: the survey counted the xGMI engines' slots too (128 on an MI300X) where KFD gives plain SDMA
+    queues the PCIe engines' (2 x 8): a trace needing 18 was refused midway, after submitting."""
+    report = replay_trace(sample("sdma_stress-gfx942"), Options(), emulate="gfx942", concurrent=8)
+    assert report.status == EXIT_OK, report.lines()
+    with pytest.raises(ReplayError, match=r"^GPU 0 \(gfx942\): the trace needs 18 SDMA queues on PCIe engines at "
+                                          r"its peak \(x9 instances\), the target has 16 queue slots$"):
+        replay_trace(sample("sdma_stress-gfx942"), Options(), emulate="gfx942", concurrent=9)
+
+
+def test_queues_made_by_engine_id_replay_on_their_engines(tmp_path):
+    """Campaign 109: queues made by engine id replayed as plain SDMA queues, so 17 spread over an MI300X's xGMI
+    engines could not replay on the GPU they were recorded on (the PCIe engines have 16 slots)."""
+    path = str(tmp_path / "engines.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        a, b = gpu.alloc(4096, "gtt", name="a"), gpu.alloc(4096, "gtt", name="b")
+        a.write(b"\x5a" * 4096)
+        sem, queues = system.semaphore("sem"), []
+        for i in range(17):
+            queues.append(gpu.sdma_queue(engine=2 + i % 14, name=f"q{i}"))
+            queues[-1].copy(b, a, 4096).signal(sem, i + 1).submit()
+            sem.wait(i + 1)
+    report = replay_trace(path, Options(), emulate="gfx942")
+    assert report.status == EXIT_OK and report.results[0].verified >= 1, report.lines()
+    with pytest.raises(ReplayError, match=r"the trace needs 17 SDMA queues on PCIe engines at its peak, the target "
+                                          r"has 12 queue slots"):  # no engine 2 and up there: PCIe ones, up front
+        replay_trace(path, Options(), emulate="gfx1100")
