@@ -15,7 +15,7 @@ import threading
 
 import click
 
-from kfdtrace.capture.recorder import DEFAULT_CHUNK, TRACKING_MODES
+from kfdtrace.capture.recorder import DEFAULT_CHUNK, TRACKING_MODES, check_chunk
 from kfdtrace.capture.session import Session, capture_workload, signals_between_records
 from kfdtrace.capture.trace_file import CaptureFailed
 from kfdtrace.cli import TerminalProgress, another_file, backend_options, check_backend, check_output, fail, user_errors
@@ -43,8 +43,7 @@ def check_run(target: str, module: bool, output: str, chunk_size: int, emulate: 
         raise ValueError(f"{target}: no such module (-m)")
     if not module:
         another_file(output, target, "the trace", regular=False)  # never over the workload
-    if chunk_size < 4096 or chunk_size & (chunk_size - 1):
-        raise ValueError(f"--chunk-size {chunk_size}: give a power of two of at least 4096")
+    check_chunk(chunk_size, "--chunk-size")  # (campaign 108: 128 MiB stopped the workload at its first big buffer)
     check_backend(emulate, emulate_from)
     check_output("-o", output, "the trace")
 
@@ -84,7 +83,7 @@ def _quiet_capture_failures(args: threading.ExceptHookArgs, shown=threading.exce
 @click.option("--name", help="A name for the recording, kept in the trace's header.")
 @click.option("-m", "module", is_flag=True, help="Run a module (like python -m) instead of a script.")
 @click.option("--chunk-size", type=int, default=DEFAULT_CHUNK, show_default=True,
-              help="Granularity of recorded CPU writes, in bytes (a power of two >= 4096).")
+              help="Granularity of recorded CPU writes, in bytes (a power of two from 4096 to 32 MiB).")
 @click.option("--tracking", type=click.Choice(TRACKING_MODES), default="auto", show_default=True,
               help="auto: record driver-announced writes exactly and compare raw-view buffers before each "
                    "submission using them; scan: compare every CPU-visible buffer a submission uses.")

@@ -49,7 +49,7 @@ from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.ring_queue import unwrapped
 from kfdtrace.driver.syscalls import KFD_DEVICE, Syscalls, memory_view
 from kfdtrace.traces import records as R
-from kfdtrace.traces.format import TraceError, blob_key
+from kfdtrace.traces.format import MAX_BLOB_BYTES, TraceError, blob_key
 from kfdtrace.traces.walk import indirect_dialect, queue_dialect
 
 DEFAULT_CHUNK = 16 << 10  # measured: see capture/README.md
@@ -127,14 +127,23 @@ class TrackedQueue:
     ring_view: memoryview | None = None  # the ring's CPU mapping, once found (forgotten when memory is unmapped)
 
 
+MAX_CHUNK = 1 << MAX_BLOB_BYTES.bit_length() - 1  # the largest power of two a blob holds (32 MiB)
+
+
+def check_chunk(chunk_size: object, name: str = "chunk size") -> None:
+    """ValueError unless `chunk_size` is a chunk size a recorder takes: a power of two from 4096 to MAX_CHUNK."""
+    if not isinstance(chunk_size, int) or not 4096 <= chunk_size <= MAX_CHUNK or chunk_size & (chunk_size - 1):
+        raise ValueError(f"{name} {chunk_size}: give a power of two from 4096 to {MAX_CHUNK} (a chunk is one blob "
+                         f"of the trace)")
+
+
 class Recorder:
     """Records one workload. `wrap(syscalls)` gives the backend the workload should use."""
 
     def __init__(self, path: str, header: dict, *, chunk_size: int = DEFAULT_CHUNK, tracking: str = "auto"):
         if tracking not in TRACKING_MODES:
             raise ValueError(f"tracking must be one of {', '.join(TRACKING_MODES)}, not {tracking!r}")
-        if not isinstance(chunk_size, int) or chunk_size < 4096 or chunk_size & (chunk_size - 1):
-            raise ValueError(f"chunk size {chunk_size} must be a power of two of at least 4096")
+        check_chunk(chunk_size)
         self.path, self.chunk, self.tracking = path, chunk_size, tracking
         self.trace = TraceFile(path, {**header, "chunk_size": chunk_size, "tracking": tracking})
         self.memory = MemoryRecorder(self.trace, chunk_size)

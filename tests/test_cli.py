@@ -267,7 +267,8 @@ def test_capture_refuses_bad_command_lines_before_running_the_workload(tmp_path)
     cases = [
         (["-o", str(tmp_path / "missing" / "t.kfdtrace")], "No such file or directory"),
         (["-o", str(tmp_path)], "Is a directory"),
-        (["-o", good, "--chunk-size", "1000"], "--chunk-size 1000: give a power of two of at least 4096"),
+        (["-o", good, "--chunk-size", "1000"], "--chunk-size 1000: give a power of two from 4096 to 33554432"),
+        (["-o", good, "--chunk-size", str(128 << 20)], f"--chunk-size {128 << 20}: give a power of two"),  # c108
         (["-o", good, "--chunk-size", "-1"], "--chunk-size -1"),
         (["-o", good, "--chunk-size", "0"], "--chunk-size 0"),
         (["-o", good, "--emulate", "gfx9999"], "'gfx9999'"),
