@@ -671,9 +671,9 @@ class RecordingSyscalls:
                     continue
                 start, end, size = found.va, found.va + found.size, found.size
                 buf = found if found.tracked else None
-            if n and addr + n > end:  # the GPU's page tables translate page by page: it reaches the next buffer
-                over.append((pos, end, addr + n - end))
-            if buf is None:
+            if n and addr < end < addr + n:  # the GPU's page tables translate page by page: it reaches the next
+                over.append((pos, end, addr + n - end))  # buffer (or the rest of this one's last page, passed over)
+            if buf is None or addr >= end:
                 continue
             lo = addr - start
             hi = lo + n if n and lo + n < size else size

@@ -796,3 +796,30 @@ def test_a_store_through_a_view_releasing_a_queue_no_cpu_wait_follows_is_recorde
         assert any(rec.type == "mem" for rec in r.records(["mem"]) if rec.fields["size"] >= 4096)
     report = replay_trace(path, Options(timeout=5), emulate="gfx942")
     assert report.status == EXIT_OK, report.lines()
+
+
+def test_a_copy_into_the_page_past_a_buffer_s_requested_size_is_recorded(tmp_path):
+    """A copy of a page into a buffer of 100 bytes (its allocation is the page): the part past the 100 bytes, in the
+    buffer's own page, was taken for a part running on into the next buffer, and found the same buffer again, for
+    ever (the capture hung)."""
+    from kfdtrace.replay.engine import EXIT_OK
+
+    script, path = tmp_path / "narrow.py", str(tmp_path / "narrow.kfdtrace")
+    script.write_text(textwrap.dedent("""
+        from kfdtrace.driver import System
+        with System.open() as system:
+            gpu = system.devices[0]
+            small, big = gpu.alloc(100, "gtt", name="small"), gpu.alloc(4096, "gtt", name="big")
+            big.write(b"\\x33" * 4096)
+            q, done = gpu.sdma_queue(), system.semaphore("done")
+            q.copy(small.va, big, 4096).signal(done, 1).submit()
+            done.wait(1, 30)
+            assert small.read(0, 100) == b"\\x33" * 100
+    """))
+    env = {**os.environ, "KFDTRACE_EMULATE": "gfx942"}
+    done = subprocess.run([sys.executable, "-m", "kfdtrace.capture.cli", "run", "-o", path, str(script)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == EXIT_OK, done.stdout + done.stderr
