@@ -935,10 +935,16 @@ def test_a_copy_across_two_buffers_back_to_back_is_recorded_and_replays_in_place
     path = str(tmp_path / "span.kfdtrace")
     with record(path), System.open(emulate="gfx942") as system:
         gpu = system.devices[0]
-        probe = gpu.alloc(2 * 4096, "gtt")
-        base = probe.va
-        probe.free()
-        a, b = gpu.alloc(4096, "gtt", va=base, name="A"), gpu.alloc(4096, "gtt", va=base + 4096, name="B")
+        for _ in range(50):  # two pages free, then A and B there (a thread's stack may take the hole meanwhile)
+            probe = gpu.alloc(2 * 4096, "gtt")
+            probe.free()
+            with contextlib.suppress(AddressInUse):
+                a = gpu.alloc(4096, "gtt", va=probe.va, name="A")
+                try:
+                    b = gpu.alloc(4096, "gtt", va=probe.va + 4096, name="B")
+                    break
+                except AddressInUse:
+                    a.free()
         c = gpu.alloc(4096, "gtt", name="C")
         c.write(b"\x33" * 4096)
         gpu.sdma_queue().copy(a.va + 4096 - 8, c.va, 16).sync()
