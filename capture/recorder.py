@@ -819,8 +819,8 @@ class RecordingSyscalls:
     def _pointee(self, addr: int) -> TrackedBuffer | None:
         """The buffer a pointer points into: the one holding it, else the one it is just past the end of (C's end
         pointer, which a kernel indexes back from)."""
-        get = self.by_va.get
-        return get(addr) or (get(addr - 1) if addr else None)
+        hit = self.by_va.pointee(addr)
+        return None if hit is None else hit[2]
 
     def _start(self, addr: int) -> int:
         """Where the buffer `addr` points into starts (`addr` when none does): a kernel given a pointer into a buffer

@@ -51,6 +51,11 @@ class RangeMap(Generic[T]):
             return self._starts[i], self._ends[i] - self._starts[i], self._values[i]
         return None
 
+    def pointee(self, addr: int) -> tuple[int, int, T] | None:
+        """find() of the range a pointer `addr` points into: the one holding it, else the one it is just past the end
+        of (C's one-past-the-end pointer, which `held` counts too)."""
+        return self.find(addr) or (self.find(addr - 1) if addr else None)
+
     def first_held(self, addrs: Sequence[int], ends: bool = False) -> int | None:
         """The index of the first of `addrs` (an array of unsigned 64-bit values, say) some range holds (`ends`:
         or ends at)."""

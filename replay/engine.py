@@ -87,6 +87,8 @@ MAX_IB_COPY_BYTES = 64 << 20  # translated indirect buffer copies one submission
 # timed-out waits the survey follows (pending and retried, each): beyond, a timeout counts as the hang it was
 # taken for (a trace is untrusted: millions of them must not cost the memory of millions)
 MAX_RETRIES = 1 << 16
+# what to do when buffers cannot move (a relocation hazard, a fault where a moved buffer was)
+IN_PLACE = "replay one instance with --relocate auto on a target where the buffers keep their addresses"
 RECENT_RING_BYTES = 4 << 20  # recorded ring bytes a queue keeps of its latest submissions (where a destroy stood)
 # how long every queue must stand still at a wait that does not pass before a held-back write into kernel
 # arguments goes ahead (Instance._hold): what could let it pass is the CPU's, or a queue that is not standing
@@ -1234,8 +1236,7 @@ class Instance:
     # -- the stream ---------------------------------------------------------------------------------
     def run(self) -> Result:
         if self.s.hazards and self.move_all:
-            raise ReplayError(f"{next(iter(self.s.hazards.values()))}; replay one instance with --relocate auto "
-                              f"on a target where the buffers keep their addresses")
+            raise ReplayError(f"{next(iter(self.s.hazards.values()))}; {IN_PLACE}")
         if self.s.hazards:
             why = next(iter(self.s.hazards.values())).removeprefix("relocation hazard: ")
             self.result.notes.append(f"kernels may write through addresses they find in memory or take by value, "
@@ -1288,8 +1289,7 @@ class Instance:
         name = (rb.buffer.name if rb is not None else None) or f"@{hit[0]:#x}"
         raise ReplayError(f"the GPU faulted at {va:#x}, the recorded address of buffer {name}+{va - hit[0]:#x}, which "
                           f"lies at {va + hit[2]:#x} in this replay: an address of it reached the GPU as recorded, in "
-                          f"a form the survey cannot tell for one (a relocation hazard); replay one instance with "
-                          f"--relocate auto on a target where the buffers keep their addresses")
+                          f"a form the survey cannot tell for one (a relocation hazard); {IN_PLACE}")
 
     def _reused(self, va: int) -> None:
         """ReplayError when the GPU faulted in the memory of a buffer this replay freed whose recorded address another
@@ -1301,8 +1301,7 @@ class Instance:
                 raise ReplayError(f"the GPU faulted at {va:#x}, in the memory of {label}, which this replay freed: "
                                   f"packets submitted before the free ran after {hit[2].buffer.label} took its "
                                   f"recorded address {recorded:#x}, and reached that one in the recording; the replay "
-                                  f"could not put it where it had put the freed one: replay one instance with "
-                                  f"--relocate auto on a target where the buffers keep their addresses")
+                                  f"could not put it where it had put the freed one: {IN_PLACE}")
 
     def _parted(self, va: int) -> None:
         """ReplayError when the GPU faulted at the end of a buffer of this replay whose recorded buffer had another
@@ -1315,8 +1314,7 @@ class Instance:
                 raise ReplayError(f"the GPU faulted at {va:#x}, just past the end of buffer {names[0]} in this "
                                   f"replay: in the recording buffer {names[1]} lay right after it, and an access ran "
                                   f"on from one into the other; the replay keeps them so only at their recorded "
-                                  f"addresses: replay one instance with --relocate auto on a target where the buffers "
-                                  f"keep their addresses")
+                                  f"addresses: {IN_PLACE}")
 
     def contents_at(self, submission: int, vas: list[int]) -> dict[int, bytes]:
         """Run the trace up to its submission `submission` (not made), wait for every queue to drain, and read

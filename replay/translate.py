@@ -135,7 +135,7 @@ class Relocation:
 
     def pointee(self, addr: int) -> tuple[int, int, int] | None:
         """find() of the range `addr` points into: the one holding it, else the one it is just past the end of."""
-        return self._ranges.find(addr) or (self._ranges.find(addr - 1) if addr else None)
+        return self._ranges.pointee(addr)
 
     def move_pointer(self, addr: int) -> int | None:
         """move() of a pointer, which may be C's end pointer, just past its range's end (a kernel indexing back)."""
