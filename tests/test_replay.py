@@ -928,6 +928,9 @@ def test_a_write_to_one_address_unmasks_only_the_dword_it_leaves(tmp_path):
     assert packet.written_ranges() == [(packet.fields["dst"], 4)] and packet.inline() == struct.pack("<I", 0xC)
 
 
+FAR = 0x3A00_0000_0000  # user and GPU addresses far below where mmap puts a process's mappings
+
+
 def test_a_copy_across_two_buffers_back_to_back_is_recorded_and_replays_in_place_only(tmp_path, monkeypatch):
     """Campaigns 105 and 107: a copy running from the end of one buffer into the one mapped right after it writes
     both (the capture took it to write the first alone, which no checkpoint then compared); moved apart, the
@@ -935,16 +938,18 @@ def test_a_copy_across_two_buffers_back_to_back_is_recorded_and_replays_in_place
     path = str(tmp_path / "span.kfdtrace")
     with record(path), System.open(emulate="gfx942") as system:
         gpu = system.devices[0]
-        for _ in range(50):  # two pages free, then A and B there (a thread's stack may take the hole meanwhile)
-            probe = gpu.alloc(2 * 4096, "gtt")
-            probe.free()
-            with contextlib.suppress(AddressInUse):
-                a = gpu.alloc(4096, "gtt", va=probe.va, name="A")
-                try:
-                    b = gpu.alloc(4096, "gtt", va=probe.va + 4096, name="B")
-                    break
-                except AddressInUse:
-                    a.free()
+        for base in range(FAR, FAR + (64 << 30), 1 << 30):  # A, then B right after it: far from the mappings
+            try:  # other threads make meanwhile (a hole made by a free may be taken before A or B gets it)
+                a = gpu.alloc(4096, "gtt", va=base, name="A")
+            except AddressInUse:
+                continue
+            try:
+                b = gpu.alloc(4096, "gtt", va=base + 4096, name="B")
+                break
+            except AddressInUse:
+                a.free()
+        else:
+            pytest.fail("no two free pages far from the process's mappings")
         c = gpu.alloc(4096, "gtt", name="C")
         c.write(b"\x33" * 4096)
         gpu.sdma_queue().copy(a.va + 4096 - 8, c.va, 16).sync()

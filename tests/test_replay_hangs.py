@@ -247,8 +247,9 @@ def test_queues_still_moving_past_the_timeout_are_no_hang(end, tmp_path):
         q1, q2 = gpu.sdma_queue(name="long"), gpu.sdma_queue(name="tiny")
         a, b = (gpu.alloc(8 << 20, "vram", cpu_access=False, name=n) for n in "ab")
         out, done = gpu.alloc(4096, "gtt", name="out"), system.semaphore("done")
-        for _ in range(200):
-            q1.copy(b, a, 8 << 20)
+        for i in range(800):  # 1 MiB each: one copy alone taking longer than --timeout (the first touch of
+            at = (i % 8) << 20  # fresh pages costs) would be a hang, whatever the queues did
+            q1.copy(b, a, 1 << 20, dst_offset=at, src_offset=at)
         q1.fence(out, 1).signal(done, 1).submit()
         while int.from_bytes(out.read(0, 4), "little") != 1:  # not a recorded wait
             time.sleep(0.001)

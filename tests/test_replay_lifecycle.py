@@ -217,12 +217,19 @@ def test_a_packet_writing_a_queues_own_pointers_is_refused_not_a_vm_fault(tmp_pa
     path = str(tmp_path / "ptrs.kfdtrace")
     with record(path), System.open(emulate="gfx942") as system:
         gpu = system.devices[0]
-        src, gone = gpu.alloc(4096, "gtt", name="src"), gpu.alloc(4096, "gtt", name="gone")
-        addr = gone.va
+        src = gpu.alloc(4096, "gtt", name="src")
         src.write(bytes(range(256)) * 16)
-        gone.free()
-        bad, s = gpu.sdma_queue(name="bad"), system.semaphore("s")
-        assert bad.ptrs.va == addr  # the freed address, reused for the queue's pointers
+        for _ in range(20):  # the freed address, reused for the queue's pointers (unless another thread's
+            gone = gpu.alloc(4096, "gtt", name="gone")  # mapping took it first)
+            addr = gone.va
+            gone.free()
+            bad = gpu.sdma_queue(name="bad")
+            if bad.ptrs.va == addr:
+                break
+            bad.destroy()
+        else:
+            pytest.fail("the driver never reused a freed address for a queue's pointers")
+        s = system.semaphore("s")
         bad.copy(addr, src, 4096).signal(s, 1).submit()
         s.wait(1, 5)
     # in a process of its own, where the buffers keep their recorded addresses and the survey's translations are
