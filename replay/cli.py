@@ -46,12 +46,12 @@ def failures() -> tuple[tuple[tuple[type[BaseException], ...], int, str], ...]:
 
 
 def parse_gpu_map(text: str | None) -> dict[int, int] | None:
-    if not text:
+    if text is None:
         return None
     try:
         pairs = [(int(a), int(b)) for a, b in (item.split(":") for item in text.split(","))]
     except ValueError:
-        raise click.BadParameter(f"{text!r}: expected recorded:target pairs such as 0:1,1:0") from None
+        raise click.BadParameter(f"--gpu-map {text!r}: expected recorded:target pairs such as 0:1,1:0") from None
     mapping = dict(pairs)
     if len(mapping) < len(pairs):  # campaign 95: the last of them won
         twice = next(a for i, (a, _) in enumerate(pairs) if a in dict(pairs[:i]))

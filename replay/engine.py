@@ -304,6 +304,7 @@ def device_map(trace: TraceReader, system: System, gpu_map: dict[int, int] | Non
     program's order, which ROCR_VISIBLE_DEVICES may have changed, is not the nodes' that the target lists)."""
     recorded = [g["gpu_id"] for g in recorded_gpus(trace)]
     index = {d.gpu_id: d.index for d in system.devices}
+    asked = gpu_map is not None  # by the user (--gpu-map, --device)
     if gpu_map is None and by_id and set(recorded) <= index.keys():
         gpu_map = {i: index[gpu_id] for i, gpu_id in enumerate(recorded)}
     mapping = gpu_map if gpu_map is not None else {i: i for i in range(len(recorded))}
@@ -315,6 +316,9 @@ def device_map(trace: TraceReader, system: System, gpu_map: dict[int, int] | Non
         if i not in mapping:
             raise BadInput(f"--gpu-map does not say where recorded GPU {i} goes")
         j = mapping[i]
+        if not 0 <= j < len(system.devices) and asked:
+            raise BadInput(f"--gpu-map or --device sends recorded GPU {i} to target device {j}, which does not "
+                           f"exist here (it has {len(system.devices)}: 0..{len(system.devices) - 1})")
         if not 0 <= j < len(system.devices):
             raise ReplayError(f"the trace uses {len(recorded)} GPU(s); target device {j} does not exist here "
                               f"(it has {len(system.devices)}): use --gpu-map or --device")

@@ -53,12 +53,12 @@ def replay(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-def rewrite(src: str, dst: str, edit, header=lambda h: h) -> None:
+def rewrite(src: str, dst: str, edit, header=lambda h: h, frame_bytes: int = 256 << 10) -> None:
     """Copy a trace record by record through `edit(record, reader, writer)`, which returns the record's fields,
     None (drop it) or a list of (type, fields) records to write in its place; with the blobs the written records
-    use, under `header(the source's header)`."""
+    use, under `header(the source's header)`, in frames of `frame_bytes`."""
     copied: set[bytes] = set()
-    with TraceReader(src) as r, TraceWriter(dst, header(dict(r.header))) as w:
+    with TraceReader(src) as r, TraceWriter(dst, header(dict(r.header)), frame_bytes=frame_bytes) as w:
         for rec in r.records():
             out = edit(rec, r, w)
             for type_, fields in [(rec.type, out)] if isinstance(out, dict) else out or []:
@@ -117,10 +117,14 @@ def test_too_few_gpus_is_refused():
     ("0:1", "--gpu-map does not say where recorded GPU 1 goes"),
     ("0:1,1:0,2:0", "--gpu-map names recorded GPU 2; the trace has 2 (0..1)"),
     ("0:0,0:1,1:1", "--gpu-map '0:0,0:1,1:1' says twice where recorded GPU 0 goes"),
-    ("0:-1,1:0", "--gpu-map '0:-1,1:0': GPU indices count from 0")])
+    ("0:-1,1:0", "--gpu-map '0:-1,1:0': GPU indices count from 0"),
+    ("", "--gpu-map '': expected recorded:target pairs such as 0:1,1:0"),
+    ("0:0,1:9", "--gpu-map or --device sends recorded GPU 1 to target device 9, which does not exist here (it has "
+                "2: 0..1)")])
 def test_a_gpu_map_must_name_exactly_the_recorded_gpus(mapping, message):
     """Campaign 72: an entry for a GPU the trace does not have was ignored, and a missing one was exit 3 (the
-    target) where a bad option is exit 4. Campaign 95: of an entry given twice, the last won."""
+    target) where a bad option is exit 4. Campaign 95: of an entry given twice, the last won. An empty map was
+    taken for none; a device the target does not have, which the user named, was exit 3."""
     res = replay(sample("peer_ring-2xgfx942"), "--emulate", "gfx942,gfx942", "--gpu-map", mapping)
     assert res.returncode == 4 and res.stderr.strip() == f"replay: error: {message}", res.stderr
 
