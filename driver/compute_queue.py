@@ -130,15 +130,19 @@ class ComputeQueue(RingQueue):
 
     def signal(self, sem: Semaphore, value: int) -> ComputeQueue:
         """GPU signal of a timeline semaphore: each of its words in one 64-bit end-of-pipe write (RELEASE_MEM),
-        the last one followed by the interrupt that wakes CPU waiters on the semaphore's KFD event (int_ctxid,
-        as the SDMA queue's TRAP)."""
-        words = sem.words(value)
-        packets = []
+        the last one raising the interrupt that wakes CPU waiters on the semaphore's KFD event (int_ctxid). The
+        event's mailbox is written first, with the event id: the kernel sets an event from an interrupt only when
+        its mailbox was written (kfd_events.c). (tinygrad's AMDComputeQueue.signal writes it after the value, with
+        the interrupt; before it, the signal stays the stream's last write, which is where a capture sees work
+        complete.)"""
+        words, interrupt = sem.words(value), sem.event_id is not None
+        packets = [self._build("RELEASE_MEM", data_sel=DataSel.DATA32, addr=self.device.system.event_mailbox(
+            sem.event_id), data=sem.event_id, int_sel=IntSel.NONE, int_ctxid=0)] if interrupt else []
         for i, (addr, v) in enumerate(words):
-            interrupt = i == len(words) - 1 and sem.event_id is not None
+            raises = interrupt and i == len(words) - 1
             packets.append(self._build("RELEASE_MEM", data_sel=DataSel.DATA64, addr=addr, data=v,
-                                       int_sel=IntSel.INTERRUPT_AFTER_WRITE_CONFIRM if interrupt else IntSel.NONE,
-                                       int_ctxid=sem.event_id if interrupt else 0))
+                                       int_sel=IntSel.INTERRUPT_AFTER_WRITE_CONFIRM if raises else IntSel.NONE,
+                                       int_ctxid=sem.event_id if raises else 0))
         return self._on_xcc0(*packets)
 
     def dispatch(self, kernel: LoadedKernel, grid: Sequence[int] | int, block: Sequence[int] | int,

@@ -109,7 +109,7 @@ class RingQueue:
         self._rung = 0
         self._pending = _Pending()
         self._lock = threading.RLock()  # held while writing the ring and ringing the doorbell
-        self._done: Semaphore | None = None
+        self._done: Semaphore | None = None  # what sync() waits on
         self._serial = 0
         # buffers submitted packets use (kernargs, ...): (write pointer after their submission, buffer), freed
         # once the engine has read past it
@@ -128,7 +128,9 @@ class RingQueue:
         self.queue_id = out.queue_id
         dev.sys.annotate("queue", queue_id=self.queue_id, name=self.label)
         self.doorbell = dev.doorbell_page() + (out.doorbell_offset & 0x1FFF)
-        self._done = dev.system.semaphore(name=f"{self.label}.done")
+        # its KFD event comes with the first sync(): a queue nobody syncs (a replay's) takes none of the process's
+        # 4095, whose ids a replay gives out as the recording did
+        self._done = dev.system.semaphore(name=f"{self.label}.done", event=False)
         dev.track(self)
 
     @property
@@ -336,6 +338,8 @@ class RingQueue:
     def sync(self, timeout: float = 10.0) -> None:
         """Submit this thread's packets and wait until the engine has executed everything submitted so far."""
         with self._lock:  # serials reach the ring in the order they are taken (submit re-enters the lock)
+            if self._done.event_id is None:
+                self._done.event_id = self.device.system.create_signal_event()
             self._serial += 1
             serial = self._serial
             self.signal(self._done, serial).submit()

@@ -89,7 +89,10 @@ class SdmaQueue(RingQueue):
         return self.packet("TIMESTAMP_GET_GLOBAL", addr=self._va(dst, offset, 8))
 
     def trap(self, event_id: int) -> SdmaQueue:
-        return self.packet("TRAP", int_context=event_id)
+        """Set KFD signal event `event_id` from the GPU: its mailbox written, then the TRAP interrupt carrying
+        its id (the kernel sets an event from an interrupt only when its slot in the event page no longer reads
+        unsignaled: kfd_events.c; ROCR's BlitSdma writes the mailbox with a FENCE before its TRAP too)."""
+        return self.fence(self.device.system.event_mailbox(event_id), event_id).packet("TRAP", int_context=event_id)
 
     def signal(self, sem: Semaphore, value: int) -> SdmaQueue:
         """GPU signal of a timeline semaphore: each of its words low dword, then high dword, then wake CPU

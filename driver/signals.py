@@ -133,7 +133,8 @@ class Semaphore:
 
 
 class Event:
-    """A KFD signal event: set by the CPU (SET_EVENT) or by a GPU TRAP carrying its id."""
+    """A KFD signal event: set by the CPU (SET_EVENT), or by a GPU that writes its mailbox and then raises an
+    interrupt carrying its id (SdmaQueue.trap)."""
 
     def __init__(self, system: System, auto_reset: bool = True):
         self.system = system

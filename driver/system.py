@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.backend import open_syscalls
-from kfdtrace.driver.errors import DeviceError, GpuFault
+from kfdtrace.driver.errors import AddressInUse, DeviceError, GpuFault
 from kfdtrace.driver.families import Target, target_by_version
 from kfdtrace.driver.kfd import Kfd
 from kfdtrace.driver.memory import Buffer, allocate
@@ -177,17 +177,19 @@ class System:
     """Every GPU the KFD topology lists that ROCR_VISIBLE_DEVICES and HIP_VISIBLE_DEVICES leave visible
     (driver/visible.py), in their order, opened through one syscall backend."""
 
-    def __init__(self, syscalls: Syscalls):
+    def __init__(self, syscalls: Syscalls, event_page_va: int | None = None):
+        """`event_page_va`: where to put the event page if that address is free (a replay puts it where the
+        recording had it, so that recorded mailbox addresses stay)."""
         self.sys = syscalls
         self.kfd = Kfd(syscalls)
         self.devices: list[Device] = []
         try:
-            self._open()
+            self._open(event_page_va)
         except BaseException:
             self.close()
             raise
 
-    def _open(self) -> None:
+    def _open(self, event_page_va: int | None) -> None:
         version = self.kfd.ioctl("GET_VERSION")
         if version.major_version != K.KFD_IOCTL_MAJOR_VERSION:
             raise DeviceError(f"{KFD_DEVICE} speaks KFD interface {version.major_version}."
@@ -207,13 +209,13 @@ class System:
         self._sem_lock = threading.Lock()  # guards the semaphore pool and its free list
         self._sem_pool: Buffer | None = None
         self._sem_free: list[int] = []
-        self._event_lock = threading.Lock()  # the event page goes with exactly one CREATE_EVENT
-        self.event_page_handle = 0
-        self._event_page = self.devices[0].alloc(K.KFD_EVENT_PAGE_SIZE, "gtt", uncached=True, name="event page",
-                                                 role="event page")
-        self.event_page_handle = self._event_page.handle
+        self._event_page = self._alloc_event_page(event_page_va)
+        # The first CREATE_EVENT hands the kernel the event page, whatever the event's type
+        # (kfd_ioctl_create_event): here, at open, in one thread; from then on the page is the process's signal BO,
+        # which FREE refuses (EPERM, kfd_ioctl_free_memory_of_gpu) and the kernel releases with the process
         self._memory_event = self.kfd.ioctl("CREATE_EVENT", event_type=K.EventType.MEMORY, auto_reset=1,
-                                            node_id=0, event_page_offset=0).event_id
+                                            node_id=0, event_page_offset=self._event_page.handle).event_id
+        self.devices[0].untrack(self._event_page)
         self._hw_event = self.kfd.ioctl("CREATE_EVENT", event_type=K.EventType.HW_EXCEPTION, auto_reset=1,
                                         node_id=0, event_page_offset=0).event_id
 
@@ -234,8 +236,9 @@ class System:
         return self.sys.name
 
     # -- signals ------------------------------------------------------------------------------------
-    def semaphore(self, name: str | None = None) -> Semaphore:
-        """A new 64-bit timeline semaphore at 0, visible to every GPU."""
+    def semaphore(self, name: str | None = None, event: bool = True) -> Semaphore:
+        """A new 64-bit timeline semaphore at 0, visible to every GPU; with a KFD event to wake CPU waiters
+        unless `event` is False (then `event_id` is None until one is given it)."""
         with self._sem_lock:
             if not self._sem_free:
                 if self._sem_pool is not None:
@@ -244,7 +247,7 @@ class System:
                                                        map_to=tuple(self.devices[1:]), role="semaphores")
                 self._sem_free = list(range(SEMAPHORE_POOL - SLOT, -SLOT, -SLOT))
             pool, offset = self._sem_pool, self._sem_free.pop()
-        return Semaphore(self, pool, offset, self.create_signal_event(), name, pooled=True)
+        return Semaphore(self, pool, offset, self.create_signal_event() if event else None, name, pooled=True)
 
     def release_semaphore(self, sem: Semaphore) -> None:
         """Give a pool semaphore's slot and event back, once."""
@@ -260,25 +263,25 @@ class System:
         return Event(self, auto_reset)
 
     def create_event_id(self, auto_reset: bool = True) -> int:
-        """CREATE_EVENT of a signal event; the first one hands the kernel the event page."""
-        with self._event_lock:
-            out = self.kfd.ioctl("CREATE_EVENT", event_type=K.EventType.SIGNAL, auto_reset=int(auto_reset),
-                                 node_id=0, event_page_offset=self.event_page_handle)
-            if self.event_page_handle:  # the kernel takes the page once, with the first signal event; from then
-                # on it is the process's signal BO, which FREE refuses (EPERM, kfd_ioctl_free_memory_of_gpu)
-                # and the kernel releases with the process: close() leaves it alone
-                self.devices[0].untrack(self._event_page)
-            self.event_page_handle = 0
-        return out.event_id
+        """CREATE_EVENT of a signal event."""
+        return self.kfd.ioctl("CREATE_EVENT", event_type=K.EventType.SIGNAL, auto_reset=int(auto_reset),
+                              node_id=0, event_page_offset=0).event_id
+
+    def _alloc_event_page(self, va: int | None) -> Buffer:
+        options = dict(uncached=True, name="event page", map_to=tuple(self.devices[1:]), role="event page")
+        if va is not None:
+            with contextlib.suppress(AddressInUse, ValueError):  # taken here, or no page address: anywhere else
+                return self.devices[0].alloc(K.KFD_EVENT_PAGE_SIZE, "gtt", va=va, **options)
+        return self.devices[0].alloc(K.KFD_EVENT_PAGE_SIZE, "gtt", **options)
 
     def event_mailbox(self, event_id: int) -> int:
         """GPU address of a signal event's mailbox, its 8-byte slot in the event page (kfd_events.c: a signal
-        event's slot index is its id), which is mapped on every GPU for it."""
-        self._event_page.map_to(*self.devices[1:])
+        event's slot index is its id), which every GPU maps."""
         return self._event_page.addr(8 * event_id, 8)
 
     def create_signal_event(self) -> int | None:
-        """A KFD signal event for a semaphore's wake-ups; None when the process has used all 4096."""
+        """A KFD signal event for a semaphore's wake-ups; None when the process has used all 4095 (slot 0 is the
+        kernel's)."""
         try:
             return self.create_event_id()
         except DeviceError:

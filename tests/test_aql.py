@@ -13,6 +13,7 @@ import pytest
 
 from kfdtrace.driver import DeviceError, GpuFault
 from kfdtrace.driver import aql_queue as aq
+from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.aql import (
     AQL,
     AmdQueue,
@@ -331,8 +332,8 @@ def test_a_completion_signal_wakes_a_cpu_wait_through_its_event(system, monkeypa
     threading.Timer(0.05, gate.signal, args=(1,)).start()
     done.wait(0, timeout=60)
     assert woken and all(ok for _, ok in woken) and {eid for eid, _ in woken} == {done.event_id}
-    mailbox = ctypes.c_uint32.from_address(system.event_mailbox(done.event_id)).value
-    assert mailbox == done.event_id  # the processor stored the event id in the signal's mailbox
+    mailbox = ctypes.c_uint64.from_address(system.event_mailbox(done.event_id)).value
+    assert mailbox == K.UNSIGNALED_EVENT_SLOT  # the kernel found the id the processor stored, and acknowledged it
 
 
 # -- PM4 indirect buffers and ordering with SDMA --------------------------------------------------------

@@ -181,11 +181,12 @@ def test_signal_wakes_a_cpu_wait_through_the_kfd_event(system, monkeypatch):
     # first and the value was read) it is still set
     assert (sem.event_id, True) in fired or real(system, [sem.event_id], 0)
     ev = system.event()
+    mailbox = dict(addr=system.event_mailbox(ev.id), data_sel=DataSel.DATA32, data=ev.id, int_ctxid=ev.id)
     for quiet in (IntSel.NONE, IntSel.DATA_AFTER_WRITE_CONFIRM):  # no interrupt, whatever int_ctxid holds
-        q.packet("RELEASE_MEM", int_sel=quiet, int_ctxid=ev.id).sync()
+        q.packet("RELEASE_MEM", int_sel=quiet, **mailbox).sync()
     assert not system.wait_events([ev.id], 0)
-    q.packet("RELEASE_MEM", int_sel=IntSel.INTERRUPT, int_ctxid=ev.id).submit()
-    ev.wait(timeout=5)  # an interrupt alone: no memory to poll
+    q.packet("RELEASE_MEM", int_sel=IntSel.INTERRUPT, **mailbox).submit()
+    ev.wait(timeout=5)  # the mailbox and the interrupt: no memory to poll
 
 
 def test_sdma_and_compute_order_each_other_both_ways(system):

@@ -147,7 +147,7 @@ class AqlProcessor(CommandProcessor):
             self.machine.memory_changed()
             if mailbox:
                 self._write(mailbox, struct.pack("<I", event_id))
-                self.machine.trap(event_id)
+                self.machine.interrupt(event_id)
         self._write(self._slot_va(), _INVALID)
         self._set_rptr(self.rptr + PACKET_SIZE)
 

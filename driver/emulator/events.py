@@ -1,12 +1,34 @@
-"""Emulated KFD events: signal events (woken by SDMA TRAP or SET_EVENT) and exception events (VM faults)."""
+"""Emulated KFD events: signal events (set by SET_EVENT, or by an interrupt whose event's mailbox the GPU wrote
+first) and exception events (VM faults).
+
+A signal event's mailbox is its 8-byte slot in the event page, which reads UNSIGNALED_EVENT_SLOT until a GPU
+writes it. An interrupt (SDMA TRAP, a CP end-of-pipe interrupt) carries an event id, which the kernel trusts only if
+that event's slot was written: it sets the event whose slot holds something else, and writes the slot back to
+UNSIGNALED (acknowledges it); when the id finds none, it sets every event whose slot was written. An interrupt
+whose event's mailbox nobody wrote sets nothing (kfd_events.c kfd_signal_event_interrupt,
+lookup_signaled_event_by_partial_id, set_event_from_interrupt; those sources carry 28 and 32 bits of the id,
+enough for every signal event's, so the kernel's search among partial ids does not arise).
+"""
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import time
 from dataclasses import dataclass
 
-from kfdtrace.driver.kfd_ioctl import KFD_FIRST_NONSIGNAL_EVENT_ID, KFD_SIGNAL_EVENT_LIMIT
+from kfdtrace.driver.kfd_ioctl import (
+    KFD_FIRST_NONSIGNAL_EVENT_ID,
+    KFD_SIGNAL_EVENT_LIMIT,
+    UNSIGNALED_EVENT_SLOT,
+    EventType,
+)
+
+Slots = ctypes.c_uint64 * KFD_SIGNAL_EVENT_LIMIT
+# Slots of a process whose kernel allocated the event page (no page BO given): until user mode maps it, only
+# the first 256 (kfd_events.c allocate_event_notification_slot: "Oldest user mode expects 256 event slots").
+FIRST_MAPPED_SLOTS = 256
+GPU_SIGNALED = frozenset({EventType.SIGNAL, EventType.DEBUG_EVENT})  # event_can_be_gpu_signaled
 
 
 @dataclass(eq=False)
@@ -27,18 +49,48 @@ class EventTable:
         self._events: dict[int, EventState] = {}
         self._cond = threading.Condition()
         self._next_nonsignal = KFD_FIRST_NONSIGNAL_EVENT_ID
+        self._slots = Slots()  # the kernel's own event page, until a page BO is given (use_page)
+        ctypes.memset(self._slots, 0xFF, ctypes.sizeof(Slots))
+        self.mapped_slots = FIRST_MAPPED_SLOTS
+        self.has_page = False  # the kernel makes its page with the first signal event, unless given one
+
+    def use_page(self, host: int, size: int) -> None:
+        """Keep the slots in the event page BO whose bytes are at `host` (the kernel sets them all unsignaled:
+        kfd_event_page_set)."""
+        with self._cond:
+            ctypes.memset(host, 0xFF, ctypes.sizeof(Slots))
+            self._slots, self.mapped_slots, self.has_page = Slots.from_address(host), size // 8, True
 
     def create(self, type_: int, auto_reset: bool, is_signal: bool) -> EventState | None:
+        """A new event; None when every signal slot is taken. Signal event ids are slot indexes from 1 up: the
+        kernel keeps id 0 to ignore interrupts without a context id (kfd_event_init_process)."""
         with self._cond:
             if is_signal:
-                free = next((i for i in range(KFD_SIGNAL_EVENT_LIMIT) if i not in self._events), None)
-                if free is None:
+                limit = min(self.mapped_slots, KFD_SIGNAL_EVENT_LIMIT)
+                eid = next((i for i in range(1, limit) if i not in self._events), None)
+                if eid is None:
                     return None
-                eid = free
+                self._slots[eid] = UNSIGNALED_EVENT_SLOT
+                self.has_page = True
             else:
                 eid, self._next_nonsignal = self._next_nonsignal, self._next_nonsignal + 1
             ev = self._events[eid] = EventState(eid, type_, auto_reset)
             return ev
+
+    def interrupt(self, event_id: int) -> None:
+        """An interrupt carrying an event id (see the module docstring)."""
+        with self._cond:
+            slots = self._slots
+            hit = self._events.get(event_id) if event_id < KFD_SIGNAL_EVENT_LIMIT and \
+                slots[event_id] != UNSIGNALED_EVENT_SLOT else None
+            fired = [hit] if hit is not None else [ev for i, ev in self._events.items()
+                                                   if i < KFD_SIGNAL_EVENT_LIMIT and slots[i] != UNSIGNALED_EVENT_SLOT]
+            for ev in fired:
+                if ev.type in GPU_SIGNALED:
+                    slots[ev.id] = UNSIGNALED_EVENT_SLOT
+                    ev.signaled = True
+            if fired:
+                self._cond.notify_all()
 
     def destroy(self, eid: int) -> bool:
         with self._cond:

@@ -241,9 +241,9 @@ class EmulatedMachine:
     def gpu_clock(self) -> int:
         return (time.monotonic_ns() - self._t0) * GPU_CLOCK_HZ // 1_000_000_000
 
-    def trap(self, int_context: int) -> None:
-        """An SDMA TRAP: the kernel signals the event whose id the interrupt context carries."""
-        self.events.set(int_context & 0x0FFFFFFF)
+    def interrupt(self, event_id: int) -> None:
+        """An SDMA TRAP or a CP end-of-pipe interrupt whose context carries a KFD event id (EventTable.interrupt)."""
+        self.events.interrupt(event_id)
 
     def report_vm_fault(self, fault: VmFault) -> None:
         self.events.signal_type(K.EventType.MEMORY, (fault.gpu_id, fault.va))
@@ -712,18 +712,20 @@ class EmulatedMachine:
 
     def ioctl_create_event(self, a) -> None:
         is_signal = a.event_type in (K.EventType.SIGNAL, K.EventType.DEBUG_EVENT)
-        if is_signal and a.event_page_offset:
+        if a.event_page_offset:  # whatever the event's type (kfd_ioctl_create_event)
             _check(self._event_page is None, errno.EINVAL, "the event page is already set")
             page = self.bo(a.event_page_offset)
             _check(page.size >= K.KFD_SIGNAL_EVENT_LIMIT * 8, errno.EINVAL, "event page is too small")
             self._event_page = page.handle
+            self.events.use_page(page.host, page.size)
         ev = self.events.create(a.event_type, bool(a.auto_reset), is_signal)
-        _check(ev is not None, errno.ENOSPC, "4096 signal events exist")
+        _check(ev is not None, errno.ENOSPC, f"all {self.events.mapped_slots - 1} signal event slots are taken")
         a.event_id = ev.id
         a.event_trigger_data = ev.id
-        if is_signal:
+        a.event_page_offset = 0
+        if is_signal:  # the offset to mmap the page at, given page or not (kfd_event_create)
             a.event_slot_index = ev.id
-            a.event_page_offset = K.mmap_offset(K.MmapType.EVENTS) if self._event_page is None else 0
+            a.event_page_offset = K.mmap_offset(K.MmapType.EVENTS)
 
     def ioctl_destroy_event(self, a) -> None:
         _check(self.events.destroy(a.event_id), errno.EINVAL, f"no event {a.event_id}")
@@ -831,6 +833,11 @@ class EmulatedSyscalls(QuietAnnotations):
             base = self._anon(addr, length, prot, flags)
             gpu.doorbell_maps.append(base)
             return base
+        if kind == K.MmapType.EVENTS:  # kfd_event_mmap: the page must exist; its mapped size bounds the slots
+            if length > K.KFD_EVENT_PAGE_SIZE or not m.events.has_page:
+                raise OSError(errno.EINVAL, f"event page mmap of {length:#x} bytes"
+                              + ("" if m.events.has_page else ": no signal event made the page yet"))
+            m.events.mapped_slots = length // 8
         if kind in (K.MmapType.EVENTS, K.MmapType.MMIO):
             return self._anon(addr, length, prot, flags)
         raise OSError(errno.EINVAL, f"mmap offset {offset:#x} on /dev/kfd")

@@ -368,7 +368,7 @@ class RingEngine:
         """The interrupt whose context carries a KFD event id (the packet's `event` tag), if the packet raises one."""
         event = p.defn.event_of(p.fields)
         if event is not None:
-            self.machine.trap(event)
+            self.machine.interrupt(event)
 
     def _read32(self, va: int) -> int:
         """The dword at GPU address va."""
