@@ -10,10 +10,12 @@ to know about one queue. It advances only on evidence:
   CPU store of such a value may be what the wait saw; so may each of two queues' signals, unless one of them
   can only land after the sighting (`later`: it sits behind a GPU wait for a value nobody gave yet, or behind
   one that only the waiting queue's own later work satisfies);
-* a CPU wait on a KFD event returned: a TRAP carrying that event ran; when only one queue has such TRAPs
-  pending, its earliest is complete -- unless the event may have been set otherwise: by a TRAP already known
-  complete, or by the CPU, whose setting no wait has taken since (an auto-reset event's wait takes it; a
-  manual-reset event stays set until the CPU resets it);
+* a CPU wait on a KFD event returned: a GPU wrote that event's mailbox, its slot in the event page (the kernel
+  sets an event from an interrupt only then, whatever interrupt came next: kfd_events.c, not necessarily
+  the TRAP that follows the write); when only one queue has such writes pending, its earliest is complete --
+  unless the event may have been set otherwise: after a write already known complete, or by the CPU, whose
+  setting no wait has taken since (an auto-reset event's wait takes it; a manual-reset event stays set until
+  the CPU resets it);
 * a queue complete past one of its own GPU waits had that wait satisfied: the same rule as a CPU wait, in
   turn, where the queue's own signals after the wait cannot be what it saw (this is how completion flows
   along semaphore chains);
@@ -38,7 +40,7 @@ _most = itemgetter(3)  # of a held signal: the highest value of it and the signa
 
 @dataclass(eq=False)
 class QueueProgress:
-    """One queue's stream: how far it is known complete, and its GPU waits and TRAPs beyond that."""
+    """One queue's stream: how far it is known complete, and its GPU waits and event mailbox writes beyond that."""
 
     name: str
     done: int = 0
@@ -47,7 +49,7 @@ class QueueProgress:
     stopped: int | None = None  # destroyed: the position it had run to (its read pointer), when known
     stood: bool = False  # destroyed standing at a packet that waits on memory: nothing after `stopped` ran
     waits: deque[tuple[int, int, int]] = field(default_factory=deque)  # (end position, address, value)
-    traps: deque[tuple[int, int]] = field(default_factory=deque)  # (end position, event id)
+    mailboxes: deque[tuple[int, int]] = field(default_factory=deque)  # (end position, event id) of mailbox writes
 
     def complete(self, position: int) -> bool:
         return self.done >= position
@@ -126,7 +128,7 @@ class Completion:
         return passed
 
     def submitted(self, queue: QueueProgress, signals: list[Signal], waits: list[Wait],
-                  traps: list[tuple[int, int]]) -> None:
+                  mailboxes: list[tuple[int, int]]) -> None:
         """The completion facts of one submission, in stream order."""
         by_addr = self._signals
         for pos, addr, value in signals:
@@ -147,8 +149,8 @@ class Completion:
             self._armed.pop(addr, None)  # a GPU store: how far the value counted down is not known
         if waits:
             queue.waits.extend(waits)
-        if traps:
-            queue.traps.extend(traps)
+        if mailboxes:
+            queue.mailboxes.extend(mailboxes)
 
     def stored(self, addr: int, value: int, backwards: bool) -> None:
         """The CPU stored `value` at `addr`. Moving it backwards (a semaphore slot reused) begins a new life: the
@@ -225,20 +227,20 @@ class Completion:
         (self._manual.discard if auto_reset else self._manual.add)(event_id)
 
     def event_set(self, event_id: int) -> None:
-        """The event is set (by the CPU, or by a TRAP known complete): a wait that returns may have seen that."""
+        """The event is set (by the CPU), or may be (its mailbox written): a wait that returns may have seen that."""
         self._set.add(event_id)
 
     def event_reset(self, event_id: int) -> None:
         self._set.discard(event_id)
 
     def event_fired(self, event_id: int, queues: list[QueueProgress]) -> None:
-        """A wait on KFD event `event_id` returned: if nothing known set it, and one queue alone has TRAPs of it
-        pending, the earliest of them ran. An auto-reset event's wait takes what set it."""
+        """A wait on KFD event `event_id` returned: if nothing known set it, and one queue alone has writes of its
+        mailbox pending, the earliest of them ran. An auto-reset event's wait takes what set it."""
         if event_id not in self._set:
-            holders = [q for q in queues if any(e == event_id for _, e in q.traps)]
+            holders = [q for q in queues if any(e == event_id for _, e in q.mailboxes)]
             if len(holders) == 1:
                 queue = holders[0]
-                pos = next(p for p, e in queue.traps if e == event_id)
+                pos = next(p for p, e in queue.mailboxes if e == event_id)
                 self._run(self._advance(queue, pos))
         if event_id not in self._manual:
             self._set.discard(event_id)
@@ -252,6 +254,6 @@ class Completion:
         while queue.waits and queue.waits[0][0] <= pos:
             at, addr, value = queue.waits.popleft()
             passed.append((addr, value, queue, at))
-        while queue.traps and queue.traps[0][0] <= pos:
-            self._set.add(queue.traps.popleft()[1])  # it ran: its event may be set still, for a wait to take
+        while queue.mailboxes and queue.mailboxes[0][0] <= pos:
+            self._set.add(queue.mailboxes.popleft()[1])  # written: its event may be set, for a wait to take
         return passed

@@ -39,7 +39,7 @@ from kfdtrace.capture.completion import Completion, QueueProgress, Wait
 from kfdtrace.capture.dispatches import ANYTHING, Dispatches, Pointers
 from kfdtrace.capture.memory import KERNARGS, MAX_RUNS, MAX_SPANS, MemoryRecorder, Run, TrackedBuffer
 from kfdtrace.capture.ordering import Ordering
-from kfdtrace.capture.submissions import Analyzer, Facts, Plan
+from kfdtrace.capture.submissions import Analyzer, Facts, Plan, Written
 from kfdtrace.capture.trace_file import TraceFile
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.aql import AQL, AmdSignal
@@ -260,6 +260,8 @@ class RecordingSyscalls:
         self.doorbell_pages: dict[int, int] = {}  # CPU address of a doorbell slice -> gpu_id
         self.rung: dict[int, TrackedQueue] = {}  # doorbell address -> its queue, as found by _queue_at
         self.mappings: dict[int, tuple[int, int]] = {}  # CPU address -> (fd, length) of device mappings
+        self.event_page: tuple[int, int] | None = None  # [start, end) of the buffer the kernel took as event page
+        self._page_handles: dict[int, int] = {}  # thread -> the event page handle its CREATE_EVENT hands over
         self.gpus: dict[int, dict] = {}  # gpu_id -> its header entry's dialect names, once its VM is acquired
         self.exposed = False  # some buffer has a raw CPU view: submissions must be looked through
         # addresses GPU waits poll: a store there releases a queue, which may read anything the CPU wrote before
@@ -495,7 +497,7 @@ class RecordingSyscalls:
             self._scan_polled()  # a store through a view that released it, which no CPU wait followed (campaign 108)
             self._learn_pending()
             q.progress.destroyed, q.progress.ended = True, self.learnt
-            for _, event in q.progress.traps:  # they may have run: a later wait may see what they set
+            for _, event in q.progress.mailboxes:  # they may have run: a later wait may see what they set
                 self.completion.event_set(event)
             del self.doorbells[(q.gpu_id, q.doorbell_offset)]
             self.rung.clear()
@@ -525,7 +527,27 @@ class RecordingSyscalls:
                 out.append(q.queue_id)
         return out
 
+    def _mailboxes(self, base: int, written: Written, inner: Facts | None) -> list[tuple[int, int]]:
+        """(position, event id) of the submission's writes into the event page: each sets that event's mailbox."""
+        if self.event_page is None:
+            return []
+        lo, hi = self.event_page
+        slot = K.KFD_EVENT_SLOT_SIZE
+        out = [(base + p, (a - lo) // slot) for p, a, _ in written if lo <= a < hi]
+        if inner is not None:
+            out += [(base + p, (a - lo) // slot) for p, a in inner.called_writes if lo <= a < hi]
+        return sorted(out)
+
+    def _before_create_event(self, a) -> None:
+        """A CREATE_EVENT with a buffer's handle in event_page_offset hands the kernel that buffer as the event
+        page (kfd_ioctl_create_event; what the call gives back there is no handle)."""
+        if a.event_page_offset:
+            self._page_handles[threading.get_ident()] = a.event_page_offset
+
     def _after_create_event(self, a) -> None:
+        page = self.buffers.get(self._page_handles.pop(threading.get_ident(), 0))
+        if page is not None and self.event_page is None:
+            self.event_page = (page.va, page.va + page.size)
         self.completion.event_created(a.event_id, bool(a.auto_reset))
         self.rec.record(R.EVENT, event=a.event_id, type=a.event_type, auto_reset=bool(a.auto_reset))
 
@@ -700,7 +722,7 @@ class RecordingSyscalls:
                dispatched: Pointers | None, packets: list[Packet] | None) -> None:
         """What one submission does (its `packets` decoded when its plan dispatches or completes AQL signals)."""
         progress = q.progress
-        signals, waits, traps, written, referenced, read = plan.facts(ring, base)
+        signals, waits, written, referenced, read = plan.facts(ring, base)
         # a kernel reads what it can name: through its pointer arguments, and through addresses passed by value or
         # kept in memory; an indirect buffer's dispatches are not followed (their kernels take anything)
         if inner is not None and inner.dispatching:
@@ -710,7 +732,6 @@ class RecordingSyscalls:
             read = (*read, *inner.read)
             signals += [(base + p, a, v) for p, a, v in inner.signals]
             waits += [(base + p, a, v) for p, a, v in inner.waits]
-            traps += [(base + p, e) for p, e in inner.traps]
             referenced = (*referenced, *inner.referenced)
         if self.exposed or self.rec.tracking == "scan":  # what the CPU wrote that the submission reads, before it;
             # everything, when it signals a word a GPU wait polls: the queue it releases may read anything
@@ -813,7 +834,7 @@ class RecordingSyscalls:
                 if not out.sources or out.sources[-1][1] is not run:
                     out.sources.append((buf, run))
                     del out.sources[:-MAX_RUNS]
-        self.completion.submitted(progress, signals, waits, traps)
+        self.completion.submitted(progress, signals, waits, self._mailboxes(base, written, inner))
         self.ordering.submitted(progress, signals + decrements, waits, frozenset(partial))
 
     def _pointee(self, addr: int) -> TrackedBuffer | None:

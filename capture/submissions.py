@@ -1,5 +1,5 @@
 """What a submission's packets do, read from the packet tables' tags: the addresses they write, the ones they
-point at, and their completion facts (signals, GPU waits, TRAPs), positioned in the queue's stream.
+point at, and their completion facts (signals, GPU waits), positioned in the queue's stream.
 
 A workload submits the same kinds of packets over and over, with new values and often new addresses. A
 submission's *shape* is the dwords that make its packets: their headers and the fields that decide which of
@@ -45,7 +45,9 @@ class Facts:
     referenced: list[int] = field(default_factory=list)  # every address a packet points at
     signals: list[Signal] = field(default_factory=list)
     waits: list[Wait] = field(default_factory=list)
-    traps: list[tuple[int, int]] = field(default_factory=list)  # (position, event id)
+    # (where the packet calling an indirect buffer starts, an address the buffer's packets write): a write seen
+    # done shows the queue complete up to the call, not through it
+    called_writes: list[tuple[int, int]] = field(default_factory=list)
     dispatching: bool = False  # they launch kernels (or set up a launch), which may take any buffer they can name
 
 
@@ -114,8 +116,7 @@ class Plan:
                                for d in packets)
         self.completing = any(d.completion for d in packets)  # it decrements an AQL signal on completion
 
-    def facts(self, ring: bytes, base: int) -> tuple[list[Signal], list[Wait], list[tuple[int, int]], Written,
-                                                     tuple[int, ...], Read]:
+    def facts(self, ring: bytes, base: int) -> tuple[list[Signal], list[Wait], Written, tuple[int, ...], Read]:
         return self.compute(self.values.unpack_from(ring), base)
 
     def steps(self, ring: bytes) -> tuple[Step, ...]:
@@ -142,7 +143,6 @@ class _Builder:
         self.referenced: list[str] = []
         self.signals: list[tuple[int, str, str]] = []  # (position, address local, value expression)
         self.waits: list[tuple[int, str, str, str]] = []  # (position, address local, reference, whether >=)
-        self.traps: list[str] = []
         self.steps: list[str] = []  # Plan.steps
 
     def value(self, p: Packet, name: str, limit: int = 64) -> str:
@@ -189,12 +189,6 @@ class _Builder:
                                (pos, a, f"({self.value(p, ref)}) & {FULL_MASK:#x}", ok)]
             else:
                 self.waits.append((pos, a, self.value(p, ref, 32), ok))
-        if d.event_field is not None:
-            trap = f"(base + {pos}, {self.value(p, d.event_field)})"
-            if d.event_when is not None:  # raised only under some values of another field
-                field, values = d.event_when
-                trap = f"*(({trap},) if ({self.value(p, field)}) in {tuple(sorted(values))!r} else ())"
-            self.traps.append(trap)
         self._step(p, pos)
 
     def _step(self, p: Packet, pos: int) -> None:
@@ -245,7 +239,7 @@ class _Builder:
         """The plan of a submission of `dwords` dwords holding the packets added."""
         source, values = _unpacking(
             f"def compute(v, base):\n{''.join(self.binds)}"
-            f"    return ({self._signals()}, {self._waits()}, [{', '.join(self.traps)}], "
+            f"    return ({self._signals()}, {self._waits()}, "
             f"({''.join(w + ', ' for w in self.written)}), ({''.join(a + ', ' for a in self.referenced)}), "
             f"({''.join(r + ', ' for r in self.read)}))\n", dwords)
         code = _CODE.get(source)
@@ -304,8 +298,9 @@ class Analyzer:
     def _indirect(self, dialect: Dialect, p: Packet, start: int, pos: int, out: Facts, read: ReadMemory,
                   depth: int) -> None:
         """Add the facts of the indirect buffer `p` points at: its accesses and waits at `pos` (where the packet
-        that called it from the ring ends), its signals and TRAPs at `start` (where that packet starts): seeing
-        one shows the queue complete up to the call, not through it (the IB's later packets may still run)."""
+        that called it from the ring ends), its signals and writes also at `start` (where that packet starts):
+        seeing one shows the queue complete up to the call, not through it (the IB's later packets may still
+        run)."""
         addr_field, size_field = p.defn.indirect
         base = p.addresses().get(addr_field)
         data = read(base, p.fields[size_field] * 4) if base else None
@@ -318,13 +313,13 @@ class Analyzer:
                 self._indirect(dialect, q, start, pos, out, read, depth + 1)
         plan = builder.plan(len(data) // 4)
         out.dispatching |= plan.dispatching
-        signals, waits, traps, written, referenced, read = plan.facts(data, 0)
+        signals, waits, written, referenced, read = plan.facts(data, 0)
         out.written += ((pos, a, n) for _, a, n in written)
+        out.called_writes += ((start, a) for _, a, _ in written)
         out.read += ((pos, a, n) for _, a, n in read)
         out.referenced += referenced
         out.signals += ((start, a, v) for _, a, v in signals)
         out.waits += ((pos, a, v) for _, a, v in waits)
-        out.traps += ((start, e) for _, e in traps)
 
     def _remember(self, dialect: Dialect, ring: bytes, packets: list[Packet], plan: Plan) -> None:
         if len(self._plans) >= MAX_PLANS:
