@@ -52,7 +52,7 @@ from kfdtrace.replay.status import (  # noqa: F401 (the engine's API names them)
 )
 from kfdtrace.replay.translate import OutsideBuffers, Relocation, ReplayError, TranslationCache, Translator, Write
 from kfdtrace.traces import records as R
-from kfdtrace.traces.contents import SIGNAL
+from kfdtrace.traces.contents import EVENT_PAGE, SIGNAL
 from kfdtrace.traces.format import Record, TraceError, TraceReader
 from kfdtrace.traces.walk import indirect_dialect
 
@@ -62,7 +62,7 @@ if TYPE_CHECKING:  # kernargs (and numpy) load with the first dispatch
     from kfdtrace.driver.kernargs import Kernargs, Launch
     from kfdtrace.driver.program import LoadedKernel, Program
 
-INTERNAL_ROLES = frozenset({"ring", "queue pointers", "event page"})  # the replayer's own queues have theirs
+INTERNAL_ROLES = frozenset({"ring", "queue pointers", EVENT_PAGE})  # the replayer's own queues have theirs
 # Where a domain's bytes live on the target (doorbell and MMIO pages are the device's, and not replayed).
 POOLS = {"vram": "VRAM", "gtt": "host", "userptr": "host"}
 FOLLOWED_BYTES = 64 << 20  # the largest buffer of another role than kernargs whose CPU writes the survey follows
@@ -437,9 +437,9 @@ class _Surveyor:
         pool = POOLS.get(f["domain"])
         if pool is None:
             return
-        if role not in INTERNAL_ROLES and role != CODE:  # as the replay's own relocation: the translations it
-            self.relocation.add(f["va"], f["size"], f["va"])  # makes are shared (a code object's: _on_code_object)
-            self.placed.add(f["va"])
+        if role not in INTERNAL_ROLES and role != CODE or role == EVENT_PAGE:  # as the replay's own relocation:
+            self.relocation.add(f["va"], f["size"], f["va"])  # the translations it makes are shared (a code
+            self.placed.add(f["va"])  # object's: _on_code_object; the event page's slots: Instance._on_event)
         if role == "kernargs":
             self.kernarg_buffers.add(f["va"], f["size"], None)
         if role not in INTERNAL_ROLES:
@@ -552,7 +552,6 @@ class _Surveyor:
             self.units[f["queue"]] = f["ring_size"]  # the replay's queue has a ring of this size too
         self.wptrs[f["queue"]] = (f["type"], 0)  # the stream position its packets start at
         self._add(HOST, f["ring_size"] + PAGE)  # the replayer's own ring and pointers, in GTT
-        self._add(EVENTS, 1)  # and its queue's semaphore's event
         if slots is not None:
             self._add(slots, 1)
 
@@ -860,7 +859,6 @@ class _Surveyor:
         self.use[HOST] -= self.ib_copies.pop(r.fields["queue"], 0)
         ring, slots = self.rings.pop(r.fields["queue"])
         self.use[HOST] -= ring
-        self.use[EVENTS] -= 1
         if slots is not None:
             self.use[slots] -= 1
 
@@ -1044,7 +1042,7 @@ def check_resources(s: Survey, system: System, instances: int, max_memory: int) 
     queue and instance included) exceeds a target GPU's free VRAM or SDMA queue slots, `max_memory` bytes of
     host memory (its GTT and userptr buffers, whole: a fill can touch all of one) or the KFD's signal events."""
     times = f" (x{instances} instances)" if instances > 1 else ""
-    have = {HOST: max_memory, EVENTS: K.KFD_SIGNAL_EVENT_LIMIT}
+    have = {HOST: max_memory, EVENTS: K.KFD_SIGNAL_EVENT_LIMIT - 1}  # slot 0 is the kernel's
     short = []
     for pool, peak in sorted(s.peaks.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
         need = (peak + (pool == EVENTS)) * instances  # each instance has an event of its own
@@ -1231,8 +1229,10 @@ class Instance:
         self.stood: tuple[int, tuple[int, ...]] | None = None  # (record, _progress) of the last hold that settled
         self.ib_bytes = 0  # bytes of indirect buffer copies the submission being translated made so far
         self.clocks = False  # some packet wrote a GPU clock: copies may carry it (_copied_clocks)
-        self.wake = system.event()  # what TRAPs of a trace without event records signal
-        self.wake_ids = [self.wake.id]  # the events a CPU wait on memory sleeps on
+        self._wake: Event | None = None  # what interrupts naming events the trace never made signal (`wake`)
+        self.wake_ids: list[int] = []  # the events a CPU wait on memory sleeps on
+        self.event_page: int | None = None  # the recorded event page's address: its slots are events' mailboxes
+        self.mailboxes: set[int] = set()  # recorded event ids whose mailbox the relocation moves to the replay's
         self.halt = threading.Event()  # set: stop at the next record or the next look of a wait (Halted)
         self.result = Result()
         self.sampler = Sampler()
@@ -1373,6 +1373,8 @@ class Instance:
         if role == CODE:
             self.code_gpus[f["va"]] = f["gpu"]
             return
+        if role == EVENT_PAGE:  # with the replay's page where the recording's was (session.open_target), and no
+            self.event_page = f["va"]  # event of the replay's own before the recorded ones, mailboxes stay
         if role in INTERNAL_ROLES or f["domain"] not in POOLS:
             return
         dev = self.devices[f["gpu"]]
@@ -1944,15 +1946,26 @@ class Instance:
             self._own_signal(sem.buffer, sem.offset - AmdSignal.value.offset)
         sem.signal(r.fields["value"])
 
+    @property
+    def wake(self) -> Event:
+        """The instance's own signal event, made when first needed: made up front it would take the id the
+        recording's first event had, whose mailbox then could not stay where it was recorded."""
+        if self._wake is None:
+            self._wake = self.system.event()
+            self.wake_ids.append(self._wake.id)
+        return self._wake
+
     def _own_signal(self, buf: Buffer, offset: int) -> None:
-        """An AQL signal's amd_signal_t, made the replay's: completing it interrupts the instance's own event
-        (the recorded mailbox and event id were the recording process's)."""
+        """An AQL signal's amd_signal_t, made the replay's: completing it interrupts the replay's event of the
+        recorded one, through that event's mailbox (the instance's own event when the trace made none)."""
         if offset < 0:
             return
         signal = AmdSignal.from_address(buf.cpu_addr(offset))
         signal.kind = SignalKind.USER
-        signal.event_mailbox_ptr = self.system.event_mailbox(self.wake.id)
-        signal.event_id = self.wake.id
+        hit = self.events.get(signal.event_id)
+        event = self.wake if hit is None else hit[1]
+        signal.event_mailbox_ptr = self.system.event_mailbox(event.id)
+        signal.event_id = event.id
 
     def _on_signal_wait(self, r: Record) -> None:
         f = r.fields
@@ -2067,7 +2080,11 @@ class Instance:
 
     # -- events -------------------------------------------------------------------------------------
     def _trap_event(self, recorded: int) -> int:
-        """The replay event a recorded TRAP's event id names (the instance's own without event records)."""
+        """The replay event a recorded packet's event id names (the instance's own for an event the trace never
+        made). Id 0 names none (the kernel keeps it: kfd_event_init_process): it stays, as in the packets that
+        raise no interrupt and hold 0 there."""
+        if not recorded:
+            return 0
         hit = self.events.get(recorded)
         return self.wake.id if hit is None else hit[1].id
 
@@ -2085,11 +2102,19 @@ class Instance:
         self._forget_event(f["event"])
         ev = self.system.event(auto_reset=bool(f["auto_reset"]))
         self.events[f["event"]] = (r.n, ev)
+        if self.event_page is not None and 0 < f["event"] < K.KFD_SIGNAL_EVENT_LIMIT:  # the GPU writes the
+            # recorded event's mailbox before interrupting with its id: that write goes to the replay event's
+            slot = K.KFD_EVENT_SLOT_SIZE
+            self.relocation.add(self.event_page + slot * f["event"], slot, self.system.event_mailbox(ev.id))
+            self.mailboxes.add(f["event"])
         if r.n not in self.s.waited:
             self.wake_ids.append(ev.id)  # only TRAPs and CPU waits on memory use it: its signals wake them
 
     def _forget_event(self, recorded: int) -> None:
         hit = self.events.pop(recorded, None)
+        if recorded in self.mailboxes:
+            self.mailboxes.discard(recorded)
+            self.relocation.remove(self.event_page + K.KFD_EVENT_SLOT_SIZE * recorded)
         if hit is not None:
             if hit[1].id in self.wake_ids:
                 self.wake_ids.remove(hit[1].id)
@@ -2316,6 +2341,7 @@ class Instance:
         closers = [rq.queue.destroy for rq in self.queues.values()] + [rb.buffer.free for _, _, rb in self.buffers]
         closers += [ib.free for rq in self.queues.values() for ib in rq.copies()]
         closers += [ev.destroy for _, ev in self.events.values()] + [p.free for p in self.own_programs]
-        for close in [*closers, self.wake.destroy]:  # queues first: they pin their buffers
+        for close in [*closers, *([self._wake.destroy] if self._wake else [])]:  # queues first: they pin their
+            # buffers
             with contextlib.suppress(DeviceError):
                 close()

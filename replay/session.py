@@ -24,6 +24,8 @@ from kfdtrace.replay.engine import (
     recorded_gpus,
     survey,
 )
+from kfdtrace.traces import records as R
+from kfdtrace.traces.contents import EVENT_PAGE
 from kfdtrace.traces.format import TraceReader
 
 MEMINFO = "/proc/meminfo"
@@ -166,7 +168,17 @@ def bad_input() -> Iterator[None]:
 
 def open_target(trace: TraceReader, emulate: str | None, emulate_from: str | None, emulate_recorded: bool) -> System:
     topology = recorded_topology(trace) if emulate_recorded else None
-    return System(open_syscalls(emulate, emulate_from, topology=topology))
+    return System(open_syscalls(emulate, emulate_from, topology=topology), event_page_va=recorded_event_page(trace))
+
+
+def recorded_event_page(trace: TraceReader) -> int | None:
+    """Where the recording's event page was: a System makes it as it opens, before anything is submitted."""
+    for r in trace.records({R.BUFFER, R.DOORBELL}):
+        if r.type == R.DOORBELL:
+            return None
+        if r.fields.get("role") == EVENT_PAGE and type(r.fields.get("va")) is int:
+            return r.fields["va"]
+    return None
 
 
 def recorded_topology(trace: TraceReader) -> Topology:

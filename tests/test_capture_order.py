@@ -19,7 +19,6 @@ from kfdtrace.capture.recorder import RecordingSyscalls
 from kfdtrace.capture.submissions import Analyzer
 from kfdtrace.driver import System
 from kfdtrace.driver.pm4 import DIALECTS as PM4_DIALECTS
-from kfdtrace.driver.pm4 import DataSel, EventIndex, EventType, IntSel
 from kfdtrace.driver.ranges import RangeMap
 from kfdtrace.driver.sdma import DIALECTS, PollFunc
 from kfdtrace.replay.engine import EXIT_OK, Options
@@ -53,11 +52,10 @@ def test_plans_pair_dword_signals_and_waits_into_64_bit_values():
     ends = [p.offset + p.size for p in d.iter_packets(ring)]
     for _ in range(2):  # the second time from the cached plan
         plan, inner = analyzer.analyse(d, ring, lambda a, n: None)
-        signals, waits, traps, written, referenced, _ = plan.facts(ring, 0x1000)
+        signals, waits, written, referenced, _ = plan.facts(ring, 0x1000)
         assert inner is None
         assert waits == [(0x1000 + ends[1], sem, value)]
         assert signals == [(0x1000 + ends[4], sem + 8, value)]
-        assert traps == [(0x1000 + ends[5], 42)]
         assert (ends[2], out + 256, 256) in written  # COPY_LINEAR's count: bytes - 1
         assert {sem, sem + 4, out, out + 256} <= set(referenced)
 
@@ -74,20 +72,6 @@ def test_a_64_bit_wait_tells_the_value_memory_reached_as_a_pair_of_polls_does():
     plan, _ = Analyzer().analyse(d, ring, lambda a, n: None)
     assert plan.facts(ring, 0)[1] == [(end, sem, value)]  # the second compares one bit: it tells nothing
     assert semaphore_facts(list(d.iter_packets(ring)))[1] == [(0, sem, value)]
-
-
-def test_a_release_mem_is_a_trap_only_when_it_raises_the_interrupt():
-    """A RELEASE_MEM with no interrupt (int_sel NONE, or data only) was taken for a TRAP of its int_ctxid, so a CPU
-    wait on that event could be credited to a packet that never set it."""
-    d = PM4_DIALECTS["gfx11"]
-    analyzer = Analyzer()
-    for int_sel in [*IntSel, *IntSel]:  # one shape: the second round from the cached plan, as other int_sels
-        ring = d.build("RELEASE_MEM", event_type=EventType.CACHE_FLUSH_AND_INV_TS_EVENT,
-                       event_index=EventIndex.END_OF_PIPE, data_sel=DataSel.DATA32, int_sel=int_sel, addr=0x10000,
-                       data=1, int_ctxid=7)
-        plan, _ = analyzer.analyse(d, ring, lambda a, n: None)
-        raises = int_sel in (IntSel.INTERRUPT, IntSel.INTERRUPT_AFTER_WRITE_CONFIRM)
-        assert plan.facts(ring, 0)[2] == ([(len(ring), 7)] if raises else []), int_sel
 
 
 @settings(max_examples=60, deadline=None)
@@ -144,7 +128,7 @@ def test_a_plan_finds_the_addresses_decoding_finds(dialect, data):
     packets = list(dialect.iter_packets(ring))
     for _ in range(2):  # the second time from the cached plan
         plan, _ = Analyzer().analyse(dialect, ring, lambda a, n: None)
-        _, _, _, written, referenced, read = plan.facts(ring, 0)
+        _, _, written, referenced, read = plan.facts(ring, 0)
         assert list(referenced) == [a for p in packets for a in p.addresses().values()]
         assert sorted(a for _, a, _ in (*written, *read)) == sorted(referenced)
         assert {a for _, a, _ in written} == {a for p in packets for a in p.written_addresses()}
@@ -162,7 +146,7 @@ def test_a_plan_serves_every_submission_of_its_shape_with_that_submission_s_addr
     first, _ = analyzer.analyse(d, ring(0x7F00_0000_0000), lambda a, n: None)
     plan, _ = analyzer.analyse(d, ring(0x5500_0004_0000), lambda a, n: None)
     assert plan is first  # same packets, new addresses: the shape's plan
-    signals, _, _, written, referenced, _ = plan.facts(ring(0x5500_0004_0000), 0)
+    signals, _, written, referenced, _ = plan.facts(ring(0x5500_0004_0000), 0)
     assert [a for _, a, _ in written] == [0x5500_0004_1000, 0x5500_0004_2000, 0x5500_0004_2004]
     end = len(ring(0))
     assert signals == [(end, 0x5500_0004_2000, 7 << 32)]  # the two dwords paired into one 64-bit value
@@ -207,7 +191,7 @@ def test_a_tail_count_is_part_of_the_shape():
     plans = {cpv: analyzer.analyse(d, ring(cpv), lambda a, n: None)[0] for cpv in (0, 1, 0, 1)}
     assert plans[0] is not plans[1] and len(analyzer._plans) == 2  # both remembered
     for cpv, plan in plans.items():
-        written = plan.facts(ring(cpv), 0)[3]
+        written = plan.facts(ring(cpv), 0)[2]
         assert written == ((28 + 4 * cpv, 0x20000, 64), (44 + 4 * cpv, 0x30000, 4))  # a FENCE writes its dword
 
 
@@ -861,7 +845,7 @@ def test_a_submission_of_padding_alone_has_no_facts():
     ring = d.build("NOP", count=7)  # what a queue rings when only the wrap padding fits before back-pressure
     for _ in range(2):
         plan, inner = Analyzer().analyse(d, ring, lambda a, n: None)
-        assert (plan.facts(ring, 64), inner) == (([], [], [], (), (), ()), None)
+        assert (plan.facts(ring, 64), inner) == (([], [], (), (), ()), None)
 
 
 @settings(max_examples=150, deadline=None)

@@ -181,7 +181,7 @@ def test_more_live_events_than_a_process_can_have_is_refused(tmp_path):
 
     rewrite(sample("ping_pong-gfx1100"), path, events)
     with pytest.raises(ReplayError, match=r"needs 50\d\d KFD signal events at its peak \(x2 instances\), a "
-                                          r"process can have 4096"):
+                                          r"process can have 4095"):
         replay_trace(path, Options(), emulate="gfx1100", concurrent=2)
 
 

@@ -19,10 +19,19 @@ from kfdtrace.traces.walk import BufferInfo, Submission, TraceState, indirect_di
 
 SEMAPHORES = "semaphores"  # the role of the driver's semaphore buffers (driver/system.py)
 SIGNAL = "signal"  # the role of an AQL signal's buffer, an amd_signal_t (driver/aql_queue.py HsaSignal)
+# the role of the KFD event page (driver/system.py): its slots are events' mailboxes, which GPUs write before an
+# interrupt and the kernel writes back (kfd_events.c), never the program's data
+EVENT_PAGE = "event page"
 
 
 def is_semaphores(buf: BufferInfo | None) -> bool:
     return buf is not None and buf.role == SEMAPHORES
+
+
+def is_data(buf: BufferInfo | None) -> bool:
+    """Whether a GPU write leaves the contents of `buf` unknown: not for semaphores (their values are the
+    signals') nor for the event page."""
+    return buf is None or buf.role not in (SEMAPHORES, EVENT_PAGE)
 
 
 @dataclass
@@ -131,7 +140,7 @@ class KnownMemory:
             why = f"submission {sub.number} on {sub.queue.label if sub.queue else 'an unknown queue'} may have " \
                   "written it"
             for va, contents in self.contents.items():
-                if not is_semaphores(self.state.buffer_at(va)):
+                if is_data(self.state.buffer_at(va)):
                     contents.unknown = why
             return
         for p in sub.packets:
@@ -147,12 +156,12 @@ class KnownMemory:
         dispatch it launches may write: everything, when it is a string saying why)."""
         if isinstance(access, str):
             for va, contents in self.contents.items():
-                if not is_semaphores(self.state.buffer_at(va)):
+                if is_data(self.state.buffer_at(va)):
                     contents.unknown = access
             return
         for addr in p.written_addresses() + (access.writes if access else []):
             hit = self.at(addr)
-            if hit is not None and not is_semaphores(hit[0]):
+            if hit is not None and is_data(hit[0]):
                 hit[1].unknown = f"submission {sub.number} on {sub.queue.label if sub.queue else 'an unknown queue'} " \
                                  "wrote it"
 

@@ -57,7 +57,7 @@ from typing import Any
 from kfdtrace.driver.packets import Dialect, Packet, PacketError
 from kfdtrace.driver.pm4 import Pm4Dialect
 from kfdtrace.traces import records as R
-from kfdtrace.traces.contents import KnownMemory, called, chunk_size
+from kfdtrace.traces.contents import EVENT_PAGE, KnownMemory, called, chunk_size
 from kfdtrace.traces.format import Record, TraceError, TraceReader
 from kfdtrace.traces.walk import (
     MAX_PENDING_IOCTLS,
@@ -370,7 +370,18 @@ class Side:
         if kernel is not None:
             return kernel
         hit = self.state.by_va.find(addr)
+        if hit is not None and hit[2].role == EVENT_PAGE:  # a slot: an event's mailbox, named as its event is
+            slot, at = divmod(addr - hit[0], 8)
+            return f"the mailbox of {self.events.get(slot, 'an event id')}" + (f"+{at:#x}" if at else "")
         return OUTSIDE if hit is None else f"{self.buffer_name(hit[2])}+{addr - hit[0]:#x}"
+
+    def _mailbox(self, p: Packet, held: dict[str, int]) -> str | None:
+        """The field holding the value `p` stores to an event's mailbox (the event id, by convention)."""
+        signal = p.defn.signal
+        if signal is None or signal[0] not in held:
+            return None
+        hit = self.state.by_va.find(held[signal[0]])
+        return signal[1] if hit is not None and hit[2].role == EVENT_PAGE else None
 
     def value(self, name: str, v: Any) -> Any:
         """A field's value as it is compared (IDENTITY)."""
@@ -420,7 +431,8 @@ class Side:
     def packet(self, p: Packet, dialect: Dialect | None) -> Fields:
         held = p.addresses()
         event = p.defn.event_field if p.defn.event_of(p.fields) is not None else None  # by its place (campaign 104)
-        out = [("packet", p.name), *((k, self.where(v) if k in held else self.value("event", v) if k == event else v)
+        events = {event, self._mailbox(p, held)}
+        out = [("packet", p.name), *((k, self.where(v) if k in held else self.value("event", v) if k in events else v)
                                      for k, v in p.fields.items())]
         registers = self.registers(p, dialect) if isinstance(dialect, Pm4Dialect) and p.payload else None
         if registers is not None:

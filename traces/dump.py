@@ -18,7 +18,7 @@ import msgspec
 
 from kfdtrace.driver.packets import Dialect, Packet
 from kfdtrace.traces import records as R
-from kfdtrace.traces.contents import KnownMemory, chunk_size, is_semaphores
+from kfdtrace.traces.contents import KnownMemory, chunk_size, is_data
 from kfdtrace.traces.format import Record, TraceError, TraceReader
 from kfdtrace.traces.printable import printable
 from kfdtrace.traces.walk import Submission, TraceState, ioctl_args, ioctl_entry, reads, register_pointers
@@ -240,7 +240,7 @@ class Dumper:
                 self._write_file(n, f"in.{i}", hit[0].label, dispatch.kernargs[1])
             for addr in reads(p) + (dispatch.reads if dispatch else []):
                 hit = self.memory.at(addr)
-                if hit is None or hit[0].va in done or is_semaphores(hit[0]):
+                if hit is None or hit[0].va in done or not is_data(hit[0]):
                     continue
                 keys = hit[1].whole(hit[0])
                 if keys is not None:
