@@ -16,7 +16,7 @@ from kfdtrace.cli import main as kfdtrace_cli
 from kfdtrace.driver import System
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.traces.dump import KINDS, Dumper, Selection, parse_range, text
-from kfdtrace.traces.format import TraceReader, TraceWriter
+from kfdtrace.traces.format import FORMAT_MAJOR, FORMAT_MINOR, TraceReader, TraceWriter
 from kfdtrace.traces.records import RECORD_TYPES
 from kfdtrace.traces.walk import TraceState, ioctl_args, queue_dialect, struct_fields
 
@@ -162,7 +162,7 @@ def test_json_output_of_info():
     facts = json.loads(res.output)
     with TraceReader(STRESS) as r:
         assert facts["records"] == r.record_count == facts["checked"]["records"]
-        assert facts["submissions"] == r.submissions and facts["format"] == "2.0"
+        assert facts["submissions"] == r.submissions and facts["format"] == f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
         assert facts["header"]["gpus"][0]["target"] == "gfx942" and facts["summary"]["submissions"] == r.submissions
 
 
@@ -181,8 +181,17 @@ def test_struct_fields_name_enums_flags_and_unknown_bits():
 
 
 # -- hostile and odd traces ----------------------------------------------------------------------------------
+def many_frames(src: str, tmp_path) -> str:
+    """`src` rewritten in frames of 1 KiB: a cut keeps some of them (the samples are a frame or two)."""
+    from tests.test_replay import rewrite
+
+    out = str(tmp_path / "framed.kfdtrace")
+    rewrite(src, out, lambda rec, r, w: rec.fields, frame_bytes=1024)
+    return out
+
+
 def test_a_truncated_trace_dumps_what_it_holds(tmp_path):
-    data = open(STRESS, "rb").read()
+    data = open(many_frames(STRESS, tmp_path), "rb").read()
     cut = tmp_path / "cut.kfdtrace"
     cut.write_bytes(data[: len(data) // 2])
     res = run("dump", str(cut))

@@ -1176,3 +1176,19 @@ def test_a_trace_that_changes_while_it_is_read_says_so_not_that_it_is_corrupt(tm
             f.write(bytes(4096))
         with pytest.raises(TraceError, match=r"it changed while it was read"):
             r.verify()
+
+
+FORMAT_2_0 = os.path.join(os.path.dirname(__file__), "fixtures", "traces", "sdma_stress-gfx942-format2.kfdtrace")
+
+
+@pytest.mark.parametrize("target", ["gfx942", "gfx1100"])
+def test_a_format_2_0_trace_of_the_driver_before_event_mailboxes_reads_and_replays(target):
+    """The sdma_stress sample as format 2.0 wrote it (sha256 keys, a frame per flush), recorded by a driver that
+    raised TRAPs without writing their events' mailboxes (the kernel then sets nothing; its CPU waits poll)."""
+    from kfdtrace.replay.engine import EXIT_OK, Options
+    from kfdtrace.replay.session import replay_trace
+
+    with TraceReader(FORMAT_2_0) as r:
+        assert r.version == (2, 0) and r.submissions > 0
+    report = replay_trace(FORMAT_2_0, Options(), emulate=target)
+    assert report.status == EXIT_OK, report.lines()
