@@ -183,6 +183,14 @@ class Buffer:
             self.device.sys.munmap(*self._reservation)  # the CPU mapping lies inside the reservation
         self.device.untrack(self)
 
+    def release_addresses(self) -> None:
+        """For a buffer the kernel frees itself (the event page, with the process): give back the addresses this
+        process reserved for it, once nothing here uses it any more."""
+        with self._lock:
+            if self.handle is not None:
+                self.handle, self.cpu = None, None
+                self.device.sys.munmap(*self._reservation)
+
 
 def _no_address_space(span: int, exc: OSError) -> OutOfMemory:
     """The process could not reserve the buffer's addresses (its address-space limit, or memory overcommit)."""

@@ -183,6 +183,7 @@ class System:
         self.sys = syscalls
         self.kfd = Kfd(syscalls)
         self.devices: list[Device] = []
+        self._event_page: Buffer | None = None
         try:
             self._open(event_page_va)
         except BaseException:
@@ -333,3 +334,5 @@ class System:
             d.close()
         self.devices = []
         self.kfd.close()
+        if self._event_page is not None:  # the kernel's now (FREE refuses it): its addresses are this process's
+            self._event_page.release_addresses()

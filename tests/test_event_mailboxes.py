@@ -214,3 +214,14 @@ def test_an_event_set_by_another_queues_interrupt_shows_its_queue_complete_only_
         waited = [c.fields for c in r.records(["checkpoint"])]
     assert waited and "dst" not in {b["name"] for b in waited[0]["buffers"]}
     assert replay_trace(path, Options(timeout=5), emulate="gfx942").status == EXIT_OK
+
+
+def test_a_system_puts_its_event_page_where_asked_and_gives_its_addresses_back_at_close():
+    """A replay opens its System with the recorded event page's address. The kernel frees the page itself, but
+    the addresses reserved for it are the process's: a System closed gave them back (a benchmark replaying in
+    one process again and again found them taken, the mailboxes moved and nothing cached)."""
+    with System(open_syscalls(emulate="gfx942")) as first:
+        va = first.event_mailbox(0)
+    for _ in range(2):
+        with System(open_syscalls(emulate="gfx942"), event_page_va=va) as again:
+            assert again.event_mailbox(0) == va
