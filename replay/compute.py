@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from kfdtrace.driver.aql import AQL, PACKET_SIZE, AmdSignal, FenceScope, SignalCondition, signed64
-from kfdtrace.driver.code_object_errors import CodeObjectError
+from kfdtrace.driver.code_object_errors import BadCodeObject, CodeObjectError
 from kfdtrace.driver.packets import Dialect, Packet, PacketError
 from kfdtrace.driver.pm4 import Cache, DataSel, IntSel, Pm4Dialect, WaitFunc
 from kfdtrace.driver.sdma import AtomicOp
-from kfdtrace.replay.translate import OutsideBuffers, Relocation, ReplayError, carries_dispatch
+from kfdtrace.replay.translate import BadInput, OutsideBuffers, Relocation, ReplayError, carries_dispatch
 
 if TYPE_CHECKING:  # kernargs (and numpy) load with the first dispatch: SDMA replays start without them
     from kfdtrace.driver.aql_queue import AqlQueue
@@ -83,6 +83,8 @@ class RecordedKernels:
 
         try:
             obj = load(data, f["target"].split(":")[0])
+        except BadCodeObject as exc:  # the recording loaded it: its blob is no code object now
+            raise BadInput(f"{where}: the recorded code object is not one ({exc}) (corrupt trace)") from None
         except (CodeObjectError, ValueError) as exc:
             raise ReplayError(f"{where}: the recorded code object does not load for its own target {f['target']}: "
                               f"{exc}") from None
@@ -406,7 +408,7 @@ class DispatchAccess:
         """A code_object record's fields and bytes (an object that does not load leaves its kernels unknown)."""
         try:
             self.kernels.loaded(f, data, where)
-        except ReplayError:
+        except (ReplayError, BadInput):
             self.kernels.unloaded(f["va"])
 
     def of(self, queue: QueueInfo, p: Packet, where: str) -> Access | None:

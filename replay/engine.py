@@ -50,7 +50,15 @@ from kfdtrace.replay.status import (  # noqa: F401 (the engine's API names them)
     EXIT_OK,
     EXIT_UNSUPPORTED,
 )
-from kfdtrace.replay.translate import OutsideBuffers, Relocation, ReplayError, TranslationCache, Translator, Write
+from kfdtrace.replay.translate import (
+    BadInput,
+    OutsideBuffers,
+    Relocation,
+    ReplayError,
+    TranslationCache,
+    Translator,
+    Write,
+)
 from kfdtrace.traces import records as R
 from kfdtrace.traces.contents import EVENT_PAGE, SIGNAL
 from kfdtrace.traces.format import Record, TraceError, TraceReader
@@ -98,11 +106,6 @@ HOLD_QUIET = 0.005
 def handled(cls: type) -> frozenset[str]:
     """The record types a pass reads: those it has an `_on_<type>` for."""
     return frozenset(t for t in R.RECORD_TYPES if hasattr(cls, f"_on_{t}"))
-
-
-class BadInput(Exception):
-    """A trace that is readable but cannot mean anything to replay (no submissions, no chunk size, a malformed
-    record)."""
 
 
 @contextlib.contextmanager

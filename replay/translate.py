@@ -73,6 +73,11 @@ class ReplayError(Exception):
     """A trace that cannot be replayed on this target, found before anything is submitted."""
 
 
+class BadInput(Exception):
+    """A trace that is readable but cannot mean anything to replay (no submissions, no chunk size, a malformed
+    record)."""
+
+
 class OutsideBuffers(ReplayError):
     """A packet address in no recorded buffer: on real hardware the GPU would touch memory nobody allocated."""
 

@@ -217,3 +217,21 @@ def test_one_name_recorded_for_two_processors_is_one_programs_builds(tmp_path: P
     assert options.ambiguous == frozenset()
     for data, fields in ((data_942, a), (data_1100, b)):
         assert choose(data, fields, "gfx1201", options).source.endswith("corpus.gfx1201.co")
+
+
+def test_a_recorded_code_object_that_is_no_code_object_is_a_corrupt_trace(tmp_path):
+    """The recording loaded it, so a blob that is no ELF now is the trace's fault: exit 4 (it was exit 3, as for
+    an object the target cannot take)."""
+    from tests.test_replay import replay, rewrite, sample
+
+    bad = str(tmp_path / "bad.kfdtrace")
+
+    def garbage(rec, reader, writer):
+        if rec.type != "code_object":
+            return rec.fields
+        return {**rec.fields, "key": writer.blob(b"\x7fELF not a code object" * 64)}
+
+    rewrite(sample("vector_add_aql-gfx942"), bad, garbage)
+    res = replay(bad, "--emulate", "gfx942")
+    assert res.returncode == 4 and "the recorded code object is not one" in res.stderr and \
+        "(corrupt trace)" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
