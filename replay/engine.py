@@ -2107,17 +2107,20 @@ class Instance:
         self.events[f["event"]] = (r.n, ev)
         if self.event_page is not None and 0 < f["event"] < K.KFD_SIGNAL_EVENT_LIMIT:  # the GPU writes the
             # recorded event's mailbox before interrupting with its id: that write goes to the replay event's
-            slot = K.KFD_EVENT_SLOT_SIZE
-            self.relocation.add(self.event_page + slot * f["event"], slot, self.system.event_mailbox(ev.id))
+            self.relocation.add(self._mailbox(f["event"]), K.KFD_EVENT_SLOT_SIZE, self.system.event_mailbox(ev.id))
             self.mailboxes.add(f["event"])
         if r.n not in self.s.waited:
             self.wake_ids.append(ev.id)  # only TRAPs and CPU waits on memory use it: its signals wake them
+
+    def _mailbox(self, recorded: int) -> int:
+        """The recorded address of a recorded event's mailbox (its slot in the recorded event page)."""
+        return self.event_page + K.KFD_EVENT_SLOT_SIZE * recorded
 
     def _forget_event(self, recorded: int) -> None:
         hit = self.events.pop(recorded, None)
         if recorded in self.mailboxes:
             self.mailboxes.discard(recorded)
-            self.relocation.remove(self.event_page + K.KFD_EVENT_SLOT_SIZE * recorded)
+            self.relocation.remove(self._mailbox(recorded))
         if hit is not None:
             if hit[1].id in self.wake_ids:
                 self.wake_ids.remove(hit[1].id)

@@ -17,18 +17,12 @@ import threading
 import time
 from dataclasses import dataclass
 
-from kfdtrace.driver.kfd_ioctl import (
-    KFD_FIRST_NONSIGNAL_EVENT_ID,
-    KFD_SIGNAL_EVENT_LIMIT,
-    UNSIGNALED_EVENT_SLOT,
-    EventType,
-)
+from kfdtrace.driver.kfd_ioctl import KFD_FIRST_NONSIGNAL_EVENT_ID, KFD_SIGNAL_EVENT_LIMIT, UNSIGNALED_EVENT_SLOT
 
 Slots = ctypes.c_uint64 * KFD_SIGNAL_EVENT_LIMIT
 # Slots of a process whose kernel allocated the event page (no page BO given): until user mode maps it, only
 # the first 256 (kfd_events.c allocate_event_notification_slot: "Oldest user mode expects 256 event slots").
 FIRST_MAPPED_SLOTS = 256
-GPU_SIGNALED = frozenset({EventType.SIGNAL, EventType.DEBUG_EVENT})  # event_can_be_gpu_signaled
 
 
 @dataclass(eq=False)
@@ -78,7 +72,8 @@ class EventTable:
             return ev
 
     def interrupt(self, event_id: int) -> None:
-        """An interrupt carrying an event id (see the module docstring)."""
+        """An interrupt carrying an event id (see the module docstring). Every event with a slot (an id below
+        KFD_SIGNAL_EVENT_LIMIT) is a signal or debug event, which the GPU may set (event_can_be_gpu_signaled)."""
         with self._cond:
             slots = self._slots
             hit = self._events.get(event_id) if event_id < KFD_SIGNAL_EVENT_LIMIT and \
@@ -86,9 +81,8 @@ class EventTable:
             fired = [hit] if hit is not None else [ev for i, ev in self._events.items()
                                                    if i < KFD_SIGNAL_EVENT_LIMIT and slots[i] != UNSIGNALED_EVENT_SLOT]
             for ev in fired:
-                if ev.type in GPU_SIGNALED:
-                    slots[ev.id] = UNSIGNALED_EVENT_SLOT
-                    ev.signaled = True
+                slots[ev.id] = UNSIGNALED_EVENT_SLOT
+                ev.signaled = True
             if fired:
                 self._cond.notify_all()
 
