@@ -279,6 +279,9 @@ class RecordingSyscalls:
         self.ordering = Ordering(self._unseen)
         self.completion = Completion(self.ordering.later)
         self.racy: set[TrackedBuffer] = set()  # buffers whose contents a race between queues decided
+        # destroyed queues that stopped short of their last doorbell at no wait: what they wrote beyond is timing's,
+        # as is what is made from it (a lone live queue may race with them)
+        self.adrift: set[QueueProgress] = set()
         self.learnt = 0  # submissions learnt so far
         self.waited: dict[QueueProgress, int] = {}  # where each queue's last GPU wait learnt ends
         self.written: set[TrackedBuffer] = set()  # buffers with GPU writes not yet hashed
@@ -504,6 +507,8 @@ class RecordingSyscalls:
             rptr = self._read(q.rptr_va, 8)
             if rptr is not None:
                 self._stopped(q, int.from_bytes(rptr, "little"))
+            if not q.progress.settled(q.wptr):
+                self.adrift.add(q.progress)
             for buf in [b for b in self.written if q.progress in b.writes]:  # nothing it wrote changes any more
                 self._key_finished(buf)
             self.rec.record(R.QUEUE_DESTROY, queue=a.queue_id, wptr=q.rung,
@@ -791,7 +796,7 @@ class RecordingSyscalls:
         reads: list[Accesses] = []
         # the reads that gave what the submission wrote: a lone queue races with nothing, but what it computes
         # from a race's bytes is as racy as they are
-        if writes and (len(self.queues) > 1 or self.racy):
+        if writes and (len(self.queues) > 1 or self.racy or self.adrift):
             if waits:  # what a GPU wait reads of its semaphore (polls, a COND_EXE on its high dword) is no data:
                 polled = {w for _, a, _ in waits for w in (a, a + 4)}  # it waits until it sees what it wants
                 read = tuple(r for r in read if r[1] not in polled)
@@ -954,7 +959,9 @@ class RecordingSyscalls:
         them."""
         a, b = (x, y) if x.seq <= y.seq else (y, x)
         ended = a.queue.ended
-        if (ended is not None and ended <= b.seq) or b.known.get(a.queue, -1) >= a.last:
+        # a queue destroyed before the later were submitted ran no more; but one stopped short of the earlier's
+        # accesses, at no wait, ran what timing let it (a replay's runs on): those come in any order (campaign 111)
+        if (ended is not None and ended <= b.seq and a.queue.settled(a.last)) or b.known.get(a.queue, -1) >= a.last:
             return True
         # one complete while the other's queue still waits, before it, for a value nobody gave: the other comes
         # after, which stays so once the value is given

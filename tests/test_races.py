@@ -4,6 +4,9 @@ replay is not called diverged for a race the recording could have lost as well."
 
 from __future__ import annotations
 
+import functools
+import time
+
 import numpy as np
 import pytest
 
@@ -598,3 +601,44 @@ def test_a_race_behind_a_wait_whose_giver_is_too_deep_to_tell_is_a_race(depth, t
         for q in chain:
             q.sync()
     assert [name for name, _ in racy(path)] == ["X"]
+
+
+def test_what_is_copied_from_a_buffer_a_queue_destroyed_mid_copy_was_writing_is_racy(tmp_path, monkeypatch):
+    """Campaign 111: a queue destroyed while its copies into `b` ran (past its wait, at no wait) ran what timing
+    let it: here the first copy, not the second; another queue then copied the second half of `b` into `out`.
+    The recorder took the destroy as ordering the two, hashed `out`, and a replay, whose destroyed queue runs on,
+    said DIVERGED. What is copied from such bytes is decided by timing: `out` is racy. (Each copy here takes
+    50 ms, and the emulator finishes the one under way before it destroys a queue.)"""
+    from kfdtrace.driver.emulator.sdma_engine import SdmaEngine
+
+    copy = SdmaEngine._copy_linear
+
+    @functools.wraps(copy)  # (the engine passes a handler the fields its signature names)
+    def slow(self, *args, **kwargs):
+        time.sleep(0.05)
+        return copy(self, *args, **kwargs)
+
+    monkeypatch.setattr(SdmaEngine, "_copy_linear", slow)
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        go, done = system.semaphore("go"), system.semaphore("done")
+        a, b = gpu.alloc(1 << 20, "gtt", name="a"), gpu.alloc(1 << 20, "gtt", name="b")
+        a.fill(0x5A)
+        busy = gpu.sdma_queue(name="busy")
+        half = 1 << 19
+        busy.wait(go, 1).copy(b, a, half).copy(b, a, half, dst_offset=half, src_offset=half).signal(done, 1).submit()
+        standing = busy.rptr
+        go.signal(1)
+        deadline = time.monotonic() + 10
+        while busy.rptr == standing and time.monotonic() < deadline:  # past its wait: copying
+            time.sleep(0.001)
+        busy.destroy()
+        after, out = gpu.sdma_queue(name="after"), gpu.alloc(4096, "gtt", name="out")
+        after.copy(out, b, 4096, src_offset=half).signal(done, 2).submit()
+        done.wait(2)
+        assert not any(out.read())  # (the second copy never ran)
+    assert ("out", "after wrote it from b, which busy wrote with nothing ordering the two") in racy(path)
+    assert "out" not in hashed(path)
+    report = replay_trace(path, Options(), emulate="gfx942")
+    assert report.status == EXIT_OK, report.lines()
