@@ -648,8 +648,41 @@ class RecordingSyscalls:
         if not self._unlearnt:
             return
         batch, self._unlearnt = self._unlearnt, []
+        # with one queue and no race, consecutive submissions that signal, wait, dispatch and call nothing tell no
+        # more learnt as one than one by one: what they write, positioned from the first's start, its stream going
+        # on unbroken from one to the next (which of their reads gave which of their writes is asked only where
+        # queues may race: then they are learnt one by one)
+        alone = len(self.queues) == 1 and not self.racy and not self.adrift
+        plain: list = []  # [queue, its first's start, where its last ends, written, read, referenced, how many, ...]
         for q, base, ring, plan, inner, dispatched, packets in batch:
-            self._learn(q, base, ring, plan, inner, dispatched, packets)
+            facts = plan.facts(ring, base)
+            if not alone or inner is not None or plan.dispatching or plan.completing or facts[0] or facts[1]:
+                if plain:
+                    self._learn_plain(plain)
+                    plain = []
+                self._learn(q, base, len(ring), facts, plan, inner, dispatched, packets)
+            elif plain and plain[0] is q and plain[2] == base:
+                shift = base - plain[1]
+                plain[2] = base + len(ring)
+                for into, accesses in ((plain[3], facts[2]), (plain[4], facts[4])):
+                    into += accesses if not shift else [(pos + shift, a, n) for pos, a, n in accesses]
+                plain[5] += facts[3]
+                plain[6] += 1
+            else:
+                if plain:
+                    self._learn_plain(plain)
+                plain = [q, base, base + len(ring), list(facts[2]), list(facts[4]), list(facts[3]), 1, plan, facts]
+        if plain:
+            self._learn_plain(plain)
+
+    def _learn_plain(self, plain: list) -> None:
+        """Learn a run of submissions that `_learn_pending` put together (one alone keeps its plan's caches)."""
+        q, base, end, written, read, referenced, count, plan, facts = plain
+        if count == 1:
+            self._learn(q, base, end - base, facts, plan, None, NO_POINTERS, None)
+        else:
+            self._learn(q, base, end - base, ([], [], tuple(written), tuple(referenced), tuple(read)), None, None,
+                        NO_POINTERS, None, count)
 
     def _changed_layout(self) -> None:
         """Buffers come, go or change: resolve the submissions so far against the buffers as they were."""
@@ -723,16 +756,18 @@ class RecordingSyscalls:
         return [(first, last, a, b, buf) for (buf, _), (first, last, lo, hi, total, ranges) in spans.items()
                 for a, b in (((lo, hi),) if total >= hi - lo else _pieces(ranges, buf.size))]
 
-    def _learn(self, q: TrackedQueue, base: int, ring: bytes, plan: Plan, inner: Facts | None,
-               dispatched: Pointers | None, packets: list[Packet] | None) -> None:
-        """What one submission does (its `packets` decoded when its plan dispatches or completes AQL signals)."""
+    def _learn(self, q: TrackedQueue, base: int, size: int, facts: tuple, plan: Plan | None, inner: Facts | None,
+               dispatched: Pointers | None, packets: list[Packet] | None, count: int = 1) -> None:
+        """What one submission does, from its plan's `facts` (its `packets` decoded when its plan dispatches or
+        completes AQL signals); or what `count` plain ones do, put together (no plan: nothing to dispatch or
+        complete)."""
         progress = q.progress
-        signals, waits, written, referenced, read = plan.facts(ring, base)
+        signals, waits, written, referenced, read = facts
         # a kernel reads what it can name: through its pointer arguments, and through addresses passed by value or
         # kept in memory; an indirect buffer's dispatches are not followed (their kernels take anything)
         if inner is not None and inner.dispatching:
             dispatched = ANYTHING
-        launches = plan.dispatching or dispatched is ANYTHING
+        launches = plan is not None and plan.dispatching or dispatched is ANYTHING
         if inner is not None:
             read = (*read, *inner.read)
             signals += [(base + p, a, v) for p, a, v in inner.signals]
@@ -743,7 +778,7 @@ class RecordingSyscalls:
             releases = self._polled and self._releases_a_queue(q, {a for _, a, _ in signals if a in self._polled})
             self._scan_exposed(None if launches or releases else list(referenced))
         decrements, partial = [], set()  # AQL signals the packets decrement; those of packets without a barrier
-        if plan.completing:
+        if plan is not None and plan.completing:
             for p in packets or ():
                 # only a barrier packet's completion says the packets before it completed (HSA: it began after
                 # them); the field holds the signal's handle, and a wait reads its value, SIGNAL_VALUE bytes in
@@ -775,19 +810,22 @@ class RecordingSyscalls:
                         del self._data_words[next(iter(self._data_words))]
         if self._data_words:
             self._overwritten(base, written, signals, inner, dispatched)
-        resolved = plan.resolved  # which of the buffers the writes land in, as they are now
-        if resolved is None or resolved[0] != self.layout:
-            resolved = plan.resolved = (self.layout, {})
-        known = resolved[1]  # by the addresses written: double buffering alternates between a few
-        writes = known.get((written, cuts))
-        if writes is None:
-            if len(known) >= RESOLVED_PER_PLAN:
-                known.clear()
-            writes = known[(written, cuts)] = self._accesses(written, cuts)
+        if plan is None:
+            writes = self._accesses(written, cuts)
+        else:
+            resolved = plan.resolved  # which of the buffers the writes land in, as they are now
+            if resolved is None or resolved[0] != self.layout:
+                resolved = plan.resolved = (self.layout, {})
+            known = resolved[1]  # by the addresses written: double buffering alternates between a few
+            writes = known.get((written, cuts))
+            if writes is None:
+                if len(known) >= RESOLVED_PER_PLAN:
+                    known.clear()
+                writes = known[(written, cuts)] = self._accesses(written, cuts)
         if inner is not None:
             writes = writes + self._accesses(inner.written, cuts)
         if dispatched is ANYTHING:  # a kernel, or its arguments, that cannot be read
-            writes = writes + [(0, len(ring), 0, b.size, b) for b in self.buffers.values() if b.tracked]
+            writes = writes + [(0, size, 0, b.size, b) for b in self.buffers.values() if b.tracked]
         else:
             if dispatched.writes:  # which bytes of a buffer a kernel writes is not known
                 writes = writes + self._accesses(((pos, self._start(a), 0) for pos, a in dispatched.writes), cuts)
@@ -804,8 +842,8 @@ class RecordingSyscalls:
                 read = (*read, *((pos, self._start(a), 0) for pos, a in dispatched.reads))
             reads = self._accesses(sorted(read), cuts)
             if dispatched is ANYTHING:
-                reads += [(0, len(ring), 0, b.size, b) for b in self.buffers.values() if b.tracked]
-        self.learnt += 1
+                reads += [(0, size, 0, b.size, b) for b in self.buffers.values() if b.tracked]
+        self.learnt += count
         snapshot: list[dict[QueueProgress, int]] = []
 
         def known() -> dict[QueueProgress, int]:

@@ -366,6 +366,31 @@ def test_a_buffer_another_queue_is_still_writing_is_in_flight_at_the_wait(tmp_pa
     assert checkpoint_names(second) == (["big"], [])
 
 
+@pytest.mark.parametrize("plain", [1, 40])
+def test_writes_after_the_signal_a_wait_saw_are_in_flight_however_many_submissions_hold_them(plain, tmp_path):
+    """The recorder learns a run of submissions that only copy as one (capture/recorder.py `_learn_pending`):
+    their writes must stay placed in the queue's stream, after the signal the wait saw, and a buffer the run
+    writes last is hashed only once a later signal shows the run complete."""
+    path = str(tmp_path / "run.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        x, y, src = (gpu.alloc(4096, "gtt", name=name) for name in ("x", "y", "src"))
+        src.write(b"\x5a" * 4096)
+        q = gpu.sdma_queue()
+        done = system.semaphore("done")
+        q.copy(x, src, 64).submit()
+        q.signal(done, 1).submit()
+        for i in range(plain):
+            q.copy(y, src, 64, dst_offset=64 * i).submit()
+        q.copy(x, src, 64, dst_offset=64).submit()
+        done.wait(1)
+        q.signal(done, 2).submit()
+        done.wait(2)
+    first, second = records(path, "checkpoint")
+    assert checkpoint_names(first) == ([], ["x", "y"])
+    assert checkpoint_names(second) == (["x", "y"], [])
+
+
 def test_a_finished_queue_s_writes_to_a_buffer_left_in_flight_are_not_taken_for_the_cpu_s(tmp_path):
     """Campaign 67: queue b fills the second half of a viewed buffer and is not waited for; queue a fills the
     first half, and after the wait for it, a's next submission had the buffer compared with what was last
