@@ -2140,10 +2140,19 @@ class Instance:
         ev = self._event(r)
         what = f"the wait for event {f['event']} (replayed as {ev.id})"
         if not f["ok"]:
-            self._failed_when_recorded(r, what, lambda t: self._wait_event(ev, t))
+            self._failed_when_recorded(r, what, lambda t: self._peek_event(ev, t))
         elif not self._patiently(lambda t: self._wait_event(ev, t), limit := self._limit(r)):
             raise WaitTimeout(f"the replay waited {limit:g} s in {what}, which the recording saw "
                               f"signaled; {self._queue_report()}")
+
+    def _peek_event(self, ev: Event, timeout: float) -> bool:
+        """`_wait_event` for a wait the recording timed out on: one that fires leaves the event set, as the
+        recording's took nothing from it (campaign 110: a poll loop's retried wait took an auto-reset event's
+        signal, and the wait after it, which the recording saw signaled, hung)."""
+        fired = self._wait_event(ev, timeout)
+        if fired:
+            ev.set()
+        return fired
 
     def _wait_event(self, ev: Event, timeout: float) -> bool:
         """Whether the event fired within `timeout` s; GpuFault if a GPU stopped a queue meanwhile."""

@@ -225,3 +225,38 @@ def test_a_system_puts_its_event_page_where_asked_and_gives_its_addresses_back_a
     for _ in range(2):
         with System(open_syscalls(emulate="gfx942"), event_page_va=va) as again:
             assert again.event_mailbox(0) == va
+
+
+def test_a_poll_loop_s_timed_out_wait_leaves_the_signal_to_the_wait_that_saw_it(tmp_path, monkeypatch):
+    """Campaign 110: a thread polled an auto-reset event with a short timeout, and its copy + TRAP landed only
+    after one poll had timed out. Replayed faster, that poll (waited out as recorded: the thread polled again)
+    took the event's signal, and the next wait, which the recording saw signaled, hung."""
+    import functools
+
+    from kfdtrace.driver.emulator.sdma_engine import SdmaEngine
+    from kfdtrace.driver.errors import WaitTimeout
+
+    copy = SdmaEngine._copy_linear
+
+    @functools.wraps(copy)  # (the engine passes a handler the fields its signature names)
+    def slow(self, *args, **kwargs):
+        time.sleep(0.6)
+        return copy(self, *args, **kwargs)
+
+    path = str(tmp_path / "poll.kfdtrace")
+    with monkeypatch.context() as patch:
+        patch.setattr(SdmaEngine, "_copy_linear", slow)
+        with record(path), System.open(emulate="gfx942") as system:
+            gpu = system.devices[0]
+            src, dst = gpu.alloc(4096, "gtt", name="src"), gpu.alloc(4096, "gtt", name="dst")
+            ev, gate = system.event(), system.semaphore("gate")
+            q = gpu.sdma_queue()
+            q.wait(gate, 1).copy(dst, src, 4096).trap(ev.id).submit()
+            gate.signal(1)  # (the engine's thread copies: the CPU goes on to wait)
+            with pytest.raises(WaitTimeout):
+                ev.wait(0.3)
+            ev.wait(10)
+    with TraceReader(path) as r:
+        assert [rec.fields["ok"] for rec in r.records({"event_wait"})] == [False, True]
+    report = replay_trace(path, Options(timeout=5), emulate="gfx942")  # (copies at full speed: the poll sees it)
+    assert report.status == EXIT_OK, report.lines()
