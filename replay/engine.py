@@ -2083,13 +2083,13 @@ class Instance:
 
     # -- events -------------------------------------------------------------------------------------
     def _trap_event(self, recorded: int) -> int:
-        """The replay event a recorded packet's event id names (the instance's own for an event the trace never
-        made). Id 0 names none (the kernel keeps it: kfd_event_init_process): it stays, as in the packets that
-        raise no interrupt and hold 0 there."""
-        if not recorded:
-            return 0
-        hit = self.events.get(recorded)
-        return self.wake.id if hit is None else hit[1].id
+        """The replay event a recorded packet's event id names. An id that names no recorded event (0 among
+        them: the kernel keeps it, kfd_event_init_process) names none in the replay either: 0. The kernel looks
+        through every written mailbox then, as it did for the recorded id (kfd_signal_event_interrupt); an event
+        of the instance's own named there could take an id a destroyed event freed, which the program's next
+        event takes in the recording (campaign 110)."""
+        hit = self.events.get(recorded) if recorded else None
+        return 0 if hit is None else hit[1].id
 
     def _event(self, r: Record) -> Event:
         hit = self.events.get(r.fields["event"])

@@ -260,3 +260,29 @@ def test_a_poll_loop_s_timed_out_wait_leaves_the_signal_to_the_wait_that_saw_it(
         assert [rec.fields["ok"] for rec in r.records({"event_wait"})] == [False, True]
     report = replay_trace(path, Options(timeout=5), emulate="gfx942")  # (copies at full speed: the poll sees it)
     assert report.status == EXIT_OK, report.lines()
+
+
+def test_a_new_event_takes_the_freed_id_whose_pending_mailbox_write_sets_it_after_a_stray_trap(tmp_path):
+    """Campaign 110: an event is destroyed while a held queue still has its mailbox write and TRAP; another queue
+    raises a TRAP naming an id no event has (legal: it sets nothing); the program's next event takes the freed id,
+    and the held packets set it. The replay made an event of its own for the stray id, which took the freed id:
+    the new event got another, the held packets set the replay's own, and the wait hung."""
+    path = str(tmp_path / "reuse.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        out = gpu.alloc(1 << 20, "gtt", name="out")
+        gate = system.semaphore("gate")
+        old = system.event()
+        held, other = gpu.sdma_queue(name="held"), gpu.sdma_queue(name="other")
+        held.wait(gate, 1).fill(out, 0xAB, 1 << 20).trap(old.id).submit()
+        old.destroy()
+        other.packet("TRAP", int_context=1000).submit()
+        while not other.idle:  # (not sync(): its event would take the freed id)
+            time.sleep(0.001)
+        new = system.event()
+        assert new.id == old.id
+        gate.signal(1)
+        new.wait(5)
+        held.sync()
+    report = replay_trace(path, Options(timeout=5), emulate="gfx942")
+    assert report.status == EXIT_OK, report.lines()
