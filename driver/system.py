@@ -12,8 +12,8 @@ Threads: devices, buffers, queues, semaphores and events may be used from severa
 - A queue collects packets per thread: `q.copy(...).signal(...).submit()` puts only this thread's packets on
   the ring, contiguously. Submissions to one queue are serialised and the engine runs them in that order.
 - A buffer's bytes are not ordered between threads, nor between the CPU and the GPUs: semaphores order them.
-- Several threads may wait on one semaphore; its auto-reset event wakes one of them, the others see the
-  value at their next poll (at most 10 ms later).
+- Several threads may wait on one semaphore; its auto-reset event wakes those sleeping on it when it is set
+  (kfd_events.c set_event), a thread between two polls sees the value at its next (at most 10 ms later).
 - close() must come after every other thread is done with the system.
 """
 

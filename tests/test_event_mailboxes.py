@@ -286,3 +286,81 @@ def test_a_new_event_takes_the_freed_id_whose_pending_mailbox_write_sets_it_afte
         held.sync()
     report = replay_trace(path, Options(timeout=5), emulate="gfx942")
     assert report.status == EXIT_OK, report.lines()
+
+
+def _wait(system, ids: list[int], timeout_ms: int, wait_all: bool = False) -> int:
+    """A bare WAIT_EVENTS on `ids`: its wait_result."""
+    data = (K.kfd_event_data * len(ids))()
+    for d, eid in zip(data, ids, strict=True):
+        d.event_id = eid
+    return system.kfd.ioctl("WAIT_EVENTS", events_ptr=ctypes.addressof(data), num_events=len(ids),
+                            wait_for_all=int(wait_all), timeout=timeout_ms).wait_result
+
+
+def test_setting_an_auto_reset_event_wakes_every_thread_sleeping_on_it(emulated):
+    """Campaign 110: the kernel's set_event wakes every waiter and leaves an auto-reset event that woke one
+    unsignaled; the emulator woke one waiter, and the other slept out its timeout."""
+    import threading
+
+    with System.open(emulate="gfx942") as system:
+        eid = system.create_event_id(auto_reset=True)
+        results: dict[int, int] = {}
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, _wait(system, [eid], 3000)))
+                   for i in range(2)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 5
+        while sum(len(ev.waiters) for ev in system.sys.machine.events._events.values()) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        system.kfd.ioctl("SET_EVENT", event_id=eid)
+        for t in threads:
+            t.join()
+        assert results == {0: K.WaitResult.COMPLETE, 1: K.WaitResult.COMPLETE}
+        assert _wait(system, [eid], 0) == K.WaitResult.TIMEOUT  # (it woke them: not left set)
+
+
+def test_a_wait_takes_an_auto_reset_events_signal_as_it_begins_even_if_it_times_out(emulated):
+    """kfd_events.c init_event_waiter: each waited event's signal is taken as the wait begins; a wait for all of
+    two events, one set, times out and has taken that one's."""
+    with System.open(emulate="gfx942") as system:
+        a, b = system.create_event_id(), system.create_event_id()
+        system.kfd.ioctl("SET_EVENT", event_id=a)
+        assert _wait(system, [a, b], 0, wait_all=True) == K.WaitResult.TIMEOUT
+        assert _wait(system, [a], 0) == K.WaitResult.TIMEOUT
+
+
+def test_destroying_an_event_fails_the_wait_sleeping_on_it_at_once(emulated):
+    """kfd_events.c destroy_event wakes the event's waiters, and their wait fails with EIO (the emulator let it
+    sleep out its timeout)."""
+    import threading
+
+    with System.open(emulate="gfx942") as system:
+        eid = system.create_event_id()
+        failed: list[BaseException] = []
+
+        def waiter() -> None:
+            try:
+                _wait(system, [eid], 10_000)
+            except DeviceError as exc:
+                failed.append(exc)
+
+        t0 = time.monotonic()
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        while not system.sys.machine.events._events[eid].waiters:
+            time.sleep(0.001)
+        system.kfd.ioctl("DESTROY_EVENT", event_id=eid)
+        thread.join()
+        assert time.monotonic() - t0 < 5
+        assert len(failed) == 1 and getattr(failed[0], "errno", None) == errno.EIO
+
+
+def test_a_non_signal_event_takes_the_lowest_free_id(emulated):
+    """create_other_event allocates from KFD_FIRST_NONSIGNAL_EVENT_ID with idr_alloc: the lowest free id."""
+    with System.open(emulate="gfx942") as system:
+        make = lambda: system.kfd.ioctl("CREATE_EVENT", event_type=K.EventType.HW_EXCEPTION,  # noqa: E731
+                                        auto_reset=1, node_id=0, event_page_offset=0).event_id
+        first, second = make(), make()
+        system.kfd.ioctl("DESTROY_EVENT", event_id=first)
+        assert make() == first and second == first + 1

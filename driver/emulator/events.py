@@ -13,9 +13,10 @@ enough for every signal event's, so the kernel's search among partial ids does n
 from __future__ import annotations
 
 import ctypes
+import itertools
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kfdtrace.driver.kfd_ioctl import KFD_FIRST_NONSIGNAL_EVENT_ID, KFD_SIGNAL_EVENT_LIMIT, UNSIGNALED_EVENT_SLOT
 
@@ -27,13 +28,26 @@ FIRST_MAPPED_SLOTS = 256
 
 @dataclass(eq=False)
 class EventState:
-    """One event as the kernel keeps it."""
+    """One event as the kernel keeps it, with the waiters sleeping on it."""
 
     id: int
     type: int
     auto_reset: bool
     signaled: bool = False
     fault: tuple[int, int] | None = None  # (gpu_id, va) of a memory exception
+    waiters: list[Waiter] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class Waiter:
+    """One waited event of one WAIT_EVENTS (kfd_events.c struct kfd_event_waiter): `event` None once destroyed."""
+
+    event: EventState | None
+    activated: bool
+
+
+class EventDestroyed(Exception):
+    """A waited event was destroyed during the wait (the kernel's KFD_IOC_WAIT_RESULT_FAIL, -EIO)."""
 
 
 class EventTable:
@@ -42,7 +56,6 @@ class EventTable:
     def __init__(self) -> None:
         self._events: dict[int, EventState] = {}
         self._cond = threading.Condition()
-        self._next_nonsignal = KFD_FIRST_NONSIGNAL_EVENT_ID
         self._slots = Slots()  # the kernel's own event page, until a page BO is given (use_page)
         ctypes.memset(self._slots, 0xFF, ctypes.sizeof(Slots))
         self.mapped_slots = FIRST_MAPPED_SLOTS
@@ -66,8 +79,8 @@ class EventTable:
                     return None
                 self._slots[eid] = UNSIGNALED_EVENT_SLOT
                 self.has_page = True
-            else:
-                eid, self._next_nonsignal = self._next_nonsignal, self._next_nonsignal + 1
+            else:  # the lowest free id from KFD_FIRST_NONSIGNAL_EVENT_ID (create_other_event's idr_alloc)
+                eid = next(i for i in itertools.count(KFD_FIRST_NONSIGNAL_EVENT_ID) if i not in self._events)
             ev = self._events[eid] = EventState(eid, type_, auto_reset)
             return ev
 
@@ -82,21 +95,33 @@ class EventTable:
                                                    if i < KFD_SIGNAL_EVENT_LIMIT and slots[i] != UNSIGNALED_EVENT_SLOT]
             for ev in fired:
                 slots[ev.id] = UNSIGNALED_EVENT_SLOT
-                ev.signaled = True
-            if fired:
-                self._cond.notify_all()
+                self._set(ev)
+
+    def _set(self, ev: EventState) -> None:
+        """Set an event (kfd_events.c set_event): every waiter sleeping on it wakes, and an auto-reset event
+        that woke one stays unsignaled."""
+        ev.signaled = not ev.auto_reset or not ev.waiters
+        for waiter in ev.waiters:
+            waiter.activated = True
+        self._cond.notify_all()
 
     def destroy(self, eid: int) -> bool:
+        """Destroy an event; its waiters wake, their waits failing (destroy_event)."""
         with self._cond:
-            return self._events.pop(eid, None) is not None
+            ev = self._events.pop(eid, None)
+            if ev is None:
+                return False
+            for waiter in ev.waiters:
+                waiter.event = None
+            self._cond.notify_all()
+            return True
 
     def set(self, eid: int) -> bool:
         with self._cond:
             ev = self._events.get(eid)
             if ev is None:
                 return False
-            ev.signaled = True
-            self._cond.notify_all()
+            self._set(ev)
             return True
 
     def reset(self, eid: int) -> bool:
@@ -112,25 +137,39 @@ class EventTable:
         with self._cond:
             for ev in self._events.values():
                 if ev.type == type_:
-                    ev.signaled, ev.fault = True, fault
-            self._cond.notify_all()
+                    ev.fault = fault
+                    self._set(ev)
 
     def wait(self, ids: list[int], wait_all: bool, timeout_ms: int) -> list[EventState] | None:
-        """Block until any (or all) of `ids` is signaled; the signaled events, or None on timeout.
+        """Block until any (or all) of `ids` is signaled; the signaled events, or None on timeout
+        (kfd_wait_on_events). Each event's signal is taken as the wait begins (an auto-reset event's, even
+        by a wait that then times out); one set during the wait wakes it.
 
-        Raises KeyError for an id that does not exist (the kernel's EINVAL).
+        Raises KeyError for an id that does not exist (the kernel's EINVAL: the events before it were taken),
+        EventDestroyed when a waited event is destroyed meanwhile.
         """
         deadline = time.monotonic() + timeout_ms / 1000.0
         with self._cond:
-            events = [self._events[i] for i in ids]
-            while True:
-                fired = [ev for ev in events if ev.signaled]
-                if fired and (not wait_all or len(fired) == len(events)):
-                    for ev in fired:
-                        if ev.auto_reset:
-                            ev.signaled = False
-                    return fired
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._cond.wait(left)
+            waiters: list[Waiter] = []
+            try:
+                for i in ids:  # init_event_waiter, in order
+                    ev = self._events[i]
+                    waiter = Waiter(ev, ev.signaled)
+                    ev.signaled = ev.signaled and not ev.auto_reset
+                    if not waiter.activated:
+                        ev.waiters.append(waiter)
+                    waiters.append(waiter)
+                while True:  # test_event_condition
+                    if any(w.event is None for w in waiters):
+                        raise EventDestroyed("a waited event was destroyed")
+                    fired = [w.event for w in waiters if w.activated]
+                    if fired and (not wait_all or len(fired) == len(waiters)):
+                        return fired
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    self._cond.wait(left)
+            finally:
+                for w in waiters:
+                    if w.event is not None and w in w.event.waiters:
+                        w.event.waiters.remove(w)

@@ -28,7 +28,7 @@ from kfdtrace.driver import drm_ioctl as D
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.emulator.aql import AqlProcessor
 from kfdtrace.driver.emulator.cp import CommandProcessor
-from kfdtrace.driver.emulator.events import EventTable
+from kfdtrace.driver.emulator.events import EventDestroyed, EventTable
 from kfdtrace.driver.emulator.memory import LDS_APERTURE, PAGE, SCRATCH_APERTURE, BufferObject, GpuVm, VmFault
 from kfdtrace.driver.emulator.ring_engine import RingEngine
 from kfdtrace.driver.emulator.sdma_engine import SdmaEngine
@@ -743,6 +743,9 @@ class EmulatedMachine:
             fired = self.events.wait([d.event_id for d in data], bool(a.wait_for_all), a.timeout)
         except KeyError as exc:
             raise KfdError(errno.EINVAL, f"no event {exc}") from None
+        except EventDestroyed as exc:
+            a.wait_result = K.WaitResult.FAIL
+            raise KfdError(errno.EIO, str(exc)) from None
         if fired is None:
             a.wait_result = K.WaitResult.TIMEOUT
             return
