@@ -500,13 +500,15 @@ class RecordingSyscalls:
             self._scan_polled()  # a store through a view that released it, which no CPU wait followed (campaign 108)
             self._learn_pending()
             q.progress.destroyed, q.progress.ended = True, self.learnt
-            for _, event in q.progress.mailboxes:  # they may have run: a later wait may see what they set
-                self.completion.event_set(event)
             del self.doorbells[(q.gpu_id, q.doorbell_offset)]
             self.rung.clear()
             rptr = self._read(q.rptr_va, 8)
             if rptr is not None:
                 self._stopped(q, int.from_bytes(rptr, "little"))
+            progress = q.progress
+            for pos, event in progress.mailboxes:  # those that may have run: a later wait may see what they set
+                if not progress.stood or pos <= progress.stopped:  # (standing at a wait, it ran nothing after it)
+                    self.completion.event_set(event)
             if not q.progress.settled(q.wptr):
                 self.adrift.add(q.progress)
             for buf in [b for b in self.written if q.progress in b.writes]:  # nothing it wrote changes any more

@@ -732,6 +732,28 @@ def test_an_event_a_destroyed_queues_trap_may_have_set_shows_no_other_queue(tmp_
     assert "dst" not in checkpoint_names(event_checkpoint)[0]
 
 
+def test_an_event_a_queue_destroyed_standing_at_a_wait_never_reached_shows_the_queue_that_set_it(tmp_path):
+    """Campaign 110: a queue destroyed standing at a GPU wait never ran the mailbox write and TRAP behind it; the
+    recorder took them as maybe run, so a later wait on their event showed nothing of the queue that did set
+    it, and what that queue wrote was never checkpointed."""
+    path = str(tmp_path / "ev.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        ev, gate = system.event(), system.semaphore("gate")
+        out = gpu.alloc(4096, "gtt", name="out")
+        held = gpu.sdma_queue(name="held")
+        held.wait(gate, 1).trap(ev.id).submit()
+        held.destroy()  # standing at its wait
+        other = gpu.sdma_queue(name="other")
+        other.fill(out, 7, 4096).trap(ev.id).submit()
+        ev.wait(timeout=10)
+    with TraceReader(path) as r:
+        destroy = next(rec.fields for rec in r.records({"queue_destroy"}))
+    assert destroy["rptr"] < destroy["wptr"]  # (it stood at the wait)
+    event_checkpoint = next(c for c in records(path, "checkpoint") if "event" in c.fields["wait"])
+    assert checkpoint_names(event_checkpoint) == (["out"], [])
+
+
 @pytest.mark.parametrize("before", ["gpu copy", "cpu write"])
 def test_a_word_written_before_its_first_use_as_a_semaphore_may_be_what_a_wait_sees(before, tmp_path):
     """Campaign 53's bug02: a copy (or a CPU write) put 1 in a word before any wait or signal used it; a queue
