@@ -33,7 +33,7 @@ import threading
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kfdtrace.capture.completion import Completion, QueueProgress, Wait
 from kfdtrace.capture.dispatches import ANYTHING, Dispatches, Pointers
@@ -125,6 +125,33 @@ class TrackedQueue:
     wptr: int = 0  # where its stream's next submission starts (bytes: kfd_ioctl.doorbell_end of the last value)
     rung: int = 0  # the value its doorbell was last rung with
     ring_view: memoryview | None = None  # the ring's CPU mapping, once found (forgotten when memory is unmapped)
+
+
+@dataclass(eq=False)
+class _PlainRun:
+    """Consecutive submissions of one queue that signal, wait, dispatch and call nothing, as `_learn_pending` puts
+    them together: their written, read and referenced addresses, positioned from the first one's start (`base`)."""
+
+    queue: TrackedQueue
+    base: int
+    end: int  # where the last one ends in the queue's stream
+    plan: Plan  # the first one's, and its facts: what a run of one is learnt from
+    facts: tuple
+    written: list = field(init=False)
+    read: list = field(init=False)
+    referenced: list = field(init=False)
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        self.written, self.read, self.referenced = list(self.facts[2]), list(self.facts[4]), list(self.facts[3])
+
+    def add(self, base: int, size: int, facts: tuple) -> None:
+        """The next submission (starting where the run ends), with its plan's facts."""
+        shift = base - self.base
+        self.written += [(pos + shift, a, n) for pos, a, n in facts[2]]
+        self.read += [(pos + shift, a, n) for pos, a, n in facts[4]]
+        self.referenced += facts[3]
+        self.end, self.count = base + size, self.count + 1
 
 
 MAX_CHUNK = 1 << MAX_BLOB_BYTES.bit_length() - 1  # the largest power of two a blob holds (32 MiB)
@@ -509,8 +536,8 @@ class RecordingSyscalls:
             for pos, event in progress.mailboxes:  # those that may have run: a later wait may see what they set
                 if not progress.stood or pos <= progress.stopped:  # (standing at a wait, it ran nothing after it)
                     self.completion.event_set(event)
-            if not q.progress.settled(q.wptr):
-                self.adrift.add(q.progress)
+            if not progress.settled(q.wptr):
+                self.adrift.add(progress)
             for buf in [b for b in self.written if q.progress in b.writes]:  # nothing it wrote changes any more
                 self._key_finished(buf)
             self.rec.record(R.QUEUE_DESTROY, queue=a.queue_id, wptr=q.rung,
@@ -655,36 +682,30 @@ class RecordingSyscalls:
         # on unbroken from one to the next (which of their reads gave which of their writes is asked only where
         # queues may race: then they are learnt one by one)
         alone = len(self.queues) == 1 and not self.racy and not self.adrift
-        plain: list = []  # [queue, its first's start, where its last ends, written, read, referenced, how many, ...]
+        run: _PlainRun | None = None
         for q, base, ring, plan, inner, dispatched, packets in batch:
             facts = plan.facts(ring, base)
             if not alone or inner is not None or plan.dispatching or plan.completing or facts[0] or facts[1]:
-                if plain:
-                    self._learn_plain(plain)
-                    plain = []
+                if run is not None:
+                    self._learn_run(run)
+                    run = None
                 self._learn(q, base, len(ring), facts, plan, inner, dispatched, packets)
-            elif plain and plain[0] is q and plain[2] == base:
-                shift = base - plain[1]
-                plain[2] = base + len(ring)
-                for into, accesses in ((plain[3], facts[2]), (plain[4], facts[4])):
-                    into += accesses if not shift else [(pos + shift, a, n) for pos, a, n in accesses]
-                plain[5] += facts[3]
-                plain[6] += 1
+            elif run is not None and run.queue is q and run.end == base:
+                run.add(base, len(ring), facts)
             else:
-                if plain:
-                    self._learn_plain(plain)
-                plain = [q, base, base + len(ring), list(facts[2]), list(facts[4]), list(facts[3]), 1, plan, facts]
-        if plain:
-            self._learn_plain(plain)
+                if run is not None:
+                    self._learn_run(run)
+                run = _PlainRun(q, base, base + len(ring), plan, facts)
+        if run is not None:
+            self._learn_run(run)
 
-    def _learn_plain(self, plain: list) -> None:
-        """Learn a run of submissions that `_learn_pending` put together (one alone keeps its plan's caches)."""
-        q, base, end, written, read, referenced, count, plan, facts = plain
-        if count == 1:
-            self._learn(q, base, end - base, facts, plan, None, NO_POINTERS, None)
+    def _learn_run(self, run: _PlainRun) -> None:
+        """Learn a run of plain submissions as one (a run of one keeps its plan's caches)."""
+        if run.count == 1:
+            self._learn(run.queue, run.base, run.end - run.base, run.facts, run.plan, None, NO_POINTERS, None)
         else:
-            self._learn(q, base, end - base, ([], [], tuple(written), tuple(referenced), tuple(read)), None, None,
-                        NO_POINTERS, None, count)
+            facts = ([], [], tuple(run.written), tuple(run.referenced), tuple(run.read))
+            self._learn(run.queue, run.base, run.end - run.base, facts, None, None, NO_POINTERS, None, run.count)
 
     def _changed_layout(self) -> None:
         """Buffers come, go or change: resolve the submissions so far against the buffers as they were."""
