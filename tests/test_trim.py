@@ -508,6 +508,32 @@ def test_a_reset_of_a_semaphore_whose_last_signaller_may_still_run_is_refused(tm
             trim(r, out, first, r.submissions - 1)
 
 
+def test_a_cpu_store_below_a_gpu_signal_still_to_land_is_no_reset(tmp_path):
+    """Campaign 111: each round the CPU sets a semaphore, a queue waits for the CPU's next store and then signals
+    one more; every other round starts below the last (a reset). The CPU's store of 11, below the 12 the queue
+    signals after it, was taken for a reset: the signals before it were forgotten, the wait for 12 showed nothing
+    complete, and trim refused every later range as if submissions were still running at its start."""
+    path, out = str(tmp_path / "s.kfdtrace"), str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q = gpu.sdma_queue()
+        src, dst = gpu.alloc(4096, "gtt", name="src"), gpu.alloc(4096, "gtt", name="dst")
+        s = system.semaphore("s")
+        for r in range(6):
+            src.write(bytes([r + 1]) * 64)
+            base = 10 if r % 2 == 0 else 1
+            s.signal(base)
+            q.wait(s, base + 1).copy(dst, src, 64, dst_offset=64 * r).signal(s, base + 2).submit()
+            s.signal(base + 1)
+            s.wait(base + 2)
+    for first, last in ((2, 2), (2, 5), (4, 5), (5, 5)):
+        with TraceReader(path) as r:
+            trim(r, out, first, last)
+        report = replay_trace(out, Options(timeout=10), emulate_recorded=True)
+        assert report.status == EXIT_OK and report.results[0].submissions == last - first + 1, report.lines()
+        os.unlink(out)
+
+
 def vram_round_trip(path: str, fill: int, size: int = 64 << 10) -> None:
     """Submission 0 copies src into vram (never checkpointed: the CPU cannot see it); submission 1 fills `fill`
     bytes of vram from its start, then copies all of vram back."""

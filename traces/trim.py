@@ -93,10 +93,10 @@ class Landed:
         # semaphore -> (queue, submission, value, whether its submission writes memory after it) of each signal made
         # of it, in order; where in that list the
         # signals since the CPU last set it lower (a reset: a new semaphore in a reused slot, say) start; and
-        # (the highest value signalled since that reset, the highest the CPU stored)
+        # (the highest value the CPU stored since that reset, the highest a CPU wait saw)
         self.signallers: dict[int, list[tuple[tuple[int, int], int, int, bool]]] = {}
         self.since_reset: dict[int, int] = {}
-        self.peak: dict[int, tuple[int, int]] = {}
+        self.known: dict[int, tuple[int, int]] = {}
 
     def apply(self, r: Record, sub: Submission | None) -> None:
         f = r.fields
@@ -105,25 +105,28 @@ class Landed:
             for j, addr, value in semaphore_facts(sub.packets)[0]:
                 then = any(p.defn.signal is None and p.written_addresses() for p in sub.packets[j + 1:])
                 self.signallers.setdefault(addr, []).append((queue, sub.number, value, then))
-                peak, cpu = self.peak.get(addr, (0, 0))
-                self.peak[addr] = (max(peak, value), cpu)
         elif r.type == R.QUEUE:
             self.lives[f["queue"]], self.made = self.made, self.made + 1
         elif r.type == R.QUEUE_DESTROY:
             self.ended.add((f["queue"], self.lives.get(f["queue"], 0)))
         elif r.type == R.CPU_SIGNAL:
-            peak, cpu = self.peak.get(f["addr"], (0, 0))
-            if f["value"] < peak:  # a reset: the signals before it no longer tell what a wait sees
+            cpu, seen = self.known.get(f["addr"], (0, 0))
+            # a reset: below what the CPU knows the semaphore held, the signals before it no longer tell what a wait
+            # sees. Not one below a GPU signal still to land (campaign 111: the CPU's store of 11 that a queue
+            # waits for before it signals 12 is none, and the wait for 12 then showed nothing complete)
+            if f["value"] < max(cpu, seen):
                 self.since_reset[f["addr"]] = len(self.signallers.get(f["addr"], ()))
-                peak = cpu = 0
-            self.peak[f["addr"]] = (max(peak, f["value"]), max(cpu, f["value"]))
+                cpu = seen = 0
+            self.known[f["addr"]] = (max(cpu, f["value"]), seen)
         elif r.type == R.CPU_WAIT and f["ok"]:
             self._observed(f["addr"], f["value"])
+            cpu, seen = self.known.get(f["addr"], (0, 0))
+            self.known[f["addr"]] = (cpu, max(seen, f["value"]))
 
     def _observed(self, addr: int, value: int) -> None:
         """The CPU saw `addr` reach `value`: when one queue signalled it that far since its reset, and the CPU
         did not, the first of that queue's submissions to signal as much had completed."""
-        if self.peak.get(addr, (0, 0))[1] >= value:
+        if self.known.get(addr, (0, 0))[0] >= value:
             return
         first: dict[tuple[int, int], int] = {}
         for queue, number, signalled, _ in self.signallers.get(addr, [])[self.since_reset.get(addr, 0):]:
