@@ -57,6 +57,7 @@ DEFAULT_CHUNK = 16 << 10  # measured: see capture/README.md
 # changes what they would tell, rather than one by one on the submission path (measured: capture overhead
 # 1.33x -> 1.24x on benchmarks/capture_overhead.py).
 SIGNAL_VALUE = AmdSignal.value.offset  # where an amd_signal_t holds its value
+_ADDRESS = operator.itemgetter(1)  # of a (position, address, bytes) access
 NO_POINTERS = Pointers()  # what a submission launching no kernel takes
 LEARN_BATCH = 256
 ANY_VALUE = 1 << 64  # what a word a copy or a kernel wrote may hold, for completion and ordering: anything
@@ -567,7 +568,10 @@ class RecordingSyscalls:
             return []
         lo, hi = self.event_page
         slot = K.KFD_EVENT_SLOT_SIZE
-        out = [(base + p, (a - lo) // slot) for p, a, _ in written if lo <= a < hi]
+        addrs = sorted(map(_ADDRESS, written))  # (in C: a run of plain submissions has thousands)
+        i = bisect.bisect_left(addrs, lo)
+        out = [(base + p, (a - lo) // slot) for p, a, _ in written if lo <= a < hi] \
+            if i < len(addrs) and addrs[i] < hi else []
         if inner is not None:
             out += [(base + p, (a - lo) // slot) for p, a in inner.called_writes if lo <= a < hi]
         return sorted(out)
