@@ -138,9 +138,9 @@ class _PlainRun:
     end: int  # where the last one ends in the queue's stream
     plan: Plan  # the first one's, and its facts: what a run of one is learnt from
     facts: tuple
-    written: list = field(init=False)
-    read: list = field(init=False)
-    referenced: list = field(init=False)
+    written: list[tuple[int, int, int]] = field(init=False)  # as in Written
+    read: list[tuple[int, int, int]] = field(init=False)
+    referenced: list[int] = field(init=False)
     count: int = 1
 
     def __post_init__(self) -> None:
@@ -527,19 +527,19 @@ class RecordingSyscalls:
         if q is not None:
             self._scan_polled()  # a store through a view that released it, which no CPU wait followed (campaign 108)
             self._learn_pending()
-            q.progress.destroyed, q.progress.ended = True, self.learnt
+            progress = q.progress
+            progress.destroyed, progress.ended = True, self.learnt
             del self.doorbells[(q.gpu_id, q.doorbell_offset)]
             self.rung.clear()
             rptr = self._read(q.rptr_va, 8)
             if rptr is not None:
                 self._stopped(q, int.from_bytes(rptr, "little"))
-            progress = q.progress
             for pos, event in progress.mailboxes:  # those that may have run: a later wait may see what they set
                 if not progress.stood or pos <= progress.stopped:  # (standing at a wait, it ran nothing after it)
                     self.completion.event_set(event)
             if not progress.settled(q.wptr):
                 self.adrift.add(progress)
-            for buf in [b for b in self.written if q.progress in b.writes]:  # nothing it wrote changes any more
+            for buf in [b for b in self.written if progress in b.writes]:  # nothing it wrote changes any more
                 self._key_finished(buf)
             self.rec.record(R.QUEUE_DESTROY, queue=a.queue_id, wptr=q.rung,
                             rptr=None if rptr is None else int.from_bytes(rptr, "little"))
