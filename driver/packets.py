@@ -926,6 +926,19 @@ class Packet:
         return f"<{self} @{self.offset:#x}>"
 
 
+def _decoded(d: PacketDef, offset: int, raw: tuple[int, ...]) -> Packet:
+    """Packet(d, offset, None, b"", raw) of a fixed-size packet, without the constructor's call: decoding is hot."""
+    p = _new(Packet)
+    p.defn = d
+    p.name = d.name
+    p.offset = offset
+    p.size = d._nbytes
+    p._fields = None
+    p.payload = b""
+    p._raw = raw
+    return p
+
+
 # (field values, the cache actions they ask together): one row of a CacheControl table
 CacheRow = tuple[Mapping[str, int], Iterable[str]]
 
@@ -1092,16 +1105,8 @@ class Dialect:
             raise TruncatedPacket(f"{self.name}: {d.name} at byte offset {offset:#x} needs "
                                   f"{d.size * 4} bytes, only {n - offset} left")
         raw = d._struct.unpack_from(data, offset)
-        if d.tail is None:  # Packet(d, offset, None, b"", raw) without the constructor's call: decoding is hot
-            p = _new(Packet)
-            p.defn = d
-            p.name = d.name
-            p.offset = offset
-            p.size = d._nbytes
-            p._fields = None
-            p.payload = b""
-            p._raw = raw
-            return p  # its fields are decoded when first read
+        if d.tail is None:
+            return _decoded(d, offset, raw)  # its fields are decoded when first read
         fields = d._decode(raw)
         payload = b""
         extra = (fields[d.tail.count] + d.tail.bias) * 4
@@ -1146,10 +1151,15 @@ class Dialect:
             data = data.cast("B")
         if end is not None and end < len(data):
             data = memoryview(data)[:end]
-        decode = self.decode
+        decode, index, mask, header = self.decode, self._index, self._key_mask, _U32.unpack_from
         pos, stop = start, len(data)
         while pos < stop:
-            p = decode(data, pos)
+            # a whole fixed-size packet is one lookup and one unpack; `decode` words what is wrong with the rest
+            d = index.get(header(data, pos)[0] & mask) if pos + 4 <= stop else None
+            if d is not None and d.tail is None and pos + d._nbytes <= stop:
+                p = _decoded(d, pos, d._struct.unpack_from(data, pos))
+            else:
+                p = decode(data, pos)
             yield p
             pos += p.size
 

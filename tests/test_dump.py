@@ -332,3 +332,39 @@ def test_a_pm4_dispatch_s_code_and_argument_registers_are_annotated(tmp_path):
     held = [a for p in packets for a in (p.get("addresses") or {}).items() if a[0].startswith("COMPUTE_")]
     assert [(k, v["where"].split("+")[0]) for k, v in held] == \
         [("COMPUTE_PGM", "kernel vector_add's code"), ("COMPUTE_USER_DATA_0..1", "q.kernargs")] * 2
+
+
+def test_a_packet_repeated_after_its_buffer_changed_is_named_anew(tmp_path):
+    """Text words each distinct packet once and reuses the words for the next like it: a buffer freed and
+    another made at its address in between must still show the new name."""
+    from kfdtrace.driver.sdma import DIALECTS
+    fence = DIALECTS["sdma6"].build("FENCE", addr=0x10_0008, data=7)
+    path = str(tmp_path / "renamed.kfdtrace")
+    with TraceWriter(path, {}) as w:
+        w.record("queue", queue=1, gpu=1, type=1, ring=0x9000_0000, ring_size=4096, rptr=0, wptr=0,
+                 doorbell_offset=0, engine=0, dialect="sdma6")
+        for i, name in enumerate(("first", "second")):
+            w.record("alloc", handle=i + 1, gpu=1, va=0x10_0000, size=4096, domain="gtt", flags=0, cpu=None)
+            w.record("buffer", handle=i + 1, va=0x10_0000, name=name, role="user", size=4096)
+            for k in range(2):
+                w.record("doorbell", queue=1, value=len(fence) * (2 * i + k + 1), ring=fence)
+            w.record("free", handle=i + 1, va=0x10_0000)
+        w.close({})
+    res = run("dump", path, "--kind", "packet")
+    assert res.exit_code == 0, res.output
+    named = [line.split("(")[1].split(")")[0] for line in res.output.splitlines() if "FENCE" in line]
+    assert named == ["first+0x8"] * 2 + ["second+0x8"] * 2, res.output
+
+
+def test_a_submission_cut_short_shows_the_packets_before_what_went_wrong(tmp_path):
+    from kfdtrace.driver.sdma import DIALECTS
+    fence = DIALECTS["sdma6"].build("FENCE", addr=0x10_0008, data=7)
+    path = str(tmp_path / "cut.kfdtrace")
+    with TraceWriter(path, {}, clock="t") as w:
+        w.record("queue", t=1, queue=1, gpu=1, type=1, ring=0x9000_0000, ring_size=4096, rptr=0, wptr=0,
+                 doorbell_offset=0, engine=0, dialect="sdma6")
+        w.record("doorbell", t=2, tid=1, queue=1, value=len(fence) + 8, ring=fence + b"\xff" * 8)
+        w.close({})
+    lines = run("dump", path, "--kind", "packet").output.splitlines()
+    assert "doorbell submission 0" in lines[0] and "FENCE addr=0x10_0008" in lines[1] \
+        and "unknown packet" in lines[2] and len(lines) == 3, lines

@@ -16,7 +16,8 @@ from typing import Any
 
 import msgspec
 
-from kfdtrace.driver.packets import Dialect, Packet
+from kfdtrace.driver.packets import Dialect, Packet, PacketDef
+from kfdtrace.driver.pm4 import Pm4Dialect
 from kfdtrace.traces import records as R
 from kfdtrace.traces.contents import KnownMemory, chunk_size, is_data
 from kfdtrace.traces.format import Record, TraceError, TraceReader
@@ -37,6 +38,7 @@ QUEUE_TYPES = frozenset({R.DOORBELL, R.QUEUE, R.QUEUE_NAME, R.QUEUE_DESTROY})
 MAX_BUFFER_BYTES = 4 << 30  # what --buffers writes at most: a trace can name one blob any number of times
 MAX_DEPTH = 16  # lists and maps shown inside one another; a trace is untrusted, and Python's recursion bounded
 TOO_DEEP = f"(nested deeper than {MAX_DEPTH})"
+MAX_SHOWN = 1 << 12  # packets whose words `Dumper.lines` keeps for the next like it
 
 
 class DumpError(TraceError):
@@ -108,22 +110,43 @@ class Dumper:
 
     def lines(self) -> Iterator[list[str]]:
         """The selected records as text, a list of lines each, in stream order."""
-        where = self.state.where
+        state = self.state
+        where, find = state.where, state.by_va.find
+        shown: dict[tuple[PacketDef, tuple[int, ...]], str] = {}  # a packet's words by its dwords, while names hold
+        naming = state.naming
         for r, sub in self.selected():
             f = r.fields
-            if sub is None or sub.error or sub.queue is None or type(f["t"]) is not int or f["tid"] is None:
+            if sub is None:
                 yield text(self.entry(r, sub))
                 continue
-            # a doorbell of a known queue, the most frequent record: worded here as `text` would, without an entry
-            q, base = sub.queue, sub.base
-            launches = sub.launches
-            yield [f"#{r.n:<7} {f['t'] / 1e6:11.3f} ms [{f['tid']}] doorbell submission {sub.number}"
-                   f"{' ' + q.name if q.name else ''} queue={f['queue']} value={_value(f['value'])}",
-                   *[f"    @{base + p.offset:#07x} {p.show(where)}"
-                     + (f"  [runs {launches[i]}]" if i in launches else "")  # not an address's name
-                     + "".join(f" ({what}={va:#_x} {where(va) or 'outside every buffer'})"
-                               for what, va, _ in register_pointers(q.dialect, p, self.state.by_va.find))
-                     for i, p in enumerate(sub.packets)]]
+            q, base, launches = sub.queue, sub.base, sub.launches
+            if sub.error or q is None or type(f["t"]) is not int or f["tid"] is None:
+                out = text(self.entry(r, sub))  # its line and what went wrong, the packets decoded going after it
+            else:  # a doorbell of a known queue, the most frequent record: its line worded as `text` would
+                out = [f"#{r.n:<7} {f['t'] / 1e6:11.3f} ms [{f['tid']}] doorbell submission {sub.number}"
+                       f"{' ' + q.name if q.name else ''} queue={f['queue']} value={_value(f['value'])}"]
+            if state.naming != naming or len(shown) >= MAX_SHOWN:
+                shown.clear()
+                naming = state.naming
+            pm4 = q is not None and isinstance(q.dialect, Pm4Dialect)
+            packets = []
+            for i, p in enumerate(sub.packets):
+                if p.payload:
+                    words = p.show(where)
+                else:  # a stream repeats its packets: each is worded once
+                    key = (p.defn, p.dwords)
+                    words = shown.get(key)
+                    if words is None:
+                        words = shown[key] = p.show(where)
+                line = f"    @{base + p.offset:#07x} {words}"
+                if launches and i in launches:
+                    line += f"  [runs {launches[i]}]"  # not an address's name
+                if pm4:
+                    line += "".join(f" ({what}={va:#_x} {where(va) or 'outside every buffer'})"
+                                    for what, va, _ in register_pointers(q.dialect, p, find))
+                packets.append(line)
+            out[1:1] = packets
+            yield out
 
     def selected(self) -> Iterator[tuple[Record, Submission | None]]:
         """The selected records, each with what it submitted when it is a doorbell."""

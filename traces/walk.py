@@ -179,6 +179,7 @@ class TraceState:
         self.ended: tuple[int, bytes] | None = None  # (request, argument bytes) of the ioctl the last end ended
         self.submissions = 0
         self._named: dict[int, str | None] = {}  # where() of addresses asked about since buffers last changed
+        self.naming = 0  # counts the changes of what where() says (a buffer or kernel made, named or freed)
         self.kernels: dict[int, str] = {}  # kernel descriptor address -> kernel name, from code_object records
         self.entries: dict[int, str] = {}  # kernel entry address -> kernel name
         self.registers: dict[int, dict[str, int]] = {}  # PM4 queue -> its SH registers, as its packets set them
@@ -210,6 +211,10 @@ class TraceState:
         self._named[addr] = named
         return named
 
+    def _renamed(self) -> None:
+        self._named.clear()
+        self.naming += 1
+
     def queue_label(self, queue: int | None) -> str:
         q = self.queues.get(queue) if queue is not None else None
         return q.label if q is not None else f"queue {queue}"
@@ -219,7 +224,7 @@ class TraceState:
         self.threads[f["tid"]] = f["name"]
 
     def _on_alloc(self, f: dict) -> None:
-        self._named.clear()
+        self._renamed()
         old = self.buffers.pop(f["handle"], None)
         if old is not None:
             self.by_va.remove(old.va)
@@ -228,7 +233,7 @@ class TraceState:
             self.buffers[buf.handle] = buf
 
     def _on_buffer(self, f: dict) -> None:
-        self._named.clear()
+        self._renamed()
         buf = self.buffers.get(f["handle"]) if f["handle"] is not None else self.by_va.get(f["va"])
         if buf is not None and buf.va == f["va"]:
             buf.name, buf.role = f["name"], f["role"]
@@ -238,13 +243,13 @@ class TraceState:
                 self.by_va.add(buf.va, buf.size, buf)
 
     def _on_free(self, f: dict) -> None:
-        self._named.clear()
+        self._renamed()
         buf = self.buffers.pop(f["handle"], None)
         if buf is not None:
             self.by_va.remove(buf.va)
 
     def _on_code_object(self, f: dict) -> None:
-        self._named.clear()
+        self._renamed()
         if len(self.kernels) + len(f["kernels"]) + len(f["entries"] or ()) <= MAX_KERNELS:
             self.kernels.update({va: str(name) for name, va in f["kernels"].items()})
             self.entries.update({va: str(name) for name, va in (f["entries"] or {}).items()})
