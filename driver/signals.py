@@ -138,6 +138,7 @@ class Event:
 
     def __init__(self, system: System, auto_reset: bool = True):
         self.system = system
+        self.auto_reset = auto_reset
         self.id = system.create_event_id(auto_reset)
 
     def set(self) -> None:

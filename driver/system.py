@@ -280,6 +280,10 @@ class System:
         event's slot index is its id), which every GPU maps."""
         return self._event_page.addr(8 * event_id, 8)
 
+    def clear_mailbox(self, event_id: int) -> None:
+        """Make a signal event's mailbox read unsignaled again, as creating the event left it."""
+        self._event_page.write(K.UNSIGNALED_EVENT_SLOT.to_bytes(8, "little"), 8 * event_id)
+
     def create_signal_event(self) -> int | None:
         """A KFD signal event for a semaphore's wake-ups; None when the process has used all 4095 (slot 0 is the
         kernel's)."""

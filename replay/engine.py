@@ -227,6 +227,7 @@ class Survey:
     notes: list[str] = field(default_factory=list)
     names: dict[int, tuple[str | None, str]] = field(default_factory=dict)  # alloc record -> (name, role)
     waited: set[int] = field(default_factory=set)  # event records some event_wait waits on
+    reborn: set[int] = field(default_factory=set)  # event records whose id a later event takes once it is destroyed
     # waits the recording timed out on that its thread went on to wait again for, and saw complete (a poll loop
     # with a timeout): the timeout was the program's way of waiting, not a hang
     retried: set[int] = field(default_factory=set)
@@ -394,6 +395,7 @@ class _Surveyor:
         self.wptrs: dict[int, tuple[int, int]] = {}  # recorded queue id -> (its type, its write pointer as recorded)
         self.use: Counter[Pool] = Counter()
         self.events: dict[int, int] = {}  # recorded event id -> its event record
+        self.freed: dict[int, int] = {}  # recorded event id -> the record of the event that had it, destroyed
         self.ib_copies: dict[int, int] = {}  # recorded queue id -> bytes of its last submission's IB copies
 
     def run(self) -> Survey:
@@ -921,11 +923,15 @@ class _Surveyor:
     def _on_event(self, r: Record) -> None:
         if r.fields["type"] in REPLAYED_EVENTS:
             self._on_event_destroy(r)  # an id reused without a destroy record: the older event is gone
+            if (old := self.freed.pop(r.fields["event"], None)) is not None:
+                self.s.reborn.add(old)
             self.events[r.fields["event"]] = r.n
             self._add(EVENTS, 1)
 
     def _on_event_destroy(self, r: Record) -> None:
-        if self.events.pop(r.fields["event"], None) is not None:
+        created = self.events.pop(r.fields["event"], None)
+        if created is not None:
+            self.freed[r.fields["event"]] = created
             self.use[EVENTS] -= 1
 
     def _on_event_wait(self, r: Record) -> None:
@@ -1207,6 +1213,9 @@ class Instance:
         self.vacated: dict[int, tuple[int, int, str]] = {}
         self.queues: dict[int, ReplayQueue] = {}  # recorded queue id -> its replay
         self.events: dict[int, tuple[int, Event]] = {}  # recorded event id -> (its event record, replay event)
+        # recorded id -> the replay event of a destroyed event whose id a later one takes (Survey.reborn): kept for
+        # it, as the kernel gives a freed id to the next event, and packets for the old one may still be pending
+        self.retired: dict[int, Event] = {}
         self.kernels = RecordedKernels()
         self.code_gpus: dict[int, int] = {}  # recorded va of a code object's buffer -> its recorded GPU
         self.programs: dict[int, Program] = {}  # recorded va of a code object -> the object loaded for the target
@@ -2103,7 +2112,7 @@ class Instance:
         if f["type"] not in REPLAYED_EVENTS:
             return
         self._forget_event(f["event"])
-        ev = self.system.event(auto_reset=bool(f["auto_reset"]))
+        ev = self._reborn(f["event"], bool(f["auto_reset"]))
         self.events[f["event"]] = (r.n, ev)
         if self.event_page is not None and 0 < f["event"] < K.KFD_SIGNAL_EVENT_LIMIT:  # the GPU writes the
             # recorded event's mailbox before interrupting with its id: that write goes to the replay event's
@@ -2116,6 +2125,20 @@ class Instance:
         """The recorded address of a recorded event's mailbox (its slot in the recorded event page)."""
         return self.event_page + K.KFD_EVENT_SLOT_SIZE * recorded
 
+    def _reborn(self, recorded: int, auto_reset: bool) -> Event:
+        """The replay event of a recorded event taking id `recorded`: the one a destroyed event with that id
+        left (`retired`), made new again, where its kind agrees; else a new one. Instances replaying side by side
+        share one process's ids, and one would take the id another freed: packets still pending for the old event
+        would set another instance's (campaign 110)."""
+        kept = self.retired.pop(recorded, None)
+        if kept is not None and kept.auto_reset == auto_reset:
+            kept.reset()
+            self.system.clear_mailbox(kept.id)  # as CREATE_EVENT leaves a signal event's slot
+            return kept
+        if kept is not None:
+            kept.destroy()
+        return self.system.event(auto_reset=auto_reset)
+
     def _forget_event(self, recorded: int) -> None:
         hit = self.events.pop(recorded, None)
         if recorded in self.mailboxes:
@@ -2124,7 +2147,10 @@ class Instance:
         if hit is not None:
             if hit[1].id in self.wake_ids:
                 self.wake_ids.remove(hit[1].id)
-            hit[1].destroy()
+            if hit[0] in self.s.reborn:
+                self.retired[recorded] = hit[1]
+            else:
+                hit[1].destroy()
 
     def _on_event_destroy(self, r: Record) -> None:
         self._forget_event(r.fields["event"])
@@ -2355,7 +2381,8 @@ class Instance:
         """Best effort, like Device.close: what the kernel refuses here it reclaims with the process."""
         closers = [rq.queue.destroy for rq in self.queues.values()] + [rb.buffer.free for _, _, rb in self.buffers]
         closers += [ib.free for rq in self.queues.values() for ib in rq.copies()]
-        closers += [ev.destroy for _, ev in self.events.values()] + [p.free for p in self.own_programs]
+        closers += [ev.destroy for _, ev in self.events.values()] + [ev.destroy for ev in self.retired.values()]
+        closers += [p.free for p in self.own_programs]
         for close in [*closers, *([self._wake.destroy] if self._wake else [])]:  # queues first: they pin their
             # buffers
             with contextlib.suppress(DeviceError):

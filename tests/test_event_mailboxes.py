@@ -288,6 +288,36 @@ def test_a_new_event_takes_the_freed_id_whose_pending_mailbox_write_sets_it_afte
     assert report.status == EXIT_OK, report.lines()
 
 
+def test_an_id_freed_for_the_next_event_is_kept_from_instances_replaying_beside(tmp_path, monkeypatch):
+    """Campaign 110: with --concurrent, instances share one process's event ids. One destroyed an event whose held
+    packets were still pending, another instance's event took the freed id, and the first instance's next event
+    (which took that id in the recording) got another: the held packets set the other instance's event, and the
+    wait hung (1 run in 4 with 3 instances). Here the other instance is one event made right after the destroy."""
+    from kfdtrace.replay.engine import Instance
+
+    path = str(tmp_path / "reborn.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        out, gate = gpu.alloc(1 << 20, "gtt", name="out"), system.semaphore("gate")
+        old, held = system.event(), gpu.sdma_queue(name="held")
+        held.wait(gate, 1).fill(out, 0xAB, 1 << 20).trap(old.id).submit()
+        old.destroy()
+        new = system.event()
+        assert new.id == old.id
+        gate.signal(1)
+        new.wait(5)
+        held.sync()
+    destroy, intruders = Instance._on_event_destroy, []
+
+    def taken_beside(self, r):
+        destroy(self, r)
+        intruders.append(self.system.event())  # another instance's, made as this one freed its event
+
+    monkeypatch.setattr(Instance, "_on_event_destroy", taken_beside)
+    report = replay_trace(path, Options(timeout=3), emulate="gfx942")
+    assert report.status == EXIT_OK and intruders, report.lines()
+
+
 def _wait(system, ids: list[int], timeout_ms: int, wait_all: bool = False) -> int:
     """A bare WAIT_EVENTS on `ids`: its wait_result."""
     data = (K.kfd_event_data * len(ids))()
