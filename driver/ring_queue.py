@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Self
 
 from kfdtrace.driver.errors import DeviceError, WaitTimeout
 from kfdtrace.driver.memory import PAGE, Buffer
-from kfdtrace.driver.packets import Dialect, Packet
+from kfdtrace.driver.packets import Dialect, Packet, PacketDef
 from kfdtrace.driver.sdma import poll_passes
 from kfdtrace.driver.signals import Semaphore
 from kfdtrace.driver.syscalls import memory_view
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 Destination = Buffer | int  # a buffer, or a raw GPU VA (unchecked: the GPU faults if nothing is mapped there)
 DEFAULT_RING = 64 << 10
 WRITE_CHUNK = 4096  # data bytes per packet of inline data
+MAX_IB_LOOK = 1 << 14  # dwords of an indirect buffer `blocked` reads to find its waits
 
 
 class _Pending(threading.local):
@@ -295,19 +296,46 @@ class RingQueue:
         """Whether the engine stands at a packet that waits on memory (the `wait` tag: a poll), holding work it
         is not doing; one dword of the ring at the read pointer tells (for an engine whose read pointer runs
         ahead of the packet it executes, a guess)."""
-        ptr = self.rptr
-        if ptr >= self._rung:
-            return False
-        at = ptr % self.ring_size
-        d = self.dialect.definition(int.from_bytes(self._ring_bytes[at:at + 4], "little"))
+        d = self._definition_at(self.rptr)
         return d is not None and d.wait is not None
+
+    def _definition_at(self, ptr: int) -> PacketDef | None:
+        """The definition of the packet at byte pointer `ptr`, from its header dword alone (None: past what was
+        rung, or no packet)."""
+        if ptr >= self._rung:
+            return None
+        at = ptr % self.ring_size
+        return self.dialect.definition(int.from_bytes(self._ring_bytes[at:at + 4], "little"))
 
     def blocked(self, load: Callable[[int, int], int | None]) -> bool:
         """Whether the engine stands at a wait whose polled memory, read by `load(address, bytes)`, does not pass
         now (a wait that passes, the engine not yet polled again, holds it for a moment only); a wait whose memory
-        cannot be read counts as blocked."""
-        p = self.packet_at(self.rptr) if self.waiting else None
-        return p is not None and poll_passes(p, load) is not True
+        cannot be read counts as blocked. At an indirect buffer, whether a wait it holds does not pass now: the
+        read pointer stays on the packet calling it while the engine runs what it calls, so where in it the engine
+        stands is not known (a guess, as `waiting` is; one it cannot read or decode is not blocked)."""
+        if self.waiting:
+            p = self.packet_at(self.rptr)
+            return p is not None and poll_passes(p, load) is not True
+        d = self._definition_at(self.rptr)
+        if d is None or d.indirect is None:
+            return False
+        p = self.packet_at(self.rptr)
+        return p is not None and any(q.defn.wait is not None and poll_passes(q, load) is not True
+                                     for q in self._called(p, load))
+
+    def _called(self, p: Packet, load: Callable[[int, int], int | None]) -> list[Packet]:
+        """The packets the indirect buffer packet `p` calls, read by `load` (up to MAX_IB_LOOK dwords; [] when
+        they cannot be read or decoded)."""
+        addr, size = p.fields[p.defn.indirect[0]], p.fields[p.defn.indirect[1]]
+        if size > MAX_IB_LOOK:
+            return []
+        words = [load(addr + 4 * i, 4) for i in range(size)]
+        if None in words:
+            return []
+        try:
+            return list(self.dialect.iter_packets(b"".join(w.to_bytes(4, "little") for w in words)))
+        except ValueError:
+            return []
 
     def packets(self, start: int, end: int) -> list[Packet]:
         """The packets the ring holds from byte pointer `start` up to `end` (within a ring of each other), as far

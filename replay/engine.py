@@ -1795,11 +1795,15 @@ class Instance:
 
     def _load(self, va: int, size: int) -> int | None:
         """The `size`-byte little-endian word at the replay's address `va` (where a queue's wait polls), in a
-        CPU-visible buffer of the replay (None: in none)."""
+        CPU-visible buffer of the replay or in the indirect buffers it made (None: in none)."""
         for _, _, rb in self.buffers:
             view, start = rb.view, rb.buffer.va
             if view is not None and start <= va and va + size <= start + len(view):
                 return int.from_bytes(view[va - start:va - start + size], "little")
+        for rq in self.queues.values():
+            for ib in rq.copies():
+                if ib.va <= va and va + size <= ib.va + ib.size:
+                    return int.from_bytes(ib.read(va - ib.va, size), "little")
         return None
 
     @staticmethod

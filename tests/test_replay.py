@@ -10,6 +10,7 @@ import re
 import struct
 import subprocess
 import sys
+import time
 from unittest import mock
 
 import pytest
@@ -486,6 +487,33 @@ def test_a_buffer_a_queue_destroyed_at_a_wait_never_wrote_is_verified_again(tmp_
     assert stop["wptr"] - stop["rptr"] == 20 + 24  # the poll did not pass: the read pointer stays on it
     assert checkpointed(path)["a"] == b"\x07" * 4096
     assert replay_trace(path, Options(), emulate="gfx942").status == EXIT_OK
+
+
+@pytest.mark.parametrize("target", ["gfx1100", "gfx942"])
+def test_a_queue_destroyed_at_a_wait_inside_an_indirect_buffer_is_destroyed_there_in_the_replay(tmp_path, target):
+    """A PM4 queue stood at a wait no one signals, inside an indirect buffer, when the program destroyed it. Its
+    read pointer stays on the INDIRECT_BUFFER packet, which is no wait: the replay took the queue for one still
+    working, waited for it to settle before the destroy, and said HANG."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate=target) as system:
+        gpu = system.devices[0]
+        never, s = system.semaphore("never"), system.semaphore("s")
+        a, b, ib = (gpu.alloc(4096, "gtt", name=n) for n in ("a", "b", "ib"))
+        builder = gpu.compute_queue(name="builder")
+        builder.wait(never, 1).write_data(a, b"\x11" * 64)
+        body = b"".join(builder.discard())
+        ib.write(body)
+        doomed = gpu.compute_queue(name="doomed")
+        doomed.write_data(b, b"\x22" * 64).indirect(ib, len(body)).submit()
+        while b.read(0, 1) != b"\x22":  # (then it goes on into the indirect buffer, and waits there)
+            time.sleep(0.001)
+        doomed.destroy()
+        gpu.sdma_queue(name="other").copy(a, b, 64).signal(s, 1).submit()
+        s.wait(1)
+        assert a.read(0, 64) == b"\x22" * 64
+    for emulate in (target, "gfx1201"):
+        report = replay_trace(path, Options(timeout=3), emulate=emulate)
+        assert report.status == EXIT_OK and report.loops[0][0].verified >= 1, report.lines()
 
 
 @pytest.mark.parametrize("queue_type", [None, "pm4"])
