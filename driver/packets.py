@@ -483,6 +483,10 @@ class PacketDef:
         self._show = ns["show"]
         return ns[name.removeprefix("_")]
 
+    def show(self, dwords: tuple[int, ...], where: Callable[[int], str | None] | None = None) -> str:
+        """What `Packet.show` says of a fixed-size packet of this definition whose dwords are `dwords`."""
+        return self._show(dwords, where)
+
     def _show_lines(self) -> str:
         """Statements appending each field's text to `out`, as `Packet.show` words it for a fixed-size packet."""
         tests = dict(self._addr_tests)

@@ -120,7 +120,8 @@ class Dumper:
                 yield text(self.entry(r, sub))
                 continue
             q, base, launches = sub.queue, sub.base, sub.launches
-            if sub.error or q is None or type(f["t"]) is not int or f["tid"] is None:
+            fixed = sub.fixed() if q is not None else None  # (none is cut short then)
+            if fixed is None and (sub.error or q is None) or type(f["t"]) is not int or f["tid"] is None:
                 out = text(self.entry(r, sub))  # its line and what went wrong, the packets decoded going after it
             else:  # a doorbell of a known queue, the most frequent record: its line worded as `text` would
                 out = [f"#{r.n:<7} {f['t'] / 1e6:11.3f} ms [{f['tid']}] doorbell submission {sub.number}"
@@ -128,6 +129,17 @@ class Dumper:
             if state.naming != naming or len(shown) >= MAX_SHOWN:
                 shown.clear()
                 naming = state.naming
+            if fixed is not None:  # a ring of fixed-size packets that launch nothing: worded from its dwords
+                packets = []
+                for at, d, dwords in fixed:
+                    key = (d, dwords)
+                    words = shown.get(key)
+                    if words is None:
+                        words = shown[key] = d.show(dwords, where)
+                    packets.append(f"    @{base + at:#07x} {words}")
+                out[1:1] = packets
+                yield out
+                continue
             pm4 = q is not None and isinstance(q.dialect, Pm4Dialect)
             packets = []
             for i, p in enumerate(sub.packets):

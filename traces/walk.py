@@ -11,13 +11,13 @@ from __future__ import annotations
 import ctypes
 import enum
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kfdtrace.driver import drm_ioctl as D
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.driver.aql import AQL
-from kfdtrace.driver.packets import Dialect, Packet, PacketError
+from kfdtrace.driver.packets import Dialect, Packet, PacketDef, PacketError
 from kfdtrace.driver.pm4 import DIALECTS as PM4_DIALECTS
 from kfdtrace.driver.pm4 import Pm4Dialect
 from kfdtrace.driver.ranges import RangeMap
@@ -71,17 +71,45 @@ class QueueInfo:
             return f"type {self.type}"
 
 
-@dataclass
 class Submission:
     """A doorbell record read as what it submitted: `packets` decoded from its ring bytes, starting at `base`
-    in the queue's stream (`error` says why they could not all be decoded; the ones before are kept)."""
+    in the queue's stream (`error` says why they could not all be decoded; the ones before are kept). A queue's
+    whose packets launch nothing are decoded when first asked for."""
 
-    number: int  # from 0, across the trace
-    queue: QueueInfo | None
-    base: int
-    packets: list[Packet]
-    error: str | None = None
-    launches: dict[int, str] = field(default_factory=dict)  # index of a packet that launches a kernel -> its name
+    def __init__(self, number: int, queue: QueueInfo | None, base: int, packets: list[Packet] | None,
+                 error: str | None = None, launches: dict[int, str] | None = None, ring: bytes = b""):
+        """`packets` None: decoded from `ring` by the queue's dialect when first asked for."""
+        self.number = number  # from 0, across the trace
+        self.queue, self.base, self.ring = queue, base, ring
+        self.launches = {} if launches is None else launches  # index of a packet that launches a kernel -> its name
+        self._packets, self._error = packets, error
+
+    @property
+    def packets(self) -> list[Packet]:
+        return self._packets if self._packets is not None else self._decode()
+
+    @property
+    def error(self) -> str | None:
+        if self._packets is None:
+            self._decode()
+        return self._error
+
+    def _decode(self) -> list[Packet]:
+        assert self.queue is not None and self.queue.dialect is not None
+        self._packets, self._error = decode_all(self.queue.dialect, self.ring)
+        return self._packets
+
+    def fixed(self) -> list[tuple[int, PacketDef, tuple[int, ...]]] | None:
+        """(offset, definition, dwords) of each packet, read straight from the ring bytes (no Packet made), while
+        none was decoded and every one is a whole fixed-size packet; None otherwise."""
+        if self._packets is not None:
+            return None
+        ring = self.ring
+        try:
+            out = [(at, d, d.unpack_from(ring, at)) for at, _, d in self.queue.dialect.spans(ring)]
+        except PacketError:
+            return None
+        return None if any(d.tail is not None for _, d, _ in out) else out
 
 
 def queue_dialect(queue_type: int, gpu: dict) -> Dialect | None:
@@ -183,6 +211,7 @@ class TraceState:
         self.kernels: dict[int, str] = {}  # kernel descriptor address -> kernel name, from code_object records
         self.entries: dict[int, str] = {}  # kernel entry address -> kernel name
         self.registers: dict[int, dict[str, int]] = {}  # PM4 queue -> its SH registers, as its packets set them
+        self._launching: dict[Dialect, bool] = {}  # whether a dialect's packets may launch kernels
 
     def apply(self, r: Record) -> Submission | None:
         """Learn from a (checked) record; for a doorbell, what it submitted."""
@@ -293,8 +322,13 @@ class TraceState:
         if len(ring) > q.ring_size:  # decoding it would cost time and memory no real submission can ask for
             return Submission(number, q, base, [], f"{len(ring)} bytes of packets in a {q.ring_size}-byte ring "
                                                    f"(corrupt trace)")
+        if q.dialect not in self._launching:
+            self._launching[q.dialect] = isinstance(q.dialect, Pm4Dialect) or any(
+                d.kernel is not None for d in q.dialect.defs)
+        if not self._launching[q.dialect]:
+            return Submission(number, q, base, None, ring=ring)
         packets, error = decode_all(q.dialect, ring)
-        return Submission(number, q, base, packets, error, self._launched(q, packets))
+        return Submission(number, q, base, packets, error, self._launched(q, packets), ring)
 
     def _launched(self, q: QueueInfo, packets: list[Packet]) -> dict[int, str]:
         """The kernel each packet that launches one runs (by packet index): the one whose descriptor an AQL
