@@ -300,16 +300,21 @@ class Analyzer:
         """Add the facts of the indirect buffer `p` points at: its accesses and waits at `pos` (where the packet
         that called it from the ring ends), its signals and writes also at `start` (where that packet starts):
         seeing one shows the queue complete up to the call, not through it (the IB's later packets may still
-        run)."""
+        run). Waits that all come before every access of an IB that calls none are placed just before `pos`,
+        where they order those accesses (a wait orders what comes after it: at `pos` it ordered none of them,
+        and what they copied was taken for racy)."""
         addr_field, size_field = p.defn.indirect
         base = p.addresses().get(addr_field)
         data = read(base, p.fields[size_field] * 4) if base else None
         if data is None or depth > MAX_IB_DEPTH:
             return
-        builder = _Builder()
+        builder, nested, polls = _Builder(), False, set()
         for q in dialect.iter_packets(data):
             builder.add(q)
+            if q.defn.wait is not None:
+                polls.add(q.offset + q.size)  # (where its read of what it polls is)
             if q.defn.indirect is not None:
+                nested = True
                 self._indirect(dialect, q, start, pos, out, read, depth + 1)
         plan = builder.plan(len(data) // 4)
         out.dispatching |= plan.dispatching
@@ -319,7 +324,10 @@ class Analyzer:
         out.read += ((pos, a, n) for _, a, n in read)
         out.referenced += referenced
         out.signals += ((start, a, v) for _, a, v in signals)
-        out.waits += ((pos, a, v) for _, a, v in waits)
+        accesses = [at for at, _, _ in (*written, *read) if at not in polls]
+        first = pos - 1 if waits and not nested and (not accesses or max(at for at, _, _ in waits) < min(accesses)) \
+            else pos
+        out.waits += ((first, a, v) for _, a, v in waits)
 
     def _remember(self, dialect: Dialect, ring: bytes, packets: list[Packet], plan: Plan) -> None:
         if len(self._plans) >= MAX_PLANS:

@@ -642,3 +642,31 @@ def test_what_is_copied_from_a_buffer_a_queue_destroyed_mid_copy_was_writing_is_
     assert "out" not in hashed(path)
     report = replay_trace(path, Options(), emulate="gfx942")
     assert report.status == EXIT_OK, report.lines()
+
+
+@pytest.mark.parametrize("wait_first", [True, False])
+def test_a_wait_inside_an_indirect_buffer_orders_what_comes_after_it_there(wait_first, tmp_path):
+    """Campaign 112: an indirect buffer waits for `x`, which another queue signals once it has filled `src`, then
+    copies `src` into `out`. Its waits and accesses were all placed where the call ends, so the wait ordered
+    none of them: `out` was taken for racy and never checked. With the copy before the wait, it is a race."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        out, src, ib = (gpu.alloc(4096, "gtt", name=n) for n in ("out", "src", "ib"))
+        x, done = system.semaphore("x"), system.semaphore("done")
+        builder = gpu.compute_queue(name="builder")
+        if wait_first:
+            builder.wait(x, 1).copy_data(out, src, size=8)
+        else:
+            builder.copy_data(out, src, size=8).wait(x, 1)
+        body = b"".join(builder.discard())
+        ib.write(body)
+        q, sd = gpu.compute_queue(name="q"), gpu.sdma_queue(name="sd")
+        q.indirect(ib, len(body)).signal(done, 1).submit()
+        sd.fill(src, 0x5A5A5A5A, 64).signal(x, 1).submit()
+        done.wait(1)
+    if wait_first:
+        assert racy(path) == [] and "out" in hashed(path)
+        assert replay_trace(path, Options(timeout=5), emulate="gfx942").status == EXIT_OK
+    else:
+        assert [name for name, _ in racy(path)] == ["out"]
