@@ -1158,6 +1158,11 @@ class ReplayQueue:
     recent_bytes: int = 0
     # (write pointer after it, doorbell record) of its submissions in Instance.late, for it to forget once run
     late: deque[tuple[int, int]] = field(default_factory=deque)
+    # the recorded indirect buffers its submissions call, translated at the doorbell, until it reads past them:
+    # (write pointer before and after the submission, recorded address, bytes, the copy's address); and those
+    # of the submission being translated: (recorded address, bytes, the copy's address)
+    called: deque[tuple[int, int, int, int, int]] = field(default_factory=deque)
+    new_called: list[tuple[int, int, int]] = field(default_factory=list)
 
     def keep(self, before: int, after: int, start: int, ring: bytes) -> None:
         """Note a submission's recorded and replayed extent (`recent`)."""
@@ -1170,6 +1175,24 @@ class ReplayQueue:
         """Free the indirect buffer copies of the submissions the queue is done with."""
         while self.ibs and self.ibs[0][0] <= self.queue.rptr:
             self.ibs.popleft()[1].free()
+        while self.called and self.called[0][1] <= self.queue.rptr:
+            self.called.popleft()
+
+    def called_in(self, lo: int, hi: int) -> list[tuple[int, int, int, int, int]]:
+        """The indirect buffers its submissions call, not read past yet, whose recorded bytes meet [lo, hi)."""
+        self.reclaim()
+        return [c for c in self.called if c[2] < hi and lo < c[2] + c[3]]
+
+    def ran(self, called: tuple[int, int, int, int, int]) -> bool:
+        """Whether the queue read past the submission of `called` (one of `called`), or past the packet calling
+        its copy there."""
+        start, end, _, _, copy = called
+        at = self.queue.rptr
+        if at >= end:
+            return True
+        packets = getattr(self.queue, "packets", None)
+        return at > start and packets is not None and any(
+            p.defn.indirect is not None and p.fields[p.defn.indirect[0]] == copy for p in packets(start, at))
 
     def copies(self) -> list[Buffer]:
         return [b for _, b in self.ibs] + self.new_ibs
@@ -1445,11 +1468,14 @@ class Instance:
 
     def _on_free(self, r: Record) -> None:
         hits = self.lateness.hits(r.n) if r.n >= self.lateness.next else []
-        if self.ib_spans.pages and (hit := self.buffers.find(r.fields["va"])) is not None:
+        hit = self.buffers.find(r.fields["va"])
+        if self.ib_spans.pages and hit is not None:
             hits += self.ib_spans.hits(hit[0], hit[1])
             self.ib_spans.drop(hit[0], hit[1])
         if hits:
             self._hold(r, hits)
+        if hit is not None:
+            self._hold_called(r, hit[0], hit[1])
         program = self.programs.pop(r.fields["va"], None)
         self.loaded.pop(r.fields["va"], None)
         if program is not None:  # the survey's to free, or this instance's
@@ -1721,6 +1747,8 @@ class Instance:
         self.result.packets += t.packets - counted
         self.result.cached += t.taken - taken
         self._noted(level)
+        for a in {a for _, addresses, _ in writes for a in addresses}:  # (what another queue's call ran first)
+            self._hold_called(r, a, 1, rq)
         start = rq.queue.wptr
         if packets:
             try:
@@ -1731,6 +1759,9 @@ class Instance:
         if rq.new_ibs:
             rq.ibs.extend((rq.queue.wptr, ib) for ib in rq.new_ibs)
             rq.new_ibs.clear()
+        if rq.new_called:
+            rq.called.extend((start, rq.queue.wptr, *c) for c in rq.new_called)
+            rq.new_called.clear()
         written = K.doorbell_end(rq.kind, f["value"])
         rq.keep(rq.written, written, start, ring)
         rq.written = written
@@ -1741,6 +1772,32 @@ class Instance:
             copied = rq.memo.copied if t.taken != taken and rq.memo is not None else tuple(self.dispatched)
             self.late[r.n] = (rq, start, rq.queue.wptr, copied, self.ib_copied, where)
             rq.late.append((rq.queue.wptr, r.n))
+
+    def _hold_called(self, r: Record, va: int, size: int, writer: ReplayQueue | None = None) -> None:
+        """Before record `r` changes the recorded bytes [va, va+size) (a CPU write or a free, or a doorbell's
+        packets writing there), wait until every queue whose submission calls an indirect buffer there has read
+        past it, or until every queue stands at a wait or idles (as `_hold` does for kernel arguments). The replay
+        translated that buffer at the doorbell: a queue that still stands before it would run what it held then,
+        not what the recording's ran (campaign 112), so the replay refuses. (The `writer` queue's own calls come
+        before its packets.)"""
+        for rq in list(self.queues.values()):
+            if rq is writer:
+                continue
+            for called in rq.called_in(va, va + size):
+                def ran(rq: ReplayQueue = rq, called: tuple[int, int, int, int, int] = called) -> bool:
+                    return rq.ran(called)
+                if not ran() and not self._still_standing(r.n):
+                    with contextlib.suppress(WaitTimeout):  # (a kernel before it that runs till the CPU goes on)
+                        self._settle_all(f"record {r.n} ({r.type}) changes an indirect buffer {rq.label} calls",
+                                         HOLD_QUIET, until=ran)
+                    if not ran():
+                        self.stood = (r.n, self._progress())
+                if not ran():
+                    raise ReplayError(
+                        f"record {r.n} ({r.type}) changes the indirect buffer at {called[2]:#x}+{called[3]:#x} that "
+                        f"{rq.label} calls, after the doorbell that called it and while the queue stands before the "
+                        f"call: the recording's GPU ran what the buffer held then; a replay translates an indirect "
+                        f"buffer at its doorbell and cannot follow the change")
 
     def _hold(self, r: Record, hits: list[Dispatched]) -> None:
         """Before a CPU write or free `r` that lands in the recorded kernel arguments of dispatches submitted before
@@ -1921,6 +1978,7 @@ class Instance:
                                    role="replay indirect buffer")
         ib.write(translated)
         rq.new_ibs.append(ib)
+        rq.new_called.append((base, size * 4, ib.va))
         return ib.va, len(translated) // 4
 
     def _target(self, r: Record, va: int, size: int) -> tuple[ReplayBuffer, int]:
@@ -1944,6 +2002,7 @@ class Instance:
             hits += self.ib_spans.hits(r.fields["va"], len(data))
         if hits:
             self._hold(r, hits)
+        self._hold_called(r, r.fields["va"], len(data))
         rb.buffer.write(data, off)
         rb.gpu_last = False
         if rb.volatile:  # no clock is where the CPU wrote

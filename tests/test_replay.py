@@ -516,6 +516,61 @@ def test_a_queue_destroyed_at_a_wait_inside_an_indirect_buffer_is_destroyed_ther
         assert report.status == EXIT_OK and report.loops[0][0].verified >= 1, report.lines()
 
 
+@pytest.mark.parametrize("how", ["cpu", "free", "gpu"])
+def test_an_indirect_buffer_changed_before_its_queue_called_it_is_refused(tmp_path, how):
+    """Campaign 112: a queue gated by a semaphore calls an indirect buffer that, after the doorbell, the CPU writes
+    new packets into (or frees and makes again with them, or another queue's copy fills, ordered before the call by
+    a semaphore). The recording's GPU ran the new packets; the replay, which translates an indirect buffer at its
+    doorbell, ran the old ones: DIVERGED, or OK when the old packets wrote what was there already and the buffer
+    the new ones wrote was never checked. It refuses now, saying why, before the change."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        x, y, ib = (gpu.alloc(4096, "gtt", name=n) for n in ("x", "y", "ib"))
+        builder = gpu.compute_queue(name="builder")
+        new = b"".join(builder.write_data(y, b"\xcd" * 32).discard())
+        old = b"".join(builder.write_data(x, b"\x00" * 32).discard())  # what x holds already
+        ib.write(old)
+        q, gate, done = gpu.compute_queue(name="q"), system.semaphore("gate"), system.semaphore("done")
+        q.wait(gate, 1).indirect(ib, len(old)).signal(done, 1).submit()
+        if how == "cpu":
+            ib.write(new)
+        elif how == "free":
+            va = ib.va
+            ib.free()
+            ib = gpu.alloc(4096, "gtt", name="ib again", va=va)
+            ib.write(new)
+        else:
+            staged = gpu.alloc(4096, "gtt", name="staged")
+            staged.write(new)
+            gpu.sdma_queue(name="copier").copy(ib, staged, len(new)).signal(gate, 1).submit()
+        if how != "gpu":
+            gate.signal(1)
+        done.wait(1)
+        assert y.read(0, 4) == b"\xcd" * 4
+    res = replay(path, "--emulate", "gfx1100", "--timeout", "5")
+    assert res.returncode == EXIT_UNSUPPORTED, res.stdout + res.stderr
+    assert "changes the indirect buffer at" in res.stderr and "cannot follow the change" in res.stderr, res.stderr
+
+
+def test_an_indirect_buffer_rewritten_once_its_queue_ran_it_replays(tmp_path):
+    """The same buffer rewritten and called again once the queue ran it: no refusal."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        out, ib = gpu.alloc(4096, "gtt", name="out"), gpu.alloc(4096, "gtt", name="ib")
+        builder, q = gpu.compute_queue(name="builder"), gpu.compute_queue(name="q")
+        for i in range(3):
+            body = b"".join(builder.write_data(out, bytes([i + 1]) * 16, offset=16 * i).discard())
+            ib.write(body)
+            q.indirect(ib, len(body)).submit()
+            while not q.idle:  # (no wait record: the queue ran it, and the replay's must have too)
+                time.sleep(0.001)
+        q.sync()
+    res = replay(path, "--emulate", "gfx1100", "--timeout", "5")
+    assert res.returncode == EXIT_OK, res.stdout + res.stderr
+
+
 @pytest.mark.parametrize("queue_type", [None, "pm4"])
 def test_an_aql_queue_destroyed_at_its_second_barrier_is_destroyed_there_in_the_replay_too(tmp_path, queue_type):
     """Campaigns 84 and 85: campaign 72's case on an AQL queue, which `_behind` did not look at, replayed as such
