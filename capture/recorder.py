@@ -661,7 +661,7 @@ class RecordingSyscalls:
                 plan, inner = self.analyzer.analyse(q.dialect, ring, self._read, q.ib_dialect)
             except (PacketError, ValueError) as exc:  # what the packets do cannot be told: record them anyway
                 self.rec.undecodable += 1
-                self.rec.record(R.NOTE, text=f"queue {q.queue_id}: undecodable ring bytes: {exc}")
+                self.rec.record(R.NOTE, text=f"queue {q.queue_id}: undecodable packets: {exc}")
             else:
                 self.rec.count_packets(q.dialect, plan)
                 # the dispatches' kernel arguments are read now, at the doorbell: their slice of the queue's arena is

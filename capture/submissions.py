@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kfdtrace.capture.completion import Signal, Wait
-from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet, PacketDef, dword_unpacker
+from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet, PacketDef, PacketError, dword_unpacker
 from kfdtrace.traces.semaphores import FULL_MASK, REACHED, pair_signals, pair_waits
 
 MAX_PLANS = 1 << 14  # shapes whose plan is kept
@@ -309,7 +309,12 @@ class Analyzer:
         if data is None or depth > MAX_IB_DEPTH:
             return
         builder, nested, polls = _Builder(), False, set()
-        for q in dialect.iter_packets(data):
+        try:
+            packets = list(dialect.iter_packets(data))
+        except PacketError as exc:
+            raise PacketError(f"the indirect buffer at {base:#x} that {p.name} at byte {p.offset:#x} calls: "
+                              f"{exc}") from None
+        for q in packets:
             builder.add(q)
             if q.defn.wait is not None:
                 polls.add(q.offset + q.size)  # (where its read of what it polls is)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -818,3 +819,21 @@ def test_an_address_passed_as_two_32_bit_halves_is_held_while_its_kernel_runs(tm
     with TraceReader(path) as r:
         first = next(r.records([R.CHECKPOINT])).fields
     assert "y" in {b["name"] for b in first["in_flight"]} and "y" not in {b["name"] for b in first["buffers"]}
+
+
+def test_an_indirect_buffer_that_cuts_a_packet_short_is_named_in_the_note(tmp_path):
+    """Campaign 112: the note blamed the ring ("undecodable ring bytes"), which held two whole packets."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        out, ib = gpu.alloc(4096, "gtt", name="out"), gpu.alloc(4096, "gtt", name="ib")
+        builder = gpu.compute_queue(name="builder")
+        body = b"".join(builder.write_data(out, b"\x11" * 16).write_data(out, b"\x22" * 16, offset=32).discard())
+        ib.write(body)
+        q = gpu.compute_queue(name="q")
+        q.indirect(ib, len(body) - 8).submit()
+        time.sleep(0.2)  # (the GPU stops the queue at the cut packet)
+    with TraceReader(path) as trace:
+        notes = [r.fields["text"] for r in trace.records({R.NOTE})]
+    assert any(f"undecodable packets: the indirect buffer at {ib.va:#x} that INDIRECT_BUFFER at byte 0x0 calls: "
+               in n and "WRITE_DATA" in n for n in notes), notes

@@ -423,7 +423,7 @@ def test_an_aql_queues_pm4_indirect_buffer_is_followed_as_pm4(tmp_path, shared):
         aq.pm4(ib, len(body), completion=done)
         done.wait(0, SignalCondition.EQ)
     with TraceReader(path) as r:
-        assert not list(r.records(["note"]))  # no 'undecodable ring bytes'
+        assert not list(r.records(["note"]))  # no 'undecodable packets'
     for target in ("gfx1100", "gfx90a", "gfx1201"):
         report = replay_trace(path, Options(), emulate=target)
         assert report.status == EXIT_OK and report.results[0].verified >= 1, report.lines()
