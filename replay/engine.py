@@ -1114,7 +1114,9 @@ class ReplayBuffer:
     # the last WRITERS packets writing it, the latest last: (its submission, the submission's ring bytes, its offset
     # there, their dialect)
     wrote: deque[tuple[str, bytes, int, Dialect]] = field(default_factory=lambda: deque(maxlen=WRITERS))
-    gpu_last: bool = False  # the GPU wrote it since the CPU last did (what it holds is not the trace's)
+    # the lowest recorded address the GPU wrote in it since the CPU last wrote it (None: none; what it holds
+    # from there on may not be the trace's)
+    gpu_from: int | None = None
     gpus: set[int] = field(default_factory=set)  # the recorded GPUs it is mapped to (its own from the start)
     va: int = 0  # its recorded address
 
@@ -1614,7 +1616,7 @@ class Instance:
         if hit is None:
             return
         lo, hi, rb = hit[0], hit[0] + hit[1], hit[2]
-        if rb.gpu_last or any(lo <= a < hi for level in self.levels for _, addresses, _ in level.writes
+        if rb.gpu_from is not None or any(lo <= a < hi for level in self.levels for _, addresses, _ in level.writes
                               for a in addresses):
             raise ReplayError(f"{where}: {d.packet.name} at byte {d.packet.offset:#x} ({d.kernel.name}) reads its "
                               f"kernel arguments from {rb.buffer.label}, which the GPU writes after the CPU last did; "
@@ -1896,7 +1898,8 @@ class Instance:
                 wrote = rb.wrote
                 if not wrote or wrote[-1][2] != at or wrote[-1][1] is not ring:  # a packet writing twice: once
                     wrote.append((where, ring, at, src))
-                rb.gpu_last = True
+                if rb.gpu_from is None or addr < rb.gpu_from:
+                    rb.gpu_from = addr
                 if volatile:  # GPU clocks differ on every run
                     rb.volatile.update(range(addr - start, addr - start + CLOCK_BYTES))
                     self.clocks = True
@@ -1938,8 +1941,10 @@ class Instance:
             past = base + size * 4 - hit[0] - hit[1]
             raise ReplayError(f"{where}: indirect buffer {base:#x}+{size * 4:#x} runs {past:#x} bytes past the end of "
                               f"{hit[2].buffer.label}")
-        rb, lo, hi = hit[2], hit[0], hit[0] + hit[1]
-        if rb.gpu_last or any(lo <= a < hi for _, addresses, _ in rq.writes for a in addresses):
+        rb, lo, end = hit[2], hit[0], base + size * 4
+        # a GPU write from at or past its end cannot reach it; one from before it may run on into it
+        if rb.gpu_from is not None and rb.gpu_from < end or \
+                any(lo <= a < end for _, addresses, _ in rq.writes for a in addresses):
             raise ReplayError(f"{where}: indirect buffer {base:#x}+{size * 4:#x} lies in {rb.buffer.label}, which the "
                               f"GPU writes before it runs (after the CPU last wrote it): the packets it then holds "
                               f"are not in the trace, and a replay cannot translate packets the GPU builds")
@@ -2004,7 +2009,7 @@ class Instance:
             self._hold(r, hits)
         self._hold_called(r, r.fields["va"], len(data))
         rb.buffer.write(data, off)
-        rb.gpu_last = False
+        rb.gpu_from = None
         if rb.volatile:  # no clock is where the CPU wrote
             _unmask(rb, off, off + len(data))
 
@@ -2292,7 +2297,7 @@ class Instance:
             if self.result.divergence:
                 return
             self.result.verified += 1
-            hit[2].gpu_last = False  # what the GPU wrote there is what the trace holds
+            hit[2].gpu_from = None  # what the GPU wrote there is what the trace holds
 
     def _compare(self, rb: ReplayBuffer, entry: dict) -> Divergence | None:
         """The first chunk whose content differs from the entry's key, hashed where it lies (copied only if it

@@ -553,6 +553,28 @@ def test_an_indirect_buffer_changed_before_its_queue_called_it_is_refused(tmp_pa
     assert "changes the indirect buffer at" in res.stderr and "cannot follow the change" in res.stderr, res.stderr
 
 
+def test_an_indirect_buffer_beside_what_its_own_packets_write_replays(tmp_path):
+    """Campaign 112: one buffer holds an indirect buffer's packets and, past them, what they write; called twice in
+    a submission, the second call was refused as packets the GPU builds (its buffer, not its bytes, was looked at)."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        cmd, src = gpu.alloc(4096, "gtt", name="cmd"), gpu.alloc(4096, "gtt", name="src")
+        src.write(b"\x99" * 64)
+        builder = gpu.compute_queue(name="builder")
+        body = b"".join(builder.write_data(cmd, b"\x5a" * 8, offset=2048)
+                        .copy_data(cmd, src, size=8, dst_offset=2056).discard())
+        cmd.write(body)
+        q, done = gpu.compute_queue(name="q"), system.semaphore("done")
+        q.indirect(cmd, len(body)).indirect(cmd, len(body)).signal(done, 1).submit()
+        done.wait(1)
+        q.indirect(cmd, len(body)).signal(done, 2).submit()
+        done.wait(2)
+        assert cmd.read(2048, 16) == b"\x5a" * 8 + b"\x99" * 8
+    res = replay(path, "--emulate", "gfx942", "--timeout", "5")
+    assert res.returncode == EXIT_OK, res.stdout + res.stderr
+
+
 def test_an_indirect_buffer_rewritten_once_its_queue_ran_it_replays(tmp_path):
     """The same buffer rewritten and called again once the queue ran it: no refusal."""
     path = str(tmp_path / "t.kfdtrace")
