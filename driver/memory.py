@@ -34,6 +34,7 @@ HUGE = 2 << 20
 # Test mode: buffers placed at a given address (replay) also get an inaccessible page after them, as the others
 # always have (their reservation is larger than they are), so an access past any buffer faults at once.
 ENV_GUARD_PAGES = "KFDTRACE_GUARD_PAGES"
+RESERVE = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE  # addresses held, no memory behind them
 
 # In the order amdgpu_amdkfd_gpuvm_alloc_memory_of_gpu tests them: a buffer whose flags name several is of the
 # first (the emulated KFD and the recorder both read it so).
@@ -172,16 +173,22 @@ class Buffer:
         for d in gone:
             self.mapped_on.remove(d)
 
-    def free(self) -> None:
-        """Unmap from every GPU and the CPU, free the memory, and release the VA range."""
+    def free(self, keep_addresses: bool = False) -> tuple[int, int] | None:
+        """Unmap from every GPU and the CPU, free the memory, and release the VA range; or, `keep_addresses`, keep
+        it reserved and return it as (start, bytes), for `allocate(reserved=)` to put a buffer there with no moment
+        in which another thread's allocation could take it."""
         with self._lock:
             if self.handle is None:
-                return
+                return None
             self._unmap_from(list(self.mapped_on))
             self.device.kfd.ioctl("FREE_MEMORY_OF_GPU", handle=self.handle)
             self.handle, self.cpu = None, None
-            self.device.sys.munmap(*self._reservation)  # the CPU mapping lies inside the reservation
+            if keep_addresses:  # the CPU mapping, replaced by a bare reservation in one call
+                self.device.sys.mmap(*self._reservation, PROT_NONE, RESERVE | MAP_FIXED, -1, 0)
+            else:
+                self.device.sys.munmap(*self._reservation)  # the CPU mapping lies inside the reservation
         self.device.untrack(self)
+        return self._reservation if keep_addresses else None
 
     def release_addresses(self) -> None:
         """For a buffer the kernel frees itself (the event page, with the process): give back the addresses this
@@ -201,11 +208,12 @@ def _no_address_space(span: int, exc: OSError) -> OutOfMemory:
 def allocate(device: Device, size: int, domain: str = "vram", *, cpu_access: bool = True,
              executable: bool = False, coherent: bool = False, uncached: bool = False,
              name: str | None = None, map_to: tuple[Device, ...] = (), role: str = "user",
-             va: int | None = None) -> Buffer:
+             va: int | None = None, reserved: tuple[int, int] | None = None) -> Buffer:
     """Reserve a VA range, allocate `size` bytes (whole pages underneath) in `domain`, map them to this GPU
     (and `map_to`), and map them for the CPU at the same address when the domain allows it. `role` tells a
     recorder what the driver uses the buffer for ("user" for the workload's own buffers). `va` asks for that
-    exact address (replay); AddressInUse when something is already there."""
+    exact address (replay); AddressInUse when something is already there. `reserved`: a range Buffer.free kept,
+    which becomes the buffer's when the buffer fits in it at `va`, else is given back first."""
     if domain not in DOMAINS:
         raise ValueError(f"unknown memory domain {domain!r}; use one of {', '.join(DOMAINS)}")
     if size <= 0:
@@ -222,12 +230,16 @@ def allocate(device: Device, size: int, domain: str = "vram", *, cpu_access: boo
     if domain == "vram" and cpu_access and device.node.large_bar:  # small BAR: EINVAL; mmap works without it
         flags |= K.AllocMemFlags.PUBLIC
     sys = device.sys
-    reserve = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
-    if va is None:
+    if reserved is not None and (va is None or not reserved[0] <= va <= reserved[0] + reserved[1] - alloc_size):
+        sys.munmap(*reserved)
+        reserved = None
+    if reserved is not None:
+        base, span = reserved
+    elif va is None:
         align = HUGE if alloc_size >= HUGE else PAGE
         span = alloc_size + align
         try:
-            base = sys.mmap(0, span, PROT_NONE, reserve, -1, 0)
+            base = sys.mmap(0, span, PROT_NONE, RESERVE, -1, 0)
         except OSError as exc:
             raise _no_address_space(span, exc) from None
         va = _align(base, align)
@@ -236,7 +248,7 @@ def allocate(device: Device, size: int, domain: str = "vram", *, cpu_access: boo
             raise ValueError(f"buffer address {va:#x} is not page aligned")
         span = alloc_size + (PAGE if os.environ.get(ENV_GUARD_PAGES) else 0)
         try:
-            base = sys.mmap(va, span, PROT_NONE, reserve | MAP_FIXED_NOREPLACE, -1, 0)
+            base = sys.mmap(va, span, PROT_NONE, RESERVE | MAP_FIXED_NOREPLACE, -1, 0)
         except OSError as exc:
             if exc.errno == errno.ENOMEM:
                 raise _no_address_space(span, exc) from None

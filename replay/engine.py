@@ -228,6 +228,7 @@ class Survey:
     names: dict[int, tuple[str | None, str]] = field(default_factory=dict)  # alloc record -> (name, role)
     waited: set[int] = field(default_factory=set)  # event records some event_wait waits on
     reborn: set[int] = field(default_factory=set)  # event records whose id a later event takes once it is destroyed
+    refilled: set[int] = field(default_factory=set)  # free records whose address a later buffer takes
     # waits the recording timed out on that its thread went on to wait again for, and saw complete (a poll loop
     # with a timeout): the timeout was the program's way of waiting, not a hang
     retried: set[int] = field(default_factory=set)
@@ -396,6 +397,7 @@ class _Surveyor:
         self.use: Counter[Pool] = Counter()
         self.events: dict[int, int] = {}  # recorded event id -> its event record
         self.freed: dict[int, int] = {}  # recorded event id -> the record of the event that had it, destroyed
+        self.vacated: dict[int, int] = {}  # recorded address -> the free record of the buffer that had it
         self.ib_copies: dict[int, int] = {}  # recorded queue id -> bytes of its last submission's IB copies
 
     def run(self) -> Survey:
@@ -464,6 +466,8 @@ class _Surveyor:
                            f"{other.n} allocated, which is not freed: the kernel never gives a handle twice "
                            f"(corrupt trace)")
         self.unnamed[r.fields["va"]] = self.allocs[r.fields["va"]] = self.handles[r.fields["handle"]] = r
+        if (freed := self.vacated.pop(r.fields["va"], None)) is not None:
+            self.s.refilled.add(freed)
 
     def _on_buffer(self, r: Record) -> None:
         """Name the allocation; another thread's records may have come between the two (then it was counted
@@ -490,6 +494,7 @@ class _Surveyor:
             raise BadInput(f"record {r.n} (free): no buffer of handle {r.fields['handle']:#x} is allocated at "
                            f"{r.fields['va']:#x} (corrupt trace)")
         del self.allocs[r.fields["va"]]
+        self.vacated[r.fields["va"]] = r.n
         self.handles.pop(freed.fields["handle"], None)
         self.kernels.unloaded(r.fields["va"])
         self.code.pop(r.fields["va"], None)
@@ -1236,6 +1241,11 @@ class Instance:
         # recorded address of a freed buffer -> (where its replay was, bytes, its name): a buffer made at that
         # recorded address goes there too where it can, as packets submitted before the free reach it (campaign 105)
         self.vacated: dict[int, tuple[int, int, str]] = {}
+        # recorded address of a buffer freed while a queue still had work, that a later buffer takes (Survey.refilled)
+        # -> its addresses (Buffer.free's reservation), kept from other instances until then: the work may reach
+        # them, as the recording's reached the buffer that took the address (campaign 112: --concurrent instances
+        # took each other's freed addresses)
+        self.kept: dict[int, tuple[int, int]] = {}
         self.queues: dict[int, ReplayQueue] = {}  # recorded queue id -> its replay
         self.events: dict[int, tuple[int, Event]] = {}  # recorded event id -> (its event record, replay event)
         # recorded id -> the replay event of a destroyed event whose id a later one takes (Survey.reborn): kept for
@@ -1431,9 +1441,10 @@ class Instance:
         """The replay of a recorded allocation: at its recorded address when it may and can go there, else where
         the replay put the freed buffer that had that address, where it can."""
         vacated = self.vacated.pop(f["va"], None)
-        if vacated is not None and (self.move_all or vacated[0] != f["va"]):
+        kept = self.kept.pop(f["va"], None)
+        if vacated is not None and (self.move_all or vacated[0] != f["va"] or kept is not None):
             with contextlib.suppress(AddressInUse):
-                return dev.alloc(f["size"], f["domain"], va=vacated[0], **opts)
+                return dev.alloc(f["size"], f["domain"], va=vacated[0], reserved=kept, **opts)
         if not self.move_all:
             try:
                 return dev.alloc(f["size"], f["domain"], va=f["va"], **opts)
@@ -1491,7 +1502,9 @@ class Instance:
             self.recorded.forget()
             self.buffers.remove(r.fields["va"])
             self.relocation.remove(r.fields["va"])
-            rb.buffer.free()
+            keep = r.n in self.s.refilled and not all(rq.queue.idle for rq in self.queues.values())
+            if (kept := rb.buffer.free(keep_addresses=keep)) is not None:
+                self.kept[r.fields["va"]] = kept
 
     def _on_queue(self, r: Record) -> None:
         f = r.fields
@@ -2451,6 +2464,7 @@ class Instance:
         closers += [ib.free for rq in self.queues.values() for ib in rq.copies()]
         closers += [ev.destroy for _, ev in self.events.values()] + [ev.destroy for ev in self.retired.values()]
         closers += [p.free for p in self.own_programs]
+        closers += [functools.partial(self.system.sys.munmap, *kept) for kept in self.kept.values()]
         for close in [*closers, *([self._wake.destroy] if self._wake else [])]:  # queues first: they pin their
             # buffers
             with contextlib.suppress(DeviceError):

@@ -478,3 +478,28 @@ def test_a_buffer_write_while_another_thread_is_importing_numpy(monkeypatch):
         buffer = system.devices[0].alloc(4096, "gtt")
         buffer.write(b"\x01\x02", 8)
         assert buffer.read(8, 2) == b"\x01\x02"
+
+
+def test_a_freed_buffer_s_addresses_can_be_kept_for_the_next_buffer_there(emulated):
+    """Buffer.free(keep_addresses=True) leaves the range reserved: no other allocation takes it until one is made
+    there with `reserved=` (a replay's buffer taking a freed one's recorded address, with other instances' threads
+    allocating meanwhile); a reservation the new buffer does not fit in is given back."""
+    from kfdtrace.driver.errors import AddressInUse
+
+    gpu = emulated("gfx942").devices[0]
+    old = gpu.alloc(8192, "gtt", name="old")
+    va = old.va
+    kept = old.free(keep_addresses=True)
+    assert kept is not None and kept[0] <= va and va + 8192 <= kept[0] + kept[1]
+    with pytest.raises(AddressInUse):
+        gpu.alloc(4096, "gtt", va=va)
+    new = gpu.alloc(4096, "gtt", name="new", va=va, reserved=kept)
+    new.write(b"\x5a" * 4096)
+    assert new.va == va and new.read(0, 4) == b"\x5a" * 4 and gpu.alloc(4096, "gtt").va != va
+    again = new.free(keep_addresses=True)
+    try:  # it does not fit: given back, then placed there as any buffer asking for an address is
+        gpu.alloc(64 << 20, "gtt", name="big", va=va, reserved=again).free()
+    except AddressInUse:  # (what lies after it is taken)
+        pass
+    assert gpu.alloc(4096, "gtt", va=va).va == va  # given back either way
+    assert old.free() is None  # freed once

@@ -575,6 +575,43 @@ def test_an_indirect_buffer_beside_what_its_own_packets_write_replays(tmp_path):
     assert res.returncode == EXIT_OK, res.stdout + res.stderr
 
 
+@pytest.mark.parametrize("relocate", ["auto", "always"])
+def test_a_buffer_freed_under_pending_work_keeps_its_addresses_for_the_one_made_there(tmp_path, monkeypatch,
+                                                                                     relocate):
+    """Campaign 112: packets queued behind a gate write `t`; the CPU frees it and makes `t2` at its address, which the
+    packets then write. The replay freed its `t` and put `t2` where `t` had been; with --concurrent, another
+    instance's allocation could take those addresses in between: the packets wrote into it (DIVERGED) or faulted
+    (HANG), about 1 run in 10. Here the other instance is an allocation at those addresses right after the free."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        t, ib = gpu.alloc(4096, "gtt", name="t"), gpu.alloc(4096, "gtt", name="ib")
+        builder = gpu.compute_queue(name="builder")
+        body = b"".join(builder.write_data(t, b"\xee" * 32).discard())
+        ib.write(body)
+        q, gate, done = gpu.compute_queue(name="q"), system.semaphore("gate"), system.semaphore("done")
+        q.wait(gate, 1).indirect(ib, len(body)).signal(done, 1).submit()
+        va = t.va
+        t.free()
+        t2 = gpu.alloc(4096, "gtt", name="t2", va=va)
+        t2.write(b"\x11" * 4096)
+        gate.signal(1)
+        done.wait(1)
+        assert t2.read(0, 32) == b"\xee" * 32
+    free, intruders = Instance._on_free, []
+
+    def taken_beside(self, r):
+        rb = self.handles.get(r.fields["handle"])
+        free(self, r)
+        if rb is not None:
+            with contextlib.suppress(AddressInUse):
+                intruders.append(self.system.devices[0].alloc(4096, "gtt", va=rb.buffer.va, name="another"))
+
+    monkeypatch.setattr(Instance, "_on_free", taken_beside)
+    report = replay_trace(path, Options(timeout=5, relocate=relocate), emulate="gfx942")
+    assert report.status == EXIT_OK and report.loops[0][0].verified >= 1, report.lines()
+
+
 def test_an_indirect_buffer_rewritten_once_its_queue_ran_it_replays(tmp_path):
     """The same buffer rewritten and called again once the queue ran it: no refusal."""
     path = str(tmp_path / "t.kfdtrace")
@@ -811,9 +848,9 @@ def test_indirect_buffer_copies_are_freed_once_the_queue_is_past_them(tmp_path, 
             peak = max(peak, len(live))
         return b
 
-    def counting_free(self):
+    def counting_free(self, keep_addresses=False):
         live.discard(id(self))
-        free(self)
+        return free(self, keep_addresses)
 
     monkeypatch.setattr(Device, "alloc", counting_alloc)
     monkeypatch.setattr(Buffer, "free", counting_free)
