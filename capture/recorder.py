@@ -146,13 +146,13 @@ class _PlainRun:
     def __post_init__(self) -> None:
         self.written, self.read, self.referenced = list(self.facts[2]), list(self.facts[4]), list(self.facts[3])
 
-    def add(self, base: int, size: int, facts: tuple) -> None:
-        """The next submission (starting where the run ends), with its plan's facts."""
-        shift = base - self.base
-        self.written += [(pos + shift, a, n) for pos, a, n in facts[2]]
-        self.read += [(pos + shift, a, n) for pos, a, n in facts[4]]
+    def add(self, end: int, facts: tuple) -> None:
+        """The next submission (starting where the run ends, and ending at `end`), with its plan's facts
+        positioned from the run's start (`Plan.facts`'s shift)."""
+        self.written += facts[2]
+        self.read += facts[4]
         self.referenced += facts[3]
-        self.end, self.count = base + size, self.count + 1
+        self.end, self.count = end, self.count + 1
 
 
 MAX_CHUNK = 1 << MAX_BLOB_BYTES.bit_length() - 1  # the largest power of two a blob holds (32 MiB)
@@ -688,14 +688,18 @@ class RecordingSyscalls:
         alone = len(self.queues) == 1 and not self.racy and not self.adrift
         run: _PlainRun | None = None
         for q, base, ring, plan, inner, dispatched, packets in batch:
+            plain = alone and inner is None and not plan.dispatching and not plan.completing
+            if plain and plan.quiet and run is not None and run.queue is q and run.end == base:
+                run.add(base + len(ring), plan.facts(ring, base, base - run.base))
+                continue
             facts = plan.facts(ring, base)
-            if not alone or inner is not None or plan.dispatching or plan.completing or facts[0] or facts[1]:
+            if not plain or facts[0] or facts[1]:
                 if run is not None:
                     self._learn_run(run)
                     run = None
                 self._learn(q, base, len(ring), facts, plan, inner, dispatched, packets)
-            elif run is not None and run.queue is q and run.end == base:
-                run.add(base, len(ring), facts)
+            elif run is not None and run.queue is q and run.end == base:  # (waits that tell nothing)
+                run.add(base + len(ring), plan.facts(ring, base, base - run.base))
             else:
                 if run is not None:
                     self._learn_run(run)

@@ -104,20 +104,23 @@ class Plan:
     starts), the written (position, address, bytes) triples, the referenced addresses, and the read triples.
     `resolved` is the recorder's to cache which of its buffers the writes land in."""
 
-    __slots__ = ("values", "compute", "packets", "resolved", "dispatching", "completing", "_steps")
+    __slots__ = ("values", "compute", "packets", "resolved", "dispatching", "completing", "quiet", "_steps")
 
     def __init__(self, values: struct.Struct, compute: Callable, packets: Counter[PacketDef],
-                 steps: tuple[struct.Struct, Callable] | None = None):
+                 steps: tuple[struct.Struct, Callable] | None = None, quiet: bool = False):
         self.values, self.compute, self.packets = values, compute, packets  # packets: how many of each kind
         self._steps = steps
+        self.quiet = quiet  # it signals and waits for nothing
         self.resolved: object = None
         # it dispatches a kernel, or sets the registers a later dispatch reads (capture/dispatches.py)
         self.dispatching = any(d.kernel or d.launch_field or (d.tail is not None and d.tail.registers)
                                for d in packets)
         self.completing = any(d.completion for d in packets)  # it decrements an AQL signal on completion
 
-    def facts(self, ring: bytes, base: int) -> tuple[list[Signal], list[Wait], Written, tuple[int, ...], Read]:
-        return self.compute(self.values.unpack_from(ring), base)
+    def facts(self, ring: bytes, base: int, shift: int = 0) -> tuple[list[Signal], list[Wait], Written,
+                                                                    tuple[int, ...], Read]:
+        """The facts, the written and read triples positioned `shift` bytes on from the submission's start."""
+        return self.compute(self.values.unpack_from(ring), base, shift)
 
     def steps(self, ring: bytes) -> tuple[Step, ...]:
         """What the submission's packets do to a kernel dispatch, in order (capture/dispatches.py reads them):
@@ -176,7 +179,7 @@ class _Builder:
         for n, a in addresses.items():
             size = (moved if d.split and n in d.split[1] else signal if signal and n == d.signal[0]
                     else inline_size if n == inline else 0)
-            access = f"({pos}, {a}, {size})"
+            access = f"(shift + {pos}, {a}, {size})"
             (self.written if n in d.written_fields else self.read).append(access)
         if d.signal is not None and d.signal[0] in addresses:
             self.signals.append((pos, addresses[d.signal[0]], self.value(p, d.signal[1])))  # a dword, or 64 bits
@@ -238,7 +241,7 @@ class _Builder:
     def plan(self, dwords: int) -> Plan:
         """The plan of a submission of `dwords` dwords holding the packets added."""
         source, values = _unpacking(
-            f"def compute(v, base):\n{''.join(self.binds)}"
+            f"def compute(v, base, shift):\n{''.join(self.binds)}"
             f"    return ({self._signals()}, {self._waits()}, "
             f"({''.join(w + ', ' for w in self.written)}), ({''.join(a + ', ' for a in self.referenced)}), "
             f"({''.join(r + ', ' for r in self.read)}))\n", dwords)
@@ -247,7 +250,8 @@ class _Builder:
             code = _CODE[source] = compile(source, "<submission plan>", "exec")  # generated from the tables
         ns = {"_REACHED": REACHED, "_pair_signals": pair_signals, "_pair_waits": pair_waits}
         exec(code, ns)
-        return Plan(values, ns["compute"], Counter(self.packets), self._steps(dwords))
+        return Plan(values, ns["compute"], Counter(self.packets), self._steps(dwords),
+                    quiet=not self.signals and not self.waits)
 
     def _steps(self, dwords: int) -> tuple[struct.Struct, Callable] | None:
         """Plan.steps's unpacking and function, for a plan with steps."""
