@@ -216,12 +216,20 @@ class _Builder:
         listed = f"[{', '.join(f'(base + {p}, {a}, {v})' for p, a, v in self.signals)}]"
         if len(self.signals) < 2:
             return listed
-        if len(self.signals) % 2:
-            return f"_pair_signals({listed})"
-        pairs = list(zip(self.signals[::2], self.signals[1::2], strict=True))
-        test = " and ".join(f"{hi[1]} == {lo[1]} + 4" for lo, hi in pairs)
-        paired = ", ".join(f"(base + {hi[0]}, {lo[1]}, {lo[2]} | ({hi[2]}) << 32)" for lo, hi in pairs)
-        return f"([{paired}] if {test} else _pair_signals({listed}))"
+        # how pair_signals puts them when they come as drivers write them: in pairs, an odd one (an event's
+        # mailbox) alone after them (SdmaQueue.signal) or before them, not pairing with the next (ComputeQueue.signal)
+        out = f"_pair_signals({listed})"
+        firsts = (0, 1) if len(self.signals) % 2 else (0,)
+        for first in reversed(firsts):
+            alone, rest = self.signals[:first], self.signals[first:]
+            pairs = list(zip(rest[::2], rest[1::2], strict=False))
+            test = " and ".join([f"{rest[0][1]} != {a} + 4" for _, a, _ in alone]
+                                + [f"{hi[1]} == {lo[1]} + 4" for lo, hi in pairs])
+            paired = ", ".join([f"(base + {p}, {a}, {v})" for p, a, v in alone]
+                               + [f"(base + {hi[0]}, {lo[1]}, {lo[2]} | ({hi[2]}) << 32)" for lo, hi in pairs]
+                               + [f"(base + {p}, {a}, {v})" for p, a, v in rest[len(pairs) * 2:]])
+            out = f"([{paired}] if {test} else {out})"
+        return out
 
     def _waits(self) -> str:
         """An expression for the submission's waits that tell memory reached a value, 64-bit pairs put together:
