@@ -198,6 +198,7 @@ class Result:
     unread: int = 0  # checkpoint entries of buffers the replay's CPU cannot read (not compared)
     divergence: Divergence | None = None
     difference: str | None = None  # a difference that is not a buffer's (a wait the recording timed out on)
+    went_on: bool = False  # a wait the program went on from timed out when recorded but completed here (noted)
     hang: str | None = None
     seconds: float = 0.0
     relocated: int = 0
@@ -232,6 +233,9 @@ class Survey:
     # waits the recording timed out on that its thread went on to wait again for, and saw complete (a poll loop
     # with a timeout): the timeout was the program's way of waiting, not a hang
     retried: set[int] = field(default_factory=set)
+    # the other waits the recording timed out on after which the program went on to submit or to see a wait
+    # complete, and ended with exit status 0 (a probe that a queue is still held, campaign 113): no hang either
+    went_on: set[int] = field(default_factory=set)
     peaks: Counter[Pool] = field(default_factory=Counter)  # the most bytes one instance holds at once
     # queue record -> the survey's translations of its packets, for the first instance to find (up to
     # SHARED_CACHES queues: each holds up to CACHED_PACKETS translations)
@@ -384,6 +388,8 @@ class _Surveyor:
         # (thread, wait record type, what it waits on) -> (record, value) of the waits that timed out since
         self.timed_out: dict[tuple[int | None, str, int], list[tuple[int, int]]] = {}
         self.pending_retries = 0  # the waits timed_out holds
+        # waits that timed out since the last doorbell or completed wait, when the program ended with exit status 0
+        self.went_on: list[int] | None = [] if (trace.summary or {}).get("exit_status") == 0 else None
         self.relocation = Relocation()
         self.translators: dict[int, Translator] = {}
         self.unnamed: dict[int, Record] = {}  # va -> its alloc, until its buffer record (or another) comes
@@ -874,6 +880,7 @@ class _Surveyor:
 
     def _on_doorbell(self, r: Record) -> None:
         f = r.fields
+        self._going_on()
         if f["queue"] is None:
             return
         t = self.translators.get(f["queue"])
@@ -962,11 +969,21 @@ class _Surveyor:
             if self.pending_retries < MAX_RETRIES:
                 self.timed_out.setdefault(key, []).append((r.n, value))
                 self.pending_retries += 1
-        elif r.fields["ok"] and key in self.timed_out:
-            waits = self.timed_out.pop(key)
-            self.pending_retries -= len(waits)
-            if len(self.s.retried) < MAX_RETRIES:
-                self.s.retried.update(n for n, v in waits if v <= value)
+            if self.went_on is not None and len(self.went_on) < MAX_RETRIES:
+                self.went_on.append(r.n)
+        elif r.fields["ok"]:
+            self._going_on()
+            if key in self.timed_out:
+                waits = self.timed_out.pop(key)
+                self.pending_retries -= len(waits)
+                if len(self.s.retried) < MAX_RETRIES:
+                    self.s.retried.update(n for n, v in waits if v <= value)
+
+    def _going_on(self) -> None:
+        """The program goes on (a doorbell, a completed wait): the waits that timed out before were its own."""
+        if self.went_on and len(self.s.went_on) < MAX_RETRIES:
+            self.s.went_on.update(self.went_on)
+            self.went_on.clear()
 
 
 def _dialects(q: dict) -> tuple[Dialect, Callable[[Device], str], dict[str, Dialect]]:
@@ -2146,11 +2163,20 @@ class Instance:
         """A wait the recording timed out on, or a GPU fault ended (`fault`): the same hang or fault is the
         expected outcome, completing is a difference. Either way the replay stops here: what follows is the
         program's error handling. But a timeout its thread went on to wait again after (Survey.retried: a poll
-        loop) is waited out as recorded, whatever it comes to, and the replay goes on."""
+        loop) is waited out as recorded, whatever it comes to, and the replay goes on; so is one the program went on
+        from (Survey.went_on), noting the first that completes (the checkpoints after it tell whether that
+        mattered)."""
         f = r.fields
         recorded, fault = f["timeout"], f.get("fault")
         if r.n in self.s.retried:
             wait(min(recorded, self.options.timeout) if recorded >= 0 else 0)
+            return
+        if r.n in self.s.went_on and fault is None:
+            if wait(min(recorded, self.options.timeout) if recorded >= 0 else 0) and not self.result.went_on:
+                self.result.went_on = True
+                self.result.notes.append(f"{what} completed in the replay, but timed out after {recorded:g} s in the "
+                                         f"recording, which went on from it (record {r.n}; later ones like it are "
+                                         f"not noted)")
             return
         if fault is not None:
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -459,3 +460,70 @@ def test_a_wait_the_program_retried_after_its_timeout_is_no_hang(family, tmp_pat
     assert tries > 1
     report = replay_trace(path, Options(), emulate=family)
     assert report.status == EXIT_OK and report.results[0].verified > 0, report.lines()
+
+
+class _Gave(Exception):
+    """The recorded program giving up after its wait timed out."""
+
+
+@pytest.mark.parametrize("goes_on", [True, False])
+def test_a_timeout_the_program_went_on_from_is_waited_out_and_the_replay_goes_on(tmp_path, goes_on):
+    """Campaign 113: a program probed that a gated queue was still held (a wait it expected to time out), then
+    opened the gate and went on. The replay took the timeout for the recording's hang and stopped there (HANG),
+    replaying nothing after it. A timeout the program went on from (it submitted or saw a wait complete later, and
+    ended with exit status 0) is waited out as recorded; one it gave up at is still the recording's hang."""
+    path = str(tmp_path / "t.kfdtrace")
+    n = 16 << 10
+    with pytest.raises(_Gave) if not goes_on else contextlib.nullcontext(), record(path), \
+            System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        out, out2 = gpu.alloc(n, "gtt", name="out"), gpu.alloc(n, "gtt", name="out2")
+        q, q2 = gpu.sdma_queue(name="q"), gpu.sdma_queue(name="q2")
+        gate, done, fin = system.semaphore("gate"), system.semaphore("done"), system.semaphore("fin")
+        q.wait(gate, 1).fill(out, 0x01020304, n).signal(done, 1).signal(fin, 1).submit()
+        with pytest.raises(WaitTimeout):
+            done.wait(1, timeout=0.05)
+        gate.signal(1)
+        fin.wait(1)
+        if not goes_on:
+            raise _Gave
+        q2.fill(out2, 0x0A0B0C0D, n).signal(fin, 2).submit()
+        fin.wait(2)
+    report = replay_trace(path, Options(timeout=3), emulate="gfx942")
+    if goes_on:
+        assert report.status == EXIT_OK and report.loops[0][0].verified >= 2, report.lines()
+    else:
+        assert report.status == EXIT_HANG and "the recording hung at the same wait" in report.lines()[-1], \
+            report.lines()
+
+
+def test_a_timeout_the_program_went_on_from_that_completes_in_the_replay_is_noted(tmp_path, monkeypatch):
+    """The recording's wait timed out only because its GPU was slow (here a slowed fill), and the program went on:
+    the replay's completes, which is noted, and what the checkpoints after it compare decides the verdict."""
+    import functools
+
+    from kfdtrace.driver.emulator.sdma_engine import SdmaEngine
+
+    fill = SdmaEngine._const_fill
+
+    @functools.wraps(fill)  # (the engine passes a handler the fields its signature names)
+    def slow(self, *args, **kwargs):
+        time.sleep(0.6)
+        return fill(self, *args, **kwargs)
+
+    path = str(tmp_path / "t.kfdtrace")
+    with monkeypatch.context() as patch:
+        patch.setattr(SdmaEngine, "_const_fill", slow)
+        with record(path), System.open(emulate="gfx942") as system:
+            gpu = system.devices[0]
+            out, q = gpu.alloc(4096, "gtt", name="out"), gpu.sdma_queue(name="q")
+            done, fin, gate = system.semaphore("done"), system.semaphore("fin"), system.semaphore("gate")
+            q.wait(gate, 1).fill(out, 0x01020304, 4096).signal(done, 1).signal(fin, 1).submit()
+            gate.signal(1)  # (the engine's thread fills: the CPU goes on to wait)
+            with pytest.raises(WaitTimeout):
+                done.wait(1, timeout=0.2)
+            fin.wait(1)
+    report = replay_trace(path, Options(timeout=3), emulate="gfx942")
+    assert report.status == EXIT_OK and report.loops[0][0].verified >= 1, report.lines()
+    assert any("completed in the replay, but timed out after 0.2 s in the recording, which went on" in n
+               for n in report.lines()), report.lines()
