@@ -209,6 +209,10 @@ def replay_trace(path: str, options: Options, *, emulate: str | None = None, emu
     readers = [TraceReader(path)]  # the others once the trace is known to fit `concurrent` times
     try:
         trace = readers[0]
+        if trace.damage is not None:  # (a trace cut short is no damage: its records up to the cut replay)
+            damage = trace.damage.removesuffix(" (corrupt trace)")
+            raise BadInput(f"{path}: {damage} (corrupt trace): the records past it are not read, and a replay of "
+                           f"those before would judge a part as the whole (`kfdtrace info --check` says the same)")
         with bad_input():
             system = open_target(trace, emulate, emulate_from, emulate_recorded)
         with system:

@@ -22,7 +22,16 @@ from kfdtrace.driver.errors import AddressInUse
 from kfdtrace.driver.pm4 import GFX9 as PM4_GFX9
 from kfdtrace.driver.pm4 import DataSel
 from kfdtrace.driver.sdma import DIALECTS
-from kfdtrace.replay.engine import EXIT_DIVERGED, EXIT_HANG, EXIT_OK, EXIT_UNSUPPORTED, Instance, Options, Result
+from kfdtrace.replay.engine import (
+    EXIT_BAD_INPUT,
+    EXIT_DIVERGED,
+    EXIT_HANG,
+    EXIT_OK,
+    EXIT_UNSUPPORTED,
+    Instance,
+    Options,
+    Result,
+)
 from kfdtrace.replay.session import Report, replay_trace
 from kfdtrace.replay.translate import ReplayError
 from kfdtrace.traces.format import TraceReader, TraceWriter, blob_key
@@ -105,6 +114,28 @@ def test_relocate_always_moves_every_buffer_and_verifies():
 def test_two_gpu_trace_with_swapped_gpu_map():
     report = replay_trace(sample("peer_ring-2xgfx942"), Options(gpu_map={0: 1, 1: 0}), emulate="gfx1201,gfx90a")
     assert report.status == EXIT_OK, report.lines()
+
+
+def test_a_trace_damaged_in_the_middle_is_refused_and_one_cut_short_replays_what_it_holds(tmp_path):
+    """Campaign 113: a trace whose index and one frame in the middle were damaged replayed the records before the
+    damaged frame and said OK. Damage is refused as a corrupt trace (exit 4); a trace cut short (a capture killed)
+    still replays the records it holds, with a note."""
+    whole = str(tmp_path / "whole.kfdtrace")
+    rewrite(sample("sdma_stress-gfx942"), whole, lambda rec, reader, writer: rec.fields, frame_bytes=2048)
+    with TraceReader(whole) as r:
+        frames = [f.offset for f in r.frames if f.kind == 1]
+    assert len(frames) >= 3
+    data = bytearray(open(whole, "rb").read())
+    damaged, cut = str(tmp_path / "damaged.kfdtrace"), str(tmp_path / "cut.kfdtrace")
+    data[-100] ^= 0x10  # the index
+    data[frames[1] + 100] ^= 0x04  # a frame with more after it
+    open(damaged, "wb").write(data)
+    open(cut, "wb").write(open(whole, "rb").read()[:frames[-1]])
+    res = replay(damaged, "--emulate", "gfx942")
+    assert res.returncode == EXIT_BAD_INPUT and f"frame at byte {frames[1]}: " in res.stderr, res.stdout + res.stderr
+    assert "(corrupt trace)" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    res = replay(cut, "--emulate", "gfx942")
+    assert res.returncode == EXIT_OK and "trace was not closed: recovered" in res.stdout, res.stdout + res.stderr
 
 
 def test_too_few_gpus_is_refused():
