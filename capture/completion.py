@@ -59,6 +59,11 @@ class QueueProgress:
         destroyed before reaching it, standing at a wait (as a replay lets a destroyed queue stand)."""
         return self.done >= position or (self.stopped is not None and (self.stopped >= position or self.stood))
 
+    def never(self, position: int) -> bool:
+        """Whether the packet ending at `position` is known never to run: its queue was destroyed standing at a
+        wait before it."""
+        return self.stood and self.stopped is not None and position > self.stopped
+
 
 Signal = tuple[int, int, int]  # (end position in its queue's stream, address, value)
 Wait = tuple[int, int, int | None]  # (end position, address, value the memory reached: >= value; None: an AQL
@@ -213,7 +218,7 @@ class Completion:
                 for v, queue, pos, _ in islice(held, bisect_left(held, value, key=_most), None):
                     if v >= value and queue not in decided:
                         decided.add(queue)
-                        if not (queue is waiter and pos > at):
+                        if not (queue is waiter and pos > at) and not queue.never(pos):  # (campaign 113)
                             earliest[queue] = pos
                         if len(decided) == len(everyone):
                             break

@@ -273,7 +273,9 @@ class Ordering:
             if sq in seen or svalue is None or svalue < value:
                 continue
             seen.add(sq)
-            if sq is not q:
+            if sq.never(spos):  # its queue was destroyed standing at a wait before it (campaign 113)
+                pass
+            elif sq is not q:
                 earliest[sq] = (spos, whole)
             elif spos <= at:
                 return looked, []  # it may have seen its own earlier signal (its later ones it cannot have)

@@ -670,3 +670,28 @@ def test_a_wait_inside_an_indirect_buffer_orders_what_comes_after_it_there(wait_
         assert replay_trace(path, Options(timeout=5), emulate="gfx942").status == EXIT_OK
     else:
         assert [name for name, _ in racy(path)] == ["out"]
+
+
+def test_a_queue_destroyed_at_a_wait_gives_none_of_the_signals_after_it(tmp_path):
+    """Campaign 113: a queue destroyed standing at a wait still counted as maybe giving the signal after it, so a
+    later wait for that semaphore showed nothing complete (the buffers stayed in flight at every checkpoint), and a
+    GPU wait for it ordered nothing (racy): a trace tampered there replayed OK. Its signals never run."""
+    path = str(tmp_path / "t.kfdtrace")
+    n = 64 << 10
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        d, out = gpu.alloc(n, "gtt", name="d"), gpu.alloc(n, "gtt", name="out")
+        q0, q1, q2 = gpu.sdma_queue(name="q0"), gpu.sdma_queue(name="q1"), gpu.sdma_queue(name="q2")
+        t, never = system.semaphore("t"), system.semaphore("never")
+        q1.wait(never, 1).fill(d, 0xDEADBEEF, n).signal(t, 99).submit()
+        q0.fill(d, 0x01010101, n).signal(t, 1).submit()
+        t.wait(1)
+        while not q1.waiting:  # (it stands at the wait)
+            time.sleep(0.001)
+        q1.destroy()
+        never.signal(1)  # (nothing runs of it now)
+        q0.fill(d, 0x02020202, n).signal(t, 2).submit()
+        q2.wait(t, 2).copy(out, d, n).signal(t, 3).submit()
+        t.wait(3)
+    last = checkpoints(path)[-1]
+    assert {b["name"] for b in last["buffers"]} == {"d", "out"} and not last["in_flight"] and not last["racy"], last
