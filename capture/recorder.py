@@ -551,7 +551,7 @@ class RecordingSyscalls:
         if at < q.wptr and q.dialect is not None:
             head = self._ring_bytes(q, at, at + 4)
             d = q.dialect.definition(int.from_bytes(head, "little")) if len(head) == 4 else None
-            q.progress.stood = d is not None and d.wait is not None
+            q.progress.stood = d is not None and q.dialect.waits(d)
 
     def undrained(self) -> list[int]:
         """The ids of the queues still alive whose read pointer is short of their last doorbell."""

@@ -193,6 +193,11 @@ class AqlDialect(Dialect):
         self._index = _TypeIndex(self._index)
         self.signals: dict[str, tuple[Signal, ...]] = {
             d.name: tuple(f for f in d.fields if isinstance(f, Signal)) for d in self.defs}
+        self._barriers = frozenset(d for d in self.defs if any(s.role == "dependency" for s in self.signals[d.name]))
+
+    def waits(self, d: PacketDef) -> bool:
+        """A barrier packet waits on its dependency signals."""
+        return d in self._barriers
 
     def completion(self, packet: Packet) -> int:
         """The completion signal handle of a packet (0: none), from its `Signal` field of role completion."""

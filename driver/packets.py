@@ -1125,6 +1125,10 @@ class Dialect:
             payload = bytes(data[end:end + extra])
         return Packet(d, offset, fields, payload, raw)
 
+    def waits(self, d: PacketDef) -> bool:
+        """Whether a packet of definition `d` waits on memory before the engine goes past it (its `wait` tag)."""
+        return d.wait is not None
+
     def definition(self, header: int) -> PacketDef | None:
         """The definition a packet whose first dword is `header` has (None: no packet of this dialect)."""
         return self._index.get(header & self._key_mask)

@@ -297,7 +297,7 @@ class RingQueue:
         is not doing; one dword of the ring at the read pointer tells (for an engine whose read pointer runs
         ahead of the packet it executes, a guess)."""
         d = self._definition_at(self.rptr)
-        return d is not None and d.wait is not None
+        return d is not None and self.dialect.waits(d)
 
     def _definition_at(self, ptr: int) -> PacketDef | None:
         """The definition of the packet at byte pointer `ptr`, from its header dword alone (None: past what was

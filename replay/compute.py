@@ -300,7 +300,7 @@ class AqlRing:
     def waiting(self) -> bool:
         """Whether the processor stands at a barrier packet (which waits on its dependency signals)."""
         p = None if self.queue.idle else self.queue.packet_at(self.queue.read_index)
-        return p is not None and any(s.role == "dependency" for s in AQL.signals[p.name])
+        return p is not None and AQL.waits(p.defn)
 
     def blocked(self, load: Callable[[int, int], int | None]) -> bool:
         """Whether the processor stands at a barrier packet whose dependency signals, read by `load(address,

@@ -837,3 +837,29 @@ def test_an_indirect_buffer_that_cuts_a_packet_short_is_named_in_the_note(tmp_pa
         notes = [r.fields["text"] for r in trace.records({R.NOTE})]
     assert any(f"undecodable packets: the indirect buffer at {ib.va:#x} that INDIRECT_BUFFER at byte 0x0 calls: "
                in n and "WRITE_DATA" in n for n in notes), notes
+
+
+def test_an_aql_queue_destroyed_at_a_barrier_writes_nothing_after_it(tmp_path):
+    """Campaign 113: an AQL queue destroyed standing at a BARRIER_AND was not taken to stand at a wait (the AQL
+    table's barriers have dependency signals, not the `wait` tag), so the dispatch after it counted as maybe
+    running, and what another queue wrote into the same buffer was never checked."""
+    from kfdtrace.driver.aql_queue import HsaSignal
+
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        add = corpus(gpu).kernel("add_int")
+        a, d, out = (gpu.alloc(N * 4, "gtt", name=x) for x in ("a", "d", "out"))
+        a.write(np.arange(N, dtype=np.int32))
+        qa, qb = gpu.aql_queue(name="qa"), gpu.aql_queue(name="qb")
+        dep, c1, c2, c3 = (HsaSignal(system, 1, name=x) for x in ("dep", "c1", "c2", "c3"))
+        qa.barrier_and([dep])
+        qa.dispatch(add, N, 64, a, a, d, np.uint32(N), completion=c3)
+        qb.dispatch(add, N, 64, a, a, out, np.uint32(N), completion=c1)
+        c1.wait(0)
+        qa.destroy()
+        qb.dispatch(add, N, 64, out, a, d, np.uint32(N), completion=c2)
+        c2.wait(0)
+        assert (np.frombuffer(d.read(), np.int32) == 3 * np.arange(N)).all()
+    assert checkpointed(path)["d"] == (3 * np.arange(N, dtype=np.int32)).tobytes()
+    assert replay_trace(path, Options(timeout=5), emulate="gfx942").status == EXIT_OK
