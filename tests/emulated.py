@@ -1,9 +1,11 @@
 """What the emulator and packet tests share: the five families, the emulated engine behind a queue, dword packing,
-and the check that the emulated engines' way of reading packets agrees with decoding them."""
+the check that the emulated engines' way of reading packets agrees with decoding them, and a slowed SDMA engine."""
 
 from __future__ import annotations
 
+import functools
 import struct
+import time
 
 FAMILIES = ["gfx90a", "gfx942", "gfx1030", "gfx1100", "gfx1201"]
 
@@ -27,3 +29,17 @@ def assert_engine_view_agrees(dialect, data: bytes) -> None:
     held = p.addresses()
     expected = [held.get(n) if n in d.address_fields else p.fields[n] for n in d.field_names]
     assert d.caller(lambda *values: values, (*d.field_names, "payload"))(raw, payload) == (*expected, p.payload)
+
+
+def slow_sdma(patch, handler: str, seconds: float = 0.6) -> None:
+    """Make the emulated SDMA engines' `handler` (`_copy_linear`, `_const_fill`) sleep `seconds` first, through the
+    monkeypatch context `patch`: a recording whose GPU was slow there."""
+    from kfdtrace.driver.emulator.sdma_engine import SdmaEngine
+
+    run = getattr(SdmaEngine, handler)
+
+    @functools.wraps(run)  # (the engine passes a handler the fields its signature names)
+    def slow(self, *args, **kwargs):
+        time.sleep(seconds)
+        return run(self, *args, **kwargs)
+    patch.setattr(SdmaEngine, handler, slow)

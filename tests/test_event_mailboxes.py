@@ -25,6 +25,8 @@ from kfdtrace.replay.session import replay_trace
 from kfdtrace.replay.translate import IDENTITY
 from kfdtrace.traces.format import TraceReader
 
+from .emulated import slow_sdma
+
 UNSIGNALED = K.UNSIGNALED_EVENT_SLOT
 
 
@@ -231,21 +233,11 @@ def test_a_poll_loop_s_timed_out_wait_leaves_the_signal_to_the_wait_that_saw_it(
     """Campaign 110: a thread polled an auto-reset event with a short timeout, and its copy + TRAP landed only
     after one poll had timed out. Replayed faster, that poll (waited out as recorded: the thread polled again)
     took the event's signal, and the next wait, which the recording saw signaled, hung."""
-    import functools
-
-    from kfdtrace.driver.emulator.sdma_engine import SdmaEngine
     from kfdtrace.driver.errors import WaitTimeout
-
-    copy = SdmaEngine._copy_linear
-
-    @functools.wraps(copy)  # (the engine passes a handler the fields its signature names)
-    def slow(self, *args, **kwargs):
-        time.sleep(0.6)
-        return copy(self, *args, **kwargs)
 
     path = str(tmp_path / "poll.kfdtrace")
     with monkeypatch.context() as patch:
-        patch.setattr(SdmaEngine, "_copy_linear", slow)
+        slow_sdma(patch, "_copy_linear")
         with record(path), System.open(emulate="gfx942") as system:
             gpu = system.devices[0]
             src, dst = gpu.alloc(4096, "gtt", name="src"), gpu.alloc(4096, "gtt", name="dst")

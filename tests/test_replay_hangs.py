@@ -20,6 +20,7 @@ from kfdtrace.driver.errors import GpuFault, WaitTimeout
 from kfdtrace.replay.engine import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_HANG, EXIT_OK, BadInput, Options
 from kfdtrace.replay.session import replay_trace
 from kfdtrace.traces.format import TraceError, TraceReader
+from tests.emulated import slow_sdma
 from tests.test_replay import replay, rewrite, sample
 
 RECORDED_TIMEOUT = 0.3
@@ -500,20 +501,9 @@ def test_a_timeout_the_program_went_on_from_is_waited_out_and_the_replay_goes_on
 def test_a_timeout_the_program_went_on_from_that_completes_in_the_replay_is_noted(tmp_path, monkeypatch):
     """The recording's wait timed out only because its GPU was slow (here a slowed fill), and the program went on:
     the replay's completes, which is noted, and what the checkpoints after it compare decides the verdict."""
-    import functools
-
-    from kfdtrace.driver.emulator.sdma_engine import SdmaEngine
-
-    fill = SdmaEngine._const_fill
-
-    @functools.wraps(fill)  # (the engine passes a handler the fields its signature names)
-    def slow(self, *args, **kwargs):
-        time.sleep(0.6)
-        return fill(self, *args, **kwargs)
-
     path = str(tmp_path / "t.kfdtrace")
     with monkeypatch.context() as patch:
-        patch.setattr(SdmaEngine, "_const_fill", slow)
+        slow_sdma(patch, "_const_fill")
         with record(path), System.open(emulate="gfx942") as system:
             gpu = system.devices[0]
             out, q = gpu.alloc(4096, "gtt", name="out"), gpu.sdma_queue(name="q")
