@@ -1779,8 +1779,9 @@ class Instance:
         self.result.packets += t.packets - counted
         self.result.cached += t.taken - taken
         self._noted(level)
-        for a in {a for _, addresses, _ in writes for a in addresses}:  # (what another queue's call ran first)
-            self._hold_called(r, a, 1, rq)
+        if any(q.called for q in self.queues.values() if q is not rq):  # (what another queue's call ran first)
+            for a in {a for _, addresses, _ in writes for a in addresses}:
+                self._hold_called(r, a, 1, rq)
         start = rq.queue.wptr
         if packets:
             try:
@@ -1812,9 +1813,7 @@ class Instance:
         translated that buffer at the doorbell: a queue that still stands before it would run what it held then,
         not what the recording's ran (campaign 112), so the replay refuses. (The `writer` queue's own calls come
         before its packets.)"""
-        for rq in list(self.queues.values()):
-            if rq is writer:
-                continue
+        for rq in [q for q in self.queues.values() if q.called and q is not writer]:
             for called in rq.called_in(va, va + size):
                 def ran(rq: ReplayQueue = rq, called: tuple[int, int, int, int, int] = called) -> bool:
                     return rq.ran(called)
