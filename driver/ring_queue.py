@@ -320,7 +320,7 @@ class RingQueue:
         if d is None or d.indirect is None:
             return False
         p = self.packet_at(self.rptr)
-        return p is not None and any(q.defn.wait is not None and poll_passes(q, load) is not True
+        return p is not None and any(self.dialect.waits(q.defn) and poll_passes(q, load) is not True
                                      for q in self._called(p, load))
 
     def _called(self, p: Packet, load: Callable[[int, int], int | None]) -> list[Packet]:
