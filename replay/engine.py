@@ -389,7 +389,7 @@ class _Surveyor:
         self.timed_out: dict[tuple[int | None, str, int], list[tuple[int, int]]] = {}
         self.pending_retries = 0  # the waits timed_out holds
         # waits that timed out since the last doorbell or completed wait, when the program ended with exit status 0
-        self.went_on: list[int] | None = [] if (trace.summary or {}).get("exit_status") == 0 else None
+        self.timeouts_since: list[int] | None = [] if (trace.summary or {}).get("exit_status") == 0 else None
         self.relocation = Relocation()
         self.translators: dict[int, Translator] = {}
         self.unnamed: dict[int, Record] = {}  # va -> its alloc, until its buffer record (or another) comes
@@ -969,8 +969,8 @@ class _Surveyor:
             if self.pending_retries < MAX_RETRIES:
                 self.timed_out.setdefault(key, []).append((r.n, value))
                 self.pending_retries += 1
-            if self.went_on is not None and len(self.went_on) < MAX_RETRIES:
-                self.went_on.append(r.n)
+            if self.timeouts_since is not None and len(self.timeouts_since) < MAX_RETRIES:
+                self.timeouts_since.append(r.n)
         elif r.fields["ok"]:
             self._going_on()
             if key in self.timed_out:
@@ -981,9 +981,9 @@ class _Surveyor:
 
     def _going_on(self) -> None:
         """The program goes on (a doorbell, a completed wait): the waits that timed out before were its own."""
-        if self.went_on and len(self.s.went_on) < MAX_RETRIES:
-            self.s.went_on.update(self.went_on)
-            self.went_on.clear()
+        if self.timeouts_since and len(self.s.went_on) < MAX_RETRIES:
+            self.s.went_on.update(self.timeouts_since)
+            self.timeouts_since.clear()
 
 
 def _dialects(q: dict) -> tuple[Dialect, Callable[[Device], str], dict[str, Dialect]]:
