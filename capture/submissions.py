@@ -25,6 +25,9 @@ from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet, PacketDef, Pa
 from kfdtrace.traces.semaphores import FULL_MASK, REACHED, pair_signals, pair_waits
 
 MAX_PLANS = 1 << 14  # shapes whose plan is kept
+# An indirect buffer's last signals take the positions after its call's end, where no packet ends (the next ends
+# at least a dword on): seeing one shows the queue complete through the IB's packets before it, not after it
+TAIL_SIGNALS = 4
 
 ReadMemory = Callable[[int, int], bytes | None]  # (address, bytes) -> the bytes, None when not CPU-readable
 Part = tuple[int, int, int, int]  # (dword of the submission, shift, mask, bit in the value)
@@ -312,9 +315,12 @@ class Analyzer:
         """Add the facts of the indirect buffer `p` points at: its accesses and waits at `pos` (where the packet
         that called it from the ring ends), its signals and writes also at `start` (where that packet starts):
         seeing one shows the queue complete up to the call, not through it (the IB's later packets may still
-        run). Waits that all come before every access of an IB that calls none are placed just before `pos`,
-        where they order those accesses (a wait orders what comes after it: at `pos` it ordered none of them,
-        and what they copied was taken for racy)."""
+        run). In an IB that calls none and dispatches nothing, waits that all come before every access are
+        placed just before `pos`, where they order those accesses (a wait orders what comes after it: at `pos`
+        it ordered none of them, and what they copied was taken for racy); and its last signals, those no other
+        access and no wait follows, are placed in their order from `pos` on, with what their packets write:
+        seeing one shows the IB's work before it done (at `start` it showed none of it, and what another queue
+        then took from its writes was taken for racy)."""
         addr_field, size_field = p.defn.indirect
         base = p.addresses().get(addr_field)
         data = read(base, p.fields[size_field] * 4) if base else None
@@ -336,15 +342,22 @@ class Analyzer:
         plan = builder.plan(len(data) // 4)
         out.dispatching |= plan.dispatching
         signals, waits, written, referenced, read = plan.facts(data, 0)
-        out.written += ((pos, a, n) for _, a, n in written)
+        accesses = [at for at, _, _ in (*written, *read) if at not in polls]
+        alone = not nested and not plan.dispatching
+        placed = {}  # the last signals, after all the IB's other accesses and its waits: at pos, pos + 1, ...
+        if alone:
+            ats = {at for at, _, _ in signals}
+            after = max((*(at for at in accesses if at not in ats), *(at for at, _, _ in waits)), default=-1)
+            tail = sorted(at for at in ats if at > after)[-TAIL_SIGNALS:]
+            placed = {at: pos + k for k, at in enumerate(tail)}
+        out.written += ((placed.get(at, pos), a, n) for at, a, n in written)
         out.called_writes += ((start, a) for _, a, _ in written)
         out.read += ((pos, a, n) for _, a, n in read)
         out.referenced += referenced
-        out.signals += ((start, a, v) for _, a, v in signals)
-        accesses = [at for at, _, _ in (*written, *read) if at not in polls]
-        first = pos - 1 if waits and not nested and (not accesses or max(at for at, _, _ in waits) < min(accesses)) \
+        first = pos - 1 if waits and alone and (not accesses or max(at for at, _, _ in waits) < min(accesses)) \
             else pos
         out.waits += ((first, a, v) for _, a, v in waits)
+        out.signals += ((placed.get(at, start), a, v) for at, a, v in signals)
 
     def _remember(self, dialect: Dialect, ring: bytes, packets: list[Packet], plan: Plan) -> None:
         if len(self._plans) >= MAX_PLANS:

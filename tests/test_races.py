@@ -695,3 +695,32 @@ def test_a_queue_destroyed_at_a_wait_gives_none_of_the_signals_after_it(tmp_path
         t.wait(3)
     last = checkpoints(path)[-1]
     assert {b["name"] for b in last["buffers"]} == {"d", "out"} and not last["in_flight"] and not last["racy"], last
+
+
+@pytest.mark.parametrize("signal_last", [True, False])
+def test_the_last_signals_inside_an_indirect_buffer_order_its_writes_before_them(signal_last, tmp_path):
+    """Campaign 112 (w15): an indirect buffer fills `src`, then signals `x` (a mailbox, then the semaphore's
+    words), which another queue waits for before it copies `src` into `out`. Its signals were all placed where
+    the call starts, so seeing them showed none of its writes done: `out` was taken for racy and never checked.
+    With the fill after the signal, it is a race."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx1100") as system:
+        gpu = system.devices[0]
+        out, src, ib = (gpu.alloc(4096, "gtt", name=n) for n in ("out", "src", "ib"))
+        x, done = system.semaphore("x"), system.semaphore("done")
+        builder = gpu.compute_queue(name="builder")
+        if signal_last:
+            builder.write_data(src, b"\x5a" * 8).signal(x, 1)
+        else:
+            builder.signal(x, 1).write_data(src, b"\x5a" * 8)
+        body = b"".join(builder.discard())
+        ib.write(body)
+        q, sd = gpu.compute_queue(name="q"), gpu.sdma_queue(name="sd")
+        sd.wait(x, 1).copy(out, src, 8).signal(done, 1).submit()
+        q.indirect(ib, len(body)).submit()
+        done.wait(1)
+    if signal_last:
+        assert racy(path) == [] and "out" in hashed(path)
+        assert replay_trace(path, Options(timeout=5), emulate="gfx942").status == EXIT_OK
+    else:
+        assert [name for name, _ in racy(path)] == ["out"]
