@@ -417,6 +417,7 @@ class PacketDef:
         self.kernel: tuple[str, str] | None = self._one("kernel", [(f.name, f.kernel) for f in addrs if f.kernel])
         # the field of a packet that starts the kernel the queue's registers set up (PM4)
         self.launch_field: str | None = self._one("launches", [f.name for f in values if f.launches])
+        self.launches = self.kernel is not None or self.launch_field is not None  # a kernel runs while at it
         # (signal, barrier field): the signal the packet decrements once it completes (AQL)
         self.completion: tuple[str, str] | None = self._one("completes", [(f.name, f.completes) for f in addrs
                                                                           if f.completes])

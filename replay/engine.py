@@ -1738,9 +1738,11 @@ class Instance:
             self._drain(rq, f"it is destroyed at record {r.n}, and the recording had drained it")
         elif not rq.queue.idle:
             # left with work as recorded, if the replay's stands where the recording's did, not stopped by the GPU
-            behind = self._behind(rq, K.read_end(rq.kind, rptr, end, rq.ring_size))
+            behind, launching = self._behind(rq, K.read_end(rq.kind, rptr, end, rq.ring_size))
+            # a kernel the recording's still ran: destroyed as soon as the replay's is there too (it may never end)
+            until = (lambda: not behind(rq)) if launching and behind is not None else None
             try:  # given as long as a wait the recording saw complete (a long kernel before the wait: campaign 86)
-                self._settle_all(f"{rq.label} is destroyed at record {r.n}", queues=[rq], behind=behind,
+                self._settle_all(f"{rq.label} is destroyed at record {r.n}", queues=[rq], behind=behind, until=until,
                                  timeout=self._limit(r))
             except WaitTimeout:
                 if not isinstance(rq.queue, Pm4OnAql):
@@ -1904,7 +1906,7 @@ class Instance:
         if after is None or at < start:
             return False
         left = rq.queue.packets(at, end)  # none: not read (past the ring's size, or not decoded)
-        return bool(left) and sum(p.defn.kernel is not None or p.defn.launch_field is not None for p in left) <= after
+        return bool(left) and sum(p.defn.launches for p in left) <= after
 
     def _noted(self, level: Writes) -> None:
         """`_wrote` the writes of a ring or indirect buffer's packets translated since it was last called for it."""
@@ -2405,40 +2407,49 @@ class Instance:
             time.sleep(delay)
             delay = min(delay * 2, 1e-3)
 
-    def _behind(self, rq: ReplayQueue, stood: int) -> Callable[[ReplayQueue], bool] | None:
-        """For a queue the recording destroyed standing at the wait at byte `stood` of its stream: whether the
-        replay's, standing at a wait, stands at an earlier one (campaign 72: a queue still at the first of two
-        waits was destroyed there, before a copy the recording's had made). On an AQL queue the replay's packets
-        are the recorded ones, one for one (campaign 84). On a ring, the replay's submission of the recorded one
-        holding `stood` ends with as many waits as follow `stood` in the recording, the one there included; its
-        waits are the recorded ones translated (NOP pads between them where the ring wraps), or the waits of the
-        recorded AQL packets' PM4 form (AqlOnPm4.waits; campaign 85). None: not known (a PM4 queue on an AQL
-        queue, or the submission is too far back)."""
+    def _behind(self, rq: ReplayQueue, stood: int) -> tuple[Callable[[ReplayQueue], bool] | None, bool]:
+        """For a queue the recording destroyed standing at the wait or the kernel launch at byte `stood` of its
+        stream: whether the replay's stands at an earlier one (campaign 72: a queue still at the first of two
+        waits was destroyed there, before a copy the recording's had made); and whether the recording's stood at
+        a launch (its kernel still ran). On an AQL queue the replay's packets are the recorded ones, one for one
+        (campaign 84). On a ring, the replay's submission of the recorded one holding `stood` ends with as many
+        waits and launches as follow `stood` in the recording, the one there included; its waits are the
+        recorded ones translated (NOP pads between them where the ring wraps), or the waits of the recorded AQL
+        packets' PM4 form (AqlOnPm4.waits; campaign 85), and its launches the recorded dispatches re-derived.
+        None: not known (a PM4 queue on an AQL queue, or the submission is too far back)."""
         aql = type(rq.queue) is AqlRing
         if not (aql or isinstance(rq.queue, RingQueue | AqlOnPm4)) or rq.translator is None:
-            return None
+            return None, False
         hit = next(((lo, start, end, ring) for lo, after, start, end, ring in reversed(rq.recent)
                     if lo <= stood < after), None)
         if hit is None:
-            return None
+            return None, False
         lo, start, end, ring = hit
-        if aql:
-            index = start + (stood - lo) // PACKET_SIZE
-            return lambda q: q.queue.rptr < index
-        waits: Callable[[Packet], int] = (lambda p: len(AqlOnPm4.waits(p))) if isinstance(rq.queue, AqlOnPm4) else \
-            (lambda p: p.defn.wait is not None)  # how many waits the replay's form of a recorded packet has
         try:
             packets = [p for p in rq.translator.src.iter_packets(ring) if p.offset >= stood - lo]
         except PacketError:
-            return None
-        if not packets or packets[0].offset != stood - lo or not waits(packets[0]):
-            return None  # not where a wait starts: the recorder would not have said it stood there
-        ahead = sum(waits(p) for p in packets)
+            return None, False
+        if not packets or packets[0].offset != stood - lo:
+            return None, False  # not where a packet starts
+        launching = packets[0].defn.launches
+        if aql:
+            index = start + (stood - lo) // PACKET_SIZE
+            return (lambda q: q.queue.rptr < index), launching
+        waits: Callable[[Packet], int] = (lambda p: len(AqlOnPm4.waits(p))) if isinstance(rq.queue, AqlOnPm4) else \
+            (lambda p: p.defn.wait is not None)  # how many waits the replay's form of a recorded packet has
+        if not (waits(packets[0]) or launching):
+            return None, False  # the recorder would not have said it stood there
+        ahead = sum(waits(p) + p.defn.launches for p in packets)
 
         def behind(q: ReplayQueue) -> bool:
             at = q.queue.rptr
-            return at < start or (at < end and sum(p.defn.wait is not None for p in q.queue.packets(at, end)) > ahead)
-        return behind
+            if at < start:
+                return True
+            left = q.queue.packets(at, end) if at < end else []
+            stops = sum((p.defn.wait is not None) + p.defn.launches for p in left)
+            # at the launch the recording stood at, a kernel of it runs: not before it, setting its registers
+            return stops > ahead or launching and stops == ahead and bool(left) and not left[0].defn.launches
+        return behind, launching
 
     def _settle_all(self, why: str, quiet: float = 0.05, queues: list[ReplayQueue] | None = None,
                     behind: Callable[[ReplayQueue], bool] | None = None,

@@ -517,3 +517,43 @@ def test_a_timeout_the_program_went_on_from_that_completes_in_the_replay_is_note
     assert report.status == EXIT_OK and report.loops[0][0].verified >= 1, report.lines()
     assert any("completed in the replay, but timed out after 0.2 s in the recording, which went on" in n
                for n in report.lines()), report.lines()
+
+
+SPIN_UNTIL_RELEASED = r"""
+kernel void spin(global volatile int *flag, global int *out) {
+    flag[1] = 1;  /* started */
+    int i = 0;
+    while (flag[0] == 0) { i++; }
+    out[__builtin_amdgcn_workitem_id_x()] = i;
+}
+"""
+
+
+@pytest.mark.parametrize("aql", [False, True])
+def test_a_queue_destroyed_while_its_kernel_runs_is_destroyed_there_in_the_replay(tmp_path, aql):
+    """A kernel spins on a flag nobody sets; once it runs, the program destroys its queue (the kernel stops) and
+    goes on. The replay waited for the queue to settle, which a running kernel never does: HANG (a known gap).
+    The queue is now destroyed once the replay's stands at the launch the recording's stood at."""
+    from tests.test_shader import built
+
+    code = built(tmp_path, SPIN_UNTIL_RELEASED, "gfx942")
+    path = str(tmp_path / "spin.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        flag, out, after = (gpu.alloc(4096, "gtt", name=n) for n in ("flag", "out", "after"))
+        q = gpu.aql_queue(name="q") if aql else gpu.compute_queue(name="q")
+        q.dispatch(gpu.load(code).kernel("spin"), (64,), (64,), flag, out)
+        if not aql:
+            q.submit()
+        deadline = time.monotonic() + 30
+        while flag.read(4, 4) != b"\1\0\0\0":
+            assert time.monotonic() < deadline, "the kernel did not start"
+        q.destroy()
+        sd, done = gpu.sdma_queue(name="sd"), system.semaphore("done")
+        sd.fill(after, 0x5A5A5A5A, 4096).signal(done, 1).submit()
+        done.wait(1)
+        assert after.read(0, 4) == b"\x5a" * 4
+    report = replay_trace(path, Options(timeout=2), emulate="gfx942")
+    assert report.status == EXIT_OK, report.lines()
+    assert [label.split(" (")[0] for label in report.results[0].left] == ["queue 0"], report.lines()
+    assert report.results[0].checkpoints, "the fill after the destroy was not checked"
