@@ -1122,6 +1122,21 @@ class RecordingSyscalls:
                 self._mark(buf, f"{r.queue.name} wrote it from {self._label(src)}, which {w.queue.name} wrote "
                                 f"with nothing ordering the two")
 
+    def _spread(self, bufs: list[TrackedBuffer]) -> None:
+        """What the GPU wrote from a buffer a race decided is as racy as it is, in turn: a race found at this
+        checkpoint was not known when another queue's copy of that buffer was submitted (campaign 114: that
+        copy was hashed, and replays said DIVERGED one time in four)."""
+        todo = [buf for buf in bufs if buf.racy is not None]
+        seen = set(todo)
+        while todo:
+            buf = todo.pop()
+            for r in buf.reads:
+                for out in r.outputs:
+                    self._mark(out, f"{r.queue.name} wrote it from {self._label(buf)}, which a race decided")
+                    if out not in seen:
+                        seen.add(out)
+                        todo.append(out)
+
     # -- checkpoints --------------------------------------------------------------------------------
     def _checkpoint(self, wait: dict) -> None:
         """What the GPU wrote, as the CPU reads it now: every CPU-readable user buffer with GPU writes known
@@ -1143,6 +1158,7 @@ class RecordingSyscalls:
         self.ordering.budget = SEARCH_BUDGET
         for buf in done:  # every race found before anything is hashed: one may decide another buffer
             self._races(buf)
+        self._spread(done)
         for buf in done:
             fresh = self._cpu_changes(buf)
             buf.writes.clear()

@@ -724,3 +724,22 @@ def test_the_last_signals_inside_an_indirect_buffer_order_its_writes_before_them
         assert replay_trace(path, Options(timeout=5), emulate="gfx942").status == EXIT_OK
     else:
         assert [name for name, _ in racy(path)] == ["out"]
+
+
+def test_what_another_queue_copies_from_a_buffer_a_race_decided_is_racy_too(tmp_path):
+    """Campaign 114: B copies `x` into `y` while A fills `x` (a race), then C, ordered after B, copies `y` into
+    `hout`. The race is found at the checkpoint, after C's copy was submitted, so `hout` was hashed as well as
+    left out: its contents depend on the race as `y`'s do, and replays said DIVERGED one time in four."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        x, y, hout, out2 = (gpu.alloc(4096, "gtt", name=n) for n in ("x", "y", "hout", "out2"))
+        qa, qb, qc = gpu.sdma_queue(name="A"), gpu.sdma_queue(name="B"), gpu.sdma_queue(name="C")
+        s, done = system.semaphore("s"), system.semaphore("done")
+        qb.copy(y, x, 4096).signal(s, 1).submit()
+        qa.fill(x, 0x01010101, 4096).submit()
+        qc.wait(s, 1).copy(hout, y, 4096).copy(out2, hout, 64).signal(done, 1).submit()
+        done.wait(1)
+        hout.read(0, 4)
+    assert sorted(name for name, _ in racy(path)) == ["hout", "out2", "y"], racy(path)
+    assert not {"hout", "out2", "y"} & set(hashed(path))
