@@ -42,7 +42,7 @@ from kfdtrace.capture.ordering import Ordering
 from kfdtrace.capture.submissions import Analyzer, Facts, Plan, Written
 from kfdtrace.capture.trace_file import TraceFile
 from kfdtrace.driver import kfd_ioctl as K
-from kfdtrace.driver.aql import AQL, AmdSignal
+from kfdtrace.driver.aql import AQL, AmdSignal, assigned
 from kfdtrace.driver.memory import DOMAINS
 from kfdtrace.driver.packets import Dialect, Packet, PacketDef, PacketError
 from kfdtrace.driver.ranges import RangeMap
@@ -124,7 +124,8 @@ class TrackedQueue:
     ib_dialect: Dialect | None = None  # what its indirect buffers hold (an AQL queue's PM4-IB: the GPU's PM4)
     name: str | None = None
     wptr: int = 0  # where its stream's next submission starts (bytes: kfd_ioctl.doorbell_end of the last value)
-    rung: int = 0  # the value its doorbell was last rung with
+    rung: int = 0  # the value its doorbell was last rung with (AQL: of the last packet its doorbells let it take)
+    announced: int = 0  # AQL: the end of the highest packet index rung so far
     ring_view: memoryview | None = None  # the ring's CPU mapping, once found (forgotten when memory is unmapped)
 
 
@@ -650,12 +651,21 @@ class RecordingSyscalls:
         """A doorbell: note which buffers its packets write and what they signal and wait for, record what
         the CPU wrote that they read when raw views exist (or tracking is "scan"), then the ring bytes."""
         end = K.doorbell_end(q.type, value)
+        in_order = q.dialect is None or q.dialect.ordered_doorbells
+        if not in_order:  # what the processor takes: up to the highest index rung, while packets are assigned
+            end = q.announced = max(q.announced, end)
         if not 0 <= end - q.wptr <= q.ring_size:  # what the engine does then is no packet of the program's
             self.rec.record(R.NOTE, text=f"queue {q.queue_id}: the doorbell moves the write pointer from {q.wptr:#x} "
                                          f"to {end:#x}, {_stray(end - q.wptr, q.ring_size)}: a GPU stops the queue")
             self.rec.record(R.DOORBELL, queue=q.queue_id, value=value, ring=b"")
             return
         ring = self._ring_bytes(q, q.wptr, end) if q.dialect else b""
+        if not in_order:
+            if end > q.wptr and not ring:
+                self.rec.record(R.NOTE, text=f"queue {q.queue_id}: its ring cannot be read: the packets its doorbell "
+                                             f"lets the processor take are not in the trace")
+            ring = ring[:assigned(ring)]
+            end = q.wptr + len(ring)
         if q.dialect is not None:
             try:
                 plan, inner = self.analyzer.analyse(q.dialect, ring, self._read, q.ib_dialect)
@@ -672,7 +682,7 @@ class RecordingSyscalls:
                 self._unlearnt.append((q, q.wptr, ring, plan, inner, dispatched, packets))
                 if len(self._unlearnt) >= LEARN_BATCH or self.exposed or self.rec.tracking == "scan":
                     self._learn_pending()  # with raw views, what the submission reads is recorded before it
-        q.wptr, q.rung = end, value
+        q.wptr, q.rung = end, value if in_order else K.doorbell_value(q.type, end)
         self.rec.record(R.DOORBELL, queue=q.queue_id, value=value, ring=ring)
 
     def _learn_pending(self) -> None:

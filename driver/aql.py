@@ -184,6 +184,9 @@ class AqlDialect(Dialect):
     (the PM4-IB packet's) holds -- PM4 packets in the dialect of the device's family (Family.pm4_dialect)."""
 
     indirect_dialect = "pm4"
+    # producers on several threads ring out of order, and the highest index rung counts: the processor takes the
+    # packets in slot order, waiting at one whose header is still INVALID (HSA; ROCR's multi-producer queues)
+    ordered_doorbells = False
     # (offset, bytes) from a written completion signal's handle that a profiling queue fills with GPU clocks:
     # amd_signal_t start_ts and end_ts (amd_queue_t ENABLE_PROFILING; ROCR Queue::SetProfiling)
     clocked = (32, 16)
@@ -260,6 +263,12 @@ def unassigned(packet: bytes) -> bool:
     """Whether the 64-byte AQL packet `packet` holds an INVALID header, which marks a slot no packet was assigned
     to: the packet processor waits there until the type changes (HSA), for good if nothing changes it."""
     return packet[0] == PacketType.INVALID
+
+
+def assigned(data: bytes) -> int:
+    """The bytes of `data` (slots in order) before the first slot no packet was assigned to: the packets the
+    processor takes."""
+    return next((at for at in range(0, len(data), PACKET_SIZE) if unassigned(data[at:at + PACKET_SIZE])), len(data))
 
 
 def header(type_: PacketType, *, barrier: bool = True, acquire: FenceScope = FenceScope.SYSTEM,

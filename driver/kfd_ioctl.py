@@ -113,6 +113,12 @@ def doorbell_end(queue_type: int, value: int) -> int:
     return (value + past) * unit
 
 
+def doorbell_value(queue_type: int, end: int) -> int:
+    """The doorbell value that says packets are written up to byte `end` (doorbell_end's inverse)."""
+    unit, past = DOORBELL_UNITS.get(queue_type, (1, 0))
+    return end // unit - past
+
+
 def read_end(queue_type: int, rptr: int, end: int, ring_size: int) -> int:
     """The byte position in a queue's stream up to which its engine has read, by the read pointer it reports in
     the doorbell's units (monotonic, or within the ring: a CP's; an AQL queue's counts the packets read), read

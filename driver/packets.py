@@ -1020,6 +1020,8 @@ class Dialect:
     # (offset, bytes) from each address a packet writes that the engine may also fill with GPU clocks (None: none;
     # AQL's completion signals: AqlDialect)
     clocked: tuple[int, int] | None = None
+    # a doorbell says where the packets written end, and the engine reads up to there (False: AqlDialect's)
+    ordered_doorbells = True
 
     def __init__(self, name: str, defs: Iterable[PacketDef], *,
                  defaults: Mapping[str, Mapping[str, int]] | None = None, cache: CacheControl | None = None):

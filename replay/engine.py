@@ -891,7 +891,8 @@ class _Surveyor:
         calls.clear()
         where = f"submission {self.s.submissions} (queue {f['queue']})"
         kind, base = self.wptrs[f["queue"]]
-        end = K.doorbell_end(kind, f["value"])
+        # (AQL: the packets the processor took, which producers ringing out of order need not end at the value)
+        end = K.doorbell_end(kind, f["value"]) if t.src.ordered_doorbells else base + len(f["ring"])
         self.wptrs[f["queue"]] = (kind, end)
         size = self.rings[f["queue"]][0] - PAGE
         if not f["ring"] and end != base:
@@ -1797,7 +1798,7 @@ class Instance:
         if rq.new_called:
             rq.called.extend((start, rq.queue.wptr, *c) for c in rq.new_called)
             rq.new_called.clear()
-        written = K.doorbell_end(rq.kind, f["value"])
+        written = K.doorbell_end(rq.kind, f["value"]) if t.src.ordered_doorbells else rq.written + len(ring)
         rq.keep(rq.written, written, start, ring)
         rq.written = written
         self.result.submissions += 1

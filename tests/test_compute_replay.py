@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -1091,3 +1092,41 @@ def test_a_pointer_argument_just_past_its_buffer_points_into_that_buffer(tmp_pat
     for relocate in ("auto", "always"):
         report = replay_trace(path, Options(relocate=relocate), emulate="gfx942")
         assert report.status == EXIT_OK and report.results[0].verified >= 1, report.lines()
+
+
+def test_producers_ringing_an_aql_doorbell_out_of_order_are_recorded_as_the_processor_takes_packets(tmp_path,
+                                                                                                   monkeypatch):
+    """Campaign 114: two threads put packets on one AQL queue; the one with the later index rings first, while
+    the earlier slot is still INVALID. Capture took each doorbell's value for a write pointer: it recorded the
+    INVALID slot with the first, noted the second as moving backwards, and the replay refused the trace. A
+    doorbell now records the packets the processor takes (up to the highest index rung, while assigned)."""
+    from kfdtrace.driver.aql_queue import AqlQueue
+
+    path, gate = str(tmp_path / "t.kfdtrace"), threading.Event()
+    wait_for_slot = AqlQueue._wait_for_slot
+
+    def held(self, index, timeout):  # the first producer, between taking its index and writing its packet
+        if threading.current_thread().name == "first":
+            assert gate.wait(10)
+        wait_for_slot(self, index, timeout)
+
+    monkeypatch.setattr(AqlQueue, "_wait_for_slot", held)
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q = gpu.aql_queue(name="aq")
+        first, second = HsaSignal(system, 1, "first"), HsaSignal(system, 1, "second")
+        index = q.amd_queue.write_dispatch_id
+        producer = threading.Thread(target=lambda: q.barrier_and(completion=first), name="first")
+        producer.start()
+        while q.amd_queue.write_dispatch_id == index:
+            time.sleep(0.001)
+        q.barrier_and(completion=second)  # index + 1, rung while slot `index` is INVALID
+        gate.set()
+        producer.join()
+        assert first.wait(0, timeout=10) == 0 and second.wait(0, timeout=10) == 0
+    with TraceReader(path) as r:
+        rung = [(d.fields["value"] - index, len(d.fields["ring"]) // 64) for d in r.records({R.DOORBELL})]
+    assert rung == [(1, 0), (0, 2)], rung
+    for target in ("gfx942", "gfx1100"):
+        report = replay_trace(path, Options(timeout=5), emulate=target)
+        assert report.status == EXIT_OK, report.lines()

@@ -16,7 +16,7 @@ from kfdtrace.cli import main as kfdtrace_cli
 from kfdtrace.driver import System
 from kfdtrace.driver import kfd_ioctl as K
 from kfdtrace.traces.dump import KINDS, Dumper, Selection, parse_range, text
-from kfdtrace.traces.format import FORMAT_MAJOR, FORMAT_MINOR, TraceReader, TraceWriter
+from kfdtrace.traces.format import TraceReader, TraceWriter
 from kfdtrace.traces.records import RECORD_TYPES
 from kfdtrace.traces.walk import TraceState, ioctl_args, queue_dialect, struct_fields
 
@@ -162,7 +162,7 @@ def test_json_output_of_info():
     facts = json.loads(res.output)
     with TraceReader(STRESS) as r:
         assert facts["records"] == r.record_count == facts["checked"]["records"]
-        assert facts["submissions"] == r.submissions and facts["format"] == f"{FORMAT_MAJOR}.{FORMAT_MINOR}"
+        assert facts["submissions"] == r.submissions and facts["format"] == "{}.{}".format(*r.version)
         assert facts["header"]["gpus"][0]["target"] == "gfx942" and facts["summary"]["submissions"] == r.submissions
 
 

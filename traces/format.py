@@ -52,7 +52,7 @@ import xxhash
 import zstandard
 
 FORMAT_MAJOR = 3
-FORMAT_MINOR = 2  # 3.2: wait records' `fault` field (FORMAT.md)
+FORMAT_MINOR = 3  # 3.3: an AQL doorbell's packets are those its processor takes (FORMAT.md)
 
 MAGIC = b"KFDTRACE"
 FILE_HEADER = struct.Struct("<8sHHII")  # magic, major, minor, header length, crc32 of the header bytes

@@ -311,7 +311,9 @@ class TraceState:
         q = self.queues.get(f["queue"]) if f["queue"] is not None else None
         if q is None:
             return Submission(number, None, 0, [], None if f["queue"] is None else "its queue is unknown")
-        base, end = q.wptr, K.doorbell_end(q.type, f["value"])
+        base = q.wptr
+        end = base + len(f["ring"]) if q.dialect is not None and not q.dialect.ordered_doorbells else \
+            K.doorbell_end(q.type, f["value"])  # (AQL: the packets the processor took; producers ring out of order)
         q.wptr, q.submissions = end, q.submissions + 1
         ring = f["ring"]
         if not ring:
