@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kfdtrace.driver import kfd_ioctl as K
-from kfdtrace.driver.aql import AQL, CONDITIONS, PACKET_SIZE, AmdSignal, SignalCondition, SignalKind, unassigned
+from kfdtrace.driver.aql import AQL, CONDITIONS, PACKET_SIZE, AmdSignal, SignalCondition, SignalKind, assigned
 from kfdtrace.driver.errors import EMULATOR_LOG, NOT_EMULATED, AddressInUse, DeviceError, GpuFault, WaitTimeout
 from kfdtrace.driver.memory import PAGE, Buffer
 from kfdtrace.driver.packets import MAX_IB_DEPTH, Dialect, Packet, PacketError
@@ -902,9 +902,8 @@ class _Surveyor:
         if len(f["ring"]) > size and valid_ring_size(size):  # more than the ring held unconsumed at once
             raise BadInput(f"{where}: {len(f['ring'])} bytes of packets in a {size}-byte ring (corrupt trace)")
         if kind == K.QueueType.COMPUTE_AQL:  # campaign 96: the queue's own check said so as the run submitted it
-            at = next((at for at in range(0, len(f["ring"]), PACKET_SIZE)
-                       if unassigned(f["ring"][at:at + PACKET_SIZE])), None)
-            if at is not None:
+            at = assigned(f["ring"])
+            if at < len(f["ring"]):
                 raise ReplayError(f"{where}: the AQL packet at byte {at:#x} is INVALID (a slot no packet was "
                                   f"assigned to) as its doorbell rang: the recording's packet processor waited there "
                                   f"for a packet written later, which the trace does not hold")
