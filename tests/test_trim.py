@@ -672,7 +672,7 @@ def test_reconstructed_contents_are_the_buffer_s_own_bytes_not_its_pages(tmp_pat
 def test_a_timed_out_wait_whose_signal_a_queue_held_up_before_the_range_is_refused(tmp_path):
     """The queue stands still in submission 2 on a semaphore only the CPU signals later; the CPU's sync times out,
     then it signals. A range after the stall holds the sync's signal but not what held it up: refused, as the
-    trimmed trace could not time out there."""
+    range's submission of that queue would run without waiting (campaign 114: trimmed, it did)."""
     from kfdtrace.driver.errors import WaitTimeout
 
     path = str(tmp_path / "h.kfdtrace")
@@ -689,9 +689,9 @@ def test_a_timed_out_wait_whose_signal_a_queue_held_up_before_the_range_is_refus
             done.wait(1, timeout=0.5)
         never.signal(1)
         done.wait(1)
-    with pytest.raises(TrimRefused, match=r"^the CPU wait at record \d+ \(on semaphores\+0x[0-9a-f]+\) timed out "
-                                          r"in the recording, but queue \d+ signals 0x1 in the range behind its own "
-                                          r"work before the range, which had not completed"):
+    with pytest.raises(TrimRefused, match=r"^submission 5 comes behind a wait of its queue in submission 2, which "
+                                          r"nothing before the range is known to pass: trimmed, it would run without "
+                                          r"waiting; start the range at submission 2 or earlier$"):
         trim(TraceReader(path), str(tmp_path / "t.kfdtrace"), 5, 5)
 
 
@@ -823,3 +823,35 @@ def test_a_reconstructed_buffer_holding_a_clock_written_before_the_range_is_refu
     with TraceReader(path) as r:
         trim(r, out, 0, 1, lambda vas: contents_at(path, 0, vas))
     assert replay_trace(out, Options(timeout=5), emulate="gfx1100").status == EXIT_OK
+
+
+@pytest.mark.parametrize("aql", [False, True])
+def test_a_range_whose_queue_stands_at_a_wait_before_it_is_refused(tmp_path, aql):
+    """Campaign 114: submission 0 is q2's wait (a semaphore wait, or an AQL BARRIER_AND); submission 1, q2's work
+    behind it; submission 2, q1's signal it waits for. Trimmed from 1, q2's work ran at once, before q1's: the
+    trimmed trace said DIVERGED or OK by chance. The range from 0 keeps the wait, and replays."""
+    from kfdtrace.driver.aql_queue import HsaSignal
+
+    path, out = str(tmp_path / "w.kfdtrace"), str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        a, b = gpu.alloc(4096, "gtt", name="a"), gpu.alloc(4096, "gtt", name="b")
+        q1 = gpu.sdma_queue(name="q1")
+        if aql:
+            q2, s1, s2 = gpu.aql_queue(name="q2"), HsaSignal(system, 1, "s1"), HsaSignal(system, 1, "s2")
+            q2.barrier_and([s1])
+            q2.barrier_and([], completion=s2)
+            q1.fill(a, 7, 4096).submit()
+            s1.signal(0)
+            s2.wait(0, timeout=10)
+        else:
+            q2, s, d = gpu.sdma_queue(name="q2"), system.semaphore("s"), system.semaphore("d")
+            q2.wait(s, 1).submit()
+            q2.copy(b, a, 4096).signal(d, 1).submit()
+            q1.fill(a, 7, 4096).signal(s, 1).submit()
+            d.wait(1)
+    with pytest.raises(TrimRefused, match=r"^submission 1 comes behind a wait of its queue in submission 0, "):
+        trim(TraceReader(path), out, 1, 2)
+    assert not os.path.exists(out)
+    trim(TraceReader(path), out, 0, 2)
+    assert replay_trace(out, Options(timeout=10), emulate="gfx942").status == EXIT_OK

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kfdtrace.driver import kfd_ioctl as K
-from kfdtrace.driver.aql import AmdSignal
+from kfdtrace.driver.aql import AQL, AmdSignal
 from kfdtrace.driver.packets import Packet
 from kfdtrace.traces import records as R
 from kfdtrace.traces.contents import SIGNAL, KnownMemory, called, chunk_size, is_semaphores
@@ -182,12 +182,51 @@ class _Prefix:
         self.writer: dict[int, tuple[int, int, int] | None] = {}
         self.seen: dict[int, int] = {}  # semaphore -> the value a CPU wait saw it reach, or the CPU signalled, last
         self.clocks: dict[int, int] = {}  # address a packet wrote a GPU clock to -> its submission
+        # AQL queue -> its packets from a barrier whose signals are not where it passes on, (submission, packet):
+        # they wait behind it, and what they decrement is not decremented yet
+        self.held: dict[int, deque[tuple[int, Packet]]] = {}
 
     def unlanded(self) -> list[int]:
         """The semaphores whose last signal before the range comes behind a wait of its queue that nothing before
         the range is known to pass (the queue stood there at the range's start, say, till the range signalled):
-        that value had not landed at the start (campaign 104). Waits pass on what the CPU signalled or saw, what
-        submissions known complete signalled, and what the others signal before their own first such wait."""
+        that value had not landed at the start (campaign 104)."""
+        stuck = {q: {(n, i) for n, i, *_ in events} for q, events in self._stuck().items()}
+        return [a for a, w in self.writer.items() if w is not None and (w[1], w[2]) in stuck.get(w[0], ())]
+
+    def standing(self) -> dict[int, int]:
+        """Queue -> the submission before the range holding a wait it may stand at as the range starts: a
+        semaphore wait nothing before the range is known to pass, or an AQL barrier whose signals are not where it
+        passes even once every packet before the range completed (campaign 114: the range's packets behind it
+        ran at once, trimmed)."""
+        out = {q: events[0][0] for q, events in self._stuck().items() if events and events[0][2]}
+        out |= {q: held[0][0] for q, held in self.held.items() if held}
+        return out
+
+    def _aql_value(self, handle: int) -> int | None:
+        return self.aql_signals.get(handle + AmdSignal.value.offset)
+
+    def _run(self, p: Packet) -> None:
+        """An AQL packet that is not held: its completion decrements its signal."""
+        d = p.defn
+        if d.completion is not None and p.fields[d.completion[0]]:
+            value = p.fields[d.completion[0]] + AmdSignal.value.offset
+            if value in self.aql_signals:
+                self.aql_signals[value] -= 1
+
+    def _release(self) -> None:
+        """Run the held packets whose barrier now passes (a decrement may let another queue's pass, in turn)."""
+        moved = True
+        while moved:
+            moved = False
+            for held in self.held.values():
+                while held and (not AQL.waits(held[0][1].defn) or AQL.passes(held[0][1], self._aql_value)):
+                    self._run(held.popleft()[1])
+                    moved = True
+
+    def _stuck(self) -> dict[int, list[tuple[int, int, bool, int, int]]]:
+        """Queue -> its semaphore events (submission, packet, wait?, address, value) from the first wait nothing
+        before the range is known to pass. Waits pass on what the CPU signalled or saw, what submissions known
+        complete signalled, and what the others signal before their own first such wait."""
         self._fold()
         queues = {q: [(number, *e) for number, events in subs for e in events] for q, subs in self.facts.items()}
         seen = dict(self.seen)
@@ -204,8 +243,7 @@ class _Prefix:
                         seen[addr] = max(seen.get(addr, 0), value)
                     passed[queue] += 1
                     moved = True
-        stuck = {q: {(n, i) for n, i, *_ in events[passed[q]:]} for q, events in queues.items()}
-        return [a for a, w in self.writer.items() if w is not None and (w[1], w[2]) in stuck.get(w[0], ())]
+        return {q: events[passed[q]:] for q, events in queues.items()}
 
     def behind(self, queue: int) -> bool:
         """Whether submissions of `queue` before the range are not known complete."""
@@ -229,6 +267,8 @@ class _Prefix:
         elif r.type in TEARDOWN:
             kind, name = TEARDOWN[r.type]
             self.kept.pop((kind, f[name]), None)
+            if r.type == R.QUEUE_DESTROY:
+                self.held.pop(f["queue"], None)  # what it held never runs
         if r.type == R.FREE and (buf := self.state.buffers.get(f["handle"])) is not None:
             # a buffer taking its place holds none of them
             for held in (self.words, self.names, self.aql_signals, self.clocks, self.writer, self.seen):
@@ -242,6 +282,13 @@ class _Prefix:
             if any(p.defn.indirect is not None for p in sub.packets):
                 raise TrimRefused(f"submission {sub.number} calls an indirect buffer before the range: trim cannot "
                                   "follow what it writes; trim from an earlier submission")
+            held = self.held.setdefault(sub.queue.queue, deque()) if sub.queue is not None else deque()
+            for p in sub.packets:
+                if held or AQL.waits(p.defn):
+                    held.append((sub.number, p))
+                else:
+                    self._run(p)
+            self._release()
             signalled, waited = semaphore_facts(sub.packets)
             if sub.queue is not None and (signalled or waited):
                 self.facts.setdefault(sub.queue.queue, deque()).append((sub.number, sorted(
@@ -253,14 +300,11 @@ class _Prefix:
                     self.clocks.update((a, sub.number) for a in p.written_addresses())
                 if d.signal is not None and d.signal[0] in p.addresses():
                     self.words[p.fields[d.signal[0]]] = p.fields[d.signal[1]] & 0xFFFFFFFF
-                if d.completion is not None and p.fields[d.completion[0]]:  # the packet decrements its signal
-                    value = p.fields[d.completion[0]] + AmdSignal.value.offset
-                    if value in self.aql_signals:
-                        self.aql_signals[value] -= 1
         elif r.type == R.CPU_SIGNAL:
             buf = self.state.buffer_at(f["addr"])
             if buf is not None and buf.role == SIGNAL:
                 self.aql_signals[f["addr"]] = f["value"]
+                self._release()
             self.words[f["addr"]], self.words[f["addr"] + 4] = f["value"] & 0xFFFFFFFF, f["value"] >> 32
             self.names[f["addr"]] = f["name"]
             self.writer[f["addr"]], self.seen[f["addr"]] = None, f["value"]
@@ -414,6 +458,7 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int, r
     # queue -> the orders of its destroys in the range, each with whether the recording left it work undone
     ends: dict[int, list[tuple[int, bool]]] = {}
     events: set[int] = set()  # KFD events the range sets (a packet's interrupt, or the CPU)
+    standing = prefix.standing()
     to_end = True
     for rec in itertools.chain((start,), records):
         if rec.type == R.DOORBELL and state.submissions > last:
@@ -426,6 +471,10 @@ def _range(prefix: _Prefix, start: Record, records, out: TraceCopy, last: int, r
             # for the kernel arguments and kernels of the range's dispatches, in buffers made before it or in it
             prefix.memory.apply(rec, None)
         if sub is not None:
+            if sub.queue is not None and (held := standing.get(sub.queue.queue)) is not None:
+                raise TrimRefused(f"submission {sub.number} comes behind a wait of its queue in submission {held}, "
+                                  f"which nothing before the range is known to pass: trimmed, it would run without "
+                                  f"waiting; start the range at submission {held} or earlier")
             _check_reads(prefix, sub, written)
             _signals_and_waits(prefix, sub, rec.n, signals, waits, first)
             events.update(e for p in sub.packets if (e := p.defn.event_of(p.fields)) is not None)
