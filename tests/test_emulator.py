@@ -172,6 +172,20 @@ def test_cond_exe_runs_or_skips_what_it_governs(emulated, target):
     assert [int.from_bytes(out.read(4 * i, 4), "little") for i in range(3)] == [0xA0, 0, 0xCC]
 
 
+@pytest.mark.parametrize("target", ["gfx942", "gfx1201"])
+def test_what_a_false_cond_exe_skips_at_a_submissions_end_never_runs(emulated, target):
+    """Campaign 115: the engine went on past the skipped dwords but moved its read pointer past the COND_EXE
+    alone, so the next doorbell ran the FENCE it had skipped."""
+    dev = emulated(target).devices[0]
+    q, flag, out = dev.sdma_queue(), dev.alloc(PAGE, "gtt"), dev.alloc(PAGE, "gtt")
+    fence = q.dialect.build("FENCE", addr=out.va, data=0xBAD, **defaults(q.dialect, "FENCE"))
+    q.emit(q.dialect.build("COND_EXE", addr=flag.va, reference=0xFFFF, exec_count=len(fence) // 4) + fence)
+    q.sync(timeout=5)
+    q.fence(out, 0xCC, offset=8).sync(timeout=5)
+    assert [int.from_bytes(out.read(4 * i, 4), "little") for i in range(3)] == [0, 0, 0xCC]
+    assert q.rptr == q.wptr
+
+
 @pytest.mark.parametrize("target, kind, name, fields, error, limit", [
     ("gfx942", "sdma", "SEM", {"signal": 1}, "the emulated SDMA engine does not execute SEM", True),
     ("gfx942", "sdma", "TIMESTAMP_GET", {}, "the emulated SDMA engine does not execute TIMESTAMP_GET", True),

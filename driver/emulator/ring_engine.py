@@ -243,7 +243,7 @@ class RingEngine:
                     raise QueueError(f"it skips {skip:#x} bytes after it, past the write pointer ({after:#x} bytes "
                                      f"were submitted after it): what the engine would skip is not there yet")
                 pos += size + skip
-                self._set_rptr(self.rptr + size)
+                self._set_rptr(self.rptr + size + skip)
         except Exception as exc:  # an unsupported or malformed packet stops the queue, as on hardware
             if not self._stop:  # else the queue's destroy stopped it (a kernel it ran gives up): no error
                 self._stop_on(exc, self._describe(stream, pos))
