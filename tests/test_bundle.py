@@ -331,3 +331,28 @@ def test_a_redacted_bundle_names_no_file_or_folder_of_the_reporters(tmp_path):
         for secret in (b"alice", b"kfdtrace-bundle-", str(tmp_path).encode()):
             assert secret not in data, (name, secret)
     assert json.loads(got[B.REPLAY])["trace"] == B.TRACE and "corpus.gfx1100.co" in got, sorted(got)
+
+
+@pytest.mark.parametrize("field", [(100, 108), (108, 116), (116, 124), (136, 148)], ids=["mode", "uid", "gid", "mtime"])
+def test_a_member_header_tar_cannot_read_is_refused_before_anything_is_extracted(field, tmp_path):
+    """Campaign 115: a member whose mtime (or mode, uid, gid) is no octal number passed the check, and tarfile took
+    its header for the archive's end: `unbundle` extracted the members before it and said nothing, and `replay`
+    failed with an internal error."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        for info, data in (entry("machine.json", b"{}"), entry(B.TRACE, TRACE_BYTES)):
+            t.addfile(info, io.BytesIO(data))
+    tar = bytearray(raw.getvalue())
+    at = 512 + 512  # the trace's header, after machine.json's header and its one block of data
+    lo, hi = field
+    tar[at + lo:at + hi] = b"z" * (hi - lo - 1) + b"\0"
+    tar[at + 148:at + 156] = b" " * 8
+    tar[at + 148:at + 156] = f"{sum(tar[at:at + 512]):06o}\0 ".encode()
+    path = tmp_path / "b.tar.zst"
+    path.write_bytes(zstandard.ZstdCompressor().compress(bytes(tar)))
+    dest = tmp_path / "out"
+    res = run("unbundle", str(path), "-o", str(dest))
+    assert res.exit_code == 1 and "not a tar header" in res.output and len(res.output.splitlines()) == 1, res.output
+    assert not dest.exists()
+    done = replay(str(path))
+    assert done.returncode == 4 and "not a tar header" in done.stderr, done.stderr
