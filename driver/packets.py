@@ -822,6 +822,14 @@ class Packet:
             out.append((f[n], size))
         return out
 
+    def read_ranges(self) -> list[tuple[int, int | None]]:
+        """(address, bytes the GPU reads from it) of each address the packet holds and does not write: a byte count
+        for those that advance with it (a copy's source), None where the table does not count them."""
+        d = self.defn
+        moved = self.fields[d.split[0]] + 1 if d.split is not None else None
+        return [(a, moved if d.split is not None and n in d.split[1] else None) for n, a in self.addresses().items()
+                if n not in d.written_fields]
+
     def inline(self) -> bytes:
         """The bytes a written tail leaves at its address: the payload, or its last dword when every dword goes to
         that one address (`Tail.one_addr`)."""

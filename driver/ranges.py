@@ -51,6 +51,13 @@ class RangeMap(Generic[T]):
             return self._starts[i], self._ends[i] - self._starts[i], self._values[i]
         return None
 
+    def overlapping(self, addr: int, size: int) -> list[tuple[int, int, T]]:
+        """(start, size, value) of every range meeting [addr, addr+size), in address order."""
+        i = max(0, bisect.bisect_right(self._starts, addr) - 1)
+        j = bisect.bisect_left(self._starts, addr + size)
+        return [(s, e - s, v) for s, e, v in zip(self._starts[i:j], self._ends[i:j], self._values[i:j], strict=True)
+                if e > addr]
+
     def pointee(self, addr: int) -> tuple[int, int, T] | None:
         """find() of the range a pointer `addr` points into: the one holding it, else the one it is just past the end
         of (C's one-past-the-end pointer, which `held` counts too)."""

@@ -18,6 +18,7 @@ from kfdtrace.replay.session import replay_trace
 from kfdtrace.traces.format import TraceReader, TraceWriter
 from kfdtrace.traces.redact import fill, redact
 from kfdtrace.traces.trim import NOTE
+from tests.test_replay import replay
 
 SAMPLES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "traces", "samples", "*.kfdtrace")))
 SECRET = b"the program's secret input " * 200
@@ -225,3 +226,35 @@ def test_the_debug_information_of_code_objects_goes_and_the_kernels_still_run(tm
     assert blobs and all(b"alice-secret-project" not in b for b in blobs)
     result = replay_trace(out, Options(), emulate_recorded=True)
     assert result.status == EXIT_OK and result.results[0].verified > 0, result.lines()
+
+
+@pytest.mark.parametrize("how", ["spanning copy", "buffer made where a queued copy reads"])
+def test_data_a_copy_reads_is_kept_wherever_the_copy_finds_it(how, tmp_path):
+    """Campaign 115: a copy whose source runs on from one buffer into the next, and a copy queued behind a
+    semaphore that reads a buffer made where the one it named was freed: redact took each read for the first
+    buffer's alone, filled the other's CPU write, and the replay said DIVERGED."""
+    path, out = str(tmp_path / "t.kfdtrace"), str(tmp_path / "r.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q, dst = gpu.sdma_queue(name="q"), gpu.alloc(8192, "gtt", name="out")
+        if how == "spanning copy":
+            hole = gpu.alloc(1 << 16, "gtt", name="hole")
+            base = hole.va
+            hole.free()
+            a, b = gpu.alloc(8192, "gtt", va=base, name="a"), gpu.alloc(8192, "gtt", va=base + 8192, name="b")
+            a.write(b"A" * 8192)
+            b.write(bytes(range(256)) * 32)
+            q.copy(dst, a.va + 4096, 8192).submit()
+            q.sync(5)
+        else:
+            x, go, done = gpu.alloc(8192, "gtt", name="x"), system.semaphore("go"), system.semaphore("done")
+            q.wait(go, 1).copy(dst, x.va, 8192).signal(done, 1).submit()
+            va = x.va
+            x.free()
+            gpu.alloc(8192, "gtt", va=va, name="y").write(bytes(range(256)) * 32)
+            go.signal(1)
+            done.wait(1)
+        assert dst.read(8192 - 4096 if how == "spanning copy" else 0, 16) == bytes(range(16))
+    redact(TraceReader(path), out)
+    done = replay(out, "--emulate", "gfx942")  # (its own process: the buffers stay side by side where recorded)
+    assert done.returncode == EXIT_OK, done.stdout + done.stderr

@@ -22,7 +22,7 @@ from kfdtrace.traces.format import TraceReader
 from kfdtrace.traces.records import HEADER, SUMMARY, check_map, checked
 from kfdtrace.traces.trim import TrimRefused, trim
 
-from .test_replay import FAMILIES, gpu_count, rewrite, sample
+from .test_replay import FAMILIES, gpu_count, replay, rewrite, sample
 from .test_replay_hangs import LEFT_WITH_WORK
 
 SAMPLES = ["sdma_stress-gfx942", "peer_ring-2xgfx942", "ping_pong-gfx1100"]
@@ -855,3 +855,38 @@ def test_a_range_whose_queue_stands_at_a_wait_before_it_is_refused(tmp_path, aql
     assert not os.path.exists(out)
     trim(TraceReader(path), out, 0, 2)
     assert replay_trace(out, Options(timeout=10), emulate="gfx942").status == EXIT_OK
+
+
+@pytest.mark.parametrize("way", ["read", "write"])
+def test_a_copy_running_on_into_the_next_buffer_counts_for_both(way, tmp_path):
+    """Campaign 115: `a` and `b` lie side by side. Read: submission 0 fills `b` on the GPU, submission 1 copies from
+    `a`'s second half on into `b`'s first. Write: submission 0 copies into `a`'s second half on into `b`, whose
+    CPU write the trace holds, and submission 1 reads `b`. Trim took each copy for `a`'s alone: from 1 it kept
+    `b` known (DIVERGED) where the GPU had written it. Now refused; with --reconstruct, it replays."""
+    path, out = str(tmp_path / "t.kfdtrace"), str(tmp_path / "x.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        q = gpu.sdma_queue(name="q")
+        hole = gpu.alloc(1 << 16, "gtt", name="hole")
+        base = hole.va
+        hole.free()
+        a, b = gpu.alloc(8192, "vram", va=base, name="a"), gpu.alloc(8192, "vram", va=base + 8192, name="b")
+        src, dst = gpu.alloc(8192, "gtt", name="src"), gpu.alloc(8192, "gtt", name="dst")
+        src.write(b"S" * 8192)
+        b.write(b"B" * 8192)
+        if way == "read":
+            q.fill(b, 0x5A5A5A5A, 8192).submit()
+            q.copy(dst, a.va + 4096, 8192).submit()
+        else:
+            q.copy(a.va + 4096, src, 8192).submit()
+            q.copy(dst, b, 8192).submit()
+        q.fill(a, 0, 8192).fill(b, 0, 8192).submit()
+        q.sync(5)
+    with pytest.raises(TrimRefused, match=r"^submission 1 \(COPY_LINEAR\) reads b at 0x[0-9a-f]+, whose contents at "
+                                          r"the range's start are unknown \(submission 0 on queue 0 \(q\) wrote it"):
+        trim(TraceReader(path), out, 1, 2)
+    res = subprocess.run([sys.executable, "-m", "kfdtrace", "trim", path, "-s", "1..2", "-o", out, "--reconstruct"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    done = replay(out, "--emulate", "gfx942")  # (its own process: the buffers stay side by side where recorded)
+    assert done.returncode == EXIT_OK, done.stdout + done.stderr

@@ -159,11 +159,11 @@ class KnownMemory:
                 if is_data(self.state.buffer_at(va)):
                     contents.unknown = access
             return
-        for addr in p.written_addresses() + (access.writes if access else []):
-            hit = self.at(addr)
-            if hit is not None and is_data(hit[0]):
-                hit[1].unknown = f"submission {sub.number} on {sub.queue.label if sub.queue else 'an unknown queue'} " \
-                                 "wrote it"
+        why = f"submission {sub.number} on {sub.queue.label if sub.queue else 'an unknown queue'} wrote it"
+        for addr, size in p.written_ranges() + [(a, None) for a in (access.writes if access else [])]:
+            for buf in self.state.buffers_over(addr, size):  # (a copy may run on into the next buffer)
+                if buf.va in self.contents and is_data(buf):
+                    self.contents[buf.va].unknown = why
 
 
 def chunk_size(trace: TraceReader) -> int | None:

@@ -113,13 +113,21 @@ def _needed(trace: TraceReader) -> set[int]:
     """The alloc record numbers of buffers whose contents the replay depends on: read by a packet (an address
     it holds and does not write, in an indirect buffer it calls too), by a dispatch (any buffer live then: a
     kernel reads through addresses it is given by value or finds in memory, not only through its pointer
-    arguments), or hashed by a checkpoint."""
+    arguments), or hashed by a checkpoint. A buffer made where one a packet read was freed is needed too: a packet
+    queued before the free may read it (campaign 115)."""
     state, owner, needed = TraceState(trace.header), {}, set()  # owner: buffer va -> its alloc record number
     memory = KnownMemory(state, chunk_size(trace), trace.blob)  # the kernel arguments dispatches are read from
+    freed_read: list[tuple[int, int]] = []  # [start, end) of each buffer freed after a packet read it
     for r in R.checked(trace.records()):
+        if r.type == R.FREE and (b := state.buffers.get(r.fields["handle"])) is not None and \
+                owner.get(b.va) in needed:
+            freed_read.append((b.va, b.va + b.size))
         sub = state.apply(r)
         if r.type == R.ALLOC:
             owner[r.fields["va"]] = r.n
+            va, end = r.fields["va"], r.fields["va"] + r.fields["size"]
+            if any(lo < end and va < hi for lo, hi in freed_read):
+                needed.add(r.n)
         elif r.type == R.CHECKPOINT:
             needed.update(owner[b.va] for e in r.fields["buffers"] if (b := state.buffer_at(e["va"])) and b.va in owner)
         if sub is None:
@@ -139,11 +147,9 @@ def _needed(trace: TraceReader) -> set[int]:
             if access is not None:  # a kernel reads what it can name: addresses passed by value or kept in memory too
                 needed.update(owner[b.va] for b in state.buffers.values() if b.va in owner)
                 continue
-            read = [a for name, a in p.addresses().items() if name not in p.defn.written_fields]
-            for addr in read + (access.reads if access else []):
-                b = state.buffer_at(addr)
-                if b is not None and b.va in owner:
-                    needed.add(owner[b.va])
+            for addr, size in p.read_ranges() + [(a, None) for a in (access.reads if access else [])]:
+                # (a copy may run on into the next buffer)
+                needed.update(owner[b.va] for b in state.buffers_over(addr, size) if b.va in owner)
         if sub.error:  # packets it holds that were not read could read anything
             needed.update(owner.values())
     return needed

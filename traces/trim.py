@@ -704,14 +704,6 @@ def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def _extents(p: Packet, fields: list[str]) -> dict[int, int | None]:
-    """Address -> the bytes the packet moves through it (None: not known) for its address `fields`."""
-    held = p.addresses()
-    moved = p.fields[p.defn.split[0]] + 1 if p.defn.split else None
-    advancing = p.defn.split[1] if p.defn.split else ()
-    return {held[n]: moved if n in advancing else None for n in fields if n in held}
-
-
 def _check_reads(prefix: _Prefix, sub: Submission, written: Written) -> None:
     _understood(sub, "in the range")
     if sub.queue is None:  # a store to a doorbell of no queue the recorder knew: no packets of it to follow
@@ -728,9 +720,8 @@ def _check_reads(prefix: _Prefix, sub: Submission, written: Written) -> None:
         access = prefix.memory.access(sub, p)
         if isinstance(access, str):
             raise TrimRefused(f"{access}: trim cannot tell what it reads and writes")
-        read = _extents(p, [n for n in p.addresses() if n not in p.defn.written_fields])
-        for addr in read:
-            _check_known(prefix, addr, written, f"submission {sub.number} ({p.name})", read.get(addr), queue)
+        for addr, size in p.read_ranges():
+            _check_known(prefix, addr, written, f"submission {sub.number} ({p.name})", size, queue)
         if access is not None:  # a kernel reads what it can name, through addresses passed by value or kept in memory
             for buf in list(prefix.state.buffers.values()):
                 _check_known(prefix, buf.va, written, f"the kernel submission {sub.number} launches ({p.name}), which "
@@ -746,23 +737,23 @@ def _check_reads(prefix: _Prefix, sub: Submission, written: Written) -> None:
         if p.defn.skip_field is not None:
             skipped = max(skipped, p.offset + p.size + 4 * p.fields[p.defn.skip_field])
             skipper = next(iter(p.addresses().values()), None)
-        for addr, size in _extents(p, list(p.defn.written_fields)).items():
-            buf = prefix.state.buffer_at(addr)
-            if buf is not None and size is not None:
-                written.add(buf.va, addr, addr + size, queue)
+        for addr, size in p.written_ranges():
+            for buf in prefix.state.buffers_over(addr, size) if size is not None else ():
+                written.add(buf.va, max(addr, buf.va), min(addr + size, buf.va + buf.size), queue)
 
 
 def _check_known(prefix: _Prefix, addr: int, written: Written, what: str, size: int | None = None,
                  queue: int | None = None) -> None:
     """TrimRefused if the `size` bytes at `addr` (None: its whole buffer) are unknown at the range's start and the
     range has not written them itself."""
-    buf = prefix.state.buffer_at(addr)
-    if buf is None or buf.va in written.made or is_semaphores(buf):
-        return
-    lo, hi = (addr, addr + size) if size is not None else (buf.va, buf.va + buf.size)
-    contents = prefix.memory.contents.get(buf.va)
-    if contents is not None and contents.unknown and not written.covers(buf.va, lo, hi, queue):
-        raise TrimRefused(f"{what} reads {buf.label} at {addr:#x}, whose contents at the range's start are "
-                          f"unknown ({contents.unknown}, and no checkpoint of it followed): trim from an earlier "
-                          f"submission, or from one after a checkpoint of {buf.label}, or give --reconstruct to "
-                          f"replay up to the range's start and take what it holds there")
+    for buf in prefix.state.buffers_over(addr, size):  # (a copy may run on into the next buffer)
+        if buf.va in written.made or is_semaphores(buf):
+            continue
+        lo, hi = (max(addr, buf.va), min(addr + size, buf.va + buf.size)) if size is not None else \
+            (buf.va, buf.va + buf.size)
+        contents = prefix.memory.contents.get(buf.va)
+        if contents is not None and contents.unknown and not written.covers(buf.va, lo, hi, queue):
+            raise TrimRefused(f"{what} reads {buf.label} at {lo:#x}, whose contents at the range's start are "
+                              f"unknown ({contents.unknown}, and no checkpoint of it followed): trim from an earlier "
+                              f"submission, or from one after a checkpoint of {buf.label}, or give --reconstruct to "
+                              f"replay up to the range's start and take what it holds there")

@@ -222,6 +222,13 @@ class TraceState:
     def buffer_at(self, addr: int) -> BufferInfo | None:
         return self.by_va.get(addr)
 
+    def buffers_over(self, addr: int, size: int | None) -> list[BufferInfo]:
+        """The live buffers the `size` bytes at `addr` meet (None: the one holding `addr`): a copy may run on from
+        one buffer into the next, where they lie side by side."""
+        if size is None:
+            return [buf] if (buf := self.by_va.get(addr)) is not None else []
+        return [buf for _, _, buf in self.by_va.overlapping(addr, size)]
+
     def where(self, addr: int) -> str | None:
         """'name+0x2000' for an address inside a live buffer ('kernel NAME' for a kernel descriptor's, "kernel
         NAME's code" for its entry point), else None."""
