@@ -624,3 +624,27 @@ def test_an_event_a_packet_raises_compares_by_its_place_among_its_threads_events
         # (the mailbox b writes first, then its TRAP: both name a's event where they named b's)
         assert "FENCE field addr: A the mailbox of event 0 of worker b, B the mailbox of event 0 of worker a" in \
             line, line
+
+
+def test_a_pointer_a_packet_writes_inline_is_compared_by_where_it_points(tmp_path):
+    """Campaign 115: a WRITE_DATA's inline bytes holding a buffer's address differed between two recordings of
+    one workload, the buffer having been placed elsewhere; they compare as where they point, and a pointer to
+    another buffer differs."""
+    import struct
+
+    def write_pointer(path: str, which: int, elsewhere: bool) -> str:
+        with record(path), System.open(emulate="gfx1100") as system:
+            gpu = system.devices[0]
+            base = 0x7D00_0000_0000 if elsewhere else 0x7C00_0000_0000
+            bufs = [gpu.alloc(4096, "gtt", va=base + i * 0x10000, name=f"b{i}") for i in range(3)]
+            q = gpu.compute_queue(name="q")
+            q.write_data(bufs[0], struct.pack("<Q", bufs[which].va), offset=64).submit()
+            q.sync(5)
+        return path
+
+    a = write_pointer(str(tmp_path / "a.kfdtrace"), 2, False)
+    same = diff(a, write_pointer(str(tmp_path / "b.kfdtrace"), 2, True))
+    assert not same.differs, same.lines()
+    other = diff(a, write_pointer(str(tmp_path / "c.kfdtrace"), 1, True))
+    text = "\n".join(other.lines())
+    assert other.differs and "[b2+0x0]" in text and "[b1+0x0]" in text, text

@@ -438,8 +438,17 @@ class Side:
         if registers is not None:
             out += registers
         elif p.payload:
-            out.append(("payload", p.payload.hex()))
+            out.append(("payload", self._payload(p.payload)))
         return tuple(out)
+
+    def _payload(self, data: bytes) -> str:
+        """A packet's inline bytes as compared: in hex, each dword-aligned 8-byte word that holds an address inside
+        a live buffer shown as where it points ('[b2+0x0]': a pointer the packet writes; campaign 115)."""
+        found, parts, at = self._addresses(data, 0), [], 0
+        for offset in sorted(found):
+            parts += [data[at:offset].hex(), f"[{self.where(found[offset])}]"]
+            at = offset + 8
+        return "".join([*parts, data[at:].hex()])
 
     def registers(self, p: Packet, dialect: Pm4Dialect) -> list[tuple[str, Any]] | None:
         """The registers packet `p` writes by name, those holding an address normalised; None for a packet that
@@ -481,22 +490,28 @@ class Side:
             zeroed[at:at + 8] = bytes(8)
         return bytes(zeroed)
 
-    def _content(self, key: bytes, va: int, clocks: tuple[int, ...]) -> tuple[Any, list[str], tuple[int, ...]]:
-        import hashlib
-
+    def _addresses(self, data: bytes, va: int) -> dict[int, int]:
+        """Offset -> the address there, of each 8-byte word of `data` (lying at `va`) that holds an address inside a
+        live buffer: 8-byte aligned words, then dword-aligned ones (packets' addresses)."""
         import numpy as np
 
-        try:
-            data = self.reader.blob(key)
-        except TraceError:
-            return key.hex(), [], ()
-        found: dict[int, int] = {}  # offset -> the address there
-        for skip in (-va % 8, (4 - va) % 8):  # 8-byte aligned words, then dword-aligned ones (packets' addresses)
+        found: dict[int, int] = {}
+        for skip in (-va % 8, (4 - va) % 8):
             words = np.frombuffer(data, np.uint64, (len(data) - skip) // 8, skip) if len(data) >= skip + 8 else ()
             for i in self.state.by_va.held(words).tolist():
                 at = skip + 8 * i
                 if at - 4 not in found:  # not the high half of one found already
                     found[at] = int(words[i])
+        return found
+
+    def _content(self, key: bytes, va: int, clocks: tuple[int, ...]) -> tuple[Any, list[str], tuple[int, ...]]:
+        import hashlib
+
+        try:
+            data = self.reader.blob(key)
+        except TraceError:
+            return key.hex(), [], ()
+        found = self._addresses(data, va)
         if not found and not clocks:
             return key.hex(), [], ()
         pointers = [f"+{at:#x} {self.where(found[at])}" for at in sorted(found)]
