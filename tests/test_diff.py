@@ -648,3 +648,22 @@ def test_a_pointer_a_packet_writes_inline_is_compared_by_where_it_points(tmp_pat
     other = diff(a, write_pointer(str(tmp_path / "c.kfdtrace"), 1, True))
     text = "\n".join(other.lines())
     assert other.differs and "[b2+0x0]" in text and "[b1+0x0]" in text, text
+
+
+def test_a_wait_that_timed_out_in_one_trace_is_named_where_the_other_completed(base, tmp_path):
+    """Campaign 115: B's CPU wait timed out where A's completed; timed-out waits are not compared (polling is
+    timing), so the difference read as 'A has 1 more sync record', naming no wait of B's."""
+    from tests.test_replay import rewrite
+
+    out, changed = str(tmp_path / "t.kfdtrace"), []
+
+    def edit(rec, r, w):
+        if rec.type == R.CPU_WAIT and not changed:
+            changed.append(rec.n)
+            return {**rec.fields, "ok": False}
+        return rec.fields
+
+    rewrite(base, out, edit)
+    first = diff(base, out).first.text
+    assert first.startswith("A has 1 more sync record here: from sync ") and \
+        f"at A#{changed[0]}, a wait that completed where B's at B#{changed[0]} timed out" in first, first

@@ -48,7 +48,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from functools import cached_property, lru_cache
@@ -277,6 +277,12 @@ class DiffResult:
 
 
 # -- one trace, read as items ----------------------------------------------------------------------------
+def waited_on(fields: Iterable[tuple[str, Any]], record: str | None) -> tuple:
+    """(record type, what a wait record waited on, as normalised: its address and value, or its event)."""
+    f = dict(fields)
+    return record, f.get("addr"), f.get("value"), f.get("event")
+
+
 class Side:
     """A trace read a record at a time into normalised items, each for one stream."""
 
@@ -291,6 +297,9 @@ class Side:
         self.records: Iterator[Record] = R.checked(reader.records())
         self.counts: Counter[str] = Counter()
         self.polled: Counter[str] = Counter()  # records of waits that slept or timed out, by type
+        # (stream, wait record type, what it waited on) -> the record of the last such wait that timed out, till one
+        # on it completes: where the other trace's completed wait has nothing to compare with
+        self.timed_out: dict[tuple, int] = {}
         # content(), while the buffers stay
         self.contents: dict[tuple[bytes, int, tuple[int, ...]], tuple[Any, list[str], tuple[int, ...]]] = {}
         self.clocks: dict[int, set[int]] = {}  # buffer va -> offsets of the GPU clocks packets wrote in it
@@ -685,10 +694,14 @@ class Side:
         self._emit(key, r.n, f"code object {self._number(key)} ({f['name'] or 'unnamed'})", fields)
 
     def _sync(self, r: Record, sub: Submission | None) -> None:
-        if r.fields.get("ok") is False:
-            self.polled[r.type] += 1
-            return
         key = self._threaded(SYNCS, r)
+        if "ok" in r.fields:
+            waited = (key, *waited_on(self.by_table(r), r.type))
+            if r.fields["ok"] is False:
+                self.polled[r.type] += 1
+                self.timed_out[waited] = r.n
+                return
+            self.timed_out.pop(waited, None)
         if r.type == R.EVENT:
             k = self._number(("event", key[1]))
             self.events[r.fields["event"]] = f"event {k}" if key[1] is None else f"event {k} of {key[1]}"
@@ -959,6 +972,10 @@ class Differ:
         self._only(s.key[0], i, items)
         first, k, tag, oth = items[0], len(items), SIDES[i], SIDES[1 - i]
         text = f"{tag} has {k} more {noun(s.key, k)} here: from {first.label} at {tag}#{first.n}"
+        fields = dict(first.fields)
+        timed_out = self.sides[1 - i].timed_out.get((s.key, *waited_on(first.fields, fields.get("record"))))
+        if timed_out is not None:  # (the other's, not compared: a program polling makes as many as timing does)
+            text += f", a wait that completed where {oth}'s at {oth}#{timed_out} timed out"
         if other is not None:
             text += f" ({oth} goes on with {other.label} at {oth}#{other.n})"
         at = (first.n, other.n if other else None)
