@@ -96,6 +96,7 @@ def test_the_cli_reports_and_refuses_in_one_line(tmp_path):
     bad = faulty(tmp_path, 30, lambda p, raw: b"" if p.name == "FENCE" else raw, 59)
     out = str(tmp_path / "m.kfdtrace")
     for args, text in (([bad, "--until", "true", "-o", out], "never names {trace}"),
+                       ([bad, "--until", 'replay {trace} "x', "-o", out], "is no command line: No closing quotation"),
                        ([bad, "--until", "no-such-program-x {trace}", "-o", out], "cannot run"),
                        ([bad, "--until", REPLAY, "--match", "nothing like this", "-o", out], "'no match'"),
                        ([bad, "--until", REPLAY, "--match", "(", "-o", out], "is no regular expression")):

@@ -206,7 +206,10 @@ class CommandTest:
     way (each in a process group of its own, with whatever it started) and refuses new ones."""
 
     def __init__(self, until: str, match: str | None, timeout: float):
-        self.argv = shlex.split(until)
+        try:
+            self.argv = shlex.split(until)
+        except ValueError as exc:  # an unclosed quote, say
+            raise ValueError(f"--until {until!r} is no command line: {exc}") from None
         if not any("{trace}" in a for a in self.argv):
             raise ValueError(f"--until {until!r} never names {{trace}}: the candidate would not be what it runs")
         try:
