@@ -24,3 +24,14 @@ def test_held_words_and_end_pointers():
     assert list(m.held(words)) == [1, 4]
     assert list(m.held(words, ends=True)) == [1, 2, 4, 5]  # just past a range: a C end pointer into it
     assert m.first_held([0x2000], ends=True) == 0 and m.first_held([0x2000]) is None
+
+
+def test_overlapping_lists_every_range_a_span_meets_in_order():
+    m = RangeMap()
+    for start in (0x1000, 0x2000, 0x4000):
+        m.add(start, 0x1000, start)
+    assert [v for _, _, v in m.overlapping(0x1800, 0x1000)] == [0x1000, 0x2000]  # runs on into the next
+    assert [v for _, _, v in m.overlapping(0x2fff, 0x1001)] == [0x2000]  # the gap between holds none
+    assert [v for _, _, v in m.overlapping(0x3000, 0x1000)] == []  # ends where the next starts
+    assert [v for _, _, v in m.overlapping(0, 0x10000)] == [0x1000, 0x2000, 0x4000]
+    assert m.overlapping(0x5000, 0x10) == []
