@@ -1349,8 +1349,16 @@ class Instance:
     def _unrelocated(self, va: int) -> None:
         """ReplayError when the GPU faulted at the recorded address of a buffer this replay moved: an address of it
         in a form the survey does not read (split in halves, tagged, kept by an offset) reached the GPU as
-        recorded, and no hazard was found for it. A fault there in the recording could not be (it was mapped)."""
+        recorded, and no hazard was found for it. A fault there in the recording could not be (it was mapped).
+        Also when it faulted in no buffer at all, once buffers were moved (a fault the recording had at that wait
+        comes here without its address)."""
         hit = self.relocation.pointee(va)
+        if hit is None and self.result.relocated and not any(
+                0 <= va - rb.buffer.va < rb.buffer.size for _, _, rb in self.buffers):
+            raise ReplayError(f"the GPU faulted at {va:#x}, in no buffer, where the recording's did not: this replay "
+                              f"moved {self.result.relocated} buffer(s), and a kernel may reach one buffer from "
+                              f"another's address by an offset it was given, which no relocation follows; "
+                              f"{IN_PLACE}")
         if hit is None or not hit[2]:
             return
         rb = self.buffers.get(hit[0])

@@ -29,6 +29,7 @@ from kfdtrace.replay.compute import AqlOnPm4
 from kfdtrace.replay.engine import (
     EXIT_DIVERGED,
     EXIT_OK,
+    EXIT_UNSUPPORTED,
     Options,
     TargetRefused,
     _Surveyor,
@@ -1130,3 +1131,27 @@ def test_producers_ringing_an_aql_doorbell_out_of_order_are_recorded_as_the_proc
     for target in ("gfx942", "gfx1100"):
         report = replay_trace(path, Options(timeout=5), emulate=target)
         assert report.status == EXIT_OK, report.lines()
+
+
+def test_a_fault_in_no_buffer_after_buffers_moved_is_refused_not_called_a_hang(tmp_path):
+    """Campaign 114: a kernel given `a` writes into `b` by an offset it is given by value (b - a). Moved apart,
+    the replay's kernel faulted in no buffer and the replay said HANG, which the recording never did; a fault in
+    no buffer once buffers moved is refused now, saying to replay in place."""
+    from tests.test_shader import built
+
+    code = built(tmp_path, "kernel void at_offset(global uint *p, long off) { p[off + "
+                           "__builtin_amdgcn_workitem_id_x()] = 7; }", "gfx942")
+    path = str(tmp_path / "o.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        a, b = gpu.alloc(4096, "gtt", name="a"), gpu.alloc(4096, "gtt", name="b")
+        q = gpu.compute_queue(name="q")
+        q.dispatch(gpu.load(code).kernel("at_offset"), (64,), (64,), a, np.int64((b.va - a.va) // 4)).sync(timeout=30)
+        assert b.read(0, 4) == b"\7\0\0\0"
+    from tests.test_replay import replay
+
+    done = replay(path, "--emulate-recorded", "--relocate", "always", "--timeout", "5")  # (a process of its own,
+    # where nothing else is mapped by the offset from the moved `a`)
+    assert done.returncode == EXIT_UNSUPPORTED and re.search(
+        r"the GPU faulted at 0x[0-9a-f]+, in no buffer, where the recording's did not: this replay moved \d+ "
+        r"buffer\(s\)", done.stderr), done.stdout + done.stderr
