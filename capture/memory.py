@@ -152,6 +152,49 @@ class MemoryRecorder:
             if i not in skip and buf.keys.get(i) != blob_key(data):
                 buf.keys[i] = self._stored(data)
 
+    def forget(self, buf: TrackedBuffer, lo: int, hi: int) -> None:
+        """The GPU may write bytes [lo, hi) of `buf`: what was last recorded of the chunks there is no longer what
+        they hold (campaign 117: a CPU write putting their old content back was taken for one made already)."""
+        c = self.chunk
+        for i in range(lo // c, -(-hi // c)):
+            buf.keys.pop(i, None)
+
+    def edges(self, buf: TrackedBuffer, offset: int, size: int, skip: Container[int] = ()) -> list[tuple[int, bytes]]:
+        """(index, a copy of its bytes) of the chunks [offset, offset+size) covers in part, but those whose index is
+        in `skip`, each recorded as copied when it differs from what was last recorded: what `settle` compares
+        them with once a store into that span is made."""
+        c, end = self.chunk, min(offset + size, buf.size)
+        parts = {offset // c} if offset % c else set()
+        if end % c and end != buf.size:
+            parts.add(end // c)
+        out = []
+        for i, data in self._chunks(buf, offset, end - offset):
+            if i in parts and i not in skip:
+                copy = bytes(data)
+                if buf.keys.get(i) != blob_key(copy):
+                    key = buf.keys[i] = self.trace.blob(copy, blob_key(copy))
+                    self.payload_bytes += len(copy)
+                    self.trace.record(R.MEM, va=buf.va + i * c, size=len(copy), key=key)
+                out.append((i, copy))
+        return out
+
+    def settle(self, buf: TrackedBuffer, offset: int, size: int, edges: list[tuple[int, bytes]],
+               skip: Container[int] = ()) -> None:
+        """After a store into [offset, offset+size), of the chunks it covered in part (`edges`, as they were
+        before it): take each as it is now for what was last recorded when its bytes outside the span are as
+        before, else record it (another thread wrote there through a view meanwhile: campaign 117)."""
+        c = self.chunk
+        for i, before in edges:
+            if i in skip:
+                continue
+            now = next(data for _, data in self._chunks(buf, i * c, 1))
+            lo, hi = max(offset - i * c, 0), min(offset + size - i * c, len(now))
+            if now[:lo] == before[:lo] and now[hi:] == before[hi:]:
+                buf.keys[i] = self._stored(now)
+            else:
+                buf.keys.pop(i, None)
+                self.record(buf, i * c, 1)
+
     def changed(self, buf: TrackedBuffer, offset: int, size: int) -> bool:
         """Whether a chunk of [offset, offset+size) differs from what was last recorded."""
         return any(buf.keys.get(i) != blob_key(data) for i, data in self._chunks(buf, offset, size))

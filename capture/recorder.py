@@ -293,6 +293,7 @@ class RecordingSyscalls:
         self._page_handles: dict[int, int] = {}  # thread -> the event page handle its CREATE_EVENT hands over
         self.gpus: dict[int, dict] = {}  # gpu_id -> its header entry's dialect names, once its VM is acquired
         self.exposed = False  # some buffer has a raw CPU view: submissions must be looked through
+        self._edges: list[tuple[int, bytes]] = []  # the chunks a store under way writes in part, as they were before
         # addresses GPU waits poll: a store there releases a queue, which may read anything the CPU wrote before
         # through raw views; one the CPU makes through a view has no submission or CPU signal after it to show it
         # (an ordered set, the last MAX_POLLED)
@@ -903,6 +904,8 @@ class RecordingSyscalls:
 
         for first, last, lo, hi, buf in sorted(writes, key=lambda w: w[0]):
             buf.wrote(progress, base + last, lo, hi)  # the last one to wait for
+            if buf.keys:
+                self.memory.forget(buf, lo, hi)
             self._run(buf.runs, progress, base + first, base + last, lo, hi, barrier(base + first), known)
             self.written.add(buf)
         if waited:
@@ -1265,12 +1268,15 @@ class RecordingSyscalls:
             self.memory.record_given(buf, va - buf.va, size, piece)
             return
         self._learn_pending()  # submitted indirect buffers are read before the CPU writes over them
+        viewed = buf.exposed or self.rec.tracking == "scan"
+        if viewed:  # what views changed in the chunks it writes in part, copied as recorded: what settles them
+            # after it (a view's write there was lost, campaigns 108 and 117)
+            busy = self._chunks_of(buf.busy())
+            self._edges = self.memory.edges(buf, va - buf.va, size, busy)
         if self._polled and self._releases(va, size):
             self._scan_exposed()  # what the CPU wrote through views before the store that releases a queue
-        elif buf.exposed or self.rec.tracking == "scan":
-            # what views changed in the chunks it touches, so that those can be taken as known after it (the rekey
-            # after the store takes them whole: a view's write there was lost, campaign 108)
-            self.memory.record(buf, va - buf.va, size, skip=self._chunks_of(buf.busy()))
+        elif viewed:  # and in the others it touches
+            self.memory.record(buf, va - buf.va, size, skip=busy | {i for i, _ in self._edges})
         self.memory.record_given(buf, va - buf.va, size, piece)
         for a in buf.words:
             if va <= a < va + size:
@@ -1284,7 +1290,8 @@ class RecordingSyscalls:
         if buf is None or not buf.tracked or buf.role == KERNARGS:
             return
         if buf.exposed or self.rec.tracking == "scan":
-            self.memory.rekey(buf, va - buf.va, size, skip=self._chunks_of(buf.busy()))
+            self.memory.settle(buf, va - buf.va, size, self._edges, skip=self._chunks_of(buf.busy()))
+            self._edges = []
         if buf.racy is not None and va == buf.va and size >= buf.size and not buf.may_be_written():
             buf.racy = None  # the CPU rewrote all of it: no byte of the race is left
             self.racy.discard(buf)

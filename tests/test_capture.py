@@ -823,3 +823,87 @@ def test_a_copy_into_the_page_past_a_buffer_s_requested_size_is_recorded(tmp_pat
     done = subprocess.run([sys.executable, "-m", "kfdtrace.replay.cli", path], env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == EXIT_OK, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("how", ["racy", "partly complete"])
+def test_a_cpu_write_putting_back_what_the_gpu_changed_unseen_is_recorded(how, tmp_path):
+    """Campaign 117: a CPU write whose chunks match what was last recorded for them is left out; after GPU writes
+    no checkpoint hashed (a race's, or a dispatch an AQL signal counting down showed complete alone), what was
+    last recorded was still the old content, so zeroing a buffer back was not recorded and the replay, whose
+    buffer held the GPU's bytes, said DIVERGED."""
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        x, y = gpu.alloc(32 << 10, "gtt", name="x"), gpu.alloc(32 << 10, "gtt", name="y")
+        x.fill(0)
+        if how == "racy":
+            p, q = gpu.alloc(32 << 10, "gtt", name="p"), gpu.alloc(32 << 10, "gtt", name="q")
+            p.fill(0xAA)
+            q.fill(0xBB)
+            qa, qb = gpu.sdma_queue(name="qa"), gpu.sdma_queue(name="qb")
+            sa, sb = system.semaphore("sa"), system.semaphore("sb")
+            qa.copy(x, p, 4096).signal(sa, 1).submit()
+            qb.copy(x, q, 32 << 10).signal(sb, 1).submit()
+            sa.wait(1)
+            sb.wait(1)
+            x.fill(0)  # back to zeros: the race's bytes are gone
+        else:
+            import numpy as np
+
+            from kfdtrace.driver.aql_queue import HsaSignal, SignalCondition
+            from kfdtrace.driver.kernels.device import corpus
+
+            n = 8 << 10
+            a = gpu.alloc(n * 4, "gtt", name="a")
+            a.write(np.arange(n, dtype=np.float32))
+            aq = gpu.aql_queue(name="aq")
+            sig, gate = HsaSignal(system, 2, name="sig"), HsaSignal(system, 1, name="gate")
+            aq.dispatch(corpus(gpu).kernel("vector_add"), (n,), (256,), a, a, x, np.uint32(n), completion=sig)
+            aq.barrier_and([gate], completion=sig)
+            sig.wait(1, SignalCondition.EQ)  # the dispatch is done; nothing shows the barrier's
+            x.fill(0)
+            gate.signal(0)
+            sig.wait(0, SignalCondition.EQ)
+        out, s = gpu.sdma_queue(name="out"), system.semaphore("s")
+        out.copy(y, x, 32 << 10).signal(s, 1).submit()
+        s.wait(1)
+        assert y.read(0, 4) == bytes(4)
+    from kfdtrace.replay.engine import EXIT_OK, Options
+    from kfdtrace.replay.session import replay_trace
+
+    report = replay_trace(path, Options(timeout=10), emulate="gfx942")
+    assert report.status == EXIT_OK, report.lines()
+
+
+def test_a_view_write_made_while_a_store_runs_into_its_chunk_is_recorded(tmp_path, monkeypatch):
+    """Campaign 117: another thread writes bytes [0, 100) of a buffer through a view while Buffer.write stores from
+    byte 100 on (a large store runs without the GIL). The chunk both wrote was taken afterwards as it was, as if
+    recorded: the view's bytes never were, and a copy of them replayed DIVERGED. The moment is simulated: the
+    view's write lands between the recorder's notes of the store."""
+    from kfdtrace.capture.memory import MemoryRecorder
+
+    record_given = MemoryRecorder.record_given
+    views = []
+
+    def meanwhile(self, buf, offset, size, piece):
+        record_given(self, buf, offset, size, piece)
+        if views and buf.name == "x":
+            views[0][0:100] = 0x77  # what the other thread writes while the store runs
+
+    monkeypatch.setattr(MemoryRecorder, "record_given", meanwhile)
+    path = str(tmp_path / "t.kfdtrace")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        x, d = gpu.alloc(64 << 10, "gtt", name="x"), gpu.alloc(4096, "gtt", name="d")
+        views.append(x.numpy())
+        x.write(b"\x11" * (48 << 10), 100)
+        views.clear()
+        q, s = gpu.sdma_queue(name="q"), system.semaphore("s")
+        q.copy(d, x, 4096).signal(s, 1).submit()
+        s.wait(1)
+        assert d.read(0, 4) == b"\x77" * 4 and d.read(100, 4) == b"\x11" * 4
+    from kfdtrace.replay.engine import EXIT_OK, Options
+    from kfdtrace.replay.session import replay_trace
+
+    report = replay_trace(path, Options(timeout=10), emulate="gfx942")
+    assert report.status == EXIT_OK, report.lines()
