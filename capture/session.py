@@ -146,7 +146,8 @@ def run_workload(target: str, args: list[str], *, module: bool) -> int:
     sys.path.insert(0, os.getcwd() if module else os.path.dirname(os.path.abspath(target)))
     try:
         status = _status(lambda: runpy.run_module(target, run_name="__main__", alter_sys=True) if module
-                         else runpy.run_path(target, run_name="__main__"))
+                         else runpy.run_path(os.path.abspath(target), run_name="__main__"))  # (python's __file__
+        # is absolute too: a script that changes folder finds its files by it; campaign 117)
         ended = _status(_interpreter_exit)
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
@@ -175,6 +176,7 @@ def _status(call: Callable[[], object]) -> int:
         print(code, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        traceback.print_exc()  # as python prints it (campaign 117: capture said nothing)
         return 130
     except CaptureFailed:
         raise

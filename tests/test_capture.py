@@ -270,6 +270,18 @@ def test_capture_script_runs_a_module_of_the_current_folder(tmp_path):
     assert "job of here" in res.stdout and records(str(tmp_path / "m.kfdtrace"), "doorbell")
 
 
+def test_a_script_sees_its_file_as_python_gives_it_and_an_interrupt_is_printed(tmp_path):
+    """Campaign 117: under capture a script's __file__ was the path as typed (python gives it absolute), so one that
+    changed folder could not find its files; and a KeyboardInterrupt ended it with no word."""
+    (tmp_path / "data.txt").write_text("hello")
+    (tmp_path / "s.py").write_text("import os\nos.chdir('/')\n"
+                                   "print(open(os.path.join(os.path.dirname(__file__), 'data.txt')).read())\n"
+                                   "raise KeyboardInterrupt\n")
+    res = capture("run", "--emulate", "gfx942", "-o", "t.kfdtrace", "s.py", cwd=tmp_path)
+    assert res.returncode == 130 and "hello" in res.stdout, res.stdout + res.stderr
+    assert "KeyboardInterrupt" in res.stderr and "Traceback" in res.stderr, res.stderr
+
+
 @pytest.mark.parametrize("body, status", [("raise RuntimeError('boom')", 1), ("raise SystemExit(3)", 3)])
 def test_failing_workload_leaves_a_complete_trace(tmp_path, body, status):
     script = tmp_path / "fail.py"
