@@ -112,7 +112,7 @@ def code_object_members(trace: TraceReader, options: CodeObjectOptions | None, c
     from kfdtrace.driver.code_object import CodeObject
     from kfdtrace.driver.code_object_bundle import is_bundle as is_offload_bundle
 
-    recorded = [r.fields for r in trace.records([R.CODE_OBJECT])]
+    recorded = [r.fields for r in R.checked(trace.records([R.CODE_OBJECT]))]  # (untrusted: each field checked)
     names = {f["name"] for f in recorded if NAME.fullmatch(f.get("name") or "") and f["name"] not in MEMBERS}
     out: dict[str, bytes] = {}
 

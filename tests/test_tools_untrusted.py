@@ -321,3 +321,24 @@ def test_replay_says_what_it_cannot_replay_rather_than_ok(how, tmp_path):
                 "doorbell of no queue": (4, "queue 77 is not there")}[how]
     assert (res.returncode, expected[1] in res.stderr, len(res.stderr.splitlines())) == (expected[0], True, 1), \
         res.stderr
+
+
+@pytest.mark.parametrize("extra", [{"n": [1]}, {"record": "doorbell"}, {"buffers": [1]}, {"racy": [{"va": 1}]}],
+                         ids=["n", "record", "buffers", "racy"])
+@pytest.mark.parametrize("tool", TOOLS, ids=list(TOOLS))
+def test_a_field_the_table_does_not_name_is_passed_over(tool, extra, tmp_path):
+    """Campaign 118: readers ignore fields a record's table does not name (FORMAT.md); dump's text took a `thread`
+    record's `n` for its own record number, and a `buffers` or `racy` for a checkpoint's: a traceback."""
+    path = mutated(tmp_path, lambda t: first(t, "thread").update(extra))
+    res = run_tool(tool, path, str(tmp_path / "out"))
+    assert res.exit_code in ((0, 1) if tool == "diff" else (0,)), res.output
+
+
+def test_a_code_object_record_of_a_malformed_name_is_refused_by_bundle(tmp_path):
+    """Campaign 118: bundle read the code objects' names from records it had not checked: a traceback."""
+    path = mutated(tmp_path, lambda t: first(t, "code_object").update(name=5), sample("vector_add_aql-gfx942"))
+    (tmp_path / "co").mkdir()
+    res = CliRunner().invoke(kfdtrace_cli, ["bundle", path, "-o", str(tmp_path / "b.tar.zst"), "--code-objects",
+                                            str(tmp_path / "co")])
+    assert res.exit_code == 1 and "malformed (int) 'name' field" in res.output and \
+        len(res.output.splitlines()) == 1, res.output

@@ -181,9 +181,11 @@ class Dumper:
                 yield r, sub
 
     def entry(self, r: Record, sub: Submission | None) -> dict:
-        f = r.fields
-        e: dict[str, Any] = {"n": r.n, "record": r.type,
-                             **{k if type(k) is str else str(k): _plain(v) for k, v in f.items()}}
+        f, known = r.fields, R.RECORD_TYPES.get(r.type)
+        # the fields its type names (readers ignore others: FORMAT.md), none of them in place of the dump's own
+        e: dict[str, Any] = {k if type(k) is str else str(k): _plain(v) for k, v in f.items()
+                             if known is None or k in known.fields}
+        e = {"n": r.n, "record": r.type, **{k: v for k, v in e.items() if k not in ("n", "record")}}
         extra = _EXTRA.get(r.type)
         if extra is not None:
             extra(self, r, e)
