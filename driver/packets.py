@@ -1031,6 +1031,12 @@ class Dialect:
     # a doorbell says where the packets written end, and the engine reads up to there (False: AqlDialect's)
     ordered_doorbells = True
 
+    def submitted_end(self, base: int, rung: int, ring: bytes) -> int:
+        """Where a queue's stream stands after a `doorbell` record of `ring` from `base` whose value says `rung`
+        (kfd_ioctl.doorbell_end): there, or, where producers ring out of order, where the packets the record holds
+        end (AQL: what the processor took; FORMAT.md 3.3)."""
+        return rung if self.ordered_doorbells else base + len(ring)
+
     def __init__(self, name: str, defs: Iterable[PacketDef], *,
                  defaults: Mapping[str, Mapping[str, int]] | None = None, cache: CacheControl | None = None):
         self.name = name

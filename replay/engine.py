@@ -891,8 +891,7 @@ class _Surveyor:
         calls.clear()
         where = f"submission {self.s.submissions} (queue {f['queue']})"
         kind, base = self.wptrs[f["queue"]]
-        # (AQL: the packets the processor took, which producers ringing out of order need not end at the value)
-        end = K.doorbell_end(kind, f["value"]) if t.src.ordered_doorbells else base + len(f["ring"])
+        end = t.src.submitted_end(base, K.doorbell_end(kind, f["value"]), f["ring"])
         self.wptrs[f["queue"]] = (kind, end)
         size = self.rings[f["queue"]][0] - PAGE
         if not f["ring"] and end != base:
@@ -1805,7 +1804,7 @@ class Instance:
         if rq.new_called:
             rq.called.extend((start, rq.queue.wptr, *c) for c in rq.new_called)
             rq.new_called.clear()
-        written = K.doorbell_end(rq.kind, f["value"]) if t.src.ordered_doorbells else rq.written + len(ring)
+        written = t.src.submitted_end(rq.written, K.doorbell_end(rq.kind, f["value"]), ring)
         rq.keep(rq.written, written, start, ring)
         rq.written = written
         self.result.submissions += 1

@@ -319,8 +319,9 @@ class TraceState:
         if q is None:
             return Submission(number, None, 0, [], None if f["queue"] is None else "its queue is unknown")
         base = q.wptr
-        end = base + len(f["ring"]) if q.dialect is not None and not q.dialect.ordered_doorbells else \
-            K.doorbell_end(q.type, f["value"])  # (AQL: the packets the processor took; producers ring out of order)
+        end = K.doorbell_end(q.type, f["value"])
+        if q.dialect is not None:
+            end = q.dialect.submitted_end(base, end, f["ring"])
         q.wptr, q.submissions = end, q.submissions + 1
         ring = f["ring"]
         if not ring:
