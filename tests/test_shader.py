@@ -364,6 +364,17 @@ def test_fused_multiply_adds_round_once(dtype):
             assert got == want and np.signbit(got) == np.signbit(want), (a, b, c, got, want)
 
 
+def test_an_infinite_addend_to_a_finite_product_that_overflows_is_the_addend():
+    """Campaign 119: fma(a, b, -inf) with a * b finite but past f64's range was NaN (the product rounded to inf
+    first, then inf - inf); clang makes one of a double `a * b + c`. IEEE: the exact product plus -inf is -inf."""
+    big = np.float64(1.7976931348623157e308)
+    a, b = np.array([big, 1e300, -big, 2.0]), np.array([2.0**53, 1e10, 2.0**52 + 1, 3.0])
+    c = np.array([-np.inf, -np.inf, np.inf, -np.inf])
+    assert fma(a, b, c).tolist() == c.tolist()
+    assert VALU["v_div_fmas_f64"].fn(a, b, c, np.array([True, False, True, False])).tolist() == c.tolist()
+    assert np.isnan(fma(np.array([np.inf]), np.array([0.0]), np.array([1.0]))[0])  # inf * 0 stays NaN
+
+
 def test_vector_entries_the_corpus_does_not_reach_compute_what_the_isa_says():
     """Median-like pairs, 24-bit and 16-bit multiply-adds, sign-bit counts and f64 rounding."""
     i32, f32, f64 = np.int32, np.float32, np.float64

@@ -335,6 +335,9 @@ def _fma64(a, b, c, scale=0):
                                          np.asarray(scale, i64))
     with np.errstate(all="ignore"):
         out = np.array(np.ldexp(a * b + c, scale))  # where an operand is not finite, and for a sum of zeros
+    # an infinite addend to a finite product is the addend, though the product rounded alone overflows (campaign
+    # 119: inf - inf gave NaN)
+    out = np.where(np.isfinite(a) & np.isfinite(b) & np.isinf(c), c, out)
     for i in map(tuple, np.argwhere(np.isfinite(a) & np.isfinite(b) & np.isfinite(c))):
         (n1, d1), (n2, d2), (n3, d3) = (float(x[i]).as_integer_ratio() for x in (a, b, c))
         num, den, e = n1 * n2 * d3 + n3 * d1 * d2, d1 * d2 * d3, int(scale[i])
