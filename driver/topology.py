@@ -224,6 +224,11 @@ class Node:
         return self.properties.get("simd_count", 0) // simd_per_cu if simd_per_cu else 0
 
     @property
+    def resident_waves(self) -> int:
+        """Waves the GPU holds at once, whatever their registers: simd_count * max_waves_per_simd."""
+        return self.properties.get("simd_count", 0) * self.properties.get("max_waves_per_simd", 0)
+
+    @property
     def vram_size(self) -> int:
         """Bytes of the node's frame-buffer banks (heap types FB_PUBLIC and FB_PRIVATE)."""
         return sum(b.get("size_in_bytes", 0) for b in self.mem_banks if b.get("heap_type") in VRAM_HEAP_TYPES)

@@ -24,7 +24,7 @@ from kfdtrace.driver.emulator.shader.alu import SALU, VALU, fma
 from kfdtrace.driver.emulator.shader.compile import Unsupported, compile_instruction
 from kfdtrace.driver.emulator.shader.memory_ops import ATOMICS, MemoryOps, atomic, atomic_op
 from kfdtrace.driver.emulator.shader.operands import Regs
-from kfdtrace.driver.errors import NOT_EMULATED
+from kfdtrace.driver.errors import NOT_EMULATED, WaitTimeout
 from kfdtrace.driver.families import target_by_name
 from kfdtrace.driver.isa import decode
 from kfdtrace.driver.isa.decoder import HERE as ISA_DIR
@@ -979,6 +979,74 @@ __kernel void handoff(__global uint *out) {
   if (lid == 0) __opencl_atomic_store(&flag, 42u, __ATOMIC_RELEASE, __OPENCL_MEMORY_SCOPE_WORK_GROUP);
   out[lid] = got;
 }"""
+
+
+LOOK_AHEAD = r"""
+/* the first `waiting` workgroups wait for what the last one publishes (message passing); lane 0 of each counts
+   itself */
+__kernel void wait_for_last(__global int *data, __global atomic_int *flag, __global int *out,
+                            __global atomic_int *ran, uint last, uint waiting) {
+  uint g = __builtin_amdgcn_workgroup_id_x(), l = __builtin_amdgcn_workitem_id_x();
+  if (l == 0) __opencl_atomic_fetch_add(ran, 1, __ATOMIC_RELAXED, __OPENCL_MEMORY_SCOPE_DEVICE);
+  if (g == last) {
+    data[l] = (int)l * 3 + 1;
+    if (l == 0) __opencl_atomic_store(flag, 1, __ATOMIC_RELEASE, __OPENCL_MEMORY_SCOPE_DEVICE);
+  }
+  if (g < waiting) {
+    while (__opencl_atomic_load(flag, __ATOMIC_ACQUIRE, __OPENCL_MEMORY_SCOPE_DEVICE) == 0) {}
+    out[l] = data[l];
+  }
+}"""
+
+
+@pytest.mark.parametrize("target", FAMILIES)
+def test_a_workgroup_waiting_for_one_of_a_later_chunk_lets_that_chunk_run(target, tmp_path, monkeypatch):
+    """Campaign 119: the interpreter ran chunks of workgroups one after another, so the first workgroup, waiting
+    for a flag the last one sets, ran forever once the grid passed one chunk (4097 workgroups of 64); the
+    hardware starts waves as others end. Chunks of two workgroups here: the waiting chunk's spinning lets the
+    next ones start beside it, while the GPU holds their waves."""
+    from kfdtrace.driver.emulator.shader import interpreter
+
+    code = built(tmp_path, LOOK_AHEAD, target)
+    ws = 64 if target.startswith("gfx9") else 32
+    monkeypatch.setattr(interpreter, "CHUNK_LANES", 2 * ws)
+    with System.open(emulate=target) as system:
+        gpu = system.devices[0]
+        kernel, q = gpu.load(code).kernel("wait_for_last"), gpu.compute_queue()
+        data, flag, out, ran = (gpu.alloc(4 * ws, "gtt", name=n) for n in ("data", "flag", "out", "ran"))
+        for b in (data, flag, out, ran):
+            b.write(bytes(4 * ws))
+        q.dispatch(kernel, (7 * ws,), (ws,), data, flag, out, ran, np.uint32(6), np.uint32(1)).sync(timeout=60)
+        assert np.frombuffer(out.read(), np.int32).tolist() == [3 * i + 1 for i in range(ws)]
+        assert np.frombuffer(ran.read(0, 4), np.int32)[0] == 7
+        q.destroy()
+
+
+@pytest.mark.parametrize(("resident", "finishes"), [(7, True), (6, False)])
+def test_workgroups_start_beside_waiting_ones_only_while_the_gpu_holds_their_waves(resident, finishes, tmp_path,
+                                                                                    monkeypatch):
+    """Six workgroups of one wave wait for the seventh: a GPU holding seven waves runs it beside them, one
+    holding six never starts it (their waves never end), as the hardware would not."""
+    from kfdtrace.driver.emulator.shader import interpreter
+    from kfdtrace.driver.topology import Node
+
+    code = built(tmp_path, LOOK_AHEAD, "gfx942")
+    monkeypatch.setattr(interpreter, "CHUNK_LANES", 2 * 64)
+    monkeypatch.setattr(Node, "resident_waves", property(lambda node: resident))
+    with System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        kernel, q = gpu.load(code).kernel("wait_for_last"), gpu.compute_queue()
+        data, flag, out, ran = (gpu.alloc(256, "gtt", name=n) for n in ("data", "flag", "out", "ran"))
+        for b in (data, flag, out, ran):
+            b.write(bytes(256))
+        q.dispatch(kernel, (7 * 64,), (64,), data, flag, out, ran, np.uint32(6), np.uint32(6))
+        if finishes:
+            q.sync(timeout=60)
+        else:
+            with pytest.raises(WaitTimeout):
+                q.sync(timeout=3)
+        assert np.frombuffer(ran.read(0, 4), np.int32)[0] == (7 if finishes else 6)
+        q.destroy()
 
 
 @pytest.mark.parametrize("target", FAMILIES)

@@ -2,8 +2,14 @@
 together, instruction by instruction, with numpy across all their lanes.
 
 Workgroups run in chunks of about `CHUNK_LANES` lanes (fewer for kernels with many VGPRs, and bounded by the
-scratch slots an XCC has). The
-waves of a chunk start as one lockstep set; a scalar branch that goes different ways for different waves
+scratch slots an XCC has). Once the running chunks' loops have gone round ADMIT_AFTER * SPIN_TURNS times in a row
+with no chunk ending, the next chunk starts beside them (they take turns at each SPIN_TURNS backward jumps), of as
+many workgroups as the GPU holds waves for beside the running ones' that have not ended (`Node.resident_waves`),
+where no scratch slot is shared (a kernel with scratch runs one chunk at a time): a workgroup spinning on a flag
+a later chunk's workgroup sets finishes, as on the hardware, where waves start as others end (campaign 119: one
+waiting for the last of 4097 workgroups ran forever).
+
+The waves of a chunk start as one lockstep set; a scalar branch that goes different ways for different waves
 splits the set, and the interpreter runs the set with the lowest PC, so sets that took different paths
 meet again at the join and merge (the usual SIMT reconvergence). Lane divergence inside a wave needs nothing
 of this: EXEC masks it, as on the hardware. A set whose loop goes round SPIN_TURNS times while others wait
@@ -22,8 +28,8 @@ buffer is a VM fault. Neither ever computes a value it was not asked for.
 from __future__ import annotations
 
 import ctypes
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -50,6 +56,7 @@ CHUNK_LANES = 1 << 18
 CHUNK_VGPR_BYTES = 256 << 20  # a chunk's VGPRs stay within this: kernels with many VGPRs run fewer lanes at once
 _MAX_INSTRUCTION = 16  # bytes: a 12-byte encoding and a literal
 SPIN_TURNS = 64  # backward jumps a set makes before the other sets get a turn
+ADMIT_AFTER = 16  # turns the running chunks take in a row, no chunk ending, before another chunk starts beside them
 _ENDED = np.iinfo(np.int64).max  # the barrier count of a wave that has ended: it never holds a barrier up
 
 
@@ -65,7 +72,7 @@ def run_dispatch(launch: KernelLaunch, vm: GpuVm, machine: EmulatedMachine,
                  stopped: Callable[[], bool] = lambda: False, code: CodeCache | None = None) -> None:
     """Execute every workgroup of `launch`; give up (KernelStopped) once `stopped()` says the queue is going.
     `code`: the steps compiled for earlier dispatches of the same queue (a fresh cache if None)."""
-    Interpreter(launch, vm, machine, stopped, code).run()
+    Interpreter(launch, vm, machine, stopped, code, machine.gpu(vm.gpu_id).node.resident_waves).run()
 
 
 class CodeCache:
@@ -103,8 +110,10 @@ class KernelStopped(QueueError):
 
 class Interpreter:
     def __init__(self, launch: KernelLaunch, vm: GpuVm, machine: EmulatedMachine,
-                 stopped: Callable[[], bool] = lambda: False, code: CodeCache | None = None):
+                 stopped: Callable[[], bool] = lambda: False, code: CodeCache | None = None, resident_waves: int = 0):
         self.launch, self.vm, self.machine, self.stopped = launch, vm, machine, stopped
+        # waves the GPU holds at once; chunks run one at a time where their waves would share scratch slots
+        self.resident = 0 if launch.fields["scratch_en"] and launch.scratch else resident_waves
         self.code = code if code is not None else CodeCache(vm, machine)
         family = launch.family
         self.target = family.isa
@@ -126,12 +135,33 @@ class Interpreter:
     def run(self) -> None:
         launch = self.launch
         per_chunk = launch.groups_per_chunk(min(CHUNK_LANES, CHUNK_VGPR_BYTES // (4 * self.regs.vgprs)))
+        running: deque[Iterator[int]] = deque()
+        live: dict[Iterator[int], int] = {}  # each running chunk's waves not ended, at its last turn
+        first, turns = 0, 0  # the next chunk's first workgroup; turns taken since a chunk started or ended
         with np.errstate(all="ignore"):
-            for first in range(0, launch.group_count, per_chunk):
-                self._run_chunk(first, min(per_chunk, launch.group_count - first))
+            while running or first < launch.group_count:
+                count = min(per_chunk, launch.group_count - first)
+                if running and count:  # beside the running chunks: as many workgroups as the GPU has room for
+                    room = (self.resident - sum(live.values())) // launch.waves_per_group
+                    count = min(count, room) if turns >= ADMIT_AFTER * len(running) else 0
+                if count > 0:
+                    running.append(self._chunk(first, count))
+                    first, turns = first + count, 0
+                chunk = running[0]
+                try:
+                    live[chunk] = next(chunk)
+                except StopIteration:
+                    running.popleft()
+                    live.pop(chunk, None)
+                    turns = 0
+                    continue
+                turns += 1
+                running.rotate(-1)
 
     # -- one chunk -----------------------------------------------------------------------------------
-    def _run_chunk(self, first: int, count: int) -> None:
+    def _chunk(self, first: int, count: int) -> Iterator[int]:
+        """Run workgroups first .. first+count-1, giving a turn to other chunks (yielding how many of its waves
+        have not ended) each time one of its sets' loops goes round SPIN_TURNS times."""
         launch, regs = self.launch, self.regs
         st = launch.start(first, count)
         nw, lanes = len(st.group), launch.wave_size
@@ -143,10 +173,9 @@ class Interpreter:
         for r, ids in st.vgprs.items():
             v[r] = ids
         lds_size = max(launch.lds_bytes, 4)
-        self.memory.chunk = Chunk(np.zeros(count * lds_size, np.uint8), lds_size, st.group * lds_size)
-        self.group_of = st.group
-        self.signals = np.zeros(nw, np.int64)
-        self.group_starts = np.flatnonzero(np.r_[True, st.group[1:] != st.group[:-1]])
+        state = (Chunk(np.zeros(count * lds_size, np.uint8), lds_size, st.group * lds_size), st.group,
+                 np.zeros(nw, np.int64), np.flatnonzero(np.r_[True, st.group[1:] != st.group[:-1]]))
+        self.memory.chunk, self.group_of, self.signals, self.group_starts = state  # what its instructions see
         ids = np.arange(nw)
         sets = [Waves(launch.entry, ids, s, v, np.zeros(nw, bool), st.live.copy(), st.flat_scratch)]
         parked: list[Waves] = []
@@ -172,10 +201,13 @@ class Interpreter:
                     flow = flow[flow != pc]
                 w.pc = int(flow[0])
                 self._add(sets, w)
-            elif flow is Flow.YIELD or flow is Flow.SPIN:
-                if flow is Flow.SPIN:
-                    spun = w
+            elif flow is Flow.YIELD:
                 self._add(sets, w)
+            elif flow is Flow.SPIN:
+                spun = w
+                self._add(sets, w)
+                yield int(np.count_nonzero(state[2] != _ENDED))
+                self.memory.chunk, self.group_of, self.signals, self.group_starts = state
             else:  # a barrier: signal (s_barrier, s_barrier_signal), then wait (s_barrier, s_barrier_wait)
                 if flow in (Flow.BARRIER, Flow.SIGNAL):
                     self.signals[w.ids] += 1
@@ -226,8 +258,8 @@ class Interpreter:
         return sets
 
     def _advance(self, w: Waves, others: dict[int, Waves], lowest: int | None):
-        """Run `w` until it ends, branches apart, reaches a barrier, or (when other sets exist) meets one of them
-        (None), passes `lowest` (YIELD), or jumps back SPIN_TURNS times (SPIN)."""
+        """Run `w` until it ends, branches apart, reaches a barrier, jumps back SPIN_TURNS times (SPIN), or (when
+        other sets exist) meets one of them (None) or passes `lowest` (YIELD)."""
         steps = self.steps
         turns = SPIN_TURNS
         while True:
@@ -241,7 +273,7 @@ class Interpreter:
             if r is None:
                 w.pc = step.next
             elif type(r) is int:  # a jump: where loops turn, so where a queue being destroyed is noticed
-                if r <= w.pc and others:
+                if r <= w.pc:
                     turns -= 1
                     if not turns:
                         w.pc = r
