@@ -285,6 +285,11 @@ def _kill(run: subprocess.Popen) -> None:
     run.communicate()
 
 
+def said(outcome: int | str) -> str:
+    """An outcome as a message says it: 'exit status 1', 'timeout'."""
+    return f"exit status {outcome}" if isinstance(outcome, int) else repr(outcome)
+
+
 def minimize(trace: TraceReader, out: str, outcome: Callable[[str], int | str], jobs: int = 1,
              progress: Callable[[str], None] = lambda text: None, confirm: int = 3) -> MinimizeReport:
     """Write to `out` the smallest trace found whose `outcome` is the original's, `confirm` runs in a row. When
@@ -312,7 +317,7 @@ def minimize(trace: TraceReader, out: str, outcome: Callable[[str], int | str], 
             first = outcomes(os.path.join(tmp, "original.kfdtrace"))
             expected = first[0]
             if expected in ("timeout", "no match"):
-                raise MinimizeError(f"the command gives {expected!r} on the original trace: nothing to keep")
+                raise MinimizeError(f"the command gives {said(expected)} on the original trace: nothing to keep")
             if len(set(first)) > 1:
                 raise MinimizeError(f"the command gives {first[0]!r}, then {first[-1]!r} on the original trace: "
                                     f"minimize needs a failure that reproduces every time (a longer replay "
@@ -359,10 +364,10 @@ def minimize(trace: TraceReader, out: str, outcome: Callable[[str], int | str], 
             last = outcomes(out)
             miss = next((i for i, got in enumerate(last) if got != expected), None)
             if miss is not None:
-                raise MinimizeError(f"the minimized trace gave {last[miss]!r}, not {expected!r}, in run {miss + 1} "
-                                    f"of {confirm}: the failure depends on timing there; kept it at {out} (minimize "
-                                    f"again with a larger --confirm: each cut kept must then fail that many runs in "
-                                    f"a row)")
+                raise MinimizeError(f"the minimized trace gave {said(last[miss])}, not {said(expected)}, in run "
+                                    f"{miss + 1} of {confirm}: the failure depends on timing there; kept it at {out} "
+                                    f"(minimize again with a larger --confirm: each cut kept must then fail that many "
+                                    f"runs in a row)")
             return MinimizeReport(before, after, tries + 1, next(runs) - 1, time.perf_counter() - t0)
         except BaseException as exc:  # interrupted (or failed): nothing left running, no candidate written, then
             if isinstance(outcome, CommandTest):
@@ -370,8 +375,8 @@ def minimize(trace: TraceReader, out: str, outcome: Callable[[str], int | str], 
             pool.shutdown(wait=True, cancel_futures=True)
             if isinstance(exc, KeyboardInterrupt) and smallest.drop is not None:  # what it found is kept
                 m.write(out, set(smallest.drop), smallest.packets)
-                raise type(exc)(f"the smallest trace found so far (it gave {expected!r} {confirm} times in a row) "
-                                f"is at {out}") from None
+                raise type(exc)(f"the smallest trace found so far (it gave {said(expected)}, {confirm} time(s) in a "
+                                f"row) is at {out}") from None
             raise
 
 
