@@ -225,6 +225,7 @@ class Survey:
     xccs: dict[int, int] = field(default_factory=dict)  # recorded gpu_id -> its XCC count, where the header says
     submissions: int = 0
     packets: int = 0
+    checkpoints: int = 0
     notes: list[str] = field(default_factory=list)
     names: dict[int, tuple[str | None, str]] = field(default_factory=dict)  # alloc record -> (name, role)
     waited: set[int] = field(default_factory=set)  # event records some event_wait waits on
@@ -681,6 +682,7 @@ class _Surveyor:
         """Look for GPU addresses in what dispatches wrote (a checkpoint's contents): pointer chasing. Such a
         checkpoint is itself a hazard: a kernel computes addresses from the pointers it is given, so with the
         buffer they point into moved it writes other values than the recording's, and the checkpoint differs."""
+        self.s.checkpoints += 1
         for entry in r.fields["buffers"]:
             writer = self.dispatched.get(entry["va"])
             if writer is None or entry["va"] in self.holders:
@@ -1336,6 +1338,12 @@ class Instance:
                         self._reused(exc.va)
                         self._unrelocated(exc.va)
                     self.result.hang = str(exc)
+                if self.result.status and (left := self.s.checkpoints - self.result.checkpoints):
+                    # campaign 120: a fault the program went on from stopped the replay, which said nothing of
+                    # the checkpoints after it
+                    at = f"record {r.n} ({r.type})" if r is not None else "its start"
+                    self.result.notes.append(f"the replay stopped at {at}: {left} of the trace's {self.s.checkpoints} "
+                                             f"checkpoints come after it and were not compared")
         except DeviceError as exc:
             raise TargetRefused(f"record {r.n if r else 0} ({r.type if r else 'start'}): the target refused "
                                 f"it: {exc}") from exc

@@ -161,6 +161,32 @@ def test_a_gpu_map_must_name_exactly_the_recorded_gpus(mapping, message):
     assert res.returncode == 4 and res.stderr.strip() == f"replay: error: {message}", res.stderr
 
 
+def test_a_replay_that_stops_early_says_how_many_checkpoints_it_did_not_compare(tmp_path):
+    """Campaign 120: a replay stopped by a fault the program went on from said nothing of the 20 checkpoints after
+    it. Here the first checkpoint diverges: the others are said not compared."""
+    bad = str(tmp_path / "bad.kfdtrace")
+    with TraceReader(sample("sdma_stress-gfx942")) as r:
+        source = next(b.fields["va"] for b in r.records({"buffer"}) if b.fields["name"] == "source")
+        first_input = next(m.n for m in r.records({"mem"}) if m.fields["va"] == source)
+        checkpoints = sum(1 for _ in r.records({"checkpoint"}))
+
+    def flip(rec, reader, writer):
+        f = dict(rec.fields)
+        if rec.n == first_input:
+            data = bytearray(reader.blob(f["key"]))
+            data[100] ^= 0x01
+            f["key"] = writer.blob(bytes(data))
+        return f
+
+    rewrite(sample("sdma_stress-gfx942"), bad, flip)
+    report = replay_trace(bad, Options(), emulate="gfx942")
+    assert report.status == EXIT_DIVERGED and checkpoints > 2
+    assert report.results[0].checkpoints == 1, report.lines()
+    assert "note: the replay stopped at record " in "\n".join(report.lines())
+    assert f": {checkpoints - 1} of the trace's {checkpoints} checkpoints come after it and were not compared" in \
+        "\n".join(report.lines())
+
+
 def test_corrupted_blob_is_a_divergence_naming_the_buffer(tmp_path):
     bad = str(tmp_path / "bad.kfdtrace")
     with TraceReader(sample("sdma_stress-gfx942")) as r:
