@@ -454,6 +454,41 @@ def ran(target: str, code: str, kernel: str, out_words: int, *args: np.ndarray |
         return np.frombuffer(out.read(), np.uint32).copy()
 
 
+UNIFORM_HALF = r"""
+#pragma OPENCL EXTENSION cl_khr_fp16 : enable
+__kernel void uniform_half(__global float *out, float x, half y, half z, half2 v) {
+  half h = (half)x;
+  float r[14] = {(float)h, (float)(h * y + z), (float)(h + y), (float)(h - z), (float)(h * z),
+                 (float)__builtin_floorf16(h), (float)__builtin_ceilf16(y), (float)__builtin_truncf16(z),
+                 (float)__builtin_rintf16(h), h < y ? 1.0f : 2.0f, (float)v.y, (float)v.x + (float)v.y,
+                 __builtin_isnan(h * z) ? 5.0f : 6.0f, (float)(y * z)};
+  uint i = __builtin_amdgcn_workitem_id_x();
+  if (i < 14) out[i] = r[i];
+}"""
+
+
+def test_gfx12_scalar_half_operations_compute_what_numpy_does(tmp_path):
+    """Campaign 119: half arithmetic on kernel arguments (uniform values) compiles for gfx1201 to its scalar f16
+    operations (s_cvt_f16_f32, s_fmac_f16, s_add_f16, s_cmp_lt_f16, s_cvt_hi_f32_f16, ...), which stopped the
+    dispatch as not emulated; on the other families it is VALU code."""
+    code = built(tmp_path, UNIFORM_HALF, "gfx1201")
+    listing = subprocess.run(["llvm-objdump-19", "-d", code], check=True, capture_output=True, text=True).stdout
+    assert {"s_cvt_f16_f32", "s_fmac_f16", "s_add_f16", "s_cmp_lt_f16", "s_cvt_hi_f32_f16", "s_rndne_f16"} <= \
+        set(listing.split())
+    h16 = np.float16
+    for x, y, z, v in ((2.7, 3.0, -1.25, (0.5, -6.5)), (70000.0, 0.5, 2.0, (1e-7, 65504.0)),
+                       (-0.3, -0.3, 2.5, (-0.0, 3.0)), (1.5, 1e-7, -2.5, (2.0, 2.0))):
+        with np.errstate(all="ignore"):
+            h, y16, z16, (vx, vy) = h16(x), h16(y), h16(z), (h16(v[0]), h16(v[1]))
+            want = [h, h * y16 + z16, h + y16, h - z16, h * z16, np.floor(h), np.ceil(y16), np.trunc(z16),
+                    np.rint(h), 1.0 if h < y16 else 2.0, vy, np.float32(vx) + np.float32(vy),
+                    5.0 if np.isnan(h * z16) else 6.0, y16 * z16]
+        want[1] = h16(np.float64(h) * np.float64(y16) + np.float64(z16))  # fused: rounded once
+        packed = np.array([vx, vy], h16).view(np.uint32)[0]
+        got = ran("gfx1201", code, "uniform_half", 14, np.float32(x), h16(y), h16(z), packed).view(np.float32)
+        assert got.tolist() == np.array(want, np.float32).tolist(), (x, y, z, v)
+
+
 INDIRECT_CALLS = r"""
 #pragma OPENCL EXTENSION __cl_clang_function_pointers : enable
 typedef uint (*fn_t)(uint);

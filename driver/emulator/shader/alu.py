@@ -761,11 +761,21 @@ SALU: dict[str, AluOp] = {
     "s_trunc_f32": S("f32", "f32", np.trunc), "s_floor_f32": S("f32", "f32", np.floor),
     "s_ceil_f32": S("f32", "f32", np.ceil), "s_rndne_f32": S("f32", "f32", np.rint),
     "s_cvt_f32_f16": S("f16", "f32", lambda a: a.astype(f32)),
+    # gfx12's scalar f16 operations: on bits 15:0 of their sources, bits 31:16 of the destination set to 0 (RDNA4
+    # ISA 6.8); S_CVT_HI_F32_F16 converts bits 31:16 of its source
+    "s_cvt_f16_f32": S("f32", "f16", lambda a: a.astype(f16)),
+    "s_cvt_hi_f32_f16": S("u32", "f32", lambda a: (a >> u32(16)).astype(u16).view(f16).astype(f32)),
+    "s_cvt_pk_rtz_f16_f32": S("f32 f32", "u32", VALU["v_cvt_pkrtz_f16_f32"].fn),
+    "s_add_f16": S("f16 f16", "f16", np.add), "s_sub_f16": S("f16 f16", "f16", np.subtract),
+    "s_mul_f16": S("f16 f16", "f16", np.multiply), "s_fmac_f16": S("f16 f16 f16", "f16", fma, acc=True),
+    "s_min_num_f16": S("f16 f16", "f16", min_f), "s_max_num_f16": S("f16 f16", "f16", max_f),
+    "s_trunc_f16": S("f16", "f16", np.trunc), "s_floor_f16": S("f16", "f16", np.floor),
+    "s_ceil_f16": S("f16", "f16", np.ceil), "s_rndne_f16": S("f16", "f16", np.rint),
     # gfx12's transcendental operations on a uniform value, VOP3-encoded with an SGPR destination: as their VALU
     # forms (the f16 ones leave a register's upper half unknown to us, and stay refused)
     **{f"v_s_{op}_f32": S("f32", "f32", VALU[f"v_{op}_f32"].fn) for op in ("exp", "log", "rcp", "rsq", "sqrt")},
     # gfx12's scalar float compares: SCC as the VOPC compare of the same condition gives a lane
-    **{f"s_cmp_{cond}_f32": S("f32 f32", None, _FLOAT_CONDS[cond], scc_out=True)
+    **{f"s_cmp_{cond}_{ty}": S(f"{ty} {ty}", None, _FLOAT_CONDS[cond], scc_out=True) for ty in ("f32", "f16")
        for cond in ("eq", "ge", "gt", "le", "lg", "lt", "neq", "nge", "ngt", "nle", "nlg", "nlt", "o", "u")},
 }
 for _w in ("32", "64"):

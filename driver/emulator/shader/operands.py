@@ -211,6 +211,12 @@ class Regs:
                 w.write_s(n, [(u & np.uint64(0xFFFFFFFF)).astype(np.uint32), (u >> np.uint64(32)).astype(np.uint32)])
             return write
 
+        if ty.bits == 16:  # gfx12's scalar f16 operations set bits 31:16 to 0 (RDNA4 ISA 6.8)
+            def write16(w: Waves, value: np.ndarray) -> None:
+                half = np.asarray(value, ty.dtype).view(np.uint16).astype(np.uint32)
+                w.write_s(n, [np.broadcast_to(half, (w.count,))])
+            return write16
+
         def write32(w: Waves, value: np.ndarray) -> None:
             w.write_s(n, [np.broadcast_to(_bits32(value, ty), (w.count,))])
         return write32
