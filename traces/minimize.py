@@ -285,7 +285,7 @@ def _kill(run: subprocess.Popen) -> None:
     run.communicate()
 
 
-def said(outcome: int | str) -> str:
+def _said(outcome: int | str) -> str:
     """An outcome as a message says it: 'exit status 1', 'timeout'."""
     return f"exit status {outcome}" if isinstance(outcome, int) else repr(outcome)
 
@@ -317,10 +317,10 @@ def minimize(trace: TraceReader, out: str, outcome: Callable[[str], int | str], 
             first = outcomes(os.path.join(tmp, "original.kfdtrace"))
             expected = first[0]
             if expected in ("timeout", "no match"):
-                raise MinimizeError(f"the command gives {said(expected)} on the original trace: nothing to keep")
+                raise MinimizeError(f"the command gives {_said(expected)} on the original trace: nothing to keep")
             if len(set(first)) > 1:
-                raise MinimizeError(f"the command gives {first[0]!r}, then {first[-1]!r} on the original trace: "
-                                    f"minimize needs a failure that reproduces every time (a longer replay "
+                raise MinimizeError(f"the command gives {_said(first[0])}, then {_said(first[-1])} on the original "
+                                    f"trace: minimize needs a failure that reproduces every time (a longer replay "
                                     f"--timeout, say)")
             tries, seen = 1, {}
 
@@ -364,7 +364,7 @@ def minimize(trace: TraceReader, out: str, outcome: Callable[[str], int | str], 
             last = outcomes(out)
             miss = next((i for i, got in enumerate(last) if got != expected), None)
             if miss is not None:
-                raise MinimizeError(f"the minimized trace gave {said(last[miss])}, not {said(expected)}, in run "
+                raise MinimizeError(f"the minimized trace gave {_said(last[miss])}, not {_said(expected)}, in run "
                                     f"{miss + 1} of {confirm}: the failure depends on timing there; kept it at {out} "
                                     f"(minimize again with a larger --confirm: each cut kept must then fail that many "
                                     f"runs in a row)")
@@ -375,7 +375,7 @@ def minimize(trace: TraceReader, out: str, outcome: Callable[[str], int | str], 
             pool.shutdown(wait=True, cancel_futures=True)
             if isinstance(exc, KeyboardInterrupt) and smallest.drop is not None:  # what it found is kept
                 m.write(out, set(smallest.drop), smallest.packets)
-                raise type(exc)(f"the smallest trace found so far (it gave {said(expected)}, {confirm} time(s) in a "
+                raise type(exc)(f"the smallest trace found so far (it gave {_said(expected)}, {confirm} time(s) in a "
                                 f"row) is at {out}") from None
             raise
 
