@@ -375,6 +375,32 @@ def test_an_infinite_addend_to_a_finite_product_that_overflows_is_the_addend():
     assert np.isnan(fma(np.array([np.inf]), np.array([0.0]), np.array([1.0]))[0])  # inf * 0 stays NaN
 
 
+def test_every_float_compare_is_the_ieee_predicate_its_name_says():
+    """Campaign 121: LG (less or greater, ordered) was np.not_equal, so islessgreater(NaN, 1) was true. Every
+    VOPC and gfx12 scalar float compare, against its predicate, on NaN, infinities, zeros of both signs and
+    ordinary values."""
+    import itertools
+    import operator
+
+    predicates = {"f": lambda a, b: False, "lt": operator.lt, "eq": operator.eq, "le": operator.le,
+                  "gt": operator.gt, "lg": lambda a, b: a < b or a > b, "ge": operator.ge,
+                  "o": lambda a, b: a == a and b == b, "u": lambda a, b: a != a or b != b,
+                  "nge": lambda a, b: not a >= b, "nlg": lambda a, b: not (a < b or a > b),
+                  "ngt": lambda a, b: not a > b, "nle": lambda a, b: not a <= b, "neq": lambda a, b: not a == b,
+                  "nlt": lambda a, b: not a < b, "tru": lambda a, b: True}
+    values = [float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1.5, -2.0]
+    pairs = list(itertools.product(values, repeat=2))
+    entries = [(name, VALU[name].fn) for name in VALU if name.startswith(("v_cmp_", "v_cmpx_"))
+               and name.endswith(("_f16", "_f32", "_f64")) and name.split("_")[-2] in predicates]
+    entries += [(name, SALU[name].fn) for name in SALU if name.startswith("s_cmp_") and name.endswith(("_f16", "_f32"))]
+    assert len(entries) >= 2 * 3 * 16 + 2 * 14
+    for name, fn in entries:
+        t = {"f16": np.float16, "f32": np.float32, "f64": np.float64}[name[-3:]]
+        a, b = (np.array(column, t) for column in zip(*pairs, strict=True))
+        got = np.broadcast_to(fn(a, b), (len(pairs),)).tolist()
+        assert got == [predicates[name.split("_")[-2]](x, y) for x, y in pairs], name
+
+
 def test_vector_entries_the_corpus_does_not_reach_compute_what_the_isa_says():
     """Median-like pairs, 24-bit and 16-bit multiply-adds, sign-bit counts and f64 rounding."""
     i32, f32, f64 = np.int32, np.float32, np.float64

@@ -608,7 +608,10 @@ for _to, _from in (("f32", "i32"), ("f32", "u32"), ("i32", "f32"), ("u32", "f32"
 _INT_CONDS = {"f": lambda a, b: np.zeros(np.broadcast(a, b).shape, bool), "lt": np.less, "eq": np.equal,
               "le": np.less_equal, "gt": np.greater, "ne": np.not_equal, "lg": np.not_equal, "ge": np.greater_equal,
               "t": lambda a, b: np.ones(np.broadcast(a, b).shape, bool)}
-_FLOAT_CONDS = {**{k: v for k, v in _INT_CONDS.items() if k not in ("ne", "t")},
+# LG is the ordered "less or greater": false where either is NaN, unlike NEQ, the unordered !(a == b) (campaign
+# 121: it was np.not_equal, true for NaN)
+_FLOAT_CONDS = {**{k: v for k, v in _INT_CONDS.items() if k not in ("ne", "t", "lg")},
+                "lg": lambda a, b: (a < b) | (a > b),
                 "o": lambda a, b: ~np.isnan(a) & ~np.isnan(b), "u": lambda a, b: np.isnan(a) | np.isnan(b),
                 "nge": lambda a, b: ~(a >= b), "nlg": lambda a, b: ~((a < b) | (a > b)), "ngt": lambda a, b: ~(a > b),
                 "nle": lambda a, b: ~(a <= b), "neq": lambda a, b: ~(a == b), "nlt": lambda a, b: ~(a < b),
