@@ -375,6 +375,23 @@ def test_an_infinite_addend_to_a_finite_product_that_overflows_is_the_addend():
     assert np.isnan(fma(np.array([np.inf]), np.array([0.0]), np.array([1.0]))[0])  # inf * 0 stays NaN
 
 
+def test_half_class_fract_and_frexp_as_their_wider_forms():
+    """Campaign 121: isinf/isfinite on a half (v_cmp_class_f16), fract and frexp of halves were not emulated."""
+    # the classes' bit patterns in V_CMP_CLASS's order: signaling NaN, quiet NaN, -inf, -normal, -denormal, -0, +0,
+    # +denormal, +normal, +inf
+    halves = np.array([0x7C01, 0x7E00, 0xFC00, 0xBC00, 0x8001, 0x8000, 0x0000, 0x0001, 0x3C00, 0x7C00], np.uint16)
+    for k in range(10):
+        got = VALU["v_cmp_class_f16"].fn(halves, np.full(10, 1 << k, np.uint32)).tolist()
+        assert got == [i == k for i in range(10)], k
+    assert VALU["v_cmpx_class_f16"].exec_out
+    h = np.array([2.75, -0.25, -1e-5, 1000.5, 0.0], np.float16)
+    assert VALU["v_fract_f16"].fn(h).tolist() == [0.75, 0.75, float(np.nextafter(np.float16(1), np.float16(0))), 0.5,
+                                                  0.0]
+    mant, exp = VALU["v_frexp_mant_f16"].fn(h), VALU["v_frexp_exp_i16_f16"].fn(h)
+    assert mant.dtype == np.float16 and (mant.astype(np.float64) * 2.0 ** exp == h).all()
+    assert VALU["v_frexp_exp_i16_f16"].fn(np.array([np.inf], np.float16)).tolist() == [0]
+
+
 def test_every_float_compare_is_the_ieee_predicate_its_name_says():
     """Campaign 121: LG (less or greater, ordered) was np.not_equal, so islessgreater(NaN, 1) was true. Every
     VOPC and gfx12 scalar float compare, against its predicate, on NaN, infinities, zeros of both signs and

@@ -179,10 +179,16 @@ def _alignbit(a, b, c):
     return ((a.astype(u64) << u64(32) | b) >> (c & 31).astype(u64)).astype(u32)
 
 
+# each float type: (its bits as an unsigned type, where its exponent field starts, that field's all-ones, the
+# quiet bit of a NaN)
+_FLOAT_FIELDS = {np.dtype(f16): (u16, 10, 0x1F, 1 << 9), np.dtype(f32): (u32, 23, 0xFF, 1 << 22),
+                 np.dtype(f64): (u64, 52, 0x7FF, 1 << 51)}
+
+
 def _exponent(x) -> np.ndarray:
     """The biased exponent field of a float."""
-    bits, mant = (52, 0x7FF) if x.dtype == f64 else (23, 0xFF)
-    return (x.view(u64 if x.dtype == f64 else u32) >> bits & mant).astype(i64)
+    bits, at, ones, _ = _FLOAT_FIELDS[x.dtype]
+    return (x.view(bits) >> bits(at) & bits(ones)).astype(i64)
 
 
 def _is_denorm(x) -> np.ndarray:
@@ -356,11 +362,10 @@ def _fma64(a, b, c, scale=0):
 def _class(x, mask):
     """V_CMP_CLASS: the bit of `mask` for x's class (0 signaling NaN, 1 quiet NaN, 2 -inf, 3 -normal, 4 -denormal,
     5 -0, 6 +0, 7 +denormal, 8 +normal, 9 +inf)."""
-    bits, quiet = (u64, 1 << 51) if x.dtype == f64 else (u32, 1 << 22)
+    bits, _, top, quiet = _FLOAT_FIELDS[x.dtype]
     raw = x.view(bits)
     neg = np.signbit(x)
     e = _exponent(x)
-    top = 0x7FF if x.dtype == f64 else 0xFF
     cls = np.where(neg, 3, 8)
     cls = np.where(e == 0, np.where(x == 0, np.where(neg, 5, 6), np.where(neg, 4, 7)), cls)
     cls = np.where(e == top, np.where(neg, 2, 9), cls)
@@ -524,6 +529,9 @@ VALU: dict[str, AluOp] = {
     "v_frexp_mant_f32": V("f32", "f32", lambda a: np.where(np.isfinite(a), np.frexp(a)[0], a).astype(f32)),
     "v_frexp_exp_i32_f32": V("f32", "i32", lambda a: np.where(np.isfinite(a), np.frexp(a)[1], 0).astype(i32)),
     "v_frexp_mant_f64": V("f64", "f64", lambda a: np.where(np.isfinite(a), np.frexp(a)[0], a)),
+    "v_frexp_mant_f16": V("f16", "f16", lambda a: np.where(np.isfinite(a), np.frexp(a)[0], a).astype(f16)),
+    "v_frexp_exp_i16_f16": V("f16", "i16", lambda a: np.where(np.isfinite(a), np.frexp(a)[1], 0).astype(i16)),
+    "v_fract_f16": V("f16", "f16", lambda a: np.minimum(a - np.floor(a), np.nextafter(f16(1), f16(0)))),
     "v_frexp_exp_i32_f64": V("f64", "i32", lambda a: np.where(np.isfinite(a), np.frexp(a)[1], 0).astype(i32)),
     # sin/cos take revolutions: D = sin(S0 * 2 pi) (ISA guides)
     "v_sin_f32": V("f32", "f32", lambda a: np.sin(a.astype(f64) * 2 * np.pi).astype(f32)),
@@ -593,6 +601,7 @@ VALU: dict[str, AluOp] = {
     # class tests read their source as bits: a denormal is one of the classes, never flushed to zero
     "v_cmp_class_f32": V("u32 u32", None, lambda x, m: _class(np.asarray(x).view(f32), m), mask_out=True),
     "v_cmp_class_f64": V("u64 u32", None, lambda x, m: _class(np.asarray(x).view(f64), m), mask_out=True),
+    "v_cmp_class_f16": V("u16 u32", None, lambda x, m: _class(np.asarray(x).view(f16), m), mask_out=True),
 }
 
 # Conversions v_cvt_<to>_<from>: to a float, numpy's rounding to nearest; to an integer, _cvt_int's rules.
@@ -620,7 +629,7 @@ for _ty in ("u16", "i16", "u32", "i32", "u64", "i64", "f16", "f32", "f64"):
     for _cond, _fn in (_FLOAT_CONDS if _ty[0] == "f" else _INT_CONDS).items():
         VALU[f"v_cmp_{_cond}_{_ty}"] = V(f"{_ty} {_ty}", None, _fn, mask_out=True)
         VALU[f"v_cmpx_{_cond}_{_ty}"] = V(f"{_ty} {_ty}", None, _fn, mask_out=True, exec_out=True)
-for _ty in ("f32", "f64"):
+for _ty in ("f16", "f32", "f64"):
     VALU[f"v_cmpx_class_{_ty}"] = AluOp(VALU[f"v_cmp_class_{_ty}"].ins, None, VALU[f"v_cmp_class_{_ty}"].fn,
                                         mask_out=True, exec_out=True)
 
