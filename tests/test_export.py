@@ -436,6 +436,7 @@ def test_replay_draws_the_same_timeline_with_its_own_times(family, tmp_path):
     doc = json.load(open(replayed))
     assert problems(doc) == [] and family in doc["metadata"]["source"]
     assert {k: doc["metadata"][k] for k in counts} == counts
+    assert doc["metadata"]["timing"].startswith("record times are the replay's, taken as it handled each; GPU times")
     doorbells = [e["ts"] for e in doc["traceEvents"] if e.get("name", "").startswith("doorbell")]
     recorded_doorbells = [e["ts"] for e in json.load(open(recorded))["traceEvents"]
                           if e.get("name", "").startswith("doorbell")]
