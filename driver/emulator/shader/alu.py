@@ -529,10 +529,10 @@ VALU: dict[str, AluOp] = {
     "v_frexp_mant_f32": V("f32", "f32", lambda a: np.where(np.isfinite(a), np.frexp(a)[0], a).astype(f32)),
     "v_frexp_exp_i32_f32": V("f32", "i32", lambda a: np.where(np.isfinite(a), np.frexp(a)[1], 0).astype(i32)),
     "v_frexp_mant_f64": V("f64", "f64", lambda a: np.where(np.isfinite(a), np.frexp(a)[0], a)),
+    "v_frexp_exp_i32_f64": V("f64", "i32", lambda a: np.where(np.isfinite(a), np.frexp(a)[1], 0).astype(i32)),
     "v_frexp_mant_f16": V("f16", "f16", lambda a: np.where(np.isfinite(a), np.frexp(a)[0], a).astype(f16)),
     "v_frexp_exp_i16_f16": V("f16", "i16", lambda a: np.where(np.isfinite(a), np.frexp(a)[1], 0).astype(i16)),
     "v_fract_f16": V("f16", "f16", lambda a: np.minimum(a - np.floor(a), np.nextafter(f16(1), f16(0)))),
-    "v_frexp_exp_i32_f64": V("f64", "i32", lambda a: np.where(np.isfinite(a), np.frexp(a)[1], 0).astype(i32)),
     # sin/cos take revolutions: D = sin(S0 * 2 pi) (ISA guides)
     "v_sin_f32": V("f32", "f32", lambda a: np.sin(a.astype(f64) * 2 * np.pi).astype(f32)),
     "v_cos_f32": V("f32", "f32", lambda a: np.cos(a.astype(f64) * 2 * np.pi).astype(f32)),
