@@ -34,8 +34,11 @@ class WaitTimeout(KfdTraceError, TimeoutError):
 
 
 class GpuFault(KfdTraceError):
-    """The GPU stopped a queue: a VM fault (at `va`, the first one's) or a packet it could not execute."""
+    """The GPU stopped a queue: a VM fault (at `va`, the first one's) or a packet it could not execute. `faults`:
+    each fault event seen, as (what the GPU said, its VM fault address or None, the queues that had not drained
+    then, each with its description)."""
 
-    def __init__(self, message: str, va: int | None = None):
+    def __init__(self, message: str, va: int | None = None,
+                 faults: tuple[tuple[str, int | None, tuple[tuple[object, str], ...]], ...] = ()):
         super().__init__(message)
-        self.va = va
+        self.va, self.faults = va, faults

@@ -205,8 +205,7 @@ class System:
                               f"{visibility(os.environ)} hides them all")
         for i, node in enumerate(gpus):
             self.devices.append(Device(self, i, node))
-        self._faults: list[str] = []
-        self._fault_va: int | None = None  # where the first VM fault was
+        self._faults: list[tuple[str, int | None, tuple[tuple[object, str], ...]]] = []  # GpuFault.faults
         self._sem_lock = threading.Lock()  # guards the semaphore pool and its free list
         self._sem_pool: Buffer | None = None
         self._sem_free: list[int] = []
@@ -307,23 +306,22 @@ class System:
         found = []
         if mem.gpu_id:
             found.append(f"GPU {mem.gpu_id:#x} VM fault at address {mem.va:#x}")
-            if self._fault_va is None:
-                self._fault_va = mem.va
         if hw.gpu_id:
             found.append(f"GPU {hw.gpu_id:#x} stopped a queue")
         if found:
-            stopped = [q.describe() for d in self.devices for q in d.live_queues() if not q.idle]
-            self._faults.append("; ".join(found + stopped))
+            stopped = tuple((q, q.describe()) for d in self.devices for q in d.live_queues() if not q.idle)
+            self._faults.append(("; ".join(found), mem.va if mem.gpu_id else None, stopped))
         return True
 
     def raise_gpu_faults(self, wait: tuple[str, dict] | None = None) -> None:
         """GpuFault if a GPU stopped a queue. `wait`: the annotation (kind, fields) of the CPU wait the fault ends,
         announced first as failed on it (`ok` false, `fault` the message), so a recording says why it ended."""
         if self._faults:
-            fault = "; ".join(self._faults)
+            fault = "; ".join("; ".join((found, *(text for _, text in stopped))) for found, _, stopped in self._faults)
             if wait is not None:
                 self.sys.annotate(wait[0], **wait[1], ok=False, fault=fault)
-            raise GpuFault(fault, self._fault_va)
+            va = next((va for _, va, _ in self._faults if va is not None), None)
+            raise GpuFault(fault, va, tuple(self._faults))
 
     def queue_report(self) -> str:
         queues = [q.describe() for d in self.devices for q in d.live_queues()]

@@ -1250,7 +1250,7 @@ class Instance:
         """`side_by_side`: the instances replaying at once (this one included), which share the machine: a wait
         the recording saw complete may take that many times longer."""
         self.trace, self.system, self.devices, self.s, self.options = trace, system, devices, s, options
-        self.slack = WAIT_SLACK * side_by_side
+        self.slack, self.side_by_side = WAIT_SLACK * side_by_side, side_by_side
         self.move_all = move_all or options.relocate == "always"
         self.relocation = Relocation()
         self.buffers: RangeMap[ReplayBuffer] = RangeMap()  # recorded ranges -> their replays
@@ -1333,11 +1333,12 @@ class Instance:
                 except (WaitTimeout, GpuFault) as exc:
                     if limits:  # not a hang of the program's: the emulated GPU stopped where it cannot go on
                         raise TargetRefused(f"the emulated GPU does not do what the trace asks: {limits[0]}") from None
-                    if isinstance(exc, GpuFault) and exc.va is not None:
-                        self._parted(exc.va)
-                        self._reused(exc.va)
-                        self._unrelocated(exc.va)
-                    self.result.hang = str(exc)
+                    hang, va = self._own_fault(exc) if isinstance(exc, GpuFault) else (str(exc), None)
+                    if va is not None:
+                        self._parted(va)
+                        self._reused(va)
+                        self._unrelocated(va)
+                    self.result.hang = hang
                 if self.result.status and (left := self.s.checkpoints - self.result.checkpoints):
                     # campaign 120: a fault the program went on from stopped the replay, which said nothing of
                     # the checkpoints after it
@@ -1352,6 +1353,25 @@ class Instance:
             self.result.occupancy = self.sampler.stop()
             self._teardown()
         return self.result
+
+    def _own_fault(self, exc: GpuFault) -> tuple[str, int | None]:
+        """What a GPU fault says of this instance, and the address of its VM fault if it had one. The faults are
+        the process's, which instances side by side share (campaign 120: each named the first's): those at an
+        address in this instance's buffers, with only its own queues; when none is, the others', said to be in none
+        of its buffers."""
+        if not exc.faults:  # one this replay said again, already its own
+            return str(exc), exc.va
+        mine = {id(rq.queue) for rq in self.queues.values()}
+        own = [f for f in exc.faults if f[1] is not None and any(
+            0 <= f[1] - rb.buffer.va < rb.buffer.size for _, _, rb in self.buffers)]
+        queues = dict.fromkeys(text for f in exc.faults for q, text in f[2] if id(q) in mine)
+        if own or self.side_by_side == 1:
+            found = [f[0] for f in own or exc.faults]
+            va = next((f[1] for f in own or exc.faults if f[1] is not None), None)
+        else:
+            found = [f"{f[0]}, in none of this instance's buffers (another's side by side, maybe)" for f in exc.faults]
+            va = None
+        return "; ".join((*found, *queues)) if queues else f"{'; '.join(found)}; {self._queue_report()}", va
 
     def _unrelocated(self, va: int) -> None:
         """ReplayError when the GPU faulted at the recorded address of a buffer this replay moved: an address of it
@@ -2203,7 +2223,8 @@ class Instance:
                     self.result.hang = (f"{what} did not complete within {self.options.timeout:g} s; a GPU fault "
                                         f"ended it in the recording ({fault}); {self._queue_report()}")
             except GpuFault as exc:
-                raise GpuFault(f"{exc}; the recording's GPU stopped a queue at the same wait: {fault}") from None
+                raise GpuFault(f"{self._own_fault(exc)[0]}; the recording's GPU stopped a queue at the same wait: "
+                               f"{fault}") from None
             return
         limit = min(recorded, self.options.timeout) if recorded >= 0 else self.options.timeout  # NaN: not >= 0
         if wait(limit):

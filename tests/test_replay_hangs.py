@@ -340,6 +340,35 @@ def test_a_wait_a_gpu_fault_ended_replays_as_the_same_fault(tmp_path, wait):
         assert "the recording's GPU stopped a queue at the same wait" in hang, hang
 
 
+def test_instances_side_by_side_each_name_their_own_fault_and_queues(tmp_path):
+    """Campaign 120: the GPU faults are the process's, and every instance of --concurrent named the first one's
+    address and every instance's queues. GPU 1 reads GPU 0's VRAM, not mapped to it: each instance's fault is in
+    its own (moved) buffer, and each names only its own queues."""
+    import numpy as np
+
+    path = str(tmp_path / "unmapped.kfdtrace")
+    with record(path), System.open(emulate="gfx942,gfx942") as system:
+        g0, g1 = system.devices
+        q0, q1 = g0.sdma_queue(name="q0"), g1.sdma_queue(name="q1")
+        src, vram, out = (g0.alloc(4096, "gtt", name="src"), g0.alloc(4096, "vram", cpu_access=False, name="v0"),
+                          g1.alloc(4096, "gtt", name="out"))
+        a, b = system.semaphore("a"), system.semaphore("b")
+        src.write(np.arange(4096, dtype=np.uint8))
+        q0.copy(vram, src, 4096).signal(a, 1).submit()
+        q1.wait(a, 1).copy(out, vram.va, 4096).signal(b, 1).submit()
+        with pytest.raises(GpuFault, match="VM fault"):
+            b.wait(1, timeout=5)
+    res = replay(path, "--emulate-recorded", "--concurrent", "3", "--timeout", "5", "--json")
+    assert res.returncode == EXIT_HANG, res.stdout + res.stderr
+    hangs = [i["hang"].split("; the recording's")[0] for i in json.loads(res.stdout)["loops"][0]]
+    ids = [set(re.findall(r"\(id (\d+)\)", h)) for h in hangs]
+    assert all(ids) and sum(map(len, ids)) == len(set().union(*ids)), hangs  # no queue named twice
+    for h in hangs:
+        va = re.search(r"VM fault at address (0x[0-9a-f]+)", h)[1]
+        assert f"src={va}" in h or "in none of this instance's buffers" in h, h
+    assert any("in none" not in h for h in hangs), hangs
+
+
 def test_a_dispatch_running_after_its_code_object_was_freed_replays_as_the_same_fault(tmp_path):
     """Campaign 87: a dispatch waits on a semaphore the CPU signals after freeing the kernel's code object, so
     the GPU reads the freed object and faults. The replay kept the object loaded for every loop to share, ran
