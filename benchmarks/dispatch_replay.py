@@ -20,6 +20,10 @@ recorded once on each queue kind. Then, for each trace:
      printed beside it, and so is the thread CPU less what timing each call costs itself (an empty interval
      timed the same way, in the same run: a thread_time call is a system call, about 1 µs, against the few µs
      of a cached dispatch). Target: >= 200k dispatches/s with cached translation (the loops after the first).
+   - the same loops with kernel execution excluded, as the target is put: the emulated shader's `run_dispatch`
+     is replaced, in this benchmark only, by one that runs nothing (so the dispatches complete at once, with
+     nothing written), and the replay does not verify (its checkpoints would differ). Everything else runs as in
+     a replay: the doorbells, the packet processor, the completion signals and the CPU's waits.
 2. The whole `replay TRACE --emulate-recorded` CPU against the plain workload's (no capture), each its own
    process, alternately (user + system of the child, after one unmeasured run of each), as
    benchmarks/replay_cpu.py does, with the paired ratios (no target is set for dispatch traces).
@@ -28,15 +32,18 @@ recorded once on each queue kind. Then, for each trace:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 
 from timing import paired_cpu
 
+from kfdtrace.driver.emulator.shader import interpreter
 from kfdtrace.replay.engine import Instance, Options, _Surveyor, device_map, handled, survey
 from kfdtrace.replay.session import open_target
 from kfdtrace.replay.translate import Translator
@@ -46,6 +53,7 @@ from kfdtrace.traces.format import TraceReader
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOAD = os.path.join(HERE, "..", "examples", "many_dispatches.py")
 TARGET = 200_000  # dispatches per second translated, with cached translation
+_RUN_DISPATCH = interpreter.run_dispatch
 
 
 class RingTimer:
@@ -94,10 +102,13 @@ def dispatches_of(trace: TraceReader) -> int:
     return sum(((trace.summary or {}).get("kernels") or {}).values())
 
 
-def translation(path: str, timer: RingTimer, loops: int) -> dict[str, float]:
+def translation(path: str, timer: RingTimer, loops: int, run_kernels: bool = True) -> dict[str, float]:
     """One replay of the trace in `loops` loops in a fresh system: seconds of its survey, of reading the survey's
     records alone, and of the first loop and of each later one (on average): whole, its translation's wall and
-    CPU."""
+    CPU. Without `run_kernels`, no kernel runs and nothing is verified."""
+    if not run_kernels:
+        with patched(interpreter, "run_dispatch", lambda *args: None):
+            return translation(path, timer, loops)
     with TraceReader(path) as trace:
         t0 = time.perf_counter()
         for _ in R.checked(trace.records(handled(_Surveyor))):
@@ -105,7 +116,7 @@ def translation(path: str, timer: RingTimer, loops: int) -> dict[str, float]:
         reading = time.perf_counter() - t0
     with TraceReader(path) as trace, open_target(trace, None, None, True) as system:
         devices = device_map(trace, system, None)
-        options = Options()
+        options = Options(verify=interpreter.run_dispatch is _RUN_DISPATCH)
         t0 = time.perf_counter()
         s = survey(trace, devices, options.code_objects)
         surveyed = time.perf_counter() - t0
@@ -136,8 +147,20 @@ def translation(path: str, timer: RingTimer, loops: int) -> dict[str, float]:
     return out
 
 
-def translation_rows(name: str, n: int, runs: list[dict[str, float]]) -> list[tuple[str, str, str, str]]:
-    """The table's rows for the translation runs of one trace of `n` dispatches."""
+@contextlib.contextmanager
+def patched(owner: object, name: str, value: object) -> Iterator[None]:
+    saved = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, saved)
+
+
+def translation_rows(name: str, n: int, runs: list[dict[str, float]],
+                     kernels: bool = True) -> list[tuple[str, str, str, str]]:
+    """The table's rows for the translation runs of one trace of `n` dispatches (`kernels`: they were run; if
+    not, the later loops' rows alone)."""
     per = {k: [run[k] for run in runs] for k in runs[0]}
     rate = {k: [n / v for v in values] for k, values in per.items()}
 
@@ -150,6 +173,11 @@ def translation_rows(name: str, n: int, runs: list[dict[str, float]]) -> list[tu
     def share(key: str, of: str) -> str:
         return f"{statistics.median(per[key]) / statistics.median(per[of]):.0%} of the {of.split('_')[-1]}'s time"
 
+    if not kernels:
+        return [(name, "later loops (cached), no kernel run: translation, thread CPU", rates("later_ring_cpu"),
+                 goal("later_ring_cpu")),
+                (name, "  the same less the timer's own cost", rates("later_ring_net"), goal("later_ring_net")),
+                (name, "  translation, wall", rates("later_ring_wall"), share("later_ring_wall", "later_run"))]
     rows = [(name, "survey (translate + check, nothing run)", rates("survey"), goal("survey")),
             (name, "  the survey's record reading alone", rates("reading"), share("reading", "survey"))]
     for key, what in (("first", "first loop"), ("later", "later loops (cached)")):
@@ -192,6 +220,8 @@ def main() -> None:
             runs = [translation(trace, timer, args.loops) for _ in range(args.runs)]
             name = f"{queue} {n} dispatches"
             rows += translation_rows(name, n, runs)
+            idle = [translation(trace, timer, args.loops, run_kernels=False) for _ in range(args.runs)]
+            rows += translation_rows(name, n, idle, kernels=False)
             # 2. whole replay against the plain workload, each its own process
             replay = [sys.executable, "-m", "kfdtrace.replay.cli", trace, "--emulate-recorded"]
             plain, replayed = paired_cpu(workload, replay, env, args.runs)
