@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -530,6 +531,73 @@ def test_gfx12_scalar_half_operations_compute_what_numpy_does(tmp_path):
         packed = np.array([vx, vy], h16).view(np.uint32)[0]
         got = ran("gfx1201", code, "uniform_half", 14, np.float32(x), h16(y), h16(z), packed).view(np.float32)
         assert got.tolist() == np.array(want, np.float32).tolist(), (x, y, z, v)
+
+
+def llvm_trig_preop(tmp_path, cases: list[tuple[str, int]]) -> list[int]:
+    """What LLVM 19 folds __builtin_amdgcn_trig_preop(x, segment) to for each case (x as OpenCL C): the bits."""
+    src = tmp_path / "fold.cl"
+    src.write_text("__kernel void fold(__global double *out) {\n" + "".join(
+        f"  out[{i}] = __builtin_amdgcn_trig_preop({x}, {s});\n" for i, (x, s) in enumerate(cases)) + "}\n")
+    ir = subprocess.run(["clang-19", "-x", "cl", "-target", "amdgcn-amd-amdhsa", "-mcpu=gfx942", "-nogpulib", "-O2",
+                         "-S", "-emit-llvm", str(src), "-o", "-"], check=True, capture_output=True, text=True).stdout
+    stores = re.findall(r"store double (\S+),", ir)
+    assert len(stores) == len(cases) and "trig.preop" not in ir, ir  # every call folded
+    return [int(v, 16) if v.startswith("0x") else struct.unpack("<Q", struct.pack("<d", float(v)))[0]
+            for v in stores]
+
+
+TRIG_X = ["1.0", "-0.5", "0x1.921fb54442d18p+1", "0x1p60", "-0x1p77", "0x1p100", "0x1.5p500", "0x1p944", "0x1p945",
+          "0x1.8p1023", "0x1.fffffffffffffp1023", "1e-300", "0x1p-1074", "0.0", "-0.0", "__builtin_inf()",
+          "-__builtin_inf()", '__builtin_nan("0x5")', '-__builtin_nans("0x9")']
+TRIG_SEGMENTS = [0, 1, 2, 3, 5, 10, 20, 31, 32, 33, -1]
+
+
+def test_trig_preop_gives_what_llvm_folds_it_to(tmp_path):
+    """Campaign 121 found v_trig_preop_f64 refused (ROCm's sin and cos of large doubles take it). The emulator's
+    53-bit segments of 2/pi, their scaling (+128 for the largest exponents) and its NaN are held to LLVM 19's
+    constant folding, bit for bit; where LLVM's 0 and the ISA pseudocode's 1201-bit 2/pi differ it refuses."""
+    cases = [(x, s) for x in TRIG_X for s in TRIG_SEGMENTS]
+    fn, refused = VALU["v_trig_preop_f64"].fn, 0
+    for (x, s), want in zip(cases, llvm_trig_preop(tmp_path, cases), strict=True):
+        value = np.array([want], np.uint64).view(np.float64) if "nan" in x else \
+            np.array([float.fromhex(x) if "0x" in x else float(x.replace("__builtin_inf()", "inf"))])
+        exponent = int(value.view(np.uint64)[0]) >> 52 & 0x7FF
+        beyond = exponent >= 1968 and (s & 31) * 53 + exponent - 1077 >= 1120 and "nan" not in x
+        if beyond:
+            with pytest.raises(Unsupported, match="bits 1120 and on of 2/pi"):
+                fn(value, np.array([s], np.int64).astype(np.uint32))
+            assert want == 0, (x, s)  # LLVM's; the pseudocode's 2/pi has 1201 bits
+            refused += 1
+            continue
+        got = fn(value, np.array([s], np.int64).astype(np.uint32))
+        assert int(got.view(np.uint64)[0]) == want, (x, s, hex(want), got)
+    assert refused == 29, refused  # 0x1p945 from segment 5, the four largest from segment 3
+
+
+TRIG_PREOP = r"""
+__kernel void trig(__global double *out, __global const double *x, __global const int *segment) {
+  uint i = __builtin_amdgcn_workitem_id_x();
+  out[i] = __builtin_amdgcn_trig_preop(x[i], segment[i]);
+}"""
+
+
+@pytest.mark.parametrize("target", FAMILIES)
+def test_trig_preop_in_a_kernel_gives_what_llvm_folds_it_to(tmp_path, target, caplog):
+    """v_trig_preop_f64 as clang emits it for a kernel's values, on every family, against LLVM's folding; and a
+    lane past the bits the emulator takes stops the dispatch as not emulated, naming why."""
+    cases = [(x, s) for x in TRIG_X if "nan" not in x and "inf" not in x for s in TRIG_SEGMENTS if
+             not (x.endswith("p1023") and s & 31 >= 3 or x == "0x1p945" and s & 31 >= 5)][:64]
+    want = llvm_trig_preop(tmp_path, cases)
+    x = np.array([float.fromhex(x) if "0x" in x else float(x) for x, _ in cases], np.float64)
+    code = built(tmp_path, TRIG_PREOP, target)
+    listing = subprocess.run(["llvm-objdump-19", "-d", code], check=True, capture_output=True, text=True).stdout
+    assert "v_trig_preop_f64" in listing
+    got = ran(target, code, "trig", 128, x, np.array([s for _, s in cases], np.int32)).view(np.uint64)
+    assert [hex(v) for v in got] == [hex(v) for v in want]
+    with caplog.at_level(logging.ERROR, "kfdtrace.emulator"), pytest.raises(GpuFault, match="stopped a queue"):
+        ran(target, code, "trig", 128, np.full(64, 2.0**1023), np.full(64, 31, np.int32))
+    assert "v_trig_preop_f64" in caplog.text and "bits 1120 and on of 2/pi" in caplog.text
+    assert [getattr(r, NOT_EMULATED, False) for r in caplog.records if "2/pi" in r.getMessage()] == [True]
 
 
 INDIRECT_CALLS = r"""

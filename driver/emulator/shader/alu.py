@@ -14,16 +14,22 @@ autogen/amd/*/str_pcode.py holds the RDNA3/RDNA4 text machine-readably), where c
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SALU", "TYPES", "VALU", "AluOp", "Type"]
+__all__ = ["SALU", "TYPES", "VALU", "AluOp", "Type", "Unsupported"]
 
 u8, u16, u32, u64 = np.uint8, np.uint16, np.uint32, np.uint64
 i16, i32, i64 = np.int16, np.int32, np.int64
 f16, f32, f64 = np.float16, np.float32, np.float64
+
+
+class Unsupported(Exception):
+    """An instruction the emulated GPU does not execute (its mnemonic, or an operand form), or values of its
+    operands it does not (raised while running it)."""
 
 
 @dataclass(frozen=True)
@@ -336,6 +342,44 @@ def fma(a, b, c, scale=0, dtype=None):
         return scaled.astype(dtype)
 
 
+# V_TRIG_PREOP_F64 (CDNA3/RDNA3/RDNA4 pseudocode): 53 bits of 2/pi, the first `shift` of its fraction skipped,
+# where shift = 53 * S1[4:0] + max(exponent(S0) - 1077, 0), as a double scaled to their place: 2**(-53 - shift),
+# 2**128 more when exponent(S0) >= 1968. Where the pseudocode is silent, LLVM 19's constant folding (the tests'
+# oracle) decides: a NaN S0 gives itself, quieted. Bits from 1120 on: LLVM gives 0 for them, the pseudocode's
+# 1201-bit 2/pi would not; no value but 0 is representable there unless exponent(S0) >= 1968, which is refused.
+TRIG_PREOP_SHIFTS = 1120
+
+
+@functools.cache
+def _two_over_pi_windows() -> np.ndarray:
+    """For each shift, the 53 bits of 2/pi's fraction after its first `shift` (as integers)."""
+    bits = TRIG_PREOP_SHIFTS + 53 + 64  # and guard bits
+
+    def atan_inv(x: int) -> int:  # atan(1/x) * 2**bits, by its series
+        total, term, n, sign = 0, (1 << bits) // x, 1, 1
+        while term:
+            total += sign * (term // n)
+            term, n, sign = term // (x * x), n + 2, -sign
+        return total
+
+    pi = 16 * atan_inv(5) - 4 * atan_inv(239)  # Machin's formula, pi * 2**bits within a few units
+    two_over_pi = (2 << (2 * bits)) // pi  # 2/pi * 2**bits
+    return np.array([(two_over_pi >> (bits - 53 - s)) & ((1 << 53) - 1) for s in range(TRIG_PREOP_SHIFTS)], u64)
+
+
+def _trig_preop(x, segment):
+    exponent = (np.asarray(x, f64).view(u64) >> u64(52) & u64(0x7FF)).astype(i64)
+    shift = (np.asarray(segment, u32) & u32(31)).astype(i64) * 53 + np.maximum(exponent - 1077, 0)
+    big = exponent >= 1968
+    if (big & (shift >= TRIG_PREOP_SHIFTS) & ~np.isnan(x)).any():
+        raise Unsupported(f"v_trig_preop_f64 of bits {TRIG_PREOP_SHIFTS} and on of 2/pi with an operand of exponent "
+                          f"1968 or more is not emulated: the sources differ on them")
+    windows = _two_over_pi_windows()
+    bits = np.where(shift < TRIG_PREOP_SHIFTS, windows[np.minimum(shift, TRIG_PREOP_SHIFTS - 1)], u64(0))
+    out = np.ldexp(bits.astype(f64), (-53 - shift + 128 * big).astype(i32))
+    return np.where(np.isnan(x), (np.asarray(x, f64).view(u64) | u64(1 << 51)).view(f64), out)
+
+
 def _fma64(a, b, c, scale=0):
     a, b, c, scale = np.broadcast_arrays(np.asarray(a, f64), np.asarray(b, f64), np.asarray(c, f64),
                                          np.asarray(scale, i64))
@@ -590,6 +634,7 @@ VALU: dict[str, AluOp] = {
     "v_fma_f64": V("f64 f64 f64", "f64", fma),
     "v_fmac_f64": V("f64 f64 f64", "f64", fma, acc=True),
     "v_ldexp_f64": V("f64 i32", "f64", lambda a, e: np.ldexp(a, np.clip(e, -5000, 5000))),
+    "v_trig_preop_f64": V("f64 u32", "f64", _trig_preop),
     "v_rcp_f64": V("f64", "f64", lambda a: 1.0 / a), "v_rsq_f64": V("f64", "f64", lambda a: 1.0 / np.sqrt(a)),
     "v_sqrt_f64": V("f64", "f64", np.sqrt),
     "v_rndne_f64": V("f64", "f64", np.rint), "v_trunc_f64": V("f64", "f64", np.trunc),

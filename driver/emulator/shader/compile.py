@@ -25,6 +25,7 @@ from kfdtrace.driver.emulator.shader.alu import (
     VALU,
     AluOp,
     Type,
+    Unsupported,
     fma,
     max_f,
     min_f,
@@ -56,10 +57,6 @@ _MASK_TEXT = frozenset(("vcc", "vcc_lo"))
 _SRC_INDEX = {"src0": 0, "src1": 1, "src2": 2, "vsrc1": 1, "sdwa_src0": 0, "sdwa_src1": 1,
               "src0x": 0, "vsrc1x": 1, "src0y": 0, "vsrc1y": 1}
 _OMOD = {0: None, 1: 2.0, 2: 4.0, 3: 0.5}
-
-
-class Unsupported(Exception):
-    """An instruction the emulated GPU does not execute (its mnemonic, or an operand form)."""
 
 
 @dataclass(frozen=True)

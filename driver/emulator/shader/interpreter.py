@@ -270,6 +270,8 @@ class Interpreter:
                 r = step.run(w)
             except OperandError as exc:
                 raise self._fault(step.ins, w.pc, str(exc)) from None
+            except Unsupported as exc:  # operand values the emulator does not take
+                raise InstructionNotEmulated(self._where(step.ins, w.pc, str(exc))) from None
             if r is None:
                 w.pc = step.next
             elif type(r) is int:  # a jump: where loops turn, so where a queue being destroyed is noticed
