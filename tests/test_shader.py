@@ -600,6 +600,74 @@ def test_trig_preop_in_a_kernel_gives_what_llvm_folds_it_to(tmp_path, target, ca
     assert [getattr(r, NOT_EMULATED, False) for r in caplog.records if "2/pi" in r.getMessage()] == [True]
 
 
+INTEGER_DOTS = r"""
+typedef short short2 __attribute__((ext_vector_type(2)));
+typedef unsigned short ushort2 __attribute__((ext_vector_type(2)));
+__kernel void dots(__global uint *o, __global const uint *a, __global const uint *b, __global const uint *c) {
+  uint i = __builtin_amdgcn_workitem_id_x(), x = a[i], y = b[i], z = c[i];
+  uint *out = o + 8 * i;
+  out[0] = __builtin_amdgcn_udot4(x, y, z, false);
+  out[1] = __builtin_amdgcn_udot8(x, y, z, false);
+#if defined(__gfx1100__) || defined(__gfx1201__)
+  out[2] = __builtin_amdgcn_sudot4(true, x, true, y, z, false);
+  out[3] = __builtin_amdgcn_sudot4(true, x, false, y, z, false);
+  out[4] = __builtin_amdgcn_sudot4(false, x, true, y, z, false);
+  out[5] = __builtin_amdgcn_sudot8(true, x, true, y, z, false);
+  out[6] = __builtin_amdgcn_sudot8(false, x, true, y, z, false);
+  out[7] = __builtin_amdgcn_sudot8(true, x, false, y, z, false);
+#else
+  out[2] = __builtin_amdgcn_sdot4(x, y, z, false);
+  out[3] = __builtin_amdgcn_sdot8(x, y, z, false);
+  out[4] = __builtin_amdgcn_sdot2(__builtin_astype(x, short2), __builtin_astype(y, short2), z, false);
+  out[5] = __builtin_amdgcn_udot2(__builtin_astype(x, ushort2), __builtin_astype(y, ushort2), z, false);
+  out[6] = __builtin_amdgcn_sdot4(y, x, z + 1u, false);
+  out[7] = __builtin_amdgcn_sdot8(y, z, x, false);
+#endif
+}"""
+
+
+DOTS_CDNA = {"v_dot4_u32_u8", "v_dot8_u32_u4", "v_dot2_u32_u16", "v_dot2c_i32_i16", "v_dot4c_i32_i8", "v_dot8c_i32_i4"}
+DOTS_RDNA2 = {"v_dot4_u32_u8", "v_dot8_u32_u4", "v_dot2_u32_u16", "v_dot2_i32_i16", "v_dot4c_i32_i8", "v_dot8_i32_i4"}
+DOTS_RDNA3 = {"v_dot4_u32_u8", "v_dot8_u32_u4", "v_dot4_i32_iu8", "v_dot8_i32_iu4"}
+
+
+def _fields(v: np.ndarray, bits: int, signed: bool) -> np.ndarray:
+    """Each u32 of `v` as its 32 / bits fields, lowest first, as Python-sized ints."""
+    out = np.stack([(v.astype(np.int64) >> k) & ((1 << bits) - 1) for k in range(0, 32, bits)], axis=1)
+    return np.where(out >= 1 << (bits - 1), out - (1 << bits), out) if signed else out
+
+
+def _dot_reference(x, y, z, bits: int, sx: bool, sy: bool) -> np.ndarray:
+    total = z.astype(np.int64) + (_fields(x, bits, sx) * _fields(y, bits, sy)).sum(axis=1)
+    return (total % (1 << 32)).astype(np.uint32)
+
+
+@pytest.mark.parametrize("target", FAMILIES)
+def test_integer_dot_products_sum_what_numpy_does(tmp_path, target):
+    """Quantised (int8, int4) inference kernels take the integer dot products: v_dot4_u32_u8 and kin were refused
+    but v_dot4c_i32_i8. Each is held to a numpy sum of products over every sign of its operands (gfx11+'s iu
+    forms by their neg_lo bits), wrapping in 32 bits, on values with every field at its extremes."""
+    rng = np.random.default_rng(7)
+    a, b, c = (rng.integers(0, 1 << 32, 64, dtype=np.uint64).astype(np.uint32) for _ in range(3))
+    a[:4], b[:4], c[:4] = [0x80808080, 0x7F7F7F7F, 0xFFFFFFFF, 0x88888888], [0x80808080, 0x80808080, 0xFFFFFFFF,
+                                                                            0x77777777], [0, 0x7FFFFFFF, 1, 0x80000000]
+    code = built(tmp_path, INTEGER_DOTS, target)
+    listing = subprocess.run(["llvm-objdump-19", "-d", code], check=True, capture_output=True, text=True).stdout
+    assert {m.removesuffix("_e32") for m in re.findall(r"\bv_dot\w+", listing)} == {
+        "gfx1100": DOTS_RDNA3, "gfx1201": DOTS_RDNA3, "gfx1030": DOTS_RDNA2}.get(target, DOTS_CDNA)
+    got = ran(target, code, "dots", 512, a, b, c).reshape(64, 8)
+    want = [_dot_reference(a, b, c, 8, False, False), _dot_reference(a, b, c, 4, False, False)]
+    if target in ("gfx1100", "gfx1201"):
+        want += [_dot_reference(a, b, c, 8, *signs) for signs in ((True, True), (True, False), (False, True))]
+        want += [_dot_reference(a, b, c, 4, *signs) for signs in ((True, True), (False, True), (True, False))]
+    else:
+        want += [_dot_reference(a, b, c, 8, True, True), _dot_reference(a, b, c, 4, True, True),
+                 _dot_reference(a, b, c, 16, True, True), _dot_reference(a, b, c, 16, False, False),
+                 _dot_reference(b, a, c + np.uint32(1), 8, True, True), _dot_reference(b, c, a, 4, True, True)]
+    for k, column in enumerate(want):
+        assert got[:, k].tolist() == column.tolist(), (target, k)
+
+
 INDIRECT_CALLS = r"""
 #pragma OPENCL EXTENSION __cl_clang_function_pointers : enable
 typedef uint (*fn_t)(uint);

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SALU", "TYPES", "VALU", "AluOp", "Type", "Unsupported"]
+__all__ = ["DOTS", "SALU", "TYPES", "VALU", "AluOp", "Type", "Unsupported", "dot"]
 
 u8, u16, u32, u64 = np.uint8, np.uint16, np.uint32, np.uint64
 i16, i32, i64 = np.int16, np.int32, np.int64
@@ -306,12 +306,27 @@ def _lerp(a, b, c):
     return out.astype(u32)
 
 
-def _dot4(a, b):
-    """The sum of the products of the signed bytes of a and b, in 32 bits."""
-    total = np.zeros(np.broadcast(a, b).shape, i32)
-    for x, y in zip(_parts(a, 8), _parts(b, 8), strict=True):
-        total = total + x.astype(np.int8).astype(i32) * y.astype(np.int8).astype(i32)
-    return total
+# Integer dot products (CDNA3/RDNA3 pseudocode V_DOT*): S2 (the *c forms: D) plus the products of the `bits`-wide
+# fields of S0 and S1, each signed as the name says; an iu form takes each source's from its NEG bit (NEG[0]: S0,
+# NEG[1]: S1). In 32 bits, wrapping (their clamp bit is not emulated).
+DOTS: dict[str, tuple[int, bool | None]] = {
+    "v_dot2_i32_i16": (16, True), "v_dot2_u32_u16": (16, False), "v_dot4_i32_i8": (8, True),
+    "v_dot4_u32_u8": (8, False), "v_dot8_i32_i4": (4, True), "v_dot8_u32_u4": (4, False),
+    "v_dot4_i32_iu8": (8, None), "v_dot8_i32_iu4": (4, None)}
+
+
+def dot(a, b, c, bits: int, signed_a: bool, signed_b: bool):
+    """c plus the sum of the products of the `bits`-wide fields of u32 a and b (signed as told), as u32."""
+    total = np.asarray(c).astype(i64)
+    top = i64(1 << bits)
+    for x, y in zip(_parts(a, bits), _parts(b, bits), strict=True):
+        x, y = x.astype(i64), y.astype(i64)
+        if signed_a:
+            x = np.where(x >= top // 2, x - top, x)
+        if signed_b:
+            y = np.where(y >= top // 2, y - top, y)
+        total = total + x * y
+    return (total & i64(0xFFFFFFFF)).astype(u32)
 
 
 def fma(a, b, c, scale=0, dtype=None):
@@ -498,7 +513,9 @@ VALU: dict[str, AluOp] = {
     "v_msad_u8": V("u32 u32 u32", "u32", lambda a, b, c: _sad(a, b, 8, masked=True) + c),
     "v_lerp_u8": V("u32 u32 u32", "u32", lambda a, b, c: _lerp(a, b, c)),
     # the signed byte dot product added to D (gfx9/gfx10's VOP2 form of __builtin_amdgcn_sdot4)
-    "v_dot4c_i32_i8": V("u32 u32 i32", "i32", lambda a, b, c: c + _dot4(a, b), acc=True),
+    **{f"v_dot{32 // bits}c_i32_i{bits}": V("u32 u32 u32", "u32", lambda a, b, c, bits=bits: dot(a, b, c, bits, True,
+                                                                                                True), acc=True)
+       for bits in (16, 8, 4)},
     "v_mad_u16": V("u16 u16 u16", "u16", lambda a, b, c: a * b + c),
     "v_mad_legacy_u16": V("u16 u16 u16", "u16", lambda a, b, c: a * b + c),
     "v_mad_u64_u32": V("u32 u32 u64", "u64", _mad_u64_u32, mask_out=True),

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from kfdtrace.driver.emulator.shader.alu import (
+    DOTS,
     SALU,
     TYPES,
     VALU,
     AluOp,
     Type,
     Unsupported,
+    dot,
     fma,
     max_f,
     min_f,
@@ -83,7 +85,8 @@ def compile_instruction(ins: Instruction, pc: int, regs: Regs, memory) -> Step:
         elif (ins.encoding in _VALU_ENCODINGS or name in _ACC_MOVES) and name in VALU:
             run = _single(_valu(ins, VALU[name], regs, ins.operands))
         elif ins.encoding == "VOP3P":
-            run = _mix(ins, name, regs) if name in _MIX else _packed(ins, name, regs)
+            run = _mix(ins, name, regs) if name in _MIX else _dot(ins, name, regs) if name in DOTS else \
+                _packed(ins, name, regs)
         elif ins.encoding in _SALU_ENCODINGS and name in SALU:
             run = _salu(ins, SALU[name], regs)
         elif ins.encoding == "VOP3" and name in SALU:  # gfx12's v_s_*: a uniform value into an SGPR
@@ -424,6 +427,26 @@ def _packed(ins: Instruction, name: str, regs: Regs) -> Run | None:
         lo_bits = np.asarray(lo, ty.dtype).view(hdt).astype(udt)
         hi_bits = np.asarray(hi, ty.dtype).view(hdt).astype(udt)
         write(w, lo_bits | hi_bits << udt(half_bits))
+    return run
+
+
+def _dot(ins: Instruction, name: str, regs: Regs) -> Run:
+    """A VOP3P integer dot product (alu.DOTS): no modifier but an iu form's NEG bits, which say the signs."""
+    f = ins.fields
+    bits, signed = DOTS[name]
+    neg = f["neg"]
+    signs = (bool(neg & 1), bool(neg & 2)) if signed is None else (signed, signed)
+    if signed is None:
+        neg &= ~3
+    if neg or f["neg_hi"] or f["opsel"] or f["opsel_hi"] != 7 or f.get("clamp"):
+        raise Unsupported(f"{ins.mnemonic}: modifiers other than an iu form's neg_lo are not emulated")
+    u32 = TYPES["u32"]
+    a, b, c = (regs.source(f[it[1]] + (256 if it[3] == "vgpr" else 0), u32, True, ins.literal)
+               for it in ins.operands if it[0] == "r" and it[1] != "vdst")
+    write = regs.vector_writer(f["vdst"], u32)
+
+    def run(w: Waves) -> None:
+        write(w, dot(a(w), b(w), c(w), bits, *signs))
     return run
 
 
