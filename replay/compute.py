@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from kfdtrace.driver.aql import AQL, PACKET_SIZE, AmdSignal, FenceScope, SignalCondition, signed64
 from kfdtrace.driver.code_object_errors import BadCodeObject, CodeObjectError
+from kfdtrace.driver.code_object_metadata import ADDRESS_HIDDEN
 from kfdtrace.driver.packets import Dialect, Packet, PacketError
 from kfdtrace.driver.pm4 import Cache, DataSel, IntSel, Pm4Dialect, WaitFunc
 from kfdtrace.driver.sdma import AtomicOp
@@ -429,20 +430,30 @@ class DispatchAccess:
         if d is None:
             return None
         data = reader.kernargs(d, where)
-        args = [a for a in pointers(d.kernel.kernel.metadata, data) if a.value]
-        writes = [a.value for a in args if not a.arg.read_only]
+        meta = d.kernel.kernel.metadata
+        args = [a for a in pointers(meta, data) if a.value]
+        hidden = [word(data, a.offset) for a in meta.args if a.value_kind in ADDRESS_HIDDEN and a.size == 8]
+        writes = [a.value for a in args if not a.arg.read_only] + [v for v in hidden if v]
         return Access((d.kernargs, data) if d.kernargs else None,
-                      [d.kernargs] * bool(d.kernargs) + [a.value for a in args], writes)
+                      [d.kernargs] * bool(d.kernargs) + [a.value for a in args], writes,
+                      [v for v in (word(data, at) for at in meta.by_value_words) if v])
+
+
+def word(data: bytes, at: int) -> int:
+    """The 8-byte word at `at` of kernel arguments `data` (0 past their end)."""
+    return int.from_bytes(data[at:at + 8], "little") if at + 8 <= len(data) else 0
 
 
 class Access(NamedTuple):
     """What a dispatch reads and may write: its kernel arguments (address and bytes), the addresses it reads (the
-    kernel arguments' and those its pointer arguments hold), and those it may write (the pointers not const or
-    read-only)."""
+    kernel arguments' and those its pointer arguments hold), those it may write (the pointers not const or
+    read-only, and the hidden arguments holding an address), and the 8-byte words of its by-value arguments (a
+    struct may hold pointers: where they land in a buffer, the kernel may write it)."""
 
     kernargs: tuple[int, bytes] | None
     reads: list[int]
     writes: list[int]
+    values: list[int] = []
 
 
 class AqlOnPm4:

@@ -356,6 +356,59 @@ def test_a_range_whose_dispatch_has_its_kernel_arguments_in_a_buffer_made_in_the
     assert report.status == EXIT_OK and report.results[0].submissions == last + 1, report.lines()
 
 
+POINTER_STORES = r"""
+__kernel void through_table(__global const ulong *table, uint base) {
+  uint i = __builtin_amdgcn_workitem_id_x();
+  ((__global uint *)table[0])[i] = base + i;
+}
+__kernel void through_value(ulong addr, uint base) {
+  uint i = __builtin_amdgcn_workitem_id_x();
+  ((__global uint *)addr)[i] = base + i;
+}
+__kernel void table_of(__global ulong *table, __global const uint *to) {
+  table[0] = (ulong)to;
+}
+__kernel void affine(__global uint *dst, __global const uint *src) {
+  uint i = __builtin_amdgcn_workitem_id_x();
+  dst[i] = src[i] * 2 + 1;
+}"""
+
+
+@pytest.mark.parametrize("how", ["table", "value", "gpu table"])
+def test_a_range_reading_what_a_kernel_wrote_through_an_address_it_was_not_given_as_a_pointer_is_refused(tmp_path,
+                                                                                                        how):
+    """Campaign 122: a kernel wrote Z through the address it read from a table (or got as a plain ulong), and the
+    next reads Z: trim took Z as the CPU last wrote it, and the trimmed range replayed DIVERGED. Such a write
+    counts as capture counts it now, so the range is refused, and reconstructed it replays. A table a kernel
+    wrote (its contents unknown to the trace) may point anywhere: the buffers a later checkpoint hashes count."""
+    from .test_shader import built
+
+    code, path, out = built(tmp_path, POINTER_STORES, "gfx942"), str(tmp_path / "p.kfdtrace"), str(tmp_path / "t.kt")
+    with record(path), System.open(emulate="gfx942") as system:
+        gpu = system.devices[0]
+        program = gpu.load(code)
+        z, y, table = (gpu.alloc(256, "gtt", name=name) for name in ("Z", "Y", "T"))
+        z.write(np.full(64, 0xAAAA, np.uint32).tobytes())
+        table.write(np.array([z.va if how == "table" else 0], np.uint64).tobytes())
+        q = gpu.compute_queue(name="q")
+        if how == "gpu table":  # Z given as a const pointer: not a buffer that dispatch writes
+            q.dispatch(program.kernel("table_of"), (1,), (1,), table, z).submit()
+        store = (program.kernel("through_value"), np.uint64(z.va)) if how == "value" else \
+            (program.kernel("through_table"), table)
+        q.dispatch(store[0], (64,), (64,), store[1], np.uint32(500)).submit()
+        q.dispatch(program.kernel("affine"), (64,), (64,), y, z).submit()
+        q.sync(timeout=60)
+        assert np.frombuffer(y.read(), np.uint32).tolist() == [(500 + i) * 2 + 1 for i in range(64)]
+    first = 2 if how == "gpu table" else 1
+    unknown = rf"reads Z at 0x[0-9a-f]+, whose contents at the range's start are unknown \(submission {first - 1}"
+    with TraceReader(path) as r, pytest.raises(TrimRefused, match=unknown):
+        trim(r, out, first, r.submissions - 1)
+    res = CliRunner().invoke(kfdtrace_cli, ["trim", path, "-s", f"{first}..", "-o", out, "--reconstruct"])
+    assert res.exit_code == 0, res.output
+    report = replay_trace(out, Options(timeout=30), emulate_recorded=True)
+    assert report.status == EXIT_OK and report.results[0].checkpoints, report.lines()
+
+
 def gated_pipeline(path: str, rounds: int = 2) -> None:
     """Two AQL queues: the producer waits at a BARRIER_VALUE for a gate the CPU opens only after both queues'
     submissions of the round are made, then adds a and b into c (decrementing `done_a`); the consumer's

@@ -17,6 +17,7 @@ from kfdtrace.traces import records as R
 from kfdtrace.traces.format import Record, TraceError, TraceReader
 from kfdtrace.traces.walk import BufferInfo, Submission, TraceState, indirect_dialect
 
+POINTER_SCAN = 1 << 20  # bytes of a buffer a dispatch takes looked at for addresses (capture's POINTER_SCAN)
 SEMAPHORES = "semaphores"  # the role of the driver's semaphore buffers (driver/system.py)
 SIGNAL = "signal"  # the role of an AQL signal's buffer, an amd_signal_t (driver/aql_queue.py HsaSignal)
 # the role of the KFD event page (driver/system.py): its slots are events' mailboxes, which GPUs write before an
@@ -71,12 +72,17 @@ class Contents:
 class KnownMemory:
     """Follows `state` (call `apply` after `state.apply` of each record) to know each live buffer's contents."""
 
-    def __init__(self, state: TraceState, chunk: int | None, blob: Callable[[bytes], bytes] | None = None):
+    def __init__(self, state: TraceState, chunk: int | None, blob: Callable[[bytes], bytes] | None = None,
+                 trace: TraceReader | None = None):
         """`blob` (a trace's blob lookup), when given, lets it follow dispatches too: what each kernel may write,
-        from its code object and its recorded kernel arguments."""
-        self.state, self.chunk, self.blob = state, chunk, blob
+        from its code object and its recorded kernel arguments; `trace`, the trace, whose later checkpoints tell
+        which buffers a kernel may have written through addresses the GPU wrote."""
+        self.state, self.chunk, self.blob, self.trace = state, chunk, blob, trace
         self.contents: dict[int, Contents] = {}  # buffer va -> what it holds
         self.dispatches = DispatchAccess(self.read) if blob is not None else None
+        self.n = 0  # the record reached
+        self._last_hashed: dict[int, int] | None = None  # buffer va -> the last checkpoint record hashing it
+        self._unique: dict[tuple[bytes, int, int], object] = {}  # (blob key, skip, size) -> its distinct words
 
     def at(self, addr: int) -> tuple[BufferInfo, Contents] | None:
         """The live buffer holding `addr` and what is known of it."""
@@ -85,6 +91,7 @@ class KnownMemory:
 
     def apply(self, r: Record, sub: Submission | None) -> None:
         f = r.fields
+        self.n = r.n
         if r.type == R.ALLOC:
             self.contents[f["va"]] = Contents()
         elif r.type == R.FREE:
@@ -159,11 +166,75 @@ class KnownMemory:
                 if is_data(self.state.buffer_at(va)):
                     contents.unknown = access
             return
-        why = f"submission {sub.number} on {sub.queue.label if sub.queue else 'an unknown queue'} wrote it"
-        for addr, size in p.written_ranges() + [(a, None) for a in (access.writes if access else [])]:
+        on = f"submission {sub.number} on {sub.queue.label if sub.queue else 'an unknown queue'}"
+        why = f"{on} wrote it"
+        beyond = self._reached(access) if access else []
+        if isinstance(beyond, str):  # (a later checkpoint hashing a buffer is the recording's word the GPU wrote it)
+            later = self._hashed_later()
+            why_later = (f"{on} ran a dispatch that takes {beyond}, whose contents the trace does not hold: it may "
+                         f"have written this buffer through an address held there (a later checkpoint says the GPU "
+                         f"wrote it)")
+            for va, contents in self.contents.items():
+                if (later is None or va in later) and is_data(self.state.buffer_at(va)):
+                    contents.unknown = why_later
+            beyond = []
+        for addr, size in p.written_ranges() + [(a, None) for a in (access.writes if access else [])] + beyond:
             for buf in self.state.buffers_over(addr, size):  # (a copy may run on into the next buffer)
                 if buf.va in self.contents and is_data(buf):
                     self.contents[buf.va].unknown = why
+
+    def _reached(self, access: Access) -> list[tuple[int, None]] | str:
+        """Where a dispatch may write beyond its pointer arguments, as capture counts it (capture/recorder.py
+        _taken_done; campaign 122: a trim restored what a kernel had written through an address it read from
+        memory): the buffers its by-value words point into, and those whose addresses the buffers it takes hold
+        (8-byte aligned, in their first POINTER_SCAN bytes; bytes never written hold none the program put there).
+        The name of a buffer it takes that the GPU wrote since its contents were last known, when there is one."""
+        import numpy as np  # (dispatches ran: a trace of kernels)
+
+        by_va = self.state.by_va
+        landed = [hit[0] for v in access.values if (hit := by_va.pointee(v)) is not None]
+        out: list[tuple[int, None]] = [(va, None) for va in landed]
+        spans = [(start, start + size) for start, size, _ in by_va]
+        lo, hi = (spans[0][0], spans[-1][1]) if spans else (0, 0)
+        for addr in dict.fromkeys([*access.reads[1 if access.kernargs else 0:], *landed]):
+            hit = by_va.pointee(addr)
+            contents = self.contents.get(hit[0]) if hit is not None else None
+            if contents is None:
+                continue
+            name = hit[2].name or f"the buffer at {hit[0]:#x}"
+            if contents.unknown:
+                return name
+            for at, (size, key) in contents.chunks.items():
+                words = self._words(key, -at % 8, min(size, hit[0] + POINTER_SCAN - at))
+                if words is None:
+                    return name
+                held = words[(words >= np.uint64(lo)) & (words < np.uint64(hi))]
+                out += [(pointee[0], None) for w in held.tolist() if (pointee := by_va.pointee(w)) is not None]
+        return out
+
+    def _words(self, key: bytes, skip: int, size: int):
+        """The distinct 8-byte words of blob `key` from byte `skip` to `size` (None: the blob is not there)."""
+        import numpy as np
+
+        found = self._unique.get((key, skip, size))
+        if found is None:
+            try:
+                data = self.blob(key)[skip:max(skip, size)]
+            except TraceError:
+                return None
+            found = self._unique[(key, skip, size)] = np.unique(np.frombuffer(data[:len(data) // 8 * 8], np.uint64))
+        return found
+
+    def _hashed_later(self) -> set[int] | None:
+        """The buffer addresses a checkpoint after the record reached hashes (None: every one, the trace unknown)."""
+        if self.trace is None:
+            return None
+        if self._last_hashed is None:
+            self._last_hashed = {}
+            for r in R.checked(self.trace.records({R.CHECKPOINT})):
+                for entry in r.fields["buffers"]:
+                    self._last_hashed[entry["va"]] = r.n
+        return {va for va, n in self._last_hashed.items() if n > self.n}
 
 
 def chunk_size(trace: TraceReader) -> int | None:

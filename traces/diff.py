@@ -304,7 +304,7 @@ class Side:
         self.contents: dict[tuple[bytes, int, tuple[int, ...]], tuple[Any, list[str], tuple[int, ...]]] = {}
         self.clocks: dict[int, set[int]] = {}  # buffer va -> offsets of the GPU clocks packets wrote in it
         self.chunk = chunk_size(reader) or 0  # bytes of each checkpointed chunk
-        self.memory = KnownMemory(self.state, self.chunk, reader.blob)  # what the CPU wrote: indirect buffers
+        self.memory = KnownMemory(self.state, self.chunk, reader.blob, reader)  # what the CPU wrote: indirect buffers
         self.done = False
         self.handles: dict[int, str] = {}  # handle of a live buffer -> its place in its thread's allocation order
         self.queue_order: dict[int, int | tuple[str, int]] = {}  # live queue id -> its place in creation order

@@ -99,7 +99,7 @@ class Dumper:
         self._types = selection.types()
         self._chunk = chunk_size(trace)
         # with --buffers, what each buffer holds as the records go, for the inputs of each packet
-        self.memory = KnownMemory(self.state, self._chunk, trace.blob) if buffers is not None else None
+        self.memory = KnownMemory(self.state, self._chunk, trace.blob, trace) if buffers is not None else None
         if buffers is not None:
             os.makedirs(buffers, exist_ok=True)
 

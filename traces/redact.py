@@ -116,7 +116,7 @@ def _needed(trace: TraceReader) -> set[int]:
     arguments), or hashed by a checkpoint. A buffer made where one a packet read was freed is needed too: a packet
     queued before the free may read it (campaign 115)."""
     state, owner, needed = TraceState(trace.header), {}, set()  # owner: buffer va -> its alloc record number
-    memory = KnownMemory(state, chunk_size(trace), trace.blob)  # the kernel arguments dispatches are read from
+    memory = KnownMemory(state, chunk_size(trace), trace.blob, trace)  # the kernel arguments dispatches are read from
     freed_read: list[tuple[int, int]] = []  # [start, end) of each buffer freed after a packet read it
     for r in R.checked(trace.records()):
         if r.type == R.FREE and (b := state.buffers.get(r.fields["handle"])) is not None and \

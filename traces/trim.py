@@ -166,7 +166,7 @@ class _Prefix:
         if chunk is None:
             raise TraceError(f"{trace.path}: the header has no chunk size: it cannot be trimmed")
         self.state = TraceState(trace.header)
-        self.memory = KnownMemory(self.state, chunk, trace.blob)  # dispatches' writes followed too
+        self.memory = KnownMemory(self.state, chunk, trace.blob, trace)  # dispatches' writes followed too
         self.kept: dict[tuple[str, int], list[Record]] = {}  # (kind, id) -> its setup records
         self.threads: list[Record] = []
         self.words: dict[int, int] = {}  # semaphore dword address -> value last written
