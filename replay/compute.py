@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from kfdtrace.driver.aql import AQL, PACKET_SIZE, AmdSignal, FenceScope, SignalCondition, signed64
 from kfdtrace.driver.code_object_errors import BadCodeObject, CodeObjectError
-from kfdtrace.driver.code_object_metadata import ADDRESS_HIDDEN
+from kfdtrace.driver.code_object_metadata import ADDRESS_HIDDEN, KernelArg
 from kfdtrace.driver.packets import Dialect, Packet, PacketError
 from kfdtrace.driver.pm4 import Cache, DataSel, IntSel, Pm4Dialect, WaitFunc
 from kfdtrace.driver.sdma import AtomicOp
@@ -436,7 +436,8 @@ class DispatchAccess:
         writes = [a.value for a in args if not a.arg.read_only] + [v for v in hidden if v]
         return Access((d.kernargs, data) if d.kernargs else None,
                       [d.kernargs] * bool(d.kernargs) + [a.value for a in args], writes,
-                      [v for v in (word(data, at) for at in meta.by_value_words) if v])
+                      [v for v in (word(data, at) for at in meta.by_value_words) if v],
+                      tuple((a, data[a.offset:a.offset + a.size]) for a in meta.explicit_args))
 
 
 def word(data: bytes, at: int) -> int:
@@ -448,12 +449,13 @@ class Access(NamedTuple):
     """What a dispatch reads and may write: its kernel arguments (address and bytes), the addresses it reads (the
     kernel arguments' and those its pointer arguments hold), those it may write (the pointers not const or
     read-only, and the hidden arguments holding an address), and the 8-byte words of its by-value arguments (a
-    struct may hold pointers: where they land in a buffer, the kernel may write it)."""
+    struct may hold pointers: where they land in a buffer, the kernel may write it), and its explicit arguments."""
 
     kernargs: tuple[int, bytes] | None
     reads: list[int]
     writes: list[int]
     values: list[int] = []
+    arguments: tuple[tuple[KernelArg, bytes], ...] = ()  # each explicit argument with its bytes
 
 
 class AqlOnPm4:

@@ -313,6 +313,25 @@ def test_buffers_writes_each_dispatch_s_kernel_arguments_and_known_inputs(target
         assert kernargs.startswith(struct.pack("<QQQI", vas["a"], vas["b"], vas["c"], N))
 
 
+@pytest.mark.parametrize("target, aql", [("gfx1100", False), ("gfx942", True)])
+def test_a_dispatch_shows_its_kernel_s_arguments_by_name(target, aql, tmp_path):
+    """Campaign 122: dump named the kernel a dispatch runs but not its arguments. Each shows by its name in the
+    code object's metadata, a pointer with the buffer it points into, in text and in JSON."""
+    from tests.test_compute_capture import N, vector_add
+
+    path = str(tmp_path / "c.kfdtrace")
+    vas = vector_add(path, target, aql)
+    res = run("dump", path, "--kind", "packet")
+    assert res.exit_code == 0, res.output
+    runs = [line.split("[runs ", 1)[1] for line in res.output.splitlines() if "[runs " in line]
+    want = f"vector_add(a={vas['a']:#x} (a+0x0), b={vas['b']:#x} (b+0x0), c={vas['c']:#x} (c+0x0), n={N})]"
+    assert runs == [want] * 2, runs
+    dispatched = [p for e in json_lines(path, "--kind", "packet") for p in e["packets"] if "kernel" in p]
+    assert [p["arguments"] for p in dispatched] == [[
+        {"name": "a", "value": vas["a"], "where": "a+0x0"}, {"name": "b", "value": vas["b"], "where": "b+0x0"},
+        {"name": "c", "value": vas["c"], "where": "c+0x0"}, {"name": "n", "value": N}]] * 2
+
+
 def test_a_pm4_dispatch_s_code_and_argument_registers_are_annotated(tmp_path):
     """COMPUTE_PGM holds the kernel's entry point (as va >> 8, across two registers) and a pair of
     COMPUTE_USER_DATA registers the kernel arguments' address: each is named like any packet address."""

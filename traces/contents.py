@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from kfdtrace.driver.packets import MAX_IB_DEPTH, Packet, PacketError
 from kfdtrace.replay.compute import Access, DispatchAccess
@@ -39,6 +40,7 @@ def is_data(buf: BufferInfo | None) -> bool:
 class Contents:
     chunks: dict[int, tuple[int, bytes]] = field(default_factory=dict)  # va -> (size, blob key), in recorded order
     unknown: str | None = None  # "submission 12 on queue 1 (consumer) wrote it"
+    held: Any = None  # (span, the words its chunks hold within it) once a dispatch took it (KnownMemory._reached)
 
     def whole(self, buf: BufferInfo) -> list[bytes] | None:
         """The blob keys that make the whole buffer, in order, when its contents are known end to end."""
@@ -54,19 +56,38 @@ class Contents:
 
     def read(self, va: int, size: int, blob: Callable[[bytes], bytes]) -> bytes | None:
         """The `size` bytes at `va` when the writes recorded cover them all (the later write where two overlap);
-        `blob` gives a key's bytes."""
+        `blob` gives a key's bytes. The writes are looked at latest first, till they cover the bytes (a queue's
+        kernel-argument arena takes thousands)."""
         if self.unknown:
             return None
-        out, known = bytearray(size), bytearray(size)
-        for at, (n, key) in self.chunks.items():
-            lo, hi = max(at, va), min(at + n, va + size)
+        end, used, covered = va + size, [], []  # the writes that show, latest first; the ranges they cover
+        for at, (n, key) in reversed(self.chunks.items()):
+            lo, hi = max(at, va), min(at + n, end)
             if lo < hi:
-                data = blob(key)
-                if len(data) < hi - at:
-                    return None
-                out[lo - va:hi - va] = data[lo - at:hi - at]
-                known[lo - va:hi - va] = b"\1" * (hi - lo)
-        return bytes(out) if all(known) else None
+                used.append((at, key, lo, hi))
+                covered = _merged([*covered, (lo, hi)])
+                if covered == [(va, end)]:
+                    break
+        if covered != [(va, end)]:
+            return None
+        out = bytearray(size)
+        for at, key, lo, hi in reversed(used):  # the latest written last
+            data = blob(key)
+            if len(data) < hi - at:
+                return None
+            out[lo - va:hi - va] = data[lo - at:hi - at]
+        return bytes(out)
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """[lo, hi) ranges as the fewest that cover the same bytes, in order."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return out
 
 
 class KnownMemory:
@@ -82,7 +103,6 @@ class KnownMemory:
         self.dispatches = DispatchAccess(self.read) if blob is not None else None
         self.n = 0  # the record reached
         self._last_hashed: dict[int, int] | None = None  # buffer va -> the last checkpoint record hashing it
-        self._unique: dict[tuple[bytes, int, int], object] = {}  # (blob key, skip, size) -> its distinct words
 
     def at(self, addr: int) -> tuple[BufferInfo, Contents] | None:
         """The live buffer holding `addr` and what is known of it."""
@@ -101,6 +121,7 @@ class KnownMemory:
             if hit is not None:
                 hit[1].chunks.pop(f["va"], None)  # the latest write last
                 hit[1].chunks[f["va"]] = (f["size"], f["key"])
+                hit[1].held = None
         elif r.type == R.CHECKPOINT and self.chunk:
             self._checkpoint(f, self.chunk)
         elif r.type == R.CODE_OBJECT and self.dispatches is not None:
@@ -140,7 +161,7 @@ class KnownMemory:
                 continue
             hit[1].chunks = {entry["va"] + i * chunk: (min(chunk, entry["size"] - i * chunk), key)
                              for i, key in enumerate(entry["keys"])}
-            hit[1].unknown = None
+            hit[1].unknown, hit[1].held = None, None
 
     def _submitted(self, sub: Submission) -> None:
         if not self.understood(sub):  # packets not read may write anything
@@ -204,26 +225,29 @@ class KnownMemory:
             name = hit[2].name or f"the buffer at {hit[0]:#x}"
             if contents.unknown:
                 return name
-            for at, (size, key) in contents.chunks.items():
-                words = self._words(key, -at % 8, min(size, hit[0] + POINTER_SCAN - at))
+            if contents.held is None or contents.held[:2] != (lo, hi):  # (what the live buffers span may change)
+                words = self._held(hit[0], contents)
                 if words is None:
                     return name
-                held = words[(words >= np.uint64(lo)) & (words < np.uint64(hi))]
-                out += [(pointee[0], None) for w in held.tolist() if (pointee := by_va.pointee(w)) is not None]
+                contents.held = (lo, hi, words[(words >= np.uint64(lo)) & (words < np.uint64(hi))].tolist())
+            out += [(pointee[0], None) for w in contents.held[2] if (pointee := by_va.pointee(w)) is not None]
         return out
 
-    def _words(self, key: bytes, skip: int, size: int):
-        """The distinct 8-byte words of blob `key` from byte `skip` to `size` (None: the blob is not there)."""
+    def _held(self, va: int, contents: Contents):
+        """The distinct 8-byte aligned words of the first POINTER_SCAN bytes of the buffer at `va` the trace knows
+        (None: a blob it does not hold)."""
         import numpy as np
 
-        found = self._unique.get((key, skip, size))
-        if found is None:
-            try:
-                data = self.blob(key)[skip:max(skip, size)]
-            except TraceError:
-                return None
-            found = self._unique[(key, skip, size)] = np.unique(np.frombuffer(data[:len(data) // 8 * 8], np.uint64))
-        return found
+        parts = []
+        for at, (size, key) in contents.chunks.items():
+            n = min(size, va + POINTER_SCAN - at)
+            if n >= 8:
+                try:
+                    data = self.blob(key)[-at % 8:max(-at % 8, n)]
+                except TraceError:
+                    return None
+                parts.append(np.frombuffer(data[:len(data) // 8 * 8], np.uint64))
+        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
 
     def _hashed_later(self) -> set[int] | None:
         """The buffer addresses a checkpoint after the record reached hashes (None: every one, the trace unknown)."""

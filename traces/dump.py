@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ import msgspec
 
 from kfdtrace.driver.packets import Dialect, Packet, PacketDef
 from kfdtrace.driver.pm4 import Pm4Dialect
+from kfdtrace.replay.compute import Access
 from kfdtrace.traces import records as R
 from kfdtrace.traces.contents import KnownMemory, chunk_size, is_data
 from kfdtrace.traces.format import Record, TraceError, TraceReader
@@ -74,6 +76,9 @@ def parse_range(text: str) -> tuple[int, int]:
     return first, last
 
 
+FLOATS = {"float": struct.Struct("<f"), "double": struct.Struct("<d")}  # by-value arguments shown as numbers
+
+
 def _plain(value: Any, depth: int = 0) -> Any:
     """A record's field value as JSON can hold it: bytes as hex, map keys as strs; what is nested deeper than
     MAX_DEPTH (a hostile trace's) as a note saying so."""
@@ -98,8 +103,11 @@ class Dumper:
         self.written = 0  # bytes --buffers wrote
         self._types = selection.types()
         self._chunk = chunk_size(trace)
-        # with --buffers, what each buffer holds as the records go, for the inputs of each packet
-        self.memory = KnownMemory(self.state, self._chunk, trace.blob, trace) if buffers is not None else None
+        # what each buffer holds as the records go: with --buffers, for the inputs of each packet; in a trace of
+        # kernels, for the arguments of each dispatch
+        follow = buffers is not None or bool(trace.counts.get(R.CODE_OBJECT))
+        self.memory = KnownMemory(self.state, self._chunk, trace.blob, trace) if follow else None
+        self.arguments: dict[int, list[tuple[str, object, str | None]]] = {}  # the doorbell's dispatches' arguments
         if buffers is not None:
             os.makedirs(buffers, exist_ok=True)
 
@@ -152,7 +160,9 @@ class Dumper:
                         words = shown[key] = p.show(where)
                 line = f"    @{base + p.offset:#07x} {words}"
                 if launches and i in launches:
-                    line += f"  [runs {launches[i]}]"  # not an address's name
+                    args = ", ".join(f"{name}={_value(v)}" + (f" ({at})" if at else "")
+                                     for name, v, at in self.arguments.get(i, ()))
+                    line += f"  [runs {launches[i]}({args})]"  # not an address's name
                 if pm4:
                     line += "".join(f" ({what}={va:#_x} {where(va) or 'outside every buffer'})"
                                     for what, va, _ in register_pointers(q.dialect, p, find))
@@ -173,7 +183,9 @@ class Dumper:
                 and (self._types is None or r.type in self._types) \
                 and (sel.queue is None or r.type not in QUEUE_TYPES or r.fields.get("queue") == sel.queue)
             if self.memory is not None:
-                if chosen and sub is not None and self.memory.understood(sub):
+                if chosen and sub is not None and sub.launches:  # read before the submission's writes are noted
+                    self.arguments = self._arguments(sub)
+                if chosen and sub is not None and self.buffers_dir is not None and self.memory.understood(sub):
                     self._inputs(r.n, sub)
                 else:
                     self.memory.apply(r, sub)
@@ -249,6 +261,9 @@ class Dumper:
         e["packets"] = [self._packet(p, sub.base, sub.queue.dialect if sub.queue else None) for p in sub.packets]
         for i, name in sub.launches.items():
             e["packets"][i]["kernel"] = name
+            if i in self.arguments:
+                e["packets"][i]["arguments"] = [{"name": n, "value": v, **({"where": at} if at else {})}
+                                                for n, v, at in self.arguments[i]]
         if sub.error:
             e["error"] = sub.error
 
@@ -260,6 +275,31 @@ class Dumper:
             out["addresses"] = {k: {"addr": v, "where": self.state.where(v)} for k, v in held.items()}
         if p.payload:
             out["payload"] = p.payload.hex()
+        return out
+
+    def _arguments(self, sub: Submission) -> dict[int, list[tuple[str, object, str | None]]]:
+        """By packet index, the explicit arguments of each dispatch `sub` launches, as the trace knows them: (name,
+        value: an int, a float or the bytes as hex, the buffer a pointer points into). Every packet is read, in
+        order: a PM4 dispatch's kernel is the one the packets before it set up."""
+        assert self.memory is not None
+        found = {}
+        for i, p in enumerate(sub.packets):
+            access = self.memory.access(sub, p)
+            if i in sub.launches and access is not None and not isinstance(access, str):
+                found[i] = self._named(access)
+        return found
+
+    def _named(self, access: Access) -> list[tuple[str, object, str | None]]:
+        out: list[tuple[str, object, str | None]] = []
+        for arg, raw in access.arguments:
+            name, value = printable(arg.name) if arg.name else f"+{arg.offset:#x}", int.from_bytes(raw, "little")
+            if arg.value_kind == "global_buffer":
+                out.append((name, value, self.state.where(value) if value else None))
+            elif arg.type_name in FLOATS and len(raw) == FLOATS[arg.type_name].size:
+                out.append((name, FLOATS[arg.type_name].unpack(raw)[0], None))
+            else:  # an 8-byte one landing in a buffer is named too: an address passed as an integer, mostly
+                out.append((name, value if len(raw) <= 8 else raw.hex(),
+                            self.state.where(value) if len(raw) == 8 and value else None))
         return out
 
     # -- --buffers ---------------------------------------------------------------------------------
