@@ -470,7 +470,7 @@ def test_the_output_check_leaves_no_file_and_no_changed_one(tmp_path):
 def test_aql_signals_join_a_dispatch_to_the_barrier_and_cpu_wait_after_it(tmp_path):
     """Queue A's dispatch decrements a_done; queue B's BARRIER_AND waits for a_done at 0 and decrements b_done;
     the CPU waits for b_done at 0: an arrow from the dispatch to the barrier, one from the barrier to the CPU
-    wait, and the barrier ends after the dispatch."""
+    wait, and the barrier ends after the dispatch. The dispatch's slice is named by its kernel (campaign 122)."""
     import numpy as np
 
     from kfdtrace.capture import record
@@ -496,7 +496,7 @@ def test_aql_signals_join_a_dispatch_to_the_barrier_and_cpu_wait_after_it(tmp_pa
                      enclosing(doc, f)["name"], f["name"].split(" (")[0])
                     for f in of_phase(doc, "f") for s in [starts[f["id"]]])
     assert arrows == [
-        ("queue 0 (A) COMPUTE_AQL", "KERNEL_DISPATCH", "queue 1 (B) COMPUTE_AQL", "BARRIER_AND", "a_done"),
+        ("queue 0 (A) COMPUTE_AQL", "vector_add (KERNEL_DISPATCH)", "queue 1 (B) COMPUTE_AQL", "BARRIER_AND", "a_done"),
         ("queue 1 (B) COMPUTE_AQL", "BARRIER_AND", "MainThread (thread 0)",
          "wait signal b_done (signal b_done+0x8) EQ 0", "b_done")], arrows
     for f in of_phase(doc, "f"):

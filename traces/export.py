@@ -224,8 +224,9 @@ class Timeline:
         entry = self.dumper.entry(r, sub)
         self._grow(len(sub.packets) + 1, r)
         first = len(track.ops)
-        for p in entry["packets"]:
-            track.ops.append(Slice(track, p["name"], _args(p, ("name",)), doorbell=now))
+        for p in entry["packets"]:  # a dispatch by its kernel's name (campaign 122: all looked alike)
+            name = f"{p['kernel']} ({p['name']})" if "kernel" in p else p["name"]
+            track.ops.append(Slice(track, name, _args(p, ("name",)), doorbell=now))
         if not sub.packets:
             track.ops.append(Slice(track, None, {}, doorbell=now))
         args = _args(entry, ("record", "t", "tid", "packets", "ring", "queue_name"))
