@@ -222,9 +222,10 @@ def redact(trace: TraceReader, out: str, keep_data: bool = False) -> RedactRepor
         report.removed.append(f"the contents of {filled} CPU-written chunks nothing reads or checks (filled with "
                               f"{FILL.decode().strip()!r})")
         if kept:
-            report.kept.append(f"the contents of {kept} CPU-written chunks of buffers the GPU reads or a checkpoint "
-                               "verifies (the replay depends on them; a write the GPU overwrites or never reads after "
-                               "is kept with the rest of its buffer's)")
+            report.kept.append(f"the contents of {kept} CPU-written chunks of buffers the GPU may read or a "
+                               "checkpoint verifies (the replay depends on them; a write the GPU overwrites or never "
+                               "reads after is kept with the rest of its buffer's; once a trace runs a kernel, every "
+                               "live buffer counts: a kernel may read any buffer whose address it can find)")
     if debug[True]:
         report.removed.append(f"the debug information of {debug[True]} code objects (the build's paths and source "
                               f"file names; their code and metadata are kept, and their hashes change)")
