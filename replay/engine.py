@@ -58,6 +58,7 @@ from kfdtrace.replay.translate import (
     TranslationCache,
     Translator,
     Write,
+    carries_dispatch,
 )
 from kfdtrace.traces import records as R
 from kfdtrace.traces.contents import EVENT_PAGE, SIGNAL
@@ -1150,7 +1151,9 @@ class ReplayBuffer:
             return None
 
         def covers(w: tuple[str, bytes, int, Dialect]) -> bool:
-            return any(a <= addr and (n is None or addr < a + n) for a, n in w[3].decode(w[1], w[2]).written_ranges())
+            p = w[3].decode(w[1], w[2])  # a dispatch's kernel may write anywhere in the buffers it is given
+            return carries_dispatch(p.defn) or any(a <= addr and (n is None or addr < a + n)
+                                                   for a, n in p.written_ranges())
 
         where, ring, at, dialect = next((w for w in reversed(self.wrote) if covers(w)), self.wrote[-1])
         p = dialect.decode(ring, at)
@@ -1644,7 +1647,13 @@ class Instance:
         if program is None or d.kernel.name not in program.code.kernels:
             raise ReplayError(f"{where}: no code object for {rq.queue.device.target.name} holds {d.kernel.name}")
         kernel = program.kernel(d.kernel.name)
-        launch, args = relaunch(d, reader.kernargs(d, where), kernel, self.relocation.move_pointer, where)
+        from kfdtrace.driver.kernargs import pointers
+
+        data = reader.kernargs(d, where)
+        launch, args = relaunch(d, data, kernel, self.relocation.move_pointer, where)
+        if rq.translator is not None:  # what names the dispatch as the last writer of a buffer it diverges in
+            rq.translator.kernel_writes = tuple(a.value for a in pointers(d.kernel.kernel.metadata, data)
+                                                if a.value and not a.arg.read_only)
         in_place = self._in_place(rq, d, kernel, args)
         if in_place is not None:
             try:
@@ -1964,6 +1973,8 @@ class Instance:
                 wrote = rb.wrote
                 if not wrote or wrote[-1][2] != at or wrote[-1][1] is not ring:  # a packet writing twice: once
                     wrote.append((where, ring, at, src))
+                if volatile is None:  # a kernel's: where in the buffer is not known
+                    continue
                 if rb.gpu_from is None or addr < rb.gpu_from:
                     rb.gpu_from = addr
                 if volatile:  # GPU clocks differ on every run

@@ -55,8 +55,9 @@ DISPATCHED_BYTES = 32 << 20  # bytes of submissions launching kernels, and their
 DISPATCHED_ALTERNATIVES = 4
 IDENTITY = "identity"  # the relocation state of a replay whose buffers all sit at their recorded addresses
 # a recorded packet that makes the GPU write memory: (byte offset in its submission, recorded addresses it
-# writes, whether a packet of its kind writes a clock)
-Write = tuple[int, tuple[int, ...], bool]
+# writes, whether a packet of its kind writes a clock: None for a dispatch, the pointers its kernel may write
+# through, which name the packet that last wrote a buffer alone)
+Write = tuple[int, tuple[int, ...], bool | None]
 # a recorded packet with an event id: (its byte offset in the submission, its definition, the recorded id)
 EventMark = tuple[int, PacketDef, int]
 # a kept translation of a submission launching kernels: (the translated bytes, packets, writes)
@@ -274,6 +275,7 @@ class Translator:
         self.taken = 0  # submissions launching kernels taken from the cache (`ring`)
         self.calls: list[int] | None = None  # a list: the dwords of every indirect buffer called are added to it
         self.dispatch, self.memo = dispatch, memo
+        self.kernel_writes: tuple[int, ...] = ()  # set by `dispatch`: the pointers its kernel may write through
         self.xccs = xccs
         self._dispatching = frozenset(d for d in src if dispatch_all or carries_dispatch(d)) if dispatch \
             else frozenset()
@@ -500,6 +502,10 @@ class Translator:
                     writes.append((at, *wrote))
                 parts = self.packet(p, where)
                 out += parts
+                if self.kernel_writes:
+                    if writes is not None:
+                        writes.append((at, self.kernel_writes, None))
+                    self.kernel_writes = ()
                 if d.indirect and self.calls is not None:
                     self.calls.append(p.fields[d.indirect[1]])
                 plan = self._plans.get(d, _DROP)  # a dispatcher's packet has none

@@ -952,7 +952,9 @@ def test_addresses_a_kernel_wrote_that_a_copy_carries_to_a_checkpoint_are_a_relo
 
 def test_an_indirect_buffer_a_kernel_writes_before_it_runs_is_refused_saying_so(tmp_path):
     """Found by helper 44: a kernel copying a command buffer into place in the submission that calls it was
-    refused as 'unknown packet type=0x0': the replay translates the IB before the kernel has written it."""
+    refused as 'unknown packet type=0x0': the replay translates the IB before the kernel has written it. The
+    kernel's pointer to it counts as a write before the call (campaign 122), as a copy's destination does: so
+    stale packets the CPU had left there are refused too, not translated."""
     path = str(tmp_path / "built.kfdtrace")
     with record(path), System.open(emulate="gfx942") as system:
         gpu = system.devices[0]
@@ -969,8 +971,8 @@ def test_an_indirect_buffer_a_kernel_writes_before_it_runs_is_refused_saying_so(
         q.indirect(ib, len(packets))
         q.sync(timeout=60)
         assert (np.frombuffer(b.read(0, 16), np.uint32) == 7).all()
-    with pytest.raises(ReplayError, match=r"indirect buffer at 0x[0-9a-f]+: it holds no packets yet when the replay "
-                                          r"translates the submission .*: the GPU writes them"):
+    with pytest.raises(ReplayError, match=r"indirect buffer 0x[0-9a-f]+\+0x28 lies in ib, which the GPU writes "
+                                          r"before it runs .* a replay cannot translate packets the GPU builds"):
         replay_trace(path, Options(), emulate_recorded=True)
 
 
@@ -1155,3 +1157,27 @@ def test_a_fault_in_no_buffer_after_buffers_moved_is_refused_not_called_a_hang(t
     assert done.returncode == EXIT_UNSUPPORTED and re.search(
         r"the GPU faulted at 0x[0-9a-f]+, in no buffer, where the recording's did not: this replay moved \d+ "
         r"buffer\(s\)", done.stderr), done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("target, aql", [("gfx1100", False), ("gfx942", True)])
+def test_a_divergence_in_what_a_kernel_wrote_names_the_dispatch(target, aql, tmp_path):
+    """Campaign 122: a buffer a kernel wrote diverged with no writer named, though the README promises the packet
+    that wrote it: the dispatch that launched the kernel is that packet. (a's CPU write altered: c = a + b
+    differs; the second run of the kernel is the last that may have written c.)"""
+    from tests.test_compute_capture import N, vector_add
+    from tests.test_replay import rewrite
+
+    path, changed = str(tmp_path / "c.kfdtrace"), str(tmp_path / "changed.kfdtrace")
+    vas = vector_add(path, target, aql)
+
+    def edit(rec, reader, writer):
+        if rec.type == "mem" and rec.fields["va"] == vas["a"]:
+            return {**rec.fields, "key": writer.blob(np.full(N, 7, np.float32).tobytes())}
+        return rec.fields
+    rewrite(path, changed, edit)
+    report = replay_trace(changed, Options(timeout=30), emulate_recorded=True)
+    (result,) = report.results
+    assert result.divergence is not None and result.divergence.buffer == "c", report.lines()
+    packet = "KERNEL_DISPATCH" if aql else "DISPATCH_DIRECT"
+    assert re.search(rf"it appeared after submission \d+ .*packet \d+: {packet} ", result.divergence.describe()), \
+        result.divergence.describe()
