@@ -250,13 +250,15 @@ class KnownMemory:
         return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
 
     def _hashed_later(self) -> set[int] | None:
-        """The buffer addresses a checkpoint after the record reached hashes (None: every one, the trace unknown)."""
+        """The buffer addresses a checkpoint after the record reached hashes, or leaves out as in flight or racy
+        (None: every one, the trace unknown)."""
         if self.trace is None:
             return None
         if self._last_hashed is None:
             self._last_hashed = {}
-            for r in R.checked(self.trace.records({R.CHECKPOINT})):
-                for entry in r.fields["buffers"]:
+            for r in R.checked(self.trace.records({R.CHECKPOINT})):  # (left out in flight or racy: the same)
+                f = r.fields
+                for entry in (*f["buffers"], *(f.get("in_flight") or ()), *(f.get("racy") or ())):
                     self._last_hashed[entry["va"]] = r.n
         return {va for va, n in self._last_hashed.items() if n > self.n}
 
