@@ -436,7 +436,7 @@ class DispatchAccess:
         writes = [a.value for a in args if not a.arg.read_only] + [v for v in hidden if v]
         return Access((d.kernargs, data) if d.kernargs else None,
                       [d.kernargs] * bool(d.kernargs) + [a.value for a in args], writes,
-                      [v for v in (word(data, at) for at in meta.by_value_words) if v],
+                      tuple(v for v in (word(data, at) for at in meta.by_value_words) if v),
                       tuple((a, data[a.offset:a.offset + a.size]) for a in meta.explicit_args))
 
 
@@ -454,7 +454,7 @@ class Access(NamedTuple):
     kernargs: tuple[int, bytes] | None
     reads: list[int]
     writes: list[int]
-    values: list[int] = []
+    values: tuple[int, ...] = ()
     arguments: tuple[tuple[KernelArg, bytes], ...] = ()  # each explicit argument with its bytes
 
 
