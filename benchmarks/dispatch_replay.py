@@ -53,7 +53,6 @@ from kfdtrace.traces.format import TraceReader
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOAD = os.path.join(HERE, "..", "examples", "many_dispatches.py")
 TARGET = 200_000  # dispatches per second translated, with cached translation
-_RUN_DISPATCH = interpreter.run_dispatch
 
 
 class RingTimer:
@@ -106,17 +105,15 @@ def translation(path: str, timer: RingTimer, loops: int, run_kernels: bool = Tru
     """One replay of the trace in `loops` loops in a fresh system: seconds of its survey, of reading the survey's
     records alone, and of the first loop and of each later one (on average): whole, its translation's wall and
     CPU. Without `run_kernels`, no kernel runs and nothing is verified."""
-    if not run_kernels:
-        with patched(interpreter, "run_dispatch", lambda *args: None):
-            return translation(path, timer, loops)
     with TraceReader(path) as trace:
         t0 = time.perf_counter()
         for _ in R.checked(trace.records(handled(_Surveyor))):
             pass
         reading = time.perf_counter() - t0
-    with TraceReader(path) as trace, open_target(trace, None, None, True) as system:
+    idle = contextlib.nullcontext() if run_kernels else patched(interpreter, "run_dispatch", lambda *args: None)
+    with idle, TraceReader(path) as trace, open_target(trace, None, None, True) as system:
         devices = device_map(trace, system, None)
-        options = Options(verify=interpreter.run_dispatch is _RUN_DISPATCH)
+        options = Options(verify=run_kernels)
         t0 = time.perf_counter()
         s = survey(trace, devices, options.code_objects)
         surveyed = time.perf_counter() - t0
