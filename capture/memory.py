@@ -10,7 +10,8 @@ buffer whose content was already recorded is one hashing pass over it (XXH3, abo
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable, Container, Iterator
+import itertools
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 
 from kfdtrace.capture.completion import QueueProgress
@@ -114,16 +115,24 @@ class MemoryRecorder:
         self.trace, self.chunk = trace, chunk
         self.payload_bytes = 0
 
-    def _chunks(self, buf: TrackedBuffer, offset: int, size: int) -> Iterator[tuple[int, memoryview]]:
-        """(index, view of its bytes in the buffer's memory) of the chunks covering [offset, offset+size) of
-        `buf`. A view reads the buffer as it is now: `_stored` copies it."""
+    def _chunks(self, buf: TrackedBuffer, offset: int, size: int) -> tuple[int, list[memoryview]]:
+        """(index of the first, views of their bytes in the buffer's memory) of the chunks covering
+        [offset, offset+size) of `buf`. A view reads the buffer as it is now: `_stored` copies it."""
         c = self.chunk
         first, end = offset // c * c, min(-(-min(offset + size, buf.size) // c) * c, buf.size)
         if first >= end:
-            return
+            return 0, []
         memory = memoryview((ctypes.c_char * (end - first)).from_address(buf.cpu + first)).cast("B")
-        for lo in range(first, end, c):
-            yield lo // c, memory[lo - first:lo - first + c]
+        return first // c, [memory[lo:lo + c] for lo in range(0, end - first, c)]
+
+    def _differing(self, buf: TrackedBuffer, offset: int, size: int, skip: Container[int] = ()) \
+            -> list[tuple[int, memoryview]]:
+        """(index, view) of the chunks of [offset, offset+size) whose content differs from what was last recorded,
+        but those whose index is in `skip`: hashed in one pass, as fast as a copy of them."""
+        first, views = self._chunks(buf, offset, size)
+        get = buf.keys.get
+        return [(i, view) for i, view, key in zip(itertools.count(first), views, map(blob_key, views), strict=False)
+                if get(i) != key and i not in skip]
 
     def _stored(self, chunk: memoryview) -> bytes:
         """Copy a chunk into the trace as a blob; its key. The key is the copy's, in case another thread wrote the
@@ -134,23 +143,19 @@ class MemoryRecorder:
     def record(self, buf: TrackedBuffer, offset: int, size: int, skip: Container[int] = ()) -> int:
         """`mem` records for the chunks of [offset, offset+size) whose content differs from what was last
         recorded, but those whose index is in `skip`; how many."""
-        n = 0
-        for i, data in self._chunks(buf, offset, size):
-            if i in skip or buf.keys.get(i) == blob_key(data):
-                continue
+        differing = self._differing(buf, offset, size, skip)
+        for i, data in differing:
             key = buf.keys[i] = self._stored(data)
             self.payload_bytes += len(data)
             self.trace.record(R.MEM, va=buf.va + i * self.chunk, size=len(data), key=key)
-            n += 1
-        return n
+        return len(differing)
 
     def rekey(self, buf: TrackedBuffer, offset: int, size: int, skip: Container[int] = ()) -> None:
         """Take the chunks of [offset, offset+size) as they are now for what was last recorded (their blobs stored,
         no `mem` record), but those whose index is in `skip`: a queue's finished writes, so that a later
         comparison finds only what the CPU writes after them."""
-        for i, data in self._chunks(buf, offset, size):
-            if i not in skip and buf.keys.get(i) != blob_key(data):
-                buf.keys[i] = self._stored(data)
+        for i, data in self._differing(buf, offset, size, skip):
+            buf.keys[i] = self._stored(data)
 
     def forget(self, buf: TrackedBuffer, lo: int, hi: int) -> None:
         """The GPU may write bytes [lo, hi) of `buf`: what was last recorded of the chunks there is no longer what
@@ -164,13 +169,15 @@ class MemoryRecorder:
         in `skip`, each recorded as copied when it differs from what was last recorded: what `settle` compares
         them with once a store into that span is made."""
         c, end = self.chunk, min(offset + size, buf.size)
+        if offset >= end:
+            return []
         parts = {offset // c} if offset % c else set()
         if end % c and end != buf.size:
             parts.add(end // c)
         out = []
-        for i, data in self._chunks(buf, offset, end - offset):
-            if i in parts and i not in skip:
-                copy = bytes(data)
+        for i in sorted(parts):
+            if i not in skip:
+                copy = bytes(self._chunks(buf, i * c, 1)[1][0])
                 if buf.keys.get(i) != blob_key(copy):
                     key = buf.keys[i] = self.trace.blob(copy, blob_key(copy))
                     self.payload_bytes += len(copy)
@@ -187,7 +194,7 @@ class MemoryRecorder:
         for i, before in edges:
             if i in skip:
                 continue
-            now = next(data for _, data in self._chunks(buf, i * c, 1))
+            now = self._chunks(buf, i * c, 1)[1][0]
             lo, hi = max(offset - i * c, 0), min(offset + size - i * c, len(now))
             if now[:lo] == before[:lo] and now[hi:] == before[hi:]:
                 buf.keys[i] = self._stored(now)
@@ -197,7 +204,8 @@ class MemoryRecorder:
 
     def changed(self, buf: TrackedBuffer, offset: int, size: int) -> bool:
         """Whether a chunk of [offset, offset+size) differs from what was last recorded."""
-        return any(buf.keys.get(i) != blob_key(data) for i, data in self._chunks(buf, offset, size))
+        first, views = self._chunks(buf, offset, size)
+        return any(buf.keys.get(i) != blob_key(view) for i, view in enumerate(views, first))
 
     def record_given(self, buf: TrackedBuffer, offset: int, size: int, piece: Callable[[int, int], bytes]) -> None:
         """`mem` records of [offset, offset+size) of `buf` as the CPU is about to write it, `piece(lo, hi)` giving
@@ -237,14 +245,14 @@ class MemoryRecorder:
         is there already, or zeros over fresh memory, are writes the replay must verify as well. With `fresh`, only
         the chunks of those indexes are read now: `record` has just compared the others, which are taken as it
         recorded them (campaign 87: another thread's view write since, which no record gives yet, was hashed)."""
-        keys = []
-        for i, data in self._chunks(buf, 0, buf.size):
-            if fresh is not None and i not in fresh and (key := buf.keys.get(i)) is not None:
-                keys.append(key)
-                continue
-            key = blob_key(data)
-            if buf.keys.get(i) != key:
-                key = buf.keys[i] = self._stored(data)
-            keys.append(key)
+        _, views = self._chunks(buf, 0, buf.size)
+        known = buf.keys
+        if fresh is None:  # in one pass (a checkpoint of a large buffer is about as fast as a copy of it)
+            keys = list(map(blob_key, views))
+        else:
+            keys = [known[i] if i not in fresh and i in known else blob_key(view) for i, view in enumerate(views)]
+        if list(map(known.get, range(len(keys)))) != keys:  # (compared in C: the common case is no change)
+            for i in [i for i, key in enumerate(keys) if known.get(i) != key]:
+                keys[i] = known[i] = self._stored(views[i])
         return {"va": buf.va, "size": buf.size, "name": buf.name, "keys": keys,
                 "hash": blob_key(b"".join(keys))}

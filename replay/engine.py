@@ -2392,7 +2392,11 @@ class Instance:
         chunk, size = self.s.chunk, entry["size"]
         rb.buffer.addr(0, size)  # DeviceError unless the entry lies inside the buffer
         memory = memoryview((ctypes.c_char * size).from_address(rb.buffer.cpu_addr(0))).cast("B")
-        for i, key in enumerate(entry["keys"]):
+        keys = entry["keys"]
+        if not rb.volatile and list(map(self.trace.blob_key, [memory[lo:lo + chunk] for lo in
+                                                               range(0, len(keys) * chunk, chunk)])) == keys:
+            return None  # every chunk as recorded, hashed in one pass (about as fast as a copy of the buffer)
+        for i, key in enumerate(keys):
             lo = i * chunk
             clocks = [at - lo for at in rb.volatile if lo <= at < lo + chunk] if rb.volatile else None
             if clocks:  # compared with the clocks' bytes masked, in what was recorded and what is there

@@ -131,3 +131,26 @@ def test_a_checkpoint_stores_only_the_chunks_that_changed(memory):
     recorder.trace.close({})
     with TraceReader(path) as r:
         assert r.blob(second["keys"][2]) == host.raw[2 * CHUNK:3 * CHUNK]
+
+
+def test_a_checkpoint_given_fresh_chunks_reads_only_those(memory):
+    recorder, buf, host, _ = memory
+    first = recorder.checkpoint_entry(buf)
+    ctypes.memset(ctypes.addressof(host) + CHUNK, 0x11, 4)  # both changed since; only chunk 2 is read again
+    ctypes.memset(ctypes.addressof(host) + 2 * CHUNK, 0x22, 4)
+    second = recorder.checkpoint_entry(buf, fresh={2})
+    assert second["keys"][:2] == first["keys"][:2]
+    assert second["keys"][2] == F.blob_key(host.raw[2 * CHUNK:3 * CHUNK]) != first["keys"][2]
+    assert second["keys"][3] == first["keys"][3]
+
+
+def test_recording_a_range_leaves_out_the_chunks_skipped_and_those_recorded_as_they_are(memory):
+    recorder, buf, host, path = memory
+    assert recorder.record(buf, 0, buf.size) == 4
+    for i in (0, 1, 3):
+        ctypes.memset(ctypes.addressof(host) + i * CHUNK + 9, 0x5A, 2)
+    assert recorder.record(buf, 0, buf.size, skip={1}) == 2
+    recorder.trace.flush()
+    got = [(m["va"] - buf.va, m["key"]) for m in mem_records(path)][4:]
+    assert got == [(0, F.blob_key(host.raw[:CHUNK])), (3 * CHUNK, F.blob_key(host.raw[3 * CHUNK:]))]
+    assert recorder.changed(buf, CHUNK, 1) and not recorder.changed(buf, 0, CHUNK)
