@@ -16,14 +16,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from kfdtrace.capture.submissions import KERNEL, REGISTERS, Step
-from kfdtrace.driver.code_object import Kernel, load
 from kfdtrace.driver.code_object_errors import CodeObjectError
 from kfdtrace.driver.code_object_metadata import ADDRESS_HIDDEN
 from kfdtrace.driver.packets import Dialect
 from kfdtrace.driver.pm4 import Pm4Dialect
+
+if TYPE_CHECKING:
+    from kfdtrace.driver.code_object import Kernel
 
 ReadMemory = Callable[[int, int], bytes | None]
 Taken = tuple[list[int], list[int], list[int]]  # a dispatch's pointers it may write through, all, by-value words
@@ -77,6 +79,8 @@ class Dispatches:
 
     def loaded(self, va: int, data: bytes, target: str) -> None:
         """A code object loaded with its image at `va`."""
+        from kfdtrace.driver.code_object import load  # (ELF parsing: a tenth of a second to import, for kernels only)
+
         try:
             obj = load(data, target)
         except (CodeObjectError, ValueError):
