@@ -38,6 +38,9 @@ class SdmaEngine(RingEngine):
             "ATOMIC": self._atomic, "GCR_REQ": self._nop, "USER_GCR": self._nop, "INDIRECT": self._indirect,
             "COND_EXE": self._cond_exe,
         }
+        # POLL_REGMEM's retry count, read straight from its dwords: decoding its fields would leave the packet
+        # to be encoded again for the poll
+        self._retry_count = {d: d.caller(int, ("retry_count",)) for d in dialect if d.name == "POLL_REGMEM"}
         super().__init__(machine, vm, dialect, queue_id, ring_va, ring_size, rptr_va, handlers)
 
     # -- packet handlers ----------------------------------------------------------------------------
@@ -97,9 +100,9 @@ class SdmaEngine(RingEngine):
         self.machine.memory_changed()
 
     def _poll_regmem(self, p: Packet) -> None:
-        if p.fields["retry_count"] != INFINITE_RETRY:
-            raise NotEmulated(f"POLL_REGMEM retry_count={p.fields['retry_count']:#x} (only {INFINITE_RETRY:#x}) "
-                              f"is emulated")
+        retry_count = self._retry_count[p.defn](p.dwords, p.payload)
+        if retry_count != INFINITE_RETRY:
+            raise NotEmulated(f"POLL_REGMEM retry_count={retry_count:#x} (only {INFINITE_RETRY:#x}) is emulated")
         self._poll(p)
 
     def _atomic(self, atomic_op: int, addr: int, src_data: int, cmp_data: int) -> None:
