@@ -155,6 +155,12 @@ class _PlainRun:
         self.referenced += facts[3]
         self.end, self.count = end, self.count + 1
 
+    def add_written(self, end: int, written: Written) -> None:
+        """`add` with only what the next submission writes: where its reads and the addresses it holds tell
+        nothing (a lone queue, racing with none, and no CPU view to scan before it)."""
+        self.written += written
+        self.end, self.count = end, self.count + 1
+
 
 MAX_CHUNK = 1 << MAX_BLOB_BYTES.bit_length() - 1  # the largest power of two a blob holds (32 MiB)
 
@@ -697,11 +703,15 @@ class RecordingSyscalls:
         # on unbroken from one to the next (which of their reads gave which of their writes is asked only where
         # queues may race: then they are learnt one by one)
         alone = len(self.queues) == 1 and not self.racy and not self.adrift
+        lean = alone and not self.exposed and self.rec.tracking != "scan"  # (`_learn` reads no more than writes)
         run: _PlainRun | None = None
         for q, base, ring, plan, inner, dispatched, packets in batch:
             plain = alone and inner is None and not plan.dispatching and not plan.completing
             if plain and plan.quiet and run is not None and run.queue is q and run.end == base:
-                run.add(base + len(ring), plan.facts(ring, base, base - run.base))
+                if lean:
+                    run.add_written(base + len(ring), plan.written(ring, base - run.base))
+                else:
+                    run.add(base + len(ring), plan.facts(ring, base, base - run.base))
                 continue
             facts = plan.facts(ring, base)
             if not plain or facts[0] or facts[1]:

@@ -107,11 +107,11 @@ class Plan:
     starts), the written (position, address, bytes) triples, the referenced addresses, and the read triples.
     `resolved` is the recorder's to cache which of its buffers the writes land in."""
 
-    __slots__ = ("values", "compute", "packets", "resolved", "dispatching", "completing", "quiet", "_steps")
+    __slots__ = ("values", "compute", "writes", "packets", "resolved", "dispatching", "completing", "quiet", "_steps")
 
-    def __init__(self, values: struct.Struct, compute: Callable, packets: Counter[PacketDef],
+    def __init__(self, values: struct.Struct, compute: Callable, writes: Callable, packets: Counter[PacketDef],
                  steps: tuple[struct.Struct, Callable] | None = None, quiet: bool = False):
-        self.values, self.compute, self.packets = values, compute, packets  # packets: how many of each kind
+        self.values, self.compute, self.writes, self.packets = values, compute, writes, packets  # (how many of each)
         self._steps = steps
         self.quiet = quiet  # it signals and waits for nothing
         self.resolved: object = None
@@ -124,6 +124,10 @@ class Plan:
                                                                     tuple[int, ...], Read]:
         """The facts, the written and read triples positioned `shift` bytes on from the submission's start."""
         return self.compute(self.values.unpack_from(ring), base, shift)
+
+    def written(self, ring: bytes, shift: int = 0) -> Written:
+        """The written triples of `facts` alone (what a lone queue's plain submissions are learnt from)."""
+        return self.writes(self.values.unpack_from(ring), shift)
 
     def steps(self, ring: bytes) -> tuple[Step, ...]:
         """What the submission's packets do to a kernel dispatch, in order (capture/dispatches.py reads them):
@@ -255,13 +259,15 @@ class _Builder:
             f"def compute(v, base, shift):\n{''.join(self.binds)}"
             f"    return ({self._signals()}, {self._waits()}, "
             f"({''.join(w + ', ' for w in self.written)}), ({''.join(a + ', ' for a in self.referenced)}), "
-            f"({''.join(r + ', ' for r in self.read)}))\n", dwords)
+            f"({''.join(r + ', ' for r in self.read)}))\n"
+            f"def written(v, shift):\n{''.join(self.binds)}    return ({''.join(w + ', ' for w in self.written)})\n",
+            dwords)
         code = _CODE.get(source)
         if code is None:
             code = _CODE[source] = compile(source, "<submission plan>", "exec")  # generated from the tables
         ns = {"_REACHED": REACHED, "_pair_signals": pair_signals, "_pair_waits": pair_waits}
         exec(code, ns)
-        return Plan(values, ns["compute"], Counter(self.packets), self._steps(dwords),
+        return Plan(values, ns["compute"], ns["written"], Counter(self.packets), self._steps(dwords),
                     quiet=not self.signals and not self.waits)
 
     def _steps(self, dwords: int) -> tuple[struct.Struct, Callable] | None:

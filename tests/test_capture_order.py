@@ -132,6 +132,7 @@ def test_a_plan_finds_the_addresses_decoding_finds(dialect, data):
         assert list(referenced) == [a for p in packets for a in p.addresses().values()]
         assert sorted(a for _, a, _ in (*written, *read)) == sorted(referenced)
         assert {a for _, a, _ in written} == {a for p in packets for a in p.written_addresses()}
+        assert plan.written(ring, 0x40) == plan.facts(ring, 0, 0x40)[2]  # what plain runs are learnt from
 
 
 def test_a_plan_serves_every_submission_of_its_shape_with_that_submission_s_addresses():
