@@ -35,7 +35,7 @@ class DecodeError(ValueError):
 
 
 class NotDecoded(DecodeError):
-    """A valid instruction in a form this decoder does not take apart (`form`: "DPP")."""
+    """A valid instruction in a form this decoder does not take apart (`form`: "VOP3 DPP")."""
 
     def __init__(self, message: str, mnemonic: str, form: str):
         super().__init__(message)
@@ -46,9 +46,9 @@ class _BadOperand(Exception):
     pass
 
 
-# VOP1/VOP2/VOPC's src0 values that say a second dword of DPP controls follows (LLVM SIDefines.h DPP_DPP8 0xE9,
-# DPP_DPP8FI 0xEA, DPP 0xFA; GFX9 has DPP alone)
-_DPP_SRC0 = {"gfx9": frozenset((0xFA,)), "gfx10+": frozenset((0xE9, 0xEA, 0xFA))}
+# VOP3/VOP3P's src0 values that say a third dword of DPP controls follows on GFX11+ (LLVM SIDefines.h DPP_DPP8 0xE9,
+# DPP_DPP8FI 0xEA, DPP 0xFA): not decoded yet (VOP1/VOP2/VOPC's DPP are forms, encodings.py)
+_VOP3_DPP_SRC0 = frozenset((0xE9, 0xEA, 0xFA))
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,31 @@ def _sendmsg(v: int, w: int, ctx: Any) -> str:
     return str(v)
 
 
+# dpp_ctrl's patterns only GFX9 has, as LLVM names them (AMDGPUInstPrinter::printDppCtrl; SIDefines.h DppCtrl)
+_DPP_GFX9_ONLY = {0x130: "wave_shl:1", 0x134: "wave_rol:1", 0x138: "wave_shr:1", 0x13C: "wave_ror:1",
+                  0x142: "row_bcast:15", 0x143: "row_bcast:31"}
+
+
+def _dpp_ctrl(v: int, w: int, ctx: Any) -> str:
+    """A DPP16 lane pattern as LLVM prints it, with its comment where the target has no such pattern."""
+    gfx9 = ctx["generation"] == "gfx9"
+    n = v & 0xF
+    if v <= 0xFF:
+        return f"quad_perm:[{v & 3},{v >> 2 & 3},{v >> 4 & 3},{v >> 6 & 3}]"
+    if v >> 4 in (0x10, 0x11, 0x12) and n:
+        return f"{('row_shl', 'row_shr', 'row_ror')[v >> 4 & 3]}:{n}"
+    if v in (0x140, 0x141):
+        return ("row_mirror", "row_half_mirror")[v & 1]
+    if v in _DPP_GFX9_ONLY:
+        return _DPP_GFX9_ONLY[v] if gfx9 else \
+            f"/* {_DPP_GFX9_ONLY[v].split(':')[0]} is not supported starting from GFX10 */"
+    if v >> 4 == 0x15:
+        return f"row_newbcast:{n}" if gfx9 else f"row_share:{n}"
+    if v >> 4 == 0x16:
+        return "/* row_xmask is not supported on ASICs earlier than GFX10 */" if gfx9 else f"row_xmask:{n}"
+    return "/* Invalid dpp_ctrl value */"
+
+
 IMM_FORMATS = {
     "dec": lambda v, w, c: str(v),
     "hex": lambda v, w, c: f"0x{v:x}",
@@ -148,6 +173,8 @@ IMM_FORMATS = {
     "delay_alu": _delay_alu,
     "hwreg": _hwreg,
     "sendmsg": _sendmsg,
+    "dpp_ctrl": _dpp_ctrl,
+    "dpp8": lambda v, w, c: f"[{','.join(str(v >> 3 * i & 7) for i in range(8))}]",  # the lane each lane of 8 reads
 }
 
 
@@ -257,10 +284,10 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
             raise DecodeError(f"{target}: invalid {entry['m']} ({enc.name}) at offset {offset:#x}: "
                               f"{name}={by[name].get(value)}, words {_words(raw)}")
     mnemonic, items = entry["m"], entry["o"]
-    if enc.name in ("VOP1", "VOP2", "VOPC") and \
-            by["src0"].get(value) in _DPP_SRC0["gfx9" if target.startswith("gfx9") else "gfx10+"]:
-        raise NotDecoded(f"{target}: {mnemonic} in its DPP form (src0 {by['src0'].get(value):#x}) at offset "
-                         f"{offset:#x} is not decoded, words {_words(raw)}", mnemonic, "DPP")
+    if enc.name in ("VOP3", "VOP3P") and not target.startswith(("gfx9", "gfx10")) and \
+            by["src0"].get(value) in _VOP3_DPP_SRC0:
+        raise NotDecoded(f"{target}: {mnemonic} in its VOP3 DPP form (src0 {by['src0'].get(value):#x}) at offset "
+                         f"{offset:#x} is not decoded, words {_words(raw)}", mnemonic, "VOP3 DPP")
     for names, vals, m, alt_items in entry.get("alt", ()):
         if all(by[n].get(value) == v for n, v in zip(names, vals, strict=True)):
             mnemonic, items = m, alt_items
@@ -339,6 +366,8 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
         else:
             text += sep + t_
             sep = ", "
+    if enc.text:
+        suffix.append(enc.text)
     if suffix:
         text += " " + " ".join(suffix)
     fields = {f.name: f.get(value) for f in enc.fields}

@@ -66,6 +66,7 @@ class Encoding:
     literal: bool = False  # a "src"/"ssrc" field equal to 255 means a 32-bit literal follows
     keys: tuple[str, ...] = ("op",)  # fields that choose the opcode table entry (FLAT adds "seg")
     when: tuple[str, int] | None = None  # a form of another encoding: this field of it holds this value (SDWA)
+    text: str = ""  # what every instruction of this form prints last (DPP8 with 0xEA: fi:1)
     by_name: Mapping[str, Field] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -121,6 +122,30 @@ _VOPC_SDWA = Encoding("VOPC_SDWA", 0xFE000000, 0x7C000000, 8, (
     F("op", 17, 8, "op"), F("sdst", 40, 7, "sreg"), F("sd", 47), *_SDWA_SRCS, *_SDWA_SRC1,
     F("src0_sel", 48, 3, "imm"), F("src1_sel", 56, 3, "imm")), when=("src0", 0xF9))
 _SDWA = (_VOP1_SDWA, _VOP2_SDWA, _VOPC_SDWA)
+# DPP (LLVM SIDefines.h DPP 0xFA; AMD ISA guides, "DPP16"): VOP1/VOP2/VOPC with src0 = 0xFA and a second dword
+# holding the VGPR source, the lane pattern (dpp_ctrl) and the masks; fields in LLVM's print order. GFX10+ adds fi.
+_DPP_TAIL = (F("dpp_ctrl", 40, 9, "imm"), F("row_mask", 60, 4, "imm"), F("bank_mask", 56, 4, "imm"),
+             F("bound_ctrl", 51), F("src0_neg", 52), F("src0_abs", 53), F("src1_neg", 54), F("src1_abs", 55),
+             F("unused49", 49))
+
+
+def _dpp_forms(suffix: str, when: int, tail: tuple[Field, ...], text: str = "") -> tuple[Encoding, ...]:
+    """The VOP1, VOP2 and VOPC forms of one DPP kind: src0 a VGPR in dword 1, then `tail`."""
+    src0 = F("src0", 32, 8, "vgpr")
+    return (Encoding(f"VOP1_{suffix}", 0xFE000000, 0x7E000000, 8, (
+                F("op", 9, 8, "op"), F("vdst", 17, 8, "vgpr"), src0, *tail), when=("src0", when), text=text),
+            Encoding(f"VOP2_{suffix}", 0x80000000, 0x00000000, 8, (
+                F("op", 25, 6, "op"), F("vdst", 17, 8, "vgpr"), src0, F("vsrc1", 9, 8, "vgpr"), *tail),
+                when=("src0", when), text=text),
+            Encoding(f"VOPC_{suffix}", 0xFE000000, 0x7C000000, 8, (
+                F("op", 17, 8, "op"), src0, F("vsrc1", 9, 8, "vgpr"), *tail), when=("src0", when), text=text))
+
+
+_DPP_GFX9 = _dpp_forms("DPP", 0xFA, (*_DPP_TAIL, F("unused50", 50)))  # (GFX10's fi bit)
+_DPP_GFX10 = _dpp_forms("DPP", 0xFA, (*_DPP_TAIL, F("fi", 50)))
+# DPP8 (GFX10+, SIDefines.h DPP_DPP8 0xE9, DPP_DPP8FI 0xEA): eight 3-bit lane selects; the 0xEA kind prints fi:1
+_DPP8 = (*_dpp_forms("DPP8", 0xE9, (F("dpp8", 40, 24, "imm"),)),
+         *_dpp_forms("DPP8FI", 0xEA, (F("dpp8", 40, 24, "imm"),), text="fi:1"))
 
 _VOP3 = Encoding("VOP3", 0xFC000000, 0xD0000000, 8, (
     F("op", 16, 10, "op"), F("vdst", 0, 8, "vgpr"), F("sdst", 8, 7, "sreg"), F("abs", 8, 3, "imm"),
@@ -201,7 +226,10 @@ _GFX12 = {
 _DELTAS: dict[str, Mapping[str, Encoding]] = {
     "gfx90a": {}, "gfx942": _GFX942, "gfx1030": _GFX10, "gfx1100": _GFX11, "gfx1201": _GFX12,
 }
-_FORMS = {"gfx90a": _SDWA, "gfx942": _SDWA, "gfx1030": _SDWA}  # encodings that are forms of others (`when`)
+_FORMS = {  # encodings that are forms of others (`when`)
+    "gfx90a": _SDWA + _DPP_GFX9, "gfx942": _SDWA + _DPP_GFX9, "gfx1030": _SDWA + _DPP_GFX10 + _DPP8,
+    "gfx1100": _DPP_GFX10 + _DPP8, "gfx1201": _DPP_GFX10 + _DPP8,
+}
 
 
 def encodings_for(target: str) -> tuple[Encoding, ...]:

@@ -1,4 +1,5 @@
-"""Regenerate the per-target opcode tables (<target>.json) from LLVM: `python -m kfdtrace.driver.isa.generate`.
+"""Regenerate the per-target opcode tables (<target>.json) from LLVM: `python -m kfdtrace.driver.isa.generate`
+(`--only VOP1_DPP,...` for some encodings).
 
 For every encoding of every target, every opcode value is disassembled by llvm-mc-19 with recognisable operand
 values (each register field holds its own register number: 16, 32, 48, ...); LLVM's text gives the mnemonic,
@@ -57,7 +58,11 @@ def split_operands(rest: str) -> list[str]:
 
 
 def split_text(text: str, free_form: bool) -> tuple[str, list[str], list[str]]:
-    """(mnemonic, operands, suffix tokens). Free-form encodings (SOPP/SOPK) keep spaces inside the last operand."""
+    """(mnemonic, operands, suffix tokens). Free-form encodings (SOPP/SOPK) keep spaces inside the last operand;
+    a /* comment */ is one token (DPP's "/* Invalid dpp_ctrl value */")."""
+    if "/* " in text and not free_form:
+        mnemonic, ops, suffix = split_text(re.sub(r"/\*.*?\*/", lambda m: m[0].replace(" ", "\0"), text), False)
+        return mnemonic, [o.replace("\0", " ") for o in ops], [t.replace("\0", " ") for t in suffix]
     if " :: " in text:  # VOPD: two instructions; the second's mnemonic is kept as a fixed operand ":: name"
         left, right = text.split(" :: ", 1)
         m1, ops1, _ = split_text(left, free_form)
@@ -499,9 +504,7 @@ def _learn_field(enc: Encoding, entry: dict, found, regnum, name: str, results, 
     if len(toks) < len(own) - 1:
         return
     prefixes = {t.split(":", 1)[0] for t in toks.values()}
-    if len(prefixes) != 1:
-        return
-    prefix = prefixes.pop() + ":"
+    prefix = prefixes.pop() + ":" if len(prefixes) == 1 else ""  # "": the whole token is the format's (dpp_ctrl)
     nums = [(v, t[len(prefix):]) for v, t in toks.items()]
     fmt = learn_imm([v for v, _ in nums], [t for _, t in nums], f.bits)
     ok = sum(render_imm(fmt, v, f.bits, CTX) == t for v, t in nums)
@@ -531,11 +534,16 @@ WAITCNT = {
 CTX: dict = {}
 
 
+def generation(target: str) -> str:
+    """The ISA generation whose layouts the target shares: gfx9, gfx10, or gfx11 (gfx12 too)."""
+    return "gfx9" if target.startswith("gfx9") else "gfx10" if target.startswith("gfx10") else "gfx11"
+
+
 def learn_context(p: Prober, sop1: dict[str, dict], sopk: dict[str, dict], sopp: dict[str, dict]) -> dict:
     """Register names (by value, for 1 and 2 registers), hwreg and sendmsg names, waitcnt layout of a target."""
-    gen = "gfx9" if p.target.startswith("gfx9") else "gfx10" if p.target.startswith("gfx10") else "gfx11"
+    gen = generation(p.target)
     enc = {e.name: e for e in p.encs}
-    ctx: dict = {"waitcnt": WAITCNT[gen], "sendmsg_id_mask": 0xF if gen != "gfx11" else 0xFF}
+    ctx: dict = {"generation": gen, "waitcnt": WAITCNT[gen], "sendmsg_id_mask": 0xF if gen != "gfx11" else 0xFF}
     by_m = {e["m"]: int(k) for k, e in sop1.items()}
     sregs = {}
     for n, m in (("1", "s_mov_b32"), ("2", "s_mov_b64")):
@@ -562,7 +570,8 @@ def learn_target(target: str, log: Callable[[str], None]) -> dict:
     p = Prober(target)
     out: dict = {"target": target, "context": {}, "encodings": {}}
     CTX.clear()
-    CTX.update({"waitcnt": WAITCNT["gfx9"], "sregs": {}, "hwreg": {}, "sendmsg": {}, "sendmsg_id_mask": 0xF})
+    CTX.update({"generation": "gfx9", "waitcnt": WAITCNT["gfx9"], "sregs": {}, "hwreg": {}, "sendmsg": {},
+                "sendmsg_id_mask": 0xF})
     first = {e.name: learn_encoding(p, e, log) for e in p.encs if e.name in ("SOP1", "SOPK", "SOPP")}
     CTX.update(learn_context(p, first["SOP1"], first["SOPK"], first["SOPP"]))
     out["context"] = dict(CTX)
@@ -587,12 +596,28 @@ def _dump(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def relearn(target: str, names: set[str], log: Callable[[str], None]) -> dict:
+    """The target's table as written, with the encodings `names` learnt again (or for the first time): the
+    context is the table's own, its generation derived from the target."""
+    data = json.loads((HERE / f"{target}.json").read_text())
+    p = Prober(target)
+    CTX.clear()
+    CTX.update({**data["context"], "generation": generation(target)})
+    data["context"] = dict(CTX)
+    data["encodings"] = {e.name: learn_encoding(p, e, log) if e.name in names else data["encodings"][e.name]
+                         for e in p.encs if e.name in names or e.name in data["encodings"]}
+    return data
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("targets", nargs="*", default=list(TARGETS))
+    ap.add_argument("--only", help="comma-separated encodings to learn again, the rest of each table kept as it is "
+                                   "(a whole target's probing takes hours)")
     args = ap.parse_args(argv)
     for t in args.targets:
-        data = learn_target(t, lambda s: print(s, file=sys.stderr))
+        log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+        data = relearn(t, set(args.only.split(",")), log) if args.only else learn_target(t, log)
         (HERE / f"{t}.json").write_text(_dump(data))
     return 0
 
