@@ -114,20 +114,22 @@ def test_an_instruction_the_emulator_does_not_execute_stops_the_dispatch_naming_
         assert limits == [True]
 
 
-@pytest.mark.parametrize("target", FAMILIES)
-def test_an_instruction_in_its_dpp_form_stops_the_dispatch_as_not_emulated(target, caplog):
-    """src0 0xFA says a DPP dword follows: a valid instruction the decoder does not take apart, not a bad one."""
+@pytest.mark.parametrize("target", ["gfx1100", "gfx1201"])
+def test_a_vop3_instruction_in_its_dpp_form_stops_the_dispatch_as_not_emulated(target, caplog):
+    """src0 0xFA in a VOP3 word says a DPP dword follows: a valid instruction the decoder does not take apart, not a
+    bad one."""
     with System.open(emulate=target) as system:
         dev = system.devices[0]
         program = corpus(dev)
         k = program.kernel("vector_add")
-        word = _vop1(target, "v_mov_b32_e32", 1, 0xFA) + struct.pack("<I", 0xFF0111 << 8 | 1)  # row_shr:1, v1
+        op = _opcode(target, "VOP3", "v_add_f32_e64")
+        word = struct.pack("<III", 0xD4000000 | op << 16 | 1, 0xFA | (256 + 2) << 9, 0xFF0111 << 8 | 1)  # row_shr:1
         program.buffer.write(word, k.entry_address - program.buffer.va)
         case = next(c for c in CASES if c.kernel == "vector_add")
         with caplog.at_level(logging.ERROR, "kfdtrace.emulator"), pytest.raises(GpuFault) as fault:
             run_case(dev, program, case, case.inputs(), "aql", timeout=30)
-        assert f"v_mov_b32_e32 at PC {k.entry_address:#x}" in caplog.text
-        assert "its DPP form is not emulated" in caplog.text
+        assert f"v_add_f32_e64 at PC {k.entry_address:#x}" in caplog.text
+        assert "its VOP3 DPP form is not emulated" in caplog.text
         assert "stopped a queue" in str(fault.value) and "VM fault" not in str(fault.value)
 
 
@@ -469,12 +471,13 @@ def test_a_division_fixup_of_a_nan_quotient_of_ordinary_operands_overflows():
 
 
 # -- code clang-19 makes of small sources, run where it was built for ------------------------------------------
-def built(tmp_path, source: str, target: str, optimisation: str = "-O2") -> str:
-    """`source` (OpenCL C) compiled and linked for `target`: the code object's path."""
+def built(tmp_path, source: str, target: str, optimisation: str = "-O2", *flags: str) -> str:
+    """`source` (OpenCL C) compiled (with `flags` too) and linked for `target`: the code object's path."""
     src, obj, co = tmp_path / f"k-{target}.cl", tmp_path / f"k-{target}.o", tmp_path / f"k-{target}.co"
     src.write_text(source)
     subprocess.run(["clang-19", "-x", "cl", "-cl-std=CL2.0", "-target", "amdgcn-amd-amdhsa", f"-mcpu={target}",
-                    "-nogpulib", optimisation, "-c", str(src), "-o", str(obj)], check=True, capture_output=True)
+                    "-nogpulib", optimisation, *flags, "-c", str(src), "-o", str(obj)], check=True,
+                   capture_output=True)
     subprocess.run(["ld.lld-19", "-shared", str(obj), "-o", str(co)], check=True, capture_output=True)
     return str(co)
 

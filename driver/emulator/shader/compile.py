@@ -51,7 +51,9 @@ __all__ = ["Step", "Unsupported", "base_name", "compile_instruction"]
 
 Run = Callable[[Waves], object]
 _SUFFIX = re.compile(r"_(e32|e64|sdwa|dpp)$")
-_VALU_ENCODINGS = frozenset(("VOP1", "VOP2", "VOPC", "VOP3", "VOP1_SDWA", "VOP2_SDWA", "VOPC_SDWA"))
+_DPP_FORMS = ("_DPP", "_DPP8", "_DPP8FI")
+_VALU_ENCODINGS = frozenset(("VOP1", "VOP2", "VOPC", "VOP3", "VOP1_SDWA", "VOP2_SDWA", "VOPC_SDWA",
+                             *(f"{e}{form}" for e in ("VOP1", "VOP2", "VOPC") for form in _DPP_FORMS)))
 _ACC_MOVES = frozenset(("v_accvgpr_read_b32", "v_accvgpr_write_b32"))  # VOP3P, without packed operands
 _SALU_ENCODINGS = frozenset(("SOP1", "SOP2", "SOPC", "SOPK"))
 _DESTS = frozenset(("vdst", "sdst", "vdstx", "vdsty", "sdata"))
@@ -156,7 +158,11 @@ def _valu(ins: Instruction, op: AluOp, regs: Regs, operands: tuple) -> tuple[Cal
                           f"{len(op.ins) - op.acc}")
     # VOP3b (a value and a carry or VCC out) keeps SDST where VOP3a has ABS: it has no abs modifier
     vop3b = op.mask_out and op.out is not None
-    readers = [_vsource(ins, item, TYPES[ty], regs, vop3b) for item, ty in zip(sources, op.ins, strict=False)]
+    dpp = _Dpp(ins, regs.lanes) if ins.encoding.endswith(_DPP_FORMS) else None
+    if dpp is not None and op.mask_out and not dpp.writes_every_lane:
+        raise Unsupported(f"{ins.mnemonic}: DPP that may leave lanes unwritten (row or bank mask, or no bound_ctrl) "
+                          f"with a lane-mask result is not emulated")
+    readers = [_vsource(ins, item, TYPES[ty], regs, vop3b, dpp) for item, ty in zip(sources, op.ins, strict=False)]
     value_dest = next((d for d in dests if d[0] == "r" and d[3] in ("vgpr", "vdsty", "agpr")), None)
     mask_dest = next((d for d in dests if d is not value_dest), None)
     if op.acc:
@@ -201,6 +207,12 @@ def _valu(ins: Instruction, op: AluOp, regs: Regs, operands: tuple) -> tuple[Cal
             write_mask(w, lanes_out)
         else:
             write_value(w, result)
+    if dpp is not None and not dpp.writes_every_lane:
+        every_lane = commit
+
+        def commit(w: Waves, result) -> None:
+            with w.writing_only(dpp.written(w)):
+                every_lane(w, result)
     return compute, commit
 
 
@@ -236,8 +248,10 @@ def _field_value(ins: Instruction, field: str) -> int:
     return v
 
 
-def _vsource(ins: Instruction, item: tuple, ty: Type, regs: Regs, vop3b: bool = False) -> Reader:
-    """A VALU source with the encoding's modifiers (VOP3 abs/neg/opsel, SDWA select/sext/abs/neg)."""
+def _vsource(ins: Instruction, item: tuple, ty: Type, regs: Regs, vop3b: bool = False,
+             dpp: _Dpp | None = None) -> Reader:
+    """A VALU source with the encoding's modifiers (VOP3 abs/neg/opsel, SDWA select/sext/abs/neg, DPP's lane
+    pattern on src0 and abs/neg)."""
     f = ins.fields
     if item[0] == "l":
         return regs.source(255, ty, True, ins.literal)
@@ -252,16 +266,21 @@ def _vsource(ins: Instruction, item: tuple, ty: Type, regs: Regs, vop3b: bool = 
         return _sdwa_source(ins, field, value, ty, regs)
     high = bool(ty.bits == 16 and index is not None and f.get("opsel", 0) >> index & 1)
     reader = regs.source(value, ty, True, ins.literal, high)
+    if dpp is not None and field == "src0":
+        reader = dpp.source(reader, ty)
     if index is None:
         return reader
     return _modified(ins, reader, index, ty, vop3b)
 
 
 def _modified(ins: Instruction, reader: Reader, index: int, ty: Type, vop3b: bool = False) -> Reader:
-    """Source `index` of a VOP3 instruction with its abs and neg modifiers applied (floats, and the sign bit of
-    b32 sources)."""
-    absolute = ins.fields.get("abs", 0) >> index & 1 if ins.encoding == "VOP3" and not vop3b else 0
-    negate = ins.fields.get("neg", 0) >> index & 1 if ins.encoding == "VOP3" else 0
+    """Source `index` of a VOP3 or DPP instruction with its abs and neg modifiers applied (floats, and the sign bit
+    of b32 sources)."""
+    if ins.encoding == "VOP3":
+        absolute = ins.fields.get("abs", 0) >> index & 1 if not vop3b else 0
+        negate = ins.fields.get("neg", 0) >> index & 1
+    else:  # DPP's own bits (SDWA's are applied where its sources are read)
+        absolute, negate = ins.fields.get(f"src{index}_abs", 0), ins.fields.get(f"src{index}_neg", 0)
     if (absolute or negate) and ty.sign_modifiers:
         sign = ty.dtype(1 << (ty.bits - 1))
         keep, flip = ty.dtype(~sign if absolute else ~ty.dtype(0)), sign if negate else ty.dtype(0)
@@ -275,6 +294,85 @@ def _modified(ins: Instruction, reader: Reader, index: int, ty: Type, vop3b: boo
     if negate:
         return lambda w: -reader(w)
     return reader
+
+
+# DPP16's lane patterns that only GFX9 has (LLVM SIDefines.h DppCtrl: WAVE_SHL1 ... BCAST31): lane i of a wave of
+# n reads the lane given, -1 where there is none (AMDGPUModifierSyntax.rst; gem5 vega inst_util.hh dppInstImpl)
+_GFX9_DPP: dict[int, Callable[[np.ndarray, int], np.ndarray]] = {
+    0x130: lambda i, n: np.where(i + 1 < n, i + 1, -1),  # wave_shl:1
+    0x134: lambda i, n: (i + 1) % n,  # wave_rol:1
+    0x138: lambda i, n: i - 1,  # wave_shr:1 (lane 0 has none)
+    0x13C: lambda i, n: (i - 1) % n,  # wave_ror:1
+    0x142: lambda i, n: np.where(i >= 16, (i >> 4 << 4) - 1, -1),  # row_bcast:15: a row reads the last lane before
+    0x143: lambda i, n: np.where(i >= 32, 31, -1),  # row_bcast:31: rows 2 and 3 read lane 31
+}
+
+
+def _dpp16_sources(ctrl: int, lanes: int, gfx9: bool) -> np.ndarray:
+    """The lane each of `lanes` lanes reads src0 from under DPP16 control `ctrl`, -1 where none (out of its row of
+    16, or of the wave); Unsupported for a control the generation has not. AMDGPUModifierSyntax.rst (dpp_ctrl),
+    held to an independent model in tests/dpp_model.py."""
+    lane = np.arange(lanes)
+    row, at, n = lane & ~15, lane & 15, ctrl & 15
+    if ctrl <= 0xFF:  # quad_perm: lane i of each 4 reads the one its 2-bit field names
+        return (lane & ~3) | (ctrl >> 2 * (lane & 3) & 3)
+    if ctrl >> 4 == 0x10 and n:  # row_shl:n
+        return np.where(at + n <= 15, lane + n, -1)
+    if ctrl >> 4 == 0x11 and n:  # row_shr:n
+        return np.where(at >= n, lane - n, -1)
+    if ctrl >> 4 == 0x12 and n:  # row_ror:n
+        return row + (at - n & 15)
+    if ctrl == 0x140:  # row_mirror
+        return row + 15 - at
+    if ctrl == 0x141:  # row_half_mirror
+        return (lane & ~7) + 7 - (lane & 7)
+    if ctrl >> 4 == 0x15:  # row_newbcast:n (GFX9), row_share:n (GFX10+): the row's lane n
+        return row + n
+    if ctrl >> 4 == 0x16 and not gfx9:  # row_xmask:n
+        return row + (at ^ n)
+    if ctrl in _GFX9_DPP and gfx9:
+        return _GFX9_DPP[ctrl](lane, lanes)
+    raise Unsupported(f"dpp_ctrl {ctrl:#x} is no lane pattern of {'GFX9' if gfx9 else 'GFX10 and later'}")
+
+
+class _Dpp:
+    """A DPP instruction's lanes: each reads src0 from the lane its pattern names. A lane whose source is out of
+    range, or inactive (EXEC clear, unless fi fetches it), reads 0 with bound_ctrl (DPP8: always) and is not written
+    without; the row and bank masks keep lanes from being written (AMDGPUModifierSyntax.rst: row_mask, bank_mask,
+    bound_ctrl, fi, dpp8; the masked lanes keep the destination, the `old` operand of llvm.amdgcn.update.dpp)."""
+
+    def __init__(self, ins: Instruction, lanes: int):
+        f = ins.fields
+        lane = np.arange(lanes)
+        if "dpp8" in f:
+            self.src = (lane & ~7) | (f["dpp8"] >> 3 * (lane & 7) & 7)
+            self.fetch_inactive, self.zero = ins.encoding.endswith("FI"), True
+            self.allowed = np.ones(lanes, bool)
+        else:
+            gfx9 = "fi" not in f  # GFX9's DPP dword has no fi bit (encodings.py)
+            self.src = _dpp16_sources(f["dpp_ctrl"], lanes, gfx9)
+            self.fetch_inactive, self.zero = bool(f.get("fi")), bool(f["bound_ctrl"])
+            self.allowed = (f["row_mask"] >> (lane >> 4) & 1 & f["bank_mask"] >> (lane >> 2 & 3)).astype(bool)
+        self.index = np.maximum(self.src, 0)
+        self.in_range = self.src >= 0
+        self.writes_every_lane = bool(self.allowed.all()) and self.zero
+
+    def _valid(self, w: Waves) -> np.ndarray:
+        """(B, L): whether each lane's source is in range and may be read."""
+        return self.in_range & (True if self.fetch_inactive else w.exec[:, self.index])
+
+    def source(self, reader: Reader, ty: Type) -> Reader:
+        """`reader` (src0) as each lane reads it from its source lane (0 where bound_ctrl fills a lane without)."""
+        zero = ty.dtype(0)
+
+        def read(w: Waves) -> np.ndarray:
+            got = np.broadcast_to(reader(w), w.exec.shape)[:, self.index]
+            return np.where(self._valid(w), got, zero) if self.zero else got
+        return read
+
+    def written(self, w: Waves) -> np.ndarray:
+        """(B, L): the lanes the instruction writes (EXEC aside)."""
+        return self.allowed & (self._valid(w) | self.zero)
 
 
 _SEL = {0: (0, 8), 1: (8, 8), 2: (16, 8), 3: (24, 8), 4: (0, 16), 5: (16, 16), 6: (0, 32)}  # SDWA SEL: shift, bits

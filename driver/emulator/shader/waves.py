@@ -9,6 +9,9 @@ for different waves splits the set (`take`); sets that meet at one PC again merg
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 
 __all__ = ["EXEC", "Waves", "pack_lanes", "unpack_lanes"]
@@ -55,6 +58,17 @@ class Waves:
         self.exec = np.ascontiguousarray(lanes, dtype=bool)
         self.full = bool(self.exec.all())
         self._sync_exec_sgprs()
+
+    @contextlib.contextmanager
+    def writing_only(self, lanes: np.ndarray) -> Iterator[None]:
+        """VGPR writes in the block reach only the lanes that both EXEC and `lanes` ((B, L) booleans) enable: DPP's
+        row and bank masks, and its lanes without a source. EXEC itself stays as it is."""
+        exec_lanes, full = self.exec, self.full
+        self.exec, self.full = exec_lanes & lanes, False
+        try:
+            yield
+        finally:
+            self.exec, self.full = exec_lanes, full
 
     def _sync_exec_sgprs(self) -> None:
         words = pack_lanes(self.exec)
