@@ -173,3 +173,40 @@ def test_the_dpp_kernels_decode_as_llvm_objdump_prints_them(tmp_path, target, wa
     for source in (_kernel(target), SCANS):
         count, bad = objdump_compare(Path(built(tmp_path, source, target, "-O2", *flags)), target)
         assert count > 20 and bad == []
+
+
+VOP3 = r"""
+#define FSHR(v, s) __builtin_bit_cast(float, __builtin_amdgcn_update_dpp(0, __builtin_bit_cast(int, v), 0x110 | s, \
+                                                                          0xf, 0xf, true))
+#define SHL(v, s) __builtin_amdgcn_update_dpp(0u, v, 0x100 | s, 0xf, 0xf, true)
+__kernel void vop3(__global uint *out, __global const float *a, __global const float *b, __global const uint *u) {
+  uint l = __builtin_amdgcn_workitem_id_x();
+  float x = a[l], y = b[l];
+  uint v = u[l], s = SHL(v, 3), m = s > v ? s : v;
+  out[l] = __builtin_bit_cast(uint, __builtin_fmaf(FSHR(x, 1), y, 2.0f));  /* gfx11+: v_fma_f32_e64_dpp */
+  out[64 + l] = __builtin_bit_cast(uint, __builtin_fabsf(FSHR(x, 2)) + y);  /* v_add_f32_dpp with |src0| */
+  out[128 + l] = (SHL(v, 1) ^ v) + (v << 3);  /* v_xad_u32_e64_dpp */
+  out[192 + l] = m > l ? m : l;  /* v_max3_u32_e64_dpp */
+}
+"""
+
+
+def _rows(a: np.ndarray, n: int) -> np.ndarray:
+    """`a` with each lane taking the lane n on in its row of 16 (n < 0: before), 0 where there is none."""
+    lane = np.arange(64)
+    src = lane + n
+    return np.where((src >> 4 == lane >> 4) & (src >= 0), a[np.clip(src, 0, 63)], 0).astype(a.dtype)
+
+
+@pytest.mark.parametrize(("target", "wave64"), BUILDS, ids=IDS)
+def test_vop3_and_modified_dpp_compute_what_numpy_does(tmp_path, target, wave64):
+    """On gfx11+ clang makes VOP3 DPP of these (v_fma_f32_e64_dpp, v_xad_u32_e64_dpp, v_max3_u32_e64_dpp)."""
+    rng = np.random.default_rng(9)
+    a, b = rng.integers(-64, 64, 64).astype(np.float32), rng.integers(-64, 64, 64).astype(np.float32)
+    u = rng.integers(0, 1 << 31, 64, dtype=np.uint32)
+    code = built(tmp_path, VOP3, target, "-O2", *(["-mwavefrontsize64"] if wave64 else []))
+    got = ran(target, code, "vop3", 256, a, b, u).reshape(4, 64)
+    assert got[0].view(np.float32).tolist() == (_rows(a, -1) * b + np.float32(2)).tolist()  # exact: small integers
+    assert got[1].view(np.float32).tolist() == (np.abs(_rows(a, -2)) + b).tolist()
+    assert got[2].tolist() == ((_rows(u, 1) ^ u) + (u << np.uint32(3))).tolist()
+    assert got[3].tolist() == np.maximum(np.maximum(_rows(u, 3), u), np.arange(64, dtype=np.uint32)).tolist()

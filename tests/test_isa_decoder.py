@@ -246,6 +246,12 @@ FLOORS: dict[tuple[str, str], tuple[int, int]] = {
     ('gfx1201', 'VOP1_DPP8FI'): (253, 145),
     ('gfx1201', 'VOP2_DPP8FI'): (337, 63),
     ('gfx1201', 'VOPC_DPP8FI'): (245, 155),
+    ('gfx1100', 'VOP3_DPP'): (32, 365),
+    ('gfx1100', 'VOP3_DPP8'): (34, 364),
+    ('gfx1100', 'VOP3_DPP8FI'): (33, 362),
+    ('gfx1201', 'VOP3_DPP'): (53, 345),
+    ('gfx1201', 'VOP3_DPP8'): (40, 358),
+    ('gfx1201', 'VOP3_DPP8FI'): (46, 350),
 }
 
 

@@ -115,21 +115,22 @@ def test_an_instruction_the_emulator_does_not_execute_stops_the_dispatch_naming_
 
 
 @pytest.mark.parametrize("target", ["gfx1100", "gfx1201"])
-def test_a_vop3_instruction_in_its_dpp_form_stops_the_dispatch_as_not_emulated(target, caplog):
-    """src0 0xFA in a VOP3 word says a DPP dword follows: a valid instruction the decoder does not take apart, not a
+def test_a_vop3p_instruction_in_its_dpp_form_stops_the_dispatch_as_not_emulated(target, caplog):
+    """src0 0xFA in a VOP3P word says a DPP dword follows: a valid instruction the decoder does not take apart, not a
     bad one."""
     with System.open(emulate=target) as system:
         dev = system.devices[0]
         program = corpus(dev)
         k = program.kernel("vector_add")
-        op = _opcode(target, "VOP3", "v_add_f32_e64")
-        word = struct.pack("<III", 0xD4000000 | op << 16 | 1, 0xFA | (256 + 2) << 9, 0xFF0111 << 8 | 1)  # row_shr:1
+        op = _opcode(target, "VOP3P", "v_fma_mix_f32")
+        word = struct.pack("<III", 0xCC000000 | op << 16 | 1, 0xFA | (256 + 2) << 9 | (256 + 3) << 18,
+                           0xFF0111 << 8 | 1)  # row_shr:1
         program.buffer.write(word, k.entry_address - program.buffer.va)
         case = next(c for c in CASES if c.kernel == "vector_add")
         with caplog.at_level(logging.ERROR, "kfdtrace.emulator"), pytest.raises(GpuFault) as fault:
             run_case(dev, program, case, case.inputs(), "aql", timeout=30)
-        assert f"v_add_f32_e64 at PC {k.entry_address:#x}" in caplog.text
-        assert "its VOP3 DPP form is not emulated" in caplog.text
+        assert f"v_fma_mix_f32 at PC {k.entry_address:#x}" in caplog.text
+        assert "its VOP3P DPP form is not emulated" in caplog.text
         assert "stopped a queue" in str(fault.value) and "VM fault" not in str(fault.value)
 
 

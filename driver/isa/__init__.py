@@ -9,8 +9,8 @@ text is what llvm-objdump-19 -d prints, for gfx90a, gfx942, gfx1030, gfx1100 and
 - decoder.py: the decoder, which reads only those tables; operands.py: how constants and registers print.
 - llvm.py: batches words through llvm-mc-19 (used by generate.py and the tests).
 
-Known gaps (tests/test_isa_decoder.py holds the measured agreement per target and encoding): gfx11/12 VOP3 and VOP3P
-in their DPP forms (NotDecoded), the dpp_ctrl of 64-bit DPP operations, MIMG, MTBUF, EXP, VINTERP/LDSDIR and gfx12
+Known gaps (tests/test_isa_decoder.py holds the measured agreement per target and encoding): gfx11/12 VOP3P in its
+DPP forms (NotDecoded), the dpp_ctrl of 64-bit DPP operations, MIMG, MTBUF, EXP, VINTERP/LDSDIR and gfx12
 VIMAGE/VSAMPLE are not decoded (DecodeError); MFMA modifiers (cbsz, abid, blgp) and VOP3P's op_sel_hi on some
 3-source opcodes print out of LLVM's order; true16 operands (v1.l, v1.h) of gfx11/12 16-bit VOP1/VOP2 print as whole
 registers; some operand combinations LLVM rejects (register alignment, operand classes) are accepted.

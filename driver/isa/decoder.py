@@ -35,7 +35,7 @@ class DecodeError(ValueError):
 
 
 class NotDecoded(DecodeError):
-    """A valid instruction in a form this decoder does not take apart (`form`: "VOP3 DPP")."""
+    """A valid instruction in a form this decoder does not take apart (`form`: "VOP3P DPP")."""
 
     def __init__(self, message: str, mnemonic: str, form: str):
         super().__init__(message)
@@ -46,8 +46,8 @@ class _BadOperand(Exception):
     pass
 
 
-# VOP3/VOP3P's src0 values that say a third dword of DPP controls follows on GFX11+ (LLVM SIDefines.h DPP_DPP8 0xE9,
-# DPP_DPP8FI 0xEA, DPP 0xFA): not decoded yet (VOP1/VOP2/VOPC's DPP are forms, encodings.py)
+# VOP3P's src0 values that say a third dword of DPP controls follows on GFX11+ (LLVM SIDefines.h DPP_DPP8 0xE9,
+# DPP_DPP8FI 0xEA, DPP 0xFA): not decoded yet (VOP1/VOP2/VOPC/VOP3's DPP are forms, encodings.py)
 _VOP3_DPP_SRC0 = frozenset((0xE9, 0xEA, 0xFA))
 
 
@@ -266,8 +266,9 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
     enc = t.lut[w0 >> 23]
     if enc is None:
         raise DecodeError(f"{target}: no known encoding at offset {offset:#x}: words {w0:08x}")
+    head = int.from_bytes(data[offset:offset + enc.size], "little")  # (a VOP3 DPP's 0xFA is in dword 1)
     for form in t.forms.get(enc.name, ()):
-        if enc.by_name[form.when[0]].get(w0) == form.when[1]:
+        if enc.by_name[form.when[0]].get(head) == form.when[1]:
             enc = form
             break
     raw = data[offset:offset + enc.size]
@@ -284,10 +285,10 @@ def decode(data: bytes, offset: int, target: str) -> Instruction:
             raise DecodeError(f"{target}: invalid {entry['m']} ({enc.name}) at offset {offset:#x}: "
                               f"{name}={by[name].get(value)}, words {_words(raw)}")
     mnemonic, items = entry["m"], entry["o"]
-    if enc.name in ("VOP3", "VOP3P") and not target.startswith(("gfx9", "gfx10")) and \
+    if enc.name == "VOP3P" and not target.startswith(("gfx9", "gfx10")) and \
             by["src0"].get(value) in _VOP3_DPP_SRC0:
-        raise NotDecoded(f"{target}: {mnemonic} in its VOP3 DPP form (src0 {by['src0'].get(value):#x}) at offset "
-                         f"{offset:#x} is not decoded, words {_words(raw)}", mnemonic, "VOP3 DPP")
+        raise NotDecoded(f"{target}: {mnemonic} in its VOP3P DPP form (src0 {by['src0'].get(value):#x}) at offset "
+                         f"{offset:#x} is not decoded, words {_words(raw)}", mnemonic, "VOP3P DPP")
     for names, vals, m, alt_items in entry.get("alt", ()):
         if all(by[n].get(value) == v for n, v in zip(names, vals, strict=True)):
             mnemonic, items = m, alt_items

@@ -189,6 +189,17 @@ _GFX10 = {
     "MUBUF": derive(_MUBUF, drop=("scc", "acc", "lds"), add=(F("dlc", 15), F("lds", 16), F("tfe", 55))),
 }
 
+# VOP3 with src0 = 0xFA (DPP16), 0xE9 or 0xEA (DPP8) and a third dword of DPP controls, GFX11+ (LLVM VOP3_DPP16,
+# VOP3_DPP8): the source modifiers are VOP3's own, the DPP dword's are unused
+_VOP3_DPP16_TAIL = (F("dpp_ctrl", 72, 9, "imm"), F("row_mask", 92, 4, "imm"), F("bank_mask", 88, 4, "imm"),
+                    F("bound_ctrl", 83), F("fi", 82), F("unused81", 81), F("unused84", 84, 4, "imm"))
+
+
+def _vop3_dpp(vop3: Encoding, suffix: str, when: int, tail: tuple[Field, ...], text: str = "") -> Encoding:
+    return derive(vop3, name=f"VOP3_{suffix}", size=12, literal=False, when=("src0", when), text=text,
+                  drop=("src0",), add=(F("src0", 64, 8, "vgpr"), *tail))
+
+
 _GFX11 = {
     **_GFX10,
     "SMEM": derive(_GFX10["SMEM"], drop=("dlc",), add=(F("glc", 14), F("dlc", 13))),
@@ -226,9 +237,12 @@ _GFX12 = {
 _DELTAS: dict[str, Mapping[str, Encoding]] = {
     "gfx90a": {}, "gfx942": _GFX942, "gfx1030": _GFX10, "gfx1100": _GFX11, "gfx1201": _GFX12,
 }
+_VOP3_DPP = (_vop3_dpp(_GFX10["VOP3"], "DPP", 0xFA, _VOP3_DPP16_TAIL),
+             _vop3_dpp(_GFX10["VOP3"], "DPP8", 0xE9, (F("dpp8", 72, 24, "imm"),)),
+             _vop3_dpp(_GFX10["VOP3"], "DPP8FI", 0xEA, (F("dpp8", 72, 24, "imm"),), text="fi:1"))
 _FORMS = {  # encodings that are forms of others (`when`)
     "gfx90a": _SDWA + _DPP_GFX9, "gfx942": _SDWA + _DPP_GFX9, "gfx1030": _SDWA + _DPP_GFX10 + _DPP8,
-    "gfx1100": _DPP_GFX10 + _DPP8, "gfx1201": _DPP_GFX10 + _DPP8,
+    "gfx1100": _DPP_GFX10 + _DPP8 + _VOP3_DPP, "gfx1201": _DPP_GFX10 + _DPP8 + _VOP3_DPP,
 }
 
 
@@ -246,9 +260,11 @@ def encodings_for(target: str) -> tuple[Encoding, ...]:
     return tuple(out) + _FORMS.get(target, ())
 
 
-def match(encodings: Iterable[Encoding], word0: int) -> Encoding | None:
-    """The encoding of an instruction whose first dword is `word0`: a form (`when`) before the encoding it is of."""
+def match(encodings: Iterable[Encoding], head: int) -> Encoding | None:
+    """The encoding of an instruction whose first bytes, read as one little-endian integer, are `head` (dword 0 is
+    enough but for a form chosen by a later dword's field: VOP3 DPP): a form (`when`) before the encoding it is of."""
     found = None
+    word0 = head & 0xFFFFFFFF
     for e in encodings:
         if word0 & e.mask == e.match and e.when is None:
             found = e
@@ -258,6 +274,6 @@ def match(encodings: Iterable[Encoding], word0: int) -> Encoding | None:
     for e in encodings:
         if e.when and e.mask == found.mask and e.match == found.match:
             f = found.by_name[e.when[0]]
-            if f.get(word0) == e.when[1]:
+            if f.get(head) == e.when[1]:
                 return e
     return found

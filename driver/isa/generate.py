@@ -113,8 +113,8 @@ class Prober:
         self.target = target
         self.encs = encodings_for(target)
 
-    def claims(self, word0: int) -> Encoding | None:
-        return match(self.encs, word0)
+    def claims(self, head: int) -> Encoding | None:
+        return match(self.encs, head)
 
     def word(self, enc: Encoding, values: dict[str, int], literal: int = PROBE_LITERAL) -> bytes:
         v = 0
@@ -232,7 +232,7 @@ def learn_encoding(p: Prober, enc: Encoding, log: Callable[[str], None]) -> dict
         for cand in candidates(enc, base):
             vals = {**cand, **keyvals(k)}
             w = p.word(enc, vals)
-            if p.claims(int.from_bytes(w[:4], "little")) is not enc:
+            if p.claims(int.from_bytes(w[:8], "little")) is not enc:
                 break
             if int.from_bytes(w[:4], "little") == MARKER_WORD:
                 continue

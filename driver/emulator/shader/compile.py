@@ -50,9 +50,10 @@ from kfdtrace.driver.isa import Instruction
 __all__ = ["Step", "Unsupported", "base_name", "compile_instruction"]
 
 Run = Callable[[Waves], object]
-_SUFFIX = re.compile(r"_(e32|e64|sdwa|dpp)$")
+_SUFFIX = re.compile(r"(?:_e32|_e64)?(?:_sdwa|_dpp)?$")  # (VOP3 DPP: _e64_dpp)
 _DPP_FORMS = ("_DPP", "_DPP8", "_DPP8FI")
-_VALU_ENCODINGS = frozenset(("VOP1", "VOP2", "VOPC", "VOP3", "VOP1_SDWA", "VOP2_SDWA", "VOPC_SDWA",
+_VOP3 = frozenset(("VOP3", *(f"VOP3{form}" for form in _DPP_FORMS)))  # VOP3's abs, neg and op_sel, DPP or not
+_VALU_ENCODINGS = frozenset(("VOP1", "VOP2", "VOPC", "VOP1_SDWA", "VOP2_SDWA", "VOPC_SDWA", *_VOP3,
                              *(f"{e}{form}" for e in ("VOP1", "VOP2", "VOPC") for form in _DPP_FORMS)))
 _ACC_MOVES = frozenset(("v_accvgpr_read_b32", "v_accvgpr_write_b32"))  # VOP3P, without packed operands
 _SALU_ENCODINGS = frozenset(("SOP1", "SOP2", "SOPC", "SOPK"))
@@ -276,7 +277,7 @@ def _vsource(ins: Instruction, item: tuple, ty: Type, regs: Regs, vop3b: bool = 
 def _modified(ins: Instruction, reader: Reader, index: int, ty: Type, vop3b: bool = False) -> Reader:
     """Source `index` of a VOP3 or DPP instruction with its abs and neg modifiers applied (floats, and the sign bit
     of b32 sources)."""
-    if ins.encoding == "VOP3":
+    if ins.encoding in _VOP3:
         absolute = ins.fields.get("abs", 0) >> index & 1 if not vop3b else 0
         negate = ins.fields.get("neg", 0) >> index & 1
     else:  # DPP's own bits (SDWA's are applied where its sources are read)
