@@ -149,22 +149,23 @@ def _one(ctrl: int) -> str:
             f"{ctrl:#x}, 0xf, 0xf, true);\n}}\n")
 
 
-def test_dpp_into_a_lane_mask_that_may_leave_lanes_unwritten_is_not_emulated():
-    """A VOPC DPP whose row mask (or missing bound_ctrl) may leave lanes unwritten: what such a lane's bit becomes
-    is not documented (LLVM forms VOPC DPP only with full masks), so the emulator refuses rather than guess."""
+def test_dpp_into_exec_that_may_leave_lanes_unwritten_is_not_emulated():
+    """A v_cmpx DPP whose row mask (or missing bound_ctrl) may leave lanes unwritten: EXEC would have to change for
+    some lanes only, which the emulator does not guess; a compare into VCC is emulated (unwritten lanes: 0)."""
     family = target_by_name("gfx1100").family
     regs = Regs.of(sreg_names("gfx1100"), 256, 32, layout_for(family).architected_sgprs)
     memory = MemoryOps(None, 32, family.gfx_major, layout_for(family).architected_flat_scratch)
-    op = _opcode("gfx1100", "VOPC_DPP", "v_cmp_eq_u32")
 
-    def vopc(rows: int, bound: int) -> Instruction:  # v_cmp_eq_u32 vcc_lo, v1, v2 row_shl:1
+    def vopc(mnemonic: str, rows: int, bound: int) -> Instruction:  # v_cmp(x)_eq_u32 v1, v2 row_shl:1
+        op = _opcode("gfx1100", "VOPC_DPP", mnemonic)
         return decode((0x7C000000 | op << 17 | 2 << 9 | 0xFA).to_bytes(4, "little") +
                       (1 | 0x101 << 8 | bound << 19 | 0xF << 24 | rows << 28).to_bytes(4, "little"), 0, "gfx1100")
-    assert vopc(0x3, 0).text == "v_cmp_eq_u32 vcc_lo, v1, v2 row_shl:1 row_mask:0x3 bank_mask:0xf"
+    assert vopc("v_cmp_eq_u32", 0x3, 0).text == "v_cmp_eq_u32 vcc_lo, v1, v2 row_shl:1 row_mask:0x3 bank_mask:0xf"
     for rows, bound in ((0x3, 0), (0x1, 1), (0xF, 0)):
         with pytest.raises(Unsupported, match="may leave lanes unwritten"):
-            compile_instruction(vopc(rows, bound), 0, regs, memory)
-    compile_instruction(vopc(0xF, 1), 0, regs, memory)  # every active lane written: emulated
+            compile_instruction(vopc("v_cmpx_eq_u32", rows, bound), 0, regs, memory)
+        compile_instruction(vopc("v_cmp_eq_u32", rows, bound), 0, regs, memory)
+    compile_instruction(vopc("v_cmpx_eq_u32", 0xF, 1), 0, regs, memory)  # every active lane written: emulated
 
 
 @pytest.mark.parametrize(("target", "wave64"), BUILDS, ids=IDS)
@@ -210,3 +211,100 @@ def test_vop3_and_modified_dpp_compute_what_numpy_does(tmp_path, target, wave64)
     assert got[1].view(np.float32).tolist() == (np.abs(_rows(a, -2)) + b).tolist()
     assert got[2].tolist() == ((_rows(u, 1) ^ u) + (u << np.uint32(3))).tolist()
     assert got[3].tolist() == np.maximum(np.maximum(_rows(u, 3), u), np.arange(64, dtype=np.uint32)).tolist()
+
+
+LONG_SCAN = r"""
+#define STEP(c, bm) { int2 v = as_int2(x); \
+    int lo = __builtin_amdgcn_update_dpp(0, v.x, c, 0xf, bm, false); \
+    int hi = __builtin_amdgcn_update_dpp(0, v.y, c, 0xf, bm, false); \
+    x += as_long((int2)(lo, hi)); }
+__kernel void scan(__global long *out, __global const long *in) {  /* rocPRIM's row scan, 64 bits in two halves */
+  uint l = __builtin_amdgcn_workitem_id_x();
+  long x = in[l];
+  STEP(0x111, 0xf) STEP(0x112, 0xf) STEP(0x114, 0xe) STEP(0x118, 0xc)
+  out[l] = x;
+}
+"""
+
+
+@pytest.mark.parametrize(("target", "wave64"), BUILDS, ids=IDS)
+def test_a_64_bit_row_scan_with_masked_banks_adds_up(tmp_path, target, wave64):
+    """On gfx11+ clang folds the low halves' add into v_add_co_u32_e64_dpp with bank_mask 0xe and no bound_ctrl:
+    a carry-out from DPP that leaves lanes unwritten (campaign 125)."""
+    values = np.random.default_rng(3).integers(-(1 << 62), 1 << 62, 64, dtype=np.int64)
+    code = built(tmp_path, LONG_SCAN, target, "-O2", *(["-mwavefrontsize64"] if wave64 else []))
+    got = ran(target, code, "scan", 128, values).view(np.int64)
+    assert got.tolist() == np.cumsum(values.reshape(4, 16), axis=1, dtype=np.int64).reshape(-1).tolist()
+
+
+ATOMIC = r"""
+__kernel void total(__global uint *before, __global uint *counter, __global const uint *in) {
+  uint l = __builtin_amdgcn_workitem_id_x();
+  if (in[l] & 1) before[l] = __atomic_fetch_add(counter, in[l], __ATOMIC_RELAXED);  /* the odd values only */
+}
+"""
+
+
+@pytest.mark.parametrize(("target", "wave64"), BUILDS, ids=IDS)
+def test_the_dpp_atomic_optimizer_hands_each_lane_its_running_total(tmp_path, target, wave64):
+    """LLVM's atomic optimizer with its DPP strategy: a scan of the wave's values (DPP, and v_permlanex16_b32 on
+    gfx10+), one atomic per wave, each lane's old value from the scan (campaign 125)."""
+    values = np.random.default_rng(4).integers(0, 1000, 64).astype(np.uint32)
+    flags = ["-mllvm", "-amdgpu-atomic-optimizer-strategy=DPP", *(["-mwavefrontsize64"] if wave64 else [])]
+    code = built(tmp_path, ATOMIC, target, "-O2", *flags)
+    got = ran(target, code, "total", 64, np.zeros(1, np.uint32), values)
+    wave = 64 if wave64 or target.startswith("gfx9") else 32
+    odd = values & 1 == 1
+    bases = []
+    for first in range(0, 64, wave):  # each wave's lanes in lane order, from where the counter stood for it
+        mine = odd[first:first + wave]
+        taken = np.where(mine, values[first:first + wave], 0)
+        exclusive = np.cumsum(taken) - taken
+        base = got[first:first + wave][mine][0] - exclusive[mine][0]
+        assert got[first:first + wave][mine].tolist() == (base + exclusive[mine]).tolist()
+        assert got[first:first + wave][~mine].tolist() == [0] * int((~mine).sum())
+        bases.append((int(base), int(values[first:first + wave][mine].sum())))
+    running = 0
+    for base, total in sorted(bases):  # the waves' atomics, one after another
+        assert base == running
+        running += total
+
+
+PERMLANE = [(False, 0x76543210, 0xFEDCBA98, False, False, EVERY), (False, 0x01234567, 0x89ABCDEF, False, False, SOME),
+            (True, 0x01234567, 0x89ABCDEF, True, False, SOME), (True, 0xFFFFFFFF, 0xFFFFFFFF, False, False, EVERY),
+            (False, 0x13579BDF, 0x02468ACE, False, True, SOME), (True, 0x13579BDF, 0x02468ACE, True, True, SOME)]
+
+
+def _permlanes() -> str:
+    body = []
+    for k, (across, lo, hi, fi, bound, active) in enumerate(PERMLANE):
+        name = "permlanex16" if across else "permlane16"
+        call = f"__builtin_amdgcn_{name}(old, v, {lo:#x}u, {hi:#x}u, {str(fi).lower()}, {str(bound).lower()})"
+        body.append(f"  if (({active:#x}u >> (l & 31)) & 1u) out[{k * 64} + l] = {call};")
+    return ("__kernel void lanes(__global uint *out, __global const uint *in, uint old) {\n"
+            "  uint l = __builtin_amdgcn_workitem_id_x();\n  uint v = in[l];\n" + "\n".join(body) + "\n}\n")
+
+
+@pytest.mark.parametrize(("target", "wave64"), [b for b in BUILDS if not b[0].startswith("gfx9")],
+                         ids=[i for i, b in zip(IDS, BUILDS, strict=True) if not b[0].startswith("gfx9")])
+def test_permlane16_and_permlanex16_give_each_lane_the_one_its_select_names(tmp_path, target, wave64):
+    """AMD's pseudocode (V_PERMLANE16_B32, V_PERMLANEX16_B32): lane i of a row reads lane sel[i] of its row (x16: of
+    the other row of its pair); fi and bound_ctrl as DPP's for an inactive source lane."""
+    wave = 64 if wave64 else 32
+    values = (np.arange(64, dtype=np.uint32) * 1000 + 7).astype(np.uint32)
+    code = built(tmp_path, _permlanes(), target, "-O2", *(["-mwavefrontsize64"] if wave64 else []))
+    got = ran(target, code, "lanes", 64 * len(PERMLANE), values, np.uint32(OLD)).reshape(-1, 64)
+    for k, (across, lo, hi, fi, bound, active) in enumerate(PERMLANE):
+        want = []
+        for lane in range(64):
+            first = lane // wave * wave
+            on = [active >> ((first + i) & 31) & 1 for i in range(wave)]
+            i = lane - first
+            src = ((i & ~15) ^ (16 if across else 0)) + ((hi << 32 | lo) >> 4 * (i & 15) & 15)
+            if not on[i]:
+                want.append(0)  # (not stored)
+            elif on[src] or fi:
+                want.append(int(values[first + src]))
+            else:
+                want.append(0 if bound else OLD)
+        assert got[k].tolist() == want, f"{target} {PERMLANE[k]}: lanes {np.flatnonzero(got[k] != want)}"

@@ -160,9 +160,9 @@ def _valu(ins: Instruction, op: AluOp, regs: Regs, operands: tuple) -> tuple[Cal
     # VOP3b (a value and a carry or VCC out) keeps SDST where VOP3a has ABS: it has no abs modifier
     vop3b = op.mask_out and op.out is not None
     dpp = _Dpp(ins, regs.lanes) if ins.encoding.endswith(_DPP_FORMS) else None
-    if dpp is not None and op.mask_out and not dpp.writes_every_lane:
+    if dpp is not None and op.exec_out and not dpp.writes_every_lane:
         raise Unsupported(f"{ins.mnemonic}: DPP that may leave lanes unwritten (row or bank mask, or no bound_ctrl) "
-                          f"with a lane-mask result is not emulated")
+                          f"into EXEC is not emulated")
     readers = [_vsource(ins, item, TYPES[ty], regs, vop3b, dpp) for item, ty in zip(sources, op.ins, strict=False)]
     value_dest = next((d for d in dests if d[0] == "r" and d[3] in ("vgpr", "vdsty", "agpr")), None)
     mask_dest = next((d for d in dests if d is not value_dest), None)
@@ -208,8 +208,8 @@ def _valu(ins: Instruction, op: AluOp, regs: Regs, operands: tuple) -> tuple[Cal
             write_mask(w, lanes_out)
         else:
             write_value(w, result)
-    if dpp is not None and not dpp.writes_every_lane:
-        every_lane = commit
+    if dpp is not None and not dpp.writes_every_lane:  # the lanes DPP leaves unwritten are as EXEC's: their bit of
+        every_lane = commit  # a lane-mask result (VCC, a carry) is 0, their VGPR as it was
 
         def commit(w: Waves, result) -> None:
             with w.writing_only(dpp.written(w)):

@@ -1,5 +1,6 @@
 """Program flow and the instructions that only wait: branches, s_endpgm, barriers, s_getpc/s_setpc, the
-cross-lane moves between SGPRs and lanes (v_readlane, v_readfirstlane, v_writelane), and the waits and hints
+cross-lane moves between SGPRs and lanes (v_readlane, v_readfirstlane, v_writelane) and between lanes
+(v_permlane16, v_permlanex16, v_permlane64), and the waits and hints
 that have nothing to do on an emulated GPU whose memory operations complete before the next instruction
 (s_waitcnt, s_wait_*, s_nop, s_clause, s_delay_alu, cache invalidations).
 
@@ -142,6 +143,54 @@ def _readfirstlane(ins: Instruction, pc: int, nxt: int, regs: Regs):
     return run
 
 
+def _permlane(across: bool) -> Factory:
+    """v_permlane16_b32 / v_permlanex16_b32 vdst, src0, sel_lo, sel_hi (gfx10+): each active lane takes src0 from
+    the lane its 4-bit field of {sel_hi, sel_lo} names in its own row of 16 (x16: in the other row of its pair),
+    by AMD's pseudocode (RDNA3/RDNA4 V_PERMLANE16_B32, V_PERMLANEX16_B32). op_sel[0] and op_sel[1] are DPP's fi and
+    bound_ctrl (RDNA ISA guides, same entries): without fi an inactive source lane is no source, which bound_ctrl
+    reads as 0 and without it leaves the lane as it was."""
+    def factory(ins: Instruction, pc: int, nxt: int, regs: Regs):
+        f = ins.fields
+        if any(f.get(k) for k in ("abs", "neg", "clamp", "omod")):
+            raise OperandError(f"{ins.mnemonic} with input or output modifiers is not emulated")
+        src = regs.source(f["src0"], TYPES["u32"], True, ins.literal)
+        lo = regs.source(f["src1"], TYPES["u32"], False, ins.literal)
+        hi = regs.source(f["src2"], TYPES["u32"], False, ins.literal)
+        fetch_inactive, bound = bool(f["opsel"] & 1), bool(f["opsel"] >> 1 & 1)
+        n = f["vdst"]
+        regs.check_vgprs(n, 1)
+        lane = np.arange(regs.lanes)
+        row = (lane & ~15) ^ (16 if across else 0)
+        shift = (4 * (lane & 15)).astype(np.uint64)
+
+        def run(w: Waves) -> None:
+            rows = np.arange(w.count)[:, None]
+            select = np.broadcast_to(hi(w), (w.count,)).astype(np.uint64) << np.uint64(32) | \
+                np.broadcast_to(lo(w), (w.count,)).astype(np.uint64)
+            at = row + (select[:, None] >> shift & np.uint64(15)).astype(np.int64)
+            got = np.broadcast_to(src(w), w.exec.shape)[rows, at]
+            valid = w.exec[rows, at] | fetch_inactive
+            written = w.exec & (valid | bound)
+            w.v[n] = np.where(written, np.where(valid, got, np.uint32(0)), w.v[n])
+        return run
+    return factory
+
+
+def _permlane64(ins: Instruction, pc: int, nxt: int, regs: Regs):
+    """v_permlane64_b32 vdst, src0 (gfx11+): in wave64 each active lane takes the lane 32 away (lane ^ 32); in
+    wave32 it does nothing (RDNA3/RDNA4 pseudocode V_PERMLANE64_B32: "treated as scalar NOP in wave32")."""
+    src = regs.source(ins.fields["src0"], TYPES["u32"], True, ins.literal)
+    n = ins.fields["vdst"]
+    regs.check_vgprs(n, 1)
+    if regs.lanes == 32:
+        return lambda w: None
+    other = np.arange(64) ^ 32
+
+    def run(w: Waves) -> None:
+        w.write_v(n, np.broadcast_to(src(w), w.exec.shape)[:, other])
+    return run
+
+
 def _movrel(source: int | None, dest: int | None) -> Factory:
     """A move between VGPRs indexed by M0: the source VGPR's number plus M0's bits [`source`:+10] (None: no index;
     32: all of M0), the destination's likewise, in the lanes EXEC enables (RDNA3/RDNA4 ISA pseudocode:
@@ -203,6 +252,9 @@ CONTROL: dict[str, Factory] = {
     "v_readlane_b32": _readlane,
     "v_readfirstlane_b32": _readfirstlane,
     "v_writelane_b32": _writelane,
+    "v_permlane16_b32": _permlane(False),
+    "v_permlanex16_b32": _permlane(True),
+    "v_permlane64_b32": _permlane64,
     "v_movrels_b32": _movrel(32, None),
     "v_movreld_b32": _movrel(None, 32),
     "v_movrelsd_b32": _movrel(32, 32),

@@ -61,8 +61,9 @@ class Waves:
 
     @contextlib.contextmanager
     def writing_only(self, lanes: np.ndarray) -> Iterator[None]:
-        """VGPR writes in the block reach only the lanes that both EXEC and `lanes` ((B, L) booleans) enable: DPP's
-        row and bank masks, and its lanes without a source. EXEC itself stays as it is."""
+        """Writes in the block reach only the lanes that both EXEC and `lanes` ((B, L) booleans) enable, as if EXEC
+        were both (a lane mask written gives the others 0): DPP's row and bank masks, and its lanes without a
+        source. EXEC itself stays as it is."""
         exec_lanes, full = self.exec, self.full
         self.exec, self.full = exec_lanes & lanes, False
         try:
