@@ -308,3 +308,37 @@ def test_permlane16_and_permlanex16_give_each_lane_the_one_its_select_names(tmp_
             else:
                 want.append(0 if bound else OLD)
         assert got[k].tolist() == want, f"{target} {PERMLANE[k]}: lanes {np.flatnonzero(got[k] != want)}"
+
+
+VAR = r"""
+__kernel void var(__global uint *out, __global const uint *in, __global const uint *sel, uint old) {
+  uint l = __builtin_amdgcn_workitem_id_x();
+  uint v = in[l], s = sel[l];
+  out[l] = __builtin_amdgcn_permlane16_var(old, v, s, false, false);
+  if (l % 3) out[64 + l] = __builtin_amdgcn_permlanex16_var(old, v, s, false, true);
+  if (l % 5) out[128 + l] = __builtin_amdgcn_permlane16_var(old, v, s, true, false);
+}
+"""
+
+
+@pytest.mark.parametrize("wave64", [False, True], ids=["wave32", "wave64"])
+def test_gfx12_permlane_var_takes_each_lane_s_select_from_its_own_vgpr(tmp_path, wave64):
+    wave = 64 if wave64 else 32
+    rng = np.random.default_rng(6)
+    values, selects = rng.integers(0, 1 << 32, 64, dtype=np.uint32), rng.integers(0, 1 << 32, 64, dtype=np.uint32)
+    code = built(tmp_path, VAR, "gfx1201", "-O2", *(["-mwavefrontsize64"] if wave64 else []))
+    got = ran("gfx1201", code, "var", 192, values, selects, np.uint32(OLD)).reshape(3, 64)
+    for k, (across, fi, bound, active) in enumerate(((False, False, False, lambda i: True),
+                                                     (True, False, True, lambda i: i % 3 != 0),
+                                                     (False, True, False, lambda i: i % 5 != 0))):
+        want = []
+        for lane in range(64):
+            first = lane // wave * wave
+            src = first + (((lane - first) & ~15) ^ (16 if across else 0)) + int(selects[lane] & 15)
+            if not active(lane):
+                want.append(0)
+            elif active(src) or fi:
+                want.append(int(values[src]))
+            else:
+                want.append(0 if bound else OLD)
+        assert got[k].tolist() == want, f"case {k}: lanes {np.flatnonzero(got[k] != want)}"

@@ -1,6 +1,6 @@
 """Program flow and the instructions that only wait: branches, s_endpgm, barriers, s_getpc/s_setpc, the
 cross-lane moves between SGPRs and lanes (v_readlane, v_readfirstlane, v_writelane) and between lanes
-(v_permlane16, v_permlanex16, v_permlane64), and the waits and hints
+(v_permlane16, v_permlanex16 and their _var forms, v_permlane64), and the waits and hints
 that have nothing to do on an emulated GPU whose memory operations complete before the next instruction
 (s_waitcnt, s_wait_*, s_nop, s_clause, s_delay_alu, cache invalidations).
 
@@ -143,19 +143,20 @@ def _readfirstlane(ins: Instruction, pc: int, nxt: int, regs: Regs):
     return run
 
 
-def _permlane(across: bool) -> Factory:
+def _permlane(across: bool, var: bool = False) -> Factory:
     """v_permlane16_b32 / v_permlanex16_b32 vdst, src0, sel_lo, sel_hi (gfx10+): each active lane takes src0 from
     the lane its 4-bit field of {sel_hi, sel_lo} names in its own row of 16 (x16: in the other row of its pair),
-    by AMD's pseudocode (RDNA3/RDNA4 V_PERMLANE16_B32, V_PERMLANEX16_B32). op_sel[0] and op_sel[1] are DPP's fi and
-    bound_ctrl (RDNA ISA guides, same entries): without fi an inactive source lane is no source, which bound_ctrl
-    reads as 0 and without it leaves the lane as it was."""
+    by AMD's pseudocode (RDNA3/RDNA4 V_PERMLANE16_B32, V_PERMLANEX16_B32; gfx12's _var forms: the select is bits
+    3:0 of the lane's own src1, V_PERMLANE16_VAR_B32). op_sel[0] and op_sel[1] are DPP's fi and bound_ctrl (RDNA ISA
+    guides, same entries): without fi an inactive source lane is no source, which bound_ctrl reads as 0 and without
+    it leaves the lane as it was."""
     def factory(ins: Instruction, pc: int, nxt: int, regs: Regs):
         f = ins.fields
         if any(f.get(k) for k in ("abs", "neg", "clamp", "omod")):
             raise OperandError(f"{ins.mnemonic} with input or output modifiers is not emulated")
         src = regs.source(f["src0"], TYPES["u32"], True, ins.literal)
-        lo = regs.source(f["src1"], TYPES["u32"], False, ins.literal)
-        hi = regs.source(f["src2"], TYPES["u32"], False, ins.literal)
+        lo = regs.source(f["src1"], TYPES["u32"], var, ins.literal)
+        hi = None if var else regs.source(f["src2"], TYPES["u32"], False, ins.literal)
         fetch_inactive, bound = bool(f["opsel"] & 1), bool(f["opsel"] >> 1 & 1)
         n = f["vdst"]
         regs.check_vgprs(n, 1)
@@ -163,11 +164,17 @@ def _permlane(across: bool) -> Factory:
         row = (lane & ~15) ^ (16 if across else 0)
         shift = (4 * (lane & 15)).astype(np.uint64)
 
+        def select(w: Waves) -> np.ndarray:
+            """(B, L): the lane in its row each lane reads."""
+            if hi is None:
+                return (np.broadcast_to(lo(w), w.exec.shape) & np.uint32(15)).astype(np.int64)
+            both = np.broadcast_to(hi(w), (w.count,)).astype(np.uint64) << np.uint64(32) | \
+                np.broadcast_to(lo(w), (w.count,)).astype(np.uint64)
+            return (both[:, None] >> shift & np.uint64(15)).astype(np.int64)
+
         def run(w: Waves) -> None:
             rows = np.arange(w.count)[:, None]
-            select = np.broadcast_to(hi(w), (w.count,)).astype(np.uint64) << np.uint64(32) | \
-                np.broadcast_to(lo(w), (w.count,)).astype(np.uint64)
-            at = row + (select[:, None] >> shift & np.uint64(15)).astype(np.int64)
+            at = row + select(w)
             got = np.broadcast_to(src(w), w.exec.shape)[rows, at]
             valid = w.exec[rows, at] | fetch_inactive
             written = w.exec & (valid | bound)
@@ -254,6 +261,8 @@ CONTROL: dict[str, Factory] = {
     "v_writelane_b32": _writelane,
     "v_permlane16_b32": _permlane(False),
     "v_permlanex16_b32": _permlane(True),
+    "v_permlane16_var_b32": _permlane(False, var=True),
+    "v_permlanex16_var_b32": _permlane(True, var=True),
     "v_permlane64_b32": _permlane64,
     "v_movrels_b32": _movrel(32, None),
     "v_movreld_b32": _movrel(None, 32),
