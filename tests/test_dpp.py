@@ -342,3 +342,20 @@ def test_gfx12_permlane_var_takes_each_lane_s_select_from_its_own_vgpr(tmp_path,
             else:
                 want.append(0 if bound else OLD)
         assert got[k].tolist() == want, f"case {k}: lanes {np.flatnonzero(got[k] != want)}"
+
+
+def test_dpp_of_a_64_bit_operation_takes_only_row_newbcast():
+    """gfx90a/gfx942 run 64-bit operations' DPP with row_newbcast alone (LLVM prints any other control with "DP ALU
+    dpp only supports row_newbcast"): another is refused, not guessed."""
+    family = target_by_name("gfx942").family
+    regs = Regs.of(sreg_names("gfx942"), 256, 64, layout_for(family).architected_sgprs)
+    memory = MemoryOps(None, 64, family.gfx_major, layout_for(family).architected_flat_scratch)
+    op = _opcode("gfx942", "VOP1_DPP", "v_cvt_f64_i32_dpp")
+
+    def cvt(ctrl: int) -> Instruction:  # v_cvt_f64_i32_dpp v[2:3], v1 <ctrl> row_mask:0xf bank_mask:0xf
+        return decode((0x7E000000 | 2 << 17 | op << 9 | 0xFA).to_bytes(4, "little") +
+                      (1 | ctrl << 8 | 0xF << 24 | 0xF << 28).to_bytes(4, "little"), 0, "gfx942")
+    with pytest.raises(Unsupported, match="64-bit operation takes row_newbcast/row_share alone"):
+        compile_instruction(cvt(0x111), 0, regs, memory)
+    assert cvt(0x151).fields["dpp_ctrl"] == 0x151  # (its text lacks the control: the decoder's known gap)
+    compile_instruction(cvt(0x151), 0, regs, memory)

@@ -86,7 +86,7 @@ def compile_instruction(ins: Instruction, pc: int, regs: Regs, memory) -> Step:
         elif name in CONTROL:
             run = CONTROL[name](ins, pc, nxt, regs)
         elif (ins.encoding in _VALU_ENCODINGS or name in _ACC_MOVES) and name in VALU:
-            run = _single(_valu(ins, VALU[name], regs, ins.operands))
+            run = _single(_valu(ins, VALU[name], regs, ins.operands, memory.gfx_major))
         elif ins.encoding == "VOP3P":
             run = _mix(ins, name, regs) if name in _MIX else _dot(ins, name, regs) if name in DOTS else \
                 _packed(ins, name, regs)
@@ -133,8 +133,9 @@ def _vopd(ins: Instruction, regs: Regs) -> Run:
     return run
 
 
-def _valu(ins: Instruction, op: AluOp, regs: Regs, operands: tuple) -> tuple[Callable, Callable]:
-    """(compute, commit) for one VALU operation over `operands` (a VOPD half, or the whole instruction)."""
+def _valu(ins: Instruction, op: AluOp, regs: Regs, operands: tuple, gfx_major: int = 0) -> tuple[Callable, Callable]:
+    """(compute, commit) for one VALU operation over `operands` (a VOPD half, or the whole instruction; `gfx_major`
+    tells a DPP form's generation)."""
     f = ins.fields
     dests, sources, mask_src = [], [], None
     for item in operands:
@@ -159,7 +160,10 @@ def _valu(ins: Instruction, op: AluOp, regs: Regs, operands: tuple) -> tuple[Cal
                           f"{len(op.ins) - op.acc}")
     # VOP3b (a value and a carry or VCC out) keeps SDST where VOP3a has ABS: it has no abs modifier
     vop3b = op.mask_out and op.out is not None
-    dpp = _Dpp(ins, regs.lanes) if ins.encoding.endswith(_DPP_FORMS) else None
+    dpp = None
+    if ins.encoding.endswith(_DPP_FORMS):
+        wide = any(TYPES[ty].bits == 64 for ty in (*op.ins, *((op.out,) if op.out else ())))
+        dpp = _Dpp(ins, regs.lanes, gfx_major, wide)
     if dpp is not None and op.exec_out and not dpp.writes_every_lane:
         raise Unsupported(f"{ins.mnemonic}: DPP that may leave lanes unwritten (row or bank mask, or no bound_ctrl) "
                           f"into EXEC is not emulated")
@@ -342,16 +346,20 @@ class _Dpp:
     without; the row and bank masks keep lanes from being written (AMDGPUModifierSyntax.rst: row_mask, bank_mask,
     bound_ctrl, fi, dpp8; the masked lanes keep the destination, the `old` operand of llvm.amdgcn.update.dpp)."""
 
-    def __init__(self, ins: Instruction, lanes: int):
+    def __init__(self, ins: Instruction, lanes: int, gfx_major: int, wide: bool):
         f = ins.fields
         lane = np.arange(lanes)
+        # a 64-bit operation takes only row_newbcast (gfx90a/gfx942) or row_share (gfx12), the same values, and no
+        # DPP on gfx10 and gfx11 (LLVM: "DP ALU dpp only supports row_newbcast", isLegalDPALU_DPPControl)
+        if wide and ("dpp8" in f or gfx_major in (10, 11) or f["dpp_ctrl"] >> 4 != 0x15):
+            raise Unsupported(f"{ins.mnemonic}: DPP of a 64-bit operation takes row_newbcast/row_share alone, on "
+                              f"gfx90a, gfx942 and gfx12")
         if "dpp8" in f:
             self.src = (lane & ~7) | (f["dpp8"] >> 3 * (lane & 7) & 7)
             self.fetch_inactive, self.zero = ins.encoding.endswith("FI"), True
             self.allowed = np.ones(lanes, bool)
         else:
-            gfx9 = "fi" not in f  # GFX9's DPP dword has no fi bit (encodings.py)
-            self.src = _dpp16_sources(f["dpp_ctrl"], lanes, gfx9)
+            self.src = _dpp16_sources(f["dpp_ctrl"], lanes, gfx_major == 9)
             self.fetch_inactive, self.zero = bool(f.get("fi")), bool(f["bound_ctrl"])
             self.allowed = (f["row_mask"] >> (lane >> 4) & 1 & f["bank_mask"] >> (lane >> 2 & 3)).astype(bool)
         self.index = np.maximum(self.src, 0)
