@@ -67,6 +67,14 @@ int kh_bpermute(int byte_index, int v) {
     pthread_barrier_wait(&bar);
     return got;
 }
+uint32_t kh_dpp_row(uint32_t v, uint32_t ctrl) {  /* DPP row_shr:n (0x11n, 0 past the row) and row_share:n (0x15n) */
+    uint32_t at = linear & 15, n = ctrl & 15, src = ctrl >> 4 == 0x15 ? n : at - n;
+    lanes[linear] = (int)v;
+    pthread_barrier_wait(&bar);
+    uint32_t got = ctrl >> 4 == 0x11 && at < n ? 0u : (uint32_t)lanes[(linear & ~15u) + src];
+    pthread_barrier_wait(&bar);
+    return got;
+}
 """
 
 

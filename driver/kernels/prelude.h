@@ -74,6 +74,8 @@ INLINE uint lane_id(void) {
     return wave_size() == 64 ? __builtin_amdgcn_mbcnt_hi(~0u, lane) : lane;
 }
 INLINE int bpermute(int byte_index, int v) { return __builtin_amdgcn_ds_bpermute(byte_index, v); }
+/* v of the lane a DPP row pattern names (row_shr:n 0x11n, row_share:n 0x15n; 0 where the row has none) */
+#define DPP_ROW(v, ctrl) __builtin_amdgcn_update_dpp(0u, (v), (ctrl), 0xf, 0xf, true)
 #else
 /* host build (driver/kernels/host.py cross-checks the references): the harness runs every work-item of a
  * workgroup on a thread of its own and answers these; waves are 32 lanes */
@@ -99,6 +101,8 @@ INLINE void barrier(uint flags) { kh_barrier(); }
 INLINE uint wave_size(void) { return 32; }
 INLINE uint lane_id(void) { return kh_lane(); }
 INLINE int bpermute(int byte_index, int v) { return kh_bpermute(byte_index, v); }
+uint kh_dpp_row(uint v, uint ctrl);
+#define DPP_ROW(v, ctrl) kh_dpp_row((v), (ctrl))
 #endif
 INLINE size_t get_global_id(uint d) { return get_group_id(d) * get_enqueued_local_size(d) + get_local_id(d); }
 

@@ -1,4 +1,4 @@
-/* Reductions and scans inside a workgroup: LDS, barriers, a dynamic __local argument, cross-lane permutes. */
+/* Reductions and scans inside a workgroup: LDS, barriers, a dynamic __local argument, cross-lane permutes, DPP. */
 #include "prelude.h"
 
 #define GROUP 256
@@ -79,4 +79,17 @@ __kernel void sum_lanes32(__global const uint *in, __global uint *out) {
     uint lane = lane_id(), v = in[i];
     for (uint m = 16; m > 0; m >>= 1) v += (uint)bpermute((int)((lane ^ m) << 2), (int)v);
     out[i] = v;
+}
+
+/* prefix[i] = inclusive prefix sum of each row of 16 lanes, total[i] = the row's sum: DPP row_shr with bound_ctrl's
+ * zero fill (rocPRIM's row scan), then row_newbcast:15 / row_share:15 (one encoding on every target) */
+__kernel void scan_rows_dpp(__global const uint *in, __global uint *prefix, __global uint *total) {
+    size_t i = get_global_id(0);
+    uint x = in[i];
+    x += DPP_ROW(x, 0x111);
+    x += DPP_ROW(x, 0x112);
+    x += DPP_ROW(x, 0x114);
+    x += DPP_ROW(x, 0x118);
+    prefix[i] = x;
+    total[i] = DPP_ROW(x, 0x15f);
 }

@@ -531,6 +531,10 @@ def _cases() -> tuple[Case, ...]:
                         "totals": _groups(v["in"], 256, 0).sum(axis=1).astype(np.int32)}),
         Case("sum_lanes32", "reduce", (In("in", u32, (512,), ints(0, 2**32)), Out("out", u32, (512,))),
              (512,), (64,), lambda v: {"out": np.repeat(v["in"].reshape(-1, 32).sum(axis=1, dtype=np.uint32), 32)}),
+        Case("scan_rows_dpp", "reduce", (In("in", u32, (512,), ints(0, 2**32)), Out("prefix", u32, (512,)),
+                                         Out("total", u32, (512,))),
+             (512,), (64,), lambda v: {"prefix": np.cumsum(_rows16(v["in"]), axis=1, dtype=np.uint32).reshape(-1),
+                                       "total": np.repeat(_rows16(v["in"]).sum(axis=1, dtype=np.uint32), 16)}),
         # ---- sorting -------------------------------------------------------------------------------------
         Case("bitonic_sort_local", "sort", (Out("data", u32, (1024,), ints(0, 2**32)),),
              (1024,), (256,), lambda v: {"data": np.sort(v["data"].reshape(4, 256), axis=1).reshape(-1)}),
@@ -776,6 +780,11 @@ def _stencil(a: np.ndarray, centre: float, side: float) -> np.ndarray:
             acc += np.roll(a, -step, axis=axis)[inner]
     out[inner] = np.float32(centre) * a[inner] + np.float32(side) * acc
     return out
+
+
+def _rows16(a: np.ndarray) -> np.ndarray:
+    """`a` as rows of 16 lanes (DPP's rows)."""
+    return a.reshape(-1, 16)
 
 
 def _groups(a: np.ndarray, size: int, pad: float) -> np.ndarray:
