@@ -22,6 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from . import dpp
 from .encodings import TARGETS, Encoding, encodings_for
 from .operands import constant_text, literal_text, reg_range
 
@@ -135,31 +136,6 @@ def _sendmsg(v: int, w: int, ctx: Any) -> str:
     return str(v)
 
 
-# dpp_ctrl's patterns only GFX9 has, as LLVM names them (AMDGPUInstPrinter::printDppCtrl; SIDefines.h DppCtrl)
-_DPP_GFX9_ONLY = {0x130: "wave_shl:1", 0x134: "wave_rol:1", 0x138: "wave_shr:1", 0x13C: "wave_ror:1",
-                  0x142: "row_bcast:15", 0x143: "row_bcast:31"}
-
-
-def _dpp_ctrl(v: int, w: int, ctx: Any) -> str:
-    """A DPP16 lane pattern as LLVM prints it, with its comment where the target has no such pattern."""
-    gfx9 = ctx["generation"] == "gfx9"
-    n = v & 0xF
-    if v <= 0xFF:
-        return f"quad_perm:[{v & 3},{v >> 2 & 3},{v >> 4 & 3},{v >> 6 & 3}]"
-    if v >> 4 in (0x10, 0x11, 0x12) and n:
-        return f"{('row_shl', 'row_shr', 'row_ror')[v >> 4 & 3]}:{n}"
-    if v in (0x140, 0x141):
-        return ("row_mirror", "row_half_mirror")[v & 1]
-    if v in _DPP_GFX9_ONLY:
-        return _DPP_GFX9_ONLY[v] if gfx9 else \
-            f"/* {_DPP_GFX9_ONLY[v].split(':')[0]} is not supported starting from GFX10 */"
-    if v >> 4 == 0x15:
-        return f"row_newbcast:{n}" if gfx9 else f"row_share:{n}"
-    if v >> 4 == 0x16:
-        return "/* row_xmask is not supported on ASICs earlier than GFX10 */" if gfx9 else f"row_xmask:{n}"
-    return "/* Invalid dpp_ctrl value */"
-
-
 IMM_FORMATS = {
     "dec": lambda v, w, c: str(v),
     "hex": lambda v, w, c: f"0x{v:x}",
@@ -173,7 +149,7 @@ IMM_FORMATS = {
     "delay_alu": _delay_alu,
     "hwreg": _hwreg,
     "sendmsg": _sendmsg,
-    "dpp_ctrl": _dpp_ctrl,
+    "dpp_ctrl": lambda v, w, c: dpp.shown(v, c["generation"] == "gfx9"),
     "dpp8": lambda v, w, c: f"[{','.join(str(v >> 3 * i & 7) for i in range(8))}]",  # the lane each lane of 8 reads
 }
 

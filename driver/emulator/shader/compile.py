@@ -45,7 +45,7 @@ from kfdtrace.driver.emulator.shader.operands import (
     flush_denormals,
 )
 from kfdtrace.driver.emulator.shader.waves import EXEC, Waves
-from kfdtrace.driver.isa import Instruction
+from kfdtrace.driver.isa import Instruction, dpp
 
 __all__ = ["Step", "Unsupported", "base_name", "compile_instruction"]
 
@@ -301,43 +301,14 @@ def _modified(ins: Instruction, reader: Reader, index: int, ty: Type, vop3b: boo
     return reader
 
 
-# DPP16's lane patterns that only GFX9 has (LLVM SIDefines.h DppCtrl: WAVE_SHL1 ... BCAST31): lane i of a wave of
-# n reads the lane given, -1 where there is none (AMDGPUModifierSyntax.rst; gem5 vega inst_util.hh dppInstImpl)
-_GFX9_DPP: dict[int, Callable[[np.ndarray, int], np.ndarray]] = {
-    0x130: lambda i, n: np.where(i + 1 < n, i + 1, -1),  # wave_shl:1
-    0x134: lambda i, n: (i + 1) % n,  # wave_rol:1
-    0x138: lambda i, n: i - 1,  # wave_shr:1 (lane 0 has none)
-    0x13C: lambda i, n: (i - 1) % n,  # wave_ror:1
-    0x142: lambda i, n: np.where(i >= 16, (i >> 4 << 4) - 1, -1),  # row_bcast:15: a row reads the last lane before
-    0x143: lambda i, n: np.where(i >= 32, 31, -1),  # row_bcast:31: rows 2 and 3 read lane 31
-}
-
-
 def _dpp16_sources(ctrl: int, lanes: int, gfx9: bool) -> np.ndarray:
-    """The lane each of `lanes` lanes reads src0 from under DPP16 control `ctrl`, -1 where none (out of its row of
-    16, or of the wave); Unsupported for a control the generation has not. AMDGPUModifierSyntax.rst (dpp_ctrl),
-    held to an independent model in tests/dpp_model.py."""
-    lane = np.arange(lanes)
-    row, at, n = lane & ~15, lane & 15, ctrl & 15
-    if ctrl <= 0xFF:  # quad_perm: lane i of each 4 reads the one its 2-bit field names
-        return (lane & ~3) | (ctrl >> 2 * (lane & 3) & 3)
-    if ctrl >> 4 == 0x10 and n:  # row_shl:n
-        return np.where(at + n <= 15, lane + n, -1)
-    if ctrl >> 4 == 0x11 and n:  # row_shr:n
-        return np.where(at >= n, lane - n, -1)
-    if ctrl >> 4 == 0x12 and n:  # row_ror:n
-        return row + (at - n & 15)
-    if ctrl == 0x140:  # row_mirror
-        return row + 15 - at
-    if ctrl == 0x141:  # row_half_mirror
-        return (lane & ~7) + 7 - (lane & 7)
-    if ctrl >> 4 == 0x15:  # row_newbcast:n (GFX9), row_share:n (GFX10+): the row's lane n
-        return row + n
-    if ctrl >> 4 == 0x16 and not gfx9:  # row_xmask:n
-        return row + (at ^ n)
-    if ctrl in _GFX9_DPP and gfx9:
-        return _GFX9_DPP[ctrl](lane, lanes)
-    raise Unsupported(f"dpp_ctrl {ctrl:#x} is no lane pattern of {'GFX9' if gfx9 else 'GFX10 and later'}")
+    """The lane each of `lanes` lanes reads src0 from under DPP16 control `ctrl` (driver/isa/dpp.py), -1 where none
+    (out of its row of 16, or of the wave); Unsupported for a control the generation has not. Held to an independent
+    model in tests/dpp_model.py."""
+    pattern = dpp.pattern_of(ctrl, gfx9)
+    if pattern is None:
+        raise Unsupported(f"dpp_ctrl {ctrl:#x} is no lane pattern of {'GFX9' if gfx9 else 'GFX10 and later'}")
+    return np.array([-1 if (at := pattern.source(lane, ctrl, lanes)) is None else at for lane in range(lanes)])
 
 
 class _Dpp:
