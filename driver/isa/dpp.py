@@ -23,6 +23,8 @@ class Pattern:
     gfx10: bool
     text: Callable[[int], str]  # dpp_ctrl value -> what LLVM prints
     source: Callable[[int, int, int], int | None]  # (lane, dpp_ctrl value, lanes in the wave) -> lane read, or none
+    wide: bool = False  # a 64-bit operation takes it (LLVM isLegalDPALU_DPPControl: "DP ALU dpp only supports
+    # row_newbcast"), where the generation runs 64-bit operations' DPP at all (gfx90a, gfx942, gfx12)
 
 
 def _row(lane: int) -> int:
@@ -54,9 +56,9 @@ PATTERNS = (
     Pattern("row_bcast", 0x143, 0x143, True, False, lambda v: "row_bcast:31",  # rows 2 and 3
             lambda lane, v, n: 31 if lane >= 32 else None),
     Pattern("row_newbcast", 0x150, 0x15F, True, False, lambda v: f"row_newbcast:{v & 15}",
-            lambda lane, v, n: _row(lane) + (v & 15)),
+            lambda lane, v, n: _row(lane) + (v & 15), wide=True),
     Pattern("row_share", 0x150, 0x15F, False, True, lambda v: f"row_share:{v & 15}",
-            lambda lane, v, n: _row(lane) + (v & 15)),
+            lambda lane, v, n: _row(lane) + (v & 15), wide=True),
     Pattern("row_xmask", 0x160, 0x16F, False, True, lambda v: f"row_xmask:{v & 15}",
             lambda lane, v, n: _row(lane) + ((lane & 15) ^ (v & 15))),
 )

@@ -320,9 +320,9 @@ class _Dpp:
     def __init__(self, ins: Instruction, lanes: int, gfx_major: int, wide: bool):
         f = ins.fields
         lane = np.arange(lanes)
-        # a 64-bit operation takes only row_newbcast (gfx90a/gfx942) or row_share (gfx12), the same values, and no
-        # DPP on gfx10 and gfx11 (LLVM: "DP ALU dpp only supports row_newbcast", isLegalDPALU_DPPControl)
-        if wide and ("dpp8" in f or gfx_major in (10, 11) or f["dpp_ctrl"] >> 4 != 0x15):
+        # a 64-bit operation takes the patterns the table marks wide, and no DPP on gfx10 and gfx11
+        pattern = None if "dpp8" in f else dpp.pattern_of(f["dpp_ctrl"], gfx_major == 9)
+        if wide and (pattern is None or not pattern.wide or gfx_major in (10, 11)):
             raise Unsupported(f"{ins.mnemonic}: DPP of a 64-bit operation takes row_newbcast/row_share alone, on "
                               f"gfx90a, gfx942 and gfx12")
         if "dpp8" in f:
